@@ -1,0 +1,1 @@
+//! Shared helpers for fulmar's criterion benchmarks.

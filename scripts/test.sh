@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The whole fulmar test suite, from a bare machine to a verdict.
+#
+#   ./scripts/test.sh
+#
+# Installs what the tests need when it is missing, then runs, in order:
+# rustfmt, clippy (-D warnings, every target), rustdoc (-D warnings), the
+# workspace tests (unit, integration, doc tests, fuzz-corpus replay, examples
+# built), the benches built, and the fuzz crate checked. It ends with one line
+# "N passed, N failed" summing every cargo test binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+# ---------------------------------------------------------------- install ---
+need_root() { [ "$(id -u)" = 0 ] || { echo "run as root or install: $*" >&2; exit 1; }; }
+
+ensure_rust_components() {
+    for comp in rustfmt clippy; do
+        if ! cargo "${comp/rustfmt/fmt}" --version >/dev/null 2>&1; then
+            log "installing rust component $comp"
+            rustup component add "$comp"
+        fi
+    done
+}
+
+ensure_rust_components
+
+# --------------------------------------------------------------------- run ---
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUST_BACKTRACE=1
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy (workspace, all targets, -D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "cargo doc (-D warnings)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+log "cargo test --workspace (unit, integration, doc tests, fuzz corpus replay; examples built)"
+cargo test --workspace --locked 2>&1 | tee -a "$results"
+
+log "benches build"
+cargo test --workspace --benches --no-run --locked
+
+if [ -f fuzz/Cargo.toml ]; then
+    log "fuzz crate: clippy (-D warnings)"
+    cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
+fi
+
+if [ -x ../shared/conformance/coverage ]; then
+    log "conformance coverage"
+    ../shared/conformance/coverage --root . || true
+fi
+
+passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$results" | awk '{p+=$4; f+=$6} END {print p+0}')
+failed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$results" | awk '{f+=$6} END {print f+0}')
+echo
+echo "tests: ${passed} passed, ${failed} failed"
+[ "$failed" = 0 ]
