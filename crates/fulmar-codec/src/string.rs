@@ -1,0 +1,320 @@
+//! `MqttString`: a zero-copy, validated MQTT UTF-8 Encoded String.
+
+use core::borrow::Borrow;
+use core::fmt;
+use core::ops::Deref;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+
+use crate::error::StringError;
+
+/// The longest string the two-byte length prefix can describe.
+pub const MAX_STRING_LEN: usize = 65_535;
+
+/// An MQTT UTF-8 Encoded String (MQTT 5.0 section 1.5.4, MQTT 3.1.1 section 1.5.3).
+///
+/// Invariants, checked by every constructor:
+/// - well-formed UTF-8 (so no encoded surrogates U+D800..U+DFFF),
+/// - no U+0000,
+/// - at most 65 535 bytes.
+///
+/// The text is stored in [`Bytes`], so a string decoded from a packet is a
+/// slice of the packet buffer (no copy), and cloning is a reference count
+/// increment. A leading U+FEFF (BOM) is kept as is, never stripped.
+///
+/// ```
+/// use fulmar_codec::MqttString;
+///
+/// let topic = MqttString::from("sensors/temp");
+/// assert_eq!(topic, *"sensors/temp");
+/// assert_eq!(topic.len(), 12);
+/// assert!(MqttString::try_from(bytes::Bytes::from_static(b"a\0b")).is_err());
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MqttString(ByteString);
+
+impl MqttString {
+    /// The empty string.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self(ByteString::new())
+    }
+
+    /// Validates and copies `s`.
+    ///
+    /// # Errors
+    /// [`StringError::NullCharacter`] or [`StringError::TooLong`].
+    pub fn try_new(s: &str) -> Result<Self, StringError> {
+        check(s)?;
+        Ok(Self(ByteString::from(s)))
+    }
+
+    /// Validates an owned `String` without copying it.
+    ///
+    /// # Errors
+    /// [`StringError::NullCharacter`] or [`StringError::TooLong`].
+    pub fn try_from_string(s: String) -> Result<Self, StringError> {
+        check(&s)?;
+        Ok(Self(ByteString::from(s)))
+    }
+
+    /// Validates a static string without copying it.
+    ///
+    /// # Errors
+    /// [`StringError::NullCharacter`] or [`StringError::TooLong`].
+    pub fn try_from_static(s: &'static str) -> Result<Self, StringError> {
+        check(s)?;
+        Ok(Self(ByteString::from_static(s)))
+    }
+
+    /// The text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The UTF-8 bytes, sharing the underlying buffer.
+    #[must_use]
+    pub fn as_bytes(&self) -> &Bytes {
+        self.0.as_bytes()
+    }
+
+    /// The UTF-8 bytes, without copying.
+    #[must_use]
+    pub fn into_bytes(self) -> Bytes {
+        self.0.into_bytes()
+    }
+
+    /// Number of bytes on the wire, not counting the two-byte length prefix.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the string is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Number of bytes on the wire, including the two-byte length prefix.
+    #[must_use]
+    pub fn wire_len(&self) -> usize {
+        2 + self.0.len()
+    }
+}
+
+fn check(s: &str) -> Result<(), StringError> {
+    if s.len() > MAX_STRING_LEN {
+        return Err(StringError::TooLong(s.len()));
+    }
+    if s.as_bytes().contains(&0) {
+        return Err(StringError::NullCharacter);
+    }
+    Ok(())
+}
+
+impl TryFrom<Bytes> for MqttString {
+    type Error = StringError;
+
+    /// Validates `bytes` (UTF-8, no U+0000, length) without copying them.
+    fn try_from(bytes: Bytes) -> Result<Self, Self::Error> {
+        if bytes.len() > MAX_STRING_LEN {
+            return Err(StringError::TooLong(bytes.len()));
+        }
+        if bytes.contains(&0) {
+            return Err(StringError::NullCharacter);
+        }
+        ByteString::try_from(bytes)
+            .map(Self)
+            .map_err(|_| StringError::InvalidUtf8)
+    }
+}
+
+impl From<&'static str> for MqttString {
+    /// Wraps a static string without copying.
+    ///
+    /// # Panics
+    /// If `s` contains U+0000 or is longer than 65 535 bytes; use
+    /// [`MqttString::try_from_static`] for text that is not a literal.
+    fn from(s: &'static str) -> Self {
+        match Self::try_from_static(s) {
+            Ok(s) => s,
+            Err(e) => panic!("invalid MQTT string literal: {e}"),
+        }
+    }
+}
+
+impl From<String> for MqttString {
+    /// Wraps an owned string without copying.
+    ///
+    /// # Panics
+    /// If `s` contains U+0000 or is longer than 65 535 bytes; use
+    /// [`MqttString::try_from_string`] for untrusted text.
+    fn from(s: String) -> Self {
+        match Self::try_from_string(s) {
+            Ok(s) => s,
+            Err(e) => panic!("invalid MQTT string: {e}"),
+        }
+    }
+}
+
+impl From<MqttString> for Bytes {
+    fn from(s: MqttString) -> Self {
+        s.into_bytes()
+    }
+}
+
+impl Deref for MqttString {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for MqttString {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for MqttString {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl Borrow<str> for MqttString {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for MqttString {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for MqttString {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<MqttString> for str {
+    fn eq(&self, other: &MqttString) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<MqttString> for &str {
+    fn eq(&self, other: &MqttString) -> bool {
+        *self == other.as_str()
+    }
+}
+
+impl fmt::Display for MqttString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Debug for MqttString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for MqttString {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for MqttString {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(deserializer)?;
+        Self::try_from_string(s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_strings() {
+        let s = MqttString::try_from(Bytes::from_static("héllo".as_bytes())).unwrap();
+        assert_eq!(s, "héllo");
+        assert_eq!(s.len(), 6);
+        assert_eq!(s.wire_len(), 8);
+        assert_eq!(s.to_string(), "héllo");
+        assert_eq!(format!("{s:?}"), "\"héllo\"");
+        assert_eq!(
+            s.clone().into_bytes(),
+            Bytes::from_static("héllo".as_bytes())
+        );
+        assert!(MqttString::new().is_empty());
+    }
+
+    #[test]
+    fn rejects_ill_formed_utf8() {
+        // MQTT-1.5.4-1 v3:MQTT-1.5.3-1: encoded surrogate U+D800 and a lone continuation byte
+        assert_eq!(
+            MqttString::try_from(Bytes::from_static(&[0xED, 0xA0, 0x80])),
+            Err(StringError::InvalidUtf8)
+        );
+        assert_eq!(
+            MqttString::try_from(Bytes::from_static(&[b'a', 0x80])),
+            Err(StringError::InvalidUtf8)
+        );
+        // overlong encoding of '/'
+        assert_eq!(
+            MqttString::try_from(Bytes::from_static(&[0xC0, 0xAF])),
+            Err(StringError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn rejects_null_character() {
+        // MQTT-1.5.4-2 v3:MQTT-1.5.3-2
+        assert_eq!(
+            MqttString::try_from(Bytes::from_static(b"a\0")),
+            Err(StringError::NullCharacter)
+        );
+        assert_eq!(MqttString::try_new("\0"), Err(StringError::NullCharacter));
+        assert!(std::panic::catch_unwind(|| MqttString::from("x\0y")).is_err());
+    }
+
+    #[test]
+    fn keeps_byte_order_mark() {
+        // MQTT-1.5.4-3 v3:MQTT-1.5.3-3
+        let s = MqttString::try_from(Bytes::from_static(&[0xEF, 0xBB, 0xBF, b'a'])).unwrap();
+        assert_eq!(s.as_str(), "\u{FEFF}a");
+        assert_eq!(s.len(), 4);
+    }
+
+    #[test]
+    fn length_limit() {
+        // v5:MQTT-4.7.3-3 v3:MQTT-4.7.3-3
+        let long = "a".repeat(MAX_STRING_LEN + 1);
+        assert_eq!(
+            MqttString::try_new(&long),
+            Err(StringError::TooLong(MAX_STRING_LEN + 1))
+        );
+        assert!(MqttString::try_new(&long[..MAX_STRING_LEN]).is_ok());
+        assert!(MqttString::try_from(Bytes::from(long.into_bytes())).is_err());
+    }
+
+    #[test]
+    fn zero_copy_from_bytes() {
+        let buf = Bytes::from_static(b"topic/a");
+        let s = MqttString::try_from(buf.clone()).unwrap();
+        assert_eq!(s.as_bytes().as_ptr(), buf.as_ptr());
+    }
+}
