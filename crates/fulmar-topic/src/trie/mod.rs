@@ -1,0 +1,642 @@
+//! [`SubscriptionTrie`]: topic filters to subscribers, matched by topic name.
+
+mod set;
+
+use core::fmt;
+use core::hash::{BuildHasher, Hash};
+use core::mem;
+use core::sync::atomic::AtomicU64;
+use std::hash::RandomState;
+
+use hashbrown::HashMap;
+use hashbrown::hash_map::Entry;
+use smallvec::SmallVec;
+
+use self::set::{Group, Subscribers};
+use crate::intern::{Edges, Interner, NONE};
+use crate::validate::levels;
+use crate::{RoundRobin, ShareStrategy, SharedFilter, SubscriptionFilter, TopicFilter, TopicName};
+
+/// The root node; never freed.
+const ROOT: u32 = 0;
+/// Level id of a `+` child (interned ids never reach it).
+const PLUS: u32 = NONE - 1;
+/// Level id of a `#` child.
+const HASH: u32 = NONE - 2;
+
+/// One level of a filter. 24 bytes; children by literal level live in [`Edges`].
+#[derive(Clone, Copy)]
+struct Node {
+    parent: u32,
+    /// Interned level of the edge from the parent, or [`PLUS`] / [`HASH`].
+    level: u32,
+    /// The `+` child.
+    plus: u32,
+    /// The `#` child: its subscribers match this level and everything below.
+    hash: u32,
+    /// Index in `sets` of the subscribers of the filter ending here.
+    subs: u32,
+    /// Number of literal children.
+    children: u32,
+}
+
+impl Node {
+    const VACANT: Self = Self {
+        parent: NONE,
+        level: NONE,
+        plus: NONE,
+        hash: NONE,
+        subs: NONE,
+        children: 0,
+    };
+
+    fn is_unused(&self) -> bool {
+        self.plus == NONE && self.hash == NONE && self.subs == NONE && self.children == 0
+    }
+}
+
+/// Where one subscription of a key lives: the filter's node and the shared group, if any.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Loc {
+    node: u32,
+    /// [`Group::id`], or [`NONE`] for a non-shared subscription.
+    group: u32,
+}
+
+/// The subscriptions of one key (most keys in a big trie hold one).
+enum Locs {
+    One(Loc),
+    Many(Vec<Loc>),
+}
+
+/// One subscriber matched by [`SubscriptionTrie::matches`].
+#[derive(Debug)]
+pub struct Match<'a, K, O> {
+    /// The subscriber.
+    pub key: &'a K,
+    /// The options of the matching subscription (one filter of `key`).
+    pub options: &'a O,
+    /// The ShareName when the subscription is shared: the group chose `key` for this message.
+    pub share_group: Option<&'a str>,
+}
+
+impl<K, O> Clone for Match<'_, K, O> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K, O> Copy for Match<'_, K, O> {}
+
+/// Sorts `matches` by key and yields them grouped per delivery.
+///
+/// Each non-shared group holds every matching subscription of one key, so the caller can send
+/// one message carrying all their subscription identifiers and the highest QoS (MQTT-3.3.4-2,
+/// MQTT-3.3.4-4). Each shared match is its own group: a shared subscription delivers its own
+/// copy even to a client that also has a non-shared match.
+pub fn group_by_key<'m, 'a, K: Ord, O>(
+    matches: &'m mut [Match<'a, K, O>],
+) -> impl Iterator<Item = &'m [Match<'a, K, O>]> {
+    matches.sort_unstable_by(|a, b| {
+        a.key
+            .cmp(b.key)
+            .then(a.share_group.is_some().cmp(&b.share_group.is_some()))
+    });
+    matches.chunk_by(|a, b| a.key == b.key && a.share_group.is_none() && b.share_group.is_none())
+}
+
+/// A subscription index: topic filters, each with subscribers `K` and their options `O`,
+/// matched against topic names.
+///
+/// - `K` is the subscriber key (a session id, a client identifier, a channel index).
+/// - `O` are the per-subscription options the caller needs at delivery time (QoS, no-local,
+///   retain-as-published, retain handling, subscription identifier, ...); the trie only stores
+///   them.
+/// - `S` picks the member of a shared group that gets each message ([`RoundRobin`] by default).
+///
+/// One key has at most one subscription per filter: inserting again replaces the options
+/// (MQTT-3.8.4-3). A key may be in several shared groups and have non-shared subscriptions too.
+///
+/// Cost: matching a topic of `d` levels does at most one level lookup and, per live branch, one
+/// edge lookup per level, then one call per match; it does not depend on the number of
+/// subscriptions and allocates only when more than 16 branches are alive at once. Levels are
+/// interned: each distinct level string is stored once for the whole trie.
+///
+/// The trie is not synchronised. A broker keeps it behind a lock: [`matches`](Self::matches)
+/// takes `&self` (shared groups advance an atomic cursor), changes take `&mut self`.
+pub struct SubscriptionTrie<K, O, S = RoundRobin> {
+    nodes: Vec<Node>,
+    free_nodes: Vec<u32>,
+    sets: Vec<Subscribers<K, O>>,
+    free_sets: Vec<u32>,
+    edges: Edges,
+    levels: Interner,
+    keys: HashMap<K, Locs>,
+    len: usize,
+    next_group: u32,
+    seeds: RandomState,
+    strategy: S,
+}
+
+impl<K: Eq + Hash + Clone, O, S: ShareStrategy + Default> Default for SubscriptionTrie<K, O, S> {
+    fn default() -> Self {
+        Self::with_strategy(S::default())
+    }
+}
+
+impl<K, O, S> fmt::Debug for SubscriptionTrie<K, O, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscriptionTrie")
+            .field("len", &self.len)
+            .field("nodes", &(self.nodes.len() - self.free_nodes.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Eq + Hash + Clone, O> SubscriptionTrie<K, O> {
+    /// An empty trie whose shared groups deliver round robin.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
+    /// An empty trie whose shared groups pick members with `strategy`.
+    pub fn with_strategy(strategy: S) -> Self {
+        Self {
+            nodes: vec![Node::VACANT],
+            free_nodes: Vec::new(),
+            sets: Vec::new(),
+            free_sets: Vec::new(),
+            edges: Edges::default(),
+            levels: Interner::default(),
+            keys: HashMap::default(),
+            len: 0,
+            next_group: 0,
+            seeds: RandomState::new(),
+            strategy,
+        }
+    }
+
+    /// The number of subscriptions (non-shared ones plus shared group memberships).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the trie holds no subscription.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The shared-group strategy.
+    pub fn strategy(&self) -> &S {
+        &self.strategy
+    }
+
+    /// Subscribes `key` to `filter`, shared or not; returns the options it replaced.
+    pub fn subscribe(&mut self, filter: &SubscriptionFilter, key: K, options: O) -> Option<O> {
+        match filter {
+            SubscriptionFilter::Plain(f) => self.insert(f, key, options),
+            SubscriptionFilter::Shared(s) => self.insert_shared(s, key, options),
+        }
+    }
+
+    /// Removes the subscription of `key` to `filter`, shared or not; returns its options.
+    pub fn unsubscribe(&mut self, filter: &SubscriptionFilter, key: &K) -> Option<O> {
+        match filter {
+            SubscriptionFilter::Plain(f) => self.remove(f, key),
+            SubscriptionFilter::Shared(s) => self.remove_shared(s, key),
+        }
+    }
+
+    /// Adds (or replaces) the non-shared subscription of `key` to `filter`; returns the options
+    /// it replaced.
+    pub fn insert(&mut self, filter: &TopicFilter, key: K, options: O) -> Option<O> {
+        let node = self.node_for(filter);
+        let set = self.set_for(node);
+        let old = self.sets.get_mut(set)?.direct.insert(key.clone(), options);
+        if old.is_none() {
+            self.len += 1;
+            self.index_add(key, Loc { node, group: NONE });
+        }
+        old
+    }
+
+    /// Adds `key` to the shared group of `filter` (or replaces its options there); returns the
+    /// options it replaced. The group is created by its first member.
+    pub fn insert_shared(&mut self, filter: &SharedFilter, key: K, options: O) -> Option<O> {
+        let node = self.node_for(filter.filter());
+        let set = self.set_for(node);
+        let next_id = self.next_group;
+        let seed = self.seeds.hash_one(next_id);
+        let subs = self.sets.get_mut(set)?;
+        let groups = subs.groups.get_or_insert_with(Box::default);
+        let group = match groups.iter().position(|g| &*g.name == filter.group()) {
+            Some(pos) => groups.get_mut(pos)?,
+            None => {
+                self.next_group = self.next_group.wrapping_add(1);
+                groups.push(Group {
+                    id: next_id,
+                    name: filter.group().into(),
+                    members: Vec::new(),
+                    cursor: AtomicU64::new(seed),
+                });
+                groups.last_mut()?
+            }
+        };
+        if let Some((_, o)) = group.members.iter_mut().find(|(k, _)| *k == key) {
+            return Some(mem::replace(o, options));
+        }
+        let loc = Loc {
+            node,
+            group: group.id,
+        };
+        group.members.push((key.clone(), options));
+        self.len += 1;
+        self.index_add(key, loc);
+        None
+    }
+
+    /// Removes the non-shared subscription of `key` to `filter`; returns its options.
+    pub fn remove(&mut self, filter: &TopicFilter, key: &K) -> Option<O> {
+        let node = self.find_node(filter)?;
+        let set = self.node(node).subs;
+        let old = self.sets.get_mut(set as usize)?.direct.remove(key)?;
+        self.len -= 1;
+        self.index_remove(key, Loc { node, group: NONE });
+        self.cleanup(node);
+        Some(old)
+    }
+
+    /// Removes `key` from the shared group of `filter`; returns its options. The group ends
+    /// with its last member.
+    pub fn remove_shared(&mut self, filter: &SharedFilter, key: &K) -> Option<O> {
+        let node = self.find_node(filter.filter())?;
+        let set = self.node(node).subs;
+        let subs = self.sets.get_mut(set as usize)?;
+        let groups = subs.groups.as_mut()?;
+        let gpos = groups.iter().position(|g| &*g.name == filter.group())?;
+        let (gid, old) = {
+            let group = groups.get_mut(gpos)?;
+            let pos = group.members.iter().position(|(k, _)| k == key)?;
+            (group.id, group.members.remove(pos).1)
+        };
+        self.finish_group_removal(set, gpos);
+        self.len -= 1;
+        self.index_remove(key, Loc { node, group: gid });
+        self.cleanup(node);
+        Some(old)
+    }
+
+    /// Removes every subscription of `key` (a session ended); returns how many there were.
+    ///
+    /// Costs one step per subscription of `key`, not per subscription in the trie.
+    pub fn remove_key(&mut self, key: &K) -> usize {
+        let Some(locs) = self.keys.remove(key) else {
+            return 0;
+        };
+        let locs = match locs {
+            Locs::One(l) => SmallVec::<[Loc; 4]>::from_elem(l, 1),
+            Locs::Many(v) => SmallVec::from_vec(v),
+        };
+        let mut removed = 0;
+        for loc in locs {
+            let set = self.node(loc.node).subs;
+            let Some(subs) = self.sets.get_mut(set as usize) else {
+                continue;
+            };
+            if loc.group == NONE {
+                if subs.direct.remove(key).is_some() {
+                    removed += 1;
+                }
+            } else {
+                let gpos = subs.groups.as_mut().and_then(|groups| {
+                    let gpos = groups.iter().position(|g| g.id == loc.group)?;
+                    let group = groups.get_mut(gpos)?;
+                    let pos = group.members.iter().position(|(k, _)| k == key)?;
+                    group.members.remove(pos);
+                    removed += 1;
+                    Some(gpos)
+                });
+                if let Some(gpos) = gpos {
+                    self.finish_group_removal(set, gpos);
+                }
+            }
+            self.cleanup(loc.node);
+        }
+        self.len -= removed;
+        removed
+    }
+
+    /// The options of the subscription of `key` to `filter`, shared or not.
+    #[must_use]
+    pub fn get(&self, filter: &SubscriptionFilter, key: &K) -> Option<&O> {
+        let node = self.find_node(filter.filter())?;
+        let subs = self.sets.get(self.node(node).subs as usize)?;
+        match filter.group() {
+            None => subs.direct.get(key),
+            Some(name) => subs
+                .group(name)?
+                .members
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, o)| o),
+        }
+    }
+
+    /// Calls `f` once for each subscription matching `topic`: every non-shared subscription
+    /// whose filter matches, and one chosen member of every matching shared group.
+    ///
+    /// A key with several matching filters is visited once per filter; collect the matches and
+    /// use [`group_by_key`] to deliver once per key. Filters starting with `+` or `#` do not
+    /// match names starting with `$` (MQTT-4.7.2-1).
+    pub fn matches<'a>(&'a self, topic: &TopicName, f: impl FnMut(Match<'a, K, O>)) {
+        self.matches_from(topic, None, f);
+    }
+
+    /// [`matches`](Self::matches), telling the shared-group strategy who published (e.g. the
+    /// client identifier), for [`Sticky`](crate::Sticky) delivery.
+    pub fn matches_from<'a>(
+        &'a self,
+        topic: &TopicName,
+        publisher: Option<&[u8]>,
+        mut f: impl FnMut(Match<'a, K, O>),
+    ) {
+        let dollar = topic.is_dollar();
+        let mut frontier: SmallVec<[u32; 16]> = SmallVec::new();
+        frontier.push(ROOT);
+        let mut next: SmallVec<[u32; 16]> = SmallVec::new();
+        let mut first = true;
+        for level in levels(topic.as_str()) {
+            let wildcards = !(first && dollar);
+            first = false;
+            let id = self.levels.get(level);
+            next.clear();
+            for &n in &frontier {
+                let node = self.node(n);
+                if wildcards {
+                    if node.hash != NONE {
+                        self.emit(node.hash, publisher, &mut f);
+                    }
+                    if node.plus != NONE {
+                        next.push(node.plus);
+                    }
+                }
+                if let Some(child) = id.and_then(|id| self.edges.get(n, id)) {
+                    next.push(child);
+                }
+            }
+            mem::swap(&mut frontier, &mut next);
+            if frontier.is_empty() {
+                return;
+            }
+        }
+        for &n in &frontier {
+            self.emit(n, publisher, &mut f);
+            let hash = self.node(n).hash;
+            if hash != NONE {
+                self.emit(hash, publisher, &mut f);
+            }
+        }
+    }
+
+    /// Collects [`matches`](Self::matches) into `out` (cleared first), for [`group_by_key`].
+    pub fn collect_matches<'a>(&'a self, topic: &TopicName, out: &mut Vec<Match<'a, K, O>>) {
+        out.clear();
+        self.matches(topic, |m| out.push(m));
+    }
+
+    fn emit<'a>(&'a self, n: u32, publisher: Option<&[u8]>, f: &mut impl FnMut(Match<'a, K, O>)) {
+        let Some(subs) = self.sets.get(self.node(n).subs as usize) else {
+            return;
+        };
+        subs.direct.for_each(&mut |key, options| {
+            f(Match {
+                key,
+                options,
+                share_group: None,
+            });
+        });
+        for group in subs.groups.iter().flat_map(|g| g.iter()) {
+            let members = group.members.len();
+            if members == 0 {
+                continue;
+            }
+            let pick = self.strategy.choose(&group.cursor, members, publisher) % members;
+            if let Some((key, options)) = group.members.get(pick) {
+                f(Match {
+                    key,
+                    options,
+                    share_group: Some(&group.name),
+                });
+            }
+        }
+    }
+
+    fn node(&self, n: u32) -> Node {
+        self.nodes.get(n as usize).copied().unwrap_or(Node::VACANT)
+    }
+
+    fn node_mut(&mut self, n: u32) -> Option<&mut Node> {
+        self.nodes.get_mut(n as usize)
+    }
+
+    /// The node of `filter`, if it exists.
+    fn find_node(&self, filter: &TopicFilter) -> Option<u32> {
+        let mut n = ROOT;
+        for level in levels(filter.as_str()) {
+            let node = self.node(n);
+            n = match level {
+                b"+" => node.plus,
+                b"#" => node.hash,
+                lit => self.edges.get(n, self.levels.get(lit)?)?,
+            };
+            if n == NONE {
+                return None;
+            }
+        }
+        Some(n)
+    }
+
+    /// The node of `filter`, created if needed.
+    fn node_for(&mut self, filter: &TopicFilter) -> u32 {
+        let mut n = ROOT;
+        for level in levels(filter.as_str()) {
+            let node = self.node(n);
+            n = match level {
+                b"+" if node.plus != NONE => node.plus,
+                b"+" => {
+                    let child = self.alloc_node(n, PLUS);
+                    if let Some(p) = self.node_mut(n) {
+                        p.plus = child;
+                    }
+                    child
+                }
+                b"#" if node.hash != NONE => node.hash,
+                b"#" => {
+                    let child = self.alloc_node(n, HASH);
+                    if let Some(p) = self.node_mut(n) {
+                        p.hash = child;
+                    }
+                    child
+                }
+                lit => match self.levels.get(lit).and_then(|id| self.edges.get(n, id)) {
+                    Some(child) => child,
+                    None => {
+                        let id = self.levels.acquire(lit);
+                        let child = self.alloc_node(n, id);
+                        self.edges.insert(n, id, child);
+                        if let Some(p) = self.node_mut(n) {
+                            p.children += 1;
+                        }
+                        child
+                    }
+                },
+            };
+        }
+        n
+    }
+
+    fn alloc_node(&mut self, parent: u32, level: u32) -> u32 {
+        let node = Node {
+            parent,
+            level,
+            ..Node::VACANT
+        };
+        match self.free_nodes.pop() {
+            Some(n) => {
+                if let Some(slot) = self.node_mut(n) {
+                    *slot = node;
+                }
+                n
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+        }
+    }
+
+    /// The index in `sets` of the subscribers of node `n`, created if needed.
+    fn set_for(&mut self, n: u32) -> usize {
+        let subs = self.node(n).subs;
+        if subs != NONE {
+            return subs as usize;
+        }
+        let set = match self.free_sets.pop() {
+            Some(s) => s,
+            None => {
+                self.sets.push(Subscribers::EMPTY);
+                (self.sets.len() - 1) as u32
+            }
+        };
+        if let Some(node) = self.node_mut(n) {
+            node.subs = set;
+        }
+        set as usize
+    }
+
+    /// Drops group `gpos` of set `set` if it has no member left.
+    fn finish_group_removal(&mut self, set: u32, gpos: usize) {
+        let Some(subs) = self.sets.get_mut(set as usize) else {
+            return;
+        };
+        let Some(groups) = subs.groups.as_mut() else {
+            return;
+        };
+        if groups.get(gpos).is_some_and(|g| g.members.is_empty()) {
+            groups.swap_remove(gpos);
+        }
+        if groups.is_empty() {
+            subs.groups = None;
+        }
+    }
+
+    /// Frees the subscribers of `n` if empty, then prunes `n` and its ancestors while unused.
+    fn cleanup(&mut self, mut n: u32) {
+        let set = self.node(n).subs;
+        if set != NONE
+            && self
+                .sets
+                .get(set as usize)
+                .is_none_or(Subscribers::is_empty)
+        {
+            if let Some(s) = self.sets.get_mut(set as usize) {
+                *s = Subscribers::EMPTY;
+            }
+            self.free_sets.push(set);
+            if let Some(node) = self.node_mut(n) {
+                node.subs = NONE;
+            }
+        }
+        while n != ROOT {
+            let node = self.node(n);
+            if !node.is_unused() {
+                return;
+            }
+            let parent = node.parent;
+            match node.level {
+                PLUS => {
+                    if let Some(p) = self.node_mut(parent) {
+                        p.plus = NONE;
+                    }
+                }
+                HASH => {
+                    if let Some(p) = self.node_mut(parent) {
+                        p.hash = NONE;
+                    }
+                }
+                level => {
+                    self.edges.remove(parent, level);
+                    self.levels.release(level);
+                    if let Some(p) = self.node_mut(parent) {
+                        p.children -= 1;
+                    }
+                }
+            }
+            if let Some(slot) = self.node_mut(n) {
+                *slot = Node::VACANT;
+            }
+            self.free_nodes.push(n);
+            n = parent;
+        }
+    }
+
+    fn index_add(&mut self, key: K, loc: Loc) {
+        match self.keys.entry(key) {
+            Entry::Vacant(v) => {
+                v.insert(Locs::One(loc));
+            }
+            Entry::Occupied(mut o) => {
+                let locs = o.get_mut();
+                match locs {
+                    Locs::One(first) => *locs = Locs::Many(vec![*first, loc]),
+                    Locs::Many(v) => v.push(loc),
+                }
+            }
+        }
+    }
+
+    fn index_remove(&mut self, key: &K, loc: Loc) {
+        let Some(locs) = self.keys.get_mut(key) else {
+            return;
+        };
+        match locs {
+            Locs::One(l) if *l == loc => {
+                self.keys.remove(key);
+            }
+            Locs::One(_) => {}
+            Locs::Many(v) => {
+                if let Some(pos) = v.iter().position(|l| *l == loc) {
+                    v.swap_remove(pos);
+                }
+                if let [only] = v.as_slice() {
+                    *locs = Locs::One(*only);
+                }
+            }
+        }
+    }
+}
