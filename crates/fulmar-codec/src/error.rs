@@ -148,9 +148,13 @@ pub enum DecodeError {
     /// A PUBLISH Topic Name contains `+` or `#`.
     #[error("[MQTT-3.3.2-2] topic name contains a wildcard")]
     TopicNameWildcard,
-    /// The CONNECT protocol name is not `MQTT`.
+    /// The CONNECT protocol name is not `MQTT` (an MQTT 3.1 client sends
+    /// `MQIsdp` with level 3).
     #[error("[MQTT-3.1.2-1] protocol name is not \"MQTT\"")]
-    InvalidProtocolName,
+    InvalidProtocolName {
+        /// The protocol level byte that follows the name, if present.
+        level: Option<u8>,
+    },
     /// The CONNECT protocol level is not 4 or 5.
     #[error("[MQTT-3.1.2-2] unsupported protocol level {0}")]
     UnsupportedProtocolLevel(u8),
@@ -206,7 +210,7 @@ impl DecodeError {
     pub const fn reason_code(&self) -> ReasonCode {
         match self {
             Self::PacketTooLarge { .. } => ReasonCode::PacketTooLarge,
-            Self::InvalidProtocolName | Self::UnsupportedProtocolLevel(_) => {
+            Self::InvalidProtocolName { .. } | Self::UnsupportedProtocolLevel(_) => {
                 ReasonCode::UnsupportedProtocolVersion
             }
             Self::ZeroTopicAlias => ReasonCode::TopicAliasInvalid,
@@ -242,13 +246,15 @@ impl DecodeError {
         }
     }
 
-    /// For a CONNECT with an unsupported protocol level, the level, so that a
-    /// server can answer in the client's version (3.1.1 CONNACK return code
-    /// 0x01 for levels 3 and 4, a 5.0 CONNACK 0x84 otherwise).
+    /// For a CONNECT with an unsupported protocol name or level, the level
+    /// byte, so that a server can answer in the client's version: a 3.1.1
+    /// CONNACK with return code 0x01 for levels below 5, a 5.0 CONNACK with
+    /// 0x84 otherwise.
     #[must_use]
     pub const fn protocol_level(&self) -> Option<u8> {
         match self {
             Self::UnsupportedProtocolLevel(level) => Some(*level),
+            Self::InvalidProtocolName { level } => *level,
             _ => None,
         }
     }
@@ -287,6 +293,15 @@ pub enum EncodeError {
     /// A QoS 0 PUBLISH has the DUP flag set.
     #[error("[MQTT-3.3.1-2] DUP flag set on a QoS 0 PUBLISH")]
     DupWithQoS0,
+    /// A CONNACK with a failure code has Session Present set.
+    #[error("[MQTT-3.2.2-6] session present set on a refused connection")]
+    SessionPresentOnError,
+    /// An empty topic filter in SUBSCRIBE or UNSUBSCRIBE.
+    #[error("[MQTT-4.7.3-1] empty topic filter")]
+    EmptyTopicFilter,
+    /// No Local set on a shared subscription.
+    #[error("[MQTT-3.8.3-4] no local set on a shared subscription")]
+    NoLocalOnSharedSubscription,
     /// A PUBLISH without topic name (and, in 5.0, without topic alias).
     #[error("[MQTT-4.7.3-1] empty topic name without a topic alias")]
     EmptyTopicName,

@@ -14,13 +14,16 @@
 
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+mod ack;
 mod auth;
 mod connack;
 mod connect;
 mod disconnect;
+mod encode;
 mod error;
 mod packet;
 mod properties;
+mod property_codec;
 mod puback;
 mod pubcomp;
 mod publish;
@@ -33,13 +36,14 @@ mod subscribe;
 mod types;
 mod unsuback;
 mod unsubscribe;
+mod wire;
 
 pub use auth::Auth;
 pub use connack::ConnAck;
 pub use connect::{Connect, Will};
 pub use disconnect::Disconnect;
 pub use error::{DecodeError, EncodeError, InvalidValue, StringError};
-pub use packet::Packet;
+pub use packet::{Packet, decode};
 pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
     PayloadFormat, PublishProperties, SubscribeProperties, UnsubscribeProperties, UserProperties,

@@ -1,9 +1,13 @@
 //! The [`Packet`] enum of the 15 MQTT control packets.
 
+use bytes::{BufMut, BytesMut};
+
 use crate::auth::Auth;
 use crate::connack::ConnAck;
 use crate::connect::Connect;
 use crate::disconnect::Disconnect;
+use crate::encode;
+use crate::error::{DecodeError, EncodeError};
 use crate::puback::PubAck;
 use crate::pubcomp::PubComp;
 use crate::publish::Publish;
@@ -11,9 +15,10 @@ use crate::pubrec::PubRec;
 use crate::pubrel::PubRel;
 use crate::suback::SubAck;
 use crate::subscribe::Subscribe;
-use crate::types::PacketType;
+use crate::types::{PacketType, ProtocolVersion};
 use crate::unsuback::UnsubAck;
 use crate::unsubscribe::Unsubscribe;
+use crate::wire::{Reader, parse_var_int};
 
 /// One MQTT control packet, for either protocol version.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +78,153 @@ impl Packet {
             Self::Auth(_) => PacketType::Auth,
         }
     }
+}
+
+impl Packet {
+    /// Appends the encoded packet to `buf`, reserving its exact size once.
+    /// A CONNECT is encoded in its own `protocol_version`. On error nothing
+    /// is appended.
+    ///
+    /// # Errors
+    /// [`EncodeError`] when the packet cannot be expressed in `version`
+    /// (e.g. properties for a 3.1.1 peer) or breaks the packet format.
+    pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        match self {
+            Self::Connect(p) => encode::encode(p.as_ref(), version, buf),
+            Self::ConnAck(p) => encode::encode(p, version, buf),
+            Self::Publish(p) => encode::encode(p, version, buf),
+            Self::PubAck(p) => encode::encode(p, version, buf),
+            Self::PubRec(p) => encode::encode(p, version, buf),
+            Self::PubRel(p) => encode::encode(p, version, buf),
+            Self::PubComp(p) => encode::encode(p, version, buf),
+            Self::Subscribe(p) => encode::encode(p, version, buf),
+            Self::SubAck(p) => encode::encode(p, version, buf),
+            Self::Unsubscribe(p) => encode::encode(p, version, buf),
+            Self::UnsubAck(p) => encode::encode(p, version, buf),
+            Self::PingReq | Self::PingResp => {
+                buf.reserve(2);
+                buf.put_u8(self.packet_type().as_u8() << 4);
+                buf.put_u8(0);
+                Ok(())
+            }
+            Self::Disconnect(p) => encode::encode(p, version, buf),
+            Self::Auth(p) => encode::encode(p, version, buf),
+        }
+    }
+
+    /// The size of the encoded packet (fixed header included), computed
+    /// without encoding it.
+    ///
+    /// # Errors
+    /// As [`Packet::encode`].
+    pub fn encoded_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        match self {
+            Self::Connect(p) => encode::encoded_len(p.as_ref(), version),
+            Self::ConnAck(p) => encode::encoded_len(p, version),
+            Self::Publish(p) => encode::encoded_len(p, version),
+            Self::PubAck(p) => encode::encoded_len(p, version),
+            Self::PubRec(p) => encode::encoded_len(p, version),
+            Self::PubRel(p) => encode::encoded_len(p, version),
+            Self::PubComp(p) => encode::encoded_len(p, version),
+            Self::Subscribe(p) => encode::encoded_len(p, version),
+            Self::SubAck(p) => encode::encoded_len(p, version),
+            Self::Unsubscribe(p) => encode::encoded_len(p, version),
+            Self::UnsubAck(p) => encode::encoded_len(p, version),
+            Self::PingReq | Self::PingResp => Ok(2),
+            Self::Disconnect(p) => encode::encoded_len(p, version),
+            Self::Auth(p) => encode::encoded_len(p, version),
+        }
+    }
+}
+
+/// Decodes one packet from the front of `buf`.
+///
+/// - `Ok(None)`: `buf` does not hold a whole packet yet; it is left untouched
+///   (capacity for the rest of the packet may be reserved).
+/// - `Ok(Some(packet))`: exactly the packet's bytes were consumed; strings and
+///   payloads in `packet` are zero-copy slices of them.
+/// - `Err(e)`: the input is malformed and never will parse; close the
+///   connection, after sending [`DecodeError::reason_code`] under MQTT 5.0.
+///
+/// The fixed header and remaining length are checked first: a packet whose
+/// total size exceeds `max_packet_size` is refused with
+/// [`DecodeError::PacketTooLarge`] before its body is buffered.
+///
+/// A CONNECT is self-describing: its protocol name and level decide its
+/// version, and `version` is ignored for it.
+///
+/// # Errors
+/// Every [`DecodeError`] variant.
+pub fn decode(
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    max_packet_size: u32,
+) -> Result<Option<Packet>, DecodeError> {
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    let nibble = first >> 4;
+    let flags = first & 0x0F;
+    let packet_type =
+        PacketType::from_nibble(nibble).ok_or(DecodeError::ReservedPacketType(nibble))?;
+    if packet_type == PacketType::Auth && version == ProtocolVersion::V311 {
+        return Err(DecodeError::ReservedPacketType(nibble));
+    }
+    if let Some(expected) = packet_type.fixed_flags()
+        && flags != expected
+    {
+        return Err(DecodeError::ReservedFlags { packet_type, flags });
+    }
+    let Some(remaining) = parse_var_int(buf.get(1..).unwrap_or_default())? else {
+        return Ok(None);
+    };
+    let header_len = 1 + remaining.len;
+    let total = header_len.saturating_add(usize::try_from(remaining.value).unwrap_or(usize::MAX));
+    if total > usize::try_from(max_packet_size).unwrap_or(usize::MAX) {
+        return Err(DecodeError::PacketTooLarge {
+            size: total,
+            max: max_packet_size,
+        });
+    }
+    if !remaining.minimal && version == ProtocolVersion::V5 && packet_type != PacketType::Connect {
+        return Err(DecodeError::NonMinimalVarInt);
+    }
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    let frame = buf.split_to(total).freeze();
+    let mut r = Reader::new(&frame, header_len);
+    let packet = match packet_type {
+        PacketType::Connect => {
+            let connect = Connect::decode(&mut r)?;
+            if !remaining.minimal && connect.protocol_version == ProtocolVersion::V5 {
+                return Err(DecodeError::NonMinimalVarInt);
+            }
+            Packet::Connect(Box::new(connect))
+        }
+        PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(&mut r, version)?),
+        PacketType::Publish => Packet::Publish(Publish::decode(&mut r, flags, version)?),
+        PacketType::PubAck => Packet::PubAck(PubAck::decode(&mut r, version)?),
+        PacketType::PubRec => Packet::PubRec(PubRec::decode(&mut r, version)?),
+        PacketType::PubRel => Packet::PubRel(PubRel::decode(&mut r, version)?),
+        PacketType::PubComp => Packet::PubComp(PubComp::decode(&mut r, version)?),
+        PacketType::Subscribe => Packet::Subscribe(Subscribe::decode(&mut r, version)?),
+        PacketType::SubAck => Packet::SubAck(SubAck::decode(&mut r, version)?),
+        PacketType::Unsubscribe => Packet::Unsubscribe(Unsubscribe::decode(&mut r, version)?),
+        PacketType::UnsubAck => Packet::UnsubAck(UnsubAck::decode(&mut r, version)?),
+        PacketType::PingReq => Packet::PingReq,
+        PacketType::PingResp => Packet::PingResp,
+        PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(&mut r, version)?),
+        PacketType::Auth => Packet::Auth(Auth::decode(&mut r)?),
+    };
+    if !r.is_empty() {
+        return Err(DecodeError::TrailingBytes {
+            packet_type,
+            count: r.remaining(),
+        });
+    }
+    Ok(Some(packet))
 }
 
 impl From<Connect> for Packet {

@@ -30,3 +30,5 @@ impl PubAck {
         }
     }
 }
+
+crate::ack::ack_codec!(PubAck);

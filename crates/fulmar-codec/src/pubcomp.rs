@@ -30,3 +30,5 @@ impl PubComp {
         }
     }
 }
+
+crate::ack::ack_codec!(PubComp);

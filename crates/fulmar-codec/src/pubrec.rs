@@ -30,3 +30,5 @@ impl PubRec {
         }
     }
 }
+
+crate::ack::ack_codec!(PubRec);

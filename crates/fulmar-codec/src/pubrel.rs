@@ -30,3 +30,5 @@ impl PubRel {
         }
     }
 }
+
+crate::ack::ack_codec!(PubRel);
