@@ -63,10 +63,12 @@ struct Loc {
     group: u32,
 }
 
-/// The subscriptions of one key (most keys in a big trie hold one).
+/// The subscriptions of one key (most keys in a big trie hold one). Boxed so that the index
+/// entry of a key is 24 bytes rather than 40.
+#[allow(clippy::box_collection)]
 enum Locs {
     One(Loc),
-    Many(Vec<Loc>),
+    Many(Box<Vec<Loc>>),
 }
 
 /// One subscriber matched by [`SubscriptionTrie::matches`].
@@ -300,7 +302,7 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
         };
         let locs = match locs {
             Locs::One(l) => SmallVec::<[Loc; 4]>::from_elem(l, 1),
-            Locs::Many(v) => SmallVec::from_vec(v),
+            Locs::Many(v) => SmallVec::from_vec(*v),
         };
         let mut removed = 0;
         for loc in locs {
@@ -613,7 +615,7 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
             Entry::Occupied(mut o) => {
                 let locs = o.get_mut();
                 match locs {
-                    Locs::One(first) => *locs = Locs::Many(vec![*first, loc]),
+                    Locs::One(first) => *locs = Locs::Many(Box::new(vec![*first, loc])),
                     Locs::Many(v) => v.push(loc),
                 }
             }
