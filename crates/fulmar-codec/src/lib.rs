@@ -33,6 +33,8 @@ mod reason;
 mod string;
 mod suback;
 mod subscribe;
+#[cfg(test)]
+mod tests;
 mod types;
 mod unsuback;
 mod unsubscribe;

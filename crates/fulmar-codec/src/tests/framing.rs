@@ -1,0 +1,166 @@
+//! Fixed header, remaining length, size limit, streaming.
+
+use bytes::BytesMut;
+
+use super::*;
+use crate::{DisconnectReasonCode, PacketType, ReasonCode};
+
+#[test]
+fn empty_and_partial_input_need_more_bytes() {
+    let mut buf = BytesMut::new();
+    assert_eq!(decode(&mut buf, V5, MAX).unwrap(), None);
+    let mut buf = BytesMut::from(&[0x30u8][..]);
+    assert_eq!(decode(&mut buf, V5, MAX).unwrap(), None);
+    assert_eq!(buf.len(), 1);
+    let mut buf = BytesMut::from(&[0x30u8, 0x80, 0x80][..]);
+    assert_eq!(decode(&mut buf, V5, MAX).unwrap(), None);
+    assert_eq!(&buf[..], &[0x30, 0x80, 0x80]);
+}
+
+#[test]
+fn ping_packets() {
+    assert_eq!(round_trip(&Packet::PingReq, V3), vec![0xC0, 0x00]);
+    assert_eq!(round_trip(&Packet::PingResp, V5), vec![0xD0, 0x00]);
+    assert_eq!(Packet::PingReq.packet_type(), PacketType::PingReq);
+}
+
+#[test]
+fn ping_with_body_is_trailing_bytes() {
+    assert_eq!(
+        dec(&[0xC0, 0x01, 0x00], V3),
+        Err(DecodeError::TrailingBytes {
+            packet_type: PacketType::PingReq,
+            count: 1
+        })
+    );
+    assert_eq!(
+        dec(&[0xD0, 0x01, 0x00], V5).unwrap_err().reason_code(),
+        ReasonCode::MalformedPacket
+    );
+}
+
+#[test]
+fn reserved_packet_types() {
+    assert_eq!(
+        dec(&[0x00, 0x00], V5),
+        Err(DecodeError::ReservedPacketType(0))
+    );
+    // AUTH does not exist in 3.1.1.
+    assert_eq!(
+        dec(&[0xF0, 0x00], V3),
+        Err(DecodeError::ReservedPacketType(15))
+    );
+    assert!(dec(&[0xF0, 0x00], V5).is_ok());
+}
+
+#[test]
+fn reserved_fixed_header_flags() {
+    // MQTT-2.1.3-1 v3:MQTT-2.2.2-1 v3:MQTT-2.2.2-2
+    for (first, packet_type) in [
+        (0xC1u8, PacketType::PingReq),
+        (0xE8, PacketType::Disconnect),
+        (0x41, PacketType::PubAck),
+        (0x21, PacketType::ConnAck),
+        (0x12, PacketType::Connect),
+        (0xF1, PacketType::Auth),
+    ] {
+        assert_eq!(
+            dec(&[first, 0x00], V5),
+            Err(DecodeError::ReservedFlags {
+                packet_type,
+                flags: first & 0x0F
+            })
+        );
+    }
+}
+
+#[test]
+fn pubrel_subscribe_unsubscribe_flags_must_be_0010() {
+    // MQTT-3.6.1-1 MQTT-3.8.1-1 MQTT-3.10.1-1
+    for first in [0x60u8, 0x63, 0x80, 0x8A, 0xA0, 0xA6] {
+        let err = dec(&[first, 0x02, 0x00, 0x01], V3).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::ReservedFlags { .. }),
+            "{first:#x}: {err}"
+        );
+        assert_eq!(err.reason_code(), ReasonCode::MalformedPacket);
+    }
+    assert!(dec(&[0x62, 0x02, 0x00, 0x01], V3).is_ok());
+}
+
+#[test]
+fn remaining_length_over_four_bytes() {
+    let mut buf = BytesMut::from(&[0x30u8, 0xFF, 0xFF, 0xFF, 0xFF, 0x01][..]);
+    assert_eq!(
+        decode(&mut buf, V5, u32::MAX),
+        Err(DecodeError::VarIntTooLong)
+    );
+}
+
+#[test]
+fn non_minimal_remaining_length() {
+    // MQTT-1.5.5-1: PINGREQ with remaining length 0 encoded in two bytes.
+    assert_eq!(
+        dec(&[0xC0, 0x80, 0x00], V5),
+        Err(DecodeError::NonMinimalVarInt)
+    );
+    // 3.1.1 does not require the minimal encoding.
+    assert_eq!(dec(&[0xC0, 0x80, 0x00], V3), Ok(Packet::PingReq));
+}
+
+#[test]
+fn packet_too_large_before_body_is_buffered() {
+    // v5:MQTT-3.2.2-15 v5:MQTT-3.1.2-24: the receiver enforces its Maximum Packet Size.
+    // A PUBLISH announcing 1000 bytes: only the header has arrived.
+    let mut buf = BytesMut::from(&[0x30u8, 0xE8, 0x07][..]);
+    let err = decode(&mut buf, V5, 100).unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::PacketTooLarge {
+            size: 1003,
+            max: 100
+        }
+    );
+    assert_eq!(err.reason_code(), ReasonCode::PacketTooLarge);
+    // Exactly the maximum is accepted.
+    let p = frame(0x30, &[&s("t")[..], b"x"].concat());
+    let mut buf = BytesMut::from(&p[..]);
+    assert!(decode(&mut buf, V3, p.len() as u32).unwrap().is_some());
+    let mut buf = BytesMut::from(&p[..]);
+    assert!(matches!(
+        decode(&mut buf, V3, p.len() as u32 - 1),
+        Err(DecodeError::PacketTooLarge { .. })
+    ));
+}
+
+#[test]
+fn consumes_exactly_one_packet() {
+    let mut bytes = enc(&Packet::PingReq, V5);
+    bytes.extend(enc(
+        &Packet::Disconnect(crate::Disconnect::new(DisconnectReasonCode::ServerBusy)),
+        V5,
+    ));
+    bytes.push(0xC0);
+    let mut buf = BytesMut::from(&bytes[..]);
+    assert_eq!(decode(&mut buf, V5, MAX).unwrap(), Some(Packet::PingReq));
+    assert!(matches!(
+        decode(&mut buf, V5, MAX).unwrap(),
+        Some(Packet::Disconnect(_))
+    ));
+    assert_eq!(decode(&mut buf, V5, MAX).unwrap(), None);
+    assert_eq!(&buf[..], &[0xC0]);
+}
+
+#[test]
+fn packet_enum_stays_small() {
+    let size = size_of::<Packet>();
+    assert!(size <= 256, "size_of::<Packet>() = {size}");
+}
+
+#[test]
+fn encode_reserves_once_and_appends() {
+    let mut buf = BytesMut::with_capacity(0);
+    buf.extend_from_slice(b"xy");
+    Packet::PingReq.encode(V5, &mut buf).unwrap();
+    assert_eq!(&buf[..], &[b'x', b'y', 0xC0, 0x00]);
+}
