@@ -15,6 +15,7 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 mod ack;
+mod alias;
 mod auth;
 mod connack;
 mod connect;
@@ -40,6 +41,7 @@ mod unsuback;
 mod unsubscribe;
 mod wire;
 
+pub use alias::{AliasError, TopicAliasAllocator, TopicAliasResolver};
 pub use auth::Auth;
 pub use connack::ConnAck;
 pub use connect::{Connect, Will};

@@ -31,7 +31,7 @@ pub const MAX_STRING_LEN: usize = 65_535;
 /// assert_eq!(topic.len(), 12);
 /// assert!(MqttString::try_from(bytes::Bytes::from_static(b"a\0b")).is_err());
 /// ```
-#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MqttString(ByteString);
 
 impl MqttString {
@@ -216,6 +216,13 @@ impl PartialEq<MqttString> for &str {
     }
 }
 
+impl core::hash::Hash for MqttString {
+    /// Hashes like `str`, as `Borrow<str>` requires.
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
 impl fmt::Display for MqttString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self.as_str(), f)
@@ -309,6 +316,13 @@ mod tests {
         );
         assert!(MqttString::try_new(&long[..MAX_STRING_LEN]).is_ok());
         assert!(MqttString::try_from(Bytes::from(long.into_bytes())).is_err());
+    }
+
+    #[test]
+    fn hashes_like_str() {
+        let mut map = std::collections::HashMap::new();
+        map.insert(MqttString::from("a/b"), 1);
+        assert_eq!(map.get("a/b"), Some(&1));
     }
 
     #[test]

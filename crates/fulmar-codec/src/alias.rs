@@ -1,0 +1,456 @@
+//! Topic aliases (MQTT 5.0 section 3.3.2.3.4): an inbound resolver and an
+//! outbound allocator. Both are per connection: create new ones (or call
+//! `clear`) when a connection starts [MQTT-3.3.2-7].
+
+use std::collections::HashMap;
+
+use core::num::NonZeroU16;
+
+use crate::publish::Publish;
+use crate::reason::ReasonCode;
+use crate::string::MqttString;
+
+/// Why an inbound Topic Alias cannot be resolved.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AliasError {
+    /// The alias is above the Topic Alias Maximum this side announced.
+    #[error("[MQTT-3.3.2-10] topic alias {alias} exceeds the maximum {maximum}")]
+    AboveMaximum {
+        /// The alias received.
+        alias: u16,
+        /// The maximum announced.
+        maximum: u16,
+    },
+    /// An empty topic name with an alias that has no mapping yet.
+    #[error("topic alias {0} is not mapped to a topic name")]
+    Unknown(u16),
+    /// An empty topic name without a topic alias.
+    #[error("empty topic name without a topic alias")]
+    EmptyTopic,
+}
+
+impl AliasError {
+    /// The reason code to send in the DISCONNECT: 0x94 Topic Alias invalid for
+    /// an alias out of range, 0x82 Protocol Error otherwise.
+    #[must_use]
+    pub const fn reason_code(&self) -> ReasonCode {
+        match self {
+            Self::AboveMaximum { .. } => ReasonCode::TopicAliasInvalid,
+            Self::Unknown(_) | Self::EmptyTopic => ReasonCode::ProtocolError,
+        }
+    }
+}
+
+/// Inbound topic aliases: maps the aliases a peer sends to topic names.
+///
+/// Memory is bounded by the maximum: at most `maximum` topic names are kept.
+///
+/// ```
+/// use core::num::NonZeroU16;
+/// use bytes::Bytes;
+/// use fulmar_codec::{Publish, TopicAliasResolver};
+///
+/// let mut resolver = TopicAliasResolver::new(10);
+/// let mut first = Publish::new("sensors/temp".into(), Bytes::new());
+/// first.properties.topic_alias = NonZeroU16::new(1);
+/// resolver.resolve(&mut first).unwrap();
+///
+/// let mut next = Publish::new(Default::default(), Bytes::new());
+/// next.properties.topic_alias = NonZeroU16::new(1);
+/// resolver.resolve(&mut next).unwrap();
+/// assert_eq!(next.topic, "sensors/temp");
+/// assert_eq!(next.properties.topic_alias, None);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct TopicAliasResolver {
+    maximum: u16,
+    topics: Vec<Option<MqttString>>,
+}
+
+impl TopicAliasResolver {
+    /// A resolver for the Topic Alias Maximum this side announced (in CONNECT
+    /// for a client, in CONNACK for a server). 0 means aliases are refused.
+    #[must_use]
+    pub fn new(maximum: u16) -> Self {
+        Self {
+            maximum,
+            topics: Vec::new(),
+        }
+    }
+
+    /// The announced maximum.
+    #[must_use]
+    pub fn maximum(&self) -> u16 {
+        self.maximum
+    }
+
+    /// Forgets every mapping (a new network connection).
+    pub fn clear(&mut self) {
+        self.topics.clear();
+    }
+
+    /// Resolves the Topic Alias of an inbound PUBLISH.
+    ///
+    /// With a topic name and an alias, records the mapping; with an empty topic
+    /// name and an alias, fills in the mapped topic name. Afterwards
+    /// `publish.topic` is the full topic name and `properties.topic_alias` is
+    /// `None`, so the message can be forwarded as is.
+    ///
+    /// # Errors
+    /// [`AliasError`]; the connection must then be closed with
+    /// [`AliasError::reason_code`].
+    pub fn resolve(&mut self, publish: &mut Publish) -> Result<(), AliasError> {
+        let Some(alias) = publish.properties.topic_alias else {
+            return if publish.topic.is_empty() {
+                Err(AliasError::EmptyTopic)
+            } else {
+                Ok(())
+            };
+        };
+        let a = alias.get();
+        if a > self.maximum {
+            return Err(AliasError::AboveMaximum {
+                alias: a,
+                maximum: self.maximum,
+            });
+        }
+        let index = usize::from(a - 1);
+        if publish.topic.is_empty() {
+            let topic = self
+                .topics
+                .get(index)
+                .and_then(Option::as_ref)
+                .ok_or(AliasError::Unknown(a))?;
+            publish.topic = topic.clone();
+        } else {
+            if self.topics.len() <= index {
+                self.topics.resize(index + 1, None);
+            }
+            if let Some(slot) = self.topics.get_mut(index) {
+                *slot = Some(publish.topic.clone());
+            }
+        }
+        publish.properties.topic_alias = None;
+        Ok(())
+    }
+}
+
+const NIL: u16 = u16::MAX;
+
+#[derive(Clone, Debug)]
+struct Slot {
+    topic: MqttString,
+    prev: u16,
+    next: u16,
+}
+
+/// Outbound topic aliases: chooses an alias for each topic, bounded by the
+/// peer's Topic Alias Maximum, replacing the least recently used one when all
+/// are taken.
+///
+/// Every topic gets an alias: the first PUBLISH to a topic carries the topic
+/// name and the alias (establishing the mapping), later ones carry the alias
+/// and an empty topic name. A hit costs a hash lookup and no allocation.
+///
+/// Apply it to the copy of the PUBLISH that goes on the wire, in the order
+/// packets are sent; keep the original (full topic) for retransmission,
+/// which after a reconnect uses a fresh allocator.
+///
+/// ```
+/// use bytes::Bytes;
+/// use fulmar_codec::{Publish, TopicAliasAllocator};
+///
+/// let mut aliases = TopicAliasAllocator::new(2);
+/// let mut p = Publish::new("a/b".into(), Bytes::new());
+/// aliases.apply(&mut p);
+/// assert_eq!(p.topic, "a/b"); // establishes alias 1
+/// let mut p = Publish::new("a/b".into(), Bytes::new());
+/// aliases.apply(&mut p);
+/// assert!(p.topic.is_empty());
+/// assert_eq!(p.properties.topic_alias.map(|a| a.get()), Some(1));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct TopicAliasAllocator {
+    maximum: u16,
+    by_topic: HashMap<MqttString, u16>,
+    /// Slot `i` holds alias `i + 1`.
+    slots: Vec<Slot>,
+    /// Most recently used slot.
+    head: u16,
+    /// Least recently used slot.
+    tail: u16,
+}
+
+impl TopicAliasAllocator {
+    /// An allocator for the Topic Alias Maximum the peer announced (absent
+    /// means 0: no aliases are sent [MQTT-3.1.2-27] [MQTT-3.2.2-18]).
+    #[must_use]
+    pub fn new(maximum: u16) -> Self {
+        // u16::MAX is the list terminator, so at most 65 534 aliases are used.
+        Self {
+            maximum: maximum.min(NIL - 1),
+            by_topic: HashMap::new(),
+            slots: Vec::new(),
+            head: NIL,
+            tail: NIL,
+        }
+    }
+
+    /// The peer's maximum.
+    #[must_use]
+    pub fn maximum(&self) -> u16 {
+        self.maximum
+    }
+
+    /// Number of aliases in use.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no alias is in use.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Forgets every mapping (a new network connection).
+    pub fn clear(&mut self) {
+        self.by_topic.clear();
+        self.slots.clear();
+        self.head = NIL;
+        self.tail = NIL;
+    }
+
+    /// Sets the Topic Alias of an outbound PUBLISH, and empties its topic
+    /// name when the alias is already established. Never sends an alias above
+    /// the peer's maximum [MQTT-3.3.2-9] [MQTT-3.3.2-11], nor 0 [MQTT-3.3.2-8].
+    /// A PUBLISH with an empty topic name is left alone.
+    pub fn apply(&mut self, publish: &mut Publish) {
+        if self.maximum == 0 {
+            if !publish.topic.is_empty() {
+                publish.properties.topic_alias = None;
+            }
+            return;
+        }
+        if publish.topic.is_empty() {
+            return;
+        }
+        if let Some(&slot) = self.by_topic.get(publish.topic.as_str()) {
+            self.touch(slot);
+            publish.properties.topic_alias = NonZeroU16::new(slot + 1);
+            publish.topic = MqttString::new();
+            return;
+        }
+        let slot = if self.slots.len() < usize::from(self.maximum) {
+            let slot = u16::try_from(self.slots.len()).unwrap_or(NIL);
+            self.slots.push(Slot {
+                topic: publish.topic.clone(),
+                prev: NIL,
+                next: NIL,
+            });
+            self.push_front(slot);
+            slot
+        } else {
+            let slot = self.tail;
+            self.unlink(slot);
+            if let Some(s) = self.slots.get_mut(usize::from(slot)) {
+                let old = core::mem::replace(&mut s.topic, publish.topic.clone());
+                self.by_topic.remove(&old);
+            }
+            self.push_front(slot);
+            slot
+        };
+        self.by_topic.insert(publish.topic.clone(), slot);
+        publish.properties.topic_alias = NonZeroU16::new(slot + 1);
+    }
+
+    fn touch(&mut self, slot: u16) {
+        if self.head != slot {
+            self.unlink(slot);
+            self.push_front(slot);
+        }
+    }
+
+    fn set_prev(&mut self, slot: u16, prev: u16) {
+        if let Some(s) = self.slots.get_mut(usize::from(slot)) {
+            s.prev = prev;
+        }
+    }
+
+    fn set_next(&mut self, slot: u16, next: u16) {
+        if let Some(s) = self.slots.get_mut(usize::from(slot)) {
+            s.next = next;
+        }
+    }
+
+    fn unlink(&mut self, slot: u16) {
+        let Some(s) = self.slots.get(usize::from(slot)) else {
+            return;
+        };
+        let (prev, next) = (s.prev, s.next);
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.set_next(prev, next);
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.set_prev(next, prev);
+        }
+        self.set_prev(slot, NIL);
+        self.set_next(slot, NIL);
+    }
+
+    fn push_front(&mut self, slot: u16) {
+        let old_head = self.head;
+        self.set_prev(slot, NIL);
+        self.set_next(slot, old_head);
+        if old_head == NIL {
+            self.tail = slot;
+        } else {
+            self.set_prev(old_head, slot);
+        }
+        self.head = slot;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn publish(topic: &'static str, alias: u16) -> Publish {
+        let mut p = Publish::new(MqttString::from(topic), Bytes::new());
+        p.properties.topic_alias = NonZeroU16::new(alias);
+        p
+    }
+
+    #[test]
+    fn resolver_maps_and_fills_in() {
+        // v5:MQTT-3.3.2-12 v5:MQTT-3.3.2-10: every alias 1..=maximum is accepted
+        let mut r = TopicAliasResolver::new(3);
+        for (alias, topic) in [(1, "a"), (3, "c")] {
+            let mut p = publish(topic, alias);
+            r.resolve(&mut p).unwrap();
+            assert_eq!(p.properties.topic_alias, None);
+        }
+        let mut p = publish("", 3);
+        r.resolve(&mut p).unwrap();
+        assert_eq!(p.topic, "c");
+        // A new topic for an existing alias replaces the mapping.
+        r.resolve(&mut publish("c2", 3)).unwrap();
+        let mut p = publish("", 3);
+        r.resolve(&mut p).unwrap();
+        assert_eq!(p.topic, "c2");
+        // Plain publishes pass through.
+        let mut p = publish("x", 0);
+        r.resolve(&mut p).unwrap();
+        assert_eq!(p.topic, "x");
+    }
+
+    #[test]
+    fn resolver_errors() {
+        let mut r = TopicAliasResolver::new(2);
+        let err = r.resolve(&mut publish("a", 3)).unwrap_err();
+        assert_eq!(
+            err,
+            AliasError::AboveMaximum {
+                alias: 3,
+                maximum: 2
+            }
+        );
+        assert_eq!(err.reason_code(), ReasonCode::TopicAliasInvalid);
+        let err = r.resolve(&mut publish("", 2)).unwrap_err();
+        assert_eq!(err, AliasError::Unknown(2));
+        assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
+        assert_eq!(r.resolve(&mut publish("", 0)), Err(AliasError::EmptyTopic));
+        // Maximum 0 refuses every alias.
+        let mut r = TopicAliasResolver::new(0);
+        assert!(matches!(
+            r.resolve(&mut publish("a", 1)),
+            Err(AliasError::AboveMaximum { .. })
+        ));
+    }
+
+    #[test]
+    fn resolver_clear_forgets() {
+        // v5:MQTT-3.3.2-7
+        let mut r = TopicAliasResolver::new(2);
+        r.resolve(&mut publish("a", 1)).unwrap();
+        r.clear();
+        assert_eq!(r.resolve(&mut publish("", 1)), Err(AliasError::Unknown(1)));
+    }
+
+    fn apply(a: &mut TopicAliasAllocator, topic: &'static str) -> (String, Option<u16>) {
+        let mut p = publish(topic, 0);
+        a.apply(&mut p);
+        (
+            p.topic.to_string(),
+            p.properties.topic_alias.map(NonZeroU16::get),
+        )
+    }
+
+    #[test]
+    fn allocator_establishes_then_reuses() {
+        let mut a = TopicAliasAllocator::new(2);
+        assert_eq!(apply(&mut a, "x"), ("x".into(), Some(1)));
+        assert_eq!(apply(&mut a, "y"), ("y".into(), Some(2)));
+        assert_eq!(apply(&mut a, "x"), ("".into(), Some(1)));
+        assert_eq!(apply(&mut a, "y"), ("".into(), Some(2)));
+        assert_eq!(a.len(), 2);
+    }
+
+    #[test]
+    fn allocator_replaces_least_recently_used() {
+        // v5:MQTT-3.3.2-9 v5:MQTT-3.3.2-11 v5:MQTT-3.2.2-17 v5:MQTT-3.1.2-26
+        let mut a = TopicAliasAllocator::new(2);
+        apply(&mut a, "x"); // 1
+        apply(&mut a, "y"); // 2
+        apply(&mut a, "x"); // x most recent; y is LRU
+        assert_eq!(apply(&mut a, "z"), ("z".into(), Some(2)));
+        assert_eq!(apply(&mut a, "y"), ("y".into(), Some(1)));
+        assert_eq!(apply(&mut a, "z"), ("".into(), Some(2)));
+        assert_eq!(a.len(), 2);
+    }
+
+    #[test]
+    fn allocator_never_exceeds_maximum() {
+        let mut a = TopicAliasAllocator::new(3);
+        let topics: Vec<&'static str> = vec!["a", "b", "c", "d", "e", "f", "g"];
+        let mut resolver = TopicAliasResolver::new(3);
+        for i in 0..200 {
+            let topic = topics[(i * 7 + i / 3) % topics.len()];
+            let mut p = publish(topic, 0);
+            a.apply(&mut p);
+            let alias = p.properties.topic_alias.unwrap().get();
+            assert!((1..=3).contains(&alias));
+            // The peer's resolver always recovers the topic.
+            resolver.resolve(&mut p).unwrap();
+            assert_eq!(p.topic, topic);
+        }
+        assert_eq!(a.len(), 3);
+    }
+
+    #[test]
+    fn allocator_with_maximum_zero_sends_no_alias() {
+        // v5:MQTT-3.1.2-27 v5:MQTT-3.2.2-18
+        let mut a = TopicAliasAllocator::new(0);
+        let mut p = publish("x", 5);
+        a.apply(&mut p);
+        assert_eq!(p.properties.topic_alias, None);
+        assert_eq!(p.topic, "x");
+        assert!(a.is_empty());
+    }
+
+    #[test]
+    fn allocator_clear() {
+        let mut a = TopicAliasAllocator::new(1);
+        apply(&mut a, "x");
+        a.clear();
+        assert_eq!(apply(&mut a, "x"), ("x".into(), Some(1)));
+    }
+}
