@@ -66,7 +66,7 @@ macro_rules! public_encode {
             /// nothing is appended.
             ///
             /// # Errors
-            /// [`EncodeError`] if the packet cannot be expressed in `version`
+            /// [`EncodeError`](crate::EncodeError) if the packet cannot be expressed in `version`
             /// or breaks a rule of the packet format.
             pub fn encode(
                 &self,

@@ -4,19 +4,66 @@
 //!
 //! - No IO, no clock, no global state: bytes and a [`ProtocolVersion`] in,
 //!   [`Packet`]s out, and back. Deterministic.
+//! - [`decode`] is streaming: `Ok(None)` means "need more bytes" and leaves the
+//!   buffer untouched; `Err` means the input is malformed and never will parse.
+//!   The remaining length is checked against the maximum packet size before
+//!   the body is buffered. A decoded packet consumes exactly its own bytes.
 //! - One packet model for both versions. MQTT 5.0-only data (properties,
-//!   reason codes) live in fields that are empty or default under 3.1.1.
+//!   reason codes) live in fields that are empty or default under 3.1.1;
+//!   encoding such data for a 3.1.1 peer is an [`EncodeError`], not a silent
+//!   drop, unless 3.1.1 has an equivalent (CONNACK return codes, SUBACK 0x80).
 //! - Strings ([`MqttString`]) and payloads are validated, zero-copy slices of
-//!   the input buffer.
-//! - Properties are typed per packet.
-//! - Every reason code of the spec has a typed enum per packet, and one
-//!   general [`ReasonCode`].
+//!   the input buffer; decoding PUBLISH and acknowledgements does not allocate
+//!   once the buffer is shared.
+//! - Properties are typed per packet and validated on decode: a property in the
+//!   wrong packet, a repeated single-valued property, a zero where zero is
+//!   forbidden are errors.
+//! - Every [`DecodeError`] maps to the reason code the receiver must send
+//!   ([`DecodeError::reason_code`]); 3.1.1 receivers just close the connection.
+//! - No panics on input: no `unwrap`, no slice indexing on decode paths.
+//!
+//! Also here: the reason codes of each packet and the general [`ReasonCode`],
+//! topic alias bookkeeping ([`TopicAliasResolver`], [`TopicAliasAllocator`]),
+//! and with the `tokio-util` feature a `Decoder`/`Encoder` (`MqttCodec`).
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::{Bytes, BytesMut};
+//! use fulmar_codec::{decode, DecodeError, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode};
+//!
+//! let mut publish = Publish::new("sensors/temp".into(), Bytes::from_static(b"21.5"));
+//! publish.qos = QoS::AtLeastOnce;
+//! publish.packet_id = PacketId::new(1);
+//! publish.properties.message_expiry_interval = Some(60);
+//!
+//! let mut wire = BytesMut::new();
+//! let packet = Packet::from(publish);
+//! packet.encode(ProtocolVersion::V5, &mut wire).unwrap();
+//! assert_eq!(wire.len(), packet.encoded_len(ProtocolVersion::V5).unwrap());
+//!
+//! // Bytes arrive in pieces: the first half is not a packet yet.
+//! let mut inbound = BytesMut::new();
+//! inbound.extend_from_slice(&wire[..5]);
+//! assert_eq!(decode(&mut inbound, ProtocolVersion::V5, 1024), Ok(None));
+//! inbound.extend_from_slice(&wire[5..]);
+//! assert_eq!(decode(&mut inbound, ProtocolVersion::V5, 1024), Ok(Some(packet)));
+//! assert!(inbound.is_empty());
+//!
+//! // A QoS 0 PUBLISH with DUP set is malformed.
+//! let mut bad = BytesMut::from(&[0x38, 0x03, 0x00, 0x01, b't'][..]);
+//! let err = decode(&mut bad, ProtocolVersion::V5, 1024).unwrap_err();
+//! assert_eq!(err, DecodeError::DupWithQoS0);
+//! assert_eq!(err.reason_code(), ReasonCode::MalformedPacket);
+//! ```
 
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 mod ack;
 mod alias;
 mod auth;
+#[cfg(feature = "tokio-util")]
+mod codec;
 mod connack;
 mod connect;
 mod disconnect;
@@ -43,6 +90,8 @@ mod wire;
 
 pub use alias::{AliasError, TopicAliasAllocator, TopicAliasResolver};
 pub use auth::Auth;
+#[cfg(feature = "tokio-util")]
+pub use codec::{CodecError, MqttCodec};
 pub use connack::ConnAck;
 pub use connect::{Connect, Will};
 pub use disconnect::Disconnect;
