@@ -148,6 +148,9 @@ pub enum DecodeError {
     /// A PUBLISH Topic Name contains `+` or `#`.
     #[error("[MQTT-3.3.2-2] topic name contains a wildcard")]
     TopicNameWildcard,
+    /// A Response Topic contains `+` or `#`.
+    #[error("[MQTT-3.3.2-14] response topic contains a wildcard")]
+    ResponseTopicWildcard,
     /// The CONNECT protocol name is not `MQTT` (an MQTT 3.1 client sends
     /// `MQIsdp` with level 3).
     #[error("[MQTT-3.1.2-1] protocol name is not \"MQTT\"")]
@@ -220,6 +223,7 @@ impl DecodeError {
             | Self::AuthDataWithoutMethod
             | Self::ZeroPacketId(_)
             | Self::EmptyTopicName
+            | Self::ResponseTopicWildcard
             | Self::SessionPresentOnError
             | Self::InvalidReasonCode { .. }
             | Self::NoTopicFilters(_)
@@ -305,6 +309,12 @@ pub enum EncodeError {
     /// A PUBLISH without topic name (and, in 5.0, without topic alias).
     #[error("[MQTT-4.7.3-1] empty topic name without a topic alias")]
     EmptyTopicName,
+    /// A PUBLISH Topic Name contains `+` or `#`.
+    #[error("[MQTT-3.3.2-2] topic name contains a wildcard")]
+    TopicNameWildcard,
+    /// A Response Topic contains `+` or `#`.
+    #[error("[MQTT-3.3.2-14] response topic contains a wildcard")]
+    ResponseTopicWildcard,
     /// A SUBSCRIBE or UNSUBSCRIBE without topic filters, or a SUBACK or 5.0 UNSUBACK without reason codes.
     #[error("[MQTT-3.8.3-2] {0} with an empty payload")]
     EmptyPayload(PacketType),

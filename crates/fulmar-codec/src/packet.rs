@@ -8,11 +8,13 @@ use crate::connect::Connect;
 use crate::disconnect::Disconnect;
 use crate::encode;
 use crate::error::{DecodeError, EncodeError};
+use crate::properties::UserProperties;
 use crate::puback::PubAck;
 use crate::pubcomp::PubComp;
 use crate::publish::Publish;
 use crate::pubrec::PubRec;
 use crate::pubrel::PubRel;
+use crate::string::MqttString;
 use crate::suback::SubAck;
 use crate::subscribe::Subscribe;
 use crate::types::{PacketType, ProtocolVersion};
@@ -110,6 +112,83 @@ impl Packet {
             Self::Disconnect(p) => encode::encode(p, version, buf),
             Self::Auth(p) => encode::encode(p, version, buf),
         }
+    }
+
+    /// Makes the packet fit the receiver's Maximum Packet Size by dropping
+    /// the properties the spec says must not be sent when they would exceed
+    /// it: first the Reason String, then the User Properties (CONNACK,
+    /// PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK, DISCONNECT, AUTH;
+    /// MQTT 5.0 sections 3.2.2.3.9 to 3.15.2.2.5). Other packets are left
+    /// unchanged.
+    ///
+    /// Returns whether the packet now fits in `maximum_packet_size` bytes;
+    /// a PUBLISH that does not fit must be discarded by the sender
+    /// [MQTT-3.1.2-25].
+    ///
+    /// # Errors
+    /// As [`Packet::encode`].
+    pub fn trim_to_fit(
+        &mut self,
+        version: ProtocolVersion,
+        maximum_packet_size: u32,
+    ) -> Result<bool, EncodeError> {
+        let max = usize::try_from(maximum_packet_size).unwrap_or(usize::MAX);
+        if self.encoded_len(version)? <= max {
+            return Ok(true);
+        }
+        let Some((reason_string, _)) = self.droppable_properties() else {
+            return Ok(false);
+        };
+        if reason_string.take().is_some() && self.encoded_len(version)? <= max {
+            return Ok(true);
+        }
+        if let Some((_, user_properties)) = self.droppable_properties() {
+            user_properties.clear();
+        }
+        Ok(self.encoded_len(version)? <= max)
+    }
+
+    /// The Reason String and User Properties of the packets that have them.
+    fn droppable_properties(&mut self) -> Option<(&mut Option<MqttString>, &mut UserProperties)> {
+        Some(match self {
+            Self::ConnAck(p) => (
+                &mut p.properties.reason_string,
+                &mut p.properties.user_properties,
+            ),
+            Self::PubAck(p) => (
+                &mut p.properties.reason_string,
+                &mut p.properties.user_properties,
+            ),
+            Self::PubRec(p) => (
+                &mut p.properties.reason_string,
+                &mut p.properties.user_properties,
+            ),
+            Self::PubRel(p) => (
+                &mut p.properties.reason_string,
+                &mut p.properties.user_properties,
+            ),
+            Self::PubComp(p) => (
+                &mut p.properties.reason_string,
+                &mut p.properties.user_properties,
+            ),
+            Self::SubAck(p) => (
+                &mut p.properties.reason_string,
+                &mut p.properties.user_properties,
+            ),
+            Self::UnsubAck(p) => (
+                &mut p.properties.reason_string,
+                &mut p.properties.user_properties,
+            ),
+            Self::Disconnect(p) => (
+                &mut p.properties.reason_string,
+                &mut p.properties.user_properties,
+            ),
+            Self::Auth(p) => (
+                &mut p.properties.reason_string,
+                &mut p.properties.user_properties,
+            ),
+            _ => return None,
+        })
     }
 
     /// The size of the encoded packet (fixed header included), computed

@@ -15,7 +15,7 @@ use crate::properties::{
     PayloadFormat, PublishProperties, SubscribeProperties, UnsubscribeProperties, UserProperties,
     WillProperties,
 };
-use crate::string::MqttString;
+use crate::string::{MqttString, has_wildcard};
 use crate::types::QoS;
 use crate::wire::{
     Counter, MAX_VAR_INT, Reader, Sink, checked_var_int, put_binary, put_string, put_var_int,
@@ -160,6 +160,22 @@ fn read_payload_format(r: &mut Reader<'_>) -> Result<PayloadFormat, DecodeError>
             value: u32::from(v),
         }),
     }
+}
+
+fn read_response_topic(r: &mut Reader<'_>) -> Result<MqttString, DecodeError> {
+    let topic = r.string("response topic")?;
+    if has_wildcard(&topic) {
+        return Err(DecodeError::ResponseTopicWildcard);
+    }
+    Ok(topic)
+}
+
+fn w_response_topic<S: Sink>(s: &mut S, v: Option<&MqttString>) -> Result<(), EncodeError> {
+    if v.is_some_and(|t| has_wildcard(t)) {
+        return Err(EncodeError::ResponseTopicWildcard);
+    }
+    w_string(s, RESPONSE_TOPIC, v);
+    Ok(())
 }
 
 fn read_topic_alias(r: &mut Reader<'_>) -> Result<NonZeroU16, DecodeError> {
@@ -345,7 +361,7 @@ impl PropertySet for WillProperties {
                 once(&mut self.message_expiry_interval, r.u32("property")?, id, c)
             }
             CONTENT_TYPE => once(&mut self.content_type, r.string("content type")?, id, c),
-            RESPONSE_TOPIC => once(&mut self.response_topic, r.string("response topic")?, id, c),
+            RESPONSE_TOPIC => once(&mut self.response_topic, read_response_topic(r)?, id, c),
             CORRELATION_DATA => once(
                 &mut self.correlation_data,
                 r.binary("correlation data")?,
@@ -366,7 +382,7 @@ impl PropertySet for WillProperties {
         );
         w_u32(s, MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
         w_string(s, CONTENT_TYPE, self.content_type.as_ref());
-        w_string(s, RESPONSE_TOPIC, self.response_topic.as_ref());
+        w_response_topic(s, self.response_topic.as_ref())?;
         w_binary(
             s,
             CORRELATION_DATA,
@@ -538,7 +554,7 @@ impl PropertySet for PublishProperties {
                 once(&mut self.message_expiry_interval, r.u32("property")?, id, c)
             }
             TOPIC_ALIAS => once(&mut self.topic_alias, read_topic_alias(r)?, id, c),
-            RESPONSE_TOPIC => once(&mut self.response_topic, r.string("response topic")?, id, c),
+            RESPONSE_TOPIC => once(&mut self.response_topic, read_response_topic(r)?, id, c),
             CORRELATION_DATA => once(
                 &mut self.correlation_data,
                 r.binary("correlation data")?,
@@ -563,7 +579,7 @@ impl PropertySet for PublishProperties {
         );
         w_u32(s, MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
         w_u16(s, TOPIC_ALIAS, self.topic_alias.map(NonZeroU16::get));
-        w_string(s, RESPONSE_TOPIC, self.response_topic.as_ref());
+        w_response_topic(s, self.response_topic.as_ref())?;
         w_binary(
             s,
             CORRELATION_DATA,

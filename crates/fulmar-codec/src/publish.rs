@@ -6,7 +6,7 @@ use crate::encode::{Encode, body_len, public_encode};
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::PublishProperties;
 use crate::property_codec::{decode_properties, encode_properties};
-use crate::string::MqttString;
+use crate::string::{MqttString, has_wildcard};
 use crate::types::{PacketId, PacketType, ProtocolVersion, QoS};
 use crate::wire::{
     Reader, Sink, checked_var_int, put_string, put_var_int, read_packet_id, var_int_len,
@@ -104,6 +104,9 @@ impl Publish {
         {
             return Err(EncodeError::EmptyTopicName);
         }
+        if has_wildcard(&self.topic) {
+            return Err(EncodeError::TopicNameWildcard);
+        }
         Ok(())
     }
 
@@ -147,7 +150,7 @@ impl Publish {
         if topic.is_empty() && properties.topic_alias.is_none() {
             return Err(DecodeError::EmptyTopicName);
         }
-        if topic.as_bytes().iter().any(|b| *b == b'+' || *b == b'#') {
+        if has_wildcard(&topic) {
             return Err(DecodeError::TopicNameWildcard);
         }
         let payload = r.rest();

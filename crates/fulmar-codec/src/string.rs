@@ -105,6 +105,11 @@ impl MqttString {
     }
 }
 
+/// Whether `s` contains a wildcard character (`+` or `#`), which a Topic Name must not.
+pub(crate) fn has_wildcard(s: &str) -> bool {
+    s.bytes().any(|b| b == b'+' || b == b'#')
+}
+
 fn check(s: &str) -> Result<(), StringError> {
     if s.len() > MAX_STRING_LEN {
         return Err(StringError::TooLong(s.len()));

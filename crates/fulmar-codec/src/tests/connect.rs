@@ -175,6 +175,84 @@ fn username_and_password_flags() {
 }
 
 #[test]
+fn will_topic_and_user_name_must_be_utf8() {
+    // v5:MQTT-3.1.3-11 v5:MQTT-3.1.3-12 v3:MQTT-3.1.3-10 v3:MQTT-3.1.3-11
+    let bad = [0u8, 2, 0xC0, 0x80];
+    let bytes = frame(
+        0x10,
+        &connect_body(4, 0x06, &[&s("c")[..], &bad, &s("p")].concat()),
+    );
+    assert!(matches!(
+        dec(&bytes, V3),
+        Err(DecodeError::InvalidString {
+            field: "will topic",
+            ..
+        })
+    ));
+    let bytes = frame(
+        0x10,
+        &connect_body(5, 0x82, &[&[0][..], &s("c"), &bad].concat()),
+    );
+    assert!(matches!(
+        dec(&bytes, V5),
+        Err(DecodeError::InvalidString {
+            field: "user name",
+            ..
+        })
+    ));
+    // v5:MQTT-3.1.4-1 v3:MQTT-3.1.4-1: a malformed CONNECT is refused with the code to send.
+    assert_eq!(
+        dec(&bytes, V5).unwrap_err().reason_code(),
+        ReasonCode::MalformedPacket
+    );
+}
+
+#[test]
+fn v5_payload_field_order() {
+    // v5:MQTT-3.1.3-1: client id, will properties, will topic, will payload, user name, password.
+    let body = connect_body(
+        5,
+        0xC4,
+        &[
+            &[0][..],
+            &s("id"),
+            &[2, 0x01, 1],
+            &s("wt"),
+            &s("wp"),
+            &s("un"),
+            &s("pw"),
+        ]
+        .concat(),
+    );
+    let Packet::Connect(c) = dec(&frame(0x10, &body), V5).unwrap() else {
+        panic!()
+    };
+    assert_eq!(c.client_id, "id");
+    let will = c.will.as_ref().unwrap();
+    assert_eq!(
+        will.properties.payload_format_indicator,
+        Some(PayloadFormat::Utf8)
+    );
+    assert_eq!((will.topic.as_str(), &will.payload[..]), ("wt", &b"wp"[..]));
+    assert_eq!(c.username.as_deref(), Some("un"));
+    assert_eq!(c.password.as_deref(), Some(&b"pw"[..]));
+    assert_eq!(enc(&Packet::Connect(c), V5), frame(0x10, &body));
+}
+
+#[test]
+fn will_response_topic_with_wildcard() {
+    let bytes = frame(
+        0x10,
+        &connect_body(
+            5,
+            0x06,
+            &[&[0][..], &s("c"), &[4, 0x08, 0, 1, b'#'], &s("w"), &s("p")].concat(),
+        ),
+    );
+    assert_eq!(dec(&bytes, V5), Err(DecodeError::ResponseTopicWildcard));
+}
+
+#[test]
 fn password_without_username_in_v311() {
     // v3:MQTT-3.1.2-22
     let bytes = frame(

@@ -3,6 +3,7 @@
 mod acks;
 mod connect;
 mod framing;
+mod limits;
 mod properties;
 mod publish;
 mod subscribe;

@@ -159,6 +159,30 @@ fn topic_name_with_wildcards() {
 }
 
 #[test]
+fn wildcards_are_refused_on_encode() {
+    let p = Publish::new("a/+".into(), Bytes::new());
+    assert_eq!(
+        p.encode(V3, &mut BytesMut::new()),
+        Err(EncodeError::TopicNameWildcard)
+    );
+    let mut p = Publish::new("a".into(), Bytes::new());
+    p.properties.response_topic = Some("r/#".into());
+    assert_eq!(
+        p.encode(V5, &mut BytesMut::new()),
+        Err(EncodeError::ResponseTopicWildcard)
+    );
+}
+
+#[test]
+fn response_topic_with_wildcards() {
+    // v5:MQTT-3.3.2-14
+    let bytes = frame(0x30, &[&s("t")[..], &[4, 0x08, 0, 1, b'+']].concat());
+    let err = dec(&bytes, V5).unwrap_err();
+    assert_eq!(err, DecodeError::ResponseTopicWildcard);
+    assert_eq!(err.reason_code(), ReasonCode::ProtocolError);
+}
+
+#[test]
 fn topic_name_must_be_utf8() {
     // MQTT-3.3.2-1 MQTT-1.5.4-1 v3:MQTT-1.5.3-1
     let bytes = frame(0x30, &[0x00, 0x02, 0xC3, 0x28]);
