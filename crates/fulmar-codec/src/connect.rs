@@ -77,6 +77,16 @@ pub struct Will {
 }
 
 impl Will {
+    /// Checks the payload against the Payload Format Indicator (UTF-8 when
+    /// it is 1). Not enforced by the codec; a server may refuse the
+    /// connection with 0x99 Payload format invalid.
+    #[must_use]
+    pub fn payload_format_is_valid(&self) -> bool {
+        self.properties
+            .payload_format_indicator
+            .is_none_or(|f| f.is_valid_payload(&self.payload))
+    }
+
     /// A QoS 0, non-retained will without properties.
     #[must_use]
     pub fn new(topic: MqttString, payload: Bytes) -> Self {

@@ -71,6 +71,7 @@ fn v5_full_connect_round_trip() {
         },
         ..Will::new("will".into(), Bytes::from_static(b"bye"))
     });
+    assert!(c.will.as_ref().unwrap().payload_format_is_valid());
     // 5.0 allows a password without a user name.
     c.password = Some(Bytes::from_static(b"pw"));
     round_trip(&c.into(), V5);
@@ -237,6 +238,16 @@ fn v5_payload_field_order() {
     assert_eq!(c.username.as_deref(), Some("un"));
     assert_eq!(c.password.as_deref(), Some(&b"pw"[..]));
     assert_eq!(enc(&Packet::Connect(c), V5), frame(0x10, &body));
+}
+
+#[test]
+fn will_payload_format_is_checked_by_the_helper_not_the_codec() {
+    let mut will = Will::new("w".into(), Bytes::from_static(&[0xFF]));
+    will.properties.payload_format_indicator = Some(PayloadFormat::Utf8);
+    assert!(!will.payload_format_is_valid());
+    let mut c = Connect::new(V5, "c".into());
+    c.will = Some(will);
+    round_trip(&c.into(), V5);
 }
 
 #[test]
