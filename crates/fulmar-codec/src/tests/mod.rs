@@ -6,6 +6,7 @@ mod framing;
 mod limits;
 mod properties;
 mod publish;
+mod robustness;
 mod subscribe;
 
 use bytes::BytesMut;
