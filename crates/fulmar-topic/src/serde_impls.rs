@@ -26,3 +26,23 @@ string_serde!(TopicName);
 string_serde!(TopicFilter);
 string_serde!(SharedFilter);
 string_serde!(SubscriptionFilter);
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+    use serde::de::value::{Error, StrDeserializer};
+
+    use crate::{SubscriptionFilter, TopicError, TopicName};
+
+    // MQTT-3.3.2-2
+    #[test]
+    fn deserialising_validates() {
+        let ok = TopicName::deserialize(StrDeserializer::<Error>::new("a/b")).unwrap();
+        assert_eq!(ok, "a/b");
+        let err = TopicName::deserialize(StrDeserializer::<Error>::new("a/+")).unwrap_err();
+        assert_eq!(err.to_string(), TopicError::WildcardInName.to_string());
+        let shared =
+            SubscriptionFilter::deserialize(StrDeserializer::<Error>::new("$share/g/#")).unwrap();
+        assert_eq!(shared.group(), Some("g"));
+    }
+}

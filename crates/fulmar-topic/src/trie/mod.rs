@@ -387,8 +387,10 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
                         next.push(node.plus);
                     }
                 }
-                if let Some(child) = id.and_then(|id| self.edges.get(n, id)) {
-                    next.push(child);
+                if node.children > 0 {
+                    if let Some(child) = id.and_then(|id| self.edges.get(n, id)) {
+                        next.push(child);
+                    }
                 }
             }
             mem::swap(&mut frontier, &mut next);
