@@ -532,3 +532,16 @@ fn connack_v5_invalid_values() {
         })
     );
 }
+
+#[test]
+fn connect_remaining_length_minimality_follows_its_own_version() {
+    // v5:MQTT-1.5.5-1: the version is only known after the protocol level.
+    let body5 = connect_body(5, 0x02, &[&[0][..], &s("c")].concat());
+    let mut bytes = vec![0x10, 0x80 | body5.len() as u8, 0x00];
+    bytes.extend(&body5);
+    assert_eq!(dec(&bytes, V3), Err(DecodeError::NonMinimalVarInt));
+    let body4 = connect_body(4, 0x02, &s("c"));
+    let mut bytes = vec![0x10, 0x80 | body4.len() as u8, 0x00];
+    bytes.extend(&body4);
+    assert!(matches!(dec(&bytes, V5), Ok(Packet::Connect(_))));
+}
