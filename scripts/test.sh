@@ -37,13 +37,13 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 
 log "cargo clippy (workspace, all targets, -D warnings)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 log "cargo doc (-D warnings)"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked
 
 log "cargo test --workspace (unit, integration, doc tests, fuzz corpus replay; examples built)"
-cargo test --workspace --locked 2>&1 | tee -a "$results"
+cargo test --workspace --all-features --locked 2>&1 | tee -a "$results"
 
 log "benches build"
 cargo test --workspace --benches --no-run --locked
