@@ -1,0 +1,322 @@
+//! The client role: CONNECT/CONNACK, keep-alive PINGREQ, SUBSCRIBE/UNSUBSCRIBE.
+
+use std::time::Instant;
+
+use fulmar_codec::{
+    ConnAck, Connect, MqttString, Packet, PacketId, ProtocolVersion, SubAck, Subscribe,
+    SubscribeProperties, SubscriptionOptions, UnsubAck, UnsubAckReasonCode, Unsubscribe,
+    UnsubscribeProperties,
+};
+
+use crate::alias::{InboundAliases, OutboundAliases};
+use crate::config::Config;
+use crate::error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};
+use crate::event::Event;
+use crate::session::{Request, Role, Session, State, secs};
+use crate::state::SessionState;
+use crate::timer::Timer;
+
+impl Session {
+    /// A client session with an empty session state, not connected.
+    #[must_use]
+    pub fn client(config: Config) -> Self {
+        Self::with_role(Role::Client, config)
+    }
+
+    /// A client session that carries on from `state` (kept from an earlier
+    /// session), not connected. Connect with Clean Start 0 to resume it.
+    ///
+    /// # Errors
+    /// [`ApiError::InvalidSessionState`] if `state` is inconsistent.
+    pub fn client_with_state(
+        config: Config,
+        state: SessionState,
+        now: Instant,
+    ) -> Result<Self, Error> {
+        let mut session = Self::client(config);
+        session.now = Some(now);
+        session.load_state(state, now)?;
+        Ok(session)
+    }
+
+    /// Starts a connection: queues `connect` (the first packet, [MQTT-3.1.0-1]).
+    /// Receive Maximum, Topic Alias Maximum and Maximum Packet Size are filled
+    /// in from the [`Config`] (MQTT 5.0). With Clean Start the session state is
+    /// discarded now ([MQTT-3.1.2-4]); queued messages that were never sent stay.
+    ///
+    /// Allowed before the first connection and after the previous one closed.
+    ///
+    /// # Errors
+    /// [`ApiError::InvalidState`] while a connection is open,
+    /// [`ApiError::EmptyClientIdNeedsCleanSession`] (3.1.1), [`ApiError::WrongRole`].
+    pub fn connect(&mut self, mut connect: Connect, now: Instant) -> Result<(), Error> {
+        if self.role != Role::Client {
+            return Err(ApiError::WrongRole(self.role).into());
+        }
+        if !matches!(self.state, State::Idle | State::Closed) {
+            return Err(ApiError::InvalidState(self.state.name()).into());
+        }
+        let version = connect.protocol_version;
+        if version == ProtocolVersion::V311 && connect.client_id.is_empty() && !connect.clean_start
+        {
+            return Err(ApiError::EmptyClientIdNeedsCleanSession.into());
+        }
+        self.now = Some(now);
+        self.reset_connection();
+        self.error = None;
+        self.version = version;
+        if connect.clean_start {
+            self.discard_session();
+        }
+        if version == ProtocolVersion::V5 {
+            let props = &mut connect.properties;
+            props.receive_maximum =
+                Some(self.config.receive_maximum).filter(|r| r.get() != u16::MAX);
+            props.topic_alias_maximum = Some(self.config.topic_alias_maximum).filter(|m| *m > 0);
+            props.maximum_packet_size = self.config.maximum_packet_size;
+            self.conn.in_aliases = InboundAliases::new(self.config.topic_alias_maximum);
+        }
+        self.conn.keep_alive = connect.keep_alive;
+        self.conn.clean_start = connect.clean_start;
+        self.conn.auth_method = connect.properties.authentication_method.is_some();
+        self.client_id = Some(connect.client_id.clone());
+        self.state = State::AwaitConnAck;
+        if let Some(timeout) = self.config.connect_timeout {
+            self.timers.set(Timer::Connect, now + timeout);
+        }
+        self.transmit.push_back(Packet::Connect(Box::new(connect)));
+        Ok(())
+    }
+
+    /// Sends a SUBSCRIBE. The answer is an [`Event::SubAck`]; granted
+    /// subscriptions are remembered in [`subscriptions`](Self::subscriptions).
+    ///
+    /// # Errors
+    /// Not connected, no filters, [`LimitExceeded::TooManyRequests`],
+    /// [`LimitExceeded::NoPacketId`].
+    pub fn subscribe(
+        &mut self,
+        filters: Vec<(MqttString, SubscriptionOptions)>,
+        properties: SubscribeProperties,
+        now: Instant,
+    ) -> Result<PacketId, Error> {
+        if filters.is_empty() {
+            return Err(ApiError::NoTopicFilters.into());
+        }
+        let packet_id = self.start_request(now)?;
+        self.conn
+            .requests
+            .insert(packet_id, Request::Subscribe(filters.clone()));
+        self.transmit.push_back(Packet::Subscribe(Subscribe {
+            packet_id,
+            filters,
+            properties,
+        }));
+        Ok(packet_id)
+    }
+
+    /// Sends an UNSUBSCRIBE. The answer is an [`Event::UnsubAck`].
+    ///
+    /// # Errors
+    /// As [`subscribe`](Self::subscribe).
+    pub fn unsubscribe(
+        &mut self,
+        filters: Vec<MqttString>,
+        properties: UnsubscribeProperties,
+        now: Instant,
+    ) -> Result<PacketId, Error> {
+        if filters.is_empty() {
+            return Err(ApiError::NoTopicFilters.into());
+        }
+        let packet_id = self.start_request(now)?;
+        self.conn
+            .requests
+            .insert(packet_id, Request::Unsubscribe(filters.clone()));
+        self.transmit.push_back(Packet::Unsubscribe(Unsubscribe {
+            packet_id,
+            filters,
+            properties,
+        }));
+        Ok(packet_id)
+    }
+
+    fn start_request(&mut self, now: Instant) -> Result<PacketId, Error> {
+        if self.role != Role::Client {
+            return Err(ApiError::WrongRole(self.role).into());
+        }
+        if self.state != State::Connected {
+            return Err(ApiError::InvalidState(self.state.name()).into());
+        }
+        if self.conn.requests.len() >= self.config.max_requests {
+            return Err(LimitExceeded::TooManyRequests(self.config.max_requests).into());
+        }
+        self.now = Some(now);
+        Ok(self.out.ids.allocate().ok_or(LimitExceeded::NoPacketId)?)
+    }
+
+    pub(crate) fn client_packet(&mut self, packet: Packet, now: Instant) -> Result<(), Error> {
+        if self.state == State::AwaitConnAck {
+            return match packet {
+                Packet::ConnAck(connack) => self.on_connack(connack, now),
+                Packet::Auth(auth) if self.conn.auth_method => {
+                    self.events.push_back(Event::Auth(auth));
+                    Ok(())
+                }
+                // MQTT-3.2.0-1: CONNACK comes first.
+                other => Err(ProtocolViolation::NotConnAckFirst(other.packet_type()).into()),
+            };
+        }
+        match packet {
+            Packet::Publish(publish) => self.receive_publish(publish),
+            Packet::PubAck(ack) => {
+                self.out.on_puback(ack, &mut self.events);
+                Ok(())
+            }
+            Packet::PubRec(rec) => {
+                let v5 = self.version == ProtocolVersion::V5;
+                self.out
+                    .on_pubrec(rec, v5, &mut self.transmit, &mut self.events);
+                Ok(())
+            }
+            Packet::PubRel(rel) => {
+                self.receive_pubrel(rel.packet_id);
+                Ok(())
+            }
+            Packet::PubComp(comp) => {
+                self.out.on_pubcomp(comp, &mut self.events);
+                Ok(())
+            }
+            Packet::SubAck(ack) => self.on_suback(ack),
+            Packet::UnsubAck(ack) => self.on_unsuback(ack),
+            Packet::PingResp => {
+                self.conn.ping_outstanding = false;
+                self.timers.stop(Timer::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => {
+                self.on_disconnect(disconnect);
+                Ok(())
+            }
+            Packet::Auth(auth) if self.conn.auth_method => {
+                self.events.push_back(Event::Auth(auth));
+                Ok(())
+            }
+            // MQTT-3.2.0-2 (v5): one CONNACK per connection.
+            Packet::ConnAck(_) => Err(ProtocolViolation::SecondConnAck.into()),
+            Packet::Auth(_) => Err(ProtocolViolation::UnexpectedAuth.into()),
+            other @ (Packet::Connect(_)
+            | Packet::Subscribe(_)
+            | Packet::Unsubscribe(_)
+            | Packet::PingReq) => {
+                Err(ProtocolViolation::UnexpectedPacket(other.packet_type()).into())
+            }
+        }
+    }
+
+    fn on_connack(&mut self, connack: ConnAck, now: Instant) -> Result<(), Error> {
+        self.timers.stop(Timer::Connect);
+        if connack.reason_code.is_error() {
+            // MQTT-3.2.2-7: the server closes after a failure code.
+            self.error = Some(Error::Refused(connack.reason_code));
+            self.transmit.clear();
+            self.timers.stop_all();
+            self.state = State::Closed;
+            let properties = fulmar_codec::DisconnectProperties {
+                reason_string: connack.properties.reason_string.clone(),
+                user_properties: connack.properties.user_properties.clone(),
+                server_reference: connack.properties.server_reference.clone(),
+                ..Default::default()
+            };
+            self.report_close(Initiator::Remote, connack.reason_code.into(), properties);
+            return Ok(());
+        }
+        if connack.session_present && self.conn.clean_start {
+            return Err(ProtocolViolation::UnexpectedSessionPresent.into());
+        }
+        if !connack.session_present {
+            // v5 MQTT-3.2.2-5: no session on the server, discard ours.
+            self.discard_session();
+        }
+        if self.version == ProtocolVersion::V5 {
+            let props = &connack.properties;
+            let peer = &mut self.conn.peer;
+            peer.receive_maximum = props.receive_maximum.map_or(u16::MAX, |r| r.get());
+            peer.maximum_qos = props.maximum_qos.unwrap_or(fulmar_codec::QoS::ExactlyOnce);
+            peer.retain_available = props.retain_available.unwrap_or(true);
+            peer.maximum_packet_size = props.maximum_packet_size.map(|m| m.get());
+            peer.topic_alias_maximum = props.topic_alias_maximum.unwrap_or(0);
+            self.conn.out_aliases = OutboundAliases::new(peer.topic_alias_maximum);
+            if let Some(keep_alive) = props.server_keep_alive {
+                // MQTT-3.2.2-21: the server's value wins.
+                self.conn.keep_alive = keep_alive;
+            }
+            if let Some(id) = &props.assigned_client_identifier {
+                self.client_id = Some(id.clone());
+            }
+        }
+        self.state = State::Connected;
+        if connack.session_present {
+            self.out.resume(&mut self.transmit);
+        }
+        if self.conn.keep_alive > 0 {
+            self.timers
+                .set(Timer::KeepAlive, now + secs(self.conn.keep_alive));
+        }
+        self.events.push_back(Event::Connected(connack));
+        Ok(())
+    }
+
+    fn on_suback(&mut self, ack: SubAck) -> Result<(), Error> {
+        let Some(Request::Subscribe(filters)) = self.conn.requests.get(&ack.packet_id) else {
+            return Err(ProtocolViolation::UnknownPacketId(ack.packet_id.get()).into());
+        };
+        if filters.len() != ack.reason_codes.len() {
+            return Err(ProtocolViolation::ReasonCodeCount {
+                expected: filters.len(),
+                got: ack.reason_codes.len(),
+            }
+            .into());
+        }
+        if let Some(Request::Subscribe(filters)) = self.conn.requests.remove(&ack.packet_id) {
+            for ((filter, mut options), code) in filters.into_iter().zip(&ack.reason_codes) {
+                if let Some(granted) = code.granted_qos() {
+                    options.qos = granted;
+                    match self.subscriptions.iter_mut().find(|(f, _)| *f == filter) {
+                        Some(existing) => existing.1 = options,
+                        None => self.subscriptions.push((filter, options)),
+                    }
+                }
+            }
+        }
+        self.out.ids.release(ack.packet_id);
+        self.events.push_back(Event::SubAck(ack));
+        Ok(())
+    }
+
+    fn on_unsuback(&mut self, ack: UnsubAck) -> Result<(), Error> {
+        let Some(Request::Unsubscribe(filters)) = self.conn.requests.get(&ack.packet_id) else {
+            return Err(ProtocolViolation::UnknownPacketId(ack.packet_id.get()).into());
+        };
+        if self.version == ProtocolVersion::V5 && filters.len() != ack.reason_codes.len() {
+            return Err(ProtocolViolation::ReasonCodeCount {
+                expected: filters.len(),
+                got: ack.reason_codes.len(),
+            }
+            .into());
+        }
+        if let Some(Request::Unsubscribe(filters)) = self.conn.requests.remove(&ack.packet_id) {
+            for (i, filter) in filters.iter().enumerate() {
+                let removed = ack
+                    .reason_codes
+                    .get(i)
+                    .is_none_or(|c| *c == UnsubAckReasonCode::Success);
+                if removed {
+                    self.subscriptions.retain(|(f, _)| f != filter);
+                }
+            }
+        }
+        self.out.ids.release(ack.packet_id);
+        self.events.push_back(Event::UnsubAck(ack));
+        Ok(())
+    }
+}

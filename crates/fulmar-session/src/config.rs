@@ -1,0 +1,67 @@
+//! Limits and options of a session.
+
+use core::num::{NonZeroU16, NonZeroU32};
+use core::time::Duration;
+
+use fulmar_codec::QoS;
+
+/// Limits and options of one session. Every queue the session keeps is bounded
+/// by a field here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Receive Maximum we announce (MQTT 5.0) and enforce in both versions: the
+    /// number of QoS 1/2 PUBLISH packets from the peer that may be unacknowledged
+    /// at once. It also bounds the stored inbound QoS 2 packet identifiers.
+    /// A peer that exceeds it is disconnected (0x93).
+    pub receive_maximum: NonZeroU16,
+    /// Upper bound of our own outbound in-flight QoS 1/2 messages, whatever the
+    /// peer's Receive Maximum (MQTT 3.1.1 has none).
+    pub max_inflight: NonZeroU16,
+    /// Outbound messages accepted by `publish` but not yet sent (flow control,
+    /// or no connection). `publish` fails with
+    /// [`LimitExceeded::PendingQueueFull`](crate::LimitExceeded::PendingQueueFull) beyond it.
+    pub max_pending: usize,
+    /// Client: SUBSCRIBE/UNSUBSCRIBE requests awaiting their acknowledgement.
+    pub max_requests: usize,
+    /// Topic Alias Maximum we announce (MQTT 5.0): aliases the peer may use towards us.
+    pub topic_alias_maximum: u16,
+    /// Maximum Packet Size we announce (MQTT 5.0). Enforcing it on input is the
+    /// decoder's job; the session only tells the peer.
+    pub maximum_packet_size: Option<NonZeroU32>,
+    /// Server: time allowed between the network connection and CONNECT.
+    /// Client: time allowed between CONNECT and CONNACK. `None`: no limit.
+    pub connect_timeout: Option<Duration>,
+    /// Client: time allowed between PINGREQ and PINGRESP.
+    pub ping_timeout: Duration,
+    /// Server: Maximum QoS announced in CONNACK and enforced on inbound PUBLISH.
+    pub maximum_qos: QoS,
+    /// Server: Retain Available announced in CONNACK and enforced on inbound PUBLISH.
+    pub retain_available: bool,
+    /// Server: a Server Keep Alive that overrides the client's keep alive.
+    pub server_keep_alive: Option<u16>,
+    /// Use outbound topic aliases when the peer allows them (MQTT 5.0).
+    pub outbound_topic_aliases: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            receive_maximum: NonZeroU16::new(64).unwrap_or(NonZeroU16::MIN),
+            max_inflight: NonZeroU16::MAX,
+            max_pending: 1024,
+            max_requests: 64,
+            topic_alias_maximum: 16,
+            maximum_packet_size: None,
+            connect_timeout: Some(Duration::from_secs(10)),
+            ping_timeout: Duration::from_secs(10),
+            maximum_qos: QoS::ExactlyOnce,
+            retain_available: true,
+            server_keep_alive: None,
+            outbound_topic_aliases: true,
+        }
+    }
+}
+
+/// Packets the application may feed before it answers an `Event::Connect`;
+/// they are processed after `accept`. A client sending more is disconnected.
+pub(crate) const MAX_EARLY_PACKETS: usize = 64;

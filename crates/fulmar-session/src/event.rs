@@ -1,0 +1,83 @@
+//! What the session reports to the application, drained with `poll_event`.
+
+use fulmar_codec::{
+    AckProperties, Auth, ConnAck, Connect, DisconnectProperties, PacketId, Publish, QoS,
+    ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
+
+use crate::error::Initiator;
+
+/// Why an outbound message was dropped without completing its QoS flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Its Message Expiry Interval passed while it was queued (MQTT 5.0).
+    Expired,
+    /// It is larger than the peer's Maximum Packet Size. A server behaves as if
+    /// it had been delivered ([MQTT-3.1.2-25]); a client reports it here.
+    PacketTooLarge,
+    /// The peer's Maximum QoS is below the message's QoS (client role).
+    QoSNotSupported,
+    /// The peer does not support retained messages (client role).
+    RetainNotSupported,
+    /// The session state was discarded: Clean Start, or the server had no
+    /// session (Session Present 0).
+    SessionDiscarded,
+}
+
+/// An event for the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Server: a client sent CONNECT. Answer with `accept` or `reject`.
+    Connect(Box<Connect>),
+    /// Client: the server accepted the connection.
+    Connected(ConnAck),
+    /// An application message from the peer. Client: deliver it. Server: route
+    /// it. Its topic alias is already resolved (the topic is always set).
+    /// QoS 2 messages are reported once, when the PUBLISH first arrives.
+    Message(Publish),
+    /// An outbound QoS 1/2 message completed its flow (PUBACK, PUBCOMP, or
+    /// PUBREC with an error code).
+    PublishComplete {
+        /// The identifier `publish` returned.
+        packet_id: PacketId,
+        /// QoS of the message.
+        qos: QoS,
+        /// The peer's reason code (Success under MQTT 3.1.1).
+        reason_code: ReasonCode,
+        /// Reason string and user properties of the acknowledgement.
+        properties: AckProperties,
+    },
+    /// An outbound message accepted by `publish` was dropped unsent (or, for
+    /// `SessionDiscarded`, unacknowledged).
+    PublishDropped {
+        /// Its identifier, for QoS 1/2.
+        packet_id: Option<PacketId>,
+        /// Why.
+        reason: DropReason,
+    },
+    /// Server: a SUBSCRIBE to authorize; answer with `suback`.
+    Subscribe(Subscribe),
+    /// Server: an UNSUBSCRIBE; answer with `unsuback`.
+    Unsubscribe(Unsubscribe),
+    /// Client: the server acknowledged a SUBSCRIBE, one reason code per filter.
+    SubAck(SubAck),
+    /// Client: the server acknowledged an UNSUBSCRIBE.
+    UnsubAck(UnsubAck),
+    /// Client: a SUBSCRIBE/UNSUBSCRIBE will never be acknowledged, because its
+    /// connection ended.
+    RequestLost {
+        /// The identifier `subscribe`/`unsubscribe` returned.
+        packet_id: PacketId,
+    },
+    /// An AUTH packet (enhanced authentication, MQTT 5.0).
+    Auth(Auth),
+    /// The connection ended. Reported once per connection.
+    Disconnected {
+        /// Who ended it.
+        initiator: Initiator,
+        /// The DISCONNECT (or refusing CONNACK) reason code, sent or received.
+        reason_code: ReasonCode,
+        /// DISCONNECT properties received from the peer.
+        properties: DisconnectProperties,
+    },
+}

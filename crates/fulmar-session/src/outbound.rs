@@ -1,0 +1,417 @@
+//! Outbound QoS machinery: the queue of messages not sent yet, the in-flight
+//! table (PUBLISH awaiting PUBACK/PUBREC, PUBREL awaiting PUBCOMP) in send
+//! order, the send quota (MQTT 5.0 section 4.9) and retransmission on resume.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Instant;
+
+use fulmar_codec::{
+    AckProperties, Packet, PacketId, PubAck, PubComp, PubRec, PubRel, PubRelReasonCode, Publish,
+    QoS, ReasonCode,
+};
+
+use crate::error::LimitExceeded;
+use crate::event::{DropReason, Event};
+use crate::packet_id::PacketIds;
+use crate::state::Outgoing;
+
+/// Stage of an in-flight message.
+#[derive(Clone, Debug)]
+enum Stage {
+    /// PUBLISH sent, awaiting PUBACK (QoS 1) or PUBREC (QoS 2).
+    Publish(Box<Publish>),
+    /// PUBREL sent, awaiting PUBCOMP.
+    PubRel,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    id: PacketId,
+    stage: Stage,
+    /// The PUBLISH was sent on this connection and consumes send quota.
+    live: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Pending {
+    publish: Publish,
+    queued_at: Instant,
+}
+
+/// What `Outbound::next` produced.
+#[allow(clippy::large_enum_variant)] // short-lived: returned and matched at once
+pub(crate) enum Next {
+    /// Send this PUBLISH.
+    Send(Publish),
+    /// This message was dropped instead.
+    Dropped(Option<PacketId>, DropReason),
+    /// Nothing to send (empty, or the quota is used up).
+    Nothing,
+}
+
+/// The outbound half of the session.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Outbound {
+    pub(crate) ids: PacketIds,
+    inflight: BTreeMap<u64, Entry>,
+    by_id: HashMap<PacketId, u64>,
+    seq: u64,
+    pending: VecDeque<Pending>,
+    resend: VecDeque<PacketId>,
+    live: usize,
+}
+
+impl Outbound {
+    /// Messages in flight (sent, not completely acknowledged).
+    pub(crate) fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// QoS 1/2 PUBLISH packets sent on this connection and not acknowledged.
+    pub(crate) fn live(&self) -> usize {
+        self.live
+    }
+
+    /// Messages queued, not sent yet.
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Queues `publish`; assigns its packet identifier for QoS 1/2.
+    pub(crate) fn enqueue(
+        &mut self,
+        mut publish: Publish,
+        now: Instant,
+        max_pending: usize,
+    ) -> Result<Option<PacketId>, LimitExceeded> {
+        if self.pending.len() >= max_pending {
+            return Err(LimitExceeded::PendingQueueFull(max_pending));
+        }
+        publish.dup = false;
+        publish.packet_id = match publish.qos {
+            QoS::AtMostOnce => None,
+            _ => Some(self.ids.allocate().ok_or(LimitExceeded::NoPacketId)?),
+        };
+        let id = publish.packet_id;
+        self.pending.push_back(Pending {
+            publish,
+            queued_at: now,
+        });
+        Ok(id)
+    }
+
+    fn insert(&mut self, id: PacketId, stage: Stage, live: bool) {
+        self.seq += 1;
+        self.inflight.insert(self.seq, Entry { id, stage, live });
+        self.by_id.insert(id, self.seq);
+        if live {
+            self.live += 1;
+        }
+    }
+
+    fn remove(&mut self, id: PacketId) -> Option<Entry> {
+        let seq = self.by_id.remove(&id)?;
+        let entry = self.inflight.remove(&seq)?;
+        if entry.live {
+            self.live = self.live.saturating_sub(1);
+        }
+        self.ids.release(id);
+        Some(entry)
+    }
+
+    fn stage(&self, id: PacketId) -> Option<&Stage> {
+        let seq = self.by_id.get(&id)?;
+        self.inflight.get(seq).map(|e| &e.stage)
+    }
+
+    /// The next PUBLISH to send: retransmissions first, then the queue, while
+    /// fewer than `limit` QoS 1/2 messages are live. `check` may veto a queued
+    /// message (peer limits); expired queued messages are dropped.
+    pub(crate) fn next(
+        &mut self,
+        limit: usize,
+        now: Instant,
+        check: impl Fn(&Publish) -> Option<DropReason>,
+    ) -> Next {
+        while let Some(id) = self.resend.front().copied() {
+            if self.live >= limit {
+                return Next::Nothing;
+            }
+            self.resend.pop_front();
+            let Some(seq) = self.by_id.get(&id).copied() else {
+                continue;
+            };
+            let Some(entry) = self.inflight.get_mut(&seq) else {
+                continue;
+            };
+            if let Stage::Publish(p) = &entry.stage {
+                let mut p = Publish::clone(p);
+                // MQTT-3.3.1-1: a re-delivery carries DUP.
+                p.dup = true;
+                if !entry.live {
+                    entry.live = true;
+                    self.live += 1;
+                }
+                return Next::Send(p);
+            }
+        }
+        let Some(front) = self.pending.front() else {
+            return Next::Nothing;
+        };
+        if front.publish.qos != QoS::AtMostOnce && self.live >= limit {
+            return Next::Nothing;
+        }
+        let Some(Pending {
+            mut publish,
+            queued_at,
+        }) = self.pending.pop_front()
+        else {
+            return Next::Nothing;
+        };
+        if let Some(interval) = publish.properties.message_expiry_interval {
+            let waited = now.saturating_duration_since(queued_at).as_secs();
+            match u32::try_from(waited)
+                .ok()
+                .and_then(|w| interval.checked_sub(w))
+                .filter(|left| *left > 0)
+            {
+                // v5 3.3.2.3.3: forward the interval minus the time waited.
+                Some(left) => publish.properties.message_expiry_interval = Some(left),
+                None => return self.drop_pending(publish.packet_id, DropReason::Expired),
+            }
+        }
+        if let Some(reason) = check(&publish) {
+            return self.drop_pending(publish.packet_id, reason);
+        }
+        if let Some(id) = publish.packet_id {
+            self.insert(id, Stage::Publish(Box::new(publish.clone())), true);
+        }
+        Next::Send(publish)
+    }
+
+    fn drop_pending(&mut self, id: Option<PacketId>, reason: DropReason) -> Next {
+        if let Some(id) = id {
+            self.ids.release(id);
+        }
+        Next::Dropped(id, reason)
+    }
+
+    /// PUBACK received.
+    pub(crate) fn on_puback(&mut self, ack: PubAck, events: &mut VecDeque<Event>) {
+        if matches!(self.stage(ack.packet_id), Some(Stage::Publish(p)) if p.qos == QoS::AtLeastOnce)
+        {
+            self.remove(ack.packet_id);
+            events.push_back(Event::PublishComplete {
+                packet_id: ack.packet_id,
+                qos: QoS::AtLeastOnce,
+                reason_code: ack.reason_code.into(),
+                properties: ack.properties,
+            });
+        }
+    }
+
+    /// PUBREC received: answer PUBREL, or complete on an error code.
+    pub(crate) fn on_pubrec(
+        &mut self,
+        rec: PubRec,
+        v5: bool,
+        transmit: &mut VecDeque<Packet>,
+        events: &mut VecDeque<Event>,
+    ) {
+        let id = rec.packet_id;
+        match self.stage(id) {
+            Some(Stage::Publish(p)) if p.qos == QoS::ExactlyOnce => {
+                if rec.reason_code.is_error() {
+                    // MQTT-4.4.0-2: acknowledged, never retransmitted.
+                    self.remove(id);
+                    events.push_back(complete(id, rec.reason_code.into(), rec.properties));
+                    return;
+                }
+                // PUBRELs go out in PUBREC order (MQTT-4.6.0-4); the entry moves
+                // to the back so that a resume resends them in that order too.
+                let live = self.remove_keep_id(id);
+                self.insert(id, Stage::PubRel, live);
+                transmit.push_back(PubRel::new(id).into());
+            }
+            // A duplicate PUBREC: the PUBREL may have been lost.
+            Some(Stage::PubRel) => transmit.push_back(PubRel::new(id).into()),
+            _ => {
+                let mut rel = PubRel::new(id);
+                if v5 {
+                    rel.reason_code = PubRelReasonCode::PacketIdentifierNotFound;
+                }
+                transmit.push_back(rel.into());
+            }
+        }
+    }
+
+    /// Removes an entry but keeps its identifier in use; returns whether it was live.
+    fn remove_keep_id(&mut self, id: PacketId) -> bool {
+        let Some(seq) = self.by_id.remove(&id) else {
+            return false;
+        };
+        let live = self.inflight.remove(&seq).is_some_and(|e| e.live);
+        if live {
+            self.live = self.live.saturating_sub(1);
+        }
+        live
+    }
+
+    /// PUBCOMP received.
+    pub(crate) fn on_pubcomp(&mut self, comp: PubComp, events: &mut VecDeque<Event>) {
+        if matches!(self.stage(comp.packet_id), Some(Stage::PubRel)) {
+            self.remove(comp.packet_id);
+            events.push_back(complete(
+                comp.packet_id,
+                comp.reason_code.into(),
+                comp.properties,
+            ));
+        }
+    }
+
+    /// The connection ended: nothing is live any more.
+    pub(crate) fn reset_connection(&mut self) {
+        self.live = 0;
+        self.resend.clear();
+        for entry in self.inflight.values_mut() {
+            entry.live = false;
+        }
+    }
+
+    /// Resuming a session: PUBRELs are queued now, PUBLISHes are resent with
+    /// DUP through `next`, all in their original order (MQTT-4.4.0-1, MQTT-4.6.0-1).
+    pub(crate) fn resume(&mut self, transmit: &mut VecDeque<Packet>) {
+        self.reset_connection();
+        for entry in self.inflight.values() {
+            match entry.stage {
+                Stage::Publish(_) => self.resend.push_back(entry.id),
+                Stage::PubRel => transmit.push_back(PubRel::new(entry.id).into()),
+            }
+        }
+    }
+
+    /// Drops every in-flight message (the session was discarded).
+    pub(crate) fn discard_inflight(&mut self, events: &mut VecDeque<Event>) {
+        let ids: Vec<PacketId> = self.inflight.values().map(|e| e.id).collect();
+        for id in ids {
+            self.remove(id);
+            events.push_back(Event::PublishDropped {
+                packet_id: Some(id),
+                reason: DropReason::SessionDiscarded,
+            });
+        }
+        self.resend.clear();
+    }
+
+    /// The in-flight messages in send order, and the queue with each Message
+    /// Expiry Interval reduced by the time waited (expired ones left out).
+    pub(crate) fn snapshot(&self, now: Instant) -> (Vec<Outgoing>, Vec<Publish>) {
+        let outgoing = self
+            .inflight
+            .values()
+            .map(|e| match &e.stage {
+                Stage::Publish(p) => Outgoing::Publish(p.clone()),
+                Stage::PubRel => Outgoing::PubRel(e.id),
+            })
+            .collect();
+        let pending = self
+            .pending
+            .iter()
+            .filter_map(|q| {
+                let mut p = q.publish.clone();
+                if let Some(interval) = p.properties.message_expiry_interval {
+                    let waited =
+                        u32::try_from(now.saturating_duration_since(q.queued_at).as_secs()).ok()?;
+                    p.properties.message_expiry_interval =
+                        Some(interval.checked_sub(waited).filter(|l| *l > 0)?);
+                }
+                Some(p)
+            })
+            .collect();
+        (outgoing, pending)
+    }
+
+    /// Rebuilds from a validated snapshot.
+    pub(crate) fn restore(
+        outgoing: Vec<Outgoing>,
+        pending: Vec<Publish>,
+        last_id: u16,
+        now: Instant,
+    ) -> Self {
+        let mut out = Self {
+            ids: PacketIds::starting_after(last_id),
+            ..Self::default()
+        };
+        for o in outgoing {
+            match o {
+                Outgoing::Publish(p) => {
+                    if let Some(id) = p.packet_id {
+                        out.ids.claim(id);
+                        out.insert(id, Stage::Publish(p), false);
+                    }
+                }
+                Outgoing::PubRel(id) => {
+                    out.ids.claim(id);
+                    out.insert(id, Stage::PubRel, false);
+                }
+            }
+        }
+        for p in pending {
+            if let Some(id) = p.packet_id {
+                out.ids.claim(id);
+            }
+            out.pending.push_back(Pending {
+                publish: p,
+                queued_at: now,
+            });
+        }
+        out
+    }
+
+    /// Drops expired queued messages, reporting each.
+    pub(crate) fn expire(&mut self, now: Instant, events: &mut VecDeque<Event>) {
+        let ids = &mut self.ids;
+        self.pending.retain(|q| {
+            let expired = q
+                .publish
+                .properties
+                .message_expiry_interval
+                .is_some_and(|interval| {
+                    now.saturating_duration_since(q.queued_at).as_secs() >= u64::from(interval)
+                });
+            if expired {
+                if let Some(id) = q.publish.packet_id {
+                    ids.release(id);
+                }
+                events.push_back(Event::PublishDropped {
+                    packet_id: q.publish.packet_id,
+                    reason: DropReason::Expired,
+                });
+            }
+            !expired
+        });
+    }
+}
+
+fn complete(packet_id: PacketId, reason_code: ReasonCode, properties: AckProperties) -> Event {
+    Event::PublishComplete {
+        packet_id,
+        qos: QoS::ExactlyOnce,
+        reason_code,
+        properties,
+    }
+}
+
+/// PUBREC for an inbound QoS 2 message.
+pub(crate) fn pubrec(id: PacketId) -> Packet {
+    PubRec::new(id).into()
+}
+
+/// PUBCOMP answering a PUBREL.
+pub(crate) fn pubcomp(id: PacketId, known: bool, v5: bool) -> Packet {
+    let mut comp = PubComp::new(id);
+    if !known && v5 {
+        comp.reason_code = fulmar_codec::PubCompReasonCode::PacketIdentifierNotFound;
+    }
+    comp.into()
+}

@@ -1,0 +1,96 @@
+//! Packet identifier allocation: never hand out an identifier that is in use.
+
+use std::collections::HashSet;
+
+use fulmar_codec::PacketId;
+
+/// Outbound packet identifiers in use (in-flight and queued QoS 1/2 messages,
+/// SUBSCRIBE/UNSUBSCRIBE awaiting their ack), and the next one to try.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PacketIds {
+    in_use: HashSet<PacketId>,
+    next: u16,
+}
+
+impl PacketIds {
+    /// Continues after `last` (the highest recently used identifier).
+    pub(crate) fn starting_after(last: u16) -> Self {
+        Self {
+            in_use: HashSet::new(),
+            next: last,
+        }
+    }
+
+    /// The identifier the next allocation starts from.
+    pub(crate) fn cursor(&self) -> u16 {
+        self.next
+    }
+
+    /// An unused identifier, marked in use; `None` when all 65 535 are taken.
+    pub(crate) fn allocate(&mut self) -> Option<PacketId> {
+        if self.in_use.len() >= usize::from(u16::MAX) {
+            return None;
+        }
+        loop {
+            self.next = self.next.checked_add(1).unwrap_or(1);
+            if let Some(id) = PacketId::new(self.next)
+                && self.in_use.insert(id)
+            {
+                return Some(id);
+            }
+        }
+    }
+
+    /// Marks `id` in use; `false` if it already was.
+    pub(crate) fn claim(&mut self, id: PacketId) -> bool {
+        self.in_use.insert(id)
+    }
+
+    /// Makes `id` available again.
+    pub(crate) fn release(&mut self, id: PacketId) {
+        self.in_use.remove(&id);
+    }
+
+    /// Whether `id` is in use.
+    #[cfg(test)]
+    pub(crate) fn contains(&self, id: PacketId) -> bool {
+        self.in_use.contains(&id)
+    }
+
+    /// Number of identifiers in use.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.in_use.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocation_skips_identifiers_in_use_and_never_returns_zero() {
+        // MQTT-4.3.2-1 MQTT-4.3.3-1 v5:MQTT-2.2.1-3
+        let mut ids = PacketIds::starting_after(65534);
+        let a = ids.allocate().unwrap();
+        assert_eq!(a.get(), 65535);
+        let b = ids.allocate().unwrap();
+        assert_eq!(b.get(), 1, "wraps to 1, never 0");
+        assert!(ids.claim(PacketId::new(2).unwrap()));
+        assert_eq!(ids.allocate().unwrap().get(), 3);
+        ids.release(b);
+        assert!(!ids.contains(b));
+        assert_eq!(ids.len(), 3);
+    }
+
+    #[test]
+    fn exhaustion_is_reported() {
+        let mut ids = PacketIds::default();
+        for _ in 0..65535 {
+            assert!(ids.allocate().is_some());
+        }
+        assert_eq!(ids.allocate(), None);
+        ids.release(PacketId::new(4242).unwrap());
+        assert_eq!(ids.allocate().unwrap().get(), 4242);
+    }
+}

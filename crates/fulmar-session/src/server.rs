@@ -1,0 +1,432 @@
+//! The server role: CONNECT validation, `accept`/`reject`, SUBSCRIBE and
+//! UNSUBSCRIBE answered by the application, keep-alive expiry at 1.5 times.
+
+use std::time::Instant;
+
+use fulmar_codec::{
+    AckProperties, Auth, ConnAck, ConnAckProperties, Connect, ConnectReasonCode, DecodeError,
+    Packet, PacketId, ProtocolVersion, QoS, SubAck, SubAckReasonCode, UnsubAck, UnsubAckReasonCode,
+};
+
+use crate::alias::{InboundAliases, OutboundAliases};
+use crate::config::{Config, MAX_EARLY_PACKETS};
+use crate::error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};
+use crate::event::Event;
+use crate::session::{Request, Role, Session, State};
+use crate::state::SessionState;
+use crate::timer::Timer;
+
+impl Session {
+    /// A server session for a network connection that just opened: it waits
+    /// for CONNECT (at most `connect_timeout`).
+    #[must_use]
+    pub fn server(config: Config, now: Instant) -> Self {
+        let mut session = Self::with_role(Role::Server, config);
+        session.now = Some(now);
+        session.state = State::AwaitConnect;
+        if let Some(timeout) = session.config.connect_timeout {
+            session.timers.set(Timer::Connect, now + timeout);
+        }
+        session
+    }
+
+    /// Accepts the CONNECT reported by [`Event::Connect`]: queues a successful
+    /// CONNACK and resumes `session` unless the client asked for Clean Start
+    /// ([MQTT-3.2.2-2], [MQTT-3.2.2-3]). In-flight messages of a resumed
+    /// session are resent with DUP and their original identifiers, in order.
+    ///
+    /// `properties` are sent as given, except for the ones the session owns:
+    /// Receive Maximum, Maximum QoS, Retain Available, Maximum Packet Size,
+    /// Topic Alias Maximum and Server Keep Alive come from the [`Config`].
+    /// A 5.0 client with an empty client identifier needs an Assigned Client
+    /// Identifier in `properties`. Returns Session Present.
+    ///
+    /// # Errors
+    /// [`ApiError::InvalidState`] unless a CONNECT is waiting for an answer;
+    /// [`ApiError::MissingAssignedClientId`]; [`ApiError::InvalidSessionState`].
+    pub fn accept(
+        &mut self,
+        mut properties: ConnAckProperties,
+        session: Option<SessionState>,
+        now: Instant,
+    ) -> Result<bool, Error> {
+        if self.state != State::ConnectReceived {
+            return Err(ApiError::InvalidState(self.state.name()).into());
+        }
+        self.now = Some(now);
+        let v5 = self.version == ProtocolVersion::V5;
+        let empty_id = self.client_id.as_ref().is_none_or(|id| id.is_empty());
+        if v5 && empty_id && properties.assigned_client_identifier.is_none() {
+            return Err(ApiError::MissingAssignedClientId.into());
+        }
+        let session_present = match session {
+            Some(state) if !self.conn.clean_start => {
+                self.load_state(state, now)?;
+                true
+            }
+            _ => false,
+        };
+        if let Some(id) = &properties.assigned_client_identifier {
+            self.client_id = Some(id.clone());
+        }
+        if let Some(keep_alive) = self.config.server_keep_alive {
+            self.conn.keep_alive = keep_alive;
+        }
+        let properties = if v5 {
+            let c = &self.config;
+            properties.receive_maximum = Some(c.receive_maximum).filter(|r| r.get() != u16::MAX);
+            properties.maximum_qos = Some(c.maximum_qos).filter(|q| *q != QoS::ExactlyOnce);
+            properties.retain_available = (!c.retain_available).then_some(false);
+            properties.maximum_packet_size = c.maximum_packet_size;
+            properties.topic_alias_maximum = Some(c.topic_alias_maximum).filter(|m| *m > 0);
+            properties.server_keep_alive = c.server_keep_alive;
+            self.conn.in_aliases = InboundAliases::new(c.topic_alias_maximum);
+            self.conn.out_aliases = OutboundAliases::new(self.conn.peer.topic_alias_maximum);
+            properties
+        } else {
+            ConnAckProperties::default()
+        };
+        self.transmit.push_back(Packet::ConnAck(ConnAck {
+            session_present,
+            reason_code: ConnectReasonCode::Success,
+            properties,
+        }));
+        self.state = State::Connected;
+        self.arm_idle(now);
+        if session_present {
+            self.out.resume(&mut self.transmit);
+        }
+        for packet in std::mem::take(&mut self.conn.early) {
+            // A violation here closes the connection after the CONNACK and is
+            // reported as an event, like any other.
+            if self.handle_packet(packet, now).is_err() {
+                break;
+            }
+        }
+        Ok(session_present)
+    }
+
+    /// Refuses the CONNECT reported by [`Event::Connect`]: a CONNACK with
+    /// `reason_code`, then close. Under 3.1.1 a code without a 3.1.1 return
+    /// code closes without CONNACK ([MQTT-3.2.2-6]).
+    ///
+    /// # Errors
+    /// [`ApiError::InvalidState`] unless a CONNECT is waiting for an answer.
+    pub fn reject(
+        &mut self,
+        reason_code: ConnectReasonCode,
+        properties: ConnAckProperties,
+        now: Instant,
+    ) -> Result<(), Error> {
+        if self.state != State::ConnectReceived {
+            return Err(ApiError::InvalidState(self.state.name()).into());
+        }
+        self.now = Some(now);
+        self.conn.early.clear();
+        self.refuse(reason_code, properties, Initiator::Local);
+        Ok(())
+    }
+
+    fn refuse(
+        &mut self,
+        reason_code: ConnectReasonCode,
+        properties: ConnAckProperties,
+        initiator: Initiator,
+    ) {
+        // A refusing CONNACK never has Session Present (MQTT-3.2.2-6 v5, MQTT-3.2.2-4 v3).
+        let connack = match self.version {
+            ProtocolVersion::V5 => Some(ConnAck {
+                session_present: false,
+                reason_code,
+                properties,
+            }),
+            ProtocolVersion::V311 => reason_code
+                .to_v311()
+                .map(|_| ConnAck::new(false, reason_code)),
+        };
+        let code = if reason_code.is_error() {
+            reason_code
+        } else {
+            ConnectReasonCode::UnspecifiedError
+        };
+        self.close(connack.map(Packet::ConnAck), initiator, code.into());
+    }
+
+    /// CONNECT could not be decoded: refuse it in the client's version if the
+    /// decoder could tell it, else just close.
+    pub(crate) fn refuse_undecodable_connect(&mut self, error: &DecodeError) {
+        self.error = Some(Error::Protocol(ProtocolViolation::Decode(
+            error.to_string(),
+        )));
+        let code = ConnectReasonCode::from_reason_code(error.reason_code());
+        match (error.protocol_level(), code) {
+            (Some(level), Some(code)) => {
+                self.version = if level >= 5 {
+                    ProtocolVersion::V5
+                } else {
+                    ProtocolVersion::V311
+                };
+                let code = match self.version {
+                    ProtocolVersion::V5 => code,
+                    // 3.1.1 MQTT-3.1.2-2: unacceptable protocol level is return code 1.
+                    ProtocolVersion::V311 => ConnectReasonCode::UnsupportedProtocolVersion,
+                };
+                self.refuse(code, ConnAckProperties::default(), Initiator::Library);
+            }
+            _ => self.close(None, Initiator::Library, error.reason_code()),
+        }
+    }
+
+    /// Answers the client's SUBSCRIBE (reported as [`Event::Subscribe`]) with
+    /// one reason code per topic filter, in order ([MQTT-3.9.3-1]).
+    ///
+    /// # Errors
+    /// [`ApiError::UnknownRequest`], [`ApiError::ReasonCodeCount`].
+    pub fn suback(
+        &mut self,
+        packet_id: PacketId,
+        reason_codes: Vec<SubAckReasonCode>,
+        properties: AckProperties,
+    ) -> Result<(), Error> {
+        let Some(Request::InboundSubscribe(expected)) = self.conn.requests.get(&packet_id).cloned()
+        else {
+            return Err(ApiError::UnknownRequest(packet_id.get()).into());
+        };
+        if reason_codes.len() != expected {
+            return Err(ApiError::ReasonCodeCount {
+                expected,
+                got: reason_codes.len(),
+            }
+            .into());
+        }
+        self.conn.requests.remove(&packet_id);
+        let properties = if self.version == ProtocolVersion::V5 {
+            properties
+        } else {
+            AckProperties::default()
+        };
+        self.transmit.push_back(Packet::SubAck(SubAck {
+            packet_id,
+            reason_codes,
+            properties,
+        }));
+        Ok(())
+    }
+
+    /// Answers the client's UNSUBSCRIBE (reported as [`Event::Unsubscribe`]).
+    /// Under 3.1.1 the reason codes are not sent.
+    ///
+    /// # Errors
+    /// As [`suback`](Self::suback).
+    pub fn unsuback(
+        &mut self,
+        packet_id: PacketId,
+        reason_codes: Vec<UnsubAckReasonCode>,
+        properties: AckProperties,
+    ) -> Result<(), Error> {
+        let Some(Request::InboundUnsubscribe(expected)) =
+            self.conn.requests.get(&packet_id).cloned()
+        else {
+            return Err(ApiError::UnknownRequest(packet_id.get()).into());
+        };
+        if reason_codes.len() != expected {
+            return Err(ApiError::ReasonCodeCount {
+                expected,
+                got: reason_codes.len(),
+            }
+            .into());
+        }
+        self.conn.requests.remove(&packet_id);
+        let ack = match self.version {
+            ProtocolVersion::V5 => UnsubAck {
+                packet_id,
+                reason_codes,
+                properties,
+            },
+            ProtocolVersion::V311 => UnsubAck::new(packet_id, Vec::new()),
+        };
+        self.transmit.push_back(Packet::UnsubAck(ack));
+        Ok(())
+    }
+
+    /// Sends an AUTH packet (MQTT 5.0 enhanced authentication).
+    ///
+    /// # Errors
+    /// [`ApiError::InvalidState`] without an Authentication Method in CONNECT
+    /// or under 3.1.1.
+    pub fn auth(&mut self, auth: Auth) -> Result<(), Error> {
+        if !self.conn.auth_method || self.version != ProtocolVersion::V5 {
+            return Err(ApiError::InvalidState("no authentication method").into());
+        }
+        self.transmit.push_back(Packet::Auth(auth));
+        Ok(())
+    }
+
+    fn arm_idle(&mut self, now: Instant) {
+        if self.conn.keep_alive > 0 {
+            // MQTT-3.1.2-22 (v5) / MQTT-3.1.2-24 (3.1.1): one and a half times the keep alive.
+            let ms = u64::from(self.conn.keep_alive) * 1500;
+            self.timers
+                .set(Timer::Idle, now + std::time::Duration::from_millis(ms));
+        }
+    }
+
+    pub(crate) fn server_packet(&mut self, packet: Packet, now: Instant) -> Result<(), Error> {
+        match self.state {
+            State::AwaitConnect => {
+                return match packet {
+                    Packet::Connect(connect) => self.on_connect(connect, now),
+                    // MQTT-3.1.0-1: the first packet must be CONNECT.
+                    other => {
+                        Err(ProtocolViolation::FirstPacketNotConnect(other.packet_type()).into())
+                    }
+                };
+            }
+            State::ConnectReceived => {
+                if matches!(packet, Packet::Connect(_)) {
+                    return Err(ProtocolViolation::SecondConnect.into());
+                }
+                if self.conn.early.len() >= MAX_EARLY_PACKETS {
+                    return Err(LimitExceeded::EarlyPackets(MAX_EARLY_PACKETS).into());
+                }
+                self.conn.early.push(packet);
+                return Ok(());
+            }
+            _ => {}
+        }
+        self.arm_idle(now);
+        match packet {
+            Packet::Publish(publish) => {
+                if !publish.properties.subscription_identifiers.is_empty() {
+                    return Err(ProtocolViolation::SubscriptionIdentifierFromClient.into());
+                }
+                if publish.qos > self.config.maximum_qos {
+                    return Err(ProtocolViolation::QoSNotSupported(publish.qos).into());
+                }
+                if publish.retain && !self.config.retain_available {
+                    return Err(ProtocolViolation::RetainNotSupported.into());
+                }
+                self.receive_publish(publish)
+            }
+            Packet::PubAck(ack) => {
+                self.out.on_puback(ack, &mut self.events);
+                Ok(())
+            }
+            Packet::PubRec(rec) => {
+                let v5 = self.version == ProtocolVersion::V5;
+                self.out
+                    .on_pubrec(rec, v5, &mut self.transmit, &mut self.events);
+                Ok(())
+            }
+            Packet::PubRel(rel) => {
+                self.receive_pubrel(rel.packet_id);
+                Ok(())
+            }
+            Packet::PubComp(comp) => {
+                self.out.on_pubcomp(comp, &mut self.events);
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => {
+                self.claim_request(
+                    subscribe.packet_id,
+                    Request::InboundSubscribe(subscribe.filters.len()),
+                )?;
+                self.events.push_back(Event::Subscribe(subscribe));
+                Ok(())
+            }
+            Packet::Unsubscribe(unsubscribe) => {
+                let request = Request::InboundUnsubscribe(unsubscribe.filters.len());
+                self.claim_request(unsubscribe.packet_id, request)?;
+                self.events.push_back(Event::Unsubscribe(unsubscribe));
+                Ok(())
+            }
+            Packet::PingReq => {
+                // MQTT-3.12.4-1.
+                self.transmit.push_back(Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => {
+                let sets_expiry = disconnect
+                    .properties
+                    .session_expiry_interval
+                    .is_some_and(|s| s > 0);
+                if self.conn.session_expiry_zero && sets_expiry {
+                    return Err(ProtocolViolation::SessionExpiryOnDisconnect.into());
+                }
+                self.on_disconnect(disconnect);
+                Ok(())
+            }
+            Packet::Auth(auth) if self.conn.auth_method => {
+                self.events.push_back(Event::Auth(auth));
+                Ok(())
+            }
+            Packet::Auth(_) => Err(ProtocolViolation::UnexpectedAuth.into()),
+            // MQTT-3.1.0-2: a second CONNECT is a protocol error.
+            Packet::Connect(_) => Err(ProtocolViolation::SecondConnect.into()),
+            other @ (Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp) => {
+                Err(ProtocolViolation::UnexpectedPacket(other.packet_type()).into())
+            }
+        }
+    }
+
+    fn claim_request(&mut self, packet_id: PacketId, request: Request) -> Result<(), Error> {
+        if self.conn.requests.contains_key(&packet_id) {
+            return Err(ProtocolViolation::PacketIdInUse(packet_id.get()).into());
+        }
+        if self.conn.requests.len() >= self.config.max_requests {
+            return Err(LimitExceeded::TooManyRequests(self.config.max_requests).into());
+        }
+        self.conn.requests.insert(packet_id, request);
+        Ok(())
+    }
+
+    fn on_connect(&mut self, connect: Box<Connect>, now: Instant) -> Result<(), Error> {
+        self.timers.stop(Timer::Connect);
+        self.version = connect.protocol_version;
+        self.state = State::ConnectReceived;
+        self.client_id = Some(connect.client_id.clone());
+        self.conn.keep_alive = connect.keep_alive;
+        self.conn.clean_start = connect.clean_start;
+        let props = &connect.properties;
+        self.conn.auth_method = props.authentication_method.is_some();
+        self.conn.session_expiry_zero = props.session_expiry_interval.is_none_or(|s| s == 0);
+        if self.version == ProtocolVersion::V5 {
+            let peer = &mut self.conn.peer;
+            peer.receive_maximum = props.receive_maximum.map_or(u16::MAX, |r| r.get());
+            peer.maximum_packet_size = props.maximum_packet_size.map(|m| m.get());
+            peer.topic_alias_maximum = props.topic_alias_maximum.unwrap_or(0);
+        }
+        self.arm_idle(now);
+        let refusal = if self.version == ProtocolVersion::V311
+            && connect.client_id.is_empty()
+            && !connect.clean_start
+        {
+            // 3.1.1 MQTT-3.1.3-8: identifier rejected.
+            Some(ConnectReasonCode::ClientIdentifierNotValid)
+        } else if let Some(will) = connect
+            .will
+            .as_ref()
+            .filter(|_| self.version == ProtocolVersion::V5)
+        {
+            if will.qos > self.config.maximum_qos {
+                // MQTT-3.2.2-12.
+                Some(ConnectReasonCode::QoSNotSupported)
+            } else if will.retain && !self.config.retain_available {
+                // MQTT-3.2.2-13.
+                Some(ConnectReasonCode::RetainNotSupported)
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        match refusal {
+            Some(code) => self.refuse(code, ConnAckProperties::default(), Initiator::Library),
+            None => self.events.push_back(Event::Connect(connect)),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,717 @@
+//! The [`Session`] type: state shared by both roles, the poll side, closing.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use fulmar_codec::{
+    DecodeError, Disconnect, DisconnectProperties, DisconnectReasonCode, MqttString, Packet,
+    PacketId, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionOptions,
+};
+
+use crate::alias::{InboundAliases, OutboundAliases};
+use crate::config::Config;
+use crate::error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};
+use crate::event::{DropReason, Event};
+use crate::outbound::{Next, Outbound};
+use crate::state::SessionState;
+use crate::timer::{Timer, Timers};
+
+/// Which end of the connection a session is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Sends CONNECT, receives CONNACK.
+    Client,
+    /// Receives CONNECT, sends CONNACK.
+    Server,
+}
+
+/// Where a session is in the life of one network connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    /// No network connection.
+    Idle,
+    /// Client: CONNECT queued, waiting for CONNACK.
+    AwaitConnAck,
+    /// Server: waiting for CONNECT.
+    AwaitConnect,
+    /// Server: CONNECT reported, waiting for `accept`/`reject`.
+    ConnectReceived,
+    /// The handshake is done.
+    Connected,
+    /// A final packet (DISCONNECT, refusing CONNACK) waits to be drained.
+    Closing,
+    /// The network connection should be closed now.
+    Closed,
+}
+
+impl State {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Idle => "Idle",
+            Self::AwaitConnAck => "AwaitConnAck",
+            Self::AwaitConnect => "AwaitConnect",
+            Self::ConnectReceived => "ConnectReceived",
+            Self::Connected => "Connected",
+            Self::Closing => "Closing",
+            Self::Closed => "Closed",
+        }
+    }
+}
+
+/// What the peer allows us to send (from CONNECT or CONNACK; MQTT 5.0).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PeerLimits {
+    pub(crate) receive_maximum: u16,
+    pub(crate) maximum_qos: QoS,
+    pub(crate) retain_available: bool,
+    pub(crate) maximum_packet_size: Option<u32>,
+    pub(crate) topic_alias_maximum: u16,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        Self {
+            receive_maximum: u16::MAX,
+            maximum_qos: QoS::ExactlyOnce,
+            retain_available: true,
+            maximum_packet_size: None,
+            topic_alias_maximum: 0,
+        }
+    }
+}
+
+/// A SUBSCRIBE or UNSUBSCRIBE waiting for its acknowledgement.
+#[derive(Clone, Debug)]
+pub(crate) enum Request {
+    /// Client: our SUBSCRIBE.
+    Subscribe(Vec<(MqttString, SubscriptionOptions)>),
+    /// Client: our UNSUBSCRIBE.
+    Unsubscribe(Vec<MqttString>),
+    /// Server: the client's SUBSCRIBE with this many filters.
+    InboundSubscribe(usize),
+    /// Server: the client's UNSUBSCRIBE with this many filters.
+    InboundUnsubscribe(usize),
+}
+
+/// State that lives for one network connection.
+#[derive(Debug, Default)]
+pub(crate) struct Conn {
+    pub(crate) peer: PeerLimits,
+    /// Effective keep alive in seconds (0: disabled).
+    pub(crate) keep_alive: u16,
+    pub(crate) clean_start: bool,
+    pub(crate) auth_method: bool,
+    pub(crate) session_expiry_zero: bool,
+    pub(crate) in_aliases: InboundAliases,
+    pub(crate) out_aliases: OutboundAliases,
+    pub(crate) requests: HashMap<PacketId, Request>,
+    pub(crate) early: Vec<Packet>,
+    pub(crate) ping_outstanding: bool,
+    pub(crate) reported_close: bool,
+}
+
+/// One MQTT connection's protocol state, for a client or a server, across
+/// network connections: QoS 0/1/2 flows, packet identifiers, flow control,
+/// keep-alive, topic aliases, session resumption.
+///
+/// No I/O, no clock, deterministic: time comes in as `now`, packets come in
+/// through [`handle_packet`](Self::handle_packet) and go out through
+/// [`poll_transmit`](Self::poll_transmit).
+///
+/// # Methods, in four groups
+///
+/// - **Inputs**: [`handle_packet`](Self::handle_packet),
+///   [`handle_decode_error`](Self::handle_decode_error),
+///   [`handle_timeout`](Self::handle_timeout),
+///   [`connection_lost`](Self::connection_lost).
+/// - **Commands**: [`publish`](Self::publish), [`disconnect`](Self::disconnect);
+///   client: [`connect`](Self::connect), [`subscribe`](Self::subscribe),
+///   [`unsubscribe`](Self::unsubscribe); server: [`accept`](Self::accept),
+///   [`reject`](Self::reject), [`suback`](Self::suback), [`unsuback`](Self::unsuback).
+/// - **Outputs**: [`poll_transmit`](Self::poll_transmit),
+///   [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout).
+/// - **Queries**: [`is_connected`](Self::is_connected),
+///   [`is_closed`](Self::is_closed), [`error`](Self::error),
+///   [`session_state`](Self::session_state) and the counters.
+///
+/// # Drain order
+///
+/// After every input or command:
+/// 1. call [`poll_transmit`](Self::poll_transmit) until it returns `None`
+///    and write each packet;
+/// 2. call [`poll_event`](Self::poll_event) until it returns `None` and act
+///    on each event (answering may queue more packets: go back to 1);
+/// 3. re-arm the timer with [`poll_timeout`](Self::poll_timeout) and call
+///    [`handle_timeout`](Self::handle_timeout) when it expires (a spurious
+///    call is harmless);
+/// 4. when [`is_closed`](Self::is_closed) is true, close the network connection.
+///
+/// `poll_transmit` takes no time argument: a packet counts as sent at the
+/// `now` of the last input, which is exact when it is drained right away.
+///
+/// # Errors are sticky
+///
+/// A protocol violation, an exceeded limit or a timeout closes the connection:
+/// the final DISCONNECT (MQTT 5.0) can still be drained, every further packet
+/// input is ignored, and [`error`](Self::error) tells what happened. The
+/// session state survives: a client can [`connect`](Self::connect) again.
+#[derive(Debug)]
+pub struct Session {
+    pub(crate) role: Role,
+    pub(crate) config: Config,
+    pub(crate) version: ProtocolVersion,
+    pub(crate) state: State,
+    pub(crate) now: Option<Instant>,
+    pub(crate) timers: Timers,
+    pub(crate) transmit: VecDeque<Packet>,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) out: Outbound,
+    pub(crate) incoming_qos2: BTreeSet<PacketId>,
+    pub(crate) subscriptions: Vec<(MqttString, SubscriptionOptions)>,
+    pub(crate) conn: Conn,
+    pub(crate) error: Option<Error>,
+    pub(crate) client_id: Option<MqttString>,
+}
+
+impl Session {
+    pub(crate) fn with_role(role: Role, config: Config) -> Self {
+        Self {
+            role,
+            config,
+            version: ProtocolVersion::V5,
+            state: State::Idle,
+            now: None,
+            timers: Timers::default(),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            out: Outbound::default(),
+            incoming_qos2: BTreeSet::new(),
+            subscriptions: Vec::new(),
+            conn: Conn::default(),
+            error: None,
+            client_id: None,
+        }
+    }
+
+    /// Replaces the session state with `state`.
+    pub(crate) fn load_state(&mut self, state: SessionState, now: Instant) -> Result<(), ApiError> {
+        state.validate().map_err(ApiError::InvalidSessionState)?;
+        let SessionState {
+            outgoing,
+            pending,
+            incoming_qos2,
+            subscriptions,
+            last_packet_id,
+        } = state;
+        self.out = Outbound::restore(outgoing, pending, last_packet_id, now);
+        self.incoming_qos2 = incoming_qos2.into_iter().collect();
+        self.subscriptions = subscriptions;
+        Ok(())
+    }
+
+    /// Discards the session state (Clean Start, or no session on the server).
+    /// Queued messages that were never sent are kept.
+    pub(crate) fn discard_session(&mut self) {
+        self.out.discard_inflight(&mut self.events);
+        self.incoming_qos2.clear();
+        self.subscriptions.clear();
+    }
+
+    // ----- queries -----
+
+    /// Client or server.
+    #[must_use]
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The protocol version of the current (or last) connection.
+    #[must_use]
+    pub fn protocol_version(&self) -> ProtocolVersion {
+        self.version
+    }
+
+    /// Whether the CONNECT/CONNACK handshake is done and the connection is open.
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// Whether the network connection should be closed: the session ended it
+    /// (or never had one) and every packet has been drained.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed | State::Idle) && self.transmit.is_empty()
+    }
+
+    /// The error that closed the last connection, if one did.
+    #[must_use]
+    pub fn error(&self) -> Option<&Error> {
+        self.error.as_ref()
+    }
+
+    /// The client identifier: the one sent in CONNECT (client) or received
+    /// (server), replaced by the Assigned Client Identifier if there was one.
+    #[must_use]
+    pub fn client_id(&self) -> Option<&MqttString> {
+        self.client_id.as_ref()
+    }
+
+    /// The keep alive in force on this connection, in seconds (0: none).
+    /// A Server Keep Alive replaces the client's value.
+    #[must_use]
+    pub fn keep_alive(&self) -> u16 {
+        self.conn.keep_alive
+    }
+
+    /// Outbound QoS 1/2 messages sent and not completely acknowledged.
+    #[must_use]
+    pub fn inflight_len(&self) -> usize {
+        self.out.inflight_len()
+    }
+
+    /// QoS 1/2 PUBLISH packets sent on this connection and not yet acknowledged:
+    /// never above the peer's Receive Maximum.
+    #[must_use]
+    pub fn send_window_used(&self) -> usize {
+        self.out.live()
+    }
+
+    /// The most QoS 1/2 PUBLISH packets that may be unacknowledged at once on
+    /// this connection (the peer's Receive Maximum, capped by `max_inflight`).
+    #[must_use]
+    pub fn send_window(&self) -> usize {
+        usize::from(
+            self.conn
+                .peer
+                .receive_maximum
+                .min(self.config.max_inflight.get()),
+        )
+    }
+
+    /// Messages accepted by `publish` and not sent yet.
+    #[must_use]
+    pub fn pending_len(&self) -> usize {
+        self.out.pending_len()
+    }
+
+    /// Inbound QoS 2 packet identifiers stored until their PUBREL.
+    #[must_use]
+    pub fn incoming_qos2_len(&self) -> usize {
+        self.incoming_qos2.len()
+    }
+
+    /// Client: subscriptions acknowledged by the server, with granted options.
+    #[must_use]
+    pub fn subscriptions(&self) -> &[(MqttString, SubscriptionOptions)] {
+        &self.subscriptions
+    }
+
+    /// A snapshot of the session state, to keep or persist. Queued messages'
+    /// expiry intervals are reduced by the time they waited until `now`.
+    #[must_use]
+    pub fn session_state(&self, now: Instant) -> SessionState {
+        let (outgoing, pending) = self.out.snapshot(now);
+        SessionState {
+            outgoing,
+            pending,
+            incoming_qos2: self.incoming_qos2.iter().copied().collect(),
+            subscriptions: self.subscriptions.clone(),
+            last_packet_id: self.out.ids.cursor(),
+        }
+    }
+
+    // ----- outputs -----
+
+    /// The next packet to write to the network, if any.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Packet> {
+        let packet = match self.transmit.pop_front() {
+            Some(mut packet) => {
+                if let Some(max) = self.conn.peer.maximum_packet_size {
+                    // Reason strings and user properties are dropped rather than
+                    // exceed the peer's Maximum Packet Size (e.g. MQTT-3.4.2-2,
+                    // MQTT-3.9.2-1). A packet still too large is sent anyway.
+                    let _fits = packet.trim_to_fit(self.version, max);
+                }
+                packet
+            }
+            None if self.state == State::Connected => Packet::Publish(self.next_publish()?),
+            None => return None,
+        };
+        if self.state == State::Closing && self.transmit.is_empty() {
+            self.state = State::Closed;
+        }
+        self.on_sent(&packet);
+        Some(packet)
+    }
+
+    /// The next event for the application, if any.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    fn next_publish(&mut self) -> Option<Publish> {
+        let now = self.now?;
+        let limit = self.send_window();
+        let peer = self.conn.peer;
+        let (role, version) = (self.role, self.version);
+        loop {
+            match self
+                .out
+                .next(limit, now, |p| outbound_check(role, version, &peer, p))
+            {
+                Next::Send(mut publish) => {
+                    if version == ProtocolVersion::V311 {
+                        publish.properties = Default::default();
+                    } else if self.config.outbound_topic_aliases && self.alias_fits(&publish) {
+                        self.conn.out_aliases.apply(&mut publish);
+                    }
+                    return Some(publish);
+                }
+                Next::Dropped(packet_id, reason) => {
+                    // MQTT-3.1.2-25: a server behaves as if it delivered a
+                    // message too large for the client; no event.
+                    if !(role == Role::Server && reason == DropReason::PacketTooLarge) {
+                        self.events
+                            .push_back(Event::PublishDropped { packet_id, reason });
+                    }
+                }
+                Next::Nothing => return None,
+            }
+        }
+    }
+
+    /// A new alias adds at most 4 bytes; only alias when that still fits.
+    fn alias_fits(&self, publish: &Publish) -> bool {
+        match self.conn.peer.maximum_packet_size {
+            None => true,
+            Some(max) => publish
+                .encoded_len(self.version)
+                .is_ok_and(|len| u64::try_from(len).unwrap_or(u64::MAX) + 4 <= u64::from(max)),
+        }
+    }
+
+    fn on_sent(&mut self, packet: &Packet) {
+        let Some(now) = self.now else { return };
+        if self.role == Role::Client && self.conn.keep_alive > 0 && self.state == State::Connected {
+            self.timers
+                .set(Timer::KeepAlive, now + secs(self.conn.keep_alive));
+        }
+        if matches!(packet, Packet::PingReq) {
+            self.timers
+                .set(Timer::PingResp, now + self.config.ping_timeout);
+        }
+    }
+
+    // ----- inputs -----
+
+    /// Feeds a packet received from the peer.
+    ///
+    /// # Errors
+    /// The protocol violation or exceeded limit it caused; the connection is
+    /// then closing (see the type docs). Ignored (`Ok`) once closed.
+    pub fn handle_packet(&mut self, packet: Packet, now: Instant) -> Result<(), Error> {
+        self.now = Some(now);
+        if matches!(self.state, State::Idle | State::Closing | State::Closed) {
+            return Ok(());
+        }
+        let result = match self.role {
+            Role::Client => self.client_packet(packet, now),
+            Role::Server => self.server_packet(packet, now),
+        };
+        result.map_err(|e| self.fail(e))
+    }
+
+    /// Reports bytes that failed to decode: the connection is closed with the
+    /// reason code the decoder chose (MQTT 5.0: DISCONNECT, or CONNACK when it
+    /// was the CONNECT).
+    pub fn handle_decode_error(&mut self, error: &DecodeError, now: Instant) {
+        self.now = Some(now);
+        if matches!(self.state, State::Idle | State::Closing | State::Closed) {
+            return;
+        }
+        if self.role == Role::Server && self.state == State::AwaitConnect {
+            self.refuse_undecodable_connect(error);
+            return;
+        }
+        let code = DisconnectReasonCode::from_reason_code(error.reason_code())
+            .unwrap_or(DisconnectReasonCode::MalformedPacket);
+        self.close_with(
+            Error::Protocol(ProtocolViolation::Decode(error.to_string())),
+            code,
+        );
+    }
+
+    /// Advances timers to `now`: keep-alive PINGREQ, PINGRESP and keep-alive
+    /// deadlines, connect timeout, message expiry. Spurious calls do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = Some(now);
+        for timer in self.timers.expired(now) {
+            match timer {
+                Timer::Connect => {
+                    self.fail(Error::ConnectTimeout);
+                }
+                Timer::KeepAlive => {
+                    if self.state == State::Connected && !self.conn.ping_outstanding {
+                        self.conn.ping_outstanding = true;
+                        self.transmit.push_back(Packet::PingReq);
+                    }
+                }
+                Timer::PingResp | Timer::Idle => {
+                    self.fail(Error::KeepAliveTimeout);
+                }
+            }
+        }
+        self.out.expire(now, &mut self.events);
+    }
+
+    /// The network connection is gone (read EOF, write error, or closed after
+    /// [`is_closed`](Self::is_closed)). Connection state is reset; the session
+    /// state stays for the next connection.
+    pub fn connection_lost(&mut self, now: Instant) {
+        self.now = Some(now);
+        if self.state == State::Idle {
+            return;
+        }
+        if !self.conn.reported_close {
+            self.events.push_back(Event::Disconnected {
+                initiator: Initiator::Network,
+                reason_code: ReasonCode::UnspecifiedError,
+                properties: DisconnectProperties::default(),
+            });
+        }
+        self.reset_connection();
+    }
+
+    /// Forgets everything that lives for one network connection.
+    pub(crate) fn reset_connection(&mut self) {
+        for (packet_id, request) in std::mem::take(&mut self.conn.requests) {
+            if matches!(request, Request::Subscribe(_) | Request::Unsubscribe(_)) {
+                self.out.ids.release(packet_id);
+                self.events.push_back(Event::RequestLost { packet_id });
+            }
+        }
+        self.conn = Conn::default();
+        self.transmit.clear();
+        self.timers.stop_all();
+        self.out.reset_connection();
+        self.state = State::Idle;
+    }
+
+    // ----- commands -----
+
+    /// Queues an application message. QoS 1/2 messages get a packet
+    /// identifier, returned here and reported again in
+    /// [`Event::PublishComplete`]. The message is sent when connected and the
+    /// peer's Receive Maximum allows; before that it waits in a bounded queue
+    /// (also while disconnected).
+    ///
+    /// The session owns `dup`, `packet_id` and the Topic Alias property: the
+    /// values given are ignored.
+    ///
+    /// # Errors
+    /// - [`LimitExceeded::PendingQueueFull`], [`LimitExceeded::NoPacketId`];
+    /// - client, when the server's CONNACK said so: QoS or retain not
+    ///   supported, [`LimitExceeded::PacketTooLarge`];
+    /// - an empty topic, or (client) Subscription Identifiers.
+    pub fn publish(
+        &mut self,
+        mut publish: Publish,
+        now: Instant,
+    ) -> Result<Option<PacketId>, Error> {
+        self.now = Some(now);
+        if publish.topic.is_empty() {
+            return Err(ApiError::EmptyTopic.into());
+        }
+        publish.properties.topic_alias = None;
+        if self.role == Role::Client {
+            if !publish.properties.subscription_identifiers.is_empty() {
+                return Err(ApiError::SubscriptionIdentifier.into());
+            }
+            if self.state == State::Connected {
+                let peer = self.conn.peer;
+                match outbound_check(self.role, self.version, &peer, &publish) {
+                    Some(DropReason::QoSNotSupported) => {
+                        return Err(ApiError::QoSNotSupported(publish.qos).into());
+                    }
+                    Some(DropReason::RetainNotSupported) => {
+                        return Err(ApiError::RetainNotSupported.into());
+                    }
+                    Some(_) => {
+                        let size = publish.encoded_len(self.version).unwrap_or(usize::MAX);
+                        let max = peer.maximum_packet_size.unwrap_or(u32::MAX);
+                        return Err(LimitExceeded::PacketTooLarge { size, max }.into());
+                    }
+                    None => {}
+                }
+            }
+        }
+        if self.out.pending_len() >= self.config.max_pending {
+            self.out.expire(now, &mut self.events);
+        }
+        Ok(self.out.enqueue(publish, now, self.config.max_pending)?)
+    }
+
+    /// Ends the connection with a DISCONNECT (MQTT 5.0: with `reason_code`;
+    /// a 3.1.1 server just closes, a 3.1.1 client sends a bare DISCONNECT).
+    /// The session state is kept.
+    ///
+    /// # Errors
+    /// [`ApiError::InvalidState`] without an open connection (a server that has
+    /// not answered CONNECT uses [`reject`](Self::reject)).
+    pub fn disconnect(
+        &mut self,
+        reason_code: DisconnectReasonCode,
+        properties: DisconnectProperties,
+        now: Instant,
+    ) -> Result<(), Error> {
+        self.now = Some(now);
+        let allowed = match self.role {
+            Role::Client => matches!(self.state, State::Connected | State::AwaitConnAck),
+            Role::Server => self.state == State::Connected,
+        };
+        if !allowed {
+            return Err(ApiError::InvalidState(self.state.name()).into());
+        }
+        let packet = match (self.role, self.version) {
+            (Role::Server, ProtocolVersion::V311) => None,
+            (Role::Client, ProtocolVersion::V311) => Some(Disconnect::default()),
+            (_, ProtocolVersion::V5) => Some(Disconnect {
+                reason_code,
+                properties,
+            }),
+        };
+        self.close(
+            packet.map(Packet::Disconnect),
+            Initiator::Local,
+            reason_code.into(),
+        );
+        Ok(())
+    }
+
+    // ----- closing -----
+
+    /// Records a fatal error and closes with its reason code.
+    pub(crate) fn fail(&mut self, error: Error) -> Error {
+        let code = error.reason_code();
+        self.close_with(error.clone(), code);
+        error
+    }
+
+    pub(crate) fn close_with(&mut self, error: Error, code: DisconnectReasonCode) {
+        let send = self.version == ProtocolVersion::V5
+            && match self.role {
+                Role::Client => matches!(self.state, State::Connected | State::AwaitConnAck),
+                Role::Server => self.state == State::Connected,
+            };
+        self.error = Some(error);
+        let packet = send.then(|| Packet::Disconnect(Disconnect::new(code)));
+        self.close(packet, Initiator::Library, code.into());
+    }
+
+    /// Queues `last` (if any) as the final packet, stops every timer and
+    /// reports the close.
+    pub(crate) fn close(
+        &mut self,
+        last: Option<Packet>,
+        initiator: Initiator,
+        reason_code: ReasonCode,
+    ) {
+        if matches!(self.state, State::Idle | State::Closing | State::Closed) {
+            return;
+        }
+        self.timers.stop_all();
+        if let Some(packet) = last {
+            self.transmit.push_back(packet);
+        }
+        // Packets queued before the final one still go out (MQTT-3.14.4-1: none after it).
+        self.state = if self.transmit.is_empty() {
+            State::Closed
+        } else {
+            State::Closing
+        };
+        self.report_close(initiator, reason_code, DisconnectProperties::default());
+    }
+
+    pub(crate) fn report_close(
+        &mut self,
+        initiator: Initiator,
+        reason_code: ReasonCode,
+        properties: DisconnectProperties,
+    ) {
+        if !self.conn.reported_close {
+            self.conn.reported_close = true;
+            self.events.push_back(Event::Disconnected {
+                initiator,
+                reason_code,
+                properties,
+            });
+        }
+    }
+
+    /// The peer's DISCONNECT.
+    pub(crate) fn on_disconnect(&mut self, disconnect: Disconnect) {
+        self.timers.stop_all();
+        self.state = if self.transmit.is_empty() {
+            State::Closed
+        } else {
+            State::Closing
+        };
+        self.report_close(
+            Initiator::Remote,
+            disconnect.reason_code.into(),
+            disconnect.properties,
+        );
+    }
+
+    /// Whether another inbound QoS 1/2 message would exceed our Receive Maximum.
+    pub(crate) fn check_receive_maximum(&self) -> Result<(), LimitExceeded> {
+        let max = self.config.receive_maximum.get();
+        if self.incoming_qos2.len() >= usize::from(max) {
+            return Err(LimitExceeded::ReceiveMaximum(max));
+        }
+        Ok(())
+    }
+}
+
+/// Whether the peer's limits forbid sending `publish`.
+fn outbound_check(
+    role: Role,
+    version: ProtocolVersion,
+    peer: &PeerLimits,
+    publish: &Publish,
+) -> Option<DropReason> {
+    if role == Role::Client {
+        if publish.qos > peer.maximum_qos {
+            return Some(DropReason::QoSNotSupported);
+        }
+        if publish.retain && !peer.retain_available {
+            return Some(DropReason::RetainNotSupported);
+        }
+    }
+    let max = peer.maximum_packet_size?;
+    let size = if version == ProtocolVersion::V311 {
+        let mut bare = publish.clone();
+        bare.properties = Default::default();
+        bare.encoded_len(version)
+    } else {
+        publish.encoded_len(version)
+    };
+    match size {
+        Ok(size) if u64::try_from(size).unwrap_or(u64::MAX) <= u64::from(max) => None,
+        _ => Some(DropReason::PacketTooLarge),
+    }
+}
+
+/// `n` seconds.
+pub(crate) fn secs(n: u16) -> Duration {
+    Duration::from_secs(u64::from(n))
+}

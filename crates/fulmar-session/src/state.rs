@@ -1,0 +1,123 @@
+//! The session state that outlives a network connection, as a plain value.
+
+use fulmar_codec::{MqttString, PacketId, Publish, QoS, SubscriptionOptions};
+
+/// An outbound QoS 1/2 message that was sent and is not completely acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Outgoing {
+    /// A PUBLISH awaiting PUBACK (QoS 1) or PUBREC (QoS 2); resent with DUP on resume.
+    Publish(Box<Publish>),
+    /// A QoS 2 message whose PUBREL awaits PUBCOMP; the PUBREL is resent on resume.
+    PubRel(PacketId),
+}
+
+impl Outgoing {
+    /// The packet identifier.
+    #[must_use]
+    pub fn packet_id(&self) -> Option<PacketId> {
+        match self {
+            Self::Publish(p) => p.packet_id,
+            Self::PubRel(id) => Some(*id),
+        }
+    }
+}
+
+/// Everything a session must remember between network connections
+/// (MQTT 5.0 section 4.1): in-flight outbound messages in the order they were
+/// sent, messages queued but not sent yet, the identifiers of inbound QoS 2
+/// messages awaiting PUBREL, and (client role) the subscriptions.
+///
+/// Get it with [`Session::session_state`](crate::Session::session_state), keep
+/// it in memory or persist it (feature `serde`), and hand it back with
+/// [`Session::client_with_state`](crate::Session::client_with_state) or
+/// [`Session::accept`](crate::Session::accept): the new session carries on
+/// exactly. The Message Expiry Interval of each queued message is the time
+/// left when the snapshot was taken; time spent in storage is not counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SessionState {
+    pub(crate) outgoing: Vec<Outgoing>,
+    pub(crate) pending: Vec<Publish>,
+    pub(crate) incoming_qos2: Vec<PacketId>,
+    pub(crate) subscriptions: Vec<(MqttString, SubscriptionOptions)>,
+    pub(crate) last_packet_id: u16,
+}
+
+impl SessionState {
+    /// An empty session.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// In-flight outbound messages, in the order they were sent.
+    #[must_use]
+    pub fn outgoing(&self) -> &[Outgoing] {
+        &self.outgoing
+    }
+
+    /// Messages accepted by `publish` and not sent yet, in order.
+    #[must_use]
+    pub fn pending(&self) -> &[Publish] {
+        &self.pending
+    }
+
+    /// Packet identifiers of inbound QoS 2 messages awaiting PUBREL.
+    #[must_use]
+    pub fn incoming_qos2(&self) -> &[PacketId] {
+        &self.incoming_qos2
+    }
+
+    /// Client role: the acknowledged subscriptions with their granted options.
+    #[must_use]
+    pub fn subscriptions(&self) -> &[(MqttString, SubscriptionOptions)] {
+        &self.subscriptions
+    }
+
+    /// Whether nothing is stored.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.outgoing.is_empty()
+            && self.pending.is_empty()
+            && self.incoming_qos2.is_empty()
+            && self.subscriptions.is_empty()
+    }
+
+    /// Checks the invariants a session relies on: identifiers unique, QoS and
+    /// identifier consistent.
+    pub(crate) fn validate(&self) -> Result<(), &'static str> {
+        let mut seen = std::collections::HashSet::new();
+        for out in &self.outgoing {
+            if let Outgoing::Publish(p) = out
+                && p.qos == QoS::AtMostOnce
+            {
+                return Err("QoS 0 message in flight");
+            }
+            let id = out
+                .packet_id()
+                .ok_or("in-flight message without packet identifier")?;
+            if !seen.insert(id) {
+                return Err("duplicate packet identifier");
+            }
+        }
+        for p in &self.pending {
+            match (p.qos, p.packet_id) {
+                (QoS::AtMostOnce, None) => {}
+                (QoS::AtMostOnce, Some(_)) | (_, None) => {
+                    return Err("queued message QoS and identifier disagree");
+                }
+                (_, Some(id)) => {
+                    if !seen.insert(id) {
+                        return Err("duplicate packet identifier");
+                    }
+                }
+            }
+        }
+        let mut incoming = std::collections::HashSet::new();
+        if !self.incoming_qos2.iter().all(|id| incoming.insert(*id)) {
+            return Err("duplicate inbound QoS 2 identifier");
+        }
+        Ok(())
+    }
+}

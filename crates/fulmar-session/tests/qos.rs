@@ -1,0 +1,373 @@
+//! QoS 0, 1 and 2 flows in both directions and both versions (spec 4.3, 4.4, 4.6).
+
+mod common;
+
+use common::*;
+use fulmar_codec::{
+    ConnAck, ConnectReasonCode, Packet, ProtocolVersion, PubAck, PubComp, PubCompReasonCode,
+    PubRec, PubRecReasonCode, PubRel, PubRelReasonCode, QoS, ReasonCode,
+};
+use fulmar_session::{Config, Event};
+
+const BOTH: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
+
+fn client(version: ProtocolVersion) -> fulmar_session::Session {
+    connected_client(
+        Config::default(),
+        connect_packet(version, "c", true),
+        ConnAck::new(false, ConnectReasonCode::Success),
+        t0(),
+    )
+}
+
+#[test]
+fn qos0_is_sent_once_without_dup_and_not_acknowledged() {
+    // MQTT-4.3.1-1 MQTT-3.3.1-2
+    for version in BOTH {
+        let mut pair = Pair::new(version);
+        pair.connect(true);
+        let id = pair
+            .client
+            .publish(publish("a/b", QoS::AtMostOnce, b"0"), pair.now)
+            .unwrap();
+        assert_eq!(id, None);
+        let out = drain(&mut pair.client);
+        let [Packet::Publish(p)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert!(!p.dup);
+        assert_eq!(p.packet_id, None);
+        pair.server
+            .handle_packet(wire(out[0].clone(), version), pair.now)
+            .unwrap();
+        assert_eq!(messages(&events(&mut pair.server)).len(), 1);
+        assert!(
+            drain(&mut pair.server).is_empty(),
+            "no acknowledgement for QoS 0"
+        );
+        assert_eq!(pair.client.inflight_len(), 0);
+    }
+}
+
+#[test]
+fn qos1_flow_client_to_server() {
+    // MQTT-4.3.2-1 MQTT-4.3.2-2 v5:MQTT-4.3.2-3 v5:MQTT-4.3.2-4 MQTT-3.3.4-1
+    for version in BOTH {
+        let mut pair = Pair::new(version);
+        pair.connect(true);
+        let a = pair
+            .client
+            .publish(publish("t", QoS::AtLeastOnce, b"a"), pair.now)
+            .unwrap()
+            .unwrap();
+        let b = pair
+            .client
+            .publish(publish("t", QoS::AtLeastOnce, b"b"), pair.now)
+            .unwrap()
+            .unwrap();
+        assert_ne!(a, b, "an unused packet identifier per message");
+        let out = drain(&mut pair.client);
+        assert_eq!(out.len(), 2);
+        for (packet, expected) in out.iter().zip([a, b]) {
+            let Packet::Publish(p) = packet else { panic!() };
+            assert_eq!(p.packet_id, Some(expected));
+            assert_eq!(p.qos, QoS::AtLeastOnce);
+            assert!(!p.dup);
+        }
+        assert_eq!(pair.client.inflight_len(), 2, "unacknowledged until PUBACK");
+        for packet in out {
+            pair.server
+                .handle_packet(wire(packet, version), pair.now)
+                .unwrap();
+        }
+        let acks = drain(&mut pair.server);
+        assert_eq!(
+            acks,
+            vec![
+                Packet::PubAck(PubAck::new(a)),
+                Packet::PubAck(PubAck::new(b))
+            ]
+        );
+        assert_eq!(messages(&events(&mut pair.server)).len(), 2);
+        for ack in acks {
+            pair.client
+                .handle_packet(wire(ack, version), pair.now)
+                .unwrap();
+        }
+        assert_eq!(completed(&events(&mut pair.client)), vec![a, b]);
+        assert_eq!(pair.client.inflight_len(), 0);
+    }
+}
+
+#[test]
+fn qos1_same_identifier_after_puback_is_a_new_message() {
+    // v5:MQTT-4.3.2-5 v3:MQTT-4.3.2-2
+    for version in BOTH {
+        let mut c = client(version);
+        for _ in 0..2 {
+            c.handle_packet(incoming("t", QoS::AtLeastOnce, Some(7), b"x"), t0())
+                .unwrap();
+            assert_eq!(drain(&mut c), vec![Packet::PubAck(PubAck::new(id(7)))]);
+        }
+        assert_eq!(messages(&events(&mut c)).len(), 2);
+    }
+}
+
+#[test]
+fn qos2_flow_client_to_server_delivers_exactly_once() {
+    // MQTT-4.3.3-1 MQTT-4.3.3-2 v5:MQTT-4.3.3-3 v5:MQTT-4.3.3-4 v5:MQTT-4.3.3-5 v5:MQTT-4.3.3-8
+    // v5:MQTT-4.3.3-10 v5:MQTT-4.3.3-11 v5:MQTT-4.3.3-12
+    for version in BOTH {
+        let mut pair = Pair::new(version);
+        pair.connect(true);
+        let a = pair
+            .client
+            .publish(publish("t", QoS::ExactlyOnce, b"a"), pair.now)
+            .unwrap()
+            .unwrap();
+        let out = drain(&mut pair.client);
+        let [Packet::Publish(p)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            (p.qos, p.packet_id, p.dup),
+            (QoS::ExactlyOnce, Some(a), false)
+        );
+        // The same PUBLISH twice before PUBREL: PUBREC both times, one delivery.
+        pair.server
+            .handle_packet(wire(out[0].clone(), version), pair.now)
+            .unwrap();
+        let mut dup = p.clone();
+        dup.dup = true;
+        pair.server
+            .handle_packet(Packet::Publish(dup), pair.now)
+            .unwrap();
+        assert_eq!(
+            drain(&mut pair.server),
+            vec![
+                Packet::PubRec(PubRec::new(a)),
+                Packet::PubRec(PubRec::new(a))
+            ]
+        );
+        assert_eq!(messages(&events(&mut pair.server)).len(), 1);
+        assert_eq!(pair.server.incoming_qos2_len(), 1);
+
+        pair.client
+            .handle_packet(Packet::PubRec(PubRec::new(a)), pair.now)
+            .unwrap();
+        assert_eq!(
+            drain(&mut pair.client),
+            vec![Packet::PubRel(PubRel::new(a))]
+        );
+        assert_eq!(
+            pair.client.inflight_len(),
+            1,
+            "PUBREL unacknowledged until PUBCOMP"
+        );
+        assert!(events(&mut pair.client).is_empty());
+
+        pair.server
+            .handle_packet(Packet::PubRel(PubRel::new(a)), pair.now)
+            .unwrap();
+        assert_eq!(
+            drain(&mut pair.server),
+            vec![Packet::PubComp(PubComp::new(a))]
+        );
+        assert_eq!(pair.server.incoming_qos2_len(), 0);
+        pair.client
+            .handle_packet(Packet::PubComp(PubComp::new(a)), pair.now)
+            .unwrap();
+        assert_eq!(completed(&events(&mut pair.client)), vec![a]);
+        assert_eq!(pair.client.inflight_len(), 0);
+
+        // After PUBCOMP the identifier is free: the same id is a new message.
+        pair.server
+            .handle_packet(wire(out[0].clone(), version), pair.now)
+            .unwrap();
+        assert_eq!(messages(&events(&mut pair.server)).len(), 1);
+    }
+}
+
+#[test]
+fn qos2_flow_server_to_client() {
+    // MQTT-4.3.3-1 v3:MQTT-4.3.3-2 v5:MQTT-4.5.0-2 v3:MQTT-4.5.0-2
+    for version in BOTH {
+        let mut pair = Pair::new(version);
+        pair.connect(true);
+        let id = pair
+            .server
+            .publish(publish("down", QoS::ExactlyOnce, b"d"), pair.now)
+            .unwrap()
+            .unwrap();
+        pair.drive();
+        let delivered = messages(&pair.take_client_events());
+        assert_eq!(delivered.len(), 1);
+        assert_eq!(delivered[0].topic, "down");
+        assert_eq!(completed(&pair.take_server_events()), vec![id]);
+        assert_eq!(pair.server.inflight_len(), 0);
+        assert_eq!(pair.client.incoming_qos2_len(), 0);
+    }
+}
+
+#[test]
+fn pubrec_error_completes_without_pubrel_and_is_never_resent() {
+    // v5:MQTT-4.4.0-2
+    let mut c = client(ProtocolVersion::V5);
+    let a = c
+        .publish(publish("t", QoS::ExactlyOnce, b"a"), t0())
+        .unwrap()
+        .unwrap();
+    assert_eq!(drain(&mut c).len(), 1);
+    let mut rec = PubRec::new(a);
+    rec.reason_code = PubRecReasonCode::QuotaExceeded;
+    c.handle_packet(Packet::PubRec(rec), t0()).unwrap();
+    assert!(drain(&mut c).is_empty(), "no PUBREL after an error PUBREC");
+    let evs = events(&mut c);
+    assert!(matches!(
+        evs.as_slice(),
+        [Event::PublishComplete {
+            reason_code: ReasonCode::QuotaExceeded,
+            qos: QoS::ExactlyOnce,
+            ..
+        }]
+    ));
+    assert_eq!(c.inflight_len(), 0);
+    assert!(c.session_state(t0()).outgoing().is_empty());
+}
+
+#[test]
+fn puback_error_completes_with_its_reason_code() {
+    // v5:MQTT-4.4.0-2
+    let mut c = client(ProtocolVersion::V5);
+    let a = c
+        .publish(publish("t", QoS::AtLeastOnce, b"a"), t0())
+        .unwrap()
+        .unwrap();
+    let _ = drain(&mut c);
+    let mut ack = PubAck::new(a);
+    ack.reason_code = fulmar_codec::PubAckReasonCode::NotAuthorized;
+    c.handle_packet(Packet::PubAck(ack), t0()).unwrap();
+    assert!(matches!(
+        events(&mut c).as_slice(),
+        [Event::PublishComplete {
+            reason_code: ReasonCode::NotAuthorized,
+            ..
+        }]
+    ));
+    assert_eq!(c.inflight_len(), 0);
+}
+
+#[test]
+fn unknown_pubrel_gets_pubcomp_packet_identifier_not_found() {
+    // v5:MQTT-4.3.3-11
+    let mut c = client(ProtocolVersion::V5);
+    c.handle_packet(Packet::PubRel(PubRel::new(id(9))), t0())
+        .unwrap();
+    let mut expected = PubComp::new(id(9));
+    expected.reason_code = PubCompReasonCode::PacketIdentifierNotFound;
+    assert_eq!(drain(&mut c), vec![Packet::PubComp(expected)]);
+    // Unknown PUBREC: PUBREL with 0x92.
+    c.handle_packet(Packet::PubRec(PubRec::new(id(10))), t0())
+        .unwrap();
+    let mut rel = PubRel::new(id(10));
+    rel.reason_code = PubRelReasonCode::PacketIdentifierNotFound;
+    assert_eq!(drain(&mut c), vec![Packet::PubRel(rel)]);
+    // Unknown PUBACK / PUBCOMP are ignored.
+    c.handle_packet(Packet::PubAck(PubAck::new(id(11))), t0())
+        .unwrap();
+    c.handle_packet(Packet::PubComp(PubComp::new(id(12))), t0())
+        .unwrap();
+    assert!(drain(&mut c).is_empty());
+    assert!(c.is_connected());
+}
+
+#[test]
+fn unknown_pubrel_under_v311_gets_plain_pubcomp() {
+    // v3:MQTT-4.3.3-2
+    let mut c = client(ProtocolVersion::V311);
+    c.handle_packet(Packet::PubRel(PubRel::new(id(9))), t0())
+        .unwrap();
+    let out = drain(&mut c);
+    assert_eq!(out, vec![Packet::PubComp(PubComp::new(id(9)))]);
+    wire(out[0].clone(), ProtocolVersion::V311);
+}
+
+#[test]
+fn acknowledgements_follow_the_order_of_receipt() {
+    // MQTT-4.6.0-2 MQTT-4.6.0-3 MQTT-4.6.0-4
+    for version in BOTH {
+        let mut c = client(version);
+        for n in [5, 3, 9] {
+            c.handle_packet(incoming("t", QoS::AtLeastOnce, Some(n), b"x"), t0())
+                .unwrap();
+        }
+        let ids: Vec<u16> = drain(&mut c)
+            .into_iter()
+            .map(|p| match p {
+                Packet::PubAck(a) => a.packet_id.get(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, vec![5, 3, 9]);
+        for n in [8, 2, 4] {
+            c.handle_packet(incoming("t", QoS::ExactlyOnce, Some(n), b"x"), t0())
+                .unwrap();
+        }
+        let recs: Vec<Packet> = drain(&mut c);
+        assert_eq!(
+            recs,
+            [8, 2, 4]
+                .map(|n| Packet::PubRec(PubRec::new(id(n))))
+                .to_vec()
+        );
+
+        // Our own QoS 2 messages: PUBRELs in the order the PUBRECs arrive.
+        let a = c
+            .publish(publish("t", QoS::ExactlyOnce, b"a"), t0())
+            .unwrap()
+            .unwrap();
+        let b = c
+            .publish(publish("t", QoS::ExactlyOnce, b"b"), t0())
+            .unwrap()
+            .unwrap();
+        let _ = drain(&mut c);
+        c.handle_packet(Packet::PubRec(PubRec::new(b)), t0())
+            .unwrap();
+        c.handle_packet(Packet::PubRec(PubRec::new(a)), t0())
+            .unwrap();
+        assert_eq!(
+            drain(&mut c),
+            vec![
+                Packet::PubRel(PubRel::new(b)),
+                Packet::PubRel(PubRel::new(a))
+            ]
+        );
+    }
+}
+
+#[test]
+fn dup_is_set_only_on_retransmission() {
+    // MQTT-3.3.1-1 MQTT-3.3.1-3
+    for version in BOTH {
+        let mut pair = Pair::new(version);
+        pair.connect(false);
+        // A message received with DUP and forwarded: DUP is ours to decide.
+        let mut forwarded = publish("t", QoS::AtLeastOnce, b"f");
+        forwarded.dup = true;
+        pair.server.publish(forwarded, pair.now).unwrap();
+        let out = drain(&mut pair.server);
+        let [Packet::Publish(first)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert!(!first.dup, "a first transmission never carries DUP");
+        pair.break_link();
+        pair.connect(false);
+        let delivered = messages(&pair.take_client_events());
+        assert_eq!(delivered.len(), 1);
+        assert!(delivered[0].dup, "the retransmission on resume carries DUP");
+        assert_eq!(
+            delivered[0].packet_id, first.packet_id,
+            "original identifier"
+        );
+    }
+}
