@@ -1,0 +1,3 @@
+//! The `fulmar` command (work in progress).
+
+fn main() {}
