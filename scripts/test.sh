@@ -25,7 +25,28 @@ ensure_rust_components() {
     done
 }
 
+# Real peers for the interop tests: mosquitto (broker and clients), paho-mqtt.
+ensure_peers() {
+    local missing=()
+    command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+    command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+    if [ ${#missing[@]} -gt 0 ]; then
+        need_root "${missing[*]}"
+        log "installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if ! python3 -c 'import paho.mqtt, sys; sys.exit(0 if int(paho.mqtt.__version__.split(".")[0]) >= 2 else 1)' 2>/dev/null; then
+        log "installing paho-mqtt (2.x)"
+        python3 -m pip install -q 'paho-mqtt>=2,<3' 2>&1 | grep -v 'Running pip as the' || true
+        python3 -c 'import paho.mqtt' || { echo "paho-mqtt did not install" >&2; exit 1; }
+    fi
+}
+
 ensure_rust_components
+ensure_peers
+export PATH="$PATH:/usr/sbin"
 
 # --------------------------------------------------------------------- run ---
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
