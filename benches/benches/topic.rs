@@ -17,9 +17,10 @@ use fulmar_topic::{RetainedIndex, SubscriptionFilter, SubscriptionTrie, TopicFil
 use mqtt_topic_engine::topic_matcher::TopicMatcherNode;
 use mqtt_topic_engine::{CacheStrategy, TopicPath, TopicPatternPath};
 
-/// Whether criterion is really benchmarking (`cargo bench` passes `--bench`).
+/// Whether criterion is really benchmarking (`cargo bench` passes `--bench`) with the large
+/// sizes (`FULMAR_BENCH_QUICK=1` keeps only the 1 k sizes, for quick comparisons).
 fn full_run() -> bool {
-    std::env::args().any(|a| a == "--bench")
+    std::env::args().any(|a| a == "--bench") && std::env::var_os("FULMAR_BENCH_QUICK").is_none()
 }
 
 fn sizes() -> Vec<(&'static str, usize)> {

@@ -45,12 +45,14 @@ impl TopicName {
     }
 
     /// The name as text.
+    #[inline]
     #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The name as UTF-8 bytes.
+    #[inline]
     #[must_use]
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
@@ -69,6 +71,7 @@ impl TopicName {
 
     /// Whether the name starts with `$` (such names are not matched by filters starting with a
     /// wildcard, MQTT-4.7.2-1).
+    #[inline]
     #[must_use]
     pub fn is_dollar(&self) -> bool {
         self.as_bytes().first() == Some(&b'$')

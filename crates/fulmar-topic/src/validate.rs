@@ -44,6 +44,7 @@ pub(crate) fn check_filter(s: &str) -> Result<(), TopicError> {
 }
 
 /// Splits a topic into its levels (byte slices; `/` is ASCII so each level is UTF-8 too).
+#[inline]
 pub(crate) fn levels(s: &str) -> impl Iterator<Item = &[u8]> {
     s.as_bytes().split(|b| *b == b'/')
 }
