@@ -44,7 +44,8 @@ impl Session {
     /// in from the [`Config`] (MQTT 5.0). With Clean Start the session state is
     /// discarded now ([MQTT-3.1.2-4]); queued messages that were never sent stay.
     ///
-    /// Allowed before the first connection and after the previous one closed.
+    /// Allowed before the first connection and after the previous one closed
+    /// (a final packet not drained yet is dropped).
     ///
     /// # Errors
     /// [`ApiError::InvalidState`] while a connection is open,
@@ -53,7 +54,7 @@ impl Session {
         if self.role != Role::Client {
             return Err(ApiError::WrongRole(self.role).into());
         }
-        if !matches!(self.state, State::Idle | State::Closed) {
+        if !matches!(self.state, State::Idle | State::Closing | State::Closed) {
             return Err(ApiError::InvalidState(self.state.name()).into());
         }
         let version = connect.protocol_version;

@@ -698,10 +698,18 @@ fn outbound_check(
         }
     }
     let max = peer.maximum_packet_size?;
-    let size = if version == ProtocolVersion::V311 {
-        let mut bare = publish.clone();
-        bare.properties = Default::default();
-        bare.encoded_len(version)
+    let needs_id = publish.qos != QoS::AtMostOnce && publish.packet_id.is_none();
+    let size = if version == ProtocolVersion::V311 || needs_id {
+        // Measure the packet as it will be sent: with an identifier, and
+        // without properties under 3.1.1.
+        let mut sent = publish.clone();
+        if version == ProtocolVersion::V311 {
+            sent.properties = Default::default();
+        }
+        if needs_id {
+            sent.packet_id = Some(PacketId::ONE);
+        }
+        sent.encoded_len(version)
     } else {
         publish.encoded_len(version)
     };

@@ -121,3 +121,71 @@ impl SessionState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn qos1(id: u16) -> Publish {
+        let mut p = Publish::new(MqttString::from("t"), Bytes::new());
+        p.qos = QoS::AtLeastOnce;
+        p.packet_id = PacketId::new(id);
+        p
+    }
+
+    #[test]
+    fn validation_catches_corrupted_state() {
+        let ok = SessionState {
+            outgoing: vec![Outgoing::Publish(Box::new(qos1(1)))],
+            ..SessionState::default()
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let dup = SessionState {
+            outgoing: vec![
+                Outgoing::Publish(Box::new(qos1(1))),
+                Outgoing::PubRel(PacketId::ONE),
+            ],
+            ..SessionState::default()
+        };
+        assert!(dup.validate().is_err());
+        let queued_dup = SessionState {
+            pending: vec![qos1(2), qos1(2)],
+            ..SessionState::default()
+        };
+        assert!(queued_dup.validate().is_err());
+        let mut no_id = qos1(3);
+        no_id.packet_id = None;
+        assert!(
+            SessionState {
+                pending: vec![no_id],
+                ..SessionState::default()
+            }
+            .validate()
+            .is_err()
+        );
+        let incoming = SessionState {
+            incoming_qos2: vec![PacketId::ONE, PacketId::ONE],
+            ..SessionState::default()
+        };
+        assert!(incoming.validate().is_err());
+        let restored = crate::Session::client_with_state(crate::Config::default(), incoming, t0());
+        assert!(matches!(
+            restored,
+            Err(crate::Error::Api(crate::ApiError::InvalidSessionState(_)))
+        ));
+    }
+
+    #[allow(clippy::disallowed_methods)] // a base instant for the test
+    fn t0() -> std::time::Instant {
+        std::time::Instant::now()
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn session_state_is_serde() {
+        fn assert_serde<T: serde::Serialize + serde::de::DeserializeOwned>() {}
+        assert_serde::<SessionState>();
+        assert_serde::<Outgoing>();
+    }
+}

@@ -1,0 +1,621 @@
+//! Flow control (spec 4.9), Maximum Packet Size, topic aliases, message
+//! expiry, and every bounded queue.
+
+mod common;
+
+use std::num::{NonZeroU16, NonZeroU32};
+
+use common::*;
+use fulmar_codec::{
+    ConnAck, ConnAckProperties, ConnectReasonCode, Disconnect, DisconnectReasonCode, MqttString,
+    Packet, ProtocolVersion, PubAck, PubComp, PubRec, QoS, SubscriptionOptions,
+};
+use fulmar_session::{Config, DropReason, Error, Event, LimitExceeded, Session};
+
+fn v5_client_with(connack: ConnAck) -> Session {
+    connected_client(
+        Config::default(),
+        connect_packet(ProtocolVersion::V5, "c", true),
+        connack,
+        t0(),
+    )
+}
+
+fn connack_with(f: impl FnOnce(&mut ConnAckProperties)) -> ConnAck {
+    let mut c = ConnAck::new(false, ConnectReasonCode::Success);
+    f(&mut c.properties);
+    c
+}
+
+fn publishes(packets: &[Packet]) -> usize {
+    packets
+        .iter()
+        .filter(|p| matches!(p, Packet::Publish(_)))
+        .count()
+}
+
+#[test]
+fn send_quota_follows_the_peers_receive_maximum() {
+    // v5:MQTT-3.3.4-7 v5:MQTT-4.9.0-1 v5:MQTT-4.9.0-2 v5:MQTT-3.3.4-8 v5:MQTT-4.9.0-3
+    let now = t0();
+    let mut c = v5_client_with(connack_with(|p| p.receive_maximum = NonZeroU16::new(2)));
+    assert_eq!(c.send_window(), 2);
+    let ids: Vec<_> = (0..5)
+        .map(|i| {
+            c.publish(publish("t", QoS::AtLeastOnce, &[i]), now)
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    let out = drain(&mut c);
+    assert_eq!(publishes(&out), 2, "quota of 2");
+    assert_eq!(c.pending_len(), 3);
+    assert_eq!(c.send_window_used(), 2);
+    // Other packets are not held back by the quota; QoS 0 waits its turn in order.
+    c.subscribe(
+        vec![(MqttString::from("x"), SubscriptionOptions::default())],
+        Default::default(),
+        now,
+    )
+    .unwrap();
+    c.handle_timeout(now + secs(60));
+    let out = drain(&mut c);
+    assert!(
+        matches!(out.as_slice(), [Packet::Subscribe(_), Packet::PingReq]),
+        "{out:?}"
+    );
+    // Each PUBACK frees one slot.
+    c.handle_packet(Packet::PubAck(PubAck::new(ids[0])), now)
+        .unwrap();
+    let out = drain(&mut c);
+    let [Packet::Publish(p)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        p.packet_id,
+        Some(ids[2]),
+        "queued messages keep their order"
+    );
+    assert_eq!(c.send_window_used(), 2);
+}
+
+#[test]
+fn qos2_holds_quota_until_pubcomp_or_error_pubrec() {
+    // v5:MQTT-4.9.0-2 v5:MQTT-3.3.4-9
+    let now = t0();
+    let mut c = v5_client_with(connack_with(|p| p.receive_maximum = NonZeroU16::new(1)));
+    let a = c
+        .publish(publish("t", QoS::ExactlyOnce, b"a"), now)
+        .unwrap()
+        .unwrap();
+    c.publish(publish("t", QoS::ExactlyOnce, b"b"), now)
+        .unwrap();
+    assert_eq!(publishes(&drain(&mut c)), 1);
+    c.handle_packet(Packet::PubRec(PubRec::new(a)), now)
+        .unwrap();
+    assert!(
+        matches!(drain(&mut c).as_slice(), [Packet::PubRel(_)]),
+        "still no quota after PUBREC"
+    );
+    c.handle_packet(Packet::PubComp(PubComp::new(a)), now)
+        .unwrap();
+    assert_eq!(publishes(&drain(&mut c)), 1, "PUBCOMP returns the quota");
+}
+
+#[test]
+fn server_respects_the_clients_receive_maximum() {
+    // v5:MQTT-3.3.4-9 v5:MQTT-3.3.4-10
+    let now = t0();
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+    connect.properties.receive_maximum = NonZeroU16::new(3);
+    let mut server = connected_server(Config::default(), connect, now);
+    for i in 0..10u8 {
+        server
+            .publish(publish("t", QoS::AtLeastOnce, &[i]), now)
+            .unwrap();
+    }
+    assert_eq!(publishes(&drain(&mut server)), 3);
+    server.handle_packet(Packet::PingReq, now).unwrap();
+    assert_eq!(
+        drain(&mut server),
+        vec![Packet::PingResp],
+        "PINGRESP is not delayed by the quota"
+    );
+}
+
+#[test]
+fn exceeding_our_receive_maximum_disconnects_with_0x93() {
+    let now = t0();
+    let config = Config {
+        receive_maximum: NonZeroU16::new(2).unwrap(),
+        ..Config::default()
+    };
+    let mut server = connected_server(
+        config.clone(),
+        connect_packet(ProtocolVersion::V5, "c", true),
+        now,
+    );
+    server
+        .handle_packet(incoming("t", QoS::ExactlyOnce, Some(1), b"x"), now)
+        .unwrap();
+    server
+        .handle_packet(incoming("t", QoS::ExactlyOnce, Some(2), b"x"), now)
+        .unwrap();
+    // A duplicate of a stored identifier does not count twice.
+    server
+        .handle_packet(incoming("t", QoS::ExactlyOnce, Some(2), b"x"), now)
+        .unwrap();
+    let err = server
+        .handle_packet(incoming("t", QoS::ExactlyOnce, Some(3), b"x"), now)
+        .unwrap_err();
+    assert_eq!(err, Error::Limit(LimitExceeded::ReceiveMaximum(2)));
+    let out = drain(&mut server);
+    assert_eq!(
+        out.last(),
+        Some(&Packet::Disconnect(Disconnect::new(
+            DisconnectReasonCode::ReceiveMaximumExceeded
+        )))
+    );
+    assert_eq!(
+        server.incoming_qos2_len(),
+        2,
+        "bounded by our receive maximum"
+    );
+
+    // 3.1.1 has no Receive Maximum on the wire, but the bound still holds.
+    let mut server = connected_server(
+        config,
+        connect_packet(ProtocolVersion::V311, "c", true),
+        now,
+    );
+    for n in 1..=2 {
+        server
+            .handle_packet(incoming("t", QoS::ExactlyOnce, Some(n), b"x"), now)
+            .unwrap();
+    }
+    assert!(
+        server
+            .handle_packet(incoming("t", QoS::ExactlyOnce, Some(3), b"x"), now)
+            .is_err()
+    );
+    assert!(
+        server.is_closed()
+            || drain(&mut server)
+                .iter()
+                .all(|p| !matches!(p, Packet::Disconnect(_)))
+    );
+}
+
+#[test]
+fn pending_queue_is_bounded() {
+    let now = t0();
+    let mut c = Session::client(Config {
+        max_pending: 3,
+        ..Config::default()
+    });
+    for _ in 0..3 {
+        c.publish(publish("t", QoS::AtLeastOnce, b"x"), now)
+            .unwrap();
+    }
+    assert_eq!(
+        c.publish(publish("t", QoS::AtMostOnce, b"x"), now),
+        Err(Error::Limit(LimitExceeded::PendingQueueFull(3)))
+    );
+    assert_eq!(c.pending_len(), 3);
+}
+
+#[test]
+fn requests_and_early_packets_are_bounded() {
+    let now = t0();
+    let mut c = connected_client(
+        Config {
+            max_requests: 1,
+            ..Config::default()
+        },
+        connect_packet(ProtocolVersion::V5, "c", true),
+        ConnAck::new(false, ConnectReasonCode::Success),
+        now,
+    );
+    let f = || vec![(MqttString::from("x"), SubscriptionOptions::default())];
+    c.subscribe(f(), Default::default(), now).unwrap();
+    assert_eq!(
+        c.subscribe(f(), Default::default(), now),
+        Err(Error::Limit(LimitExceeded::TooManyRequests(1)))
+    );
+
+    let mut server = Session::server(Config::default(), now);
+    server
+        .handle_packet(
+            Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "c", true))),
+            now,
+        )
+        .unwrap();
+    let mut result = Ok(());
+    for _ in 0..100 {
+        result = server.handle_packet(Packet::PingReq, now);
+        if result.is_err() {
+            break;
+        }
+    }
+    assert!(matches!(
+        result,
+        Err(Error::Limit(LimitExceeded::EarlyPackets(_)))
+    ));
+    assert!(server.is_closed());
+}
+
+#[test]
+fn early_packets_are_processed_after_accept() {
+    let now = t0();
+    let mut server = Session::server(Config::default(), now);
+    server
+        .handle_packet(
+            Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "c", true))),
+            now,
+        )
+        .unwrap();
+    server
+        .handle_packet(incoming("t", QoS::AtLeastOnce, Some(1), b"x"), now)
+        .unwrap();
+    assert!(drain(&mut server).is_empty());
+    let _ = events(&mut server);
+    server
+        .accept(ConnAckProperties::default(), None, now)
+        .unwrap();
+    let out = drain(&mut server);
+    assert!(
+        matches!(out.as_slice(), [Packet::ConnAck(_), Packet::PubAck(_)]),
+        "{out:?}"
+    );
+    assert_eq!(messages(&events(&mut server)).len(), 1);
+}
+
+#[test]
+fn client_never_sends_a_packet_above_the_servers_maximum() {
+    // v5:MQTT-3.2.2-15
+    let now = t0();
+    let mut c = v5_client_with(connack_with(|p| {
+        p.maximum_packet_size = NonZeroU32::new(64)
+    }));
+    let big = publish("t", QoS::AtLeastOnce, &[0; 100]);
+    assert!(matches!(
+        c.publish(big.clone(), now),
+        Err(Error::Limit(LimitExceeded::PacketTooLarge { max: 64, .. }))
+    ));
+    assert!(
+        c.publish(publish("t", QoS::AtLeastOnce, &[0; 10]), now)
+            .is_ok()
+    );
+    assert_eq!(publishes(&drain(&mut c)), 1);
+
+    // Queued before the CONNACK told the limit: dropped and reported.
+    let mut c = Session::client(Config::default());
+    let id = c.publish(big, now).unwrap();
+    c.connect(connect_packet(ProtocolVersion::V5, "c", true), now)
+        .unwrap();
+    let _ = drain(&mut c);
+    c.handle_packet(
+        Packet::ConnAck(connack_with(|p| {
+            p.maximum_packet_size = NonZeroU32::new(64)
+        })),
+        now,
+    )
+    .unwrap();
+    assert!(drain(&mut c).is_empty());
+    assert!(events(&mut c).contains(&Event::PublishDropped {
+        packet_id: id,
+        reason: DropReason::PacketTooLarge
+    }));
+    assert_eq!(c.inflight_len(), 0);
+}
+
+#[test]
+fn server_discards_a_message_too_large_for_the_client() {
+    // v5:MQTT-3.1.2-24 v5:MQTT-3.1.2-25
+    let now = t0();
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+    connect.properties.maximum_packet_size = NonZeroU32::new(64);
+    let mut server = connected_server(Config::default(), connect, now);
+    server
+        .publish(publish("t", QoS::AtLeastOnce, &[0; 100]), now)
+        .unwrap();
+    server
+        .publish(publish("t", QoS::AtLeastOnce, &[0; 10]), now)
+        .unwrap();
+    let out = drain(&mut server);
+    assert_eq!(publishes(&out), 1);
+    for p in &out {
+        assert!(p.encoded_len(ProtocolVersion::V5).unwrap() <= 64);
+    }
+    assert_eq!(
+        server.inflight_len(),
+        1,
+        "the large one behaves as completed"
+    );
+    assert!(events(&mut server).is_empty(), "silently, as if delivered");
+}
+
+#[test]
+fn reason_strings_are_dropped_rather_than_exceed_the_maximum_packet_size() {
+    // v5:MQTT-3.9.2-1 v5:MQTT-3.9.2-2 v5:MQTT-3.2.2-19 v5:MQTT-3.2.2-20 v5:MQTT-3.11.2-1 v5:MQTT-3.11.2-2
+    let now = t0();
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+    connect.properties.maximum_packet_size = NonZeroU32::new(40);
+    let mut server = Session::server(Config::default(), now);
+    server
+        .handle_packet(Packet::Connect(Box::new(connect)), now)
+        .unwrap();
+    let _ = events(&mut server);
+    let long = MqttString::try_new(&"r".repeat(100)).unwrap();
+    let props = ConnAckProperties {
+        reason_string: Some(long.clone()),
+        user_properties: vec![(long.clone(), long.clone())],
+        ..Default::default()
+    };
+    server.accept(props, None, now).unwrap();
+    let out = drain(&mut server);
+    let [Packet::ConnAck(connack)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(connack.properties.reason_string, None);
+    assert!(connack.properties.user_properties.is_empty());
+    assert!(out[0].encoded_len(ProtocolVersion::V5).unwrap() <= 40);
+
+    let sub = fulmar_codec::Subscribe::new(
+        id(1),
+        vec![(MqttString::from("a"), SubscriptionOptions::default())],
+    );
+    server.handle_packet(Packet::Subscribe(sub), now).unwrap();
+    let _ = events(&mut server);
+    let props = fulmar_codec::AckProperties {
+        reason_string: Some(long.clone()),
+        user_properties: vec![],
+    };
+    server
+        .suback(
+            id(1),
+            vec![fulmar_codec::SubAckReasonCode::GrantedQoS0],
+            props.clone(),
+        )
+        .unwrap();
+    let out = drain(&mut server);
+    assert!(matches!(out.as_slice(), [Packet::SubAck(s)] if s.properties.reason_string.is_none()));
+    let unsub = fulmar_codec::Unsubscribe::new(id(2), vec![MqttString::from("a")]);
+    server
+        .handle_packet(Packet::Unsubscribe(unsub), now)
+        .unwrap();
+    let _ = events(&mut server);
+    server
+        .unsuback(
+            id(2),
+            vec![fulmar_codec::UnsubAckReasonCode::Success],
+            props,
+        )
+        .unwrap();
+    let out = drain(&mut server);
+    assert!(
+        matches!(out.as_slice(), [Packet::UnsubAck(s)] if s.properties.reason_string.is_none())
+    );
+}
+
+#[test]
+fn topic_aliases_between_two_sessions() {
+    // v5:MQTT-3.3.2-9 v5:MQTT-3.3.2-10 v5:MQTT-3.3.2-11 v5:MQTT-3.3.2-12 v5:MQTT-3.2.2-17 v5:MQTT-3.1.2-26
+    // v5:MQTT-3.3.2-8
+    let client_config = Config {
+        topic_alias_maximum: 1,
+        ..Config::default()
+    };
+    let server_config = Config {
+        topic_alias_maximum: 2,
+        ..Config::default()
+    };
+    let mut pair = Pair::with_configs(ProtocolVersion::V5, client_config, server_config);
+    pair.connect(true);
+    for topic in ["a", "b", "c", "a", "b", "c"] {
+        pair.client
+            .publish(publish(topic, QoS::AtMostOnce, b"x"), pair.now)
+            .unwrap();
+        pair.server
+            .publish(publish(topic, QoS::AtMostOnce, b"x"), pair.now)
+            .unwrap();
+    }
+    let up = drain(&mut pair.client);
+    let aliases: Vec<Option<u16>> = up
+        .iter()
+        .map(|p| match p {
+            Packet::Publish(p) => p.properties.topic_alias.map(|a| a.get()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        aliases,
+        vec![Some(1), Some(2), None, Some(1), Some(2), None],
+        "within the server's maximum of 2"
+    );
+    let down = drain(&mut pair.server);
+    assert!(down.iter().all(
+        |p| matches!(p, Packet::Publish(p) if p.properties.topic_alias.is_none_or(|a| a.get() == 1))
+    ));
+    for p in up {
+        pair.server
+            .handle_packet(wire(p, ProtocolVersion::V5), pair.now)
+            .unwrap();
+    }
+    for p in down {
+        pair.client
+            .handle_packet(wire(p, ProtocolVersion::V5), pair.now)
+            .unwrap();
+    }
+    let topics = |evs: &[Event]| {
+        messages(evs)
+            .iter()
+            .map(|m| m.topic.to_string())
+            .collect::<Vec<_>>()
+    };
+    let expected = vec!["a", "b", "c", "a", "b", "c"];
+    assert_eq!(topics(&events(&mut pair.server)), expected);
+    let client_topics = topics(&events(&mut pair.client));
+    assert_eq!(client_topics, expected);
+}
+
+#[test]
+fn topic_aliases_do_not_survive_the_connection() {
+    // v5:MQTT-3.3.2-7 v5:MQTT-3.2.2-18 v5:MQTT-3.1.2-27
+    let mut pair = Pair::new(ProtocolVersion::V5);
+    pair.connect(false);
+    pair.client
+        .publish(publish("a", QoS::AtMostOnce, b"x"), pair.now)
+        .unwrap();
+    pair.drive();
+    pair.break_link();
+    pair.connect(false);
+    pair.client
+        .publish(publish("a", QoS::AtMostOnce, b"x"), pair.now)
+        .unwrap();
+    let out = drain(&mut pair.client);
+    let [Packet::Publish(p)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        p.topic, "a",
+        "the alias is set up again with the topic name"
+    );
+    assert_eq!(p.properties.topic_alias.map(|a| a.get()), Some(1));
+    // The server never aliases towards a client that announced no maximum.
+    let mut server = connected_server(
+        Config::default(),
+        connect_packet(ProtocolVersion::V5, "c", true),
+        pair.now,
+    );
+    server
+        .publish(publish("a", QoS::AtMostOnce, b"x"), pair.now)
+        .unwrap();
+    assert!(
+        matches!(drain(&mut server).as_slice(), [Packet::Publish(p)] if p.properties.topic_alias.is_none())
+    );
+    // An alias the session has no mapping for is a protocol error.
+    let mut p = publish("", QoS::AtMostOnce, b"x");
+    p.properties.topic_alias = NonZeroU16::new(1);
+    server
+        .publish(publish("b", QoS::AtMostOnce, b"x"), pair.now)
+        .unwrap();
+    assert!(server.handle_packet(Packet::Publish(p), pair.now).is_err());
+    assert_eq!(
+        drain(&mut server).last(),
+        Some(&Packet::Disconnect(Disconnect::new(
+            DisconnectReasonCode::ProtocolError
+        )))
+    );
+}
+
+#[test]
+fn alias_above_our_maximum_is_topic_alias_invalid() {
+    let now = t0();
+    let mut server = connected_server(
+        Config::default(),
+        connect_packet(ProtocolVersion::V5, "c", true),
+        now,
+    );
+    let mut p = publish("t", QoS::AtMostOnce, b"x");
+    p.properties.topic_alias = NonZeroU16::new(17);
+    assert!(server.handle_packet(Packet::Publish(p), now).is_err());
+    assert_eq!(
+        drain(&mut server),
+        vec![Packet::Disconnect(Disconnect::new(
+            DisconnectReasonCode::TopicAliasInvalid
+        ))]
+    );
+}
+
+#[test]
+fn message_expiry_while_queued() {
+    // v5:MQTT-3.3.2-5 v5:MQTT-3.3.2-6 v5:MQTT-4.3.3-7
+    let now = t0();
+    let mut server = Session::server(Config::default(), now);
+    let mut short = publish("t", QoS::AtLeastOnce, b"short");
+    short.properties.message_expiry_interval = Some(5);
+    let mut long = publish("t", QoS::ExactlyOnce, b"long");
+    long.properties.message_expiry_interval = Some(100);
+    let short_id = server.publish(short, now).unwrap();
+    let long_id = server.publish(long, now).unwrap();
+    // The client connects 30 s later.
+    let later = now + secs(30);
+    server
+        .handle_packet(
+            Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "c", true))),
+            later,
+        )
+        .unwrap();
+    let _ = events(&mut server);
+    server
+        .accept(ConnAckProperties::default(), None, later)
+        .unwrap();
+    let out = drain(&mut server);
+    let [Packet::ConnAck(_), Packet::Publish(p)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(p.packet_id, long_id);
+    assert_eq!(
+        p.properties.message_expiry_interval,
+        Some(70),
+        "reduced by the 30 s it waited"
+    );
+    assert!(events(&mut server).contains(&Event::PublishDropped {
+        packet_id: short_id,
+        reason: DropReason::Expired
+    }));
+    // Once sent, a message does not expire: it is resent as it was.
+    server.connection_lost(later);
+    let state = server.session_state(later + secs(1000));
+    let [fulmar_session::Outgoing::Publish(kept)] = state.outgoing() else {
+        panic!("{state:?}")
+    };
+    assert_eq!(kept.properties.message_expiry_interval, Some(70));
+}
+
+#[test]
+fn expired_messages_free_the_queue() {
+    let now = t0();
+    let mut c = Session::client(Config {
+        max_pending: 1,
+        ..Config::default()
+    });
+    let mut p = publish("t", QoS::AtLeastOnce, b"x");
+    p.properties.message_expiry_interval = Some(1);
+    c.publish(p.clone(), now).unwrap();
+    assert!(c.publish(p.clone(), now).is_err());
+    assert!(
+        c.publish(p, now + secs(2)).is_ok(),
+        "the expired one made room"
+    );
+    assert!(events(&mut c).iter().any(|e| matches!(
+        e,
+        Event::PublishDropped {
+            reason: DropReason::Expired,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn v311_strips_v5_properties_when_forwarding() {
+    let now = t0();
+    let mut server = connected_server(
+        Config::default(),
+        connect_packet(ProtocolVersion::V311, "c", true),
+        now,
+    );
+    let mut p = publish("t", QoS::AtLeastOnce, b"x");
+    p.properties.message_expiry_interval = Some(100);
+    p.properties.content_type = Some(MqttString::from("text/plain"));
+    server.publish(p, now).unwrap();
+    let out = drain(&mut server);
+    let [packet] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    let Packet::Publish(sent) = wire(packet.clone(), ProtocolVersion::V311) else {
+        panic!()
+    };
+    assert!(sent.properties.is_empty());
+}

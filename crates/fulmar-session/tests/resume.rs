@@ -1,0 +1,238 @@
+//! Session state across network connections (spec 4.1, 4.4, 4.6).
+
+mod common;
+
+use common::*;
+use fulmar_codec::{Packet, ProtocolVersion, PubRec, PubRel, QoS};
+use fulmar_session::{Config, Outgoing, Session, SessionState};
+
+const BOTH: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
+
+#[test]
+fn client_resends_unacknowledged_publishes_in_order_with_dup_and_original_ids() {
+    // MQTT-4.4.0-1 MQTT-4.6.0-1 MQTT-3.3.1-1 v5:MQTT-4.1.0-1 v3:MQTT-4.1.0-1 v3:MQTT-4.1.0-2
+    for version in BOTH {
+        let mut pair = Pair::new(version);
+        pair.connect(false);
+        let ids: Vec<_> = (0..4u8)
+            .map(|i| {
+                let qos = if i % 2 == 0 {
+                    QoS::AtLeastOnce
+                } else {
+                    QoS::ExactlyOnce
+                };
+                pair.client
+                    .publish(publish("t", qos, &[i]), pair.now)
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect();
+        let first = drain(&mut pair.client);
+        assert_eq!(first.len(), 4);
+        pair.break_link();
+        assert_eq!(
+            pair.client.inflight_len(),
+            4,
+            "kept across the broken connection"
+        );
+        pair.client
+            .connect(connect_packet(version, "pair", false), pair.now)
+            .unwrap();
+        pair.server = Session::server(Config::default(), pair.now);
+        // Client sends CONNECT, server accepts, client receives CONNACK.
+        let connect = drain(&mut pair.client);
+        for p in connect {
+            pair.server
+                .handle_packet(wire(p, version), pair.now)
+                .unwrap();
+        }
+        let _ = events(&mut pair.server);
+        pair.server
+            .accept(Default::default(), pair.stored.take(), pair.now)
+            .unwrap();
+        for p in drain(&mut pair.server) {
+            pair.client
+                .handle_packet(wire(p, version), pair.now)
+                .unwrap();
+        }
+        let resent = drain(&mut pair.client);
+        let resent_ids: Vec<_> = resent
+            .iter()
+            .map(|p| match p {
+                Packet::Publish(p) => {
+                    assert!(p.dup, "DUP on retransmission");
+                    p.packet_id.unwrap()
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(resent_ids, ids, "original order and identifiers");
+    }
+}
+
+#[test]
+fn pubrel_is_resent_and_the_publish_is_not() {
+    // MQTT-4.4.0-1 v5:MQTT-4.3.3-6
+    for version in BOTH {
+        let mut pair = Pair::new(version);
+        pair.connect(false);
+        let a = pair
+            .client
+            .publish(publish("t", QoS::ExactlyOnce, b"a"), pair.now)
+            .unwrap()
+            .unwrap();
+        let b = pair
+            .client
+            .publish(publish("t", QoS::ExactlyOnce, b"b"), pair.now)
+            .unwrap()
+            .unwrap();
+        let out = drain(&mut pair.client);
+        for p in out {
+            pair.server
+                .handle_packet(wire(p, version), pair.now)
+                .unwrap();
+        }
+        let _ = drain(&mut pair.server);
+        // Only b's PUBREC arrives; its PUBREL is lost.
+        pair.client
+            .handle_packet(Packet::PubRec(PubRec::new(b)), pair.now)
+            .unwrap();
+        assert_eq!(
+            drain(&mut pair.client),
+            vec![Packet::PubRel(PubRel::new(b))]
+        );
+        pair.break_link();
+        pair.connect(false);
+        let server_msgs = messages(&pair.take_server_events());
+        assert_eq!(
+            server_msgs.len(),
+            2,
+            "delivered once each, before the break: {server_msgs:?}"
+        );
+        assert_eq!(completed(&pair.take_client_events()), vec![b, a]);
+        assert_eq!(pair.client.inflight_len(), 0);
+        assert_eq!(pair.server.incoming_qos2_len(), 0);
+    }
+}
+
+#[test]
+fn server_resends_to_a_returning_client() {
+    // MQTT-4.4.0-1 v3:MQTT-3.1.2-5 v5:MQTT-3.1.2-23
+    for version in BOTH {
+        let mut pair = Pair::new(version);
+        pair.connect(false);
+        let sent = pair
+            .server
+            .publish(publish("t", QoS::AtLeastOnce, b"1"), pair.now)
+            .unwrap()
+            .unwrap();
+        let _ = drain(&mut pair.server);
+        pair.break_link();
+        // While the client is away, the broker queues in the stored state's
+        // session (here: a disconnected session object).
+        let mut offline = Session::server(Config::default(), pair.now);
+        offline
+            .handle_packet(
+                Packet::Connect(Box::new(connect_packet(version, "pair", false))),
+                pair.now,
+            )
+            .unwrap();
+        let _ = events(&mut offline);
+        offline
+            .accept(Default::default(), pair.stored.take(), pair.now)
+            .unwrap();
+        let _ = drain(&mut offline);
+        offline.connection_lost(pair.now);
+        let queued = offline
+            .publish(publish("t", QoS::AtLeastOnce, b"2"), pair.now)
+            .unwrap()
+            .unwrap();
+        pair.stored = Some(offline.session_state(pair.now));
+        pair.connect(false);
+        let got = messages(&pair.take_client_events());
+        let ids: Vec<_> = got.iter().map(|m| m.packet_id.unwrap()).collect();
+        assert_eq!(ids, vec![sent, queued], "resent, then the queued one");
+        assert!(got[0].dup && !got[1].dup);
+        assert_eq!(pair.server.inflight_len(), 0);
+    }
+}
+
+#[test]
+fn session_state_round_trips_through_a_plain_value() {
+    // v5:MQTT-3.1.2-23 MQTT-4.4.0-1
+    let mut pair = Pair::new(ProtocolVersion::V5);
+    pair.connect(false);
+    let a = pair
+        .client
+        .publish(publish("t", QoS::ExactlyOnce, b"a"), pair.now)
+        .unwrap()
+        .unwrap();
+    let b = pair
+        .client
+        .publish(publish("t", QoS::AtLeastOnce, b"b"), pair.now)
+        .unwrap()
+        .unwrap();
+    let _ = drain(&mut pair.client);
+    pair.client
+        .handle_packet(Packet::PubRec(PubRec::new(a)), pair.now)
+        .unwrap();
+    let _ = drain(&mut pair.client);
+    pair.client
+        .handle_packet(incoming("in", QoS::ExactlyOnce, Some(77), b"x"), pair.now)
+        .unwrap();
+    let c = pair
+        .client
+        .publish(publish("t", QoS::AtLeastOnce, b"c"), pair.now)
+        .unwrap()
+        .unwrap();
+    pair.client.connection_lost(pair.now);
+    let state = pair.client.session_state(pair.now);
+    assert_eq!(
+        state.outgoing(),
+        &[
+            Outgoing::Publish(Box::new(sent_copy(b))),
+            Outgoing::PubRel(a)
+        ][..]
+    );
+    assert_eq!(state.incoming_qos2(), &[id(77)]);
+    assert_eq!(
+        state.pending().len(),
+        1,
+        "c was never polled for transmission"
+    );
+    assert_eq!(state.pending()[0].packet_id, Some(c));
+
+    // A new process: rebuilt from the value, it carries on.
+    let restored = Session::client_with_state(Config::default(), state.clone(), pair.now).unwrap();
+    assert_eq!(restored.session_state(pair.now), state);
+    let mut fresh = restored;
+    let next = fresh
+        .publish(publish("t", QoS::AtLeastOnce, b"d"), pair.now)
+        .unwrap()
+        .unwrap();
+    assert!(
+        state.outgoing().iter().all(|o| o.packet_id() != Some(next)),
+        "no identifier reused"
+    );
+
+    fn sent_copy(id: fulmar_codec::PacketId) -> fulmar_codec::Publish {
+        let mut p = publish("t", QoS::AtLeastOnce, b"b");
+        p.packet_id = Some(id);
+        p
+    }
+}
+
+#[test]
+fn inconsistent_state_is_refused() {
+    let mut p = publish("t", QoS::AtLeastOnce, b"x");
+    p.packet_id = Some(id(1));
+    let mut state = SessionState::new();
+    assert!(state.is_empty());
+    let mut session = Session::client(Config::default());
+    session.publish(p.clone(), t0()).unwrap();
+    state = session.session_state(t0());
+    assert!(!state.is_empty());
+    // Duplicate identifiers cannot be built through the API; a corrupted
+    // store is caught on restore via the same check (exercised in unit tests).
+    assert!(Session::client_with_state(Config::default(), state, t0()).is_ok());
+}
