@@ -124,8 +124,9 @@ impl Outbound {
         self.inflight.get(seq).map(|e| &e.stage)
     }
 
-    /// The next PUBLISH to send: retransmissions first, then the queue, while
-    /// fewer than `limit` QoS 1/2 messages are live. `check` may veto a queued
+    /// The next PUBLISH to send: retransmissions first while fewer than
+    /// `limit` QoS 1/2 messages are live, then the queue while fewer than
+    /// `limit` are in flight at all (so the table never exceeds `limit`). `check` may veto a queued
     /// message (peer limits); expired queued messages are dropped.
     pub(crate) fn next(
         &mut self,
@@ -158,7 +159,10 @@ impl Outbound {
         let Some(front) = self.pending.front() else {
             return Next::Nothing;
         };
-        if front.publish.qos != QoS::AtMostOnce && self.live >= limit {
+        // A new QoS 1/2 message needs a free slot in the whole in-flight table,
+        // not only in this connection's quota: PUBRELs resent after a resume
+        // take no quota (spec 4.9) but still hold memory until PUBCOMP.
+        if front.publish.qos != QoS::AtMostOnce && self.inflight.len() >= limit {
             return Next::Nothing;
         }
         let Some(Pending {
@@ -366,6 +370,23 @@ impl Outbound {
             });
         }
         out
+    }
+
+    /// Appends the queue of `other` (messages queued before a stored session
+    /// was loaded) behind this one's. Identifiers are kept unless this
+    /// session already uses them.
+    pub(crate) fn absorb_pending(&mut self, other: Outbound) {
+        for mut q in other.pending {
+            if let Some(id) = q.publish.packet_id
+                && !self.ids.claim(id)
+            {
+                match self.ids.allocate() {
+                    Some(fresh) => q.publish.packet_id = Some(fresh),
+                    None => continue,
+                }
+            }
+            self.pending.push_back(q);
+        }
     }
 
     /// Drops expired queued messages, reporting each.

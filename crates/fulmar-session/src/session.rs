@@ -193,7 +193,8 @@ impl Session {
         }
     }
 
-    /// Replaces the session state with `state`.
+    /// Replaces the session state with `state`; messages queued so far stay
+    /// queued, behind the restored ones.
     pub(crate) fn load_state(&mut self, state: SessionState, now: Instant) -> Result<(), ApiError> {
         state.validate().map_err(ApiError::InvalidSessionState)?;
         let SessionState {
@@ -203,7 +204,11 @@ impl Session {
             subscriptions,
             last_packet_id,
         } = state;
-        self.out = Outbound::restore(outgoing, pending, last_packet_id, now);
+        let queued = std::mem::replace(
+            &mut self.out,
+            Outbound::restore(outgoing, pending, last_packet_id, now),
+        );
+        self.out.absorb_pending(queued);
         self.incoming_qos2 = incoming_qos2.into_iter().collect();
         self.subscriptions = subscriptions;
         Ok(())

@@ -1,0 +1,514 @@
+//! Deterministic simulation: a client session and a server session on an
+//! in-memory link driven by a seeded RNG. Packets are delayed (order within
+//! one connection is kept, as TCP keeps it), the connection breaks at random
+//! steps and the session resumes. Checked for every seed:
+//!
+//! - QoS 0 at most once, QoS 1 at least once, QoS 2 exactly once, both ways;
+//! - per-topic order of the first delivery of QoS 1/2 messages;
+//! - no packet identifier reused while its message is in flight;
+//! - no side ever sees a protocol error, in particular never more QoS 1/2
+//!   messages than its Receive Maximum;
+//! - every queue stays within its limit.
+//!
+//! `SIM_SEEDS=n` sets the number of seeds (default 2000); `SIM_SEED=s` replays one.
+//! A failing seed is printed.
+
+mod common;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::num::NonZeroU16;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{connect_packet, t0, wire};
+use fulmar_codec::{
+    ConnAckProperties, MqttString, Packet, PacketId, ProtocolVersion, Publish, QoS,
+};
+use fulmar_session::{Config, Error, Event, Session, SessionState};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const TOPICS: [&str; 3] = ["a", "b/c", "d/e/f"];
+
+/// One direction's bookkeeping: what was published, delivered, completed.
+#[derive(Default)]
+struct Flow {
+    sent: Vec<(QoS, &'static str)>,
+    delivered: HashMap<u32, usize>,
+    first_order: HashMap<&'static str, Vec<u32>>,
+    completed: HashMap<u32, usize>,
+    ids: HashMap<PacketId, u32>,
+    /// Packet identifiers in flight at the sender (first sent, not completed).
+    outstanding: HashSet<PacketId>,
+}
+
+struct Sim {
+    rng: StdRng,
+    now: Instant,
+    version: ProtocolVersion,
+    client: Session,
+    server: Session,
+    server_config: Config,
+    receive_max: [u16; 2],
+    max_pending: usize,
+    c2s: VecDeque<Packet>,
+    s2c: VecDeque<Packet>,
+    up: Flow,
+    down: Flow,
+    connected: bool,
+    breaks: usize,
+    pending_state: Option<SessionState>,
+}
+
+fn message(n: u32, topic: &'static str, qos: QoS) -> Publish {
+    let mut p = Publish::new(
+        MqttString::from(topic),
+        Bytes::copy_from_slice(&n.to_be_bytes()),
+    );
+    p.qos = qos;
+    p
+}
+
+fn number(p: &Publish) -> Result<u32, String> {
+    let bytes: [u8; 4] = p
+        .payload
+        .as_ref()
+        .try_into()
+        .map_err(|_| format!("bad payload {p:?}"))?;
+    Ok(u32::from_be_bytes(bytes))
+}
+
+impl Sim {
+    fn new(seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let version = if rng.random_bool(0.5) {
+            ProtocolVersion::V5
+        } else {
+            ProtocolVersion::V311
+        };
+        let receive_max = [rng.random_range(1..=4u16), rng.random_range(1..=4u16)];
+        let max_pending = rng.random_range(4..=16usize);
+        let config = |rm: u16| Config {
+            receive_maximum: NonZeroU16::new(rm).unwrap_or(NonZeroU16::MIN),
+            // Under 3.1.1 there is no Receive Maximum on the wire: both sides
+            // cap their own in-flight window to the peer's value.
+            max_inflight: NonZeroU16::new(rm).unwrap_or(NonZeroU16::MIN),
+            max_pending,
+            topic_alias_maximum: 2,
+            connect_timeout: Some(Duration::from_secs(5)),
+            ping_timeout: Duration::from_secs(5),
+            ..Config::default()
+        };
+        let mut client_config = config(receive_max[0]);
+        let server_config = config(receive_max[1]);
+        if version == ProtocolVersion::V311 {
+            client_config.max_inflight = server_config.receive_maximum;
+        }
+        let mut server_config = server_config;
+        if version == ProtocolVersion::V311 {
+            server_config.max_inflight = client_config.receive_maximum;
+        }
+        let now = t0();
+        Self {
+            rng,
+            now,
+            version,
+            client: Session::client(client_config),
+            server: Session::server(server_config.clone(), now),
+            server_config,
+            receive_max,
+            max_pending,
+            c2s: VecDeque::new(),
+            s2c: VecDeque::new(),
+            up: Flow::default(),
+            down: Flow::default(),
+            connected: false,
+            breaks: 0,
+            pending_state: None,
+        }
+    }
+
+    fn connect(&mut self) -> Result<(), String> {
+        // The broker keeps the old session's state and hands it to the new one.
+        self.server.connection_lost(self.now);
+        self.client.connection_lost(self.now);
+        self.collect()?;
+        // The broker's store: the state of the last accepted server session.
+        // A server session that never got its CONNECT holds nothing.
+        if self.pending_state.is_none() {
+            self.pending_state = Some(self.server.session_state(self.now));
+        }
+        self.server = Session::server(self.server_config.clone(), self.now);
+        let mut connect = connect_packet(self.version, "sim", false);
+        connect.keep_alive = 5;
+        self.c2s.clear();
+        self.s2c.clear();
+        self.client
+            .connect(connect, self.now)
+            .map_err(|e| format!("connect: {e}"))?;
+        self.connected = true;
+        Ok(())
+    }
+
+    fn break_link(&mut self) -> Result<(), String> {
+        trace(|| "-- link broken".to_string());
+        self.breaks += 1;
+        self.c2s.clear();
+        self.s2c.clear();
+        self.client.connection_lost(self.now);
+        self.server.connection_lost(self.now);
+        self.connected = false;
+        self.collect()
+    }
+
+    fn publish_up(&mut self) -> Result<(), String> {
+        let n = u32::try_from(self.up.sent.len()).map_err(|e| e.to_string())?;
+        let (qos, topic) = self.pick();
+        match self.client.publish(message(n, topic, qos), self.now) {
+            Ok(id) => {
+                self.up.sent.push((qos, topic));
+                if let Some(id) = id {
+                    self.up.ids.insert(id, n);
+                }
+                Ok(())
+            }
+            Err(Error::Limit(_)) => Ok(()),
+            Err(e) => Err(format!("client publish: {e}")),
+        }
+    }
+
+    fn publish_down(&mut self) -> Result<(), String> {
+        if self.pending_state.is_some() {
+            // The broker routes to the stored session, not to a connection
+            // that has not been accepted yet; this simulation just waits.
+            return Ok(());
+        }
+        let n = u32::try_from(self.down.sent.len()).map_err(|e| e.to_string())?;
+        let (qos, topic) = self.pick();
+        match self.server.publish(message(n, topic, qos), self.now) {
+            Ok(id) => {
+                self.down.sent.push((qos, topic));
+                if let Some(id) = id {
+                    self.down.ids.insert(id, n);
+                }
+                Ok(())
+            }
+            Err(Error::Limit(_)) => Ok(()),
+            Err(e) => Err(format!("server publish: {e}")),
+        }
+    }
+
+    fn pick(&mut self) -> (QoS, &'static str) {
+        let qos = match self.rng.random_range(0..3) {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        };
+        (qos, TOPICS[self.rng.random_range(0..TOPICS.len())])
+    }
+
+    /// Moves what each session wants to send onto the link.
+    fn transmit(&mut self) -> Result<(), String> {
+        while let Some(p) = self.client.poll_transmit() {
+            check_first_send(&mut self.up, &p)?;
+            if self.connected {
+                self.c2s.push_back(wire(p, self.version));
+            }
+        }
+        while let Some(p) = self.server.poll_transmit() {
+            check_first_send(&mut self.down, &p)?;
+            if self.connected {
+                self.s2c.push_back(wire(p, self.version));
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver_c2s(&mut self) -> Result<(), String> {
+        if let Some(p) = self.c2s.pop_front() {
+            trace(|| format!("c->s {}", brief(&p)));
+            self.server
+                .handle_packet(p, self.now)
+                .map_err(|e| format!("server: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn deliver_s2c(&mut self) -> Result<(), String> {
+        if let Some(p) = self.s2c.pop_front() {
+            trace(|| format!("s->c {}", brief(&p)));
+            self.client
+                .handle_packet(p, self.now)
+                .map_err(|e| format!("client: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn collect(&mut self) -> Result<(), String> {
+        while let Some(event) = self.server.poll_event() {
+            match event {
+                Event::Connect(_) => {
+                    let stored = self.pending_state.take();
+                    self.server
+                        .accept(ConnAckProperties::default(), stored, self.now)
+                        .map_err(|e| format!("accept: {e}"))?;
+                }
+                other => record(&mut self.up, &mut self.down, other)?,
+            }
+        }
+        while let Some(event) = self.client.poll_event() {
+            record(&mut self.down, &mut self.up, event)?;
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), String> {
+        let dt = Duration::from_millis(self.rng.random_range(0..3000));
+        self.now += dt;
+        if self.client.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.client.handle_timeout(self.now);
+        }
+        if self.server.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.server.handle_timeout(self.now);
+        }
+        Ok(())
+    }
+
+    /// After any step: closed connections are re-established, and the
+    /// invariants that hold at every instant are checked.
+    fn after_step(&mut self) -> Result<(), String> {
+        self.transmit()?;
+        self.collect()?;
+        for (session, name) in [(&self.client, "client"), (&self.server, "server")] {
+            if let Some(error) = session.error()
+                && !matches!(error, Error::KeepAliveTimeout | Error::ConnectTimeout)
+            {
+                return Err(format!("{name} closed with {error}"));
+            }
+            if session.pending_len() > self.max_pending {
+                return Err(format!(
+                    "{name} queue {} above {}",
+                    session.pending_len(),
+                    self.max_pending
+                ));
+            }
+        }
+        let peer_max = [self.receive_max[1], self.receive_max[0]];
+        for ((session, name), max) in [(&self.client, "client"), (&self.server, "server")]
+            .into_iter()
+            .zip(peer_max)
+        {
+            if session.send_window_used() > usize::from(max)
+                || session.inflight_len() > usize::from(max)
+            {
+                return Err(format!(
+                    "{name} has {} live / {} in flight, peer receive maximum {max}",
+                    session.send_window_used(),
+                    session.inflight_len()
+                ));
+            }
+        }
+        if self.client.incoming_qos2_len() > usize::from(self.receive_max[0])
+            || self.server.incoming_qos2_len() > usize::from(self.receive_max[1])
+        {
+            return Err("inbound QoS 2 identifiers above the receive maximum".into());
+        }
+        if self.connected && (self.client.is_closed() || self.server.is_closed()) {
+            // A side closed (keep-alive): the network connection goes too.
+            self.transmit()?;
+            self.break_link()?;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self) -> Result<(), String> {
+        match self.rng.random_range(0..100) {
+            0..=2 if self.connected => self.break_link()?,
+            0..=2 => self.connect()?,
+            3..=14 => self.publish_up()?,
+            15..=26 => self.publish_down()?,
+            27..=56 => self.deliver_c2s()?,
+            57..=86 => self.deliver_s2c()?,
+            _ => self.tick()?,
+        }
+        if !self.connected && self.rng.random_bool(0.3) {
+            self.connect()?;
+        }
+        self.after_step()
+    }
+
+    /// No more faults: deliver until both directions are complete.
+    fn settle(&mut self) -> Result<(), String> {
+        for _ in 0..10_000 {
+            if !self.connected {
+                self.connect()?;
+            }
+            let idle = self.c2s.is_empty() && self.s2c.is_empty();
+            let done = idle
+                && self.client.is_connected()
+                && self.server.is_connected()
+                && self.client.inflight_len() == 0
+                && self.server.inflight_len() == 0
+                && self.client.pending_len() == 0
+                && self.server.pending_len() == 0;
+            if done {
+                return Ok(());
+            }
+            if !self.c2s.is_empty() {
+                self.deliver_c2s()?;
+            } else if !self.s2c.is_empty() {
+                self.deliver_s2c()?;
+            } else {
+                self.now += Duration::from_millis(500);
+                self.client.handle_timeout(self.now);
+                self.server.handle_timeout(self.now);
+            }
+            self.after_step()?;
+        }
+        Err("did not settle".into())
+    }
+}
+
+/// `SIM_TRACE=1` prints every delivered packet (use with `SIM_SEED`).
+fn trace(line: impl FnOnce() -> String) {
+    if std::env::var_os("SIM_TRACE").is_some() {
+        eprintln!("{}", line());
+    }
+}
+
+fn brief(p: &Packet) -> String {
+    match p {
+        Packet::Publish(p) => format!(
+            "PUBLISH q{} id={:?} dup={} #{}",
+            p.qos.as_u8(),
+            p.packet_id.map(PacketId::get),
+            p.dup,
+            number(p).unwrap_or(u32::MAX)
+        ),
+        Packet::PubAck(a) => format!("PUBACK {}", a.packet_id),
+        Packet::PubRec(a) => format!("PUBREC {}", a.packet_id),
+        Packet::PubRel(a) => format!("PUBREL {}", a.packet_id),
+        Packet::PubComp(a) => format!("PUBCOMP {}", a.packet_id),
+        other => format!("{:?}", other.packet_type()),
+    }
+}
+
+/// A first transmission (DUP 0) of a QoS 1/2 PUBLISH must use an identifier
+/// that is not in flight.
+fn check_first_send(flow: &mut Flow, packet: &Packet) -> Result<(), String> {
+    if let Packet::Publish(p) = packet
+        && let Some(id) = p.packet_id
+        && !p.dup
+        && !flow.outstanding.insert(id)
+    {
+        return Err(format!("packet identifier {id} reused while in flight"));
+    }
+    Ok(())
+}
+
+/// An event at the receiving end of `inbound` / the sending end of `outbound`.
+fn record(inbound: &mut Flow, outbound: &mut Flow, event: Event) -> Result<(), String> {
+    match event {
+        Event::Message(p) => {
+            let n = number(&p)?;
+            let count = inbound.delivered.entry(n).or_insert(0);
+            *count += 1;
+            let (qos, topic) = *inbound.sent.get(n as usize).ok_or("unknown message")?;
+            if p.topic != topic {
+                return Err(format!("message {n} on {} instead of {topic}", p.topic));
+            }
+            if *count == 1 && qos != QoS::AtMostOnce {
+                inbound.first_order.entry(topic).or_default().push(n);
+            }
+        }
+        Event::PublishComplete { packet_id, .. } => {
+            let n = outbound
+                .ids
+                .remove(&packet_id)
+                .ok_or(format!("completion for unknown id {packet_id}"))?;
+            *outbound.completed.entry(n).or_insert(0) += 1;
+            outbound.outstanding.remove(&packet_id);
+        }
+        Event::PublishDropped { packet_id, reason } => {
+            return Err(format!("message {packet_id:?} dropped: {reason:?}"));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn check_flow(flow: &Flow, name: &str) -> Result<(), String> {
+    for (n, (qos, _)) in flow.sent.iter().enumerate() {
+        let n = u32::try_from(n).map_err(|e| e.to_string())?;
+        let delivered = flow.delivered.get(&n).copied().unwrap_or(0);
+        let completed = flow.completed.get(&n).copied().unwrap_or(0);
+        match qos {
+            QoS::AtMostOnce if delivered > 1 => {
+                return Err(format!("{name}: QoS 0 message {n} delivered {delivered}x"));
+            }
+            QoS::AtLeastOnce if delivered == 0 => {
+                return Err(format!("{name}: QoS 1 message {n} lost"));
+            }
+            QoS::ExactlyOnce if delivered != 1 => {
+                return Err(format!("{name}: QoS 2 message {n} delivered {delivered}x"));
+            }
+            QoS::AtLeastOnce | QoS::ExactlyOnce if completed != 1 => {
+                return Err(format!("{name}: message {n} completed {completed}x"));
+            }
+            _ => {}
+        }
+    }
+    for (topic, order) in &flow.first_order {
+        if order.windows(2).any(|w| w[0] > w[1]) {
+            return Err(format!("{name}: order broken on {topic}: {order:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn run(seed: u64) -> Result<Sim, String> {
+    let mut sim = Sim::new(seed);
+    sim.connect()?;
+    sim.after_step()?;
+    let steps = sim.rng.random_range(50..400);
+    for _ in 0..steps {
+        sim.step()?;
+    }
+    sim.settle()?;
+    check_flow(&sim.up, "client->server")?;
+    check_flow(&sim.down, "server->client")?;
+    Ok(sim)
+}
+
+#[test]
+fn simulation_over_many_seeds() {
+    // MQTT-4.3.1-1 MQTT-4.4.0-1 MQTT-4.6.0-1 v5:MQTT-4.6.0-5 v5:MQTT-4.6.0-6 v5:MQTT-4.9.0-2 v5:MQTT-4.3.3-10
+    // v3:MQTT-4.6.0-6 v5:MQTT-4.2.0-1
+    let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("SIM_SEED is a number")],
+        Err(_) => {
+            let n = std::env::var("SIM_SEEDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(2000);
+            (0..n).collect()
+        }
+    };
+    let (mut breaks, mut messages) = (0, 0);
+    for seed in seeds {
+        match run(seed) {
+            Ok(sim) => {
+                breaks += sim.breaks;
+                messages += sim.up.sent.len() + sim.down.sent.len();
+            }
+            Err(e) => {
+                panic!("simulation failed for seed {seed} (replay with SIM_SEED={seed}): {e}")
+            }
+        }
+    }
+    eprintln!("simulation: {messages} messages, {breaks} broken connections");
+    assert!(
+        breaks > 0 && messages > 0,
+        "the simulation exercised nothing"
+    );
+}
