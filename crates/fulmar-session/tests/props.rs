@@ -20,7 +20,7 @@ use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
 enum Input {
-    Packet(Packet),
+    Packet(Box<Packet>),
     Publish(QoS, u8),
     Advance(u16),
     Lost,
@@ -97,7 +97,7 @@ fn packet() -> impl Strategy<Value = Packet> {
 
 fn input() -> impl Strategy<Value = Input> {
     prop_oneof![
-        12 => packet().prop_map(Input::Packet),
+        12 => packet().prop_map(|p| Input::Packet(Box::new(p))),
         2 => (qos(), any::<u8>()).prop_map(|(q, b)| Input::Publish(q, b)),
         2 => (0u16..120).prop_map(Input::Advance),
         1 => Just(Input::Lost),
@@ -135,7 +135,7 @@ fn run(
                 if p.encode(version, &mut buf).is_err() {
                     continue;
                 }
-                session.handle_packet(wire(p, version), now)
+                session.handle_packet(wire(*p, version), now)
             }
             Input::Publish(qos, b) => {
                 let mut p = Publish::new(MqttString::from("out"), Bytes::from(vec![b]));
@@ -237,7 +237,7 @@ proptest! {
             connect.properties.topic_alias_maximum = Some(2);
         }
         let mut inputs = inputs;
-        inputs.insert(0, Input::Packet(Packet::Connect(Box::new(connect))));
+        inputs.insert(0, Input::Packet(Box::new(Packet::Connect(Box::new(connect)))));
         let _ = &mut server;
         run(server, inputs, version)?;
     }
