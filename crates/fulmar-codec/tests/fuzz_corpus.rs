@@ -1,0 +1,82 @@
+//! Replays the committed fuzz corpus (`fuzz/corpus/decode_v311` and `decode_v5`) through the
+//! same checks the cargo-fuzz targets run, on stable, so that CI keeps every input the
+//! fuzzer ever found interesting (and every past crash) passing.
+//!
+//! The checks live in `fuzz/src/checks.rs` and are included here with `#[path]`: one copy of
+//! the logic, no fuzz-only API in the codec.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use fulmar_codec::ProtocolVersion;
+
+// Shared with the fuzz crate, where these items are public API of `fulmar_fuzz::checks`.
+#[allow(unreachable_pub, dead_code)]
+#[path = "../../../fuzz/src/checks.rs"]
+mod checks;
+
+/// Every file of `fuzz/corpus/<target>`, sorted (a missing directory is an empty list).
+fn corpus(target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Runs the decode checks on every corpus file of `target`; returns (files, packets, errors).
+fn replay(target: &str, version: ProtocolVersion) -> (usize, usize, usize) {
+    let files = corpus(target);
+    let (mut packets, mut errors) = (0, 0);
+    for path in &files {
+        let data = fs::read(path)
+            .unwrap_or_else(|e| panic!("cannot read corpus input {}: {e}", path.display()));
+        let outcome = std::panic::catch_unwind(|| checks::check_decode(&data, version))
+            .unwrap_or_else(|_| panic!("corpus input {} fails the checks", path.display()));
+        packets += outcome.packets;
+        errors += usize::from(outcome.error);
+    }
+    (files.len(), packets, errors)
+}
+
+/// The seed corpus alone has a packet of every type and dozens of malformed inputs; fewer
+/// files than this means the corpus went missing.
+const MIN_FILES: usize = 40;
+
+#[test]
+fn decode_v311_corpus_round_trips() {
+    let (files, packets, errors) = replay("decode_v311", ProtocolVersion::V311);
+    assert!(
+        files >= MIN_FILES,
+        "only {files} corpus files for decode_v311"
+    );
+    // Both sides of the decoder are exercised: packets that round-trip and refused input.
+    assert!(
+        packets >= 20,
+        "only {packets} packets decoded from {files} files"
+    );
+    assert!(errors >= 15, "only {errors} of {files} files were refused");
+}
+
+#[test]
+fn decode_v5_corpus_round_trips() {
+    let (files, packets, errors) = replay("decode_v5", ProtocolVersion::V5);
+    assert!(
+        files >= MIN_FILES,
+        "only {files} corpus files for decode_v5"
+    );
+    assert!(
+        packets >= 30,
+        "only {packets} packets decoded from {files} files"
+    );
+    assert!(errors >= 25, "only {errors} of {files} files were refused");
+}

@@ -1,0 +1,22 @@
+//! Support code of fulmar's cargo-fuzz targets (see `fuzz/README.md`).
+//!
+//! - [`checks`]: what `decode_v311` and `decode_v5` assert about every input; the
+//!   fulmar-codec test `tests/fuzz_corpus.rs` includes the same file to replay the corpus
+//!   on stable.
+//! - [`build`]: structure-aware packets for `roundtrip`.
+//! - [`topic_checks`]: what `topic_parse` asserts; replayed by fulmar-topic's
+//!   `tests/fuzz_corpus.rs`.
+//!
+//! ```
+//! use fulmar_codec::ProtocolVersion;
+//! use fulmar_fuzz::checks::check_decode;
+//!
+//! // PINGREQ, then half a PUBACK: one packet, then "need more bytes".
+//! let outcome = check_decode(&[0xC0, 0x00, 0x40, 0x02, 0x00], ProtocolVersion::V311);
+//! assert_eq!(outcome.packets, 1);
+//! assert!(!outcome.error);
+//! ```
+
+pub mod build;
+pub mod checks;
+pub mod topic_checks;
