@@ -1,1 +1,68 @@
-//! Work in progress.
+//! An embeddable tokio MQTT 3.1.1 and 5.0 broker on the fulmar sans-IO crates.
+//!
+//! # Contract
+//!
+//! - **Thin over the sans-IO crates.** Each network connection is one tokio
+//!   task that reads frames, feeds a server [`fulmar_session::Session`],
+//!   writes what it yields and sleeps until its next deadline. Protocol rules
+//!   (QoS flows, keep-alive, Receive Maximum, topic aliases, Maximum Packet
+//!   Size) live in the session; the broker routes.
+//! - **Routing** uses a [`fulmar_topic::SubscriptionTrie`] (one delivery per
+//!   client even when several of its filters match, with every Subscription
+//!   Identifier; shared subscriptions deliver to one member per group) and a
+//!   [`fulmar_topic::RetainedIndex`], behind one lock that is never held
+//!   across an `.await`. A payload is one `Bytes` shared by every receiver.
+//! - **Sessions** live in memory: persistent sessions (3.1.1 Clean Session 0,
+//!   5.0 Session Expiry Interval) keep their subscriptions and queue QoS 1/2
+//!   messages while offline, up to [`Limits::max_queued_messages`] (the rest
+//!   is dropped and counted in [`Stats`]). Wills are published on abnormal
+//!   close, after the 5.0 Will Delay Interval unless the client reconnects.
+//! - **Bounded**: connections, packet size, subscriptions per client and every
+//!   queue have a limit ([`Limits`]).
+//! - **Hooks**: an async [`Authenticator`] and [`Authorizer`]; the defaults
+//!   allow everything.
+//! - In-process clients: [`BrokerHandle::publish`] and
+//!   [`BrokerHandle::subscribe`] need no socket.
+//!
+//! Not yet: persistence to disk, TLS and WebSocket listeners, enhanced
+//! authentication (AUTH), `$SYS` topics.
+//!
+//! # Example
+//!
+//! ```
+//! use fulmar_broker::Broker;
+//! use fulmar_codec::QoS;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), fulmar_broker::BrokerError> {
+//! let broker = Broker::builder().tcp_listener("127.0.0.1:0").start().await?;
+//! assert_ne!(broker.local_addrs()[0].port(), 0);
+//!
+//! // An in-process subscriber and publisher: no socket needed.
+//! broker.publish("greetings/retained", "hello", QoS::AtLeastOnce, true)?;
+//! let mut sub = broker.subscribe("greetings/#")?;
+//! broker.publish("greetings/live", "world", QoS::AtMostOnce, false)?;
+//!
+//! let first = sub.recv().await.unwrap();
+//! assert_eq!((first.topic.as_str(), first.retain), ("greetings/retained", true));
+//! let second = sub.recv().await.unwrap();
+//! assert_eq!(second.payload, "world");
+//!
+//! broker.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod auth;
+mod broker;
+mod config;
+mod connection;
+mod error;
+mod message;
+mod state;
+
+pub use auth::{AllowAll, AuthDecision, Authenticator, Authorizer, ClientInfo, ConnectInfo};
+pub use broker::{Broker, BrokerBuilder, BrokerHandle, Stats};
+pub use config::Limits;
+pub use error::BrokerError;
+pub use message::{Message, Subscription};

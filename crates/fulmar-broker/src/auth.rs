@@ -1,0 +1,91 @@
+//! Authentication and authorization hooks.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use fulmar_codec::{ConnectReasonCode, ProtocolVersion};
+
+/// What a client presented in CONNECT, for an [`Authenticator`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ConnectInfo {
+    /// The client identifier as sent (may be empty: the broker assigns one later).
+    pub client_id: String,
+    /// User Name, if any.
+    pub username: Option<String>,
+    /// Password, if any.
+    pub password: Option<Bytes>,
+    /// The protocol version of the CONNECT.
+    pub protocol_version: ProtocolVersion,
+    /// The peer's address (`None` for in-process clients).
+    pub remote_addr: Option<SocketAddr>,
+}
+
+/// The decision of an [`Authenticator`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthDecision {
+    /// Accept the connection.
+    Allow,
+    /// Refuse it with this CONNACK reason code (an error code, 0x80 or above).
+    /// A 3.1.1 client gets the matching return code (e.g. 0x86 becomes 4,
+    /// 0x87 becomes 5); a code without a 3.1.1 equivalent closes the
+    /// connection without CONNACK ([MQTT-3.2.2-6] of 3.1.1).
+    Reject(ConnectReasonCode),
+}
+
+/// A connected client, for an [`Authorizer`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientInfo {
+    /// The client identifier (assigned by the broker when the client sent none).
+    pub client_id: String,
+    /// User Name from CONNECT, if any.
+    pub username: Option<String>,
+    /// The protocol version of the connection.
+    pub protocol_version: ProtocolVersion,
+}
+
+/// Decides whether a CONNECT is accepted. Called once per connection, before
+/// the CONNACK; the default ([`AllowAll`]) accepts everybody.
+#[async_trait::async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// Accept or refuse `connect`.
+    async fn authenticate(&self, connect: &ConnectInfo) -> AuthDecision;
+}
+
+/// Decides per topic whether a client may publish or subscribe; the default
+/// ([`AllowAll`]) allows everything.
+///
+/// A denied PUBLISH is not routed: an MQTT 5.0 client gets PUBACK/PUBREC
+/// 0x87 (Not authorized); a 3.1.1 client gets a normal acknowledgement, as
+/// 3.1.1 requires ([MQTT-3.3.5-2]). A denied subscription gets SUBACK 0x87
+/// (5.0) or 0x80 (3.1.1).
+#[async_trait::async_trait]
+pub trait Authorizer: Send + Sync + 'static {
+    /// May `client` publish to `topic`? Also asked for the will topic at CONNECT.
+    async fn authorize_publish(&self, client: &ClientInfo, topic: &str) -> bool;
+    /// May `client` subscribe to `filter` (as sent, `$share/...` included)?
+    async fn authorize_subscribe(&self, client: &ClientInfo, filter: &str) -> bool;
+}
+
+/// The default hooks: every client is accepted and may do everything.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllowAll;
+
+#[async_trait::async_trait]
+impl Authenticator for AllowAll {
+    async fn authenticate(&self, _connect: &ConnectInfo) -> AuthDecision {
+        AuthDecision::Allow
+    }
+}
+
+#[async_trait::async_trait]
+impl Authorizer for AllowAll {
+    async fn authorize_publish(&self, _client: &ClientInfo, _topic: &str) -> bool {
+        true
+    }
+
+    async fn authorize_subscribe(&self, _client: &ClientInfo, _filter: &str) -> bool {
+        true
+    }
+}

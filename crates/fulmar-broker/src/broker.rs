@@ -1,0 +1,389 @@
+//! [`Broker`], its builder, and the [`BrokerHandle`] of a running broker.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fulmar_codec::{MqttString, Publish, QoS};
+use fulmar_topic::{SubscriptionFilter, TopicName};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{AllowAll, Authenticator, Authorizer};
+use crate::config::Limits;
+use crate::error::BrokerError;
+use crate::message::Subscription;
+use crate::state::{Counters, State, SubOptions, Subscriber};
+
+/// State shared by every task of one broker.
+pub(crate) struct Shared {
+    pub(crate) limits: Limits,
+    state: Mutex<State>,
+    pub(crate) counters: Counters,
+    pub(crate) authenticator: Arc<dyn Authenticator>,
+    pub(crate) authorizer: Arc<dyn Authorizer>,
+    pub(crate) shutdown: CancellationToken,
+    /// Wakes the deadline task when a session deadline was added.
+    pub(crate) timers: Notify,
+}
+
+impl Shared {
+    /// Locks the broker state. Never held across an `.await`.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// An embeddable MQTT 3.1.1 and 5.0 broker. Build one with [`Broker::builder`].
+#[derive(Debug)]
+pub struct Broker;
+
+impl Broker {
+    /// A builder with no listener, the default [`Limits`] and hooks that allow everything.
+    #[must_use]
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder::default()
+    }
+}
+
+/// Configures and starts a broker.
+pub struct BrokerBuilder {
+    listeners: Vec<String>,
+    limits: Limits,
+    authenticator: Arc<dyn Authenticator>,
+    authorizer: Arc<dyn Authorizer>,
+}
+
+impl Default for BrokerBuilder {
+    fn default() -> Self {
+        Self {
+            listeners: Vec::new(),
+            limits: Limits::default(),
+            authenticator: Arc::new(AllowAll),
+            authorizer: Arc::new(AllowAll),
+        }
+    }
+}
+
+impl std::fmt::Debug for BrokerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerBuilder")
+            .field("listeners", &self.listeners)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BrokerBuilder {
+    /// Adds a TCP listener on `addr` (`"127.0.0.1:1883"`, `"[::]:1883"`;
+    /// port 0 picks a free port, see [`BrokerHandle::local_addrs`]). May be
+    /// called several times.
+    #[must_use]
+    pub fn tcp_listener(mut self, addr: impl Into<String>) -> Self {
+        self.listeners.push(addr.into());
+        self
+    }
+
+    /// Replaces all limits.
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// See [`Limits::max_connections`].
+    #[must_use]
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.limits.max_connections = n;
+        self
+    }
+
+    /// See [`Limits::max_packet_size`].
+    #[must_use]
+    pub fn max_packet_size(mut self, bytes: NonZeroU32) -> Self {
+        self.limits.max_packet_size = bytes;
+        self
+    }
+
+    /// See [`Limits::max_subscriptions_per_client`].
+    #[must_use]
+    pub fn max_subscriptions_per_client(mut self, n: usize) -> Self {
+        self.limits.max_subscriptions_per_client = n;
+        self
+    }
+
+    /// See [`Limits::max_queued_messages`].
+    #[must_use]
+    pub fn max_queued_messages(mut self, n: usize) -> Self {
+        self.limits.max_queued_messages = n;
+        self
+    }
+
+    /// See [`Limits::connect_timeout`].
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.connect_timeout = timeout;
+        self
+    }
+
+    /// Sets the hook that accepts or refuses each CONNECT.
+    #[must_use]
+    pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
+        self.authenticator = Arc::new(authenticator);
+        self
+    }
+
+    /// Sets the hook that allows or denies each PUBLISH and subscription.
+    #[must_use]
+    pub fn authorizer(mut self, authorizer: impl Authorizer) -> Self {
+        self.authorizer = Arc::new(authorizer);
+        self
+    }
+
+    /// Binds every listener and starts accepting connections. Must be called
+    /// within a tokio runtime.
+    ///
+    /// # Errors
+    /// [`BrokerError::Bind`] when a listener cannot be bound; nothing keeps
+    /// running then.
+    pub async fn start(self) -> Result<BrokerHandle, BrokerError> {
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        for addr in self.listeners {
+            let listener =
+                TcpListener::bind(addr.as_str())
+                    .await
+                    .map_err(|source| BrokerError::Bind {
+                        addr: addr.clone(),
+                        source,
+                    })?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| BrokerError::Bind { addr, source })?;
+            addrs.push(local);
+            listeners.push(listener);
+        }
+        let shared = Arc::new(Shared {
+            limits: self.limits,
+            state: Mutex::new(State::default()),
+            counters: Counters::default(),
+            authenticator: self.authenticator,
+            authorizer: self.authorizer,
+            shutdown: CancellationToken::new(),
+            timers: Notify::new(),
+        });
+        let tracker = TaskTracker::new();
+        for listener in listeners {
+            tracker.spawn(accept_loop(shared.clone(), listener, tracker.clone()));
+        }
+        tracker.spawn(deadline_loop(shared.clone()));
+        tracing::info!(?addrs, "broker started");
+        Ok(BrokerHandle {
+            inner: Arc::new(HandleInner {
+                shared,
+                addrs,
+                tracker,
+            }),
+        })
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tracker: TaskTracker) {
+    loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let open = shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+                    let over_limit = usize::try_from(open).unwrap_or(usize::MAX)
+                        >= shared.limits.max_connections;
+                    tracker.spawn(crate::connection::run(shared.clone(), stream, peer, over_limit));
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: back off a little.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::select! {
+                        () = shared.shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Publishes delayed wills and ends expired sessions at their time.
+async fn deadline_loop(shared: Arc<Shared>) {
+    loop {
+        let next = {
+            let mut state = shared.lock();
+            state.run_deadlines(
+                shared.limits.max_queued_messages,
+                &shared.counters,
+                Instant::now(),
+            )
+        };
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            () = shared.timers.notified() => {}
+            () = sleep => {}
+        }
+    }
+}
+
+struct HandleInner {
+    shared: Arc<Shared>,
+    addrs: Vec<SocketAddr>,
+    tracker: TaskTracker,
+}
+
+/// A running broker: its addresses, in-process publish and subscribe, counters,
+/// and shutdown. Cheap to clone.
+#[derive(Clone)]
+pub struct BrokerHandle {
+    inner: Arc<HandleInner>,
+}
+
+impl std::fmt::Debug for BrokerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerHandle")
+            .field("addrs", &self.inner.addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters of a running broker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Open network connections.
+    pub connections: u64,
+    /// Sessions, connected or not.
+    pub sessions: usize,
+    /// Subscriptions, in-process ones included.
+    pub subscriptions: usize,
+    /// Retained messages.
+    pub retained: usize,
+    /// Messages dropped because a queue was full (offline queue, connection
+    /// queue, in-process subscription).
+    pub dropped_messages: u64,
+}
+
+impl BrokerHandle {
+    /// The bound address of each listener, in the order they were added.
+    #[must_use]
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.inner.addrs
+    }
+
+    /// The current counters.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        let shared = &self.inner.shared;
+        let state = shared.lock();
+        Stats {
+            connections: shared.counters.connections.load(Ordering::Relaxed),
+            sessions: state.sessions.len(),
+            subscriptions: state.subs.len(),
+            retained: state.retained.len(),
+            dropped_messages: shared.counters.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Publishes a message from the application, as a client would, without
+    /// a socket. An empty retained payload deletes the retained message.
+    ///
+    /// # Errors
+    /// [`BrokerError::InvalidTopic`]; [`BrokerError::Shutdown`].
+    pub fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<(), BrokerError> {
+        let shared = &self.inner.shared;
+        if shared.shutdown.is_cancelled() {
+            return Err(BrokerError::Shutdown);
+        }
+        let name: TopicName = topic.parse().map_err(BrokerError::InvalidTopic)?;
+        let mut publish = Publish::new(MqttString::from(topic.to_owned()), payload.into());
+        publish.qos = qos;
+        publish.retain = retain;
+        shared.lock().route(
+            &name,
+            &publish,
+            None,
+            shared.limits.max_queued_messages,
+            &shared.counters,
+            Instant::now(),
+        );
+        Ok(())
+    }
+
+    /// Subscribes in process to `filter` (shared filters `$share/{group}/...`
+    /// included), at QoS 2. Matching retained messages are delivered first.
+    ///
+    /// # Errors
+    /// [`BrokerError::InvalidFilter`]; [`BrokerError::Shutdown`].
+    pub fn subscribe(&self, filter: &str) -> Result<Subscription, BrokerError> {
+        let shared = &self.inner.shared;
+        if shared.shutdown.is_cancelled() {
+            return Err(BrokerError::Shutdown);
+        }
+        let filter: SubscriptionFilter = filter.parse().map_err(BrokerError::InvalidFilter)?;
+        let capacity = shared.limits.max_queued_messages.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        let options = SubOptions {
+            qos: QoS::ExactlyOnce,
+            no_local: false,
+            retain_as_published: true,
+            id: None,
+        };
+        let id = {
+            let mut state = shared.lock();
+            let id = state.next_id();
+            if filter.group().is_none() {
+                for publish in state.retained_for(filter.filter(), options, Instant::now()) {
+                    if tx.try_send(publish.into()).is_err() {
+                        shared.counters.drop_one();
+                    }
+                }
+            }
+            state
+                .subs
+                .subscribe(&filter, Subscriber::Local(id), options);
+            state.locals.insert(id, tx);
+            id
+        };
+        Ok(Subscription {
+            rx,
+            id,
+            filter,
+            shared: shared.clone(),
+        })
+    }
+
+    /// Stops the broker gracefully: stops accepting, disconnects every client
+    /// (MQTT 5.0: DISCONNECT 0x8B Server shutting down), ends in-process
+    /// subscriptions, and waits until every task has finished.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.shared.shutdown.cancel();
+        inner.tracker.close();
+        inner.tracker.wait().await;
+        inner.shared.lock().locals.clear();
+        tracing::info!("broker stopped");
+    }
+}

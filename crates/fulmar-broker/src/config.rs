@@ -1,0 +1,68 @@
+//! Limits of a broker.
+
+use std::num::{NonZeroU16, NonZeroU32};
+use std::time::Duration;
+
+use fulmar_codec::QoS;
+use fulmar_session::Config;
+
+/// The limits a broker enforces. Every queue it keeps is bounded by one of them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Open network connections at once; a CONNECT beyond it is refused with
+    /// 0x88 Server unavailable (3.1.1 return code 3).
+    pub max_connections: usize,
+    /// Largest packet accepted from a client, in bytes (fixed header
+    /// included), announced as Maximum Packet Size (MQTT 5.0). A bigger packet
+    /// closes the connection (5.0: DISCONNECT 0x95).
+    pub max_packet_size: NonZeroU32,
+    /// Subscriptions one client may hold; more are refused with SUBACK 0x97
+    /// Quota exceeded (3.1.1: 0x80).
+    pub max_subscriptions_per_client: usize,
+    /// Messages queued for one session: while it is offline (QoS 1/2 only),
+    /// and not yet sent while it is connected. Beyond it messages are dropped
+    /// and counted in [`Stats::dropped_messages`](crate::Stats::dropped_messages).
+    pub max_queued_messages: usize,
+    /// Time a client has to send CONNECT after opening the connection.
+    pub connect_timeout: Duration,
+    /// Receive Maximum announced to MQTT 5.0 clients and enforced for both versions.
+    pub receive_maximum: NonZeroU16,
+    /// Topic Alias Maximum announced to MQTT 5.0 clients (0: none).
+    pub topic_alias_maximum: u16,
+    /// Maximum QoS granted to subscriptions and accepted on PUBLISH.
+    pub maximum_qos: QoS,
+    /// Longest Session Expiry Interval granted, in seconds (`u32::MAX`: never expires).
+    pub max_session_expiry: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_packet_size: NonZeroU32::new(1024 * 1024).unwrap_or(NonZeroU32::MIN),
+            max_subscriptions_per_client: 1024,
+            max_queued_messages: 1000,
+            connect_timeout: Duration::from_secs(10),
+            receive_maximum: NonZeroU16::new(64).unwrap_or(NonZeroU16::MIN),
+            topic_alias_maximum: 16,
+            maximum_qos: QoS::ExactlyOnce,
+            max_session_expiry: u32::MAX,
+        }
+    }
+}
+
+impl Limits {
+    /// The configuration of one server session under these limits.
+    pub(crate) fn session_config(&self) -> Config {
+        Config {
+            receive_maximum: self.receive_maximum,
+            max_pending: self.max_queued_messages,
+            topic_alias_maximum: self.topic_alias_maximum,
+            maximum_packet_size: Some(self.max_packet_size),
+            connect_timeout: Some(self.connect_timeout),
+            maximum_qos: self.maximum_qos,
+            ..Config::default()
+        }
+    }
+}

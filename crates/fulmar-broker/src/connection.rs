@@ -1,0 +1,689 @@
+//! One network connection: a tokio task that reads frames, feeds its server
+//! [`Session`], writes what `poll_transmit` yields, sleeps until
+//! `poll_timeout`, and answers the session's events from the shared state.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fulmar_codec::{
+    AckProperties, CodecError, ConnAckProperties, Connect, ConnectReasonCode, DisconnectProperties,
+    DisconnectReasonCode, MqttCodec, MqttString, Packet, PacketId, ProtocolVersion,
+    PubAckReasonCode, PubRecReasonCode, PubRel, Publish, QoS, ReasonCode, RetainHandling,
+    SubAckReasonCode, Subscribe, UnsubAckReasonCode, Unsubscribe, Will,
+};
+use fulmar_session::{Event, Initiator, Session};
+use fulmar_topic::{SubscriptionFilter, TopicFilter, TopicName};
+use futures::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::Framed;
+
+use crate::auth::{AuthDecision, ClientInfo, ConnectInfo};
+use crate::broker::Shared;
+use crate::state::{Control, Owner, PendingWill, SubOptions, Subscriber, age, secs};
+
+/// How long a new connection waits for the old one to hand its session over.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs one connection to its end.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    over_limit: bool,
+) {
+    let _ = stream.set_nodelay(true);
+    let now = Instant::now();
+    let capacity = shared.limits.max_queued_messages.max(1);
+    let (deliver_tx, deliver_rx) = mpsc::channel(capacity);
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let conn_id = shared.lock().next_id();
+    let codec = MqttCodec::new(ProtocolVersion::V5, shared.limits.max_packet_size.get());
+    let mut conn = Connection {
+        session: Session::server(shared.limits.session_config(), now),
+        framed: Framed::new(stream, codec),
+        peer,
+        over_limit,
+        conn_id,
+        deliver_tx,
+        deliver_rx,
+        control_tx,
+        control_rx,
+        client: None,
+        closed: None,
+        deny_ack: HashSet::new(),
+        drop_pubcomp: HashSet::new(),
+        handovers: Vec::new(),
+        shutting_down: false,
+        shared,
+    };
+    tracing::debug!(%peer, conn_id, "connection opened");
+    conn.run().await;
+    conn.finish();
+    let _ = conn.framed.get_mut().shutdown().await;
+    conn.shared
+        .counters
+        .connections
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::debug!(%peer, conn_id, closed = ?conn.closed, "connection closed");
+}
+
+/// The client of an accepted connection.
+struct Client {
+    id: Arc<str>,
+    key: Subscriber,
+    info: ClientInfo,
+    will: Option<Publish>,
+    will_delay: u32,
+    /// Session Expiry Interval in seconds (`u32::MAX`: never).
+    expiry: u32,
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    session: Session,
+    framed: Framed<TcpStream, MqttCodec>,
+    peer: SocketAddr,
+    over_limit: bool,
+    conn_id: u64,
+    deliver_tx: mpsc::Sender<Publish>,
+    deliver_rx: mpsc::Receiver<Publish>,
+    control_tx: mpsc::UnboundedSender<Control>,
+    control_rx: mpsc::UnboundedReceiver<Control>,
+    client: Option<Client>,
+    /// Who ended the connection, and the reason code (from `Event::Disconnected`).
+    closed: Option<(Initiator, ReasonCode)>,
+    /// Inbound QoS 1/2 messages the authorizer denied: their PUBACK/PUBREC
+    /// carries 0x87 (MQTT 5.0).
+    deny_ack: HashSet<PacketId>,
+    /// PUBCOMPs answering the PUBREL we fed the session for a denied QoS 2
+    /// message (so it forgets the identifier); not sent.
+    drop_pubcomp: HashSet<PacketId>,
+    /// Connections waiting for this one to hand its session over.
+    handovers: Vec<oneshot::Sender<()>>,
+    shutting_down: bool,
+}
+
+impl Connection {
+    fn v5(&self) -> bool {
+        self.session.protocol_version() == ProtocolVersion::V5
+    }
+
+    async fn run(&mut self) {
+        loop {
+            if self.drive().await.is_err() {
+                self.session.connection_lost(Instant::now());
+                self.record_close_events();
+                return;
+            }
+            if self.session.is_closed() {
+                return;
+            }
+            let deadline = self.session.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = self.shared.shutdown.cancelled(), if !self.shutting_down => {
+                    self.shutting_down = true;
+                    if !self.disconnect(DisconnectReasonCode::ServerShuttingDown) {
+                        return;
+                    }
+                }
+                frame = self.framed.next() => match frame {
+                    Some(Ok(packet)) => {
+                        // A violation closes the session; it is reported as an event.
+                        let _ = self.session.handle_packet(packet, Instant::now());
+                    }
+                    Some(Err(CodecError::Decode(error))) => {
+                        self.session.handle_decode_error(&error, Instant::now());
+                    }
+                    Some(Err(_)) | None => {
+                        self.session.connection_lost(Instant::now());
+                        self.record_close_events();
+                        return;
+                    }
+                },
+                Some(publish) = self.deliver_rx.recv() => self.publish_out(publish),
+                Some(control) = self.control_rx.recv() => match control {
+                    Control::TakeOver(done) => {
+                        self.handovers.push(done);
+                        if !self.disconnect(DisconnectReasonCode::SessionTakenOver) {
+                            return;
+                        }
+                    }
+                },
+                () = sleep => self.session.handle_timeout(Instant::now()),
+            }
+        }
+    }
+
+    /// Closes from the server side; false when there is no open MQTT
+    /// connection to send a DISCONNECT on (the caller just closes).
+    fn disconnect(&mut self, code: DisconnectReasonCode) -> bool {
+        self.session
+            .disconnect(code, DisconnectProperties::default(), Instant::now())
+            .is_ok()
+    }
+
+    /// Answers every event, then writes every packet, until both are drained.
+    async fn drive(&mut self) -> Result<(), CodecError> {
+        loop {
+            let mut handled = false;
+            while let Some(event) = self.session.poll_event() {
+                handled = true;
+                self.on_event(event).await;
+            }
+            let mut wrote = false;
+            while let Some(packet) = self.session.poll_transmit() {
+                if let Some(packet) = self.rewrite(packet) {
+                    self.framed.feed(packet).await?;
+                    wrote = true;
+                }
+            }
+            if wrote {
+                SinkExt::<Packet>::flush(&mut self.framed).await?;
+            }
+            if !handled {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Applies an authorization refusal to an acknowledgement the session
+    /// produced (the session acknowledges inbound QoS 1/2 on receipt).
+    fn rewrite(&mut self, packet: Packet) -> Option<Packet> {
+        match packet {
+            Packet::PubAck(mut ack) if self.deny_ack.remove(&ack.packet_id) => {
+                ack.reason_code = PubAckReasonCode::NotAuthorized;
+                Some(Packet::PubAck(ack))
+            }
+            Packet::PubRec(mut rec) if self.deny_ack.remove(&rec.packet_id) => {
+                rec.reason_code = PubRecReasonCode::NotAuthorized;
+                Some(Packet::PubRec(rec))
+            }
+            Packet::PubComp(comp) if self.drop_pubcomp.remove(&comp.packet_id) => None,
+            other => Some(other),
+        }
+    }
+
+    fn record_close_events(&mut self) {
+        while let Some(event) = self.session.poll_event() {
+            if let Event::Disconnected {
+                initiator,
+                reason_code,
+                ..
+            } = event
+                && self.closed.is_none()
+            {
+                self.closed = Some((initiator, reason_code));
+            }
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Connect(connect) => self.on_connect(*connect).await,
+            Event::Message(publish) => self.on_message(publish).await,
+            Event::Subscribe(subscribe) => self.on_subscribe(subscribe).await,
+            Event::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe),
+            Event::Disconnected {
+                initiator,
+                reason_code,
+                properties,
+            } => {
+                if initiator == Initiator::Remote
+                    && let (Some(client), Some(expiry)) =
+                        (&mut self.client, properties.session_expiry_interval)
+                {
+                    client.expiry = expiry.min(self.shared.limits.max_session_expiry);
+                }
+                if self.closed.is_none() {
+                    self.closed = Some((initiator, reason_code));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn publish_out(&mut self, publish: Publish) {
+        if self.session.publish(publish, Instant::now()).is_err() {
+            self.shared.counters.drop_one();
+        }
+    }
+
+    fn reject(&mut self, code: ConnectReasonCode) {
+        tracing::debug!(peer = %self.peer, %code, "connection refused");
+        let _ = self
+            .session
+            .reject(code, ConnAckProperties::default(), Instant::now());
+    }
+
+    async fn on_connect(&mut self, connect: Connect) {
+        let v5 = connect.protocol_version == ProtocolVersion::V5;
+        if self.over_limit || self.shared.shutdown.is_cancelled() {
+            return self.reject(ConnectReasonCode::ServerUnavailable);
+        }
+        if v5 && connect.properties.authentication_method.is_some() {
+            // Enhanced authentication is not supported.
+            return self.reject(ConnectReasonCode::BadAuthenticationMethod);
+        }
+        if v5
+            && connect
+                .will
+                .as_ref()
+                .is_some_and(|w| !w.payload_format_is_valid())
+        {
+            return self.reject(ConnectReasonCode::PayloadFormatInvalid);
+        }
+        let info = ConnectInfo {
+            client_id: connect.client_id.to_string(),
+            username: connect.username.as_ref().map(ToString::to_string),
+            password: connect.password.clone(),
+            protocol_version: connect.protocol_version,
+            remote_addr: Some(self.peer),
+        };
+        if let AuthDecision::Reject(code) = self.shared.authenticator.authenticate(&info).await {
+            return self.reject(code);
+        }
+        let mut properties = ConnAckProperties::default();
+        let id: Arc<str> = if connect.client_id.is_empty() {
+            let id = self.assign_client_id();
+            if v5 {
+                properties.assigned_client_identifier = Some(MqttString::from(id.to_string()));
+            }
+            id
+        } else {
+            Arc::from(connect.client_id.as_str())
+        };
+        let client_info = ClientInfo {
+            client_id: id.to_string(),
+            username: info.username,
+            protocol_version: connect.protocol_version,
+        };
+        let will_delay = connect
+            .will
+            .as_ref()
+            .and_then(|w| w.properties.will_delay_interval)
+            .unwrap_or(0);
+        let will = connect.will.map(will_publish);
+        if let Some(will) = &will {
+            let allowed = self
+                .shared
+                .authorizer
+                .authorize_publish(&client_info, will.topic.as_str())
+                .await;
+            if !allowed {
+                return self.reject(ConnectReasonCode::NotAuthorized);
+            }
+        }
+        let max_expiry = self.shared.limits.max_session_expiry;
+        let expiry = if v5 {
+            let asked = connect.properties.session_expiry_interval.unwrap_or(0);
+            if asked > max_expiry {
+                properties.session_expiry_interval = Some(max_expiry);
+            }
+            asked.min(max_expiry)
+        } else if connect.clean_start {
+            0
+        } else {
+            max_expiry
+        };
+
+        self.take_over(&id).await;
+
+        let now = Instant::now();
+        let key = Subscriber::Client(id.clone());
+        let (stored, offline, present) = {
+            let mut state = self.shared.lock();
+            let existed = state.sessions.contains_key(&id);
+            if connect.clean_start && existed {
+                state.remove_session(&id);
+            }
+            let entry = state.sessions.entry(id.clone()).or_default();
+            // A reconnect within the Will Delay Interval cancels the will.
+            entry.will = None;
+            entry.expires_at = None;
+            entry.owner = Some(Owner {
+                conn_id: self.conn_id,
+                deliver: self.deliver_tx.clone(),
+                control: self.control_tx.clone(),
+            });
+            let stored = std::mem::take(&mut entry.stored);
+            let offline = std::mem::take(&mut entry.offline);
+            (stored, offline, existed && !connect.clean_start)
+        };
+        self.client = Some(Client {
+            id,
+            key,
+            info: client_info,
+            will,
+            will_delay,
+            expiry,
+        });
+        match self
+            .session
+            .accept(properties, present.then_some(stored), now)
+        {
+            Ok(session_present) => {
+                tracing::debug!(peer = %self.peer, session_present, "connection accepted");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot accept the connection");
+                let _ = self.session.reject(
+                    ConnectReasonCode::UnspecifiedError,
+                    ConnAckProperties::default(),
+                    now,
+                );
+                return;
+            }
+        }
+        // Messages that expired while the client was away are dropped.
+        for (publish, since) in offline {
+            if let Some(publish) = age(publish, since, now) {
+                self.publish_out(publish);
+            }
+        }
+    }
+
+    /// A client identifier for a client that sent none, unique in this broker.
+    fn assign_client_id(&self) -> Arc<str> {
+        let state = self.shared.lock();
+        let mut n = self.conn_id;
+        loop {
+            let id = format!("fulmar-{n:x}");
+            if !state.sessions.contains_key(id.as_str()) {
+                return Arc::from(id);
+            }
+            n = n.wrapping_add(0x9e37_79b9);
+        }
+    }
+
+    /// Waits until no other connection holds session `id` ([MQTT-3.1.4-3]):
+    /// the holder disconnects (5.0: 0x8E), stores the session and lets go.
+    async fn take_over(&self, id: &Arc<str>) {
+        loop {
+            let waiting = {
+                let mut state = self.shared.lock();
+                let Some(entry) = state.sessions.get_mut(id) else {
+                    return;
+                };
+                let Some(owner) = entry.owner.as_ref().filter(|o| o.conn_id != self.conn_id) else {
+                    return;
+                };
+                let (tx, rx) = oneshot::channel();
+                let old = owner.conn_id;
+                if owner.control.send(Control::TakeOver(tx)).is_err() {
+                    // That task is gone: nobody to wait for.
+                    entry.owner = None;
+                    return;
+                }
+                (old, rx)
+            };
+            let (old, rx) = waiting;
+            if tokio::time::timeout(HANDOVER_TIMEOUT, rx).await.is_err() {
+                tracing::warn!(%id, "old connection did not hand its session over in time");
+                let mut state = self.shared.lock();
+                if let Some(entry) = state.sessions.get_mut(id)
+                    && entry.owner.as_ref().is_some_and(|o| o.conn_id == old)
+                {
+                    entry.owner = None;
+                }
+            }
+        }
+    }
+
+    async fn on_message(&mut self, publish: Publish) {
+        let Some(client) = &self.client else { return };
+        let Ok(topic) = publish.topic.parse::<TopicName>() else {
+            self.disconnect(DisconnectReasonCode::TopicNameInvalid);
+            return;
+        };
+        let allowed = self
+            .shared
+            .authorizer
+            .authorize_publish(&client.info, publish.topic.as_str())
+            .await;
+        if !allowed {
+            self.deny(&publish);
+            return;
+        }
+        let key = client.key.clone();
+        let limits = &self.shared.limits;
+        self.shared.lock().route(
+            &topic,
+            &publish,
+            Some(&key),
+            limits.max_queued_messages,
+            &self.shared.counters,
+            Instant::now(),
+        );
+    }
+
+    /// A PUBLISH the authorizer denied is not routed. MQTT 5.0: its PUBACK or
+    /// PUBREC says 0x87; 3.1.1 acknowledges normally ([MQTT-3.3.5-2]).
+    fn deny(&mut self, publish: &Publish) {
+        tracing::debug!(topic = %publish.topic, "publish not authorized");
+        let (true, Some(id)) = (self.v5(), publish.packet_id) else {
+            return;
+        };
+        self.deny_ack.insert(id);
+        if publish.qos == QoS::ExactlyOnce {
+            // An error PUBREC ends the QoS 2 flow: the client sends no PUBREL
+            // and may reuse the identifier, so the session must forget it now.
+            self.drop_pubcomp.insert(id);
+            let _ = self
+                .session
+                .handle_packet(Packet::PubRel(PubRel::new(id)), Instant::now());
+        }
+    }
+
+    /// Parses a filter of SUBSCRIBE/UNSUBSCRIBE: 5.0 knows shared
+    /// subscriptions, 3.1.1 does not.
+    fn parse_filter(&self, raw: &MqttString) -> Option<SubscriptionFilter> {
+        if self.v5() {
+            raw.parse().ok()
+        } else {
+            raw.parse::<TopicFilter>()
+                .ok()
+                .map(SubscriptionFilter::from)
+        }
+    }
+
+    async fn on_subscribe(&mut self, subscribe: Subscribe) {
+        let Some(client) = &self.client else { return };
+        let (id, key, info) = (client.id.clone(), client.key.clone(), client.info.clone());
+        let now = Instant::now();
+        let limits = &self.shared.limits;
+        let sub_id = subscribe.properties.subscription_identifier;
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut retained = Vec::new();
+        for (raw, requested) in &subscribe.filters {
+            let Some(filter) = self.parse_filter(raw) else {
+                codes.push(SubAckReasonCode::TopicFilterInvalid);
+                continue;
+            };
+            if filter.group().is_some() && requested.no_local {
+                // MQTT-3.8.3-4: No Local on a shared subscription is a protocol error.
+                self.disconnect(DisconnectReasonCode::ProtocolError);
+                return;
+            }
+            let allowed = self
+                .shared
+                .authorizer
+                .authorize_subscribe(&info, raw.as_str())
+                .await;
+            if !allowed {
+                codes.push(SubAckReasonCode::NotAuthorized);
+                continue;
+            }
+            let options = SubOptions {
+                qos: requested.qos.min(limits.maximum_qos),
+                no_local: requested.no_local,
+                retain_as_published: requested.retain_as_published,
+                id: sub_id,
+            };
+            let mut state = self.shared.lock();
+            let Some(entry) = state.sessions.get_mut(&id) else {
+                codes.push(SubAckReasonCode::UnspecifiedError);
+                continue;
+            };
+            if !entry.filters.contains(&filter)
+                && entry.filters.len() >= limits.max_subscriptions_per_client
+            {
+                codes.push(SubAckReasonCode::QuotaExceeded);
+                continue;
+            }
+            entry.filters.insert(filter.clone());
+            // MQTT-3.8.4-3: a subscription to the same filter replaces the old one.
+            let existed = state
+                .subs
+                .subscribe(&filter, key.clone(), options)
+                .is_some();
+            codes.push(SubAckReasonCode::granted(options.qos));
+            let send_retained = filter.group().is_none()
+                && match requested.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendAtSubscribeIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained {
+                retained.extend(state.retained_for(filter.filter(), options, now));
+            }
+        }
+        let _ = self
+            .session
+            .suback(subscribe.packet_id, codes, AckProperties::default());
+        for publish in retained {
+            self.publish_out(publish);
+        }
+    }
+
+    fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+        let Some(client) = &self.client else { return };
+        let (id, key) = (client.id.clone(), client.key.clone());
+        let mut codes = Vec::with_capacity(unsubscribe.filters.len());
+        for raw in &unsubscribe.filters {
+            let Some(filter) = self.parse_filter(raw) else {
+                codes.push(UnsubAckReasonCode::TopicFilterInvalid);
+                continue;
+            };
+            let mut state = self.shared.lock();
+            let removed = state.subs.unsubscribe(&filter, &key).is_some();
+            if let Some(entry) = state.sessions.get_mut(&id) {
+                entry.filters.remove(&filter);
+            }
+            codes.push(if removed {
+                UnsubAckReasonCode::Success
+            } else {
+                UnsubAckReasonCode::NoSubscriptionExisted
+            });
+        }
+        let _ = self
+            .session
+            .unsuback(unsubscribe.packet_id, codes, AckProperties::default());
+    }
+
+    /// The connection is over: store or end the session, publish or schedule
+    /// the will, and let a connection waiting for the session go on.
+    fn finish(&mut self) {
+        let now = Instant::now();
+        self.session.connection_lost(now);
+        self.record_close_events();
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        // Deliveries still in the channel stay with the session.
+        self.deliver_rx.close();
+        while let Ok(publish) = self.deliver_rx.try_recv() {
+            self.publish_out(publish);
+        }
+        let normal = matches!(
+            self.closed,
+            Some((
+                Initiator::Remote,
+                ReasonCode::NormalDisconnection | ReasonCode::Success
+            ))
+        );
+        let will = client.will.filter(|_| !normal && !self.shutting_down);
+        let stored = self.session.session_state(now);
+        let limits = &self.shared.limits;
+        let (max_queued, counters) = (limits.max_queued_messages, &self.shared.counters);
+        let mut notify = false;
+        {
+            let mut state = self.shared.lock();
+            let mine = state
+                .sessions
+                .get(&client.id)
+                .and_then(|e| e.owner.as_ref())
+                .is_some_and(|o| o.conn_id == self.conn_id);
+            if !mine {
+                // Taken over after a handover timeout: the session lives on elsewhere.
+                if let Some(will) = will {
+                    state.publish_will(&client.id, will, max_queued, counters, now);
+                }
+            } else if client.expiry == 0 {
+                // The session ends with the connection; so does any will delay.
+                state.remove_session(&client.id);
+                if let Some(will) = will {
+                    state.publish_will(&client.id, will, max_queued, counters, now);
+                }
+            } else {
+                let expires_at =
+                    (client.expiry != u32::MAX).then(|| now.checked_add(secs(client.expiry)));
+                let will_at = will.as_ref().map(|_| {
+                    now.checked_add(secs(client.will_delay.min(client.expiry)))
+                        .unwrap_or(now)
+                });
+                let mut deadlines = Vec::new();
+                let mut publish_now = None;
+                if let Some(entry) = state.sessions.get_mut(&client.id) {
+                    entry.owner = None;
+                    entry.stored = stored;
+                    entry.expires_at = expires_at.flatten();
+                    deadlines.extend(entry.expires_at);
+                    if let (Some(will), Some(at)) = (will, will_at) {
+                        if at <= now {
+                            publish_now = Some(will);
+                        } else {
+                            entry.will = Some(PendingWill { publish: will, at });
+                            deadlines.push(at);
+                        }
+                    }
+                }
+                for at in deadlines {
+                    state.schedule(&client.id, at);
+                    notify = true;
+                }
+                if let Some(will) = publish_now {
+                    state.publish_will(&client.id, will, max_queued, counters, now);
+                }
+            }
+        }
+        if notify {
+            self.shared.timers.notify_one();
+        }
+        self.handovers.clear();
+    }
+}
+
+/// The will of a CONNECT as the message to publish.
+fn will_publish(will: Will) -> Publish {
+    let mut publish = Publish::new(will.topic, will.payload);
+    publish.qos = will.qos;
+    publish.retain = will.retain;
+    let (from, to) = (will.properties, &mut publish.properties);
+    to.payload_format_indicator = from.payload_format_indicator;
+    to.message_expiry_interval = from.message_expiry_interval;
+    to.content_type = from.content_type;
+    to.response_topic = from.response_topic;
+    to.correlation_data = from.correlation_data;
+    to.user_properties = from.user_properties;
+    publish
+}

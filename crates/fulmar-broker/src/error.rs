@@ -1,0 +1,29 @@
+//! Errors of the broker API.
+
+use std::io;
+
+use fulmar_topic::TopicError;
+
+/// An error of the broker API (starting, publishing and subscribing in process).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// A listener could not be bound (address in use, permission denied, ...).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address as given to the builder.
+        addr: String,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A topic name given to [`BrokerHandle::publish`](crate::BrokerHandle::publish) is invalid.
+    #[error("invalid topic name: {0}")]
+    InvalidTopic(#[source] TopicError),
+    /// A topic filter given to [`BrokerHandle::subscribe`](crate::BrokerHandle::subscribe) is invalid.
+    #[error("invalid topic filter: {0}")]
+    InvalidFilter(#[source] TopicError),
+    /// The broker was shut down.
+    #[error("the broker is shut down")]
+    Shutdown,
+}

@@ -1,0 +1,321 @@
+//! The broker's shared state: sessions, the subscription trie, retained
+//! messages, and routing between them. Guarded by one `std::sync::Mutex`
+//! that is never held across an `.await`.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use fulmar_codec::{Publish, QoS};
+use fulmar_session::SessionState;
+use fulmar_topic::{
+    RetainedIndex, SubscriptionFilter, SubscriptionTrie, TopicFilter, TopicName, group_by_key,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::message::Message;
+
+/// Who holds a subscription.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Subscriber {
+    /// A client session, by client identifier.
+    Client(Arc<str>),
+    /// An in-process subscription of a [`BrokerHandle`](crate::BrokerHandle).
+    Local(u64),
+}
+
+/// The options of one subscription that matter when a message is delivered.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SubOptions {
+    /// The granted QoS.
+    pub(crate) qos: QoS,
+    pub(crate) no_local: bool,
+    pub(crate) retain_as_published: bool,
+    pub(crate) id: Option<NonZeroU32>,
+}
+
+/// A message to the task of a connection, other than a delivery.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Another connection took over the session: disconnect (5.0: 0x8E), store
+    /// the session state, then drop the sender.
+    TakeOver(oneshot::Sender<()>),
+}
+
+/// The connection that currently holds a session.
+#[derive(Debug)]
+pub(crate) struct Owner {
+    pub(crate) conn_id: u64,
+    pub(crate) deliver: mpsc::Sender<Publish>,
+    pub(crate) control: mpsc::UnboundedSender<Control>,
+}
+
+/// A will waiting for its Will Delay Interval.
+#[derive(Debug)]
+pub(crate) struct PendingWill {
+    pub(crate) publish: Publish,
+    pub(crate) at: Instant,
+}
+
+/// One client session, connected or not.
+#[derive(Debug, Default)]
+pub(crate) struct SessionEntry {
+    pub(crate) owner: Option<Owner>,
+    /// The session state stored when the last connection ended.
+    pub(crate) stored: SessionState,
+    /// QoS 1/2 messages that arrived while offline, with their arrival time.
+    pub(crate) offline: VecDeque<(Publish, Instant)>,
+    /// The filters this client subscribed to (for the per-client limit).
+    pub(crate) filters: HashSet<SubscriptionFilter>,
+    /// When the session ends if nobody reconnects (`None`: connected or never).
+    pub(crate) expires_at: Option<Instant>,
+    pub(crate) will: Option<PendingWill>,
+}
+
+/// A retained message and when it was stored (for its Message Expiry Interval).
+#[derive(Debug)]
+pub(crate) struct Retained {
+    pub(crate) publish: Publish,
+    pub(crate) stored: Instant,
+}
+
+/// Counters shared by every task.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) dropped: AtomicU64,
+    pub(crate) connections: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn drop_one(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Everything behind the broker's lock.
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) subs: SubscriptionTrie<Subscriber, SubOptions>,
+    pub(crate) retained: RetainedIndex<Retained>,
+    pub(crate) sessions: HashMap<Arc<str>, SessionEntry>,
+    pub(crate) locals: HashMap<u64, mpsc::Sender<Message>>,
+    /// Session deadlines (will delay, session expiry), possibly stale.
+    pub(crate) deadlines: BTreeSet<(Instant, Arc<str>)>,
+    pub(crate) next_id: u64,
+}
+
+/// The Message Expiry Interval left after `waited`, or `None` if the message expired.
+pub(crate) fn age(mut publish: Publish, since: Instant, now: Instant) -> Option<Publish> {
+    if let Some(interval) = publish.properties.message_expiry_interval {
+        let waited = now.saturating_duration_since(since).as_secs();
+        let left = u64::from(interval).checked_sub(waited).filter(|l| *l > 0)?;
+        publish.properties.message_expiry_interval = Some(u32::try_from(left).unwrap_or(interval));
+    }
+    Some(publish)
+}
+
+impl State {
+    /// A fresh identifier for a connection or local subscription.
+    pub(crate) fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Routes an application message: stores or deletes it as retained when
+    /// its RETAIN flag is set, then delivers one copy to each matching
+    /// subscriber (one per client even when several of its filters match).
+    /// `from` is the publishing client, for No Local.
+    pub(crate) fn route(
+        &mut self,
+        topic: &TopicName,
+        publish: &Publish,
+        from: Option<&Subscriber>,
+        max_queued: usize,
+        counters: &Counters,
+        now: Instant,
+    ) {
+        if publish.retain {
+            if publish.payload.is_empty() {
+                self.retained.remove(topic);
+            } else {
+                let mut stored = publish.clone();
+                stored.packet_id = None;
+                stored.dup = false;
+                stored.properties.topic_alias = None;
+                stored.properties.subscription_identifiers.clear();
+                let value = Retained {
+                    publish: stored,
+                    stored: now,
+                };
+                self.retained.insert(topic.clone(), value);
+            }
+        }
+        let Self {
+            subs,
+            sessions,
+            locals,
+            ..
+        } = self;
+        let mut found = Vec::new();
+        subs.collect_matches(topic, &mut found);
+        found.retain(|m| !(m.options.no_local && from == Some(m.key)));
+        for group in group_by_key(&mut found) {
+            let Some(first) = group.first() else { continue };
+            let granted = group
+                .iter()
+                .map(|m| m.options.qos)
+                .max()
+                .unwrap_or(QoS::AtMostOnce);
+            let mut out = publish.clone();
+            out.qos = publish.qos.min(granted);
+            out.retain = publish.retain && group.iter().any(|m| m.options.retain_as_published);
+            out.packet_id = None;
+            out.dup = false;
+            out.properties.topic_alias = None;
+            out.properties.subscription_identifiers =
+                group.iter().filter_map(|m| m.options.id).collect();
+            deliver(sessions, locals, first.key, out, max_queued, counters, now);
+        }
+    }
+
+    /// The retained messages matching `filter`, ready to send to a new
+    /// subscription with `options` (RETAIN set, QoS downgraded, expiry aged).
+    pub(crate) fn retained_for(
+        &mut self,
+        filter: &TopicFilter,
+        options: SubOptions,
+        now: Instant,
+    ) -> Vec<Publish> {
+        let mut out = Vec::new();
+        let mut expired = Vec::new();
+        self.retained.matches(filter, |topic, r| {
+            match age(r.publish.clone(), r.stored, now) {
+                Some(mut p) => {
+                    p.qos = p.qos.min(options.qos);
+                    p.retain = true;
+                    p.properties.subscription_identifiers = options.id.into_iter().collect();
+                    out.push(p);
+                }
+                None => expired.push(topic.clone()),
+            }
+        });
+        for topic in expired {
+            self.retained.remove(&topic);
+        }
+        out
+    }
+
+    /// Removes a session and its subscriptions.
+    pub(crate) fn remove_session(&mut self, id: &Arc<str>) -> Option<SessionEntry> {
+        self.subs.remove_key(&Subscriber::Client(id.clone()));
+        self.sessions.remove(id)
+    }
+
+    /// Runs the session deadlines up to `now`: delayed wills whose time has
+    /// come are published, expired sessions are removed (publishing a will
+    /// still pending). Returns the next deadline.
+    pub(crate) fn run_deadlines(
+        &mut self,
+        max_queued: usize,
+        counters: &Counters,
+        now: Instant,
+    ) -> Option<Instant> {
+        while let Some((at, id)) = self.deadlines.first().cloned() {
+            if at > now {
+                return Some(at);
+            }
+            self.deadlines.pop_first();
+            let Some(entry) = self.sessions.get_mut(&id) else {
+                continue;
+            };
+            if entry.owner.is_some() {
+                continue;
+            }
+            let expired = entry.expires_at.is_some_and(|t| t <= now);
+            let will_due = entry.will.as_ref().is_some_and(|w| w.at <= now || expired);
+            let will = if will_due { entry.will.take() } else { None };
+            if expired {
+                self.remove_session(&id);
+            }
+            if let Some(will) = will {
+                self.publish_will(&id, will.publish, max_queued, counters, now);
+            }
+        }
+        None
+    }
+
+    /// Publishes a will message of client `id`.
+    pub(crate) fn publish_will(
+        &mut self,
+        id: &Arc<str>,
+        will: Publish,
+        max_queued: usize,
+        counters: &Counters,
+        now: Instant,
+    ) {
+        let Ok(topic) = will.topic.parse::<TopicName>() else {
+            return;
+        };
+        let from = Subscriber::Client(id.clone());
+        self.route(&topic, &will, Some(&from), max_queued, counters, now);
+    }
+
+    /// Remembers that session `id` has something to do at `at`.
+    pub(crate) fn schedule(&mut self, id: &Arc<str>, at: Instant) {
+        self.deadlines.insert((at, id.clone()));
+    }
+}
+
+/// Hands one message to one subscriber: to its connection, to its offline
+/// queue (QoS 1/2 only, bounded), or to an in-process subscription.
+fn deliver(
+    sessions: &mut HashMap<Arc<str>, SessionEntry>,
+    locals: &HashMap<u64, mpsc::Sender<Message>>,
+    key: &Subscriber,
+    publish: Publish,
+    max_queued: usize,
+    counters: &Counters,
+    now: Instant,
+) {
+    match key {
+        Subscriber::Client(id) => {
+            let Some(entry) = sessions.get_mut(id) else {
+                return;
+            };
+            let publish = match &entry.owner {
+                Some(owner) => match owner.deliver.try_send(publish) {
+                    Ok(()) => return,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        counters.drop_one();
+                        return;
+                    }
+                    // The connection is ending: keep the message with the session.
+                    Err(mpsc::error::TrySendError::Closed(p)) => p,
+                },
+                None => publish,
+            };
+            if publish.qos == QoS::AtMostOnce {
+                return;
+            }
+            if entry.offline.len() >= max_queued {
+                counters.drop_one();
+            } else {
+                entry.offline.push_back((publish, now));
+            }
+        }
+        Subscriber::Local(n) => {
+            if let Some(tx) = locals.get(n)
+                && tx.try_send(Message::from(publish)).is_err()
+            {
+                counters.drop_one();
+            }
+        }
+    }
+}
+
+/// Seconds as a `Duration`.
+pub(crate) fn secs(n: u32) -> Duration {
+    Duration::from_secs(u64::from(n))
+}
