@@ -181,6 +181,9 @@ impl Connection {
                 self.on_event(event).await;
             }
             let mut wrote = false;
+            // The session knows the version once CONNECT was seen, even an undecodable one.
+            let version = self.session.protocol_version();
+            self.framed.codec_mut().set_version(version);
             while let Some(packet) = self.session.poll_transmit() {
                 if let Some(packet) = self.rewrite(packet) {
                     self.framed.feed(packet).await?;

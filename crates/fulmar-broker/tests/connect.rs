@@ -1,0 +1,361 @@
+//! CONNECT handling, checked byte for byte on a raw TCP connection.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use common::{Peer, addr, start, start_with};
+use fulmar_broker::{AuthDecision, Authenticator, Broker, ConnectInfo};
+use fulmar_codec::{ConnectReasonCode, ProtocolVersion::V5, ProtocolVersion::V311};
+
+/// 3.1.1 CONNECT, keep alive 0, client id "c1"; `flags` 0x02 is Clean Session.
+fn connect_v3(flags: u8) -> Vec<u8> {
+    let mut v = vec![0x10, 0x0e, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, flags];
+    v.extend_from_slice(&[0x00, 0x00, 0x00, 0x02, b'c', b'1']);
+    v
+}
+
+/// 5.0 CONNECT, clean start, keep alive 0, no properties, client id "c1".
+const CONNECT_V5: &[u8] = &[
+    0x10, 0x0f, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x00, 0x00, 0x00, 0x02, b'c',
+    b'1',
+];
+
+/// The 5.0 CONNACK of a default broker: Receive Maximum 64, Maximum Packet
+/// Size 1 MiB, Topic Alias Maximum 16.
+const CONNACK_V5: &[u8] = &[
+    0x20, 0x0e, 0x00, 0x00, 0x0b, 0x21, 0x00, 0x40, 0x27, 0x00, 0x10, 0x00, 0x00, 0x22, 0x00, 0x10,
+];
+
+// v3:MQTT-3.1.4-4 v3:MQTT-3.2.2-1
+#[tokio::test]
+async fn v3_connack_accepts_with_return_code_zero() {
+    let broker = start().await;
+    let mut peer = Peer::open(addr(&broker), V311).await;
+    peer.send_raw(&connect_v3(0x02)).await;
+    peer.expect_raw(&[0x20, 0x02, 0x00, 0x00]).await;
+    // MQTT-3.12.4-1: PINGREQ is answered with PINGRESP.
+    peer.send_raw(&[0xc0, 0x00]).await;
+    peer.expect_raw(&[0xd0, 0x00]).await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.1.4-5 v5:MQTT-3.2.2-2 v5:MQTT-3.2.2-9
+#[tokio::test]
+async fn v5_connack_carries_the_server_limits() {
+    let broker = start().await;
+    let mut peer = Peer::open(addr(&broker), V5).await;
+    peer.send_raw(CONNECT_V5).await;
+    peer.expect_raw(CONNACK_V5).await;
+    peer.send_raw(&[0xc0, 0x00]).await;
+    peer.expect_raw(&[0xd0, 0x00]).await;
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.1.3-8 v3:MQTT-3.2.2-4 v3:MQTT-3.2.2-5
+#[tokio::test]
+async fn v3_empty_client_id_without_clean_session_is_rejected() {
+    let broker = start().await;
+    let mut peer = Peer::open(addr(&broker), V311).await;
+    let connect = [
+        0x10, 0x0c, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x00, 0x00, 0x00, 0x00, 0x00,
+    ];
+    peer.send_raw(&connect).await;
+    peer.expect_raw(&[0x20, 0x02, 0x00, 0x02]).await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.1.3-6
+#[tokio::test]
+async fn v3_empty_client_id_with_clean_session_is_accepted() {
+    let broker = start().await;
+    let mut peer = Peer::open(addr(&broker), V311).await;
+    let connect = [
+        0x10, 0x0c, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x00, 0x00, 0x00,
+    ];
+    peer.send_raw(&connect).await;
+    peer.expect_raw(&[0x20, 0x02, 0x00, 0x00]).await;
+    assert_eq!(broker.stats().sessions, 1);
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.1.3-6 v5:MQTT-3.1.3-7 v5:MQTT-3.2.2-16
+#[tokio::test]
+async fn v5_empty_client_id_gets_an_assigned_identifier() {
+    let broker = start().await;
+    let mut peer = Peer::open(addr(&broker), V5).await;
+    let connect = [
+        0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00,
+    ];
+    peer.send_raw(&connect).await;
+    let fulmar_codec::Packet::ConnAck(ack) = peer.recv().await else {
+        panic!("expected CONNACK")
+    };
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+    let assigned = ack.properties.assigned_client_identifier.unwrap();
+    assert!(!assigned.is_empty());
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.1.2-2 v3:MQTT-3.2.2-5
+#[tokio::test]
+async fn v3_unsupported_protocol_level_gets_return_code_1() {
+    let broker = start().await;
+    let mut peer = Peer::open(addr(&broker), V311).await;
+    let mut connect = connect_v3(0x02);
+    connect[8] = 0x03;
+    peer.send_raw(&connect).await;
+    peer.expect_raw(&[0x20, 0x02, 0x00, 0x01]).await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.1.2-2 v5:MQTT-3.2.2-7
+#[tokio::test]
+async fn v5_unsupported_protocol_version_gets_0x84() {
+    let broker = start().await;
+    let mut peer = Peer::open(addr(&broker), V5).await;
+    let mut connect = CONNECT_V5.to_vec();
+    connect[8] = 0x06;
+    peer.send_raw(&connect).await;
+    peer.expect_raw(&[0x20, 0x03, 0x00, 0x84, 0x00]).await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.1.2-3 v5:MQTT-3.1.4-1 v5:MQTT-4.13.1-1
+#[tokio::test]
+async fn v5_malformed_connect_is_refused_and_closed() {
+    let broker = start().await;
+    let mut peer = Peer::open(addr(&broker), V5).await;
+    let mut connect = CONNECT_V5.to_vec();
+    connect[9] = 0x03; // reserved flag set
+    peer.send_raw(&connect).await;
+    // The decoder cannot trust the rest of the packet: closed without CONNACK.
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.1.2-3 v3:MQTT-3.1.4-1
+#[tokio::test]
+async fn v3_malformed_connect_closes_without_connack() {
+    let broker = start().await;
+    let mut peer = Peer::open(addr(&broker), V311).await;
+    peer.send_raw(&connect_v3(0x03)).await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// MQTT-3.1.0-1
+#[tokio::test]
+async fn first_packet_not_connect_closes() {
+    let broker = start().await;
+    let mut peer = Peer::open(addr(&broker), V311).await;
+    peer.send_raw(&[0xc0, 0x00]).await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.1.0-2 v5:MQTT-4.13.1-1
+#[tokio::test]
+async fn v5_second_connect_is_a_protocol_error() {
+    let broker = start().await;
+    let mut peer = Peer::open(addr(&broker), V5).await;
+    peer.send_raw(CONNECT_V5).await;
+    peer.expect_raw(CONNACK_V5).await;
+    peer.send_raw(CONNECT_V5).await;
+    peer.expect_raw(&[0xe0, 0x01, 0x82]).await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.1.0-2 v3:MQTT-4.8.0-1
+#[tokio::test]
+async fn v3_second_connect_closes() {
+    let broker = start().await;
+    let mut peer = Peer::open(addr(&broker), V311).await;
+    peer.send_raw(&connect_v3(0x02)).await;
+    peer.expect_raw(&[0x20, 0x02, 0x00, 0x00]).await;
+    peer.send_raw(&connect_v3(0x02)).await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.3.1-4 v5:MQTT-4.13.1-1
+#[tokio::test]
+async fn v5_malformed_packet_gets_disconnect_0x81() {
+    let broker = start().await;
+    let mut peer = Peer::open(addr(&broker), V5).await;
+    peer.send_raw(CONNECT_V5).await;
+    peer.expect_raw(CONNACK_V5).await;
+    // PUBLISH with both QoS bits set.
+    peer.send_raw(&[0x36, 0x06, 0x00, 0x01, b'a', 0x00, 0x01, 0x00])
+        .await;
+    peer.expect_raw(&[0xe0, 0x01, 0x81]).await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.3.1-4
+#[tokio::test]
+async fn v3_malformed_packet_closes() {
+    let broker = start().await;
+    let mut peer = Peer::open(addr(&broker), V311).await;
+    peer.send_raw(&connect_v3(0x02)).await;
+    peer.expect_raw(&[0x20, 0x02, 0x00, 0x00]).await;
+    peer.send_raw(&[0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01])
+        .await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.2.2-15 v5:MQTT-4.13.1-1
+#[tokio::test]
+async fn v5_packet_above_maximum_packet_size_gets_disconnect_0x95() {
+    let builder = Broker::builder().max_packet_size(NonZeroU32::new(64).unwrap());
+    let broker = start_with(builder).await;
+    let mut peer = Peer::open(addr(&broker), V5).await;
+    peer.send_raw(CONNECT_V5).await;
+    let fulmar_codec::Packet::ConnAck(ack) = peer.recv().await else {
+        panic!("expected CONNACK")
+    };
+    assert_eq!(ack.properties.maximum_packet_size.unwrap().get(), 64);
+    let mut publish = vec![0x30, 0x64, 0x00, 0x01, b'a', 0x00];
+    publish.extend_from_slice(&[b'x'; 96]);
+    peer.send_raw(&publish).await;
+    peer.expect_raw(&[0xe0, 0x01, 0x95]).await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.1.0-1
+#[tokio::test]
+async fn silent_socket_is_closed_after_the_connect_timeout() {
+    let builder = Broker::builder().connect_timeout(Duration::from_millis(200));
+    let broker = start_with(builder).await;
+    let mut peer = Peer::open(addr(&broker), V311).await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.1.4-3 v5:MQTT-3.2.2-2
+#[tokio::test]
+async fn v5_session_takeover_disconnects_the_old_connection_with_0x8e() {
+    let broker = start().await;
+    let mut old = Peer::open(addr(&broker), V5).await;
+    old.send_raw(CONNECT_V5).await;
+    old.expect_raw(CONNACK_V5).await;
+    let mut new = Peer::open(addr(&broker), V5).await;
+    new.send_raw(CONNECT_V5).await;
+    old.expect_raw(&[0xe0, 0x01, 0x8e]).await;
+    old.expect_closed().await;
+    new.expect_raw(CONNACK_V5).await;
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.1.4-2
+#[tokio::test]
+async fn v3_session_takeover_closes_the_old_connection() {
+    let broker = start().await;
+    let mut old = Peer::open(addr(&broker), V311).await;
+    old.send_raw(&connect_v3(0x02)).await;
+    old.expect_raw(&[0x20, 0x02, 0x00, 0x00]).await;
+    let mut new = Peer::open(addr(&broker), V311).await;
+    new.send_raw(&connect_v3(0x02)).await;
+    old.expect_closed().await;
+    new.expect_raw(&[0x20, 0x02, 0x00, 0x00]).await;
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.2.2-5
+#[tokio::test]
+async fn connection_limit_refuses_with_server_unavailable() {
+    let broker = start_with(Broker::builder().max_connections(1)).await;
+    let mut first = Peer::open(addr(&broker), V311).await;
+    first.send_raw(&connect_v3(0x02)).await;
+    first.expect_raw(&[0x20, 0x02, 0x00, 0x00]).await;
+    let mut second = Peer::open(addr(&broker), V311).await;
+    second.send_raw(&connect_v3(0x02)).await;
+    second.expect_raw(&[0x20, 0x02, 0x00, 0x03]).await;
+    second.expect_closed().await;
+    broker.shutdown().await;
+}
+
+struct Password(&'static [u8]);
+
+#[async_trait::async_trait]
+impl Authenticator for Password {
+    async fn authenticate(&self, connect: &ConnectInfo) -> AuthDecision {
+        if connect.password.as_deref() == Some(self.0) {
+            AuthDecision::Allow
+        } else {
+            AuthDecision::Reject(ConnectReasonCode::BadUserNameOrPassword)
+        }
+    }
+}
+
+// v3:MQTT-3.2.2-4 v3:MQTT-3.2.2-5 v3:MQTT-3.1.4-5
+#[tokio::test]
+async fn v3_authenticator_rejects_with_return_code_4() {
+    let broker = start_with(Broker::builder().authenticator(Password(b"secret"))).await;
+    let mut peer = Peer::open(addr(&broker), V311).await;
+    peer.send_raw(&connect_v3(0x02)).await;
+    peer.expect_raw(&[0x20, 0x02, 0x00, 0x04]).await;
+    peer.expect_closed().await;
+
+    // With user name "u" and password "secret".
+    let mut peer = Peer::open(addr(&broker), V311).await;
+    let mut connect = vec![0x10, 0x19, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0xc2];
+    connect.extend_from_slice(&[0x00, 0x00, 0x00, 0x02, b'c', b'1', 0x00, 0x01, b'u']);
+    connect.extend_from_slice(&[0x00, 0x06, b's', b'e', b'c', b'r', b'e', b't']);
+    peer.send_raw(&connect).await;
+    peer.expect_raw(&[0x20, 0x02, 0x00, 0x00]).await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.1.4-2 v5:MQTT-3.2.2-6 v5:MQTT-3.2.2-7
+#[tokio::test]
+async fn v5_authenticator_rejects_with_its_reason_code() {
+    let broker = start_with(Broker::builder().authenticator(Password(b"secret"))).await;
+    let mut peer = Peer::open(addr(&broker), V5).await;
+    peer.send_raw(CONNECT_V5).await;
+    peer.expect_raw(&[0x20, 0x03, 0x00, 0x86, 0x00]).await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-4.12.0-1
+#[tokio::test]
+async fn v5_unknown_authentication_method_is_refused() {
+    let broker = start().await;
+    let mut peer = Peer::open(addr(&broker), V5).await;
+    // Properties: Authentication Method (0x15) "x".
+    let connect = [
+        0x10, 0x13, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x00, 0x04, 0x15, 0x00,
+        0x01, b'x', 0x00, 0x02, b'c', b'1',
+    ];
+    peer.send_raw(&connect).await;
+    peer.expect_raw(&[0x20, 0x03, 0x00, 0x8c, 0x00]).await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.1.2-22
+#[tokio::test]
+async fn shutdown_disconnects_v5_clients_with_0x8b() {
+    let broker = start().await;
+    let mut peer = Peer::open(addr(&broker), V5).await;
+    peer.send_raw(CONNECT_V5).await;
+    peer.expect_raw(CONNACK_V5).await;
+    broker.shutdown().await;
+    peer.expect_raw(&[0xe0, 0x01, 0x8b]).await;
+    peer.expect_closed().await;
+    assert!(matches!(
+        broker.publish("a", "x", fulmar_codec::QoS::AtMostOnce, false),
+        Err(fulmar_broker::BrokerError::Shutdown)
+    ));
+}
