@@ -2,6 +2,8 @@
 //! the remaining-length boundaries, and malformed inputs with the exact
 //! `DecodeError` (and the reason code a 5.0 peer would get for it).
 //!
+//! The fixed header and remaining length are in `vectors_framing.rs`.
+//!
 //! Each positive vector is checked both ways: the value encodes to exactly
 //! these bytes, and the bytes decode to exactly this value.
 
@@ -10,23 +12,17 @@
 
 mod common;
 
-use bytes::{Bytes, BytesMut};
-use common::{
-    MAX, assert_decodes_to, assert_malformed, assert_vector, decode_one, encode, frame, hex, string,
-};
+use bytes::Bytes;
+use common::{assert_malformed, assert_vector, encode, frame, hex, id, string};
 use fulmar_codec::{
     ConnAck, Connect, ConnectReasonCode, DecodeError, Disconnect, DisconnectReasonCode,
     EncodeError, Packet, PacketId, PacketType, ProtocolVersion, PubAck, PubAckReasonCode, PubComp,
     PubRec, PubRel, Publish, QoS, ReasonCode, RetainHandling, StringError, SubAck,
     SubAckReasonCode, Subscribe, SubscriptionOptions, UnsubAck, UnsubAckReasonCode, Unsubscribe,
-    Will, decode,
+    Will,
 };
 
 const V3: ProtocolVersion = ProtocolVersion::V311;
-
-fn id(n: u16) -> PacketId {
-    PacketId::new(n).unwrap()
-}
 
 fn publish(topic: &'static str, payload: &'static [u8], qos: QoS, packet_id: u16) -> Publish {
     let mut p = Publish::new(topic.into(), Bytes::from_static(payload));
@@ -36,12 +32,7 @@ fn publish(topic: &'static str, payload: &'static [u8], qos: QoS, packet_id: u16
 }
 
 fn encode_err(packet: impl Into<Packet>) -> EncodeError {
-    let packet = packet.into();
-    let mut buf = BytesMut::new();
-    let err = packet.encode(V3, &mut buf).unwrap_err();
-    assert!(buf.is_empty(), "nothing is written on error");
-    assert_eq!(packet.encoded_len(V3), Err(err.clone()));
-    err
+    common::encode_err(packet, V3)
 }
 
 fn malformed(wire: &str, error: DecodeError) {
@@ -960,128 +951,4 @@ fn reserved_packet_types() {
             ..
         }
     ));
-}
-
-// ---------------------------------------------------------------- remaining length
-
-/// A QoS 0 PUBLISH to topic "a" with a payload that makes the remaining
-/// length exactly `remaining`.
-fn publish_with_remaining(remaining: usize) -> Publish {
-    let payload = Bytes::from(vec![0xA5; remaining - 3]);
-    Publish::new("a".into(), payload)
-}
-
-/// Spec 2.2.3 Table 2.4 boundaries, each encoded and decoded in full.
-#[test]
-fn remaining_length_boundaries() {
-    assert_vector(&Packet::PingReq, V3, &hex("C0 00"));
-    for (remaining, header) in [
-        (127, "30 7F"),
-        (128, "30 80 01"),
-        (16_383, "30 FF 7F"),
-        (16_384, "30 80 80 01"),
-        (2_097_151, "30 FF FF 7F"),
-        (2_097_152, "30 80 80 80 01"),
-    ] {
-        let p = publish_with_remaining(remaining);
-        let mut wire = hex(header);
-        wire.extend(hex("00 01 'a'"));
-        wire.extend_from_slice(&p.payload);
-        assert_vector(&p.into(), V3, &wire);
-    }
-}
-
-/// Spec 2.2.3: 64 is `0x40`; 321 is `0xC1 0x02`.
-#[test]
-fn remaining_length_spec_examples() {
-    let mut wire = hex("30 40 00 01 'a'");
-    wire.extend([0xA5; 61]);
-    assert_vector(&publish_with_remaining(64).into(), V3, &wire);
-    let mut wire = hex("30 C1 02 00 01 'a'");
-    wire.extend([0xA5; 318]);
-    assert_vector(&publish_with_remaining(321).into(), V3, &wire);
-}
-
-/// The largest packet, 268 435 455 bytes of remaining length (`FF FF FF 7F`):
-/// its header is encoded without touching the payload, and a decoder that
-/// has only the fixed header asks for more bytes, or refuses it at once when
-/// it exceeds the maximum packet size.
-#[test]
-fn remaining_length_maximum() {
-    // vec![0; n] is zero-allocated: the pages are never touched.
-    let p = Publish::new("a".into(), Bytes::from(vec![0u8; 268_435_455 - 3]));
-    let mut header = BytesMut::new();
-    p.encode_header(V3, &mut header).unwrap();
-    assert_eq!(&header[..], &hex("30 FF FF FF 7F 00 01 'a'")[..]);
-    assert_eq!(
-        Packet::from(p).encoded_len(V3).unwrap(),
-        1 + 4 + 268_435_455
-    );
-
-    let too_big = Publish::new("a".into(), Bytes::from(vec![0u8; 268_435_456 - 3]));
-    assert_eq!(
-        encode_err(too_big),
-        EncodeError::PacketTooLarge(268_435_456)
-    );
-
-    let mut buf = BytesMut::from(&hex("30 FF FF FF 7F 00 01 'a'")[..]);
-    assert_eq!(decode(&mut buf, V3, MAX), Ok(None));
-    assert_eq!(buf.len(), 8, "Ok(None) leaves the buffer as it was");
-    assert_eq!(
-        decode(&mut buf, V3, 1024),
-        Err(DecodeError::PacketTooLarge {
-            size: 268_435_460,
-            max: 1024
-        })
-    );
-}
-
-#[test]
-fn remaining_length_malformed() {
-    // A fifth length byte.
-    malformed("30 FF FF FF FF 01", DecodeError::VarIntTooLong);
-    malformed("30 80 80 80 80 00", DecodeError::VarIntTooLong);
-    // Incomplete: more bytes needed, nothing consumed.
-    let mut buf = BytesMut::from(&hex("30 FF FF FF")[..]);
-    assert_eq!(decode(&mut buf, V3, MAX), Ok(None));
-    assert_eq!(buf.len(), 4);
-}
-
-/// 3.1.1 has no minimal-encoding rule for the remaining length (5.0 added
-/// [MQTT-1.5.5-1]); a padded length is accepted.
-#[test]
-fn remaining_length_non_minimal_is_accepted() {
-    assert_decodes_to(&hex("C0 80 00"), V3, &Packet::PingReq);
-    assert_decodes_to(&hex("40 82 80 00 00 07"), V3, &PubAck::new(id(7)).into());
-}
-
-// ---------------------------------------------------------------- streams
-
-/// Several packets back to back decode one at a time, each consuming its own bytes.
-#[test]
-fn a_stream_of_packets() {
-    let wire = hex("10 0D 00 04 'MQTT' 04 02 00 3C 00 01 'c' \
-                    | 32 07 00 03 'a/b' 00 0A | 40 02 00 0A | C0 00 | E0 00");
-    let mut buf = BytesMut::from(&wire[..]);
-    let mut types = Vec::new();
-    while let Some(p) = decode(&mut buf, V3, MAX).unwrap() {
-        types.push(p.packet_type());
-    }
-    assert!(buf.is_empty());
-    assert_eq!(
-        types,
-        [
-            PacketType::Connect,
-            PacketType::Publish,
-            PacketType::PubAck,
-            PacketType::PingReq,
-            PacketType::Disconnect
-        ]
-    );
-    // The payload is a zero-copy slice of the frame.
-    let p = decode_one(&hex("30 06 00 01 't' 'xyz'"), V3).unwrap();
-    let Packet::Publish(p) = p else {
-        panic!("not a PUBLISH")
-    };
-    assert_eq!(p.payload, Bytes::from_static(b"xyz"));
 }

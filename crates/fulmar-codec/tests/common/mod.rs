@@ -7,7 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::BytesMut;
-use fulmar_codec::{DecodeError, Packet, ProtocolVersion, ReasonCode, decode};
+use fulmar_codec::{
+    DecodeError, EncodeError, Packet, PacketId, ProtocolVersion, ReasonCode, decode,
+};
 
 /// A maximum packet size large enough for every vector.
 pub(crate) const MAX: u32 = 268_435_460;
@@ -151,4 +153,62 @@ impl core::fmt::Debug for Hex<'_> {
         }
         Ok(())
     }
+}
+
+/// A property block: the Property Length (a Variable Byte Integer) and the properties.
+pub(crate) fn props(properties: &[u8]) -> Vec<u8> {
+    let mut out = var_int(properties.len());
+    out.extend_from_slice(properties);
+    out
+}
+
+/// Concatenates wire fragments.
+pub(crate) fn cat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+/// The packet identifier `n` (not zero).
+pub(crate) fn id(n: u16) -> PacketId {
+    PacketId::new(n).unwrap()
+}
+
+/// Encoding `packet` for `version` fails; nothing is written, and
+/// `encoded_len` reports the same error.
+#[track_caller]
+pub(crate) fn encode_err(packet: impl Into<Packet>, version: ProtocolVersion) -> EncodeError {
+    let packet = packet.into();
+    let mut buf = BytesMut::new();
+    let err = packet.encode(version, &mut buf).unwrap_err();
+    assert!(buf.is_empty(), "nothing is written on error");
+    assert_eq!(packet.encoded_len(version), Err(err.clone()));
+    err
+}
+
+/// Checks that the reason code enum `C` accepts exactly the `spec` values
+/// (and converts back to them), and returns them typed.
+#[track_caller]
+pub(crate) fn code_table<C>(spec: &[u8]) -> Vec<C>
+where
+    C: TryFrom<u8> + Into<u8> + Copy + core::fmt::Debug,
+{
+    let mut typed = Vec::new();
+    for value in 0..=0xFF_u8 {
+        match C::try_from(value) {
+            Ok(code) => {
+                assert!(
+                    spec.contains(&value),
+                    "{code:?} ({value:#04x}) is not in the spec table"
+                );
+                assert_eq!(code.into(), value);
+                typed.push(code);
+            }
+            Err(_) => assert!(!spec.contains(&value), "{value:#04x} is missing"),
+        }
+    }
+    typed
+}
+
+/// The byte values that are not in a reason code table.
+pub(crate) fn not_in(spec: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    (0..=0xFF_u8).filter(|v| !spec.contains(v))
 }
