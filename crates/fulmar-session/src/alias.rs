@@ -10,18 +10,18 @@ use fulmar_codec::{MqttString, Publish};
 
 use crate::error::ProtocolViolation;
 
-/// Inbound aliases: alias -> topic name.
+/// Inbound aliases: alias -> topic name, indexed by alias (1..=maximum).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct InboundAliases {
     maximum: u16,
-    map: HashMap<u16, MqttString>,
+    topics: Vec<Option<MqttString>>,
 }
 
 impl InboundAliases {
     pub(crate) fn new(maximum: u16) -> Self {
         Self {
             maximum,
-            map: HashMap::new(),
+            topics: Vec::new(),
         }
     }
 
@@ -39,15 +39,20 @@ impl InboundAliases {
         if alias > self.maximum {
             return Err(ProtocolViolation::TopicAliasInvalid(alias));
         }
+        let index = usize::from(alias - 1);
         if publish.topic.is_empty() {
-            let topic = self
-                .map
-                .get(&alias)
-                .ok_or(ProtocolViolation::TopicAliasUnknown(alias))?;
-            publish.topic = topic.clone();
+            let topic = self.topics.get(index).and_then(Option::as_ref);
+            publish.topic = topic
+                .ok_or(ProtocolViolation::TopicAliasUnknown(alias))?
+                .clone();
         } else {
-            // The map holds at most `maximum` entries: keys are 1..=maximum.
-            self.map.insert(alias, publish.topic.clone());
+            // Grows to at most `maximum` slots.
+            if self.topics.len() <= index {
+                self.topics.resize(index + 1, None);
+            }
+            if let Some(slot) = self.topics.get_mut(index) {
+                *slot = Some(publish.topic.clone());
+            }
         }
         Ok(())
     }

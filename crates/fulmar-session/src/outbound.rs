@@ -12,7 +12,7 @@ use fulmar_codec::{
 
 use crate::error::LimitExceeded;
 use crate::event::{DropReason, Event};
-use crate::packet_id::PacketIds;
+use crate::packet_id::{IdHash, PacketIds};
 use crate::state::Outgoing;
 
 /// Stage of an in-flight message.
@@ -54,7 +54,7 @@ pub(crate) enum Next {
 pub(crate) struct Outbound {
     pub(crate) ids: PacketIds,
     inflight: BTreeMap<u64, Entry>,
-    by_id: HashMap<PacketId, u64>,
+    by_id: HashMap<PacketId, u64, IdHash>,
     seq: u64,
     pending: VecDeque<Pending>,
     resend: VecDeque<PacketId>,

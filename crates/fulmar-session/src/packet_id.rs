@@ -1,14 +1,48 @@
 //! Packet identifier allocation: never hand out an identifier that is in use.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use fulmar_codec::PacketId;
+
+/// Hasher for packet identifiers: a multiplicative hash of the 16-bit value.
+/// The keys are at most 65 535 distinct small integers, so flooding a table
+/// with collisions is bounded; SipHash would cost more than the table itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u8(*b);
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// `HashMap`/`HashSet` hasher for packet identifier keys.
+pub(crate) type IdHash = BuildHasherDefault<IdHasher>;
 
 /// Outbound packet identifiers in use (in-flight and queued QoS 1/2 messages,
 /// SUBSCRIBE/UNSUBSCRIBE awaiting their ack), and the next one to try.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PacketIds {
-    in_use: HashSet<PacketId>,
+    in_use: HashSet<PacketId, IdHash>,
     next: u16,
 }
 
@@ -16,7 +50,7 @@ impl PacketIds {
     /// Continues after `last` (the highest recently used identifier).
     pub(crate) fn starting_after(last: u16) -> Self {
         Self {
-            in_use: HashSet::new(),
+            in_use: HashSet::default(),
             next: last,
         }
     }

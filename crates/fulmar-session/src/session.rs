@@ -104,7 +104,7 @@ pub(crate) struct Conn {
     pub(crate) session_expiry_zero: bool,
     pub(crate) in_aliases: InboundAliases,
     pub(crate) out_aliases: OutboundAliases,
-    pub(crate) requests: HashMap<PacketId, Request>,
+    pub(crate) requests: HashMap<PacketId, Request, crate::packet_id::IdHash>,
     pub(crate) early: Vec<Packet>,
     pub(crate) ping_outstanding: bool,
     pub(crate) reported_close: bool,
