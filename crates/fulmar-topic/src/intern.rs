@@ -4,9 +4,9 @@
 //! `(parent node, level id) -> child node` in a single hash table, so nodes carry no per-node
 //! map and no per-node `String`.
 
-use core::hash::{BuildHasher, Hash, Hasher};
+use core::hash::BuildHasher;
 
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 /// "No node" / "no entry" in the `u32` links.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -119,35 +119,182 @@ impl Interner {
     }
 }
 
-/// An edge key: parent node and level id, hashed as one `u64` (one multiply with foldhash),
-/// stored in 8 bytes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct EdgeKey(u32, u32);
-
-impl Hash for EdgeKey {
-    #[inline]
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64((u64::from(self.0) << 32) | u64::from(self.1));
-    }
+/// The edges of a tree: `(parent, level id) -> child`, in one open-addressing table.
+///
+/// Linear probing over 12-byte slots `[parent, level, child]` (child [`NONE`] = empty): a
+/// lookup usually touches one cache line, where a general-purpose table touches two (control
+/// bytes and buckets live apart). The hash is a seeded multiply-fold of the two ids; ids are
+/// assigned by the tree, and the seed comes from the process's random hasher keys.
+pub(crate) struct Edges {
+    slots: Vec<[u32; 3]>,
+    len: usize,
+    seed: u64,
 }
 
-/// The edges of a tree: `(parent, level id) -> child`.
-#[derive(Default)]
-pub(crate) struct Edges {
-    map: HashMap<EdgeKey, u32>,
+const EMPTY_SLOT: [u32; 3] = [NONE, NONE, NONE];
+
+impl Default for Edges {
+    fn default() -> Self {
+        Self {
+            slots: Vec::new(),
+            len: 0,
+            seed: std::hash::RandomState::new().hash_one(0x5EED_u64) | 1,
+        }
+    }
 }
 
 impl Edges {
     #[inline]
+    fn home(&self, parent: u32, level: u32) -> usize {
+        let key = ((u64::from(parent) << 32) | u64::from(level)) ^ self.seed;
+        let wide = u128::from(key) * 0x9E37_79B9_7F4A_7C15_u128;
+        let folded = (wide as u64) ^ ((wide >> 64) as u64);
+        (folded as usize) & (self.slots.len().wrapping_sub(1))
+    }
+
+    #[inline]
+    fn mask(&self) -> usize {
+        self.slots.len().wrapping_sub(1)
+    }
+
+    /// The slot holding `(parent, level)`, or the empty slot where it would go.
+    #[inline]
+    fn probe(&self, parent: u32, level: u32) -> Option<(usize, bool)> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.mask();
+        let mut i = self.home(parent, level);
+        loop {
+            let slot = self.slots.get(i)?;
+            if slot[2] == NONE {
+                return Some((i, false));
+            }
+            if slot[0] == parent && slot[1] == level {
+                return Some((i, true));
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    #[inline]
     pub(crate) fn get(&self, parent: u32, level: u32) -> Option<u32> {
-        self.map.get(&EdgeKey(parent, level)).copied()
+        match self.probe(parent, level)? {
+            (i, true) => self.slots.get(i).map(|s| s[2]),
+            (_, false) => None,
+        }
     }
 
     pub(crate) fn insert(&mut self, parent: u32, level: u32, child: u32) {
-        self.map.insert(EdgeKey(parent, level), child);
+        // Keep the load at most 0.7, so that probe runs stay short.
+        if (self.len + 1) * 10 > self.slots.len() * 7 {
+            self.grow();
+        }
+        if let Some((i, found)) = self.probe(parent, level) {
+            if let Some(slot) = self.slots.get_mut(i) {
+                *slot = [parent, level, child];
+                if !found {
+                    self.len += 1;
+                }
+            }
+        }
     }
 
     pub(crate) fn remove(&mut self, parent: u32, level: u32) {
-        self.map.remove(&EdgeKey(parent, level));
+        let Some((mut hole, true)) = self.probe(parent, level) else {
+            return;
+        };
+        self.len -= 1;
+        // Backward-shift deletion: move later entries of the run into the hole when their home
+        // position allows it, so that no tombstones are needed.
+        let mask = self.mask();
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let Some(&slot) = self.slots.get(j) else {
+                break;
+            };
+            if slot[2] == NONE {
+                break;
+            }
+            let home = self.home(slot[0], slot[1]);
+            let movable = if hole <= j {
+                home <= hole || home > j
+            } else {
+                home <= hole && home > j
+            };
+            if movable {
+                if let Some(h) = self.slots.get_mut(hole) {
+                    *h = slot;
+                }
+                hole = j;
+            }
+        }
+        if let Some(h) = self.slots.get_mut(hole) {
+            *h = EMPTY_SLOT;
+        }
+    }
+
+    fn grow(&mut self) {
+        let capacity = (self.slots.len() * 2).max(16);
+        let old = core::mem::replace(&mut self.slots, vec![EMPTY_SLOT; capacity]);
+        self.len = 0;
+        for [parent, level, child] in old {
+            if child != NONE {
+                self.insert(parent, level, child);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn edges_agree_with_a_hash_map_under_churn() {
+        let mut edges = Edges::default();
+        let mut model = HashMap::new();
+        let mut x: u64 = 0x1234_5678_9ABC_DEF1;
+        for step in 0..200_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let (parent, level) = ((x % 300) as u32, ((x >> 20) % 50) as u32);
+            if x >> 60 < 9 {
+                edges.insert(parent, level, step);
+                model.insert((parent, level), step);
+            } else {
+                edges.remove(parent, level);
+                model.remove(&(parent, level));
+            }
+            if step % 5000 == 0 {
+                assert_eq!(edges.len, model.len());
+                for p in 0..300 {
+                    for l in 0..50 {
+                        assert_eq!(edges.get(p, l), model.get(&(p, l)).copied());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn interner_reuses_ids_and_forgets_released_levels() {
+        let mut interner = Interner::default();
+        let a = interner.acquire(b"a");
+        assert_eq!(interner.acquire(b"a"), a);
+        let b = interner.acquire(b"b");
+        assert_ne!(a, b);
+        interner.release(a);
+        assert_eq!(interner.get(b"a"), Some(a));
+        interner.release(a);
+        assert_eq!(interner.get(b"a"), None);
+        let c = interner.acquire(b"c");
+        assert_eq!(c, a, "freed id reused");
+        assert_eq!(interner.resolve(c), b"c");
+        assert_eq!(interner.get(b"b"), Some(b));
     }
 }
