@@ -1,0 +1,527 @@
+//! PUBLISH routing, subscription options, retained messages and
+//! authorization, between raw peers and in-process subscribers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::num::NonZeroU32;
+
+use bytes::Bytes;
+use common::{Peer, addr, next, publish, start, start_with};
+use fulmar_broker::{Authorizer, Broker, ClientInfo};
+use fulmar_codec::{
+    MqttString, Packet, PacketId, PayloadFormat, ProtocolVersion::V5, ProtocolVersion::V311,
+    PubAck, PubAckReasonCode, PubRecReasonCode, PubRel, QoS, RetainHandling, SubAckReasonCode,
+    Subscribe, SubscriptionOptions, UnsubAckReasonCode, Unsubscribe,
+};
+
+fn pid(n: u16) -> PacketId {
+    PacketId::new(n).unwrap()
+}
+
+// MQTT-3.8.4-1 MQTT-3.8.4-2 v3:MQTT-3.8.4-5 MQTT-3.3.4-1 v3:MQTT-4.3.2-2 v5:MQTT-4.3.2-4
+// v3:MQTT-4.3.2-1 v5:MQTT-4.3.2-2 v3:MQTT-3.3.2-3 v3:MQTT-3.3.1-3
+#[tokio::test]
+async fn v3_raw_subscribe_publish_qos1_round_trip() {
+    let broker = start().await;
+    let mut sub = Peer::connect(addr(&broker), V311, "sub").await;
+    // SUBSCRIBE id 1, "a" at QoS 1.
+    sub.send_raw(&[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x01])
+        .await;
+    sub.expect_raw(&[0x90, 0x03, 0x00, 0x01, 0x01]).await;
+    let mut publisher = Peer::connect(addr(&broker), V311, "pub").await;
+    // PUBLISH QoS 1, DUP set, id 7, "a", payload "x".
+    publisher
+        .send_raw(&[0x3a, 0x06, 0x00, 0x01, b'a', 0x00, 0x07, b'x'])
+        .await;
+    publisher.expect_raw(&[0x40, 0x02, 0x00, 0x07]).await;
+    // The subscriber gets it with the broker's own packet identifier, DUP 0.
+    sub.expect_raw(&[0x32, 0x06, 0x00, 0x01, b'a', 0x00, 0x01, b'x'])
+        .await;
+    sub.send_raw(&[0x40, 0x02, 0x00, 0x01]).await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.8.4-6 v5:MQTT-3.8.4-7 v5:MQTT-4.3.3-8 v5:MQTT-4.3.3-11 v3:MQTT-4.3.3-2
+#[tokio::test]
+async fn v5_raw_subscribe_and_qos2_flow() {
+    let broker = start().await;
+    let mut peer = Peer::connect(addr(&broker), V5, "q2").await;
+    // SUBSCRIBE id 2, no properties, "a" at QoS 2.
+    peer.send_raw(&[0x82, 0x07, 0x00, 0x02, 0x00, 0x00, 0x01, b'a', 0x02])
+        .await;
+    peer.expect_raw(&[0x90, 0x04, 0x00, 0x02, 0x00, 0x02]).await;
+    // PUBLISH QoS 2 id 9 to "b" (nobody subscribed).
+    peer.send_raw(&[0x34, 0x07, 0x00, 0x01, b'b', 0x00, 0x09, 0x00, b'x'])
+        .await;
+    peer.expect_raw(&[0x50, 0x02, 0x00, 0x09]).await;
+    peer.send_raw(&[0x62, 0x02, 0x00, 0x09]).await;
+    peer.expect_raw(&[0x70, 0x02, 0x00, 0x09]).await;
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.9.3-1 v5:MQTT-3.9.3-1 v3:MQTT-3.8.4-4 v5:MQTT-3.8.4-5 v5:MQTT-3.9.3-2 v3:MQTT-3.9.3-2
+#[tokio::test]
+async fn suback_codes_follow_filter_order() {
+    let broker = start().await;
+    for version in [V311, V5] {
+        let mut peer = Peer::connect(addr(&broker), version, "order").await;
+        let filters = vec![
+            (
+                MqttString::from("x/#"),
+                SubscriptionOptions::new(QoS::ExactlyOnce),
+            ),
+            (
+                MqttString::from("x/#/y"),
+                SubscriptionOptions::new(QoS::AtMostOnce),
+            ),
+            (
+                MqttString::from("y"),
+                SubscriptionOptions::new(QoS::AtLeastOnce),
+            ),
+        ];
+        peer.send(Subscribe::new(pid(3), filters)).await;
+        let Packet::SubAck(ack) = peer.recv().await else {
+            panic!()
+        };
+        assert_eq!(ack.packet_id, pid(3));
+        // 3.1.1 has one failure code, 0x80.
+        let failure = match version {
+            V311 => SubAckReasonCode::UnspecifiedError,
+            V5 => SubAckReasonCode::TopicFilterInvalid,
+        };
+        assert_eq!(
+            ack.reason_codes,
+            [
+                SubAckReasonCode::GrantedQoS2,
+                failure,
+                SubAckReasonCode::GrantedQoS1
+            ]
+        );
+    }
+    broker.shutdown().await;
+}
+
+// MQTT-3.8.4-6 v5:MQTT-3.8.4-8 v3:MQTT-3.3.5-1
+#[tokio::test]
+async fn delivery_is_downgraded_to_the_granted_qos() {
+    let broker = start().await;
+    let mut s0 = Peer::connect(addr(&broker), V311, "s0").await;
+    s0.sub(1, "t", QoS::AtMostOnce).await;
+    let mut s1 = Peer::connect(addr(&broker), V5, "s1").await;
+    s1.sub(1, "t", QoS::AtLeastOnce).await;
+    let mut p = Peer::connect(addr(&broker), V5, "p").await;
+    p.send(publish("t", "m", QoS::ExactlyOnce)).await;
+    assert!(matches!(p.recv().await, Packet::PubRec(_)));
+    let got0 = s0.recv_publish().await;
+    assert_eq!((got0.qos, got0.packet_id), (QoS::AtMostOnce, None));
+    let got1 = s1.recv_publish().await;
+    assert_eq!(got1.qos, QoS::AtLeastOnce);
+    assert_eq!(got1.payload, "m");
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.3.4-2 v5:MQTT-3.3.4-3 v5:MQTT-3.3.4-4 v3:MQTT-3.3.5-1
+#[tokio::test]
+async fn overlapping_subscriptions_deliver_once_with_every_identifier() {
+    let broker = start().await;
+    let mut s = Peer::connect(addr(&broker), V5, "over").await;
+    for (n, filter, qos) in [(1u16, "a/+", QoS::AtMostOnce), (2, "a/#", QoS::AtLeastOnce)] {
+        let mut subscribe = Subscribe::new(
+            pid(n),
+            vec![(MqttString::from(filter), SubscriptionOptions::new(qos))],
+        );
+        subscribe.properties.subscription_identifier = NonZeroU32::new(u32::from(n) * 10);
+        s.send(subscribe).await;
+        assert!(matches!(s.recv().await, Packet::SubAck(_)));
+    }
+    broker
+        .publish("a/b", "one", QoS::AtLeastOnce, false)
+        .unwrap();
+    broker
+        .publish("a/b", "two", QoS::AtMostOnce, false)
+        .unwrap();
+    let first = s.recv_publish().await;
+    assert_eq!(first.payload, "one");
+    assert_eq!(first.qos, QoS::AtLeastOnce);
+    let mut ids: Vec<u32> = first
+        .properties
+        .subscription_identifiers
+        .iter()
+        .map(|i| i.get())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [10, 20]);
+    s.send(PubAck::new(first.packet_id.unwrap())).await;
+    // The next packet is the second message, not a copy of the first.
+    assert_eq!(s.recv_publish().await.payload, "two");
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.8.3-3
+#[tokio::test]
+async fn no_local_skips_the_publishing_client() {
+    let broker = start().await;
+    let mut me = Peer::connect(addr(&broker), V5, "me").await;
+    let mut options = SubscriptionOptions::new(QoS::AtLeastOnce);
+    options.no_local = true;
+    me.subscribe(1, "chat", options).await;
+    me.send(publish("chat", "mine", QoS::AtLeastOnce)).await;
+    assert!(matches!(me.recv().await, Packet::PubAck(_)));
+    let mut other = Peer::connect(addr(&broker), V5, "other").await;
+    other.send(publish("chat", "theirs", QoS::AtMostOnce)).await;
+    assert_eq!(me.recv_publish().await.payload, "theirs");
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.3.1-12 v5:MQTT-3.3.1-13 v3:MQTT-3.3.1-9
+#[tokio::test]
+async fn retain_as_published_controls_the_retain_flag_of_live_messages() {
+    let broker = start().await;
+    let mut keep = Peer::connect(addr(&broker), V5, "keep").await;
+    let mut options = SubscriptionOptions::new(QoS::AtMostOnce);
+    options.retain_as_published = true;
+    keep.subscribe(1, "r", options).await;
+    let mut clear = Peer::connect(addr(&broker), V5, "clear").await;
+    clear.sub(1, "r", QoS::AtMostOnce).await;
+    let mut v3 = Peer::connect(addr(&broker), V311, "v3").await;
+    v3.sub(1, "r", QoS::AtMostOnce).await;
+    broker.publish("r", "live", QoS::AtMostOnce, true).unwrap();
+    assert!(keep.recv_publish().await.retain);
+    assert!(!clear.recv_publish().await.retain);
+    assert!(!v3.recv_publish().await.retain);
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.3.2-4 v5:MQTT-3.3.2-15 v5:MQTT-3.3.2-16 v5:MQTT-3.3.2-17 v5:MQTT-3.3.2-18
+// v5:MQTT-3.1.3-10 v5:MQTT-3.3.2-6
+#[tokio::test]
+async fn v5_properties_pass_through_unchanged() {
+    let broker = start().await;
+    let mut s = Peer::connect(addr(&broker), V5, "props-sub").await;
+    s.sub(1, "req", QoS::AtMostOnce).await;
+    let mut p = Peer::connect(addr(&broker), V5, "props-pub").await;
+    let mut message = publish("req", "{}", QoS::AtMostOnce);
+    let props = &mut message.properties;
+    props.payload_format_indicator = Some(PayloadFormat::Utf8);
+    props.message_expiry_interval = Some(3600);
+    props.content_type = Some(MqttString::from("application/json"));
+    props.response_topic = Some(MqttString::from("resp/1"));
+    props.correlation_data = Some(Bytes::from_static(b"\x00\x01"));
+    props.user_properties = vec![
+        (MqttString::from("z"), MqttString::from("1")),
+        (MqttString::from("a"), MqttString::from("2")),
+        (MqttString::from("z"), MqttString::from("3")),
+    ];
+    let sent = message.properties.clone();
+    p.send(message).await;
+    let got = s.recv_publish().await;
+    let mut expected = sent;
+    // The expiry counts down while the broker holds the message (0 or 1 s here).
+    let expiry = got.properties.message_expiry_interval.unwrap();
+    assert!((3599..=3600).contains(&expiry));
+    expected.message_expiry_interval = Some(expiry);
+    assert_eq!(got.properties, expected);
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.3.1-5 v5:MQTT-3.3.1-6 v5:MQTT-3.3.1-7 v5:MQTT-3.3.1-8 v5:MQTT-3.3.1-9
+// v3:MQTT-3.3.1-5 v3:MQTT-3.3.1-6 v3:MQTT-3.3.1-8 v3:MQTT-3.3.1-10 v3:MQTT-3.3.1-11 v3:MQTT-3.3.1-12
+#[tokio::test]
+async fn retained_messages_are_stored_replaced_and_deleted() {
+    let broker = start().await;
+    let mut p = Peer::connect(addr(&broker), V311, "retainer").await;
+    let mut m = publish("home/t", "20", QoS::AtLeastOnce);
+    m.retain = true;
+    p.send(m.clone()).await;
+    assert!(matches!(p.recv().await, Packet::PubAck(_)));
+    m.payload = Bytes::from_static(b"21");
+    p.send(m.clone()).await;
+    assert!(matches!(p.recv().await, Packet::PubAck(_)));
+    // Not retained: does not replace.
+    p.send(publish("home/t", "99", QoS::AtMostOnce)).await;
+    let mut gone = publish("home/gone", "x", QoS::AtMostOnce);
+    gone.retain = true;
+    p.send(gone.clone()).await;
+    gone.payload = Bytes::new();
+    p.send(gone).await;
+    p.disconnect().await;
+    assert_eq!(broker.stats().retained, 1);
+
+    for version in [V311, V5] {
+        let mut s = Peer::connect(addr(&broker), version, "late").await;
+        s.sub(1, "home/#", QoS::AtMostOnce).await;
+        let got = s.recv_publish().await;
+        assert_eq!(
+            (got.topic.as_str(), &got.payload[..]),
+            ("home/t", &b"21"[..])
+        );
+        assert!(got.retain);
+        assert_eq!(got.qos, QoS::AtMostOnce);
+        s.disconnect().await;
+    }
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.3.1-9 v5:MQTT-3.3.1-10 v5:MQTT-3.3.1-11 v5:MQTT-3.8.4-3 v5:MQTT-3.8.4-4
+#[tokio::test]
+async fn retain_handling_0_1_2() {
+    let broker = start().await;
+    broker.publish("rh", "kept", QoS::AtMostOnce, true).unwrap();
+    broker
+        .publish("marker", "m", QoS::AtMostOnce, false)
+        .unwrap();
+    let mut s = Peer::connect(addr(&broker), V5, "rh").await;
+    s.sub(9, "marker", QoS::AtMostOnce).await;
+    let mut options = SubscriptionOptions::new(QoS::AtMostOnce);
+    for (handling, sends) in [
+        (RetainHandling::SendAtSubscribeIfNew, true),
+        (RetainHandling::SendAtSubscribeIfNew, false),
+        (RetainHandling::SendAtSubscribe, true),
+        (RetainHandling::DoNotSend, false),
+    ] {
+        options.retain_handling = handling;
+        s.subscribe(1, "rh", options).await;
+        broker
+            .publish("marker", "m", QoS::AtMostOnce, false)
+            .unwrap();
+        let first = s.recv_publish().await;
+        if sends {
+            assert_eq!(
+                (first.topic.as_str(), first.retain),
+                ("rh", true),
+                "{handling:?}"
+            );
+            assert_eq!(s.recv_publish().await.topic, "marker");
+        } else {
+            assert_eq!(first.topic, "marker", "{handling:?}");
+        }
+    }
+    broker.shutdown().await;
+}
+
+// v5:MQTT-4.8.2-1 v5:MQTT-4.8.2-2 v5:MQTT-4.8.2-3
+#[tokio::test]
+async fn shared_subscription_delivers_each_message_to_one_member() {
+    let broker = start().await;
+    let mut members = Vec::new();
+    for id in ["w1", "w2"] {
+        let mut m = Peer::connect(addr(&broker), V5, id).await;
+        m.sub(1, "$share/g/jobs/+", QoS::AtLeastOnce).await;
+        m.sub(2, "end", QoS::AtMostOnce).await;
+        members.push(m);
+    }
+    for _ in 0..4 {
+        broker
+            .publish("jobs/1", "job", QoS::AtMostOnce, false)
+            .unwrap();
+    }
+    broker.publish("end", "", QoS::AtMostOnce, false).unwrap();
+    let mut total = 0;
+    for m in &mut members {
+        loop {
+            let p = m.recv_publish().await;
+            if p.topic == "end" {
+                break;
+            }
+            assert_eq!(p.topic, "jobs/1");
+            total += 1;
+        }
+    }
+    assert_eq!(total, 4);
+    // v5:MQTT-3.8.3-4 No Local on a shared subscription is a protocol error.
+    let m = &mut members[0];
+    let mut raw = vec![0x82, 0x10, 0x00, 0x05, 0x00, 0x00, 0x0a];
+    raw.extend_from_slice(b"$share/g/x");
+    raw.push(0x04);
+    m.send_raw(&raw).await;
+    m.expect_raw(&[0xe0, 0x01, 0x82]).await;
+    m.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.10.4-1 v5:MQTT-3.10.4-2 v5:MQTT-3.10.4-4 v5:MQTT-3.10.4-5 v5:MQTT-3.10.4-6
+// v3:MQTT-3.10.4-1 v3:MQTT-3.10.4-2 v3:MQTT-3.10.4-4 v3:MQTT-3.10.4-5 v3:MQTT-3.10.4-6
+#[tokio::test]
+async fn unsubscribe_stops_delivery_and_is_always_acknowledged() {
+    let broker = start().await;
+    for version in [V311, V5] {
+        let mut s = Peer::connect(addr(&broker), version, "unsub").await;
+        s.sub(1, "u/+", QoS::AtMostOnce).await;
+        s.sub(2, "end", QoS::AtMostOnce).await;
+        s.send(Unsubscribe::new(
+            pid(3),
+            vec![MqttString::from("u/+"), MqttString::from("u/#")],
+        ))
+        .await;
+        let Packet::UnsubAck(ack) = s.recv().await else {
+            panic!()
+        };
+        assert_eq!(ack.packet_id, pid(3));
+        if version == V5 {
+            assert_eq!(
+                ack.reason_codes,
+                [
+                    UnsubAckReasonCode::Success,
+                    UnsubAckReasonCode::NoSubscriptionExisted
+                ]
+            );
+        }
+        broker.publish("u/1", "x", QoS::AtMostOnce, false).unwrap();
+        broker.publish("end", "e", QoS::AtMostOnce, false).unwrap();
+        assert_eq!(s.recv_publish().await.topic, "end");
+        s.disconnect().await;
+    }
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.3.2-12 v5:MQTT-3.3.2-7
+#[tokio::test]
+async fn inbound_topic_aliases_are_resolved() {
+    let broker = start().await;
+    let mut sub = broker.subscribe("alias/#").unwrap();
+    let mut p = Peer::connect(addr(&broker), V5, "aliaser").await;
+    let mut m = publish("alias/long/name", "1", QoS::AtMostOnce);
+    m.properties.topic_alias = std::num::NonZeroU16::new(1);
+    p.send(m.clone()).await;
+    m.topic = MqttString::from("");
+    m.payload = Bytes::from_static(b"2");
+    p.send(m).await;
+    for payload in ["1", "2"] {
+        let got = next(&mut sub).await;
+        assert_eq!(
+            (got.topic.as_str(), &got.payload[..]),
+            ("alias/long/name", payload.as_bytes())
+        );
+    }
+    broker.shutdown().await;
+}
+
+// MQTT-4.7.2-1
+#[tokio::test]
+async fn dollar_topics_are_not_matched_by_leading_wildcards() {
+    let broker = start().await;
+    let mut all = broker.subscribe("#").unwrap();
+    let mut sys = broker.subscribe("$SYS/#").unwrap();
+    broker
+        .publish("$SYS/x", "s", QoS::AtMostOnce, false)
+        .unwrap();
+    broker
+        .publish("plain", "p", QoS::AtMostOnce, false)
+        .unwrap();
+    assert_eq!(next(&mut sys).await.topic, "$SYS/x");
+    assert_eq!(next(&mut all).await.topic, "plain");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn in_process_publish_and_subscribe_share_the_payload() {
+    let broker = start().await;
+    let mut a = broker.subscribe("x/+").unwrap();
+    let mut b = broker.subscribe("x/#").unwrap();
+    let payload = Bytes::from(vec![7u8; 1024]);
+    broker
+        .publish("x/y", payload.clone(), QoS::AtLeastOnce, false)
+        .unwrap();
+    let (ga, gb) = (next(&mut a).await, next(&mut b).await);
+    assert_eq!(ga.payload, payload);
+    // One buffer for every receiver.
+    assert_eq!(ga.payload.as_ptr(), gb.payload.as_ptr());
+    assert_eq!(ga.payload.as_ptr(), payload.as_ptr());
+    assert!(broker.subscribe("bad/#/x").is_err());
+    assert!(
+        broker
+            .publish("bad/+", "x", QoS::AtMostOnce, false)
+            .is_err()
+    );
+    drop(a);
+    assert_eq!(broker.stats().subscriptions, 1);
+    broker.shutdown().await;
+}
+
+struct DenySecret;
+
+#[async_trait::async_trait]
+impl Authorizer for DenySecret {
+    async fn authorize_publish(&self, _client: &ClientInfo, topic: &str) -> bool {
+        !topic.starts_with("secret")
+    }
+    async fn authorize_subscribe(&self, _client: &ClientInfo, filter: &str) -> bool {
+        !filter.starts_with("secret")
+    }
+}
+
+// v5:MQTT-3.1.4-2 v5:MQTT-4.3.3-9 v5:MQTT-3.9.3-2
+#[tokio::test]
+async fn v5_authorizer_denials_use_0x87() {
+    let broker = start_with(Broker::builder().authorizer(DenySecret)).await;
+    let mut watch = broker.subscribe("#").unwrap();
+    let mut p = Peer::connect(addr(&broker), V5, "denied").await;
+    let ack = p
+        .subscribe(1, "secret/#", SubscriptionOptions::new(QoS::AtMostOnce))
+        .await;
+    assert_eq!(ack.reason_codes, [SubAckReasonCode::NotAuthorized]);
+    // QoS 1: PUBACK 0x87, exact bytes.
+    p.send_raw(&[
+        0x32, 0x0c, 0x00, 0x06, b's', b'e', b'c', b'r', b'e', b't', 0x00, 0x04, 0x00, b'x',
+    ])
+    .await;
+    p.expect_raw(&[0x40, 0x03, 0x00, 0x04, 0x87]).await;
+    // QoS 2: PUBREC 0x87, and the identifier is free again at once.
+    let mut m = publish("secret", "x", QoS::ExactlyOnce);
+    p.send(m.clone()).await;
+    let Packet::PubRec(rec) = p.recv().await else {
+        panic!()
+    };
+    assert_eq!(rec.reason_code, PubRecReasonCode::NotAuthorized);
+    m.topic = MqttString::from("open");
+    p.send(m).await;
+    let Packet::PubRec(rec) = p.recv().await else {
+        panic!()
+    };
+    assert_eq!(rec.reason_code, PubRecReasonCode::Success);
+    p.send(PubRel::new(pid(1))).await;
+    assert!(matches!(p.recv().await, Packet::PubComp(_)));
+    // Only the allowed message was routed.
+    assert_eq!(next(&mut watch).await.topic, "open");
+    let _ = PubAckReasonCode::NotAuthorized;
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.3.5-2 v3:MQTT-3.9.3-2
+#[tokio::test]
+async fn v3_authorizer_denials_ack_normally_and_suback_0x80() {
+    let broker = start_with(Broker::builder().authorizer(DenySecret)).await;
+    let mut watch = broker.subscribe("#").unwrap();
+    let mut p = Peer::connect(addr(&broker), V311, "denied3").await;
+    p.send_raw(&[
+        0x82, 0x0b, 0x00, 0x01, 0x00, 0x06, b's', b'e', b'c', b'r', b'e', b't', 0x00,
+    ])
+    .await;
+    p.expect_raw(&[0x90, 0x03, 0x00, 0x01, 0x80]).await;
+    p.send_raw(&[
+        0x32, 0x0b, 0x00, 0x06, b's', b'e', b'c', b'r', b'e', b't', 0x00, 0x04, b'x',
+    ])
+    .await;
+    p.expect_raw(&[0x40, 0x02, 0x00, 0x04]).await;
+    p.send(publish("open", "y", QoS::AtMostOnce)).await;
+    assert_eq!(next(&mut watch).await.topic, "open");
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.8.4-7
+#[tokio::test]
+async fn subscription_limit_per_client_is_quota_exceeded() {
+    let broker = start_with(Broker::builder().max_subscriptions_per_client(2)).await;
+    let mut p = Peer::connect(addr(&broker), V5, "greedy").await;
+    p.sub(1, "a", QoS::AtMostOnce).await;
+    p.sub(2, "b", QoS::AtMostOnce).await;
+    // Replacing an existing subscription is fine; a third filter is not.
+    p.sub(3, "a", QoS::AtLeastOnce).await;
+    let ack = p
+        .subscribe(4, "c", SubscriptionOptions::new(QoS::AtMostOnce))
+        .await;
+    assert_eq!(ack.reason_codes, [SubAckReasonCode::QuotaExceeded]);
+    broker.shutdown().await;
+}
