@@ -125,12 +125,30 @@ fn configure(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>, n
     }
 }
 
+/// Resident set size, from `/proc/self/statm` (Linux); `None` elsewhere.
+fn rss_bytes() -> Option<usize> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// Builds a structure and prints how much the resident set grew, per subscription.
+fn measured<T>(what: &str, label: &str, n: usize, build: impl FnOnce() -> T) -> T {
+    let before = rss_bytes();
+    let built = build();
+    if let (Some(before), Some(after)) = (before, rss_bytes()) {
+        let per_sub = after.saturating_sub(before) / n;
+        eprintln!("memory/{label}/{what}: ~{per_sub} bytes per subscription (RSS growth)");
+    }
+    built
+}
+
 fn bench_match(c: &mut Criterion) {
     for (label, n) in sizes() {
         let fleet = Fleet::new(n);
-        let fulmar = fleet.fulmar();
+        let fulmar = measured("fulmar", label, n, || fleet.fulmar());
         let naive = fleet.naive();
-        let peer = fleet.peer();
+        let peer = measured("mqtt-topic-engine", label, n, || fleet.peer());
         let names: Vec<TopicName> = topics(n, 1024).iter().map(|t| t.parse().unwrap()).collect();
         let paths: Vec<TopicPath> = topics(n, 1024)
             .into_iter()
