@@ -1,0 +1,497 @@
+//! Wills, persistent sessions, offline queues, expiry, and the limits the
+//! broker respects towards a client.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::num::{NonZeroU16, NonZeroU32};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{GUARD, Peer, addr, next, publish, start, start_with};
+use fulmar_broker::{Broker, BrokerHandle};
+use fulmar_codec::{
+    Connect, Disconnect, DisconnectReasonCode, MqttString, Packet, PacketId,
+    ProtocolVersion::{self, V5, V311},
+    PubAck, PubRec, QoS, Will,
+};
+
+fn connect(version: ProtocolVersion, id: &str, clean: bool) -> Connect {
+    let mut c = Connect::new(version, MqttString::from(id.to_owned()));
+    c.keep_alive = 0;
+    c.clean_start = clean;
+    c
+}
+
+fn with_will(mut c: Connect, topic: &str, retain: bool) -> Connect {
+    let mut will = Will::new(
+        MqttString::from(topic.to_owned()),
+        Bytes::from_static(b"bye"),
+    );
+    will.qos = QoS::AtLeastOnce;
+    will.retain = retain;
+    c.will = Some(will);
+    c
+}
+
+/// Publishes a marker and asserts it is the next message of `sub`: nothing
+/// else was routed to it before.
+async fn assert_nothing_before_marker(
+    broker: &BrokerHandle,
+    sub: &mut fulmar_broker::Subscription,
+) {
+    let topic = sub.filter().filter().as_str().replace('#', "marker");
+    broker
+        .publish(&topic, "marker", QoS::AtMostOnce, false)
+        .unwrap();
+    let got = next(sub).await;
+    assert_eq!(got.payload, "marker", "unexpected message on {}", got.topic);
+}
+
+/// Waits (bounded by the guard) until the broker holds `n` sessions.
+async fn wait_sessions(broker: &BrokerHandle, n: usize) {
+    tokio::time::timeout(GUARD, async {
+        while broker.stats().sessions != n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("session count not reached");
+}
+
+// v3:MQTT-3.1.2-8 v3:MQTT-3.1.2-16 v5:MQTT-3.1.2-7 v5:MQTT-3.1.2-8 v5:MQTT-3.1.2-14
+#[tokio::test]
+async fn will_is_published_when_the_connection_drops() {
+    let broker = start().await;
+    let mut sub = broker.subscribe("will/#").unwrap();
+    for version in [V311, V5] {
+        let (peer, _) = Peer::connect_with(
+            addr(&broker),
+            with_will(connect(version, "w", true), "will/w", false),
+        )
+        .await;
+        drop(peer);
+        let got = next(&mut sub).await;
+        assert_eq!(
+            (got.topic.as_str(), &got.payload[..]),
+            ("will/w", &b"bye"[..])
+        );
+        assert_eq!(got.qos, QoS::AtLeastOnce);
+        assert!(!got.retain);
+    }
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.1.2-17 v5:MQTT-3.1.2-15
+#[tokio::test]
+async fn will_retain_publishes_a_retained_message() {
+    let broker = start().await;
+    let (peer, _) = Peer::connect_with(
+        addr(&broker),
+        with_will(connect(V311, "wr", true), "will/r", true),
+    )
+    .await;
+    let mut live = broker.subscribe("will/#").unwrap();
+    drop(peer);
+    next(&mut live).await;
+    let mut late = broker.subscribe("will/r").unwrap();
+    let got = next(&mut late).await;
+    assert!(got.retain);
+    assert_eq!(got.payload, "bye");
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.14.4-3 v3:MQTT-3.1.2-10 v5:MQTT-3.14.4-3 v5:MQTT-3.1.2-10
+#[tokio::test]
+async fn normal_disconnect_discards_the_will() {
+    let broker = start().await;
+    let mut sub = broker.subscribe("will/#").unwrap();
+    for version in [V311, V5] {
+        let (peer, _) = Peer::connect_with(
+            addr(&broker),
+            with_will(connect(version, "n", true), "will/n", false),
+        )
+        .await;
+        peer.disconnect().await;
+        assert_nothing_before_marker(&broker, &mut sub).await;
+    }
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.1.2-8
+#[tokio::test]
+async fn v5_disconnect_with_will_message_publishes_it() {
+    let broker = start().await;
+    let mut sub = broker.subscribe("will/#").unwrap();
+    let (mut peer, _) = Peer::connect_with(
+        addr(&broker),
+        with_will(connect(V5, "d4", true), "will/d4", false),
+    )
+    .await;
+    peer.send(Disconnect::new(
+        DisconnectReasonCode::DisconnectWithWillMessage,
+    ))
+    .await;
+    peer.expect_closed().await;
+    assert_eq!(next(&mut sub).await.topic, "will/d4");
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.1.0-2 v5:MQTT-3.1.2-8
+#[tokio::test]
+async fn protocol_error_publishes_the_will() {
+    let broker = start().await;
+    let mut sub = broker.subscribe("will/#").unwrap();
+    let c = with_will(connect(V5, "pe", true), "will/pe", false);
+    let (mut peer, _) = Peer::connect_with(addr(&broker), c.clone()).await;
+    peer.send(c).await;
+    let Packet::Disconnect(d) = peer.recv().await else {
+        panic!()
+    };
+    assert_eq!(d.reason_code, DisconnectReasonCode::ProtocolError);
+    assert_eq!(next(&mut sub).await.topic, "will/pe");
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.1.2-24 v5:MQTT-3.1.2-22
+#[tokio::test]
+async fn keep_alive_expiry_closes_and_publishes_the_will() {
+    let broker = start().await;
+    let mut sub = broker.subscribe("will/#").unwrap();
+    for version in [V311, V5] {
+        let mut c = with_will(connect(version, "ka", true), "will/ka", false);
+        c.keep_alive = 1;
+        let (mut peer, _) = Peer::connect_with(addr(&broker), c).await;
+        if version == V5 {
+            let Packet::Disconnect(d) = peer.recv().await else {
+                panic!()
+            };
+            assert_eq!(d.reason_code, DisconnectReasonCode::KeepAliveTimeout);
+        }
+        peer.expect_closed().await;
+        assert_eq!(next(&mut sub).await.topic, "will/ka");
+    }
+    broker.shutdown().await;
+}
+
+fn v5_session(id: &str, clean: bool, expiry: u32) -> Connect {
+    let mut c = connect(V5, id, clean);
+    c.properties.session_expiry_interval = Some(expiry);
+    c
+}
+
+// v5:MQTT-3.1.2-8
+#[tokio::test]
+async fn v5_will_waits_for_the_will_delay_interval() {
+    let broker = start().await;
+    let mut sub = broker.subscribe("will/#").unwrap();
+    let mut c = with_will(v5_session("wd", true, 60), "will/wd", false);
+    c.will.as_mut().unwrap().properties.will_delay_interval = Some(1);
+    let (peer, _) = Peer::connect_with(addr(&broker), c).await;
+    drop(peer);
+    assert_eq!(next(&mut sub).await.topic, "will/wd");
+    // The session itself is still there.
+    assert_eq!(broker.stats().sessions, 1);
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.1.3-9 v5:MQTT-3.1.2-5 v5:MQTT-3.2.2-3
+#[tokio::test]
+async fn v5_reconnect_within_the_will_delay_cancels_the_will() {
+    let broker = start().await;
+    let mut sub = broker.subscribe("will/#").unwrap();
+    let mut c = with_will(v5_session("wc", false, 60), "will/wc", false);
+    c.will.as_mut().unwrap().properties.will_delay_interval = Some(1);
+    let (peer, _) = Peer::connect_with(addr(&broker), c).await;
+    drop(peer);
+    let (_again, ack) = Peer::connect_with(addr(&broker), v5_session("wc", false, 60)).await;
+    assert!(ack.session_present);
+    // Past the delay: the will must not have been published.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_nothing_before_marker(&broker, &mut sub).await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.1.2-8
+#[tokio::test]
+async fn v5_will_is_published_when_the_session_ends_before_the_delay() {
+    let broker = start().await;
+    let mut sub = broker.subscribe("will/#").unwrap();
+    let mut c = with_will(v5_session("we", true, 1), "will/we", false);
+    c.will.as_mut().unwrap().properties.will_delay_interval = Some(3600);
+    let (peer, _) = Peer::connect_with(addr(&broker), c).await;
+    drop(peer);
+    assert_eq!(next(&mut sub).await.topic, "will/we");
+    wait_sessions(&broker, 0).await;
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.1.2-4 v3:MQTT-3.1.2-5 v3:MQTT-3.2.2-2 MQTT-4.5.0-1 v3:MQTT-3.1.3-2 v5:MQTT-3.1.3-2
+#[tokio::test]
+async fn v3_persistent_session_keeps_subscriptions_and_queues_qos1() {
+    let broker = start().await;
+    let (mut p, ack) = Peer::connect_with(addr(&broker), connect(V311, "persist", false)).await;
+    assert!(!ack.session_present);
+    p.sub(1, "p/#", QoS::AtLeastOnce).await;
+    p.disconnect().await;
+    for payload in ["1", "2", "3"] {
+        broker
+            .publish("p/x", payload, QoS::AtLeastOnce, false)
+            .unwrap();
+    }
+    broker
+        .publish("p/x", "qos0", QoS::AtMostOnce, false)
+        .unwrap();
+    let (mut p, ack) = Peer::connect_with(addr(&broker), connect(V311, "persist", false)).await;
+    assert!(ack.session_present);
+    for payload in ["1", "2", "3"] {
+        let got = p.recv_publish().await;
+        assert_eq!(got.payload, payload);
+        assert_eq!(got.qos, QoS::AtLeastOnce);
+        p.send(PubAck::new(got.packet_id.unwrap())).await;
+    }
+    // The subscription survived; the QoS 0 message was not queued.
+    broker
+        .publish("p/x", "live", QoS::AtLeastOnce, false)
+        .unwrap();
+    assert_eq!(p.recv_publish().await.payload, "live");
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.1.2-6 v3:MQTT-3.2.2-1 v5:MQTT-3.1.2-4 v5:MQTT-3.2.2-2 v3:MQTT-3.1.2-7
+#[tokio::test]
+async fn clean_start_discards_the_session() {
+    let broker = start().await;
+    broker
+        .publish("keep/r", "r", QoS::AtMostOnce, true)
+        .unwrap();
+    for version in [V311, V5] {
+        let mut c = connect(version, "cs", false);
+        c.properties.session_expiry_interval = (version == V5).then_some(60);
+        let (mut p, _) = Peer::connect_with(addr(&broker), c).await;
+        p.sub(1, "cs/#", QoS::AtLeastOnce).await;
+        p.disconnect().await;
+        assert_eq!(broker.stats().subscriptions, 1);
+        let (p, ack) = Peer::connect_with(addr(&broker), connect(version, "cs", true)).await;
+        assert!(!ack.session_present);
+        assert_eq!(broker.stats().subscriptions, 0);
+        p.disconnect().await;
+        wait_sessions(&broker, 0).await;
+    }
+    // Retained messages are not part of any session.
+    assert_eq!(broker.stats().retained, 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn offline_queue_is_bounded_and_counts_drops() {
+    let broker = start_with(Broker::builder().max_queued_messages(2)).await;
+    let (mut p, _) = Peer::connect_with(addr(&broker), connect(V311, "bounded", false)).await;
+    p.sub(1, "q", QoS::AtLeastOnce).await;
+    p.disconnect().await;
+    for payload in ["1", "2", "3", "4", "5"] {
+        broker
+            .publish("q", payload, QoS::AtLeastOnce, false)
+            .unwrap();
+    }
+    assert_eq!(broker.stats().dropped_messages, 3);
+    let (mut p, _) = Peer::connect_with(addr(&broker), connect(V311, "bounded", false)).await;
+    for payload in ["1", "2"] {
+        let got = p.recv_publish().await;
+        assert_eq!(got.payload, payload);
+        p.send(PubAck::new(got.packet_id.unwrap())).await;
+    }
+    broker
+        .publish("q", "after", QoS::AtLeastOnce, false)
+        .unwrap();
+    assert_eq!(p.recv_publish().await.payload, "after");
+    broker.shutdown().await;
+}
+
+// MQTT-4.4.0-1 MQTT-3.3.1-1 v3:MQTT-4.6.0-1
+#[tokio::test]
+async fn unacknowledged_messages_are_resent_with_dup_on_resume() {
+    let broker = start().await;
+    for version in [V311, V5] {
+        let mut c = connect(version, "dup", false);
+        c.properties.session_expiry_interval = (version == V5).then_some(60);
+        let (mut p, _) = Peer::connect_with(addr(&broker), c.clone()).await;
+        p.sub(1, "d/+", QoS::ExactlyOnce).await;
+        broker
+            .publish("d/1", "one", QoS::AtLeastOnce, false)
+            .unwrap();
+        broker
+            .publish("d/2", "two", QoS::ExactlyOnce, false)
+            .unwrap();
+        let first = p.recv_publish().await;
+        let second = p.recv_publish().await;
+        assert!(!first.dup && !second.dup);
+        // Acknowledge neither; drop the connection.
+        drop(p);
+        wait_for_offline(&broker, c.client_id.as_str()).await;
+        let (mut p, ack) = Peer::connect_with(addr(&broker), c.clone()).await;
+        assert!(ack.session_present);
+        let again1 = p.recv_publish().await;
+        let again2 = p.recv_publish().await;
+        assert!(again1.dup && again2.dup);
+        assert_eq!(
+            (again1.packet_id, again2.packet_id),
+            (first.packet_id, second.packet_id)
+        );
+        assert_eq!(
+            (&again1.payload[..], &again2.payload[..]),
+            (&b"one"[..], &b"two"[..])
+        );
+        p.send(PubAck::new(again1.packet_id.unwrap())).await;
+        p.send(PubRec::new(again2.packet_id.unwrap())).await;
+        let Packet::PubRel(rel) = p.recv().await else {
+            panic!()
+        };
+        // Drop before PUBCOMP: the PUBREL is resent on resume.
+        drop(p);
+        wait_for_offline(&broker, c.client_id.as_str()).await;
+        let (mut p, _) = Peer::connect_with(addr(&broker), c.clone()).await;
+        let Packet::PubRel(again) = p.recv().await else {
+            panic!()
+        };
+        assert_eq!(again.packet_id, rel.packet_id);
+        p.send(fulmar_codec::PubComp::new(rel.packet_id)).await;
+        p.disconnect().await;
+        // Clean up for the next version.
+        let (p, _) = Peer::connect_with(addr(&broker), connect(version, "dup", true)).await;
+        p.disconnect().await;
+    }
+    broker.shutdown().await;
+}
+
+/// Waits until the broker noticed that client `id` went away (its
+/// connection count dropped to zero).
+async fn wait_for_offline(broker: &BrokerHandle, _id: &str) {
+    tokio::time::timeout(GUARD, async {
+        while broker.stats().connections != 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("connection not closed");
+}
+
+// v5:MQTT-3.1.2-23 v5:MQTT-3.1.2-6
+#[tokio::test]
+async fn v5_session_expiry_removes_the_session() {
+    let broker = start().await;
+    let (p, _) = Peer::connect_with(addr(&broker), v5_session("exp", false, 1)).await;
+    p.disconnect().await;
+    assert_eq!(broker.stats().sessions, 1);
+    wait_sessions(&broker, 0).await;
+    let (_p, ack) = Peer::connect_with(addr(&broker), v5_session("exp", false, 1)).await;
+    assert!(!ack.session_present);
+    // Expiry 0 (the default): the session ends with the connection.
+    let (p, _) = Peer::connect_with(addr(&broker), connect(V5, "zero", false)).await;
+    p.disconnect().await;
+    assert!(broker.stats().sessions <= 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn v5_disconnect_can_extend_the_session_expiry() {
+    let broker = start().await;
+    let (mut p, _) = Peer::connect_with(addr(&broker), v5_session("ext", false, 1)).await;
+    p.sub(1, "ext", QoS::AtLeastOnce).await;
+    let mut d = Disconnect::new(DisconnectReasonCode::NormalDisconnection);
+    d.properties.session_expiry_interval = Some(3600);
+    p.send(d).await;
+    p.expect_closed().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_p, ack) = Peer::connect_with(addr(&broker), v5_session("ext", false, 1)).await;
+    assert!(ack.session_present);
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.3.2-5
+#[tokio::test]
+async fn v5_messages_expire_in_the_offline_queue() {
+    let broker = start().await;
+    let (mut p, _) = Peer::connect_with(addr(&broker), v5_session("mx", false, 60)).await;
+    p.sub(1, "mx", QoS::AtLeastOnce).await;
+    p.disconnect().await;
+    let (mut sender, _) = Peer::connect_with(addr(&broker), connect(V5, "mx-pub", true)).await;
+    let mut short = publish("mx", "short", QoS::AtLeastOnce);
+    short.properties.message_expiry_interval = Some(1);
+    sender.send(short).await;
+    assert!(matches!(sender.recv().await, Packet::PubAck(_)));
+    let mut long = publish("mx", "long", QoS::AtLeastOnce);
+    long.packet_id = PacketId::new(2);
+    long.properties.message_expiry_interval = Some(600);
+    sender.send(long).await;
+    assert!(matches!(sender.recv().await, Packet::PubAck(_)));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (mut p, _) = Peer::connect_with(addr(&broker), v5_session("mx", false, 60)).await;
+    let got = p.recv_publish().await;
+    assert_eq!(got.payload, "long");
+    // v5:MQTT-3.3.2-6: the expiry counts the time spent waiting.
+    assert!(got.properties.message_expiry_interval.unwrap() < 600);
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.1.2-24 v5:MQTT-3.1.2-25
+#[tokio::test]
+async fn v5_messages_above_the_client_maximum_packet_size_are_skipped() {
+    let broker = start().await;
+    let mut c = connect(V5, "small", true);
+    c.properties.maximum_packet_size = NonZeroU32::new(64);
+    let (mut p, _) = Peer::connect_with(addr(&broker), c).await;
+    p.sub(1, "m", QoS::AtLeastOnce).await;
+    broker
+        .publish("m", vec![0u8; 200], QoS::AtLeastOnce, false)
+        .unwrap();
+    broker
+        .publish("m", "fits", QoS::AtLeastOnce, false)
+        .unwrap();
+    assert_eq!(p.recv_publish().await.payload, "fits");
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.1.2-26 v5:MQTT-3.3.2-11
+#[tokio::test]
+async fn v5_outbound_topic_aliases_stay_within_the_client_maximum() {
+    let broker = start().await;
+    let mut c = connect(V5, "alias-out", true);
+    c.properties.topic_alias_maximum = Some(1);
+    let (mut p, _) = Peer::connect_with(addr(&broker), c).await;
+    p.sub(1, "long/topic/+", QoS::AtMostOnce).await;
+    for _ in 0..2 {
+        broker
+            .publish("long/topic/a", "x", QoS::AtMostOnce, false)
+            .unwrap();
+    }
+    let first = p.recv_publish().await;
+    assert_eq!(first.topic, "long/topic/a");
+    assert_eq!(first.properties.topic_alias, NonZeroU16::new(1));
+    let second = p.recv_publish().await;
+    assert!(second.topic.is_empty());
+    assert_eq!(second.properties.topic_alias, NonZeroU16::new(1));
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.3.4-9 v5:MQTT-4.9.0-2
+#[tokio::test]
+async fn v5_receive_maximum_of_the_client_limits_inflight_messages() {
+    let broker = start().await;
+    let mut c = connect(V5, "rm", true);
+    c.properties.receive_maximum = NonZeroU16::new(1);
+    let (mut p, _) = Peer::connect_with(addr(&broker), c).await;
+    p.sub(1, "rm", QoS::AtLeastOnce).await;
+    broker.publish("rm", "1", QoS::AtLeastOnce, false).unwrap();
+    broker.publish("rm", "2", QoS::AtLeastOnce, false).unwrap();
+    let first = p.recv_publish().await;
+    assert_eq!(first.payload, "1");
+    // PINGREQ is answered although the window is full (v5:MQTT-3.3.4-10),
+    // and the second message is not in front of the PINGRESP.
+    p.send(Packet::PingReq).await;
+    assert_eq!(p.recv().await, Packet::PingResp);
+    p.send(PubAck::new(first.packet_id.unwrap())).await;
+    assert_eq!(p.recv_publish().await.payload, "2");
+    broker.shutdown().await;
+}
