@@ -1,1 +1,96 @@
-//! Work in progress.
+//! A tokio MQTT 3.1.1 and 5.0 client, driven by the sans-IO `fulmar-session`.
+//!
+//! # Contract
+//!
+//! - [`Client::connect`] spawns one task that owns the connection: it reads
+//!   packets into the session, writes what the session hands out, sleeps
+//!   until the session's next deadline (keep-alive) and serves the
+//!   [`Client`] handles over a bounded channel. Nothing needs polling; the
+//!   protocol rules (QoS flows, packet identifiers, Receive Maximum,
+//!   keep-alive, resend on resume) live in the session, not here.
+//! - [`Client`] is a cheap, cloneable handle for any number of tasks.
+//! - [`Client::publish`] completes when the QoS flow completes: QoS 0 once
+//!   written, QoS 1 at PUBACK, QoS 2 at PUBCOMP, with the reason code and
+//!   properties ([`PublishOutcome`]). Failures are typed ([`Error`]).
+//! - [`Client::subscribe`] returns the SUBACK and a [`Subscription`] stream;
+//!   messages are routed by Subscription Identifier (5.0) or by filter
+//!   matching (3.1.1); dropping the stream unsubscribes. [`Client::messages`]
+//!   is a catch-all stream.
+//! - **Backpressure**: streams are bounded. When one is full, the client stops
+//!   feeding PUBLISH packets to the session, so they are not acknowledged and
+//!   the broker's send quota (our Receive Maximum) runs out; at most Receive
+//!   Maximum packets wait in the client, then it stops reading the socket.
+//!   Memory stays bounded whatever the consumer's speed. A slow stream holds
+//!   up the others (messages keep their order).
+//! - **Reconnect** with exponential backoff and jitter ([`Reconnect`]): the
+//!   session resumes (Clean Start 0 under 5.0) and what was in flight is
+//!   re-sent with DUP; publishes made while disconnected wait in a bounded
+//!   queue ([`Error::QueueFull`] beyond it); if the broker lost the session,
+//!   the live streams are subscribed again.
+//! - Transports: TCP, TLS (feature `tls`, on by default: rustls with ring;
+//!   system roots, custom CA, client certificates, SNI), WebSocket and secure
+//!   WebSocket (feature `websocket`, subprotocol `mqtt`).
+//! - tracing: a `mqtt_client` span per client with events for connect,
+//!   reconnect, and errors.
+//!
+//! # Example
+//!
+//! A subscriber and a publisher on a broker at 127.0.0.1:1883 (not run as a
+//! doc test: it needs a broker; `examples/` has runnable versions):
+//!
+//! ```no_run
+//! use fulmar_client::{Client, ConnectOptions, QoS};
+//! use futures::StreamExt;
+//!
+//! # async fn demo() -> Result<(), fulmar_client::Error> {
+//! let (client, _connack) = Client::connect(ConnectOptions::new("127.0.0.1", 1883)).await?;
+//! let mut stream = client.subscribe("sensors/+/temp", QoS::AtLeastOnce).await?;
+//! let done = client.publish("sensors/kitchen/temp", "21.5").qos(QoS::ExactlyOnce).await?;
+//! assert!(!done.reason_code.is_error());
+//! let message = stream.next().await.expect("subscribed");
+//! assert_eq!(message.payload, "21.5");
+//! client.disconnect().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The options builder is pure and runs anywhere:
+//!
+//! ```
+//! use std::time::Duration;
+//! use fulmar_client::{ConnectOptions, ProtocolVersion, Reconnect};
+//!
+//! let reconnect = Reconnect::exponential(Duration::from_millis(100), Duration::from_secs(5));
+//! assert_eq!(reconnect.delay(0, 0.0), Duration::from_millis(100));
+//! assert_eq!(reconnect.delay(10, 0.0), Duration::from_secs(5));
+//! let options = ConnectOptions::new("broker.local", 1883)
+//!     .protocol_version(ProtocolVersion::V311)
+//!     .client_id("dev-1")
+//!     .reconnect(reconnect);
+//! assert_eq!(options.address(), ("broker.local", 1883));
+//! ```
+
+mod client;
+mod driver;
+mod error;
+mod options;
+mod router;
+#[cfg(feature = "tls")]
+mod tls;
+mod transport;
+#[cfg(feature = "websocket")]
+mod ws;
+
+pub use client::{Client, PublishOutcome, PublishRequest};
+pub use error::Error;
+pub use options::{ConnectOptions, Reconnect, Transport};
+pub use router::{Messages, Subscription};
+#[cfg(feature = "tls")]
+pub use tls::TlsOptions;
+
+pub use fulmar_codec::{
+    AckProperties, ConnAck, ConnectReasonCode, DisconnectProperties, DisconnectReasonCode,
+    ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode, RetainHandling, SubAck,
+    SubAckReasonCode, SubscribeProperties, SubscriptionOptions, Will, WillProperties,
+};
+pub use fulmar_session::DropReason;

@@ -1,0 +1,293 @@
+//! The [`Client`] handle and its commands.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+
+use bytes::Bytes;
+use fulmar_codec::{
+    AckProperties, ConnAck, DisconnectProperties, DisconnectReasonCode, MqttString, Publish,
+    PublishProperties, QoS, ReasonCode, SubscribeProperties, SubscriptionOptions,
+};
+use fulmar_topic::{SubscriptionFilter, TopicName};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::driver;
+use crate::error::Error;
+use crate::options::ConnectOptions;
+use crate::router::{Messages, Subscription};
+
+/// How a publish completed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishOutcome {
+    /// QoS of the message.
+    pub qos: QoS,
+    /// The broker's PUBACK / PUBREC reason code: `Success` at QoS 0 (written)
+    /// and under MQTT 3.1.1, `NoMatchingSubscribers` (0x10) possible under 5.0.
+    pub reason_code: ReasonCode,
+    /// Reason String and User Properties of the acknowledgement (MQTT 5.0).
+    pub properties: AckProperties,
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// What a [`Client`] handle asks of the connection task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Publish {
+        publish: Publish,
+        reply: Reply<PublishOutcome>,
+    },
+    Subscribe {
+        filters: Vec<(MqttString, SubscriptionOptions)>,
+        matchers: Vec<SubscriptionFilter>,
+        properties: SubscribeProperties,
+        reply: Reply<Subscription>,
+    },
+    Messages {
+        reply: oneshot::Sender<Messages>,
+    },
+    Disconnect {
+        reason_code: DisconnectReasonCode,
+        properties: DisconnectProperties,
+        reply: Reply<()>,
+    },
+}
+
+/// A handle to one MQTT connection, driven by a task the client spawned.
+///
+/// Cheap to clone (a channel sender); every clone talks to the same
+/// connection and may be used from any task. The connection task lives until
+/// [`disconnect`](Self::disconnect) is called, every handle is dropped (a
+/// normal DISCONNECT is then sent), or the connection is lost with
+/// reconnecting off.
+#[derive(Clone, Debug)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+}
+
+impl Client {
+    /// Connects to the broker and returns once the CONNACK accepted the
+    /// connection. The connection (keep-alive, acknowledgements, reconnects)
+    /// is then driven by a spawned tokio task: nothing needs polling.
+    ///
+    /// # Errors
+    /// Invalid options, the transport failing, [`Error::Refused`] (with the
+    /// CONNACK reason code), [`Error::ConnectTimeout`]. The first connection
+    /// is not retried.
+    pub async fn connect(options: ConnectOptions) -> Result<(Self, ConnAck), Error> {
+        let (commands, rx) = mpsc::channel(64);
+        let connack = driver::spawn(options, rx).await?;
+        Ok((Self { commands }, connack))
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// Publishes `payload` to `topic`; set QoS, retain and properties on the
+    /// returned request, then `.await` it.
+    ///
+    /// The future completes when the QoS flow completes: QoS 0 once written
+    /// to the transport, QoS 1 at PUBACK, QoS 2 at PUBCOMP (or a PUBREC with a
+    /// failure code). While disconnected the message waits in a bounded queue
+    /// and is sent after reconnecting; a full queue fails with
+    /// [`Error::QueueFull`].
+    pub fn publish(
+        &self,
+        topic: impl Into<String>,
+        payload: impl Into<Bytes>,
+    ) -> PublishRequest<'_> {
+        PublishRequest {
+            client: self,
+            topic: topic.into(),
+            payload: payload.into(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: PublishProperties::default(),
+        }
+    }
+
+    /// Publishes a ready-made message (packet identifier, DUP and topic alias
+    /// are the session's business and are ignored).
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub async fn publish_message(&self, publish: Publish) -> Result<PublishOutcome, Error> {
+        if publish.topic.contains(['+', '#']) {
+            // Validated here so that the error is typed, not a closed connection.
+            let _name: TopicName = publish.topic.parse()?;
+        }
+        self.request(|reply| Command::Publish { publish, reply })
+            .await?
+    }
+
+    /// Subscribes to one filter with `qos` and returns the stream of its
+    /// messages.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTopic`], [`Error::NotConnected`],
+    /// [`Error::SubscribeRejected`] when the broker refused the filter,
+    /// [`Error::RequestLost`] when the connection dropped first.
+    pub async fn subscribe(&self, filter: &str, qos: QoS) -> Result<Subscription, Error> {
+        self.subscribe_with(
+            vec![(filter.to_owned(), SubscriptionOptions::new(qos))],
+            SubscribeProperties::default(),
+        )
+        .await
+    }
+
+    /// Subscribes to several filters with their options (MQTT 5.0: No Local,
+    /// Retain As Published, Retain Handling) and SUBSCRIBE properties, in one
+    /// SUBSCRIBE. One stream receives the messages of all of them; its
+    /// [`Subscription::suback`] has one reason code per filter. Under 5.0 the
+    /// client sets a Subscription Identifier of its own unless one is given
+    /// (or the broker said it does not support them).
+    ///
+    /// # Errors
+    /// As [`subscribe`](Self::subscribe); refused only if every filter was refused.
+    pub async fn subscribe_with(
+        &self,
+        filters: Vec<(String, SubscriptionOptions)>,
+        properties: SubscribeProperties,
+    ) -> Result<Subscription, Error> {
+        let mut wire = Vec::with_capacity(filters.len());
+        let mut matchers = Vec::with_capacity(filters.len());
+        for (filter, options) in filters {
+            matchers.push(filter.parse::<SubscriptionFilter>()?);
+            let filter = MqttString::try_from_string(filter)
+                .map_err(|e| Error::InvalidOptions(format!("topic filter: {e}")))?;
+            wire.push((filter, options));
+        }
+        if wire.is_empty() {
+            return Err(Error::InvalidOptions(
+                "[MQTT-3.8.3-3] no topic filter".into(),
+            ));
+        }
+        self.request(|reply| Command::Subscribe {
+            filters: wire,
+            matchers,
+            properties,
+            reply,
+        })
+        .await?
+    }
+
+    /// A stream of every message this client receives, whatever the
+    /// subscription (including subscriptions the broker kept from an earlier
+    /// session). It counts for backpressure like any other stream.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the client is closed.
+    pub async fn messages(&self) -> Result<Messages, Error> {
+        self.request(|reply| Command::Messages { reply }).await
+    }
+
+    /// Disconnects normally (reason code 0x00: the broker discards the will)
+    /// and stops the connection task. Publishes not completed fail with
+    /// [`Error::Closed`]; subscription streams end.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the client was already closed.
+    pub async fn disconnect(&self) -> Result<(), Error> {
+        self.disconnect_with(
+            DisconnectReasonCode::NormalDisconnection,
+            DisconnectProperties::default(),
+        )
+        .await
+    }
+
+    /// Disconnects with a reason code and properties (MQTT 5.0; 3.1.1 sends a
+    /// bare DISCONNECT). [`DisconnectReasonCode::DisconnectWithWillMessage`]
+    /// asks the broker to publish the will anyway; a Session Expiry Interval
+    /// in `properties` changes how long the broker keeps the session.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the client was already closed.
+    pub async fn disconnect_with(
+        &self,
+        reason_code: DisconnectReasonCode,
+        properties: DisconnectProperties,
+    ) -> Result<(), Error> {
+        self.request(|reply| Command::Disconnect {
+            reason_code,
+            properties,
+            reply,
+        })
+        .await?
+    }
+
+    /// Whether the connection task has stopped (every call then fails with
+    /// [`Error::Closed`]).
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.commands.is_closed()
+    }
+}
+
+/// A publish being built: set QoS, retain and properties, then `.await` it
+/// (see [`Client::publish`]).
+#[derive(Debug)]
+#[must_use = "a publish request does nothing until awaited"]
+pub struct PublishRequest<'a> {
+    client: &'a Client,
+    topic: String,
+    payload: Bytes,
+    qos: QoS,
+    retain: bool,
+    properties: PublishProperties,
+}
+
+impl PublishRequest<'_> {
+    /// The QoS (default 0).
+    pub fn qos(mut self, qos: QoS) -> Self {
+        self.qos = qos;
+        self
+    }
+
+    /// The RETAIN flag (default off).
+    pub fn retain(mut self, retain: bool) -> Self {
+        self.retain = retain;
+        self
+    }
+
+    /// PUBLISH properties (MQTT 5.0; ignored under 3.1.1): message expiry,
+    /// content type, response topic, correlation data, user properties,
+    /// payload format. Topic alias and subscription identifiers are not
+    /// for the application to set.
+    pub fn properties(mut self, properties: PublishProperties) -> Self {
+        self.properties = properties;
+        self
+    }
+}
+
+impl<'a> IntoFuture for PublishRequest<'a> {
+    type Output = Result<PublishOutcome, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let topic: TopicName = self.topic.parse()?;
+            let topic = MqttString::try_from(topic.into_bytes())
+                .map_err(|e| Error::InvalidOptions(format!("topic: {e}")))?;
+            let publish = Publish {
+                qos: self.qos,
+                retain: self.retain,
+                topic,
+                payload: self.payload,
+                properties: self.properties,
+                ..Publish::default()
+            };
+            self.client
+                .request(|reply| Command::Publish { publish, reply })
+                .await?
+        })
+    }
+}

@@ -1,0 +1,680 @@
+//! The connection task: owns the [`Session`] and the transport, reads
+//! frames into the session, writes what it hands out, sleeps until its next
+//! deadline, serves the handles' commands, routes messages to streams and
+//! reconnects. Protocol rules stay in the session.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::pending;
+use std::io;
+use std::num::NonZeroU32;
+
+use fulmar_codec::{
+    CodecError, ConnAck, DisconnectProperties, DisconnectReasonCode, MqttCodec, MqttString, Packet,
+    PacketId, ProtocolVersion, Publish, QoS, ReasonCode, SubscribeProperties,
+    UnsubscribeProperties,
+};
+use fulmar_session::{Event, Initiator, Session};
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::{self, OwnedPermit};
+use tokio::sync::oneshot;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::codec::Framed;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::client::{Command, PublishOutcome, Reply};
+use crate::error::Error;
+use crate::options::ConnectOptions;
+use crate::router::{Messages, Router, Subscription};
+use crate::transport::{self, Io};
+
+/// The largest Subscription Identifier (MQTT 5.0 section 3.8.2.1.2).
+const MAX_SUBSCRIPTION_ID: u32 = 268_435_455;
+
+/// Spawns the connection task and waits for the first CONNACK.
+pub(crate) async fn spawn(
+    options: ConnectOptions,
+    commands: mpsc::Receiver<Command>,
+) -> Result<ConnAck, Error> {
+    // Refuse bad options before any network traffic.
+    let _connect = options.connect_packet(false)?;
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let span = info_span!(
+        "mqtt_client",
+        client_id = %options.client_id,
+        broker = %format_args!("{}:{}", options.host, options.port),
+    );
+    let driver = Driver::new(options, commands, ready_tx);
+    tokio::spawn(driver.run().instrument(span));
+    ready_rx.await.map_err(|_| Error::Closed)?
+}
+
+/// The session's clock: tokio's, so that paused-time tests work.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+async fn sleep_until_deadline(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(Instant::from_std(deadline)).await,
+        None => pending().await,
+    }
+}
+
+async fn reserve(tx: Option<mpsc::Sender<Publish>>) -> Option<OwnedPermit<Publish>> {
+    match tx {
+        Some(tx) => tx.reserve_owned().await.ok(),
+        None => pending().await,
+    }
+}
+
+fn codec_error(e: CodecError) -> Error {
+    match e {
+        CodecError::Io(e) => Error::Io(e),
+        CodecError::Encode(e) => Error::Encode(e),
+        CodecError::Decode(e) => Error::Io(io::Error::new(io::ErrorKind::InvalidData, e)),
+        other => Error::Io(io::Error::other(other.to_string())),
+    }
+}
+
+/// A SUBSCRIBE or UNSUBSCRIBE awaiting its acknowledgement.
+enum Request {
+    /// From [`Client::subscribe`](crate::Client::subscribe): the stream is
+    /// handed out with the SUBACK.
+    Subscribe {
+        key: u64,
+        reply: Reply<Subscription>,
+        rx: mpsc::Receiver<Publish>,
+    },
+    /// Re-subscribing a stream after the broker lost the session.
+    Resubscribe,
+    /// A dropped stream's filters.
+    Unsubscribe(Vec<MqttString>),
+}
+
+/// A message that a full stream has not taken yet, and the streams still to
+/// receive it.
+struct Blocked {
+    message: Publish,
+    targets: VecDeque<mpsc::Sender<Publish>>,
+}
+
+struct Driver {
+    options: ConnectOptions,
+    session: Session,
+    commands: mpsc::Receiver<Command>,
+    commands_open: bool,
+    dropped_tx: mpsc::UnboundedSender<u64>,
+    dropped_rx: mpsc::UnboundedReceiver<u64>,
+    router: Router,
+    /// QoS 1/2 publishes awaiting PUBACK / PUBCOMP.
+    publishes: HashMap<PacketId, Reply<PublishOutcome>>,
+    /// QoS 0 publishes awaiting their write, in the session's (FIFO) order.
+    qos0: VecDeque<Reply<PublishOutcome>>,
+    requests: HashMap<PacketId, Request>,
+    /// PUBLISH packets read but not fed to the session while a stream is full.
+    parked: VecDeque<Publish>,
+    blocked: Option<Blocked>,
+    ready: Option<oneshot::Sender<Result<ConnAck, Error>>>,
+    connected_once: bool,
+    attempt: u32,
+    subscription_ids: bool,
+    last_subscription_id: u32,
+    unsubscribe_later: Vec<MqttString>,
+    /// The application asked to stop (disconnect, or every handle dropped).
+    exit: bool,
+    /// Stop now: nothing left to send.
+    abort: bool,
+    disconnect_reply: Option<Reply<()>>,
+    last_close: Option<(Initiator, ReasonCode, DisconnectProperties)>,
+}
+
+impl Driver {
+    fn new(
+        options: ConnectOptions,
+        commands: mpsc::Receiver<Command>,
+        ready: oneshot::Sender<Result<ConnAck, Error>>,
+    ) -> Self {
+        let (dropped_tx, dropped_rx) = mpsc::unbounded_channel();
+        Self {
+            session: Session::client(options.session_config()),
+            options,
+            commands,
+            commands_open: true,
+            dropped_tx,
+            dropped_rx,
+            router: Router::default(),
+            publishes: HashMap::new(),
+            qos0: VecDeque::new(),
+            requests: HashMap::new(),
+            parked: VecDeque::new(),
+            blocked: None,
+            ready: Some(ready),
+            connected_once: false,
+            attempt: 0,
+            subscription_ids: false,
+            last_subscription_id: 0,
+            unsubscribe_later: Vec::new(),
+            exit: false,
+            abort: false,
+            disconnect_reply: None,
+            last_close: None,
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            let error = self.connection().await;
+            self.session.connection_lost(now());
+            // Unacknowledged by us: the broker sends them again on resume.
+            self.parked.clear();
+            self.drain_events();
+            if self.exit {
+                info!("disconnected");
+                break;
+            }
+            if let Some(ready) = self.ready.take() {
+                warn!(%error, "connect failed");
+                let _gone = ready.send(Err(error));
+                break;
+            }
+            if !self.options.reconnect.is_enabled() {
+                warn!(%error, "connection lost, reconnect is off");
+                break;
+            }
+            let delay = self
+                .options
+                .reconnect
+                .delay(self.attempt, rand::random::<f64>());
+            self.attempt = self.attempt.saturating_add(1);
+            warn!(%error, ?delay, attempt = self.attempt, "connection lost, reconnecting");
+            if !self.wait(delay).await {
+                break;
+            }
+        }
+        self.shutdown();
+    }
+
+    /// One network connection, from transport connect to close. Returns why
+    /// it ended.
+    async fn connection(&mut self) -> Error {
+        self.last_close = None;
+        let connecting = timeout(
+            self.options.connect_timeout,
+            transport::connect(&self.options),
+        );
+        let io: Box<dyn Io> = match connecting.await {
+            Err(_elapsed) => return Error::ConnectTimeout,
+            Ok(Err(e)) => return e,
+            Ok(Ok(io)) => io,
+        };
+        let connect = match self.options.connect_packet(self.connected_once) {
+            Ok(connect) => connect,
+            Err(e) => return e,
+        };
+        debug!(clean_start = connect.clean_start, "sending CONNECT");
+        if let Err(e) = self.session.connect(connect, now()) {
+            return Error::Session(e);
+        }
+        let codec = MqttCodec::new(self.options.version, self.options.inbound_limit());
+        let mut framed = Framed::new(io, codec);
+        let park_limit = usize::from(self.options.receive_maximum.get());
+        loop {
+            loop {
+                self.unpark();
+                if let Err(e) = self.transmit(&mut framed).await {
+                    return e;
+                }
+                if !self.drain_events() {
+                    break;
+                }
+            }
+            if self.session.is_closed() || self.abort {
+                if let Err(e) = SinkExt::<Packet>::close(&mut framed).await {
+                    debug!(error = %e, "closing the transport");
+                }
+                return self.close_reason();
+            }
+            let deadline = self.session.poll_timeout();
+            let blocked = self
+                .blocked
+                .as_ref()
+                .and_then(|b| b.targets.front().cloned());
+            let read = self.parked.len() < park_limit;
+            tokio::select! {
+                frame = framed.next(), if read => match frame {
+                    Some(Ok(packet)) => self.on_packet(packet),
+                    Some(Err(CodecError::Decode(e))) => {
+                        warn!(error = %e, "malformed packet from the broker");
+                        self.session.handle_decode_error(&e, now());
+                    }
+                    Some(Err(e)) => return codec_error(e),
+                    None => {
+                        return match self.last_close.take() {
+                            Some((Initiator::Remote, code, _)) => Error::DisconnectedByBroker(code),
+                            _ => Error::Io(io::ErrorKind::UnexpectedEof.into()),
+                        };
+                    }
+                },
+                () = sleep_until_deadline(deadline) => self.session.handle_timeout(now()),
+                permit = reserve(blocked) => self.on_permit(permit),
+                command = self.commands.recv(), if self.commands_open => self.on_command(command),
+                Some(key) = self.dropped_rx.recv() => self.on_stream_dropped(key),
+            }
+        }
+    }
+
+    /// Serves the handles while waiting `delay` before reconnecting. False:
+    /// stop instead.
+    async fn wait(&mut self, delay: std::time::Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        loop {
+            let blocked = self
+                .blocked
+                .as_ref()
+                .and_then(|b| b.targets.front().cloned());
+            tokio::select! {
+                () = sleep_until(deadline) => return true,
+                command = self.commands.recv(), if self.commands_open => {
+                    self.on_command(command);
+                    self.drain_events();
+                    if self.exit {
+                        return false;
+                    }
+                }
+                permit = reserve(blocked) => self.on_permit(permit),
+                Some(key) = self.dropped_rx.recv() => self.on_stream_dropped(key),
+            }
+        }
+    }
+
+    /// Why the session closed the connection.
+    fn close_reason(&mut self) -> Error {
+        let last = self.last_close.take();
+        match self.session.error() {
+            Some(fulmar_session::Error::Refused(reason_code)) => Error::Refused {
+                reason_code: *reason_code,
+                reason_string: last
+                    .and_then(|(_, _, p)| p.reason_string)
+                    .map(|s| s.to_string()),
+            },
+            Some(fulmar_session::Error::ConnectTimeout) => Error::ConnectTimeout,
+            Some(e) => Error::Session(e.clone()),
+            None => match last {
+                Some((Initiator::Remote, code, _)) => Error::DisconnectedByBroker(code),
+                _ => Error::Closed,
+            },
+        }
+    }
+
+    /// Writes every packet the session hands out, then flushes.
+    async fn transmit(&mut self, framed: &mut Framed<Box<dyn Io>, MqttCodec>) -> Result<(), Error> {
+        let mut written = 0usize;
+        let mut qos0 = 0usize;
+        while let Some(packet) = self.session.poll_transmit() {
+            if matches!(&packet, Packet::Publish(p) if p.qos == QoS::AtMostOnce) {
+                qos0 += 1;
+            }
+            framed.feed(packet).await.map_err(codec_error)?;
+            written += 1;
+        }
+        if written > 0 {
+            SinkExt::<Packet>::flush(framed)
+                .await
+                .map_err(codec_error)?;
+        }
+        for reply in self.qos0.drain(..qos0.min(self.qos0.len())) {
+            let _gone = reply.send(Ok(PublishOutcome {
+                qos: QoS::AtMostOnce,
+                reason_code: ReasonCode::Success,
+                properties: Default::default(),
+            }));
+        }
+        Ok(())
+    }
+
+    fn on_packet(&mut self, packet: Packet) {
+        match packet {
+            Packet::Publish(publish) if self.blocked.is_some() || !self.parked.is_empty() => {
+                // Not fed, so not acknowledged: the broker's send quota (our
+                // Receive Maximum) runs out instead of our memory.
+                self.parked.push_back(publish);
+            }
+            packet => self.feed(packet),
+        }
+    }
+
+    fn feed(&mut self, packet: Packet) {
+        if let Err(error) = self.session.handle_packet(packet, now()) {
+            warn!(%error, "protocol error, closing the connection");
+        }
+    }
+
+    /// Feeds parked messages while the streams take them.
+    fn unpark(&mut self) {
+        while self.blocked.is_none() {
+            let Some(publish) = self.parked.pop_front() else {
+                break;
+            };
+            self.feed(Packet::Publish(publish));
+            self.drain_events();
+        }
+    }
+
+    /// Handles every pending event; true if there was one.
+    fn drain_events(&mut self) -> bool {
+        let mut any = false;
+        while let Some(event) = self.session.poll_event() {
+            any = true;
+            self.on_event(event);
+        }
+        any
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Connected(connack) => self.on_connected(connack),
+            Event::Message(publish) => {
+                let targets: VecDeque<_> = self.router.targets(&publish).into();
+                if targets.is_empty() {
+                    debug!(topic = %publish.topic, "message for no stream");
+                }
+                self.deliver(publish, targets);
+            }
+            Event::PublishComplete {
+                packet_id,
+                qos,
+                reason_code,
+                properties,
+            } => {
+                if let Some(reply) = self.publishes.remove(&packet_id) {
+                    let result = if reason_code.is_error() {
+                        Err(Error::PublishRejected {
+                            reason_code,
+                            properties,
+                        })
+                    } else {
+                        Ok(PublishOutcome {
+                            qos,
+                            reason_code,
+                            properties,
+                        })
+                    };
+                    let _gone = reply.send(result);
+                }
+            }
+            Event::PublishDropped { packet_id, reason } => {
+                warn!(?packet_id, ?reason, "publish dropped");
+                let reply = match packet_id {
+                    Some(id) => self.publishes.remove(&id),
+                    None => self.qos0.pop_front(),
+                };
+                if let Some(reply) = reply {
+                    let _gone = reply.send(Err(Error::PublishDropped(reason)));
+                }
+            }
+            Event::SubAck(ack) => match self.requests.remove(&ack.packet_id) {
+                Some(Request::Subscribe { key, reply, rx }) => {
+                    if ack.reason_codes.iter().all(|c| c.is_error()) {
+                        self.router.remove(key);
+                        let _gone = reply.send(Err(Error::SubscribeRejected(ack)));
+                    } else {
+                        let stream = Subscription::new(rx, key, self.dropped_tx.clone(), ack);
+                        // If the caller gave up, dropping the stream unsubscribes.
+                        let _gone = reply.send(Ok(stream));
+                    }
+                }
+                Some(Request::Resubscribe) if ack.reason_codes.iter().any(|c| c.is_error()) => {
+                    warn!(codes = ?ack.reason_codes, "re-subscribe refused");
+                }
+                _ => {}
+            },
+            Event::UnsubAck(ack) => {
+                self.requests.remove(&ack.packet_id);
+            }
+            Event::RequestLost { packet_id } => match self.requests.remove(&packet_id) {
+                Some(Request::Subscribe { key, reply, .. }) => {
+                    self.router.remove(key);
+                    let _gone = reply.send(Err(Error::RequestLost));
+                }
+                Some(Request::Unsubscribe(filters)) => self.unsubscribe_later.extend(filters),
+                _ => {}
+            },
+            Event::Disconnected {
+                initiator,
+                reason_code,
+                properties,
+            } => {
+                match initiator {
+                    Initiator::Remote => warn!(
+                        %reason_code,
+                        reason = ?properties.reason_string,
+                        "the broker closed the connection"
+                    ),
+                    Initiator::Library => warn!(
+                        %reason_code,
+                        error = ?self.session.error(),
+                        "closing the connection"
+                    ),
+                    Initiator::Local | Initiator::Network => {
+                        debug!(?initiator, %reason_code, "connection closed");
+                    }
+                }
+                self.last_close = Some((initiator, reason_code, properties));
+            }
+            // Server-role and enhanced authentication events.
+            _ => {}
+        }
+    }
+
+    fn on_connected(&mut self, connack: ConnAck) {
+        info!(
+            session_present = connack.session_present,
+            reconnect = self.connected_once,
+            "connected"
+        );
+        self.attempt = 0;
+        self.subscription_ids = self.options.version == ProtocolVersion::V5
+            && connack.properties.subscription_identifiers_available != Some(false);
+        if self.connected_once && !connack.session_present {
+            self.resubscribe();
+        }
+        if !self.unsubscribe_later.is_empty() {
+            let filters = std::mem::take(&mut self.unsubscribe_later);
+            self.unsubscribe(filters);
+        }
+        self.connected_once = true;
+        if let Some(ready) = self.ready.take() {
+            let _gone = ready.send(Ok(connack));
+        }
+    }
+
+    /// The broker has no session: subscribe every live stream again.
+    fn resubscribe(&mut self) {
+        let requests: Vec<_> = self
+            .router
+            .routes()
+            .map(|r| (r.filters.clone(), r.id))
+            .collect();
+        for (filters, id) in requests {
+            let properties = SubscribeProperties {
+                subscription_identifier: id.filter(|_| self.subscription_ids),
+                ..Default::default()
+            };
+            match self.session.subscribe(filters, properties, now()) {
+                Ok(packet_id) => {
+                    self.requests.insert(packet_id, Request::Resubscribe);
+                }
+                Err(error) => warn!(%error, "re-subscribe failed"),
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, filters: Vec<MqttString>) {
+        if !self.session.is_connected() {
+            self.unsubscribe_later.extend(filters);
+            return;
+        }
+        match self
+            .session
+            .unsubscribe(filters.clone(), UnsubscribeProperties::default(), now())
+        {
+            Ok(packet_id) => {
+                self.requests
+                    .insert(packet_id, Request::Unsubscribe(filters));
+            }
+            Err(error) => {
+                warn!(%error, "unsubscribe deferred");
+                self.unsubscribe_later.extend(filters);
+            }
+        }
+    }
+
+    fn on_stream_dropped(&mut self, key: u64) {
+        let filters = self.router.remove(key);
+        if !filters.is_empty() {
+            self.unsubscribe(filters);
+        }
+    }
+
+    /// Hands `message` to each target in turn; stops at a full stream.
+    fn deliver(&mut self, message: Publish, mut targets: VecDeque<mpsc::Sender<Publish>>) {
+        while let Some(tx) = targets.front() {
+            match tx.try_send(message.clone()) {
+                Ok(()) | Err(TrySendError::Closed(_)) => {
+                    targets.pop_front();
+                }
+                Err(TrySendError::Full(_)) => {
+                    self.blocked = Some(Blocked { message, targets });
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_permit(&mut self, permit: Option<OwnedPermit<Publish>>) {
+        let Some(mut blocked) = self.blocked.take() else {
+            return;
+        };
+        blocked.targets.pop_front();
+        if let Some(permit) = permit {
+            let _sender = permit.send(blocked.message.clone());
+        }
+        self.deliver(blocked.message, blocked.targets);
+    }
+
+    fn next_subscription_id(&mut self) -> NonZeroU32 {
+        self.last_subscription_id = self.last_subscription_id % MAX_SUBSCRIPTION_ID + 1;
+        NonZeroU32::new(self.last_subscription_id).unwrap_or(NonZeroU32::MIN)
+    }
+
+    fn on_command(&mut self, command: Option<Command>) {
+        let Some(command) = command else {
+            // Every handle is gone: disconnect normally.
+            self.commands_open = false;
+            self.stop(
+                DisconnectReasonCode::NormalDisconnection,
+                DisconnectProperties::default(),
+            );
+            return;
+        };
+        match command {
+            Command::Publish { publish, reply } => match self.session.publish(publish, now()) {
+                Ok(Some(packet_id)) => {
+                    self.publishes.insert(packet_id, reply);
+                }
+                Ok(None) => self.qos0.push_back(reply),
+                Err(e) => {
+                    let _gone = reply.send(Err(Error::from_session(e)));
+                }
+            },
+            Command::Subscribe {
+                filters,
+                matchers,
+                mut properties,
+                reply,
+            } => {
+                if !self.session.is_connected() {
+                    let _gone = reply.send(Err(Error::NotConnected));
+                    return;
+                }
+                if self.subscription_ids && properties.subscription_identifier.is_none() {
+                    properties.subscription_identifier = Some(self.next_subscription_id());
+                }
+                let id = properties
+                    .subscription_identifier
+                    .filter(|_| self.subscription_ids);
+                match self.session.subscribe(filters.clone(), properties, now()) {
+                    Ok(packet_id) => {
+                        let key = self.router.next_key();
+                        let (tx, rx) = mpsc::channel(self.options.stream_capacity);
+                        self.router.add(key, filters, matchers, id, tx);
+                        self.requests
+                            .insert(packet_id, Request::Subscribe { key, reply, rx });
+                    }
+                    Err(e) => {
+                        let _gone = reply.send(Err(Error::from_session(e)));
+                    }
+                }
+            }
+            Command::Messages { reply } => {
+                let key = self.router.next_key();
+                let (tx, rx) = mpsc::channel(self.options.stream_capacity);
+                self.router.add_catch_all(key, tx);
+                let _gone = reply.send(Messages::new(rx, key, self.dropped_tx.clone()));
+            }
+            Command::Disconnect {
+                reason_code,
+                properties,
+                reply,
+            } => {
+                self.disconnect_reply = Some(reply);
+                self.stop(reason_code, properties);
+            }
+        }
+    }
+
+    /// Ends the client: a DISCONNECT if connected, then the task stops.
+    fn stop(&mut self, reason_code: DisconnectReasonCode, properties: DisconnectProperties) {
+        self.exit = true;
+        if let Err(error) = self.session.disconnect(reason_code, properties, now()) {
+            debug!(%error, "no connection to disconnect");
+            self.abort = true;
+        }
+    }
+
+    /// Fails everything still waiting; streams end as their senders drop.
+    fn shutdown(&mut self) {
+        for (_, reply) in self.publishes.drain() {
+            let _gone = reply.send(Err(Error::Closed));
+        }
+        for reply in self.qos0.drain(..) {
+            let _gone = reply.send(Err(Error::Closed));
+        }
+        for (_, request) in self.requests.drain() {
+            if let Request::Subscribe { reply, .. } = request {
+                let _gone = reply.send(Err(Error::Closed));
+            }
+        }
+        self.router = Router::default();
+        self.blocked = None;
+        self.commands.close();
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Publish { reply, .. } => {
+                    let _gone = reply.send(Err(Error::Closed));
+                }
+                Command::Subscribe { reply, .. } => {
+                    let _gone = reply.send(Err(Error::Closed));
+                }
+                Command::Disconnect { reply, .. } => {
+                    let _gone = reply.send(Ok(()));
+                }
+                Command::Messages { .. } => {}
+            }
+        }
+        if let Some(reply) = self.disconnect_reply.take() {
+            let _gone = reply.send(Ok(()));
+        }
+    }
+}

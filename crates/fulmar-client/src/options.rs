@@ -1,0 +1,473 @@
+//! Connection options: the builder behind [`Client::connect`](crate::Client::connect).
+
+use std::num::{NonZeroU16, NonZeroU32};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fulmar_codec::{Connect, MqttString, ProtocolVersion, Will};
+use fulmar_session::Config;
+
+use crate::error::Error;
+#[cfg(feature = "tls")]
+use crate::tls::TlsOptions;
+
+/// How the client reaches the broker.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub enum Transport {
+    /// Plain TCP (port 1883 by convention).
+    #[default]
+    Tcp,
+    /// TLS over TCP (port 8883 by convention).
+    #[cfg(feature = "tls")]
+    Tls(TlsOptions),
+    /// WebSocket, subprotocol `mqtt`, at `ws://host:port{path}`.
+    #[cfg(feature = "websocket")]
+    WebSocket {
+        /// The HTTP path, e.g. `/mqtt`.
+        path: String,
+    },
+    /// WebSocket over TLS, subprotocol `mqtt`, at `wss://host:port{path}`.
+    #[cfg(all(feature = "websocket", feature = "tls"))]
+    SecureWebSocket {
+        /// The HTTP path, e.g. `/mqtt`.
+        path: String,
+        /// TLS settings.
+        tls: TlsOptions,
+    },
+}
+
+/// Reconnect policy: exponential backoff with jitter.
+///
+/// The delay before attempt `n` (from 0) is `min(initial * 2^n, max)`, of which
+/// a random fraction up to `jitter` is taken off, so that many clients that
+/// lost the same broker do not come back at the same instant. The attempt
+/// counter restarts after every successful CONNACK.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reconnect {
+    enabled: bool,
+    initial: Duration,
+    max: Duration,
+    jitter: f64,
+}
+
+impl Default for Reconnect {
+    /// On: 100 ms doubling up to 30 s, jitter 0.5.
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            jitter: 0.5,
+        }
+    }
+}
+
+impl Reconnect {
+    /// No reconnection: a lost connection closes the client.
+    #[must_use]
+    pub fn disabled() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+
+    /// Exponential backoff from `initial` up to `max`, jitter 0.5.
+    #[must_use]
+    pub fn exponential(initial: Duration, max: Duration) -> Self {
+        Self {
+            enabled: true,
+            initial,
+            max: max.max(initial),
+            jitter: 0.5,
+        }
+    }
+
+    /// The largest fraction of each delay taken off at random (0 to 1).
+    #[must_use]
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Whether reconnecting is on.
+    #[must_use]
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The delay before attempt `attempt` (0 for the first), with `random`
+    /// in `[0, 1)` choosing the jitter.
+    #[must_use]
+    pub fn delay(&self, attempt: u32, random: f64) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.min(31));
+        let base = self.initial.saturating_mul(factor).min(self.max);
+        base.mul_f64(1.0 - self.jitter * random.clamp(0.0, 1.0))
+    }
+}
+
+/// Everything [`Client::connect`](crate::Client::connect) needs: where the
+/// broker is, the CONNECT fields, the limits the client announces and
+/// enforces, and the reconnect policy.
+///
+/// ```
+/// use std::time::Duration;
+/// use fulmar_client::{ConnectOptions, ProtocolVersion, Reconnect};
+///
+/// let options = ConnectOptions::new("127.0.0.1", 1883)
+///     .client_id("sensor-17")
+///     .protocol_version(ProtocolVersion::V5)
+///     .clean_start(false)
+///     .session_expiry_interval(3600)
+///     .keep_alive(Duration::from_secs(30))
+///     .credentials("user", "secret")
+///     .receive_maximum(32)
+///     .reconnect(Reconnect::exponential(Duration::from_millis(50), Duration::from_secs(10)));
+/// assert_eq!(options.address(), ("127.0.0.1", 1883));
+/// ```
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) transport: Transport,
+    pub(crate) version: ProtocolVersion,
+    pub(crate) client_id: String,
+    pub(crate) clean_start: bool,
+    pub(crate) session_expiry_interval: Option<u32>,
+    pub(crate) keep_alive: Duration,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<Bytes>,
+    pub(crate) will: Option<Will>,
+    pub(crate) receive_maximum: NonZeroU16,
+    pub(crate) maximum_packet_size: Option<NonZeroU32>,
+    pub(crate) topic_alias_maximum: u16,
+    pub(crate) user_properties: Vec<(String, String)>,
+    pub(crate) reconnect: Reconnect,
+    pub(crate) max_buffered: usize,
+    pub(crate) stream_capacity: usize,
+    pub(crate) connect_timeout: Duration,
+}
+
+/// The largest packet MQTT can encode (remaining length 268 435 455 plus the fixed header).
+const MQTT_MAX_PACKET: u32 = 268_435_460;
+
+impl ConnectOptions {
+    /// Options for the broker at `host:port`, with MQTT 5.0, an empty client
+    /// id (the broker assigns one), clean start, keep alive 60 s, Receive
+    /// Maximum 64, reconnect on, TCP.
+    #[must_use]
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            transport: Transport::Tcp,
+            version: ProtocolVersion::V5,
+            client_id: String::new(),
+            clean_start: true,
+            session_expiry_interval: None,
+            keep_alive: Duration::from_secs(60),
+            username: None,
+            password: None,
+            will: None,
+            receive_maximum: NonZeroU16::new(64).unwrap_or(NonZeroU16::MIN),
+            maximum_packet_size: None,
+            topic_alias_maximum: 16,
+            user_properties: Vec::new(),
+            reconnect: Reconnect::default(),
+            max_buffered: 1024,
+            stream_capacity: 128,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The broker's host and port.
+    #[must_use]
+    pub fn address(&self) -> (&str, u16) {
+        (&self.host, self.port)
+    }
+
+    /// The transport (default TCP).
+    #[must_use]
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// MQTT 3.1.1 or 5.0 (default).
+    #[must_use]
+    pub fn protocol_version(mut self, version: ProtocolVersion) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// The Client Identifier. Empty (the default) asks the broker to assign
+    /// one (MQTT 5.0) and needs clean start under 3.1.1.
+    #[must_use]
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = client_id.into();
+        self
+    }
+
+    /// Clean Start (5.0) / CleanSession (3.1.1) of the first connection.
+    ///
+    /// Reconnections under 5.0 always use Clean Start 0, so the session is
+    /// resumed if the broker kept it (see
+    /// [`session_expiry_interval`](Self::session_expiry_interval));
+    /// under 3.1.1 they use this value, since a CleanSession 0 session never
+    /// expires on the broker.
+    #[must_use]
+    pub fn clean_start(mut self, clean_start: bool) -> Self {
+        self.clean_start = clean_start;
+        self
+    }
+
+    /// Session Expiry Interval in seconds (MQTT 5.0): how long the broker
+    /// keeps the session after the connection is lost. 0 (the default) ends
+    /// the session with the connection, so nothing can be resumed.
+    #[must_use]
+    pub fn session_expiry_interval(mut self, seconds: u32) -> Self {
+        self.session_expiry_interval = Some(seconds);
+        self
+    }
+
+    /// Keep Alive, rounded down to whole seconds (0 disables it, max 65 535 s).
+    #[must_use]
+    pub fn keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.keep_alive = keep_alive;
+        self
+    }
+
+    /// User Name and Password.
+    #[must_use]
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<Bytes>) -> Self {
+        self.username = Some(username.into());
+        self.password = Some(password.into());
+        self
+    }
+
+    /// User Name only.
+    #[must_use]
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// The Will Message, with its Will Properties under MQTT 5.0 (delay,
+    /// expiry, content type, response topic, correlation data, user properties).
+    #[must_use]
+    pub fn will(mut self, will: Will) -> Self {
+        self.will = Some(will);
+        self
+    }
+
+    /// Receive Maximum (default 64): how many QoS 1/2 messages the broker may
+    /// have unacknowledged towards this client. Announced under 5.0; it also
+    /// bounds the messages the client holds for slow subscription streams.
+    /// 0 is taken as 1.
+    #[must_use]
+    pub fn receive_maximum(mut self, receive_maximum: u16) -> Self {
+        self.receive_maximum = NonZeroU16::new(receive_maximum).unwrap_or(NonZeroU16::MIN);
+        self
+    }
+
+    /// Maximum Packet Size the client accepts: announced under 5.0, enforced
+    /// on every inbound packet. Default: no limit beyond MQTT's own.
+    #[must_use]
+    pub fn maximum_packet_size(mut self, bytes: u32) -> Self {
+        self.maximum_packet_size = NonZeroU32::new(bytes);
+        self
+    }
+
+    /// Topic Alias Maximum the client announces (MQTT 5.0, default 16).
+    #[must_use]
+    pub fn topic_alias_maximum(mut self, maximum: u16) -> Self {
+        self.topic_alias_maximum = maximum;
+        self
+    }
+
+    /// Adds a User Property to the CONNECT (MQTT 5.0).
+    #[must_use]
+    pub fn user_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.user_properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// The reconnect policy (default: on, see [`Reconnect::default`]).
+    #[must_use]
+    pub fn reconnect(mut self, reconnect: Reconnect) -> Self {
+        self.reconnect = reconnect;
+        self
+    }
+
+    /// How many publishes may wait for a connection or for send quota
+    /// (default 1024); beyond it `publish` fails with
+    /// [`Error::QueueFull`].
+    #[must_use]
+    pub fn max_buffered_publishes(mut self, max: usize) -> Self {
+        self.max_buffered = max;
+        self
+    }
+
+    /// Capacity of each subscription stream (default 128 messages). A full
+    /// stream stops the client from taking further messages off the
+    /// connection (see the crate docs on backpressure). 0 is taken as 1.
+    #[must_use]
+    pub fn stream_capacity(mut self, capacity: usize) -> Self {
+        self.stream_capacity = capacity.max(1);
+        self
+    }
+
+    /// Time allowed for the transport to connect and for the CONNACK to
+    /// arrive (default 10 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The inbound packet size limit handed to the decoder.
+    pub(crate) fn inbound_limit(&self) -> u32 {
+        self.maximum_packet_size
+            .map_or(MQTT_MAX_PACKET, |m| m.get())
+    }
+
+    /// The session limits.
+    pub(crate) fn session_config(&self) -> Config {
+        Config {
+            receive_maximum: self.receive_maximum,
+            max_pending: self.max_buffered,
+            topic_alias_maximum: self.topic_alias_maximum,
+            maximum_packet_size: self.maximum_packet_size,
+            connect_timeout: Some(self.connect_timeout),
+            ..Config::default()
+        }
+    }
+
+    /// The CONNECT packet, validated. `reconnect`: for a later connection.
+    pub(crate) fn connect_packet(&self, reconnect: bool) -> Result<Connect, Error> {
+        let v5 = self.version == ProtocolVersion::V5;
+        let string = |s: &str, what: &str| {
+            MqttString::try_new(s).map_err(|e| Error::InvalidOptions(format!("{what}: {e}")))
+        };
+        let mut connect = Connect::new(self.version, string(&self.client_id, "client id")?);
+        connect.clean_start = if reconnect && v5 {
+            false
+        } else {
+            self.clean_start
+        };
+        connect.keep_alive = u16::try_from(self.keep_alive.as_secs()).unwrap_or(u16::MAX);
+        connect.username = match &self.username {
+            Some(u) => Some(string(u, "user name")?),
+            None => None,
+        };
+        connect.password.clone_from(&self.password);
+        if !v5 {
+            if self.password.is_some() && self.username.is_none() {
+                return Err(Error::InvalidOptions(
+                    "[MQTT-3.1.2-22] MQTT 3.1.1 needs a user name with a password".into(),
+                ));
+            }
+            if self.client_id.is_empty() && !self.clean_start {
+                return Err(Error::InvalidOptions(
+                    "[MQTT-3.1.3-7] an empty client id needs clean session".into(),
+                ));
+            }
+            if self.session_expiry_interval.is_some() || !self.user_properties.is_empty() {
+                return Err(Error::InvalidOptions(
+                    "session expiry and user properties need MQTT 5.0".into(),
+                ));
+            }
+            if self
+                .will
+                .as_ref()
+                .is_some_and(|w| w.properties != Default::default())
+            {
+                return Err(Error::InvalidOptions(
+                    "will properties need MQTT 5.0".into(),
+                ));
+            }
+        }
+        connect.will.clone_from(&self.will);
+        if v5 {
+            connect.properties.session_expiry_interval = self.session_expiry_interval;
+            for (k, v) in &self.user_properties {
+                connect
+                    .properties
+                    .user_properties
+                    .push((string(k, "user property")?, string(v, "user property")?));
+            }
+        }
+        Ok(connect)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let r = Reconnect::exponential(Duration::from_millis(100), Duration::from_secs(1));
+        assert_eq!(r.delay(0, 0.0), Duration::from_millis(100));
+        assert_eq!(r.delay(1, 0.0), Duration::from_millis(200));
+        assert_eq!(r.delay(3, 0.0), Duration::from_millis(800));
+        assert_eq!(r.delay(4, 0.0), Duration::from_secs(1));
+        assert_eq!(r.delay(40, 0.0), Duration::from_secs(1));
+        // Jitter takes off at most half (default jitter 0.5).
+        assert_eq!(r.delay(4, 1.0), Duration::from_millis(500));
+        let no_jitter = r.clone().jitter(0.0);
+        assert_eq!(no_jitter.delay(2, 0.9), Duration::from_millis(400));
+        assert!(!Reconnect::disabled().is_enabled());
+    }
+
+    // A reconnection under 5.0 asks to resume (Clean Start 0); 3.1.1 keeps the flag.
+    #[test]
+    fn v5_reconnect_uses_clean_start_0() {
+        let o = ConnectOptions::new("h", 1).client_id("c").clean_start(true);
+        assert!(o.connect_packet(false).unwrap().clean_start);
+        assert!(!o.connect_packet(true).unwrap().clean_start);
+        let v3 = o.protocol_version(ProtocolVersion::V311);
+        assert!(v3.connect_packet(true).unwrap().clean_start);
+    }
+
+    // v3:MQTT-3.1.3-7: an empty client id needs CleanSession 1
+    // v3:MQTT-3.1.2-22: no password without user name
+    #[test]
+    fn v311_options_are_checked() {
+        let o = ConnectOptions::new("h", 1)
+            .protocol_version(ProtocolVersion::V311)
+            .clean_start(false);
+        assert!(matches!(
+            o.connect_packet(false),
+            Err(Error::InvalidOptions(_))
+        ));
+        let mut o = ConnectOptions::new("h", 1)
+            .protocol_version(ProtocolVersion::V311)
+            .client_id("c");
+        o.password = Some(Bytes::from_static(b"pw"));
+        assert!(matches!(
+            o.connect_packet(false),
+            Err(Error::InvalidOptions(_))
+        ));
+        let o = ConnectOptions::new("h", 1)
+            .protocol_version(ProtocolVersion::V311)
+            .user_property("k", "v");
+        assert!(matches!(
+            o.connect_packet(false),
+            Err(Error::InvalidOptions(_))
+        ));
+    }
+
+    #[test]
+    fn v5_properties_go_into_connect() {
+        let o = ConnectOptions::new("h", 1)
+            .session_expiry_interval(60)
+            .user_property("k", "v")
+            .keep_alive(Duration::from_secs(100_000));
+        let c = o.connect_packet(false).unwrap();
+        assert_eq!(c.properties.session_expiry_interval, Some(60));
+        assert_eq!(c.properties.user_properties.len(), 1);
+        assert_eq!(c.keep_alive, u16::MAX);
+    }
+}

@@ -1,0 +1,274 @@
+//! Routing inbound messages to subscription streams, and the stream types.
+//!
+//! MQTT 5.0: by the Subscription Identifiers the broker attaches to each
+//! message (each `subscribe` call gets its own identifier). MQTT 3.1.1, or a
+//! message without identifiers: by matching the topic against each stream's
+//! filters with `fulmar-topic`. Every message also goes to each catch-all
+//! stream.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use fulmar_codec::{MqttString, Publish, SubAck, SubscriptionOptions};
+use fulmar_topic::{SubscriptionFilter, TopicName};
+use futures::Stream;
+use tokio::sync::mpsc;
+
+/// One subscription stream's routing entry.
+#[derive(Debug)]
+pub(crate) struct Route {
+    /// The filters as sent, with their options (re-sent after a session loss).
+    pub(crate) filters: Vec<(MqttString, SubscriptionOptions)>,
+    /// The parsed filters, for matching.
+    matchers: Vec<SubscriptionFilter>,
+    /// Subscription Identifier (MQTT 5.0), if one was sent.
+    pub(crate) id: Option<NonZeroU32>,
+    tx: mpsc::Sender<Publish>,
+}
+
+/// Every live stream, by key.
+#[derive(Debug, Default)]
+pub(crate) struct Router {
+    routes: BTreeMap<u64, Route>,
+    catch_all: BTreeMap<u64, mpsc::Sender<Publish>>,
+    next_key: u64,
+}
+
+impl Router {
+    /// A key for a new stream.
+    pub(crate) fn next_key(&mut self) -> u64 {
+        self.next_key += 1;
+        self.next_key
+    }
+
+    pub(crate) fn add(
+        &mut self,
+        key: u64,
+        filters: Vec<(MqttString, SubscriptionOptions)>,
+        matchers: Vec<SubscriptionFilter>,
+        id: Option<NonZeroU32>,
+        tx: mpsc::Sender<Publish>,
+    ) {
+        self.routes.insert(
+            key,
+            Route {
+                filters,
+                matchers,
+                id,
+                tx,
+            },
+        );
+    }
+
+    pub(crate) fn add_catch_all(&mut self, key: u64, tx: mpsc::Sender<Publish>) {
+        self.catch_all.insert(key, tx);
+    }
+
+    /// Removes a stream; returns its filters that no other stream uses.
+    pub(crate) fn remove(&mut self, key: u64) -> Vec<MqttString> {
+        if self.catch_all.remove(&key).is_some() {
+            return Vec::new();
+        }
+        let Some(route) = self.routes.remove(&key) else {
+            return Vec::new();
+        };
+        route
+            .filters
+            .into_iter()
+            .map(|(f, _)| f)
+            .filter(|f| {
+                !self
+                    .routes
+                    .values()
+                    .any(|r| r.filters.iter().any(|(g, _)| g == f))
+            })
+            .collect()
+    }
+
+    pub(crate) fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.values()
+    }
+
+    /// The streams `message` goes to, in a stable order.
+    pub(crate) fn targets(&self, message: &Publish) -> Vec<mpsc::Sender<Publish>> {
+        let ids = &message.properties.subscription_identifiers;
+        let mut out: Vec<mpsc::Sender<Publish>> = if ids.is_empty() {
+            match message.topic.parse::<TopicName>() {
+                Ok(topic) => self
+                    .routes
+                    .values()
+                    .filter(|r| r.matchers.iter().any(|m| m.filter().matches(&topic)))
+                    .map(|r| r.tx.clone())
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
+        } else {
+            self.routes
+                .values()
+                .filter(|r| r.id.is_some_and(|id| ids.contains(&id)))
+                .map(|r| r.tx.clone())
+                .collect()
+        };
+        out.extend(self.catch_all.values().cloned());
+        out
+    }
+}
+
+/// The receiving end shared by [`Subscription`] and [`Messages`]: unsubscribes
+/// (or deregisters) when dropped.
+#[derive(Debug)]
+struct Inbox {
+    rx: mpsc::Receiver<Publish>,
+    key: u64,
+    dropped: mpsc::UnboundedSender<u64>,
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        // The driver may already be gone; then there is nothing to undo.
+        let _sent = self.dropped.send(self.key);
+    }
+}
+
+/// The messages of one `subscribe` call, as a [`Stream`]. Dropping it
+/// unsubscribes from the filters no other stream uses.
+///
+/// The stream ends when the client is closed. A consumer that does not keep
+/// up applies backpressure (see the crate docs).
+#[derive(Debug)]
+pub struct Subscription {
+    inbox: Inbox,
+    suback: SubAck,
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        rx: mpsc::Receiver<Publish>,
+        key: u64,
+        dropped: mpsc::UnboundedSender<u64>,
+        suback: SubAck,
+    ) -> Self {
+        Self {
+            inbox: Inbox { rx, key, dropped },
+            suback,
+        }
+    }
+
+    /// The broker's SUBACK: one reason code per filter (granted QoS or failure).
+    #[must_use]
+    pub fn suback(&self) -> &SubAck {
+        &self.suback
+    }
+
+    /// The next message, or `None` once the client is closed.
+    pub async fn recv(&mut self) -> Option<Publish> {
+        self.inbox.rx.recv().await
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Publish;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Publish>> {
+        self.inbox.rx.poll_recv(cx)
+    }
+}
+
+/// Every message the client receives, whatever the subscription, as a
+/// [`Stream`] (see [`Client::messages`](crate::Client::messages)).
+#[derive(Debug)]
+pub struct Messages {
+    inbox: Inbox,
+}
+
+impl Messages {
+    pub(crate) fn new(
+        rx: mpsc::Receiver<Publish>,
+        key: u64,
+        dropped: mpsc::UnboundedSender<u64>,
+    ) -> Self {
+        Self {
+            inbox: Inbox { rx, key, dropped },
+        }
+    }
+
+    /// The next message, or `None` once the client is closed.
+    pub async fn recv(&mut self) -> Option<Publish> {
+        self.inbox.rx.recv().await
+    }
+}
+
+impl Stream for Messages {
+    type Item = Publish;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Publish>> {
+        self.inbox.rx.poll_recv(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn route(
+        router: &mut Router,
+        filter: &'static str,
+        id: Option<u32>,
+    ) -> mpsc::Receiver<Publish> {
+        let (tx, rx) = mpsc::channel(4);
+        let key = router.next_key();
+        router.add(
+            key,
+            vec![(MqttString::from(filter), SubscriptionOptions::default())],
+            vec![filter.parse().unwrap()],
+            id.and_then(NonZeroU32::new),
+            tx,
+        );
+        rx
+    }
+
+    // Without identifiers a message goes to every stream whose filter matches.
+    #[test]
+    fn routes_by_filter_without_identifiers() {
+        let mut router = Router::default();
+        let _a = route(&mut router, "a/+", None);
+        let _b = route(&mut router, "a/#", None);
+        let _c = route(&mut router, "b/#", None);
+        let _s = route(&mut router, "$share/g/a/b", None);
+        let m = Publish::new("a/b".into(), Bytes::new());
+        assert_eq!(router.targets(&m).len(), 3);
+        // `$` topics are not matched by a leading wildcard (section 4.7.2).
+        let _all = route(&mut router, "#", None);
+        let sys = Publish::new("$SYS/x".into(), Bytes::new());
+        assert_eq!(router.targets(&sys).len(), 0);
+    }
+
+    // The subscription identifiers the broker sends pick the streams.
+    #[test]
+    fn routes_by_subscription_identifier() {
+        let mut router = Router::default();
+        let _a = route(&mut router, "a/+", Some(1));
+        let _b = route(&mut router, "a/#", Some(2));
+        let mut m = Publish::new("a/b".into(), Bytes::new());
+        m.properties.subscription_identifiers = vec![NonZeroU32::new(2).unwrap()];
+        let targets = router.targets(&m);
+        assert_eq!(targets.len(), 1);
+        assert!(targets[0].same_channel(&router.routes.get(&2).unwrap().tx));
+    }
+
+    #[test]
+    fn remove_returns_only_unshared_filters() {
+        let mut router = Router::default();
+        let _a = route(&mut router, "a/+", None);
+        let _b = route(&mut router, "a/+", None);
+        let _c = route(&mut router, "c", None);
+        assert!(router.remove(1).is_empty());
+        assert_eq!(router.remove(2), vec![MqttString::from("a/+")]);
+        assert_eq!(router.remove(3), vec![MqttString::from("c")]);
+        assert!(router.remove(3).is_empty());
+    }
+}

@@ -1,0 +1,166 @@
+//! TLS settings (feature `tls`): rustls with the ring provider.
+
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::error::Error;
+
+/// TLS settings: which roots to trust, an optional client certificate, the
+/// server name for SNI and certificate checks.
+///
+/// By default the system's root certificates are trusted and the server
+/// name is the broker's host.
+///
+/// ```
+/// use fulmar_client::TlsOptions;
+///
+/// let tls = TlsOptions::new().without_system_roots().server_name("broker.example");
+/// // A PEM file without certificates is refused.
+/// assert!(tls.ca_pem(b"not a certificate").is_err());
+/// ```
+#[derive(Clone, Debug)]
+pub struct TlsOptions {
+    system_roots: bool,
+    roots: Vec<CertificateDer<'static>>,
+    client_auth: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
+    server_name: Option<String>,
+    alpn: Vec<Vec<u8>>,
+    config: Option<Arc<ClientConfig>>,
+}
+
+impl Default for TlsOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TlsOptions {
+    /// Trust the system's root certificates, no client certificate.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            system_roots: true,
+            roots: Vec::new(),
+            client_auth: None,
+            server_name: None,
+            alpn: Vec::new(),
+            config: None,
+        }
+    }
+
+    /// Do not load the system's root certificates (trust only the CAs added).
+    #[must_use]
+    pub fn without_system_roots(mut self) -> Self {
+        self.system_roots = false;
+        self
+    }
+
+    /// Trusts every certificate in `pem` as a root.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOptions`] if `pem` holds no certificate or does not parse.
+    pub fn ca_pem(mut self, pem: &[u8]) -> Result<Self, Error> {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::InvalidOptions(format!("CA certificate: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::InvalidOptions("no CA certificate in PEM".into()));
+        }
+        self.roots.extend(certs);
+        Ok(self)
+    }
+
+    /// Trusts a DER-encoded root certificate.
+    #[must_use]
+    pub fn ca_der(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.roots.push(CertificateDer::from(der.into()));
+        self
+    }
+
+    /// Authenticates with a client certificate: the chain and its private
+    /// key, both PEM.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOptions`] if either does not parse.
+    pub fn client_auth_pem(mut self, cert_chain: &[u8], key: &[u8]) -> Result<Self, Error> {
+        let chain = CertificateDer::pem_slice_iter(cert_chain)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::InvalidOptions(format!("client certificate: {e}")))?;
+        if chain.is_empty() {
+            return Err(Error::InvalidOptions("no client certificate in PEM".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key)
+            .map_err(|e| Error::InvalidOptions(format!("client key: {e}")))?;
+        self.client_auth = Some((chain, Arc::new(key)));
+        Ok(self)
+    }
+
+    /// The name sent in SNI and checked against the server certificate
+    /// (default: the broker's host).
+    #[must_use]
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// ALPN protocols to offer (e.g. `b"mqtt"` for brokers on port 443).
+    #[must_use]
+    pub fn alpn(mut self, protocol: impl Into<Vec<u8>>) -> Self {
+        self.alpn.push(protocol.into());
+        self
+    }
+
+    /// Uses this rustls configuration as is; the other settings except the
+    /// server name are ignored.
+    #[must_use]
+    pub fn rustls_config(mut self, config: Arc<ClientConfig>) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    fn build(&self) -> Result<Arc<ClientConfig>, Error> {
+        if let Some(config) = &self.config {
+            return Ok(config.clone());
+        }
+        let mut roots = RootCertStore::empty();
+        if self.system_roots {
+            let native = rustls_native_certs::load_native_certs();
+            for error in &native.errors {
+                tracing::warn!(%error, "could not load a system root certificate");
+            }
+            let (_added, _ignored) = roots.add_parsable_certificates(native.certs);
+        }
+        for cert in &self.roots {
+            roots.add(cert.clone())?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+        let mut config = match &self.client_auth {
+            Some((chain, key)) => builder.with_client_auth_cert(chain.clone(), key.clone_key())?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols.clone_from(&self.alpn);
+        Ok(Arc::new(config))
+    }
+
+    /// Runs the TLS handshake over `stream`.
+    pub(crate) async fn connect<S>(&self, host: &str, stream: S) -> Result<TlsStream<S>, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let config = self.build()?;
+        let name = self.server_name.as_deref().unwrap_or(host);
+        let name = ServerName::try_from(name.to_owned())
+            .map_err(|e| Error::InvalidOptions(format!("TLS server name {name:?}: {e}")))?;
+        Ok(TlsConnector::from(config).connect(name, stream).await?)
+    }
+}

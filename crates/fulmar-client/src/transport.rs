@@ -1,0 +1,53 @@
+//! Opening the byte stream to the broker: TCP, TLS, WebSocket, secure WebSocket.
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::error::Error;
+use crate::options::{ConnectOptions, Transport};
+
+/// A byte stream to the broker.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Connects the transport chosen in `options`.
+pub(crate) async fn connect(options: &ConnectOptions) -> Result<Box<dyn Io>, Error> {
+    let (host, port) = options.address();
+    let tcp = TcpStream::connect((host, port)).await?;
+    tcp.set_nodelay(true)?;
+    match &options.transport {
+        Transport::Tcp => Ok(Box::new(tcp)),
+        #[cfg(feature = "tls")]
+        Transport::Tls(tls) => Ok(Box::new(tls.connect(host, tcp).await?)),
+        #[cfg(feature = "websocket")]
+        Transport::WebSocket { path } => {
+            let url = format!("ws://{}:{port}{}", url_host(host), slash(path));
+            Ok(Box::new(crate::ws::connect(&url, tcp).await?))
+        }
+        #[cfg(all(feature = "websocket", feature = "tls"))]
+        Transport::SecureWebSocket { path, tls } => {
+            let stream = tls.connect(host, tcp).await?;
+            let url = format!("wss://{}:{port}{}", url_host(host), slash(path));
+            Ok(Box::new(crate::ws::connect(&url, stream).await?))
+        }
+    }
+}
+
+/// An IPv6 literal goes in brackets in a URL.
+#[cfg(feature = "websocket")]
+fn url_host(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+#[cfg(feature = "websocket")]
+fn slash(path: &str) -> String {
+    if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    }
+}

@@ -1,0 +1,237 @@
+//! Test support: a mosquitto broker on an ephemeral loopback port, and a
+//! TCP proxy the test can sever.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Fails the test if the future takes longer than 20 s (a failure guard, not
+/// a timing assertion).
+pub async fn guard<T>(f: impl std::future::IntoFuture<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f.into_future())
+        .await
+        .expect("test step timed out")
+}
+
+fn mosquitto_binary() -> PathBuf {
+    for candidate in [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ] {
+        if Path::new(candidate).exists() {
+            return candidate.into();
+        }
+    }
+    if let Ok(out) = Command::new("which").arg("mosquitto").output() {
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if !path.is_empty() {
+            return path.into();
+        }
+    }
+    panic!(
+        "mosquitto is not installed: the fulmar-client integration tests need the Debian \
+         package `mosquitto` (apt-get install mosquitto; scripts/test.sh installs it)"
+    );
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Extra listener configuration.
+pub enum Listener {
+    Tcp,
+    /// `cafile`, `certfile`, `keyfile`, require a client certificate.
+    Tls {
+        ca: PathBuf,
+        cert: PathBuf,
+        key: PathBuf,
+        require_certificate: bool,
+    },
+    WebSocket,
+}
+
+/// A mosquitto process, killed on drop.
+pub struct Mosquitto {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Mosquitto {
+    pub fn start() -> Self {
+        Self::with_listener(Listener::Tcp)
+    }
+
+    pub fn with_listener(listener: Listener) -> Self {
+        Self::with(listener, true)
+    }
+
+    /// `anonymous`: whether clients without credentials are allowed.
+    pub fn with(listener: Listener, anonymous: bool) -> Self {
+        let binary = mosquitto_binary();
+        let dir = std::env::temp_dir().join(format!(
+            "fulmar-client-test-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        // The port is picked free and released; retry if another process grabs it.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut config = format!(
+                "listener {port} 127.0.0.1\nallow_anonymous {anonymous}\npersistence false\n\
+                 max_keepalive 65535\nlog_dest stderr\nlog_type error\nlog_type warning\n"
+            );
+            match &listener {
+                Listener::Tcp => {}
+                Listener::Tls {
+                    ca,
+                    cert,
+                    key,
+                    require_certificate,
+                } => {
+                    config.push_str(&format!(
+                        "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",
+                        ca.display(),
+                        cert.display(),
+                        key.display(),
+                        require_certificate
+                    ));
+                }
+                Listener::WebSocket => config.push_str("protocol websockets\n"),
+            }
+            // Running as root, mosquitto drops privileges unless told otherwise.
+            if is_root() {
+                config.push_str("user root\n");
+            }
+            let conf = dir.join("mosquitto.conf");
+            std::fs::write(&conf, config).unwrap();
+            let mut child = Command::new(&binary)
+                .arg("-c")
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            if wait_for_port(port, &mut child) {
+                return Self { child, port, dir };
+            }
+            let _ = child.kill();
+            let stderr = child.stderr.take().map(|s| {
+                BufReader::new(s)
+                    .lines()
+                    .map_while(Result::ok)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            let _ = child.wait();
+            eprintln!("mosquitto did not start on port {port}: {stderr:?}");
+        }
+        panic!("mosquitto did not start");
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Waits until the port accepts connections (or the process died).
+fn wait_for_port(port: u16, child: &mut Child) -> bool {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A loopback TCP proxy to `upstream`; [`Proxy::sever`] closes every
+/// connection open through it (new ones are accepted again afterwards).
+pub struct Proxy {
+    pub port: u16,
+    sever: watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (sever, _) = watch::channel(0u64);
+        let sever_tx = sever.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let mut severed = sever_tx.subscribe();
+                tokio::spawn(async move {
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut cr, &mut sw) => {}
+                        _ = tokio::io::copy(&mut sr, &mut cw) => {}
+                        _ = severed.changed() => {}
+                    }
+                    let _ = cw.shutdown().await;
+                    let _ = sw.shutdown().await;
+                });
+            }
+        });
+        Self { port, sever, task }
+    }
+
+    /// Closes every connection currently open through the proxy.
+    pub fn sever(&self) {
+        self.sever.send_modify(|n| *n += 1);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

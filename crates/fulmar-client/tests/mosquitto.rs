@@ -1,0 +1,497 @@
+//! Interop with a real mosquitto broker: connect (both versions),
+//! publish/subscribe at QoS 0/1/2, retained messages, wills, streams.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Mosquitto, Proxy, guard};
+use fulmar_client::{
+    Client, ConnectOptions, DisconnectProperties, DisconnectReasonCode, Error, ProtocolVersion,
+    PublishProperties, QoS, ReasonCode, Reconnect, RetainHandling, SubAckReasonCode,
+    SubscribeProperties, SubscriptionOptions, Will, WillProperties,
+};
+use futures::StreamExt;
+
+const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
+
+fn options(broker: &Mosquitto, version: ProtocolVersion, id: &str) -> ConnectOptions {
+    ConnectOptions::new("127.0.0.1", broker.port)
+        .protocol_version(version)
+        .client_id(id)
+        .reconnect(Reconnect::disabled())
+}
+
+async fn connect(broker: &Mosquitto, version: ProtocolVersion, id: &str) -> Client {
+    let (client, _connack) = guard(Client::connect(options(broker, version, id)))
+        .await
+        .unwrap();
+    client
+}
+
+// MQTT-3.1.0-1: CONNECT is the first packet; the broker answers CONNACK.
+// MQTT-3.2.0-1: the first packet from the server is CONNACK.
+// v5:MQTT-3.2.2-2 v3:MQTT-3.2.2-1: Clean Start 1 gives Session Present 0.
+#[tokio::test]
+async fn connects_with_both_versions() {
+    let broker = Mosquitto::start();
+    for version in VERSIONS {
+        let (client, connack) = guard(Client::connect(options(&broker, version, "both")))
+            .await
+            .unwrap();
+        assert!(!connack.session_present);
+        assert_eq!(
+            connack.reason_code,
+            fulmar_client::ConnectReasonCode::Success
+        );
+        guard(client.disconnect()).await.unwrap();
+        assert!(matches!(
+            guard(client.publish("t", "x")).await,
+            Err(Error::Closed)
+        ));
+        assert!(client.is_closed());
+    }
+}
+
+// v5:MQTT-3.2.2-16 v5:MQTT-3.1.3-7: an empty client id gets an Assigned Client Identifier.
+#[tokio::test]
+async fn v5_empty_client_id_is_assigned() {
+    let broker = Mosquitto::start();
+    let (client, connack) = guard(Client::connect(options(&broker, ProtocolVersion::V5, "")))
+        .await
+        .unwrap();
+    assert!(connack.properties.assigned_client_identifier.is_some());
+    guard(client.disconnect()).await.unwrap();
+}
+
+#[tokio::test]
+async fn connect_to_a_closed_port_fails_with_io_error() {
+    let port = common::free_port();
+    let result = guard(Client::connect(
+        ConnectOptions::new("127.0.0.1", port).reconnect(Reconnect::disabled()),
+    ))
+    .await;
+    assert!(matches!(result, Err(Error::Io(_))), "{result:?}");
+}
+
+// v3:MQTT-3.2.2-5 v5:MQTT-3.2.2-7: a refusing CONNACK ends the connection; the
+// client reports its reason code (3.1.1 return code 5 maps to 0x87).
+#[tokio::test]
+async fn refused_connection_reports_the_reason_code() {
+    let broker = Mosquitto::with(common::Listener::Tcp, false);
+    for version in VERSIONS {
+        let result = guard(Client::connect(options(&broker, version, "refused"))).await;
+        match result {
+            Err(Error::Refused { reason_code, .. }) => {
+                assert_eq!(reason_code, fulmar_client::ConnectReasonCode::NotAuthorized);
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+}
+
+// MQTT-4.3.2-1 MQTT-4.3.3-1 v5:MQTT-4.3.2-4 v5:MQTT-4.3.3-11: publish at QoS 0/1/2
+// completes with the broker's acknowledgement; the subscriber receives each
+// message once, with the granted QoS.
+// v3:MQTT-3.8.4-1 v5:MQTT-3.8.4-1: SUBSCRIBE is answered by SUBACK.
+// v3:MQTT-3.8.4-5 v5:MQTT-3.8.4-6: one reason code per filter.
+#[tokio::test]
+async fn publish_and_subscribe_at_every_qos() {
+    let broker = Mosquitto::start();
+    for version in VERSIONS {
+        let sub = connect(&broker, version, "sub").await;
+        let publisher = connect(&broker, version, "pub").await;
+        let mut stream = guard(sub.subscribe("qos/+", QoS::ExactlyOnce))
+            .await
+            .unwrap();
+        assert_eq!(
+            stream.suback().reason_codes,
+            vec![SubAckReasonCode::GrantedQoS2]
+        );
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let topic = format!("qos/{}", u8::from(qos));
+            let outcome = guard(
+                publisher
+                    .publish(topic.clone(), format!("m{}", u8::from(qos)))
+                    .qos(qos),
+            )
+            .await
+            .unwrap();
+            assert_eq!(outcome.qos, qos);
+            assert!(!outcome.reason_code.is_error());
+            let message = guard(stream.next()).await.unwrap();
+            assert_eq!(message.topic, topic.as_str());
+            assert_eq!(message.qos, qos);
+            assert_eq!(message.payload, format!("m{}", u8::from(qos)));
+            assert!(!message.retain);
+        }
+        guard(sub.disconnect()).await.unwrap();
+        guard(publisher.disconnect()).await.unwrap();
+        // The stream ends when its client is closed.
+        assert!(guard(stream.next()).await.is_none());
+    }
+}
+
+// v3:MQTT-3.8.4-6 v5:MQTT-3.8.4-8: delivered QoS is the minimum of published and granted.
+#[tokio::test]
+async fn delivered_qos_is_capped_by_the_subscription() {
+    let broker = Mosquitto::start();
+    for version in VERSIONS {
+        let client = connect(&broker, version, "cap").await;
+        let mut stream = guard(client.subscribe("cap", QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        guard(client.publish("cap", "x").qos(QoS::ExactlyOnce))
+            .await
+            .unwrap();
+        let m = guard(stream.next()).await.unwrap();
+        assert_eq!(m.qos, QoS::AtLeastOnce);
+        guard(client.disconnect()).await.unwrap();
+    }
+}
+
+// v3:MQTT-3.3.1-5 v3:MQTT-3.3.1-6 v3:MQTT-3.3.1-8: a retained message is sent to a new
+// subscription with RETAIN 1.
+// v5:MQTT-3.3.1-5 v5:MQTT-3.3.1-9: Retain Handling 0 sends it.
+// v3:MQTT-3.3.1-10 v3:MQTT-3.3.1-11 v5:MQTT-3.3.1-6 v5:MQTT-3.3.1-7: an empty retained
+// message clears it.
+#[tokio::test]
+async fn retained_messages() {
+    let broker = Mosquitto::start();
+    for version in VERSIONS {
+        let client = connect(&broker, version, "retain").await;
+        let topic = format!("retained/{version:?}");
+        guard(
+            client
+                .publish(topic.clone(), "kept")
+                .qos(QoS::AtLeastOnce)
+                .retain(true),
+        )
+        .await
+        .unwrap();
+        let mut stream = guard(client.subscribe(&topic, QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        let m = guard(stream.next()).await.unwrap();
+        assert!(m.retain);
+        assert_eq!(m.payload, "kept");
+        // Clear it: a later subscriber gets nothing retained, only the next live message.
+        guard(
+            client
+                .publish(topic.clone(), Bytes::new())
+                .qos(QoS::AtLeastOnce)
+                .retain(true),
+        )
+        .await
+        .unwrap();
+        let cleared = guard(stream.next()).await.unwrap();
+        assert!(cleared.payload.is_empty());
+        drop(stream);
+        let mut again = guard(client.subscribe(&topic, QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        guard(client.publish(topic.clone(), "live").qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        let m = guard(again.next()).await.unwrap();
+        assert_eq!(m.payload, "live");
+        assert!(!m.retain);
+        guard(client.disconnect()).await.unwrap();
+    }
+}
+
+// v5:MQTT-3.3.1-11: Retain Handling 2 sends no retained message.
+#[tokio::test]
+async fn v5_retain_handling_do_not_send() {
+    let broker = Mosquitto::start();
+    let client = connect(&broker, ProtocolVersion::V5, "rh").await;
+    guard(
+        client
+            .publish("rh", "old")
+            .qos(QoS::AtLeastOnce)
+            .retain(true),
+    )
+    .await
+    .unwrap();
+    let options = SubscriptionOptions {
+        retain_handling: RetainHandling::DoNotSend,
+        ..SubscriptionOptions::new(QoS::AtLeastOnce)
+    };
+    let mut stream =
+        guard(client.subscribe_with(vec![("rh".into(), options)], SubscribeProperties::default()))
+            .await
+            .unwrap();
+    guard(client.publish("rh", "new").qos(QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    assert_eq!(guard(stream.next()).await.unwrap().payload, "new");
+    guard(client.disconnect()).await.unwrap();
+}
+
+// v3:MQTT-3.1.2-8 v5:MQTT-3.1.2-8 v3:MQTT-3.1.2-16 v5:MQTT-3.1.2-14: the will is published
+// when the connection closes without DISCONNECT (non-retained here).
+// v3:MQTT-3.1.2-17 v5:MQTT-3.1.2-15: with Will Retain 1 it is retained.
+#[tokio::test]
+async fn will_is_published_on_abrupt_close() {
+    let broker = Mosquitto::start();
+    for version in VERSIONS {
+        let proxy = Proxy::start(broker.addr()).await;
+        let watcher = connect(&broker, version, "watcher").await;
+        let mut wills = guard(watcher.subscribe("wills/#", QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        let mut will = Will::new("wills/dying".into(), Bytes::from_static(b"gone"));
+        will.qos = QoS::AtLeastOnce;
+        will.retain = true;
+        if version == ProtocolVersion::V5 {
+            will.properties = WillProperties {
+                content_type: Some("text/plain".into()),
+                user_properties: vec![("why".into(), "test".into())],
+                ..WillProperties::default()
+            };
+        }
+        let dying_options = ConnectOptions::new("127.0.0.1", proxy.port)
+            .protocol_version(version)
+            .client_id("dying")
+            .will(will)
+            .reconnect(Reconnect::disabled());
+        let (dying, _) = guard(Client::connect(dying_options)).await.unwrap();
+        proxy.sever();
+        let m = guard(wills.next()).await.unwrap();
+        assert_eq!(m.topic, "wills/dying");
+        assert_eq!(m.payload, "gone");
+        if version == ProtocolVersion::V5 {
+            assert_eq!(m.properties.content_type.as_deref(), Some("text/plain"));
+            assert_eq!(m.properties.user_properties.len(), 1);
+        }
+        // Retained: a new subscriber sees it with RETAIN 1.
+        let mut late = guard(watcher.subscribe("wills/dying", QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        let m = guard(late.next()).await.unwrap();
+        assert!(m.retain);
+        // The client with reconnect off closes itself.
+        let closed = guard(async {
+            loop {
+                if dying.is_closed() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        closed.await;
+        guard(watcher.publish("wills/dying", Bytes::new()).retain(true))
+            .await
+            .unwrap();
+        guard(watcher.disconnect()).await.unwrap();
+    }
+}
+
+// v3:MQTT-3.14.4-3 v5:MQTT-3.14.4-3 v3:MQTT-3.1.2-10 v5:MQTT-3.1.2-10: a normal
+// DISCONNECT discards the will; v5 reason 0x04 publishes it anyway.
+#[tokio::test]
+async fn disconnect_discards_or_sends_the_will() {
+    let broker = Mosquitto::start();
+    for version in VERSIONS {
+        let watcher = connect(&broker, version, "watcher2").await;
+        let mut wills = guard(watcher.subscribe("will2/#", QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        for (id, with_will) in [("quiet", false), ("loud", true)] {
+            if with_will && version == ProtocolVersion::V311 {
+                continue;
+            }
+            let will = Will::new(format!("will2/{id}").into(), Bytes::from_static(b"w"));
+            let (c, _) = guard(Client::connect(options(&broker, version, id).will(will)))
+                .await
+                .unwrap();
+            if with_will {
+                guard(c.disconnect_with(
+                    DisconnectReasonCode::DisconnectWithWillMessage,
+                    DisconnectProperties::default(),
+                ))
+                .await
+                .unwrap();
+            } else {
+                guard(c.disconnect()).await.unwrap();
+            }
+        }
+        // A marker published after both: the first message seen tells which wills came.
+        guard(watcher.publish("will2/marker", "m").qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        let first = guard(wills.next()).await.unwrap();
+        if version == ProtocolVersion::V5 {
+            assert_eq!(first.topic, "will2/loud");
+            assert_eq!(guard(wills.next()).await.unwrap().topic, "will2/marker");
+        } else {
+            assert_eq!(first.topic, "will2/marker");
+        }
+        guard(watcher.disconnect()).await.unwrap();
+    }
+}
+
+// v5 PUBLISH properties travel end to end (v5:MQTT-3.3.2-20: content type
+// unaltered); the subscription identifier the client chose routes messages.
+// v5:MQTT-3.3.4-3: the broker sends the subscription identifier with the message.
+#[tokio::test]
+async fn v5_properties_and_subscription_identifiers() {
+    let broker = Mosquitto::start();
+    let client = connect(&broker, ProtocolVersion::V5, "props").await;
+    let mut narrow = guard(client.subscribe("p/a", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    let mut wide = guard(client.subscribe("p/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    let properties = PublishProperties {
+        content_type: Some("application/json".into()),
+        response_topic: Some("p/reply".into()),
+        correlation_data: Some(Bytes::from_static(b"c1")),
+        user_properties: vec![("k".into(), "v".into())],
+        message_expiry_interval: Some(60),
+        ..PublishProperties::default()
+    };
+    guard(
+        client
+            .publish("p/a", "{}")
+            .qos(QoS::AtLeastOnce)
+            .properties(properties),
+    )
+    .await
+    .unwrap();
+    let a = guard(narrow.next()).await.unwrap();
+    let b = guard(wide.next()).await.unwrap();
+    for m in [&a, &b] {
+        assert_eq!(
+            m.properties.content_type.as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(m.properties.response_topic.as_deref(), Some("p/reply"));
+        assert_eq!(m.properties.correlation_data.as_deref(), Some(&b"c1"[..]));
+        assert_eq!(m.properties.user_properties.len(), 1);
+        // mosquitto sends one copy per matching subscription, each with its identifier.
+        assert_eq!(m.properties.subscription_identifiers.len(), 1);
+    }
+    // p/b only matches the wide stream.
+    guard(client.publish("p/b", "x").qos(QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    let m = guard(wide.next()).await.unwrap();
+    assert_eq!(m.topic, "p/b");
+    assert_eq!(m.properties.subscription_identifiers.len(), 1);
+    guard(client.disconnect()).await.unwrap();
+    assert!(guard(narrow.next()).await.is_none());
+}
+
+// v3: no identifiers, messages are routed by filter matching; the catch-all
+// stream sees everything; dropping a stream unsubscribes.
+#[tokio::test]
+async fn routing_catch_all_and_unsubscribe_on_drop() {
+    let broker = Mosquitto::start();
+    for version in VERSIONS {
+        let client = connect(&broker, version, "routing").await;
+        let mut all = guard(client.messages()).await.unwrap();
+        let mut a = guard(client.subscribe("r/a", QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        let b = guard(client.subscribe("r/b", QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        guard(client.publish("r/b", "1").qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        guard(client.publish("r/a", "2").qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        assert_eq!(guard(a.next()).await.unwrap().payload, "2");
+        assert_eq!(guard(all.next()).await.unwrap().payload, "1");
+        assert_eq!(guard(all.next()).await.unwrap().payload, "2");
+        // Dropping `b` unsubscribes r/b: the broker stops sending it.
+        drop(b);
+        // The UNSUBSCRIBE goes out before the next command is served (the
+        // drop notice is queued first), so r/b is not delivered below.
+        guard(client.publish("r/a", "sync").qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        guard(client.publish("r/b", "3").qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        guard(client.publish("r/a", "4").qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        assert_eq!(guard(all.next()).await.unwrap().payload, "sync");
+        assert_eq!(guard(all.next()).await.unwrap().payload, "4");
+        guard(client.disconnect()).await.unwrap();
+    }
+}
+
+// A filter with a misplaced wildcard is refused before anything is sent.
+#[tokio::test]
+async fn invalid_filters_and_topics_are_typed_errors() {
+    let broker = Mosquitto::start();
+    let client = connect(&broker, ProtocolVersion::V5, "invalid").await;
+    assert!(matches!(
+        guard(client.subscribe("a/#/b", QoS::AtMostOnce)).await,
+        Err(Error::InvalidTopic(_))
+    ));
+    // MQTT-3.3.2-2: no wildcard in a topic name.
+    assert!(matches!(
+        guard(client.publish("a/+", "x")).await,
+        Err(Error::InvalidTopic(_))
+    ));
+    guard(client.disconnect()).await.unwrap();
+}
+
+// Every handle dropped: the task disconnects normally (the will is not sent).
+#[tokio::test]
+async fn dropping_every_handle_disconnects() {
+    let broker = Mosquitto::start();
+    let watcher = connect(&broker, ProtocolVersion::V5, "w3").await;
+    let mut wills = guard(watcher.subscribe("will3/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    let will = Will::new("will3/x".into(), Bytes::from_static(b"w"));
+    let (c, _) = guard(Client::connect(
+        options(&broker, ProtocolVersion::V5, "w3c").will(will),
+    ))
+    .await
+    .unwrap();
+    let clone = c.clone();
+    drop(c);
+    drop(clone);
+    // Reconnecting with the same id would take over; instead prove the will
+    // was not sent by a marker that arrives first.
+    let (again, _) = guard(Client::connect(options(
+        &broker,
+        ProtocolVersion::V5,
+        "w3c",
+    )))
+    .await
+    .unwrap();
+    guard(watcher.publish("will3/marker", "m").qos(QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    assert_eq!(guard(wills.next()).await.unwrap().topic, "will3/marker");
+    guard(again.disconnect()).await.unwrap();
+    guard(watcher.disconnect()).await.unwrap();
+}
+
+#[tokio::test]
+async fn publish_outcome_carries_the_reason_code() {
+    let broker = Mosquitto::start();
+    let client = connect(&broker, ProtocolVersion::V5, "rc").await;
+    let outcome = guard(client.publish("nobody/listens", "x").qos(QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    // mosquitto answers 0x10 No matching subscribers or 0x00.
+    assert!(matches!(
+        outcome.reason_code,
+        ReasonCode::Success | ReasonCode::NoMatchingSubscribers
+    ));
+    guard(client.disconnect()).await.unwrap();
+}
