@@ -539,7 +539,7 @@ fn publish_properties_cannot_be_sent_to_v311() {
 
 // ------------------------------------------------ PUBACK PUBREC PUBREL PUBCOMP
 
-// v3:MQTT-2.3.1-6 v3:MQTT-3.6.1-1
+// v3:MQTT-3.6.1-1
 #[test]
 fn acks() {
     assert_vector(&PubAck::new(id(10)).into(), V3, &hex("40 02 00 0A"));
@@ -743,7 +743,8 @@ fn subscribe_topic_filter_must_be_a_non_empty_string() {
 // ---------------------------------------------------------------- SUBACK
 
 /// Spec 3.9.3.1, Figure 3.27: return codes 0, 2 and 128 (Failure).
-// v3:MQTT-3.8.4-5 v3:MQTT-3.9.3-1 v3:MQTT-3.9.3-2
+// v3:MQTT-3.9.3-2
+// v3:MQTT-3.9.3-1 (the codec's share: the return codes keep their order on the wire)
 #[test]
 fn suback_spec_example_figure_3_27() {
     let suback = SubAck::new(

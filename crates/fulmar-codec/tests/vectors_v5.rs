@@ -658,7 +658,6 @@ const ACKS: [(u8, PacketType, &[u8]); 4] = [
 /// the packet identifier alone; another code without properties omits the
 /// Property Length; with properties everything is present.
 // v5:MQTT-3.4.2-1 v5:MQTT-3.5.2-1 v5:MQTT-3.6.2-1 v5:MQTT-3.7.2-1 v5:MQTT-3.6.1-1
-// v5:MQTT-2.2.1-5
 #[test]
 fn acks_every_reason_code() {
     code_table::<PubAckReasonCode>(PUBACK_CODES);

@@ -199,7 +199,8 @@ fn subscribe_malformed() {
 
 /// Every Subscribe Reason Code, one SUBACK with all of them (their order is
 /// kept on the wire), and one with properties.
-// v5:MQTT-3.9.3-2 v5:MQTT-3.8.4-6 v5:MQTT-3.8.4-7
+// v5:MQTT-3.9.3-2
+// v5:MQTT-3.9.3-1 (the codec's share: the reason codes keep their order on the wire)
 #[test]
 fn suback_every_reason_code() {
     let codes = code_table::<SubAckReasonCode>(SUBACK_CODES);
@@ -303,6 +304,7 @@ fn unsubscribe_malformed() {
 
 /// Every Unsubscribe Reason Code, all of them in one UNSUBACK, and properties.
 // v5:MQTT-3.11.3-2
+// v5:MQTT-3.11.3-1 (the codec's share: the reason codes keep their order on the wire)
 #[test]
 fn unsuback_every_reason_code() {
     let codes = code_table::<UnsubAckReasonCode>(UNSUBACK_CODES);
