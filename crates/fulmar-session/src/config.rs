@@ -15,7 +15,7 @@ pub struct Config {
     /// A peer that exceeds it is disconnected (0x93).
     pub receive_maximum: NonZeroU16,
     /// Upper bound of our own outbound in-flight QoS 1/2 messages, whatever the
-    /// peer's Receive Maximum (MQTT 3.1.1 has none).
+    /// peer's Receive Maximum (MQTT 3.1.1 has none). Default 256.
     pub max_inflight: NonZeroU16,
     /// Outbound messages accepted by `publish` but not yet sent (flow control,
     /// or no connection). `publish` fails with
@@ -41,13 +41,17 @@ pub struct Config {
     pub server_keep_alive: Option<u16>,
     /// Use outbound topic aliases when the peer allows them (MQTT 5.0).
     pub outbound_topic_aliases: bool,
+    /// Acknowledge inbound QoS 1/2 messages only when the application calls
+    /// [`Session::ack`](crate::Session::ack) (backpressure): the PUBACK or
+    /// PUBREC waits until then. Off: acknowledged on receipt.
+    pub manual_acks: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             receive_maximum: NonZeroU16::new(64).unwrap_or(NonZeroU16::MIN),
-            max_inflight: NonZeroU16::MAX,
+            max_inflight: NonZeroU16::new(256).unwrap_or(NonZeroU16::MAX),
             max_pending: 1024,
             max_requests: 64,
             topic_alias_maximum: 16,
@@ -58,6 +62,7 @@ impl Default for Config {
             retain_available: true,
             server_keep_alive: None,
             outbound_topic_aliases: true,
+            manual_acks: false,
         }
     }
 }

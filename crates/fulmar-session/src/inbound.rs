@@ -8,10 +8,10 @@
 
 use fulmar_codec::{Packet, PacketId, ProtocolVersion, PubAck, Publish, QoS};
 
-use crate::error::{Error, ProtocolViolation};
+use crate::error::{ApiError, Error, ProtocolViolation};
 use crate::event::Event;
 use crate::outbound::{pubcomp, pubrec};
-use crate::session::Session;
+use crate::session::{Session, State};
 
 impl Session {
     /// A PUBLISH from the peer (role-specific checks are done by the caller).
@@ -26,7 +26,11 @@ impl Session {
             (QoS::AtLeastOnce, Some(id)) => {
                 self.check_receive_maximum()?;
                 // MQTT-4.3.2-4: PUBACK with the same identifier, in order of receipt (MQTT-4.6.0-2).
-                self.transmit.push_back(PubAck::new(id).into());
+                if self.config.manual_acks {
+                    self.conn.unacked.push_back((id, QoS::AtLeastOnce, false));
+                } else {
+                    self.transmit.push_back(PubAck::new(id).into());
+                }
                 self.events.push_back(Event::Message(publish));
             }
             (QoS::ExactlyOnce, Some(id)) => {
@@ -34,11 +38,62 @@ impl Session {
                     self.check_receive_maximum()?;
                     self.incoming_qos2.insert(id);
                     self.events.push_back(Event::Message(publish));
+                    if self.config.manual_acks {
+                        self.conn.unacked.push_back((id, QoS::ExactlyOnce, false));
+                        return Ok(());
+                    }
+                } else if self
+                    .conn
+                    .unacked
+                    .iter()
+                    .any(|(u, q, _)| *u == id && *q == QoS::ExactlyOnce)
+                {
+                    // Not acknowledged by the application yet: the PUBREC follows `ack`.
+                    return Ok(());
                 }
                 // MQTT-4.3.3-8 / MQTT-4.3.3-10: PUBREC, also for a duplicate.
                 self.transmit.push_back(pubrec(id));
             }
             _ => return Err(ProtocolViolation::PacketIdMismatch.into()),
+        }
+        Ok(())
+    }
+
+    /// The application is done with the inbound message `packet_id`
+    /// ([`Config::manual_acks`](crate::Config::manual_acks)). Its PUBACK or
+    /// PUBREC is sent once every message received before it is acknowledged
+    /// too, so acknowledgements keep the order of receipt (MQTT-4.6.0-2,
+    /// MQTT-4.6.0-3).
+    ///
+    /// After a reconnection, identifiers from the previous connection are
+    /// unknown: the peer resends QoS 1 messages (delivered again), and a
+    /// resent QoS 2 message, already delivered, is acknowledged at once.
+    ///
+    /// # Errors
+    /// [`ApiError::UnknownRequest`] if no unacknowledged message has this
+    /// identifier; [`ApiError::InvalidState`] without manual acks.
+    pub fn ack(&mut self, packet_id: PacketId) -> Result<(), Error> {
+        if !self.config.manual_acks {
+            return Err(ApiError::InvalidState("manual acks are off").into());
+        }
+        let entry = self
+            .conn
+            .unacked
+            .iter_mut()
+            .find(|(id, _, done)| *id == packet_id && !*done);
+        let Some(entry) = entry else {
+            return Err(ApiError::UnknownRequest(packet_id.get()).into());
+        };
+        entry.2 = true;
+        while let Some((id, qos, true)) = self.conn.unacked.front().copied() {
+            self.conn.unacked.pop_front();
+            let packet = match qos {
+                QoS::ExactlyOnce => pubrec(id),
+                _ => PubAck::new(id).into(),
+            };
+            if self.state == State::Connected {
+                self.transmit.push_back(packet);
+            }
         }
         Ok(())
     }

@@ -75,3 +75,15 @@ pub use error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};
 pub use event::{DropReason, Event};
 pub use session::{Role, Session};
 pub use state::{Outgoing, SessionState};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn session_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::Session>();
+        check::<crate::SessionState>();
+        check::<crate::Event>();
+        check::<crate::Error>();
+    }
+}

@@ -249,14 +249,23 @@ impl Session {
         Ok(())
     }
 
-    /// Sends an AUTH packet (MQTT 5.0 enhanced authentication).
+    /// Sends an AUTH packet (MQTT 5.0 enhanced authentication), for either
+    /// role. Only allowed when the CONNECT carried an Authentication Method
+    /// ([MQTT-4.12.0-6], [MQTT-4.12.0-7]); incoming AUTH packets are reported
+    /// as [`Event::Auth`].
     ///
     /// # Errors
-    /// [`ApiError::InvalidState`] without an Authentication Method in CONNECT
-    /// or under 3.1.1.
+    /// [`ApiError::InvalidState`] without an Authentication Method in CONNECT,
+    /// under 3.1.1, or without an open connection.
     pub fn auth(&mut self, auth: Auth) -> Result<(), Error> {
         if !self.conn.auth_method || self.version != ProtocolVersion::V5 {
             return Err(ApiError::InvalidState("no authentication method").into());
+        }
+        if !matches!(
+            self.state,
+            State::AwaitConnAck | State::ConnectReceived | State::Connected
+        ) {
+            return Err(ApiError::InvalidState(self.state.name()).into());
         }
         self.transmit.push_back(Packet::Auth(auth));
         Ok(())

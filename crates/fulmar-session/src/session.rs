@@ -108,6 +108,9 @@ pub(crate) struct Conn {
     pub(crate) early: Vec<Packet>,
     pub(crate) ping_outstanding: bool,
     pub(crate) reported_close: bool,
+    /// Manual acks: inbound QoS 1/2 messages in order of receipt, and whether
+    /// the application acknowledged each.
+    pub(crate) unacked: VecDeque<(PacketId, QoS, bool)>,
 }
 
 /// One MQTT connection's protocol state, for a client or a server, across
@@ -124,10 +127,11 @@ pub(crate) struct Conn {
 ///   [`handle_decode_error`](Self::handle_decode_error),
 ///   [`handle_timeout`](Self::handle_timeout),
 ///   [`connection_lost`](Self::connection_lost).
-/// - **Commands**: [`publish`](Self::publish), [`disconnect`](Self::disconnect);
-///   client: [`connect`](Self::connect), [`subscribe`](Self::subscribe),
+/// - **Commands**: [`publish`](Self::publish), [`disconnect`](Self::disconnect),
+///   [`ack`](Self::ack); client: [`connect`](Self::connect), [`subscribe`](Self::subscribe),
 ///   [`unsubscribe`](Self::unsubscribe); server: [`accept`](Self::accept),
-///   [`reject`](Self::reject), [`suback`](Self::suback), [`unsuback`](Self::unsuback).
+///   [`reject`](Self::reject), [`suback`](Self::suback), [`unsuback`](Self::unsuback),
+///   [`auth`](Self::auth).
 /// - **Outputs**: [`poll_transmit`](Self::poll_transmit),
 ///   [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout).
 /// - **Queries**: [`is_connected`](Self::is_connected),
@@ -148,6 +152,30 @@ pub(crate) struct Conn {
 ///
 /// `poll_transmit` takes no time argument: a packet counts as sent at the
 /// `now` of the last input, which is exact when it is drained right away.
+///
+/// # Roles
+///
+/// - **Client**: [`Session::client`] (or [`Session::client_with_state`]),
+///   then [`connect`](Self::connect); [`Event::Connected`] reports the
+///   CONNACK. The server's Receive Maximum, Maximum QoS, Retain Available,
+///   Maximum Packet Size, Topic Alias Maximum and Server Keep Alive are
+///   applied to everything sent afterwards. Keep-alive PINGREQs are sent when
+///   nothing else was sent for a keep-alive period.
+/// - **Server**: [`Session::server`] for each network connection. The CONNECT
+///   is validated (first packet, no second CONNECT, version rules) and
+///   reported as [`Event::Connect`]; the application answers with
+///   [`accept`](Self::accept) (handing over a stored [`SessionState`]) or
+///   [`reject`](Self::reject). [`Event::Message`] is a message to route;
+///   [`Event::Subscribe`] and [`Event::Unsubscribe`] are answered with
+///   [`suback`](Self::suback) and [`unsuback`](Self::unsuback), so that
+///   authorization stays with the application. [`publish`](Self::publish)
+///   delivers to the client within its Receive Maximum and Maximum Packet
+///   Size. No packet within 1.5 times the keep alive closes the connection.
+///
+/// Inbound QoS 2 messages are delivered once, when the PUBLISH first arrives;
+/// the packet identifier is stored until the PUBREL, so a resent PUBLISH is
+/// acknowledged but not delivered again. With [`Config::manual_acks`] the
+/// PUBACK/PUBREC waits for [`ack`](Self::ack).
 ///
 /// # Errors are sticky
 ///
@@ -551,7 +579,7 @@ impl Session {
                         return Err(ApiError::RetainNotSupported.into());
                     }
                     Some(_) => {
-                        let size = publish.encoded_len(self.version).unwrap_or(usize::MAX);
+                        let size = sent_len(self.version, &publish).unwrap_or(usize::MAX);
                         let max = peer.maximum_packet_size.unwrap_or(u32::MAX);
                         return Err(LimitExceeded::PacketTooLarge { size, max }.into());
                     }
@@ -567,7 +595,9 @@ impl Session {
 
     /// Ends the connection with a DISCONNECT (MQTT 5.0: with `reason_code`;
     /// a 3.1.1 server just closes, a 3.1.1 client sends a bare DISCONNECT).
-    /// The session state is kept.
+    /// The session state is kept. A server's Session Expiry Interval property
+    /// is dropped ([MQTT-3.14.2-2]); properties that would exceed the peer's
+    /// Maximum Packet Size are dropped too.
     ///
     /// # Errors
     /// [`ApiError::InvalidState`] without an open connection (a server that has
@@ -589,7 +619,18 @@ impl Session {
         let packet = match (self.role, self.version) {
             (Role::Server, ProtocolVersion::V311) => None,
             (Role::Client, ProtocolVersion::V311) => Some(Disconnect::default()),
-            (_, ProtocolVersion::V5) => Some(Disconnect {
+            (Role::Server, ProtocolVersion::V5) => {
+                // MQTT-3.14.2-2: a server never sends a Session Expiry Interval.
+                let properties = DisconnectProperties {
+                    session_expiry_interval: None,
+                    ..properties
+                };
+                Some(Disconnect {
+                    reason_code,
+                    properties,
+                })
+            }
+            (Role::Client, ProtocolVersion::V5) => Some(Disconnect {
                 reason_code,
                 properties,
             }),
@@ -680,7 +721,13 @@ impl Session {
     /// Whether another inbound QoS 1/2 message would exceed our Receive Maximum.
     pub(crate) fn check_receive_maximum(&self) -> Result<(), LimitExceeded> {
         let max = self.config.receive_maximum.get();
-        if self.incoming_qos2.len() >= usize::from(max) {
+        let qos1 = self
+            .conn
+            .unacked
+            .iter()
+            .filter(|(_, qos, _)| *qos == QoS::AtLeastOnce)
+            .count();
+        if self.incoming_qos2.len() + qos1 >= usize::from(max) {
             return Err(LimitExceeded::ReceiveMaximum(max));
         }
         Ok(())
@@ -703,10 +750,18 @@ fn outbound_check(
         }
     }
     let max = peer.maximum_packet_size?;
+    match sent_len(version, publish) {
+        Some(size) if u64::try_from(size).unwrap_or(u64::MAX) <= u64::from(max) => None,
+        _ => Some(DropReason::PacketTooLarge),
+    }
+}
+
+/// The encoded size of `publish` as it will be sent: with a packet identifier
+/// (assigned later for a queued message), without properties under 3.1.1.
+/// `None` if it cannot be encoded at all.
+fn sent_len(version: ProtocolVersion, publish: &Publish) -> Option<usize> {
     let needs_id = publish.qos != QoS::AtMostOnce && publish.packet_id.is_none();
-    let size = if version == ProtocolVersion::V311 || needs_id {
-        // Measure the packet as it will be sent: with an identifier, and
-        // without properties under 3.1.1.
+    if version == ProtocolVersion::V311 || needs_id {
         let mut sent = publish.clone();
         if version == ProtocolVersion::V311 {
             sent.properties = Default::default();
@@ -714,13 +769,9 @@ fn outbound_check(
         if needs_id {
             sent.packet_id = Some(PacketId::ONE);
         }
-        sent.encoded_len(version)
+        sent.encoded_len(version).ok()
     } else {
-        publish.encoded_len(version)
-    };
-    match size {
-        Ok(size) if u64::try_from(size).unwrap_or(u64::MAX) <= u64::from(max) => None,
-        _ => Some(DropReason::PacketTooLarge),
+        publish.encoded_len(version).ok()
     }
 }
 

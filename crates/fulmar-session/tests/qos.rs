@@ -371,3 +371,81 @@ fn dup_is_set_only_on_retransmission() {
         );
     }
 }
+
+#[test]
+fn manual_acks_wait_for_the_application_and_keep_the_order_of_receipt() {
+    // MQTT-4.6.0-2 MQTT-4.6.0-3 v5:MQTT-4.3.2-4 v5:MQTT-4.3.3-8 v5:MQTT-4.3.3-10
+    for version in BOTH {
+        let config = Config {
+            manual_acks: true,
+            ..Config::default()
+        };
+        let mut c = connected_client(
+            config,
+            connect_packet(version, "c", true),
+            ConnAck::new(false, ConnectReasonCode::Success),
+            t0(),
+        );
+        c.handle_packet(incoming("t", QoS::AtLeastOnce, Some(1), b"a"), t0())
+            .unwrap();
+        c.handle_packet(incoming("t", QoS::ExactlyOnce, Some(2), b"b"), t0())
+            .unwrap();
+        c.handle_packet(incoming("t", QoS::ExactlyOnce, Some(2), b"b"), t0())
+            .unwrap();
+        assert_eq!(
+            messages(&events(&mut c)).len(),
+            2,
+            "delivered on receipt, the duplicate once"
+        );
+        assert!(drain(&mut c).is_empty(), "nothing acknowledged yet");
+        // Acknowledging the second first: held back behind the first.
+        c.ack(id(2)).unwrap();
+        assert!(drain(&mut c).is_empty());
+        c.ack(id(1)).unwrap();
+        assert_eq!(
+            drain(&mut c),
+            vec![
+                Packet::PubAck(PubAck::new(id(1))),
+                Packet::PubRec(PubRec::new(id(2)))
+            ]
+        );
+        // Now a duplicate gets its PUBREC at once; unknown ids are refused.
+        c.handle_packet(incoming("t", QoS::ExactlyOnce, Some(2), b"b"), t0())
+            .unwrap();
+        assert_eq!(drain(&mut c), vec![Packet::PubRec(PubRec::new(id(2)))]);
+        assert!(c.ack(id(1)).is_err());
+        assert!(
+            client(version).ack(id(1)).is_err(),
+            "manual acks are off by default"
+        );
+    }
+}
+
+#[test]
+fn unacknowledged_messages_count_against_our_receive_maximum() {
+    let config = Config {
+        manual_acks: true,
+        receive_maximum: std::num::NonZeroU16::new(2).unwrap(),
+        ..Config::default()
+    };
+    let mut c = connected_client(
+        config,
+        connect_packet(ProtocolVersion::V5, "c", true),
+        ConnAck::new(false, ConnectReasonCode::Success),
+        t0(),
+    );
+    c.handle_packet(incoming("t", QoS::AtLeastOnce, Some(1), b"a"), t0())
+        .unwrap();
+    c.handle_packet(incoming("t", QoS::ExactlyOnce, Some(2), b"b"), t0())
+        .unwrap();
+    assert!(
+        c.handle_packet(incoming("t", QoS::AtLeastOnce, Some(3), b"c"), t0())
+            .is_err()
+    );
+    assert_eq!(
+        drain(&mut c).last(),
+        Some(&Packet::Disconnect(fulmar_codec::Disconnect::new(
+            fulmar_codec::DisconnectReasonCode::ReceiveMaximumExceeded
+        )))
+    );
+}

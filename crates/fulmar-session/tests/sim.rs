@@ -40,6 +40,8 @@ struct Flow {
     ids: HashMap<PacketId, u32>,
     /// Packet identifiers in flight at the sender (first sent, not completed).
     outstanding: HashSet<PacketId>,
+    /// Delivered to the application, not acknowledged yet (manual acks).
+    to_ack: Vec<PacketId>,
 }
 
 struct Sim {
@@ -100,11 +102,12 @@ impl Sim {
             ..Config::default()
         };
         let mut client_config = config(receive_max[0]);
-        let server_config = config(receive_max[1]);
+        let mut server_config = config(receive_max[1]);
+        client_config.manual_acks = rng.random_bool(0.5);
+        server_config.manual_acks = rng.random_bool(0.5);
         if version == ProtocolVersion::V311 {
             client_config.max_inflight = server_config.receive_maximum;
         }
-        let mut server_config = server_config;
         if version == ProtocolVersion::V311 {
             server_config.max_inflight = client_config.receive_maximum;
         }
@@ -262,6 +265,33 @@ impl Sim {
         Ok(())
     }
 
+    /// The application acknowledges one delivered message, in random order.
+    fn ack(&mut self, server_side: bool) -> Result<(), String> {
+        let (flow, session) = if server_side {
+            (&mut self.up, &mut self.server)
+        } else {
+            (&mut self.down, &mut self.client)
+        };
+        if flow.to_ack.is_empty() {
+            return Ok(());
+        }
+        let id = flow
+            .to_ack
+            .swap_remove(self.rng.random_range(0..flow.to_ack.len()));
+        let result = session.ack(id);
+        trace(|| {
+            format!(
+                "{} acks {id}: {result:?}",
+                if server_side { "server" } else { "client" }
+            )
+        });
+        match result {
+            // Unknown after a reconnection, or acks are automatic.
+            Ok(()) | Err(Error::Api(_)) => Ok(()),
+            Err(e) => Err(format!("ack: {e}")),
+        }
+    }
+
     fn tick(&mut self) -> Result<(), String> {
         let dt = Duration::from_millis(self.rng.random_range(0..3000));
         self.now += dt;
@@ -327,8 +357,10 @@ impl Sim {
             0..=2 => self.connect()?,
             3..=14 => self.publish_up()?,
             15..=26 => self.publish_down()?,
-            27..=56 => self.deliver_c2s()?,
-            57..=86 => self.deliver_s2c()?,
+            27..=51 => self.deliver_c2s()?,
+            52..=76 => self.deliver_s2c()?,
+            77..=81 => self.ack(true)?,
+            82..=86 => self.ack(false)?,
             _ => self.tick()?,
         }
         if !self.connected && self.rng.random_bool(0.3) {
@@ -354,7 +386,11 @@ impl Sim {
             if done {
                 return Ok(());
             }
-            if !self.c2s.is_empty() {
+            if !self.up.to_ack.is_empty() {
+                self.ack(true)?;
+            } else if !self.down.to_ack.is_empty() {
+                self.ack(false)?;
+            } else if !self.c2s.is_empty() {
                 self.deliver_c2s()?;
             } else if !self.s2c.is_empty() {
                 self.deliver_s2c()?;
@@ -365,7 +401,20 @@ impl Sim {
             }
             self.after_step()?;
         }
-        Err("did not settle".into())
+        Err(format!(
+            "did not settle: client inflight {} pending {} connected {}; server inflight {} pending {} connected {}; \
+             links {}/{}; to ack {:?}/{:?}",
+            self.client.inflight_len(),
+            self.client.pending_len(),
+            self.client.is_connected(),
+            self.server.inflight_len(),
+            self.server.pending_len(),
+            self.server.is_connected(),
+            self.c2s.len(),
+            self.s2c.len(),
+            self.up.to_ack,
+            self.down.to_ack,
+        ))
     }
 }
 
@@ -410,6 +459,9 @@ fn check_first_send(flow: &mut Flow, packet: &Packet) -> Result<(), String> {
 fn record(inbound: &mut Flow, outbound: &mut Flow, event: Event) -> Result<(), String> {
     match event {
         Event::Message(p) => {
+            if let Some(id) = p.packet_id {
+                inbound.to_ack.push(id);
+            }
             let n = number(&p)?;
             let count = inbound.delivered.entry(n).or_insert(0);
             *count += 1;

@@ -1,0 +1,302 @@
+//! More session rules of chapters 3 and 4: malformed fixed headers reported by
+//! the decoder, DISCONNECT rules, enhanced authentication gates, forwarding
+//! properties unaltered.
+
+mod common;
+
+use std::num::NonZeroU32;
+
+use bytes::{Bytes, BytesMut};
+use common::*;
+use fulmar_codec::{
+    Auth, AuthReasonCode, ConnAck, ConnAckProperties, ConnectReasonCode, Disconnect,
+    DisconnectProperties, DisconnectReasonCode, MqttString, Packet, PayloadFormat, ProtocolVersion,
+    QoS,
+};
+use fulmar_session::{Config, Error, Event, Session};
+
+const BOTH: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
+
+/// Feeds raw bytes to the decoder; the error goes to the session.
+fn feed_malformed(session: &mut Session, bytes: &[u8], version: ProtocolVersion) -> Vec<Packet> {
+    let mut buf = BytesMut::from(bytes);
+    let Err(err) = fulmar_codec::decode(&mut buf, version, u32::MAX) else {
+        panic!("{bytes:?} decoded")
+    };
+    session.handle_decode_error(&err, t0());
+    drain(session)
+}
+
+#[test]
+fn malformed_fixed_headers_close_the_connection() {
+    // MQTT-3.3.1-4 MQTT-3.6.1-1 MQTT-3.14.1-1 v5:MQTT-4.13.1-1 v3:MQTT-4.8.0-1
+    let cases: [&[u8]; 3] = [
+        // PUBLISH with both QoS bits set.
+        &[0x36, 0x05, 0x00, 0x01, b't', 0x00, 0x01],
+        // PUBREL with flags 0000 instead of 0010.
+        &[0x60, 0x02, 0x00, 0x01],
+        // DISCONNECT with a reserved bit set.
+        &[0xE1, 0x00],
+    ];
+    for version in BOTH {
+        for bytes in cases {
+            let mut server =
+                connected_server(Config::default(), connect_packet(version, "c", true), t0());
+            let out = feed_malformed(&mut server, bytes, version);
+            match version {
+                ProtocolVersion::V5 => {
+                    assert_eq!(
+                        out,
+                        vec![Packet::Disconnect(Disconnect::new(
+                            DisconnectReasonCode::MalformedPacket
+                        ))]
+                    );
+                }
+                ProtocolVersion::V311 => assert!(out.is_empty(), "3.1.1 just closes"),
+            }
+            assert!(server.is_closed());
+            // The client side closes the same way.
+            let mut client = connected_client(
+                Config::default(),
+                connect_packet(version, "c", true),
+                ConnAck::new(false, ConnectReasonCode::Success),
+                t0(),
+            );
+            let out = feed_malformed(&mut client, bytes, version);
+            assert_eq!(out.len(), usize::from(version == ProtocolVersion::V5));
+            assert!(client.is_closed());
+        }
+    }
+}
+
+#[test]
+fn connect_with_the_reserved_flag_is_refused_without_connack() {
+    // MQTT-3.1.2-3 v5:MQTT-3.1.4-1 v3:MQTT-3.1.4-1
+    for version in BOTH {
+        let mut server = Session::server(Config::default(), t0());
+        let bytes = [
+            0x10,
+            0x0D,
+            0x00,
+            0x04,
+            b'M',
+            b'Q',
+            b'T',
+            b'T',
+            version.level(),
+            0x03,
+            0x00,
+            0x3C,
+            0x00,
+            0x00,
+            0x00,
+        ];
+        let len = if version == ProtocolVersion::V5 {
+            15
+        } else {
+            14
+        };
+        let mut bytes = bytes[..len].to_vec();
+        bytes[1] = u8::try_from(len - 2).unwrap();
+        let err =
+            fulmar_codec::decode(&mut BytesMut::from(&bytes[..]), version, u32::MAX).unwrap_err();
+        assert_eq!(err, fulmar_codec::DecodeError::ConnectReservedFlag);
+        let out = feed_malformed(&mut server, &bytes, version);
+        assert!(out.is_empty(), "{out:?}");
+        assert!(server.is_closed());
+        assert!(
+            events(&mut server)
+                .iter()
+                .all(|e| !matches!(e, Event::Connect(_)))
+        );
+    }
+}
+
+#[test]
+fn no_disconnect_from_a_server_before_a_successful_connack() {
+    // v5:MQTT-3.14.0-1
+    let now = t0();
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+    connect.keep_alive = 2;
+    let mut server = Session::server(Config::default(), now);
+    server
+        .handle_packet(Packet::Connect(Box::new(connect)), now)
+        .unwrap();
+    assert!(
+        server
+            .disconnect(
+                DisconnectReasonCode::AdministrativeAction,
+                Default::default(),
+                now
+            )
+            .is_err()
+    );
+    // The broker never answers; the keep alive expires before any CONNACK.
+    server.handle_timeout(now + secs(3));
+    assert_eq!(server.error(), Some(&Error::KeepAliveTimeout));
+    assert!(
+        drain(&mut server).is_empty(),
+        "no DISCONNECT before CONNACK"
+    );
+    assert!(server.is_closed());
+}
+
+#[test]
+fn server_disconnect_never_carries_a_session_expiry_interval() {
+    // v5:MQTT-3.14.2-2 v5:MQTT-3.14.2-3 v5:MQTT-3.14.2-4
+    let now = t0();
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+    connect.properties.maximum_packet_size = NonZeroU32::new(30);
+    let mut server = connected_server(Config::default(), connect, now);
+    let long = MqttString::try_new(&"x".repeat(64)).unwrap();
+    let props = DisconnectProperties {
+        session_expiry_interval: Some(60),
+        reason_string: Some(long.clone()),
+        user_properties: vec![(long.clone(), long)],
+        server_reference: None,
+    };
+    server
+        .disconnect(DisconnectReasonCode::ServerShuttingDown, props, now)
+        .unwrap();
+    let out = drain(&mut server);
+    let [Packet::Disconnect(d)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(d.reason_code, DisconnectReasonCode::ServerShuttingDown);
+    assert!(
+        d.properties.is_empty(),
+        "expiry removed, reason string and user properties trimmed to fit"
+    );
+    assert!(out[0].encoded_len(ProtocolVersion::V5).unwrap() <= 30);
+}
+
+#[test]
+fn auth_only_with_an_authentication_method() {
+    // v5:MQTT-4.12.0-6 v5:MQTT-4.12.0-7 v5:MQTT-4.12.0-2 v5:MQTT-4.12.0-3
+    let now = t0();
+    let continue_auth = || Auth {
+        reason_code: AuthReasonCode::ContinueAuthentication,
+        ..Auth::default()
+    };
+    // Without a method: neither side may send AUTH, and receiving one is an error.
+    let mut server = connected_server(
+        Config::default(),
+        connect_packet(ProtocolVersion::V5, "c", true),
+        now,
+    );
+    assert!(server.auth(continue_auth()).is_err());
+    assert!(
+        server
+            .handle_packet(Packet::Auth(continue_auth()), now)
+            .is_err()
+    );
+    assert_eq!(
+        drain(&mut server),
+        vec![Packet::Disconnect(Disconnect::new(
+            DisconnectReasonCode::ProtocolError
+        ))]
+    );
+    let mut client = Session::client(Config::default());
+    client
+        .connect(connect_packet(ProtocolVersion::V5, "c", true), now)
+        .unwrap();
+    assert!(client.auth(continue_auth()).is_err());
+
+    // With a method: the exchange goes both ways before the CONNACK.
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+    connect.properties.authentication_method = Some(MqttString::from("SCRAM-SHA-1"));
+    let mut client = Session::client(Config::default());
+    client.connect(connect, now).unwrap();
+    let mut server = Session::server(Config::default(), now);
+    for p in drain(&mut client) {
+        server
+            .handle_packet(wire(p, ProtocolVersion::V5), now)
+            .unwrap();
+    }
+    assert!(matches!(
+        events(&mut server).as_slice(),
+        [Event::Connect(_)]
+    ));
+    server.auth(continue_auth()).unwrap();
+    for p in drain(&mut server) {
+        client
+            .handle_packet(wire(p, ProtocolVersion::V5), now)
+            .unwrap();
+    }
+    assert!(
+        matches!(events(&mut client).as_slice(), [Event::Auth(a)] if a.reason_code == AuthReasonCode::ContinueAuthentication)
+    );
+    client.auth(continue_auth()).unwrap();
+    for p in drain(&mut client) {
+        server
+            .handle_packet(wire(p, ProtocolVersion::V5), now)
+            .unwrap();
+    }
+    server
+        .accept(ConnAckProperties::default(), None, now)
+        .unwrap();
+    assert!(
+        matches!(events(&mut server).as_slice(), [Event::Auth(_)]),
+        "reported after the accept"
+    );
+    for p in drain(&mut server) {
+        client
+            .handle_packet(wire(p, ProtocolVersion::V5), now)
+            .unwrap();
+    }
+    assert!(client.is_connected());
+}
+
+#[test]
+fn forwarded_properties_are_sent_unaltered() {
+    // v5:MQTT-3.3.2-4 v5:MQTT-3.3.2-15 v5:MQTT-3.3.2-16 v5:MQTT-3.3.2-17 v5:MQTT-3.3.2-18 v5:MQTT-3.3.2-20
+    let mut pair = Pair::new(ProtocolVersion::V5);
+    pair.connect(true);
+    let mut p = publish("req", QoS::AtLeastOnce, b"{}");
+    p.properties.payload_format_indicator = Some(PayloadFormat::Utf8);
+    p.properties.response_topic = Some(MqttString::from("resp/1"));
+    p.properties.correlation_data = Some(Bytes::from_static(b"\x01\x02"));
+    p.properties.content_type = Some(MqttString::from("application/json"));
+    p.properties.user_properties = vec![
+        (MqttString::from("z"), MqttString::from("1")),
+        (MqttString::from("a"), MqttString::from("2")),
+        (MqttString::from("z"), MqttString::from("3")),
+    ];
+    p.properties.subscription_identifiers = vec![NonZeroU32::new(7).unwrap()];
+    pair.server.publish(p.clone(), pair.now).unwrap();
+    pair.drive();
+    let got = messages(&pair.take_client_events());
+    let [m] = got.as_slice() else {
+        panic!("{got:?}")
+    };
+    assert_eq!(
+        m.properties, p.properties,
+        "every property as given, user properties in order"
+    );
+    assert_eq!(m.payload, p.payload);
+}
+
+#[test]
+fn reject_after_a_failed_authentication_closes() {
+    // v5:MQTT-4.12.0-1 v5:MQTT-4.12.0-4 v5:MQTT-3.1.4-2
+    let now = t0();
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+    connect.properties.authentication_method = Some(MqttString::from("unknown"));
+    let mut server = Session::server(Config::default(), now);
+    server
+        .handle_packet(Packet::Connect(Box::new(connect)), now)
+        .unwrap();
+    let _ = events(&mut server);
+    server
+        .reject(
+            ConnectReasonCode::BadAuthenticationMethod,
+            ConnAckProperties::default(),
+            now,
+        )
+        .unwrap();
+    let out = drain(&mut server);
+    assert!(
+        matches!(out.as_slice(), [Packet::ConnAck(c)] if c.reason_code == ConnectReasonCode::BadAuthenticationMethod)
+    );
+    assert!(server.is_closed());
+}
