@@ -188,6 +188,34 @@ fn bench_match(c: &mut Criterion) {
             })
         });
         group.finish();
+
+        // The same tries, 8 hot topics in turn: the working set stays in cache, which shows the
+        // algorithmic cost alone (it should not depend on the number of subscriptions).
+        let mut group = c.benchmark_group(format!("match-hot/{label}"));
+        configure(&mut group, 1_000);
+        let mut i = 0;
+        group.bench_function("fulmar", |b| {
+            b.iter(|| {
+                i = (i + 1) % 8;
+                let mut hits = 0u64;
+                fulmar.matches(&names[i], |m| hits = hits.wrapping_add(*m.key));
+                black_box(hits)
+            })
+        });
+        let mut i = 0;
+        group.bench_function("mqtt-topic-engine", |b| {
+            b.iter(|| {
+                i = (i + 1) % 8;
+                let mut hits = 0u64;
+                for set in peer.find_by_path(&paths[i]) {
+                    for key in set {
+                        hits = hits.wrapping_add(*key);
+                    }
+                }
+                black_box(hits)
+            })
+        });
+        group.finish();
     }
 }
 
