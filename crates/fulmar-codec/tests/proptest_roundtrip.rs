@@ -669,4 +669,27 @@ proptest! {
         let decoded = decode(&mut buf, version, exact).unwrap();
         prop_assert_eq!(decoded.as_ref(), Some(&packet));
     }
+
+    /// A Client Identifier of 1 to 23 of `[0-9a-zA-Z]` always decodes, in
+    /// both versions, whatever the other CONNECT fields (the codec's share of
+    /// "the Server MUST allow" such identifiers).
+    // MQTT-3.1.3-5
+    #[test]
+    fn short_alphanumeric_client_ids_are_accepted(
+        client_id in "[0-9a-zA-Z]{1,23}",
+        packet in prop_oneof![connect(V3), connect(V5)],
+    ) {
+        let Packet::Connect(mut connect) = packet else {
+            panic!("connect() yields CONNECT packets")
+        };
+        connect.client_id = MqttString::from(client_id.clone());
+        let version = connect.protocol_version;
+        let wire = encode(&Packet::from(connect.clone()), version);
+        let mut buf = BytesMut::from(&wire[..]);
+        let Some(Packet::Connect(decoded)) = decode(&mut buf, version, MAX).unwrap() else {
+            panic!("not a CONNECT")
+        };
+        prop_assert_eq!(decoded.client_id.as_str(), client_id.as_str());
+        prop_assert_eq!(decoded, connect);
+    }
 }
