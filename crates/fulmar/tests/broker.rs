@@ -1,0 +1,70 @@
+//! `fulmar broker` end to end: listens, answers CONNECT, stops on SIGTERM,
+//! and fails cleanly on a busy port.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn fulmar() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fulmar"));
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+#[test]
+fn broker_accepts_a_client_and_stops_on_sigterm() {
+    let mut child = fulmar()
+        .args(["broker", "-p", "0", "--bind", "127.0.0.1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("broker exited early").unwrap();
+        if let Some((_, addr)) = line.split_once("listening on ") {
+            break addr.trim().to_owned();
+        }
+    };
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // MQTT 3.1.1 CONNECT, clean session, client id "c".
+    stream
+        .write_all(&[
+            0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x00, 0x00, 0x01,
+            b'c',
+        ])
+        .unwrap();
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    // The connection was closed by the shutdown.
+    let mut rest = Vec::new();
+    assert_eq!(stream.read_to_end(&mut rest).unwrap_or(0), 0);
+}
+
+#[test]
+fn busy_port_is_a_clear_error_with_exit_code_1() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = fulmar()
+        .args(["broker", "-p", &port.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot listen on 127.0.0.1:"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
