@@ -535,7 +535,7 @@ fn run(seed: u64) -> Result<Sim, String> {
 #[test]
 fn simulation_over_many_seeds() {
     // MQTT-4.3.1-1 MQTT-4.4.0-1 MQTT-4.6.0-1 v5:MQTT-4.6.0-5 v5:MQTT-4.6.0-6 v5:MQTT-4.9.0-2 v5:MQTT-4.3.3-10
-    // v3:MQTT-4.6.0-6 v5:MQTT-4.2.0-1
+    // v3:MQTT-4.6.0-5 v3:MQTT-4.6.0-6 v5:MQTT-4.2.0-1
     let seeds: Vec<u64> = match std::env::var("SIM_SEED") {
         Ok(s) => vec![s.parse().expect("SIM_SEED is a number")],
         Err(_) => {

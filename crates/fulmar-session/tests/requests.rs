@@ -1,0 +1,268 @@
+//! SUBSCRIBE/UNSUBSCRIBE answered by the application, lost requests, and the
+//! per-PUBLISH rules a server enforces (spec 3.3.4, 3.8, 3.10, 3.2.2.3).
+
+mod common;
+
+use common::*;
+use fulmar_codec::{
+    ConnAck, ConnectReasonCode, Disconnect, DisconnectReasonCode, MqttString, Packet,
+    ProtocolVersion, QoS, ReasonCode, SubAck, SubAckReasonCode, SubscriptionOptions,
+};
+use fulmar_session::{Config, Error, Event, Initiator, ProtocolViolation, Session};
+
+const BOTH: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
+
+fn disconnected(events: &[Event]) -> Option<(Initiator, ReasonCode)> {
+    events.iter().find_map(|e| match e {
+        Event::Disconnected {
+            initiator,
+            reason_code,
+            ..
+        } => Some((*initiator, *reason_code)),
+        _ => None,
+    })
+}
+
+#[test]
+fn suback_and_unsuback_answer_with_the_request_identifier_and_one_code_per_filter() {
+    // v5:MQTT-3.8.4-1 v5:MQTT-3.8.4-2 v5:MQTT-3.8.4-6 v5:MQTT-3.9.3-1 v5:MQTT-3.9.3-2
+    // v3:MQTT-3.8.4-1 v3:MQTT-3.8.4-2 v3:MQTT-3.8.4-5 v5:MQTT-3.10.4-4 v5:MQTT-3.10.4-5
+    // v3:MQTT-3.10.4-4 v3:MQTT-3.10.4-5 v5:MQTT-3.11.3-1 v5:MQTT-3.11.3-2
+    for version in BOTH {
+        let mut pair = Pair::new(version);
+        pair.connect(true);
+        let _ = pair.take_client_events();
+        let filters = vec![
+            (
+                MqttString::from("a/+"),
+                SubscriptionOptions::new(QoS::AtLeastOnce),
+            ),
+            (
+                MqttString::from("b/#"),
+                SubscriptionOptions::new(QoS::ExactlyOnce),
+            ),
+        ];
+        let sub = pair
+            .client
+            .subscribe(filters, Default::default(), pair.now)
+            .unwrap();
+        pair.drive();
+        let evs = pair.take_client_events();
+        let [
+            Event::SubAck(SubAck {
+                packet_id,
+                reason_codes,
+                ..
+            }),
+        ] = evs.as_slice()
+        else {
+            panic!("{evs:?}")
+        };
+        assert_eq!(*packet_id, sub);
+        assert_eq!(
+            reason_codes,
+            &vec![SubAckReasonCode::GrantedQoS1, SubAckReasonCode::GrantedQoS2]
+        );
+        assert_eq!(pair.client.subscriptions().len(), 2);
+
+        let unsub = pair
+            .client
+            .unsubscribe(vec![MqttString::from("a/+")], Default::default(), pair.now)
+            .unwrap();
+        pair.drive();
+        let evs = pair.take_client_events();
+        assert!(
+            matches!(evs.as_slice(), [Event::UnsubAck(u)] if u.packet_id == unsub),
+            "{evs:?}"
+        );
+        assert_eq!(pair.client.subscriptions().len(), 1);
+
+        // The broker must answer every filter, for a request that exists.
+        let sub2 = pair
+            .client
+            .subscribe(
+                vec![(MqttString::from("c"), SubscriptionOptions::default())],
+                Default::default(),
+                pair.now,
+            )
+            .unwrap();
+        for p in drain(&mut pair.client) {
+            pair.server
+                .handle_packet(wire(p, version), pair.now)
+                .unwrap();
+        }
+        let _ = events(&mut pair.server);
+        assert!(
+            pair.server
+                .suback(sub2, vec![], Default::default())
+                .is_err()
+        );
+        assert!(
+            pair.server
+                .suback(
+                    id(999),
+                    vec![SubAckReasonCode::GrantedQoS0],
+                    Default::default()
+                )
+                .is_err()
+        );
+        pair.server
+            .suback(
+                sub2,
+                vec![SubAckReasonCode::NotAuthorized],
+                Default::default(),
+            )
+            .unwrap();
+        assert!(matches!(
+            drain(&mut pair.server).as_slice(),
+            [Packet::SubAck(_)]
+        ));
+    }
+}
+
+#[test]
+fn suback_with_the_wrong_count_is_a_protocol_error_at_the_client() {
+    let now = t0();
+    let mut client = connected_client(
+        Config::default(),
+        connect_packet(ProtocolVersion::V5, "c", true),
+        ConnAck::new(false, ConnectReasonCode::Success),
+        now,
+    );
+    let sub = client.subscribe(
+        vec![(MqttString::from("a"), SubscriptionOptions::default())],
+        Default::default(),
+        now,
+    );
+    let sub = sub.unwrap();
+    let _ = drain(&mut client);
+    let ack = SubAck::new(
+        sub,
+        vec![SubAckReasonCode::GrantedQoS0, SubAckReasonCode::GrantedQoS0],
+    );
+    assert!(matches!(
+        client.handle_packet(Packet::SubAck(ack), now),
+        Err(Error::Protocol(ProtocolViolation::ReasonCodeCount {
+            expected: 1,
+            got: 2
+        }))
+    ));
+}
+
+#[test]
+fn connection_lost_reports_lost_requests_once() {
+    let mut pair = Pair::new(ProtocolVersion::V5);
+    pair.connect(true);
+    let sub = pair
+        .client
+        .subscribe(
+            vec![(MqttString::from("a"), SubscriptionOptions::default())],
+            Default::default(),
+            pair.now,
+        )
+        .unwrap();
+    pair.client.connection_lost(pair.now);
+    pair.client.connection_lost(pair.now);
+    let evs = events(&mut pair.client);
+    assert_eq!(
+        evs.iter()
+            .filter(|e| matches!(e, Event::Disconnected { .. }))
+            .count(),
+        1
+    );
+    assert!(evs.contains(&Event::RequestLost { packet_id: sub }));
+    assert_eq!(
+        disconnected(&evs),
+        Some((Initiator::Network, ReasonCode::UnspecifiedError))
+    );
+}
+
+#[test]
+fn subscription_identifier_from_a_client_is_a_protocol_error() {
+    // v5:MQTT-3.3.4-6
+    let now = t0();
+    let mut server = connected_server(
+        Config::default(),
+        connect_packet(ProtocolVersion::V5, "c", true),
+        now,
+    );
+    let mut p = publish("t", QoS::AtMostOnce, b"x");
+    p.properties
+        .subscription_identifiers
+        .push(std::num::NonZeroU32::MIN);
+    assert!(
+        server
+            .handle_packet(Packet::Publish(p.clone()), now)
+            .is_err()
+    );
+    assert_eq!(
+        drain(&mut server),
+        vec![Packet::Disconnect(Disconnect::new(
+            DisconnectReasonCode::ProtocolError
+        ))]
+    );
+    // And the client session refuses to send one.
+    let mut client = Session::client(Config::default());
+    assert!(client.publish(p, now).is_err());
+}
+
+#[test]
+fn qos_and_retain_above_the_servers_limits() {
+    // v5:MQTT-3.2.2-11 v5:MQTT-3.2.2-14
+    let now = t0();
+    let mut connack = ConnAck::new(false, ConnectReasonCode::Success);
+    connack.properties.maximum_qos = Some(QoS::AtLeastOnce);
+    connack.properties.retain_available = Some(false);
+    let mut client = connected_client(
+        Config::default(),
+        connect_packet(ProtocolVersion::V5, "c", true),
+        connack,
+        now,
+    );
+    assert!(
+        client
+            .publish(publish("t", QoS::ExactlyOnce, b"x"), now)
+            .is_err()
+    );
+    let mut retained = publish("t", QoS::AtMostOnce, b"x");
+    retained.retain = true;
+    assert!(client.publish(retained, now).is_err());
+    assert!(
+        client
+            .publish(publish("t", QoS::AtLeastOnce, b"x"), now)
+            .is_ok()
+    );
+
+    // The server enforces what it announced.
+    let config = Config {
+        maximum_qos: QoS::AtLeastOnce,
+        retain_available: false,
+        ..Config::default()
+    };
+    let mut server = connected_server(
+        config.clone(),
+        connect_packet(ProtocolVersion::V5, "c", true),
+        now,
+    );
+    assert!(
+        server
+            .handle_packet(incoming("t", QoS::ExactlyOnce, Some(1), b"x"), now)
+            .is_err()
+    );
+    assert_eq!(
+        drain(&mut server),
+        vec![Packet::Disconnect(Disconnect::new(
+            DisconnectReasonCode::QoSNotSupported
+        ))]
+    );
+    let mut server = connected_server(config, connect_packet(ProtocolVersion::V5, "c", true), now);
+    let mut p = publish("t", QoS::AtMostOnce, b"x");
+    p.retain = true;
+    assert!(server.handle_packet(Packet::Publish(p), now).is_err());
+    assert_eq!(
+        drain(&mut server),
+        vec![Packet::Disconnect(Disconnect::new(
+            DisconnectReasonCode::RetainNotSupported
+        ))]
+    );
+}
