@@ -249,13 +249,22 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
                 groups.last_mut()?
             }
         };
-        if let Some((_, o)) = group.members.iter_mut().find(|(k, _)| *k == key) {
-            return Some(mem::replace(o, options));
-        }
         let loc = Loc {
             node,
             group: group.id,
         };
+        // Membership is answered by the key's own index (a few entries), so that joining a
+        // large group does not scan its members.
+        let member = match self.keys.get(&key) {
+            Some(Locs::One(l)) => *l == loc,
+            Some(Locs::Many(v)) => v.contains(&loc),
+            None => false,
+        };
+        if member {
+            if let Some((_, o)) = group.members.iter_mut().find(|(k, _)| *k == key) {
+                return Some(mem::replace(o, options));
+            }
+        }
         group.members.push((key.clone(), options));
         self.len += 1;
         self.index_add(key, loc);
