@@ -262,3 +262,116 @@ mod v5 {
         assert_eq!(decode_one(&hex("C0 00"), V5), Ok(Packet::PingReq));
     }
 }
+
+/// Field size limits: a UTF-8 string or Binary Data has a two-byte length,
+/// so 65 535 bytes is the most; longer data cannot be encoded.
+mod limits {
+    use core::num::NonZeroU32;
+
+    use bytes::{Bytes, BytesMut};
+    use fulmar_codec::{
+        Connect, DecodeError, EncodeError, MAX_STRING_LEN, MqttString, PacketId, ProtocolVersion,
+        Publish, QoS, StringError, Subscribe, SubscriptionOptions, Will, decode,
+    };
+
+    use super::common::{MAX, assert_vector, cat, encode_err, hex};
+
+    const V3: ProtocolVersion = ProtocolVersion::V311;
+    const V5: ProtocolVersion = ProtocolVersion::V5;
+
+    /// The longest topic name, 65 535 bytes: length prefix `FF FF`.
+    // MQTT-4.7.3-3
+    #[test]
+    fn longest_string() {
+        let topic = "t".repeat(MAX_STRING_LEN);
+        let p = Publish::new(MqttString::from(topic.clone()), Bytes::new());
+        // Remaining length 2 + 65 535 = 65 537 = 0x81 0x80 0x04.
+        let wire = cat(&[&hex("30 81 80 04 FF FF"), topic.as_bytes()]);
+        assert_vector(&p.clone().into(), V3, &wire);
+        let wire = cat(&[&hex("30 82 80 04 FF FF"), topic.as_bytes(), &[0x00]]);
+        assert_vector(&p.into(), V5, &wire);
+        // A string cannot be longer.
+        assert_eq!(
+            MqttString::try_new(&"t".repeat(MAX_STRING_LEN + 1)),
+            Err(StringError::TooLong(MAX_STRING_LEN + 1))
+        );
+    }
+
+    /// A string length pointing past the end of the packet.
+    #[test]
+    fn string_length_past_the_packet() {
+        let mut buf = BytesMut::from(&hex("30 04 FF FF 't' 't'")[..]);
+        assert_eq!(
+            decode(&mut buf, V3, MAX),
+            Err(DecodeError::Truncated {
+                field: "topic name"
+            })
+        );
+    }
+
+    #[test]
+    fn binary_data_longer_than_65535_bytes() {
+        let too_long = Bytes::from(vec![0u8; 65_536]);
+        let just_right = Bytes::from(vec![0u8; 65_535]);
+
+        let mut p = Publish::new("t".into(), Bytes::new());
+        p.properties.correlation_data = Some(too_long.clone());
+        assert_eq!(
+            encode_err(p.clone(), V5),
+            EncodeError::BinaryTooLong {
+                field: "correlation data",
+                len: 65_536
+            }
+        );
+        p.properties.correlation_data = Some(just_right.clone());
+        assert_eq!(
+            fulmar_codec::Packet::from(p).encoded_len(V5).unwrap(),
+            // type, remaining length, topic, property length, identifier, length, data
+            1 + 3 + 3 + 3 + 1 + 2 + 65_535
+        );
+
+        let mut connect = Connect::new(V3, "c".into());
+        connect.will = Some(Will::new("w".into(), too_long.clone()));
+        assert_eq!(
+            encode_err(connect.clone(), V3),
+            EncodeError::BinaryTooLong {
+                field: "will payload",
+                len: 65_536
+            }
+        );
+        connect.will = None;
+        connect.username = Some("u".into());
+        connect.password = Some(too_long.clone());
+        assert_eq!(
+            encode_err(connect, V3),
+            EncodeError::BinaryTooLong {
+                field: "password",
+                len: 65_536
+            }
+        );
+        let mut connect = Connect::new(V5, "c".into());
+        connect.properties.authentication_method = Some("m".into());
+        connect.properties.authentication_data = Some(too_long);
+        assert_eq!(
+            encode_err(connect, V5),
+            EncodeError::BinaryTooLong {
+                field: "authentication data",
+                len: 65_536
+            }
+        );
+    }
+
+    /// A Subscription Identifier is a Variable Byte Integer: 268 435 455 at most.
+    #[test]
+    fn subscription_identifier_above_the_maximum() {
+        let mut sub = Subscribe::new(
+            PacketId::new(1).unwrap(),
+            vec![("a".into(), SubscriptionOptions::new(QoS::AtMostOnce))],
+        );
+        sub.properties.subscription_identifier = NonZeroU32::new(268_435_456);
+        assert!(matches!(
+            encode_err(sub, V5),
+            EncodeError::InvalidProperty(_)
+        ));
+    }
+}
