@@ -24,15 +24,27 @@ enum Op {
     RemoveKey(u8),
 }
 
-fn op() -> impl Strategy<Value = Op> {
+/// Random operations over `keys` subscriber keys and filters from `filters`.
+fn ops_with(filters: impl Strategy<Value = String> + Clone, keys: u8) -> impl Strategy<Value = Op> {
     let group = prop::option::weighted(0.25, 0..2u8);
     prop_oneof![
-        4 => (filter(), group.clone(), 0..5u8)
+        4 => (filters.clone(), group.clone(), 0..keys)
             .prop_map(|(filter, group, key)| Op::Subscribe { filter, group, key }),
-        2 => (filter(), group, 0..5u8)
+        2 => (filters, group, 0..keys)
             .prop_map(|(filter, group, key)| Op::Unsubscribe { filter, group, key }),
-        1 => (0..5u8).prop_map(Op::RemoveKey),
+        1 => (0..keys).prop_map(Op::RemoveKey),
     ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    ops_with(filter(), 5)
+}
+
+/// Few filters, many keys: subscriber sets grow past the inline and vector forms.
+fn crowded_op() -> impl Strategy<Value = Op> {
+    let filters = prop::sample::select(&["a/#", "a/+", "a/b", "#", "+/b", "$x/+"][..])
+        .prop_map(str::to_owned);
+    ops_with(filters, 40)
 }
 
 fn full_filter(filter: &str, group: Option<u8>) -> String {
@@ -45,6 +57,72 @@ fn full_filter(filter: &str, group: Option<u8>) -> String {
 /// The model: (filter, group, key) -> options, options unique per subscribe.
 type Model = BTreeMap<(String, Option<u8>, u8), u32>;
 
+/// Applies `ops` to the trie and to the model, then compares matches for `topics`.
+fn check(ops: &[Op], topics: &[String]) -> Result<(), TestCaseError> {
+    let mut trie: SubscriptionTrie<u8, u32> = SubscriptionTrie::new();
+    let mut model = Model::new();
+    let mut next_opt = 0u32;
+    for op in ops {
+        match op {
+            Op::Subscribe { filter, group, key } => {
+                next_opt += 1;
+                let f: SubscriptionFilter = full_filter(filter, *group).parse().unwrap();
+                let old = trie.subscribe(&f, *key, next_opt);
+                let expected = model.insert((filter.clone(), *group, *key), next_opt);
+                prop_assert_eq!(old, expected);
+            }
+            Op::Unsubscribe { filter, group, key } => {
+                let f: SubscriptionFilter = full_filter(filter, *group).parse().unwrap();
+                let old = trie.unsubscribe(&f, key);
+                prop_assert_eq!(old, model.remove(&(filter.clone(), *group, *key)));
+            }
+            Op::RemoveKey(key) => {
+                let before = model.len();
+                model.retain(|(_, _, k), _| k != key);
+                prop_assert_eq!(trie.remove_key(key), before - model.len());
+            }
+        }
+        prop_assert_eq!(trie.len(), model.len());
+    }
+    for t in topics {
+        let topic: TopicName = t.parse().unwrap();
+        let mut direct = Vec::new();
+        let mut shared = Vec::new();
+        trie.matches(&topic, |m| match m.share_group {
+            None => direct.push((*m.key, *m.options)),
+            Some(g) => shared.push((g.to_owned(), *m.key, *m.options)),
+        });
+        direct.sort_unstable();
+        let mut expected: Vec<(u8, u32)> = model
+            .iter()
+            .filter(|((f, g, _), _)| g.is_none() && naive_matches(f, t))
+            .map(|((_, _, k), o)| (*k, *o))
+            .collect();
+        expected.sort_unstable();
+        prop_assert_eq!(direct, expected, "topic {}", t);
+
+        // Exactly one member of every matching shared group.
+        let groups: BTreeSet<(String, u8)> = model
+            .keys()
+            .filter(|(f, g, _)| g.is_some() && naive_matches(f, t))
+            .map(|(f, g, _)| (f.clone(), g.unwrap_or_default()))
+            .collect();
+        prop_assert_eq!(shared.len(), groups.len(), "topic {}", t);
+        let mut hit = BTreeSet::new();
+        for (g, k, o) in &shared {
+            let member = model
+                .iter()
+                .find(|((_, mg, mk), mo)| **mo == *o && *mk == *k && mg.is_some())
+                .map(|((f, mg, _), _)| (f.clone(), mg.unwrap_or_default()));
+            let member = member.expect("shared match is a member of a group");
+            prop_assert_eq!(format!("g{}", member.1), g.clone());
+            prop_assert!(groups.contains(&member));
+            prop_assert!(hit.insert(member), "group hit twice");
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -54,67 +132,16 @@ proptest! {
         ops in prop::collection::vec(op(), 1..60),
         topics in prop::collection::vec(name(), 1..12),
     ) {
-        let mut trie: SubscriptionTrie<u8, u32> = SubscriptionTrie::new();
-        let mut model = Model::new();
-        let mut next_opt = 0u32;
-        for op in &ops {
-            match op {
-                Op::Subscribe { filter, group, key } => {
-                    next_opt += 1;
-                    let f: SubscriptionFilter = full_filter(filter, *group).parse().unwrap();
-                    let old = trie.subscribe(&f, *key, next_opt);
-                    let expected = model.insert((filter.clone(), *group, *key), next_opt);
-                    prop_assert_eq!(old, expected);
-                }
-                Op::Unsubscribe { filter, group, key } => {
-                    let f: SubscriptionFilter = full_filter(filter, *group).parse().unwrap();
-                    let old = trie.unsubscribe(&f, key);
-                    prop_assert_eq!(old, model.remove(&(filter.clone(), *group, *key)));
-                }
-                Op::RemoveKey(key) => {
-                    let before = model.len();
-                    model.retain(|(_, _, k), _| k != key);
-                    prop_assert_eq!(trie.remove_key(key), before - model.len());
-                }
-            }
-            prop_assert_eq!(trie.len(), model.len());
-        }
-        for t in &topics {
-            let topic: TopicName = t.parse().unwrap();
-            let mut direct = Vec::new();
-            let mut shared = Vec::new();
-            trie.matches(&topic, |m| match m.share_group {
-                None => direct.push((*m.key, *m.options)),
-                Some(g) => shared.push((g.to_owned(), *m.key, *m.options)),
-            });
-            direct.sort_unstable();
-            let mut expected: Vec<(u8, u32)> = model
-                .iter()
-                .filter(|((f, g, _), _)| g.is_none() && naive_matches(f, t))
-                .map(|((_, _, k), o)| (*k, *o))
-                .collect();
-            expected.sort_unstable();
-            prop_assert_eq!(direct, expected, "topic {}", t);
+        check(&ops, &topics)?;
+    }
 
-            // Exactly one member of every matching shared group.
-            let groups: BTreeSet<(String, u8)> = model
-                .keys()
-                .filter(|(f, g, _)| g.is_some() && naive_matches(f, t))
-                .map(|(f, g, _)| (f.clone(), g.unwrap_or_default()))
-                .collect();
-            prop_assert_eq!(shared.len(), groups.len(), "topic {}", t);
-            let mut hit = BTreeSet::new();
-            for (g, k, o) in &shared {
-                let member = model
-                    .iter()
-                    .find(|((_, mg, mk), mo)| **mo == *o && *mk == *k && mg.is_some())
-                    .map(|((f, mg, _), _)| (f.clone(), mg.unwrap_or_default()));
-                let member = member.expect("shared match is a member of a group");
-                prop_assert_eq!(format!("g{}", member.1), g.clone());
-                prop_assert!(groups.contains(&member));
-                prop_assert!(hit.insert(member), "group hit twice");
-            }
-        }
+    // MQTT-3.3.2-3 MQTT-3.8.4-3
+    #[test]
+    fn crowded_trie_agrees_with_naive_scan(
+        ops in prop::collection::vec(crowded_op(), 1..300),
+        topics in prop::collection::vec(name(), 1..8),
+    ) {
+        check(&ops, &topics)?;
     }
 
     // MQTT-4.7.2-1 MQTT-4.7.3-4

@@ -29,19 +29,19 @@ pub fn naive_matches(filter: &str, name: &str) -> bool {
 /// level, `$` levels and non-ASCII text.
 const LEVELS: &[&str] = &["a", "b", "c", "", "$x", "$SYS", "é"];
 
-fn level() -> impl Strategy<Value = String> {
+fn level() -> impl Strategy<Value = String> + Clone {
     prop::sample::select(LEVELS).prop_map(str::to_owned)
 }
 
 /// A random valid topic name of 1 to 4 levels.
-pub fn name() -> impl Strategy<Value = String> {
+pub fn name() -> impl Strategy<Value = String> + Clone {
     prop::collection::vec(level(), 1..=4)
         .prop_map(|l| l.join("/"))
         .prop_filter("names are not empty", |n| !n.is_empty())
 }
 
 /// A random valid topic filter: literal levels and `+`, optionally ending in `#`.
-pub fn filter() -> impl Strategy<Value = String> {
+pub fn filter() -> impl Strategy<Value = String> + Clone {
     let lvl = prop_oneof![3 => level(), 1 => Just("+".to_owned())];
     (prop::collection::vec(lvl, 0..=4), any::<bool>())
         .prop_map(|(mut levels, hash)| {
