@@ -2,7 +2,7 @@
 //! [`Session`], writes what `poll_transmit` yields, sleeps until
 //! `poll_timeout`, and answers the session's events from the shared state.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use fulmar_codec::{
     PubAckReasonCode, PubRecReasonCode, PubRel, Publish, QoS, ReasonCode, RetainHandling,
     SubAckReasonCode, Subscribe, UnsubAckReasonCode, Unsubscribe, Will,
 };
-use fulmar_session::{Event, Initiator, Session};
+use fulmar_session::{Event, Initiator, Session, SessionState};
 use fulmar_topic::{SubscriptionFilter, TopicFilter, TopicName};
 use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
@@ -23,10 +23,13 @@ use tokio_util::codec::Framed;
 
 use crate::auth::{AuthDecision, ClientInfo, ConnectInfo};
 use crate::broker::Shared;
-use crate::state::{Control, Owner, PendingWill, SubOptions, Subscriber, age, secs};
+use crate::state::{Control, Owner, PendingWill, State, SubOptions, Subscriber, age, secs};
 
 /// How long a new connection waits for the old one to hand its session over.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a connection may take to close once the broker shuts down.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs one connection to its end.
 pub(crate) async fn run(
@@ -41,6 +44,7 @@ pub(crate) async fn run(
     let (deliver_tx, deliver_rx) = mpsc::channel(capacity);
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let conn_id = shared.lock().next_id();
+    let conn_shutdown = shared.shutdown.clone();
     let codec = MqttCodec::new(ProtocolVersion::V5, shared.limits.max_packet_size.get());
     let mut conn = Connection {
         session: Session::server(shared.limits.session_config(), now),
@@ -61,7 +65,15 @@ pub(crate) async fn run(
         shared,
     };
     tracing::debug!(%peer, conn_id, "connection opened");
-    conn.run().await;
+    let grace = async {
+        conn_shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        () = conn.run() => {}
+        // A peer that stopped reading must not hold up the shutdown.
+        () = grace => tracing::debug!(%peer, "connection abandoned at shutdown"),
+    }
     conn.finish();
     let _ = conn.framed.get_mut().shutdown().await;
     conn.shared
@@ -339,29 +351,9 @@ impl Connection {
             max_expiry
         };
 
-        self.take_over(&id).await;
-
         let now = Instant::now();
         let key = Subscriber::Client(id.clone());
-        let (stored, offline, present) = {
-            let mut state = self.shared.lock();
-            let existed = state.sessions.contains_key(&id);
-            if connect.clean_start && existed {
-                state.remove_session(&id);
-            }
-            let entry = state.sessions.entry(id.clone()).or_default();
-            // A reconnect within the Will Delay Interval cancels the will.
-            entry.will = None;
-            entry.expires_at = None;
-            entry.owner = Some(Owner {
-                conn_id: self.conn_id,
-                deliver: self.deliver_tx.clone(),
-                control: self.control_tx.clone(),
-            });
-            let stored = std::mem::take(&mut entry.stored);
-            let offline = std::mem::take(&mut entry.offline);
-            (stored, offline, existed && !connect.clean_start)
-        };
+        let (stored, offline, present) = self.claim(&id, connect.clean_start).await;
         self.client = Some(Client {
             id,
             key,
@@ -408,29 +400,38 @@ impl Connection {
         }
     }
 
-    /// Waits until no other connection holds session `id` ([MQTT-3.1.4-3]):
-    /// the holder disconnects (5.0: 0x8E), stores the session and lets go.
-    async fn take_over(&self, id: &Arc<str>) {
+    /// Makes this connection the holder of session `id` ([MQTT-3.1.4-3]):
+    /// a connection holding it is told to disconnect (5.0: 0x8E) and store
+    /// it, and this one waits for that; Clean Start discards the session.
+    /// Returns the stored state, the messages queued while offline, and
+    /// whether a session is resumed.
+    async fn claim(
+        &self,
+        id: &Arc<str>,
+        clean_start: bool,
+    ) -> (SessionState, VecDeque<(Publish, Instant)>, bool) {
         loop {
-            let waiting = {
+            let (old, handed_over) = {
                 let mut state = self.shared.lock();
-                let Some(entry) = state.sessions.get_mut(id) else {
-                    return;
-                };
-                let Some(owner) = entry.owner.as_ref().filter(|o| o.conn_id != self.conn_id) else {
-                    return;
-                };
+                let holder = state
+                    .sessions
+                    .get(id)
+                    .and_then(|e| e.owner.as_ref())
+                    .filter(|o| o.conn_id != self.conn_id);
                 let (tx, rx) = oneshot::channel();
-                let old = owner.conn_id;
-                if owner.control.send(Control::TakeOver(tx)).is_err() {
-                    // That task is gone: nobody to wait for.
-                    entry.owner = None;
-                    return;
+                match holder {
+                    Some(owner) if owner.control.send(Control::TakeOver(tx)).is_ok() => {
+                        (owner.conn_id, rx)
+                    }
+                    // Nobody holds it (or the holder is gone): take it, in the
+                    // same critical section so two newcomers cannot both win.
+                    _ => return self.register(&mut state, id, clean_start),
                 }
-                (old, rx)
             };
-            let (old, rx) = waiting;
-            if tokio::time::timeout(HANDOVER_TIMEOUT, rx).await.is_err() {
+            if tokio::time::timeout(HANDOVER_TIMEOUT, handed_over)
+                .await
+                .is_err()
+            {
                 tracing::warn!(%id, "old connection did not hand its session over in time");
                 let mut state = self.shared.lock();
                 if let Some(entry) = state.sessions.get_mut(id)
@@ -440,6 +441,30 @@ impl Connection {
                 }
             }
         }
+    }
+
+    fn register(
+        &self,
+        state: &mut State,
+        id: &Arc<str>,
+        clean_start: bool,
+    ) -> (SessionState, VecDeque<(Publish, Instant)>, bool) {
+        let existed = state.sessions.contains_key(id);
+        if clean_start && existed {
+            state.remove_session(id);
+        }
+        let entry = state.sessions.entry(id.clone()).or_default();
+        // A reconnect within the Will Delay Interval cancels the will.
+        entry.will = None;
+        entry.expires_at = None;
+        entry.owner = Some(Owner {
+            conn_id: self.conn_id,
+            deliver: self.deliver_tx.clone(),
+            control: self.control_tx.clone(),
+        });
+        let stored = std::mem::take(&mut entry.stored);
+        let offline = std::mem::take(&mut entry.offline);
+        (stored, offline, existed && !clean_start)
     }
 
     async fn on_message(&mut self, publish: Publish) {

@@ -359,3 +359,93 @@ async fn shutdown_disconnects_v5_clients_with_0x8b() {
         Err(fulmar_broker::BrokerError::Shutdown)
     ));
 }
+
+struct RejectIds;
+
+#[async_trait::async_trait]
+impl Authenticator for RejectIds {
+    async fn authenticate(&self, connect: &ConnectInfo) -> AuthDecision {
+        if connect.client_id.starts_with('c') {
+            AuthDecision::Reject(ConnectReasonCode::ClientIdentifierNotValid)
+        } else {
+            AuthDecision::Allow
+        }
+    }
+}
+
+// v3:MQTT-3.1.3-9 v5:MQTT-3.1.3-8 v3:MQTT-3.2.2-4 v5:MQTT-3.2.2-6
+#[tokio::test]
+async fn rejected_client_identifier_gets_identifier_rejected() {
+    let broker = start_with(Broker::builder().authenticator(RejectIds)).await;
+    let mut peer = Peer::open(addr(&broker), V311).await;
+    peer.send_raw(&connect_v3(0x02)).await;
+    peer.expect_raw(&[0x20, 0x02, 0x00, 0x02]).await;
+    peer.expect_closed().await;
+    let mut peer = Peer::open(addr(&broker), V5).await;
+    peer.send_raw(CONNECT_V5).await;
+    peer.expect_raw(&[0x20, 0x03, 0x00, 0x85, 0x00]).await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.1.2-28 v5:MQTT-3.1.2-29
+#[tokio::test]
+async fn v5_no_response_information_and_no_reason_strings_when_not_requested() {
+    let broker = start().await;
+    let mut connect = fulmar_codec::Connect::new(V5, "quiet".into());
+    connect.properties.request_response_information = Some(false);
+    connect.properties.request_problem_information = Some(false);
+    let (mut peer, ack) = Peer::connect_with(addr(&broker), connect).await;
+    assert!(ack.properties.response_information.is_none());
+    assert!(ack.properties.reason_string.is_none());
+    let ack = peer
+        .subscribe(
+            1,
+            "bad/#/filter",
+            fulmar_codec::SubscriptionOptions::default(),
+        )
+        .await;
+    assert!(ack.reason_codes[0].is_error());
+    assert!(ack.properties.reason_string.is_none());
+    assert!(ack.properties.user_properties.is_empty());
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.1.4-3 v3:MQTT-3.1.4-2
+#[tokio::test]
+async fn concurrent_connects_with_one_client_id_leave_one_holder() {
+    let broker = start().await;
+    let mut peers = Vec::new();
+    for _ in 0..4 {
+        let mut peer = Peer::open(addr(&broker), V311).await;
+        peer.send_raw(&connect_v3(0x02)).await;
+        peers.push(peer);
+    }
+    // Each CONNACK is either followed by a close (taken over) or not; in the
+    // end exactly one connection is open and it gets the messages.
+    let mut sub = Vec::new();
+    for mut peer in peers {
+        peer.expect_raw(&[0x20, 0x02, 0x00, 0x00]).await;
+        sub.push(peer);
+    }
+    let mut open = None;
+    for (i, peer) in sub.iter_mut().enumerate() {
+        // PINGREQ: an open connection answers, a taken-over one is closed.
+        peer.send_raw(&[0xc0, 0x00]).await;
+        let mut byte = [0u8; 2];
+        use tokio::io::AsyncReadExt;
+        let n = tokio::time::timeout(common::GUARD, peer.stream.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        if n > 0 {
+            assert!(
+                open.replace(i).is_none(),
+                "two connections hold the session"
+            );
+        }
+    }
+    assert!(open.is_some());
+    assert_eq!(broker.stats().sessions, 1);
+    broker.shutdown().await;
+}

@@ -61,6 +61,7 @@ async fn v5_raw_subscribe_and_qos2_flow() {
     broker.shutdown().await;
 }
 
+// v3:MQTT-2.3.1-7 v5:MQTT-2.2.1-6
 // v3:MQTT-3.9.3-1 v5:MQTT-3.9.3-1 v3:MQTT-3.8.4-4 v5:MQTT-3.8.4-5 v5:MQTT-3.9.3-2 v3:MQTT-3.9.3-2
 #[tokio::test]
 async fn suback_codes_follow_filter_order() {
@@ -523,5 +524,39 @@ async fn subscription_limit_per_client_is_quota_exceeded() {
         .subscribe(4, "c", SubscriptionOptions::new(QoS::AtMostOnce))
         .await;
     assert_eq!(ack.reason_codes, [SubAckReasonCode::QuotaExceeded]);
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.3.4-5
+#[tokio::test]
+async fn shared_and_plain_matches_deliver_separate_copies_with_their_identifiers() {
+    let broker = start().await;
+    let mut s = Peer::connect(addr(&broker), V5, "both").await;
+    for (n, filter) in [(1u16, "s/x"), (2, "$share/g/s/x")] {
+        let mut subscribe = Subscribe::new(
+            pid(n),
+            vec![(
+                MqttString::from(filter),
+                SubscriptionOptions::new(QoS::AtMostOnce),
+            )],
+        );
+        subscribe.properties.subscription_identifier = NonZeroU32::new(u32::from(n));
+        s.send(subscribe).await;
+        assert!(matches!(s.recv().await, Packet::SubAck(_)));
+    }
+    broker.publish("s/x", "m", QoS::AtMostOnce, false).unwrap();
+    let mut ids: Vec<Vec<u32>> = Vec::new();
+    for _ in 0..2 {
+        let p = s.recv_publish().await;
+        ids.push(
+            p.properties
+                .subscription_identifiers
+                .iter()
+                .map(|i| i.get())
+                .collect(),
+        );
+    }
+    ids.sort();
+    assert_eq!(ids, [vec![1], vec![2]]);
     broker.shutdown().await;
 }

@@ -309,7 +309,7 @@ async fn offline_queue_is_bounded_and_counts_drops() {
     broker.shutdown().await;
 }
 
-// MQTT-4.4.0-1 MQTT-3.3.1-1 v3:MQTT-4.6.0-1
+// MQTT-4.4.0-1 MQTT-3.3.1-1 v3:MQTT-4.6.0-1 v3:MQTT-2.3.1-4 v5:MQTT-2.2.1-4
 #[tokio::test]
 async fn unacknowledged_messages_are_resent_with_dup_on_resume() {
     let broker = start().await;
@@ -327,6 +327,8 @@ async fn unacknowledged_messages_are_resent_with_dup_on_resume() {
         let first = p.recv_publish().await;
         let second = p.recv_publish().await;
         assert!(!first.dup && !second.dup);
+        // Two messages in flight: two distinct (non-zero) identifiers.
+        assert_ne!(first.packet_id, second.packet_id);
         // Acknowledge neither; drop the connection.
         drop(p);
         wait_for_offline(&broker, c.client_id.as_str()).await;
@@ -377,7 +379,7 @@ async fn wait_for_offline(broker: &BrokerHandle, _id: &str) {
     .expect("connection not closed");
 }
 
-// v5:MQTT-3.1.2-23 v5:MQTT-3.1.2-6
+// v5:MQTT-3.1.2-23 v5:MQTT-3.1.2-6 v5:MQTT-4.1.0-2
 #[tokio::test]
 async fn v5_session_expiry_removes_the_session() {
     let broker = start().await;
@@ -493,5 +495,62 @@ async fn v5_receive_maximum_of_the_client_limits_inflight_messages() {
     assert_eq!(p.recv().await, Packet::PingResp);
     p.send(PubAck::new(first.packet_id.unwrap())).await;
     assert_eq!(p.recv_publish().await.payload, "2");
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.1.2-12
+#[tokio::test]
+async fn no_will_flag_no_will() {
+    let broker = start().await;
+    let mut sub = broker.subscribe("#").unwrap();
+    let (peer, _) = Peer::connect_with(addr(&broker), connect(V311, "nowill", true)).await;
+    drop(peer);
+    wait_sessions(&broker, 0).await;
+    assert_nothing_before_marker(&broker, &mut sub).await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-4.8.2-4
+#[tokio::test]
+async fn v5_shared_subscription_message_waits_for_an_offline_member() {
+    let broker = start().await;
+    let (mut p, _) = Peer::connect_with(addr(&broker), v5_session("member", false, 60)).await;
+    p.sub(1, "$share/g/work", QoS::AtLeastOnce).await;
+    p.disconnect().await;
+    broker
+        .publish("work", "job", QoS::AtLeastOnce, false)
+        .unwrap();
+    let (mut p, ack) = Peer::connect_with(addr(&broker), v5_session("member", false, 60)).await;
+    assert!(ack.session_present);
+    assert_eq!(p.recv_publish().await.payload, "job");
+    broker.shutdown().await;
+}
+
+// MQTT-3.10.4-3
+#[tokio::test]
+async fn unsubscribe_completes_messages_already_in_flight() {
+    let broker = start().await;
+    let (mut p, _) = Peer::connect_with(addr(&broker), connect(V311, "inflight", false)).await;
+    p.sub(1, "f", QoS::AtLeastOnce).await;
+    broker
+        .publish("f", "started", QoS::AtLeastOnce, false)
+        .unwrap();
+    let first = p.recv_publish().await;
+    p.send(fulmar_codec::Unsubscribe::new(
+        PacketId::new(2).unwrap(),
+        vec![MqttString::from("f")],
+    ))
+    .await;
+    assert!(matches!(p.recv().await, Packet::UnsubAck(_)));
+    drop(p);
+    wait_for_offline(&broker, "inflight").await;
+    // The unacknowledged message is still delivered on resume.
+    let (mut p, _) = Peer::connect_with(addr(&broker), connect(V311, "inflight", false)).await;
+    let again = p.recv_publish().await;
+    assert!(again.dup);
+    assert_eq!(
+        (again.packet_id, &again.payload[..]),
+        (first.packet_id, &b"started"[..])
+    );
     broker.shutdown().await;
 }
