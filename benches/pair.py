@@ -8,7 +8,12 @@ time; above 1 means fulmar is faster) and whether the issue's target is met:
 decode PUBLISH >= 1.5x, encode PUBLISH >= 2x, every other packet >= 1x.
 
 Usage: python3 benches/pair.py [--root TARGET_CRITERION_DIR] [--which new|base]
-                               [--estimate median|mean|slope]
+                               [--estimate median|mean|slope] [--save RUN.json]
+                               [--previous RUN.json ...]
+
+The machine is noisy, so runs are repeated: `--save` keeps this run's times, and each
+`--previous` file adds that run's speedup as an extra column (a row is "met" only if every
+run meets the target).
 Python 3 standard library only.
 """
 
@@ -65,14 +70,28 @@ def main():
     parser.add_argument("--root", default="target/criterion", type=pathlib.Path)
     parser.add_argument("--which", default="new", choices=("new", "base"))
     parser.add_argument("--estimate", default="median", choices=("median", "mean", "slope"))
+    parser.add_argument("--save", type=pathlib.Path, help="write this run's times (JSON)")
+    parser.add_argument(
+        "--previous", type=pathlib.Path, nargs="*", default=[], help="earlier runs (JSON)"
+    )
     args = parser.parse_args()
 
     results = load(args.root, args.which, args.estimate)
     if not results:
         sys.exit(f"no codec results under {args.root}/*/*/{args.which}/")
+    if args.save:
+        args.save.write_text(
+            json.dumps({"/".join(k): v for k, v in sorted(results.items())}, indent=1) + "\n"
+        )
+    previous = [
+        {tuple(k.split("/")): v for k, v in json.loads(path.read_text()).items()}
+        for path in args.previous
+    ]
 
-    print(f"| operation | case | fulmar side | fulmar | rumqttc | speedup | target | met |")
-    print(f"|---|---|---|---:|---:|---:|---:|:-:|")
+    extra = "".join(f" speedup (run {i + 1}) |" for i in range(len(previous)))
+    this = f"speedup (run {len(previous) + 1})" if previous else "speedup"
+    print(f"| operation | case | fulmar side | fulmar | rumqttc |{extra} {this} | target | met |")
+    print("|---|---|---|---:|---:|" + "---:|" * len(previous) + "---:|---:|:-:|")
     missed = 0
     for op in OPS:
         cases = sorted({c for (o, c, _) in results if o == op}, key=case_order)
@@ -82,15 +101,23 @@ def main():
                 ours = results.get((op, case, side))
                 if ours is None or peer is None:
                     continue
-                speedup = peer / ours
+                speedups = []
+                for run in previous:
+                    old_ours, old_peer = run.get((op, case, side)), run.get((op, case, PEER))
+                    speedups.append(old_peer / old_ours if old_ours and old_peer else None)
+                speedups.append(peer / ours)
                 goal = target(op, case)
-                met = speedup >= goal
+                met = all(s is not None and s >= goal for s in speedups)
                 missed += not met
+                cells = " | ".join("n/a" if s is None else f"{s:.2f}x" for s in speedups)
                 print(
                     f"| {op} | {case} | {side} | {fmt_time(ours)} | {fmt_time(peer)} "
-                    f"| {speedup:.2f}x | {goal:g}x | {'yes' if met else '**no**'} |"
+                    f"| {cells} | {goal:g}x | {'yes' if met else '**no**'} |"
                 )
-    print(f"\n{args.estimate} of criterion's samples ({args.which}); {missed} row(s) below target.")
+    print(
+        f"\nTimes: {args.estimate} of criterion's samples, this run. "
+        f"Speedup = rumqttc time / fulmar time. {missed} row(s) below target."
+    )
 
 
 if __name__ == "__main__":
