@@ -728,6 +728,15 @@ fn subscribe_topic_filter_must_be_a_non_empty_string() {
         "82 05 | 00 0A | 00 00 00",
         DecodeError::EmptyTopicFilter(PacketType::Subscribe),
     );
+    let empty = Subscribe::new(
+        id(1),
+        vec![("".into(), SubscriptionOptions::new(QoS::AtMostOnce))],
+    );
+    assert_eq!(encode_err(empty), EncodeError::EmptyTopicFilter);
+    assert_eq!(
+        encode_err(Unsubscribe::new(id(1), vec!["a".into(), "".into()])),
+        EncodeError::EmptyTopicFilter
+    );
     malformed(
         "82 07 | 00 0A | 00 03 'a/b'",
         DecodeError::Truncated {

@@ -720,6 +720,38 @@ fn acks_long_forms_of_success() {
     }
 }
 
+/// Fitting an acknowledgement into the receiver's Maximum Packet Size
+/// drops the Reason String first, then the User Properties.
+// v5:MQTT-3.4.2-2 v5:MQTT-3.4.2-3
+#[test]
+fn ack_trimmed_to_the_maximum_packet_size() {
+    let full = PubAck {
+        packet_id: id(10),
+        reason_code: PubAckReasonCode::NoMatchingSubscribers,
+        properties: AckProperties {
+            reason_string: Some("rrrr".into()),
+            user_properties: vec![("k".into(), "v".into())],
+        },
+    };
+    let mut p = Packet::from(full.clone());
+    assert_eq!(p.trim_to_fit(V5, 20), Ok(true));
+    assert_vector(
+        &p,
+        V5,
+        &hex("40 12 | 00 0A | 10 | 0E 1F 00 04 'rrrr' 26 00 01 'k' 00 01 'v'"),
+    );
+    assert_eq!(p.trim_to_fit(V5, 13), Ok(true));
+    assert_vector(
+        &p,
+        V5,
+        &hex("40 0B | 00 0A | 10 | 07 26 00 01 'k' 00 01 'v'"),
+    );
+    let mut p = Packet::from(full);
+    assert_eq!(p.trim_to_fit(V5, 12), Ok(true));
+    assert_vector(&p, V5, &hex("40 03 | 00 0A | 10"));
+    assert_eq!(p.trim_to_fit(V5, 4), Ok(false));
+}
+
 // v5:MQTT-3.6.1-1 v5:MQTT-2.1.3-1
 #[test]
 fn pubrel_reserved_flags() {
