@@ -1,7 +1,7 @@
 //! fulmar-topic benchmarks: subscription matching, insert/remove throughput and retained lookups,
 //! side by side with a naive linear matcher and the `mqtt-topic-engine` trie.
 //!
-//! `cargo bench -p fulmar-benches --bench topic` runs everything (about 4 minutes on 2 cores).
+//! `cargo bench -p fulmar-benches --bench topic` runs everything (about 6 minutes on 2 cores).
 //! Under `cargo test --benches` (criterion's test mode, no `--bench` argument) only the 1 k
 //! sizes are built, so the 1 M setups never run there.
 #![allow(clippy::unwrap_used)] // fixtures are generated here and always valid
