@@ -13,14 +13,14 @@ use core::num::NonZeroU32;
 use bytes::Bytes;
 use common::{
     assert_decodes_to, assert_malformed, assert_vector, cat, code_table, frame, hex, id, not_in,
-    props,
+    props, string,
 };
 use fulmar_codec::{
-    AckProperties, Auth, AuthProperties, AuthReasonCode, DecodeError, Disconnect,
-    DisconnectProperties, DisconnectReasonCode, EncodeError, Packet, PacketType, ProtocolVersion,
-    QoS, ReasonCode, RetainHandling, StringError, SubAck, SubAckReasonCode, Subscribe,
-    SubscribeProperties, SubscriptionOptions, UnsubAck, UnsubAckReasonCode, Unsubscribe,
-    UnsubscribeProperties,
+    AckProperties, Auth, AuthProperties, AuthReasonCode, ConnAck, Connect, ConnectReasonCode,
+    DecodeError, Disconnect, DisconnectProperties, DisconnectReasonCode, EncodeError, Packet,
+    PacketType, ProtocolVersion, QoS, ReasonCode, RetainHandling, StringError, SubAck,
+    SubAckReasonCode, Subscribe, SubscribeProperties, SubscriptionOptions, UnsubAck,
+    UnsubAckReasonCode, Unsubscribe, UnsubscribeProperties,
 };
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -509,4 +509,143 @@ fn auth_malformed() {
             field: "property length",
         },
     );
+}
+
+/// One step of an enhanced authentication exchange (spec 4.12).
+fn auth_step(code: AuthReasonCode, method: &'static str, data: Option<&'static [u8]>) -> Packet {
+    Packet::from(Auth {
+        reason_code: code,
+        properties: AuthProperties {
+            authentication_method: Some(method.into()),
+            authentication_data: data.map(Bytes::from_static),
+            ..AuthProperties::default()
+        },
+    })
+}
+
+/// The properties of a step: Authentication Method, then Authentication Data.
+fn auth_props(method: &str, data: Option<&[u8]>) -> Vec<u8> {
+    let mut p = cat(&[&[0x15], &string(method)]);
+    if let Some(data) = data {
+        p.push(0x16);
+        p.extend(u16::try_from(data.len()).unwrap().to_be_bytes());
+        p.extend_from_slice(data);
+    }
+    props(&p)
+}
+
+fn connect_with_auth(method: &'static str, data: Option<&'static [u8]>) -> Packet {
+    let mut connect = Connect::new(V5, "c".into());
+    connect.properties.authentication_method = Some(method.into());
+    connect.properties.authentication_data = data.map(Bytes::from_static);
+    Packet::from(connect)
+}
+
+fn connack_with_auth(method: &'static str, data: &'static [u8]) -> Packet {
+    let mut connack = ConnAck::new(false, ConnectReasonCode::Success);
+    connack.properties.authentication_method = Some(method.into());
+    connack.properties.authentication_data = Some(Bytes::from_static(data));
+    Packet::from(connack)
+}
+
+/// Spec 4.12, the non-normative SCRAM challenge, packet by packet.
+#[test]
+fn scram_challenge_example() {
+    let m = "SCRAM-SHA-1";
+    let connect_header = hex("00 04 'MQTT' 05 02 00 3C");
+    let steps = [
+        (
+            connect_with_auth(m, Some(b"client-first-data")),
+            frame(
+                0x10,
+                &cat(&[
+                    &connect_header,
+                    &auth_props(m, Some(b"client-first-data")),
+                    &string("c"),
+                ]),
+            ),
+        ),
+        (
+            auth_step(
+                AuthReasonCode::ContinueAuthentication,
+                m,
+                Some(b"server-first-data"),
+            ),
+            frame(
+                0xF0,
+                &cat(&[&[0x18], &auth_props(m, Some(b"server-first-data"))]),
+            ),
+        ),
+        (
+            auth_step(
+                AuthReasonCode::ContinueAuthentication,
+                m,
+                Some(b"client-final-data"),
+            ),
+            frame(
+                0xF0,
+                &cat(&[&[0x18], &auth_props(m, Some(b"client-final-data"))]),
+            ),
+        ),
+        (
+            connack_with_auth(m, b"server-final-data"),
+            frame(
+                0x20,
+                &cat(&[&[0x00, 0x00], &auth_props(m, Some(b"server-final-data"))]),
+            ),
+        ),
+    ];
+    for (packet, wire) in &steps {
+        assert_vector(packet, V5, wire);
+    }
+    // The second step, spelled out.
+    assert_eq!(
+        steps[1].1,
+        hex("F0 24 | 18 | 22 15 00 0B 'SCRAM-SHA-1' 16 00 11 'server-first-data'")
+    );
+}
+
+/// Spec 4.12, the non-normative Kerberos challenge, packet by packet.
+#[test]
+fn kerberos_challenge_example() {
+    let m = "GS2-KRB5";
+    let continue_auth = |data| auth_step(AuthReasonCode::ContinueAuthentication, m, data);
+    let auth_wire = |data| frame(0xF0, &cat(&[&[0x18], &auth_props(m, data)]));
+    let steps = [
+        (
+            connect_with_auth(m, None),
+            frame(
+                0x10,
+                &cat(&[
+                    &hex("00 04 'MQTT' 05 02 00 3C"),
+                    &auth_props(m, None),
+                    &string("c"),
+                ]),
+            ),
+        ),
+        (continue_auth(None), auth_wire(None)),
+        (
+            continue_auth(Some(b"initial context token")),
+            auth_wire(Some(b"initial context token")),
+        ),
+        (
+            continue_auth(Some(b"reply context token")),
+            auth_wire(Some(b"reply context token")),
+        ),
+        (continue_auth(None), auth_wire(None)),
+        (
+            connack_with_auth(m, b"outcome of authentication"),
+            frame(
+                0x20,
+                &cat(&[
+                    &[0x00, 0x00],
+                    &auth_props(m, Some(b"outcome of authentication")),
+                ]),
+            ),
+        ),
+    ];
+    for (packet, wire) in &steps {
+        assert_vector(packet, V5, wire);
+    }
+    assert_eq!(steps[1].1, hex("F0 0D | 18 | 0B 15 00 08 'GS2-KRB5'"));
 }
