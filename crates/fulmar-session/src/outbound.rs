@@ -34,7 +34,8 @@ struct Entry {
 
 #[derive(Clone, Debug)]
 struct Pending {
-    publish: Publish,
+    /// Boxed: the same allocation moves on into the in-flight table.
+    publish: Box<Publish>,
     queued_at: Instant,
 }
 
@@ -94,7 +95,7 @@ impl Outbound {
         };
         let id = publish.packet_id;
         self.pending.push_back(Pending {
-            publish,
+            publish: Box::new(publish),
             queued_at: now,
         });
         Ok(id)
@@ -187,10 +188,14 @@ impl Outbound {
         if let Some(reason) = check(&publish) {
             return self.drop_pending(publish.packet_id, reason);
         }
-        if let Some(id) = publish.packet_id {
-            self.insert(id, Stage::Publish(Box::new(publish.clone())), true);
+        match publish.packet_id {
+            Some(id) => {
+                let wire = Publish::clone(&publish);
+                self.insert(id, Stage::Publish(publish), true);
+                Next::Send(wire)
+            }
+            None => Next::Send(*publish),
         }
-        Next::Send(publish)
     }
 
     fn drop_pending(&mut self, id: Option<PacketId>, reason: DropReason) -> Next {
@@ -322,7 +327,7 @@ impl Outbound {
             .pending
             .iter()
             .filter_map(|q| {
-                let mut p = q.publish.clone();
+                let mut p = Publish::clone(&q.publish);
                 if let Some(interval) = p.properties.message_expiry_interval {
                     let waited =
                         u32::try_from(now.saturating_duration_since(q.queued_at).as_secs()).ok()?;
@@ -365,7 +370,7 @@ impl Outbound {
                 out.ids.claim(id);
             }
             out.pending.push_back(Pending {
-                publish: p,
+                publish: Box::new(p),
                 queued_at: now,
             });
         }
