@@ -128,7 +128,8 @@ async fn mosquitto_retained_messages() {
         .await;
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "kept");
         // An empty retained message deletes it.
-        run(tool("mosquitto_pub", &broker, version).args(["-t", &topic, "-q", "1", "-r", "-n"])).await;
+        run(tool("mosquitto_pub", &broker, version).args(["-t", &topic, "-q", "1", "-r", "-n"]))
+            .await;
     }
     assert_eq!(broker.stats().retained, 0);
     broker.shutdown().await;

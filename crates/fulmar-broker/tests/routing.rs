@@ -560,3 +560,39 @@ async fn shared_and_plain_matches_deliver_separate_copies_with_their_identifiers
     assert_eq!(ids, [vec![1], vec![2]]);
     broker.shutdown().await;
 }
+
+// MQTT-3.10.4-4 v3:MQTT-3.10.4-5 v5:MQTT-3.10.4-5
+#[tokio::test]
+async fn raw_unsuback_bytes() {
+    let broker = start().await;
+    let mut v3 = Peer::connect(addr(&broker), V311, "raw-unsub3").await;
+    // UNSUBSCRIBE id 4, "a" (never subscribed): UNSUBACK anyway.
+    v3.send_raw(&[0xa2, 0x05, 0x00, 0x04, 0x00, 0x01, b'a'])
+        .await;
+    v3.expect_raw(&[0xb0, 0x02, 0x00, 0x04]).await;
+    let mut v5 = Peer::connect(addr(&broker), V5, "raw-unsub5").await;
+    v5.send_raw(&[0xa2, 0x06, 0x00, 0x04, 0x00, 0x00, 0x01, b'a'])
+        .await;
+    // Reason code 0x11: no subscription existed.
+    v5.expect_raw(&[0xb0, 0x04, 0x00, 0x04, 0x00, 0x11]).await;
+    broker.shutdown().await;
+}
+
+// The broker enforces its own Receive Maximum: a client that exceeds it is
+// disconnected with 0x93 (MQTT 5.0 section 3.3.4).
+#[tokio::test]
+async fn v5_client_exceeding_the_receive_maximum_is_disconnected() {
+    let mut limits = fulmar_broker::Limits::default();
+    limits.receive_maximum = std::num::NonZeroU16::new(1).unwrap();
+    let broker = start_with(Broker::builder().limits(limits)).await;
+    let mut p = Peer::connect(addr(&broker), V5, "flood").await;
+    // Two QoS 2 messages without PUBREL: the second exceeds the maximum of 1.
+    p.send_raw(&[0x34, 0x07, 0x00, 0x01, b'a', 0x00, 0x01, 0x00, b'x'])
+        .await;
+    p.expect_raw(&[0x50, 0x02, 0x00, 0x01]).await;
+    p.send_raw(&[0x34, 0x07, 0x00, 0x01, b'a', 0x00, 0x02, 0x00, b'x'])
+        .await;
+    p.expect_raw(&[0xe0, 0x01, 0x93]).await;
+    p.expect_closed().await;
+    broker.shutdown().await;
+}
