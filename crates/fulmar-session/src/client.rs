@@ -83,7 +83,7 @@ impl Session {
         self.client_id = Some(connect.client_id.clone());
         self.state = State::AwaitConnAck;
         if let Some(timeout) = self.config.connect_timeout {
-            self.timers.set(Timer::Connect, now + timeout);
+            self.timers.set(Timer::Connect, now, timeout);
         }
         self.transmit.push_back(Packet::Connect(Box::new(connect)));
         Ok(())
@@ -261,7 +261,7 @@ impl Session {
         }
         if self.conn.keep_alive > 0 {
             self.timers
-                .set(Timer::KeepAlive, now + secs(self.conn.keep_alive));
+                .set(Timer::KeepAlive, now, secs(self.conn.keep_alive));
         }
         self.events.push_back(Event::Connected(connack));
         Ok(())

@@ -25,7 +25,7 @@ impl Session {
         session.now = Some(now);
         session.state = State::AwaitConnect;
         if let Some(timeout) = session.config.connect_timeout {
-            session.timers.set(Timer::Connect, now + timeout);
+            session.timers.set(Timer::Connect, now, timeout);
         }
         session
     }
@@ -276,7 +276,7 @@ impl Session {
             // MQTT-3.1.2-22 (v5) / MQTT-3.1.2-24 (3.1.1): one and a half times the keep alive.
             let ms = u64::from(self.conn.keep_alive) * 1500;
             self.timers
-                .set(Timer::Idle, now + std::time::Duration::from_millis(ms));
+                .set(Timer::Idle, now, std::time::Duration::from_millis(ms));
         }
     }
 

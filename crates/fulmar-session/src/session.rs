@@ -426,9 +426,9 @@ impl Session {
     fn alias_fits(&self, publish: &Publish) -> bool {
         match self.conn.peer.maximum_packet_size {
             None => true,
-            Some(max) => publish
-                .encoded_len(self.version)
-                .is_ok_and(|len| u64::try_from(len).unwrap_or(u64::MAX) + 4 <= u64::from(max)),
+            Some(max) => publish.encoded_len(self.version).is_ok_and(|len| {
+                u64::try_from(len).unwrap_or(u64::MAX).saturating_add(4) <= u64::from(max)
+            }),
         }
     }
 
@@ -436,11 +436,11 @@ impl Session {
         let Some(now) = self.now else { return };
         if self.role == Role::Client && self.conn.keep_alive > 0 && self.state == State::Connected {
             self.timers
-                .set(Timer::KeepAlive, now + secs(self.conn.keep_alive));
+                .set(Timer::KeepAlive, now, secs(self.conn.keep_alive));
         }
         if matches!(packet, Packet::PingReq) {
             self.timers
-                .set(Timer::PingResp, now + self.config.ping_timeout);
+                .set(Timer::PingResp, now, self.config.ping_timeout);
         }
     }
 

@@ -1,6 +1,6 @@
 //! Timers are data: a table of named deadlines; `poll_timeout` is the earliest.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A named deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,9 +30,11 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
-    pub(crate) fn set(&mut self, timer: Timer, at: Instant) {
+    /// Arms `timer` to fire `after` from `now`. A deadline beyond what
+    /// `Instant` can represent never fires.
+    pub(crate) fn set(&mut self, timer: Timer, now: Instant, after: Duration) {
         if let Some(slot) = self.deadlines.get_mut(timer as usize) {
-            *slot = Some(at);
+            *slot = now.checked_add(after);
         }
     }
 
@@ -71,7 +73,6 @@ impl Timers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     #[allow(clippy::disallowed_methods)] // a base instant; only differences matter
@@ -79,8 +80,14 @@ mod tests {
         let t0 = Instant::now();
         let mut timers = Timers::default();
         assert_eq!(timers.next(), None);
-        timers.set(Timer::Idle, t0 + Duration::from_secs(90));
-        timers.set(Timer::KeepAlive, t0 + Duration::from_secs(60));
+        timers.set(Timer::Idle, t0, Duration::from_secs(90));
+        timers.set(Timer::KeepAlive, t0, Duration::from_secs(60));
+        timers.set(Timer::PingResp, t0, Duration::MAX);
+        assert_eq!(
+            timers.get(Timer::PingResp),
+            None,
+            "an unrepresentable deadline never fires"
+        );
         assert_eq!(timers.next(), Some(t0 + Duration::from_secs(60)));
         assert_eq!(timers.expired(t0).count(), 0, "nothing fires early");
         let fired: Vec<_> = timers.expired(t0 + Duration::from_secs(60)).collect();
