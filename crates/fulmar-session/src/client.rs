@@ -8,13 +8,13 @@ use fulmar_codec::{
     UnsubscribeProperties,
 };
 
-use crate::alias::{InboundAliases, OutboundAliases};
 use crate::config::Config;
 use crate::error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};
 use crate::event::Event;
 use crate::session::{Request, Role, Session, State, secs};
 use crate::state::SessionState;
 use crate::timer::Timer;
+use fulmar_codec::{TopicAliasAllocator, TopicAliasResolver};
 
 impl Session {
     /// A client session with an empty session state, not connected.
@@ -75,7 +75,7 @@ impl Session {
                 Some(self.config.receive_maximum).filter(|r| r.get() != u16::MAX);
             props.topic_alias_maximum = Some(self.config.topic_alias_maximum).filter(|m| *m > 0);
             props.maximum_packet_size = self.config.maximum_packet_size;
-            self.conn.in_aliases = InboundAliases::new(self.config.topic_alias_maximum);
+            self.conn.in_aliases = TopicAliasResolver::new(self.config.topic_alias_maximum);
         }
         self.conn.keep_alive = connect.keep_alive;
         self.conn.clean_start = connect.clean_start;
@@ -246,7 +246,7 @@ impl Session {
             peer.retain_available = props.retain_available.unwrap_or(true);
             peer.maximum_packet_size = props.maximum_packet_size.map(|m| m.get());
             peer.topic_alias_maximum = props.topic_alias_maximum.unwrap_or(0);
-            self.conn.out_aliases = OutboundAliases::new(peer.topic_alias_maximum);
+            self.conn.out_aliases = TopicAliasAllocator::new(peer.topic_alias_maximum);
             if let Some(keep_alive) = props.server_keep_alive {
                 // MQTT-3.2.2-21: the server's value wins.
                 self.conn.keep_alive = keep_alive;

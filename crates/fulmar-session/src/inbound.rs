@@ -6,7 +6,7 @@
 //! packet identifier, then deliver" method of MQTT 5.0 figure 4.3); a resent
 //! PUBLISH with a stored identifier is acknowledged again but not delivered.
 
-use fulmar_codec::{Packet, PacketId, ProtocolVersion, PubAck, Publish, QoS};
+use fulmar_codec::{AliasError, Packet, PacketId, ProtocolVersion, PubAck, Publish, QoS};
 
 use crate::error::{ApiError, Error, ProtocolViolation};
 use crate::event::Event;
@@ -17,7 +17,16 @@ impl Session {
     /// A PUBLISH from the peer (role-specific checks are done by the caller).
     pub(crate) fn receive_publish(&mut self, mut publish: Publish) -> Result<(), Error> {
         if self.version == ProtocolVersion::V5 {
-            self.conn.in_aliases.resolve(&mut publish)?;
+            self.conn
+                .in_aliases
+                .resolve(&mut publish)
+                .map_err(|e| match e {
+                    AliasError::AboveMaximum { alias, .. } => {
+                        ProtocolViolation::TopicAliasInvalid(alias)
+                    }
+                    AliasError::Unknown(alias) => ProtocolViolation::TopicAliasUnknown(alias),
+                    _ => ProtocolViolation::EmptyTopic,
+                })?;
         } else if publish.topic.is_empty() {
             return Err(ProtocolViolation::EmptyTopic.into());
         }

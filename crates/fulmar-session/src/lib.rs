@@ -57,7 +57,6 @@
 
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-mod alias;
 mod client;
 mod config;
 mod error;

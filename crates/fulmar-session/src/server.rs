@@ -8,13 +8,13 @@ use fulmar_codec::{
     Packet, PacketId, ProtocolVersion, QoS, SubAck, SubAckReasonCode, UnsubAck, UnsubAckReasonCode,
 };
 
-use crate::alias::{InboundAliases, OutboundAliases};
 use crate::config::{Config, MAX_EARLY_PACKETS};
 use crate::error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};
 use crate::event::Event;
 use crate::session::{Request, Role, Session, State};
 use crate::state::SessionState;
 use crate::timer::Timer;
+use fulmar_codec::{TopicAliasAllocator, TopicAliasResolver};
 
 impl Session {
     /// A server session for a network connection that just opened: it waits
@@ -80,8 +80,8 @@ impl Session {
             properties.maximum_packet_size = c.maximum_packet_size;
             properties.topic_alias_maximum = Some(c.topic_alias_maximum).filter(|m| *m > 0);
             properties.server_keep_alive = c.server_keep_alive;
-            self.conn.in_aliases = InboundAliases::new(c.topic_alias_maximum);
-            self.conn.out_aliases = OutboundAliases::new(self.conn.peer.topic_alias_maximum);
+            self.conn.in_aliases = TopicAliasResolver::new(c.topic_alias_maximum);
+            self.conn.out_aliases = TopicAliasAllocator::new(self.conn.peer.topic_alias_maximum);
             properties
         } else {
             ConnAckProperties::default()

@@ -8,7 +8,6 @@ use fulmar_codec::{
     PacketId, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionOptions,
 };
 
-use crate::alias::{InboundAliases, OutboundAliases};
 use crate::config::Config;
 use crate::error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};
 use crate::event::{DropReason, Event};
@@ -102,8 +101,8 @@ pub(crate) struct Conn {
     pub(crate) clean_start: bool,
     pub(crate) auth_method: bool,
     pub(crate) session_expiry_zero: bool,
-    pub(crate) in_aliases: InboundAliases,
-    pub(crate) out_aliases: OutboundAliases,
+    pub(crate) in_aliases: fulmar_codec::TopicAliasResolver,
+    pub(crate) out_aliases: fulmar_codec::TopicAliasAllocator,
     pub(crate) requests: HashMap<PacketId, Request, crate::packet_id::IdHash>,
     pub(crate) early: Vec<Packet>,
     pub(crate) ping_outstanding: bool,
