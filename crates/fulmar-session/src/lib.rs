@@ -68,6 +68,7 @@ mod server;
 mod session;
 mod state;
 mod timer;
+mod transmit;
 
 pub use config::Config;
 pub use error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};

@@ -14,6 +14,7 @@ use crate::error::LimitExceeded;
 use crate::event::{DropReason, Event};
 use crate::packet_id::{IdHash, PacketIds};
 use crate::state::Outgoing;
+use crate::transmit::TxQueue;
 
 /// Stage of an in-flight message.
 #[derive(Clone, Debug)]
@@ -224,7 +225,7 @@ impl Outbound {
         &mut self,
         rec: PubRec,
         v5: bool,
-        transmit: &mut VecDeque<Packet>,
+        transmit: &mut TxQueue,
         events: &mut VecDeque<Event>,
     ) {
         let id = rec.packet_id;
@@ -289,7 +290,7 @@ impl Outbound {
 
     /// Resuming a session: PUBRELs are queued now, PUBLISHes are resent with
     /// DUP through `next`, all in their original order (MQTT-4.4.0-1, MQTT-4.6.0-1).
-    pub(crate) fn resume(&mut self, transmit: &mut VecDeque<Packet>) {
+    pub(crate) fn resume(&mut self, transmit: &mut TxQueue) {
         self.reset_connection();
         for entry in self.inflight.values() {
             match entry.stage {

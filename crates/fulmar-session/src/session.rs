@@ -14,6 +14,7 @@ use crate::event::{DropReason, Event};
 use crate::outbound::{Next, Outbound};
 use crate::state::SessionState;
 use crate::timer::{Timer, Timers};
+use crate::transmit::TxQueue;
 
 /// Which end of the connection a session is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -190,7 +191,7 @@ pub struct Session {
     pub(crate) state: State,
     pub(crate) now: Option<Instant>,
     pub(crate) timers: Timers,
-    pub(crate) transmit: VecDeque<Packet>,
+    pub(crate) transmit: TxQueue,
     pub(crate) events: VecDeque<Event>,
     pub(crate) out: Outbound,
     pub(crate) incoming_qos2: BTreeSet<PacketId>,
@@ -209,7 +210,7 @@ impl Session {
             state: State::Idle,
             now: None,
             timers: Timers::default(),
-            transmit: VecDeque::new(),
+            transmit: TxQueue::default(),
             events: VecDeque::new(),
             out: Outbound::default(),
             incoming_qos2: BTreeSet::new(),

@@ -1,0 +1,112 @@
+//! The queue of packets waiting for `poll_transmit`. Acknowledgements and
+//! pings, the bulk of the traffic, are stored as a few bytes instead of a
+//! whole `Packet` (256 bytes); the rest is boxed.
+
+use std::collections::VecDeque;
+
+use fulmar_codec::{
+    Packet, PacketId, PubAck, PubAckReasonCode, PubComp, PubCompReasonCode, PubRec,
+    PubRecReasonCode, PubRel, PubRelReasonCode,
+};
+
+#[derive(Debug)]
+enum Queued {
+    PubAck(PacketId, PubAckReasonCode),
+    PubRec(PacketId, PubRecReasonCode),
+    PubRel(PacketId, PubRelReasonCode),
+    PubComp(PacketId, PubCompReasonCode),
+    PingReq,
+    PingResp,
+    Other(Box<Packet>),
+}
+
+/// Packets to send, in order.
+#[derive(Debug, Default)]
+pub(crate) struct TxQueue(VecDeque<Queued>);
+
+impl TxQueue {
+    pub(crate) fn push_back(&mut self, packet: Packet) {
+        let queued = match packet {
+            Packet::PubAck(a) if a.properties.is_empty() => {
+                Queued::PubAck(a.packet_id, a.reason_code)
+            }
+            Packet::PubRec(a) if a.properties.is_empty() => {
+                Queued::PubRec(a.packet_id, a.reason_code)
+            }
+            Packet::PubRel(a) if a.properties.is_empty() => {
+                Queued::PubRel(a.packet_id, a.reason_code)
+            }
+            Packet::PubComp(a) if a.properties.is_empty() => {
+                Queued::PubComp(a.packet_id, a.reason_code)
+            }
+            Packet::PingReq => Queued::PingReq,
+            Packet::PingResp => Queued::PingResp,
+            other => Queued::Other(Box::new(other)),
+        };
+        self.0.push_back(queued);
+    }
+
+    pub(crate) fn pop_front(&mut self) -> Option<Packet> {
+        Some(match self.0.pop_front()? {
+            Queued::PubAck(id, reason_code) => Packet::PubAck(PubAck {
+                reason_code,
+                ..PubAck::new(id)
+            }),
+            Queued::PubRec(id, reason_code) => Packet::PubRec(PubRec {
+                reason_code,
+                ..PubRec::new(id)
+            }),
+            Queued::PubRel(id, reason_code) => Packet::PubRel(PubRel {
+                reason_code,
+                ..PubRel::new(id)
+            }),
+            Queued::PubComp(id, reason_code) => Packet::PubComp(PubComp {
+                reason_code,
+                ..PubComp::new(id)
+            }),
+            Queued::PingReq => Packet::PingReq,
+            Queued::PingResp => Packet::PingResp,
+            Queued::Other(packet) => *packet,
+        })
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fulmar_codec::{ConnAck, ConnectReasonCode};
+
+    #[test]
+    fn packets_come_out_as_they_went_in() {
+        let id = PacketId::ONE;
+        let mut rel = PubRel::new(id);
+        rel.reason_code = PubRelReasonCode::PacketIdentifierNotFound;
+        let mut ack = PubAck::new(id);
+        ack.properties.reason_string = Some("why".into());
+        let packets = vec![
+            Packet::PubAck(PubAck::new(id)),
+            Packet::PubRec(PubRec::new(id)),
+            Packet::PubRel(rel),
+            Packet::PubComp(PubComp::new(id)),
+            Packet::PingReq,
+            Packet::PingResp,
+            Packet::PubAck(ack),
+            Packet::ConnAck(ConnAck::new(false, ConnectReasonCode::Success)),
+        ];
+        let mut q = TxQueue::default();
+        for p in packets.clone() {
+            q.push_back(p);
+        }
+        let out: Vec<Packet> = std::iter::from_fn(|| q.pop_front()).collect();
+        assert_eq!(out, packets);
+        assert!(q.is_empty());
+    }
+}
