@@ -359,24 +359,25 @@ impl Session {
     /// The next packet to write to the network, if any.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Packet> {
-        let packet = match self.transmit.pop_front() {
-            Some(mut packet) => {
-                if let Some(max) = self.conn.peer.maximum_packet_size {
-                    // Reason strings and user properties are dropped rather than
-                    // exceed the peer's Maximum Packet Size (e.g. MQTT-3.4.2-2,
-                    // MQTT-3.9.2-1). A packet still too large is sent anyway.
-                    let _fits = packet.trim_to_fit(self.version, max);
-                }
-                packet
+        if let Some(mut packet) = self.transmit.pop_front() {
+            if let Some(max) = self.conn.peer.maximum_packet_size {
+                // Reason strings and user properties are dropped rather than
+                // exceed the peer's Maximum Packet Size (e.g. MQTT-3.4.2-2,
+                // MQTT-3.9.2-1). A packet still too large is sent anyway.
+                let _fits = packet.trim_to_fit(self.version, max);
             }
-            None if self.state == State::Connected => Packet::Publish(self.next_publish()?),
-            None => return None,
-        };
-        if self.state == State::Closing && self.transmit.is_empty() {
-            self.state = State::Closed;
+            if self.state == State::Closing && self.transmit.is_empty() {
+                self.state = State::Closed;
+            }
+            self.on_sent(matches!(packet, Packet::PingReq));
+            return Some(packet);
         }
-        self.on_sent(&packet);
-        Some(packet)
+        if self.state != State::Connected {
+            return None;
+        }
+        let publish = self.next_publish()?;
+        self.on_sent(false);
+        Some(Packet::Publish(publish))
     }
 
     /// The next event for the application, if any.
@@ -432,13 +433,13 @@ impl Session {
         }
     }
 
-    fn on_sent(&mut self, packet: &Packet) {
+    fn on_sent(&mut self, ping: bool) {
         let Some(now) = self.now else { return };
         if self.role == Role::Client && self.conn.keep_alive > 0 && self.state == State::Connected {
             self.timers
                 .set(Timer::KeepAlive, now, secs(self.conn.keep_alive));
         }
-        if matches!(packet, Packet::PingReq) {
+        if ping {
             self.timers
                 .set(Timer::PingResp, now, self.config.ping_timeout);
         }
