@@ -22,7 +22,7 @@
 //! - before measuring, `check_case` asserts that each side decodes the other's bytes to the
 //!   expected packet and that both encodings have the same length, so both do the same work.
 //!
-//! `cargo bench -p fulmar-benches --bench codec` runs everything (about 3 minutes on 2 cores).
+//! `cargo bench -p fulmar-benches --bench codec` runs everything (about 4 minutes on 2 cores).
 #![allow(clippy::unwrap_used)] // fixtures are built here and always valid; a failure is a bench bug
 
 use std::hint::black_box;
