@@ -79,7 +79,7 @@ impl Session {
         }
         self.conn.keep_alive = connect.keep_alive;
         self.conn.clean_start = connect.clean_start;
-        self.conn.auth_method = connect.properties.authentication_method.is_some();
+        self.conn.auth_method = connect.properties.authentication_method.clone();
         self.client_id = Some(connect.client_id.clone());
         self.state = State::AwaitConnAck;
         if let Some(timeout) = self.config.connect_timeout {
@@ -159,7 +159,7 @@ impl Session {
         if self.state == State::AwaitConnAck {
             return match packet {
                 Packet::ConnAck(connack) => self.on_connack(connack, now),
-                Packet::Auth(auth) if self.conn.auth_method => {
+                Packet::Auth(auth) if self.conn.auth_method.is_some() => {
                     self.events.push_back(Event::Auth(auth));
                     Ok(())
                 }
@@ -198,7 +198,7 @@ impl Session {
                 self.on_disconnect(disconnect);
                 Ok(())
             }
-            Packet::Auth(auth) if self.conn.auth_method => {
+            Packet::Auth(auth) if self.conn.auth_method.is_some() => {
                 self.events.push_back(Event::Auth(auth));
                 Ok(())
             }

@@ -37,7 +37,9 @@ impl Session {
     ///
     /// `properties` are sent as given, except for the ones the session owns:
     /// Receive Maximum, Maximum QoS, Retain Available, Maximum Packet Size,
-    /// Topic Alias Maximum and Server Keep Alive come from the [`Config`].
+    /// Topic Alias Maximum and Server Keep Alive come from the [`Config`]; the
+    /// Authentication Method is the CONNECT's ([MQTT-4.12.0-5]); Response
+    /// Information is dropped unless the client asked for it ([MQTT-3.1.2-28]).
     /// A 5.0 client with an empty client identifier needs an Assigned Client
     /// Identifier in `properties`. Returns Session Present.
     ///
@@ -80,6 +82,16 @@ impl Session {
             properties.maximum_packet_size = c.maximum_packet_size;
             properties.topic_alias_maximum = Some(c.topic_alias_maximum).filter(|m| *m > 0);
             properties.server_keep_alive = c.server_keep_alive;
+            // MQTT-4.12.0-5 / MQTT-4.12.0-6: the CONNECT's Authentication
+            // Method, or none at all.
+            properties.authentication_method = self.conn.auth_method.clone();
+            if properties.authentication_method.is_none() {
+                properties.authentication_data = None;
+            }
+            if !self.conn.response_information {
+                // MQTT-3.1.2-28: not asked for.
+                properties.response_information = None;
+            }
             self.conn.in_aliases = TopicAliasResolver::new(c.topic_alias_maximum);
             self.conn.out_aliases = TopicAliasAllocator::new(self.conn.peer.topic_alias_maximum);
             properties
@@ -257,10 +269,15 @@ impl Session {
     /// # Errors
     /// [`ApiError::InvalidState`] without an Authentication Method in CONNECT,
     /// under 3.1.1, or without an open connection.
-    pub fn auth(&mut self, auth: Auth) -> Result<(), Error> {
-        if !self.conn.auth_method || self.version != ProtocolVersion::V5 {
+    pub fn auth(&mut self, mut auth: Auth) -> Result<(), Error> {
+        let Some(method) = self.conn.auth_method.clone() else {
             return Err(ApiError::InvalidState("no authentication method").into());
+        };
+        if self.version != ProtocolVersion::V5 {
+            return Err(ApiError::InvalidState("AUTH under MQTT 3.1.1").into());
         }
+        // MQTT-4.12.0-5: the method of the CONNECT, in every AUTH.
+        auth.properties.authentication_method = Some(method);
         if !matches!(
             self.state,
             State::AwaitConnAck | State::ConnectReceived | State::Connected
@@ -365,7 +382,7 @@ impl Session {
                 self.on_disconnect(disconnect);
                 Ok(())
             }
-            Packet::Auth(auth) if self.conn.auth_method => {
+            Packet::Auth(auth) if self.conn.auth_method.is_some() => {
                 self.events.push_back(Event::Auth(auth));
                 Ok(())
             }
@@ -400,7 +417,9 @@ impl Session {
         self.conn.keep_alive = connect.keep_alive;
         self.conn.clean_start = connect.clean_start;
         let props = &connect.properties;
-        self.conn.auth_method = props.authentication_method.is_some();
+        self.conn.auth_method = props.authentication_method.clone();
+        self.conn.no_problem_information = props.request_problem_information == Some(false);
+        self.conn.response_information = props.request_response_information == Some(true);
         self.conn.session_expiry_zero = props.session_expiry_interval.is_none_or(|s| s == 0);
         if self.version == ProtocolVersion::V5 {
             let peer = &mut self.conn.peer;

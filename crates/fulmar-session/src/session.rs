@@ -100,7 +100,12 @@ pub(crate) struct Conn {
     /// Effective keep alive in seconds (0: disabled).
     pub(crate) keep_alive: u16,
     pub(crate) clean_start: bool,
-    pub(crate) auth_method: bool,
+    /// The Authentication Method of the CONNECT (enhanced authentication).
+    pub(crate) auth_method: Option<MqttString>,
+    /// Server: the client sent Request Problem Information 0.
+    pub(crate) no_problem_information: bool,
+    /// Server: the client sent Request Response Information 1.
+    pub(crate) response_information: bool,
     pub(crate) session_expiry_zero: bool,
     pub(crate) in_aliases: fulmar_codec::TopicAliasResolver,
     pub(crate) out_aliases: fulmar_codec::TopicAliasAllocator,
@@ -360,6 +365,9 @@ impl Session {
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Packet> {
         if let Some(mut packet) = self.transmit.pop_front() {
+            if self.conn.no_problem_information {
+                strip_problem_information(&mut packet);
+            }
             if let Some(max) = self.conn.peer.maximum_packet_size {
                 // Reason strings and user properties are dropped rather than
                 // exceed the peer's Maximum Packet Size (e.g. MQTT-3.4.2-2,
@@ -774,6 +782,27 @@ fn sent_len(version: ProtocolVersion, publish: &Publish) -> Option<usize> {
     } else {
         publish.encoded_len(version).ok()
     }
+}
+
+/// v5 MQTT-3.1.2-29: after Request Problem Information 0, no Reason String
+/// or User Properties except in PUBLISH, CONNACK and DISCONNECT.
+fn strip_problem_information(packet: &mut Packet) {
+    let props = match packet {
+        Packet::PubAck(p) => &mut p.properties,
+        Packet::PubRec(p) => &mut p.properties,
+        Packet::PubRel(p) => &mut p.properties,
+        Packet::PubComp(p) => &mut p.properties,
+        Packet::SubAck(p) => &mut p.properties,
+        Packet::UnsubAck(p) => &mut p.properties,
+        Packet::Auth(p) => {
+            p.properties.reason_string = None;
+            p.properties.user_properties.clear();
+            return;
+        }
+        _ => return,
+    };
+    props.reason_string = None;
+    props.user_properties.clear();
 }
 
 /// `n` seconds.

@@ -300,3 +300,125 @@ fn reject_after_a_failed_authentication_closes() {
     );
     assert!(server.is_closed());
 }
+
+#[test]
+fn authentication_method_is_the_connects_everywhere() {
+    // v5:MQTT-4.12.0-5 v5:MQTT-4.12.0-6
+    let now = t0();
+    let method = MqttString::from("SCRAM-SHA-256");
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+    connect.properties.authentication_method = Some(method.clone());
+    let mut server = Session::server(Config::default(), now);
+    server
+        .handle_packet(Packet::Connect(Box::new(connect)), now)
+        .unwrap();
+    let _ = events(&mut server);
+    server
+        .auth(Auth {
+            reason_code: AuthReasonCode::ContinueAuthentication,
+            ..Auth::default()
+        })
+        .unwrap();
+    let props = ConnAckProperties {
+        authentication_method: Some(MqttString::from("other")),
+        ..Default::default()
+    };
+    server.accept(props, None, now).unwrap();
+    let out = drain(&mut server);
+    let [Packet::Auth(auth), Packet::ConnAck(connack)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        auth.properties.authentication_method.as_ref(),
+        Some(&method)
+    );
+    assert_eq!(
+        connack.properties.authentication_method.as_ref(),
+        Some(&method)
+    );
+
+    // Without a method in CONNECT, none in CONNACK.
+    let mut server = Session::server(Config::default(), now);
+    server
+        .handle_packet(
+            Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "c", true))),
+            now,
+        )
+        .unwrap();
+    let _ = events(&mut server);
+    let props = ConnAckProperties {
+        authentication_method: Some(method),
+        authentication_data: Some(Bytes::from_static(b"x")),
+        ..Default::default()
+    };
+    server.accept(props, None, now).unwrap();
+    let out = drain(&mut server);
+    let [Packet::ConnAck(connack)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(connack.properties.authentication_method, None);
+    assert_eq!(connack.properties.authentication_data, None);
+}
+
+#[test]
+fn request_response_and_problem_information() {
+    // v5:MQTT-3.1.2-28 v5:MQTT-3.1.2-29
+    let now = t0();
+    for (asked, expected) in [
+        (None, None),
+        (Some(false), None),
+        (Some(true), Some(MqttString::from("resp/"))),
+    ] {
+        let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+        connect.properties.request_response_information = asked;
+        connect.properties.request_problem_information = Some(false);
+        let mut server = Session::server(Config::default(), now);
+        server
+            .handle_packet(Packet::Connect(Box::new(connect)), now)
+            .unwrap();
+        let _ = events(&mut server);
+        let why = MqttString::from("why");
+        let props = ConnAckProperties {
+            response_information: Some(MqttString::from("resp/")),
+            reason_string: Some(why.clone()),
+            ..Default::default()
+        };
+        server.accept(props, None, now).unwrap();
+        let out = drain(&mut server);
+        let [Packet::ConnAck(connack)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(connack.properties.response_information, expected);
+        assert_eq!(
+            connack.properties.reason_string.as_ref(),
+            Some(&why),
+            "allowed on CONNACK"
+        );
+        // No reason string on a SUBACK after Request Problem Information 0.
+        let sub = fulmar_codec::Subscribe::new(
+            id(1),
+            vec![(
+                MqttString::from("a"),
+                fulmar_codec::SubscriptionOptions::default(),
+            )],
+        );
+        server.handle_packet(Packet::Subscribe(sub), now).unwrap();
+        let _ = events(&mut server);
+        let props = fulmar_codec::AckProperties {
+            reason_string: Some(why.clone()),
+            user_properties: vec![(why.clone(), why.clone())],
+        };
+        server
+            .suback(
+                id(1),
+                vec![fulmar_codec::SubAckReasonCode::NotAuthorized],
+                props,
+            )
+            .unwrap();
+        let out = drain(&mut server);
+        assert!(
+            matches!(out.as_slice(), [Packet::SubAck(s)] if s.properties.is_empty()),
+            "{out:?}"
+        );
+    }
+}
