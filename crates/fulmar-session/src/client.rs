@@ -80,6 +80,10 @@ impl Session {
         self.conn.keep_alive = connect.keep_alive;
         self.conn.clean_start = connect.clean_start;
         self.conn.auth_method = connect.properties.authentication_method.clone();
+        self.conn.session_expiry_zero = connect
+            .properties
+            .session_expiry_interval
+            .is_none_or(|s| s == 0);
         self.client_id = Some(connect.client_id.clone());
         self.state = State::AwaitConnAck;
         if let Some(timeout) = self.config.connect_timeout {

@@ -58,7 +58,7 @@ pub enum ProtocolViolation {
         got: usize,
     },
     /// Topic Alias 0 or above the maximum we announced.
-    #[error("[MQTT-3.3.2-8] topic alias {0} is out of range")]
+    #[error("topic alias {0} is 0 or above the maximum (MQTT 5.0 section 3.3.2.3.4)")]
     TopicAliasInvalid(u16),
     /// An empty topic name with an alias that has no mapping yet.
     #[error("topic alias {0} has no mapping on this connection")]
@@ -76,7 +76,9 @@ pub enum ProtocolViolation {
     #[error("[MQTT-3.2.2-14] retained PUBLISH although retain is not available")]
     RetainNotSupported,
     /// DISCONNECT setting a non-zero Session Expiry Interval after CONNECT set 0.
-    #[error("[MQTT-3.14.2-2] session expiry interval set on DISCONNECT after 0 on CONNECT")]
+    #[error(
+        "session expiry interval set on DISCONNECT after 0 on CONNECT (MQTT 5.0 section 3.14.2.2.2)"
+    )]
     SessionExpiryOnDisconnect,
     /// AUTH although no Authentication Method was given in CONNECT.
     #[error("[MQTT-4.12.0-7] AUTH without an authentication method in CONNECT")]
@@ -183,6 +185,10 @@ pub enum ApiError {
     /// A SUBSCRIBE or UNSUBSCRIBE needs at least one topic filter.
     #[error("[MQTT-3.8.3-2] no topic filter")]
     NoTopicFilters,
+    /// A client may not set a Session Expiry Interval on DISCONNECT after
+    /// CONNECT set it to 0 (MQTT 5.0 section 3.14.2.2.2).
+    #[error("session expiry interval on DISCONNECT after 0 on CONNECT")]
+    SessionExpiryAfterZero,
     /// A persisted session state is inconsistent (e.g. a duplicated packet identifier).
     #[error("invalid session state: {0}")]
     InvalidSessionState(&'static str),

@@ -610,7 +610,8 @@ impl Session {
     ///
     /// # Errors
     /// [`ApiError::InvalidState`] without an open connection (a server that has
-    /// not answered CONNECT uses [`reject`](Self::reject)).
+    /// not answered CONNECT uses [`reject`](Self::reject));
+    /// [`ApiError::SessionExpiryAfterZero`].
     pub fn disconnect(
         &mut self,
         reason_code: DisconnectReasonCode,
@@ -624,6 +625,10 @@ impl Session {
         };
         if !allowed {
             return Err(ApiError::InvalidState(self.state.name()).into());
+        }
+        let sets_expiry = properties.session_expiry_interval.is_some_and(|s| s > 0);
+        if self.role == Role::Client && self.conn.session_expiry_zero && sets_expiry {
+            return Err(ApiError::SessionExpiryAfterZero.into());
         }
         let packet = match (self.role, self.version) {
             (Role::Server, ProtocolVersion::V311) => None,

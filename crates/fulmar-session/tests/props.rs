@@ -25,6 +25,7 @@ enum Input {
     Advance(u16),
     Lost,
     Reconnect,
+    Ack(PacketId),
 }
 
 fn qos() -> impl Strategy<Value = QoS> {
@@ -102,11 +103,13 @@ fn input() -> impl Strategy<Value = Input> {
         2 => (0u16..120).prop_map(Input::Advance),
         1 => Just(Input::Lost),
         1 => Just(Input::Reconnect),
+        2 => pid().prop_map(Input::Ack),
     ]
 }
 
-fn config() -> Config {
+fn config(manual_acks: bool) -> Config {
     Config {
+        manual_acks,
         receive_maximum: NonZeroU16::new(3).unwrap_or(NonZeroU16::MIN),
         max_pending: 5,
         max_requests: 3,
@@ -123,7 +126,7 @@ fn run(
     client_version: ProtocolVersion,
 ) -> Result<(), TestCaseError> {
     let mut now = t0();
-    let limits = config();
+    let limits = config(false);
     for input in inputs {
         // The version in force: a server learns it from the CONNECT.
         let version = session.protocol_version();
@@ -151,6 +154,7 @@ fn run(
                 session.connection_lost(now);
                 Ok(())
             }
+            Input::Ack(id) => session.ack(id),
             Input::Reconnect => {
                 if session.role() == Role::Client && session.is_closed() {
                     let _ = session.connect(connect_packet(client_version, "c", false), now);
@@ -229,9 +233,9 @@ proptest! {
 
     /// v5:MQTT-4.13.1-1 v3:MQTT-4.8.0-1
     #[test]
-    fn server_survives_any_packet_sequence(version in version(), inputs in prop::collection::vec(input(), 0..60)) {
+    fn server_survives_any_packet_sequence(version in version(), manual in any::<bool>(), inputs in prop::collection::vec(input(), 0..60)) {
         let now = t0();
-        let mut server = Session::server(config(), now);
+        let mut server = Session::server(config(manual), now);
         let mut connect = connect_packet(version, "c", true);
         if version == ProtocolVersion::V5 {
             connect.properties.topic_alias_maximum = Some(2);
@@ -244,15 +248,15 @@ proptest! {
 
     /// A server that never got a CONNECT: anything else closes it.
     #[test]
-    fn fresh_server_survives_any_packet_sequence(version in version(), inputs in prop::collection::vec(input(), 0..30)) {
-        run(Session::server(config(), t0()), inputs, version)?;
+    fn fresh_server_survives_any_packet_sequence(version in version(), manual in any::<bool>(), inputs in prop::collection::vec(input(), 0..30)) {
+        run(Session::server(config(manual), t0()), inputs, version)?;
     }
 
     /// v5:MQTT-4.13.1-1 v3:MQTT-4.8.0-1
     #[test]
-    fn client_survives_any_packet_sequence(version in version(), inputs in prop::collection::vec(input(), 0..60)) {
+    fn client_survives_any_packet_sequence(version in version(), manual in any::<bool>(), inputs in prop::collection::vec(input(), 0..60)) {
         let now = t0();
-        let mut client = Session::client(config());
+        let mut client = Session::client(config(manual));
         client.connect(connect_packet(version, "c", false), now).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let _ = drain(&mut client);
         run(client, inputs, version)?;

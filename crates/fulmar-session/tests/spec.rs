@@ -422,3 +422,43 @@ fn request_response_and_problem_information() {
         );
     }
 }
+
+#[test]
+fn client_cannot_set_session_expiry_on_disconnect_after_zero() {
+    let now = t0();
+    let mut client = connected_client(
+        Config::default(),
+        connect_packet(ProtocolVersion::V5, "c", true),
+        ConnAck::new(false, ConnectReasonCode::Success),
+        now,
+    );
+    let props = DisconnectProperties {
+        session_expiry_interval: Some(60),
+        ..Default::default()
+    };
+    assert!(matches!(
+        client.disconnect(
+            DisconnectReasonCode::NormalDisconnection,
+            props.clone(),
+            now
+        ),
+        Err(Error::Api(fulmar_session::ApiError::SessionExpiryAfterZero))
+    ));
+    assert!(client.is_connected(), "refused, not fatal");
+    // With a non-zero interval on CONNECT it may change it.
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+    connect.properties.session_expiry_interval = Some(10);
+    let mut client = connected_client(
+        Config::default(),
+        connect,
+        ConnAck::new(false, ConnectReasonCode::Success),
+        now,
+    );
+    client
+        .disconnect(DisconnectReasonCode::NormalDisconnection, props, now)
+        .unwrap();
+    let out = drain(&mut client);
+    assert!(
+        matches!(out.as_slice(), [Packet::Disconnect(d)] if d.properties.session_expiry_interval == Some(60))
+    );
+}
