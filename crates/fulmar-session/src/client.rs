@@ -167,6 +167,12 @@ impl Session {
                     self.events.push_back(Event::Auth(auth));
                     Ok(())
                 }
+                // Not allowed before CONNACK (MQTT-3.14.0-1), but it ends the
+                // connection either way: report the server's reason.
+                Packet::Disconnect(disconnect) => {
+                    self.on_disconnect(disconnect);
+                    Ok(())
+                }
                 // MQTT-3.2.0-1: CONNACK comes first.
                 other => Err(ProtocolViolation::NotConnAckFirst(other.packet_type()).into()),
             };

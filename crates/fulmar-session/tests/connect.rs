@@ -801,3 +801,25 @@ fn connect_timeout_on_both_sides() {
         [Packet::Connect(_)]
     ));
 }
+
+#[test]
+fn a_disconnect_instead_of_connack_ends_the_attempt() {
+    let now = t0();
+    let mut client = Session::client(Config::default());
+    client
+        .connect(connect_packet(ProtocolVersion::V5, "c", true), now)
+        .unwrap();
+    let _ = drain(&mut client);
+    client
+        .handle_packet(
+            Packet::Disconnect(Disconnect::new(DisconnectReasonCode::ServerBusy)),
+            now,
+        )
+        .unwrap();
+    assert!(client.is_closed());
+    assert!(drain(&mut client).is_empty());
+    assert_eq!(
+        disconnected(&events(&mut client)),
+        Some((Initiator::Remote, ReasonCode::ServerBusy))
+    );
+}

@@ -229,7 +229,12 @@ fn version() -> impl Strategy<Value = ProtocolVersion> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+    // PROPTEST_CASES=n runs more cases.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(512),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     /// v5:MQTT-4.13.1-1 v3:MQTT-4.8.0-1
     #[test]
