@@ -15,7 +15,7 @@ use fulmar_codec::{
 };
 use fulmar_session::{Event, Initiator, Session, SessionState};
 use fulmar_topic::{SubscriptionFilter, TopicFilter, TopicName};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +27,9 @@ use crate::state::{Control, Owner, PendingWill, State, SubOptions, Subscriber, a
 
 /// How long a new connection waits for the old one to hand its session over.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Inbound packets or deliveries handled before the answers are written.
+const BATCH: usize = 64;
 
 /// How long a connection may take to close once the broker shuts down.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -148,21 +151,32 @@ impl Connection {
                         return;
                     }
                 }
-                frame = self.framed.next() => match frame {
-                    Some(Ok(packet)) => {
-                        // A violation closes the session; it is reported as an event.
-                        let _ = self.session.handle_packet(packet, Instant::now());
-                    }
-                    Some(Err(CodecError::Decode(error))) => {
-                        self.session.handle_decode_error(&error, Instant::now());
-                    }
-                    Some(Err(_)) | None => {
-                        self.session.connection_lost(Instant::now());
-                        self.record_close_events();
+                frame = self.framed.next() => {
+                    if !self.on_frame(frame) {
                         return;
                     }
-                },
-                Some(publish) = self.deliver_rx.recv() => self.publish_out(publish),
+                    // Take what is already buffered too, then write the answers at once.
+                    for _ in 1..BATCH {
+                        if !self.session.is_connected() {
+                            break;
+                        }
+                        let Some(frame) = self.framed.next().now_or_never() else {
+                            break;
+                        };
+                        if !self.on_frame(frame) {
+                            return;
+                        }
+                    }
+                }
+                Some(publish) = self.deliver_rx.recv() => {
+                    self.publish_out(publish);
+                    for _ in 1..BATCH {
+                        match self.deliver_rx.try_recv() {
+                            Ok(publish) => self.publish_out(publish),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 Some(control) = self.control_rx.recv() => match control {
                     Control::TakeOver(done) => {
                         self.handovers.push(done);
@@ -172,6 +186,27 @@ impl Connection {
                     }
                 },
                 () = sleep => self.session.handle_timeout(Instant::now()),
+            }
+        }
+    }
+
+    /// Feeds one frame read from the network to the session; false when the
+    /// network connection is gone.
+    fn on_frame(&mut self, frame: Option<Result<Packet, CodecError>>) -> bool {
+        match frame {
+            Some(Ok(packet)) => {
+                // A violation closes the session; it is reported as an event.
+                let _ = self.session.handle_packet(packet, Instant::now());
+                true
+            }
+            Some(Err(CodecError::Decode(error))) => {
+                self.session.handle_decode_error(&error, Instant::now());
+                true
+            }
+            Some(Err(_)) | None => {
+                self.session.connection_lost(Instant::now());
+                self.record_close_events();
+                false
             }
         }
     }
