@@ -218,10 +218,31 @@ impl_is_empty!(
     ConnectProperties,
     WillProperties,
     ConnAckProperties,
-    PublishProperties,
-    AckProperties,
     SubscribeProperties,
     UnsubscribeProperties,
     DisconnectProperties,
     AuthProperties
 );
+
+impl PublishProperties {
+    /// Whether no property is set.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.payload_format_indicator.is_none()
+            && self.message_expiry_interval.is_none()
+            && self.topic_alias.is_none()
+            && self.response_topic.is_none()
+            && self.correlation_data.is_none()
+            && self.user_properties.is_empty()
+            && self.subscription_identifiers.is_empty()
+            && self.content_type.is_none()
+    }
+}
+
+impl AckProperties {
+    /// Whether no property is set.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.reason_string.is_none() && self.user_properties.is_empty()
+    }
+}

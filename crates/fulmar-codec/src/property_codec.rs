@@ -104,8 +104,13 @@ pub(crate) fn encode_properties<P: PropertySet, S: Sink>(
     p: &P,
     s: &mut S,
 ) -> Result<(), EncodeError> {
-    let len = checked_var_int(properties_len(p)?)?;
-    put_var_int(s, len);
+    let len = properties_len(p)?;
+    let var = checked_var_int(len)?;
+    if S::COUNTING {
+        s.add_len(crate::wire::var_int_len(len) + len);
+        return Ok(());
+    }
+    put_var_int(s, var);
     p.write(s)
 }
 
@@ -171,7 +176,7 @@ fn read_response_topic(r: &mut Reader<'_>) -> Result<MqttString, DecodeError> {
 }
 
 fn w_response_topic<S: Sink>(s: &mut S, v: Option<&MqttString>) -> Result<(), EncodeError> {
-    if v.is_some_and(|t| has_wildcard(t)) {
+    if S::COUNTING && v.is_some_and(|t| has_wildcard(t)) {
         return Err(EncodeError::ResponseTopicWildcard);
     }
     w_string(s, RESPONSE_TOPIC, v);

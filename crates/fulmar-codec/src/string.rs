@@ -107,7 +107,9 @@ impl MqttString {
 
 /// Whether `s` contains a wildcard character (`+` or `#`), which a Topic Name must not.
 pub(crate) fn has_wildcard(s: &str) -> bool {
-    s.bytes().any(|b| b == b'+' || b == b'#')
+    // Branch-free so that it vectorizes; a topic name is scanned in full anyway.
+    s.bytes()
+        .fold(false, |found, b| found | (b == b'+') | (b == b'#'))
 }
 
 fn check(s: &str) -> Result<(), StringError> {
@@ -128,7 +130,8 @@ impl TryFrom<Bytes> for MqttString {
         if bytes.len() > MAX_STRING_LEN {
             return Err(StringError::TooLong(bytes.len()));
         }
-        if bytes.contains(&0) {
+        // Branch-free so that it vectorizes: cheaper than `memchr` for short strings.
+        if bytes.iter().fold(false, |found, &b| found | (b == 0)) {
             return Err(StringError::NullCharacter);
         }
         ByteString::try_from(bytes)

@@ -175,6 +175,10 @@ pub(crate) const fn var_int_len(v: usize) -> usize {
 
 /// Where the encoder writes: a buffer, or a counter.
 pub(crate) trait Sink {
+    /// Whether this sink only counts (the first pass of every encode, which validates).
+    const COUNTING: bool = false;
+    /// Counts `n` bytes without writing them (only meaningful for the counter).
+    fn add_len(&mut self, _n: usize) {}
     fn put_u8(&mut self, v: u8);
     fn put_u16(&mut self, v: u16);
     fn put_u32(&mut self, v: u32);
@@ -201,6 +205,10 @@ impl Sink for BytesMut {
 pub(crate) struct Counter(pub(crate) usize);
 
 impl Sink for Counter {
+    const COUNTING: bool = true;
+    fn add_len(&mut self, n: usize) {
+        self.0 += n;
+    }
     fn put_u8(&mut self, _: u8) {
         self.0 += 1;
     }
