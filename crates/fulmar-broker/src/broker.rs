@@ -249,7 +249,8 @@ struct HandleInner {
 }
 
 /// A running broker: its addresses, in-process publish and subscribe, counters,
-/// and shutdown. Cheap to clone.
+/// and shutdown. Cheap to clone. Dropping every handle does not stop the
+/// broker: call [`shutdown`](Self::shutdown).
 #[derive(Clone)]
 pub struct BrokerHandle {
     inner: Arc<HandleInner>,
