@@ -9,7 +9,7 @@ use fulmar_codec::{
     PublishProperties, QoS, ReasonCode, SubscribeProperties, SubscriptionOptions,
 };
 use fulmar_topic::{SubscriptionFilter, TopicName};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::driver;
 use crate::error::Error;
@@ -63,6 +63,7 @@ pub(crate) enum Command {
 #[derive(Clone, Debug)]
 pub struct Client {
     commands: mpsc::Sender<Command>,
+    connected: watch::Receiver<bool>,
 }
 
 impl Client {
@@ -76,8 +77,14 @@ impl Client {
     /// is not retried.
     pub async fn connect(options: ConnectOptions) -> Result<(Self, ConnAck), Error> {
         let (commands, rx) = mpsc::channel(64);
-        let connack = driver::spawn(options, rx).await?;
-        Ok((Self { commands }, connack))
+        let (connack, connected) = driver::spawn(options, rx).await?;
+        Ok((
+            Self {
+                commands,
+                connected,
+            },
+            connack,
+        ))
     }
 
     async fn request<T>(
@@ -222,6 +229,25 @@ impl Client {
             reply,
         })
         .await?
+    }
+
+    /// Whether the connection is up (CONNACK received, not lost since).
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    /// Waits until the connection is up (`true`) or down (`false`).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the client closes first (waiting for `true`).
+    pub async fn wait_connected(&self, connected: bool) -> Result<(), Error> {
+        let mut state = self.connected.clone();
+        match state.wait_for(|c| *c == connected).await {
+            Ok(_) => Ok(()),
+            Err(_) if !connected => Ok(()),
+            Err(_) => Err(Error::Closed),
+        }
     }
 
     /// Whether the connection task has stopped (every call then fails with

@@ -17,7 +17,7 @@ use fulmar_session::{Event, Initiator, Session};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::{self, OwnedPermit};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::codec::Framed;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -35,7 +35,7 @@ const MAX_SUBSCRIPTION_ID: u32 = 268_435_455;
 pub(crate) async fn spawn(
     options: ConnectOptions,
     commands: mpsc::Receiver<Command>,
-) -> Result<ConnAck, Error> {
+) -> Result<(ConnAck, watch::Receiver<bool>), Error> {
     // Refuse bad options before any network traffic.
     let _connect = options.connect_packet(false)?;
     let (ready_tx, ready_rx) = oneshot::channel();
@@ -44,9 +44,11 @@ pub(crate) async fn spawn(
         client_id = %options.client_id,
         broker = %format_args!("{}:{}", options.host, options.port),
     );
-    let driver = Driver::new(options, commands, ready_tx);
+    let (connected_tx, connected_rx) = watch::channel(false);
+    let driver = Driver::new(options, commands, ready_tx, connected_tx);
     tokio::spawn(driver.run().instrument(span));
-    ready_rx.await.map_err(|_| Error::Closed)?
+    let connack = ready_rx.await.map_err(|_| Error::Closed)??;
+    Ok((connack, connected_rx))
 }
 
 /// The session's clock: tokio's, so that paused-time tests work.
@@ -127,6 +129,8 @@ struct Driver {
     abort: bool,
     disconnect_reply: Option<Reply<()>>,
     last_close: Option<(Initiator, ReasonCode, DisconnectProperties)>,
+    /// Whether the session is connected, for [`Client::is_connected`](crate::Client::is_connected).
+    connected: watch::Sender<bool>,
 }
 
 impl Driver {
@@ -134,6 +138,7 @@ impl Driver {
         options: ConnectOptions,
         commands: mpsc::Receiver<Command>,
         ready: oneshot::Sender<Result<ConnAck, Error>>,
+        connected: watch::Sender<bool>,
     ) -> Self {
         let (dropped_tx, dropped_rx) = mpsc::unbounded_channel();
         Self {
@@ -159,12 +164,14 @@ impl Driver {
             abort: false,
             disconnect_reply: None,
             last_close: None,
+            connected,
         }
     }
 
     async fn run(mut self) {
         loop {
             let error = self.connection().await;
+            self.connected.send_replace(false);
             self.session.connection_lost(now());
             // Unacknowledged by us: the broker sends them again on resume.
             self.parked.clear();
@@ -218,7 +225,11 @@ impl Driver {
         }
         let codec = MqttCodec::new(self.options.version, self.options.inbound_limit());
         let mut framed = Framed::new(io, codec);
-        let park_limit = usize::from(self.options.receive_maximum.get());
+        // A broker that keeps to our Receive Maximum never makes us stop
+        // reading for QoS 1/2; QoS 0 messages have no quota, so a flood of
+        // them is held back by the socket once a stream's worth is waiting.
+        let max_parked_acked = usize::from(self.options.receive_maximum.get());
+        let max_parked_qos0 = self.options.stream_capacity;
         loop {
             loop {
                 self.unpark();
@@ -240,7 +251,12 @@ impl Driver {
                 .blocked
                 .as_ref()
                 .and_then(|b| b.targets.front().cloned());
-            let read = self.parked.len() < park_limit;
+            let qos0 = self
+                .parked
+                .iter()
+                .filter(|p| p.qos == QoS::AtMostOnce)
+                .count();
+            let read = qos0 < max_parked_qos0 && self.parked.len() - qos0 <= max_parked_acked;
             tokio::select! {
                 frame = framed.next(), if read => match frame {
                     Some(Ok(packet)) => self.on_packet(packet),
@@ -484,6 +500,7 @@ impl Driver {
             self.unsubscribe(filters);
         }
         self.connected_once = true;
+        self.connected.send_replace(true);
         if let Some(ready) = self.ready.take() {
             let _gone = ready.send(Ok(connack));
         }

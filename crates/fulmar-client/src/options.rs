@@ -140,6 +140,7 @@ pub struct ConnectOptions {
     pub(crate) password: Option<Bytes>,
     pub(crate) will: Option<Will>,
     pub(crate) receive_maximum: NonZeroU16,
+    pub(crate) max_inflight: NonZeroU16,
     pub(crate) maximum_packet_size: Option<NonZeroU32>,
     pub(crate) topic_alias_maximum: u16,
     pub(crate) user_properties: Vec<(String, String)>,
@@ -171,6 +172,7 @@ impl ConnectOptions {
             password: None,
             will: None,
             receive_maximum: NonZeroU16::new(64).unwrap_or(NonZeroU16::MIN),
+            max_inflight: NonZeroU16::new(20).unwrap_or(NonZeroU16::MIN),
             maximum_packet_size: None,
             topic_alias_maximum: 16,
             user_properties: Vec::new(),
@@ -271,6 +273,17 @@ impl ConnectOptions {
         self
     }
 
+    /// The most QoS 1/2 messages the client sends without acknowledgement
+    /// (default 20), below the broker's Receive Maximum under 5.0. MQTT 3.1.1
+    /// has no Receive Maximum, and brokers there limit in-flight messages by
+    /// configuration (mosquitto's `max_inflight_messages` is 20 by default).
+    /// 0 is taken as 1.
+    #[must_use]
+    pub fn max_inflight(mut self, max: u16) -> Self {
+        self.max_inflight = NonZeroU16::new(max).unwrap_or(NonZeroU16::MIN);
+        self
+    }
+
     /// Maximum Packet Size the client accepts: announced under 5.0, enforced
     /// on every inbound packet. Default: no limit beyond MQTT's own.
     #[must_use]
@@ -336,6 +349,7 @@ impl ConnectOptions {
     pub(crate) fn session_config(&self) -> Config {
         Config {
             receive_maximum: self.receive_maximum,
+            max_inflight: self.max_inflight,
             max_pending: self.max_buffered,
             topic_alias_maximum: self.topic_alias_maximum,
             maximum_packet_size: self.maximum_packet_size,

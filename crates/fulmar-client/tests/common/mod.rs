@@ -115,6 +115,9 @@ impl Mosquitto {
                 }
                 Listener::WebSocket => config.push_str("protocol websockets\n"),
             }
+            if std::env::var_os("FULMAR_MOSQUITTO_LOG").is_some() {
+                config.push_str("log_type all\nlog_dest file /tmp/fulmar-mosquitto.log\n");
+            }
             // Running as root, mosquitto drops privileges unless told otherwise.
             if is_root() {
                 config.push_str("user root\n");
@@ -190,6 +193,7 @@ impl Drop for Mosquitto {
 pub struct Proxy {
     pub port: u16,
     sever: watch::Sender<u64>,
+    accepting: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -198,12 +202,18 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (sever, _) = watch::channel(0u64);
+        let (accepting, accepting_rx) = watch::channel(true);
         let sever_tx = sever.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
+                if !*accepting_rx.borrow() {
+                    // Refused: closed at once, before any byte.
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(upstream).await else {
                     continue;
                 };
@@ -221,7 +231,17 @@ impl Proxy {
                 });
             }
         });
-        Self { port, sever, task }
+        Self {
+            port,
+            sever,
+            accepting,
+            task,
+        }
+    }
+
+    /// While off, new connections are closed at once.
+    pub fn set_accepting(&self, on: bool) {
+        self.accepting.send_replace(on);
     }
 
     /// Closes every connection currently open through the proxy.

@@ -1,0 +1,302 @@
+//! Connections severed mid-flow by a loopback proxy: QoS 1/2 publishes still
+//! complete, QoS 2 is delivered once, the session resumes, publishes made
+//! while disconnected are buffered up to a bound.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Mosquitto, Proxy, guard};
+use fulmar_client::{Client, ConnectOptions, Error, ProtocolVersion, Publish, QoS, Reconnect};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
+const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
+
+fn fast_reconnect() -> Reconnect {
+    Reconnect::exponential(Duration::from_millis(5), Duration::from_millis(50))
+}
+
+/// A persistent-session client through `port`.
+fn persistent(port: u16, version: ProtocolVersion, id: &str) -> ConnectOptions {
+    let options = ConnectOptions::new("127.0.0.1", port)
+        .protocol_version(version)
+        .client_id(id)
+        .clean_start(false)
+        .reconnect(fast_reconnect());
+    match version {
+        ProtocolVersion::V5 => options.session_expiry_interval(300),
+        ProtocolVersion::V311 => options,
+    }
+}
+
+fn direct(broker: &Mosquitto, version: ProtocolVersion, id: &str) -> ConnectOptions {
+    ConnectOptions::new("127.0.0.1", broker.port)
+        .protocol_version(version)
+        .client_id(id)
+        .reconnect(Reconnect::disabled())
+}
+
+/// Collects messages until the payload `end`, counting each payload.
+async fn collect_until(
+    stream: &mut (impl futures::Stream<Item = Publish> + Unpin),
+    end: &str,
+) -> HashMap<Bytes, usize> {
+    let mut seen = HashMap::new();
+    loop {
+        let m = guard(stream.next()).await.expect("stream ended");
+        if m.payload == end {
+            return seen;
+        }
+        *seen.entry(m.payload).or_insert(0) += 1;
+    }
+}
+
+// MQTT-4.4.0-1: after a reconnect with a resumed session the client re-sends
+// unacknowledged PUBLISH (DUP) and PUBREL packets; every QoS 1/2 publish
+// completes.
+// v5:MQTT-4.3.3-6 v5:MQTT-4.3.3-12: QoS 2 is delivered exactly once despite the resends.
+// v3:MQTT-3.1.2-4 v5:MQTT-3.1.2-5: the broker resumes the session (CleanSession 0).
+#[tokio::test]
+async fn publishes_complete_across_severed_connections() {
+    let broker = Mosquitto::start();
+    for version in VERSIONS {
+        let proxy = Proxy::start(broker.addr()).await;
+        let (watcher, _) = guard(Client::connect(direct(&broker, version, "watcher")))
+            .await
+            .unwrap();
+        let mut seen = guard(watcher.subscribe("flow/#", QoS::ExactlyOnce))
+            .await
+            .unwrap();
+        let (publisher, _) = guard(Client::connect(persistent(
+            proxy.port,
+            version,
+            "flaky-pub",
+        )))
+        .await
+        .unwrap();
+        let mut pending: FuturesUnordered<_> = (0..200)
+            .map(|i| {
+                let qos = if i % 2 == 0 {
+                    QoS::ExactlyOnce
+                } else {
+                    QoS::AtLeastOnce
+                };
+                publisher
+                    .publish(format!("flow/{}", u8::from(qos)), format!("{i}"))
+                    .qos(qos)
+                    .into_future()
+            })
+            .collect();
+        // Sever after the first completions, then again a little later.
+        let mut completed = 0;
+        while let Some(result) = guard(pending.next()).await {
+            let outcome = result.unwrap();
+            assert!(!outcome.reason_code.is_error());
+            completed += 1;
+            if completed == 5 || completed == 80 {
+                proxy.sever();
+            }
+        }
+        assert_eq!(completed, 200);
+        guard(watcher.publish("flow/end", "end").qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        let counts = collect_until(&mut seen, "end").await;
+        for i in 0..200 {
+            let n = counts.get(format!("{i}").as_bytes()).copied().unwrap_or(0);
+            if i % 2 == 0 {
+                assert_eq!(n, 1, "QoS 2 message {i} delivered {n} times ({version:?})");
+            } else {
+                assert!(n >= 1, "QoS 1 message {i} lost ({version:?})");
+            }
+        }
+        guard(publisher.disconnect()).await.unwrap();
+        guard(watcher.disconnect()).await.unwrap();
+    }
+}
+
+// The subscriber's connection is severed while QoS 2 messages stream in: the
+// client's session keeps the inbound QoS 2 state, so each is delivered once.
+// v5:MQTT-4.3.3-10 MQTT-4.4.0-1
+#[tokio::test]
+async fn inbound_qos2_is_delivered_once_across_severed_connections() {
+    let broker = Mosquitto::start();
+    for version in VERSIONS {
+        let proxy = Proxy::start(broker.addr()).await;
+        let (sub, _) = guard(Client::connect(persistent(
+            proxy.port,
+            version,
+            "flaky-sub",
+        )))
+        .await
+        .unwrap();
+        let mut stream = guard(sub.subscribe("in/#", QoS::ExactlyOnce))
+            .await
+            .unwrap();
+        let (publisher, _) = guard(Client::connect(direct(&broker, version, "steady-pub")))
+            .await
+            .unwrap();
+        let mut counts: HashMap<Bytes, usize> = HashMap::new();
+        for i in 0..150 {
+            guard(
+                publisher
+                    .publish("in/x", format!("{i}"))
+                    .qos(QoS::ExactlyOnce),
+            )
+            .await
+            .unwrap();
+            if i == 30 || i == 90 {
+                proxy.sever();
+            }
+            // Drain what has arrived so far without waiting.
+            while let Some(Some(m)) = futures::FutureExt::now_or_never(stream.next()) {
+                *counts.entry(m.payload).or_insert(0) += 1;
+            }
+        }
+        guard(publisher.publish("in/x", "end").qos(QoS::ExactlyOnce))
+            .await
+            .unwrap();
+        for (k, v) in collect_until(&mut stream, "end").await {
+            *counts.entry(k).or_insert(0) += v;
+        }
+        for i in 0..150 {
+            let n = counts.get(format!("{i}").as_bytes()).copied().unwrap_or(0);
+            assert_eq!(n, 1, "message {i} delivered {n} times ({version:?})");
+        }
+        guard(sub.disconnect()).await.unwrap();
+        guard(publisher.disconnect()).await.unwrap();
+    }
+}
+
+// v3:MQTT-3.1.2-5 v5:MQTT-3.1.2-5: messages published while the client was away are
+// kept in its session and delivered on resume; the client's publishes made
+// while disconnected wait in a bounded queue, beyond which they are refused.
+#[tokio::test]
+async fn session_resumes_and_offline_publishes_are_bounded() {
+    let broker = Mosquitto::start();
+    for version in VERSIONS {
+        let proxy = Proxy::start(broker.addr()).await;
+        let options = persistent(proxy.port, version, "away").max_buffered_publishes(3);
+        let (client, _) = guard(Client::connect(options)).await.unwrap();
+        let mut stream = guard(client.subscribe("away/in", QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        let (other, _) = guard(Client::connect(direct(&broker, version, "other")))
+            .await
+            .unwrap();
+        let mut outbox = guard(other.subscribe("away/out", QoS::AtLeastOnce))
+            .await
+            .unwrap();
+
+        proxy.set_accepting(false);
+        proxy.sever();
+        guard(client.wait_connected(false)).await.unwrap();
+        assert!(!client.is_connected());
+        // While away: the broker queues for the session...
+        for i in 0..3 {
+            guard(
+                other
+                    .publish("away/in", format!("queued {i}"))
+                    .qos(QoS::AtLeastOnce),
+            )
+            .await
+            .unwrap();
+        }
+        // ...and the client buffers three publishes, then refuses.
+        let mut buffered: Vec<_> = (0..3)
+            .map(|i| {
+                Box::pin(
+                    client
+                        .publish("away/out", format!("buffered {i}"))
+                        .qos(QoS::AtLeastOnce)
+                        .into_future(),
+                )
+            })
+            .collect();
+        for f in &mut buffered {
+            assert!(futures::poll!(f).is_pending());
+        }
+        let refused = guard(
+            client
+                .publish("away/out", "one too many")
+                .qos(QoS::AtLeastOnce),
+        )
+        .await;
+        assert!(matches!(refused, Err(Error::QueueFull(3))), "{refused:?}");
+
+        proxy.set_accepting(true);
+        guard(client.wait_connected(true)).await.unwrap();
+        for f in buffered {
+            guard(f).await.unwrap();
+        }
+        for i in 0..3 {
+            let m = guard(stream.next()).await.unwrap();
+            assert_eq!(m.payload, format!("queued {i}"));
+        }
+        for i in 0..3 {
+            let m = guard(outbox.next()).await.unwrap();
+            assert_eq!(m.payload, format!("buffered {i}"));
+        }
+        guard(client.disconnect()).await.unwrap();
+        guard(other.disconnect()).await.unwrap();
+    }
+}
+
+// v5:MQTT-3.2.2-5: the broker kept no session (expiry 0), so the client
+// discards its own and subscribes its live streams again; the stream keeps
+// receiving (the retained message arrives again with the new subscription).
+#[tokio::test]
+async fn streams_are_resubscribed_when_the_session_is_lost() {
+    let broker = Mosquitto::start();
+    let proxy = Proxy::start(broker.addr()).await;
+    let options = ConnectOptions::new("127.0.0.1", proxy.port)
+        .client_id("forgetful")
+        .reconnect(fast_reconnect());
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    guard(
+        client
+            .publish("again/r", "retained")
+            .qos(QoS::AtLeastOnce)
+            .retain(true),
+    )
+    .await
+    .unwrap();
+    let mut stream = guard(client.subscribe("again/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    assert!(guard(stream.next()).await.unwrap().retain);
+    proxy.sever();
+    let m = guard(stream.next()).await.unwrap();
+    assert!(m.retain);
+    assert_eq!(m.payload, "retained");
+    guard(client.publish("again/live", "live").qos(QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    assert_eq!(guard(stream.next()).await.unwrap().payload, "live");
+    guard(client.publish("again/r", Bytes::new()).retain(true))
+        .await
+        .unwrap();
+    guard(client.disconnect()).await.unwrap();
+}
+
+// Reconnect off: a lost connection closes the client; calls fail with Closed.
+#[tokio::test]
+async fn without_reconnect_a_lost_connection_closes_the_client() {
+    let broker = Mosquitto::start();
+    let proxy = Proxy::start(broker.addr()).await;
+    let options = ConnectOptions::new("127.0.0.1", proxy.port).reconnect(Reconnect::disabled());
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    let mut stream = guard(client.subscribe("x", QoS::AtMostOnce)).await.unwrap();
+    proxy.sever();
+    assert!(guard(stream.next()).await.is_none());
+    guard(client.wait_connected(false)).await.unwrap();
+    assert!(matches!(
+        guard(client.publish("x", "y")).await,
+        Err(Error::Closed)
+    ));
+}
