@@ -18,6 +18,11 @@
 //! - A peer's protocol violation never panics: it closes the connection with
 //!   the right reason code (a DISCONNECT under 5.0, a plain close under 3.1.1)
 //!   and the error is sticky. Every queue is bounded by [`Config`].
+//! - Not here, by design: the Will Message, Session Expiry, retained messages,
+//!   routing and authorization belong to the broker (or the client
+//!   application). The session reports what they need ([`Event::Connect`]
+//!   with the whole CONNECT, [`Event::Disconnected`] with the reason code and
+//!   properties, [`Event::Subscribe`] to answer) and never decides for them.
 //!
 //! # Example
 //!
