@@ -63,6 +63,12 @@ pub enum Listener {
         require_certificate: bool,
     },
     WebSocket,
+    /// WebSocket over TLS.
+    SecureWebSocket {
+        ca: PathBuf,
+        cert: PathBuf,
+        key: PathBuf,
+    },
 }
 
 /// A mosquitto process, killed on drop.
@@ -94,9 +100,17 @@ impl Mosquitto {
         for _ in 0..5 {
             let port = free_port();
             let mut config = format!(
-                "listener {port} 127.0.0.1\nallow_anonymous {anonymous}\npersistence false\n\
+                "allow_anonymous {anonymous}\npersistence false\n\
                  max_keepalive 65535\nlog_dest stderr\nlog_type error\nlog_type warning\n"
             );
+            if matches!(
+                listener,
+                Listener::WebSocket | Listener::SecureWebSocket { .. }
+            ) {
+                // mosquitto 2.0 does not start with a websockets listener alone.
+                config.push_str(&format!("listener {} 127.0.0.1\n", free_port()));
+            }
+            config.push_str(&format!("listener {port} 127.0.0.1\n"));
             match &listener {
                 Listener::Tcp => {}
                 Listener::Tls {
@@ -114,6 +128,14 @@ impl Mosquitto {
                     ));
                 }
                 Listener::WebSocket => config.push_str("protocol websockets\n"),
+                Listener::SecureWebSocket { ca, cert, key } => {
+                    config.push_str(&format!(
+                        "protocol websockets\ncafile {}\ncertfile {}\nkeyfile {}\n",
+                        ca.display(),
+                        cert.display(),
+                        key.display()
+                    ));
+                }
             }
             if std::env::var_os("FULMAR_MOSQUITTO_LOG").is_some() {
                 config.push_str("log_type all\nlog_dest file /tmp/fulmar-mosquitto.log\n");
@@ -178,6 +200,79 @@ fn wait_for_port(port: u16, child: &mut Child) -> bool {
         std::thread::sleep(Duration::from_millis(25));
     }
     false
+}
+
+/// A test PKI: a CA, a server certificate for `localhost`, a client
+/// certificate, all PEM files in a fresh directory.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca_pem: String,
+    pub client_cert_pem: String,
+    pub client_key_pem: String,
+}
+
+impl Pki {
+    pub fn generate() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let dir = std::env::temp_dir().join(format!(
+            "fulmar-client-pki-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "fulmar test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let server_key = KeyPair::generate().unwrap();
+        let mut server_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        server_params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params
+            .distinguished_name
+            .push(DnType::CommonName, "fulmar-client");
+        let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+        std::fs::write(dir.join("server.pem"), server_cert.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+        Self {
+            dir,
+            ca_pem: ca_cert.pem(),
+            client_cert_pem: client_cert.pem(),
+            client_key_pem: client_key.serialize_pem(),
+        }
+    }
+
+    pub fn listener(&self, require_certificate: bool) -> Listener {
+        Listener::Tls {
+            ca: self.dir.join("ca.pem"),
+            cert: self.dir.join("server.pem"),
+            key: self.dir.join("server.key"),
+            require_certificate,
+        }
+    }
+
+    pub fn websocket_listener(&self) -> Listener {
+        Listener::SecureWebSocket {
+            ca: self.dir.join("ca.pem"),
+            cert: self.dir.join("server.pem"),
+            key: self.dir.join("server.key"),
+        }
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Drop for Mosquitto {
