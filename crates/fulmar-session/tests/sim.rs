@@ -1,9 +1,14 @@
 //! Deterministic simulation: a client session and a server session on an
 //! in-memory link driven by a seeded RNG. Packets are delayed (order within
 //! one connection is kept, as TCP keeps it), the connection breaks at random
-//! steps and the session resumes. Checked for every seed:
+//! steps and the session resumes; keep-alive timeouts happen when the clock
+//! runs ahead of a stalled link; now and then the client starts clean; each
+//! side acknowledges automatically or by hand (in random order). Protocol
+//! version, Receive Maximum and queue limits are drawn per seed. Checked for
+//! every seed:
 //!
-//! - QoS 0 at most once, QoS 1 at least once, QoS 2 exactly once, both ways;
+//! - QoS 0 at most once, QoS 1 at least once, QoS 2 exactly once, both ways
+//!   (a message discarded by a clean start only has to arrive at most once);
 //! - per-topic order of the first delivery of QoS 1/2 messages;
 //! - no packet identifier reused while its message is in flight;
 //! - no side ever sees a protocol error, in particular never more QoS 1/2
@@ -24,7 +29,7 @@ use common::{connect_packet, t0, wire};
 use fulmar_codec::{
     ConnAckProperties, MqttString, Packet, PacketId, ProtocolVersion, Publish, QoS,
 };
-use fulmar_session::{Config, Error, Event, Session, SessionState};
+use fulmar_session::{Config, DropReason, Error, Event, Session, SessionState};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -42,6 +47,9 @@ struct Flow {
     outstanding: HashSet<PacketId>,
     /// Delivered to the application, not acknowledged yet (manual acks).
     to_ack: Vec<PacketId>,
+    /// Messages whose session was discarded by a Clean Start: they may be
+    /// lost (but still not duplicated, for QoS 2).
+    discarded: HashSet<u32>,
 }
 
 struct Sim {
@@ -59,6 +67,9 @@ struct Sim {
     down: Flow,
     connected: bool,
     breaks: usize,
+    clean_starts: usize,
+    clean_pending: bool,
+    timeouts: usize,
     pending_state: Option<SessionState>,
 }
 
@@ -127,6 +138,9 @@ impl Sim {
             down: Flow::default(),
             connected: false,
             breaks: 0,
+            clean_starts: 0,
+            clean_pending: false,
+            timeouts: 0,
             pending_state: None,
         }
     }
@@ -142,7 +156,16 @@ impl Sim {
             self.pending_state = Some(self.server.session_state(self.now));
         }
         self.server = Session::server(self.server_config.clone(), self.now);
-        let mut connect = connect_packet(self.version, "sim", false);
+        // Now and then the client starts clean: both sides discard the
+        // session. Until a CONNACK confirms it, the client keeps asking for a
+        // clean start (it cannot know whether the server saw the CONNECT).
+        let clean_start = self.clean_pending || self.rng.random_bool(0.02);
+        if clean_start {
+            trace(|| "-- clean start".to_string());
+            self.clean_starts += 1;
+            self.clean_pending = true;
+        }
+        let mut connect = connect_packet(self.version, "sim", clean_start);
         connect.keep_alive = 5;
         self.c2s.clear();
         self.s2c.clear();
@@ -250,7 +273,13 @@ impl Sim {
     fn collect(&mut self) -> Result<(), String> {
         while let Some(event) = self.server.poll_event() {
             match event {
-                Event::Connect(_) => {
+                Event::Connect(connect) => {
+                    if connect.clean_start {
+                        // The server drops its in-flight and queued messages silently.
+                        let down = &mut self.down;
+                        down.discarded.extend(down.ids.drain().map(|(_, n)| n));
+                        down.outstanding.clear();
+                    }
                     let stored = self.pending_state.take();
                     self.server
                         .accept(ConnAckProperties::default(), stored, self.now)
@@ -260,6 +289,9 @@ impl Sim {
             }
         }
         while let Some(event) = self.client.poll_event() {
+            if matches!(event, Event::Connected(_)) {
+                self.clean_pending = false;
+            }
             record(&mut self.down, &mut self.up, event)?;
         }
         Ok(())
@@ -344,6 +376,7 @@ impl Sim {
             return Err("inbound QoS 2 identifiers above the receive maximum".into());
         }
         if self.connected && (self.client.is_closed() || self.server.is_closed()) {
+            self.timeouts += 1;
             // A side closed (keep-alive): the network connection goes too.
             self.transmit()?;
             self.break_link()?;
@@ -481,6 +514,17 @@ fn record(inbound: &mut Flow, outbound: &mut Flow, event: Event) -> Result<(), S
             *outbound.completed.entry(n).or_insert(0) += 1;
             outbound.outstanding.remove(&packet_id);
         }
+        Event::PublishDropped {
+            packet_id: Some(id),
+            reason: DropReason::SessionDiscarded,
+        } => {
+            let n = outbound
+                .ids
+                .remove(&id)
+                .ok_or(format!("drop of unknown id {id}"))?;
+            outbound.discarded.insert(n);
+            outbound.outstanding.remove(&id);
+        }
         Event::PublishDropped { packet_id, reason } => {
             return Err(format!("message {packet_id:?} dropped: {reason:?}"));
         }
@@ -494,6 +538,15 @@ fn check_flow(flow: &Flow, name: &str) -> Result<(), String> {
         let n = u32::try_from(n).map_err(|e| e.to_string())?;
         let delivered = flow.delivered.get(&n).copied().unwrap_or(0);
         let completed = flow.completed.get(&n).copied().unwrap_or(0);
+        if flow.discarded.contains(&n) {
+            // Discarded with its session: at most once is all that is left.
+            if *qos == QoS::ExactlyOnce && delivered > 1 {
+                return Err(format!(
+                    "{name}: discarded QoS 2 message {n} delivered {delivered}x"
+                ));
+            }
+            continue;
+        }
         match qos {
             QoS::AtMostOnce if delivered > 1 => {
                 return Err(format!("{name}: QoS 0 message {n} delivered {delivered}x"));
@@ -546,11 +599,13 @@ fn simulation_over_many_seeds() {
             (0..n).collect()
         }
     };
-    let (mut breaks, mut messages) = (0, 0);
+    let (mut breaks, mut messages, mut clean_starts, mut timeouts) = (0, 0, 0, 0);
     for seed in seeds {
         match run(seed) {
             Ok(sim) => {
                 breaks += sim.breaks;
+                clean_starts += sim.clean_starts;
+                timeouts += sim.timeouts;
                 messages += sim.up.sent.len() + sim.down.sent.len();
             }
             Err(e) => {
@@ -558,7 +613,10 @@ fn simulation_over_many_seeds() {
             }
         }
     }
-    eprintln!("simulation: {messages} messages, {breaks} broken connections");
+    eprintln!(
+        "simulation: {messages} messages, {breaks} broken connections \
+         ({timeouts} closed by a timeout), {clean_starts} clean starts"
+    );
     assert!(
         breaks > 0 && messages > 0,
         "the simulation exercised nothing"
