@@ -137,7 +137,8 @@ pub(crate) struct Conn {
 ///   [`unsubscribe`](Self::unsubscribe); server: [`accept`](Self::accept),
 ///   [`reject`](Self::reject), [`suback`](Self::suback), [`unsuback`](Self::unsuback),
 ///   [`auth`](Self::auth).
-/// - **Outputs**: [`poll_transmit`](Self::poll_transmit),
+/// - **Outputs**: [`poll_transmit`](Self::poll_transmit) (or
+///   [`poll_transmit_into`](Self::poll_transmit_into) for bytes),
 ///   [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout).
 /// - **Queries**: [`is_connected`](Self::is_connected),
 ///   [`is_closed`](Self::is_closed), [`error`](Self::error),
@@ -386,6 +387,24 @@ impl Session {
         let publish = self.next_publish()?;
         self.on_sent(false);
         Some(Packet::Publish(publish))
+    }
+
+    /// Encodes the next packet to send, if any, at the end of `buf` in the
+    /// connection's protocol version; returns whether there was one. The same
+    /// as [`poll_transmit`](Self::poll_transmit) followed by
+    /// [`Packet::encode`], for drivers that write bytes.
+    ///
+    /// # Errors
+    /// The packet cannot be encoded: a value from the application breaks a
+    /// rule of the packet format. That packet is dropped, nothing is appended.
+    pub fn poll_transmit_into(
+        &mut self,
+        buf: &mut bytes::BytesMut,
+    ) -> Result<bool, fulmar_codec::EncodeError> {
+        match self.poll_transmit() {
+            Some(packet) => packet.encode(self.version, buf).map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// The next event for the application, if any.

@@ -449,3 +449,28 @@ fn unacknowledged_messages_count_against_our_receive_maximum() {
         )))
     );
 }
+
+#[test]
+fn poll_transmit_into_encodes_in_the_connection_version() {
+    // MQTT-3.3.4-1
+    for version in BOTH {
+        let mut pair = Pair::new(version);
+        pair.connect(true);
+        pair.client
+            .publish(publish("t", QoS::AtLeastOnce, b"x"), pair.now)
+            .unwrap();
+        let mut buf = bytes::BytesMut::new();
+        assert!(pair.client.poll_transmit_into(&mut buf).unwrap());
+        assert!(
+            !pair.client.poll_transmit_into(&mut buf).unwrap(),
+            "nothing more to send"
+        );
+        let packet = fulmar_codec::decode(&mut buf, version, u32::MAX)
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(packet, Packet::Publish(ref p) if p.qos == QoS::AtLeastOnce && p.topic == "t")
+        );
+        assert!(buf.is_empty());
+    }
+}
