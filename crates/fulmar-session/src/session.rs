@@ -573,7 +573,9 @@ impl Session {
     /// identifier, returned here and reported again in
     /// [`Event::PublishComplete`]. The message is sent when connected and the
     /// peer's Receive Maximum allows; before that it waits in a bounded queue
-    /// (also while disconnected).
+    /// (also while disconnected). Messages leave in the order they were
+    /// published, whatever their QoS: a QoS 0 message waits behind a QoS 1/2
+    /// message held back by flow control.
     ///
     /// The session owns `dup`, `packet_id` and the Topic Alias property: the
     /// values given are ignored.
