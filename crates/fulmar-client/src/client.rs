@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::driver;
 use crate::error::Error;
 use crate::options::ConnectOptions;
-use crate::router::{Messages, Subscription};
+use crate::router::{AckToken, Message, Messages, Subscription};
 
 /// How a publish completed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +46,7 @@ pub(crate) enum Command {
     Messages {
         reply: oneshot::Sender<Messages>,
     },
+    Ack(AckToken),
     Disconnect {
         reason_code: DisconnectReasonCode,
         properties: DisconnectProperties,
@@ -195,6 +196,28 @@ impl Client {
     /// [`Error::Closed`] once the client is closed.
     pub async fn messages(&self) -> Result<Messages, Error> {
         self.request(|reply| Command::Messages { reply }).await
+    }
+
+    /// Acknowledges an inbound QoS 1/2 message when manual acknowledgements
+    /// are on ([`ConnectOptions::manual_acks`]): its PUBACK or PUBREC is sent
+    /// once every message received before it is acknowledged too (the order
+    /// of receipt, [MQTT-4.6.0-2]). Until then the message counts against the
+    /// Receive Maximum, so the broker stops sending when too many wait.
+    ///
+    /// Acknowledge each message once, from any stream that received it. A
+    /// message from an earlier connection needs no acknowledgement (the
+    /// broker sends it again); QoS 0 messages need none either.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the client is closed.
+    pub async fn ack(&self, message: &Message) -> Result<(), Error> {
+        let Some(token) = message.ack else {
+            return Ok(());
+        };
+        self.commands
+            .send(Command::Ack(token))
+            .await
+            .map_err(|_| Error::Closed)
     }
 
     /// Disconnects normally (reason code 0x00: the broker discards the will)

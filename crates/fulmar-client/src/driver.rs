@@ -25,7 +25,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::client::{Command, PublishOutcome, Reply};
 use crate::error::Error;
 use crate::options::ConnectOptions;
-use crate::router::{Messages, Router, Subscription};
+use crate::router::{AckToken, Message, Messages, Router, Subscription};
 use crate::transport::{self, Io};
 
 /// The largest Subscription Identifier (MQTT 5.0 section 3.8.2.1.2).
@@ -63,7 +63,7 @@ async fn sleep_until_deadline(deadline: Option<std::time::Instant>) {
     }
 }
 
-async fn reserve(tx: Option<mpsc::Sender<Publish>>) -> Option<OwnedPermit<Publish>> {
+async fn reserve(tx: Option<mpsc::Sender<Message>>) -> Option<OwnedPermit<Message>> {
     match tx {
         Some(tx) => tx.reserve_owned().await.ok(),
         None => pending().await,
@@ -86,7 +86,7 @@ enum Request {
     Subscribe {
         key: u64,
         reply: Reply<Subscription>,
-        rx: mpsc::Receiver<Publish>,
+        rx: mpsc::Receiver<Message>,
     },
     /// Re-subscribing a stream after the broker lost the session.
     Resubscribe,
@@ -97,8 +97,8 @@ enum Request {
 /// A message that a full stream has not taken yet, and the streams still to
 /// receive it.
 struct Blocked {
-    message: Publish,
-    targets: VecDeque<mpsc::Sender<Publish>>,
+    message: Message,
+    targets: VecDeque<mpsc::Sender<Message>>,
 }
 
 struct Driver {
@@ -129,6 +129,8 @@ struct Driver {
     abort: bool,
     disconnect_reply: Option<Reply<()>>,
     last_close: Option<(Initiator, ReasonCode, DisconnectProperties)>,
+    /// Counts network connections, to tell stale acknowledgements apart.
+    connection_id: u64,
     /// Whether the session is connected, for [`Client::is_connected`](crate::Client::is_connected).
     connected: watch::Sender<bool>,
 }
@@ -164,6 +166,7 @@ impl Driver {
             abort: false,
             disconnect_reply: None,
             last_close: None,
+            connection_id: 0,
             connected,
         }
     }
@@ -206,6 +209,7 @@ impl Driver {
     /// it ended.
     async fn connection(&mut self) -> Error {
         self.last_close = None;
+        self.connection_id += 1;
         let connecting = timeout(
             self.options.connect_timeout,
             transport::connect(&self.options),
@@ -392,10 +396,23 @@ impl Driver {
             Event::Connected(connack) => self.on_connected(connack),
             Event::Message(publish) => {
                 let targets: VecDeque<_> = self.router.targets(&publish).into();
+                let token =
+                    publish
+                        .packet_id
+                        .filter(|_| self.options.manual_acks)
+                        .map(|packet_id| AckToken {
+                            connection: self.connection_id,
+                            packet_id,
+                        });
                 if targets.is_empty() {
                     debug!(topic = %publish.topic, "message for no stream");
+                    if let Some(token) = token {
+                        // Nobody will acknowledge it: do it now.
+                        self.ack(token);
+                    }
+                    return;
                 }
-                self.deliver(publish, targets);
+                self.deliver(Message::new(publish, token), targets);
             }
             Event::PublishComplete {
                 packet_id,
@@ -555,7 +572,7 @@ impl Driver {
     }
 
     /// Hands `message` to each target in turn; stops at a full stream.
-    fn deliver(&mut self, message: Publish, mut targets: VecDeque<mpsc::Sender<Publish>>) {
+    fn deliver(&mut self, message: Message, mut targets: VecDeque<mpsc::Sender<Message>>) {
         while let Some(tx) = targets.front() {
             match tx.try_send(message.clone()) {
                 Ok(()) | Err(TrySendError::Closed(_)) => {
@@ -569,7 +586,7 @@ impl Driver {
         }
     }
 
-    fn on_permit(&mut self, permit: Option<OwnedPermit<Publish>>) {
+    fn on_permit(&mut self, permit: Option<OwnedPermit<Message>>) {
         let Some(mut blocked) = self.blocked.take() else {
             return;
         };
@@ -578,6 +595,17 @@ impl Driver {
             let _sender = permit.send(blocked.message.clone());
         }
         self.deliver(blocked.message, blocked.targets);
+    }
+
+    /// A manual acknowledgement. One from an earlier connection is moot: the
+    /// broker sends the message again.
+    fn ack(&mut self, token: AckToken) {
+        if token.connection != self.connection_id || !self.session.is_connected() {
+            return;
+        }
+        if let Err(error) = self.session.ack(token.packet_id) {
+            debug!(%error, "acknowledgement not needed");
+        }
     }
 
     fn next_subscription_id(&mut self) -> NonZeroU32 {
@@ -640,6 +668,7 @@ impl Driver {
                 self.router.add_catch_all(key, tx);
                 let _gone = reply.send(Messages::new(rx, key, self.dropped_tx.clone()));
             }
+            Command::Ack(token) => self.ack(token),
             Command::Disconnect {
                 reason_code,
                 properties,
@@ -687,7 +716,7 @@ impl Driver {
                 Command::Disconnect { reply, .. } => {
                     let _gone = reply.send(Ok(()));
                 }
-                Command::Messages { .. } => {}
+                Command::Messages { .. } | Command::Ack(_) => {}
             }
         }
         if let Some(reply) = self.disconnect_reply.take() {

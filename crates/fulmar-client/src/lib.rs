@@ -84,7 +84,7 @@ mod ws;
 pub use client::{Client, PublishOutcome, PublishRequest};
 pub use error::Error;
 pub use options::{ConnectOptions, Reconnect, Transport};
-pub use router::{Messages, Subscription};
+pub use router::{Message, Messages, Subscription};
 #[cfg(feature = "tls")]
 pub use tls::TlsOptions;
 

@@ -148,6 +148,7 @@ pub struct ConnectOptions {
     pub(crate) max_buffered: usize,
     pub(crate) stream_capacity: usize,
     pub(crate) connect_timeout: Duration,
+    pub(crate) manual_acks: bool,
 }
 
 /// The largest packet MQTT can encode (remaining length 268 435 455 plus the fixed header).
@@ -180,6 +181,7 @@ impl ConnectOptions {
             max_buffered: 1024,
             stream_capacity: 128,
             connect_timeout: Duration::from_secs(10),
+            manual_acks: false,
         }
     }
 
@@ -339,6 +341,16 @@ impl ConnectOptions {
         self
     }
 
+    /// Manual acknowledgement of inbound QoS 1/2 messages (default off): the
+    /// PUBACK / PUBREC waits for [`Client::ack`](crate::Client::ack), so a
+    /// message is acknowledged only once the application has dealt with it.
+    /// Messages that no stream receives are acknowledged at once.
+    #[must_use]
+    pub fn manual_acks(mut self, on: bool) -> Self {
+        self.manual_acks = on;
+        self
+    }
+
     /// The inbound packet size limit handed to the decoder.
     pub(crate) fn inbound_limit(&self) -> u32 {
         self.maximum_packet_size
@@ -354,6 +366,7 @@ impl ConnectOptions {
             topic_alias_maximum: self.topic_alias_maximum,
             maximum_packet_size: self.maximum_packet_size,
             connect_timeout: Some(self.connect_timeout),
+            manual_acks: self.manual_acks,
             ..Config::default()
         }
     }

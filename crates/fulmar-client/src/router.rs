@@ -8,13 +8,64 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
+use std::ops::Deref;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use fulmar_codec::{MqttString, Publish, SubAck, SubscriptionOptions};
+use fulmar_codec::{MqttString, PacketId, Publish, SubAck, SubscriptionOptions};
 use fulmar_topic::{SubscriptionFilter, TopicName};
 use futures::Stream;
 use tokio::sync::mpsc;
+
+/// Identifies an inbound QoS 1/2 message awaiting a manual acknowledgement:
+/// the network connection it arrived on and its packet identifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AckToken {
+    pub(crate) connection: u64,
+    pub(crate) packet_id: PacketId,
+}
+
+/// An application message from the broker: the PUBLISH (topic, payload,
+/// QoS, retain, properties; `Deref` gives direct access), and with manual
+/// acknowledgements on, what [`Client::ack`](crate::Client::ack) needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    publish: Publish,
+    pub(crate) ack: Option<AckToken>,
+}
+
+impl Message {
+    pub(crate) fn new(publish: Publish, ack: Option<AckToken>) -> Self {
+        Self { publish, ack }
+    }
+
+    /// The PUBLISH packet.
+    #[must_use]
+    pub fn publish(&self) -> &Publish {
+        &self.publish
+    }
+
+    /// The PUBLISH packet, by value.
+    #[must_use]
+    pub fn into_publish(self) -> Publish {
+        self.publish
+    }
+
+    /// Whether [`Client::ack`](crate::Client::ack) must be called for this
+    /// message (manual acknowledgements on, QoS 1 or 2).
+    #[must_use]
+    pub fn needs_ack(&self) -> bool {
+        self.ack.is_some()
+    }
+}
+
+impl Deref for Message {
+    type Target = Publish;
+
+    fn deref(&self) -> &Publish {
+        &self.publish
+    }
+}
 
 /// One subscription stream's routing entry.
 #[derive(Debug)]
@@ -25,14 +76,14 @@ pub(crate) struct Route {
     matchers: Vec<SubscriptionFilter>,
     /// Subscription Identifier (MQTT 5.0), if one was sent.
     pub(crate) id: Option<NonZeroU32>,
-    tx: mpsc::Sender<Publish>,
+    tx: mpsc::Sender<Message>,
 }
 
 /// Every live stream, by key.
 #[derive(Debug, Default)]
 pub(crate) struct Router {
     routes: BTreeMap<u64, Route>,
-    catch_all: BTreeMap<u64, mpsc::Sender<Publish>>,
+    catch_all: BTreeMap<u64, mpsc::Sender<Message>>,
     next_key: u64,
 }
 
@@ -49,7 +100,7 @@ impl Router {
         filters: Vec<(MqttString, SubscriptionOptions)>,
         matchers: Vec<SubscriptionFilter>,
         id: Option<NonZeroU32>,
-        tx: mpsc::Sender<Publish>,
+        tx: mpsc::Sender<Message>,
     ) {
         self.routes.insert(
             key,
@@ -62,7 +113,7 @@ impl Router {
         );
     }
 
-    pub(crate) fn add_catch_all(&mut self, key: u64, tx: mpsc::Sender<Publish>) {
+    pub(crate) fn add_catch_all(&mut self, key: u64, tx: mpsc::Sender<Message>) {
         self.catch_all.insert(key, tx);
     }
 
@@ -92,9 +143,9 @@ impl Router {
     }
 
     /// The streams `message` goes to, in a stable order.
-    pub(crate) fn targets(&self, message: &Publish) -> Vec<mpsc::Sender<Publish>> {
+    pub(crate) fn targets(&self, message: &Publish) -> Vec<mpsc::Sender<Message>> {
         let ids = &message.properties.subscription_identifiers;
-        let mut out: Vec<mpsc::Sender<Publish>> = if ids.is_empty() {
+        let mut out: Vec<mpsc::Sender<Message>> = if ids.is_empty() {
             match message.topic.parse::<TopicName>() {
                 Ok(topic) => self
                     .routes
@@ -120,7 +171,7 @@ impl Router {
 /// (or deregisters) when dropped.
 #[derive(Debug)]
 struct Inbox {
-    rx: mpsc::Receiver<Publish>,
+    rx: mpsc::Receiver<Message>,
     key: u64,
     dropped: mpsc::UnboundedSender<u64>,
 }
@@ -145,7 +196,7 @@ pub struct Subscription {
 
 impl Subscription {
     pub(crate) fn new(
-        rx: mpsc::Receiver<Publish>,
+        rx: mpsc::Receiver<Message>,
         key: u64,
         dropped: mpsc::UnboundedSender<u64>,
         suback: SubAck,
@@ -163,15 +214,15 @@ impl Subscription {
     }
 
     /// The next message, or `None` once the client is closed.
-    pub async fn recv(&mut self) -> Option<Publish> {
+    pub async fn recv(&mut self) -> Option<Message> {
         self.inbox.rx.recv().await
     }
 }
 
 impl Stream for Subscription {
-    type Item = Publish;
+    type Item = Message;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Publish>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
         self.inbox.rx.poll_recv(cx)
     }
 }
@@ -185,7 +236,7 @@ pub struct Messages {
 
 impl Messages {
     pub(crate) fn new(
-        rx: mpsc::Receiver<Publish>,
+        rx: mpsc::Receiver<Message>,
         key: u64,
         dropped: mpsc::UnboundedSender<u64>,
     ) -> Self {
@@ -195,15 +246,15 @@ impl Messages {
     }
 
     /// The next message, or `None` once the client is closed.
-    pub async fn recv(&mut self) -> Option<Publish> {
+    pub async fn recv(&mut self) -> Option<Message> {
         self.inbox.rx.recv().await
     }
 }
 
 impl Stream for Messages {
-    type Item = Publish;
+    type Item = Message;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Publish>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
         self.inbox.rx.poll_recv(cx)
     }
 }
@@ -218,7 +269,7 @@ mod tests {
         router: &mut Router,
         filter: &'static str,
         id: Option<u32>,
-    ) -> mpsc::Receiver<Publish> {
+    ) -> mpsc::Receiver<Message> {
         let (tx, rx) = mpsc::channel(4);
         let key = router.next_key();
         router.add(

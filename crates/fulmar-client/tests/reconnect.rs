@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Mosquitto, Proxy, guard};
-use fulmar_client::{Client, ConnectOptions, Error, ProtocolVersion, Publish, QoS, Reconnect};
+use fulmar_client::{Client, ConnectOptions, Error, Message, ProtocolVersion, QoS, Reconnect};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
@@ -43,7 +43,7 @@ fn direct(broker: &Mosquitto, version: ProtocolVersion, id: &str) -> ConnectOpti
 
 /// Collects messages until the payload `end`, counting each payload.
 async fn collect_until(
-    stream: &mut (impl futures::Stream<Item = Publish> + Unpin),
+    stream: &mut (impl futures::Stream<Item = Message> + Unpin),
     end: &str,
 ) -> HashMap<Bytes, usize> {
     let mut seen = HashMap::new();
@@ -52,7 +52,7 @@ async fn collect_until(
         if m.payload == end {
             return seen;
         }
-        *seen.entry(m.payload).or_insert(0) += 1;
+        *seen.entry(m.payload.clone()).or_insert(0) += 1;
     }
 }
 
@@ -155,7 +155,7 @@ async fn inbound_qos2_is_delivered_once_across_severed_connections() {
             }
             // Drain what has arrived so far without waiting.
             while let Some(Some(m)) = futures::FutureExt::now_or_never(stream.next()) {
-                *counts.entry(m.payload).or_insert(0) += 1;
+                *counts.entry(m.payload.clone()).or_insert(0) += 1;
             }
         }
         guard(publisher.publish("in/x", "end").qos(QoS::ExactlyOnce))

@@ -1,0 +1,257 @@
+//! Flow control against a scripted broker (fulmar-codec on a loopback
+//! socket): backpressure from a slow stream, manual acknowledgements, the
+//! broker's Receive Maximum, keep-alive.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::num::NonZeroU16;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::guard;
+use fulmar_client::{Client, ConnectOptions, QoS, Reconnect};
+use fulmar_codec::{
+    ConnAck, MqttCodec, Packet, PacketId, ProtocolVersion, PubAck, Publish, SubAck,
+    SubAckReasonCode,
+};
+use futures::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Framed;
+
+type Wire = Framed<TcpStream, MqttCodec>;
+
+/// A listener and the client options to reach it.
+async fn listen() -> (TcpListener, ConnectOptions) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let options = ConnectOptions::new("127.0.0.1", port)
+        .client_id("scripted")
+        .reconnect(Reconnect::disabled());
+    (listener, options)
+}
+
+/// Accepts one client, answers its CONNECT with `connack`.
+async fn accept(listener: &TcpListener, connack: ConnAck) -> Wire {
+    let (socket, _) = listener.accept().await.unwrap();
+    let mut wire = Framed::new(socket, MqttCodec::new(ProtocolVersion::V5, 1 << 20));
+    let Some(Ok(Packet::Connect(_))) = wire.next().await else {
+        panic!("expected CONNECT")
+    };
+    wire.send(Packet::ConnAck(connack)).await.unwrap();
+    wire
+}
+
+async fn next(wire: &mut Wire) -> Packet {
+    guard(wire.next()).await.unwrap().unwrap()
+}
+
+/// Reads a SUBSCRIBE and grants QoS 1.
+async fn grant(wire: &mut Wire) {
+    let Packet::Subscribe(sub) = next(wire).await else {
+        panic!("expected SUBSCRIBE")
+    };
+    let ack = SubAck::new(sub.packet_id, vec![SubAckReasonCode::GrantedQoS1]);
+    wire.send(Packet::SubAck(ack)).await.unwrap();
+}
+
+fn publish(i: u16) -> Packet {
+    let mut p = Publish::new("flow/x".into(), Bytes::from(format!("{i}")));
+    p.qos = QoS::AtLeastOnce;
+    p.packet_id = PacketId::new(i + 1);
+    Packet::Publish(p)
+}
+
+// A consumer that does not read its stream holds back the acknowledgements:
+// the client takes at most the stream's capacity plus one message off the
+// connection (and leaves the rest unacknowledged), whatever the broker sends.
+// v5:MQTT-3.3.4-9 is the broker's side of this quota.
+#[tokio::test]
+async fn a_slow_stream_holds_back_acknowledgements() {
+    const N: u16 = 40;
+    const CAPACITY: usize = 2;
+    let (listener, options) = listen().await;
+    let consumed = Arc::new(AtomicUsize::new(0));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let (settled_tx, settled_rx) = tokio::sync::oneshot::channel();
+    let broker = {
+        let consumed = consumed.clone();
+        let acked = acked.clone();
+        tokio::spawn(async move {
+            let mut wire = accept(&listener, ConnAck::default()).await;
+            grant(&mut wire).await;
+            // A broker that ignores the Receive Maximum (4) and floods.
+            for i in 0..N {
+                wire.send(publish(i)).await.unwrap();
+            }
+            let mut settled = Some(settled_tx);
+            while acked.load(Ordering::SeqCst) < usize::from(N) {
+                match next(&mut wire).await {
+                    Packet::PubAck(_) => {
+                        let n = acked.fetch_add(1, Ordering::SeqCst) + 1;
+                        // Two in the stream, one waiting for room, one more
+                        // for a consumer that took a message but has not
+                        // counted it yet.
+                        let bound = consumed.load(Ordering::SeqCst) + CAPACITY + 2;
+                        assert!(n <= bound, "{n} acknowledgements, bound {bound}");
+                        if n == CAPACITY + 1 {
+                            if let Some(tx) = settled.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                    }
+                    Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        })
+    };
+    let (client, _) = guard(Client::connect(
+        options.receive_maximum(4).stream_capacity(CAPACITY),
+    ))
+    .await
+    .unwrap();
+    let mut stream = guard(client.subscribe("flow/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    guard(settled_rx).await.unwrap();
+    // Not a timing assertion: a window in which a client without backpressure
+    // would acknowledge the whole flood (the broker task checks the bound).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(acked.load(Ordering::SeqCst), CAPACITY + 1);
+    for i in 0..N {
+        let m = guard(stream.next()).await.unwrap();
+        assert_eq!(m.payload, format!("{i}"));
+        consumed.fetch_add(1, Ordering::SeqCst);
+    }
+    guard(broker).await.unwrap();
+    guard(client.disconnect()).await.unwrap();
+}
+
+// MQTT-4.6.0-2: with manual acknowledgements the PUBACKs wait for the
+// application and still go out in the order the PUBLISHes arrived.
+#[tokio::test]
+async fn manual_acknowledgements_keep_the_order_of_receipt() {
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        grant(&mut wire).await;
+        for i in 0..3 {
+            wire.send(publish(i)).await.unwrap();
+        }
+        let mut seen = Vec::new();
+        while seen.len() < 4 {
+            match next(&mut wire).await {
+                Packet::PubAck(ack) => seen.push(format!("ack {}", ack.packet_id)),
+                Packet::Publish(p) => seen.push(format!("publish {}", p.topic)),
+                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        seen
+    });
+    let (client, _) = guard(Client::connect(options.manual_acks(true)))
+        .await
+        .unwrap();
+    let mut stream = guard(client.subscribe("flow/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    let mut messages = Vec::new();
+    for _ in 0..3 {
+        let m = guard(stream.next()).await.unwrap();
+        assert!(m.needs_ack());
+        messages.push(m);
+    }
+    // All three arrived and none is acknowledged: the marker comes first.
+    guard(client.publish("marker", "m")).await.unwrap();
+    // Acknowledging the second first holds it until the first is done.
+    guard(client.ack(&messages[1])).await.unwrap();
+    guard(client.ack(&messages[0])).await.unwrap();
+    guard(client.ack(&messages[2])).await.unwrap();
+    let seen = guard(broker).await.unwrap();
+    assert_eq!(seen, ["publish marker", "ack 1", "ack 2", "ack 3"]);
+    guard(client.disconnect()).await.unwrap();
+}
+
+// v5:MQTT-4.9.0-2: the client never has more unacknowledged QoS 1/2 PUBLISH
+// packets than the broker's Receive Maximum.
+// v5:MQTT-4.9.0-3 v5:MQTT-3.3.4-8: other packets (here a SUBSCRIBE) are not
+// held back by the exhausted quota.
+#[tokio::test]
+async fn the_brokers_receive_maximum_limits_publishes_in_flight() {
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let mut connack = ConnAck::default();
+        connack.properties.receive_maximum = NonZeroU16::new(2);
+        let mut wire = accept(&listener, connack).await;
+        let mut publishes = Vec::new();
+        // Nothing is acknowledged until the SUBSCRIBE that follows the publishes.
+        let sub = loop {
+            match next(&mut wire).await {
+                Packet::Publish(p) => publishes.push(p.packet_id.unwrap()),
+                Packet::Subscribe(s) => break s,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(publishes.len(), 2, "sent beyond the receive maximum");
+        let ack = SubAck::new(sub.packet_id, vec![SubAckReasonCode::GrantedQoS1]);
+        wire.send(Packet::SubAck(ack)).await.unwrap();
+        let mut acked = 0;
+        while acked < 5 {
+            let id = match publishes.pop() {
+                Some(id) => id,
+                None => match next(&mut wire).await {
+                    Packet::Publish(p) => p.packet_id.unwrap(),
+                    other => panic!("unexpected {other:?}"),
+                },
+            };
+            wire.send(Packet::PubAck(PubAck::new(id))).await.unwrap();
+            acked += 1;
+        }
+    });
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    let mut pending: Vec<_> = (0..5)
+        .map(|i| {
+            Box::pin(
+                client
+                    .publish("q", format!("{i}"))
+                    .qos(QoS::AtLeastOnce)
+                    .into_future(),
+            )
+        })
+        .collect();
+    for f in &mut pending {
+        assert!(futures::poll!(f).is_pending());
+    }
+    let _stream = guard(client.subscribe("s", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    for f in pending {
+        guard(f).await.unwrap();
+    }
+    guard(broker).await.unwrap();
+    guard(client.disconnect()).await.unwrap();
+}
+
+// v5:MQTT-3.1.2-20 v3:MQTT-3.1.2-23: an idle client sends PINGREQ within the
+// keep alive.
+#[tokio::test]
+async fn an_idle_client_sends_pingreq() {
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        for _ in 0..2 {
+            assert_eq!(next(&mut wire).await, Packet::PingReq);
+            wire.send(Packet::PingResp).await.unwrap();
+        }
+    });
+    let (client, _) = guard(Client::connect(options.keep_alive(Duration::from_secs(1))))
+        .await
+        .unwrap();
+    guard(broker).await.unwrap();
+    assert!(client.is_connected());
+    guard(client.disconnect()).await.unwrap();
+}
