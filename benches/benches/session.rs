@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fulmar_codec::{ConnAckProperties, Connect, MqttString, Packet, ProtocolVersion, Publish, QoS, decode};
+use fulmar_codec::{
+    ConnAckProperties, Connect, MqttString, Packet, ProtocolVersion, Publish, QoS, decode,
+};
 use fulmar_session::{Config, Event, Session};
 
 const BATCH: usize = 100;
@@ -45,23 +47,36 @@ fn pair(now: Instant) -> (Session, Session) {
     let mut connect = Connect::new(ProtocolVersion::V5, MqttString::from("bench"));
     connect.keep_alive = 0;
     client.connect(connect, now).unwrap();
-    server.handle_packet(client.poll_transmit().unwrap(), now).unwrap();
+    server
+        .handle_packet(client.poll_transmit().unwrap(), now)
+        .unwrap();
     assert!(matches!(server.poll_event(), Some(Event::Connect(_))));
-    server.accept(ConnAckProperties::default(), None, now).unwrap();
-    client.handle_packet(server.poll_transmit().unwrap(), now).unwrap();
+    server
+        .accept(ConnAckProperties::default(), None, now)
+        .unwrap();
+    client
+        .handle_packet(server.poll_transmit().unwrap(), now)
+        .unwrap();
     assert!(matches!(client.poll_event(), Some(Event::Connected(_))));
     (client, server)
 }
 
 /// Moves packets until both sessions are quiet; returns (delivered, completed).
-fn drive(client: &mut Session, server: &mut Session, now: Instant, wire: Option<&mut BytesMut>) -> (usize, usize) {
+fn drive(
+    client: &mut Session,
+    server: &mut Session,
+    now: Instant,
+    wire: Option<&mut BytesMut>,
+) -> (usize, usize) {
     let (mut delivered, mut completed) = (0, 0);
     let mut buf = wire;
     loop {
         let mut moved = false;
         while let Some(p) = client.poll_transmit() {
             moved = true;
-            server.handle_packet(carry(p, buf.as_deref_mut()), now).unwrap();
+            server
+                .handle_packet(carry(p, buf.as_deref_mut()), now)
+                .unwrap();
         }
         while let Some(e) = server.poll_event() {
             delivered += usize::from(matches!(e, Event::Message(_)));
@@ -69,7 +84,9 @@ fn drive(client: &mut Session, server: &mut Session, now: Instant, wire: Option<
         }
         while let Some(p) = server.poll_transmit() {
             moved = true;
-            client.handle_packet(carry(p, buf.as_deref_mut()), now).unwrap();
+            client
+                .handle_packet(carry(p, buf.as_deref_mut()), now)
+                .unwrap();
         }
         while let Some(e) = client.poll_event() {
             completed += usize::from(matches!(e, Event::PublishComplete { .. }));
@@ -99,7 +116,10 @@ fn round_trips(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     let payload = Bytes::from_static(&[7; 16]);
     for (name, qos) in [("qos1", QoS::AtLeastOnce), ("qos2", QoS::ExactlyOnce)] {
-        let mut message = Publish::new(MqttString::from("sensors/room-1/temperature"), payload.clone());
+        let mut message = Publish::new(
+            MqttString::from("sensors/room-1/temperature"),
+            payload.clone(),
+        );
         message.qos = qos;
         for through_codec in [false, true] {
             let id = format!("{name}/{}", if through_codec { "wire" } else { "packets" });
