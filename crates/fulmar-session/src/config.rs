@@ -21,7 +21,10 @@ pub struct Config {
     /// or no connection). `publish` fails with
     /// [`LimitExceeded::PendingQueueFull`](crate::LimitExceeded::PendingQueueFull) beyond it.
     pub max_pending: usize,
-    /// Client: SUBSCRIBE/UNSUBSCRIBE requests awaiting their acknowledgement.
+    /// SUBSCRIBE/UNSUBSCRIBE requests awaiting their acknowledgement: ours
+    /// (client; `subscribe` fails beyond it) or the peer's that the
+    /// application has not answered yet (server; a client sending more is
+    /// disconnected with 0x97 Quota exceeded).
     pub max_requests: usize,
     /// Topic Alias Maximum we announce (MQTT 5.0): aliases the peer may use towards us.
     pub topic_alias_maximum: u16,
