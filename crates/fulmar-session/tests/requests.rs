@@ -266,3 +266,54 @@ fn qos_and_retain_above_the_servers_limits() {
         ))]
     );
 }
+
+#[test]
+fn unanswered_requests_at_the_server_are_bounded() {
+    let now = t0();
+    let sub = |n| {
+        Packet::Subscribe(fulmar_codec::Subscribe::new(
+            id(n),
+            vec![(MqttString::from("a"), SubscriptionOptions::default())],
+        ))
+    };
+    let config = Config {
+        max_requests: 1,
+        ..Config::default()
+    };
+    let mut server = connected_server(
+        config.clone(),
+        connect_packet(ProtocolVersion::V5, "c", true),
+        now,
+    );
+    server.handle_packet(sub(1), now).unwrap();
+    assert!(matches!(
+        server.handle_packet(sub(2), now),
+        Err(Error::Limit(
+            fulmar_session::LimitExceeded::TooManyRequests(1)
+        ))
+    ));
+    assert_eq!(
+        drain(&mut server),
+        vec![Packet::Disconnect(Disconnect::new(
+            DisconnectReasonCode::QuotaExceeded
+        ))]
+    );
+
+    // The same identifier twice while the first is unanswered is a protocol error.
+    let mut server = connected_server(
+        Config::default(),
+        connect_packet(ProtocolVersion::V5, "c", true),
+        now,
+    );
+    server.handle_packet(sub(1), now).unwrap();
+    assert!(matches!(
+        server.handle_packet(sub(1), now),
+        Err(Error::Protocol(ProtocolViolation::PacketIdInUse(1)))
+    ));
+    assert_eq!(
+        drain(&mut server),
+        vec![Packet::Disconnect(Disconnect::new(
+            DisconnectReasonCode::ProtocolError
+        ))]
+    );
+}
