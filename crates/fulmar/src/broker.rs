@@ -1,19 +1,44 @@
 //! `fulmar broker`: runs a broker until SIGINT or SIGTERM.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
-use clap::Args;
+use clap::{ArgAction, Args};
 use fulmar_broker::Broker;
+
+use crate::acl::{Acl, AclAuthorizer};
+use crate::config::{Config, DEFAULT_CONFIG, ListenerConfig, Protocol};
+use crate::logging::{self, LogFormat};
+use crate::passwd::{FileAuthenticator, PasswordFile};
 
 /// Options of `fulmar broker`.
 #[derive(Debug, Args)]
 pub(crate) struct BrokerArgs {
-    /// TCP port to listen on (0 picks a free port).
-    #[arg(short, long, default_value_t = 1883)]
-    port: u16,
-    /// Address to listen on: an IP address (with --port) or ADDR:PORT. May be repeated.
-    #[arg(long = "bind", value_name = "ADDR", default_value = "127.0.0.1")]
+    /// Configuration file (TOML); see --print-default-config.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print a commented configuration file with the defaults, and exit.
+    #[arg(long)]
+    print_default_config: bool,
+    /// TCP port of the first listener (0 picks a free port); with --bind,
+    /// the port of every address given without one.
+    #[arg(short, long)]
+    port: Option<u16>,
+    /// Listen on this address instead of the configured listeners: an IP
+    /// address (with --port, default 1883) or ADDR:PORT. May be repeated.
+    #[arg(long = "bind", value_name = "ADDR")]
     bind: Vec<String>,
+    /// Directory for the broker's store, created if missing. Persistence is
+    /// not implemented yet: the in-memory store is used for now, so nothing
+    /// is written there and sessions do not survive a restart.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// More log output: -v debug, -vv trace (RUST_LOG takes precedence).
+    #[arg(short, long, action = ArgAction::Count)]
+    verbose: u8,
+    /// Log format (default: the configuration's, else text).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
 }
 
 /// `ADDR` with `port` unless it already names one.
@@ -25,12 +50,93 @@ fn listen_addr(addr: &str, port: u16) -> String {
     }
 }
 
+/// `ADDR:PORT` with its port replaced.
+fn with_port(bind: &str, port: u16) -> String {
+    if let Ok(addr) = bind.parse::<SocketAddr>() {
+        return SocketAddr::new(addr.ip(), port).to_string();
+    }
+    match bind.rsplit_once(':') {
+        Some((host, _)) => format!("{host}:{port}"),
+        None => format!("{bind}:{port}"),
+    }
+}
+
+/// The configuration after the command-line overrides.
+fn effective_config(args: &BrokerArgs) -> Result<Config, String> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if !args.bind.is_empty() {
+        let port = args.port.unwrap_or(1883);
+        config.listeners = args
+            .bind
+            .iter()
+            .map(|addr| ListenerConfig {
+                protocol: Protocol::Tcp,
+                bind: listen_addr(addr, port),
+                cert: None,
+                key: None,
+                path: None,
+            })
+            .collect();
+    } else if let (Some(port), Some(first)) = (args.port, config.listeners.first_mut()) {
+        first.bind = with_port(&first.bind, port);
+    }
+    if let Some(format) = args.log_format {
+        config.log.format = format;
+    }
+    match args.verbose {
+        0 => {}
+        1 => "debug".clone_into(&mut config.log.level),
+        _ => "trace".clone_into(&mut config.log.level),
+    }
+    config.check()?;
+    Ok(config)
+}
+
 /// Runs the broker until SIGINT or SIGTERM, then shuts it down gracefully.
 pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
-    let mut builder = Broker::builder();
-    for addr in &args.bind {
-        builder = builder.tcp_listener(listen_addr(addr, args.port));
+    if args.print_default_config {
+        print!("{DEFAULT_CONFIG}");
+        return Ok(());
     }
+    let config = effective_config(&args)?;
+    logging::init(&config.log.level, config.log.format)?;
+    if let Some(dir) = &args.data_dir {
+        std::fs::create_dir_all(dir).map_err(|e| format!("--data-dir {}: {e}", dir.display()))?;
+        tracing::warn!(
+            dir = %dir.display(),
+            "persistence is not implemented yet: the in-memory store is used"
+        );
+    }
+
+    let limits = config.limits.to_limits()?;
+    let mut builder = Broker::builder().limits(limits);
+    for listener in &config.listeners {
+        builder = builder.tcp_listener(listener.bind.clone());
+    }
+    let passwords = match &config.auth.password_file {
+        Some(path) => {
+            let file = PasswordFile::load(path)?;
+            tracing::info!(users = file.len(), file = %path.display(), "password file loaded");
+            Some(file)
+        }
+        None => None,
+    };
+    let allow_anonymous = config.auth.allow_anonymous.unwrap_or(passwords.is_none());
+    if passwords.is_some() || !allow_anonymous {
+        builder = builder.authenticator(FileAuthenticator {
+            passwords,
+            allow_anonymous,
+        });
+    }
+    if let Some(path) = &config.auth.acl_file {
+        let acl = Acl::load(path)?;
+        tracing::info!(file = %path.display(), "ACL file loaded");
+        builder = builder.authorizer(AclAuthorizer(acl));
+    }
+
     let broker = builder.start().await.map_err(|e| e.to_string())?;
     for addr in broker.local_addrs() {
         tracing::info!("listening on {addr}");
@@ -60,7 +166,7 @@ async fn wait_for_signal() -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::listen_addr;
+    use super::{listen_addr, with_port};
 
     #[test]
     fn bind_addresses_take_the_port_unless_they_have_one() {
@@ -68,5 +174,13 @@ mod tests {
         assert_eq!(listen_addr("::1", 1883), "[::1]:1883");
         assert_eq!(listen_addr("0.0.0.0:9000", 1883), "0.0.0.0:9000");
         assert_eq!(listen_addr("localhost", 1883), "localhost:1883");
+    }
+
+    #[test]
+    fn the_port_flag_replaces_the_port() {
+        assert_eq!(with_port("127.0.0.1:1883", 0), "127.0.0.1:0");
+        assert_eq!(with_port("[::1]:1883", 7), "[::1]:7");
+        assert_eq!(with_port("localhost:1883", 7), "localhost:7");
+        assert_eq!(with_port("localhost", 7), "localhost:7");
     }
 }

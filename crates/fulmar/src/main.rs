@@ -1,22 +1,25 @@
-//! The `fulmar` command: an MQTT 3.1.1 and 5.0 broker (`fulmar broker`).
+//! The `fulmar` command: an MQTT 3.1.1 and 5.0 broker (`fulmar broker`) and
+//! the clients `fulmar pub` and `fulmar sub`.
 //!
-//! Each subcommand lives in its own module; `main` parses the command line,
-//! sets up logging and runs the chosen subcommand.
+//! Each subcommand lives in its own module; `main` parses the command line
+//! and runs the chosen subcommand, which sets up its own logging (see
+//! [`logging`]).
 
 use std::process::ExitCode;
 
-use clap::{ArgAction, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use clap::{Parser, Subcommand};
 
+mod acl;
 mod broker;
+mod config;
+mod logging;
+mod passwd;
+mod pubsub;
 
 /// MQTT 3.1.1 and 5.0 tools.
 #[derive(Debug, Parser)]
 #[command(name = "fulmar", version, about)]
 struct Cli {
-    /// More log output: -v debug, -vv trace (RUST_LOG takes precedence).
-    #[arg(short, long, action = ArgAction::Count, global = true)]
-    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,21 +29,14 @@ struct Cli {
 enum Command {
     /// Run an MQTT broker (listens on 127.0.0.1:1883 by default).
     Broker(broker::BrokerArgs),
+    /// Publish messages (flags as mosquitto_pub).
+    Pub(pubsub::PubArgs),
+    /// Subscribe and print messages, one per line (flags as mosquitto_sub).
+    Sub(pubsub::SubArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = match cli.verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -51,6 +47,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Broker(args) => broker::run(args).await,
+            Command::Pub(args) => pubsub::run_pub(args).await,
+            Command::Sub(args) => pubsub::run_sub(args).await,
         }
     });
     match result {

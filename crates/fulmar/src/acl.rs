@@ -1,0 +1,387 @@
+//! Access control lists in mosquitto's `acl_file` format, and the authorizer
+//! using one.
+//!
+//! ```text
+//! # rules before the first `user` line apply to anonymous clients
+//! topic read public/#
+//! user alice
+//! topic readwrite alice/#
+//! topic deny alice/secret
+//! # patterns apply to every client; %c is the client id, %u the user name
+//! pattern write devices/%c/status
+//! ```
+//!
+//! Access is `read`, `write`, `readwrite` (the default) or `deny`. With an
+//! ACL file everything not granted is denied, and a `deny` rule wins over
+//! any grant. `write` is checked against the topic of each PUBLISH (and the
+//! will). `read` is checked when subscribing, since the broker has no
+//! per-delivery hook: the subscription's filter (without `$share/{group}/`)
+//! must lie within a granted filter, and no `deny` filter may overlap it
+//! (mosquitto would accept `a/#` and hold back `a/secret` at delivery; we
+//! refuse the subscription instead).
+
+use std::path::Path;
+
+use fulmar_broker::{Authorizer, ClientInfo};
+
+/// What a rule grants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+    ReadWrite,
+    Deny,
+}
+
+impl Access {
+    fn reads(self) -> bool {
+        matches!(self, Self::Read | Self::ReadWrite)
+    }
+
+    fn writes(self) -> bool {
+        matches!(self, Self::Write | Self::ReadWrite)
+    }
+}
+
+/// One `topic` or `pattern` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Rule {
+    access: Access,
+    filter: String,
+}
+
+/// A parsed ACL file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Acl {
+    /// `topic` rules before any `user` line.
+    anonymous: Vec<Rule>,
+    /// `topic` rules per user, in file order.
+    users: Vec<(String, Vec<Rule>)>,
+    /// `pattern` rules, for every client.
+    patterns: Vec<Rule>,
+}
+
+impl Acl {
+    /// Parses the text of an ACL file; errors name the line.
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let mut acl = Self::default();
+        let mut current: Option<usize> = None;
+        for (i, line) in text.lines().enumerate() {
+            let n = i + 1;
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (keyword, rest) = line.split_once([' ', '\t']).unwrap_or((line, ""));
+            let rest = rest.trim();
+            match keyword {
+                "user" => {
+                    if rest.is_empty() {
+                        return Err(format!("line {n}: `user` needs a user name"));
+                    }
+                    let index = match acl.users.iter().position(|(u, _)| u == rest) {
+                        Some(index) => index,
+                        None => {
+                            acl.users.push((rest.to_owned(), Vec::new()));
+                            acl.users.len() - 1
+                        }
+                    };
+                    current = Some(index);
+                }
+                "topic" | "pattern" => {
+                    let rule = parse_rule(rest).map_err(|e| format!("line {n}: {e}"))?;
+                    if keyword == "pattern" {
+                        acl.patterns.push(rule);
+                    } else if let Some((_, rules)) = current.and_then(|c| acl.users.get_mut(c)) {
+                        rules.push(rule);
+                    } else {
+                        acl.anonymous.push(rule);
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "line {n}: unknown keyword {other:?} (expected user, topic or pattern)"
+                    ));
+                }
+            }
+        }
+        Ok(acl)
+    }
+
+    /// Reads and parses the file at `path`.
+    pub(crate) fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("auth.acl_file = {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("auth.acl_file = {}: {e}", path.display()))
+    }
+
+    /// The rules that apply to a client, patterns substituted.
+    fn rules_for(&self, client_id: &str, username: Option<&str>) -> Vec<Rule> {
+        let own = match username {
+            None => Some(&self.anonymous),
+            Some(user) => self
+                .users
+                .iter()
+                .find(|(u, _)| u == user)
+                .map(|(_, rules)| rules),
+        };
+        let mut rules: Vec<Rule> = own.into_iter().flatten().cloned().collect();
+        for pattern in &self.patterns {
+            if let Some(filter) = substitute(&pattern.filter, client_id, username) {
+                rules.push(Rule {
+                    access: pattern.access,
+                    filter,
+                });
+            }
+        }
+        rules
+    }
+
+    /// May this client publish to `topic`?
+    pub(crate) fn may_write(&self, client_id: &str, username: Option<&str>, topic: &str) -> bool {
+        let rules = self.rules_for(client_id, username);
+        let matching = |r: &&Rule| filter_matches(&r.filter, topic);
+        !rules
+            .iter()
+            .filter(matching)
+            .any(|r| r.access == Access::Deny)
+            && rules.iter().filter(matching).any(|r| r.access.writes())
+    }
+
+    /// May this client subscribe to `filter` (`$share/{group}/` allowed)?
+    pub(crate) fn may_read(&self, client_id: &str, username: Option<&str>, filter: &str) -> bool {
+        let filter = strip_share(filter);
+        let rules = self.rules_for(client_id, username);
+        !rules
+            .iter()
+            .any(|r| r.access == Access::Deny && filters_overlap(&r.filter, filter))
+            && rules
+                .iter()
+                .any(|r| r.access.reads() && filter_covers(&r.filter, filter))
+    }
+}
+
+fn parse_rule(rest: &str) -> Result<Rule, String> {
+    let (first, after) = rest.split_once([' ', '\t']).unwrap_or((rest, ""));
+    let (access, filter) = match first {
+        "read" => (Access::Read, after.trim()),
+        "write" => (Access::Write, after.trim()),
+        "readwrite" => (Access::ReadWrite, after.trim()),
+        "deny" => (Access::Deny, after.trim()),
+        _ => (Access::ReadWrite, rest),
+    };
+    if filter.is_empty() {
+        return Err("a topic filter is missing".to_owned());
+    }
+    let probe = filter.replace("%c", "c").replace("%u", "u");
+    probe
+        .parse::<fulmar_topic::TopicFilter>()
+        .map_err(|e| format!("topic filter {filter:?}: {e}"))?;
+    Ok(Rule {
+        access,
+        filter: filter.to_owned(),
+    })
+}
+
+/// `%c` and `%u` replaced; `None` when a value is missing or could change
+/// the filter's structure (contains `/`, `+` or `#`), so the rule does not apply.
+fn substitute(pattern: &str, client_id: &str, username: Option<&str>) -> Option<String> {
+    let unsafe_value = |v: &str| v.contains(['/', '+', '#']);
+    let mut out = pattern.to_owned();
+    if out.contains("%c") {
+        if unsafe_value(client_id) {
+            return None;
+        }
+        out = out.replace("%c", client_id);
+    }
+    if out.contains("%u") {
+        let user = username.filter(|u| !unsafe_value(u))?;
+        out = out.replace("%u", user);
+    }
+    Some(out)
+}
+
+/// The filter part of a shared subscription `$share/{group}/{filter}`.
+fn strip_share(filter: &str) -> &str {
+    filter
+        .strip_prefix("$share/")
+        .and_then(|rest| rest.split_once('/'))
+        .map_or(filter, |(_, f)| f)
+}
+
+/// Whether a first-level wildcard would wrongly reach a `$` topic (spec 4.7.2).
+fn dollar_guard(filter: &str, other: &str) -> bool {
+    other.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#'))
+}
+
+/// Whether topic name `topic` matches `filter`.
+fn filter_matches(filter: &str, topic: &str) -> bool {
+    if dollar_guard(filter, topic) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether every topic that `inner` matches is matched by `outer`.
+fn filter_covers(outer: &str, inner: &str) -> bool {
+    if dollar_guard(outer, inner) {
+        return false;
+    }
+    let mut o = outer.split('/');
+    let mut i = inner.split('/');
+    loop {
+        match (o.next(), i.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(level)) if level != "#" => {}
+            (Some(a), Some(b)) if a == b && a != "+" && a != "#" => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether some topic name is matched by both filters.
+fn filters_overlap(a: &str, b: &str) -> bool {
+    if dollar_guard(a, b) || dollar_guard(b, a) {
+        return false;
+    }
+    let mut x = a.split('/');
+    let mut y = b.split('/');
+    loop {
+        match (x.next(), y.next()) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (Some("+"), Some(_)) | (Some(_), Some("+")) => {}
+            (Some(p), Some(q)) if p == q => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// The authorizer over an [`Acl`].
+#[derive(Debug)]
+pub(crate) struct AclAuthorizer(pub(crate) Acl);
+
+#[async_trait::async_trait]
+impl Authorizer for AclAuthorizer {
+    async fn authorize_publish(&self, client: &ClientInfo, topic: &str) -> bool {
+        let allowed = self
+            .0
+            .may_write(&client.client_id, client.username.as_deref(), topic);
+        if !allowed {
+            tracing::info!(client_id = %client.client_id, topic, "publish denied by the ACL");
+        }
+        allowed
+    }
+
+    async fn authorize_subscribe(&self, client: &ClientInfo, filter: &str) -> bool {
+        let allowed = self
+            .0
+            .may_read(&client.client_id, client.username.as_deref(), filter);
+        if !allowed {
+            tracing::info!(client_id = %client.client_id, filter, "subscription denied by the ACL");
+        }
+        allowed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "\
+# anonymous clients
+topic read public/#
+
+user alice
+topic readwrite alice/#
+topic deny alice/secret
+topic sensors/+/temp
+
+user bob
+topic write bob/out
+
+pattern readwrite devices/%c/#
+pattern read users/%u/inbox
+";
+
+    #[test]
+    fn users_get_their_own_rules_and_the_patterns() {
+        let acl = Acl::parse(FILE).unwrap();
+        let alice = Some("alice");
+        assert!(acl.may_write("c1", alice, "alice/x"));
+        assert!(!acl.may_write("c1", alice, "alice/secret"));
+        assert!(acl.may_write("c1", alice, "sensors/k/temp"));
+        assert!(!acl.may_write("c1", alice, "bob/out"));
+        assert!(acl.may_write("c1", Some("bob"), "bob/out"));
+        assert!(!acl.may_read("c1", Some("bob"), "bob/out"));
+        // Anonymous clients get the rules before the first `user` line.
+        assert!(acl.may_read("c1", None, "public/#"));
+        assert!(acl.may_read("c1", None, "public/+/x"));
+        assert!(!acl.may_write("c1", None, "public/x"));
+        assert!(!acl.may_read("c1", alice, "public/#"));
+        // Unknown users get the patterns only.
+        assert!(!acl.may_write("c1", Some("eve"), "alice/x"));
+    }
+
+    #[test]
+    fn patterns_substitute_client_id_and_user() {
+        let acl = Acl::parse(FILE).unwrap();
+        assert!(acl.may_write("dev7", None, "devices/dev7/status"));
+        assert!(!acl.may_write("dev7", None, "devices/dev8/status"));
+        assert!(acl.may_read("dev7", Some("eve"), "users/eve/inbox"));
+        assert!(!acl.may_read("dev7", Some("eve"), "users/bob/inbox"));
+        // No user name: a %u pattern does not apply; wildcards in ids are not substituted.
+        assert!(!acl.may_read("dev7", None, "users//inbox"));
+        assert!(!acl.may_write("#", None, "devices/x/status"));
+    }
+
+    #[test]
+    fn subscriptions_must_lie_within_a_grant_and_avoid_denials() {
+        let acl = Acl::parse(FILE).unwrap();
+        let alice = Some("alice");
+        assert!(acl.may_read("c", alice, "alice/+/x"));
+        assert!(acl.may_read("c", alice, "$share/g/alice/inbox"));
+        assert!(acl.may_read("c", alice, "sensors/+/temp"));
+        assert!(!acl.may_read("c", alice, "sensors/#"));
+        // alice/# overlaps the denied alice/secret.
+        assert!(!acl.may_read("c", alice, "alice/#"));
+        assert!(!acl.may_read("c", alice, "alice/secret"));
+    }
+
+    #[test]
+    fn filter_relations() {
+        assert!(filter_matches("a/+/c", "a/b/c"));
+        assert!(filter_matches("a/#", "a"));
+        assert!(!filter_matches("#", "$SYS/x"));
+        assert!(filter_covers("a/#", "a/+/b"));
+        assert!(filter_covers("+/b", "x/b"));
+        assert!(!filter_covers("a/+", "a/#"));
+        assert!(!filter_covers("a/b", "a/+"));
+        assert!(filters_overlap("a/+", "+/b"));
+        assert!(filters_overlap("a/#", "a"));
+        assert!(!filters_overlap("a/b", "a/c"));
+        assert_eq!(strip_share("$share/g/a/b"), "a/b");
+        assert_eq!(strip_share("a/b"), "a/b");
+    }
+
+    #[test]
+    fn bad_lines_are_refused_with_their_number() {
+        let e = Acl::parse("user alice\ntopc read a\n").unwrap_err();
+        assert!(e.starts_with("line 2"), "{e}");
+        let e = Acl::parse("\n\ntopic read a/#/b\n").unwrap_err();
+        assert!(e.starts_with("line 3"), "{e}");
+        let e = Acl::parse("topic read\n").unwrap_err();
+        assert!(e.contains("missing"), "{e}");
+    }
+}

@@ -1,0 +1,430 @@
+//! The `fulmar broker` configuration file (TOML) and its defaults.
+
+use std::num::{NonZeroU16, NonZeroU32};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::logging::LogFormat;
+
+/// The whole configuration file. Every section and key is optional; a key
+/// that is not known is an error (so a typo is not silently ignored).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Config {
+    /// `[[listener]]` tables, in order.
+    #[serde(rename = "listener")]
+    pub(crate) listeners: Vec<ListenerConfig>,
+    /// `[limits]`.
+    pub(crate) limits: LimitsConfig,
+    /// `[auth]`.
+    pub(crate) auth: AuthConfig,
+    /// `[log]`.
+    pub(crate) log: LogConfig,
+    /// `[sys]`.
+    pub(crate) sys: SysConfig,
+    /// `[metrics]`.
+    pub(crate) metrics: MetricsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listeners: vec![ListenerConfig {
+                protocol: Protocol::Tcp,
+                bind: "127.0.0.1:1883".to_owned(),
+                cert: None,
+                key: None,
+                path: None,
+            }],
+            limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+            sys: SysConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+/// The transport of a listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Protocol {
+    /// MQTT over TCP.
+    Tcp,
+    /// MQTT over TLS.
+    Tls,
+    /// MQTT over WebSocket.
+    Ws,
+    /// MQTT over WebSocket over TLS.
+    Wss,
+}
+
+impl Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Ws => "ws",
+            Self::Wss => "wss",
+        }
+    }
+
+    fn needs_certificate(self) -> bool {
+        matches!(self, Self::Tls | Self::Wss)
+    }
+}
+
+/// One `[[listener]]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListenerConfig {
+    /// `tcp`, `tls`, `ws` or `wss`.
+    #[serde(default = "default_protocol")]
+    pub(crate) protocol: Protocol,
+    /// `ADDR:PORT`.
+    pub(crate) bind: String,
+    /// Certificate chain (PEM), for `tls` and `wss`.
+    pub(crate) cert: Option<PathBuf>,
+    /// Private key (PEM), for `tls` and `wss`.
+    pub(crate) key: Option<PathBuf>,
+    /// HTTP path, for `ws` and `wss`.
+    pub(crate) path: Option<String>,
+}
+
+fn default_protocol() -> Protocol {
+    Protocol::Tcp
+}
+
+/// `[limits]`: the broker's [`fulmar_broker::Limits`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LimitsConfig {
+    pub(crate) max_connections: usize,
+    pub(crate) max_packet_size: NonZeroU32,
+    pub(crate) max_subscriptions_per_client: usize,
+    pub(crate) max_queued_messages: usize,
+    pub(crate) connect_timeout_secs: u64,
+    pub(crate) receive_maximum: NonZeroU16,
+    pub(crate) topic_alias_maximum: u16,
+    pub(crate) maximum_qos: u8,
+    pub(crate) max_session_expiry_secs: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let limits = fulmar_broker::Limits::default();
+        Self {
+            max_connections: limits.max_connections,
+            max_packet_size: limits.max_packet_size,
+            max_subscriptions_per_client: limits.max_subscriptions_per_client,
+            max_queued_messages: limits.max_queued_messages,
+            connect_timeout_secs: limits.connect_timeout.as_secs(),
+            receive_maximum: limits.receive_maximum,
+            topic_alias_maximum: limits.topic_alias_maximum,
+            maximum_qos: u8::from(limits.maximum_qos),
+            max_session_expiry_secs: limits.max_session_expiry,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The broker limits.
+    pub(crate) fn to_limits(&self) -> Result<fulmar_broker::Limits, String> {
+        let mut limits = fulmar_broker::Limits::default();
+        limits.max_connections = self.max_connections;
+        limits.max_packet_size = self.max_packet_size;
+        limits.max_subscriptions_per_client = self.max_subscriptions_per_client;
+        limits.max_queued_messages = self.max_queued_messages;
+        limits.connect_timeout = std::time::Duration::from_secs(self.connect_timeout_secs);
+        limits.receive_maximum = self.receive_maximum;
+        limits.topic_alias_maximum = self.topic_alias_maximum;
+        limits.maximum_qos = fulmar_codec::QoS::try_from(self.maximum_qos).map_err(|_| {
+            format!(
+                "limits.maximum_qos = {}: must be 0, 1 or 2",
+                self.maximum_qos
+            )
+        })?;
+        limits.max_session_expiry = self.max_session_expiry_secs;
+        Ok(limits)
+    }
+}
+
+/// `[auth]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AuthConfig {
+    /// A mosquitto_passwd file.
+    pub(crate) password_file: Option<PathBuf>,
+    /// A mosquitto acl_file.
+    pub(crate) acl_file: Option<PathBuf>,
+    /// Whether clients without a user name are accepted (default: yes without
+    /// a password file, no with one).
+    pub(crate) allow_anonymous: Option<bool>,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LogConfig {
+    /// A tracing filter: `error`, `warn`, `info`, `debug`, `trace`, or per target.
+    pub(crate) level: String,
+    /// `text` or `json`.
+    pub(crate) format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// `[sys]`: the `$SYS/` topics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct SysConfig {
+    /// Seconds between `$SYS` updates; 0 turns them off.
+    pub(crate) interval_secs: u64,
+}
+
+/// `[metrics]`: Prometheus metrics over HTTP.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MetricsConfig {
+    /// `ADDR:PORT` of the HTTP listener serving `/metrics`; none by default.
+    pub(crate) bind: Option<String>,
+}
+
+/// The commented default configuration, as `--print-default-config` prints
+/// it. It parses back to [`Config::default`] (tested).
+pub(crate) const DEFAULT_CONFIG: &str = r#"# fulmar broker configuration (TOML). Every key is optional; the values
+# below are the defaults. Unknown keys are an error.
+
+# One [[listener]] table per socket. protocol: "tcp", "tls", "ws" or "wss"
+# (fulmar-broker serves "tcp" only for now: the others are refused at start).
+# `fulmar broker -p PORT` overrides the port of the first listener.
+[[listener]]
+protocol = "tcp"
+bind = "127.0.0.1:1883"
+# cert = "server.pem"   # tls / wss: certificate chain (PEM)
+# key = "server.key"    # tls / wss: private key (PEM)
+# path = "/mqtt"        # ws / wss: HTTP path
+
+[limits]
+# Open network connections at once.
+max_connections = 10000
+# Largest packet accepted from a client, in bytes.
+max_packet_size = 1048576
+# Subscriptions one client may hold.
+max_subscriptions_per_client = 1024
+# Messages queued for one session (offline or not yet sent); more are dropped.
+max_queued_messages = 1000
+# Seconds a client has to send CONNECT.
+connect_timeout_secs = 10
+# Receive Maximum announced to and enforced for clients.
+receive_maximum = 64
+# Topic Alias Maximum announced to MQTT 5.0 clients.
+topic_alias_maximum = 16
+# Highest QoS granted: 0, 1 or 2.
+maximum_qos = 2
+# Longest Session Expiry Interval granted, in seconds (4294967295: never expires).
+max_session_expiry_secs = 4294967295
+
+[auth]
+# A mosquitto_passwd file (user:$7$... PBKDF2-SHA512, or $6$ SHA-512 lines).
+# Relative paths are relative to this file.
+# password_file = "passwd"
+# A mosquitto acl_file: `user NAME`, `topic [read|write|readwrite|deny] FILTER`,
+# `pattern [read|write|readwrite|deny] FILTER` with %c (client id) and %u (user).
+# acl_file = "acl"
+# Clients without a user name: accepted by default without a password file,
+# refused by default with one.
+# allow_anonymous = true
+
+[log]
+# error, warn, info, debug, trace, or a tracing filter such as
+# "fulmar_broker=debug,info". RUST_LOG and -v take precedence.
+level = "info"
+# "text" or "json" (--log-format takes precedence).
+format = "text"
+
+[sys]
+# Seconds between $SYS/ topic updates; 0 turns them off (only 0 is
+# supported for now).
+interval_secs = 0
+
+[metrics]
+# Prometheus metrics over HTTP at /metrics (not supported yet).
+# bind = "127.0.0.1:9100"
+"#;
+
+impl Config {
+    /// Parses a configuration; relative file paths are taken relative to `base`.
+    pub(crate) fn parse(text: &str, base: &Path) -> Result<Self, String> {
+        let mut config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        for path in [&mut config.auth.password_file, &mut config.auth.acl_file]
+            .into_iter()
+            .flatten()
+        {
+            *path = base.join(&*path);
+        }
+        for listener in &mut config.listeners {
+            for path in [&mut listener.cert, &mut listener.key]
+                .into_iter()
+                .flatten()
+            {
+                *path = base.join(&*path);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Reads and parses the file at `path`.
+    pub(crate) fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the configuration {}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base)
+            .map_err(|e| format!("bad configuration {}: {}", path.display(), e.trim_end()))
+    }
+
+    /// Checks what the broker cannot do or what is missing, with the key at
+    /// fault in the message: certificates of TLS listeners, settings that
+    /// fulmar-broker does not support yet.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.listeners.is_empty() {
+            return Err("no [[listener]]: the broker would accept no connection".to_owned());
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            let n = i + 1;
+            let protocol = listener.protocol;
+            if protocol.needs_certificate() {
+                for (key, file) in [("cert", &listener.cert), ("key", &listener.key)] {
+                    let Some(file) = file else {
+                        return Err(format!(
+                            "listener {n} ({}): protocol = \"{}\" needs `{key}`",
+                            listener.bind,
+                            protocol.name()
+                        ));
+                    };
+                    if let Err(e) = std::fs::metadata(file) {
+                        return Err(format!(
+                            "listener {n} ({}): {key} = {}: {e}",
+                            listener.bind,
+                            file.display()
+                        ));
+                    }
+                }
+            } else if listener.cert.is_some() || listener.key.is_some() {
+                return Err(format!(
+                    "listener {n} ({}): `cert` and `key` need protocol \"tls\" or \"wss\"",
+                    listener.bind
+                ));
+            }
+            if listener.path.is_some() && !matches!(protocol, Protocol::Ws | Protocol::Wss) {
+                return Err(format!(
+                    "listener {n} ({}): `path` needs protocol \"ws\" or \"wss\"",
+                    listener.bind
+                ));
+            }
+            if protocol != Protocol::Tcp {
+                return Err(format!(
+                    "listener {n} ({}): protocol = \"{}\" is not supported yet \
+                     (fulmar-broker serves plain TCP only)",
+                    listener.bind,
+                    protocol.name()
+                ));
+            }
+        }
+        self.limits.to_limits()?;
+        if self.sys.interval_secs != 0 {
+            return Err(format!(
+                "sys.interval_secs = {}: $SYS topics are not supported yet (use 0)",
+                self.sys.interval_secs
+            ));
+        }
+        if let Some(bind) = &self.metrics.bind {
+            return Err(format!(
+                "metrics.bind = {bind:?}: Prometheus metrics are not supported yet"
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_printed_default_parses_back_to_the_defaults() {
+        let parsed = Config::parse(DEFAULT_CONFIG, Path::new("/etc/fulmar")).unwrap();
+        assert_eq!(parsed, Config::default());
+        parsed.check().unwrap();
+    }
+
+    #[test]
+    fn limits_map_onto_the_broker_limits() {
+        let defaults = LimitsConfig::default().to_limits().unwrap();
+        assert_eq!(defaults, fulmar_broker::Limits::default());
+        let c = Config::parse(
+            "[limits]\nmax_connections = 5\nmaximum_qos = 1\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let limits = c.limits.to_limits().unwrap();
+        assert_eq!(limits.max_connections, 5);
+        assert_eq!(limits.maximum_qos, fulmar_codec::QoS::AtLeastOnce);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_line() {
+        let e = Config::parse("[limits]\nmax_conections = 5\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+        assert!(e.contains("max_conections"), "{e}");
+        let e = Config::parse("[limits]\n\nreceive_maximum = 0\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("line 3"), "{e}");
+        let c = Config::parse("[limits]\nmaximum_qos = 3\n", Path::new(".")).unwrap();
+        assert!(c.check().unwrap_err().contains("limits.maximum_qos"));
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_file() {
+        let c = Config::parse(
+            "[auth]\npassword_file = \"pw\"\nacl_file = \"/abs/acl\"\n",
+            Path::new("/etc/fulmar"),
+        )
+        .unwrap();
+        assert_eq!(c.auth.password_file, Some(PathBuf::from("/etc/fulmar/pw")));
+        assert_eq!(c.auth.acl_file, Some(PathBuf::from("/abs/acl")));
+    }
+
+    #[test]
+    fn unsupported_settings_and_missing_certificates_are_refused() {
+        let tls = "[[listener]]\nprotocol = \"tls\"\nbind = \"127.0.0.1:8883\"\n";
+        let e = Config::parse(tls, Path::new("."))
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(e.contains("needs `cert`"), "{e}");
+        let missing = format!("{tls}cert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n");
+        let e = Config::parse(&missing, Path::new("."))
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(e.contains("cert = /nonexistent/c.pem"), "{e}");
+        let ws = "[[listener]]\nprotocol = \"ws\"\nbind = \"127.0.0.1:8080\"\n";
+        let e = Config::parse(ws, Path::new("."))
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(e.contains("not supported yet"), "{e}");
+        let sys = Config::parse("[sys]\ninterval_secs = 10\n", Path::new(".")).unwrap();
+        assert!(sys.check().unwrap_err().contains("sys.interval_secs"));
+        let metrics = Config::parse("[metrics]\nbind = \"127.0.0.1:0\"\n", Path::new(".")).unwrap();
+        assert!(metrics.check().unwrap_err().contains("metrics.bind"));
+    }
+}

@@ -1,0 +1,252 @@
+//! Password files in mosquitto_passwd's format, and the authenticator using one.
+//!
+//! Each line is `user:$7$ITERATIONS$SALT$HASH` (PBKDF2-HMAC-SHA512, what
+//! mosquitto 2 writes) or `user:$6$SALT$HASH` (one SHA-512 of password and
+//! salt, mosquitto 1.x); salt and hash in standard base64. Empty lines and
+//! lines starting with `#` are ignored.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use fulmar_broker::{AuthDecision, Authenticator, ConnectInfo};
+use fulmar_codec::ConnectReasonCode;
+
+/// A stored password hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Hash {
+    /// `$7$`: PBKDF2-HMAC-SHA512.
+    Pbkdf2Sha512 {
+        iterations: NonZeroU32,
+        salt: Vec<u8>,
+        hash: Vec<u8>,
+    },
+    /// `$6$`: SHA-512 of the password followed by the salt.
+    Sha512 { salt: Vec<u8>, hash: Vec<u8> },
+}
+
+impl Hash {
+    fn parse(text: &str) -> Result<Self, String> {
+        let decode = |what: &str, b64: &str| {
+            STANDARD
+                .decode(b64)
+                .map_err(|e| format!("{what} is not base64: {e}"))
+        };
+        let parts: Vec<&str> = text.split('$').collect();
+        match parts.as_slice() {
+            ["", "7", iterations, salt, hash] => {
+                let iterations = iterations
+                    .parse::<NonZeroU32>()
+                    .map_err(|e| format!("iteration count {iterations:?}: {e}"))?;
+                Ok(Self::Pbkdf2Sha512 {
+                    iterations,
+                    salt: decode("salt", salt)?,
+                    hash: decode("hash", hash)?,
+                })
+            }
+            ["", "6", salt, hash] => Ok(Self::Sha512 {
+                salt: decode("salt", salt)?,
+                hash: decode("hash", hash)?,
+            }),
+            _ => Err(
+                "not a mosquitto_passwd hash ($7$ or $6$); plain-text passwords \
+                 are not accepted (hash the file with `mosquitto_passwd -U`)"
+                    .to_owned(),
+            ),
+        }
+    }
+
+    fn verify(&self, password: &[u8]) -> bool {
+        match self {
+            Self::Pbkdf2Sha512 {
+                iterations,
+                salt,
+                hash,
+            } => ring::pbkdf2::verify(
+                ring::pbkdf2::PBKDF2_HMAC_SHA512,
+                *iterations,
+                salt,
+                password,
+                hash,
+            )
+            .is_ok(),
+            Self::Sha512 { salt, hash } => {
+                let mut ctx = ring::digest::Context::new(&ring::digest::SHA512);
+                ctx.update(password);
+                ctx.update(salt);
+                constant_time_eq(ctx.finish().as_ref(), hash)
+            }
+        }
+    }
+}
+
+/// Compares without an early exit on the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The users of a password file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PasswordFile {
+    users: HashMap<String, Hash>,
+}
+
+impl PasswordFile {
+    /// Parses the text of a password file; errors name the line.
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let mut users = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let n = i + 1;
+            let Some((user, hash)) = line.split_once(':') else {
+                return Err(format!("line {n}: expected `user:hash`"));
+            };
+            let hash = Hash::parse(hash).map_err(|e| format!("line {n} (user {user:?}): {e}"))?;
+            if users.insert(user.to_owned(), hash).is_some() {
+                return Err(format!("line {n}: user {user:?} appears twice"));
+            }
+        }
+        Ok(Self { users })
+    }
+
+    /// Reads and parses the file at `path`.
+    pub(crate) fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("auth.password_file = {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("auth.password_file = {}: {e}", path.display()))
+    }
+
+    /// Whether `user` exists and `password` is theirs.
+    pub(crate) fn verify(&self, user: &str, password: &[u8]) -> bool {
+        self.users.get(user).is_some_and(|h| h.verify(password))
+    }
+
+    /// How many users the file holds.
+    pub(crate) fn len(&self) -> usize {
+        self.users.len()
+    }
+}
+
+/// Accepts a CONNECT by the password file and the anonymous policy.
+#[derive(Debug)]
+pub(crate) struct FileAuthenticator {
+    /// The users, if a password file is configured.
+    pub(crate) passwords: Option<PasswordFile>,
+    /// Whether a CONNECT without a user name is accepted.
+    pub(crate) allow_anonymous: bool,
+}
+
+impl FileAuthenticator {
+    fn decide(&self, username: Option<&str>, password: Option<&[u8]>) -> AuthDecision {
+        match (username, &self.passwords) {
+            (None, _) if self.allow_anonymous => AuthDecision::Allow,
+            (None, _) => AuthDecision::Reject(ConnectReasonCode::NotAuthorized),
+            (Some(_), None) => AuthDecision::Allow,
+            (Some(user), Some(file)) => {
+                if file.verify(user, password.unwrap_or_default()) {
+                    AuthDecision::Allow
+                } else {
+                    AuthDecision::Reject(ConnectReasonCode::BadUserNameOrPassword)
+                }
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Authenticator for FileAuthenticator {
+    async fn authenticate(&self, connect: &ConnectInfo) -> AuthDecision {
+        let decision = self.decide(connect.username.as_deref(), connect.password.as_deref());
+        if decision != AuthDecision::Allow {
+            tracing::info!(
+                client_id = %connect.client_id,
+                username = ?connect.username,
+                remote = ?connect.remote_addr,
+                "connection refused: not authorized"
+            );
+        }
+        decision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Written by mosquitto_passwd 2.0.11 for alice / secret.
+    const ALICE: &str = "alice:$7$101$1Q1dew08D//GHKYI$rT986A/hzl9tWri62d4sk6HRwH258BtrEJMz+2PHsgFj9yz3KLjUSMQMIeM/AkoueiSjjnN/ZvKLX/zDmYzY7g==";
+
+    #[test]
+    fn mosquitto_pbkdf2_hashes_verify() {
+        let file = PasswordFile::parse(&format!("# users\n\n{ALICE}\n")).unwrap();
+        assert_eq!(file.len(), 1);
+        assert!(file.verify("alice", b"secret"));
+        assert!(!file.verify("alice", b"Secret"));
+        assert!(!file.verify("alice", b""));
+        assert!(!file.verify("bob", b"secret"));
+    }
+
+    #[test]
+    fn sha512_hashes_verify() {
+        let salt = b"0123456789ab";
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA512);
+        ctx.update(b"pw");
+        ctx.update(salt);
+        let line = format!(
+            "bob:$6${}${}",
+            STANDARD.encode(salt),
+            STANDARD.encode(ctx.finish())
+        );
+        let file = PasswordFile::parse(&line).unwrap();
+        assert!(file.verify("bob", b"pw"));
+        assert!(!file.verify("bob", b"pW"));
+    }
+
+    #[test]
+    fn bad_lines_are_refused_with_their_number() {
+        let e = PasswordFile::parse("# c\nalice:secret\n").unwrap_err();
+        assert!(e.starts_with("line 2"), "{e}");
+        let e = PasswordFile::parse("\nnocolon\n").unwrap_err();
+        assert!(e.starts_with("line 2"), "{e}");
+        let e = PasswordFile::parse("a:$7$0$AAAA$AAAA\n").unwrap_err();
+        assert!(e.contains("iteration"), "{e}");
+        let e = PasswordFile::parse(&format!("{ALICE}\n{ALICE}\n")).unwrap_err();
+        assert!(e.contains("twice"), "{e}");
+    }
+
+    // MQTT-3.1.4-2: the server may refuse a CONNECT that fails authentication
+    #[test]
+    fn the_authenticator_checks_users_and_anonymous_clients() {
+        let auth = FileAuthenticator {
+            passwords: Some(PasswordFile::parse(ALICE).unwrap()),
+            allow_anonymous: false,
+        };
+        assert_eq!(
+            auth.decide(Some("alice"), Some(b"secret")),
+            AuthDecision::Allow
+        );
+        assert_eq!(
+            auth.decide(Some("alice"), Some(b"nope")),
+            AuthDecision::Reject(ConnectReasonCode::BadUserNameOrPassword)
+        );
+        assert_eq!(
+            auth.decide(Some("alice"), None),
+            AuthDecision::Reject(ConnectReasonCode::BadUserNameOrPassword)
+        );
+        assert_eq!(
+            auth.decide(None, None),
+            AuthDecision::Reject(ConnectReasonCode::NotAuthorized)
+        );
+        let open = FileAuthenticator {
+            passwords: None,
+            allow_anonymous: true,
+        };
+        assert_eq!(open.decide(None, None), AuthDecision::Allow);
+        assert_eq!(open.decide(Some("x"), None), AuthDecision::Allow);
+    }
+}

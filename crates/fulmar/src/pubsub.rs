@@ -1,0 +1,551 @@
+//! `fulmar pub` and `fulmar sub`: command-line clients with mosquitto_pub /
+//! mosquitto_sub's flags, and output made for pipes (one payload per line).
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{ArgAction, Args};
+use fulmar_client::{
+    Client, ConnectOptions, ProtocolVersion, PublishProperties, QoS, Reconnect,
+    SubscribeProperties, SubscriptionOptions, TlsOptions, Transport,
+};
+use fulmar_codec::MqttString;
+use futures::StreamExt;
+
+use crate::logging::{self, LogFormat};
+
+/// Connection options shared by `pub` and `sub`.
+#[derive(Debug, Args)]
+pub(crate) struct ConnArgs {
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    help: Option<bool>,
+    /// Broker host.
+    #[arg(short = 'h', long, default_value = "localhost")]
+    host: String,
+    /// Broker port (default 1883, or 8883 with TLS).
+    #[arg(short, long)]
+    port: Option<u16>,
+    /// Client identifier (default: assigned by the broker).
+    #[arg(short = 'i', long = "id", value_name = "ID")]
+    id: Option<String>,
+    /// User name.
+    #[arg(short, long)]
+    username: Option<String>,
+    /// Password.
+    #[arg(short = 'P', long)]
+    pw: Option<String>,
+    /// MQTT version: 5 (mqttv5) or 311 (mqttv311).
+    #[arg(short = 'V', long = "protocol-version", value_name = "VERSION", default_value = "5", value_parser = parse_version)]
+    version: ProtocolVersion,
+    /// Keep alive in seconds.
+    #[arg(short, long, value_name = "SECONDS", default_value_t = 60)]
+    keepalive: u16,
+    /// Disable clean session / clean start: resume the broker's session for
+    /// this client id (needs -i; under MQTT 5.0 the session never expires
+    /// unless -x is given).
+    #[arg(short = 'c', long = "disable-clean-session", requires = "id")]
+    no_clean: bool,
+    /// Session Expiry Interval in seconds (MQTT 5.0).
+    #[arg(short = 'x', long = "session-expiry-interval", value_name = "SECONDS")]
+    session_expiry: Option<u32>,
+    /// Trust this CA certificate (PEM) and connect over TLS.
+    #[arg(long, value_name = "FILE")]
+    cafile: Option<PathBuf>,
+    /// Client certificate (PEM) for TLS; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// MQTT 5.0 property, as mosquitto: `-D COMMAND user-property KEY VALUE`
+    /// (COMMAND: connect, or publish for pub / subscribe for sub).
+    /// May be repeated; only user-property is supported.
+    #[arg(short = 'D', long = "property", num_args = 4, action = ArgAction::Append,
+          value_names = ["COMMAND", "IDENTIFIER", "KEY", "VALUE"])]
+    property: Vec<String>,
+    /// MQTT 5.0 user property of the PUBLISH (pub) or the SUBSCRIBE (sub). May be repeated.
+    #[arg(long = "user-property", num_args = 2, action = ArgAction::Append,
+          value_names = ["KEY", "VALUE"])]
+    user_property: Vec<String>,
+    /// Print connection and subscription events, and debug logs, to stderr.
+    #[arg(short, long)]
+    debug: bool,
+}
+
+fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
+    match s {
+        "5" | "mqttv5" => Ok(ProtocolVersion::V5),
+        "311" | "mqttv311" => Ok(ProtocolVersion::V311),
+        "31" | "mqttv31" => Err("MQTT 3.1 is not supported: use 311 or 5".to_owned()),
+        other => Err(format!("unknown MQTT version {other:?}: use 311 or 5")),
+    }
+}
+
+fn parse_qos(s: &str) -> Result<QoS, String> {
+    s.parse::<u8>()
+        .ok()
+        .and_then(|q| QoS::try_from(q).ok())
+        .ok_or_else(|| format!("QoS {s:?}: must be 0, 1 or 2"))
+}
+
+fn mqtt_string(s: &str) -> Result<MqttString, String> {
+    MqttString::try_new(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// User properties for the CONNECT and for the PUBLISH / SUBSCRIBE (`command`).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Properties {
+    connect: Vec<(String, String)>,
+    packet: Vec<(String, String)>,
+}
+
+impl ConnArgs {
+    fn properties(&self, command: &str) -> Result<Properties, String> {
+        let mut props = Properties::default();
+        for chunk in self.property.chunks_exact(4) {
+            let [cmd, ident, key, value] = chunk else {
+                continue;
+            };
+            if ident != "user-property" {
+                return Err(format!("-D {cmd} {ident}: only user-property is supported"));
+            }
+            let pair = (key.clone(), value.clone());
+            match cmd.as_str() {
+                "connect" => props.connect.push(pair),
+                c if c == command => props.packet.push(pair),
+                other => {
+                    return Err(format!(
+                        "-D {other}: the command must be connect or {command}"
+                    ));
+                }
+            }
+        }
+        for chunk in self.user_property.chunks_exact(2) {
+            if let [key, value] = chunk {
+                props.packet.push((key.clone(), value.clone()));
+            }
+        }
+        if self.version == ProtocolVersion::V311
+            && (!props.connect.is_empty() || !props.packet.is_empty())
+        {
+            return Err("user properties need MQTT 5.0 (-V 5)".to_owned());
+        }
+        Ok(props)
+    }
+
+    fn options(&self, connect_properties: &[(String, String)]) -> Result<ConnectOptions, String> {
+        let tls = self.cafile.is_some() || self.cert.is_some();
+        let port = self.port.unwrap_or(if tls { 8883 } else { 1883 });
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        let mut options = ConnectOptions::new(self.host.clone(), port)
+            .protocol_version(self.version)
+            .keep_alive(Duration::from_secs(u64::from(self.keepalive)))
+            .clean_start(!self.no_clean)
+            .reconnect(Reconnect::disabled());
+        if tls {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &self.cafile {
+                tls = tls
+                    .without_system_roots()
+                    .ca_pem(&read(ca)?)
+                    .map_err(|e| format!("--cafile {}: {e}", ca.display()))?;
+            }
+            if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+                tls = tls
+                    .client_auth_pem(&read(cert)?, &read(key)?)
+                    .map_err(|e| format!("--cert/--key: {e}"))?;
+            }
+            options = options.transport(Transport::Tls(tls));
+        }
+        if let Some(id) = &self.id {
+            options = options.client_id(id.clone());
+        }
+        match (&self.username, &self.pw) {
+            (Some(user), Some(pw)) => options = options.credentials(user.clone(), pw.clone()),
+            (Some(user), None) => options = options.username(user.clone()),
+            (None, Some(_)) => return Err("-P needs -u".to_owned()),
+            (None, None) => {}
+        }
+        match (self.session_expiry, self.version) {
+            (Some(_), ProtocolVersion::V311) => {
+                return Err("-x needs MQTT 5.0 (-V 5)".to_owned());
+            }
+            (Some(seconds), _) => options = options.session_expiry_interval(seconds),
+            (None, ProtocolVersion::V5) if self.no_clean => {
+                options = options.session_expiry_interval(u32::MAX);
+            }
+            (None, _) => {}
+        }
+        for (key, value) in connect_properties {
+            options = options.user_property(key.clone(), value.clone());
+        }
+        Ok(options)
+    }
+
+    async fn connect(&self, connect_properties: &[(String, String)]) -> Result<Client, String> {
+        logging::init(if self.debug { "debug" } else { "warn" }, LogFormat::Text)?;
+        let options = self.options(connect_properties)?;
+        let (host, port) = options.address();
+        let target = format!("{host}:{port}");
+        let (client, connack) = Client::connect(options)
+            .await
+            .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+        if self.debug {
+            eprintln!(
+                "connected to {target} (session present: {})",
+                connack.session_present
+            );
+        }
+        Ok(client)
+    }
+}
+
+/// Options of `fulmar pub`.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub(crate) struct PubArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Topic to publish to.
+    #[arg(short, long)]
+    topic: String,
+    /// Message payload.
+    #[arg(short, long, group = "source")]
+    message: Option<String>,
+    /// Send the contents of this file as the payload.
+    #[arg(short, long, value_name = "FILE", group = "source")]
+    file: Option<PathBuf>,
+    /// Send an empty payload (with -r: delete the retained message).
+    #[arg(short = 'n', long = "null-message", group = "source")]
+    null: bool,
+    /// Send each line of stdin as a message (empty lines are skipped).
+    #[arg(short = 'l', long = "stdin-line", group = "source")]
+    lines: bool,
+    /// Send all of stdin as one message.
+    #[arg(short = 's', long = "stdin-file", group = "source")]
+    stdin: bool,
+    /// QoS: 0, 1 or 2.
+    #[arg(short, long, default_value = "0", value_parser = parse_qos)]
+    qos: QoS,
+    /// Retain the message.
+    #[arg(short, long)]
+    retain: bool,
+}
+
+/// Where `fulmar pub` takes its payloads from.
+enum Source {
+    One(Bytes),
+    Lines,
+}
+
+impl PubArgs {
+    fn source(&self) -> Result<Source, String> {
+        if let Some(m) = &self.message {
+            return Ok(Source::One(Bytes::from(m.clone())));
+        }
+        if let Some(path) = &self.file {
+            return std::fs::read(path)
+                .map(|b| Source::One(b.into()))
+                .map_err(|e| format!("cannot read {}: {e}", path.display()));
+        }
+        if self.null {
+            return Ok(Source::One(Bytes::new()));
+        }
+        if self.lines {
+            return Ok(Source::Lines);
+        }
+        if self.stdin {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("cannot read stdin: {e}"))?;
+            return Ok(Source::One(buf.into()));
+        }
+        Err("nothing to publish: give one of -m, -f, -n, -l, -s".to_owned())
+    }
+}
+
+/// `fulmar pub`: connects, publishes, waits for each QoS flow, disconnects.
+pub(crate) async fn run_pub(args: PubArgs) -> Result<(), String> {
+    let props = args.conn.properties("publish")?;
+    let source = args.source()?;
+    args.topic
+        .parse::<fulmar_topic::TopicName>()
+        .map_err(|e| format!("-t {:?}: {e}", args.topic))?;
+    let mut properties = PublishProperties::default();
+    for (k, v) in &props.packet {
+        properties
+            .user_properties
+            .push((mqtt_string(k)?, mqtt_string(v)?));
+    }
+    let client = args.conn.connect(&props.connect).await?;
+    let publish = |payload: Bytes| {
+        let client = &client;
+        let properties = properties.clone();
+        let (topic, qos, retain) = (args.topic.clone(), args.qos, args.retain);
+        async move {
+            client
+                .publish(topic, payload)
+                .qos(qos)
+                .retain(retain)
+                .properties(properties)
+                .await
+                .map_err(|e| format!("publish failed: {e}"))
+        }
+    };
+    match source {
+        Source::One(payload) => {
+            publish(payload).await?;
+        }
+        Source::Lines => {
+            let stdin = tokio::io::stdin();
+            let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdin));
+            while let Some(line) = lines
+                .next_line()
+                .await
+                .map_err(|e| format!("cannot read stdin: {e}"))?
+            {
+                let line = line.trim_end_matches('\r');
+                if !line.is_empty() {
+                    publish(Bytes::from(line.to_owned())).await?;
+                }
+            }
+        }
+    }
+    if args.conn.debug {
+        eprintln!("published to {}", args.topic);
+    }
+    client
+        .disconnect()
+        .await
+        .map_err(|e| format!("disconnect failed: {e}"))
+}
+
+/// Options of `fulmar sub`.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub(crate) struct SubArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Topic filter to subscribe to. May be repeated.
+    #[arg(short, long = "topic", required = true)]
+    topic: Vec<String>,
+    /// Maximum QoS of the subscriptions: 0, 1 or 2.
+    #[arg(short, long, default_value = "0", value_parser = parse_qos)]
+    qos: QoS,
+    /// Print the topic before each payload: `topic payload`.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Exit after receiving this many messages.
+    #[arg(short = 'C', long, value_name = "COUNT")]
+    count: Option<u64>,
+    /// Exit with an error after this many seconds.
+    #[arg(short = 'W', long, value_name = "SECONDS")]
+    timeout: Option<u64>,
+    /// Do not print retained messages (sent because they were stored).
+    #[arg(short = 'R', long = "no-retained")]
+    no_retained: bool,
+    /// Do not add a newline after each payload.
+    #[arg(short = 'N', long = "no-newline")]
+    no_newline: bool,
+}
+
+/// `fulmar sub`: subscribes and prints every message until -C or -W.
+pub(crate) async fn run_sub(args: SubArgs) -> Result<(), String> {
+    let props = args.conn.properties("subscribe")?;
+    let mut properties = SubscribeProperties::default();
+    for (k, v) in &props.packet {
+        properties
+            .user_properties
+            .push((mqtt_string(k)?, mqtt_string(v)?));
+    }
+    let deadline = args
+        .timeout
+        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    let client = args.conn.connect(&props.connect).await?;
+    let filters: Vec<(String, SubscriptionOptions)> = args
+        .topic
+        .iter()
+        .map(|t| (t.clone(), SubscriptionOptions::new(args.qos)))
+        .collect();
+    let mut stream = client
+        .subscribe_with(filters, properties)
+        .await
+        .map_err(|e| format!("subscribe failed: {e}"))?;
+    for (filter, code) in args.topic.iter().zip(&stream.suback().reason_codes) {
+        match code.granted_qos() {
+            Some(qos) if args.conn.debug => {
+                eprintln!("subscribed to {filter} (granted QoS {})", u8::from(qos));
+            }
+            Some(_) => {}
+            None => eprintln!("fulmar: subscription to {filter} refused: {code:?}"),
+        }
+    }
+
+    let mut received = 0u64;
+    let mut out = std::io::stdout().lock();
+    while args.count.is_none_or(|c| received < c) {
+        let next = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, stream.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    let _ = client.disconnect().await;
+                    return Err(format!(
+                        "timed out after {} s ({received} messages received)",
+                        args.timeout.unwrap_or_default()
+                    ));
+                }
+            },
+            None => stream.next().await,
+        };
+        let Some(message) = next else {
+            return Err("the connection was lost".to_owned());
+        };
+        if args.no_retained && message.retain {
+            continue;
+        }
+        received += 1;
+        if print(&mut out, &args, message.topic.as_str(), &message.payload).is_err() {
+            // The reader went away (e.g. `| head -1`): stop quietly.
+            break;
+        }
+    }
+    let _ = client.disconnect().await;
+    Ok(())
+}
+
+fn print(out: &mut impl Write, args: &SubArgs, topic: &str, payload: &[u8]) -> std::io::Result<()> {
+    if args.verbose {
+        out.write_all(topic.as_bytes())?;
+        out.write_all(b" ")?;
+    }
+    out.write_all(payload)?;
+    if !args.no_newline {
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct P {
+        #[command(flatten)]
+        args: PubArgs,
+    }
+
+    #[derive(Debug, Parser)]
+    struct S {
+        #[command(flatten)]
+        args: SubArgs,
+    }
+
+    #[test]
+    fn mosquitto_style_flags_parse() {
+        let p = P::try_parse_from([
+            "pub", "-h", "example", "-p", "1884", "-t", "a/b", "-m", "hi", "-q", "2", "-r", "-V",
+            "mqttv311", "-u", "user", "-P", "pw", "-i", "me", "-c",
+        ])
+        .unwrap()
+        .args;
+        assert_eq!(p.conn.host, "example");
+        assert_eq!(p.conn.port, Some(1884));
+        assert_eq!(p.qos, QoS::ExactlyOnce);
+        assert!(p.retain && p.conn.no_clean);
+        assert_eq!(p.conn.version, ProtocolVersion::V311);
+        let options = p.conn.options(&[]).unwrap();
+        assert_eq!(options.address(), ("example", 1884));
+
+        let s = S::try_parse_from(["sub", "-t", "a/#", "-t", "b", "-v", "-C", "3", "-W", "9"])
+            .unwrap()
+            .args;
+        assert_eq!(s.topic, ["a/#", "b"]);
+        assert!(s.verbose);
+        assert_eq!((s.count, s.timeout), (Some(3), Some(9)));
+        assert_eq!(s.conn.host, "localhost");
+        assert_eq!(s.conn.version, ProtocolVersion::V5);
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        // -c needs -i; -m and -f exclude each other; QoS 3 does not exist.
+        assert!(P::try_parse_from(["pub", "-t", "a", "-m", "x", "-c"]).is_err());
+        assert!(P::try_parse_from(["pub", "-t", "a", "-m", "x", "-f", "y"]).is_err());
+        assert!(P::try_parse_from(["pub", "-t", "a", "-m", "x", "-q", "3"]).is_err());
+        assert!(P::try_parse_from(["pub", "-t", "a", "-m", "x", "-V", "31"]).is_err());
+        let p = P::try_parse_from(["pub", "-t", "a", "-P", "pw", "-m", "x"]).unwrap();
+        assert!(p.args.conn.options(&[]).is_err());
+        let s = S::try_parse_from(["sub", "-t", "a", "-V", "311", "--user-property", "k", "v"])
+            .unwrap();
+        assert!(s.args.conn.properties("subscribe").is_err());
+    }
+
+    #[test]
+    fn properties_are_split_by_command() {
+        let p = P::try_parse_from([
+            "pub",
+            "-t",
+            "a",
+            "-m",
+            "x",
+            "-D",
+            "connect",
+            "user-property",
+            "a",
+            "1",
+            "-D",
+            "publish",
+            "user-property",
+            "b",
+            "2",
+            "--user-property",
+            "c",
+            "3",
+        ])
+        .unwrap();
+        let props = p.args.conn.properties("publish").unwrap();
+        assert_eq!(props.connect, [("a".to_owned(), "1".to_owned())]);
+        assert_eq!(
+            props.packet,
+            [
+                ("b".to_owned(), "2".to_owned()),
+                ("c".to_owned(), "3".to_owned())
+            ]
+        );
+        let p = P::try_parse_from([
+            "pub",
+            "-t",
+            "a",
+            "-m",
+            "x",
+            "-D",
+            "publish",
+            "content-type",
+            "t",
+            "u",
+        ])
+        .unwrap();
+        assert!(p.args.conn.properties("publish").is_err());
+    }
+
+    #[test]
+    fn output_is_one_line_per_message() {
+        let s = S::try_parse_from(["sub", "-t", "a", "-v"]).unwrap().args;
+        let mut out = Vec::new();
+        print(&mut out, &s, "a/b", b"hello").unwrap();
+        print(&mut out, &s, "a/c", b"").unwrap();
+        assert_eq!(out, b"a/b hello\na/c \n");
+        let s = S::try_parse_from(["sub", "-t", "a", "-N"]).unwrap().args;
+        let mut out = Vec::new();
+        print(&mut out, &s, "a/b", b"x").unwrap();
+        assert_eq!(out, b"x");
+    }
+}
