@@ -116,6 +116,14 @@ impl Sim {
         let mut server_config = config(receive_max[1]);
         client_config.manual_acks = rng.random_bool(0.5);
         server_config.manual_acks = rng.random_bool(0.5);
+        // A Maximum Packet Size every message of the simulation fits in, so
+        // the size checks run on every PUBLISH without dropping any.
+        if rng.random_bool(0.5) {
+            client_config.maximum_packet_size =
+                std::num::NonZeroU32::new(rng.random_range(48..200));
+            server_config.maximum_packet_size =
+                std::num::NonZeroU32::new(rng.random_range(48..200));
+        }
         if version == ProtocolVersion::V311 {
             client_config.max_inflight = server_config.receive_maximum;
         }
