@@ -19,6 +19,10 @@ pub struct ConnectInfo {
     pub protocol_version: ProtocolVersion,
     /// The peer's address (`None` for in-process clients).
     pub remote_addr: Option<SocketAddr>,
+    /// The DER of the certificate the client presented on a TLS listener
+    /// with a client CA ([`TlsConfig::client_ca_pem`](crate::TlsConfig)),
+    /// already verified against that CA; `None` otherwise.
+    pub client_certificate: Option<Bytes>,
 }
 
 /// The decision of an [`Authenticator`].

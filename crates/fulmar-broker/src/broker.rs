@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fulmar_codec::{MqttString, Publish, QoS};
 use fulmar_topic::{SubscriptionFilter, TopicName};
-use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,8 +16,11 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{AllowAll, Authenticator, Authorizer};
 use crate::config::Limits;
 use crate::error::BrokerError;
+use crate::listener::{ListenerSpec, SpecKind, accept_loop};
 use crate::message::Subscription;
 use crate::state::{Counters, State, SubOptions, Subscriber};
+#[cfg(feature = "tls")]
+use crate::tls::TlsConfig;
 
 /// State shared by every task of one broker.
 pub(crate) struct Shared {
@@ -53,7 +55,7 @@ impl Broker {
 
 /// Configures and starts a broker.
 pub struct BrokerBuilder {
-    listeners: Vec<String>,
+    listeners: Vec<ListenerSpec>,
     limits: Limits,
     authenticator: Arc<dyn Authenticator>,
     authorizer: Arc<dyn Authorizer>,
@@ -85,7 +87,51 @@ impl BrokerBuilder {
     /// called several times.
     #[must_use]
     pub fn tcp_listener(mut self, addr: impl Into<String>) -> Self {
-        self.listeners.push(addr.into());
+        self.listeners.push(ListenerSpec {
+            addr: addr.into(),
+            kind: SpecKind::Tcp,
+        });
+        self
+    }
+
+    /// Adds a TLS listener on `addr` (MQTT over TLS, port 8883 by
+    /// convention). The certificates are checked by [`start`](Self::start).
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls_listener(mut self, addr: impl Into<String>, tls: TlsConfig) -> Self {
+        self.listeners.push(ListenerSpec {
+            addr: addr.into(),
+            kind: SpecKind::Tls(tls),
+        });
+        self
+    }
+
+    /// Adds a WebSocket listener on `addr` serving MQTT at the HTTP `path`
+    /// (`"/mqtt"`), subprotocol `mqtt`. Requests for other paths get 404.
+    #[cfg(feature = "websocket")]
+    #[must_use]
+    pub fn ws_listener(mut self, addr: impl Into<String>, path: impl Into<String>) -> Self {
+        self.listeners.push(ListenerSpec {
+            addr: addr.into(),
+            kind: SpecKind::Ws(path.into()),
+        });
+        self
+    }
+
+    /// Adds a secure WebSocket listener (WebSocket over TLS) on `addr`
+    /// serving MQTT at `path`.
+    #[cfg(all(feature = "tls", feature = "websocket"))]
+    #[must_use]
+    pub fn wss_listener(
+        mut self,
+        addr: impl Into<String>,
+        path: impl Into<String>,
+        tls: TlsConfig,
+    ) -> Self {
+        self.listeners.push(ListenerSpec {
+            addr: addr.into(),
+            kind: SpecKind::Wss(path.into(), tls),
+        });
         self
     }
 
@@ -154,19 +200,10 @@ impl BrokerBuilder {
     pub async fn start(self) -> Result<BrokerHandle, BrokerError> {
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
-        for addr in self.listeners {
-            let listener =
-                TcpListener::bind(addr.as_str())
-                    .await
-                    .map_err(|source| BrokerError::Bind {
-                        addr: addr.clone(),
-                        source,
-                    })?;
-            let local = listener
-                .local_addr()
-                .map_err(|source| BrokerError::Bind { addr, source })?;
+        for spec in self.listeners {
+            let (bound, local) = spec.bind().await?;
             addrs.push(local);
-            listeners.push(listener);
+            listeners.push(bound);
         }
         let shared = Arc::new(Shared {
             limits: self.limits,
@@ -190,30 +227,6 @@ impl BrokerBuilder {
                 tracker,
             }),
         })
-    }
-}
-
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tracker: TaskTracker) {
-    loop {
-        tokio::select! {
-            () = shared.shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let open = shared.counters.connections.fetch_add(1, Ordering::Relaxed);
-                    let over_limit = usize::try_from(open).unwrap_or(usize::MAX)
-                        >= shared.limits.max_connections;
-                    tracker.spawn(crate::connection::run(shared.clone(), stream, peer, over_limit));
-                }
-                Err(error) => {
-                    // Out of file descriptors and the like: back off a little.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::select! {
-                        () = shared.shutdown.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_millis(50)) => {}
-                    }
-                }
-            },
-        }
     }
 }
 

@@ -3,7 +3,6 @@
 //! `poll_timeout`, and answers the session's events from the shared state.
 
 use std::collections::{HashSet, VecDeque};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,13 +15,13 @@ use fulmar_codec::{
 use fulmar_session::{Event, Initiator, Session, SessionState};
 use fulmar_topic::{SubscriptionFilter, TopicFilter, TopicName};
 use futures::{FutureExt, SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
 
 use crate::auth::{AuthDecision, ClientInfo, ConnectInfo};
 use crate::broker::Shared;
+use crate::listener::{Peer, Slot};
 use crate::state::{Control, Owner, PendingWill, State, SubOptions, Subscriber, age, secs};
 
 /// How long a new connection waits for the old one to hand its session over.
@@ -35,13 +34,10 @@ const BATCH: usize = 64;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs one connection to its end.
-pub(crate) async fn run(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    over_limit: bool,
-) {
-    let _ = stream.set_nodelay(true);
+pub(crate) async fn run<S>(shared: Arc<Shared>, stream: S, peer: Peer, over_limit: bool, slot: Slot)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let now = Instant::now();
     let capacity = shared.limits.max_queued_messages.max(1);
     let (deliver_tx, deliver_rx) = mpsc::channel(capacity);
@@ -67,7 +63,7 @@ pub(crate) async fn run(
         shutting_down: false,
         shared,
     };
-    tracing::debug!(%peer, conn_id, "connection opened");
+    tracing::debug!(peer = %conn.peer.addr, conn_id, "connection opened");
     let grace = async {
         conn_shutdown.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -75,15 +71,12 @@ pub(crate) async fn run(
     tokio::select! {
         () = conn.run() => {}
         // A peer that stopped reading must not hold up the shutdown.
-        () = grace => tracing::debug!(%peer, "connection abandoned at shutdown"),
+        () = grace => tracing::debug!(peer = %conn.peer.addr, "connection abandoned at shutdown"),
     }
     conn.finish();
     let _ = conn.framed.get_mut().shutdown().await;
-    conn.shared
-        .counters
-        .connections
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::debug!(%peer, conn_id, closed = ?conn.closed, "connection closed");
+    drop(slot);
+    tracing::debug!(peer = %conn.peer.addr, conn_id, closed = ?conn.closed, "connection closed");
 }
 
 /// The client of an accepted connection.
@@ -97,11 +90,11 @@ struct Client {
     expiry: u32,
 }
 
-struct Connection {
+struct Connection<S> {
     shared: Arc<Shared>,
     session: Session,
-    framed: Framed<TcpStream, MqttCodec>,
-    peer: SocketAddr,
+    framed: Framed<S, MqttCodec>,
+    peer: Peer,
     over_limit: bool,
     conn_id: u64,
     deliver_tx: mpsc::Sender<Publish>,
@@ -122,7 +115,7 @@ struct Connection {
     shutting_down: bool,
 }
 
-impl Connection {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     fn v5(&self) -> bool {
         self.session.protocol_version() == ProtocolVersion::V5
     }
@@ -309,7 +302,7 @@ impl Connection {
     }
 
     fn reject(&mut self, code: ConnectReasonCode) {
-        tracing::debug!(peer = %self.peer, %code, "connection refused");
+        tracing::debug!(peer = %self.peer.addr, %code, "connection refused");
         let _ = self
             .session
             .reject(code, ConnAckProperties::default(), Instant::now());
@@ -337,7 +330,8 @@ impl Connection {
             username: connect.username.as_ref().map(ToString::to_string),
             password: connect.password.clone(),
             protocol_version: connect.protocol_version,
-            remote_addr: Some(self.peer),
+            remote_addr: Some(self.peer.addr),
+            client_certificate: self.peer.certificate.clone(),
         };
         if let AuthDecision::Reject(code) = self.shared.authenticator.authenticate(&info).await {
             return self.reject(code);
@@ -402,7 +396,7 @@ impl Connection {
             .accept(properties, present.then_some(stored), now)
         {
             Ok(session_present) => {
-                tracing::debug!(peer = %self.peer, session_present, "connection accepted");
+                tracing::debug!(peer = %self.peer.addr, session_present, "connection accepted");
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot accept the connection");

@@ -17,6 +17,15 @@ pub enum BrokerError {
         #[source]
         source: io::Error,
     },
+    /// The TLS configuration of a listener is unusable (unreadable PEM, key
+    /// not matching the certificate, ...).
+    #[error("TLS configuration of {addr}: {reason}")]
+    Tls {
+        /// The address as given to the builder.
+        addr: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A topic name given to [`BrokerHandle::publish`](crate::BrokerHandle::publish) is invalid.
     #[error("invalid topic name: {0}")]
     InvalidTopic(#[source] TopicError),

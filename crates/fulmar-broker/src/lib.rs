@@ -23,9 +23,13 @@
 //!   allow everything.
 //! - In-process clients: [`BrokerHandle::publish`] and
 //!   [`BrokerHandle::subscribe`] need no socket.
+//! - **Listeners**, each on its own address: TCP, TLS (feature `tls`,
+//!   rustls with ring, optional client certificates passed to the
+//!   [`Authenticator`]), WebSocket and secure WebSocket on a path,
+//!   subprotocol `mqtt` (feature `websocket`). TLS and WebSocket handshakes
+//!   run in the connection's task, bounded by [`Limits::connect_timeout`].
 //!
-//! Not yet: persistence to disk, TLS and WebSocket listeners, enhanced
-//! authentication (AUTH), `$SYS` topics.
+//! Not yet: persistence to disk, enhanced authentication (AUTH), `$SYS` topics.
 //!
 //! # Example
 //!
@@ -58,11 +62,18 @@ mod broker;
 mod config;
 mod connection;
 mod error;
+mod listener;
 mod message;
 mod state;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "websocket")]
+mod ws;
 
 pub use auth::{AllowAll, AuthDecision, Authenticator, Authorizer, ClientInfo, ConnectInfo};
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, Stats};
 pub use config::Limits;
 pub use error::BrokerError;
 pub use message::{Message, Subscription};
+#[cfg(feature = "tls")]
+pub use tls::TlsConfig;

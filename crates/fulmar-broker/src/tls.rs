@@ -1,0 +1,120 @@
+//! TLS listeners (feature `tls`): rustls with the ring provider, optionally
+//! requiring client certificates signed by a given CA.
+
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
+
+use crate::error::BrokerError;
+
+/// The certificate chain and key of a TLS listener, and optionally a CA for
+/// client certificates.
+///
+/// With a client CA, clients must present a certificate signed by it (unless
+/// [`client_certificate_optional`](Self::client_certificate_optional)); the
+/// DER of the certificate a client presented reaches the
+/// [`Authenticator`](crate::Authenticator) as
+/// [`ConnectInfo::client_certificate`](crate::ConnectInfo::client_certificate).
+///
+/// The PEM is parsed when the broker starts ([`BrokerError::Tls`]).
+#[derive(Clone)]
+pub struct TlsConfig {
+    cert_chain_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    client_ca_pem: Option<Vec<u8>>,
+    client_certificate_optional: bool,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key stays out of logs.
+        f.debug_struct("TlsConfig")
+            .field("client_ca", &self.client_ca_pem.is_some())
+            .field(
+                "client_certificate_optional",
+                &self.client_certificate_optional,
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsConfig {
+    /// The server's certificate chain (PEM, leaf first) and private key
+    /// (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[must_use]
+    pub fn new(cert_chain_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+        Self {
+            cert_chain_pem: cert_chain_pem.into(),
+            key_pem: key_pem.into(),
+            client_ca_pem: None,
+            client_certificate_optional: false,
+        }
+    }
+
+    /// Requires client certificates signed by one of the CA certificates in
+    /// `pem` (mutual TLS).
+    #[must_use]
+    pub fn client_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.client_ca_pem = Some(pem.into());
+        self
+    }
+
+    /// With a client CA: also accept clients that present no certificate (a
+    /// certificate that is presented must still be valid). Default: false.
+    #[must_use]
+    pub fn client_certificate_optional(mut self, optional: bool) -> Self {
+        self.client_certificate_optional = optional;
+        self
+    }
+
+    /// The acceptor for a listener on `addr`.
+    pub(crate) fn acceptor(&self, addr: &str) -> Result<TlsAcceptor, BrokerError> {
+        let fail = |reason: String| BrokerError::Tls {
+            addr: addr.to_owned(),
+            reason,
+        };
+        let certs = CertificateDer::pem_slice_iter(&self.cert_chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(format!("certificate chain: {e}")))?;
+        if certs.is_empty() {
+            return Err(fail("no certificate in the certificate chain PEM".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem)
+            .map_err(|e| fail(format!("private key: {e}")))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| fail(e.to_string()))?;
+        let builder = match &self.client_ca_pem {
+            None => builder.with_no_client_auth(),
+            Some(pem) => {
+                let mut roots = RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(pem) {
+                    let cert = cert.map_err(|e| fail(format!("client CA: {e}")))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| fail(format!("client CA: {e}")))?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let verifier = if self.client_certificate_optional {
+                    verifier.allow_unauthenticated()
+                } else {
+                    verifier
+                };
+                let verifier = verifier
+                    .build()
+                    .map_err(|e| fail(format!("client CA: {e}")))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+}

@@ -1,0 +1,138 @@
+//! WebSocket listeners (feature `websocket`): MQTT in binary frames,
+//! subprotocol `mqtt` (MQTT 5.0 section 6), presented to the connection task
+//! as a byte stream.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use futures::{Sink, Stream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error, Message};
+
+const PROTOCOL: &str = "Sec-WebSocket-Protocol";
+
+/// Does the handshake request offer the `mqtt` subprotocol (`None`: it offers none)?
+fn offers_mqtt(request: &Request) -> Option<bool> {
+    let mut offered = request
+        .headers()
+        .get_all(PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .peekable();
+    offered.peek()?;
+    Some(offered.any(|p| p.eq_ignore_ascii_case("mqtt")))
+}
+
+fn refuse(status: StatusCode) -> ErrorResponse {
+    let mut response = ErrorResponse::new(None);
+    *response.status_mut() = status;
+    response
+}
+
+/// Runs the server side of the WebSocket handshake: the request must be for
+/// `path`; when it offers subprotocols, one must be `mqtt`
+/// ([MQTT-6.0.0-3]), and `mqtt` is selected ([MQTT-6.0.0-4]). A frame or
+/// message may be at most `max_message` bytes.
+pub(crate) async fn accept<S>(stream: S, path: &str, max_message: usize) -> Result<WsIo<S>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // The callback's signature is tungstenite's, large error response included.
+    #[allow(clippy::result_large_err)]
+    let callback = |request: &Request, mut response: Response| {
+        if request.uri().path() != path {
+            return Err(refuse(StatusCode::NOT_FOUND));
+        }
+        match offers_mqtt(request) {
+            Some(true) => {
+                response
+                    .headers_mut()
+                    .insert(PROTOCOL, HeaderValue::from_static("mqtt"));
+                Ok(response)
+            }
+            Some(false) => Err(refuse(StatusCode::BAD_REQUEST)),
+            None => Ok(response),
+        }
+    };
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    let ws =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(config)).await?;
+    Ok(WsIo {
+        ws,
+        pending: Bytes::new(),
+    })
+}
+
+/// A WebSocket as a byte stream: reads return the bytes of binary frames in
+/// order (a packet may span frames, a frame may hold several packets); each
+/// write is one binary frame.
+pub(crate) struct WsIo<S> {
+    ws: WebSocketStream<S>,
+    /// The unread rest of the last binary frame.
+    pending: Bytes,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        while self.pending.is_empty() {
+            match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
+                Some(Ok(Message::Binary(data))) => self.pending = data,
+                // tungstenite answers pings itself.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                // [MQTT-6.0.0-1]: MQTT travels in binary frames only.
+                Some(Ok(Message::Text(_))) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "[MQTT-6.0.0-1] text frame on an MQTT WebSocket",
+                    )));
+                }
+                Some(Ok(Message::Close(_))) | None => return Poll::Ready(Ok(())),
+                Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
+            }
+        }
+        let n = self.pending.len().min(buf.remaining());
+        let chunk = self.pending.split_to(n);
+        buf.put_slice(chunk.chunk());
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(io::Error::other)?;
+        Pin::new(&mut self.ws)
+            .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
+            .map_err(io::Error::other)?;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.ws)
+            .poll_flush(cx)
+            .map_err(io::Error::other)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.ws)
+            .poll_close(cx)
+            .map_err(io::Error::other)
+    }
+}
