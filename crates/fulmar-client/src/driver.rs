@@ -10,7 +10,7 @@ use std::num::NonZeroU32;
 
 use fulmar_codec::{
     CodecError, ConnAck, DisconnectProperties, DisconnectReasonCode, MqttCodec, MqttString, Packet,
-    PacketId, ProtocolVersion, Publish, QoS, ReasonCode, SubscribeProperties,
+    PacketId, ProtocolVersion, Publish, QoS, ReasonCode, SubscribeProperties, SubscriptionOptions,
     UnsubscribeProperties,
 };
 use fulmar_session::{Event, Initiator, Session};
@@ -331,26 +331,34 @@ impl Driver {
     async fn transmit(&mut self, framed: &mut Framed<Box<dyn Io>, MqttCodec>) -> Result<(), Error> {
         let mut written = 0usize;
         let mut qos0 = 0usize;
+        let mut result = Ok(());
         while let Some(packet) = self.session.poll_transmit() {
             if matches!(&packet, Packet::Publish(p) if p.qos == QoS::AtMostOnce) {
                 qos0 += 1;
             }
-            framed.feed(packet).await.map_err(codec_error)?;
+            if let Err(e) = framed.feed(packet).await {
+                result = Err(codec_error(e));
+                break;
+            }
             written += 1;
         }
-        if written > 0 {
-            SinkExt::<Packet>::flush(framed)
-                .await
-                .map_err(codec_error)?;
+        if result.is_ok() && written > 0 {
+            result = SinkExt::<Packet>::flush(framed).await.map_err(codec_error);
         }
+        // QoS 0 messages taken from the session are written, or lost with the
+        // connection.
         for reply in self.qos0.drain(..qos0.min(self.qos0.len())) {
-            let _gone = reply.send(Ok(PublishOutcome {
-                qos: QoS::AtMostOnce,
-                reason_code: ReasonCode::Success,
-                properties: Default::default(),
-            }));
+            let outcome = match result {
+                Ok(()) => Ok(PublishOutcome {
+                    qos: QoS::AtMostOnce,
+                    reason_code: ReasonCode::Success,
+                    properties: Default::default(),
+                }),
+                Err(_) => Err(Error::RequestLost),
+            };
+            let _gone = reply.send(outcome);
         }
-        Ok(())
+        result
     }
 
     fn on_packet(&mut self, packet: Packet) {
@@ -641,6 +649,17 @@ impl Driver {
             } => {
                 if !self.session.is_connected() {
                     let _gone = reply.send(Err(Error::NotConnected));
+                    return;
+                }
+                if self.session.protocol_version() == ProtocolVersion::V311
+                    && (properties != SubscribeProperties::default()
+                        || filters
+                            .iter()
+                            .any(|(_, o)| *o != SubscriptionOptions::new(o.qos)))
+                {
+                    let _gone = reply.send(Err(Error::InvalidOptions(
+                        "subscription properties and options other than QoS need MQTT 5.0".into(),
+                    )));
                     return;
                 }
                 if self.subscription_ids && properties.subscription_identifier.is_none() {

@@ -65,7 +65,8 @@ pub enum Error {
     /// SUBSCRIBE and UNSUBSCRIBE need a live connection.
     #[error("not connected")]
     NotConnected,
-    /// The connection was lost before the SUBSCRIBE was acknowledged.
+    /// The connection was lost before the SUBSCRIBE was acknowledged (or
+    /// before a QoS 0 message taken for sending was written).
     #[error("connection lost before the acknowledgement")]
     RequestLost,
     /// Every filter of a SUBSCRIBE was refused (one SUBACK failure code each).

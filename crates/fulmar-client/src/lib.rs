@@ -26,7 +26,13 @@
 //!   session resumes (Clean Start 0 under 5.0) and what was in flight is
 //!   re-sent with DUP; publishes made while disconnected wait in a bounded
 //!   queue ([`Error::QueueFull`] beyond it); if the broker lost the session,
-//!   the live streams are subscribed again.
+//!   the live streams are subscribed again. Resuming needs a session the
+//!   broker keeps: a Session Expiry Interval above 0 under 5.0, CleanSession
+//!   0 under 3.1.1. Otherwise in-flight QoS 1/2 publishes fail with
+//!   [`Error::PublishDropped`]`(`[`DropReason::SessionDiscarded`]`)` on
+//!   reconnect, and the application decides whether to publish them again.
+//! - **Manual acknowledgements** ([`ConnectOptions::manual_acks`]): PUBACK /
+//!   PUBREC wait for [`Client::ack`], in the order of receipt.
 //! - Transports: TCP, TLS (feature `tls`, on by default: rustls with ring;
 //!   system roots, custom CA, client certificates, SNI), WebSocket and secure
 //!   WebSocket (feature `websocket`, subprotocol `mqtt`).

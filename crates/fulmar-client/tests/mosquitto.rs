@@ -445,6 +445,26 @@ async fn invalid_filters_and_topics_are_typed_errors() {
         Err(Error::InvalidTopic(_))
     ));
     guard(client.disconnect()).await.unwrap();
+    // MQTT 3.1.1 has no subscription options beyond QoS: refused up front,
+    // and the connection stays usable.
+    let v3 = connect(&broker, ProtocolVersion::V311, "invalid3").await;
+    let no_local = SubscriptionOptions {
+        no_local: true,
+        ..SubscriptionOptions::new(QoS::AtLeastOnce)
+    };
+    let refused =
+        guard(v3.subscribe_with(vec![("x".into(), no_local)], SubscribeProperties::default()))
+            .await;
+    assert!(
+        matches!(refused, Err(Error::InvalidOptions(_))),
+        "{refused:?}"
+    );
+    let mut ok = guard(v3.subscribe("x", QoS::AtLeastOnce)).await.unwrap();
+    guard(v3.publish("x", "still here").qos(QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    assert_eq!(guard(ok.next()).await.unwrap().payload, "still here");
+    guard(v3.disconnect()).await.unwrap();
 }
 
 // Every handle dropped: the task disconnects normally (the will is not sent).
