@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::guard;
-use fulmar_client::{Client, ConnectOptions, QoS, Reconnect};
+use fulmar_client::{Client, ConnectOptions, Error, QoS, ReasonCode, Reconnect};
 use fulmar_codec::{
-    ConnAck, MqttCodec, Packet, PacketId, ProtocolVersion, PubAck, Publish, SubAck,
-    SubAckReasonCode,
+    ConnAck, Disconnect, DisconnectReasonCode, MqttCodec, Packet, PacketId, ProtocolVersion,
+    PubAck, PubAckReasonCode, Publish, SubAck, SubAckReasonCode,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -254,4 +254,103 @@ async fn an_idle_client_sends_pingreq() {
     guard(broker).await.unwrap();
     assert!(client.is_connected());
     guard(client.disconnect()).await.unwrap();
+}
+
+// The broker drops the connection (5.0: a DISCONNECT first) while a QoS 1
+// publish is unacknowledged: the client reconnects with CleanSession/Clean
+// Start 0 and resends it with DUP set and the same packet identifier; the
+// publish then completes.
+// MQTT-4.4.0-1 MQTT-3.3.1-1
+#[tokio::test]
+async fn resends_with_dup_after_the_broker_drops_the_connection() {
+    for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let (listener, options) = listen().await;
+        let broker = tokio::spawn(async move {
+            let mut wire = accept(&listener, ConnAck::default()).await;
+            let Packet::Publish(first) = next(&mut wire).await else {
+                panic!("expected PUBLISH")
+            };
+            assert!(!first.dup);
+            if version == ProtocolVersion::V5 {
+                let bye = Disconnect::new(DisconnectReasonCode::ServerShuttingDown);
+                wire.send(Packet::Disconnect(bye)).await.unwrap();
+            }
+            drop(wire);
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut wire = Framed::new(socket, MqttCodec::new(version, 1 << 20));
+            let Packet::Connect(connect) = next(&mut wire).await else {
+                panic!("expected CONNECT")
+            };
+            assert!(!connect.clean_start);
+            let connack = ConnAck {
+                session_present: true,
+                ..ConnAck::default()
+            };
+            wire.send(Packet::ConnAck(connack)).await.unwrap();
+            let Packet::Publish(again) = next(&mut wire).await else {
+                panic!("expected the PUBLISH again")
+            };
+            assert!(again.dup);
+            assert_eq!(again.packet_id, first.packet_id);
+            assert_eq!(again.payload, first.payload);
+            let id = again.packet_id.unwrap();
+            wire.send(Packet::PubAck(PubAck::new(id))).await.unwrap();
+            // Keep the connection until the client disconnects.
+            while let Some(Ok(packet)) = wire.next().await {
+                if packet == Packet::Disconnect(Default::default()) {
+                    break;
+                }
+            }
+        });
+        let mut options = options
+            .protocol_version(version)
+            .clean_start(false)
+            .reconnect(Reconnect::exponential(
+                Duration::from_millis(1),
+                Duration::from_millis(10),
+            ));
+        if version == ProtocolVersion::V5 {
+            options = options.session_expiry_interval(60);
+        }
+        let (client, _) = guard(Client::connect(options)).await.unwrap();
+        let outcome = guard(client.publish("t", "resent").qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        assert_eq!(outcome.reason_code, ReasonCode::Success);
+        guard(client.disconnect()).await.unwrap();
+        guard(broker).await.unwrap();
+    }
+}
+
+// v5:MQTT-4.4.0-2: a PUBACK with a failure code completes the publish (as a
+// typed error) and the message is not sent again.
+#[tokio::test]
+async fn a_failure_reason_code_is_a_typed_error() {
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        let Packet::Publish(p) = next(&mut wire).await else {
+            panic!("expected PUBLISH")
+        };
+        let mut ack = PubAck::new(p.packet_id.unwrap());
+        ack.reason_code = PubAckReasonCode::NotAuthorized;
+        ack.properties.reason_string = Some("no".into());
+        wire.send(Packet::PubAck(ack)).await.unwrap();
+        // The next packet is the DISCONNECT, not a resend.
+        assert!(matches!(next(&mut wire).await, Packet::Disconnect(_)));
+    });
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    let result = guard(client.publish("t", "x").qos(QoS::AtLeastOnce)).await;
+    match result {
+        Err(Error::PublishRejected {
+            reason_code,
+            properties,
+        }) => {
+            assert_eq!(reason_code, ReasonCode::NotAuthorized);
+            assert_eq!(properties.reason_string.as_deref(), Some("no"));
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    guard(client.disconnect()).await.unwrap();
+    guard(broker).await.unwrap();
 }

@@ -515,3 +515,37 @@ async fn publish_outcome_carries_the_reason_code() {
     ));
     guard(client.disconnect()).await.unwrap();
 }
+
+// v5:MQTT-3.1.2-24 v5:MQTT-3.1.2-25: the client announces its Maximum Packet
+// Size; the broker drops what would exceed it and sends the rest.
+#[tokio::test]
+async fn v5_maximum_packet_size_is_announced() {
+    let broker = Mosquitto::start();
+    let (small, _) = guard(Client::connect(
+        options(&broker, ProtocolVersion::V5, "small").maximum_packet_size(128),
+    ))
+    .await
+    .unwrap();
+    let mut stream = guard(small.subscribe("size/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    let publisher = connect(&broker, ProtocolVersion::V5, "big").await;
+    guard(
+        publisher
+            .publish("size/big", vec![b'x'; 1000])
+            .qos(QoS::AtLeastOnce),
+    )
+    .await
+    .unwrap();
+    guard(
+        publisher
+            .publish("size/small", "fits")
+            .qos(QoS::AtLeastOnce),
+    )
+    .await
+    .unwrap();
+    let m = guard(stream.next()).await.unwrap();
+    assert_eq!(m.topic, "size/small");
+    guard(small.disconnect()).await.unwrap();
+    guard(publisher.disconnect()).await.unwrap();
+}

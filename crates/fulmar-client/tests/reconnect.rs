@@ -300,3 +300,49 @@ async fn without_reconnect_a_lost_connection_closes_the_client() {
         Err(Error::Closed)
     ));
 }
+
+// Manual acknowledgements: a message not acknowledged when the connection
+// drops is sent again by the broker after the session resumes (with DUP), and
+// an acknowledgement from the old connection is moot.
+// MQTT-4.4.0-1
+#[tokio::test]
+async fn unacknowledged_messages_are_redelivered_after_a_reconnect() {
+    let broker = Mosquitto::start();
+    for version in VERSIONS {
+        let proxy = Proxy::start(broker.addr()).await;
+        let options = persistent(proxy.port, version, "slow-acker").manual_acks(true);
+        let (client, _) = guard(Client::connect(options)).await.unwrap();
+        let mut stream = guard(client.subscribe("manual/#", QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        let (publisher, _) = guard(Client::connect(direct(&broker, version, "manual-pub")))
+            .await
+            .unwrap();
+        guard(publisher.publish("manual/1", "once").qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        let first = guard(stream.next()).await.unwrap();
+        assert!(first.needs_ack());
+        assert!(!first.dup);
+        proxy.sever();
+        let again = guard(stream.next()).await.unwrap();
+        assert_eq!(again.payload, "once");
+        assert!(again.dup);
+        // The stale token is ignored; the new one acknowledges.
+        guard(client.ack(&first)).await.unwrap();
+        guard(client.ack(&again)).await.unwrap();
+        // Acknowledged: a marker is the next message, not a third copy.
+        guard(
+            publisher
+                .publish("manual/2", "marker")
+                .qos(QoS::AtLeastOnce),
+        )
+        .await
+        .unwrap();
+        let m = guard(stream.next()).await.unwrap();
+        assert_eq!(m.payload, "marker");
+        guard(client.ack(&m)).await.unwrap();
+        guard(client.disconnect()).await.unwrap();
+        guard(publisher.disconnect()).await.unwrap();
+    }
+}
