@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod acl;
+mod bench;
 mod broker;
 mod config;
 mod logging;
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Run an MQTT broker (listens on 127.0.0.1:1883 by default).
     Broker(broker::BrokerArgs),
+    /// Load-test an MQTT broker: throughput, latency percentiles, losses.
+    Bench(bench::BenchArgs),
     /// Publish messages (flags as mosquitto_pub).
     Pub(pubsub::PubArgs),
     /// Subscribe and print messages, one per line (flags as mosquitto_sub).
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Broker(args) => broker::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
             Command::Pub(args) => pubsub::run_pub(args).await,
             Command::Sub(args) => pubsub::run_sub(args).await,
         }

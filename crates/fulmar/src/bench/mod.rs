@@ -1,0 +1,461 @@
+//! `fulmar bench`: a load generator for any MQTT broker.
+//!
+//! N publishers and M subscribers (plus idle connections) connect over lean
+//! sans-IO sessions (`fulmar-session` + `fulmar-codec` on tokio sockets), all
+//! subscribers are subscribed before the first message, then the publishers
+//! send for a duration or a count, at a rate or as fast as the broker takes.
+//! Each payload starts with a send timestamp, the publisher index and a
+//! sequence number, so subscribers measure end-to-end latency and count
+//! duplicates; at the end every acknowledged QoS 1/2 message that a matching
+//! subscriber did not receive counts as lost.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use fulmar_codec::{ProtocolVersion, QoS};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+
+mod conn;
+mod plot;
+mod report;
+mod stats;
+mod workers;
+
+use stats::{HEADER_LEN, Latencies};
+use workers::{ConnectPlan, PubPlan, PubResult, Shared, SubPlan, SubResult};
+
+/// The protocol versions `fulmar bench` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Mqtt {
+    /// MQTT 3.1.1.
+    #[value(name = "3.1.1")]
+    V311,
+    /// MQTT 5.0.
+    #[value(name = "5")]
+    V5,
+}
+
+/// Options of `fulmar bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Broker host name or address.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Broker port.
+    #[arg(short, long, default_value_t = 1883)]
+    port: u16,
+    /// Protocol version.
+    #[arg(long, value_enum, default_value = "5")]
+    mqtt: Mqtt,
+    /// Publisher connections.
+    #[arg(short = 'P', long, default_value_t = 1)]
+    publishers: u32,
+    /// Subscriber connections.
+    #[arg(short = 'S', long, default_value_t = 1)]
+    subscribers: u32,
+    /// Extra connections that only connect and keep alive.
+    #[arg(long, default_value_t = 0)]
+    idle: u32,
+    /// Topic of publisher i; `{i}` is replaced by i (modulo --topics when set).
+    #[arg(short, long, default_value = "fulmar-bench/{i}")]
+    topic: String,
+    /// Topic filter of subscriber j; `{i}` is replaced by j (modulo --topics when set).
+    #[arg(short, long, default_value = "fulmar-bench/#")]
+    filter: String,
+    /// Number of distinct topics: `{i}` counts modulo this (0: no modulo).
+    #[arg(long, default_value_t = 0)]
+    topics: u32,
+    /// QoS of the publishers; a list (0,1,2) assigns them round robin.
+    /// Subscribers ask for the highest.
+    #[arg(short, long, value_delimiter = ',', default_value = "0")]
+    qos: Vec<u8>,
+    /// Payload bytes per message (at least 20: the header).
+    #[arg(short, long, default_value_t = 64)]
+    size: usize,
+    /// Messages per second per publisher (0: as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Seconds to publish (ignored with --count).
+    #[arg(short, long, default_value_t = 10.0)]
+    duration: f64,
+    /// Messages per publisher, instead of a duration.
+    #[arg(short = 'n', long)]
+    count: Option<u64>,
+    /// QoS 1/2 messages in flight per publisher (capped by the broker's Receive Maximum).
+    #[arg(long, default_value_t = 20)]
+    inflight: u16,
+    /// Keep alive of every connection, in seconds.
+    #[arg(long, default_value_t = 60)]
+    keep_alive: u16,
+    /// Connection attempts at a time.
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// Seconds to wait for in-flight messages and deliveries after publishing stops.
+    #[arg(long, default_value_t = 10.0)]
+    drain_timeout: f64,
+    /// PID of the broker: report its RSS before and after connecting (Linux /proc).
+    #[arg(long)]
+    broker_pid: Option<u32>,
+    /// Print the report as JSON.
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// Print the report as CSV (a header line and a data line).
+    #[arg(long)]
+    csv: bool,
+    /// Write a latency CDF and a throughput-over-time chart to this SVG file.
+    #[arg(long, value_name = "FILE")]
+    plot: Option<std::path::PathBuf>,
+}
+
+/// Where a run is; every connection watches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Phase {
+    /// Connections are being opened.
+    Connecting,
+    /// Publishers publish.
+    Running,
+    /// Publishers finish what is in flight and disconnect.
+    Stop,
+    /// Everyone disconnects.
+    Finish,
+}
+
+/// Interval of the progress bar and the throughput timeline.
+const TICK: Duration = Duration::from_millis(200);
+/// Deliveries are complete when none arrived for this long.
+const QUIET: Duration = Duration::from_secs(2);
+
+/// Runs `fulmar bench` and prints its report.
+pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
+    let addr = resolve(&args.host, args.port).await?;
+    let qos: Vec<QoS> = args
+        .qos
+        .iter()
+        .map(|q| match q {
+            0 => Ok(QoS::AtMostOnce),
+            1 => Ok(QoS::AtLeastOnce),
+            2 => Ok(QoS::ExactlyOnce),
+            other => Err(format!("no QoS {other}")),
+        })
+        .collect::<Result<_, _>>()?;
+    let max_qos = qos.iter().copied().max().unwrap_or(QoS::AtMostOnce);
+    if args.filter.starts_with("$share/") {
+        return Err("shared subscriptions are not supported by the loss accounting".to_owned());
+    }
+    if args.count.is_none() && (args.duration.is_nan() || args.duration <= 0.0) {
+        return Err("--duration must be positive (or give --count)".to_owned());
+    }
+    let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+    let version = match args.mqtt {
+        Mqtt::V311 => ProtocolVersion::V311,
+        Mqtt::V5 => ProtocolVersion::V5,
+    };
+    let subscribers = args.subscribers as usize;
+    let shared = Arc::new(Shared {
+        base: Instant::now(),
+        sent: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+        last_received: AtomicU64::new(0),
+        latencies: Latencies::new(subscribers.clamp(1, 64))?,
+    });
+    let (phase_tx, phase_rx) = watch::channel(Phase::Connecting);
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let connect = ConnectPlan {
+        addr,
+        version,
+        keep_alive: args.keep_alive,
+        inflight: args.inflight.max(1),
+        gate: Arc::new(Semaphore::new(args.connect_concurrency.max(1))),
+        ready: ready_tx,
+    };
+    let tag = format!(
+        "fb{}-{}",
+        std::process::id(),
+        shared.base.elapsed().as_nanos() % 1000
+    );
+    let substitute = |pattern: &str, i: u32| {
+        let n = if args.topics > 0 { i % args.topics } else { i };
+        pattern.replace("{i}", &n.to_string())
+    };
+
+    let rss_before = args.broker_pid.and_then(rss_kb);
+    let connect_start = Instant::now();
+    let mut errors = Vec::new();
+    let sub_plans: Vec<SubPlan> = (0..args.subscribers)
+        .map(|j| SubPlan {
+            index: j,
+            client_id: format!("{tag}-s{j}"),
+            filter: substitute(&args.filter, j),
+            qos: max_qos,
+        })
+        .collect();
+    let filters: Vec<String> = sub_plans.iter().map(|p| p.filter.clone()).collect();
+    let sub_tasks: Vec<JoinHandle<SubResult>> = sub_plans
+        .into_iter()
+        .map(|plan| {
+            tokio::spawn(workers::subscriber(
+                connect.clone(),
+                plan,
+                shared.clone(),
+                phase_rx.clone(),
+            ))
+        })
+        .collect();
+    await_ready(&mut ready_rx, subscribers, &mut errors).await;
+    let pub_plans: Vec<PubPlan> = (0..args.publishers)
+        .map(|i| PubPlan {
+            index: i,
+            client_id: format!("{tag}-p{i}"),
+            topic: substitute(&args.topic, i),
+            qos: qos
+                .get(i as usize % qos.len().max(1))
+                .copied()
+                .unwrap_or(QoS::AtMostOnce),
+            count: args.count,
+            interval,
+            payload_size: args.size.max(HEADER_LEN),
+        })
+        .collect();
+    let topics: Vec<(String, QoS)> = pub_plans.iter().map(|p| (p.topic.clone(), p.qos)).collect();
+    let pub_tasks: Vec<JoinHandle<PubResult>> = pub_plans
+        .into_iter()
+        .map(|plan| {
+            tokio::spawn(workers::publisher(
+                connect.clone(),
+                plan,
+                shared.clone(),
+                phase_rx.clone(),
+            ))
+        })
+        .collect();
+    let idle_tasks: Vec<JoinHandle<Option<String>>> = (0..args.idle)
+        .map(|k| {
+            tokio::spawn(workers::idle(
+                connect.clone(),
+                format!("{tag}-i{k}"),
+                phase_rx.clone(),
+            ))
+        })
+        .collect();
+    await_ready(
+        &mut ready_rx,
+        args.publishers as usize + args.idle as usize,
+        &mut errors,
+    )
+    .await;
+    let connect_s = connect_start.elapsed().as_secs_f64();
+    let connections = subscribers + args.publishers as usize + args.idle as usize;
+    if !errors.is_empty() {
+        let _ = phase_tx.send(Phase::Finish);
+        return Err(format!(
+            "{} of {connections} connections failed; first: {}",
+            errors.len(),
+            errors.first().map_or("", String::as_str)
+        ));
+    }
+    // Let the broker settle (and its RSS reflect the connections).
+    let rss_after = match args.broker_pid {
+        Some(pid) => {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            rss_kb(pid)
+        }
+        None => None,
+    };
+
+    // Publish.
+    let bar = Progress::new(
+        args.count.map(|c| c * u64::from(args.publishers)),
+        args.duration,
+    );
+    let _ = phase_tx.send(Phase::Running);
+    let start = Instant::now();
+    let start_nanos = u64::try_from((start - shared.base).as_nanos()).unwrap_or(0);
+    let mut timeline = Vec::new();
+    let mut last = (0u64, 0u64, Instant::now());
+    let run_for = Duration::from_secs_f64(args.duration.max(0.0));
+    loop {
+        tokio::time::sleep(TICK).await;
+        sample(&shared, &mut last, start, &mut timeline, &bar);
+        let done = match args.count {
+            Some(_) => pub_tasks.iter().all(JoinHandle::is_finished),
+            None => start.elapsed() >= run_for,
+        };
+        if done {
+            break;
+        }
+    }
+    let _ = phase_tx.send(Phase::Stop);
+    let drain = Duration::from_secs_f64(args.drain_timeout.max(0.0));
+    let drain_end = tokio::time::Instant::now() + drain;
+    while !pub_tasks.iter().all(JoinHandle::is_finished) && tokio::time::Instant::now() < drain_end
+    {
+        tokio::time::sleep(TICK).await;
+        sample(&shared, &mut last, start, &mut timeline, &bar);
+    }
+    let publish_s = start.elapsed().as_secs_f64();
+    // Publishers still draining now give up.
+    if !pub_tasks.iter().all(JoinHandle::is_finished) {
+        let _ = phase_tx.send(Phase::Finish);
+    }
+    let mut pubs = Vec::with_capacity(pub_tasks.len());
+    for task in pub_tasks {
+        pubs.push(task.await.map_err(|e| format!("publisher task: {e}"))?);
+    }
+    // Wait for the deliveries.
+    let expected_total = report::expected_deliveries(&pubs, &topics, &filters);
+    let mut quiet_since = (shared.received.load(Ordering::Relaxed), Instant::now());
+    let wait_end = Instant::now() + drain;
+    loop {
+        let received = shared.received.load(Ordering::Relaxed);
+        if received >= expected_total || Instant::now() >= wait_end {
+            break;
+        }
+        if received != quiet_since.0 {
+            quiet_since = (received, Instant::now());
+        } else if quiet_since.1.elapsed() >= QUIET {
+            break;
+        }
+        tokio::time::sleep(TICK).await;
+        sample(&shared, &mut last, start, &mut timeline, &bar);
+    }
+    bar.bar.finish_and_clear();
+    let _ = phase_tx.send(Phase::Finish);
+    let mut subs = Vec::with_capacity(sub_tasks.len());
+    for task in sub_tasks {
+        subs.push(task.await.map_err(|e| format!("subscriber task: {e}"))?);
+    }
+    for task in idle_tasks {
+        if let Some(error) = task.await.map_err(|e| format!("idle task: {e}"))? {
+            errors.push(format!("idle: {error}"));
+        }
+    }
+
+    let last_rx = shared.last_received.load(Ordering::Relaxed);
+    let receive_s = if last_rx > start_nanos {
+        Duration::from_nanos(last_rx - start_nanos).as_secs_f64()
+    } else {
+        publish_s
+    };
+    let histogram = shared.latencies.merged()?;
+    let inputs = report::Inputs {
+        broker: addr.to_string(),
+        mqtt: match args.mqtt {
+            Mqtt::V311 => "3.1.1".to_owned(),
+            Mqtt::V5 => "5".to_owned(),
+        },
+        publishers: args.publishers as usize,
+        subscribers,
+        idle: args.idle as usize,
+        payload_size: args.size.max(HEADER_LEN),
+        publish_s,
+        receive_s,
+        connect_s,
+        rss: (rss_before, rss_after),
+        timeline,
+    };
+    let report = report::build(inputs, &pubs, &subs, &topics, &filters, &histogram, errors);
+    if let Some(path) = &args.plot {
+        plot::write(path, &histogram, &report.timeline)?;
+    }
+    if args.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        println!("{json}");
+    } else if args.csv {
+        print!("{}", report.csv());
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(())
+}
+
+/// Waits for `n` readiness reports, collecting failures.
+async fn await_ready(
+    ready: &mut mpsc::UnboundedReceiver<Result<(), String>>,
+    n: usize,
+    errors: &mut Vec<String>,
+) {
+    for _ in 0..n {
+        match ready.recv().await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => errors.push(e),
+            None => return,
+        }
+    }
+}
+
+/// The progress bar: over the message count (with `--count`) or over the
+/// duration in milliseconds; hidden without a terminal.
+struct Progress {
+    bar: ProgressBar,
+    by_time: bool,
+}
+
+impl Progress {
+    fn new(total_messages: Option<u64>, duration: f64) -> Self {
+        let by_time = total_messages.is_none();
+        if !std::io::stderr().is_terminal() {
+            return Self {
+                bar: ProgressBar::hidden(),
+                by_time,
+            };
+        }
+        let len =
+            total_messages.unwrap_or_else(|| Duration::from_secs_f64(duration).as_millis() as u64);
+        let bar = ProgressBar::new(len.max(1));
+        if let Ok(style) = ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {msg}") {
+            bar.set_style(style);
+        }
+        Self { bar, by_time }
+    }
+}
+
+/// Records one timeline point and updates the bar.
+fn sample(
+    shared: &Shared,
+    last: &mut (u64, u64, Instant),
+    start: Instant,
+    timeline: &mut Vec<(f64, f64, f64)>,
+    progress: &Progress,
+) {
+    let sent = shared.sent.load(Ordering::Relaxed);
+    let received = shared.received.load(Ordering::Relaxed);
+    let now = Instant::now();
+    let dt = (now - last.2).as_secs_f64().max(1e-9);
+    let sent_rate = sent.saturating_sub(last.0) as f64 / dt;
+    let received_rate = received.saturating_sub(last.1) as f64 / dt;
+    timeline.push(((now - start).as_secs_f64(), sent_rate, received_rate));
+    *last = (sent, received, now);
+    let position = if progress.by_time {
+        u64::try_from((now - start).as_millis()).unwrap_or(u64::MAX)
+    } else {
+        sent
+    };
+    progress.bar.set_position(position);
+    progress.bar.set_message(format!(
+        "sent {sent_rate:.0} msg/s, received {received_rate:.0} msg/s"
+    ));
+}
+
+/// The first address of `host:port`.
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} has no address"))
+}
+
+/// VmRSS of a process in kB.
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}

@@ -1,0 +1,207 @@
+//! Turns what the connections recorded into a [`Report`]: which subscriber
+//! should have received which publisher's messages, what was lost, what
+//! arrived twice.
+
+use fulmar_codec::QoS;
+use hdrhistogram::Histogram;
+
+use super::stats::{LatencyReport, QosCounts, Report};
+use super::workers::{PubResult, SubResult};
+
+/// Error messages kept in the report.
+const ERROR_SAMPLES: usize = 5;
+
+/// Measurements of the run besides the per-connection results.
+pub(super) struct Inputs {
+    pub(super) broker: String,
+    pub(super) mqtt: String,
+    pub(super) publishers: usize,
+    pub(super) subscribers: usize,
+    pub(super) idle: usize,
+    pub(super) payload_size: usize,
+    /// Seconds from the start until the publishers finished.
+    pub(super) publish_s: f64,
+    /// Seconds from the start until the last delivery.
+    pub(super) receive_s: f64,
+    pub(super) connect_s: f64,
+    /// Broker RSS in kB before and after connecting.
+    pub(super) rss: (Option<u64>, Option<u64>),
+    pub(super) timeline: Vec<(f64, f64, f64)>,
+}
+
+/// Whether `topic` matches `filter` (MQTT 4.7: `+` one level, `#` the rest,
+/// and a leading wildcard does not match a `$` topic).
+pub(super) fn topic_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut topic_levels = topic.split('/');
+    for level in filter.split('/') {
+        match level {
+            "#" => return true,
+            "+" => {
+                if topic_levels.next().is_none() {
+                    return false;
+                }
+            }
+            exact => {
+                if topic_levels.next() != Some(exact) {
+                    return false;
+                }
+            }
+        }
+    }
+    topic_levels.next().is_none()
+}
+
+/// For every subscriber, the publishers whose topic its filter matches.
+fn matching<'a>(
+    topics: &'a [(String, QoS)],
+    filters: &'a [String],
+) -> impl Iterator<Item = (usize, usize)> + 'a {
+    filters.iter().enumerate().flat_map(move |(j, filter)| {
+        topics
+            .iter()
+            .enumerate()
+            .filter(move |(_, (topic, _))| topic_matches(filter, topic))
+            .map(move |(i, _)| (j, i))
+    })
+}
+
+/// Deliveries the subscribers should see, counting each message once per
+/// matching subscriber.
+pub(super) fn expected_deliveries(
+    pubs: &[PubResult],
+    topics: &[(String, QoS)],
+    filters: &[String],
+) -> u64 {
+    matching(topics, filters)
+        .filter_map(|(_, i)| pubs.get(i))
+        .map(|p| p.sent)
+        .sum()
+}
+
+/// Builds the report.
+pub(super) fn build(
+    inputs: Inputs,
+    pubs: &[PubResult],
+    subs: &[SubResult],
+    topics: &[(String, QoS)],
+    filters: &[String],
+    histogram: &Histogram<u64>,
+    mut errors: Vec<String>,
+) -> Report {
+    let mut per_qos: Vec<QosCounts> = Vec::new();
+    let counts_for = |per_qos: &mut Vec<QosCounts>, qos: QoS| -> usize {
+        let n = qos as u8;
+        match per_qos.iter().position(|c| c.qos == n) {
+            Some(k) => k,
+            None => {
+                per_qos.push(QosCounts {
+                    qos: n,
+                    ..QosCounts::default()
+                });
+                per_qos.len() - 1
+            }
+        }
+    };
+    for p in pubs {
+        let k = counts_for(&mut per_qos, p.qos);
+        if let Some(c) = per_qos.get_mut(k) {
+            c.sent += p.sent;
+            c.acked += p.acked.len();
+        }
+        if let Some(e) = &p.error {
+            errors.push(format!("publisher {}: {e}", p.index));
+        }
+    }
+    for (j, s) in subs.iter().enumerate() {
+        if let Some(e) = &s.error {
+            errors.push(format!("subscriber {j}: {e}"));
+        }
+    }
+    for (j, i) in matching(topics, filters) {
+        let (Some(p), Some(s)) = (pubs.get(i), subs.get(j)) else {
+            continue;
+        };
+        let index = p.index;
+        let k = counts_for(&mut per_qos, p.qos);
+        let Some(c) = per_qos.get_mut(k) else {
+            continue;
+        };
+        let empty = Default::default();
+        let got = s.received.get(&index).unwrap_or(&empty);
+        c.received += got.len();
+        c.duplicated += s.duplicates.get(&index).copied().unwrap_or(0);
+        if p.qos == QoS::AtMostOnce {
+            c.expected += p.sent;
+            c.lost += p.sent.saturating_sub(got.len());
+        } else {
+            c.expected += p.acked.len();
+            c.lost += p.acked.missing_from(got);
+        }
+    }
+    per_qos.sort_by_key(|c| c.qos);
+
+    let sent: u64 = pubs.iter().map(|p| p.sent).sum();
+    let received: u64 = subs
+        .iter()
+        .map(|s| {
+            s.received.values().map(|r| r.len()).sum::<u64>()
+                + s.duplicates.values().sum::<u64>()
+                + s.foreign
+        })
+        .sum();
+    let mb = |n: u64, secs: f64| n as f64 * inputs.payload_size as f64 / 1e6 / secs;
+    let publish_s = inputs.publish_s.max(1e-9);
+    let receive_s = inputs.receive_s.max(1e-9);
+    let connections = inputs.publishers + inputs.subscribers + inputs.idle;
+    let bytes_per_connection = match inputs.rss {
+        (Some(before), Some(after)) if connections > 0 => {
+            Some(after.saturating_sub(before) as f64 * 1024.0 / connections as f64)
+        }
+        _ => None,
+    };
+    Report {
+        broker: inputs.broker,
+        mqtt: inputs.mqtt,
+        publishers: inputs.publishers,
+        subscribers: inputs.subscribers,
+        idle: inputs.idle,
+        payload_size: inputs.payload_size,
+        duration_s: inputs.publish_s,
+        connect_rate: connections as f64 / inputs.connect_s.max(1e-9),
+        connect_s: inputs.connect_s,
+        sent_msgs_per_s: sent as f64 / publish_s,
+        sent_mb_per_s: mb(sent, publish_s),
+        received_msgs_per_s: received as f64 / receive_s,
+        received_mb_per_s: mb(received, receive_s),
+        sent,
+        received,
+        latency: LatencyReport::from_histogram(histogram),
+        qos: per_qos,
+        errors: errors.len() as u64,
+        error_samples: errors.into_iter().take(ERROR_SAMPLES).collect(),
+        broker_rss_before_kb: inputs.rss.0,
+        broker_rss_after_kb: inputs.rss.1,
+        broker_bytes_per_connection: bytes_per_connection,
+        timeline: inputs.timeline,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topic_matches;
+
+    #[test]
+    fn wildcards_match_as_the_spec_says() {
+        // The accounting's own matcher (the broker's is tested in fulmar-topic).
+        assert!(topic_matches("a/#", "a/b/c"));
+        assert!(topic_matches("a/#", "a"));
+        assert!(topic_matches("a/+/c", "a/b/c"));
+        assert!(!topic_matches("a/+", "a/b/c"));
+        assert!(topic_matches("a/b", "a/b"));
+        assert!(!topic_matches("a/b", "a/b/c"));
+        assert!(!topic_matches("#", "$SYS/x"));
+    }
+}

@@ -1,0 +1,346 @@
+//! What the benchmark measures: the payload header, per-publisher sequence
+//! sets, latency histograms, and the final report (text, JSON, CSV).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Bytes of the header each payload starts with: a send timestamp in
+/// nanoseconds since the start of the run (u64), the publisher index (u32),
+/// and the sequence number (u64), big-endian.
+pub(super) const HEADER_LEN: usize = 20;
+
+/// Writes the header into the first [`HEADER_LEN`] bytes of `payload`.
+pub(super) fn write_header(payload: &mut [u8], nanos: u64, publisher: u32, seq: u64) {
+    let mut header = [0u8; HEADER_LEN];
+    header[..8].copy_from_slice(&nanos.to_be_bytes());
+    header[8..12].copy_from_slice(&publisher.to_be_bytes());
+    header[12..].copy_from_slice(&seq.to_be_bytes());
+    if let Some(dst) = payload.get_mut(..HEADER_LEN) {
+        dst.copy_from_slice(&header);
+    }
+}
+
+/// Reads `(nanos, publisher, seq)` from a payload, `None` if it is too short.
+pub(super) fn read_header(payload: &[u8]) -> Option<(u64, u32, u64)> {
+    let nanos = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
+    let publisher = u32::from_be_bytes(payload.get(8..12)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(payload.get(12..20)?.try_into().ok()?);
+    Some((nanos, publisher, seq))
+}
+
+/// A growable set of sequence numbers.
+#[derive(Debug, Default, Clone)]
+pub(super) struct SeqSet {
+    words: Vec<u64>,
+    len: u64,
+}
+
+impl SeqSet {
+    /// Adds `seq`; false when it was already there.
+    pub(super) fn insert(&mut self, seq: u64) -> bool {
+        let Ok(word) = usize::try_from(seq / 64) else {
+            return false;
+        };
+        if word >= self.words.len() {
+            self.words.resize(word + 1, 0);
+        }
+        let bit = 1u64 << (seq % 64);
+        match self.words.get_mut(word) {
+            Some(w) if *w & bit == 0 => {
+                *w |= bit;
+                self.len += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Number of members.
+    pub(super) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Members of `self` missing from `other`.
+    pub(super) fn missing_from(&self, other: &SeqSet) -> u64 {
+        self.words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let o = other.words.get(i).copied().unwrap_or(0);
+                u64::from((w & !o).count_ones())
+            })
+            .sum()
+    }
+}
+
+/// Latency histograms in microseconds, sharded so that thousands of
+/// subscribers do not each own one nor contend on a single lock.
+pub(super) struct Latencies {
+    shards: Vec<Mutex<Histogram<u64>>>,
+}
+
+impl Latencies {
+    /// Empty histograms, 3 significant digits, auto-resizing.
+    pub(super) fn new(shards: usize) -> Result<Self, String> {
+        let shards = (0..shards.max(1))
+            .map(|_| Histogram::new(3).map(Mutex::new).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { shards })
+    }
+
+    /// Records a batch of latencies (µs) into shard `key`.
+    pub(super) fn record(&self, key: usize, batch: &mut Vec<u64>) {
+        let Some(shard) = self.shards.get(key % self.shards.len().max(1)) else {
+            return;
+        };
+        if let Ok(mut h) = shard.lock() {
+            for v in batch.drain(..) {
+                h.saturating_record(v.max(1));
+            }
+        }
+    }
+
+    /// All shards merged.
+    pub(super) fn merged(&self) -> Result<Histogram<u64>, String> {
+        let mut all = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+        for shard in &self.shards {
+            let h = shard.lock().map_err(|_| "poisoned histogram".to_owned())?;
+            all.add(&*h).map_err(|e| e.to_string())?;
+        }
+        Ok(all)
+    }
+}
+
+/// Losses and duplicates of the messages published at one QoS.
+#[derive(Debug, Default, Clone, Serialize)]
+pub(crate) struct QosCounts {
+    /// QoS of the publishers.
+    pub(crate) qos: u8,
+    /// Messages handed to the broker (written, for QoS 0; sent, for QoS 1/2).
+    pub(crate) sent: u64,
+    /// QoS 1/2: messages the broker acknowledged with a success code.
+    pub(crate) acked: u64,
+    /// Deliveries expected by the subscribers (each matching subscriber
+    /// counts each message once).
+    pub(crate) expected: u64,
+    /// Deliveries that arrived (duplicates excluded).
+    pub(crate) received: u64,
+    /// QoS 1/2: acknowledged messages that some matching subscriber never
+    /// received; QoS 0: expected minus received.
+    pub(crate) lost: u64,
+    /// Deliveries of a message a subscriber had already received.
+    pub(crate) duplicated: u64,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Default, Clone, Serialize)]
+pub(crate) struct LatencyReport {
+    /// Samples.
+    pub(crate) count: u64,
+    /// Median.
+    pub(crate) p50_us: u64,
+    /// 90th percentile.
+    pub(crate) p90_us: u64,
+    /// 99th percentile.
+    pub(crate) p99_us: u64,
+    /// 99.9th percentile.
+    pub(crate) p999_us: u64,
+    /// Largest.
+    pub(crate) max_us: u64,
+    /// Mean.
+    pub(crate) mean_us: f64,
+}
+
+impl LatencyReport {
+    /// Percentiles of `h`.
+    pub(super) fn from_histogram(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            count: h.len(),
+            p50_us: h.value_at_quantile(0.50),
+            p90_us: h.value_at_quantile(0.90),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+            mean_us: h.mean(),
+        }
+    }
+}
+
+/// The outcome of a run.
+#[derive(Debug, Default, Clone, Serialize)]
+pub(crate) struct Report {
+    /// Broker address.
+    pub(crate) broker: String,
+    /// "3.1.1" or "5".
+    pub(crate) mqtt: String,
+    /// Publisher, subscriber and idle connection counts.
+    pub(crate) publishers: usize,
+    /// Subscribers.
+    pub(crate) subscribers: usize,
+    /// Idle connections.
+    pub(crate) idle: usize,
+    /// Payload bytes per message.
+    pub(crate) payload_size: usize,
+    /// Seconds from the start signal until the last publisher finished.
+    pub(crate) duration_s: f64,
+    /// Connections opened (CONNACK received) per second during the connect phase.
+    pub(crate) connect_rate: f64,
+    /// Seconds the connect phase took.
+    pub(crate) connect_s: f64,
+    /// Messages sent per second.
+    pub(crate) sent_msgs_per_s: f64,
+    /// Payload MB (10^6 bytes) sent per second.
+    pub(crate) sent_mb_per_s: f64,
+    /// Messages received per second (all subscribers together).
+    pub(crate) received_msgs_per_s: f64,
+    /// Payload MB received per second.
+    pub(crate) received_mb_per_s: f64,
+    /// Totals.
+    pub(crate) sent: u64,
+    /// Deliveries received (duplicates included).
+    pub(crate) received: u64,
+    /// End-to-end latency.
+    pub(crate) latency: LatencyReport,
+    /// Per QoS of the publishers.
+    pub(crate) qos: Vec<QosCounts>,
+    /// Connections that failed (connect or during the run), with the first errors.
+    pub(crate) errors: u64,
+    /// The first few error messages.
+    pub(crate) error_samples: Vec<String>,
+    /// Broker RSS (kB) before connecting and after all connections were open
+    /// (with `--broker-pid`).
+    pub(crate) broker_rss_before_kb: Option<u64>,
+    /// See `broker_rss_before_kb`.
+    pub(crate) broker_rss_after_kb: Option<u64>,
+    /// (after - before) / connections, in bytes.
+    pub(crate) broker_bytes_per_connection: Option<f64>,
+    /// Messages sent and received per interval of the run: (seconds since
+    /// start, sent/s, received/s).
+    pub(crate) timeline: Vec<(f64, f64, f64)>,
+}
+
+impl Report {
+    /// Human-readable summary.
+    pub(crate) fn text(&self) -> String {
+        let mut out = format!(
+            "fulmar bench: {} (MQTT {}), {} publishers, {} subscribers, {} idle, {} B payload\n",
+            self.broker, self.mqtt, self.publishers, self.subscribers, self.idle, self.payload_size
+        );
+        out += &format!(
+            "connect   {:.0} conn/s ({} connections in {:.2} s)\n",
+            self.connect_rate,
+            self.publishers + self.subscribers + self.idle,
+            self.connect_s
+        );
+        out += &format!(
+            "sent      {:>12.0} msg/s {:>10.2} MB/s  ({} in {:.2} s)\n",
+            self.sent_msgs_per_s, self.sent_mb_per_s, self.sent, self.duration_s
+        );
+        out += &format!(
+            "received  {:>12.0} msg/s {:>10.2} MB/s  ({})\n",
+            self.received_msgs_per_s, self.received_mb_per_s, self.received
+        );
+        let l = &self.latency;
+        out += &format!(
+            "latency   p50 {} us, p90 {} us, p99 {} us, p99.9 {} us, max {} us ({} samples)\n",
+            l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us, l.count
+        );
+        for q in &self.qos {
+            out += &format!(
+                "QoS {}     sent {}, acked {}, expected {}, received {}, lost {}, duplicated {}\n",
+                q.qos, q.sent, q.acked, q.expected, q.received, q.lost, q.duplicated
+            );
+        }
+        if let (Some(before), Some(after)) = (self.broker_rss_before_kb, self.broker_rss_after_kb) {
+            out += &format!(
+                "broker    RSS {before} kB -> {after} kB, {:.0} B per connection\n",
+                self.broker_bytes_per_connection.unwrap_or(0.0)
+            );
+        }
+        if self.errors > 0 {
+            out += &format!("errors    {}\n", self.errors);
+            for e in &self.error_samples {
+                out += &format!("  {e}\n");
+            }
+        }
+        out
+    }
+
+    /// One header line and one data line.
+    pub(crate) fn csv(&self) -> String {
+        let l = &self.latency;
+        let mut header = String::from(
+            "broker,mqtt,publishers,subscribers,idle,payload_size,duration_s,connect_rate,\
+             sent,received,sent_msgs_per_s,sent_mb_per_s,received_msgs_per_s,received_mb_per_s,\
+             p50_us,p90_us,p99_us,p999_us,max_us,errors,broker_bytes_per_connection",
+        );
+        let mut row = format!(
+            "{},{},{},{},{},{},{:.3},{:.1},{},{},{:.1},{:.3},{:.1},{:.3},{},{},{},{},{},{},{}",
+            self.broker,
+            self.mqtt,
+            self.publishers,
+            self.subscribers,
+            self.idle,
+            self.payload_size,
+            self.duration_s,
+            self.connect_rate,
+            self.sent,
+            self.received,
+            self.sent_msgs_per_s,
+            self.sent_mb_per_s,
+            self.received_msgs_per_s,
+            self.received_mb_per_s,
+            l.p50_us,
+            l.p90_us,
+            l.p99_us,
+            l.p999_us,
+            l.max_us,
+            self.errors,
+            self.broker_bytes_per_connection
+                .map_or_else(String::new, |b| format!("{b:.0}")),
+        );
+        for q in &self.qos {
+            let n = q.qos;
+            header += &format!(",qos{n}_sent,qos{n}_acked,qos{n}_lost,qos{n}_duplicated");
+            row += &format!(",{},{},{},{}", q.sent, q.acked, q.lost, q.duplicated);
+        }
+        format!("{header}\n{row}\n")
+    }
+}
+
+/// Microseconds in `d`, saturating.
+pub(super) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip() {
+        let mut payload = vec![0u8; 32];
+        write_header(&mut payload, 123_456, 7, 99);
+        assert_eq!(read_header(&payload), Some((123_456, 7, 99)));
+        assert_eq!(read_header(&payload[..19]), None);
+    }
+
+    #[test]
+    fn seq_set_counts_and_differences() {
+        let mut a = SeqSet::default();
+        let mut b = SeqSet::default();
+        assert!(a.insert(0));
+        assert!(a.insert(130));
+        assert!(!a.insert(130));
+        assert!(b.insert(130));
+        assert_eq!(a.len(), 2);
+        assert_eq!(a.missing_from(&b), 1);
+        assert_eq!(b.missing_from(&a), 0);
+    }
+}

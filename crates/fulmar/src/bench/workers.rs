@@ -1,0 +1,381 @@
+//! The three kinds of benchmark connection, each one tokio task: publishers,
+//! subscribers and idle connections.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use fulmar_codec::{
+    MqttString, PacketId, ProtocolVersion, Publish, QoS, SubscribeProperties, SubscriptionOptions,
+};
+use fulmar_session::{Config, Event};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use super::Phase;
+use super::conn::Link;
+use super::stats::{HEADER_LEN, Latencies, SeqSet, micros, read_header, write_header};
+
+/// A publisher stops generating while this many bytes wait to be written.
+const HIGH_WATER: usize = 64 * 1024;
+/// Latencies buffered by a subscriber before they go into a shared histogram.
+const LATENCY_BATCH: usize = 256;
+
+/// State shared by every connection of a run.
+pub(super) struct Shared {
+    /// Timestamps in payloads are nanoseconds since this instant.
+    pub(super) base: Instant,
+    /// Messages handed to sessions by publishers.
+    pub(super) sent: AtomicU64,
+    /// Messages received by subscribers (duplicates included).
+    pub(super) received: AtomicU64,
+    /// Nanoseconds since `base` of the latest delivery.
+    pub(super) last_received: AtomicU64,
+    /// End-to-end latency.
+    pub(super) latencies: Latencies,
+}
+
+impl Shared {
+    fn nanos(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// How every connection connects.
+#[derive(Clone)]
+pub(super) struct ConnectPlan {
+    /// Broker address.
+    pub(super) addr: SocketAddr,
+    /// Protocol version.
+    pub(super) version: ProtocolVersion,
+    /// Keep alive in seconds.
+    pub(super) keep_alive: u16,
+    /// Our outbound in-flight window for QoS 1/2.
+    pub(super) inflight: u16,
+    /// Limits concurrent connection attempts (listen backlogs are finite).
+    pub(super) gate: Arc<Semaphore>,
+    /// Where each connection reports that it is connected (and subscribed).
+    pub(super) ready: mpsc::UnboundedSender<Result<(), String>>,
+}
+
+impl ConnectPlan {
+    async fn open(
+        &self,
+        client_id: String,
+        subscribe: Option<(&str, QoS)>,
+    ) -> Result<Link, String> {
+        let _permit = self
+            .gate
+            .acquire()
+            .await
+            .map_err(|_| "connect gate closed".to_owned())?;
+        let inflight =
+            std::num::NonZeroU16::new(self.inflight).unwrap_or(std::num::NonZeroU16::MIN);
+        let config = Config {
+            // Clean sessions with room for everything the broker may send.
+            receive_maximum: std::num::NonZeroU16::MAX,
+            max_inflight: inflight,
+            max_pending: usize::from(self.inflight) + 16,
+            connect_timeout: Some(Duration::from_secs(30)),
+            outbound_topic_aliases: false,
+            ..Config::default()
+        };
+        let mut link =
+            Link::connect(self.addr, client_id, self.version, config, self.keep_alive).await?;
+        if let Some((filter, qos)) = subscribe {
+            link.session
+                .subscribe(
+                    vec![(
+                        MqttString::from(filter.to_owned()),
+                        SubscriptionOptions::new(qos),
+                    )],
+                    SubscribeProperties::default(),
+                    Instant::now(),
+                )
+                .map_err(|e| e.to_string())?;
+            'acked: loop {
+                link.encode_transmits()?;
+                while let Some(event) = link.session.poll_event() {
+                    if let Event::SubAck(ack) = event {
+                        match ack.reason_codes.first().and_then(|c| c.granted_qos()) {
+                            Some(_) => break 'acked,
+                            None => return Err(format!("subscription to {filter} refused")),
+                        }
+                    }
+                }
+                link.step(None, None).await?;
+            }
+        }
+        Ok(link)
+    }
+
+    /// Connects (and subscribes), reports readiness, and returns the link.
+    async fn open_and_report(
+        &self,
+        client_id: String,
+        subscribe: Option<(&str, QoS)>,
+    ) -> Result<Link, String> {
+        let opened = self.open(client_id, subscribe).await;
+        // The coordinator may have given up already; nothing to do then.
+        let _ = self
+            .ready
+            .send(opened.as_ref().map(|_| ()).map_err(Clone::clone));
+        opened
+    }
+}
+
+/// Serves the connection until the phase reaches `until`.
+async fn wait_for(
+    link: &mut Link,
+    phase: &mut watch::Receiver<Phase>,
+    until: Phase,
+) -> Result<(), String> {
+    loop {
+        if *phase.borrow_and_update() >= until {
+            return Ok(());
+        }
+        link.encode_transmits()?;
+        link.step(None, Some(phase)).await?;
+    }
+}
+
+/// What one publisher does.
+pub(super) struct PubPlan {
+    /// Index, written into each payload.
+    pub(super) index: u32,
+    /// Client identifier.
+    pub(super) client_id: String,
+    /// Topic name.
+    pub(super) topic: String,
+    /// QoS of every message.
+    pub(super) qos: QoS,
+    /// Messages to send, or until the phase says stop.
+    pub(super) count: Option<u64>,
+    /// Time between messages; `None`: as fast as possible.
+    pub(super) interval: Option<Duration>,
+    /// Payload bytes (at least [`HEADER_LEN`]).
+    pub(super) payload_size: usize,
+}
+
+/// What one publisher did.
+pub(super) struct PubResult {
+    /// Its index.
+    pub(super) index: u32,
+    /// Its QoS.
+    pub(super) qos: QoS,
+    /// Messages handed to the session.
+    pub(super) sent: u64,
+    /// QoS 1/2: sequence numbers acknowledged with a success code.
+    pub(super) acked: SeqSet,
+    /// What went wrong, if anything.
+    pub(super) error: Option<String>,
+}
+
+/// Runs one publisher task to the end.
+pub(super) async fn publisher(
+    connect: ConnectPlan,
+    plan: PubPlan,
+    shared: Arc<Shared>,
+    mut phase: watch::Receiver<Phase>,
+) -> PubResult {
+    let mut result = PubResult {
+        index: plan.index,
+        qos: plan.qos,
+        sent: 0,
+        acked: SeqSet::default(),
+        error: None,
+    };
+    let outcome = async {
+        let mut link = connect
+            .open_and_report(plan.client_id.clone(), None)
+            .await?;
+        wait_for(&mut link, &mut phase, Phase::Running).await?;
+        publish_loop(&mut link, &plan, &shared, &mut phase, &mut result).await?;
+        link.disconnect().await
+    }
+    .await;
+    result.error = outcome.err();
+    result
+}
+
+async fn publish_loop(
+    link: &mut Link,
+    plan: &PubPlan,
+    shared: &Shared,
+    phase: &mut watch::Receiver<Phase>,
+    result: &mut PubResult,
+) -> Result<(), String> {
+    let topic = MqttString::from(plan.topic.clone());
+    let size = plan.payload_size.max(HEADER_LEN);
+    let limit = plan.count.unwrap_or(u64::MAX);
+    let mut ids: HashMap<PacketId, u64> = HashMap::new();
+    let mut next_at = tokio::time::Instant::now();
+    loop {
+        let current = *phase.borrow_and_update();
+        if current >= Phase::Finish {
+            return Err(format!(
+                "{} messages still in flight at the end",
+                link.session.inflight_len() + link.session.pending_len()
+            ));
+        }
+        let stopping = current >= Phase::Stop || result.sent >= limit;
+        let window = link.session.send_window().max(1);
+        let room = |link: &Link| {
+            link.pending_write() < HIGH_WATER
+                && (plan.qos == QoS::AtMostOnce
+                    || link.session.inflight_len() + link.session.pending_len() < window)
+        };
+        if !stopping {
+            let now = tokio::time::Instant::now();
+            while result.sent < limit && room(link) && plan.interval.is_none_or(|_| next_at <= now)
+            {
+                let mut payload = BytesMut::zeroed(size);
+                write_header(&mut payload, shared.nanos(), plan.index, result.sent);
+                let mut message = Publish::new(topic.clone(), payload.freeze());
+                message.qos = plan.qos;
+                let id = link
+                    .session
+                    .publish(message, Instant::now())
+                    .map_err(|e| format!("publish: {e}"))?;
+                if let Some(id) = id {
+                    ids.insert(id, result.sent);
+                }
+                result.sent += 1;
+                shared.sent.fetch_add(1, Ordering::Relaxed);
+                if let Some(interval) = plan.interval {
+                    next_at += interval;
+                }
+                link.encode_transmits()?;
+            }
+        }
+        link.encode_transmits()?;
+        while let Some(event) = link.session.poll_event() {
+            match event {
+                Event::PublishComplete {
+                    packet_id,
+                    reason_code,
+                    ..
+                } => {
+                    if let Some(seq) = ids.remove(&packet_id)
+                        && !reason_code.is_error()
+                    {
+                        result.acked.insert(seq);
+                    }
+                }
+                Event::PublishDropped { packet_id, reason } => {
+                    if let Some(id) = packet_id {
+                        ids.remove(&id);
+                    }
+                    return Err(format!("message dropped by the session: {reason:?}"));
+                }
+                Event::Disconnected { reason_code, .. } => {
+                    return Err(format!("disconnected by the broker: {reason_code:?}"));
+                }
+                _ => {}
+            }
+        }
+        let idle = link.session.inflight_len() == 0
+            && link.session.pending_len() == 0
+            && link.pending_write() == 0;
+        if (stopping || result.sent >= limit) && idle {
+            return Ok(());
+        }
+        let deadline = (!stopping && plan.interval.is_some() && room(link)).then_some(next_at);
+        link.step(deadline, Some(phase)).await?;
+    }
+}
+
+/// What one subscriber does.
+pub(super) struct SubPlan {
+    /// Index (for histogram sharding).
+    pub(super) index: u32,
+    /// Client identifier.
+    pub(super) client_id: String,
+    /// Topic filter.
+    pub(super) filter: String,
+    /// Maximum QoS requested.
+    pub(super) qos: QoS,
+}
+
+/// What one subscriber received.
+#[derive(Default)]
+pub(super) struct SubResult {
+    /// Sequence numbers received, per publisher index.
+    pub(super) received: HashMap<u32, SeqSet>,
+    /// Repeated deliveries, per publisher index.
+    pub(super) duplicates: HashMap<u32, u64>,
+    /// Messages without our header.
+    pub(super) foreign: u64,
+    /// What went wrong, if anything.
+    pub(super) error: Option<String>,
+}
+
+/// Runs one subscriber task to the end.
+pub(super) async fn subscriber(
+    connect: ConnectPlan,
+    plan: SubPlan,
+    shared: Arc<Shared>,
+    mut phase: watch::Receiver<Phase>,
+) -> SubResult {
+    let mut result = SubResult::default();
+    let mut batch = Vec::with_capacity(LATENCY_BATCH);
+    let shard = usize::try_from(plan.index).unwrap_or(0);
+    let outcome = async {
+        let mut link = connect
+            .open_and_report(plan.client_id.clone(), Some((&plan.filter, plan.qos)))
+            .await?;
+        loop {
+            if *phase.borrow_and_update() >= Phase::Finish {
+                break;
+            }
+            while let Some(event) = link.session.poll_event() {
+                match event {
+                    Event::Message(message) => {
+                        let now = shared.nanos();
+                        shared.received.fetch_add(1, Ordering::Relaxed);
+                        shared.last_received.fetch_max(now, Ordering::Relaxed);
+                        let Some((sent_at, publisher, seq)) = read_header(&message.payload) else {
+                            result.foreign += 1;
+                            continue;
+                        };
+                        batch.push(micros(Duration::from_nanos(now.saturating_sub(sent_at))));
+                        if batch.len() >= LATENCY_BATCH {
+                            shared.latencies.record(shard, &mut batch);
+                        }
+                        if !result.received.entry(publisher).or_default().insert(seq) {
+                            *result.duplicates.entry(publisher).or_default() += 1;
+                        }
+                    }
+                    Event::Disconnected { reason_code, .. } => {
+                        return Err(format!("disconnected by the broker: {reason_code:?}"));
+                    }
+                    _ => {}
+                }
+            }
+            link.encode_transmits()?;
+            link.step(None, Some(&mut phase)).await?;
+        }
+        link.disconnect().await
+    }
+    .await;
+    shared.latencies.record(shard, &mut batch);
+    result.error = outcome.err();
+    result
+}
+
+/// Runs one idle connection: connects, keeps alive, disconnects at the end.
+pub(super) async fn idle(
+    connect: ConnectPlan,
+    client_id: String,
+    mut phase: watch::Receiver<Phase>,
+) -> Option<String> {
+    let outcome = async {
+        let mut link = connect.open_and_report(client_id, None).await?;
+        wait_for(&mut link, &mut phase, Phase::Finish).await?;
+        link.disconnect().await
+    }
+    .await;
+    outcome.err()
+}
