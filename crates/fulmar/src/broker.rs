@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args};
-use fulmar_broker::Broker;
+use fulmar_broker::{Broker, BrokerBuilder, TlsConfig};
 
 use crate::acl::{Acl, AclAuthorizer};
 use crate::config::{Config, DEFAULT_CONFIG, ListenerConfig, Protocol};
@@ -77,6 +77,8 @@ fn effective_config(args: &BrokerArgs) -> Result<Config, String> {
                 bind: listen_addr(addr, port),
                 cert: None,
                 key: None,
+                client_ca: None,
+                require_certificate: None,
                 path: None,
             })
             .collect();
@@ -93,6 +95,43 @@ fn effective_config(args: &BrokerArgs) -> Result<Config, String> {
     }
     config.check()?;
     Ok(config)
+}
+
+/// Adds listener number `n` to the builder, reading its PEM files.
+fn add_listener(
+    builder: BrokerBuilder,
+    n: usize,
+    listener: &ListenerConfig,
+) -> Result<BrokerBuilder, String> {
+    let at = || format!("listener {n} ({})", listener.bind);
+    let read = |key: &str, path: &Option<PathBuf>| -> Result<Option<Vec<u8>>, String> {
+        path.as_ref()
+            .map(|p| {
+                std::fs::read(p).map_err(|e| format!("{}: {key} = {}: {e}", at(), p.display()))
+            })
+            .transpose()
+    };
+    let tls = || -> Result<TlsConfig, String> {
+        let (Some(cert), Some(key)) = (read("cert", &listener.cert)?, read("key", &listener.key)?)
+        else {
+            return Err(format!("{}: needs `cert` and `key`", at()));
+        };
+        let mut tls = TlsConfig::new(cert, key);
+        if let Some(ca) = read("client_ca", &listener.client_ca)? {
+            tls = tls
+                .client_ca_pem(ca)
+                .client_certificate_optional(!listener.require_certificate.unwrap_or(true));
+        }
+        Ok(tls)
+    };
+    let addr = listener.bind.clone();
+    let path = || listener.path.clone().unwrap_or_else(|| "/mqtt".to_owned());
+    Ok(match listener.protocol {
+        Protocol::Tcp => builder.tcp_listener(addr),
+        Protocol::Tls => builder.tls_listener(addr, tls()?),
+        Protocol::Ws => builder.ws_listener(addr, path()),
+        Protocol::Wss => builder.wss_listener(addr, path(), tls()?),
+    })
 }
 
 /// Runs the broker until SIGINT or SIGTERM, then shuts it down gracefully.
@@ -113,8 +152,8 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
 
     let limits = config.limits.to_limits()?;
     let mut builder = Broker::builder().limits(limits);
-    for listener in &config.listeners {
-        builder = builder.tcp_listener(listener.bind.clone());
+    for (i, listener) in config.listeners.iter().enumerate() {
+        builder = add_listener(builder, i + 1, listener)?;
     }
     let passwords = match &config.auth.password_file {
         Some(path) => {

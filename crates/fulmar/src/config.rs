@@ -35,6 +35,8 @@ impl Default for Config {
                 bind: "127.0.0.1:1883".to_owned(),
                 cert: None,
                 key: None,
+                client_ca: None,
+                require_certificate: None,
                 path: None,
             }],
             limits: LimitsConfig::default(),
@@ -70,8 +72,12 @@ impl Protocol {
         }
     }
 
-    fn needs_certificate(self) -> bool {
+    pub(crate) fn needs_certificate(self) -> bool {
         matches!(self, Self::Tls | Self::Wss)
+    }
+
+    pub(crate) fn is_websocket(self) -> bool {
+        matches!(self, Self::Ws | Self::Wss)
     }
 }
 
@@ -88,6 +94,10 @@ pub(crate) struct ListenerConfig {
     pub(crate) cert: Option<PathBuf>,
     /// Private key (PEM), for `tls` and `wss`.
     pub(crate) key: Option<PathBuf>,
+    /// CA certificates (PEM) for client certificates (mutual TLS).
+    pub(crate) client_ca: Option<PathBuf>,
+    /// With `client_ca`: whether a client must present a certificate (default true).
+    pub(crate) require_certificate: Option<bool>,
     /// HTTP path, for `ws` and `wss`.
     pub(crate) path: Option<String>,
 }
@@ -109,6 +119,18 @@ pub(crate) struct LimitsConfig {
     pub(crate) topic_alias_maximum: u16,
     pub(crate) maximum_qos: u8,
     pub(crate) max_session_expiry_secs: u32,
+    pub(crate) overload_policy: Overload,
+    pub(crate) backpressure_timeout_secs: u64,
+}
+
+/// `limits.overload_policy`: [`fulmar_broker::OverloadPolicy`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Overload {
+    /// Drop and count.
+    Drop,
+    /// Hold the publisher back.
+    Backpressure,
 }
 
 impl Default for LimitsConfig {
@@ -124,6 +146,11 @@ impl Default for LimitsConfig {
             topic_alias_maximum: limits.topic_alias_maximum,
             maximum_qos: u8::from(limits.maximum_qos),
             max_session_expiry_secs: limits.max_session_expiry,
+            overload_policy: match limits.overload_policy {
+                fulmar_broker::OverloadPolicy::Backpressure => Overload::Backpressure,
+                _ => Overload::Drop,
+            },
+            backpressure_timeout_secs: limits.backpressure_timeout.as_secs(),
         }
     }
 }
@@ -146,6 +173,12 @@ impl LimitsConfig {
             )
         })?;
         limits.max_session_expiry = self.max_session_expiry_secs;
+        limits.overload_policy = match self.overload_policy {
+            Overload::Drop => fulmar_broker::OverloadPolicy::DropAndCount,
+            Overload::Backpressure => fulmar_broker::OverloadPolicy::Backpressure,
+        };
+        limits.backpressure_timeout =
+            std::time::Duration::from_secs(self.backpressure_timeout_secs);
         Ok(limits)
     }
 }
@@ -203,15 +236,17 @@ pub(crate) struct MetricsConfig {
 pub(crate) const DEFAULT_CONFIG: &str = r#"# fulmar broker configuration (TOML). Every key is optional; the values
 # below are the defaults. Unknown keys are an error.
 
-# One [[listener]] table per socket. protocol: "tcp", "tls", "ws" or "wss"
-# (fulmar-broker serves "tcp" only for now: the others are refused at start).
-# `fulmar broker -p PORT` overrides the port of the first listener.
+# One [[listener]] table per socket. protocol: "tcp", "tls", "ws" (WebSocket)
+# or "wss" (WebSocket over TLS). `fulmar broker -p PORT` overrides the port
+# of the first listener. Relative paths are relative to this file.
 [[listener]]
 protocol = "tcp"
 bind = "127.0.0.1:1883"
-# cert = "server.pem"   # tls / wss: certificate chain (PEM)
-# key = "server.key"    # tls / wss: private key (PEM)
-# path = "/mqtt"        # ws / wss: HTTP path
+# cert = "server.pem"           # tls / wss: certificate chain (PEM, leaf first)
+# key = "server.key"            # tls / wss: private key (PEM)
+# client_ca = "ca.pem"          # tls / wss: ask for client certificates from this CA
+# require_certificate = true    # with client_ca: refuse clients without one
+# path = "/mqtt"                # ws / wss: HTTP path (default "/mqtt")
 
 [limits]
 # Open network connections at once.
@@ -232,10 +267,14 @@ topic_alias_maximum = 16
 maximum_qos = 2
 # Longest Session Expiry Interval granted, in seconds (4294967295: never expires).
 max_session_expiry_secs = 4294967295
+# A QoS 1/2 message for a connected subscriber whose queues are full:
+# "drop" (and count it) or "backpressure" (the publisher waits, its message
+# unacknowledged, for at most backpressure_timeout_secs, then is disconnected).
+overload_policy = "drop"
+backpressure_timeout_secs = 30
 
 [auth]
 # A mosquitto_passwd file (user:$7$... PBKDF2-SHA512, or $6$ SHA-512 lines).
-# Relative paths are relative to this file.
 # password_file = "passwd"
 # A mosquitto acl_file: `user NAME`, `topic [read|write|readwrite|deny] FILTER`,
 # `pattern [read|write|readwrite|deny] FILTER` with %c (client id) and %u (user).
@@ -272,9 +311,13 @@ impl Config {
             *path = base.join(&*path);
         }
         for listener in &mut config.listeners {
-            for path in [&mut listener.cert, &mut listener.key]
-                .into_iter()
-                .flatten()
+            for path in [
+                &mut listener.cert,
+                &mut listener.key,
+                &mut listener.client_ca,
+            ]
+            .into_iter()
+            .flatten()
             {
                 *path = base.join(&*path);
             }
@@ -299,44 +342,42 @@ impl Config {
             return Err("no [[listener]]: the broker would accept no connection".to_owned());
         }
         for (i, listener) in self.listeners.iter().enumerate() {
-            let n = i + 1;
+            let at = format!("listener {} ({})", i + 1, listener.bind);
             let protocol = listener.protocol;
+            let tls_files = [
+                ("cert", &listener.cert),
+                ("key", &listener.key),
+                ("client_ca", &listener.client_ca),
+            ];
             if protocol.needs_certificate() {
-                for (key, file) in [("cert", &listener.cert), ("key", &listener.key)] {
-                    let Some(file) = file else {
-                        return Err(format!(
-                            "listener {n} ({}): protocol = \"{}\" needs `{key}`",
-                            listener.bind,
-                            protocol.name()
-                        ));
-                    };
-                    if let Err(e) = std::fs::metadata(file) {
-                        return Err(format!(
-                            "listener {n} ({}): {key} = {}: {e}",
-                            listener.bind,
-                            file.display()
-                        ));
+                for (key, file) in tls_files {
+                    match file {
+                        None if key != "client_ca" => {
+                            return Err(format!(
+                                "{at}: protocol = \"{}\" needs `{key}`",
+                                protocol.name()
+                            ));
+                        }
+                        None => {}
+                        Some(file) => {
+                            if let Err(e) = std::fs::metadata(file) {
+                                return Err(format!("{at}: {key} = {}: {e}", file.display()));
+                            }
+                        }
                     }
                 }
-            } else if listener.cert.is_some() || listener.key.is_some() {
+                if listener.require_certificate.is_some() && listener.client_ca.is_none() {
+                    return Err(format!("{at}: `require_certificate` needs `client_ca`"));
+                }
+            } else if let Some((key, _)) = tls_files.iter().find(|(_, f)| f.is_some()) {
+                return Err(format!("{at}: `{key}` needs protocol \"tls\" or \"wss\""));
+            } else if listener.require_certificate.is_some() {
                 return Err(format!(
-                    "listener {n} ({}): `cert` and `key` need protocol \"tls\" or \"wss\"",
-                    listener.bind
+                    "{at}: `require_certificate` needs protocol \"tls\" or \"wss\""
                 ));
             }
-            if listener.path.is_some() && !matches!(protocol, Protocol::Ws | Protocol::Wss) {
-                return Err(format!(
-                    "listener {n} ({}): `path` needs protocol \"ws\" or \"wss\"",
-                    listener.bind
-                ));
-            }
-            if protocol != Protocol::Tcp {
-                return Err(format!(
-                    "listener {n} ({}): protocol = \"{}\" is not supported yet \
-                     (fulmar-broker serves plain TCP only)",
-                    listener.bind,
-                    protocol.name()
-                ));
+            if listener.path.is_some() && !protocol.is_websocket() {
+                return Err(format!("{at}: `path` needs protocol \"ws\" or \"wss\""));
             }
         }
         self.limits.to_limits()?;
@@ -417,11 +458,18 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("cert = /nonexistent/c.pem"), "{e}");
         let ws = "[[listener]]\nprotocol = \"ws\"\nbind = \"127.0.0.1:8080\"\n";
-        let e = Config::parse(ws, Path::new("."))
+        Config::parse(ws, Path::new(".")).unwrap().check().unwrap();
+        let e = Config::parse(&format!("{ws}cert = \"c.pem\"\n"), Path::new("."))
             .unwrap()
             .check()
             .unwrap_err();
-        assert!(e.contains("not supported yet"), "{e}");
+        assert!(e.contains("`cert` needs protocol"), "{e}");
+        let tcp = "[[listener]]\nbind = \"127.0.0.1:1\"\npath = \"/mqtt\"\n";
+        let e = Config::parse(tcp, Path::new("."))
+            .unwrap()
+            .check()
+            .unwrap_err();
+        assert!(e.contains("`path` needs"), "{e}");
         let sys = Config::parse("[sys]\ninterval_secs = 10\n", Path::new(".")).unwrap();
         assert!(sys.check().unwrap_err().contains("sys.interval_secs"));
         let metrics = Config::parse("[metrics]\nbind = \"127.0.0.1:0\"\n", Path::new(".")).unwrap();

@@ -219,7 +219,7 @@ mod tests {
         assert!(e.contains("twice"), "{e}");
     }
 
-    // MQTT-3.1.4-2: the server may refuse a CONNECT that fails authentication
+    // v5:MQTT-3.1.4-2: the server may refuse a CONNECT that fails authentication
     #[test]
     fn the_authenticator_checks_users_and_anonymous_clients() {
         let auth = FileAuthenticator {

@@ -66,7 +66,8 @@ pub(crate) struct ConnArgs {
     #[arg(short = 'D', long = "property", num_args = 4, action = ArgAction::Append,
           value_names = ["COMMAND", "IDENTIFIER", "KEY", "VALUE"])]
     property: Vec<String>,
-    /// MQTT 5.0 user property of the PUBLISH (pub) or the SUBSCRIBE (sub). May be repeated.
+    /// MQTT 5.0 user property of the PUBLISH (pub) or the SUBSCRIBE (sub). May be
+    /// repeated; sent after those given with -D.
     #[arg(long = "user-property", num_args = 2, action = ArgAction::Append,
           value_names = ["KEY", "VALUE"])]
     user_property: Vec<String>,

@@ -1,0 +1,165 @@
+//! `fulmar broker` configuration end to end: the default file, bad files,
+//! password and ACL files, log format, data directory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::{FulmarBroker, Sub, fulmar, publish, publish_ok, subscribe, temp_dir};
+
+/// Written by mosquitto_passwd 2.0.11: alice / secret.
+const ALICE: &str = "alice:$7$101$1Q1dew08D//GHKYI$rT986A/hzl9tWri62d4sk6HRwH258BtrEJMz+2PHsgFj9yz3KLjUSMQMIeM/AkoueiSjjnN/ZvKLX/zDmYzY7g==";
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+fn broker_error(config: &str) -> String {
+    let dir = temp_dir();
+    let file = write(&dir, "fulmar.toml", config);
+    let out = fulmar()
+        .args(["broker", "-p", "0", "-c", &file])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn the_printed_default_config_starts_a_broker() {
+    let out = fulmar()
+        .args(["broker", "--print-default-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("[[listener]]") && text.contains("# "));
+    let dir = temp_dir();
+    let file = write(&dir, "fulmar.toml", &text);
+    let broker = FulmarBroker::start(&["-c", &file]);
+    publish_ok(broker.port, &["-t", "t", "-m", "m", "-r"]);
+    let out = subscribe(broker.port, &["-t", "t", "-C", "1"]);
+    assert_eq!(out.stdout, b"m\n");
+}
+
+#[test]
+fn a_bad_config_names_the_line_and_the_key() {
+    let stderr = broker_error("[limits]\nmax_connections = 10\nmax_conections = 5\n");
+    assert!(stderr.contains("line 3"), "{stderr}");
+    assert!(stderr.contains("max_conections"), "{stderr}");
+    assert!(stderr.contains("fulmar.toml"), "{stderr}");
+
+    let stderr = broker_error("[limits]\nreceive_maximum = \"many\"\n");
+    assert!(stderr.contains("line 2"), "{stderr}");
+
+    let stderr = broker_error("[auth]\npassword_file = \"missing-passwd\"\n");
+    assert!(stderr.contains("auth.password_file"), "{stderr}");
+    assert!(stderr.contains("missing-passwd"), "{stderr}");
+
+    let stderr = broker_error("[auth]\nacl_file = \"acl\"\n[sys]\ninterval_secs = 10\n");
+    assert!(stderr.contains("sys.interval_secs"), "{stderr}");
+}
+
+#[test]
+fn a_missing_certificate_is_a_clear_error() {
+    let stderr = broker_error(
+        "[[listener]]\nprotocol = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+         cert = \"no-such-cert.pem\"\nkey = \"no-such-key.pem\"\n",
+    );
+    assert!(stderr.contains("cert = "), "{stderr}");
+    assert!(stderr.contains("no-such-cert.pem"), "{stderr}");
+}
+
+#[test]
+fn a_missing_config_file_is_a_clear_error() {
+    let out = fulmar()
+        .args(["broker", "-c", "/nonexistent/fulmar.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("/nonexistent/fulmar.toml"), "{stderr}");
+}
+
+// v5:MQTT-3.1.4-2: the server authenticates the CONNECT; a wrong password
+// gets a refusing CONNACK and the client exits non-zero.
+#[test]
+fn the_password_file_is_enforced() {
+    let dir = temp_dir();
+    write(&dir, "passwd", &format!("{ALICE}\n"));
+    let config = write(&dir, "fulmar.toml", "[auth]\npassword_file = \"passwd\"\n");
+    let broker = FulmarBroker::start(&["-c", &config]);
+    for version in ["5", "311"] {
+        let ok = &["-V", version, "-t", "t", "-m", "x", "-u", "alice"];
+        publish_ok(broker.port, &[ok.as_slice(), &["-P", "secret"]].concat());
+        let out = publish(broker.port, &[ok.as_slice(), &["-P", "wrong"]].concat());
+        assert_eq!(out.status.code(), Some(1), "v{version}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("refused"), "{stderr}");
+        // No user name: anonymous clients are refused once a password file is set.
+        let out = publish(broker.port, &["-V", version, "-t", "t", "-m", "x"]);
+        assert_eq!(out.status.code(), Some(1), "v{version}");
+    }
+}
+
+#[test]
+fn the_acl_file_is_enforced() {
+    let dir = temp_dir();
+    write(
+        &dir,
+        "acl",
+        "user alice\ntopic readwrite alice/#\n\nuser bob\ntopic read #\n",
+    );
+    let config = write(&dir, "fulmar.toml", "[auth]\nacl_file = \"acl\"\n");
+    let broker = FulmarBroker::start(&["-c", &config]);
+    let sub = Sub::start(
+        broker.port,
+        &["-u", "bob", "-t", "#", "-v", "-C", "1", "-q", "1"],
+    );
+    // v5: the denied PUBLISH is answered with 0x87 and pub fails.
+    let out = publish(
+        broker.port,
+        &["-u", "alice", "-t", "bob/x", "-m", "no", "-q", "1"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotAuthorized"));
+    // v3:MQTT-3.3.5-2: 3.1.1 gets a normal PUBACK, but nothing is delivered.
+    publish_ok(
+        broker.port,
+        &[
+            "-V", "311", "-u", "alice", "-t", "bob/y", "-m", "no", "-q", "1",
+        ],
+    );
+    // bob may not publish at all.
+    publish_ok(
+        broker.port,
+        &["-V", "311", "-u", "bob", "-t", "alice/z", "-m", "no"],
+    );
+    publish_ok(broker.port, &["-u", "alice", "-t", "alice/ok", "-m", "yes"]);
+    assert_eq!(sub.output(), "alice/ok yes\n");
+
+    // A subscription outside the grants is refused, and sub exits non-zero.
+    let out = subscribe(broker.port, &["-u", "alice", "-t", "bob/#", "-C", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused"));
+}
+
+#[test]
+fn json_logs_and_the_data_dir() {
+    let dir = temp_dir().join("store");
+    let broker =
+        FulmarBroker::start(&["--log-format", "json", "--data-dir", dir.to_str().unwrap()]);
+    assert!(broker.line.starts_with('{'), "{}", broker.line);
+    assert!(
+        broker.line.contains("\"level\":\"INFO\""),
+        "{}",
+        broker.line
+    );
+    assert!(dir.is_dir());
+}

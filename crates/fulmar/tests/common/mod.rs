@@ -1,0 +1,253 @@
+//! Test support: the `fulmar` binary as a broker, `pub` and `sub` processes,
+//! and a mosquitto broker, all on ephemeral loopback ports.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// The `fulmar` binary, without RUST_LOG from the environment.
+pub fn fulmar() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fulmar"));
+    cmd.env_remove("RUST_LOG");
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir() -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "fulmar-cli-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Reads `stderr` line by line until one contains `needle`; returns that
+/// line and keeps draining the rest in a thread (so the child never blocks
+/// on a full pipe). Panics with what was read if the stream ends first.
+pub fn wait_for_line(stderr: ChildStderr, needle: &str) -> String {
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains(needle) => {
+                std::thread::spawn(move || for _ in lines.by_ref() {});
+                return line;
+            }
+            Some(Ok(line)) => seen.push(line),
+            _ => panic!(
+                "process ended before printing {needle:?}:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+}
+
+/// A `fulmar broker` process, killed on drop.
+pub struct FulmarBroker {
+    child: Child,
+    pub port: u16,
+    /// The line that announced the listener.
+    pub line: String,
+}
+
+impl FulmarBroker {
+    /// `fulmar broker -p 0` plus `args`.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = fulmar()
+            .args(["broker", "-p", "0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let line = wait_for_line(child.stderr.take().unwrap(), "listening on ");
+        let addr = line.rsplit("listening on ").next().unwrap();
+        let port = addr
+            .trim_end_matches(|c: char| !c.is_ascii_digit())
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|e| panic!("no port in {line:?}: {e}"));
+        Self { child, port, line }
+    }
+}
+
+impl Drop for FulmarBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `fulmar sub` that has received its SUBACK.
+pub struct Sub {
+    child: Child,
+}
+
+impl Sub {
+    /// `fulmar sub -h 127.0.0.1 -p PORT -d -W 30` plus `args`; returns once
+    /// it printed its subscription (`-W 30` only keeps a broken test from
+    /// hanging).
+    pub fn start(port: u16, args: &[&str]) -> Self {
+        let mut child = fulmar()
+            .args(["sub", "-h", "127.0.0.1", "-p", &port.to_string(), "-d"])
+            .args(["-W", "30"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_line(child.stderr.take().unwrap(), "subscribed to ");
+        Self { child }
+    }
+
+    /// Waits for the process to exit (it must have been given -C) and
+    /// returns its stdout.
+    pub fn output(mut self) -> String {
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "fulmar sub: {status:?}, stdout {out:?}");
+        out
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `fulmar pub -h 127.0.0.1 -p PORT` plus `args` to completion.
+pub fn publish(port: u16, args: &[&str]) -> Output {
+    fulmar()
+        .args(["pub", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Like [`publish`], and asserts success.
+pub fn publish_ok(port: u16, args: &[&str]) {
+    let out = publish(port, args);
+    assert!(
+        out.status.success(),
+        "fulmar pub {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `fulmar sub -h 127.0.0.1 -p PORT -W 30` plus `args` to completion.
+pub fn subscribe(port: u16, args: &[&str]) -> Output {
+    fulmar()
+        .args([
+            "sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-W",
+            "30",
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Path of a mosquitto tool: the broker lives in /usr/sbin on Debian.
+pub fn mosquitto_tool(name: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let path = Path::new(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    panic!(
+        "{name} is not installed: these tests need the Debian packages `mosquitto` and \
+         `mosquitto-clients` (scripts/test.sh installs them)"
+    );
+}
+
+/// A mosquitto broker, killed on drop.
+pub struct Mosquitto {
+    child: Child,
+    pub port: u16,
+}
+
+impl Mosquitto {
+    pub fn start() -> Self {
+        let dir = temp_dir();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut config = format!(
+                "allow_anonymous true\npersistence false\nlog_dest stderr\n\
+                 log_type error\nlistener {port} 127.0.0.1\n"
+            );
+            if is_root() {
+                config.push_str("user root\n");
+            }
+            let conf = dir.join("mosquitto.conf");
+            std::fs::write(&conf, config).unwrap();
+            let mut child = Command::new(mosquitto_tool("mosquitto"))
+                .arg("-c")
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            for _ in 0..400 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Self { child, port };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("mosquitto did not start");
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}

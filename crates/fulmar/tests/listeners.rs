@@ -1,0 +1,118 @@
+//! `fulmar broker` listeners from the configuration file: TLS (with
+//! `fulmar pub`/`sub --cafile` and mosquitto_sub), WebSocket next to it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{FulmarBroker, Sub, mosquitto_tool, publish, publish_ok, temp_dir};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+
+/// Writes `ca.pem`, `server.pem` and `server.key` (for 127.0.0.1 and
+/// localhost) into `dir`.
+fn generate_pki(dir: &Path) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "fulmar cli test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server_params =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), server_cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+}
+
+#[test]
+fn tls_and_websocket_listeners_from_the_config_file() {
+    let dir = temp_dir();
+    generate_pki(&dir);
+    let config = dir.join("fulmar.toml");
+    std::fs::write(
+        &config,
+        "[[listener]]\nprotocol = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+         cert = \"server.pem\"\nkey = \"server.key\"\n\n\
+         [[listener]]\nprotocol = \"ws\"\nbind = \"127.0.0.1:0\"\npath = \"/mqtt\"\n",
+    )
+    .unwrap();
+    let broker = FulmarBroker::start(&["-c", config.to_str().unwrap()]);
+    let ca = dir.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+
+    let sub = Sub::start(
+        broker.port,
+        &["--cafile", ca, "-t", "secure/#", "-v", "-C", "2"],
+    );
+    publish_ok(
+        broker.port,
+        &[
+            "--cafile", ca, "-t", "secure/a", "-m", "over tls", "-q", "1",
+        ],
+    );
+    // mosquitto_pub over TLS to fulmar broker.
+    let status = Command::new(mosquitto_tool("mosquitto_pub"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port.to_string(),
+            "--cafile",
+            ca,
+        ])
+        .args(["-t", "secure/b", "-m", "mosquitto over tls", "-q", "1"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        sub.output(),
+        "secure/a over tls\nsecure/b mosquitto over tls\n"
+    );
+
+    // Without the CA, the server certificate is not trusted.
+    let out = publish(
+        broker.port,
+        &["--cafile", "/nonexistent/ca.pem", "-t", "a", "-m", "x"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ca.pem"));
+    // Plain MQTT on the TLS port fails cleanly.
+    let out = common::fulmar()
+        .args(["pub", "-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", "a", "-m", "x", "-k", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn a_certificate_that_does_not_parse_is_a_clear_error() {
+    let dir = temp_dir();
+    std::fs::write(dir.join("server.pem"), "not a certificate").unwrap();
+    std::fs::write(dir.join("server.key"), "not a key").unwrap();
+    let config = dir.join("fulmar.toml");
+    std::fs::write(
+        &config,
+        "[[listener]]\nprotocol = \"wss\"\nbind = \"127.0.0.1:0\"\n\
+         cert = \"server.pem\"\nkey = \"server.key\"\n",
+    )
+    .unwrap();
+    let out = common::fulmar()
+        .args(["broker", "-c", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("TLS configuration of 127.0.0.1:0"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

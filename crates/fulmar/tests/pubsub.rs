@@ -1,0 +1,216 @@
+//! `fulmar pub` and `fulmar sub` end to end against `fulmar broker` and
+//! mosquitto, and mosquitto's clients against `fulmar broker`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{
+    FulmarBroker, Mosquitto, Sub, fulmar, mosquitto_tool, publish, publish_ok, subscribe,
+};
+
+// Each QoS delivers the message once, in both protocol versions.
+#[test]
+fn pub_and_sub_deliver_at_every_qos_in_both_versions() {
+    let broker = FulmarBroker::start(&[]);
+    for version in ["5", "311"] {
+        for qos in ["0", "1", "2"] {
+            let topic = format!("qos/{version}/{qos}");
+            let sub = Sub::start(
+                broker.port,
+                &["-V", version, "-q", qos, "-t", &topic, "-C", "1"],
+            );
+            let payload = format!("payload at QoS {qos}");
+            publish_ok(
+                broker.port,
+                &["-V", version, "-q", qos, "-t", &topic, "-m", &payload],
+            );
+            assert_eq!(sub.output(), format!("{payload}\n"), "v{version} QoS {qos}");
+        }
+    }
+}
+
+// v3:MQTT-3.3.1-6: a new subscription receives the retained message (-v
+// prints `topic payload`).
+// v5:MQTT-3.3.1-6: an empty retained payload removes the retained message.
+#[test]
+fn retained_messages_reach_later_subscribers_and_verbose_prints_topics() {
+    let broker = FulmarBroker::start(&[]);
+    publish_ok(
+        broker.port,
+        &[
+            "-V",
+            "311",
+            "-t",
+            "home/door",
+            "-m",
+            "open",
+            "-r",
+            "-q",
+            "1",
+        ],
+    );
+    let out = subscribe(broker.port, &["-V", "311", "-t", "home/#", "-v", "-C", "1"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "home/door open\n");
+    // -n -r deletes it: a later subscriber gets only the live message.
+    publish_ok(broker.port, &["-t", "home/door", "-n", "-r"]);
+    let sub = Sub::start(broker.port, &["-t", "home/#", "-v", "-C", "1"]);
+    publish_ok(broker.port, &["-t", "home/window", "-m", "shut"]);
+    assert_eq!(sub.output(), "home/window shut\n");
+}
+
+#[test]
+fn count_stops_after_n_messages_and_stdin_lines_are_messages() {
+    let broker = FulmarBroker::start(&[]);
+    let sub = Sub::start(broker.port, &["-t", "lines", "-q", "1", "-C", "3"]);
+    let mut publisher = fulmar()
+        .args(["pub", "-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", "lines", "-q", "1", "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    publisher
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"one\ntwo\n\nthree\nfour\n")
+        .unwrap();
+    assert!(publisher.wait().unwrap().success());
+    // Blank lines are skipped; -C 3 ends after the third message.
+    assert_eq!(sub.output(), "one\ntwo\nthree\n");
+}
+
+#[test]
+fn a_file_is_published_as_one_binary_payload() {
+    let broker = FulmarBroker::start(&[]);
+    let dir = common::temp_dir();
+    let file = dir.join("payload.bin");
+    std::fs::write(&file, b"a\x00b\nc").unwrap();
+    publish_ok(
+        broker.port,
+        &["-t", "bin", "-r", "-f", file.to_str().unwrap()],
+    );
+    let out = subscribe(broker.port, &["-t", "bin", "-C", "1", "-N"]);
+    assert_eq!(out.stdout, b"a\x00b\nc");
+}
+
+// v5:MQTT-3.3.2-17: user properties are forwarded unaltered (checked with
+// mosquitto_sub, which prints them). -D properties come before --user-property ones.
+#[test]
+fn user_properties_reach_the_subscriber() {
+    let broker = FulmarBroker::start(&[]);
+    publish_ok(
+        broker.port,
+        &[
+            "-t",
+            "props",
+            "-m",
+            "x",
+            "-r",
+            "-D",
+            "publish",
+            "user-property",
+            "k1",
+            "v1",
+            "--user-property",
+            "k2",
+            "v2",
+        ],
+    );
+    let out = Command::new(mosquitto_tool("mosquitto_sub"))
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-V", "mqttv5", "-t", "props", "-C", "1", "-W", "30"])
+        .args(["-F", "%P %p"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "k1:v1 k2:v2 x\n");
+}
+
+#[test]
+fn fulmar_sub_works_against_mosquitto() {
+    let mosquitto = Mosquitto::start();
+    for version in ["5", "311"] {
+        let sub = Sub::start(
+            mosquitto.port,
+            &["-V", version, "-t", "m/#", "-v", "-q", "2", "-C", "2"],
+        );
+        let status = Command::new(mosquitto_tool("mosquitto_pub"))
+            .args(["-h", "127.0.0.1", "-p", &mosquitto.port.to_string()])
+            .args(["-t", "m/1", "-m", "first", "-q", "1"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        publish_ok(
+            mosquitto.port,
+            &["-V", version, "-t", "m/2", "-m", "second", "-q", "2"],
+        );
+        assert_eq!(sub.output(), "m/1 first\nm/2 second\n", "v{version}");
+    }
+}
+
+#[test]
+fn mosquitto_clients_work_against_fulmar_broker() {
+    let broker = FulmarBroker::start(&[]);
+    let port = broker.port.to_string();
+    for (version, qos) in [("mqttv5", "2"), ("mqttv311", "1")] {
+        let topic = format!("mosq/{version}");
+        let status = Command::new(mosquitto_tool("mosquitto_pub"))
+            .args(["-h", "127.0.0.1", "-p", &port, "-V", version])
+            .args(["-t", &topic, "-m", "from mosquitto_pub", "-q", qos, "-r"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = subscribe(broker.port, &["-t", &topic, "-C", "1"]);
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            "from mosquitto_pub\n"
+        );
+        let out = Command::new(mosquitto_tool("mosquitto_sub"))
+            .args(["-h", "127.0.0.1", "-p", &port, "-V", version])
+            .args(["-t", &topic, "-C", "1", "-W", "30", "-v"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!("{topic} from mosquitto_pub\n")
+        );
+    }
+}
+
+#[test]
+fn connection_errors_and_timeouts_exit_non_zero() {
+    let port = common::free_port();
+    let out = publish(port, &["-t", "a", "-m", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot connect to 127.0.0.1:"), "{stderr}");
+
+    let broker = FulmarBroker::start(&[]);
+    let out = fulmar()
+        .args(["sub", "-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", "quiet", "-W", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timed out"));
+    // A wildcard in a topic name is refused before connecting.
+    let out = publish(broker.port, &["-t", "a/#", "-m", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn help_is_long_only_because_h_is_the_host() {
+    for sub in ["pub", "sub"] {
+        let out = fulmar().args([sub, "--help"]).output().unwrap();
+        assert!(out.status.success());
+        let help = String::from_utf8(out.stdout).unwrap();
+        assert!(help.contains("-h, --host"), "{help}");
+        assert!(help.contains("--help"), "{help}");
+    }
+}
