@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AllowAll, Authenticator, Authorizer};
-use crate::config::Limits;
+use crate::config::{Limits, OverloadPolicy};
 use crate::error::BrokerError;
 use crate::listener::{ListenerSpec, SpecKind, accept_loop};
 use crate::message::Subscription;
@@ -170,6 +170,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// See [`Limits::overload_policy`].
+    #[must_use]
+    pub fn overload_policy(mut self, policy: OverloadPolicy) -> Self {
+        self.limits.overload_policy = policy;
+        self
+    }
+
     /// See [`Limits::connect_timeout`].
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -292,6 +299,10 @@ pub struct Stats {
     /// Messages dropped because a queue was full (offline queue, connection
     /// queue, in-process subscription).
     pub dropped_messages: u64,
+    /// Publishers currently withheld from (no acknowledgement, not read)
+    /// because a subscriber's queue is full, under
+    /// [`OverloadPolicy::Backpressure`](crate::OverloadPolicy::Backpressure).
+    pub blocked_publishers: u64,
 }
 
 impl BrokerHandle {
@@ -312,6 +323,7 @@ impl BrokerHandle {
             subscriptions: state.subs.len(),
             retained: state.retained.len(),
             dropped_messages: shared.counters.dropped.load(Ordering::Relaxed),
+            blocked_publishers: shared.counters.blocked_publishers.load(Ordering::Relaxed),
         }
     }
 
@@ -342,6 +354,7 @@ impl BrokerHandle {
             shared.limits.max_queued_messages,
             &shared.counters,
             Instant::now(),
+            None,
         );
         Ok(())
     }

@@ -34,6 +34,39 @@ pub struct Limits {
     pub maximum_qos: QoS,
     /// Longest Session Expiry Interval granted, in seconds (`u32::MAX`: never expires).
     pub max_session_expiry: u32,
+    /// What happens to a QoS 1/2 message for a connected subscriber whose
+    /// queues are full.
+    pub overload_policy: OverloadPolicy,
+    /// Under [`OverloadPolicy::Backpressure`], how long a publisher may wait
+    /// for room before it is disconnected (MQTT 5.0: DISCONNECT 0x89 Server
+    /// busy) with its message unacknowledged, so that it sends it again later.
+    pub backpressure_timeout: Duration,
+}
+
+/// What the broker does with a QoS 1/2 message for a connected subscriber
+/// whose queues are full: its connection queue
+/// ([`Limits::max_queued_messages`] deliveries not yet taken by its task)
+/// and, behind it, its session queue (messages beyond the subscriber's
+/// Receive Maximum, up to [`Limits::max_queued_messages`]).
+///
+/// QoS 0 messages for a full queue are always dropped and counted, and so
+/// are messages for offline sessions beyond their queue bound. A slow
+/// subscriber never stalls the delivery to the others under either policy:
+/// routing never waits on a subscriber.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OverloadPolicy {
+    /// Drop the message for that subscriber and count it in
+    /// [`Stats::dropped_messages`](crate::Stats::dropped_messages).
+    #[default]
+    DropAndCount,
+    /// Keep the message: the publisher's connection waits until the queue
+    /// has room before it acknowledges the message (PUBACK/PUBREC) and
+    /// before it reads anything more, so TCP flow control slows the
+    /// publisher down and no acknowledged message is dropped. Other
+    /// publishers and subscribers are not affected. Bounded by
+    /// [`Limits::backpressure_timeout`].
+    Backpressure,
 }
 
 impl Default for Limits {
@@ -48,6 +81,8 @@ impl Default for Limits {
             topic_alias_maximum: 16,
             maximum_qos: QoS::ExactlyOnce,
             max_session_expiry: u32::MAX,
+            overload_policy: OverloadPolicy::DropAndCount,
+            backpressure_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -62,6 +97,8 @@ impl Limits {
             maximum_packet_size: Some(self.max_packet_size),
             connect_timeout: Some(self.connect_timeout),
             maximum_qos: self.maximum_qos,
+            // Back-pressure acknowledges a message once every copy is queued.
+            manual_acks: self.overload_policy == OverloadPolicy::Backpressure,
             ..Config::default()
         }
     }

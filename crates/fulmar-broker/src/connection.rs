@@ -4,6 +4,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fulmar_codec::{
@@ -21,6 +22,7 @@ use tokio_util::codec::Framed;
 
 use crate::auth::{AuthDecision, ClientInfo, ConnectInfo};
 use crate::broker::Shared;
+use crate::config::OverloadPolicy;
 use crate::listener::{Peer, Slot};
 use crate::state::{Control, Owner, PendingWill, State, SubOptions, Subscriber, age, secs};
 
@@ -161,9 +163,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         }
                     }
                 }
-                Some(publish) = self.deliver_rx.recv() => {
+                Some(publish) = self.deliver_rx.recv(), if self.has_room() => {
                     self.publish_out(publish);
                     for _ in 1..BATCH {
+                        if !self.has_room() {
+                            break;
+                        }
                         match self.deliver_rx.try_recv() {
                             Ok(publish) => self.publish_out(publish),
                             Err(_) => break,
@@ -293,6 +298,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             _ => {}
         }
+    }
+
+    /// Whether to take deliveries from the connection queue now. Under
+    /// back-pressure they wait there while the session queue is full, so
+    /// that publishers feeding this connection wait too.
+    fn has_room(&self) -> bool {
+        self.shared.limits.overload_policy != OverloadPolicy::Backpressure
+            || self.session.pending_len() < self.shared.limits.max_queued_messages
     }
 
     fn publish_out(&mut self, publish: Publish) {
@@ -508,11 +521,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             .authorize_publish(&client.info, publish.topic.as_str())
             .await;
         if !allowed {
+            self.ack_inbound(publish.packet_id);
             self.deny(&publish);
             return;
         }
         let key = client.key.clone();
         let limits = &self.shared.limits;
+        let mut blocked = Vec::new();
+        let backpressure = limits.overload_policy == OverloadPolicy::Backpressure;
         self.shared.lock().route(
             &topic,
             &publish,
@@ -520,7 +536,65 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             limits.max_queued_messages,
             &self.shared.counters,
             Instant::now(),
+            backpressure.then_some(&mut blocked),
         );
+        if !blocked.is_empty() && !self.wait_for_room(blocked).await {
+            // Not acknowledged: the publisher sends it again after reconnecting.
+            if !self.shared.shutdown.is_cancelled() {
+                self.disconnect(DisconnectReasonCode::ServerBusy);
+            }
+            return;
+        }
+        self.ack_inbound(publish.packet_id);
+    }
+
+    /// With back-pressure (manual acks), acknowledges an inbound QoS 1/2 message.
+    fn ack_inbound(&mut self, packet_id: Option<PacketId>) {
+        if self.shared.limits.overload_policy == OverloadPolicy::Backpressure
+            && let Some(id) = packet_id
+        {
+            let _ = self.session.ack(id);
+        }
+    }
+
+    /// Back-pressure: waits until every full subscriber queue took its copy,
+    /// without reading from the network meanwhile. Deliveries to this
+    /// connection keep flowing into its session queue while there is room, so
+    /// two publishers feeding each other do not wait on each other. False
+    /// after [`Limits::backpressure_timeout`](crate::Limits) or at shutdown.
+    async fn wait_for_room(&mut self, blocked: Vec<crate::state::Blocked>) -> bool {
+        let counters = &self.shared.counters;
+        counters.blocked_publishers.fetch_add(1, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + self.shared.limits.backpressure_timeout;
+        let max_pending = self.shared.limits.max_queued_messages;
+        let mut done = true;
+        'targets: for (tx, publish) in blocked {
+            let send = tx.send(publish);
+            tokio::pin!(send);
+            loop {
+                let room = self.session.pending_len() < max_pending;
+                tokio::select! {
+                    // A closed queue: that connection ended meanwhile, and this
+                    // copy is lost for it (a known gap for persistent sessions).
+                    _ = &mut send => break,
+                    Some(own) = self.deliver_rx.recv(), if room => self.publish_out(own),
+                    () = self.shared.shutdown.cancelled() => {
+                        done = false;
+                        break 'targets;
+                    }
+                    () = tokio::time::sleep_until(deadline) => {
+                        tracing::debug!(peer = %self.peer.addr, "back-pressure timeout");
+                        done = false;
+                        break 'targets;
+                    }
+                }
+            }
+        }
+        self.shared
+            .counters
+            .blocked_publishers
+            .fetch_sub(1, Ordering::Relaxed);
+        done
     }
 
     /// A PUBLISH the authorizer denied is not routed. MQTT 5.0: its PUBACK or

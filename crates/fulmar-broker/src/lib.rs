@@ -72,7 +72,7 @@ mod ws;
 
 pub use auth::{AllowAll, AuthDecision, Authenticator, Authorizer, ClientInfo, ConnectInfo};
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, Stats};
-pub use config::Limits;
+pub use config::{Limits, OverloadPolicy};
 pub use error::BrokerError;
 pub use message::{Message, Subscription};
 #[cfg(feature = "tls")]

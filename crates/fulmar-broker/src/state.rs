@@ -86,6 +86,8 @@ pub(crate) struct Retained {
 pub(crate) struct Counters {
     pub(crate) dropped: AtomicU64,
     pub(crate) connections: AtomicU64,
+    /// Publishers waiting for room in a subscriber's queue (back-pressure).
+    pub(crate) blocked_publishers: AtomicU64,
 }
 
 impl Counters {
@@ -126,7 +128,10 @@ impl State {
     /// Routes an application message: stores or deletes it as retained when
     /// its RETAIN flag is set, then delivers one copy to each matching
     /// subscriber (one per client even when several of its filters match).
-    /// `from` is the publishing client, for No Local.
+    /// `from` is the publishing client, for No Local. With `blocked`
+    /// (back-pressure), a QoS 1/2 copy for a connection whose queue is full
+    /// is put there for the caller to wait on, instead of being dropped.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn route(
         &mut self,
         topic: &TopicName,
@@ -135,6 +140,7 @@ impl State {
         max_queued: usize,
         counters: &Counters,
         now: Instant,
+        mut blocked: Option<&mut Vec<Blocked>>,
     ) {
         if publish.retain {
             if publish.payload.is_empty() {
@@ -176,7 +182,14 @@ impl State {
             out.properties.topic_alias = None;
             out.properties.subscription_identifiers =
                 group.iter().filter_map(|m| m.options.id).collect();
-            deliver(sessions, locals, first.key, out, max_queued, counters, now);
+            let target = Target {
+                sessions,
+                locals,
+                max_queued,
+                counters,
+                now,
+            };
+            target.deliver(first.key, out, blocked.as_deref_mut());
         }
     }
 
@@ -259,7 +272,7 @@ impl State {
             return;
         };
         let from = Subscriber::Client(id.clone());
-        self.route(&topic, &will, Some(&from), max_queued, counters, now);
+        self.route(&topic, &will, Some(&from), max_queued, counters, now, None);
     }
 
     /// Remembers that session `id` has something to do at `at`.
@@ -268,48 +281,60 @@ impl State {
     }
 }
 
-/// Hands one message to one subscriber: to its connection, to its offline
-/// queue (QoS 1/2 only, bounded), or to an in-process subscription.
-fn deliver(
-    sessions: &mut HashMap<Arc<str>, SessionEntry>,
-    locals: &HashMap<u64, mpsc::Sender<Message>>,
-    key: &Subscriber,
-    publish: Publish,
+/// A copy of a message for a connection whose queue was full, to be sent
+/// when it has room (back-pressure).
+pub(crate) type Blocked = (mpsc::Sender<Publish>, Publish);
+
+/// Where [`State::route`] delivers.
+struct Target<'a> {
+    sessions: &'a mut HashMap<Arc<str>, SessionEntry>,
+    locals: &'a HashMap<u64, mpsc::Sender<Message>>,
     max_queued: usize,
-    counters: &Counters,
+    counters: &'a Counters,
     now: Instant,
-) {
-    match key {
-        Subscriber::Client(id) => {
-            let Some(entry) = sessions.get_mut(id) else {
-                return;
-            };
-            let publish = match &entry.owner {
-                Some(owner) => match owner.deliver.try_send(publish) {
-                    Ok(()) => return,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        counters.drop_one();
-                        return;
-                    }
-                    // The connection is ending: keep the message with the session.
-                    Err(mpsc::error::TrySendError::Closed(p)) => p,
-                },
-                None => publish,
-            };
-            if publish.qos == QoS::AtMostOnce {
-                return;
+}
+
+impl Target<'_> {
+    /// Hands one message to one subscriber: to its connection, to its offline
+    /// queue (QoS 1/2 only, bounded), or to an in-process subscription.
+    fn deliver(self, key: &Subscriber, publish: Publish, blocked: Option<&mut Vec<Blocked>>) {
+        match key {
+            Subscriber::Client(id) => {
+                let Some(entry) = self.sessions.get_mut(id) else {
+                    return;
+                };
+                let publish = match &entry.owner {
+                    Some(owner) => match owner.deliver.try_send(publish) {
+                        Ok(()) => return,
+                        Err(mpsc::error::TrySendError::Full(publish)) => {
+                            match blocked {
+                                Some(blocked) if publish.qos != QoS::AtMostOnce => {
+                                    blocked.push((owner.deliver.clone(), publish));
+                                }
+                                _ => self.counters.drop_one(),
+                            }
+                            return;
+                        }
+                        // The connection is ending: keep the message with the session.
+                        Err(mpsc::error::TrySendError::Closed(p)) => p,
+                    },
+                    None => publish,
+                };
+                if publish.qos == QoS::AtMostOnce {
+                    return;
+                }
+                if entry.offline.len() >= self.max_queued {
+                    self.counters.drop_one();
+                } else {
+                    entry.offline.push_back((publish, self.now));
+                }
             }
-            if entry.offline.len() >= max_queued {
-                counters.drop_one();
-            } else {
-                entry.offline.push_back((publish, now));
-            }
-        }
-        Subscriber::Local(n) => {
-            if let Some(tx) = locals.get(n)
-                && tx.try_send(Message::from(publish)).is_err()
-            {
-                counters.drop_one();
+            Subscriber::Local(n) => {
+                if let Some(tx) = self.locals.get(n)
+                    && tx.try_send(Message::from(publish)).is_err()
+                {
+                    self.counters.drop_one();
+                }
             }
         }
     }

@@ -1,0 +1,191 @@
+//! Slow subscribers: a subscriber that stops reading never stalls the
+//! others. Under `DropAndCount` its surplus is dropped and counted; under
+//! `Backpressure` the publisher feeding it is slowed down (no PUBACK, not
+//! read) and nothing acknowledged is dropped.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::num::NonZeroU16;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{GUARD, Peer, addr, start_with};
+use fulmar_broker::{Broker, BrokerHandle, OverloadPolicy};
+use fulmar_codec::{Connect, MqttString, Packet, PacketId, ProtocolVersion, PubAck, Publish, QoS};
+use tokio::sync::mpsc;
+
+/// Messages per test: 800 x 32 KiB overflows any loopback socket buffers.
+const N: usize = 800;
+const PAYLOAD: usize = 32 * 1024;
+const QUEUE: usize = 20;
+
+fn message(topic: &str, i: usize, id: u16) -> Publish {
+    let mut payload = vec![0u8; PAYLOAD];
+    payload[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    let mut p = Publish::new(MqttString::from(topic.to_owned()), Bytes::from(payload));
+    p.qos = QoS::AtLeastOnce;
+    p.packet_id = PacketId::new(id);
+    p
+}
+
+fn index(p: &Publish) -> usize {
+    u64::from_be_bytes(p.payload[..8].try_into().unwrap()) as usize
+}
+
+/// A v5 subscriber to `filter` at QoS 1 with Receive Maximum 5.
+async fn subscriber(broker: &BrokerHandle, id: &str, filters: &[&str]) -> Peer {
+    let mut connect = Connect::new(ProtocolVersion::V5, MqttString::from(id.to_owned()));
+    connect.properties.receive_maximum = NonZeroU16::new(5);
+    let (mut peer, ack) = Peer::connect_with(addr(broker), connect).await;
+    assert!(!ack.reason_code.is_error());
+    for (n, filter) in filters.iter().enumerate() {
+        peer.sub(n as u16 + 1, filter, QoS::AtLeastOnce).await;
+    }
+    peer
+}
+
+/// Receives one PUBLISH and acknowledges it.
+async fn take(peer: &mut Peer) -> Publish {
+    let p = peer.recv_publish().await;
+    if let Some(id) = p.packet_id {
+        peer.send(PubAck::new(id)).await;
+    }
+    p
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    tokio::time::timeout(GUARD, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}"));
+}
+
+/// The broker keeps to each subscriber's Receive Maximum and queues the
+/// rest; a full queue drops (and counts) instead of stalling the publisher
+/// or the fast subscriber.
+// v5: MQTT-3.3.4-9
+#[tokio::test]
+async fn drop_and_count_keeps_fast_subscribers_whole() {
+    let broker = start_with(Broker::builder().max_queued_messages(QUEUE)).await;
+    let mut slow = subscriber(&broker, "slow", &["load/#"]).await;
+    let mut fast = subscriber(&broker, "fast", &["load/#"]).await;
+    let mut publisher = Peer::connect(addr(&broker), ProtocolVersion::V5, "pub").await;
+    // The slow subscriber reads nothing from here on.
+    for i in 0..N {
+        let id = (i % 60_000) as u16 + 1;
+        publisher.send(message("load/a", i, id)).await;
+        match publisher.recv().await {
+            Packet::PubAck(ack) => assert_eq!(ack.packet_id.get(), id),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+        // Lock step: the fast subscriber gets every message, in order.
+        assert_eq!(index(&take(&mut fast).await), i);
+    }
+    let dropped = broker.stats().dropped_messages as usize;
+    assert!(dropped > 0 && dropped < N, "dropped {dropped}");
+    // Now the slow subscriber reads: exactly what was not dropped, in order.
+    let mut last = None;
+    for _ in 0..N - dropped {
+        let i = index(&take(&mut slow).await);
+        assert!(last < Some(i), "{last:?} then {i}");
+        last = Some(i);
+    }
+    assert_eq!(broker.stats().dropped_messages as usize, dropped);
+    broker.shutdown().await;
+}
+
+// v5: MQTT-3.3.4-9
+#[tokio::test]
+async fn backpressure_withholds_acks_and_drops_nothing_acknowledged() {
+    let broker = start_with(
+        Broker::builder()
+            .max_queued_messages(QUEUE)
+            .overload_policy(OverloadPolicy::Backpressure),
+    )
+    .await;
+    let mut slow = subscriber(&broker, "slow", &["load/#"]).await;
+    let mut fast = subscriber(&broker, "fast", &["load/#", "other/#"]).await;
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    // The fast subscriber reads everything: A's N messages, B's 50, 3 QoS 0.
+    let fast_task = tokio::spawn(async move {
+        let mut load = Vec::new();
+        for _ in 0..N + 50 + 3 {
+            let p = take(&mut fast).await;
+            if p.topic.as_str() == "load/a" {
+                load.push(index(&p));
+            }
+            seen_tx.send(p.topic.to_string()).unwrap();
+        }
+        load
+    });
+    // Publisher A feeds the slow subscriber until it is held back.
+    let mut a = Peer::connect(addr(&broker), ProtocolVersion::V5, "a").await;
+    let (acked_tx, mut acked) = mpsc::unbounded_channel();
+    let a_task = tokio::spawn(async move {
+        for i in 0..N {
+            let id = (i % 60_000) as u16 + 1;
+            a.send(message("load/a", i, id)).await;
+            match a.recv().await {
+                Packet::PubAck(ack) => assert_eq!(ack.packet_id.get(), id),
+                other => panic!("expected PUBACK, got {other:?}"),
+            }
+            acked_tx.send(i).unwrap();
+        }
+        a
+    });
+    wait_until("publisher A never held back", || {
+        broker.stats().blocked_publishers == 1
+    })
+    .await;
+    let acked_so_far = {
+        let mut n = 0;
+        while acked.try_recv().is_ok() {
+            n += 1;
+        }
+        n
+    };
+    assert!(acked_so_far < N);
+    // QoS 0 for the full queue is dropped and counted; the fast subscriber gets it.
+    for _ in 0..3 {
+        broker
+            .publish("load/q0", vec![0u8; 8], QoS::AtMostOnce, false)
+            .unwrap();
+    }
+    // Another publisher, not feeding the slow subscriber, is not held back.
+    let mut b = Peer::connect(addr(&broker), ProtocolVersion::V5, "b").await;
+    for i in 0..50 {
+        let topic = if i == 49 { "other/end" } else { "other/b" };
+        b.send(message(topic, i, i as u16 + 1)).await;
+        assert!(matches!(b.recv().await, Packet::PubAck(_)));
+    }
+    // ... and the fast subscriber got B's messages and the QoS 0 ones meanwhile.
+    let (mut other, mut q0) = (0, 0);
+    while (other, q0) != (50, 3) {
+        match seen.recv().await.unwrap().as_str() {
+            "load/q0" => q0 += 1,
+            "load/a" => {}
+            _ => other += 1,
+        }
+    }
+    assert_eq!(broker.stats().dropped_messages, 3);
+    // The slow subscriber reads again: every QoS 1 message, in order; A completes.
+    for i in 0..N {
+        assert_eq!(index(&take(&mut slow).await), i);
+    }
+    let a = tokio::time::timeout(GUARD, a_task).await.unwrap().unwrap();
+    drop(a);
+    // The fast subscriber got all of A's messages, in order, none lost.
+    let load = tokio::time::timeout(GUARD, fast_task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(load, (0..N).collect::<Vec<_>>());
+    let stats = broker.stats();
+    assert_eq!((stats.dropped_messages, stats.blocked_publishers), (3, 0));
+    broker.shutdown().await;
+}
