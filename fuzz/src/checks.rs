@@ -8,6 +8,8 @@
 //!
 //! - `Ok(None)` leaves the buffer untouched; `Ok(Some(p))` consumes exactly one frame, no
 //!   larger than the maximum packet size; `Err` has a reason code and a message.
+//! - The same frame is refused as `PacketTooLarge` under a limit one byte smaller than its
+//!   size, decodes the same at exactly its size, and one byte short needs more bytes.
 //! - Every decoded packet encodes (in its own version, a CONNECT in the version it names),
 //!   `encoded_len` equals the encoded size, and the encoding decodes to the same packet and
 //!   re-encodes to the same bytes (the encoding is canonical).
@@ -15,7 +17,7 @@
 //!   byte short and the fixed header alone).
 
 use bytes::BytesMut;
-use fulmar_codec::{Packet, ProtocolVersion, decode};
+use fulmar_codec::{DecodeError, Packet, ProtocolVersion, decode};
 
 /// The maximum packet size the checks decode with: large enough for any fuzz input, small
 /// enough that a forged remaining length is refused before buffering.
@@ -54,6 +56,7 @@ pub fn check_decode(data: &[u8], version: ProtocolVersion) -> DecodeOutcome {
                     before[consumed..],
                     "decode must consume only from the front"
                 );
+                check_frame_limits(&before[..consumed], version, &packet);
                 check_round_trip(&packet, version);
                 outcome.packets += 1;
             }
@@ -65,6 +68,36 @@ pub fn check_decode(data: &[u8], version: ProtocolVersion) -> DecodeOutcome {
                 return outcome;
             }
         }
+    }
+}
+
+/// Checks, for a `frame` that decoded to `packet`: with a maximum packet size one byte
+/// smaller the frame is refused as too large, with exactly its size it decodes the same, and
+/// the frame one byte short is "need more bytes".
+fn check_frame_limits(frame: &[u8], version: ProtocolVersion, packet: &Packet) {
+    let Ok(size) = u32::try_from(frame.len()) else {
+        return;
+    };
+    let mut buf = BytesMut::from(frame);
+    match decode(&mut buf, version, size - 1) {
+        Err(DecodeError::PacketTooLarge { size: s, max }) => {
+            assert_eq!((s, max), (frame.len(), size - 1), "PacketTooLarge fields");
+        }
+        other => panic!(
+            "a {size}-byte packet over a limit of {}: {other:?}",
+            size - 1
+        ),
+    }
+    let mut buf = BytesMut::from(frame);
+    match decode(&mut buf, version, size) {
+        Ok(Some(p)) => assert_eq!(&p, packet, "the limit changed the packet"),
+        other => panic!("a {size}-byte packet at a limit of {size}: {other:?}"),
+    }
+    let short = frame.len() - 1;
+    let mut buf = BytesMut::from(&frame[..short]);
+    match decode(&mut buf, version, size) {
+        Ok(None) => assert_eq!(&buf[..], &frame[..short], "Ok(None) touched the buffer"),
+        other => panic!("the packet one byte short must need more bytes: {other:?}"),
     }
 }
 
@@ -98,22 +131,28 @@ pub fn check_round_trip(packet: &Packet, version: ProtocolVersion) -> BytesMut {
 /// `expected`, consuming every byte; that its strict prefixes are "need more bytes"; and
 /// that the decoded packet re-encodes to `wire` again.
 pub fn check_decodes_to(wire: &[u8], version: ProtocolVersion, expected: &Packet) {
+    let decoded = check_encoding(wire, version);
+    assert_eq!(
+        &decoded, expected,
+        "decode(encode(p)) != p\nwire: {wire:02x?}"
+    );
+}
+
+/// Checks that `wire` (the output of an encoder) decodes on a `version` connection to one
+/// packet, consuming every byte, that the packet re-encodes to `wire` (the encoding is
+/// canonical), and that the strict prefixes of `wire` are "need more bytes". Returns the
+/// packet.
+pub fn check_encoding(wire: &[u8], version: ProtocolVersion) -> Packet {
     let mut again = BytesMut::from(wire);
     let decoded = match decode(&mut again, version, u32::MAX) {
         Ok(Some(p)) => p,
         Ok(None) => panic!("an encoded packet is complete\nwire: {wire:02x?}"),
-        Err(e) => {
-            panic!("an encoded packet must decode: {e}\npacket: {expected:?}\nwire: {wire:02x?}")
-        }
+        Err(e) => panic!("an encoded packet must decode: {e}\nwire: {wire:02x?}"),
     };
     assert!(
         again.is_empty(),
         "decode left {} bytes of one packet",
         again.len()
-    );
-    assert_eq!(
-        &decoded, expected,
-        "decode(encode(p)) != p\nwire: {wire:02x?}"
     );
 
     let mut re = BytesMut::new();
@@ -136,4 +175,5 @@ pub fn check_decodes_to(wire: &[u8], version: ProtocolVersion, expected: &Packet
             other => panic!("a {cut}-byte prefix of a packet must need more bytes: {other:?}"),
         }
     }
+    decoded
 }
