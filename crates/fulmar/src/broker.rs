@@ -180,6 +180,15 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
     for addr in broker.local_addrs() {
         tracing::info!("listening on {addr}");
     }
+    if let Some(bind) = &config.metrics.bind {
+        match crate::prometheus::start(bind, broker.clone()).await {
+            Ok(addr) => tracing::info!("metrics on http://{addr}/metrics"),
+            Err(error) => {
+                broker.shutdown().await;
+                return Err(error);
+            }
+        }
+    }
     wait_for_signal().await?;
     tracing::info!("shutting down");
     broker.shutdown().await;

@@ -15,6 +15,7 @@ mod broker;
 mod config;
 mod logging;
 mod passwd;
+mod prometheus;
 mod pubsub;
 
 /// MQTT 3.1.1 and 5.0 tools.

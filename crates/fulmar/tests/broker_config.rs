@@ -163,3 +163,41 @@ fn json_logs_and_the_data_dir() {
     );
     assert!(dir.is_dir());
 }
+
+#[test]
+fn prometheus_metrics_are_served_at_slash_metrics() {
+    use std::io::{Read, Write};
+
+    let dir = temp_dir();
+    let config = write(&dir, "fulmar.toml", "[metrics]\nbind = \"127.0.0.1:0\"\n");
+    let mut broker = FulmarBroker::start(&["-c", &config]);
+    let line = broker.wait_for("metrics on http://");
+    let addr = line
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    publish_ok(broker.port, &["-t", "kept", "-m", "x", "-r"]);
+    let get = |path: &str| {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    let response = get("/metrics");
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(
+        response.contains("fulmar_retained_messages 1"),
+        "{response}"
+    );
+    assert!(response.contains("fulmar_connections "), "{response}");
+    assert!(
+        response.contains("fulmar_dropped_messages_total 0"),
+        "{response}"
+    );
+    assert!(get("/").starts_with("HTTP/1.1 404"));
+}

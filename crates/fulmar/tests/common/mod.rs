@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
 /// The `fulmar` binary, without RUST_LOG from the environment.
@@ -57,6 +58,9 @@ pub struct FulmarBroker {
     pub port: u16,
     /// The line that announced the listener.
     pub line: String,
+    /// The rest of its stderr, line by line.
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
 }
 
 impl FulmarBroker {
@@ -69,7 +73,22 @@ impl FulmarBroker {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let line = wait_for_line(child.stderr.take().unwrap(), "listening on ");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Keep draining after the test stopped listening.
+                let _ = tx.send(line);
+            }
+        });
+        let mut broker = Self {
+            child,
+            port: 0,
+            line: String::new(),
+            lines,
+            seen: Vec::new(),
+        };
+        let line = broker.wait_for("listening on ");
         let addr = line.rsplit("listening on ").next().unwrap();
         let port = addr
             .trim_end_matches(|c: char| !c.is_ascii_digit())
@@ -78,7 +97,23 @@ impl FulmarBroker {
             .unwrap()
             .parse()
             .unwrap_or_else(|e| panic!("no port in {line:?}: {e}"));
-        Self { child, port, line }
+        broker.port = port;
+        broker.line = line;
+        broker
+    }
+
+    /// The next stderr line containing `needle` (a line already read counts).
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("broker printed no {needle:?}:\n{}", self.seen.join("\n")),
+            }
+        }
     }
 }
 

@@ -1,0 +1,161 @@
+//! Prometheus metrics over HTTP (`[metrics] bind`): the broker's
+//! [`Stats`](fulmar_broker::Stats), recorded with the `metrics` crate and
+//! rendered by `metrics-exporter-prometheus` at `GET /metrics`.
+//!
+//! The HTTP side is a minimal HTTP/1.1 responder (one request per
+//! connection, one connection at a time, a bounded request head and a read
+//! timeout): a scrape endpoint needs no more, and it keeps hyper out of the
+//! build.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use fulmar_broker::BrokerHandle;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The largest request head read before answering.
+const MAX_REQUEST: usize = 8 * 1024;
+/// How long a client has to send its request head.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Installs the Prometheus recorder, binds `bind` and serves `/metrics` in
+/// a task until the runtime stops. Returns the bound address.
+pub(crate) async fn start(bind: &str, broker: BrokerHandle) -> Result<SocketAddr, String> {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|e| format!("metrics: {e}"))?;
+    describe();
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|e| format!("cannot listen on {bind} (metrics.bind): {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot listen on {bind} (metrics.bind): {e}"))?;
+    tokio::spawn(serve(listener, handle, broker));
+    Ok(addr)
+}
+
+fn describe() {
+    metrics::describe_gauge!("fulmar_connections", "Open network connections.");
+    metrics::describe_gauge!("fulmar_sessions", "Sessions, connected or not.");
+    metrics::describe_gauge!(
+        "fulmar_subscriptions",
+        "Subscriptions, in-process ones included."
+    );
+    metrics::describe_gauge!("fulmar_retained_messages", "Retained messages.");
+    metrics::describe_counter!(
+        "fulmar_dropped_messages_total",
+        "Messages dropped because a queue was full."
+    );
+    metrics::describe_gauge!(
+        "fulmar_blocked_publishers",
+        "Publishers held back because a subscriber's queue is full (backpressure policy)."
+    );
+}
+
+/// Copies the broker's current counters into the recorder.
+#[allow(clippy::cast_precision_loss)] // Gauges are f64; counts stay far below 2^53.
+fn record(broker: &BrokerHandle) {
+    let stats = broker.stats();
+    metrics::gauge!("fulmar_connections").set(stats.connections as f64);
+    metrics::gauge!("fulmar_sessions").set(stats.sessions as f64);
+    metrics::gauge!("fulmar_subscriptions").set(stats.subscriptions as f64);
+    metrics::gauge!("fulmar_retained_messages").set(stats.retained as f64);
+    metrics::counter!("fulmar_dropped_messages_total").absolute(stats.dropped_messages);
+    metrics::gauge!("fulmar_blocked_publishers").set(stats.blocked_publishers as f64);
+}
+
+async fn serve(listener: TcpListener, handle: PrometheusHandle, broker: BrokerHandle) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                if let Err(error) = answer(stream, &handle, &broker).await {
+                    tracing::debug!(%error, "metrics request failed");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "metrics: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The request line's method and path, once the head is complete.
+fn request_target(head: &[u8]) -> Option<(&str, &str)> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?.trim_end();
+    let mut parts = line.split(' ');
+    Some((parts.next()?, parts.next()?))
+}
+
+async fn answer(
+    mut stream: TcpStream,
+    handle: &PrometheusHandle,
+    broker: &BrokerHandle,
+) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(512);
+    let complete = tokio::time::timeout(READ_TIMEOUT, async {
+        let mut buf = [0u8; 1024];
+        while head.len() < MAX_REQUEST && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(buf.get(..n).unwrap_or_default());
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    if !matches!(complete, Ok(Ok(()))) {
+        return Ok(());
+    }
+    let (status, content_type, body) = match request_target(&head) {
+        Some(("GET", path)) if path == "/metrics" || path.starts_with("/metrics?") => {
+            record(broker);
+            (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                handle.render(),
+            )
+        }
+        Some(("GET", _)) => (
+            "404 Not Found",
+            "text/plain",
+            "metrics are at /metrics\n".to_owned(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET /metrics\n".to_owned(),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_target;
+
+    #[test]
+    fn the_request_line_is_parsed() {
+        assert_eq!(
+            request_target(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some(("GET", "/metrics"))
+        );
+        assert_eq!(
+            request_target(b"POST / HTTP/1.1\r\n\r\n"),
+            Some(("POST", "/"))
+        );
+        assert_eq!(request_target(b"GET"), None);
+        assert_eq!(request_target(b"\xff\xfe /x\r\n\r\n"), None);
+    }
+}
