@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fulmar_codec::{MqttString, Publish, QoS};
 use fulmar_topic::{SubscriptionFilter, TopicName};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -18,6 +18,7 @@ use crate::config::{Limits, OverloadPolicy};
 use crate::error::BrokerError;
 use crate::listener::{ListenerSpec, SpecKind, accept_loop};
 use crate::message::Subscription;
+use crate::observe::{BrokerEvent, Events, sys_loop};
 use crate::state::{Counters, State, SubOptions, Subscriber};
 #[cfg(feature = "tls")]
 use crate::tls::TlsConfig;
@@ -32,12 +33,38 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// Wakes the deadline task when a session deadline was added.
     pub(crate) timers: Notify,
+    /// Observers of [`BrokerEvent`]s.
+    pub(crate) events: broadcast::Sender<BrokerEvent>,
+    /// Cancelled once every task has finished after a shutdown.
+    pub(crate) stopped: CancellationToken,
 }
 
 impl Shared {
     /// Locks the broker state. Never held across an `.await`.
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current counters.
+    pub(crate) fn stats(&self) -> Stats {
+        let c = &self.counters;
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+        let state = self.lock();
+        Stats {
+            connections: load(&c.connections),
+            clients_connected: load(&c.clients_connected),
+            sessions: state.sessions.len(),
+            subscriptions: state.subs.len(),
+            retained: state.retained.len(),
+            dropped_messages: load(&c.dropped),
+            blocked_publishers: load(&c.blocked_publishers),
+            packets_received: load(&c.packets_received),
+            packets_sent: load(&c.packets_sent),
+            messages_received: load(&c.publish_received),
+            messages_sent: load(&c.publish_sent),
+            bytes_received: load(&c.bytes_received),
+            bytes_sent: load(&c.bytes_sent),
+        }
     }
 }
 
@@ -177,6 +204,14 @@ impl BrokerBuilder {
         self
     }
 
+    /// See [`Limits::sys_interval`]: `Some(interval)` publishes the
+    /// `$SYS/broker/...` topics every `interval`; `None` (the default) does not.
+    #[must_use]
+    pub fn sys_interval(mut self, interval: Option<Duration>) -> Self {
+        self.limits.sys_interval = interval;
+        self
+    }
+
     /// See [`Limits::connect_timeout`].
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -212,6 +247,7 @@ impl BrokerBuilder {
             addrs.push(local);
             listeners.push(bound);
         }
+        let event_capacity = self.limits.event_capacity.max(1);
         let shared = Arc::new(Shared {
             limits: self.limits,
             state: Mutex::new(State::default()),
@@ -220,12 +256,17 @@ impl BrokerBuilder {
             authorizer: self.authorizer,
             shutdown: CancellationToken::new(),
             timers: Notify::new(),
+            events: broadcast::channel(event_capacity).0,
+            stopped: CancellationToken::new(),
         });
         let tracker = TaskTracker::new();
         for listener in listeners {
             tracker.spawn(accept_loop(shared.clone(), listener, tracker.clone()));
         }
         tracker.spawn(deadline_loop(shared.clone()));
+        if let Some(interval) = shared.limits.sys_interval {
+            tracker.spawn(sys_loop(shared.clone(), interval));
+        }
         tracing::info!(?addrs, "broker started");
         Ok(BrokerHandle {
             inner: Arc::new(HandleInner {
@@ -290,6 +331,8 @@ impl std::fmt::Debug for BrokerHandle {
 pub struct Stats {
     /// Open network connections.
     pub connections: u64,
+    /// Accepted MQTT clients currently connected.
+    pub clients_connected: u64,
     /// Sessions, connected or not.
     pub sessions: usize,
     /// Subscriptions, in-process ones included.
@@ -303,6 +346,18 @@ pub struct Stats {
     /// because a subscriber's queue is full, under
     /// [`OverloadPolicy::Backpressure`](crate::OverloadPolicy::Backpressure).
     pub blocked_publishers: u64,
+    /// MQTT packets received from clients.
+    pub packets_received: u64,
+    /// MQTT packets sent to clients.
+    pub packets_sent: u64,
+    /// PUBLISH packets received from clients.
+    pub messages_received: u64,
+    /// PUBLISH packets sent to clients.
+    pub messages_sent: u64,
+    /// Bytes read from client connections (TLS and WebSocket framing included).
+    pub bytes_received: u64,
+    /// Bytes written to client connections (TLS and WebSocket framing included).
+    pub bytes_sent: u64,
 }
 
 impl BrokerHandle {
@@ -315,16 +370,14 @@ impl BrokerHandle {
     /// The current counters.
     #[must_use]
     pub fn stats(&self) -> Stats {
+        self.inner.shared.stats()
+    }
+
+    /// A new observer of [`BrokerEvent`]s from now on (see [`Events`]).
+    #[must_use]
+    pub fn events(&self) -> Events {
         let shared = &self.inner.shared;
-        let state = shared.lock();
-        Stats {
-            connections: shared.counters.connections.load(Ordering::Relaxed),
-            sessions: state.sessions.len(),
-            subscriptions: state.subs.len(),
-            retained: state.retained.len(),
-            dropped_messages: shared.counters.dropped.load(Ordering::Relaxed),
-            blocked_publishers: shared.counters.blocked_publishers.load(Ordering::Relaxed),
-        }
+        Events::new(shared.events.subscribe(), shared.stopped.clone())
     }
 
     /// Publishes a message from the application, as a client would, without
@@ -411,6 +464,7 @@ impl BrokerHandle {
         inner.tracker.close();
         inner.tracker.wait().await;
         inner.shared.lock().locals.clear();
+        inner.shared.stopped.cancel();
         tracing::info!("broker stopped");
     }
 }

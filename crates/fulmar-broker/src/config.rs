@@ -41,6 +41,14 @@ pub struct Limits {
     /// for room before it is disconnected (MQTT 5.0: DISCONNECT 0x89 Server
     /// busy) with its message unacknowledged, so that it sends it again later.
     pub backpressure_timeout: Duration,
+    /// Interval at which the `$SYS/broker/...` topics are published
+    /// (retained, QoS 0, as mosquitto does: version, uptime, clients,
+    /// messages and bytes received and sent, dropped messages,
+    /// subscriptions, retained messages); `None`: never (the default).
+    pub sys_interval: Option<Duration>,
+    /// Events kept for each [`Events`](crate::Events) observer that has not
+    /// read them yet; beyond it the observer loses the oldest.
+    pub event_capacity: usize,
 }
 
 /// What the broker does with a QoS 1/2 message for a connected subscriber
@@ -83,6 +91,8 @@ impl Default for Limits {
             max_session_expiry: u32::MAX,
             overload_policy: OverloadPolicy::DropAndCount,
             backpressure_timeout: Duration::from_secs(30),
+            sys_interval: None,
+            event_capacity: 1024,
         }
     }
 }

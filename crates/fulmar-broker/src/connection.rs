@@ -24,6 +24,7 @@ use crate::auth::{AuthDecision, ClientInfo, ConnectInfo};
 use crate::broker::Shared;
 use crate::config::OverloadPolicy;
 use crate::listener::{Peer, Slot};
+use crate::observe::{BrokerEvent, Counted};
 use crate::state::{Control, Owner, PendingWill, State, SubOptions, Subscriber, age, secs};
 
 /// How long a new connection waits for the old one to hand its session over.
@@ -47,6 +48,12 @@ where
     let conn_id = shared.lock().next_id();
     let conn_shutdown = shared.shutdown.clone();
     let codec = MqttCodec::new(ProtocolVersion::V5, shared.limits.max_packet_size.get());
+    let counters = shared.clone();
+    let stream = Counted {
+        inner: stream,
+        received: &counters.counters.bytes_received,
+        sent: &counters.counters.bytes_sent,
+    };
     let mut conn = Connection {
         session: Session::server(shared.limits.session_config(), now),
         framed: Framed::new(stream, codec),
@@ -63,6 +70,8 @@ where
         drop_pubcomp: HashSet::new(),
         handovers: Vec::new(),
         shutting_down: false,
+        connect_id: String::new(),
+        session_accepted: false,
         shared,
     };
     tracing::debug!(peer = %conn.peer.addr, conn_id, "connection opened");
@@ -92,10 +101,10 @@ struct Client {
     expiry: u32,
 }
 
-struct Connection<S> {
+struct Connection<'a, S> {
     shared: Arc<Shared>,
     session: Session,
-    framed: Framed<S, MqttCodec>,
+    framed: Framed<Counted<'a, S>, MqttCodec>,
     peer: Peer,
     over_limit: bool,
     conn_id: u64,
@@ -115,9 +124,13 @@ struct Connection<S> {
     /// Connections waiting for this one to hand its session over.
     handovers: Vec<oneshot::Sender<()>>,
     shutting_down: bool,
+    /// The client identifier of the CONNECT, as sent (for a refusal event).
+    connect_id: String,
+    /// The CONNACK accepted the client: it counts as connected.
+    session_accepted: bool,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     fn v5(&self) -> bool {
         self.session.protocol_version() == ProtocolVersion::V5
     }
@@ -193,6 +206,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     fn on_frame(&mut self, frame: Option<Result<Packet, CodecError>>) -> bool {
         match frame {
             Some(Ok(packet)) => {
+                let counters = &self.shared.counters;
+                counters.packets_received.fetch_add(1, Ordering::Relaxed);
+                if matches!(packet, Packet::Publish(_)) {
+                    counters.publish_received.fetch_add(1, Ordering::Relaxed);
+                }
                 // A violation closes the session; it is reported as an event.
                 let _ = self.session.handle_packet(packet, Instant::now());
                 true
@@ -231,6 +249,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             self.framed.codec_mut().set_version(version);
             while let Some(packet) = self.session.poll_transmit() {
                 if let Some(packet) = self.rewrite(packet) {
+                    let counters = &self.shared.counters;
+                    counters.packets_sent.fetch_add(1, Ordering::Relaxed);
+                    if matches!(packet, Packet::Publish(_)) {
+                        counters.publish_sent.fetch_add(1, Ordering::Relaxed);
+                    }
                     self.framed.feed(packet).await?;
                     wrote = true;
                 }
@@ -316,6 +339,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     fn reject(&mut self, code: ConnectReasonCode) {
         tracing::debug!(peer = %self.peer.addr, %code, "connection refused");
+        let client_id = self.connect_id.clone();
+        self.shared.emit(|| BrokerEvent::Refused {
+            client_id,
+            remote_addr: self.peer.addr,
+            reason_code: code,
+        });
         let _ = self
             .session
             .reject(code, ConnAckProperties::default(), Instant::now());
@@ -323,6 +352,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     async fn on_connect(&mut self, connect: Connect) {
         let v5 = connect.protocol_version == ProtocolVersion::V5;
+        self.connect_id = connect.client_id.to_string();
         if self.over_limit || self.shared.shutdown.is_cancelled() {
             return self.reject(ConnectReasonCode::ServerUnavailable);
         }
@@ -410,6 +440,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         {
             Ok(session_present) => {
                 tracing::debug!(peer = %self.peer.addr, session_present, "connection accepted");
+                self.session_accepted = true;
+                self.shared
+                    .counters
+                    .clients_connected
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(client) = &self.client {
+                    self.shared.emit(|| BrokerEvent::Connected {
+                        client_id: client.id.to_string(),
+                        username: client.info.username.clone(),
+                        protocol_version: client.info.protocol_version,
+                        remote_addr: self.peer.addr,
+                        session_present,
+                    });
+                }
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot accept the connection");
@@ -678,6 +722,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 .subscribe(&filter, key.clone(), options)
                 .is_some();
             codes.push(SubAckReasonCode::granted(options.qos));
+            self.shared.emit(|| BrokerEvent::Subscribed {
+                client_id: id.to_string(),
+                filter: raw.to_string(),
+                qos: options.qos,
+            });
             let send_retained = filter.group().is_none()
                 && match requested.retain_handling {
                     RetainHandling::SendAtSubscribe => true,
@@ -710,6 +759,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             if let Some(entry) = state.sessions.get_mut(&id) {
                 entry.filters.remove(&filter);
             }
+            if removed {
+                self.shared.emit(|| BrokerEvent::Unsubscribed {
+                    client_id: id.to_string(),
+                    filter: raw.to_string(),
+                });
+            }
             codes.push(if removed {
                 UnsubAckReasonCode::Success
             } else {
@@ -730,6 +785,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let Some(client) = self.client.take() else {
             return;
         };
+        if self.session_accepted {
+            self.shared
+                .counters
+                .clients_connected
+                .fetch_sub(1, Ordering::Relaxed);
+            let (initiator, reason_code) = self
+                .closed
+                .unwrap_or((Initiator::Network, ReasonCode::UnspecifiedError));
+            self.shared.emit(|| BrokerEvent::Disconnected {
+                client_id: client.id.to_string(),
+                initiator,
+                reason_code,
+            });
+        }
         // Deliveries still in the channel stay with the session.
         self.deliver_rx.close();
         while let Ok(publish) = self.deliver_rx.try_recv() {

@@ -64,6 +64,7 @@ mod connection;
 mod error;
 mod listener;
 mod message;
+mod observe;
 mod state;
 #[cfg(feature = "tls")]
 mod tls;
@@ -74,6 +75,8 @@ pub use auth::{AllowAll, AuthDecision, Authenticator, Authorizer, ClientInfo, Co
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, Stats};
 pub use config::{Limits, OverloadPolicy};
 pub use error::BrokerError;
+pub use fulmar_session::Initiator;
 pub use message::{Message, Subscription};
+pub use observe::{BrokerEvent, Events};
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;

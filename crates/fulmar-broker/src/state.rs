@@ -88,6 +88,14 @@ pub(crate) struct Counters {
     pub(crate) connections: AtomicU64,
     /// Publishers waiting for room in a subscriber's queue (back-pressure).
     pub(crate) blocked_publishers: AtomicU64,
+    /// Accepted MQTT clients currently connected.
+    pub(crate) clients_connected: AtomicU64,
+    pub(crate) packets_received: AtomicU64,
+    pub(crate) packets_sent: AtomicU64,
+    pub(crate) publish_received: AtomicU64,
+    pub(crate) publish_sent: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
 }
 
 impl Counters {

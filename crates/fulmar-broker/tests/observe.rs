@@ -1,0 +1,216 @@
+//! What an application observes: `$SYS/broker/...` topics, the event
+//! stream (with lagging observers) and the counters behind them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{GUARD, Peer, addr, next, start_with};
+use fulmar_broker::{
+    AuthDecision, Authenticator, Broker, BrokerEvent, ConnectInfo, Initiator, Limits,
+};
+use fulmar_codec::{ConnectReasonCode, MqttString, ProtocolVersion, QoS, ReasonCode};
+
+async fn next_event(events: &mut fulmar_broker::Events) -> BrokerEvent {
+    tokio::time::timeout(GUARD, events.recv())
+        .await
+        .expect("no event in time")
+        .expect("events ended")
+}
+
+// MQTT-4.7.2-1
+#[tokio::test]
+async fn sys_topics_are_published_retained() {
+    let broker = start_with(Broker::builder().sys_interval(Some(Duration::from_millis(20)))).await;
+    // Wait for the first round (15 topics), then read them as retained messages.
+    tokio::time::timeout(GUARD, async {
+        while broker.stats().retained < 15 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("no $SYS topics");
+    // `#` does not match `$SYS` (MQTT-4.7.2-1); `$SYS/#` does.
+    let mut all = broker.subscribe("#").unwrap();
+    let mut sys = broker.subscribe("$SYS/broker/#").unwrap();
+    let mut values = HashMap::new();
+    while values.len() < 15 {
+        let m = next(&mut sys).await;
+        assert!(m.retain, "{m:?}");
+        values.insert(
+            m.topic.to_string(),
+            String::from_utf8(m.payload.to_vec()).unwrap(),
+        );
+    }
+    assert_eq!(
+        values["$SYS/broker/version"],
+        format!("fulmar {}", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(values["$SYS/broker/uptime"].ends_with(" seconds"));
+    assert_eq!(values["$SYS/broker/clients/connected"], "0");
+    assert_eq!(values["$SYS/broker/publish/messages/dropped"], "0");
+    // A client connects, subscribes and publishes: the next rounds count it.
+    let mut peer = Peer::connect(addr(&broker), ProtocolVersion::V311, "sys").await;
+    peer.sub(1, "a/b", QoS::AtMostOnce).await;
+    peer.send(common::publish("a/b", "hello", QoS::AtMostOnce))
+        .await;
+    assert_eq!(peer.recv_publish().await.payload, "hello");
+    let mut seen = HashMap::new();
+    while seen
+        .get("$SYS/broker/clients/connected")
+        .map(String::as_str)
+        != Some("1")
+        || seen
+            .get("$SYS/broker/publish/messages/received")
+            .map(String::as_str)
+            != Some("1")
+        || seen
+            .get("$SYS/broker/subscriptions/count")
+            .map(String::as_str)
+            != Some("3")
+    {
+        let m = next(&mut sys).await;
+        seen.insert(
+            m.topic.to_string(),
+            String::from_utf8(m.payload.to_vec()).unwrap(),
+        );
+    }
+    // The in-process subscription to `#` got only the client's message.
+    let m = next(&mut all).await;
+    assert_eq!(m.topic.as_str(), "a/b");
+    let stats = broker.stats();
+    assert_eq!(stats.clients_connected, 1);
+    assert_eq!((stats.messages_received, stats.messages_sent), (1, 1));
+    // CONNECT + SUBSCRIBE + PUBLISH in; CONNACK + SUBACK + PUBLISH out.
+    assert_eq!((stats.packets_received, stats.packets_sent), (3, 3));
+    // CONNECT 17 + SUBSCRIBE 10 + PUBLISH 12 bytes; CONNACK 4 + SUBACK 5 + PUBLISH 12.
+    assert_eq!((stats.bytes_received, stats.bytes_sent), (39, 21));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn sys_topics_are_off_by_default() {
+    let broker = start_with(Broker::builder()).await;
+    assert_eq!(Limits::default().sys_interval, None);
+    let mut peer = Peer::connect(addr(&broker), ProtocolVersion::V5, "quiet").await;
+    peer.sub(1, "$SYS/#", QoS::AtMostOnce).await;
+    assert_eq!(broker.stats().retained, 0);
+    peer.disconnect().await;
+    broker.shutdown().await;
+}
+
+struct RefuseBob;
+
+#[async_trait::async_trait]
+impl Authenticator for RefuseBob {
+    async fn authenticate(&self, connect: &ConnectInfo) -> AuthDecision {
+        if connect.username.as_deref() == Some("bob") {
+            AuthDecision::Reject(ConnectReasonCode::NotAuthorized)
+        } else {
+            AuthDecision::Allow
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_report_connections_subscriptions_and_disconnects() {
+    let broker = start_with(Broker::builder().authenticator(RefuseBob)).await;
+    let mut events = broker.events();
+    let mut peer = Peer::connect(addr(&broker), ProtocolVersion::V5, "ev").await;
+    match next_event(&mut events).await {
+        BrokerEvent::Connected {
+            client_id,
+            protocol_version,
+            session_present,
+            remote_addr,
+            ..
+        } => {
+            assert_eq!(client_id, "ev");
+            assert_eq!(protocol_version, ProtocolVersion::V5);
+            assert!(!session_present);
+            assert_eq!(remote_addr, peer.stream.local_addr().unwrap());
+        }
+        other => panic!("{other:?}"),
+    }
+    peer.sub(1, "x/+", QoS::AtLeastOnce).await;
+    assert_eq!(
+        next_event(&mut events).await,
+        BrokerEvent::Subscribed {
+            client_id: "ev".into(),
+            filter: "x/+".into(),
+            qos: QoS::AtLeastOnce
+        }
+    );
+    peer.disconnect().await;
+    assert_eq!(
+        next_event(&mut events).await,
+        BrokerEvent::Disconnected {
+            client_id: "ev".into(),
+            initiator: Initiator::Remote,
+            reason_code: ReasonCode::NormalDisconnection,
+        }
+    );
+    // A refused CONNECT.
+    let mut connect = fulmar_codec::Connect::new(ProtocolVersion::V5, MqttString::from("b"));
+    connect.username = Some(MqttString::from("bob"));
+    let (mut refused, ack) = Peer::connect_with(addr(&broker), connect).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::NotAuthorized);
+    match next_event(&mut events).await {
+        BrokerEvent::Refused {
+            client_id,
+            reason_code,
+            ..
+        } => assert_eq!(
+            (client_id.as_str(), reason_code),
+            ("b", ConnectReasonCode::NotAuthorized)
+        ),
+        other => panic!("{other:?}"),
+    }
+    refused.expect_closed().await;
+    // A client that vanishes.
+    let peer = Peer::connect(addr(&broker), ProtocolVersion::V311, "gone").await;
+    assert!(matches!(
+        next_event(&mut events).await,
+        BrokerEvent::Connected { .. }
+    ));
+    drop(peer);
+    assert_eq!(
+        next_event(&mut events).await,
+        BrokerEvent::Disconnected {
+            client_id: "gone".into(),
+            initiator: Initiator::Network,
+            reason_code: ReasonCode::UnspecifiedError,
+        }
+    );
+    broker.shutdown().await;
+    assert_eq!(events.recv().await, None);
+    assert_eq!(events.lost(), 0);
+}
+
+#[tokio::test]
+async fn a_lagging_observer_loses_the_oldest_events_counted() {
+    let mut limits = Limits::default();
+    limits.event_capacity = 2;
+    let broker = start_with(Broker::builder().limits(limits)).await;
+    let mut slow = broker.events();
+    let mut peer = Peer::connect(addr(&broker), ProtocolVersion::V5, "lag").await;
+    for (n, filter) in ["a", "b", "c", "d"].into_iter().enumerate() {
+        peer.sub(n as u16 + 1, filter, QoS::AtMostOnce).await;
+    }
+    // Connected + 4 Subscribed = 5 events, 2 kept: the last two subscriptions.
+    let kept: Vec<_> = std::iter::from_fn(|| slow.try_recv()).collect();
+    assert_eq!(slow.lost(), 3);
+    let filters: Vec<_> = kept
+        .iter()
+        .map(|e| match e {
+            BrokerEvent::Subscribed { filter, .. } => filter.as_str(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(filters, ["c", "d"]);
+    peer.disconnect().await;
+    broker.shutdown().await;
+}
