@@ -5,7 +5,7 @@ use bytes::BytesMut;
 
 use crate::error::EncodeError;
 use crate::types::{PacketType, ProtocolVersion};
-use crate::wire::{Counter, Sink, checked_var_int, put_var_int, var_int_len};
+use crate::wire::{Counter, Sink, checked_var_int, var_int_len};
 
 /// A packet body that can be encoded.
 pub(crate) trait Encode {
@@ -19,27 +19,25 @@ pub(crate) trait Encode {
 
     /// Validates the packet for `version` and writes everything after the remaining length.
     fn write_body<S: Sink>(&self, version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError>;
+
+    /// Appends the whole packet to `buf`; on error nothing is appended. By
+    /// default a counting pass of [`Encode::write_body`] (which validates),
+    /// one reservation, then the writing pass.
+    #[inline]
+    fn encode_to(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        encode_counted(self, version, buf)
+    }
+
+    /// Size of the whole packet; by default a counting pass.
+    #[inline]
+    fn wire_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        encoded_len_counted(self, version)
+    }
 }
 
-/// Length of the body (the remaining length).
-pub(crate) fn body_len<E: Encode>(p: &E, version: ProtocolVersion) -> Result<usize, EncodeError> {
-    let mut c = Counter::default();
-    p.write_body(version, &mut c)?;
-    Ok(c.0)
-}
-
-/// Size of the whole packet.
-pub(crate) fn encoded_len<E: Encode>(
-    p: &E,
-    version: ProtocolVersion,
-) -> Result<usize, EncodeError> {
-    let body = body_len(p, version)?;
-    checked_var_int(body)?;
-    Ok(1 + var_int_len(body) + body)
-}
-
-/// Appends the packet to `buf`, reserving space once.
-pub(crate) fn encode<E: Encode>(
+/// [`Encode::encode_to`] by a counting pass, one reservation and a writing pass.
+#[inline]
+pub(crate) fn encode_counted<E: Encode + ?Sized>(
     p: &E,
     version: ProtocolVersion,
     buf: &mut BytesMut,
@@ -48,13 +46,73 @@ pub(crate) fn encode<E: Encode>(
     let remaining = checked_var_int(body)?;
     let start = buf.len();
     buf.reserve(1 + var_int_len(body) + body);
-    Sink::put_u8(buf, (E::TYPE.as_u8() << 4) | p.flags());
-    put_var_int(buf, remaining);
+    put_fixed_header(buf, (E::TYPE.as_u8() << 4) | p.flags(), remaining);
     if let Err(e) = p.write_body(version, buf) {
         buf.truncate(start);
         return Err(e);
     }
     Ok(())
+}
+
+/// [`Encode::wire_len`] by a counting pass.
+#[inline]
+pub(crate) fn encoded_len_counted<E: Encode + ?Sized>(
+    p: &E,
+    version: ProtocolVersion,
+) -> Result<usize, EncodeError> {
+    let body = body_len(p, version)?;
+    checked_var_int(body)?;
+    Ok(1 + var_int_len(body) + body)
+}
+
+/// Appends the first byte of a fixed header and the remaining length (at
+/// most [`crate::wire::MAX_VAR_INT`]) with one write.
+#[inline]
+pub(crate) fn put_fixed_header(buf: &mut BytesMut, first: u8, remaining: u32) {
+    let mut header = [first, 0, 0, 0, 0];
+    let mut len = 1;
+    let mut v = remaining;
+    for slot in header.iter_mut().skip(1) {
+        // Truncation is intended: the low seven bits.
+        let byte = (v & 0x7F) as u8;
+        v >>= 7;
+        len += 1;
+        if v == 0 {
+            *slot = byte;
+            break;
+        }
+        *slot = byte | 0x80;
+    }
+    buf.extend_from_slice(header.get(..len).unwrap_or(&header));
+}
+
+/// Length of the body (the remaining length).
+pub(crate) fn body_len<E: Encode + ?Sized>(
+    p: &E,
+    version: ProtocolVersion,
+) -> Result<usize, EncodeError> {
+    let mut c = Counter::default();
+    p.write_body(version, &mut c)?;
+    Ok(c.0)
+}
+
+/// Size of the whole packet.
+#[inline]
+pub(crate) fn encoded_len<E: Encode>(
+    p: &E,
+    version: ProtocolVersion,
+) -> Result<usize, EncodeError> {
+    p.wire_len(version)
+}
+
+/// Appends the packet to `buf`, reserving space once.
+#[inline]
+pub(crate) fn encode<E: Encode>(
+    p: &E,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    p.encode_to(version, buf)
 }
 
 /// Adds the public `encode` / `encoded_len` methods to packet structs.

@@ -274,36 +274,60 @@ pub fn decode(
     }
     let frame = buf.split_to(total).freeze();
     let mut r = Reader::new(&frame, header_len);
-    let packet = match packet_type {
+    // Each arm checks for trailing bytes before it builds the `Packet`, so
+    // that the packet is built in the return slot instead of being moved there.
+    macro_rules! body {
+        ($variant:ident, $decoded:expr) => {{
+            let p = $decoded;
+            end_of_packet(&r, packet_type)?;
+            Ok(Some(Packet::$variant(p)))
+        }};
+    }
+    match packet_type {
+        PacketType::Publish => {
+            // The payload is the rest of the frame: no trailing bytes to check.
+            Publish::decode(frame, header_len, flags, version).map(|p| Some(Packet::Publish(p)))
+        }
+        PacketType::PubAck => body!(PubAck, PubAck::decode(&mut r, version)?),
+        PacketType::PubRec => body!(PubRec, PubRec::decode(&mut r, version)?),
+        PacketType::PubRel => body!(PubRel, PubRel::decode(&mut r, version)?),
+        PacketType::PubComp => body!(PubComp, PubComp::decode(&mut r, version)?),
         PacketType::Connect => {
             let connect = Connect::decode(&mut r)?;
             if !remaining.minimal && connect.protocol_version == ProtocolVersion::V5 {
                 return Err(DecodeError::NonMinimalVarInt);
             }
-            Packet::Connect(Box::new(connect))
+            body!(Connect, Box::new(connect))
         }
-        PacketType::ConnAck => Packet::ConnAck(ConnAck::decode(&mut r, version)?),
-        PacketType::Publish => Packet::Publish(Publish::decode(&mut r, flags, version)?),
-        PacketType::PubAck => Packet::PubAck(PubAck::decode(&mut r, version)?),
-        PacketType::PubRec => Packet::PubRec(PubRec::decode(&mut r, version)?),
-        PacketType::PubRel => Packet::PubRel(PubRel::decode(&mut r, version)?),
-        PacketType::PubComp => Packet::PubComp(PubComp::decode(&mut r, version)?),
-        PacketType::Subscribe => Packet::Subscribe(Subscribe::decode(&mut r, version)?),
-        PacketType::SubAck => Packet::SubAck(SubAck::decode(&mut r, version)?),
-        PacketType::Unsubscribe => Packet::Unsubscribe(Unsubscribe::decode(&mut r, version)?),
-        PacketType::UnsubAck => Packet::UnsubAck(UnsubAck::decode(&mut r, version)?),
-        PacketType::PingReq => Packet::PingReq,
-        PacketType::PingResp => Packet::PingResp,
-        PacketType::Disconnect => Packet::Disconnect(Disconnect::decode(&mut r, version)?),
-        PacketType::Auth => Packet::Auth(Auth::decode(&mut r)?),
-    };
-    if !r.is_empty() {
-        return Err(DecodeError::TrailingBytes {
+        PacketType::ConnAck => body!(ConnAck, ConnAck::decode(&mut r, version)?),
+        PacketType::Subscribe => body!(Subscribe, Subscribe::decode(&mut r, version)?),
+        PacketType::SubAck => body!(SubAck, SubAck::decode(&mut r, version)?),
+        PacketType::Unsubscribe => body!(Unsubscribe, Unsubscribe::decode(&mut r, version)?),
+        PacketType::UnsubAck => body!(UnsubAck, UnsubAck::decode(&mut r, version)?),
+        PacketType::PingReq => {
+            end_of_packet(&r, packet_type)?;
+            Ok(Some(Packet::PingReq))
+        }
+        PacketType::PingResp => {
+            end_of_packet(&r, packet_type)?;
+            Ok(Some(Packet::PingResp))
+        }
+        PacketType::Disconnect => body!(Disconnect, Disconnect::decode(&mut r, version)?),
+        PacketType::Auth => body!(Auth, Auth::decode(&mut r)?),
+    }
+}
+
+/// [`DecodeError::TrailingBytes`] unless `r` has read the whole packet.
+#[inline]
+fn end_of_packet(r: &Reader<'_>, packet_type: PacketType) -> Result<(), DecodeError> {
+    if r.is_empty() {
+        Ok(())
+    } else {
+        Err(DecodeError::TrailingBytes {
             packet_type,
             count: r.remaining(),
-        });
+        })
     }
-    Ok(Some(packet))
 }
 
 impl From<Connect> for Packet {

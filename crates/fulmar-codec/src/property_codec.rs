@@ -19,6 +19,7 @@ use crate::string::{MqttString, has_wildcard};
 use crate::types::QoS;
 use crate::wire::{
     Counter, MAX_VAR_INT, Reader, Sink, checked_var_int, put_binary, put_string, put_var_int,
+    var_int_len,
 };
 
 /// Property identifiers (Table 2-4).
@@ -64,7 +65,19 @@ pub(crate) trait PropertySet: Sized + Default {
     fn read(&mut self, id: u8, r: &mut Reader<'_>) -> Result<bool, DecodeError>;
 
     /// Writes every property that is set (without the Property Length).
+    /// Checks that need a scan of a value run only when counting
+    /// ([`Sink::COUNTING`]): every encode counts, and so validates, first.
     fn write<S: Sink>(&self, s: &mut S) -> Result<(), EncodeError>;
+
+    /// Length of the properties, Property Length not included; with `check`
+    /// the checks of [`PropertySet::write`] run too. By default a counting
+    /// pass of `write`.
+    fn wire_len(&self, check: bool) -> Result<usize, EncodeError> {
+        let _ = check;
+        let mut c = Counter::default();
+        self.write(&mut c)?;
+        Ok(c.0)
+    }
 }
 
 /// Reads a Property Length and the properties it covers.
@@ -92,19 +105,12 @@ pub(crate) fn decode_properties<P: PropertySet>(r: &mut Reader<'_>) -> Result<P,
     Ok(props)
 }
 
-/// Length of the properties, Property Length not included.
-pub(crate) fn properties_len<P: PropertySet>(p: &P) -> Result<usize, EncodeError> {
-    let mut c = Counter::default();
-    p.write(&mut c)?;
-    Ok(c.0)
-}
-
 /// Writes the Property Length followed by the properties.
 pub(crate) fn encode_properties<P: PropertySet, S: Sink>(
     p: &P,
     s: &mut S,
 ) -> Result<(), EncodeError> {
-    let len = properties_len(p)?;
+    let len = p.wire_len(S::COUNTING)?;
     let var = checked_var_int(len)?;
     if S::COUNTING {
         s.add_len(crate::wire::var_int_len(len) + len);
@@ -240,15 +246,28 @@ fn w_binary<S: Sink>(
     Ok(())
 }
 
+const SUBSCRIPTION_ID_TOO_LARGE: EncodeError =
+    EncodeError::InvalidProperty("subscription identifier above 268435455");
+
 fn w_subscription_id<S: Sink>(s: &mut S, v: NonZeroU32) -> Result<(), EncodeError> {
     if v.get() > MAX_VAR_INT {
-        return Err(EncodeError::InvalidProperty(
-            "subscription identifier above 268435455",
-        ));
+        return Err(SUBSCRIPTION_ID_TOO_LARGE);
     }
     s.put_u8(SUBSCRIPTION_IDENTIFIER);
     put_var_int(s, v.get());
     Ok(())
+}
+
+/// Encoded length of the User Properties in `list`.
+fn users_len(list: &UserProperties) -> usize {
+    list.iter()
+        .map(|(name, value)| 5 + name.len() + value.len())
+        .sum()
+}
+
+/// Encoded length of an optional string property.
+fn string_len(v: Option<&MqttString>) -> usize {
+    v.map_or(0, |v| 3 + v.len())
 }
 
 fn w_users<S: Sink>(s: &mut S, list: &UserProperties) {
@@ -598,6 +617,37 @@ impl PropertySet for PublishProperties {
         w_string(s, CONTENT_TYPE, self.content_type.as_ref());
         Ok(())
     }
+
+    #[inline]
+    fn wire_len(&self, check: bool) -> Result<usize, EncodeError> {
+        // The fields in the order `write` checks and writes them.
+        let mut len = usize::from(self.payload_format_indicator.is_some()) * 2
+            + usize::from(self.message_expiry_interval.is_some()) * 5
+            + usize::from(self.topic_alias.is_some()) * 3;
+        if let Some(topic) = &self.response_topic {
+            if check && has_wildcard(topic) {
+                return Err(EncodeError::ResponseTopicWildcard);
+            }
+            len += 3 + topic.len();
+        }
+        if let Some(data) = &self.correlation_data {
+            if data.len() > usize::from(u16::MAX) {
+                return Err(EncodeError::BinaryTooLong {
+                    field: "correlation data",
+                    len: data.len(),
+                });
+            }
+            len += 3 + data.len();
+        }
+        len += users_len(&self.user_properties);
+        for sub_id in &self.subscription_identifiers {
+            if sub_id.get() > MAX_VAR_INT {
+                return Err(SUBSCRIPTION_ID_TOO_LARGE);
+            }
+            len += 1 + var_int_len(sub_id.get() as usize);
+        }
+        Ok(len + string_len(self.content_type.as_ref()))
+    }
 }
 
 impl PropertySet for AckProperties {
@@ -620,6 +670,11 @@ impl PropertySet for AckProperties {
         w_string(s, REASON_STRING, self.reason_string.as_ref());
         w_users(s, &self.user_properties);
         Ok(())
+    }
+
+    #[inline]
+    fn wire_len(&self, _check: bool) -> Result<usize, EncodeError> {
+        Ok(string_len(self.reason_string.as_ref()) + users_len(&self.user_properties))
     }
 }
 

@@ -1,11 +1,11 @@
 //! PUBLISH, publish message (MQTT 5.0 section 3.3, MQTT 3.1.1 section 3.3).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::encode::{Encode, body_len, public_encode};
+use crate::encode::{Encode, public_encode, put_fixed_header};
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::PublishProperties;
-use crate::property_codec::{decode_properties, encode_properties};
+use crate::property_codec::{PropertySet, decode_properties, encode_properties};
 use crate::string::{MqttString, has_wildcard};
 use crate::types::{PacketId, PacketType, ProtocolVersion, QoS};
 use crate::wire::{
@@ -68,16 +68,54 @@ impl Publish {
         version: ProtocolVersion,
         buf: &mut BytesMut,
     ) -> Result<(), EncodeError> {
-        let body = body_len(self, version)?;
+        let (header, properties) = self.header_len(version)?;
+        let body = header + self.payload.len();
         let remaining = checked_var_int(body)?;
-        let header = body - self.payload.len();
         buf.reserve(1 + var_int_len(body) + header);
         let start = buf.len();
-        Sink::put_u8(buf, (PacketType::Publish.as_u8() << 4) | self.flags());
-        put_var_int(buf, remaining);
-        if let Err(e) = self.write_header(version, buf) {
+        put_fixed_header(buf, self.first_byte(), remaining);
+        if let Err(e) = self.put_variable_header(version, properties, buf) {
             buf.truncate(start);
             return Err(e);
+        }
+        Ok(())
+    }
+
+    fn first_byte(&self) -> u8 {
+        (PacketType::Publish.as_u8() << 4) | self.flags()
+    }
+
+    /// Validates the packet for `version` and returns the length of its
+    /// variable header (everything but the payload) and, under 5.0, of its
+    /// properties (without the Property Length).
+    #[inline]
+    fn header_len(&self, version: ProtocolVersion) -> Result<(usize, usize), EncodeError> {
+        self.check(version)?;
+        let mut len = self.topic.wire_len() + if self.packet_id.is_some() { 2 } else { 0 };
+        let mut properties = 0;
+        if version == ProtocolVersion::V5 {
+            properties = self.properties.wire_len(true)?;
+            len += var_int_len(properties) + properties;
+        }
+        Ok((len, properties))
+    }
+
+    /// Writes the variable header of a packet validated by [`Self::header_len`],
+    /// which also gave `properties`.
+    #[inline]
+    fn put_variable_header(
+        &self,
+        version: ProtocolVersion,
+        properties: usize,
+        buf: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        put_string(buf, &self.topic);
+        if let Some(id) = self.packet_id {
+            BufMut::put_u16(buf, id.get());
+        }
+        if version == ProtocolVersion::V5 {
+            put_var_int(buf, checked_var_int(properties)?);
+            self.properties.write(buf)?;
         }
         Ok(())
     }
@@ -128,8 +166,13 @@ impl Publish {
         Ok(())
     }
 
+    /// Decodes the PUBLISH in `frame` (the whole packet) whose variable
+    /// header starts at `start`. The payload is the rest of `frame`, taken
+    /// without a reference count update.
+    #[inline(always)]
     pub(crate) fn decode(
-        r: &mut Reader<'_>,
+        frame: Bytes,
+        start: usize,
         flags: u8,
         version: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
@@ -140,22 +183,26 @@ impl Publish {
             return Err(DecodeError::DupWithQoS0);
         }
         let retain = flags & 1 != 0;
-        let topic = r.string("topic name")?;
+        let mut r = Reader::new(&frame, start);
+        let (topic, wildcard) = r.scanned_string("topic name")?;
         let packet_id = match qos {
             QoS::AtMostOnce => None,
-            _ => Some(read_packet_id(r, PacketType::Publish)?),
+            _ => Some(read_packet_id(&mut r, PacketType::Publish)?),
         };
         let properties: PublishProperties = match version {
-            ProtocolVersion::V5 => decode_properties(r)?,
+            ProtocolVersion::V5 => decode_properties(&mut r)?,
             ProtocolVersion::V311 => PublishProperties::default(),
         };
         if topic.is_empty() && properties.topic_alias.is_none() {
             return Err(DecodeError::EmptyTopicName);
         }
-        if has_wildcard(&topic) {
+        if wildcard {
             return Err(DecodeError::TopicNameWildcard);
         }
-        let payload = r.rest();
+        let payload_start = r.position();
+        let mut payload = frame;
+        // The reader never goes past the end of the frame.
+        payload.advance(payload_start.min(payload.len()));
         Ok(Self {
             dup,
             qos,
@@ -179,6 +226,29 @@ impl Encode for Publish {
         self.write_header(version, s)?;
         s.put_slice(&self.payload);
         Ok(())
+    }
+
+    #[inline]
+    fn encode_to(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let (header, properties) = self.header_len(version)?;
+        let body = header + self.payload.len();
+        let remaining = checked_var_int(body)?;
+        buf.reserve(1 + var_int_len(body) + body);
+        let start = buf.len();
+        put_fixed_header(buf, self.first_byte(), remaining);
+        if let Err(e) = self.put_variable_header(version, properties, buf) {
+            buf.truncate(start);
+            return Err(e);
+        }
+        buf.extend_from_slice(&self.payload);
+        Ok(())
+    }
+
+    #[inline]
+    fn wire_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        let body = self.header_len(version)?.0 + self.payload.len();
+        checked_var_int(body)?;
+        Ok(1 + var_int_len(body) + body)
     }
 }
 

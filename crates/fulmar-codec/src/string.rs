@@ -98,6 +98,20 @@ impl MqttString {
         self.0.is_empty()
     }
 
+    /// Validates `bytes` whose [`scan`] is `found` (length, U+0000, UTF-8).
+    #[inline]
+    pub(crate) fn from_scanned(bytes: Bytes, found: Scan) -> Result<Self, StringError> {
+        if bytes.len() > MAX_STRING_LEN {
+            return Err(StringError::TooLong(bytes.len()));
+        }
+        if found.nul {
+            return Err(StringError::NullCharacter);
+        }
+        ByteString::try_from(bytes)
+            .map(Self)
+            .map_err(|_| StringError::InvalidUtf8)
+    }
+
     /// Number of bytes on the wire, including the two-byte length prefix.
     #[must_use]
     pub fn wire_len(&self) -> usize {
@@ -105,9 +119,78 @@ impl MqttString {
     }
 }
 
+/// What one pass over the bytes of a string found (see [`scan`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Scan {
+    /// A U+0000 byte.
+    pub(crate) nul: bool,
+    /// A `+` or `#`, which a Topic Name must not contain.
+    pub(crate) wildcard: bool,
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of every byte of `v` that is zero is set (exact as a whole:
+/// the result is non-zero iff some byte of `v` is zero).
+#[inline(always)]
+const fn zero_bytes(v: u64) -> u64 {
+    v.wrapping_sub(LO) & !v & HI
+}
+
+/// NUL and wildcard bits of the eight bytes of `w` (SWAR).
+#[inline(always)]
+fn scan_word(w: u64) -> (u64, u64) {
+    let wild = zero_bytes(w ^ (LO * u64::from(b'+'))) | zero_bytes(w ^ (LO * u64::from(b'#')));
+    (zero_bytes(w), wild)
+}
+
+/// The eight bytes of `word` (eight long) as a little-endian integer.
+#[inline(always)]
+fn word(word: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(word);
+    u64::from_le_bytes(a)
+}
+
+/// One pass over `bytes`: NUL and wildcard characters. Eight bytes at a
+/// time (SWAR); the last word overlaps the one before instead of a byte loop.
+#[inline]
+pub(crate) fn scan(bytes: &[u8]) -> Scan {
+    let len = bytes.len();
+    if len < 8 {
+        let mut nul = false;
+        let mut wildcard = false;
+        for &b in bytes {
+            nul |= b == 0;
+            wildcard |= (b == b'+') | (b == b'#');
+        }
+        return Scan { nul, wildcard };
+    }
+    let mut nul = 0;
+    let mut wild = 0;
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let (n, x) = scan_word(word(w));
+        nul |= n;
+        wild |= x;
+    }
+    if !words.remainder().is_empty()
+        && let Some(last) = bytes.get(len - 8..)
+    {
+        let (n, x) = scan_word(word(last));
+        nul |= n;
+        wild |= x;
+    }
+    Scan {
+        nul: nul != 0,
+        wildcard: wild != 0,
+    }
+}
+
 /// Whether `s` contains a wildcard character (`+` or `#`), which a Topic Name must not.
 pub(crate) fn has_wildcard(s: &str) -> bool {
-    // Branch-free so that it vectorizes; a topic name is scanned in full anyway.
+    // Branch-free so that the compiler vectorizes it.
     s.bytes()
         .fold(false, |found, b| found | (b == b'+') | (b == b'#'))
 }
@@ -116,7 +199,7 @@ fn check(s: &str) -> Result<(), StringError> {
     if s.len() > MAX_STRING_LEN {
         return Err(StringError::TooLong(s.len()));
     }
-    if s.as_bytes().contains(&0) {
+    if scan(s.as_bytes()).nul {
         return Err(StringError::NullCharacter);
     }
     Ok(())
@@ -127,16 +210,8 @@ impl TryFrom<Bytes> for MqttString {
 
     /// Validates `bytes` (UTF-8, no U+0000, length) without copying them.
     fn try_from(bytes: Bytes) -> Result<Self, Self::Error> {
-        if bytes.len() > MAX_STRING_LEN {
-            return Err(StringError::TooLong(bytes.len()));
-        }
-        // Branch-free so that it vectorizes: cheaper than `memchr` for short strings.
-        if bytes.iter().fold(false, |found, &b| found | (b == 0)) {
-            return Err(StringError::NullCharacter);
-        }
-        ByteString::try_from(bytes)
-            .map(Self)
-            .map_err(|_| StringError::InvalidUtf8)
+        let found = scan(&bytes);
+        Self::from_scanned(bytes, found)
     }
 }
 
@@ -331,6 +406,31 @@ mod tests {
         let mut map = std::collections::HashMap::new();
         map.insert(MqttString::from("a/b"), 1);
         assert_eq!(map.get("a/b"), Some(&1));
+    }
+
+    #[test]
+    fn scan_finds_nul_and_wildcards_at_every_position() {
+        // MQTT-1.5.4-2 v3:MQTT-1.5.3-2 MQTT-3.3.2-2
+        for len in 0..40 {
+            let clean = vec![b'a'; len];
+            assert_eq!(scan(&clean), Scan::default());
+            for at in 0..len {
+                for (byte, nul, wildcard) in
+                    [(0, true, false), (b'+', false, true), (b'#', false, true)]
+                {
+                    let mut v = clean.clone();
+                    v[at] = byte;
+                    assert_eq!(scan(&v), Scan { nul, wildcard }, "{len} {at} {byte}");
+                }
+                // Bytes next to the searched ones, and non-ASCII, are not matches.
+                let mut v = clean.clone();
+                v[at] = 0x80 | b'+';
+                if at + 1 < len {
+                    v[at + 1] = 1;
+                }
+                assert_eq!(scan(&v), Scan::default(), "{len} {at}");
+            }
+        }
     }
 
     #[test]

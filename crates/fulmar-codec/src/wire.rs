@@ -5,7 +5,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{DecodeError, EncodeError};
-use crate::string::MqttString;
+use crate::string::{MqttString, scan};
 use crate::types::{PacketId, PacketType};
 
 /// The largest value a Variable Byte Integer can hold (spec 1.5.5).
@@ -106,12 +106,33 @@ impl<'a> Reader<'a> {
     }
 
     /// A UTF-8 Encoded String (spec 1.5.4), validated.
+    #[inline]
     pub(crate) fn string(&mut self, field: &'static str) -> Result<MqttString, DecodeError> {
+        self.scanned_string(field).map(|(s, _)| s)
+    }
+
+    /// A UTF-8 Encoded String, validated, and whether it contains a wildcard
+    /// character (found by the same pass over its bytes).
+    #[inline]
+    pub(crate) fn scanned_string(
+        &mut self,
+        field: &'static str,
+    ) -> Result<(MqttString, bool), DecodeError> {
         let raw = self.binary(field)?;
-        MqttString::try_from(raw).map_err(|error| DecodeError::InvalidString { field, error })
+        let found = scan(&raw);
+        match MqttString::from_scanned(raw, found) {
+            Ok(s) => Ok((s, found.wildcard)),
+            Err(error) => Err(DecodeError::InvalidString { field, error }),
+        }
+    }
+
+    /// Where the next read starts, from the start of the buffer.
+    pub(crate) fn position(&self) -> usize {
+        self.pos
     }
 
     /// Everything left, as a zero-copy slice.
+    #[cfg(test)]
     pub(crate) fn rest(&mut self) -> Bytes {
         let start = self.pos;
         self.pos = self.end;
@@ -186,15 +207,19 @@ pub(crate) trait Sink {
 }
 
 impl Sink for BytesMut {
+    #[inline]
     fn put_u8(&mut self, v: u8) {
         BufMut::put_u8(self, v);
     }
+    #[inline]
     fn put_u16(&mut self, v: u16) {
         BufMut::put_u16(self, v);
     }
+    #[inline]
     fn put_u32(&mut self, v: u32) {
         BufMut::put_u32(self, v);
     }
+    #[inline]
     fn put_slice(&mut self, s: &[u8]) {
         BufMut::put_slice(self, s);
     }
