@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 
@@ -12,7 +13,7 @@ use common::{FulmarBroker, Sub, mosquitto_tool, publish, publish_ok, temp_dir};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 /// Writes `ca.pem`, `server.pem` and `server.key` (for 127.0.0.1 and
-/// localhost) into `dir`.
+/// localhost), `client.pem` and `client.key` into `dir`.
 fn generate_pki(dir: &Path) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -26,6 +27,14 @@ fn generate_pki(dir: &Path) {
     let server_params =
         CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
     let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(DnType::CommonName, "fulmar-cli-test-client");
+    let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
+    std::fs::write(dir.join("client.pem"), client_cert.pem()).unwrap();
+    std::fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
     std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
     std::fs::write(dir.join("server.pem"), server_cert.pem()).unwrap();
     std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
@@ -43,7 +52,20 @@ fn tls_and_websocket_listeners_from_the_config_file() {
          [[listener]]\nprotocol = \"ws\"\nbind = \"127.0.0.1:0\"\npath = \"/mqtt\"\n",
     )
     .unwrap();
-    let broker = FulmarBroker::start(&["-c", config.to_str().unwrap()]);
+    let mut broker = FulmarBroker::start(&["-c", config.to_str().unwrap()]);
+    let ws_line = broker.wait_for("listening on ");
+    let ws_addr = ws_line.rsplit("listening on ").next().unwrap().trim();
+    let mut ws = std::net::TcpStream::connect(ws_addr).unwrap();
+    ws.write_all(
+        b"GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n",
+    )
+    .unwrap();
+    let mut status = [0u8; 12];
+    ws.read_exact(&mut status).unwrap();
+    assert_eq!(&status, b"HTTP/1.1 101");
+    drop(ws);
     let ca = dir.join("ca.pem");
     let ca = ca.to_str().unwrap();
 
@@ -115,4 +137,30 @@ fn a_certificate_that_does_not_parse_is_a_clear_error() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn client_certificates_with_client_ca() {
+    let dir = temp_dir();
+    generate_pki(&dir);
+    let config = dir.join("fulmar.toml");
+    std::fs::write(
+        &config,
+        "[[listener]]\nprotocol = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+         cert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n",
+    )
+    .unwrap();
+    let broker = FulmarBroker::start(&["-c", config.to_str().unwrap()]);
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client.key"));
+    publish_ok(
+        broker.port,
+        &[
+            "--cafile", &ca, "--cert", &cert, "--key", &key, "-t", "m", "-m", "x",
+        ],
+    );
+    // No client certificate: the handshake is refused.
+    let out = publish(broker.port, &["--cafile", &ca, "-t", "m", "-m", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
