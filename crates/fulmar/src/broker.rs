@@ -150,7 +150,9 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
         );
     }
 
-    let limits = config.limits.to_limits()?;
+    let mut limits = config.limits.to_limits()?;
+    limits.sys_interval = (config.sys.interval_secs > 0)
+        .then(|| std::time::Duration::from_secs(config.sys.interval_secs));
     let mut builder = Broker::builder().limits(limits);
     for (i, listener) in config.listeners.iter().enumerate() {
         builder = add_listener(builder, i + 1, listener)?;

@@ -291,13 +291,14 @@ level = "info"
 format = "text"
 
 [sys]
-# Seconds between $SYS/ topic updates; 0 turns them off (only 0 is
-# supported for now).
+# Seconds between updates of the retained $SYS/broker/... topics (version,
+# uptime, clients, messages, bytes, subscriptions, retained); 0: none.
 interval_secs = 0
 
 [metrics]
-# Prometheus metrics over HTTP at http://BIND/metrics: connections,
-# sessions, subscriptions, retained and dropped messages. Off by default.
+# Prometheus metrics over HTTP at http://BIND/metrics: connections, clients,
+# sessions, subscriptions, retained and dropped messages, packets, messages
+# and bytes in and out. Off by default.
 # bind = "127.0.0.1:9100"
 "#;
 
@@ -382,12 +383,6 @@ impl Config {
             }
         }
         self.limits.to_limits()?;
-        if self.sys.interval_secs != 0 {
-            return Err(format!(
-                "sys.interval_secs = {}: $SYS topics are not supported yet (use 0)",
-                self.sys.interval_secs
-            ));
-        }
         Ok(())
     }
 }
@@ -466,7 +461,5 @@ mod tests {
             .check()
             .unwrap_err();
         assert!(e.contains("`path` needs"), "{e}");
-        let sys = Config::parse("[sys]\ninterval_secs = 10\n", Path::new(".")).unwrap();
-        assert!(sys.check().unwrap_err().contains("sys.interval_secs"));
     }
 }

@@ -1,6 +1,8 @@
 //! Prometheus metrics over HTTP (`[metrics] bind`): the broker's
-//! [`Stats`](fulmar_broker::Stats), recorded with the `metrics` crate and
-//! rendered by `metrics-exporter-prometheus` at `GET /metrics`.
+//! [`Stats`](fulmar_broker::Stats) (connections, clients, sessions,
+//! subscriptions, retained, dropped, packets / messages / bytes in and out),
+//! recorded with the `metrics` crate when scraped and rendered by
+//! `metrics-exporter-prometheus` at `GET /metrics`.
 //!
 //! The HTTP side is a minimal HTTP/1.1 responder (one request per
 //! connection, one connection at a time, a bounded request head and a read
@@ -53,7 +55,39 @@ fn describe() {
         "fulmar_blocked_publishers",
         "Publishers held back because a subscriber's queue is full (backpressure policy)."
     );
+    metrics::describe_gauge!(
+        "fulmar_clients_connected",
+        "Accepted MQTT clients currently connected."
+    );
+    for (name, help) in COUNTERS {
+        metrics::describe_counter!(*name, *help);
+    }
 }
+
+/// The monotonic counters of [`Stats`](fulmar_broker::Stats), by metric name.
+const COUNTERS: &[(&str, &str)] = &[
+    (
+        "fulmar_packets_received_total",
+        "MQTT packets received from clients.",
+    ),
+    ("fulmar_packets_sent_total", "MQTT packets sent to clients."),
+    (
+        "fulmar_messages_received_total",
+        "PUBLISH packets received from clients.",
+    ),
+    (
+        "fulmar_messages_sent_total",
+        "PUBLISH packets sent to clients.",
+    ),
+    (
+        "fulmar_bytes_received_total",
+        "Bytes read from client connections.",
+    ),
+    (
+        "fulmar_bytes_sent_total",
+        "Bytes written to client connections.",
+    ),
+];
 
 /// Copies the broker's current counters into the recorder.
 #[allow(clippy::cast_precision_loss)] // Gauges are f64; counts stay far below 2^53.
@@ -65,6 +99,18 @@ fn record(broker: &BrokerHandle) {
     metrics::gauge!("fulmar_retained_messages").set(stats.retained as f64);
     metrics::counter!("fulmar_dropped_messages_total").absolute(stats.dropped_messages);
     metrics::gauge!("fulmar_blocked_publishers").set(stats.blocked_publishers as f64);
+    metrics::gauge!("fulmar_clients_connected").set(stats.clients_connected as f64);
+    let counts = [
+        stats.packets_received,
+        stats.packets_sent,
+        stats.messages_received,
+        stats.messages_sent,
+        stats.bytes_received,
+        stats.bytes_sent,
+    ];
+    for ((name, _), value) in COUNTERS.iter().zip(counts) {
+        metrics::counter!(*name).absolute(value);
+    }
 }
 
 async fn serve(listener: TcpListener, handle: PrometheusHandle, broker: BrokerHandle) {

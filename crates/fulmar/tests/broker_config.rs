@@ -62,8 +62,8 @@ fn a_bad_config_names_the_line_and_the_key() {
     assert!(stderr.contains("auth.password_file"), "{stderr}");
     assert!(stderr.contains("missing-passwd"), "{stderr}");
 
-    let stderr = broker_error("[auth]\nacl_file = \"acl\"\n[sys]\ninterval_secs = 10\n");
-    assert!(stderr.contains("sys.interval_secs"), "{stderr}");
+    let stderr = broker_error("[auth]\nacl_file = \"acl\"\n[limits]\nmaximum_qos = 3\n");
+    assert!(stderr.contains("limits.maximum_qos = 3"), "{stderr}");
 }
 
 #[test]
@@ -199,5 +199,24 @@ fn prometheus_metrics_are_served_at_slash_metrics() {
         response.contains("fulmar_dropped_messages_total 0"),
         "{response}"
     );
+    for metric in [
+        "fulmar_messages_received_total 1",
+        "fulmar_bytes_received_total ",
+        "fulmar_clients_connected ",
+    ] {
+        assert!(response.contains(metric), "{metric}: {response}");
+    }
     assert!(get("/").starts_with("HTTP/1.1 404"));
+}
+
+#[test]
+fn sys_topics_are_published_at_the_configured_interval() {
+    let dir = temp_dir();
+    let config = write(&dir, "fulmar.toml", "[sys]\ninterval_secs = 1\n");
+    let broker = FulmarBroker::start(&["-c", &config]);
+    // Retained: the subscriber gets the current value now or at the next update.
+    let out = subscribe(broker.port, &["-t", "$SYS/broker/version", "-v", "-C", "1"]);
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(line.starts_with("$SYS/broker/version "), "{line}");
 }
