@@ -6,6 +6,8 @@
 //! identifier alone (remaining length 2), another code without properties
 //! omits the Property Length (remaining length 3).
 
+use bytes::{BufMut, BytesMut};
+
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::AckProperties;
 use crate::property_codec::{decode_properties, encode_properties};
@@ -75,6 +77,51 @@ pub(crate) fn write_ack<S: Sink, C: AckCode>(
     Ok(())
 }
 
+/// The size of a PUBACK, PUBREC, PUBREL or PUBCOMP without properties
+/// (4, or 5 with a reason code other than Success), the error
+/// [`write_ack`] would give, or `None` when it has properties under 5.0
+/// (the general encoder handles those).
+#[inline]
+pub(crate) fn short_ack_len<C: AckCode>(
+    version: ProtocolVersion,
+    packet_type: PacketType,
+    reason: C,
+    properties: &AckProperties,
+) -> Option<Result<usize, EncodeError>> {
+    let success = reason == C::default();
+    match version {
+        ProtocolVersion::V311 if !success => Some(Err(EncodeError::NotInV311 {
+            packet_type,
+            what: "reason code",
+        })),
+        ProtocolVersion::V311 if !properties.is_empty() => Some(Err(EncodeError::NotInV311 {
+            packet_type,
+            what: "properties",
+        })),
+        ProtocolVersion::V5 if !properties.is_empty() => None,
+        _ => Some(Ok(if success { 4 } else { 5 })),
+    }
+}
+
+/// Appends an acknowledgement that [`short_ack_len`] sized, with one write.
+#[inline]
+pub(crate) fn put_short_ack<C: AckCode>(
+    buf: &mut BytesMut,
+    len: usize,
+    first: u8,
+    packet_id: PacketId,
+    reason: C,
+) {
+    let [hi, lo] = packet_id.get().to_be_bytes();
+    // Whole-word writes, cheaper than copying a slice.
+    if len == 4 {
+        BufMut::put_u32(buf, u32::from_be_bytes([first, 2, hi, lo]));
+    } else {
+        BufMut::put_u32(buf, u32::from_be_bytes([first, 3, hi, lo]));
+        BufMut::put_u8(buf, reason.into());
+    }
+}
+
 /// Implements decode and encode for one of the four acknowledgements.
 macro_rules! ack_codec {
     ($t:ident) => {
@@ -109,6 +156,42 @@ macro_rules! ack_codec {
                     self.reason_code,
                     &self.properties,
                 )
+            }
+
+            #[inline]
+            fn encode_to(
+                &self,
+                version: crate::types::ProtocolVersion,
+                buf: &mut bytes::BytesMut,
+            ) -> Result<(), crate::error::EncodeError> {
+                match crate::ack::short_ack_len(
+                    version,
+                    Self::TYPE,
+                    self.reason_code,
+                    &self.properties,
+                ) {
+                    Some(Ok(len)) => {
+                        crate::ack::put_short_ack(
+                            buf,
+                            len,
+                            (Self::TYPE.as_u8() << 4) | crate::encode::Encode::flags(self),
+                            self.packet_id,
+                            self.reason_code,
+                        );
+                        Ok(())
+                    }
+                    Some(Err(e)) => Err(e),
+                    None => crate::encode::encode_counted(self, version, buf),
+                }
+            }
+
+            #[inline]
+            fn wire_len(
+                &self,
+                version: crate::types::ProtocolVersion,
+            ) -> Result<usize, crate::error::EncodeError> {
+                crate::ack::short_ack_len(version, Self::TYPE, self.reason_code, &self.properties)
+                    .unwrap_or_else(|| crate::encode::encoded_len_counted(self, version))
             }
         }
 

@@ -272,3 +272,40 @@ fn decode_error_reason_code_maps_to_disconnect() {
     assert_eq!(code, DisconnectReasonCode::ProtocolError);
     assert_eq!(ReasonCode::from(code), ReasonCode::ProtocolError);
 }
+
+#[test]
+fn ack_fast_path_matches_general_encoder() {
+    // v5:MQTT-3.6.2-1 v3:MQTT-2.3.1-6: the one-write encoding of acks gives the bytes,
+    // the length and the error of the general (counting) encoder, in both versions.
+    let with_props = AckProperties {
+        reason_string: Some("why".into()),
+        ..AckProperties::default()
+    };
+    for version in [V3, V5] {
+        for reason in [
+            PubRelReasonCode::Success,
+            PubRelReasonCode::PacketIdentifierNotFound,
+        ] {
+            for properties in [AckProperties::default(), with_props.clone()] {
+                let ack = PubRel {
+                    packet_id: id(0x0A0B),
+                    reason_code: reason,
+                    properties,
+                };
+                let mut fast = BytesMut::from(&b"x"[..]);
+                let fast_result = ack.encode(version, &mut fast);
+                let mut general = BytesMut::from(&b"x"[..]);
+                let general_result = crate::encode::encode_counted(&ack, version, &mut general);
+                assert_eq!(fast_result, general_result);
+                assert_eq!(fast, general);
+                assert_eq!(
+                    ack.encoded_len(version),
+                    crate::encode::encoded_len_counted(&ack, version)
+                );
+                if fast_result.is_ok() {
+                    assert_eq!(ack.encoded_len(version).unwrap(), fast.len() - 1);
+                }
+            }
+        }
+    }
+}
