@@ -189,17 +189,8 @@ impl Link {
         }
     }
 
-    /// Writes everything buffered (reading meanwhile).
-    pub(super) async fn flush(&mut self) -> Result<(), String> {
-        self.encode_transmits()?;
-        while self.pending_write() > 0 {
-            self.step(None, None).await?;
-            self.encode_transmits()?;
-        }
-        Ok(())
-    }
-
-    /// Sends DISCONNECT (normal) and closes the write side.
+    /// Sends DISCONNECT (normal) after whatever is still buffered, and
+    /// closes the write side.
     pub(super) async fn disconnect(mut self) -> Result<(), String> {
         if self.session.is_connected() {
             self.session
@@ -210,7 +201,12 @@ impl Link {
                 )
                 .map_err(|e| e.to_string())?;
         }
-        self.flush().await?;
+        // The session is closed now: write directly instead of stepping it.
+        self.encode_transmits()?;
+        self.writer
+            .write_all_buf(&mut self.wbuf)
+            .await
+            .map_err(|e| format!("write: {e}"))?;
         self.writer
             .shutdown()
             .await

@@ -162,7 +162,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         sent: AtomicU64::new(0),
         received: AtomicU64::new(0),
         last_received: AtomicU64::new(0),
-        latencies: Latencies::new(subscribers.clamp(1, 64))?,
+        latencies: Latencies::new(subscribers.clamp(1, 16))?,
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Connecting);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();

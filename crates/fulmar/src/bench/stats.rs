@@ -76,6 +76,9 @@ impl SeqSet {
     }
 }
 
+/// The largest latency the histograms tell apart: 10 minutes, in µs.
+const MAX_LATENCY_US: u64 = 600_000_000;
+
 /// Latency histograms in microseconds, sharded so that thousands of
 /// subscribers do not each own one nor contend on a single lock.
 pub(super) struct Latencies {
@@ -98,14 +101,16 @@ impl Latencies {
         };
         if let Ok(mut h) = shard.lock() {
             for v in batch.drain(..) {
-                h.saturating_record(v.max(1));
+                // Clamped into the bounds, so recording cannot fail.
+                let _ = h.record(v.clamp(1, MAX_LATENCY_US));
             }
         }
     }
 
     /// All shards merged.
     pub(super) fn merged(&self) -> Result<Histogram<u64>, String> {
-        let mut all = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
+        let mut all =
+            Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3).map_err(|e| e.to_string())?;
         for shard in &self.shards {
             let h = shard.lock().map_err(|_| "poisoned histogram".to_owned())?;
             all.add(&*h).map_err(|e| e.to_string())?;

@@ -1,0 +1,229 @@
+//! `fulmar bench` against `fulmar broker` and the Debian `mosquitto`, both
+//! started here on free loopback ports: a count-based run (2000 messages per
+//! publisher) must report zero lost QoS 1/2 messages and no QoS 2 duplicate.
+//! No timing assertions.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+
+use serde_json::Value;
+
+/// A broker process, killed on drop.
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `child` (stderr piped) and blocks until a stderr line contains
+/// `needle`; returns that line, or `None` when the process ended first. The
+/// rest of stderr is drained in a thread.
+fn wait_for_line(child: &mut Child, needle: &'static str) -> Option<String> {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut found = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !found && line.contains(needle) {
+                found = true;
+                let _ = tx.send(line);
+            }
+        }
+    });
+    rx.recv().ok()
+}
+
+fn fulmar() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fulmar"));
+    cmd.env_remove("RUST_LOG").stdin(Stdio::null());
+    cmd
+}
+
+fn start_fulmar() -> Broker {
+    let mut child = fulmar()
+        .args(["broker", "-p", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run fulmar broker");
+    let line = wait_for_line(&mut child, "listening on").expect("fulmar broker did not start");
+    let port = line
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    Broker { child, port }
+}
+
+fn mosquitto_binary() -> PathBuf {
+    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("mosquitto is not installed (Debian package `mosquitto`): this test needs it")
+}
+
+fn start_mosquitto() -> Broker {
+    let binary = mosquitto_binary();
+    let dir = std::env::temp_dir().join(format!("fulmar-bench-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for attempt in 0..5 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = dir.join(format!("mosquitto-{attempt}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                 log_dest stderr\nlog_type error\nlog_type information\nuser root\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(&binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run mosquitto");
+        // Logged once every listener is open; a taken port ends the process instead.
+        if wait_for_line(&mut child, " running").is_some() {
+            return Broker { child, port };
+        }
+        let _ = child.wait();
+    }
+    panic!("mosquitto did not start");
+}
+
+/// Runs `fulmar bench --json` with `args` against `port`.
+fn bench(port: u16, args: &[&str]) -> Value {
+    let output = fulmar()
+        .args(["bench", "--json", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run fulmar bench");
+    assert!(
+        output.status.success(),
+        "fulmar bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bench output is not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// Two publishers (one QoS 1, one QoS 2), two subscribers on `fulmar-bench/#`:
+/// every acknowledged message reaches both subscribers, QoS 2 exactly once.
+fn assert_no_loss(port: u16, mqtt: &str) {
+    let report = bench(
+        port,
+        &[
+            "--mqtt", mqtt, "-P", "2", "-S", "2", "-q", "1,2", "-n", "2000", "-s", "100",
+        ],
+    );
+    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report["sent"], 4000, "{report:#}");
+    let qos = report["qos"].as_array().unwrap();
+    assert_eq!(qos.len(), 2, "{report:#}");
+    for counts in qos {
+        assert_eq!(counts["sent"], 2000, "{counts}");
+        assert_eq!(counts["acked"], 2000, "{counts}");
+        assert_eq!(counts["expected"], 4000, "{counts}");
+        assert_eq!(counts["received"], 4000, "{counts}");
+        assert_eq!(counts["lost"], 0, "{counts}");
+    }
+    assert_eq!(qos[1]["qos"], 2);
+    assert_eq!(qos[1]["duplicated"], 0, "QoS 2 delivered twice: {report:#}");
+    assert_eq!(report["latency"]["count"], 8000, "{report:#}");
+}
+
+#[test]
+fn fulmar_broker_v5_loses_no_qos12_message() {
+    // v5:MQTT-4.3.2-4 v5:MQTT-4.3.3-8 (the broker acknowledged, so it owns and delivers)
+    let broker = start_fulmar();
+    assert_no_loss(broker.port, "5");
+}
+
+#[test]
+fn fulmar_broker_v311_loses_no_qos12_message() {
+    // v3:MQTT-4.3.2-2 v3:MQTT-4.3.3-2
+    let broker = start_fulmar();
+    assert_no_loss(broker.port, "3.1.1");
+}
+
+#[test]
+fn mosquitto_v5_loses_no_qos12_message() {
+    let broker = start_mosquitto();
+    assert_no_loss(broker.port, "5");
+}
+
+#[test]
+fn mosquitto_v311_loses_no_qos12_message() {
+    let broker = start_mosquitto();
+    assert_no_loss(broker.port, "3.1.1");
+}
+
+#[test]
+fn csv_and_plot_outputs() {
+    let broker = start_fulmar();
+    let dir = std::env::temp_dir().join(format!("fulmar-bench-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("out.svg");
+    let output = fulmar()
+        .args(["bench", "--csv", "-p", &broker.port.to_string()])
+        .args(["-q", "1", "-n", "500", "--idle", "10", "--plot"])
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let csv = String::from_utf8(output.stdout).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header.len(), row.len());
+    let field = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    assert_eq!(field("idle"), "10");
+    assert_eq!(field("sent"), "500");
+    assert_eq!(field("qos1_lost"), "0");
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
+    assert!(svg.contains("latency") && svg.contains("throughput"));
+}
+
+#[test]
+fn unreachable_broker_fails_clearly() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = fulmar()
+        .args(["bench", "-p", &port.to_string(), "-n", "10"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("connections failed"), "{stderr}");
+}
