@@ -6,7 +6,7 @@
 //! filters with `fulmar-topic`. Every message also goes to each catch-all
 //! stream.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::ops::Deref;
 use std::pin::Pin;
@@ -85,6 +85,9 @@ pub(crate) struct Router {
     routes: BTreeMap<u64, Route>,
     catch_all: BTreeMap<u64, mpsc::Sender<Message>>,
     next_key: u64,
+    /// Identifiers of dropped streams whose filters another stream still
+    /// uses: the broker keeps sending them for those filters.
+    retired: HashMap<NonZeroU32, Vec<MqttString>>,
 }
 
 impl Router {
@@ -102,6 +105,9 @@ impl Router {
         id: Option<NonZeroU32>,
         tx: mpsc::Sender<Message>,
     ) {
+        // A new SUBSCRIBE replaces the broker's identifier for these filters.
+        self.retired
+            .retain(|_, shared| !shared.iter().any(|f| filters.iter().any(|(g, _)| g == f)));
         self.routes.insert(
             key,
             Route {
@@ -125,17 +131,16 @@ impl Router {
         let Some(route) = self.routes.remove(&key) else {
             return Vec::new();
         };
-        route
-            .filters
-            .into_iter()
-            .map(|(f, _)| f)
-            .filter(|f| {
-                !self
-                    .routes
+        let (shared, unused): (Vec<MqttString>, Vec<MqttString>) =
+            route.filters.into_iter().map(|(f, _)| f).partition(|f| {
+                self.routes
                     .values()
                     .any(|r| r.filters.iter().any(|(g, _)| g == f))
-            })
-            .collect()
+            });
+        if let Some(id) = route.id.filter(|_| !shared.is_empty()) {
+            self.retired.insert(id, shared);
+        }
+        unused
     }
 
     pub(crate) fn routes(&self) -> impl Iterator<Item = &Route> {
@@ -143,9 +148,23 @@ impl Router {
     }
 
     /// The streams `message` goes to, in a stable order.
+    ///
+    /// By Subscription Identifier when the message carries identifiers of
+    /// live streams; streams with an identical filter share the broker's one
+    /// subscription (a later SUBSCRIBE replaced the earlier one's identifier,
+    /// MQTT 5.0 section 3.8.4), so they receive it too. By filter matching
+    /// otherwise.
     pub(crate) fn targets(&self, message: &Publish) -> Vec<mpsc::Sender<Message>> {
         let ids = &message.properties.subscription_identifiers;
-        let mut out: Vec<mpsc::Sender<Message>> = if ids.is_empty() {
+        // The filters of the broker subscriptions this message was sent for.
+        let mut shared: Vec<&MqttString> = self
+            .routes
+            .values()
+            .filter(|r| r.id.is_some_and(|id| ids.contains(&id)))
+            .flat_map(|r| r.filters.iter().map(|(f, _)| f))
+            .collect();
+        shared.extend(ids.iter().filter_map(|id| self.retired.get(id)).flatten());
+        let mut out: Vec<mpsc::Sender<Message>> = if shared.is_empty() {
             match message.topic.parse::<TopicName>() {
                 Ok(topic) => self
                     .routes
@@ -158,7 +177,10 @@ impl Router {
         } else {
             self.routes
                 .values()
-                .filter(|r| r.id.is_some_and(|id| ids.contains(&id)))
+                .filter(|r| {
+                    r.id.is_some_and(|id| ids.contains(&id))
+                        || r.filters.iter().any(|(f, _)| shared.contains(&f))
+                })
                 .map(|r| r.tx.clone())
                 .collect()
         };
@@ -309,6 +331,26 @@ mod tests {
         let targets = router.targets(&m);
         assert_eq!(targets.len(), 1);
         assert!(targets[0].same_channel(&router.routes.get(&2).unwrap().tx));
+    }
+
+    #[test]
+    fn identical_filters_share_the_brokers_subscription() {
+        let mut router = Router::default();
+        let _a = route(&mut router, "a/+", Some(1));
+        let _b = route(&mut router, "a/+", Some(2));
+        let _c = route(&mut router, "a/#", Some(3));
+        // The broker only knows identifier 2 for a/+ now.
+        let mut m = Publish::new("a/b".into(), Bytes::new());
+        m.properties.subscription_identifiers = vec![NonZeroU32::new(2).unwrap()];
+        assert_eq!(router.targets(&m).len(), 2);
+        // Identifier 2's stream is gone; the broker still uses it for a/+.
+        assert!(router.remove(2).is_empty());
+        let targets = router.targets(&m);
+        assert_eq!(targets.len(), 1);
+        assert!(targets[0].same_channel(&router.routes.get(&1).unwrap().tx));
+        // A message with an identifier nobody knows is matched by filter.
+        m.properties.subscription_identifiers = vec![NonZeroU32::new(9).unwrap()];
+        assert_eq!(router.targets(&m).len(), 2);
     }
 
     #[test]

@@ -549,3 +549,31 @@ async fn v5_maximum_packet_size_is_announced() {
     guard(small.disconnect()).await.unwrap();
     guard(publisher.disconnect()).await.unwrap();
 }
+
+// Two streams on the same filter share the broker's one subscription (the
+// second SUBSCRIBE replaces the first, v5:MQTT-3.8.4-3 v3:MQTT-3.8.4-3): both
+// receive, and after either is dropped the other still does.
+#[tokio::test]
+async fn streams_with_the_same_filter_share_the_subscription() {
+    let broker = Mosquitto::start();
+    for version in VERSIONS {
+        let client = connect(&broker, version, "twins").await;
+        let mut first = guard(client.subscribe("twins/+", QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        let mut second = guard(client.subscribe("twins/+", QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        guard(client.publish("twins/a", "1").qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        assert_eq!(guard(first.next()).await.unwrap().payload, "1");
+        assert_eq!(guard(second.next()).await.unwrap().payload, "1");
+        drop(second);
+        guard(client.publish("twins/a", "2").qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        assert_eq!(guard(first.next()).await.unwrap().payload, "2");
+        guard(client.disconnect()).await.unwrap();
+    }
+}
