@@ -368,6 +368,8 @@ pub(crate) async fn run_sub(args: SubArgs) -> Result<(), String> {
     let deadline = args
         .timeout
         .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    // Installed before subscribing, so a SIGINT after "subscribed" is caught.
+    let interrupt = interrupted()?;
     let client = args.conn.connect(&props.connect).await?;
     let filters: Vec<(String, SubscriptionOptions)> = args
         .topic
@@ -390,22 +392,29 @@ pub(crate) async fn run_sub(args: SubArgs) -> Result<(), String> {
 
     let mut received = 0u64;
     let mut out = std::io::stdout().lock();
+    let timeout = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(timeout);
+    tokio::pin!(interrupt);
     while args.count.is_none_or(|c| received < c) {
-        let next = match deadline {
-            Some(at) => match tokio::time::timeout_at(at, stream.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    let _ = client.disconnect().await;
-                    return Err(format!(
-                        "timed out after {} s ({received} messages received)",
-                        args.timeout.unwrap_or_default()
-                    ));
-                }
+        let message = tokio::select! {
+            next = stream.next() => match next {
+                Some(message) => message,
+                None => return Err("the connection was lost".to_owned()),
             },
-            None => stream.next().await,
-        };
-        let Some(message) = next else {
-            return Err("the connection was lost".to_owned());
+            () = &mut timeout => {
+                let _ = client.disconnect().await;
+                return Err(format!(
+                    "timed out after {} s ({received} messages received)",
+                    args.timeout.unwrap_or_default()
+                ));
+            }
+            // Ctrl-C: disconnect normally and exit 0, as mosquitto_sub does.
+            () = &mut interrupt => break,
         };
         if args.no_retained && message.retain {
             continue;
@@ -418,6 +427,24 @@ pub(crate) async fn run_sub(args: SubArgs) -> Result<(), String> {
     }
     let _ = client.disconnect().await;
     Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C); the handler is installed by this call.
+#[cfg(unix)]
+fn interrupted() -> Result<impl Future<Output = ()>, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+    Ok(async move {
+        sigint.recv().await;
+    })
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+fn interrupted() -> Result<impl Future<Output = ()>, String> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 fn print(out: &mut impl Write, args: &SubArgs, topic: &str, payload: &[u8]) -> std::io::Result<()> {

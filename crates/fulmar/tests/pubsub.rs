@@ -214,3 +214,23 @@ fn help_is_long_only_because_h_is_the_host() {
         assert!(help.contains("--help"), "{help}");
     }
 }
+
+#[test]
+fn sub_exits_cleanly_on_sigint() {
+    let broker = FulmarBroker::start(&[]);
+    let mut sub = fulmar()
+        .args(["sub", "-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", "never", "-d"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_for_line(sub.stderr.take().unwrap(), "subscribed to ");
+    let status = Command::new("kill")
+        .args(["-INT", &sub.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = sub.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
