@@ -21,7 +21,12 @@
 //!   the broker's send quota (our Receive Maximum) runs out; at most Receive
 //!   Maximum packets wait in the client, then it stops reading the socket.
 //!   Memory stays bounded whatever the consumer's speed. A slow stream holds
-//!   up the others (messages keep their order).
+//!   up the others (messages keep their order). QoS 0 messages have no
+//!   quota: past one stream's capacity of them waiting, the client stops
+//!   reading the socket, and if that outlasts the keep-alive the connection
+//!   is dropped and re-established. A client that publishes to a topic it
+//!   subscribes to without consuming may see the broker hold back its own
+//!   acknowledgements.
 //! - **Reconnect** with exponential backoff and jitter ([`Reconnect`]): the
 //!   session resumes (Clean Start 0 under 5.0) and what was in flight is
 //!   re-sent with DUP; publishes made while disconnected wait in a bounded
