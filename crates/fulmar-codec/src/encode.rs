@@ -69,10 +69,16 @@ pub(crate) fn encoded_len_counted<E: Encode + ?Sized>(
 /// most [`crate::wire::MAX_VAR_INT`]) with one write.
 #[inline]
 pub(crate) fn put_fixed_header(buf: &mut BytesMut, first: u8, remaining: u32) {
-    let mut header = [first, 0, 0, 0, 0];
+    put_fixed_header_and(buf, first, remaining, &[]);
+}
+
+/// Appends the fixed header followed by `more` (at most two bytes) with one write.
+#[inline]
+pub(crate) fn put_fixed_header_and(buf: &mut BytesMut, first: u8, remaining: u32, more: &[u8]) {
+    let mut header = [first, 0, 0, 0, 0, 0, 0];
     let mut len = 1;
     let mut v = remaining;
-    for slot in header.iter_mut().skip(1) {
+    for slot in header.iter_mut().skip(1).take(4) {
         // Truncation is intended: the low seven bits.
         let byte = (v & 0x7F) as u8;
         v >>= 7;
@@ -82,6 +88,10 @@ pub(crate) fn put_fixed_header(buf: &mut BytesMut, first: u8, remaining: u32) {
             break;
         }
         *slot = byte | 0x80;
+    }
+    for (slot, b) in header.iter_mut().skip(len).zip(more) {
+        *slot = *b;
+        len += 1;
     }
     buf.extend_from_slice(header.get(..len).unwrap_or(&header));
 }

@@ -2,7 +2,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::encode::{Encode, public_encode, put_fixed_header};
+use crate::encode::{Encode, public_encode, put_fixed_header, put_fixed_header_and};
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::PublishProperties;
 use crate::property_codec::{PropertySet, decode_properties, encode_properties};
@@ -74,7 +74,7 @@ impl Publish {
         buf.reserve(1 + var_int_len(body) + header);
         let start = buf.len();
         put_fixed_header(buf, self.first_byte(), remaining);
-        if let Err(e) = self.put_variable_header(version, properties, buf) {
+        if let Err(e) = self.put_variable_header(version, properties, true, buf) {
             buf.truncate(start);
             return Err(e);
         }
@@ -101,15 +101,20 @@ impl Publish {
     }
 
     /// Writes the variable header of a packet validated by [`Self::header_len`],
-    /// which also gave `properties`.
+    /// which also gave `properties`; the length of the topic only with `topic_len`.
     #[inline]
     fn put_variable_header(
         &self,
         version: ProtocolVersion,
         properties: usize,
+        topic_len: bool,
         buf: &mut BytesMut,
     ) -> Result<(), EncodeError> {
-        put_string(buf, &self.topic);
+        if topic_len {
+            put_string(buf, &self.topic);
+        } else {
+            buf.extend_from_slice(self.topic.as_bytes());
+        }
         if let Some(id) = self.packet_id {
             BufMut::put_u16(buf, id.get());
         }
@@ -235,8 +240,10 @@ impl Encode for Publish {
         let remaining = checked_var_int(body)?;
         buf.reserve(1 + var_int_len(body) + body);
         let start = buf.len();
-        put_fixed_header(buf, self.first_byte(), remaining);
-        if let Err(e) = self.put_variable_header(version, properties, buf) {
+        // The topic length goes out with the fixed header.
+        let topic_len = u16::try_from(self.topic.len()).unwrap_or(u16::MAX);
+        put_fixed_header_and(buf, self.first_byte(), remaining, &topic_len.to_be_bytes());
+        if let Err(e) = self.put_variable_header(version, properties, false, buf) {
             buf.truncate(start);
             return Err(e);
         }
