@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AllowAll, Authenticator, Authorizer};
-use crate::config::{Limits, OverloadPolicy};
+use crate::config::{Limits, OverloadPolicy, ServerReference};
 use crate::error::BrokerError;
 use crate::listener::{ListenerSpec, SpecKind, accept_loop};
 use crate::message::Subscription;
@@ -212,6 +212,31 @@ impl BrokerBuilder {
         self
     }
 
+    /// See [`Limits::server_keep_alive`].
+    #[must_use]
+    pub fn server_keep_alive(mut self, seconds: Option<u16>) -> Self {
+        self.limits.server_keep_alive = seconds;
+        self
+    }
+
+    /// See [`Limits::max_retained_messages`].
+    #[must_use]
+    pub fn max_retained_messages(mut self, n: usize) -> Self {
+        self.limits.max_retained_messages = n;
+        self
+    }
+
+    /// See [`Limits::server_reference`]: refuse every client, pointing it
+    /// to `reference`.
+    #[must_use]
+    pub fn server_reference(mut self, reference: impl Into<String>, permanent: bool) -> Self {
+        self.limits.server_reference = Some(ServerReference {
+            reference: reference.into(),
+            permanent,
+        });
+        self
+    }
+
     /// See [`Limits::connect_timeout`].
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -384,7 +409,9 @@ impl BrokerHandle {
     /// a socket. An empty retained payload deletes the retained message.
     ///
     /// # Errors
-    /// [`BrokerError::InvalidTopic`]; [`BrokerError::Shutdown`].
+    /// [`BrokerError::InvalidTopic`]; [`BrokerError::LimitExceeded`] for a
+    /// topic over the limits or a new retained topic over the quota;
+    /// [`BrokerError::Shutdown`].
     pub fn publish(
         &self,
         topic: &str,
@@ -400,7 +427,14 @@ impl BrokerHandle {
         let mut publish = Publish::new(MqttString::from(topic.to_owned()), payload.into());
         publish.qos = qos;
         publish.retain = retain;
-        shared.lock().route(
+        if !shared.limits.topic_fits(topic) {
+            return Err(BrokerError::LimitExceeded("topic length or levels"));
+        }
+        let mut state = shared.lock();
+        if !state.retained_fits(&name, &publish, shared.limits.max_retained_messages) {
+            return Err(BrokerError::LimitExceeded("retained messages"));
+        }
+        state.route(
             &name,
             &publish,
             None,

@@ -46,9 +46,47 @@ pub struct Limits {
     /// messages and bytes received and sent, dropped messages,
     /// subscriptions, retained messages); `None`: never (the default).
     pub sys_interval: Option<Duration>,
+    /// Server Keep Alive (MQTT 5.0): the keep-alive the broker imposes on
+    /// every client instead of the one it asked for, announced in CONNACK
+    /// (3.1.1 clients are held to it too). `None`: the client's own.
+    pub server_keep_alive: Option<u16>,
+    /// Retained messages kept at once. A retained PUBLISH for a new topic
+    /// beyond it is not routed: MQTT 5.0 PUBACK/PUBREC 0x97 Quota exceeded;
+    /// QoS 0 and 3.1.1 messages are dropped and counted.
+    pub max_retained_messages: usize,
+    /// Longest topic name or filter, in bytes. A longer PUBLISH topic gets
+    /// MQTT 5.0 PUBACK/PUBREC 0x90 Topic Name invalid (QoS 0 and 3.1.1:
+    /// dropped and counted); a longer filter SUBACK 0x8F (3.1.1: 0x80).
+    pub max_topic_length: usize,
+    /// Most levels in a topic name or filter (`a/b/c` has 3), refused as for
+    /// [`max_topic_length`](Self::max_topic_length).
+    pub max_topic_levels: usize,
+    /// When set, every CONNECT is refused with MQTT 5.0 CONNACK 0x9C Use
+    /// another server (0x9D Server moved when permanent) and this Server
+    /// Reference; 3.1.1 clients get return code 3 (Server unavailable).
+    pub server_reference: Option<ServerReference>,
     /// Events kept for each [`Events`](crate::Events) observer that has not
     /// read them yet; beyond it the observer loses the oldest.
     pub event_capacity: usize,
+}
+
+/// Another server for clients to use (MQTT 5.0 section 4.11), see
+/// [`Limits::server_reference`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerReference {
+    /// The Server Reference sent to the client, e.g. `"other.example:1883"`.
+    pub reference: String,
+    /// Moved for good (0x9D Server moved) rather than for now (0x9C Use another server).
+    pub permanent: bool,
+}
+
+impl Limits {
+    /// Whether a topic name or filter is within
+    /// [`max_topic_length`](Self::max_topic_length) and
+    /// [`max_topic_levels`](Self::max_topic_levels).
+    pub(crate) fn topic_fits(&self, topic: &str) -> bool {
+        topic.len() <= self.max_topic_length && topic.split('/').count() <= self.max_topic_levels
+    }
 }
 
 /// What the broker does with a QoS 1/2 message for a connected subscriber
@@ -93,6 +131,11 @@ impl Default for Limits {
             backpressure_timeout: Duration::from_secs(30),
             sys_interval: None,
             event_capacity: 1024,
+            server_keep_alive: None,
+            max_retained_messages: 100_000,
+            max_topic_length: 65_535,
+            max_topic_levels: 128,
+            server_reference: None,
         }
     }
 }
@@ -109,6 +152,7 @@ impl Limits {
             maximum_qos: self.maximum_qos,
             // Back-pressure acknowledges a message once every copy is queued.
             manual_acks: self.overload_policy == OverloadPolicy::Backpressure,
+            server_keep_alive: self.server_keep_alive,
             ..Config::default()
         }
     }

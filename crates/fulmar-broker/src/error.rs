@@ -32,6 +32,9 @@ pub enum BrokerError {
     /// A topic filter given to [`BrokerHandle::subscribe`](crate::BrokerHandle::subscribe) is invalid.
     #[error("invalid topic filter: {0}")]
     InvalidFilter(#[source] TopicError),
+    /// A limit of [`Limits`](crate::Limits) refused an in-process publish.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(&'static str),
     /// The broker was shut down.
     #[error("the broker is shut down")]
     Shutdown,

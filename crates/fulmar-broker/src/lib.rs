@@ -73,7 +73,7 @@ mod ws;
 
 pub use auth::{AllowAll, AuthDecision, Authenticator, Authorizer, ClientInfo, ConnectInfo};
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, Stats};
-pub use config::{Limits, OverloadPolicy};
+pub use config::{Limits, OverloadPolicy, ServerReference};
 pub use error::BrokerError;
 pub use fulmar_session::Initiator;
 pub use message::{Message, Subscription};

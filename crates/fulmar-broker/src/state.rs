@@ -201,6 +201,15 @@ impl State {
         }
     }
 
+    /// Whether `publish` may be routed under the retained quota: a retained
+    /// message for a topic not stored yet needs room ([`Limits::max_retained_messages`](crate::Limits)).
+    pub(crate) fn retained_fits(&self, topic: &TopicName, publish: &Publish, max: usize) -> bool {
+        !publish.retain
+            || publish.payload.is_empty()
+            || self.retained.len() < max
+            || self.retained.get(topic).is_some()
+    }
+
     /// The retained messages matching `filter`, ready to send to a new
     /// subscription with `options` (RETAIN set, QoS downgraded, expiry aged).
     pub(crate) fn retained_for(

@@ -2,19 +2,18 @@
 //! [`Session`], writes what `poll_transmit` yields, sleeps until
 //! `poll_timeout`, and answers the session's events from the shared state.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fulmar_codec::{
     AckProperties, CodecError, ConnAckProperties, Connect, ConnectReasonCode, DisconnectProperties,
-    DisconnectReasonCode, MqttCodec, MqttString, Packet, PacketId, ProtocolVersion,
-    PubAckReasonCode, PubRecReasonCode, PubRel, Publish, QoS, ReasonCode, RetainHandling,
-    SubAckReasonCode, Subscribe, UnsubAckReasonCode, Unsubscribe, Will,
+    DisconnectReasonCode, MqttCodec, MqttString, Packet, PacketId, ProtocolVersion, Publish,
+    ReasonCode, RetainHandling, SubAckReasonCode, Subscribe, UnsubAckReasonCode, Unsubscribe, Will,
 };
 use fulmar_session::{Event, Initiator, Session, SessionState};
-use fulmar_topic::{SubscriptionFilter, TopicFilter, TopicName};
+use fulmar_topic::{SubscriptionFilter, TopicFilter};
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
@@ -25,7 +24,11 @@ use crate::broker::Shared;
 use crate::config::OverloadPolicy;
 use crate::listener::{Peer, Slot};
 use crate::observe::{BrokerEvent, Counted};
+
+mod inbound;
+
 use crate::state::{Control, Owner, PendingWill, State, SubOptions, Subscriber, age, secs};
+use inbound::Refusal;
 
 /// How long a new connection waits for the old one to hand its session over.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -66,7 +69,7 @@ where
         control_rx,
         client: None,
         closed: None,
-        deny_ack: HashSet::new(),
+        deny_ack: HashMap::new(),
         drop_pubcomp: HashSet::new(),
         handovers: Vec::new(),
         shutting_down: false,
@@ -117,7 +120,7 @@ struct Connection<'a, S> {
     closed: Option<(Initiator, ReasonCode)>,
     /// Inbound QoS 1/2 messages the authorizer denied: their PUBACK/PUBREC
     /// carries 0x87 (MQTT 5.0).
-    deny_ack: HashSet<PacketId>,
+    deny_ack: HashMap<PacketId, Refusal>,
     /// PUBCOMPs answering the PUBREL we fed the session for a denied QoS 2
     /// message (so it forgets the identifier); not sent.
     drop_pubcomp: HashSet<PacketId>,
@@ -271,12 +274,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     /// produced (the session acknowledges inbound QoS 1/2 on receipt).
     fn rewrite(&mut self, packet: Packet) -> Option<Packet> {
         match packet {
-            Packet::PubAck(mut ack) if self.deny_ack.remove(&ack.packet_id) => {
-                ack.reason_code = PubAckReasonCode::NotAuthorized;
+            Packet::PubAck(mut ack) if self.deny_ack.contains_key(&ack.packet_id) => {
+                if let Some(refusal) = self.deny_ack.remove(&ack.packet_id) {
+                    ack.reason_code = refusal.puback();
+                }
                 Some(Packet::PubAck(ack))
             }
-            Packet::PubRec(mut rec) if self.deny_ack.remove(&rec.packet_id) => {
-                rec.reason_code = PubRecReasonCode::NotAuthorized;
+            Packet::PubRec(mut rec) if self.deny_ack.contains_key(&rec.packet_id) => {
+                if let Some(refusal) = self.deny_ack.remove(&rec.packet_id) {
+                    rec.reason_code = refusal.pubrec();
+                }
                 Some(Packet::PubRec(rec))
             }
             Packet::PubComp(comp) if self.drop_pubcomp.remove(&comp.packet_id) => None,
@@ -338,6 +345,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     }
 
     fn reject(&mut self, code: ConnectReasonCode) {
+        self.reject_with(code, ConnAckProperties::default());
+    }
+
+    fn reject_with(&mut self, code: ConnectReasonCode, properties: ConnAckProperties) {
         tracing::debug!(peer = %self.peer.addr, %code, "connection refused");
         let client_id = self.connect_id.clone();
         self.shared.emit(|| BrokerEvent::Refused {
@@ -345,9 +356,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             remote_addr: self.peer.addr,
             reason_code: code,
         });
-        let _ = self
-            .session
-            .reject(code, ConnAckProperties::default(), Instant::now());
+        let _ = self.session.reject(code, properties, Instant::now());
     }
 
     async fn on_connect(&mut self, connect: Connect) {
@@ -355,6 +364,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         self.connect_id = connect.client_id.to_string();
         if self.over_limit || self.shared.shutdown.is_cancelled() {
             return self.reject(ConnectReasonCode::ServerUnavailable);
+        }
+        if let Some(redirect) = &self.shared.limits.server_reference {
+            // MQTT 5.0 section 4.11: the client should use another server.
+            let mut properties = ConnAckProperties::default();
+            if v5 {
+                properties.server_reference = Some(MqttString::from(redirect.reference.clone()));
+            }
+            let code = if !v5 {
+                ConnectReasonCode::ServerUnavailable
+            } else if redirect.permanent {
+                ConnectReasonCode::ServerMoved
+            } else {
+                ConnectReasonCode::UseAnotherServer
+            };
+            return self.reject_with(code, properties);
         }
         if v5 && connect.properties.authentication_method.is_some() {
             // Enhanced authentication is not supported.
@@ -553,112 +577,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         (stored, offline, existed && !clean_start)
     }
 
-    async fn on_message(&mut self, publish: Publish) {
-        let Some(client) = &self.client else { return };
-        let Ok(topic) = publish.topic.parse::<TopicName>() else {
-            self.disconnect(DisconnectReasonCode::TopicNameInvalid);
-            return;
-        };
-        let allowed = self
-            .shared
-            .authorizer
-            .authorize_publish(&client.info, publish.topic.as_str())
-            .await;
-        if !allowed {
-            self.ack_inbound(publish.packet_id);
-            self.deny(&publish);
-            return;
-        }
-        let key = client.key.clone();
-        let limits = &self.shared.limits;
-        let mut blocked = Vec::new();
-        let backpressure = limits.overload_policy == OverloadPolicy::Backpressure;
-        self.shared.lock().route(
-            &topic,
-            &publish,
-            Some(&key),
-            limits.max_queued_messages,
-            &self.shared.counters,
-            Instant::now(),
-            backpressure.then_some(&mut blocked),
-        );
-        if !blocked.is_empty() && !self.wait_for_room(blocked).await {
-            // Not acknowledged: the publisher sends it again after reconnecting.
-            if !self.shared.shutdown.is_cancelled() {
-                self.disconnect(DisconnectReasonCode::ServerBusy);
-            }
-            return;
-        }
-        self.ack_inbound(publish.packet_id);
-    }
-
-    /// With back-pressure (manual acks), acknowledges an inbound QoS 1/2 message.
-    fn ack_inbound(&mut self, packet_id: Option<PacketId>) {
-        if self.shared.limits.overload_policy == OverloadPolicy::Backpressure
-            && let Some(id) = packet_id
-        {
-            let _ = self.session.ack(id);
-        }
-    }
-
-    /// Back-pressure: waits until every full subscriber queue took its copy,
-    /// without reading from the network meanwhile. Deliveries to this
-    /// connection keep flowing into its session queue while there is room, so
-    /// two publishers feeding each other do not wait on each other. False
-    /// after [`Limits::backpressure_timeout`](crate::Limits) or at shutdown.
-    async fn wait_for_room(&mut self, blocked: Vec<crate::state::Blocked>) -> bool {
-        let counters = &self.shared.counters;
-        counters.blocked_publishers.fetch_add(1, Ordering::Relaxed);
-        let deadline = tokio::time::Instant::now() + self.shared.limits.backpressure_timeout;
-        let max_pending = self.shared.limits.max_queued_messages;
-        let mut done = true;
-        'targets: for (tx, publish) in blocked {
-            let send = tx.send(publish);
-            tokio::pin!(send);
-            loop {
-                let room = self.session.pending_len() < max_pending;
-                tokio::select! {
-                    // A closed queue: that connection ended meanwhile, and this
-                    // copy is lost for it (a known gap for persistent sessions).
-                    _ = &mut send => break,
-                    Some(own) = self.deliver_rx.recv(), if room => self.publish_out(own),
-                    () = self.shared.shutdown.cancelled() => {
-                        done = false;
-                        break 'targets;
-                    }
-                    () = tokio::time::sleep_until(deadline) => {
-                        tracing::debug!(peer = %self.peer.addr, "back-pressure timeout");
-                        done = false;
-                        break 'targets;
-                    }
-                }
-            }
-        }
-        self.shared
-            .counters
-            .blocked_publishers
-            .fetch_sub(1, Ordering::Relaxed);
-        done
-    }
-
-    /// A PUBLISH the authorizer denied is not routed. MQTT 5.0: its PUBACK or
-    /// PUBREC says 0x87; 3.1.1 acknowledges normally ([MQTT-3.3.5-2]).
-    fn deny(&mut self, publish: &Publish) {
-        tracing::debug!(topic = %publish.topic, "publish not authorized");
-        let (true, Some(id)) = (self.v5(), publish.packet_id) else {
-            return;
-        };
-        self.deny_ack.insert(id);
-        if publish.qos == QoS::ExactlyOnce {
-            // An error PUBREC ends the QoS 2 flow: the client sends no PUBREL
-            // and may reuse the identifier, so the session must forget it now.
-            self.drop_pubcomp.insert(id);
-            let _ = self
-                .session
-                .handle_packet(Packet::PubRel(PubRel::new(id)), Instant::now());
-        }
-    }
-
     /// Parses a filter of SUBSCRIBE/UNSUBSCRIBE: 5.0 knows shared
     /// subscriptions, 3.1.1 does not.
     fn parse_filter(&self, raw: &MqttString) -> Option<SubscriptionFilter> {
@@ -684,6 +602,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 codes.push(SubAckReasonCode::TopicFilterInvalid);
                 continue;
             };
+            if !limits.topic_fits(filter.filter().as_str()) {
+                codes.push(SubAckReasonCode::TopicFilterInvalid);
+                continue;
+            }
             if filter.group().is_some() && requested.no_local {
                 // MQTT-3.8.3-4: No Local on a shared subscription is a protocol error.
                 self.disconnect(DisconnectReasonCode::ProtocolError);

@@ -1,0 +1,168 @@
+//! Inbound application messages of one connection: authorization, limits,
+//! routing, back-pressure, and the acknowledgement that follows.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use fulmar_codec::{
+    DisconnectReasonCode, Packet, PacketId, PubAckReasonCode, PubRecReasonCode, PubRel, Publish,
+    QoS,
+};
+use fulmar_topic::TopicName;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Connection;
+use crate::config::OverloadPolicy;
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
+    pub(super) async fn on_message(&mut self, publish: Publish) {
+        let Some(client) = &self.client else { return };
+        let Ok(topic) = publish.topic.parse::<TopicName>() else {
+            self.disconnect(DisconnectReasonCode::TopicNameInvalid);
+            return;
+        };
+        if !self.shared.limits.topic_fits(topic.as_str()) {
+            self.ack_inbound(publish.packet_id);
+            return self.refuse(&publish, Refusal::TopicNameInvalid);
+        }
+        let allowed = self
+            .shared
+            .authorizer
+            .authorize_publish(&client.info, publish.topic.as_str())
+            .await;
+        if !allowed {
+            self.ack_inbound(publish.packet_id);
+            return self.refuse(&publish, Refusal::NotAuthorized);
+        }
+        let key = client.key.clone();
+        let limits = &self.shared.limits;
+        let mut blocked = Vec::new();
+        let backpressure = limits.overload_policy == OverloadPolicy::Backpressure;
+        {
+            let mut state = self.shared.lock();
+            if !state.retained_fits(&topic, &publish, limits.max_retained_messages) {
+                drop(state);
+                self.ack_inbound(publish.packet_id);
+                return self.refuse(&publish, Refusal::QuotaExceeded);
+            }
+            state.route(
+                &topic,
+                &publish,
+                Some(&key),
+                limits.max_queued_messages,
+                &self.shared.counters,
+                Instant::now(),
+                backpressure.then_some(&mut blocked),
+            );
+        }
+        if !blocked.is_empty() && !self.wait_for_room(blocked).await {
+            // Not acknowledged: the publisher sends it again after reconnecting.
+            if !self.shared.shutdown.is_cancelled() {
+                self.disconnect(DisconnectReasonCode::ServerBusy);
+            }
+            return;
+        }
+        self.ack_inbound(publish.packet_id);
+    }
+
+    /// With back-pressure (manual acks), acknowledges an inbound QoS 1/2 message.
+    fn ack_inbound(&mut self, packet_id: Option<PacketId>) {
+        if self.shared.limits.overload_policy == OverloadPolicy::Backpressure
+            && let Some(id) = packet_id
+        {
+            let _ = self.session.ack(id);
+        }
+    }
+
+    /// Back-pressure: waits until every full subscriber queue took its copy,
+    /// without reading from the network meanwhile. Deliveries to this
+    /// connection keep flowing into its session queue while there is room, so
+    /// two publishers feeding each other do not wait on each other. False
+    /// after [`Limits::backpressure_timeout`](crate::Limits) or at shutdown.
+    async fn wait_for_room(&mut self, blocked: Vec<crate::state::Blocked>) -> bool {
+        let counters = &self.shared.counters;
+        counters.blocked_publishers.fetch_add(1, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + self.shared.limits.backpressure_timeout;
+        let max_pending = self.shared.limits.max_queued_messages;
+        let mut done = true;
+        'targets: for (tx, publish) in blocked {
+            let send = tx.send(publish);
+            tokio::pin!(send);
+            loop {
+                let room = self.session.pending_len() < max_pending;
+                tokio::select! {
+                    // A closed queue: that connection ended meanwhile, and this
+                    // copy is lost for it (a known gap for persistent sessions).
+                    _ = &mut send => break,
+                    Some(own) = self.deliver_rx.recv(), if room => self.publish_out(own),
+                    () = self.shared.shutdown.cancelled() => {
+                        done = false;
+                        break 'targets;
+                    }
+                    () = tokio::time::sleep_until(deadline) => {
+                        tracing::debug!(peer = %self.peer.addr, "back-pressure timeout");
+                        done = false;
+                        break 'targets;
+                    }
+                }
+            }
+        }
+        self.shared
+            .counters
+            .blocked_publishers
+            .fetch_sub(1, Ordering::Relaxed);
+        done
+    }
+
+    /// A PUBLISH that is not routed: denied by the authorizer, over the
+    /// retained quota, or a topic over the limits. MQTT 5.0: its PUBACK or
+    /// PUBREC carries the reason; 3.1.1 acknowledges normally
+    /// ([MQTT-3.3.5-2]). Over a limit, it counts as dropped.
+    fn refuse(&mut self, publish: &Publish, refusal: Refusal) {
+        tracing::debug!(topic = %publish.topic, ?refusal, "publish refused");
+        if refusal != Refusal::NotAuthorized {
+            self.shared.counters.drop_one();
+        }
+        let (true, Some(id)) = (self.v5(), publish.packet_id) else {
+            return;
+        };
+        self.deny_ack.insert(id, refusal);
+        if publish.qos == QoS::ExactlyOnce {
+            // An error PUBREC ends the QoS 2 flow: the client sends no PUBREL
+            // and may reuse the identifier, so the session must forget it now.
+            self.drop_pubcomp.insert(id);
+            let _ = self
+                .session
+                .handle_packet(Packet::PubRel(PubRel::new(id)), Instant::now());
+        }
+    }
+}
+
+/// Why an inbound PUBLISH was not routed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// The authorizer denied it (0x87).
+    NotAuthorized,
+    /// A new retained topic beyond [`Limits::max_retained_messages`](crate::Limits) (0x97).
+    QuotaExceeded,
+    /// The topic is longer or deeper than the limits (0x90).
+    TopicNameInvalid,
+}
+
+impl Refusal {
+    pub(super) fn puback(self) -> PubAckReasonCode {
+        match self {
+            Self::NotAuthorized => PubAckReasonCode::NotAuthorized,
+            Self::QuotaExceeded => PubAckReasonCode::QuotaExceeded,
+            Self::TopicNameInvalid => PubAckReasonCode::TopicNameInvalid,
+        }
+    }
+
+    pub(super) fn pubrec(self) -> PubRecReasonCode {
+        match self {
+            Self::NotAuthorized => PubRecReasonCode::NotAuthorized,
+            Self::QuotaExceeded => PubRecReasonCode::QuotaExceeded,
+            Self::TopicNameInvalid => PubRecReasonCode::TopicNameInvalid,
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Limits of item 4: Server Keep Alive, the retained-message quota, topic
+//! length and levels, and redirection to another server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Peer, addr, next, publish, start_with};
+use fulmar_broker::{Broker, BrokerError, Limits};
+use fulmar_codec::{
+    Connect, DisconnectReasonCode, MqttString, Packet, PacketId, ProtocolVersion, QoS,
+    SubscriptionOptions,
+};
+
+use ProtocolVersion::{V5, V311};
+
+fn connect(version: ProtocolVersion, id: &str, keep_alive: u16) -> Connect {
+    let mut c = Connect::new(version, MqttString::from(id.to_owned()));
+    c.keep_alive = keep_alive;
+    c
+}
+
+// v5:MQTT-3.2.2-21
+#[tokio::test]
+async fn server_keep_alive_is_announced_and_enforced() {
+    let broker = start_with(Broker::builder().server_keep_alive(Some(1))).await;
+    let (mut peer, ack) = Peer::connect_with(addr(&broker), connect(V5, "ka", 600)).await;
+    assert_eq!(ack.properties.server_keep_alive, Some(1));
+    // Silent for 1.5 x 1 s: the broker gives up, with 0x8D Keep Alive timeout.
+    match peer.recv().await {
+        Packet::Disconnect(d) => assert_eq!(d.reason_code, DisconnectReasonCode::KeepAliveTimeout),
+        other => panic!("{other:?}"),
+    }
+    peer.expect_closed().await;
+    // 3.1.1 clients are held to it too (no CONNACK property there).
+    let (mut peer, _) = Peer::connect_with(addr(&broker), connect(V311, "ka3", 600)).await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.2.2-22
+#[tokio::test]
+async fn without_server_keep_alive_the_clients_value_holds() {
+    let broker = start_with(Broker::builder()).await;
+    let (peer, ack) = Peer::connect_with(addr(&broker), connect(V5, "ka", 600)).await;
+    assert_eq!(ack.properties.server_keep_alive, None);
+    peer.disconnect().await;
+    broker.shutdown().await;
+}
+
+fn retained(topic: &str, payload: &'static str, qos: QoS, id: u16) -> fulmar_codec::Publish {
+    let mut p = publish(topic, payload, qos);
+    p.retain = true;
+    p.packet_id = PacketId::new(id).filter(|_| qos != QoS::AtMostOnce);
+    p
+}
+
+#[tokio::test]
+async fn v5_retained_quota_refuses_new_topics_with_0x97() {
+    let broker = start_with(Broker::builder().max_retained_messages(1)).await;
+    let mut sub = broker.subscribe("r/#").unwrap();
+    let mut peer = Peer::connect(addr(&broker), V5, "ret").await;
+    peer.send(retained("r/1", "one", QoS::AtLeastOnce, 1)).await;
+    peer.expect_raw(&[0x40, 0x02, 0x00, 0x01]).await;
+    assert_eq!(next(&mut sub).await.payload, "one");
+    // A second retained topic: PUBACK 0x97, not routed.
+    peer.send(retained("r/2", "two", QoS::AtLeastOnce, 2)).await;
+    peer.expect_raw(&[0x40, 0x03, 0x00, 0x02, 0x97]).await;
+    // QoS 2: PUBREC 0x97, which ends the flow.
+    peer.send(retained("r/2", "two", QoS::ExactlyOnce, 3)).await;
+    peer.expect_raw(&[0x50, 0x03, 0x00, 0x03, 0x97]).await;
+    // QoS 0: dropped and counted.
+    peer.send(retained("r/2", "zero", QoS::AtMostOnce, 0)).await;
+    // Replacing the stored topic is fine, as is a message that is not retained.
+    peer.send(retained("r/1", "uno", QoS::AtLeastOnce, 4)).await;
+    peer.expect_raw(&[0x40, 0x02, 0x00, 0x04]).await;
+    peer.send(publish("r/2", "live", QoS::AtMostOnce)).await;
+    assert_eq!(next(&mut sub).await.payload, "uno");
+    assert_eq!(next(&mut sub).await.payload, "live");
+    let stats = broker.stats();
+    assert_eq!((stats.retained, stats.dropped_messages), (1, 3));
+    // In process too; deleting needs no room.
+    let error = broker
+        .publish("r/3", "x", QoS::AtMostOnce, true)
+        .unwrap_err();
+    assert!(matches!(error, BrokerError::LimitExceeded(_)), "{error}");
+    broker.publish("r/1", "", QoS::AtMostOnce, true).unwrap();
+    broker.publish("r/3", "x", QoS::AtMostOnce, true).unwrap();
+    assert_eq!(broker.stats().retained, 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn topic_length_and_levels_limits() {
+    let mut limits = Limits::default();
+    limits.max_topic_length = 10;
+    limits.max_topic_levels = 3;
+    let broker = start_with(Broker::builder().limits(limits)).await;
+    let mut peer = Peer::connect(addr(&broker), V5, "topics").await;
+    // Too deep, too long: PUBACK 0x90 Topic Name invalid.
+    let mut p = publish("a/b/c/d", "x", QoS::AtLeastOnce);
+    p.packet_id = PacketId::new(7);
+    peer.send(p).await;
+    peer.expect_raw(&[0x40, 0x03, 0x00, 0x07, 0x90]).await;
+    let mut p = publish("abcdefghijk", "x", QoS::AtLeastOnce);
+    p.packet_id = PacketId::new(8);
+    peer.send(p).await;
+    peer.expect_raw(&[0x40, 0x03, 0x00, 0x08, 0x90]).await;
+    // Within the limits: accepted.
+    let mut p = publish("a/b/c", "x", QoS::AtLeastOnce);
+    p.packet_id = PacketId::new(9);
+    peer.send(p).await;
+    peer.expect_raw(&[0x40, 0x02, 0x00, 0x09]).await;
+    // Filters: SUBACK 0x8F (5.0), 0x80 (3.1.1).
+    peer.send_raw(&[
+        0x82, 0x0d, 0x00, 0x01, 0x00, 0x00, 0x07, b'a', b'/', b'b', b'/', b'c', b'/', b'#', 0x00,
+    ])
+    .await;
+    peer.expect_raw(&[0x90, 0x04, 0x00, 0x01, 0x00, 0x8f]).await;
+    let mut v3 = Peer::connect(addr(&broker), V311, "topics3").await;
+    let ack = v3
+        .subscribe(1, "a/b/c/#", SubscriptionOptions::new(QoS::AtMostOnce))
+        .await;
+    assert_eq!(ack.reason_codes[0].as_u8(), 0x80);
+    assert_eq!(broker.stats().dropped_messages, 2);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_reference_redirects_every_client() {
+    let broker = start_with(Broker::builder().server_reference("b:1", false)).await;
+    let mut peer = Peer::open(addr(&broker), V5).await;
+    peer.send(connect(V5, "r", 0)).await;
+    // CONNACK 0x9C Use another server, Server Reference "b:1".
+    peer.expect_raw(&[
+        0x20, 0x09, 0x00, 0x9c, 0x06, 0x1c, 0x00, 0x03, b'b', b':', b'1',
+    ])
+    .await;
+    peer.expect_closed().await;
+    // 3.1.1: return code 3, Server unavailable.
+    let mut peer = Peer::open(addr(&broker), V311).await;
+    peer.send(connect(V311, "r", 0)).await;
+    peer.expect_raw(&[0x20, 0x02, 0x00, 0x03]).await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+    let broker = start_with(Broker::builder().server_reference("b:1", true)).await;
+    let mut peer = Peer::open(addr(&broker), V5).await;
+    peer.send(connect(V5, "r", 0)).await;
+    peer.expect_raw(&[
+        0x20, 0x09, 0x00, 0x9d, 0x06, 0x1c, 0x00, 0x03, b'b', b':', b'1',
+    ])
+    .await;
+    broker.shutdown().await;
+}
