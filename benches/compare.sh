@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Runs the same `fulmar bench` scenarios against `fulmar broker` (release
+# build) and the Debian `mosquitto` on this machine, one fresh broker per
+# scenario, and prints a table of fulmar/mosquitto ratios.
+#
+#   benches/compare.sh                 # about 6 minutes
+#   DURATION=5 benches/compare.sh      # shorter runs
+#   ONLY=fanin benches/compare.sh      # scenarios whose name contains "fanin"
+#
+# Each run's JSON report is kept in $OUT (printed at the end).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+ONLY=${ONLY:-}
+FULMAR_PORT=${FULMAR_PORT:-28831}
+MOSQUITTO_PORT=${MOSQUITTO_PORT:-28832}
+OUT=${OUT:-$(mktemp -d /tmp/fulmar-compare.XXXXXX)}
+mkdir -p "$OUT"
+
+# 10 k idle connections need more than 10 k descriptors on each side.
+hard=$(ulimit -Hn)
+if [ "$hard" = unlimited ] || [ "$hard" -gt 65536 ]; then hard=65536; fi
+ulimit -n "$hard"
+if [ "$hard" -lt 10100 ]; then
+    echo "compare.sh: ulimit -n is $hard; the 10 k idle scenario needs more" >&2
+fi
+
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+if [ ! -x "$MOSQUITTO" ]; then
+    echo "compare.sh: mosquitto not found (apt-get install mosquitto)" >&2
+    exit 1
+fi
+command -v python3 >/dev/null || { echo "compare.sh: python3 is needed for the table" >&2; exit 1; }
+
+cargo build --release -p fulmar --quiet
+BIN=$PWD/target/release/fulmar
+
+# fulmar: default limits, except room for 10 k connections and 1 MiB payloads
+# (mosquitto has neither limit by default).
+cat >"$OUT/fulmar.toml" <<EOF
+[[listener]]
+protocol = "tcp"
+bind = "127.0.0.1:$FULMAR_PORT"
+
+[limits]
+max_connections = 100000
+max_packet_size = 268435455
+
+[log]
+level = "warn"
+EOF
+# mosquitto: its defaults (max_inflight_messages 20, max_queued_messages 1000)
+# except TCP_NODELAY, which fulmar sets too: with Nagle on, a 20-message window
+# to a subscriber stalls on delayed ACKs (about 2 k msg/s in fan-in).
+cat >"$OUT/mosquitto.conf" <<EOF
+listener $MOSQUITTO_PORT 127.0.0.1
+allow_anonymous true
+persistence false
+max_connections -1
+set_tcp_nodelay true
+log_dest stderr
+log_type error
+user root
+EOF
+
+BROKER_PID=
+start_broker() { # name
+    case $1 in
+        fulmar)
+            "$BIN" broker -c "$OUT/fulmar.toml" 2>>"$OUT/fulmar.log" &
+            BROKER_PID=$!
+            PORT=$FULMAR_PORT
+            ;;
+        mosquitto)
+            "$MOSQUITTO" -c "$OUT/mosquitto.conf" 2>>"$OUT/mosquitto.log" &
+            BROKER_PID=$!
+            PORT=$MOSQUITTO_PORT
+            ;;
+    esac
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "compare.sh: $1 did not start (see $OUT/$1.log)" >&2
+    exit 1
+}
+
+stop_broker() {
+    kill "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+    BROKER_PID=
+}
+trap stop_broker EXIT
+
+D=$DURATION
+# name | fulmar bench arguments
+SCENARIOS=(
+    "fanin-q0|-P 50 -S 1 -q 0 -t bench/in/{i} -f bench/in/# -d $D"
+    "fanin-q1|-P 50 -S 1 -q 1 -t bench/in/{i} -f bench/in/# -d $D"
+    "fanin-q2|-P 50 -S 1 -q 2 -t bench/in/{i} -f bench/in/# -d $D"
+    "fanout-q0|-P 1 -S 50 -q 0 -t bench/out -f bench/out -d $D"
+    "fanout-q1|-P 1 -S 50 -q 1 -t bench/out -f bench/out -d $D"
+    "topics1k-q0|-P 1000 -S 1000 -q 0 -t bench/o/{i} -f bench/o/{i} -d $D"
+    "topics1k-q1|-P 1000 -S 1000 -q 1 -t bench/o/{i} -f bench/o/{i} -d $D"
+    "steady-q1|-P 10 -S 10 -q 1 --rate 1000 -t bench/s/{i} -f bench/s/{i} -d $D"
+    "large1MiB-q0|-P 1 -S 1 -q 0 -s 1048576 -t bench/big -f bench/big -d $D"
+    "large1MiB-q1|-P 1 -S 1 -q 1 -s 1048576 -t bench/big -f bench/big -d $D"
+    "idle10k|-P 0 -S 0 --idle 10000 --connect-concurrency 128 -d 1"
+)
+
+for entry in "${SCENARIOS[@]}"; do
+    name=${entry%%|*}
+    args=${entry#*|}
+    if [ -n "$ONLY" ] && [[ $name != *"$ONLY"* ]]; then continue; fi
+    for broker in fulmar mosquitto; do
+        start_broker "$broker"
+        echo "== $name on $broker: fulmar bench -p $PORT $args" >&2
+        # shellcheck disable=SC2086 # the arguments are split on purpose
+        if ! "$BIN" bench -p "$PORT" --json --broker-pid "$BROKER_PID" $args \
+            >"$OUT/$name.$broker.json" 2>"$OUT/$name.$broker.err"; then
+            echo "   failed: $(tail -n 1 "$OUT/$name.$broker.err")" >&2
+            rm -f "$OUT/$name.$broker.json"
+        fi
+        stop_broker
+    done
+done
+
+python3 - "$OUT" <<'EOF'
+import json, os, sys
+out = sys.argv[1]
+names = []
+for f in sorted(os.listdir(out), key=lambda f: os.path.getmtime(os.path.join(out, f))):
+    if f.endswith(".json"):
+        n = f.rsplit(".", 2)[0]
+        if n not in names:
+            names.append(n)
+
+def load(n, b):
+    try:
+        with open(os.path.join(out, f"{n}.{b}.json")) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if a and b else "-"
+
+print(f"{'scenario':<14} {'fulmar msg/s':>13} {'mosq msg/s':>13} {'ratio':>6} "
+      f"{'fulmar p99 us':>14} {'mosq p99 us':>12} {'p99 ratio':>9} {'lost f/m':>11}")
+for n in names:
+    f, m = load(n, "fulmar"), load(n, "mosquitto")
+    if n.startswith("idle"):
+        fb = f and f.get("broker_bytes_per_connection")
+        mb = m and m.get("broker_bytes_per_connection")
+        fs = f"{fb:.0f} B/conn" if fb else "failed"
+        ms = f"{mb:.0f} B/conn" if mb else "failed"
+        rate = f"connect {f['connect_rate']:.0f}/{m['connect_rate']:.0f} conn/s" if f and m else ""
+        print(f"{n:<14} {fs:>13} {ms:>13} {ratio(fb, mb):>6}  (memory per idle connection; {rate})")
+        continue
+    def cols(r):
+        if not r:
+            return (0, 0, "failed")
+        lost = sum(q["lost"] for q in r["qos"])
+        return (r["received_msgs_per_s"], r["latency"]["p99_us"], lost)
+    (fr, fp, fl), (mr, mp, ml) = cols(f), cols(m)
+    print(f"{n:<14} {fr:>13.0f} {mr:>13.0f} {ratio(fr, mr):>6} "
+          f"{fp:>14} {mp:>12} {ratio(fp, mp):>9} {str(fl) + '/' + str(ml):>11}")
+print()
+print("msg/s: messages received per second by all subscribers together; p99: end-to-end latency;")
+print("lost: acknowledged QoS 1/2 messages (or written QoS 0 messages) a subscriber never received.")
+EOF
+echo "reports: $OUT" >&2
