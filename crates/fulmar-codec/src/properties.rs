@@ -202,47 +202,50 @@ pub struct AuthProperties {
     pub user_properties: UserProperties,
 }
 
+/// `is_empty` field by field. The exhaustive destructuring makes a field
+/// added to a struct but not listed here a compile error.
 macro_rules! impl_is_empty {
-    ($($t:ty),*) => {$(
+    ($($t:ty { $($opt:ident),* ; $($list:ident),* })*) => {$(
         impl $t {
             /// Whether no property is set (the only value MQTT 3.1.1 can carry).
             #[must_use]
+            #[inline]
             pub fn is_empty(&self) -> bool {
-                *self == Self::default()
+                let Self { $($opt,)* $($list,)* } = self;
+                true $(&& $opt.is_none())* $(&& $list.is_empty())*
             }
         }
     )*};
 }
 
 impl_is_empty!(
-    ConnectProperties,
-    WillProperties,
-    ConnAckProperties,
-    SubscribeProperties,
-    UnsubscribeProperties,
-    DisconnectProperties,
-    AuthProperties
+    ConnectProperties {
+        session_expiry_interval, receive_maximum, maximum_packet_size, topic_alias_maximum,
+        request_response_information, request_problem_information, authentication_method,
+        authentication_data;
+        user_properties
+    }
+    WillProperties {
+        will_delay_interval, payload_format_indicator, message_expiry_interval, content_type,
+        response_topic, correlation_data;
+        user_properties
+    }
+    ConnAckProperties {
+        session_expiry_interval, receive_maximum, maximum_qos, retain_available,
+        maximum_packet_size, assigned_client_identifier, topic_alias_maximum, reason_string,
+        wildcard_subscription_available, subscription_identifiers_available,
+        shared_subscription_available, server_keep_alive, response_information,
+        server_reference, authentication_method, authentication_data;
+        user_properties
+    }
+    PublishProperties {
+        payload_format_indicator, message_expiry_interval, topic_alias, response_topic,
+        correlation_data, content_type;
+        user_properties, subscription_identifiers
+    }
+    AckProperties { reason_string; user_properties }
+    SubscribeProperties { subscription_identifier; user_properties }
+    UnsubscribeProperties { ; user_properties }
+    DisconnectProperties { session_expiry_interval, reason_string, server_reference; user_properties }
+    AuthProperties { authentication_method, authentication_data, reason_string; user_properties }
 );
-
-impl PublishProperties {
-    /// Whether no property is set.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.payload_format_indicator.is_none()
-            && self.message_expiry_interval.is_none()
-            && self.topic_alias.is_none()
-            && self.response_topic.is_none()
-            && self.correlation_data.is_none()
-            && self.user_properties.is_empty()
-            && self.subscription_identifiers.is_empty()
-            && self.content_type.is_none()
-    }
-}
-
-impl AckProperties {
-    /// Whether no property is set.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.reason_string.is_none() && self.user_properties.is_empty()
-    }
-}

@@ -231,18 +231,23 @@ pub(crate) struct Counter(pub(crate) usize);
 
 impl Sink for Counter {
     const COUNTING: bool = true;
+    #[inline]
     fn add_len(&mut self, n: usize) {
         self.0 += n;
     }
+    #[inline]
     fn put_u8(&mut self, _: u8) {
         self.0 += 1;
     }
+    #[inline]
     fn put_u16(&mut self, _: u16) {
         self.0 += 2;
     }
+    #[inline]
     fn put_u32(&mut self, _: u32) {
         self.0 += 4;
     }
+    #[inline]
     fn put_slice(&mut self, s: &[u8]) {
         self.0 += s.len();
     }

@@ -230,3 +230,23 @@ fn large_property_length_encoding() {
     // header(3) + topic(3) + property length (2 bytes: 203 = 0xCB 0x01)
     assert_eq!(&bytes[6..8], &[0xCB, 0x01]);
 }
+
+#[test]
+fn is_empty_checks_every_field() {
+    // No spec statement: the helper behind the "no properties under 3.1.1" encode checks.
+    assert!(crate::ConnAckProperties::default().is_empty());
+    let mut p = crate::ConnAckProperties::default();
+    p.server_reference = Some("other".into());
+    assert!(!p.is_empty());
+    let mut p = crate::PublishProperties::default();
+    assert!(p.is_empty());
+    p.subscription_identifiers.push(core::num::NonZeroU32::MIN);
+    assert!(!p.is_empty());
+    let mut p = crate::UnsubscribeProperties::default();
+    assert!(p.is_empty());
+    p.user_properties.push(("a".into(), "b".into()));
+    assert!(!p.is_empty());
+    let mut p = crate::AuthProperties::default();
+    p.authentication_data = Some(bytes::Bytes::from_static(b"x"));
+    assert!(!p.is_empty());
+}
