@@ -235,8 +235,10 @@ fn large_property_length_encoding() {
 fn is_empty_checks_every_field() {
     // No spec statement: the helper behind the "no properties under 3.1.1" encode checks.
     assert!(crate::ConnAckProperties::default().is_empty());
-    let mut p = crate::ConnAckProperties::default();
-    p.server_reference = Some("other".into());
+    let p = crate::ConnAckProperties {
+        server_reference: Some("other".into()),
+        ..Default::default()
+    };
     assert!(!p.is_empty());
     let mut p = crate::PublishProperties::default();
     assert!(p.is_empty());
@@ -246,7 +248,9 @@ fn is_empty_checks_every_field() {
     assert!(p.is_empty());
     p.user_properties.push(("a".into(), "b".into()));
     assert!(!p.is_empty());
-    let mut p = crate::AuthProperties::default();
-    p.authentication_data = Some(bytes::Bytes::from_static(b"x"));
+    let p = crate::AuthProperties {
+        authentication_data: Some(bytes::Bytes::from_static(b"x")),
+        ..Default::default()
+    };
     assert!(!p.is_empty());
 }
