@@ -51,10 +51,46 @@ pub struct ClientInfo {
 
 /// Decides whether a CONNECT is accepted. Called once per connection, before
 /// the CONNACK; the default ([`AllowAll`]) accepts everybody.
+///
+/// MQTT 5.0 enhanced authentication (section 4.12): a CONNECT with an
+/// Authentication Method goes to [`auth_method`](Self::auth_method) instead
+/// of [`authenticate`](Self::authenticate). Without an [`AuthExchange`] for
+/// the method (the default), it is refused with CONNACK 0x8C Bad
+/// authentication method.
 #[async_trait::async_trait]
 pub trait Authenticator: Send + Sync + 'static {
-    /// Accept or refuse `connect`.
+    /// Accept or refuse `connect` (no Authentication Method).
     async fn authenticate(&self, connect: &ConnectInfo) -> AuthDecision;
+
+    /// Starts an enhanced authentication exchange for `method` (the CONNECT's
+    /// Authentication Method), or `None` when the method is not supported.
+    fn auth_method(&self, _connect: &ConnectInfo, _method: &str) -> Option<Box<dyn AuthExchange>> {
+        None
+    }
+}
+
+/// One enhanced authentication exchange (challenge/response), with whatever
+/// state it needs between steps. The broker calls
+/// [`continue_auth`](Self::continue_auth) with the CONNECT's Authentication
+/// Data, then with the data of each AUTH 0x18 the client answers, until it
+/// returns [`AuthStep::Success`] or [`AuthStep::Fail`]. The exchange must
+/// finish within [`Limits::connect_timeout`](crate::Limits::connect_timeout).
+#[async_trait::async_trait]
+pub trait AuthExchange: Send + Sync + 'static {
+    /// The next step, given the client's Authentication Data.
+    async fn continue_auth(&mut self, data: Option<Bytes>) -> AuthStep;
+}
+
+/// The outcome of one [`AuthExchange`] step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthStep {
+    /// Authenticated: CONNACK 0x00, with this Authentication Data if any.
+    Success(Option<Bytes>),
+    /// Send AUTH 0x18 Continue authentication with this Authentication Data
+    /// and wait for the client's answer.
+    Continue(Bytes),
+    /// Refuse: CONNACK with this reason code (0x80 or above, e.g. 0x87).
+    Fail(ConnectReasonCode),
 }
 
 /// Decides per topic whether a client may publish or subscribe; the default

@@ -29,7 +29,14 @@
 //!   subprotocol `mqtt` (feature `websocket`). TLS and WebSocket handshakes
 //!   run in the connection's task, bounded by [`Limits::connect_timeout`].
 //!
-//! Not yet: persistence to disk, enhanced authentication (AUTH), `$SYS` topics.
+//! - **Enhanced authentication** (MQTT 5.0 AUTH challenge/response) through
+//!   [`Authenticator::auth_method`] and [`AuthExchange`].
+//! - **Observable**: [`BrokerHandle::stats`], [`BrokerHandle::events`], and
+//!   `$SYS/broker/...` topics ([`Limits::sys_interval`]).
+//! - **Overload**: a slow subscriber never stalls the others; its surplus is
+//!   dropped and counted or its publishers are held back ([`OverloadPolicy`]).
+//!
+//! Not yet: persistence to disk, re-authentication (AUTH 0x19 after CONNACK).
 //!
 //! # Example
 //!
@@ -71,7 +78,10 @@ mod tls;
 #[cfg(feature = "websocket")]
 mod ws;
 
-pub use auth::{AllowAll, AuthDecision, Authenticator, Authorizer, ClientInfo, ConnectInfo};
+pub use auth::{
+    AllowAll, AuthDecision, AuthExchange, AuthStep, Authenticator, Authorizer, ClientInfo,
+    ConnectInfo,
+};
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, Stats};
 pub use config::{Limits, OverloadPolicy, ServerReference};
 pub use error::BrokerError;

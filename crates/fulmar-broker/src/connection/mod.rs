@@ -25,6 +25,7 @@ use crate::config::OverloadPolicy;
 use crate::listener::{Peer, Slot};
 use crate::observe::{BrokerEvent, Counted};
 
+mod auth;
 mod inbound;
 
 use crate::state::{Control, Owner, PendingWill, State, SubOptions, Subscriber, age, secs};
@@ -75,6 +76,8 @@ where
         shutting_down: false,
         connect_id: String::new(),
         session_accepted: false,
+        pending_auth: None,
+        auth_inbox: VecDeque::new(),
         shared,
     };
     tracing::debug!(peer = %conn.peer.addr, conn_id, "connection opened");
@@ -131,6 +134,10 @@ struct Connection<'a, S> {
     connect_id: String,
     /// The CONNACK accepted the client: it counts as connected.
     session_accepted: bool,
+    /// An enhanced authentication exchange waiting for the client's AUTH.
+    pending_auth: Option<auth::PendingAuth>,
+    /// AUTH packets received during that exchange, not yet handled.
+    auth_inbox: VecDeque<fulmar_codec::Auth>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
@@ -149,6 +156,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 return;
             }
             let deadline = self.session.poll_timeout();
+            let auth_deadline = self.pending_auth.as_ref().map(auth::PendingAuth::deadline);
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -200,6 +208,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                     }
                 },
                 () = sleep => self.session.handle_timeout(Instant::now()),
+                () = auth::expiry(auth_deadline) => {
+                    tracing::debug!(peer = %self.peer.addr, "enhanced authentication timed out");
+                    self.pending_auth = None;
+                    self.reject(ConnectReasonCode::NotAuthorized);
+                }
             }
         }
     }
@@ -213,6 +226,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 counters.packets_received.fetch_add(1, Ordering::Relaxed);
                 if matches!(packet, Packet::Publish(_)) {
                     counters.publish_received.fetch_add(1, Ordering::Relaxed);
+                }
+                if let (Some(_), Packet::Auth(auth)) = (&self.pending_auth, &packet) {
+                    // The enhanced authentication exchange is the broker's, before CONNACK.
+                    self.auth_inbox.push_back(auth.clone());
+                    return true;
                 }
                 // A violation closes the session; it is reported as an event.
                 let _ = self.session.handle_packet(packet, Instant::now());
@@ -242,6 +260,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     async fn drive(&mut self) -> Result<(), CodecError> {
         loop {
             let mut handled = false;
+            while let Some(auth) = self.auth_inbox.pop_front() {
+                handled = true;
+                self.on_auth(auth).await;
+            }
             while let Some(event) = self.session.poll_event() {
                 handled = true;
                 self.on_event(event).await;
@@ -380,10 +402,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             };
             return self.reject_with(code, properties);
         }
-        if v5 && connect.properties.authentication_method.is_some() {
-            // Enhanced authentication is not supported.
-            return self.reject(ConnectReasonCode::BadAuthenticationMethod);
-        }
         if v5
             && connect
                 .will
@@ -400,10 +418,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             remote_addr: Some(self.peer.addr),
             client_certificate: self.peer.certificate.clone(),
         };
+        let method = connect.properties.authentication_method.clone();
+        if let Some(method) = method.filter(|_| v5) {
+            let authenticator = &self.shared.authenticator;
+            let Some(exchange) = authenticator.auth_method(&info, method.as_str()) else {
+                return self.reject(ConnectReasonCode::BadAuthenticationMethod);
+            };
+            let data = connect.properties.authentication_data.clone();
+            return self.start_auth(connect, info, exchange, data).await;
+        }
         if let AuthDecision::Reject(code) = self.shared.authenticator.authenticate(&info).await {
             return self.reject(code);
         }
-        let mut properties = ConnAckProperties::default();
+        self.complete_connect(connect, info, None).await;
+    }
+
+    /// Accepts an authenticated CONNECT: assigns the client identifier,
+    /// checks the will, claims the session and sends CONNACK (with the final
+    /// Authentication Data of an enhanced authentication).
+    async fn complete_connect(
+        &mut self,
+        connect: Connect,
+        info: ConnectInfo,
+        auth_data: Option<bytes::Bytes>,
+    ) {
+        let v5 = connect.protocol_version == ProtocolVersion::V5;
+        let mut properties = ConnAckProperties {
+            authentication_data: auth_data,
+            ..ConnAckProperties::default()
+        };
         let id: Arc<str> = if connect.client_id.is_empty() {
             let id = self.assign_client_id();
             if v5 {

@@ -1,0 +1,157 @@
+//! MQTT 5.0 enhanced authentication through AUTH packets, with a toy
+//! challenge/response method ("toy": the client answers the challenge
+//! reversed), in raw bytes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use common::{Peer, addr, start_with};
+use fulmar_broker::{
+    AuthDecision, AuthExchange, AuthStep, Authenticator, Broker, BrokerHandle, ConnectInfo,
+};
+use fulmar_codec::{ConnectReasonCode, ProtocolVersion};
+
+/// Supports the method "toy"; counts calls to the plain `authenticate`.
+#[derive(Default)]
+struct Toy {
+    plain: Arc<AtomicUsize>,
+}
+
+struct ToyExchange {
+    step: u8,
+}
+
+#[async_trait::async_trait]
+impl AuthExchange for ToyExchange {
+    async fn continue_auth(&mut self, data: Option<Bytes>) -> AuthStep {
+        self.step += 1;
+        match (self.step, data.as_deref()) {
+            (1, Some(b"hi")) => AuthStep::Continue(Bytes::from_static(b"challenge")),
+            (2, Some(b"egnellahc")) => AuthStep::Success(Some(Bytes::from_static(b"welcome"))),
+            _ => AuthStep::Fail(ConnectReasonCode::NotAuthorized),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Authenticator for Toy {
+    async fn authenticate(&self, _connect: &ConnectInfo) -> AuthDecision {
+        self.plain.fetch_add(1, Ordering::Relaxed);
+        AuthDecision::Allow
+    }
+
+    fn auth_method(&self, _connect: &ConnectInfo, method: &str) -> Option<Box<dyn AuthExchange>> {
+        (method == "toy").then(|| Box::new(ToyExchange { step: 0 }) as Box<dyn AuthExchange>)
+    }
+}
+
+/// CONNECT v5, client id "a", Authentication Method `method` (3 bytes) and Data "hi".
+fn connect(method: &[u8; 3]) -> Vec<u8> {
+    let mut c = vec![
+        0x10, 0x19, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x00, // header
+        0x0b, 0x15, 0x00, 0x03, // properties: method
+    ];
+    c.extend_from_slice(method);
+    c.extend_from_slice(&[0x16, 0x00, 0x02, b'h', b'i', 0x00, 0x01, b'a']);
+    c
+}
+
+/// AUTH with reason `code`, method "toy" and 9 bytes of data.
+fn auth(code: u8, data: &[u8; 9]) -> Vec<u8> {
+    let mut a = vec![
+        0xf0, 0x14, code, 0x12, 0x15, 0x00, 0x03, b't', b'o', b'y', 0x16, 0x00, 0x09,
+    ];
+    a.extend_from_slice(data);
+    a
+}
+
+async fn broker() -> (BrokerHandle, Arc<AtomicUsize>) {
+    let toy = Toy::default();
+    let plain = toy.plain.clone();
+    (
+        start_with(Broker::builder().authenticator(toy)).await,
+        plain,
+    )
+}
+
+// v5:MQTT-4.12.0-2 v5:MQTT-4.12.0-5 v5:MQTT-3.15.2-1
+#[tokio::test]
+async fn challenge_response_then_connack_with_method_and_data() {
+    let (broker, plain) = broker().await;
+    let mut peer = Peer::open(addr(&broker), ProtocolVersion::V5).await;
+    peer.send_raw(&connect(b"toy")).await;
+    // AUTH 0x18 Continue authentication, method "toy", data "challenge".
+    peer.expect_raw(&auth(0x18, b"challenge")).await;
+    peer.send_raw(&auth(0x18, b"egnellahc")).await;
+    // CONNACK 0x00 with the broker's limits, the method and the final data.
+    peer.expect_raw(&[
+        0x20, 0x1e, 0x00, 0x00, 0x1b, // flags, reason, properties length 27
+        0x21, 0x00, 0x40, // Receive Maximum 64
+        0x27, 0x00, 0x10, 0x00, 0x00, // Maximum Packet Size 1 MiB
+        0x22, 0x00, 0x10, // Topic Alias Maximum 16
+        0x15, 0x00, 0x03, b't', b'o', b'y', // Authentication Method
+        0x16, 0x00, 0x07, b'w', b'e', b'l', b'c', b'o', b'm', b'e', // Authentication Data
+    ])
+    .await;
+    // Connected: PINGREQ answered.
+    peer.send_raw(&[0xc0, 0x00]).await;
+    peer.expect_raw(&[0xd0, 0x00]).await;
+    assert_eq!(plain.load(Ordering::Relaxed), 0);
+    assert_eq!(broker.stats().clients_connected, 1);
+    broker.shutdown().await;
+}
+
+// v5:MQTT-4.12.0-4
+#[tokio::test]
+async fn a_wrong_response_is_refused_with_0x87_and_closed() {
+    let (broker, _) = broker().await;
+    let mut peer = Peer::open(addr(&broker), ProtocolVersion::V5).await;
+    peer.send_raw(&connect(b"toy")).await;
+    peer.expect_raw(&auth(0x18, b"challenge")).await;
+    peer.send_raw(&auth(0x18, b"challenge")).await;
+    peer.expect_raw(&[0x20, 0x03, 0x00, 0x87, 0x00]).await;
+    peer.expect_closed().await;
+    assert_eq!(broker.stats().sessions, 0);
+    broker.shutdown().await;
+}
+
+// v5:MQTT-4.12.0-1
+#[tokio::test]
+async fn an_unsupported_method_gets_0x8c() {
+    let (broker, plain) = broker().await;
+    let mut peer = Peer::open(addr(&broker), ProtocolVersion::V5).await;
+    peer.send_raw(&connect(b"xyz")).await;
+    peer.expect_raw(&[0x20, 0x03, 0x00, 0x8c, 0x00]).await;
+    peer.expect_closed().await;
+    assert_eq!(plain.load(Ordering::Relaxed), 0);
+    broker.shutdown().await;
+}
+
+// v5:MQTT-4.12.0-3
+#[tokio::test]
+async fn an_answer_that_is_not_continue_is_a_protocol_error() {
+    let (broker, _) = broker().await;
+    let mut peer = Peer::open(addr(&broker), ProtocolVersion::V5).await;
+    peer.send_raw(&connect(b"toy")).await;
+    peer.expect_raw(&auth(0x18, b"challenge")).await;
+    // Reason 0x19 Re-authenticate before CONNACK.
+    peer.send_raw(&auth(0x19, b"egnellahc")).await;
+    peer.expect_raw(&[0x20, 0x03, 0x00, 0x82, 0x00]).await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-4.12.0-6
+#[tokio::test]
+async fn without_a_method_the_plain_authenticator_decides() {
+    let (broker, plain) = broker().await;
+    let peer = Peer::connect(addr(&broker), ProtocolVersion::V5, "plain").await;
+    assert_eq!(plain.load(Ordering::Relaxed), 1);
+    peer.disconnect().await;
+    broker.shutdown().await;
+}
