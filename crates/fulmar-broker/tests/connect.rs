@@ -449,3 +449,32 @@ async fn concurrent_connects_with_one_client_id_leave_one_holder() {
     assert_eq!(broker.stats().sessions, 1);
     broker.shutdown().await;
 }
+
+// v5:MQTT-3.1.2-2 v5:MQTT-3.2.2-7
+#[tokio::test]
+async fn v5_unsupported_version_with_a_malformed_rest_still_gets_0x84() {
+    let broker = start().await;
+    let mut peer = Peer::open(addr(&broker), V5).await;
+    let mut connect = CONNECT_V5.to_vec();
+    connect[8] = 0x06;
+    connect[9] = 0x03; // reserved flag set too
+    connect.truncate(14); // and the payload cut short
+    connect[1] = 12;
+    peer.send_raw(&connect).await;
+    peer.expect_raw(&[0x20, 0x03, 0x00, 0x84, 0x00]).await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.1.2-2 v3:MQTT-3.2.2-5
+#[tokio::test]
+async fn v3_unsupported_level_with_a_malformed_rest_still_gets_return_code_1() {
+    let broker = start().await;
+    let mut peer = Peer::open(addr(&broker), V311).await;
+    let mut connect = connect_v3(0x03);
+    connect[8] = 0x03;
+    peer.send_raw(&connect).await;
+    peer.expect_raw(&[0x20, 0x02, 0x00, 0x01]).await;
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
