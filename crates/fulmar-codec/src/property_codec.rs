@@ -805,3 +805,94 @@ pub(crate) fn check_auth_decoded(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default `wire_len`: a counting pass of `write`.
+    fn counted<P: PropertySet>(p: &P) -> Result<usize, EncodeError> {
+        let mut c = Counter::default();
+        p.write(&mut c)?;
+        Ok(c.0)
+    }
+
+    #[test]
+    fn arithmetic_lengths_match_the_counting_pass() {
+        // v5:MQTT-2.2.2-1: the Property Length covers exactly the properties (0 for none).
+        let users = vec![("k".into(), "value".into()), ("".into(), "".into())];
+        let publish = PublishProperties {
+            payload_format_indicator: Some(PayloadFormat::Utf8),
+            message_expiry_interval: Some(9),
+            topic_alias: NonZeroU16::new(3),
+            response_topic: Some("r/t".into()),
+            correlation_data: Some(Bytes::from_static(b"cd")),
+            user_properties: users.clone(),
+            subscription_identifiers: vec![NonZeroU32::MIN, NonZeroU32::new(MAX_VAR_INT).unwrap()],
+            content_type: Some("ct".into()),
+        };
+        assert_eq!(publish.wire_len(true), counted(&publish));
+        assert_eq!(PublishProperties::default().wire_len(true), Ok(0));
+        let ack = AckProperties {
+            reason_string: Some("why".into()),
+            user_properties: users.clone(),
+        };
+        assert_eq!(ack.wire_len(true), counted(&ack));
+        let connect = ConnectProperties {
+            session_expiry_interval: Some(1),
+            receive_maximum: NonZeroU16::new(2),
+            maximum_packet_size: NonZeroU32::new(3),
+            topic_alias_maximum: Some(4),
+            request_response_information: Some(true),
+            request_problem_information: Some(false),
+            user_properties: users.clone(),
+            authentication_method: Some("m".into()),
+            authentication_data: Some(Bytes::from_static(b"d")),
+        };
+        assert_eq!(connect.wire_len(true), counted(&connect));
+        let will = WillProperties {
+            will_delay_interval: Some(1),
+            payload_format_indicator: Some(PayloadFormat::Unspecified),
+            message_expiry_interval: Some(2),
+            content_type: Some("c".into()),
+            response_topic: Some("r".into()),
+            correlation_data: Some(Bytes::from_static(b"x")),
+            user_properties: users,
+        };
+        assert_eq!(will.wire_len(true), counted(&will));
+    }
+
+    #[test]
+    fn arithmetic_lengths_give_the_errors_of_the_counting_pass() {
+        // v5:MQTT-3.3.2-14: a Response Topic has no wildcards; other errors as the counting pass.
+        let big = Bytes::from(vec![0u8; 65_536]);
+        let publish = PublishProperties {
+            response_topic: Some("a/+".into()),
+            correlation_data: Some(big.clone()),
+            ..PublishProperties::default()
+        };
+        assert_eq!(publish.wire_len(true), counted(&publish));
+        let publish = PublishProperties {
+            correlation_data: Some(big.clone()),
+            ..PublishProperties::default()
+        };
+        assert_eq!(publish.wire_len(true), counted(&publish));
+        let publish = PublishProperties {
+            subscription_identifiers: vec![NonZeroU32::new(MAX_VAR_INT + 1).unwrap()],
+            ..PublishProperties::default()
+        };
+        assert_eq!(publish.wire_len(true), counted(&publish));
+        let connect = ConnectProperties {
+            authentication_data: Some(Bytes::from_static(b"d")),
+            ..ConnectProperties::default()
+        };
+        assert_eq!(connect.wire_len(true), counted(&connect));
+        let will = WillProperties {
+            response_topic: Some("#".into()),
+            correlation_data: Some(big),
+            ..WillProperties::default()
+        };
+        assert_eq!(will.wire_len(true), counted(&will));
+        assert!(will.wire_len(true).is_err());
+    }
+}

@@ -88,7 +88,7 @@ impl Publish {
     /// Validates the packet for `version` and returns the length of its
     /// variable header (everything but the payload) and, under 5.0, of its
     /// properties (without the Property Length).
-    #[inline]
+    #[inline(always)]
     fn header_len(&self, version: ProtocolVersion) -> Result<(usize, usize), EncodeError> {
         self.check(version)?;
         let mut len = self.topic.wire_len() + if self.packet_id.is_some() { 2 } else { 0 };
@@ -102,7 +102,7 @@ impl Publish {
 
     /// Writes the variable header of a packet validated by [`Self::header_len`],
     /// which also gave `properties`; the length of the topic only with `topic_len`.
-    #[inline]
+    #[inline(always)]
     fn put_variable_header(
         &self,
         version: ProtocolVersion,
