@@ -155,3 +155,62 @@ async fn without_a_method_the_plain_authenticator_decides() {
     peer.disconnect().await;
     broker.shutdown().await;
 }
+
+/// Connects with the toy method (whole exchange) and reads the CONNACK.
+async fn authenticated(broker: &BrokerHandle) -> Peer {
+    let mut peer = Peer::open(addr(broker), ProtocolVersion::V5).await;
+    peer.send_raw(&connect(b"toy")).await;
+    peer.expect_raw(&auth(0x18, b"challenge")).await;
+    peer.send_raw(&auth(0x18, b"egnellahc")).await;
+    match peer.recv().await {
+        fulmar_codec::Packet::ConnAck(ack) => assert!(!ack.reason_code.is_error()),
+        other => panic!("{other:?}"),
+    }
+    peer
+}
+
+/// AUTH 0x19 Re-authenticate, method "toy", data "hi".
+const REAUTH: [u8; 15] = [
+    0xf0, 0x0d, 0x19, 0x0b, 0x15, 0x00, 0x03, b't', b'o', b'y', 0x16, 0x00, 0x02, b'h', b'i',
+];
+
+// v5:MQTT-4.12.1-1 v5:MQTT-4.12.0-5
+#[tokio::test]
+async fn re_authentication_after_connack() {
+    let (broker, _) = broker().await;
+    let mut peer = authenticated(&broker).await;
+    peer.send_raw(&REAUTH).await;
+    peer.expect_raw(&auth(0x18, b"challenge")).await;
+    peer.send_raw(&auth(0x18, b"egnellahc")).await;
+    // AUTH 0x00 Success, method "toy", data "welcome".
+    peer.expect_raw(&[
+        0xf0, 0x12, 0x00, 0x10, 0x15, 0x00, 0x03, b't', b'o', b'y', 0x16, 0x00, 0x07, b'w', b'e',
+        b'l', b'c', b'o', b'm', b'e',
+    ])
+    .await;
+    // Still connected.
+    peer.send_raw(&[0xc0, 0x00]).await;
+    peer.expect_raw(&[0xd0, 0x00]).await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-4.12.1-2
+#[tokio::test]
+async fn failed_re_authentication_disconnects_with_0x87() {
+    let (broker, _) = broker().await;
+    let mut peer = authenticated(&broker).await;
+    peer.send_raw(&REAUTH).await;
+    peer.expect_raw(&auth(0x18, b"challenge")).await;
+    peer.send_raw(&auth(0x18, b"wrong-one")).await;
+    match peer.recv().await {
+        fulmar_codec::Packet::Disconnect(d) => {
+            assert_eq!(
+                d.reason_code,
+                fulmar_codec::DisconnectReasonCode::NotAuthorized
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}

@@ -2,7 +2,9 @@
 //! broker relays AUTH packets between the client and an [`AuthExchange`].
 
 use bytes::Bytes;
-use fulmar_codec::{Auth, AuthReasonCode, Connect, ConnectReasonCode};
+use fulmar_codec::{
+    Auth, AuthReasonCode, Connect, ConnectReasonCode, DisconnectReasonCode, MqttString,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Connection;
@@ -86,6 +88,76 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 }
             }
             AuthStep::Fail(code) => self.reject(code),
+        }
+    }
+
+    /// An AUTH after CONNACK: re-authentication ([MQTT-4.12.1-1]), with the
+    /// method of the CONNECT. A failure ends the connection with DISCONNECT
+    /// ([MQTT-4.12.1-2]).
+    pub(super) async fn on_reauth(&mut self, auth: Auth) {
+        let Some(info) = self.auth_info.clone() else {
+            self.disconnect(DisconnectReasonCode::ProtocolError);
+            return;
+        };
+        let Some(method) = auth.properties.authentication_method.clone() else {
+            self.disconnect(DisconnectReasonCode::ProtocolError);
+            return;
+        };
+        let exchange = match (auth.reason_code, self.reauth.take()) {
+            (AuthReasonCode::ReAuthenticate, None) => {
+                match self
+                    .shared
+                    .authenticator
+                    .auth_method(&info, method.as_str())
+                {
+                    Some(exchange) => exchange,
+                    None => {
+                        self.disconnect(DisconnectReasonCode::BadAuthenticationMethod);
+                        return;
+                    }
+                }
+            }
+            (AuthReasonCode::ContinueAuthentication, Some(exchange)) => exchange,
+            _ => {
+                self.disconnect(DisconnectReasonCode::ProtocolError);
+                return;
+            }
+        };
+        self.reauth_step(exchange, method, auth.properties.authentication_data)
+            .await;
+    }
+
+    async fn reauth_step(
+        &mut self,
+        mut exchange: Box<dyn AuthExchange>,
+        method: MqttString,
+        data: Option<Bytes>,
+    ) {
+        let (code, data) = match exchange.continue_auth(data).await {
+            AuthStep::Success(data) => (AuthReasonCode::Success, data),
+            AuthStep::Continue(data) => {
+                self.reauth = Some(exchange);
+                (AuthReasonCode::ContinueAuthentication, Some(data))
+            }
+            AuthStep::Fail(code) => {
+                let code = match code {
+                    ConnectReasonCode::BadAuthenticationMethod => {
+                        DisconnectReasonCode::BadAuthenticationMethod
+                    }
+                    _ => DisconnectReasonCode::NotAuthorized,
+                };
+                self.disconnect(code);
+                return;
+            }
+        };
+        let mut auth = Auth {
+            reason_code: code,
+            ..Auth::default()
+        };
+        auth.properties.authentication_method = Some(method);
+        auth.properties.authentication_data = data;
+        if self.session.auth(auth).is_err() {
+            self.disconnect(DisconnectReasonCode::UnspecifiedError);
         }
     }
 }

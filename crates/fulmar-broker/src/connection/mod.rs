@@ -78,6 +78,8 @@ where
         session_accepted: false,
         pending_auth: None,
         auth_inbox: VecDeque::new(),
+        auth_info: None,
+        reauth: None,
         shared,
     };
     tracing::debug!(peer = %conn.peer.addr, conn_id, "connection opened");
@@ -138,6 +140,11 @@ struct Connection<'a, S> {
     pending_auth: Option<auth::PendingAuth>,
     /// AUTH packets received during that exchange, not yet handled.
     auth_inbox: VecDeque<fulmar_codec::Auth>,
+    /// What the CONNECT presented, kept for re-authentication (enhanced
+    /// authentication only).
+    auth_info: Option<ConnectInfo>,
+    /// A re-authentication in progress (AUTH 0x19 after CONNACK).
+    reauth: Option<Box<dyn crate::auth::AuthExchange>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
@@ -333,6 +340,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             Event::Message(publish) => self.on_message(publish).await,
             Event::Subscribe(subscribe) => self.on_subscribe(subscribe).await,
             Event::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe),
+            Event::Auth(auth) => self.on_reauth(auth).await,
             Event::Disconnected {
                 initiator,
                 reason_code,
@@ -443,6 +451,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         auth_data: Option<bytes::Bytes>,
     ) {
         let v5 = connect.protocol_version == ProtocolVersion::V5;
+        if v5 && connect.properties.authentication_method.is_some() {
+            self.auth_info = Some(info.clone());
+        }
         let mut properties = ConnAckProperties {
             authentication_data: auth_data,
             ..ConnAckProperties::default()
