@@ -292,6 +292,26 @@ impl State {
         self.route(&topic, &will, Some(&from), max_queued, counters, now, None);
     }
 
+    /// Hands a message that waited for a connection which has ended since to
+    /// the session: to its new connection or to its offline queue.
+    pub(crate) fn redeliver(
+        &mut self,
+        client: &Arc<str>,
+        publish: Publish,
+        max_queued: usize,
+        counters: &Counters,
+        now: Instant,
+    ) {
+        let target = Target {
+            sessions: &mut self.sessions,
+            locals: &self.locals,
+            max_queued,
+            counters,
+            now,
+        };
+        target.deliver(&Subscriber::Client(client.clone()), publish, None);
+    }
+
     /// Remembers that session `id` has something to do at `at`.
     pub(crate) fn schedule(&mut self, id: &Arc<str>, at: Instant) {
         self.deadlines.insert((at, id.clone()));
@@ -300,7 +320,13 @@ impl State {
 
 /// A copy of a message for a connection whose queue was full, to be sent
 /// when it has room (back-pressure).
-pub(crate) type Blocked = (mpsc::Sender<Publish>, Publish);
+pub(crate) struct Blocked {
+    /// The client whose connection queue was full.
+    pub(crate) client: Arc<str>,
+    /// That connection's queue.
+    pub(crate) queue: mpsc::Sender<Publish>,
+    pub(crate) publish: Publish,
+}
 
 /// Where [`State::route`] delivers.
 struct Target<'a> {
@@ -326,7 +352,11 @@ impl Target<'_> {
                         Err(mpsc::error::TrySendError::Full(publish)) => {
                             match blocked {
                                 Some(blocked) if publish.qos != QoS::AtMostOnce => {
-                                    blocked.push((owner.deliver.clone(), publish));
+                                    blocked.push(Blocked {
+                                        client: id.clone(),
+                                        queue: owner.deliver.clone(),
+                                        publish,
+                                    });
                                 }
                                 _ => self.counters.drop_one(),
                             }

@@ -68,7 +68,7 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 /// The broker keeps to each subscriber's Receive Maximum and queues the
 /// rest; a full queue drops (and counts) instead of stalling the publisher
 /// or the fast subscriber.
-// v5: MQTT-3.3.4-9
+// v5:MQTT-3.3.4-9 v5:MQTT-4.6.0-6
 #[tokio::test]
 async fn drop_and_count_keeps_fast_subscribers_whole() {
     let broker = start_with(Broker::builder().max_queued_messages(QUEUE)).await;
@@ -99,7 +99,7 @@ async fn drop_and_count_keeps_fast_subscribers_whole() {
     broker.shutdown().await;
 }
 
-// v5: MQTT-3.3.4-9
+// v5:MQTT-3.3.4-9 v5:MQTT-4.6.0-6
 #[tokio::test]
 async fn backpressure_withholds_acks_and_drops_nothing_acknowledged() {
     let broker = start_with(
@@ -187,5 +187,53 @@ async fn backpressure_withholds_acks_and_drops_nothing_acknowledged() {
     assert_eq!(load, (0..N).collect::<Vec<_>>());
     let stats = broker.stats();
     assert_eq!((stats.dropped_messages, stats.blocked_publishers), (3, 0));
+    broker.shutdown().await;
+}
+
+/// A held-back message whose subscriber vanishes meanwhile stays with that
+/// subscriber's persistent session: every message is either delivered after
+/// the reconnection or counted as dropped, none silently lost.
+// v5:MQTT-3.1.2-23
+#[tokio::test]
+async fn backpressure_target_vanishing_keeps_the_held_message() {
+    let broker = start_with(
+        Broker::builder()
+            .max_queued_messages(QUEUE)
+            .overload_policy(OverloadPolicy::Backpressure),
+    )
+    .await;
+    let persistent = |clean: bool| {
+        let mut c = Connect::new(ProtocolVersion::V5, MqttString::from("slow"));
+        c.clean_start = clean;
+        c.properties.receive_maximum = NonZeroU16::new(5);
+        c.properties.session_expiry_interval = Some(300);
+        c
+    };
+    let (mut slow, _) = Peer::connect_with(addr(&broker), persistent(true)).await;
+    slow.sub(1, "load/#", QoS::AtLeastOnce).await;
+    let mut a = Peer::connect(addr(&broker), ProtocolVersion::V5, "a").await;
+    let a_task = tokio::spawn(async move {
+        for i in 0..N {
+            let id = (i % 60_000) as u16 + 1;
+            a.send(message("load/a", i, id)).await;
+            assert!(matches!(a.recv().await, Packet::PubAck(_)));
+        }
+    });
+    wait_until("publisher A never held back", || {
+        broker.stats().blocked_publishers == 1
+    })
+    .await;
+    drop(slow);
+    tokio::time::timeout(GUARD, a_task).await.unwrap().unwrap();
+    // On resumption the offline queue joins the session queue, within its
+    // bound: what does not fit is dropped and counted before the CONNACK.
+    let (mut slow, ack) = Peer::connect_with(addr(&broker), persistent(false)).await;
+    assert!(ack.session_present);
+    let dropped = broker.stats().dropped_messages as usize;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < N - dropped {
+        seen.insert(index(&take(&mut slow).await));
+    }
+    assert_eq!(broker.stats().dropped_messages as usize, dropped);
     broker.shutdown().await;
 }

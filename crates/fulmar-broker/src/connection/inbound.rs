@@ -12,7 +12,10 @@ use fulmar_topic::TopicName;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Connection;
+use tokio::sync::mpsc::error::SendError;
+
 use crate::config::OverloadPolicy;
+use crate::state::Blocked;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     pub(super) async fn on_message(&mut self, publish: Publish) {
@@ -79,21 +82,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     /// connection keep flowing into its session queue while there is room, so
     /// two publishers feeding each other do not wait on each other. False
     /// after [`Limits::backpressure_timeout`](crate::Limits) or at shutdown.
-    async fn wait_for_room(&mut self, blocked: Vec<crate::state::Blocked>) -> bool {
+    async fn wait_for_room(&mut self, blocked: Vec<Blocked>) -> bool {
         let counters = &self.shared.counters;
         counters.blocked_publishers.fetch_add(1, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + self.shared.limits.backpressure_timeout;
         let max_pending = self.shared.limits.max_queued_messages;
         let mut done = true;
-        'targets: for (tx, publish) in blocked {
-            let send = tx.send(publish);
+        'targets: for Blocked {
+            client,
+            queue,
+            publish,
+        } in blocked
+        {
+            let send = queue.send(publish);
             tokio::pin!(send);
             loop {
                 let room = self.session.pending_len() < max_pending;
                 tokio::select! {
-                    // A closed queue: that connection ended meanwhile, and this
-                    // copy is lost for it (a known gap for persistent sessions).
-                    _ = &mut send => break,
+                    sent = &mut send => {
+                        if let Err(SendError(publish)) = sent {
+                            // That connection ended meanwhile: the session keeps the copy.
+                            let limits = &self.shared.limits;
+                            self.shared.lock().redeliver(
+                                &client,
+                                publish,
+                                limits.max_queued_messages,
+                                &self.shared.counters,
+                                Instant::now(),
+                            );
+                        }
+                        break;
+                    }
                     Some(own) = self.deliver_rx.recv(), if room => self.publish_out(own),
                     () = self.shared.shutdown.cancelled() => {
                         done = false;
