@@ -596,3 +596,38 @@ async fn v5_client_exceeding_the_receive_maximum_is_disconnected() {
     p.expect_closed().await;
     broker.shutdown().await;
 }
+
+// v5:MQTT-4.8.2-6
+#[tokio::test]
+async fn shared_message_refused_by_its_member_is_not_sent_to_another() {
+    let broker = start().await;
+    let mut a = Peer::connect(addr(&broker), V5, "a").await;
+    let mut b = Peer::connect(addr(&broker), V5, "b").await;
+    a.sub(1, "$share/g/job", QoS::AtLeastOnce).await;
+    b.sub(1, "$share/g/job", QoS::AtLeastOnce).await;
+    broker
+        .publish("job", "first", QoS::AtLeastOnce, false)
+        .unwrap();
+    // Whichever member got it refuses it with PUBACK 0x80.
+    let (mut got, mut other, p) = tokio::select! {
+        p = a.recv_publish() => (a, b, p),
+        p = b.recv_publish() => (b, a, p),
+    };
+    assert_eq!(p.payload, "first");
+    let mut nack = PubAck::new(p.packet_id.unwrap());
+    nack.reason_code = PubAckReasonCode::UnspecifiedError;
+    got.send(nack).await;
+    // It leaves the group; the other member then gets only the next message.
+    got.send(Unsubscribe::new(
+        pid(2),
+        vec![MqttString::from("$share/g/job")],
+    ))
+    .await;
+    assert!(matches!(got.recv().await, Packet::UnsubAck(_)));
+    broker
+        .publish("job", "second", QoS::AtLeastOnce, false)
+        .unwrap();
+    let p = other.recv_publish().await;
+    assert_eq!(p.payload, "second");
+    broker.shutdown().await;
+}

@@ -339,6 +339,7 @@ async fn paho_over_websocket_and_secure_websocket() {
     broker.shutdown().await;
 }
 
+// v3:MQTT-7.1.1-1
 #[tokio::test]
 async fn fulmar_client_over_tls_ws_and_wss() {
     use fulmar_client::{Client, ConnectOptions, ProtocolVersion, Reconnect, Transport};
@@ -432,7 +433,7 @@ async fn ws_connect(
 
 const CONNECT_V311: [u8; 14] = [0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 0, 0, 0];
 
-// MQTT-6.0.0-2, MQTT-6.0.0-4
+// MQTT-6.0.0-2 MQTT-6.0.0-3 MQTT-6.0.0-4
 #[tokio::test]
 async fn websocket_subprotocol_path_and_split_frames() {
     let broker = start(Broker::builder().ws_listener("127.0.0.1:0", "/mqtt")).await;
@@ -440,7 +441,7 @@ async fn websocket_subprotocol_path_and_split_frames() {
     // Another path: 404.
     let error = ws_connect(port, "/other", Some("mqtt")).await.unwrap_err();
     assert!(error.to_string().contains("404"), "{error}");
-    // Only other subprotocols offered: refused.
+    // Only other subprotocols offered: refused (the client must offer `mqtt`).
     let error = ws_connect(port, "/mqtt", Some("chat")).await.unwrap_err();
     assert!(error.to_string().contains("400"), "{error}");
     // `mqtt` offered among others: `mqtt` selected.
