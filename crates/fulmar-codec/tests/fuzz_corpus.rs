@@ -45,12 +45,17 @@ fn replay(target: &str, version: ProtocolVersion) -> (usize, usize, usize) {
         packets += outcome.packets;
         errors += usize::from(outcome.error);
     }
+    println!(
+        "{target}: {} files, {packets} packets, {errors} refused",
+        files.len()
+    );
     (files.len(), packets, errors)
 }
 
-/// The seed corpus alone has a packet of every type and dozens of malformed inputs; fewer
-/// files than this means the corpus went missing.
-const MIN_FILES: usize = 40;
+/// The committed corpus holds about 200 (3.1.1) and 400 (5.0) files: the seeds (a packet of
+/// every type, dozens of malformed inputs) and the minimized fuzzer finds. Fewer files than
+/// this means the corpus went missing.
+const MIN_FILES: usize = 100;
 
 #[test]
 fn decode_v311_corpus_round_trips() {
@@ -61,10 +66,10 @@ fn decode_v311_corpus_round_trips() {
     );
     // Both sides of the decoder are exercised: packets that round-trip and refused input.
     assert!(
-        packets >= 20,
+        packets >= 100,
         "only {packets} packets decoded from {files} files"
     );
-    assert!(errors >= 15, "only {errors} of {files} files were refused");
+    assert!(errors >= 50, "only {errors} of {files} files were refused");
 }
 
 #[test]
@@ -75,8 +80,8 @@ fn decode_v5_corpus_round_trips() {
         "only {files} corpus files for decode_v5"
     );
     assert!(
-        packets >= 30,
+        packets >= 200,
         "only {packets} packets decoded from {files} files"
     );
-    assert!(errors >= 25, "only {errors} of {files} files were refused");
+    assert!(errors >= 100, "only {errors} of {files} files were refused");
 }
