@@ -237,3 +237,43 @@ async fn backpressure_target_vanishing_keeps_the_held_message() {
     assert_eq!(broker.stats().dropped_messages as usize, dropped);
     broker.shutdown().await;
 }
+
+/// Under back-pressure the broker acknowledges each inbound message itself
+/// once it is queued: the QoS 1 and QoS 2 flows are unchanged on the wire,
+/// for both versions, and a refused message still gets its reason code.
+// MQTT-4.3.2-4 MQTT-4.3.3-8
+#[tokio::test]
+async fn backpressure_keeps_qos_flows_and_refusals_on_the_wire() {
+    let broker = start_with(
+        Broker::builder()
+            .overload_policy(OverloadPolicy::Backpressure)
+            .max_retained_messages(0),
+    )
+    .await;
+    let mut sub = broker.subscribe("q/#").unwrap();
+    for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let mut p = Peer::connect(addr(&broker), version, "bp").await;
+        let mut m = common::publish("q/1", "one", QoS::AtLeastOnce);
+        m.packet_id = PacketId::new(1);
+        p.send(m).await;
+        p.expect_raw(&[0x40, 0x02, 0x00, 0x01]).await;
+        let mut m = common::publish("q/2", "two", QoS::ExactlyOnce);
+        m.packet_id = PacketId::new(2);
+        p.send(m).await;
+        p.expect_raw(&[0x50, 0x02, 0x00, 0x02]).await;
+        p.send_raw(&[0x62, 0x02, 0x00, 0x02]).await;
+        p.expect_raw(&[0x70, 0x02, 0x00, 0x02]).await;
+        assert_eq!(common::next(&mut sub).await.payload, "one");
+        assert_eq!(common::next(&mut sub).await.payload, "two");
+        if version == ProtocolVersion::V5 {
+            // Over the retained quota (0): PUBREC 0x97, the flow ends there.
+            let mut m = common::publish("q/3", "three", QoS::ExactlyOnce);
+            m.packet_id = PacketId::new(3);
+            m.retain = true;
+            p.send(m).await;
+            p.expect_raw(&[0x50, 0x03, 0x00, 0x03, 0x97]).await;
+        }
+        p.disconnect().await;
+    }
+    broker.shutdown().await;
+}
