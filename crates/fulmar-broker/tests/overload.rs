@@ -241,7 +241,7 @@ async fn backpressure_target_vanishing_keeps_the_held_message() {
 /// Under back-pressure the broker acknowledges each inbound message itself
 /// once it is queued: the QoS 1 and QoS 2 flows are unchanged on the wire,
 /// for both versions, and a refused message still gets its reason code.
-// MQTT-4.3.2-4 MQTT-4.3.3-8
+// v5:MQTT-4.3.2-4 v5:MQTT-4.3.3-8
 #[tokio::test]
 async fn backpressure_keeps_qos_flows_and_refusals_on_the_wire() {
     let broker = start_with(
