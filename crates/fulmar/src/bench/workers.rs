@@ -216,8 +216,9 @@ async fn publish_loop(
         let current = *phase.borrow_and_update();
         if current >= Phase::Finish {
             return Err(format!(
-                "{} messages still in flight at the end",
-                link.session.inflight_len() + link.session.pending_len()
+                "drain timeout: {} QoS 1/2 messages unacknowledged, {} bytes unwritten",
+                link.session.inflight_len() + link.session.pending_len(),
+                link.pending_write()
             ));
         }
         let stopping = current >= Phase::Stop || result.sent >= limit;
