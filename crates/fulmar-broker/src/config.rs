@@ -65,6 +65,11 @@ pub struct Limits {
     /// another server (0x9D Server moved when permanent) and this Server
     /// Reference; 3.1.1 clients get return code 3 (Server unavailable).
     pub server_reference: Option<ServerReference>,
+    /// How long a write to a client may wait for the client to read. A
+    /// client that takes nothing for that long (while the broker has packets
+    /// for it) is disconnected, so that a stalled peer does not hold a
+    /// connection and its queues forever (its session is kept as usual).
+    pub write_timeout: Duration,
     /// Events kept for each [`Events`](crate::Events) observer that has not
     /// read them yet; beyond it the observer loses the oldest.
     pub event_capacity: usize,
@@ -136,6 +141,7 @@ impl Default for Limits {
             max_topic_length: 65_535,
             max_topic_levels: 128,
             server_reference: None,
+            write_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -277,3 +277,48 @@ async fn backpressure_keeps_qos_flows_and_refusals_on_the_wire() {
     }
     broker.shutdown().await;
 }
+
+/// A subscriber that takes nothing for the write timeout is disconnected;
+/// its persistent session stays.
+#[tokio::test]
+async fn a_stalled_subscriber_is_disconnected_after_the_write_timeout() {
+    let mut limits = fulmar_broker::Limits::default();
+    limits.write_timeout = Duration::from_millis(200);
+    limits.max_queued_messages = QUEUE;
+    let broker = start_with(Broker::builder().limits(limits)).await;
+    let mut events = broker.events();
+    let mut connect = Connect::new(ProtocolVersion::V5, MqttString::from("stalled"));
+    connect.properties.session_expiry_interval = Some(300);
+    let (mut slow, _) = Peer::connect_with(addr(&broker), connect).await;
+    slow.sub(1, "load/#", QoS::AtMostOnce).await;
+    // Publish until the broker gives up on the subscriber.
+    let mut i = 0;
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            () = tokio::task::yield_now() => None,
+        };
+        if let Some(fulmar_broker::BrokerEvent::Disconnected {
+            client_id,
+            initiator,
+            ..
+        }) = event
+        {
+            assert_eq!(client_id, "stalled");
+            assert_eq!(initiator, fulmar_broker::Initiator::Network);
+            break;
+        }
+        if i < 10 * N {
+            broker
+                .publish("load/x", vec![0u8; PAYLOAD], QoS::AtMostOnce, false)
+                .unwrap();
+            i += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    assert_eq!(broker.stats().sessions, 1);
+    assert_eq!(broker.stats().clients_connected, 0);
+    drop(slow);
+    broker.shutdown().await;
+}

@@ -93,7 +93,8 @@ where
         () = grace => tracing::debug!(peer = %conn.peer.addr, "connection abandoned at shutdown"),
     }
     conn.finish();
-    let _ = conn.framed.get_mut().shutdown().await;
+    // A TLS or WebSocket close writes too: a stalled peer must not hold it up.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn.framed.get_mut().shutdown()).await;
     drop(slot);
     tracing::debug!(peer = %conn.peer.addr, conn_id, closed = ?conn.closed, "connection closed");
 }
@@ -286,12 +287,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                     if matches!(packet, Packet::Publish(_)) {
                         counters.publish_sent.fetch_add(1, Ordering::Relaxed);
                     }
-                    self.framed.feed(packet).await?;
+                    let write_timeout = self.shared.limits.write_timeout;
+                    tokio::time::timeout(write_timeout, self.framed.feed(packet))
+                        .await
+                        .map_err(|_| stalled())??;
                     wrote = true;
                 }
             }
             if wrote {
-                SinkExt::<Packet>::flush(&mut self.framed).await?;
+                let write_timeout = self.shared.limits.write_timeout;
+                tokio::time::timeout(write_timeout, SinkExt::<Packet>::flush(&mut self.framed))
+                    .await
+                    .map_err(|_| stalled())??;
             }
             if !handled {
                 return Ok(());
@@ -862,4 +869,12 @@ fn will_publish(will: Will) -> Publish {
     to.correlation_data = from.correlation_data;
     to.user_properties = from.user_properties;
     publish
+}
+
+/// A peer that has not taken our bytes for [`Limits::write_timeout`](crate::Limits).
+fn stalled() -> CodecError {
+    CodecError::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the peer stopped reading",
+    ))
 }
