@@ -21,8 +21,10 @@ pub struct Limits {
     /// Quota exceeded (3.1.1: 0x80).
     pub max_subscriptions_per_client: usize,
     /// Messages queued for one session: while it is offline (QoS 1/2 only),
-    /// and not yet sent while it is connected. Beyond it messages are dropped
-    /// and counted in [`Stats::dropped_messages`](crate::Stats::dropped_messages).
+    /// and not yet sent while it is connected (a connection queue and a
+    /// session queue, each of this size). Beyond it messages are dropped and
+    /// counted in [`Stats::dropped_messages`](crate::Stats::dropped_messages),
+    /// or their publishers held back ([`OverloadPolicy::Backpressure`]).
     pub max_queued_messages: usize,
     /// Time a client has to send CONNECT after opening the connection.
     pub connect_timeout: Duration,

@@ -28,14 +28,15 @@
 //!   [`Authenticator`]), WebSocket and secure WebSocket on a path,
 //!   subprotocol `mqtt` (feature `websocket`). TLS and WebSocket handshakes
 //!   run in the connection's task, bounded by [`Limits::connect_timeout`].
-//!
 //! - **Enhanced authentication** (MQTT 5.0 AUTH challenge/response, and
 //!   re-authentication after CONNACK) through [`Authenticator::auth_method`]
 //!   and [`AuthExchange`].
 //! - **Observable**: [`BrokerHandle::stats`], [`BrokerHandle::events`], and
 //!   `$SYS/broker/...` topics ([`Limits::sys_interval`]).
 //! - **Overload**: a slow subscriber never stalls the others; its surplus is
-//!   dropped and counted or its publishers are held back ([`OverloadPolicy`]).
+//!   dropped and counted or its publishers are held back ([`OverloadPolicy`]);
+//!   a peer that stops reading is disconnected after
+//!   [`Limits::write_timeout`].
 //!
 //! Not yet: persistence to disk.
 //!
