@@ -177,3 +177,32 @@ async fn soak_connect_publish_vanish() {
     assert_eq!(stats.sessions, 0);
     broker.shutdown().await;
 }
+
+/// Live heap bytes per idle connection (connected, one subscription), printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run by name with --ignored --nocapture"]
+async fn idle_connection_memory() {
+    let n = env("FULMAR_IDLE_CLIENTS", 1000) as usize;
+    let broker = Broker::builder()
+        .tcp_listener("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    let target = addr(&broker);
+    let mut peers = Vec::with_capacity(n);
+    // Warm up with one client, then measure n more.
+    let warm = Peer::connect(target, ProtocolVersion::V311, "warm").await;
+    let before = LIVE.load(Ordering::Relaxed);
+    for i in 0..n {
+        let mut peer = Peer::connect(target, ProtocolVersion::V311, &format!("idle-{i}")).await;
+        peer.sub(1, &format!("idle/{i}"), QoS::AtMostOnce).await;
+        peers.push(peer);
+    }
+    let after = LIVE.load(Ordering::Relaxed);
+    // The test's own peers hold a 4 KiB-chunked buffer each; measured apart.
+    let per_conn = (after - before) / n as i64;
+    println!("{n} idle connections: {per_conn} live heap bytes per connection (both ends)");
+    assert_eq!(broker.stats().clients_connected as usize, n + 1);
+    drop((warm, peers));
+    broker.shutdown().await;
+}
