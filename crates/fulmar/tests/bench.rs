@@ -76,7 +76,11 @@ fn mosquitto_binary() -> PathBuf {
 
 fn start_mosquitto() -> Broker {
     let binary = mosquitto_binary();
-    let dir = std::env::temp_dir().join(format!("fulmar-bench-test-{}", std::process::id()));
+    // One directory per call: tests run in parallel in this process, and a
+    // shared config file name would let one test's mosquitto read another's port.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("fulmar-bench-test-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for attempt in 0..5 {
         let port = TcpListener::bind("127.0.0.1:0")
