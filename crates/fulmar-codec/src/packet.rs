@@ -216,10 +216,16 @@ impl Packet {
     }
 }
 
+/// The most [`decode`] reserves ahead of bytes that have not arrived yet: a
+/// large packet's buffer grows as its bytes arrive, not on the word of its
+/// fixed header.
+pub const MAX_RESERVE_AHEAD: usize = 64 * 1024;
+
 /// Decodes one packet from the front of `buf`.
 ///
 /// - `Ok(None)`: `buf` does not hold a whole packet yet; it is left untouched
-///   (capacity for the rest of the packet may be reserved).
+///   (capacity for the rest of the packet may be reserved, at most
+///   [`MAX_RESERVE_AHEAD`] bytes).
 /// - `Ok(Some(packet))`: exactly the packet's bytes were consumed; strings and
 ///   payloads in `packet` are zero-copy slices of them.
 /// - `Err(e)`: the input is malformed and never will parse; close the
@@ -269,7 +275,10 @@ pub fn decode(
         return Err(DecodeError::NonMinimalVarInt);
     }
     if buf.len() < total {
-        buf.reserve(total - buf.len());
+        // Reserve for the rest of the packet, but never more than
+        // `MAX_RESERVE_AHEAD` on the word of a header alone: a peer that sends
+        // five bytes must not make us allocate up to the packet size limit.
+        buf.reserve((total - buf.len()).min(MAX_RESERVE_AHEAD));
         return Ok(None);
     }
     let frame = buf.split_to(total).freeze();

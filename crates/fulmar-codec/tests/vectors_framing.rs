@@ -375,3 +375,22 @@ mod limits {
         ));
     }
 }
+
+/// A peer that sends only the fixed header of a huge packet does not make the
+/// decoder reserve the whole packet: memory grows with the bytes that arrive.
+#[test]
+fn header_of_a_huge_packet_reserves_a_bounded_amount() {
+    use bytes::BytesMut;
+    use fulmar_codec::{ProtocolVersion, decode};
+    for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        // PUBLISH with remaining length 268 435 455, the largest the spec allows.
+        let mut buf = BytesMut::from(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F][..]);
+        assert!(decode(&mut buf, version, u32::MAX).unwrap().is_none());
+        assert_eq!(buf.len(), 5, "Ok(None) leaves the bytes untouched");
+        assert!(
+            buf.capacity() <= 5 + fulmar_codec::MAX_RESERVE_AHEAD,
+            "reserved {} bytes on the word of a header",
+            buf.capacity()
+        );
+    }
+}
