@@ -155,48 +155,60 @@ async fn serve(
         addr,
         certificate: None,
     };
+    // The handshakes and the TLS or WebSocket connections are boxed, so every
+    // plain TCP connection's task is not as large as theirs.
     match &*kind {
         Kind::Tcp => crate::connection::run(shared, stream, peer, over_limit, slot).await,
         #[cfg(feature = "tls")]
         Kind::Tls(acceptor) => {
-            let handshake = acceptor.accept(stream);
-            let Some(tls) = handshake_within(&shared, addr, handshake).await else {
-                return;
-            };
-            let peer = Peer {
-                certificate: client_certificate(&tls),
-                ..peer
-            };
-            crate::connection::run(shared, tls, peer, over_limit, slot).await;
+            Box::pin(async move {
+                let handshake = acceptor.accept(stream);
+                let Some(tls) = handshake_within(&shared, addr, handshake).await else {
+                    return;
+                };
+                let peer = Peer {
+                    certificate: client_certificate(&tls),
+                    ..peer
+                };
+                crate::connection::run(shared, tls, peer, over_limit, slot).await;
+            })
+            .await
         }
         #[cfg(feature = "websocket")]
         Kind::Ws(path) => {
-            let max = ws_max_message(&shared);
-            let handshake = crate::ws::accept(stream, path, max);
-            let Some(ws) = handshake_within(&shared, addr, handshake).await else {
-                return;
-            };
-            crate::connection::run(shared, ws, peer, over_limit, slot).await;
+            Box::pin(async move {
+                let max = ws_max_message(&shared);
+                let handshake = crate::ws::accept(stream, path, max);
+                let Some(ws) = handshake_within(&shared, addr, handshake).await else {
+                    return;
+                };
+                crate::connection::run(shared, ws, peer, over_limit, slot).await;
+            })
+            .await
         }
         #[cfg(all(feature = "tls", feature = "websocket"))]
         Kind::Wss(path, acceptor) => {
-            let max = ws_max_message(&shared);
-            let handshake = async {
-                let tls = acceptor.accept(stream).await?;
-                let certificate = client_certificate(&tls);
-                let ws = crate::ws::accept(tls, path, max)
-                    .await
-                    .map_err(std::io::Error::other)?;
-                Ok::<_, std::io::Error>((ws, certificate))
-            };
-            let Some((ws, certificate)) = handshake_within(&shared, addr, handshake).await else {
-                return;
-            };
-            let peer = Peer {
-                certificate,
-                ..peer
-            };
-            crate::connection::run(shared, ws, peer, over_limit, slot).await;
+            Box::pin(async move {
+                let max = ws_max_message(&shared);
+                let handshake = async {
+                    let tls = acceptor.accept(stream).await?;
+                    let certificate = client_certificate(&tls);
+                    let ws = crate::ws::accept(tls, path, max)
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    Ok::<_, std::io::Error>((ws, certificate))
+                };
+                let Some((ws, certificate)) = handshake_within(&shared, addr, handshake).await
+                else {
+                    return;
+                };
+                let peer = Peer {
+                    certificate,
+                    ..peer
+                };
+                crate::connection::run(shared, ws, peer, over_limit, slot).await;
+            })
+            .await
         }
     }
 }

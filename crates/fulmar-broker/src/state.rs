@@ -48,7 +48,7 @@ pub(crate) enum Control {
 #[derive(Debug)]
 pub(crate) struct Owner {
     pub(crate) conn_id: u64,
-    pub(crate) deliver: mpsc::Sender<Publish>,
+    pub(crate) deliver: mpsc::Sender<Box<Publish>>,
     pub(crate) control: mpsc::UnboundedSender<Control>,
 }
 
@@ -324,8 +324,8 @@ pub(crate) struct Blocked {
     /// The client whose connection queue was full.
     pub(crate) client: Arc<str>,
     /// That connection's queue.
-    pub(crate) queue: mpsc::Sender<Publish>,
-    pub(crate) publish: Publish,
+    pub(crate) queue: mpsc::Sender<Box<Publish>>,
+    pub(crate) publish: Box<Publish>,
 }
 
 /// Where [`State::route`] delivers.
@@ -347,7 +347,7 @@ impl Target<'_> {
                     return;
                 };
                 let publish = match &entry.owner {
-                    Some(owner) => match owner.deliver.try_send(publish) {
+                    Some(owner) => match owner.deliver.try_send(Box::new(publish)) {
                         Ok(()) => return,
                         Err(mpsc::error::TrySendError::Full(publish)) => {
                             match blocked {
@@ -363,7 +363,7 @@ impl Target<'_> {
                             return;
                         }
                         // The connection is ending: keep the message with the session.
-                        Err(mpsc::error::TrySendError::Closed(p)) => p,
+                        Err(mpsc::error::TrySendError::Closed(p)) => *p,
                     },
                     None => publish,
                 };

@@ -105,7 +105,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                             let limits = &self.shared.limits;
                             self.shared.lock().redeliver(
                                 &client,
-                                publish,
+                                *publish,
                                 limits.max_queued_messages,
                                 &self.shared.counters,
                                 Instant::now(),
@@ -113,7 +113,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                         }
                         break;
                     }
-                    Some(own) = self.deliver_rx.recv(), if room => self.publish_out(own),
+                    Some(own) = self.deliver_rx.recv(), if room => self.publish_out(*own),
                     () = self.shared.shutdown.cancelled() => {
                         done = false;
                         break 'targets;

@@ -9,15 +9,14 @@ use std::time::{Duration, Instant};
 
 use fulmar_codec::{
     AckProperties, CodecError, ConnAckProperties, Connect, ConnectReasonCode, DisconnectProperties,
-    DisconnectReasonCode, MqttCodec, MqttString, Packet, PacketId, ProtocolVersion, Publish,
-    ReasonCode, RetainHandling, SubAckReasonCode, Subscribe, UnsubAckReasonCode, Unsubscribe, Will,
+    DisconnectReasonCode, MqttString, Packet, PacketId, ProtocolVersion, Publish, ReasonCode,
+    RetainHandling, SubAckReasonCode, Subscribe, UnsubAckReasonCode, Unsubscribe, Will,
 };
 use fulmar_session::{Event, Initiator, Session, SessionState};
 use fulmar_topic::{SubscriptionFilter, TopicFilter};
-use futures::{FutureExt, SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures::FutureExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::Framed;
 
 use crate::auth::{AuthDecision, ClientInfo, ConnectInfo};
 use crate::broker::Shared;
@@ -27,9 +26,11 @@ use crate::observe::{BrokerEvent, Counted};
 
 mod auth;
 mod inbound;
+mod transport;
 
 use crate::state::{Control, Owner, PendingWill, State, SubOptions, Subscriber, age, secs};
 use inbound::Refusal;
+use transport::Transport;
 
 /// How long a new connection waits for the old one to hand its session over.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -51,16 +52,17 @@ where
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let conn_id = shared.lock().next_id();
     let conn_shutdown = shared.shutdown.clone();
-    let codec = MqttCodec::new(ProtocolVersion::V5, shared.limits.max_packet_size.get());
+    let max_packet_size = shared.limits.max_packet_size.get();
     let counters = shared.clone();
     let stream = Counted {
         inner: stream,
         received: &counters.counters.bytes_received,
         sent: &counters.counters.bytes_sent,
     };
-    let mut conn = Connection {
+    // Boxed: the task's future stays small, the state lives on the heap once.
+    let mut conn = Box::new(Connection {
         session: Session::server(shared.limits.session_config(), now),
-        framed: Framed::new(stream, codec),
+        transport: Transport::new(stream, max_packet_size),
         peer,
         over_limit,
         conn_id,
@@ -81,7 +83,7 @@ where
         auth_info: None,
         reauth: None,
         shared,
-    };
+    });
     tracing::debug!(peer = %conn.peer.addr, conn_id, "connection opened");
     let grace = async {
         conn_shutdown.cancelled().await;
@@ -94,7 +96,7 @@ where
     }
     conn.finish();
     // A TLS or WebSocket close writes too: a stalled peer must not hold it up.
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn.framed.get_mut().shutdown()).await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn.transport.shutdown()).await;
     drop(slot);
     tracing::debug!(peer = %conn.peer.addr, conn_id, closed = ?conn.closed, "connection closed");
 }
@@ -113,12 +115,12 @@ struct Client {
 struct Connection<'a, S> {
     shared: Arc<Shared>,
     session: Session,
-    framed: Framed<Counted<'a, S>, MqttCodec>,
+    transport: Transport<'a, S>,
     peer: Peer,
     over_limit: bool,
     conn_id: u64,
-    deliver_tx: mpsc::Sender<Publish>,
-    deliver_rx: mpsc::Receiver<Publish>,
+    deliver_tx: mpsc::Sender<Box<Publish>>,
+    deliver_rx: mpsc::Receiver<Box<Publish>>,
     control_tx: mpsc::UnboundedSender<Control>,
     control_rx: mpsc::UnboundedReceiver<Control>,
     client: Option<Client>,
@@ -155,7 +157,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
 
     async fn run(&mut self) {
         loop {
-            if self.drive().await.is_err() {
+            // Boxed: the answering future is large and only lives while answering.
+            if Box::pin(self.drive()).await.is_err() {
                 self.session.connection_lost(Instant::now());
                 self.record_close_events();
                 return;
@@ -178,8 +181,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                         return;
                     }
                 }
-                frame = self.framed.next() => {
-                    if !self.on_frame(frame) {
+                frame = self.transport.next() => {
+                    // One clock reading for the whole batch.
+                    let now = Instant::now();
+                    if !self.on_frame(frame, now) {
                         return;
                     }
                     // Take what is already buffered too, then write the answers at once.
@@ -187,22 +192,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                         if !self.session.is_connected() {
                             break;
                         }
-                        let Some(frame) = self.framed.next().now_or_never() else {
+                        let Some(frame) = self.transport.next().now_or_never() else {
                             break;
                         };
-                        if !self.on_frame(frame) {
+                        if !self.on_frame(frame, now) {
                             return;
                         }
                     }
                 }
                 Some(publish) = self.deliver_rx.recv(), if self.has_room() => {
-                    self.publish_out(publish);
+                    let now = Instant::now();
+                    self.publish_out_at(*publish, now);
                     for _ in 1..BATCH {
                         if !self.has_room() {
                             break;
                         }
                         match self.deliver_rx.try_recv() {
-                            Ok(publish) => self.publish_out(publish),
+                            Ok(publish) => self.publish_out_at(*publish, now),
                             Err(_) => break,
                         }
                     }
@@ -227,7 +233,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
 
     /// Feeds one frame read from the network to the session; false when the
     /// network connection is gone.
-    fn on_frame(&mut self, frame: Option<Result<Packet, CodecError>>) -> bool {
+    fn on_frame(&mut self, frame: Option<Result<Packet, CodecError>>, now: Instant) -> bool {
         match frame {
             Some(Ok(packet)) => {
                 let counters = &self.shared.counters;
@@ -241,15 +247,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                     return true;
                 }
                 // A violation closes the session; it is reported as an event.
-                let _ = self.session.handle_packet(packet, Instant::now());
+                let _ = self.session.handle_packet(packet, now);
                 true
             }
             Some(Err(CodecError::Decode(error))) => {
-                self.session.handle_decode_error(&error, Instant::now());
+                self.session.handle_decode_error(&error, now);
                 true
             }
             Some(Err(_)) | None => {
-                self.session.connection_lost(Instant::now());
+                self.session.connection_lost(now);
                 self.record_close_events();
                 false
             }
@@ -279,7 +285,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             let mut wrote = false;
             // The session knows the version once CONNECT was seen, even an undecodable one.
             let version = self.session.protocol_version();
-            self.framed.codec_mut().set_version(version);
+            self.transport.set_version(version);
             while let Some(packet) = self.session.poll_transmit() {
                 if let Some(packet) = self.rewrite(packet) {
                     let counters = &self.shared.counters;
@@ -288,7 +294,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                         counters.publish_sent.fetch_add(1, Ordering::Relaxed);
                     }
                     let write_timeout = self.shared.limits.write_timeout;
-                    tokio::time::timeout(write_timeout, self.framed.feed(packet))
+                    tokio::time::timeout(write_timeout, self.transport.feed(&packet))
                         .await
                         .map_err(|_| stalled())??;
                     wrote = true;
@@ -296,7 +302,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             }
             if wrote {
                 let write_timeout = self.shared.limits.write_timeout;
-                tokio::time::timeout(write_timeout, SinkExt::<Packet>::flush(&mut self.framed))
+                tokio::time::timeout(write_timeout, self.transport.flush())
                     .await
                     .map_err(|_| stalled())??;
             }
@@ -376,7 +382,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     }
 
     fn publish_out(&mut self, publish: Publish) {
-        if self.session.publish(publish, Instant::now()).is_err() {
+        self.publish_out_at(publish, Instant::now());
+    }
+
+    fn publish_out_at(&mut self, publish: Publish, now: Instant) {
+        if self.session.publish(publish, now).is_err() {
             self.shared.counters.drop_one();
         }
     }
@@ -785,7 +795,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         // Deliveries still in the channel stay with the session.
         self.deliver_rx.close();
         while let Ok(publish) = self.deliver_rx.try_recv() {
-            self.publish_out(publish);
+            self.publish_out(*publish);
         }
         let normal = matches!(
             self.closed,

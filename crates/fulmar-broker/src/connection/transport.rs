@@ -1,0 +1,136 @@
+//! The byte stream of one connection: a read buffer that starts small,
+//! grows while the peer sends a lot and is released when it runs empty, and
+//! a write buffer that exists only while there is something to write. An
+//! idle connection holds one small read buffer and no write buffer.
+
+use bytes::BytesMut;
+use fulmar_codec::{CodecError, Packet, ProtocolVersion, decode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::observe::Counted;
+
+/// The first read of an empty buffer asks for this many bytes.
+const MIN_READ: usize = 256;
+/// Reads never ask for more than this many bytes at once.
+const MAX_READ: usize = 64 * 1024;
+/// Encoded packets are written out once this many bytes are buffered.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// A framed MQTT byte stream with lazily allocated buffers.
+pub(super) struct Transport<'a, S> {
+    io: Counted<'a, S>,
+    version: ProtocolVersion,
+    max_packet_size: u32,
+    read_buf: BytesMut,
+    /// How many bytes the next read into an empty buffer asks for.
+    read_hint: usize,
+    write_buf: BytesMut,
+    /// End of stream, a read error or a decode error: no more packets.
+    done: bool,
+}
+
+impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transport<'a, S> {
+    pub(super) fn new(io: Counted<'a, S>, max_packet_size: u32) -> Self {
+        Self {
+            io,
+            version: ProtocolVersion::V5,
+            max_packet_size,
+            read_buf: BytesMut::new(),
+            read_hint: MIN_READ,
+            write_buf: BytesMut::new(),
+            done: false,
+        }
+    }
+
+    /// Sets the protocol version used to decode and encode (a CONNECT sets
+    /// it by itself when decoded).
+    pub(super) fn set_version(&mut self, version: ProtocolVersion) {
+        self.version = version;
+    }
+
+    /// The next packet already buffered, without reading.
+    fn buffered(&mut self) -> Option<Result<Packet, CodecError>> {
+        if self.done {
+            return None;
+        }
+        let result = decode(&mut self.read_buf, self.version, self.max_packet_size);
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
+            // Nothing left over: an idle connection keeps no large buffer.
+            self.read_buf = BytesMut::new();
+        }
+        match result {
+            Ok(Some(packet)) => {
+                if let Packet::Connect(connect) = &packet {
+                    self.version = connect.protocol_version;
+                }
+                Some(Ok(packet))
+            }
+            Ok(None) => None,
+            Err(error) => {
+                self.done = true;
+                Some(Err(CodecError::Decode(error)))
+            }
+        }
+    }
+
+    /// The next packet: `None` at the end of the stream (or after an
+    /// error). Cancel safe: bytes read stay buffered.
+    pub(super) async fn next(&mut self) -> Option<Result<Packet, CodecError>> {
+        loop {
+            if let Some(result) = self.buffered() {
+                return Some(result);
+            }
+            if self.done {
+                return None;
+            }
+            if self.read_buf.capacity() == self.read_buf.len() {
+                self.read_buf.reserve(self.read_hint);
+            }
+            let room = self.read_buf.capacity() - self.read_buf.len();
+            match self.io.read_buf(&mut self.read_buf).await {
+                Ok(0) => {
+                    self.done = true;
+                    return None;
+                }
+                Ok(n) => {
+                    // Grow while reads fill the buffer, shrink when they stay small.
+                    if n >= room {
+                        self.read_hint = (self.read_hint * 2).min(MAX_READ);
+                    } else if n < self.read_hint / 4 {
+                        self.read_hint = (self.read_hint / 2).max(MIN_READ);
+                    }
+                }
+                Err(error) => {
+                    self.done = true;
+                    return Some(Err(CodecError::Io(error)));
+                }
+            }
+        }
+    }
+
+    /// Encodes `packet` for sending; writes out when much is buffered.
+    pub(super) async fn feed(&mut self, packet: &Packet) -> Result<(), CodecError> {
+        packet.encode(self.version, &mut self.write_buf)?;
+        if self.write_buf.len() >= WRITE_CHUNK {
+            self.io.write_all(&self.write_buf).await?;
+            self.write_buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes everything fed and flushes the stream; the write buffer is
+    /// released.
+    pub(super) async fn flush(&mut self) -> Result<(), CodecError> {
+        if !self.write_buf.is_empty() {
+            self.io.write_all(&self.write_buf).await?;
+        }
+        self.write_buf = BytesMut::new();
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    /// Closes the write side of the stream.
+    pub(super) async fn shutdown(&mut self) -> std::io::Result<()> {
+        self.io.shutdown().await
+    }
+}
