@@ -6,15 +6,28 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on bad fixtures
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fulmar_topic::{RetainedIndex, SubscriptionTrie, TopicFilter, TopicName};
 
-/// Counts live heap bytes.
+/// Counts live heap bytes, per thread: tests run in parallel threads, and a
+/// global counter would charge one test with another's allocations.
 struct Counting;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+}
+
+fn add(delta: isize) {
+    // `try_with`: the slot may be gone while a thread is being torn down.
+    let _ = LIVE.try_with(|live| live.set(live.get() + delta));
+}
+
+/// Live heap bytes allocated by the current thread.
+fn live() -> usize {
+    LIVE.with(|live| usize::try_from(live.get()).unwrap_or(0))
+}
 
 // SAFETY: every call is forwarded unchanged to the system allocator; only a counter is added.
 unsafe impl GlobalAlloc for Counting {
@@ -22,7 +35,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: same contract as the caller's.
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
-            LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+            add(layout.size() as isize);
         }
         p
     }
@@ -30,15 +43,15 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: same contract as the caller's.
         unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        add(-(layout.size() as isize));
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: same contract as the caller's.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            LIVE.fetch_add(new_size, Ordering::Relaxed);
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            add(new_size as isize);
+            add(-(layout.size() as isize));
         }
         p
     }
@@ -47,7 +60,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// The counter is global: measurements must not run in parallel.
+/// Measurements run one at a time, to keep the peak memory of the test binary down.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Subscription options as a broker keeps them: 8 bytes.
@@ -87,7 +100,7 @@ fn measure(sites: usize) -> (usize, usize) {
         .map(|n| format!("$share/workers/site/{n}/#").parse().unwrap())
         .collect();
 
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = live();
     let mut trie: SubscriptionTrie<u64, Options> = SubscriptionTrie::new();
     for (i, f) in filters.iter().enumerate() {
         trie.insert(f, i as u64, OPTIONS);
@@ -98,7 +111,7 @@ fn measure(sites: usize) -> (usize, usize) {
             trie.insert_shared(&shared[i / 1000], i as u64, OPTIONS);
         }
     }
-    let after = LIVE.load(Ordering::Relaxed);
+    let after = live();
 
     // The trie answers correctly at this size too.
     let topic: TopicName = "site/3/device/42/temp".parse().unwrap();
@@ -128,12 +141,12 @@ fn retained_bytes_per_message_100k() {
     let _serial = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = live();
     let mut retained: RetainedIndex<u64> = RetainedIndex::new();
     for (i, t) in names.iter().enumerate() {
         retained.insert(t.clone(), i as u64);
     }
-    let bytes = LIVE.load(Ordering::Relaxed) - before;
+    let bytes = live() - before;
     let per_msg = bytes / retained.len();
     println!(
         "{} retained: {bytes} bytes, {per_msg} bytes per message (names shared with the caller)",
