@@ -35,8 +35,11 @@ use transport::Transport;
 /// How long a new connection waits for the old one to hand its session over.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Inbound packets or deliveries handled before the answers are written.
+/// Inbound packets handled before the answers are written.
 const BATCH: usize = 64;
+
+/// Deliveries handled before they are written (with one flush).
+const DELIVERY_BATCH: usize = 256;
 
 /// How long a connection may take to close once the broker shuts down.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -76,6 +79,7 @@ where
         drop_pubcomp: HashSet::new(),
         handovers: Vec::new(),
         shutting_down: false,
+        yield_next: false,
         connect_id: String::new(),
         session_accepted: false,
         pending_auth: None,
@@ -135,6 +139,8 @@ struct Connection<'a, S> {
     /// Connections waiting for this one to hand its session over.
     handovers: Vec<oneshot::Sender<()>>,
     shutting_down: bool,
+    /// The last read batch was full: yield before reading on (fairness).
+    yield_next: bool,
     /// The client identifier of the CONNECT, as sent (for a refusal event).
     connect_id: String,
     /// The CONNACK accepted the client: it counts as connected.
@@ -166,6 +172,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             if self.session.is_closed() {
                 return;
             }
+            if std::mem::take(&mut self.yield_next) {
+                tokio::task::yield_now().await;
+            }
             let deadline = self.session.poll_timeout();
             let auth_deadline = self.pending_auth.as_ref().map(auth::PendingAuth::deadline);
             let sleep = async {
@@ -188,7 +197,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                         return;
                     }
                     // Take what is already buffered too, then write the answers at once.
-                    for _ in 1..BATCH {
+                    let mut handled = 1;
+                    while handled < BATCH {
                         if !self.session.is_connected() {
                             break;
                         }
@@ -198,12 +208,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                         if !self.on_frame(frame, now) {
                             return;
                         }
+                        handled += 1;
                     }
+                    // A full batch: more is waiting. Let the other tasks (the
+                    // subscribers' deliveries) run before reading on.
+                    self.yield_next = handled == BATCH;
                 }
                 Some(publish) = self.deliver_rx.recv(), if self.has_room() => {
                     let now = Instant::now();
                     self.publish_out_at(*publish, now);
-                    for _ in 1..BATCH {
+                    for _ in 1..DELIVERY_BATCH {
                         if !self.has_room() {
                             break;
                         }

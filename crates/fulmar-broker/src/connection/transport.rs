@@ -11,8 +11,9 @@ use crate::observe::Counted;
 
 /// The first read of an empty buffer asks for this many bytes.
 const MIN_READ: usize = 256;
-/// Reads never ask for more than this many bytes at once.
-const MAX_READ: usize = 64 * 1024;
+/// Reads never ask for more than this many bytes at once (a publisher
+/// sending fast is read in turns with the other connections).
+const MAX_READ: usize = 8 * 1024;
 /// Encoded packets are written out once this many bytes are buffered.
 const WRITE_CHUNK: usize = 64 * 1024;
 
