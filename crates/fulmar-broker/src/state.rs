@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use fulmar_codec::{Publish, QoS};
@@ -13,7 +13,7 @@ use fulmar_session::SessionState;
 use fulmar_topic::{
     RetainedIndex, SubscriptionFilter, SubscriptionTrie, TopicFilter, TopicName, group_by_key,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::message::Message;
 
@@ -49,7 +49,78 @@ pub(crate) enum Control {
 pub(crate) struct Owner {
     pub(crate) conn_id: u64,
     pub(crate) deliver: mpsc::Sender<Box<Publish>>,
-    pub(crate) control: mpsc::UnboundedSender<Control>,
+    pub(crate) control: Arc<ControlInbox>,
+}
+
+/// The [`Control`] messages to one connection task. Take-overs are rare, so
+/// this is lighter than a channel: one small allocation per connection.
+#[derive(Debug)]
+pub(crate) struct ControlInbox {
+    /// `None` once the connection task has ended.
+    queue: Mutex<Option<Vec<Control>>>,
+    notify: Notify,
+}
+
+impl ControlInbox {
+    /// Sends `control` to the task; gives it back when the task has ended.
+    pub(crate) fn send(&self, control: Control) -> Result<(), Control> {
+        {
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            match queue.as_mut() {
+                Some(queue) => queue.push(control),
+                None => return Err(control),
+            }
+        }
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    fn try_recv(&self) -> Option<Control> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.as_mut().and_then(Vec::pop)
+    }
+}
+
+/// The receiving end of a [`ControlInbox`], held by the connection task;
+/// dropping it closes the inbox and drops what is still in it.
+#[derive(Debug)]
+pub(crate) struct ControlReceiver(Arc<ControlInbox>);
+
+impl ControlReceiver {
+    /// A new inbox.
+    pub(crate) fn new() -> Self {
+        Self(Arc::new(ControlInbox {
+            queue: Mutex::new(Some(Vec::new())),
+            notify: Notify::new(),
+        }))
+    }
+
+    /// The sending end, for the session's [`Owner`].
+    pub(crate) fn inbox(&self) -> Arc<ControlInbox> {
+        self.0.clone()
+    }
+
+    /// The next message. Cancel safe: a message stays queued until taken.
+    pub(crate) async fn recv(&self) -> Control {
+        loop {
+            if let Some(control) = self.0.try_recv() {
+                return control;
+            }
+            self.0.notify.notified().await;
+        }
+    }
+}
+
+impl Drop for ControlReceiver {
+    fn drop(&mut self) {
+        let left = self
+            .0
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(left);
+    }
 }
 
 /// A will waiting for its Will Delay Interval.

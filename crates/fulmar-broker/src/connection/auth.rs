@@ -65,7 +65,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         {
             return self.reject(ConnectReasonCode::ProtocolError);
         }
-        self.auth_step(pending, auth.properties.authentication_data)
+        self.auth_step(*pending, auth.properties.authentication_data)
             .await;
     }
 
@@ -82,7 +82,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 };
                 auth.properties.authentication_data = Some(data);
                 if self.session.auth(auth).is_ok() {
-                    self.pending_auth = Some(pending);
+                    self.pending_auth = Some(Box::new(pending));
                 } else {
                     self.reject(ConnectReasonCode::UnspecifiedError);
                 }
@@ -95,7 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     /// method of the CONNECT. A failure ends the connection with DISCONNECT
     /// ([MQTT-4.12.1-2]).
     pub(super) async fn on_reauth(&mut self, auth: Auth) {
-        let Some(info) = self.auth_info.clone() else {
+        let Some(info) = self.auth_info.as_deref().cloned() else {
             self.disconnect(DisconnectReasonCode::ProtocolError);
             return;
         };

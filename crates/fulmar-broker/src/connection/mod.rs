@@ -28,7 +28,9 @@ mod auth;
 mod inbound;
 mod transport;
 
-use crate::state::{Control, Owner, PendingWill, State, SubOptions, Subscriber, age, secs};
+use crate::state::{
+    Control, ControlReceiver, Owner, PendingWill, State, SubOptions, Subscriber, age, secs,
+};
 use inbound::Refusal;
 use transport::Transport;
 
@@ -52,7 +54,7 @@ where
     let now = Instant::now();
     let capacity = shared.limits.max_queued_messages.max(1);
     let (deliver_tx, deliver_rx) = mpsc::channel(capacity);
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let control = ControlReceiver::new();
     let conn_id = shared.lock().next_id();
     let conn_shutdown = shared.shutdown.clone();
     let max_packet_size = shared.limits.max_packet_size.get();
@@ -71,8 +73,7 @@ where
         conn_id,
         deliver_tx,
         deliver_rx,
-        control_tx,
-        control_rx,
+        control,
         client: None,
         closed: None,
         deny_ack: HashMap::new(),
@@ -125,8 +126,7 @@ struct Connection<'a, S> {
     conn_id: u64,
     deliver_tx: mpsc::Sender<Box<Publish>>,
     deliver_rx: mpsc::Receiver<Box<Publish>>,
-    control_tx: mpsc::UnboundedSender<Control>,
-    control_rx: mpsc::UnboundedReceiver<Control>,
+    control: ControlReceiver,
     client: Option<Client>,
     /// Who ended the connection, and the reason code (from `Event::Disconnected`).
     closed: Option<(Initiator, ReasonCode)>,
@@ -146,12 +146,12 @@ struct Connection<'a, S> {
     /// The CONNACK accepted the client: it counts as connected.
     session_accepted: bool,
     /// An enhanced authentication exchange waiting for the client's AUTH.
-    pending_auth: Option<auth::PendingAuth>,
+    pending_auth: Option<Box<auth::PendingAuth>>,
     /// AUTH packets received during that exchange, not yet handled.
     auth_inbox: VecDeque<fulmar_codec::Auth>,
     /// What the CONNECT presented, kept for re-authentication (enhanced
     /// authentication only).
-    auth_info: Option<ConnectInfo>,
+    auth_info: Option<Box<ConnectInfo>>,
     /// A re-authentication in progress (AUTH 0x19 after CONNACK).
     reauth: Option<Box<dyn crate::auth::AuthExchange>>,
 }
@@ -176,7 +176,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 tokio::task::yield_now().await;
             }
             let deadline = self.session.poll_timeout();
-            let auth_deadline = self.pending_auth.as_ref().map(auth::PendingAuth::deadline);
+            let auth_deadline = self
+                .pending_auth
+                .as_deref()
+                .map(auth::PendingAuth::deadline);
             let sleep = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -227,7 +230,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                         }
                     }
                 }
-                Some(control) = self.control_rx.recv() => match control {
+                control = self.control.recv() => match control {
                     Control::TakeOver(done) => {
                         self.handovers.push(done);
                         if !self.disconnect(DisconnectReasonCode::SessionTakenOver) {
@@ -483,7 +486,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     ) {
         let v5 = connect.protocol_version == ProtocolVersion::V5;
         if v5 && connect.properties.authentication_method.is_some() {
-            self.auth_info = Some(info.clone());
+            self.auth_info = Some(Box::new(info.clone()));
         }
         let mut properties = ConnAckProperties {
             authentication_data: auth_data,
@@ -655,7 +658,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         entry.owner = Some(Owner {
             conn_id: self.conn_id,
             deliver: self.deliver_tx.clone(),
-            control: self.control_tx.clone(),
+            control: self.control.inbox(),
         });
         let stored = std::mem::take(&mut entry.stored);
         let offline = std::mem::take(&mut entry.offline);
