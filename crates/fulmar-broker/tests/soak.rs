@@ -178,7 +178,8 @@ async fn soak_connect_publish_vanish() {
     broker.shutdown().await;
 }
 
-/// Live heap bytes per idle connection (connected, one subscription), printed.
+/// Live heap bytes per idle connection (connected, one subscription), printed
+/// and bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement: run by name with --ignored --nocapture"]
 async fn idle_connection_memory() {
@@ -202,6 +203,11 @@ async fn idle_connection_memory() {
     // The test's own peers hold a 4 KiB-chunked buffer each; measured apart.
     let per_conn = (after - before) / n as i64;
     println!("{n} idle connections: {per_conn} live heap bytes per connection (both ends)");
+    // Measured 7622 (release, both ends); was 51126 with Framed and an unboxed task.
+    assert!(
+        per_conn <= 10_000,
+        "{per_conn} live heap bytes per idle connection"
+    );
     assert_eq!(broker.stats().clients_connected as usize, n + 1);
     drop((warm, peers));
     broker.shutdown().await;
