@@ -255,3 +255,37 @@ fn many_subscribers_on_one_filter() {
     }
     assert!(t.is_empty());
 }
+
+#[test]
+fn pick_shared_chooses_one_member_of_that_group_only() {
+    // MQTT-4.8.2-3 (one member of a group per message), v5 shared subscriptions.
+    let mut t: SubscriptionTrie<u32, u32> = SubscriptionTrie::new();
+    for k in 1..=3 {
+        t.subscribe(&sub("$share/g/a/+"), k, k * 10);
+    }
+    // Same group name on another filter, and another group on the same filter: not picked.
+    t.subscribe(&sub("$share/g/a/#"), 7, 70);
+    t.subscribe(&sub("$share/h/a/+"), 8, 80);
+    t.subscribe(&sub("a/+"), 9, 90);
+    let group = sub("$share/g/a/+");
+    let SubscriptionFilter::Shared(shared) = &group else {
+        panic!("a shared filter")
+    };
+    let mut seen: Vec<u32> = (0..6)
+        .map(|_| *t.pick_shared(shared, None).unwrap().0)
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, [1, 1, 2, 2, 3, 3], "round robin over the members of g on a/+");
+    let missing: fulmar_topic::SharedFilter = "$share/zz/a/+"
+        .parse::<SubscriptionFilter>()
+        .map(|f| match f {
+            SubscriptionFilter::Shared(s) => s,
+            SubscriptionFilter::Plain(_) => panic!("a shared filter"),
+        })
+        .unwrap();
+    assert!(t.pick_shared(&missing, None).is_none());
+    t.unsubscribe(&group, &1);
+    t.unsubscribe(&group, &2);
+    t.unsubscribe(&group, &3);
+    assert!(t.pick_shared(shared, None).is_none(), "the group ended");
+}

@@ -342,6 +342,31 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
         removed
     }
 
+    /// One member of the shared group `filter` (`$share/{group}/{filter}`), chosen by the
+    /// strategy as [`matches`](Self::matches) would choose it for a message; `None` when the
+    /// group has no member. For a router that decided elsewhere that this group gets a message
+    /// (a cluster delivering once per group across nodes).
+    #[must_use]
+    pub fn pick_shared(
+        &self,
+        filter: &SharedFilter,
+        publisher: Option<&[u8]>,
+    ) -> Option<(&K, &O)> {
+        let node = self.find_node(filter.filter())?;
+        let subs = self.sets.get(self.node(node).subs as usize)?;
+        let group = subs
+            .groups
+            .as_ref()?
+            .iter()
+            .find(|g| &*g.name == filter.group())?;
+        let members = group.members.len();
+        if members == 0 {
+            return None;
+        }
+        let pick = self.strategy.choose(&group.cursor, members, publisher) % members;
+        group.members.get(pick).map(|(k, o)| (k, o))
+    }
+
     /// The options of the subscription of `key` to `filter`, shared or not.
     #[must_use]
     pub fn get(&self, filter: &SubscriptionFilter, key: &K) -> Option<&O> {
