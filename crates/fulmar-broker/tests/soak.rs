@@ -63,7 +63,7 @@ fn env(name: &str, default: u64) -> u64 {
 /// once), subscribes, publishes at QoS 0 and 1, then vanishes; every fourth
 /// one sends DISCONNECT first.
 async fn client(broker: std::net::SocketAddr, n: u64) {
-    let version = if n % 2 == 0 {
+    let version = if n.is_multiple_of(2) {
         ProtocolVersion::V5
     } else {
         ProtocolVersion::V311
@@ -94,7 +94,7 @@ async fn client(broker: std::net::SocketAddr, n: u64) {
             _ => {}
         }
     }
-    if n % 4 == 0 {
+    if n.is_multiple_of(4) {
         peer.send(Packet::Disconnect(Default::default())).await;
     }
     // Dropped: most clients just vanish.

@@ -97,11 +97,10 @@ async fn a_slow_stream_holds_back_acknowledgements() {
                         // counted it yet.
                         let bound = consumed.load(Ordering::SeqCst) + CAPACITY + 2;
                         assert!(n <= bound, "{n} acknowledgements, bound {bound}");
-                        if n == CAPACITY + 1 {
-                            if let Some(tx) = settled.take() {
+                        if n == CAPACITY + 1
+                            && let Some(tx) = settled.take() {
                                 let _ = tx.send(());
                             }
-                        }
                     }
                     Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
                     other => panic!("unexpected {other:?}"),

@@ -190,14 +190,13 @@ impl Edges {
         if (self.len + 1) * 10 > self.slots.len() * 7 {
             self.grow();
         }
-        if let Some((i, found)) = self.probe(parent, level) {
-            if let Some(slot) = self.slots.get_mut(i) {
+        if let Some((i, found)) = self.probe(parent, level)
+            && let Some(slot) = self.slots.get_mut(i) {
                 *slot = [parent, level, child];
                 if !found {
                     self.len += 1;
                 }
             }
-        }
     }
 
     pub(crate) fn remove(&mut self, parent: u32, level: u32) {

@@ -260,11 +260,10 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
             Some(Locs::Many(v)) => v.contains(&loc),
             None => false,
         };
-        if member {
-            if let Some((_, o)) = group.members.iter_mut().find(|(k, _)| *k == key) {
+        if member
+            && let Some((_, o)) = group.members.iter_mut().find(|(k, _)| *k == key) {
                 return Some(mem::replace(o, options));
             }
-        }
         group.members.push((key.clone(), options));
         self.len += 1;
         self.index_add(key, loc);
@@ -428,11 +427,10 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
                         next.push(node.plus);
                     }
                 }
-                if node.children > 0 {
-                    if let Some(child) = id.and_then(|id| self.edges.get(n, id)) {
+                if node.children > 0
+                    && let Some(child) = id.and_then(|id| self.edges.get(n, id)) {
                         next.push(child);
                     }
-                }
             }
             if next.is_empty() {
                 return;
