@@ -8,18 +8,19 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fulmar_codec::{MqttString, Publish, QoS};
-use fulmar_topic::{SubscriptionFilter, TopicName};
+use fulmar_topic::{SharedFilter, SubscriptionFilter, TopicName};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AllowAll, Authenticator, Authorizer};
+use crate::bridge::Bridge;
 use crate::config::{Limits, OverloadPolicy, ServerReference};
 use crate::error::BrokerError;
 use crate::listener::{ListenerSpec, SpecKind, accept_loop};
 use crate::message::Subscription;
 use crate::observe::{BrokerEvent, Events, sys_loop};
-use crate::state::{Counters, State, SubOptions, Subscriber};
+use crate::state::{Counters, Origin, State, SubOptions, Subscriber};
 #[cfg(feature = "tls")]
 use crate::tls::TlsConfig;
 
@@ -86,6 +87,7 @@ pub struct BrokerBuilder {
     limits: Limits,
     authenticator: Arc<dyn Authenticator>,
     authorizer: Arc<dyn Authorizer>,
+    bridge: Option<Arc<dyn Bridge>>,
 }
 
 impl Default for BrokerBuilder {
@@ -95,6 +97,7 @@ impl Default for BrokerBuilder {
             limits: Limits::default(),
             authenticator: Arc::new(AllowAll),
             authorizer: Arc::new(AllowAll),
+            bridge: None,
         }
     }
 }
@@ -258,6 +261,14 @@ impl BrokerBuilder {
         self
     }
 
+    /// Routes beyond this broker through `bridge` (a cluster, a bridge to
+    /// another broker): see [`Bridge`].
+    #[must_use]
+    pub fn bridge(mut self, bridge: Arc<dyn Bridge>) -> Self {
+        self.bridge = Some(bridge);
+        self
+    }
+
     /// Binds every listener and starts accepting connections. Must be called
     /// within a tokio runtime.
     ///
@@ -273,9 +284,14 @@ impl BrokerBuilder {
             listeners.push(bound);
         }
         let event_capacity = self.limits.event_capacity.max(1);
+        let state = State {
+            bridge_shared: self.bridge.as_ref().is_some_and(|b| b.routes_shared()),
+            bridge: self.bridge,
+            ..State::default()
+        };
         let shared = Arc::new(Shared {
             limits: self.limits,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             counters: Counters::default(),
             authenticator: self.authenticator,
             authorizer: self.authorizer,
@@ -437,13 +453,65 @@ impl BrokerHandle {
         state.route(
             &name,
             &publish,
-            None,
+            Origin::App,
             shared.limits.max_queued_messages,
             &shared.counters,
             Instant::now(),
             None,
         );
         Ok(())
+    }
+
+    /// Routes a message that a [`Bridge`] brought from elsewhere to the
+    /// subscribers of this broker, as if a client had published it here: a
+    /// retained one is stored (an empty retained payload deletes), QoS is
+    /// downgraded per subscription, v5 properties are kept. It is not handed
+    /// back to the bridge. Shared subscriptions get it only when the bridge
+    /// does not [route them itself](Bridge::routes_shared).
+    ///
+    /// # Errors
+    /// [`BrokerError::InvalidTopic`]; [`BrokerError::Shutdown`].
+    pub fn inject(&self, publish: &Publish) -> Result<(), BrokerError> {
+        let shared = &self.inner.shared;
+        if shared.shutdown.is_cancelled() {
+            return Err(BrokerError::Shutdown);
+        }
+        let name: TopicName = publish.topic.parse().map_err(BrokerError::InvalidTopic)?;
+        shared.lock().route(
+            &name,
+            publish,
+            Origin::Bridge,
+            shared.limits.max_queued_messages,
+            &shared.counters,
+            Instant::now(),
+            None,
+        );
+        Ok(())
+    }
+
+    /// Delivers `publish` to one member of the shared subscription `filter`
+    /// on this broker, chosen as local routing would; `Ok(false)` when the
+    /// group has no member here. For a [`Bridge`] that
+    /// [routes shared subscriptions](Bridge::routes_shared).
+    ///
+    /// # Errors
+    /// [`BrokerError::Shutdown`].
+    pub fn deliver_shared(
+        &self,
+        filter: &SharedFilter,
+        publish: &Publish,
+    ) -> Result<bool, BrokerError> {
+        let shared = &self.inner.shared;
+        if shared.shutdown.is_cancelled() {
+            return Err(BrokerError::Shutdown);
+        }
+        Ok(shared.lock().deliver_shared(
+            filter,
+            publish,
+            shared.limits.max_queued_messages,
+            &shared.counters,
+            Instant::now(),
+        ))
     }
 
     /// Subscribes in process to `filter` (shared filters `$share/{group}/...`
@@ -475,9 +543,7 @@ impl BrokerHandle {
                     }
                 }
             }
-            state
-                .subs
-                .subscribe(&filter, Subscriber::Local(id), options);
+            state.add_subscription(&filter, Subscriber::Local(id), options);
             state.locals.insert(id, tx);
             id
         };

@@ -67,6 +67,7 @@
 //! ```
 
 mod auth;
+mod bridge;
 mod broker;
 mod config;
 mod connection;
@@ -84,6 +85,7 @@ pub use auth::{
     AllowAll, AuthDecision, AuthExchange, AuthStep, Authenticator, Authorizer, ClientInfo,
     ConnectInfo,
 };
+pub use bridge::Bridge;
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, Stats};
 pub use config::{Limits, OverloadPolicy, ServerReference};
 pub use error::BrokerError;

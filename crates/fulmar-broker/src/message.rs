@@ -87,9 +87,7 @@ impl Stream for Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
-        state
-            .subs
-            .unsubscribe(&self.filter, &Subscriber::Local(self.id));
+        state.remove_subscription(&self.filter, &Subscriber::Local(self.id));
         state.locals.remove(&self.id);
     }
 }

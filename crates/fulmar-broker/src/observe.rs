@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Shared;
+use crate::state::Origin;
 
 /// Something that happened in the broker, from [`BrokerHandle::events`](crate::BrokerHandle::events).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -263,7 +264,7 @@ fn publish_sys(shared: &Shared, started: Instant) {
         state.route(
             &name,
             &publish,
-            None,
+            Origin::System,
             shared.limits.max_queued_messages,
             &shared.counters,
             now,

@@ -11,11 +11,26 @@ use std::time::{Duration, Instant};
 use fulmar_codec::{Publish, QoS};
 use fulmar_session::SessionState;
 use fulmar_topic::{
-    RetainedIndex, SubscriptionFilter, SubscriptionTrie, TopicFilter, TopicName, group_by_key,
+    Match, RetainedIndex, SharedFilter, SubscriptionFilter, SubscriptionTrie, TopicFilter,
+    TopicName, group_by_key,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use crate::bridge::Bridge;
 use crate::message::Message;
+
+/// Where a routed message comes from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Origin<'a> {
+    /// A client of this broker (its will too): No Local applies, the bridge hears of it.
+    Client(&'a Subscriber),
+    /// The embedding application ([`BrokerHandle::publish`](crate::BrokerHandle::publish)).
+    App,
+    /// `$SYS` topics: local only.
+    System,
+    /// The bridge ([`BrokerHandle::inject`](crate::BrokerHandle::inject)): not handed back.
+    Bridge,
+}
 
 /// Who holds a subscription.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -185,6 +200,12 @@ pub(crate) struct State {
     /// Session deadlines (will delay, session expiry), possibly stale.
     pub(crate) deadlines: BTreeSet<(Instant, Arc<str>)>,
     pub(crate) next_id: u64,
+    /// Routing beyond this broker, told of filters and messages.
+    pub(crate) bridge: Option<Arc<dyn Bridge>>,
+    /// The bridge delivers to shared groups ([`Bridge::routes_shared`]).
+    pub(crate) bridge_shared: bool,
+    /// Subscriptions per filter, kept with a bridge (for `filter_added`/`filter_removed`).
+    pub(crate) filter_refs: HashMap<SubscriptionFilter, usize>,
 }
 
 /// The Message Expiry Interval left after `waited`, or `None` if the message expired.
@@ -207,7 +228,8 @@ impl State {
     /// Routes an application message: stores or deletes it as retained when
     /// its RETAIN flag is set, then delivers one copy to each matching
     /// subscriber (one per client even when several of its filters match).
-    /// `from` is the publishing client, for No Local. With `blocked`
+    /// `origin` tells the publishing client, for No Local, and whether the
+    /// bridge hears of the message. With `blocked`
     /// (back-pressure), a QoS 1/2 copy for a connection whose queue is full
     /// is put there for the caller to wait on, instead of being dropped.
     #[allow(clippy::too_many_arguments)]
@@ -215,12 +237,16 @@ impl State {
         &mut self,
         topic: &TopicName,
         publish: &Publish,
-        from: Option<&Subscriber>,
+        origin: Origin<'_>,
         max_queued: usize,
         counters: &Counters,
         now: Instant,
         mut blocked: Option<&mut Vec<Blocked>>,
     ) {
+        let from = match origin {
+            Origin::Client(key) => Some(key),
+            _ => None,
+        };
         if publish.retain {
             if publish.payload.is_empty() {
                 self.retained.remove(topic);
@@ -241,26 +267,20 @@ impl State {
             subs,
             sessions,
             locals,
+            bridge,
+            bridge_shared,
             ..
         } = self;
         let mut found = Vec::new();
         subs.collect_matches(topic, &mut found);
-        found.retain(|m| !(m.options.no_local && from == Some(m.key)));
+        let skip_shared = *bridge_shared;
+        found.retain(|m| {
+            !(m.options.no_local && from == Some(m.key))
+                && !(skip_shared && m.share_group.is_some())
+        });
         for group in group_by_key(&mut found) {
             let Some(first) = group.first() else { continue };
-            let granted = group
-                .iter()
-                .map(|m| m.options.qos)
-                .max()
-                .unwrap_or(QoS::AtMostOnce);
-            let mut out = publish.clone();
-            out.qos = publish.qos.min(granted);
-            out.retain = publish.retain && group.iter().any(|m| m.options.retain_as_published);
-            out.packet_id = None;
-            out.dup = false;
-            out.properties.topic_alias = None;
-            out.properties.subscription_identifiers =
-                group.iter().filter_map(|m| m.options.id).collect();
+            let out = copy_for(publish, group);
             let target = Target {
                 sessions,
                 locals,
@@ -270,6 +290,80 @@ impl State {
             };
             target.deliver(first.key, out, blocked.as_deref_mut());
         }
+        if let (Some(bridge), Origin::Client(_) | Origin::App) = (bridge, origin) {
+            bridge.message(topic, publish);
+        }
+    }
+
+    /// Delivers `publish` to one member of the shared group `filter`, chosen
+    /// by the group's strategy; false when the group has no member here.
+    pub(crate) fn deliver_shared(
+        &mut self,
+        filter: &SharedFilter,
+        publish: &Publish,
+        max_queued: usize,
+        counters: &Counters,
+        now: Instant,
+    ) -> bool {
+        let Some((key, options)) = self.subs.pick_shared(filter, None) else {
+            return false;
+        };
+        let chosen = [Match {
+            key,
+            options,
+            share_group: Some(filter.group()),
+        }];
+        let out = copy_for(publish, &chosen);
+        let key = key.clone();
+        let target = Target {
+            sessions: &mut self.sessions,
+            locals: &self.locals,
+            max_queued,
+            counters,
+            now,
+        };
+        target.deliver(&key, out, None);
+        true
+    }
+
+    /// Adds (or replaces, MQTT-3.8.4-3) the subscription of `key` to
+    /// `filter`; returns the options it replaced.
+    pub(crate) fn add_subscription(
+        &mut self,
+        filter: &SubscriptionFilter,
+        key: Subscriber,
+        options: SubOptions,
+    ) -> Option<SubOptions> {
+        let old = self.subs.subscribe(filter, key, options);
+        if old.is_none()
+            && let Some(bridge) = &self.bridge
+        {
+            let n = self.filter_refs.entry(filter.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                bridge.filter_added(filter);
+            }
+        }
+        old
+    }
+
+    /// Removes the subscription of `key` to `filter`; returns its options.
+    pub(crate) fn remove_subscription(
+        &mut self,
+        filter: &SubscriptionFilter,
+        key: &Subscriber,
+    ) -> Option<SubOptions> {
+        let old = self.subs.unsubscribe(filter, key)?;
+        if let Some(bridge) = &self.bridge
+            && let Some(n) = self.filter_refs.get_mut(filter)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.filter_refs.remove(filter);
+                bridge.filter_removed(filter);
+            }
+        }
+        Some(old)
     }
 
     /// Whether `publish` may be routed under the retained quota: a retained
@@ -310,8 +404,16 @@ impl State {
 
     /// Removes a session and its subscriptions.
     pub(crate) fn remove_session(&mut self, id: &Arc<str>) -> Option<SessionEntry> {
-        self.subs.remove_key(&Subscriber::Client(id.clone()));
-        self.sessions.remove(id)
+        let key = Subscriber::Client(id.clone());
+        let entry = self.sessions.remove(id)?;
+        if self.bridge.is_some() {
+            for filter in &entry.filters {
+                self.remove_subscription(filter, &key);
+            }
+        } else {
+            self.subs.remove_key(&key);
+        }
+        Some(entry)
     }
 
     /// Runs the session deadlines up to `now`: delayed wills whose time has
@@ -360,7 +462,8 @@ impl State {
             return;
         };
         let from = Subscriber::Client(id.clone());
-        self.route(&topic, &will, Some(&from), max_queued, counters, now, None);
+        let origin = Origin::Client(&from);
+        self.route(&topic, &will, origin, max_queued, counters, now, None);
     }
 
     /// Hands a message that waited for a connection which has ended since to
@@ -456,6 +559,25 @@ impl Target<'_> {
             }
         }
     }
+}
+
+/// The copy of `publish` for one delivery: QoS downgraded to the highest
+/// granted of `group` (the matching subscriptions of one subscriber), RETAIN
+/// per Retain As Published, every Subscription Identifier attached.
+fn copy_for(publish: &Publish, group: &[Match<'_, Subscriber, SubOptions>]) -> Publish {
+    let granted = group
+        .iter()
+        .map(|m| m.options.qos)
+        .max()
+        .unwrap_or(QoS::AtMostOnce);
+    let mut out = publish.clone();
+    out.qos = publish.qos.min(granted);
+    out.retain = publish.retain && group.iter().any(|m| m.options.retain_as_published);
+    out.packet_id = None;
+    out.dup = false;
+    out.properties.topic_alias = None;
+    out.properties.subscription_identifiers = group.iter().filter_map(|m| m.options.id).collect();
+    out
 }
 
 /// Seconds as a `Duration`.

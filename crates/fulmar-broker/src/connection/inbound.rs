@@ -15,7 +15,7 @@ use super::Connection;
 use tokio::sync::mpsc::error::SendError;
 
 use crate::config::OverloadPolicy;
-use crate::state::Blocked;
+use crate::state::{Blocked, Origin};
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     pub(super) async fn on_message(&mut self, publish: Publish) {
@@ -51,7 +51,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             state.route(
                 &topic,
                 &publish,
-                Some(&key),
+                Origin::Client(&key),
                 limits.max_queued_messages,
                 &self.shared.counters,
                 Instant::now(),

@@ -728,8 +728,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             entry.filters.insert(filter.clone());
             // MQTT-3.8.4-3: a subscription to the same filter replaces the old one.
             let existed = state
-                .subs
-                .subscribe(&filter, key.clone(), options)
+                .add_subscription(&filter, key.clone(), options)
                 .is_some();
             codes.push(SubAckReasonCode::granted(options.qos));
             self.shared.emit(|| BrokerEvent::Subscribed {
@@ -765,7 +764,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 continue;
             };
             let mut state = self.shared.lock();
-            let removed = state.subs.unsubscribe(&filter, &key).is_some();
+            let removed = state.remove_subscription(&filter, &key).is_some();
             if let Some(entry) = state.sessions.get_mut(&id) {
                 entry.filters.remove(&filter);
             }
