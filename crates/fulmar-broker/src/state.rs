@@ -275,8 +275,9 @@ impl State {
         subs.collect_matches(topic, &mut found);
         let skip_shared = *bridge_shared;
         found.retain(|m| {
-            !(m.options.no_local && from == Some(m.key))
-                && !(skip_shared && m.share_group.is_some())
+            let own = m.options.no_local && from == Some(m.key);
+            let shared_elsewhere = skip_shared && m.share_group.is_some();
+            !own && !shared_elsewhere
         });
         for group in group_by_key(&mut found) {
             let Some(first) = group.first() else { continue };
