@@ -21,6 +21,8 @@ use crate::listener::{ListenerSpec, SpecKind, accept_loop};
 use crate::message::Subscription;
 use crate::observe::{BrokerEvent, Events, sys_loop};
 use crate::state::{Counters, Origin, State, SubOptions, Subscriber};
+use crate::store::journal::Journal;
+use crate::store::{Durability, Store};
 #[cfg(feature = "tls")]
 use crate::tls::TlsConfig;
 
@@ -38,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) events: broadcast::Sender<BrokerEvent>,
     /// Cancelled once every task has finished after a shutdown.
     pub(crate) stopped: CancellationToken,
+    /// The write path to the store, when there is one.
+    pub(crate) journal: Option<Arc<Journal>>,
 }
 
 impl Shared {
@@ -88,6 +92,8 @@ pub struct BrokerBuilder {
     authenticator: Arc<dyn Authenticator>,
     authorizer: Arc<dyn Authorizer>,
     bridge: Option<Arc<dyn Bridge>>,
+    store: Option<Arc<dyn Store>>,
+    durability: Durability,
 }
 
 impl Default for BrokerBuilder {
@@ -98,6 +104,8 @@ impl Default for BrokerBuilder {
             authenticator: Arc::new(AllowAll),
             authorizer: Arc::new(AllowAll),
             bridge: None,
+            store: None,
+            durability: Durability::default(),
         }
     }
 }
@@ -269,11 +277,30 @@ impl BrokerBuilder {
         self
     }
 
+    /// Keeps persistent sessions (their subscriptions, queued and in-flight
+    /// QoS 1/2 messages, inbound QoS 2 identifiers) and retained messages in
+    /// `store`, and recovers them from it at start. Without a store they
+    /// live in memory only. See [`Store`], [`DiskStore`](crate::DiskStore).
+    #[must_use]
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// When changes reach the store relative to the acknowledgements that
+    /// depend on them ([`Durability::Immediate`] by default).
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
     /// Binds every listener and starts accepting connections. Must be called
     /// within a tokio runtime.
     ///
     /// # Errors
-    /// [`BrokerError::Bind`] when a listener cannot be bound; nothing keeps
+    /// [`BrokerError::Bind`] when a listener cannot be bound;
+    /// [`BrokerError::Store`] when the store cannot be read. Nothing keeps
     /// running then.
     pub async fn start(self) -> Result<BrokerHandle, BrokerError> {
         let mut listeners = Vec::new();
@@ -284,14 +311,36 @@ impl BrokerBuilder {
             listeners.push(bound);
         }
         let event_capacity = self.limits.event_capacity.max(1);
-        let state = State {
+        let mut state = State {
             bridge_shared: self.bridge.as_ref().is_some_and(|b| b.routes_shared()),
             bridge: self.bridge,
             ..State::default()
         };
+        let mut writer = None;
+        if let Some(store) = self.store {
+            let loaded = {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || store.load())
+                    .await
+                    .map_err(|e| BrokerError::Store(crate::StoreError::Engine(e.to_string())))?
+                    .map_err(BrokerError::Store)?
+            };
+            let (journal, thread) =
+                Journal::start(store, self.durability).map_err(|e| BrokerError::Store(e.into()))?;
+            let found = crate::store::recover::recover(&mut state, loaded, &journal);
+            tracing::info!(
+                sessions = found.sessions,
+                expired_sessions = found.expired_sessions,
+                messages = found.messages,
+                retained = found.retained,
+                skipped = found.skipped,
+                "store recovered"
+            );
+            state.journal = Some(journal);
+            writer = Some(thread);
+        }
         let shared = Arc::new(Shared {
             limits: self.limits,
-            state: Mutex::new(state),
             counters: Counters::default(),
             authenticator: self.authenticator,
             authorizer: self.authorizer,
@@ -299,6 +348,8 @@ impl BrokerBuilder {
             timers: Notify::new(),
             events: broadcast::channel(event_capacity).0,
             stopped: CancellationToken::new(),
+            journal: state.journal.clone(),
+            state: Mutex::new(state),
         });
         let tracker = TaskTracker::new();
         for listener in listeners {
@@ -314,6 +365,7 @@ impl BrokerBuilder {
                 shared,
                 addrs,
                 tracker,
+                writer: Mutex::new(writer),
             }),
         })
     }
@@ -348,6 +400,8 @@ struct HandleInner {
     shared: Arc<Shared>,
     addrs: Vec<SocketAddr>,
     tracker: TaskTracker,
+    /// The store's writer thread, joined at shutdown.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// A running broker: its addresses, in-process publish and subscribe, counters,
@@ -564,6 +618,18 @@ impl BrokerHandle {
         inner.tracker.close();
         inner.tracker.wait().await;
         inner.shared.lock().locals.clear();
+        // Every session was stored by its connection: commit the rest.
+        if let Some(journal) = &inner.shared.journal {
+            journal.close();
+            let writer = inner
+                .writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(writer) = writer {
+                let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+            }
+        }
         inner.shared.stopped.cancel();
         tracing::info!("broker stopped");
     }

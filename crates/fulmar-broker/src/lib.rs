@@ -12,7 +12,7 @@
 //!   Identifier; shared subscriptions deliver to one member per group) and a
 //!   [`fulmar_topic::RetainedIndex`], behind one lock that is never held
 //!   across an `.await`. A payload is one `Bytes` shared by every receiver.
-//! - **Sessions** live in memory: persistent sessions (3.1.1 Clean Session 0,
+//! - **Sessions** live in memory, and with a [`Store`] also on disk: persistent sessions (3.1.1 Clean Session 0,
 //!   5.0 Session Expiry Interval) keep their subscriptions and queue QoS 1/2
 //!   messages while offline, up to [`Limits::max_queued_messages`] (the rest
 //!   is dropped and counted in [`Stats`]). Wills are published on abnormal
@@ -38,7 +38,15 @@
 //!   a peer that stops reading is disconnected after
 //!   [`Limits::write_timeout`].
 //!
-//! Not yet: persistence to disk.
+//! - **Persistence** ([`BrokerBuilder::store`]): persistent sessions (subscriptions,
+//!   queued and in-flight QoS 1/2 messages, inbound QoS 2 identifiers) and
+//!   retained messages are kept in a [`Store`] ([`DiskStore`] on disk, feature
+//!   `disk`; [`MemoryStore`]) and recovered at start. With [`Durability::Immediate`]
+//!   (the default) a PUBACK/PUBREC, SUBACK or CONNACK is sent only once what it
+//!   promises is committed; commits are shared by all connections (group commit).
+//!   Not kept: wills of clients connected at a crash, and QoS 0 messages.
+//! - **Beyond one broker**: a [`Bridge`] hears of filters and messages and
+//!   injects messages from elsewhere (see the `fulmar-cluster` crate).
 //!
 //! # Example
 //!
@@ -76,6 +84,7 @@ mod listener;
 mod message;
 mod observe;
 mod state;
+mod store;
 #[cfg(feature = "tls")]
 mod tls;
 #[cfg(feature = "websocket")]
@@ -92,5 +101,11 @@ pub use error::BrokerError;
 pub use fulmar_session::Initiator;
 pub use message::{Message, Subscription};
 pub use observe::{BrokerEvent, Events};
+#[cfg(feature = "disk")]
+pub use store::DiskStore;
+pub use store::{
+    Durability, MemoryStore, Snapshot, Store, StoreError, StoreOp, StoredMessage, StoredSession,
+    StoredSubscription,
+};
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;

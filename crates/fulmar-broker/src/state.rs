@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use fulmar_codec::{Publish, QoS};
+use fulmar_codec::{PacketId, Publish, QoS};
 use fulmar_session::SessionState;
 use fulmar_topic::{
     Match, RetainedIndex, SharedFilter, SubscriptionFilter, SubscriptionTrie, TopicFilter,
@@ -18,6 +18,26 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::bridge::Bridge;
 use crate::message::Message;
+use crate::store::journal::Journal;
+use crate::store::{StoreOp, StoredMessage, StoredSession, StoredSubscription, unix_millis};
+
+/// A message handed to a connection: the copy for its subscriber, and its
+/// key in the store when the session is persistent.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) publish: Publish,
+    pub(crate) seq: Option<u64>,
+}
+
+/// A message waiting in the offline queue of a session.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) publish: Publish,
+    /// When it was queued (its Message Expiry Interval counts from there).
+    pub(crate) since: Instant,
+    /// Its key in the store.
+    pub(crate) seq: Option<u64>,
+}
 
 /// Where a routed message comes from.
 #[derive(Clone, Copy, Debug)]
@@ -63,7 +83,7 @@ pub(crate) enum Control {
 #[derive(Debug)]
 pub(crate) struct Owner {
     pub(crate) conn_id: u64,
-    pub(crate) deliver: mpsc::Sender<Box<Publish>>,
+    pub(crate) deliver: mpsc::Sender<Box<Delivery>>,
     pub(crate) control: Arc<ControlInbox>,
 }
 
@@ -151,8 +171,16 @@ pub(crate) struct SessionEntry {
     pub(crate) owner: Option<Owner>,
     /// The session state stored when the last connection ended.
     pub(crate) stored: SessionState,
-    /// QoS 1/2 messages that arrived while offline, with their arrival time.
-    pub(crate) offline: VecDeque<(Publish, Instant)>,
+    /// QoS 1/2 messages that arrived while offline.
+    pub(crate) offline: VecDeque<Queued>,
+    /// Store keys of the messages in `stored` (in flight or queued in the
+    /// session), by packet identifier.
+    pub(crate) inflight: HashMap<PacketId, u64>,
+    /// Kept in the store (a journal is set and the session outlives its
+    /// connection).
+    pub(crate) persistent: bool,
+    /// Session Expiry Interval in seconds (`u32::MAX`: never), as last known.
+    pub(crate) expiry: u32,
     /// The filters this client subscribed to (for the per-client limit).
     pub(crate) filters: HashSet<SubscriptionFilter>,
     /// When the session ends if nobody reconnects (`None`: connected or never).
@@ -206,6 +234,10 @@ pub(crate) struct State {
     pub(crate) bridge_shared: bool,
     /// Subscriptions per filter, kept with a bridge (for `filter_added`/`filter_removed`).
     pub(crate) filter_refs: HashMap<SubscriptionFilter, usize>,
+    /// The write path to the store, when there is one.
+    pub(crate) journal: Option<Arc<Journal>>,
+    /// The key of the next message kept in the store.
+    pub(crate) next_seq: u64,
 }
 
 /// The Message Expiry Interval left after `waited`, or `None` if the message expired.
@@ -249,13 +281,32 @@ impl State {
         };
         if publish.retain {
             if publish.payload.is_empty() {
-                self.retained.remove(topic);
+                if self.retained.remove(topic).is_some()
+                    && let Some(journal) = &self.journal
+                {
+                    journal.push(StoreOp::DeleteRetained {
+                        topic: Arc::from(topic.as_str()),
+                    });
+                }
             } else {
                 let mut stored = publish.clone();
                 stored.packet_id = None;
                 stored.dup = false;
                 stored.properties.topic_alias = None;
                 stored.properties.subscription_identifiers.clear();
+                if let Some(journal) = &self.journal
+                    && !matches!(origin, Origin::System)
+                {
+                    journal.push(StoreOp::PutRetained {
+                        topic: Arc::from(topic.as_str()),
+                        message: StoredMessage {
+                            publish: stored.clone(),
+                            stored_at: unix_millis(),
+                            packet_id: None,
+                            released: false,
+                        },
+                    });
+                }
                 let value = Retained {
                     publish: stored,
                     stored: now,
@@ -269,6 +320,8 @@ impl State {
             locals,
             bridge,
             bridge_shared,
+            journal,
+            next_seq,
             ..
         } = self;
         let mut found = Vec::new();
@@ -288,8 +341,10 @@ impl State {
                 max_queued,
                 counters,
                 now,
+                journal: journal.as_deref(),
+                next_seq,
             };
-            target.deliver(first.key, out, blocked.as_deref_mut());
+            target.deliver(first.key, out, None, blocked.as_deref_mut());
         }
         if let (Some(bridge), Origin::Client(_) | Origin::App) = (bridge, origin) {
             bridge.message(topic, publish);
@@ -322,8 +377,10 @@ impl State {
             max_queued,
             counters,
             now,
+            journal: self.journal.as_deref(),
+            next_seq: &mut self.next_seq,
         };
-        target.deliver(&key, out, None);
+        target.deliver(&key, out, None, None);
         true
     }
 
@@ -399,6 +456,11 @@ impl State {
         });
         for topic in expired {
             self.retained.remove(&topic);
+            if let Some(journal) = &self.journal {
+                journal.push(StoreOp::DeleteRetained {
+                    topic: Arc::from(topic.as_str()),
+                });
+            }
         }
         out
     }
@@ -407,6 +469,11 @@ impl State {
     pub(crate) fn remove_session(&mut self, id: &Arc<str>) -> Option<SessionEntry> {
         let key = Subscriber::Client(id.clone());
         let entry = self.sessions.remove(id)?;
+        if entry.persistent
+            && let Some(journal) = &self.journal
+        {
+            journal.push(StoreOp::DeleteSession(id.clone()));
+        }
         if self.bridge.is_some() {
             for filter in &entry.filters {
                 self.remove_subscription(filter, &key);
@@ -472,7 +539,7 @@ impl State {
     pub(crate) fn redeliver(
         &mut self,
         client: &Arc<str>,
-        publish: Publish,
+        delivery: Delivery,
         max_queued: usize,
         counters: &Counters,
         now: Instant,
@@ -483,8 +550,45 @@ impl State {
             max_queued,
             counters,
             now,
+            journal: self.journal.as_deref(),
+            next_seq: &mut self.next_seq,
         };
-        target.deliver(&Subscriber::Client(client.clone()), publish, None);
+        let key = Subscriber::Client(client.clone());
+        target.deliver(&key, delivery.publish, Some(delivery.seq), None);
+    }
+
+    /// Writes the record of session `id` to the store (when it is persistent),
+    /// with its subscriptions; `disconnected_at` when its connection ended.
+    /// Returns whether anything was written.
+    pub(crate) fn persist_session(&self, id: &Arc<str>, disconnected_at: Option<u64>) -> bool {
+        let (Some(journal), Some(entry)) = (&self.journal, self.sessions.get(id)) else {
+            return false;
+        };
+        if !entry.persistent {
+            return false;
+        }
+        let key = Subscriber::Client(id.clone());
+        let subscriptions = entry
+            .filters
+            .iter()
+            .filter_map(|filter| {
+                let options = self.subs.get(filter, &key)?;
+                Some(StoredSubscription {
+                    filter: filter.to_string(),
+                    qos: options.qos,
+                    no_local: options.no_local,
+                    retain_as_published: options.retain_as_published,
+                    id: options.id,
+                })
+            })
+            .collect();
+        journal.push(StoreOp::PutSession(StoredSession {
+            client_id: id.clone(),
+            expiry_interval: entry.expiry,
+            disconnected_at,
+            subscriptions,
+        }));
+        true
     }
 
     /// Remembers that session `id` has something to do at `at`.
@@ -499,8 +603,8 @@ pub(crate) struct Blocked {
     /// The client whose connection queue was full.
     pub(crate) client: Arc<str>,
     /// That connection's queue.
-    pub(crate) queue: mpsc::Sender<Box<Publish>>,
-    pub(crate) publish: Box<Publish>,
+    pub(crate) queue: mpsc::Sender<Box<Delivery>>,
+    pub(crate) delivery: Box<Delivery>,
 }
 
 /// Where [`State::route`] delivers.
@@ -510,45 +614,89 @@ struct Target<'a> {
     max_queued: usize,
     counters: &'a Counters,
     now: Instant,
+    journal: Option<&'a Journal>,
+    next_seq: &'a mut u64,
 }
 
 impl Target<'_> {
     /// Hands one message to one subscriber: to its connection, to its offline
-    /// queue (QoS 1/2 only, bounded), or to an in-process subscription.
-    fn deliver(self, key: &Subscriber, publish: Publish, blocked: Option<&mut Vec<Blocked>>) {
+    /// queue (QoS 1/2 only, bounded), or to an in-process subscription. A
+    /// QoS 1/2 message for a persistent session is put in the store first
+    /// (unless it is there already: `stored` is its key then).
+    fn deliver(
+        self,
+        key: &Subscriber,
+        publish: Publish,
+        stored: Option<Option<u64>>,
+        blocked: Option<&mut Vec<Blocked>>,
+    ) {
         match key {
             Subscriber::Client(id) => {
                 let Some(entry) = self.sessions.get_mut(id) else {
                     return;
                 };
-                let publish = match &entry.owner {
-                    Some(owner) => match owner.deliver.try_send(Box::new(publish)) {
+                let journal = self.journal.filter(|_| entry.persistent);
+                let seq = match (stored, journal) {
+                    (Some(seq), _) => seq,
+                    (None, Some(journal)) if publish.qos != QoS::AtMostOnce => {
+                        *self.next_seq += 1;
+                        let seq = *self.next_seq;
+                        journal.push(StoreOp::PutMessage {
+                            client: id.clone(),
+                            seq,
+                            message: StoredMessage {
+                                publish: publish.clone(),
+                                stored_at: unix_millis(),
+                                packet_id: None,
+                                released: false,
+                            },
+                        });
+                        Some(seq)
+                    }
+                    (None, _) => None,
+                };
+                let dropped = |counters: &Counters| {
+                    counters.drop_one();
+                    if let (Some(journal), Some(seq)) = (journal, seq) {
+                        journal.push(StoreOp::DeleteMessage {
+                            client: id.clone(),
+                            seq,
+                        });
+                    }
+                };
+                let delivery = Box::new(Delivery { publish, seq });
+                let delivery = match &entry.owner {
+                    Some(owner) => match owner.deliver.try_send(delivery) {
                         Ok(()) => return,
-                        Err(mpsc::error::TrySendError::Full(publish)) => {
+                        Err(mpsc::error::TrySendError::Full(delivery)) => {
                             match blocked {
-                                Some(blocked) if publish.qos != QoS::AtMostOnce => {
+                                Some(blocked) if delivery.publish.qos != QoS::AtMostOnce => {
                                     blocked.push(Blocked {
                                         client: id.clone(),
                                         queue: owner.deliver.clone(),
-                                        publish,
+                                        delivery,
                                     });
                                 }
-                                _ => self.counters.drop_one(),
+                                _ => dropped(self.counters),
                             }
                             return;
                         }
                         // The connection is ending: keep the message with the session.
-                        Err(mpsc::error::TrySendError::Closed(p)) => *p,
+                        Err(mpsc::error::TrySendError::Closed(d)) => d,
                     },
-                    None => publish,
+                    None => delivery,
                 };
-                if publish.qos == QoS::AtMostOnce {
+                if delivery.publish.qos == QoS::AtMostOnce {
                     return;
                 }
                 if entry.offline.len() >= self.max_queued {
-                    self.counters.drop_one();
+                    dropped(self.counters);
                 } else {
-                    entry.offline.push_back((publish, self.now));
+                    entry.offline.push_back(Queued {
+                        publish: delivery.publish,
+                        since: self.now,
+                        seq: delivery.seq,
+                    });
                 }
             }
             Subscriber::Local(n) => {

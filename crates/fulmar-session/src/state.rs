@@ -75,6 +75,55 @@ impl SessionState {
         &self.subscriptions
     }
 
+    /// A server's session state rebuilt from its parts, for a broker that
+    /// keeps them in its own store: the in-flight outbound messages in the
+    /// order they were sent (resent on resume: a PUBLISH with DUP, a PUBREL as
+    /// is), and the identifiers of inbound QoS 2 messages awaiting PUBREL
+    /// (a PUBLISH with one of them is not delivered again). Messages not sent
+    /// yet are not part of it: publish them after `accept`.
+    ///
+    /// # Errors
+    /// The reason, when an identifier is missing or used twice, or a QoS 0
+    /// message is in flight.
+    ///
+    /// # Example
+    /// ```
+    /// use fulmar_codec::{MqttString, PacketId, Publish, QoS};
+    /// use fulmar_session::{Outgoing, SessionState};
+    ///
+    /// let mut sent = Publish::new(MqttString::from("a/b"), "x".into());
+    /// sent.qos = QoS::AtLeastOnce;
+    /// sent.packet_id = PacketId::new(7);
+    /// let released = Outgoing::PubRel(PacketId::new(8).unwrap());
+    /// let state = SessionState::from_parts(
+    ///     vec![Outgoing::Publish(Box::new(sent)), released],
+    ///     vec![PacketId::new(3).unwrap()],
+    /// )
+    /// .unwrap();
+    /// assert_eq!(state.outgoing().len(), 2);
+    /// assert!(SessionState::from_parts(vec![Outgoing::PubRel(PacketId::new(3).unwrap()); 2], vec![]).is_err());
+    /// ```
+    pub fn from_parts(
+        outgoing: Vec<Outgoing>,
+        incoming_qos2: Vec<PacketId>,
+    ) -> Result<Self, &'static str> {
+        let last_packet_id = outgoing
+            .iter()
+            .filter_map(Outgoing::packet_id)
+            .map(PacketId::get)
+            .max()
+            .unwrap_or(0);
+        let state = Self {
+            outgoing,
+            pending: Vec::new(),
+            incoming_qos2,
+            subscriptions: Vec::new(),
+            last_packet_id,
+        };
+        state.validate()?;
+        Ok(state)
+    }
+
     /// Whether nothing is stored.
     #[must_use]
     pub fn is_empty(&self) -> bool {

@@ -16,6 +16,7 @@ use tokio::sync::mpsc::error::SendError;
 
 use crate::config::OverloadPolicy;
 use crate::state::{Blocked, Origin};
+use crate::store::StoreOp;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     pub(super) async fn on_message(&mut self, publish: Publish) {
@@ -38,6 +39,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             return self.refuse(&publish, Refusal::NotAuthorized);
         }
         let key = client.key.clone();
+        let persistent = client.persistent;
+        let client_id = client.id.clone();
         let limits = &self.shared.limits;
         let mut blocked = Vec::new();
         let backpressure = limits.overload_policy == OverloadPolicy::Backpressure;
@@ -48,6 +51,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 self.ack_inbound(publish.packet_id);
                 return self.refuse(&publish, Refusal::QuotaExceeded);
             }
+            let journaled = state.journal.as_ref().map(|j| j.issued());
             state.route(
                 &topic,
                 &publish,
@@ -57,6 +61,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 Instant::now(),
                 backpressure.then_some(&mut blocked),
             );
+            if let Some(journal) = &state.journal {
+                // An inbound QoS 2 identifier of a kept session outlives a restart,
+                // so that a resent PUBLISH is not routed twice.
+                if let (true, QoS::ExactlyOnce, Some(packet_id)) =
+                    (persistent, publish.qos, publish.packet_id)
+                {
+                    journal.push(StoreOp::AddIncoming {
+                        client: client_id,
+                        packet_id,
+                    });
+                }
+                self.dirty |= journaled != Some(journal.issued());
+            }
         }
         if !blocked.is_empty() && !self.wait_for_room(blocked).await {
             // Not acknowledged: the publisher sends it again after reconnecting.
@@ -91,21 +108,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         'targets: for Blocked {
             client,
             queue,
-            publish,
+            delivery,
         } in blocked
         {
-            let send = queue.send(publish);
+            let send = queue.send(delivery);
             tokio::pin!(send);
             loop {
                 let room = self.session.pending_len() < max_pending;
                 tokio::select! {
                     sent = &mut send => {
-                        if let Err(SendError(publish)) = sent {
+                        if let Err(SendError(delivery)) = sent {
                             // That connection ended meanwhile: the session keeps the copy.
                             let limits = &self.shared.limits;
                             self.shared.lock().redeliver(
                                 &client,
-                                *publish,
+                                *delivery,
                                 limits.max_queued_messages,
                                 &self.shared.counters,
                                 Instant::now(),
@@ -113,7 +130,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                         }
                         break;
                     }
-                    Some(own) = self.deliver_rx.recv(), if room => self.publish_out(*own),
+                    Some(own) = self.deliver_rx.recv(), if room => {
+                        self.deliver_at(*own, Instant::now());
+                    }
                     () = self.shared.shutdown.cancelled() => {
                         done = false;
                         break 'targets;

@@ -13,6 +13,8 @@ use fulmar_codec::{
     RetainHandling, SubAckReasonCode, Subscribe, UnsubAckReasonCode, Unsubscribe, Will,
 };
 use fulmar_session::{Event, Initiator, Session, SessionState};
+
+use crate::store::{StoreOp, unix_millis};
 use fulmar_topic::{SubscriptionFilter, TopicFilter};
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -29,7 +31,8 @@ mod inbound;
 mod transport;
 
 use crate::state::{
-    Control, ControlReceiver, Owner, PendingWill, State, SubOptions, Subscriber, age, secs,
+    Control, ControlReceiver, Delivery, Owner, PendingWill, Queued, State, SubOptions, Subscriber,
+    age, secs,
 };
 use inbound::Refusal;
 use transport::Transport;
@@ -87,6 +90,9 @@ where
         auth_inbox: VecDeque::new(),
         auth_info: None,
         reauth: None,
+        inflight_seq: HashMap::new(),
+        dirty: false,
+        outbox: Vec::new(),
         shared,
     });
     tracing::debug!(peer = %conn.peer.addr, conn_id, "connection opened");
@@ -115,6 +121,8 @@ struct Client {
     will_delay: u32,
     /// Session Expiry Interval in seconds (`u32::MAX`: never).
     expiry: u32,
+    /// The session is kept in the store.
+    persistent: bool,
 }
 
 struct Connection<'a, S> {
@@ -124,8 +132,8 @@ struct Connection<'a, S> {
     peer: Peer,
     over_limit: bool,
     conn_id: u64,
-    deliver_tx: mpsc::Sender<Box<Publish>>,
-    deliver_rx: mpsc::Receiver<Box<Publish>>,
+    deliver_tx: mpsc::Sender<Box<Delivery>>,
+    deliver_rx: mpsc::Receiver<Box<Delivery>>,
     control: ControlReceiver,
     client: Option<Client>,
     /// Who ended the connection, and the reason code (from `Event::Disconnected`).
@@ -154,6 +162,12 @@ struct Connection<'a, S> {
     auth_info: Option<Box<ConnectInfo>>,
     /// A re-authentication in progress (AUTH 0x19 after CONNACK).
     reauth: Option<Box<dyn crate::auth::AuthExchange>>,
+    /// Store keys of the outbound messages of a persistent session, by packet identifier.
+    inflight_seq: HashMap<PacketId, u64>,
+    /// Changes were journaled that the next acknowledgements depend on.
+    dirty: bool,
+    /// Packets of one `drive` round, written after the store caught up.
+    outbox: Vec<Packet>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
@@ -217,15 +231,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                     // subscribers' deliveries) run before reading on.
                     self.yield_next = handled == BATCH;
                 }
-                Some(publish) = self.deliver_rx.recv(), if self.has_room() => {
+                Some(delivery) = self.deliver_rx.recv(), if self.has_room() => {
                     let now = Instant::now();
-                    self.publish_out_at(*publish, now);
+                    self.deliver_at(*delivery, now);
                     for _ in 1..DELIVERY_BATCH {
                         if !self.has_room() {
                             break;
                         }
                         match self.deliver_rx.try_recv() {
-                            Ok(publish) => self.publish_out_at(*publish, now),
+                            Ok(delivery) => self.deliver_at(*delivery, now),
                             Err(_) => break,
                         }
                     }
@@ -303,20 +317,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             // The session knows the version once CONNECT was seen, even an undecodable one.
             let version = self.session.protocol_version();
             self.transport.set_version(version);
+            let mut outbox = std::mem::take(&mut self.outbox);
             while let Some(packet) = self.session.poll_transmit() {
                 if let Some(packet) = self.rewrite(packet) {
-                    let counters = &self.shared.counters;
-                    counters.packets_sent.fetch_add(1, Ordering::Relaxed);
-                    if matches!(packet, Packet::Publish(_)) {
-                        counters.publish_sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let write_timeout = self.shared.limits.write_timeout;
-                    tokio::time::timeout(write_timeout, self.transport.feed(&packet))
-                        .await
-                        .map_err(|_| stalled())??;
-                    wrote = true;
+                    self.journal_transmit(&packet);
+                    outbox.push(packet);
                 }
             }
+            // Acknowledgements go out once what they promise is in the store.
+            if std::mem::take(&mut self.dirty)
+                && let Some(journal) = self.shared.journal.clone()
+                && journal.immediate()
+                && journal.wait(journal.issued()).await.is_err()
+            {
+                return Err(CodecError::Io(std::io::Error::other(
+                    "the store failed: nothing more is acknowledged",
+                )));
+            }
+            for packet in outbox.drain(..) {
+                let counters = &self.shared.counters;
+                counters.packets_sent.fetch_add(1, Ordering::Relaxed);
+                if matches!(packet, Packet::Publish(_)) {
+                    counters.publish_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                let write_timeout = self.shared.limits.write_timeout;
+                tokio::time::timeout(write_timeout, self.transport.feed(&packet))
+                    .await
+                    .map_err(|_| stalled())??;
+                wrote = true;
+            }
+            self.outbox = outbox;
             if wrote {
                 let write_timeout = self.shared.limits.write_timeout;
                 tokio::time::timeout(write_timeout, self.transport.flush())
@@ -350,6 +380,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         }
     }
 
+    /// Journals what an outgoing packet changes in a persistent session:
+    /// a PUBREL (our QoS 2 message was received), a PUBCOMP (an inbound QoS 2
+    /// identifier is free again).
+    fn journal_transmit(&mut self, packet: &Packet) {
+        let (Some(journal), Some(client)) = (&self.shared.journal, &self.client) else {
+            return;
+        };
+        match packet {
+            Packet::PubRel(rel) => {
+                if let Some(&seq) = self.inflight_seq.get(&rel.packet_id) {
+                    journal.push(StoreOp::MarkSent {
+                        client: client.id.clone(),
+                        seq,
+                        packet_id: rel.packet_id,
+                        released: true,
+                    });
+                    self.dirty = true;
+                }
+            }
+            Packet::PubComp(comp) if client.persistent => {
+                journal.push(StoreOp::RemoveIncoming {
+                    client: client.id.clone(),
+                    packet_id: comp.packet_id,
+                });
+                self.dirty = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// The flow of an outbound message ended (completed or dropped): its
+    /// store record goes.
+    fn forget_outbound(&mut self, packet_id: PacketId) {
+        let Some(seq) = self.inflight_seq.remove(&packet_id) else {
+            return;
+        };
+        if let (Some(journal), Some(client)) = (&self.shared.journal, &self.client) {
+            journal.push(StoreOp::DeleteMessage {
+                client: client.id.clone(),
+                seq,
+            });
+        }
+    }
+
     fn record_close_events(&mut self) {
         while let Some(event) = self.session.poll_event() {
             if let Event::Disconnected {
@@ -371,6 +445,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             Event::Subscribe(subscribe) => self.on_subscribe(subscribe).await,
             Event::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe),
             Event::Auth(auth) => self.on_reauth(auth).await,
+            Event::PublishComplete { packet_id, .. } => self.forget_outbound(packet_id),
+            Event::PublishDropped {
+                packet_id: Some(packet_id),
+                ..
+            } => self.forget_outbound(packet_id),
             Event::Disconnected {
                 initiator,
                 reason_code,
@@ -399,12 +478,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     }
 
     fn publish_out(&mut self, publish: Publish) {
-        self.publish_out_at(publish, Instant::now());
+        self.publish_out_at(publish, None, Instant::now());
     }
 
-    fn publish_out_at(&mut self, publish: Publish, now: Instant) {
-        if self.session.publish(publish, now).is_err() {
-            self.shared.counters.drop_one();
+    pub(super) fn deliver_at(&mut self, delivery: Delivery, now: Instant) {
+        self.publish_out_at(delivery.publish, delivery.seq, now);
+    }
+
+    /// Hands a message to the session. For a persistent session, `seq` is
+    /// its key in the store: kept by packet identifier until its flow ends;
+    /// a QoS 2 message's identifier is journaled before it is sent.
+    fn publish_out_at(&mut self, publish: Publish, seq: Option<u64>, now: Instant) {
+        let qos = publish.qos;
+        match self.session.publish(publish, now) {
+            Ok(Some(packet_id)) => {
+                let (Some(seq), Some(journal), Some(client)) =
+                    (seq, &self.shared.journal, &self.client)
+                else {
+                    return;
+                };
+                self.inflight_seq.insert(packet_id, seq);
+                if qos == fulmar_codec::QoS::ExactlyOnce {
+                    journal.push(StoreOp::MarkSent {
+                        client: client.id.clone(),
+                        seq,
+                        packet_id,
+                        released: false,
+                    });
+                    self.dirty = true;
+                }
+            }
+            Ok(None) => {}
+            Err(_) => {
+                self.shared.counters.drop_one();
+                if let (Some(seq), Some(journal), Some(client)) =
+                    (seq, &self.shared.journal, &self.client)
+                {
+                    journal.push(StoreOp::DeleteMessage {
+                        client: client.id.clone(),
+                        seq,
+                    });
+                }
+            }
         }
     }
 
@@ -537,7 +652,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
 
         let now = Instant::now();
         let key = Subscriber::Client(id.clone());
-        let (stored, offline, present) = self.claim(&id, connect.clean_start).await;
+        let (stored, offline, present) = self.claim(&id, connect.clean_start, expiry).await;
+        let persistent = self.shared.journal.is_some() && expiry > 0;
+        if persistent {
+            self.dirty |= self.shared.lock().persist_session(&id, None);
+        }
         self.client = Some(Client {
             id,
             key,
@@ -545,6 +664,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             will,
             will_delay,
             expiry,
+            persistent,
         });
         match self
             .session
@@ -578,9 +698,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             }
         }
         // Messages that expired while the client was away are dropped.
-        for (publish, since) in offline {
-            if let Some(publish) = age(publish, since, now) {
-                self.publish_out(publish);
+        for queued in offline {
+            match age(queued.publish, queued.since, now) {
+                Some(publish) => self.publish_out_at(publish, queued.seq, now),
+                None => {
+                    if let (Some(seq), Some(journal)) = (queued.seq, &self.shared.journal)
+                        && let Some(client) = &self.client
+                    {
+                        journal.push(StoreOp::DeleteMessage {
+                            client: client.id.clone(),
+                            seq,
+                        });
+                    }
+                }
             }
         }
     }
@@ -604,10 +734,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     /// Returns the stored state, the messages queued while offline, and
     /// whether a session is resumed.
     async fn claim(
-        &self,
+        &mut self,
         id: &Arc<str>,
         clean_start: bool,
-    ) -> (SessionState, VecDeque<(Publish, Instant)>, bool) {
+        expiry: u32,
+    ) -> (SessionState, VecDeque<Queued>, bool) {
         loop {
             let (old, handed_over) = {
                 let mut state = self.shared.lock();
@@ -623,7 +754,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                     }
                     // Nobody holds it (or the holder is gone): take it, in the
                     // same critical section so two newcomers cannot both win.
-                    _ => return self.register(&mut state, id, clean_start),
+                    _ => {
+                        let (stored, offline, present, inflight) =
+                            self.register(&mut state, id, clean_start, expiry);
+                        drop(state);
+                        self.inflight_seq = inflight;
+                        return (stored, offline, present);
+                    }
                 }
             };
             if tokio::time::timeout(HANDOVER_TIMEOUT, handed_over)
@@ -646,12 +783,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         state: &mut State,
         id: &Arc<str>,
         clean_start: bool,
-    ) -> (SessionState, VecDeque<(Publish, Instant)>, bool) {
+        expiry: u32,
+    ) -> (SessionState, VecDeque<Queued>, bool, HashMap<PacketId, u64>) {
         let existed = state.sessions.contains_key(id);
+        let persistent = state.journal.is_some() && expiry > 0;
+        if existed && (clean_start || !persistent) {
+            // A session that ends, or stops being kept, leaves the store.
+            if let Some(journal) = &state.journal
+                && state.sessions.get(id).is_some_and(|e| e.persistent)
+            {
+                journal.push(StoreOp::DeleteSession(id.clone()));
+            }
+            if let Some(entry) = state.sessions.get_mut(id) {
+                entry.persistent = false;
+            }
+        }
         if clean_start && existed {
             state.remove_session(id);
         }
         let entry = state.sessions.entry(id.clone()).or_default();
+        entry.persistent = persistent;
+        entry.expiry = expiry;
         // A reconnect within the Will Delay Interval cancels the will.
         entry.will = None;
         entry.expires_at = None;
@@ -662,7 +814,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         });
         let stored = std::mem::take(&mut entry.stored);
         let offline = std::mem::take(&mut entry.offline);
-        (stored, offline, existed && !clean_start)
+        let inflight = std::mem::take(&mut entry.inflight);
+        (stored, offline, existed && !clean_start, inflight)
     }
 
     /// Parses a filter of SUBSCRIBE/UNSUBSCRIBE: 5.0 knows shared
@@ -746,6 +899,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 retained.extend(state.retained_for(filter.filter(), options, now));
             }
         }
+        if self.client.as_ref().is_some_and(|c| c.persistent) {
+            self.dirty |= self.shared.lock().persist_session(&id, None);
+        }
         let _ = self
             .session
             .suback(subscribe.packet_id, codes, AckProperties::default());
@@ -780,6 +936,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 UnsubAckReasonCode::NoSubscriptionExisted
             });
         }
+        if self.client.as_ref().is_some_and(|c| c.persistent) {
+            self.dirty |= self.shared.lock().persist_session(&id, None);
+        }
         let _ = self
             .session
             .unsuback(unsubscribe.packet_id, codes, AckProperties::default());
@@ -810,8 +969,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         }
         // Deliveries still in the channel stay with the session.
         self.deliver_rx.close();
-        while let Ok(publish) = self.deliver_rx.try_recv() {
-            self.publish_out(*publish);
+        while let Ok(delivery) = self.deliver_rx.try_recv() {
+            self.deliver_at(*delivery, now);
         }
         let normal = matches!(
             self.closed,
@@ -855,6 +1014,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 if let Some(entry) = state.sessions.get_mut(&client.id) {
                     entry.owner = None;
                     entry.stored = stored;
+                    entry.inflight = std::mem::take(&mut self.inflight_seq);
+                    entry.expiry = client.expiry;
                     entry.expires_at = expires_at.flatten();
                     deadlines.extend(entry.expires_at);
                     if let (Some(will), Some(at)) = (will, will_at) {
@@ -866,6 +1027,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                         }
                     }
                 }
+                state.persist_session(&client.id, Some(unix_millis()));
                 for at in deadlines {
                     state.schedule(&client.id, at);
                     notify = true;

@@ -1,0 +1,238 @@
+//! [`DiskStore`]: the on-disk [`Store`], one redb file in a data directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fulmar_codec::PacketId;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{
+    Snapshot, Store, StoreError, StoreOp, client_prefix, decode_message, decode_session,
+    encode_message, encode_session, incoming_key, message_key, split_key,
+};
+
+/// Client identifier -> session record.
+const SESSIONS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("sessions");
+/// Client + sequence number -> message record.
+const MESSAGES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("messages");
+/// Client + packet identifier -> nothing.
+const INCOMING: TableDefinition<'_, &[u8], ()> = TableDefinition::new("incoming");
+/// Topic name -> message record.
+const RETAINED: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("retained");
+
+/// The file in the data directory.
+const FILE: &str = "fulmar.redb";
+
+/// The on-disk [`Store`]: a [redb](https://docs.rs/redb) database (a
+/// copy-on-write B-tree with checksums, crash safe) in one file of a data
+/// directory. Every commit is fsync'd; the broker batches the changes of
+/// every connection into one commit (group commit). Space of deleted records
+/// is reused by later commits.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use fulmar_broker::{Broker, DiskStore};
+/// use fulmar_codec::QoS;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = std::env::temp_dir().join(format!("fulmar-doc-{}", std::process::id()));
+/// let broker = Broker::builder()
+///     .store(Arc::new(DiskStore::open(&dir)?))
+///     .start()
+///     .await?;
+/// broker.publish("status", "up", QoS::AtLeastOnce, true)?;
+/// broker.shutdown().await;
+///
+/// // The retained message is on disk: a new broker serves it.
+/// let broker = Broker::builder().store(Arc::new(DiskStore::open(&dir)?)).start().await?;
+/// assert_eq!(broker.stats().retained, 1);
+/// broker.shutdown().await;
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct DiskStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for DiskStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn engine(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Engine(e.to_string())
+}
+
+impl DiskStore {
+    /// Opens (creating it if needed) the store in directory `dir`.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the directory cannot be created;
+    /// [`StoreError::Engine`] when the file is not a store, is corrupted
+    /// beyond repair, or is open in another process.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(FILE);
+        let db = Database::create(&path)
+            .map_err(|e| StoreError::Engine(format!("{}: {e}", path.display())))?;
+        // Create the tables, so that a fresh store loads as empty.
+        let txn = db.begin_write().map_err(engine)?;
+        txn.open_table(SESSIONS).map_err(engine)?;
+        txn.open_table(MESSAGES).map_err(engine)?;
+        txn.open_table(INCOMING).map_err(engine)?;
+        txn.open_table(RETAINED).map_err(engine)?;
+        txn.commit().map_err(engine)?;
+        Ok(Self { db, path })
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn apply(&self, ops: &[StoreOp]) -> Result<(), redb::Error> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut sessions = txn.open_table(SESSIONS)?;
+            let mut messages = txn.open_table(MESSAGES)?;
+            let mut incoming = txn.open_table(INCOMING)?;
+            let mut retained = txn.open_table(RETAINED)?;
+            for op in ops {
+                match op {
+                    StoreOp::PutSession(s) => {
+                        sessions.insert(&*s.client_id, encode_session(s).as_slice())?;
+                    }
+                    StoreOp::DeleteSession(client) => {
+                        sessions.remove(&**client)?;
+                        let from = client_prefix(client);
+                        let mut to = from.clone();
+                        to.extend_from_slice(&[0xff; 8]);
+                        messages.retain_in(from.as_slice()..=to.as_slice(), |_, _| false)?;
+                        incoming.retain_in(from.as_slice()..=to.as_slice(), |_, ()| false)?;
+                    }
+                    StoreOp::PutMessage {
+                        client,
+                        seq,
+                        message,
+                    } => {
+                        let key = message_key(client, *seq);
+                        messages.insert(key.as_slice(), encode_message(message).as_slice())?;
+                    }
+                    StoreOp::MarkSent {
+                        client,
+                        seq,
+                        packet_id,
+                        released,
+                    } => {
+                        let key = message_key(client, *seq);
+                        let old = messages.get(key.as_slice())?.map(|v| v.value().to_vec());
+                        if let Some(mut record) = old {
+                            // stored_at (8 bytes), packet id (2), released (1): patched in place.
+                            if let Some(header) = record.get_mut(8..11) {
+                                header[..2].copy_from_slice(&packet_id.get().to_be_bytes());
+                                header[2] = u8::from(*released);
+                            }
+                            messages.insert(key.as_slice(), record.as_slice())?;
+                        }
+                    }
+                    StoreOp::DeleteMessage { client, seq } => {
+                        messages.remove(message_key(client, *seq).as_slice())?;
+                    }
+                    StoreOp::AddIncoming { client, packet_id } => {
+                        incoming.insert(incoming_key(client, *packet_id).as_slice(), ())?;
+                    }
+                    StoreOp::RemoveIncoming { client, packet_id } => {
+                        incoming.remove(incoming_key(client, *packet_id).as_slice())?;
+                    }
+                    StoreOp::PutRetained { topic, message } => {
+                        retained.insert(&**topic, encode_message(message).as_slice())?;
+                    }
+                    StoreOp::DeleteRetained { topic } => {
+                        retained.remove(&**topic)?;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn read(&self) -> Result<Snapshot, redb::Error> {
+        let txn = self.db.begin_read()?;
+        let mut snapshot = Snapshot::default();
+        for entry in txn.open_table(SESSIONS)?.iter()? {
+            let (k, v) = entry?;
+            match decode_session(Arc::from(k.value()), v.value()) {
+                Ok(s) => snapshot.sessions.push(s),
+                Err(error) => skip(&mut snapshot, &error),
+            }
+        }
+        for entry in txn.open_table(MESSAGES)?.iter()? {
+            let (k, v) = entry?;
+            let key = k.value();
+            let parsed = split_key(key).and_then(|(client, rest)| {
+                let seq = u64::from_be_bytes(rest.try_into().ok()?);
+                Some((client, seq))
+            });
+            let Some((client, seq)) = parsed else {
+                skip(&mut snapshot, &corrupt_key("messages"));
+                continue;
+            };
+            match decode_message("messages", v.value()) {
+                Ok(m) => snapshot.messages.push((client, seq, m)),
+                Err(error) => skip(&mut snapshot, &error),
+            }
+        }
+        for entry in txn.open_table(INCOMING)?.iter()? {
+            let (k, _) = entry?;
+            let parsed = split_key(k.value()).and_then(|(client, rest)| {
+                let id = PacketId::new(u16::from_be_bytes(rest.try_into().ok()?))?;
+                Some((client, id))
+            });
+            match parsed {
+                Some(pair) => snapshot.incoming.push(pair),
+                None => skip(&mut snapshot, &corrupt_key("incoming")),
+            }
+        }
+        for entry in txn.open_table(RETAINED)?.iter()? {
+            let (k, v) = entry?;
+            match decode_message("retained", v.value()) {
+                Ok(m) => snapshot.retained.push((Arc::from(k.value()), m)),
+                Err(error) => skip(&mut snapshot, &error),
+            }
+        }
+        Ok(snapshot)
+    }
+}
+
+fn corrupt_key(table: &'static str) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        reason: "malformed key".into(),
+    }
+}
+
+fn skip(snapshot: &mut Snapshot, error: &StoreError) {
+    tracing::warn!(%error, "skipping a stored record that cannot be read");
+    snapshot.skipped += 1;
+}
+
+impl Store for DiskStore {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        self.read().map_err(engine)
+    }
+
+    fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        self.apply(ops).map_err(engine)
+    }
+}

@@ -1,0 +1,145 @@
+//! The journal: changes from every connection, committed in batches by one
+//! writer thread (group commit), with a watermark that connections wait on
+//! before sending an acknowledgement that depends on a change.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+use tokio::sync::watch;
+
+use super::{Durability, Store, StoreOp};
+
+/// Changes waiting for the writer.
+#[derive(Default)]
+struct Queue {
+    ops: Vec<StoreOp>,
+    /// Sequence number of the last change pushed.
+    issued: u64,
+    closed: bool,
+}
+
+/// The write path to a [`Store`].
+pub(crate) struct Journal {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    /// The last sequence number committed.
+    committed: watch::Sender<u64>,
+    /// A commit failed: nothing is acknowledged from then on.
+    failed: AtomicBool,
+    durability: Durability,
+}
+
+/// The journal's store failed: what depends on it must not be acknowledged.
+#[derive(Debug)]
+pub(crate) struct StoreFailed;
+
+/// Changes per commit at most (a commit of a huge batch holds up every waiter).
+const MAX_BATCH: usize = 16 * 1024;
+
+impl Journal {
+    /// Starts the writer thread on `store`.
+    pub(crate) fn start(
+        store: Arc<dyn Store>,
+        durability: Durability,
+    ) -> std::io::Result<(Arc<Self>, std::thread::JoinHandle<()>)> {
+        let journal = Arc::new(Self {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            committed: watch::channel(0).0,
+            failed: AtomicBool::new(false),
+            durability,
+        });
+        let writer = journal.clone();
+        let handle = std::thread::Builder::new()
+            .name("fulmar-store".into())
+            .spawn(move || writer.run(&*store))?;
+        Ok((journal, handle))
+    }
+
+    /// Whether acknowledgements wait for commits.
+    pub(crate) fn immediate(&self) -> bool {
+        self.durability == Durability::Immediate
+    }
+
+    /// Queues one change; returns its sequence number.
+    pub(crate) fn push(&self, op: StoreOp) -> u64 {
+        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        q.issued += 1;
+        q.ops.push(op);
+        let seq = q.issued;
+        drop(q);
+        if self.immediate() {
+            self.wake.notify_one();
+        }
+        seq
+    }
+
+    /// The sequence number of the last change pushed so far.
+    pub(crate) fn issued(&self) -> u64 {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .issued
+    }
+
+    /// Waits until every change up to `seq` is committed.
+    pub(crate) async fn wait(&self, seq: u64) -> Result<(), StoreFailed> {
+        let mut rx = self.committed.subscribe();
+        if rx.wait_for(|c| *c >= seq).await.is_err() {
+            return Err(StoreFailed);
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StoreFailed);
+        }
+        Ok(())
+    }
+
+    /// Commits what is queued, then stops the writer.
+    pub(crate) fn close(&self) {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .closed = true;
+        self.wake.notify_one();
+    }
+
+    fn run(&self, store: &dyn Store) {
+        loop {
+            let (ops, last, closed) = {
+                let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Durability::Periodic(every) = self.durability
+                    && !q.closed
+                {
+                    // Collect for one interval (a close cuts it short).
+                    q = self
+                        .wake
+                        .wait_timeout(q, every)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+                while q.ops.is_empty() && !q.closed {
+                    q = self.wake.wait(q).unwrap_or_else(PoisonError::into_inner);
+                }
+                let take = q.ops.len().min(MAX_BATCH);
+                let rest = q.ops.split_off(take);
+                let ops = std::mem::replace(&mut q.ops, rest);
+                let last = q.issued - q.ops.len() as u64;
+                (ops, last, q.closed && q.ops.is_empty())
+            };
+            if !ops.is_empty() {
+                if let Err(error) = store.commit(&ops) {
+                    tracing::error!(
+                        %error,
+                        changes = ops.len(),
+                        "store commit failed; acknowledgements stop"
+                    );
+                    self.failed.store(true, Ordering::Release);
+                }
+                self.committed.send_replace(last);
+            }
+            if closed {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! What must outlive the broker process: persistent sessions (subscriptions,
+//! expiry, QoS 1/2 messages queued or in flight, inbound QoS 2 identifiers
+//! awaiting PUBREL) and retained messages. One [`Store`] trait; an in-memory
+//! [`MemoryStore`] and, with feature `disk`, the on-disk [`DiskStore`].
+//!
+//! The broker writes through a journal: changes from every connection are
+//! collected and committed in batches by one writer thread (group commit).
+//! With [`Durability::Immediate`] (the default when a store is set), a QoS 1/2
+//! message is acknowledged (PUBACK/PUBREC) only once the batch holding it is
+//! committed, and a SUBACK only once the subscription is.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, BytesMut};
+use fulmar_codec::{Packet, PacketId, ProtocolVersion, Publish, QoS};
+
+#[cfg(feature = "disk")]
+mod disk;
+pub(crate) mod journal;
+mod memory;
+pub(crate) mod recover;
+
+#[cfg(feature = "disk")]
+pub use disk::DiskStore;
+pub use memory::MemoryStore;
+
+/// When a change is durable relative to the acknowledgement that depends on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Durability {
+    /// Every acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK,
+    /// UNSUBACK, CONNACK) waits until what it depends on is committed.
+    /// Commits are shared by every connection (group commit).
+    #[default]
+    Immediate,
+    /// Changes are committed at this interval; acknowledgements do not
+    /// wait. A crash loses up to one interval of acknowledged messages.
+    Periodic(Duration),
+}
+
+/// An error of a [`Store`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Reading or writing the storage failed.
+    #[error("storage I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The store's own engine reported an error (corruption it detected, a
+    /// database locked by another process, ...).
+    #[error("storage engine: {0}")]
+    Engine(String),
+    /// A stored record cannot be read back.
+    #[error("corrupted record in {table}: {reason}")]
+    Corrupt {
+        /// Which kind of record.
+        table: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A subscription of a persistent session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredSubscription {
+    /// The filter as subscribed (`$share/{group}/{filter}` for a shared one).
+    pub filter: String,
+    /// The granted QoS.
+    pub qos: QoS,
+    /// MQTT 5.0 No Local.
+    pub no_local: bool,
+    /// MQTT 5.0 Retain As Published.
+    pub retain_as_published: bool,
+    /// MQTT 5.0 Subscription Identifier.
+    pub id: Option<NonZeroU32>,
+}
+
+/// A persistent session, without its messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredSession {
+    /// The client identifier.
+    pub client_id: Arc<str>,
+    /// Session Expiry Interval in seconds (`u32::MAX`: never).
+    pub expiry_interval: u32,
+    /// When its last connection ended, in milliseconds since the Unix epoch;
+    /// `None` while connected (recovery counts from the restart).
+    pub disconnected_at: Option<u64>,
+    /// Its subscriptions.
+    pub subscriptions: Vec<StoredSubscription>,
+}
+
+/// A message kept for a session (queued or in flight) or as retained.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// The message as it is to be sent (QoS already downgraded for its
+    /// subscriber); its packet identifier is [`packet_id`](Self::packet_id).
+    pub publish: Publish,
+    /// When it was stored, in milliseconds since the Unix epoch (its Message
+    /// Expiry Interval counts from there).
+    pub stored_at: u64,
+    /// QoS 2: the packet identifier it was (or is about to be) sent with, so
+    /// that a resend after a restart is recognised as a duplicate.
+    pub packet_id: Option<PacketId>,
+    /// QoS 2: the PUBREC came back; only the PUBREL/PUBCOMP remain.
+    pub released: bool,
+}
+
+/// One change, as the broker hands it to [`Store::commit`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreOp {
+    /// Creates or replaces a session record.
+    PutSession(StoredSession),
+    /// Removes a session with its messages and inbound identifiers.
+    DeleteSession(Arc<str>),
+    /// Keeps a message for session `client` under `seq` (unique and
+    /// increasing for the life of the store).
+    PutMessage {
+        /// The session.
+        client: Arc<str>,
+        /// Its key.
+        seq: u64,
+        /// The message.
+        message: StoredMessage,
+    },
+    /// Records the packet identifier a QoS 2 message of `client` is sent
+    /// with, and whether its PUBREC came back.
+    MarkSent {
+        /// The session.
+        client: Arc<str>,
+        /// The message's key.
+        seq: u64,
+        /// Its packet identifier.
+        packet_id: PacketId,
+        /// PUBREC received.
+        released: bool,
+    },
+    /// The message's flow completed (or it was dropped).
+    DeleteMessage {
+        /// The session.
+        client: Arc<str>,
+        /// The message's key.
+        seq: u64,
+    },
+    /// An inbound QoS 2 message of `client` was received: its identifier
+    /// awaits PUBREL.
+    AddIncoming {
+        /// The session.
+        client: Arc<str>,
+        /// The identifier.
+        packet_id: PacketId,
+    },
+    /// The PUBREL of an inbound QoS 2 message came.
+    RemoveIncoming {
+        /// The session.
+        client: Arc<str>,
+        /// The identifier.
+        packet_id: PacketId,
+    },
+    /// Stores (replaces) the retained message of a topic.
+    PutRetained {
+        /// The topic name.
+        topic: Arc<str>,
+        /// The message.
+        message: StoredMessage,
+    },
+    /// Deletes the retained message of a topic.
+    DeleteRetained {
+        /// The topic name.
+        topic: Arc<str>,
+    },
+}
+
+/// Everything a store holds, read back at start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The sessions.
+    pub sessions: Vec<StoredSession>,
+    /// Messages of sessions: client identifier, key, message; in key order
+    /// per client.
+    pub messages: Vec<(Arc<str>, u64, StoredMessage)>,
+    /// Inbound QoS 2 identifiers awaiting PUBREL, per client.
+    pub incoming: Vec<(Arc<str>, PacketId)>,
+    /// Retained messages by topic.
+    pub retained: Vec<(Arc<str>, StoredMessage)>,
+    /// Records that could not be read back, skipped (each was logged).
+    pub skipped: usize,
+}
+
+/// Storage for what must outlive the broker process.
+///
+/// The broker calls [`load`](Self::load) once at start and
+/// [`commit`](Self::commit) from one writer thread, with the changes of many
+/// connections in order; a commit must be atomic (all or nothing) and, for
+/// a durable store, on stable storage when it returns. Both may block.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use fulmar_broker::{Broker, MemoryStore};
+/// use fulmar_codec::QoS;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), fulmar_broker::BrokerError> {
+/// let store = Arc::new(MemoryStore::new());
+/// let broker = Broker::builder().store(store.clone()).start().await?;
+/// broker.publish("config/site", "v1", QoS::AtLeastOnce, true)?;
+/// broker.shutdown().await; // flushes the journal
+///
+/// // A new broker on the same store serves the retained message.
+/// let broker = Broker::builder().store(store).start().await?;
+/// let mut sub = broker.subscribe("config/#")?;
+/// assert_eq!(sub.recv().await.unwrap().payload, "v1");
+/// broker.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+pub trait Store: Send + Sync + 'static {
+    /// Everything stored.
+    ///
+    /// # Errors
+    /// When the storage cannot be read at all. Single records that cannot
+    /// be decoded are skipped and counted in [`Snapshot::skipped`].
+    fn load(&self) -> Result<Snapshot, StoreError>;
+
+    /// Applies `ops` in order, atomically.
+    ///
+    /// # Errors
+    /// When the changes could not be made durable; none of them counts then.
+    fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError>;
+}
+
+/// Encodes a message record: stored_at, packet id, released, then the
+/// PUBLISH as an MQTT 5.0 packet (every property kept).
+pub(crate) fn encode_message(message: &StoredMessage) -> Vec<u8> {
+    let mut buf = BytesMut::with_capacity(32 + message.publish.payload.len());
+    buf.put_u64(message.stored_at);
+    buf.put_u16(message.packet_id.map_or(0, PacketId::get));
+    buf.put_u8(u8::from(message.released));
+    let mut publish = message.publish.clone();
+    // The codec wants an identifier for QoS 1/2; the record keeps its own.
+    publish.packet_id = (publish.qos != QoS::AtMostOnce)
+        .then(|| PacketId::new(1))
+        .flatten();
+    publish.dup = false;
+    if Packet::Publish(publish)
+        .encode(ProtocolVersion::V5, &mut buf)
+        .is_err()
+    {
+        // Only a message over 256 MiB fails, and none gets this far.
+        buf.truncate(11);
+    }
+    buf.to_vec()
+}
+
+/// Decodes [`encode_message`].
+pub(crate) fn decode_message(
+    table: &'static str,
+    bytes: &[u8],
+) -> Result<StoredMessage, StoreError> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        table,
+        reason: reason.to_owned(),
+    };
+    let mut b = bytes;
+    if b.remaining() < 11 {
+        return Err(corrupt("truncated header"));
+    }
+    let stored_at = b.get_u64();
+    let packet_id = PacketId::new(b.get_u16());
+    let released = b.get_u8() != 0;
+    let mut packet = BytesMut::from(b);
+    let packet = fulmar_codec::decode(&mut packet, ProtocolVersion::V5, u32::MAX)
+        .map_err(|e| corrupt(&e.to_string()))?
+        .ok_or_else(|| corrupt("truncated packet"))?;
+    let Packet::Publish(mut publish) = packet else {
+        return Err(corrupt("not a PUBLISH"));
+    };
+    publish.packet_id = None;
+    Ok(StoredMessage {
+        publish,
+        stored_at,
+        packet_id,
+        released,
+    })
+}
+
+/// Encodes a session record.
+pub(crate) fn encode_session(session: &StoredSession) -> Vec<u8> {
+    let mut buf = BytesMut::with_capacity(32 + 16 * session.subscriptions.len());
+    buf.put_u8(1); // record version
+    buf.put_u32(session.expiry_interval);
+    buf.put_u64(session.disconnected_at.map_or(0, |t| t.saturating_add(1)));
+    buf.put_u32(u32::try_from(session.subscriptions.len()).unwrap_or(u32::MAX));
+    for sub in &session.subscriptions {
+        let flags = sub.qos as u8
+            | (u8::from(sub.no_local) << 2)
+            | (u8::from(sub.retain_as_published) << 3);
+        buf.put_u8(flags);
+        buf.put_u32(sub.id.map_or(0, NonZeroU32::get));
+        put_str(&mut buf, &sub.filter);
+    }
+    buf.to_vec()
+}
+
+/// Decodes [`encode_session`] for `client_id`.
+pub(crate) fn decode_session(
+    client_id: Arc<str>,
+    bytes: &[u8],
+) -> Result<StoredSession, StoreError> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        table: "sessions",
+        reason: format!("{client_id}: {reason}"),
+    };
+    let mut b = bytes;
+    if b.remaining() < 17 || b.get_u8() != 1 {
+        return Err(corrupt("unknown record version or truncated"));
+    }
+    let expiry_interval = b.get_u32();
+    let disconnected_at = b.get_u64().checked_sub(1);
+    let count = b.get_u32() as usize;
+    let mut subscriptions = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        if b.remaining() < 5 {
+            return Err(corrupt("truncated subscription"));
+        }
+        let flags = b.get_u8();
+        let id = NonZeroU32::new(b.get_u32());
+        let filter = get_str(&mut b).ok_or_else(|| corrupt("bad filter"))?;
+        let qos = QoS::try_from(flags & 0b11).map_err(|_| corrupt("bad QoS"))?;
+        subscriptions.push(StoredSubscription {
+            filter,
+            qos,
+            no_local: flags & 0b100 != 0,
+            retain_as_published: flags & 0b1000 != 0,
+            id,
+        });
+    }
+    Ok(StoredSession {
+        client_id,
+        expiry_interval,
+        disconnected_at,
+        subscriptions,
+    })
+}
+
+fn put_str(buf: &mut BytesMut, s: &str) {
+    buf.put_u32(u32::try_from(s.len()).unwrap_or(u32::MAX));
+    buf.put_slice(s.as_bytes());
+}
+
+fn get_str(b: &mut &[u8]) -> Option<String> {
+    if b.remaining() < 4 {
+        return None;
+    }
+    let len = b.get_u32() as usize;
+    let bytes = b.get(..len)?;
+    let s = std::str::from_utf8(bytes).ok()?.to_owned();
+    b.advance(len);
+    Some(s)
+}
+
+/// The key of a session's message: client identifier, then the sequence
+/// number big-endian, so that one client's messages are contiguous and in order.
+pub(crate) fn message_key(client: &str, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(client.len() + 10);
+    key.extend_from_slice(
+        &u16::try_from(client.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
+    key.extend_from_slice(client.as_bytes());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The key of an inbound QoS 2 identifier.
+pub(crate) fn incoming_key(client: &str, packet_id: PacketId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(client.len() + 4);
+    key.extend_from_slice(
+        &u16::try_from(client.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
+    key.extend_from_slice(client.as_bytes());
+    key.extend_from_slice(&packet_id.get().to_be_bytes());
+    key
+}
+
+/// The prefix shared by every key of `client` ([`message_key`], [`incoming_key`]).
+pub(crate) fn client_prefix(client: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(client.len() + 2);
+    key.extend_from_slice(
+        &u16::try_from(client.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
+    key.extend_from_slice(client.as_bytes());
+    key
+}
+
+/// Splits a key of [`message_key`] or [`incoming_key`] into client and suffix.
+pub(crate) fn split_key(key: &[u8]) -> Option<(Arc<str>, &[u8])> {
+    let len = u16::from_be_bytes(key.get(..2)?.try_into().ok()?) as usize;
+    let client = std::str::from_utf8(key.get(2..2 + len)?).ok()?;
+    Some((Arc::from(client), key.get(2 + len..)?))
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fulmar_codec::MqttString;
+
+    fn payload(s: &'static str) -> bytes::Bytes {
+        bytes::Bytes::from_static(s.as_bytes())
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let mut publish = Publish::new(MqttString::from("a/b"), payload("hello"));
+        publish.qos = QoS::ExactlyOnce;
+        publish.retain = true;
+        publish.properties.message_expiry_interval = Some(30);
+        publish.properties.subscription_identifiers = vec![NonZeroU32::new(5).unwrap()];
+        let message = StoredMessage {
+            publish,
+            stored_at: 1_700_000_000_123,
+            packet_id: PacketId::new(42),
+            released: true,
+        };
+        let bytes = encode_message(&message);
+        assert_eq!(decode_message("messages", &bytes).unwrap(), message);
+        for cut in 0..bytes.len() {
+            assert!(
+                decode_message("messages", &bytes[..cut]).is_err(),
+                "cut {cut}"
+            );
+        }
+
+        let session = StoredSession {
+            client_id: Arc::from("c1"),
+            expiry_interval: u32::MAX,
+            disconnected_at: Some(0),
+            subscriptions: vec![StoredSubscription {
+                filter: "$share/g/a/+".into(),
+                qos: QoS::AtLeastOnce,
+                no_local: false,
+                retain_as_published: true,
+                id: NonZeroU32::new(9),
+            }],
+        };
+        let bytes = encode_session(&session);
+        assert_eq!(decode_session(Arc::from("c1"), &bytes).unwrap(), session);
+        for cut in 0..bytes.len() {
+            assert!(decode_session(Arc::from("c1"), &bytes[..cut]).is_err());
+        }
+        let key = message_key("c1", 7);
+        let (client, rest) = split_key(&key).unwrap();
+        assert_eq!((&*client, rest), ("c1", &7u64.to_be_bytes()[..]));
+        assert!(key.starts_with(&client_prefix("c1")));
+        assert!(!key.starts_with(&client_prefix("c")));
+    }
+}

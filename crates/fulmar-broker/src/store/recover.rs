@@ -1,0 +1,153 @@
+//! Rebuilding the broker's state from a [`Snapshot`] at start.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fulmar_codec::{PacketId, QoS};
+use fulmar_session::{Outgoing, SessionState};
+use fulmar_topic::{SubscriptionFilter, TopicName};
+
+use super::journal::Journal;
+use super::{Snapshot, StoreOp, StoredMessage, unix_millis};
+use crate::state::{Queued, Retained, SessionEntry, State, SubOptions, Subscriber, secs};
+
+/// What a recovery found.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Recovered {
+    pub(crate) sessions: usize,
+    pub(crate) expired_sessions: usize,
+    pub(crate) messages: usize,
+    pub(crate) retained: usize,
+    pub(crate) skipped: usize,
+}
+
+/// The `Instant` of a Unix time in milliseconds, seen from `now` / `now_unix`.
+fn instant_of(at: u64, now: Instant, now_unix: u64) -> Instant {
+    let ago = Duration::from_millis(now_unix.saturating_sub(at));
+    now.checked_sub(ago).unwrap_or(now)
+}
+
+/// Loads `snapshot` into an empty `state`: sessions (expired ones are
+/// dropped from the store), their subscriptions, queued and in-flight
+/// messages and inbound QoS 2 identifiers, and retained messages.
+pub(crate) fn recover(state: &mut State, snapshot: Snapshot, journal: &Journal) -> Recovered {
+    let now = Instant::now();
+    let now_unix = unix_millis();
+    let mut found = Recovered {
+        skipped: snapshot.skipped,
+        ..Recovered::default()
+    };
+    let mut max_seq = 0;
+    let mut messages: HashMap<Arc<str>, Vec<(u64, StoredMessage)>> = HashMap::new();
+    for (client, seq, message) in snapshot.messages {
+        max_seq = max_seq.max(seq);
+        messages.entry(client).or_default().push((seq, message));
+    }
+    let mut incoming: HashMap<Arc<str>, Vec<PacketId>> = HashMap::new();
+    for (client, id) in snapshot.incoming {
+        incoming.entry(client).or_default().push(id);
+    }
+    for stored in snapshot.sessions {
+        let id = stored.client_id.clone();
+        // A session connected at the crash counts as disconnected now.
+        let since = stored.disconnected_at.unwrap_or(now_unix);
+        let expires_at = (stored.expiry_interval != u32::MAX)
+            .then(|| instant_of(since, now, now_unix).checked_add(secs(stored.expiry_interval)))
+            .flatten();
+        if expires_at.is_some_and(|at| at <= now) {
+            journal.push(StoreOp::DeleteSession(id.clone()));
+            messages.remove(&id);
+            found.expired_sessions += 1;
+            continue;
+        }
+        let mut entry = SessionEntry {
+            persistent: true,
+            expiry: stored.expiry_interval,
+            expires_at,
+            ..SessionEntry::default()
+        };
+        let key = Subscriber::Client(id.clone());
+        for sub in &stored.subscriptions {
+            let Ok(filter) = sub.filter.parse::<SubscriptionFilter>() else {
+                tracing::warn!(client = %id, filter = %sub.filter, "skipping a stored filter that does not parse");
+                found.skipped += 1;
+                continue;
+            };
+            let options = SubOptions {
+                qos: sub.qos,
+                no_local: sub.no_local,
+                retain_as_published: sub.retain_as_published,
+                id: sub.id,
+            };
+            state.add_subscription(&filter, key.clone(), options);
+            entry.filters.insert(filter);
+        }
+        // In flight with a known identifier (QoS 2) first, in order; the rest queued.
+        let mut outgoing = Vec::new();
+        let mut queued = VecDeque::new();
+        let mut list = messages.remove(&id).unwrap_or_default();
+        list.sort_unstable_by_key(|(seq, _)| *seq);
+        for (seq, m) in list {
+            found.messages += 1;
+            match m.packet_id {
+                Some(pid) if m.publish.qos == QoS::ExactlyOnce && !outgoing_has(&outgoing, pid) => {
+                    entry.inflight.insert(pid, seq);
+                    outgoing.push(if m.released {
+                        Outgoing::PubRel(pid)
+                    } else {
+                        let mut publish = m.publish;
+                        publish.packet_id = Some(pid);
+                        publish.dup = true;
+                        Outgoing::Publish(Box::new(publish))
+                    });
+                }
+                _ => queued.push_back(Queued {
+                    publish: m.publish,
+                    since: instant_of(m.stored_at, now, now_unix),
+                    seq: Some(seq),
+                }),
+            }
+        }
+        let mut ids = incoming.remove(&id).unwrap_or_default();
+        ids.sort_unstable();
+        ids.dedup();
+        entry.stored = SessionState::from_parts(outgoing, ids).unwrap_or_else(|reason| {
+            tracing::warn!(client = %id, reason, "stored in-flight state dropped");
+            SessionState::default()
+        });
+        entry.offline = queued;
+        if let Some(at) = expires_at {
+            state.schedule(&id, at);
+        }
+        state.sessions.insert(id, entry);
+        found.sessions += 1;
+    }
+    // Messages of sessions that are gone (written after the session ended).
+    for (client, list) in messages {
+        for (seq, _) in list {
+            journal.push(StoreOp::DeleteMessage {
+                client: client.clone(),
+                seq,
+            });
+        }
+    }
+    for (topic, m) in snapshot.retained {
+        let Ok(name) = topic.parse::<TopicName>() else {
+            found.skipped += 1;
+            continue;
+        };
+        let value = Retained {
+            publish: m.publish,
+            stored: instant_of(m.stored_at, now, now_unix),
+        };
+        state.retained.insert(name, value);
+        found.retained += 1;
+    }
+    state.next_seq = max_seq;
+    found
+}
+
+fn outgoing_has(outgoing: &[Outgoing], id: PacketId) -> bool {
+    outgoing.iter().any(|o| o.packet_id() == Some(id))
+}

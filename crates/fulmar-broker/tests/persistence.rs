@@ -1,0 +1,389 @@
+//! Persistence: what a broker recovers from its store after a restart
+//! (sessions, subscriptions, queued and in-flight QoS 1/2 messages, inbound
+//! QoS 2 identifiers, retained messages), and when acknowledgements go out.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::{Peer, addr, next, publish, start_with};
+use fulmar_broker::{
+    Broker, BrokerHandle, DiskStore, MemoryStore, Snapshot, Store, StoreError, StoreOp,
+    StoredMessage, StoredSession,
+};
+use fulmar_codec::{
+    Connect, MqttString, Packet, PacketId, ProtocolVersion, ProtocolVersion::V5,
+    ProtocolVersion::V311, PubComp, PubRec, PubRel, QoS,
+};
+
+fn pid(n: u16) -> PacketId {
+    PacketId::new(n).unwrap()
+}
+
+async fn broker_on(store: Arc<dyn Store>) -> BrokerHandle {
+    start_with(Broker::builder().store(store)).await
+}
+
+/// A connection that keeps its session: 3.1.1 Clean Session 0, 5.0 Session
+/// Expiry Interval one hour. Returns the peer and Session Present.
+async fn connect_kept(broker: &BrokerHandle, version: ProtocolVersion, id: &str) -> (Peer, bool) {
+    let mut c = Connect::new(version, MqttString::from(id.to_owned()));
+    c.keep_alive = 0;
+    c.clean_start = false;
+    if version == V5 {
+        c.properties.session_expiry_interval = Some(3600);
+    }
+    let (peer, ack) = Peer::connect_with(addr(broker), c).await;
+    assert!(!ack.reason_code.is_error(), "{ack:?}");
+    (peer, ack.session_present)
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("fulmar-persist-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+// MQTT-3.3.1-5 (the retained message is stored), MQTT-3.3.1-6 (sent to new subscribers).
+#[tokio::test]
+async fn retained_messages_survive_a_restart_on_disk() {
+    let dir = temp_dir("retained");
+    let broker = broker_on(Arc::new(DiskStore::open(&dir).unwrap())).await;
+    broker
+        .publish("site/1/temp", "21.5", QoS::AtLeastOnce, true)
+        .unwrap();
+    broker
+        .publish("site/2/temp", "19", QoS::AtMostOnce, true)
+        .unwrap();
+    broker
+        .publish("site/2/temp", "", QoS::AtMostOnce, true)
+        .unwrap();
+    broker.shutdown().await;
+
+    let broker = broker_on(Arc::new(DiskStore::open(&dir).unwrap())).await;
+    assert_eq!(broker.stats().retained, 1, "the deleted one stays deleted");
+    let mut sub = broker.subscribe("site/+/temp").unwrap();
+    let m = next(&mut sub).await;
+    assert_eq!(
+        (m.topic.as_str(), &m.payload[..], m.retain),
+        ("site/1/temp", &b"21.5"[..], true)
+    );
+    broker.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// MQTT-3.1.2-4 v3:MQTT-3.1.2-5 v5:MQTT-3.1.2-23 (the session is resumed, with its
+// subscriptions and the QoS 1 messages that arrived while it was disconnected),
+// MQTT-4.6.0-6 (in order).
+#[tokio::test]
+async fn a_kept_session_and_its_queued_messages_survive_a_restart() {
+    for version in [V311, V5] {
+        let dir = temp_dir(&format!("session-{version:?}"));
+        let broker = broker_on(Arc::new(DiskStore::open(&dir).unwrap())).await;
+        let (mut sub, present) = connect_kept(&broker, version, "kept").await;
+        assert!(!present);
+        sub.sub(1, "q/#", QoS::AtLeastOnce).await;
+        sub.disconnect().await;
+        let mut publisher = Peer::connect(addr(&broker), version, "pub").await;
+        for (i, payload) in ["one", "two", "three"].into_iter().enumerate() {
+            let mut p = publish("q/a", payload, QoS::AtLeastOnce);
+            p.packet_id = Some(pid(10 + i as u16));
+            publisher.send(p).await;
+            assert!(matches!(publisher.recv().await, Packet::PubAck(_)));
+        }
+        broker.shutdown().await;
+
+        let broker = broker_on(Arc::new(DiskStore::open(&dir).unwrap())).await;
+        let (mut sub, present) = connect_kept(&broker, version, "kept").await;
+        assert!(present, "{version:?}: the session was recovered");
+        for expected in ["one", "two", "three"] {
+            let p = sub.recv_publish().await;
+            assert_eq!(
+                (&p.payload[..], p.qos),
+                (expected.as_bytes(), QoS::AtLeastOnce)
+            );
+            sub.send(Packet::PubAck(fulmar_codec::PubAck::new(
+                p.packet_id.unwrap(),
+            )))
+            .await;
+        }
+        // The subscription came back too.
+        broker
+            .publish("q/b", "four", QoS::AtLeastOnce, false)
+            .unwrap();
+        let p = sub.recv_publish().await;
+        assert_eq!(&p.payload[..], b"four");
+        sub.send(Packet::PubAck(fulmar_codec::PubAck::new(
+            p.packet_id.unwrap(),
+        )))
+        .await;
+        sub.disconnect().await;
+        broker.shutdown().await;
+
+        // Acknowledged messages are gone from the store.
+        let left = DiskStore::open(&dir).unwrap().load().unwrap();
+        assert!(left.messages.is_empty(), "{:?}", left.messages);
+        assert_eq!(left.sessions.len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+// MQTT-4.3.3-2 v5:MQTT-4.3.3-4 (a QoS 2 PUBLISH keeps its packet identifier until
+// PUBREC), MQTT-4.4.0-1 (resent with DUP on resume), v3:MQTT-4.3.3-1 (PUBREL resent).
+#[tokio::test]
+async fn an_outbound_qos2_flow_resumes_after_a_restart() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let broker = broker_on(store.clone()).await;
+    let (mut sub, _) = connect_kept(&broker, V5, "q2").await;
+    sub.sub(1, "x", QoS::ExactlyOnce).await;
+    broker
+        .publish("x", "once", QoS::ExactlyOnce, false)
+        .unwrap();
+    let first = sub.recv_publish().await;
+    let id = first.packet_id.unwrap();
+    drop(sub); // no PUBREC: the broker keeps the PUBLISH in flight.
+    wait_for_sessions_disconnected(&broker).await;
+    broker.shutdown().await;
+
+    let broker = broker_on(store.clone()).await;
+    let (mut sub, present) = connect_kept(&broker, V5, "q2").await;
+    assert!(present);
+    let again = sub.recv_publish().await;
+    assert_eq!(
+        (again.packet_id, again.dup, &again.payload[..]),
+        (Some(id), true, &b"once"[..])
+    );
+    sub.send(Packet::PubRec(PubRec::new(id))).await;
+    assert_eq!(sub.recv().await, Packet::PubRel(PubRel::new(id)));
+    // The PUBREC was recorded: after another restart only the PUBREL is resent.
+    drop(sub);
+    wait_for_sessions_disconnected(&broker).await;
+    broker.shutdown().await;
+
+    let broker = broker_on(store.clone()).await;
+    let (mut sub, _) = connect_kept(&broker, V5, "q2").await;
+    assert_eq!(sub.recv().await, Packet::PubRel(PubRel::new(id)));
+    sub.send(Packet::PubComp(PubComp::new(id))).await;
+    sub.disconnect().await;
+    broker.shutdown().await;
+    assert!(store.load().unwrap().messages.is_empty());
+}
+
+// v5:MQTT-4.3.3-10 v3:MQTT-4.3.3-2 (an inbound QoS 2 message is delivered once: a
+// resent PUBLISH with the same identifier before PUBREL is not routed again, even
+// across a restart).
+#[tokio::test]
+async fn an_inbound_qos2_identifier_survives_a_restart() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let broker = broker_on(store.clone()).await;
+    let (mut watcher, _) = connect_kept(&broker, V5, "watcher").await;
+    watcher.sub(1, "in", QoS::AtMostOnce).await;
+    let (mut publisher, _) = connect_kept(&broker, V5, "publisher").await;
+    let mut p = publish("in", "exactly-once", QoS::ExactlyOnce);
+    p.packet_id = Some(pid(5));
+    publisher.send(p.clone()).await;
+    assert!(matches!(publisher.recv().await, Packet::PubRec(r) if r.packet_id == pid(5)));
+    assert_eq!(&watcher.recv_publish().await.payload[..], b"exactly-once");
+    drop(publisher);
+    drop(watcher);
+    wait_for_sessions_disconnected(&broker).await;
+    broker.shutdown().await;
+
+    let broker = broker_on(store).await;
+    let (mut watcher, _) = connect_kept(&broker, V5, "watcher").await;
+    let (mut publisher, present) = connect_kept(&broker, V5, "publisher").await;
+    assert!(present);
+    p.dup = true;
+    publisher.send(p).await;
+    assert!(matches!(publisher.recv().await, Packet::PubRec(r) if r.packet_id == pid(5)));
+    publisher.send(Packet::PubRel(PubRel::new(pid(5)))).await;
+    assert!(matches!(publisher.recv().await, Packet::PubComp(c) if c.packet_id == pid(5)));
+    // Not routed again: the next message the watcher sees is a later one.
+    broker
+        .publish("in", "later", QoS::AtMostOnce, false)
+        .unwrap();
+    assert_eq!(&watcher.recv_publish().await.payload[..], b"later");
+    broker.shutdown().await;
+}
+
+/// A store whose commits are slow, and that records when each finished.
+struct SlowStore {
+    inner: MemoryStore,
+    /// A message for a session has been committed.
+    message_committed: AtomicBool,
+    /// Operations seen per commit.
+    batches: Mutex<Vec<usize>>,
+}
+
+impl Store for SlowStore {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        self.inner.load()
+    }
+
+    fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        self.inner.commit(ops)?;
+        if ops
+            .iter()
+            .any(|op| matches!(op, StoreOp::PutMessage { .. }))
+        {
+            self.message_committed.store(true, Ordering::SeqCst);
+        }
+        self.batches.lock().unwrap().push(ops.len());
+        Ok(())
+    }
+}
+
+// The PUBACK of a QoS 1 message for a kept session goes out only after the
+// message is in the store (issue: durable before acknowledged).
+#[tokio::test]
+async fn puback_waits_until_the_message_is_committed() {
+    let store = Arc::new(SlowStore {
+        inner: MemoryStore::new(),
+        message_committed: AtomicBool::new(false),
+        batches: Mutex::new(Vec::new()),
+    });
+    let broker = broker_on(store.clone()).await;
+    let (mut sub, _) = connect_kept(&broker, V311, "durable").await;
+    sub.sub(1, "d", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    let mut publisher = Peer::connect(addr(&broker), V311, "p").await;
+    publisher.send(publish("d", "kept", QoS::AtLeastOnce)).await;
+    assert!(matches!(publisher.recv().await, Packet::PubAck(_)));
+    assert!(
+        store.message_committed.load(Ordering::SeqCst),
+        "PUBACK before the message was durable"
+    );
+    broker.shutdown().await;
+}
+
+// Group commit: many publishers' messages share commits.
+#[tokio::test]
+async fn commits_are_shared_by_concurrent_publishers() {
+    let store = Arc::new(SlowStore {
+        inner: MemoryStore::new(),
+        message_committed: AtomicBool::new(false),
+        batches: Mutex::new(Vec::new()),
+    });
+    let broker = broker_on(store.clone()).await;
+    let (mut sub, _) = connect_kept(&broker, V311, "many").await;
+    sub.sub(1, "m/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let addr = addr(&broker);
+        tasks.push(tokio::spawn(async move {
+            let mut p = Peer::connect(addr, V311, &format!("p{n}")).await;
+            for i in 1..=10 {
+                let mut m = publish("m/x", "v", QoS::AtLeastOnce);
+                m.packet_id = Some(pid(i));
+                p.send(m).await;
+                assert!(matches!(p.recv().await, Packet::PubAck(_)));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let batches = store.batches.lock().unwrap().clone();
+    let messages = store.inner.load().unwrap().messages.len();
+    assert_eq!(messages, 80, "every acknowledged message is stored");
+    // 80 messages, each waited for: fewer commits than messages means sharing.
+    assert!(
+        batches.len() < 80,
+        "{} commits for 80 messages",
+        batches.len()
+    );
+    broker.shutdown().await;
+}
+
+// Recovery: an expired session and its messages are dropped, orphan messages too.
+#[tokio::test]
+async fn recovery_drops_expired_sessions() {
+    let store = Arc::new(MemoryStore::new());
+    let message = StoredMessage {
+        publish: publish("t", "old", QoS::AtLeastOnce),
+        stored_at: 1_000,
+        packet_id: None,
+        released: false,
+    };
+    let ops = [
+        StoreOp::PutSession(StoredSession {
+            client_id: Arc::from("gone"),
+            expiry_interval: 60,
+            disconnected_at: Some(1_000), // 1970: long expired
+            subscriptions: Vec::new(),
+        }),
+        StoreOp::PutMessage {
+            client: Arc::from("gone"),
+            seq: 1,
+            message: message.clone(),
+        },
+        StoreOp::PutMessage {
+            client: Arc::from("nobody"),
+            seq: 2,
+            message,
+        },
+        StoreOp::PutSession(StoredSession {
+            client_id: Arc::from("forever"),
+            expiry_interval: u32::MAX,
+            disconnected_at: Some(1_000),
+            subscriptions: Vec::new(),
+        }),
+    ];
+    store.commit(&ops).unwrap();
+    let broker = broker_on(store.clone()).await;
+    assert_eq!(broker.stats().sessions, 1);
+    broker.shutdown().await;
+    let left = store.load().unwrap();
+    assert_eq!(left.sessions.len(), 1);
+    assert_eq!(&*left.sessions[0].client_id, "forever");
+    assert!(left.messages.is_empty());
+}
+
+// A corrupted data file is a clear error, never a panic.
+#[tokio::test]
+async fn a_corrupted_store_file_is_an_error() {
+    let dir = temp_dir("corrupt");
+    {
+        let store = DiskStore::open(&dir).unwrap();
+        store
+            .commit(&[StoreOp::PutRetained {
+                topic: Arc::from("a"),
+                message: StoredMessage {
+                    publish: publish("a", "x", QoS::AtMostOnce),
+                    stored_at: 1,
+                    packet_id: None,
+                    released: false,
+                },
+            }])
+            .unwrap();
+    }
+    let file = dir.join("fulmar.redb");
+    let len = std::fs::metadata(&file).unwrap().len();
+    // Garbage over the header.
+    let mut bytes = std::fs::read(&file).unwrap();
+    for b in bytes.iter_mut().take(4096) {
+        *b = 0xA5;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    let error = DiskStore::open(&dir).unwrap_err();
+    assert!(error.to_string().contains("fulmar.redb"), "{error}");
+    // Truncated to half.
+    std::fs::write(&file, &bytes[..(len / 2) as usize]).unwrap();
+    assert!(DiskStore::open(&dir).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+async fn wait_for_sessions_disconnected(broker: &BrokerHandle) {
+    for _ in 0..500 {
+        if broker.stats().clients_connected == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("clients still connected");
+}
