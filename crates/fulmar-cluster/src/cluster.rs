@@ -1,0 +1,1185 @@
+//! [`Cluster`]: one node of a cluster of brokers over NATS, its
+//! configuration and the tasks that route between NATS and the broker.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::{Client, Subscriber};
+use bytes::Bytes;
+use fulmar_broker::{Bridge, BrokerError, BrokerHandle};
+use fulmar_codec::Publish;
+use fulmar_topic::{SharedFilter, SubscriptionFilter, TopicName};
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::error::ClusterError;
+use crate::headers::{self, Origin};
+use crate::subject::{Subjects, escape_level};
+
+/// How a node authenticates to NATS.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Credentials {
+    /// User name and password.
+    UserPassword {
+        /// The user.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// An authentication token.
+    Token(String),
+    /// An NKey seed (`SU...`).
+    NKey(String),
+    /// A `.creds` file (JWT and NKey seed), as `nsc` writes it.
+    CredsFile(PathBuf),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UserPassword { user, .. } => f
+                .debug_struct("UserPassword")
+                .field("user", user)
+                .finish_non_exhaustive(),
+            Self::Token(_) => f.write_str("Token(..)"),
+            Self::NKey(_) => f.write_str("NKey(..)"),
+            Self::CredsFile(path) => f.debug_tuple("CredsFile").field(path).finish(),
+        }
+    }
+}
+
+/// TLS towards the NATS servers.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct TlsOptions {
+    /// Refuse servers that do not offer TLS.
+    pub required: bool,
+    /// PEM files of extra root certificates (a private CA).
+    pub ca_files: Vec<PathBuf>,
+    /// PEM files of a client certificate chain and its key, for servers
+    /// that verify clients.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl TlsOptions {
+    /// TLS required, with the system roots.
+    #[must_use]
+    pub fn required() -> Self {
+        Self {
+            required: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// How a node joins a cluster: [`Cluster::connect`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClusterConfig {
+    /// NATS server URLs (`nats://127.0.0.1:4222`, `tls://...`); the client
+    /// picks one and moves to another when it fails.
+    pub urls: Vec<String>,
+    /// This node's name, unique in the cluster (the host name will do).
+    pub node_id: String,
+    /// NATS authentication.
+    pub credentials: Option<Credentials>,
+    /// TLS to NATS.
+    pub tls: Option<TlsOptions>,
+    /// Replicas of the JetStream stream and bucket the cluster creates (1
+    /// for a single NATS server, 3 for a NATS cluster of 3 or more). Used
+    /// only when this node creates them.
+    pub replicas: usize,
+    /// First token of every subject, stream and bucket name of this
+    /// cluster, so that several clusters can share NATS servers: ASCII
+    /// letters, digits, `-` and `_`. Default `fulmar`.
+    pub subject_prefix: String,
+    /// How often the node writes its heartbeat key. Default 2 s.
+    pub heartbeat_interval: Duration,
+    /// How long a heartbeat key lives (the bucket's max age): a node is
+    /// taken for gone when its key is older. Default 10 s. Used only when
+    /// this node creates the bucket.
+    pub heartbeat_ttl: Duration,
+    /// Messages accepted locally that may wait to be published to NATS;
+    /// beyond that they are dropped and counted
+    /// ([`ClusterStats::dropped_outbound`]). Default 65 536.
+    pub outbound_capacity: usize,
+    /// How many recent message ids a node remembers to inject a message
+    /// once when several of its NATS subscriptions match it (`a/+` and
+    /// `a/#`). Default 65 536; 0 turns the check off.
+    pub dedupe_window: usize,
+}
+
+impl ClusterConfig {
+    /// A configuration with one NATS URL (more go in [`urls`](Self::urls))
+    /// and defaults for everything else.
+    #[must_use]
+    pub fn new(url: impl Into<String>, node_id: impl Into<String>) -> Self {
+        Self {
+            urls: vec![url.into()],
+            node_id: node_id.into(),
+            credentials: None,
+            tls: None,
+            replicas: 1,
+            subject_prefix: "fulmar".to_owned(),
+            heartbeat_interval: Duration::from_secs(2),
+            heartbeat_ttl: Duration::from_secs(10),
+            outbound_capacity: 65_536,
+            dedupe_window: 65_536,
+        }
+    }
+}
+
+/// Counters of one node's cluster traffic: [`Cluster::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClusterStats {
+    /// Messages published to NATS (a retained one counts once, although it
+    /// goes to the stream and to the routing subject).
+    pub published: u64,
+    /// Publishes NATS or JetStream refused or that failed.
+    pub publish_errors: u64,
+    /// Locally accepted messages dropped because the outbound queue was full.
+    pub dropped_outbound: u64,
+    /// Messages received on routing subscriptions (plain and queue groups).
+    pub received: u64,
+    /// Messages injected into the local broker from plain subscriptions.
+    pub injected: u64,
+    /// Messages this node published, received back and ignored.
+    pub own_ignored: u64,
+    /// Copies of a message already injected (several subscriptions matched).
+    pub duplicates: u64,
+    /// Messages whose subject or headers are not understood (missing or
+    /// forged): dropped.
+    pub invalid: u64,
+    /// Messages delivered to a local member of a shared group.
+    pub shared_delivered: u64,
+    /// Messages NATS gave this node for a shared group that had no local
+    /// member any more (it left in the meantime): lost for that group.
+    pub shared_missed: u64,
+    /// Retained messages injected from JetStream (at attach and since).
+    pub retained_loaded: u64,
+    /// NATS subscriptions this node holds for routing now.
+    pub nats_subscriptions: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    publish_errors: AtomicU64,
+    dropped_outbound: AtomicU64,
+    received: AtomicU64,
+    injected: AtomicU64,
+    own_ignored: AtomicU64,
+    duplicates: AtomicU64,
+    invalid: AtomicU64,
+    shared_delivered: AtomicU64,
+    shared_missed: AtomicU64,
+    retained_loaded: AtomicU64,
+    nats_subscriptions: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A change of the filters the local broker holds.
+enum FilterEvent {
+    Added(SubscriptionFilter),
+    Removed(SubscriptionFilter),
+}
+
+/// The receiving ends that [`Cluster::attach`] hands to its tasks.
+struct Receivers {
+    events: mpsc::UnboundedReceiver<FilterEvent>,
+    outbound: mpsc::Receiver<(TopicName, Publish)>,
+}
+
+struct Inner {
+    node_id: String,
+    instance: u64,
+    client: Client,
+    js: jetstream::Context,
+    /// Routing subjects: `{prefix}.msg...`.
+    live: Subjects,
+    /// Retained message subjects, in the retained stream: `{prefix}.ret...`.
+    retained: Subjects,
+    prefix: String,
+    replicas: usize,
+    heartbeat_interval: Duration,
+    heartbeat_ttl: Duration,
+    dedupe_window: usize,
+    seq: AtomicU64,
+    /// Numbers the barrier messages.
+    barriers: AtomicU64,
+    counters: Arc<Counters>,
+    receivers: Mutex<Option<Receivers>>,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The NATS subscriptions held now, for [`Cluster::subscriptions`].
+    subscribed: Mutex<BTreeSet<String>>,
+    heartbeat: Mutex<Option<kv::Store>>,
+    dedupe: Mutex<Dedupe>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    fn is_own(&self, origin: &Origin) -> bool {
+        origin.instance == self.instance && origin.node == self.node_id
+    }
+}
+
+/// The [`Bridge`] a [`Cluster`] gives to the broker: it only queues.
+struct ClusterBridge {
+    events: mpsc::UnboundedSender<FilterEvent>,
+    outbound: mpsc::Sender<(TopicName, Publish)>,
+    counters: Arc<Counters>,
+}
+
+impl Bridge for ClusterBridge {
+    fn filter_added(&self, filter: &SubscriptionFilter) {
+        // Unbounded, but bounded by design: one event per distinct filter
+        // appearing or going, consumed without waiting on the network for
+        // each one.
+        let _ = self.events.send(FilterEvent::Added(filter.clone()));
+    }
+
+    fn filter_removed(&self, filter: &SubscriptionFilter) {
+        let _ = self.events.send(FilterEvent::Removed(filter.clone()));
+    }
+
+    fn message(&self, topic: &TopicName, publish: &Publish) {
+        if self
+            .outbound
+            .try_send((topic.clone(), publish.clone()))
+            .is_err()
+        {
+            bump(&self.counters.dropped_outbound);
+        }
+    }
+
+    fn routes_shared(&self) -> bool {
+        true
+    }
+}
+
+/// Remembers the last ids injected, to inject a message once when several
+/// NATS subscriptions of this node match it.
+struct Dedupe {
+    seen: HashSet<(u64, u64)>,
+    order: VecDeque<(u64, u64)>,
+    capacity: usize,
+}
+
+impl Dedupe {
+    fn new(capacity: usize) -> Self {
+        Self {
+            seen: HashSet::new(),
+            order: VecDeque::new(),
+            capacity,
+        }
+    }
+
+    /// Whether `id` is new (and remembers it).
+    fn insert(&mut self, id: (u64, u64)) -> bool {
+        if self.capacity == 0 {
+            return true;
+        }
+        if !self.seen.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        true
+    }
+}
+
+/// One node of a cluster of fulmar brokers over NATS.
+///
+/// 1. [`Cluster::connect`] connects to NATS;
+/// 2. [`Cluster::bridge`] goes to
+///    [`BrokerBuilder::bridge`](fulmar_broker::BrokerBuilder::bridge)
+///    before the broker starts;
+/// 3. [`Cluster::attach`] with the started broker loads the retained
+///    messages and starts routing;
+/// 4. [`Cluster::shutdown`] leaves the cluster (after the broker's shutdown).
+///
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+    bridge: Arc<ClusterBridge>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.inner.node_id)
+            .field("instance", &format_args!("{:016x}", self.inner.instance))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A random number per run, without a random number crate.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(nanos);
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// A key-value key for a node id: letters, digits, `-` and `_` as they
+/// are, every other byte `=XY`.
+fn node_key(node_id: &str) -> String {
+    let mut out = String::with_capacity(node_id.len());
+    for b in node_id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("={b:02X}"));
+        }
+    }
+    out
+}
+
+fn node_from_key(key: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(key.len());
+    let mut bytes = key.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'=' {
+            let hex = [bytes.next()?, bytes.next()?];
+            let hex = std::str::from_utf8(&hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl Cluster {
+    /// Connects to NATS as node `config.node_id`. Nothing is routed until
+    /// [`attach`](Self::attach).
+    ///
+    /// # Errors
+    /// [`ClusterError::Config`] for an empty node id or URL list or an
+    /// invalid prefix; [`ClusterError::Connect`]; [`ClusterError::Credentials`].
+    pub async fn connect(config: ClusterConfig) -> Result<Self, ClusterError> {
+        if config.node_id.is_empty() {
+            return Err(ClusterError::Config("empty node id".into()));
+        }
+        if config.urls.is_empty() {
+            return Err(ClusterError::Config("no NATS URL".into()));
+        }
+        let prefix = config.subject_prefix.clone();
+        if prefix.is_empty()
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ClusterError::Config(format!(
+                "subject prefix {prefix:?}: ASCII letters, digits, `-` and `_`"
+            )));
+        }
+        let live = Subjects::new(&format!("{prefix}.msg"))
+            .map_err(|e| ClusterError::Config(e.to_string()))?;
+        let retained = Subjects::new(&format!("{prefix}.ret"))
+            .map_err(|e| ClusterError::Config(e.to_string()))?;
+        let mut options =
+            async_nats::ConnectOptions::new().name(format!("fulmar {}", config.node_id));
+        match config.credentials.clone() {
+            None => {}
+            Some(Credentials::UserPassword { user, password }) => {
+                options = options.user_and_password(user, password);
+            }
+            Some(Credentials::Token(token)) => options = options.token(token),
+            Some(Credentials::NKey(seed)) => options = options.nkey(seed),
+            Some(Credentials::CredsFile(path)) => {
+                options = options
+                    .credentials_file(path)
+                    .await
+                    .map_err(ClusterError::Credentials)?;
+            }
+        }
+        if let Some(tls) = &config.tls {
+            options = options.require_tls(tls.required);
+            for ca in &tls.ca_files {
+                options = options.add_root_certificates(ca.clone());
+            }
+            if let Some((cert, key)) = &tls.client_cert {
+                options = options.add_client_certificate(cert.clone(), key.clone());
+            }
+        }
+        let client = options
+            .connect(config.urls.clone())
+            .await
+            .map_err(ClusterError::Connect)?;
+        let js = jetstream::new(client.clone());
+        let counters = Arc::new(Counters::default());
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (outbound_tx, outbound) = mpsc::channel(config.outbound_capacity.max(1));
+        let instance = random_u64();
+        tracing::info!(node = %config.node_id, instance = %format_args!("{instance:016x}"), "connected to NATS");
+        let inner = Arc::new(Inner {
+            node_id: config.node_id.clone(),
+            instance,
+            client,
+            js,
+            live,
+            retained,
+            prefix,
+            replicas: config.replicas.max(1),
+            heartbeat_interval: config.heartbeat_interval,
+            heartbeat_ttl: config.heartbeat_ttl,
+            dedupe_window: config.dedupe_window,
+            seq: AtomicU64::new(0),
+            barriers: AtomicU64::new(0),
+            counters: counters.clone(),
+            receivers: Mutex::new(Some(Receivers { events, outbound })),
+            stop: watch::channel(false).0,
+            tasks: Mutex::new(Vec::new()),
+            subscribed: Mutex::new(BTreeSet::new()),
+            heartbeat: Mutex::new(None),
+            dedupe: Mutex::new(Dedupe::new(config.dedupe_window)),
+        });
+        Ok(Self {
+            inner,
+            bridge: Arc::new(ClusterBridge {
+                events: events_tx,
+                outbound: outbound_tx,
+                counters,
+            }),
+        })
+    }
+
+    /// The [`Bridge`] to give to
+    /// [`BrokerBuilder::bridge`](fulmar_broker::BrokerBuilder::bridge).
+    /// It queues filter changes and messages until [`attach`](Self::attach)
+    /// starts the tasks that handle them.
+    #[must_use]
+    pub fn bridge(&self) -> Arc<dyn Bridge> {
+        self.bridge.clone()
+    }
+
+    /// This node's id.
+    #[must_use]
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// The NATS client (for monitoring or tests).
+    #[must_use]
+    pub fn nats(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// Starts routing for `broker`, which must have been built with
+    /// [`bridge`](Self::bridge): creates the retained stream and the node
+    /// bucket when missing, injects every retained message of the cluster
+    /// (before any client of this node should subscribe), then spawns the
+    /// tasks that publish local messages to NATS, hold the NATS
+    /// subscriptions, watch the retained stream and write the heartbeat.
+    ///
+    /// # Errors
+    /// [`ClusterError::AlreadyAttached`]; [`ClusterError::JetStream`] when
+    /// the stream, the bucket or the consumer cannot be had;
+    /// [`ClusterError::Broker`] when the broker is shut down.
+    pub async fn attach(&self, broker: &BrokerHandle) -> Result<(), ClusterError> {
+        let Receivers { events, outbound } = lock(&self.inner.receivers)
+            .take()
+            .ok_or(ClusterError::AlreadyAttached)?;
+        let inner = &self.inner;
+        // Routing first: subscriptions and publishes do not wait for JetStream.
+        let barrier_subject = inner.client.new_inbox();
+        let barrier = inner
+            .client
+            .subscribe(barrier_subject.clone())
+            .await
+            .map_err(|e| ClusterError::jetstream("barrier subscription", e))?;
+        self.spawn(control_loop(
+            inner.clone(),
+            broker.clone(),
+            events,
+            (barrier_subject, barrier),
+            inner.stop.subscribe(),
+        ));
+        self.spawn(outbound_loop(
+            inner.clone(),
+            outbound,
+            inner.stop.subscribe(),
+        ));
+        // Retained messages.
+        let stream_name = format!("{}_retained", inner.prefix);
+        let stream = inner
+            .js
+            .get_or_create_stream(stream::Config {
+                name: stream_name.clone(),
+                subjects: vec![format!("{}.>", inner.retained.root())],
+                max_messages_per_subject: 1,
+                num_replicas: inner.replicas,
+                storage: stream::StorageType::File,
+                discard: stream::DiscardPolicy::Old,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ClusterError::jetstream(&stream_name, e))?;
+        let consumer = stream
+            .create_consumer(consumer::push::OrderedConfig {
+                deliver_subject: inner.client.new_inbox(),
+                filter_subject: format!("{}.>", inner.retained.root()),
+                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ClusterError::jetstream("retained consumer", e))?;
+        let mut pending = consumer.cached_info().num_pending;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| ClusterError::jetstream("retained consumer", e))?;
+        while pending > 0 {
+            let message = match tokio::time::timeout(Duration::from_secs(30), messages.next()).await
+            {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(e))) => return Err(ClusterError::jetstream("retained load", e)),
+                Ok(None) => return Err(ClusterError::jetstream("retained load", "stream ended")),
+                Err(_) => return Err(ClusterError::jetstream("retained load", "timed out")),
+            };
+            pending = message.info().map_or(0, |info| info.pending);
+            on_retained(inner, broker, &message)?;
+        }
+        self.spawn(retained_loop(
+            inner.clone(),
+            broker.clone(),
+            messages,
+            inner.stop.subscribe(),
+        ));
+        // Liveness.
+        let bucket = format!("{}_nodes", inner.prefix);
+        let store = match inner.js.get_key_value(&bucket).await {
+            Ok(store) => store,
+            Err(_) => inner
+                .js
+                .create_key_value(kv::Config {
+                    bucket: bucket.clone(),
+                    history: 1,
+                    max_age: inner.heartbeat_ttl,
+                    num_replicas: inner.replicas,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| ClusterError::jetstream(&bucket, e))?,
+        };
+        let key = node_key(&inner.node_id);
+        store
+            .put(&key, heartbeat_value(inner))
+            .await
+            .map_err(|e| ClusterError::jetstream("heartbeat", e))?;
+        *lock(&inner.heartbeat) = Some(store.clone());
+        self.spawn(heartbeat_loop(
+            inner.clone(),
+            store,
+            key,
+            inner.stop.subscribe(),
+        ));
+        tracing::info!(node = %inner.node_id, "attached to the cluster");
+        Ok(())
+    }
+
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        lock(&self.inner.tasks).push(tokio::spawn(task));
+    }
+
+    /// The counters of this node's cluster traffic.
+    #[must_use]
+    pub fn stats(&self) -> ClusterStats {
+        let c = &self.inner.counters;
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        ClusterStats {
+            published: load(&c.published),
+            publish_errors: load(&c.publish_errors),
+            dropped_outbound: load(&c.dropped_outbound),
+            received: load(&c.received),
+            injected: load(&c.injected),
+            own_ignored: load(&c.own_ignored),
+            duplicates: load(&c.duplicates),
+            invalid: load(&c.invalid),
+            shared_delivered: load(&c.shared_delivered),
+            shared_missed: load(&c.shared_missed),
+            retained_loaded: load(&c.retained_loaded),
+            nats_subscriptions: load(&c.nats_subscriptions),
+        }
+    }
+
+    /// The NATS subscriptions this node holds for routing now, sorted:
+    /// `subject` for a plain one, `subject queue` for a queue group. A
+    /// subscription is listed once the server has it (so a message
+    /// published by another node from then on reaches this node).
+    #[must_use]
+    pub fn subscriptions(&self) -> Vec<String> {
+        lock(&self.inner.subscribed).iter().cloned().collect()
+    }
+
+    /// The ids of the nodes whose heartbeat is alive, sorted.
+    ///
+    /// # Errors
+    /// [`ClusterError::JetStream`] when the bucket cannot be read (or
+    /// before [`attach`](Self::attach)).
+    pub async fn nodes(&self) -> Result<Vec<String>, ClusterError> {
+        let store = lock(&self.inner.heartbeat)
+            .clone()
+            .ok_or_else(|| ClusterError::jetstream("nodes", "not attached"))?;
+        let mut keys = store
+            .keys()
+            .await
+            .map_err(|e| ClusterError::jetstream("nodes", e))?;
+        let mut nodes = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(|e| ClusterError::jetstream("nodes", e))?;
+            if let Some(node) = node_from_key(&key) {
+                nodes.push(node);
+            }
+        }
+        nodes.sort();
+        Ok(nodes)
+    }
+
+    /// Leaves the cluster: publishes what is still queued, stops the tasks
+    /// (dropping the NATS subscriptions), deletes the heartbeat key and
+    /// flushes. Call it after the broker's shutdown.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        let _ = inner.stop.send(true);
+        let tasks = std::mem::take(&mut *lock(&inner.tasks));
+        for task in tasks {
+            let _ = task.await;
+        }
+        let store = lock(&inner.heartbeat).take();
+        if let Some(store) = store
+            && let Err(e) = store.delete(node_key(&inner.node_id)).await
+        {
+            tracing::warn!(error = %e, "cannot delete the heartbeat key");
+        }
+        let _ = inner.client.flush().await;
+        lock(&inner.subscribed).clear();
+        inner
+            .counters
+            .nats_subscriptions
+            .store(0, Ordering::Relaxed);
+        tracing::info!(node = %inner.node_id, "left the cluster");
+    }
+
+    /// Stops the heartbeat without deleting the key, as a node that died
+    /// would: for tests of liveness.
+    #[doc(hidden)]
+    pub fn stop_heartbeat_for_test(&self) {
+        let _ = lock(&self.inner.heartbeat).take();
+    }
+}
+
+fn heartbeat_value(inner: &Inner) -> Bytes {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Bytes::from(format!("instance={:016x} time={now}", inner.instance))
+}
+
+async fn heartbeat_loop(
+    inner: Arc<Inner>,
+    store: kv::Store,
+    key: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(inner.heartbeat_interval.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        if lock(&inner.heartbeat).is_none() {
+            return;
+        }
+        if let Err(e) = store.put(&key, heartbeat_value(&inner)).await {
+            tracing::warn!(error = %e, "heartbeat");
+        }
+    }
+}
+
+/// Publishes every locally accepted message once to NATS.
+async fn outbound_loop(
+    inner: Arc<Inner>,
+    mut outbound: mpsc::Receiver<(TopicName, Publish)>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            next = outbound.recv() => next,
+            _ = stop.changed() => None,
+        };
+        let Some((topic, publish)) = next else {
+            break;
+        };
+        publish_one(&inner, &topic, publish).await;
+    }
+    // Stopping: publish what was already accepted.
+    outbound.close();
+    while let Ok((topic, publish)) = outbound.try_recv() {
+        publish_one(&inner, &topic, publish).await;
+    }
+}
+
+async fn publish_one(inner: &Inner, topic: &TopicName, publish: Publish) {
+    let origin = Origin {
+        node: inner.node_id.clone(),
+        instance: inner.instance,
+        seq: inner.seq.fetch_add(1, Ordering::Relaxed),
+    };
+    let headers = headers::encode(&publish, &origin);
+    let counters = &inner.counters;
+    if publish.retain {
+        // Every other node stores (and routes to its plain subscriptions)
+        // what the retained stream delivers.
+        let subject = inner.retained.topic(topic);
+        match inner
+            .js
+            .publish_with_headers(subject, headers.clone(), publish.payload.clone())
+            .await
+        {
+            Ok(ack) => {
+                let counters = inner.counters.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = ack.await {
+                        bump(&counters.publish_errors);
+                        tracing::warn!(error = %e, "retained message not stored in JetStream");
+                    }
+                });
+            }
+            Err(e) => {
+                bump(&counters.publish_errors);
+                tracing::warn!(error = %e, "retained message not published to JetStream");
+            }
+        }
+    }
+    // The routing subject: plain subscriptions of other nodes, and shared
+    // groups everywhere (this node's included).
+    let subject = inner.live.topic(topic);
+    match inner
+        .client
+        .publish_with_headers(subject, headers, publish.payload)
+        .await
+    {
+        Ok(()) => bump(&counters.published),
+        Err(e) => {
+            bump(&counters.publish_errors);
+            tracing::warn!(error = %e, "message not published to NATS");
+        }
+    }
+}
+
+/// A NATS subscription held for a filter: reference counted, ended when
+/// `stop` is dropped.
+struct Held {
+    count: usize,
+    label: String,
+    _stop: oneshot::Sender<()>,
+}
+
+/// The queue group of a shared subscription: from the prefix, the share
+/// name and the filter, the same on every node.
+fn queue_name(prefix: &str, filter: &SharedFilter) -> String {
+    let mut queue = format!("{prefix}.");
+    escape_level(filter.group(), &mut queue);
+    queue.push('.');
+    escape_level(filter.filter().as_str(), &mut queue);
+    queue
+}
+
+/// Holds the NATS subscriptions for the filters of the local broker.
+async fn control_loop(
+    inner: Arc<Inner>,
+    broker: BrokerHandle,
+    mut events: mpsc::UnboundedReceiver<FilterEvent>,
+    mut barrier: (String, Subscriber),
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut held: HashMap<String, Held> = HashMap::new();
+    loop {
+        let first = tokio::select! {
+            event = events.recv() => event,
+            _ = stop.changed() => None,
+        };
+        let Some(first) = first else {
+            break;
+        };
+        let mut batch = vec![first];
+        while let Ok(event) = events.try_recv() {
+            batch.push(event);
+        }
+        let mut added = false;
+        for event in batch {
+            match event {
+                FilterEvent::Added(filter) => {
+                    added |= add(&inner, &broker, &mut held, &filter).await;
+                }
+                FilterEvent::Removed(filter) => remove(&inner, &mut held, &filter),
+            }
+        }
+        if added {
+            // The server handles a connection's protocol in order: once a
+            // message published after the SUBs comes back, it has them.
+            wait_barrier(&inner, &mut barrier).await;
+        }
+        let labels: BTreeSet<String> = held.values().map(|h| h.label.clone()).collect();
+        inner
+            .counters
+            .nats_subscriptions
+            .store(labels.len() as u64, Ordering::Relaxed);
+        *lock(&inner.subscribed) = labels;
+    }
+}
+
+async fn wait_barrier(inner: &Inner, (subject, barrier): &mut (String, Subscriber)) {
+    let token = Bytes::from(inner.barriers.fetch_add(1, Ordering::Relaxed).to_string());
+    if let Err(e) = inner.client.publish(subject.clone(), token.clone()).await {
+        tracing::warn!(error = %e, "barrier");
+        return;
+    }
+    let wait = async {
+        while let Some(message) = barrier.next().await {
+            if message.payload == token {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .is_err()
+    {
+        tracing::warn!("NATS did not confirm new subscriptions within 10 s");
+    }
+}
+
+/// Starts the NATS subscriptions of `filter` that are not held yet;
+/// whether any was started.
+async fn add(
+    inner: &Arc<Inner>,
+    broker: &BrokerHandle,
+    held: &mut HashMap<String, Held>,
+    filter: &SubscriptionFilter,
+) -> bool {
+    let mut started = false;
+    let queue = match filter {
+        SubscriptionFilter::Shared(shared) => Some(queue_name(&inner.prefix, shared)),
+        SubscriptionFilter::Plain(_) => None,
+    };
+    for subject in inner.live.filter(filter.filter()) {
+        let label = match &queue {
+            Some(queue) => format!("{subject} {queue}"),
+            None => subject.clone(),
+        };
+        if let Some(h) = held.get_mut(&label) {
+            h.count += 1;
+            continue;
+        }
+        let subscribed = match &queue {
+            Some(queue) => {
+                inner
+                    .client
+                    .queue_subscribe(subject.clone(), queue.clone())
+                    .await
+            }
+            None => inner.client.subscribe(subject.clone()).await,
+        };
+        let subscriber = match subscribed {
+            Ok(subscriber) => subscriber,
+            Err(e) => {
+                tracing::warn!(error = %e, %subject, "NATS subscription failed");
+                continue;
+            }
+        };
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = match filter {
+            SubscriptionFilter::Shared(shared) => tokio::spawn(forward(
+                inner.clone(),
+                broker.clone(),
+                subscriber,
+                stop_rx,
+                Some(shared.clone()),
+            )),
+            SubscriptionFilter::Plain(_) => tokio::spawn(forward(
+                inner.clone(),
+                broker.clone(),
+                subscriber,
+                stop_rx,
+                None,
+            )),
+        };
+        drop(task);
+        held.insert(
+            label.clone(),
+            Held {
+                count: 1,
+                label,
+                _stop: stop_tx,
+            },
+        );
+        started = true;
+    }
+    started
+}
+
+fn remove(inner: &Inner, held: &mut HashMap<String, Held>, filter: &SubscriptionFilter) {
+    let queue = match filter {
+        SubscriptionFilter::Shared(shared) => Some(queue_name(&inner.prefix, shared)),
+        SubscriptionFilter::Plain(_) => None,
+    };
+    for subject in inner.live.filter(filter.filter()) {
+        let label = match &queue {
+            Some(queue) => format!("{subject} {queue}"),
+            None => subject,
+        };
+        if let Some(h) = held.get_mut(&label) {
+            h.count -= 1;
+            if h.count == 0 {
+                // Dropping `stop` ends the forwarding task, which unsubscribes.
+                held.remove(&label);
+            }
+        }
+    }
+}
+
+/// Hands the messages of one NATS subscription to the broker until `stop`.
+async fn forward(
+    inner: Arc<Inner>,
+    broker: BrokerHandle,
+    mut subscriber: Subscriber,
+    mut stop: oneshot::Receiver<()>,
+    shared: Option<SharedFilter>,
+) {
+    loop {
+        let message = tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            message = subscriber.next() => message,
+        };
+        let Some(message) = message else {
+            return;
+        };
+        let delivered = match &shared {
+            None => on_plain(&inner, &broker, message),
+            Some(group) => on_shared(&inner, &broker, group, message),
+        };
+        if let Err(BrokerError::Shutdown) = delivered {
+            break;
+        }
+    }
+    let _ = subscriber.unsubscribe().await;
+}
+
+/// Decodes a routed NATS message; `None` (counted) when it is not one.
+fn decode_routed(inner: &Inner, message: async_nats::Message) -> Option<(Publish, Origin)> {
+    bump(&inner.counters.received);
+    let Some(topic) = inner.live.parse_topic(message.subject.as_str()) else {
+        bump(&inner.counters.invalid);
+        tracing::debug!(subject = %message.subject, "dropped: subject is not a topic");
+        return None;
+    };
+    match headers::decode(topic, message.headers.as_ref(), message.payload) {
+        Ok(decoded) => Some(decoded),
+        Err(e) => {
+            bump(&inner.counters.invalid);
+            tracing::debug!(subject = %message.subject, error = %e, "dropped: headers");
+            None
+        }
+    }
+}
+
+fn on_plain(
+    inner: &Inner,
+    broker: &BrokerHandle,
+    message: async_nats::Message,
+) -> Result<(), BrokerError> {
+    let Some((publish, origin)) = decode_routed(inner, message) else {
+        return Ok(());
+    };
+    if inner.is_own(&origin) {
+        bump(&inner.counters.own_ignored);
+        return Ok(());
+    }
+    if publish.retain {
+        // The retained stream brings it to every node, which stores it and
+        // routes it then.
+        return Ok(());
+    }
+    if inner.dedupe_window > 0 && !lock(&inner.dedupe).insert((origin.instance, origin.seq)) {
+        bump(&inner.counters.duplicates);
+        return Ok(());
+    }
+    match broker.inject(&publish) {
+        Ok(()) => {
+            bump(&inner.counters.injected);
+            Ok(())
+        }
+        Err(BrokerError::Shutdown) => Err(BrokerError::Shutdown),
+        Err(e) => {
+            bump(&inner.counters.invalid);
+            tracing::debug!(error = %e, "inject refused");
+            Ok(())
+        }
+    }
+}
+
+fn on_shared(
+    inner: &Inner,
+    broker: &BrokerHandle,
+    group: &SharedFilter,
+    message: async_nats::Message,
+) -> Result<(), BrokerError> {
+    // A node's own messages count here: local routing left the group to us.
+    let Some((publish, _origin)) = decode_routed(inner, message) else {
+        return Ok(());
+    };
+    if broker.deliver_shared(group, &publish)? {
+        bump(&inner.counters.shared_delivered);
+    } else {
+        bump(&inner.counters.shared_missed);
+    }
+    Ok(())
+}
+
+/// Injects one message of the retained stream.
+fn on_retained(
+    inner: &Inner,
+    broker: &BrokerHandle,
+    message: &jetstream::Message,
+) -> Result<(), BrokerError> {
+    let Some(topic) = inner.retained.parse_topic(message.subject.as_str()) else {
+        bump(&inner.counters.invalid);
+        return Ok(());
+    };
+    let (mut publish, origin) =
+        match headers::decode(topic, message.headers.as_ref(), message.payload.clone()) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                bump(&inner.counters.invalid);
+                tracing::debug!(error = %e, "retained message dropped: headers");
+                return Ok(());
+            }
+        };
+    if inner.is_own(&origin) {
+        return Ok(());
+    }
+    publish.retain = true;
+    if let Some(expiry) = publish.properties.message_expiry_interval
+        && let Ok(info) = message.info()
+    {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let published = u64::try_from(info.published.unix_timestamp()).unwrap_or(0);
+        let age = now.saturating_sub(published);
+        match u32::try_from(age) {
+            Ok(age) if age < expiry => {
+                publish.properties.message_expiry_interval = Some(expiry - age);
+            }
+            // Expired: a new subscriber must not get it (MQTT-3.3.2-5).
+            _ => return Ok(()),
+        }
+    }
+    match broker.inject(&publish) {
+        Ok(()) => {
+            bump(&inner.counters.retained_loaded);
+            Ok(())
+        }
+        Err(BrokerError::Shutdown) => Err(BrokerError::Shutdown),
+        Err(e) => {
+            bump(&inner.counters.invalid);
+            tracing::debug!(error = %e, "retained inject refused");
+            Ok(())
+        }
+    }
+}
+
+/// Keeps injecting the retained messages other nodes publish.
+async fn retained_loop(
+    inner: Arc<Inner>,
+    broker: BrokerHandle,
+    mut messages: consumer::push::Ordered,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let next = tokio::select! {
+            next = messages.next() => next,
+            _ = stop.changed() => return,
+        };
+        match next {
+            Some(Ok(message)) => {
+                if on_retained(&inner, &broker, &message).is_err() {
+                    return;
+                }
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "retained stream"),
+            None => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_keys_round_trip() {
+        for id in ["node-1", "a.b", "é x=y", ""] {
+            let key = node_key(id);
+            assert!(
+                key.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_=".contains(&b))
+            );
+            assert_eq!(node_from_key(&key).as_deref(), Some(id));
+        }
+    }
+
+    #[test]
+    fn dedupe_forgets_beyond_its_window() {
+        let mut d = Dedupe::new(2);
+        assert!(d.insert((1, 1)));
+        assert!(!d.insert((1, 1)));
+        assert!(d.insert((1, 2)));
+        assert!(d.insert((1, 3)));
+        assert!(d.insert((1, 1)), "forgotten");
+        let mut off = Dedupe::new(0);
+        assert!(off.insert((1, 1)) && off.insert((1, 1)));
+    }
+
+    #[test]
+    fn queue_names_have_no_whitespace_nor_wildcards() {
+        let f: SubscriptionFilter = "$share/my group/a b/#".parse().unwrap();
+        let SubscriptionFilter::Shared(f) = f else {
+            unreachable!()
+        };
+        let q = queue_name("fulmar", &f);
+        assert_eq!(q, "fulmar.my%20group.a%20b/#");
+        assert!(!q.contains([' ', '*', '>']));
+    }
+}

@@ -1,0 +1,105 @@
+//! fulmar brokers as one cluster over [NATS](https://nats.io) and JetStream.
+//!
+//! Each node is an ordinary [`fulmar_broker`] broker with a [`Cluster`] as
+//! its [`Bridge`](fulmar_broker::Bridge). The broker knows nothing of NATS:
+//! it tells the bridge which filters its clients hold and which messages
+//! they publish, and the cluster brings messages from the other nodes back
+//! with [`BrokerHandle::inject`](fulmar_broker::BrokerHandle::inject) and
+//! [`BrokerHandle::deliver_shared`](fulmar_broker::BrokerHandle::deliver_shared).
+//!
+//! # Example
+//!
+//! Two lines around an ordinary broker (not run as a doc test: it needs a
+//! NATS server with JetStream, `nats-server -js`):
+//!
+//! ```no_run
+//! use fulmar_broker::Broker;
+//! use fulmar_cluster::{Cluster, ClusterConfig};
+//!
+//! # async fn node() -> Result<(), Box<dyn std::error::Error>> {
+//! let cluster = Cluster::connect(ClusterConfig::new("nats://127.0.0.1:4222", "node-a")).await?;
+//! let broker = Broker::builder()
+//!     .tcp_listener("0.0.0.0:1883")
+//!     .bridge(cluster.bridge())
+//!     .start()
+//!     .await?;
+//! cluster.attach(&broker).await?;
+//! // ... serve until asked to stop ...
+//! broker.shutdown().await;
+//! cluster.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How messages travel
+//!
+//! - **Routing.** For every distinct filter the local broker holds, the
+//!   node holds a NATS subscription on the filter's subjects ([`subject`]:
+//!   `/` to `.`, `+` to `*`, `#` to `>`, escaping what a subject cannot
+//!   carry), reference counted and dropped with the last local subscriber.
+//!   A message accepted locally is routed to the local subscribers by the
+//!   broker and published once to NATS, its MQTT metadata in [`headers`]
+//!   (QoS, retain, v5 properties, origin node). A node injects each message
+//!   of another node once, even when several of its subscriptions match it,
+//!   and ignores its own.
+//! - **Shared subscriptions** (`$share/{group}/{filter}`): one NATS queue
+//!   subscription per group and filter on every node with a member, in a
+//!   queue group named after both, so NATS picks one node per message and
+//!   that node one local member. The cluster routes shared groups for the
+//!   local broker too, so a message reaches a group once in the cluster.
+//! - **Retained messages** live in a JetStream stream keeping the last
+//!   message per subject (`{prefix}_retained`, subjects `{prefix}.ret.>`;
+//!   an empty payload is kept as a tombstone that deletes). A node loads
+//!   every retained message when it [attaches](Cluster::attach) and then
+//!   watches the stream, injecting what other nodes publish: every node
+//!   stores every retained message, and the local subscribers of a node get
+//!   a retained message from the stream rather than from the routing
+//!   subject, so they get it once. A retained message's Message Expiry
+//!   Interval is reduced by the time it spent in the stream.
+//! - **Liveness.** Each node writes a heartbeat key in the key-value bucket
+//!   `{prefix}_nodes`, whose max age is the heartbeat TTL; a node whose key
+//!   expired is gone ([`Cluster::nodes`] lists the live ones).
+//!
+//! # Guarantees and limits
+//!
+//! - Between nodes messages travel over core NATS: at most once. A QoS 1
+//!   or 2 message is acknowledged by the node that received it; a NATS
+//!   reconnect or a slow consumer on the NATS connection can lose messages
+//!   on the way to other nodes (counted by NATS, not by fulmar). Queued
+//!   QoS 1/2 messages of offline sessions held in JetStream are future
+//!   work, with sessions.
+//! - A subscription is in the cluster shortly after its SUBACK: a message
+//!   published on another node in between is not delivered to it.
+//! - A retained message reaches the subscribers of other nodes through the
+//!   stream, a non-retained one through the routing subject: between two
+//!   nodes, a retained and a non-retained message on one topic may change
+//!   order.
+//! - The subject of a very long topic (three bytes per escaped byte) may go
+//!   past the NATS server's `max_control_line` (4 KiB by default); such a
+//!   publish fails and is counted ([`ClusterStats::publish_errors`]).
+//! - Sessions live on one node: resuming a session on another node, and
+//!   session takeover across nodes, wait for the broker's storage seam.
+//!
+//! # Wills of a node that is gone (design, not implemented)
+//!
+//! A node would keep the will of each connected client in a key-value
+//! bucket `{prefix}_wills` (key: node and client id; value: the will
+//! message in [`headers`] form and its delay), written when a client
+//! connects with a will and deleted when it disconnects normally or its
+//! will is published. Every node watches the heartbeat bucket; when a
+//! node's key disappears (deleted on a clean shutdown, expired when the
+//! node died), the live nodes race to create the key `gone.{node}.{instance}`
+//! in the wills bucket (a create succeeds once), and the winner publishes
+//! the dead node's wills through its own broker after each will delay,
+//! unless the client reconnected elsewhere in the meantime (its session
+//! key says so), then deletes them. This needs the broker to report wills
+//! to the bridge, which the [`Bridge`](fulmar_broker::Bridge) seam does not
+//! do yet.
+
+mod cluster;
+mod error;
+pub mod headers;
+pub mod subject;
+
+pub use cluster::{Cluster, ClusterConfig, ClusterStats, Credentials, TlsOptions};
+pub use error::ClusterError;
