@@ -127,6 +127,7 @@ impl Journal {
                 (ops, last, q.closed && q.ops.is_empty())
             };
             if !ops.is_empty() {
+                let ops = coalesce(ops);
                 if let Err(error) = store.commit(&ops) {
                     tracing::error!(
                         %error,
@@ -141,5 +142,78 @@ impl Journal {
                 return;
             }
         }
+    }
+}
+
+/// Drops the changes of a batch that cancel out: a message put and deleted
+/// in the same batch (its subscriber acknowledged it before the commit) is
+/// never written, nor what happened to it in between.
+fn coalesce(ops: Vec<StoreOp>) -> Vec<StoreOp> {
+    use std::collections::HashSet;
+    let mut put: HashSet<(&str, u64)> = HashSet::new();
+    let mut gone: HashSet<(Arc<str>, u64)> = HashSet::new();
+    for op in &ops {
+        match op {
+            StoreOp::PutMessage { client, seq, .. } => {
+                put.insert((client, *seq));
+            }
+            StoreOp::DeleteMessage { client, seq } if put.contains(&(&**client, *seq)) => {
+                gone.insert((client.clone(), *seq));
+            }
+            _ => {}
+        }
+    }
+    if gone.is_empty() {
+        return ops;
+    }
+    ops.into_iter()
+        .filter(|op| match op {
+            StoreOp::PutMessage { client, seq, .. }
+            | StoreOp::MarkSent { client, seq, .. }
+            | StoreOp::DeleteMessage { client, seq } => !gone.contains(&(client.clone(), *seq)),
+            _ => true,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoredMessage;
+    use fulmar_codec::{MqttString, Publish};
+
+    fn put(client: &str, seq: u64) -> StoreOp {
+        StoreOp::PutMessage {
+            client: Arc::from(client),
+            seq,
+            message: StoredMessage {
+                publish: Publish::new(MqttString::from("t"), "x".into()),
+                stored_at: 0,
+                packet_id: None,
+                released: false,
+            },
+        }
+    }
+
+    fn del(client: &str, seq: u64) -> StoreOp {
+        StoreOp::DeleteMessage {
+            client: Arc::from(client),
+            seq,
+        }
+    }
+
+    #[test]
+    fn a_message_put_and_deleted_in_one_batch_is_not_written() {
+        let ops = vec![
+            put("a", 1),
+            put("a", 2),
+            del("b", 7),
+            del("a", 1),
+            put("b", 1),
+        ];
+        assert_eq!(coalesce(ops), vec![put("a", 2), del("b", 7), put("b", 1)]);
+        // A delete before the put (another key order) is kept.
+        let ops = vec![del("a", 3), put("a", 3)];
+        assert_eq!(coalesce(ops.clone()), ops);
     }
 }
