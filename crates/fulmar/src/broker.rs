@@ -4,7 +4,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args};
-use fulmar_broker::{Broker, BrokerBuilder, TlsConfig};
+use std::sync::Arc;
+
+use fulmar_broker::{Broker, BrokerBuilder, DiskStore, TlsConfig};
 
 use crate::acl::{Acl, AclAuthorizer};
 use crate::config::{Config, DEFAULT_CONFIG, ListenerConfig, Protocol};
@@ -28,11 +30,14 @@ pub(crate) struct BrokerArgs {
     /// address (with --port, default 1883) or ADDR:PORT. May be repeated.
     #[arg(long = "bind", value_name = "ADDR")]
     bind: Vec<String>,
-    /// Directory for the broker's store, created if missing. Persistence is
-    /// not implemented yet: the in-memory store is used for now, so nothing
-    /// is written there and sessions do not survive a restart.
+    /// Directory of the broker's store (persistent sessions, queued QoS 1/2
+    /// messages, retained messages), created if missing; default
+    /// `fulmar-data`, or the configuration's `[persistence] dir`.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep nothing on disk: sessions and retained messages live in memory.
+    #[arg(long, conflicts_with = "data_dir")]
+    no_persistence: bool,
     /// More log output: -v debug, -vv trace (RUST_LOG takes precedence).
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
@@ -84,6 +89,13 @@ fn effective_config(args: &BrokerArgs) -> Result<Config, String> {
             .collect();
     } else if let (Some(port), Some(first)) = (args.port, config.listeners.first_mut()) {
         first.bind = with_port(&first.bind, port);
+    }
+    if let Some(dir) = &args.data_dir {
+        config.persistence.dir.clone_from(dir);
+        config.persistence.enabled = true;
+    }
+    if args.no_persistence {
+        config.persistence.enabled = false;
     }
     if let Some(format) = args.log_format {
         config.log.format = format;
@@ -142,18 +154,21 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
     }
     let config = effective_config(&args)?;
     logging::init(&config.log.level, config.log.format)?;
-    if let Some(dir) = &args.data_dir {
-        std::fs::create_dir_all(dir).map_err(|e| format!("--data-dir {}: {e}", dir.display()))?;
-        tracing::warn!(
-            dir = %dir.display(),
-            "persistence is not implemented yet: the in-memory store is used"
-        );
-    }
 
     let mut limits = config.limits.to_limits()?;
     limits.sys_interval = (config.sys.interval_secs > 0)
         .then(|| std::time::Duration::from_secs(config.sys.interval_secs));
     let mut builder = Broker::builder().limits(limits);
+    let persistence = &config.persistence;
+    if persistence.enabled {
+        let dir = &persistence.dir;
+        let store =
+            DiskStore::open(dir).map_err(|e| format!("the store in {}: {e}", dir.display()))?;
+        tracing::info!(file = %store.path().display(), "store opened");
+        builder = builder
+            .store(Arc::new(store))
+            .durability(persistence.durability());
+    }
     for (i, listener) in config.listeners.iter().enumerate() {
         builder = add_listener(builder, i + 1, listener)?;
     }

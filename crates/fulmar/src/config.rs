@@ -25,6 +25,8 @@ pub(crate) struct Config {
     pub(crate) sys: SysConfig,
     /// `[metrics]`.
     pub(crate) metrics: MetricsConfig,
+    /// `[persistence]`.
+    pub(crate) persistence: PersistenceConfig,
 }
 
 impl Default for Config {
@@ -44,6 +46,7 @@ impl Default for Config {
             log: LogConfig::default(),
             sys: SysConfig::default(),
             metrics: MetricsConfig::default(),
+            persistence: PersistenceConfig::default(),
         }
     }
 }
@@ -231,6 +234,53 @@ pub(crate) struct MetricsConfig {
     pub(crate) bind: Option<String>,
 }
 
+/// `[persistence]`: the on-disk store.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct PersistenceConfig {
+    /// Keep persistent sessions and retained messages on disk.
+    pub(crate) enabled: bool,
+    /// The store's directory (`--data-dir` takes precedence).
+    pub(crate) dir: PathBuf,
+    /// `immediate` or `periodic`.
+    pub(crate) durability: DurabilityConfig,
+    /// With `periodic`: milliseconds between commits.
+    pub(crate) flush_interval_ms: u64,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: PathBuf::from("fulmar-data"),
+            durability: DurabilityConfig::Immediate,
+            flush_interval_ms: 1000,
+        }
+    }
+}
+
+/// `[persistence] durability`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum DurabilityConfig {
+    /// Acknowledgements wait for the commit (group commit).
+    Immediate,
+    /// Commits every `flush_interval_ms`; acknowledgements do not wait.
+    Periodic,
+}
+
+impl PersistenceConfig {
+    /// The broker's [`fulmar_broker::Durability`].
+    pub(crate) fn durability(&self) -> fulmar_broker::Durability {
+        match self.durability {
+            DurabilityConfig::Immediate => fulmar_broker::Durability::Immediate,
+            DurabilityConfig::Periodic => fulmar_broker::Durability::Periodic(
+                std::time::Duration::from_millis(self.flush_interval_ms.max(1)),
+            ),
+        }
+    }
+}
+
 /// The commented default configuration, as `--print-default-config` prints
 /// it. It parses back to [`Config::default`] (tested).
 pub(crate) const DEFAULT_CONFIG: &str = r#"# fulmar broker configuration (TOML). Every key is optional; the values
@@ -300,6 +350,20 @@ interval_secs = 0
 # sessions, subscriptions, retained and dropped messages, packets, messages
 # and bytes in and out. Off by default.
 # bind = "127.0.0.1:9100"
+
+[persistence]
+# Keep persistent sessions (subscriptions, queued and in-flight QoS 1/2
+# messages) and retained messages on disk, and recover them at start.
+enabled = true
+# Directory of the store; relative to this file (without a file: to the
+# working directory). --data-dir takes precedence.
+dir = "fulmar-data"
+# "immediate": a QoS 1/2 message is acknowledged (PUBACK/PUBREC), and a
+# subscription confirmed, only once it is on disk; commits are shared by all
+# connections. "periodic": written every flush_interval_ms, acknowledgements
+# do not wait (a crash loses up to one interval).
+durability = "immediate"
+flush_interval_ms = 1000
 "#;
 
 impl Config {
@@ -312,6 +376,7 @@ impl Config {
         {
             *path = base.join(&*path);
         }
+        config.persistence.dir = base.join(&config.persistence.dir);
         for listener in &mut config.listeners {
             for path in [
                 &mut listener.cert,
@@ -393,7 +458,9 @@ mod tests {
 
     #[test]
     fn the_printed_default_parses_back_to_the_defaults() {
-        let parsed = Config::parse(DEFAULT_CONFIG, Path::new("/etc/fulmar")).unwrap();
+        let mut parsed = Config::parse(DEFAULT_CONFIG, Path::new("/etc/fulmar")).unwrap();
+        assert_eq!(parsed.persistence.dir, Path::new("/etc/fulmar/fulmar-data"));
+        parsed.persistence.dir = Config::default().persistence.dir;
         assert_eq!(parsed, Config::default());
         parsed.check().unwrap();
     }

@@ -44,11 +44,22 @@ fn wait_for_line(child: &mut Child, needle: &'static str) -> Option<String> {
     rx.recv().ok()
 }
 
+/// The `fulmar` binary in a fresh working directory (for the broker's store).
 fn fulmar() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fulmar"));
-    cmd.env_remove("RUST_LOG").stdin(Stdio::null());
+    let dir = std::env::temp_dir().join(format!(
+        "fulmar-bench-test-{}-{}",
+        std::process::id(),
+        DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("a working directory");
+    cmd.env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .current_dir(dir);
     cmd
 }
+
+static DIRS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 fn start_fulmar() -> Broker {
     let mut child = fulmar()

@@ -11,11 +11,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The `fulmar` binary, without RUST_LOG from the environment.
+/// The `fulmar` binary, without RUST_LOG from the environment, in a fresh
+/// working directory (a broker keeps its default store, `fulmar-data`, there).
 pub fn fulmar() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fulmar"));
     cmd.env_remove("RUST_LOG");
     cmd.stdin(Stdio::null());
+    cmd.current_dir(temp_dir());
     cmd
 }
 
