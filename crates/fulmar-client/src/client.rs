@@ -192,6 +192,11 @@ impl Client {
     /// subscription (including subscriptions the broker kept from an earlier
     /// session). It counts for backpressure like any other stream.
     ///
+    /// Messages that arrived while no stream wanted them (typically the
+    /// queue of a resumed session, sent right after CONNACK) are kept, up to
+    /// [`ConnectOptions::stream_capacity`](crate::ConnectOptions::stream_capacity),
+    /// and come first on the first such stream.
+    ///
     /// # Errors
     /// [`Error::Closed`] once the client is closed.
     pub async fn messages(&self) -> Result<Messages, Error> {

@@ -109,6 +109,10 @@ struct Driver {
     dropped_tx: mpsc::UnboundedSender<u64>,
     dropped_rx: mpsc::UnboundedReceiver<u64>,
     router: Router,
+    /// Messages that arrived while no stream wanted them (a resumed session's
+    /// queue, before `messages()` was called), for the first catch-all
+    /// stream; at most `stream_capacity`.
+    unclaimed: VecDeque<Message>,
     /// QoS 1/2 publishes awaiting PUBACK / PUBCOMP.
     publishes: HashMap<PacketId, Reply<PublishOutcome>>,
     /// QoS 0 publishes awaiting their write, in the session's (FIFO) order.
@@ -151,6 +155,7 @@ impl Driver {
             dropped_tx,
             dropped_rx,
             router: Router::default(),
+            unclaimed: VecDeque::new(),
             publishes: HashMap::new(),
             qos0: VecDeque::new(),
             requests: HashMap::new(),
@@ -413,10 +418,15 @@ impl Driver {
                             packet_id,
                         });
                 if targets.is_empty() {
-                    debug!(topic = %publish.topic, "message for no stream");
                     if let Some(token) = token {
                         // Nobody will acknowledge it: do it now.
                         self.ack(token);
+                    }
+                    if self.unclaimed.len() < self.options.stream_capacity {
+                        // Kept for the first catch-all stream (without its ack token).
+                        self.unclaimed.push_back(Message::new(publish, None));
+                    } else {
+                        debug!(topic = %publish.topic, "message for no stream, dropped");
                     }
                     return;
                 }
@@ -684,6 +694,12 @@ impl Driver {
             Command::Messages { reply } => {
                 let key = self.router.next_key();
                 let (tx, rx) = mpsc::channel(self.options.stream_capacity);
+                // What arrived before any stream wanted it comes first.
+                while let Some(message) = self.unclaimed.pop_front() {
+                    if tx.try_send(message).is_err() {
+                        break;
+                    }
+                }
                 self.router.add_catch_all(key, tx);
                 let _gone = reply.send(Messages::new(rx, key, self.dropped_tx.clone()));
             }

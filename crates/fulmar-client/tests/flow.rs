@@ -98,9 +98,10 @@ async fn a_slow_stream_holds_back_acknowledgements() {
                         let bound = consumed.load(Ordering::SeqCst) + CAPACITY + 2;
                         assert!(n <= bound, "{n} acknowledgements, bound {bound}");
                         if n == CAPACITY + 1
-                            && let Some(tx) = settled.take() {
-                                let _ = tx.send(());
-                            }
+                            && let Some(tx) = settled.take()
+                        {
+                            let _ = tx.send(());
+                        }
                     }
                     Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
                     other => panic!("unexpected {other:?}"),
@@ -352,4 +353,40 @@ async fn a_failure_reason_code_is_a_typed_error() {
     }
     guard(client.disconnect()).await.unwrap();
     guard(broker).await.unwrap();
+}
+
+// A resumed session's queue arrives right after CONNACK, before the
+// application asked for a stream: the messages wait for the first catch-all
+// stream instead of being lost (up to the stream capacity; the rest is dropped).
+// MQTT-4.3.2-1 (QoS 1 messages of the session are delivered).
+#[tokio::test]
+async fn messages_before_any_stream_wait_for_the_first_catch_all_stream() {
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let connack = ConnAck {
+            session_present: true,
+            ..ConnAck::default()
+        };
+        let mut wire = accept(&listener, connack).await;
+        for i in 0..5 {
+            wire.send(publish(i)).await.unwrap();
+        }
+        // Every one is acknowledged (the client owns them now).
+        for _ in 0..5 {
+            assert!(matches!(next(&mut wire).await, Packet::PubAck(_)));
+        }
+        wire
+    });
+    let options = options
+        .protocol_version(ProtocolVersion::V5)
+        .clean_start(false)
+        .stream_capacity(3);
+    let (client, ack) = Client::connect(options).await.unwrap();
+    assert!(ack.session_present);
+    let _wire = broker.await.unwrap();
+    let mut messages = client.messages().await.unwrap();
+    for i in 0..3 {
+        let m = guard(messages.next()).await.unwrap();
+        assert_eq!(m.payload, format!("{i}"));
+    }
 }

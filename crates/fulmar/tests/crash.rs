@@ -1,0 +1,303 @@
+//! Crash safety of `fulmar broker`'s store: the broker is killed with SIGKILL
+//! at random points while QoS 1 and QoS 2 publishers and persistent-session
+//! subscribers (one of them disconnected meanwhile) run, and restarted on the
+//! same data directory each time. Every message whose PUBACK/PUBCOMP a
+//! publisher saw must reach each subscriber: at least once for QoS 1,
+//! exactly once for QoS 2; retained messages must be intact.
+//!
+//! `FULMAR_CRASH_ROUNDS` sets the number of kills (default 6).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{free_port, fulmar, temp_dir, wait_for_line};
+use fulmar_client::{Client, ConnectOptions, Reconnect};
+use fulmar_codec::{ProtocolVersion, QoS};
+use futures::StreamExt;
+
+/// A `fulmar broker` process on `port` with its store in `dir`.
+fn start_broker(port: u16, dir: &std::path::Path) -> Child {
+    let mut child = fulmar()
+        .args(["broker", "-p", &port.to_string(), "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    wait_for_line(stderr, "listening on");
+    child
+}
+
+/// Options of a client that keeps its session and reconnects quickly.
+fn options(port: u16, id: &str) -> ConnectOptions {
+    ConnectOptions::new("127.0.0.1", port)
+        .protocol_version(ProtocolVersion::V5)
+        .client_id(id)
+        .clean_start(false)
+        .session_expiry_interval(3600)
+        .keep_alive(Duration::from_secs(5))
+        .max_inflight(20)
+        .reconnect(Reconnect::exponential(
+            Duration::from_millis(20),
+            Duration::from_millis(200),
+        ))
+}
+
+/// Payload -> times received.
+type Seen = Arc<Mutex<HashMap<String, u32>>>;
+
+/// Collects every message of `stream` into `seen`, in a task.
+fn collect<S>(mut stream: S, seen: Seen)
+where
+    S: futures::Stream<Item = fulmar_client::Message> + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Some(m) = stream.next().await {
+            let payload = String::from_utf8_lossy(&m.publish().payload).into_owned();
+            *seen.lock().unwrap().entry(payload).or_insert(0) += 1;
+        }
+    });
+}
+
+/// A tiny deterministic generator for the kill times (the seed is printed).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below
+    }
+}
+
+// MQTT-4.3.2-2 v5:MQTT-4.3.2-4 (QoS 1: at least once), MQTT-4.3.3-2 v5:MQTT-4.3.3-3
+// (QoS 2: exactly once), MQTT-4.4.0-1 (resend on resume), MQTT-3.3.1-5 (retained stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_sigkill() {
+    let rounds: u32 = std::env::var("FULMAR_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("crash test: {rounds} kills, seed {seed}");
+    let mut rng = Lcg(seed);
+    let dir = temp_dir().join("data");
+    let port = free_port();
+    let mut broker = start_broker(port, &dir);
+
+    // Subscribers with persistent sessions: QoS 1, QoS 2, and a QoS 2 one
+    // that is offline during the crashes.
+    let (sub1, _) = Client::connect(options(port, "sub-q1")).await.unwrap();
+    let (sub2, _) = Client::connect(options(port, "sub-q2")).await.unwrap();
+    let (away, _) = Client::connect(options(port, "sub-away")).await.unwrap();
+    let seen1: Seen = Arc::default();
+    let seen2: Seen = Arc::default();
+    collect(
+        sub1.subscribe("crash/#", QoS::AtLeastOnce).await.unwrap(),
+        seen1.clone(),
+    );
+    collect(
+        sub2.subscribe("crash/#", QoS::ExactlyOnce).await.unwrap(),
+        seen2.clone(),
+    );
+    // Dropping a subscription stream unsubscribes: keep it past the disconnect.
+    let away_subscription = away
+        .subscribe("crash/q2/#", QoS::ExactlyOnce)
+        .await
+        .unwrap();
+    away.disconnect().await.unwrap();
+    drop(away_subscription);
+
+    // Publishers: QoS 1 (every 10th message also retained on one of three
+    // topics) and QoS 2, each message awaited; what was acknowledged is kept.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked_q1: Arc<Mutex<Vec<String>>> = Arc::default();
+    let acked_q2: Arc<Mutex<Vec<String>>> = Arc::default();
+    let acked_retained: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let sent_retained: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let mut publishers = Vec::new();
+    for (id, qos, acked) in [
+        ("pub-q1", QoS::AtLeastOnce, acked_q1.clone()),
+        ("pub-q2", QoS::ExactlyOnce, acked_q2.clone()),
+    ] {
+        let (client, _) = Client::connect(options(port, id)).await.unwrap();
+        let stop = stop.clone();
+        let acked_retained = acked_retained.clone();
+        let sent_retained = sent_retained.clone();
+        publishers.push(tokio::spawn(async move {
+            let level = if qos == QoS::AtLeastOnce { "q1" } else { "q2" };
+            let mut n: u64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let payload = format!("{id}-{n}");
+                let retained = qos == QoS::AtLeastOnce && n % 10 == 0;
+                let topic = if retained {
+                    format!("crash/r/{}", n % 3)
+                } else {
+                    format!("crash/{level}/{}", n % 7)
+                };
+                if retained {
+                    sent_retained.lock().unwrap().insert(topic.clone(), n);
+                }
+                let request = client
+                    .publish(topic.clone(), payload.clone())
+                    .qos(qos)
+                    .retain(retained);
+                match tokio::time::timeout(Duration::from_secs(30), request).await {
+                    Ok(Ok(outcome)) if !outcome.reason_code.is_error() => {
+                        acked.lock().unwrap().push(payload);
+                        if retained {
+                            acked_retained.lock().unwrap().insert(topic, n);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            client.disconnect().await.ok();
+        }));
+    }
+
+    for round in 0..rounds {
+        tokio::time::sleep(Duration::from_millis(100 + rng.next(500))).await;
+        broker.kill().unwrap(); // SIGKILL
+        broker.wait().unwrap();
+        eprintln!(
+            "round {round}: killed after {} QoS 1 and {} QoS 2 acknowledgements",
+            acked_q1.lock().unwrap().len(),
+            acked_q2.lock().unwrap().len()
+        );
+        broker = start_broker(port, &dir);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for p in publishers {
+        p.await.unwrap();
+    }
+    let acked_q1 = acked_q1.lock().unwrap().clone();
+    let acked_q2 = acked_q2.lock().unwrap().clone();
+    assert!(
+        !acked_q1.is_empty() && !acked_q2.is_empty(),
+        "nothing was published"
+    );
+
+    // The offline subscriber comes back and gets what was queued for it.
+    let (away, ack) = Client::connect(options(port, "sub-away")).await.unwrap();
+    assert!(
+        ack.session_present,
+        "the offline session survived the crashes"
+    );
+    let seen_away: Seen = Arc::default();
+    collect(away.messages().await.unwrap(), seen_away.clone());
+
+    // Wait (bounded) until every acknowledged message arrived everywhere.
+    let complete = |seen: &Seen, expected: &[String]| {
+        let seen = seen.lock().unwrap();
+        expected.iter().all(|p| seen.contains_key(p))
+    };
+    for _ in 0..600 {
+        if complete(&seen1, &acked_q1)
+            && complete(&seen1, &acked_q2)
+            && complete(&seen2, &acked_q1)
+            && complete(&seen2, &acked_q2)
+            && complete(&seen_away, &acked_q2)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let missing = |seen: &Seen, expected: &[String]| -> Vec<String> {
+        let seen = seen.lock().unwrap();
+        expected
+            .iter()
+            .filter(|p| !seen.contains_key(*p))
+            .cloned()
+            .collect()
+    };
+    for (name, seen) in [("sub-q1", &seen1), ("sub-q2", &seen2)] {
+        let lost: Vec<_> = missing(seen, &acked_q1)
+            .into_iter()
+            .chain(missing(seen, &acked_q2))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{name} lost acknowledged messages: {lost:?}"
+        );
+    }
+    let lost = missing(&seen_away, &acked_q2);
+    assert!(
+        lost.is_empty(),
+        "sub-away lost acknowledged messages: {lost:?}"
+    );
+    // QoS 2 end to end (QoS 2 publisher, QoS 2 subscription): exactly once,
+    // acknowledged or not.
+    for (name, seen) in [("sub-q2", &seen2), ("sub-away", &seen_away)] {
+        let seen = seen.lock().unwrap();
+        let twice: Vec<_> = seen
+            .iter()
+            .filter(|(p, n)| p.starts_with("pub-q2-") && **n > 1)
+            .collect();
+        assert!(
+            twice.is_empty(),
+            "{name} got QoS 2 messages twice: {twice:?}"
+        );
+    }
+
+    // Retained messages: each topic holds its last acknowledged value, or a
+    // later one that was sent (and stored) but whose PUBACK was lost.
+    let (fresh, _) = Client::connect(
+        ConnectOptions::new("127.0.0.1", port)
+            .client_id("retained-check")
+            .protocol_version(ProtocolVersion::V5),
+    )
+    .await
+    .unwrap();
+    let mut retained = fresh
+        .subscribe("crash/r/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let acked_retained = acked_retained.lock().unwrap().clone();
+    let sent_retained = sent_retained.lock().unwrap().clone();
+    let mut got = BTreeMap::new();
+    while got.len() < acked_retained.len() {
+        let m = tokio::time::timeout(Duration::from_secs(10), retained.next())
+            .await
+            .expect("retained messages")
+            .unwrap();
+        let p = m.publish();
+        let n: u64 = String::from_utf8_lossy(&p.payload)
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        got.insert(p.topic.to_string(), n);
+    }
+    for (topic, last_acked) in &acked_retained {
+        let value = got.get(topic).copied();
+        let last_sent = sent_retained.get(topic).copied().unwrap_or(0);
+        assert!(
+            value.is_some_and(|v| v >= *last_acked && v <= last_sent),
+            "{topic}: retained {value:?}, last acknowledged {last_acked}, last sent {last_sent}"
+        );
+    }
+    eprintln!(
+        "crash test: {} QoS 1 and {} QoS 2 acknowledged messages delivered after {rounds} kills",
+        acked_q1.len(),
+        acked_q2.len()
+    );
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+}
