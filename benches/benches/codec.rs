@@ -265,9 +265,9 @@ fn subscribe_case(version: ProtocolVersion) -> Case {
         ProtocolVersion::V5 => {
             let options = |i: usize| SubscriptionOptions {
                 qos: QoS::AtLeastOnce,
-                no_local: i % 2 == 0,
-                retain_as_published: i % 3 == 0,
-                retain_handling: if i % 4 == 0 {
+                no_local: i.is_multiple_of(2),
+                retain_as_published: i.is_multiple_of(3),
+                retain_handling: if i.is_multiple_of(4) {
                     RetainHandling::SendAtSubscribeIfNew
                 } else {
                     RetainHandling::SendAtSubscribe

@@ -143,7 +143,7 @@ async fn acknowledged_messages_survive_sigkill() {
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 let payload = format!("{id}-{n}");
-                let retained = qos == QoS::AtLeastOnce && n % 10 == 0;
+                let retained = qos == QoS::AtLeastOnce && n.is_multiple_of(10);
                 let topic = if retained {
                     format!("crash/r/{}", n % 3)
                 } else {
