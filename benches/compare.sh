@@ -64,16 +64,28 @@ log_type error
 user root
 EOF
 
+# Scenarios named persist-*: both brokers keep sessions on disk. fulmar
+# commits every acknowledged QoS 1/2 message to its store before the PUBACK
+# (durability "immediate", group commit); mosquitto's `persistence true`
+# writes its in-memory state to disk at shutdown and every autosave_interval
+# (default 30 minutes), not per message.
+sed -e 's/^persistence false$/persistence true/' "$OUT/mosquitto.conf" >"$OUT/mosquitto-persist.conf"
+
 BROKER_PID=
-start_broker() { # name
+start_broker() { # broker scenario
+    rm -rf "$OUT/data"
+    mkdir -p "$OUT/data"
     case $1 in
         fulmar)
-            "$BIN" broker -c "$OUT/fulmar.toml" 2>>"$OUT/fulmar.log" &
+            if [[ $2 == persist* ]]; then store=(--data-dir "$OUT/data"); else store=(--no-persistence); fi
+            "$BIN" broker -c "$OUT/fulmar.toml" "${store[@]}" 2>>"$OUT/fulmar.log" &
             BROKER_PID=$!
             PORT=$FULMAR_PORT
             ;;
         mosquitto)
-            "$MOSQUITTO" -c "$OUT/mosquitto.conf" 2>>"$OUT/mosquitto.log" &
+            conf=$OUT/mosquitto.conf
+            if [[ $2 == persist* ]]; then conf=$OUT/mosquitto-persist.conf; fi
+            (cd "$OUT/data" && exec "$MOSQUITTO" -c "$conf") 2>>"$OUT/mosquitto.log" &
             BROKER_PID=$!
             PORT=$MOSQUITTO_PORT
             ;;
@@ -107,6 +119,8 @@ SCENARIOS=(
     "large1MiB-q0|-P 1 -S 1 -q 0 -s 1048576 -t bench/big -f bench/big -d $D"
     "large1MiB-q1|-P 1 -S 1 -q 1 -s 1048576 -t bench/big -f bench/big -d $D"
     "idle10k|-P 0 -S 0 --idle 10000 --connect-concurrency 128 -d 1"
+    "persist-fanin-q1|-P 10 -S 1 -q 1 --persistent -t bench/p/{i} -f bench/p/# -d $D"
+    "persist-fanout-q1|-P 1 -S 10 -q 1 --persistent -t bench/p -f bench/p -d $D"
 )
 
 for entry in "${SCENARIOS[@]}"; do
@@ -114,7 +128,7 @@ for entry in "${SCENARIOS[@]}"; do
     args=${entry#*|}
     if [ -n "$ONLY" ] && [[ $name != *"$ONLY"* ]]; then continue; fi
     for broker in fulmar mosquitto; do
-        start_broker "$broker"
+        start_broker "$broker" "$name"
         echo "== $name on $broker: fulmar bench -p $PORT $args" >&2
         # shellcheck disable=SC2086 # the arguments are split on purpose
         if ! "$BIN" bench -p "$PORT" --json --broker-pid "$BROKER_PID" $args \

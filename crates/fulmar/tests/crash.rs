@@ -22,10 +22,16 @@ use fulmar_client::{Client, ConnectOptions, Reconnect};
 use fulmar_codec::{ProtocolVersion, QoS};
 use futures::StreamExt;
 
-/// A `fulmar broker` process on `port` with its store in `dir`.
+/// A `fulmar broker` process on `port` with its store in `dir`; the offline
+/// queue is large enough for the whole run (beyond it messages are dropped
+/// by design, acknowledged or not).
 fn start_broker(port: u16, dir: &std::path::Path) -> Child {
+    let config = dir.with_extension("toml");
+    std::fs::write(&config, "[limits]\nmax_queued_messages = 1000000\n").unwrap();
     let mut child = fulmar()
-        .args(["broker", "-p", &port.to_string(), "--data-dir"])
+        .args(["broker", "-p", &port.to_string(), "-c"])
+        .arg(&config)
+        .arg("--data-dir")
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

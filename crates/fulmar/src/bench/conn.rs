@@ -54,6 +54,7 @@ impl Link {
         version: ProtocolVersion,
         config: Config,
         keep_alive: u16,
+        persistent: bool,
     ) -> Result<Self, String> {
         let stream = TcpStream::connect(addr)
             .await
@@ -63,6 +64,12 @@ impl Link {
         let mut session = Session::client(config);
         let mut connect = Connect::new(version, MqttString::from(client_id));
         connect.keep_alive = keep_alive;
+        if persistent {
+            connect.clean_start = false;
+            if version == ProtocolVersion::V5 {
+                connect.properties.session_expiry_interval = Some(3600);
+            }
+        }
         session
             .connect(connect, Instant::now())
             .map_err(|e| e.to_string())?;

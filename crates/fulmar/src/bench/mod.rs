@@ -62,6 +62,11 @@ pub(crate) struct BenchArgs {
     /// Extra connections that only connect and keep alive.
     #[arg(long, default_value_t = 0)]
     idle: u32,
+    /// Subscribers keep their sessions (3.1.1 Clean Session 0, 5.0 Session
+    /// Expiry Interval one hour): a broker with a store persists what it
+    /// queues for them.
+    #[arg(long)]
+    persistent: bool,
     /// Topic of publisher i; `{i}` is replaced by i (modulo --topics when set).
     #[arg(short, long, default_value = "fulmar-bench/{i}")]
     topic: String,
@@ -171,6 +176,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         version,
         keep_alive: args.keep_alive,
         inflight: args.inflight.max(1),
+        persistent: args.persistent,
         gate: Arc::new(Semaphore::new(args.connect_concurrency.max(1))),
         ready: ready_tx,
     };

@@ -52,6 +52,8 @@ pub(super) struct ConnectPlan {
     pub(super) version: ProtocolVersion,
     /// Keep alive in seconds.
     pub(super) keep_alive: u16,
+    /// Subscribers keep their sessions.
+    pub(super) persistent: bool,
     /// Our outbound in-flight window for QoS 1/2.
     pub(super) inflight: u16,
     /// Limits concurrent connection attempts (listen backlogs are finite).
@@ -82,8 +84,15 @@ impl ConnectPlan {
             outbound_topic_aliases: false,
             ..Config::default()
         };
-        let mut link =
-            Link::connect(self.addr, client_id, self.version, config, self.keep_alive).await?;
+        let mut link = Link::connect(
+            self.addr,
+            client_id,
+            self.version,
+            config,
+            self.keep_alive,
+            self.persistent && subscribe.is_some(),
+        )
+        .await?;
         if let Some((filter, qos)) = subscribe {
             link.session
                 .subscribe(
