@@ -387,3 +387,90 @@ async fn wait_for_sessions_disconnected(broker: &BrokerHandle) {
     }
     panic!("clients still connected");
 }
+
+/// Recovery time of a large store: 100 k persistent sessions (one
+/// subscription and one queued QoS 1 message each) and 1 M retained
+/// messages. A measurement, not a check: run with
+/// `cargo test --release -p fulmar-broker --test persistence -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement: writes about 300 MB"]
+async fn recovery_time_of_100k_sessions_and_1m_retained() {
+    let dir = temp_dir("recovery-time");
+    {
+        let store = DiskStore::open(&dir).unwrap();
+        let fill = std::time::Instant::now();
+        let mut ops = Vec::new();
+        for i in 0..100_000u64 {
+            let client: Arc<str> = Arc::from(format!("client-{i}"));
+            ops.push(StoreOp::PutSession(StoredSession {
+                client_id: client.clone(),
+                expiry_interval: u32::MAX,
+                disconnected_at: Some(1),
+                subscriptions: vec![fulmar_broker::StoredSubscription {
+                    filter: format!("site/{}/device/{i}/+", i % 100),
+                    qos: QoS::AtLeastOnce,
+                    no_local: false,
+                    retain_as_published: false,
+                    id: None,
+                }],
+            }));
+            ops.push(StoreOp::PutMessage {
+                client,
+                seq: i + 1,
+                message: StoredMessage {
+                    publish: publish("site/x", "queued", QoS::AtLeastOnce),
+                    stored_at: 1,
+                    packet_id: None,
+                    released: false,
+                },
+            });
+            if ops.len() >= 20_000 {
+                store.commit(&ops).unwrap();
+                ops.clear();
+            }
+        }
+        for i in 0..1_000_000u64 {
+            ops.push(StoreOp::PutRetained {
+                topic: Arc::from(format!("site/{}/device/{}/state", i % 1000, i)),
+                message: StoredMessage {
+                    publish: publish("t", "retained-value-0123456789", QoS::AtMostOnce),
+                    stored_at: 1,
+                    packet_id: None,
+                    released: false,
+                },
+            });
+            if ops.len() >= 20_000 {
+                store.commit(&ops).unwrap();
+                ops.clear();
+            }
+        }
+        store.commit(&ops).unwrap();
+        eprintln!("filled in {:?}", fill.elapsed());
+    }
+    let size: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let started = std::time::Instant::now();
+    let store = Arc::new(DiskStore::open(&dir).unwrap());
+    let opened = started.elapsed();
+    let load = std::time::Instant::now();
+    let snapshot = store.load().unwrap();
+    let loaded = load.elapsed();
+    drop(snapshot);
+    let start = std::time::Instant::now();
+    let broker = Broker::builder().store(store).start().await.unwrap();
+    let recovered = start.elapsed();
+    let stats = broker.stats();
+    eprintln!(
+        "store {:.0} MiB: open {opened:?}, read all {loaded:?}, broker start with recovery {recovered:?} \
+         ({} sessions, {} subscriptions, {} retained)",
+        size as f64 / (1 << 20) as f64,
+        stats.sessions,
+        stats.subscriptions,
+        stats.retained
+    );
+    assert_eq!((stats.sessions, stats.retained), (100_000, 1_000_000));
+    broker.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
