@@ -52,6 +52,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 return self.refuse(&publish, Refusal::QuotaExceeded);
             }
             let journaled = state.journal.as_ref().map(|j| j.issued());
+            if let Some(journal) = &state.journal
+                && let (true, QoS::ExactlyOnce, Some(packet_id)) =
+                    (persistent, publish.qos, publish.packet_id)
+            {
+                // An inbound QoS 2 identifier of a kept session outlives a
+                // restart, so that a resent PUBLISH is not routed twice. It is
+                // journaled before the message is routed: a subscriber's
+                // connection may send the message as soon as what it
+                // journaled is committed, and this must be committed by then.
+                journal.push(StoreOp::AddIncoming {
+                    client: client_id,
+                    packet_id,
+                });
+            }
             state.route(
                 &topic,
                 &publish,
@@ -62,16 +76,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 backpressure.then_some(&mut blocked),
             );
             if let Some(journal) = &state.journal {
-                // An inbound QoS 2 identifier of a kept session outlives a restart,
-                // so that a resent PUBLISH is not routed twice.
-                if let (true, QoS::ExactlyOnce, Some(packet_id)) =
-                    (persistent, publish.qos, publish.packet_id)
-                {
-                    journal.push(StoreOp::AddIncoming {
-                        client: client_id,
-                        packet_id,
-                    });
-                }
                 self.dirty |= journaled != Some(journal.issued());
             }
         }
