@@ -474,3 +474,49 @@ async fn recovery_time_of_100k_sessions_and_1m_retained() {
     broker.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// Bounded disk use: delivered messages are deleted and their space reused;
+// reopening compacts.
+#[tokio::test]
+async fn disk_use_stays_bounded_under_churn() {
+    let dir = temp_dir("churn");
+    let store = DiskStore::open(&dir).unwrap();
+    let payload: &'static str = Box::leak("x".repeat(1024).into_boxed_str());
+    let client: Arc<str> = Arc::from("churn");
+    let mut seq = 0u64;
+    // 20 MiB written in 200 commits, at most 1000 messages (1 MiB) live.
+    for _ in 0..200 {
+        let mut ops = Vec::new();
+        for _ in 0..100 {
+            seq += 1;
+            ops.push(StoreOp::PutMessage {
+                client: client.clone(),
+                seq,
+                message: StoredMessage {
+                    publish: publish("churn", payload, QoS::AtLeastOnce),
+                    stored_at: 1,
+                    packet_id: None,
+                    released: false,
+                },
+            });
+            if seq > 1000 {
+                ops.push(StoreOp::DeleteMessage {
+                    client: client.clone(),
+                    seq: seq - 1000,
+                });
+            }
+        }
+        store.commit(&ops).unwrap();
+    }
+    let file = store.path().to_owned();
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size < 16 << 20, "{size} bytes on disk for 1 MiB live");
+    assert_eq!(store.load().unwrap().messages.len(), 1000);
+    drop(store);
+    let reopened = DiskStore::open(&dir).unwrap();
+    let compacted = std::fs::metadata(&file).unwrap().len();
+    assert!(compacted <= size, "{compacted} > {size}");
+    assert_eq!(reopened.load().unwrap().messages.len(), 1000);
+    eprintln!("churn: {size} bytes while running, {compacted} after reopening");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

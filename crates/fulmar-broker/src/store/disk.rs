@@ -27,7 +27,7 @@ const FILE: &str = "fulmar.redb";
 /// copy-on-write B-tree with checksums, crash safe) in one file of a data
 /// directory. Every commit is fsync'd; the broker batches the changes of
 /// every connection into one commit (group commit). Space of deleted records
-/// is reused by later commits.
+/// is reused by later commits, and the file is compacted when it is opened.
 ///
 /// # Example
 ///
@@ -82,8 +82,11 @@ impl DiskStore {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir)?;
         let path = dir.join(FILE);
-        let db = Database::create(&path)
+        let mut db = Database::create(&path)
             .map_err(|e| StoreError::Engine(format!("{}: {e}", path.display())))?;
+        // Give back the space of what was deleted before the last stop (freed
+        // pages are reused while running; compaction also shrinks the file).
+        db.compact().map_err(engine)?;
         // Create the tables, so that a fresh store loads as empty.
         let txn = db.begin_write().map_err(engine)?;
         txn.open_table(SESSIONS).map_err(engine)?;
