@@ -25,11 +25,13 @@ ensure_rust_components() {
     done
 }
 
-# Real peers for the interop tests: mosquitto (broker and clients), paho-mqtt.
+# Real peers for the interop tests: mosquitto (broker and clients), paho-mqtt;
+# nats-server (JetStream) for the fulmar-cluster tests.
 ensure_peers() {
     local missing=()
     command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
     command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+    command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
     if [ ${#missing[@]} -gt 0 ]; then
         need_root "${missing[*]}"
         log "installing ${missing[*]}"
