@@ -191,12 +191,13 @@ impl Edges {
             self.grow();
         }
         if let Some((i, found)) = self.probe(parent, level)
-            && let Some(slot) = self.slots.get_mut(i) {
-                *slot = [parent, level, child];
-                if !found {
-                    self.len += 1;
-                }
+            && let Some(slot) = self.slots.get_mut(i)
+        {
+            *slot = [parent, level, child];
+            if !found {
+                self.len += 1;
             }
+        }
     }
 
     pub(crate) fn remove(&mut self, parent: u32, level: u32) {

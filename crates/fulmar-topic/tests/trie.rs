@@ -275,7 +275,11 @@ fn pick_shared_chooses_one_member_of_that_group_only() {
         .map(|_| *t.pick_shared(shared, None).unwrap().0)
         .collect();
     seen.sort_unstable();
-    assert_eq!(seen, [1, 1, 2, 2, 3, 3], "round robin over the members of g on a/+");
+    assert_eq!(
+        seen,
+        [1, 1, 2, 2, 3, 3],
+        "round robin over the members of g on a/+"
+    );
     let missing: fulmar_topic::SharedFilter = "$share/zz/a/+"
         .parse::<SubscriptionFilter>()
         .map(|f| match f {

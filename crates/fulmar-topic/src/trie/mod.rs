@@ -260,10 +260,9 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
             Some(Locs::Many(v)) => v.contains(&loc),
             None => false,
         };
-        if member
-            && let Some((_, o)) = group.members.iter_mut().find(|(k, _)| *k == key) {
-                return Some(mem::replace(o, options));
-            }
+        if member && let Some((_, o)) = group.members.iter_mut().find(|(k, _)| *k == key) {
+            return Some(mem::replace(o, options));
+        }
         group.members.push((key.clone(), options));
         self.len += 1;
         self.index_add(key, loc);
@@ -346,11 +345,7 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
     /// group has no member. For a router that decided elsewhere that this group gets a message
     /// (a cluster delivering once per group across nodes).
     #[must_use]
-    pub fn pick_shared(
-        &self,
-        filter: &SharedFilter,
-        publisher: Option<&[u8]>,
-    ) -> Option<(&K, &O)> {
+    pub fn pick_shared(&self, filter: &SharedFilter, publisher: Option<&[u8]>) -> Option<(&K, &O)> {
         let node = self.find_node(filter.filter())?;
         let subs = self.sets.get(self.node(node).subs as usize)?;
         let group = subs
@@ -428,9 +423,10 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
                     }
                 }
                 if node.children > 0
-                    && let Some(child) = id.and_then(|id| self.edges.get(n, id)) {
-                        next.push(child);
-                    }
+                    && let Some(child) = id.and_then(|id| self.edges.get(n, id))
+                {
+                    next.push(child);
+                }
             }
             if next.is_empty() {
                 return;

@@ -78,9 +78,10 @@ impl<K: Eq + Hash, O> SubSet<K, O> {
                 let pos = v.iter().position(|(k, _)| k == key)?;
                 let (_, o) = v.swap_remove(pos);
                 if v.len() == 1
-                    && let Some((k, o)) = v.pop() {
-                        *self = Self::One(k, o);
-                    }
+                    && let Some((k, o)) = v.pop()
+                {
+                    *self = Self::One(k, o);
+                }
                 Some(o)
             }
             Self::Many(m) => {
