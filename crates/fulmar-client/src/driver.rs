@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::pending;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::num::NonZeroU32;
 
@@ -14,11 +15,11 @@ use fulmar_codec::{
     UnsubscribeProperties,
 };
 use fulmar_session::{Event, Initiator, Session};
-use futures::{SinkExt, StreamExt};
-use tokio::sync::mpsc::error::TrySendError;
+use futures::{FutureExt, SinkExt, StreamExt};
+use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::sync::mpsc::{self, OwnedPermit};
 use tokio::sync::{oneshot, watch};
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::codec::Framed;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -30,6 +31,33 @@ use crate::transport::{self, Io};
 
 /// The largest Subscription Identifier (MQTT 5.0 section 3.8.2.1.2).
 const MAX_SUBSCRIPTION_ID: u32 = 268_435_455;
+
+/// At most this many commands, and this many frames, are taken per loop turn
+/// before the session's packets are written (with one flush).
+const BATCH: usize = 64;
+
+/// Hashes a packet identifier (a `u16`) with one multiplication: the keys
+/// come from the session, not from the network, and the table is small.
+#[derive(Default)]
+struct PacketIdHasher(u64);
+
+impl Hasher for PacketIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type PacketIdMap<V> = HashMap<PacketId, V, BuildHasherDefault<PacketIdHasher>>;
 
 /// Spawns the connection task and waits for the first CONNACK.
 pub(crate) async fn spawn(
@@ -54,13 +82,6 @@ pub(crate) async fn spawn(
 /// The session's clock: tokio's, so that paused-time tests work.
 fn now() -> std::time::Instant {
     Instant::now().into_std()
-}
-
-async fn sleep_until_deadline(deadline: Option<std::time::Instant>) {
-    match deadline {
-        Some(deadline) => sleep_until(Instant::from_std(deadline)).await,
-        None => pending().await,
-    }
 }
 
 async fn reserve(tx: Option<mpsc::Sender<Message>>) -> Option<OwnedPermit<Message>> {
@@ -106,6 +127,8 @@ struct Driver {
     session: Session,
     commands: mpsc::Receiver<Command>,
     commands_open: bool,
+    /// A command taken in a batch of publishes, handled once they are written.
+    deferred: Option<Command>,
     dropped_tx: mpsc::UnboundedSender<u64>,
     dropped_rx: mpsc::UnboundedReceiver<u64>,
     router: Router,
@@ -114,7 +137,7 @@ struct Driver {
     /// stream; at most `stream_capacity`.
     unclaimed: VecDeque<Message>,
     /// QoS 1/2 publishes awaiting PUBACK / PUBCOMP.
-    publishes: HashMap<PacketId, Reply<PublishOutcome>>,
+    publishes: PacketIdMap<Reply<PublishOutcome>>,
     /// QoS 0 publishes awaiting their write, in the session's (FIFO) order.
     qos0: VecDeque<Reply<PublishOutcome>>,
     requests: HashMap<PacketId, Request>,
@@ -152,11 +175,12 @@ impl Driver {
             options,
             commands,
             commands_open: true,
+            deferred: None,
             dropped_tx,
             dropped_rx,
             router: Router::default(),
             unclaimed: VecDeque::new(),
-            publishes: HashMap::new(),
+            publishes: PacketIdMap::default(),
             qos0: VecDeque::new(),
             requests: HashMap::new(),
             parked: VecDeque::new(),
@@ -239,6 +263,11 @@ impl Driver {
         // them is held back by the socket once a stream's worth is waiting.
         let max_parked_acked = usize::from(self.options.receive_maximum.get());
         let max_parked_qos0 = self.options.stream_capacity;
+        // The session's next deadline; the timer is moved, not rebuilt, when
+        // it changes (moving it later costs no timer-wheel work).
+        let timer = sleep(std::time::Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<std::time::Instant> = None;
         loop {
             loop {
                 self.unpark();
@@ -255,38 +284,106 @@ impl Driver {
                 }
                 return self.close_reason();
             }
+            if let Some(command) = self.deferred.take() {
+                self.on_command(Some(command));
+                continue;
+            }
             let deadline = self.session.poll_timeout();
+            if let Some(deadline) = deadline
+                && armed != Some(deadline)
+            {
+                timer.as_mut().reset(Instant::from_std(deadline));
+                armed = Some(deadline);
+            }
             let blocked = self
                 .blocked
                 .as_ref()
                 .and_then(|b| b.targets.front().cloned());
-            let qos0 = self
-                .parked
-                .iter()
-                .filter(|p| p.qos == QoS::AtMostOnce)
-                .count();
-            let read = qos0 < max_parked_qos0 && self.parked.len() - qos0 <= max_parked_acked;
+            let read = self.may_read(max_parked_qos0, max_parked_acked);
             tokio::select! {
-                frame = framed.next(), if read => match frame {
-                    Some(Ok(packet)) => self.on_packet(packet),
-                    Some(Err(CodecError::Decode(e))) => {
-                        warn!(error = %e, "malformed packet from the broker");
-                        self.session.handle_decode_error(&e, now());
+                frame = framed.next(), if read => {
+                    if let Some(e) = self.on_frame(frame) {
+                        return e;
                     }
-                    Some(Err(e)) => return codec_error(e),
-                    None => {
-                        return match self.last_close.take() {
-                            Some((Initiator::Remote, code, _)) => Error::DisconnectedByBroker(code),
-                            _ => Error::Io(io::ErrorKind::UnexpectedEof.into()),
-                        };
-                    }
-                },
-                () = sleep_until_deadline(deadline) => self.session.handle_timeout(now()),
+                }
+                () = &mut timer, if deadline.is_some() => {
+                    armed = None;
+                    self.session.handle_timeout(now());
+                }
                 permit = reserve(blocked) => self.on_permit(permit),
                 command = self.commands.recv(), if self.commands_open => self.on_command(command),
                 Some(key) = self.dropped_rx.recv() => self.on_stream_dropped(key),
             }
+            // Whatever else is ready now goes out with the same write and flush.
+            for _ in 0..BATCH {
+                if !self.commands_open || self.exit {
+                    break;
+                }
+                match self.commands.try_recv() {
+                    Ok(command @ Command::Publish { .. }) => self.on_command(Some(command)),
+                    Ok(command) => {
+                        // After the publishes before it are written: the
+                        // session sends its control packets first.
+                        self.deferred = Some(command);
+                        break;
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        self.on_command(None);
+                        break;
+                    }
+                }
+            }
+            for _ in 0..BATCH {
+                if self.session.is_closed() || !self.may_read(max_parked_qos0, max_parked_acked) {
+                    break;
+                }
+                // The waker of this poll is a no-op: the `select!` above
+                // registers the task's own before the task sleeps.
+                let Some(frame) = framed.next().now_or_never() else {
+                    break;
+                };
+                if let Some(e) = self.on_frame(frame) {
+                    return e;
+                }
+                // One packet's events at a time: a full stream parks the
+                // PUBLISH packets after it.
+                self.drain_events();
+            }
         }
+    }
+
+    /// Whether to read more frames: not while too many PUBLISH packets wait
+    /// for a full stream.
+    fn may_read(&self, max_parked_qos0: usize, max_parked_acked: usize) -> bool {
+        if self.parked.is_empty() {
+            return true;
+        }
+        let qos0 = self
+            .parked
+            .iter()
+            .filter(|p| p.qos == QoS::AtMostOnce)
+            .count();
+        qos0 < max_parked_qos0 && self.parked.len() - qos0 <= max_parked_acked
+    }
+
+    /// Handles what the transport read; `Some` ends the connection.
+    fn on_frame(&mut self, frame: Option<Result<Packet, CodecError>>) -> Option<Error> {
+        match frame {
+            Some(Ok(packet)) => self.on_packet(packet),
+            Some(Err(CodecError::Decode(e))) => {
+                warn!(error = %e, "malformed packet from the broker");
+                self.session.handle_decode_error(&e, now());
+            }
+            Some(Err(e)) => return Some(codec_error(e)),
+            None => {
+                return Some(match self.last_close.take() {
+                    Some((Initiator::Remote, code, _)) => Error::DisconnectedByBroker(code),
+                    _ => Error::Io(io::ErrorKind::UnexpectedEof.into()),
+                });
+            }
+        }
+        None
     }
 
     /// Serves the handles while waiting `delay` before reconnecting. False:
@@ -294,6 +391,13 @@ impl Driver {
     async fn wait(&mut self, delay: std::time::Duration) -> bool {
         let deadline = Instant::now() + delay;
         loop {
+            if let Some(command) = self.deferred.take() {
+                self.on_command(Some(command));
+                self.drain_events();
+                if self.exit {
+                    return false;
+                }
+            }
             let blocked = self
                 .blocked
                 .as_ref()
@@ -337,12 +441,15 @@ impl Driver {
         let mut written = 0usize;
         let mut qos0 = 0usize;
         let mut result = Ok(());
+        // Encoded straight into the write buffer (what the codec's encoder
+        // does), flushed once for the whole batch.
+        let version = self.options.version;
         while let Some(packet) = self.session.poll_transmit() {
             if matches!(&packet, Packet::Publish(p) if p.qos == QoS::AtMostOnce) {
                 qos0 += 1;
             }
-            if let Err(e) = framed.feed(packet).await {
-                result = Err(codec_error(e));
+            if let Err(e) = packet.encode(version, framed.write_buffer_mut()) {
+                result = Err(Error::Encode(e));
                 break;
             }
             written += 1;
@@ -740,7 +847,11 @@ impl Driver {
         self.router = Router::default();
         self.blocked = None;
         self.commands.close();
-        while let Ok(command) = self.commands.try_recv() {
+        while let Some(command) = self
+            .deferred
+            .take()
+            .or_else(|| self.commands.try_recv().ok())
+        {
             match command {
                 Command::Publish { reply, .. } => {
                     let _gone = reply.send(Err(Error::Closed));
