@@ -81,6 +81,7 @@ async fn wait_connections(broker: &BrokerHandle, n: u64) {
 }
 
 // MQTT-3.3.4-1 MQTT-3.8.4-1 v3:MQTT-4.3.2-2 v5:MQTT-4.3.2-4 v3:MQTT-4.3.3-2 v5:MQTT-4.3.3-8
+// v3:MQTT-7.0.0-2 (another implementation's clients interoperate with no extension)
 #[tokio::test]
 async fn mosquitto_pub_to_mosquitto_sub_at_every_qos() {
     let broker = start().await;

@@ -520,3 +520,44 @@ async fn disk_use_stays_bounded_under_churn() {
     eprintln!("churn: {size} bytes while running, {compacted} after reopening");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A store whose commits fail (a full disk, say).
+struct BrokenStore;
+
+impl Store for BrokenStore {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot::default())
+    }
+
+    fn commit(&self, _ops: &[StoreOp]) -> Result<(), StoreError> {
+        Err(StoreError::Io(std::io::Error::other(
+            "no space left on device",
+        )))
+    }
+}
+
+// MQTT-4.8.0-2: a transient error while processing an inbound packet (the
+// store cannot make the message durable) closes the connection; the message is
+// not acknowledged, so the publisher sends it again later.
+#[tokio::test]
+async fn a_failing_store_closes_the_connection_without_acknowledging() {
+    for version in [V311, V5] {
+        let broker = broker_on(Arc::new(BrokenStore)).await;
+        let mut c = Connect::new(version, MqttString::from("p"));
+        c.keep_alive = 0;
+        c.clean_start = false;
+        if version == V5 {
+            c.properties.session_expiry_interval = Some(60);
+        }
+        // The session record cannot be written: not even the CONNACK goes out.
+        let mut peer = Peer::open(addr(&broker), version).await;
+        peer.send(c).await;
+        peer.expect_closed().await;
+        // A clean session needs no store: it works, and its QoS 1 message
+        // for nobody is acknowledged.
+        let mut clean = Peer::connect(addr(&broker), version, "clean").await;
+        clean.send(publish("t", "x", QoS::AtLeastOnce)).await;
+        assert!(matches!(clean.recv().await, Packet::PubAck(_)));
+        broker.shutdown().await;
+    }
+}

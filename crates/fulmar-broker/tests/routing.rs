@@ -631,3 +631,35 @@ async fn shared_message_refused_by_its_member_is_not_sent_to_another() {
     assert_eq!(p.payload, "second");
     broker.shutdown().await;
 }
+
+// v5:MQTT-4.8.2-5: a shared-subscription message sent to a member whose session
+// then ends unacknowledged is not sent to another member of the group.
+#[tokio::test]
+async fn v5_unacknowledged_shared_message_of_an_ended_session_is_not_redistributed() {
+    let broker = start().await;
+    let mut a = Peer::connect(addr(&broker), V5, "member-a").await;
+    a.sub(1, "$share/g/s", QoS::AtLeastOnce).await;
+    broker
+        .publish("s", "first", QoS::AtLeastOnce, false)
+        .unwrap();
+    let got = a.recv_publish().await;
+    assert_eq!(&got.payload[..], b"first");
+    // No PUBACK; another member joins, then A's session ends (expiry 0).
+    let mut b = Peer::connect(addr(&broker), V5, "member-b").await;
+    b.sub(1, "$share/g/s", QoS::AtLeastOnce).await;
+    drop(a);
+    for _ in 0..500 {
+        if broker.stats().sessions == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(broker.stats().sessions, 1, "A's session ended");
+    broker
+        .publish("s", "second", QoS::AtLeastOnce, false)
+        .unwrap();
+    // B's first message is the new one: "first" was not handed to B.
+    let got = b.recv_publish().await;
+    assert_eq!(&got.payload[..], b"second");
+    broker.shutdown().await;
+}

@@ -35,6 +35,8 @@ async fn connect(broker: &Mosquitto, version: ProtocolVersion, id: &str) -> Clie
 // MQTT-3.1.0-1: CONNECT is the first packet; the broker answers CONNACK.
 // MQTT-3.2.0-1: the first packet from the server is CONNACK.
 // v5:MQTT-3.2.2-2 v3:MQTT-3.2.2-1: Clean Start 1 gives Session Present 0.
+// v3:MQTT-7.1.2-1: the client runs over TCP, an ordered, lossless byte stream
+// (TLS and WebSocket in tls.rs and websocket.rs).
 #[tokio::test]
 async fn connects_with_both_versions() {
     let broker = Mosquitto::start();

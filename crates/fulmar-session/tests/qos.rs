@@ -474,3 +474,47 @@ fn poll_transmit_into_encodes_in_the_connection_version() {
         assert!(buf.is_empty());
     }
 }
+
+#[test]
+fn qos2_acknowledgements_continue_after_the_message_expired() {
+    // v5:MQTT-4.3.3-13: the receiver continues the QoS 2 acknowledgement
+    // sequence even if it has applied Application Message expiry.
+    let now = t0();
+    let connect = connect_packet(ProtocolVersion::V5, "expiring", true);
+    let mut server = connected_server(Config::default(), connect, now);
+    let mut p = publish("t", QoS::ExactlyOnce, b"short-lived");
+    p.packet_id = Some(id(9));
+    p.properties.message_expiry_interval = Some(1);
+    server.handle_packet(Packet::Publish(p), now).unwrap();
+    assert_eq!(messages(&events(&mut server)).len(), 1);
+    assert_eq!(
+        drain(&mut server),
+        vec![Packet::PubRec(fulmar_codec::PubRec::new(id(9)))]
+    );
+    // Long after the message expired, the PUBREL still gets its PUBCOMP.
+    let later = now + secs(60);
+    server.handle_timeout(later);
+    server
+        .handle_packet(Packet::PubRel(PubRel::new(id(9))), later)
+        .unwrap();
+    assert_eq!(
+        drain(&mut server),
+        vec![Packet::PubComp(PubComp::new(id(9)))]
+    );
+
+    // And as a sender: a QoS 2 message that expires while its PUBREC is
+    // awaited is still released when the PUBREC comes.
+    let mut out = publish("t", QoS::ExactlyOnce, b"also short-lived");
+    out.properties.message_expiry_interval = Some(1);
+    let pid = server.publish(out, later).unwrap().unwrap();
+    assert!(matches!(
+        drain(&mut server).as_slice(),
+        [Packet::Publish(_)]
+    ));
+    let much_later = later + secs(60);
+    server.handle_timeout(much_later);
+    server
+        .handle_packet(Packet::PubRec(fulmar_codec::PubRec::new(pid)), much_later)
+        .unwrap();
+    assert_eq!(drain(&mut server), vec![Packet::PubRel(PubRel::new(pid))]);
+}

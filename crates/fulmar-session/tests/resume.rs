@@ -11,6 +11,7 @@ const BOTH: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
 #[test]
 fn client_resends_unacknowledged_publishes_in_order_with_dup_and_original_ids() {
     // MQTT-4.4.0-1 MQTT-4.6.0-1 MQTT-3.3.1-1 v5:MQTT-4.1.0-1 v3:MQTT-4.1.0-1 v3:MQTT-4.1.0-2
+    // v3:MQTT-2.3.1-2 (a new packet gets an unused identifier) v3:MQTT-2.3.1-3 (a re-send keeps it)
     for version in BOTH {
         let mut pair = Pair::new(version);
         pair.connect(false);
@@ -29,6 +30,12 @@ fn client_resends_unacknowledged_publishes_in_order_with_dup_and_original_ids() 
             .collect();
         let first = drain(&mut pair.client);
         assert_eq!(first.len(), 4);
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(
+            unique.len(),
+            4,
+            "identifiers in use are not reused: {ids:?}"
+        );
         pair.break_link();
         assert_eq!(
             pair.client.inflight_len(),
