@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::{Client, Subscriber};
@@ -152,7 +152,8 @@ pub struct ClusterStats {
     pub injected: u64,
     /// Messages this node published, received back and ignored.
     pub own_ignored: u64,
-    /// Copies of a message already injected (several subscriptions matched).
+    /// Copies of a message already injected (several subscriptions matched,
+    /// or a retained message came from the routing subject and the stream).
     pub duplicates: u64,
     /// Messages whose subject or headers are not understood (missing or
     /// forged): dropped.
@@ -225,7 +226,18 @@ struct Inner {
     subscribed: Mutex<BTreeSet<String>>,
     heartbeat: Mutex<Option<kv::Store>>,
     dedupe: Mutex<Dedupe>,
+    /// Retained messages injected from the routing subject whose copy in
+    /// the retained stream has not come yet, per topic.
+    live_retained: Mutex<HashMap<TopicName, (MessageId, Instant)>>,
 }
+
+/// A message's origin instance and sequence number.
+type MessageId = (u64, u64);
+
+/// How long a retained message injected from the routing subject makes
+/// older stream messages on its topic stale (its own stream copy normally
+/// comes well within it).
+const LIVE_RETAINED_GRACE: Duration = Duration::from_secs(30);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -457,6 +469,7 @@ impl Cluster {
             subscribed: Mutex::new(BTreeSet::new()),
             heartbeat: Mutex::new(None),
             dedupe: Mutex::new(Dedupe::new(config.dedupe_window)),
+            live_retained: Mutex::new(HashMap::new()),
         });
         Ok(Self {
             inner,
@@ -572,21 +585,31 @@ impl Cluster {
         ));
         // Liveness.
         let bucket = format!("{}_nodes", inner.prefix);
-        let store = match inner.js.get_key_value(&bucket).await {
-            Ok(store) => store,
-            Err(_) => inner
-                .js
-                .create_key_value(kv::Config {
-                    bucket: bucket.clone(),
-                    history: 1,
-                    max_age: inner.heartbeat_ttl,
-                    num_replicas: inner.replicas,
-                    storage: stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| ClusterError::jetstream(&bucket, e))?,
-        };
+        // The bucket's stream, as `create_key_value` would make it (which
+        // first reads the account info in a form NATS 2.9 does not answer).
+        inner
+            .js
+            .get_or_create_stream(stream::Config {
+                name: format!("KV_{bucket}"),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: 1,
+                max_age: inner.heartbeat_ttl,
+                duplicate_window: inner.heartbeat_ttl.min(Duration::from_secs(120)),
+                storage: stream::StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                num_replicas: inner.replicas,
+                discard: stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ClusterError::jetstream(&bucket, e))?;
+        let store = inner
+            .js
+            .get_key_value(&bucket)
+            .await
+            .map_err(|e| ClusterError::jetstream(&bucket, e))?;
         let key = node_key(&inner.node_id);
         store
             .put(&key, heartbeat_value(inner))
@@ -646,17 +669,36 @@ impl Cluster {
         let store = lock(&self.inner.heartbeat)
             .clone()
             .ok_or_else(|| ClusterError::jetstream("nodes", "not attached"))?;
-        let mut keys = store
-            .keys()
-            .await
-            .map_err(|e| ClusterError::jetstream("nodes", e))?;
-        let mut nodes = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(|e| ClusterError::jetstream("nodes", e))?;
-            if let Some(node) = node_from_key(&key) {
-                nodes.push(node);
+        // The subjects in the bucket's stream, then a read of each: a key
+        // deleted or expired reads as nothing.
+        let prefix = format!("$KV.{}.", store.name);
+        let list = async {
+            let mut subjects = store
+                .stream
+                .info_with_subjects(format!("{prefix}>"))
+                .await
+                .map_err(|e| ClusterError::jetstream("nodes", e))?;
+            let mut nodes = Vec::new();
+            while let Some(item) = subjects.next().await {
+                let (subject, _) = item.map_err(|e| ClusterError::jetstream("nodes", e))?;
+                let Some(key) = subject.strip_prefix(&prefix) else {
+                    continue;
+                };
+                let value = store
+                    .get(key)
+                    .await
+                    .map_err(|e| ClusterError::jetstream("nodes", e))?;
+                if value.is_some()
+                    && let Some(node) = node_from_key(key)
+                {
+                    nodes.push(node);
+                }
             }
-        }
+            Ok::<_, ClusterError>(nodes)
+        };
+        let mut nodes = tokio::time::timeout(Duration::from_secs(10), list)
+            .await
+            .map_err(|_| ClusterError::jetstream("nodes", "timed out"))??;
         nodes.sort();
         Ok(nodes)
     }
@@ -757,8 +799,8 @@ async fn publish_one(inner: &Inner, topic: &TopicName, publish: Publish) {
     let headers = headers::encode(&publish, &origin);
     let counters = &inner.counters;
     if publish.retain {
-        // Every other node stores (and routes to its plain subscriptions)
-        // what the retained stream delivers.
+        // The stream keeps it for the nodes that do not subscribe to it
+        // now and for the nodes that start later.
         let subject = inner.retained.topic(topic);
         match inner
             .js
@@ -1026,14 +1068,20 @@ fn on_plain(
         bump(&inner.counters.own_ignored);
         return Ok(());
     }
-    if publish.retain {
-        // The retained stream brings it to every node, which stores it and
-        // routes it then.
-        return Ok(());
-    }
     if inner.dedupe_window > 0 && !lock(&inner.dedupe).insert((origin.instance, origin.seq)) {
         bump(&inner.counters.duplicates);
         return Ok(());
+    }
+    if publish.retain
+        && let Ok(topic) = publish.topic.parse::<TopicName>()
+    {
+        // Stored and routed now; the stream's copy, when it comes, is a
+        // duplicate, and older stream messages on this topic are stale.
+        let mut live = lock(&inner.live_retained);
+        if live.len() >= 4096 {
+            live.retain(|_, (_, at)| at.elapsed() < LIVE_RETAINED_GRACE);
+        }
+        live.insert(topic, ((origin.instance, origin.seq), Instant::now()));
     }
     match broker.inject(&publish) {
         Ok(()) => {
@@ -1077,6 +1125,7 @@ fn on_retained(
         bump(&inner.counters.invalid);
         return Ok(());
     };
+    let topic_name = topic.clone();
     let (mut publish, origin) =
         match headers::decode(topic, message.headers.as_ref(), message.payload.clone()) {
             Ok(decoded) => decoded,
@@ -1088,6 +1137,28 @@ fn on_retained(
         };
     if inner.is_own(&origin) {
         return Ok(());
+    }
+    let id = (origin.instance, origin.seq);
+    if inner.dedupe_window > 0 && !lock(&inner.dedupe).insert(id) {
+        // Injected already from the routing subject.
+        bump(&inner.counters.duplicates);
+        let mut live = lock(&inner.live_retained);
+        if live.get(&topic_name).is_some_and(|(last, _)| *last == id) {
+            live.remove(&topic_name);
+        }
+        return Ok(());
+    }
+    {
+        let mut live = lock(&inner.live_retained);
+        if let Some((_, at)) = live.get(&topic_name) {
+            if at.elapsed() < LIVE_RETAINED_GRACE {
+                // A newer message on this topic came from the routing
+                // subject and its stream copy has not come yet: this one
+                // is older.
+                return Ok(());
+            }
+            live.remove(&topic_name);
+        }
     }
     publish.retain = true;
     if let Some(expiry) = publish.properties.message_expiry_interval

@@ -47,15 +47,17 @@
 //!   queue group named after both, so NATS picks one node per message and
 //!   that node one local member. The cluster routes shared groups for the
 //!   local broker too, so a message reaches a group once in the cluster.
-//! - **Retained messages** live in a JetStream stream keeping the last
-//!   message per subject (`{prefix}_retained`, subjects `{prefix}.ret.>`;
-//!   an empty payload is kept as a tombstone that deletes). A node loads
-//!   every retained message when it [attaches](Cluster::attach) and then
-//!   watches the stream, injecting what other nodes publish: every node
-//!   stores every retained message, and the local subscribers of a node get
-//!   a retained message from the stream rather than from the routing
-//!   subject, so they get it once. A retained message's Message Expiry
-//!   Interval is reduced by the time it spent in the stream.
+//! - **Retained messages** are routed like any other message, and also
+//!   kept in a JetStream stream holding the last message per subject
+//!   (`{prefix}_retained`, subjects `{prefix}.ret.>`; an empty payload is
+//!   kept as a tombstone that deletes). A node loads every retained message
+//!   when it [attaches](Cluster::attach), then watches the stream and
+//!   injects what other nodes publish unless it had it from the routing
+//!   subject already (same message id) or a newer one on that topic came
+//!   that way: so every node stores every retained message, its
+//!   subscribers get each one once, and a late stream copy does not
+//!   overwrite a newer value. A retained message's Message Expiry Interval
+//!   is reduced by the time it spent in the stream.
 //! - **Liveness.** Each node writes a heartbeat key in the key-value bucket
 //!   `{prefix}_nodes`, whose max age is the heartbeat TTL; a node whose key
 //!   expired is gone ([`Cluster::nodes`] lists the live ones).
@@ -70,10 +72,10 @@
 //!   work, with sessions.
 //! - A subscription is in the cluster shortly after its SUBACK: a message
 //!   published on another node in between is not delivered to it.
-//! - A retained message reaches the subscribers of other nodes through the
-//!   stream, a non-retained one through the routing subject: between two
-//!   nodes, a retained and a non-retained message on one topic may change
-//!   order.
+//! - When two nodes publish retained messages on one topic at the same
+//!   time, the value a node keeps is the last it received from the routing
+//!   subject, which may differ from the stream's order; a node attached
+//!   later takes the stream's.
 //! - The subject of a very long topic (three bytes per escaped byte) may go
 //!   past the NATS server's `max_control_line` (4 KiB by default); such a
 //!   publish fails and is counted ([`ClusterStats::publish_errors`]).

@@ -1,0 +1,388 @@
+//! Brokers in one process, each with a Cluster on one nats-server (started
+//! by each test on loopback), and MQTT clients on different nodes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Nats, Node, next, wait_for};
+use fulmar_client::{PublishProperties, QoS};
+use fulmar_cluster::ClusterConfig;
+use fulmar_codec::PayloadFormat;
+
+macro_rules! nats_or_skip {
+    ($name:literal) => {
+        match Nats::start($name) {
+            Some(nats) => nats,
+            None => return,
+        }
+    };
+}
+
+#[tokio::test]
+async fn a_subscriber_on_one_node_gets_what_another_node_publishes() {
+    let nats = nats_or_skip!("cross_node");
+    let a = Node::start(&nats, "a").await;
+    let b = Node::start(&nats, "b").await;
+    let sub_client = a.client("sub").await;
+    let mut sub = sub_client
+        .subscribe("sensors/+/temp", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    a.wait_subscription("fulmar.msg.t.sensors.*.temp", true)
+        .await;
+    let publisher = b.client("pub").await;
+    // QoS 0
+    publisher
+        .publish("sensors/kitchen/temp", "21.5")
+        .await
+        .unwrap();
+    let got = next(&mut sub).await;
+    assert_eq!(
+        (got.topic.as_str(), got.payload.as_ref(), got.qos),
+        ("sensors/kitchen/temp", &b"21.5"[..], QoS::AtMostOnce)
+    );
+    // QoS 1 with every v5 property that travels.
+    let properties = PublishProperties {
+        payload_format_indicator: Some(PayloadFormat::Utf8),
+        message_expiry_interval: Some(3600),
+        content_type: Some("text/plain".into()),
+        response_topic: Some("reply/to me".into()),
+        correlation_data: Some(Bytes::from_static(b"\x00\x01corr\r\n")),
+        user_properties: vec![
+            ("k".into(), "v".into()),
+            ("k".into(), "second=value".into()),
+        ],
+        ..PublishProperties::default()
+    };
+    let outcome = publisher
+        .publish("sensors/hall.1/temp", "19")
+        .qos(QoS::AtLeastOnce)
+        .properties(properties.clone())
+        .await
+        .unwrap();
+    assert!(!outcome.reason_code.is_error());
+    let got = next(&mut sub).await;
+    assert_eq!(got.topic.as_str(), "sensors/hall.1/temp");
+    assert_eq!(got.qos, QoS::AtLeastOnce);
+    let p = &got.properties;
+    assert_eq!(p.payload_format_indicator, Some(PayloadFormat::Utf8));
+    // The broker may count down the expiry on its way: at most what was sent.
+    assert!(matches!(p.message_expiry_interval, Some(1..=3600)));
+    assert_eq!(p.content_type, properties.content_type);
+    assert_eq!(p.response_topic, properties.response_topic);
+    assert_eq!(p.correlation_data, properties.correlation_data);
+    assert_eq!(p.user_properties, properties.user_properties);
+    let (sa, sb) = (a.cluster.stats(), b.cluster.stats());
+    assert_eq!(sa.injected, 2, "{sa:?}");
+    assert_eq!(sb.published, 2, "{sb:?}");
+    assert_eq!(sa.invalid + sb.invalid, 0);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn no_duplicates_on_the_same_node_nor_for_overlapping_filters() {
+    let nats = nats_or_skip!("no_duplicates");
+    let a = Node::start(&nats, "a").await;
+    let b = Node::start(&nats, "b").await;
+    // Two clients on A whose filters overlap: A holds two NATS subscriptions
+    // matching `x/1` and must inject the message once.
+    let c1 = a.client("c1").await;
+    let c2 = a.client("c2").await;
+    let mut plus = c1.subscribe("x/+", QoS::AtLeastOnce).await.unwrap();
+    let mut hash = c2.subscribe("x/#", QoS::AtLeastOnce).await.unwrap();
+    a.wait_subscription("fulmar.msg.t.x.*", true).await;
+    a.wait_subscription("fulmar.msg.t.x.>", true).await;
+    let remote = b.client("remote").await;
+    remote
+        .publish("x/1", "once")
+        .qos(QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(next(&mut plus).await.payload, "once");
+    assert_eq!(next(&mut hash).await.payload, "once");
+    wait_for("the second copy", || a.cluster.stats().duplicates == 1).await;
+    // Publisher and subscriber on the same node: the local route delivers,
+    // the copy NATS brings back is ignored.
+    let local = a.client("local").await;
+    local
+        .publish("x/2", "local")
+        .qos(QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(next(&mut plus).await.payload, "local");
+    assert_eq!(next(&mut hash).await.payload, "local");
+    // Both of A's subscriptions bring it back: two ignored copies.
+    wait_for("own copies back", || a.cluster.stats().own_ignored == 2).await;
+    // Whatever was coming has come: the next message is the marker.
+    remote
+        .publish("x/3", "marker")
+        .qos(QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(next(&mut plus).await.payload, "marker");
+    assert_eq!(next(&mut hash).await.payload, "marker");
+    let s = a.cluster.stats();
+    assert_eq!((s.injected, s.duplicates), (2, 2), "{s:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn the_last_local_unsubscribe_drops_the_nats_subscription() {
+    let nats = nats_or_skip!("unsubscribe");
+    let a = Node::start(&nats, "a").await;
+    let c1 = a.client("c1").await;
+    let c2 = a.client("c2").await;
+    let s1 = c1.subscribe("u/#", QoS::AtMostOnce).await.unwrap();
+    let s2 = c2.subscribe("u/#", QoS::AtMostOnce).await.unwrap();
+    // `u/#` also matches `u`: two NATS subscriptions.
+    a.wait_subscription("fulmar.msg.t.u", true).await;
+    a.wait_subscription("fulmar.msg.t.u.>", true).await;
+    // A filter whose parent subject is the same (`u`): reference counted.
+    let s3 = c1.subscribe("u", QoS::AtMostOnce).await.unwrap();
+    assert_eq!(a.cluster.stats().nats_subscriptions, 2);
+    drop(s1);
+    drop(s3);
+    wait_for("two unsubscribes", || a.broker.stats().subscriptions == 1).await;
+    // Filter changes are handled in order: once a later filter is in NATS,
+    // the removals before it were handled. c2 still holds `u/#`.
+    let s4 = c1.subscribe("v", QoS::AtMostOnce).await.unwrap();
+    a.wait_subscription("fulmar.msg.t.v", true).await;
+    let subs = a.cluster.subscriptions();
+    assert_eq!(
+        subs,
+        ["fulmar.msg.t.u", "fulmar.msg.t.u.>", "fulmar.msg.t.v"]
+    );
+    drop(s4);
+    drop(s2);
+    a.wait_subscription("fulmar.msg.t.u.>", false).await;
+    a.wait_subscription("fulmar.msg.t.u", false).await;
+    assert_eq!(a.cluster.stats().nats_subscriptions, 0);
+    a.stop().await;
+}
+
+// MQTT-4.8.2-3 (one member of a group gets a message), across nodes.
+#[tokio::test]
+async fn a_shared_group_on_two_nodes_gets_each_message_once() {
+    let nats = nats_or_skip!("shared");
+    let a = Node::start(&nats, "a").await;
+    let b = Node::start(&nats, "b").await;
+    let ma = a.client("member-a").await;
+    let mb = b.client("member-b").await;
+    let mut sa = ma
+        .subscribe("$share/g/job/+", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let mut sb = mb
+        .subscribe("$share/g/job/+", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let label = "fulmar.msg.t.job.* fulmar.g.job/+";
+    a.wait_subscription(label, true).await;
+    b.wait_subscription(label, true).await;
+    // A plain subscriber on B gets every message besides.
+    let watcher = b.client("watcher").await;
+    let mut plain = watcher.subscribe("job/+", QoS::AtLeastOnce).await.unwrap();
+    b.wait_subscription("fulmar.msg.t.job.*", true).await;
+    let pa = a.client("pub-a").await;
+    let pb = b.client("pub-b").await;
+    const N: usize = 40;
+    for i in 0..N {
+        let publisher = if i % 2 == 0 { &pa } else { &pb };
+        publisher
+            .publish(format!("job/{i}"), format!("{i}"))
+            .qos(QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut per_member = [0usize; 2];
+    while per_member.iter().sum::<usize>() < N {
+        let (member, message) = tokio::time::timeout(Duration::from_secs(20), async {
+            tokio::select! {
+                m = sa.recv() => (0, m.unwrap()),
+                m = sb.recv() => (1, m.unwrap()),
+            }
+        })
+        .await
+        .expect("group messages");
+        per_member[member] += 1;
+        *seen
+            .entry(String::from_utf8(message.payload.to_vec()).unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len(), N, "every message, once: {seen:?}");
+    assert!(seen.values().all(|&n| n == 1));
+    let delivered = a.cluster.stats().shared_delivered + b.cluster.stats().shared_delivered;
+    assert_eq!(delivered, N as u64);
+    assert_eq!(
+        a.cluster.stats().shared_missed + b.cluster.stats().shared_missed,
+        0
+    );
+    for _ in 0..N {
+        next(&mut plain).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn retained_messages_reach_other_nodes_and_nodes_started_later() {
+    let nats = nats_or_skip!("retained");
+    let a = Node::start(&nats, "a").await;
+    let b = Node::start(&nats, "b").await;
+    // A subscriber on B before the retained message is published gets it
+    // once (from the routing subject; the retained stream's copy is a
+    // duplicate).
+    let early = b.client("early").await;
+    let mut early_sub = early.subscribe("r/#", QoS::AtLeastOnce).await.unwrap();
+    b.wait_subscription("fulmar.msg.t.r.>", true).await;
+    let publisher = a.client("pub").await;
+    let properties = PublishProperties {
+        user_properties: vec![("origin".into(), "a".into())],
+        ..PublishProperties::default()
+    };
+    publisher
+        .publish("r/1", "one")
+        .qos(QoS::AtLeastOnce)
+        .retain(true)
+        .properties(properties.clone())
+        .await
+        .unwrap();
+    publisher
+        .publish("r/2", "two")
+        .qos(QoS::AtLeastOnce)
+        .retain(true)
+        .await
+        .unwrap();
+    // An empty retained payload deletes (MQTT-3.3.1-6).
+    publisher
+        .publish("r/2", "")
+        .qos(QoS::AtLeastOnce)
+        .retain(true)
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(next(&mut early_sub).await.payload.clone());
+    }
+    assert_eq!(got, ["one", "two", ""]);
+    wait_for("B stored them", || b.broker.stats().retained == 1).await;
+    // The stream's copies of `r/1` and of the last `r/2` came and were skipped.
+    wait_for("stream copies", || b.cluster.stats().duplicates >= 2).await;
+    publisher.publish("r/3", "marker").await.unwrap();
+    assert_eq!(next(&mut early_sub).await.payload, "marker");
+
+    // A new subscriber on B gets the retained message (MQTT-3.3.1-9: with RETAIN set).
+    let late = b.client("late").await;
+    let mut late_sub = late.subscribe("r/+", QoS::AtLeastOnce).await.unwrap();
+    let m = next(&mut late_sub).await;
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_ref(), m.retain),
+        ("r/1", &b"one"[..], true)
+    );
+    assert_eq!(m.properties.user_properties, properties.user_properties);
+
+    // A node started after the publication loads it at attach.
+    let c = Node::start(&nats, "c").await;
+    assert_eq!(c.broker.stats().retained, 1);
+    assert!(c.cluster.stats().retained_loaded >= 1);
+    let newcomer = c.client("newcomer").await;
+    let mut new_sub = newcomer.subscribe("r/#", QoS::AtLeastOnce).await.unwrap();
+    let m = next(&mut new_sub).await;
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_ref(), m.retain),
+        ("r/1", &b"one"[..], true)
+    );
+    // And a change made on B later reaches C's store.
+    let pb = b.client("pub-b").await;
+    pb.publish("r/1", "")
+        .qos(QoS::AtLeastOnce)
+        .retain(true)
+        .await
+        .unwrap();
+    wait_for("C deleted it", || c.broker.stats().retained == 0).await;
+    wait_for("A deleted it", || a.broker.stats().retained == 0).await;
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn heartbeats_list_the_live_nodes() {
+    let nats = nats_or_skip!("heartbeats");
+    let config = |id: &str| {
+        let mut config = ClusterConfig::new(nats.url.clone(), id);
+        config.heartbeat_interval = Duration::from_millis(200);
+        config.heartbeat_ttl = Duration::from_secs(2);
+        config
+    };
+    let a = Node::start_with(config("a")).await;
+    let b = Node::start_with(config("b")).await;
+    let c = Node::start_with(config("c.with dots")).await;
+    assert_eq!(a.cluster.nodes().await.unwrap(), ["a", "b", "c.with dots"]);
+    // A clean shutdown deletes the key at once.
+    b.stop().await;
+    assert_eq!(a.cluster.nodes().await.unwrap(), ["a", "c.with dots"]);
+    // A node that stops beating (as if it died) expires after the TTL.
+    c.cluster.stop_heartbeat_for_test();
+    for _ in 0..200 {
+        if a.cluster.nodes().await.unwrap() == ["a"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(a.cluster.nodes().await.unwrap(), ["a"]);
+    a.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn forged_messages_on_the_routing_subjects_are_dropped_and_counted() {
+    let nats = nats_or_skip!("forged");
+    let a = Node::start(&nats, "a").await;
+    let client = a.client("sub").await;
+    let mut sub = client.subscribe("f/#", QoS::AtLeastOnce).await.unwrap();
+    a.wait_subscription("fulmar.msg.t.f.>", true).await;
+    let intruder = async_nats::connect(nats.url.as_str()).await.unwrap();
+    // No headers at all.
+    intruder
+        .publish("fulmar.msg.t.f.x", "bare".into())
+        .await
+        .unwrap();
+    // Forged QoS.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Fulmar-Origin", "evil");
+    headers.insert("Fulmar-Instance", "1");
+    headers.insert("Fulmar-Seq", "1");
+    headers.insert("Mqtt-Qos", "7");
+    intruder
+        .publish_with_headers("fulmar.msg.t.f.x", headers.clone(), "bad qos".into())
+        .await
+        .unwrap();
+    // A subject that is no canonical topic.
+    headers.insert("Mqtt-Qos", "0");
+    intruder
+        .publish_with_headers("fulmar.msg.t.f.%2e", headers.clone(), "bad subject".into())
+        .await
+        .unwrap();
+    // A well-formed message from an unknown node is routed.
+    intruder
+        .publish_with_headers("fulmar.msg.t.f.ok", headers, "good".into())
+        .await
+        .unwrap();
+    intruder.flush().await.unwrap();
+    let m = next(&mut sub).await;
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_ref()),
+        ("f/ok", &b"good"[..])
+    );
+    wait_for("three dropped", || a.cluster.stats().invalid == 3).await;
+    a.stop().await;
+}

@@ -1,0 +1,152 @@
+//! A NATS server with JetStream per test, and cluster nodes on it.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fulmar_broker::{Broker, BrokerHandle};
+use fulmar_client::{Client, ConnectOptions, Message, Subscription};
+use fulmar_cluster::{Cluster, ClusterConfig};
+
+/// `nats-server -js` on a free loopback port with its own store directory;
+/// killed and its directory removed on drop.
+pub struct Nats {
+    child: Child,
+    dir: PathBuf,
+    pub url: String,
+}
+
+impl Nats {
+    /// Starts a server, or prints why not and returns `None` when
+    /// `nats-server` is not installed (scripts/test.sh installs it).
+    pub fn start(test: &str) -> Option<Self> {
+        if Command::new("nats-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
+            println!("SKIP {test}: nats-server is not installed (apt-get install nats-server)");
+            return None;
+        }
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let dir = std::env::temp_dir().join(format!(
+                "fulmar-cluster-{}-{test}-{port}",
+                std::process::id()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut child = Command::new("nats-server")
+                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            for _ in 0..200 {
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                    return Some(Self {
+                        child,
+                        dir,
+                        url: format!("nats://127.0.0.1:{port}"),
+                    });
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break; // the port was taken meanwhile: try another
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        panic!("nats-server did not start");
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A broker on 127.0.0.1:0 with a cluster attached.
+pub struct Node {
+    pub broker: BrokerHandle,
+    pub cluster: Cluster,
+}
+
+impl Node {
+    pub async fn start(nats: &Nats, id: &str) -> Self {
+        Self::start_with(ClusterConfig::new(nats.url.clone(), id)).await
+    }
+
+    pub async fn start_with(config: ClusterConfig) -> Self {
+        let cluster = Cluster::connect(config).await.unwrap();
+        let broker = Broker::builder()
+            .tcp_listener("127.0.0.1:0")
+            .bridge(cluster.bridge())
+            .start()
+            .await
+            .unwrap();
+        cluster.attach(&broker).await.unwrap();
+        Self { broker, cluster }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.broker.local_addrs()[0].port()
+    }
+
+    /// A v5 client of this node.
+    pub async fn client(&self, id: &str) -> Client {
+        let (client, _) =
+            Client::connect(ConnectOptions::new("127.0.0.1", self.port()).client_id(id))
+                .await
+                .unwrap();
+        client
+    }
+
+    /// Waits until this node's NATS subscriptions include `label`
+    /// (`subject` or `subject queue`), or, with `present` false, not.
+    pub async fn wait_subscription(&self, label: &str, present: bool) {
+        wait_for(&format!("subscription {label} present={present}"), || {
+            self.cluster.subscriptions().iter().any(|s| s == label) == present
+        })
+        .await;
+    }
+
+    pub async fn stop(self) {
+        self.broker.shutdown().await;
+        self.cluster.shutdown().await;
+    }
+}
+
+/// Polls `condition` every 10 ms, for 20 s at most.
+pub async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The next message of `sub`, failing after 20 s.
+pub async fn next(sub: &mut Subscription) -> Message {
+    tokio::time::timeout(Duration::from_secs(20), sub.recv())
+        .await
+        .expect("no message within 20 s")
+        .expect("subscription ended")
+}
