@@ -160,10 +160,20 @@ async fn the_last_local_unsubscribe_drops_the_nats_subscription() {
         ["fulmar.msg.t.u", "fulmar.msg.t.u.>", "fulmar.msg.t.v"]
     );
     drop(s4);
+    // The NATS server itself lists them.
+    // (JSON writes `>` as `\u003e`.)
+    let listed = nats.connz_subscriptions();
+    assert!(listed.contains("\"fulmar.msg.t.u\""), "{listed}");
+    assert!(listed.contains("\"fulmar.msg.t.u.\\u003e\""), "{listed}");
     drop(s2);
     a.wait_subscription("fulmar.msg.t.u.>", false).await;
     a.wait_subscription("fulmar.msg.t.u", false).await;
     assert_eq!(a.cluster.stats().nats_subscriptions, 0);
+    // And the server drops them.
+    wait_for("the server to drop the subscriptions", || {
+        !nats.connz_subscriptions().contains("fulmar.msg.t.u")
+    })
+    .await;
     a.stop().await;
 }
 
@@ -385,4 +395,49 @@ async fn forged_messages_on_the_routing_subjects_are_dropped_and_counted() {
     );
     wait_for("three dropped", || a.cluster.stats().invalid == 3).await;
     a.stop().await;
+}
+
+#[tokio::test]
+async fn qos_2_and_mqtt_3_1_1_clients_across_nodes() {
+    let nats = nats_or_skip!("qos2_v311");
+    let a = Node::start(&nats, "a").await;
+    let b = Node::start(&nats, "b").await;
+    let v5 = a.client("v5").await;
+    let mut s5 = v5.subscribe("q/+", QoS::ExactlyOnce).await.unwrap();
+    let (v311, _) = fulmar_client::Client::connect(
+        fulmar_client::ConnectOptions::new("127.0.0.1", b.port())
+            .protocol_version(fulmar_client::ProtocolVersion::V311)
+            .client_id("v311"),
+    )
+    .await
+    .unwrap();
+    let mut s311 = v311.subscribe("q/#", QoS::AtLeastOnce).await.unwrap();
+    a.wait_subscription("fulmar.msg.t.q.*", true).await;
+    b.wait_subscription("fulmar.msg.t.q.>", true).await;
+    // From B (v5) to A at QoS 2; and to the 3.1.1 subscriber on B itself,
+    // downgraded to its QoS 1 (MQTT-3.8.4-8 / 3.3.5).
+    let pb = b.client("pub").await;
+    pb.publish("q/1", "exactly")
+        .qos(QoS::ExactlyOnce)
+        .await
+        .unwrap();
+    let m = next(&mut s5).await;
+    assert_eq!(
+        (m.payload.as_ref(), m.qos),
+        (&b"exactly"[..], QoS::ExactlyOnce)
+    );
+    let m = next(&mut s311).await;
+    assert_eq!(
+        (m.payload.as_ref(), m.qos),
+        (&b"exactly"[..], QoS::AtLeastOnce)
+    );
+    // From the 3.1.1 client on B to A.
+    v311.publish("q/2", "old")
+        .qos(QoS::ExactlyOnce)
+        .await
+        .unwrap();
+    let m = next(&mut s5).await;
+    assert_eq!((m.topic.as_str(), m.qos), ("q/2", QoS::ExactlyOnce));
+    a.stop().await;
+    b.stop().await;
 }

@@ -17,6 +17,8 @@ pub struct Nats {
     child: Child,
     dir: PathBuf,
     pub url: String,
+    /// The HTTP monitoring port.
+    monitor: u16,
 }
 
 impl Nats {
@@ -34,18 +36,22 @@ impl Nats {
             return None;
         }
         for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let free = || {
+                TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            };
+            let (port, monitor) = (free(), free());
             let dir = std::env::temp_dir().join(format!(
                 "fulmar-cluster-{}-{test}-{port}",
                 std::process::id()
             ));
             std::fs::create_dir_all(&dir).unwrap();
             let mut child = Command::new("nats-server")
-                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-m", &monitor.to_string(), "-sd"])
                 .arg(&dir)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -58,6 +64,7 @@ impl Nats {
                         child,
                         dir,
                         url: format!("nats://127.0.0.1:{port}"),
+                        monitor,
                     });
                 }
                 if child.try_wait().unwrap().is_some() {
@@ -70,6 +77,20 @@ impl Nats {
             let _ = std::fs::remove_dir_all(&dir);
         }
         panic!("nats-server did not start");
+    }
+}
+
+impl Nats {
+    /// The server's own list of client subscriptions (`/connz?subs=1`, JSON).
+    pub fn connz_subscriptions(&self) -> String {
+        use std::io::{Read, Write};
+        let mut stream = TcpStream::connect(("127.0.0.1", self.monitor)).unwrap();
+        stream
+            .write_all(b"GET /connz?subs=1 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
     }
 }
 
