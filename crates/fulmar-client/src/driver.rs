@@ -334,6 +334,9 @@ impl Driver {
                     }
                 }
             }
+            // One packet's events at a time: a full stream parks the PUBLISH
+            // packets after it (`deliver` holds one blocked message).
+            self.drain_events();
             for _ in 0..BATCH {
                 if self.session.is_closed() || !self.may_read(max_parked_qos0, max_parked_acked) {
                     break;
@@ -346,8 +349,6 @@ impl Driver {
                 if let Some(e) = self.on_frame(frame) {
                     return e;
                 }
-                // One packet's events at a time: a full stream parks the
-                // PUBLISH packets after it.
                 self.drain_events();
             }
         }

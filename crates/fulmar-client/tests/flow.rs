@@ -390,3 +390,48 @@ async fn messages_before_any_stream_wait_for_the_first_catch_all_stream() {
         assert_eq!(m.payload, format!("{i}"));
     }
 }
+
+// A burst of QoS 0 messages read in one batch while the stream is full: none
+// is lost, and they keep their order (QoS 0 has no quota, so the client holds
+// them back by not reading). v5:MQTT-4.6.0-6 (order per topic).
+#[tokio::test]
+async fn a_burst_into_a_full_stream_loses_nothing() {
+    const N: u16 = 200;
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        grant(&mut wire).await;
+        for i in 0..N {
+            let p = Publish::new("burst/x".into(), Bytes::from(format!("{i}")));
+            // Written in pairs, so that the client often reads two at once.
+            wire.feed(Packet::Publish(p)).await.unwrap();
+            if i % 2 == 1 {
+                SinkExt::<Packet>::flush(&mut wire).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        }
+        SinkExt::<Packet>::flush(&mut wire).await.unwrap();
+        // Keep the connection until the client disconnects.
+        while let Some(Ok(packet)) = wire.next().await {
+            if matches!(packet, Packet::Disconnect(_)) {
+                break;
+            }
+        }
+    });
+    let (client, _) = guard(Client::connect(options.stream_capacity(2)))
+        .await
+        .unwrap();
+    let mut stream = guard(client.subscribe("burst/#", QoS::AtMostOnce))
+        .await
+        .unwrap();
+    for i in 0..N {
+        let m = guard(stream.next()).await.unwrap();
+        assert_eq!(m.payload, format!("{i}"));
+        // A slow consumer: the stream is full most of the time.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+    }
+    guard(client.disconnect()).await.unwrap();
+    guard(broker).await.unwrap();
+}
