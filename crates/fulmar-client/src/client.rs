@@ -2,6 +2,7 @@
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use fulmar_codec::{
@@ -93,11 +94,20 @@ impl Client {
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(make(tx))
-            .await
-            .map_err(|_| Error::Closed)?;
+        self.send(make(tx)).await?;
         rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// Queues `command` for the connection task: without the `send` future's
+    /// waiter bookkeeping while the channel has room.
+    async fn send(&self, command: Command) -> Result<(), Error> {
+        match self.commands.try_send(command) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                self.commands.send(command).await.map_err(|_| Error::Closed)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Closed),
+        }
     }
 
     /// Publishes `payload` to `topic`; set QoS, retain and properties on the
@@ -119,7 +129,7 @@ impl Client {
             payload: payload.into(),
             qos: QoS::AtMostOnce,
             retain: false,
-            properties: PublishProperties::default(),
+            properties: None,
         }
     }
 
@@ -219,10 +229,7 @@ impl Client {
         let Some(token) = message.ack else {
             return Ok(());
         };
-        self.commands
-            .send(Command::Ack(token))
-            .await
-            .map_err(|_| Error::Closed)
+        self.send(Command::Ack(token)).await
     }
 
     /// Disconnects normally (reason code 0x00: the broker discards the will)
@@ -296,7 +303,8 @@ pub struct PublishRequest<'a> {
     payload: Bytes,
     qos: QoS,
     retain: bool,
-    properties: PublishProperties,
+    /// Boxed: most publishes have none, and the request is moved around.
+    properties: Option<Box<PublishProperties>>,
 }
 
 impl PublishRequest<'_> {
@@ -317,7 +325,7 @@ impl PublishRequest<'_> {
     /// payload format. Topic alias and subscription identifiers are not
     /// for the application to set.
     pub fn properties(mut self, properties: PublishProperties) -> Self {
-        self.properties = properties;
+        self.properties = Some(Box::new(properties));
         self
     }
 }
@@ -327,21 +335,100 @@ impl<'a> IntoFuture for PublishRequest<'a> {
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let topic: TopicName = self.topic.parse()?;
-            let topic = MqttString::try_from(topic.into_bytes())
-                .map_err(|e| Error::InvalidOptions(format!("topic: {e}")))?;
-            let publish = Publish {
-                qos: self.qos,
-                retain: self.retain,
-                topic,
-                payload: self.payload,
-                properties: self.properties,
-                ..Publish::default()
-            };
-            self.client
-                .request(|reply| Command::Publish { publish, reply })
-                .await?
+        Box::pin(PublishFuture::Start(self))
+    }
+}
+
+/// Where a publish is: a small hand-written state machine, so the boxed
+/// future holds the request, or the reply receiver, and little else.
+enum PublishFuture<'a> {
+    /// Not polled yet: nothing is validated or sent before the first poll.
+    Start(PublishRequest<'a>),
+    /// The command channel was full: waiting for room.
+    Queueing {
+        send: Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>,
+        reply: oneshot::Receiver<Result<PublishOutcome, Error>>,
+    },
+    /// Handed to the connection task: waiting for the outcome.
+    Waiting(oneshot::Receiver<Result<PublishOutcome, Error>>),
+    Done,
+}
+
+impl PublishRequest<'_> {
+    fn into_publish(self) -> Result<Publish, Error> {
+        Ok(Publish {
+            qos: self.qos,
+            retain: self.retain,
+            topic: topic_name(self.topic)?,
+            payload: self.payload,
+            properties: self.properties.map(|p| *p).unwrap_or_default(),
+            ..Publish::default()
         })
     }
+}
+
+impl Future for PublishFuture<'_> {
+    type Output = Result<PublishOutcome, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match std::mem::replace(&mut *self, Self::Done) {
+                Self::Start(request) => {
+                    let commands = &request.client.commands;
+                    let publish = match request.into_publish() {
+                        Ok(publish) => publish,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    };
+                    let (tx, rx) = oneshot::channel();
+                    let command = Command::Publish { publish, reply: tx };
+                    *self = match commands.try_send(command) {
+                        Ok(()) => Self::Waiting(rx),
+                        Err(mpsc::error::TrySendError::Full(command)) => Self::Queueing {
+                            send: Box::pin(async move {
+                                commands.send(command).await.map_err(|_| Error::Closed)
+                            }),
+                            reply: rx,
+                        },
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            return Poll::Ready(Err(Error::Closed));
+                        }
+                    };
+                }
+                Self::Queueing { mut send, reply } => match send.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        *self = Self::Queueing { send, reply };
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => *self = Self::Waiting(reply),
+                },
+                Self::Waiting(mut reply) => match Pin::new(&mut reply).poll(cx) {
+                    Poll::Pending => {
+                        *self = Self::Waiting(reply);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(outcome) => {
+                        return Poll::Ready(outcome.unwrap_or(Err(Error::Closed)));
+                    }
+                },
+                // Polled after completion.
+                Self::Done => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// Validates a Topic Name. The common topic (not empty, no wildcard, no
+/// U+0000, not too long) takes one scan and no copy; anything else goes
+/// through [`TopicName`] for the typed error.
+fn topic_name(topic: String) -> Result<MqttString, Error> {
+    if topic.is_empty()
+        || topic.len() > TopicName::MAX_LEN
+        || topic.bytes().any(|b| matches!(b, b'+' | b'#' | 0))
+    {
+        let topic: TopicName = topic.parse()?;
+        return MqttString::try_from(topic.into_bytes())
+            .map_err(|e| Error::InvalidOptions(format!("topic: {e}")));
+    }
+    MqttString::try_from_string(topic).map_err(|e| Error::InvalidOptions(format!("topic: {e}")))
 }
