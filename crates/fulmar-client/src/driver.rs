@@ -699,12 +699,22 @@ impl Driver {
 
     /// Hands `message` to each target in turn; stops at a full stream.
     fn deliver(&mut self, message: Message, mut targets: VecDeque<mpsc::Sender<Message>>) {
+        let mut message = Some(message);
         while let Some(tx) = targets.front() {
-            match tx.try_send(message.clone()) {
+            // The last stream takes the message itself, the others a copy.
+            let item = if targets.len() == 1 {
+                message.take()
+            } else {
+                message.clone()
+            };
+            let Some(item) = item else {
+                return;
+            };
+            match tx.try_send(item) {
                 Ok(()) | Err(TrySendError::Closed(_)) => {
                     targets.pop_front();
                 }
-                Err(TrySendError::Full(_)) => {
+                Err(TrySendError::Full(message)) => {
                     self.blocked = Some(Blocked { message, targets });
                     return;
                 }
