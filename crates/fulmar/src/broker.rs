@@ -38,6 +38,10 @@ pub(crate) struct BrokerArgs {
     /// Keep nothing on disk: sessions and retained messages live in memory.
     #[arg(long, conflicts_with = "data_dir")]
     no_persistence: bool,
+    /// Join a cluster of fulmar brokers over NATS JetStream at this URL
+    /// (`nats://127.0.0.1:4222`); see `[cluster]` in the configuration.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
     /// More log output: -v debug, -vv trace (RUST_LOG takes precedence).
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
@@ -96,6 +100,10 @@ fn effective_config(args: &BrokerArgs) -> Result<Config, String> {
     }
     if args.no_persistence {
         config.persistence.enabled = false;
+    }
+    if let Some(url) = &args.cluster {
+        config.cluster.urls.retain(|u| u != url);
+        config.cluster.urls.insert(0, url.clone());
     }
     if let Some(format) = args.log_format {
         config.log.format = format;
@@ -193,7 +201,26 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
         builder = builder.authorizer(AclAuthorizer(acl));
     }
 
+    let cluster = match config.cluster.to_config()? {
+        Some(cluster_config) => {
+            let urls = cluster_config.urls.join(", ");
+            let cluster = fulmar_cluster::Cluster::connect(cluster_config)
+                .await
+                .map_err(|e| format!("cluster ({urls}): {e}"))?;
+            builder = builder.bridge(cluster.bridge());
+            tracing::info!(%urls, "cluster: connected to NATS");
+            Some(cluster)
+        }
+        None => None,
+    };
     let broker = builder.start().await.map_err(|e| e.to_string())?;
+    if let Some(cluster) = &cluster
+        && let Err(error) = cluster.attach(&broker).await
+    {
+        broker.shutdown().await;
+        cluster.shutdown().await;
+        return Err(format!("cluster: {error}"));
+    }
     for addr in broker.local_addrs() {
         tracing::info!("listening on {addr}");
     }
@@ -209,6 +236,9 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
     wait_for_signal().await?;
     tracing::info!("shutting down");
     broker.shutdown().await;
+    if let Some(cluster) = cluster {
+        cluster.shutdown().await;
+    }
     Ok(())
 }
 

@@ -27,6 +27,8 @@ pub(crate) struct Config {
     pub(crate) metrics: MetricsConfig,
     /// `[persistence]`.
     pub(crate) persistence: PersistenceConfig,
+    /// `[cluster]`.
+    pub(crate) cluster: ClusterSection,
 }
 
 impl Default for Config {
@@ -47,6 +49,7 @@ impl Default for Config {
             sys: SysConfig::default(),
             metrics: MetricsConfig::default(),
             persistence: PersistenceConfig::default(),
+            cluster: ClusterSection::default(),
         }
     }
 }
@@ -281,6 +284,96 @@ impl PersistenceConfig {
     }
 }
 
+/// `[cluster]`: several brokers as one over NATS JetStream (fulmar-cluster).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ClusterSection {
+    /// NATS server URLs; none: a single node (`--cluster` adds one).
+    pub(crate) urls: Vec<String>,
+    /// This node's name, unique in the cluster (default: host name and pid).
+    pub(crate) node_id: Option<String>,
+    /// NATS user and password.
+    pub(crate) user: Option<String>,
+    pub(crate) password: Option<String>,
+    /// NATS token.
+    pub(crate) token: Option<String>,
+    /// NATS `.creds` file.
+    pub(crate) creds_file: Option<PathBuf>,
+    /// TLS to NATS: required, extra CA (PEM).
+    pub(crate) tls: bool,
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Replicas of the JetStream stream and bucket the cluster creates.
+    pub(crate) replicas: usize,
+    /// First token of the cluster's subjects, streams and buckets.
+    pub(crate) subject_prefix: String,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            node_id: None,
+            user: None,
+            password: None,
+            token: None,
+            creds_file: None,
+            tls: false,
+            ca_file: None,
+            replicas: 1,
+            subject_prefix: "fulmar".to_owned(),
+        }
+    }
+}
+
+impl ClusterSection {
+    /// The fulmar-cluster configuration; `None` without NATS URLs.
+    pub(crate) fn to_config(&self) -> Result<Option<fulmar_cluster::ClusterConfig>, String> {
+        let Some(first) = self.urls.first() else {
+            return Ok(None);
+        };
+        // Default: host name and process id (two nodes may share a host).
+        let node_id = match &self.node_id {
+            Some(id) => id.clone(),
+            None => {
+                let host = std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "fulmar".to_owned());
+                format!("{host}-{}", std::process::id())
+            }
+        };
+        let mut config = fulmar_cluster::ClusterConfig::new(first.clone(), node_id);
+        config.urls.clone_from(&self.urls);
+        config.replicas = self.replicas.max(1);
+        config.subject_prefix.clone_from(&self.subject_prefix);
+        config.credentials = match (&self.user, &self.password, &self.token, &self.creds_file) {
+            (Some(user), password, None, None) => Some(fulmar_cluster::Credentials::UserPassword {
+                user: user.clone(),
+                password: password.clone().unwrap_or_default(),
+            }),
+            (None, None, Some(token), None) => {
+                Some(fulmar_cluster::Credentials::Token(token.clone()))
+            }
+            (None, None, None, Some(file)) => {
+                Some(fulmar_cluster::Credentials::CredsFile(file.clone()))
+            }
+            (None, None, None, None) => None,
+            _ => {
+                return Err(
+                    "[cluster]: give one of user (+ password), token or creds_file".to_owned(),
+                );
+            }
+        };
+        if self.tls || self.ca_file.is_some() {
+            let mut tls = fulmar_cluster::TlsOptions::required();
+            tls.ca_files.extend(self.ca_file.clone());
+            config.tls = Some(tls);
+        }
+        Ok(Some(config))
+    }
+}
+
 /// The commented default configuration, as `--print-default-config` prints
 /// it. It parses back to [`Config::default`] (tested).
 pub(crate) const DEFAULT_CONFIG: &str = r#"# fulmar broker configuration (TOML). Every key is optional; the values
@@ -364,6 +457,20 @@ dir = "fulmar-data"
 # do not wait (a crash loses up to one interval).
 durability = "immediate"
 flush_interval_ms = 1000
+
+[cluster]
+# Several fulmar brokers as one over NATS with JetStream (nats-server -js):
+# messages, shared subscriptions and retained messages span the nodes
+# (sessions stay on their node). No URL: a single node, no NATS needed.
+# `fulmar broker --cluster nats://127.0.0.1:4222` sets the first URL.
+urls = []
+# node_id = "broker-1"          # unique per node; default: host name and pid
+# user = "fulmar"               # NATS credentials: user + password,
+# password = "secret"           # or token = "...", or creds_file = "x.creds"
+# tls = false                   # require TLS to NATS
+# ca_file = "nats-ca.pem"       # extra CA for the NATS servers
+replicas = 1                    # JetStream replicas (3 on a NATS cluster)
+subject_prefix = "fulmar"       # first token of the cluster's subjects
 "#;
 
 impl Config {
@@ -377,6 +484,12 @@ impl Config {
             *path = base.join(&*path);
         }
         config.persistence.dir = base.join(&config.persistence.dir);
+        for path in [&mut config.cluster.creds_file, &mut config.cluster.ca_file]
+            .into_iter()
+            .flatten()
+        {
+            *path = base.join(&*path);
+        }
         for listener in &mut config.listeners {
             for path in [
                 &mut listener.cert,

@@ -148,6 +148,20 @@ impl Sub {
         Self { child }
     }
 
+    /// Its stdout if it has exited (successfully) by now.
+    pub fn try_output(&mut self) -> Option<String> {
+        let status = self.child.try_wait().unwrap()?;
+        assert!(status.success(), "fulmar sub: {status:?}");
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        Some(out)
+    }
+
     /// Waits for the process to exit (it must have been given -C) and
     /// returns its stdout.
     pub fn output(mut self) -> String {
