@@ -216,16 +216,16 @@ impl Packet {
     }
 }
 
-/// The most [`decode`] reserves ahead of bytes that have not arrived yet: a
-/// large packet's buffer grows as its bytes arrive, not on the word of its
-/// fixed header.
+/// The most [`decode`] reserves ahead of bytes that have not arrived yet,
+/// beyond the bytes already buffered: a large packet's buffer grows as its
+/// bytes arrive (at most doubling), not on the word of its fixed header.
 pub const MAX_RESERVE_AHEAD: usize = 64 * 1024;
 
 /// Decodes one packet from the front of `buf`.
 ///
 /// - `Ok(None)`: `buf` does not hold a whole packet yet; it is left untouched
-///   (capacity for the rest of the packet may be reserved, at most
-///   [`MAX_RESERVE_AHEAD`] bytes).
+///   (capacity for the rest of the packet may be reserved: at most
+///   [`MAX_RESERVE_AHEAD`] bytes, or as many as are buffered already).
 /// - `Ok(Some(packet))`: exactly the packet's bytes were consumed; strings and
 ///   payloads in `packet` are zero-copy slices of them.
 /// - `Err(e)`: the input is malformed and never will parse; close the
@@ -276,9 +276,11 @@ pub fn decode(
     }
     if buf.len() < total {
         // Reserve for the rest of the packet, but never more than
-        // `MAX_RESERVE_AHEAD` on the word of a header alone: a peer that sends
-        // five bytes must not make us allocate up to the packet size limit.
-        buf.reserve((total - buf.len()).min(MAX_RESERVE_AHEAD));
+        // `MAX_RESERVE_AHEAD` (or what arrived already, so that a large packet
+        // is copied O(1) times as its buffer doubles) on the word of a header
+        // alone: a peer that sends five bytes must not make us allocate up to
+        // the packet size limit.
+        buf.reserve((total - buf.len()).min(MAX_RESERVE_AHEAD.max(buf.len())));
         return Ok(None);
     }
     let frame = buf.split_to(total).freeze();

@@ -16,6 +16,9 @@ const MIN_READ: usize = 256;
 const MAX_READ: usize = 8 * 1024;
 /// Encoded packets are written out once this many bytes are buffered.
 const WRITE_CHUNK: usize = 64 * 1024;
+/// A PUBLISH payload this large is written from its own buffer (shared by
+/// every subscriber), not copied into the write buffer.
+const DIRECT_PAYLOAD: usize = 16 * 1024;
 
 /// A framed MQTT byte stream with lazily allocated buffers.
 pub(super) struct Transport<'a, S> {
@@ -111,6 +114,15 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transport<'a, S> {
 
     /// Encodes `packet` for sending; writes out when much is buffered.
     pub(super) async fn feed(&mut self, packet: &Packet) -> Result<(), CodecError> {
+        if let Packet::Publish(publish) = packet
+            && publish.payload.len() >= DIRECT_PAYLOAD
+        {
+            publish.encode_header(self.version, &mut self.write_buf)?;
+            self.io.write_all(&self.write_buf).await?;
+            self.write_buf.clear();
+            self.io.write_all(&publish.payload).await?;
+            return Ok(());
+        }
         packet.encode(self.version, &mut self.write_buf)?;
         if self.write_buf.len() >= WRITE_CHUNK {
             self.io.write_all(&self.write_buf).await?;
