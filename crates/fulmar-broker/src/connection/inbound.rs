@@ -17,6 +17,7 @@ use tokio::sync::mpsc::error::SendError;
 use crate::config::OverloadPolicy;
 use crate::state::{Blocked, Origin};
 use crate::store::StoreOp;
+use crate::store::journal::Journal;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     pub(super) async fn on_message(&mut self, publish: Publish) {
@@ -52,6 +53,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 return self.refuse(&publish, Refusal::QuotaExceeded);
             }
             let journaled = state.journal.as_ref().map(|j| j.issued());
+            // The identifier and the copies for the subscribers commit together:
+            // a restart must not find the identifier (a resend is then taken
+            // for a duplicate) without the copies.
+            let journal = state.journal.clone();
+            let _group = journal.as_deref().map(Journal::group);
             if let Some(journal) = &state.journal
                 && let (true, QoS::ExactlyOnce, Some(packet_id)) =
                     (persistent, publish.qos, publish.packet_id)

@@ -3,7 +3,7 @@
 //! before sending an acknowledgement that depends on a change.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::watch;
 
@@ -21,6 +21,9 @@ struct Queue {
 /// The write path to a [`Store`].
 pub(crate) struct Journal {
     queue: Mutex<Queue>,
+    /// Held while pushing changes that must be committed together (the
+    /// writer takes it before taking a batch).
+    group: Mutex<()>,
     wake: Condvar,
     /// The last sequence number committed.
     committed: watch::Sender<u64>,
@@ -33,9 +36,6 @@ pub(crate) struct Journal {
 #[derive(Debug)]
 pub(crate) struct StoreFailed;
 
-/// Changes per commit at most (a commit of a huge batch holds up every waiter).
-const MAX_BATCH: usize = 16 * 1024;
-
 impl Journal {
     /// Starts the writer thread on `store`.
     pub(crate) fn start(
@@ -44,6 +44,7 @@ impl Journal {
     ) -> std::io::Result<(Arc<Self>, std::thread::JoinHandle<()>)> {
         let journal = Arc::new(Self {
             queue: Mutex::new(Queue::default()),
+            group: Mutex::new(()),
             wake: Condvar::new(),
             committed: watch::channel(0).0,
             failed: AtomicBool::new(false),
@@ -72,6 +73,13 @@ impl Journal {
             self.wake.notify_one();
         }
         seq
+    }
+
+    /// While the returned guard lives, the changes pushed (by anyone) go into
+    /// one commit: the writer does not cut a batch in between. Hold it only
+    /// for a few pushes, never across an `.await`.
+    pub(crate) fn group(&self) -> MutexGuard<'_, ()> {
+        self.group.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The sequence number of the last change pushed so far.
@@ -105,7 +113,7 @@ impl Journal {
 
     fn run(&self, store: &dyn Store) {
         loop {
-            let (ops, last, closed) = {
+            {
                 let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Durability::Periodic(every) = self.durability
                     && !q.closed
@@ -120,11 +128,13 @@ impl Journal {
                 while q.ops.is_empty() && !q.closed {
                     q = self.wake.wait(q).unwrap_or_else(PoisonError::into_inner);
                 }
-                let take = q.ops.len().min(MAX_BATCH);
-                let rest = q.ops.split_off(take);
-                let ops = std::mem::replace(&mut q.ops, rest);
-                let last = q.issued - q.ops.len() as u64;
-                (ops, last, q.closed && q.ops.is_empty())
+            }
+            // Never in the middle of a group (lock order: group, then queue).
+            let (ops, last, closed) = {
+                let _group = self.group();
+                let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                let ops = std::mem::take(&mut q.ops);
+                (ops, q.issued, q.closed)
             };
             if !ops.is_empty() {
                 let ops = coalesce(ops);
