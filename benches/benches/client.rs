@@ -61,6 +61,8 @@ const N_Q1: u64 = 2_000;
 /// How long a batch may take before the bench gives up.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
 const RTT_BLOCK: u64 = 2_000;
+/// QoS 0 messages the broker dropped during the QoS 0 throughput groups.
+static QOS0_LOST: AtomicU64 = AtomicU64::new(0);
 
 /// Counts events seen by a background task and wakes the bench task when a
 /// target is reached.
@@ -84,6 +86,25 @@ impl Counter {
         let target = self.count.load(Ordering::Acquire) + n;
         self.target.store(target, Ordering::Release);
         target
+    }
+
+    /// Waits for `target` like [`wait`](Self::wait), but a QoS 0 message the
+    /// broker dropped (its queue for the subscriber was full) never comes:
+    /// after a quiet second without progress the batch ends, and the
+    /// shortfall is counted in `QOS0_LOST` (reported at the end).
+    async fn wait_lossy(&self, target: u64) {
+        let mut seen = self.count.load(Ordering::Acquire);
+        while seen < target {
+            let quiet = tokio::time::timeout(Duration::from_secs(1), self.notify.notified()).await;
+            let now = self.count.load(Ordering::Acquire);
+            if quiet.is_err() && now == seen {
+                QOS0_LOST.fetch_add(target - now, Ordering::Relaxed);
+                // The next batch counts from the same counter: make up the gap.
+                self.count.store(target, Ordering::Release);
+                return;
+            }
+            seen = now;
+        }
     }
 
     async fn wait(&self, target: u64, what: &str) {
@@ -258,7 +279,7 @@ fn q0_throughput(c: &mut Criterion, rt: &Runtime, broker: &str, port: u16) {
                 for _ in 0..iters {
                     let target = fcount.arm(N_Q0);
                     fulmar_publish_n(&fpub, "bench/f/q0", QoS::AtMostOnce, N_Q0).await;
-                    fcount.wait(target, "fulmar QoS 0 received").await;
+                    fcount.wait_lossy(target).await;
                 }
                 start.elapsed()
             })
@@ -285,7 +306,7 @@ fn q0_throughput(c: &mut Criterion, rt: &Runtime, broker: &str, port: u16) {
                     let target = rsub.publishes.arm(N_Q0);
                     rumqttc_publish_n(&rpub.client, "bench/r/q0", rumqttc::QoS::AtMostOnce, N_Q0)
                         .await;
-                    rsub.publishes.wait(target, "rumqttc QoS 0 received").await;
+                    rsub.publishes.wait_lossy(target).await;
                 }
                 start.elapsed()
             })
@@ -539,5 +560,9 @@ fn main() {
 
     rt.block_on(fulmar_broker.shutdown());
     drop(mosquitto);
+    let lost = QOS0_LOST.load(Ordering::Relaxed);
+    if lost > 0 {
+        println!("QoS 0 messages dropped by the brokers (full subscriber queues): {lost}");
+    }
     c.final_summary();
 }
