@@ -52,6 +52,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
+/// The two tests count the same global heap: they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -129,6 +132,7 @@ async fn settle(broker: &BrokerHandle, tasks: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "soak test: run by name with --ignored"]
 async fn soak_connect_publish_vanish() {
+    let _serial = SERIAL.lock().await;
     let secs = env("FULMAR_SOAK_SECS", 10);
     let clients = env("FULMAR_SOAK_CLIENTS", 2000);
     let broker = Broker::builder()
@@ -183,6 +187,7 @@ async fn soak_connect_publish_vanish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement: run by name with --ignored --nocapture"]
 async fn idle_connection_memory() {
+    let _serial = SERIAL.lock().await;
     let n = env("FULMAR_IDLE_CLIENTS", 1000) as usize;
     let broker = Broker::builder()
         .tcp_listener("127.0.0.1:0")
