@@ -2,7 +2,7 @@
 //! table (PUBLISH awaiting PUBACK/PUBREC, PUBREL awaiting PUBCOMP) in send
 //! order, the send quota (MQTT 5.0 section 4.9) and retransmission on resume.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use fulmar_codec::{
@@ -51,13 +51,82 @@ pub(crate) enum Next {
     Nothing,
 }
 
+/// The in-flight table: entries in send order in a ring (a removed entry
+/// leaves a hole until the holes before it are gone, or until holes are the
+/// majority and the ring is compacted), found by identifier through a map
+/// from identifier to sequence number. Most entries leave from the front, so
+/// inserting and removing cost a ring push/pop and a small-key hash lookup.
+#[derive(Clone, Debug, Default)]
+struct InFlight {
+    slots: VecDeque<Option<Entry>>,
+    /// Sequence number of `slots[0]`.
+    first: u64,
+    by_id: HashMap<PacketId, u64, IdHash>,
+}
+
+impl InFlight {
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    fn index(&self, id: PacketId) -> Option<usize> {
+        let seq = self.by_id.get(&id)?;
+        usize::try_from(seq.checked_sub(self.first)?).ok()
+    }
+
+    fn get(&self, id: PacketId) -> Option<&Entry> {
+        self.slots.get(self.index(id)?)?.as_ref()
+    }
+
+    fn get_mut(&mut self, id: PacketId) -> Option<&mut Entry> {
+        let index = self.index(id)?;
+        self.slots.get_mut(index)?.as_mut()
+    }
+
+    /// Appends `entry` (its identifier must not be in the table).
+    fn push(&mut self, entry: Entry) {
+        let seq = self.first + self.slots.len() as u64;
+        self.by_id.insert(entry.id, seq);
+        self.slots.push_back(Some(entry));
+    }
+
+    fn remove(&mut self, id: PacketId) -> Option<Entry> {
+        let index = self.index(id)?;
+        self.by_id.remove(&id);
+        let entry = self.slots.get_mut(index)?.take();
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.first += 1;
+        }
+        if self.slots.len() > 2 * self.by_id.len() + 16 {
+            self.compact();
+        }
+        entry
+    }
+
+    /// Drops the holes, renumbering the entries.
+    fn compact(&mut self) {
+        self.slots.retain(Option::is_some);
+        let first = self.first;
+        for (seq, entry) in (first..).zip(self.slots.iter().flatten()) {
+            self.by_id.insert(entry.id, seq);
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Entry> {
+        self.slots.iter().flatten()
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
+        self.slots.iter_mut().flatten()
+    }
+}
+
 /// The outbound half of the session.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Outbound {
     pub(crate) ids: PacketIds,
-    inflight: BTreeMap<u64, Entry>,
-    by_id: HashMap<PacketId, u64, IdHash>,
-    seq: u64,
+    inflight: InFlight,
     pending: VecDeque<Pending>,
     resend: VecDeque<PacketId>,
     live: usize,
@@ -103,17 +172,14 @@ impl Outbound {
     }
 
     fn insert(&mut self, id: PacketId, stage: Stage, live: bool) {
-        self.seq += 1;
-        self.inflight.insert(self.seq, Entry { id, stage, live });
-        self.by_id.insert(id, self.seq);
+        self.inflight.push(Entry { id, stage, live });
         if live {
             self.live += 1;
         }
     }
 
     fn remove(&mut self, id: PacketId) -> Option<Entry> {
-        let seq = self.by_id.remove(&id)?;
-        let entry = self.inflight.remove(&seq)?;
+        let entry = self.inflight.remove(id)?;
         if entry.live {
             self.live = self.live.saturating_sub(1);
         }
@@ -122,8 +188,7 @@ impl Outbound {
     }
 
     fn stage(&self, id: PacketId) -> Option<&Stage> {
-        let seq = self.by_id.get(&id)?;
-        self.inflight.get(seq).map(|e| &e.stage)
+        self.inflight.get(id).map(|e| &e.stage)
     }
 
     /// The next PUBLISH to send: retransmissions first while fewer than
@@ -141,10 +206,7 @@ impl Outbound {
                 return Next::Nothing;
             }
             self.resend.pop_front();
-            let Some(seq) = self.by_id.get(&id).copied() else {
-                continue;
-            };
-            let Some(entry) = self.inflight.get_mut(&seq) else {
+            let Some(entry) = self.inflight.get_mut(id) else {
                 continue;
             };
             if let Stage::Publish(p) = &entry.stage {
@@ -257,10 +319,7 @@ impl Outbound {
 
     /// Removes an entry but keeps its identifier in use; returns whether it was live.
     fn remove_keep_id(&mut self, id: PacketId) -> bool {
-        let Some(seq) = self.by_id.remove(&id) else {
-            return false;
-        };
-        let live = self.inflight.remove(&seq).is_some_and(|e| e.live);
+        let live = self.inflight.remove(id).is_some_and(|e| e.live);
         if live {
             self.live = self.live.saturating_sub(1);
         }
@@ -441,4 +500,56 @@ pub(crate) fn pubcomp(id: PacketId, known: bool, v5: bool) -> Packet {
         comp.reason_code = fulmar_codec::PubCompReasonCode::PacketIdentifierNotFound;
     }
     comp.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u16) -> PacketId {
+        PacketId::new(n).unwrap()
+    }
+
+    fn entry(n: u16) -> Entry {
+        Entry {
+            id: id(n),
+            stage: Stage::PubRel,
+            live: false,
+        }
+    }
+
+    fn order(table: &InFlight) -> Vec<u16> {
+        table.values().map(|e| e.id.get()).collect()
+    }
+
+    #[test]
+    fn inflight_keeps_send_order_through_holes_and_compaction() {
+        let mut table = InFlight::default();
+        for n in 1..=5 {
+            table.push(entry(n));
+        }
+        assert!(table.remove(id(3)).is_some());
+        assert!(table.remove(id(3)).is_none());
+        assert!(table.remove(id(1)).is_some());
+        table.push(entry(1));
+        assert_eq!(order(&table), [2, 4, 5, 1]);
+        assert_eq!(table.len(), 4);
+        // One old entry stays while many come and go: the holes behind it are
+        // compacted away instead of piling up.
+        for n in 100..1100 {
+            table.push(entry(n));
+            assert!(table.remove(id(n)).is_some());
+        }
+        assert!(table.slots.len() <= 2 * table.len() + 17);
+        assert_eq!(order(&table), [2, 4, 5, 1]);
+        for n in [2, 4, 5, 1] {
+            assert_eq!(table.get(id(n)).map(|e| e.id), Some(id(n)));
+            assert!(table.get_mut(id(n)).is_some());
+        }
+        for n in [5, 2, 1, 4] {
+            assert!(table.remove(id(n)).is_some());
+        }
+        assert_eq!(table.len(), 0);
+        assert!(table.slots.is_empty());
+    }
 }
