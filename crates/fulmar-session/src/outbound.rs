@@ -91,8 +91,8 @@ impl InFlight {
     }
 
     fn remove(&mut self, id: PacketId) -> Option<Entry> {
-        let index = self.index(id)?;
-        self.by_id.remove(&id);
+        let seq = self.by_id.remove(&id)?;
+        let index = usize::try_from(seq.checked_sub(self.first)?).ok()?;
         let entry = self.slots.get_mut(index)?.take();
         while matches!(self.slots.front(), Some(None)) {
             self.slots.pop_front();

@@ -1,6 +1,6 @@
 //! The [`Session`] type: state shared by both roles, the poll side, closing.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use fulmar_codec::{
@@ -200,7 +200,8 @@ pub struct Session {
     pub(crate) transmit: TxQueue,
     pub(crate) events: VecDeque<Event>,
     pub(crate) out: Outbound,
-    pub(crate) incoming_qos2: BTreeSet<PacketId>,
+    /// Inbound QoS 2 identifiers awaiting PUBREL (snapshots list them sorted).
+    pub(crate) incoming_qos2: HashSet<PacketId, crate::packet_id::IdHash>,
     pub(crate) subscriptions: Vec<(MqttString, SubscriptionOptions)>,
     pub(crate) conn: Conn,
     pub(crate) error: Option<Error>,
@@ -219,7 +220,7 @@ impl Session {
             transmit: TxQueue::default(),
             events: VecDeque::new(),
             out: Outbound::default(),
-            incoming_qos2: BTreeSet::new(),
+            incoming_qos2: HashSet::default(),
             subscriptions: Vec::new(),
             conn: Conn::default(),
             error: None,
@@ -351,10 +352,12 @@ impl Session {
     #[must_use]
     pub fn session_state(&self, now: Instant) -> SessionState {
         let (outgoing, pending) = self.out.snapshot(now);
+        let mut incoming_qos2: Vec<PacketId> = self.incoming_qos2.iter().copied().collect();
+        incoming_qos2.sort_unstable();
         SessionState {
             outgoing,
             pending,
-            incoming_qos2: self.incoming_qos2.iter().copied().collect(),
+            incoming_qos2,
             subscriptions: self.subscriptions.clone(),
             last_packet_id: self.out.ids.cursor(),
         }
