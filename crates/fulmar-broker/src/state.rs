@@ -371,7 +371,19 @@ impl State {
         }];
         let out = copy_for(publish, &chosen);
         let key = key.clone();
-        let target = Target {
+        self.target(max_queued, counters, now)
+            .deliver(&key, out, None, None);
+        true
+    }
+
+    /// Where one delivery outside [`route`](Self::route) goes.
+    fn target<'a>(
+        &'a mut self,
+        max_queued: usize,
+        counters: &'a Counters,
+        now: Instant,
+    ) -> Target<'a> {
+        Target {
             sessions: &mut self.sessions,
             locals: &self.locals,
             max_queued,
@@ -379,9 +391,7 @@ impl State {
             now,
             journal: self.journal.as_deref(),
             next_seq: &mut self.next_seq,
-        };
-        target.deliver(&key, out, None, None);
-        true
+        }
     }
 
     /// Adds (or replaces, MQTT-3.8.4-3) the subscription of `key` to
@@ -544,17 +554,13 @@ impl State {
         counters: &Counters,
         now: Instant,
     ) {
-        let target = Target {
-            sessions: &mut self.sessions,
-            locals: &self.locals,
-            max_queued,
-            counters,
-            now,
-            journal: self.journal.as_deref(),
-            next_seq: &mut self.next_seq,
-        };
         let key = Subscriber::Client(client.clone());
-        target.deliver(&key, delivery.publish, Some(delivery.seq), None);
+        self.target(max_queued, counters, now).deliver(
+            &key,
+            delivery.publish,
+            Some(delivery.seq),
+            None,
+        );
     }
 
     /// Writes the record of session `id` to the store (when it is persistent),

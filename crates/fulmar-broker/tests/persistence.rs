@@ -218,6 +218,16 @@ struct SlowStore {
     batches: Mutex<Vec<usize>>,
 }
 
+impl SlowStore {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryStore::new(),
+            message_committed: AtomicBool::new(false),
+            batches: Mutex::new(Vec::new()),
+        })
+    }
+}
+
 impl Store for SlowStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
         self.inner.load()
@@ -241,11 +251,7 @@ impl Store for SlowStore {
 // message is in the store (issue: durable before acknowledged).
 #[tokio::test]
 async fn puback_waits_until_the_message_is_committed() {
-    let store = Arc::new(SlowStore {
-        inner: MemoryStore::new(),
-        message_committed: AtomicBool::new(false),
-        batches: Mutex::new(Vec::new()),
-    });
+    let store = SlowStore::new();
     let broker = broker_on(store.clone()).await;
     let (mut sub, _) = connect_kept(&broker, V311, "durable").await;
     sub.sub(1, "d", QoS::AtLeastOnce).await;
@@ -263,11 +269,7 @@ async fn puback_waits_until_the_message_is_committed() {
 // Group commit: many publishers' messages share commits.
 #[tokio::test]
 async fn commits_are_shared_by_concurrent_publishers() {
-    let store = Arc::new(SlowStore {
-        inner: MemoryStore::new(),
-        message_committed: AtomicBool::new(false),
-        batches: Mutex::new(Vec::new()),
-    });
+    let store = SlowStore::new();
     let broker = broker_on(store.clone()).await;
     let (mut sub, _) = connect_kept(&broker, V311, "many").await;
     sub.sub(1, "m/#", QoS::AtLeastOnce).await;

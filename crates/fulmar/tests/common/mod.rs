@@ -150,21 +150,12 @@ impl Sub {
 
     /// Its stdout if it has exited (successfully) by now.
     pub fn try_output(&mut self) -> Option<String> {
-        let status = self.child.try_wait().unwrap()?;
-        assert!(status.success(), "fulmar sub: {status:?}");
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        Some(out)
+        self.child.try_wait().unwrap()?;
+        Some(self.read_output())
     }
 
-    /// Waits for the process to exit (it must have been given -C) and
-    /// returns its stdout.
-    pub fn output(mut self) -> String {
+    /// Reads stdout to the end, waits for the exit, asserts success.
+    fn read_output(&mut self) -> String {
         let mut out = String::new();
         self.child
             .stdout
@@ -175,6 +166,12 @@ impl Sub {
         let status = self.child.wait().unwrap();
         assert!(status.success(), "fulmar sub: {status:?}, stdout {out:?}");
         out
+    }
+
+    /// Waits for the process to exit (it must have been given -C) and
+    /// returns its stdout.
+    pub fn output(mut self) -> String {
+        self.read_output()
     }
 }
 
