@@ -43,8 +43,9 @@ struct Pending {
 /// What `Outbound::next` produced.
 #[allow(clippy::large_enum_variant)] // short-lived: returned and matched at once
 pub(crate) enum Next {
-    /// Send this PUBLISH.
-    Send(Publish),
+    /// Send this packet (always a PUBLISH; built as a `Packet` so that it is
+    /// not moved again on its way out of `poll_transmit`).
+    Send(Packet),
     /// This message was dropped instead.
     Dropped(Option<PacketId>, DropReason),
     /// Nothing to send (empty, or the quota is used up).
@@ -217,7 +218,7 @@ impl Outbound {
                     entry.live = true;
                     self.live += 1;
                 }
-                return Next::Send(p);
+                return Next::Send(Packet::Publish(p));
             }
         }
         let Some(front) = self.pending.front() else {
@@ -253,11 +254,11 @@ impl Outbound {
         }
         match publish.packet_id {
             Some(id) => {
-                let wire = Publish::clone(&publish);
+                let wire = Packet::Publish(Publish::clone(&publish));
                 self.insert(id, Stage::Publish(publish), true);
                 Next::Send(wire)
             }
-            None => Next::Send(*publish),
+            None => Next::Send(Packet::Publish(*publish)),
         }
     }
 

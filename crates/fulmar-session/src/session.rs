@@ -368,9 +368,12 @@ impl Session {
     /// The next packet to write to the network, if any.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Packet> {
-        if let Some(mut packet) = self.transmit.pop_front() {
+        // The packet stays in `out` (the return value) and is changed in
+        // place: `Packet` is a large value, and every move is a copy.
+        let mut out = self.transmit.pop_front();
+        if let Some(packet) = &mut out {
             if self.conn.no_problem_information {
-                strip_problem_information(&mut packet);
+                strip_problem_information(packet);
             }
             if let Some(max) = self.conn.peer.maximum_packet_size {
                 // Reason strings and user properties are dropped rather than
@@ -382,14 +385,16 @@ impl Session {
                 self.state = State::Closed;
             }
             self.on_sent(matches!(packet, Packet::PingReq));
-            return Some(packet);
+            return out;
         }
         if self.state != State::Connected {
             return None;
         }
-        let publish = self.next_publish()?;
-        self.on_sent(false);
-        Some(Packet::Publish(publish))
+        let out = self.next_publish();
+        if out.is_some() {
+            self.on_sent(false);
+        }
+        out
     }
 
     /// Encodes the next packet to send, if any, at the end of `buf` in the
@@ -422,7 +427,8 @@ impl Session {
         self.timers.next()
     }
 
-    fn next_publish(&mut self) -> Option<Publish> {
+    /// The next PUBLISH to send, as a `Packet`.
+    fn next_publish(&mut self) -> Option<Packet> {
         let now = self.now?;
         let limit = self.send_window();
         let peer = self.conn.peer;
@@ -432,13 +438,15 @@ impl Session {
                 .out
                 .next(limit, now, |p| outbound_check(role, version, &peer, p))
             {
-                Next::Send(mut publish) => {
-                    if version == ProtocolVersion::V311 {
-                        publish.properties = Default::default();
-                    } else if self.config.outbound_topic_aliases && self.alias_fits(&publish) {
-                        self.conn.out_aliases.apply(&mut publish);
+                Next::Send(mut packet) => {
+                    if let Packet::Publish(publish) = &mut packet {
+                        if version == ProtocolVersion::V311 {
+                            publish.properties = Default::default();
+                        } else if self.config.outbound_topic_aliases && self.alias_fits(publish) {
+                            self.conn.out_aliases.apply(publish);
+                        }
                     }
-                    return Some(publish);
+                    return Some(packet);
                 }
                 Next::Dropped(packet_id, reason) => {
                     // MQTT-3.1.2-25: a server behaves as if it delivered a
