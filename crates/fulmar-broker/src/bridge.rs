@@ -69,6 +69,20 @@ pub trait Bridge: Send + Sync + 'static {
         let _ = (topic, publish);
     }
 
+    /// A client connected with a will: if this broker goes away without
+    /// handling it (a crash), the bridge may publish it elsewhere, after
+    /// `delay` seconds (the MQTT 5.0 Will Delay Interval, 0 without).
+    fn will_set(&self, client_id: &str, will: &Publish, delay: u32) {
+        let _ = (client_id, will, delay);
+    }
+
+    /// The will of `client_id` needs nobody else any more: this broker
+    /// published it, or dropped it (a normal DISCONNECT, a reconnect within
+    /// the Will Delay Interval, a shutdown).
+    fn will_cleared(&self, client_id: &str) {
+        let _ = client_id;
+    }
+
     /// Whether the bridge delivers to shared subscriptions itself, through
     /// [`BrokerHandle::deliver_shared`](crate::BrokerHandle::deliver_shared)
     /// (so that a group gets a message once across every broker). Then local

@@ -522,6 +522,9 @@ impl State {
             }
             if let Some(will) = will {
                 self.publish_will(&id, will.publish, max_queued, counters, now);
+                if let Some(bridge) = &self.bridge {
+                    bridge.will_cleared(&id);
+                }
             }
         }
         None

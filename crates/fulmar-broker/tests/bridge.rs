@@ -37,6 +37,16 @@ impl Bridge for Recorder {
         let payload = String::from_utf8_lossy(&publish.payload).into_owned();
         self.log.lock().unwrap().push(format!("{topic}={payload}"));
     }
+    fn will_set(&self, client_id: &str, will: &Publish, delay: u32) {
+        let topic = will.topic.to_string();
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("will+{client_id} {topic} {delay}"));
+    }
+    fn will_cleared(&self, client_id: &str) {
+        self.log.lock().unwrap().push(format!("will-{client_id}"));
+    }
     fn routes_shared(&self) -> bool {
         self.shared
     }
@@ -145,5 +155,61 @@ async fn a_bridge_that_routes_shared_groups_gets_them_delivered_once() {
         unreachable!()
     };
     assert!(!broker.deliver_shared(&other, &message("s/1", "h")).unwrap());
+    broker.shutdown().await;
+}
+
+/// Waits until the recorder holds `n` lines; returns them.
+async fn lines(bridge: &Recorder, n: usize) -> Vec<String> {
+    for _ in 0..500 {
+        if bridge.log.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    bridge.take()
+}
+
+fn with_will(id: &str, expiry: u32, delay: u32) -> fulmar_codec::Connect {
+    let mut c = fulmar_codec::Connect::new(V5, MqttString::from(id.to_owned()));
+    c.keep_alive = 0;
+    c.clean_start = true;
+    c.properties.session_expiry_interval = Some(expiry);
+    let mut will = fulmar_codec::Will::new(MqttString::from(format!("wills/{id}")), "gone".into());
+    will.properties.will_delay_interval = Some(delay);
+    c.will = Some(will);
+    c
+}
+
+// Wills are told to the bridge (so that a cluster can publish the wills of a
+// node that died) and cleared once this broker handled them.
+// v5:MQTT-3.1.2-8 (published on abnormal close) v5:MQTT-3.1.2-10 (removed on a normal DISCONNECT)
+// v5:MQTT-3.1.3-9 (a reconnect within the Will Delay Interval cancels it)
+#[tokio::test]
+async fn wills_are_set_and_cleared_on_the_bridge() {
+    let bridge = Arc::new(Recorder::default());
+    let broker = start_with(Broker::builder().bridge(bridge.clone())).await;
+    // A normal DISCONNECT: the will is dropped.
+    let (peer, _) = Peer::connect_with(addr(&broker), with_will("calm", 0, 0)).await;
+    peer.disconnect().await;
+    assert_eq!(
+        lines(&bridge, 2).await,
+        ["will+calm wills/calm 0", "will-calm"]
+    );
+    // The connection breaks: the will is published here, then cleared.
+    let (peer, _) = Peer::connect_with(addr(&broker), with_will("crash", 0, 0)).await;
+    drop(peer);
+    assert_eq!(
+        lines(&bridge, 3).await,
+        ["will+crash wills/crash 0", "wills/crash=gone", "will-crash"]
+    );
+    // A delayed will stays set while it waits; a reconnect cancels it.
+    let (peer, _) = Peer::connect_with(addr(&broker), with_will("back", 60, 30)).await;
+    drop(peer);
+    assert_eq!(lines(&bridge, 1).await, ["will+back wills/back 30"]);
+    let mut again = with_will("back", 60, 30);
+    again.clean_start = false;
+    again.will = None;
+    let (_peer, _) = Peer::connect_with(addr(&broker), again).await;
+    assert_eq!(lines(&bridge, 1).await, ["will-back"]);
     broker.shutdown().await;
 }

@@ -673,6 +673,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             Ok(session_present) => {
                 tracing::debug!(peer = %self.peer.addr, session_present, "connection accepted");
                 self.session_accepted = true;
+                if let Some(client) = &self.client
+                    && let Some(will) = &client.will
+                    && let Some(bridge) = self.shared.lock().bridge.clone()
+                {
+                    bridge.will_set(&client.id, will, client.will_delay);
+                }
                 self.shared
                     .counters
                     .clients_connected
@@ -805,7 +811,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         entry.persistent = persistent;
         entry.expiry = expiry;
         // A reconnect within the Will Delay Interval cancels the will.
-        entry.will = None;
+        let cancelled = entry.will.take().is_some();
         entry.expires_at = None;
         entry.owner = Some(Owner {
             conn_id: self.conn_id,
@@ -815,6 +821,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         let stored = std::mem::take(&mut entry.stored);
         let offline = std::mem::take(&mut entry.offline);
         let inflight = std::mem::take(&mut entry.inflight);
+        if cancelled && let Some(bridge) = &state.bridge {
+            bridge.will_cleared(id);
+        }
         (stored, offline, existed && !clean_start, inflight)
     }
 
@@ -979,6 +988,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 ReasonCode::NormalDisconnection | ReasonCode::Success
             ))
         );
+        let had_will = client.will.is_some();
         let will = client.will.filter(|_| !normal && !self.shutting_down);
         let stored = self.session.session_state(now);
         let limits = &self.shared.limits;
@@ -1035,6 +1045,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 if let Some(will) = publish_now {
                     state.publish_will(&client.id, will, max_queued, counters, now);
                 }
+            }
+            // Published or dropped here, unless it waits for its delay.
+            let pending = state
+                .sessions
+                .get(&client.id)
+                .is_some_and(|e| e.owner.is_none() && e.will.is_some());
+            if had_will
+                && !pending
+                && let Some(bridge) = &state.bridge
+            {
+                bridge.will_cleared(&client.id);
             }
         }
         if notify {
