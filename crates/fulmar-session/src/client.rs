@@ -8,13 +8,14 @@ use fulmar_codec::{
     UnsubscribeProperties,
 };
 
+use crate::alias::OutAliases;
 use crate::config::Config;
 use crate::error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};
 use crate::event::Event;
 use crate::session::{Request, Role, Session, State, secs};
 use crate::state::SessionState;
 use crate::timer::Timer;
-use fulmar_codec::{TopicAliasAllocator, TopicAliasResolver};
+use fulmar_codec::TopicAliasResolver;
 
 impl Session {
     /// A client session with an empty session state, not connected.
@@ -256,7 +257,7 @@ impl Session {
             peer.retain_available = props.retain_available.unwrap_or(true);
             peer.maximum_packet_size = props.maximum_packet_size.map(|m| m.get());
             peer.topic_alias_maximum = props.topic_alias_maximum.unwrap_or(0);
-            self.conn.out_aliases = TopicAliasAllocator::new(peer.topic_alias_maximum);
+            self.conn.out_aliases = OutAliases::new(peer.topic_alias_maximum);
             if let Some(keep_alive) = props.server_keep_alive {
                 // MQTT-3.2.2-21: the server's value wins.
                 self.conn.keep_alive = keep_alive;

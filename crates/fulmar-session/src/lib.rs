@@ -62,6 +62,7 @@
 
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+mod alias;
 mod client;
 mod config;
 mod error;

@@ -8,13 +8,14 @@ use fulmar_codec::{
     Packet, PacketId, ProtocolVersion, QoS, SubAck, SubAckReasonCode, UnsubAck, UnsubAckReasonCode,
 };
 
+use crate::alias::OutAliases;
 use crate::config::{Config, MAX_EARLY_PACKETS};
 use crate::error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};
 use crate::event::Event;
 use crate::session::{Request, Role, Session, State};
 use crate::state::SessionState;
 use crate::timer::Timer;
-use fulmar_codec::{TopicAliasAllocator, TopicAliasResolver};
+use fulmar_codec::TopicAliasResolver;
 
 impl Session {
     /// A server session for a network connection that just opened: it waits
@@ -93,7 +94,7 @@ impl Session {
                 properties.response_information = None;
             }
             self.conn.in_aliases = TopicAliasResolver::new(c.topic_alias_maximum);
-            self.conn.out_aliases = TopicAliasAllocator::new(self.conn.peer.topic_alias_maximum);
+            self.conn.out_aliases = OutAliases::new(self.conn.peer.topic_alias_maximum);
             properties
         } else {
             ConnAckProperties::default()

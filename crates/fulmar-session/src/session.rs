@@ -108,7 +108,7 @@ pub(crate) struct Conn {
     pub(crate) response_information: bool,
     pub(crate) session_expiry_zero: bool,
     pub(crate) in_aliases: fulmar_codec::TopicAliasResolver,
-    pub(crate) out_aliases: fulmar_codec::TopicAliasAllocator,
+    pub(crate) out_aliases: crate::alias::OutAliases,
     pub(crate) requests: HashMap<PacketId, Request, crate::packet_id::IdHash>,
     pub(crate) early: Vec<Packet>,
     pub(crate) ping_outstanding: bool,
