@@ -91,10 +91,35 @@ impl InFlight {
         self.slots.push_back(Some(entry));
     }
 
-    fn remove(&mut self, id: PacketId) -> Option<Entry> {
-        let seq = self.by_id.remove(&id)?;
+    /// Removes the entry for `id` if `pred` accepts it (one hash lookup).
+    fn remove_if(&mut self, id: PacketId, pred: impl FnOnce(&Entry) -> bool) -> Option<Entry> {
+        let std::collections::hash_map::Entry::Occupied(seq) = self.by_id.entry(id) else {
+            return None;
+        };
+        let index = usize::try_from(seq.get().checked_sub(self.first)?).ok()?;
+        let slot = self.slots.get_mut(index)?;
+        if !slot.as_ref().is_some_and(pred) {
+            return None;
+        }
+        seq.remove();
+        let entry = slot.take();
+        self.trim();
+        entry
+    }
+
+    /// Moves the entry for `id` to the back, as if it had just been sent.
+    fn requeue(&mut self, id: PacketId) -> Option<&mut Entry> {
+        let seq = self.by_id.get_mut(&id)?;
         let index = usize::try_from(seq.checked_sub(self.first)?).ok()?;
-        let entry = self.slots.get_mut(index)?.take();
+        let entry = self.slots.get_mut(index)?.take()?;
+        *seq = self.first + self.slots.len() as u64;
+        self.slots.push_back(Some(entry));
+        self.trim();
+        self.slots.back_mut()?.as_mut()
+    }
+
+    /// Drops the holes at the front, and compacts when holes are the majority.
+    fn trim(&mut self) {
         while matches!(self.slots.front(), Some(None)) {
             self.slots.pop_front();
             self.first += 1;
@@ -102,7 +127,6 @@ impl InFlight {
         if self.slots.len() > 2 * self.by_id.len() + 16 {
             self.compact();
         }
-        entry
     }
 
     /// Drops the holes, renumbering the entries.
@@ -180,7 +204,12 @@ impl Outbound {
     }
 
     fn remove(&mut self, id: PacketId) -> Option<Entry> {
-        let entry = self.inflight.remove(id)?;
+        self.remove_if(id, |_| true)
+    }
+
+    /// Removes the entry for `id` if `pred` accepts it, and frees the identifier.
+    fn remove_if(&mut self, id: PacketId, pred: impl FnOnce(&Entry) -> bool) -> Option<Entry> {
+        let entry = self.inflight.remove_if(id, pred)?;
         if entry.live {
             self.live = self.live.saturating_sub(1);
         }
@@ -271,9 +300,8 @@ impl Outbound {
 
     /// PUBACK received.
     pub(crate) fn on_puback(&mut self, ack: PubAck, events: &mut VecDeque<Event>) {
-        if matches!(self.stage(ack.packet_id), Some(Stage::Publish(p)) if p.qos == QoS::AtLeastOnce)
-        {
-            self.remove(ack.packet_id);
+        let qos1 = |e: &Entry| matches!(&e.stage, Stage::Publish(p) if p.qos == QoS::AtLeastOnce);
+        if self.remove_if(ack.packet_id, qos1).is_some() {
             events.push_back(Event::PublishComplete {
                 packet_id: ack.packet_id,
                 qos: QoS::AtLeastOnce,
@@ -302,8 +330,9 @@ impl Outbound {
                 }
                 // PUBRELs go out in PUBREC order (MQTT-4.6.0-4); the entry moves
                 // to the back so that a resume resends them in that order too.
-                let live = self.remove_keep_id(id);
-                self.insert(id, Stage::PubRel, live);
+                if let Some(entry) = self.inflight.requeue(id) {
+                    entry.stage = Stage::PubRel;
+                }
                 transmit.push_back(PubRel::new(id).into());
             }
             // A duplicate PUBREC: the PUBREL may have been lost.
@@ -318,19 +347,10 @@ impl Outbound {
         }
     }
 
-    /// Removes an entry but keeps its identifier in use; returns whether it was live.
-    fn remove_keep_id(&mut self, id: PacketId) -> bool {
-        let live = self.inflight.remove(id).is_some_and(|e| e.live);
-        if live {
-            self.live = self.live.saturating_sub(1);
-        }
-        live
-    }
-
     /// PUBCOMP received.
     pub(crate) fn on_pubcomp(&mut self, comp: PubComp, events: &mut VecDeque<Event>) {
-        if matches!(self.stage(comp.packet_id), Some(Stage::PubRel)) {
-            self.remove(comp.packet_id);
+        let pubrel = |e: &Entry| matches!(e.stage, Stage::PubRel);
+        if self.remove_if(comp.packet_id, pubrel).is_some() {
             events.push_back(complete(
                 comp.packet_id,
                 comp.reason_code.into(),
@@ -529,9 +549,9 @@ mod tests {
         for n in 1..=5 {
             table.push(entry(n));
         }
-        assert!(table.remove(id(3)).is_some());
-        assert!(table.remove(id(3)).is_none());
-        assert!(table.remove(id(1)).is_some());
+        assert!(table.remove_if(id(3), |_| true).is_some());
+        assert!(table.remove_if(id(3), |_| true).is_none());
+        assert!(table.remove_if(id(1), |_| true).is_some());
         table.push(entry(1));
         assert_eq!(order(&table), [2, 4, 5, 1]);
         assert_eq!(table.len(), 4);
@@ -539,7 +559,7 @@ mod tests {
         // compacted away instead of piling up.
         for n in 100..1100 {
             table.push(entry(n));
-            assert!(table.remove(id(n)).is_some());
+            assert!(table.remove_if(id(n), |_| true).is_some());
         }
         assert!(table.slots.len() <= 2 * table.len() + 17);
         assert_eq!(order(&table), [2, 4, 5, 1]);
@@ -547,8 +567,17 @@ mod tests {
             assert_eq!(table.get(id(n)).map(|e| e.id), Some(id(n)));
             assert!(table.get_mut(id(n)).is_some());
         }
+        assert!(table.requeue(id(2)).is_some());
+        assert!(table.requeue(id(9)).is_none());
+        assert_eq!(order(&table), [4, 5, 1, 2]);
+        assert!(
+            table
+                .remove_if(id(4), |e| matches!(e.stage, Stage::Publish(_)))
+                .is_none()
+        );
+        assert_eq!(table.len(), 4);
         for n in [5, 2, 1, 4] {
-            assert!(table.remove(id(n)).is_some());
+            assert!(table.remove_if(id(n), |_| true).is_some());
         }
         assert_eq!(table.len(), 0);
         assert!(table.slots.is_empty());
