@@ -40,12 +40,11 @@ struct Pending {
     queued_at: Instant,
 }
 
-/// What `Outbound::next` produced.
-#[allow(clippy::large_enum_variant)] // short-lived: returned and matched at once
+/// What `Outbound::next` did.
 pub(crate) enum Next {
-    /// Send this packet (always a PUBLISH; built as a `Packet` so that it is
-    /// not moved again on its way out of `poll_transmit`).
-    Send(Packet),
+    /// It put a PUBLISH to send in `out` (written in place: a `Packet` is a
+    /// large value, and every move is a copy).
+    Sent,
     /// This message was dropped instead.
     Dropped(Option<PacketId>, DropReason),
     /// Nothing to send (empty, or the quota is used up).
@@ -230,6 +229,7 @@ impl Outbound {
         limit: usize,
         now: Instant,
         check: impl Fn(&Publish) -> Option<DropReason>,
+        out: &mut Option<Packet>,
     ) -> Next {
         while let Some(id) = self.resend.front().copied() {
             if self.live >= limit {
@@ -247,7 +247,8 @@ impl Outbound {
                     entry.live = true;
                     self.live += 1;
                 }
-                return Next::Send(Packet::Publish(p));
+                *out = Some(Packet::Publish(p));
+                return Next::Sent;
             }
         }
         let Some(front) = self.pending.front() else {
@@ -283,12 +284,12 @@ impl Outbound {
         }
         match publish.packet_id {
             Some(id) => {
-                let wire = Packet::Publish(Publish::clone(&publish));
+                *out = Some(Packet::Publish(Publish::clone(&publish)));
                 self.insert(id, Stage::Publish(publish), true);
-                Next::Send(wire)
             }
-            None => Next::Send(Packet::Publish(*publish)),
+            None => *out = Some(Packet::Publish(*publish)),
         }
+        Next::Sent
     }
 
     fn drop_pending(&mut self, id: Option<PacketId>, reason: DropReason) -> Next {

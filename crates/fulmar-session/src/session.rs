@@ -387,12 +387,11 @@ impl Session {
             self.on_sent(matches!(packet, Packet::PingReq));
             return out;
         }
-        if self.state != State::Connected {
-            return None;
-        }
-        let out = self.next_publish();
-        if out.is_some() {
-            self.on_sent(false);
+        if self.state == State::Connected {
+            self.next_publish(&mut out);
+            if out.is_some() {
+                self.on_sent(false);
+            }
         }
         out
     }
@@ -427,26 +426,26 @@ impl Session {
         self.timers.next()
     }
 
-    /// The next PUBLISH to send, as a `Packet`.
-    fn next_publish(&mut self) -> Option<Packet> {
-        let now = self.now?;
+    /// Puts the next PUBLISH to send, if any, in `out`.
+    fn next_publish(&mut self, out: &mut Option<Packet>) {
+        let Some(now) = self.now else { return };
         let limit = self.send_window();
         let peer = self.conn.peer;
         let (role, version) = (self.role, self.version);
         loop {
             match self
                 .out
-                .next(limit, now, |p| outbound_check(role, version, &peer, p))
+                .next(limit, now, |p| outbound_check(role, version, &peer, p), out)
             {
-                Next::Send(mut packet) => {
-                    if let Packet::Publish(publish) = &mut packet {
+                Next::Sent => {
+                    if let Some(Packet::Publish(publish)) = out {
                         if version == ProtocolVersion::V311 {
                             publish.properties = Default::default();
                         } else if self.config.outbound_topic_aliases && self.alias_fits(publish) {
                             self.conn.out_aliases.apply(publish);
                         }
                     }
-                    return Some(packet);
+                    return;
                 }
                 Next::Dropped(packet_id, reason) => {
                     // MQTT-3.1.2-25: a server behaves as if it delivered a
@@ -456,7 +455,7 @@ impl Session {
                             .push_back(Event::PublishDropped { packet_id, reason });
                     }
                 }
-                Next::Nothing => return None,
+                Next::Nothing => return,
             }
         }
     }
