@@ -6,11 +6,10 @@
 //! packet identifier, then deliver" method of MQTT 5.0 figure 4.3); a resent
 //! PUBLISH with a stored identifier is acknowledged again but not delivered.
 
-use fulmar_codec::{AliasError, Packet, PacketId, ProtocolVersion, PubAck, Publish, QoS};
+use fulmar_codec::{AliasError, PacketId, ProtocolVersion, PubCompReasonCode, Publish, QoS};
 
 use crate::error::{ApiError, Error, ProtocolViolation};
 use crate::event::Event;
-use crate::outbound::{pubcomp, pubrec};
 use crate::session::{Session, State};
 
 impl Session {
@@ -38,7 +37,7 @@ impl Session {
                 if self.config.manual_acks {
                     self.conn.unacked.push_back((id, QoS::AtLeastOnce, false));
                 } else {
-                    self.transmit.push_back(PubAck::new(id).into());
+                    self.transmit.push_puback(id);
                 }
                 self.events.push_back(Event::Message(publish));
             }
@@ -61,7 +60,7 @@ impl Session {
                     return Ok(());
                 }
                 // MQTT-4.3.3-8 / MQTT-4.3.3-10: PUBREC, also for a duplicate.
-                self.transmit.push_back(pubrec(id));
+                self.transmit.push_pubrec(id);
             }
             _ => return Err(ProtocolViolation::PacketIdMismatch.into()),
         }
@@ -96,12 +95,11 @@ impl Session {
         entry.2 = true;
         while let Some((id, qos, true)) = self.conn.unacked.front().copied() {
             self.conn.unacked.pop_front();
-            let packet = match qos {
-                QoS::ExactlyOnce => pubrec(id),
-                _ => PubAck::new(id).into(),
-            };
             if self.state == State::Connected {
-                self.transmit.push_back(packet);
+                match qos {
+                    QoS::ExactlyOnce => self.transmit.push_pubrec(id),
+                    _ => self.transmit.push_puback(id),
+                }
             }
         }
         Ok(())
@@ -112,7 +110,11 @@ impl Session {
         let known = self.incoming_qos2.remove(&id);
         let v5 = self.version == ProtocolVersion::V5;
         // MQTT-4.3.3-11: PUBCOMP with the same identifier (0x92 if unknown, 5.0).
-        let packet: Packet = pubcomp(id, known, v5);
-        self.transmit.push_back(packet);
+        let reason_code = if !known && v5 {
+            PubCompReasonCode::PacketIdentifierNotFound
+        } else {
+            PubCompReasonCode::Success
+        };
+        self.transmit.push_pubcomp(id, reason_code);
     }
 }

@@ -6,8 +6,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use fulmar_codec::{
-    AckProperties, Packet, PacketId, PubAck, PubComp, PubRec, PubRel, PubRelReasonCode, Publish,
-    QoS, ReasonCode,
+    AckProperties, Packet, PacketId, PubAck, PubComp, PubRec, PubRelReasonCode, Publish, QoS,
+    ReasonCode,
 };
 
 use crate::error::LimitExceeded;
@@ -334,16 +334,17 @@ impl Outbound {
                 if let Some(entry) = self.inflight.requeue(id) {
                     entry.stage = Stage::PubRel;
                 }
-                transmit.push_back(PubRel::new(id).into());
+                transmit.push_pubrel(id, PubRelReasonCode::Success);
             }
             // A duplicate PUBREC: the PUBREL may have been lost.
-            Some(Stage::PubRel) => transmit.push_back(PubRel::new(id).into()),
+            Some(Stage::PubRel) => transmit.push_pubrel(id, PubRelReasonCode::Success),
             _ => {
-                let mut rel = PubRel::new(id);
-                if v5 {
-                    rel.reason_code = PubRelReasonCode::PacketIdentifierNotFound;
-                }
-                transmit.push_back(rel.into());
+                let reason_code = if v5 {
+                    PubRelReasonCode::PacketIdentifierNotFound
+                } else {
+                    PubRelReasonCode::Success
+                };
+                transmit.push_pubrel(id, reason_code);
             }
         }
     }
@@ -376,7 +377,7 @@ impl Outbound {
         for entry in self.inflight.values() {
             match entry.stage {
                 Stage::Publish(_) => self.resend.push_back(entry.id),
-                Stage::PubRel => transmit.push_back(PubRel::new(entry.id).into()),
+                Stage::PubRel => transmit.push_pubrel(entry.id, PubRelReasonCode::Success),
             }
         }
     }
@@ -508,20 +509,6 @@ fn complete(packet_id: PacketId, reason_code: ReasonCode, properties: AckPropert
         reason_code,
         properties,
     }
-}
-
-/// PUBREC for an inbound QoS 2 message.
-pub(crate) fn pubrec(id: PacketId) -> Packet {
-    PubRec::new(id).into()
-}
-
-/// PUBCOMP answering a PUBREL.
-pub(crate) fn pubcomp(id: PacketId, known: bool, v5: bool) -> Packet {
-    let mut comp = PubComp::new(id);
-    if !known && v5 {
-        comp.reason_code = fulmar_codec::PubCompReasonCode::PacketIdentifierNotFound;
-    }
-    comp.into()
 }
 
 #[cfg(test)]

@@ -46,6 +46,29 @@ impl TxQueue {
         self.0.push_back(queued);
     }
 
+    /// Queues a PUBACK with reason Success and no properties, the same as
+    /// `push_back(PubAck::new(id).into())` without building the `Packet`.
+    pub(crate) fn push_puback(&mut self, id: PacketId) {
+        self.0
+            .push_back(Queued::PubAck(id, PubAckReasonCode::Success));
+    }
+
+    /// Queues a PUBREC with reason Success and no properties.
+    pub(crate) fn push_pubrec(&mut self, id: PacketId) {
+        self.0
+            .push_back(Queued::PubRec(id, PubRecReasonCode::Success));
+    }
+
+    /// Queues a PUBREL without properties.
+    pub(crate) fn push_pubrel(&mut self, id: PacketId, reason_code: PubRelReasonCode) {
+        self.0.push_back(Queued::PubRel(id, reason_code));
+    }
+
+    /// Queues a PUBCOMP without properties.
+    pub(crate) fn push_pubcomp(&mut self, id: PacketId, reason_code: PubCompReasonCode) {
+        self.0.push_back(Queued::PubComp(id, reason_code));
+    }
+
     pub(crate) fn pop_front(&mut self) -> Option<Packet> {
         Some(match self.0.pop_front()? {
             Queued::PubAck(id, reason_code) => Packet::PubAck(PubAck {
@@ -108,5 +131,30 @@ mod tests {
         let out: Vec<Packet> = std::iter::from_fn(|| q.pop_front()).collect();
         assert_eq!(out, packets);
         assert!(q.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod direct_tests {
+    use super::*;
+
+    #[test]
+    fn direct_pushes_equal_the_packets_they_stand_for() {
+        let id = PacketId::ONE;
+        let mut direct = TxQueue::default();
+        direct.push_puback(id);
+        direct.push_pubrec(id);
+        direct.push_pubrel(id, PubRelReasonCode::PacketIdentifierNotFound);
+        direct.push_pubcomp(id, PubCompReasonCode::Success);
+        let mut rel = PubRel::new(id);
+        rel.reason_code = PubRelReasonCode::PacketIdentifierNotFound;
+        let expected = vec![
+            Packet::PubAck(PubAck::new(id)),
+            Packet::PubRec(PubRec::new(id)),
+            Packet::PubRel(rel),
+            Packet::PubComp(PubComp::new(id)),
+        ];
+        let out: Vec<Packet> = std::iter::from_fn(|| direct.pop_front()).collect();
+        assert_eq!(out, expected);
     }
 }
