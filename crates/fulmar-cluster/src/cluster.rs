@@ -9,9 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::{Client, Subscriber};
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use fulmar_broker::{Bridge, BrokerError, BrokerHandle};
-use fulmar_codec::Publish;
+use fulmar_codec::{Packet, PacketId, ProtocolVersion, Publish, QoS};
 use fulmar_topic::{SharedFilter, SubscriptionFilter, TopicName};
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -99,7 +99,8 @@ pub struct ClusterConfig {
     /// cluster, so that several clusters can share NATS servers: ASCII
     /// letters, digits, `-` and `_`. Default `fulmar`.
     pub subject_prefix: String,
-    /// How often the node writes its heartbeat key. Default 2 s.
+    /// How often the node writes its heartbeat key, and looks for the
+    /// wills of gone nodes. Default 2 s.
     pub heartbeat_interval: Duration,
     /// How long a heartbeat key lives (the bucket's max age): a node is
     /// taken for gone when its key is older. Default 10 s. Used only when
@@ -167,6 +168,18 @@ pub struct ClusterStats {
     pub retained_loaded: u64,
     /// NATS subscriptions this node holds for routing now.
     pub nats_subscriptions: u64,
+    /// Wills of this node's clients written to the wills bucket.
+    pub wills_stored: u64,
+    /// Wills of this node's clients deleted from the wills bucket (the
+    /// broker published or dropped them).
+    pub wills_cleared: u64,
+    /// Wills of gone nodes this node waits to publish (their delay runs).
+    pub wills_pending: u64,
+    /// Wills of gone nodes this node claimed and published.
+    pub wills_published: u64,
+    /// Wills of gone nodes this node did not publish because another node
+    /// claimed them first (or their node wrote them again).
+    pub wills_lost: u64,
 }
 
 #[derive(Default)]
@@ -183,6 +196,11 @@ struct Counters {
     shared_missed: AtomicU64,
     retained_loaded: AtomicU64,
     nats_subscriptions: AtomicU64,
+    wills_stored: AtomicU64,
+    wills_cleared: AtomicU64,
+    wills_pending: AtomicU64,
+    wills_published: AtomicU64,
+    wills_lost: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -195,10 +213,21 @@ enum FilterEvent {
     Removed(SubscriptionFilter),
 }
 
+/// A change of the wills of the local broker's clients.
+enum WillEvent {
+    Set {
+        client_id: String,
+        will: Box<Publish>,
+        delay: u32,
+    },
+    Cleared(String),
+}
+
 /// The receiving ends that [`Cluster::attach`] hands to its tasks.
 struct Receivers {
     events: mpsc::UnboundedReceiver<FilterEvent>,
     outbound: mpsc::Receiver<(TopicName, Publish)>,
+    wills: mpsc::UnboundedReceiver<WillEvent>,
 }
 
 struct Inner {
@@ -225,6 +254,8 @@ struct Inner {
     /// The NATS subscriptions held now, for [`Cluster::subscriptions`].
     subscribed: Mutex<BTreeSet<String>>,
     heartbeat: Mutex<Option<kv::Store>>,
+    /// The wills bucket, once attached.
+    wills: Mutex<Option<kv::Store>>,
     dedupe: Mutex<Dedupe>,
     /// Retained messages injected from the routing subject whose copy in
     /// the retained stream has not come yet, per topic.
@@ -253,6 +284,7 @@ impl Inner {
 struct ClusterBridge {
     events: mpsc::UnboundedSender<FilterEvent>,
     outbound: mpsc::Sender<(TopicName, Publish)>,
+    wills: mpsc::UnboundedSender<WillEvent>,
     counters: Arc<Counters>,
 }
 
@@ -276,6 +308,20 @@ impl Bridge for ClusterBridge {
         {
             bump(&self.counters.dropped_outbound);
         }
+    }
+
+    fn will_set(&self, client_id: &str, will: &Publish, delay: u32) {
+        // Unbounded like the filter events: one per connection with a will
+        // and one when it is cleared, written in order by one task.
+        let _ = self.wills.send(WillEvent::Set {
+            client_id: client_id.to_owned(),
+            will: Box::new(will.clone()),
+            delay,
+        });
+    }
+
+    fn will_cleared(&self, client_id: &str) {
+        let _ = self.wills.send(WillEvent::Cleared(client_id.to_owned()));
     }
 
     fn routes_shared(&self) -> bool {
@@ -446,6 +492,7 @@ impl Cluster {
         let counters = Arc::new(Counters::default());
         let (events_tx, events) = mpsc::unbounded_channel();
         let (outbound_tx, outbound) = mpsc::channel(config.outbound_capacity.max(1));
+        let (wills_tx, wills) = mpsc::unbounded_channel();
         let instance = random_u64();
         tracing::info!(node = %config.node_id, instance = %format_args!("{instance:016x}"), "connected to NATS");
         let inner = Arc::new(Inner {
@@ -463,11 +510,16 @@ impl Cluster {
             seq: AtomicU64::new(0),
             barriers: AtomicU64::new(0),
             counters: counters.clone(),
-            receivers: Mutex::new(Some(Receivers { events, outbound })),
+            receivers: Mutex::new(Some(Receivers {
+                events,
+                outbound,
+                wills,
+            })),
             stop: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
             subscribed: Mutex::new(BTreeSet::new()),
             heartbeat: Mutex::new(None),
+            wills: Mutex::new(None),
             dedupe: Mutex::new(Dedupe::new(config.dedupe_window)),
             live_retained: Mutex::new(HashMap::new()),
         });
@@ -476,6 +528,7 @@ impl Cluster {
             bridge: Arc::new(ClusterBridge {
                 events: events_tx,
                 outbound: outbound_tx,
+                wills: wills_tx,
                 counters,
             }),
         })
@@ -503,18 +556,23 @@ impl Cluster {
     }
 
     /// Starts routing for `broker`, which must have been built with
-    /// [`bridge`](Self::bridge): creates the retained stream and the node
-    /// bucket when missing, injects every retained message of the cluster
+    /// [`bridge`](Self::bridge): creates the retained stream, the node
+    /// bucket and the wills bucket when missing, injects every retained message of the cluster
     /// (before any client of this node should subscribe), then spawns the
     /// tasks that publish local messages to NATS, hold the NATS
-    /// subscriptions, watch the retained stream and write the heartbeat.
+    /// subscriptions, watch the retained stream, write the heartbeat, keep
+    /// the wills of this node's clients and publish those of gone nodes.
     ///
     /// # Errors
     /// [`ClusterError::AlreadyAttached`]; [`ClusterError::JetStream`] when
     /// the stream, the bucket or the consumer cannot be had;
     /// [`ClusterError::Broker`] when the broker is shut down.
     pub async fn attach(&self, broker: &BrokerHandle) -> Result<(), ClusterError> {
-        let Receivers { events, outbound } = lock(&self.inner.receivers)
+        let Receivers {
+            events,
+            outbound,
+            wills,
+        } = lock(&self.inner.receivers)
             .take()
             .ok_or(ClusterError::AlreadyAttached)?;
         let inner = &self.inner;
@@ -618,8 +676,47 @@ impl Cluster {
         *lock(&inner.heartbeat) = Some(store.clone());
         self.spawn(heartbeat_loop(
             inner.clone(),
-            store,
+            store.clone(),
             key,
+            inner.stop.subscribe(),
+        ));
+        // Wills: written only once the heartbeat is, so that a will in the
+        // bucket always has its node's heartbeat written before it.
+        let wills_bucket = format!("{}_wills", inner.prefix);
+        inner
+            .js
+            .get_or_create_stream(stream::Config {
+                name: format!("KV_{wills_bucket}"),
+                subjects: vec![format!("$KV.{wills_bucket}.>")],
+                max_messages_per_subject: 1,
+                storage: stream::StorageType::File,
+                allow_rollup: true,
+                // Cleared wills are removed by sequence, leaving no marker.
+                deny_delete: false,
+                allow_direct: true,
+                num_replicas: inner.replicas,
+                discard: stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ClusterError::jetstream(&wills_bucket, e))?;
+        let wills_store = inner
+            .js
+            .get_key_value(&wills_bucket)
+            .await
+            .map_err(|e| ClusterError::jetstream(&wills_bucket, e))?;
+        *lock(&inner.wills) = Some(wills_store.clone());
+        self.spawn(wills_loop(
+            inner.clone(),
+            wills_store.clone(),
+            wills,
+            inner.stop.subscribe(),
+        ));
+        self.spawn(sweep_loop(
+            inner.clone(),
+            broker.clone(),
+            store,
+            wills_store,
             inner.stop.subscribe(),
         ));
         tracing::info!(node = %inner.node_id, "attached to the cluster");
@@ -648,6 +745,11 @@ impl Cluster {
             shared_missed: load(&c.shared_missed),
             retained_loaded: load(&c.retained_loaded),
             nats_subscriptions: load(&c.nats_subscriptions),
+            wills_stored: load(&c.wills_stored),
+            wills_cleared: load(&c.wills_cleared),
+            wills_pending: load(&c.wills_pending),
+            wills_published: load(&c.wills_published),
+            wills_lost: load(&c.wills_lost),
         }
     }
 
@@ -669,42 +771,51 @@ impl Cluster {
         let store = lock(&self.inner.heartbeat)
             .clone()
             .ok_or_else(|| ClusterError::jetstream("nodes", "not attached"))?;
-        // The subjects in the bucket's stream, then a read of each: a key
-        // deleted or expired reads as nothing.
-        let prefix = format!("$KV.{}.", store.name);
-        let list = async {
-            let mut subjects = store
-                .stream
-                .info_with_subjects(format!("{prefix}>"))
-                .await
-                .map_err(|e| ClusterError::jetstream("nodes", e))?;
-            let mut nodes = Vec::new();
-            while let Some(item) = subjects.next().await {
-                let (subject, _) = item.map_err(|e| ClusterError::jetstream("nodes", e))?;
-                let Some(key) = subject.strip_prefix(&prefix) else {
-                    continue;
-                };
-                let value = store
-                    .get(key)
-                    .await
-                    .map_err(|e| ClusterError::jetstream("nodes", e))?;
-                if value.is_some()
-                    && let Some(node) = node_from_key(key)
-                {
-                    nodes.push(node);
-                }
-            }
-            Ok::<_, ClusterError>(nodes)
-        };
-        let mut nodes = tokio::time::timeout(Duration::from_secs(10), list)
+        let keys = tokio::time::timeout(Duration::from_secs(10), live_node_keys(&store))
             .await
             .map_err(|_| ClusterError::jetstream("nodes", "timed out"))??;
+        let mut nodes: Vec<String> = keys.iter().filter_map(|k| node_from_key(k)).collect();
         nodes.sort();
         Ok(nodes)
     }
 
+    /// The wills held in the wills bucket, as (node id, client id), sorted:
+    /// the wills of the connected clients of every node, and those of gone
+    /// nodes not published yet.
+    ///
+    /// # Errors
+    /// [`ClusterError::JetStream`] when the bucket cannot be read (or
+    /// before [`attach`](Self::attach)).
+    pub async fn wills(&self) -> Result<Vec<(String, String)>, ClusterError> {
+        let store = lock(&self.inner.wills)
+            .clone()
+            .ok_or_else(|| ClusterError::jetstream("wills", "not attached"))?;
+        let list = async {
+            let mut wills = Vec::new();
+            for key in bucket_keys(&store, ">").await? {
+                let entry = store
+                    .entry(key.as_str())
+                    .await
+                    .map_err(|e| ClusterError::jetstream("wills", e))?;
+                if entry.is_some_and(|e| e.operation == kv::Operation::Put)
+                    && let Some((node, client)) = key.split_once('.')
+                    && let (Some(node), Some(client)) = (node_from_key(node), node_from_key(client))
+                {
+                    wills.push((node, client));
+                }
+            }
+            Ok::<_, ClusterError>(wills)
+        };
+        let mut wills = tokio::time::timeout(Duration::from_secs(10), list)
+            .await
+            .map_err(|_| ClusterError::jetstream("wills", "timed out"))??;
+        wills.sort();
+        Ok(wills)
+    }
+
     /// Leaves the cluster: publishes what is still queued, stops the tasks
-    /// (dropping the NATS subscriptions), deletes the heartbeat key and
+    /// (dropping the NATS subscriptions), deletes this node's wills (the
+    /// broker's shutdown dropped them), then the heartbeat key, and
     /// flushes. Call it after the broker's shutdown.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
@@ -712,6 +823,12 @@ impl Cluster {
         let tasks = std::mem::take(&mut *lock(&inner.tasks));
         for task in tasks {
             let _ = task.await;
+        }
+        // The wills first: a node whose heartbeat is gone while its wills
+        // are there is taken for dead.
+        let wills = lock(&inner.wills).take();
+        if let Some(wills) = wills {
+            erase_node_wills(inner, &wills).await;
         }
         let store = lock(&inner.heartbeat).take();
         if let Some(store) = store
@@ -728,12 +845,63 @@ impl Cluster {
         tracing::info!(node = %inner.node_id, "left the cluster");
     }
 
+    /// Leaves the cluster as a crash would: stops every task at once,
+    /// publishing nothing more, and leaves the heartbeat key to expire and
+    /// this node's wills in the bucket, so that another node publishes
+    /// them once the heartbeat expired. What the broker reports afterwards
+    /// is ignored. For tests of failover (a real crash needs no call).
+    pub fn abort(&self) {
+        let inner = &self.inner;
+        let _ = lock(&inner.heartbeat).take();
+        let _ = lock(&inner.wills).take();
+        for task in std::mem::take(&mut *lock(&inner.tasks)) {
+            task.abort();
+        }
+        lock(&inner.subscribed).clear();
+        tracing::info!(node = %inner.node_id, "aborted");
+    }
+
     /// Stops the heartbeat without deleting the key, as a node that died
     /// would: for tests of liveness.
     #[doc(hidden)]
     pub fn stop_heartbeat_for_test(&self) {
         let _ = lock(&self.inner.heartbeat).take();
     }
+}
+
+/// The keys of a bucket under `filter` (`>` for all), from the subjects in
+/// its stream (a key deleted with a marker is listed too).
+async fn bucket_keys(store: &kv::Store, filter: &str) -> Result<Vec<String>, ClusterError> {
+    let prefix = format!("$KV.{}.", store.name);
+    let mut subjects = store
+        .stream
+        .info_with_subjects(format!("{prefix}{filter}"))
+        .await
+        .map_err(|e| ClusterError::jetstream(&store.name, e))?;
+    let mut keys = Vec::new();
+    while let Some(item) = subjects.next().await {
+        let (subject, _) = item.map_err(|e| ClusterError::jetstream(&store.name, e))?;
+        if let Some(key) = subject.strip_prefix(&prefix) {
+            keys.push(key.to_owned());
+        }
+    }
+    Ok(keys)
+}
+
+/// The heartbeat keys alive now: listed, then read (a key deleted or
+/// expired reads as nothing).
+async fn live_node_keys(store: &kv::Store) -> Result<HashSet<String>, ClusterError> {
+    let mut live = HashSet::new();
+    for key in bucket_keys(store, ">").await? {
+        let value = store
+            .get(key.as_str())
+            .await
+            .map_err(|e| ClusterError::jetstream("nodes", e))?;
+        if value.is_some() {
+            live.insert(key);
+        }
+    }
+    Ok(live)
 }
 
 fn heartbeat_value(inner: &Inner) -> Bytes {
@@ -836,6 +1004,327 @@ async fn publish_one(inner: &Inner, topic: &TopicName, publish: Publish) {
             tracing::warn!(error = %e, "message not published to NATS");
         }
     }
+}
+
+/// The key of a will in the wills bucket: the escaped node id, `.`, the
+/// escaped client id.
+fn will_key(node_id: &str, client_id: &str) -> String {
+    format!("{}.{}", node_key(node_id), node_key(client_id))
+}
+
+/// The largest will a node reads back from the bucket.
+const MAX_WILL_SIZE: u32 = 268_435_455;
+
+/// A will as the bucket keeps it: the delay in seconds (4 bytes, big
+/// endian), then the will as an MQTT 5.0 PUBLISH packet (packet id 1 when
+/// its QoS is 1 or 2).
+fn encode_will(will: &Publish, delay: u32) -> Option<Bytes> {
+    let mut publish = will.clone();
+    publish.dup = false;
+    publish.packet_id = match publish.qos {
+        QoS::AtMostOnce => None,
+        _ => PacketId::new(1),
+    };
+    let mut buf = BytesMut::new();
+    buf.put_u32(delay);
+    match Packet::from(publish).encode(ProtocolVersion::V5, &mut buf) {
+        Ok(()) => Some(buf.freeze()),
+        Err(e) => {
+            tracing::warn!(error = %e, "will not encodable");
+            None
+        }
+    }
+}
+
+/// The will and its delay from a bucket value; `None` when it is not one.
+fn decode_will(value: &[u8]) -> Option<(Publish, u32)> {
+    let (delay, packet) = value.split_first_chunk::<4>()?;
+    let mut buf = BytesMut::from(packet);
+    match fulmar_codec::decode(&mut buf, ProtocolVersion::V5, MAX_WILL_SIZE) {
+        Ok(Some(Packet::Publish(mut publish))) if buf.is_empty() => {
+            publish.packet_id = None;
+            Some((publish, u32::from_be_bytes(*delay)))
+        }
+        _ => None,
+    }
+}
+
+/// Writes and deletes the wills of this node's clients, in the order the
+/// broker reports them; at stop, handles what was reported already.
+async fn wills_loop(
+    inner: Arc<Inner>,
+    store: kv::Store,
+    mut events: mpsc::UnboundedReceiver<WillEvent>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut revisions: HashMap<String, u64> = HashMap::new();
+    loop {
+        let next = tokio::select! {
+            biased;
+            event = events.recv() => event,
+            _ = stop.changed() => None,
+        };
+        let Some(event) = next else {
+            break;
+        };
+        on_will_event(&inner, &store, &mut revisions, event).await;
+    }
+    events.close();
+    while let Ok(event) = events.try_recv() {
+        on_will_event(&inner, &store, &mut revisions, event).await;
+    }
+}
+
+async fn on_will_event(
+    inner: &Inner,
+    store: &kv::Store,
+    revisions: &mut HashMap<String, u64>,
+    event: WillEvent,
+) {
+    match event {
+        WillEvent::Set {
+            client_id,
+            will,
+            delay,
+        } => {
+            let Some(value) = encode_will(&will, delay) else {
+                return;
+            };
+            let key = will_key(&inner.node_id, &client_id);
+            match store.put(&key, value).await {
+                Ok(revision) => {
+                    bump(&inner.counters.wills_stored);
+                    revisions.insert(client_id, revision);
+                }
+                Err(e) => {
+                    revisions.remove(&client_id);
+                    tracing::warn!(error = %e, %key, "will not stored");
+                }
+            }
+        }
+        WillEvent::Cleared(client_id) => {
+            let key = will_key(&inner.node_id, &client_id);
+            let revision = revisions.remove(&client_id);
+            erase_will(store, &key, revision).await;
+            bump(&inner.counters.wills_cleared);
+        }
+    }
+}
+
+/// Removes the message of `key` (at `revision` when known, else the last
+/// one) from the wills bucket, leaving no delete marker.
+async fn erase_will(store: &kv::Store, key: &str, revision: Option<u64>) {
+    let revision = match revision {
+        Some(revision) => Some(revision),
+        None => match store.entry(key).await {
+            Ok(entry) => entry.map(|e| e.revision),
+            Err(e) => {
+                tracing::warn!(error = %e, %key, "will not read");
+                None
+            }
+        },
+    };
+    if let Some(revision) = revision
+        && let Err(e) = store.stream.delete_message(revision).await
+    {
+        // Gone already (claimed by another node, or replaced).
+        tracing::debug!(error = %e, %key, "will not erased");
+    }
+}
+
+/// Removes every will of this node from the bucket (a clean shutdown).
+async fn erase_node_wills(inner: &Inner, store: &kv::Store) {
+    let erase = async {
+        let filter = format!("{}.>", node_key(&inner.node_id));
+        for key in bucket_keys(store, &filter).await? {
+            erase_will(store, &key, None).await;
+        }
+        Ok::<_, ClusterError>(())
+    };
+    match tokio::time::timeout(Duration::from_secs(10), erase).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "wills of this node not deleted"),
+        Err(_) => tracing::warn!("wills of this node not deleted within 10 s"),
+    }
+}
+
+/// A will of a gone node that this node publishes when `due`, if it can
+/// still claim it at `revision`.
+struct PendingWill {
+    revision: u64,
+    due: tokio::time::Instant,
+    publish: Publish,
+}
+
+/// Finds the wills of gone nodes every heartbeat interval and publishes
+/// each one after its delay, once in the cluster.
+async fn sweep_loop(
+    inner: Arc<Inner>,
+    broker: BrokerHandle,
+    nodes: kv::Store,
+    wills: kv::Store,
+    mut stop: watch::Receiver<bool>,
+) {
+    let interval = inner.heartbeat_interval.max(Duration::from_millis(10));
+    let mut pending: HashMap<String, PendingWill> = HashMap::new();
+    let mut next_sweep = tokio::time::Instant::now() + interval;
+    loop {
+        let wake = pending
+            .values()
+            .map(|p| p.due)
+            .min()
+            .map_or(next_sweep, |due| due.min(next_sweep));
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep_until(wake) => {}
+        }
+        if tokio::time::Instant::now() >= next_sweep {
+            let swept = sweep(&inner, &nodes, &wills, &mut pending);
+            match tokio::time::timeout(Duration::from_secs(30), swept).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "wills of gone nodes"),
+                Err(_) => tracing::warn!("wills of gone nodes: timed out"),
+            }
+            next_sweep = tokio::time::Instant::now() + interval;
+        }
+        publish_due(&inner, &broker, &wills, &mut pending).await;
+        inner
+            .counters
+            .wills_pending
+            .store(pending.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Adds the wills of nodes whose heartbeat is gone to `pending`, due after
+/// their delay from now.
+///
+/// The wills are listed before the heartbeats: a node writes its heartbeat
+/// before its first will and, on a clean shutdown, deletes its wills before
+/// its heartbeat, so a will listed whose node has no heartbeat afterwards
+/// belongs to a node that died (or is erased before it can be claimed).
+async fn sweep(
+    inner: &Inner,
+    nodes: &kv::Store,
+    wills: &kv::Store,
+    pending: &mut HashMap<String, PendingWill>,
+) -> Result<(), ClusterError> {
+    let own = node_key(&inner.node_id);
+    let keys: HashSet<String> = bucket_keys(wills, ">").await?.into_iter().collect();
+    pending.retain(|key, _| keys.contains(key));
+    let candidates: Vec<String> = keys
+        .into_iter()
+        .filter(|key| {
+            key.split_once('.')
+                .is_some_and(|(node, _)| node != own && !pending.contains_key(key))
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let live = live_node_keys(nodes).await?;
+    let mut entries = Vec::new();
+    for key in candidates {
+        if key
+            .split_once('.')
+            .is_some_and(|(node, _)| live.contains(node))
+        {
+            continue;
+        }
+        let entry = wills
+            .entry(key.as_str())
+            .await
+            .map_err(|e| ClusterError::jetstream("wills", e))?;
+        entries.extend(entry);
+    }
+    if entries.is_empty() {
+        return Ok(());
+    }
+    // Again: a node that came back since wrote its heartbeat before any
+    // will read above.
+    let live = live_node_keys(nodes).await?;
+    let now = tokio::time::Instant::now();
+    for entry in entries {
+        if entry
+            .key
+            .split_once('.')
+            .is_none_or(|(node, _)| live.contains(node))
+        {
+            continue;
+        }
+        let will = match entry.operation {
+            kv::Operation::Put => decode_will(&entry.value),
+            _ => None,
+        };
+        match will {
+            Some((publish, delay)) => {
+                tracing::info!(key = %entry.key, delay, "will of a gone node");
+                pending.insert(
+                    entry.key,
+                    PendingWill {
+                        revision: entry.revision,
+                        due: now + Duration::from_secs(u64::from(delay)),
+                        publish,
+                    },
+                );
+            }
+            None => {
+                // A delete marker, or a claim whose node did not erase it.
+                if let Err(e) = wills.stream.delete_message(entry.revision).await {
+                    tracing::debug!(error = %e, key = %entry.key, "not erased");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Claims and publishes the pending wills that are due.
+async fn publish_due(
+    inner: &Inner,
+    broker: &BrokerHandle,
+    wills: &kv::Store,
+    pending: &mut HashMap<String, PendingWill>,
+) {
+    let now = tokio::time::Instant::now();
+    let due: Vec<String> = pending
+        .iter()
+        .filter(|(_, p)| p.due <= now)
+        .map(|(key, _)| key.clone())
+        .collect();
+    for key in due {
+        let Some(will) = pending.remove(&key) else {
+            continue;
+        };
+        // A compare-and-swap on the revision: one node wins; the will's own
+        // node writing or clearing it meanwhile wins too.
+        match wills.update(&key, Bytes::new(), will.revision).await {
+            Ok(claimed) => {
+                if let Err(e) = wills.stream.delete_message(claimed).await {
+                    tracing::debug!(error = %e, %key, "claimed will not erased");
+                }
+                tracing::info!(%key, "publishing the will of a gone node");
+                publish_will(inner, broker, will.publish).await;
+                bump(&inner.counters.wills_published);
+            }
+            Err(e) => {
+                bump(&inner.counters.wills_lost);
+                tracing::debug!(error = %e, %key, "will claimed elsewhere");
+            }
+        }
+    }
+}
+
+/// Publishes a will in the cluster like a message a local client
+/// published: to the local subscribers, then to NATS.
+async fn publish_will(inner: &Inner, broker: &BrokerHandle, publish: Publish) {
+    let Ok(topic) = publish.topic.parse::<TopicName>() else {
+        bump(&inner.counters.invalid);
+        return;
+    };
+    if let Err(e) = broker.inject(&publish) {
+        tracing::debug!(error = %e, "will not routed locally");
+    }
+    publish_one(inner, &topic, publish).await;
 }
 
 /// A NATS subscription held for a filter: reference counted, ended when
@@ -1229,6 +1718,34 @@ mod tests {
             );
             assert_eq!(node_from_key(&key).as_deref(), Some(id));
         }
+    }
+
+    #[test]
+    fn wills_round_trip_through_their_bucket_value() {
+        let mut will = Publish::new("wills/x".into(), Bytes::from_static(b"gone"));
+        will.qos = QoS::ExactlyOnce;
+        will.retain = true;
+        will.properties.message_expiry_interval = Some(60);
+        will.properties.content_type = Some("text/plain".into());
+        let value = encode_will(&will, 7).unwrap();
+        assert_eq!(decode_will(&value), Some((will.clone(), 7)));
+        will.qos = QoS::AtMostOnce;
+        let value = encode_will(&will, 0).unwrap();
+        assert_eq!(decode_will(&value), Some((will, 0)));
+        // A claim (empty), a short or a trailing value is no will.
+        assert_eq!(decode_will(b""), None);
+        assert_eq!(decode_will(&value[..value.len() - 1]), None);
+        let mut longer = value.to_vec();
+        longer.push(0);
+        assert_eq!(decode_will(&longer), None);
+    }
+
+    #[test]
+    fn will_keys_split_into_node_and_client() {
+        let key = will_key("node.1", "client/é");
+        let (node, client) = key.split_once('.').unwrap();
+        assert_eq!(node_from_key(node).as_deref(), Some("node.1"));
+        assert_eq!(node_from_key(client).as_deref(), Some("client/é"));
     }
 
     #[test]

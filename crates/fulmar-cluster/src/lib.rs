@@ -60,7 +60,8 @@
 //!   is reduced by the time it spent in the stream.
 //! - **Liveness.** Each node writes a heartbeat key in the key-value bucket
 //!   `{prefix}_nodes`, whose max age is the heartbeat TTL; a node whose key
-//!   expired is gone ([`Cluster::nodes`] lists the live ones).
+//!   expired is gone ([`Cluster::nodes`] lists the live ones), and its
+//!   clients' wills are published by another node (below).
 //!
 //! # Guarantees and limits
 //!
@@ -82,21 +83,39 @@
 //! - Sessions live on one node: resuming a session on another node, and
 //!   session takeover across nodes, wait for the broker's storage seam.
 //!
-//! # Wills of a node that is gone (design, not implemented)
+//! # Wills of a node that is gone
 //!
-//! A node would keep the will of each connected client in a key-value
-//! bucket `{prefix}_wills` (key: node and client id; value: the will
-//! message in [`headers`] form and its delay), written when a client
-//! connects with a will and deleted when it disconnects normally or its
-//! will is published. Every node watches the heartbeat bucket; when a
-//! node's key disappears (deleted on a clean shutdown, expired when the
-//! node died), the live nodes race to create the key `gone.{node}.{instance}`
-//! in the wills bucket (a create succeeds once), and the winner publishes
-//! the dead node's wills through its own broker after each will delay,
-//! unless the client reconnected elsewhere in the meantime (its session
-//! key says so), then deletes them. This needs the broker to report wills
-//! to the bridge, which the [`Bridge`](fulmar_broker::Bridge) seam does not
-//! do yet.
+//! The broker publishes the will of a client whose connection breaks; when
+//! the whole node dies, another node publishes it:
+//!
+//! - Each node keeps the will of each connected client that has one in the
+//!   key-value bucket `{prefix}_wills` (key: escaped node id `.` escaped
+//!   client id; value: the Will Delay Interval in 4 bytes, then the will as
+//!   an MQTT 5.0 PUBLISH packet), written when the broker reports it
+//!   ([`Bridge::will_set`](fulmar_broker::Bridge::will_set)) and removed
+//!   when the broker published or dropped it
+//!   ([`Bridge::will_cleared`](fulmar_broker::Bridge::will_cleared)), in
+//!   that order, by one task. [`Cluster::wills`] lists them.
+//! - A node writes its heartbeat before its first will. A clean
+//!   [`Cluster::shutdown`] removes the node's wills, then its heartbeat.
+//! - Every heartbeat interval each node lists the wills, then the live
+//!   heartbeats: a will whose node has no heartbeat belongs to a node that
+//!   died (its heartbeat expired). The node publishes it after its delay,
+//!   counted from then, if it can still claim it: a compare-and-swap on the
+//!   will's revision, so that exactly one node publishes each will, and
+//!   none when the will's node wrote or removed it meanwhile. The will is
+//!   published like a message a local client published: to the local
+//!   subscribers, then to NATS (and the retained stream when retained).
+//! - Wills of a node that restarts (same node id) before any node saw its
+//!   heartbeat gone are left alone: its clients' new wills replace them.
+//!
+//! Limits: a will is published at most once; one claimed by a node that
+//! dies before publishing it is lost. A node cut off from NATS longer than
+//! the heartbeat TTL is taken for dead and its clients' wills published
+//! while they may still be connected. A client that reconnects to another
+//! node within the delay does not cancel the will (sessions live on one
+//! node). Each node lists the whole bucket every heartbeat interval, which
+//! costs in proportion to the connected clients with a will.
 
 mod cluster;
 mod error;

@@ -441,3 +441,138 @@ async fn qos_2_and_mqtt_3_1_1_clients_across_nodes() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Polls the wills bucket until it lists `expected` (node, client), for
+/// 20 s at most.
+async fn wait_wills(node: &Node, expected: &[(&str, &str)]) {
+    let mut listed = Vec::new();
+    for _ in 0..400 {
+        listed = node.cluster.wills().await.unwrap();
+        if listed
+            .iter()
+            .map(|(n, c)| (n.as_str(), c.as_str()))
+            .eq(expected.iter().copied())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("wills bucket: {listed:?}, expected {expected:?}");
+}
+
+/// A v5 client of `node` with a will on `wills/{id}`.
+async fn client_with_will(
+    node: &Node,
+    id: &str,
+    qos: QoS,
+    retain: bool,
+    delay: u32,
+) -> fulmar_client::Client {
+    let mut will =
+        fulmar_client::Will::new(format!("wills/{id}").into(), format!("{id} gone").into());
+    will.qos = qos;
+    will.retain = retain;
+    will.properties.will_delay_interval = Some(delay);
+    let (client, _) = fulmar_client::Client::connect(
+        fulmar_client::ConnectOptions::new("127.0.0.1", node.port())
+            .client_id(id)
+            .session_expiry_interval(60)
+            .will(will),
+    )
+    .await
+    .unwrap();
+    client
+}
+
+fn fast_heartbeats(nats: &Nats, id: &str) -> ClusterConfig {
+    let mut config = ClusterConfig::new(nats.url.clone(), id);
+    config.heartbeat_interval = Duration::from_millis(200);
+    config.heartbeat_ttl = Duration::from_secs(2);
+    config
+}
+
+// MQTT-3.1.2-8 (the will is published when the connection closes without a
+// normal DISCONNECT: here the node holding the connection died), across
+// nodes; v5:MQTT-3.1.3-9 territory (the delay counts from the detection).
+#[tokio::test]
+async fn the_wills_of_a_node_that_died_are_published_once_by_a_survivor() {
+    let nats = nats_or_skip!("wills_failover");
+    let a = Node::start_with(fast_heartbeats(&nats, "a")).await;
+    let b = Node::start_with(fast_heartbeats(&nats, "b")).await;
+    let c = Node::start_with(fast_heartbeats(&nats, "c")).await;
+    let watcher = b.client("watcher").await;
+    let mut sub = watcher
+        .subscribe("wills/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    b.wait_subscription("fulmar.msg.t.wills.>", true).await;
+    let _w1 = client_with_will(&a, "w1", QoS::AtLeastOnce, false, 0).await;
+    let _w2 = client_with_will(&a, "w2", QoS::AtMostOnce, true, 1).await;
+    wait_wills(&b, &[("a", "w1"), ("a", "w2")]).await;
+    assert_eq!(a.cluster.stats().wills_stored, 2);
+    // A crashes: nothing is cleared, its heartbeat expires.
+    a.cluster.abort();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let m = next(&mut sub).await;
+        got.push((m.topic.to_string(), m.payload.clone(), m.qos));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                "wills/w1".to_owned(),
+                Bytes::from("w1 gone"),
+                QoS::AtLeastOnce
+            ),
+            (
+                "wills/w2".to_owned(),
+                Bytes::from("w2 gone"),
+                QoS::AtMostOnce
+            ),
+        ]
+    );
+    // Claimed once between B and C, and erased from the bucket.
+    wait_for("both wills published, nothing pending", || {
+        let (sb, sc) = (b.cluster.stats(), c.cluster.stats());
+        sb.wills_published + sc.wills_published == 2 && sb.wills_pending + sc.wills_pending == 0
+    })
+    .await;
+    wait_wills(&b, &[]).await;
+    // Nothing else came: the next message is the marker.
+    watcher.publish("wills/marker", "marker").await.unwrap();
+    assert_eq!(next(&mut sub).await.payload, "marker");
+    // The retained will is stored as retained on the survivors.
+    let late = c.client("late").await;
+    let mut late_sub = late.subscribe("wills/w2", QoS::AtLeastOnce).await.unwrap();
+    let m = next(&mut late_sub).await;
+    assert_eq!((m.payload.as_ref(), m.retain), (&b"w2 gone"[..], true));
+    b.stop().await;
+    c.stop().await;
+    a.stop().await;
+}
+
+// v5:MQTT-3.1.2-10 (a normal DISCONNECT removes the will): nothing is left
+// for another node to publish; nor after a clean shutdown.
+#[tokio::test]
+async fn wills_leave_the_bucket_on_a_normal_disconnect_and_a_clean_shutdown() {
+    let nats = nats_or_skip!("wills_cleared");
+    let a = Node::start_with(fast_heartbeats(&nats, "a")).await;
+    let b = Node::start_with(fast_heartbeats(&nats, "b")).await;
+    let calm = client_with_will(&a, "calm", QoS::AtLeastOnce, false, 0).await;
+    wait_wills(&b, &[("a", "calm")]).await;
+    calm.disconnect().await.unwrap();
+    wait_wills(&b, &[]).await;
+    let sa = a.cluster.stats();
+    assert_eq!((sa.wills_stored, sa.wills_cleared), (1, 1), "{sa:?}");
+    // A clean shutdown: the wills of A's clients go with it.
+    let _last = client_with_will(&a, "last", QoS::AtLeastOnce, false, 30).await;
+    wait_wills(&b, &[("a", "last")]).await;
+    a.stop().await;
+    assert_eq!(b.cluster.wills().await.unwrap(), []);
+    assert_eq!(b.cluster.nodes().await.unwrap(), ["b"]);
+    let sb = b.cluster.stats();
+    assert_eq!((sb.wills_pending, sb.wills_published), (0, 0), "{sb:?}");
+    b.stop().await;
+}
