@@ -67,6 +67,7 @@ impl Shared {
             packets_sent: load(&c.packets_sent),
             messages_received: load(&c.publish_received),
             messages_sent: load(&c.publish_sent),
+            messages_sent_preencoded: load(&c.publish_reused),
             bytes_received: load(&c.bytes_received),
             bytes_sent: load(&c.bytes_sent),
         }
@@ -449,6 +450,11 @@ pub struct Stats {
     pub messages_received: u64,
     /// PUBLISH packets sent to clients.
     pub messages_sent: u64,
+    /// Of those, the ones sent from an encoding shared with other
+    /// subscribers of the same message (a message is encoded once per
+    /// variant: protocol version, QoS, RETAIN, properties), with only the
+    /// packet identifier written per connection.
+    pub messages_sent_preencoded: u64,
     /// Bytes read from client connections (TLS and WebSocket framing included).
     pub bytes_received: u64,
     /// Bytes written to client connections (TLS and WebSocket framing included).

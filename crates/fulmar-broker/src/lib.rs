@@ -80,6 +80,7 @@ mod broker;
 mod config;
 mod connection;
 mod error;
+mod frames;
 mod listener;
 mod message;
 mod observe;

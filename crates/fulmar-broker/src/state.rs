@@ -17,6 +17,7 @@ use fulmar_topic::{
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::bridge::Bridge;
+use crate::frames::Frames;
 use crate::message::Message;
 use crate::store::journal::Journal;
 use crate::store::{StoreOp, StoredMessage, StoredSession, StoredSubscription, unix_millis};
@@ -27,6 +28,9 @@ use crate::store::{StoreOp, StoredMessage, StoredSession, StoredSubscription, un
 pub(crate) struct Delivery {
     pub(crate) publish: Publish,
     pub(crate) seq: Option<u64>,
+    /// The encoded headers of the message, shared with its other
+    /// deliveries (a message routed to several subscribers).
+    pub(crate) frames: Option<Arc<Frames>>,
 }
 
 /// A message waiting in the offline queue of a session.
@@ -208,6 +212,8 @@ pub(crate) struct Counters {
     pub(crate) packets_sent: AtomicU64,
     pub(crate) publish_received: AtomicU64,
     pub(crate) publish_sent: AtomicU64,
+    /// PUBLISH packets sent with a header encoded for another subscriber.
+    pub(crate) publish_reused: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
 }
@@ -332,6 +338,8 @@ impl State {
             let shared_elsewhere = skip_shared && m.share_group.is_some();
             !own && !shared_elsewhere
         });
+        // Encoded once for all the subscribers it goes to (per variant).
+        let frames = (found.len() > 1).then(Arc::<Frames>::default);
         for group in group_by_key(&mut found) {
             let Some(first) = group.first() else { continue };
             let out = copy_for(publish, group);
@@ -343,6 +351,7 @@ impl State {
                 now,
                 journal: journal.as_deref(),
                 next_seq,
+                frames: frames.as_ref(),
             };
             target.deliver(first.key, out, None, blocked.as_deref_mut());
         }
@@ -391,6 +400,7 @@ impl State {
             now,
             journal: self.journal.as_deref(),
             next_seq: &mut self.next_seq,
+            frames: None,
         }
     }
 
@@ -625,6 +635,7 @@ struct Target<'a> {
     now: Instant,
     journal: Option<&'a Journal>,
     next_seq: &'a mut u64,
+    frames: Option<&'a Arc<Frames>>,
 }
 
 impl Target<'_> {
@@ -673,7 +684,11 @@ impl Target<'_> {
                         });
                     }
                 };
-                let delivery = Box::new(Delivery { publish, seq });
+                let delivery = Box::new(Delivery {
+                    publish,
+                    seq,
+                    frames: self.frames.cloned(),
+                });
                 let delivery = match &entry.owner {
                     Some(owner) => match owner.deliver.try_send(delivery) {
                         Ok(()) => return,

@@ -663,3 +663,74 @@ async fn v5_unacknowledged_shared_message_of_an_ended_session_is_not_redistribut
     assert_eq!(&got.payload[..], b"second");
     broker.shutdown().await;
 }
+
+/// Fan-out encodes a message once per variant: subscribers that get the
+/// same packet but for the packet identifier share one encoding, and each
+/// still gets its own identifier, QoS, Subscription Identifier and protocol
+/// version. The 3.1.1 copies carry no properties.
+// MQTT-3.3.4-1 v3:MQTT-2.2.1-4 v5:MQTT-3.3.4-3 v5:MQTT-3.3.4-5 v3:MQTT-3.3.5-1 v5:MQTT-3.3.2-17
+#[tokio::test]
+async fn fan_out_encodes_once_per_variant() {
+    let broker = start().await;
+    let a = addr(&broker);
+    let mut subs = Vec::new();
+    for (n, version) in [(0u16, V5), (1, V5), (2, V5), (3, V5), (4, V311), (5, V311)] {
+        let mut s = Peer::connect(a, version, &format!("fan-{n}")).await;
+        s.sub(1, "fan/x", QoS::AtLeastOnce).await;
+        // Earlier messages for this subscriber only, so that packet identifiers differ.
+        s.sub(2, &format!("warm/{n}"), QoS::AtLeastOnce).await;
+        for _ in 0..n {
+            broker
+                .publish(&format!("warm/{n}"), "w", QoS::AtLeastOnce, false)
+                .unwrap();
+            let warm = s.recv_publish().await;
+            s.send(PubAck::new(warm.packet_id.unwrap())).await;
+        }
+        subs.push((n, version, s));
+    }
+    let mut low = Peer::connect(a, V5, "fan-qos0").await;
+    low.sub(1, "fan/x", QoS::AtMostOnce).await;
+    let mut tagged = Peer::connect(a, V5, "fan-id").await;
+    let mut subscribe = Subscribe::new(
+        pid(1),
+        vec![(
+            MqttString::from("fan/+"),
+            SubscriptionOptions::new(QoS::AtLeastOnce),
+        )],
+    );
+    subscribe.properties.subscription_identifier = NonZeroU32::new(77);
+    tagged.send(subscribe).await;
+    assert!(matches!(tagged.recv().await, Packet::SubAck(_)));
+
+    let before = broker.stats().messages_sent_preencoded;
+    let mut p = Peer::connect(a, V5, "fan-pub").await;
+    let mut message = publish("fan/x", "payload", QoS::AtLeastOnce);
+    message.properties.content_type = Some(MqttString::from("text/plain"));
+    message.properties.user_properties = vec![(MqttString::from("k"), MqttString::from("v"))];
+    p.send(message.clone()).await;
+    assert!(matches!(p.recv().await, Packet::PubAck(_)));
+
+    for (n, version, s) in &mut subs {
+        let got = s.recv_publish().await;
+        let mut expected = message.clone();
+        // Packet identifiers are allocated in order per session: the warm-up took n.
+        expected.packet_id = PacketId::new(*n + 1);
+        if *version == V311 {
+            expected.properties = Default::default();
+        }
+        assert_eq!(got, expected, "subscriber {n}");
+    }
+    let got = low.recv_publish().await;
+    assert_eq!((got.qos, got.packet_id), (QoS::AtMostOnce, None));
+    assert_eq!(got.properties, message.properties);
+    let got = tagged.recv_publish().await;
+    assert_eq!(
+        got.properties.subscription_identifiers.as_slice(),
+        [NonZeroU32::new(77).unwrap()]
+    );
+    assert_eq!(got.packet_id, PacketId::new(1));
+    // Four 5.0 QoS 1 copies share one encoding, two 3.1.1 copies another;
+    // the QoS 0 and the tagged copies are variants of their own.
+    assert_eq!(broker.stats().messages_sent_preencoded - before, 3 + 1);
+    broker.shutdown().await;
+}

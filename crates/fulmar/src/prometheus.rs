@@ -80,6 +80,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "PUBLISH packets sent to clients.",
     ),
     (
+        "fulmar_messages_sent_preencoded_total",
+        "PUBLISH packets sent from an encoding shared with other subscribers of the message.",
+    ),
+    (
         "fulmar_bytes_received_total",
         "Bytes read from client connections.",
     ),
@@ -105,6 +109,7 @@ fn record(broker: &BrokerHandle) {
         stats.packets_sent,
         stats.messages_received,
         stats.messages_sent,
+        stats.messages_sent_preencoded,
         stats.bytes_received,
         stats.bytes_sent,
     ];

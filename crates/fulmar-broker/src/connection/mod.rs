@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::auth::{AuthDecision, ClientInfo, ConnectInfo};
 use crate::broker::Shared;
 use crate::config::OverloadPolicy;
+use crate::frames::{self, Frames};
 use crate::listener::{Peer, Slot};
 use crate::observe::{BrokerEvent, Counted};
 
@@ -93,6 +94,7 @@ where
         inflight_seq: HashMap::new(),
         dirty: false,
         outbox: Vec::new(),
+        frames: VecDeque::new(),
         shared,
     });
     tracing::debug!(peer = %conn.peer.addr, conn_id, "connection opened");
@@ -168,7 +170,15 @@ struct Connection<'a, S> {
     dirty: bool,
     /// Packets of one `drive` round, written after the store caught up.
     outbox: Vec<Packet>,
+    /// The shared encoded headers of messages delivered to this connection
+    /// and not sent yet, by the address of their payload, in delivery order
+    /// (at most [`MAX_FRAMES`]).
+    frames: VecDeque<(usize, Arc<Frames>)>,
 }
+
+/// At most this many deliveries waiting to be sent keep their shared
+/// encoded headers (the rest are encoded by the connection).
+const MAX_FRAMES: usize = 64;
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     fn v5(&self) -> bool {
@@ -337,13 +347,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             for packet in outbox.drain(..) {
                 let counters = &self.shared.counters;
                 counters.packets_sent.fetch_add(1, Ordering::Relaxed);
-                if matches!(packet, Packet::Publish(_)) {
-                    counters.publish_sent.fetch_add(1, Ordering::Relaxed);
-                }
+                let frames = match &packet {
+                    Packet::Publish(publish) => {
+                        counters.publish_sent.fetch_add(1, Ordering::Relaxed);
+                        self.take_frames(publish)
+                    }
+                    _ => None,
+                };
                 let write_timeout = self.shared.limits.write_timeout;
-                tokio::time::timeout(write_timeout, self.transport.feed(&packet))
-                    .await
-                    .map_err(|_| stalled())??;
+                let reused = tokio::time::timeout(
+                    write_timeout,
+                    self.transport.feed(&packet, frames.as_deref()),
+                )
+                .await
+                .map_err(|_| stalled())??;
+                if reused {
+                    let counters = &self.shared.counters;
+                    counters.publish_reused.fetch_add(1, Ordering::Relaxed);
+                }
                 wrote = true;
             }
             self.outbox = outbox;
@@ -482,7 +503,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     }
 
     pub(super) fn deliver_at(&mut self, delivery: Delivery, now: Instant) {
+        if let Some(frames) = delivery.frames {
+            if self.frames.len() >= MAX_FRAMES {
+                self.frames.pop_front();
+            }
+            let payload = delivery.publish.payload.as_ptr() as usize;
+            self.frames.push_back((payload, frames));
+        }
         self.publish_out_at(delivery.publish, delivery.seq, now);
+    }
+
+    /// The shared encoded headers of the message `publish` is a copy of, if
+    /// it has them. They are matched by payload address: what the session
+    /// sends is the delivered copy with its own packet identifier (and
+    /// perhaps a Topic Alias or a reduced Message Expiry Interval, which
+    /// [`Frames`] tells apart). Entries delivered before it were dropped by
+    /// the session or are sent without them.
+    fn take_frames(&mut self, publish: &Publish) -> Option<Arc<Frames>> {
+        if !frames::shareable(publish) {
+            return None;
+        }
+        let payload = publish.payload.as_ptr() as usize;
+        let i = self.frames.iter().position(|(at, _)| *at == payload)?;
+        self.frames.drain(..i);
+        self.frames.pop_front().map(|(_, frames)| frames)
     }
 
     /// Hands a message to the session. For a persistent session, `seq` is

@@ -7,6 +7,7 @@ use bytes::BytesMut;
 use fulmar_codec::{CodecError, Packet, ProtocolVersion, decode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::frames::Frames;
 use crate::observe::Counted;
 
 /// The first read of an empty buffer asks for this many bytes.
@@ -112,18 +113,41 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transport<'a, S> {
         }
     }
 
-    /// Encodes `packet` for sending; writes out when much is buffered.
-    pub(super) async fn feed(&mut self, packet: &Packet) -> Result<(), CodecError> {
+    /// Encodes `packet` for sending; writes out when much is buffered. A
+    /// PUBLISH with `frames` takes its header from there when the same
+    /// variant of the message was encoded before (returns true then).
+    pub(super) async fn feed(
+        &mut self,
+        packet: &Packet,
+        frames: Option<&Frames>,
+    ) -> Result<bool, CodecError> {
         if let Packet::Publish(publish) = packet
-            && publish.payload.len() >= DIRECT_PAYLOAD
+            && (frames.is_some() || publish.payload.len() >= DIRECT_PAYLOAD)
         {
-            publish.encode_header(self.version, &mut self.write_buf)?;
-            self.io.write_all(&self.write_buf).await?;
-            self.write_buf.clear();
-            self.io.write_all(&publish.payload).await?;
-            return Ok(());
+            let reused = match frames {
+                Some(frames) => frames.put_header(self.version, publish, &mut self.write_buf)?,
+                None => {
+                    publish.encode_header(self.version, &mut self.write_buf)?;
+                    false
+                }
+            };
+            if publish.payload.len() >= DIRECT_PAYLOAD {
+                self.io.write_all(&self.write_buf).await?;
+                self.write_buf.clear();
+                self.io.write_all(&publish.payload).await?;
+            } else {
+                self.write_buf.extend_from_slice(&publish.payload);
+                self.write_out().await?;
+            }
+            return Ok(reused);
         }
         packet.encode(self.version, &mut self.write_buf)?;
+        self.write_out().await?;
+        Ok(false)
+    }
+
+    /// Writes the buffered bytes out once there are many.
+    async fn write_out(&mut self) -> std::io::Result<()> {
         if self.write_buf.len() >= WRITE_CHUNK {
             self.io.write_all(&self.write_buf).await?;
             self.write_buf.clear();
