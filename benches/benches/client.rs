@@ -12,8 +12,10 @@
 //! - `q0_throughput/{broker}`: one publisher connection sends 5 000 QoS 0
 //!   messages; an iteration ends when a subscriber (a second connection of
 //!   the same library) has received all of them. fulmar keeps up to 64
-//!   publish futures outstanding (`buffer_unordered`); rumqttc's
-//!   `publish_bytes` returns once the request is in its 64-slot channel.
+//!   publish futures outstanding in a FIFO window, each awaited to its
+//!   outcome (`FULMAR_BENCH_UNORDERED=1`: with `buffer_unordered` instead,
+//!   the earlier harness); rumqttc's `publish_bytes` returns once the
+//!   request is in its 64-slot channel.
 //! - `q1_throughput/{broker}`: 2 000 QoS 1 messages, no subscriber; an
 //!   iteration ends at the last PUBACK (fulmar: every publish future
 //!   completed; rumqttc: the event loop counted 2 000 `PubAck`s).
@@ -32,18 +34,21 @@
 //! `cargo bench -p fulmar-benches --bench client` (about a minute per broker).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failing connection or a lost message is a bench bug: stop loudly
 
-use std::future::IntoFuture;
+use std::collections::VecDeque;
+use std::future::{Future, IntoFuture};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, SamplingMode, Throughput};
 use fulmar_broker::{Broker, BrokerHandle, OverloadPolicy};
-use fulmar_client::{Client, ConnectOptions, ProtocolVersion, QoS, Reconnect};
+use fulmar_client::{Client, ConnectOptions, ProtocolVersion, PublishFuture, QoS, Reconnect};
 use futures::{StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
@@ -209,8 +214,64 @@ async fn fulmar_subscriber(port: u16, id: &str, topic: &str) -> (Client, Arc<Cou
     (client, counter)
 }
 
-/// Publishes `n` messages with fulmar, at most `WINDOW` futures outstanding.
+/// `FULMAR_BENCH_UNORDERED=1`: the fulmar side uses the earlier harness.
+static UNORDERED: LazyLock<bool> =
+    LazyLock::new(|| std::env::var_os("FULMAR_BENCH_UNORDERED").is_some_and(|v| v == "1"));
+
+async fn fulmar_publish(client: &Client, topic: &'static str, qos: QoS, n: u64) {
+    if *UNORDERED {
+        fulmar_publish_n_unordered(client, topic, qos, n).await;
+    } else {
+        fulmar_publish_n(client, topic, qos, n).await;
+    }
+}
+
+/// Publishes `n` messages with fulmar, at most `WINDOW` publish futures
+/// outstanding, completed in the order they were started (QoS 1 PUBACKs and
+/// QoS 0 writes come back in that order; one that completes early waits in
+/// its future until those before it are done).
 async fn fulmar_publish_n(client: &Client, topic: &'static str, qos: QoS, n: u64) {
+    let payload = Bytes::from_static(&PAYLOAD);
+    let mut window: VecDeque<PublishFuture<'_>> = VecDeque::with_capacity(WINDOW);
+    let mut started = 0;
+    std::future::poll_fn(|cx| {
+        loop {
+            while let Some(front) = window.front_mut() {
+                match Pin::new(front).poll(cx) {
+                    Poll::Ready(outcome) => {
+                        outcome.expect("fulmar publish");
+                        window.pop_front();
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if started == n && window.is_empty() {
+                return Poll::Ready(());
+            }
+            if started == n || window.len() == WINDOW {
+                return Poll::Pending;
+            }
+            while started < n && window.len() < WINDOW {
+                let mut publish = client
+                    .publish(topic, payload.clone())
+                    .qos(qos)
+                    .into_future();
+                started += 1;
+                match Pin::new(&mut publish).poll(cx) {
+                    Poll::Ready(outcome) => {
+                        outcome.expect("fulmar publish");
+                    }
+                    Poll::Pending => window.push_back(publish),
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// [`fulmar_publish_n`] with `buffer_unordered` (the bench's earlier
+/// harness; `FULMAR_BENCH_UNORDERED=1`).
+async fn fulmar_publish_n_unordered(client: &Client, topic: &'static str, qos: QoS, n: u64) {
     let payload = Bytes::from_static(&PAYLOAD);
     futures::stream::iter(0..n)
         .map(|_| {
@@ -278,7 +339,7 @@ fn q0_throughput(c: &mut Criterion, rt: &Runtime, broker: &str, port: u16) {
                 let start = Instant::now();
                 for _ in 0..iters {
                     let target = fcount.arm(N_Q0);
-                    fulmar_publish_n(&fpub, "bench/f/q0", QoS::AtMostOnce, N_Q0).await;
+                    fulmar_publish(&fpub, "bench/f/q0", QoS::AtMostOnce, N_Q0).await;
                     fcount.wait_lossy(target).await;
                 }
                 start.elapsed()
@@ -330,7 +391,7 @@ fn q1_throughput(c: &mut Criterion, rt: &Runtime, broker: &str, port: u16) {
             rt.block_on(async {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    fulmar_publish_n(&fpub, "bench/f/q1", QoS::AtLeastOnce, N_Q1).await;
+                    fulmar_publish(&fpub, "bench/f/q1", QoS::AtLeastOnce, N_Q1).await;
                 }
                 start.elapsed()
             })

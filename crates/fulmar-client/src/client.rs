@@ -1,7 +1,9 @@
 //! The [`Client`] handle and its commands.
 
+use std::borrow::Cow;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, TryLockError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -12,6 +14,7 @@ use fulmar_codec::{
 use fulmar_topic::{SubscriptionFilter, TopicName};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::completion::{Completions, Key, Outcome};
 use crate::driver;
 use crate::error::Error;
 use crate::options::ConnectOptions;
@@ -34,25 +37,60 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
 /// What a [`Client`] handle asks of the connection task.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Publish {
-        publish: Publish,
-        reply: Reply<PublishOutcome>,
-    },
-    Subscribe {
-        filters: Vec<(MqttString, SubscriptionOptions)>,
-        matchers: Vec<SubscriptionFilter>,
-        properties: SubscribeProperties,
-        reply: Reply<Subscription>,
-    },
-    Messages {
-        reply: oneshot::Sender<Messages>,
-    },
+    Publish(Outgoing),
+    Subscribe(Box<SubscribeCommand>),
+    Messages { reply: oneshot::Sender<Messages> },
     Ack(AckToken),
-    Disconnect {
-        reason_code: DisconnectReasonCode,
-        properties: DisconnectProperties,
-        reply: Reply<()>,
-    },
+    Disconnect(Box<DisconnectCommand>),
+}
+
+/// A publish on its way to the connection task: the parts the application
+/// sets, kept small because the command is moved through the channel.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) topic: MqttString,
+    pub(crate) payload: Bytes,
+    pub(crate) qos: QoS,
+    pub(crate) retain: bool,
+    pub(crate) properties: Option<Box<PublishProperties>>,
+    /// Where the outcome goes.
+    pub(crate) key: Key,
+}
+
+impl Outgoing {
+    /// The PUBLISH packet for the session.
+    pub(crate) fn into_publish(self) -> (Publish, Key) {
+        // Every field spelled out: no default topic and payload built and
+        // dropped again.
+        let publish = Publish {
+            dup: false,
+            qos: self.qos,
+            retain: self.retain,
+            topic: self.topic,
+            packet_id: None,
+            payload: self.payload,
+            properties: match self.properties {
+                Some(properties) => *properties,
+                None => PublishProperties::default(),
+            },
+        };
+        (publish, self.key)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct SubscribeCommand {
+    pub(crate) filters: Vec<(MqttString, SubscriptionOptions)>,
+    pub(crate) matchers: Vec<SubscriptionFilter>,
+    pub(crate) properties: SubscribeProperties,
+    pub(crate) reply: Reply<Subscription>,
+}
+
+#[derive(Debug)]
+pub(crate) struct DisconnectCommand {
+    pub(crate) reason_code: DisconnectReasonCode,
+    pub(crate) properties: DisconnectProperties,
+    pub(crate) reply: Reply<()>,
 }
 
 /// A handle to one MQTT connection, driven by a task the client spawned.
@@ -66,6 +104,37 @@ pub(crate) enum Command {
 pub struct Client {
     commands: mpsc::Sender<Command>,
     connected: watch::Receiver<bool>,
+    completions: Arc<Completions>,
+    last_topic: LastTopic,
+}
+
+/// The last topic this handle published to, validated: publishing to the
+/// same `&str` again reuses it instead of checking and copying the text.
+/// One per handle (a clone starts empty), so tasks with their own handles
+/// do not share the lock.
+#[derive(Debug, Default)]
+struct LastTopic(Mutex<Option<MqttString>>);
+
+impl Clone for LastTopic {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl LastTopic {
+    /// The remembered topic if it is `topic`. Never waits for the lock.
+    fn get(&self, topic: &str) -> Option<MqttString> {
+        match self.0.try_lock() {
+            Ok(last) => last.as_ref().filter(|t| t.as_str() == topic).cloned(),
+            Err(TryLockError::Poisoned(_) | TryLockError::WouldBlock) => None,
+        }
+    }
+
+    fn set(&self, topic: &MqttString) {
+        if let Ok(mut last) = self.0.try_lock() {
+            *last = Some(topic.clone());
+        }
+    }
 }
 
 impl Client {
@@ -79,11 +148,14 @@ impl Client {
     /// is not retried.
     pub async fn connect(options: ConnectOptions) -> Result<(Self, ConnAck), Error> {
         let (commands, rx) = mpsc::channel(64);
-        let (connack, connected) = driver::spawn(options, rx).await?;
+        let completions = Arc::new(Completions::default());
+        let (connack, connected) = driver::spawn(options, rx, completions.clone()).await?;
         Ok((
             Self {
                 commands,
                 connected,
+                completions,
+                last_topic: LastTopic::default(),
             },
             connack,
         ))
@@ -117,19 +189,49 @@ impl Client {
     /// to the transport, QoS 1 at PUBACK, QoS 2 at PUBCOMP (or a PUBREC with a
     /// failure code). While disconnected the message waits in a bounded queue
     /// and is sent after reconnecting; a full queue fails with
-    /// [`Error::QueueFull`].
-    pub fn publish(
+    /// [`Error::QueueFull`]. An invalid topic fails with
+    /// [`Error::InvalidTopic`] when awaited.
+    ///
+    /// `topic` is a `&str`, a `String` or a [`TopicName`] checked
+    /// beforehand. Publishing to the same `&str` as the last publish of this
+    /// handle reuses the checked copy; a [`TopicName`] (for example one made
+    /// once with [`TopicName::from_bytes`] from static bytes) is never copied.
+    pub fn publish<'t>(
         &self,
-        topic: impl Into<String>,
+        topic: impl Into<PublishTopic<'t>>,
         payload: impl Into<Bytes>,
     ) -> PublishRequest<'_> {
         PublishRequest {
             client: self,
-            topic: topic.into(),
+            topic: self.topic(topic.into()).map_err(Box::new),
             payload: payload.into(),
             qos: QoS::AtMostOnce,
             retain: false,
             properties: None,
+        }
+    }
+
+    /// Checks a topic of [`publish`](Self::publish).
+    fn topic(&self, topic: PublishTopic<'_>) -> Result<MqttString, Error> {
+        match topic.0 {
+            TopicArg::Str(s) => {
+                if let Some(known) = self.last_topic.get(s) {
+                    return Ok(known);
+                }
+                let topic = topic_name(s, MqttString::try_new)?;
+                self.last_topic.set(&topic);
+                Ok(topic)
+            }
+            TopicArg::String(s) => {
+                if let Some(known) = self.last_topic.get(&s) {
+                    return Ok(known);
+                }
+                let topic = topic_name(s, MqttString::try_from_string)?;
+                self.last_topic.set(&topic);
+                Ok(topic)
+            }
+            TopicArg::Name(name) => MqttString::try_from(name.into_bytes())
+                .map_err(|e| Error::InvalidOptions(format!("topic: {e}"))),
         }
     }
 
@@ -143,8 +245,17 @@ impl Client {
             // Validated here so that the error is typed, not a closed connection.
             let _name: TopicName = publish.topic.parse()?;
         }
-        self.request(|reply| Command::Publish { publish, reply })
-            .await?
+        let properties = (publish.properties != PublishProperties::default())
+            .then(|| Box::new(publish.properties));
+        PublishRequest {
+            client: self,
+            topic: Ok(publish.topic),
+            payload: publish.payload,
+            qos: publish.qos,
+            retain: publish.retain,
+            properties,
+        }
+        .await
     }
 
     /// Subscribes to one filter with `qos` and returns the stream of its
@@ -189,11 +300,13 @@ impl Client {
                 "[MQTT-3.8.3-3] no topic filter".into(),
             ));
         }
-        self.request(|reply| Command::Subscribe {
-            filters: wire,
-            matchers,
-            properties,
-            reply,
+        self.request(|reply| {
+            Command::Subscribe(Box::new(SubscribeCommand {
+                filters: wire,
+                matchers,
+                properties,
+                reply,
+            }))
         })
         .await?
     }
@@ -258,10 +371,12 @@ impl Client {
         reason_code: DisconnectReasonCode,
         properties: DisconnectProperties,
     ) -> Result<(), Error> {
-        self.request(|reply| Command::Disconnect {
-            reason_code,
-            properties,
-            reply,
+        self.request(|reply| {
+            Command::Disconnect(Box::new(DisconnectCommand {
+                reason_code,
+                properties,
+                reply,
+            }))
         })
         .await?
     }
@@ -293,13 +408,73 @@ impl Client {
     }
 }
 
+/// The topic argument of [`Client::publish`]: a `&str`, a `String` (not
+/// copied) or a [`TopicName`] validated beforehand (neither copied nor
+/// checked again for wildcards).
+#[derive(Debug)]
+pub struct PublishTopic<'a>(TopicArg<'a>);
+
+#[derive(Debug)]
+enum TopicArg<'a> {
+    Str(&'a str),
+    String(String),
+    Name(TopicName),
+}
+
+impl<'a> From<&'a str> for PublishTopic<'a> {
+    fn from(topic: &'a str) -> Self {
+        Self(TopicArg::Str(topic))
+    }
+}
+
+impl<'a> From<&'a String> for PublishTopic<'a> {
+    fn from(topic: &'a String) -> Self {
+        Self(TopicArg::Str(topic))
+    }
+}
+
+impl From<String> for PublishTopic<'_> {
+    fn from(topic: String) -> Self {
+        Self(TopicArg::String(topic))
+    }
+}
+
+impl From<Box<str>> for PublishTopic<'_> {
+    fn from(topic: Box<str>) -> Self {
+        Self(TopicArg::String(topic.into()))
+    }
+}
+
+impl<'a> From<Cow<'a, str>> for PublishTopic<'a> {
+    fn from(topic: Cow<'a, str>) -> Self {
+        match topic {
+            Cow::Borrowed(s) => Self(TopicArg::Str(s)),
+            Cow::Owned(s) => Self(TopicArg::String(s)),
+        }
+    }
+}
+
+impl From<TopicName> for PublishTopic<'_> {
+    fn from(topic: TopicName) -> Self {
+        Self(TopicArg::Name(topic))
+    }
+}
+
+impl From<&TopicName> for PublishTopic<'_> {
+    /// Shares the name's buffer (a reference count, no copy).
+    fn from(topic: &TopicName) -> Self {
+        Self(TopicArg::Name(topic.clone()))
+    }
+}
+
 /// A publish being built: set QoS, retain and properties, then `.await` it
 /// (see [`Client::publish`]).
 #[derive(Debug)]
 #[must_use = "a publish request does nothing until awaited"]
 pub struct PublishRequest<'a> {
     client: &'a Client,
-    topic: String,
+    /// Checked when the request was made; the error is reported when awaited.
+    topic: Result<MqttString, Box<Error>>,
     payload: Bytes,
     qos: QoS,
     retain: bool,
@@ -332,38 +507,54 @@ impl PublishRequest<'_> {
 
 impl<'a> IntoFuture for PublishRequest<'a> {
     type Output = Result<PublishOutcome, Error>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+    type IntoFuture = PublishFuture<'a>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(PublishFuture::Start(self))
+        PublishFuture {
+            state: State::Start(self),
+        }
     }
 }
 
-/// Where a publish is: a small hand-written state machine, so the boxed
-/// future holds the request, or the reply receiver, and little else.
-enum PublishFuture<'a> {
-    /// Not polled yet: nothing is validated or sent before the first poll.
+/// The future of a [`PublishRequest`]: resolves to the publish's outcome
+/// (see [`Client::publish`]).
+///
+/// Nothing is sent before its first poll. Dropping it after that does not
+/// take the message back: the connection task still sends it, and nobody
+/// hears the outcome.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct PublishFuture<'a> {
+    state: State<'a>,
+}
+
+/// Where a publish is. The outcome arrives in a slot of the client's
+/// [`Completions`], not through a channel of its own.
+enum State<'a> {
+    /// Not polled yet.
     Start(PublishRequest<'a>),
     /// The command channel was full: waiting for room.
     Queueing {
         send: Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>,
-        reply: oneshot::Receiver<Result<PublishOutcome, Error>>,
+        completions: &'a Completions,
+        key: Key,
     },
     /// Handed to the connection task: waiting for the outcome.
-    Waiting(oneshot::Receiver<Result<PublishOutcome, Error>>),
+    Waiting {
+        completions: &'a Completions,
+        key: Key,
+    },
     Done,
 }
 
-impl PublishRequest<'_> {
-    fn into_publish(self) -> Result<Publish, Error> {
-        Ok(Publish {
-            qos: self.qos,
-            retain: self.retain,
-            topic: topic_name(self.topic)?,
-            payload: self.payload,
-            properties: self.properties.map(|p| *p).unwrap_or_default(),
-            ..Publish::default()
-        })
+impl std::fmt::Debug for State<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Start(request) => f.debug_tuple("Start").field(request).finish(),
+            Self::Queueing { key, .. } => f.debug_struct("Queueing").field("key", key).finish(),
+            Self::Waiting { key, .. } => f.debug_struct("Waiting").field("key", key).finish(),
+            Self::Done => f.write_str("Done"),
+        }
     }
 }
 
@@ -372,63 +563,107 @@ impl Future for PublishFuture<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
-            match std::mem::replace(&mut *self, Self::Done) {
-                Self::Start(request) => {
-                    let commands = &request.client.commands;
-                    let publish = match request.into_publish() {
-                        Ok(publish) => publish,
-                        Err(e) => return Poll::Ready(Err(e)),
-                    };
-                    let (tx, rx) = oneshot::channel();
-                    let command = Command::Publish { publish, reply: tx };
-                    *self = match commands.try_send(command) {
-                        Ok(()) => Self::Waiting(rx),
-                        Err(mpsc::error::TrySendError::Full(command)) => Self::Queueing {
-                            send: Box::pin(async move {
-                                commands.send(command).await.map_err(|_| Error::Closed)
-                            }),
-                            reply: rx,
-                        },
-                        Err(mpsc::error::TrySendError::Closed(_)) => {
-                            return Poll::Ready(Err(Error::Closed));
-                        }
-                    };
+            match std::mem::replace(&mut self.state, State::Done) {
+                State::Start(request) => match start(request) {
+                    Ok(state) => self.state = state,
+                    Err(e) => return Poll::Ready(Err(e)),
+                },
+                State::Queueing {
+                    mut send,
+                    completions,
+                    key,
+                } => match send.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        self.state = State::Queueing {
+                            send,
+                            completions,
+                            key,
+                        };
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        completions.release(key);
+                        return Poll::Ready(Err(e));
+                    }
+                    Poll::Ready(Ok(())) => self.state = State::Waiting { completions, key },
+                },
+                State::Waiting { completions, key } => {
+                    let outcome: Poll<Outcome> = completions.poll(key, cx);
+                    if outcome.is_pending() {
+                        self.state = State::Waiting { completions, key };
+                    }
+                    return outcome;
                 }
-                Self::Queueing { mut send, reply } => match send.as_mut().poll(cx) {
-                    Poll::Pending => {
-                        *self = Self::Queueing { send, reply };
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Ready(Ok(())) => *self = Self::Waiting(reply),
-                },
-                Self::Waiting(mut reply) => match Pin::new(&mut reply).poll(cx) {
-                    Poll::Pending => {
-                        *self = Self::Waiting(reply);
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(outcome) => {
-                        return Poll::Ready(outcome.unwrap_or(Err(Error::Closed)));
-                    }
-                },
                 // Polled after completion.
-                Self::Done => return Poll::Pending,
+                State::Done => return Poll::Pending,
             }
         }
     }
 }
 
+impl Drop for PublishFuture<'_> {
+    fn drop(&mut self) {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Waiting { completions, key } => completions.abandon(key),
+            State::Queueing {
+                send,
+                completions,
+                key,
+            } => {
+                // Not sent (a cancelled send does not send): nobody else
+                // knows the slot.
+                drop(send);
+                completions.release(key);
+            }
+            State::Start(_) | State::Done => {}
+        }
+    }
+}
+
+/// Hands the publish to the connection task: the first poll.
+fn start(request: PublishRequest<'_>) -> Result<State<'_>, Error> {
+    let client = request.client;
+    let topic = request.topic.map_err(|e| *e)?;
+    let completions = &*client.completions;
+    let key = completions.take();
+    let command = Command::Publish(Outgoing {
+        topic,
+        payload: request.payload,
+        qos: request.qos,
+        retain: request.retain,
+        properties: request.properties,
+        key,
+    });
+    let commands = &client.commands;
+    match commands.try_send(command) {
+        Ok(()) => Ok(State::Waiting { completions, key }),
+        Err(mpsc::error::TrySendError::Full(command)) => Ok(State::Queueing {
+            send: Box::pin(async move { commands.send(command).await.map_err(|_| Error::Closed) }),
+            completions,
+            key,
+        }),
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            completions.release(key);
+            Err(Error::Closed)
+        }
+    }
+}
+
 /// Validates a Topic Name. The common topic (not empty, no wildcard, no
-/// U+0000, not too long) takes one scan and no copy; anything else goes
-/// through [`TopicName`] for the typed error.
-fn topic_name(topic: String) -> Result<MqttString, Error> {
-    if topic.is_empty()
-        || topic.len() > TopicName::MAX_LEN
-        || topic.bytes().any(|b| matches!(b, b'+' | b'#' | 0))
+/// U+0000, not too long) takes one scan and, from a `String`, no copy;
+/// anything else goes through [`TopicName`] for the typed error.
+fn topic_name<T: AsRef<str>>(
+    topic: T,
+    make: impl FnOnce(T) -> Result<MqttString, fulmar_codec::StringError>,
+) -> Result<MqttString, Error> {
+    let text = topic.as_ref();
+    if text.is_empty()
+        || text.len() > TopicName::MAX_LEN
+        || text.bytes().any(|b| matches!(b, b'+' | b'#' | 0))
     {
-        let topic: TopicName = topic.parse()?;
-        return MqttString::try_from(topic.into_bytes())
+        let name: TopicName = text.parse()?;
+        return MqttString::try_from(name.into_bytes())
             .map_err(|e| Error::InvalidOptions(format!("topic: {e}")));
     }
-    MqttString::try_from_string(topic).map_err(|e| Error::InvalidOptions(format!("topic: {e}")))
+    make(topic).map_err(|e| Error::InvalidOptions(format!("topic: {e}")))
 }

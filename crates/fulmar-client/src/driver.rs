@@ -8,6 +8,7 @@ use std::future::pending;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use fulmar_codec::{
     CodecError, ConnAck, DisconnectProperties, DisconnectReasonCode, MqttCodec, MqttString, Packet,
@@ -23,7 +24,8 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::codec::Framed;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::client::{Command, PublishOutcome, Reply};
+use crate::client::{Command, DisconnectCommand, PublishOutcome, Reply, SubscribeCommand};
+use crate::completion::{Completions, Key};
 use crate::error::Error;
 use crate::options::ConnectOptions;
 use crate::router::{AckToken, Message, Messages, Router, Subscription};
@@ -63,6 +65,7 @@ type PacketIdMap<V> = HashMap<PacketId, V, BuildHasherDefault<PacketIdHasher>>;
 pub(crate) async fn spawn(
     options: ConnectOptions,
     commands: mpsc::Receiver<Command>,
+    completions: Arc<Completions>,
 ) -> Result<(ConnAck, watch::Receiver<bool>), Error> {
     // Refuse bad options before any network traffic.
     let _connect = options.connect_packet(false)?;
@@ -73,7 +76,7 @@ pub(crate) async fn spawn(
         broker = %format_args!("{}:{}", options.host, options.port),
     );
     let (connected_tx, connected_rx) = watch::channel(false);
-    let driver = Driver::new(options, commands, ready_tx, connected_tx);
+    let driver = Driver::new(options, commands, completions, ready_tx, connected_tx);
     tokio::spawn(driver.run().instrument(span));
     let connack = ready_rx.await.map_err(|_| Error::Closed)??;
     Ok((connack, connected_rx))
@@ -136,10 +139,12 @@ struct Driver {
     /// queue, before `messages()` was called), for the first catch-all
     /// stream; at most `stream_capacity`.
     unclaimed: VecDeque<Message>,
+    /// Where the publishes' outcomes go.
+    completions: Arc<Completions>,
     /// QoS 1/2 publishes awaiting PUBACK / PUBCOMP.
-    publishes: PacketIdMap<Reply<PublishOutcome>>,
+    publishes: PacketIdMap<Key>,
     /// QoS 0 publishes awaiting their write, in the session's (FIFO) order.
-    qos0: VecDeque<Reply<PublishOutcome>>,
+    qos0: VecDeque<Key>,
     requests: HashMap<PacketId, Request>,
     /// PUBLISH packets read but not fed to the session while a stream is full.
     parked: VecDeque<Publish>,
@@ -166,6 +171,7 @@ impl Driver {
     fn new(
         options: ConnectOptions,
         commands: mpsc::Receiver<Command>,
+        completions: Arc<Completions>,
         ready: oneshot::Sender<Result<ConnAck, Error>>,
         connected: watch::Sender<bool>,
     ) -> Self {
@@ -180,6 +186,7 @@ impl Driver {
             dropped_rx,
             router: Router::default(),
             unclaimed: VecDeque::new(),
+            completions,
             publishes: PacketIdMap::default(),
             qos0: VecDeque::new(),
             requests: HashMap::new(),
@@ -320,7 +327,7 @@ impl Driver {
                     break;
                 }
                 match self.commands.try_recv() {
-                    Ok(command @ Command::Publish { .. }) => self.on_command(Some(command)),
+                    Ok(command @ Command::Publish(_)) => self.on_command(Some(command)),
                     Ok(command) => {
                         // After the publishes before it are written: the
                         // session sends its control packets first.
@@ -460,7 +467,7 @@ impl Driver {
         }
         // QoS 0 messages taken from the session are written, or lost with the
         // connection.
-        for reply in self.qos0.drain(..qos0.min(self.qos0.len())) {
+        for key in self.qos0.drain(..qos0.min(self.qos0.len())) {
             let outcome = match result {
                 Ok(()) => Ok(PublishOutcome {
                     qos: QoS::AtMostOnce,
@@ -469,7 +476,7 @@ impl Driver {
                 }),
                 Err(_) => Err(Error::RequestLost),
             };
-            let _gone = reply.send(outcome);
+            self.completions.complete(key, outcome);
         }
         result
     }
@@ -546,7 +553,7 @@ impl Driver {
                 reason_code,
                 properties,
             } => {
-                if let Some(reply) = self.publishes.remove(&packet_id) {
+                if let Some(key) = self.publishes.remove(&packet_id) {
                     let result = if reason_code.is_error() {
                         Err(Error::PublishRejected {
                             reason_code,
@@ -559,17 +566,18 @@ impl Driver {
                             properties,
                         })
                     };
-                    let _gone = reply.send(result);
+                    self.completions.complete(key, result);
                 }
             }
             Event::PublishDropped { packet_id, reason } => {
                 warn!(?packet_id, ?reason, "publish dropped");
-                let reply = match packet_id {
+                let key = match packet_id {
                     Some(id) => self.publishes.remove(&id),
                     None => self.qos0.pop_front(),
                 };
-                if let Some(reply) = reply {
-                    let _gone = reply.send(Err(Error::PublishDropped(reason)));
+                if let Some(key) = key {
+                    self.completions
+                        .complete(key, Err(Error::PublishDropped(reason)));
                 }
             }
             Event::SubAck(ack) => match self.requests.remove(&ack.packet_id) {
@@ -760,21 +768,23 @@ impl Driver {
             return;
         };
         match command {
-            Command::Publish { publish, reply } => match self.session.publish(publish, now()) {
-                Ok(Some(packet_id)) => {
-                    self.publishes.insert(packet_id, reply);
+            Command::Publish(outgoing) => {
+                let (publish, key) = outgoing.into_publish();
+                match self.session.publish(publish, now()) {
+                    Ok(Some(packet_id)) => {
+                        self.publishes.insert(packet_id, key);
+                    }
+                    Ok(None) => self.qos0.push_back(key),
+                    Err(e) => self.completions.complete(key, Err(Error::from_session(e))),
                 }
-                Ok(None) => self.qos0.push_back(reply),
-                Err(e) => {
-                    let _gone = reply.send(Err(Error::from_session(e)));
-                }
-            },
-            Command::Subscribe {
-                filters,
-                matchers,
-                mut properties,
-                reply,
-            } => {
+            }
+            Command::Subscribe(subscribe) => {
+                let SubscribeCommand {
+                    filters,
+                    matchers,
+                    mut properties,
+                    reply,
+                } = *subscribe;
                 if !self.session.is_connected() {
                     let _gone = reply.send(Err(Error::NotConnected));
                     return;
@@ -822,11 +832,12 @@ impl Driver {
                 let _gone = reply.send(Messages::new(rx, key, self.dropped_tx.clone()));
             }
             Command::Ack(token) => self.ack(token),
-            Command::Disconnect {
-                reason_code,
-                properties,
-                reply,
-            } => {
+            Command::Disconnect(disconnect) => {
+                let DisconnectCommand {
+                    reason_code,
+                    properties,
+                    reply,
+                } = *disconnect;
                 self.disconnect_reply = Some(reply);
                 self.stop(reason_code, properties);
             }
@@ -844,11 +855,11 @@ impl Driver {
 
     /// Fails everything still waiting; streams end as their senders drop.
     fn shutdown(&mut self) {
-        for (_, reply) in self.publishes.drain() {
-            let _gone = reply.send(Err(Error::Closed));
+        for (_, key) in self.publishes.drain() {
+            self.completions.complete(key, Err(Error::Closed));
         }
-        for reply in self.qos0.drain(..) {
-            let _gone = reply.send(Err(Error::Closed));
+        for key in self.qos0.drain(..) {
+            self.completions.complete(key, Err(Error::Closed));
         }
         for (_, request) in self.requests.drain() {
             if let Request::Subscribe { reply, .. } = request {
@@ -864,14 +875,14 @@ impl Driver {
             .or_else(|| self.commands.try_recv().ok())
         {
             match command {
-                Command::Publish { reply, .. } => {
-                    let _gone = reply.send(Err(Error::Closed));
+                Command::Publish(outgoing) => {
+                    self.completions.complete(outgoing.key, Err(Error::Closed));
                 }
-                Command::Subscribe { reply, .. } => {
-                    let _gone = reply.send(Err(Error::Closed));
+                Command::Subscribe(subscribe) => {
+                    let _gone = subscribe.reply.send(Err(Error::Closed));
                 }
-                Command::Disconnect { reply, .. } => {
-                    let _gone = reply.send(Ok(()));
+                Command::Disconnect(disconnect) => {
+                    let _gone = disconnect.reply.send(Ok(()));
                 }
                 Command::Messages { .. } | Command::Ack(_) => {}
             }
@@ -879,5 +890,13 @@ impl Driver {
         if let Some(reply) = self.disconnect_reply.take() {
             let _gone = reply.send(Ok(()));
         }
+    }
+}
+
+impl Drop for Driver {
+    /// Also when the task is dropped without finishing (its runtime shut
+    /// down): every publish handed over hears an outcome.
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }

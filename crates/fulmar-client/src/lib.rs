@@ -82,6 +82,7 @@
 //! ```
 
 mod client;
+mod completion;
 mod driver;
 mod error;
 mod options;
@@ -92,7 +93,7 @@ mod transport;
 #[cfg(feature = "websocket")]
 mod ws;
 
-pub use client::{Client, PublishOutcome, PublishRequest};
+pub use client::{Client, PublishFuture, PublishOutcome, PublishRequest, PublishTopic};
 pub use error::Error;
 pub use options::{ConnectOptions, Reconnect, Transport};
 pub use router::{Message, Messages, Subscription};
@@ -105,3 +106,4 @@ pub use fulmar_codec::{
     SubAckReasonCode, SubscribeProperties, SubscriptionOptions, Will, WillProperties,
 };
 pub use fulmar_session::DropReason;
+pub use fulmar_topic::TopicName;

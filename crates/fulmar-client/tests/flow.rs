@@ -435,3 +435,130 @@ async fn a_burst_into_a_full_stream_loses_nothing() {
     guard(client.disconnect()).await.unwrap();
     guard(broker).await.unwrap();
 }
+
+// v3:MQTT-4.3.2-1 v5:MQTT-4.3.2-3: each QoS 1 publish completes with the
+// PUBACK of its own packet identifier, also when a publish future was dropped
+// in between (its message is still sent and acknowledged, and its outcome
+// slot is used again afterwards).
+#[tokio::test]
+async fn each_publish_gets_its_own_puback_also_after_a_dropped_future() {
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        let mut topics = Vec::new();
+        // Three publishes, the second acknowledged with a reason code that
+        // tells it apart; then a fourth.
+        let mut ids = Vec::new();
+        while ids.len() < 3 {
+            let Packet::Publish(p) = next(&mut wire).await else {
+                panic!("expected PUBLISH")
+            };
+            topics.push(p.topic.to_string());
+            ids.push(p.packet_id.unwrap());
+        }
+        for (id, code) in ids.iter().zip([
+            PubAckReasonCode::Success,
+            PubAckReasonCode::NoMatchingSubscribers,
+            PubAckReasonCode::Success,
+        ]) {
+            let mut ack = PubAck::new(*id);
+            ack.reason_code = code;
+            wire.send(Packet::PubAck(ack)).await.unwrap();
+        }
+        let Packet::Publish(p) = next(&mut wire).await else {
+            panic!("expected PUBLISH")
+        };
+        topics.push(p.topic.to_string());
+        let mut ack = PubAck::new(p.packet_id.unwrap());
+        ack.reason_code = PubAckReasonCode::NoMatchingSubscribers;
+        wire.send(Packet::PubAck(ack)).await.unwrap();
+        assert!(matches!(next(&mut wire).await, Packet::Disconnect(_)));
+        topics
+    });
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    let mut first = Box::pin(
+        client
+            .publish("t/1", "a")
+            .qos(QoS::AtLeastOnce)
+            .into_future(),
+    );
+    let mut second = Box::pin(
+        client
+            .publish("t/2", "b")
+            .qos(QoS::AtLeastOnce)
+            .into_future(),
+    );
+    let third = Box::pin(
+        client
+            .publish("t/3", "c")
+            .qos(QoS::AtLeastOnce)
+            .into_future(),
+    );
+    assert!(futures::poll!(&mut first).is_pending());
+    assert!(futures::poll!(&mut second).is_pending());
+    // Handed over, then nobody waits for it.
+    drop(second);
+    let outcome = guard(third).await.unwrap();
+    assert_eq!(outcome.reason_code, ReasonCode::Success);
+    let outcome = guard(first).await.unwrap();
+    assert_eq!(outcome.reason_code, ReasonCode::Success);
+    let outcome = guard(client.publish("t/4", "d").qos(QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    assert_eq!(outcome.reason_code, ReasonCode::NoMatchingSubscribers);
+    guard(client.disconnect()).await.unwrap();
+    assert_eq!(guard(broker).await.unwrap(), ["t/1", "t/2", "t/3", "t/4"]);
+}
+
+// MQTT-3.3.2-2: a topic with a wildcard is refused with a typed error before
+// anything is sent, whichever form it comes in, also right after the same
+// handle published to a valid topic (which it remembers).
+#[tokio::test]
+async fn topics_as_str_string_and_topic_name_all_reach_the_broker() {
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        let mut topics = Vec::new();
+        loop {
+            match next(&mut wire).await {
+                Packet::Publish(p) => topics.push(p.topic.to_string()),
+                Packet::Disconnect(_) => return topics,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    let owned = String::from("a/b");
+    let name: fulmar_client::TopicName = "n/1".parse().unwrap();
+    let static_name = fulmar_client::TopicName::from_bytes(Bytes::from_static(b"n/2")).unwrap();
+    guard(client.publish("a/b", "1")).await.unwrap();
+    // The same text again: the remembered topic.
+    guard(client.publish("a/b", "2")).await.unwrap();
+    guard(client.publish(&owned, "3")).await.unwrap();
+    guard(client.publish(owned.clone(), "4")).await.unwrap();
+    guard(client.publish(&name, "5")).await.unwrap();
+    guard(client.publish(static_name, "6")).await.unwrap();
+    guard(client.publish(std::borrow::Cow::Borrowed("c"), "7"))
+        .await
+        .unwrap();
+    for bad in ["a/+", "a/#", "", "x\0y"] {
+        let result = guard(client.publish(bad, "no")).await;
+        assert!(
+            matches!(result, Err(Error::InvalidTopic(_))),
+            "{bad:?}: {result:?}"
+        );
+        let result = guard(client.publish(bad.to_owned(), "no")).await;
+        assert!(
+            matches!(result, Err(Error::InvalidTopic(_))),
+            "{bad:?}: {result:?}"
+        );
+    }
+    // A clone starts without a remembered topic and publishes the same.
+    let clone = client.clone();
+    guard(clone.publish("a/b", "8")).await.unwrap();
+    guard(client.disconnect()).await.unwrap();
+    assert_eq!(
+        guard(broker).await.unwrap(),
+        ["a/b", "a/b", "a/b", "a/b", "n/1", "n/2", "c", "a/b"]
+    );
+}
