@@ -14,7 +14,7 @@ use fulmar_codec::{
 use fulmar_topic::{SubscriptionFilter, TopicName};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::completion::{Completions, Key, Outcome};
+use crate::completion::{Key, PublishQueue, Pushed};
 use crate::driver;
 use crate::error::Error;
 use crate::options::ConnectOptions;
@@ -37,7 +37,6 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
 /// What a [`Client`] handle asks of the connection task.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Publish(Outgoing),
     Subscribe(Box<SubscribeCommand>),
     Messages { reply: oneshot::Sender<Messages> },
     Ack(AckToken),
@@ -53,7 +52,7 @@ pub(crate) struct Outgoing {
     pub(crate) qos: QoS,
     pub(crate) retain: bool,
     pub(crate) properties: Option<Box<PublishProperties>>,
-    /// Where the outcome goes.
+    /// Where the outcome goes (set when queued).
     pub(crate) key: Key,
 }
 
@@ -104,7 +103,7 @@ pub(crate) struct DisconnectCommand {
 pub struct Client {
     commands: mpsc::Sender<Command>,
     connected: watch::Receiver<bool>,
-    completions: Arc<Completions>,
+    publishes: Arc<PublishQueue>,
     last_topic: LastTopic,
 }
 
@@ -148,13 +147,13 @@ impl Client {
     /// is not retried.
     pub async fn connect(options: ConnectOptions) -> Result<(Self, ConnAck), Error> {
         let (commands, rx) = mpsc::channel(64);
-        let completions = Arc::new(Completions::default());
-        let (connack, connected) = driver::spawn(options, rx, completions.clone()).await?;
+        let publishes = Arc::new(PublishQueue::default());
+        let (connack, connected) = driver::spawn(options, rx, publishes.clone()).await?;
         Ok((
             Self {
                 commands,
                 connected,
-                completions,
+                publishes,
                 last_topic: LastTopic::default(),
             },
             connack,
@@ -528,20 +527,16 @@ pub struct PublishFuture<'a> {
     state: State<'a>,
 }
 
-/// Where a publish is. The outcome arrives in a slot of the client's
-/// [`Completions`], not through a channel of its own.
+/// Where a publish is. The message goes through the client's
+/// [`PublishQueue`] and its outcome comes back in a slot of it.
 enum State<'a> {
     /// Not polled yet.
     Start(PublishRequest<'a>),
-    /// The command channel was full: waiting for room.
-    Queueing {
-        send: Pin<Box<dyn Future<Output = Result<(), Error>> + Send + 'a>>,
-        completions: &'a Completions,
-        key: Key,
-    },
+    /// The queue to the connection task was full: waiting for room.
+    Full(&'a Client, Outgoing),
     /// Handed to the connection task: waiting for the outcome.
     Waiting {
-        completions: &'a Completions,
+        queue: &'a PublishQueue,
         key: Key,
     },
     Done,
@@ -551,7 +546,7 @@ impl std::fmt::Debug for State<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Start(request) => f.debug_tuple("Start").field(request).finish(),
-            Self::Queueing { key, .. } => f.debug_struct("Queueing").field("key", key).finish(),
+            Self::Full(_, outgoing) => f.debug_tuple("Full").field(outgoing).finish(),
             Self::Waiting { key, .. } => f.debug_struct("Waiting").field("key", key).finish(),
             Self::Done => f.write_str("Done"),
         }
@@ -562,89 +557,48 @@ impl Future for PublishFuture<'_> {
     type Output = Result<PublishOutcome, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            match std::mem::replace(&mut self.state, State::Done) {
-                State::Start(request) => match start(request) {
-                    Ok(state) => self.state = state,
-                    Err(e) => return Poll::Ready(Err(e)),
-                },
-                State::Queueing {
-                    mut send,
-                    completions,
-                    key,
-                } => match send.as_mut().poll(cx) {
-                    Poll::Pending => {
-                        self.state = State::Queueing {
-                            send,
-                            completions,
-                            key,
-                        };
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Err(e)) => {
-                        completions.release(key);
-                        return Poll::Ready(Err(e));
-                    }
-                    Poll::Ready(Ok(())) => self.state = State::Waiting { completions, key },
-                },
-                State::Waiting { completions, key } => {
-                    let outcome: Poll<Outcome> = completions.poll(key, cx);
-                    if outcome.is_pending() {
-                        self.state = State::Waiting { completions, key };
-                    }
-                    return outcome;
-                }
-                // Polled after completion.
-                State::Done => return Poll::Pending,
+        let (client, outgoing) = match std::mem::replace(&mut self.state, State::Done) {
+            State::Start(request) => {
+                let topic = match request.topic {
+                    Ok(topic) => topic,
+                    Err(e) => return Poll::Ready(Err(*e)),
+                };
+                let outgoing = Outgoing {
+                    topic,
+                    payload: request.payload,
+                    qos: request.qos,
+                    retain: request.retain,
+                    properties: request.properties,
+                    key: Key::MAX,
+                };
+                (request.client, outgoing)
             }
+            State::Full(client, outgoing) => (client, outgoing),
+            State::Waiting { queue, key } => {
+                let outcome = queue.poll(key, cx);
+                if outcome.is_pending() {
+                    self.state = State::Waiting { queue, key };
+                }
+                return outcome;
+            }
+            // Polled after completion.
+            State::Done => return Poll::Pending,
+        };
+        let queue = &*client.publishes;
+        match queue.push(outgoing, cx) {
+            // The outcome cannot be there yet; the slot holds our waker.
+            Pushed::Queued(key) => self.state = State::Waiting { queue, key },
+            Pushed::Full(outgoing) => self.state = State::Full(client, outgoing),
+            Pushed::Closed => return Poll::Ready(Err(Error::Closed)),
         }
+        Poll::Pending
     }
 }
 
 impl Drop for PublishFuture<'_> {
     fn drop(&mut self) {
-        match std::mem::replace(&mut self.state, State::Done) {
-            State::Waiting { completions, key } => completions.abandon(key),
-            State::Queueing {
-                send,
-                completions,
-                key,
-            } => {
-                // Not sent (a cancelled send does not send): nobody else
-                // knows the slot.
-                drop(send);
-                completions.release(key);
-            }
-            State::Start(_) | State::Done => {}
-        }
-    }
-}
-
-/// Hands the publish to the connection task: the first poll.
-fn start(request: PublishRequest<'_>) -> Result<State<'_>, Error> {
-    let client = request.client;
-    let topic = request.topic.map_err(|e| *e)?;
-    let completions = &*client.completions;
-    let key = completions.take();
-    let command = Command::Publish(Outgoing {
-        topic,
-        payload: request.payload,
-        qos: request.qos,
-        retain: request.retain,
-        properties: request.properties,
-        key,
-    });
-    let commands = &client.commands;
-    match commands.try_send(command) {
-        Ok(()) => Ok(State::Waiting { completions, key }),
-        Err(mpsc::error::TrySendError::Full(command)) => Ok(State::Queueing {
-            send: Box::pin(async move { commands.send(command).await.map_err(|_| Error::Closed) }),
-            completions,
-            key,
-        }),
-        Err(mpsc::error::TrySendError::Closed(_)) => {
-            completions.release(key);
-            Err(Error::Closed)
+        if let State::Waiting { queue, key } = self.state {
+            queue.abandon(key);
         }
     }
 }

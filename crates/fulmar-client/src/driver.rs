@@ -4,7 +4,7 @@
 //! reconnects. Protocol rules stay in the session.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::pending;
+use std::future::{pending, poll_fn};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::num::NonZeroU32;
@@ -24,8 +24,10 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::codec::Framed;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::client::{Command, DisconnectCommand, PublishOutcome, Reply, SubscribeCommand};
-use crate::completion::{Completions, Key};
+use crate::client::{
+    Command, DisconnectCommand, Outgoing, PublishOutcome, Reply, SubscribeCommand,
+};
+use crate::completion::{Key, Outcome, PublishQueue};
 use crate::error::Error;
 use crate::options::ConnectOptions;
 use crate::router::{AckToken, Message, Messages, Router, Subscription};
@@ -65,7 +67,7 @@ type PacketIdMap<V> = HashMap<PacketId, V, BuildHasherDefault<PacketIdHasher>>;
 pub(crate) async fn spawn(
     options: ConnectOptions,
     commands: mpsc::Receiver<Command>,
-    completions: Arc<Completions>,
+    publishes: Arc<PublishQueue>,
 ) -> Result<(ConnAck, watch::Receiver<bool>), Error> {
     // Refuse bad options before any network traffic.
     let _connect = options.connect_packet(false)?;
@@ -76,7 +78,7 @@ pub(crate) async fn spawn(
         broker = %format_args!("{}:{}", options.host, options.port),
     );
     let (connected_tx, connected_rx) = watch::channel(false);
-    let driver = Driver::new(options, commands, completions, ready_tx, connected_tx);
+    let driver = Driver::new(options, commands, publishes, ready_tx, connected_tx);
     tokio::spawn(driver.run().instrument(span));
     let connack = ready_rx.await.map_err(|_| Error::Closed)??;
     Ok((connack, connected_rx))
@@ -139,10 +141,16 @@ struct Driver {
     /// queue, before `messages()` was called), for the first catch-all
     /// stream; at most `stream_capacity`.
     unclaimed: VecDeque<Message>,
-    /// Where the publishes' outcomes go.
-    completions: Arc<Completions>,
+    /// The handles' publishes and where their outcomes go.
+    shared: Arc<PublishQueue>,
+    /// Publishes taken from `shared`, being handed to the session.
+    taken: VecDeque<Outgoing>,
+    /// Outcomes not written to `shared` yet (one lock for a batch).
+    done: Vec<(Key, Outcome)>,
+    /// Scratch space for waking the publishers of `done`.
+    wakers: Vec<std::task::Waker>,
     /// QoS 1/2 publishes awaiting PUBACK / PUBCOMP.
-    publishes: PacketIdMap<Key>,
+    in_flight: PacketIdMap<Key>,
     /// QoS 0 publishes awaiting their write, in the session's (FIFO) order.
     qos0: VecDeque<Key>,
     requests: HashMap<PacketId, Request>,
@@ -171,7 +179,7 @@ impl Driver {
     fn new(
         options: ConnectOptions,
         commands: mpsc::Receiver<Command>,
-        completions: Arc<Completions>,
+        shared: Arc<PublishQueue>,
         ready: oneshot::Sender<Result<ConnAck, Error>>,
         connected: watch::Sender<bool>,
     ) -> Self {
@@ -186,8 +194,11 @@ impl Driver {
             dropped_rx,
             router: Router::default(),
             unclaimed: VecDeque::new(),
-            completions,
-            publishes: PacketIdMap::default(),
+            shared,
+            taken: VecDeque::new(),
+            done: Vec::new(),
+            wakers: Vec::new(),
+            in_flight: PacketIdMap::default(),
             qos0: VecDeque::new(),
             requests: HashMap::new(),
             parked: VecDeque::new(),
@@ -278,6 +289,7 @@ impl Driver {
         loop {
             loop {
                 self.unpark();
+                self.flush_outcomes();
                 if let Err(e) = self.transmit(&mut framed).await {
                     return e;
                 }
@@ -307,38 +319,34 @@ impl Driver {
                 .as_ref()
                 .and_then(|b| b.targets.front().cloned());
             let read = self.may_read(max_parked_qos0, max_parked_acked);
+            self.flush_outcomes();
+            let shared = &*self.shared;
             tokio::select! {
                 frame = framed.next(), if read => {
                     if let Some(e) = self.on_frame(frame) {
                         return e;
                     }
                 }
+                () = poll_fn(|cx| shared.poll_queued(cx)), if !self.exit => {
+                    self.take_publishes();
+                }
                 () = &mut timer, if deadline.is_some() => {
                     armed = None;
                     self.session.handle_timeout(now());
                 }
                 permit = reserve(blocked) => self.on_permit(permit),
-                command = self.commands.recv(), if self.commands_open => self.on_command(command),
+                command = self.commands.recv(), if self.commands_open => self.on_command_after_publishes(command),
                 Some(key) = self.dropped_rx.recv() => self.on_stream_dropped(key),
             }
             // Whatever else is ready now goes out with the same write and flush.
-            for _ in 0..BATCH {
-                if !self.commands_open || self.exit {
-                    break;
-                }
+            self.take_publishes();
+            if self.commands_open && !self.exit && self.deferred.is_none() {
                 match self.commands.try_recv() {
-                    Ok(command @ Command::Publish(_)) => self.on_command(Some(command)),
-                    Ok(command) => {
-                        // After the publishes before it are written: the
-                        // session sends its control packets first.
-                        self.deferred = Some(command);
-                        break;
-                    }
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        self.on_command(None);
-                        break;
-                    }
+                    // After the publishes taken so far are written: the
+                    // session sends its control packets first.
+                    Ok(command) => self.deferred = Some(command),
+                    Err(TryRecvError::Empty) => {}
+                    Err(TryRecvError::Disconnected) => self.on_command(None),
                 }
             }
             // One packet's events at a time: a full stream parks the PUBLISH
@@ -410,10 +418,16 @@ impl Driver {
                 .blocked
                 .as_ref()
                 .and_then(|b| b.targets.front().cloned());
+            self.flush_outcomes();
+            let shared = &*self.shared;
             tokio::select! {
                 () = sleep_until(deadline) => return true,
+                () = poll_fn(|cx| shared.poll_queued(cx)), if !self.exit => {
+                    self.take_publishes();
+                    self.drain_events();
+                }
                 command = self.commands.recv(), if self.commands_open => {
-                    self.on_command(command);
+                    self.on_command_after_publishes(command);
                     self.drain_events();
                     if self.exit {
                         return false;
@@ -476,7 +490,7 @@ impl Driver {
                 }),
                 Err(_) => Err(Error::RequestLost),
             };
-            self.completions.complete(key, outcome);
+            self.done.push((key, outcome));
         }
         result
     }
@@ -553,7 +567,7 @@ impl Driver {
                 reason_code,
                 properties,
             } => {
-                if let Some(key) = self.publishes.remove(&packet_id) {
+                if let Some(key) = self.in_flight.remove(&packet_id) {
                     let result = if reason_code.is_error() {
                         Err(Error::PublishRejected {
                             reason_code,
@@ -566,18 +580,17 @@ impl Driver {
                             properties,
                         })
                     };
-                    self.completions.complete(key, result);
+                    self.done.push((key, result));
                 }
             }
             Event::PublishDropped { packet_id, reason } => {
                 warn!(?packet_id, ?reason, "publish dropped");
                 let key = match packet_id {
-                    Some(id) => self.publishes.remove(&id),
+                    Some(id) => self.in_flight.remove(&id),
                     None => self.qos0.pop_front(),
                 };
                 if let Some(key) = key {
-                    self.completions
-                        .complete(key, Err(Error::PublishDropped(reason)));
+                    self.done.push((key, Err(Error::PublishDropped(reason))));
                 }
             }
             Event::SubAck(ack) => match self.requests.remove(&ack.packet_id) {
@@ -768,16 +781,6 @@ impl Driver {
             return;
         };
         match command {
-            Command::Publish(outgoing) => {
-                let (publish, key) = outgoing.into_publish();
-                match self.session.publish(publish, now()) {
-                    Ok(Some(packet_id)) => {
-                        self.publishes.insert(packet_id, key);
-                    }
-                    Ok(None) => self.qos0.push_back(key),
-                    Err(e) => self.completions.complete(key, Err(Error::from_session(e))),
-                }
-            }
             Command::Subscribe(subscribe) => {
                 let SubscribeCommand {
                     filters,
@@ -844,6 +847,42 @@ impl Driver {
         }
     }
 
+    /// A command from the channel: handled after the publishes queued
+    /// before it are written (deferred), or now if there are none.
+    fn on_command_after_publishes(&mut self, command: Option<Command>) {
+        if command.is_some() && self.take_publishes() {
+            self.deferred = command;
+        } else {
+            self.on_command(command);
+        }
+    }
+
+    /// Hands every queued publish to the session; true if there was one.
+    /// Not once the application asked to stop: those fail at shutdown.
+    fn take_publishes(&mut self) -> bool {
+        if self.exit {
+            return false;
+        }
+        self.shared.take(&mut self.taken);
+        let any = !self.taken.is_empty();
+        while let Some(outgoing) = self.taken.pop_front() {
+            let (publish, key) = outgoing.into_publish();
+            match self.session.publish(publish, now()) {
+                Ok(Some(packet_id)) => {
+                    self.in_flight.insert(packet_id, key);
+                }
+                Ok(None) => self.qos0.push_back(key),
+                Err(e) => self.done.push((key, Err(Error::from_session(e)))),
+            }
+        }
+        any
+    }
+
+    /// Writes the outcomes gathered so far and wakes their publishers.
+    fn flush_outcomes(&mut self) {
+        self.shared.complete(&mut self.done, &mut self.wakers);
+    }
+
     /// Ends the client: a DISCONNECT if connected, then the task stops.
     fn stop(&mut self, reason_code: DisconnectReasonCode, properties: DisconnectProperties) {
         self.exit = true;
@@ -855,12 +894,14 @@ impl Driver {
 
     /// Fails everything still waiting; streams end as their senders drop.
     fn shutdown(&mut self) {
-        for (_, key) in self.publishes.drain() {
-            self.completions.complete(key, Err(Error::Closed));
+        // No publish is taken any more; the queued ones fail.
+        self.shared.close();
+        let taken = self.taken.drain(..).map(|o| o.key);
+        let in_flight = self.in_flight.drain().map(|(_, key)| key);
+        for key in taken.chain(in_flight).chain(self.qos0.drain(..)) {
+            self.done.push((key, Err(Error::Closed)));
         }
-        for key in self.qos0.drain(..) {
-            self.completions.complete(key, Err(Error::Closed));
-        }
+        self.flush_outcomes();
         for (_, request) in self.requests.drain() {
             if let Request::Subscribe { reply, .. } = request {
                 let _gone = reply.send(Err(Error::Closed));
@@ -875,9 +916,6 @@ impl Driver {
             .or_else(|| self.commands.try_recv().ok())
         {
             match command {
-                Command::Publish(outgoing) => {
-                    self.completions.complete(outgoing.key, Err(Error::Closed));
-                }
                 Command::Subscribe(subscribe) => {
                     let _gone = subscribe.reply.send(Err(Error::Closed));
                 }
