@@ -94,8 +94,9 @@ pub(crate) struct DisconnectCommand {
 
 /// A handle to one MQTT connection, driven by a task the client spawned.
 ///
-/// Cheap to clone (a channel sender); every clone talks to the same
-/// connection and may be used from any task. The connection task lives until
+/// Cheap to clone (a channel sender and a shared publish queue); every
+/// clone talks to the same connection and may be used from any task. The
+/// connection task lives until
 /// [`disconnect`](Self::disconnect) is called, every handle is dropped (a
 /// normal DISCONNECT is then sent), or the connection is lost with
 /// reconnecting off.

@@ -36,8 +36,9 @@ use crate::transport::{self, Io};
 /// The largest Subscription Identifier (MQTT 5.0 section 3.8.2.1.2).
 const MAX_SUBSCRIPTION_ID: u32 = 268_435_455;
 
-/// At most this many commands, and this many frames, are taken per loop turn
-/// before the session's packets are written (with one flush).
+/// At most this many frames are taken per loop turn (with every queued
+/// publish and at most one command) before the session's packets are
+/// written (with one flush).
 const BATCH: usize = 64;
 
 /// Hashes a packet identifier (a `u16`) with one multiplication: the keys
@@ -864,10 +865,14 @@ impl Driver {
             return false;
         }
         self.shared.take(&mut self.taken);
-        let any = !self.taken.is_empty();
+        if self.taken.is_empty() {
+            return false;
+        }
+        // One clock reading for the batch: they were taken together.
+        let now = now();
         while let Some(outgoing) = self.taken.pop_front() {
             let (publish, key) = outgoing.into_publish();
-            match self.session.publish(publish, now()) {
+            match self.session.publish(publish, now) {
                 Ok(Some(packet_id)) => {
                     self.in_flight.insert(packet_id, key);
                 }
@@ -875,7 +880,7 @@ impl Driver {
                 Err(e) => self.done.push((key, Err(Error::from_session(e)))),
             }
         }
-        any
+        true
     }
 
     /// Writes the outcomes gathered so far and wakes their publishers.
