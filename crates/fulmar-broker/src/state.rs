@@ -339,7 +339,10 @@ impl State {
             !own && !shared_elsewhere
         });
         // Encoded once for all the subscribers it goes to (per variant).
-        let frames = (found.len() > 1).then(Arc::<Frames>::default);
+        // Only where encoding costs more than finding a shared encoding: a
+        // PUBLISH without properties is encoded faster than it is matched.
+        let many = found.len() > 1 && !publish.properties.is_empty();
+        let mut frames = None;
         for group in group_by_key(&mut found) {
             let Some(first) = group.first() else { continue };
             let out = copy_for(publish, group);
@@ -351,7 +354,7 @@ impl State {
                 now,
                 journal: journal.as_deref(),
                 next_seq,
-                frames: frames.as_ref(),
+                frames: if many { Some(&mut frames) } else { None },
             };
             target.deliver(first.key, out, None, blocked.as_deref_mut());
         }
@@ -635,7 +638,9 @@ struct Target<'a> {
     now: Instant,
     journal: Option<&'a Journal>,
     next_seq: &'a mut u64,
-    frames: Option<&'a Arc<Frames>>,
+    /// Where the shared encodings of a message with several subscribers
+    /// are created, on the first delivery that can use them.
+    frames: Option<&'a mut Option<Arc<Frames>>>,
 }
 
 impl Target<'_> {
@@ -684,10 +689,16 @@ impl Target<'_> {
                         });
                     }
                 };
+                let frames = match self.frames {
+                    Some(slot) if entry.owner.is_some() => {
+                        Some(slot.get_or_insert_with(Arc::default).clone())
+                    }
+                    _ => None,
+                };
                 let delivery = Box::new(Delivery {
                     publish,
                     seq,
-                    frames: self.frames.cloned(),
+                    frames,
                 });
                 let delivery = match &entry.owner {
                     Some(owner) => match owner.deliver.try_send(delivery) {

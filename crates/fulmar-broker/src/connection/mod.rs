@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::auth::{AuthDecision, ClientInfo, ConnectInfo};
 use crate::broker::Shared;
 use crate::config::OverloadPolicy;
-use crate::frames::{self, Frames};
+use crate::frames::Frames;
 use crate::listener::{Peer, Slot};
 use crate::observe::{BrokerEvent, Counted};
 
@@ -516,16 +516,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     /// The shared encoded headers of the message `publish` is a copy of, if
     /// it has them. They are matched by payload address: what the session
     /// sends is the delivered copy with its own packet identifier (and
-    /// perhaps a Topic Alias or a reduced Message Expiry Interval, which
-    /// [`Frames`] tells apart). Entries delivered before it were dropped by
+    /// perhaps a Topic Alias or a reduced Message Expiry Interval: [`Frames`]
+    /// tells variants apart). Entries delivered before it were dropped by
     /// the session or are sent without them.
     fn take_frames(&mut self, publish: &Publish) -> Option<Arc<Frames>> {
-        if !frames::shareable(publish) {
-            return None;
-        }
         let payload = publish.payload.as_ptr() as usize;
-        let i = self.frames.iter().position(|(at, _)| *at == payload)?;
-        self.frames.drain(..i);
+        if self.frames.front()?.0 != payload {
+            // Rare: copies before it were dropped, or it has none.
+            let i = self.frames.iter().position(|(at, _)| *at == payload)?;
+            self.frames.drain(..i);
+        }
         self.frames.pop_front().map(|(_, frames)| frames)
     }
 

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use fulmar_codec::{ProtocolVersion, QoS};
+use fulmar_codec::{MqttString, ProtocolVersion, PublishProperties, QoS};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -83,6 +83,9 @@ pub(crate) struct BenchArgs {
     /// Payload bytes per message (at least 20: the header).
     #[arg(short, long, default_value_t = 64)]
     size: usize,
+    /// MQTT 5.0 user property on every message, as `KEY=VALUE`; repeat for more.
+    #[arg(long = "user-property", value_name = "KEY=VALUE")]
+    user_properties: Vec<String>,
     /// Messages per second per publisher (0: as fast as possible).
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
@@ -161,6 +164,19 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         Mqtt::V311 => ProtocolVersion::V311,
         Mqtt::V5 => ProtocolVersion::V5,
     };
+    if !args.user_properties.is_empty() && version != ProtocolVersion::V5 {
+        return Err("--user-property needs MQTT 5 (--mqtt 5)".to_owned());
+    }
+    let mut properties = PublishProperties::default();
+    for pair in &args.user_properties {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("--user-property {pair:?}: expected KEY=VALUE"))?;
+        properties.user_properties.push((
+            MqttString::from(key.to_owned()),
+            MqttString::from(value.to_owned()),
+        ));
+    }
     let subscribers = args.subscribers as usize;
     let shared = Arc::new(Shared {
         base: Instant::now(),
@@ -226,6 +242,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
             count: args.count,
             interval,
             payload_size: args.size.max(HEADER_LEN),
+            properties: properties.clone(),
         })
         .collect();
     let topics: Vec<(String, QoS)> = pub_plans.iter().map(|p| (p.topic.clone(), p.qos)).collect();

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use fulmar_codec::{
-    MqttString, PacketId, ProtocolVersion, Publish, QoS, SubscribeProperties, SubscriptionOptions,
+    MqttString, PacketId, ProtocolVersion, Publish, PublishProperties, QoS, SubscribeProperties,
+    SubscriptionOptions,
 };
 use fulmar_session::{Config, Event};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -166,6 +167,8 @@ pub(super) struct PubPlan {
     pub(super) interval: Option<Duration>,
     /// Payload bytes (at least [`HEADER_LEN`]).
     pub(super) payload_size: usize,
+    /// Properties of every message (MQTT 5.0).
+    pub(super) properties: PublishProperties,
 }
 
 /// What one publisher did.
@@ -245,6 +248,7 @@ async fn publish_loop(
                 write_header(&mut payload, shared.nanos(), plan.index, result.sent);
                 let mut message = Publish::new(topic.clone(), payload.freeze());
                 message.qos = plan.qos;
+                message.properties = plan.properties.clone();
                 let id = link
                     .session
                     .publish(message, Instant::now())
