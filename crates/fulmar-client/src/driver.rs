@@ -322,22 +322,27 @@ impl Driver {
             let read = self.may_read(max_parked_qos0, max_parked_acked);
             self.flush_outcomes();
             let shared = &*self.shared;
+            let streams = self.router.has_streams();
+            // In a fixed order (no random start): the rare sources first, so
+            // that a busy socket or publisher cannot keep them waiting; the
+            // batch below serves publishes, a command and frames every turn.
             tokio::select! {
-                frame = framed.next(), if read => {
-                    if let Some(e) = self.on_frame(frame) {
-                        return e;
-                    }
-                }
-                () = poll_fn(|cx| shared.poll_queued(cx)), if !self.exit => {
-                    self.take_publishes();
-                }
+                biased;
                 () = &mut timer, if deadline.is_some() => {
                     armed = None;
                     self.session.handle_timeout(now());
                 }
                 permit = reserve(blocked) => self.on_permit(permit),
+                Some(key) = self.dropped_rx.recv(), if streams => self.on_stream_dropped(key),
                 command = self.commands.recv(), if self.commands_open => self.on_command_after_publishes(command),
-                Some(key) = self.dropped_rx.recv() => self.on_stream_dropped(key),
+                () = poll_fn(|cx| shared.poll_queued(cx)), if !self.exit => {
+                    self.take_publishes();
+                }
+                frame = framed.next(), if read => {
+                    if let Some(e) = self.on_frame(frame) {
+                        return e;
+                    }
+                }
             }
             // Whatever else is ready now goes out with the same write and flush.
             self.take_publishes();

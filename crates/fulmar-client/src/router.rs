@@ -119,6 +119,11 @@ impl Router {
         );
     }
 
+    /// Whether any stream is live (only then can one be dropped).
+    pub(crate) fn has_streams(&self) -> bool {
+        !self.routes.is_empty() || !self.catch_all.is_empty()
+    }
+
     pub(crate) fn add_catch_all(&mut self, key: u64, tx: mpsc::Sender<Message>) {
         self.catch_all.insert(key, tx);
     }
