@@ -202,6 +202,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// See [`Limits::max_queued_bytes`].
+    #[must_use]
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_queued_bytes = bytes;
+        self
+    }
+
     /// See [`Limits::max_queued_messages`].
     #[must_use]
     pub fn max_queued_messages(mut self, n: usize) -> Self {
@@ -315,6 +322,7 @@ impl BrokerBuilder {
         let mut state = State {
             bridge_shared: self.bridge.as_ref().is_some_and(|b| b.routes_shared()),
             bridge: self.bridge,
+            max_queued_bytes: self.limits.max_queued_bytes,
             ..State::default()
         };
         let mut writer = None;

@@ -26,6 +26,14 @@ pub struct Limits {
     /// counted in [`Stats::dropped_messages`](crate::Stats::dropped_messages),
     /// or their publishers held back ([`OverloadPolicy::Backpressure`]).
     pub max_queued_messages: usize,
+    /// Payload bytes queued for one connection (deliveries not yet taken by
+    /// its task): a message that would go beyond is handled as for a full
+    /// queue (QoS 0 dropped and counted; QoS 1/2 too, unless
+    /// [`OverloadPolicy::Backpressure`] holds its publisher back, which
+    /// counts messages). One message is always let through into an empty
+    /// queue, whatever its size. With 1 MiB messages, 1000 queued messages
+    /// would be a gigabyte for one slow subscriber.
+    pub max_queued_bytes: usize,
     /// Time a client has to send CONNECT after opening the connection.
     pub connect_timeout: Duration,
     /// Receive Maximum announced to MQTT 5.0 clients and enforced for both versions.
@@ -129,6 +137,7 @@ impl Default for Limits {
             max_packet_size: NonZeroU32::new(1024 * 1024).unwrap_or(NonZeroU32::MIN),
             max_subscriptions_per_client: 1024,
             max_queued_messages: 1000,
+            max_queued_bytes: 16 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             receive_maximum: NonZeroU16::new(64).unwrap_or(NonZeroU16::MIN),
             topic_alias_maximum: 16,

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,8 @@ use crate::store::{StoreOp, StoredMessage, StoredSession, StoredSubscription, un
 pub(crate) struct Delivery {
     pub(crate) publish: Publish,
     pub(crate) seq: Option<u64>,
+    /// Payload bytes counted in the connection's queued bytes.
+    pub(crate) bytes: usize,
     /// The encoded headers of the message, shared with its other
     /// deliveries (a message routed to several subscribers).
     pub(crate) frames: Option<Arc<Frames>>,
@@ -98,6 +100,8 @@ pub(crate) struct ControlInbox {
     /// `None` once the connection task has ended.
     queue: Mutex<Option<Vec<Control>>>,
     notify: Notify,
+    /// Payload bytes of the deliveries in the connection queue.
+    pub(crate) queued_bytes: AtomicUsize,
 }
 
 impl ControlInbox {
@@ -126,11 +130,19 @@ impl ControlInbox {
 pub(crate) struct ControlReceiver(Arc<ControlInbox>);
 
 impl ControlReceiver {
+    /// A delivery of `bytes` payload bytes left the connection queue.
+    pub(crate) fn taken(&self, bytes: usize) {
+        if bytes > 0 {
+            self.0.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+
     /// A new inbox.
     pub(crate) fn new() -> Self {
         Self(Arc::new(ControlInbox {
             queue: Mutex::new(Some(Vec::new())),
             notify: Notify::new(),
+            queued_bytes: AtomicUsize::new(0),
         }))
     }
 
@@ -244,6 +256,8 @@ pub(crate) struct State {
     pub(crate) journal: Option<Arc<Journal>>,
     /// The key of the next message kept in the store.
     pub(crate) next_seq: u64,
+    /// [`Limits::max_queued_bytes`](crate::Limits::max_queued_bytes).
+    pub(crate) max_queued_bytes: usize,
 }
 
 /// The Message Expiry Interval left after `waited`, or `None` if the message expired.
@@ -328,6 +342,7 @@ impl State {
             bridge_shared,
             journal,
             next_seq,
+            max_queued_bytes,
             ..
         } = self;
         let mut found = Vec::new();
@@ -354,6 +369,7 @@ impl State {
                 now,
                 journal: journal.as_deref(),
                 next_seq,
+                max_bytes: *max_queued_bytes,
                 frames: if many { Some(&mut frames) } else { None },
             };
             target.deliver(first.key, out, None, blocked.as_deref_mut());
@@ -403,6 +419,7 @@ impl State {
             now,
             journal: self.journal.as_deref(),
             next_seq: &mut self.next_seq,
+            max_bytes: self.max_queued_bytes,
             frames: None,
         }
     }
@@ -638,6 +655,7 @@ struct Target<'a> {
     now: Instant,
     journal: Option<&'a Journal>,
     next_seq: &'a mut u64,
+    max_bytes: usize,
     /// Where the shared encodings of a message with several subscribers
     /// are created, on the first delivery that can use them.
     frames: Option<&'a mut Option<Arc<Frames>>>,
@@ -695,30 +713,57 @@ impl Target<'_> {
                     }
                     _ => None,
                 };
-                let delivery = Box::new(Delivery {
+                let qos = publish.qos;
+                let bytes = publish.payload.len();
+                let mut delivery = Box::new(Delivery {
                     publish,
                     seq,
+                    bytes: 0,
                     frames,
                 });
                 let delivery = match &entry.owner {
-                    Some(owner) => match owner.deliver.try_send(delivery) {
-                        Ok(()) => return,
-                        Err(mpsc::error::TrySendError::Full(delivery)) => {
-                            match blocked {
-                                Some(blocked) if delivery.publish.qos != QoS::AtMostOnce => {
-                                    blocked.push(Blocked {
-                                        client: id.clone(),
-                                        queue: owner.deliver.clone(),
-                                        delivery,
-                                    });
-                                }
-                                _ => dropped(self.counters),
-                            }
+                    Some(owner) => {
+                        // Bytes bound the queue as well as messages: QoS 0
+                        // beyond them is dropped, and QoS 1/2 too unless
+                        // back-pressure holds its publisher (by messages).
+                        let queued = &owner.control.queued_bytes;
+                        let before = queued.fetch_add(bytes, Ordering::Relaxed);
+                        if before > 0
+                            && before.saturating_add(bytes) > self.max_bytes
+                            && (qos == QoS::AtMostOnce || blocked.is_none())
+                        {
+                            queued.fetch_sub(bytes, Ordering::Relaxed);
+                            dropped(self.counters);
                             return;
                         }
-                        // The connection is ending: keep the message with the session.
-                        Err(mpsc::error::TrySendError::Closed(d)) => d,
-                    },
+                        delivery.bytes = bytes;
+                        match owner.deliver.try_send(delivery) {
+                            Ok(()) => return,
+                            Err(error) => {
+                                queued.fetch_sub(bytes, Ordering::Relaxed);
+                                match error {
+                                    mpsc::error::TrySendError::Full(mut delivery) => {
+                                        delivery.bytes = 0;
+                                        match blocked {
+                                            Some(blocked)
+                                                if delivery.publish.qos != QoS::AtMostOnce =>
+                                            {
+                                                blocked.push(Blocked {
+                                                    client: id.clone(),
+                                                    queue: owner.deliver.clone(),
+                                                    delivery,
+                                                });
+                                            }
+                                            _ => dropped(self.counters),
+                                        }
+                                        return;
+                                    }
+                                    // The connection is ending: keep the message with the session.
+                                    mpsc::error::TrySendError::Closed(d) => d,
+                                }
+                            }
+                        }
+                    }
                     None => delivery,
                 };
                 if delivery.publish.qos == QoS::AtMostOnce {

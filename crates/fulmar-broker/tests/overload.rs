@@ -322,3 +322,40 @@ async fn a_stalled_subscriber_is_disconnected_after_the_write_timeout() {
     drop(slow);
     broker.shutdown().await;
 }
+
+/// The connection queue is bounded in bytes too: with room for 1000
+/// messages but 256 KiB, 800 QoS 0 messages of 32 KiB for a subscriber
+/// that does not read are dropped (and counted) once the bytes are used up,
+/// while a subscriber that reads gets every one; what the slow subscriber
+/// gets later is what was not dropped, in order.
+// v5:MQTT-4.6.0-6 MQTT-4.3.1-1
+#[tokio::test]
+async fn queued_bytes_are_bounded() {
+    let broker = start_with(
+        Broker::builder()
+            .max_queued_messages(1000)
+            .max_queued_bytes(256 * 1024),
+    )
+    .await;
+    let mut slow = subscriber(&broker, "slow-bytes", &["bytes/#"]).await;
+    let mut fast = subscriber(&broker, "fast-bytes", &["bytes/#"]).await;
+    let mut publisher = Peer::connect(addr(&broker), ProtocolVersion::V5, "pub-bytes").await;
+    for i in 0..N {
+        let mut m = message("bytes/a", i, 1);
+        m.qos = QoS::AtMostOnce;
+        m.packet_id = None;
+        publisher.send(m).await;
+        let got = take(&mut fast).await;
+        assert_eq!((index(&got), got.qos), (i, QoS::AtMostOnce));
+    }
+    let dropped = broker.stats().dropped_messages as usize;
+    assert!(dropped > 0 && dropped < N, "dropped {dropped}");
+    let mut last = None;
+    for _ in 0..N - dropped {
+        let i = index(&take(&mut slow).await);
+        assert!(last < Some(i), "{last:?} then {i}");
+        last = Some(i);
+    }
+    assert_eq!(broker.stats().dropped_messages as usize, dropped);
+    broker.shutdown().await;
+}

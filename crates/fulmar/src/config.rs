@@ -120,6 +120,7 @@ pub(crate) struct LimitsConfig {
     pub(crate) max_packet_size: NonZeroU32,
     pub(crate) max_subscriptions_per_client: usize,
     pub(crate) max_queued_messages: usize,
+    pub(crate) max_queued_bytes: usize,
     pub(crate) connect_timeout_secs: u64,
     pub(crate) receive_maximum: NonZeroU16,
     pub(crate) topic_alias_maximum: u16,
@@ -147,6 +148,7 @@ impl Default for LimitsConfig {
             max_packet_size: limits.max_packet_size,
             max_subscriptions_per_client: limits.max_subscriptions_per_client,
             max_queued_messages: limits.max_queued_messages,
+            max_queued_bytes: limits.max_queued_bytes,
             connect_timeout_secs: limits.connect_timeout.as_secs(),
             receive_maximum: limits.receive_maximum,
             topic_alias_maximum: limits.topic_alias_maximum,
@@ -169,6 +171,7 @@ impl LimitsConfig {
         limits.max_packet_size = self.max_packet_size;
         limits.max_subscriptions_per_client = self.max_subscriptions_per_client;
         limits.max_queued_messages = self.max_queued_messages;
+        limits.max_queued_bytes = self.max_queued_bytes;
         limits.connect_timeout = std::time::Duration::from_secs(self.connect_timeout_secs);
         limits.receive_maximum = self.receive_maximum;
         limits.topic_alias_maximum = self.topic_alias_maximum;
@@ -400,6 +403,9 @@ max_packet_size = 1048576
 max_subscriptions_per_client = 1024
 # Messages queued for one session (offline or not yet sent); more are dropped.
 max_queued_messages = 1000
+# Payload bytes queued for one connection; beyond, messages are handled as
+# for a full queue (QoS 0 dropped).
+max_queued_bytes = 16777216
 # Seconds a client has to send CONNECT.
 connect_timeout_secs = 10
 # Receive Maximum announced to and enforced for clients.

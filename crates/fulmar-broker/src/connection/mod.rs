@@ -503,6 +503,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     }
 
     pub(super) fn deliver_at(&mut self, delivery: Delivery, now: Instant) {
+        self.control.taken(delivery.bytes);
         if let Some(frames) = delivery.frames {
             if self.frames.len() >= MAX_FRAMES {
                 self.frames.pop_front();
