@@ -54,7 +54,11 @@ export PATH="$PATH:/usr/sbin"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE=1
 results=$(mktemp)
-trap 'rm -f "$results"' EXIT
+# Tests put their brokers' data, configs and certificates under the system
+# temp dir: give them one of their own, removed at the end.
+TMPDIR=$(mktemp -d -t fulmar-tests.XXXXXX)
+export TMPDIR
+trap 'rm -f "$results"; rm -rf "$TMPDIR"' EXIT
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -50,6 +50,11 @@ pub(crate) struct BenchArgs {
     /// Broker port.
     #[arg(short, long, default_value_t = 1883)]
     port: u16,
+    /// Ports the subscribers connect to instead, round robin (comma
+    /// separated; on --host): to measure across the nodes of a cluster,
+    /// publishers on --port and subscribers on the other nodes.
+    #[arg(long, value_delimiter = ',', value_name = "PORTS")]
+    sub_ports: Vec<u16>,
     /// Protocol version.
     #[arg(long, value_enum, default_value = "5")]
     mqtt: Mqtt,
@@ -142,6 +147,10 @@ const QUIET: Duration = Duration::from_secs(2);
 /// Runs `fulmar bench` and prints its report.
 pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     let addr = resolve(&args.host, args.port).await?;
+    let mut sub_addrs = Vec::with_capacity(args.sub_ports.len());
+    for port in &args.sub_ports {
+        sub_addrs.push(resolve(&args.host, *port).await?);
+    }
     let qos: Vec<QoS> = args
         .qos
         .iter()
@@ -221,8 +230,12 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     let sub_tasks: Vec<JoinHandle<SubResult>> = sub_plans
         .into_iter()
         .map(|plan| {
+            let mut connect = connect.clone();
+            if let Some(addr) = sub_addrs.get(plan.index as usize % sub_addrs.len().max(1)) {
+                connect.addr = *addr;
+            }
             tokio::spawn(workers::subscriber(
-                connect.clone(),
+                connect,
                 plan,
                 shared.clone(),
                 phase_rx.clone(),
