@@ -283,7 +283,9 @@ impl Driver {
         let max_parked_acked = usize::from(self.options.receive_maximum.get());
         let max_parked_qos0 = self.options.stream_capacity;
         // The session's next deadline; the timer is moved, not rebuilt, when
-        // it changes (moving it later costs no timer-wheel work).
+        // it comes earlier. A later deadline (the keep-alive moves with every
+        // packet sent) leaves it where it is: it then fires early, the
+        // session finds nothing due, and it is set again.
         let timer = sleep(std::time::Duration::ZERO);
         tokio::pin!(timer);
         let mut armed: Option<std::time::Instant> = None;
@@ -310,7 +312,7 @@ impl Driver {
             }
             let deadline = self.session.poll_timeout();
             if let Some(deadline) = deadline
-                && armed != Some(deadline)
+                && armed.is_none_or(|armed| deadline < armed)
             {
                 timer.as_mut().reset(Instant::from_std(deadline));
                 armed = Some(deadline);
