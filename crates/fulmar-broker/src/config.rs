@@ -27,12 +27,12 @@ pub struct Limits {
     /// or their publishers held back ([`OverloadPolicy::Backpressure`]).
     pub max_queued_messages: usize,
     /// Payload bytes queued for one connection (deliveries not yet taken by
-    /// its task): a message that would go beyond is handled as for a full
-    /// queue (QoS 0 dropped and counted; QoS 1/2 too, unless
-    /// [`OverloadPolicy::Backpressure`] holds its publisher back, which
-    /// counts messages). One message is always let through into an empty
-    /// queue, whatever its size. With 1 MiB messages, 1000 queued messages
-    /// would be a gigabyte for one slow subscriber.
+    /// its task, QoS 1/2 ones included): a QoS 0 message that would go
+    /// beyond is dropped and counted, as for a full queue. One message is
+    /// always let through into an empty queue, whatever its size. QoS 1/2
+    /// messages are bounded by [`max_queued_messages`](Self::max_queued_messages)
+    /// and the subscriber's Receive Maximum only: they are not dropped for
+    /// their size.
     pub max_queued_bytes: usize,
     /// Time a client has to send CONNECT after opening the connection.
     pub connect_timeout: Duration,

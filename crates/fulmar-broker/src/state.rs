@@ -723,14 +723,13 @@ impl Target<'_> {
                 });
                 let delivery = match &entry.owner {
                     Some(owner) => {
-                        // Bytes bound the queue as well as messages: QoS 0
-                        // beyond them is dropped, and QoS 1/2 too unless
-                        // back-pressure holds its publisher (by messages).
+                        // QoS 0 is bounded in bytes as well as messages:
+                        // beyond, it is dropped.
                         let queued = &owner.control.queued_bytes;
                         let before = queued.fetch_add(bytes, Ordering::Relaxed);
                         if before > 0
                             && before.saturating_add(bytes) > self.max_bytes
-                            && (qos == QoS::AtMostOnce || blocked.is_none())
+                            && qos == QoS::AtMostOnce
                         {
                             queued.fetch_sub(bytes, Ordering::Relaxed);
                             dropped(self.counters);

@@ -403,8 +403,7 @@ max_packet_size = 1048576
 max_subscriptions_per_client = 1024
 # Messages queued for one session (offline or not yet sent); more are dropped.
 max_queued_messages = 1000
-# Payload bytes queued for one connection; beyond, messages are handled as
-# for a full queue (QoS 0 dropped).
+# Payload bytes queued for one connection; a QoS 0 message beyond is dropped.
 max_queued_bytes = 16777216
 # Seconds a client has to send CONNECT.
 connect_timeout_secs = 10
