@@ -18,9 +18,14 @@ use crate::transmit::TxQueue;
 
 /// Stage of an in-flight message.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // inline on purpose, see `Stage::Publish`
 enum Stage {
-    /// PUBLISH sent, awaiting PUBACK (QoS 1) or PUBREC (QoS 2).
-    Publish(Box<Publish>),
+    /// PUBLISH sent, awaiting PUBACK (QoS 1) or PUBREC (QoS 2). Stored
+    /// inline, not boxed: a batch of messages in flight at once defeats the
+    /// allocator's small per-thread cache, so a box cost a `malloc` and a
+    /// `free` of some 170 instructions each per message, far more than the
+    /// copies of the value into and out of the ring.
+    Publish(Publish),
     /// PUBREL sent, awaiting PUBCOMP.
     PubRel,
 }
@@ -35,8 +40,8 @@ struct Entry {
 
 #[derive(Clone, Debug)]
 struct Pending {
-    /// Boxed: the same allocation moves on into the in-flight table.
-    publish: Box<Publish>,
+    /// Inline for the same reason as [`Stage::Publish`].
+    publish: Publish,
     queued_at: Instant,
 }
 
@@ -52,10 +57,11 @@ pub(crate) enum Next {
 }
 
 /// The in-flight table: entries in send order in a ring (a removed entry
-/// leaves a hole until the holes before it are gone, or until holes are the
-/// majority and the ring is compacted), found by identifier through a map
-/// from identifier to sequence number. Most entries leave from the front, so
-/// inserting and removing cost a ring push/pop and a small-key hash lookup.
+/// leaves a hole until holes are the majority; then the holes at the front
+/// are dropped at once, and the ring is compacted if that was not enough),
+/// found by identifier through a map from identifier to sequence number.
+/// Inserting and removing cost a ring push, a hole, and a small-key hash
+/// lookup; an empty table drops its holes at once.
 #[derive(Clone, Debug, Default)]
 struct InFlight {
     slots: VecDeque<Option<Entry>>,
@@ -90,38 +96,73 @@ impl InFlight {
         self.slots.push_back(Some(entry));
     }
 
-    /// Removes the entry for `id` if `pred` accepts it (one hash lookup).
-    fn remove_if(&mut self, id: PacketId, pred: impl FnOnce(&Entry) -> bool) -> Option<Entry> {
+    /// Removes the entry for `id` if `pred` accepts it (one hash lookup);
+    /// returns whether it was live. The entry is dropped where it is rather
+    /// than returned: it holds a whole `Publish`, and moving it out is a copy.
+    fn remove_if(&mut self, id: PacketId, pred: impl FnOnce(&Entry) -> bool) -> Option<bool> {
         let std::collections::hash_map::Entry::Occupied(seq) = self.by_id.entry(id) else {
             return None;
         };
         let index = usize::try_from(seq.get().checked_sub(self.first)?).ok()?;
         let slot = self.slots.get_mut(index)?;
-        if !slot.as_ref().is_some_and(pred) {
-            return None;
-        }
+        let live = match slot {
+            Some(entry) if pred(entry) => entry.live,
+            _ => return None,
+        };
         seq.remove();
-        let entry = slot.take();
+        *slot = None;
         self.trim();
-        entry
+        Some(live)
     }
 
-    /// Moves the entry for `id` to the back, as if it had just been sent.
-    fn requeue(&mut self, id: PacketId) -> Option<&mut Entry> {
-        let seq = self.by_id.get_mut(&id)?;
-        let index = usize::try_from(seq.checked_sub(self.first)?).ok()?;
-        let entry = self.slots.get_mut(index)?.take()?;
+    /// Moves the entry for `id` to the back, as if it had just been sent, as a
+    /// PUBREL awaiting PUBCOMP (its PUBLISH is dropped); returns whether there
+    /// was one. The old slot becomes a hole and a new small entry is pushed,
+    /// so the `Publish` is dropped in place instead of being copied along.
+    fn requeue_released(&mut self, id: PacketId) -> bool {
+        let Some(seq) = self.by_id.get_mut(&id) else {
+            return false;
+        };
+        let Some(index) = seq
+            .checked_sub(self.first)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            return false;
+        };
+        let Some(slot) = self.slots.get_mut(index) else {
+            return false;
+        };
+        let Some(live) = slot.as_ref().map(|e| e.live) else {
+            return false;
+        };
+        *slot = None;
         *seq = self.first + self.slots.len() as u64;
-        self.slots.push_back(Some(entry));
+        self.slots.push_back(Some(Entry {
+            id,
+            stage: Stage::PubRel,
+            live,
+        }));
         self.trim();
-        self.slots.back_mut()?.as_mut()
+        true
     }
 
-    /// Drops the holes at the front, and compacts when holes are the majority.
+    /// Drops the holes once they are the majority: first those at the front
+    /// (one `drain` for all of them), then, if that was not enough, every
+    /// hole by compacting. Holes are left alone until then: dropping them one
+    /// at a time cost more than the rest of the removal.
     fn trim(&mut self) {
-        while matches!(self.slots.front(), Some(None)) {
-            self.slots.pop_front();
-            self.first += 1;
+        if self.by_id.is_empty() {
+            self.first += self.slots.len() as u64;
+            self.slots.clear();
+            return;
+        }
+        if self.slots.len() <= 2 * self.by_id.len() + 16 {
+            return;
+        }
+        let holes = self.slots.iter().take_while(|s| s.is_none()).count();
+        if holes > 0 {
+            self.slots.drain(..holes);
+            self.first += holes as u64;
         }
         if self.slots.len() > 2 * self.by_id.len() + 16 {
             self.compact();
@@ -189,7 +230,7 @@ impl Outbound {
         };
         let id = publish.packet_id;
         self.pending.push_back(Pending {
-            publish: Box::new(publish),
+            publish,
             queued_at: now,
         });
         Ok(id)
@@ -202,18 +243,21 @@ impl Outbound {
         }
     }
 
-    fn remove(&mut self, id: PacketId) -> Option<Entry> {
+    fn remove(&mut self, id: PacketId) -> bool {
         self.remove_if(id, |_| true)
     }
 
-    /// Removes the entry for `id` if `pred` accepts it, and frees the identifier.
-    fn remove_if(&mut self, id: PacketId, pred: impl FnOnce(&Entry) -> bool) -> Option<Entry> {
-        let entry = self.inflight.remove_if(id, pred)?;
-        if entry.live {
+    /// Removes the entry for `id` if `pred` accepts it, and frees the
+    /// identifier; returns whether there was one.
+    fn remove_if(&mut self, id: PacketId, pred: impl FnOnce(&Entry) -> bool) -> bool {
+        let Some(live) = self.inflight.remove_if(id, pred) else {
+            return false;
+        };
+        if live {
             self.live = self.live.saturating_sub(1);
         }
         self.ids.release(id);
-        Some(entry)
+        true
     }
 
     fn stage(&self, id: PacketId) -> Option<&Stage> {
@@ -251,7 +295,7 @@ impl Outbound {
                 return Next::Sent;
             }
         }
-        let Some(front) = self.pending.front() else {
+        let Some(front) = self.pending.front_mut() else {
             return Next::Nothing;
         };
         // A new QoS 1/2 message needs a free slot in the whole in-flight table,
@@ -260,15 +304,12 @@ impl Outbound {
         if front.publish.qos != QoS::AtMostOnce && self.inflight.len() >= limit {
             return Next::Nothing;
         }
-        let Some(Pending {
-            mut publish,
-            queued_at,
-        }) = self.pending.pop_front()
-        else {
-            return Next::Nothing;
-        };
+        // The message is checked and changed where it is, in the queue: it
+        // is a large value, and every move is a copy.
+        let publish = &mut front.publish;
+        let mut dropped = None;
         if let Some(interval) = publish.properties.message_expiry_interval {
-            let waited = now.saturating_duration_since(queued_at).as_secs();
+            let waited = now.saturating_duration_since(front.queued_at).as_secs();
             match u32::try_from(waited)
                 .ok()
                 .and_then(|w| interval.checked_sub(w))
@@ -276,18 +317,29 @@ impl Outbound {
             {
                 // v5 3.3.2.3.3: forward the interval minus the time waited.
                 Some(left) => publish.properties.message_expiry_interval = Some(left),
-                None => return self.drop_pending(publish.packet_id, DropReason::Expired),
+                None => dropped = Some(DropReason::Expired),
             }
         }
-        if let Some(reason) = check(&publish) {
-            return self.drop_pending(publish.packet_id, reason);
+        if dropped.is_none() {
+            dropped = check(publish);
         }
-        match publish.packet_id {
+        let packet_id = publish.packet_id;
+        if let Some(reason) = dropped {
+            self.pending.pop_front();
+            return self.drop_pending(packet_id, reason);
+        }
+        match packet_id {
             Some(id) => {
-                *out = Some(Packet::Publish(Publish::clone(&publish)));
-                self.insert(id, Stage::Publish(publish), true);
+                *out = Some(Packet::Publish(Publish::clone(publish)));
+                if let Some(Pending { publish, .. }) = self.pending.pop_front() {
+                    self.insert(id, Stage::Publish(publish), true);
+                }
             }
-            None => *out = Some(Packet::Publish(*publish)),
+            None => {
+                if let Some(Pending { publish, .. }) = self.pending.pop_front() {
+                    *out = Some(Packet::Publish(publish));
+                }
+            }
         }
         Next::Sent
     }
@@ -302,7 +354,7 @@ impl Outbound {
     /// PUBACK received.
     pub(crate) fn on_puback(&mut self, ack: PubAck, events: &mut VecDeque<Event>) {
         let qos1 = |e: &Entry| matches!(&e.stage, Stage::Publish(p) if p.qos == QoS::AtLeastOnce);
-        if self.remove_if(ack.packet_id, qos1).is_some() {
+        if self.remove_if(ack.packet_id, qos1) {
             events.push_back(Event::PublishComplete {
                 packet_id: ack.packet_id,
                 qos: QoS::AtLeastOnce,
@@ -331,9 +383,7 @@ impl Outbound {
                 }
                 // PUBRELs go out in PUBREC order (MQTT-4.6.0-4); the entry moves
                 // to the back so that a resume resends them in that order too.
-                if let Some(entry) = self.inflight.requeue(id) {
-                    entry.stage = Stage::PubRel;
-                }
+                self.inflight.requeue_released(id);
                 transmit.push_pubrel(id, PubRelReasonCode::Success);
             }
             // A duplicate PUBREC: the PUBREL may have been lost.
@@ -352,7 +402,7 @@ impl Outbound {
     /// PUBCOMP received.
     pub(crate) fn on_pubcomp(&mut self, comp: PubComp, events: &mut VecDeque<Event>) {
         let pubrel = |e: &Entry| matches!(e.stage, Stage::PubRel);
-        if self.remove_if(comp.packet_id, pubrel).is_some() {
+        if self.remove_if(comp.packet_id, pubrel) {
             events.push_back(complete(
                 comp.packet_id,
                 comp.reason_code.into(),
@@ -402,7 +452,7 @@ impl Outbound {
             .inflight
             .values()
             .map(|e| match &e.stage {
-                Stage::Publish(p) => Outgoing::Publish(p.clone()),
+                Stage::Publish(p) => Outgoing::Publish(Box::new(p.clone())),
                 Stage::PubRel => Outgoing::PubRel(e.id),
             })
             .collect();
@@ -439,7 +489,7 @@ impl Outbound {
                 Outgoing::Publish(p) => {
                     if let Some(id) = p.packet_id {
                         out.ids.claim(id);
-                        out.insert(id, Stage::Publish(p), false);
+                        out.insert(id, Stage::Publish(*p), false);
                     }
                 }
                 Outgoing::PubRel(id) => {
@@ -453,7 +503,7 @@ impl Outbound {
                 out.ids.claim(id);
             }
             out.pending.push_back(Pending {
-                publish: Box::new(p),
+                publish: p,
                 queued_at: now,
             });
         }
@@ -555,8 +605,8 @@ mod tests {
             assert_eq!(table.get(id(n)).map(|e| e.id), Some(id(n)));
             assert!(table.get_mut(id(n)).is_some());
         }
-        assert!(table.requeue(id(2)).is_some());
-        assert!(table.requeue(id(9)).is_none());
+        assert!(table.requeue_released(id(2)));
+        assert!(!table.requeue_released(id(9)));
         assert_eq!(order(&table), [4, 5, 1, 2]);
         assert!(
             table
