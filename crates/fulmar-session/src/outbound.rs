@@ -16,6 +16,10 @@ use crate::packet_id::{IdHash, PacketIds};
 use crate::state::Outgoing;
 use crate::transmit::TxQueue;
 
+/// Room for messages (about 250 bytes each, stored inline) that the queue and
+/// the in-flight table keep when they become empty; beyond it is freed.
+const KEPT_CAPACITY: usize = 128;
+
 /// Stage of an in-flight message.
 #[derive(Clone, Debug)]
 #[allow(clippy::large_enum_variant)] // inline on purpose, see `Stage::Publish`
@@ -90,6 +94,7 @@ impl InFlight {
     }
 
     /// Appends `entry` (its identifier must not be in the table).
+    #[inline]
     fn push(&mut self, entry: Entry) {
         let seq = self.first + self.slots.len() as u64;
         self.by_id.insert(entry.id, seq);
@@ -154,6 +159,9 @@ impl InFlight {
         if self.by_id.is_empty() {
             self.first += self.slots.len() as u64;
             self.slots.clear();
+            // Entries are large (a whole `Publish`): an idle table does not
+            // keep the room a burst needed.
+            self.slots.shrink_to(KEPT_CAPACITY);
             return;
         }
         if self.slots.len() <= 2 * self.by_id.len() + 16 {
@@ -214,6 +222,7 @@ impl Outbound {
     }
 
     /// Queues `publish`; assigns its packet identifier for QoS 1/2.
+    #[inline]
     pub(crate) fn enqueue(
         &mut self,
         mut publish: Publish,
@@ -236,6 +245,7 @@ impl Outbound {
         Ok(id)
     }
 
+    #[inline]
     fn insert(&mut self, id: PacketId, stage: Stage, live: bool) {
         self.inflight.push(Entry { id, stage, live });
         if live {
@@ -326,6 +336,7 @@ impl Outbound {
         let packet_id = publish.packet_id;
         if let Some(reason) = dropped {
             self.pending.pop_front();
+            self.shrink_pending();
             return self.drop_pending(packet_id, reason);
         }
         match packet_id {
@@ -341,7 +352,16 @@ impl Outbound {
                 }
             }
         }
+        self.shrink_pending();
         Next::Sent
+    }
+
+    /// An empty queue gives back the room beyond [`KEPT_CAPACITY`] messages:
+    /// they are stored inline, and a burst should not stay allocated.
+    fn shrink_pending(&mut self) {
+        if self.pending.is_empty() && self.pending.capacity() > KEPT_CAPACITY {
+            self.pending.shrink_to(KEPT_CAPACITY);
+        }
     }
 
     fn drop_pending(&mut self, id: Option<PacketId>, reason: DropReason) -> Next {
@@ -549,6 +569,7 @@ impl Outbound {
             }
             !expired
         });
+        self.shrink_pending();
     }
 }
 
@@ -579,6 +600,40 @@ mod tests {
 
     fn order(table: &InFlight) -> Vec<u16> {
         table.values().map(|e| e.id.get()).collect()
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a base instant for the test
+    fn a_burst_does_not_stay_allocated() {
+        // Messages are stored inline: once the queue and the table are empty
+        // again, the room for 1000 of them is given back.
+        let now = Instant::now();
+        let mut out = Outbound::default();
+        for _ in 0..1000 {
+            let mut p = Publish::new("t".into(), bytes::Bytes::new());
+            p.qos = QoS::AtLeastOnce;
+            out.enqueue(p, now, 1000).unwrap();
+        }
+        assert!(out.pending.capacity() >= 1000);
+        let mut sent = Vec::new();
+        let mut packet = None;
+        while let Next::Sent = out.next(1000, now, |_| None, &mut packet) {
+            if let Some(Packet::Publish(p)) = packet.take() {
+                sent.extend(p.packet_id);
+            }
+        }
+        assert_eq!(
+            (sent.len(), out.pending_len(), out.inflight_len()),
+            (1000, 0, 1000)
+        );
+        assert!(out.pending.capacity() <= KEPT_CAPACITY);
+        assert!(out.inflight.slots.capacity() >= 1000);
+        let mut events = VecDeque::new();
+        for id in sent {
+            out.on_puback(PubAck::new(id), &mut events);
+        }
+        assert_eq!((events.len(), out.inflight_len()), (1000, 0));
+        assert!(out.inflight.slots.capacity() <= KEPT_CAPACITY);
     }
 
     #[test]

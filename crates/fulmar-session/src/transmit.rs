@@ -70,27 +70,29 @@ impl TxQueue {
     }
 
     pub(crate) fn pop_front(&mut self) -> Option<Packet> {
-        Some(match self.0.pop_front()? {
-            Queued::PubAck(id, reason_code) => Packet::PubAck(PubAck {
+        // Each arm builds its `Option<Packet>` in place (a `Packet` is a
+        // large value, and wrapping a finished one in `Some` is a copy).
+        match self.0.pop_front()? {
+            Queued::PubAck(id, reason_code) => Some(Packet::PubAck(PubAck {
                 reason_code,
                 ..PubAck::new(id)
-            }),
-            Queued::PubRec(id, reason_code) => Packet::PubRec(PubRec {
+            })),
+            Queued::PubRec(id, reason_code) => Some(Packet::PubRec(PubRec {
                 reason_code,
                 ..PubRec::new(id)
-            }),
-            Queued::PubRel(id, reason_code) => Packet::PubRel(PubRel {
+            })),
+            Queued::PubRel(id, reason_code) => Some(Packet::PubRel(PubRel {
                 reason_code,
                 ..PubRel::new(id)
-            }),
-            Queued::PubComp(id, reason_code) => Packet::PubComp(PubComp {
+            })),
+            Queued::PubComp(id, reason_code) => Some(Packet::PubComp(PubComp {
                 reason_code,
                 ..PubComp::new(id)
-            }),
-            Queued::PingReq => Packet::PingReq,
-            Queued::PingResp => Packet::PingResp,
-            Queued::Other(packet) => *packet,
-        })
+            })),
+            Queued::PingReq => Some(Packet::PingReq),
+            Queued::PingResp => Some(Packet::PingResp),
+            Queued::Other(packet) => Some(*packet),
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
