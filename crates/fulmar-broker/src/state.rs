@@ -201,7 +201,7 @@ pub(crate) struct SessionEntry {
     pub(crate) filters: HashSet<SubscriptionFilter>,
     /// When the session ends if nobody reconnects (`None`: connected or never).
     pub(crate) expires_at: Option<Instant>,
-    pub(crate) will: Option<PendingWill>,
+    pub(crate) will: Option<Box<PendingWill>>,
 }
 
 /// A retained message and when it was stored (for its Message Expiry Interval).

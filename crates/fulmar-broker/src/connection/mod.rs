@@ -119,7 +119,7 @@ struct Client {
     id: Arc<str>,
     key: Subscriber,
     info: ClientInfo,
-    will: Option<Publish>,
+    will: Option<Box<Publish>>,
     will_delay: u32,
     /// Session Expiry Interval in seconds (`u32::MAX`: never).
     expiry: u32,
@@ -671,7 +671,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             .as_ref()
             .and_then(|w| w.properties.will_delay_interval)
             .unwrap_or(0);
-        let will = connect.will.map(will_publish);
+        let will = connect.will.map(|w| Box::new(will_publish(w)));
         if let Some(will) = &will {
             let allowed = self
                 .shared
@@ -1034,7 +1034,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             ))
         );
         let had_will = client.will.is_some();
-        let will = client.will.filter(|_| !normal && !self.shutting_down);
+        let will = client
+            .will
+            .filter(|_| !normal && !self.shutting_down)
+            .map(|w| *w);
         let stored = self.session.session_state(now);
         let limits = &self.shared.limits;
         let (max_queued, counters) = (limits.max_queued_messages, &self.shared.counters);
@@ -1077,7 +1080,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                         if at <= now {
                             publish_now = Some(will);
                         } else {
-                            entry.will = Some(PendingWill { publish: will, at });
+                            entry.will = Some(Box::new(PendingWill { publish: will, at }));
                             deadlines.push(at);
                         }
                     }
