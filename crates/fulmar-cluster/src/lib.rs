@@ -120,6 +120,7 @@
 mod cluster;
 mod error;
 pub mod headers;
+mod sessions;
 pub mod subject;
 
 pub use cluster::{Cluster, ClusterConfig, ClusterStats, Credentials, TlsOptions};

@@ -652,6 +652,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
 
         let now = Instant::now();
         let key = Subscriber::Client(id.clone());
+        if !connect.client_id.is_empty() {
+            // A session that lives on another broker of a cluster comes here first.
+            crate::broker::import_session(&self.shared, &id, connect.clean_start, expiry).await;
+        }
         let (stored, offline, present) = self.claim(&id, connect.clean_start, expiry).await;
         let persistent = self.shared.journal.is_some() && expiry > 0;
         if persistent {
@@ -678,6 +682,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                     && let Some(bridge) = self.shared.lock().bridge.clone()
                 {
                     bridge.will_set(&client.id, will, client.will_delay);
+                }
+                if let Some(client) = &self.client {
+                    let state = self.shared.lock();
+                    if let Some(bridge) = &state.bridge
+                        && let Some(record) =
+                            crate::broker::session_record(&state, &client.id, None)
+                    {
+                        bridge.session_online(&client.id, &record);
+                    }
                 }
                 self.shared
                     .counters
@@ -1009,6 +1022,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             } else if client.expiry == 0 {
                 // The session ends with the connection; so does any will delay.
                 state.remove_session(&client.id);
+                if let Some(bridge) = &state.bridge {
+                    bridge.session_gone(&client.id);
+                }
                 if let Some(will) = will {
                     state.publish_will(&client.id, will, max_queued, counters, now);
                 }
@@ -1038,6 +1054,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                     }
                 }
                 state.persist_session(&client.id, Some(unix_millis()));
+                if let Some(bridge) = &state.bridge
+                    && let Some(record) =
+                        crate::broker::session_record(&state, &client.id, Some(unix_millis()))
+                {
+                    bridge.session_offline(&client.id, &record);
+                }
                 for at in deadlines {
                     state.schedule(&client.id, at);
                     notify = true;
