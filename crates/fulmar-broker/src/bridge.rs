@@ -245,7 +245,9 @@ pub trait Bridge: Send + Sync + 'static {
 
     /// A client's connection was accepted (CONNACK sent): its session
     /// lives on this broker now. `session` is its record (subscriptions
-    /// when resumed, Session Expiry Interval; 0: it ends with the connection).
+    /// when resumed, Session Expiry Interval; 0: it ends with the
+    /// connection). Called again, with the new record, after each
+    /// SUBSCRIBE and UNSUBSCRIBE of a session that outlives its connection.
     fn session_online(&self, client_id: &str, session: &StoredSession) {
         let _ = (client_id, session);
     }
@@ -269,5 +271,84 @@ pub trait Bridge: Send + Sync + 'static {
     /// routing leaves shared subscriptions alone. Read once, at start.
     fn routes_shared(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use fulmar_codec::{MqttString, QoS};
+
+    use super::*;
+    use crate::store::StoredSubscription;
+
+    fn export() -> SessionExport {
+        let mut publish = Publish::new(MqttString::from("a/b"), bytes::Bytes::from_static(b"x"));
+        publish.qos = QoS::ExactlyOnce;
+        publish.properties.message_expiry_interval = Some(9);
+        SessionExport {
+            session: StoredSession {
+                client_id: Arc::from("client/é"),
+                expiry_interval: 120,
+                disconnected_at: Some(1_700_000_000_000),
+                subscriptions: vec![StoredSubscription {
+                    filter: "$share/g/a/#".into(),
+                    qos: QoS::AtLeastOnce,
+                    no_local: false,
+                    retain_as_published: true,
+                    id: NonZeroU32::new(3),
+                }],
+            },
+            messages: vec![
+                StoredMessage {
+                    publish: publish.clone(),
+                    stored_at: 5,
+                    packet_id: PacketId::new(4),
+                    released: true,
+                },
+                StoredMessage {
+                    publish,
+                    stored_at: 6,
+                    packet_id: None,
+                    released: false,
+                },
+            ],
+            incoming: vec![PacketId::new(1).unwrap(), PacketId::new(65535).unwrap()],
+        }
+    }
+
+    #[test]
+    fn exports_round_trip_and_anything_else_is_an_error() {
+        let export = export();
+        let bytes = export.encode();
+        assert_eq!(SessionExport::decode(&bytes).unwrap(), export);
+        for cut in 0..bytes.len() {
+            assert!(SessionExport::decode(&bytes[..cut]).is_err(), "cut {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(SessionExport::decode(&longer).is_err());
+        // Every single-byte change decodes or fails, never panics; a
+        // forged count allocates nothing large.
+        for i in 0..bytes.len() {
+            for value in [0, 1, 0x7f, 0xff] {
+                let mut changed = bytes.clone();
+                changed[i] = value;
+                let _ = SessionExport::decode(&changed);
+            }
+        }
+        // A record with no message and no identifier ends with two zero
+        // counts: a forged message count finds nothing behind it.
+        let empty = SessionExport {
+            messages: Vec::new(),
+            incoming: Vec::new(),
+            ..export
+        };
+        let mut huge = empty.encode();
+        assert_eq!(SessionExport::decode(&huge).unwrap(), empty);
+        huge.truncate(huge.len() - 8);
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(SessionExport::decode(&huge).is_err());
     }
 }

@@ -735,6 +735,18 @@ pub(crate) fn session_record(
     })
 }
 
+/// Tells the bridge the new subscriptions of session `id`, when it
+/// outlives its connection ([`Bridge::session_online`] again).
+pub(crate) fn subscriptions_changed(shared: &Shared, id: &Arc<str>) {
+    let state = shared.lock();
+    if let Some(bridge) = &state.bridge
+        && state.sessions.get(id).is_some_and(|e| e.expiry > 0)
+        && let Some(record) = session_record(&state, id, None)
+    {
+        bridge.session_online(id, &record);
+    }
+}
+
 /// Removes the session `id`, which no connection holds, and returns it.
 fn export_session(state: &mut State, id: &Arc<str>) -> Option<SessionExport> {
     let now = Instant::now();

@@ -413,10 +413,12 @@ async fn take_session_closes_the_connection_that_holds_it() {
         [
             "claim t false",
             "online t []",
+            "online t [\"t/#\"]",
             "claim t true",
             "offline t [\"t/#\"]",
             "gone t",
             "online t []",
+            "online t [\"u/#\"]",
         ]
     );
     a.shutdown().await;

@@ -125,21 +125,23 @@
 //!   new session (counted: [`ClusterStats::sessions_unanswered`],
 //!   [`ClusterStats::sessions_invalid`]) instead of holding up its CONNECT.
 //! - **Records.** A node writes a session's record to its registry entry
-//!   when the client connects and when it disconnects leaving its session
-//!   (with its subscriptions then), with a compare-and-swap on the revision
-//!   it wrote last, so that it never overwrites another node's claim; it
-//!   removes the entry (that revision only) when the session ends.
+//!   when the client connects, after each SUBSCRIBE and UNSUBSCRIBE of a
+//!   session that outlives its connection, and when the client disconnects
+//!   leaving its session, with a compare-and-swap on the revision it wrote
+//!   last, so that it never overwrites another node's claim; it removes the
+//!   entry (that revision only) when the session ends.
 //! - **A node that is gone.** When nobody answers on the holder's subject
 //!   (NATS reports no responders), the connecting node installs the record
 //!   from the registry: the subscriptions and expiry come back (session
-//!   present), the messages queued on the gone node do not.
+//!   present), the messages queued on the gone node do not. A record of a
+//!   session that ended with its connection (Session Expiry Interval 0) or
+//!   had expired is not restored.
 //!
 //! Limits:
 //! - The messages queued for a session on a node that died (or was cut off
 //!   from NATS) are lost with it, and so are its in-flight QoS 1/2 flows;
-//!   the record has the subscriptions as they were at the last disconnect
-//!   (a subscription made during the connection that was open when the
-//!   node died is not in it). A clean shutdown of a node does not hand its
+//!   a record written on a SUBSCRIBE may lag behind it (the write is
+//!   asynchronous). A clean shutdown of a node does not hand its
 //!   sessions over either: its clients get their subscriptions back
 //!   elsewhere, and, with a store, the whole session when the node restarts.
 //! - A message routed to a session while it moves (between the old node

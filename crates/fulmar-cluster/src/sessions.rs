@@ -111,6 +111,23 @@ pub(crate) fn decode_value(value: &[u8]) -> Option<(String, &[u8])> {
     Some((node, rest.get(len..)?))
 }
 
+/// Whether the session of a record is still there: it outlives its
+/// connection, and it had not expired when its node was last heard of.
+fn outlives(session: &StoredSession) -> bool {
+    if session.expiry_interval == 0 {
+        return false;
+    }
+    let Some(since) = session.disconnected_at else {
+        // Connected when its node died: its expiry counts from then.
+        return true;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    session.expiry_interval == u32::MAX
+        || since.saturating_add(u64::from(session.expiry_interval) * 1000) > now
+}
+
 /// The subject on which `node` answers take-session requests.
 pub(crate) fn take_subject(prefix: &str, node: &str) -> String {
     format!("{prefix}.session.{}", node_key(node))
@@ -191,6 +208,9 @@ impl Sessions {
                 }
                 match SessionExport::decode(&record) {
                     Ok(export) if *export.session.client_id == *client_id => {
+                        if !outlives(&export.session) {
+                            return None;
+                        }
                         bump(&self.counters.restored);
                         tracing::info!(client = %client_id, from = %owner, "node gone: session restored from the registry (subscriptions only)");
                         Some(export)

@@ -395,20 +395,29 @@ async fn malformed_or_missing_take_session_replies_start_a_new_session() {
 }
 
 // A node that died: its sessions' records in the registry give a survivor
-// the subscriptions (MQTT-3.1.2-4 as far as the record goes: session
-// present 1, subscriptions kept); the messages queued on the dead node
-// are lost.
+// the subscriptions (MQTT-3.1.2-4 / v5:MQTT-3.1.2-5 as far as the record
+// goes: session present 1, subscriptions kept), for a session that was
+// offline and for one whose client was still connected; the messages
+// queued on the dead node are lost. A session that ended with its
+// connection (Session Expiry Interval 0) does not come back.
 #[tokio::test]
 async fn a_dead_node_s_sessions_keep_their_subscriptions_elsewhere() {
     let nats = nats_or_skip!("session_dead_node");
     let a = Node::start(&nats, "a").await;
     let b = Node::start(&nats, "b").await;
-    let (mut peer, _) = Peer::connect(&a, persistent("orphan", ProtocolVersion::V5)).await;
-    peer.subscribe("o/+", QoS::AtLeastOnce).await;
-    peer.disconnect().await;
-    // Online, then offline with the subscription.
-    wait_for("the record of the offline session", || {
-        a.cluster.stats().session_records_written == 2
+    let (mut away, _) = Peer::connect(&a, persistent("away", ProtocolVersion::V5)).await;
+    away.subscribe("o/+", QoS::AtLeastOnce).await;
+    away.disconnect().await;
+    let (mut online, _) = Peer::connect(&a, persistent("online", ProtocolVersion::V311)).await;
+    online.subscribe("p/#", QoS::AtLeastOnce).await;
+    let mut clean = persistent("clean", ProtocolVersion::V5);
+    clean.properties.session_expiry_interval = None;
+    let (mut clean, _) = Peer::connect(&a, clean).await;
+    clean.subscribe("q/#", QoS::AtLeastOnce).await;
+    // "away": connected, subscribed, disconnected; "online": connected,
+    // subscribed; "clean": connected (its subscription is not recorded).
+    wait_for("the records of the sessions", || {
+        a.cluster.stats().session_records_written == 6
     })
     .await;
     a.cluster.abort();
@@ -416,23 +425,46 @@ async fn a_dead_node_s_sessions_keep_their_subscriptions_elsewhere() {
         !nats.connz_subscriptions().contains("fulmar.session.a")
     })
     .await;
-    let (mut peer, ack) = Peer::connect(&b, persistent("orphan", ProtocolVersion::V5)).await;
-    assert!(ack.session_present);
-    assert_eq!(b.cluster.stats().sessions_restored, 1);
-    b.wait_subscription("fulmar.msg.t.o.*", true).await;
     let publisher = b.client("pub").await;
-    publisher
-        .publish("o/1", "still here")
-        .qos(ClientQoS::AtLeastOnce)
-        .await
-        .unwrap();
-    let got = peer.recv_publish().await;
-    assert_eq!(
-        (got.payload.as_ref(), got.qos),
-        (&b"still here"[..], QoS::AtLeastOnce)
-    );
-    peer.send(PubAck::new(got.packet_id.unwrap())).await;
+    for (id, version, filter, subject, topic) in [
+        (
+            "away",
+            ProtocolVersion::V5,
+            "o/+",
+            "fulmar.msg.t.o.*",
+            "o/1",
+        ),
+        (
+            "online",
+            ProtocolVersion::V311,
+            "p/#",
+            "fulmar.msg.t.p.>",
+            "p/1",
+        ),
+    ] {
+        let (mut peer, ack) = Peer::connect(&b, persistent(id, version)).await;
+        assert!(ack.session_present, "{id}");
+        b.wait_subscription(subject, true).await;
+        publisher
+            .publish(topic, "still here")
+            .qos(ClientQoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let got = peer.recv_publish().await;
+        assert_eq!(
+            (got.topic.as_str(), got.payload.as_ref(), got.qos),
+            (topic, &b"still here"[..], QoS::AtLeastOnce),
+            "{filter}"
+        );
+        peer.send(PubAck::new(got.packet_id.unwrap())).await;
+        peer.disconnect().await;
+    }
+    let (peer, ack) = Peer::connect(&b, persistent("clean", ProtocolVersion::V5)).await;
+    assert!(!ack.session_present);
     peer.disconnect().await;
+    let s = b.cluster.stats();
+    assert_eq!((s.sessions_restored, s.sessions_invalid), (2, 0), "{s:?}");
+    drop((online, clean));
     b.stop().await;
     a.stop().await;
 }

@@ -924,6 +924,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         if self.client.as_ref().is_some_and(|c| c.persistent) {
             self.dirty |= self.shared.lock().persist_session(&id, None);
         }
+        crate::broker::subscriptions_changed(&self.shared, &id);
         let _ = self
             .session
             .suback(subscribe.packet_id, codes, AckProperties::default());
@@ -961,6 +962,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         if self.client.as_ref().is_some_and(|c| c.persistent) {
             self.dirty |= self.shared.lock().persist_session(&id, None);
         }
+        crate::broker::subscriptions_changed(&self.shared, &id);
         let _ = self
             .session
             .unsuback(unsubscribe.packet_id, codes, AckProperties::default());
