@@ -281,7 +281,8 @@ fn pid(n: u16) -> fulmar_codec::PacketId {
 // BrokerHandle::take_session: subscriptions, a QoS 2 flow whose PUBREL is
 // pending, an inbound QoS 2 identifier, queued QoS 1/2 messages.
 // MQTT-3.1.2-4 / v5:MQTT-3.1.2-5 (the session is resumed: session present),
-// MQTT-4.4.0-1 (unacknowledged packets resent, PUBREL for a received PUBREC),
+// MQTT-4.4.0-1 (unacknowledged PUBLISH resent with its identifier and DUP
+// (MQTT-3.3.1-1), PUBREL for a received PUBREC),
 // MQTT-4.3.3-9 / -10 (an inbound QoS 2 message is not delivered twice),
 // both versions.
 #[tokio::test]
@@ -307,6 +308,11 @@ async fn a_session_moves_between_brokers_with_its_messages() {
         let first_id = first.packet_id.unwrap();
         peer.send(fulmar_codec::PubRec::new(first_id)).await;
         assert!(matches!(peer.recv().await, Packet::PubRel(r) if r.packet_id == first_id));
+        // An outbound QoS 1 message never acknowledged.
+        a.publish("m/1b", "unacked", QoS::AtLeastOnce, false)
+            .unwrap();
+        let unacked = peer.recv_publish().await;
+        assert_eq!(unacked.payload, "unacked");
         // An inbound QoS 2 message: PUBREC received, PUBREL not sent.
         let mut inbound = publish("in/1", "inbound", QoS::ExactlyOnce);
         inbound.packet_id = Some(pid(7));
@@ -331,6 +337,14 @@ async fn a_session_moves_between_brokers_with_its_messages() {
         // The PUBREL of the first message, then the queued messages.
         assert!(matches!(peer.recv().await, Packet::PubRel(r) if r.packet_id == first_id));
         peer.send(fulmar_codec::PubComp::new(first_id)).await;
+        // The unacknowledged QoS 1 message again, same identifier, DUP set.
+        let again = peer.recv_publish().await;
+        assert_eq!(
+            (again.payload.as_ref(), again.packet_id, again.dup),
+            (&b"unacked"[..], unacked.packet_id, true)
+        );
+        peer.send(fulmar_codec::PubAck::new(again.packet_id.unwrap()))
+            .await;
         let second = peer.recv_publish().await;
         assert_eq!(
             (second.payload.as_ref(), second.qos),

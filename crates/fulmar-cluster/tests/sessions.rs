@@ -468,3 +468,44 @@ async fn a_dead_node_s_sessions_keep_their_subscriptions_elsewhere() {
     b.stop().await;
     a.stop().await;
 }
+
+// A session whose queue is larger than a NATS message may be (1 MiB by
+// default) moves in several parts, every message kept in order
+// (MQTT-3.1.2-5 / v5:MQTT-3.1.2-5 for the queue kept).
+#[tokio::test]
+async fn a_session_larger_than_a_nats_message_moves_in_parts() {
+    let nats = nats_or_skip!("session_large");
+    let a = Node::start(&nats, "a").await;
+    let b = Node::start(&nats, "b").await;
+    let (mut peer, _) = Peer::connect(&a, persistent("large", ProtocolVersion::V5)).await;
+    peer.subscribe("big/#", QoS::AtLeastOnce).await;
+    a.wait_subscription("fulmar.msg.t.big.>", true).await;
+    peer.disconnect().await;
+    const N: usize = 30;
+    let publisher = b.client("pub").await;
+    for i in 0..N {
+        let mut payload = format!("{i:04}").into_bytes();
+        payload.resize(100 * 1024, b'.');
+        publisher
+            .publish("big/x", payload)
+            .qos(ClientQoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    wait_for("A queued them all", || {
+        a.cluster.stats().injected == N as u64
+    })
+    .await;
+    let (mut peer, ack) = Peer::connect(&b, persistent("large", ProtocolVersion::V5)).await;
+    assert!(ack.session_present);
+    for i in 0..N {
+        let got = peer.recv_publish().await;
+        assert_eq!(&got.payload[..4], format!("{i:04}").as_bytes());
+        assert_eq!(got.payload.len(), 100 * 1024);
+        peer.send(PubAck::new(got.packet_id.unwrap())).await;
+    }
+    assert_eq!(b.cluster.stats().sessions_imported, 1);
+    peer.disconnect().await;
+    a.stop().await;
+    b.stop().await;
+}
