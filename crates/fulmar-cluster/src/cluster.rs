@@ -299,7 +299,7 @@ type MessageId = (u64, u64);
 /// comes well within it).
 const LIVE_RETAINED_GRACE: Duration = Duration::from_secs(30);
 
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -959,6 +959,36 @@ impl Cluster {
         Ok(entry
             .filter(|e| e.operation == kv::Operation::Put)
             .and_then(|e| sessions::decode_value(&e.value).map(|(node, _)| node)))
+    }
+
+    /// The last record of `client_id`'s session in the session registry
+    /// (its subscriptions and expiry, as its node last wrote them), or
+    /// `None` when there is no entry or no record in it.
+    ///
+    /// # Errors
+    /// [`ClusterError::JetStream`] when the bucket cannot be read (or
+    /// before [`attach`](Self::attach)).
+    pub async fn session_record(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<StoredSession>, ClusterError> {
+        let store = self
+            .inner
+            .sessions
+            .store
+            .get()
+            .ok_or_else(|| ClusterError::jetstream("sessions", "not attached"))?;
+        let entry = tokio::time::timeout(Duration::from_secs(10), store.entry(node_key(client_id)))
+            .await
+            .map_err(|_| ClusterError::jetstream("sessions", "timed out"))?
+            .map_err(|e| ClusterError::jetstream("sessions", e))?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| {
+                let (_, record) = sessions::decode_value(&e.value)?;
+                fulmar_broker::SessionExport::decode(record).ok()
+            })
+            .map(|export| export.session))
     }
 
     /// Leaves the cluster: publishes what is still queued, stops the tasks

@@ -99,13 +99,13 @@
 //!   value is a version byte (1), the node id with a 2-byte length, then
 //!   the session's last record (subscriptions and Session Expiry Interval,
 //!   as [`SessionExport::encode`](fulmar_broker::SessionExport::encode)
-//!   writes it without messages) when known. [`Cluster::session_owner`]
-//!   reads it.
+//!   writes it without messages) when known.
 //! - **Connect.** When a client connects (before its CONNACK, through
 //!   [`Bridge::claim_session`](fulmar_broker::Bridge::claim_session)), its
 //!   node reads the registry entry and writes itself as the holder with a
-//!   compare-and-swap on the revision it read (retried a few times when
-//!   another node changed it meanwhile), keeping the last record. If
+//!   compare-and-swap on the revision it read (retried, with growing
+//!   pauses, while the holder writes its record or another node claims
+//!   it), keeping the last record. If
 //!   another node held the session, the node sends it a request on
 //!   `{prefix}.session.{escaped node id}`: that node calls
 //!   [`BrokerHandle::take_session`](fulmar_broker::BrokerHandle::take_session)
@@ -129,7 +129,10 @@
 //!   session that outlives its connection, and when the client disconnects
 //!   leaving its session, with a compare-and-swap on the revision it wrote
 //!   last, so that it never overwrites another node's claim; it removes the
-//!   entry (that revision only) when the session ends.
+//!   entry (that revision only) when the session ends. One task writes them
+//!   in order; when it is behind, only the latest record of a client is
+//!   written. [`Cluster::session_owner`] and [`Cluster::session_record`]
+//!   read an entry.
 //! - **A node that is gone.** When nobody answers on the holder's subject
 //!   (NATS reports no responders), the connecting node installs the record
 //!   from the registry: the subscriptions and expiry come back (session

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -14,7 +14,7 @@ use fulmar_broker::{BrokerHandle, SessionExport, StoredSession};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::cluster::{lock, node_key};
+use crate::cluster::node_key;
 
 /// The version byte of registry values and take-session messages.
 const VERSION: u8 = 1;
@@ -30,8 +30,10 @@ const FLAG_DISCARD: u8 = 1;
 /// The largest session export a node accepts from another one.
 const MAX_EXPORT: usize = 256 * 1024 * 1024;
 
-/// Registry writes retried when another node changed the entry meanwhile.
-const CLAIM_ATTEMPTS: usize = 4;
+/// Registry writes retried when the entry changed meanwhile (the holder
+/// writing its record, another node claiming it); each step waits a little
+/// longer, and [`Sessions::timeout`] bounds them all.
+const CLAIM_ATTEMPTS: u32 = 64;
 
 #[derive(Default)]
 pub(crate) struct SessionCounters {
@@ -51,7 +53,10 @@ fn bump(counter: &AtomicU64) {
 
 /// A change the broker reported, for the registry.
 pub(crate) enum SessionEvent {
-    /// Connected here; the record (encoded as a [`SessionExport`] without messages).
+    /// This node wrote the registry entry at this revision (at connect).
+    Claimed(String, u64),
+    /// Connected here, or its subscriptions changed; the record (encoded
+    /// as a [`SessionExport`] without messages).
     Online(String, Bytes),
     /// Disconnected, kept here; the record.
     Offline(String, Bytes),
@@ -66,8 +71,6 @@ pub(crate) struct Sessions {
     pub(crate) client: Client,
     /// The registry bucket, once attached.
     pub(crate) store: OnceLock<kv::Store>,
-    /// The registry revision this node last wrote, per client it holds.
-    revisions: Mutex<HashMap<String, u64>>,
     /// Bounds each registry step and each take request.
     pub(crate) timeout: Duration,
     pub(crate) counters: SessionCounters,
@@ -156,7 +159,6 @@ impl Sessions {
             prefix,
             client,
             store: OnceLock::new(),
-            revisions: Mutex::new(HashMap::new()),
             timeout,
             counters: SessionCounters::default(),
             events,
@@ -238,7 +240,11 @@ impl Sessions {
         key: &str,
         client_id: &str,
     ) -> Option<Option<(String, Vec<u8>)>> {
-        for _ in 0..CLAIM_ATTEMPTS {
+        for attempt in 0..CLAIM_ATTEMPTS {
+            if attempt > 0 {
+                let wait = Duration::from_millis(1 << attempt.min(6));
+                tokio::time::sleep(wait).await;
+            }
             let entry = match store.entry(key).await {
                 Ok(entry) => entry,
                 Err(e) => {
@@ -272,7 +278,12 @@ impl Sessions {
             match written {
                 Ok(revision) => {
                     bump(&self.counters.claimed);
-                    lock(&self.revisions).insert(client_id.to_owned(), revision);
+                    // Through the events, in order with the broker's
+                    // reports: a report from before this claim (the session
+                    // taken from here earlier) must not erase it.
+                    let _ = self
+                        .events
+                        .send(SessionEvent::Claimed(client_id.to_owned(), revision));
                     return Some(previous);
                 }
                 Err(e) => {
@@ -361,6 +372,9 @@ pub(crate) async fn registry_loop(
     mut events: mpsc::UnboundedReceiver<SessionEvent>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // The registry revision this node last wrote, per client it holds.
+    let mut revisions = HashMap::new();
+    let mut batch = Vec::new();
     loop {
         let next = tokio::select! {
             biased;
@@ -370,18 +384,81 @@ pub(crate) async fn registry_loop(
         let Some(event) = next else {
             break;
         };
-        handle(&sessions, &store, event).await;
+        batch.push(event);
+        while batch.len() < REGISTRY_BATCH
+            && let Ok(event) = events.try_recv()
+        {
+            batch.push(event);
+        }
+        for event in coalesce(std::mem::take(&mut batch)) {
+            handle(&sessions, &store, &mut revisions, event).await;
+        }
     }
     // Stopping: write what the broker reported already (its shutdown
     // stored the sessions), so that the records stay current.
     events.close();
     while let Ok(event) = events.try_recv() {
-        handle(&sessions, &store, event).await;
+        batch.push(event);
+    }
+    for event in coalesce(batch) {
+        handle(&sessions, &store, &mut revisions, event).await;
     }
 }
 
-async fn handle(sessions: &Sessions, store: &kv::Store, event: SessionEvent) {
-    let handled = on_event(sessions, store, event);
+/// Registry events handled together, at most.
+const REGISTRY_BATCH: usize = 256;
+
+/// Drops the records that a later record of the same client replaces
+/// (several SUBSCRIBEs in a row write the last one only), keeping the
+/// order of everything else. A record that replaces a connect's record
+/// counts as a connect's (it may create the entry).
+fn coalesce(batch: Vec<SessionEvent>) -> Vec<SessionEvent> {
+    // Per client, where its latest record is in `kept` (reversed).
+    let mut later: HashMap<String, usize> = HashMap::new();
+    let mut kept: Vec<SessionEvent> = Vec::with_capacity(batch.len());
+    for event in batch.into_iter().rev() {
+        match event {
+            SessionEvent::Online(client, record) => match later.get(&client) {
+                Some(&at) => {
+                    if let Some(slot) = kept.get_mut(at)
+                        && let SessionEvent::Offline(_, later_record) = slot
+                    {
+                        let later_record = std::mem::take(later_record);
+                        *slot = SessionEvent::Online(client, later_record);
+                    }
+                }
+                None => {
+                    later.insert(client.clone(), kept.len());
+                    kept.push(SessionEvent::Online(client, record));
+                }
+            },
+            SessionEvent::Offline(client, record) => {
+                if !later.contains_key(&client) {
+                    later.insert(client.clone(), kept.len());
+                    kept.push(SessionEvent::Offline(client, record));
+                }
+            }
+            SessionEvent::Claimed(client, revision) => {
+                later.remove(&client);
+                kept.push(SessionEvent::Claimed(client, revision));
+            }
+            SessionEvent::Gone(client) => {
+                later.remove(&client);
+                kept.push(SessionEvent::Gone(client));
+            }
+        }
+    }
+    kept.reverse();
+    kept
+}
+
+async fn handle(
+    sessions: &Sessions,
+    store: &kv::Store,
+    revisions: &mut HashMap<String, u64>,
+    event: SessionEvent,
+) {
+    let handled = on_event(sessions, store, revisions, event);
     if tokio::time::timeout(sessions.timeout, handled)
         .await
         .is_err()
@@ -391,54 +468,77 @@ async fn handle(sessions: &Sessions, store: &kv::Store, event: SessionEvent) {
     }
 }
 
-async fn on_event(sessions: &Sessions, store: &kv::Store, event: SessionEvent) {
-    let (client_id, record) = match event {
-        SessionEvent::Online(client_id, record) => (client_id, Some((record, true))),
-        SessionEvent::Offline(client_id, record) => (client_id, Some((record, false))),
-        SessionEvent::Gone(client_id) => (client_id, None),
+async fn on_event(
+    sessions: &Sessions,
+    store: &kv::Store,
+    revisions: &mut HashMap<String, u64>,
+    event: SessionEvent,
+) {
+    let (client_id, record, online) = match event {
+        SessionEvent::Claimed(client_id, revision) => {
+            revisions.insert(client_id, revision);
+            return;
+        }
+        SessionEvent::Online(client_id, record) => (client_id, Some(record), true),
+        SessionEvent::Offline(client_id, record) => (client_id, Some(record), false),
+        SessionEvent::Gone(client_id) => (client_id, None, false),
     };
     let key = node_key(&client_id);
-    let known = lock(&sessions.revisions).get(&client_id).copied();
-    match (record, known) {
-        (Some((record, _)), Some(revision)) => {
-            let value = encode_value(&sessions.node_id, &record);
-            match store.update(&key, value, revision).await {
-                Ok(revision) => {
-                    bump(&sessions.counters.registry_writes);
-                    lock(&sessions.revisions).insert(client_id, revision);
-                }
-                Err(e) => {
-                    // Another node registered it since: it is theirs now.
-                    tracing::debug!(error = %e, client = %client_id, "session registered elsewhere");
-                    lock(&sessions.revisions).remove(&client_id);
-                }
-            }
-        }
-        (Some((record, true)), None) => {
-            // Connected without a claim (an assigned identifier, or before
-            // the registry was there): this node holds it now.
-            let value = encode_value(&sessions.node_id, &record);
-            match store.put(&key, value).await {
-                Ok(revision) => {
-                    bump(&sessions.counters.registry_writes);
-                    lock(&sessions.revisions).insert(client_id, revision);
-                }
-                Err(e) => {
-                    bump(&sessions.counters.registry_errors);
-                    tracing::warn!(error = %e, client = %client_id, "session not registered");
-                }
-            }
-        }
-        (Some((_, false)), None) => {}
-        (None, Some(revision)) => {
-            lock(&sessions.revisions).remove(&client_id);
+    let known = revisions.get(&client_id).copied();
+    let Some(record) = record else {
+        if let Some(revision) = revisions.remove(&client_id) {
             // Removes exactly what this node wrote: nothing when another
             // node registered the session since (a newer revision).
             if let Err(e) = store.stream.delete_message(revision).await {
                 tracing::debug!(error = %e, client = %client_id, "registry entry not erased");
             }
         }
-        (None, None) => {}
+        return;
+    };
+    let value = encode_value(&sessions.node_id, &record);
+    let revision = match known {
+        Some(revision) => Some(revision),
+        // Connected without a claim of its own (the entry named this node
+        // already, or the identifier was assigned here): create the
+        // entry, or take over one that names this node; never one that
+        // names another node.
+        None if online => match store.create(&key, value.clone()).await {
+            Ok(revision) => {
+                bump(&sessions.counters.registry_writes);
+                revisions.insert(client_id, revision);
+                return;
+            }
+            Err(_) => match store.entry(key.as_str()).await {
+                Ok(Some(entry))
+                    if entry.operation == kv::Operation::Put
+                        && decode_value(&entry.value)
+                            .is_some_and(|(node, _)| node == sessions.node_id) =>
+                {
+                    Some(entry.revision)
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    bump(&sessions.counters.registry_errors);
+                    tracing::warn!(error = %e, client = %client_id, "session registry not read");
+                    None
+                }
+            },
+        },
+        None => None,
+    };
+    let Some(revision) = revision else {
+        return;
+    };
+    match store.update(&key, value, revision).await {
+        Ok(revision) => {
+            bump(&sessions.counters.registry_writes);
+            revisions.insert(client_id, revision);
+        }
+        Err(e) => {
+            // Another node registered it since: it is theirs now.
+            tracing::debug!(error = %e, client = %client_id, "session registered elsewhere");
+            revisions.remove(&client_id);
+        }
     }
 }
 
@@ -520,6 +620,45 @@ async fn answer(sessions: &Sessions, broker: &BrokerHandle, message: async_nats:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(events: &[SessionEvent]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                SessionEvent::Claimed(c, r) => format!("claimed {c} {r}"),
+                SessionEvent::Online(c, r) => format!("online {c} {r:?}"),
+                SessionEvent::Offline(c, r) => format!("offline {c} {r:?}"),
+                SessionEvent::Gone(c) => format!("gone {c}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_replaced_by_a_later_one_are_not_written() {
+        let rec = |s: &'static str| Bytes::from_static(s.as_bytes());
+        let batch = vec![
+            SessionEvent::Gone("x".into()),
+            SessionEvent::Claimed("x".into(), 7),
+            SessionEvent::Online("x".into(), rec("1")),
+            SessionEvent::Online("y".into(), rec("a")),
+            SessionEvent::Online("x".into(), rec("2")),
+            SessionEvent::Offline("x".into(), rec("3")),
+            SessionEvent::Gone("y".into()),
+            SessionEvent::Online("y".into(), rec("b")),
+            SessionEvent::Offline("y".into(), rec("c")),
+        ];
+        assert_eq!(
+            names(&coalesce(batch)),
+            [
+                "gone x",
+                "claimed x 7",
+                "online y b\"a\"",
+                "online x b\"3\"",
+                "gone y",
+                "online y b\"c\"",
+            ]
+        );
+    }
 
     #[test]
     fn registry_values_round_trip_and_reject_garbage() {
