@@ -241,8 +241,8 @@ impl Sessions {
         client_id: &str,
     ) -> Option<Option<(String, Vec<u8>)>> {
         for attempt in 0..CLAIM_ATTEMPTS {
-            if attempt > 0 {
-                let wait = Duration::from_millis(1 << attempt.min(6));
+            if attempt > 1 {
+                let wait = Duration::from_millis(1 << (attempt - 2).min(6));
                 tokio::time::sleep(wait).await;
             }
             let entry = match store.entry(key).await {
