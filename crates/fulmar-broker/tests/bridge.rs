@@ -438,3 +438,40 @@ async fn take_session_closes_the_connection_that_holds_it() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+// MQTT-3.1.4-3 with MQTT-4.4.0-1: a session taken over from a broker where
+// its connection is open moves with its unacknowledged QoS 1 messages and
+// the messages still queued there; both are sent on the new connection.
+#[tokio::test]
+async fn a_connected_session_moves_with_its_unacknowledged_messages() {
+    let mover = Arc::new(Mover::default());
+    let a = start_with(Broker::builder()).await;
+    let b = start_with(Broker::builder().bridge(mover.clone())).await;
+    mover.from.set(a.clone()).unwrap();
+    let (mut old, _) = Peer::connect_with(addr(&a), persistent("busy", V5)).await;
+    old.sub(1, "b/#", QoS::AtLeastOnce).await;
+    for payload in ["one", "two", "three"] {
+        a.publish("b/x", payload, QoS::AtLeastOnce, false).unwrap();
+    }
+    let mut ids = Vec::new();
+    for payload in ["one", "two", "three"] {
+        let p = old.recv_publish().await;
+        assert_eq!(p.payload, payload);
+        ids.push(p.packet_id);
+    }
+    let (mut new, ack) = Peer::connect_with(addr(&b), persistent("busy", V5)).await;
+    assert!(ack.session_present);
+    assert!(matches!(old.recv().await, Packet::Disconnect(_)));
+    for (payload, id) in ["one", "two", "three"].into_iter().zip(ids) {
+        let p = new.recv_publish().await;
+        assert_eq!(
+            (p.payload.as_ref(), p.packet_id, p.dup),
+            (payload.as_bytes(), id, true)
+        );
+        new.send(fulmar_codec::PubAck::new(id.unwrap())).await;
+    }
+    b.publish("b/y", "after", QoS::AtLeastOnce, false).unwrap();
+    assert_eq!(new.recv_publish().await.payload, "after");
+    a.shutdown().await;
+    b.shutdown().await;
+}

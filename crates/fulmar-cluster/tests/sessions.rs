@@ -602,3 +602,42 @@ async fn a_session_moving_back_and_forth_is_resumed_every_time() {
     a.stop().await;
     b.stop().await;
 }
+
+// MQTT-4.4.0-1 across nodes: QoS 1 messages sent and not acknowledged when
+// the client disconnected are sent again, with DUP and their identifiers,
+// by the node the session moves to.
+#[tokio::test]
+async fn unacknowledged_messages_move_with_the_session() {
+    let nats = nats_or_skip!("session_unacked");
+    let a = Node::start(&nats, "a").await;
+    let b = Node::start(&nats, "b").await;
+    let (mut peer, _) = Peer::connect(&a, persistent("unacked", ProtocolVersion::V5)).await;
+    peer.subscribe("u/#", QoS::AtLeastOnce).await;
+    peer.disconnect().await;
+    a.broker
+        .publish("u/0", "queued on a", QoS::AtLeastOnce, false)
+        .unwrap();
+    let (mut peer, ack) = Peer::connect(&b, persistent("unacked", ProtocolVersion::V5)).await;
+    assert!(ack.session_present);
+    let first = peer.recv_publish().await;
+    assert_eq!(first.payload, "queued on a");
+    b.broker
+        .publish("u/1", "sent by b", QoS::AtLeastOnce, false)
+        .unwrap();
+    let second = peer.recv_publish().await;
+    assert_eq!(second.payload, "sent by b");
+    peer.disconnect().await;
+    let (mut peer, ack) = Peer::connect(&a, persistent("unacked", ProtocolVersion::V5)).await;
+    assert!(ack.session_present);
+    for sent in [first, second] {
+        let again = peer.recv_publish().await;
+        assert_eq!(
+            (again.payload, again.packet_id, again.dup),
+            (sent.payload, sent.packet_id, true)
+        );
+        peer.send(PubAck::new(again.packet_id.unwrap())).await;
+    }
+    peer.disconnect().await;
+    a.stop().await;
+    b.stop().await;
+}
