@@ -280,10 +280,11 @@ fn pid(n: u16) -> fulmar_codec::PacketId {
 // A session moves between brokers through Bridge::claim_session and
 // BrokerHandle::take_session: subscriptions, a QoS 2 flow whose PUBREL is
 // pending, an inbound QoS 2 identifier, queued QoS 1/2 messages.
-// MQTT-3.1.2-4 / v5:MQTT-3.1.2-5 (the session is resumed: session present),
-// MQTT-4.4.0-1 (unacknowledged PUBLISH resent with its identifier and DUP
-// (MQTT-3.3.1-1), PUBREL for a received PUBREC),
-// MQTT-4.3.3-9 / -10 (an inbound QoS 2 message is not delivered twice),
+// v3:MQTT-3.1.2-4 / v5:MQTT-3.1.2-5 (the session is resumed), v3:MQTT-3.2.2-2
+// / v5:MQTT-3.2.2-3 (session present 1), MQTT-4.4.0-1 (unacknowledged
+// PUBLISH resent with its identifier and DUP (MQTT-3.3.1-1), PUBREL for a
+// received PUBREC), v5:MQTT-4.3.3-10 (an inbound QoS 2 message resent
+// before PUBREL is acknowledged, not delivered twice),
 // both versions.
 #[tokio::test]
 async fn a_session_moves_between_brokers_with_its_messages() {
@@ -391,9 +392,10 @@ async fn a_session_moves_between_brokers_with_its_messages() {
     }
 }
 
-// MQTT-3.1.4-3 (a second connection with the same client id closes the
+// v5:MQTT-3.1.4-3 (a second connection with the same client id closes the
 // first), across brokers: v5 DISCONNECT 0x8E Session taken over; Clean
-// Start takes over but discards the session (MQTT-3.1.2-4: session present 0).
+// Start takes over but discards the session (v5:MQTT-3.1.2-4;
+// v5:MQTT-3.2.2-2: session present 0).
 #[tokio::test]
 async fn take_session_closes_the_connection_that_holds_it() {
     let mover = Arc::new(Mover::default());
@@ -439,7 +441,7 @@ async fn take_session_closes_the_connection_that_holds_it() {
     b.shutdown().await;
 }
 
-// MQTT-3.1.4-3 with MQTT-4.4.0-1: a session taken over from a broker where
+// v5:MQTT-3.1.4-3 with MQTT-4.4.0-1: a session taken over from a broker where
 // its connection is open moves with its unacknowledged QoS 1 messages and
 // the messages still queued there; both are sent on the new connection.
 #[tokio::test]

@@ -77,9 +77,9 @@ fn two_brokers_on_one_nats_deliver_each_others_messages() {
 }
 
 // A persistent session made on broker process A, messages published on B
-// while it is away, resumed on C: session present (MQTT-3.2.2-2 /
-// v5:MQTT-3.2.2-2), and the queued QoS 1 messages come from C, in order,
-// once each (MQTT-3.1.2-5 / v5:MQTT-3.1.2-5).
+// while it is away, resumed on C: session present (v5:MQTT-3.2.2-3), and
+// the queued QoS 1 messages come from C, in order, once each
+// (v5:MQTT-3.1.2-5).
 #[tokio::test]
 async fn a_session_made_on_one_broker_resumes_on_another() {
     use fulmar_client::{Client, ConnectOptions, QoS};
