@@ -735,15 +735,26 @@ pub(crate) fn session_record(
     })
 }
 
-/// Tells the bridge the new subscriptions of session `id`, when it
-/// outlives its connection ([`Bridge::session_online`] again).
-pub(crate) fn subscriptions_changed(shared: &Shared, id: &Arc<str>) {
+/// Tells the bridge that session `id` is connected here, with its record
+/// ([`Bridge::session_online`]): at CONNACK, and, with `changed`, after its
+/// subscriptions changed (only when it outlives its connection).
+pub(crate) fn report_online(shared: &Shared, id: &Arc<str>, changed: bool) {
     let state = shared.lock();
     if let Some(bridge) = &state.bridge
-        && state.sessions.get(id).is_some_and(|e| e.expiry > 0)
+        && (!changed || state.sessions.get(id).is_some_and(|e| e.expiry > 0))
         && let Some(record) = session_record(&state, id, None)
     {
         bridge.session_online(id, &record);
+    }
+}
+
+/// Tells the bridge that session `id` stays here without its connection
+/// ([`Bridge::session_offline`]).
+pub(crate) fn report_offline(state: &State, id: &Arc<str>) {
+    if let Some(bridge) = &state.bridge
+        && let Some(record) = session_record(state, id, Some(unix_millis()))
+    {
+        bridge.session_offline(id, &record);
     }
 }
 

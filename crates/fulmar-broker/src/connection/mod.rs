@@ -684,13 +684,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                     bridge.will_set(&client.id, will, client.will_delay);
                 }
                 if let Some(client) = &self.client {
-                    let state = self.shared.lock();
-                    if let Some(bridge) = &state.bridge
-                        && let Some(record) =
-                            crate::broker::session_record(&state, &client.id, None)
-                    {
-                        bridge.session_online(&client.id, &record);
-                    }
+                    crate::broker::report_online(&self.shared, &client.id, false);
                 }
                 self.shared
                     .counters
@@ -924,7 +918,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         if self.client.as_ref().is_some_and(|c| c.persistent) {
             self.dirty |= self.shared.lock().persist_session(&id, None);
         }
-        crate::broker::subscriptions_changed(&self.shared, &id);
+        crate::broker::report_online(&self.shared, &id, true);
         let _ = self
             .session
             .suback(subscribe.packet_id, codes, AckProperties::default());
@@ -962,7 +956,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         if self.client.as_ref().is_some_and(|c| c.persistent) {
             self.dirty |= self.shared.lock().persist_session(&id, None);
         }
-        crate::broker::subscriptions_changed(&self.shared, &id);
+        crate::broker::report_online(&self.shared, &id, true);
         let _ = self
             .session
             .unsuback(unsubscribe.packet_id, codes, AckProperties::default());
@@ -1056,12 +1050,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                     }
                 }
                 state.persist_session(&client.id, Some(unix_millis()));
-                if let Some(bridge) = &state.bridge
-                    && let Some(record) =
-                        crate::broker::session_record(&state, &client.id, Some(unix_millis()))
-                {
-                    bridge.session_offline(&client.id, &record);
-                }
+                crate::broker::report_offline(&state, &client.id);
                 for at in deadlines {
                     state.schedule(&client.id, at);
                     notify = true;
