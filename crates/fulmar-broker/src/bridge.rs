@@ -155,9 +155,17 @@ fn get_record<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
 /// messages from elsewhere back with [`BrokerHandle::inject`] and
 /// [`BrokerHandle::deliver_shared`].
 ///
-/// Every method is called with the broker's lock held, in the order the
-/// changes happen: it must return quickly and never block (hand the work to
-/// a channel or a task). The defaults do nothing.
+/// Every method but [`claim_session`](Self::claim_session) is called with
+/// the broker's lock held, in the order the changes happen: it must return
+/// quickly and never block (hand the work to a channel or a task). The
+/// defaults do nothing.
+///
+/// Sessions: [`claim_session`](Self::claim_session) brings a session from
+/// elsewhere when a client connects,
+/// [`BrokerHandle::take_session`](crate::BrokerHandle::take_session) gives
+/// one away, and [`session_online`](Self::session_online),
+/// [`session_offline`](Self::session_offline) and
+/// [`session_gone`](Self::session_gone) tell where each session is.
 ///
 /// [`BrokerHandle::inject`]: crate::BrokerHandle::inject
 /// [`BrokerHandle::deliver_shared`]: crate::BrokerHandle::deliver_shared
