@@ -105,8 +105,8 @@
 //!   node reads the registry entry and writes itself as the holder with a
 //!   compare-and-swap on the revision it read (retried, with growing
 //!   pauses, while the holder writes its record or another node claims
-//!   it), keeping the last record. If
-//!   another node held the session, the node sends it a request on
+//!   it), keeping the last record. If another node held the session, the
+//!   node sends it a request on
 //!   `{prefix}.session.{escaped node id}`: that node calls
 //!   [`BrokerHandle::take_session`](fulmar_broker::BrokerHandle::take_session)
 //!   (which closes a connection holding the session, as a takeover does,
@@ -146,7 +146,9 @@
 //!   a record written on a SUBSCRIBE may lag behind it (the write is
 //!   asynchronous). A clean shutdown of a node does not hand its
 //!   sessions over either: its clients get their subscriptions back
-//!   elsewhere, and, with a store, the whole session when the node restarts.
+//!   elsewhere, and, with a store, the whole session when the node restarts
+//!   (if they did not resume elsewhere meanwhile: then the restarted node
+//!   keeps a stale copy until it expires).
 //! - A message routed to a session while it moves (between the old node
 //!   removing it and the new node holding its NATS subscriptions) is lost.
 //!   A session that fails to reach the new node after the old one removed
@@ -160,6 +162,9 @@
 //!   died stay in the bucket. Client identifiers assigned by a broker
 //!   (empty in the CONNECT) are unique per node only: they are registered
 //!   but never taken from another node.
+//! - Whoever may publish on `{prefix}.session.>` in NATS may take any
+//!   session, with its messages: restrict it with NATS permissions, as the
+//!   routing subjects.
 //!
 //! # Wills of a node that is gone
 //!
