@@ -14,15 +14,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AllowAll, Authenticator, Authorizer};
-use crate::bridge::Bridge;
+use crate::bridge::{Bridge, SessionExport};
 use crate::config::{Limits, OverloadPolicy, ServerReference};
 use crate::error::BrokerError;
 use crate::listener::{ListenerSpec, SpecKind, accept_loop};
 use crate::message::Subscription;
 use crate::observe::{BrokerEvent, Events, sys_loop};
-use crate::state::{Counters, Origin, State, SubOptions, Subscriber};
+use crate::state::{
+    Control, Counters, Origin, Queued, SessionEntry, State, SubOptions, Subscriber,
+};
 use crate::store::journal::Journal;
-use crate::store::{Durability, Store};
+use crate::store::{
+    Durability, Store, StoreOp, StoredMessage, StoredSession, StoredSubscription, unix_millis,
+};
 #[cfg(feature = "tls")]
 use crate::tls::TlsConfig;
 
@@ -623,6 +627,65 @@ impl BrokerHandle {
         })
     }
 
+    /// Takes the session of `client_id` away from this broker, for a
+    /// [`Bridge`] that moves it to another one: a connection holding it is
+    /// closed as a session takeover closes it (MQTT 5.0: DISCONNECT 0x8E
+    /// Session taken over; its will is handled as the takeover would) and
+    /// hands its state over; then the session is removed here, from the
+    /// store too, its pending will dropped, and returned with its
+    /// subscriptions, in-flight and queued QoS 1/2 messages and inbound
+    /// QoS 2 identifiers. `None` when there is no such session.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use fulmar_broker::Broker;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), fulmar_broker::BrokerError> {
+    /// let broker = Broker::builder().start().await?;
+    /// assert!(broker.take_session("nobody").await.is_none());
+    /// broker.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn take_session(&self, client_id: &str) -> Option<SessionExport> {
+        let shared = &self.inner.shared;
+        let id: Arc<str> = Arc::from(client_id);
+        loop {
+            let waiting = {
+                let mut state = shared.lock();
+                let owner = state.sessions.get(&id)?.owner.as_ref();
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                match owner {
+                    Some(owner) if owner.control.send(Control::TakeOver(tx)).is_ok() => {
+                        Some((owner.conn_id, rx))
+                    }
+                    _ => {
+                        let export = export_session(&mut state, &id);
+                        if let Some(bridge) = &state.bridge {
+                            bridge.session_gone(&id);
+                        }
+                        return export;
+                    }
+                }
+            };
+            if let Some((conn_id, handed_over)) = waiting
+                && tokio::time::timeout(HANDOVER_TIMEOUT, handed_over)
+                    .await
+                    .is_err()
+            {
+                tracing::warn!(%id, "connection did not hand its session over in time");
+                let mut state = shared.lock();
+                if let Some(entry) = state.sessions.get_mut(&id)
+                    && entry.owner.as_ref().is_some_and(|o| o.conn_id == conn_id)
+                {
+                    entry.owner = None;
+                }
+            }
+        }
+    }
+
     /// Stops the broker gracefully: stops accepting, disconnects every client
     /// (MQTT 5.0: DISCONNECT 0x8B Server shutting down), ends in-process
     /// subscriptions, and waits until every task has finished.
@@ -647,4 +710,269 @@ impl BrokerHandle {
         inner.shared.stopped.cancel();
         tracing::info!("broker stopped");
     }
+}
+
+/// How long [`BrokerHandle::take_session`] waits for a connection to hand
+/// its session over.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a CONNECT waits for [`Bridge::claim_session`].
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The record of session `id` as it is now: its subscriptions and expiry.
+pub(crate) fn session_record(
+    state: &State,
+    id: &Arc<str>,
+    disconnected_at: Option<u64>,
+) -> Option<StoredSession> {
+    let entry = state.sessions.get(id)?;
+    let key = Subscriber::Client(id.clone());
+    let subscriptions = entry
+        .filters
+        .iter()
+        .filter_map(|filter| {
+            let options = state.subs.get(filter, &key)?;
+            Some(StoredSubscription {
+                filter: filter.to_string(),
+                qos: options.qos,
+                no_local: options.no_local,
+                retain_as_published: options.retain_as_published,
+                id: options.id,
+            })
+        })
+        .collect();
+    Some(StoredSession {
+        client_id: id.clone(),
+        expiry_interval: entry.expiry,
+        disconnected_at,
+        subscriptions,
+    })
+}
+
+/// Tells the bridge that session `id` is connected here, with its record
+/// ([`Bridge::session_online`]): at CONNACK, and, with `changed`, after its
+/// subscriptions changed (only when it outlives its connection).
+pub(crate) fn report_online(shared: &Shared, id: &Arc<str>, changed: bool) {
+    let state = shared.lock();
+    if let Some(bridge) = &state.bridge
+        && (!changed || state.sessions.get(id).is_some_and(|e| e.expiry > 0))
+        && let Some(record) = session_record(&state, id, None)
+    {
+        bridge.session_online(id, &record);
+    }
+}
+
+/// Tells the bridge that session `id` stays here without its connection
+/// ([`Bridge::session_offline`]).
+pub(crate) fn report_offline(state: &State, id: &Arc<str>) {
+    if let Some(bridge) = &state.bridge
+        && let Some(record) = session_record(state, id, Some(unix_millis()))
+    {
+        bridge.session_offline(id, &record);
+    }
+}
+
+/// Removes the session `id`, which no connection holds, and returns it.
+fn export_session(state: &mut State, id: &Arc<str>) -> Option<SessionExport> {
+    let now = Instant::now();
+    let now_unix = unix_millis();
+    let session = session_record(state, id, Some(now_unix))?;
+    let entry = state.remove_session(id)?;
+    if entry.will.is_some()
+        && let Some(bridge) = &state.bridge
+    {
+        // The session goes on elsewhere: as a reconnect would, it cancels the will.
+        bridge.will_cleared(id);
+    }
+    let stored_message = |publish: Publish, packet_id, released| StoredMessage {
+        publish,
+        stored_at: now_unix,
+        packet_id,
+        released,
+    };
+    let mut messages = Vec::new();
+    for out in entry.stored.outgoing() {
+        match out {
+            fulmar_session::Outgoing::Publish(publish) => {
+                let mut publish = (**publish).clone();
+                let packet_id = publish.packet_id.take();
+                publish.dup = false;
+                messages.push(stored_message(publish, packet_id, false));
+            }
+            fulmar_session::Outgoing::PubRel(packet_id) => {
+                // Only the identifier counts: the message was received.
+                let mut publish = Publish::new(MqttString::from("-"), Bytes::new());
+                publish.qos = QoS::ExactlyOnce;
+                messages.push(stored_message(publish, Some(*packet_id), true));
+            }
+        }
+    }
+    for publish in entry.stored.pending() {
+        let mut publish = publish.clone();
+        publish.packet_id = None;
+        messages.push(stored_message(publish, None, false));
+    }
+    for queued in entry.offline {
+        let waited = u64::try_from(now.saturating_duration_since(queued.since).as_millis());
+        messages.push(StoredMessage {
+            publish: queued.publish,
+            stored_at: now_unix.saturating_sub(waited.unwrap_or(u64::MAX)),
+            packet_id: None,
+            released: false,
+        });
+    }
+    Some(SessionExport {
+        session,
+        messages,
+        incoming: entry.stored.incoming_qos2().to_vec(),
+    })
+}
+
+/// Asks the bridge for the session of `id` (connecting with `clean_start`
+/// and Session Expiry Interval `expiry`) and installs what it brings: its
+/// subscriptions, its in-flight and queued messages, its inbound QoS 2
+/// identifiers; kept in the store when the session is persistent here.
+pub(crate) async fn import_session(shared: &Shared, id: &Arc<str>, clean_start: bool, expiry: u32) {
+    let Some(bridge) = shared.lock().bridge.clone() else {
+        return;
+    };
+    let claimed = tokio::time::timeout(CLAIM_TIMEOUT, bridge.claim_session(id, clean_start)).await;
+    let export = match claimed {
+        Ok(Some(export)) if !clean_start => export,
+        Ok(_) => return,
+        Err(_) => {
+            tracing::warn!(%id, "the bridge did not bring the session in time: a new one starts");
+            return;
+        }
+    };
+    if *export.session.client_id != **id {
+        tracing::warn!(%id, other = %export.session.client_id, "the bridge brought another client's session");
+        return;
+    }
+    let mut state = shared.lock();
+    install_session(
+        &mut state,
+        export,
+        expiry,
+        shared.limits.max_queued_messages,
+        &shared.counters,
+    );
+}
+
+/// The `Instant` of a Unix time in milliseconds, seen from `now` / `now_unix`.
+fn instant_of(at: u64, now: Instant, now_unix: u64) -> Instant {
+    let ago = Duration::from_millis(now_unix.saturating_sub(at));
+    now.checked_sub(ago).unwrap_or(now)
+}
+
+/// Installs a session brought from elsewhere, as a restart recovers one.
+fn install_session(
+    state: &mut State,
+    export: SessionExport,
+    expiry: u32,
+    max_queued: usize,
+    counters: &Counters,
+) {
+    let id = export.session.client_id.clone();
+    if let Some(local) = state.sessions.get(&id) {
+        if local.owner.is_some() {
+            // Connected here too: the local takeover keeps the local session.
+            tracing::warn!(%id, "session brought from elsewhere while connected here: dropped");
+            return;
+        }
+        state.remove_session(&id);
+    }
+    let now = Instant::now();
+    let now_unix = unix_millis();
+    let journal = state.journal.clone().filter(|_| expiry > 0);
+    let mut entry = SessionEntry {
+        persistent: journal.is_some(),
+        expiry: export.session.expiry_interval,
+        ..SessionEntry::default()
+    };
+    if let Some(journal) = &journal {
+        journal.push(StoreOp::PutSession(StoredSession {
+            disconnected_at: None,
+            ..export.session.clone()
+        }));
+    }
+    let key = Subscriber::Client(id.clone());
+    for sub in &export.session.subscriptions {
+        let Ok(filter) = sub.filter.parse::<SubscriptionFilter>() else {
+            tracing::warn!(client = %id, filter = %sub.filter, "skipping a filter that does not parse");
+            continue;
+        };
+        let options = SubOptions {
+            qos: sub.qos,
+            no_local: sub.no_local,
+            retain_as_published: sub.retain_as_published,
+            id: sub.id,
+        };
+        state.add_subscription(&filter, key.clone(), options);
+        entry.filters.insert(filter);
+    }
+    let mut outgoing: Vec<fulmar_session::Outgoing> = Vec::new();
+    for message in export.messages {
+        let seq = journal.as_ref().map(|journal| {
+            state.next_seq += 1;
+            journal.push(StoreOp::PutMessage {
+                client: id.clone(),
+                seq: state.next_seq,
+                message: message.clone(),
+            });
+            state.next_seq
+        });
+        let in_flight = message.packet_id.filter(|pid| {
+            message.publish.qos != QoS::AtMostOnce
+                && (message.publish.qos == QoS::ExactlyOnce || !message.released)
+                && !outgoing.iter().any(|o| o.packet_id() == Some(*pid))
+        });
+        if let Some(pid) = in_flight {
+            if let Some(seq) = seq {
+                entry.inflight.insert(pid, seq);
+            }
+            outgoing.push(if message.released {
+                fulmar_session::Outgoing::PubRel(pid)
+            } else {
+                let mut publish = message.publish;
+                publish.packet_id = Some(pid);
+                publish.dup = true;
+                fulmar_session::Outgoing::Publish(Box::new(publish))
+            });
+        } else if message.publish.qos == QoS::AtMostOnce
+            || message.released
+            || entry.offline.len() >= max_queued
+        {
+            counters.drop_one();
+            if let (Some(journal), Some(seq)) = (&journal, seq) {
+                journal.push(StoreOp::DeleteMessage {
+                    client: id.clone(),
+                    seq,
+                });
+            }
+        } else {
+            entry.offline.push_back(Queued {
+                publish: message.publish,
+                since: instant_of(message.stored_at, now, now_unix),
+                seq,
+            });
+        }
+    }
+    let mut incoming = export.incoming;
+    incoming.sort_unstable();
+    incoming.dedup();
+    if let Some(journal) = &journal {
+        for &packet_id in &incoming {
+            journal.push(StoreOp::AddIncoming {
+                client: id.clone(),
+                packet_id,
+            });
+        }
+    }
+    entry.stored =
+        fulmar_session::SessionState::from_parts(outgoing, incoming).unwrap_or_else(|reason| {
+            tracing::warn!(client = %id, reason, "in-flight state brought from elsewhere dropped");
+            fulmar_session::SessionState::default()
+        });
+    state.sessions.insert(id, entry);
 }

@@ -549,6 +549,9 @@ impl State {
             let will = if will_due { entry.will.take() } else { None };
             if expired {
                 self.remove_session(&id);
+                if let Some(bridge) = &self.bridge {
+                    bridge.session_gone(&id);
+                }
             }
             if let Some(will) = will {
                 self.publish_will(&id, will.publish, max_queued, counters, now);

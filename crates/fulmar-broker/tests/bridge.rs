@@ -213,3 +213,267 @@ async fn wills_are_set_and_cleared_on_the_bridge() {
     assert_eq!(lines(&bridge, 1).await, ["will-back"]);
     broker.shutdown().await;
 }
+
+/// A bridge that moves sessions from another broker of this process (as a
+/// cluster would over the network) and records the session notifications.
+#[derive(Default)]
+struct Mover {
+    from: std::sync::OnceLock<fulmar_broker::BrokerHandle>,
+    log: Mutex<Vec<String>>,
+}
+
+impl Bridge for Mover {
+    fn claim_session(&self, client_id: &str, clean_start: bool) -> fulmar_broker::SessionClaim {
+        let from = self.from.get().cloned();
+        let id = client_id.to_owned();
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("claim {client_id} {clean_start}"));
+        Box::pin(async move {
+            let export = from?.take_session(&id).await?;
+            // Through the wire form, as a cluster sends it.
+            Some(fulmar_broker::SessionExport::decode(&export.encode()).unwrap())
+        })
+    }
+    fn session_online(&self, client_id: &str, session: &fulmar_broker::StoredSession) {
+        let subs: Vec<_> = session
+            .subscriptions
+            .iter()
+            .map(|s| s.filter.clone())
+            .collect();
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("online {client_id} {subs:?}"));
+    }
+    fn session_offline(&self, client_id: &str, session: &fulmar_broker::StoredSession) {
+        let subs: Vec<_> = session
+            .subscriptions
+            .iter()
+            .map(|s| s.filter.clone())
+            .collect();
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("offline {client_id} {subs:?}"));
+    }
+    fn session_gone(&self, client_id: &str) {
+        self.log.lock().unwrap().push(format!("gone {client_id}"));
+    }
+}
+
+fn persistent(id: &str, version: fulmar_codec::ProtocolVersion) -> fulmar_codec::Connect {
+    let mut c = fulmar_codec::Connect::new(version, MqttString::from(id.to_owned()));
+    c.keep_alive = 0;
+    c.clean_start = false;
+    if version == V5 {
+        c.properties.session_expiry_interval = Some(3600);
+    }
+    c
+}
+
+fn pid(n: u16) -> fulmar_codec::PacketId {
+    fulmar_codec::PacketId::new(n).unwrap()
+}
+
+// A session moves between brokers through Bridge::claim_session and
+// BrokerHandle::take_session: subscriptions, a QoS 2 flow whose PUBREL is
+// pending, an inbound QoS 2 identifier, queued QoS 1/2 messages.
+// v3:MQTT-3.1.2-4 / v5:MQTT-3.1.2-5 (the session is resumed), v3:MQTT-3.2.2-2
+// / v5:MQTT-3.2.2-3 (session present 1), MQTT-4.4.0-1 (unacknowledged
+// PUBLISH resent with its identifier and DUP (MQTT-3.3.1-1), PUBREL for a
+// received PUBREC), v5:MQTT-4.3.3-10 (an inbound QoS 2 message resent
+// before PUBREL is acknowledged, not delivered twice),
+// both versions.
+#[tokio::test]
+async fn a_session_moves_between_brokers_with_its_messages() {
+    for version in [V5, fulmar_codec::ProtocolVersion::V311] {
+        let mover = Arc::new(Mover::default());
+        let a = start_with(Broker::builder()).await;
+        let b = start_with(
+            Broker::builder()
+                .bridge(mover.clone())
+                .store(Arc::new(fulmar_broker::MemoryStore::new())),
+        )
+        .await;
+        mover.from.set(a.clone()).unwrap();
+        let id = "mover";
+        let (mut peer, ack) = Peer::connect_with(addr(&a), persistent(id, version)).await;
+        assert!(!ack.session_present);
+        peer.sub(1, "m/#", QoS::ExactlyOnce).await;
+        // An outbound QoS 2 message: PUBREC sent, PUBREL pending.
+        a.publish("m/1", "first", QoS::ExactlyOnce, false).unwrap();
+        let first = peer.recv_publish().await;
+        assert_eq!(first.payload, "first");
+        let first_id = first.packet_id.unwrap();
+        peer.send(fulmar_codec::PubRec::new(first_id)).await;
+        assert!(matches!(peer.recv().await, Packet::PubRel(r) if r.packet_id == first_id));
+        // An outbound QoS 1 message never acknowledged.
+        a.publish("m/1b", "unacked", QoS::AtLeastOnce, false)
+            .unwrap();
+        let unacked = peer.recv_publish().await;
+        assert_eq!(unacked.payload, "unacked");
+        // An inbound QoS 2 message: PUBREC received, PUBREL not sent.
+        let mut inbound = publish("in/1", "inbound", QoS::ExactlyOnce);
+        inbound.packet_id = Some(pid(7));
+        let mut watch = a.subscribe("in/#").unwrap();
+        peer.send(inbound.clone()).await;
+        assert!(matches!(peer.recv().await, Packet::PubRec(r) if r.packet_id == pid(7)));
+        assert_eq!(next(&mut watch).await.payload, "inbound");
+        drop(peer);
+        // Queued while offline.
+        a.publish("m/2", "second", QoS::AtLeastOnce, false).unwrap();
+        a.publish("m/3", "third", QoS::ExactlyOnce, false).unwrap();
+        for _ in 0..500 {
+            if a.stats().clients_connected == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+
+        let (mut peer, ack) = Peer::connect_with(addr(&b), persistent(id, version)).await;
+        assert!(ack.session_present, "{version:?}");
+        assert_eq!(a.stats().sessions, 0, "taken from A");
+        // The PUBREL of the first message, then the queued messages.
+        assert!(matches!(peer.recv().await, Packet::PubRel(r) if r.packet_id == first_id));
+        peer.send(fulmar_codec::PubComp::new(first_id)).await;
+        // The unacknowledged QoS 1 message again, same identifier, DUP set.
+        let again = peer.recv_publish().await;
+        assert_eq!(
+            (again.payload.as_ref(), again.packet_id, again.dup),
+            (&b"unacked"[..], unacked.packet_id, true)
+        );
+        peer.send(fulmar_codec::PubAck::new(again.packet_id.unwrap()))
+            .await;
+        let second = peer.recv_publish().await;
+        assert_eq!(
+            (second.payload.as_ref(), second.qos),
+            (&b"second"[..], QoS::AtLeastOnce)
+        );
+        peer.send(fulmar_codec::PubAck::new(second.packet_id.unwrap()))
+            .await;
+        let third = peer.recv_publish().await;
+        assert_eq!(
+            (third.payload.as_ref(), third.qos),
+            (&b"third"[..], QoS::ExactlyOnce)
+        );
+        peer.send(fulmar_codec::PubRec::new(third.packet_id.unwrap()))
+            .await;
+        assert!(matches!(peer.recv().await, Packet::PubRel(_)));
+        peer.send(fulmar_codec::PubComp::new(third.packet_id.unwrap()))
+            .await;
+        // The inbound message resent with DUP is not delivered again.
+        let mut watch_b = b.subscribe("in/#").unwrap();
+        inbound.dup = true;
+        peer.send(inbound).await;
+        assert!(matches!(peer.recv().await, Packet::PubRec(r) if r.packet_id == pid(7)));
+        peer.send(fulmar_codec::PubRel::new(pid(7))).await;
+        assert!(matches!(peer.recv().await, Packet::PubComp(r) if r.packet_id == pid(7)));
+        // The subscription came along: a new message reaches the client.
+        b.publish("m/4", "fourth", QoS::AtMostOnce, false).unwrap();
+        assert_eq!(peer.recv_publish().await.payload, "fourth");
+        b.publish("in/2", "marker", QoS::AtMostOnce, false).unwrap();
+        assert_eq!(
+            next(&mut watch_b).await.payload,
+            "marker",
+            "no duplicate before it"
+        );
+        assert_eq!(
+            mover.log.lock().unwrap().clone(),
+            [
+                format!("claim {id} false"),
+                format!("online {id} [\"m/#\"]")
+            ]
+        );
+        peer.disconnect().await;
+        a.shutdown().await;
+        b.shutdown().await;
+    }
+}
+
+// v5:MQTT-3.1.4-3 (a second connection with the same client id closes the
+// first), across brokers: v5 DISCONNECT 0x8E Session taken over; Clean
+// Start takes over but discards the session (v5:MQTT-3.1.2-4;
+// v5:MQTT-3.2.2-2: session present 0).
+#[tokio::test]
+async fn take_session_closes_the_connection_that_holds_it() {
+    let mover = Arc::new(Mover::default());
+    let a = start_with(Broker::builder().bridge(mover.clone())).await;
+    let b = start_with(Broker::builder().bridge(mover.clone())).await;
+    mover.from.set(a.clone()).unwrap();
+    let (mut old, _) = Peer::connect_with(addr(&a), persistent("t", V5)).await;
+    old.sub(1, "t/#", QoS::AtLeastOnce).await;
+    let mut fresh = persistent("t", V5);
+    fresh.clean_start = true;
+    let (mut new, ack) = Peer::connect_with(addr(&b), fresh).await;
+    assert!(!ack.session_present);
+    match old.recv().await {
+        Packet::Disconnect(d) => assert_eq!(
+            d.reason_code,
+            fulmar_codec::DisconnectReasonCode::SessionTakenOver
+        ),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    old.expect_closed().await;
+    assert_eq!(a.stats().sessions, 0);
+    // Discarded: no subscription on B.
+    b.publish("t/1", "x", QoS::AtMostOnce, false).unwrap();
+    b.publish("u/1", "y", QoS::AtMostOnce, false).unwrap();
+    new.sub(2, "u/#", QoS::AtMostOnce).await;
+    b.publish("u/2", "z", QoS::AtMostOnce, false).unwrap();
+    assert_eq!(new.recv_publish().await.payload, "z");
+    let log = mover.log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        [
+            "claim t false",
+            "online t []",
+            "online t [\"t/#\"]",
+            "claim t true",
+            "offline t [\"t/#\"]",
+            "gone t",
+            "online t []",
+            "online t [\"u/#\"]",
+        ]
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+// v5:MQTT-3.1.4-3 with MQTT-4.4.0-1: a session taken over from a broker where
+// its connection is open moves with its unacknowledged QoS 1 messages and
+// the messages still queued there; both are sent on the new connection.
+#[tokio::test]
+async fn a_connected_session_moves_with_its_unacknowledged_messages() {
+    let mover = Arc::new(Mover::default());
+    let a = start_with(Broker::builder()).await;
+    let b = start_with(Broker::builder().bridge(mover.clone())).await;
+    mover.from.set(a.clone()).unwrap();
+    let (mut old, _) = Peer::connect_with(addr(&a), persistent("busy", V5)).await;
+    old.sub(1, "b/#", QoS::AtLeastOnce).await;
+    for payload in ["one", "two", "three"] {
+        a.publish("b/x", payload, QoS::AtLeastOnce, false).unwrap();
+    }
+    let mut ids = Vec::new();
+    for payload in ["one", "two", "three"] {
+        let p = old.recv_publish().await;
+        assert_eq!(p.payload, payload);
+        ids.push(p.packet_id);
+    }
+    let (mut new, ack) = Peer::connect_with(addr(&b), persistent("busy", V5)).await;
+    assert!(ack.session_present);
+    assert!(matches!(old.recv().await, Packet::Disconnect(_)));
+    for (payload, id) in ["one", "two", "three"].into_iter().zip(ids) {
+        let p = new.recv_publish().await;
+        assert_eq!(
+            (p.payload.as_ref(), p.packet_id, p.dup),
+            (payload.as_bytes(), id, true)
+        );
+        new.send(fulmar_codec::PubAck::new(id.unwrap())).await;
+    }
+    b.publish("b/y", "after", QoS::AtLeastOnce, false).unwrap();
+    assert_eq!(new.recv_publish().await.payload, "after");
+    a.shutdown().await;
+    b.shutdown().await;
+}

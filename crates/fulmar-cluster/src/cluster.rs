@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::{Client, Subscriber};
 use bytes::{BufMut, Bytes, BytesMut};
-use fulmar_broker::{Bridge, BrokerError, BrokerHandle};
+use fulmar_broker::{Bridge, BrokerError, BrokerHandle, SessionClaim, StoredSession};
 use fulmar_codec::{Packet, PacketId, ProtocolVersion, Publish, QoS};
 use fulmar_topic::{SharedFilter, SubscriptionFilter, TopicName};
 use futures::StreamExt;
@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::ClusterError;
 use crate::headers::{self, Origin};
+use crate::sessions::{self, SessionEvent, Sessions};
 use crate::subject::{Subjects, escape_level};
 
 /// How a node authenticates to NATS.
@@ -114,6 +115,10 @@ pub struct ClusterConfig {
     /// once when several of its NATS subscriptions match it (`a/+` and
     /// `a/#`). Default 65 536; 0 turns the check off.
     pub dedupe_window: usize,
+    /// How long a connecting client's node waits for each step of taking
+    /// its session from another node (the registry, then the node that
+    /// held it) before it starts a new session instead. Default 5 s.
+    pub session_timeout: Duration,
 }
 
 impl ClusterConfig {
@@ -132,6 +137,7 @@ impl ClusterConfig {
             heartbeat_ttl: Duration::from_secs(10),
             outbound_capacity: 65_536,
             dedupe_window: 65_536,
+            session_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -180,6 +186,26 @@ pub struct ClusterStats {
     /// Wills of gone nodes this node did not publish because another node
     /// claimed them first (or their node wrote them again).
     pub wills_lost: u64,
+    /// Connecting clients this node registered as holding their session
+    /// (a compare-and-swap in the sessions bucket).
+    pub sessions_claimed: u64,
+    /// Sessions this node took from another node (with their messages).
+    pub sessions_imported: u64,
+    /// Sessions this node handed to another node.
+    pub sessions_exported: u64,
+    /// Sessions of a gone node restored from the registry's record
+    /// (subscriptions only: the queued messages are lost).
+    pub sessions_restored: u64,
+    /// Take-session requests that got no answer in time (or failed): a
+    /// new session started instead.
+    pub sessions_unanswered: u64,
+    /// Malformed take-session requests and replies, dropped.
+    pub sessions_invalid: u64,
+    /// Failed reads and writes of the sessions bucket.
+    pub session_registry_errors: u64,
+    /// Records of this node's sessions written to the sessions bucket
+    /// (when a client connects, and when it disconnects leaving its session).
+    pub session_records_written: u64,
 }
 
 #[derive(Default)]
@@ -228,6 +254,7 @@ struct Receivers {
     events: mpsc::UnboundedReceiver<FilterEvent>,
     outbound: mpsc::Receiver<(TopicName, Publish)>,
     wills: mpsc::UnboundedReceiver<WillEvent>,
+    sessions: mpsc::UnboundedReceiver<SessionEvent>,
 }
 
 struct Inner {
@@ -260,6 +287,8 @@ struct Inner {
     /// Retained messages injected from the routing subject whose copy in
     /// the retained stream has not come yet, per topic.
     live_retained: Mutex<HashMap<TopicName, (MessageId, Instant)>>,
+    /// The session registry and take-session requests.
+    sessions: Arc<Sessions>,
 }
 
 /// A message's origin instance and sequence number.
@@ -286,6 +315,7 @@ struct ClusterBridge {
     outbound: mpsc::Sender<(TopicName, Publish)>,
     wills: mpsc::UnboundedSender<WillEvent>,
     counters: Arc<Counters>,
+    sessions: Arc<Sessions>,
 }
 
 impl Bridge for ClusterBridge {
@@ -322,6 +352,39 @@ impl Bridge for ClusterBridge {
 
     fn will_cleared(&self, client_id: &str) {
         let _ = self.wills.send(WillEvent::Cleared(client_id.to_owned()));
+    }
+
+    fn claim_session(&self, client_id: &str, clean_start: bool) -> SessionClaim {
+        Box::pin(
+            self.sessions
+                .clone()
+                .claim(client_id.to_owned(), clean_start),
+        )
+    }
+
+    fn session_online(&self, client_id: &str, session: &StoredSession) {
+        // Unbounded like the will events: one per connection and one when
+        // it ends, written in order by one task.
+        let record = sessions::encode_record(session);
+        let _ = self
+            .sessions
+            .events
+            .send(SessionEvent::Online(client_id.to_owned(), record));
+    }
+
+    fn session_offline(&self, client_id: &str, session: &StoredSession) {
+        let record = sessions::encode_record(session);
+        let _ = self
+            .sessions
+            .events
+            .send(SessionEvent::Offline(client_id.to_owned(), record));
+    }
+
+    fn session_gone(&self, client_id: &str) {
+        let _ = self
+            .sessions
+            .events
+            .send(SessionEvent::Gone(client_id.to_owned()));
     }
 
     fn routes_shared(&self) -> bool {
@@ -404,7 +467,7 @@ fn random_u64() -> u64 {
 
 /// A key-value key for a node id: letters, digits, `-` and `_` as they
 /// are, every other byte `=XY`.
-fn node_key(node_id: &str) -> String {
+pub(crate) fn node_key(node_id: &str) -> String {
     let mut out = String::with_capacity(node_id.len());
     for b in node_id.bytes() {
         if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
@@ -493,6 +556,14 @@ impl Cluster {
         let (events_tx, events) = mpsc::unbounded_channel();
         let (outbound_tx, outbound) = mpsc::channel(config.outbound_capacity.max(1));
         let (wills_tx, wills) = mpsc::unbounded_channel();
+        let (sessions_tx, sessions_rx) = mpsc::unbounded_channel();
+        let sessions = Arc::new(Sessions::new(
+            config.node_id.clone(),
+            prefix.clone(),
+            client.clone(),
+            config.session_timeout,
+            sessions_tx,
+        ));
         let instance = random_u64();
         tracing::info!(node = %config.node_id, instance = %format_args!("{instance:016x}"), "connected to NATS");
         let inner = Arc::new(Inner {
@@ -514,6 +585,7 @@ impl Cluster {
                 events,
                 outbound,
                 wills,
+                sessions: sessions_rx,
             })),
             stop: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
@@ -522,6 +594,7 @@ impl Cluster {
             wills: Mutex::new(None),
             dedupe: Mutex::new(Dedupe::new(config.dedupe_window)),
             live_retained: Mutex::new(HashMap::new()),
+            sessions: sessions.clone(),
         });
         Ok(Self {
             inner,
@@ -530,6 +603,7 @@ impl Cluster {
                 outbound: outbound_tx,
                 wills: wills_tx,
                 counters,
+                sessions,
             }),
         })
     }
@@ -572,6 +646,7 @@ impl Cluster {
             events,
             outbound,
             wills,
+            sessions: session_events,
         } = lock(&self.inner.receivers)
             .take()
             .ok_or(ClusterError::AlreadyAttached)?;
@@ -593,6 +668,48 @@ impl Cluster {
         self.spawn(outbound_loop(
             inner.clone(),
             outbound,
+            inner.stop.subscribe(),
+        ));
+        // Sessions: the registry, and the requests of other nodes.
+        let sessions_bucket = format!("{}_sessions", inner.prefix);
+        inner
+            .js
+            .get_or_create_stream(stream::Config {
+                name: format!("KV_{sessions_bucket}"),
+                subjects: vec![format!("$KV.{sessions_bucket}.>")],
+                max_messages_per_subject: 1,
+                storage: stream::StorageType::File,
+                allow_rollup: true,
+                // Entries are removed by revision, leaving no marker.
+                deny_delete: false,
+                allow_direct: true,
+                num_replicas: inner.replicas,
+                discard: stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ClusterError::jetstream(&sessions_bucket, e))?;
+        let sessions_store = inner
+            .js
+            .get_key_value(&sessions_bucket)
+            .await
+            .map_err(|e| ClusterError::jetstream(&sessions_bucket, e))?;
+        let requests = inner
+            .client
+            .subscribe(sessions::take_subject(&inner.prefix, &inner.node_id))
+            .await
+            .map_err(|e| ClusterError::jetstream("take-session subscription", e))?;
+        let _ = inner.sessions.store.set(sessions_store.clone());
+        self.spawn(sessions::registry_loop(
+            inner.sessions.clone(),
+            sessions_store,
+            session_events,
+            inner.stop.subscribe(),
+        ));
+        self.spawn(sessions::take_loop(
+            inner.sessions.clone(),
+            broker.clone(),
+            requests,
             inner.stop.subscribe(),
         ));
         // Retained messages.
@@ -731,6 +848,7 @@ impl Cluster {
     #[must_use]
     pub fn stats(&self) -> ClusterStats {
         let c = &self.inner.counters;
+        let s = &self.inner.sessions.counters;
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
         ClusterStats {
             published: load(&c.published),
@@ -750,6 +868,14 @@ impl Cluster {
             wills_pending: load(&c.wills_pending),
             wills_published: load(&c.wills_published),
             wills_lost: load(&c.wills_lost),
+            sessions_claimed: load(&s.claimed),
+            sessions_imported: load(&s.imported),
+            sessions_exported: load(&s.exported),
+            sessions_restored: load(&s.restored),
+            sessions_unanswered: load(&s.unanswered),
+            sessions_invalid: load(&s.invalid),
+            session_registry_errors: load(&s.registry_errors),
+            session_records_written: load(&s.registry_writes),
         }
     }
 
@@ -811,6 +937,58 @@ impl Cluster {
             .map_err(|_| ClusterError::jetstream("wills", "timed out"))??;
         wills.sort();
         Ok(wills)
+    }
+
+    /// The node that holds the session of `client_id` according to the
+    /// session registry (`{prefix}_sessions`), or `None`.
+    ///
+    /// # Errors
+    /// [`ClusterError::JetStream`] when the bucket cannot be read (or
+    /// before [`attach`](Self::attach)).
+    pub async fn session_owner(&self, client_id: &str) -> Result<Option<String>, ClusterError> {
+        let store = self
+            .inner
+            .sessions
+            .store
+            .get()
+            .ok_or_else(|| ClusterError::jetstream("sessions", "not attached"))?;
+        let entry = tokio::time::timeout(Duration::from_secs(10), store.entry(node_key(client_id)))
+            .await
+            .map_err(|_| ClusterError::jetstream("sessions", "timed out"))?
+            .map_err(|e| ClusterError::jetstream("sessions", e))?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| sessions::decode_value(&e.value).map(|(node, _)| node)))
+    }
+
+    /// The last record of `client_id`'s session in the session registry
+    /// (its subscriptions and expiry, as its node last wrote them), or
+    /// `None` when there is no entry or no record in it.
+    ///
+    /// # Errors
+    /// [`ClusterError::JetStream`] when the bucket cannot be read (or
+    /// before [`attach`](Self::attach)).
+    pub async fn session_record(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<StoredSession>, ClusterError> {
+        let store = self
+            .inner
+            .sessions
+            .store
+            .get()
+            .ok_or_else(|| ClusterError::jetstream("sessions", "not attached"))?;
+        let entry = tokio::time::timeout(Duration::from_secs(10), store.entry(node_key(client_id)))
+            .await
+            .map_err(|_| ClusterError::jetstream("sessions", "timed out"))?
+            .map_err(|e| ClusterError::jetstream("sessions", e))?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| {
+                let (_, record) = sessions::decode_value(&e.value)?;
+                fulmar_broker::SessionExport::decode(record).ok()
+            })
+            .map(|export| export.session))
     }
 
     /// Leaves the cluster: publishes what is still queued, stops the tasks

@@ -62,15 +62,19 @@
 //!   `{prefix}_nodes`, whose max age is the heartbeat TTL; a node whose key
 //!   expired is gone ([`Cluster::nodes`] lists the live ones), and its
 //!   clients' wills are published by another node (below).
+//! - **Sessions** live on the node the client last connected to, in its
+//!   broker (and the broker's store, when it has one); the cluster keeps a
+//!   registry of which node holds each one and moves a session to the node
+//!   a client connects to (below).
 //!
 //! # Guarantees and limits
 //!
 //! - Between nodes messages travel over core NATS: at most once. A QoS 1
 //!   or 2 message is acknowledged by the node that received it; a NATS
 //!   reconnect or a slow consumer on the NATS connection can lose messages
-//!   on the way to other nodes (counted by NATS, not by fulmar). Queued
-//!   QoS 1/2 messages of offline sessions held in JetStream are future
-//!   work, with sessions.
+//!   on the way to other nodes (counted by NATS, not by fulmar). The
+//!   QoS 1/2 messages queued for an offline session are kept by the node
+//!   holding it (in its broker's store when it has one), not in JetStream.
 //! - A subscription is in the cluster shortly after its SUBACK: a message
 //!   published on another node in between is not delivered to it.
 //! - When two nodes publish retained messages on one topic at the same
@@ -80,8 +84,87 @@
 //! - The subject of a very long topic (three bytes per escaped byte) may go
 //!   past the NATS server's `max_control_line` (4 KiB by default); such a
 //!   publish fails and is counted ([`ClusterStats::publish_errors`]).
-//! - Sessions live on one node: resuming a session on another node, and
-//!   session takeover across nodes, wait for the broker's storage seam.
+//! - See the limits of sessions and wills below.
+//!
+//! # Sessions across nodes
+//!
+//! A client may connect to any node and resume its session there; a
+//! second connection with the same client identifier on another node takes
+//! the session over (MQTT-3.1.4-3: the old connection gets DISCONNECT 0x8E
+//! Session taken over in MQTT 5.0).
+//!
+//! - **Registry.** The key-value bucket `{prefix}_sessions` maps each
+//!   client identifier (escaped as node ids are: letters, digits, `-`, `_`
+//!   as they are, other bytes `=XY`) to the node holding its session. A
+//!   value is a version byte (1), the node id with a 2-byte length, then
+//!   the session's last record (subscriptions and Session Expiry Interval,
+//!   as [`SessionExport::encode`](fulmar_broker::SessionExport::encode)
+//!   writes it without messages) when known.
+//! - **Connect.** When a client connects (before its CONNACK, through
+//!   [`Bridge::claim_session`](fulmar_broker::Bridge::claim_session)), its
+//!   node reads the registry entry and writes itself as the holder with a
+//!   compare-and-swap on the revision it read (retried, with growing
+//!   pauses, while the holder writes its record or another node claims
+//!   it), keeping the last record. If another node held the session, the
+//!   node sends it a request on
+//!   `{prefix}.session.{escaped node id}`: that node calls
+//!   [`BrokerHandle::take_session`](fulmar_broker::BrokerHandle::take_session)
+//!   (which closes a connection holding the session, as a takeover does,
+//!   removes the session, from its store too, and drops its pending will)
+//!   and replies with the session: its subscriptions, its in-flight QoS 1/2
+//!   messages with their packet identifiers, the PUBRELs it awaited
+//!   PUBCOMP for, its queued messages and the inbound QoS 2 identifiers
+//!   awaiting PUBREL, in several messages when it is larger than NATS
+//!   allows one to be. The connecting node installs it as a restart
+//!   recovers a session and answers CONNACK with session present. With
+//!   Clean Start the old connection closes all the same, but the state is
+//!   not sent.
+//! - **Bounded.** Each step (the registry, the request) waits at most
+//!   [`ClusterConfig::session_timeout`]; a node that does not answer in
+//!   time, or answers what is not a session export, gives the client a
+//!   new session (counted: [`ClusterStats::sessions_unanswered`],
+//!   [`ClusterStats::sessions_invalid`]) instead of holding up its CONNECT.
+//! - **Records.** A node writes a session's record to its registry entry
+//!   when the client connects, after each SUBSCRIBE and UNSUBSCRIBE of a
+//!   session that outlives its connection, and when the client disconnects
+//!   leaving its session, with a compare-and-swap on the revision it wrote
+//!   last, so that it never overwrites another node's claim; it removes the
+//!   entry (that revision only) when the session ends. One task writes them
+//!   in order; when it is behind, only the latest record of a client is
+//!   written. [`Cluster::session_owner`] and [`Cluster::session_record`]
+//!   read an entry.
+//! - **A node that is gone.** When nobody answers on the holder's subject
+//!   (NATS reports no responders), the connecting node installs the record
+//!   from the registry: the subscriptions and expiry come back (session
+//!   present), the messages queued on the gone node do not. A record of a
+//!   session that ended with its connection (Session Expiry Interval 0) or
+//!   had expired is not restored.
+//!
+//! Limits:
+//! - The messages queued for a session on a node that died (or was cut off
+//!   from NATS) are lost with it, and so are its in-flight QoS 1/2 flows;
+//!   a record written on a SUBSCRIBE may lag behind it (the write is
+//!   asynchronous). A clean shutdown of a node does not hand its
+//!   sessions over either: its clients get their subscriptions back
+//!   elsewhere, and, with a store, the whole session when the node restarts
+//!   (if they did not resume elsewhere meanwhile: then the restarted node
+//!   keeps a stale copy until it expires).
+//! - A message routed to a session while it moves (between the old node
+//!   removing it and the new node holding its NATS subscriptions) is lost.
+//!   A session that fails to reach the new node after the old one removed
+//!   it (the reply lost on the way) is lost.
+//! - Two connections with one client identifier on two nodes at the same
+//!   instant: the registry names one holder, but each node may keep a
+//!   session for a while; the next connection resolves it.
+//! - Each connection costs a registry read (and a write when the session
+//!   comes from elsewhere or is new) before its CONNACK, and a write after
+//!   it and at its end. Entries of sessions that expired on a node that
+//!   died stay in the bucket. Client identifiers assigned by a broker
+//!   (empty in the CONNECT) are unique per node only: they are registered
+//!   but never taken from another node.
+//! - Whoever may publish on `{prefix}.session.>` in NATS may take any
+//!   session, with its messages: restrict it with NATS permissions, as the
+//!   routing subjects.
 //!
 //! # Wills of a node that is gone
 //!
@@ -112,14 +195,16 @@
 //! Limits: a will is published at most once; one claimed by a node that
 //! dies before publishing it is lost. A node cut off from NATS longer than
 //! the heartbeat TTL is taken for dead and its clients' wills published
-//! while they may still be connected. A client that reconnects to another
-//! node within the delay does not cancel the will (sessions live on one
-//! node). Each node lists the whole bucket every heartbeat interval, which
+//! while they may still be connected. A client whose session moves to
+//! another node cancels its delayed will (the old node drops it), but a
+//! client that resumes elsewhere after its node died does not: the will
+//! of the dead node is published after its delay all the same. Each node lists the whole bucket every heartbeat interval, which
 //! costs in proportion to the connected clients with a will.
 
 mod cluster;
 mod error;
 pub mod headers;
+mod sessions;
 pub mod subject;
 
 pub use cluster::{Cluster, ClusterConfig, ClusterStats, Credentials, TlsOptions};

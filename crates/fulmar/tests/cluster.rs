@@ -75,3 +75,70 @@ fn two_brokers_on_one_nats_deliver_each_others_messages() {
     let out = delivered.expect("the subscriber on B never got A's message");
     assert!(out.starts_with("cluster/x hello-"), "{out:?}");
 }
+
+// A persistent session made on broker process A, messages published on B
+// while it is away, resumed on C: session present (v5:MQTT-3.2.2-3), and
+// the queued QoS 1 messages come from C, in order, once each
+// (v5:MQTT-3.1.2-5).
+#[tokio::test]
+async fn a_session_made_on_one_broker_resumes_on_another() {
+    use fulmar_client::{Client, ConnectOptions, QoS};
+    use futures::StreamExt;
+
+    let Some((_nats, nats_port)) = start_nats() else {
+        eprintln!(
+            "SKIP a_session_made_on_one_broker_resumes_on_another: nats-server is not installed"
+        );
+        return;
+    };
+    let url = format!("nats://127.0.0.1:{nats_port}");
+    let mut brokers: Vec<FulmarBroker> = (0..3)
+        .map(|_| FulmarBroker::start(&["--cluster", &url, "--no-persistence"]))
+        .collect();
+    for broker in &mut brokers {
+        broker.wait_for("attached to the cluster");
+    }
+    let (a, b, c) = (brokers[0].port, brokers[1].port, brokers[2].port);
+    let options = |port| {
+        ConnectOptions::new("127.0.0.1", port)
+            .client_id("cli-resume")
+            .clean_start(false)
+            .session_expiry_interval(3600)
+    };
+    let (client, ack) = Client::connect(options(a)).await.unwrap();
+    assert!(!ack.session_present);
+    let subscription = client
+        .subscribe("resume/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    client.disconnect().await.unwrap();
+    drop(subscription);
+    // A's NATS subscription follows its SUBACK closely: the first messages
+    // may come before it (lost for the session), the later ones are queued.
+    const N: usize = 20;
+    for i in 0..N {
+        publish_ok(b, &["-t", "resume/x", "-m", &format!("{i}"), "-q", "1"]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (client, ack) = Client::connect(options(c)).await.unwrap();
+    assert!(ack.session_present);
+    let mut messages = client.messages().await.unwrap();
+    let mut got = Vec::new();
+    while got.last() != Some(&(N - 1)) {
+        let message = tokio::time::timeout(Duration::from_secs(20), messages.next())
+            .await
+            .expect("the queued messages within 20 s")
+            .expect("stream ended");
+        got.push(
+            std::str::from_utf8(&message.payload)
+                .unwrap()
+                .parse::<usize>()
+                .unwrap(),
+        );
+    }
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "in order, once: {got:?}"
+    );
+    client.disconnect().await.unwrap();
+}

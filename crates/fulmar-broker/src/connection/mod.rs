@@ -697,6 +697,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
 
         let now = Instant::now();
         let key = Subscriber::Client(id.clone());
+        if !connect.client_id.is_empty() {
+            // A session that lives on another broker of a cluster comes here first.
+            crate::broker::import_session(&self.shared, &id, connect.clean_start, expiry).await;
+        }
         let (stored, offline, present) = self.claim(&id, connect.clean_start, expiry).await;
         let persistent = self.shared.journal.is_some() && expiry > 0;
         if persistent {
@@ -723,6 +727,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                     && let Some(bridge) = self.shared.lock().bridge.clone()
                 {
                     bridge.will_set(&client.id, will, client.will_delay);
+                }
+                if let Some(client) = &self.client {
+                    crate::broker::report_online(&self.shared, &client.id, false);
                 }
                 self.shared
                     .counters
@@ -956,6 +963,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         if self.client.as_ref().is_some_and(|c| c.persistent) {
             self.dirty |= self.shared.lock().persist_session(&id, None);
         }
+        crate::broker::report_online(&self.shared, &id, true);
         let _ = self
             .session
             .suback(subscribe.packet_id, codes, AckProperties::default());
@@ -993,6 +1001,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         if self.client.as_ref().is_some_and(|c| c.persistent) {
             self.dirty |= self.shared.lock().persist_session(&id, None);
         }
+        crate::broker::report_online(&self.shared, &id, true);
         let _ = self
             .session
             .unsuback(unsubscribe.packet_id, codes, AckProperties::default());
@@ -1057,6 +1066,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             } else if client.expiry == 0 {
                 // The session ends with the connection; so does any will delay.
                 state.remove_session(&client.id);
+                if let Some(bridge) = &state.bridge {
+                    bridge.session_gone(&client.id);
+                }
                 if let Some(will) = will {
                     state.publish_will(&client.id, will, max_queued, counters, now);
                 }
@@ -1086,6 +1098,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                     }
                 }
                 state.persist_session(&client.id, Some(unix_millis()));
+                crate::broker::report_offline(&state, &client.id);
                 for at in deadlines {
                     state.schedule(&client.id, at);
                     notify = true;

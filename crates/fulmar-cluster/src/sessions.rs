@@ -1,0 +1,681 @@
+//! Sessions across nodes: the registry of which node holds each client's
+//! session (`{prefix}_sessions`), taking a session from the node that holds
+//! it, and answering such requests from other nodes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use async_nats::{Client, StatusCode, Subscriber};
+use bytes::{BufMut, Bytes, BytesMut};
+use fulmar_broker::{BrokerHandle, SessionExport, StoredSession};
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::cluster::node_key;
+
+/// The version byte of registry values and take-session messages.
+const VERSION: u8 = 1;
+
+/// Take-session reply kinds.
+const REPLY_NONE: u8 = 0;
+const REPLY_PART: u8 = 1;
+const REPLY_LAST: u8 = 2;
+
+/// Request flag: the requester discards the state (Clean Start).
+const FLAG_DISCARD: u8 = 1;
+
+/// The largest session export a node accepts from another one.
+const MAX_EXPORT: usize = 256 * 1024 * 1024;
+
+/// Registry writes retried when the entry changed meanwhile (the holder
+/// writing its record, another node claiming it); each step waits a little
+/// longer, and [`Sessions::timeout`] bounds them all.
+const CLAIM_ATTEMPTS: u32 = 64;
+
+#[derive(Default)]
+pub(crate) struct SessionCounters {
+    pub(crate) claimed: AtomicU64,
+    pub(crate) imported: AtomicU64,
+    pub(crate) exported: AtomicU64,
+    pub(crate) restored: AtomicU64,
+    pub(crate) unanswered: AtomicU64,
+    pub(crate) invalid: AtomicU64,
+    pub(crate) registry_errors: AtomicU64,
+    pub(crate) registry_writes: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A change the broker reported, for the registry.
+pub(crate) enum SessionEvent {
+    /// This node wrote the registry entry at this revision (at connect).
+    Claimed(String, u64),
+    /// Connected here, or its subscriptions changed; the record (encoded
+    /// as a [`SessionExport`] without messages).
+    Online(String, Bytes),
+    /// Disconnected, kept here; the record.
+    Offline(String, Bytes),
+    /// No longer here.
+    Gone(String),
+}
+
+/// What the bridge and the tasks share about sessions.
+pub(crate) struct Sessions {
+    pub(crate) node_id: String,
+    pub(crate) prefix: String,
+    pub(crate) client: Client,
+    /// The registry bucket, once attached.
+    pub(crate) store: OnceLock<kv::Store>,
+    /// Bounds each registry step and each take request.
+    pub(crate) timeout: Duration,
+    pub(crate) counters: SessionCounters,
+    pub(crate) events: mpsc::UnboundedSender<SessionEvent>,
+}
+
+/// The record of a session as the registry keeps it.
+pub(crate) fn encode_record(session: &StoredSession) -> Bytes {
+    Bytes::from(
+        SessionExport {
+            session: session.clone(),
+            messages: Vec::new(),
+            incoming: Vec::new(),
+        }
+        .encode(),
+    )
+}
+
+/// A registry value: version, owner node id (2-byte length), then the
+/// session record when known.
+fn encode_value(node: &str, record: &[u8]) -> Bytes {
+    let node = node.as_bytes();
+    let node = node.get(..usize::from(u16::MAX)).unwrap_or(node);
+    let mut buf = BytesMut::with_capacity(3 + node.len() + record.len());
+    buf.put_u8(VERSION);
+    buf.put_u16(u16::try_from(node.len()).unwrap_or(u16::MAX));
+    buf.put_slice(node);
+    buf.put_slice(record);
+    buf.freeze()
+}
+
+/// The owner node and the record bytes of a registry value.
+pub(crate) fn decode_value(value: &[u8]) -> Option<(String, &[u8])> {
+    let (&version, rest) = value.split_first()?;
+    if version != VERSION {
+        return None;
+    }
+    let (len, rest) = rest.split_first_chunk::<2>()?;
+    let len = usize::from(u16::from_be_bytes(*len));
+    let node = std::str::from_utf8(rest.get(..len)?).ok()?.to_owned();
+    Some((node, rest.get(len..)?))
+}
+
+/// Whether the session of a record is still there: it outlives its
+/// connection, and it had not expired when its node was last heard of.
+fn outlives(session: &StoredSession) -> bool {
+    if session.expiry_interval == 0 {
+        return false;
+    }
+    let Some(since) = session.disconnected_at else {
+        // Connected when its node died: its expiry counts from then.
+        return true;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    session.expiry_interval == u32::MAX
+        || since.saturating_add(u64::from(session.expiry_interval) * 1000) > now
+}
+
+/// The subject on which `node` answers take-session requests.
+pub(crate) fn take_subject(prefix: &str, node: &str) -> String {
+    format!("{prefix}.session.{}", node_key(node))
+}
+
+/// What the node that held a session answered.
+enum Answer {
+    Session(Box<SessionExport>),
+    Nothing,
+    /// Nobody listens on its subject: the node is gone.
+    NoResponders,
+    /// A reply that is not understood (counted).
+    Invalid(&'static str),
+}
+
+impl Sessions {
+    pub(crate) fn new(
+        node_id: String,
+        prefix: String,
+        client: Client,
+        timeout: Duration,
+        events: mpsc::UnboundedSender<SessionEvent>,
+    ) -> Self {
+        Self {
+            node_id,
+            prefix,
+            client,
+            store: OnceLock::new(),
+            timeout,
+            counters: SessionCounters::default(),
+            events,
+        }
+    }
+
+    /// [`Bridge::claim_session`](fulmar_broker::Bridge::claim_session):
+    /// registers this node as the holder of `client_id`'s session, then
+    /// takes the session from the node that held it.
+    pub(crate) async fn claim(
+        self: Arc<Self>,
+        client_id: String,
+        clean_start: bool,
+    ) -> Option<SessionExport> {
+        let store = self.store.get()?.clone();
+        let key = node_key(&client_id);
+        let claimed =
+            tokio::time::timeout(self.timeout, self.register(&store, &key, &client_id)).await;
+        let (owner, record) = match claimed {
+            Ok(Some(previous)) => previous?,
+            Ok(None) => return None,
+            Err(_) => {
+                bump(&self.counters.registry_errors);
+                tracing::warn!(client = %client_id, "session registry: timed out; a new session starts here");
+                return None;
+            }
+        };
+        if owner == self.node_id {
+            // Here already: the broker's own takeover handles it.
+            return None;
+        }
+        match self.take_from(&owner, &client_id, clean_start).await {
+            Ok(Answer::Session(export)) => {
+                bump(&self.counters.imported);
+                tracing::debug!(client = %client_id, from = %owner, "session taken over from another node");
+                Some(*export)
+            }
+            Ok(Answer::Nothing) => None,
+            Ok(Answer::Invalid(reason)) => {
+                bump(&self.counters.invalid);
+                tracing::warn!(client = %client_id, node = %owner, reason, "malformed take-session reply dropped; a new session starts here");
+                None
+            }
+            Ok(Answer::NoResponders) => {
+                // The node is gone: its queued messages with it. The last
+                // record it wrote still has the subscriptions.
+                if clean_start || record.is_empty() {
+                    return None;
+                }
+                match SessionExport::decode(&record) {
+                    Ok(export) if *export.session.client_id == *client_id => {
+                        if !outlives(&export.session) {
+                            return None;
+                        }
+                        bump(&self.counters.restored);
+                        tracing::info!(client = %client_id, from = %owner, "node gone: session restored from the registry (subscriptions only)");
+                        Some(export)
+                    }
+                    _ => {
+                        bump(&self.counters.invalid);
+                        None
+                    }
+                }
+            }
+            Err(reason) => {
+                bump(&self.counters.unanswered);
+                tracing::warn!(client = %client_id, node = %owner, reason, "session not taken over; a new session starts here");
+                None
+            }
+        }
+    }
+
+    /// Writes this node as the holder of `key` with a compare-and-swap on
+    /// the revision read. Returns the previous holder and its record
+    /// (`Some(None)`: there was none), or `None` after an error.
+    async fn register(
+        &self,
+        store: &kv::Store,
+        key: &str,
+        client_id: &str,
+    ) -> Option<Option<(String, Vec<u8>)>> {
+        for attempt in 0..CLAIM_ATTEMPTS {
+            if attempt > 1 {
+                let wait = Duration::from_millis(1 << (attempt - 2).min(6));
+                tokio::time::sleep(wait).await;
+            }
+            let entry = match store.entry(key).await {
+                Ok(entry) => entry,
+                Err(e) => {
+                    bump(&self.counters.registry_errors);
+                    tracing::warn!(error = %e, client = %client_id, "session registry not read");
+                    return None;
+                }
+            };
+            let previous = entry
+                .as_ref()
+                .filter(|e| e.operation == kv::Operation::Put)
+                .and_then(|e| decode_value(&e.value))
+                .map(|(node, record)| (node, record.to_vec()));
+            if previous
+                .as_ref()
+                .is_some_and(|(node, _)| *node == self.node_id)
+            {
+                return Some(previous);
+            }
+            // Keep the last record: if this node dies before it writes its
+            // own, another one still finds the subscriptions.
+            let record = previous.as_ref().map_or(&[][..], |(_, r)| r.as_slice());
+            let value = encode_value(&self.node_id, record);
+            let written = match &entry {
+                Some(entry) => store
+                    .update(key, value, entry.revision)
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => store.create(key, value).await.map_err(|e| e.to_string()),
+            };
+            match written {
+                Ok(revision) => {
+                    bump(&self.counters.claimed);
+                    // Through the events, in order with the broker's
+                    // reports: a report from before this claim (the session
+                    // taken from here earlier) must not erase it.
+                    let _ = self
+                        .events
+                        .send(SessionEvent::Claimed(client_id.to_owned(), revision));
+                    return Some(previous);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, client = %client_id, "session registry changed meanwhile");
+                }
+            }
+        }
+        bump(&self.counters.registry_errors);
+        tracing::warn!(client = %client_id, "session registry: too many concurrent changes");
+        None
+    }
+
+    /// Asks `node` for the session of `client_id`; the reply may come in
+    /// several parts (NATS bounds a message's size).
+    async fn take_from(
+        &self,
+        node: &str,
+        client_id: &str,
+        clean_start: bool,
+    ) -> Result<Answer, &'static str> {
+        let inbox = self.client.new_inbox();
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|_| "cannot subscribe to the reply inbox")?;
+        let mut request = BytesMut::with_capacity(2 + client_id.len());
+        request.put_u8(VERSION);
+        request.put_u8(if clean_start { FLAG_DISCARD } else { 0 });
+        request.put_slice(client_id.as_bytes());
+        self.client
+            .publish_with_reply(take_subject(&self.prefix, node), inbox, request.freeze())
+            .await
+            .map_err(|_| "request not published")?;
+        let collect = async {
+            let mut export = Vec::new();
+            while let Some(message) = replies.next().await {
+                if message.status == Some(StatusCode::NO_RESPONDERS) {
+                    return Some(Answer::NoResponders);
+                }
+                let Some((&version, rest)) = message.payload.split_first() else {
+                    return Some(Answer::Invalid("empty reply"));
+                };
+                let Some((&kind, part)) = rest.split_first() else {
+                    return Some(Answer::Invalid("truncated reply"));
+                };
+                if version != VERSION {
+                    return Some(Answer::Invalid("unknown reply version"));
+                }
+                match kind {
+                    REPLY_NONE if export.is_empty() && part.is_empty() => {
+                        return Some(Answer::Nothing);
+                    }
+                    REPLY_PART | REPLY_LAST => {
+                        if export.len() + part.len() > MAX_EXPORT {
+                            return Some(Answer::Invalid("reply too large"));
+                        }
+                        export.extend_from_slice(part);
+                        if kind == REPLY_LAST {
+                            return Some(match SessionExport::decode(&export) {
+                                Ok(export) if *export.session.client_id == *client_id => {
+                                    Answer::Session(Box::new(export))
+                                }
+                                _ => Answer::Invalid("reply is no session export"),
+                            });
+                        }
+                    }
+                    _ => return Some(Answer::Invalid("unknown reply kind")),
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(self.timeout, collect).await {
+            Ok(Some(answer)) => Ok(answer),
+            Ok(None) => Err("reply subscription ended"),
+            Err(_) => Err("no answer in time"),
+        }
+    }
+}
+
+/// Keeps the registry entries of the sessions this node holds, in the
+/// order the broker reports the changes.
+pub(crate) async fn registry_loop(
+    sessions: Arc<Sessions>,
+    store: kv::Store,
+    mut events: mpsc::UnboundedReceiver<SessionEvent>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // The registry revision this node last wrote, per client it holds.
+    let mut revisions = HashMap::new();
+    let mut batch = Vec::new();
+    loop {
+        let next = tokio::select! {
+            biased;
+            event = events.recv() => event,
+            _ = stop.changed() => None,
+        };
+        let Some(event) = next else {
+            break;
+        };
+        batch.push(event);
+        while batch.len() < REGISTRY_BATCH
+            && let Ok(event) = events.try_recv()
+        {
+            batch.push(event);
+        }
+        for event in coalesce(std::mem::take(&mut batch)) {
+            handle(&sessions, &store, &mut revisions, event).await;
+        }
+    }
+    // Stopping: write what the broker reported already (its shutdown
+    // stored the sessions), so that the records stay current.
+    events.close();
+    while let Ok(event) = events.try_recv() {
+        batch.push(event);
+    }
+    for event in coalesce(batch) {
+        handle(&sessions, &store, &mut revisions, event).await;
+    }
+}
+
+/// Registry events handled together, at most.
+const REGISTRY_BATCH: usize = 256;
+
+/// Drops the records that a later record of the same client replaces
+/// (several SUBSCRIBEs in a row write the last one only), keeping the
+/// order of everything else. A record that replaces a connect's record
+/// counts as a connect's (it may create the entry).
+fn coalesce(batch: Vec<SessionEvent>) -> Vec<SessionEvent> {
+    // Per client, where its latest record is in `kept` (reversed).
+    let mut later: HashMap<String, usize> = HashMap::new();
+    let mut kept: Vec<SessionEvent> = Vec::with_capacity(batch.len());
+    for event in batch.into_iter().rev() {
+        match event {
+            SessionEvent::Online(client, record) => match later.get(&client) {
+                Some(&at) => {
+                    if let Some(slot) = kept.get_mut(at)
+                        && let SessionEvent::Offline(_, later_record) = slot
+                    {
+                        let later_record = std::mem::take(later_record);
+                        *slot = SessionEvent::Online(client, later_record);
+                    }
+                }
+                None => {
+                    later.insert(client.clone(), kept.len());
+                    kept.push(SessionEvent::Online(client, record));
+                }
+            },
+            SessionEvent::Offline(client, record) => {
+                if !later.contains_key(&client) {
+                    later.insert(client.clone(), kept.len());
+                    kept.push(SessionEvent::Offline(client, record));
+                }
+            }
+            SessionEvent::Claimed(client, revision) => {
+                later.remove(&client);
+                kept.push(SessionEvent::Claimed(client, revision));
+            }
+            SessionEvent::Gone(client) => {
+                later.remove(&client);
+                kept.push(SessionEvent::Gone(client));
+            }
+        }
+    }
+    kept.reverse();
+    kept
+}
+
+async fn handle(
+    sessions: &Sessions,
+    store: &kv::Store,
+    revisions: &mut HashMap<String, u64>,
+    event: SessionEvent,
+) {
+    let handled = on_event(sessions, store, revisions, event);
+    if tokio::time::timeout(sessions.timeout, handled)
+        .await
+        .is_err()
+    {
+        bump(&sessions.counters.registry_errors);
+        tracing::warn!("session registry: write timed out");
+    }
+}
+
+async fn on_event(
+    sessions: &Sessions,
+    store: &kv::Store,
+    revisions: &mut HashMap<String, u64>,
+    event: SessionEvent,
+) {
+    let (client_id, record, online) = match event {
+        SessionEvent::Claimed(client_id, revision) => {
+            revisions.insert(client_id, revision);
+            return;
+        }
+        SessionEvent::Online(client_id, record) => (client_id, Some(record), true),
+        SessionEvent::Offline(client_id, record) => (client_id, Some(record), false),
+        SessionEvent::Gone(client_id) => (client_id, None, false),
+    };
+    let key = node_key(&client_id);
+    let known = revisions.get(&client_id).copied();
+    let Some(record) = record else {
+        if let Some(revision) = revisions.remove(&client_id) {
+            // Removes exactly what this node wrote: nothing when another
+            // node registered the session since (a newer revision).
+            if let Err(e) = store.stream.delete_message(revision).await {
+                tracing::debug!(error = %e, client = %client_id, "registry entry not erased");
+            }
+        }
+        return;
+    };
+    let value = encode_value(&sessions.node_id, &record);
+    let revision = match known {
+        Some(revision) => Some(revision),
+        // Connected without a claim of its own (the entry named this node
+        // already, or the identifier was assigned here): create the
+        // entry, or take over one that names this node; never one that
+        // names another node.
+        None if online => match store.create(&key, value.clone()).await {
+            Ok(revision) => {
+                bump(&sessions.counters.registry_writes);
+                revisions.insert(client_id, revision);
+                return;
+            }
+            Err(_) => match store.entry(key.as_str()).await {
+                Ok(Some(entry))
+                    if entry.operation == kv::Operation::Put
+                        && decode_value(&entry.value)
+                            .is_some_and(|(node, _)| node == sessions.node_id) =>
+                {
+                    Some(entry.revision)
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    bump(&sessions.counters.registry_errors);
+                    tracing::warn!(error = %e, client = %client_id, "session registry not read");
+                    None
+                }
+            },
+        },
+        None => None,
+    };
+    let Some(revision) = revision else {
+        return;
+    };
+    match store.update(&key, value, revision).await {
+        Ok(revision) => {
+            bump(&sessions.counters.registry_writes);
+            revisions.insert(client_id, revision);
+        }
+        Err(e) => {
+            // Another node registered it since: it is theirs now.
+            tracing::debug!(error = %e, client = %client_id, "session registered elsewhere");
+            revisions.remove(&client_id);
+        }
+    }
+}
+
+/// Answers take-session requests from other nodes.
+pub(crate) async fn take_loop(
+    sessions: Arc<Sessions>,
+    broker: BrokerHandle,
+    mut requests: Subscriber,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let next = tokio::select! {
+            message = requests.next() => message,
+            _ = stop.changed() => None,
+        };
+        let Some(message) = next else {
+            break;
+        };
+        let sessions = sessions.clone();
+        let broker = broker.clone();
+        tokio::spawn(async move { answer(&sessions, &broker, message).await });
+    }
+    let _ = requests.unsubscribe().await;
+}
+
+async fn answer(sessions: &Sessions, broker: &BrokerHandle, message: async_nats::Message) {
+    let Some(reply) = message.reply else {
+        bump(&sessions.counters.invalid);
+        return;
+    };
+    let request = message.payload;
+    let parsed = match request.as_ref() {
+        [VERSION, flags, id @ ..] if !id.is_empty() => std::str::from_utf8(id)
+            .ok()
+            .map(|id| (id.to_owned(), flags & FLAG_DISCARD != 0)),
+        _ => None,
+    };
+    let Some((client_id, discard)) = parsed else {
+        bump(&sessions.counters.invalid);
+        tracing::debug!("malformed take-session request dropped");
+        return;
+    };
+    let export = broker.take_session(&client_id).await;
+    let publish = |payload: Bytes| sessions.client.publish(reply.clone(), payload);
+    let Some(export) = export.filter(|_| !discard) else {
+        if let Err(e) = publish(Bytes::from_static(&[VERSION, REPLY_NONE])).await {
+            tracing::warn!(error = %e, client = %client_id, "take-session reply not sent");
+        }
+        return;
+    };
+    bump(&sessions.counters.exported);
+    let bytes = export.encode();
+    let max = sessions
+        .client
+        .server_info()
+        .max_payload
+        .saturating_sub(64)
+        .max(1024);
+    let mut chunks = bytes.chunks(max).peekable();
+    while let Some(chunk) = chunks.next() {
+        let kind = if chunks.peek().is_some() {
+            REPLY_PART
+        } else {
+            REPLY_LAST
+        };
+        let mut part = BytesMut::with_capacity(2 + chunk.len());
+        part.put_u8(VERSION);
+        part.put_u8(kind);
+        part.put_slice(chunk);
+        if let Err(e) = publish(part.freeze()).await {
+            tracing::warn!(error = %e, client = %client_id, "take-session reply not sent: the session is lost");
+            return;
+        }
+    }
+    let _ = sessions.client.flush().await;
+    tracing::debug!(client = %client_id, "session handed to another node");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(events: &[SessionEvent]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                SessionEvent::Claimed(c, r) => format!("claimed {c} {r}"),
+                SessionEvent::Online(c, r) => format!("online {c} {r:?}"),
+                SessionEvent::Offline(c, r) => format!("offline {c} {r:?}"),
+                SessionEvent::Gone(c) => format!("gone {c}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn records_replaced_by_a_later_one_are_not_written() {
+        let rec = |s: &'static str| Bytes::from_static(s.as_bytes());
+        let batch = vec![
+            SessionEvent::Gone("x".into()),
+            SessionEvent::Claimed("x".into(), 7),
+            SessionEvent::Online("x".into(), rec("1")),
+            SessionEvent::Online("y".into(), rec("a")),
+            SessionEvent::Online("x".into(), rec("2")),
+            SessionEvent::Offline("x".into(), rec("3")),
+            SessionEvent::Gone("y".into()),
+            SessionEvent::Online("y".into(), rec("b")),
+            SessionEvent::Offline("y".into(), rec("c")),
+        ];
+        assert_eq!(
+            names(&coalesce(batch)),
+            [
+                "gone x",
+                "claimed x 7",
+                "online y b\"a\"",
+                "online x b\"3\"",
+                "gone y",
+                "online y b\"c\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn registry_values_round_trip_and_reject_garbage() {
+        let value = encode_value("node.1", b"record");
+        let (node, record) = decode_value(&value).unwrap();
+        assert_eq!((node.as_str(), record), ("node.1", &b"record"[..]));
+        let value = encode_value("n", b"");
+        assert_eq!(
+            decode_value(&value).map(|(n, r)| (n, r.len())),
+            Some(("n".into(), 0))
+        );
+        for cut in 0..value.len() {
+            assert!(decode_value(&value[..cut]).is_none(), "cut {cut}");
+        }
+        assert!(decode_value(b"").is_none());
+        assert!(decode_value(&[2, 0, 1, b'n']).is_none());
+        assert!(decode_value(&[1, 0, 5, b'n']).is_none());
+        assert!(decode_value(&[1, 0, 1, 0xff]).is_none());
+    }
+}
