@@ -6,8 +6,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use fulmar_codec::{
-    AckProperties, Packet, PacketId, PubAck, PubComp, PubRec, PubRelReasonCode, Publish, QoS,
-    ReasonCode,
+    AckProperties, Packet, PacketId, PubAck, PubComp, PubRec, PubRelReasonCode, Publish,
+    PublishProperties, QoS, ReasonCode,
 };
 
 use crate::error::LimitExceeded;
@@ -294,7 +294,7 @@ impl Outbound {
                 continue;
             };
             if let Stage::Publish(p) = &entry.stage {
-                let mut p = Publish::clone(p);
+                let mut p = sent_copy(p);
                 // MQTT-3.3.1-1: a re-delivery carries DUP.
                 p.dup = true;
                 if !entry.live {
@@ -341,7 +341,7 @@ impl Outbound {
         }
         match packet_id {
             Some(id) => {
-                *out = Some(Packet::Publish(Publish::clone(publish)));
+                *out = Some(Packet::Publish(sent_copy(publish)));
                 if let Some(Pending { publish, .. }) = self.pending.pop_front() {
                     self.insert(id, Stage::Publish(publish), true);
                 }
@@ -573,6 +573,38 @@ impl Outbound {
     }
 }
 
+/// `publish.clone()`, the copy sent while the original stays in flight. The
+/// list properties (User Properties, Subscription Identifiers) are usually
+/// empty; cloning an empty `Vec` still costs a call, so those are made new.
+#[inline]
+fn sent_copy(publish: &Publish) -> Publish {
+    let props = &publish.properties;
+    let properties =
+        if props.user_properties.is_empty() && props.subscription_identifiers.is_empty() {
+            PublishProperties {
+                payload_format_indicator: props.payload_format_indicator,
+                message_expiry_interval: props.message_expiry_interval,
+                topic_alias: props.topic_alias,
+                response_topic: props.response_topic.clone(),
+                correlation_data: props.correlation_data.clone(),
+                user_properties: Vec::new(),
+                subscription_identifiers: Vec::new(),
+                content_type: props.content_type.clone(),
+            }
+        } else {
+            props.clone()
+        };
+    Publish {
+        dup: publish.dup,
+        qos: publish.qos,
+        retain: publish.retain,
+        topic: publish.topic.clone(),
+        packet_id: publish.packet_id,
+        payload: publish.payload.clone(),
+        properties,
+    }
+}
+
 fn complete(packet_id: PacketId, reason_code: ReasonCode, properties: AckProperties) -> Event {
     Event::PublishComplete {
         packet_id,
@@ -600,6 +632,26 @@ mod tests {
 
     fn order(table: &InFlight) -> Vec<u16> {
         table.values().map(|e| e.id.get()).collect()
+    }
+
+    #[test]
+    fn sent_copy_equals_clone() {
+        let mut p = Publish::new("a/b".into(), bytes::Bytes::from_static(b"x"));
+        p.qos = QoS::ExactlyOnce;
+        p.retain = true;
+        p.dup = true;
+        p.packet_id = Some(id(9));
+        p.properties.message_expiry_interval = Some(5);
+        p.properties.content_type = Some("text/plain".into());
+        p.properties.correlation_data = Some(bytes::Bytes::from_static(b"c"));
+        assert_eq!(sent_copy(&p), p);
+        p.properties.user_properties.push(("k".into(), "v".into()));
+        assert_eq!(sent_copy(&p), p);
+        p.properties.user_properties.clear();
+        p.properties
+            .subscription_identifiers
+            .push(std::num::NonZeroU32::MIN);
+        assert_eq!(sent_copy(&p), p);
     }
 
     #[test]
