@@ -81,6 +81,44 @@ impl Nats {
 }
 
 impl Nats {
+    /// Kills the server (SIGKILL) and starts it again on the same port and
+    /// store directory; returns once it accepts connections.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port: u16 = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        for _ in 0..50 {
+            let mut child = Command::new("nats-server")
+                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-m", &self.monitor.to_string(), "-sd"])
+                .arg(&self.dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            for _ in 0..200 {
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                    self.child = child;
+                    return;
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break; // the port is not free yet: try again
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("nats-server did not restart on port {port}");
+    }
+
     /// The server's own list of client subscriptions (`/connz?subs=1`, JSON).
     pub fn connz_subscriptions(&self) -> String {
         use std::io::{Read, Write};
