@@ -2,7 +2,7 @@
 //! table (PUBLISH awaiting PUBACK/PUBREC, PUBREL awaiting PUBCOMP) in send
 //! order, the send quota (MQTT 5.0 section 4.9) and retransmission on resume.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use fulmar_codec::{
@@ -12,7 +12,7 @@ use fulmar_codec::{
 
 use crate::error::LimitExceeded;
 use crate::event::{DropReason, Event};
-use crate::packet_id::{IdHash, PacketIds};
+use crate::packet_id::PacketIds;
 use crate::state::Outgoing;
 use crate::transmit::TxQueue;
 
@@ -63,60 +63,71 @@ pub(crate) enum Next {
 /// The in-flight table: entries in send order in a ring (a removed entry
 /// leaves a hole until holes are the majority; then the holes at the front
 /// are dropped at once, and the ring is compacted if that was not enough),
-/// found by identifier through a map from identifier to sequence number.
-/// Inserting and removing cost a ring push, a hole, and a small-key hash
-/// lookup; an empty table drops its holes at once.
+/// found by identifier through the identifier allocator's map
+/// ([`PacketIds::seq`]: identifier to sequence number). Inserting and
+/// removing cost a ring push, a hole, and a small-key hash lookup; an empty
+/// table drops its holes at once.
 #[derive(Clone, Debug, Default)]
 struct InFlight {
     slots: VecDeque<Option<Entry>>,
     /// Sequence number of `slots[0]`.
     first: u64,
-    by_id: HashMap<PacketId, u64, IdHash>,
+    /// Entries in the table (slots that are not holes).
+    count: usize,
 }
 
 impl InFlight {
     fn len(&self) -> usize {
-        self.by_id.len()
+        self.count
     }
 
-    fn index(&self, id: PacketId) -> Option<usize> {
-        let seq = self.by_id.get(&id)?;
+    fn index(&self, ids: &PacketIds, id: PacketId) -> Option<usize> {
+        let seq = ids.seq(id)?;
         usize::try_from(seq.checked_sub(self.first)?).ok()
     }
 
-    fn get(&self, id: PacketId) -> Option<&Entry> {
-        self.slots.get(self.index(id)?)?.as_ref()
+    fn get(&self, ids: &PacketIds, id: PacketId) -> Option<&Entry> {
+        self.slots.get(self.index(ids, id)?)?.as_ref()
     }
 
-    fn get_mut(&mut self, id: PacketId) -> Option<&mut Entry> {
-        let index = self.index(id)?;
+    fn get_mut(&mut self, ids: &PacketIds, id: PacketId) -> Option<&mut Entry> {
+        let index = self.index(ids, id)?;
         self.slots.get_mut(index)?.as_mut()
     }
 
-    /// Appends `entry` (its identifier must not be in the table).
+    /// Appends `entry` (its identifier must not be in the table) and marks
+    /// its identifier in use and in flight.
     #[inline]
-    fn push(&mut self, entry: Entry) {
+    fn push(&mut self, ids: &mut PacketIds, entry: Entry) {
         let seq = self.first + self.slots.len() as u64;
-        self.by_id.insert(entry.id, seq);
+        ids.set_seq(entry.id, seq);
+        self.count += 1;
         self.slots.push_back(Some(entry));
     }
 
-    /// Removes the entry for `id` if `pred` accepts it (one hash lookup);
-    /// returns whether it was live. The entry is dropped where it is rather
-    /// than returned: it holds a whole `Publish`, and moving it out is a copy.
-    fn remove_if(&mut self, id: PacketId, pred: impl FnOnce(&Entry) -> bool) -> Option<bool> {
-        let std::collections::hash_map::Entry::Occupied(seq) = self.by_id.entry(id) else {
+    /// Removes the entry for `id` if `pred` accepts it, and frees the
+    /// identifier (one hash lookup); returns whether it was live. The entry
+    /// is dropped where it is rather than returned: it holds a whole
+    /// `Publish`, and moving it out is a copy.
+    fn remove_if(
+        &mut self,
+        ids: &mut PacketIds,
+        id: PacketId,
+        pred: impl FnOnce(&Entry) -> bool,
+    ) -> Option<bool> {
+        let std::collections::hash_map::Entry::Occupied(seq) = ids.entry(id) else {
             return None;
         };
         let index = usize::try_from(seq.get().checked_sub(self.first)?).ok()?;
         let slot = self.slots.get_mut(index)?;
         let live = match slot {
-            Some(entry) if pred(entry) => entry.live,
+            Some(entry) if entry.id == id && pred(entry) => entry.live,
             _ => return None,
         };
         seq.remove();
         *slot = None;
-        self.trim();
+        self.count -= 1;
+        self.trim(ids);
         Some(live)
     }
 
@@ -124,8 +135,9 @@ impl InFlight {
     /// PUBREL awaiting PUBCOMP (its PUBLISH is dropped); returns whether there
     /// was one. The old slot becomes a hole and a new small entry is pushed,
     /// so the `Publish` is dropped in place instead of being copied along.
-    fn requeue_released(&mut self, id: PacketId) -> bool {
-        let Some(seq) = self.by_id.get_mut(&id) else {
+    fn requeue_released(&mut self, ids: &mut PacketIds, id: PacketId) -> bool {
+        let back = self.first + self.slots.len() as u64;
+        let Some(seq) = ids.seq_mut(id) else {
             return false;
         };
         let Some(index) = seq
@@ -141,13 +153,13 @@ impl InFlight {
             return false;
         };
         *slot = None;
-        *seq = self.first + self.slots.len() as u64;
+        *seq = back;
         self.slots.push_back(Some(Entry {
             id,
             stage: Stage::PubRel,
             live,
         }));
-        self.trim();
+        self.trim(ids);
         true
     }
 
@@ -155,8 +167,8 @@ impl InFlight {
     /// (one `drain` for all of them), then, if that was not enough, every
     /// hole by compacting. Holes are left alone until then: dropping them one
     /// at a time cost more than the rest of the removal.
-    fn trim(&mut self) {
-        if self.by_id.is_empty() {
+    fn trim(&mut self, ids: &mut PacketIds) {
+        if self.count == 0 {
             self.first += self.slots.len() as u64;
             self.slots.clear();
             // Entries are large (a whole `Publish`): an idle table does not
@@ -164,7 +176,7 @@ impl InFlight {
             self.slots.shrink_to(KEPT_CAPACITY);
             return;
         }
-        if self.slots.len() <= 2 * self.by_id.len() + 16 {
+        if self.slots.len() <= 2 * self.count + 16 {
             return;
         }
         let holes = self.slots.iter().take_while(|s| s.is_none()).count();
@@ -172,17 +184,17 @@ impl InFlight {
             self.slots.drain(..holes);
             self.first += holes as u64;
         }
-        if self.slots.len() > 2 * self.by_id.len() + 16 {
-            self.compact();
+        if self.slots.len() > 2 * self.count + 16 {
+            self.compact(ids);
         }
     }
 
     /// Drops the holes, renumbering the entries.
-    fn compact(&mut self) {
+    fn compact(&mut self, ids: &mut PacketIds) {
         self.slots.retain(Option::is_some);
         let first = self.first;
         for (seq, entry) in (first..).zip(self.slots.iter().flatten()) {
-            self.by_id.insert(entry.id, seq);
+            ids.set_seq(entry.id, seq);
         }
     }
 
@@ -247,7 +259,7 @@ impl Outbound {
 
     #[inline]
     fn insert(&mut self, id: PacketId, stage: Stage, live: bool) {
-        self.inflight.push(Entry { id, stage, live });
+        self.inflight.push(&mut self.ids, Entry { id, stage, live });
         if live {
             self.live += 1;
         }
@@ -260,18 +272,17 @@ impl Outbound {
     /// Removes the entry for `id` if `pred` accepts it, and frees the
     /// identifier; returns whether there was one.
     fn remove_if(&mut self, id: PacketId, pred: impl FnOnce(&Entry) -> bool) -> bool {
-        let Some(live) = self.inflight.remove_if(id, pred) else {
+        let Some(live) = self.inflight.remove_if(&mut self.ids, id, pred) else {
             return false;
         };
         if live {
             self.live = self.live.saturating_sub(1);
         }
-        self.ids.release(id);
         true
     }
 
     fn stage(&self, id: PacketId) -> Option<&Stage> {
-        self.inflight.get(id).map(|e| &e.stage)
+        self.inflight.get(&self.ids, id).map(|e| &e.stage)
     }
 
     /// The next PUBLISH to send: retransmissions first while fewer than
@@ -290,7 +301,7 @@ impl Outbound {
                 return Next::Nothing;
             }
             self.resend.pop_front();
-            let Some(entry) = self.inflight.get_mut(id) else {
+            let Some(entry) = self.inflight.get_mut(&self.ids, id) else {
                 continue;
             };
             if let Stage::Publish(p) = &entry.stage {
@@ -403,7 +414,7 @@ impl Outbound {
                 }
                 // PUBRELs go out in PUBREC order (MQTT-4.6.0-4); the entry moves
                 // to the back so that a resume resends them in that order too.
-                self.inflight.requeue_released(id);
+                self.inflight.requeue_released(&mut self.ids, id);
                 transmit.push_pubrel(id, PubRelReasonCode::Success);
             }
             // A duplicate PUBREC: the PUBREL may have been lost.
@@ -691,40 +702,42 @@ mod tests {
     #[test]
     fn inflight_keeps_send_order_through_holes_and_compaction() {
         let mut table = InFlight::default();
+        let mut ids = PacketIds::default();
         for n in 1..=5 {
-            table.push(entry(n));
+            table.push(&mut ids, entry(n));
         }
-        assert!(table.remove_if(id(3), |_| true).is_some());
-        assert!(table.remove_if(id(3), |_| true).is_none());
-        assert!(table.remove_if(id(1), |_| true).is_some());
-        table.push(entry(1));
+        assert!(table.remove_if(&mut ids, id(3), |_| true).is_some());
+        assert!(table.remove_if(&mut ids, id(3), |_| true).is_none());
+        assert!(table.remove_if(&mut ids, id(1), |_| true).is_some());
+        table.push(&mut ids, entry(1));
         assert_eq!(order(&table), [2, 4, 5, 1]);
         assert_eq!(table.len(), 4);
         // One old entry stays while many come and go: the holes behind it are
         // compacted away instead of piling up.
         for n in 100..1100 {
-            table.push(entry(n));
-            assert!(table.remove_if(id(n), |_| true).is_some());
+            table.push(&mut ids, entry(n));
+            assert!(table.remove_if(&mut ids, id(n), |_| true).is_some());
         }
         assert!(table.slots.len() <= 2 * table.len() + 17);
         assert_eq!(order(&table), [2, 4, 5, 1]);
         for n in [2, 4, 5, 1] {
-            assert_eq!(table.get(id(n)).map(|e| e.id), Some(id(n)));
-            assert!(table.get_mut(id(n)).is_some());
+            assert_eq!(table.get(&ids, id(n)).map(|e| e.id), Some(id(n)));
+            assert!(table.get_mut(&ids, id(n)).is_some());
         }
-        assert!(table.requeue_released(id(2)));
-        assert!(!table.requeue_released(id(9)));
+        assert!(table.requeue_released(&mut ids, id(2)));
+        assert!(!table.requeue_released(&mut ids, id(9)));
         assert_eq!(order(&table), [4, 5, 1, 2]);
         assert!(
             table
-                .remove_if(id(4), |e| matches!(e.stage, Stage::Publish(_)))
+                .remove_if(&mut ids, id(4), |e| matches!(e.stage, Stage::Publish(_)))
                 .is_none()
         );
         assert_eq!(table.len(), 4);
         for n in [5, 2, 1, 4] {
-            assert!(table.remove_if(id(n), |_| true).is_some());
+            assert!(table.remove_if(&mut ids, id(n), |_| true).is_some());
         }
         assert_eq!(table.len(), 0);
         assert!(table.slots.is_empty());
+        assert_eq!(ids.len(), 0, "removing an entry frees its identifier");
     }
 }

@@ -1,6 +1,7 @@
 //! Packet identifier allocation: never hand out an identifier that is in use.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use fulmar_codec::PacketId;
@@ -38,11 +39,19 @@ impl Hasher for IdHasher {
 /// `HashMap`/`HashSet` hasher for packet identifier keys.
 pub(crate) type IdHash = BuildHasherDefault<IdHasher>;
 
+/// The value of an identifier in use that is not in the in-flight table.
+const NOT_IN_FLIGHT: u64 = u64::MAX;
+
 /// Outbound packet identifiers in use (in-flight and queued QoS 1/2 messages,
 /// SUBSCRIBE/UNSUBSCRIBE awaiting their ack), and the next one to try.
+///
+/// The same map is the in-flight table's index: an identifier of a message in
+/// flight maps to its sequence number in the table, any other to
+/// `NOT_IN_FLIGHT`. One map instead of a set and a map saves a hash
+/// operation per message (removing an in-flight entry frees its identifier).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PacketIds {
-    in_use: HashSet<PacketId, IdHash>,
+    in_use: HashMap<PacketId, u64, IdHash>,
     next: u16,
 }
 
@@ -50,7 +59,7 @@ impl PacketIds {
     /// Continues after `last` (the highest recently used identifier).
     pub(crate) fn starting_after(last: u16) -> Self {
         Self {
-            in_use: HashSet::default(),
+            in_use: HashMap::default(),
             next: last,
         }
     }
@@ -68,8 +77,9 @@ impl PacketIds {
         loop {
             self.next = self.next.checked_add(1).unwrap_or(1);
             if let Some(id) = PacketId::new(self.next)
-                && self.in_use.insert(id)
+                && let Entry::Vacant(slot) = self.in_use.entry(id)
             {
+                slot.insert(NOT_IN_FLIGHT);
                 return Some(id);
             }
         }
@@ -77,7 +87,37 @@ impl PacketIds {
 
     /// Marks `id` in use; `false` if it already was.
     pub(crate) fn claim(&mut self, id: PacketId) -> bool {
-        self.in_use.insert(id)
+        match self.in_use.entry(id) {
+            Entry::Vacant(slot) => {
+                slot.insert(NOT_IN_FLIGHT);
+                true
+            }
+            Entry::Occupied(_) => false,
+        }
+    }
+
+    /// The in-flight sequence number of `id`, if it is in flight.
+    pub(crate) fn seq(&self, id: PacketId) -> Option<u64> {
+        self.in_use
+            .get(&id)
+            .copied()
+            .filter(|s| *s != NOT_IN_FLIGHT)
+    }
+
+    /// The in-flight sequence number of `id`, to change, if it is in flight.
+    pub(crate) fn seq_mut(&mut self, id: PacketId) -> Option<&mut u64> {
+        self.in_use.get_mut(&id).filter(|s| **s != NOT_IN_FLIGHT)
+    }
+
+    /// Marks `id` in use and in flight with sequence number `seq`.
+    pub(crate) fn set_seq(&mut self, id: PacketId, seq: u64) {
+        self.in_use.insert(id, seq);
+    }
+
+    /// The map entry of `id`, whose value is its in-flight sequence number
+    /// (or not in flight); removing it frees the identifier.
+    pub(crate) fn entry(&mut self, id: PacketId) -> Entry<'_, PacketId, u64> {
+        self.in_use.entry(id)
     }
 
     /// Makes `id` available again.
@@ -88,7 +128,7 @@ impl PacketIds {
     /// Whether `id` is in use.
     #[cfg(test)]
     pub(crate) fn contains(&self, id: PacketId) -> bool {
-        self.in_use.contains(&id)
+        self.in_use.contains_key(&id)
     }
 
     /// Number of identifiers in use.
