@@ -17,8 +17,14 @@ use crate::state::Outgoing;
 use crate::transmit::TxQueue;
 
 /// Room for messages (about 250 bytes each, stored inline) that the queue and
-/// the in-flight table keep when they become empty; beyond it is freed.
+/// the in-flight table keep when they become empty, if they had grown beyond
+/// [`SHRINK_ABOVE`]; below that the room is kept, so that a connection that
+/// regularly has a few hundred messages in flight does not reallocate for
+/// every burst.
 const KEPT_CAPACITY: usize = 128;
+
+/// See [`KEPT_CAPACITY`].
+const SHRINK_ABOVE: usize = 4 * KEPT_CAPACITY;
 
 /// Stage of an in-flight message.
 #[derive(Clone, Debug)]
@@ -172,8 +178,10 @@ impl InFlight {
             self.first += self.slots.len() as u64;
             self.slots.clear();
             // Entries are large (a whole `Publish`): an idle table does not
-            // keep the room a burst needed.
-            self.slots.shrink_to(KEPT_CAPACITY);
+            // keep the room a large burst needed.
+            if self.slots.capacity() > SHRINK_ABOVE {
+                self.slots.shrink_to(KEPT_CAPACITY);
+            }
             return;
         }
         if self.slots.len() <= 2 * self.count + 16 {
@@ -367,10 +375,11 @@ impl Outbound {
         Next::Sent
     }
 
-    /// An empty queue gives back the room beyond [`KEPT_CAPACITY`] messages:
-    /// they are stored inline, and a burst should not stay allocated.
+    /// An empty queue that had room for more than [`SHRINK_ABOVE`] messages
+    /// gives back all but [`KEPT_CAPACITY`]: they are stored inline, and a
+    /// large burst should not stay allocated.
     fn shrink_pending(&mut self) {
-        if self.pending.is_empty() && self.pending.capacity() > KEPT_CAPACITY {
+        if self.pending.is_empty() && self.pending.capacity() > SHRINK_ABOVE {
             self.pending.shrink_to(KEPT_CAPACITY);
         }
     }
