@@ -196,6 +196,10 @@ pub struct ClusterStats {
     /// Sessions of a gone node restored from the registry's record
     /// (subscriptions only: the queued messages are lost).
     pub sessions_restored: u64,
+    /// Wills of a gone node's clients this node removed from the wills
+    /// bucket before any node published them: their session resumed here
+    /// within the Will Delay Interval.
+    pub wills_cancelled: u64,
     /// Take-session requests that got no answer in time (or failed): a
     /// new session started instead.
     pub sessions_unanswered: u64,
@@ -823,6 +827,7 @@ impl Cluster {
             .await
             .map_err(|e| ClusterError::jetstream(&wills_bucket, e))?;
         *lock(&inner.wills) = Some(wills_store.clone());
+        let _ = inner.sessions.wills.set(wills_store.clone());
         self.spawn(wills_loop(
             inner.clone(),
             wills_store.clone(),
@@ -872,6 +877,7 @@ impl Cluster {
             sessions_imported: load(&s.imported),
             sessions_exported: load(&s.exported),
             sessions_restored: load(&s.restored),
+            wills_cancelled: load(&s.wills_cancelled),
             sessions_unanswered: load(&s.unanswered),
             sessions_invalid: load(&s.invalid),
             session_registry_errors: load(&s.registry_errors),
@@ -1186,7 +1192,7 @@ async fn publish_one(inner: &Inner, topic: &TopicName, publish: Publish) {
 
 /// The key of a will in the wills bucket: the escaped node id, `.`, the
 /// escaped client id.
-fn will_key(node_id: &str, client_id: &str) -> String {
+pub(crate) fn will_key(node_id: &str, client_id: &str) -> String {
     format!("{}.{}", node_key(node_id), node_key(client_id))
 }
 

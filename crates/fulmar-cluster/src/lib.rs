@@ -196,10 +196,16 @@
 //! dies before publishing it is lost. A node cut off from NATS longer than
 //! the heartbeat TTL is taken for dead and its clients' wills published
 //! while they may still be connected. A client whose session moves to
-//! another node cancels its delayed will (the old node drops it), but a
-//! client that resumes elsewhere after its node died does not: the will
-//! of the dead node is published after its delay all the same. Each node lists the whole bucket every heartbeat interval, which
-//! costs in proportion to the connected clients with a will.
+//! another node cancels its delayed will (the old node drops it); one that
+//! resumes its session elsewhere after its node died cancels it too: the
+//! node restoring the session removes the dead node's will from the bucket
+//! with the same compare-and-swap the publishing node claims it with, so
+//! the will is either published or cancelled, once
+//! ([`ClusterStats::wills_cancelled`]). A client that connects elsewhere
+//! with Clean Start does not cancel it (its session ends, and the will is
+//! published after its delay). Each node lists the whole bucket every
+//! heartbeat interval, which costs in proportion to the connected clients
+//! with a will.
 
 mod cluster;
 mod error;

@@ -45,6 +45,7 @@ pub(crate) struct SessionCounters {
     pub(crate) invalid: AtomicU64,
     pub(crate) registry_errors: AtomicU64,
     pub(crate) registry_writes: AtomicU64,
+    pub(crate) wills_cancelled: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -71,6 +72,8 @@ pub(crate) struct Sessions {
     pub(crate) client: Client,
     /// The registry bucket, once attached.
     pub(crate) store: OnceLock<kv::Store>,
+    /// The wills bucket, once attached.
+    pub(crate) wills: OnceLock<kv::Store>,
     /// Bounds each registry step and each take request.
     pub(crate) timeout: Duration,
     pub(crate) counters: SessionCounters,
@@ -159,6 +162,7 @@ impl Sessions {
             prefix,
             client,
             store: OnceLock::new(),
+            wills: OnceLock::new(),
             timeout,
             counters: SessionCounters::default(),
             events,
@@ -215,6 +219,14 @@ impl Sessions {
                         }
                         bump(&self.counters.restored);
                         tracing::info!(client = %client_id, from = %owner, "node gone: session restored from the registry (subscriptions only)");
+                        // Resumed within the Will Delay Interval: the gone
+                        // node's will for it is not to be published.
+                        if tokio::time::timeout(self.timeout, self.cancel_will(&owner, &client_id))
+                            .await
+                            .is_err()
+                        {
+                            tracing::warn!(client = %client_id, "will of the gone node not cancelled in time");
+                        }
                         Some(export)
                     }
                     _ => {
@@ -227,6 +239,36 @@ impl Sessions {
                 bump(&self.counters.unanswered);
                 tracing::warn!(client = %client_id, node = %owner, reason, "session not taken over; a new session starts here");
                 None
+            }
+        }
+    }
+
+    /// Removes the will that gone node `owner` kept for `client_id`, with a
+    /// compare-and-swap on its revision: the node that would publish it
+    /// claims it the same way, so exactly one of the two wins.
+    async fn cancel_will(&self, owner: &str, client_id: &str) {
+        let Some(wills) = self.wills.get() else {
+            return;
+        };
+        let key = crate::cluster::will_key(owner, client_id);
+        let entry = match wills.entry(key.as_str()).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put => entry,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, client = %client_id, "wills bucket not read");
+                return;
+            }
+        };
+        match wills.update(&key, Bytes::new(), entry.revision).await {
+            Ok(claimed) => {
+                if let Err(e) = wills.stream.delete_message(claimed).await {
+                    tracing::debug!(error = %e, %key, "cancelled will not erased");
+                }
+                bump(&self.counters.wills_cancelled);
+                tracing::info!(client = %client_id, from = %owner, "will of the gone node cancelled: the session resumed");
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, %key, "will claimed by another node first");
             }
         }
     }

@@ -11,12 +11,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::{Nats, Node, wait_for};
+use common::{Nats, Node, next, wait_for};
 use fulmar_client::QoS as ClientQoS;
 use fulmar_cluster::ClusterConfig;
 use fulmar_codec::{
     ConnAck, Connect, DisconnectReasonCode, MqttString, Packet, PacketId, ProtocolVersion, PubAck,
-    PubComp, PubRec, Publish, QoS, Subscribe, SubscriptionOptions, decode,
+    PubComp, PubRec, Publish, QoS, Subscribe, SubscriptionOptions, Will, WillProperties, decode,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -734,4 +734,80 @@ async fn a_session_moved_at_random_moments_loses_no_message() {
     assert_eq!(sa.sessions_imported + sb.sessions_imported, 300);
     a.stop().await;
     b.stop().await;
+}
+
+/// Polls the wills bucket (through `node`) until it lists `expected`.
+async fn wait_wills(node: &Node, expected: &[(&str, &str)]) {
+    let mut listed = Vec::new();
+    for _ in 0..400 {
+        listed = node.cluster.wills().await.unwrap();
+        if listed
+            .iter()
+            .map(|(n, c)| (n.as_str(), c.as_str()))
+            .eq(expected.iter().copied())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("wills bucket: {listed:?}, expected {expected:?}");
+}
+
+// v5:MQTT-3.1.3-9 across nodes: the node holding a connection with a will
+// (Will Delay Interval 3 s) dies; the client resumes its session on another
+// node before the delay has passed, so the will is not published: the node
+// that resumed it removes it from the wills bucket before the survivor that
+// would publish it (after the dead node's heartbeat expired and the delay
+// ran) can claim it.
+#[tokio::test]
+async fn resuming_elsewhere_cancels_the_will_of_a_dead_node() {
+    let nats = nats_or_skip!("session_will_cancel");
+    let fast = |id: &str| {
+        let mut config = ClusterConfig::new(nats.url.clone(), id);
+        config.heartbeat_interval = Duration::from_millis(200);
+        config.heartbeat_ttl = Duration::from_secs(2);
+        config
+    };
+    let a = Node::start_with(fast("a")).await;
+    let b = Node::start_with(fast("b")).await;
+    let watcher = b.client("watcher").await;
+    let mut sub = watcher
+        .subscribe("wills/#", ClientQoS::AtLeastOnce)
+        .await
+        .unwrap();
+    b.wait_subscription("fulmar.msg.t.wills.>", true).await;
+    let mut connect = persistent("phoenix", ProtocolVersion::V5);
+    connect.will = Some(Will {
+        topic: MqttString::from("wills/phoenix"),
+        payload: Bytes::from_static(b"phoenix gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: WillProperties {
+            will_delay_interval: Some(3),
+            ..WillProperties::default()
+        },
+    });
+    let (first, _) = Peer::connect(&a, connect).await;
+    wait_record(&a, "phoenix", &[]).await;
+    wait_wills(&b, &[("a", "phoenix")]).await;
+    a.cluster.abort();
+    wait_for("A's take-session subscription gone from the server", || {
+        !nats.connz_subscriptions().contains("fulmar.session.a")
+    })
+    .await;
+    let (again, ack) = Peer::connect(&b, persistent("phoenix", ProtocolVersion::V5)).await;
+    assert!(ack.session_present);
+    let s = b.cluster.stats();
+    assert_eq!((s.sessions_restored, s.wills_cancelled), (1, 1), "{s:?}");
+    wait_wills(&b, &[]).await;
+    // By now B would have claimed and published it (heartbeat TTL 2 s, then
+    // the 3 s delay): nothing came, the next message is a marker.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(b.cluster.stats().wills_published, 0);
+    watcher.publish("wills/marker", "marker").await.unwrap();
+    assert_eq!(next(&mut sub).await.payload, "marker");
+    again.disconnect().await;
+    drop(first);
+    b.stop().await;
+    a.stop().await;
 }
