@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Nats, Node, next, wait_for};
+use common::{Nats, Node, messages_cross_again, next, wait_for, wait_wills};
 use fulmar_client::{PublishProperties, QoS};
 use fulmar_cluster::ClusterConfig;
 use fulmar_codec::PayloadFormat;
@@ -442,24 +442,6 @@ async fn qos_2_and_mqtt_3_1_1_clients_across_nodes() {
     b.stop().await;
 }
 
-/// Polls the wills bucket until it lists `expected` (node, client), for
-/// 20 s at most.
-async fn wait_wills(node: &Node, expected: &[(&str, &str)]) {
-    let mut listed = Vec::new();
-    for _ in 0..400 {
-        listed = node.cluster.wills().await.unwrap();
-        if listed
-            .iter()
-            .map(|(n, c)| (n.as_str(), c.as_str()))
-            .eq(expected.iter().copied())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("wills bucket: {listed:?}, expected {expected:?}");
-}
-
 /// A v5 client of `node` with a will on `wills/{id}`.
 async fn client_with_will(
     node: &Node,
@@ -606,40 +588,7 @@ async fn the_cluster_carries_on_after_nats_server_restarts() {
 
     nats.restart();
 
-    // Publish until a message crosses again (the nodes reconnect with a
-    // back-off; here the first one usually does, buffered by the NATS
-    // client); every message that crosses arrives once and in order.
-    let mut n = 0u32;
-    let first = loop {
-        n += 1;
-        publisher
-            .publish("restart/live", n.to_string())
-            .qos(QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        match tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
-            Ok(Some(message)) => break message,
-            Ok(None) => panic!("subscription ended"),
-            Err(_) => assert!(n < 150, "no message crossed within 30 s of the restart"),
-        }
-    };
-    let mut last: u32 = std::str::from_utf8(&first.payload)
-        .unwrap()
-        .parse()
-        .unwrap();
-    for i in n + 1..n + 20 {
-        publisher
-            .publish("restart/live", i.to_string())
-            .qos(QoS::AtLeastOnce)
-            .await
-            .unwrap();
-    }
-    while last < n + 19 {
-        let got = next(&mut sub).await;
-        let value: u32 = std::str::from_utf8(&got.payload).unwrap().parse().unwrap();
-        assert!(value > last, "{value} after {last}");
-        last = value;
-    }
+    messages_cross_again(&publisher, "restart/live", &mut sub).await;
     // The retained message, kept by the restarted server, reaches a node
     // started now.
     let c = Node::start(&nats, "c").await;

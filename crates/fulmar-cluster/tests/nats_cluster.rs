@@ -6,12 +6,12 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
-use common::{Node, next};
+use common::{Node, messages_cross_again, nats_installed, next, spawn_server};
 use fulmar_broker::Broker;
 use fulmar_client::QoS;
 use fulmar_cluster::{Cluster, ClusterConfig};
@@ -42,14 +42,7 @@ fn free_port() -> u16 {
 /// Three `nats-server -js` joined by routes, or `None` (with a line saying
 /// so) when nats-server is not installed.
 fn three_servers(test: &str) -> Option<Vec<Server>> {
-    if Command::new("nats-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_err()
-    {
-        println!("SKIP {test}: nats-server is not installed (apt-get install nats-server)");
+    if !nats_installed(test) {
         return None;
     }
     let clients: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -65,39 +58,26 @@ fn three_servers(test: &str) -> Option<Vec<Server>> {
             .filter(|j| *j != i)
             .map(|j| format!("nats://127.0.0.1:{}", routes[j]))
             .collect();
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &clients[i].to_string()])
-            .args(["--server_name", &format!("fulmar-test-{i}")])
-            .args(["--cluster_name", "fulmar-test"])
-            .args(["--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
-            .args(["--routes", &others.join(",")])
-            .arg("-sd")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let name = format!("fulmar-test-{i}");
+        let route = format!("nats://127.0.0.1:{}", routes[i]);
+        let others = others.join(",");
+        let extra = [
+            "--server_name",
+            name.as_str(),
+            "--cluster_name",
+            "fulmar-test",
+            "--cluster",
+            route.as_str(),
+            "--routes",
+            others.as_str(),
+        ];
+        let child = spawn_server(clients[i], &extra, &dir)
+            .unwrap_or_else(|| panic!("nats-server {i} did not start on {}", clients[i]));
         servers.push(Server {
             child,
             dir,
             url: format!("nats://127.0.0.1:{}", clients[i]),
         });
-    }
-    for (server, port) in servers.iter_mut().zip(&clients) {
-        let addr: SocketAddr = ([127, 0, 0, 1], *port).into();
-        let mut up = false;
-        for _ in 0..400 {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-                up = true;
-                break;
-            }
-            assert!(
-                server.child.try_wait().unwrap().is_none(),
-                "nats-server on {port} exited"
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        assert!(up, "nats-server did not start on {port}");
     }
     Some(servers)
 }
@@ -162,37 +142,7 @@ async fn one_nats_server_of_three_dies() {
     // SIGKILL the first server, the one every node was told about first.
     drop(servers.remove(0));
 
-    let mut n = 0u32;
-    let first = loop {
-        n += 1;
-        publisher
-            .publish("nc/live", n.to_string())
-            .qos(QoS::AtLeastOnce)
-            .await
-            .unwrap();
-        match tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
-            Ok(Some(message)) => break message,
-            Ok(None) => panic!("subscription ended"),
-            Err(_) => assert!(n < 150, "no message crossed within 30 s of the kill"),
-        }
-    };
-    let mut last: u32 = std::str::from_utf8(&first.payload)
-        .unwrap()
-        .parse()
-        .unwrap();
-    for i in n + 1..n + 20 {
-        publisher
-            .publish("nc/live", i.to_string())
-            .qos(QoS::AtLeastOnce)
-            .await
-            .unwrap();
-    }
-    while last < n + 19 {
-        let got = next(&mut sub).await;
-        let value: u32 = std::str::from_utf8(&got.payload).unwrap().parse().unwrap();
-        assert!(value > last, "{value} after {last}");
-        last = value;
-    }
+    messages_cross_again(&publisher, "nc/live", &mut sub).await;
 
     let c = node(&servers, "c").await;
     let late = c.client("nc-late").await;

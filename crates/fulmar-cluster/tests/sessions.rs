@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::{Nats, Node, next, wait_for};
+use common::{Nats, Node, next, wait_for, wait_wills};
 use fulmar_client::QoS as ClientQoS;
 use fulmar_cluster::ClusterConfig;
 use fulmar_codec::{
@@ -734,23 +734,6 @@ async fn a_session_moved_at_random_moments_loses_no_message() {
     assert_eq!(sa.sessions_imported + sb.sessions_imported, 300);
     a.stop().await;
     b.stop().await;
-}
-
-/// Polls the wills bucket (through `node`) until it lists `expected`.
-async fn wait_wills(node: &Node, expected: &[(&str, &str)]) {
-    let mut listed = Vec::new();
-    for _ in 0..400 {
-        listed = node.cluster.wills().await.unwrap();
-        if listed
-            .iter()
-            .map(|(n, c)| (n.as_str(), c.as_str()))
-            .eq(expected.iter().copied())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("wills bucket: {listed:?}, expected {expected:?}");
 }
 
 // v5:MQTT-3.1.3-9 across nodes: the node holding a connection with a will

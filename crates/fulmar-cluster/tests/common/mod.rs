@@ -25,14 +25,7 @@ impl Nats {
     /// Starts a server, or prints why not and returns `None` when
     /// `nats-server` is not installed (scripts/test.sh installs it).
     pub fn start(test: &str) -> Option<Self> {
-        if Command::new("nats-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_err()
-        {
-            println!("SKIP {test}: nats-server is not installed (apt-get install nats-server)");
+        if !nats_installed(test) {
             return None;
         }
         for _ in 0..5 {
@@ -49,31 +42,15 @@ impl Nats {
                 std::process::id()
             ));
             std::fs::create_dir_all(&dir).unwrap();
-            let mut child = Command::new("nats-server")
-                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
-                .args(["-m", &monitor.to_string(), "-sd"])
-                .arg(&dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-            for _ in 0..200 {
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-                    return Some(Self {
-                        child,
-                        dir,
-                        url: format!("nats://127.0.0.1:{port}"),
-                        monitor,
-                    });
-                }
-                if child.try_wait().unwrap().is_some() {
-                    break; // the port was taken meanwhile: try another
-                }
-                std::thread::sleep(Duration::from_millis(25));
+            // None: the port was taken meanwhile, try another.
+            if let Some(child) = spawn_server(port, &["-m", &monitor.to_string()], &dir) {
+                return Some(Self {
+                    child,
+                    dir,
+                    url: format!("nats://127.0.0.1:{port}"),
+                    monitor,
+                });
             }
-            let _ = child.kill();
-            let _ = child.wait();
             let _ = std::fs::remove_dir_all(&dir);
         }
         panic!("nats-server did not start");
@@ -93,27 +70,12 @@ impl Nats {
             .and_then(|p| p.parse().ok())
             .unwrap();
         for _ in 0..50 {
-            let mut child = Command::new("nats-server")
-                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
-                .args(["-m", &self.monitor.to_string(), "-sd"])
-                .arg(&self.dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-            for _ in 0..200 {
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-                    self.child = child;
-                    return;
-                }
-                if child.try_wait().unwrap().is_some() {
-                    break; // the port is not free yet: try again
-                }
-                std::thread::sleep(Duration::from_millis(25));
+            let monitor = self.monitor.to_string();
+            if let Some(child) = spawn_server(port, &["-m", &monitor], &self.dir) {
+                self.child = child;
+                return;
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            // The port is not free yet: try again.
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("nats-server did not restart on port {port}");
@@ -137,6 +99,102 @@ impl Drop for Nats {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether `nats-server` can run; prints a SKIP line for `test` when not
+/// (scripts/test.sh installs it).
+pub fn nats_installed(test: &str) -> bool {
+    let installed = Command::new("nats-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !installed {
+        println!("SKIP {test}: nats-server is not installed (apt-get install nats-server)");
+    }
+    installed
+}
+
+/// `nats-server -js` on loopback `port` with `extra` arguments and its
+/// store in `dir`, once it accepts connections; `None` if it exited (the
+/// port was not free) or did not come up.
+pub fn spawn_server(port: u16, extra: &[&str], dir: &std::path::Path) -> Option<Child> {
+    let mut child = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(extra)
+        .arg("-sd")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    for _ in 0..400 {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return Some(child);
+        }
+        if child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// Polls the wills bucket (through `node`) until it lists `expected`
+/// (node, client), for 20 s at most.
+pub async fn wait_wills(node: &Node, expected: &[(&str, &str)]) {
+    let mut listed = Vec::new();
+    for _ in 0..400 {
+        listed = node.cluster.wills().await.unwrap();
+        if listed
+            .iter()
+            .map(|(n, c)| (n.as_str(), c.as_str()))
+            .eq(expected.iter().copied())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("wills bucket: {listed:?}, expected {expected:?}");
+}
+
+/// After a NATS failure: publishes numbered QoS 1 messages on `topic`
+/// until one reaches `sub` (for 30 s at most: the nodes reconnect with a
+/// back-off), then 19 more; every message that crosses arrives once and in
+/// order.
+pub async fn messages_cross_again(publisher: &Client, topic: &str, sub: &mut Subscription) {
+    let mut n = 0u32;
+    let first = loop {
+        n += 1;
+        publisher
+            .publish(topic, n.to_string())
+            .qos(fulmar_client::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        match tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
+            Ok(Some(message)) => break message,
+            Ok(None) => panic!("subscription ended"),
+            Err(_) => assert!(n < 150, "no message crossed within 30 s"),
+        }
+    };
+    let number = |m: &Message| -> u32 { std::str::from_utf8(&m.payload).unwrap().parse().unwrap() };
+    let mut last = number(&first);
+    for i in n + 1..n + 20 {
+        publisher
+            .publish(topic, i.to_string())
+            .qos(fulmar_client::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    while last < n + 19 {
+        let value = number(&next(sub).await);
+        assert!(value > last, "{value} after {last}");
+        last = value;
     }
 }
 
