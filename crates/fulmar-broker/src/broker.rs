@@ -24,9 +24,7 @@ use crate::state::{
     Control, Counters, Origin, Queued, SessionEntry, State, SubOptions, Subscriber,
 };
 use crate::store::journal::Journal;
-use crate::store::{
-    Durability, Store, StoreOp, StoredMessage, StoredSession, StoredSubscription, unix_millis,
-};
+use crate::store::{Durability, Store, StoreOp, StoredMessage, StoredSession, unix_millis};
 #[cfg(feature = "tls")]
 use crate::tls::TlsConfig;
 
@@ -719,36 +717,6 @@ const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a CONNECT waits for [`Bridge::claim_session`].
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The record of session `id` as it is now: its subscriptions and expiry.
-pub(crate) fn session_record(
-    state: &State,
-    id: &Arc<str>,
-    disconnected_at: Option<u64>,
-) -> Option<StoredSession> {
-    let entry = state.sessions.get(id)?;
-    let key = Subscriber::Client(id.clone());
-    let subscriptions = entry
-        .filters
-        .iter()
-        .filter_map(|filter| {
-            let options = state.subs.get(filter, &key)?;
-            Some(StoredSubscription {
-                filter: filter.to_string(),
-                qos: options.qos,
-                no_local: options.no_local,
-                retain_as_published: options.retain_as_published,
-                id: options.id,
-            })
-        })
-        .collect();
-    Some(StoredSession {
-        client_id: id.clone(),
-        expiry_interval: entry.expiry,
-        disconnected_at,
-        subscriptions,
-    })
-}
-
 /// Tells the bridge that session `id` is connected here, with its record
 /// ([`Bridge::session_online`]): at CONNACK, and, with `changed`, after its
 /// subscriptions changed (only when it outlives its connection).
@@ -756,7 +724,7 @@ pub(crate) fn report_online(shared: &Shared, id: &Arc<str>, changed: bool) {
     let state = shared.lock();
     if let Some(bridge) = &state.bridge
         && (!changed || state.sessions.get(id).is_some_and(|e| e.expiry > 0))
-        && let Some(record) = session_record(&state, id, None)
+        && let Some(record) = state.session_record(id, None)
     {
         bridge.session_online(id, &record);
     }
@@ -766,7 +734,7 @@ pub(crate) fn report_online(shared: &Shared, id: &Arc<str>, changed: bool) {
 /// ([`Bridge::session_offline`]).
 pub(crate) fn report_offline(state: &State, id: &Arc<str>) {
     if let Some(bridge) = &state.bridge
-        && let Some(record) = session_record(state, id, Some(unix_millis()))
+        && let Some(record) = state.session_record(id, Some(unix_millis()))
     {
         bridge.session_offline(id, &record);
     }
@@ -776,7 +744,7 @@ pub(crate) fn report_offline(state: &State, id: &Arc<str>) {
 fn export_session(state: &mut State, id: &Arc<str>) -> Option<SessionExport> {
     let now = Instant::now();
     let now_unix = unix_millis();
-    let session = session_record(state, id, Some(now_unix))?;
+    let session = state.session_record(id, Some(now_unix))?;
     let entry = state.remove_session(id)?;
     if entry.will.is_some()
         && let Some(bridge) = &state.bridge
@@ -896,21 +864,7 @@ fn install_session(
             ..export.session.clone()
         }));
     }
-    let key = Subscriber::Client(id.clone());
-    for sub in &export.session.subscriptions {
-        let Ok(filter) = sub.filter.parse::<SubscriptionFilter>() else {
-            tracing::warn!(client = %id, filter = %sub.filter, "skipping a filter that does not parse");
-            continue;
-        };
-        let options = SubOptions {
-            qos: sub.qos,
-            no_local: sub.no_local,
-            retain_as_published: sub.retain_as_published,
-            id: sub.id,
-        };
-        state.add_subscription(&filter, key.clone(), options);
-        entry.filters.insert(filter);
-    }
+    state.restore_subscriptions(&id, &export.session.subscriptions, &mut entry.filters);
     let mut outgoing: Vec<fulmar_session::Outgoing> = Vec::new();
     for message in export.messages {
         let seq = journal.as_ref().map(|journal| {

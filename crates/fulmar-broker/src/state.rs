@@ -609,6 +609,23 @@ impl State {
         if !entry.persistent {
             return false;
         }
+        match self.session_record(id, disconnected_at) {
+            Some(record) => {
+                journal.push(StoreOp::PutSession(record));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The record of session `id` as it is now: its subscriptions and
+    /// expiry; `disconnected_at` when its connection ended.
+    pub(crate) fn session_record(
+        &self,
+        id: &Arc<str>,
+        disconnected_at: Option<u64>,
+    ) -> Option<StoredSession> {
+        let entry = self.sessions.get(id)?;
         let key = Subscriber::Client(id.clone());
         let subscriptions = entry
             .filters
@@ -624,13 +641,41 @@ impl State {
                 })
             })
             .collect();
-        journal.push(StoreOp::PutSession(StoredSession {
+        Some(StoredSession {
             client_id: id.clone(),
             expiry_interval: entry.expiry,
             disconnected_at,
             subscriptions,
-        }));
-        true
+        })
+    }
+
+    /// Subscribes session `id` again to its stored `subscriptions` (a
+    /// restart, a session brought from another broker), recording each
+    /// filter in `filters`; returns how many did not parse (logged, skipped).
+    pub(crate) fn restore_subscriptions(
+        &mut self,
+        id: &Arc<str>,
+        subscriptions: &[StoredSubscription],
+        filters: &mut HashSet<SubscriptionFilter>,
+    ) -> usize {
+        let key = Subscriber::Client(id.clone());
+        let mut skipped = 0;
+        for sub in subscriptions {
+            let Ok(filter) = sub.filter.parse::<SubscriptionFilter>() else {
+                tracing::warn!(client = %id, filter = %sub.filter, "skipping a stored filter that does not parse");
+                skipped += 1;
+                continue;
+            };
+            let options = SubOptions {
+                qos: sub.qos,
+                no_local: sub.no_local,
+                retain_as_published: sub.retain_as_published,
+                id: sub.id,
+            };
+            self.add_subscription(&filter, key.clone(), options);
+            filters.insert(filter);
+        }
+        skipped
     }
 
     /// Remembers that session `id` has something to do at `at`.

@@ -675,29 +675,8 @@ impl Cluster {
             inner.stop.subscribe(),
         ));
         // Sessions: the registry, and the requests of other nodes.
-        let sessions_bucket = format!("{}_sessions", inner.prefix);
-        inner
-            .js
-            .get_or_create_stream(stream::Config {
-                name: format!("KV_{sessions_bucket}"),
-                subjects: vec![format!("$KV.{sessions_bucket}.>")],
-                max_messages_per_subject: 1,
-                storage: stream::StorageType::File,
-                allow_rollup: true,
-                // Entries are removed by revision, leaving no marker.
-                deny_delete: false,
-                allow_direct: true,
-                num_replicas: inner.replicas,
-                discard: stream::DiscardPolicy::New,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::jetstream(&sessions_bucket, e))?;
-        let sessions_store = inner
-            .js
-            .get_key_value(&sessions_bucket)
-            .await
-            .map_err(|e| ClusterError::jetstream(&sessions_bucket, e))?;
+        // Entries are removed by revision, leaving no marker.
+        let sessions_store = unmarked_bucket(inner, "sessions").await?;
         let requests = inner
             .client
             .subscribe(sessions::take_subject(&inner.prefix, &inner.node_id))
@@ -803,29 +782,8 @@ impl Cluster {
         ));
         // Wills: written only once the heartbeat is, so that a will in the
         // bucket always has its node's heartbeat written before it.
-        let wills_bucket = format!("{}_wills", inner.prefix);
-        inner
-            .js
-            .get_or_create_stream(stream::Config {
-                name: format!("KV_{wills_bucket}"),
-                subjects: vec![format!("$KV.{wills_bucket}.>")],
-                max_messages_per_subject: 1,
-                storage: stream::StorageType::File,
-                allow_rollup: true,
-                // Cleared wills are removed by sequence, leaving no marker.
-                deny_delete: false,
-                allow_direct: true,
-                num_replicas: inner.replicas,
-                discard: stream::DiscardPolicy::New,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::jetstream(&wills_bucket, e))?;
-        let wills_store = inner
-            .js
-            .get_key_value(&wills_bucket)
-            .await
-            .map_err(|e| ClusterError::jetstream(&wills_bucket, e))?;
+        // Cleared wills are removed by sequence, leaving no marker.
+        let wills_store = unmarked_bucket(inner, "wills").await?;
         *lock(&inner.wills) = Some(wills_store.clone());
         let _ = inner.sessions.wills.set(wills_store.clone());
         self.spawn(wills_loop(
@@ -1051,6 +1009,34 @@ impl Cluster {
     pub fn stop_heartbeat_for_test(&self) {
         let _ = lock(&self.inner.heartbeat).take();
     }
+}
+
+/// The key-value bucket `{prefix}_{name}`, created when missing, whose
+/// entries may be removed by revision without leaving a delete marker
+/// (deletes allowed on its stream).
+async fn unmarked_bucket(inner: &Inner, name: &str) -> Result<kv::Store, ClusterError> {
+    let bucket = format!("{}_{name}", inner.prefix);
+    inner
+        .js
+        .get_or_create_stream(stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            storage: stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: false,
+            allow_direct: true,
+            num_replicas: inner.replicas,
+            discard: stream::DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ClusterError::jetstream(&bucket, e))?;
+    inner
+        .js
+        .get_key_value(&bucket)
+        .await
+        .map_err(|e| ClusterError::jetstream(&bucket, e))
 }
 
 /// The keys of a bucket under `filter` (`>` for all), from the subjects in

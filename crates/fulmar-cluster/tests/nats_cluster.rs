@@ -12,9 +12,8 @@ use std::process::Child;
 use std::time::Duration;
 
 use common::{Node, messages_cross_again, nats_installed, next, spawn_server};
-use fulmar_broker::Broker;
 use fulmar_client::QoS;
-use fulmar_cluster::{Cluster, ClusterConfig};
+use fulmar_cluster::ClusterConfig;
 
 /// One server of the NATS cluster; killed and its store removed on drop.
 struct Server {
@@ -91,24 +90,9 @@ async fn node(servers: &[Server], id: &str) -> Node {
     config.replicas = 3;
     let mut last = None;
     for _ in 0..60 {
-        match Cluster::connect(config.clone()).await {
-            Ok(cluster) => {
-                let broker = Broker::builder()
-                    .tcp_listener("127.0.0.1:0")
-                    .bridge(cluster.bridge())
-                    .start()
-                    .await
-                    .unwrap();
-                match cluster.attach(&broker).await {
-                    Ok(()) => return Node { broker, cluster },
-                    Err(error) => {
-                        last = Some(error.to_string());
-                        broker.shutdown().await;
-                        cluster.shutdown().await;
-                    }
-                }
-            }
-            Err(error) => last = Some(error.to_string()),
+        match Node::try_start(config.clone()).await {
+            Ok(node) => return node,
+            Err(error) => last = Some(error),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use fulmar_codec::{PacketId, QoS};
 use fulmar_session::{Outgoing, SessionState};
-use fulmar_topic::{SubscriptionFilter, TopicName};
+use fulmar_topic::TopicName;
 
 use super::journal::Journal;
 use super::{Snapshot, StoreOp, StoredMessage, unix_millis};
-use crate::state::{Queued, Retained, SessionEntry, State, SubOptions, Subscriber, secs};
+use crate::state::{Queued, Retained, SessionEntry, State, secs};
 
 /// What a recovery found.
 #[derive(Clone, Copy, Debug, Default)]
@@ -67,22 +67,8 @@ pub(crate) fn recover(state: &mut State, snapshot: Snapshot, journal: &Journal) 
             expires_at,
             ..SessionEntry::default()
         };
-        let key = Subscriber::Client(id.clone());
-        for sub in &stored.subscriptions {
-            let Ok(filter) = sub.filter.parse::<SubscriptionFilter>() else {
-                tracing::warn!(client = %id, filter = %sub.filter, "skipping a stored filter that does not parse");
-                found.skipped += 1;
-                continue;
-            };
-            let options = SubOptions {
-                qos: sub.qos,
-                no_local: sub.no_local,
-                retain_as_published: sub.retain_as_published,
-                id: sub.id,
-            };
-            state.add_subscription(&filter, key.clone(), options);
-            entry.filters.insert(filter);
-        }
+        found.skipped +=
+            state.restore_subscriptions(&id, &stored.subscriptions, &mut entry.filters);
         // In flight with a known identifier (QoS 2) first, in order; the rest queued.
         let mut outgoing = Vec::new();
         let mut queued = VecDeque::new();

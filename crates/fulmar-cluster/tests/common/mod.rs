@@ -210,15 +210,24 @@ impl Node {
     }
 
     pub async fn start_with(config: ClusterConfig) -> Self {
-        let cluster = Cluster::connect(config).await.unwrap();
+        Self::try_start(config).await.unwrap()
+    }
+
+    /// A node, or why NATS / JetStream did not take it (yet).
+    pub async fn try_start(config: ClusterConfig) -> Result<Self, String> {
+        let cluster = Cluster::connect(config).await.map_err(|e| e.to_string())?;
         let broker = Broker::builder()
             .tcp_listener("127.0.0.1:0")
             .bridge(cluster.bridge())
             .start()
             .await
             .unwrap();
-        cluster.attach(&broker).await.unwrap();
-        Self { broker, cluster }
+        if let Err(error) = cluster.attach(&broker).await {
+            broker.shutdown().await;
+            cluster.shutdown().await;
+            return Err(error.to_string());
+        }
+        Ok(Self { broker, cluster })
     }
 
     pub fn port(&self) -> u16 {
