@@ -193,9 +193,14 @@ pub struct ClusterStats {
     pub sessions_imported: u64,
     /// Sessions this node handed to another node.
     pub sessions_exported: u64,
-    /// Sessions of a gone node restored from the registry's record
-    /// (subscriptions only: the queued messages are lost).
+    /// Sessions of a gone node restored here: from its state in JetStream
+    /// when it kept one ([`Cluster::session_store`]), else from the
+    /// registry's record (subscriptions only: the queued messages are lost).
     pub sessions_restored: u64,
+    /// Of [`sessions_restored`](Self::sessions_restored), those restored
+    /// whole from the gone node's state in JetStream (subscriptions, queued
+    /// and in-flight messages, inbound QoS 2 identifiers).
+    pub sessions_restored_whole: u64,
     /// Wills of a gone node's clients this node removed from the wills
     /// bucket before any node published them: their session resumed here
     /// within the Will Delay Interval.
@@ -565,6 +570,7 @@ impl Cluster {
             config.node_id.clone(),
             prefix.clone(),
             client.clone(),
+            js.clone(),
             config.session_timeout,
             sessions_tx,
         ));
@@ -625,6 +631,34 @@ impl Cluster {
     #[must_use]
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
+    }
+
+    /// A [`Store`](fulmar_broker::Store) for this node's broker that keeps
+    /// its persistent sessions in JetStream (the stream `{prefix}_state`,
+    /// created when missing), loaded with what this node id kept before.
+    /// Give it to [`BrokerBuilder::store`](fulmar_broker::BrokerBuilder::store)
+    /// before the broker starts. With it, a client whose node died resumes
+    /// its session on any other node with its queued and in-flight QoS 1/2
+    /// messages and its inbound QoS 2 identifiers, instead of its
+    /// subscriptions only. See [`SessionStore`](crate::SessionStore).
+    ///
+    /// # Errors
+    /// [`ClusterError::JetStream`] when the stream cannot be had or read.
+    pub async fn session_store(&self) -> Result<Arc<crate::SessionStore>, ClusterError> {
+        let inner = &self.inner;
+        let stream = crate::state::state_stream(&inner.js, &inner.prefix, inner.replicas).await?;
+        let max_payload = inner.client.server_info().max_payload;
+        let store = crate::SessionStore::open(
+            &inner.client,
+            inner.js.clone(),
+            stream,
+            &inner.prefix,
+            &inner.node_id,
+            max_payload,
+            inner.sessions.timeout,
+        )
+        .await?;
+        Ok(Arc::new(store))
     }
 
     /// The NATS client (for monitoring or tests).
@@ -835,6 +869,7 @@ impl Cluster {
             sessions_imported: load(&s.imported),
             sessions_exported: load(&s.exported),
             sessions_restored: load(&s.restored),
+            sessions_restored_whole: load(&s.restored_whole),
             wills_cancelled: load(&s.wills_cancelled),
             sessions_unanswered: load(&s.unanswered),
             sessions_invalid: load(&s.invalid),

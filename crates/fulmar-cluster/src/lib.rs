@@ -211,7 +211,9 @@ mod cluster;
 mod error;
 pub mod headers;
 mod sessions;
+mod state;
 pub mod subject;
 
 pub use cluster::{Cluster, ClusterConfig, ClusterStats, Credentials, TlsOptions};
 pub use error::ClusterError;
+pub use state::SessionStore;

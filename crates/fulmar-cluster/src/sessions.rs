@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{self, kv};
 use async_nats::{Client, StatusCode, Subscriber};
 use bytes::{BufMut, Bytes, BytesMut};
 use fulmar_broker::{BrokerHandle, SessionExport, StoredSession};
@@ -41,6 +41,7 @@ pub(crate) struct SessionCounters {
     pub(crate) imported: AtomicU64,
     pub(crate) exported: AtomicU64,
     pub(crate) restored: AtomicU64,
+    pub(crate) restored_whole: AtomicU64,
     pub(crate) unanswered: AtomicU64,
     pub(crate) invalid: AtomicU64,
     pub(crate) registry_errors: AtomicU64,
@@ -70,6 +71,8 @@ pub(crate) struct Sessions {
     pub(crate) node_id: String,
     pub(crate) prefix: String,
     pub(crate) client: Client,
+    /// To read the state of gone nodes ([`crate::state`]).
+    pub(crate) js: jetstream::Context,
     /// The registry bucket, once attached.
     pub(crate) store: OnceLock<kv::Store>,
     /// The wills bucket, once attached.
@@ -154,6 +157,7 @@ impl Sessions {
         node_id: String,
         prefix: String,
         client: Client,
+        js: jetstream::Context,
         timeout: Duration,
         events: mpsc::UnboundedSender<SessionEvent>,
     ) -> Self {
@@ -161,6 +165,7 @@ impl Sessions {
             node_id,
             prefix,
             client,
+            js,
             store: OnceLock::new(),
             wills: OnceLock::new(),
             timeout,
@@ -207,33 +212,78 @@ impl Sessions {
                 None
             }
             Ok(Answer::NoResponders) => {
-                // The node is gone: its queued messages with it. The last
-                // record it wrote still has the subscriptions.
-                if clean_start || record.is_empty() {
+                // The node is gone. What it kept of the session in the
+                // state stream (when its store was a SessionStore) comes
+                // back whole; else the last record it wrote in the
+                // registry still has the subscriptions.
+                if clean_start {
                     return None;
                 }
-                match SessionExport::decode(&record) {
-                    Ok(export) if *export.session.client_id == *client_id => {
-                        if !outlives(&export.session) {
+                let kept = tokio::time::timeout(
+                    self.timeout,
+                    crate::state::read_session(
+                        &self.client,
+                        &self.js,
+                        &self.prefix,
+                        &owner,
+                        &client_id,
+                        self.timeout,
+                    ),
+                )
+                .await;
+                let (export, whole) = match kept {
+                    Ok(Ok(Some(export))) => (export, true),
+                    outcome => {
+                        if let Ok(Err(reason)) = &outcome {
+                            tracing::debug!(client = %client_id, reason, "no session state of the gone node");
+                        }
+                        if record.is_empty() {
                             return None;
                         }
-                        bump(&self.counters.restored);
-                        tracing::info!(client = %client_id, from = %owner, "node gone: session restored from the registry (subscriptions only)");
-                        // Resumed within the Will Delay Interval: the gone
-                        // node's will for it is not to be published.
-                        if tokio::time::timeout(self.timeout, self.cancel_will(&owner, &client_id))
-                            .await
-                            .is_err()
-                        {
-                            tracing::warn!(client = %client_id, "will of the gone node not cancelled in time");
+                        match SessionExport::decode(&record) {
+                            Ok(export) if *export.session.client_id == *client_id => {
+                                (export, false)
+                            }
+                            _ => {
+                                bump(&self.counters.invalid);
+                                return None;
+                            }
                         }
-                        Some(export)
                     }
-                    _ => {
-                        bump(&self.counters.invalid);
-                        None
-                    }
+                };
+                if !outlives(&export.session) {
+                    return None;
                 }
+                bump(&self.counters.restored);
+                if whole {
+                    bump(&self.counters.restored_whole);
+                    tracing::info!(client = %client_id, from = %owner, messages = export.messages.len(), "node gone: session restored from its state in JetStream");
+                    // Its records there are the gone node's: removed once
+                    // this node has committed the session as its own
+                    // (the CONNACK waits for that commit).
+                    let this = self.clone();
+                    let owner = owner.clone();
+                    let id = client_id.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(this.timeout).await;
+                        if let Err(reason) =
+                            crate::state::purge_session(&this.js, &this.prefix, &owner, &id).await
+                        {
+                            tracing::warn!(client = %id, node = %owner, reason, "state of the gone node not removed");
+                        }
+                    });
+                } else {
+                    tracing::info!(client = %client_id, from = %owner, "node gone: session restored from the registry (subscriptions only)");
+                }
+                // Resumed within the Will Delay Interval: the gone node's
+                // will for it is not to be published.
+                if tokio::time::timeout(self.timeout, self.cancel_will(&owner, &client_id))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(client = %client_id, "will of the gone node not cancelled in time");
+                }
+                Some(export)
             }
             Err(reason) => {
                 bump(&self.counters.unanswered);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use fulmar_broker::{Broker, BrokerBuilder, DiskStore, TlsConfig};
 
 use crate::acl::{Acl, AclAuthorizer};
-use crate::config::{Config, DEFAULT_CONFIG, ListenerConfig, Protocol};
+use crate::config::{Config, DEFAULT_CONFIG, ListenerConfig, Protocol, SessionStoreKind};
 use crate::logging::{self, LogFormat};
 use crate::passwd::{FileAuthenticator, PasswordFile};
 
@@ -167,16 +167,6 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
     limits.sys_interval = (config.sys.interval_secs > 0)
         .then(|| std::time::Duration::from_secs(config.sys.interval_secs));
     let mut builder = Broker::builder().limits(limits);
-    let persistence = &config.persistence;
-    if persistence.enabled {
-        let dir = &persistence.dir;
-        let store =
-            DiskStore::open(dir).map_err(|e| format!("the store in {}: {e}", dir.display()))?;
-        tracing::info!(file = %store.path().display(), "store opened");
-        builder = builder
-            .store(Arc::new(store))
-            .durability(persistence.durability());
-    }
     for (i, listener) in config.listeners.iter().enumerate() {
         builder = add_listener(builder, i + 1, listener)?;
     }
@@ -213,6 +203,27 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
         }
         None => None,
     };
+    let persistence = &config.persistence;
+    if persistence.enabled {
+        if let Some(cluster) = &cluster
+            && config.cluster.session_store == SessionStoreKind::Jetstream
+        {
+            let store = cluster
+                .session_store()
+                .await
+                .map_err(|e| format!("cluster session store: {e}"))?;
+            tracing::info!("sessions kept in JetStream");
+            builder = builder.store(store).durability(persistence.durability());
+        } else {
+            let dir = &persistence.dir;
+            let store =
+                DiskStore::open(dir).map_err(|e| format!("the store in {}: {e}", dir.display()))?;
+            tracing::info!(file = %store.path().display(), "store opened");
+            builder = builder
+                .store(Arc::new(store))
+                .durability(persistence.durability());
+        }
+    }
     let broker = builder.start().await.map_err(|e| e.to_string())?;
     if let Some(cluster) = &cluster
         && let Err(error) = cluster.attach(&broker).await

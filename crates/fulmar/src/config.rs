@@ -309,6 +309,23 @@ pub(crate) struct ClusterSection {
     pub(crate) replicas: usize,
     /// First token of the cluster's subjects, streams and buckets.
     pub(crate) subject_prefix: String,
+    /// Where persistent sessions live: in JetStream, so that another node
+    /// resumes them whole when this one dies, or in the local store.
+    pub(crate) session_store: SessionStoreKind,
+    /// How long a connecting client's node waits for each step of taking
+    /// its session from another node.
+    pub(crate) session_timeout_ms: u64,
+}
+
+/// `[cluster] session_store`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SessionStoreKind {
+    /// The cluster's state stream in JetStream.
+    #[default]
+    Jetstream,
+    /// The node's own store (`[persistence]`).
+    Local,
 }
 
 impl Default for ClusterSection {
@@ -324,6 +341,8 @@ impl Default for ClusterSection {
             ca_file: None,
             replicas: 1,
             subject_prefix: "fulmar".to_owned(),
+            session_store: SessionStoreKind::Jetstream,
+            session_timeout_ms: 5000,
         }
     }
 }
@@ -350,6 +369,10 @@ impl ClusterSection {
         config.urls.clone_from(&self.urls);
         config.replicas = self.replicas.max(1);
         config.subject_prefix.clone_from(&self.subject_prefix);
+        if self.session_timeout_ms == 0 {
+            return Err("[cluster] session_timeout_ms: must be at least 1".to_owned());
+        }
+        config.session_timeout = std::time::Duration::from_millis(self.session_timeout_ms);
         config.credentials = match (&self.user, &self.password, &self.token, &self.creds_file) {
             (Some(user), password, None, None) => Some(fulmar_cluster::Credentials::UserPassword {
                 user: user.clone(),
@@ -465,8 +488,8 @@ flush_interval_ms = 1000
 
 [cluster]
 # Several fulmar brokers as one over NATS with JetStream (nats-server -js):
-# messages, shared subscriptions and retained messages span the nodes
-# (sessions stay on their node). No URL: a single node, no NATS needed.
+# messages, shared subscriptions, retained messages and sessions span the
+# nodes. No URL: a single node, no NATS needed.
 # `fulmar broker --cluster nats://127.0.0.1:4222` sets the first URL.
 urls = []
 # node_id = "broker-1"          # unique per node; default: host name and pid
@@ -476,6 +499,13 @@ urls = []
 # ca_file = "nats-ca.pem"       # extra CA for the NATS servers
 replicas = 1                    # JetStream replicas (3 on a NATS cluster)
 subject_prefix = "fulmar"       # first token of the cluster's subjects
+# With [persistence] enabled, where persistent sessions (subscriptions,
+# queued and in-flight QoS 1/2 messages) are kept: "jetstream" (a client
+# whose node dies resumes its whole session on another node) or "local"
+# (the node's own store: only its subscriptions come back elsewhere).
+# Retained messages live in JetStream either way.
+session_store = "jetstream"
+session_timeout_ms = 5000       # each step of taking a session from a node
 "#;
 
 impl Config {

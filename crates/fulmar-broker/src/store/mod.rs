@@ -106,6 +106,39 @@ pub struct StoredMessage {
     pub released: bool,
 }
 
+impl StoredMessage {
+    /// The record a store keeps: when it was stored, the packet identifier
+    /// and the PUBREC flag, then the PUBLISH as an MQTT 5.0 packet (every
+    /// property kept). For stores outside this crate.
+    ///
+    /// ```
+    /// use fulmar_broker::StoredMessage;
+    /// use fulmar_codec::{MqttString, Publish};
+    ///
+    /// let message = StoredMessage {
+    ///     publish: Publish::new(MqttString::from("a/b"), "hi".into()),
+    ///     stored_at: 1_700_000_000_000,
+    ///     packet_id: None,
+    ///     released: false,
+    /// };
+    /// let record = message.encode();
+    /// assert_eq!(StoredMessage::decode(&record).unwrap(), message);
+    /// assert!(StoredMessage::decode(&record[..5]).is_err());
+    /// ```
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        encode_message(self)
+    }
+
+    /// Decodes [`encode`](Self::encode). Never panics.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the record is truncated or not a PUBLISH.
+    pub fn decode(record: &[u8]) -> Result<Self, StoreError> {
+        decode_message("message", record)
+    }
+}
+
 /// One change, as the broker hands it to [`Store::commit`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

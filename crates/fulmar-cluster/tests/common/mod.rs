@@ -213,15 +213,28 @@ impl Node {
         Self::try_start(config).await.unwrap()
     }
 
+    /// A node whose persistent sessions live in JetStream
+    /// ([`Cluster::session_store`]).
+    pub async fn start_with_store(nats: &Nats, id: &str) -> Self {
+        Self::build(ClusterConfig::new(nats.url.clone(), id), true)
+            .await
+            .unwrap()
+    }
+
     /// A node, or why NATS / JetStream did not take it (yet).
     pub async fn try_start(config: ClusterConfig) -> Result<Self, String> {
+        Self::build(config, false).await
+    }
+
+    async fn build(config: ClusterConfig, store: bool) -> Result<Self, String> {
         let cluster = Cluster::connect(config).await.map_err(|e| e.to_string())?;
-        let broker = Broker::builder()
+        let mut builder = Broker::builder()
             .tcp_listener("127.0.0.1:0")
-            .bridge(cluster.bridge())
-            .start()
-            .await
-            .unwrap();
+            .bridge(cluster.bridge());
+        if store {
+            builder = builder.store(cluster.session_store().await.map_err(|e| e.to_string())?);
+        }
+        let broker = builder.start().await.unwrap();
         if let Err(error) = cluster.attach(&broker).await {
             broker.shutdown().await;
             cluster.shutdown().await;
