@@ -104,6 +104,12 @@ impl FulmarBroker {
         broker
     }
 
+    /// SIGKILL: the process dies at once, as in a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The next stderr line containing `needle` (a line already read counts).
     pub fn wait_for(&mut self, needle: &str) -> String {
         if let Some(line) = self.seen.iter().find(|l| l.contains(needle)) {
