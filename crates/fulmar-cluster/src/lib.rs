@@ -63,7 +63,8 @@
 //!   expired is gone ([`Cluster::nodes`] lists the live ones), and its
 //!   clients' wills are published by another node (below).
 //! - **Sessions** live on the node the client last connected to, in its
-//!   broker (and the broker's store, when it has one); the cluster keeps a
+//!   broker, and, with a [`SessionStore`] as the broker's store
+//!   ([`Cluster::session_store`]), in JetStream; the cluster keeps a
 //!   registry of which node holds each one and moves a session to the node
 //!   a client connects to (below).
 //!
@@ -72,9 +73,12 @@
 //! - Between nodes messages travel over core NATS: at most once. A QoS 1
 //!   or 2 message is acknowledged by the node that received it; a NATS
 //!   reconnect or a slow consumer on the NATS connection can lose messages
-//!   on the way to other nodes (counted by NATS, not by fulmar). The
-//!   QoS 1/2 messages queued for an offline session are kept by the node
-//!   holding it (in its broker's store when it has one), not in JetStream.
+//!   on the way to other nodes (counted by NATS, not by fulmar): a QoS 1/2
+//!   message acknowledged by its publisher's node is lost for the
+//!   subscribers of another node when that node dies before it queued the
+//!   message. The QoS 1/2 messages queued for a session are kept by the
+//!   node holding it, in JetStream with a [`SessionStore`] (else in the
+//!   broker's own store, when it has one).
 //! - A subscription is in the cluster shortly after its SUBACK: a message
 //!   published on another node in between is not delivered to it.
 //! - When two nodes publish retained messages on one topic at the same
@@ -134,21 +138,38 @@
 //!   written. [`Cluster::session_owner`] and [`Cluster::session_record`]
 //!   read an entry.
 //! - **A node that is gone.** When nobody answers on the holder's subject
-//!   (NATS reports no responders), the connecting node installs the record
-//!   from the registry: the subscriptions and expiry come back (session
-//!   present), the messages queued on the gone node do not. A record of a
-//!   session that ended with its connection (Session Expiry Interval 0) or
-//!   had expired is not restored.
+//!   (NATS reports no responders), the connecting node reads what the gone
+//!   node kept of the session in JetStream (its [`SessionStore`]): the
+//!   subscriptions, the queued and in-flight QoS 1/2 messages (QoS 2 ones
+//!   with their packet identifiers and PUBREC state) and the inbound QoS 2
+//!   identifiers awaiting PUBREL come back whole
+//!   ([`ClusterStats::sessions_restored_whole`]), and the gone node's
+//!   records of it are removed a [`ClusterConfig::session_timeout`] later.
+//!   A gone node that kept no such state leaves the record in the registry:
+//!   the subscriptions and expiry come back (session present), its queued
+//!   messages do not. A session that ended with its connection (Session
+//!   Expiry Interval 0) or had expired is not restored.
+//! - **Durability.** With the broker's default
+//!   [`Durability::Immediate`](fulmar_broker::Durability::Immediate), a
+//!   node acknowledges a QoS 1/2 message (PUBACK, PUBREC) once its copies
+//!   for the node's sessions and the publisher's inbound QoS 2 identifier
+//!   are in JetStream: killing the node loses none of them (tested with
+//!   SIGKILL in the middle of QoS 1 and 2 streams).
 //!
 //! Limits:
-//! - The messages queued for a session on a node that died (or was cut off
-//!   from NATS) are lost with it, and so are its in-flight QoS 1/2 flows;
-//!   a record written on a SUBSCRIBE may lag behind it (the write is
+//! - Without a [`SessionStore`], the messages queued for a session on a
+//!   node that died (or was cut off from NATS) are lost with it, and so are
+//!   its in-flight QoS 1/2 flows. A QoS 1 message in flight when its node
+//!   died is sent again with a new packet identifier (its identifier is not
+//!   stored; QoS 2 ones keep theirs).
+//! - A record written on a SUBSCRIBE may lag behind it (the write is
 //!   asynchronous). A clean shutdown of a node does not hand its
-//!   sessions over either: its clients get their subscriptions back
-//!   elsewhere, and, with a store, the whole session when the node restarts
-//!   (if they did not resume elsewhere meanwhile: then the restarted node
-//!   keeps a stale copy until it expires).
+//!   sessions over: its clients get them back when they connect elsewhere
+//!   (whole, with a [`SessionStore`]) or when the node restarts with the
+//!   same node id (if they did not resume elsewhere meanwhile: then the
+//!   restarted node keeps a stale copy until it expires).
+//! - Between a node's death and its clients' reconnection, their sessions
+//!   are on no node: messages published meanwhile are not kept for them.
 //! - A message routed to a session while it moves (between the old node
 //!   removing it and the new node holding its NATS subscriptions) is lost.
 //!   A session that fails to reach the new node after the old one removed

@@ -149,7 +149,30 @@ struct ClientKeys {
 /// from the stream and resumes the session with its messages.
 ///
 /// [`Store::commit`] blocks its thread (the broker's store writer) on the
-/// tokio runtime the store was made on.
+/// tokio runtime the store was made on, until JetStream acknowledged every
+/// change (at most [`ClusterConfig::session_timeout`](crate::ClusterConfig::session_timeout)
+/// per change; then the commit fails and the broker stops acknowledging).
+///
+/// # Example
+///
+/// (Not run as a doc test: it needs `nats-server -js`.)
+///
+/// ```no_run
+/// use fulmar_broker::Broker;
+/// use fulmar_cluster::{Cluster, ClusterConfig};
+///
+/// # async fn node() -> Result<(), Box<dyn std::error::Error>> {
+/// let cluster = Cluster::connect(ClusterConfig::new("nats://127.0.0.1:4222", "node-a")).await?;
+/// let broker = Broker::builder()
+///     .tcp_listener("0.0.0.0:1883")
+///     .bridge(cluster.bridge())
+///     .store(cluster.session_store().await?)
+///     .start()
+///     .await?;
+/// cluster.attach(&broker).await?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct SessionStore {
     js: jetstream::Context,
     stream: stream::Stream,

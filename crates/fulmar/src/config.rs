@@ -639,6 +639,34 @@ mod tests {
     }
 
     #[test]
+    fn cluster_session_settings() {
+        let c = Config::parse(
+            "[cluster]\nurls = [\"nats://127.0.0.1:4222\"]\nsession_store = \"local\"\nsession_timeout_ms = 250\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(c.cluster.session_store, SessionStoreKind::Local);
+        let config = c.cluster.to_config().unwrap().unwrap();
+        assert_eq!(
+            config.session_timeout,
+            std::time::Duration::from_millis(250)
+        );
+        let e = Config::parse("[cluster]\nsession_store = \"disk\"\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("session_store"), "{e}");
+        let c = Config::parse(
+            "[cluster]\nurls = [\"nats://x\"]\nsession_timeout_ms = 0\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert!(
+            c.cluster
+                .to_config()
+                .unwrap_err()
+                .contains("session_timeout_ms")
+        );
+    }
+
+    #[test]
     fn relative_paths_are_relative_to_the_file() {
         let c = Config::parse(
             "[auth]\npassword_file = \"pw\"\nacl_file = \"/abs/acl\"\n",
