@@ -684,6 +684,102 @@ impl BrokerHandle {
         }
     }
 
+    /// Whether this broker holds a session for `client_id` (connected or
+    /// not).
+    ///
+    /// ```
+    /// use fulmar_broker::Broker;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), fulmar_broker::BrokerError> {
+    /// let broker = Broker::builder().start().await?;
+    /// assert!(!broker.has_session("sensor-7"));
+    /// broker.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn has_session(&self, client_id: &str) -> bool {
+        self.inner.shared.lock().sessions.contains_key(client_id)
+    }
+
+    /// Installs a session brought from elsewhere as a disconnected one, for
+    /// a [`Bridge`] that takes over the sessions of a broker that is gone:
+    /// its subscriptions start matching at once, its messages are queued
+    /// (in-flight ones resent when the client connects), and it expires
+    /// by its Session Expiry Interval counted from
+    /// [`disconnected_at`](crate::StoredSession::disconnected_at) (from now
+    /// when unknown). Kept in the store when it has one. Returns `false`,
+    /// changing nothing, when this broker already has a session for that
+    /// client (connected or not) or the session has expired.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use fulmar_broker::{Broker, SessionExport, StoredSession};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), fulmar_broker::BrokerError> {
+    /// let broker = Broker::builder().start().await?;
+    /// let export = SessionExport {
+    ///     session: StoredSession {
+    ///         client_id: "sensor-7".into(),
+    ///         expiry_interval: 3600,
+    ///         disconnected_at: None,
+    ///         subscriptions: Vec::new(),
+    ///     },
+    ///     messages: Vec::new(),
+    ///     incoming: Vec::new(),
+    /// };
+    /// assert!(broker.adopt_session(export.clone()));
+    /// assert_eq!(broker.stats().sessions, 1);
+    /// assert!(!broker.adopt_session(export), "there is one already");
+    /// broker.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn adopt_session(&self, export: SessionExport) -> bool {
+        let shared = &self.inner.shared;
+        let id = export.session.client_id.clone();
+        let expiry = export.session.expiry_interval;
+        let now = Instant::now();
+        let now_unix = unix_millis();
+        let since = export.session.disconnected_at.unwrap_or(now_unix);
+        let expires_at = (expiry != u32::MAX)
+            .then(|| {
+                instant_of(since, now, now_unix).checked_add(Duration::from_secs(expiry.into()))
+            })
+            .flatten();
+        if expiry == 0 || expires_at.is_some_and(|at| at <= now) {
+            return false;
+        }
+        let mut state = shared.lock();
+        if state.sessions.contains_key(&id) {
+            return false;
+        }
+        let record = StoredSession {
+            disconnected_at: Some(since),
+            ..export.session.clone()
+        };
+        install_session(
+            &mut state,
+            export,
+            expiry,
+            shared.limits.max_queued_messages,
+            &shared.counters,
+        );
+        if let Some(journal) = &state.journal {
+            journal.push(StoreOp::PutSession(record));
+        }
+        if let Some(entry) = state.sessions.get_mut(&id) {
+            entry.expires_at = expires_at;
+        }
+        if let Some(at) = expires_at {
+            state.schedule(&id, at);
+        }
+        true
+    }
+
     /// Stops the broker gracefully: stops accepting, disconnects every client
     /// (MQTT 5.0: DISCONNECT 0x8B Server shutting down), ends in-process
     /// subscriptions, and waits until every task has finished.

@@ -201,6 +201,10 @@ pub struct ClusterStats {
     /// whole from the gone node's state in JetStream (subscriptions, queued
     /// and in-flight messages, inbound QoS 2 identifiers).
     pub sessions_restored_whole: u64,
+    /// Sessions of gone nodes this node adopted before their clients came
+    /// back (claimed in the registry, installed disconnected, with their
+    /// messages), so that what is published meanwhile is kept for them.
+    pub sessions_adopted: u64,
     /// Wills of a gone node's clients this node removed from the wills
     /// bucket before any node published them: their session resumed here
     /// within the Will Delay Interval.
@@ -372,6 +376,7 @@ impl Bridge for ClusterBridge {
     }
 
     fn session_online(&self, client_id: &str, session: &StoredSession) {
+        self.sessions.client_back(client_id);
         // Unbounded like the will events: one per connection and one when
         // it ends, written in order by one task.
         let record = sessions::encode_record(session);
@@ -488,7 +493,7 @@ pub(crate) fn node_key(node_id: &str) -> String {
     out
 }
 
-fn node_from_key(key: &str) -> Option<String> {
+pub(crate) fn node_from_key(key: &str) -> Option<String> {
     let mut out = Vec::with_capacity(key.len());
     let mut bytes = key.bytes();
     while let Some(b) = bytes.next() {
@@ -717,6 +722,7 @@ impl Cluster {
             .await
             .map_err(|e| ClusterError::jetstream("take-session subscription", e))?;
         let _ = inner.sessions.store.set(sessions_store.clone());
+        let _ = inner.sessions.broker.set(broker.clone());
         self.spawn(sessions::registry_loop(
             inner.sessions.clone(),
             sessions_store,
@@ -870,6 +876,7 @@ impl Cluster {
             sessions_exported: load(&s.exported),
             sessions_restored: load(&s.restored),
             sessions_restored_whole: load(&s.restored_whole),
+            sessions_adopted: load(&s.adopted),
             wills_cancelled: load(&s.wills_cancelled),
             sessions_unanswered: load(&s.unanswered),
             sessions_invalid: load(&s.invalid),
@@ -1391,12 +1398,42 @@ async fn sweep_loop(
                 Err(_) => tracing::warn!("wills of gone nodes: timed out"),
             }
             next_sweep = tokio::time::Instant::now() + interval;
+            tokio::spawn(adopt_gone(inner.clone(), nodes.clone()));
         }
         publish_due(&inner, &broker, &wills, &mut pending).await;
         inner
             .counters
             .wills_pending
             .store(pending.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Adopts the sessions of nodes that kept them in JetStream and are gone
+/// (no heartbeat, no commit for a heartbeat TTL); forgets a gone node's
+/// commit journal once nothing of it is left.
+async fn adopt_gone(inner: Arc<Inner>, nodes: kv::Store) {
+    let quiet = crate::state::quiet_nodes(&inner.js, &inner.prefix, inner.heartbeat_ttl).await;
+    let candidates = match quiet {
+        Ok(candidates) if !candidates.is_empty() => candidates,
+        Ok(_) => return,
+        Err(reason) => {
+            tracing::debug!(reason, "state stream not listed");
+            return;
+        }
+    };
+    let Ok(live) = live_node_keys(&nodes).await else {
+        return;
+    };
+    for node in candidates {
+        if node == inner.node_id || live.contains(&node_key(&node)) {
+            continue;
+        }
+        let left = inner.sessions.clone().adopt_node(node.clone(), None).await;
+        if left == 0
+            && let Err(reason) = crate::state::purge_journal(&inner.js, &inner.prefix, &node).await
+        {
+            tracing::debug!(node = %node, reason, "journal of a gone node not removed");
+        }
     }
 }
 

@@ -149,6 +149,20 @@
 //!   the subscriptions and expiry come back (session present), its queued
 //!   messages do not. A session that ended with its connection (Session
 //!   Expiry Interval 0) or had expired is not restored.
+//! - **Adoption.** A gone node's sessions do not wait for their clients:
+//!   the first of its clients to connect elsewhere makes that node adopt
+//!   all the others before its CONNACK (within
+//!   [`ClusterConfig::session_timeout`], then in the background), and
+//!   every node looks each heartbeat interval for nodes with sessions in
+//!   the state stream, no heartbeat and no commit for a heartbeat TTL.
+//!   Adopting claims each session in the registry (compare-and-swap from
+//!   the gone node, so one node adopts it) and installs it disconnected
+//!   with its messages ([`BrokerHandle::adopt_session`](fulmar_broker::BrokerHandle::adopt_session)):
+//!   it gets what is published from then on, expires by its Session Expiry
+//!   Interval, and moves to wherever its client connects
+//!   ([`ClusterStats::sessions_adopted`]). The gone node's will for the
+//!   client is still published after its delay unless the client comes back
+//!   first.
 //! - **Durability.** With the broker's default
 //!   [`Durability::Immediate`](fulmar_broker::Durability::Immediate), a
 //!   node acknowledges a QoS 1/2 message (PUBACK, PUBREC) once its copies
@@ -168,8 +182,13 @@
 //!   (whole, with a [`SessionStore`]) or when the node restarts with the
 //!   same node id (if they did not resume elsewhere meanwhile: then the
 //!   restarted node keeps a stale copy until it expires).
-//! - Between a node's death and its clients' reconnection, their sessions
-//!   are on no node: messages published meanwhile are not kept for them.
+//! - Between a node's death and the adoption of its sessions (the first of
+//!   its clients connecting elsewhere, or a heartbeat TTL), the sessions
+//!   are on no node: messages published meanwhile by clients of other
+//!   nodes are not kept for them. A node that was shut down cleanly, or
+//!   stays away from NATS longer than the heartbeat TTL, has its sessions
+//!   adopted too (a node coming back with the same id keeps stale copies
+//!   of those until they expire).
 //! - A message routed to a session while it moves (between the old node
 //!   removing it and the new node holding its NATS subscriptions) is lost.
 //!   A session that fails to reach the new node after the old one removed

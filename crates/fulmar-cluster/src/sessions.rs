@@ -2,9 +2,9 @@
 //! session (`{prefix}_sessions`), taking a session from the node that holds
 //! it, and answering such requests from other nodes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
@@ -42,6 +42,7 @@ pub(crate) struct SessionCounters {
     pub(crate) exported: AtomicU64,
     pub(crate) restored: AtomicU64,
     pub(crate) restored_whole: AtomicU64,
+    pub(crate) adopted: AtomicU64,
     pub(crate) unanswered: AtomicU64,
     pub(crate) invalid: AtomicU64,
     pub(crate) registry_errors: AtomicU64,
@@ -51,6 +52,10 @@ pub(crate) struct SessionCounters {
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A change the broker reported, for the registry.
@@ -77,6 +82,16 @@ pub(crate) struct Sessions {
     pub(crate) store: OnceLock<kv::Store>,
     /// The wills bucket, once attached.
     pub(crate) wills: OnceLock<kv::Store>,
+    /// The local broker, once attached (to adopt the sessions of gone nodes).
+    pub(crate) broker: OnceLock<BrokerHandle>,
+    /// Gone nodes whose sessions this node is adopting now.
+    adopting: Mutex<HashSet<String>>,
+    /// Clients whose session this node is adopting now (claimed in the
+    /// registry, not yet in the broker): a take request waits for them.
+    adopting_clients: Mutex<HashSet<String>>,
+    /// Sessions adopted from a gone node, by client: that node's will for
+    /// the client is cancelled when the client comes back.
+    adopted_from: Mutex<HashMap<String, String>>,
     /// Bounds each registry step and each take request.
     pub(crate) timeout: Duration,
     pub(crate) counters: SessionCounters,
@@ -142,6 +157,16 @@ pub(crate) fn take_subject(prefix: &str, node: &str) -> String {
     format!("{prefix}.session.{}", node_key(node))
 }
 
+/// Who holds a session in the registry, as [`Sessions::claim_from`] found.
+enum Holder {
+    /// This node, now (it claimed the session from the gone node).
+    Claimed,
+    /// Another node (or this one, taking it for a connecting client).
+    Other(String),
+    /// No entry, an entry not understood, or the registry failed.
+    Unknown,
+}
+
 /// What the node that held a session answered.
 enum Answer {
     Session(Box<SessionExport>),
@@ -168,6 +193,10 @@ impl Sessions {
             js,
             store: OnceLock::new(),
             wills: OnceLock::new(),
+            broker: OnceLock::new(),
+            adopting: Mutex::new(HashSet::new()),
+            adopting_clients: Mutex::new(HashSet::new()),
+            adopted_from: Mutex::new(HashMap::new()),
             timeout,
             counters: SessionCounters::default(),
             events,
@@ -196,7 +225,14 @@ impl Sessions {
             }
         };
         if owner == self.node_id {
-            // Here already: the broker's own takeover handles it.
+            // Here already: the broker's own takeover handles it; if this
+            // node is adopting it right now, once it is in the broker.
+            for _ in 0..100 {
+                if !lock(&self.adopting_clients).contains(&client_id) {
+                    break;
+                }
+                tokio::time::sleep(self.timeout / 100).await;
+            }
             return None;
         }
         match self.take_from(&owner, &client_id, clean_start).await {
@@ -261,20 +297,18 @@ impl Sessions {
                     // Its records there are the gone node's: removed once
                     // this node has committed the session as its own
                     // (the CONNACK waits for that commit).
-                    let this = self.clone();
-                    let owner = owner.clone();
-                    let id = client_id.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(this.timeout).await;
-                        if let Err(reason) =
-                            crate::state::purge_session(&this.js, &this.prefix, &owner, &id).await
-                        {
-                            tracing::warn!(client = %id, node = %owner, reason, "state of the gone node not removed");
-                        }
-                    });
+                    self.purge_later(owner.clone(), client_id.clone());
                 } else {
                     tracing::info!(client = %client_id, from = %owner, "node gone: session restored from the registry (subscriptions only)");
                 }
+                // The gone node's other sessions come here too, before this
+                // client's CONNACK when that takes less than the timeout:
+                // what this client publishes next finds them somewhere.
+                let adoption = tokio::spawn(
+                    self.clone()
+                        .adopt_node(owner.clone(), Some(client_id.clone())),
+                );
+                let _ = tokio::time::timeout(self.timeout, adoption).await;
                 // Resumed within the Will Delay Interval: the gone node's
                 // will for it is not to be published.
                 if tokio::time::timeout(self.timeout, self.cancel_will(&owner, &client_id))
@@ -291,6 +325,154 @@ impl Sessions {
                 None
             }
         }
+    }
+
+    /// Adopts every session gone node `dead` kept in JetStream (with a
+    /// [`SessionStore`](crate::SessionStore)) that the registry still says
+    /// it holds: claims it there (compare-and-swap, so that one node adopts
+    /// each) and installs it in the local broker as a disconnected session
+    /// ([`BrokerHandle::adopt_session`]), with its messages; the gone
+    /// node's records of it are removed a timeout later. Returns how many
+    /// sessions the gone node still had in the stream (0: nothing left of
+    /// it there). A session the registry says this node holds already (its
+    /// client's connection is taking it here) is waited for until the
+    /// broker has it (at most the timeout), except `except`'s (the client
+    /// whose connection runs this).
+    pub(crate) async fn adopt_node(self: Arc<Self>, dead: String, except: Option<String>) -> usize {
+        let (Some(broker), Some(registry)) = (self.broker.get(), self.store.get()) else {
+            return usize::MAX;
+        };
+        if dead == self.node_id || !lock(&self.adopting).insert(dead.clone()) {
+            return usize::MAX;
+        }
+        let read = tokio::time::timeout(
+            self.timeout.saturating_mul(4),
+            crate::state::read_sessions(
+                &self.client,
+                &self.js,
+                &self.prefix,
+                &dead,
+                None,
+                self.timeout,
+            ),
+        )
+        .await;
+        let sessions = match read {
+            Ok(Ok(sessions)) => sessions,
+            Ok(Err(reason)) => {
+                tracing::warn!(node = %dead, reason, "sessions of the gone node not read");
+                lock(&self.adopting).remove(&dead);
+                return usize::MAX;
+            }
+            Err(_) => {
+                tracing::warn!(node = %dead, "sessions of the gone node not read in time");
+                lock(&self.adopting).remove(&dead);
+                return usize::MAX;
+            }
+        };
+        let found = sessions.len();
+        let mut adopted = 0;
+        let mut arriving = Vec::new();
+        for export in sessions {
+            let id = export.session.client_id.to_string();
+            if !outlives(&export.session) {
+                continue;
+            }
+            lock(&self.adopting_clients).insert(id.clone());
+            match self.claim_from(registry, &id, &dead).await {
+                Holder::Claimed => {
+                    if broker.adopt_session(export) {
+                        adopted += 1;
+                        bump(&self.counters.adopted);
+                        lock(&self.adopted_from).insert(id.clone(), dead.clone());
+                        self.purge_later(dead.clone(), id.clone());
+                    }
+                }
+                Holder::Other(node) if node == self.node_id && except.as_ref() != Some(&id) => {
+                    arriving.push(id.clone());
+                }
+                Holder::Other(_) | Holder::Unknown => {}
+            }
+            lock(&self.adopting_clients).remove(&id);
+        }
+        // Sessions being taken here by their own clients' connections right
+        // now: in the broker before this returns.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        for id in arriving {
+            while !broker.has_session(&id) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        if adopted > 0 {
+            tracing::info!(node = %dead, adopted, "sessions of a gone node adopted");
+        }
+        lock(&self.adopting).remove(&dead);
+        found
+    }
+
+    /// Writes this node as the holder of `client_id`'s session in the
+    /// registry if `dead` holds it there now.
+    async fn claim_from(&self, registry: &kv::Store, client_id: &str, dead: &str) -> Holder {
+        let key = node_key(client_id);
+        for _ in 0..CLAIM_ATTEMPTS {
+            let entry = match registry.entry(key.as_str()).await {
+                Ok(Some(entry)) if entry.operation == kv::Operation::Put => entry,
+                Ok(_) => return Holder::Unknown,
+                Err(e) => {
+                    bump(&self.counters.registry_errors);
+                    tracing::warn!(error = %e, client = %client_id, "session registry not read");
+                    return Holder::Unknown;
+                }
+            };
+            let Some((holder, record)) = decode_value(&entry.value) else {
+                return Holder::Unknown;
+            };
+            if holder != dead {
+                return Holder::Other(holder);
+            }
+            let value = encode_value(&self.node_id, record);
+            if let Ok(revision) = registry.update(key.as_str(), value, entry.revision).await {
+                bump(&self.counters.claimed);
+                let _ = self
+                    .events
+                    .send(SessionEvent::Claimed(client_id.to_owned(), revision));
+                return Holder::Claimed;
+            }
+        }
+        Holder::Unknown
+    }
+
+    /// Removes gone node `owner`'s records of `client_id` once this node
+    /// committed the session as its own.
+    fn purge_later(self: &Arc<Self>, owner: String, client_id: String) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(this.timeout).await;
+            if let Err(reason) =
+                crate::state::purge_session(&this.js, &this.prefix, &owner, &client_id).await
+            {
+                tracing::warn!(client = %client_id, node = %owner, reason, "state of the gone node not removed");
+            }
+        });
+    }
+
+    /// The client of a session adopted from a gone node is back (here, or
+    /// its session taken by another node): the gone node's will for it is
+    /// not to be published.
+    pub(crate) fn client_back(self: &Arc<Self>, client_id: &str) {
+        let Some(dead) = lock(&self.adopted_from).remove(client_id) else {
+            return;
+        };
+        let this = self.clone();
+        let id = client_id.to_owned();
+        tokio::spawn(async move {
+            if tokio::time::timeout(this.timeout, this.cancel_will(&dead, &id))
+                .await
+                .is_err()
+            {
+                tracing::warn!(client = %id, "will of the gone node not cancelled in time");
+            }
+        });
     }
 
     /// Removes the will that gone node `owner` kept for `client_id`, with a
@@ -656,7 +838,7 @@ pub(crate) async fn take_loop(
     let _ = requests.unsubscribe().await;
 }
 
-async fn answer(sessions: &Sessions, broker: &BrokerHandle, message: async_nats::Message) {
+async fn answer(sessions: &Arc<Sessions>, broker: &BrokerHandle, message: async_nats::Message) {
     let Some(reply) = message.reply else {
         bump(&sessions.counters.invalid);
         return;
@@ -673,7 +855,18 @@ async fn answer(sessions: &Sessions, broker: &BrokerHandle, message: async_nats:
         tracing::debug!("malformed take-session request dropped");
         return;
     };
+    // A session being adopted here right now: wait until it is in the
+    // broker (bounded).
+    for _ in 0..100 {
+        if !lock(&sessions.adopting_clients).contains(&client_id) {
+            break;
+        }
+        tokio::time::sleep(sessions.timeout / 100).await;
+    }
     let export = broker.take_session(&client_id).await;
+    if export.is_some() && !discard {
+        sessions.client_back(&client_id);
+    }
     let publish = |payload: Bytes| sessions.client.publish(reply.clone(), payload);
     let Some(export) = export.filter(|_| !discard) else {
         if let Err(e) = publish(Bytes::from_static(&[VERSION, REPLY_NONE])).await {

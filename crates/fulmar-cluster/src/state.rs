@@ -530,13 +530,16 @@ const JOURNAL_VERSION: u8 = 1;
 
 /// A commit's changes as one message: a version byte, then per change the
 /// subject below `root` (2-byte length) and the payload (4-byte length).
-/// Empty when that is larger than `max`.
+/// The version byte alone (no change) when that is larger than `max`: never
+/// empty, so that it is not taken for a removal, and a node's journal
+/// subject says it keeps state.
 fn encode_journal(root: &str, changes: &[Change], max: usize) -> Bytes {
+    const NONE: &[u8] = &[JOURNAL_VERSION];
     let mut size = 1;
     for change in changes {
         size += 6 + change.subject.len() + change.payload.len();
         if size > max {
-            return Bytes::new();
+            return Bytes::from_static(NONE);
         }
     }
     let mut out = Vec::with_capacity(size);
@@ -551,7 +554,7 @@ fn encode_journal(root: &str, changes: &[Change], max: usize) -> Bytes {
             u16::try_from(below.len()),
             u32::try_from(change.payload.len()),
         ) else {
-            return Bytes::new();
+            return Bytes::from_static(NONE);
         };
         out.put_u16(len);
         out.put_slice(below.as_bytes());
@@ -769,40 +772,119 @@ pub(crate) async fn read_session(
     client_id: &str,
     timeout: Duration,
 ) -> Result<Option<SessionExport>, String> {
+    let mut sessions = read_sessions(client, js, prefix, node_id, Some(client_id), timeout).await?;
+    let found = sessions.pop();
+    match found {
+        Some(export) if *export.session.client_id == *client_id => Ok(Some(export)),
+        Some(_) => Err("records of another client (hash collision)".into()),
+        None => Ok(None),
+    }
+}
+
+/// The sessions node `node_id` keeps (only `client_id`'s when given), each
+/// as a session to install elsewhere.
+pub(crate) async fn read_sessions(
+    client: &Client,
+    js: &jetstream::Context,
+    prefix: &str,
+    node_id: &str,
+    client_id: Option<&str>,
+    timeout: Duration,
+) -> Result<Vec<SessionExport>, String> {
     let stream = js
         .get_stream(stream_name(prefix))
         .await
         .map_err(|e| e.to_string())?;
     let root = node_root(prefix, node_id);
-    let key = client_key(client_id);
-    let filter = format!("{root}.{key}.>");
-    let mut records = read_records(&stream, client, &filter, timeout).await?;
+    let only = match client_id {
+        Some(id) => format!("{root}.{}.", client_key(id)),
+        None => format!("{root}."),
+    };
+    let mut records = read_records(&stream, client, &format!("{only}>"), timeout).await?;
     let last = last_journal(&stream, &journal_subject(prefix, node_id)).await?;
-    apply_journal(&mut records, &root, &last, &format!("{root}.{key}."));
+    apply_journal(&mut records, &root, &last, &only);
     let mut tombstones = Vec::new();
-    let mut clients = assemble(&root, records, &mut tombstones);
-    let Some(client) = clients.remove(&client_key(client_id)) else {
-        return Ok(None);
-    };
-    let Some(session) = client.session else {
-        return Ok(None);
-    };
-    if *session.client_id != *client_id {
-        return Err("records of another client (hash collision)".into());
-    }
-    // In flight first (they have their packet identifier), then queued,
-    // each in the order they were stored.
-    let (mut messages, queued): (Vec<_>, Vec<_>) = client
-        .messages
+    let clients = assemble(&root, records, &mut tombstones);
+    Ok(clients
         .into_values()
-        .map(|(message, _, _)| message)
-        .partition(|message| message.packet_id.is_some());
-    messages.extend(queued);
-    Ok(Some(SessionExport {
-        session,
-        messages,
-        incoming: client.incoming,
-    }))
+        .filter_map(|client| {
+            let session = client.session?;
+            // In flight first (they have their packet identifier), then
+            // queued, each in the order they were stored.
+            let (mut messages, queued): (Vec<_>, Vec<_>) = client
+                .messages
+                .into_values()
+                .map(|(message, _, _)| message)
+                .partition(|message| message.packet_id.is_some());
+            messages.extend(queued);
+            Some(SessionExport {
+                session,
+                messages,
+                incoming: client.incoming,
+            })
+        })
+        .collect())
+}
+
+/// The nodes that wrote a commit journal, none for at least `quiet`
+/// (their last commit is older): candidates for being gone.
+pub(crate) async fn quiet_nodes(
+    js: &jetstream::Context,
+    prefix: &str,
+    quiet: Duration,
+) -> Result<Vec<String>, String> {
+    use futures::TryStreamExt;
+    let Ok(stream) = js.get_stream(stream_name(prefix)).await else {
+        // No state stream: no node kept sessions there.
+        return Ok(Vec::new());
+    };
+    let root = format!("{prefix}.stj.");
+    let subjects: Vec<(String, usize)> = stream
+        .info_with_subjects(format!("{root}*"))
+        .await
+        .map_err(|e| e.to_string())?
+        .try_collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let quiet = quiet.as_secs().max(1);
+    let mut nodes = Vec::new();
+    for (subject, _) in subjects {
+        let Some(node) = subject
+            .strip_prefix(&root)
+            .and_then(crate::cluster::node_from_key)
+        else {
+            continue;
+        };
+        let Ok(last) = stream.get_last_raw_message_by_subject(&subject).await else {
+            continue;
+        };
+        let at = u64::try_from(last.time.unix_timestamp()).unwrap_or(0);
+        if now.saturating_sub(at) >= quiet {
+            nodes.push(node);
+        }
+    }
+    Ok(nodes)
+}
+
+/// Removes node `node_id`'s commit journal (nothing of it is left).
+pub(crate) async fn purge_journal(
+    js: &jetstream::Context,
+    prefix: &str,
+    node_id: &str,
+) -> Result<(), String> {
+    let stream = js
+        .get_stream(stream_name(prefix))
+        .await
+        .map_err(|e| e.to_string())?;
+    stream
+        .purge()
+        .filter(journal_subject(prefix, node_id))
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Removes every record node `node_id` keeps for `client_id` (its session
@@ -912,8 +994,10 @@ mod tests {
                 ("f.st.n.c.m.1".to_owned(), b"new".to_vec(), 0),
             ]
         );
-        // Too large for one message: no journal; truncated or unknown: none.
-        assert!(encode_journal(root, &commit, 10).is_empty());
+        // Too large for one message: a journal without changes; truncated
+        // or unknown: none.
+        let none = encode_journal(root, &commit, 10);
+        assert_eq!(decode_journal(&none), Some(Vec::new()));
         assert!(decode_journal(&journal[..journal.len() - 1]).is_none());
         assert!(decode_journal(&[9]).is_none());
         let mut untouched = vec![record("f.st.n.c.m.0", b"old", 3)];

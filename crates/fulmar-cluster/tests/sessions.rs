@@ -918,10 +918,16 @@ async fn a_dead_node_s_sessions_come_back_whole_elsewhere() {
     );
     peer.send(PubAck::new(again.packet_id.unwrap())).await;
     peer.disconnect().await;
+    // "away" restored when it connected; "busy" adopted by B then (A's
+    // other sessions come along), and resumed on B as a local session.
     let s = b.cluster.stats();
     assert_eq!(
-        (s.sessions_restored, s.sessions_restored_whole),
-        (2, 2),
+        (
+            s.sessions_restored,
+            s.sessions_restored_whole,
+            s.sessions_adopted
+        ),
+        (1, 1, 1),
         "{s:?}"
     );
     drop(busy);
@@ -970,5 +976,72 @@ async fn a_node_restarted_with_its_id_loads_its_sessions_from_jetstream() {
     peer.disconnect().await;
     // "kept" only.
     assert_eq!(a.broker.stats().sessions, 1);
+    a.stop().await;
+}
+
+// A node that dies while its clients stay away: once its heartbeat and its
+// commits are older than the heartbeat TTL, another node adopts its
+// sessions (claims them in the registry, installs them disconnected with
+// their queued messages), so that messages published afterwards are kept
+// for them too; the client finds both, in order, wherever it connects
+// (v3:MQTT-3.1.2-5: QoS 1 messages kept for a disconnected session;
+// v5:MQTT-3.2.2-3: session present; MQTT-4.6.0-6: order).
+#[tokio::test]
+async fn the_sessions_of_a_dead_node_are_adopted_before_their_clients_return() {
+    let nats = nats_or_skip!("session_adoption");
+    let config = |id: &str| {
+        let mut config = ClusterConfig::new(nats.url.clone(), id);
+        config.heartbeat_interval = Duration::from_millis(200);
+        config.heartbeat_ttl = Duration::from_secs(1);
+        config
+    };
+    let a = Node::build(config("a"), true).await.unwrap();
+    let b = Node::build(config("b"), true).await.unwrap();
+    let c = Node::build(config("c"), true).await.unwrap();
+    let (mut away, _) = Peer::connect(&a, persistent("away", ProtocolVersion::V5)).await;
+    away.subscribe("d/#", QoS::AtLeastOnce).await;
+    away.disconnect().await;
+    a.client("pub-a")
+        .await
+        .publish("d/1", "before")
+        .qos(ClientQoS::AtLeastOnce)
+        .await
+        .unwrap();
+    a.cluster.abort();
+    wait_for("a node adopted A's session", || {
+        b.cluster.stats().sessions_adopted + c.cluster.stats().sessions_adopted == 1
+    })
+    .await;
+    let (adopter, other) = if b.cluster.stats().sessions_adopted == 1 {
+        (&b, &c)
+    } else {
+        (&c, &b)
+    };
+    assert_eq!(adopter.broker.stats().sessions, 1);
+    adopter.wait_subscription("fulmar.msg.t.d.>", true).await;
+    // Published on the other node while the client is away.
+    let injected = adopter.cluster.stats().injected;
+    other
+        .client("pub-other")
+        .await
+        .publish("d/2", "after")
+        .qos(ClientQoS::AtLeastOnce)
+        .await
+        .unwrap();
+    wait_for("the adopter queued it", || {
+        adopter.cluster.stats().injected == injected + 1
+    })
+    .await;
+    let (mut peer, ack) = Peer::connect(other, persistent("away", ProtocolVersion::V5)).await;
+    assert!(ack.session_present);
+    for expected in ["before", "after"] {
+        let got = peer.recv_publish().await;
+        assert_eq!(got.payload, expected);
+        peer.send(PubAck::new(got.packet_id.unwrap())).await;
+    }
+    peer.disconnect().await;
+    assert_eq!(adopter.broker.stats().sessions, 0, "moved on");
+    b.stop().await;
+    c.stop().await;
     a.stop().await;
 }

@@ -226,7 +226,7 @@ impl Node {
         Self::build(config, false).await
     }
 
-    async fn build(config: ClusterConfig, store: bool) -> Result<Self, String> {
+    pub async fn build(config: ClusterConfig, store: bool) -> Result<Self, String> {
         let cluster = Cluster::connect(config).await.map_err(|e| e.to_string())?;
         let mut builder = Broker::builder()
             .tcp_listener("127.0.0.1:0")

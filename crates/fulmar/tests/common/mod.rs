@@ -104,6 +104,14 @@ impl FulmarBroker {
         broker
     }
 
+    /// Every stderr line so far (for a failing test's message).
+    pub fn log(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+
     /// SIGKILL: the process dies at once, as in a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
