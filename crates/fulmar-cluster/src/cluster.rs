@@ -1428,7 +1428,7 @@ async fn adopt_gone(inner: Arc<Inner>, nodes: kv::Store) {
         if node == inner.node_id || live.contains(&node_key(&node)) {
             continue;
         }
-        let left = inner.sessions.clone().adopt_node(node.clone(), None).await;
+        let left = inner.sessions.clone().adopt_node(node.clone()).await;
         if left == 0
             && let Err(reason) = crate::state::purge_journal(&inner.js, &inner.prefix, &node).await
         {

@@ -151,8 +151,10 @@
 //!   Expiry Interval 0) or had expired is not restored.
 //! - **Adoption.** A gone node's sessions do not wait for their clients:
 //!   the first of its clients to connect elsewhere makes that node adopt
-//!   all the others before its CONNACK (within
-//!   [`ClusterConfig::session_timeout`], then in the background), and
+//!   all the others, and no connection of a client of the gone node gets
+//!   its CONNACK on that node while a session of it is on its way into the
+//!   broker (each waits at most [`ClusterConfig::session_timeout`]), so
+//!   that what the client publishes next finds them; and
 //!   every node looks each heartbeat interval for nodes with sessions in
 //!   the state stream, no heartbeat and no commit for a heartbeat TTL.
 //!   Adopting claims each session in the registry (compare-and-swap from

@@ -89,6 +89,9 @@ pub(crate) struct Sessions {
     /// Clients whose session this node is adopting now (claimed in the
     /// registry, not yet in the broker): a take request waits for them.
     adopting_clients: Mutex<HashSet<String>>,
+    /// Clients whose connection is bringing their session in from a gone
+    /// node right now (see `settle`).
+    restoring: Mutex<HashSet<String>>,
     /// Sessions adopted from a gone node, by client: that node's will for
     /// the client is cancelled when the client comes back.
     adopted_from: Mutex<HashMap<String, String>>,
@@ -157,12 +160,34 @@ pub(crate) fn take_subject(prefix: &str, node: &str) -> String {
     format!("{prefix}.session.{}", node_key(node))
 }
 
+/// Marks a client as restoring its session from a gone node while it lives.
+struct Restoring<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    id: String,
+}
+
+impl<'a> Restoring<'a> {
+    fn new(set: &'a Mutex<HashSet<String>>, id: &str) -> Self {
+        lock(set).insert(id.to_owned());
+        Self {
+            set,
+            id: id.to_owned(),
+        }
+    }
+}
+
+impl Drop for Restoring<'_> {
+    fn drop(&mut self) {
+        lock(self.set).remove(&self.id);
+    }
+}
+
 /// Who holds a session in the registry, as [`Sessions::claim_from`] found.
 enum Holder {
     /// This node, now (it claimed the session from the gone node).
     Claimed,
     /// Another node (or this one, taking it for a connecting client).
-    Other(String),
+    Other,
     /// No entry, an entry not understood, or the registry failed.
     Unknown,
 }
@@ -196,6 +221,7 @@ impl Sessions {
             broker: OnceLock::new(),
             adopting: Mutex::new(HashSet::new()),
             adopting_clients: Mutex::new(HashSet::new()),
+            restoring: Mutex::new(HashSet::new()),
             adopted_from: Mutex::new(HashMap::new()),
             timeout,
             counters: SessionCounters::default(),
@@ -226,13 +252,9 @@ impl Sessions {
         };
         if owner == self.node_id {
             // Here already: the broker's own takeover handles it; if this
-            // node is adopting it right now, once it is in the broker.
-            for _ in 0..100 {
-                if !lock(&self.adopting_clients).contains(&client_id) {
-                    break;
-                }
-                tokio::time::sleep(self.timeout / 100).await;
-            }
+            // node is bringing in a gone node's sessions right now, once
+            // they are in the broker.
+            self.settle().await;
             return None;
         }
         match self.take_from(&owner, &client_id, clean_start).await {
@@ -255,6 +277,9 @@ impl Sessions {
                 if clean_start {
                     return None;
                 }
+                // Other connections of the gone node's clients wait until
+                // this one's session is in the broker (`settle`).
+                let restoring = Restoring::new(&self.restoring, &client_id);
                 let kept = tokio::time::timeout(
                     self.timeout,
                     crate::state::read_session(
@@ -301,14 +326,20 @@ impl Sessions {
                 } else {
                     tracing::info!(client = %client_id, from = %owner, "node gone: session restored from the registry (subscriptions only)");
                 }
+                // In the broker now (as a disconnected session the
+                // connection then resumes), so that `settle` can tell.
+                let installed = self
+                    .broker
+                    .get()
+                    .is_some_and(|broker| broker.adopt_session(export.clone()));
+                drop(restoring);
                 // The gone node's other sessions come here too, before this
                 // client's CONNACK when that takes less than the timeout:
                 // what this client publishes next finds them somewhere.
-                let adoption = tokio::spawn(
-                    self.clone()
-                        .adopt_node(owner.clone(), Some(client_id.clone())),
-                );
-                let _ = tokio::time::timeout(self.timeout, adoption).await;
+                if self.begin_adoption(&owner) {
+                    tokio::spawn(self.clone().adopt_begun(owner.clone()));
+                }
+                self.settle().await;
                 // Resumed within the Will Delay Interval: the gone node's
                 // will for it is not to be published.
                 if tokio::time::timeout(self.timeout, self.cancel_will(&owner, &client_id))
@@ -317,7 +348,9 @@ impl Sessions {
                 {
                     tracing::warn!(client = %client_id, "will of the gone node not cancelled in time");
                 }
-                Some(export)
+                // A stale copy here kept `adopt_session` from installing it:
+                // the broker's import replaces it.
+                (!installed).then_some(export)
             }
             Err(reason) => {
                 bump(&self.counters.unanswered);
@@ -334,17 +367,29 @@ impl Sessions {
     /// ([`BrokerHandle::adopt_session`]), with its messages; the gone
     /// node's records of it are removed a timeout later. Returns how many
     /// sessions the gone node still had in the stream (0: nothing left of
-    /// it there). A session the registry says this node holds already (its
-    /// client's connection is taking it here) is waited for until the
-    /// broker has it (at most the timeout), except `except`'s (the client
-    /// whose connection runs this).
-    pub(crate) async fn adopt_node(self: Arc<Self>, dead: String, except: Option<String>) -> usize {
-        let (Some(broker), Some(registry)) = (self.broker.get(), self.store.get()) else {
-            return usize::MAX;
-        };
-        if dead == self.node_id || !lock(&self.adopting).insert(dead.clone()) {
+    /// it there).
+    pub(crate) async fn adopt_node(self: Arc<Self>, dead: String) -> usize {
+        if !self.begin_adoption(&dead) {
             return usize::MAX;
         }
+        self.adopt_begun(dead).await
+    }
+
+    /// Marks `dead` as being adopted (what `settle` waits for); false when
+    /// it is already, or cannot be.
+    fn begin_adoption(&self, dead: &str) -> bool {
+        self.broker.get().is_some()
+            && self.store.get().is_some()
+            && dead != self.node_id
+            && lock(&self.adopting).insert(dead.to_owned())
+    }
+
+    /// [`adopt_node`](Self::adopt_node) once [`begin_adoption`](Self::begin_adoption) said yes.
+    async fn adopt_begun(self: Arc<Self>, dead: String) -> usize {
+        let (Some(broker), Some(registry)) = (self.broker.get(), self.store.get()) else {
+            lock(&self.adopting).remove(&dead);
+            return usize::MAX;
+        };
         let read = tokio::time::timeout(
             self.timeout.saturating_mul(4),
             crate::state::read_sessions(
@@ -372,7 +417,6 @@ impl Sessions {
         };
         let found = sessions.len();
         let mut adopted = 0;
-        let mut arriving = Vec::new();
         for export in sessions {
             let id = export.session.client_id.to_string();
             if !outlives(&export.session) {
@@ -388,26 +432,29 @@ impl Sessions {
                         self.purge_later(dead.clone(), id.clone());
                     }
                 }
-                Holder::Other(node) if node == self.node_id && except.as_ref() != Some(&id) => {
-                    arriving.push(id.clone());
-                }
-                Holder::Other(_) | Holder::Unknown => {}
+                Holder::Other | Holder::Unknown => {}
             }
             lock(&self.adopting_clients).remove(&id);
-        }
-        // Sessions being taken here by their own clients' connections right
-        // now: in the broker before this returns.
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        for id in arriving {
-            while !broker.has_session(&id) && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
         }
         if adopted > 0 {
             tracing::info!(node = %dead, adopted, "sessions of a gone node adopted");
         }
         lock(&self.adopting).remove(&dead);
         found
+    }
+
+    /// Waits (at most the timeout) until no gone node's session is on its
+    /// way into the local broker: no adoption running, no connection of a
+    /// gone node's client restoring its session. A connection of such a
+    /// client gets its CONNACK after that, so that what it publishes next
+    /// finds every session of the gone node that this node brings in.
+    async fn settle(&self) {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while (!lock(&self.adopting).is_empty() || !lock(&self.restoring).is_empty())
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Writes this node as the holder of `client_id`'s session in the
@@ -428,7 +475,7 @@ impl Sessions {
                 return Holder::Unknown;
             };
             if holder != dead {
-                return Holder::Other(holder);
+                return Holder::Other;
             }
             let value = encode_value(&self.node_id, record);
             if let Ok(revision) = registry.update(key.as_str(), value, entry.revision).await {

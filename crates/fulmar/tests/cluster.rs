@@ -210,28 +210,8 @@ async fn a_node_killed_during_qos_1_and_2_streams_loses_no_acknowledged_message(
     };
     let url = format!("nats://127.0.0.1:{nats_port}");
     let (dir_a, dir_b) = (temp_dir(), temp_dir());
-    // Back-pressure rather than drops when the subscriber falls behind
-    // (the default drops QoS 1/2 messages for a subscriber whose queue is
-    // full, acknowledged all the same): this test is about the kill.
-    let config = dir_a.join("fulmar.toml");
-    std::fs::write(&config, "[limits]\noverload_policy = \"backpressure\"\n").unwrap();
-    let config = config.to_str().unwrap();
-    let mut a = FulmarBroker::start(&[
-        "--cluster",
-        &url,
-        "-c",
-        config,
-        "--data-dir",
-        dir_a.to_str().unwrap(),
-    ]);
-    let mut b = FulmarBroker::start(&[
-        "--cluster",
-        &url,
-        "-c",
-        config,
-        "--data-dir",
-        dir_b.to_str().unwrap(),
-    ]);
+    let mut a = FulmarBroker::start(&["--cluster", &url, "--data-dir", dir_a.to_str().unwrap()]);
+    let mut b = FulmarBroker::start(&["--cluster", &url, "--data-dir", dir_b.to_str().unwrap()]);
     a.wait_for("attached to the cluster");
     b.wait_for("attached to the cluster");
     a.wait_for("sessions kept in JetStream");
