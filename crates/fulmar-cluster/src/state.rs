@@ -151,7 +151,8 @@ struct ClientKeys {
 /// [`Store::commit`] blocks its thread (the broker's store writer) on the
 /// tokio runtime the store was made on, until JetStream acknowledged every
 /// change (at most [`ClusterConfig::session_timeout`](crate::ClusterConfig::session_timeout)
-/// per change; then the commit fails and the broker stops acknowledging).
+/// for the whole commit; then the commit fails and the broker stops
+/// acknowledging).
 ///
 /// # Example
 ///
@@ -416,7 +417,15 @@ impl SessionStore {
         }
     }
 
+    /// Publishes `changes` in order and waits for their acknowledgements,
+    /// all within one timeout (NATS gone: the commit fails in bounded time).
     async fn publish(&self, changes: Vec<Change>) -> Result<Vec<u64>, StoreError> {
+        tokio::time::timeout(self.timeout, self.publish_all(changes))
+            .await
+            .map_err(|_| engine("publish", "no acknowledgement in time"))?
+    }
+
+    async fn publish_all(&self, changes: Vec<Change>) -> Result<Vec<u64>, StoreError> {
         let mut tombstones = Vec::new();
         let mut changes = changes.into_iter().peekable();
         while changes.peek().is_some() {
@@ -431,10 +440,7 @@ impl SessionStore {
                 acks.push((empty, ack));
             }
             for (empty, ack) in acks {
-                let ack = tokio::time::timeout(self.timeout, ack.into_future())
-                    .await
-                    .map_err(|_| engine("publish", "no acknowledgement in time"))?
-                    .map_err(|e| engine("publish", e))?;
+                let ack = ack.await.map_err(|e| engine("publish", e))?;
                 if empty {
                     tombstones.push(ack.sequence);
                 }
