@@ -928,5 +928,5 @@ fn install_session(
             tracing::warn!(client = %id, reason, "in-flight state brought from elsewhere dropped");
             fulmar_session::SessionState::default()
         });
-    state.sessions.insert(id, entry);
+    state.sessions.insert(id, Box::new(entry));
 }

@@ -126,7 +126,18 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, bound: Bound, tracker: Task
             accepted = bound.listener.accept() => match accepted {
                 Ok((stream, addr)) => {
                     let (slot, over_limit) = Slot::open(&shared);
-                    tracker.spawn(serve(shared.clone(), stream, addr, bound.kind.clone(), slot, over_limit));
+                    if matches!(*bound.kind, Kind::Tcp) {
+                        // The connection is the task, without `serve` around
+                        // it: every idle connection's task is that much smaller.
+                        let _ = stream.set_nodelay(true);
+                        let peer = Peer {
+                            addr,
+                            certificate: None,
+                        };
+                        tracker.spawn(crate::connection::run(shared.clone(), stream, peer, over_limit, slot));
+                    } else {
+                        tracker.spawn(serve(shared.clone(), stream, addr, bound.kind.clone(), slot, over_limit));
+                    }
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off a little.

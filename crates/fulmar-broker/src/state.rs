@@ -89,28 +89,59 @@ pub(crate) enum Control {
 #[derive(Debug)]
 pub(crate) struct Owner {
     pub(crate) conn_id: u64,
-    pub(crate) deliver: mpsc::Sender<Box<Delivery>>,
+    /// Its deliveries and control messages.
     pub(crate) control: Arc<ControlInbox>,
 }
 
-/// The [`Control`] messages to one connection task. Take-overs are rare, so
-/// this is lighter than a channel: one small allocation per connection.
+/// What a connection task takes from its [`ControlInbox`].
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    Control(Control),
+    Delivery(Box<Delivery>),
+}
+
+/// A delivery the connection queue did not take.
+#[derive(Debug)]
+pub(crate) enum DeliverError {
+    /// The queue is full.
+    Full(Box<Delivery>),
+    /// The connection is ending.
+    Closed(Box<Delivery>),
+}
+
+/// The messages to one connection task: its deliveries (a bounded queue)
+/// and [`Control`] messages. One small allocation per connection, with no
+/// buffer until something is queued (a channel would allocate its first
+/// block of slots up front, for every idle connection).
 #[derive(Debug)]
 pub(crate) struct ControlInbox {
     /// `None` once the connection task has ended.
-    queue: Mutex<Option<Vec<Control>>>,
+    queue: Mutex<Option<Queues>>,
+    /// Wakes the connection task.
     notify: Notify,
+    /// Wakes senders waiting for room in a full delivery queue.
+    room: Notify,
+    /// At most this many deliveries are queued.
+    capacity: usize,
     /// Payload bytes of the deliveries in the connection queue.
     pub(crate) queued_bytes: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Queues {
+    controls: Vec<Control>,
+    deliveries: VecDeque<Box<Delivery>>,
+    /// The connection takes no more deliveries (it is ending).
+    closed: bool,
 }
 
 impl ControlInbox {
     /// Sends `control` to the task; gives it back when the task has ended.
     pub(crate) fn send(&self, control: Control) -> Result<(), Control> {
         {
-            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut queue = self.lock();
             match queue.as_mut() {
-                Some(queue) => queue.push(control),
+                Some(queue) => queue.controls.push(control),
                 None => return Err(control),
             }
         }
@@ -118,9 +149,65 @@ impl ControlInbox {
         Ok(())
     }
 
-    fn try_recv(&self) -> Option<Control> {
-        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        queue.as_mut().and_then(Vec::pop)
+    /// Queues a delivery unless the queue is full or closed.
+    pub(crate) fn try_deliver(&self, delivery: Box<Delivery>) -> Result<(), DeliverError> {
+        {
+            let mut queue = self.lock();
+            match queue.as_mut() {
+                Some(queue) if !queue.closed => {
+                    if queue.deliveries.len() >= self.capacity {
+                        return Err(DeliverError::Full(delivery));
+                    }
+                    queue.deliveries.push_back(delivery);
+                }
+                _ => return Err(DeliverError::Closed(delivery)),
+            }
+        }
+        self.notify.notify_one();
+        Ok(())
+    }
+
+    /// Queues a delivery once there is room; gives it back when the
+    /// connection is ending. Cancel safe (the delivery is dropped then).
+    pub(crate) async fn deliver(&self, delivery: Box<Delivery>) -> Result<(), Box<Delivery>> {
+        let mut delivery = delivery;
+        loop {
+            // Created before the check: a `notify_waiters` after it wakes it.
+            let room = self.room.notified();
+            match self.try_deliver(delivery) {
+                Ok(()) => return Ok(()),
+                Err(DeliverError::Closed(back)) => return Err(back),
+                Err(DeliverError::Full(back)) => delivery = back,
+            }
+            room.await;
+        }
+    }
+
+    /// Takes a control message, or a delivery if `deliveries`.
+    fn try_recv(&self, deliveries: bool) -> Option<Inbound> {
+        let mut queue = self.lock();
+        let queue = queue.as_mut()?;
+        if let Some(control) = queue.controls.pop() {
+            return Some(Inbound::Control(control));
+        }
+        if !deliveries {
+            return None;
+        }
+        let full = queue.deliveries.len() >= self.capacity;
+        let delivery = queue.deliveries.pop_front()?;
+        if queue.deliveries.is_empty() && queue.deliveries.capacity() > 64 {
+            // A burst is over: an idle connection keeps no large queue.
+            queue.deliveries = VecDeque::new();
+        }
+        if full {
+            // Senders that found it full wait for this.
+            self.room.notify_waiters();
+        }
+        Some(Inbound::Delivery(delivery))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Queues>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -137,11 +224,13 @@ impl ControlReceiver {
         }
     }
 
-    /// A new inbox.
-    pub(crate) fn new() -> Self {
+    /// A new inbox whose delivery queue holds at most `capacity` messages.
+    pub(crate) fn new(capacity: usize) -> Self {
         Self(Arc::new(ControlInbox {
-            queue: Mutex::new(Some(Vec::new())),
+            queue: Mutex::new(Some(Queues::default())),
             notify: Notify::new(),
+            room: Notify::new(),
+            capacity,
             queued_bytes: AtomicUsize::new(0),
         }))
     }
@@ -151,26 +240,64 @@ impl ControlReceiver {
         self.0.clone()
     }
 
-    /// The next message. Cancel safe: a message stays queued until taken.
-    pub(crate) async fn recv(&self) -> Control {
+    /// The next control message, or delivery if `deliveries`. Cancel safe:
+    /// a message stays queued until taken.
+    pub(crate) async fn recv(&self, deliveries: bool) -> Inbound {
         loop {
-            if let Some(control) = self.0.try_recv() {
-                return control;
+            if let Some(inbound) = self.0.try_recv(deliveries) {
+                return inbound;
             }
             self.0.notify.notified().await;
         }
+    }
+
+    /// The next delivery (control messages stay queued). Cancel safe.
+    pub(crate) async fn recv_delivery(&self) -> Box<Delivery> {
+        loop {
+            if let Some(delivery) = self.try_recv_delivery() {
+                return delivery;
+            }
+            self.0.notify.notified().await;
+        }
+    }
+
+    /// The next delivery, if one is queued.
+    pub(crate) fn try_recv_delivery(&self) -> Option<Box<Delivery>> {
+        let mut queue = self.0.lock();
+        let queue = queue.as_mut()?;
+        let full = queue.deliveries.len() >= self.0.capacity;
+        let delivery = queue.deliveries.pop_front()?;
+        if queue.deliveries.is_empty() && queue.deliveries.capacity() > 64 {
+            queue.deliveries = VecDeque::new();
+        }
+        if full {
+            self.0.room.notify_waiters();
+        }
+        Some(delivery)
+    }
+
+    /// Takes no more deliveries; returns those still queued.
+    pub(crate) fn close_deliveries(&self) -> VecDeque<Box<Delivery>> {
+        let mut queue = self.0.lock();
+        let taken = match queue.as_mut() {
+            Some(queue) => {
+                queue.closed = true;
+                std::mem::take(&mut queue.deliveries)
+            }
+            None => VecDeque::new(),
+        };
+        drop(queue);
+        // Senders waiting for room see it closed.
+        self.0.room.notify_waiters();
+        taken
     }
 }
 
 impl Drop for ControlReceiver {
     fn drop(&mut self) {
-        let left = self
-            .0
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let left = self.0.lock().take();
         drop(left);
+        self.0.room.notify_waiters();
     }
 }
 
@@ -241,7 +368,7 @@ impl Counters {
 pub(crate) struct State {
     pub(crate) subs: SubscriptionTrie<Subscriber, SubOptions>,
     pub(crate) retained: RetainedIndex<Retained>,
-    pub(crate) sessions: HashMap<Arc<str>, SessionEntry>,
+    pub(crate) sessions: HashMap<Arc<str>, Box<SessionEntry>>,
     pub(crate) locals: HashMap<u64, mpsc::Sender<Message>>,
     /// Session deadlines (will delay, session expiry), possibly stale.
     pub(crate) deadlines: BTreeSet<(Instant, Arc<str>)>,
@@ -521,7 +648,7 @@ impl State {
         } else {
             self.subs.remove_key(&key);
         }
-        Some(entry)
+        Some(*entry)
     }
 
     /// Runs the session deadlines up to `now`: delayed wills whose time has
@@ -690,13 +817,13 @@ pub(crate) struct Blocked {
     /// The client whose connection queue was full.
     pub(crate) client: Arc<str>,
     /// That connection's queue.
-    pub(crate) queue: mpsc::Sender<Box<Delivery>>,
+    pub(crate) queue: Arc<ControlInbox>,
     pub(crate) delivery: Box<Delivery>,
 }
 
 /// Where [`State::route`] delivers.
 struct Target<'a> {
-    sessions: &'a mut HashMap<Arc<str>, SessionEntry>,
+    sessions: &'a mut HashMap<Arc<str>, Box<SessionEntry>>,
     locals: &'a HashMap<u64, mpsc::Sender<Message>>,
     max_queued: usize,
     counters: &'a Counters,
@@ -784,12 +911,12 @@ impl Target<'_> {
                             return;
                         }
                         delivery.bytes = bytes;
-                        match owner.deliver.try_send(delivery) {
+                        match owner.control.try_deliver(delivery) {
                             Ok(()) => return,
                             Err(error) => {
                                 queued.fetch_sub(bytes, Ordering::Relaxed);
                                 match error {
-                                    mpsc::error::TrySendError::Full(mut delivery) => {
+                                    DeliverError::Full(mut delivery) => {
                                         delivery.bytes = 0;
                                         match blocked {
                                             Some(blocked)
@@ -797,7 +924,7 @@ impl Target<'_> {
                                             {
                                                 blocked.push(Blocked {
                                                     client: id.clone(),
-                                                    queue: owner.deliver.clone(),
+                                                    queue: owner.control.clone(),
                                                     delivery,
                                                 });
                                             }
@@ -806,7 +933,7 @@ impl Target<'_> {
                                         return;
                                     }
                                     // The connection is ending: keep the message with the session.
-                                    mpsc::error::TrySendError::Closed(d) => d,
+                                    DeliverError::Closed(d) => d,
                                 }
                             }
                         }

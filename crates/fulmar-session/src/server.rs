@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use fulmar_codec::{
     AckProperties, Auth, ConnAck, ConnAckProperties, Connect, ConnectReasonCode, DecodeError,
-    Packet, PacketId, ProtocolVersion, QoS, SubAck, SubAckReasonCode, UnsubAck, UnsubAckReasonCode,
+    MqttString, Packet, PacketId, ProtocolVersion, QoS, SubAck, SubAckReasonCode, UnsubAck,
+    UnsubAckReasonCode,
 };
 
 use crate::alias::OutAliases;
@@ -414,7 +415,12 @@ impl Session {
         self.timers.stop(Timer::Connect);
         self.version = connect.protocol_version;
         self.state = State::ConnectReceived;
-        self.client_id = Some(connect.client_id.clone());
+        // A copy: a slice would keep the whole buffer the CONNECT was read
+        // into alive for as long as the connection lasts.
+        self.client_id = Some(
+            MqttString::try_new(connect.client_id.as_str())
+                .unwrap_or_else(|_| connect.client_id.clone()),
+        );
         self.conn.keep_alive = connect.keep_alive;
         self.conn.clean_start = connect.clean_start;
         let props = &connect.properties;

@@ -420,6 +420,24 @@ impl Session {
         self.events.pop_front()
     }
 
+    /// Frees the buffers of the drained event and transmit queues (and of
+    /// the other per-connection queues that are empty). For an application
+    /// that keeps many connections waiting: call it before waiting, so that
+    /// an idle session holds no spare queue capacity; the queues grow again
+    /// on the next input. Nothing else changes.
+    pub fn release_spare_capacity(&mut self) {
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        self.transmit.release_if_empty();
+        if self.conn.early.is_empty() {
+            self.conn.early = Vec::new();
+        }
+        if self.conn.unacked.is_empty() {
+            self.conn.unacked = VecDeque::new();
+        }
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {

@@ -12,7 +12,6 @@ use fulmar_topic::TopicName;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Connection;
-use tokio::sync::mpsc::error::SendError;
 
 use crate::config::OverloadPolicy;
 use crate::state::{Blocked, Origin};
@@ -121,13 +120,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             delivery,
         } in blocked
         {
-            let send = queue.send(delivery);
+            let send = queue.deliver(delivery);
             tokio::pin!(send);
             loop {
                 let room = self.session.pending_len() < max_pending;
                 tokio::select! {
                     sent = &mut send => {
-                        if let Err(SendError(delivery)) = sent {
+                        if let Err(delivery) = sent {
                             // That connection ended meanwhile: the session keeps the copy.
                             let limits = &self.shared.limits;
                             self.shared.lock().redeliver(
@@ -140,7 +139,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                         }
                         break;
                     }
-                    Some(own) = self.deliver_rx.recv(), if room => {
+                    own = self.control.recv_delivery(), if room => {
                         self.deliver_at(*own, Instant::now());
                     }
                     () = self.shared.shutdown.cancelled() => {

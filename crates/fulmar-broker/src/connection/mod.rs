@@ -18,7 +18,7 @@ use crate::store::{StoreOp, unix_millis};
 use fulmar_topic::{SubscriptionFilter, TopicFilter};
 use futures::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::auth::{AuthDecision, ClientInfo, ConnectInfo};
 use crate::broker::Shared;
@@ -32,8 +32,8 @@ mod inbound;
 mod transport;
 
 use crate::state::{
-    Control, ControlReceiver, Delivery, Owner, PendingWill, Queued, State, SubOptions, Subscriber,
-    age, secs,
+    Control, ControlReceiver, Delivery, Inbound, Owner, PendingWill, Queued, State, SubOptions,
+    Subscriber, age, secs,
 };
 use inbound::Refusal;
 use transport::Transport;
@@ -57,8 +57,7 @@ where
 {
     let now = Instant::now();
     let capacity = shared.limits.max_queued_messages.max(1);
-    let (deliver_tx, deliver_rx) = mpsc::channel(capacity);
-    let control = ControlReceiver::new();
+    let control = ControlReceiver::new(capacity);
     let conn_id = shared.lock().next_id();
     let conn_shutdown = shared.shutdown.clone();
     let max_packet_size = shared.limits.max_packet_size.get();
@@ -75,8 +74,6 @@ where
         peer,
         over_limit,
         conn_id,
-        deliver_tx,
-        deliver_rx,
         control,
         client: None,
         closed: None,
@@ -93,14 +90,14 @@ where
         reauth: None,
         inflight_seq: HashMap::new(),
         dirty: false,
-        outbox: Vec::new(),
         frames: VecDeque::new(),
         shared,
     });
     tracing::debug!(peer = %conn.peer.addr, conn_id, "connection opened");
     let grace = async {
         conn_shutdown.cancelled().await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        // Boxed: the timer takes no room in the task while the broker runs.
+        Box::pin(tokio::time::sleep(SHUTDOWN_GRACE)).await;
     };
     tokio::select! {
         () = conn.run() => {}
@@ -134,8 +131,7 @@ struct Connection<'a, S> {
     peer: Peer,
     over_limit: bool,
     conn_id: u64,
-    deliver_tx: mpsc::Sender<Box<Delivery>>,
-    deliver_rx: mpsc::Receiver<Box<Delivery>>,
+    /// Deliveries and control messages for this connection.
     control: ControlReceiver,
     client: Option<Client>,
     /// Who ended the connection, and the reason code (from `Event::Disconnected`).
@@ -168,8 +164,6 @@ struct Connection<'a, S> {
     inflight_seq: HashMap<PacketId, u64>,
     /// Changes were journaled that the next acknowledgements depend on.
     dirty: bool,
-    /// Packets of one `drive` round, written after the store caught up.
-    outbox: Vec<Packet>,
     /// The shared encoded headers of messages delivered to this connection
     /// and not sent yet, by the address of their payload, in delivery order
     /// (at most [`MAX_FRAMES`]).
@@ -199,17 +193,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             if std::mem::take(&mut self.yield_next) {
                 tokio::task::yield_now().await;
             }
-            let deadline = self.session.poll_timeout();
+            // Everything is answered: a connection about to wait keeps no spare buffers.
+            self.session.release_spare_capacity();
+            // One timer: the session's next deadline or the end of an
+            // enhanced authentication, whichever comes first.
+            let deadline = self.session.poll_timeout().map(tokio::time::Instant::from);
             let auth_deadline = self
                 .pending_auth
                 .as_deref()
                 .map(auth::PendingAuth::deadline);
-            let sleep = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
+            let wake = match (deadline, auth_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
+            let room = self.has_room();
             tokio::select! {
                 () = self.shared.shutdown.cancelled(), if !self.shutting_down => {
                     self.shutting_down = true;
@@ -241,32 +238,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                     // subscribers' deliveries) run before reading on.
                     self.yield_next = handled == BATCH;
                 }
-                Some(delivery) = self.deliver_rx.recv(), if self.has_room() => {
-                    let now = Instant::now();
-                    self.deliver_at(*delivery, now);
-                    for _ in 1..DELIVERY_BATCH {
-                        if !self.has_room() {
-                            break;
-                        }
-                        match self.deliver_rx.try_recv() {
-                            Ok(delivery) => self.deliver_at(*delivery, now),
-                            Err(_) => break,
+                inbound = self.control.recv(room) => match inbound {
+                    Inbound::Delivery(delivery) => {
+                        let now = Instant::now();
+                        self.deliver_at(*delivery, now);
+                        for _ in 1..DELIVERY_BATCH {
+                            if !self.has_room() {
+                                break;
+                            }
+                            match self.control.try_recv_delivery() {
+                                Some(delivery) => self.deliver_at(*delivery, now),
+                                None => break,
+                            }
                         }
                     }
-                }
-                control = self.control.recv() => match control {
-                    Control::TakeOver(done) => {
+                    Inbound::Control(Control::TakeOver(done)) => {
                         self.handovers.push(done);
                         if !self.disconnect(DisconnectReasonCode::SessionTakenOver) {
                             return;
                         }
                     }
                 },
-                () = sleep => self.session.handle_timeout(Instant::now()),
-                () = auth::expiry(auth_deadline) => {
-                    tracing::debug!(peer = %self.peer.addr, "enhanced authentication timed out");
-                    self.pending_auth = None;
-                    self.reject(ConnectReasonCode::NotAuthorized);
+                () = auth::expiry(wake) => {
+                    if auth_deadline.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                        tracing::debug!(peer = %self.peer.addr, "enhanced authentication timed out");
+                        self.pending_auth = None;
+                        self.reject(ConnectReasonCode::NotAuthorized);
+                    } else {
+                        self.session.handle_timeout(Instant::now());
+                    }
                 }
             }
         }
@@ -313,6 +313,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
 
     /// Answers every event, then writes every packet, until both are drained.
     async fn drive(&mut self) -> Result<(), CodecError> {
+        // Packets of one round, written after the store caught up. Local: an
+        // idle connection keeps no buffer for them.
+        let mut outbox = Vec::new();
         loop {
             let mut handled = false;
             while let Some(auth) = self.auth_inbox.pop_front() {
@@ -327,7 +330,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             // The session knows the version once CONNECT was seen, even an undecodable one.
             let version = self.session.protocol_version();
             self.transport.set_version(version);
-            let mut outbox = std::mem::take(&mut self.outbox);
             while let Some(packet) = self.session.poll_transmit() {
                 if let Some(packet) = self.rewrite(packet) {
                     self.journal_transmit(&packet);
@@ -367,7 +369,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 }
                 wrote = true;
             }
-            self.outbox = outbox;
             if wrote {
                 let write_timeout = self.shared.limits.write_timeout;
                 tokio::time::timeout(write_timeout, self.transport.flush())
@@ -722,6 +723,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             Ok(session_present) => {
                 tracing::debug!(peer = %self.peer.addr, session_present, "connection accepted");
                 self.session_accepted = true;
+                // Only a refusal reports it.
+                self.connect_id = String::new();
                 if let Some(client) = &self.client
                     && let Some(will) = &client.will
                     && let Some(bridge) = self.shared.lock().bridge.clone()
@@ -867,7 +870,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         entry.expires_at = None;
         entry.owner = Some(Owner {
             conn_id: self.conn_id,
-            deliver: self.deliver_tx.clone(),
             control: self.control.inbox(),
         });
         let stored = std::mem::take(&mut entry.stored);
@@ -1031,8 +1033,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             });
         }
         // Deliveries still in the channel stay with the session.
-        self.deliver_rx.close();
-        while let Ok(delivery) = self.deliver_rx.try_recv() {
+        for delivery in self.control.close_deliveries() {
             self.deliver_at(*delivery, now);
         }
         let normal = matches!(

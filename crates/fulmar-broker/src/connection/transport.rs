@@ -1,11 +1,16 @@
 //! The byte stream of one connection: a read buffer that starts small,
 //! grows while the peer sends a lot and is released when it runs empty, and
 //! a write buffer that exists only while there is something to write. An
-//! idle connection holds one small read buffer and no write buffer.
+//! idle connection holds no buffer: it waits for bytes with a buffer on the
+//! stack of the poll.
+
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::Poll;
 
 use bytes::BytesMut;
 use fulmar_codec::{CodecError, Packet, ProtocolVersion, decode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::frames::Frames;
 use crate::observe::Counted;
@@ -88,16 +93,24 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transport<'a, S> {
             if self.done {
                 return None;
             }
-            if self.read_buf.capacity() == self.read_buf.len() {
-                self.read_buf.reserve(self.read_hint);
-            }
-            let room = self.read_buf.capacity() - self.read_buf.len();
-            match self.io.read_buf(&mut self.read_buf).await {
-                Ok(0) => {
+            let read = if self.read_buf.is_empty() {
+                // Nothing buffered (an idle connection waits here): no heap
+                // buffer until bytes arrive.
+                let room = self.read_hint;
+                (self.read_into_new(room).await, room)
+            } else {
+                if self.read_buf.capacity() == self.read_buf.len() {
+                    self.read_buf.reserve(self.read_hint);
+                }
+                let room = self.read_buf.capacity() - self.read_buf.len();
+                (self.io.read_buf(&mut self.read_buf).await, room)
+            };
+            match read {
+                (Ok(0), _) => {
                     self.done = true;
                     return None;
                 }
-                Ok(n) => {
+                (Ok(n), room) => {
                     // Grow while reads fill the buffer, shrink when they stay small.
                     if n >= room {
                         self.read_hint = (self.read_hint * 2).min(MAX_READ);
@@ -105,12 +118,36 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transport<'a, S> {
                         self.read_hint = (self.read_hint / 2).max(MIN_READ);
                     }
                 }
-                Err(error) => {
+                (Err(error), _) => {
                     self.done = true;
                     return Some(Err(CodecError::Io(error)));
                 }
             }
         }
+    }
+
+    /// Reads at most `room` bytes into a buffer on the stack of the poll
+    /// (not in the future, which lives as long as the connection), and
+    /// copies what arrived into a new read buffer. Cancel safe.
+    async fn read_into_new(&mut self, room: usize) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| {
+            let mut stack = [MaybeUninit::<u8>::uninit(); MAX_READ];
+            let (head, _) = stack.split_at_mut(room.min(MAX_READ));
+            let mut buf = ReadBuf::uninit(head);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => {
+                    let filled = buf.filled();
+                    if !filled.is_empty() {
+                        self.read_buf.reserve(room.max(filled.len()));
+                        self.read_buf.extend_from_slice(filled);
+                    }
+                    Poll::Ready(Ok(filled.len()))
+                }
+                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// Encodes `packet` for sending; writes out when much is buffered. A

@@ -106,7 +106,7 @@ pub(crate) fn recover(state: &mut State, snapshot: Snapshot, journal: &Journal) 
         if let Some(at) = expires_at {
             state.schedule(&id, at);
         }
-        state.sessions.insert(id, entry);
+        state.sessions.insert(id, Box::new(entry));
         found.sessions += 1;
     }
     // Messages of sessions that are gone (written after the session ended).
