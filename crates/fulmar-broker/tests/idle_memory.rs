@@ -150,11 +150,13 @@ fn an_idle_connection_keeps_little_heap() {
     let per_connection = (live_after - live_before) / n;
     let blocks = (blocks_after - blocks_before) as f64 / N as f64;
     eprintln!("idle connection: {per_connection} bytes of heap in {blocks:.2} blocks");
-    // Measured 1100 bytes in 6 blocks in the release build (counting the
-    // runtime's 256-byte I/O registration and the task); it was 6.8 kB.
-    // A debug build makes the task's future larger.
+    // Debug build (`cargo test`): 3131 bytes in 8 blocks when this test was
+    // written: the connection state (with its server `Session`), the task,
+    // the runtime's I/O registration (256 bytes), the control inbox, the
+    // session entry and the client identifier copies. The release build's
+    // futures are smaller; `fulmar bench --idle` measures that one.
     assert!(
-        per_connection <= 1600,
+        per_connection <= 3600,
         "an idle connection keeps {per_connection} bytes"
     );
     drop(idle);
