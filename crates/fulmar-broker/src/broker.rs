@@ -745,7 +745,7 @@ fn export_session(state: &mut State, id: &Arc<str>) -> Option<SessionExport> {
     let now = Instant::now();
     let now_unix = unix_millis();
     let session = state.session_record(id, Some(now_unix))?;
-    let entry = state.remove_session(id)?;
+    let mut entry = state.remove_session(id)?;
     if entry.will.is_some()
         && let Some(bridge) = &state.bridge
     {
@@ -758,8 +758,9 @@ fn export_session(state: &mut State, id: &Arc<str>) -> Option<SessionExport> {
         packet_id,
         released,
     };
+    let away = entry.take_away();
     let mut messages = Vec::new();
-    for out in entry.stored.outgoing() {
+    for out in away.stored.outgoing() {
         match out {
             fulmar_session::Outgoing::Publish(publish) => {
                 let mut publish = (**publish).clone();
@@ -775,12 +776,12 @@ fn export_session(state: &mut State, id: &Arc<str>) -> Option<SessionExport> {
             }
         }
     }
-    for publish in entry.stored.pending() {
+    for publish in away.stored.pending() {
         let mut publish = publish.clone();
         publish.packet_id = None;
         messages.push(stored_message(publish, None, false));
     }
-    for queued in entry.offline {
+    for queued in away.offline {
         let waited = u64::try_from(now.saturating_duration_since(queued.since).as_millis());
         messages.push(StoredMessage {
             publish: queued.publish,
@@ -792,7 +793,7 @@ fn export_session(state: &mut State, id: &Arc<str>) -> Option<SessionExport> {
     Some(SessionExport {
         session,
         messages,
-        incoming: entry.stored.incoming_qos2().to_vec(),
+        incoming: away.stored.incoming_qos2().to_vec(),
     })
 }
 
@@ -883,7 +884,7 @@ fn install_session(
         });
         if let Some(pid) = in_flight {
             if let Some(seq) = seq {
-                entry.inflight.insert(pid, seq);
+                entry.away().inflight.insert(pid, seq);
             }
             outgoing.push(if message.released {
                 fulmar_session::Outgoing::PubRel(pid)
@@ -895,7 +896,7 @@ fn install_session(
             });
         } else if message.publish.qos == QoS::AtMostOnce
             || message.released
-            || entry.offline.len() >= max_queued
+            || entry.offline_len() >= max_queued
         {
             counters.drop_one();
             if let (Some(journal), Some(seq)) = (&journal, seq) {
@@ -905,7 +906,7 @@ fn install_session(
                 });
             }
         } else {
-            entry.offline.push_back(Queued {
+            entry.away().offline.push_back(Queued {
                 publish: message.publish,
                 since: instant_of(message.stored_at, now, now_unix),
                 seq,
@@ -923,8 +924,8 @@ fn install_session(
             });
         }
     }
-    entry.stored =
-        fulmar_session::SessionState::from_parts(outgoing, incoming).unwrap_or_else(|reason| {
+    entry.away().stored = fulmar_session::SessionState::from_parts(outgoing, incoming)
+        .unwrap_or_else(|reason| {
             tracing::warn!(client = %id, reason, "in-flight state brought from elsewhere dropped");
             fulmar_session::SessionState::default()
         });

@@ -87,7 +87,7 @@ impl ListenerSpec {
 pub(crate) struct Peer {
     pub(crate) addr: SocketAddr,
     /// The DER of the end-entity certificate the client presented over TLS.
-    pub(crate) certificate: Option<Bytes>,
+    pub(crate) certificate: Option<Box<Bytes>>,
 }
 
 /// One open network connection, counted in `Stats::connections` until dropped.
@@ -178,7 +178,7 @@ async fn serve(
                     return;
                 };
                 let peer = Peer {
-                    certificate: client_certificate(&tls),
+                    certificate: client_certificate(&tls).map(Box::new),
                     ..peer
                 };
                 crate::connection::run(shared, tls, peer, over_limit, slot).await;
@@ -214,7 +214,7 @@ async fn serve(
                     return;
                 };
                 let peer = Peer {
-                    certificate,
+                    certificate: certificate.map(Box::new),
                     ..peer
                 };
                 crate::connection::run(shared, ws, peer, over_limit, slot).await;

@@ -301,6 +301,36 @@ impl Drop for ControlReceiver {
     }
 }
 
+/// The part of a session kept in the broker's state while no connection
+/// holds it.
+#[derive(Debug, Default)]
+pub(crate) struct Away {
+    /// The session state stored when the last connection ended.
+    pub(crate) stored: SessionState,
+    /// QoS 1/2 messages that arrived while offline.
+    pub(crate) offline: VecDeque<Queued>,
+    /// Store keys of the messages in `stored` (in flight or queued in the
+    /// session), by packet identifier.
+    pub(crate) inflight: HashMap<PacketId, u64>,
+}
+
+impl SessionEntry {
+    /// The part kept while no connection holds the session, created empty.
+    pub(crate) fn away(&mut self) -> &mut Away {
+        self.away.get_or_insert_with(Box::default)
+    }
+
+    /// Takes that part (for the connection that holds the session now).
+    pub(crate) fn take_away(&mut self) -> Away {
+        self.away.take().map(|away| *away).unwrap_or_default()
+    }
+
+    /// QoS 1/2 messages queued while offline.
+    pub(crate) fn offline_len(&self) -> usize {
+        self.away.as_ref().map_or(0, |away| away.offline.len())
+    }
+}
+
 /// A will waiting for its Will Delay Interval.
 #[derive(Debug)]
 pub(crate) struct PendingWill {
@@ -312,13 +342,10 @@ pub(crate) struct PendingWill {
 #[derive(Debug, Default)]
 pub(crate) struct SessionEntry {
     pub(crate) owner: Option<Owner>,
-    /// The session state stored when the last connection ended.
-    pub(crate) stored: SessionState,
-    /// QoS 1/2 messages that arrived while offline.
-    pub(crate) offline: VecDeque<Queued>,
-    /// Store keys of the messages in `stored` (in flight or queued in the
-    /// session), by packet identifier.
-    pub(crate) inflight: HashMap<PacketId, u64>,
+    /// What the session holds while no connection holds it (`None` while
+    /// connected: a connection takes it all, and an idle client costs no
+    /// room for it).
+    pub(crate) away: Option<Box<Away>>,
     /// Kept in the store (a journal is set and the session outlives its
     /// connection).
     pub(crate) persistent: bool,
@@ -943,10 +970,10 @@ impl Target<'_> {
                 if delivery.publish.qos == QoS::AtMostOnce {
                     return;
                 }
-                if entry.offline.len() >= self.max_queued {
+                if entry.offline_len() >= self.max_queued {
                     dropped(self.counters);
                 } else {
-                    entry.offline.push_back(Queued {
+                    entry.away().offline.push_back(Queued {
                         publish: delivery.publish,
                         since: self.now,
                         seq: delivery.seq,

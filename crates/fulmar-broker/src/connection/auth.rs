@@ -33,7 +33,7 @@ pub(super) async fn expiry(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Runs the first step with the CONNECT's Authentication Data.
     pub(super) async fn start_auth(
         &mut self,

@@ -50,8 +50,16 @@ const DELIVERY_BATCH: usize = 256;
 /// How long a connection may take to close once the broker shuts down.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs one connection to its end.
-pub(crate) async fn run<S>(shared: Arc<Shared>, stream: S, peer: Peer, over_limit: bool, slot: Slot)
+/// Runs one connection to its end. The connection state is built here, on
+/// the heap; the returned future holds little more than a pointer to it and
+/// what it waits on.
+pub(crate) fn run<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    peer: Peer,
+    over_limit: bool,
+    slot: Slot,
+) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -59,16 +67,12 @@ where
     let capacity = shared.limits.max_queued_messages.max(1);
     let control = ControlReceiver::new(capacity);
     let conn_id = shared.lock().next_id();
-    let conn_shutdown = shared.shutdown.clone();
     let max_packet_size = shared.limits.max_packet_size.get();
-    let counters = shared.clone();
     let stream = Counted {
         inner: stream,
-        received: &counters.counters.bytes_received,
-        sent: &counters.counters.bytes_sent,
+        shared: shared.clone(),
     };
-    // Boxed: the task's future stays small, the state lives on the heap once.
-    let mut conn = Box::new(Connection {
+    let conn = Box::new(Connection {
         session: Session::server(shared.limits.session_config(), now),
         transport: Transport::new(stream, max_packet_size),
         peer,
@@ -77,8 +81,7 @@ where
         control,
         client: None,
         closed: None,
-        deny_ack: HashMap::new(),
-        drop_pubcomp: HashSet::new(),
+        refusals: None,
         handovers: Vec::new(),
         shutting_down: false,
         yield_next: false,
@@ -93,28 +96,12 @@ where
         frames: VecDeque::new(),
         shared,
     });
-    tracing::debug!(peer = %conn.peer.addr, conn_id, "connection opened");
-    let grace = async {
-        conn_shutdown.cancelled().await;
-        // Boxed: the timer takes no room in the task while the broker runs.
-        Box::pin(tokio::time::sleep(SHUTDOWN_GRACE)).await;
-    };
-    tokio::select! {
-        () = conn.run() => {}
-        // A peer that stopped reading must not hold up the shutdown.
-        () = grace => tracing::debug!(peer = %conn.peer.addr, "connection abandoned at shutdown"),
-    }
-    conn.finish();
-    // A TLS or WebSocket close writes too: a stalled peer must not hold it up.
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn.transport.shutdown()).await;
-    drop(slot);
-    tracing::debug!(peer = %conn.peer.addr, conn_id, closed = ?conn.closed, "connection closed");
+    conn.serve(slot)
 }
 
 /// The client of an accepted connection.
 struct Client {
     id: Arc<str>,
-    key: Subscriber,
     info: ClientInfo,
     will: Option<Box<Publish>>,
     will_delay: u32,
@@ -124,10 +111,17 @@ struct Client {
     persistent: bool,
 }
 
-struct Connection<'a, S> {
+impl Client {
+    /// Its subscriptions' key.
+    fn key(&self) -> Subscriber {
+        Subscriber::Client(self.id.clone())
+    }
+}
+
+struct Connection<S> {
     shared: Arc<Shared>,
     session: Session,
-    transport: Transport<'a, S>,
+    transport: Transport<S>,
     peer: Peer,
     over_limit: bool,
     conn_id: u64,
@@ -136,12 +130,9 @@ struct Connection<'a, S> {
     client: Option<Client>,
     /// Who ended the connection, and the reason code (from `Event::Disconnected`).
     closed: Option<(Initiator, ReasonCode)>,
-    /// Inbound QoS 1/2 messages the authorizer denied: their PUBACK/PUBREC
-    /// carries 0x87 (MQTT 5.0).
-    deny_ack: HashMap<PacketId, Refusal>,
-    /// PUBCOMPs answering the PUBREL we fed the session for a denied QoS 2
-    /// message (so it forgets the identifier); not sent.
-    drop_pubcomp: HashSet<PacketId>,
+    /// Refused inbound messages whose acknowledgements are rewritten (none
+    /// most of the time: created on the first refusal, dropped when empty).
+    refusals: Option<Box<Refusals>>,
     /// Connections waiting for this one to hand its session over.
     handovers: Vec<oneshot::Sender<()>>,
     shutting_down: bool,
@@ -170,11 +161,46 @@ struct Connection<'a, S> {
     frames: VecDeque<(usize, Arc<Frames>)>,
 }
 
+/// Refused inbound QoS 1/2 messages of a connection.
+#[derive(Default)]
+struct Refusals {
+    /// Inbound QoS 1/2 messages the authorizer denied: their PUBACK/PUBREC
+    /// carries 0x87 (MQTT 5.0).
+    deny_ack: HashMap<PacketId, Refusal>,
+    /// PUBCOMPs answering the PUBREL we fed the session for a denied QoS 2
+    /// message (so it forgets the identifier); not sent.
+    drop_pubcomp: HashSet<PacketId>,
+}
+
 /// At most this many deliveries waiting to be sent keep their shared
 /// encoded headers (the rest are encoded by the connection).
 const MAX_FRAMES: usize = 64;
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    /// Runs the connection to its end, then closes it.
+    async fn serve(mut self: Box<Self>, slot: Slot) {
+        tracing::debug!(peer = %self.peer.addr, conn_id = self.conn_id, "connection opened");
+        let shutdown = self.shared.shutdown.clone();
+        let grace = async {
+            shutdown.cancelled().await;
+            // Boxed: the timer takes no room in the task while the broker runs.
+            Box::pin(tokio::time::sleep(SHUTDOWN_GRACE)).await;
+        };
+        let abandoned = tokio::select! {
+            () = self.run() => false,
+            // A peer that stopped reading must not hold up the shutdown.
+            () = grace => true,
+        };
+        if abandoned {
+            tracing::debug!(peer = %self.peer.addr, "connection abandoned at shutdown");
+        }
+        self.finish();
+        // A TLS or WebSocket close writes too: a stalled peer must not hold it up.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.transport.shutdown()).await;
+        drop(slot);
+        tracing::debug!(peer = %self.peer.addr, conn_id = self.conn_id, closed = ?self.closed, "connection closed");
+    }
+
     fn v5(&self) -> bool {
         self.session.protocol_version() == ProtocolVersion::V5
     }
@@ -384,22 +410,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     /// Applies an authorization refusal to an acknowledgement the session
     /// produced (the session acknowledges inbound QoS 1/2 on receipt).
     fn rewrite(&mut self, packet: Packet) -> Option<Packet> {
-        match packet {
-            Packet::PubAck(mut ack) if self.deny_ack.contains_key(&ack.packet_id) => {
-                if let Some(refusal) = self.deny_ack.remove(&ack.packet_id) {
+        let Some(refusals) = self.refusals.as_deref_mut() else {
+            return Some(packet);
+        };
+        let packet = match packet {
+            Packet::PubAck(mut ack) if refusals.deny_ack.contains_key(&ack.packet_id) => {
+                if let Some(refusal) = refusals.deny_ack.remove(&ack.packet_id) {
                     ack.reason_code = refusal.puback();
                 }
                 Some(Packet::PubAck(ack))
             }
-            Packet::PubRec(mut rec) if self.deny_ack.contains_key(&rec.packet_id) => {
-                if let Some(refusal) = self.deny_ack.remove(&rec.packet_id) {
+            Packet::PubRec(mut rec) if refusals.deny_ack.contains_key(&rec.packet_id) => {
+                if let Some(refusal) = refusals.deny_ack.remove(&rec.packet_id) {
                     rec.reason_code = refusal.pubrec();
                 }
                 Some(Packet::PubRec(rec))
             }
-            Packet::PubComp(comp) if self.drop_pubcomp.remove(&comp.packet_id) => None,
+            Packet::PubComp(comp) if refusals.drop_pubcomp.remove(&comp.packet_id) => None,
             other => Some(other),
+        };
+        if refusals.deny_ack.is_empty() && refusals.drop_pubcomp.is_empty() {
+            self.refusals = None;
         }
+        packet
     }
 
     /// Journals what an outgoing packet changes in a persistent session:
@@ -619,7 +652,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             password: connect.password.clone(),
             protocol_version: connect.protocol_version,
             remote_addr: Some(self.peer.addr),
-            client_certificate: self.peer.certificate.clone(),
+            client_certificate: self.peer.certificate.as_deref().cloned(),
         };
         let method = connect.properties.authentication_method.clone();
         if let Some(method) = method.filter(|_| v5) {
@@ -697,7 +730,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         };
 
         let now = Instant::now();
-        let key = Subscriber::Client(id.clone());
         if !connect.client_id.is_empty() {
             // A session that lives on another broker of a cluster comes here first.
             crate::broker::import_session(&self.shared, &id, connect.clean_start, expiry).await;
@@ -709,7 +741,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         }
         self.client = Some(Client {
             id,
-            key,
             info: client_info,
             will,
             will_delay,
@@ -872,9 +903,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             conn_id: self.conn_id,
             control: self.control.inbox(),
         });
-        let stored = std::mem::take(&mut entry.stored);
-        let offline = std::mem::take(&mut entry.offline);
-        let inflight = std::mem::take(&mut entry.inflight);
+        let away = entry.take_away();
+        let (stored, offline, inflight) = (away.stored, away.offline, away.inflight);
         if cancelled && let Some(bridge) = &state.bridge {
             bridge.will_cleared(id);
         }
@@ -895,7 +925,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
 
     async fn on_subscribe(&mut self, subscribe: Subscribe) {
         let Some(client) = &self.client else { return };
-        let (id, key, info) = (client.id.clone(), client.key.clone(), client.info.clone());
+        let (id, key, info) = (client.id.clone(), client.key(), client.info.clone());
         let now = Instant::now();
         let limits = &self.shared.limits;
         let sub_id = subscribe.properties.subscription_identifier;
@@ -976,7 +1006,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
 
     fn on_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
         let Some(client) = &self.client else { return };
-        let (id, key) = (client.id.clone(), client.key.clone());
+        let (id, key) = (client.id.clone(), client.key());
         let mut codes = Vec::with_capacity(unsubscribe.filters.len());
         for raw in &unsubscribe.filters {
             let Some(filter) = self.parse_filter(raw) else {
@@ -1084,8 +1114,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                 let mut publish_now = None;
                 if let Some(entry) = state.sessions.get_mut(&client.id) {
                     entry.owner = None;
-                    entry.stored = stored;
-                    entry.inflight = std::mem::take(&mut self.inflight_seq);
+                    let away = entry.away();
+                    away.stored = stored;
+                    away.inflight = std::mem::take(&mut self.inflight_seq);
                     entry.expiry = client.expiry;
                     entry.expires_at = expires_at.flatten();
                     deadlines.extend(entry.expires_at);

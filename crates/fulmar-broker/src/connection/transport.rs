@@ -27,8 +27,8 @@ const WRITE_CHUNK: usize = 64 * 1024;
 const DIRECT_PAYLOAD: usize = 16 * 1024;
 
 /// A framed MQTT byte stream with lazily allocated buffers.
-pub(super) struct Transport<'a, S> {
-    io: Counted<'a, S>,
+pub(super) struct Transport<S> {
+    io: Counted<S>,
     version: ProtocolVersion,
     max_packet_size: u32,
     read_buf: BytesMut,
@@ -39,8 +39,8 @@ pub(super) struct Transport<'a, S> {
     done: bool,
 }
 
-impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transport<'a, S> {
-    pub(super) fn new(io: Counted<'a, S>, max_packet_size: u32) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
+    pub(super) fn new(io: Counted<S>, max_packet_size: u32) -> Self {
         Self {
             io,
             version: ProtocolVersion::V5,
