@@ -83,6 +83,8 @@ pub(crate) enum Control {
     /// Another connection took over the session: disconnect (5.0: 0x8E), store
     /// the session state, then drop the sender.
     TakeOver(oneshot::Sender<()>),
+    /// The broker shuts down: disconnect (5.0: 0x8B).
+    Shutdown,
 }
 
 /// The connection that currently holds a session.

@@ -25,14 +25,6 @@ impl PendingAuth {
     }
 }
 
-/// Completes at `deadline`; never without one.
-pub(super) async fn expiry(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Runs the first step with the CONNECT's Authentication Data.
     pub(super) async fn start_auth(

@@ -17,6 +17,7 @@ use fulmar_session::{Event, Initiator, Session, SessionState};
 use crate::store::{StoreOp, unix_millis};
 use fulmar_topic::{SubscriptionFilter, TopicFilter};
 use futures::FutureExt;
+use futures::future::OptionFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
@@ -180,9 +181,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Runs the connection to its end, then closes it.
     async fn serve(mut self: Box<Self>, slot: Slot) {
         tracing::debug!(peer = %self.peer.addr, conn_id = self.conn_id, "connection opened");
+        // The one watcher of the shutdown: it tells the connection (which
+        // closes with a DISCONNECT), then gives it a grace period.
         let shutdown = self.shared.shutdown.clone();
+        let inbox = self.control.inbox();
         let grace = async {
             shutdown.cancelled().await;
+            let _ = inbox.send(Control::Shutdown);
             // Boxed: the timer takes no room in the task while the broker runs.
             Box::pin(tokio::time::sleep(SHUTDOWN_GRACE)).await;
         };
@@ -224,22 +229,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             // One timer: the session's next deadline or the end of an
             // enhanced authentication, whichever comes first.
             let deadline = self.session.poll_timeout().map(tokio::time::Instant::from);
-            let auth_deadline = self
-                .pending_auth
-                .as_deref()
-                .map(auth::PendingAuth::deadline);
-            let wake = match (deadline, auth_deadline) {
+            let wake = match (deadline, self.auth_deadline()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
             let room = self.has_room();
             tokio::select! {
-                () = self.shared.shutdown.cancelled(), if !self.shutting_down => {
-                    self.shutting_down = true;
-                    if !self.disconnect(DisconnectReasonCode::ServerShuttingDown) {
-                        return;
-                    }
-                }
                 frame = self.transport.next() => {
                     // One clock reading for the whole batch.
                     let now = Instant::now();
@@ -284,9 +279,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                             return;
                         }
                     }
+                    Inbound::Control(Control::Shutdown) => {
+                        if !self.shutting_down {
+                            self.shutting_down = true;
+                            if !self.disconnect(DisconnectReasonCode::ServerShuttingDown) {
+                                return;
+                            }
+                        }
+                    }
                 },
-                () = auth::expiry(wake) => {
-                    if auth_deadline.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                // No deadline: the future is ready with `None` and the branch is off.
+                Some(()) = OptionFuture::from(wake.map(tokio::time::sleep_until)) => {
+                    let auth_expired = self
+                        .auth_deadline()
+                        .is_some_and(|at| at <= tokio::time::Instant::now());
+                    if auth_expired {
                         tracing::debug!(peer = %self.peer.addr, "enhanced authentication timed out");
                         self.pending_auth = None;
                         self.reject(ConnectReasonCode::NotAuthorized);
@@ -296,6 +303,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 }
             }
         }
+    }
+
+    /// When a pending enhanced authentication times out.
+    fn auth_deadline(&self) -> Option<tokio::time::Instant> {
+        self.pending_auth
+            .as_deref()
+            .map(auth::PendingAuth::deadline)
     }
 
     /// Feeds one frame read from the network to the session; false when the
