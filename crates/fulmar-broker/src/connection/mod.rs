@@ -353,9 +353,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     /// Answers every event, then writes every packet, until both are drained.
     async fn drive(&mut self) -> Result<(), CodecError> {
-        // Packets of one round, written after the store caught up. Local: an
-        // idle connection keeps no buffer for them.
+        // With a journal that commits before acknowledging, the packets of a
+        // round wait here until the store caught up; otherwise they are
+        // written as they come. Local: an idle connection keeps no buffer.
         let mut outbox = Vec::new();
+        let wait_for_store = self
+            .shared
+            .journal
+            .as_ref()
+            .is_some_and(|journal| journal.immediate());
         loop {
             let mut handled = false;
             while let Some(auth) = self.auth_inbox.pop_front() {
@@ -373,7 +379,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             while let Some(packet) = self.session.poll_transmit() {
                 if let Some(packet) = self.rewrite(packet) {
                     self.journal_transmit(&packet);
-                    outbox.push(packet);
+                    if wait_for_store {
+                        outbox.push(packet);
+                    } else {
+                        self.send(&packet).await?;
+                        wrote = true;
+                    }
                 }
             }
             // Acknowledgements go out once what they promise is in the store.
@@ -387,26 +398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 )));
             }
             for packet in outbox.drain(..) {
-                let counters = &self.shared.counters;
-                counters.packets_sent.fetch_add(1, Ordering::Relaxed);
-                let frames = match &packet {
-                    Packet::Publish(publish) => {
-                        counters.publish_sent.fetch_add(1, Ordering::Relaxed);
-                        self.take_frames(publish)
-                    }
-                    _ => None,
-                };
-                let write_timeout = self.shared.limits.write_timeout;
-                let reused = tokio::time::timeout(
-                    write_timeout,
-                    self.transport.feed(&packet, frames.as_deref()),
-                )
-                .await
-                .map_err(|_| stalled())??;
-                if reused {
-                    let counters = &self.shared.counters;
-                    counters.publish_reused.fetch_add(1, Ordering::Relaxed);
-                }
+                self.send(&packet).await?;
                 wrote = true;
             }
             if wrote {
@@ -419,6 +411,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 return Ok(());
             }
         }
+    }
+
+    /// Encodes one packet for sending (written out once much is buffered).
+    async fn send(&mut self, packet: &Packet) -> Result<(), CodecError> {
+        let counters = &self.shared.counters;
+        counters.packets_sent.fetch_add(1, Ordering::Relaxed);
+        let frames = match packet {
+            Packet::Publish(publish) => {
+                counters.publish_sent.fetch_add(1, Ordering::Relaxed);
+                self.take_frames(publish)
+            }
+            _ => None,
+        };
+        let write_timeout = self.shared.limits.write_timeout;
+        let reused = tokio::time::timeout(
+            write_timeout,
+            self.transport.feed(packet, frames.as_deref()),
+        )
+        .await
+        .map_err(|_| stalled())??;
+        if reused {
+            let counters = &self.shared.counters;
+            counters.publish_reused.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Applies an authorization refusal to an acknowledgement the session
