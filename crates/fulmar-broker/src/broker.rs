@@ -31,6 +31,8 @@ use crate::tls::TlsConfig;
 /// State shared by every task of one broker.
 pub(crate) struct Shared {
     pub(crate) limits: Limits,
+    /// The configuration of every server session (from `limits`), shared.
+    pub(crate) session_config: Arc<fulmar_session::Config>,
     state: Mutex<State>,
     pub(crate) counters: Counters,
     pub(crate) authenticator: Arc<dyn Authenticator>,
@@ -351,6 +353,7 @@ impl BrokerBuilder {
             writer = Some(thread);
         }
         let shared = Arc::new(Shared {
+            session_config: Arc::new(self.limits.session_config()),
             limits: self.limits,
             counters: Counters::default(),
             authenticator: self.authenticator,

@@ -74,7 +74,7 @@ where
         shared: shared.clone(),
     };
     let conn = Box::new(Connection {
-        session: Session::server(shared.limits.session_config(), now),
+        session: Session::server(shared.session_config.clone(), now),
         transport: Transport::new(stream, max_packet_size),
         peer,
         over_limit,
@@ -92,7 +92,7 @@ where
         auth_inbox: VecDeque::new(),
         auth_info: None,
         reauth: None,
-        inflight_seq: HashMap::new(),
+        inflight_seq: None,
         dirty: false,
         frames: VecDeque::new(),
         shared,
@@ -152,8 +152,9 @@ struct Connection<S> {
     auth_info: Option<Box<ConnectInfo>>,
     /// A re-authentication in progress (AUTH 0x19 after CONNACK).
     reauth: Option<Box<dyn crate::auth::AuthExchange>>,
-    /// Store keys of the outbound messages of a persistent session, by packet identifier.
-    inflight_seq: HashMap<PacketId, u64>,
+    /// Store keys of the outbound messages of a persistent session, by packet
+    /// identifier (created by the first one).
+    inflight_seq: Option<Box<HashMap<PacketId, u64>>>,
     /// Changes were journaled that the next acknowledgements depend on.
     dirty: bool,
     /// The shared encoded headers of messages delivered to this connection
@@ -475,7 +476,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
         match packet {
             Packet::PubRel(rel) => {
-                if let Some(&seq) = self.inflight_seq.get(&rel.packet_id) {
+                if let Some(&seq) = self
+                    .inflight_seq
+                    .as_ref()
+                    .and_then(|m| m.get(&rel.packet_id))
+                {
                     journal.push(StoreOp::MarkSent {
                         client: client.id.clone(),
                         seq,
@@ -499,7 +504,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// The flow of an outbound message ended (completed or dropped): its
     /// store record goes.
     fn forget_outbound(&mut self, packet_id: PacketId) {
-        let Some(seq) = self.inflight_seq.remove(&packet_id) else {
+        let Some(seq) = self
+            .inflight_seq
+            .as_mut()
+            .and_then(|m| m.remove(&packet_id))
+        else {
             return;
         };
         if let (Some(journal), Some(client)) = (&self.shared.journal, &self.client) {
@@ -607,7 +616,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 else {
                     return;
                 };
-                self.inflight_seq.insert(packet_id, seq);
+                self.inflight_seq
+                    .get_or_insert_with(Box::default)
+                    .insert(packet_id, seq);
                 if qos == fulmar_codec::QoS::ExactlyOnce {
                     journal.push(StoreOp::MarkSent {
                         client: client.id.clone(),
@@ -881,7 +892,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                         let (stored, offline, present, inflight) =
                             self.register(&mut state, id, clean_start, expiry);
                         drop(state);
-                        self.inflight_seq = inflight;
+                        self.inflight_seq = (!inflight.is_empty()).then(|| Box::new(inflight));
                         return (stored, offline, present);
                     }
                 }
@@ -1147,7 +1158,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     entry.owner = None;
                     let away = entry.away();
                     away.stored = stored;
-                    away.inflight = std::mem::take(&mut self.inflight_seq);
+                    away.inflight = self.inflight_seq.take().map(|m| *m).unwrap_or_default();
                     entry.expiry = client.expiry;
                     entry.expires_at = expires_at.flatten();
                     deadlines.extend(entry.expires_at);
