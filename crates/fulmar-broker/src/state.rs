@@ -14,6 +14,7 @@ use fulmar_topic::{
     Match, RetainedIndex, SharedFilter, SubscriptionFilter, SubscriptionTrie, TopicFilter,
     TopicName, group_by_key,
 };
+use futures::task::AtomicWaker;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::bridge::Bridge;
@@ -119,8 +120,9 @@ pub(crate) enum DeliverError {
 pub(crate) struct ControlInbox {
     /// `None` once the connection task has ended.
     queue: Mutex<Option<Queues>>,
-    /// Wakes the connection task.
-    notify: Notify,
+    /// Wakes the connection task (a waker, not a `Notify`: the task waits
+    /// with a poll function, which takes no room in its future).
+    waker: AtomicWaker,
     /// Wakes senders waiting for room in a full delivery queue.
     room: Notify,
     /// At most this many deliveries are queued.
@@ -147,7 +149,7 @@ impl ControlInbox {
                 None => return Err(control),
             }
         }
-        self.notify.notify_one();
+        self.waker.wake();
         Ok(())
     }
 
@@ -165,7 +167,7 @@ impl ControlInbox {
                 _ => return Err(DeliverError::Closed(delivery)),
             }
         }
-        self.notify.notify_one();
+        self.waker.wake();
         Ok(())
     }
 
@@ -230,7 +232,7 @@ impl ControlReceiver {
     pub(crate) fn new(capacity: usize) -> Self {
         Self(Arc::new(ControlInbox {
             queue: Mutex::new(Some(Queues::default())),
-            notify: Notify::new(),
+            waker: AtomicWaker::new(),
             room: Notify::new(),
             capacity,
             queued_bytes: AtomicUsize::new(0),
@@ -245,21 +247,28 @@ impl ControlReceiver {
     /// The next control message, or delivery if `deliveries`. Cancel safe:
     /// a message stays queued until taken.
     pub(crate) async fn recv(&self, deliveries: bool) -> Inbound {
-        loop {
-            if let Some(inbound) = self.0.try_recv(deliveries) {
-                return inbound;
-            }
-            self.0.notify.notified().await;
-        }
+        std::future::poll_fn(|cx| self.poll(cx, || self.0.try_recv(deliveries))).await
     }
 
     /// The next delivery (control messages stay queued). Cancel safe.
     pub(crate) async fn recv_delivery(&self) -> Box<Delivery> {
-        loop {
-            if let Some(delivery) = self.try_recv_delivery() {
-                return delivery;
-            }
-            self.0.notify.notified().await;
+        std::future::poll_fn(|cx| self.poll(cx, || self.try_recv_delivery())).await
+    }
+
+    /// What `take` gives, or `Pending` with the task's waker registered.
+    fn poll<T>(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        take: impl Fn() -> Option<T>,
+    ) -> std::task::Poll<T> {
+        if let Some(taken) = take() {
+            return std::task::Poll::Ready(taken);
+        }
+        self.0.waker.register(cx.waker());
+        // Queued between the first look and the registration: no wake came.
+        match take() {
+            Some(taken) => std::task::Poll::Ready(taken),
+            None => std::task::Poll::Pending,
         }
     }
 

@@ -6,11 +6,12 @@
 
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
 use fulmar_codec::{CodecError, Packet, ProtocolVersion, decode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_util::io::poll_read_buf;
 
 use crate::frames::Frames;
 use crate::observe::Counted;
@@ -84,33 +85,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     }
 
     /// The next packet: `None` at the end of the stream (or after an
-    /// error). Cancel safe: bytes read stay buffered.
+    /// error). Cancel safe: bytes read stay buffered. A poll function: the
+    /// future is a pointer, whatever the reads need lives on the stack of
+    /// each poll.
     pub(super) async fn next(&mut self) -> Option<Result<Packet, CodecError>> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Packet, CodecError>>> {
         loop {
             if let Some(result) = self.buffered() {
-                return Some(result);
+                return Poll::Ready(Some(result));
             }
             if self.done {
-                return None;
+                return Poll::Ready(None);
             }
-            let read = if self.read_buf.is_empty() {
+            let (read, room) = if self.read_buf.is_empty() {
                 // Nothing buffered (an idle connection waits here): no heap
                 // buffer until bytes arrive.
                 let room = self.read_hint;
-                (self.read_into_new(room).await, room)
+                (ready!(self.poll_read_into_new(cx, room)), room)
             } else {
                 if self.read_buf.capacity() == self.read_buf.len() {
                     self.read_buf.reserve(self.read_hint);
                 }
                 let room = self.read_buf.capacity() - self.read_buf.len();
-                (self.io.read_buf(&mut self.read_buf).await, room)
+                let io = Pin::new(&mut self.io);
+                (ready!(poll_read_buf(io, cx, &mut self.read_buf)), room)
             };
             match read {
-                (Ok(0), _) => {
+                Ok(0) => {
                     self.done = true;
-                    return None;
+                    return Poll::Ready(None);
                 }
-                (Ok(n), room) => {
+                Ok(n) => {
                     // Grow while reads fill the buffer, shrink when they stay small.
                     if n >= room {
                         self.read_hint = (self.read_hint * 2).min(MAX_READ);
@@ -118,36 +126,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
                         self.read_hint = (self.read_hint / 2).max(MIN_READ);
                     }
                 }
-                (Err(error), _) => {
+                Err(error) => {
                     self.done = true;
-                    return Some(Err(CodecError::Io(error)));
+                    return Poll::Ready(Some(Err(CodecError::Io(error))));
                 }
             }
         }
     }
 
-    /// Reads at most `room` bytes into a buffer on the stack of the poll
-    /// (not in the future, which lives as long as the connection), and
-    /// copies what arrived into a new read buffer. Cancel safe.
-    async fn read_into_new(&mut self, room: usize) -> std::io::Result<usize> {
-        std::future::poll_fn(|cx| {
-            let mut stack = [MaybeUninit::<u8>::uninit(); MAX_READ];
-            let (head, _) = stack.split_at_mut(room.min(MAX_READ));
-            let mut buf = ReadBuf::uninit(head);
-            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) => {
-                    let filled = buf.filled();
-                    if !filled.is_empty() {
-                        self.read_buf.reserve(room.max(filled.len()));
-                        self.read_buf.extend_from_slice(filled);
-                    }
-                    Poll::Ready(Ok(filled.len()))
-                }
-                Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
+    /// Reads at most `room` bytes into a buffer on the stack of this poll,
+    /// and copies what arrived into a new read buffer.
+    fn poll_read_into_new(
+        &mut self,
+        cx: &mut Context<'_>,
+        room: usize,
+    ) -> Poll<std::io::Result<usize>> {
+        let mut stack = [MaybeUninit::<u8>::uninit(); MAX_READ];
+        let (head, _) = stack.split_at_mut(room.min(MAX_READ));
+        let mut buf = ReadBuf::uninit(head);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+        let filled = buf.filled();
+        if !filled.is_empty() {
+            self.read_buf.reserve(room.max(filled.len()));
+            self.read_buf.extend_from_slice(filled);
+        }
+        Poll::Ready(Ok(filled.len()))
     }
 
     /// Encodes `packet` for sending; writes out when much is buffered. A
