@@ -89,9 +89,7 @@ where
         connect_id: String::new(),
         session_accepted: false,
         pending_auth: None,
-        auth_inbox: VecDeque::new(),
-        auth_info: None,
-        reauth: None,
+        auth: None,
         inflight_seq: None,
         dirty: false,
         frames: VecDeque::new(),
@@ -145,15 +143,12 @@ struct Connection<S> {
     session_accepted: bool,
     /// An enhanced authentication exchange waiting for the client's AUTH.
     pending_auth: Option<Box<auth::PendingAuth>>,
-    /// AUTH packets received during that exchange, not yet handled.
-    auth_inbox: VecDeque<fulmar_codec::Auth>,
-    /// What the CONNECT presented, kept for re-authentication (enhanced
-    /// authentication only).
-    auth_info: Option<Box<ConnectInfo>>,
-    /// A re-authentication in progress (AUTH 0x19 after CONNACK).
-    reauth: Option<Box<dyn crate::auth::AuthExchange>>,
+    /// Enhanced authentication only: created by the first use.
+    auth: Option<Box<auth::AuthState>>,
     /// Store keys of the outbound messages of a persistent session, by packet
     /// identifier (created by the first one).
+    // Boxed on purpose: 8 bytes instead of 48 for the connections without one.
+    #[allow(clippy::box_collection)]
     inflight_seq: Option<Box<HashMap<PacketId, u64>>>,
     /// Changes were journaled that the next acknowledgements depend on.
     dirty: bool,
@@ -325,7 +320,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 }
                 if let (Some(_), Packet::Auth(auth)) = (&self.pending_auth, &packet) {
                     // The enhanced authentication exchange is the broker's, before CONNACK.
-                    self.auth_inbox.push_back(auth.clone());
+                    self.auth_state().inbox.push_back(auth.clone());
                     return true;
                 }
                 // A violation closes the session; it is reported as an event.
@@ -365,7 +360,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             .is_some_and(|journal| journal.immediate());
         loop {
             let mut handled = false;
-            while let Some(auth) = self.auth_inbox.pop_front() {
+            while let Some(auth) = self.auth.as_mut().and_then(|a| a.inbox.pop_front()) {
                 handled = true;
                 self.on_auth(auth).await;
             }
@@ -722,7 +717,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     ) {
         let v5 = connect.protocol_version == ProtocolVersion::V5;
         if v5 && connect.properties.authentication_method.is_some() {
-            self.auth_info = Some(Box::new(info.clone()));
+            self.auth_state().info = Some(info.clone());
         }
         let mut properties = ConnAckProperties {
             authentication_data: auth_data,
