@@ -312,6 +312,43 @@ impl Drop for ControlReceiver {
     }
 }
 
+/// The filters a client subscribed to: nothing allocated for a client
+/// without any.
+#[derive(Debug, Default)]
+pub(crate) struct Filters(
+    // Boxed on purpose: 8 bytes instead of 48 in every session entry.
+    #[allow(clippy::box_collection)] Option<Box<HashSet<SubscriptionFilter>>>,
+);
+
+impl Filters {
+    pub(crate) fn contains(&self, filter: &SubscriptionFilter) -> bool {
+        self.0.as_ref().is_some_and(|set| set.contains(filter))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |set| set.len())
+    }
+
+    pub(crate) fn insert(&mut self, filter: SubscriptionFilter) -> bool {
+        self.0.get_or_insert_with(Box::default).insert(filter)
+    }
+
+    pub(crate) fn remove(&mut self, filter: &SubscriptionFilter) -> bool {
+        let Some(set) = self.0.as_mut() else {
+            return false;
+        };
+        let removed = set.remove(filter);
+        if set.is_empty() {
+            self.0 = None;
+        }
+        removed
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &SubscriptionFilter> {
+        self.0.iter().flat_map(|set| set.iter())
+    }
+}
+
 /// The part of a session kept in the broker's state while no connection
 /// holds it.
 #[derive(Debug, Default)]
@@ -363,7 +400,7 @@ pub(crate) struct SessionEntry {
     /// Session Expiry Interval in seconds (`u32::MAX`: never), as last known.
     pub(crate) expiry: u32,
     /// The filters this client subscribed to (for the per-client limit).
-    pub(crate) filters: HashSet<SubscriptionFilter>,
+    pub(crate) filters: Filters,
     /// When the session ends if nobody reconnects (`None`: connected or never).
     pub(crate) expires_at: Option<Instant>,
     pub(crate) will: Option<Box<PendingWill>>,
@@ -680,7 +717,7 @@ impl State {
             journal.push(StoreOp::DeleteSession(id.clone()));
         }
         if self.bridge.is_some() {
-            for filter in &entry.filters {
+            for filter in entry.filters.iter() {
                 self.remove_subscription(filter, &key);
             }
         } else {
@@ -821,7 +858,7 @@ impl State {
         &mut self,
         id: &Arc<str>,
         subscriptions: &[StoredSubscription],
-        filters: &mut HashSet<SubscriptionFilter>,
+        filters: &mut Filters,
     ) -> usize {
         let key = Subscriber::Client(id.clone());
         let mut skipped = 0;
