@@ -1020,7 +1020,8 @@ impl Cluster {
         {
             tracing::warn!(error = %e, "cannot delete the heartbeat key");
         }
-        let _ = inner.client.flush().await;
+        // Bounded: with NATS gone a flush waits for a reconnection.
+        let _ = tokio::time::timeout(inner.sessions.timeout, inner.client.flush()).await;
         lock(&inner.subscribed).clear();
         inner
             .counters
