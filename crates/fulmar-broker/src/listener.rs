@@ -87,7 +87,7 @@ impl ListenerSpec {
 pub(crate) struct Peer {
     pub(crate) addr: SocketAddr,
     /// The DER of the end-entity certificate the client presented over TLS.
-    pub(crate) certificate: Option<Box<Bytes>>,
+    pub(crate) certificate: Option<Bytes>,
 }
 
 /// One open network connection, counted in `Stats::connections` until dropped.
@@ -126,18 +126,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, bound: Bound, tracker: Task
             accepted = bound.listener.accept() => match accepted {
                 Ok((stream, addr)) => {
                     let (slot, over_limit) = Slot::open(&shared);
-                    if matches!(*bound.kind, Kind::Tcp) {
-                        // The connection is the task, without `serve` around
-                        // it: every idle connection's task is that much smaller.
-                        let _ = stream.set_nodelay(true);
-                        let peer = Peer {
-                            addr,
-                            certificate: None,
-                        };
-                        tracker.spawn(crate::connection::run(shared.clone(), stream, peer, over_limit, slot));
-                    } else {
-                        tracker.spawn(serve(shared.clone(), stream, addr, bound.kind.clone(), slot, over_limit));
-                    }
+                    tracker.spawn(serve(shared.clone(), stream, addr, bound.kind.clone(), slot, over_limit));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off a little.
@@ -178,7 +167,7 @@ async fn serve(
                     return;
                 };
                 let peer = Peer {
-                    certificate: client_certificate(&tls).map(Box::new),
+                    certificate: client_certificate(&tls),
                     ..peer
                 };
                 crate::connection::run(shared, tls, peer, over_limit, slot).await;
@@ -214,7 +203,7 @@ async fn serve(
                     return;
                 };
                 let peer = Peer {
-                    certificate: certificate.map(Box::new),
+                    certificate,
                     ..peer
                 };
                 crate::connection::run(shared, ws, peer, over_limit, slot).await;

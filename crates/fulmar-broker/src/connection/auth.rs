@@ -1,8 +1,6 @@
 //! MQTT 5.0 enhanced authentication (section 4.12) before CONNACK: the
 //! broker relays AUTH packets between the client and an [`AuthExchange`].
 
-use std::collections::VecDeque;
-
 use bytes::Bytes;
 use fulmar_codec::{
     Auth, AuthReasonCode, Connect, ConnectReasonCode, DisconnectReasonCode, MqttString,
@@ -27,24 +25,15 @@ impl PendingAuth {
     }
 }
 
-/// The enhanced authentication state of a connection.
-#[derive(Default)]
-pub(super) struct AuthState {
-    /// AUTH packets received during the exchange before CONNACK, not yet
-    /// handled.
-    pub(super) inbox: VecDeque<Auth>,
-    /// What the CONNECT presented, kept for re-authentication.
-    pub(super) info: Option<ConnectInfo>,
-    /// A re-authentication in progress (AUTH 0x19 after CONNACK).
-    pub(super) reauth: Option<Box<dyn AuthExchange>>,
+/// Completes at `deadline`; never without one.
+pub(super) async fn expiry(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
-    /// The enhanced authentication state, created if needed.
-    pub(super) fn auth_state(&mut self) -> &mut AuthState {
-        self.auth.get_or_insert_with(Box::default)
-    }
-
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     /// Runs the first step with the CONNECT's Authentication Data.
     pub(super) async fn start_auth(
         &mut self,
@@ -106,7 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// method of the CONNECT. A failure ends the connection with DISCONNECT
     /// ([MQTT-4.12.1-2]).
     pub(super) async fn on_reauth(&mut self, auth: Auth) {
-        let Some(info) = self.auth.as_ref().and_then(|a| a.info.clone()) else {
+        let Some(info) = self.auth_info.as_deref().cloned() else {
             self.disconnect(DisconnectReasonCode::ProtocolError);
             return;
         };
@@ -114,8 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             self.disconnect(DisconnectReasonCode::ProtocolError);
             return;
         };
-        let reauth = self.auth.as_mut().and_then(|a| a.reauth.take());
-        let exchange = match (auth.reason_code, reauth) {
+        let exchange = match (auth.reason_code, self.reauth.take()) {
             (AuthReasonCode::ReAuthenticate, None) => {
                 match self
                     .shared
@@ -148,7 +136,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let (code, data) = match exchange.continue_auth(data).await {
             AuthStep::Success(data) => (AuthReasonCode::Success, data),
             AuthStep::Continue(data) => {
-                self.auth_state().reauth = Some(exchange);
+                self.reauth = Some(exchange);
                 (AuthReasonCode::ContinueAuthentication, Some(data))
             }
             AuthStep::Fail(code) => {
