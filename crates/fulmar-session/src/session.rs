@@ -764,7 +764,12 @@ impl Session {
     }
 
     /// Whether another inbound QoS 1/2 message would exceed our Receive Maximum.
+    /// MQTT 5.0 only: a 3.1.1 peer is never told one (3.1.1 has no flow
+    /// control), so it cannot break it.
     pub(crate) fn check_receive_maximum(&self) -> Result<(), LimitExceeded> {
+        if self.version != ProtocolVersion::V5 {
+            return Ok(());
+        }
         let max = self.config.receive_maximum.get();
         let qos1 = self
             .conn

@@ -333,7 +333,17 @@ async fn a_node_killed_during_qos_1_and_2_streams_loses_no_acknowledged_message(
     );
     let q2 = received.get("kill/q2").cloned().unwrap_or_default();
     let distinct: BTreeSet<u32> = q2.iter().copied().collect();
-    assert_eq!(distinct.len(), q2.len(), "a QoS 2 message delivered twice");
+    if distinct.len() != q2.len() {
+        let mut seen = BTreeSet::new();
+        let twice: Vec<u32> = q2.iter().copied().filter(|n| !seen.insert(*n)).collect();
+        panic!(
+            "{} QoS 2 messages delivered twice: {:?}\nA's log:\n{}\nB's log:\n{}",
+            twice.len(),
+            &twice[..twice.len().min(40)],
+            a.log(),
+            b.log()
+        );
+    }
     assert!(q2.iter().all(|n| n % 2 == 1));
     let q1 = received.get("kill/q1").cloned().unwrap_or_default();
     let q1_distinct: BTreeSet<u32> = q1.iter().copied().collect();
