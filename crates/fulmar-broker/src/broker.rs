@@ -31,6 +31,8 @@ use crate::tls::TlsConfig;
 /// State shared by every task of one broker.
 pub(crate) struct Shared {
     pub(crate) limits: Limits,
+    /// The configuration of every server session (from `limits`), shared.
+    pub(crate) session_config: Arc<fulmar_session::Config>,
     state: Mutex<State>,
     pub(crate) counters: Counters,
     pub(crate) authenticator: Arc<dyn Authenticator>,
@@ -351,6 +353,7 @@ impl BrokerBuilder {
             writer = Some(thread);
         }
         let shared = Arc::new(Shared {
+            session_config: Arc::new(self.limits.session_config()),
             limits: self.limits,
             counters: Counters::default(),
             authenticator: self.authenticator,
@@ -841,7 +844,7 @@ fn export_session(state: &mut State, id: &Arc<str>) -> Option<SessionExport> {
     let now = Instant::now();
     let now_unix = unix_millis();
     let session = state.session_record(id, Some(now_unix))?;
-    let entry = state.remove_session(id)?;
+    let mut entry = state.remove_session(id)?;
     if entry.will.is_some()
         && let Some(bridge) = &state.bridge
     {
@@ -854,8 +857,9 @@ fn export_session(state: &mut State, id: &Arc<str>) -> Option<SessionExport> {
         packet_id,
         released,
     };
+    let away = entry.take_away();
     let mut messages = Vec::new();
-    for out in entry.stored.outgoing() {
+    for out in away.stored.outgoing() {
         match out {
             fulmar_session::Outgoing::Publish(publish) => {
                 let mut publish = (**publish).clone();
@@ -871,12 +875,12 @@ fn export_session(state: &mut State, id: &Arc<str>) -> Option<SessionExport> {
             }
         }
     }
-    for publish in entry.stored.pending() {
+    for publish in away.stored.pending() {
         let mut publish = publish.clone();
         publish.packet_id = None;
         messages.push(stored_message(publish, None, false));
     }
-    for queued in entry.offline {
+    for queued in away.offline {
         let waited = u64::try_from(now.saturating_duration_since(queued.since).as_millis());
         messages.push(StoredMessage {
             publish: queued.publish,
@@ -888,7 +892,7 @@ fn export_session(state: &mut State, id: &Arc<str>) -> Option<SessionExport> {
     Some(SessionExport {
         session,
         messages,
-        incoming: entry.stored.incoming_qos2().to_vec(),
+        incoming: away.stored.incoming_qos2().to_vec(),
     })
 }
 
@@ -979,7 +983,7 @@ fn install_session(
         });
         if let Some(pid) = in_flight {
             if let Some(seq) = seq {
-                entry.inflight.insert(pid, seq);
+                entry.away().inflight.insert(pid, seq);
             }
             outgoing.push(if message.released {
                 fulmar_session::Outgoing::PubRel(pid)
@@ -991,7 +995,7 @@ fn install_session(
             });
         } else if message.publish.qos == QoS::AtMostOnce
             || message.released
-            || entry.offline.len() >= max_queued
+            || entry.offline_len() >= max_queued
         {
             counters.drop_one();
             if let (Some(journal), Some(seq)) = (&journal, seq) {
@@ -1001,7 +1005,7 @@ fn install_session(
                 });
             }
         } else {
-            entry.offline.push_back(Queued {
+            entry.away().offline.push_back(Queued {
                 publish: message.publish,
                 since: instant_of(message.stored_at, now, now_unix),
                 seq,
@@ -1019,10 +1023,10 @@ fn install_session(
             });
         }
     }
-    entry.stored =
-        fulmar_session::SessionState::from_parts(outgoing, incoming).unwrap_or_else(|reason| {
+    entry.away().stored = fulmar_session::SessionState::from_parts(outgoing, incoming)
+        .unwrap_or_else(|reason| {
             tracing::warn!(client = %id, reason, "in-flight state brought from elsewhere dropped");
             fulmar_session::SessionState::default()
         });
-    state.sessions.insert(id, entry);
+    state.sessions.insert(id, Box::new(entry));
 }

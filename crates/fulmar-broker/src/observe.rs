@@ -137,17 +137,17 @@ impl Shared {
 }
 
 /// A transport that adds what it reads and writes to the broker's byte counters.
-pub(crate) struct Counted<'a, S> {
+pub(crate) struct Counted<S> {
     pub(crate) inner: S,
-    pub(crate) received: &'a AtomicU64,
-    pub(crate) sent: &'a AtomicU64,
+    /// Holds the counters.
+    pub(crate) shared: std::sync::Arc<Shared>,
 }
 
 fn add(counter: &AtomicU64, n: usize) {
     counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -155,12 +155,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<'_, S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        add(self.received, buf.filled().len().saturating_sub(before));
+        add(
+            &self.shared.counters.bytes_received,
+            buf.filled().len().saturating_sub(before),
+        );
         result
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -168,7 +171,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<'_, S> {
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &result {
-            add(self.sent, *n);
+            add(&self.shared.counters.bytes_sent, *n);
         }
         result
     }

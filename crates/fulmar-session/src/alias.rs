@@ -12,9 +12,18 @@ use std::num::NonZeroU16;
 
 use fulmar_codec::{MqttString, Publish, TopicAliasAllocator};
 
-/// The allocator for one network connection, with the memo.
+/// The allocator for one network connection, with the memo. Both are
+/// created by the first PUBLISH that can carry an alias: a connection that
+/// sends nothing keeps only the maximum.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct OutAliases {
+    /// The peer's Topic Alias Maximum (0: no aliases).
+    maximum: u16,
+    tables: Option<Box<Tables>>,
+}
+
+#[derive(Clone, Debug)]
+struct Tables {
     allocator: TopicAliasAllocator,
     /// The topic of the last `apply` that set an alias, and that alias.
     last: Option<(MqttString, NonZeroU16)>,
@@ -24,18 +33,29 @@ impl OutAliases {
     /// See [`TopicAliasAllocator::new`].
     pub(crate) fn new(maximum: u16) -> Self {
         Self {
-            allocator: TopicAliasAllocator::new(maximum),
-            last: None,
+            maximum,
+            tables: None,
         }
     }
 
     /// The same as [`TopicAliasAllocator::apply`].
     pub(crate) fn apply(&mut self, publish: &mut Publish) {
-        if self.allocator.maximum() == 0 || publish.topic.is_empty() {
-            self.allocator.apply(publish);
+        if self.maximum == 0 || publish.topic.is_empty() {
+            // What the allocator does here, without creating it: no alias
+            // without a maximum; an empty topic name is left as it is.
+            if self.maximum == 0 && !publish.topic.is_empty() {
+                publish.properties.topic_alias = None;
+            }
             return;
         }
-        if let Some((topic, alias)) = &self.last
+        let maximum = self.maximum;
+        let tables = self.tables.get_or_insert_with(|| {
+            Box::new(Tables {
+                allocator: TopicAliasAllocator::new(maximum),
+                last: None,
+            })
+        });
+        if let Some((topic, alias)) = &tables.last
             && *topic == publish.topic
         {
             // The allocator would find the topic in its most recently used
@@ -45,8 +65,8 @@ impl OutAliases {
             return;
         }
         let topic = publish.topic.clone();
-        self.allocator.apply(publish);
-        self.last = publish.properties.topic_alias.map(|alias| (topic, alias));
+        tables.allocator.apply(publish);
+        tables.last = publish.properties.topic_alias.map(|alias| (topic, alias));
     }
 }
 

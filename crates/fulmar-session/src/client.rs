@@ -1,5 +1,6 @@
 //! The client role: CONNECT/CONNACK, keep-alive PINGREQ, SUBSCRIBE/UNSUBSCRIBE.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use fulmar_codec::{
@@ -21,7 +22,7 @@ impl Session {
     /// A client session with an empty session state, not connected.
     #[must_use]
     pub fn client(config: Config) -> Self {
-        Self::with_role(Role::Client, config)
+        Self::with_role(Role::Client, Arc::new(config))
     }
 
     /// A client session that carries on from `state` (kept from an earlier
@@ -80,7 +81,8 @@ impl Session {
         }
         self.conn.keep_alive = connect.keep_alive;
         self.conn.clean_start = connect.clean_start;
-        self.conn.auth_method = connect.properties.authentication_method.clone();
+        self.conn
+            .set_auth_method(connect.properties.authentication_method.clone());
         self.conn.session_expiry_zero = connect
             .properties
             .session_expiry_interval
@@ -111,6 +113,7 @@ impl Session {
         }
         let packet_id = self.start_request(now)?;
         self.conn
+            .extra_mut()
             .requests
             .insert(packet_id, Request::Subscribe(filters.clone()));
         self.transmit.push_back(Packet::Subscribe(Subscribe {
@@ -136,6 +139,7 @@ impl Session {
         }
         let packet_id = self.start_request(now)?;
         self.conn
+            .extra_mut()
             .requests
             .insert(packet_id, Request::Unsubscribe(filters.clone()));
         self.transmit.push_back(Packet::Unsubscribe(Unsubscribe {
@@ -153,7 +157,7 @@ impl Session {
         if self.state != State::Connected {
             return Err(ApiError::InvalidState(self.state.name()).into());
         }
-        if self.conn.requests.len() >= self.config.max_requests {
+        if self.conn.extra().requests.len() >= self.config.max_requests {
             return Err(LimitExceeded::TooManyRequests(self.config.max_requests).into());
         }
         self.now = Some(now);
@@ -164,7 +168,7 @@ impl Session {
         if self.state == State::AwaitConnAck {
             return match packet {
                 Packet::ConnAck(connack) => self.on_connack(connack, now),
-                Packet::Auth(auth) if self.conn.auth_method.is_some() => {
+                Packet::Auth(auth) if self.conn.auth_method().is_some() => {
                     self.events.push_back(Event::Auth(auth));
                     Ok(())
                 }
@@ -209,7 +213,7 @@ impl Session {
                 self.on_disconnect(disconnect);
                 Ok(())
             }
-            Packet::Auth(auth) if self.conn.auth_method.is_some() => {
+            Packet::Auth(auth) if self.conn.auth_method().is_some() => {
                 self.events.push_back(Event::Auth(auth));
                 Ok(())
             }
@@ -279,7 +283,8 @@ impl Session {
     }
 
     fn on_suback(&mut self, ack: SubAck) -> Result<(), Error> {
-        let Some(Request::Subscribe(filters)) = self.conn.requests.get(&ack.packet_id) else {
+        let Some(Request::Subscribe(filters)) = self.conn.extra().requests.get(&ack.packet_id)
+        else {
             return Err(ProtocolViolation::UnknownPacketId(ack.packet_id.get()).into());
         };
         if filters.len() != ack.reason_codes.len() {
@@ -289,7 +294,9 @@ impl Session {
             }
             .into());
         }
-        if let Some(Request::Subscribe(filters)) = self.conn.requests.remove(&ack.packet_id) {
+        if let Some(Request::Subscribe(filters)) =
+            self.conn.extra_mut().requests.remove(&ack.packet_id)
+        {
             for ((filter, mut options), code) in filters.into_iter().zip(&ack.reason_codes) {
                 if let Some(granted) = code.granted_qos() {
                     options.qos = granted;
@@ -306,7 +313,8 @@ impl Session {
     }
 
     fn on_unsuback(&mut self, ack: UnsubAck) -> Result<(), Error> {
-        let Some(Request::Unsubscribe(filters)) = self.conn.requests.get(&ack.packet_id) else {
+        let Some(Request::Unsubscribe(filters)) = self.conn.extra().requests.get(&ack.packet_id)
+        else {
             return Err(ProtocolViolation::UnknownPacketId(ack.packet_id.get()).into());
         };
         if self.version == ProtocolVersion::V5 && filters.len() != ack.reason_codes.len() {
@@ -316,7 +324,9 @@ impl Session {
             }
             .into());
         }
-        if let Some(Request::Unsubscribe(filters)) = self.conn.requests.remove(&ack.packet_id) {
+        if let Some(Request::Unsubscribe(filters)) =
+            self.conn.extra_mut().requests.remove(&ack.packet_id)
+        {
             for (i, filter) in filters.iter().enumerate() {
                 let removed = ack
                     .reason_codes

@@ -35,7 +35,10 @@ impl Session {
                 self.check_receive_maximum()?;
                 // MQTT-4.3.2-4: PUBACK with the same identifier, in order of receipt (MQTT-4.6.0-2).
                 if self.config.manual_acks {
-                    self.conn.unacked.push_back((id, QoS::AtLeastOnce, false));
+                    self.conn
+                        .extra_mut()
+                        .unacked
+                        .push_back((id, QoS::AtLeastOnce, false));
                 } else {
                     self.transmit.push_puback(id);
                 }
@@ -47,11 +50,15 @@ impl Session {
                     self.incoming_qos2.insert(id);
                     self.events.push_back(Event::Message(publish));
                     if self.config.manual_acks {
-                        self.conn.unacked.push_back((id, QoS::ExactlyOnce, false));
+                        self.conn
+                            .extra_mut()
+                            .unacked
+                            .push_back((id, QoS::ExactlyOnce, false));
                         return Ok(());
                     }
                 } else if self
                     .conn
+                    .extra()
                     .unacked
                     .iter()
                     .any(|(u, q, _)| *u == id && *q == QoS::ExactlyOnce)
@@ -86,6 +93,7 @@ impl Session {
         }
         let entry = self
             .conn
+            .extra_mut()
             .unacked
             .iter_mut()
             .find(|(id, _, done)| *id == packet_id && !*done);
@@ -93,8 +101,8 @@ impl Session {
             return Err(ApiError::UnknownRequest(packet_id.get()).into());
         };
         entry.2 = true;
-        while let Some((id, qos, true)) = self.conn.unacked.front().copied() {
-            self.conn.unacked.pop_front();
+        while let Some((id, qos, true)) = self.conn.extra().unacked.front().copied() {
+            self.conn.extra_mut().unacked.pop_front();
             if self.state == State::Connected {
                 match qos {
                     QoS::ExactlyOnce => self.transmit.push_pubrec(id),

@@ -1,11 +1,13 @@
 //! The server role: CONNECT validation, `accept`/`reject`, SUBSCRIBE and
 //! UNSUBSCRIBE answered by the application, keep-alive expiry at 1.5 times.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use fulmar_codec::{
     AckProperties, Auth, ConnAck, ConnAckProperties, Connect, ConnectReasonCode, DecodeError,
-    Packet, PacketId, ProtocolVersion, QoS, SubAck, SubAckReasonCode, UnsubAck, UnsubAckReasonCode,
+    MqttString, Packet, PacketId, ProtocolVersion, QoS, SubAck, SubAckReasonCode, UnsubAck,
+    UnsubAckReasonCode,
 };
 
 use crate::alias::OutAliases;
@@ -19,10 +21,11 @@ use fulmar_codec::TopicAliasResolver;
 
 impl Session {
     /// A server session for a network connection that just opened: it waits
-    /// for CONNECT (at most `connect_timeout`).
+    /// for CONNECT (at most `connect_timeout`). `config` is a [`Config`] or
+    /// an `Arc<Config>`: a server with many connections shares one.
     #[must_use]
-    pub fn server(config: Config, now: Instant) -> Self {
-        let mut session = Self::with_role(Role::Server, config);
+    pub fn server(config: impl Into<Arc<Config>>, now: Instant) -> Self {
+        let mut session = Self::with_role(Role::Server, config.into());
         session.now = Some(now);
         session.state = State::AwaitConnect;
         if let Some(timeout) = session.config.connect_timeout {
@@ -85,7 +88,7 @@ impl Session {
             properties.server_keep_alive = c.server_keep_alive;
             // MQTT-4.12.0-5 / MQTT-4.12.0-6: the CONNECT's Authentication
             // Method, or none at all.
-            properties.authentication_method = self.conn.auth_method.clone();
+            properties.authentication_method = self.conn.auth_method().cloned();
             if properties.authentication_method.is_none() {
                 properties.authentication_data = None;
             }
@@ -109,7 +112,7 @@ impl Session {
         if session_present {
             self.out.resume(&mut self.transmit);
         }
-        for packet in std::mem::take(&mut self.conn.early) {
+        for packet in self.conn.take_early() {
             // A violation here closes the connection after the CONNACK and is
             // reported as an event, like any other.
             if self.handle_packet(packet, now).is_err() {
@@ -135,7 +138,7 @@ impl Session {
             return Err(ApiError::InvalidState(self.state.name()).into());
         }
         self.now = Some(now);
-        self.conn.early.clear();
+        drop(self.conn.take_early());
         self.refuse(reason_code, properties, Initiator::Local);
         Ok(())
     }
@@ -201,7 +204,8 @@ impl Session {
         reason_codes: Vec<SubAckReasonCode>,
         properties: AckProperties,
     ) -> Result<(), Error> {
-        let Some(Request::InboundSubscribe(expected)) = self.conn.requests.get(&packet_id).cloned()
+        let Some(Request::InboundSubscribe(expected)) =
+            self.conn.extra().requests.get(&packet_id).cloned()
         else {
             return Err(ApiError::UnknownRequest(packet_id.get()).into());
         };
@@ -212,7 +216,7 @@ impl Session {
             }
             .into());
         }
-        self.conn.requests.remove(&packet_id);
+        self.conn.extra_mut().requests.remove(&packet_id);
         let properties = if self.version == ProtocolVersion::V5 {
             properties
         } else {
@@ -238,7 +242,7 @@ impl Session {
         properties: AckProperties,
     ) -> Result<(), Error> {
         let Some(Request::InboundUnsubscribe(expected)) =
-            self.conn.requests.get(&packet_id).cloned()
+            self.conn.extra().requests.get(&packet_id).cloned()
         else {
             return Err(ApiError::UnknownRequest(packet_id.get()).into());
         };
@@ -249,7 +253,7 @@ impl Session {
             }
             .into());
         }
-        self.conn.requests.remove(&packet_id);
+        self.conn.extra_mut().requests.remove(&packet_id);
         let ack = match self.version {
             ProtocolVersion::V5 => UnsubAck {
                 packet_id,
@@ -271,7 +275,7 @@ impl Session {
     /// [`ApiError::InvalidState`] without an Authentication Method in CONNECT,
     /// under 3.1.1, or without an open connection.
     pub fn auth(&mut self, mut auth: Auth) -> Result<(), Error> {
-        let Some(method) = self.conn.auth_method.clone() else {
+        let Some(method) = self.conn.auth_method().cloned() else {
             return Err(ApiError::InvalidState("no authentication method").into());
         };
         if self.version != ProtocolVersion::V5 {
@@ -313,10 +317,10 @@ impl Session {
                 if matches!(packet, Packet::Connect(_)) {
                     return Err(ProtocolViolation::SecondConnect.into());
                 }
-                if self.conn.early.len() >= MAX_EARLY_PACKETS {
+                if self.conn.extra().early.len() >= MAX_EARLY_PACKETS {
                     return Err(LimitExceeded::EarlyPackets(MAX_EARLY_PACKETS).into());
                 }
-                self.conn.early.push(packet);
+                self.conn.extra_mut().early.push(packet);
                 return Ok(());
             }
             _ => {}
@@ -383,7 +387,7 @@ impl Session {
                 self.on_disconnect(disconnect);
                 Ok(())
             }
-            Packet::Auth(auth) if self.conn.auth_method.is_some() => {
+            Packet::Auth(auth) if self.conn.auth_method().is_some() => {
                 self.events.push_back(Event::Auth(auth));
                 Ok(())
             }
@@ -400,13 +404,13 @@ impl Session {
     }
 
     fn claim_request(&mut self, packet_id: PacketId, request: Request) -> Result<(), Error> {
-        if self.conn.requests.contains_key(&packet_id) {
+        if self.conn.extra().requests.contains_key(&packet_id) {
             return Err(ProtocolViolation::PacketIdInUse(packet_id.get()).into());
         }
-        if self.conn.requests.len() >= self.config.max_requests {
+        if self.conn.extra().requests.len() >= self.config.max_requests {
             return Err(LimitExceeded::TooManyRequests(self.config.max_requests).into());
         }
-        self.conn.requests.insert(packet_id, request);
+        self.conn.extra_mut().requests.insert(packet_id, request);
         Ok(())
     }
 
@@ -414,11 +418,17 @@ impl Session {
         self.timers.stop(Timer::Connect);
         self.version = connect.protocol_version;
         self.state = State::ConnectReceived;
-        self.client_id = Some(connect.client_id.clone());
+        // A copy: a slice would keep the whole buffer the CONNECT was read
+        // into alive for as long as the connection lasts.
+        self.client_id = Some(
+            MqttString::try_new(connect.client_id.as_str())
+                .unwrap_or_else(|_| connect.client_id.clone()),
+        );
         self.conn.keep_alive = connect.keep_alive;
         self.conn.clean_start = connect.clean_start;
         let props = &connect.properties;
-        self.conn.auth_method = props.authentication_method.clone();
+        self.conn
+            .set_auth_method(props.authentication_method.clone());
         self.conn.no_problem_information = props.request_problem_information == Some(false);
         self.conn.response_information = props.request_response_information == Some(true);
         self.conn.session_expiry_zero = props.session_expiry_interval.is_none_or(|s| s == 0);

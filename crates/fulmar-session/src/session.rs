@@ -1,6 +1,7 @@
 //! The [`Session`] type: state shared by both roles, the poll side, closing.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fulmar_codec::{
@@ -100,8 +101,6 @@ pub(crate) struct Conn {
     /// Effective keep alive in seconds (0: disabled).
     pub(crate) keep_alive: u16,
     pub(crate) clean_start: bool,
-    /// The Authentication Method of the CONNECT (enhanced authentication).
-    pub(crate) auth_method: Option<MqttString>,
     /// Server: the client sent Request Problem Information 0.
     pub(crate) no_problem_information: bool,
     /// Server: the client sent Request Response Information 1.
@@ -109,13 +108,74 @@ pub(crate) struct Conn {
     pub(crate) session_expiry_zero: bool,
     pub(crate) in_aliases: fulmar_codec::TopicAliasResolver,
     pub(crate) out_aliases: crate::alias::OutAliases,
-    pub(crate) requests: HashMap<PacketId, Request, crate::packet_id::IdHash>,
-    pub(crate) early: Vec<Packet>,
+    /// What most connections never need, created on first use.
+    pub(crate) extra: Option<Box<ConnExtra>>,
     pub(crate) ping_outstanding: bool,
     pub(crate) reported_close: bool,
+}
+
+/// The part of [`Conn`] that most connections never use: an idle
+/// connection keeps no room for it.
+#[derive(Debug, Default)]
+pub(crate) struct ConnExtra {
+    /// The Authentication Method of the CONNECT (enhanced authentication).
+    pub(crate) auth_method: Option<MqttString>,
+    /// SUBSCRIBE and UNSUBSCRIBE requests waiting for their acknowledgement.
+    pub(crate) requests: HashMap<PacketId, Request, crate::packet_id::IdHash>,
+    /// Server: packets that arrived before the CONNECT was answered.
+    pub(crate) early: Vec<Packet>,
     /// Manual acks: inbound QoS 1/2 messages in order of receipt, and whether
     /// the application acknowledged each.
     pub(crate) unacked: VecDeque<(PacketId, QoS, bool)>,
+}
+
+impl ConnExtra {
+    fn is_empty(&self) -> bool {
+        self.auth_method.is_none()
+            && self.requests.is_empty()
+            && self.early.is_empty()
+            && self.unacked.is_empty()
+    }
+}
+
+/// What [`Conn::extra`] reads when there is none.
+static NO_EXTRA: ConnExtra = ConnExtra {
+    auth_method: None,
+    requests: HashMap::with_hasher(std::hash::BuildHasherDefault::new()),
+    early: Vec::new(),
+    unacked: VecDeque::new(),
+};
+
+impl Conn {
+    /// The rarely used part, for reading.
+    pub(crate) fn extra(&self) -> &ConnExtra {
+        self.extra.as_deref().unwrap_or(&NO_EXTRA)
+    }
+
+    /// The rarely used part, created if needed.
+    pub(crate) fn extra_mut(&mut self) -> &mut ConnExtra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    /// The Authentication Method of the CONNECT.
+    pub(crate) fn auth_method(&self) -> Option<&MqttString> {
+        self.extra().auth_method.as_ref()
+    }
+
+    /// Sets the Authentication Method (a new CONNECT).
+    pub(crate) fn set_auth_method(&mut self, method: Option<MqttString>) {
+        if method.is_some() || self.extra.is_some() {
+            self.extra_mut().auth_method = method;
+        }
+    }
+
+    /// Takes the packets that arrived before the CONNECT was answered.
+    pub(crate) fn take_early(&mut self) -> Vec<Packet> {
+        self.extra
+            .as_mut()
+            .map(|extra| std::mem::take(&mut extra.early))
+            .unwrap_or_default()
+    }
 }
 
 /// One MQTT connection's protocol state, for a client or a server, across
@@ -192,7 +252,8 @@ pub(crate) struct Conn {
 #[derive(Debug)]
 pub struct Session {
     pub(crate) role: Role,
-    pub(crate) config: Config,
+    /// Shared by the sessions of a server (see [`Session::server`]).
+    pub(crate) config: Arc<Config>,
     pub(crate) version: ProtocolVersion,
     pub(crate) state: State,
     pub(crate) now: Option<Instant>,
@@ -209,7 +270,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub(crate) fn with_role(role: Role, config: Config) -> Self {
+    pub(crate) fn with_role(role: Role, config: Arc<Config>) -> Self {
         Self {
             role,
             config,
@@ -420,6 +481,21 @@ impl Session {
         self.events.pop_front()
     }
 
+    /// Frees the buffers of the drained event and transmit queues (and of
+    /// the other per-connection queues that are empty). For an application
+    /// that keeps many connections waiting: call it before waiting, so that
+    /// an idle session holds no spare queue capacity; the queues grow again
+    /// on the next input. Nothing else changes.
+    pub fn release_spare_capacity(&mut self) {
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        self.transmit.release_if_empty();
+        if self.conn.extra.as_deref().is_some_and(ConnExtra::is_empty) {
+            self.conn.extra = None;
+        }
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -564,7 +640,13 @@ impl Session {
 
     /// Forgets everything that lives for one network connection.
     pub(crate) fn reset_connection(&mut self) {
-        for (packet_id, request) in std::mem::take(&mut self.conn.requests) {
+        let requests = self
+            .conn
+            .extra
+            .as_mut()
+            .map(|extra| std::mem::take(&mut extra.requests))
+            .unwrap_or_default();
+        for (packet_id, request) in requests {
             if matches!(request, Request::Subscribe(_) | Request::Unsubscribe(_)) {
                 self.out.ids.release(packet_id);
                 self.events.push_back(Event::RequestLost { packet_id });
@@ -773,6 +855,7 @@ impl Session {
         let max = self.config.receive_maximum.get();
         let qos1 = self
             .conn
+            .extra()
             .unacked
             .iter()
             .filter(|(_, qos, _)| *qos == QoS::AtLeastOnce)

@@ -102,6 +102,13 @@ impl TxQueue {
     pub(crate) fn clear(&mut self) {
         self.0.clear();
     }
+
+    /// Frees the buffer of an empty queue.
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.0.is_empty() {
+            self.0 = VecDeque::new();
+        }
+    }
 }
 
 #[cfg(test)]

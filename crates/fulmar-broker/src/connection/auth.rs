@@ -1,6 +1,8 @@
 //! MQTT 5.0 enhanced authentication (section 4.12) before CONNACK: the
 //! broker relays AUTH packets between the client and an [`AuthExchange`].
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
 use fulmar_codec::{
     Auth, AuthReasonCode, Connect, ConnectReasonCode, DisconnectReasonCode, MqttString,
@@ -25,15 +27,24 @@ impl PendingAuth {
     }
 }
 
-/// Completes at `deadline`; never without one.
-pub(super) async fn expiry(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
+/// The enhanced authentication state of a connection.
+#[derive(Default)]
+pub(super) struct AuthState {
+    /// AUTH packets received during the exchange before CONNACK, not yet
+    /// handled.
+    pub(super) inbox: VecDeque<Auth>,
+    /// What the CONNECT presented, kept for re-authentication.
+    pub(super) info: Option<ConnectInfo>,
+    /// A re-authentication in progress (AUTH 0x19 after CONNACK).
+    pub(super) reauth: Option<Box<dyn AuthExchange>>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    /// The enhanced authentication state, created if needed.
+    pub(super) fn auth_state(&mut self) -> &mut AuthState {
+        self.auth.get_or_insert_with(Box::default)
+    }
+
     /// Runs the first step with the CONNECT's Authentication Data.
     pub(super) async fn start_auth(
         &mut self,
@@ -95,7 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
     /// method of the CONNECT. A failure ends the connection with DISCONNECT
     /// ([MQTT-4.12.1-2]).
     pub(super) async fn on_reauth(&mut self, auth: Auth) {
-        let Some(info) = self.auth_info.as_deref().cloned() else {
+        let Some(info) = self.auth.as_ref().and_then(|a| a.info.clone()) else {
             self.disconnect(DisconnectReasonCode::ProtocolError);
             return;
         };
@@ -103,7 +114,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             self.disconnect(DisconnectReasonCode::ProtocolError);
             return;
         };
-        let exchange = match (auth.reason_code, self.reauth.take()) {
+        let reauth = self.auth.as_mut().and_then(|a| a.reauth.take());
+        let exchange = match (auth.reason_code, reauth) {
             (AuthReasonCode::ReAuthenticate, None) => {
                 match self
                     .shared
@@ -136,7 +148,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         let (code, data) = match exchange.continue_auth(data).await {
             AuthStep::Success(data) => (AuthReasonCode::Success, data),
             AuthStep::Continue(data) => {
-                self.reauth = Some(exchange);
+                self.auth_state().reauth = Some(exchange);
                 (AuthReasonCode::ContinueAuthentication, Some(data))
             }
             AuthStep::Fail(code) => {

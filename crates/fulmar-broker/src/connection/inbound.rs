@@ -12,14 +12,13 @@ use fulmar_topic::TopicName;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Connection;
-use tokio::sync::mpsc::error::SendError;
 
 use crate::config::OverloadPolicy;
 use crate::state::{Blocked, Origin};
 use crate::store::StoreOp;
 use crate::store::journal::Journal;
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     pub(super) async fn on_message(&mut self, publish: Publish) {
         let Some(client) = &self.client else { return };
         let Ok(topic) = publish.topic.parse::<TopicName>() else {
@@ -39,7 +38,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             self.ack_inbound(publish.packet_id);
             return self.refuse(&publish, Refusal::NotAuthorized);
         }
-        let key = client.key.clone();
+        let key = client.key();
         let persistent = client.persistent;
         let client_id = client.id.clone();
         let limits = &self.shared.limits;
@@ -121,13 +120,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
             delivery,
         } in blocked
         {
-            let send = queue.send(delivery);
+            let send = queue.deliver(delivery);
             tokio::pin!(send);
             loop {
                 let room = self.session.pending_len() < max_pending;
                 tokio::select! {
                     sent = &mut send => {
-                        if let Err(SendError(delivery)) = sent {
+                        if let Err(delivery) = sent {
                             // That connection ended meanwhile: the session keeps the copy.
                             let limits = &self.shared.limits;
                             self.shared.lock().redeliver(
@@ -140,7 +139,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
                         }
                         break;
                     }
-                    Some(own) = self.deliver_rx.recv(), if room => {
+                    own = self.control.recv_delivery(), if room => {
                         self.deliver_at(*own, Instant::now());
                     }
                     () = self.shared.shutdown.cancelled() => {
@@ -174,11 +173,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, S> {
         let (true, Some(id)) = (self.v5(), publish.packet_id) else {
             return;
         };
-        self.deny_ack.insert(id, refusal);
+        let refusals = self.refusals.get_or_insert_with(Box::default);
+        refusals.deny_ack.insert(id, refusal);
         if publish.qos == QoS::ExactlyOnce {
             // An error PUBREC ends the QoS 2 flow: the client sends no PUBREL
             // and may reuse the identifier, so the session must forget it now.
-            self.drop_pubcomp.insert(id);
+            refusals.drop_pubcomp.insert(id);
             let _ = self
                 .session
                 .handle_packet(Packet::PubRel(PubRel::new(id)), Instant::now());

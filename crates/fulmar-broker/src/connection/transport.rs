@@ -1,11 +1,17 @@
 //! The byte stream of one connection: a read buffer that starts small,
 //! grows while the peer sends a lot and is released when it runs empty, and
 //! a write buffer that exists only while there is something to write. An
-//! idle connection holds one small read buffer and no write buffer.
+//! idle connection holds no buffer: it waits for bytes with a buffer on the
+//! stack of the poll.
+
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
 use fulmar_codec::{CodecError, Packet, ProtocolVersion, decode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_util::io::poll_read_buf;
 
 use crate::frames::Frames;
 use crate::observe::Counted;
@@ -22,8 +28,8 @@ const WRITE_CHUNK: usize = 64 * 1024;
 const DIRECT_PAYLOAD: usize = 16 * 1024;
 
 /// A framed MQTT byte stream with lazily allocated buffers.
-pub(super) struct Transport<'a, S> {
-    io: Counted<'a, S>,
+pub(super) struct Transport<S> {
+    io: Counted<S>,
     version: ProtocolVersion,
     max_packet_size: u32,
     read_buf: BytesMut,
@@ -34,8 +40,8 @@ pub(super) struct Transport<'a, S> {
     done: bool,
 }
 
-impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transport<'a, S> {
-    pub(super) fn new(io: Counted<'a, S>, max_packet_size: u32) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
+    pub(super) fn new(io: Counted<S>, max_packet_size: u32) -> Self {
         Self {
             io,
             version: ProtocolVersion::V5,
@@ -79,23 +85,38 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transport<'a, S> {
     }
 
     /// The next packet: `None` at the end of the stream (or after an
-    /// error). Cancel safe: bytes read stay buffered.
+    /// error). Cancel safe: bytes read stay buffered. A poll function: the
+    /// future is a pointer, whatever the reads need lives on the stack of
+    /// each poll.
     pub(super) async fn next(&mut self) -> Option<Result<Packet, CodecError>> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Packet, CodecError>>> {
         loop {
             if let Some(result) = self.buffered() {
-                return Some(result);
+                return Poll::Ready(Some(result));
             }
             if self.done {
-                return None;
+                return Poll::Ready(None);
             }
-            if self.read_buf.capacity() == self.read_buf.len() {
-                self.read_buf.reserve(self.read_hint);
-            }
-            let room = self.read_buf.capacity() - self.read_buf.len();
-            match self.io.read_buf(&mut self.read_buf).await {
+            let (read, room) = if self.read_buf.is_empty() {
+                // Nothing buffered (an idle connection waits here): no heap
+                // buffer until bytes arrive.
+                let room = self.read_hint;
+                (ready!(self.poll_read_into_new(cx, room)), room)
+            } else {
+                if self.read_buf.capacity() == self.read_buf.len() {
+                    self.read_buf.reserve(self.read_hint);
+                }
+                let room = self.read_buf.capacity() - self.read_buf.len();
+                let io = Pin::new(&mut self.io);
+                (ready!(poll_read_buf(io, cx, &mut self.read_buf)), room)
+            };
+            match read {
                 Ok(0) => {
                     self.done = true;
-                    return None;
+                    return Poll::Ready(None);
                 }
                 Ok(n) => {
                     // Grow while reads fill the buffer, shrink when they stay small.
@@ -107,10 +128,29 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Transport<'a, S> {
                 }
                 Err(error) => {
                     self.done = true;
-                    return Some(Err(CodecError::Io(error)));
+                    return Poll::Ready(Some(Err(CodecError::Io(error))));
                 }
             }
         }
+    }
+
+    /// Reads at most `room` bytes into a buffer on the stack of this poll,
+    /// and copies what arrived into a new read buffer.
+    fn poll_read_into_new(
+        &mut self,
+        cx: &mut Context<'_>,
+        room: usize,
+    ) -> Poll<std::io::Result<usize>> {
+        let mut stack = [MaybeUninit::<u8>::uninit(); MAX_READ];
+        let (head, _) = stack.split_at_mut(room.min(MAX_READ));
+        let mut buf = ReadBuf::uninit(head);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+        let filled = buf.filled();
+        if !filled.is_empty() {
+            self.read_buf.reserve(room.max(filled.len()));
+            self.read_buf.extend_from_slice(filled);
+        }
+        Poll::Ready(Ok(filled.len()))
     }
 
     /// Encodes `packet` for sending; writes out when much is buffered. A

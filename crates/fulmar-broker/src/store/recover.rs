@@ -78,7 +78,7 @@ pub(crate) fn recover(state: &mut State, snapshot: Snapshot, journal: &Journal) 
             found.messages += 1;
             match m.packet_id {
                 Some(pid) if m.publish.qos == QoS::ExactlyOnce && !outgoing_has(&outgoing, pid) => {
-                    entry.inflight.insert(pid, seq);
+                    entry.away().inflight.insert(pid, seq);
                     outgoing.push(if m.released {
                         Outgoing::PubRel(pid)
                     } else {
@@ -98,15 +98,15 @@ pub(crate) fn recover(state: &mut State, snapshot: Snapshot, journal: &Journal) 
         let mut ids = incoming.remove(&id).unwrap_or_default();
         ids.sort_unstable();
         ids.dedup();
-        entry.stored = SessionState::from_parts(outgoing, ids).unwrap_or_else(|reason| {
+        entry.away().stored = SessionState::from_parts(outgoing, ids).unwrap_or_else(|reason| {
             tracing::warn!(client = %id, reason, "stored in-flight state dropped");
             SessionState::default()
         });
-        entry.offline = queued;
+        entry.away().offline = queued;
         if let Some(at) = expires_at {
             state.schedule(&id, at);
         }
-        state.sessions.insert(id, entry);
+        state.sessions.insert(id, Box::new(entry));
         found.sessions += 1;
     }
     // Messages of sessions that are gone (written after the session ended).

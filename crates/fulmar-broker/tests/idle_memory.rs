@@ -1,0 +1,166 @@
+//! Memory held by idle connections (issue 8: no more than mosquitto's, about
+//! 735 bytes per connection). A counting allocator measures the heap the
+//! broker keeps for each connection that sent CONNECT and then waits; the
+//! clients are blocking `std` sockets, which allocate nothing on the heap.
+//! A deterministic guard against regressions: it counts bytes, not time.
+//! The allocator needs `unsafe`: this test binary opts out of the workspace
+//! `unsafe_code = "deny"` for that alone.
+
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use fulmar_broker::Broker;
+use fulmar_codec::{Connect, MqttString, Packet, ProtocolVersion, decode};
+
+/// Counts the bytes allocated and not freed.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+static BLOCKS: AtomicIsize = AtomicIsize::new(0);
+
+fn size(layout: Layout) -> isize {
+    isize::try_from(layout.size()).unwrap_or(isize::MAX)
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(size(layout), Ordering::Relaxed);
+        BLOCKS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(size(layout), Ordering::Relaxed);
+        BLOCKS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(size(layout), Ordering::Relaxed);
+        BLOCKS.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's pointer and layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            isize::try_from(new_size).unwrap_or(isize::MAX) - size(layout),
+            Ordering::Relaxed,
+        );
+        // SAFETY: forwarded with the caller's arguments.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Live bytes and blocks once the broker's tasks stopped changing them.
+fn settled() -> (isize, isize) {
+    let mut last = (LIVE.load(Ordering::Relaxed), BLOCKS.load(Ordering::Relaxed));
+    let mut same = 0;
+    for _ in 0..500 {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = (LIVE.load(Ordering::Relaxed), BLOCKS.load(Ordering::Relaxed));
+        if now == last {
+            same += 1;
+            if same == 5 {
+                break;
+            }
+        } else {
+            same = 0;
+            last = now;
+        }
+    }
+    last
+}
+
+/// Connects with CONNECT (keep alive 60 s) and waits for a successful CONNACK.
+fn connect(addr: SocketAddr, version: ProtocolVersion, id: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut connect = Connect::new(version, MqttString::from(id.to_owned()));
+    connect.keep_alive = 60;
+    let mut out = BytesMut::new();
+    Packet::Connect(Box::new(connect))
+        .encode(version, &mut out)
+        .unwrap();
+    stream.write_all(&out).unwrap();
+    let mut buf = BytesMut::new();
+    loop {
+        if let Some(packet) = decode(&mut buf, version, u32::MAX).unwrap() {
+            match packet {
+                Packet::ConnAck(ack) => assert!(!ack.reason_code.is_error(), "{ack:?}"),
+                other => panic!("expected CONNACK, got {other:?}"),
+            }
+            return stream;
+        }
+        let mut chunk = [0u8; 64];
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed before CONNACK");
+        buf.extend_from_slice(chunk.get(..n).unwrap());
+    }
+}
+
+/// Opens `n` idle connections, half MQTT 5.0, half 3.1.1.
+fn open(addr: SocketAddr, from: usize, n: usize) -> Vec<TcpStream> {
+    (from..from + n)
+        .map(|i| {
+            let version = if i % 2 == 0 {
+                ProtocolVersion::V5
+            } else {
+                ProtocolVersion::V311
+            };
+            connect(addr, version, &format!("idle-{i}"))
+        })
+        .collect()
+}
+
+#[test]
+fn an_idle_connection_keeps_little_heap() {
+    const WARM: usize = 64;
+    const N: usize = 400;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let broker = runtime
+        .block_on(Broker::builder().tcp_listener("127.0.0.1:0").start())
+        .unwrap();
+    let addr = broker.local_addrs()[0];
+    // The first connections warm up the runtime and the broker's tables.
+    let warm = open(addr, 0, WARM);
+    let (live_before, blocks_before) = settled();
+    let idle = open(addr, WARM, N);
+    let (live_after, blocks_after) = settled();
+    assert_eq!(broker.stats().clients_connected, (WARM + N) as u64);
+    let n = isize::try_from(N).unwrap();
+    let per_connection = (live_after - live_before) / n;
+    let blocks = (blocks_after - blocks_before) as f64 / N as f64;
+    eprintln!("idle connection: {per_connection} bytes of heap in {blocks:.2} blocks");
+    // Debug build (`cargo test`): 2059 bytes in 8 blocks when this bound was
+    // set, 7287 bytes in 15 blocks at commit 33bd463 (before issue 8's work):
+    // the connection state with its server `Session`, the task, the
+    // runtime's I/O registration (256 bytes), the inbox, the session entry
+    // and three copies of the client identifier. The release build's futures
+    // are smaller; `fulmar bench --idle` measures that one (benches/README.md).
+    assert!(
+        per_connection <= 2400,
+        "an idle connection keeps {per_connection} bytes"
+    );
+    drop(idle);
+    drop(warm);
+    runtime.block_on(broker.shutdown());
+}
