@@ -17,18 +17,21 @@
 //! digits, `-` and `_` as they are, other bytes `=XY`); a client identifier
 //! whose escaped form is longer than [`MAX_KEY`] is named by a hash of it.
 //!
-//! A change is a publish on its subject, a removal an empty message (which
-//! replaces the record; it is deleted by its stream sequence once
-//! acknowledged). A commit publishes its changes in order on one NATS
-//! connection and returns when JetStream acknowledged all of them.
+//! A record is a message on its subject, a removal an empty message
+//! (which replaces the record; it is deleted by its stream sequence once
+//! acknowledged).
 //!
-//! **Atomic commits.** Before its changes, a commit publishes all of them
-//! as one message on `{prefix}.stj.{node}` (the commit journal, which keeps
-//! the last commit only). Whoever reads a node's records applies its
-//! journal over them: setting and removing records is idempotent, so the
-//! last commit is then whole whether the node died before, during or after
-//! writing its records. (A commit larger than one NATS message writes an
-//! empty journal instead and is applied change by change: a node dying in
+//! **Commits go to a journal.** A commit publishes one message on
+//! `{prefix}.stj.{node}` (the commit journal, one per node, the last one
+//! kept) holding every change not yet written as a record, and returns
+//! when JetStream acknowledged it: the commit is durable and atomic then.
+//! Whoever reads a node's records applies its journal over them (setting
+//! and removing records is idempotent). Changes are written as records,
+//! after the journal that holds them, once they are 100 ms old or the
+//! journal passes a quarter of a NATS message; a change undone before that
+//! (a message acknowledged by its subscriber within 100 ms) is never
+//! written at all. (A commit larger than one NATS message writes what was
+//! pending, an empty journal, then its changes one by one: a node dying in
 //! its middle leaves a prefix of it.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -183,6 +186,7 @@ pub struct SessionStore {
     timeout: Duration,
     max_part: usize,
     index: Mutex<HashMap<Arc<str>, ClientKeys>>,
+    pending: Mutex<Pending>,
     loaded: Mutex<Option<Snapshot>>,
 }
 
@@ -195,10 +199,55 @@ impl std::fmt::Debug for SessionStore {
 }
 
 /// One publish of a commit.
+#[derive(Clone)]
 struct Change {
     subject: String,
     payload: Bytes,
+    /// A record on a subject the stream never had one on (a message's, an
+    /// inbound identifier's): removed before it is written, it is not
+    /// written at all.
+    new: bool,
 }
+
+/// Changes the journal holds that are not written as records yet, by
+/// subject (each the latest; an empty payload removes).
+#[derive(Clone, Default)]
+struct Pending {
+    changes: HashMap<String, Change>,
+    bytes: usize,
+    since: Option<std::time::Instant>,
+}
+
+impl Pending {
+    fn merge(&mut self, change: Change) {
+        let size = change.subject.len() + change.payload.len() + 6;
+        match self.changes.get_mut(&change.subject) {
+            Some(old) if change.payload.is_empty() && old.new => {
+                // Never written: nothing to remove.
+                self.bytes = self
+                    .bytes
+                    .saturating_sub(old.subject.len() + old.payload.len() + 6);
+                self.changes.remove(&change.subject);
+            }
+            Some(old) => {
+                self.bytes = self.bytes.saturating_sub(old.payload.len()) + change.payload.len();
+                old.payload = change.payload;
+            }
+            None => {
+                self.bytes += size;
+                self.since.get_or_insert_with(std::time::Instant::now);
+                self.changes.insert(change.subject.clone(), change);
+            }
+        }
+        if self.changes.is_empty() {
+            self.since = None;
+        }
+    }
+}
+
+/// How long a change may stay in the journal only before it is written as
+/// a record (its message acknowledged meanwhile: never written).
+const WRITE_AFTER: Duration = Duration::from_millis(100);
 
 impl SessionStore {
     /// Opens node `node_id`'s records and reads them (what
@@ -256,6 +305,7 @@ impl SessionStore {
             timeout,
             max_part: max_payload.saturating_sub(PART_OVERHEAD).max(1024),
             index: Mutex::new(index),
+            pending: Mutex::new(Pending::default()),
             loaded: Mutex::new(Some(snapshot)),
         })
     }
@@ -271,6 +321,7 @@ impl SessionStore {
         let tombstone = |subject: String| Change {
             subject,
             payload: Bytes::new(),
+            new: false,
         };
         for op in ops {
             match op {
@@ -285,6 +336,7 @@ impl SessionStore {
                     out.push(Change {
                         subject: self.subject(&session.client_id, format_args!("s")),
                         payload: Bytes::from(record),
+                        new: false,
                     });
                 }
                 StoreOp::DeleteSession(client) => {
@@ -337,6 +389,7 @@ impl SessionStore {
                     out.push(Change {
                         subject: self.subject(client, format_args!("p.{seq}")),
                         payload: Bytes::from(payload),
+                        new: false,
                     });
                 }
                 StoreOp::DeleteMessage { client, seq } => {
@@ -357,6 +410,8 @@ impl SessionStore {
                     out.push(Change {
                         subject: self.subject(client, format_args!("i.{}", packet_id.get())),
                         payload: Bytes::from_static(&[1]),
+                        // The broker adds an identifier that is not there.
+                        new: true,
                     });
                 }
                 StoreOp::RemoveIncoming { client, packet_id }
@@ -388,11 +443,14 @@ impl SessionStore {
         out.push(Change {
             subject: self.subject(client, format_args!("m.{seq}")),
             payload: Bytes::from(head),
+            // Message keys are never reused.
+            new: true,
         });
         for (k, chunk) in rest.into_iter().enumerate() {
             out.push(Change {
                 subject: self.subject(client, format_args!("m.{seq}.{}", k + 1)),
                 payload: Bytes::copy_from_slice(chunk),
+                new: true,
             });
         }
         parts
@@ -402,17 +460,20 @@ impl SessionStore {
         out.push(Change {
             subject: self.subject(client, format_args!("m.{seq}")),
             payload: Bytes::new(),
+            new: false,
         });
         for k in 1..=keys.parts {
             out.push(Change {
                 subject: self.subject(client, format_args!("m.{seq}.{k}")),
                 payload: Bytes::new(),
+                new: false,
             });
         }
         if keys.marked {
             out.push(Change {
                 subject: self.subject(client, format_args!("p.{seq}")),
                 payload: Bytes::new(),
+                new: false,
             });
         }
     }
@@ -456,18 +517,51 @@ impl Store for SessionStore {
     }
 
     fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
-        let mut changes = self.plan(ops);
+        let changes = self.plan(ops);
         if changes.is_empty() {
             return Ok(());
         }
-        let journal = encode_journal(&self.root, &changes, self.max_part);
-        changes.insert(
-            0,
-            Change {
-                subject: self.journal.clone(),
-                payload: journal,
-            },
-        );
+        let journal_change = |payload: Bytes| Change {
+            subject: self.journal.clone(),
+            payload,
+            new: false,
+        };
+        let mut pending = lock(&self.pending);
+        let mut merged = pending.clone();
+        for change in changes.iter().cloned() {
+            merged.merge(change);
+        }
+        let all: Vec<Change> = merged.changes.values().cloned().collect();
+        let size: usize = 1 + all
+            .iter()
+            .map(|c| 6 + c.subject.len() + c.payload.len())
+            .sum::<usize>();
+        let out = if size <= self.max_part {
+            let journal = encode_journal(&self.root, &all, self.max_part);
+            // The journal holds every change not written yet: durable now.
+            // Write them as records once they are old or many (the journal
+            // stays small); the journal covers a write cut short.
+            let due = merged.since.is_some_and(|t| t.elapsed() >= WRITE_AFTER)
+                || merged.bytes > self.max_part / 4;
+            let mut out = vec![journal_change(journal)];
+            if due {
+                out.extend(all);
+                *pending = Pending::default();
+            } else {
+                *pending = merged;
+            }
+            out
+        } else {
+            // Too large for one message: what was pending is written under
+            // the journal that holds it, then this commit change by change.
+            let mut out: Vec<Change> = pending.changes.drain().map(|(_, c)| c).collect();
+            out.push(journal_change(encode_journal(&self.root, &[], 0)));
+            out.extend(changes);
+            *pending = Pending::default();
+            out
+        };
+        drop(pending);
+        let changes = out;
         let tombstones = self.runtime.block_on(self.publish(changes))?;
         if !tombstones.is_empty() {
             // Cleanup, off the acknowledgement path: the records they
@@ -972,6 +1066,7 @@ mod tests {
         let change = |subject: &str, payload: &[u8]| Change {
             subject: format!("{root}.{subject}"),
             payload: Bytes::copy_from_slice(payload),
+            new: false,
         };
         let commit = vec![
             change("c.i.7", &[1]),
@@ -1009,6 +1104,33 @@ mod tests {
         let mut untouched = vec![record("f.st.n.c.m.0", b"old", 3)];
         apply_journal(&mut untouched, root, &[1, 0xff], "f.st.n.");
         assert_eq!(untouched[0].payload, "old");
+    }
+
+    #[test]
+    fn pending_changes_cancel_out_when_never_written() {
+        let change = |subject: &str, payload: &[u8], new: bool| Change {
+            subject: subject.to_owned(),
+            payload: Bytes::copy_from_slice(payload),
+            new,
+        };
+        let mut pending = Pending::default();
+        pending.merge(change("c.m.1", b"message", true));
+        pending.merge(change("c.s", b"session", false));
+        assert!(pending.since.is_some());
+        // Acknowledged before it was written: gone without a trace.
+        pending.merge(change("c.m.1", b"", false));
+        assert!(!pending.changes.contains_key("c.m.1"));
+        // A record that may be in the stream is removed with an empty one.
+        pending.merge(change("c.s", b"", false));
+        assert_eq!(pending.changes["c.s"].payload, "");
+        pending.merge(change("c.s", b"again", false));
+        assert_eq!(pending.changes["c.s"].payload, "again");
+        pending.merge(change("c.s", b"", false));
+        assert_eq!(pending.changes.len(), 1);
+        let mut only_new = Pending::default();
+        only_new.merge(change("c.i.7", &[1], true));
+        only_new.merge(change("c.i.7", b"", false));
+        assert!(only_new.changes.is_empty() && only_new.since.is_none());
     }
 
     #[test]
