@@ -24,6 +24,7 @@ use crate::state::{
     Control, Counters, Origin, Queued, SessionEntry, State, SubOptions, Subscriber,
 };
 use crate::store::journal::Journal;
+use crate::store::recover::{expiry_deadline, instant_of};
 use crate::store::{Durability, Store, StoreOp, StoredMessage, StoredSession, unix_millis};
 #[cfg(feature = "tls")]
 use crate::tls::TlsConfig;
@@ -748,11 +749,7 @@ impl BrokerHandle {
         let now = Instant::now();
         let now_unix = unix_millis();
         let since = export.session.disconnected_at.unwrap_or(now_unix);
-        let expires_at = (expiry != u32::MAX)
-            .then(|| {
-                instant_of(since, now, now_unix).checked_add(Duration::from_secs(expiry.into()))
-            })
-            .flatten();
+        let expires_at = expiry_deadline(expiry, since, now, now_unix);
         if expiry == 0 || expires_at.is_some_and(|at| at <= now) {
             return false;
         }
@@ -925,12 +922,6 @@ pub(crate) async fn import_session(shared: &Shared, id: &Arc<str>, clean_start: 
         shared.limits.max_queued_messages,
         &shared.counters,
     );
-}
-
-/// The `Instant` of a Unix time in milliseconds, seen from `now` / `now_unix`.
-fn instant_of(at: u64, now: Instant, now_unix: u64) -> Instant {
-    let ago = Duration::from_millis(now_unix.saturating_sub(at));
-    now.checked_sub(ago).unwrap_or(now)
 }
 
 /// Installs a session brought from elsewhere, as a restart recovers one.

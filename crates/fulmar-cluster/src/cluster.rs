@@ -312,7 +312,7 @@ type MessageId = (u64, u64);
 /// comes well within it).
 const LIVE_RETAINED_GRACE: Duration = Duration::from_secs(30);
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -952,19 +952,10 @@ impl Cluster {
     /// [`ClusterError::JetStream`] when the bucket cannot be read (or
     /// before [`attach`](Self::attach)).
     pub async fn session_owner(&self, client_id: &str) -> Result<Option<String>, ClusterError> {
-        let store = self
-            .inner
-            .sessions
-            .store
-            .get()
-            .ok_or_else(|| ClusterError::jetstream("sessions", "not attached"))?;
-        let entry = tokio::time::timeout(Duration::from_secs(10), store.entry(node_key(client_id)))
-            .await
-            .map_err(|_| ClusterError::jetstream("sessions", "timed out"))?
-            .map_err(|e| ClusterError::jetstream("sessions", e))?;
-        Ok(entry
-            .filter(|e| e.operation == kv::Operation::Put)
-            .and_then(|e| sessions::decode_value(&e.value).map(|(node, _)| node)))
+        Ok(self
+            .registry_value(client_id)
+            .await?
+            .and_then(|value| sessions::decode_value(&value).map(|(node, _)| node)))
     }
 
     /// The last record of `client_id`'s session in the session registry
@@ -978,6 +969,18 @@ impl Cluster {
         &self,
         client_id: &str,
     ) -> Result<Option<StoredSession>, ClusterError> {
+        Ok(self
+            .registry_value(client_id)
+            .await?
+            .and_then(|value| {
+                let (_, record) = sessions::decode_value(&value)?;
+                fulmar_broker::SessionExport::decode(record).ok()
+            })
+            .map(|export| export.session))
+    }
+
+    /// The value of `client_id`'s entry in the session registry, if any.
+    async fn registry_value(&self, client_id: &str) -> Result<Option<Bytes>, ClusterError> {
         let store = self
             .inner
             .sessions
@@ -990,11 +993,7 @@ impl Cluster {
             .map_err(|e| ClusterError::jetstream("sessions", e))?;
         Ok(entry
             .filter(|e| e.operation == kv::Operation::Put)
-            .and_then(|e| {
-                let (_, record) = sessions::decode_value(&e.value)?;
-                fulmar_broker::SessionExport::decode(record).ok()
-            })
-            .map(|export| export.session))
+            .map(|e| e.value))
     }
 
     /// Leaves the cluster: publishes what is still queued, stops the tasks

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
@@ -14,7 +14,7 @@ use fulmar_broker::{BrokerHandle, SessionExport, StoredSession};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::cluster::node_key;
+use crate::cluster::{lock, node_key};
 
 /// The version byte of registry values and take-session messages.
 const VERSION: u8 = 1;
@@ -52,10 +52,6 @@ pub(crate) struct SessionCounters {
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A change the broker reported, for the registry.

@@ -35,7 +35,7 @@
 //! its middle leaves a prefix of it.)
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::Client;
@@ -48,7 +48,7 @@ use fulmar_codec::PacketId;
 use futures::StreamExt;
 
 use crate::ClusterError;
-use crate::cluster::node_key;
+use crate::cluster::{lock, node_key};
 
 /// The longest escaped client identifier used in a subject as it is; longer
 /// ones are hashed.
@@ -59,10 +59,6 @@ const PIPELINE: usize = 1000;
 
 /// Room left in a NATS message for the subject and headers.
 const PART_OVERHEAD: usize = 4096;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 fn engine(context: &str, err: impl std::fmt::Display) -> StoreError {
     StoreError::Engine(format!("JetStream {context}: {err}"))
@@ -209,6 +205,17 @@ struct Change {
     new: bool,
 }
 
+impl Change {
+    /// The removal of the record on `subject` (an empty message).
+    fn removal(subject: String) -> Self {
+        Self {
+            subject,
+            payload: Bytes::new(),
+            new: false,
+        }
+    }
+}
+
 /// Changes the journal holds that are not written as records yet, by
 /// subject (each the latest; an empty payload removes).
 #[derive(Clone, Default)]
@@ -318,11 +325,6 @@ impl SessionStore {
     fn plan(&self, ops: &[StoreOp]) -> Vec<Change> {
         let mut index = lock(&self.index);
         let mut out = Vec::with_capacity(ops.len());
-        let tombstone = |subject: String| Change {
-            subject,
-            payload: Bytes::new(),
-            new: false,
-        };
         for op in ops {
             match op {
                 StoreOp::PutSession(session) => {
@@ -347,12 +349,12 @@ impl SessionStore {
                         self.remove_message(client, seq, message, &mut out);
                     }
                     for packet_id in keys.incoming {
-                        out.push(tombstone(
+                        out.push(Change::removal(
                             self.subject(client, format_args!("i.{packet_id}")),
                         ));
                     }
                     if keys.session {
-                        out.push(tombstone(self.subject(client, format_args!("s"))));
+                        out.push(Change::removal(self.subject(client, format_args!("s"))));
                     }
                 }
                 StoreOp::PutMessage {
@@ -419,7 +421,7 @@ impl SessionStore {
                         .get_mut(client)
                         .is_some_and(|keys| keys.incoming.remove(&packet_id.get())) =>
                 {
-                    out.push(tombstone(
+                    out.push(Change::removal(
                         self.subject(client, format_args!("i.{}", packet_id.get())),
                     ));
                 }
@@ -457,24 +459,18 @@ impl SessionStore {
     }
 
     fn remove_message(&self, client: &str, seq: u64, keys: MessageKeys, out: &mut Vec<Change>) {
-        out.push(Change {
-            subject: self.subject(client, format_args!("m.{seq}")),
-            payload: Bytes::new(),
-            new: false,
-        });
+        out.push(Change::removal(
+            self.subject(client, format_args!("m.{seq}")),
+        ));
         for k in 1..=keys.parts {
-            out.push(Change {
-                subject: self.subject(client, format_args!("m.{seq}.{k}")),
-                payload: Bytes::new(),
-                new: false,
-            });
+            out.push(Change::removal(
+                self.subject(client, format_args!("m.{seq}.{k}")),
+            ));
         }
         if keys.marked {
-            out.push(Change {
-                subject: self.subject(client, format_args!("p.{seq}")),
-                payload: Bytes::new(),
-                new: false,
-            });
+            out.push(Change::removal(
+                self.subject(client, format_args!("p.{seq}")),
+            ));
         }
     }
 

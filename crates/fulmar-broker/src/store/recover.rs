@@ -23,9 +23,22 @@ pub(crate) struct Recovered {
 }
 
 /// The `Instant` of a Unix time in milliseconds, seen from `now` / `now_unix`.
-fn instant_of(at: u64, now: Instant, now_unix: u64) -> Instant {
+pub(crate) fn instant_of(at: u64, now: Instant, now_unix: u64) -> Instant {
     let ago = Duration::from_millis(now_unix.saturating_sub(at));
     now.checked_sub(ago).unwrap_or(now)
+}
+
+/// When a disconnected session ends: its Session Expiry Interval counted
+/// from `since` (Unix milliseconds); `None` when it never expires.
+pub(crate) fn expiry_deadline(
+    expiry: u32,
+    since: u64,
+    now: Instant,
+    now_unix: u64,
+) -> Option<Instant> {
+    (expiry != u32::MAX)
+        .then(|| instant_of(since, now, now_unix).checked_add(secs(expiry)))
+        .flatten()
 }
 
 /// Loads `snapshot` into an empty `state`: sessions (expired ones are
@@ -52,9 +65,7 @@ pub(crate) fn recover(state: &mut State, snapshot: Snapshot, journal: &Journal) 
         let id = stored.client_id.clone();
         // A session connected at the crash counts as disconnected now.
         let since = stored.disconnected_at.unwrap_or(now_unix);
-        let expires_at = (stored.expiry_interval != u32::MAX)
-            .then(|| instant_of(since, now, now_unix).checked_add(secs(stored.expiry_interval)))
-            .flatten();
+        let expires_at = expiry_deadline(stored.expiry_interval, since, now, now_unix);
         if expires_at.is_some_and(|at| at <= now) {
             journal.push(StoreOp::DeleteSession(id.clone()));
             messages.remove(&id);
