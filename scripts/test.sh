@@ -53,6 +53,8 @@ export PATH="$PATH:/usr/sbin"
 # --------------------------------------------------------------------- run ---
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE=1
+# A run starts from a fresh clone: incremental caches would only cost disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 results=$(mktemp)
 # Tests put their brokers' data, configs and certificates under the system
 # temp dir: give them one of their own, removed at the end.
