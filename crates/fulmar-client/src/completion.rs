@@ -199,9 +199,16 @@ impl PublishQueue {
     }
 
     /// Connection task: moves every queued publish to the back of `into`.
+    ///
+    /// The task is awake and looks at the queue again
+    /// ([`poll_queued`](Self::poll_queued)) before it sleeps, so its waker is
+    /// dropped here: a publish queued meanwhile does not wake a running task
+    /// (which would make the runtime schedule it again and wake another
+    /// worker thread to steal it, once per round trip).
     pub(crate) fn take(&self, into: &mut VecDeque<Outgoing>) {
         let room = {
             let mut inner = self.lock();
+            inner.driver = None;
             if inner.queue.is_empty() {
                 return;
             }
@@ -382,5 +389,37 @@ mod tests {
         assert!(matches!(queue.push(outgoing(), &cx), Pushed::Closed));
         // Taken before the close: still the connection task's to complete.
         assert!(queue.poll(keys[0], &cx).is_pending());
+    }
+
+    #[test]
+    fn a_publish_wakes_the_connection_task_only_while_it_sleeps() {
+        let queue = PublishQueue::default();
+        let publisher = Context::from_waker(Waker::noop());
+        let driver_count = Arc::new(Count::default());
+        let driver_waker = Waker::from(driver_count.clone());
+        let driver = Context::from_waker(&driver_waker);
+        let woken = || driver_count.0.load(Ordering::Relaxed);
+        // Asleep on an empty queue: the first publish wakes it, once.
+        assert!(queue.poll_queued(&driver).is_pending());
+        queued(&queue, &publisher);
+        queued(&queue, &publisher);
+        assert_eq!(woken(), 1);
+        let mut taken = VecDeque::new();
+        queue.take(&mut taken);
+        assert_eq!(taken.len(), 2);
+        // Asleep again, then woken by something else (a packet read): while
+        // it runs, a publish is found by its next look at the queue, and
+        // does not wake it.
+        assert!(queue.poll_queued(&driver).is_pending());
+        queue.take(&mut taken);
+        queued(&queue, &publisher);
+        assert_eq!(woken(), 1);
+        assert!(queue.poll_queued(&driver).is_ready());
+        queue.take(&mut taken);
+        assert_eq!(taken.len(), 3);
+        // Asleep: woken again.
+        assert!(queue.poll_queued(&driver).is_pending());
+        queued(&queue, &publisher);
+        assert_eq!(woken(), 2);
     }
 }
