@@ -243,6 +243,27 @@ impl BrokerBuilder {
         self
     }
 
+    /// See [`Limits::wildcard_subscription_available`].
+    #[must_use]
+    pub fn wildcard_subscription_available(mut self, available: bool) -> Self {
+        self.limits.wildcard_subscription_available = available;
+        self
+    }
+
+    /// See [`Limits::shared_subscription_available`].
+    #[must_use]
+    pub fn shared_subscription_available(mut self, available: bool) -> Self {
+        self.limits.shared_subscription_available = available;
+        self
+    }
+
+    /// See [`Limits::subscription_identifiers_available`].
+    #[must_use]
+    pub fn subscription_identifiers_available(mut self, available: bool) -> Self {
+        self.limits.subscription_identifiers_available = available;
+        self
+    }
+
     /// See [`Limits::max_retained_messages`].
     #[must_use]
     pub fn max_retained_messages(mut self, n: usize) -> Self {

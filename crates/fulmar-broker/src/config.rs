@@ -42,6 +42,21 @@ pub struct Limits {
     pub topic_alias_maximum: u16,
     /// Maximum QoS granted to subscriptions and accepted on PUBLISH.
     pub maximum_qos: QoS,
+    /// Whether clients may subscribe to filters with wildcards (`+`, `#`).
+    /// Off: announced to MQTT 5.0 clients (CONNACK Wildcard Subscription
+    /// Available 0), for which a wildcard filter is then a Protocol Error
+    /// (DISCONNECT 0xA2); a 3.1.1 client gets SUBACK 0x80 for that filter.
+    pub wildcard_subscription_available: bool,
+    /// Whether MQTT 5.0 clients may use shared subscriptions
+    /// (`$share/{group}/{filter}`). Off: announced in CONNACK (Shared
+    /// Subscription Available 0); a shared filter is then a Protocol Error
+    /// (DISCONNECT 0x9E). 3.1.1 has no shared subscriptions.
+    pub shared_subscription_available: bool,
+    /// Whether MQTT 5.0 clients may give their subscriptions a Subscription
+    /// Identifier. Off: announced in CONNACK (Subscription Identifiers
+    /// Available 0); a SUBSCRIBE with one is then a Protocol Error
+    /// (DISCONNECT 0xA1).
+    pub subscription_identifiers_available: bool,
     /// Longest Session Expiry Interval granted, in seconds (`u32::MAX`: never expires).
     pub max_session_expiry: u32,
     /// What happens to a QoS 1/2 message for a connected subscriber whose
@@ -142,6 +157,9 @@ impl Default for Limits {
             receive_maximum: NonZeroU16::new(64).unwrap_or(NonZeroU16::MIN),
             topic_alias_maximum: 16,
             maximum_qos: QoS::ExactlyOnce,
+            wildcard_subscription_available: true,
+            shared_subscription_available: true,
+            subscription_identifiers_available: true,
             max_session_expiry: u32::MAX,
             overload_policy: OverloadPolicy::DropAndCount,
             backpressure_timeout: Duration::from_secs(30),
@@ -167,6 +185,9 @@ impl Limits {
             maximum_packet_size: Some(self.max_packet_size),
             connect_timeout: Some(self.connect_timeout),
             maximum_qos: self.maximum_qos,
+            wildcard_subscription_available: self.wildcard_subscription_available,
+            shared_subscription_available: self.shared_subscription_available,
+            subscription_identifiers_available: self.subscription_identifiers_available,
             // Back-pressure acknowledges a message once every copy is queued.
             manual_acks: self.overload_policy == OverloadPolicy::Backpressure,
             server_keep_alive: self.server_keep_alive,

@@ -152,3 +152,106 @@ async fn server_reference_redirects_every_client() {
     .await;
     broker.shutdown().await;
 }
+
+fn subscribe_packet(id: u16, filters: &[&str], qos: QoS) -> fulmar_codec::Subscribe {
+    fulmar_codec::Subscribe::new(
+        PacketId::new(id).unwrap(),
+        filters
+            .iter()
+            .map(|f| {
+                (
+                    MqttString::from((*f).to_owned()),
+                    SubscriptionOptions::new(qos),
+                )
+            })
+            .collect(),
+    )
+}
+
+async fn expect_disconnect(peer: &mut Peer, code: DisconnectReasonCode) {
+    match peer.recv().await {
+        Packet::Disconnect(d) => assert_eq!(d.reason_code, code),
+        other => panic!("{other:?}"),
+    }
+    peer.expect_closed().await;
+}
+
+// v5:MQTT-4.13.1-1 (a Protocol Error with its own reason code, sections
+// 3.2.2.3.11 to 3.2.2.3.13: DISCONNECT, then close); v3:MQTT-3.8.3-2
+// v3:MQTT-3.8.4-4 v3:MQTT-3.9.3-1 (a 3.1.1 wildcard filter gets 0x80, the
+// other filters of the SUBSCRIBE are granted).
+#[tokio::test]
+async fn wildcard_shared_and_identified_subscriptions_can_be_turned_off() {
+    // Announced only when off.
+    let broker = start_with(Broker::builder()).await;
+    let (peer, ack) = Peer::connect_with(addr(&broker), connect(V5, "on", 0)).await;
+    assert_eq!(ack.properties.wildcard_subscription_available, None);
+    assert_eq!(ack.properties.shared_subscription_available, None);
+    assert_eq!(ack.properties.subscription_identifiers_available, None);
+    peer.disconnect().await;
+    broker.shutdown().await;
+
+    let broker = start_with(
+        Broker::builder()
+            .wildcard_subscription_available(false)
+            .shared_subscription_available(false)
+            .subscription_identifiers_available(false),
+    )
+    .await;
+    let (mut peer, ack) = Peer::connect_with(addr(&broker), connect(V5, "off", 0)).await;
+    assert_eq!(ack.properties.wildcard_subscription_available, Some(false));
+    assert_eq!(ack.properties.shared_subscription_available, Some(false));
+    assert_eq!(
+        ack.properties.subscription_identifiers_available,
+        Some(false)
+    );
+    // What is left is granted as usual.
+    peer.sub(1, "a/b", QoS::AtLeastOnce).await;
+    // A wildcard filter, next to a plain one: DISCONNECT 0xA2.
+    peer.send(subscribe_packet(2, &["c", "a/+"], QoS::AtMostOnce))
+        .await;
+    expect_disconnect(
+        &mut peer,
+        DisconnectReasonCode::WildcardSubscriptionsNotSupported,
+    )
+    .await;
+    // A shared subscription: 0x9E.
+    let mut peer = Peer::connect(addr(&broker), V5, "off2").await;
+    peer.send(subscribe_packet(1, &["$share/g/a/b"], QoS::AtMostOnce))
+        .await;
+    expect_disconnect(
+        &mut peer,
+        DisconnectReasonCode::SharedSubscriptionsNotSupported,
+    )
+    .await;
+    // A Subscription Identifier: 0xA1, on the wire.
+    let mut peer = Peer::connect(addr(&broker), V5, "off3").await;
+    let mut with_id = subscribe_packet(1, &["a/b"], QoS::AtMostOnce);
+    with_id.properties.subscription_identifier = std::num::NonZeroU32::new(5);
+    peer.send(with_id).await;
+    peer.expect_raw(&[0xe0, 0x01, 0xa1]).await;
+    peer.expect_closed().await;
+
+    // 3.1.1: SUBACK 0x80 for each wildcard filter, the others granted.
+    let mut v3 = Peer::connect(addr(&broker), V311, "off4").await;
+    v3.send(subscribe_packet(
+        3,
+        &["a/+", "a/b", "#", "$share/g/a/b"],
+        QoS::AtLeastOnce,
+    ))
+    .await;
+    v3.expect_raw(&[0x90, 0x06, 0x00, 0x03, 0x80, 0x01, 0x80, 0x01])
+        .await;
+    // The granted filter works, the refused one was not subscribed (the
+    // broker routes one publisher's messages in order), and the connection
+    // stays open.
+    v3.send(publish("a/c", "refused", QoS::AtMostOnce)).await;
+    v3.send(publish("a/b", "granted", QoS::AtMostOnce)).await;
+    let got = v3.recv_publish().await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("a/b", &b"granted"[..])
+    );
+    v3.disconnect().await;
+    broker.shutdown().await;
+}

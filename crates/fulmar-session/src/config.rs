@@ -40,6 +40,21 @@ pub struct Config {
     pub maximum_qos: QoS,
     /// Server: Retain Available announced in CONNACK and enforced on inbound PUBLISH.
     pub retain_available: bool,
+    /// Server: Wildcard Subscription Available, announced in CONNACK (MQTT
+    /// 5.0) when off. Off: a 5.0 SUBSCRIBE with a wildcard filter is a
+    /// Protocol Error (DISCONNECT 0xA2); a 3.1.1 wildcard filter is refused
+    /// with SUBACK 0x80 (Failure) while the other filters go to the
+    /// application. Default on.
+    pub wildcard_subscription_available: bool,
+    /// Server: Shared Subscription Available, announced in CONNACK (MQTT
+    /// 5.0) when off. Off: a 5.0 SUBSCRIBE with a `$share/` filter is a
+    /// Protocol Error (DISCONNECT 0x9E). Under 3.1.1, which has no shared
+    /// subscriptions, `$share/` filters are ordinary filters. Default on.
+    pub shared_subscription_available: bool,
+    /// Server: Subscription Identifiers Available, announced in CONNACK
+    /// (MQTT 5.0) when off. Off: a SUBSCRIBE with a Subscription Identifier
+    /// is a Protocol Error (DISCONNECT 0xA1). Default on.
+    pub subscription_identifiers_available: bool,
     /// Server: a Server Keep Alive that overrides the client's keep alive.
     pub server_keep_alive: Option<u16>,
     /// Use outbound topic aliases when the peer allows them (MQTT 5.0).
@@ -63,6 +78,9 @@ impl Default for Config {
             ping_timeout: Duration::from_secs(10),
             maximum_qos: QoS::ExactlyOnce,
             retain_available: true,
+            wildcard_subscription_available: true,
+            shared_subscription_available: true,
+            subscription_identifiers_available: true,
             server_keep_alive: None,
             outbound_topic_aliases: true,
             manual_acks: false,

@@ -75,6 +75,24 @@ pub enum ProtocolViolation {
     /// A retained PUBLISH although we announced Retain Available 0.
     #[error("[MQTT-3.2.2-14] retained PUBLISH although retain is not available")]
     RetainNotSupported,
+    /// A SUBSCRIBE with a wildcard filter although we announced Wildcard
+    /// Subscription Available 0 (MQTT 5.0).
+    #[error(
+        "SUBSCRIBE with a wildcard filter although wildcard subscriptions are not available (MQTT 5.0 section 3.2.2.3.11)"
+    )]
+    WildcardSubscriptionsNotSupported,
+    /// A SUBSCRIBE with a shared subscription filter although we announced
+    /// Shared Subscription Available 0 (MQTT 5.0).
+    #[error(
+        "SUBSCRIBE with a shared subscription although shared subscriptions are not available (MQTT 5.0 section 3.2.2.3.13)"
+    )]
+    SharedSubscriptionsNotSupported,
+    /// A SUBSCRIBE with a Subscription Identifier although we announced
+    /// Subscription Identifiers Available 0 (MQTT 5.0).
+    #[error(
+        "SUBSCRIBE with a subscription identifier although subscription identifiers are not available (MQTT 5.0 section 3.2.2.3.12)"
+    )]
+    SubscriptionIdentifiersNotSupported,
     /// DISCONNECT setting a non-zero Session Expiry Interval after CONNECT set 0.
     #[error(
         "session expiry interval set on DISCONNECT after 0 on CONNECT (MQTT 5.0 section 3.14.2.2.2)"
@@ -96,6 +114,15 @@ impl ProtocolViolation {
             Self::TopicAliasInvalid(_) => DisconnectReasonCode::TopicAliasInvalid,
             Self::QoSNotSupported(_) => DisconnectReasonCode::QoSNotSupported,
             Self::RetainNotSupported => DisconnectReasonCode::RetainNotSupported,
+            Self::WildcardSubscriptionsNotSupported => {
+                DisconnectReasonCode::WildcardSubscriptionsNotSupported
+            }
+            Self::SharedSubscriptionsNotSupported => {
+                DisconnectReasonCode::SharedSubscriptionsNotSupported
+            }
+            Self::SubscriptionIdentifiersNotSupported => {
+                DisconnectReasonCode::SubscriptionIdentifiersNotSupported
+            }
             Self::Decode(_) => DisconnectReasonCode::MalformedPacket,
             _ => DisconnectReasonCode::ProtocolError,
         }

@@ -55,7 +55,11 @@ pub enum Event {
         /// Why.
         reason: DropReason,
     },
-    /// Server: a SUBSCRIBE to authorize; answer with `suback`.
+    /// Server: a SUBSCRIBE to authorize; answer with `suback`. Filters the
+    /// session refused itself (3.1.1 wildcard filters when
+    /// [`Config::wildcard_subscription_available`](crate::Config::wildcard_subscription_available)
+    /// is off) are not in it; a SUBSCRIBE with no filter left is answered
+    /// without this event.
     Subscribe(Subscribe),
     /// Server: an UNSUBSCRIBE; answer with `unsuback`.
     Unsubscribe(Unsubscribe),

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use fulmar_codec::{
     AckProperties, Auth, ConnAck, ConnAckProperties, Connect, ConnectReasonCode, DecodeError,
-    MqttString, Packet, PacketId, ProtocolVersion, QoS, SubAck, SubAckReasonCode, UnsubAck,
-    UnsubAckReasonCode,
+    MqttString, Packet, PacketId, ProtocolVersion, QoS, SubAck, SubAckReasonCode, Subscribe,
+    UnsubAck, UnsubAckReasonCode,
 };
 
 use crate::alias::OutAliases;
@@ -40,10 +40,12 @@ impl Session {
     /// session are resent with DUP and their original identifiers, in order.
     ///
     /// `properties` are sent as given, except for the ones the session owns:
-    /// Receive Maximum, Maximum QoS, Retain Available, Maximum Packet Size,
-    /// Topic Alias Maximum and Server Keep Alive come from the [`Config`]; the
-    /// Authentication Method is the CONNECT's ([MQTT-4.12.0-5]); Response
-    /// Information is dropped unless the client asked for it ([MQTT-3.1.2-28]).
+    /// Receive Maximum, Maximum QoS, Retain Available, Wildcard Subscription
+    /// Available, Subscription Identifiers Available, Shared Subscription
+    /// Available, Maximum Packet Size, Topic Alias Maximum and Server Keep
+    /// Alive come from the [`Config`]; the Authentication Method is the
+    /// CONNECT's ([MQTT-4.12.0-5]); Response Information is dropped unless
+    /// the client asked for it ([MQTT-3.1.2-28]).
     /// A 5.0 client with an empty client identifier needs an Assigned Client
     /// Identifier in `properties`. Returns Session Present.
     ///
@@ -83,6 +85,12 @@ impl Session {
             properties.receive_maximum = Some(c.receive_maximum).filter(|r| r.get() != u16::MAX);
             properties.maximum_qos = Some(c.maximum_qos).filter(|q| *q != QoS::ExactlyOnce);
             properties.retain_available = (!c.retain_available).then_some(false);
+            properties.wildcard_subscription_available =
+                (!c.wildcard_subscription_available).then_some(false);
+            properties.subscription_identifiers_available =
+                (!c.subscription_identifiers_available).then_some(false);
+            properties.shared_subscription_available =
+                (!c.shared_subscription_available).then_some(false);
             properties.maximum_packet_size = c.maximum_packet_size;
             properties.topic_alias_maximum = Some(c.topic_alias_maximum).filter(|m| *m > 0);
             properties.server_keep_alive = c.server_keep_alive;
@@ -194,7 +202,9 @@ impl Session {
     }
 
     /// Answers the client's SUBSCRIBE (reported as [`Event::Subscribe`]) with
-    /// one reason code per topic filter, in order ([MQTT-3.9.3-1]).
+    /// one reason code per topic filter of the event, in order
+    /// ([MQTT-3.9.3-1]). Filters the session refused itself are not in the
+    /// event; their codes are put back in their places in the SUBACK.
     ///
     /// # Errors
     /// [`ApiError::UnknownRequest`], [`ApiError::ReasonCodeCount`].
@@ -204,19 +214,23 @@ impl Session {
         reason_codes: Vec<SubAckReasonCode>,
         properties: AckProperties,
     ) -> Result<(), Error> {
-        let Some(Request::InboundSubscribe(expected)) =
-            self.conn.extra().requests.get(&packet_id).cloned()
+        let Some(Request::InboundSubscribe { answered, .. }) =
+            self.conn.extra().requests.get(&packet_id)
         else {
             return Err(ApiError::UnknownRequest(packet_id.get()).into());
         };
-        if reason_codes.len() != expected {
+        if reason_codes.len() != *answered {
             return Err(ApiError::ReasonCodeCount {
-                expected,
+                expected: *answered,
                 got: reason_codes.len(),
             }
             .into());
         }
-        self.conn.extra_mut().requests.remove(&packet_id);
+        let refused = match self.conn.extra_mut().requests.remove(&packet_id) {
+            Some(Request::InboundSubscribe { refused, .. }) => refused,
+            _ => Vec::new(),
+        };
+        let reason_codes = merge_refused(reason_codes, refused);
         let properties = if self.version == ProtocolVersion::V5 {
             properties
         } else {
@@ -357,14 +371,7 @@ impl Session {
                 self.out.on_pubcomp(comp, &mut self.events);
                 Ok(())
             }
-            Packet::Subscribe(subscribe) => {
-                self.claim_request(
-                    subscribe.packet_id,
-                    Request::InboundSubscribe(subscribe.filters.len()),
-                )?;
-                self.events.push_back(Event::Subscribe(subscribe));
-                Ok(())
-            }
+            Packet::Subscribe(subscribe) => self.on_subscribe(subscribe),
             Packet::Unsubscribe(unsubscribe) => {
                 let request = Request::InboundUnsubscribe(unsubscribe.filters.len());
                 self.claim_request(unsubscribe.packet_id, request)?;
@@ -401,6 +408,59 @@ impl Session {
                 Err(ProtocolViolation::UnexpectedPacket(other.packet_type()).into())
             }
         }
+    }
+
+    /// A SUBSCRIBE from the client, checked against the features the
+    /// [`Config`] turned off, then reported to the application.
+    fn on_subscribe(&mut self, mut subscribe: Subscribe) -> Result<(), Error> {
+        let c = &self.config;
+        let mut refused = Vec::new();
+        match self.version {
+            ProtocolVersion::V5 => {
+                // MQTT 5.0 sections 3.2.2.3.11 to 3.2.2.3.13: using a feature
+                // the CONNACK declared unavailable is a Protocol Error, with
+                // its own DISCONNECT reason code.
+                if !c.subscription_identifiers_available
+                    && subscribe.properties.subscription_identifier.is_some()
+                {
+                    return Err(ProtocolViolation::SubscriptionIdentifiersNotSupported.into());
+                }
+                for (filter, _) in &subscribe.filters {
+                    let shared = shared_filter(filter.as_str());
+                    if !c.shared_subscription_available && shared.is_some() {
+                        return Err(ProtocolViolation::SharedSubscriptionsNotSupported.into());
+                    }
+                    let filter = shared.unwrap_or(filter.as_str());
+                    if !c.wildcard_subscription_available && has_wildcard(filter) {
+                        return Err(ProtocolViolation::WildcardSubscriptionsNotSupported.into());
+                    }
+                }
+            }
+            ProtocolVersion::V311 => {
+                // 3.1.1 MQTT-3.8.3-2: a server that does not support wildcard
+                // filters rejects each subscription whose filter has one.
+                if !c.wildcard_subscription_available {
+                    let mut position = 0;
+                    subscribe.filters.retain(|(filter, _)| {
+                        let wildcard = has_wildcard(filter.as_str());
+                        if wildcard {
+                            refused.push((position, SubAckReasonCode::UnspecifiedError));
+                        }
+                        position += 1;
+                        !wildcard
+                    });
+                }
+            }
+        }
+        let packet_id = subscribe.packet_id;
+        let answered = subscribe.filters.len();
+        self.claim_request(packet_id, Request::InboundSubscribe { answered, refused })?;
+        if answered == 0 {
+            // Every filter was refused: nothing for the application to answer.
+            return self.suback(packet_id, Vec::new(), AckProperties::default());
+        }
+        self.events.push_back(Event::Subscribe(subscribe));
+        Ok(())
     }
 
     fn claim_request(&mut self, packet_id: PacketId, request: Request) -> Result<(), Error> {
@@ -467,5 +527,77 @@ impl Session {
             None => self.events.push_back(Event::Connect(connect)),
         }
         Ok(())
+    }
+}
+
+/// The filter part of a shared subscription's topic filter
+/// (`$share/{ShareName}/{filter}`, [MQTT-4.8.2-1]), or `None` for a
+/// non-shared filter. A `$share/` filter without a second `/` is shared
+/// but malformed: its filter part is empty.
+fn shared_filter(filter: &str) -> Option<&str> {
+    let rest = filter.strip_prefix("$share/")?;
+    Some(rest.split_once('/').map_or("", |(_, filter)| filter))
+}
+
+/// Whether a topic filter has a wildcard level (`+` or `#`). A `+` or `#`
+/// inside a level makes the filter invalid rather than a wildcard one; that
+/// is for the application to refuse.
+fn has_wildcard(filter: &str) -> bool {
+    filter.split('/').any(|level| level == "+" || level == "#")
+}
+
+/// The application's reason codes with the session's refusals put back at
+/// their positions in the SUBSCRIBE.
+fn merge_refused(
+    answered: Vec<SubAckReasonCode>,
+    refused: Vec<(usize, SubAckReasonCode)>,
+) -> Vec<SubAckReasonCode> {
+    if refused.is_empty() {
+        return answered;
+    }
+    let mut codes = Vec::with_capacity(answered.len() + refused.len());
+    let mut answered = answered.into_iter();
+    let mut refused = refused.into_iter().peekable();
+    loop {
+        let next = match refused.next_if(|(position, _)| *position == codes.len()) {
+            Some((_, code)) => Some(code),
+            None => answered
+                .next()
+                .or_else(|| refused.next().map(|(_, code)| code)),
+        };
+        match next {
+            Some(code) => codes.push(code),
+            None => return codes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_go_back_to_their_positions() {
+        use SubAckReasonCode::{GrantedQoS0 as G, UnspecifiedError as F};
+        assert_eq!(merge_refused(vec![G, G], Vec::new()), vec![G, G]);
+        assert_eq!(merge_refused(vec![G, G], vec![(1, F)]), vec![G, F, G]);
+        assert_eq!(
+            merge_refused(vec![G], vec![(0, F), (2, F), (3, F)]),
+            vec![F, G, F, F]
+        );
+        assert_eq!(merge_refused(Vec::new(), vec![(0, F), (1, F)]), vec![F, F]);
+    }
+
+    #[test]
+    fn wildcard_and_shared_filters() {
+        assert!(has_wildcard("+"));
+        assert!(has_wildcard("a/#"));
+        assert!(has_wildcard("a/+/b"));
+        assert!(!has_wildcard("a/b+"));
+        assert!(!has_wildcard("a/b"));
+        assert_eq!(shared_filter("$share/g/a/+"), Some("a/+"));
+        assert_eq!(shared_filter("$share/g"), Some(""));
+        assert_eq!(shared_filter("$shared/g/a"), None);
+        assert_eq!(shared_filter("a/b"), None);
     }
 }

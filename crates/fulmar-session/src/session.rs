@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use fulmar_codec::{
     DecodeError, Disconnect, DisconnectProperties, DisconnectReasonCode, MqttString, Packet,
-    PacketId, ProtocolVersion, Publish, QoS, ReasonCode, SubscriptionOptions,
+    PacketId, ProtocolVersion, Publish, QoS, ReasonCode, SubAckReasonCode, SubscriptionOptions,
 };
 
 use crate::config::Config;
@@ -88,8 +88,13 @@ pub(crate) enum Request {
     Subscribe(Vec<(MqttString, SubscriptionOptions)>),
     /// Client: our UNSUBSCRIBE.
     Unsubscribe(Vec<MqttString>),
-    /// Server: the client's SUBSCRIBE with this many filters.
-    InboundSubscribe(usize),
+    /// Server: the client's SUBSCRIBE: the number of filters the application
+    /// answers, and the filters the session refused itself (position in the
+    /// SUBSCRIBE and reason code, in order).
+    InboundSubscribe {
+        answered: usize,
+        refused: Vec<(usize, SubAckReasonCode)>,
+    },
     /// Server: the client's UNSUBSCRIBE with this many filters.
     InboundUnsubscribe(usize),
 }

@@ -125,6 +125,9 @@ pub(crate) struct LimitsConfig {
     pub(crate) receive_maximum: NonZeroU16,
     pub(crate) topic_alias_maximum: u16,
     pub(crate) maximum_qos: u8,
+    pub(crate) wildcard_subscription_available: bool,
+    pub(crate) shared_subscription_available: bool,
+    pub(crate) subscription_identifiers_available: bool,
     pub(crate) max_session_expiry_secs: u32,
     pub(crate) overload_policy: Overload,
     pub(crate) backpressure_timeout_secs: u64,
@@ -153,6 +156,9 @@ impl Default for LimitsConfig {
             receive_maximum: limits.receive_maximum,
             topic_alias_maximum: limits.topic_alias_maximum,
             maximum_qos: u8::from(limits.maximum_qos),
+            wildcard_subscription_available: limits.wildcard_subscription_available,
+            shared_subscription_available: limits.shared_subscription_available,
+            subscription_identifiers_available: limits.subscription_identifiers_available,
             max_session_expiry_secs: limits.max_session_expiry,
             overload_policy: match limits.overload_policy {
                 fulmar_broker::OverloadPolicy::Backpressure => Overload::Backpressure,
@@ -181,6 +187,9 @@ impl LimitsConfig {
                 self.maximum_qos
             )
         })?;
+        limits.wildcard_subscription_available = self.wildcard_subscription_available;
+        limits.shared_subscription_available = self.shared_subscription_available;
+        limits.subscription_identifiers_available = self.subscription_identifiers_available;
         limits.max_session_expiry = self.max_session_expiry_secs;
         limits.overload_policy = match self.overload_policy {
             Overload::Drop => fulmar_broker::OverloadPolicy::DropAndCount,
@@ -436,6 +445,13 @@ receive_maximum = 64
 topic_alias_maximum = 16
 # Highest QoS granted: 0, 1 or 2.
 maximum_qos = 2
+# Features a client may use; false refuses them. MQTT 5.0 clients are told in
+# CONNACK, and using a refused feature anyway is a protocol error (DISCONNECT
+# 0xA2, 0x9E, 0xA1). MQTT 3.1.1 clients get SUBACK 0x80 for a wildcard filter
+# (3.1.1 has no shared subscriptions or subscription identifiers).
+wildcard_subscription_available = true
+shared_subscription_available = true
+subscription_identifiers_available = true
 # Longest Session Expiry Interval granted, in seconds (4294967295: never expires).
 max_session_expiry_secs = 4294967295
 # A QoS 1/2 message for a connected subscriber whose queues are full:
@@ -625,6 +641,48 @@ mod tests {
         let limits = c.limits.to_limits().unwrap();
         assert_eq!(limits.max_connections, 5);
         assert_eq!(limits.maximum_qos, fulmar_codec::QoS::AtLeastOnce);
+    }
+
+    #[test]
+    fn subscription_features_map_onto_the_broker_limits() {
+        let defaults = LimitsConfig::default().to_limits().unwrap();
+        assert!(defaults.wildcard_subscription_available);
+        assert!(defaults.shared_subscription_available);
+        assert!(defaults.subscription_identifiers_available);
+        for (key, pick) in [
+            (
+                "wildcard_subscription_available",
+                (|l| l.wildcard_subscription_available) as fn(&fulmar_broker::Limits) -> bool,
+            ),
+            ("shared_subscription_available", |l| {
+                l.shared_subscription_available
+            }),
+            ("subscription_identifiers_available", |l| {
+                l.subscription_identifiers_available
+            }),
+        ] {
+            let c = Config::parse(&format!("[limits]\n{key} = false\n"), Path::new(".")).unwrap();
+            c.check().unwrap();
+            let limits = c.limits.to_limits().unwrap();
+            assert!(!pick(&limits), "{key}");
+            // Only that one.
+            let off = [
+                limits.wildcard_subscription_available,
+                limits.shared_subscription_available,
+                limits.subscription_identifiers_available,
+            ];
+            assert_eq!(off.iter().filter(|on| !**on).count(), 1, "{key}");
+            assert!(
+                DEFAULT_CONFIG.contains(&format!("\n{key} = true\n")),
+                "{key}"
+            );
+        }
+        let e = Config::parse(
+            "[limits]\nwildcard_subscription_available = 0\n",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(e.contains("wildcard_subscription_available"), "{e}");
     }
 
     #[test]

@@ -220,3 +220,59 @@ fn sys_topics_are_published_at_the_configured_interval() {
     let line = String::from_utf8(out.stdout).unwrap();
     assert!(line.starts_with("$SYS/broker/version "), "{line}");
 }
+
+/// The CONNACK a fresh MQTT 5.0 connection to `port` gets.
+fn v5_connack(port: u16) -> fulmar_codec::ConnAck {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let connect = fulmar_codec::Connect::new(
+        fulmar_codec::ProtocolVersion::V5,
+        fulmar_codec::MqttString::from("cfg"),
+    );
+    let mut wire = bytes::BytesMut::new();
+    fulmar_codec::Packet::Connect(Box::new(connect))
+        .encode(fulmar_codec::ProtocolVersion::V5, &mut wire)
+        .unwrap();
+    stream.write_all(&wire).unwrap();
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        if let Some(packet) =
+            fulmar_codec::decode(&mut buf, fulmar_codec::ProtocolVersion::V5, u32::MAX).unwrap()
+        {
+            let fulmar_codec::Packet::ConnAck(ack) = packet else {
+                panic!("{packet:?}")
+            };
+            return ack;
+        }
+        let mut chunk = [0; 512];
+        let n = stream.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed before CONNACK");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn subscription_features_turned_off_in_the_file_are_announced() {
+    let dir = temp_dir();
+    let file = write(
+        &dir,
+        "fulmar.toml",
+        "[limits]\nwildcard_subscription_available = false\n\
+         shared_subscription_available = false\n\
+         subscription_identifiers_available = false\n",
+    );
+    let broker = FulmarBroker::start(&["-c", &file]);
+    let props = v5_connack(broker.port).properties;
+    assert_eq!(props.wildcard_subscription_available, Some(false));
+    assert_eq!(props.shared_subscription_available, Some(false));
+    assert_eq!(props.subscription_identifiers_available, Some(false));
+    // By default nothing is announced.
+    let broker = FulmarBroker::start(&[]);
+    let props = v5_connack(broker.port).properties;
+    assert_eq!(props.wildcard_subscription_available, None);
+    assert_eq!(props.shared_subscription_available, None);
+    assert_eq!(props.subscription_identifiers_available, None);
+}
