@@ -668,7 +668,7 @@ async fn v5_unacknowledged_shared_message_of_an_ended_session_is_not_redistribut
 /// same packet but for the packet identifier share one encoding, and each
 /// still gets its own identifier, QoS, Subscription Identifier and protocol
 /// version. The 3.1.1 copies carry no properties.
-// MQTT-3.3.4-1 v3:MQTT-2.2.1-4 v5:MQTT-3.3.4-3 v5:MQTT-3.3.4-5 v3:MQTT-3.3.5-1 v5:MQTT-3.3.2-17
+// MQTT-3.3.4-1 v3:MQTT-2.3.1-4 v5:MQTT-2.2.1-4 v5:MQTT-3.3.4-3 v5:MQTT-3.3.4-5 v3:MQTT-3.3.5-1 v5:MQTT-3.3.2-17
 #[tokio::test]
 async fn fan_out_encodes_once_per_variant() {
     let broker = start().await;
