@@ -562,3 +562,37 @@ async fn topics_as_str_string_and_topic_name_all_reach_the_broker() {
         ["a/b", "a/b", "a/b", "a/b", "n/1", "n/2", "c", "a/b"]
     );
 }
+
+// A broker whose CONNACK says it has no wildcard subscriptions: a wildcard
+// SUBSCRIBE is refused by the client with a typed error, never sent (the
+// broker would disconnect with 0xA2), and the connection goes on.
+#[tokio::test]
+async fn a_wildcard_subscription_the_broker_declared_unavailable_is_refused_locally() {
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let mut connack = ConnAck::default();
+        connack.properties.wildcard_subscription_available = Some(false);
+        let mut wire = accept(&listener, connack).await;
+        // The first packet after the CONNACK is the plain SUBSCRIBE.
+        let Packet::Subscribe(sub) = next(&mut wire).await else {
+            panic!("expected SUBSCRIBE")
+        };
+        assert_eq!(sub.filters.len(), 1);
+        assert_eq!(sub.filters[0].0.as_str(), "plain/topic");
+        let ack = SubAck::new(sub.packet_id, vec![SubAckReasonCode::GrantedQoS1]);
+        wire.send(Packet::SubAck(ack)).await.unwrap();
+        assert!(matches!(next(&mut wire).await, Packet::Disconnect(_)));
+    });
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    match guard(client.subscribe("plain/+", QoS::AtLeastOnce)).await {
+        Err(Error::Session(fulmar_session::Error::Api(
+            fulmar_session::ApiError::WildcardSubscriptionsNotSupported,
+        ))) => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let _stream = guard(client.subscribe("plain/topic", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    guard(client.disconnect()).await.unwrap();
+    guard(broker).await.unwrap();
+}

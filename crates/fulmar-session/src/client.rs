@@ -13,7 +13,7 @@ use crate::alias::OutAliases;
 use crate::config::Config;
 use crate::error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};
 use crate::event::Event;
-use crate::session::{Request, Role, Session, State, secs};
+use crate::session::{Request, Role, Session, State, has_wildcard, secs, shared_filter};
 use crate::state::SessionState;
 use crate::timer::Timer;
 use fulmar_codec::TopicAliasResolver;
@@ -110,6 +110,22 @@ impl Session {
     ) -> Result<PacketId, Error> {
         if filters.is_empty() {
             return Err(ApiError::NoTopicFilters.into());
+        }
+        // What the server's CONNACK declared unavailable would be a Protocol
+        // Error there (MQTT 5.0 sections 3.2.2.3.11 to 3.2.2.3.13): refused
+        // here instead of losing the connection.
+        let peer = &self.conn.peer;
+        if !peer.subscription_identifiers && properties.subscription_identifier.is_some() {
+            return Err(ApiError::SubscriptionIdentifiersNotSupported.into());
+        }
+        for (filter, _) in &filters {
+            let shared = shared_filter(filter.as_str());
+            if !peer.shared_subscriptions && shared.is_some() {
+                return Err(ApiError::SharedSubscriptionsNotSupported.into());
+            }
+            if !peer.wildcard_subscriptions && has_wildcard(shared.unwrap_or(filter.as_str())) {
+                return Err(ApiError::WildcardSubscriptionsNotSupported.into());
+            }
         }
         let packet_id = self.start_request(now)?;
         self.conn
@@ -259,6 +275,10 @@ impl Session {
             peer.receive_maximum = props.receive_maximum.map_or(u16::MAX, |r| r.get());
             peer.maximum_qos = props.maximum_qos.unwrap_or(fulmar_codec::QoS::ExactlyOnce);
             peer.retain_available = props.retain_available.unwrap_or(true);
+            peer.wildcard_subscriptions = props.wildcard_subscription_available.unwrap_or(true);
+            peer.shared_subscriptions = props.shared_subscription_available.unwrap_or(true);
+            peer.subscription_identifiers =
+                props.subscription_identifiers_available.unwrap_or(true);
             peer.maximum_packet_size = props.maximum_packet_size.map(|m| m.get());
             peer.topic_alias_maximum = props.topic_alias_maximum.unwrap_or(0);
             self.conn.out_aliases = OutAliases::new(peer.topic_alias_maximum);

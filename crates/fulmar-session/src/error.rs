@@ -192,6 +192,18 @@ pub enum ApiError {
     /// A client may not send Subscription Identifiers in PUBLISH.
     #[error("[MQTT-3.3.4-6] a client PUBLISH must not carry subscription identifiers")]
     SubscriptionIdentifier,
+    /// The server does not support wildcard subscriptions (Wildcard
+    /// Subscription Available 0 in its CONNACK).
+    #[error("the server does not support wildcard subscriptions")]
+    WildcardSubscriptionsNotSupported,
+    /// The server does not support shared subscriptions (Shared
+    /// Subscription Available 0 in its CONNACK).
+    #[error("the server does not support shared subscriptions")]
+    SharedSubscriptionsNotSupported,
+    /// The server does not support Subscription Identifiers (Subscription
+    /// Identifiers Available 0 in its CONNACK).
+    #[error("the server does not support subscription identifiers")]
+    SubscriptionIdentifiersNotSupported,
     /// An MQTT 3.1.1 client with an empty client identifier must use a clean session.
     #[error("[MQTT-3.1.3-7] an empty client identifier needs clean session")]
     EmptyClientIdNeedsCleanSession,

@@ -15,6 +15,7 @@ use crate::config::{Config, MAX_EARLY_PACKETS};
 use crate::error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};
 use crate::event::Event;
 use crate::session::{Request, Role, Session, State};
+use crate::session::{has_wildcard, shared_filter};
 use crate::state::SessionState;
 use crate::timer::Timer;
 use fulmar_codec::TopicAliasResolver;
@@ -528,22 +529,6 @@ impl Session {
         }
         Ok(())
     }
-}
-
-/// The filter part of a shared subscription's topic filter
-/// (`$share/{ShareName}/{filter}`, [MQTT-4.8.2-1]), or `None` for a
-/// non-shared filter. A `$share/` filter without a second `/` is shared
-/// but malformed: its filter part is empty.
-fn shared_filter(filter: &str) -> Option<&str> {
-    let rest = filter.strip_prefix("$share/")?;
-    Some(rest.split_once('/').map_or("", |(_, filter)| filter))
-}
-
-/// Whether a topic filter has a wildcard level (`+` or `#`). A `+` or `#`
-/// inside a level makes the filter invalid rather than a wildcard one; that
-/// is for the application to refuse.
-fn has_wildcard(filter: &str) -> bool {
-    filter.split('/').any(|level| level == "+" || level == "#")
 }
 
 /// The application's reason codes with the session's refusals put back at

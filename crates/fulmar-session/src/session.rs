@@ -67,6 +67,12 @@ pub(crate) struct PeerLimits {
     pub(crate) retain_available: bool,
     pub(crate) maximum_packet_size: Option<u32>,
     pub(crate) topic_alias_maximum: u16,
+    /// Wildcard Subscription Available (MQTT 5.0 CONNACK).
+    pub(crate) wildcard_subscriptions: bool,
+    /// Shared Subscription Available (MQTT 5.0 CONNACK).
+    pub(crate) shared_subscriptions: bool,
+    /// Subscription Identifiers Available (MQTT 5.0 CONNACK).
+    pub(crate) subscription_identifiers: bool,
 }
 
 impl Default for PeerLimits {
@@ -77,6 +83,9 @@ impl Default for PeerLimits {
             retain_available: true,
             maximum_packet_size: None,
             topic_alias_maximum: 0,
+            wildcard_subscriptions: true,
+            shared_subscriptions: true,
+            subscription_identifiers: true,
         }
     }
 }
@@ -937,4 +946,20 @@ fn strip_problem_information(packet: &mut Packet) {
 /// `n` seconds.
 pub(crate) fn secs(n: u16) -> Duration {
     Duration::from_secs(u64::from(n))
+}
+
+/// The filter part of a shared subscription's topic filter
+/// (`$share/{ShareName}/{filter}`, [MQTT-4.8.2-1]), or `None` for a
+/// non-shared filter. A `$share/` filter without a second `/` is shared
+/// but malformed: its filter part is empty.
+pub(crate) fn shared_filter(filter: &str) -> Option<&str> {
+    let rest = filter.strip_prefix("$share/")?;
+    Some(rest.split_once('/').map_or("", |(_, filter)| filter))
+}
+
+/// Whether a topic filter has a wildcard level (`+` or `#`). A `+` or `#`
+/// inside a level makes the filter invalid rather than a wildcard one; that
+/// is for the application to refuse.
+pub(crate) fn has_wildcard(filter: &str) -> bool {
+    filter.split('/').any(|level| level == "+" || level == "#")
 }

@@ -488,3 +488,71 @@ fn by_default_every_filter_reaches_the_application() {
         assert_eq!(events(&mut server), vec![Event::Subscribe(packet)]);
     }
 }
+
+/// A client told by the CONNACK that a feature is unavailable refuses to use
+/// it (a typed error, nothing sent) instead of being disconnected for it;
+/// what stays available is still sent. Under 3.1.1 the server cannot say so
+/// and nothing is refused. (Sections 3.2.2.3.11 to 3.2.2.3.13 carry no
+/// numbered statement for the client.)
+#[test]
+fn a_client_does_not_send_what_the_connack_declared_unavailable() {
+    use fulmar_codec::SubscribeProperties;
+    use fulmar_session::ApiError;
+
+    let mut pair = Pair::with_configs(ProtocolVersion::V5, Config::default(), nothing_available());
+    pair.connect(true);
+    assert!(pair.client.is_connected());
+    let filters = |f: &'static str| {
+        vec![(
+            MqttString::from(f),
+            SubscriptionOptions::new(QoS::AtLeastOnce),
+        )]
+    };
+    let now = pair.now;
+    let cases = [
+        (
+            filters("a/+"),
+            SubscribeProperties::default(),
+            ApiError::WildcardSubscriptionsNotSupported,
+        ),
+        (
+            filters("a/#"),
+            SubscribeProperties::default(),
+            ApiError::WildcardSubscriptionsNotSupported,
+        ),
+        (
+            filters("$share/g/a"),
+            SubscribeProperties::default(),
+            ApiError::SharedSubscriptionsNotSupported,
+        ),
+        (
+            filters("a/b"),
+            SubscribeProperties {
+                subscription_identifier: Some(NonZeroU32::new(7).unwrap()),
+                ..SubscribeProperties::default()
+            },
+            ApiError::SubscriptionIdentifiersNotSupported,
+        ),
+    ];
+    for (filters, properties, expected) in cases {
+        let result = pair.client.subscribe(filters, properties, now);
+        assert_eq!(result, Err(Error::Api(expected)));
+        assert!(drain(&mut pair.client).is_empty(), "nothing sent");
+    }
+    // A filter without a wildcard (a `+` inside a level is no wildcard level).
+    pair.client
+        .subscribe(filters("a/b"), SubscribeProperties::default(), now)
+        .unwrap();
+    pair.drive();
+    assert!(pair.client.is_connected());
+    assert_eq!(pair.client.subscriptions().len(), 1);
+
+    // MQTT 3.1.1: nothing to declare, nothing refused by the client.
+    let mut pair = Pair::with_configs(ProtocolVersion::V311, Config::default(), Config::default());
+    pair.connect(true);
+    pair.client
+        .subscribe(filters("a/+"), SubscribeProperties::default(), pair.now)
+        .unwrap();
+    pair.drive();
+    assert_eq!(pair.client.subscriptions().len(), 1);
+}
