@@ -15,8 +15,20 @@ use crate::store::{
 };
 
 /// What [`Bridge::claim_session`] returns: a session brought from elsewhere,
-/// or `None`.
-pub type SessionClaim = Pin<Box<dyn Future<Output = Option<SessionExport>> + Send + 'static>>;
+/// `None` when there is none to bring, or [`SessionUnavailable`] when one
+/// lives elsewhere but cannot be brought now.
+pub type SessionClaim = Pin<
+    Box<dyn Future<Output = Result<Option<SessionExport>, SessionUnavailable>> + Send + 'static>,
+>;
+
+/// A session lives elsewhere but cannot be brought now (for example, the
+/// broker that held it is gone and what it kept cannot be read yet). The
+/// broker refuses the CONNECT with Server unavailable (MQTT 5.0: 0x88;
+/// 3.1.1: return code 3), so that the client connects again later, rather
+/// than starting a session without the messages that were queued for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the session lives elsewhere and cannot be brought now")]
+pub struct SessionUnavailable;
 
 /// A session as it moves between brokers: its record (subscriptions,
 /// expiry), its QoS 1/2 messages (in flight, with their packet identifiers,
@@ -244,11 +256,12 @@ pub trait Bridge: Send + Sync + 'static {
     /// old connection must close all the same (MQTT-3.1.4-3). The
     /// broker waits for the future (at most 10 s) before it answers the
     /// CONNECT, with no lock held, and installs the session it gets as a
-    /// restart recovers one (CONNACK with session present). The default
-    /// returns `None` at once.
+    /// restart recovers one (CONNACK with session present); on
+    /// [`SessionUnavailable`] it refuses the CONNECT with Server
+    /// unavailable. The default returns `Ok(None)` at once.
     fn claim_session(&self, client_id: &str, clean_start: bool) -> SessionClaim {
         let _ = (client_id, clean_start);
-        Box::pin(std::future::ready(None))
+        Box::pin(std::future::ready(Ok(None)))
     }
 
     /// A client's connection was accepted (CONNACK sent): its session

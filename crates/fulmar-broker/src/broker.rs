@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AllowAll, Authenticator, Authorizer};
-use crate::bridge::{Bridge, SessionExport};
+use crate::bridge::{Bridge, SessionExport, SessionUnavailable};
 use crate::config::{Limits, OverloadPolicy, ServerReference};
 use crate::error::BrokerError;
 use crate::listener::{ListenerSpec, SpecKind, accept_loop};
@@ -918,22 +918,36 @@ fn export_session(state: &mut State, id: &Arc<str>) -> Option<SessionExport> {
 /// and Session Expiry Interval `expiry`) and installs what it brings: its
 /// subscriptions, its in-flight and queued messages, its inbound QoS 2
 /// identifiers; kept in the store when the session is persistent here.
-pub(crate) async fn import_session(shared: &Shared, id: &Arc<str>, clean_start: bool, expiry: u32) {
+///
+/// Returns [`SessionUnavailable`] when the bridge says the session lives
+/// elsewhere and cannot be brought now: the CONNECT is refused then.
+pub(crate) async fn import_session(
+    shared: &Shared,
+    id: &Arc<str>,
+    clean_start: bool,
+    expiry: u32,
+) -> Result<(), SessionUnavailable> {
     let Some(bridge) = shared.lock().bridge.clone() else {
-        return;
+        return Ok(());
     };
     let claimed = tokio::time::timeout(CLAIM_TIMEOUT, bridge.claim_session(id, clean_start)).await;
     let export = match claimed {
-        Ok(Some(export)) if !clean_start => export,
-        Ok(_) => return,
+        Ok(Ok(Some(export))) if !clean_start => export,
+        Ok(Ok(_)) => return Ok(()),
+        // Clean Start discards the session anyway.
+        Ok(Err(SessionUnavailable)) if clean_start => return Ok(()),
+        Ok(Err(unavailable)) => {
+            tracing::warn!(%id, "the session lives elsewhere and cannot be brought now: CONNECT refused");
+            return Err(unavailable);
+        }
         Err(_) => {
             tracing::warn!(%id, "the bridge did not bring the session in time: a new one starts");
-            return;
+            return Ok(());
         }
     };
     if *export.session.client_id != **id {
         tracing::warn!(%id, other = %export.session.client_id, "the bridge brought another client's session");
-        return;
+        return Ok(());
     }
     let mut state = shared.lock();
     install_session(
@@ -943,6 +957,7 @@ pub(crate) async fn import_session(shared: &Shared, id: &Arc<str>, clean_start: 
         shared.limits.max_queued_messages,
         &shared.counters,
     );
+    Ok(())
 }
 
 /// Installs a session brought from elsewhere, as a restart recovers one.

@@ -95,7 +95,7 @@ pub use auth::{
     AllowAll, AuthDecision, AuthExchange, AuthStep, Authenticator, Authorizer, ClientInfo,
     ConnectInfo,
 };
-pub use bridge::{Bridge, SessionClaim, SessionExport};
+pub use bridge::{Bridge, SessionClaim, SessionExport, SessionUnavailable};
 pub use broker::{Broker, BrokerBuilder, BrokerHandle, Stats};
 pub use config::{Limits, OverloadPolicy, ServerReference};
 pub use error::BrokerError;

@@ -231,9 +231,14 @@ impl Bridge for Mover {
             .unwrap()
             .push(format!("claim {client_id} {clean_start}"));
         Box::pin(async move {
-            let export = from?.take_session(&id).await?;
+            let Some(from) = from else { return Ok(None) };
+            let Some(export) = from.take_session(&id).await else {
+                return Ok(None);
+            };
             // Through the wire form, as a cluster sends it.
-            Some(fulmar_broker::SessionExport::decode(&export.encode()).unwrap())
+            Ok(Some(
+                fulmar_broker::SessionExport::decode(&export.encode()).unwrap(),
+            ))
         })
     }
     fn session_online(&self, client_id: &str, session: &fulmar_broker::StoredSession) {
@@ -476,4 +481,40 @@ async fn a_connected_session_moves_with_its_unacknowledged_messages() {
     assert_eq!(new.recv_publish().await.payload, "after");
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// A bridge that knows the session lives elsewhere but cannot bring it.
+struct Unreachable;
+
+impl Bridge for Unreachable {
+    fn claim_session(&self, _: &str, _: bool) -> fulmar_broker::SessionClaim {
+        Box::pin(std::future::ready(Err(fulmar_broker::SessionUnavailable)))
+    }
+}
+
+// A session the bridge cannot bring now is not started without its
+// messages: the CONNECT is refused with Server unavailable (v5: 0x88;
+// v3: return code 3), and nothing is kept of the attempt; with Clean Start
+// the old session is discarded anyway, so the connection is accepted.
+// v5:MQTT-3.2.2-7 / v3:MQTT-3.2.2-5 (the Server closes the connection
+// after a CONNACK with a failure code), v3:MQTT-3.2.2-4 and v5:MQTT-3.2.2-6
+// (Session Present 0 with a failure code).
+#[tokio::test]
+async fn a_session_the_bridge_cannot_bring_refuses_the_connect() {
+    for version in [V5, fulmar_codec::ProtocolVersion::V311] {
+        let broker = start_with(Broker::builder().bridge(Arc::new(Unreachable))).await;
+        let (mut peer, ack) = Peer::connect_with(addr(&broker), persistent("away", version)).await;
+        assert_eq!(
+            (ack.reason_code, ack.session_present),
+            (fulmar_codec::ConnectReasonCode::ServerUnavailable, false),
+            "{version:?}"
+        );
+        peer.expect_closed().await;
+        assert_eq!(broker.stats().clients_connected, 0);
+        let mut fresh = persistent("away", version);
+        fresh.clean_start = true;
+        let (_peer, ack) = Peer::connect_with(addr(&broker), fresh).await;
+        assert_eq!(ack.reason_code, fulmar_codec::ConnectReasonCode::Success);
+        broker.shutdown().await;
+    }
 }

@@ -201,6 +201,10 @@ pub struct ClusterStats {
     /// whole from the gone node's state in JetStream (subscriptions, queued
     /// and in-flight messages, inbound QoS 2 identifiers).
     pub sessions_restored_whole: u64,
+    /// CONNECTs refused with Server unavailable because the session's node
+    /// is gone and what it kept in JetStream could not be read then (the
+    /// client connects again later and gets its session whole).
+    pub sessions_unavailable: u64,
     /// Sessions of gone nodes this node adopted before their clients came
     /// back (claimed in the registry, installed disconnected, with their
     /// messages), so that what is published meanwhile is kept for them.
@@ -876,6 +880,7 @@ impl Cluster {
             sessions_exported: load(&s.exported),
             sessions_restored: load(&s.restored),
             sessions_restored_whole: load(&s.restored_whole),
+            sessions_unavailable: load(&s.unavailable),
             sessions_adopted: load(&s.adopted),
             wills_cancelled: load(&s.wills_cancelled),
             sessions_unanswered: load(&s.unanswered),

@@ -149,6 +149,14 @@
 //!   the subscriptions and expiry come back (session present), its queued
 //!   messages do not. A session that ended with its connection (Session
 //!   Expiry Interval 0) or had expired is not restored.
+//! - **When JetStream cannot answer.** If the gone node's state cannot be
+//!   read then (JetStream electing new leaders after losing a server, a
+//!   timeout), or the registry cannot be read, a CONNECT with Clean Start 0
+//!   is refused with Server unavailable (MQTT 5.0: 0x88; 3.1.1: return code
+//!   3; [`fulmar_broker::SessionUnavailable`],
+//!   [`ClusterStats::sessions_unavailable`]) instead of starting a session
+//!   without its queued messages; the client connects again, and the state
+//!   is read again. Clean Start 1 connections are not refused.
 //! - **Adoption.** A gone node's sessions do not wait for their clients:
 //!   the first of its clients to connect elsewhere makes that node adopt
 //!   all the others, and no connection of a client of the gone node gets

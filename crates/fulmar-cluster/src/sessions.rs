@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use async_nats::{Client, StatusCode, Subscriber};
 use bytes::{BufMut, Bytes, BytesMut};
-use fulmar_broker::{BrokerHandle, SessionExport, StoredSession};
+use fulmar_broker::{BrokerHandle, SessionExport, SessionUnavailable, StoredSession};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
@@ -42,6 +42,8 @@ pub(crate) struct SessionCounters {
     pub(crate) exported: AtomicU64,
     pub(crate) restored: AtomicU64,
     pub(crate) restored_whole: AtomicU64,
+    /// CONNECTs refused: a gone node's state could not be read.
+    pub(crate) unavailable: AtomicU64,
     pub(crate) adopted: AtomicU64,
     pub(crate) unanswered: AtomicU64,
     pub(crate) invalid: AtomicU64,
@@ -91,6 +93,11 @@ pub(crate) struct Sessions {
     /// Sessions adopted from a gone node, by client: that node's will for
     /// the client is cancelled when the client comes back.
     adopted_from: Mutex<HashMap<String, String>>,
+    /// Sessions claimed here from a gone node whose state could not be read
+    /// then (the CONNECT was refused): the gone node and its last record,
+    /// by client, for the client's next CONNECT, which finds the registry
+    /// naming this node already.
+    unrestored: Mutex<HashMap<String, (String, Vec<u8>)>>,
     /// Bounds each registry step and each take request.
     pub(crate) timeout: Duration,
     pub(crate) counters: SessionCounters,
@@ -219,6 +226,7 @@ impl Sessions {
             adopting_clients: Mutex::new(HashSet::new()),
             restoring: Mutex::new(HashSet::new()),
             adopted_from: Mutex::new(HashMap::new()),
+            unrestored: Mutex::new(HashMap::new()),
             timeout,
             counters: SessionCounters::default(),
             events,
@@ -232,38 +240,63 @@ impl Sessions {
         self: Arc<Self>,
         client_id: String,
         clean_start: bool,
-    ) -> Option<SessionExport> {
-        let store = self.store.get()?.clone();
+    ) -> Result<Option<SessionExport>, SessionUnavailable> {
+        let Some(store) = self.store.get().cloned() else {
+            return Ok(None);
+        };
         let key = node_key(&client_id);
         let claimed =
             tokio::time::timeout(self.timeout, self.register(&store, &key, &client_id)).await;
         let (owner, record) = match claimed {
-            Ok(Some(previous)) => previous?,
-            Ok(None) => return None,
+            Ok(Some(Some(previous))) => previous,
+            Ok(Some(None)) => return Ok(None),
+            // Where the session is is not known: a session that outlives
+            // its connection is not started here without it (the client
+            // comes back); a clean one needs nothing from elsewhere.
+            Ok(None) if clean_start => return Ok(None),
+            Ok(None) => return Err(SessionUnavailable),
             Err(_) => {
                 bump(&self.counters.registry_errors);
-                tracing::warn!(client = %client_id, "session registry: timed out; a new session starts here");
-                return None;
+                if clean_start {
+                    tracing::warn!(client = %client_id, "session registry: timed out; a new session starts here");
+                    return Ok(None);
+                }
+                tracing::warn!(client = %client_id, "session registry: timed out; CONNECT refused");
+                return Err(SessionUnavailable);
             }
         };
-        if owner == self.node_id {
-            // Here already: the broker's own takeover handles it; if this
-            // node is bringing in a gone node's sessions right now, once
-            // they are in the broker.
-            self.settle().await;
-            return None;
-        }
-        match self.take_from(&owner, &client_id, clean_start).await {
+        // (An entry left from before another node claimed the session since
+        // is dropped.)
+        let unrestored = lock(&self.unrestored)
+            .remove(&client_id)
+            .filter(|_| owner == self.node_id);
+        let (owner, record, answer) = match unrestored {
+            // Claimed by an earlier CONNECT that had to be refused: the
+            // gone node's state is read again.
+            Some((gone, record)) => (gone, record, Ok(Answer::NoResponders)),
+            None if owner == self.node_id => {
+                // Here already: the broker's own takeover handles it; if
+                // this node is bringing in a gone node's sessions right
+                // now, once they are in the broker.
+                self.settle().await;
+                return Ok(None);
+            }
+            None => {
+                let answer = self.take_from(&owner, &client_id, clean_start).await;
+                (owner, record, answer)
+            }
+        };
+        match answer {
             Ok(Answer::Session(export)) => {
                 bump(&self.counters.imported);
                 tracing::debug!(client = %client_id, from = %owner, "session taken over from another node");
-                Some(*export)
+                Ok(Some(*export))
             }
-            Ok(Answer::Nothing) => None,
+            Ok(Answer::Nothing) => Ok(None),
             Ok(Answer::Invalid(reason)) => {
                 bump(&self.counters.invalid);
                 tracing::warn!(client = %client_id, node = %owner, reason, "malformed take-session reply dropped; a new session starts here");
-                None
+                Ok(None)
             }
             Ok(Answer::NoResponders) => {
                 // The node is gone. What it kept of the session in the
@@ -271,7 +304,7 @@ impl Sessions {
                 // back whole; else the last record it wrote in the
                 // registry still has the subscriptions.
                 if clean_start {
-                    return None;
+                    return Ok(None);
                 }
                 // Other connections of the gone node's clients wait until
                 // this one's session is in the broker (`settle`).
@@ -290,12 +323,27 @@ impl Sessions {
                 .await;
                 let (export, whole) = match kept {
                     Ok(Ok(Some(export))) => (export, true),
-                    outcome => {
-                        if let Ok(Err(reason)) = &outcome {
-                            tracing::debug!(client = %client_id, reason, "no session state of the gone node");
+                    // What it kept cannot be read now (JetStream electing
+                    // leaders after losing a server, say): the client
+                    // comes back later rather than resume without its
+                    // queued messages. The registry names this node now:
+                    // the next CONNECT reads the gone node's state again.
+                    Ok(Err(_)) | Err(_) => {
+                        bump(&self.counters.unavailable);
+                        match &kept {
+                            Ok(Err(reason)) => {
+                                tracing::warn!(client = %client_id, from = %owner, reason, "session state of the gone node unreadable: CONNECT refused")
+                            }
+                            _ => {
+                                tracing::warn!(client = %client_id, from = %owner, "session state of the gone node not read in time: CONNECT refused")
+                            }
                         }
+                        lock(&self.unrestored).insert(client_id, (owner, record));
+                        return Err(SessionUnavailable);
+                    }
+                    Ok(Ok(None)) => {
                         if record.is_empty() {
-                            return None;
+                            return Ok(None);
                         }
                         match SessionExport::decode(&record) {
                             Ok(export) if *export.session.client_id == *client_id => {
@@ -303,13 +351,13 @@ impl Sessions {
                             }
                             _ => {
                                 bump(&self.counters.invalid);
-                                return None;
+                                return Ok(None);
                             }
                         }
                     }
                 };
                 if !outlives(&export.session) {
-                    return None;
+                    return Ok(None);
                 }
                 bump(&self.counters.restored);
                 if whole {
@@ -346,12 +394,12 @@ impl Sessions {
                 }
                 // A stale copy here kept `adopt_session` from installing it:
                 // the broker's import replaces it.
-                (!installed).then_some(export)
+                Ok((!installed).then_some(export))
             }
             Err(reason) => {
                 bump(&self.counters.unanswered);
                 tracing::warn!(client = %client_id, node = %owner, reason, "session not taken over; a new session starts here");
-                None
+                Ok(None)
             }
         }
     }

@@ -859,7 +859,10 @@ fn join_parts(
 }
 
 /// The records node `node_id` keeps for `client_id`, as a session to
-/// install elsewhere: `Ok(None)` when it kept no session for it.
+/// install elsewhere. `Ok(None)`: it kept no session for it, or there is no
+/// state stream at all (no node of the cluster keeps its sessions in
+/// JetStream). `Err`: the state could not be read now (JetStream
+/// unavailable, a timeout).
 pub(crate) async fn read_session(
     client: &Client,
     js: &jetstream::Context,
@@ -868,11 +871,26 @@ pub(crate) async fn read_session(
     client_id: &str,
     timeout: Duration,
 ) -> Result<Option<SessionExport>, String> {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    if let Err(error) = js.get_stream(stream_name(prefix)).await {
+        return match error.kind() {
+            GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NOT_FOUND => {
+                Ok(None)
+            }
+            _ => Err(error.to_string()),
+        };
+    }
     let mut sessions = read_sessions(client, js, prefix, node_id, Some(client_id), timeout).await?;
     let found = sessions.pop();
     match found {
         Some(export) if *export.session.client_id == *client_id => Ok(Some(export)),
-        Some(_) => Err("records of another client (hash collision)".into()),
+        Some(other) => {
+            // Not this client's: a collision of the record keys' hash. Not
+            // a state to restore, and trying again would not change it.
+            tracing::warn!(client = %client_id, other = %other.session.client_id, "session records of another client under the same key");
+            Ok(None)
+        }
         None => Ok(None),
     }
 }

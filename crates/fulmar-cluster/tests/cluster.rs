@@ -546,6 +546,11 @@ async fn wills_leave_the_bucket_on_a_normal_disconnect_and_a_clean_shutdown() {
     wait_wills(&b, &[("a", "calm")]).await;
     calm.disconnect().await.unwrap();
     wait_wills(&b, &[]).await;
+    // Counted once the bucket has answered the erase: not always yet.
+    wait_for("A counted the cleared will", || {
+        a.cluster.stats().wills_cleared == 1
+    })
+    .await;
     let sa = a.cluster.stats();
     assert_eq!((sa.wills_stored, sa.wills_cleared), (1, 1), "{sa:?}");
     // A clean shutdown: the wills of A's clients go with it.

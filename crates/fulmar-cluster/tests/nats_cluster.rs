@@ -85,12 +85,20 @@ fn three_servers(test: &str) -> Option<Vec<Server>> {
 /// times. JetStream elects its leaders a few seconds after the servers
 /// start: connecting is retried until it answers.
 async fn node(servers: &[Server], id: &str) -> Node {
+    start_node(servers, id, false).await
+}
+
+/// As [`node`], with `store`: persistent sessions in JetStream
+/// ([`fulmar_cluster::Cluster::session_store`]), replicated three times too.
+async fn start_node(servers: &[Server], id: &str, store: bool) -> Node {
     let mut config = ClusterConfig::new(servers[0].url.clone(), id);
     config.urls = servers.iter().map(|s| s.url.clone()).collect();
     config.replicas = 3;
     let mut last = None;
-    for _ in 0..60 {
-        match Node::try_start(config.clone()).await {
+    // Up to a minute: on a loaded machine (two cores, the other tests
+    // running) the first elections of three servers take tens of seconds.
+    for _ in 0..120 {
+        match Node::build(config.clone(), store).await {
             Ok(node) => return node,
             Err(error) => last = Some(error),
         }
@@ -139,4 +147,109 @@ async fn one_nats_server_of_three_dies() {
     a.stop().await;
     b.stop().await;
     c.stop().await;
+}
+
+/// Sessions kept in JetStream with replicas 3 outlive both a NATS server and
+/// their fulmar node: a persistent session on A with QoS 1 messages queued
+/// while its client is away; one NATS server is killed, then A dies; the
+/// client connects to B and gets its session back (Session Present) with
+/// every queued message, in order.
+// v5:MQTT-3.2.2-3 (Session Present 1), v3:MQTT-3.1.2-5 (QoS 1 messages kept
+// for a disconnected session), MQTT-4.6.0-6 (order kept per topic).
+#[tokio::test]
+async fn sessions_outlive_a_nats_server_and_their_node() {
+    use futures::StreamExt;
+    let Some(mut servers) = three_servers("sessions_r3") else {
+        return;
+    };
+    let a = start_node(&servers, "a", true).await;
+    let b = start_node(&servers, "b", true).await;
+    let options = |port| {
+        fulmar_client::ConnectOptions::new("127.0.0.1", port)
+            .client_id("r3-away")
+            .clean_start(false)
+            .session_expiry_interval(3600)
+    };
+    let (client, _) = fulmar_client::Client::connect(options(a.port()))
+        .await
+        .unwrap();
+    let subscription = client.subscribe("r3/#", QoS::AtLeastOnce).await.unwrap();
+    client.disconnect().await.unwrap();
+    drop(subscription);
+    let publisher = a.client("r3-pub").await;
+    const N: usize = 50;
+    for i in 0..N {
+        publisher
+            .publish(format!("r3/{}", i % 3), format!("{i}"))
+            .qos(QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    // The queued copies are committed before the publisher's PUBACK; the
+    // records follow within 100 ms. Then a NATS server goes, then A.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(servers.remove(0));
+    publisher.disconnect().await.unwrap();
+    a.cluster.abort();
+
+    // B takes the session over once A does not answer. While JetStream
+    // elects new leaders after the server loss, A's state may not be
+    // readable: B refuses the CONNECT then (Server unavailable) rather than
+    // resume the session without its messages, and the client comes back.
+    let mut refused = 0;
+    let client = loop {
+        match fulmar_client::Client::connect(
+            options(b.port()).reconnect(fulmar_client::Reconnect::disabled()),
+        )
+        .await
+        {
+            Ok((client, ack)) => {
+                assert!(
+                    ack.session_present,
+                    "the session came back on B: {:?}",
+                    b.cluster.stats()
+                );
+                break client;
+            }
+            Err(error) => {
+                refused += 1;
+                assert!(refused < 120, "B never took the session: {error:?}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    let mut messages = client.messages().await.unwrap();
+    let mut last = [None::<usize>; 3];
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < N {
+        let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "a queued message: got {} of {N}: {got:?}; {:?}",
+                    got.len(),
+                    b.cluster.stats()
+                )
+            })
+            .expect("stream");
+        let i: usize = std::str::from_utf8(&m.payload).unwrap().parse().unwrap();
+        let topic = i % 3;
+        assert_eq!(m.topic.as_str(), format!("r3/{topic}"));
+        if let Some(before) = last[topic] {
+            assert!(i > before || m.dup, "{i} after {before} on r3/{topic}");
+        }
+        last[topic] = Some(i);
+        got.insert(i);
+    }
+    assert_eq!(got.len(), N);
+    // Rebuilt by B from A's records, not handed over by A.
+    let stats = b.cluster.stats();
+    assert_eq!(stats.sessions_restored_whole, 1, "{stats:?}");
+    eprintln!(
+        "connected after {refused} refused attempts ({} refused for an unreadable state)",
+        stats.sessions_unavailable
+    );
+    client.disconnect().await.unwrap();
+    b.stop().await;
+    a.stop().await;
 }

@@ -767,9 +767,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
 
         let now = Instant::now();
-        if !connect.client_id.is_empty() {
-            // A session that lives on another broker of a cluster comes here first.
-            crate::broker::import_session(&self.shared, &id, connect.clean_start, expiry).await;
+        // A session that lives on another broker of a cluster comes here
+        // first; one that cannot be brought now is not started without its
+        // messages: the client is told to come back.
+        if !connect.client_id.is_empty()
+            && crate::broker::import_session(&self.shared, &id, connect.clean_start, expiry)
+                .await
+                .is_err()
+        {
+            return self.reject(ConnectReasonCode::ServerUnavailable);
         }
         let (stored, offline, present) = self.claim(&id, connect.clean_start, expiry).await;
         let persistent = self.shared.journal.is_some() && expiry > 0;
