@@ -26,6 +26,19 @@ fn nothing_available() -> Config {
     }
 }
 
+/// A 3.1.1 server session, connected, with wildcard subscriptions off.
+fn v3_server_without_wildcards(now: std::time::Instant) -> Session {
+    let config = Config {
+        wildcard_subscription_available: false,
+        ..Config::default()
+    };
+    connected_server(
+        config,
+        connect_packet(ProtocolVersion::V311, "c", true),
+        now,
+    )
+}
+
 fn subscribe(n: u16, filters: &[&'static str]) -> Subscribe {
     Subscribe::new(
         id(n),
@@ -378,15 +391,7 @@ fn v3_a_subscribe_of_wildcards_only_is_answered_by_the_session() {
     // once, with the SUBSCRIBE's packet identifier; the application has
     // nothing to answer and the connection stays open.
     let now = t0();
-    let config = Config {
-        wildcard_subscription_available: false,
-        ..Config::default()
-    };
-    let mut server = connected_server(
-        config,
-        connect_packet(ProtocolVersion::V311, "c", true),
-        now,
-    );
+    let mut server = v3_server_without_wildcards(now);
     server
         .handle_packet(Packet::Subscribe(subscribe(9, &["#", "a/+"])), now)
         .unwrap();
@@ -428,15 +433,7 @@ fn v3_a_subscribe_of_wildcards_only_is_answered_by_the_session() {
 #[test]
 fn v3_the_application_answers_only_the_filters_it_saw() {
     let now = t0();
-    let config = Config {
-        wildcard_subscription_available: false,
-        ..Config::default()
-    };
-    let mut server = connected_server(
-        config,
-        connect_packet(ProtocolVersion::V311, "c", true),
-        now,
-    );
+    let mut server = v3_server_without_wildcards(now);
     server
         .handle_packet(Packet::Subscribe(subscribe(2, &["a", "b/#"])), now)
         .unwrap();
