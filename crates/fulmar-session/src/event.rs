@@ -12,8 +12,10 @@ use crate::error::Initiator;
 pub enum DropReason {
     /// Its Message Expiry Interval passed while it was queued (MQTT 5.0).
     Expired,
-    /// It is larger than the peer's Maximum Packet Size. A server behaves as if
-    /// it had been delivered ([MQTT-3.1.2-25]); a client reports it here.
+    /// It is larger than the peer's Maximum Packet Size (also a message in
+    /// flight, to be resent on a resumed session, when the peer's new Maximum
+    /// Packet Size is smaller). A server behaves as if it had been delivered
+    /// ([MQTT-3.1.2-25]); a client reports it here.
     PacketTooLarge,
     /// The peer's Maximum QoS is below the message's QoS (client role).
     QoSNotSupported,

@@ -316,6 +316,15 @@ impl Outbound {
                 let mut p = sent_copy(p);
                 // MQTT-3.3.1-1: a re-delivery carries DUP.
                 p.dup = true;
+                if let Some(reason) = check(&p) {
+                    // The peer of this connection set lower limits (a smaller
+                    // Maximum Packet Size, v5:MQTT-3.2.2-15 and
+                    // v5:MQTT-3.1.2-24) than the one it was first sent to:
+                    // dropped as a new message would be (MQTT-3.1.2-25: a
+                    // server behaves as if it had been delivered).
+                    self.remove(id);
+                    return Next::Dropped(Some(id), reason);
+                }
                 if !entry.live {
                     entry.live = true;
                     self.live += 1;

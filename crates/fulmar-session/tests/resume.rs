@@ -243,3 +243,47 @@ fn inconsistent_state_is_refused() {
     // store is caught on restore via the same check (exercised in unit tests).
     assert!(Session::client_with_state(Config::default(), state, t0()).is_ok());
 }
+
+#[test]
+fn an_inflight_publish_over_the_new_maximum_packet_size_is_dropped_not_resent() {
+    // v5:MQTT-3.2.2-15 v5:MQTT-3.1.2-24 v5:MQTT-4.4.0-1
+    // Found by the `session` fuzz target: the resend on resume skipped the peer's (new)
+    // Maximum Packet Size.
+    use fulmar_codec::{ConnAck, ConnectReasonCode};
+    use fulmar_session::{DropReason, Event};
+    let version = ProtocolVersion::V5;
+    let mut connect = connect_packet(version, "c", false);
+    connect.properties.session_expiry_interval = Some(60);
+    let mut c = connected_client(
+        Config::default(),
+        connect.clone(),
+        ConnAck::new(false, ConnectReasonCode::Success),
+        t0(),
+    );
+    let big = c
+        .publish(publish("t", QoS::AtLeastOnce, &[b'x'; 100]), t0())
+        .unwrap()
+        .unwrap();
+    let small = c
+        .publish(publish("t", QoS::AtLeastOnce, b"x"), t0())
+        .unwrap()
+        .unwrap();
+    assert_eq!(drain(&mut c).len(), 2);
+    c.connection_lost(t0());
+    let _ = events(&mut c);
+    c.connect(connect, t0()).unwrap();
+    assert!(matches!(drain(&mut c).as_slice(), [Packet::Connect(_)]));
+    let mut connack = ConnAck::new(true, ConnectReasonCode::Success);
+    connack.properties.maximum_packet_size = std::num::NonZeroU32::new(50);
+    c.handle_packet(Packet::ConnAck(connack), t0()).unwrap();
+    let sent = drain(&mut c);
+    assert!(
+        matches!(sent.as_slice(), [Packet::Publish(p)] if p.packet_id == Some(small) && p.dup),
+        "only the message that fits is resent: {sent:?}"
+    );
+    assert!(events(&mut c).contains(&Event::PublishDropped {
+        packet_id: Some(big),
+        reason: DropReason::PacketTooLarge
+    }));
+    assert_eq!(c.inflight_len(), 1);
+}
