@@ -24,6 +24,11 @@ pub enum DropReason {
     /// The session state was discarded: Clean Start, or the server had no
     /// session (Session Present 0).
     SessionDiscarded,
+    /// It was queued before a stored session state was loaded
+    /// ([`Session::accept`](crate::Session::accept) with a state), and the
+    /// state's own queued messages left no room for it within
+    /// [`Config::max_pending`](crate::Config::max_pending).
+    QueueFull,
 }
 
 /// An event for the application.

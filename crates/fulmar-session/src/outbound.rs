@@ -560,10 +560,23 @@ impl Outbound {
     }
 
     /// Appends the queue of `other` (messages queued before a stored session
-    /// was loaded) behind this one's. Identifiers are kept unless this
-    /// session already uses them.
-    pub(crate) fn absorb_pending(&mut self, other: Outbound) {
+    /// was loaded) behind this one's, up to `max_pending` messages in all;
+    /// the rest are dropped and reported ([`DropReason::QueueFull`]).
+    /// Identifiers are kept unless this session already uses them.
+    pub(crate) fn absorb_pending(
+        &mut self,
+        other: Outbound,
+        max_pending: usize,
+        events: &mut VecDeque<Event>,
+    ) {
         for mut q in other.pending {
+            if self.pending.len() >= max_pending {
+                events.push_back(Event::PublishDropped {
+                    packet_id: q.publish.packet_id,
+                    reason: DropReason::QueueFull,
+                });
+                continue;
+            }
             if let Some(id) = q.publish.packet_id
                 && !self.ids.claim(id)
             {

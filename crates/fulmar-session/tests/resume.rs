@@ -287,3 +287,68 @@ fn an_inflight_publish_over_the_new_maximum_packet_size_is_dropped_not_resent() 
     }));
     assert_eq!(c.inflight_len(), 1);
 }
+
+#[test]
+fn a_loaded_state_and_the_messages_queued_before_it_stay_within_max_pending() {
+    // MQTT-4.4.0-1 (what a resumed session keeps), bounded by Config::max_pending
+    // Found by the `session` fuzz target: messages published to a server session before
+    // `accept` were appended behind the stored state's queue beyond max_pending, and the
+    // next connection's state carried them all (growing by max_pending per reconnection).
+    use fulmar_codec::ConnAckProperties;
+    use fulmar_session::{DropReason, Event};
+    let config = Config {
+        max_pending: 2,
+        ..Config::default()
+    };
+    let mut offline = Session::client(config.clone());
+    for _ in 0..2 {
+        offline
+            .publish(publish("stored", QoS::AtLeastOnce, b"s"), t0())
+            .unwrap();
+    }
+    let state = offline.session_state(t0());
+    assert_eq!(state.pending().len(), 2);
+
+    let mut s = Session::server(config, t0());
+    s.handle_packet(
+        Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "c", false))),
+        t0(),
+    )
+    .unwrap();
+    let _ = events(&mut s);
+    let early: Vec<_> = (0..2)
+        .map(|_| {
+            s.publish(publish("early", QoS::AtLeastOnce, b"e"), t0())
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        s.accept(ConnAckProperties::default(), Some(state), t0())
+            .unwrap()
+    );
+    assert!(s.pending_len() + s.inflight_len() <= 2);
+    let dropped: Vec<_> = events(&mut s)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::PublishDropped {
+                packet_id,
+                reason: DropReason::QueueFull,
+            } => Some(packet_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        dropped, early,
+        "the messages queued before accept are reported"
+    );
+    let sent = drain(&mut s);
+    assert!(
+        sent.iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(p.topic.as_str()),
+                _ => None,
+            })
+            .all(|t| t == "stored"),
+        "{sent:?}"
+    );
+}
