@@ -474,7 +474,17 @@ impl State {
                     // An unknown identifier: refused, nothing changes.
                     let _ = self.session.ack(id_of(u8::try_from(k).unwrap_or(0)));
                 } else {
-                    let (id, _) = self.unacked.remove(k % self.unacked.len());
+                    // `ack` takes the oldest unacknowledged message with this identifier:
+                    // the application's list follows it (a peer that reuses an identifier
+                    // for a QoS 1 and a QoS 2 message at once, against MQTT-2.2.1-3, makes
+                    // the two indistinguishable to `ack`).
+                    let id = self
+                        .unacked
+                        .get(k % self.unacked.len())
+                        .map_or(PacketId::ONE, |(id, _)| *id);
+                    if let Some(first) = self.unacked.iter().position(|(u, _)| *u == id) {
+                        self.unacked.remove(first);
+                    }
                     let _ = self.session.ack(id);
                 }
             }
