@@ -6,6 +6,8 @@
 //! - [`build`]: structure-aware packets for `roundtrip`.
 //! - [`topic_checks`]: what `topic_parse` asserts; replayed by fulmar-topic's
 //!   `tests/fuzz_corpus.rs`.
+//! - [`session_checks`]: what `session` asserts about a script played on a
+//!   `fulmar_session::Session`; replayed by fulmar-session's `tests/fuzz_corpus.rs`.
 //!
 //! ```
 //! use fulmar_codec::ProtocolVersion;
@@ -19,4 +21,5 @@
 
 pub mod build;
 pub mod checks;
+pub mod session_checks;
 pub mod topic_checks;

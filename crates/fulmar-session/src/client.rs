@@ -210,10 +210,7 @@ impl Session {
                     .on_pubrec(rec, v5, &mut self.transmit, &mut self.events);
                 Ok(())
             }
-            Packet::PubRel(rel) => {
-                self.receive_pubrel(rel.packet_id);
-                Ok(())
-            }
+            Packet::PubRel(rel) => self.receive_pubrel(rel.packet_id),
             Packet::PubComp(comp) => {
                 self.out.on_pubcomp(comp, &mut self.events);
                 Ok(())

@@ -9,10 +9,12 @@ use fulmar_codec::QoS;
 /// by a field here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Receive Maximum we announce (MQTT 5.0) and enforce in both versions: the
-    /// number of QoS 1/2 PUBLISH packets from the peer that may be unacknowledged
-    /// at once. It also bounds the stored inbound QoS 2 packet identifiers.
-    /// A peer that exceeds it is disconnected (0x93).
+    /// Receive Maximum we announce and enforce (MQTT 5.0): the number of QoS
+    /// 1/2 PUBLISH packets from the peer that may be unacknowledged at once. It
+    /// also bounds the stored inbound QoS 2 packet identifiers. A peer that
+    /// exceeds it is disconnected (0x93). An MQTT 3.1.1 peer is told no such
+    /// limit and is not held to it: there, both are bounded by the 65 535
+    /// packet identifiers (each held at most once per QoS).
     pub receive_maximum: NonZeroU16,
     /// Upper bound of our own outbound in-flight QoS 1/2 messages, whatever the
     /// peer's Receive Maximum (MQTT 3.1.1 has none). Default 256.

@@ -101,6 +101,10 @@ pub enum ProtocolViolation {
     /// AUTH although no Authentication Method was given in CONNECT.
     #[error("[MQTT-4.12.0-7] AUTH without an authentication method in CONNECT")]
     UnexpectedAuth,
+    /// A PUBREL for an inbound QoS 2 message whose PUBREC was not sent yet
+    /// (it waits for the application's `ack`, see `Config::manual_acks`).
+    #[error("[MQTT-4.3.3-4] PUBREL for packet identifier {0} before its PUBREC was sent")]
+    PubRelBeforePubRec(u16),
     /// A packet that could not be decoded (reported by the driver).
     #[error("malformed packet: {0}")]
     Decode(String),

@@ -12,8 +12,10 @@ use crate::error::Initiator;
 pub enum DropReason {
     /// Its Message Expiry Interval passed while it was queued (MQTT 5.0).
     Expired,
-    /// It is larger than the peer's Maximum Packet Size. A server behaves as if
-    /// it had been delivered ([MQTT-3.1.2-25]); a client reports it here.
+    /// It is larger than the peer's Maximum Packet Size (also a message in
+    /// flight, to be resent on a resumed session, when the peer's new Maximum
+    /// Packet Size is smaller). A server behaves as if it had been delivered
+    /// ([MQTT-3.1.2-25]); a client reports it here.
     PacketTooLarge,
     /// The peer's Maximum QoS is below the message's QoS (client role).
     QoSNotSupported,
@@ -22,6 +24,11 @@ pub enum DropReason {
     /// The session state was discarded: Clean Start, or the server had no
     /// session (Session Present 0).
     SessionDiscarded,
+    /// It was queued before a stored session state was loaded
+    /// ([`Session::accept`](crate::Session::accept) with a state), and the
+    /// state's own queued messages left no room for it within
+    /// [`Config::max_pending`](crate::Config::max_pending).
+    QueueFull,
 }
 
 /// An event for the application.

@@ -32,6 +32,23 @@ impl Session {
         match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, None) => self.events.push_back(Event::Message(publish)),
             (QoS::AtLeastOnce, Some(id)) => {
+                if self.config.manual_acks
+                    && self
+                        .conn
+                        .extra()
+                        .unacked
+                        .iter()
+                        .any(|(u, q, _)| *u == id && *q == QoS::AtLeastOnce)
+                {
+                    // Its PUBACK has not been sent: the identifier is still in
+                    // use (MQTT-2.2.1-3), so this is the same message again
+                    // (only after the PUBACK is a PUBLISH with it new,
+                    // v5:MQTT-4.3.2-5). It is neither delivered nor queued
+                    // again: the PUBACK that `ack` releases answers both.
+                    // Otherwise a 3.1.1 peer, which no Receive Maximum limits,
+                    // could grow the queue without bound by resending it.
+                    return Ok(());
+                }
                 self.check_receive_maximum()?;
                 // MQTT-4.3.2-4: PUBACK with the same identifier, in order of receipt (MQTT-4.6.0-2).
                 if self.config.manual_acks {
@@ -114,7 +131,23 @@ impl Session {
     }
 
     /// A PUBREL from the peer: forget the identifier, answer PUBCOMP.
-    pub(crate) fn receive_pubrel(&mut self, id: PacketId) {
+    ///
+    /// # Errors
+    /// [`ProtocolViolation::PubRelBeforePubRec`] when the PUBREC of this
+    /// identifier still waits for the application's `ack`: the peer cannot
+    /// have received it. Taking the PUBREL would free the identifier while its
+    /// acknowledgement stays queued, and a peer repeating PUBLISH and PUBREL
+    /// could queue acknowledgements without bound.
+    pub(crate) fn receive_pubrel(&mut self, id: PacketId) -> Result<(), Error> {
+        if self
+            .conn
+            .extra()
+            .unacked
+            .iter()
+            .any(|(u, q, _)| *u == id && *q == QoS::ExactlyOnce)
+        {
+            return Err(ProtocolViolation::PubRelBeforePubRec(id.get()).into());
+        }
         let known = self.incoming_qos2.remove(&id);
         let v5 = self.version == ProtocolVersion::V5;
         // MQTT-4.3.3-11: PUBCOMP with the same identifier (0x92 if unknown, 5.0).
@@ -124,5 +157,6 @@ impl Session {
             PubCompReasonCode::Success
         };
         self.transmit.push_pubcomp(id, reason_code);
+        Ok(())
     }
 }

@@ -316,6 +316,15 @@ impl Outbound {
                 let mut p = sent_copy(p);
                 // MQTT-3.3.1-1: a re-delivery carries DUP.
                 p.dup = true;
+                if let Some(reason) = check(&p) {
+                    // The peer of this connection set lower limits (a smaller
+                    // Maximum Packet Size, v5:MQTT-3.2.2-15 and
+                    // v5:MQTT-3.1.2-24) than the one it was first sent to:
+                    // dropped as a new message would be (MQTT-3.1.2-25: a
+                    // server behaves as if it had been delivered).
+                    self.remove(id);
+                    return Next::Dropped(Some(id), reason);
+                }
                 if !entry.live {
                     entry.live = true;
                     self.live += 1;
@@ -551,10 +560,23 @@ impl Outbound {
     }
 
     /// Appends the queue of `other` (messages queued before a stored session
-    /// was loaded) behind this one's. Identifiers are kept unless this
-    /// session already uses them.
-    pub(crate) fn absorb_pending(&mut self, other: Outbound) {
+    /// was loaded) behind this one's, up to `max_pending` messages in all;
+    /// the rest are dropped and reported ([`DropReason::QueueFull`]).
+    /// Identifiers are kept unless this session already uses them.
+    pub(crate) fn absorb_pending(
+        &mut self,
+        other: Outbound,
+        max_pending: usize,
+        events: &mut VecDeque<Event>,
+    ) {
         for mut q in other.pending {
+            if self.pending.len() >= max_pending {
+                events.push_back(Event::PublishDropped {
+                    packet_id: q.publish.packet_id,
+                    reason: DropReason::QueueFull,
+                });
+                continue;
+            }
             if let Some(id) = q.publish.packet_id
                 && !self.ids.claim(id)
             {

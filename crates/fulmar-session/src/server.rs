@@ -208,13 +208,18 @@ impl Session {
     /// event; their codes are put back in their places in the SUBACK.
     ///
     /// # Errors
-    /// [`ApiError::UnknownRequest`], [`ApiError::ReasonCodeCount`].
+    /// [`ApiError::UnknownRequest`], [`ApiError::ReasonCodeCount`];
+    /// [`ApiError::InvalidState`] once the connection is closing or closed:
+    /// nothing may follow its DISCONNECT ([MQTT-3.14.4-1]).
     pub fn suback(
         &mut self,
         packet_id: PacketId,
         reason_codes: Vec<SubAckReasonCode>,
         properties: AckProperties,
     ) -> Result<(), Error> {
+        if self.state != State::Connected {
+            return Err(ApiError::InvalidState(self.state.name()).into());
+        }
         let Some(Request::InboundSubscribe { answered, .. }) =
             self.conn.extra().requests.get(&packet_id)
         else {
@@ -256,6 +261,9 @@ impl Session {
         reason_codes: Vec<UnsubAckReasonCode>,
         properties: AckProperties,
     ) -> Result<(), Error> {
+        if self.state != State::Connected {
+            return Err(ApiError::InvalidState(self.state.name()).into());
+        }
         let Some(Request::InboundUnsubscribe(expected)) =
             self.conn.extra().requests.get(&packet_id).cloned()
         else {
@@ -364,10 +372,7 @@ impl Session {
                     .on_pubrec(rec, v5, &mut self.transmit, &mut self.events);
                 Ok(())
             }
-            Packet::PubRel(rel) => {
-                self.receive_pubrel(rel.packet_id);
-                Ok(())
-            }
+            Packet::PubRel(rel) => self.receive_pubrel(rel.packet_id),
             Packet::PubComp(comp) => {
                 self.out.on_pubcomp(comp, &mut self.events);
                 Ok(())

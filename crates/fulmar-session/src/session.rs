@@ -304,7 +304,8 @@ impl Session {
     }
 
     /// Replaces the session state with `state`; messages queued so far stay
-    /// queued, behind the restored ones.
+    /// queued, behind the restored ones, as far as `max_pending` allows (the
+    /// rest are reported as [`DropReason::QueueFull`]).
     pub(crate) fn load_state(&mut self, state: SessionState, now: Instant) -> Result<(), ApiError> {
         state.validate().map_err(ApiError::InvalidSessionState)?;
         let SessionState {
@@ -318,7 +319,8 @@ impl Session {
             &mut self.out,
             Outbound::restore(outgoing, pending, last_packet_id, now),
         );
-        self.out.absorb_pending(queued);
+        self.out
+            .absorb_pending(queued, self.config.max_pending, &mut self.events);
         self.incoming_qos2 = incoming_qos2.into_iter().collect();
         self.subscriptions = subscriptions;
         Ok(())

@@ -422,6 +422,40 @@ fn manual_acks_wait_for_the_application_and_keep_the_order_of_receipt() {
 }
 
 #[test]
+fn a_resent_qos1_publish_awaiting_its_manual_ack_is_not_queued_again() {
+    // MQTT-2.2.1-3 v5:MQTT-4.3.2-5 MQTT-4.6.0-2
+    // Found by the `session` fuzz target: under 3.1.1 (no Receive Maximum) every resend
+    // of an unacknowledged QoS 1 PUBLISH was delivered and queued again, without bound.
+    for version in BOTH {
+        let config = Config {
+            manual_acks: true,
+            receive_maximum: std::num::NonZeroU16::new(2).unwrap(),
+            ..Config::default()
+        };
+        let mut c = connected_client(
+            config,
+            connect_packet(version, "c", true),
+            ConnAck::new(false, ConnectReasonCode::Success),
+            t0(),
+        );
+        for _ in 0..1000 {
+            c.handle_packet(incoming("t", QoS::AtLeastOnce, Some(1), b"a"), t0())
+                .unwrap();
+        }
+        assert_eq!(messages(&events(&mut c)).len(), 1, "delivered once");
+        assert!(drain(&mut c).is_empty(), "nothing acknowledged yet");
+        c.ack(id(1)).unwrap();
+        assert!(c.ack(id(1)).is_err(), "one message to acknowledge");
+        assert_eq!(drain(&mut c), vec![Packet::PubAck(PubAck::new(id(1)))]);
+        // After its PUBACK the identifier is free: the next PUBLISH with it is new.
+        c.handle_packet(incoming("t", QoS::AtLeastOnce, Some(1), b"b"), t0())
+            .unwrap();
+        assert_eq!(messages(&events(&mut c)).len(), 1, "a new message");
+        assert!(!c.is_closed());
+    }
+}
+
+#[test]
 fn unacknowledged_messages_count_against_our_receive_maximum() {
     let config = Config {
         manual_acks: true,
@@ -517,4 +551,54 @@ fn qos2_acknowledgements_continue_after_the_message_expired() {
         .handle_packet(Packet::PubRec(fulmar_codec::PubRec::new(pid)), much_later)
         .unwrap();
     assert_eq!(drain(&mut server), vec![Packet::PubRel(PubRel::new(pid))]);
+}
+
+#[test]
+fn a_pubrel_before_its_pubrec_is_a_protocol_violation() {
+    // MQTT-4.3.3-1 v5:MQTT-4.3.3-4 MQTT-4.6.0-3
+    // Found while writing the `session` fuzz target: with manual acks, a peer sending
+    // PUBLISH (QoS 2) and PUBREL again and again, while the application acknowledged each
+    // message and an older one stayed unacknowledged, queued a PUBREC per round without
+    // bound (1000 rounds: 1001 packets held back).
+    for version in BOTH {
+        let config = Config {
+            manual_acks: true,
+            receive_maximum: std::num::NonZeroU16::new(3).unwrap(),
+            ..Config::default()
+        };
+        let mut c = connected_client(
+            config,
+            connect_packet(version, "c", true),
+            ConnAck::new(false, ConnectReasonCode::Success),
+            t0(),
+        );
+        c.handle_packet(incoming("t", QoS::AtLeastOnce, Some(2), b"held"), t0())
+            .unwrap();
+        c.handle_packet(incoming("t", QoS::ExactlyOnce, Some(1), b"q2"), t0())
+            .unwrap();
+        c.ack(id(1)).unwrap();
+        assert!(
+            drain(&mut c).is_empty(),
+            "the PUBREC waits behind message 2"
+        );
+        let err = c
+            .handle_packet(Packet::PubRel(PubRel::new(id(1))), t0())
+            .unwrap_err();
+        assert_eq!(
+            err,
+            fulmar_session::Error::Protocol(fulmar_session::ProtocolViolation::PubRelBeforePubRec(
+                1
+            ))
+        );
+        let sent = drain(&mut c);
+        assert!(c.is_closed());
+        if version == ProtocolVersion::V5 {
+            assert_eq!(
+                sent,
+                vec![Packet::Disconnect(fulmar_codec::Disconnect::new(
+                    fulmar_codec::DisconnectReasonCode::ProtocolError
+                ))]
+            );
+        }
+    }
 }

@@ -317,3 +317,66 @@ fn unanswered_requests_at_the_server_are_bounded() {
         ))]
     );
 }
+
+#[test]
+fn no_suback_or_unsuback_after_the_disconnect() {
+    // MQTT-3.14.4-1
+    // Found by the `session` fuzz target: a SUBSCRIBE answered after a later packet of the
+    // same read broke the protocol (the server's DISCONNECT was queued) went out after the
+    // DISCONNECT.
+    for version in BOTH {
+        let mut s = connected_server(Config::default(), connect_packet(version, "c", true), t0());
+        let filter = (
+            MqttString::from("a/b"),
+            SubscriptionOptions::new(QoS::AtLeastOnce),
+        );
+        s.handle_packet(
+            Packet::Subscribe(fulmar_codec::Subscribe::new(id(1), vec![filter])),
+            t0(),
+        )
+        .unwrap();
+        s.handle_packet(
+            Packet::Unsubscribe(fulmar_codec::Unsubscribe::new(
+                id(2),
+                vec![MqttString::from("a/b")],
+            )),
+            t0(),
+        )
+        .unwrap();
+        // A PUBLISH without topic: a protocol error that closes the connection.
+        assert!(
+            s.handle_packet(incoming("", QoS::AtMostOnce, None, b"x"), t0())
+                .is_err()
+        );
+        let _ = events(&mut s);
+        assert!(
+            s.suback(
+                id(1),
+                vec![SubAckReasonCode::GrantedQoS1],
+                Default::default()
+            )
+            .is_err()
+        );
+        assert!(
+            s.unsuback(
+                id(2),
+                vec![fulmar_codec::UnsubAckReasonCode::Success],
+                Default::default()
+            )
+            .is_err()
+        );
+        let sent = drain(&mut s);
+        assert!(
+            sent.iter()
+                .all(|p| !matches!(p, Packet::SubAck(_) | Packet::UnsubAck(_))),
+            "{sent:?}"
+        );
+        if version == ProtocolVersion::V5 {
+            assert!(
+                matches!(sent.last(), Some(Packet::Disconnect(_))),
+                "{sent:?}"
+            );
+        }
+        assert!(s.is_closed());
+    }
+}

@@ -243,3 +243,112 @@ fn inconsistent_state_is_refused() {
     // store is caught on restore via the same check (exercised in unit tests).
     assert!(Session::client_with_state(Config::default(), state, t0()).is_ok());
 }
+
+#[test]
+fn an_inflight_publish_over_the_new_maximum_packet_size_is_dropped_not_resent() {
+    // v5:MQTT-3.2.2-15 v5:MQTT-3.1.2-24 v5:MQTT-4.4.0-1
+    // Found by the `session` fuzz target: the resend on resume skipped the peer's (new)
+    // Maximum Packet Size.
+    use fulmar_codec::{ConnAck, ConnectReasonCode};
+    use fulmar_session::{DropReason, Event};
+    let version = ProtocolVersion::V5;
+    let mut connect = connect_packet(version, "c", false);
+    connect.properties.session_expiry_interval = Some(60);
+    let mut c = connected_client(
+        Config::default(),
+        connect.clone(),
+        ConnAck::new(false, ConnectReasonCode::Success),
+        t0(),
+    );
+    let big = c
+        .publish(publish("t", QoS::AtLeastOnce, &[b'x'; 100]), t0())
+        .unwrap()
+        .unwrap();
+    let small = c
+        .publish(publish("t", QoS::AtLeastOnce, b"x"), t0())
+        .unwrap()
+        .unwrap();
+    assert_eq!(drain(&mut c).len(), 2);
+    c.connection_lost(t0());
+    let _ = events(&mut c);
+    c.connect(connect, t0()).unwrap();
+    assert!(matches!(drain(&mut c).as_slice(), [Packet::Connect(_)]));
+    let mut connack = ConnAck::new(true, ConnectReasonCode::Success);
+    connack.properties.maximum_packet_size = std::num::NonZeroU32::new(50);
+    c.handle_packet(Packet::ConnAck(connack), t0()).unwrap();
+    let sent = drain(&mut c);
+    assert!(
+        matches!(sent.as_slice(), [Packet::Publish(p)] if p.packet_id == Some(small) && p.dup),
+        "only the message that fits is resent: {sent:?}"
+    );
+    assert!(events(&mut c).contains(&Event::PublishDropped {
+        packet_id: Some(big),
+        reason: DropReason::PacketTooLarge
+    }));
+    assert_eq!(c.inflight_len(), 1);
+}
+
+#[test]
+fn a_loaded_state_and_the_messages_queued_before_it_stay_within_max_pending() {
+    // MQTT-4.4.0-1 (what a resumed session keeps), bounded by Config::max_pending
+    // Found by the `session` fuzz target: messages published to a server session before
+    // `accept` were appended behind the stored state's queue beyond max_pending, and the
+    // next connection's state carried them all (growing by max_pending per reconnection).
+    use fulmar_codec::ConnAckProperties;
+    use fulmar_session::{DropReason, Event};
+    let config = Config {
+        max_pending: 2,
+        ..Config::default()
+    };
+    let mut offline = Session::client(config.clone());
+    for _ in 0..2 {
+        offline
+            .publish(publish("stored", QoS::AtLeastOnce, b"s"), t0())
+            .unwrap();
+    }
+    let state = offline.session_state(t0());
+    assert_eq!(state.pending().len(), 2);
+
+    let mut s = Session::server(config, t0());
+    s.handle_packet(
+        Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "c", false))),
+        t0(),
+    )
+    .unwrap();
+    let _ = events(&mut s);
+    let early: Vec<_> = (0..2)
+        .map(|_| {
+            s.publish(publish("early", QoS::AtLeastOnce, b"e"), t0())
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        s.accept(ConnAckProperties::default(), Some(state), t0())
+            .unwrap()
+    );
+    assert!(s.pending_len() + s.inflight_len() <= 2);
+    let dropped: Vec<_> = events(&mut s)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::PublishDropped {
+                packet_id,
+                reason: DropReason::QueueFull,
+            } => Some(packet_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        dropped, early,
+        "the messages queued before accept are reported"
+    );
+    let sent = drain(&mut s);
+    assert!(
+        sent.iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => Some(p.topic.as_str()),
+                _ => None,
+            })
+            .all(|t| t == "stored"),
+        "{sent:?}"
+    );
+}
