@@ -6,7 +6,7 @@
 //! the logic, no fuzz-only API in the codec.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use fulmar_codec::ProtocolVersion;
 
@@ -14,23 +14,13 @@ use fulmar_codec::ProtocolVersion;
 #[allow(unreachable_pub, dead_code)]
 #[path = "../../../fuzz/src/checks.rs"]
 mod checks;
+#[allow(unreachable_pub, dead_code)]
+#[path = "../../../fuzz/src/corpus.rs"]
+mod corpus;
 
 /// Every file of `fuzz/corpus/<target>`, sorted (a missing directory is an empty list).
 fn corpus(target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fuzz/corpus")
-        .join(target);
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
+    corpus::files(env!("CARGO_MANIFEST_DIR"), target)
 }
 
 /// Runs the decode checks on every corpus file of `target`; returns (files, packets, errors).

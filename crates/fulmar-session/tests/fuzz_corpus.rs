@@ -7,30 +7,22 @@
 //! session.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 // Shared with the fuzz crate, where these items are public API of `fulmar_fuzz`.
 #[allow(unreachable_pub, dead_code)]
 #[path = "../../../fuzz/src/checks.rs"]
 mod checks;
 #[allow(unreachable_pub, dead_code)]
+#[path = "../../../fuzz/src/corpus.rs"]
+mod corpus;
+#[allow(unreachable_pub, dead_code)]
 #[path = "../../../fuzz/src/session_checks.rs"]
 mod session_checks;
 
 /// Every file of `fuzz/corpus/session`, sorted (a missing directory is an empty list).
 fn corpus() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/session");
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
+    corpus::files(env!("CARGO_MANIFEST_DIR"), "session")
 }
 
 /// The committed corpus holds the 44 hand-made seeds (`seed-*`, written by

@@ -5,27 +5,19 @@
 //! The checks live in `fuzz/src/topic_checks.rs` and are included here with `#[path]`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 // Shared with the fuzz crate, where these items are public API of `fulmar_fuzz::topic_checks`.
+#[allow(unreachable_pub, dead_code)]
+#[path = "../../../fuzz/src/corpus.rs"]
+mod corpus;
 #[allow(unreachable_pub, dead_code)]
 #[path = "../../../fuzz/src/topic_checks.rs"]
 mod topic_checks;
 
 /// Every file of `fuzz/corpus/topic_parse`, sorted (a missing directory is an empty list).
 fn corpus() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/topic_parse");
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
+    corpus::files(env!("CARGO_MANIFEST_DIR"), "topic_parse")
 }
 
 // Parsing agrees with the spec rules, matching with section 4.7:
