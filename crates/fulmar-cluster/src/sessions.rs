@@ -330,14 +330,11 @@ impl Sessions {
                     // the next CONNECT reads the gone node's state again.
                     Ok(Err(_)) | Err(_) => {
                         bump(&self.counters.unavailable);
-                        match &kept {
-                            Ok(Err(reason)) => {
-                                tracing::warn!(client = %client_id, from = %owner, reason, "session state of the gone node unreadable: CONNECT refused")
-                            }
-                            _ => {
-                                tracing::warn!(client = %client_id, from = %owner, "session state of the gone node not read in time: CONNECT refused")
-                            }
-                        }
+                        let reason = match &kept {
+                            Ok(Err(reason)) => reason.as_str(),
+                            _ => "not read in time",
+                        };
+                        tracing::warn!(client = %client_id, from = %owner, reason, "session state of the gone node unreadable: CONNECT refused");
                         lock(&self.unrestored).insert(client_id, (owner, record));
                         return Err(SessionUnavailable);
                     }

@@ -101,6 +101,20 @@ fn disconnect(code: DisconnectReasonCode) -> Vec<Packet> {
     vec![Packet::Disconnect(Disconnect::new(code))]
 }
 
+/// A 5.0 server session with `config` refuses `packet` with `violation`,
+/// answered by a DISCONNECT with `code` alone.
+fn assert_refused(
+    config: Config,
+    packet: Subscribe,
+    violation: ProtocolViolation,
+    code: DisconnectReasonCode,
+) {
+    let context = format!("{:?}", packet.filters);
+    let (error, out) = refused(config, ProtocolVersion::V5, packet);
+    assert_eq!(error, Error::Protocol(violation), "{context}");
+    assert_eq!(out, disconnect(code), "{context}");
+}
+
 #[test]
 fn connack_announces_only_what_is_turned_off() {
     let props = connack_properties(Config::default(), ProtocolVersion::V5);
@@ -195,15 +209,11 @@ fn v5_wildcard_filter_when_wildcards_are_off_is_a_protocol_error_0xa2() {
         &["+/b"],
         &["$share/g/a/+"],
     ] {
-        let (error, out) = refused(config.clone(), ProtocolVersion::V5, subscribe(1, filters));
-        assert_eq!(
-            error,
-            Error::Protocol(ProtocolViolation::WildcardSubscriptionsNotSupported),
-            "{filters:?}"
-        );
-        assert_eq!(
-            out,
-            disconnect(DisconnectReasonCode::WildcardSubscriptionsNotSupported)
+        assert_refused(
+            config.clone(),
+            subscribe(1, filters),
+            ProtocolViolation::WildcardSubscriptionsNotSupported,
+            DisconnectReasonCode::WildcardSubscriptionsNotSupported,
         );
     }
 }
@@ -217,15 +227,11 @@ fn v5_shared_filter_when_shared_subscriptions_are_off_is_a_protocol_error_0x9e()
         ..Config::default()
     };
     for filters in [&["a/b", "$share/g/a/b"][..], &["$share/g/#"]] {
-        let (error, out) = refused(config.clone(), ProtocolVersion::V5, subscribe(1, filters));
-        assert_eq!(
-            error,
-            Error::Protocol(ProtocolViolation::SharedSubscriptionsNotSupported),
-            "{filters:?}"
-        );
-        assert_eq!(
-            out,
-            disconnect(DisconnectReasonCode::SharedSubscriptionsNotSupported)
+        assert_refused(
+            config.clone(),
+            subscribe(1, filters),
+            ProtocolViolation::SharedSubscriptionsNotSupported,
+            DisconnectReasonCode::SharedSubscriptionsNotSupported,
         );
     }
 }
@@ -239,14 +245,11 @@ fn v5_subscription_identifier_when_identifiers_are_off_is_a_protocol_error_0xa1(
     };
     let mut packet = subscribe(1, &["a/b"]);
     packet.properties.subscription_identifier = NonZeroU32::new(7);
-    let (error, out) = refused(config, ProtocolVersion::V5, packet);
-    assert_eq!(
-        error,
-        Error::Protocol(ProtocolViolation::SubscriptionIdentifiersNotSupported)
-    );
-    assert_eq!(
-        out,
-        disconnect(DisconnectReasonCode::SubscriptionIdentifiersNotSupported)
+    assert_refused(
+        config,
+        packet,
+        ProtocolViolation::SubscriptionIdentifiersNotSupported,
+        DisconnectReasonCode::SubscriptionIdentifiersNotSupported,
     );
 }
 

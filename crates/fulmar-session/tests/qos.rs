@@ -12,8 +12,13 @@ use fulmar_session::{Config, Event};
 const BOTH: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
 
 fn client(version: ProtocolVersion) -> fulmar_session::Session {
+    client_with(Config::default(), version)
+}
+
+/// A client session with `config`, connected (no session present).
+fn client_with(config: Config, version: ProtocolVersion) -> fulmar_session::Session {
     connected_client(
-        Config::default(),
+        config,
         connect_packet(version, "c", true),
         ConnAck::new(false, ConnectReasonCode::Success),
         t0(),
@@ -380,12 +385,7 @@ fn manual_acks_wait_for_the_application_and_keep_the_order_of_receipt() {
             manual_acks: true,
             ..Config::default()
         };
-        let mut c = connected_client(
-            config,
-            connect_packet(version, "c", true),
-            ConnAck::new(false, ConnectReasonCode::Success),
-            t0(),
-        );
+        let mut c = client_with(config, version);
         c.handle_packet(incoming("t", QoS::AtLeastOnce, Some(1), b"a"), t0())
             .unwrap();
         c.handle_packet(incoming("t", QoS::ExactlyOnce, Some(2), b"b"), t0())
@@ -432,12 +432,7 @@ fn a_resent_qos1_publish_awaiting_its_manual_ack_is_not_queued_again() {
             receive_maximum: std::num::NonZeroU16::new(2).unwrap(),
             ..Config::default()
         };
-        let mut c = connected_client(
-            config,
-            connect_packet(version, "c", true),
-            ConnAck::new(false, ConnectReasonCode::Success),
-            t0(),
-        );
+        let mut c = client_with(config, version);
         for _ in 0..1000 {
             c.handle_packet(incoming("t", QoS::AtLeastOnce, Some(1), b"a"), t0())
                 .unwrap();
@@ -462,12 +457,7 @@ fn unacknowledged_messages_count_against_our_receive_maximum() {
         receive_maximum: std::num::NonZeroU16::new(2).unwrap(),
         ..Config::default()
     };
-    let mut c = connected_client(
-        config,
-        connect_packet(ProtocolVersion::V5, "c", true),
-        ConnAck::new(false, ConnectReasonCode::Success),
-        t0(),
-    );
+    let mut c = client_with(config, ProtocolVersion::V5);
     c.handle_packet(incoming("t", QoS::AtLeastOnce, Some(1), b"a"), t0())
         .unwrap();
     c.handle_packet(incoming("t", QoS::ExactlyOnce, Some(2), b"b"), t0())
@@ -566,12 +556,7 @@ fn a_pubrel_before_its_pubrec_is_a_protocol_violation() {
             receive_maximum: std::num::NonZeroU16::new(3).unwrap(),
             ..Config::default()
         };
-        let mut c = connected_client(
-            config,
-            connect_packet(version, "c", true),
-            ConnAck::new(false, ConnectReasonCode::Success),
-            t0(),
-        );
+        let mut c = client_with(config, version);
         c.handle_packet(incoming("t", QoS::AtLeastOnce, Some(2), b"held"), t0())
             .unwrap();
         c.handle_packet(incoming("t", QoS::ExactlyOnce, Some(1), b"q2"), t0())
