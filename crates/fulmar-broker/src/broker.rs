@@ -47,6 +47,9 @@ pub(crate) struct Shared {
     pub(crate) stopped: CancellationToken,
     /// The write path to the store, when there is one.
     pub(crate) journal: Option<Arc<Journal>>,
+    /// Keeps the hibernating connections (none when hibernation is off).
+    #[cfg(unix)]
+    pub(crate) hibernator: Option<Arc<crate::hibernate::Hibernator>>,
 }
 
 impl Shared {
@@ -75,6 +78,10 @@ impl Shared {
             messages_sent_preencoded: load(&c.publish_reused),
             bytes_received: load(&c.bytes_received),
             bytes_sent: load(&c.bytes_sent),
+            #[cfg(unix)]
+            connections_hibernating: self.hibernator.as_ref().map_or(0, |h| h.asleep()),
+            #[cfg(not(unix))]
+            connections_hibernating: 0,
         }
     }
 }
@@ -218,6 +225,13 @@ impl BrokerBuilder {
     #[must_use]
     pub fn max_queued_messages(mut self, n: usize) -> Self {
         self.limits.max_queued_messages = n;
+        self
+    }
+
+    /// See [`Limits::hibernate_after`].
+    #[must_use]
+    pub fn hibernate_after(mut self, idle: Option<Duration>) -> Self {
+        self.limits.hibernate_after = idle;
         self
     }
 
@@ -374,6 +388,23 @@ impl BrokerBuilder {
             state.journal = Some(journal);
             writer = Some(thread);
         }
+        let tracker = TaskTracker::new();
+        #[cfg(unix)]
+        let hibernator = match self.limits.hibernate_after {
+            Some(_) => {
+                match crate::hibernate::Hibernator::start(
+                    tokio::runtime::Handle::current(),
+                    tracker.clone(),
+                ) {
+                    Ok(hibernator) => Some(Arc::new(hibernator)),
+                    Err(error) => {
+                        tracing::warn!(%error, "idle connections will not hibernate");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             session_config: Arc::new(self.limits.session_config()),
             limits: self.limits,
@@ -386,8 +417,9 @@ impl BrokerBuilder {
             stopped: CancellationToken::new(),
             journal: state.journal.clone(),
             state: Mutex::new(state),
+            #[cfg(unix)]
+            hibernator,
         });
-        let tracker = TaskTracker::new();
         for listener in listeners {
             tracker.spawn(accept_loop(shared.clone(), listener, tracker.clone()));
         }
@@ -494,6 +526,10 @@ pub struct Stats {
     pub bytes_received: u64,
     /// Bytes written to client connections (TLS and WebSocket framing included).
     pub bytes_sent: u64,
+    /// Idle connections hibernating now (see
+    /// [`Limits::hibernate_after`](crate::Limits::hibernate_after)); they
+    /// count in `connections` too.
+    pub connections_hibernating: u64,
 }
 
 impl BrokerHandle {
@@ -807,6 +843,10 @@ impl BrokerHandle {
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         inner.shared.shutdown.cancel();
+        #[cfg(unix)]
+        if let Some(hibernator) = &inner.shared.hibernator {
+            hibernator.stop();
+        }
         inner.tracker.close();
         inner.tracker.wait().await;
         inner.shared.lock().locals.clear();

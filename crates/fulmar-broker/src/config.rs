@@ -95,6 +95,15 @@ pub struct Limits {
     /// for it) is disconnected, so that a stalled peer does not hold a
     /// connection and its queues forever (its session is kept as usual).
     pub write_timeout: Duration,
+    /// A plain TCP connection with nothing in flight that has been idle
+    /// this long hibernates: its task ends and its socket is watched by one
+    /// poller thread shared by all hibernating connections, until the
+    /// client sends something, a message is routed to it, a deadline
+    /// (keep-alive) is due or the broker shuts down. Nothing changes for the
+    /// client; an idle connection then holds about half the memory. `None`:
+    /// connections never hibernate. TLS and WebSocket connections do not
+    /// hibernate. Unix only.
+    pub hibernate_after: Option<Duration>,
     /// Events kept for each [`Events`](crate::Events) observer that has not
     /// read them yet; beyond it the observer loses the oldest.
     pub event_capacity: usize,
@@ -171,6 +180,7 @@ impl Default for Limits {
             max_topic_levels: 128,
             server_reference: None,
             write_timeout: Duration::from_secs(30),
+            hibernate_after: Some(Duration::from_secs(5)),
         }
     }
 }

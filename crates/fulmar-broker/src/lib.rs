@@ -37,6 +37,10 @@
 //!   dropped and counted or its publishers are held back ([`OverloadPolicy`]);
 //!   a peer that stops reading is disconnected after
 //!   [`Limits::write_timeout`].
+//! - **Idle connections hibernate** (Unix, plain TCP): after
+//!   [`Limits::hibernate_after`] without traffic a connection gives up its
+//!   task and its reactor registration, and one thread watches its socket,
+//!   inbox and keep-alive deadline until it is needed again.
 //!
 //! - **Persistence** ([`BrokerBuilder::store`]): persistent sessions (subscriptions,
 //!   queued and in-flight QoS 1/2 messages, inbound QoS 2 identifiers) and
@@ -81,6 +85,8 @@ mod config;
 mod connection;
 mod error;
 mod frames;
+#[cfg(unix)]
+mod hibernate;
 mod listener;
 mod message;
 mod observe;

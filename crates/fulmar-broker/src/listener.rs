@@ -134,6 +134,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, bound: Bound, tracker: Task
                             addr,
                             certificate: None,
                         };
+                        let stream = crate::connection::TcpIo::Live(stream);
                         tracker.spawn(crate::connection::run(shared.clone(), stream, peer, over_limit, slot));
                     } else {
                         tracker.spawn(serve(shared.clone(), stream, addr, bound.kind.clone(), slot, over_limit));
@@ -169,7 +170,10 @@ async fn serve(
     // The handshakes and the TLS or WebSocket connections are boxed, so every
     // plain TCP connection's task is not as large as theirs.
     match &*kind {
-        Kind::Tcp => crate::connection::run(shared, stream, peer, over_limit, slot).await,
+        Kind::Tcp => {
+            let stream = crate::connection::TcpIo::Live(stream);
+            crate::connection::run(shared, stream, peer, over_limit, slot).await;
+        }
         #[cfg(feature = "tls")]
         Kind::Tls(acceptor) => {
             Box::pin(async move {

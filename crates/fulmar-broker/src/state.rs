@@ -272,6 +272,16 @@ impl ControlReceiver {
         }
     }
 
+    /// Makes `waker` the one woken by what is queued from now on; true when
+    /// something is queued already.
+    pub(crate) fn set_waker(&self, waker: &std::task::Waker) -> bool {
+        self.0.waker.register(waker);
+        self.0
+            .lock()
+            .as_ref()
+            .is_some_and(|queue| !queue.controls.is_empty() || !queue.deliveries.is_empty())
+    }
+
     /// The next delivery, if one is queued.
     pub(crate) fn try_recv_delivery(&self) -> Option<Box<Delivery>> {
         let mut queue = self.0.lock();

@@ -131,6 +131,9 @@ pub(crate) struct LimitsConfig {
     pub(crate) max_session_expiry_secs: u32,
     pub(crate) overload_policy: Overload,
     pub(crate) backpressure_timeout_secs: u64,
+    /// Milliseconds of idleness after which a plain TCP connection
+    /// hibernates; 0: never.
+    pub(crate) hibernate_after_ms: u64,
 }
 
 /// `limits.overload_policy`: [`fulmar_broker::OverloadPolicy`].
@@ -165,6 +168,9 @@ impl Default for LimitsConfig {
                 _ => Overload::Drop,
             },
             backpressure_timeout_secs: limits.backpressure_timeout.as_secs(),
+            hibernate_after_ms: limits
+                .hibernate_after
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 }
@@ -197,6 +203,10 @@ impl LimitsConfig {
         };
         limits.backpressure_timeout =
             std::time::Duration::from_secs(self.backpressure_timeout_secs);
+        limits.hibernate_after = match self.hibernate_after_ms {
+            0 => None,
+            ms => Some(std::time::Duration::from_millis(ms)),
+        };
         Ok(limits)
     }
 }
@@ -459,6 +469,10 @@ max_session_expiry_secs = 4294967295
 # unacknowledged, for at most backpressure_timeout_secs, then is disconnected).
 overload_policy = "drop"
 backpressure_timeout_secs = 30
+# A plain TCP connection idle this long (milliseconds) hibernates: its task
+# ends and one thread watches its socket until it is needed again, so an idle
+# connection holds less memory. 0: never.
+hibernate_after_ms = 5000
 
 [auth]
 # A mosquitto_passwd file (user:$7$... PBKDF2-SHA512, or $6$ SHA-512 lines).

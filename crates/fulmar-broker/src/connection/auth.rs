@@ -7,7 +7,6 @@ use bytes::Bytes;
 use fulmar_codec::{
     Auth, AuthReasonCode, Connect, ConnectReasonCode, DisconnectReasonCode, MqttString,
 };
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Connection;
 use crate::auth::{AuthExchange, AuthStep, ConnectInfo};
@@ -39,7 +38,7 @@ pub(super) struct AuthState {
     pub(super) reauth: Option<Box<dyn AuthExchange>>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+impl<S: super::Stream> Connection<S> {
     /// The enhanced authentication state, created if needed.
     pub(super) fn auth_state(&mut self) -> &mut AuthState {
         self.auth.get_or_insert_with(Box::default)

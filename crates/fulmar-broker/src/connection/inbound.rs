@@ -9,7 +9,6 @@ use fulmar_codec::{
     QoS,
 };
 use fulmar_topic::TopicName;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::Connection;
 
@@ -18,7 +17,7 @@ use crate::state::{Blocked, Origin};
 use crate::store::StoreOp;
 use crate::store::journal::Journal;
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+impl<S: super::Stream> Connection<S> {
     pub(super) async fn on_message(&mut self, publish: Publish) {
         let Some(client) = &self.client else { return };
         let Ok(topic) = publish.topic.parse::<TopicName>() else {

@@ -30,7 +30,10 @@ use crate::observe::{BrokerEvent, Counted};
 
 mod auth;
 mod inbound;
+mod tcp;
 mod transport;
+
+pub(crate) use tcp::TcpIo;
 
 use crate::state::{
     Control, ControlReceiver, Delivery, Inbound, Owner, PendingWill, Queued, State, SubOptions,
@@ -51,19 +54,101 @@ const DELIVERY_BATCH: usize = 256;
 /// How long a connection may take to close once the broker shuts down.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// The byte stream of a connection.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
+    /// Whether its connections can hibernate.
+    const HIBERNATES: bool = false;
+
+    /// Takes the stream out of the runtime for the hibernation of `conn`;
+    /// gives everything back when it cannot.
+    fn into_asleep(
+        conn: Box<Connection<Self>>,
+        slot: Slot,
+    ) -> Result<Asleep, (Box<Connection<Self>>, Slot)> {
+        Err((conn, slot))
+    }
+}
+
+impl Stream for TcpIo {
+    const HIBERNATES: bool = cfg!(unix);
+
+    #[cfg(unix)]
+    fn into_asleep(
+        mut conn: Box<Connection<Self>>,
+        slot: Slot,
+    ) -> Result<Asleep, (Box<Connection<Self>>, Slot)> {
+        match conn.transport.io_mut().sleep() {
+            Ok(fd) => Ok(Asleep { conn, slot, fd }),
+            Err(error) => {
+                tracing::debug!(%error, "a connection could not hibernate");
+                Err((conn, slot))
+            }
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+impl<S: Stream> Stream for tokio_rustls::server::TlsStream<S> {}
+
+#[cfg(feature = "websocket")]
+impl<S: Stream> Stream for crate::ws::WsIo<S> {}
+
+impl Stream for tokio::net::TcpStream {}
+
+/// A hibernating connection (see [`crate::hibernate`]): its state, its
+/// socket out of the runtime.
+pub(crate) struct Asleep {
+    conn: Box<Connection<TcpIo>>,
+    slot: Slot,
+    #[cfg(unix)]
+    fd: std::os::fd::RawFd,
+}
+
+#[cfg(unix)]
+impl Asleep {
+    /// The socket, for the poller.
+    pub(crate) fn fd(&self) -> std::os::fd::RawFd {
+        self.fd
+    }
+
+    /// When the connection must run again at the latest (keep-alive).
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.conn.session.poll_timeout()
+    }
+
+    /// Makes `waker` the one a message for the connection wakes; true when
+    /// one is queued already.
+    pub(crate) fn set_waker(&self, waker: &std::task::Waker) -> bool {
+        self.conn.control.set_waker(waker)
+    }
+
+    /// Runs the connection again (on a runtime thread).
+    pub(crate) async fn resume(self) {
+        let Self { mut conn, slot, .. } = self;
+        conn.transport.io_mut().wake();
+        conn.serve(slot).await;
+    }
+}
+
+/// Why [`Connection::run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    /// The connection is over.
+    Closed,
+    /// It has been idle long enough to hibernate.
+    Hibernate,
+}
+
 /// Runs one connection to its end. The connection state is built here, on
 /// the heap; the returned future holds little more than a pointer to it and
 /// what it waits on.
-pub(crate) fn run<S>(
+pub(crate) fn run<S: Stream>(
     shared: Arc<Shared>,
     stream: S,
     peer: Peer,
     over_limit: bool,
     slot: Slot,
-) -> impl Future<Output = ()> + Send
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
+) -> impl Future<Output = ()> + Send {
     let now = Instant::now();
     let capacity = shared.limits.max_queued_messages.max(1);
     let control = ControlReceiver::new(capacity);
@@ -95,6 +180,7 @@ where
         frames: VecDeque::new(),
         shared,
     });
+    tracing::debug!(peer = %conn.peer.addr, conn_id = conn.conn_id, "connection opened");
     conn.serve(slot)
 }
 
@@ -117,7 +203,7 @@ impl Client {
     }
 }
 
-struct Connection<S> {
+pub(crate) struct Connection<S> {
     shared: Arc<Shared>,
     session: Session,
     transport: Transport<S>,
@@ -173,24 +259,37 @@ struct Refusals {
 /// encoded headers (the rest are encoded by the connection).
 const MAX_FRAMES: usize = 64;
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
-    /// Runs the connection to its end, then closes it.
-    async fn serve(mut self: Box<Self>, slot: Slot) {
-        tracing::debug!(peer = %self.peer.addr, conn_id = self.conn_id, "connection opened");
-        // The one watcher of the shutdown: it tells the connection (which
-        // closes with a DISCONNECT), then gives it a grace period.
-        let shutdown = self.shared.shutdown.clone();
-        let inbox = self.control.inbox();
-        let grace = async {
-            shutdown.cancelled().await;
-            let _ = inbox.send(Control::Shutdown);
-            // Boxed: the timer takes no room in the task while the broker runs.
-            Box::pin(tokio::time::sleep(SHUTDOWN_GRACE)).await;
-        };
-        let abandoned = tokio::select! {
-            () = self.run() => false,
-            // A peer that stopped reading must not hold up the shutdown.
-            () = grace => true,
+impl<S: Stream> Connection<S> {
+    /// Runs the connection to its end (or its hibernation), then closes it.
+    async fn serve(mut self: Box<Self>, mut slot: Slot) {
+        let abandoned = loop {
+            // The one watcher of the shutdown: it tells the connection (which
+            // closes with a DISCONNECT), then gives it a grace period.
+            let shutdown = self.shared.shutdown.clone();
+            let inbox = self.control.inbox();
+            let grace = async {
+                shutdown.cancelled().await;
+                let _ = inbox.send(Control::Shutdown);
+                // Boxed: the timer takes no room in the task while the broker runs.
+                Box::pin(tokio::time::sleep(SHUTDOWN_GRACE)).await;
+            };
+            let flow = tokio::select! {
+                flow = self.run() => flow,
+                // A peer that stopped reading must not hold up the shutdown.
+                () = grace => break true,
+            };
+            if flow == Flow::Closed {
+                break false;
+            }
+            match self.hibernate(slot) {
+                Ok(()) => return,
+                // No hibernation, or the socket could not leave the
+                // runtime (then the next read fails): carry on.
+                Err((conn, back)) => {
+                    self = conn;
+                    slot = back;
+                }
+            }
         };
         if abandoned {
             tracing::debug!(peer = %self.peer.addr, "connection abandoned at shutdown");
@@ -206,36 +305,80 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         self.session.protocol_version() == ProtocolVersion::V5
     }
 
-    async fn run(&mut self) {
+    /// Hands the connection to the broker's hibernation thread; gives it
+    /// back when it cannot.
+    #[cfg(unix)]
+    fn hibernate(self: Box<Self>, slot: Slot) -> Result<(), (Box<Self>, Slot)> {
+        let Some(hibernator) = self.shared.hibernator.as_ref().map(Arc::clone) else {
+            return Err((self, slot));
+        };
+        let asleep = S::into_asleep(self, slot)?;
+        tracing::trace!(conn_id = asleep.conn.conn_id, "connection hibernates");
+        hibernator.park(asleep);
+        Ok(())
+    }
+
+    #[cfg(not(unix))]
+    fn hibernate(self: Box<Self>, slot: Slot) -> Result<(), (Box<Self>, Slot)> {
+        Err((self, slot))
+    }
+
+    /// Whether the connection may hibernate when it stays idle: an accepted
+    /// plain-TCP client with nothing in flight, queued, buffered or pending.
+    fn may_hibernate(&self) -> bool {
+        S::HIBERNATES
+            && self.shared.limits.hibernate_after.is_some()
+            && self.session_accepted
+            && self.client.is_some()
+            && self.session.is_connected()
+            && self.session.inflight_len() == 0
+            && self.session.pending_len() == 0
+            && self.pending_auth.is_none()
+            && self.auth.as_ref().is_none_or(|auth| auth.inbox.is_empty())
+            && self.refusals.is_none()
+            && self.handovers.is_empty()
+            && !self.shutting_down
+            && !self.dirty
+            && !self.yield_next
+            && self.frames.is_empty()
+            && self.transport.is_idle()
+            && !self.shared.shutdown.is_cancelled()
+    }
+
+    async fn run(&mut self) -> Flow {
         loop {
             // Boxed: the answering future is large and only lives while answering.
             if Box::pin(self.drive()).await.is_err() {
                 self.session.connection_lost(Instant::now());
                 self.record_close_events();
-                return;
+                return Flow::Closed;
             }
             if self.session.is_closed() {
-                return;
+                return Flow::Closed;
             }
             if std::mem::take(&mut self.yield_next) {
                 tokio::task::yield_now().await;
             }
             // Everything is answered: a connection about to wait keeps no spare buffers.
             self.session.release_spare_capacity();
-            // One timer: the session's next deadline or the end of an
-            // enhanced authentication, whichever comes first.
+            // One timer: the session's next deadline, the end of an
+            // enhanced authentication or the hibernation, whichever comes first.
             let deadline = self.session.poll_timeout().map(tokio::time::Instant::from);
-            let wake = match (deadline, self.auth_deadline()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+            let hibernate_at = match self.shared.limits.hibernate_after {
+                Some(after) if self.may_hibernate() => Some(tokio::time::Instant::now() + after),
+                _ => None,
             };
+            let wake = [deadline, self.auth_deadline(), hibernate_at]
+                .into_iter()
+                .flatten()
+                .min();
             let room = self.has_room();
             tokio::select! {
                 frame = self.transport.next() => {
                     // One clock reading for the whole batch.
                     let now = Instant::now();
                     if !self.on_frame(frame, now) {
-                        return;
+                        return Flow::Closed;
                     }
                     // Take what is already buffered too, then write the answers at once.
                     let mut handled = 1;
@@ -247,7 +390,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                             break;
                         };
                         if !self.on_frame(frame, now) {
-                            return;
+                            return Flow::Closed;
                         }
                         handled += 1;
                     }
@@ -272,27 +415,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     Inbound::Control(Control::TakeOver(done)) => {
                         self.handovers.push(done);
                         if !self.disconnect(DisconnectReasonCode::SessionTakenOver) {
-                            return;
+                            return Flow::Closed;
                         }
                     }
                     Inbound::Control(Control::Shutdown) => {
                         if !self.shutting_down {
                             self.shutting_down = true;
                             if !self.disconnect(DisconnectReasonCode::ServerShuttingDown) {
-                                return;
+                                return Flow::Closed;
                             }
                         }
                     }
                 },
                 // No deadline: the future is ready with `None` and the branch is off.
                 Some(()) = OptionFuture::from(wake.map(tokio::time::sleep_until)) => {
-                    let auth_expired = self
-                        .auth_deadline()
-                        .is_some_and(|at| at <= tokio::time::Instant::now());
+                    let now = tokio::time::Instant::now();
+                    let auth_expired = self.auth_deadline().is_some_and(|at| at <= now);
                     if auth_expired {
                         tracing::debug!(peer = %self.peer.addr, "enhanced authentication timed out");
                         self.pending_auth = None;
                         self.reject(ConnectReasonCode::NotAuthorized);
+                    } else if deadline.is_none_or(|at| at > now)
+                        && hibernate_at.is_some_and(|at| at <= now)
+                    {
+                        return Flow::Hibernate;
                     } else {
                         self.session.handle_timeout(Instant::now());
                     }

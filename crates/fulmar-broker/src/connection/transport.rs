@@ -53,6 +53,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
         }
     }
 
+    /// The stream (inside the byte counting).
+    pub(super) fn io_mut(&mut self) -> &mut S {
+        &mut self.io.inner
+    }
+
+    /// Nothing buffered either way, and the stream still open.
+    pub(super) fn is_idle(&self) -> bool {
+        !self.done && self.read_buf.is_empty() && self.write_buf.is_empty()
+    }
+
     /// Sets the protocol version used to decode and encode (a CONNECT sets
     /// it by itself when decoded).
     pub(super) fn set_version(&mut self, version: ProtocolVersion) {

@@ -1,0 +1,207 @@
+//! Idle plain-TCP connections hibernate (`Limits::hibernate_after`): the
+//! task ends and one poller thread watches the socket. Every flow that can
+//! reach a hibernating connection wakes it, and the client sees nothing of
+//! it: messages routed to it, its own packets, its keep-alive deadline, a
+//! take-over, its socket closing, the broker shutting down.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{GUARD, Peer, addr, publish, start_with};
+use fulmar_broker::{Broker, BrokerHandle};
+use fulmar_codec::{
+    Connect, DisconnectReasonCode, MqttString, Packet, PacketId, ProtocolVersion, PubAck, QoS, Will,
+};
+
+/// Hibernation after 50 ms of idleness, so that tests see it quickly.
+async fn broker() -> BrokerHandle {
+    start_with(Broker::builder().hibernate_after(Some(Duration::from_millis(50)))).await
+}
+
+/// Waits until exactly `n` connections hibernate.
+async fn hibernating(broker: &BrokerHandle, n: u64) {
+    let wait = async {
+        while broker.stats().connections_hibernating != n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(GUARD, wait).await.unwrap_or_else(|_| {
+        panic!(
+            "expected {n} hibernating connections, {} after {GUARD:?}",
+            broker.stats().connections_hibernating
+        )
+    });
+}
+
+fn versions() -> [ProtocolVersion; 2] {
+    [ProtocolVersion::V311, ProtocolVersion::V5]
+}
+
+#[tokio::test]
+async fn a_hibernating_subscriber_gets_its_messages_and_hibernates_again() {
+    // MQTT-4.3.2-1 MQTT-4.3.2-2 MQTT-4.3.2-3 (QoS 1 to a subscriber, in order)
+    for version in versions() {
+        let broker = broker().await;
+        let mut sub = Peer::connect(addr(&broker), version, "sub").await;
+        sub.sub(1, "t/#", QoS::AtLeastOnce).await;
+        hibernating(&broker, 1).await;
+        let mut publisher = Peer::connect(addr(&broker), version, "pub").await;
+        for i in 1..=3u16 {
+            let mut message = publish("t/a", "hello", QoS::AtLeastOnce);
+            message.packet_id = PacketId::new(i);
+            publisher.send(message).await;
+            assert!(matches!(publisher.recv().await, Packet::PubAck(_)));
+        }
+        for _ in 1..=3 {
+            let got = sub.recv_publish().await;
+            assert_eq!(&got.topic[..], "t/a");
+            assert_eq!(&got.payload[..], b"hello");
+            assert_eq!(got.qos, QoS::AtLeastOnce);
+            let id = got.packet_id.unwrap();
+            sub.send(PubAck::new(id)).await;
+        }
+        // Both go back to sleep once everything is acknowledged.
+        hibernating(&broker, 2).await;
+        // And wake again for the next message.
+        publisher
+            .send(publish("t/b", "again", QoS::AtMostOnce))
+            .await;
+        assert_eq!(&sub.recv_publish().await.payload[..], b"again");
+        hibernating(&broker, 2).await;
+        assert_eq!(broker.stats().clients_connected, 2);
+        broker.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_hibernating_connection_answers_pingreq() {
+    // MQTT-3.12.4-1
+    for version in versions() {
+        let broker = broker().await;
+        let mut peer = Peer::connect(addr(&broker), version, "pinger").await;
+        for _ in 0..3 {
+            hibernating(&broker, 1).await;
+            peer.send_raw(&[0xC0, 0x00]).await;
+            peer.expect_raw(&[0xD0, 0x00]).await;
+        }
+        broker.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn keep_alive_ends_a_hibernating_connection_and_its_will_is_published() {
+    // v3: MQTT-3.1.2-24 v5: MQTT-3.1.2-22 (keep alive x 1.5, then closed)
+    // MQTT-3.1.2-8 (the will is published when the connection is closed without DISCONNECT)
+    for version in versions() {
+        let broker = broker().await;
+        let mut watcher = Peer::connect(addr(&broker), version, "watcher").await;
+        watcher.sub(1, "wills/#", QoS::AtMostOnce).await;
+        let mut connect = Connect::new(version, MqttString::from("sleepy".to_owned()));
+        connect.keep_alive = 1;
+        connect.will = Some(Will::new(
+            MqttString::from("wills/sleepy".to_owned()),
+            bytes::Bytes::from_static(b"gone"),
+        ));
+        let (mut sleepy, ack) = Peer::connect_with(addr(&broker), connect).await;
+        assert!(!ack.reason_code.is_error());
+        hibernating(&broker, 2).await;
+        // Nothing is sent: 1.5 s later the broker closes the connection.
+        let will = watcher.recv_publish().await;
+        assert_eq!(&will.topic[..], "wills/sleepy");
+        assert_eq!(&will.payload[..], b"gone");
+        if version == ProtocolVersion::V5 {
+            match sleepy.recv().await {
+                Packet::Disconnect(d) => {
+                    assert_eq!(d.reason_code, DisconnectReasonCode::KeepAliveTimeout);
+                }
+                other => panic!("expected DISCONNECT, got {other:?}"),
+            }
+        }
+        sleepy.expect_closed().await;
+        broker.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_take_over_wakes_the_hibernating_connection() {
+    // v3: MQTT-3.1.4-2 v5: MQTT-3.1.4-3 (the existing client is disconnected, 5.0 with 0x8E)
+    for version in versions() {
+        let broker = broker().await;
+        let mut old = Peer::connect(addr(&broker), version, "same").await;
+        hibernating(&broker, 1).await;
+        let _new = Peer::connect(addr(&broker), version, "same").await;
+        if version == ProtocolVersion::V5 {
+            match old.recv().await {
+                Packet::Disconnect(d) => {
+                    assert_eq!(d.reason_code, DisconnectReasonCode::SessionTakenOver);
+                }
+                other => panic!("expected DISCONNECT, got {other:?}"),
+            }
+        }
+        old.expect_closed().await;
+        hibernating(&broker, 1).await;
+        assert_eq!(broker.stats().clients_connected, 1);
+        broker.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_closing_its_socket_while_hibernating_is_gone() {
+    // MQTT-3.1.2-8 (the will is published when the connection is closed without DISCONNECT)
+    let broker = broker().await;
+    let mut watcher = Peer::connect(addr(&broker), ProtocolVersion::V5, "watcher").await;
+    watcher.sub(1, "wills/#", QoS::AtMostOnce).await;
+    let mut connect = Connect::new(ProtocolVersion::V5, MqttString::from("leaver".to_owned()));
+    connect.will = Some(Will::new(
+        MqttString::from("wills/leaver".to_owned()),
+        bytes::Bytes::from_static(b"bye"),
+    ));
+    let (leaver, _) = Peer::connect_with(addr(&broker), connect).await;
+    hibernating(&broker, 2).await;
+    drop(leaver);
+    assert_eq!(&watcher.recv_publish().await.payload[..], b"bye");
+    hibernating(&broker, 1).await;
+    assert_eq!(broker.stats().clients_connected, 1);
+    assert_eq!(broker.stats().connections, 1);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_wakes_hibernating_connections() {
+    // v5: MQTT-3.14.2-1 (the server's DISCONNECT carries a reason code: 0x8B Server shutting down)
+    let broker = broker().await;
+    let mut peers = Vec::new();
+    for i in 0..4 {
+        let id = format!("p{i}");
+        peers.push(Peer::connect(addr(&broker), ProtocolVersion::V5, &id).await);
+    }
+    hibernating(&broker, 4).await;
+    tokio::time::timeout(GUARD, broker.shutdown())
+        .await
+        .expect("shutdown waited for hibernating connections");
+    for mut peer in peers {
+        match peer.recv().await {
+            Packet::Disconnect(d) => {
+                assert_eq!(d.reason_code, DisconnectReasonCode::ServerShuttingDown);
+            }
+            other => panic!("expected DISCONNECT, got {other:?}"),
+        }
+        peer.expect_closed().await;
+    }
+    assert_eq!(broker.stats().connections, 0);
+}
+
+#[tokio::test]
+async fn nothing_hibernates_when_it_is_off() {
+    // (memory: a limit turned off, no spec statement)
+    let broker = start_with(Broker::builder().hibernate_after(None)).await;
+    let mut peer = Peer::connect(addr(&broker), ProtocolVersion::V5, "awake").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(broker.stats().connections_hibernating, 0);
+    peer.send_raw(&[0xC0, 0x00]).await;
+    peer.expect_raw(&[0xD0, 0x00]).await;
+    broker.shutdown().await;
+}
