@@ -14,11 +14,11 @@ use fulmar_codec::{MqttString, Publish, TopicAliasAllocator};
 
 /// The allocator for one network connection, with the memo. Both are
 /// created by the first PUBLISH that can carry an alias: a connection that
-/// sends nothing keeps only the maximum.
+/// sends nothing keeps only a null pointer. The peer's Topic Alias Maximum is
+/// kept by the caller (in the padding of the connection state, where a field
+/// here would take a word of its own) and handed to [`apply`](Self::apply).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct OutAliases {
-    /// The peer's Topic Alias Maximum (0: no aliases).
-    maximum: u16,
     tables: Option<Box<Tables>>,
 }
 
@@ -30,25 +30,18 @@ struct Tables {
 }
 
 impl OutAliases {
-    /// See [`TopicAliasAllocator::new`].
-    pub(crate) fn new(maximum: u16) -> Self {
-        Self {
-            maximum,
-            tables: None,
-        }
-    }
-
-    /// The same as [`TopicAliasAllocator::apply`].
-    pub(crate) fn apply(&mut self, publish: &mut Publish) {
-        if self.maximum == 0 || publish.topic.is_empty() {
+    /// The same as [`TopicAliasAllocator::apply`] on an allocator created
+    /// with `TopicAliasAllocator::new(maximum)` (`maximum`, the peer's Topic
+    /// Alias Maximum, is the same at every call until [`Default`] starts over).
+    pub(crate) fn apply(&mut self, maximum: u16, publish: &mut Publish) {
+        if maximum == 0 || publish.topic.is_empty() {
             // What the allocator does here, without creating it: no alias
             // without a maximum; an empty topic name is left as it is.
-            if self.maximum == 0 && !publish.topic.is_empty() {
+            if maximum == 0 && !publish.topic.is_empty() {
                 publish.properties.topic_alias = None;
             }
             return;
         }
-        let maximum = self.maximum;
         let tables = self.tables.get_or_insert_with(|| {
             Box::new(Tables {
                 allocator: TopicAliasAllocator::new(maximum),
@@ -68,6 +61,12 @@ impl OutAliases {
         tables.allocator.apply(publish);
         tables.last = publish.properties.topic_alias.map(|alias| (topic, alias));
     }
+
+    /// Whether the allocator exists (allocated).
+    #[cfg(test)]
+    pub(crate) fn is_allocated(&self) -> bool {
+        self.tables.is_some()
+    }
 }
 
 #[cfg(test)]
@@ -86,13 +85,13 @@ mod tests {
         ) {
             let names = ["a", "b", "c/d", "e", "", "a"];
             let mut bare = TopicAliasAllocator::new(maximum);
-            let mut memo = OutAliases::new(maximum);
+            let mut memo = OutAliases::default();
             for t in topics {
                 let name = names.get(t).copied().unwrap_or("a");
                 let publish = Publish::new(MqttString::from(name), Bytes::new());
                 let (mut a, mut b) = (publish.clone(), publish);
                 bare.apply(&mut a);
-                memo.apply(&mut b);
+                memo.apply(maximum, &mut b);
                 prop_assert_eq!(a, b);
             }
         }
