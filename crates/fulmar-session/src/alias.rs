@@ -1,5 +1,6 @@
-//! Outbound topic aliases: `fulmar_codec::TopicAliasAllocator` behind a
-//! one-entry memo of the last topic it aliased.
+//! Topic aliases. Outbound: `fulmar_codec::TopicAliasAllocator` behind a
+//! one-entry memo of the last topic it aliased; inbound:
+//! `fulmar_codec::TopicAliasResolver`. Both are created on first use.
 //!
 //! Looking a topic up in the allocator hashes it (SipHash), which cost about
 //! a tenth of a QoS 1 round trip through both sessions. A connection often
@@ -10,7 +11,9 @@
 
 use std::num::NonZeroU16;
 
-use fulmar_codec::{MqttString, Publish, TopicAliasAllocator};
+use fulmar_codec::{AliasError, MqttString, Publish, TopicAliasAllocator, TopicAliasResolver};
+
+use crate::session::Conn;
 
 /// The allocator for one network connection, with the memo. Both are
 /// created by the first PUBLISH that can carry an alias: a connection that
@@ -66,6 +69,48 @@ impl OutAliases {
     #[cfg(test)]
     pub(crate) fn is_allocated(&self) -> bool {
         self.tables.is_some()
+    }
+}
+
+/// The topic aliases of a connection, both ways. Each maximum is kept in
+/// [`Conn`] (in padding) and each table is created on first use.
+impl Conn {
+    /// Inbound topic aliases up to `maximum`, none recorded yet (a new
+    /// connection).
+    pub(crate) fn set_in_aliases(&mut self, maximum: u16) {
+        self.in_alias_maximum = maximum;
+        self.in_aliases = None;
+    }
+
+    /// The same as [`TopicAliasResolver::resolve`] on the resolver of this
+    /// connection; the resolver is only created for a PUBLISH that carries
+    /// an alias (without one, `resolve` records nothing).
+    #[inline]
+    pub(crate) fn resolve_in_alias(&mut self, publish: &mut Publish) -> Result<(), AliasError> {
+        match &mut self.in_aliases {
+            Some(resolver) => resolver.resolve(publish),
+            None if publish.properties.topic_alias.is_none() => {
+                TopicAliasResolver::new(self.in_alias_maximum).resolve(publish)
+            }
+            None => self
+                .in_aliases
+                .insert(Box::new(TopicAliasResolver::new(self.in_alias_maximum)))
+                .resolve(publish),
+        }
+    }
+
+    /// Outbound topic aliases up to the peer's `maximum`, none assigned yet
+    /// (a new connection).
+    pub(crate) fn set_out_aliases(&mut self, maximum: u16) {
+        self.out_alias_maximum = maximum;
+        self.out_aliases = OutAliases::default();
+    }
+
+    /// Gives `publish` a topic alias if the peer allows it (see
+    /// [`OutAliases::apply`]).
+    #[inline]
+    pub(crate) fn apply_out_alias(&mut self, publish: &mut Publish) {
+        self.out_aliases.apply(self.out_alias_maximum, publish);
     }
 }
 

@@ -195,7 +195,9 @@ mod tests {
 
     use bytes::Bytes;
     use fulmar_codec::{
-        ConnAckProperties, Connect, MqttString, PacketId, ProtocolVersion, Publish, QoS,
+        AckProperties, ConnAckProperties, Connect, MqttString, PacketId, ProtocolVersion, Publish,
+        QoS, SubAckReasonCode, SubscribeProperties, SubscriptionOptions, UnsubAckReasonCode,
+        UnsubscribeProperties,
     };
 
     use crate::{Config, Event, Session};
@@ -315,5 +317,79 @@ mod tests {
         assert_eq!(server.incoming_qos2_len(), 0);
         server.release_spare_capacity();
         assert!(!server.incoming_qos2.is_allocated());
+    }
+
+    #[test]
+    fn a_client_keeps_its_requests_and_subscriptions_across_a_release() {
+        // (memory, no spec statement) A SUBSCRIBE awaiting its SUBACK keeps
+        // its identifier (and so the outbound half); the subscription list
+        // stays while it has an entry; identifiers go on where they were.
+        let (mut client, mut server, now) = pair();
+        let filter = MqttString::from("a/+");
+        let sub = client
+            .subscribe(
+                vec![(filter.clone(), SubscriptionOptions::default())],
+                SubscribeProperties::default(),
+                now,
+            )
+            .unwrap();
+        client.release_spare_capacity();
+        assert!(
+            client.out.is_allocated(),
+            "the SUBSCRIBE's identifier is in use"
+        );
+        server
+            .handle_packet(client.poll_transmit().unwrap(), now)
+            .unwrap();
+        assert!(matches!(server.poll_event(), Some(Event::Subscribe(_))));
+        let granted = vec![SubAckReasonCode::GrantedQoS1];
+        server
+            .suback(sub, granted, AckProperties::default())
+            .unwrap();
+        client
+            .handle_packet(server.poll_transmit().unwrap(), now)
+            .unwrap();
+        client.release_spare_capacity();
+        assert!(!client.out.is_allocated());
+        assert_eq!(client.subscriptions().len(), 1);
+
+        let unsub = client
+            .unsubscribe(vec![filter], UnsubscribeProperties::default(), now)
+            .unwrap();
+        assert_eq!(unsub.get(), sub.get() + 1);
+        server
+            .handle_packet(client.poll_transmit().unwrap(), now)
+            .unwrap();
+        assert!(matches!(server.poll_event(), Some(Event::Unsubscribe(_))));
+        let removed = vec![UnsubAckReasonCode::Success];
+        server
+            .unsuback(unsub, removed, AckProperties::default())
+            .unwrap();
+        client
+            .handle_packet(server.poll_transmit().unwrap(), now)
+            .unwrap();
+        client.release_spare_capacity();
+        assert!(client.subscriptions().is_empty() && client.subscriptions.0.is_none());
+        assert!(!client.out.is_allocated());
+
+        // A request lost with the connection frees its identifier.
+        let lost = client
+            .subscribe(
+                vec![(MqttString::from("b"), SubscriptionOptions::default())],
+                SubscribeProperties::default(),
+                now,
+            )
+            .unwrap();
+        assert_eq!(lost.get(), unsub.get() + 1);
+        client.connection_lost(now);
+        let events: Vec<Event> = std::iter::from_fn(|| client.poll_event()).collect();
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, Event::RequestLost { packet_id } if *packet_id == lost))
+        );
+        client.release_spare_capacity();
+        assert!(!client.out.is_allocated());
+        assert_eq!(client.session_state(now).last_packet_id, lost.get());
     }
 }

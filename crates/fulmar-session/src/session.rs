@@ -167,51 +167,6 @@ static NO_EXTRA: ConnExtra = ConnExtra {
 };
 
 impl Conn {
-    /// Inbound topic aliases up to `maximum`, none recorded yet (a new
-    /// connection).
-    pub(crate) fn set_in_aliases(&mut self, maximum: u16) {
-        self.in_alias_maximum = maximum;
-        self.in_aliases = None;
-    }
-
-    /// The same as [`TopicAliasResolver::resolve`] on the resolver of this
-    /// connection; the resolver is only created for a PUBLISH that carries
-    /// an alias (without one, `resolve` records nothing).
-    ///
-    /// [`TopicAliasResolver::resolve`]: fulmar_codec::TopicAliasResolver::resolve
-    #[inline]
-    pub(crate) fn resolve_in_alias(
-        &mut self,
-        publish: &mut Publish,
-    ) -> Result<(), fulmar_codec::AliasError> {
-        match &mut self.in_aliases {
-            Some(resolver) => resolver.resolve(publish),
-            None if publish.properties.topic_alias.is_none() => {
-                fulmar_codec::TopicAliasResolver::new(self.in_alias_maximum).resolve(publish)
-            }
-            None => self
-                .in_aliases
-                .insert(Box::new(fulmar_codec::TopicAliasResolver::new(
-                    self.in_alias_maximum,
-                )))
-                .resolve(publish),
-        }
-    }
-
-    /// Outbound topic aliases up to the peer's `maximum`, none assigned yet
-    /// (a new connection).
-    pub(crate) fn set_out_aliases(&mut self, maximum: u16) {
-        self.out_alias_maximum = maximum;
-        self.out_aliases = crate::alias::OutAliases::default();
-    }
-
-    /// Gives `publish` a topic alias if the peer allows it (see
-    /// [`OutAliases::apply`](crate::alias::OutAliases::apply)).
-    #[inline]
-    pub(crate) fn apply_out_alias(&mut self, publish: &mut Publish) {
-        self.out_aliases.apply(self.out_alias_maximum, publish);
-    }
-
     /// The rarely used part, for reading.
     pub(crate) fn extra(&self) -> &ConnExtra {
         self.extra.as_deref().unwrap_or(&NO_EXTRA)
