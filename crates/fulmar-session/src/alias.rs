@@ -1,5 +1,6 @@
-//! Outbound topic aliases: `fulmar_codec::TopicAliasAllocator` behind a
-//! one-entry memo of the last topic it aliased.
+//! Topic aliases. Outbound: `fulmar_codec::TopicAliasAllocator` behind a
+//! one-entry memo of the last topic it aliased; inbound:
+//! `fulmar_codec::TopicAliasResolver`. Both are created on first use.
 //!
 //! Looking a topic up in the allocator hashes it (SipHash), which cost about
 //! a tenth of a QoS 1 round trip through both sessions. A connection often
@@ -10,15 +11,17 @@
 
 use std::num::NonZeroU16;
 
-use fulmar_codec::{MqttString, Publish, TopicAliasAllocator};
+use fulmar_codec::{AliasError, MqttString, Publish, TopicAliasAllocator, TopicAliasResolver};
+
+use crate::session::Conn;
 
 /// The allocator for one network connection, with the memo. Both are
 /// created by the first PUBLISH that can carry an alias: a connection that
-/// sends nothing keeps only the maximum.
+/// sends nothing keeps only a null pointer. The peer's Topic Alias Maximum is
+/// kept by the caller (in the padding of the connection state, where a field
+/// here would take a word of its own) and handed to [`apply`](Self::apply).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct OutAliases {
-    /// The peer's Topic Alias Maximum (0: no aliases).
-    maximum: u16,
     tables: Option<Box<Tables>>,
 }
 
@@ -30,25 +33,18 @@ struct Tables {
 }
 
 impl OutAliases {
-    /// See [`TopicAliasAllocator::new`].
-    pub(crate) fn new(maximum: u16) -> Self {
-        Self {
-            maximum,
-            tables: None,
-        }
-    }
-
-    /// The same as [`TopicAliasAllocator::apply`].
-    pub(crate) fn apply(&mut self, publish: &mut Publish) {
-        if self.maximum == 0 || publish.topic.is_empty() {
+    /// The same as [`TopicAliasAllocator::apply`] on an allocator created
+    /// with `TopicAliasAllocator::new(maximum)` (`maximum`, the peer's Topic
+    /// Alias Maximum, is the same at every call until [`Default`] starts over).
+    pub(crate) fn apply(&mut self, maximum: u16, publish: &mut Publish) {
+        if maximum == 0 || publish.topic.is_empty() {
             // What the allocator does here, without creating it: no alias
             // without a maximum; an empty topic name is left as it is.
-            if self.maximum == 0 && !publish.topic.is_empty() {
+            if maximum == 0 && !publish.topic.is_empty() {
                 publish.properties.topic_alias = None;
             }
             return;
         }
-        let maximum = self.maximum;
         let tables = self.tables.get_or_insert_with(|| {
             Box::new(Tables {
                 allocator: TopicAliasAllocator::new(maximum),
@@ -68,6 +64,54 @@ impl OutAliases {
         tables.allocator.apply(publish);
         tables.last = publish.properties.topic_alias.map(|alias| (topic, alias));
     }
+
+    /// Whether the allocator exists (allocated).
+    #[cfg(test)]
+    pub(crate) fn is_allocated(&self) -> bool {
+        self.tables.is_some()
+    }
+}
+
+/// The topic aliases of a connection, both ways. Each maximum is kept in
+/// [`Conn`] (in padding) and each table is created on first use.
+impl Conn {
+    /// Inbound topic aliases up to `maximum`, none recorded yet (a new
+    /// connection).
+    pub(crate) fn set_in_aliases(&mut self, maximum: u16) {
+        self.in_alias_maximum = maximum;
+        self.in_aliases = None;
+    }
+
+    /// The same as [`TopicAliasResolver::resolve`] on the resolver of this
+    /// connection; the resolver is only created for a PUBLISH that carries
+    /// an alias (without one, `resolve` records nothing).
+    #[inline]
+    pub(crate) fn resolve_in_alias(&mut self, publish: &mut Publish) -> Result<(), AliasError> {
+        match &mut self.in_aliases {
+            Some(resolver) => resolver.resolve(publish),
+            None if publish.properties.topic_alias.is_none() => {
+                TopicAliasResolver::new(self.in_alias_maximum).resolve(publish)
+            }
+            None => self
+                .in_aliases
+                .insert(Box::new(TopicAliasResolver::new(self.in_alias_maximum)))
+                .resolve(publish),
+        }
+    }
+
+    /// Outbound topic aliases up to the peer's `maximum`, none assigned yet
+    /// (a new connection).
+    pub(crate) fn set_out_aliases(&mut self, maximum: u16) {
+        self.out_alias_maximum = maximum;
+        self.out_aliases = OutAliases::default();
+    }
+
+    /// Gives `publish` a topic alias if the peer allows it (see
+    /// [`OutAliases::apply`]).
+    #[inline]
+    pub(crate) fn apply_out_alias(&mut self, publish: &mut Publish) {
+        self.out_aliases.apply(self.out_alias_maximum, publish);
+    }
 }
 
 #[cfg(test)]
@@ -86,13 +130,13 @@ mod tests {
         ) {
             let names = ["a", "b", "c/d", "e", "", "a"];
             let mut bare = TopicAliasAllocator::new(maximum);
-            let mut memo = OutAliases::new(maximum);
+            let mut memo = OutAliases::default();
             for t in topics {
                 let name = names.get(t).copied().unwrap_or("a");
                 let publish = Publish::new(MqttString::from(name), Bytes::new());
                 let (mut a, mut b) = (publish.clone(), publish);
                 bare.apply(&mut a);
-                memo.apply(&mut b);
+                memo.apply(maximum, &mut b);
                 prop_assert_eq!(a, b);
             }
         }

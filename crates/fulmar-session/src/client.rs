@@ -9,14 +9,12 @@ use fulmar_codec::{
     UnsubscribeProperties,
 };
 
-use crate::alias::OutAliases;
 use crate::config::Config;
 use crate::error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};
 use crate::event::Event;
 use crate::session::{Request, Role, Session, State, has_wildcard, secs, shared_filter};
 use crate::state::SessionState;
 use crate::timer::Timer;
-use fulmar_codec::TopicAliasResolver;
 
 impl Session {
     /// A client session with an empty session state, not connected.
@@ -77,7 +75,7 @@ impl Session {
                 Some(self.config.receive_maximum).filter(|r| r.get() != u16::MAX);
             props.topic_alias_maximum = Some(self.config.topic_alias_maximum).filter(|m| *m > 0);
             props.maximum_packet_size = self.config.maximum_packet_size;
-            self.conn.in_aliases = TopicAliasResolver::new(self.config.topic_alias_maximum);
+            self.conn.set_in_aliases(self.config.topic_alias_maximum);
         }
         self.conn.keep_alive = connect.keep_alive;
         self.conn.clean_start = connect.clean_start;
@@ -177,7 +175,12 @@ impl Session {
             return Err(LimitExceeded::TooManyRequests(self.config.max_requests).into());
         }
         self.now = Some(now);
-        Ok(self.out.ids.allocate().ok_or(LimitExceeded::NoPacketId)?)
+        Ok(self
+            .out
+            .get_mut(self.out_cursor)
+            .ids
+            .allocate()
+            .ok_or(LimitExceeded::NoPacketId)?)
     }
 
     pub(crate) fn client_packet(&mut self, packet: Packet, now: Instant) -> Result<(), Error> {
@@ -201,18 +204,26 @@ impl Session {
         match packet {
             Packet::Publish(publish) => self.receive_publish(publish),
             Packet::PubAck(ack) => {
-                self.out.on_puback(ack, &mut self.events);
+                if let Some(out) = self.out.existing_mut() {
+                    out.on_puback(ack, &mut self.events);
+                }
                 Ok(())
             }
             Packet::PubRec(rec) => {
                 let v5 = self.version == ProtocolVersion::V5;
-                self.out
-                    .on_pubrec(rec, v5, &mut self.transmit, &mut self.events);
+                self.out.get_mut(self.out_cursor).on_pubrec(
+                    rec,
+                    v5,
+                    &mut self.transmit,
+                    &mut self.events,
+                );
                 Ok(())
             }
             Packet::PubRel(rel) => self.receive_pubrel(rel.packet_id),
             Packet::PubComp(comp) => {
-                self.out.on_pubcomp(comp, &mut self.events);
+                if let Some(out) = self.out.existing_mut() {
+                    out.on_pubcomp(comp, &mut self.events);
+                }
                 Ok(())
             }
             Packet::SubAck(ack) => self.on_suback(ack),
@@ -246,7 +257,7 @@ impl Session {
         self.timers.stop(Timer::Connect);
         if connack.reason_code.is_error() {
             // MQTT-3.2.2-7: the server closes after a failure code.
-            self.error = Some(Error::Refused(connack.reason_code));
+            self.error = Some(Box::new(Error::Refused(connack.reason_code)));
             self.transmit.clear();
             self.timers.stop_all();
             self.state = State::Closed;
@@ -278,7 +289,8 @@ impl Session {
                 props.subscription_identifiers_available.unwrap_or(true);
             peer.maximum_packet_size = props.maximum_packet_size.map(|m| m.get());
             peer.topic_alias_maximum = props.topic_alias_maximum.unwrap_or(0);
-            self.conn.out_aliases = OutAliases::new(peer.topic_alias_maximum);
+            let maximum = peer.topic_alias_maximum;
+            self.conn.set_out_aliases(maximum);
             if let Some(keep_alive) = props.server_keep_alive {
                 // MQTT-3.2.2-21: the server's value wins.
                 self.conn.keep_alive = keep_alive;
@@ -288,8 +300,10 @@ impl Session {
             }
         }
         self.state = State::Connected;
-        if connack.session_present {
-            self.out.resume(&mut self.transmit);
+        if connack.session_present
+            && let Some(out) = self.out.existing_mut()
+        {
+            out.resume(&mut self.transmit);
         }
         if self.conn.keep_alive > 0 {
             self.timers
@@ -317,14 +331,13 @@ impl Session {
             for ((filter, mut options), code) in filters.into_iter().zip(&ack.reason_codes) {
                 if let Some(granted) = code.granted_qos() {
                     options.qos = granted;
-                    match self.subscriptions.iter_mut().find(|(f, _)| *f == filter) {
-                        Some(existing) => existing.1 = options,
-                        None => self.subscriptions.push((filter, options)),
-                    }
+                    self.subscriptions.upsert(filter, options);
                 }
             }
         }
-        self.out.ids.release(ack.packet_id);
+        if let Some(out) = self.out.existing_mut() {
+            out.ids.release(ack.packet_id);
+        }
         self.events.push_back(Event::SubAck(ack));
         Ok(())
     }
@@ -350,11 +363,13 @@ impl Session {
                     .get(i)
                     .is_none_or(|c| *c == UnsubAckReasonCode::Success);
                 if removed {
-                    self.subscriptions.retain(|(f, _)| f != filter);
+                    self.subscriptions.remove(filter);
                 }
             }
         }
-        self.out.ids.release(ack.packet_id);
+        if let Some(out) = self.out.existing_mut() {
+            out.ids.release(ack.packet_id);
+        }
         self.events.push_back(Event::UnsubAck(ack));
         Ok(())
     }

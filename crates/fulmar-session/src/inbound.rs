@@ -17,8 +17,7 @@ impl Session {
     pub(crate) fn receive_publish(&mut self, mut publish: Publish) -> Result<(), Error> {
         if self.version == ProtocolVersion::V5 {
             self.conn
-                .in_aliases
-                .resolve(&mut publish)
+                .resolve_in_alias(&mut publish)
                 .map_err(|e| match e {
                     AliasError::AboveMaximum { alias, .. } => {
                         ProtocolViolation::TopicAliasInvalid(alias)
@@ -62,7 +61,7 @@ impl Session {
                 self.events.push_back(Event::Message(publish));
             }
             (QoS::ExactlyOnce, Some(id)) => {
-                if !self.incoming_qos2.contains(&id) {
+                if !self.incoming_qos2.contains(id) {
                     self.check_receive_maximum()?;
                     self.incoming_qos2.insert(id);
                     self.events.push_back(Event::Message(publish));
@@ -148,7 +147,7 @@ impl Session {
         {
             return Err(ProtocolViolation::PubRelBeforePubRec(id.get()).into());
         }
-        let known = self.incoming_qos2.remove(&id);
+        let known = self.incoming_qos2.remove(id);
         let v5 = self.version == ProtocolVersion::V5;
         // MQTT-4.3.3-11: PUBCOMP with the same identifier (0x92 if unknown, 5.0).
         let reason_code = if !known && v5 {

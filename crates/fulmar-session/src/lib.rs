@@ -68,6 +68,7 @@ mod config;
 mod error;
 mod event;
 mod inbound;
+mod lazy;
 mod outbound;
 mod packet_id;
 mod server;

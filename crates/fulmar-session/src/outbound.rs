@@ -83,6 +83,12 @@ struct InFlight {
 }
 
 impl InFlight {
+    const EMPTY: Self = Self {
+        slots: VecDeque::new(),
+        first: 0,
+        count: 0,
+    };
+
     fn len(&self) -> usize {
         self.count
     }
@@ -226,6 +232,38 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
+    /// Nothing in flight or queued, no identifier in use: what a session
+    /// without an outbound half reads (see [`crate::lazy::LazyOutbound`]).
+    pub(crate) const EMPTY: Self = Self {
+        ids: PacketIds::EMPTY,
+        inflight: InFlight::EMPTY,
+        pending: VecDeque::new(),
+        resend: VecDeque::new(),
+        live: 0,
+    };
+
+    /// An empty outbound half whose identifiers continue after `cursor`.
+    pub(crate) fn starting_after(cursor: u16) -> Self {
+        Self {
+            ids: PacketIds::starting_after(cursor),
+            ..Self::default()
+        }
+    }
+
+    /// Whether it holds nothing but the identifier cursor: no identifier in
+    /// use (in flight, queued, or a SUBSCRIBE/UNSUBSCRIBE awaiting its ack),
+    /// nothing in flight, queued or due for resending. Such a half can be
+    /// replaced by `starting_after(self.ids.cursor())` without any change
+    /// (the in-flight sequence numbers only order the entries of the table).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+            && self.inflight.count == 0
+            && self.inflight.slots.is_empty()
+            && self.pending.is_empty()
+            && self.resend.is_empty()
+            && self.live == 0
+    }
+
     /// Messages in flight (sent, not completely acknowledged).
     pub(crate) fn inflight_len(&self) -> usize {
         self.inflight.len()
@@ -529,10 +567,7 @@ impl Outbound {
         last_id: u16,
         now: Instant,
     ) -> Self {
-        let mut out = Self {
-            ids: PacketIds::starting_after(last_id),
-            ..Self::default()
-        };
+        let mut out = Self::starting_after(last_id);
         for o in outgoing {
             match o {
                 Outgoing::Publish(p) => {

@@ -56,6 +56,12 @@ pub(crate) struct PacketIds {
 }
 
 impl PacketIds {
+    /// No identifier in use, starting at 1.
+    pub(crate) const EMPTY: Self = Self {
+        in_use: HashMap::with_hasher(BuildHasherDefault::new()),
+        next: 0,
+    };
+
     /// Continues after `last` (the highest recently used identifier).
     pub(crate) fn starting_after(last: u16) -> Self {
         Self {
@@ -123,6 +129,11 @@ impl PacketIds {
     /// Makes `id` available again.
     pub(crate) fn release(&mut self, id: PacketId) {
         self.in_use.remove(&id);
+    }
+
+    /// Whether no identifier is in use.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.in_use.is_empty()
     }
 
     /// Whether `id` is in use.

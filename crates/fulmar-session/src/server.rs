@@ -10,7 +10,6 @@ use fulmar_codec::{
     UnsubAck, UnsubAckReasonCode,
 };
 
-use crate::alias::OutAliases;
 use crate::config::{Config, MAX_EARLY_PACKETS};
 use crate::error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};
 use crate::event::Event;
@@ -18,7 +17,6 @@ use crate::session::{Request, Role, Session, State};
 use crate::session::{has_wildcard, shared_filter};
 use crate::state::SessionState;
 use crate::timer::Timer;
-use fulmar_codec::TopicAliasResolver;
 
 impl Session {
     /// A server session for a network connection that just opened: it waits
@@ -105,8 +103,10 @@ impl Session {
                 // MQTT-3.1.2-28: not asked for.
                 properties.response_information = None;
             }
-            self.conn.in_aliases = TopicAliasResolver::new(c.topic_alias_maximum);
-            self.conn.out_aliases = OutAliases::new(self.conn.peer.topic_alias_maximum);
+            let maximum = c.topic_alias_maximum;
+            self.conn.set_in_aliases(maximum);
+            self.conn
+                .set_out_aliases(self.conn.peer.topic_alias_maximum);
             properties
         } else {
             ConnAckProperties::default()
@@ -118,8 +118,8 @@ impl Session {
         }));
         self.state = State::Connected;
         self.arm_idle(now);
-        if session_present {
-            self.out.resume(&mut self.transmit);
+        if session_present && let Some(out) = self.out.existing_mut() {
+            out.resume(&mut self.transmit);
         }
         for packet in self.conn.take_early() {
             // A violation here closes the connection after the CONNACK and is
@@ -180,9 +180,9 @@ impl Session {
     /// CONNECT could not be decoded: refuse it in the client's version if the
     /// decoder could tell it, else just close.
     pub(crate) fn refuse_undecodable_connect(&mut self, error: &DecodeError) {
-        self.error = Some(Error::Protocol(ProtocolViolation::Decode(
+        self.error = Some(Box::new(Error::Protocol(ProtocolViolation::Decode(
             error.to_string(),
-        )));
+        ))));
         let code = ConnectReasonCode::from_reason_code(error.reason_code());
         match (error.protocol_level(), code) {
             (Some(level), Some(code)) => {
@@ -363,18 +363,26 @@ impl Session {
                 self.receive_publish(publish)
             }
             Packet::PubAck(ack) => {
-                self.out.on_puback(ack, &mut self.events);
+                if let Some(out) = self.out.existing_mut() {
+                    out.on_puback(ack, &mut self.events);
+                }
                 Ok(())
             }
             Packet::PubRec(rec) => {
                 let v5 = self.version == ProtocolVersion::V5;
-                self.out
-                    .on_pubrec(rec, v5, &mut self.transmit, &mut self.events);
+                self.out.get_mut(self.out_cursor).on_pubrec(
+                    rec,
+                    v5,
+                    &mut self.transmit,
+                    &mut self.events,
+                );
                 Ok(())
             }
             Packet::PubRel(rel) => self.receive_pubrel(rel.packet_id),
             Packet::PubComp(comp) => {
-                self.out.on_pubcomp(comp, &mut self.events);
+                if let Some(out) = self.out.existing_mut() {
+                    out.on_pubcomp(comp, &mut self.events);
+                }
                 Ok(())
             }
             Packet::Subscribe(subscribe) => self.on_subscribe(subscribe),

@@ -1,6 +1,6 @@
 //! The [`Session`] type: state shared by both roles, the poll side, closing.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use fulmar_codec::{
 use crate::config::Config;
 use crate::error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};
 use crate::event::{DropReason, Event};
+use crate::lazy::{InboundQos2, LazyOutbound, Subscriptions};
 use crate::outbound::{Next, Outbound};
 use crate::state::SessionState;
 use crate::timer::{Timer, Timers};
@@ -120,7 +121,12 @@ pub(crate) struct Conn {
     /// Server: the client sent Request Response Information 1.
     pub(crate) response_information: bool,
     pub(crate) session_expiry_zero: bool,
-    pub(crate) in_aliases: fulmar_codec::TopicAliasResolver,
+    /// The Topic Alias Maximum we announced (0: none).
+    pub(crate) in_alias_maximum: u16,
+    /// Inbound topic aliases, created by the first PUBLISH that carries one.
+    pub(crate) in_aliases: Option<Box<fulmar_codec::TopicAliasResolver>>,
+    /// The peer's Topic Alias Maximum, for `out_aliases`.
+    pub(crate) out_alias_maximum: u16,
     pub(crate) out_aliases: crate::alias::OutAliases,
     /// What most connections never need, created on first use.
     pub(crate) extra: Option<Box<ConnExtra>>,
@@ -274,12 +280,16 @@ pub struct Session {
     pub(crate) timers: Timers,
     pub(crate) transmit: TxQueue,
     pub(crate) events: VecDeque<Event>,
-    pub(crate) out: Outbound,
+    /// The outbound half, created on first use; see [`LazyOutbound`].
+    pub(crate) out: LazyOutbound,
+    /// The packet identifier cursor while there is no outbound half.
+    pub(crate) out_cursor: u16,
     /// Inbound QoS 2 identifiers awaiting PUBREL (snapshots list them sorted).
-    pub(crate) incoming_qos2: HashSet<PacketId, crate::packet_id::IdHash>,
-    pub(crate) subscriptions: Vec<(MqttString, SubscriptionOptions)>,
+    pub(crate) incoming_qos2: InboundQos2,
+    pub(crate) subscriptions: Subscriptions,
     pub(crate) conn: Conn,
-    pub(crate) error: Option<Error>,
+    /// Boxed: it is rare, and inline it would take four words in every session.
+    pub(crate) error: Option<Box<Error>>,
     pub(crate) client_id: Option<MqttString>,
 }
 
@@ -294,9 +304,10 @@ impl Session {
             timers: Timers::default(),
             transmit: TxQueue::default(),
             events: VecDeque::new(),
-            out: Outbound::default(),
-            incoming_qos2: HashSet::default(),
-            subscriptions: Vec::new(),
+            out: LazyOutbound::default(),
+            out_cursor: 0,
+            incoming_qos2: InboundQos2::default(),
+            subscriptions: Subscriptions::default(),
             conn: Conn::default(),
             error: None,
             client_id: None,
@@ -315,21 +326,24 @@ impl Session {
             subscriptions,
             last_packet_id,
         } = state;
-        let queued = std::mem::replace(
-            &mut self.out,
-            Outbound::restore(outgoing, pending, last_packet_id, now),
-        );
-        self.out
-            .absorb_pending(queued, self.config.max_pending, &mut self.events);
-        self.incoming_qos2 = incoming_qos2.into_iter().collect();
-        self.subscriptions = subscriptions;
+        let restored = Outbound::restore(outgoing, pending, last_packet_id, now);
+        if let Some(queued) = self.out.replace(restored) {
+            let max_pending = self.config.max_pending;
+            self.out
+                .get_mut(last_packet_id)
+                .absorb_pending(*queued, max_pending, &mut self.events);
+        }
+        self.incoming_qos2.set(incoming_qos2);
+        self.subscriptions.set(subscriptions);
         Ok(())
     }
 
     /// Discards the session state (Clean Start, or no session on the server).
     /// Queued messages that were never sent are kept.
     pub(crate) fn discard_session(&mut self) {
-        self.out.discard_inflight(&mut self.events);
+        if let Some(out) = self.out.existing_mut() {
+            out.discard_inflight(&mut self.events);
+        }
         self.incoming_qos2.clear();
         self.subscriptions.clear();
     }
@@ -364,7 +378,7 @@ impl Session {
     /// The error that closed the last connection, if one did.
     #[must_use]
     pub fn error(&self) -> Option<&Error> {
-        self.error.as_ref()
+        self.error.as_deref()
     }
 
     /// The client identifier: the one sent in CONNECT (client) or received
@@ -384,14 +398,14 @@ impl Session {
     /// Outbound QoS 1/2 messages sent and not completely acknowledged.
     #[must_use]
     pub fn inflight_len(&self) -> usize {
-        self.out.inflight_len()
+        self.out.get().inflight_len()
     }
 
     /// QoS 1/2 PUBLISH packets sent on this connection and not yet acknowledged:
     /// never above the peer's Receive Maximum.
     #[must_use]
     pub fn send_window_used(&self) -> usize {
-        self.out.live()
+        self.out.get().live()
     }
 
     /// The most QoS 1/2 PUBLISH packets that may be unacknowledged at once on
@@ -409,7 +423,7 @@ impl Session {
     /// Messages accepted by `publish` and not sent yet.
     #[must_use]
     pub fn pending_len(&self) -> usize {
-        self.out.pending_len()
+        self.out.get().pending_len()
     }
 
     /// Inbound QoS 2 packet identifiers stored until their PUBREL.
@@ -421,22 +435,20 @@ impl Session {
     /// Client: subscriptions acknowledged by the server, with granted options.
     #[must_use]
     pub fn subscriptions(&self) -> &[(MqttString, SubscriptionOptions)] {
-        &self.subscriptions
+        self.subscriptions.as_slice()
     }
 
     /// A snapshot of the session state, to keep or persist. Queued messages'
     /// expiry intervals are reduced by the time they waited until `now`.
     #[must_use]
     pub fn session_state(&self, now: Instant) -> SessionState {
-        let (outgoing, pending) = self.out.snapshot(now);
-        let mut incoming_qos2: Vec<PacketId> = self.incoming_qos2.iter().copied().collect();
-        incoming_qos2.sort_unstable();
+        let (outgoing, pending) = self.out.get().snapshot(now);
         SessionState {
             outgoing,
             pending,
-            incoming_qos2,
-            subscriptions: self.subscriptions.clone(),
-            last_packet_id: self.out.ids.cursor(),
+            incoming_qos2: self.incoming_qos2.sorted(),
+            subscriptions: self.subscriptions.as_slice().to_vec(),
+            last_packet_id: self.out.cursor(self.out_cursor),
         }
     }
 
@@ -498,10 +510,11 @@ impl Session {
     }
 
     /// Frees the buffers of the drained event and transmit queues (and of
-    /// the other per-connection queues that are empty). For an application
-    /// that keeps many connections waiting: call it before waiting, so that
-    /// an idle session holds no spare queue capacity; the queues grow again
-    /// on the next input. Nothing else changes.
+    /// the other per-connection queues that are empty), and the outbound
+    /// state, inbound QoS 2 store and subscription list when they hold
+    /// nothing. For an application that keeps many connections waiting: call
+    /// it before waiting, so that an idle session holds no spare capacity;
+    /// everything is created again on the next input. Nothing else changes.
     pub fn release_spare_capacity(&mut self) {
         if self.events.is_empty() {
             self.events = VecDeque::new();
@@ -510,6 +523,9 @@ impl Session {
         if self.conn.extra.as_deref().is_some_and(ConnExtra::is_empty) {
             self.conn.extra = None;
         }
+        self.out.release_if_empty(&mut self.out_cursor);
+        self.incoming_qos2.release_if_empty();
+        self.subscriptions.release_if_empty();
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
@@ -525,16 +541,17 @@ impl Session {
         let peer = self.conn.peer;
         let (role, version) = (self.role, self.version);
         loop {
-            match self
-                .out
-                .next(limit, now, |p| outbound_check(role, version, &peer, p), out)
-            {
+            // No outbound half: nothing to send.
+            let Some(outbound) = self.out.existing_mut() else {
+                return;
+            };
+            match outbound.next(limit, now, |p| outbound_check(role, version, &peer, p), out) {
                 Next::Sent => {
                     if let Some(Packet::Publish(publish)) = out {
                         if version == ProtocolVersion::V311 {
                             publish.properties = Default::default();
                         } else if self.config.outbound_topic_aliases && self.alias_fits(publish) {
-                            self.conn.out_aliases.apply(publish);
+                            self.conn.apply_out_alias(publish);
                         }
                     }
                     return;
@@ -633,7 +650,9 @@ impl Session {
                 }
             }
         }
-        self.out.expire(now, &mut self.events);
+        if let Some(out) = self.out.existing_mut() {
+            out.expire(now, &mut self.events);
+        }
     }
 
     /// The network connection is gone (read EOF, write error, or closed after
@@ -664,14 +683,18 @@ impl Session {
             .unwrap_or_default();
         for (packet_id, request) in requests {
             if matches!(request, Request::Subscribe(_) | Request::Unsubscribe(_)) {
-                self.out.ids.release(packet_id);
+                if let Some(out) = self.out.existing_mut() {
+                    out.ids.release(packet_id);
+                }
                 self.events.push_back(Event::RequestLost { packet_id });
             }
         }
         self.conn = Conn::default();
         self.transmit.clear();
         self.timers.stop_all();
-        self.out.reset_connection();
+        if let Some(out) = self.out.existing_mut() {
+            out.reset_connection();
+        }
         self.state = State::Idle;
     }
 
@@ -725,10 +748,12 @@ impl Session {
                 }
             }
         }
-        if self.out.pending_len() >= self.config.max_pending {
-            self.out.expire(now, &mut self.events);
+        let max_pending = self.config.max_pending;
+        let out = self.out.get_mut(self.out_cursor);
+        if out.pending_len() >= max_pending {
+            out.expire(now, &mut self.events);
         }
-        Ok(self.out.enqueue(publish, now, self.config.max_pending)?)
+        Ok(out.enqueue(publish, now, max_pending)?)
     }
 
     /// Ends the connection with a DISCONNECT (MQTT 5.0: with `reason_code`;
@@ -801,7 +826,7 @@ impl Session {
                 Role::Client => matches!(self.state, State::Connected | State::AwaitConnAck),
                 Role::Server => self.state == State::Connected,
             };
-        self.error = Some(error);
+        self.error = Some(Box::new(error));
         let packet = send.then(|| Packet::Disconnect(Disconnect::new(code)));
         self.close(packet, Initiator::Library, code.into());
     }

@@ -103,6 +103,12 @@ impl TxQueue {
         self.0.clear();
     }
 
+    /// Room for packets (allocated).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+
     /// Frees the buffer of an empty queue.
     pub(crate) fn release_if_empty(&mut self) {
         if self.0.is_empty() {
