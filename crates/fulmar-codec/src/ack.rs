@@ -39,6 +39,36 @@ pub(crate) fn decode_ack<C: AckCode>(
     Ok((packet_id, reason, properties))
 }
 
+/// The packet identifier and reason code of an acknowledgement without
+/// properties, from its body: the identifier, then (5.0) perhaps a reason
+/// code. Same checks and errors as [`decode_ack`] over the same bytes.
+#[inline]
+pub(crate) fn decode_short_ack<C: AckCode>(
+    body: &[u8],
+    version: ProtocolVersion,
+    packet_type: PacketType,
+) -> Result<(PacketId, C), DecodeError> {
+    let (id, code) = match (body, version) {
+        (&[hi, lo], _) => (u16::from_be_bytes([hi, lo]), None),
+        (&[hi, lo, code], ProtocolVersion::V5) => (u16::from_be_bytes([hi, lo]), Some(code)),
+        // Only the two shapes above take this path.
+        _ => {
+            return Err(DecodeError::TrailingBytes {
+                packet_type,
+                count: body.len().saturating_sub(2),
+            });
+        }
+    };
+    let packet_id = PacketId::new(id).ok_or(DecodeError::ZeroPacketId(packet_type))?;
+    let reason = match code {
+        None => C::default(),
+        Some(code) => {
+            C::try_from(code).map_err(|_| DecodeError::InvalidReasonCode { packet_type, code })?
+        }
+    };
+    Ok((packet_id, reason))
+}
+
 pub(crate) fn write_ack<S: Sink, C: AckCode>(
     s: &mut S,
     version: ProtocolVersion,
@@ -126,6 +156,22 @@ pub(crate) fn put_short_ack<C: AckCode>(
 macro_rules! ack_codec {
     ($t:ident) => {
         impl $t {
+            /// From the body of an acknowledgement without properties (see
+            /// [`decode_short_ack`](crate::ack::decode_short_ack)).
+            #[inline]
+            pub(crate) fn decode_short(
+                body: &[u8],
+                version: crate::types::ProtocolVersion,
+            ) -> Result<Self, crate::error::DecodeError> {
+                let (packet_id, reason_code) =
+                    crate::ack::decode_short_ack(body, version, crate::types::PacketType::$t)?;
+                Ok(Self {
+                    packet_id,
+                    reason_code,
+                    properties: crate::properties::AckProperties::default(),
+                })
+            }
+
             pub(crate) fn decode(
                 r: &mut crate::wire::Reader<'_>,
                 version: crate::types::ProtocolVersion,

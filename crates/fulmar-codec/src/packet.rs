@@ -1,6 +1,6 @@
 //! The [`Packet`] enum of the 15 MQTT control packets.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 
 use crate::auth::Auth;
 use crate::connack::ConnAck;
@@ -282,6 +282,23 @@ pub fn decode(
         // the packet size limit.
         buf.reserve((total - buf.len()).min(MAX_RESERVE_AHEAD.max(buf.len())));
         return Ok(None);
+    }
+    // An acknowledgement without properties (nearly all of them) is read in
+    // place: no frame is split off the buffer, nothing is reference counted.
+    if remaining.value == 2 || (remaining.value == 3 && version == ProtocolVersion::V5) {
+        let body = buf.get(header_len..total).unwrap_or_default();
+        let short = match packet_type {
+            PacketType::PubAck => Some(PubAck::decode_short(body, version).map(Packet::PubAck)),
+            PacketType::PubRec => Some(PubRec::decode_short(body, version).map(Packet::PubRec)),
+            PacketType::PubRel => Some(PubRel::decode_short(body, version).map(Packet::PubRel)),
+            PacketType::PubComp => Some(PubComp::decode_short(body, version).map(Packet::PubComp)),
+            _ => None,
+        };
+        if let Some(result) = short {
+            // Consumed either way, as a split frame would be.
+            buf.advance(total);
+            return result.map(Some);
+        }
     }
     let frame = buf.split_to(total).freeze();
     let mut r = Reader::new(&frame, header_len);

@@ -221,3 +221,27 @@ fn v5_publish_with_properties_and_acks_with_reason_codes_do_not_allocate() {
     }
     assert_eq!(allocations() - before, 0, "encode_header allocated");
 }
+
+#[test]
+fn acknowledgements_decode_from_a_private_buffer_without_allocating() {
+    // MQTT-3.4.2-1 (v5: MQTT-3.4.2-1) (PUBACK: packet identifier, then reason code)
+    // An acknowledgement without properties is read in place: even the first
+    // packet of a buffer nobody shares yet does not promote it to a shared one.
+    for (version, wire) in [
+        (ProtocolVersion::V311, &[0x40, 0x02, 0x00, 0x2A][..]),
+        (ProtocolVersion::V5, &[0x40, 0x02, 0x00, 0x2A][..]),
+        (ProtocolVersion::V5, &[0x50, 0x03, 0x00, 0x2A, 0x10][..]),
+        (ProtocolVersion::V5, &[0x62, 0x03, 0x00, 0x2A, 0x92][..]),
+        (ProtocolVersion::V311, &[0x70, 0x02, 0xFF, 0xFF][..]),
+    ] {
+        let mut buf = BytesMut::from(wire);
+        let before = allocations();
+        let packet = decode(&mut buf, version, 1 << 20).unwrap().unwrap();
+        let spent = allocations() - before;
+        assert_eq!(
+            spent, 0,
+            "{packet:?} ({version:?}) took {spent} allocations"
+        );
+        assert!(buf.is_empty());
+    }
+}
