@@ -48,6 +48,11 @@ const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
 /// Inbound packets handled before the answers are written.
 const BATCH: usize = 64;
 
+/// Payload bytes of inbound packets handled before the answers are written
+/// (and the task yields): a publisher of large messages is read in turns
+/// with the deliveries to their subscribers, as one of small ones is.
+const BATCH_BYTES: usize = 256 * 1024;
+
 /// Deliveries handled before they are written (with one flush).
 const DELIVERY_BATCH: usize = 256;
 
@@ -127,6 +132,14 @@ impl Asleep {
         let Self { mut conn, slot, .. } = self;
         conn.transport.io_mut().wake();
         conn.serve(slot).await;
+    }
+}
+
+/// The payload size of a PUBLISH read from the network (0 for anything else).
+fn payload_len(frame: &Option<Result<Packet, CodecError>>) -> usize {
+    match frame {
+        Some(Ok(Packet::Publish(publish))) => publish.payload.len(),
+        _ => 0,
     }
 }
 
@@ -377,18 +390,20 @@ impl<S: Stream> Connection<S> {
                 frame = self.transport.next() => {
                     // One clock reading for the whole batch.
                     let now = Instant::now();
+                    let mut bytes = payload_len(&frame);
                     if !self.on_frame(frame, now) {
                         return Flow::Closed;
                     }
                     // Take what is already buffered too, then write the answers at once.
                     let mut handled = 1;
-                    while handled < BATCH {
+                    while handled < BATCH && bytes < BATCH_BYTES {
                         if !self.session.is_connected() {
                             break;
                         }
                         let Some(frame) = self.transport.next().now_or_never() else {
                             break;
                         };
+                        bytes += payload_len(&frame);
                         if !self.on_frame(frame, now) {
                             return Flow::Closed;
                         }
@@ -396,7 +411,7 @@ impl<S: Stream> Connection<S> {
                     }
                     // A full batch: more is waiting. Let the other tasks (the
                     // subscribers' deliveries) run before reading on.
-                    self.yield_next = handled == BATCH;
+                    self.yield_next = handled == BATCH || bytes >= BATCH_BYTES;
                 }
                 inbound = self.control.recv(room) => match inbound {
                     Inbound::Delivery(delivery) => {
