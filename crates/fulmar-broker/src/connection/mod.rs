@@ -190,6 +190,7 @@ pub(crate) fn run<S: Stream>(
         auth: None,
         inflight_seq: None,
         dirty: false,
+        hibernate_at: None,
         frames: VecDeque::new(),
         shared,
     });
@@ -251,6 +252,8 @@ pub(crate) struct Connection<S> {
     inflight_seq: Option<Box<HashMap<PacketId, u64>>>,
     /// Changes were journaled that the next acknowledgements depend on.
     dirty: bool,
+    /// When the connection hibernates if nothing happens before.
+    hibernate_at: Option<tokio::time::Instant>,
     /// The shared encoded headers of messages delivered to this connection
     /// and not sent yet, by the address of their payload, in delivery order
     /// (at most [`MAX_FRAMES`]).
@@ -377,11 +380,13 @@ impl<S: Stream> Connection<S> {
             // One timer: the session's next deadline, the end of an
             // enhanced authentication or the hibernation, whichever comes first.
             let deadline = self.session.poll_timeout().map(tokio::time::Instant::from);
-            let hibernate_at = match self.shared.limits.hibernate_after {
+            // Kept in the connection, not in the future across the wait: the
+            // task of every connection is that much smaller.
+            self.hibernate_at = match self.shared.limits.hibernate_after {
                 Some(after) if self.may_hibernate() => Some(tokio::time::Instant::now() + after),
                 _ => None,
             };
-            let wake = [deadline, self.auth_deadline(), hibernate_at]
+            let wake = [deadline, self.auth_deadline(), self.hibernate_at]
                 .into_iter()
                 .flatten()
                 .min();
@@ -450,8 +455,11 @@ impl<S: Stream> Connection<S> {
                         tracing::debug!(peer = %self.peer.addr, "enhanced authentication timed out");
                         self.pending_auth = None;
                         self.reject(ConnectReasonCode::NotAuthorized);
-                    } else if deadline.is_none_or(|at| at > now)
-                        && hibernate_at.is_some_and(|at| at <= now)
+                    } else if self
+                        .session
+                        .poll_timeout()
+                        .is_none_or(|at| tokio::time::Instant::from(at) > now)
+                        && self.hibernate_at.is_some_and(|at| at <= now)
                     {
                         return Flow::Hibernate;
                     } else {
