@@ -59,6 +59,10 @@ fn describe() {
         "fulmar_clients_connected",
         "Accepted MQTT clients currently connected."
     );
+    metrics::describe_gauge!(
+        "fulmar_connections_hibernating",
+        "Idle connections hibernating (no task, socket watched by the hibernation thread)."
+    );
     for (name, help) in COUNTERS {
         metrics::describe_counter!(*name, *help);
     }
@@ -104,6 +108,7 @@ fn record(broker: &BrokerHandle) {
     metrics::counter!("fulmar_dropped_messages_total").absolute(stats.dropped_messages);
     metrics::gauge!("fulmar_blocked_publishers").set(stats.blocked_publishers as f64);
     metrics::gauge!("fulmar_clients_connected").set(stats.clients_connected as f64);
+    metrics::gauge!("fulmar_connections_hibernating").set(stats.connections_hibernating as f64);
     let counts = [
         stats.packets_received,
         stats.packets_sent,

@@ -203,6 +203,7 @@ fn prometheus_metrics_are_served_at_slash_metrics() {
         "fulmar_messages_received_total 1",
         "fulmar_bytes_received_total ",
         "fulmar_clients_connected ",
+        "fulmar_connections_hibernating ",
     ] {
         assert!(response.contains(metric), "{metric}: {response}");
     }
