@@ -205,3 +205,57 @@ async fn nothing_hibernates_when_it_is_off() {
     peer.expect_raw(&[0xD0, 0x00]).await;
     broker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_connections_wake_and_sleep_again_without_losing_a_message() {
+    // MQTT-4.3.2-1 MQTT-4.3.2-2 MQTT-4.3.2-3 (QoS 1 to each subscriber)
+    // v5: MQTT-4.6.0-5 (v3: MQTT-4.6.0-6) (in order per topic)
+    const SUBSCRIBERS: usize = 64;
+    const ROUNDS: u16 = 5;
+    const PER_ROUND: u16 = 20;
+    let broker = broker().await;
+    let mut subs = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        let version = versions()[i % 2];
+        let mut sub = Peer::connect(addr(&broker), version, &format!("s{i}")).await;
+        sub.sub(1, "all", QoS::AtLeastOnce).await;
+        subs.push(sub);
+    }
+    let mut publisher = Peer::connect(addr(&broker), ProtocolVersion::V5, "pub").await;
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut sub| {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while got.len() < usize::from(ROUNDS * PER_ROUND) {
+                    let message = sub.recv_publish().await;
+                    sub.send(PubAck::new(message.packet_id.unwrap())).await;
+                    got.push(message.payload);
+                }
+                (sub, got)
+            })
+        })
+        .collect();
+    let mut next = 0u16;
+    for _ in 0..ROUNDS {
+        // Everyone, the publisher included, asleep before the round.
+        hibernating(&broker, SUBSCRIBERS as u64 + 1).await;
+        for _ in 0..PER_ROUND {
+            next += 1;
+            let mut message = publish("all", "", QoS::AtLeastOnce);
+            message.packet_id = PacketId::new(next);
+            message.payload = bytes::Bytes::from(next.to_be_bytes().to_vec());
+            publisher.send(message).await;
+            assert!(matches!(publisher.recv().await, Packet::PubAck(_)));
+        }
+    }
+    for reader in readers {
+        let (_sub, got) = tokio::time::timeout(GUARD, reader).await.unwrap().unwrap();
+        let expected: Vec<bytes::Bytes> = (1..=ROUNDS * PER_ROUND)
+            .map(|n| bytes::Bytes::from(n.to_be_bytes().to_vec()))
+            .collect();
+        assert_eq!(got, expected);
+    }
+    assert_eq!(broker.stats().dropped_messages, 0);
+    broker.shutdown().await;
+}
