@@ -82,13 +82,97 @@ impl Stream for TcpIo {
         mut conn: Box<Connection<Self>>,
         slot: Slot,
     ) -> Result<Asleep, (Box<Connection<Self>>, Slot)> {
-        match conn.transport.io_mut().sleep() {
-            Ok(fd) => Ok(Asleep { conn, slot, fd }),
+        use std::os::fd::AsRawFd;
+        let stream = match conn.transport.io_mut().sleep() {
+            Ok(stream) => stream,
             Err(error) => {
                 tracing::debug!(%error, "a connection could not hibernate");
-                Err((conn, slot))
+                return Err((conn, slot));
             }
-        }
+        };
+        let fd = stream.as_raw_fd();
+        // What may hibernate has nothing buffered, queued or pending: only
+        // what outlives the idle period is kept.
+        let Connection {
+            shared,
+            session,
+            transport,
+            peer,
+            over_limit,
+            conn_id,
+            control,
+            client,
+            auth,
+            inflight_seq,
+            ..
+        } = *conn;
+        let dormant = Box::new(Dormant {
+            shared,
+            session,
+            stream,
+            peer,
+            conn_id,
+            control,
+            client,
+            auth,
+            inflight_seq,
+            version: transport.version(),
+            over_limit,
+        });
+        Ok(Asleep { dormant, slot, fd })
+    }
+}
+
+/// What a hibernating connection keeps: the state that outlives its idle
+/// period. The rest of a [`Connection`] (buffers, queues, bookkeeping of
+/// flows in progress) is empty whenever it may hibernate.
+struct Dormant {
+    shared: Arc<Shared>,
+    session: Session,
+    stream: std::net::TcpStream,
+    peer: Peer,
+    conn_id: u64,
+    control: ControlReceiver,
+    client: Option<Client>,
+    auth: Option<Box<auth::AuthState>>,
+    // Boxed on purpose, as in `Connection`.
+    #[allow(clippy::box_collection)]
+    inflight_seq: Option<Box<HashMap<PacketId, u64>>>,
+    version: ProtocolVersion,
+    over_limit: bool,
+}
+
+impl Dormant {
+    /// The connection again, its socket back in the runtime (on a runtime
+    /// thread); a socket that cannot go back fails its first read.
+    fn wake(self: Box<Self>) -> Box<Connection<TcpIo>> {
+        let Self {
+            shared,
+            session,
+            stream,
+            peer,
+            conn_id,
+            control,
+            client,
+            auth,
+            inflight_seq,
+            version,
+            over_limit,
+        } = *self;
+        let io = match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => TcpIo::Live(stream),
+            Err(error) => {
+                tracing::debug!(%error, "a hibernated connection could not wake");
+                TcpIo::Broken
+            }
+        };
+        let mut conn = Connection::new(shared, session, io, peer, over_limit, conn_id, control);
+        conn.transport.set_version(version);
+        conn.client = client;
+        conn.auth = auth;
+        conn.inflight_seq = inflight_seq;
+        conn.session_accepted = true;
+        conn
     }
 }
 
@@ -103,7 +187,7 @@ impl Stream for tokio::net::TcpStream {}
 /// A hibernating connection (see [`crate::hibernate`]): its state, its
 /// socket out of the runtime.
 pub(crate) struct Asleep {
-    conn: Box<Connection<TcpIo>>,
+    dormant: Box<Dormant>,
     slot: Slot,
     #[cfg(unix)]
     fd: std::os::fd::RawFd,
@@ -118,20 +202,19 @@ impl Asleep {
 
     /// When the connection must run again at the latest (keep-alive).
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.conn.session.poll_timeout()
+        self.dormant.session.poll_timeout()
     }
 
     /// Makes `waker` the one a message for the connection wakes; true when
     /// one is queued already.
     pub(crate) fn set_waker(&self, waker: &std::task::Waker) -> bool {
-        self.conn.control.set_waker(waker)
+        self.dormant.control.set_waker(waker)
     }
 
     /// Runs the connection again (on a runtime thread).
     pub(crate) async fn resume(self) {
-        let Self { mut conn, slot, .. } = self;
-        conn.transport.io_mut().wake();
-        conn.serve(slot).await;
+        let Self { dormant, slot, .. } = self;
+        dormant.wake().serve(slot).await;
     }
 }
 
@@ -166,34 +249,8 @@ pub(crate) fn run<S: Stream>(
     let capacity = shared.limits.max_queued_messages.max(1);
     let control = ControlReceiver::new(capacity);
     let conn_id = shared.lock().next_id();
-    let max_packet_size = shared.limits.max_packet_size.get();
-    let stream = Counted {
-        inner: stream,
-        shared: shared.clone(),
-    };
-    let conn = Box::new(Connection {
-        session: Session::server(shared.session_config.clone(), now),
-        transport: Transport::new(stream, max_packet_size),
-        peer,
-        over_limit,
-        conn_id,
-        control,
-        client: None,
-        closed: None,
-        refusals: None,
-        handovers: Vec::new(),
-        shutting_down: false,
-        yield_next: false,
-        connect_id: String::new(),
-        session_accepted: false,
-        pending_auth: None,
-        auth: None,
-        inflight_seq: None,
-        dirty: false,
-        hibernate_at: None,
-        frames: VecDeque::new(),
-        shared,
-    });
+    let session = Session::server(shared.session_config.clone(), now);
+    let conn = Connection::new(shared, session, stream, peer, over_limit, conn_id, control);
     tracing::debug!(peer = %conn.peer.addr, conn_id = conn.conn_id, "connection opened");
     conn.serve(slot)
 }
@@ -276,6 +333,46 @@ struct Refusals {
 const MAX_FRAMES: usize = 64;
 
 impl<S: Stream> Connection<S> {
+    /// A connection over `stream` with nothing going on yet.
+    fn new(
+        shared: Arc<Shared>,
+        session: Session,
+        stream: S,
+        peer: Peer,
+        over_limit: bool,
+        conn_id: u64,
+        control: ControlReceiver,
+    ) -> Box<Self> {
+        let max_packet_size = shared.limits.max_packet_size.get();
+        let stream = Counted {
+            inner: stream,
+            shared: shared.clone(),
+        };
+        Box::new(Self {
+            session,
+            transport: Transport::new(stream, max_packet_size),
+            peer,
+            over_limit,
+            conn_id,
+            control,
+            client: None,
+            closed: None,
+            refusals: None,
+            handovers: Vec::new(),
+            shutting_down: false,
+            yield_next: false,
+            connect_id: String::new(),
+            session_accepted: false,
+            pending_auth: None,
+            auth: None,
+            inflight_seq: None,
+            dirty: false,
+            hibernate_at: None,
+            frames: VecDeque::new(),
+            shared,
+        })
+    }
+
     /// Runs the connection to its end (or its hibernation), then closes it.
     async fn serve(mut self: Box<Self>, mut slot: Slot) {
         let abandoned = loop {
@@ -329,7 +426,7 @@ impl<S: Stream> Connection<S> {
             return Err((self, slot));
         };
         let asleep = S::into_asleep(self, slot)?;
-        tracing::trace!(conn_id = asleep.conn.conn_id, "connection hibernates");
+        tracing::trace!(conn_id = asleep.dormant.conn_id, "connection hibernates");
         hibernator.park(asleep);
         Ok(())
     }

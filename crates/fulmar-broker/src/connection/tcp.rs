@@ -8,40 +8,23 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// A plain TCP socket: registered with tokio, or not while its connection
-/// hibernates.
+/// A plain TCP socket that can leave tokio's reactor.
 #[derive(Debug)]
 pub(crate) enum TcpIo {
     Live(TcpStream),
-    /// Out of the reactor (non-blocking), watched by the hibernation thread.
-    Asleep(std::net::TcpStream),
-    /// It could not be moved in or out of the reactor: reads and writes fail.
+    /// Taken out of the reactor (for hibernation), or it could not go back:
+    /// reads and writes fail.
     Broken,
 }
 
 impl TcpIo {
-    /// Takes the socket out of tokio's reactor; its descriptor, for the
+    /// Takes the socket out of tokio's reactor (non-blocking), for the
     /// hibernation poller.
-    #[cfg(unix)]
-    pub(crate) fn sleep(&mut self) -> io::Result<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
+    pub(crate) fn sleep(&mut self) -> io::Result<std::net::TcpStream> {
         let Self::Live(stream) = std::mem::replace(self, Self::Broken) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        let stream = stream.into_std()?;
-        let fd = stream.as_raw_fd();
-        *self = Self::Asleep(stream);
-        Ok(fd)
-    }
-
-    /// Gives the socket back to tokio's reactor (on a runtime thread).
-    pub(crate) fn wake(&mut self) {
-        if let Self::Asleep(stream) = std::mem::replace(self, Self::Broken) {
-            match TcpStream::from_std(stream) {
-                Ok(stream) => *self = Self::Live(stream),
-                Err(error) => tracing::debug!(%error, "a hibernated connection could not wake"),
-            }
-        }
+        stream.into_std()
     }
 
     fn live(self: Pin<&mut Self>) -> io::Result<Pin<&mut TcpStream>> {
