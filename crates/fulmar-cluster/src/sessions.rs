@@ -245,6 +245,12 @@ impl Sessions {
             return Ok(None);
         };
         let key = node_key(&client_id);
+        // Marked from before the registry names this node: from then on, a
+        // node gone away is adopted without this session (the registry says
+        // it is here), so the other clients' CONNACKs wait (`settle`) until
+        // it is in the broker; otherwise what they publish meanwhile finds
+        // no subscription of it anywhere.
+        let early = (!clean_start).then(|| Restoring::new(&self.restoring, &client_id));
         let claimed =
             tokio::time::timeout(self.timeout, self.register(&store, &key, &client_id)).await;
         let (owner, record) = match claimed {
@@ -278,6 +284,7 @@ impl Sessions {
                 // Here already: the broker's own takeover handles it; if
                 // this node is bringing in a gone node's sessions right
                 // now, once they are in the broker.
+                drop(early);
                 self.settle().await;
                 return Ok(None);
             }
