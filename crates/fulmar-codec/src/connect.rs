@@ -208,7 +208,7 @@ impl Connect {
     /// order) and returns the length of its body and of its CONNECT and Will
     /// Properties (without their Property Length), computed arithmetically.
     #[inline(always)]
-    fn body_len(&self) -> Result<(usize, usize, usize), EncodeError> {
+    fn checked_len(&self) -> Result<(usize, usize, usize), EncodeError> {
         // Protocol name, level, flags and keep alive, then the client identifier.
         let mut len = 10 + self.client_id.wire_len();
         let mut properties = 0;
@@ -255,7 +255,7 @@ impl Connect {
         Ok(())
     }
 
-    /// Writes the body of a packet validated by [`Self::body_len`], which gave
+    /// Writes the body of a packet validated by [`Self::checked_len`], which gave
     /// the lengths of the property sets.
     #[inline(always)]
     fn put_body(
@@ -327,7 +327,7 @@ impl Encode for Connect {
     /// Sized arithmetically, then written without a second validation.
     #[inline]
     fn encode_to(&self, _version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
-        let (body, properties, will_properties) = self.body_len()?;
+        let (body, properties, will_properties) = self.checked_len()?;
         let remaining = checked_var_int(body)?;
         buf.reserve(1 + var_int_len(body) + body);
         let start = buf.len();
@@ -343,7 +343,7 @@ impl Encode for Connect {
 
     #[inline]
     fn wire_len(&self, _version: ProtocolVersion) -> Result<usize, EncodeError> {
-        let body = self.body_len()?.0;
+        let body = self.checked_len()?.0;
         checked_var_int(body)?;
         Ok(1 + var_int_len(body) + body)
     }

@@ -111,8 +111,8 @@ impl Publish {
         buf: &mut BytesMut,
     ) -> Result<(), EncodeError> {
         let topic = self.topic.as_bytes();
-        // MqttString guarantees at most 65 535 bytes.
-        let topic_len = u16::try_from(topic.len()).unwrap_or(u16::MAX);
+        // Lossless: an MqttString has at most 65 535 bytes.
+        let topic_len = topic.len() as u16;
         let start = buf.len();
         put_with_var_int(
             buf,

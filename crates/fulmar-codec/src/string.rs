@@ -230,7 +230,7 @@ fn tail<const N: usize>(s: &[u8]) -> [u8; N] {
 /// 64 bytes, two or four overlapping reads cover the string (sixteen, eight
 /// or four bytes each; three probes below four bytes), longer strings go
 /// sixteen bytes a step.
-#[inline]
+#[inline(always)]
 pub(crate) fn has_wildcard(s: &str) -> bool {
     let s = s.as_bytes();
     let len = s.len();

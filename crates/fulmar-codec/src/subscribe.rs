@@ -215,7 +215,7 @@ impl Subscribe {
     /// and returns the length of its body and of its properties (without the
     /// Property Length), computed arithmetically.
     #[inline(always)]
-    fn body_len(&self, version: ProtocolVersion) -> Result<(usize, usize), EncodeError> {
+    fn checked_len(&self, version: ProtocolVersion) -> Result<(usize, usize), EncodeError> {
         if self.filters.is_empty() {
             return Err(EncodeError::EmptyPayload(PacketType::Subscribe));
         }
@@ -230,18 +230,27 @@ impl Subscribe {
             ProtocolVersion::V5 => {
                 properties = self.properties.wire_len(true)?;
                 len += var_int_len(properties) + properties;
+                let mut shortest = usize::MAX;
                 for (filter, options) in &self.filters {
-                    broken |= filter.is_empty() | (options.no_local && is_shared(filter));
+                    broken |= options.no_local && is_shared(filter);
+                    shortest = shortest.min(filter.len());
                     len += filter.len();
                 }
+                broken |= shortest == 0;
             }
             ProtocolVersion::V311 => {
-                broken |= !self.properties.is_empty();
+                // Any 5.0 option (No Local among them, so no shared check
+                // here) and the shortest filter, over all filters.
+                let mut v5_options = 0;
+                let mut shortest = usize::MAX;
                 for (filter, options) in &self.filters {
-                    // No Local is one of the 5.0 bits, so it needs no shared check here.
-                    broken |= filter.is_empty() | (options.v5_bits() != 0);
+                    v5_options |= u8::from(options.no_local)
+                        | u8::from(options.retain_as_published)
+                        | options.retain_handling as u8;
+                    shortest = shortest.min(filter.len());
                     len += filter.len();
                 }
+                broken = !self.properties.is_empty() | (v5_options != 0) | (shortest == 0);
             }
         }
         if broken {
@@ -262,14 +271,14 @@ impl Encode for Subscribe {
     /// identifier under 3.1.1).
     #[inline]
     fn encode_to(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
-        let (body, properties) = self.body_len(version)?;
+        let (body, properties) = self.checked_len(version)?;
         let remaining = checked_var_int(body)?;
         buf.reserve(1 + var_int_len(body) + body);
         let start = buf.len();
         let first = (Self::TYPE.as_u8() << 4) | self.flags();
         let [id_hi, id_lo] = self.packet_id.get().to_be_bytes();
         let mut filters = self.filters.iter();
-        // Checked by `body_len`: there is a first filter.
+        // Checked by `checked_len`: there is a first filter.
         let Some((filter, options)) = filters.next() else {
             return Err(EncodeError::EmptyPayload(PacketType::Subscribe));
         };
@@ -305,7 +314,7 @@ impl Encode for Subscribe {
 
     #[inline]
     fn wire_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
-        let body = self.body_len(version)?.0;
+        let body = self.checked_len(version)?.0;
         checked_var_int(body)?;
         Ok(1 + var_int_len(body) + body)
     }
