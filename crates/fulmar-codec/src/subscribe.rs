@@ -154,6 +154,14 @@ impl SubscriptionOptions {
             | ((self.retain_handling as u8) << 4)
     }
 
+    /// Whether an option other than the QoS is set, which MQTT 3.1.1 cannot carry.
+    #[inline(always)]
+    fn has_v5_options(self) -> bool {
+        self.no_local
+            | self.retain_as_published
+            | (self.retain_handling != RetainHandling::SendAtSubscribe)
+    }
+
     /// The options byte of options valid in `version` (checked by the caller):
     /// under 3.1.1 the 5.0 bits are zero, so the byte is the QoS.
     #[inline(always)]
@@ -222,35 +230,32 @@ impl Subscribe {
         // The packet identifier, and the length and options byte of each filter.
         let mut len = 2 + 3 * self.filters.len();
         let mut properties = 0;
-        // One flag for the other rules, so the loops have no early exit;
-        // should a rule be broken, the writing pass on a counter finds which
+        // Should a rule be broken, the writing pass on a counter finds which
         // (the error of the first offending field, as always).
         let mut broken = false;
         match version {
             ProtocolVersion::V5 => {
                 properties = self.properties.wire_len(true)?;
                 len += var_int_len(properties) + properties;
-                let mut shortest = usize::MAX;
                 for (filter, options) in &self.filters {
-                    broken |= options.no_local && is_shared(filter);
-                    shortest = shortest.min(filter.len());
+                    if filter.is_empty() || (options.no_local && is_shared(filter)) {
+                        broken = true;
+                        break;
+                    }
                     len += filter.len();
                 }
-                broken |= shortest == 0;
             }
             ProtocolVersion::V311 => {
-                // Any 5.0 option (No Local among them, so no shared check
-                // here) and the shortest filter, over all filters.
-                let mut v5_options = 0;
-                let mut shortest = usize::MAX;
+                broken = !self.properties.is_empty();
                 for (filter, options) in &self.filters {
-                    v5_options |= u8::from(options.no_local)
-                        | u8::from(options.retain_as_published)
-                        | options.retain_handling as u8;
-                    shortest = shortest.min(filter.len());
+                    // Any 5.0 option (No Local among them, so no shared
+                    // check here): one test for both rules.
+                    if filter.is_empty() | options.has_v5_options() {
+                        broken = true;
+                        break;
+                    }
                     len += filter.len();
                 }
-                broken = !self.properties.is_empty() | (v5_options != 0) | (shortest == 0);
             }
         }
         if broken {
