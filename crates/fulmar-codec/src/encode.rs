@@ -1,5 +1,12 @@
 //! The encoding driver shared by every packet: size first (by running the
 //! encoder against a counter), then one reservation, fixed header and body.
+//!
+//! The packets sent most (PUBLISH, SUBSCRIBE, CONNECT, acknowledgements
+//! without properties) override [`Encode::encode_to`] and
+//! [`Encode::wire_len`] with one pass that validates and sizes
+//! arithmetically, then writes without a second check; the counting encoder
+//! stays their reference (same bytes, same error, checked by
+//! `src/tests/encode_paths.rs`).
 
 use bytes::BytesMut;
 
