@@ -1,14 +1,19 @@
 //! CONNECT, connection request (MQTT 5.0 section 3.1, MQTT 3.1.1 section 3.1).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::encode::{Encode, public_encode};
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::{ConnectProperties, WillProperties};
-use crate::property_codec::{check_auth_decoded, decode_properties, encode_properties};
+use crate::property_codec::{
+    PropertySet, check_auth_decoded, decode_properties, encode_properties,
+};
 use crate::string::MqttString;
 use crate::types::{PacketType, ProtocolVersion, QoS};
-use crate::wire::{Reader, Sink, put_binary, put_string};
+use crate::wire::{
+    MAX_VAR_INT, Reader, Sink, checked_var_int, put_binary, put_string, put_with_var_int,
+    var_int_len,
+};
 
 const RESERVED: u8 = 0x01;
 const CLEAN_START: u8 = 0x02;
@@ -198,26 +203,156 @@ impl Connect {
     }
 }
 
+impl Connect {
+    /// Validates the packet (the checks of [`Encode::write_body`], in its
+    /// order) and returns the length of its body and of its CONNECT and Will
+    /// Properties (without their Property Length), computed arithmetically.
+    #[inline(always)]
+    fn checked_len(&self) -> Result<(usize, usize, usize), EncodeError> {
+        // Protocol name, level, flags and keep alive, then the client identifier.
+        let mut len = 10 + self.client_id.wire_len();
+        let mut properties = 0;
+        let mut will_properties = 0;
+        match self.protocol_version {
+            ProtocolVersion::V311 => self.check_v311()?,
+            ProtocolVersion::V5 => {
+                properties = self.properties.wire_len(true)?;
+                len += var_int_len(properties) + properties;
+            }
+        }
+        if let Some(will) = &self.will {
+            if self.protocol_version == ProtocolVersion::V5 {
+                will_properties = will.properties.wire_len(true)?;
+                len += var_int_len(will_properties) + will_properties;
+            }
+            len += will.topic.wire_len() + binary_len(&will.payload, "will payload")?;
+        }
+        if let Some(username) = &self.username {
+            len += username.wire_len();
+        }
+        if let Some(password) = &self.password {
+            len += binary_len(password, "password")?;
+        }
+        Ok((len, properties, will_properties))
+    }
+
+    /// What MQTT 3.1.1 cannot carry: properties, will properties, a password
+    /// without a user name (MQTT-3.1.2-22).
+    fn check_v311(&self) -> Result<(), EncodeError> {
+        let not_in_v311 = |what| EncodeError::NotInV311 {
+            packet_type: PacketType::Connect,
+            what,
+        };
+        if !self.properties.is_empty() {
+            return Err(not_in_v311("properties"));
+        }
+        if self.will.as_ref().is_some_and(|w| !w.properties.is_empty()) {
+            return Err(not_in_v311("will properties"));
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return Err(EncodeError::PasswordWithoutUsername);
+        }
+        Ok(())
+    }
+
+    /// Writes the body of a packet validated by [`Self::checked_len`], which gave
+    /// the lengths of the property sets.
+    #[inline(always)]
+    fn put_body(
+        &self,
+        remaining: u32,
+        properties: u32,
+        will_properties: u32,
+        buf: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        let v5 = self.protocol_version == ProtocolVersion::V5;
+        let [ka_hi, ka_lo] = self.keep_alive.to_be_bytes();
+        // The fixed header and the whole fixed part of the variable header in one write.
+        put_with_var_int(
+            buf,
+            &[(Self::TYPE.as_u8() << 4) | Encode::flags(self)],
+            remaining,
+            &[
+                0,
+                4,
+                b'M',
+                b'Q',
+                b'T',
+                b'T',
+                self.protocol_version.level(),
+                self.flags(),
+                ka_hi,
+                ka_lo,
+            ],
+        );
+        if v5 {
+            put_with_var_int(buf, &[], properties, &[]);
+            self.properties.write(buf)?;
+        }
+        put_string(buf, &self.client_id);
+        if let Some(will) = &self.will {
+            if v5 {
+                put_with_var_int(buf, &[], will_properties, &[]);
+                will.properties.write(buf)?;
+            }
+            put_string(buf, &will.topic);
+            put_binary(buf, &will.payload, "will payload")?;
+        }
+        if let Some(username) = &self.username {
+            put_string(buf, username);
+        }
+        if let Some(password) = &self.password {
+            put_binary(buf, password, "password")?;
+        }
+        Ok(())
+    }
+}
+
+/// Length of Binary Data (spec 1.5.6) with its two-byte length, or the error
+/// of [`put_binary`].
+#[inline]
+fn binary_len(v: &[u8], field: &'static str) -> Result<usize, EncodeError> {
+    if v.len() > usize::from(u16::MAX) {
+        return Err(EncodeError::BinaryTooLong {
+            field,
+            len: v.len(),
+        });
+    }
+    Ok(2 + v.len())
+}
+
 impl Encode for Connect {
     const TYPE: PacketType = PacketType::Connect;
+
+    /// Sized arithmetically, then written without a second validation.
+    #[inline]
+    fn encode_to(&self, _version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let (body, properties, will_properties) = self.checked_len()?;
+        let remaining = checked_var_int(body)?;
+        buf.reserve(1 + var_int_len(body) + body);
+        let start = buf.len();
+        // Neither property set is longer than the remaining length, which was checked.
+        let properties = u32::try_from(properties).unwrap_or(MAX_VAR_INT);
+        let will_properties = u32::try_from(will_properties).unwrap_or(MAX_VAR_INT);
+        let written = self.put_body(remaining, properties, will_properties, buf);
+        if written.is_err() {
+            buf.truncate(start);
+        }
+        written
+    }
+
+    #[inline]
+    fn wire_len(&self, _version: ProtocolVersion) -> Result<usize, EncodeError> {
+        let body = self.checked_len()?.0;
+        checked_var_int(body)?;
+        Ok(1 + var_int_len(body) + body)
+    }
 
     /// Encodes in `self.protocol_version`; the argument is ignored.
     fn write_body<S: Sink>(&self, _version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError> {
         let version = self.protocol_version;
         if version == ProtocolVersion::V311 {
-            let not_in_v311 = |what| EncodeError::NotInV311 {
-                packet_type: PacketType::Connect,
-                what,
-            };
-            if !self.properties.is_empty() {
-                return Err(not_in_v311("properties"));
-            }
-            if self.will.as_ref().is_some_and(|w| !w.properties.is_empty()) {
-                return Err(not_in_v311("will properties"));
-            }
-            if self.password.is_some() && self.username.is_none() {
-                return Err(EncodeError::PasswordWithoutUsername);
-            }
+            self.check_v311()?;
         }
         s.put_u16(4);
         s.put_slice(b"MQTT");

@@ -1,11 +1,18 @@
 //! The encoding driver shared by every packet: size first (by running the
 //! encoder against a counter), then one reservation, fixed header and body.
+//!
+//! The packets sent most (PUBLISH, SUBSCRIBE, CONNECT, acknowledgements
+//! without properties) override [`Encode::encode_to`] and
+//! [`Encode::wire_len`] with one pass that validates and sizes
+//! arithmetically, then writes without a second check; the counting encoder
+//! stays their reference (same bytes, same error, checked by
+//! `src/tests/encode_paths.rs`).
 
 use bytes::BytesMut;
 
 use crate::error::EncodeError;
 use crate::types::{PacketType, ProtocolVersion};
-use crate::wire::{Counter, Sink, checked_var_int, var_int_len};
+use crate::wire::{Counter, Sink, checked_var_int, put_with_var_int, var_int_len};
 
 /// A packet body that can be encoded.
 pub(crate) trait Encode {
@@ -69,31 +76,7 @@ pub(crate) fn encoded_len_counted<E: Encode + ?Sized>(
 /// most [`crate::wire::MAX_VAR_INT`]) with one write.
 #[inline]
 pub(crate) fn put_fixed_header(buf: &mut BytesMut, first: u8, remaining: u32) {
-    put_fixed_header_and(buf, first, remaining, &[]);
-}
-
-/// Appends the fixed header followed by `more` (at most two bytes) with one write.
-#[inline]
-pub(crate) fn put_fixed_header_and(buf: &mut BytesMut, first: u8, remaining: u32, more: &[u8]) {
-    let mut header = [first, 0, 0, 0, 0, 0, 0];
-    let mut len = 1;
-    let mut v = remaining;
-    for slot in header.iter_mut().skip(1).take(4) {
-        // Truncation is intended: the low seven bits.
-        let byte = (v & 0x7F) as u8;
-        v >>= 7;
-        len += 1;
-        if v == 0 {
-            *slot = byte;
-            break;
-        }
-        *slot = byte | 0x80;
-    }
-    for (slot, b) in header.iter_mut().skip(len).zip(more) {
-        *slot = *b;
-        len += 1;
-    }
-    buf.extend_from_slice(header.get(..len).unwrap_or(&header));
+    put_with_var_int(buf, &[first], remaining, &[]);
 }
 
 /// Length of the body (the remaining length).

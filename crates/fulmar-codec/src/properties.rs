@@ -212,7 +212,9 @@ macro_rules! impl_is_empty {
             #[inline]
             pub fn is_empty(&self) -> bool {
                 let Self { $($opt,)* $($list,)* } = self;
-                true $(&& $opt.is_none())* $(&& $list.is_empty())*
+                // `&`, not `&&`: no early exit, so the tests fold into a few ORs and
+                // one compare (most fields are a pointer or a length, zero when empty).
+                true $(& $opt.is_none())* $(& $list.is_empty())*
             }
         }
     )*};

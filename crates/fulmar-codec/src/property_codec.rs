@@ -18,8 +18,7 @@ use crate::properties::{
 use crate::string::{MqttString, has_wildcard};
 use crate::types::QoS;
 use crate::wire::{
-    Counter, MAX_VAR_INT, Reader, Sink, checked_var_int, put_binary, put_string, put_var_int,
-    var_int_len,
+    Counter, MAX_VAR_INT, Reader, Sink, checked_var_int, put_string, put_var_int, var_int_len,
 };
 
 /// Property identifiers (Table 2-4).
@@ -181,6 +180,7 @@ fn read_response_topic(r: &mut Reader<'_>) -> Result<MqttString, DecodeError> {
     Ok(topic)
 }
 
+#[inline]
 fn w_response_topic<S: Sink>(s: &mut S, v: Option<&MqttString>) -> Result<(), EncodeError> {
     if S::COUNTING && v.is_some_and(|t| has_wildcard(t)) {
         return Err(EncodeError::ResponseTopicWildcard);
@@ -201,38 +201,56 @@ fn read_user_property(r: &mut Reader<'_>, list: &mut UserProperties) -> Result<b
     Ok(true)
 }
 
+// The writers below put the identifier together with the value (or with the
+// length of a string or binary value) in one write of a constant size: into
+// a `BytesMut` that is a couple of stores, where a write per field costs a
+// capacity check and a length update each.
+
+#[inline]
 fn w_u8<S: Sink>(s: &mut S, id: u8, v: Option<u8>) {
     if let Some(v) = v {
-        s.put_u8(id);
-        s.put_u8(v);
+        s.put_slice(&[id, v]);
     }
 }
 
+#[inline]
 fn w_bool<S: Sink>(s: &mut S, id: u8, v: Option<bool>) {
     w_u8(s, id, v.map(u8::from));
 }
 
+#[inline]
 fn w_u16<S: Sink>(s: &mut S, id: u8, v: Option<u16>) {
     if let Some(v) = v {
-        s.put_u8(id);
-        s.put_u16(v);
+        let [a, b] = v.to_be_bytes();
+        s.put_slice(&[id, a, b]);
     }
 }
 
+#[inline]
 fn w_u32<S: Sink>(s: &mut S, id: u8, v: Option<u32>) {
     if let Some(v) = v {
-        s.put_u8(id);
-        s.put_u32(v);
+        let [a, b, c, d] = v.to_be_bytes();
+        s.put_slice(&[id, a, b, c, d]);
     }
 }
 
+/// The identifier and the two-byte length of a value of at most 65 535 bytes.
+#[inline]
+fn id_and_len(id: u8, len: u16) -> [u8; 3] {
+    let [a, b] = len.to_be_bytes();
+    [id, a, b]
+}
+
+#[inline]
 fn w_string<S: Sink>(s: &mut S, id: u8, v: Option<&MqttString>) {
     if let Some(v) = v {
-        s.put_u8(id);
-        put_string(s, v);
+        // MqttString guarantees at most 65 535 bytes.
+        s.put_slice(&id_and_len(id, u16::try_from(v.len()).unwrap_or(u16::MAX)));
+        s.put_slice(v.as_bytes());
     }
 }
 
+#[inline]
 fn w_binary<S: Sink>(
     s: &mut S,
     id: u8,
@@ -240,8 +258,12 @@ fn w_binary<S: Sink>(
     field: &'static str,
 ) -> Result<(), EncodeError> {
     if let Some(v) = v {
-        s.put_u8(id);
-        put_binary(s, v, field)?;
+        let len = u16::try_from(v.len()).map_err(|_| EncodeError::BinaryTooLong {
+            field,
+            len: v.len(),
+        })?;
+        s.put_slice(&id_and_len(id, len));
+        s.put_slice(v);
     }
     Ok(())
 }
@@ -253,12 +275,21 @@ fn w_subscription_id<S: Sink>(s: &mut S, v: NonZeroU32) -> Result<(), EncodeErro
     if v.get() > MAX_VAR_INT {
         return Err(SUBSCRIPTION_ID_TOO_LARGE);
     }
-    s.put_u8(SUBSCRIPTION_IDENTIFIER);
-    put_var_int(s, v.get());
+    s.put_with_var_int(&[SUBSCRIPTION_IDENTIFIER], v.get(), &[]);
     Ok(())
 }
 
+/// Encoded length of a Subscription Identifier property, or its error.
+#[inline]
+fn subscription_id_len(v: NonZeroU32) -> Result<usize, EncodeError> {
+    if v.get() > MAX_VAR_INT {
+        return Err(SUBSCRIPTION_ID_TOO_LARGE);
+    }
+    Ok(1 + var_int_len(v.get() as usize))
+}
+
 /// Encoded length of the User Properties in `list`.
+#[inline]
 fn users_len(list: &UserProperties) -> usize {
     list.iter()
         .map(|(name, value)| 5 + name.len() + value.len())
@@ -266,14 +297,38 @@ fn users_len(list: &UserProperties) -> usize {
 }
 
 /// Encoded length of an optional string property.
+#[inline]
 fn string_len(v: Option<&MqttString>) -> usize {
     v.map_or(0, |v| 3 + v.len())
 }
 
+/// Encoded length of an optional binary property, or the error of [`w_binary`].
+#[inline]
+fn binary_len(v: Option<&Bytes>, field: &'static str) -> Result<usize, EncodeError> {
+    match v {
+        Some(v) if v.len() > usize::from(u16::MAX) => Err(EncodeError::BinaryTooLong {
+            field,
+            len: v.len(),
+        }),
+        Some(v) => Ok(3 + v.len()),
+        None => Ok(0),
+    }
+}
+
+/// Encoded length of an optional Response Topic; with `check`, the error of
+/// [`w_response_topic`] on a counter.
+#[inline]
+fn response_topic_len(v: Option<&MqttString>, check: bool) -> Result<usize, EncodeError> {
+    match v {
+        Some(topic) if check && has_wildcard(topic) => Err(EncodeError::ResponseTopicWildcard),
+        v => Ok(string_len(v)),
+    }
+}
+
+#[inline]
 fn w_users<S: Sink>(s: &mut S, list: &UserProperties) {
     for (name, value) in list {
-        s.put_u8(USER_PROPERTY);
-        put_string(s, name);
+        w_string(s, USER_PROPERTY, Some(name));
         put_string(s, value);
     }
 }
@@ -366,6 +421,24 @@ impl PropertySet for ConnectProperties {
             "authentication data",
         )
     }
+
+    #[inline]
+    fn wire_len(&self, _check: bool) -> Result<usize, EncodeError> {
+        // The fields in the order `write` checks and writes them.
+        check_auth(
+            self.authentication_method.as_ref(),
+            self.authentication_data.as_ref(),
+        )?;
+        Ok(usize::from(self.session_expiry_interval.is_some()) * 5
+            + usize::from(self.receive_maximum.is_some()) * 3
+            + usize::from(self.maximum_packet_size.is_some()) * 5
+            + usize::from(self.topic_alias_maximum.is_some()) * 3
+            + usize::from(self.request_response_information.is_some()) * 2
+            + usize::from(self.request_problem_information.is_some()) * 2
+            + users_len(&self.user_properties)
+            + string_len(self.authentication_method.as_ref())
+            + binary_len(self.authentication_data.as_ref(), "authentication data")?)
+    }
 }
 
 impl PropertySet for WillProperties {
@@ -415,6 +488,18 @@ impl PropertySet for WillProperties {
         )?;
         w_users(s, &self.user_properties);
         Ok(())
+    }
+
+    #[inline]
+    fn wire_len(&self, check: bool) -> Result<usize, EncodeError> {
+        // The fields in the order `write` checks and writes them.
+        let len = usize::from(self.will_delay_interval.is_some()) * 5
+            + usize::from(self.payload_format_indicator.is_some()) * 2
+            + usize::from(self.message_expiry_interval.is_some()) * 5
+            + string_len(self.content_type.as_ref())
+            + response_topic_len(self.response_topic.as_ref(), check)?
+            + binary_len(self.correlation_data.as_ref(), "correlation data")?;
+        Ok(len + users_len(&self.user_properties))
     }
 }
 
@@ -618,33 +703,17 @@ impl PropertySet for PublishProperties {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn wire_len(&self, check: bool) -> Result<usize, EncodeError> {
         // The fields in the order `write` checks and writes them.
         let mut len = usize::from(self.payload_format_indicator.is_some()) * 2
             + usize::from(self.message_expiry_interval.is_some()) * 5
             + usize::from(self.topic_alias.is_some()) * 3;
-        if let Some(topic) = &self.response_topic {
-            if check && has_wildcard(topic) {
-                return Err(EncodeError::ResponseTopicWildcard);
-            }
-            len += 3 + topic.len();
-        }
-        if let Some(data) = &self.correlation_data {
-            if data.len() > usize::from(u16::MAX) {
-                return Err(EncodeError::BinaryTooLong {
-                    field: "correlation data",
-                    len: data.len(),
-                });
-            }
-            len += 3 + data.len();
-        }
+        len += response_topic_len(self.response_topic.as_ref(), check)?;
+        len += binary_len(self.correlation_data.as_ref(), "correlation data")?;
         len += users_len(&self.user_properties);
         for sub_id in &self.subscription_identifiers {
-            if sub_id.get() > MAX_VAR_INT {
-                return Err(SUBSCRIPTION_ID_TOO_LARGE);
-            }
-            len += 1 + var_int_len(sub_id.get() as usize);
+            len += subscription_id_len(*sub_id)?;
         }
         Ok(len + string_len(self.content_type.as_ref()))
     }
@@ -700,6 +769,15 @@ impl PropertySet for SubscribeProperties {
         }
         w_users(s, &self.user_properties);
         Ok(())
+    }
+
+    #[inline]
+    fn wire_len(&self, _check: bool) -> Result<usize, EncodeError> {
+        let mut len = users_len(&self.user_properties);
+        if let Some(sub_id) = self.subscription_identifier {
+            len += subscription_id_len(sub_id)?;
+        }
+        Ok(len)
     }
 }
 

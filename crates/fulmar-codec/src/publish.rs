@@ -2,14 +2,15 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::encode::{Encode, public_encode, put_fixed_header, put_fixed_header_and};
+use crate::encode::{Encode, public_encode};
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::PublishProperties;
 use crate::property_codec::{PropertySet, decode_properties, encode_properties};
 use crate::string::{MqttString, has_wildcard};
 use crate::types::{PacketId, PacketType, ProtocolVersion, QoS};
 use crate::wire::{
-    Reader, Sink, checked_var_int, put_string, put_var_int, read_packet_id, var_int_len,
+    MAX_VAR_INT, Reader, Sink, checked_var_int, put_string, put_with_var_int, read_packet_id,
+    var_int_len,
 };
 
 /// PUBLISH: an application message.
@@ -72,13 +73,7 @@ impl Publish {
         let body = header + self.payload.len();
         let remaining = checked_var_int(body)?;
         buf.reserve(1 + var_int_len(body) + header);
-        let start = buf.len();
-        put_fixed_header(buf, self.first_byte(), remaining);
-        if let Err(e) = self.put_variable_header(version, properties, true, buf) {
-            buf.truncate(start);
-            return Err(e);
-        }
-        Ok(())
+        self.put_header(version, remaining, properties, buf)
     }
 
     fn first_byte(&self) -> u8 {
@@ -100,57 +95,97 @@ impl Publish {
         Ok((len, properties))
     }
 
-    /// Writes the variable header of a packet validated by [`Self::header_len`],
-    /// which also gave `properties`; the length of the topic only with `topic_len`.
+    /// Writes the fixed header (with `remaining`) and the variable header of
+    /// a packet validated by [`Self::header_len`], which also gave
+    /// `properties`. On error nothing is appended.
+    ///
+    /// Few writes, each of a size known at compile time where it can be: the
+    /// fixed header with the topic length, the topic, the packet identifier
+    /// with the Property Length, then the properties.
     #[inline(always)]
-    fn put_variable_header(
+    fn put_header(
         &self,
         version: ProtocolVersion,
+        remaining: u32,
         properties: usize,
-        topic_len: bool,
         buf: &mut BytesMut,
     ) -> Result<(), EncodeError> {
-        if topic_len {
-            put_string(buf, &self.topic);
-        } else {
-            buf.extend_from_slice(self.topic.as_bytes());
-        }
-        if let Some(id) = self.packet_id {
-            BufMut::put_u16(buf, id.get());
-        }
-        if version == ProtocolVersion::V5 {
-            put_var_int(buf, checked_var_int(properties)?);
-            self.properties.write(buf)?;
+        let topic = self.topic.as_bytes();
+        // Lossless: an MqttString has at most 65 535 bytes.
+        let topic_len = topic.len() as u16;
+        let start = buf.len();
+        put_with_var_int(
+            buf,
+            &[self.first_byte()],
+            remaining,
+            &topic_len.to_be_bytes(),
+        );
+        buf.extend_from_slice(topic);
+        match version {
+            ProtocolVersion::V311 => {
+                if let Some(id) = self.packet_id {
+                    BufMut::put_u16(buf, id.get());
+                }
+            }
+            ProtocolVersion::V5 => {
+                // Not above the remaining length, which was checked.
+                let len = u32::try_from(properties).unwrap_or(MAX_VAR_INT);
+                match self.packet_id {
+                    Some(id) => put_with_var_int(buf, &id.get().to_be_bytes(), len, &[]),
+                    None => put_with_var_int(buf, &[], len, &[]),
+                }
+                if let Err(e) = self.properties.write(buf) {
+                    buf.truncate(start);
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }
 
+    /// The checks of a sender (MQTT-2.2.1-2, MQTT-2.2.1-3, MQTT-3.3.1-2,
+    /// MQTT-3.3.2-2, MQTT-4.7.3-1, no properties under 3.1.1), in this order.
+    #[inline(always)]
     fn check(&self, version: ProtocolVersion) -> Result<(), EncodeError> {
-        match (self.qos, self.packet_id) {
-            (QoS::AtMostOnce, Some(_)) => return Err(EncodeError::UnexpectedPacketId),
-            (qos, None) if qos != QoS::AtMostOnce => {
-                return Err(EncodeError::MissingPacketId(qos.as_u8()));
+        let qos0 = self.qos == QoS::AtMostOnce;
+        // A Packet Identifier exactly with QoS 1 and 2, DUP only with them:
+        // one test on the way of a valid packet, the error found off it.
+        if self.packet_id.is_some() == qos0 || (self.dup && qos0) {
+            return Err(self.flags_error());
+        }
+        match version {
+            ProtocolVersion::V311 => {
+                if !self.properties.is_empty() {
+                    return Err(EncodeError::NotInV311 {
+                        packet_type: PacketType::Publish,
+                        what: "properties",
+                    });
+                }
+                if self.topic.is_empty() {
+                    return Err(EncodeError::EmptyTopicName);
+                }
             }
-            _ => {}
-        }
-        if self.dup && self.qos == QoS::AtMostOnce {
-            return Err(EncodeError::DupWithQoS0);
-        }
-        if version == ProtocolVersion::V311 && !self.properties.is_empty() {
-            return Err(EncodeError::NotInV311 {
-                packet_type: PacketType::Publish,
-                what: "properties",
-            });
-        }
-        if self.topic.is_empty()
-            && (version == ProtocolVersion::V311 || self.properties.topic_alias.is_none())
-        {
-            return Err(EncodeError::EmptyTopicName);
+            ProtocolVersion::V5 => {
+                if self.topic.is_empty() && self.properties.topic_alias.is_none() {
+                    return Err(EncodeError::EmptyTopicName);
+                }
+            }
         }
         if has_wildcard(&self.topic) {
             return Err(EncodeError::TopicNameWildcard);
         }
         Ok(())
+    }
+
+    /// The error of a packet whose QoS, Packet Identifier and DUP flag disagree.
+    #[cold]
+    #[inline(never)]
+    fn flags_error(&self) -> EncodeError {
+        match (self.qos, self.packet_id) {
+            (QoS::AtMostOnce, Some(_)) => EncodeError::UnexpectedPacketId,
+            (qos, None) if qos != QoS::AtMostOnce => EncodeError::MissingPacketId(qos.as_u8()),
+            _ => EncodeError::DupWithQoS0,
+        }
     }
 
     fn write_header<S: Sink>(
@@ -239,14 +274,7 @@ impl Encode for Publish {
         let body = header + self.payload.len();
         let remaining = checked_var_int(body)?;
         buf.reserve(1 + var_int_len(body) + body);
-        let start = buf.len();
-        // The topic length goes out with the fixed header.
-        let topic_len = u16::try_from(self.topic.len()).unwrap_or(u16::MAX);
-        put_fixed_header_and(buf, self.first_byte(), remaining, &topic_len.to_be_bytes());
-        if let Err(e) = self.put_variable_header(version, properties, false, buf) {
-            buf.truncate(start);
-            return Err(e);
-        }
+        self.put_header(version, remaining, properties, buf)?;
         buf.extend_from_slice(&self.payload);
         Ok(())
     }

@@ -188,11 +188,97 @@ pub(crate) fn scan(bytes: &[u8]) -> Scan {
     }
 }
 
-/// Whether `s` contains a wildcard character (`+` or `#`), which a Topic Name must not.
+/// `b & WILDCARD_MASK == WILDCARD_BITS` holds exactly for `+` (0x2B) and `#`
+/// (0x23), which differ only in bit 3.
+const WILDCARD_MASK: u8 = 0xF7;
+const WILDCARD_BITS: u8 = 0x23;
+
+/// Marks (0xFF) the bytes of `chunk` that are `+` or `#`. A fixed-size,
+/// branch-free loop: the compiler makes it one vector AND and one compare.
+#[inline(always)]
+fn wildcards_16(chunk: [u8; 16]) -> u128 {
+    u128::from_ne_bytes(chunk.map(|b| {
+        if b & WILDCARD_MASK == WILDCARD_BITS {
+            0xFF
+        } else {
+            0
+        }
+    }))
+}
+
+/// Whether one of the eight bytes of `w` is `+` or `#` (SWAR).
+#[inline(always)]
+const fn wildcard_in_word(w: u64) -> bool {
+    zero_bytes((w & (LO * WILDCARD_MASK as u64)) ^ (LO * WILDCARD_BITS as u64)) != 0
+}
+
+/// The first `N` bytes of `s` (which has at least `N`), else zeros.
+#[inline(always)]
+fn head<const N: usize>(s: &[u8]) -> [u8; N] {
+    s.first_chunk().copied().unwrap_or([0; N])
+}
+
+/// The last `N` bytes of `s` (which has at least `N`), else zeros.
+#[inline(always)]
+fn tail<const N: usize>(s: &[u8]) -> [u8; N] {
+    s.last_chunk().copied().unwrap_or([0; N])
+}
+
+/// Whether `s` contains a wildcard character (`+` or `#`), which a Topic Name
+/// (MQTT-3.3.2-2) and a Response Topic (MQTT-3.3.2-14) must not. The encoders
+/// run it on every PUBLISH, so it avoids a byte loop at every length: up to
+/// 64 bytes, two or four overlapping reads cover the string (sixteen, eight
+/// or four bytes each; three probes below four bytes), longer strings go
+/// sixteen bytes a step.
+#[inline(always)]
 pub(crate) fn has_wildcard(s: &str) -> bool {
-    // Branch-free so that the compiler vectorizes it.
-    s.bytes()
-        .fold(false, |found, b| found | (b == b'+') | (b == b'#'))
+    let s = s.as_bytes();
+    let len = s.len();
+    if len > 64 {
+        has_wildcard_long(s)
+    } else if len > 32 {
+        // [0, 32) and [len - 32, len).
+        let (first, last) = (
+            s.get(16..).unwrap_or_default(),
+            s.get(..len - 16).unwrap_or_default(),
+        );
+        (wildcards_16(head(s))
+            | wildcards_16(head(first))
+            | wildcards_16(tail(last))
+            | wildcards_16(tail(s)))
+            != 0
+    } else if len >= 16 {
+        (wildcards_16(head(s)) | wildcards_16(tail(s))) != 0
+    } else if len >= 8 {
+        wildcard_in_word(u64::from_le_bytes(head(s)))
+            | wildcard_in_word(u64::from_le_bytes(tail(s)))
+    } else if len >= 4 {
+        let first = u64::from(u32::from_le_bytes(head(s)));
+        let last = u64::from(u32::from_le_bytes(tail(s)));
+        wildcard_in_word(first | (last << 32))
+    } else {
+        // Zero to three bytes: the first, the middle and the last cover them all.
+        let is_wild = |i: usize| {
+            s.get(i)
+                .is_some_and(|&b| b & WILDCARD_MASK == WILDCARD_BITS)
+        };
+        len > 0 && (is_wild(0) | is_wild(len / 2) | is_wild(len - 1))
+    }
+}
+
+/// [`has_wildcard`] of more than 64 bytes: sixteen bytes a step, the last
+/// step overlapping the one before.
+#[inline(never)]
+fn has_wildcard_long(s: &[u8]) -> bool {
+    let mut chunks = s.chunks_exact(16);
+    let mut found = 0;
+    for chunk in &mut chunks {
+        found |= wildcards_16(head(chunk));
+    }
+    if !chunks.remainder().is_empty() {
+        found |= wildcards_16(tail(s));
+    }
+    found != 0
 }
 
 fn check(s: &str) -> Result<(), StringError> {
@@ -431,6 +517,31 @@ mod tests {
                 assert_eq!(scan(&v), Scan::default(), "{len} {at}");
             }
         }
+    }
+
+    #[test]
+    fn has_wildcard_finds_both_at_every_position() {
+        // MQTT-3.3.2-2 v5:MQTT-3.3.2-14: every length through the three code
+        // paths (probes, overlapping words, sixteen-byte steps), every position.
+        for len in 0..70 {
+            let clean = "a".repeat(len);
+            assert!(!has_wildcard(&clean), "{len}");
+            for at in 0..len {
+                for wild in ['+', '#'] {
+                    let mut v = clean.clone();
+                    v.replace_range(at..=at, wild.encode_utf8(&mut [0; 4]));
+                    assert!(has_wildcard(&v), "{len} {at} {wild}");
+                }
+                // Neighbours of the two (bit 3 or another bit flipped) are not wildcards.
+                for near in ['\'', '*', '\u{3}', 'c', 'k', '/'] {
+                    let mut v = clean.clone();
+                    v.replace_range(at..=at, near.encode_utf8(&mut [0; 4]));
+                    assert!(!has_wildcard(&v), "{len} {at} {near:?}");
+                }
+            }
+        }
+        // Multi-byte characters contain no 0x23 or 0x2B byte.
+        assert!(!has_wildcard("é€\u{2A6D4}é€\u{2A6D4}é€"));
     }
 
     #[test]

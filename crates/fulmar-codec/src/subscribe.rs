@@ -1,12 +1,17 @@
 //! SUBSCRIBE, subscribe request (MQTT 5.0 section 3.8, MQTT 3.1.1 section 3.8).
 
+use bytes::{BufMut, BytesMut};
+
 use crate::encode::{Encode, public_encode};
 use crate::error::{DecodeError, EncodeError};
 use crate::properties::SubscribeProperties;
-use crate::property_codec::{decode_properties, encode_properties};
+use crate::property_codec::{PropertySet, decode_properties, encode_properties};
 use crate::string::MqttString;
 use crate::types::{PacketId, PacketType, ProtocolVersion, QoS};
-use crate::wire::{Reader, Sink, put_string, read_packet_id};
+use crate::wire::{
+    MAX_VAR_INT, Reader, Sink, checked_var_int, put_string, put_with_var_int, read_packet_id,
+    var_int_len,
+};
 
 /// SUBSCRIBE: one or more topic filters, each with its options.
 ///
@@ -88,6 +93,33 @@ impl TryFrom<u8> for RetainHandling {
     }
 }
 
+/// Writes the options byte of the filter already written (`options`), then
+/// the `rest` of the filters, each length in one write with the options byte
+/// before it; `byte` gives the options byte.
+#[inline(always)]
+fn put_filters<'a>(
+    buf: &mut BytesMut,
+    options: SubscriptionOptions,
+    rest: impl Iterator<Item = &'a (MqttString, SubscriptionOptions)>,
+    byte: impl Fn(SubscriptionOptions) -> u8,
+) {
+    let mut last = byte(options);
+    for (filter, options) in rest {
+        let [hi, lo] = filter_len(filter);
+        buf.extend_from_slice(&[last, hi, lo]);
+        buf.extend_from_slice(filter.as_bytes());
+        last = byte(*options);
+    }
+    BufMut::put_u8(buf, last);
+}
+
+/// The two-byte length of a topic filter.
+#[inline(always)]
+fn filter_len(filter: &MqttString) -> [u8; 2] {
+    // Lossless: an MqttString has at most 65 535 bytes.
+    (filter.len() as u16).to_be_bytes()
+}
+
 fn is_shared(filter: &str) -> bool {
     filter.starts_with("$share/")
 }
@@ -114,11 +146,35 @@ impl SubscriptionOptions {
         })
     }
 
+    /// The bits of the options byte that only MQTT 5.0 has.
+    #[inline(always)]
+    fn v5_bits(self) -> u8 {
+        (u8::from(self.no_local) << 2)
+            | (u8::from(self.retain_as_published) << 3)
+            | ((self.retain_handling as u8) << 4)
+    }
+
+    /// Whether an option other than the QoS is set, which MQTT 3.1.1 cannot carry.
+    #[inline(always)]
+    fn has_v5_options(self) -> bool {
+        self.no_local
+            | self.retain_as_published
+            | (self.retain_handling != RetainHandling::SendAtSubscribe)
+    }
+
+    /// The options byte of options valid in `version` (checked by the caller):
+    /// under 3.1.1 the 5.0 bits are zero, so the byte is the QoS.
+    #[inline(always)]
+    fn byte(self, version: ProtocolVersion) -> u8 {
+        match version {
+            ProtocolVersion::V311 => self.qos.as_u8(),
+            ProtocolVersion::V5 => self.qos.as_u8() | self.v5_bits(),
+        }
+    }
+
     /// The options byte for `version`.
     fn to_byte(self, version: ProtocolVersion) -> Result<u8, EncodeError> {
-        let v5_bits = (u8::from(self.no_local) << 2)
-            | (u8::from(self.retain_as_published) << 3)
-            | ((self.retain_handling as u8) << 4);
+        let v5_bits = self.v5_bits();
         if version == ProtocolVersion::V311 && v5_bits != 0 {
             return Err(EncodeError::NotInV311 {
                 packet_type: PacketType::Subscribe,
@@ -162,8 +218,111 @@ impl Subscribe {
     }
 }
 
+impl Subscribe {
+    /// Validates the packet for `version` (the checks of [`Encode::write_body`])
+    /// and returns the length of its body and of its properties (without the
+    /// Property Length), computed arithmetically.
+    #[inline(always)]
+    fn checked_len(&self, version: ProtocolVersion) -> Result<(usize, usize), EncodeError> {
+        if self.filters.is_empty() {
+            return Err(EncodeError::EmptyPayload(PacketType::Subscribe));
+        }
+        // The packet identifier, and the length and options byte of each filter.
+        let mut len = 2 + 3 * self.filters.len();
+        let mut properties = 0;
+        // Should a rule be broken, the writing pass on a counter finds which
+        // (the error of the first offending field, as always).
+        let mut broken = false;
+        match version {
+            ProtocolVersion::V5 => {
+                properties = self.properties.wire_len(true)?;
+                len += var_int_len(properties) + properties;
+                for (filter, options) in &self.filters {
+                    if filter.is_empty() || (options.no_local && is_shared(filter)) {
+                        broken = true;
+                        break;
+                    }
+                    len += filter.len();
+                }
+            }
+            ProtocolVersion::V311 => {
+                broken = !self.properties.is_empty();
+                for (filter, options) in &self.filters {
+                    // Any 5.0 option (No Local among them, so no shared
+                    // check here): one test for both rules.
+                    if filter.is_empty() | options.has_v5_options() {
+                        broken = true;
+                        break;
+                    }
+                    len += filter.len();
+                }
+            }
+        }
+        if broken {
+            return Err(crate::encode::body_len(self, version)
+                .err()
+                .unwrap_or(EncodeError::EmptyPayload(PacketType::Subscribe)));
+        }
+        Ok((len, properties))
+    }
+}
+
 impl Encode for Subscribe {
     const TYPE: PacketType = PacketType::Subscribe;
+
+    /// Sized arithmetically, then written without a second validation. The
+    /// length of each filter goes out in one write with the options byte of
+    /// the filter before it (the first with the fixed header and packet
+    /// identifier under 3.1.1).
+    #[inline]
+    fn encode_to(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+        let (body, properties) = self.checked_len(version)?;
+        let remaining = checked_var_int(body)?;
+        buf.reserve(1 + var_int_len(body) + body);
+        let start = buf.len();
+        let first = (Self::TYPE.as_u8() << 4) | self.flags();
+        let [id_hi, id_lo] = self.packet_id.get().to_be_bytes();
+        let mut filters = self.filters.iter();
+        // Checked by `checked_len`: there is a first filter.
+        let Some((filter, options)) = filters.next() else {
+            return Err(EncodeError::EmptyPayload(PacketType::Subscribe));
+        };
+        let [hi, lo] = filter_len(filter);
+        match version {
+            ProtocolVersion::V311 => {
+                put_with_var_int(buf, &[first], remaining, &[id_hi, id_lo, hi, lo]);
+            }
+            ProtocolVersion::V5 => {
+                put_with_var_int(buf, &[first], remaining, &[id_hi, id_lo]);
+                // Not above the remaining length, which was checked.
+                let len = u32::try_from(properties).unwrap_or(MAX_VAR_INT);
+                put_with_var_int(buf, &[], len, &[]);
+                if let Err(e) = self.properties.write(buf) {
+                    buf.truncate(start);
+                    return Err(e);
+                }
+                buf.extend_from_slice(&[hi, lo]);
+            }
+        }
+        buf.extend_from_slice(filter.as_bytes());
+        // One loop per version, so that the options byte is computed without a test.
+        match version {
+            ProtocolVersion::V311 => {
+                put_filters(buf, *options, filters, |o| o.byte(ProtocolVersion::V311))
+            }
+            ProtocolVersion::V5 => {
+                put_filters(buf, *options, filters, |o| o.byte(ProtocolVersion::V5))
+            }
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn wire_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        let body = self.checked_len(version)?.0;
+        checked_var_int(body)?;
+        Ok(1 + var_int_len(body) + body)
+    }
 
     fn write_body<S: Sink>(&self, version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError> {
         if self.filters.is_empty() {

@@ -202,11 +202,26 @@ pub(crate) trait Sink {
     fn add_len(&mut self, _n: usize) {}
     fn put_u8(&mut self, v: u8);
     fn put_u16(&mut self, v: u16);
-    fn put_u32(&mut self, v: u32);
     fn put_slice(&mut self, s: &[u8]);
+    /// `prefix`, `v` (at most [`MAX_VAR_INT`]) as a Variable Byte Integer, then `suffix`.
+    fn put_with_var_int<const P: usize, const N: usize>(
+        &mut self,
+        prefix: &[u8; P],
+        v: u32,
+        suffix: &[u8; N],
+    );
 }
 
 impl Sink for BytesMut {
+    #[inline]
+    fn put_with_var_int<const P: usize, const N: usize>(
+        &mut self,
+        prefix: &[u8; P],
+        v: u32,
+        suffix: &[u8; N],
+    ) {
+        put_with_var_int(self, prefix, v, suffix);
+    }
     #[inline]
     fn put_u8(&mut self, v: u8) {
         BufMut::put_u8(self, v);
@@ -214,10 +229,6 @@ impl Sink for BytesMut {
     #[inline]
     fn put_u16(&mut self, v: u16) {
         BufMut::put_u16(self, v);
-    }
-    #[inline]
-    fn put_u32(&mut self, v: u32) {
-        BufMut::put_u32(self, v);
     }
     #[inline]
     fn put_slice(&mut self, s: &[u8]) {
@@ -232,6 +243,15 @@ pub(crate) struct Counter(pub(crate) usize);
 impl Sink for Counter {
     const COUNTING: bool = true;
     #[inline]
+    fn put_with_var_int<const P: usize, const N: usize>(
+        &mut self,
+        _: &[u8; P],
+        v: u32,
+        _: &[u8; N],
+    ) {
+        self.0 += P + var_int_len(v as usize) + N;
+    }
+    #[inline]
     fn add_len(&mut self, n: usize) {
         self.0 += n;
     }
@@ -244,30 +264,60 @@ impl Sink for Counter {
         self.0 += 2;
     }
     #[inline]
-    fn put_u32(&mut self, _: u32) {
-        self.0 += 4;
-    }
-    #[inline]
     fn put_slice(&mut self, s: &[u8]) {
         self.0 += s.len();
     }
 }
 
 /// Writes `v` (at most [`MAX_VAR_INT`], checked by callers) as a Variable Byte Integer.
+#[inline]
 pub(crate) fn put_var_int<S: Sink>(s: &mut S, v: u32) {
-    let mut v = v;
-    loop {
-        // Truncation is intended: the low seven bits.
-        let mut byte = (v & 0x7F) as u8;
-        v >>= 7;
-        if v > 0 {
-            byte |= 0x80;
-        }
-        s.put_u8(byte);
-        if v == 0 {
-            break;
-        }
+    s.put_with_var_int(&[], v, &[]);
+}
+
+/// Appends `prefix`, `v` (at most [`MAX_VAR_INT`]) as a Variable
+/// Byte Integer and `suffix` with one write of a size known at compile time
+/// for each of the four lengths of `v`: a few stores, no call to `memcpy`.
+/// Used for the fixed header followed by the first fixed-size field, and for
+/// a packet identifier followed by the Property Length.
+#[inline(always)]
+pub(crate) fn put_with_var_int<const P: usize, const N: usize>(
+    buf: &mut BytesMut,
+    prefix: &[u8; P],
+    v: u32,
+    suffix: &[u8; N],
+) {
+    match v {
+        0..=0x7F => put_with_var_int_of::<1, P, N>(buf, prefix, v, suffix),
+        0x80..=0x3FFF => put_with_var_int_of::<2, P, N>(buf, prefix, v, suffix),
+        0x4000..=0x1F_FFFF => put_with_var_int_of::<3, P, N>(buf, prefix, v, suffix),
+        _ => put_with_var_int_of::<4, P, N>(buf, prefix, v, suffix),
     }
+}
+
+/// [`put_with_var_int`] for a `v` of `K` bytes.
+#[inline(always)]
+fn put_with_var_int_of<const K: usize, const P: usize, const N: usize>(
+    buf: &mut BytesMut,
+    prefix: &[u8; P],
+    v: u32,
+    suffix: &[u8; N],
+) {
+    const { assert!(P + K + N <= 16, "put_with_var_int writes at most 16 bytes") };
+    let mut bytes = [0u8; 16];
+    let (head, rest) = bytes.split_at_mut(P);
+    head.copy_from_slice(prefix);
+    let mut v = v;
+    for (i, slot) in rest.iter_mut().take(K).enumerate() {
+        // Truncation is intended: the low seven bits, with the continuation
+        // bit on every byte but the last.
+        *slot = (v & 0x7F) as u8 | if i + 1 < K { 0x80 } else { 0 };
+        v >>= 7;
+    }
+    if let Some(tail) = rest.get_mut(K..K + N) {
+        tail.copy_from_slice(suffix);
+    }
+    buf.extend_from_slice(bytes.get(..P + K + N).unwrap_or(&bytes));
 }
 
 /// A length as a Variable Byte Integer, or [`EncodeError::PacketTooLarge`].
@@ -285,6 +335,7 @@ pub(crate) fn put_string<S: Sink>(s: &mut S, v: &MqttString) {
 }
 
 /// Binary Data (spec 1.5.6), at most 65 535 bytes.
+#[inline]
 pub(crate) fn put_binary<S: Sink>(
     s: &mut S,
     v: &[u8],

@@ -2,6 +2,7 @@
 
 mod acks;
 mod connect;
+mod encode_paths;
 mod framing;
 mod limits;
 mod properties;
