@@ -56,10 +56,9 @@ struct Queue {
 struct Entry {
     asleep: Asleep,
     generation: u32,
-    deadline: Option<Instant>,
     /// Keeps the broker's task tracker from seeing no task while the
     /// connection has none.
-    _tracked: TaskTrackerToken,
+    tracked: TaskTrackerToken,
 }
 
 /// Wakes one hibernating connection (registered as its inbox's waker).
@@ -256,8 +255,8 @@ impl Thread {
         }
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
-        let deadline = asleep.deadline();
-        if let Some(at) = deadline {
+        // A hibernating session's deadline does not move until it wakes.
+        if let Some(at) = asleep.deadline() {
             self.deadlines.insert((at, slot));
         }
         let alarm = Waker::from(Arc::new(Alarm {
@@ -272,8 +271,7 @@ impl Thread {
             *entry = Some(Entry {
                 asleep,
                 generation,
-                deadline,
-                _tracked: inner.tracker.token(),
+                tracked: inner.tracker.token(),
             });
         }
         inner.asleep.fetch_add(1, Ordering::Relaxed);
@@ -288,13 +286,13 @@ impl Thread {
             return;
         };
         self.free.push(slot);
-        if let Some(at) = entry.deadline {
+        if let Some(at) = entry.asleep.deadline() {
             self.deadlines.remove(&(at, slot));
         }
         let fd = entry.asleep.fd();
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         inner.asleep.fetch_sub(1, Ordering::Relaxed);
-        spawn(inner, entry.asleep, Some(entry._tracked));
+        spawn(inner, entry.asleep, Some(entry.tracked));
     }
 
     /// Takes no more connections and wakes every one (the thread ends).

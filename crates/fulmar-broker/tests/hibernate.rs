@@ -113,12 +113,9 @@ async fn keep_alive_ends_a_hibernating_connection_and_its_will_is_published() {
         assert_eq!(&will.topic[..], "wills/sleepy");
         assert_eq!(&will.payload[..], b"gone");
         if version == ProtocolVersion::V5 {
-            match sleepy.recv().await {
-                Packet::Disconnect(d) => {
-                    assert_eq!(d.reason_code, DisconnectReasonCode::KeepAliveTimeout);
-                }
-                other => panic!("expected DISCONNECT, got {other:?}"),
-            }
+            sleepy
+                .expect_disconnect(DisconnectReasonCode::KeepAliveTimeout)
+                .await;
         }
         sleepy.expect_closed().await;
         broker.shutdown().await;
@@ -134,12 +131,8 @@ async fn a_take_over_wakes_the_hibernating_connection() {
         hibernating(&broker, 1).await;
         let _new = Peer::connect(addr(&broker), version, "same").await;
         if version == ProtocolVersion::V5 {
-            match old.recv().await {
-                Packet::Disconnect(d) => {
-                    assert_eq!(d.reason_code, DisconnectReasonCode::SessionTakenOver);
-                }
-                other => panic!("expected DISCONNECT, got {other:?}"),
-            }
+            old.expect_disconnect(DisconnectReasonCode::SessionTakenOver)
+                .await;
         }
         old.expect_closed().await;
         hibernating(&broker, 1).await;
@@ -183,12 +176,8 @@ async fn shutdown_wakes_hibernating_connections() {
         .await
         .expect("shutdown waited for hibernating connections");
     for mut peer in peers {
-        match peer.recv().await {
-            Packet::Disconnect(d) => {
-                assert_eq!(d.reason_code, DisconnectReasonCode::ServerShuttingDown);
-            }
-            other => panic!("expected DISCONNECT, got {other:?}"),
-        }
+        peer.expect_disconnect(DisconnectReasonCode::ServerShuttingDown)
+            .await;
         peer.expect_closed().await;
     }
     assert_eq!(broker.stats().connections, 0);

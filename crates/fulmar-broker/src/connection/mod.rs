@@ -82,7 +82,6 @@ impl Stream for TcpIo {
         mut conn: Box<Connection<Self>>,
         slot: Slot,
     ) -> Result<Asleep, (Box<Connection<Self>>, Slot)> {
-        use std::os::fd::AsRawFd;
         let stream = match conn.transport.io_mut().sleep() {
             Ok(stream) => stream,
             Err(error) => {
@@ -90,7 +89,6 @@ impl Stream for TcpIo {
                 return Err((conn, slot));
             }
         };
-        let fd = stream.as_raw_fd();
         // What may hibernate has nothing buffered, queued or pending: only
         // what outlives the idle period is kept.
         let Connection {
@@ -119,7 +117,7 @@ impl Stream for TcpIo {
             version: transport.version(),
             over_limit,
         });
-        Ok(Asleep { dormant, slot, fd })
+        Ok(Asleep { dormant, slot })
     }
 }
 
@@ -189,15 +187,14 @@ impl Stream for tokio::net::TcpStream {}
 pub(crate) struct Asleep {
     dormant: Box<Dormant>,
     slot: Slot,
-    #[cfg(unix)]
-    fd: std::os::fd::RawFd,
 }
 
 #[cfg(unix)]
 impl Asleep {
     /// The socket, for the poller.
     pub(crate) fn fd(&self) -> std::os::fd::RawFd {
-        self.fd
+        use std::os::fd::AsRawFd;
+        self.dormant.stream.as_raw_fd()
     }
 
     /// When the connection must run again at the latest (keep-alive).
@@ -213,7 +210,7 @@ impl Asleep {
 
     /// Runs the connection again (on a runtime thread).
     pub(crate) async fn resume(self) {
-        let Self { dormant, slot, .. } = self;
+        let Self { dormant, slot } = self;
         dormant.wake().serve(slot).await;
     }
 }
@@ -440,7 +437,6 @@ impl<S: Stream> Connection<S> {
     /// plain-TCP client with nothing in flight, queued, buffered or pending.
     fn may_hibernate(&self) -> bool {
         S::HIBERNATES
-            && self.shared.limits.hibernate_after.is_some()
             && self.session_accepted
             && self.client.is_some()
             && self.session.is_connected()

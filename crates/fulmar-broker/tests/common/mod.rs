@@ -170,6 +170,14 @@ impl Peer {
         assert_eq!(ack.reason_codes[0].granted_qos(), Some(qos), "{ack:?}");
     }
 
+    /// Asserts the next packet is a DISCONNECT with `code`.
+    pub async fn expect_disconnect(&mut self, code: fulmar_codec::DisconnectReasonCode) {
+        match self.recv().await {
+            Packet::Disconnect(d) => assert_eq!(d.reason_code, code),
+            other => panic!("expected DISCONNECT, got {other:?}"),
+        }
+    }
+
     /// Sends a DISCONNECT (normal) and waits until the broker closed.
     pub async fn disconnect(mut self) {
         self.send(Packet::Disconnect(Default::default())).await;
