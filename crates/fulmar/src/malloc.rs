@@ -10,8 +10,11 @@
 //!
 //! [`tune`] keeps such buffers on the heap (allocations below 32 MiB, the
 //! largest glibc allows for this setting) and lets up to 32 MiB stay free at the
-//! top of a heap before it is returned. Memory that is in use is unchanged;
-//! what is kept is at most that much free memory per glibc arena.
+//! top of a heap before it is returned. Memory that is in use is unchanged.
+//! The price: after a burst of large messages, freed buffers stay with the
+//! process for reuse (up to 32 MiB at the top of each glibc arena, and any
+//! free space below live allocations, as for small allocations) where glibc's
+//! defaults would have unmapped them at once.
 //!
 //! An operator who sets glibc's own malloc settings (`GLIBC_TUNABLES` with a
 //! `glibc.malloc.` entry, or `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_`)
