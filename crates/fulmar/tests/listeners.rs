@@ -40,19 +40,30 @@ fn generate_pki(dir: &Path) {
     std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
 }
 
-#[test]
-fn tls_and_websocket_listeners_from_the_config_file() {
+/// A fresh directory with the PKI of [`generate_pki`], and `fulmar broker`
+/// started there with a TLS listener on a free port (its certificate and key
+/// from that PKI, then the `extra` lines of configuration).
+fn start_tls_broker(extra: &str) -> (std::path::PathBuf, FulmarBroker) {
     let dir = temp_dir();
     generate_pki(&dir);
     let config = dir.join("fulmar.toml");
     std::fs::write(
         &config,
-        "[[listener]]\nprotocol = \"tls\"\nbind = \"127.0.0.1:0\"\n\
-         cert = \"server.pem\"\nkey = \"server.key\"\n\n\
-         [[listener]]\nprotocol = \"ws\"\nbind = \"127.0.0.1:0\"\npath = \"/mqtt\"\n",
+        format!(
+            "[[listener]]\nprotocol = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+             cert = \"server.pem\"\nkey = \"server.key\"\n{extra}"
+        ),
     )
     .unwrap();
-    let mut broker = FulmarBroker::start(&["-c", config.to_str().unwrap()]);
+    let broker = FulmarBroker::start(&["-c", config.to_str().unwrap()]);
+    (dir, broker)
+}
+
+#[test]
+fn tls_and_websocket_listeners_from_the_config_file() {
+    let (dir, mut broker) = start_tls_broker(
+        "\n[[listener]]\nprotocol = \"ws\"\nbind = \"127.0.0.1:0\"\npath = \"/mqtt\"\n",
+    );
     let ws_line = broker.wait_for("listening on ");
     let ws_addr = ws_line.rsplit("listening on ").next().unwrap().trim();
     let mut ws = std::net::TcpStream::connect(ws_addr).unwrap();
@@ -141,16 +152,7 @@ fn a_certificate_that_does_not_parse_is_a_clear_error() {
 
 #[test]
 fn client_certificates_with_client_ca() {
-    let dir = temp_dir();
-    generate_pki(&dir);
-    let config = dir.join("fulmar.toml");
-    std::fs::write(
-        &config,
-        "[[listener]]\nprotocol = \"tls\"\nbind = \"127.0.0.1:0\"\n\
-         cert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n",
-    )
-    .unwrap();
-    let broker = FulmarBroker::start(&["-c", config.to_str().unwrap()]);
+    let (dir, broker) = start_tls_broker("client_ca = \"ca.pem\"\n");
     let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
     let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client.key"));
     publish_ok(
@@ -168,16 +170,7 @@ fn client_certificates_with_client_ca() {
 #[test]
 fn bench_over_tls_loses_no_qos12_message() {
     // v5:MQTT-4.3.2-4 v5:MQTT-4.3.3-8 (the broker acknowledged, so it owns and delivers), over TLS
-    let dir = temp_dir();
-    generate_pki(&dir);
-    let config = dir.join("fulmar.toml");
-    std::fs::write(
-        &config,
-        "[[listener]]\nprotocol = \"tls\"\nbind = \"127.0.0.1:0\"\n\
-         cert = \"server.pem\"\nkey = \"server.key\"\n",
-    )
-    .unwrap();
-    let broker = FulmarBroker::start(&["-c", config.to_str().unwrap()]);
+    let (dir, broker) = start_tls_broker("");
     let ca = dir.join("ca.pem");
     let output = common::fulmar()
         .args(["bench", "--json", "-p", &broker.port.to_string()])
