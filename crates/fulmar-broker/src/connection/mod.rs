@@ -12,7 +12,7 @@ use fulmar_codec::{
     DisconnectReasonCode, MqttString, Packet, PacketId, ProtocolVersion, Publish, ReasonCode,
     RetainHandling, SubAckReasonCode, Subscribe, UnsubAckReasonCode, Unsubscribe, Will,
 };
-use fulmar_session::{Event, Initiator, Session, SessionState};
+use fulmar_session::{DormantSession, Event, Initiator, Session, SessionState};
 
 use crate::store::{StoreOp, unix_millis};
 use fulmar_topic::{SubscriptionFilter, TopicFilter};
@@ -82,10 +82,17 @@ impl Stream for TcpIo {
         mut conn: Box<Connection<Self>>,
         slot: Slot,
     ) -> Result<Asleep, (Box<Connection<Self>>, Slot)> {
+        if !conn.session.can_be_dormant() {
+            return Err((conn, slot));
+        }
+        let Some(client) = conn.client.take() else {
+            return Err((conn, slot));
+        };
         let stream = match conn.transport.io_mut().sleep() {
             Ok(stream) => stream,
             Err(error) => {
                 tracing::debug!(%error, "a connection could not hibernate");
+                conn.client = Some(client);
                 return Err((conn, slot));
             }
         };
@@ -94,69 +101,131 @@ impl Stream for TcpIo {
         let Connection {
             shared,
             session,
-            transport,
             peer,
-            over_limit,
             conn_id,
             control,
-            client,
             auth,
             inflight_seq,
             ..
         } = *conn;
-        let dormant = Box::new(Dormant {
-            shared,
-            session,
-            stream,
-            peer,
-            conn_id,
-            control,
-            client,
+        let session = match session.into_dormant() {
+            Ok(session) => session,
+            // Checked above: does not happen, but the connection goes on.
+            Err(session) => {
+                let parts = Parts {
+                    shared,
+                    peer,
+                    conn_id,
+                    control,
+                    client,
+                    auth,
+                    inflight_seq,
+                };
+                return Err((parts.connection(session, stream), slot));
+            }
+        };
+        let Client {
+            id,
+            info,
+            will,
+            will_delay,
+            expiry,
+            persistent,
+        } = client;
+        let Peer { addr, certificate } = peer;
+        let rare = Rare {
+            username: info.username,
+            will,
             auth,
             inflight_seq,
-            version: transport.version(),
-            over_limit,
-        });
-        Ok(Asleep { dormant, slot })
+            certificate,
+        };
+        drop(shared);
+        Ok(Asleep(Box::new(Dormant {
+            slot,
+            session,
+            addr,
+            conn_id,
+            control,
+            id,
+            will_delay,
+            expiry,
+            persistent,
+            stream,
+            rare: (!rare.is_empty()).then(|| Box::new(rare)),
+        })))
     }
 }
 
 /// What a hibernating connection keeps: the state that outlives its idle
-/// period. The rest of a [`Connection`] (buffers, queues, bookkeeping of
+/// period, in its most compact form (its session a [`DormantSession`], no
+/// second copy of the client identifier, what most clients do not have in
+/// one box). The rest of a [`Connection`] (buffers, queues, bookkeeping of
 /// flows in progress) is empty whenever it may hibernate.
 struct Dormant {
-    shared: Arc<Shared>,
-    session: Session,
-    stream: std::net::TcpStream,
-    peer: Peer,
+    /// Counts the connection, and holds the broker's shared state.
+    slot: Slot,
+    session: DormantSession,
+    addr: std::net::SocketAddr,
     conn_id: u64,
     control: ControlReceiver,
-    client: Option<Client>,
+    /// The client identifier (`Client::id`).
+    id: Arc<str>,
+    will_delay: u32,
+    expiry: u32,
+    persistent: bool,
+    stream: std::net::TcpStream,
+    /// What most hibernating connections do not have.
+    rare: Option<Box<Rare>>,
+}
+
+/// The parts of a hibernating connection most do not have.
+struct Rare {
+    username: Option<String>,
+    will: Option<Box<Publish>>,
     auth: Option<Box<auth::AuthState>>,
     // Boxed on purpose, as in `Connection`.
     #[allow(clippy::box_collection)]
     inflight_seq: Option<Box<HashMap<PacketId, u64>>>,
-    version: ProtocolVersion,
-    over_limit: bool,
+    certificate: Option<Box<bytes::Bytes>>,
 }
 
-impl Dormant {
-    /// The connection again, its socket back in the runtime (on a runtime
-    /// thread); a socket that cannot go back fails its first read.
-    fn wake(self: Box<Self>) -> Box<Connection<TcpIo>> {
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.username.is_none()
+            && self.will.is_none()
+            && self.auth.is_none()
+            && self.inflight_seq.is_none()
+            && self.certificate.is_none()
+    }
+}
+
+/// A connection taken apart, but for its session and socket.
+struct Parts {
+    shared: Arc<Shared>,
+    peer: Peer,
+    conn_id: u64,
+    control: ControlReceiver,
+    client: Client,
+    auth: Option<Box<auth::AuthState>>,
+    // Boxed on purpose, as in `Connection`.
+    #[allow(clippy::box_collection)]
+    inflight_seq: Option<Box<HashMap<PacketId, u64>>>,
+}
+
+impl Parts {
+    /// The accepted connection again, its socket back in the runtime (on a
+    /// runtime thread); a socket that cannot go back fails its first read.
+    fn connection(self, session: Session, stream: std::net::TcpStream) -> Box<Connection<TcpIo>> {
         let Self {
             shared,
-            session,
-            stream,
             peer,
             conn_id,
             control,
             client,
             auth,
             inflight_seq,
-            version,
-            over_limit,
-        } = *self;
+        } = self;
         let io = match tokio::net::TcpStream::from_std(stream) {
             Ok(stream) => TcpIo::Live(stream),
             Err(error) => {
@@ -164,13 +233,73 @@ impl Dormant {
                 TcpIo::Broken
             }
         };
-        let mut conn = Connection::new(shared, session, io, peer, over_limit, conn_id, control);
+        let version = session.protocol_version();
+        // Only an accepted connection hibernates: it was not over the limit.
+        let mut conn = Connection::new(shared, session, io, peer, false, conn_id, control);
         conn.transport.set_version(version);
-        conn.client = client;
+        conn.client = Some(client);
         conn.auth = auth;
         conn.inflight_seq = inflight_seq;
         conn.session_accepted = true;
         conn
+    }
+}
+
+impl Dormant {
+    /// The connection again (on a runtime thread), and its slot.
+    fn wake(self: Box<Self>) -> (Box<Connection<TcpIo>>, Slot) {
+        let Self {
+            slot,
+            session,
+            addr,
+            conn_id,
+            control,
+            id,
+            will_delay,
+            expiry,
+            persistent,
+            stream,
+            rare,
+        } = *self;
+        let Rare {
+            username,
+            will,
+            auth,
+            inflight_seq,
+            certificate,
+        } = rare.map_or(
+            Rare {
+                username: None,
+                will: None,
+                auth: None,
+                inflight_seq: None,
+                certificate: None,
+            },
+            |rare| *rare,
+        );
+        let session = session.wake();
+        let info = ClientInfo {
+            client_id: id.to_string(),
+            username,
+            protocol_version: session.protocol_version(),
+        };
+        let parts = Parts {
+            shared: slot.shared().clone(),
+            peer: Peer { addr, certificate },
+            conn_id,
+            control,
+            client: Client {
+                id,
+                info,
+                will,
+                will_delay,
+                expiry,
+                persistent,
+            },
+            auth,
+            inflight_seq,
+        };
+        (parts.connection(session, stream), slot)
     }
 }
 
@@ -184,34 +313,31 @@ impl Stream for tokio::net::TcpStream {}
 
 /// A hibernating connection (see [`crate::hibernate`]): its state, its
 /// socket out of the runtime.
-pub(crate) struct Asleep {
-    dormant: Box<Dormant>,
-    slot: Slot,
-}
+pub(crate) struct Asleep(Box<Dormant>);
 
 #[cfg(unix)]
 impl Asleep {
     /// The socket, for the poller.
     pub(crate) fn fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
-        self.dormant.stream.as_raw_fd()
+        self.0.stream.as_raw_fd()
     }
 
     /// When the connection must run again at the latest (keep-alive).
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.dormant.session.poll_timeout()
+        self.0.session.poll_timeout()
     }
 
     /// Makes `waker` the one a message for the connection wakes; true when
     /// one is queued already.
     pub(crate) fn set_waker(&self, waker: &std::task::Waker) -> bool {
-        self.dormant.control.set_waker(waker)
+        self.0.control.set_waker(waker)
     }
 
     /// Runs the connection again (on a runtime thread).
     pub(crate) async fn resume(self) {
-        let Self { dormant, slot } = self;
-        dormant.wake().serve(slot).await;
+        let (conn, slot) = self.0.wake();
+        conn.serve(slot).await;
     }
 }
 
@@ -423,7 +549,7 @@ impl<S: Stream> Connection<S> {
             return Err((self, slot));
         };
         let asleep = S::into_asleep(self, slot)?;
-        tracing::trace!(conn_id = asleep.dormant.conn_id, "connection hibernates");
+        tracing::trace!(conn_id = asleep.0.conn_id, "connection hibernates");
         hibernator.park(asleep);
         Ok(())
     }
