@@ -141,7 +141,7 @@ impl Stream for TcpIo {
             certificate,
         };
         drop(shared);
-        Ok(Asleep(Box::new(Dormant {
+        Ok(Asleep(Dormant {
             slot,
             session,
             addr,
@@ -153,7 +153,7 @@ impl Stream for TcpIo {
             persistent,
             stream,
             rare: (!rare.is_empty()).then(|| Box::new(rare)),
-        })))
+        }))
     }
 }
 
@@ -247,7 +247,7 @@ impl Parts {
 
 impl Dormant {
     /// The connection again (on a runtime thread), and its slot.
-    fn wake(self: Box<Self>) -> (Box<Connection<TcpIo>>, Slot) {
+    fn wake(self) -> (Box<Connection<TcpIo>>, Slot) {
         let Self {
             slot,
             session,
@@ -260,7 +260,7 @@ impl Dormant {
             persistent,
             stream,
             rare,
-        } = *self;
+        } = self;
         let Rare {
             username,
             will,
@@ -313,7 +313,7 @@ impl Stream for tokio::net::TcpStream {}
 
 /// A hibernating connection (see [`crate::hibernate`]): its state, its
 /// socket out of the runtime.
-pub(crate) struct Asleep(Box<Dormant>);
+pub(crate) struct Asleep(Dormant);
 
 #[cfg(unix)]
 impl Asleep {
