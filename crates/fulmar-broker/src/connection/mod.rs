@@ -1328,8 +1328,8 @@ impl<S: Stream> Connection<S> {
         entry.persistent = persistent;
         entry.expiry = expiry;
         // A reconnect within the Will Delay Interval cancels the will.
-        let cancelled = entry.will.take().is_some();
-        entry.expires_at = None;
+        // Taking what was kept while away cancels the expiry too.
+        let cancelled = entry.take_will().is_some();
         entry.owner = Some(Owner {
             conn_id: self.conn_id,
             control: self.control.inbox(),
@@ -1545,17 +1545,17 @@ impl<S: Stream> Connection<S> {
                 let mut publish_now = None;
                 if let Some(entry) = state.sessions.get_mut(&client.id) {
                     entry.owner = None;
+                    entry.expiry = client.expiry;
                     let away = entry.away();
                     away.stored = stored;
                     away.inflight = self.inflight_seq.take().map(|m| *m).unwrap_or_default();
-                    entry.expiry = client.expiry;
-                    entry.expires_at = expires_at.flatten();
-                    deadlines.extend(entry.expires_at);
+                    away.expires_at = expires_at.flatten();
+                    deadlines.extend(away.expires_at);
                     if let (Some(will), Some(at)) = (will, will_at) {
                         if at <= now {
                             publish_now = Some(will);
                         } else {
-                            entry.will = Some(Box::new(PendingWill { publish: will, at }));
+                            away.will = Some(Box::new(PendingWill { publish: will, at }));
                             deadlines.push(at);
                         }
                     }
@@ -1574,7 +1574,7 @@ impl<S: Stream> Connection<S> {
             let pending = state
                 .sessions
                 .get(&client.id)
-                .is_some_and(|e| e.owner.is_none() && e.will.is_some());
+                .is_some_and(|e| e.owner.is_none() && e.has_will());
             if had_will
                 && !pending
                 && let Some(bridge) = &state.bridge
