@@ -53,12 +53,16 @@ use crate::timer::{Timer, Timers};
 pub struct DormantSession {
     config: Arc<Config>,
     now: Option<Instant>,
-    /// The one running timer, if any.
-    timer: Option<(Timer, Instant)>,
+    /// The deadline of the one running timer ([`Self::timer`]), if any.
+    deadline: Option<Instant>,
     conn: Conn,
-    client_id: Option<MqttString>,
+    /// Shared with the caller's copy when it has one (see
+    /// [`DormantSession::share_client_id`]).
+    client_id: Option<Arc<str>>,
     incoming_qos2: InboundQos2,
     out_cursor: u16,
+    /// The running timer, when there is a deadline.
+    timer: Timer,
     role: Role,
     version: ProtocolVersion,
     state: State,
@@ -102,9 +106,10 @@ impl Session {
         Ok(DormantSession {
             config,
             now,
-            timer,
+            deadline: timer.map(|(_, at)| at),
+            timer: timer.map_or(Timer::Idle, |(timer, _)| timer),
             conn,
-            client_id,
+            client_id: client_id.map(|id| Arc::from(id.as_str())),
             incoming_qos2,
             out_cursor,
             role,
@@ -138,11 +143,12 @@ impl DormantSession {
         let Self {
             config,
             now,
-            timer,
+            deadline,
             conn,
             client_id,
             incoming_qos2,
             out_cursor,
+            timer,
             role,
             version,
             state,
@@ -151,9 +157,11 @@ impl DormantSession {
         session.version = version;
         session.state = state;
         session.now = now;
-        session.timers = Timers::with(timer);
+        session.timers = Timers::with(deadline.map(|at| (timer, at)));
         session.conn = conn;
-        session.client_id = client_id;
+        // It was one before.
+        session.client_id =
+            client_id.and_then(|id| MqttString::try_from_string(id.to_string()).ok());
         session.incoming_qos2 = incoming_qos2;
         session.out_cursor = out_cursor;
         session
@@ -163,7 +171,7 @@ impl DormantSession {
     /// must be called next (as [`Session::poll_timeout`]).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timer.map(|(_, at)| at)
+        self.deadline
     }
 
     /// The protocol version of the connection (as [`Session::protocol_version`]).
@@ -174,8 +182,19 @@ impl DormantSession {
 
     /// The client identifier (as [`Session::client_id`]).
     #[must_use]
-    pub fn client_id(&self) -> Option<&MqttString> {
-        self.client_id.as_ref()
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+
+    /// Keeps `id` instead of the session's own copy of the client
+    /// identifier when they are equal, so that a caller holding the
+    /// identifier anyway does not keep it twice; true if they were.
+    pub fn share_client_id(&mut self, id: &Arc<str>) -> bool {
+        let same = self.client_id.as_deref() == Some(&**id);
+        if same {
+            self.client_id = Some(id.clone());
+        }
+        same
     }
 
     /// Whether the connection is open, the handshake done (as
@@ -188,6 +207,7 @@ impl DormantSession {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use bytes::Bytes;
@@ -247,10 +267,10 @@ mod tests {
 
     #[test]
     #[cfg(target_pointer_width = "64")]
-    fn a_dormant_session_takes_at_most_160_bytes() {
+    fn a_dormant_session_takes_at_most_128_bytes() {
         // (memory, no spec statement) Against 280 for a `Session`.
         let size = std::mem::size_of::<super::DormantSession>();
-        assert!(size <= 160, "DormantSession is {size} bytes");
+        assert!(size <= 128, "DormantSession is {size} bytes");
     }
 
     #[test]
@@ -263,8 +283,15 @@ mod tests {
         assert_eq!(dormant.poll_timeout(), deadline);
         assert!(dormant.is_connected());
         assert_eq!(dormant.protocol_version(), ProtocolVersion::V5);
-        assert_eq!(dormant.client_id().map(MqttString::as_str), Some("sleeper"));
+        assert_eq!(dormant.client_id(), Some("sleeper"));
+        let mut dormant = dormant;
+        let shared: Arc<str> = Arc::from("sleeper");
+        assert!(!dormant.share_client_id(&Arc::from("other")));
+        assert!(dormant.share_client_id(&shared));
+        assert_eq!(Arc::strong_count(&shared), 2);
         let mut server = dormant.wake();
+        assert_eq!(server.client_id().map(MqttString::as_str), Some("sleeper"));
+        assert_eq!(Arc::strong_count(&shared), 1);
         assert!(server.is_connected());
         assert_eq!(server.poll_timeout(), deadline);
         assert_eq!(server.keep_alive(), 10);

@@ -108,7 +108,7 @@ impl Stream for TcpIo {
             inflight_seq,
             ..
         } = *conn;
-        let session = match session.into_dormant() {
+        let mut session = match session.into_dormant() {
             Ok(session) => session,
             // Checked above: does not happen, but the connection goes on.
             Err(session) => {
@@ -132,13 +132,20 @@ impl Stream for TcpIo {
             expiry,
             persistent,
         } = client;
+        // The client identifier is kept once.
+        session.share_client_id(&id);
         let Peer { addr, certificate } = peer;
+        let (addr, addr6) = match addr {
+            std::net::SocketAddr::V4(v4) => (Some(v4), None),
+            v6 @ std::net::SocketAddr::V6(_) => (None, Some(v6)),
+        };
         let rare = Rare {
             username: info.username,
             will,
             auth,
             inflight_seq,
             certificate,
+            addr6,
         };
         drop(shared);
         Ok(Asleep(Dormant {
@@ -166,7 +173,8 @@ struct Dormant {
     /// Counts the connection, and holds the broker's shared state.
     slot: Slot,
     session: DormantSession,
-    addr: std::net::SocketAddr,
+    /// The peer's address, unless it is an IPv6 one (in `rare`).
+    addr: Option<std::net::SocketAddrV4>,
     conn_id: u64,
     control: ControlReceiver,
     /// The client identifier (`Client::id`).
@@ -188,6 +196,8 @@ struct Rare {
     #[allow(clippy::box_collection)]
     inflight_seq: Option<Box<HashMap<PacketId, u64>>>,
     certificate: Option<Box<bytes::Bytes>>,
+    /// The peer's address when it is an IPv6 one.
+    addr6: Option<std::net::SocketAddr>,
 }
 
 impl Rare {
@@ -197,6 +207,7 @@ impl Rare {
             && self.auth.is_none()
             && self.inflight_seq.is_none()
             && self.certificate.is_none()
+            && self.addr6.is_none()
     }
 }
 
@@ -267,6 +278,7 @@ impl Dormant {
             auth,
             inflight_seq,
             certificate,
+            addr6,
         } = rare.map_or(
             Rare {
                 username: None,
@@ -274,8 +286,13 @@ impl Dormant {
                 auth: None,
                 inflight_seq: None,
                 certificate: None,
+                addr6: None,
             },
             |rare| *rare,
+        );
+        let addr = addr.map_or_else(
+            || addr6.unwrap_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+            std::net::SocketAddr::V4,
         );
         let session = session.wake();
         let info = ClientInfo {
