@@ -92,7 +92,7 @@ const SLOT_BITS: u32 = 24;
 /// [`SLOT_BITS`] bits).
 fn deadline_key(base: Instant, at: Instant, slot: usize) -> u64 {
     let after = at.saturating_duration_since(base);
-    let ms = after.as_millis() + u128::from(after.subsec_nanos() % 1_000_000 != 0);
+    let ms = after.as_millis() + u128::from(!after.subsec_nanos().is_multiple_of(1_000_000));
     // Beyond 2^40 ms (34 years): as good as never.
     let ms = u64::try_from(ms)
         .unwrap_or(u64::MAX)
