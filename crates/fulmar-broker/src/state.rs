@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use fulmar_codec::{PacketId, Publish, QoS};
@@ -15,7 +16,7 @@ use fulmar_topic::{
     TopicName, group_by_key,
 };
 use futures::task::AtomicWaker;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::bridge::Bridge;
 use crate::frames::Frames;
@@ -123,23 +124,83 @@ pub(crate) struct ControlInbox {
     /// Wakes the connection task (a waker, not a `Notify`: the task waits
     /// with a poll function, which takes no room in its future).
     waker: AtomicWaker,
-    /// Wakes senders waiting for room in a full delivery queue.
-    room: Notify,
-    /// At most this many deliveries are queued.
-    capacity: usize,
     /// Payload bytes of the deliveries in the connection queue.
     pub(crate) queued_bytes: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
 struct Queues {
-    /// Rare (a take-over, the shutdown): one word while there is none.
-    // Boxed on purpose: 8 bytes instead of 24 in every inbox.
-    #[allow(clippy::box_collection)]
-    controls: Option<Box<Vec<Control>>>,
     deliveries: VecDeque<Box<Delivery>>,
+    /// What most inboxes never hold: one word while empty.
+    rare: Option<Box<Rare>>,
     /// The connection takes no more deliveries (it is ending).
     closed: bool,
+}
+
+/// The rarely used part of an inbox's [`Queues`].
+#[derive(Debug, Default)]
+struct Rare {
+    /// A take-over, the shutdown: taken last first.
+    controls: Vec<Control>,
+    /// Senders waiting for room in the full delivery queue (back-pressure),
+    /// woken when a delivery is taken or the inbox closes.
+    waiting: Vec<Waker>,
+}
+
+impl Queues {
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the rare part once it holds nothing.
+    fn tidy(&mut self) {
+        if self
+            .rare
+            .as_ref()
+            .is_some_and(|rare| rare.controls.is_empty() && rare.waiting.is_empty())
+        {
+            self.rare = None;
+        }
+    }
+
+    fn has_controls(&self) -> bool {
+        self.rare
+            .as_ref()
+            .is_some_and(|rare| !rare.controls.is_empty())
+    }
+
+    fn pop_control(&mut self) -> Option<Control> {
+        let control = self.rare.as_mut()?.controls.pop();
+        self.tidy();
+        control
+    }
+
+    /// Takes the waiting senders' wakers, to wake once the lock is released.
+    fn take_waiting(&mut self) -> Vec<Waker> {
+        let Some(rare) = self.rare.as_mut() else {
+            return Vec::new();
+        };
+        let waiting = std::mem::take(&mut rare.waiting);
+        self.tidy();
+        waiting
+    }
+
+    /// A delivery taken from the queue: gives room to the senders waiting.
+    fn pop_delivery(&mut self) -> Option<(Box<Delivery>, Vec<Waker>)> {
+        let delivery = self.deliveries.pop_front()?;
+        if self.deliveries.is_empty() && self.deliveries.capacity() > 64 {
+            // A burst is over: an idle connection keeps no large queue.
+            self.deliveries = VecDeque::new();
+        }
+        Some((delivery, self.take_waiting()))
+    }
+}
+
+/// Wakes the senders that waited for room.
+fn wake_all(waiting: Vec<Waker>) {
+    for waker in waiting {
+        waker.wake();
+    }
 }
 
 impl ControlInbox {
@@ -148,10 +209,7 @@ impl ControlInbox {
         {
             let mut queue = self.lock();
             match queue.as_mut() {
-                Some(queue) => queue
-                    .controls
-                    .get_or_insert_with(Box::default)
-                    .push(control),
+                Some(queue) => queue.rare().controls.push(control),
                 None => return Err(control),
             }
         }
@@ -159,13 +217,35 @@ impl ControlInbox {
         Ok(())
     }
 
-    /// Queues a delivery unless the queue is full or closed.
-    pub(crate) fn try_deliver(&self, delivery: Box<Delivery>) -> Result<(), DeliverError> {
+    /// Queues a delivery unless the queue holds `capacity` already (every
+    /// sender of a broker gives the same) or is closed.
+    pub(crate) fn try_deliver(
+        &self,
+        delivery: Box<Delivery>,
+        capacity: usize,
+    ) -> Result<(), DeliverError> {
+        self.offer(delivery, capacity, None)
+    }
+
+    /// As [`try_deliver`](Self::try_deliver); when the queue is full,
+    /// `waiting` is woken once there is room (or it closes).
+    fn offer(
+        &self,
+        delivery: Box<Delivery>,
+        capacity: usize,
+        waiting: Option<&Waker>,
+    ) -> Result<(), DeliverError> {
         {
             let mut queue = self.lock();
             match queue.as_mut() {
                 Some(queue) if !queue.closed => {
-                    if queue.deliveries.len() >= self.capacity {
+                    if queue.deliveries.len() >= capacity.max(1) {
+                        if let Some(waker) = waiting {
+                            let list = &mut queue.rare().waiting;
+                            if !list.iter().any(|w| w.will_wake(waker)) {
+                                list.push(waker.clone());
+                            }
+                        }
                         return Err(DeliverError::Full(delivery));
                     }
                     queue.deliveries.push_back(delivery);
@@ -177,47 +257,45 @@ impl ControlInbox {
         Ok(())
     }
 
-    /// Queues a delivery once there is room; gives it back when the
-    /// connection is ending. Cancel safe (the delivery is dropped then).
-    pub(crate) async fn deliver(&self, delivery: Box<Delivery>) -> Result<(), Box<Delivery>> {
-        let mut delivery = delivery;
-        loop {
-            // Created before the check: a `notify_waiters` after it wakes it.
-            let room = self.room.notified();
-            match self.try_deliver(delivery) {
-                Ok(()) => return Ok(()),
-                Err(DeliverError::Closed(back)) => return Err(back),
-                Err(DeliverError::Full(back)) => delivery = back,
+    /// Queues a delivery once there is room (at most `capacity` queued);
+    /// gives it back when the connection is ending. Cancel safe (the
+    /// delivery is dropped then).
+    pub(crate) async fn deliver(
+        &self,
+        delivery: Box<Delivery>,
+        capacity: usize,
+    ) -> Result<(), Box<Delivery>> {
+        let mut delivery = Some(delivery);
+        std::future::poll_fn(|cx| {
+            // Polled again once it finished: never.
+            let Some(offered) = delivery.take() else {
+                return std::task::Poll::Pending;
+            };
+            match self.offer(offered, capacity, Some(cx.waker())) {
+                Ok(()) => std::task::Poll::Ready(Ok(())),
+                Err(DeliverError::Closed(back)) => std::task::Poll::Ready(Err(back)),
+                Err(DeliverError::Full(back)) => {
+                    delivery = Some(back);
+                    std::task::Poll::Pending
+                }
             }
-            room.await;
-        }
+        })
+        .await
     }
 
     /// Takes a control message, or a delivery if `deliveries`.
     fn try_recv(&self, deliveries: bool) -> Option<Inbound> {
-        let mut queue = self.lock();
-        let queue = queue.as_mut()?;
-        if let Some(controls) = &mut queue.controls
-            && let Some(control) = controls.pop()
-        {
-            if controls.is_empty() {
-                queue.controls = None;
-            }
+        let mut guard = self.lock();
+        let queue = guard.as_mut()?;
+        if let Some(control) = queue.pop_control() {
             return Some(Inbound::Control(control));
         }
         if !deliveries {
             return None;
         }
-        let full = queue.deliveries.len() >= self.capacity;
-        let delivery = queue.deliveries.pop_front()?;
-        if queue.deliveries.is_empty() && queue.deliveries.capacity() > 64 {
-            // A burst is over: an idle connection keeps no large queue.
-            queue.deliveries = VecDeque::new();
-        }
-        if full {
-            // Senders that found it full wait for this.
-            self.room.notify_waiters();
-        }
+        let (delivery, waiting) = queue.pop_delivery()?;
+        drop(guard);
+        wake_all(waiting);
         Some(Inbound::Delivery(delivery))
     }
 
@@ -239,13 +317,11 @@ impl ControlReceiver {
         }
     }
 
-    /// A new inbox whose delivery queue holds at most `capacity` messages.
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A new inbox (its senders bound its delivery queue).
+    pub(crate) fn new() -> Self {
         Self(Arc::new(ControlInbox {
             queue: Mutex::new(Some(Queues::default())),
             waker: AtomicWaker::new(),
-            room: Notify::new(),
-            capacity,
             queued_bytes: AtomicUsize::new(0),
         }))
     }
@@ -285,42 +361,36 @@ impl ControlReceiver {
 
     /// Makes `waker` the one woken by what is queued from now on; true when
     /// something is queued already.
-    pub(crate) fn set_waker(&self, waker: &std::task::Waker) -> bool {
+    pub(crate) fn set_waker(&self, waker: &Waker) -> bool {
         self.0.waker.register(waker);
         self.0
             .lock()
             .as_ref()
-            .is_some_and(|queue| queue.controls.is_some() || !queue.deliveries.is_empty())
+            .is_some_and(|queue| queue.has_controls() || !queue.deliveries.is_empty())
     }
 
     /// The next delivery, if one is queued.
     pub(crate) fn try_recv_delivery(&self) -> Option<Box<Delivery>> {
         let mut queue = self.0.lock();
-        let queue = queue.as_mut()?;
-        let full = queue.deliveries.len() >= self.0.capacity;
-        let delivery = queue.deliveries.pop_front()?;
-        if queue.deliveries.is_empty() && queue.deliveries.capacity() > 64 {
-            queue.deliveries = VecDeque::new();
-        }
-        if full {
-            self.0.room.notify_waiters();
-        }
+        let (delivery, waiting) = queue.as_mut()?.pop_delivery()?;
+        drop(queue);
+        wake_all(waiting);
         Some(delivery)
     }
 
     /// Takes no more deliveries; returns those still queued.
     pub(crate) fn close_deliveries(&self) -> VecDeque<Box<Delivery>> {
         let mut queue = self.0.lock();
-        let taken = match queue.as_mut() {
+        let (taken, waiting) = match queue.as_mut() {
             Some(queue) => {
                 queue.closed = true;
-                std::mem::take(&mut queue.deliveries)
+                (std::mem::take(&mut queue.deliveries), queue.take_waiting())
             }
-            None => VecDeque::new(),
+            None => (VecDeque::new(), Vec::new()),
         };
         drop(queue);
         // Senders waiting for room see it closed.
-        self.0.room.notify_waiters();
+        wake_all(waiting);
         taken
     }
 }
@@ -328,8 +398,10 @@ impl ControlReceiver {
 impl Drop for ControlReceiver {
     fn drop(&mut self) {
         let left = self.0.lock().take();
-        drop(left);
-        self.0.room.notify_waiters();
+        // Senders waiting for room see it closed.
+        if let Some(mut queues) = left {
+            wake_all(queues.take_waiting());
+        }
     }
 }
 
@@ -1027,7 +1099,7 @@ impl Target<'_> {
                             return;
                         }
                         delivery.bytes = bytes;
-                        match owner.control.try_deliver(delivery) {
+                        match owner.control.try_deliver(delivery, self.max_queued) {
                             Ok(()) => return,
                             Err(error) => {
                                 queued.fetch_sub(bytes, Ordering::Relaxed);
@@ -1102,4 +1174,82 @@ fn copy_for(publish: &Publish, group: &[Match<'_, Subscriber, SubOptions>]) -> P
 /// Seconds as a `Duration`.
 pub(crate) fn secs(n: u32) -> Duration {
     Duration::from_secs(u64::from(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Poll, Wake};
+
+    use fulmar_codec::MqttString;
+
+    use super::*;
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn delivery(n: u8) -> Box<Delivery> {
+        Box::new(Delivery {
+            publish: Publish::new(MqttString::from("t"), bytes::Bytes::from(vec![n])),
+            seq: None,
+            bytes: 0,
+            frames: None,
+        })
+    }
+
+    #[test]
+    fn a_sender_waiting_for_room_is_woken_when_a_delivery_is_taken_or_the_inbox_closes() {
+        // (back-pressure, no spec statement)
+        let receiver = ControlReceiver::new();
+        let inbox = receiver.inbox();
+        assert!(inbox.try_deliver(delivery(1), 1).is_ok());
+        assert!(matches!(
+            inbox.try_deliver(delivery(2), 1),
+            Err(DeliverError::Full(_))
+        ));
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut send = std::pin::pin!(inbox.deliver(delivery(3), 1));
+        assert!(send.as_mut().poll(&mut cx).is_pending());
+        // Polled again while full: registered once.
+        assert!(send.as_mut().poll(&mut cx).is_pending());
+        assert!(receiver.try_recv_delivery().is_some());
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert!(matches!(send.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+        // Nothing waits any more: the rare part is gone again.
+        assert!(inbox.lock().as_ref().is_some_and(|q| q.rare.is_none()));
+
+        let mut blocked = std::pin::pin!(inbox.deliver(delivery(4), 1));
+        assert!(blocked.as_mut().poll(&mut cx).is_pending());
+        drop(receiver);
+        assert_eq!(count.0.load(Ordering::Relaxed), 2);
+        assert!(matches!(
+            blocked.as_mut().poll(&mut cx),
+            Poll::Ready(Err(_))
+        ));
+    }
+
+    #[test]
+    fn control_messages_come_first_and_take_no_room_once_taken() {
+        // (memory, no spec statement)
+        let receiver = ControlReceiver::new();
+        let inbox = receiver.inbox();
+        assert!(inbox.try_deliver(delivery(1), 8).is_ok());
+        assert!(inbox.send(Control::Shutdown).is_ok());
+        assert!(matches!(
+            inbox.try_recv(true),
+            Some(Inbound::Control(Control::Shutdown))
+        ));
+        assert!(inbox.lock().as_ref().is_some_and(|q| q.rare.is_none()));
+        assert!(inbox.try_recv(false).is_none());
+        assert!(matches!(inbox.try_recv(true), Some(Inbound::Delivery(_))));
+    }
 }

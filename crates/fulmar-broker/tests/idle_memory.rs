@@ -193,18 +193,18 @@ fn a_hibernating_connection_keeps_less_heap() {
     // (memory, no spec statement)
     let (per_connection, blocks) = heap_per_idle_connection(Some(Duration::from_millis(20)));
     eprintln!("hibernating connection: {per_connection} bytes of heap in {blocks:.2} blocks");
-    // Debug build: 536 bytes in 4.2 blocks when this bound was set (938 in
-    // 7.2 before the dormant forms), against 1755 in 8 for the same
+    // Debug build: 495 bytes in 4.2 blocks when this bound was set (938 in
+    // 7.2 before the dormant forms), against 1715 in 8 for the same
     // connection awake (the test below). Per connection: the hibernation
     // thread's entry (240: the connection's `Dormant` state with its
-    // 128-byte `DormantSession`, and the inbox's waker), the inbox (144),
+    // 128-byte `DormantSession`, and the inbox's waker), the inbox (104),
     // the session entry (40), the client identifier (24, shared by the
     // session table, the connection and its dormant session), and the
     // growth of the session table (about 56 here), the deadline index
     // (about 20) and the thread's table (about 9); no task, no reactor
     // registration, no buffers.
     assert!(
-        per_connection <= 580,
+        per_connection <= 540,
         "a hibernating connection keeps {per_connection} bytes"
     );
 }
@@ -215,7 +215,7 @@ fn an_idle_connection_keeps_little_heap() {
     let (per_connection, blocks) = heap_per_idle_connection(None);
     eprintln!("idle connection: {per_connection} bytes of heap in {blocks:.2} blocks");
     // Debug build (`cargo test`): 1795 bytes in 8 blocks when this bound was
-    // set, 1755 since the session entry and the inbox shrank (2059 before
+    // set, 1715 since the session entry and the inbox shrank (2059 before
     // the idle `Session` shrank from 528 to 280 bytes),
     // 7287 bytes in 15 blocks at commit 33bd463 (before issue 8's work):
     // the connection state with its server `Session`, the task, the

@@ -386,8 +386,7 @@ pub(crate) fn run<S: Stream>(
     slot: Slot,
 ) -> impl Future<Output = ()> + Send {
     let now = Instant::now();
-    let capacity = shared.limits.max_queued_messages.max(1);
-    let control = ControlReceiver::new(capacity);
+    let control = ControlReceiver::new();
     let conn_id = shared.lock().next_id();
     let session = Session::server(shared.session_config.clone(), now);
     let conn = Connection::new(shared, session, stream, peer, over_limit, conn_id, control);
