@@ -58,7 +58,6 @@ struct Queue {
 /// The inbox's waker points here while the state here holds the inbox: the
 /// state is taken out when the connection wakes, or when the thread ends.
 struct Sleeper {
-    inner: Weak<Inner>,
     /// Its slot in the thread's table (the poller token).
     slot: usize,
     /// `None` once awake.
@@ -73,7 +72,13 @@ impl Sleeper {
 
 impl Wake for Sleeper {
     fn wake(self: Arc<Self>) {
-        if let Some(inner) = self.inner.upgrade() {
+        // The thread, found through the connection's state (none: awake
+        // already). Not a pointer of its own: one word less per connection.
+        let inner = self.lock().as_ref().and_then(|asleep| {
+            let hibernator = asleep.shared().hibernator.as_ref()?;
+            Some(hibernator.inner.clone())
+        });
+        if let Some(inner) = inner {
             inner.lock().wakes.push(self);
             let _ = inner.waker.wake();
         }
@@ -302,15 +307,16 @@ impl Thread {
         if let Some(at) = asleep.deadline() {
             self.deadlines.insert(deadline_key(self.base, at, slot));
         }
+        let inbox = asleep.inbox();
         let sleeper = Arc::new(Sleeper {
-            inner: Arc::downgrade(inner),
             slot,
-            asleep: Mutex::new(None),
+            asleep: Mutex::new(Some(asleep)),
         });
-        // A message queued before the alarm was set woke the old task, which
-        // is gone: look once more after setting it.
-        let woken = asleep.set_waker(&Waker::from(sleeper.clone()));
-        *sleeper.lock() = Some(asleep);
+        // The alarm is set once the state is in place (where it finds the
+        // thread), and not under its lock (setting it may wake it at once).
+        // A message queued before woke the old task, which is gone: look
+        // once more after setting it.
+        let woken = inbox.set_waker(&Waker::from(sleeper.clone()));
         if let Some(entry) = self.table.get_mut(slot) {
             *entry = Some(sleeper);
         }
@@ -373,7 +379,9 @@ impl Drop for Thread {
     /// taken out of the inbox's waker's reach.
     fn drop(&mut self) {
         for sleeper in self.table.iter_mut().filter_map(Option::take) {
-            drop(sleeper.lock().take());
+            // Dropped once the lock is released.
+            let asleep = sleeper.lock().take();
+            drop(asleep);
         }
     }
 }

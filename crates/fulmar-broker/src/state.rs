@@ -299,6 +299,15 @@ impl ControlInbox {
         Some(Inbound::Delivery(delivery))
     }
 
+    /// Makes `waker` the one woken by what is queued from now on (instead
+    /// of the receiving task's); true when something is queued already.
+    pub(crate) fn set_waker(&self, waker: &Waker) -> bool {
+        self.waker.register(waker);
+        self.lock()
+            .as_ref()
+            .is_some_and(|queue| queue.has_controls() || !queue.deliveries.is_empty())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Queues>> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -357,16 +366,6 @@ impl ControlReceiver {
             Some(taken) => std::task::Poll::Ready(taken),
             None => std::task::Poll::Pending,
         }
-    }
-
-    /// Makes `waker` the one woken by what is queued from now on; true when
-    /// something is queued already.
-    pub(crate) fn set_waker(&self, waker: &Waker) -> bool {
-        self.0.waker.register(waker);
-        self.0
-            .lock()
-            .as_ref()
-            .is_some_and(|queue| queue.has_controls() || !queue.deliveries.is_empty())
     }
 
     /// The next delivery, if one is queued.

@@ -345,10 +345,15 @@ impl Asleep {
         self.0.session.poll_timeout()
     }
 
-    /// Makes `waker` the one a message for the connection wakes; true when
-    /// one is queued already.
-    pub(crate) fn set_waker(&self, waker: &std::task::Waker) -> bool {
-        self.0.control.set_waker(waker)
+    /// Its inbox, where a message for the connection wakes the waker set
+    /// with `ControlInbox::set_waker`.
+    pub(crate) fn inbox(&self) -> Arc<crate::state::ControlInbox> {
+        self.0.control.inbox()
+    }
+
+    /// The broker's shared state.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        self.0.slot.shared()
     }
 
     /// Runs the connection again (on a runtime thread).
