@@ -15,6 +15,9 @@ DURATION=${DURATION:-10}
 ONLY=${ONLY:-}
 FULMAR_PORT=${FULMAR_PORT:-28831}
 MOSQUITTO_PORT=${MOSQUITTO_PORT:-28832}
+# TLS listeners (scenarios named tls-*), same certificate for both brokers.
+FULMAR_TLS_PORT=${FULMAR_TLS_PORT:-28833}
+MOSQUITTO_TLS_PORT=${MOSQUITTO_TLS_PORT:-28834}
 OUT=${OUT:-$(mktemp -d /tmp/fulmar-compare.XXXXXX)}
 mkdir -p "$OUT"
 
@@ -36,12 +39,30 @@ command -v python3 >/dev/null || { echo "compare.sh: python3 is needed for the t
 cargo build --release -p fulmar --quiet
 BIN=$PWD/target/release/fulmar
 
+# A CA and a server certificate for 127.0.0.1 (EC P-256), for the TLS
+# scenarios; without openssl they are skipped.
+TLS=
+if command -v openssl >/dev/null; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$OUT/ca.key" -out "$OUT/ca.pem" -days 30 -subj "/CN=compare.sh CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$OUT/server.key" -out "$OUT/server.csr" -subj "/CN=127.0.0.1" 2>/dev/null
+    printf 'basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$OUT/server.ext"
+    openssl x509 -req -in "$OUT/server.csr" -CA "$OUT/ca.pem" -CAkey "$OUT/ca.key" \
+        -CAcreateserial -out "$OUT/server.pem" -days 30 -extfile "$OUT/server.ext" 2>/dev/null
+    TLS=1
+else
+    echo "compare.sh: no openssl, the tls-* scenarios are skipped" >&2
+fi
+
 # fulmar: default limits, except room for 10 k connections and 1 MiB payloads
 # (mosquitto has neither limit by default).
 cat >"$OUT/fulmar.toml" <<EOF
 [[listener]]
 protocol = "tcp"
 bind = "127.0.0.1:$FULMAR_PORT"
+$( [ -n "$TLS" ] && printf '\n[[listener]]\nprotocol = "tls"\nbind = "127.0.0.1:%s"\ncert = "%s"\nkey = "%s"\n' "$FULMAR_TLS_PORT" "$OUT/server.pem" "$OUT/server.key" )
 
 [limits]
 max_connections = 100000
@@ -63,6 +84,10 @@ log_dest stderr
 log_type error
 user root
 EOF
+if [ -n "$TLS" ]; then
+    printf 'listener %s 127.0.0.1\ncertfile %s\nkeyfile %s\n' \
+        "$MOSQUITTO_TLS_PORT" "$OUT/server.pem" "$OUT/server.key" >>"$OUT/mosquitto.conf"
+fi
 
 # Scenarios named persist-*: both brokers keep sessions on disk. fulmar
 # commits every acknowledged QoS 1/2 message to its store before the PUBACK
@@ -124,6 +149,8 @@ SCENARIOS=(
     "large1MiB-q0|-P 1 -S 1 -q 0 -s 1048576 -t bench/big -f bench/big -d $D"
     "large1MiB-q1|-P 1 -S 1 -q 1 -s 1048576 -t bench/big -f bench/big -d $D"
     "idle10k|-P 0 -S 0 --idle 10000 --connect-concurrency 128 -d 1"
+    "tls-fanin-q1|-P 50 -S 1 -q 1 -t bench/in/{i} -f bench/in/# -d $D"
+    "tls-idle5k|-P 0 -S 0 --idle 5000 --connect-concurrency 64 -d 1"
     "persist-fanin-q1|-P 10 -S 1 -q 1 --persistent -t bench/p/{i} -f bench/p/# -d $D"
     "persist-fanout-q1|-P 1 -S 10 -q 1 --persistent -t bench/p -f bench/p -d $D"
 )
@@ -132,11 +159,17 @@ for entry in "${SCENARIOS[@]}"; do
     name=${entry%%|*}
     args=${entry#*|}
     if [ -n "$ONLY" ] && [[ $name != *"$ONLY"* ]]; then continue; fi
+    if [[ $name == tls-* ]] && [ -z "$TLS" ]; then continue; fi
     for broker in fulmar mosquitto; do
         start_broker "$broker" "$name"
-        echo "== $name on $broker: fulmar bench -p $PORT $args" >&2
+        extra=
+        if [[ $name == tls-* ]]; then
+            if [ "$broker" = fulmar ]; then PORT=$FULMAR_TLS_PORT; else PORT=$MOSQUITTO_TLS_PORT; fi
+            extra="--cafile $OUT/ca.pem"
+        fi
+        echo "== $name on $broker: fulmar bench -p $PORT $extra $args" >&2
         # shellcheck disable=SC2086 # the arguments are split on purpose
-        if ! "$BIN" bench -p "$PORT" --json --broker-pid "$BROKER_PID" $args \
+        if ! "$BIN" bench -p "$PORT" --json --broker-pid "$BROKER_PID" $extra $args \
             >"$OUT/$name.$broker.json" 2>"$OUT/$name.$broker.err"; then
             echo "   failed: $(tail -n 1 "$OUT/$name.$broker.err")" >&2
             rm -f "$OUT/$name.$broker.json"
@@ -169,7 +202,7 @@ print(f"{'scenario':<14} {'fulmar msg/s':>13} {'mosq msg/s':>13} {'ratio':>6} "
       f"{'fulmar p99 us':>14} {'mosq p99 us':>12} {'p99 ratio':>9} {'lost f/m':>11}")
 for n in names:
     f, m = load(n, "fulmar"), load(n, "mosquitto")
-    if n.startswith("idle"):
+    if "idle" in n:
         fb = f and f.get("broker_bytes_per_connection")
         mb = m and m.get("broker_bytes_per_connection")
         fs = f"{fb:.0f} B/conn" if fb else "failed"

@@ -100,7 +100,11 @@ pub struct Limits {
     /// poller thread shared by all hibernating connections, until the
     /// client sends something, a message is routed to it, a deadline
     /// (keep-alive) is due or the broker shuts down. Nothing changes for the
-    /// client; an idle connection then holds about half the memory. `None`:
+    /// client; an idle connection then holds about half the memory. A new
+    /// connection hibernates sooner, after 1/32 of this (at least 100 ms), and
+    /// waits twice as long after each wake-up, this long from its sixth
+    /// hibernation on: idle clients give memory back soon, busy ones stop
+    /// paying for wake-ups. `None`:
     /// connections never hibernate. TLS and WebSocket connections do not
     /// hibernate. Unix only.
     pub hibernate_after: Option<Duration>,

@@ -184,6 +184,23 @@ async fn shutdown_wakes_hibernating_connections() {
 }
 
 #[tokio::test]
+async fn a_new_quiet_connection_hibernates_long_before_hibernate_after() {
+    // (memory: idle connections give their memory back soon, no spec statement)
+    // 32 s configured: the first hibernation comes after 1 s of idleness, the
+    // second after 2 s (both well inside GUARD, which is shorter than 32 s).
+    let broker = start_with(Broker::builder().hibernate_after(Some(Duration::from_secs(32)))).await;
+    let mut peer = Peer::connect(addr(&broker), ProtocolVersion::V5, "quiet").await;
+    hibernating(&broker, 1).await;
+    // MQTT-3.12.4-1 (a PINGREQ wakes it and is answered)
+    peer.send_raw(&[0xC0, 0x00]).await;
+    peer.expect_raw(&[0xD0, 0x00]).await;
+    hibernating(&broker, 1).await;
+    peer.send_raw(&[0xC0, 0x00]).await;
+    peer.expect_raw(&[0xD0, 0x00]).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
 async fn nothing_hibernates_when_it_is_off() {
     // (memory: a limit turned off, no spec statement)
     let broker = start_with(Broker::builder().hibernate_after(None)).await;

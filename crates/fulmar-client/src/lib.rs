@@ -99,6 +99,9 @@ pub use options::{ConnectOptions, Reconnect, Transport};
 pub use router::{Message, Messages, Subscription};
 #[cfg(feature = "tls")]
 pub use tls::TlsOptions;
+/// The stream [`TlsOptions::connect`] returns (tokio-rustls's client stream).
+#[cfg(feature = "tls")]
+pub use tokio_rustls::client::TlsStream;
 
 pub use fulmar_codec::{
     AckProperties, ConnAck, ConnectReasonCode, DisconnectProperties, DisconnectReasonCode,

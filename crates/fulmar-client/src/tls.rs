@@ -152,8 +152,27 @@ impl TlsOptions {
         Ok(Arc::new(config))
     }
 
-    /// Runs the TLS handshake over `stream`.
-    pub(crate) async fn connect<S>(&self, host: &str, stream: S) -> Result<TlsStream<S>, Error>
+    /// Runs the TLS handshake over a stream opened by the caller (for
+    /// custom clients that drive their own connections), checking the
+    /// server's certificate for `host` unless a
+    /// [`server_name`](Self::server_name) was set.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), fulmar_client::Error> {
+    /// use fulmar_client::TlsOptions;
+    ///
+    /// let tcp = tokio::net::TcpStream::connect("broker.example:8883").await?;
+    /// let tls = TlsOptions::new().connect("broker.example", tcp).await?;
+    /// // `tls` is an encrypted byte stream: speak MQTT over it.
+    /// # drop(tls);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidOptions`] for a host that is no valid server name, a
+    /// TLS configuration error, or the I/O error of a failed handshake.
+    pub async fn connect<S>(&self, host: &str, stream: S) -> Result<TlsStream<S>, Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {

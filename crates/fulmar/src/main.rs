@@ -14,6 +14,7 @@ mod bench;
 mod broker;
 mod config;
 mod logging;
+mod malloc;
 mod passwd;
 mod prometheus;
 mod pubsub;
@@ -41,6 +42,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread exists: large messages reuse heap memory.
+    malloc::tune();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -1,5 +1,5 @@
 //! `fulmar broker` listeners from the configuration file: TLS (with
-//! `fulmar pub`/`sub --cafile` and mosquitto_sub), WebSocket next to it.
+//! `fulmar pub`/`sub`/`bench --cafile` and mosquitto_sub), WebSocket next to it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -163,4 +163,49 @@ fn client_certificates_with_client_ca() {
     let out = publish(broker.port, &["--cafile", &ca, "-t", "m", "-m", "x"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn bench_over_tls_loses_no_qos12_message() {
+    // v5:MQTT-4.3.2-4 v5:MQTT-4.3.3-8 (the broker acknowledged, so it owns and delivers), over TLS
+    let dir = temp_dir();
+    generate_pki(&dir);
+    let config = dir.join("fulmar.toml");
+    std::fs::write(
+        &config,
+        "[[listener]]\nprotocol = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+         cert = \"server.pem\"\nkey = \"server.key\"\n",
+    )
+    .unwrap();
+    let broker = FulmarBroker::start(&["-c", config.to_str().unwrap()]);
+    let ca = dir.join("ca.pem");
+    let output = common::fulmar()
+        .args(["bench", "--json", "-p", &broker.port.to_string()])
+        .args(["--cafile", ca.to_str().unwrap()])
+        .args(["-P", "2", "-S", "2", "-q", "1,2", "-n", "500", "-s", "100"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "fulmar bench over TLS failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["errors"], 0, "{report:#}");
+    for counts in report["qos"].as_array().unwrap() {
+        assert_eq!(counts["received"], 1000, "{counts}");
+        assert_eq!(counts["lost"], 0, "{counts}");
+        if counts["qos"] == 2 {
+            assert_eq!(counts["duplicated"], 0, "QoS 2 delivered twice: {counts}");
+        }
+    }
+    // Without the CA, the broker's certificate is not trusted: a clear error.
+    let output = common::fulmar()
+        .args(["bench", "-p", &broker.port.to_string(), "--tls"])
+        .args(["-P", "1", "-S", "0", "-n", "1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("TLS handshake"), "{stderr}");
 }

@@ -1,16 +1,20 @@
 //! One lean MQTT client connection: a `fulmar-session` client driven over a
-//! tokio `TcpStream`, without the channels and tasks of `fulmar-client`, so
-//! that one process can hold thousands of them.
+//! tokio `TcpStream` (or TLS over it), without the channels and tasks of
+//! `fulmar-client`, so that one process can hold thousands of them.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::BytesMut;
+use fulmar_client::TlsOptions;
 use fulmar_codec::{
     Connect, DisconnectProperties, DisconnectReasonCode, MqttString, ProtocolVersion, decode,
 };
 use fulmar_session::{Config, Event, Session};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
@@ -35,10 +39,69 @@ pub(super) enum Wake {
     Phase,
 }
 
-/// A connected client session over TCP.
+/// TLS for every connection of a run: the settings and the name the
+/// broker's certificate must carry.
+pub(super) struct Tls {
+    pub(super) options: TlsOptions,
+    pub(super) host: String,
+}
+
+/// The read half of a connection.
+enum Reader {
+    Tcp(OwnedReadHalf),
+    Other(Box<dyn AsyncRead + Send + Unpin>),
+}
+
+/// The write half of a connection.
+enum Writer {
+    Tcp(OwnedWriteHalf),
+    Other(Box<dyn AsyncWrite + Send + Unpin>),
+}
+
+impl AsyncRead for Reader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(r) => Pin::new(r).poll_read(cx, buf),
+            Self::Other(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Writer {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(w) => Pin::new(w).poll_write(cx, buf),
+            Self::Other(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(w) => Pin::new(w).poll_flush(cx),
+            Self::Other(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(w) => Pin::new(w).poll_shutdown(cx),
+            Self::Other(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A connected client session over TCP or TLS.
 pub(super) struct Link {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: Reader,
+    writer: Writer,
     /// The protocol state; callers publish through it and drain its events.
     pub(super) session: Session,
     version: ProtocolVersion,
@@ -47,9 +110,11 @@ pub(super) struct Link {
 }
 
 impl Link {
-    /// Opens a TCP connection, sends CONNECT and waits for a successful CONNACK.
+    /// Opens a TCP connection (and runs the TLS handshake with `tls`), sends
+    /// CONNECT and waits for a successful CONNACK.
     pub(super) async fn connect(
         addr: SocketAddr,
+        tls: Option<&Tls>,
         client_id: String,
         version: ProtocolVersion,
         config: Config,
@@ -60,7 +125,21 @@ impl Link {
             .await
             .map_err(|e| format!("connect to {addr}: {e}"))?;
         stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let (reader, writer) = stream.into_split();
+        let (reader, writer) = match tls {
+            None => {
+                let (r, w) = stream.into_split();
+                (Reader::Tcp(r), Writer::Tcp(w))
+            }
+            Some(tls) => {
+                let stream = tls
+                    .options
+                    .connect(&tls.host, stream)
+                    .await
+                    .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+                let (r, w) = tokio::io::split(stream);
+                (Reader::Other(Box::new(r)), Writer::Other(Box::new(w)))
+            }
+        };
         let mut session = Session::client(config);
         let mut connect = Connect::new(version, MqttString::from(client_id));
         connect.keep_alive = keep_alive;

@@ -27,6 +27,7 @@ mod report;
 mod stats;
 mod workers;
 
+use conn::Tls;
 use stats::{HEADER_LEN, Latencies};
 use workers::{ConnectPlan, PubPlan, PubResult, Shared, SubPlan, SubResult};
 
@@ -112,6 +113,13 @@ pub(crate) struct BenchArgs {
     /// Seconds to wait for in-flight messages and deliveries after publishing stops.
     #[arg(long, default_value_t = 10.0)]
     drain_timeout: f64,
+    /// Connect over TLS (the system's root certificates are trusted, and
+    /// those of --cafile).
+    #[arg(long)]
+    tls: bool,
+    /// Connect over TLS, trusting the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    cafile: Option<std::path::PathBuf>,
     /// PID of the broker: report its RSS before and after connecting (Linux /proc).
     #[arg(long)]
     broker_pid: Option<u32>,
@@ -196,8 +204,26 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     });
     let (phase_tx, phase_rx) = watch::channel(Phase::Connecting);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let tls = match (&args.cafile, args.tls) {
+        (None, false) => None,
+        (cafile, _) => {
+            let mut options = fulmar_client::TlsOptions::new();
+            if let Some(path) = cafile {
+                let pem =
+                    std::fs::read(path).map_err(|e| format!("--cafile {}: {e}", path.display()))?;
+                options = options
+                    .ca_pem(&pem)
+                    .map_err(|e| format!("--cafile {}: {e}", path.display()))?;
+            }
+            Some(Arc::new(Tls {
+                options,
+                host: args.host.clone(),
+            }))
+        }
+    };
     let connect = ConnectPlan {
         addr,
+        tls,
         version,
         keep_alive: args.keep_alive,
         inflight: args.inflight.max(1),

@@ -16,7 +16,7 @@ use fulmar_session::{Config, Event};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::Phase;
-use super::conn::Link;
+use super::conn::{Link, Tls};
 use super::stats::{HEADER_LEN, Latencies, SeqSet, micros, read_header, write_header};
 
 /// A publisher stops generating while this many bytes wait to be written.
@@ -57,6 +57,8 @@ pub(super) struct ConnectPlan {
     pub(super) persistent: bool,
     /// Our outbound in-flight window for QoS 1/2.
     pub(super) inflight: u16,
+    /// TLS over every connection.
+    pub(super) tls: Option<Arc<Tls>>,
     /// Limits concurrent connection attempts (listen backlogs are finite).
     pub(super) gate: Arc<Semaphore>,
     /// Where each connection reports that it is connected (and subscribed).
@@ -87,6 +89,7 @@ impl ConnectPlan {
         };
         let mut link = Link::connect(
             self.addr,
+            self.tls.as_deref(),
             client_id,
             self.version,
             config,
