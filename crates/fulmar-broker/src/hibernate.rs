@@ -2,15 +2,17 @@
 //!
 //! A connection task that has been idle for
 //! [`Limits::hibernate_after`](crate::Limits::hibernate_after) hands its
-//! state ([`Asleep`]: the boxed connection, its socket taken out of tokio's
-//! reactor) to the [`Hibernator`] and ends. One thread per broker watches
+//! state ([`Asleep`]: the compact form of the connection, its session a
+//! `DormantSession`, its socket taken out of tokio's reactor) to the
+//! [`Hibernator`] and ends. One thread per broker watches
 //! the sockets of all hibernating connections with one `mio` poller, the
 //! deadline of each (keep-alive) and each connection's inbox (a routed
 //! message, a take-over). When one of them needs the connection, the thread
 //! spawns a new task for it, which gives the socket back to tokio and carries
 //! on where the old task stopped. A hibernating connection holds neither a
 //! task nor a reactor registration, which is most of what an idle connection
-//! costs besides its state.
+//! costs besides its state; here it takes one allocation (a [`Sleeper`]),
+//! one word in the table and one in the deadline index.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -386,8 +388,9 @@ impl Drop for Thread {
     }
 }
 
-/// Runs a woken connection on the broker's runtime; the tracker token is
-/// dropped once the task is tracked instead.
+/// Runs a woken connection on the broker's runtime; the tracker token (the
+/// thread's, given up by the last hibernating connection) is dropped once
+/// the task is tracked instead.
 fn spawn(inner: &Inner, asleep: Asleep, tracked: Option<TaskTrackerToken>) {
     inner.tracker.spawn_on(asleep.resume(), &inner.runtime);
     drop(tracked);
