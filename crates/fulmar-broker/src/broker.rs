@@ -828,8 +828,10 @@ impl BrokerHandle {
         if let Some(journal) = &state.journal {
             journal.push(StoreOp::PutSession(record));
         }
-        if let Some(entry) = state.sessions.get_mut(&id) {
-            entry.expires_at = expires_at;
+        if let Some(entry) = state.sessions.get_mut(&id)
+            && entry.owner.is_none()
+        {
+            entry.away().expires_at = expires_at;
         }
         if let Some(at) = expires_at {
             state.schedule(&id, at);
@@ -903,7 +905,7 @@ fn export_session(state: &mut State, id: &Arc<str>) -> Option<SessionExport> {
     let now_unix = unix_millis();
     let session = state.session_record(id, Some(now_unix))?;
     let mut entry = state.remove_session(id)?;
-    if entry.will.is_some()
+    if entry.has_will()
         && let Some(bridge) = &state.bridge
     {
         // The session goes on elsewhere: as a reconnect would, it cancels the will.

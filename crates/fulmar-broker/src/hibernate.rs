@@ -2,21 +2,23 @@
 //!
 //! A connection task that has been idle for
 //! [`Limits::hibernate_after`](crate::Limits::hibernate_after) hands its
-//! state ([`Asleep`]: the boxed connection, its socket taken out of tokio's
-//! reactor) to the [`Hibernator`] and ends. One thread per broker watches
+//! state ([`Asleep`]: the compact form of the connection, its session a
+//! `DormantSession`, its socket taken out of tokio's reactor) to the
+//! [`Hibernator`] and ends. One thread per broker watches
 //! the sockets of all hibernating connections with one `mio` poller, the
 //! deadline of each (keep-alive) and each connection's inbox (a routed
 //! message, a take-over). When one of them needs the connection, the thread
 //! spawns a new task for it, which gives the socket back to tokio and carries
 //! on where the old task stopped. A hibernating connection holds neither a
 //! task nor a reactor registration, which is most of what an idle connection
-//! costs besides its state.
+//! costs besides its state; here it takes one allocation (a [`Sleeper`]),
+//! one word in the table and one in the deadline index.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Wake, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -46,39 +48,72 @@ struct Inner {
 struct Queue {
     /// Connections to take in.
     arrivals: Vec<Asleep>,
-    /// Connections to wake: slot and generation.
-    wakes: Vec<(usize, u32)>,
+    /// Connections to wake (those already awake are skipped).
+    wakes: Vec<Arc<Sleeper>>,
     /// The broker shuts down: wake every connection, take no more.
     stopping: bool,
 }
 
-/// One hibernating connection in the thread's table.
-struct Entry {
-    asleep: Asleep,
-    generation: u32,
-    /// Keeps the broker's task tracker from seeing no task while the
-    /// connection has none.
-    tracked: TaskTrackerToken,
-}
-
-/// Wakes one hibernating connection (registered as its inbox's waker).
-struct Alarm {
-    inner: Weak<Inner>,
+/// One hibernating connection: its state, in the thread's table and, as
+/// its inbox's waker, in its inbox. One allocation per connection.
+///
+/// The inbox's waker points here while the state here holds the inbox: the
+/// state is taken out when the connection wakes, or when the thread ends.
+struct Sleeper {
+    /// Its slot in the thread's table (the poller token).
     slot: usize,
-    generation: u32,
+    /// `None` once awake.
+    asleep: Mutex<Option<Asleep>>,
 }
 
-impl Wake for Alarm {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
+impl Sleeper {
+    fn lock(&self) -> MutexGuard<'_, Option<Asleep>> {
+        self.asleep.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
-    fn wake_by_ref(self: &Arc<Self>) {
-        if let Some(inner) = self.inner.upgrade() {
-            inner.lock().wakes.push((self.slot, self.generation));
+impl Wake for Sleeper {
+    fn wake(self: Arc<Self>) {
+        // The thread, found through the connection's state (none: awake
+        // already). Not a pointer of its own: one word less per connection.
+        let inner = self.lock().as_ref().and_then(|asleep| {
+            let hibernator = asleep.shared().hibernator.as_ref()?;
+            Some(hibernator.inner.clone())
+        });
+        if let Some(inner) = inner {
+            inner.lock().wakes.push(self);
             let _ = inner.waker.wake();
         }
     }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.clone().wake();
+    }
+}
+
+/// Deadlines are kept in milliseconds since the thread started, rounded up,
+/// above the slot: one word each.
+const SLOT_BITS: u32 = 24;
+
+/// The key of the deadline `at` of the connection in `slot` (at most
+/// [`SLOT_BITS`] bits).
+fn deadline_key(base: Instant, at: Instant, slot: usize) -> u64 {
+    let after = at.saturating_duration_since(base);
+    let ms = after.as_millis() + u128::from(!after.subsec_nanos().is_multiple_of(1_000_000));
+    // Beyond 2^40 ms (34 years): as good as never.
+    let ms = u64::try_from(ms)
+        .unwrap_or(u64::MAX)
+        .min((1 << (64 - SLOT_BITS)) - 1);
+    (ms << SLOT_BITS) | u64::try_from(slot).unwrap_or(0)
+}
+
+/// The instant and the slot of a deadline key.
+fn deadline_of(base: Instant, key: u64) -> (Instant, usize) {
+    let at = base
+        .checked_add(Duration::from_millis(key >> SLOT_BITS))
+        .unwrap_or(base);
+    let slot = usize::try_from(key & ((1 << SLOT_BITS) - 1)).unwrap_or(usize::MAX);
+    (at, slot)
 }
 
 impl Inner {
@@ -108,8 +143,10 @@ impl Hibernator {
             poll,
             table: Vec::new(),
             free: Vec::new(),
+            base: Instant::now(),
             deadlines: BTreeSet::new(),
-            generation: 0,
+            occupied: 0,
+            tracked: None,
         };
         std::thread::Builder::new()
             .name("fulmar-hibernate".into())
@@ -156,12 +193,19 @@ struct Thread {
     inner: Weak<Inner>,
     poll: Poll,
     /// Hibernating connections by slot (the poller token).
-    table: Vec<Option<Entry>>,
+    table: Vec<Option<Arc<Sleeper>>>,
     /// Free slots of `table`.
     free: Vec<usize>,
-    /// Deadlines of the hibernating connections, with their slots.
-    deadlines: BTreeSet<(Instant, usize)>,
-    generation: u32,
+    /// What the deadlines count from.
+    base: Instant,
+    /// Deadlines of the hibernating connections, with their slots (see
+    /// [`deadline_key`]).
+    deadlines: BTreeSet<u64>,
+    /// Slots of `table` in use.
+    occupied: usize,
+    /// Keeps the broker's task tracker from seeing no task while
+    /// connections hibernate (and have none).
+    tracked: Option<TaskTrackerToken>,
 }
 
 impl Thread {
@@ -169,10 +213,11 @@ impl Thread {
         let mut events = Events::with_capacity(256);
         let mut due = Vec::new();
         loop {
-            let timeout = self
-                .deadlines
-                .first()
-                .map(|(at, _)| at.saturating_duration_since(Instant::now()));
+            let timeout = self.deadlines.first().map(|&key| {
+                deadline_of(self.base, key)
+                    .0
+                    .saturating_duration_since(Instant::now())
+            });
             if let Err(error) = self.poll.poll(&mut events, timeout)
                 && error.kind() != std::io::ErrorKind::Interrupted
             {
@@ -204,18 +249,19 @@ impl Thread {
                     self.admit(&inner, asleep, &mut due);
                 }
             }
-            for (slot, generation) in wakes {
+            for sleeper in wakes {
                 if self
                     .table
-                    .get(slot)
+                    .get(sleeper.slot)
                     .and_then(Option::as_ref)
-                    .is_some_and(|entry| entry.generation == generation)
+                    .is_some_and(|entry| Arc::ptr_eq(entry, &sleeper))
                 {
-                    due.push(slot);
+                    due.push(sleeper.slot);
                 }
             }
             let now = Instant::now();
-            while let Some(&(at, slot)) = self.deadlines.first() {
+            while let Some(&key) = self.deadlines.first() {
+                let (at, slot) = deadline_of(self.base, key);
                 if at > now {
                     break;
                 }
@@ -243,6 +289,12 @@ impl Thread {
             }
         };
         let fd = asleep.fd();
+        if slot >> SLOT_BITS != 0 {
+            // More connections hibernate than the deadline keys can tell apart.
+            self.free.push(slot);
+            spawn(inner, asleep, None);
+            return;
+        }
         if let Err(error) =
             self.poll
                 .registry()
@@ -253,27 +305,27 @@ impl Thread {
             spawn(inner, asleep, None);
             return;
         }
-        self.generation = self.generation.wrapping_add(1);
-        let generation = self.generation;
         // A hibernating session's deadline does not move until it wakes.
         if let Some(at) = asleep.deadline() {
-            self.deadlines.insert((at, slot));
+            self.deadlines.insert(deadline_key(self.base, at, slot));
         }
-        let alarm = Waker::from(Arc::new(Alarm {
-            inner: Arc::downgrade(inner),
+        let inbox = asleep.inbox();
+        let sleeper = Arc::new(Sleeper {
             slot,
-            generation,
-        }));
-        // A message queued before the alarm was set woke the old task, which
-        // is gone: look once more after setting it.
-        let woken = asleep.set_waker(&alarm);
+            asleep: Mutex::new(Some(asleep)),
+        });
+        // The alarm is set once the state is in place (where it finds the
+        // thread), and not under its lock (setting it may wake it at once).
+        // A message queued before woke the old task, which is gone: look
+        // once more after setting it.
+        let woken = inbox.set_waker(&Waker::from(sleeper.clone()));
         if let Some(entry) = self.table.get_mut(slot) {
-            *entry = Some(Entry {
-                asleep,
-                generation,
-                tracked: inner.tracker.token(),
-            });
+            *entry = Some(sleeper);
         }
+        if self.occupied == 0 {
+            self.tracked = Some(inner.tracker.token());
+        }
+        self.occupied += 1;
         inner.asleep.fetch_add(1, Ordering::Relaxed);
         if woken {
             due.push(slot);
@@ -282,17 +334,27 @@ impl Thread {
 
     /// Gives the connection in `slot` a task again.
     fn wake(&mut self, inner: &Arc<Inner>, slot: usize) {
-        let Some(entry) = self.table.get_mut(slot).and_then(Option::take) else {
+        let Some(sleeper) = self.table.get_mut(slot).and_then(Option::take) else {
             return;
         };
         self.free.push(slot);
-        if let Some(at) = entry.asleep.deadline() {
-            self.deadlines.remove(&(at, slot));
+        self.occupied = self.occupied.saturating_sub(1);
+        let Some(asleep) = sleeper.lock().take() else {
+            return;
+        };
+        if let Some(at) = asleep.deadline() {
+            self.deadlines.remove(&deadline_key(self.base, at, slot));
         }
-        let fd = entry.asleep.fd();
+        let fd = asleep.fd();
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         inner.asleep.fetch_sub(1, Ordering::Relaxed);
-        spawn(inner, entry.asleep, Some(entry.tracked));
+        // The last one: the tracker counts its task from now on.
+        let tracked = if self.occupied == 0 {
+            self.tracked.take()
+        } else {
+            None
+        };
+        spawn(inner, asleep, tracked);
     }
 
     /// Takes no more connections and wakes every one (the thread ends).
@@ -314,9 +376,48 @@ impl Thread {
     }
 }
 
-/// Runs a woken connection on the broker's runtime; the tracker token is
-/// dropped once the task is tracked instead.
+impl Drop for Thread {
+    /// The connections still here end with the thread: their state is
+    /// taken out of the inbox's waker's reach.
+    fn drop(&mut self) {
+        for sleeper in self.table.iter_mut().filter_map(Option::take) {
+            // Dropped once the lock is released.
+            let asleep = sleeper.lock().take();
+            drop(asleep);
+        }
+    }
+}
+
+/// Runs a woken connection on the broker's runtime; the tracker token (the
+/// thread's, given up by the last hibernating connection) is dropped once
+/// the task is tracked instead.
 fn spawn(inner: &Inner, asleep: Asleep, tracked: Option<TaskTrackerToken>) {
     inner.tracker.spawn_on(asleep.resume(), &inner.runtime);
     drop(tracked);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a base instant; only differences matter
+    fn deadline_keys_order_by_time_then_slot_and_never_come_early() {
+        // (memory, no spec statement)
+        let base = Instant::now();
+        let at = base + Duration::from_micros(1500);
+        let key = deadline_key(base, at, 7);
+        let (back, slot) = deadline_of(base, key);
+        assert_eq!(slot, 7);
+        assert_eq!(back, base + Duration::from_millis(2), "rounded up");
+        assert!(back >= at);
+        let exact = base + Duration::from_secs(90);
+        assert_eq!(deadline_of(base, deadline_key(base, exact, 3)), (exact, 3));
+        assert!(deadline_key(base, at, 9) < deadline_key(base, exact, 0));
+        assert!(deadline_key(base, exact, 2) < deadline_key(base, exact, 3));
+        let last = (1 << SLOT_BITS) - 1;
+        assert_eq!(deadline_of(base, deadline_key(base, exact, last)).1, last);
+        // Before the base (cannot happen): due at once.
+        assert_eq!(deadline_of(at, deadline_key(at, base, 1)), (at, 1));
+    }
 }

@@ -107,6 +107,11 @@ impl Slot {
             over,
         )
     }
+
+    /// The broker's shared state.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
 }
 
 impl Drop for Slot {

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use fulmar_codec::{PacketId, Publish, QoS};
@@ -15,7 +16,7 @@ use fulmar_topic::{
     TopicName, group_by_key,
 };
 use futures::task::AtomicWaker;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::bridge::Bridge;
 use crate::frames::Frames;
@@ -123,20 +124,83 @@ pub(crate) struct ControlInbox {
     /// Wakes the connection task (a waker, not a `Notify`: the task waits
     /// with a poll function, which takes no room in its future).
     waker: AtomicWaker,
-    /// Wakes senders waiting for room in a full delivery queue.
-    room: Notify,
-    /// At most this many deliveries are queued.
-    capacity: usize,
     /// Payload bytes of the deliveries in the connection queue.
     pub(crate) queued_bytes: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
 struct Queues {
-    controls: Vec<Control>,
     deliveries: VecDeque<Box<Delivery>>,
+    /// What most inboxes never hold: one word while empty.
+    rare: Option<Box<Rare>>,
     /// The connection takes no more deliveries (it is ending).
     closed: bool,
+}
+
+/// The rarely used part of an inbox's [`Queues`].
+#[derive(Debug, Default)]
+struct Rare {
+    /// A take-over, the shutdown: taken last first.
+    controls: Vec<Control>,
+    /// Senders waiting for room in the full delivery queue (back-pressure),
+    /// woken when a delivery is taken or the inbox closes.
+    waiting: Vec<Waker>,
+}
+
+impl Queues {
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the rare part once it holds nothing.
+    fn tidy(&mut self) {
+        if self
+            .rare
+            .as_ref()
+            .is_some_and(|rare| rare.controls.is_empty() && rare.waiting.is_empty())
+        {
+            self.rare = None;
+        }
+    }
+
+    fn has_controls(&self) -> bool {
+        self.rare
+            .as_ref()
+            .is_some_and(|rare| !rare.controls.is_empty())
+    }
+
+    fn pop_control(&mut self) -> Option<Control> {
+        let control = self.rare.as_mut()?.controls.pop();
+        self.tidy();
+        control
+    }
+
+    /// Takes the waiting senders' wakers, to wake once the lock is released.
+    fn take_waiting(&mut self) -> Vec<Waker> {
+        let Some(rare) = self.rare.as_mut() else {
+            return Vec::new();
+        };
+        let waiting = std::mem::take(&mut rare.waiting);
+        self.tidy();
+        waiting
+    }
+
+    /// A delivery taken from the queue: gives room to the senders waiting.
+    fn pop_delivery(&mut self) -> Option<(Box<Delivery>, Vec<Waker>)> {
+        let delivery = self.deliveries.pop_front()?;
+        if self.deliveries.is_empty() && self.deliveries.capacity() > 64 {
+            // A burst is over: an idle connection keeps no large queue.
+            self.deliveries = VecDeque::new();
+        }
+        Some((delivery, self.take_waiting()))
+    }
+}
+
+/// Wakes the senders that waited for room.
+fn wake_all(waiting: Vec<Waker>) {
+    for waker in waiting {
+        waker.wake();
+    }
 }
 
 impl ControlInbox {
@@ -145,7 +209,7 @@ impl ControlInbox {
         {
             let mut queue = self.lock();
             match queue.as_mut() {
-                Some(queue) => queue.controls.push(control),
+                Some(queue) => queue.rare().controls.push(control),
                 None => return Err(control),
             }
         }
@@ -153,13 +217,35 @@ impl ControlInbox {
         Ok(())
     }
 
-    /// Queues a delivery unless the queue is full or closed.
-    pub(crate) fn try_deliver(&self, delivery: Box<Delivery>) -> Result<(), DeliverError> {
+    /// Queues a delivery unless the queue holds `capacity` already (every
+    /// sender of a broker gives the same) or is closed.
+    pub(crate) fn try_deliver(
+        &self,
+        delivery: Box<Delivery>,
+        capacity: usize,
+    ) -> Result<(), DeliverError> {
+        self.offer(delivery, capacity, None)
+    }
+
+    /// As [`try_deliver`](Self::try_deliver); when the queue is full,
+    /// `waiting` is woken once there is room (or it closes).
+    fn offer(
+        &self,
+        delivery: Box<Delivery>,
+        capacity: usize,
+        waiting: Option<&Waker>,
+    ) -> Result<(), DeliverError> {
         {
             let mut queue = self.lock();
             match queue.as_mut() {
                 Some(queue) if !queue.closed => {
-                    if queue.deliveries.len() >= self.capacity {
+                    if queue.deliveries.len() >= capacity.max(1) {
+                        if let Some(waker) = waiting {
+                            let list = &mut queue.rare().waiting;
+                            if !list.iter().any(|w| w.will_wake(waker)) {
+                                list.push(waker.clone());
+                            }
+                        }
                         return Err(DeliverError::Full(delivery));
                     }
                     queue.deliveries.push_back(delivery);
@@ -171,43 +257,55 @@ impl ControlInbox {
         Ok(())
     }
 
-    /// Queues a delivery once there is room; gives it back when the
-    /// connection is ending. Cancel safe (the delivery is dropped then).
-    pub(crate) async fn deliver(&self, delivery: Box<Delivery>) -> Result<(), Box<Delivery>> {
-        let mut delivery = delivery;
-        loop {
-            // Created before the check: a `notify_waiters` after it wakes it.
-            let room = self.room.notified();
-            match self.try_deliver(delivery) {
-                Ok(()) => return Ok(()),
-                Err(DeliverError::Closed(back)) => return Err(back),
-                Err(DeliverError::Full(back)) => delivery = back,
+    /// Queues a delivery once there is room (at most `capacity` queued);
+    /// gives it back when the connection is ending. Cancel safe (the
+    /// delivery is dropped then).
+    pub(crate) async fn deliver(
+        &self,
+        delivery: Box<Delivery>,
+        capacity: usize,
+    ) -> Result<(), Box<Delivery>> {
+        let mut delivery = Some(delivery);
+        std::future::poll_fn(|cx| {
+            // Polled again once it finished: never.
+            let Some(offered) = delivery.take() else {
+                return std::task::Poll::Pending;
+            };
+            match self.offer(offered, capacity, Some(cx.waker())) {
+                Ok(()) => std::task::Poll::Ready(Ok(())),
+                Err(DeliverError::Closed(back)) => std::task::Poll::Ready(Err(back)),
+                Err(DeliverError::Full(back)) => {
+                    delivery = Some(back);
+                    std::task::Poll::Pending
+                }
             }
-            room.await;
-        }
+        })
+        .await
     }
 
     /// Takes a control message, or a delivery if `deliveries`.
     fn try_recv(&self, deliveries: bool) -> Option<Inbound> {
-        let mut queue = self.lock();
-        let queue = queue.as_mut()?;
-        if let Some(control) = queue.controls.pop() {
+        let mut guard = self.lock();
+        let queue = guard.as_mut()?;
+        if let Some(control) = queue.pop_control() {
             return Some(Inbound::Control(control));
         }
         if !deliveries {
             return None;
         }
-        let full = queue.deliveries.len() >= self.capacity;
-        let delivery = queue.deliveries.pop_front()?;
-        if queue.deliveries.is_empty() && queue.deliveries.capacity() > 64 {
-            // A burst is over: an idle connection keeps no large queue.
-            queue.deliveries = VecDeque::new();
-        }
-        if full {
-            // Senders that found it full wait for this.
-            self.room.notify_waiters();
-        }
+        let (delivery, waiting) = queue.pop_delivery()?;
+        drop(guard);
+        wake_all(waiting);
         Some(Inbound::Delivery(delivery))
+    }
+
+    /// Makes `waker` the one woken by what is queued from now on (instead
+    /// of the receiving task's); true when something is queued already.
+    pub(crate) fn set_waker(&self, waker: &Waker) -> bool {
+        self.waker.register(waker);
+        self.lock()
+            .as_ref()
+            .is_some_and(|queue| queue.has_controls() || !queue.deliveries.is_empty())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Queues>> {
@@ -228,13 +326,11 @@ impl ControlReceiver {
         }
     }
 
-    /// A new inbox whose delivery queue holds at most `capacity` messages.
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A new inbox (its senders bound its delivery queue).
+    pub(crate) fn new() -> Self {
         Self(Arc::new(ControlInbox {
             queue: Mutex::new(Some(Queues::default())),
             waker: AtomicWaker::new(),
-            room: Notify::new(),
-            capacity,
             queued_bytes: AtomicUsize::new(0),
         }))
     }
@@ -272,44 +368,28 @@ impl ControlReceiver {
         }
     }
 
-    /// Makes `waker` the one woken by what is queued from now on; true when
-    /// something is queued already.
-    pub(crate) fn set_waker(&self, waker: &std::task::Waker) -> bool {
-        self.0.waker.register(waker);
-        self.0
-            .lock()
-            .as_ref()
-            .is_some_and(|queue| !queue.controls.is_empty() || !queue.deliveries.is_empty())
-    }
-
     /// The next delivery, if one is queued.
     pub(crate) fn try_recv_delivery(&self) -> Option<Box<Delivery>> {
         let mut queue = self.0.lock();
-        let queue = queue.as_mut()?;
-        let full = queue.deliveries.len() >= self.0.capacity;
-        let delivery = queue.deliveries.pop_front()?;
-        if queue.deliveries.is_empty() && queue.deliveries.capacity() > 64 {
-            queue.deliveries = VecDeque::new();
-        }
-        if full {
-            self.0.room.notify_waiters();
-        }
+        let (delivery, waiting) = queue.as_mut()?.pop_delivery()?;
+        drop(queue);
+        wake_all(waiting);
         Some(delivery)
     }
 
     /// Takes no more deliveries; returns those still queued.
     pub(crate) fn close_deliveries(&self) -> VecDeque<Box<Delivery>> {
         let mut queue = self.0.lock();
-        let taken = match queue.as_mut() {
+        let (taken, waiting) = match queue.as_mut() {
             Some(queue) => {
                 queue.closed = true;
-                std::mem::take(&mut queue.deliveries)
+                (std::mem::take(&mut queue.deliveries), queue.take_waiting())
             }
-            None => VecDeque::new(),
+            None => (VecDeque::new(), Vec::new()),
         };
         drop(queue);
         // Senders waiting for room see it closed.
-        self.0.room.notify_waiters();
+        wake_all(waiting);
         taken
     }
 }
@@ -317,8 +397,10 @@ impl ControlReceiver {
 impl Drop for ControlReceiver {
     fn drop(&mut self) {
         let left = self.0.lock().take();
-        drop(left);
-        self.0.room.notify_waiters();
+        // Senders waiting for room see it closed.
+        if let Some(mut queues) = left {
+            wake_all(queues.take_waiting());
+        }
     }
 }
 
@@ -370,6 +452,10 @@ pub(crate) struct Away {
     /// Store keys of the messages in `stored` (in flight or queued in the
     /// session), by packet identifier.
     pub(crate) inflight: HashMap<PacketId, u64>,
+    /// When the session ends if nobody reconnects (`None`: never).
+    pub(crate) expires_at: Option<Instant>,
+    /// The will, waiting for its Will Delay Interval.
+    pub(crate) will: Option<Box<PendingWill>>,
 }
 
 impl SessionEntry {
@@ -386,6 +472,21 @@ impl SessionEntry {
     /// QoS 1/2 messages queued while offline.
     pub(crate) fn offline_len(&self) -> usize {
         self.away.as_ref().map_or(0, |away| away.offline.len())
+    }
+
+    /// When the session ends if nobody reconnects (`None`: connected or never).
+    pub(crate) fn expires_at(&self) -> Option<Instant> {
+        self.away.as_ref().and_then(|away| away.expires_at)
+    }
+
+    /// Whether a will waits for its delay.
+    pub(crate) fn has_will(&self) -> bool {
+        self.away.as_ref().is_some_and(|away| away.will.is_some())
+    }
+
+    /// Takes the will waiting for its delay.
+    pub(crate) fn take_will(&mut self) -> Option<Box<PendingWill>> {
+        self.away.as_mut().and_then(|away| away.will.take())
     }
 }
 
@@ -411,9 +512,6 @@ pub(crate) struct SessionEntry {
     pub(crate) expiry: u32,
     /// The filters this client subscribed to (for the per-client limit).
     pub(crate) filters: Filters,
-    /// When the session ends if nobody reconnects (`None`: connected or never).
-    pub(crate) expires_at: Option<Instant>,
-    pub(crate) will: Option<Box<PendingWill>>,
 }
 
 /// A retained message and when it was stored (for its Message Expiry Interval).
@@ -756,9 +854,13 @@ impl State {
             if entry.owner.is_some() {
                 continue;
             }
-            let expired = entry.expires_at.is_some_and(|t| t <= now);
-            let will_due = entry.will.as_ref().is_some_and(|w| w.at <= now || expired);
-            let will = if will_due { entry.will.take() } else { None };
+            let expired = entry.expires_at().is_some_and(|t| t <= now);
+            let will_due = entry
+                .away
+                .as_ref()
+                .and_then(|away| away.will.as_ref())
+                .is_some_and(|w| w.at <= now || expired);
+            let will = if will_due { entry.take_will() } else { None };
             if expired {
                 self.remove_session(&id);
                 if let Some(bridge) = &self.bridge {
@@ -996,7 +1098,7 @@ impl Target<'_> {
                             return;
                         }
                         delivery.bytes = bytes;
-                        match owner.control.try_deliver(delivery) {
+                        match owner.control.try_deliver(delivery, self.max_queued) {
                             Ok(()) => return,
                             Err(error) => {
                                 queued.fetch_sub(bytes, Ordering::Relaxed);
@@ -1071,4 +1173,82 @@ fn copy_for(publish: &Publish, group: &[Match<'_, Subscriber, SubOptions>]) -> P
 /// Seconds as a `Duration`.
 pub(crate) fn secs(n: u32) -> Duration {
     Duration::from_secs(u64::from(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Poll, Wake};
+
+    use fulmar_codec::MqttString;
+
+    use super::*;
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn delivery(n: u8) -> Box<Delivery> {
+        Box::new(Delivery {
+            publish: Publish::new(MqttString::from("t"), bytes::Bytes::from(vec![n])),
+            seq: None,
+            bytes: 0,
+            frames: None,
+        })
+    }
+
+    #[test]
+    fn a_sender_waiting_for_room_is_woken_when_a_delivery_is_taken_or_the_inbox_closes() {
+        // (back-pressure, no spec statement)
+        let receiver = ControlReceiver::new();
+        let inbox = receiver.inbox();
+        assert!(inbox.try_deliver(delivery(1), 1).is_ok());
+        assert!(matches!(
+            inbox.try_deliver(delivery(2), 1),
+            Err(DeliverError::Full(_))
+        ));
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut send = std::pin::pin!(inbox.deliver(delivery(3), 1));
+        assert!(send.as_mut().poll(&mut cx).is_pending());
+        // Polled again while full: registered once.
+        assert!(send.as_mut().poll(&mut cx).is_pending());
+        assert!(receiver.try_recv_delivery().is_some());
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert!(matches!(send.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+        // Nothing waits any more: the rare part is gone again.
+        assert!(inbox.lock().as_ref().is_some_and(|q| q.rare.is_none()));
+
+        let mut blocked = std::pin::pin!(inbox.deliver(delivery(4), 1));
+        assert!(blocked.as_mut().poll(&mut cx).is_pending());
+        drop(receiver);
+        assert_eq!(count.0.load(Ordering::Relaxed), 2);
+        assert!(matches!(
+            blocked.as_mut().poll(&mut cx),
+            Poll::Ready(Err(_))
+        ));
+    }
+
+    #[test]
+    fn control_messages_come_first_and_take_no_room_once_taken() {
+        // (memory, no spec statement)
+        let receiver = ControlReceiver::new();
+        let inbox = receiver.inbox();
+        assert!(inbox.try_deliver(delivery(1), 8).is_ok());
+        assert!(inbox.send(Control::Shutdown).is_ok());
+        assert!(matches!(
+            inbox.try_recv(true),
+            Some(Inbound::Control(Control::Shutdown))
+        ));
+        assert!(inbox.lock().as_ref().is_some_and(|q| q.rare.is_none()));
+        assert!(inbox.try_recv(false).is_none());
+        assert!(matches!(inbox.try_recv(true), Some(Inbound::Delivery(_))));
+    }
 }

@@ -265,3 +265,54 @@ async fn many_connections_wake_and_sleep_again_without_losing_a_message() {
     assert_eq!(broker.stats().dropped_messages, 0);
     broker.shutdown().await;
 }
+
+/// Lets a 5.0 client publish to `users/{its user name}/{its client id}` only.
+struct OwnTopic;
+
+#[async_trait::async_trait]
+impl fulmar_broker::Authorizer for OwnTopic {
+    async fn authorize_publish(&self, client: &fulmar_broker::ClientInfo, topic: &str) -> bool {
+        let user = client.username.as_deref().unwrap_or("-");
+        client.protocol_version == ProtocolVersion::V5
+            && topic == format!("users/{user}/{}", client.client_id)
+    }
+    async fn authorize_subscribe(&self, _: &fulmar_broker::ClientInfo, _: &str) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn a_woken_connection_is_authorized_as_the_same_client() {
+    // (authorization across a hibernation, no spec statement) The client's
+    // identifier, user name and protocol version survive the compact
+    // dormant form.
+    let broker = start_with(
+        Broker::builder()
+            .hibernate_after(Some(Duration::from_millis(50)))
+            .authorizer(OwnTopic),
+    )
+    .await;
+    let mut connect = Connect::new(ProtocolVersion::V5, MqttString::from("dev1"));
+    connect.username = Some(MqttString::from("alice"));
+    let (mut peer, _) = Peer::connect_with(addr(&broker), connect).await;
+    for (id, topic, allowed) in [
+        (1, "users/alice/dev1", true),
+        (2, "users/bob/dev1", false),
+        (3, "users/alice/dev1", true),
+    ] {
+        hibernating(&broker, 1).await;
+        let mut message = publish(topic, "x", QoS::AtLeastOnce);
+        message.packet_id = PacketId::new(id);
+        peer.send(message).await;
+        let Packet::PubAck(ack) = peer.recv().await else {
+            panic!("expected PUBACK")
+        };
+        let code = if allowed {
+            fulmar_codec::PubAckReasonCode::Success
+        } else {
+            fulmar_codec::PubAckReasonCode::NotAuthorized
+        };
+        assert_eq!(ack.reason_code, code, "{topic}");
+    }
+    broker.shutdown().await;
+}

@@ -65,6 +65,7 @@
 mod alias;
 mod client;
 mod config;
+mod dormant;
 mod error;
 mod event;
 mod inbound;
@@ -78,6 +79,7 @@ mod timer;
 mod transmit;
 
 pub use config::Config;
+pub use dormant::DormantSession;
 pub use error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};
 pub use event::{DropReason, Event};
 pub use session::{Role, Session};
@@ -89,6 +91,7 @@ mod tests {
     fn session_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<crate::Session>();
+        check::<crate::DormantSession>();
         check::<crate::SessionState>();
         check::<crate::Event>();
         check::<crate::Error>();

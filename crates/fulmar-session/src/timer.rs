@@ -57,6 +57,30 @@ impl Timers {
         self.deadlines.iter().flatten().min().copied()
     }
 
+    /// The one running timer and its deadline (`Ok(None)`: none runs);
+    /// `Err(())` when more than one runs.
+    pub(crate) fn single(&self) -> Result<Option<(Timer, Instant)>, ()> {
+        let mut running = ALL
+            .into_iter()
+            .filter_map(|timer| self.get(timer).map(|at| (timer, at)));
+        let first = running.next();
+        match running.next() {
+            Some(_) => Err(()),
+            None => Ok(first),
+        }
+    }
+
+    /// A table with `timer` alone running, if given.
+    pub(crate) fn with(timer: Option<(Timer, Instant)>) -> Self {
+        let mut timers = Self::default();
+        if let Some((timer, at)) = timer
+            && let Some(slot) = timers.deadlines.get_mut(timer as usize)
+        {
+            *slot = Some(at);
+        }
+        timers
+    }
+
     /// The timers whose deadline is at or before `now`, stopped.
     pub(crate) fn expired(&mut self, now: Instant) -> impl Iterator<Item = Timer> + use<> {
         let mut fired = [None; COUNT];
@@ -94,7 +118,16 @@ mod tests {
         assert_eq!(fired, vec![Timer::KeepAlive]);
         assert_eq!(timers.get(Timer::KeepAlive), None);
         assert_eq!(timers.next(), Some(t0 + Duration::from_secs(90)));
+        let one = Some((Timer::Idle, t0 + Duration::from_secs(90)));
+        assert_eq!(timers.single(), Ok(one));
+        let rebuilt = Timers::with(one);
+        assert_eq!(rebuilt.next(), timers.next());
+        assert_eq!(rebuilt.single(), Ok(one));
+        timers.set(Timer::KeepAlive, t0, Duration::from_secs(60));
+        assert!(timers.single().is_err(), "two run");
         timers.stop_all();
         assert_eq!(timers.next(), None);
+        assert_eq!(timers.single(), Ok(None));
+        assert_eq!(Timers::with(None).next(), None);
     }
 }

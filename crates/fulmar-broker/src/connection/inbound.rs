@@ -119,7 +119,7 @@ impl<S: super::Stream> Connection<S> {
             delivery,
         } in blocked
         {
-            let send = queue.deliver(delivery);
+            let send = queue.deliver(delivery, max_pending);
             tokio::pin!(send);
             loop {
                 let room = self.session.pending_len() < max_pending;

@@ -12,7 +12,7 @@ use fulmar_codec::{
     DisconnectReasonCode, MqttString, Packet, PacketId, ProtocolVersion, Publish, ReasonCode,
     RetainHandling, SubAckReasonCode, Subscribe, UnsubAckReasonCode, Unsubscribe, Will,
 };
-use fulmar_session::{Event, Initiator, Session, SessionState};
+use fulmar_session::{DormantSession, Event, Initiator, Session, SessionState};
 
 use crate::store::{StoreOp, unix_millis};
 use fulmar_topic::{SubscriptionFilter, TopicFilter};
@@ -82,10 +82,17 @@ impl Stream for TcpIo {
         mut conn: Box<Connection<Self>>,
         slot: Slot,
     ) -> Result<Asleep, (Box<Connection<Self>>, Slot)> {
+        if !conn.session.can_be_dormant() {
+            return Err((conn, slot));
+        }
+        let Some(client) = conn.client.take() else {
+            return Err((conn, slot));
+        };
         let stream = match conn.transport.io_mut().sleep() {
             Ok(stream) => stream,
             Err(error) => {
                 tracing::debug!(%error, "a connection could not hibernate");
+                conn.client = Some(client);
                 return Err((conn, slot));
             }
         };
@@ -94,74 +101,150 @@ impl Stream for TcpIo {
         let Connection {
             shared,
             session,
-            transport,
             peer,
-            over_limit,
             conn_id,
             control,
-            client,
             auth,
             inflight_seq,
             naps,
             ..
         } = *conn;
-        let dormant = Box::new(Dormant {
-            shared,
-            session,
-            stream,
-            peer,
-            conn_id,
-            control,
-            client,
+        let mut session = match session.into_dormant() {
+            Ok(session) => session,
+            // Checked above: does not happen, but the connection goes on.
+            Err(session) => {
+                let parts = Parts {
+                    shared,
+                    peer,
+                    conn_id,
+                    control,
+                    client,
+                    auth,
+                    inflight_seq,
+                    naps,
+                };
+                return Err((parts.connection(session, stream), slot));
+            }
+        };
+        let Client {
+            id,
+            info,
+            will,
+            will_delay,
+            expiry,
+            persistent,
+        } = client;
+        // The client identifier is kept once.
+        session.share_client_id(&id);
+        let Peer { addr, certificate } = peer;
+        let (addr, addr6) = match addr {
+            std::net::SocketAddr::V4(v4) => (Some(v4), None),
+            v6 @ std::net::SocketAddr::V6(_) => (None, Some(v6)),
+        };
+        let rare = Rare {
+            username: info.username,
+            will,
             auth,
             inflight_seq,
-            version: transport.version(),
-            over_limit,
+            certificate,
+            addr6,
+        };
+        drop(shared);
+        Ok(Asleep(Dormant {
+            slot,
+            session,
+            addr,
+            conn_id,
+            control,
+            id,
+            will_delay,
+            expiry,
+            persistent,
             naps: naps.saturating_add(1),
-        });
-        Ok(Asleep { dormant, slot })
+            stream,
+            rare: (!rare.is_empty()).then(|| Box::new(rare)),
+        }))
     }
 }
 
 /// What a hibernating connection keeps: the state that outlives its idle
-/// period. The rest of a [`Connection`] (buffers, queues, bookkeeping of
+/// period, in its most compact form (its session a [`DormantSession`], no
+/// second copy of the client identifier, what most clients do not have in
+/// one box). The rest of a [`Connection`] (buffers, queues, bookkeeping of
 /// flows in progress) is empty whenever it may hibernate.
 struct Dormant {
-    shared: Arc<Shared>,
-    session: Session,
-    stream: std::net::TcpStream,
-    peer: Peer,
+    /// Counts the connection, and holds the broker's shared state.
+    slot: Slot,
+    session: DormantSession,
+    /// The peer's address, unless it is an IPv6 one (in `rare`).
+    addr: Option<std::net::SocketAddrV4>,
     conn_id: u64,
     control: ControlReceiver,
-    client: Option<Client>,
+    /// The client identifier (`Client::id`).
+    id: Arc<str>,
+    will_delay: u32,
+    expiry: u32,
+    persistent: bool,
+    /// Hibernations so far, this one included (see [`idle_before_hibernating`]).
+    naps: u8,
+    stream: std::net::TcpStream,
+    /// What most hibernating connections do not have.
+    rare: Option<Box<Rare>>,
+}
+
+/// The parts of a hibernating connection most do not have.
+struct Rare {
+    username: Option<String>,
+    will: Option<Box<Publish>>,
     auth: Option<Box<auth::AuthState>>,
     // Boxed on purpose, as in `Connection`.
     #[allow(clippy::box_collection)]
     inflight_seq: Option<Box<HashMap<PacketId, u64>>>,
-    version: ProtocolVersion,
-    over_limit: bool,
-    /// Hibernations so far, this one included (see [`idle_before_hibernating`]).
+    certificate: Option<Box<bytes::Bytes>>,
+    /// The peer's address when it is an IPv6 one.
+    addr6: Option<std::net::SocketAddr>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.username.is_none()
+            && self.will.is_none()
+            && self.auth.is_none()
+            && self.inflight_seq.is_none()
+            && self.certificate.is_none()
+            && self.addr6.is_none()
+    }
+}
+
+/// A connection taken apart, but for its session and socket.
+struct Parts {
+    shared: Arc<Shared>,
+    peer: Peer,
+    conn_id: u64,
+    control: ControlReceiver,
+    client: Client,
+    auth: Option<Box<auth::AuthState>>,
+    // Boxed on purpose, as in `Connection`.
+    #[allow(clippy::box_collection)]
+    inflight_seq: Option<Box<HashMap<PacketId, u64>>>,
+    /// Hibernations so far (see [`idle_before_hibernating`]).
     naps: u8,
 }
 
-impl Dormant {
-    /// The connection again, its socket back in the runtime (on a runtime
-    /// thread); a socket that cannot go back fails its first read.
-    fn wake(self: Box<Self>) -> Box<Connection<TcpIo>> {
+impl Parts {
+    /// The accepted connection again, its socket back in the runtime (on a
+    /// runtime thread); a socket that cannot go back fails its first read.
+    fn connection(self, session: Session, stream: std::net::TcpStream) -> Box<Connection<TcpIo>> {
         let Self {
             shared,
-            session,
-            stream,
             peer,
             conn_id,
             control,
             client,
             auth,
             inflight_seq,
-            version,
-            over_limit,
             naps,
-        } = *self;
+        } = self;
         let io = match tokio::net::TcpStream::from_std(stream) {
             Ok(stream) => TcpIo::Live(stream),
             Err(error) => {
@@ -169,14 +252,82 @@ impl Dormant {
                 TcpIo::Broken
             }
         };
-        let mut conn = Connection::new(shared, session, io, peer, over_limit, conn_id, control);
+        let version = session.protocol_version();
+        // Only an accepted connection hibernates: it was not over the limit.
+        let mut conn = Connection::new(shared, session, io, peer, false, conn_id, control);
         conn.transport.set_version(version);
-        conn.client = client;
+        conn.client = Some(client);
         conn.auth = auth;
         conn.inflight_seq = inflight_seq;
         conn.session_accepted = true;
         conn.naps = naps;
         conn
+    }
+}
+
+impl Dormant {
+    /// The connection again (on a runtime thread), and its slot.
+    fn wake(self) -> (Box<Connection<TcpIo>>, Slot) {
+        let Self {
+            slot,
+            session,
+            addr,
+            conn_id,
+            control,
+            id,
+            will_delay,
+            expiry,
+            persistent,
+            naps,
+            stream,
+            rare,
+        } = self;
+        let Rare {
+            username,
+            will,
+            auth,
+            inflight_seq,
+            certificate,
+            addr6,
+        } = rare.map_or(
+            Rare {
+                username: None,
+                will: None,
+                auth: None,
+                inflight_seq: None,
+                certificate: None,
+                addr6: None,
+            },
+            |rare| *rare,
+        );
+        let addr = addr.map_or_else(
+            || addr6.unwrap_or(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
+            std::net::SocketAddr::V4,
+        );
+        let session = session.wake();
+        let info = ClientInfo {
+            client_id: id.to_string(),
+            username,
+            protocol_version: session.protocol_version(),
+        };
+        let parts = Parts {
+            shared: slot.shared().clone(),
+            peer: Peer { addr, certificate },
+            conn_id,
+            control,
+            client: Client {
+                id,
+                info,
+                will,
+                will_delay,
+                expiry,
+                persistent,
+            },
+            auth,
+            inflight_seq,
+            naps,
+        };
+        (parts.connection(session, stream), slot)
     }
 }
 
@@ -190,34 +341,36 @@ impl Stream for tokio::net::TcpStream {}
 
 /// A hibernating connection (see [`crate::hibernate`]): its state, its
 /// socket out of the runtime.
-pub(crate) struct Asleep {
-    dormant: Box<Dormant>,
-    slot: Slot,
-}
+pub(crate) struct Asleep(Dormant);
 
 #[cfg(unix)]
 impl Asleep {
     /// The socket, for the poller.
     pub(crate) fn fd(&self) -> std::os::fd::RawFd {
         use std::os::fd::AsRawFd;
-        self.dormant.stream.as_raw_fd()
+        self.0.stream.as_raw_fd()
     }
 
     /// When the connection must run again at the latest (keep-alive).
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.dormant.session.poll_timeout()
+        self.0.session.poll_timeout()
     }
 
-    /// Makes `waker` the one a message for the connection wakes; true when
-    /// one is queued already.
-    pub(crate) fn set_waker(&self, waker: &std::task::Waker) -> bool {
-        self.dormant.control.set_waker(waker)
+    /// Its inbox, where a message for the connection wakes the waker set
+    /// with `ControlInbox::set_waker`.
+    pub(crate) fn inbox(&self) -> Arc<crate::state::ControlInbox> {
+        self.0.control.inbox()
+    }
+
+    /// The broker's shared state.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        self.0.slot.shared()
     }
 
     /// Runs the connection again (on a runtime thread).
     pub(crate) async fn resume(self) {
-        let Self { dormant, slot } = self;
-        dormant.wake().serve(slot).await;
+        let (conn, slot) = self.0.wake();
+        conn.serve(slot).await;
     }
 }
 
@@ -249,8 +402,7 @@ pub(crate) fn run<S: Stream>(
     slot: Slot,
 ) -> impl Future<Output = ()> + Send {
     let now = Instant::now();
-    let capacity = shared.limits.max_queued_messages.max(1);
-    let control = ControlReceiver::new(capacity);
+    let control = ControlReceiver::new();
     let conn_id = shared.lock().next_id();
     let session = Session::server(shared.session_config.clone(), now);
     let conn = Connection::new(shared, session, stream, peer, over_limit, conn_id, control);
@@ -450,7 +602,7 @@ impl<S: Stream> Connection<S> {
             return Err((self, slot));
         };
         let asleep = S::into_asleep(self, slot)?;
-        tracing::trace!(conn_id = asleep.dormant.conn_id, "connection hibernates");
+        tracing::trace!(conn_id = asleep.0.conn_id, "connection hibernates");
         hibernator.park(asleep);
         Ok(())
     }
@@ -1231,8 +1383,8 @@ impl<S: Stream> Connection<S> {
         entry.persistent = persistent;
         entry.expiry = expiry;
         // A reconnect within the Will Delay Interval cancels the will.
-        let cancelled = entry.will.take().is_some();
-        entry.expires_at = None;
+        // Taking what was kept while away cancels the expiry too.
+        let cancelled = entry.take_will().is_some();
         entry.owner = Some(Owner {
             conn_id: self.conn_id,
             control: self.control.inbox(),
@@ -1448,17 +1600,17 @@ impl<S: Stream> Connection<S> {
                 let mut publish_now = None;
                 if let Some(entry) = state.sessions.get_mut(&client.id) {
                     entry.owner = None;
+                    entry.expiry = client.expiry;
                     let away = entry.away();
                     away.stored = stored;
                     away.inflight = self.inflight_seq.take().map(|m| *m).unwrap_or_default();
-                    entry.expiry = client.expiry;
-                    entry.expires_at = expires_at.flatten();
-                    deadlines.extend(entry.expires_at);
+                    away.expires_at = expires_at.flatten();
+                    deadlines.extend(away.expires_at);
                     if let (Some(will), Some(at)) = (will, will_at) {
                         if at <= now {
                             publish_now = Some(will);
                         } else {
-                            entry.will = Some(Box::new(PendingWill { publish: will, at }));
+                            away.will = Some(Box::new(PendingWill { publish: will, at }));
                             deadlines.push(at);
                         }
                     }
@@ -1477,7 +1629,7 @@ impl<S: Stream> Connection<S> {
             let pending = state
                 .sessions
                 .get(&client.id)
-                .is_some_and(|e| e.owner.is_none() && e.will.is_some());
+                .is_some_and(|e| e.owner.is_none() && e.has_will());
             if had_will
                 && !pending
                 && let Some(bridge) = &state.bridge

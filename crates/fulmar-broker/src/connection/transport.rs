@@ -58,11 +58,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
         &mut self.io.inner
     }
 
-    /// The protocol version it decodes and encodes.
-    pub(super) fn version(&self) -> ProtocolVersion {
-        self.version
-    }
-
     /// Nothing buffered either way, and the stream still open.
     pub(super) fn is_idle(&self) -> bool {
         !self.done && self.read_buf.is_empty() && self.write_buf.is_empty()

@@ -75,9 +75,9 @@ pub(crate) fn recover(state: &mut State, snapshot: Snapshot, journal: &Journal) 
         let mut entry = SessionEntry {
             persistent: true,
             expiry: stored.expiry_interval,
-            expires_at,
             ..SessionEntry::default()
         };
+        entry.away().expires_at = expires_at;
         found.skipped +=
             state.restore_subscriptions(&id, &stored.subscriptions, &mut entry.filters);
         // In flight with a known identifier (QoS 2) first, in order; the rest queued.
