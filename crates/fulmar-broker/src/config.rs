@@ -101,8 +101,8 @@ pub struct Limits {
     /// client sends something, a message is routed to it, a deadline
     /// (keep-alive) is due or the broker shuts down. Nothing changes for the
     /// client; an idle connection then holds about half the memory. A new
-    /// connection hibernates sooner, after 1/32 of this (at least 100 ms), and
-    /// waits twice as long after each wake-up, this long from its sixth
+    /// connection hibernates sooner, after 1/256 of this (at least 10 ms), and
+    /// waits twice as long after each wake-up, this long from its ninth
     /// hibernation on: idle clients give memory back soon, busy ones stop
     /// paying for wake-ups. `None`:
     /// connections never hibernate. TLS and WebSocket connections do not

@@ -186,8 +186,8 @@ async fn shutdown_wakes_hibernating_connections() {
 #[tokio::test]
 async fn a_new_quiet_connection_hibernates_long_before_hibernate_after() {
     // (memory: idle connections give their memory back soon, no spec statement)
-    // 32 s configured: the first hibernation comes after 1 s of idleness, the
-    // second after 2 s (both well inside GUARD, which is shorter than 32 s).
+    // 32 s configured: the first hibernation comes after 125 ms of idleness,
+    // the second after 250 ms (both well inside GUARD, which is shorter than 32 s).
     let broker = start_with(Broker::builder().hibernate_after(Some(Duration::from_secs(32)))).await;
     let mut peer = Peer::connect(addr(&broker), ProtocolVersion::V5, "quiet").await;
     hibernating(&broker, 1).await;

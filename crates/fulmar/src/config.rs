@@ -471,8 +471,8 @@ overload_policy = "drop"
 backpressure_timeout_secs = 30
 # A plain TCP connection idle this long (milliseconds) hibernates: its task
 # ends and one thread watches its socket until it is needed again, so an idle
-# connection holds less memory. A new connection hibernates after 1/32 of
-# this (at least 100 ms), twice as long after each wake-up, up to this. 0: never.
+# connection holds less memory. A new connection hibernates after 1/256 of
+# this (at least 10 ms), twice as long after each wake-up, up to this. 0: never.
 hibernate_after_ms = 5000
 
 [auth]

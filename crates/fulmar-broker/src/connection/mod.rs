@@ -486,22 +486,23 @@ struct Refusals {
 }
 
 /// How long a connection that hibernated `naps` times before waits idle
-/// before it hibernates again: 1/32 of `hibernate_after` the first time (but
-/// not under [`MIN_IDLE`]), twice as long after each wake-up,
-/// `hibernate_after` from the sixth time on. A client that connects and
-/// stays quiet (most of a fleet of devices) gives its memory back soon; one
-/// that keeps waking its connection soon stops paying for it (a hibernation
-/// and a wake-up cost about 10 µs of CPU; it pays for at most five more than
-/// with a fixed `hibernate_after`).
+/// before it hibernates again: 1/256 of `hibernate_after` the first time
+/// (but not under [`MIN_IDLE`]), twice as long after each wake-up,
+/// `hibernate_after` from the ninth time on. A client that connects and
+/// stays quiet (most of a fleet of devices) gives its memory back within
+/// milliseconds, so that even a storm of connections never has many awake
+/// at once; one that keeps waking its connection soon stops paying for it
+/// (a hibernation and a wake-up cost about 10 µs of CPU; it pays for at
+/// most eight more than with a fixed `hibernate_after`).
 fn idle_before_hibernating(hibernate_after: Duration, naps: u8) -> Duration {
-    const HALVINGS: u8 = 5;
+    const HALVINGS: u8 = 8;
     let shortened = hibernate_after / (1u32 << HALVINGS.saturating_sub(naps));
     shortened.max(hibernate_after.min(MIN_IDLE))
 }
 
 /// The shortest idle period before a hibernation (unless `hibernate_after`
 /// is shorter still).
-const MIN_IDLE: Duration = Duration::from_millis(100);
+const MIN_IDLE: Duration = Duration::from_millis(10);
 
 /// At most this many deliveries waiting to be sent keep their shared
 /// encoded headers (the rest are encoded by the connection).
@@ -1674,21 +1675,25 @@ mod tests {
     #[test]
     fn the_idle_period_before_hibernating_grows_with_each_nap() {
         let after = Duration::from_secs(5);
-        let periods: Vec<u128> = (0..8)
+        let periods: Vec<u128> = (0..11)
             .map(|naps| idle_before_hibernating(after, naps).as_millis())
             .collect();
-        assert_eq!(periods, [156, 312, 625, 1250, 2500, 5000, 5000, 5000]);
+        // (19.53 ms the first time)
+        assert_eq!(
+            periods,
+            [19, 39, 78, 156, 312, 625, 1250, 2500, 5000, 5000, 5000]
+        );
         assert_eq!(idle_before_hibernating(after, u8::MAX), after);
     }
 
     #[test]
     fn the_idle_period_before_hibernating_has_a_floor() {
-        // 1/32 of 1 s would be 31 ms: 100 ms instead.
+        // 1/256 of 1 s would be 3.9 ms: 10 ms instead.
         let second = Duration::from_secs(1);
         assert_eq!(idle_before_hibernating(second, 0), MIN_IDLE);
-        assert_eq!(idle_before_hibernating(second, 5), second);
+        assert_eq!(idle_before_hibernating(second, 8), second);
         // Shorter than the floor: as configured, from the first time on.
-        let short = Duration::from_millis(50);
+        let short = Duration::from_millis(5);
         assert_eq!(idle_before_hibernating(short, 0), short);
         assert_eq!(idle_before_hibernating(short, 9), short);
     }
