@@ -37,7 +37,10 @@
 //!   has no accessor for its queued events and packets or for its manual-ack queue: those are
 //!   counted as they are drained (the application side of the script keeps the list of
 //!   delivered, unacknowledged messages and of unanswered requests);
-//! - `session_state` gives a state that `accept` takes back (no `InvalidSessionState`).
+//! - `session_state` gives a state that `accept` takes back (no `InvalidSessionState`);
+//! - after every step, a session with nothing to do (`can_be_dormant`) goes through
+//!   `into_dormant` and `wake`, as a broker's idle connection does, keeping its deadline and
+//!   connection state; the following steps and checks run on the woken session.
 //!
 //! # Input format
 //!
@@ -362,11 +365,46 @@ pub fn check_session(data: &[u8]) -> SessionOutcome {
         state.outcome.steps += 1;
         state.step(&mut input, version);
         state.drain();
+        state.nap();
     }
     state.outcome
 }
 
 impl State {
+    /// A session with nothing to do goes to sleep and wakes again, as a
+    /// broker's idle connection does: it must carry on exactly (the checks
+    /// of the following steps run on the woken session).
+    fn nap(&mut self) {
+        if !self.session.can_be_dormant() {
+            return;
+        }
+        let placeholder = Session::client(Config::default());
+        let awake = std::mem::replace(&mut self.session, placeholder);
+        let deadline = awake.poll_timeout();
+        let connected = awake.is_connected();
+        self.session = match awake.into_dormant() {
+            Ok(dormant) => {
+                assert_eq!(
+                    dormant.poll_timeout(),
+                    deadline,
+                    "a dormant session moved its deadline"
+                );
+                assert_eq!(dormant.is_connected(), connected);
+                dormant.wake()
+            }
+            Err(awake) => panic!(
+                "can_be_dormant, but into_dormant refused: {:?}",
+                awake.poll_timeout()
+            ),
+        };
+        assert_eq!(
+            self.session.poll_timeout(),
+            deadline,
+            "a woken session moved its deadline"
+        );
+        assert_eq!(self.session.is_connected(), connected);
+    }
+
     fn is_server(&self) -> bool {
         self.session.role() == Role::Server
     }
