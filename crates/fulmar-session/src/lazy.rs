@@ -193,40 +193,14 @@ impl Subscriptions {
 mod tests {
     use std::time::Instant;
 
-    use bytes::Bytes;
     use fulmar_codec::{
-        AckProperties, ConnAckProperties, Connect, MqttString, PacketId, ProtocolVersion, Publish,
-        QoS, SubAckReasonCode, SubscribeProperties, SubscriptionOptions, UnsubAckReasonCode,
+        AckProperties, ConnAckProperties, Connect, MqttString, PacketId, ProtocolVersion, QoS,
+        SubAckReasonCode, SubscribeProperties, SubscriptionOptions, UnsubAckReasonCode,
         UnsubscribeProperties,
     };
 
+    use crate::test_support::{message, pump};
     use crate::{Config, Event, Session};
-
-    /// Moves packets both ways and drops the events until both are quiet.
-    fn pump(client: &mut Session, server: &mut Session, now: Instant) {
-        loop {
-            let mut moved = false;
-            while let Some(p) = client.poll_transmit() {
-                moved = true;
-                server.handle_packet(p, now).unwrap();
-            }
-            while let Some(p) = server.poll_transmit() {
-                moved = true;
-                client.handle_packet(p, now).unwrap();
-            }
-            while client.poll_event().is_some() {}
-            while server.poll_event().is_some() {}
-            if !moved {
-                return;
-            }
-        }
-    }
-
-    fn message(qos: QoS) -> Publish {
-        let mut p = Publish::new(MqttString::from("a/b"), Bytes::from_static(b"x"));
-        p.qos = qos;
-        p
-    }
 
     /// A connected client/server pair that never uses topic aliases (an
     /// alias table is connection state that has to stay).

@@ -75,6 +75,8 @@ mod packet_id;
 mod server;
 mod session;
 mod state;
+#[cfg(test)]
+mod test_support;
 mod timer;
 mod transmit;
 
