@@ -120,10 +120,33 @@ pub fn nats_installed(test: &str) -> bool {
 /// `nats-server -js` on loopback `port` with `extra` arguments and its
 /// store in `dir`, once it accepts connections; `None` if it exited (the
 /// port was not free) or did not come up.
+///
+/// Ready means that the server on `port` is this one: its INFO names it.
+/// Tests pick free ports in parallel and one of them restarts its server on
+/// the same port, so another test's server may answer on `port` while this
+/// one failed to bind it.
 pub fn spawn_server(port: u16, extra: &[&str], dir: &std::path::Path) -> Option<Child> {
-    let mut child = Command::new("nats-server")
+    static SPAWNED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let given = extra
+        .iter()
+        .position(|a| *a == "--server_name")
+        .and_then(|i| extra.get(i + 1));
+    let name = match given {
+        Some(name) => (*name).to_owned(),
+        None => format!(
+            "fulmar-test-{}-{}",
+            std::process::id(),
+            SPAWNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ),
+    };
+    let mut command = Command::new("nats-server");
+    command
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
-        .args(extra)
+        .args(extra);
+    if given.is_none() {
+        command.args(["--server_name", &name]);
+    }
+    let mut child = command
         .arg("-sd")
         .arg(dir)
         .stdout(Stdio::null())
@@ -131,18 +154,31 @@ pub fn spawn_server(port: u16, extra: &[&str], dir: &std::path::Path) -> Option<
         .spawn()
         .unwrap();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let ours = format!("\"server_name\":\"{name}\"");
     for _ in 0..400 {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-            return Some(child);
-        }
         if child.try_wait().unwrap().is_some() {
             return None;
+        }
+        if info_line(&addr).is_some_and(|info| info.contains(&ours)) {
+            return Some(child);
         }
         std::thread::sleep(Duration::from_millis(25));
     }
     let _ = child.kill();
     let _ = child.wait();
     None
+}
+
+/// The INFO line a NATS server sends first on `addr`, if one answers.
+fn info_line(addr: &SocketAddr) -> Option<String> {
+    use std::io::{BufRead, BufReader};
+    let stream = TcpStream::connect_timeout(addr, Duration::from_millis(100)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).ok()?;
+    line.starts_with("INFO ").then_some(line)
 }
 
 /// Polls the wills bucket (through `node`) until it lists `expected`
