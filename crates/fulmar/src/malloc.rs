@@ -1,100 +1,77 @@
-//! glibc `malloc` settings for the `fulmar` process (broker and bench alike).
+//! The `fulmar` command's memory allocator (broker and bench alike): jemalloc,
+//! with settings chosen for a broker.
 //!
-//! Every PUBLISH is read into a buffer of its own, which lives until the last
-//! subscriber has written it out. With glibc's defaults a buffer of 128 KiB or
-//! more is a fresh `mmap` (the threshold only adapts to what was last freed),
-//! and free memory above 128 KiB at the top of a heap goes back to the kernel:
-//! so each large message pays page faults for all of its pages, and `munmap`
-//! or trimming when it is freed. With 1 MiB messages that was about a third of
-//! the broker's CPU time (`perf`: page faults, page clearing, unmapping).
+//! Why not the C library's `malloc` (glibc's on Linux):
 //!
-//! [`tune`] keeps such buffers on the heap (allocations below 32 MiB, the
-//! largest glibc allows for this setting) and lets up to 32 MiB stay free at the
-//! top of a heap before it is returned. Memory that is in use is unchanged.
-//! The price: after a burst of large messages, freed buffers stay with the
-//! process for reuse (up to 32 MiB at the top of each glibc arena, and any
-//! free space below live allocations, as for small allocations) where glibc's
-//! defaults would have unmapped them at once.
+//! - **Idle connections.** A connect storm leaves each connection's
+//!   long-lived blocks (its inbox, session entry and hibernated state)
+//!   interleaved with the freed blocks of connection set-up. glibc cannot give
+//!   such pages back, so they stay in the broker's RSS: 10 k idle connections
+//!   cost 970–1040 bytes each, against 735–737 for mosquitto. jemalloc
+//!   sorts blocks into slabs by size and, with the settings below, hands
+//!   unused pages back to the kernel within a second: 697–725 bytes in five
+//!   runs (`benches/README.md`, 2026-12-03 night).
+//! - **Large messages.** Every PUBLISH is read into a buffer of its own. glibc
+//!   serves 128 KiB or more with a fresh `mmap`, so a 1 MiB message paid page
+//!   faults for each of its pages, about a third of the broker's CPU time.
+//!   jemalloc reuses freed buffers while they are still dirty.
 //!
-//! An operator who sets glibc's own malloc settings (`GLIBC_TUNABLES` with a
-//! `glibc.malloc.` entry, or `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_`)
-//! keeps them: [`tune`] then changes nothing. Other C libraries and allocators
-//! are left alone too.
+//! The settings, read by jemalloc when it starts (before `main`):
+//!
+//! - `dirty_decay_ms:300`: freed pages are returned to the kernel after
+//!   about 300 ms unused (jemalloc's default is 10 s), so a storm of
+//!   connections or of large messages does not leave the RSS high;
+//! - `muzzy_decay_ms:0`: returned at once with `MADV_DONTNEED`, so the RSS
+//!   drops, rather than lazily with `MADV_FREE`;
+//! - `background_thread:true` (Linux): a jemalloc thread does that purging, not
+//!   the threads that serve connections.
+//!
+//! An operator can override any of them, or set others, with the environment
+//! variable `_RJEM_MALLOC_CONF` (jemalloc's `MALLOC_CONF`, with the prefix of
+//! the jemalloc that Rust programs link), for example
+//! `_RJEM_MALLOC_CONF=dirty_decay_ms:10000`.
 
-/// Allocations this large or larger are served by `mmap`.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: i32 = 32 << 20;
-/// Free memory at the top of a heap beyond this is returned to the kernel.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const TRIM_THRESHOLD: i32 = 32 << 20;
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// True if the environment already sets glibc's malloc thresholds.
-fn set_by_environment(var: impl Fn(&str) -> Option<String>) -> bool {
-    var("GLIBC_TUNABLES").is_some_and(|t| t.contains("glibc.malloc."))
-        || var("MALLOC_MMAP_THRESHOLD_").is_some()
-        || var("MALLOC_TRIM_THRESHOLD_").is_some()
-}
+/// jemalloc's settings (see the module documentation), a C string that
+/// jemalloc reads from this symbol when it starts.
+#[cfg(all(not(target_env = "msvc"), target_os = "linux"))]
+#[allow(unsafe_code)] // the symbol jemalloc looks for; nothing else reads it
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &[u8; 59] = b"background_thread:true,dirty_decay_ms:300,muzzy_decay_ms:0\0";
 
-/// Applies the settings above, unless the environment sets its own; returns
-/// whether they were applied.
-pub(crate) fn tune() -> bool {
-    if set_by_environment(|name| std::env::var(name).ok()) {
-        return false;
-    }
-    apply()
-}
+/// jemalloc's settings where it has no background thread.
+#[cfg(all(not(target_env = "msvc"), not(target_os = "linux")))]
+#[allow(unsafe_code)] // the symbol jemalloc looks for; nothing else reads it
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &[u8; 36] = b"dirty_decay_ms:300,muzzy_decay_ms:0\0";
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)] // two calls into the C library, see below
-fn apply() -> bool {
-    // SAFETY: `mallopt` only changes allocator parameters; it is called once,
-    // before the runtime starts any thread, with values glibc documents as
-    // valid (it returns 0 and changes nothing for an invalid one).
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-            && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn apply() -> bool {
-    false
-}
-
-#[cfg(test)]
+#[cfg(all(test, not(target_env = "msvc")))]
 mod tests {
-    use super::*;
+    use tikv_jemalloc_ctl::raw;
 
-    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| (*v).to_owned())
+    /// Reads one of jemalloc's `opt.*` values.
+    #[allow(unsafe_code)]
+    fn opt<T: Copy>(name: &[u8]) -> T {
+        // SAFETY: each name below is a NUL-terminated jemalloc option whose
+        // value has type `T` (`ssize_t` for the decay times, `bool` for
+        // `background_thread`), as jemalloc's manual gives them.
+        match unsafe { raw::read::<T>(name) } {
+            Ok(value) => value,
+            Err(e) => panic!("mallctl {}: {e}", String::from_utf8_lossy(name)),
         }
     }
 
     #[test]
-    fn the_operators_malloc_settings_win() {
-        assert!(!set_by_environment(env(&[])));
-        assert!(!set_by_environment(env(&[(
-            "GLIBC_TUNABLES",
-            "glibc.pthread.rseq=0"
-        )])));
-        assert!(set_by_environment(env(&[(
-            "GLIBC_TUNABLES",
-            "glibc.malloc.trim_threshold=0"
-        )])));
-        assert!(set_by_environment(env(&[(
-            "MALLOC_MMAP_THRESHOLD_",
-            "131072"
-        )])));
-        assert!(set_by_environment(env(&[("MALLOC_TRIM_THRESHOLD_", "0")])));
-    }
-
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[test]
-    fn glibc_accepts_the_settings() {
-        assert!(apply());
+    fn jemalloc_runs_with_the_brokers_settings() {
+        if std::env::var_os("_RJEM_MALLOC_CONF").is_some() {
+            return; // the operator's settings win, as documented
+        }
+        assert_eq!(opt::<isize>(b"opt.dirty_decay_ms\0"), 300);
+        assert_eq!(opt::<isize>(b"opt.muzzy_decay_ms\0"), 0);
+        #[cfg(target_os = "linux")]
+        assert!(opt::<bool>(b"opt.background_thread\0"));
     }
 }
