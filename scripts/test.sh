@@ -26,12 +26,14 @@ ensure_rust_components() {
 }
 
 # Real peers for the interop tests: mosquitto (broker and clients), paho-mqtt;
-# nats-server (JetStream) for the fulmar-cluster tests.
+# nats-server (JetStream) for the fulmar-cluster tests; make for jemalloc.
 ensure_peers() {
     local missing=()
     command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
     command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
     command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+    # jemalloc (the `fulmar` binary's allocator) is built from C with make.
+    command -v make >/dev/null 2>&1 || missing+=(make)
     if [ ${#missing[@]} -gt 0 ]; then
         need_root "${missing[*]}"
         log "installing ${missing[*]}"
