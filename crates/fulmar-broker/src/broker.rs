@@ -505,9 +505,12 @@ pub struct Stats {
     /// Messages dropped because a queue was full (offline queue, connection
     /// queue, in-process subscription).
     pub dropped_messages: u64,
-    /// Publishers currently withheld from (no acknowledgement, not read)
-    /// because a subscriber's queue is full, under
-    /// [`OverloadPolicy::Backpressure`](crate::OverloadPolicy::Backpressure).
+    /// Publishers currently held back (not read) because a subscriber's
+    /// queue is full, under
+    /// [`OverloadPolicy::Backpressure`](crate::OverloadPolicy::Backpressure)
+    /// (their message not acknowledged yet), or because their QoS 1/2 message
+    /// took a subscriber's queue over
+    /// [`Limits::max_queued_bytes`](crate::Limits::max_queued_bytes) (pacing).
     pub blocked_publishers: u64,
     /// MQTT packets received from clients.
     pub packets_received: u64,

@@ -26,13 +26,17 @@ pub struct Limits {
     /// counted in [`Stats::dropped_messages`](crate::Stats::dropped_messages),
     /// or their publishers held back ([`OverloadPolicy::Backpressure`]).
     pub max_queued_messages: usize,
-    /// Payload bytes queued for one connection (deliveries not yet taken by
-    /// its task, QoS 1/2 ones included): a QoS 0 message that would go
-    /// beyond is dropped and counted, as for a full queue. One message is
-    /// always let through into an empty queue, whatever its size. QoS 1/2
-    /// messages are bounded by [`max_queued_messages`](Self::max_queued_messages)
-    /// and the subscriber's Receive Maximum only: they are not dropped for
-    /// their size.
+    /// Payload bytes queued for one connection, in each of its two queues
+    /// (deliveries not yet taken by its task; messages its session has not
+    /// sent yet). While the session queue holds this much, the task takes
+    /// no more deliveries. A QoS 0 message that would take the connection
+    /// queue beyond is dropped and counted, as for a full queue. A QoS 1/2
+    /// message is not dropped for its size: it is queued, and its publisher's
+    /// connection then reads nothing more until the queue is back under
+    /// this bound (pacing: TCP flow control slows the publisher down to what
+    /// the subscriber takes), for at most
+    /// [`backpressure_timeout`](Self::backpressure_timeout). One message is
+    /// always let through into an empty queue, whatever its size.
     pub max_queued_bytes: usize,
     /// Time a client has to send CONNECT after opening the connection.
     pub connect_timeout: Duration,
@@ -141,7 +145,9 @@ impl Limits {
 /// QoS 0 messages for a full queue are always dropped and counted, and so
 /// are messages for offline sessions beyond their queue bound. A slow
 /// subscriber never stalls the delivery to the others under either policy:
-/// routing never waits on a subscriber.
+/// routing never waits on a subscriber. Under either policy, a publisher
+/// whose QoS 1/2 message takes a subscriber's queue over
+/// [`Limits::max_queued_bytes`] is paced (see there).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OverloadPolicy {

@@ -293,10 +293,45 @@ impl ControlInbox {
         if !deliveries {
             return None;
         }
-        let (delivery, waiting) = queue.pop_delivery()?;
+        let (delivery, waiting) = self.pop_delivery(queue)?;
         drop(guard);
         wake_all(waiting);
         Some(Inbound::Delivery(delivery))
+    }
+
+    /// Takes the next delivery and its bytes off the queue (under the lock,
+    /// so that a sender waiting for the bytes to drop sees them gone when it
+    /// is woken), with the waiting senders to wake.
+    fn pop_delivery(&self, queue: &mut Queues) -> Option<(Box<Delivery>, Vec<Waker>)> {
+        let (mut delivery, waiting) = queue.pop_delivery()?;
+        let bytes = std::mem::take(&mut delivery.bytes);
+        if bytes > 0 {
+            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+        Some((delivery, waiting))
+    }
+
+    /// Ready once at most `limit` payload bytes are queued here, or the
+    /// connection is ending; otherwise the task is woken when a delivery is
+    /// taken. A publisher whose message took this queue over
+    /// [`Limits::max_queued_bytes`](crate::Limits) waits on it (pacing).
+    pub(crate) async fn drained(&self, limit: usize) {
+        std::future::poll_fn(|cx| {
+            let mut queue = self.lock();
+            match queue.as_mut() {
+                Some(queue)
+                    if !queue.closed && self.queued_bytes.load(Ordering::Relaxed) > limit =>
+                {
+                    let list = &mut queue.rare().waiting;
+                    if !list.iter().any(|w| w.will_wake(cx.waker())) {
+                        list.push(cx.waker().clone());
+                    }
+                    std::task::Poll::Pending
+                }
+                _ => std::task::Poll::Ready(()),
+            }
+        })
+        .await;
     }
 
     /// Makes `waker` the one woken by what is queued from now on (instead
@@ -319,13 +354,6 @@ impl ControlInbox {
 pub(crate) struct ControlReceiver(Arc<ControlInbox>);
 
 impl ControlReceiver {
-    /// A delivery of `bytes` payload bytes left the connection queue.
-    pub(crate) fn taken(&self, bytes: usize) {
-        if bytes > 0 {
-            self.0.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        }
-    }
-
     /// A new inbox (its senders bound its delivery queue).
     pub(crate) fn new() -> Self {
         Self(Arc::new(ControlInbox {
@@ -371,7 +399,7 @@ impl ControlReceiver {
     /// The next delivery, if one is queued.
     pub(crate) fn try_recv_delivery(&self) -> Option<Box<Delivery>> {
         let mut queue = self.0.lock();
-        let (delivery, waiting) = queue.as_mut()?.pop_delivery()?;
+        let (delivery, waiting) = self.0.pop_delivery(queue.as_mut()?)?;
         drop(queue);
         wake_all(waiting);
         Some(delivery)
@@ -591,9 +619,8 @@ impl State {
     /// its RETAIN flag is set, then delivers one copy to each matching
     /// subscriber (one per client even when several of its filters match).
     /// `origin` tells the publishing client, for No Local, and whether the
-    /// bridge hears of the message. With `blocked`
-    /// (back-pressure), a QoS 1/2 copy for a connection whose queue is full
-    /// is put there for the caller to wait on, instead of being dropped.
+    /// bridge hears of the message. With `held`, the connections a client's
+    /// publisher must wait for are put there (see [`Held`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn route(
         &mut self,
@@ -603,7 +630,7 @@ impl State {
         max_queued: usize,
         counters: &Counters,
         now: Instant,
-        mut blocked: Option<&mut Vec<Blocked>>,
+        mut held: Option<&mut Held>,
     ) {
         let from = match origin {
             Origin::Client(key) => Some(key),
@@ -682,7 +709,7 @@ impl State {
                 max_bytes: *max_queued_bytes,
                 frames: if many { Some(&mut frames) } else { None },
             };
-            target.deliver(first.key, out, None, blocked.as_deref_mut());
+            target.deliver(first.key, out, None, held.as_deref_mut());
         }
         if let (Some(bridge), Origin::Client(_) | Origin::App) = (bridge, origin) {
             bridge.message(topic, publish);
@@ -998,6 +1025,22 @@ impl State {
     }
 }
 
+/// What routing a client's message leaves its connection to wait on before
+/// it reads on.
+#[derive(Default)]
+pub(crate) struct Held {
+    /// Under back-pressure: QoS 1/2 copies for connections whose queue was
+    /// full go to [`blocked`](Self::blocked) instead of being dropped.
+    pub(crate) backpressure: bool,
+    /// Copies to send once their connection has room, before the message is
+    /// acknowledged.
+    pub(crate) blocked: Vec<Blocked>,
+    /// Connections whose queue this message's QoS 1/2 copy took over
+    /// [`Limits::max_queued_bytes`](crate::Limits): the publisher reads
+    /// nothing more until they are back under it.
+    pub(crate) paced: Vec<Arc<ControlInbox>>,
+}
+
 /// A copy of a message for a connection whose queue was full, to be sent
 /// when it has room (back-pressure).
 pub(crate) struct Blocked {
@@ -1033,7 +1076,7 @@ impl Target<'_> {
         key: &Subscriber,
         publish: Publish,
         stored: Option<Option<u64>>,
-        blocked: Option<&mut Vec<Blocked>>,
+        held: Option<&mut Held>,
     ) {
         match key {
             Subscriber::Client(id) => {
@@ -1085,31 +1128,36 @@ impl Target<'_> {
                 });
                 let delivery = match &entry.owner {
                     Some(owner) => {
-                        // QoS 0 is bounded in bytes as well as messages:
-                        // beyond, it is dropped.
+                        // The queue is bounded in bytes as well as
+                        // messages: beyond, QoS 0 is dropped, and QoS 1/2
+                        // is queued but holds the publisher back.
                         let queued = &owner.control.queued_bytes;
                         let before = queued.fetch_add(bytes, Ordering::Relaxed);
-                        if before > 0
-                            && before.saturating_add(bytes) > self.max_bytes
-                            && qos == QoS::AtMostOnce
-                        {
+                        let over = before > 0 && before.saturating_add(bytes) > self.max_bytes;
+                        if over && qos == QoS::AtMostOnce {
                             queued.fetch_sub(bytes, Ordering::Relaxed);
                             dropped(self.counters);
                             return;
                         }
                         delivery.bytes = bytes;
                         match owner.control.try_deliver(delivery, self.max_queued) {
-                            Ok(()) => return,
+                            Ok(()) => {
+                                if let (true, Some(held)) = (over, held) {
+                                    held.paced.push(owner.control.clone());
+                                }
+                                return;
+                            }
                             Err(error) => {
                                 queued.fetch_sub(bytes, Ordering::Relaxed);
                                 match error {
                                     DeliverError::Full(mut delivery) => {
                                         delivery.bytes = 0;
-                                        match blocked {
-                                            Some(blocked)
-                                                if delivery.publish.qos != QoS::AtMostOnce =>
+                                        match held {
+                                            Some(held)
+                                                if held.backpressure
+                                                    && delivery.publish.qos != QoS::AtMostOnce =>
                                             {
-                                                blocked.push(Blocked {
+                                                held.blocked.push(Blocked {
                                                     client: id.clone(),
                                                     queue: owner.control.clone(),
                                                     delivery,
@@ -1234,6 +1282,42 @@ mod tests {
             blocked.as_mut().poll(&mut cx),
             Poll::Ready(Err(_))
         ));
+    }
+
+    /// A delivery of `bytes` payload bytes, counted in `inbox` as routing counts it.
+    fn sized(inbox: &ControlInbox, bytes: usize) -> Box<Delivery> {
+        inbox.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let mut d = delivery(0);
+        d.bytes = bytes;
+        d
+    }
+
+    #[test]
+    fn a_paced_publisher_is_woken_once_the_bytes_are_taken() {
+        // (pacing, no spec statement)
+        let receiver = ControlReceiver::new();
+        let inbox = receiver.inbox();
+        assert!(inbox.try_deliver(sized(&inbox, 600), 8).is_ok());
+        assert!(inbox.try_deliver(sized(&inbox, 600), 8).is_ok());
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut drained = std::pin::pin!(inbox.drained(1000));
+        assert!(drained.as_mut().poll(&mut cx).is_pending());
+        // Taking a delivery takes its bytes off before the waiter is woken.
+        assert!(receiver.try_recv_delivery().is_some_and(|d| d.bytes == 0));
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert_eq!(inbox.queued_bytes.load(Ordering::Relaxed), 600);
+        assert!(drained.as_mut().poll(&mut cx).is_ready());
+        assert!(inbox.lock().as_ref().is_some_and(|q| q.rare.is_none()));
+
+        // Over the bound again: the end of the connection ends the wait.
+        assert!(inbox.try_deliver(sized(&inbox, 600), 8).is_ok());
+        let mut drained = std::pin::pin!(inbox.drained(1000));
+        assert!(drained.as_mut().poll(&mut cx).is_pending());
+        drop(receiver);
+        assert_eq!(count.0.load(Ordering::Relaxed), 2);
+        assert!(drained.as_mut().poll(&mut cx).is_ready());
     }
 
     #[test]

@@ -356,3 +356,59 @@ async fn queued_bytes_are_bounded() {
     read_what_was_not_dropped(&broker, &mut slow).await;
     broker.shutdown().await;
 }
+
+/// QoS 1 messages are not dropped for their size: a publisher whose message
+/// takes a subscriber's connection queue over `max_queued_bytes` reads
+/// nothing more until that subscriber has taken enough (pacing), so the
+/// broker holds about the byte bound for it, not every message sent. Once the
+/// subscriber reads, it gets all of them, in order, and nothing was dropped.
+// v5:MQTT-4.6.0-6
+#[tokio::test]
+async fn qos1_over_the_byte_bound_paces_the_publisher_and_drops_nothing() {
+    let broker = start_with(
+        Broker::builder()
+            .max_queued_messages(1000)
+            .max_queued_bytes(256 * 1024),
+    )
+    .await;
+    let mut slow = subscriber(&broker, "slow-paced", &["paced/#"]).await;
+    let mut publisher = Peer::connect(addr(&broker), ProtocolVersion::V5, "pub-paced").await;
+    let (acked_tx, mut acked) = mpsc::unbounded_channel();
+    let publishing = tokio::spawn(async move {
+        for i in 0..N {
+            let id = (i % 60_000) as u16 + 1;
+            publisher.send(message("paced/a", i, id)).await;
+            match publisher.recv().await {
+                Packet::PubAck(ack) => assert_eq!(ack.packet_id.get(), id),
+                other => panic!("expected PUBACK, got {other:?}"),
+            }
+            acked_tx.send(i).unwrap();
+        }
+        publisher
+    });
+    // The subscriber reads nothing: the publisher is held back long before
+    // its 800 x 32 KiB (25 MiB) are all acknowledged.
+    wait_until("the publisher is paced", || {
+        broker.stats().blocked_publishers == 1
+    })
+    .await;
+    let mut sent = 0;
+    while let Ok(i) = acked.try_recv() {
+        sent = i + 1;
+    }
+    assert!(
+        sent < N,
+        "all {sent} acknowledged while the subscriber read nothing"
+    );
+    assert_eq!(broker.stats().dropped_messages, 0);
+    for i in 0..N {
+        assert_eq!(index(&take(&mut slow).await), i);
+    }
+    let _publisher = publishing.await.unwrap();
+    assert_eq!(broker.stats().dropped_messages, 0);
+    wait_until("the publisher reads on", || {
+        broker.stats().blocked_publishers == 0
+    })
+    .await;
+    broker.shutdown().await;
+}

@@ -55,6 +55,84 @@ struct Pending {
     queued_at: Instant,
 }
 
+/// The messages queued, not sent yet, and their payload bytes.
+#[derive(Clone, Debug, Default)]
+struct PendingQueue {
+    queue: VecDeque<Pending>,
+    /// Sum of the queued payloads' lengths.
+    bytes: usize,
+}
+
+impl PendingQueue {
+    const EMPTY: Self = Self {
+        queue: VecDeque::new(),
+        bytes: 0,
+    };
+
+    fn push_back(&mut self, pending: Pending) {
+        self.bytes += pending.publish.payload.len();
+        self.queue.push_back(pending);
+    }
+
+    fn pop_front(&mut self) -> Option<Pending> {
+        let pending = self.queue.pop_front()?;
+        self.bytes -= pending.publish.payload.len();
+        Some(pending)
+    }
+
+    /// The next message, to be checked and changed in place (its payload
+    /// stays as it is).
+    fn front_mut(&mut self) -> Option<&mut Pending> {
+        self.queue.front_mut()
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Pending) -> bool) {
+        let bytes = &mut self.bytes;
+        self.queue.retain(|q| {
+            let kept = keep(q);
+            if !kept {
+                *bytes -= q.publish.payload.len();
+            }
+            kept
+        });
+    }
+
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Pending> {
+        self.queue.iter()
+    }
+
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+
+    /// An empty queue that had room for more than [`SHRINK_ABOVE`] messages
+    /// gives back all but [`KEPT_CAPACITY`]: they are stored inline, and a
+    /// large burst should not stay allocated.
+    fn shrink(&mut self) {
+        if self.queue.is_empty() && self.queue.capacity() > SHRINK_ABOVE {
+            self.queue.shrink_to(KEPT_CAPACITY);
+        }
+    }
+}
+
+impl IntoIterator for PendingQueue {
+    type Item = Pending;
+    type IntoIter = std::collections::vec_deque::IntoIter<Pending>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.queue.into_iter()
+    }
+}
+
 /// What `Outbound::next` did.
 pub(crate) enum Next {
     /// It put a PUBLISH to send in `out` (written in place: a `Packet` is a
@@ -226,7 +304,7 @@ impl InFlight {
 pub(crate) struct Outbound {
     pub(crate) ids: PacketIds,
     inflight: InFlight,
-    pending: VecDeque<Pending>,
+    pending: PendingQueue,
     resend: VecDeque<PacketId>,
     live: usize,
 }
@@ -237,7 +315,7 @@ impl Outbound {
     pub(crate) const EMPTY: Self = Self {
         ids: PacketIds::EMPTY,
         inflight: InFlight::EMPTY,
-        pending: VecDeque::new(),
+        pending: PendingQueue::EMPTY,
         resend: VecDeque::new(),
         live: 0,
     };
@@ -277,6 +355,11 @@ impl Outbound {
     /// Messages queued, not sent yet.
     pub(crate) fn pending_len(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Payload bytes of the messages queued, not sent yet.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.pending.bytes
     }
 
     /// Queues `publish`; assigns its packet identifier for QoS 1/2.
@@ -422,13 +505,8 @@ impl Outbound {
         Next::Sent
     }
 
-    /// An empty queue that had room for more than [`SHRINK_ABOVE`] messages
-    /// gives back all but [`KEPT_CAPACITY`]: they are stored inline, and a
-    /// large burst should not stay allocated.
     fn shrink_pending(&mut self) {
-        if self.pending.is_empty() && self.pending.capacity() > SHRINK_ABOVE {
-            self.pending.shrink_to(KEPT_CAPACITY);
-        }
+        self.pending.shrink();
     }
 
     fn drop_pending(&mut self, id: Option<PacketId>, reason: DropReason) -> Next {
@@ -763,6 +841,48 @@ mod tests {
         }
         assert_eq!((events.len(), out.inflight_len()), (1000, 0));
         assert!(out.inflight.slots.capacity() <= KEPT_CAPACITY);
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a base instant for the test
+    fn pending_bytes_follow_every_way_out_of_the_queue() {
+        let now = Instant::now();
+        let message = |len: usize, expiry: Option<u32>| {
+            let mut p = Publish::new("t".into(), bytes::Bytes::from(vec![0u8; len]));
+            p.qos = QoS::AtLeastOnce;
+            p.properties.message_expiry_interval = expiry;
+            p
+        };
+        let mut out = Outbound::default();
+        out.enqueue(message(100, None), now, 10).unwrap();
+        out.enqueue(message(20, Some(1)), now, 10).unwrap();
+        out.enqueue(message(3, None), now, 10).unwrap();
+        assert_eq!((out.pending_len(), out.pending_bytes()), (3, 123));
+        // Refused for a full queue: not counted.
+        assert!(out.enqueue(message(1000, None), now, 3).is_err());
+        assert_eq!(out.pending_bytes(), 123);
+        // Sent.
+        let mut packet = None;
+        assert!(matches!(
+            out.next(10, now, |_| None, &mut packet),
+            Next::Sent
+        ));
+        assert_eq!(out.pending_bytes(), 23);
+        // Expired while queued.
+        let mut events = VecDeque::new();
+        out.expire(now + std::time::Duration::from_secs(2), &mut events);
+        assert_eq!((out.pending_len(), out.pending_bytes()), (1, 3));
+        // Dropped when its turn came (too large for the peer, say).
+        let next = out.next(10, now, |_| Some(DropReason::PacketTooLarge), &mut packet);
+        assert!(matches!(next, Next::Dropped(..)));
+        assert_eq!((out.pending_len(), out.pending_bytes()), (0, 0));
+        // Taken over by a session with a queue of its own.
+        let mut other = Outbound::default();
+        other.enqueue(message(7, None), now, 10).unwrap();
+        other.enqueue(message(9, None), now, 10).unwrap();
+        out.enqueue(message(5, None), now, 10).unwrap();
+        out.absorb_pending(other, 2, &mut events);
+        assert_eq!((out.pending_len(), out.pending_bytes()), (2, 12));
     }
 
     #[test]

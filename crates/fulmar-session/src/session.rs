@@ -426,6 +426,26 @@ impl Session {
         self.out.get().pending_len()
     }
 
+    /// Payload bytes of the messages accepted by `publish` and not sent yet:
+    /// what a broker bounds in bytes, not only in messages.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use fulmar_codec::{MqttString, Publish, QoS};
+    /// use fulmar_session::{Config, Session};
+    ///
+    /// let mut session = Session::client(Config::default());
+    /// let mut message = Publish::new(MqttString::from("t"), vec![0u8; 100].into());
+    /// message.qos = QoS::AtLeastOnce;
+    /// // Not connected yet: the message waits in the queue.
+    /// session.publish(message, Instant::now()).unwrap();
+    /// assert_eq!((session.pending_len(), session.pending_bytes()), (1, 100));
+    /// ```
+    #[must_use]
+    pub fn pending_bytes(&self) -> usize {
+        self.out.get().pending_bytes()
+    }
+
     /// Inbound QoS 2 packet identifiers stored until their PUBREL.
     #[must_use]
     pub fn incoming_qos2_len(&self) -> usize {

@@ -1,6 +1,7 @@
 //! Inbound application messages of one connection: authorization, limits,
 //! routing, back-pressure, and the acknowledgement that follows.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -13,7 +14,7 @@ use fulmar_topic::TopicName;
 use super::Connection;
 
 use crate::config::OverloadPolicy;
-use crate::state::{Blocked, Origin};
+use crate::state::{Blocked, ControlInbox, Held, Origin};
 use crate::store::StoreOp;
 use crate::store::journal::Journal;
 
@@ -41,8 +42,10 @@ impl<S: super::Stream> Connection<S> {
         let persistent = client.persistent;
         let client_id = client.id.clone();
         let limits = &self.shared.limits;
-        let mut blocked = Vec::new();
-        let backpressure = limits.overload_policy == OverloadPolicy::Backpressure;
+        let mut held = Held {
+            backpressure: limits.overload_policy == OverloadPolicy::Backpressure,
+            ..Held::default()
+        };
         {
             let mut state = self.shared.lock();
             if !state.retained_fits(&topic, &publish, limits.max_retained_messages) {
@@ -77,13 +80,13 @@ impl<S: super::Stream> Connection<S> {
                 limits.max_queued_messages,
                 &self.shared.counters,
                 Instant::now(),
-                backpressure.then_some(&mut blocked),
+                Some(&mut held),
             );
             if let Some(journal) = &state.journal {
                 self.dirty |= journaled != Some(journal.issued());
             }
         }
-        if !blocked.is_empty() && !self.wait_for_room(blocked).await {
+        if !held.blocked.is_empty() && !self.wait_for_room(held.blocked).await {
             // Not acknowledged: the publisher sends it again after reconnecting.
             if !self.shared.shutdown.is_cancelled() {
                 self.disconnect(DisconnectReasonCode::ServerBusy);
@@ -91,6 +94,9 @@ impl<S: super::Stream> Connection<S> {
             return;
         }
         self.ack_inbound(publish.packet_id);
+        if !held.paced.is_empty() {
+            self.wait_until_drained(held.paced).await;
+        }
     }
 
     /// With back-pressure (manual acks), acknowledges an inbound QoS 1/2 message.
@@ -158,6 +164,44 @@ impl<S: super::Stream> Connection<S> {
             .blocked_publishers
             .fetch_sub(1, Ordering::Relaxed);
         done
+    }
+
+    /// Pacing: waits until every connection queue that this message took
+    /// over [`Limits::max_queued_bytes`](crate::Limits) is back under it,
+    /// without reading from the network meanwhile, so that TCP flow control
+    /// slows the publisher down to what those subscribers take. The message
+    /// is queued (and acknowledged) already. Deliveries to this connection
+    /// keep flowing into its session queue while there is room, so two
+    /// publishers feeding each other do not wait on each other. Gives up after
+    /// [`Limits::backpressure_timeout`](crate::Limits) or at shutdown.
+    async fn wait_until_drained(&mut self, paced: Vec<Arc<ControlInbox>>) {
+        let counters = &self.shared.counters;
+        counters.blocked_publishers.fetch_add(1, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + self.shared.limits.backpressure_timeout;
+        let limit = self.shared.limits.max_queued_bytes;
+        let max_pending = self.shared.limits.max_queued_messages;
+        'queues: for queue in paced {
+            let drained = queue.drained(limit);
+            tokio::pin!(drained);
+            loop {
+                let room = self.session.pending_len() < max_pending;
+                tokio::select! {
+                    () = &mut drained => break,
+                    own = self.control.recv_delivery(), if room => {
+                        self.deliver_at(*own, Instant::now());
+                    }
+                    () = self.shared.shutdown.cancelled() => break 'queues,
+                    () = tokio::time::sleep_until(deadline) => {
+                        tracing::debug!(peer = %self.peer.addr, "pacing timeout");
+                        break 'queues;
+                    }
+                }
+            }
+        }
+        self.shared
+            .counters
+            .blocked_publishers
+            .fetch_sub(1, Ordering::Relaxed);
     }
 
     /// A PUBLISH that is not routed: denied by the authorizer, over the

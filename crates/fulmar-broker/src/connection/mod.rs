@@ -1003,12 +1003,18 @@ impl<S: Stream> Connection<S> {
         }
     }
 
-    /// Whether to take deliveries from the connection queue now. Under
-    /// back-pressure they wait there while the session queue is full, so
-    /// that publishers feeding this connection wait too.
+    /// Whether to take deliveries from the connection queue now. While the
+    /// session queue holds [`Limits::max_queued_bytes`](crate::Limits) they
+    /// wait there, where their bytes hold back the publishers of QoS 1/2
+    /// messages (pacing) and drop QoS 0 ones; under back-pressure they also
+    /// wait while the session queue is full, so that publishers feeding this
+    /// connection wait too.
     fn has_room(&self) -> bool {
-        self.shared.limits.overload_policy != OverloadPolicy::Backpressure
-            || self.session.pending_len() < self.shared.limits.max_queued_messages
+        let limits = &self.shared.limits;
+        let pending = self.session.pending_len();
+        (pending == 0 || self.session.pending_bytes() < limits.max_queued_bytes)
+            && (limits.overload_policy != OverloadPolicy::Backpressure
+                || pending < limits.max_queued_messages)
     }
 
     fn publish_out(&mut self, publish: Publish) {
@@ -1016,7 +1022,6 @@ impl<S: Stream> Connection<S> {
     }
 
     pub(super) fn deliver_at(&mut self, delivery: Delivery, now: Instant) {
-        self.control.taken(delivery.bytes);
         if let Some(frames) = delivery.frames {
             if self.frames.len() >= MAX_FRAMES {
                 self.frames.pop_front();
