@@ -507,7 +507,7 @@ pub struct Stats {
     pub dropped_messages: u64,
     /// Publishers currently held back (not read) because a subscriber's
     /// queue is full, under
-    /// [`OverloadPolicy::Backpressure`](crate::OverloadPolicy::Backpressure)
+    /// [`OverloadPolicy::Backpressure`]
     /// (their message not acknowledged yet), or because their QoS 1/2 message
     /// took a subscriber's queue over
     /// [`Limits::max_queued_bytes`](crate::Limits::max_queued_bytes) (pacing).

@@ -215,7 +215,8 @@ fn an_idle_connection_keeps_little_heap() {
     let (per_connection, blocks) = heap_per_idle_connection(None);
     eprintln!("idle connection: {per_connection} bytes of heap in {blocks:.2} blocks");
     // Debug build (`cargo test`): 1795 bytes in 8 blocks when this bound was
-    // set, 1715 since the session entry and the inbox shrank (2059 before
+    // set, 1715 since the session entry and the inbox shrank, 1739 with the
+    // two words of pacing (a paused transport, a pending pace) (2059 before
     // the idle `Session` shrank from 528 to 280 bytes),
     // 7287 bytes in 15 blocks at commit 33bd463 (before issue 8's work):
     // the connection state with its server `Session`, the task, the

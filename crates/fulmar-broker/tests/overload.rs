@@ -412,3 +412,81 @@ async fn qos1_over_the_byte_bound_paces_the_publisher_and_drops_nothing() {
     .await;
     broker.shutdown().await;
 }
+
+/// A paced publisher's connection only stops reading: it still takes and
+/// writes what is routed to it. Here the publisher, held back by a
+/// subscriber that reads nothing, gets a message for its own subscription
+/// while it waits; once the slow subscriber reads, everything arrives.
+// v5:MQTT-4.6.0-6
+#[tokio::test]
+async fn a_paced_publisher_still_receives_its_own_messages() {
+    use tokio::io::AsyncWriteExt;
+
+    let broker = start_with(
+        Broker::builder()
+            .max_queued_messages(1000)
+            .max_queued_bytes(256 * 1024),
+    )
+    .await;
+    let mut slow = subscriber(&broker, "slow-2", &["paced2/out"]).await;
+    let publisher = subscriber(&broker, "pub-2", &["paced2/in"]).await;
+    let Peer {
+        stream,
+        mut buf,
+        version,
+    } = publisher;
+    let (mut rd, mut wr) = stream.into_split();
+    // Writes without reading: blocks once the broker stops reading.
+    let writing = tokio::spawn(async move {
+        for i in 0..N {
+            let mut wire = bytes::BytesMut::new();
+            Packet::from(message("paced2/out", i, (i % 60_000) as u16 + 1))
+                .encode(version, &mut wire)
+                .unwrap();
+            wr.write_all(&wire).await.unwrap();
+        }
+        wr
+    });
+    wait_until("the publisher is paced", || {
+        broker.stats().blocked_publishers == 1
+    })
+    .await;
+    broker
+        .publish("paced2/in", &b"while paced"[..], QoS::AtLeastOnce, false)
+        .unwrap();
+    // Its PUBACKs come first; then the message.
+    let got = loop {
+        match recv_from(&mut rd, &mut buf, version).await {
+            Packet::Publish(p) => break p,
+            Packet::PubAck(_) => {}
+            other => panic!("expected PUBACK or PUBLISH, got {other:?}"),
+        }
+    };
+    assert_eq!(got.payload.as_ref(), b"while paced");
+    assert_eq!(broker.stats().blocked_publishers, 1, "still paced");
+    for i in 0..N {
+        assert_eq!(index(&take(&mut slow).await), i);
+    }
+    let _wr = writing.await.unwrap();
+    assert_eq!(broker.stats().dropped_messages, 0);
+    broker.shutdown().await;
+}
+
+/// The next packet from a read half.
+async fn recv_from(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut bytes::BytesMut,
+    version: ProtocolVersion,
+) -> Packet {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(packet) = fulmar_codec::decode(buf, version, u32::MAX).unwrap() {
+            return packet;
+        }
+        let n = tokio::time::timeout(GUARD, rd.read_buf(buf))
+            .await
+            .expect("nothing received in time")
+            .unwrap();
+        assert!(n > 0, "connection closed");
+    }
+}

@@ -13,6 +13,8 @@ use fulmar_topic::TopicName;
 
 use super::Connection;
 
+use crate::broker::Shared;
+
 use crate::config::OverloadPolicy;
 use crate::state::{Blocked, ControlInbox, Held, Origin};
 use crate::store::StoreOp;
@@ -95,7 +97,7 @@ impl<S: super::Stream> Connection<S> {
         }
         self.ack_inbound(publish.packet_id);
         if !held.paced.is_empty() {
-            self.wait_until_drained(held.paced).await;
+            self.pace(held.paced);
         }
     }
 
@@ -166,42 +168,26 @@ impl<S: super::Stream> Connection<S> {
         done
     }
 
-    /// Pacing: waits until every connection queue that this message took
-    /// over [`Limits::max_queued_bytes`](crate::Limits) is back under it,
-    /// without reading from the network meanwhile, so that TCP flow control
-    /// slows the publisher down to what those subscribers take. The message
-    /// is queued (and acknowledged) already. Deliveries to this connection
-    /// keep flowing into its session queue while there is room, so two
-    /// publishers feeding each other do not wait on each other. Gives up after
-    /// [`Limits::backpressure_timeout`](crate::Limits) or at shutdown.
-    async fn wait_until_drained(&mut self, paced: Vec<Arc<ControlInbox>>) {
-        let counters = &self.shared.counters;
-        counters.blocked_publishers.fetch_add(1, Ordering::Relaxed);
-        let deadline = tokio::time::Instant::now() + self.shared.limits.backpressure_timeout;
-        let limit = self.shared.limits.max_queued_bytes;
-        let max_pending = self.shared.limits.max_queued_messages;
-        'queues: for queue in paced {
-            let drained = queue.drained(limit);
-            tokio::pin!(drained);
-            loop {
-                let room = self.session.pending_len() < max_pending;
-                tokio::select! {
-                    () = &mut drained => break,
-                    own = self.control.recv_delivery(), if room => {
-                        self.deliver_at(*own, Instant::now());
-                    }
-                    () = self.shared.shutdown.cancelled() => break 'queues,
-                    () = tokio::time::sleep_until(deadline) => {
-                        tracing::debug!(peer = %self.peer.addr, "pacing timeout");
-                        break 'queues;
-                    }
-                }
+    /// Pacing: the connection reads nothing more from the network until
+    /// every connection queue that this message took over
+    /// [`Limits::max_queued_bytes`](crate::Limits) is back under it (see
+    /// [`Paced`]), so that TCP flow control slows the publisher down to what
+    /// those subscribers take. The message is queued already.
+    fn pace(&mut self, queues: Vec<Arc<ControlInbox>>) {
+        match &mut self.paced {
+            Some(paced) => paced.queues.extend(queues),
+            None => {
+                self.shared
+                    .counters
+                    .blocked_publishers
+                    .fetch_add(1, Ordering::Relaxed);
+                self.paced = Some(Box::new(Paced {
+                    queues,
+                    until: tokio::time::Instant::now() + self.shared.limits.backpressure_timeout,
+                    shared: self.shared.clone(),
+                }));
             }
         }
-        self.shared
-            .counters
-            .blocked_publishers
-            .fetch_sub(1, Ordering::Relaxed);
     }
 
     /// A PUBLISH that is not routed: denied by the authorizer, over the
@@ -255,5 +241,49 @@ impl Refusal {
             Self::QuotaExceeded => PubRecReasonCode::QuotaExceeded,
             Self::TopicNameInvalid => PubRecReasonCode::TopicNameInvalid,
         }
+    }
+}
+
+/// A publisher held back by pacing: the connection queues its last messages
+/// took over [`Limits::max_queued_bytes`](crate::Limits). Meanwhile its
+/// connection does everything but read from the network: it takes its own
+/// deliveries and writes its packets, so two clients that publish to each
+/// other do not wait on each other. Counted in
+/// [`Stats::blocked_publishers`](crate::Stats) while it exists (until the
+/// wait is over, or the connection ends).
+pub(super) struct Paced {
+    queues: Vec<Arc<ControlInbox>>,
+    /// The wait ends here at the latest ([`Limits::backpressure_timeout`](crate::Limits)).
+    until: tokio::time::Instant,
+    shared: Arc<Shared>,
+}
+
+impl Paced {
+    /// Ready once every queue is back under `limit` (or its connection is
+    /// ending), or at the deadline; it counts as a blocked publisher until
+    /// then. The connection's transport waits on it (see
+    /// [`Transport::pause`](super::transport::Transport::pause)), so that
+    /// the connection stays free meanwhile.
+    pub(super) fn into_wait(self: Box<Self>, limit: usize) -> super::transport::Pause {
+        Box::pin(async move {
+            let paced = self;
+            let drained = async {
+                for queue in &paced.queues {
+                    queue.drained(limit).await;
+                }
+            };
+            if tokio::time::timeout_at(paced.until, drained).await.is_err() {
+                tracing::debug!("pacing timeout");
+            }
+        })
+    }
+}
+
+impl Drop for Paced {
+    fn drop(&mut self) {
+        self.shared
+            .counters
+            .blocked_publishers
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -472,6 +472,9 @@ pub(crate) struct Connection<S> {
     /// and not sent yet, by the address of their payload, in delivery order
     /// (at most [`MAX_FRAMES`]).
     frames: VecDeque<(usize, Arc<Frames>)>,
+    /// Held back by pacing, by the messages routed in this round: the
+    /// transport is paused before the connection waits again.
+    paced: Option<Box<inbound::Paced>>,
 }
 
 /// Refused inbound QoS 1/2 messages of a connection.
@@ -546,6 +549,7 @@ impl<S: Stream> Connection<S> {
             hibernate_at: None,
             naps: 0,
             frames: VecDeque::new(),
+            paced: None,
             shared,
         })
     }
@@ -666,6 +670,11 @@ impl<S: Stream> Connection<S> {
                 .flatten()
                 .min();
             let room = self.has_room();
+            if let Some(paced) = self.paced.take() {
+                // Held back: the transport reads nothing until then.
+                let limit = self.shared.limits.max_queued_bytes;
+                self.transport.pause(paced.into_wait(limit));
+            }
             tokio::select! {
                 frame = self.transport.next() => {
                     // One clock reading for the whole batch.

@@ -38,7 +38,13 @@ pub(super) struct Transport<S> {
     write_buf: BytesMut,
     /// End of stream, a read error or a decode error: no more packets.
     done: bool,
+    /// While set, nothing is read or decoded: a publisher held back by
+    /// pacing (see [`pause`](Self::pause)).
+    pause: Option<Pause>,
 }
+
+/// What a paused transport waits for before it reads on.
+pub(super) type Pause = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     pub(super) fn new(io: Counted<S>, max_packet_size: u32) -> Self {
@@ -50,7 +56,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
             read_hint: MIN_READ,
             write_buf: BytesMut::new(),
             done: false,
+            pause: None,
         }
+    }
+
+    /// Reads and decodes nothing more until `until` is ready: packets
+    /// already buffered wait too, and TCP flow control holds the peer back.
+    pub(super) fn pause(&mut self, until: Pause) {
+        self.pause = Some(until);
     }
 
     /// The stream (inside the byte counting).
@@ -60,7 +73,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
 
     /// Nothing buffered either way, and the stream still open.
     pub(super) fn is_idle(&self) -> bool {
-        !self.done && self.read_buf.is_empty() && self.write_buf.is_empty()
+        !self.done && self.read_buf.is_empty() && self.write_buf.is_empty() && self.pause.is_none()
     }
 
     /// Sets the protocol version used to decode and encode (a CONNECT sets
@@ -103,6 +116,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     }
 
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Packet, CodecError>>> {
+        if let Some(pause) = &mut self.pause {
+            std::task::ready!(pause.as_mut().poll(cx));
+            self.pause = None;
+        }
         loop {
             if let Some(result) = self.buffered() {
                 return Poll::Ready(Some(result));
