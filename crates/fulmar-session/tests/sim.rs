@@ -437,6 +437,15 @@ impl Sim {
                     self.max_pending
                 ));
             }
+            // Every payload here is 4 bytes: the queue's byte count (what a
+            // broker bounds) follows every way in and out of the queue.
+            if session.pending_bytes() != 4 * session.pending_len() {
+                return Err(format!(
+                    "{name} queue of {} messages counts {} bytes",
+                    session.pending_len(),
+                    session.pending_bytes()
+                ));
+            }
         }
         let peer_max = [self.receive_max[1], self.receive_max[0]];
         for ((session, name), max) in [(&self.client, "client"), (&self.server, "server")]
