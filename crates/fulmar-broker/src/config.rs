@@ -31,10 +31,11 @@ pub struct Limits {
     /// sent yet). While the session queue holds this much, the task takes
     /// no more deliveries. A QoS 0 message that would take the connection
     /// queue beyond is dropped and counted, as for a full queue. A QoS 1/2
-    /// message is not dropped for its size: it is queued, and its publisher's
-    /// connection then reads nothing more until the queue is back under
-    /// this bound (pacing: TCP flow control slows the publisher down to what
-    /// the subscriber takes), for at most
+    /// message is not dropped for its size: it is queued, and once it takes
+    /// the connection queue over a quarter of this bound, its publisher's
+    /// connection reads nothing more until the queue is back under that
+    /// quarter (pacing: TCP flow control slows the publisher down to what the
+    /// subscriber takes, with little queued in between), for at most
     /// [`backpressure_timeout`](Self::backpressure_timeout). One message is
     /// always let through into an empty queue, whatever its size.
     pub max_queued_bytes: usize,
@@ -127,6 +128,15 @@ pub struct ServerReference {
     pub permanent: bool,
 }
 
+/// Queued bytes of a connection above which the publishers of QoS 1/2
+/// messages to it are paced: a quarter of [`Limits::max_queued_bytes`], so
+/// that publishers are slowed down well before QoS 0 messages are dropped,
+/// and little waits in the queue (1 MiB messages: about 4 at the default
+/// bound, where 16 doubled their latency).
+pub(crate) const fn pace_above(max_queued_bytes: usize) -> usize {
+    max_queued_bytes / 4
+}
+
 impl Limits {
     /// Whether a topic name or filter is within
     /// [`max_topic_length`](Self::max_topic_length) and
@@ -146,7 +156,7 @@ impl Limits {
 /// are messages for offline sessions beyond their queue bound. A slow
 /// subscriber never stalls the delivery to the others under either policy:
 /// routing never waits on a subscriber. Under either policy, a publisher
-/// whose QoS 1/2 message takes a subscriber's queue over
+/// whose QoS 1/2 message takes a subscriber's queue over a quarter of
 /// [`Limits::max_queued_bytes`] is paced (see there).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]

@@ -35,9 +35,9 @@
 //!   `$SYS/broker/...` topics ([`Limits::sys_interval`]).
 //! - **Overload**: a slow subscriber never stalls the others; its surplus is
 //!   dropped and counted or its publishers are held back ([`OverloadPolicy`]);
-//!   its queues are bounded in bytes too, and a QoS 1/2 message beyond
-//!   [`Limits::max_queued_bytes`] paces its publisher rather than being
-//!   dropped; a peer that stops reading is disconnected after
+//!   its queues are bounded in bytes too ([`Limits::max_queued_bytes`]), and
+//!   publishers of QoS 1/2 messages to a full one are paced rather than
+//!   their messages dropped; a peer that stops reading is disconnected after
 //!   [`Limits::write_timeout`].
 //! - **Idle connections hibernate** (Unix, plain TCP): after
 //!   [`Limits::hibernate_after`] without traffic a connection gives up its

@@ -313,7 +313,7 @@ impl ControlInbox {
 
     /// Ready once at most `limit` payload bytes are queued here, or the
     /// connection is ending; otherwise the task is woken when a delivery is
-    /// taken. A publisher whose message took this queue over
+    /// taken. A publisher whose message took this queue over a quarter of
     /// [`Limits::max_queued_bytes`](crate::Limits) waits on it (pacing).
     pub(crate) async fn drained(&self, limit: usize) {
         std::future::poll_fn(|cx| {
@@ -1035,9 +1035,9 @@ pub(crate) struct Held {
     /// Copies to send once their connection has room, before the message is
     /// acknowledged.
     pub(crate) blocked: Vec<Blocked>,
-    /// Connections whose queue this message's QoS 1/2 copy took over
-    /// [`Limits::max_queued_bytes`](crate::Limits): the publisher reads
-    /// nothing more until they are back under it.
+    /// Connections whose queue this message's QoS 1/2 copy took over a
+    /// quarter of [`Limits::max_queued_bytes`](crate::Limits): the publisher
+    /// reads nothing more until they are back under it.
     pub(crate) paced: Vec<Arc<ControlInbox>>,
 }
 
@@ -1133,7 +1133,8 @@ impl Target<'_> {
                         // is queued but holds the publisher back.
                         let queued = &owner.control.queued_bytes;
                         let before = queued.fetch_add(bytes, Ordering::Relaxed);
-                        let over = before > 0 && before.saturating_add(bytes) > self.max_bytes;
+                        let after = before.saturating_add(bytes);
+                        let over = before > 0 && after > self.max_bytes;
                         if over && qos == QoS::AtMostOnce {
                             queued.fetch_sub(bytes, Ordering::Relaxed);
                             dropped(self.counters);
@@ -1142,7 +1143,10 @@ impl Target<'_> {
                         delivery.bytes = bytes;
                         match owner.control.try_deliver(delivery, self.max_queued) {
                             Ok(()) => {
-                                if let (true, Some(held)) = (over, held) {
+                                let pace = before > 0
+                                    && after > crate::config::pace_above(self.max_bytes)
+                                    && qos != QoS::AtMostOnce;
+                                if let (true, Some(held)) = (pace, held) {
                                     held.paced.push(owner.control.clone());
                                 }
                                 return;

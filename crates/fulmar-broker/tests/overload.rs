@@ -358,7 +358,7 @@ async fn queued_bytes_are_bounded() {
 }
 
 /// QoS 1 messages are not dropped for their size: a publisher whose message
-/// takes a subscriber's connection queue over `max_queued_bytes` reads
+/// takes a subscriber's connection queue over a quarter of `max_queued_bytes` reads
 /// nothing more until that subscriber has taken enough (pacing), so the
 /// broker holds about the byte bound for it, not every message sent. Once the
 /// subscriber reads, it gets all of them, in order, and nothing was dropped.

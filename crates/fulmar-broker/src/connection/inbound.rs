@@ -169,8 +169,8 @@ impl<S: super::Stream> Connection<S> {
     }
 
     /// Pacing: the connection reads nothing more from the network until
-    /// every connection queue that this message took over
-    /// [`Limits::max_queued_bytes`](crate::Limits) is back under it (see
+    /// every connection queue that this message took over a quarter of
+    /// [`Limits::max_queued_bytes`](crate::Limits) is back under that (see
     /// [`Paced`]), so that TCP flow control slows the publisher down to what
     /// those subscribers take. The message is queued already.
     fn pace(&mut self, queues: Vec<Arc<ControlInbox>>) {
@@ -245,7 +245,7 @@ impl Refusal {
 }
 
 /// A publisher held back by pacing: the connection queues its last messages
-/// took over [`Limits::max_queued_bytes`](crate::Limits). Meanwhile its
+/// took over a quarter of [`Limits::max_queued_bytes`](crate::Limits). Meanwhile its
 /// connection does everything but read from the network: it takes its own
 /// deliveries and writes its packets, so two clients that publish to each
 /// other do not wait on each other. Counted in

@@ -672,7 +672,7 @@ impl<S: Stream> Connection<S> {
             let room = self.has_room();
             if let Some(paced) = self.paced.take() {
                 // Held back: the transport reads nothing until then.
-                let limit = self.shared.limits.max_queued_bytes;
+                let limit = crate::config::pace_above(self.shared.limits.max_queued_bytes);
                 self.transport.pause(paced.into_wait(limit));
             }
             tokio::select! {
