@@ -21,11 +21,14 @@ fn fast_reconnect() -> Reconnect {
     Reconnect::exponential(Duration::from_millis(5), Duration::from_millis(50))
 }
 
-/// A persistent-session client through `port`.
+/// A persistent-session client through `port`. The identifier is suffixed
+/// with the version: each version's run gets a session of its own, and
+/// nothing the broker kept from the other run (a QoS 2 message whose PUBREC
+/// was not read before the DISCONNECT) is redelivered into this one.
 fn persistent(port: u16, version: ProtocolVersion, id: &str) -> ConnectOptions {
     let options = ConnectOptions::new("127.0.0.1", port)
         .protocol_version(version)
-        .client_id(id)
+        .client_id(format!("{id}-{version:?}"))
         .clean_start(false)
         .reconnect(fast_reconnect());
     match version {

@@ -99,10 +99,17 @@ impl Mosquitto {
         // The port is picked free and released; retry if another process grabs it.
         for _ in 0..5 {
             let port = free_port();
-            let mut config = format!(
-                "allow_anonymous {anonymous}\npersistence false\n\
-                 max_keepalive 65535\nlog_dest stderr\nlog_type error\nlog_type warning\n"
-            );
+            let mut config =
+                format!("allow_anonymous {anonymous}\npersistence false\nmax_keepalive 65535\n");
+            // The log goes to stderr, read only when mosquitto fails to start:
+            // errors and warnings alone fit the pipe. Everything, for
+            // debugging, goes to a file instead (mosquitto would block on a
+            // full pipe).
+            if std::env::var_os("FULMAR_MOSQUITTO_LOG").is_some() {
+                config.push_str("log_type all\nlog_dest file /tmp/fulmar-mosquitto.log\n");
+            } else {
+                config.push_str("log_dest stderr\nlog_type error\nlog_type warning\n");
+            }
             if matches!(
                 listener,
                 Listener::WebSocket | Listener::SecureWebSocket { .. }
@@ -136,9 +143,6 @@ impl Mosquitto {
                         key.display()
                     ));
                 }
-            }
-            if std::env::var_os("FULMAR_MOSQUITTO_LOG").is_some() {
-                config.push_str("log_type all\nlog_dest file /tmp/fulmar-mosquitto.log\n");
             }
             // Running as root, mosquitto drops privileges unless told otherwise.
             if is_root() {
