@@ -76,6 +76,38 @@ async fn a_hibernating_subscriber_gets_its_messages_and_hibernates_again() {
     }
 }
 
+// A connection that has read part of a packet is not idle: it must not
+// hibernate (which drops its read buffer) while the rest is on its way.
+// MQTT-4.6.0-6 (the message is delivered, not lost)
+#[tokio::test]
+async fn a_connection_with_part_of_a_packet_does_not_hibernate() {
+    for version in versions() {
+        let broker = broker().await;
+        let mut sub = Peer::connect(addr(&broker), version, "sub").await;
+        sub.sub(1, "t/#", QoS::AtMostOnce).await;
+        let mut publisher = Peer::connect(addr(&broker), version, "pub").await;
+        let mut wire = bytes::BytesMut::new();
+        Packet::from(publish("t/half", "split in two", QoS::AtMostOnce))
+            .encode(version, &mut wire)
+            .unwrap();
+        let (head, rest) = wire.split_at(wire.len() / 2);
+        let read = broker.stats().bytes_received + head.len() as u64;
+        publisher.send_raw(head).await;
+        // The subscriber, idle as long, hibernates; the publisher does not.
+        hibernating(&broker, 1).await;
+        while broker.stats().bytes_received < read {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(broker.stats().connections_hibernating, 1);
+        publisher.send_raw(rest).await;
+        let got = sub.recv_publish().await;
+        assert_eq!(&got.topic[..], "t/half");
+        assert_eq!(&got.payload[..], b"split in two");
+        broker.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn a_hibernating_connection_answers_pingreq() {
     // MQTT-3.12.4-1

@@ -744,6 +744,10 @@ impl<S: Stream> Connection<S> {
                         .poll_timeout()
                         .is_none_or(|at| tokio::time::Instant::from(at) > now)
                         && self.hibernate_at.is_some_and(|at| at <= now)
+                        // Still idle: the read that was waiting may have
+                        // buffered the first bytes of a packet meanwhile
+                        // (they would be lost with the transport).
+                        && self.may_hibernate()
                     {
                         return Flow::Hibernate;
                     } else {
