@@ -78,6 +78,7 @@ impl Shared {
             messages_sent_preencoded: load(&c.publish_reused),
             bytes_received: load(&c.bytes_received),
             bytes_sent: load(&c.bytes_sent),
+            read_ahead_bytes: c.read_ahead.load(Ordering::Relaxed),
             #[cfg(unix)]
             connections_hibernating: self.hibernator.as_ref().map_or(0, |h| h.asleep()),
             #[cfg(not(unix))]
@@ -218,6 +219,13 @@ impl BrokerBuilder {
     #[must_use]
     pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
         self.limits.max_queued_bytes = bytes;
+        self
+    }
+
+    /// See [`Limits::max_read_ahead_bytes`].
+    #[must_use]
+    pub fn max_read_ahead_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_read_ahead_bytes = bytes;
         self
     }
 
@@ -533,6 +541,9 @@ pub struct Stats {
     /// [`Limits::hibernate_after`](crate::Limits::hibernate_after)); they
     /// count in `connections` too.
     pub connections_hibernating: u64,
+    /// Bytes set aside now for the rest of large packets being read (see
+    /// [`Limits::max_read_ahead_bytes`](crate::Limits::max_read_ahead_bytes)).
+    pub read_ahead_bytes: usize,
 }
 
 impl BrokerHandle {

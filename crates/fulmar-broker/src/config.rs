@@ -17,6 +17,16 @@ pub struct Limits {
     /// included), announced as Maximum Packet Size (MQTT 5.0). A bigger packet
     /// closes the connection (5.0: DISCONNECT 0x95).
     pub max_packet_size: NonZeroU32,
+    /// Bytes that all connections together may set aside, on the word of a
+    /// fixed header, for the rest of packets over 64 KiB
+    /// ([`fulmar_codec::MAX_RESERVE_AHEAD`]) before those bytes arrive.
+    /// Within it, such a packet is read into a buffer of its final size
+    /// (its bytes are copied once, by the kernel); beyond it, or for a packet
+    /// over `max_packet_size`, its buffer grows as the bytes arrive (at most
+    /// doubling, so copied about once more), and a peer that sends a header
+    /// and stops makes the broker reserve no more than it sent. The amount
+    /// in use is [`Stats::read_ahead_bytes`](crate::Stats::read_ahead_bytes).
+    pub max_read_ahead_bytes: usize,
     /// Subscriptions one client may hold; more are refused with SUBACK 0x97
     /// Quota exceeded (3.1.1: 0x80).
     pub max_subscriptions_per_client: usize,
@@ -182,6 +192,7 @@ impl Default for Limits {
             max_subscriptions_per_client: 1024,
             max_queued_messages: 1000,
             max_queued_bytes: 16 * 1024 * 1024,
+            max_read_ahead_bytes: 64 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             receive_maximum: NonZeroU16::new(64).unwrap_or(NonZeroU16::MIN),
             topic_alias_maximum: 16,

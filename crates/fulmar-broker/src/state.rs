@@ -566,6 +566,9 @@ pub(crate) struct Counters {
     pub(crate) publish_reused: AtomicU64,
     pub(crate) bytes_received: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
+    /// Bytes reserved for the rest of large packets (see
+    /// [`Limits::max_read_ahead_bytes`](crate::Limits::max_read_ahead_bytes)).
+    pub(crate) read_ahead: std::sync::atomic::AtomicUsize,
 }
 
 impl Counters {

@@ -11,7 +11,7 @@ use std::num::NonZeroU16;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{GUARD, Peer, addr, start_with};
+use common::{GUARD, Peer, addr, start_with, wait_until};
 use fulmar_broker::{Broker, BrokerHandle, OverloadPolicy};
 use fulmar_codec::{Connect, MqttString, Packet, PacketId, ProtocolVersion, PubAck, Publish, QoS};
 use tokio::sync::mpsc;
@@ -67,16 +67,6 @@ async fn read_what_was_not_dropped(broker: &BrokerHandle, slow: &mut Peer) {
         last = Some(i);
     }
     assert_eq!(broker.stats().dropped_messages as usize, dropped);
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    tokio::time::timeout(GUARD, async {
-        while !done() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{what}"));
 }
 
 /// The broker keeps to each subscriber's Receive Maximum and queues the

@@ -33,6 +33,13 @@ use crate::options::ConnectOptions;
 use crate::router::{AckToken, Message, Messages, Router, Subscription};
 use crate::transport::{self, Io};
 
+/// A packet from the broker up to this size is read into a buffer of its
+/// final size, reserved on its fixed header (not grown as its bytes arrive,
+/// which copies a large message about once more). The broker is the peer
+/// the client chose; larger packets, up to the client's maximum packet
+/// size, still grow their buffer as they arrive.
+const RESERVE_WHOLE_PACKETS: usize = 16 * 1024 * 1024;
+
 /// The largest Subscription Identifier (MQTT 5.0 section 3.8.2.1.2).
 const MAX_SUBSCRIPTION_ID: u32 = 268_435_455;
 
@@ -275,7 +282,8 @@ impl Driver {
         if let Err(e) = self.session.connect(connect, now()) {
             return Error::Session(e);
         }
-        let codec = MqttCodec::new(self.options.version, self.options.inbound_limit());
+        let codec = MqttCodec::new(self.options.version, self.options.inbound_limit())
+            .reserve_whole_packets(RESERVE_WHOLE_PACKETS);
         let mut framed = Framed::new(io, codec);
         // A broker that keeps to our Receive Maximum never makes us stop
         // reading for QoS 1/2; QoS 0 messages have no quota, so a flood of

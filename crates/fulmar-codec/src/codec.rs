@@ -6,7 +6,7 @@ use bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::{DecodeError, EncodeError};
-use crate::packet::{Packet, decode};
+use crate::packet::{Packet, decode, packet_size};
 use crate::types::ProtocolVersion;
 
 /// Error of [`MqttCodec`]: a decode error, an encode error or an IO error
@@ -35,6 +35,8 @@ pub enum CodecError {
 pub struct MqttCodec {
     version: ProtocolVersion,
     max_packet_size: u32,
+    /// See [`MqttCodec::reserve_whole_packets`].
+    reserve_whole: usize,
 }
 
 impl MqttCodec {
@@ -45,7 +47,34 @@ impl MqttCodec {
         Self {
             version,
             max_packet_size,
+            reserve_whole: 0,
         }
+    }
+
+    /// Reserves room for a whole packet of at most `max_bytes` bytes as
+    /// soon as its fixed header is read, so that its bytes are read into
+    /// place. By default (0) the buffer grows as the bytes arrive, at most
+    /// doubling ([`decode`]): a large packet is then copied about once more,
+    /// but a peer that announces a large packet and sends nothing makes the
+    /// reader reserve no more than it sent. A client, whose one peer is the
+    /// server it chose, can afford the reservation; a server with many
+    /// untrusted peers should bound it across connections instead.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use fulmar_codec::{MqttCodec, ProtocolVersion};
+    /// use tokio_util::codec::Decoder;
+    ///
+    /// let mut codec = MqttCodec::new(ProtocolVersion::V5, 1 << 20).reserve_whole_packets(1 << 20);
+    /// // The fixed header of a 500 000-byte PUBLISH, and its first bytes.
+    /// let mut buf = BytesMut::from(&[0x30, 0x9C, 0xC2, 0x1E, 0x00, 0x01][..]);
+    /// assert!(codec.decode(&mut buf).unwrap().is_none());
+    /// assert!(buf.capacity() >= 500_000);
+    /// ```
+    #[must_use]
+    pub const fn reserve_whole_packets(mut self, max_bytes: usize) -> Self {
+        self.reserve_whole = max_bytes;
+        self
     }
 
     /// The protocol version in use.
@@ -76,6 +105,14 @@ impl Decoder for MqttCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, CodecError> {
+        if self.reserve_whole > 0
+            && let Some(total) = packet_size(src)
+            && total > src.capacity()
+            && total <= self.reserve_whole
+            && u32::try_from(total).is_ok_and(|total| total <= self.max_packet_size)
+        {
+            src.reserve(total - src.len());
+        }
         let packet = decode(src, self.version, self.max_packet_size)?;
         if let Some(Packet::Connect(connect)) = &packet {
             self.version = connect.protocol_version;

@@ -221,6 +221,30 @@ impl Packet {
 /// bytes arrive (at most doubling), not on the word of its fixed header.
 pub const MAX_RESERVE_AHEAD: usize = 64 * 1024;
 
+/// The size in bytes of the packet at the front of `buf`, fixed header
+/// included, as soon as its fixed header is complete: `None` before that, or
+/// when the Remaining Length is malformed (which [`decode`] reports).
+///
+/// Nothing else is checked: a caller that knows it will take the whole
+/// packet (it is within the maximum packet size, and the caller accepts
+/// the memory) can reserve room for it at once rather than let [`decode`]
+/// grow the buffer as the bytes arrive.
+///
+/// ```
+/// use fulmar_codec::packet_size;
+///
+/// // A PUBLISH with a Remaining Length of 200 (two bytes: 0xC8 0x01).
+/// assert_eq!(packet_size(&[0x30, 0xC8, 0x01, b'x']), Some(203));
+/// assert_eq!(packet_size(&[0x30, 0xC8]), None); // the length is not complete
+/// assert_eq!(packet_size(&[]), None);
+/// ```
+#[must_use]
+pub fn packet_size(buf: &[u8]) -> Option<usize> {
+    let remaining = parse_var_int(buf.get(1..)?).ok()??;
+    let body = usize::try_from(remaining.value).ok()?;
+    Some(1 + remaining.len + body)
+}
+
 /// Decodes one packet from the front of `buf`.
 ///
 /// - `Ok(None)`: `buf` does not hold a whole packet yet; it is left untouched

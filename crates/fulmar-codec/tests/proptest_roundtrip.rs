@@ -570,6 +570,10 @@ proptest! {
     fn round_trip((version, packet) in any_version_packet()) {
         let wire = encode(&packet, version);
         prop_assert_eq!(packet.encoded_len(version).unwrap(), wire.len());
+        // `packet_size` reads the size off the fixed header alone.
+        let header = 1 + wire[1..].iter().position(|b| b & 0x80 == 0).unwrap() + 1;
+        prop_assert_eq!(fulmar_codec::packet_size(&wire[..header]), Some(wire.len()));
+        prop_assert_eq!(fulmar_codec::packet_size(&wire[..header - 1]), None);
         let mut buf = BytesMut::from(&wire[..]);
         let decoded = decode(&mut buf, version, MAX).unwrap().unwrap();
         prop_assert!(buf.is_empty());

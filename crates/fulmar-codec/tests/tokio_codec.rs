@@ -11,14 +11,14 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use fulmar_codec::{
     CodecError, Connect, DecodeError, MqttCodec, Packet, PacketId, ProtocolVersion, PubAck,
     Publish, QoS,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::{Decoder, FramedRead, FramedWrite};
 
 /// One event of the mock transport.
 enum Read {
@@ -117,6 +117,36 @@ async fn framed_read_in_every_chunk_size_with_pending_reads() {
             assert_eq!(out, packets, "{version}, chunks of {size}");
         }
     }
+}
+
+/// With `reserve_whole_packets`, a large packet's buffer is sized on its
+/// fixed header and decodes the same in every chunk size; without it, or
+/// above its limit, the buffer grows as the bytes arrive.
+#[tokio::test]
+async fn whole_packets_are_reserved_up_to_the_limit() {
+    let version = ProtocolVersion::V5;
+    let packet = Packet::from(Publish::new("big".into(), Bytes::from(vec![7u8; 300_000])));
+    let wire = write_all(version, std::slice::from_ref(&packet)).await;
+    for (limit, reserved) in [(1 << 20, true), (100_000, false), (0, false)] {
+        let mut codec = MqttCodec::new(version, 1 << 20).reserve_whole_packets(limit);
+        let mut buf = BytesMut::from(&wire[..1000]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert_eq!(buf.capacity() >= wire.len(), reserved, "limit {limit}");
+        for size in [7, 4096, wire.len()] {
+            let mut framed = FramedRead::new(Mock::chunked(&wire, size), codec);
+            assert_eq!(
+                framed.next().await.unwrap().unwrap(),
+                packet,
+                "limit {limit}, {size}"
+            );
+            assert!(framed.next().await.is_none());
+        }
+    }
+    // Not beyond the maximum packet size: that packet is refused.
+    let mut codec = MqttCodec::new(version, 200_000).reserve_whole_packets(1 << 20);
+    let mut buf = BytesMut::from(&wire[..1000]);
+    assert!(codec.decode(&mut buf).is_err());
+    assert!(buf.capacity() < wire.len());
 }
 
 /// A small read buffer: `FramedRead` reads less than a chunk at a time.

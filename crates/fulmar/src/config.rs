@@ -118,6 +118,7 @@ fn default_protocol() -> Protocol {
 pub(crate) struct LimitsConfig {
     pub(crate) max_connections: usize,
     pub(crate) max_packet_size: NonZeroU32,
+    pub(crate) max_read_ahead_bytes: usize,
     pub(crate) max_subscriptions_per_client: usize,
     pub(crate) max_queued_messages: usize,
     pub(crate) max_queued_bytes: usize,
@@ -152,6 +153,7 @@ impl Default for LimitsConfig {
         Self {
             max_connections: limits.max_connections,
             max_packet_size: limits.max_packet_size,
+            max_read_ahead_bytes: limits.max_read_ahead_bytes,
             max_subscriptions_per_client: limits.max_subscriptions_per_client,
             max_queued_messages: limits.max_queued_messages,
             max_queued_bytes: limits.max_queued_bytes,
@@ -181,6 +183,7 @@ impl LimitsConfig {
         let mut limits = fulmar_broker::Limits::default();
         limits.max_connections = self.max_connections;
         limits.max_packet_size = self.max_packet_size;
+        limits.max_read_ahead_bytes = self.max_read_ahead_bytes;
         limits.max_subscriptions_per_client = self.max_subscriptions_per_client;
         limits.max_queued_messages = self.max_queued_messages;
         limits.max_queued_bytes = self.max_queued_bytes;
@@ -441,6 +444,10 @@ bind = "127.0.0.1:1883"
 max_connections = 10000
 # Largest packet accepted from a client, in bytes.
 max_packet_size = 1048576
+# Bytes all connections together may set aside for the rest of packets over
+# 64 KiB before those bytes arrive (read in place, not copied as they come);
+# beyond it, such a packet's buffer grows as its bytes arrive.
+max_read_ahead_bytes = 67108864
 # Subscriptions one client may hold.
 max_subscriptions_per_client = 1024
 # Messages queued for one session (offline or not yet sent); more are dropped.

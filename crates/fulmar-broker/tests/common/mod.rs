@@ -40,6 +40,17 @@ pub async fn next(sub: &mut Subscription) -> Message {
         .expect("subscription ended")
 }
 
+/// Waits until `done` holds (fails with `what` after [`GUARD`]).
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    tokio::time::timeout(GUARD, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}"));
+}
+
 /// A raw MQTT peer.
 pub struct Peer {
     pub stream: TcpStream,
