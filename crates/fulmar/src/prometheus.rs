@@ -63,6 +63,10 @@ fn describe() {
         "fulmar_connections_hibernating",
         "Idle connections hibernating (no task, socket watched by the hibernation thread)."
     );
+    metrics::describe_gauge!(
+        "fulmar_read_ahead_bytes",
+        "Bytes set aside for the rest of large packets being read (limits.max_read_ahead_bytes)."
+    );
     for (name, help) in COUNTERS {
         metrics::describe_counter!(*name, *help);
     }
@@ -109,6 +113,7 @@ fn record(broker: &BrokerHandle) {
     metrics::gauge!("fulmar_blocked_publishers").set(stats.blocked_publishers as f64);
     metrics::gauge!("fulmar_clients_connected").set(stats.clients_connected as f64);
     metrics::gauge!("fulmar_connections_hibernating").set(stats.connections_hibernating as f64);
+    metrics::gauge!("fulmar_read_ahead_bytes").set(stats.read_ahead_bytes as f64);
     let counts = [
         stats.packets_received,
         stats.packets_sent,

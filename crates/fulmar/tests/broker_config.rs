@@ -204,6 +204,7 @@ fn prometheus_metrics_are_served_at_slash_metrics() {
         "fulmar_bytes_received_total ",
         "fulmar_clients_connected ",
         "fulmar_connections_hibernating ",
+        "fulmar_read_ahead_bytes 0",
     ] {
         assert!(response.contains(metric), "{metric}: {response}");
     }
