@@ -517,7 +517,8 @@ pub struct Stats {
     /// queue is full, under
     /// [`OverloadPolicy::Backpressure`]
     /// (their message not acknowledged yet), or because their QoS 1/2 message
-    /// took a subscriber's queue over a quarter of
+    /// took a subscriber's queue (QoS 0: every queue it went to) over a
+    /// quarter of
     /// [`Limits::max_queued_bytes`](crate::Limits::max_queued_bytes) (pacing).
     pub blocked_publishers: u64,
     /// MQTT packets received from clients.

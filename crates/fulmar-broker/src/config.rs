@@ -46,7 +46,10 @@ pub struct Limits {
     /// connection reads nothing more until the queue is back under that
     /// quarter (pacing: TCP flow control slows the publisher down to what the
     /// subscriber takes, with little queued in between), for at most
-    /// [`backpressure_timeout`](Self::backpressure_timeout). One message is
+    /// [`backpressure_timeout`](Self::backpressure_timeout). A QoS 0 message
+    /// paces its publisher the same way, but only when every connection it
+    /// went to is over the quarter: a slow subscriber among others that keep
+    /// up loses messages instead of slowing the others down. One message is
     /// always let through into an empty queue, whatever its size.
     pub max_queued_bytes: usize,
     /// Time a client has to send CONNECT after opening the connection.
@@ -138,8 +141,9 @@ pub struct ServerReference {
     pub permanent: bool,
 }
 
-/// Queued bytes of a connection above which the publishers of QoS 1/2
-/// messages to it are paced: a quarter of [`Limits::max_queued_bytes`], so
+/// Queued bytes of a connection above which the publishers of messages to
+/// it are paced (QoS 0: when all their subscribers are over it): a quarter
+/// of [`Limits::max_queued_bytes`], so
 /// that publishers are slowed down well before QoS 0 messages are dropped,
 /// and little waits in the queue (1 MiB messages: about 4 at the default
 /// bound, where 16 doubled their latency).
@@ -167,7 +171,8 @@ impl Limits {
 /// subscriber never stalls the delivery to the others under either policy:
 /// routing never waits on a subscriber. Under either policy, a publisher
 /// whose QoS 1/2 message takes a subscriber's queue over a quarter of
-/// [`Limits::max_queued_bytes`] is paced (see there).
+/// [`Limits::max_queued_bytes`] is paced, and so is one whose QoS 0 message
+/// takes every queue it went to over that quarter (see there).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OverloadPolicy {

@@ -714,6 +714,18 @@ impl State {
             };
             target.deliver(first.key, out, None, held.as_deref_mut());
         }
+        // A QoS 0 publisher is held back only when reading it faster would
+        // help none of its subscribers: a slow one among others that keep up
+        // loses messages (dropped at the byte bound), it does not slow the
+        // rest down.
+        if let Some(held) = held {
+            if held.qos0_kept_up {
+                held.paced_qos0.clear();
+            } else {
+                held.paced.append(&mut held.paced_qos0);
+            }
+            held.qos0_kept_up = false;
+        }
         if let (Some(bridge), Origin::Client(_) | Origin::App) = (bridge, origin) {
             bridge.message(topic, publish);
         }
@@ -1042,6 +1054,13 @@ pub(crate) struct Held {
     /// quarter of [`Limits::max_queued_bytes`](crate::Limits): the publisher
     /// reads nothing more until they are back under it.
     pub(crate) paced: Vec<Arc<ControlInbox>>,
+    /// The same for the QoS 0 copies of the message being routed: they
+    /// join `paced` only if no QoS 0 copy went to a subscriber that keeps
+    /// up (see [`State::route`]).
+    pub(crate) paced_qos0: Vec<Arc<ControlInbox>>,
+    /// A QoS 0 copy of the message being routed went to a queue under the
+    /// quarter, or to an in-process subscription.
+    pub(crate) qos0_kept_up: bool,
 }
 
 /// A copy of a message for a connection whose queue was full, to be sent
@@ -1133,7 +1152,8 @@ impl Target<'_> {
                     Some(owner) => {
                         // The queue is bounded in bytes as well as
                         // messages: beyond, QoS 0 is dropped, and QoS 1/2
-                        // is queued but holds the publisher back.
+                        // is queued; over a quarter, the publisher is held
+                        // back (QoS 0: if all its subscribers are, in `route`).
                         let queued = &owner.control.queued_bytes;
                         let before = queued.fetch_add(bytes, Ordering::Relaxed);
                         let after = before.saturating_add(bytes);
@@ -1146,11 +1166,17 @@ impl Target<'_> {
                         delivery.bytes = bytes;
                         match owner.control.try_deliver(delivery, self.max_queued) {
                             Ok(()) => {
-                                let pace = before > 0
-                                    && after > crate::config::pace_above(self.max_bytes)
-                                    && qos != QoS::AtMostOnce;
-                                if let (true, Some(held)) = (pace, held) {
-                                    held.paced.push(owner.control.clone());
+                                let pace =
+                                    before > 0 && after > crate::config::pace_above(self.max_bytes);
+                                if let Some(held) = held {
+                                    match (pace, qos) {
+                                        (true, QoS::AtMostOnce) => {
+                                            held.paced_qos0.push(owner.control.clone());
+                                        }
+                                        (true, _) => held.paced.push(owner.control.clone()),
+                                        (false, QoS::AtMostOnce) => held.qos0_kept_up = true,
+                                        (false, _) => {}
+                                    }
                                 }
                                 return;
                             }
@@ -1196,6 +1222,9 @@ impl Target<'_> {
                 }
             }
             Subscriber::Local(n) => {
+                if let Some(held) = held {
+                    held.qos0_kept_up = true;
+                }
                 if let Some(tx) = self.locals.get(n)
                     && tx.try_send(Message::from(publish)).is_err()
                 {

@@ -403,6 +403,44 @@ async fn qos1_over_the_byte_bound_paces_the_publisher_and_drops_nothing() {
     broker.shutdown().await;
 }
 
+/// A QoS 0 publisher whose every subscriber lags is paced too, rather than
+/// dropped at the byte bound: reading it faster would help none of them.
+/// (With a subscriber that keeps up, the slow one's messages are dropped
+/// instead, as `queued_bytes_are_bounded` shows.)
+// v5:MQTT-4.6.0-6 MQTT-4.3.1-1
+#[tokio::test]
+async fn qos0_to_lagging_subscribers_only_paces_the_publisher() {
+    let broker = start_with(
+        Broker::builder()
+            .max_queued_messages(1000)
+            .max_queued_bytes(256 * 1024),
+    )
+    .await;
+    let mut slow = subscriber(&broker, "slow-q0", &["paced0/#"]).await;
+    let mut publisher = Peer::connect(addr(&broker), ProtocolVersion::V5, "pub-q0").await;
+    let publishing = tokio::spawn(async move {
+        for i in 0..N {
+            let mut m = message("paced0/a", i, 1);
+            m.qos = QoS::AtMostOnce;
+            m.packet_id = None;
+            publisher.send(m).await;
+        }
+        publisher
+    });
+    wait_until("the publisher is paced", || {
+        broker.stats().blocked_publishers == 1
+    })
+    .await;
+    assert_eq!(broker.stats().dropped_messages, 0);
+    for i in 0..N {
+        let got = take(&mut slow).await;
+        assert_eq!((index(&got), got.qos), (i, QoS::AtMostOnce));
+    }
+    let _publisher = publishing.await.unwrap();
+    assert_eq!(broker.stats().dropped_messages, 0);
+    broker.shutdown().await;
+}
+
 /// A paced publisher's connection only stops reading: it still takes and
 /// writes what is routed to it. Here the publisher, held back by a
 /// subscriber that reads nothing, gets a message for its own subscription

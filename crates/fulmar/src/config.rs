@@ -454,7 +454,8 @@ max_subscriptions_per_client = 1024
 max_queued_messages = 1000
 # Payload bytes queued for one connection; a QoS 0 message beyond is dropped,
 # a QoS 1/2 message is queued, and its publisher is not read while the queue
-# holds more than a quarter of this.
+# holds more than a quarter of this (a QoS 0 publisher: while every queue its
+# message went to does).
 max_queued_bytes = 16777216
 # Seconds a client has to send CONNECT.
 connect_timeout_secs = 10
