@@ -24,8 +24,11 @@ pub struct Limits {
     /// (its bytes are copied once, by the kernel); beyond it, or for a packet
     /// over `max_packet_size`, its buffer grows as the bytes arrive (at most
     /// doubling, so copied about once more), and a peer that sends a header
-    /// and stops makes the broker reserve no more than it sent. The amount
-    /// in use is [`Stats::read_ahead_bytes`](crate::Stats::read_ahead_bytes).
+    /// and stops makes the broker reserve no more than it sent. A packet
+    /// holds its share until it is complete or its connection closes (also
+    /// while its publisher is paced, or silent): at most this much, for all
+    /// connections together. The amount in use is
+    /// [`Stats::read_ahead_bytes`](crate::Stats::read_ahead_bytes).
     pub max_read_ahead_bytes: usize,
     /// Subscriptions one client may hold; more are refused with SUBACK 0x97
     /// Quota exceeded (3.1.1: 0x80).

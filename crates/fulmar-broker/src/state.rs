@@ -719,12 +719,12 @@ impl State {
         // loses messages (dropped at the byte bound), it does not slow the
         // rest down.
         if let Some(held) = held {
-            if held.qos0_kept_up {
+            if held.kept_up {
                 held.paced_qos0.clear();
             } else {
                 held.paced.append(&mut held.paced_qos0);
             }
-            held.qos0_kept_up = false;
+            held.kept_up = false;
         }
         if let (Some(bridge), Origin::Client(_) | Origin::App) = (bridge, origin) {
             bridge.message(topic, publish);
@@ -1055,12 +1055,12 @@ pub(crate) struct Held {
     /// reads nothing more until they are back under it.
     pub(crate) paced: Vec<Arc<ControlInbox>>,
     /// The same for the QoS 0 copies of the message being routed: they
-    /// join `paced` only if no QoS 0 copy went to a subscriber that keeps
-    /// up (see [`State::route`]).
+    /// join `paced` only if no copy went to a subscriber that keeps up (see
+    /// [`State::route`]).
     pub(crate) paced_qos0: Vec<Arc<ControlInbox>>,
-    /// A QoS 0 copy of the message being routed went to a queue under the
-    /// quarter, or to an in-process subscription.
-    pub(crate) qos0_kept_up: bool,
+    /// A copy of the message being routed (of any QoS) went to a queue
+    /// that stays under the quarter, or to an in-process subscription.
+    pub(crate) kept_up: bool,
 }
 
 /// A copy of a message for a connection whose queue was full, to be sent
@@ -1174,8 +1174,7 @@ impl Target<'_> {
                                             held.paced_qos0.push(owner.control.clone());
                                         }
                                         (true, _) => held.paced.push(owner.control.clone()),
-                                        (false, QoS::AtMostOnce) => held.qos0_kept_up = true,
-                                        (false, _) => {}
+                                        (false, _) => held.kept_up = true,
                                     }
                                 }
                                 return;
@@ -1222,13 +1221,14 @@ impl Target<'_> {
                 }
             }
             Subscriber::Local(n) => {
-                if let Some(held) = held {
-                    held.qos0_kept_up = true;
-                }
-                if let Some(tx) = self.locals.get(n)
-                    && tx.try_send(Message::from(publish)).is_err()
-                {
-                    self.counters.drop_one();
+                if let Some(tx) = self.locals.get(n) {
+                    if tx.try_send(Message::from(publish)).is_ok() {
+                        if let Some(held) = held {
+                            held.kept_up = true;
+                        }
+                    } else {
+                        self.counters.drop_one();
+                    }
                 }
             }
         }

@@ -441,6 +441,38 @@ async fn qos0_to_lagging_subscribers_only_paces_the_publisher() {
     broker.shutdown().await;
 }
 
+/// A QoS 1 message whose copy for one subscriber is QoS 0 (granted QoS 0)
+/// does not pace its publisher for that subscriber while another one keeps
+/// up: the lagging QoS 0 subscriber loses messages instead.
+// v5:MQTT-4.6.0-6
+#[tokio::test]
+async fn a_lagging_qos0_subscriber_does_not_pace_a_qos1_flow() {
+    let broker = start_with(
+        Broker::builder()
+            .max_queued_messages(1000)
+            .max_queued_bytes(256 * 1024),
+    )
+    .await;
+    let mut slow = Peer::connect(addr(&broker), ProtocolVersion::V5, "slow-q0-sub").await;
+    slow.sub(1, "mixed/#", QoS::AtMostOnce).await;
+    let mut fast = subscriber(&broker, "fast-q1-sub", &["mixed/#"]).await;
+    let mut publisher = Peer::connect(addr(&broker), ProtocolVersion::V5, "pub-mixed").await;
+    for i in 0..N {
+        let id = (i % 60_000) as u16 + 1;
+        publisher.send(message("mixed/a", i, id)).await;
+        // Were the publisher paced for the slow subscriber, which reads
+        // nothing, its next PUBLISH would not be read, nor acknowledged.
+        match publisher.recv().await {
+            Packet::PubAck(ack) => assert_eq!(ack.packet_id.get(), id),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+        let got = take(&mut fast).await;
+        assert_eq!((index(&got), got.qos), (i, QoS::AtLeastOnce));
+    }
+    assert!(broker.stats().dropped_messages > 0);
+    broker.shutdown().await;
+}
+
 /// A paced publisher's connection only stops reading: it still takes and
 /// writes what is routed to it. Here the publisher, held back by a
 /// subscriber that reads nothing, gets a message for its own subscription

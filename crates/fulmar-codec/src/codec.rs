@@ -105,7 +105,10 @@ impl Decoder for MqttCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, CodecError> {
-        if self.reserve_whole > 0
+        let packet = decode(src, self.version, self.max_packet_size)?;
+        // After `decode`, which has checked the fixed header.
+        if packet.is_none()
+            && self.reserve_whole > 0
             && let Some(total) = packet_size(src)
             && total > src.capacity()
             && total <= self.reserve_whole
@@ -113,7 +116,6 @@ impl Decoder for MqttCodec {
         {
             src.reserve(total - src.len());
         }
-        let packet = decode(src, self.version, self.max_packet_size)?;
         if let Some(Packet::Connect(connect)) = &packet {
             self.version = connect.protocol_version;
         }

@@ -140,7 +140,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
                     used.checked_add(want).filter(|&n| n <= max)
                 });
         if taken.is_ok() {
-            self.read_buf.reserve(want);
+            // Exactly the packet's size (`reserve` could double the
+            // buffer): what the budget counts is what is allocated.
+            let mut whole = BytesMut::with_capacity(total);
+            whole.extend_from_slice(&self.read_buf);
+            self.read_buf = whole;
             self.ahead = want;
         }
     }
@@ -150,9 +154,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
         if self.done {
             return None;
         }
-        self.reserve_packet();
         let result = decode(&mut self.read_buf, self.version, self.max_packet_size);
-        if !matches!(result, Ok(None)) {
+        if matches!(result, Ok(None)) {
+            // Only now: `decode` has checked the fixed header.
+            self.reserve_packet();
+        } else {
             // The packet is out of the buffer, or nothing more is read.
             self.release_ahead();
         }
