@@ -106,13 +106,13 @@ impl Decoder for MqttCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, CodecError> {
         let packet = decode(src, self.version, self.max_packet_size)?;
-        // After `decode`, which has checked the fixed header.
+        // After `decode`, which has checked the fixed header (a packet over
+        // the maximum size is an error by now).
         if packet.is_none()
             && self.reserve_whole > 0
             && let Some(total) = packet_size(src)
             && total > src.capacity()
             && total <= self.reserve_whole
-            && u32::try_from(total).is_ok_and(|total| total <= self.max_packet_size)
         {
             src.reserve(total - src.len());
         }

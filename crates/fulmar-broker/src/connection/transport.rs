@@ -6,9 +6,8 @@
 
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
-
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
 use fulmar_codec::{CodecError, MAX_RESERVE_AHEAD, Packet, ProtocolVersion, decode, packet_size};
@@ -110,13 +109,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     }
 
     /// Makes room for the whole packet at the front of the read buffer when
-    /// it is large (more than [`MAX_RESERVE_AHEAD`] bytes still to come),
-    /// within the maximum packet size, and the broker's read-ahead budget
+    /// it is large (more than [`MAX_RESERVE_AHEAD`] bytes still to come) and
+    /// the broker's read-ahead budget
     /// ([`Limits::max_read_ahead_bytes`](crate::Limits::max_read_ahead_bytes))
     /// has room: its bytes are then read straight into place. Otherwise
     /// [`decode`] grows the buffer as they arrive, which copies them about
     /// once more (a third of a large message's cost in the broker, measured
     /// with 1 MiB payloads) but reserves no more than the peer has sent.
+    /// Called after [`decode`] asked for more bytes, so the fixed header
+    /// (if complete) is valid and within the maximum packet size.
     fn reserve_packet(&mut self) {
         if self.ahead > 0 {
             return;
@@ -126,8 +127,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
         };
         let len = self.read_buf.len();
         let want = total.saturating_sub(len);
-        let max_packet = usize::try_from(self.max_packet_size).unwrap_or(usize::MAX);
-        if want <= MAX_RESERVE_AHEAD || total > max_packet || self.read_buf.capacity() >= total {
+        if want <= MAX_RESERVE_AHEAD || self.read_buf.capacity() >= total {
             return;
         }
         let shared = &self.io.shared;
