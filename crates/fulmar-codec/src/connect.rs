@@ -106,9 +106,16 @@ impl Will {
 }
 
 impl Connect {
-    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let name = r.binary("protocol name")?;
-        if name.as_ref() != b"MQTT" {
+    /// Decodes a CONNECT body into its box (built there, not moved in).
+    /// `minimal_length`: whether the Remaining Length used the fewest bytes,
+    /// which MQTT 5.0 requires; checked once the version is known, after the
+    /// body's own checks.
+    pub(crate) fn decode(
+        r: &mut Reader<'_>,
+        minimal_length: bool,
+    ) -> Result<Box<Self>, DecodeError> {
+        let name = r.binary_slice("protocol name")?;
+        if name != b"MQTT" {
             return Err(DecodeError::InvalidProtocolName {
                 level: r.u8("protocol level").ok(),
             });
@@ -170,7 +177,10 @@ impl Connect {
         } else {
             None
         };
-        Ok(Self {
+        if !minimal_length && protocol_version == ProtocolVersion::V5 {
+            return Err(DecodeError::NonMinimalVarInt);
+        }
+        Ok(Box::new(Self {
             protocol_version,
             clean_start: flags & CLEAN_START != 0,
             keep_alive,
@@ -179,7 +189,7 @@ impl Connect {
             username,
             password,
             properties,
-        })
+        }))
     }
 
     fn flags(&self) -> u8 {

@@ -345,11 +345,7 @@ pub fn decode(
         PacketType::PubRel => body!(PubRel, PubRel::decode(&mut r, version)?),
         PacketType::PubComp => body!(PubComp, PubComp::decode(&mut r, version)?),
         PacketType::Connect => {
-            let connect = Connect::decode(&mut r)?;
-            if !remaining.minimal && connect.protocol_version == ProtocolVersion::V5 {
-                return Err(DecodeError::NonMinimalVarInt);
-            }
-            body!(Connect, Box::new(connect))
+            body!(Connect, Connect::decode(&mut r, remaining.minimal)?)
         }
         PacketType::ConnAck => body!(ConnAck, ConnAck::decode(&mut r, version)?),
         PacketType::Subscribe => body!(Subscribe, Subscribe::decode(&mut r, version)?),

@@ -99,6 +99,13 @@ impl<'a> Reader<'a> {
         Ok(self.buf.slice(start..self.pos))
     }
 
+    /// Binary Data borrowed from the packet, for a field that is only
+    /// compared (no reference to the packet buffer is taken).
+    pub(crate) fn binary_slice(&mut self, field: &'static str) -> Result<&'a [u8], DecodeError> {
+        let len = self.u16(field)?;
+        self.take_slice(usize::from(len), field)
+    }
+
     /// Binary Data: a two-byte length and that many bytes (spec 1.5.6).
     pub(crate) fn binary(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
         let len = self.u16(field)?;
