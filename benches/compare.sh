@@ -6,6 +6,9 @@
 #   benches/compare.sh                 # about 6 minutes
 #   DURATION=5 benches/compare.sh      # shorter runs
 #   ONLY=fanin benches/compare.sh      # scenarios whose name contains "fanin"
+#   ROUNDS=3 benches/compare.sh        # every scenario 3 times (brokers alternating
+#                                      # which goes first); the table gives the median
+#                                      # of each column and the range of the ratios
 #
 # Each run's JSON report is kept in $OUT (printed at the end).
 set -euo pipefail
@@ -13,6 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 ONLY=${ONLY:-}
+ROUNDS=${ROUNDS:-1}
 FULMAR_PORT=${FULMAR_PORT:-28831}
 MOSQUITTO_PORT=${MOSQUITTO_PORT:-28832}
 # TLS listeners (scenarios named tls-*), same certificate for both brokers.
@@ -155,71 +159,108 @@ SCENARIOS=(
     "persist-fanout-q1|-P 1 -S 10 -q 1 --persistent -t bench/p -f bench/p -d $D"
 )
 
+for round in $(seq "$ROUNDS"); do
 for entry in "${SCENARIOS[@]}"; do
     name=${entry%%|*}
     args=${entry#*|}
     if [ -n "$ONLY" ] && [[ $name != *"$ONLY"* ]]; then continue; fi
     if [[ $name == tls-* ]] && [ -z "$TLS" ]; then continue; fi
-    for broker in fulmar mosquitto; do
+    # Even rounds start with mosquitto, so that neither broker always runs
+    # right after the other one on the same scenario.
+    order="fulmar mosquitto"
+    if [ $((round % 2)) -eq 0 ]; then order="mosquitto fulmar"; fi
+    for broker in $order; do
         start_broker "$broker" "$name"
         extra=
         if [[ $name == tls-* ]]; then
             if [ "$broker" = fulmar ]; then PORT=$FULMAR_TLS_PORT; else PORT=$MOSQUITTO_TLS_PORT; fi
             extra="--cafile $OUT/ca.pem"
         fi
-        echo "== $name on $broker: fulmar bench -p $PORT $extra $args" >&2
+        report=$OUT/$name.$broker.r$round
+        echo "== $name on $broker (round $round of $ROUNDS): fulmar bench -p $PORT $extra $args" >&2
         # shellcheck disable=SC2086 # the arguments are split on purpose
         if ! "$BIN" bench -p "$PORT" --json --broker-pid "$BROKER_PID" $extra $args \
-            >"$OUT/$name.$broker.json" 2>"$OUT/$name.$broker.err"; then
-            echo "   failed: $(tail -n 1 "$OUT/$name.$broker.err")" >&2
-            rm -f "$OUT/$name.$broker.json"
+            >"$report.json" 2>"$report.err"; then
+            echo "   failed: $(tail -n 1 "$report.err")" >&2
+            rm -f "$report.json"
         fi
         stop_broker
     done
 done
+done
 
-python3 - "$OUT" <<'EOF'
-import json, os, sys
-out = sys.argv[1]
+python3 - "$OUT" "$ROUNDS" <<'EOF'
+import json, os, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
 names = []
 for f in sorted(os.listdir(out), key=lambda f: os.path.getmtime(os.path.join(out, f))):
     if f.endswith(".json"):
-        n = f.rsplit(".", 2)[0]
+        n = f.rsplit(".", 3)[0]
         if n not in names:
             names.append(n)
 
-def load(n, b):
+def load(n, b, r):
     try:
-        with open(os.path.join(out, f"{n}.{b}.json")) as fh:
+        with open(os.path.join(out, f"{n}.{b}.r{r}.json")) as fh:
             return json.load(fh)
     except (OSError, ValueError):
         return None
 
+def median(xs):
+    xs = [x for x in xs if x]
+    return statistics.median(xs) if xs else None
+
 def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "-"
 
+def spread(pairs):
+    """The range of the per-round ratios, when there are several rounds."""
+    rs = sorted(a / b for a, b in pairs if a and b)
+    return f" [{rs[0]:.2f}-{rs[-1]:.2f}]" if len(rs) > 1 else ""
+
+if rounds > 1:
+    print(f"median of {rounds} rounds; [range of the per-round ratios]")
 print(f"{'scenario':<14} {'fulmar msg/s':>13} {'mosq msg/s':>13} {'ratio':>6} "
       f"{'fulmar p99 us':>14} {'mosq p99 us':>12} {'p99 ratio':>9} {'lost f/m':>11}")
 for n in names:
-    f, m = load(n, "fulmar"), load(n, "mosquitto")
+    runs = [(load(n, "fulmar", r), load(n, "mosquitto", r)) for r in range(1, rounds + 1)]
     if "idle" in n:
-        fb = f and f.get("broker_bytes_per_connection")
-        mb = m and m.get("broker_bytes_per_connection")
+        per = [(f and f.get("broker_bytes_per_connection"), m and m.get("broker_bytes_per_connection"))
+               for f, m in runs]
+        fb, mb = median(a for a, _ in per), median(b for _, b in per)
         fs = f"{fb:.0f} B/conn" if fb else "failed"
         ms = f"{mb:.0f} B/conn" if mb else "failed"
-        rate = f"connect {f['connect_rate']:.0f}/{m['connect_rate']:.0f} conn/s" if f and m else ""
-        print(f"{n:<14} {fs:>13} {ms:>13} {ratio(fb, mb):>6}  (memory per idle connection; {rate})")
+        rates = [(f["connect_rate"], m["connect_rate"]) for f, m in runs if f and m]
+        rate = ""
+        if rates:
+            rate = f"connect {median(a for a, _ in rates):.0f}/{median(b for _, b in rates):.0f} conn/s"
+        print(f"{n:<14} {fs:>13} {ms:>13} {ratio(fb, mb):>6}{spread(per)}"
+              f"  (memory per idle connection; {rate})")
         continue
+
     def cols(r):
         if not r:
-            return (0, 0, "failed")
-        lost = sum(q["lost"] for q in r["qos"])
-        return (r["received_msgs_per_s"], r["latency"]["p99_us"], lost)
-    (fr, fp, fl), (mr, mp, ml) = cols(f), cols(m)
-    print(f"{n:<14} {fr:>13.0f} {mr:>13.0f} {ratio(fr, mr):>6} "
-          f"{fp:>14} {mp:>12} {ratio(fp, mp):>9} {str(fl) + '/' + str(ml):>11}")
+            return (None, None, None)
+        return (r["received_msgs_per_s"], r["latency"]["p99_us"], sum(q["lost"] for q in r["qos"]))
+
+    rows = [(cols(f), cols(m)) for f, m in runs]
+    fr, mr = median(f[0] for f, _ in rows), median(m[0] for _, m in rows)
+    fp, mp = median(f[1] for f, _ in rows), median(m[1] for _, m in rows)
+    fl = sum(f[2] for f, _ in rows if f[2] is not None)
+    ml = sum(m[2] for _, m in rows if m[2] is not None)
+    failed = sum(f[0] is None for f, _ in rows) + sum(m[0] is None for _, m in rows)
+    lost = f"{fl}/{ml}" + (f" ({failed} failed)" if failed else "")
+
+    def fmt(v):
+        return f"{v:.0f}" if v else "failed"
+
+    print(f"{n:<14} {fmt(fr):>13} {fmt(mr):>13} {ratio(fr, mr):>6} "
+          f"{fmt(fp):>14} {fmt(mp):>12} {ratio(fp, mp):>9} {lost:>11}"
+          f"{spread((f[0], m[0]) for f, m in rows)}{spread((f[1], m[1]) for f, m in rows)}")
 print()
 print("msg/s: messages received per second by all subscribers together; p99: end-to-end latency;")
-print("lost: acknowledged QoS 1/2 messages (or written QoS 0 messages) a subscriber never received.")
+print("lost: acknowledged QoS 1/2 messages (or written QoS 0 messages) a subscriber never received,")
+print("summed over the rounds. With several rounds, the brackets give the range of the per-round")
+print("throughput ratio, then of the per-round p99 ratio.")
 EOF
 echo "reports: $OUT" >&2
