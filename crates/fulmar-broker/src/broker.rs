@@ -371,6 +371,7 @@ impl BrokerBuilder {
             bridge_shared: self.bridge.as_ref().is_some_and(|b| b.routes_shared()),
             bridge: self.bridge,
             max_queued_bytes: self.limits.max_queued_bytes,
+            max_retained: Some(self.limits.max_retained_messages),
             ..State::default()
         };
         let mut writer = None;

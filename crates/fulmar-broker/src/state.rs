@@ -599,6 +599,10 @@ pub(crate) struct State {
     pub(crate) next_seq: u64,
     /// [`Limits::max_queued_bytes`](crate::Limits::max_queued_bytes).
     pub(crate) max_queued_bytes: usize,
+    /// [`Limits::max_retained_messages`](crate::Limits::max_retained_messages)
+    /// (`None`: no limit), for the messages that reach [`route`](Self::route)
+    /// without a client to refuse: wills and messages from a bridge.
+    pub(crate) max_retained: Option<usize>,
 }
 
 /// The Message Expiry Interval left after `waited`, or `None` if the message expired.
@@ -648,6 +652,16 @@ impl State {
                         topic: Arc::from(topic.as_str()),
                     });
                 }
+            } else if !matches!(origin, Origin::System)
+                && self
+                    .max_retained
+                    .is_some_and(|max| !self.retained_fits(topic, publish, max))
+            {
+                // A new retained topic over the quota. A client's PUBLISH was
+                // refused before it got here (0x97); a will or a message from
+                // a bridge has nobody to refuse, so it is delivered but not
+                // stored.
+                tracing::debug!(topic = topic.as_str(), "retained quota full: not stored");
             } else {
                 let mut stored = publish.clone();
                 stored.packet_id = None;

@@ -1206,6 +1206,11 @@ impl<S: Stream> Connection<S> {
             .unwrap_or(0);
         let will = connect.will.map(|w| Box::new(will_publish(w)));
         if let Some(will) = &will {
+            // The topic limits a PUBLISH is held to (0x90 there too); under
+            // 3.1.1, which has no such return code, the connection is closed.
+            if !self.shared.limits.topic_fits(will.topic.as_str()) {
+                return self.reject(ConnectReasonCode::TopicNameInvalid);
+            }
             let allowed = self
                 .shared
                 .authorizer
