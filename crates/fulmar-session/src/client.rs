@@ -188,6 +188,9 @@ impl Session {
             return match packet {
                 Packet::ConnAck(connack) => self.on_connack(connack, now),
                 Packet::Auth(auth) if self.conn.auth_method().is_some() => {
+                    if auth.properties.authentication_method.as_ref() != self.conn.auth_method() {
+                        return Err(ProtocolViolation::AuthMethodMismatch.into());
+                    }
                     self.events.push_back(Event::Auth(auth));
                     Ok(())
                 }
@@ -238,6 +241,9 @@ impl Session {
                 Ok(())
             }
             Packet::Auth(auth) if self.conn.auth_method().is_some() => {
+                if auth.properties.authentication_method.as_ref() != self.conn.auth_method() {
+                    return Err(ProtocolViolation::AuthMethodMismatch.into());
+                }
                 self.events.push_back(Event::Auth(auth));
                 Ok(())
             }

@@ -101,6 +101,10 @@ pub enum ProtocolViolation {
     /// AUTH although no Authentication Method was given in CONNECT.
     #[error("[MQTT-4.12.0-7] AUTH without an authentication method in CONNECT")]
     UnexpectedAuth,
+    /// AUTH whose Authentication Method is not the one of the CONNECT
+    /// (missing or another one).
+    #[error("[MQTT-4.12.0-5] AUTH with an authentication method other than the CONNECT's")]
+    AuthMethodMismatch,
     /// A PUBREL for an inbound QoS 2 message whose PUBREC was not sent yet
     /// (it waits for the application's `ack`, see `Config::manual_acks`).
     #[error("[MQTT-4.3.3-4] PUBREL for packet identifier {0} before its PUBREC was sent")]
@@ -118,6 +122,7 @@ impl ProtocolViolation {
             Self::TopicAliasInvalid(_) => DisconnectReasonCode::TopicAliasInvalid,
             Self::QoSNotSupported(_) => DisconnectReasonCode::QoSNotSupported,
             Self::RetainNotSupported => DisconnectReasonCode::RetainNotSupported,
+            Self::AuthMethodMismatch => DisconnectReasonCode::BadAuthenticationMethod,
             Self::WildcardSubscriptionsNotSupported => {
                 DisconnectReasonCode::WildcardSubscriptionsNotSupported
             }

@@ -409,6 +409,9 @@ impl Session {
                 Ok(())
             }
             Packet::Auth(auth) if self.conn.auth_method().is_some() => {
+                if auth.properties.authentication_method.as_ref() != self.conn.auth_method() {
+                    return Err(ProtocolViolation::AuthMethodMismatch.into());
+                }
                 self.events.push_back(Event::Auth(auth));
                 Ok(())
             }

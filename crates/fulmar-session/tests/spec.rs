@@ -361,6 +361,53 @@ fn authentication_method_is_the_connects_everywhere() {
 }
 
 #[test]
+fn an_auth_with_another_method_ends_the_connection() {
+    // v5:MQTT-4.12.0-5 v5:MQTT-4.12.1-1
+    let now = t0();
+    let method = MqttString::from("SCRAM-SHA-256");
+    let auth = |method: Option<&'static str>, reason_code| {
+        let mut auth = Auth {
+            reason_code,
+            ..Auth::default()
+        };
+        auth.properties.authentication_method =
+            method.map(|m: &str| MqttString::from(m.to_owned()));
+        auth
+    };
+    for sent in [Some("SCRAM-SHA-1"), None] {
+        // Server: a re-authentication must use the CONNECT's method.
+        let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+        connect.properties.authentication_method = Some(method.clone());
+        let mut server = connected_server(Config::default(), connect, now);
+        let same = auth(Some("SCRAM-SHA-256"), AuthReasonCode::ReAuthenticate);
+        server.handle_packet(Packet::Auth(same), now).unwrap();
+        assert!(matches!(server.poll_event(), Some(Event::Auth(_))));
+        let other = auth(sent, AuthReasonCode::ReAuthenticate);
+        assert!(server.handle_packet(Packet::Auth(other), now).is_err());
+        assert_eq!(
+            drain(&mut server),
+            vec![Packet::Disconnect(Disconnect::new(
+                DisconnectReasonCode::BadAuthenticationMethod
+            ))]
+        );
+
+        // Client: the server's AUTH during the exchange must use it too.
+        let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+        connect.properties.authentication_method = Some(method.clone());
+        let mut client = Session::client(Config::default());
+        client.connect(connect, now).unwrap();
+        let _ = drain(&mut client);
+        let other = auth(sent, AuthReasonCode::ContinueAuthentication);
+        assert!(client.handle_packet(Packet::Auth(other), now).is_err());
+        let out = drain(&mut client);
+        assert!(
+            matches!(out.as_slice(), [Packet::Disconnect(d)] if d.reason_code == DisconnectReasonCode::BadAuthenticationMethod),
+            "{out:?}"
+        );
+    }
+}
+
+#[test]
 fn request_response_and_problem_information() {
     // v5:MQTT-3.1.2-28 v5:MQTT-3.1.2-29
     let now = t0();
