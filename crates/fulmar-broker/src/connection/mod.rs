@@ -58,6 +58,11 @@ const DELIVERY_BATCH: usize = 256;
 
 /// How long a connection may take to close once the broker shuts down.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long a closed connection waits for its peer to close too, reading
+/// and dropping what it sends (at most [`LINGER_BYTES`]); see
+/// `Transport::drain_input`.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
 
 /// The byte stream of a connection.
 pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
@@ -592,6 +597,17 @@ impl<S: Stream> Connection<S> {
         // A TLS or WebSocket close writes too: a stalled peer must not hold it up.
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.transport.shutdown()).await;
         drop(slot);
+        if !abandoned {
+            // A lingering close: what the peer still sends is read and
+            // dropped until it closes too, so that the end of the stream
+            // reaches it instead of a reset. Not beyond the broker's shutdown.
+            let shared = self.shared.clone();
+            let linger = tokio::time::timeout(LINGER, self.transport.drain_input(LINGER_BYTES));
+            tokio::select! {
+                _ = linger => {}
+                () = shared.shutdown.cancelled() => {}
+            }
+        }
         tracing::debug!(peer = %self.peer.addr, conn_id = self.conn_id, closed = ?self.closed, "connection closed");
     }
 

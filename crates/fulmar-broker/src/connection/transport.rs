@@ -11,7 +11,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
 use fulmar_codec::{CodecError, MAX_RESERVE_AHEAD, Packet, ProtocolVersion, decode, packet_size};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
 use crate::frames::Frames;
@@ -310,5 +310,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     /// Closes the write side of the stream.
     pub(super) async fn shutdown(&mut self) -> std::io::Result<()> {
         self.io.shutdown().await
+    }
+
+    /// Reads and discards what the peer still sends, up to `max` bytes, until
+    /// it closes its side; for after [`shutdown`](Self::shutdown). Closing a
+    /// TCP socket with unread input resets the connection (RFC 2525 2.17),
+    /// and a reset throws away what is still queued for the peer, the final
+    /// DISCONNECT among it. The caller bounds the time.
+    pub(super) async fn drain_input(&mut self, max: usize) {
+        // On the heap: an array here would be part of every connection's
+        // future, idle or not.
+        let mut scratch = vec![0u8; 4096];
+        let mut read = 0;
+        while read < max {
+            match self.io.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => read += n,
+            }
+        }
     }
 }
