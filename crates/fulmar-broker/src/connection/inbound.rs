@@ -118,7 +118,10 @@ impl<S: super::Stream> Connection<S> {
     async fn wait_for_room(&mut self, blocked: Vec<Blocked>) -> bool {
         let counters = &self.shared.counters;
         counters.blocked_publishers.fetch_add(1, Ordering::Relaxed);
-        let deadline = tokio::time::Instant::now() + self.shared.limits.backpressure_timeout;
+        let mut deadline = tokio::time::Instant::now();
+        if !self.backpressure_expired {
+            deadline += self.shared.limits.backpressure_timeout;
+        }
         let max_pending = self.shared.limits.max_queued_messages;
         let mut done = true;
         'targets: for Blocked {
@@ -155,6 +158,7 @@ impl<S: super::Stream> Connection<S> {
                     }
                     () = tokio::time::sleep_until(deadline) => {
                         tracing::debug!(peer = %self.peer.addr, "back-pressure timeout");
+                        self.backpressure_expired = true;
                         done = false;
                         break 'targets;
                     }

@@ -469,6 +469,10 @@ pub(crate) struct Connection<S> {
     inflight_seq: Option<Box<HashMap<PacketId, u64>>>,
     /// Changes were journaled that the next acknowledgements depend on.
     dirty: bool,
+    /// A message waited [`Limits::backpressure_timeout`](crate::Limits) and
+    /// the connection is being closed (0x89): the messages read after it
+    /// wait no more.
+    backpressure_expired: bool,
     /// When the connection hibernates if nothing happens before.
     hibernate_at: Option<tokio::time::Instant>,
     /// How often it hibernated: each time, it waits longer before the next.
@@ -551,6 +555,7 @@ impl<S: Stream> Connection<S> {
             auth: None,
             inflight_seq: None,
             dirty: false,
+            backpressure_expired: false,
             hibernate_at: None,
             naps: 0,
             frames: VecDeque::new(),
