@@ -9,33 +9,14 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
-use common::{Peer, addr, start_with};
-use fulmar_broker::{
-    AuthDecision, AuthExchange, AuthStep, Authenticator, Broker, BrokerHandle, ConnectInfo,
-};
-use fulmar_codec::{ConnectReasonCode, ProtocolVersion};
+use common::{Peer, ToyExchange, addr, start_with};
+use fulmar_broker::{AuthDecision, AuthExchange, Authenticator, Broker, BrokerHandle, ConnectInfo};
+use fulmar_codec::ProtocolVersion;
 
 /// Supports the method "toy"; counts calls to the plain `authenticate`.
 #[derive(Default)]
 struct Toy {
     plain: Arc<AtomicUsize>,
-}
-
-struct ToyExchange {
-    step: u8,
-}
-
-#[async_trait::async_trait]
-impl AuthExchange for ToyExchange {
-    async fn continue_auth(&mut self, data: Option<Bytes>) -> AuthStep {
-        self.step += 1;
-        match (self.step, data.as_deref()) {
-            (1, Some(b"hi")) => AuthStep::Continue(Bytes::from_static(b"challenge")),
-            (2, Some(b"egnellahc")) => AuthStep::Success(Some(Bytes::from_static(b"welcome"))),
-            _ => AuthStep::Fail(ConnectReasonCode::NotAuthorized),
-        }
-    }
 }
 
 #[async_trait::async_trait]
@@ -46,7 +27,7 @@ impl Authenticator for Toy {
     }
 
     fn auth_method(&self, _connect: &ConnectInfo, method: &str) -> Option<Box<dyn AuthExchange>> {
-        (method == "toy").then(|| Box::new(ToyExchange { step: 0 }) as Box<dyn AuthExchange>)
+        (method == "toy").then(|| Box::new(ToyExchange::default()) as Box<dyn AuthExchange>)
     }
 }
 

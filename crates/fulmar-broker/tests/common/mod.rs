@@ -208,3 +208,24 @@ pub fn publish(topic: &str, payload: &'static str, qos: QoS) -> Publish {
     }
     p
 }
+
+/// The exchange of the enhanced authentication method "toy": the client
+/// says "hi", is challenged, and answers with the challenge reversed.
+#[derive(Default)]
+pub struct ToyExchange {
+    step: u8,
+}
+
+#[async_trait::async_trait]
+impl fulmar_broker::AuthExchange for ToyExchange {
+    async fn continue_auth(&mut self, data: Option<bytes::Bytes>) -> fulmar_broker::AuthStep {
+        use bytes::Bytes;
+        use fulmar_broker::AuthStep;
+        self.step += 1;
+        match (self.step, data.as_deref()) {
+            (1, Some(b"hi")) => AuthStep::Continue(Bytes::from_static(b"challenge")),
+            (2, Some(b"egnellahc")) => AuthStep::Success(Some(Bytes::from_static(b"welcome"))),
+            _ => AuthStep::Fail(fulmar_codec::ConnectReasonCode::NotAuthorized),
+        }
+    }
+}
