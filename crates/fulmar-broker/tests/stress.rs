@@ -873,6 +873,9 @@ struct Track {
     reset: bool,
     /// The stream ended in the middle of a packet.
     cut: Option<String>,
+    /// We sent megabytes at once: more than the broker reads after it
+    /// closed (its lingering close drains up to 1 MiB), so it may reset.
+    heavy: bool,
     violations: Vec<String>,
     pings_sent: usize,
     pingresps: usize,
@@ -1012,9 +1015,11 @@ impl Track {
     /// Once closed: the stream did not stop in the middle of a packet, and
     /// the DISCONNECT reason code is the one expected (a reset that threw
     /// the DISCONNECT away fails here: see
-    /// the_final_disconnect_reaches_a_client_that_is_still_sending).
+    /// the_final_disconnect_reaches_a_client_that_is_still_sending). But a
+    /// client that was sending megabytes when the broker closed is reset
+    /// once the broker has drained what its lingering close reads.
     fn check_close(&mut self) {
-        if !self.closed {
+        if !self.closed || (self.reset && self.heavy) {
             return;
         }
         if let Some(cut) = self.cut.take()
@@ -1840,6 +1845,7 @@ impl Driver {
             }
             Action::Sleep(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
             Action::Heavy(count, size, qos1) => {
+                self.watch().with(|t| t.heavy = true);
                 let payload = Bytes::from(vec![b'H'; size]);
                 for _ in 0..count {
                     let mut p = Publish::new(MqttString::from("heavy/x"), payload.clone());
