@@ -594,7 +594,7 @@ impl BrokerHandle {
             return Err(BrokerError::LimitExceeded("topic length or levels"));
         }
         let mut state = shared.lock();
-        if !state.retained_fits(&name, &publish, shared.limits.max_retained_messages) {
+        if !state.retained_fits(&name, &publish) {
             return Err(BrokerError::LimitExceeded("retained messages"));
         }
         state.route(

@@ -652,11 +652,7 @@ impl State {
                         topic: Arc::from(topic.as_str()),
                     });
                 }
-            } else if !matches!(origin, Origin::System)
-                && self
-                    .max_retained
-                    .is_some_and(|max| !self.retained_fits(topic, publish, max))
-            {
+            } else if !matches!(origin, Origin::System) && !self.retained_fits(topic, publish) {
                 // A new retained topic over the quota. A client's PUBLISH was
                 // refused before it got here (0x97); a will or a message from
                 // a bridge has nobody to refuse, so it is delivered but not
@@ -832,10 +828,12 @@ impl State {
 
     /// Whether `publish` may be routed under the retained quota: a retained
     /// message for a topic not stored yet needs room ([`Limits::max_retained_messages`](crate::Limits)).
-    pub(crate) fn retained_fits(&self, topic: &TopicName, publish: &Publish, max: usize) -> bool {
+    pub(crate) fn retained_fits(&self, topic: &TopicName, publish: &Publish) -> bool {
         !publish.retain
             || publish.payload.is_empty()
-            || self.retained.len() < max
+            || self
+                .max_retained
+                .is_none_or(|max| self.retained.len() < max)
             || self.retained.get(topic).is_some()
     }
 

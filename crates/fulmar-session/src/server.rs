@@ -408,13 +408,7 @@ impl Session {
                 self.on_disconnect(disconnect);
                 Ok(())
             }
-            Packet::Auth(auth) if self.conn.auth_method().is_some() => {
-                if auth.properties.authentication_method.as_ref() != self.conn.auth_method() {
-                    return Err(ProtocolViolation::AuthMethodMismatch.into());
-                }
-                self.events.push_back(Event::Auth(auth));
-                Ok(())
-            }
+            Packet::Auth(auth) if self.conn.auth_method().is_some() => self.receive_auth(auth),
             Packet::Auth(_) => Err(ProtocolViolation::UnexpectedAuth.into()),
             // MQTT-3.1.0-2: a second CONNECT is a protocol error.
             Packet::Connect(_) => Err(ProtocolViolation::SecondConnect.into()),

@@ -906,6 +906,16 @@ impl Session {
         );
     }
 
+    /// An AUTH from the peer, on a connection whose CONNECT carried an
+    /// Authentication Method: it must carry the same one ([MQTT-4.12.0-5]).
+    pub(crate) fn receive_auth(&mut self, auth: fulmar_codec::Auth) -> Result<(), Error> {
+        if auth.properties.authentication_method.as_ref() != self.conn.auth_method() {
+            return Err(ProtocolViolation::AuthMethodMismatch.into());
+        }
+        self.events.push_back(Event::Auth(auth));
+        Ok(())
+    }
+
     /// Whether another inbound QoS 1/2 message would exceed our Receive Maximum.
     /// MQTT 5.0 only: a 3.1.1 peer is never told one (3.1.1 has no flow
     /// control), so it cannot break it.

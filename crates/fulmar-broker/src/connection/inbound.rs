@@ -50,7 +50,7 @@ impl<S: super::Stream> Connection<S> {
         };
         {
             let mut state = self.shared.lock();
-            if !state.retained_fits(&topic, &publish, limits.max_retained_messages) {
+            if !state.retained_fits(&topic, &publish) {
                 drop(state);
                 self.ack_inbound(publish.packet_id);
                 return self.refuse(&publish, Refusal::QuotaExceeded);
