@@ -86,6 +86,11 @@ pub struct Limits {
     /// Under [`OverloadPolicy::Backpressure`], how long a publisher may wait
     /// for room before it is disconnected (MQTT 5.0: DISCONNECT 0x89 Server
     /// busy) with its message unacknowledged, so that it sends it again later.
+    /// The subscribers with room got the message already: a QoS 1 resend
+    /// reaches them again (QoS 1 allows it); a QoS 2 resend is acknowledged
+    /// without being routed again, so that they get it exactly once, and
+    /// the copies for the full queues are dropped and counted in
+    /// [`Stats::dropped_messages`](crate::Stats::dropped_messages).
     pub backpressure_timeout: Duration,
     /// Interval at which the `$SYS/broker/...` topics are published
     /// (retained, QoS 0, as mosquitto does: version, uptime, clients,

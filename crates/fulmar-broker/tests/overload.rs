@@ -550,3 +550,101 @@ async fn recv_from(
         assert!(n > 0, "connection closed");
     }
 }
+
+/// Under back-pressure, a QoS 2 message that waited `backpressure_timeout`
+/// for a full queue was delivered already to the subscribers with room:
+/// its publisher is disconnected (0x89) and, resending it, gets its PUBREC
+/// at once without it being routed again, so those subscribers get it
+/// exactly once. The copy for the full queue cannot follow without routing
+/// it twice: it is dropped and counted.
+// v5:MQTT-4.3.3-10 (PUBREC for a resent QoS 2 PUBLISH), MQTT-4.3.3-13
+// (not delivered again to onward recipients), v5:MQTT-3.1.2-23 (the
+// publisher's session kept across the disconnection).
+#[tokio::test]
+async fn a_qos2_message_held_back_too_long_is_delivered_once_and_its_drop_counted() {
+    use fulmar_codec::{DisconnectReasonCode, PubComp, PubRec, PubRel};
+    let mut limits = fulmar_broker::Limits::default();
+    limits.overload_policy = OverloadPolicy::Backpressure;
+    limits.backpressure_timeout = Duration::from_secs(1);
+    limits.max_queued_messages = 1;
+    let broker = start_with(Broker::builder().limits(limits)).await;
+    // A subscriber that takes one message and never acknowledges it.
+    let mut connect = Connect::new(ProtocolVersion::V5, MqttString::from("stuck"));
+    connect.properties.receive_maximum = NonZeroU16::new(1);
+    let (mut stuck, _) = Peer::connect_with(addr(&broker), connect).await;
+    stuck.sub(1, "q2", QoS::ExactlyOnce).await;
+    // One that completes every QoS 2 flow at once.
+    let mut fast = subscriber(&broker, "fast", &[]).await;
+    fast.sub(1, "q2", QoS::ExactlyOnce).await;
+    let (got_tx, mut got) = mpsc::unbounded_channel();
+    let fast_task = tokio::spawn(async move {
+        loop {
+            let p = fast.recv_publish().await;
+            if let Some(id) = p.packet_id {
+                fast.send(PubRec::new(id)).await;
+                assert!(matches!(fast.recv().await, Packet::PubRel(_)));
+                fast.send(PubComp::new(id)).await;
+            }
+            got_tx.send(p.payload).unwrap();
+        }
+    });
+    let persistent = |clean: bool| {
+        let mut c = Connect::new(ProtocolVersion::V5, MqttString::from("q2-pub"));
+        c.clean_start = clean;
+        c.keep_alive = 0;
+        c.properties.session_expiry_interval = Some(300);
+        c
+    };
+    let (mut publisher, _) = Peer::connect_with(addr(&broker), persistent(true)).await;
+    let q2 = |n: u16, dup: bool| {
+        let mut p = Publish::new(MqttString::from("q2"), Bytes::from(n.to_string()));
+        p.qos = QoS::ExactlyOnce;
+        p.packet_id = PacketId::new(n);
+        p.dup = dup;
+        p
+    };
+    // One QoS 2 flow after the other until one is held back too long.
+    let mut n = 0;
+    let held = loop {
+        n += 1;
+        assert!(n < 20, "never held back");
+        publisher.send(q2(n, false)).await;
+        match publisher.recv().await {
+            Packet::PubRec(_) => {
+                publisher.send(PubRel::new(PacketId::new(n).unwrap())).await;
+                assert!(matches!(publisher.recv().await, Packet::PubComp(_)));
+            }
+            Packet::Disconnect(d) => {
+                assert_eq!(d.reason_code, DisconnectReasonCode::ServerBusy);
+                break n;
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    // The fast subscriber got every message, the held one too.
+    for i in 1..=held {
+        assert_eq!(got.recv().await.unwrap(), i.to_string());
+    }
+    // The stuck subscriber's copy of it is lost, and counted.
+    assert_eq!(broker.stats().dropped_messages, 1);
+    drop(publisher);
+    // The publisher resends it: acknowledged, not routed again.
+    let (mut publisher, ack) = Peer::connect_with(addr(&broker), persistent(false)).await;
+    assert!(ack.session_present);
+    publisher.send(q2(held, true)).await;
+    assert!(matches!(publisher.recv().await, Packet::PubRec(r) if r.packet_id.get() == held));
+    publisher
+        .send(PubRel::new(PacketId::new(held).unwrap()))
+        .await;
+    assert!(matches!(publisher.recv().await, Packet::PubComp(_)));
+    let mut end = Publish::new(MqttString::from("q2"), Bytes::from_static(b"end"));
+    end.qos = QoS::AtMostOnce;
+    publisher.send(end).await;
+    assert_eq!(got.recv().await.unwrap(), "end");
+    // ... and nothing else but the QoS 0 copy for the stuck subscriber's
+    // full queue.
+    assert_eq!(broker.stats().dropped_messages, 2);
+    fast_task.abort();
+    drop(stuck);
+    broker.shutdown().await;
+}

@@ -88,8 +88,23 @@ impl<S: super::Stream> Connection<S> {
                 self.dirty |= journaled != Some(journal.issued());
             }
         }
-        if !held.blocked.is_empty() && !self.wait_for_room(held.blocked).await {
-            // Not acknowledged: the publisher sends it again after reconnecting.
+        let missed = if held.blocked.is_empty() {
+            0
+        } else {
+            self.wait_for_room(held.blocked).await
+        };
+        if missed > 0 {
+            // Not acknowledged: the publisher sends it again after
+            // reconnecting. A QoS 1 resend is routed again (the others get
+            // it twice, as QoS 1 allows). A QoS 2 message went to the others
+            // already and its session keeps the identifier, so the resend is
+            // acknowledged without being routed again (exactly once for
+            // them), and the copies that had no room are lost.
+            if publish.qos == QoS::ExactlyOnce {
+                for _ in 0..missed {
+                    self.shared.counters.drop_one();
+                }
+            }
             if !self.shared.shutdown.is_cancelled() {
                 self.disconnect(DisconnectReasonCode::ServerBusy);
             }
@@ -113,9 +128,10 @@ impl<S: super::Stream> Connection<S> {
     /// Back-pressure: waits until every full subscriber queue took its copy,
     /// without reading from the network meanwhile. Deliveries to this
     /// connection keep flowing into its session queue while there is room, so
-    /// two publishers feeding each other do not wait on each other. False
-    /// after [`Limits::backpressure_timeout`](crate::Limits) or at shutdown.
-    async fn wait_for_room(&mut self, blocked: Vec<Blocked>) -> bool {
+    /// two publishers feeding each other do not wait on each other. After
+    /// [`Limits::backpressure_timeout`](crate::Limits) or at shutdown it
+    /// gives up: the number of copies not handed over (0: all were).
+    async fn wait_for_room(&mut self, blocked: Vec<Blocked>) -> usize {
         let counters = &self.shared.counters;
         counters.blocked_publishers.fetch_add(1, Ordering::Relaxed);
         let mut deadline = tokio::time::Instant::now();
@@ -123,7 +139,7 @@ impl<S: super::Stream> Connection<S> {
             deadline += self.shared.limits.backpressure_timeout;
         }
         let max_pending = self.shared.limits.max_queued_messages;
-        let mut done = true;
+        let mut missed = blocked.len();
         'targets: for Blocked {
             client,
             queue,
@@ -147,19 +163,16 @@ impl<S: super::Stream> Connection<S> {
                                 Instant::now(),
                             );
                         }
+                        missed -= 1;
                         break;
                     }
                     own = self.control.recv_delivery(), if room => {
                         self.deliver_at(*own, Instant::now());
                     }
-                    () = self.shared.shutdown.cancelled() => {
-                        done = false;
-                        break 'targets;
-                    }
+                    () = self.shared.shutdown.cancelled() => break 'targets,
                     () = tokio::time::sleep_until(deadline) => {
                         tracing::debug!(peer = %self.peer.addr, "back-pressure timeout");
                         self.backpressure_expired = true;
-                        done = false;
                         break 'targets;
                     }
                 }
@@ -169,7 +182,7 @@ impl<S: super::Stream> Connection<S> {
             .counters
             .blocked_publishers
             .fetch_sub(1, Ordering::Relaxed);
-        done
+        missed
     }
 
     /// Pacing: the connection reads nothing more from the network until
