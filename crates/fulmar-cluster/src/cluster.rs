@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -172,6 +172,16 @@ pub struct ClusterStats {
     pub shared_missed: u64,
     /// Retained messages injected from JetStream (at attach and since).
     pub retained_loaded: u64,
+    /// Retained messages of this node the retained stream acknowledged.
+    pub retained_stored: u64,
+    /// Stores of a retained message tried again after JetStream refused or
+    /// did not answer (a leader election, a server lost).
+    pub retained_store_retries: u64,
+    /// Retained messages of this node the retained stream never
+    /// acknowledged, after every retry: other nodes and later nodes do
+    /// not get them from the stream. One that a newer retained message of
+    /// this node on its topic replaced is not counted.
+    pub retained_store_failed: u64,
     /// NATS subscriptions this node holds for routing now.
     pub nats_subscriptions: u64,
     /// Wills of this node's clients written to the wills bucket.
@@ -238,6 +248,9 @@ struct Counters {
     shared_delivered: AtomicU64,
     shared_missed: AtomicU64,
     retained_loaded: AtomicU64,
+    retained_stored: AtomicU64,
+    retained_store_retries: AtomicU64,
+    retained_store_failed: AtomicU64,
     nats_subscriptions: AtomicU64,
     wills_stored: AtomicU64,
     wills_cleared: AtomicU64,
@@ -304,6 +317,15 @@ struct Inner {
     /// Retained messages injected from the routing subject whose copy in
     /// the retained stream has not come yet, per topic.
     live_retained: Mutex<HashMap<TopicName, (MessageId, Instant)>>,
+    /// Retained messages of this node not yet acknowledged by the retained
+    /// stream: the sequence number of the newest per topic.
+    retained_unstored: Mutex<HashMap<TopicName, u64>>,
+    /// Held while a retained message is handed to NATS, so that a retry of
+    /// an older message never goes out after a newer one on its topic.
+    retained_send: tokio::sync::Mutex<()>,
+    /// Retained messages waiting to be stored again: at most
+    /// [`RETAINED_RETRY_LIMIT`].
+    retained_retrying: AtomicUsize,
     /// The session registry and take-session requests.
     sessions: Arc<Sessions>,
 }
@@ -613,6 +635,9 @@ impl Cluster {
             wills: Mutex::new(None),
             dedupe: Mutex::new(Dedupe::new(config.dedupe_window)),
             live_retained: Mutex::new(HashMap::new()),
+            retained_unstored: Mutex::new(HashMap::new()),
+            retained_send: tokio::sync::Mutex::new(()),
+            retained_retrying: AtomicUsize::new(0),
             sessions: sessions.clone(),
         });
         Ok(Self {
@@ -869,6 +894,9 @@ impl Cluster {
             shared_delivered: load(&c.shared_delivered),
             shared_missed: load(&c.shared_missed),
             retained_loaded: load(&c.retained_loaded),
+            retained_stored: load(&c.retained_stored),
+            retained_store_retries: load(&c.retained_store_retries),
+            retained_store_failed: load(&c.retained_store_failed),
             nats_subscriptions: load(&c.nats_subscriptions),
             wills_stored: load(&c.wills_stored),
             wills_cleared: load(&c.wills_cleared),
@@ -1175,7 +1203,7 @@ async fn outbound_loop(
     }
 }
 
-async fn publish_one(inner: &Inner, topic: &TopicName, publish: Publish) {
+async fn publish_one(inner: &Arc<Inner>, topic: &TopicName, publish: Publish) {
     let origin = Origin {
         node: inner.node_id.clone(),
         instance: inner.instance,
@@ -1186,26 +1214,26 @@ async fn publish_one(inner: &Inner, topic: &TopicName, publish: Publish) {
     if publish.retain {
         // The stream keeps it for the nodes that do not subscribe to it
         // now and for the nodes that start later.
-        let subject = inner.retained.topic(topic);
-        match inner
-            .js
-            .publish_with_headers(subject, headers.clone(), publish.payload.clone())
-            .await
-        {
-            Ok(ack) => {
-                let counters = inner.counters.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = ack.await {
-                        bump(&counters.publish_errors);
-                        tracing::warn!(error = %e, "retained message not stored in JetStream");
-                    }
-                });
-            }
-            Err(e) => {
-                bump(&counters.publish_errors);
-                tracing::warn!(error = %e, "retained message not published to JetStream");
-            }
-        }
+        let mut stored = headers.clone();
+        // Lets the stream drop a retry of a message it stored but whose
+        // acknowledgement was lost.
+        stored.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{:016x}-{}", origin.instance, origin.seq),
+        );
+        let attempt = {
+            let _sending = inner.retained_send.lock().await;
+            lock(&inner.retained_unstored).insert(topic.clone(), origin.seq);
+            store_retained(inner, topic, stored.clone(), publish.payload.clone()).await
+        };
+        tokio::spawn(retained_acked(
+            inner.clone(),
+            topic.clone(),
+            origin.seq,
+            stored,
+            publish.payload.clone(),
+            attempt,
+        ));
     }
     // The routing subject: plain subscriptions of other nodes, and shared
     // groups everywhere (this node's included).
@@ -1220,6 +1248,120 @@ async fn publish_one(inner: &Inner, topic: &TopicName, publish: Publish) {
             bump(&counters.publish_errors);
             tracing::warn!(error = %e, "message not published to NATS");
         }
+    }
+}
+
+/// The first attempt to store a retained message (pending acknowledgement),
+/// or why NATS did not take it.
+type StoreAttempt = Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError>;
+
+/// Hands one retained message to the retained stream.
+async fn store_retained(
+    inner: &Inner,
+    topic: &TopicName,
+    headers: async_nats::HeaderMap,
+    payload: Bytes,
+) -> StoreAttempt {
+    inner
+        .js
+        .publish_with_headers(inner.retained.topic(topic), headers, payload)
+        .await
+}
+
+/// The back-off between attempts to store a retained message: from
+/// 250 ms, doubling, at most 4 s.
+const RETAINED_RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETAINED_RETRY_MAX: Duration = Duration::from_secs(4);
+/// How long a retained message is tried again: within the stream's
+/// duplicate window (2 min), so that a retry of a message stored whose
+/// acknowledgement was lost is dropped by the stream.
+const RETAINED_RETRY_FOR: Duration = Duration::from_secs(90);
+/// At most this many retained messages (one per topic) wait to be stored
+/// again; beyond it a failed store is given up at once.
+const RETAINED_RETRY_LIMIT: usize = 10_000;
+
+/// Counts one retained message waiting to be stored again while it lives.
+struct Retrying<'a>(&'a AtomicUsize);
+
+impl<'a> Retrying<'a> {
+    fn enter(count: &'a AtomicUsize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < RETAINED_RETRY_LIMIT).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count))
+    }
+}
+
+impl Drop for Retrying<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Waits for the stream's acknowledgement of a retained message and, when
+/// JetStream refuses it or does not answer (a leader election, a server
+/// lost), tries again with a back-off, for as long as it is this node's
+/// newest retained message on its topic and the node is not stopping.
+async fn retained_acked(
+    inner: Arc<Inner>,
+    topic: TopicName,
+    seq: u64,
+    headers: async_nats::HeaderMap,
+    payload: Bytes,
+    mut attempt: StoreAttempt,
+) {
+    let counters = &inner.counters;
+    let mut stop = inner.stop.subscribe();
+    let started = Instant::now();
+    let mut backoff = RETAINED_RETRY_FIRST;
+    let newest = |inner: &Inner| lock(&inner.retained_unstored).get(&topic) == Some(&seq);
+    let forget = |inner: &Inner| {
+        let mut unstored = lock(&inner.retained_unstored);
+        if unstored.get(&topic) == Some(&seq) {
+            unstored.remove(&topic);
+        }
+    };
+    let mut retrying = None;
+    loop {
+        let error = match attempt {
+            Ok(ack) => match ack.await {
+                Ok(_) => {
+                    bump(&counters.retained_stored);
+                    forget(&inner);
+                    return;
+                }
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        bump(&counters.publish_errors);
+        if !newest(&inner) {
+            // A newer retained message of this node replaces it.
+            return;
+        }
+        if retrying.is_none() {
+            retrying = Retrying::enter(&inner.retained_retrying);
+        }
+        if retrying.is_none() || started.elapsed() >= RETAINED_RETRY_FOR || *stop.borrow() {
+            bump(&counters.retained_store_failed);
+            tracing::warn!(error = %error, topic = %topic, "retained message not stored in JetStream");
+            forget(&inner);
+            return;
+        }
+        tracing::debug!(error = %error, topic = %topic, "retained message not stored yet: trying again");
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => {}
+        }
+        backoff = (backoff * 2).min(RETAINED_RETRY_MAX);
+        let _sending = inner.retained_send.lock().await;
+        if !newest(&inner) {
+            return;
+        }
+        bump(&counters.retained_store_retries);
+        attempt = store_retained(&inner, &topic, headers.clone(), payload.clone()).await;
     }
 }
 
@@ -1527,7 +1669,7 @@ async fn sweep(
 
 /// Claims and publishes the pending wills that are due.
 async fn publish_due(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     broker: &BrokerHandle,
     wills: &kv::Store,
     pending: &mut HashMap<String, PendingWill>,
@@ -1563,7 +1705,7 @@ async fn publish_due(
 
 /// Publishes a will in the cluster like a message a local client
 /// published: to the local subscribers, then to NATS.
-async fn publish_will(inner: &Inner, broker: &BrokerHandle, publish: Publish) {
+async fn publish_will(inner: &Arc<Inner>, broker: &BrokerHandle, publish: Publish) {
     let Ok(topic) = publish.topic.parse::<TopicName>() else {
         bump(&inner.counters.invalid);
         return;

@@ -324,6 +324,69 @@ async fn retained_messages_reach_other_nodes_and_nodes_started_later() {
     c.stop().await;
 }
 
+/// JetStream may refuse a retained message for a while (no stream leader
+/// during an election, a server lost): the node stores it again until the
+/// stream takes it, and a node started later gets it. Of two messages on
+/// one topic that both failed, only the newer is stored.
+// MQTT-3.3.1-5 (the retained message kept for future subscribers),
+// MQTT-3.3.1-9 (RETAIN set when sent for a new subscription).
+#[tokio::test]
+async fn a_retained_message_jetstream_refused_is_stored_once_it_answers() {
+    let nats = nats_or_skip!("retained_retry");
+    let a = Node::start(&nats, "a").await;
+    // No retained stream: JetStream has no responder for its subjects.
+    let js = async_nats::jetstream::new(a.cluster.nats().clone());
+    js.delete_stream("fulmar_retained").await.unwrap();
+    let publisher = a.client("pub").await;
+    for (topic, payload) in [
+        ("gap/kept", "kept"),
+        ("gap/replaced", "old"),
+        ("gap/replaced", "new"),
+    ] {
+        publisher
+            .publish(topic, payload)
+            .qos(QoS::AtLeastOnce)
+            .retain(true)
+            .await
+            .unwrap();
+    }
+    wait_for("A tries again", || {
+        a.cluster.stats().retained_store_retries >= 1
+    })
+    .await;
+    assert_eq!(a.cluster.stats().retained_stored, 0);
+    // B's attach creates the stream again.
+    let b = Node::start(&nats, "b").await;
+    wait_for("A stored both topics", || {
+        a.cluster.stats().retained_stored == 2
+    })
+    .await;
+    let stats = a.cluster.stats();
+    assert_eq!(stats.retained_store_failed, 0, "{stats:?}");
+
+    let c = Node::start(&nats, "c").await;
+    let late = c.client("late").await;
+    let mut sub = late.subscribe("gap/#", QoS::AtLeastOnce).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let m = next(&mut sub).await;
+        assert!(m.retain);
+        got.push((m.topic.to_string(), m.payload.clone()));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("gap/kept".to_owned(), Bytes::from("kept")),
+            ("gap/replaced".to_owned(), Bytes::from("new")),
+        ]
+    );
+    assert_eq!(c.broker.stats().retained, 2);
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
+
 #[tokio::test]
 async fn heartbeats_list_the_live_nodes() {
     let nats = nats_or_skip!("heartbeats");

@@ -143,10 +143,27 @@ async fn one_nats_server_of_three_dies() {
 
     messages_cross_again(&publisher, "nc/live", &mut sub).await;
 
+    // The retained stream acknowledged it (A stores it again while
+    // JetStream elects leaders or refuses it).
+    common::wait_for("A's retained message in the stream", || {
+        a.cluster.stats().retained_stored == 1
+    })
+    .await;
     let c = node(&servers, "c").await;
     let late = c.client("nc-late").await;
     let mut kept = late.subscribe("nc/kept", QoS::AtLeastOnce).await.unwrap();
-    let got = next(&mut kept).await;
+    let Ok(Some(got)) = tokio::time::timeout(Duration::from_secs(20), kept.recv()).await else {
+        let js = async_nats::jetstream::new(c.cluster.nats().clone());
+        let stream = match js.get_stream("fulmar_retained").await {
+            Ok(mut stream) => format!("{:?}", stream.info().await.map(|i| i.state.clone())),
+            Err(e) => e.to_string(),
+        };
+        panic!(
+            "no retained message at the late node within 20 s\na: {:?}\nc: {:?}\nstream: {stream}",
+            a.cluster.stats(),
+            c.cluster.stats()
+        );
+    };
     assert_eq!(
         (got.payload.as_ref(), got.retain),
         (&b"replicated"[..], true)
