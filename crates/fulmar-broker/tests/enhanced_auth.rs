@@ -127,6 +127,24 @@ async fn an_answer_that_is_not_continue_is_a_protocol_error() {
     broker.shutdown().await;
 }
 
+/// The answer to the challenge with another Authentication Method is
+/// refused by the session: CONNACK 0x8C, and the exchange goes no further.
+// v5:MQTT-4.12.0-5
+#[tokio::test]
+async fn an_answer_with_another_method_gets_0x8c() {
+    let (broker, _) = broker().await;
+    let mut peer = Peer::open(addr(&broker), ProtocolVersion::V5).await;
+    peer.send_raw(&connect(b"toy")).await;
+    peer.expect_raw(&auth(0x18, b"challenge")).await;
+    let mut other = auth(0x18, b"egnellahc");
+    other[7..10].copy_from_slice(b"yot");
+    peer.send_raw(&other).await;
+    peer.expect_raw(&[0x20, 0x03, 0x00, 0x8c, 0x00]).await;
+    peer.expect_closed().await;
+    assert_eq!(broker.stats().sessions, 0);
+    broker.shutdown().await;
+}
+
 // v5:MQTT-4.12.0-6
 #[tokio::test]
 async fn without_a_method_the_plain_authenticator_decides() {

@@ -670,8 +670,8 @@ fn gen_plan(rng: &mut Junk, profile: Profile, round: u64, i: u64, slow: bool) ->
                 if expect == Expect::Accept {
                     match answer {
                         1 => expect = Expect::Refuse(ConnectReasonCode::NotAuthorized),
-                        // v5:MQTT-4.12.0-5: a Protocol Error.
-                        2 => expect = Expect::Refuse(ConnectReasonCode::ProtocolError),
+                        // v5:MQTT-4.12.0-5: refused by the session.
+                        2 => expect = Expect::Refuse(ConnectReasonCode::BadAuthenticationMethod),
                         _ => {}
                     }
                 }

@@ -105,6 +105,14 @@ pub enum ProtocolViolation {
     /// (missing or another one).
     #[error("[MQTT-4.12.0-5] AUTH with an authentication method other than the CONNECT's")]
     AuthMethodMismatch,
+    /// AUTH with a reason code its sender may not use at this point: 0x18
+    /// Continue authentication only before CONNACK ([MQTT-4.12.0-2],
+    /// [MQTT-4.12.0-3]); after it 0x19 Re-authenticate or 0x18 from the
+    /// client ([MQTT-4.12.1-1]), 0x00 Success or 0x18 from the server.
+    #[error(
+        "AUTH with reason code 0x{0:02X} where its sender may not use it (MQTT 5.0 section 4.12)"
+    )]
+    UnexpectedAuthReason(u8),
     /// A PUBREL for an inbound QoS 2 message whose PUBREC was not sent yet
     /// (it waits for the application's `ack`, see `Config::manual_acks`).
     #[error("[MQTT-4.3.3-4] PUBREL for packet identifier {0} before its PUBREC was sent")]

@@ -80,7 +80,13 @@ pub enum Event {
         /// The identifier `subscribe`/`unsubscribe` returned.
         packet_id: PacketId,
     },
-    /// An AUTH packet (enhanced authentication, MQTT 5.0).
+    /// An AUTH packet (enhanced authentication, MQTT 5.0), with the
+    /// CONNECT's Authentication Method and a reason code its sender may use
+    /// at this point (the session closes the connection on any other). A
+    /// server gets the client's answers during the exchange before CONNACK
+    /// as they come, and goes on with [`Session::auth`](crate::Session::auth),
+    /// [`accept`](crate::Session::accept) or [`reject`](crate::Session::reject);
+    /// after CONNACK, a re-authentication (0x19, then 0x18).
     Auth(Auth),
     /// The connection ended. Reported once per connection.
     Disconnected {

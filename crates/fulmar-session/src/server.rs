@@ -340,6 +340,28 @@ impl Session {
                 if matches!(packet, Packet::Connect(_)) {
                     return Err(ProtocolViolation::SecondConnect.into());
                 }
+                if let Packet::Auth(auth) = packet {
+                    // The exchange before CONNACK: reported at once, for the
+                    // application to answer with `auth`, `accept` or `reject`.
+                    let result = if self.conn.auth_method().is_some() {
+                        self.receive_auth(auth)
+                    } else {
+                        Err(ProtocolViolation::UnexpectedAuth.into())
+                    };
+                    if let Err(error) = &result {
+                        // MQTT 5.0 section 4.13: a protocol error before
+                        // CONNACK may be answered with a refusing CONNACK.
+                        let code = match error {
+                            Error::Protocol(ProtocolViolation::AuthMethodMismatch) => {
+                                ConnectReasonCode::BadAuthenticationMethod
+                            }
+                            _ => ConnectReasonCode::ProtocolError,
+                        };
+                        drop(self.conn.take_early());
+                        self.refuse(code, ConnAckProperties::default(), Initiator::Library);
+                    }
+                    return result;
+                }
                 if self.conn.extra().early.len() >= MAX_EARLY_PACKETS {
                     return Err(LimitExceeded::EarlyPackets(MAX_EARLY_PACKETS).into());
                 }

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fulmar_codec::{
-    DecodeError, Disconnect, DisconnectProperties, DisconnectReasonCode, MqttString, Packet,
-    PacketId, ProtocolVersion, Publish, QoS, ReasonCode, SubAckReasonCode, SubscriptionOptions,
+    AuthReasonCode, DecodeError, Disconnect, DisconnectProperties, DisconnectReasonCode,
+    MqttString, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode, SubAckReasonCode,
+    SubscriptionOptions,
 };
 
 use crate::config::Config;
@@ -907,10 +908,27 @@ impl Session {
     }
 
     /// An AUTH from the peer, on a connection whose CONNECT carried an
-    /// Authentication Method: it must carry the same one ([MQTT-4.12.0-5]).
+    /// Authentication Method: it must carry the same one ([MQTT-4.12.0-5]),
+    /// and a reason code its sender may use now: before CONNACK only 0x18
+    /// Continue authentication ([MQTT-4.12.0-2], [MQTT-4.12.0-3]); after
+    /// it, from the client 0x19 Re-authenticate or 0x18 ([MQTT-4.12.1-1]),
+    /// from the server 0x00 Success or 0x18.
     pub(crate) fn receive_auth(&mut self, auth: fulmar_codec::Auth) -> Result<(), Error> {
         if auth.properties.authentication_method.as_ref() != self.conn.auth_method() {
             return Err(ProtocolViolation::AuthMethodMismatch.into());
+        }
+        let allowed = matches!(
+            (self.state, self.role, auth.reason_code),
+            (_, _, AuthReasonCode::ContinueAuthentication)
+                | (
+                    State::Connected,
+                    Role::Server,
+                    AuthReasonCode::ReAuthenticate
+                )
+                | (State::Connected, Role::Client, AuthReasonCode::Success)
+        );
+        if !allowed {
+            return Err(ProtocolViolation::UnexpectedAuthReason(u8::from(auth.reason_code)).into());
         }
         self.events.push_back(Event::Auth(auth));
         Ok(())

@@ -232,13 +232,13 @@ fn auth_only_with_an_authentication_method() {
             .handle_packet(wire(p, ProtocolVersion::V5), now)
             .unwrap();
     }
+    assert!(
+        matches!(events(&mut server).as_slice(), [Event::Auth(_)]),
+        "reported before the accept, which it decides"
+    );
     server
         .accept(ConnAckProperties::default(), None, now)
         .unwrap();
-    assert!(
-        matches!(events(&mut server).as_slice(), [Event::Auth(_)]),
-        "reported after the accept"
-    );
     for p in drain(&mut server) {
         client
             .handle_packet(wire(p, ProtocolVersion::V5), now)
@@ -404,6 +404,148 @@ fn an_auth_with_another_method_ends_the_connection() {
             matches!(out.as_slice(), [Packet::Disconnect(d)] if d.reason_code == DisconnectReasonCode::BadAuthenticationMethod),
             "{out:?}"
         );
+    }
+}
+
+#[test]
+fn an_auth_out_of_place_before_connack_is_refused_with_a_connack() {
+    // v5:MQTT-4.12.0-3 v5:MQTT-4.12.0-5 v5:MQTT-4.12.0-7
+    let now = t0();
+    let auth = |method: Option<&'static str>, reason_code| {
+        let mut auth = Auth {
+            reason_code,
+            ..Auth::default()
+        };
+        auth.properties.authentication_method = method.map(MqttString::from);
+        auth
+    };
+    for (connect_method, sent, expected) in [
+        // The client answers the server's challenge with 0x19 or 0x00.
+        (
+            Some("SCRAM-SHA-1"),
+            auth(Some("SCRAM-SHA-1"), AuthReasonCode::ReAuthenticate),
+            ConnectReasonCode::ProtocolError,
+        ),
+        (
+            Some("SCRAM-SHA-1"),
+            auth(Some("SCRAM-SHA-1"), AuthReasonCode::Success),
+            ConnectReasonCode::ProtocolError,
+        ),
+        // ... or with another method.
+        (
+            Some("SCRAM-SHA-1"),
+            auth(
+                Some("SCRAM-SHA-256"),
+                AuthReasonCode::ContinueAuthentication,
+            ),
+            ConnectReasonCode::BadAuthenticationMethod,
+        ),
+        // AUTH although the CONNECT had no method.
+        (
+            None,
+            auth(None, AuthReasonCode::ContinueAuthentication),
+            ConnectReasonCode::ProtocolError,
+        ),
+    ] {
+        let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+        connect.properties.authentication_method = connect_method.map(MqttString::from);
+        let mut server = Session::server(Config::default(), now);
+        server
+            .handle_packet(Packet::Connect(Box::new(connect)), now)
+            .unwrap();
+        assert!(matches!(
+            events(&mut server).as_slice(),
+            [Event::Connect(_)]
+        ));
+        assert!(
+            server
+                .handle_packet(Packet::Auth(sent.clone()), now)
+                .is_err()
+        );
+        let out = drain(&mut server);
+        assert!(
+            matches!(out.as_slice(), [Packet::ConnAck(c)] if c.reason_code == expected),
+            "{sent:?}: {out:?}"
+        );
+        assert!(
+            server
+                .accept(ConnAckProperties::default(), None, now)
+                .is_err()
+        );
+    }
+}
+
+#[test]
+fn auth_reason_codes_each_side_may_use() {
+    // v5:MQTT-4.12.0-2 v5:MQTT-4.12.1-1
+    let now = t0();
+    let method = MqttString::from("SCRAM-SHA-1");
+    let auth = |reason_code| {
+        let mut auth = Auth {
+            reason_code,
+            ..Auth::default()
+        };
+        auth.properties.authentication_method = Some(method.clone());
+        auth
+    };
+    let with_method = || {
+        let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+        connect.properties.authentication_method = Some(method.clone());
+        connect
+    };
+    // Server, after CONNACK: 0x19 and 0x18 from the client, not 0x00.
+    for (reason, ok) in [
+        (AuthReasonCode::ReAuthenticate, true),
+        (AuthReasonCode::ContinueAuthentication, true),
+        (AuthReasonCode::Success, false),
+    ] {
+        let mut server = connected_server(Config::default(), with_method(), now);
+        let result = server.handle_packet(Packet::Auth(auth(reason)), now);
+        assert_eq!(result.is_ok(), ok, "{reason:?}");
+        if !ok {
+            assert_eq!(
+                drain(&mut server),
+                vec![Packet::Disconnect(Disconnect::new(
+                    DisconnectReasonCode::ProtocolError
+                ))]
+            );
+        }
+    }
+    // Client, before CONNACK: only 0x18 from the server.
+    for (reason, ok) in [
+        (AuthReasonCode::ContinueAuthentication, true),
+        (AuthReasonCode::Success, false),
+        (AuthReasonCode::ReAuthenticate, false),
+    ] {
+        let mut client = Session::client(Config::default());
+        client.connect(with_method(), now).unwrap();
+        let _ = drain(&mut client);
+        let result = client.handle_packet(Packet::Auth(auth(reason)), now);
+        assert_eq!(result.is_ok(), ok, "{reason:?}");
+        if !ok {
+            assert_eq!(
+                drain(&mut client),
+                vec![Packet::Disconnect(Disconnect::new(
+                    DisconnectReasonCode::ProtocolError
+                ))]
+            );
+        }
+    }
+    // Client, after CONNACK: 0x00 and 0x18 from the server, not 0x19.
+    for (reason, ok) in [
+        (AuthReasonCode::Success, true),
+        (AuthReasonCode::ContinueAuthentication, true),
+        (AuthReasonCode::ReAuthenticate, false),
+    ] {
+        let mut client = Session::client(Config::default());
+        client.connect(with_method(), now).unwrap();
+        let _ = drain(&mut client);
+        let mut connack = ConnAck::new(false, ConnectReasonCode::Success);
+        connack.properties.authentication_method = Some(method.clone());
+        client.handle_packet(Packet::ConnAck(connack), now).unwrap();
+        assert!(client.is_connected());
+        let result = client.handle_packet(Packet::Auth(auth(reason)), now);
+        assert_eq!(result.is_ok(), ok, "{reason:?}");
     }
 }
 

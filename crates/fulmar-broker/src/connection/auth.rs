@@ -1,8 +1,6 @@
 //! MQTT 5.0 enhanced authentication (section 4.12) before CONNACK: the
 //! broker relays AUTH packets between the client and an [`AuthExchange`].
 
-use std::collections::VecDeque;
-
 use bytes::Bytes;
 use fulmar_codec::{
     Auth, AuthReasonCode, Connect, ConnectReasonCode, DisconnectReasonCode, MqttString,
@@ -29,9 +27,6 @@ impl PendingAuth {
 /// The enhanced authentication state of a connection.
 #[derive(Default)]
 pub(super) struct AuthState {
-    /// AUTH packets received during the exchange before CONNACK, not yet
-    /// handled.
-    pub(super) inbox: VecDeque<Auth>,
     /// What the CONNECT presented, kept for re-authentication.
     pub(super) info: Option<ConnectInfo>,
     /// A re-authentication in progress (AUTH 0x19 after CONNACK).
@@ -62,19 +57,14 @@ impl<S: super::Stream> Connection<S> {
         self.auth_step(pending, data).await;
     }
 
-    /// An AUTH from the client during the exchange: it must continue the
-    /// exchange (0x18) with the same method ([MQTT-4.12.0-5]); anything else
-    /// is a protocol error (CONNACK 0x82).
+    /// An AUTH from the client during the exchange. The session let only
+    /// 0x18 Continue authentication with the CONNECT's method through
+    /// ([MQTT-4.12.0-3], [MQTT-4.12.0-5]); it refused anything else with
+    /// a CONNACK.
     pub(super) async fn on_auth(&mut self, auth: Auth) {
         let Some(pending) = self.pending_auth.take() else {
             return;
         };
-        let method = auth.properties.authentication_method.as_ref();
-        if auth.reason_code != AuthReasonCode::ContinueAuthentication
-            || method != pending.connect.properties.authentication_method.as_ref()
-        {
-            return self.reject(ConnectReasonCode::ProtocolError);
-        }
         self.auth_step(*pending, auth.properties.authentication_data)
             .await;
     }

@@ -648,7 +648,6 @@ impl<S: Stream> Connection<S> {
             && self.session.inflight_len() == 0
             && self.session.pending_len() == 0
             && self.pending_auth.is_none()
-            && self.auth.as_ref().is_none_or(|auth| auth.inbox.is_empty())
             && self.refusals.is_none()
             && self.handovers.is_empty()
             && !self.shutting_down
@@ -796,11 +795,6 @@ impl<S: Stream> Connection<S> {
                 if matches!(packet, Packet::Publish(_)) {
                     counters.publish_received.fetch_add(1, Ordering::Relaxed);
                 }
-                if let (Some(_), Packet::Auth(auth)) = (&self.pending_auth, &packet) {
-                    // The enhanced authentication exchange is the broker's, before CONNACK.
-                    self.auth_state().inbox.push_back(auth.clone());
-                    return true;
-                }
                 // A violation closes the session; it is reported as an event.
                 let _ = self.session.handle_packet(packet, now);
                 true
@@ -838,10 +832,6 @@ impl<S: Stream> Connection<S> {
             .is_some_and(|journal| journal.immediate());
         loop {
             let mut handled = false;
-            while let Some(auth) = self.auth.as_mut().and_then(|a| a.inbox.pop_front()) {
-                handled = true;
-                self.on_auth(auth).await;
-            }
             while let Some(event) = self.session.poll_event() {
                 handled = true;
                 self.on_event(event).await;
@@ -1012,6 +1002,8 @@ impl<S: Stream> Connection<S> {
             Event::Message(publish) => self.on_message(publish).await,
             Event::Subscribe(subscribe) => self.on_subscribe(subscribe).await,
             Event::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe),
+            // The session checked its method and reason code.
+            Event::Auth(auth) if self.pending_auth.is_some() => self.on_auth(auth).await,
             Event::Auth(auth) => self.on_reauth(auth).await,
             Event::PublishComplete { packet_id, .. } => self.forget_outbound(packet_id),
             Event::PublishDropped {
