@@ -187,7 +187,7 @@ impl Session {
         if self.state == State::AwaitConnAck {
             return match packet {
                 Packet::ConnAck(connack) => self.on_connack(connack, now),
-                Packet::Auth(auth) if self.conn.auth_method().is_some() => self.receive_auth(auth),
+                Packet::Auth(auth) => self.receive_auth(auth),
                 // Not allowed before CONNACK (MQTT-3.14.0-1), but it ends the
                 // connection either way: report the server's reason.
                 Packet::Disconnect(disconnect) => {
@@ -234,10 +234,9 @@ impl Session {
                 self.on_disconnect(disconnect);
                 Ok(())
             }
-            Packet::Auth(auth) if self.conn.auth_method().is_some() => self.receive_auth(auth),
+            Packet::Auth(auth) => self.receive_auth(auth),
             // MQTT-3.2.0-2 (v5): one CONNACK per connection.
             Packet::ConnAck(_) => Err(ProtocolViolation::SecondConnAck.into()),
-            Packet::Auth(_) => Err(ProtocolViolation::UnexpectedAuth.into()),
             other @ (Packet::Connect(_)
             | Packet::Subscribe(_)
             | Packet::Unsubscribe(_)

@@ -343,20 +343,12 @@ impl Session {
                 if let Packet::Auth(auth) = packet {
                     // The exchange before CONNACK: reported at once, for the
                     // application to answer with `auth`, `accept` or `reject`.
-                    let result = if self.conn.auth_method().is_some() {
-                        self.receive_auth(auth)
-                    } else {
-                        Err(ProtocolViolation::UnexpectedAuth.into())
-                    };
+                    let result = self.receive_auth(auth);
                     if let Err(error) = &result {
                         // MQTT 5.0 section 4.13: a protocol error before
                         // CONNACK may be answered with a refusing CONNACK.
-                        let code = match error {
-                            Error::Protocol(ProtocolViolation::AuthMethodMismatch) => {
-                                ConnectReasonCode::BadAuthenticationMethod
-                            }
-                            _ => ConnectReasonCode::ProtocolError,
-                        };
+                        let code = ConnectReasonCode::from_reason_code(error.reason_code().into())
+                            .unwrap_or(ConnectReasonCode::ProtocolError);
                         drop(self.conn.take_early());
                         self.refuse(code, ConnAckProperties::default(), Initiator::Library);
                     }
@@ -430,8 +422,7 @@ impl Session {
                 self.on_disconnect(disconnect);
                 Ok(())
             }
-            Packet::Auth(auth) if self.conn.auth_method().is_some() => self.receive_auth(auth),
-            Packet::Auth(_) => Err(ProtocolViolation::UnexpectedAuth.into()),
+            Packet::Auth(auth) => self.receive_auth(auth),
             // MQTT-3.1.0-2: a second CONNECT is a protocol error.
             Packet::Connect(_) => Err(ProtocolViolation::SecondConnect.into()),
             other @ (Packet::ConnAck(_)

@@ -907,13 +907,16 @@ impl Session {
         );
     }
 
-    /// An AUTH from the peer, on a connection whose CONNECT carried an
-    /// Authentication Method: it must carry the same one ([MQTT-4.12.0-5]),
+    /// An AUTH from the peer: only on a connection whose CONNECT carried an
+    /// Authentication Method ([MQTT-4.12.0-7]); it must carry the same one ([MQTT-4.12.0-5]),
     /// and a reason code its sender may use now: before CONNACK only 0x18
     /// Continue authentication ([MQTT-4.12.0-2], [MQTT-4.12.0-3]); after
     /// it, from the client 0x19 Re-authenticate or 0x18 ([MQTT-4.12.1-1]),
     /// from the server 0x00 Success or 0x18.
     pub(crate) fn receive_auth(&mut self, auth: fulmar_codec::Auth) -> Result<(), Error> {
+        if self.conn.auth_method().is_none() {
+            return Err(ProtocolViolation::UnexpectedAuth.into());
+        }
         if auth.properties.authentication_method.as_ref() != self.conn.auth_method() {
             return Err(ProtocolViolation::AuthMethodMismatch.into());
         }

@@ -101,9 +101,11 @@ impl<S: super::Stream> Connection<S> {
             // acknowledged without being routed again (exactly once for
             // them), and the copies that had no room are lost.
             if publish.qos == QoS::ExactlyOnce {
-                for _ in 0..missed {
-                    self.shared.counters.drop_one();
-                }
+                let missed = u64::try_from(missed).unwrap_or(u64::MAX);
+                self.shared
+                    .counters
+                    .dropped
+                    .fetch_add(missed, Ordering::Relaxed);
             }
             if !self.shared.shutdown.is_cancelled() {
                 self.disconnect(DisconnectReasonCode::ServerBusy);
