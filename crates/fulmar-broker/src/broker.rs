@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fulmar_codec::{MqttString, Publish, QoS};
 use fulmar_topic::{SharedFilter, SubscriptionFilter, TopicName};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,7 +18,7 @@ use crate::auth::{AllowAll, Authenticator, Authorizer};
 use crate::bridge::{Bridge, SessionExport, SessionUnavailable};
 use crate::config::{Limits, OverloadPolicy, ServerReference};
 use crate::error::BrokerError;
-use crate::listener::{ListenerSpec, SpecKind, accept_loop};
+use crate::listener::{ListenerSpec, Peer, Slot, SpecKind, accept_loop};
 use crate::message::Subscription;
 use crate::observe::{BrokerEvent, Events, sys_loop};
 use crate::state::{
@@ -568,6 +569,76 @@ impl BrokerHandle {
         Events::new(shared.events.subscribe(), shared.stopped.clone())
     }
 
+    /// Serves one MQTT connection over a byte stream the application opened
+    /// itself: a Unix domain socket, a QUIC stream, an in-memory pipe, a
+    /// transport with its own handshake. The connection is one like those of
+    /// the listeners: it counts towards
+    /// [`Limits::max_connections`](crate::Limits::max_connections) and
+    /// [`Stats::connections`], gets the same limits, authentication and
+    /// authorization, and is closed by [`shutdown`](Self::shutdown), which
+    /// waits for it (one served after the shutdown is closed at once without
+    /// an answer). `peer` is the address the [`Authenticator`], the
+    /// [`BrokerEvent`]s and the logs report for it; for a transport without
+    /// one, pass an address that means something to the application.
+    /// Such a connection never hibernates.
+    ///
+    /// The returned [`ServedConnection`] completes when the connection has
+    /// ended; dropping it does not end the connection. Must be called within
+    /// a tokio runtime.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use fulmar_broker::Broker;
+    /// use fulmar_codec::{Connect, MqttString, Packet, ProtocolVersion, decode};
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A broker without listeners: its one client is at the end of a pipe.
+    /// let broker = Broker::builder().start().await?;
+    /// let (mut client, server) = tokio::io::duplex(4096);
+    /// let connection = broker.serve_connection(server, "127.0.0.1:0".parse()?);
+    ///
+    /// let mut wire = BytesMut::new();
+    /// Packet::from(Connect::new(ProtocolVersion::V5, MqttString::from("pipe")))
+    ///     .encode(ProtocolVersion::V5, &mut wire)?;
+    /// client.write_all(&wire).await?;
+    /// let mut answer = BytesMut::new();
+    /// let connack = loop {
+    ///     client.read_buf(&mut answer).await?;
+    ///     if let Some(packet) = decode(&mut answer, ProtocolVersion::V5, 1 << 20)? {
+    ///         break packet;
+    ///     }
+    /// };
+    /// assert!(matches!(connack, Packet::ConnAck(ack) if !ack.reason_code.is_error()));
+    /// assert_eq!(broker.stats().connections, 1);
+    ///
+    /// drop(client);
+    /// connection.await;
+    /// broker.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn serve_connection<S>(&self, stream: S, peer: SocketAddr) -> ServedConnection
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = &self.inner.shared;
+        let (slot, over_limit) = Slot::open(shared);
+        let peer = Peer {
+            addr: peer,
+            certificate: None,
+        };
+        let stream = crate::connection::Custom(stream);
+        ServedConnection(self.inner.tracker.spawn(crate::connection::run(
+            shared.clone(),
+            stream,
+            peer,
+            over_limit,
+            slot,
+        )))
+    }
+
     /// Publishes a message from the application, as a client would, without
     /// a socket. An empty retained payload deletes the retained message.
     ///
@@ -882,6 +953,32 @@ impl BrokerHandle {
         }
         inner.shared.stopped.cancel();
         tracing::info!("broker stopped");
+    }
+}
+
+/// A connection started by [`BrokerHandle::serve_connection`]: a future
+/// that completes when the connection has ended (closed by either side, or
+/// by the broker's shutdown). Dropping it does not end the connection.
+#[derive(Debug)]
+pub struct ServedConnection(tokio::task::JoinHandle<()>);
+
+impl ServedConnection {
+    /// Whether the connection has ended.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+impl Future for ServedConnection {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        // The task only fails by panicking, which the runtime has reported.
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|_| ())
     }
 }
 

@@ -28,6 +28,9 @@
 //!   [`Authenticator`]), WebSocket and secure WebSocket on a path,
 //!   subprotocol `mqtt` (feature `websocket`). TLS and WebSocket handshakes
 //!   run in the connection's task, bounded by [`Limits::connect_timeout`].
+//!   Any other byte stream the application opens itself (a Unix domain
+//!   socket, an in-memory pipe, a QUIC stream) is served with
+//!   [`BrokerHandle::serve_connection`].
 //! - **Enhanced authentication** (MQTT 5.0 AUTH challenge/response, and
 //!   re-authentication after CONNACK) through [`Authenticator::auth_method`]
 //!   and [`AuthExchange`].
@@ -104,7 +107,7 @@ pub use auth::{
     ConnectInfo,
 };
 pub use bridge::{Bridge, SessionClaim, SessionExport, SessionUnavailable};
-pub use broker::{Broker, BrokerBuilder, BrokerHandle, Stats};
+pub use broker::{Broker, BrokerBuilder, BrokerHandle, ServedConnection, Stats};
 pub use config::{Limits, OverloadPolicy, ServerReference};
 pub use error::BrokerError;
 pub use fulmar_session::Initiator;

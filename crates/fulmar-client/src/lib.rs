@@ -40,7 +40,9 @@
 //!   PUBREC wait for [`Client::ack`], in the order of receipt.
 //! - Transports: TCP, TLS (feature `tls`, on by default: rustls with ring;
 //!   system roots, custom CA, client certificates, SNI), WebSocket and secure
-//!   WebSocket (feature `websocket`, subprotocol `mqtt`).
+//!   WebSocket (feature `websocket`, subprotocol `mqtt`), or any stream the
+//!   application opens itself ([`Transport::custom`]: a Unix domain socket,
+//!   an in-memory pipe to an embedded broker).
 //! - tracing: a `mqtt_client` span per client with events for connect,
 //!   reconnect, and errors.
 //!
@@ -95,7 +97,7 @@ mod ws;
 
 pub use client::{Client, PublishFuture, PublishOutcome, PublishRequest, PublishTopic};
 pub use error::Error;
-pub use options::{ConnectOptions, Reconnect, Transport};
+pub use options::{ConnectOptions, Connector, Reconnect, Transport};
 pub use router::{Message, Messages, Subscription};
 #[cfg(feature = "tls")]
 pub use tls::TlsOptions;

@@ -1,15 +1,19 @@
 //! Connection options: the builder behind [`Client::connect`](crate::Client::connect).
 
 use std::num::{NonZeroU16, NonZeroU32};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use fulmar_codec::{Connect, MqttString, ProtocolVersion, Will};
 use fulmar_session::Config;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::Error;
 #[cfg(feature = "tls")]
 use crate::tls::TlsOptions;
+use crate::transport::Io;
 
 /// How the client reaches the broker.
 #[derive(Clone, Debug, Default)]
@@ -35,6 +39,61 @@ pub enum Transport {
         /// TLS settings.
         tls: TlsOptions,
     },
+    /// A byte stream the application opens itself (see [`Transport::custom`]):
+    /// a Unix domain socket, an in-memory pipe to an embedded broker, a
+    /// tunnel. The host and port of [`ConnectOptions`] only name it in logs.
+    Custom(Connector),
+}
+
+impl Transport {
+    /// A transport that calls `connect` for every connection attempt (the
+    /// first and each reconnect) and speaks MQTT over the stream it returns.
+    ///
+    /// ```no_run
+    /// use fulmar_client::{Client, ConnectOptions, Transport};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), fulmar_client::Error> {
+    /// # #[cfg(unix)] {
+    /// let transport = Transport::custom(|| tokio::net::UnixStream::connect("/run/mqtt.sock"));
+    /// let options = ConnectOptions::new("mqtt.sock", 0).transport(transport);
+    /// let (client, _connack) = Client::connect(options).await?;
+    /// # }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn custom<F, Fut, S>(connect: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::io::Result<S>> + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        Self::Custom(Connector(Arc::new(move || {
+            let stream = connect();
+            Box::pin(async move { Ok(Box::new(stream.await?) as Box<dyn Io>) })
+        })))
+    }
+}
+
+/// What opens the stream of a [`Transport::Custom`]; made by
+/// [`Transport::custom`].
+#[derive(Clone)]
+pub struct Connector(Arc<ConnectFn>);
+
+type ConnectFn =
+    dyn Fn() -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Io>>> + Send>> + Send + Sync;
+
+impl Connector {
+    /// Opens one stream.
+    pub(crate) async fn connect(&self) -> std::io::Result<Box<dyn Io>> {
+        (self.0)().await
+    }
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connector")
+    }
 }
 
 /// Reconnect policy: exponential backoff with jitter.

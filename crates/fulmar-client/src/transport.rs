@@ -1,4 +1,5 @@
-//! Opening the byte stream to the broker: TCP, TLS, WebSocket, secure WebSocket.
+//! Opening the byte stream to the broker: TCP, TLS, WebSocket, secure WebSocket,
+//! or the application's own.
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -13,23 +14,27 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// Connects the transport chosen in `options`.
 pub(crate) async fn connect(options: &ConnectOptions) -> Result<Box<dyn Io>, Error> {
     let (host, port) = options.address();
-    let tcp = TcpStream::connect((host, port)).await?;
-    tcp.set_nodelay(true)?;
+    let tcp = async {
+        let tcp = TcpStream::connect((host, port)).await?;
+        tcp.set_nodelay(true)?;
+        Ok::<_, Error>(tcp)
+    };
     match &options.transport {
-        Transport::Tcp => Ok(Box::new(tcp)),
+        Transport::Tcp => Ok(Box::new(tcp.await?)),
         #[cfg(feature = "tls")]
-        Transport::Tls(tls) => Ok(Box::new(tls.connect(host, tcp).await?)),
+        Transport::Tls(tls) => Ok(Box::new(tls.connect(host, tcp.await?).await?)),
         #[cfg(feature = "websocket")]
         Transport::WebSocket { path } => {
             let url = format!("ws://{}:{port}{}", url_host(host), slash(path));
-            Ok(Box::new(crate::ws::connect(&url, tcp).await?))
+            Ok(Box::new(crate::ws::connect(&url, tcp.await?).await?))
         }
         #[cfg(all(feature = "websocket", feature = "tls"))]
         Transport::SecureWebSocket { path, tls } => {
-            let stream = tls.connect(host, tcp).await?;
+            let stream = tls.connect(host, tcp.await?).await?;
             let url = format!("wss://{}:{port}{}", url_host(host), slash(path));
             Ok(Box::new(crate::ws::connect(&url, stream).await?))
         }
+        Transport::Custom(connector) => Ok(connector.connect().await?),
     }
 }
 

@@ -29,10 +29,12 @@ use crate::listener::{Peer, Slot};
 use crate::observe::{BrokerEvent, Counted};
 
 mod auth;
+mod custom;
 mod inbound;
 mod tcp;
 mod transport;
 
+pub(crate) use custom::Custom;
 pub(crate) use tcp::TcpIo;
 
 use crate::state::{
@@ -343,6 +345,8 @@ impl<S: Stream> Stream for tokio_rustls::server::TlsStream<S> {}
 impl<S: Stream> Stream for crate::ws::WsIo<S> {}
 
 impl Stream for tokio::net::TcpStream {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for Custom<S> {}
 
 /// A hibernating connection (see [`crate::hibernate`]): its state, its
 /// socket out of the runtime.
