@@ -6,6 +6,9 @@
 //! - [`build`]: structure-aware packets for `roundtrip`.
 //! - [`topic_checks`]: what `topic_parse` asserts; replayed by fulmar-topic's
 //!   `tests/fuzz_corpus.rs`.
+//! - [`broker_checks`]: what `broker` asserts about a script of client connections and
+//!   application calls played on an embedded `fulmar_broker` broker; replayed by
+//!   fulmar-broker's `tests/fuzz_corpus.rs`.
 //! - [`session_checks`]: what `session` asserts about a script played on a
 //!   `fulmar_session::Session`; replayed by fulmar-session's `tests/fuzz_corpus.rs`.
 //!
@@ -19,6 +22,7 @@
 //! assert!(!outcome.error);
 //! ```
 
+pub mod broker_checks;
 pub mod build;
 pub mod checks;
 pub mod session_checks;

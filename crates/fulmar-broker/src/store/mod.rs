@@ -397,34 +397,26 @@ fn get_str(b: &mut &[u8]) -> Option<String> {
 
 /// The key of a session's message: client identifier, then the sequence
 /// number big-endian, so that one client's messages are contiguous and in order.
+#[cfg(feature = "disk")]
 pub(crate) fn message_key(client: &str, seq: u64) -> Vec<u8> {
-    let mut key = Vec::with_capacity(client.len() + 10);
-    key.extend_from_slice(
-        &u16::try_from(client.len())
-            .unwrap_or(u16::MAX)
-            .to_be_bytes(),
-    );
-    key.extend_from_slice(client.as_bytes());
+    let mut key = client_prefix(client);
     key.extend_from_slice(&seq.to_be_bytes());
     key
 }
 
 /// The key of an inbound QoS 2 identifier.
+#[cfg(feature = "disk")]
 pub(crate) fn incoming_key(client: &str, packet_id: PacketId) -> Vec<u8> {
-    let mut key = Vec::with_capacity(client.len() + 4);
-    key.extend_from_slice(
-        &u16::try_from(client.len())
-            .unwrap_or(u16::MAX)
-            .to_be_bytes(),
-    );
-    key.extend_from_slice(client.as_bytes());
+    let mut key = client_prefix(client);
     key.extend_from_slice(&packet_id.get().to_be_bytes());
     key
 }
 
-/// The prefix shared by every key of `client` ([`message_key`], [`incoming_key`]).
+/// The prefix shared by every key of `client` ([`message_key`], [`incoming_key`]):
+/// the length of the identifier (big-endian, two bytes), then the identifier.
+#[cfg(feature = "disk")]
 pub(crate) fn client_prefix(client: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(client.len() + 2);
+    let mut key = Vec::with_capacity(client.len() + 10);
     key.extend_from_slice(
         &u16::try_from(client.len())
             .unwrap_or(u16::MAX)
@@ -435,6 +427,7 @@ pub(crate) fn client_prefix(client: &str) -> Vec<u8> {
 }
 
 /// Splits a key of [`message_key`] or [`incoming_key`] into client and suffix.
+#[cfg(feature = "disk")]
 pub(crate) fn split_key(key: &[u8]) -> Option<(Arc<str>, &[u8])> {
     let len = u16::from_be_bytes(key.get(..2)?.try_into().ok()?) as usize;
     let client = std::str::from_utf8(key.get(2..2 + len)?).ok()?;
@@ -496,10 +489,18 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(decode_session(Arc::from("c1"), &bytes[..cut]).is_err());
         }
+    }
+
+    #[cfg(feature = "disk")]
+    #[test]
+    fn keys_split_into_client_and_suffix() {
         let key = message_key("c1", 7);
         let (client, rest) = split_key(&key).unwrap();
         assert_eq!((&*client, rest), ("c1", &7u64.to_be_bytes()[..]));
         assert!(key.starts_with(&client_prefix("c1")));
         assert!(!key.starts_with(&client_prefix("c")));
+        let key = incoming_key("c1", PacketId::new(3).unwrap());
+        let (client, rest) = split_key(&key).unwrap();
+        assert_eq!((&*client, rest), ("c1", &3u16.to_be_bytes()[..]));
     }
 }
