@@ -330,6 +330,24 @@ fn seeds() -> Vec<(String, Script, Expect)> {
         Expect::publishes(2, 1),
     ));
     seeds.push((
+        "resume-smaller-receive-maximum-v5".into(),
+        // Three QoS 1 messages in flight, then the session resumes with Receive Maximum 1:
+        // one is sent again, the others wait.
+        Script::new(0)
+            .packet(0, CONNECT, V5 | EXPIRY)
+            .packet(0, SUBSCRIBE, subscribe(0, 1))
+            .settle()
+            .local(publish(0, 1) << 2)
+            .local(publish(1, 1) << 2)
+            .local(publish(3, 1) << 2)
+            .settle()
+            .close(0)
+            .settle()
+            .packet(1, CONNECT, V5 | EXPIRY | SMALL)
+            .settle(),
+        Expect::publishes(2, 4),
+    ));
+    seeds.push((
         "topic-alias-v5".into(),
         two_clients(0x10, V5)
             .packet(1, PUBLISH, publish(0, 0) | ALIAS)

@@ -422,13 +422,22 @@ impl ControlReceiver {
     }
 }
 
-impl Drop for ControlReceiver {
-    fn drop(&mut self) {
+impl ControlReceiver {
+    /// The connection has ended: what is still queued is dropped (so the
+    /// sender of a take-over stops waiting for its answer) and nothing more
+    /// is taken.
+    pub(crate) fn close(&self) {
         let left = self.0.lock().take();
         // Senders waiting for room see it closed.
         if let Some(mut queues) = left {
             wake_all(queues.take_waiting());
         }
+    }
+}
+
+impl Drop for ControlReceiver {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

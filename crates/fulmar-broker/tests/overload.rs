@@ -648,3 +648,60 @@ async fn a_qos2_message_held_back_too_long_is_delivered_once_and_its_drop_counte
     drop(stuck);
     broker.shutdown().await;
 }
+
+/// A publisher held back by a full queue (back-pressure) still gives its
+/// session up at once when its client connects again: the old connection
+/// gets DISCONNECT 0x8E, instead of staying blocked until the back-pressure
+/// timeout (30 s here) while the new one waits for the handover.
+// v5:MQTT-3.1.4-3
+#[tokio::test]
+async fn a_publisher_held_back_is_taken_over_at_once() {
+    use fulmar_codec::{DisconnectReasonCode, decode};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let broker = start_with(
+        Broker::builder()
+            .max_queued_messages(QUEUE)
+            .overload_policy(OverloadPolicy::Backpressure),
+    )
+    .await;
+    let _slow = subscriber(&broker, "slow", &["load/#"]).await;
+    let publisher = Peer::connect(addr(&broker), ProtocolVersion::V5, "pub").await;
+    let (mut read, mut write) = publisher.stream.into_split();
+    let writer = tokio::spawn(async move {
+        for i in 0..N {
+            let mut wire = bytes::BytesMut::new();
+            Packet::from(message("load/a", i, (i % 60_000) as u16 + 1))
+                .encode(ProtocolVersion::V5, &mut wire)
+                .unwrap();
+            if write.write_all(&wire).await.is_err() {
+                return;
+            }
+        }
+    });
+    wait_until("the publisher is held back", || {
+        broker.stats().blocked_publishers == 1
+    })
+    .await;
+
+    // The same client connects again.
+    let _again = Peer::connect(addr(&broker), ProtocolVersion::V5, "pub").await;
+    let mut buf = bytes::BytesMut::new();
+    let disconnect = tokio::time::timeout(GUARD, async {
+        loop {
+            match decode(&mut buf, ProtocolVersion::V5, u32::MAX).unwrap() {
+                Some(Packet::Disconnect(d)) => return d,
+                Some(_) => {}
+                None => assert!(read.read_buf(&mut buf).await.unwrap() > 0, "closed"),
+            }
+        }
+    })
+    .await
+    .expect("the old connection is told at once");
+    assert_eq!(
+        disconnect.reason_code,
+        DisconnectReasonCode::SessionTakenOver
+    );
+    writer.abort();
+    broker.shutdown().await;
+}

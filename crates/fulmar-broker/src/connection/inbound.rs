@@ -16,7 +16,7 @@ use super::Connection;
 use crate::broker::Shared;
 
 use crate::config::OverloadPolicy;
-use crate::state::{Blocked, ControlInbox, Held, Origin};
+use crate::state::{Blocked, Control, ControlInbox, Held, Inbound, Origin};
 use crate::store::StoreOp;
 use crate::store::journal::Journal;
 
@@ -88,8 +88,8 @@ impl<S: super::Stream> Connection<S> {
                 self.dirty |= journaled != Some(journal.issued());
             }
         }
-        let missed = if held.blocked.is_empty() {
-            0
+        let (missed, interrupted) = if held.blocked.is_empty() {
+            (0, None)
         } else {
             self.wait_for_room(held.blocked).await
         };
@@ -107,8 +107,15 @@ impl<S: super::Stream> Connection<S> {
                     .dropped
                     .fetch_add(missed, Ordering::Relaxed);
             }
-            if !self.shared.shutdown.is_cancelled() {
-                self.disconnect(DisconnectReasonCode::ServerBusy);
+            match interrupted {
+                // A take-over or the shutdown ended the wait: it closes the connection.
+                Some(control) => {
+                    self.on_control(control);
+                }
+                None if !self.shared.shutdown.is_cancelled() => {
+                    self.disconnect(DisconnectReasonCode::ServerBusy);
+                }
+                None => {}
             }
             return;
         }
@@ -131,9 +138,11 @@ impl<S: super::Stream> Connection<S> {
     /// without reading from the network meanwhile. Deliveries to this
     /// connection keep flowing into its session queue while there is room, so
     /// two publishers feeding each other do not wait on each other. After
-    /// [`Limits::backpressure_timeout`](crate::Limits) or at shutdown it
-    /// gives up: the number of copies not handed over (0: all were).
-    async fn wait_for_room(&mut self, blocked: Vec<Blocked>) -> usize {
+    /// [`Limits::backpressure_timeout`](crate::Limits), at shutdown or when
+    /// another connection takes the session over, it gives up: the number of
+    /// copies not handed over (0: all were), and the control message that
+    /// ended the wait.
+    async fn wait_for_room(&mut self, blocked: Vec<Blocked>) -> (usize, Option<Control>) {
         let counters = &self.shared.counters;
         counters.blocked_publishers.fetch_add(1, Ordering::Relaxed);
         let mut deadline = tokio::time::Instant::now();
@@ -142,6 +151,7 @@ impl<S: super::Stream> Connection<S> {
         }
         let max_pending = self.shared.limits.max_queued_messages;
         let mut missed = blocked.len();
+        let mut interrupted = None;
         'targets: for Blocked {
             client,
             queue,
@@ -172,6 +182,17 @@ impl<S: super::Stream> Connection<S> {
                         self.deliver_at(*own, Instant::now());
                     }
                     () = self.shared.shutdown.cancelled() => break 'targets,
+                    inbound = self.control.recv(false) => match inbound {
+                        Inbound::Control(control) => {
+                            // The connection ends: the messages still to route
+                            // from it do not wait either.
+                            interrupted = Some(control);
+                            self.backpressure_expired = true;
+                            break 'targets;
+                        }
+                        // Not asked for (`false`), but not to be lost.
+                        Inbound::Delivery(delivery) => self.deliver_at(*delivery, Instant::now()),
+                    },
                     () = tokio::time::sleep_until(deadline) => {
                         tracing::debug!(peer = %self.peer.addr, "back-pressure timeout");
                         self.backpressure_expired = true;
@@ -184,7 +205,7 @@ impl<S: super::Stream> Connection<S> {
             .counters
             .blocked_publishers
             .fetch_sub(1, Ordering::Relaxed);
-        missed
+        (missed, interrupted)
     }
 
     /// Pacing: the connection reads nothing more from the network until

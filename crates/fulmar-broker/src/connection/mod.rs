@@ -473,9 +473,9 @@ pub(crate) struct Connection<S> {
     inflight_seq: Option<Box<HashMap<PacketId, u64>>>,
     /// Changes were journaled that the next acknowledgements depend on.
     dirty: bool,
-    /// A message waited [`Limits::backpressure_timeout`](crate::Limits) and
-    /// the connection is being closed (0x89): the messages read after it
-    /// wait no more.
+    /// A message waited [`Limits::backpressure_timeout`](crate::Limits), or
+    /// a take-over or the shutdown ended its wait, and the connection is
+    /// being closed: the messages read after it wait no more.
     backpressure_expired: bool,
     /// When the connection hibernates if nothing happens before.
     hibernate_at: Option<tokio::time::Instant>,
@@ -740,18 +740,9 @@ impl<S: Stream> Connection<S> {
                             }
                         }
                     }
-                    Inbound::Control(Control::TakeOver(done)) => {
-                        self.handovers.push(done);
-                        if !self.disconnect(DisconnectReasonCode::SessionTakenOver) {
+                    Inbound::Control(control) => {
+                        if !self.on_control(control) {
                             return Flow::Closed;
-                        }
-                    }
-                    Inbound::Control(Control::Shutdown) => {
-                        if !self.shutting_down {
-                            self.shutting_down = true;
-                            if !self.disconnect(DisconnectReasonCode::ServerShuttingDown) {
-                                return Flow::Closed;
-                            }
                         }
                     }
                 },
@@ -817,6 +808,23 @@ impl<S: Stream> Connection<S> {
 
     /// Closes from the server side; false when there is no open MQTT
     /// connection to send a DISCONNECT on (the caller just closes).
+    /// A take-over (5.0: DISCONNECT 0x8E, the session handed over when the
+    /// connection ends) or the shutdown (0x8B). False when the session has
+    /// closed already.
+    fn on_control(&mut self, control: Control) -> bool {
+        match control {
+            Control::TakeOver(done) => {
+                self.handovers.push(done);
+                self.disconnect(DisconnectReasonCode::SessionTakenOver)
+            }
+            Control::Shutdown if self.shutting_down => true,
+            Control::Shutdown => {
+                self.shutting_down = true;
+                self.disconnect(DisconnectReasonCode::ServerShuttingDown)
+            }
+        }
+    }
+
     fn disconnect(&mut self, code: DisconnectReasonCode) -> bool {
         self.session
             .disconnect(code, DisconnectProperties::default(), Instant::now())
@@ -1682,6 +1690,9 @@ impl<S: Stream> Connection<S> {
             self.shared.timers.notify_one();
         }
         self.handovers.clear();
+        // A take-over queued meanwhile finds the session free now: its sender
+        // must not wait for the lingering close.
+        self.control.close();
     }
 }
 
