@@ -7,5 +7,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    fulmar_fuzz::broker_checks::check_broker(data);
+    fulmar_fuzz::broker_checks::check_broker_within(data, fulmar_fuzz::broker_checks::STEP_BUDGET);
 });

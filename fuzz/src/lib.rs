@@ -9,6 +9,8 @@
 //! - [`broker_checks`]: what `broker` asserts about a script of client connections and
 //!   application calls played on an embedded `fulmar_broker` broker; replayed by
 //!   fulmar-broker's `tests/fuzz_corpus.rs`.
+//! - [`client_checks`]: what `client` asserts about a `fulmar_client::Client` facing a
+//!   broker played by a script; replayed by fulmar-client's `tests/fuzz_corpus.rs`.
 //! - [`session_checks`]: what `session` asserts about a script played on a
 //!   `fulmar_session::Session`; replayed by fulmar-session's `tests/fuzz_corpus.rs`.
 //!
@@ -25,5 +27,6 @@
 pub mod broker_checks;
 pub mod build;
 pub mod checks;
+pub mod client_checks;
 pub mod session_checks;
 pub mod topic_checks;
