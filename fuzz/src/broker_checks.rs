@@ -59,6 +59,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, WriteHalf};
 use tokio::task::JoinHandle;
 
 use crate::checks::check_encoding;
+use crate::script::{Cursor, qos, settle};
 
 /// Steps played at most; the rest of a longer input is ignored.
 pub const MAX_STEPS: usize = 256;
@@ -154,28 +155,6 @@ pub struct BrokerOutcome {
     pub publishes_out: usize,
 }
 
-/// The bytes of a script, read from the front; missing bytes read as 0.
-struct Cursor<'a>(&'a [u8]);
-
-impl Cursor<'_> {
-    fn byte(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((&b, rest)) => {
-                self.0 = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-
-    fn take(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.0.len());
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        head
-    }
-}
-
 /// One served connection, from the client's side.
 struct Conn {
     /// Every byte the client wrote.
@@ -199,14 +178,7 @@ pub fn check_broker(data: &[u8]) -> BrokerOutcome {
 /// [`check_broker`], allowing each step, the end of each connection and the shutdown up to
 /// `budget` of real time.
 pub fn check_broker_within(data: &[u8], budget: Duration) -> BrokerOutcome {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => panic!("no tokio runtime: {e}"),
-    };
-    runtime.block_on(play(data, budget))
+    crate::script::runtime().block_on(play(data, budget))
 }
 
 /// The broker's limits from the setup byte.
@@ -259,7 +231,7 @@ async fn play(data: &[u8], budget: Duration) -> BrokerOutcome {
     let mut slots: [Option<usize>; 4] = [None; 4];
     let mut locals: Vec<Subscription> = Vec::new();
 
-    while !input.0.is_empty() && outcome.steps < MAX_STEPS {
+    while !input.is_empty() && outcome.steps < MAX_STEPS {
         outcome.steps += 1;
         let started = std::time::Instant::now();
         let op = input.byte();
@@ -486,13 +458,6 @@ async fn close(conn: &mut Conn) {
     }
 }
 
-/// Lets every other task run, `rounds` times.
-async fn settle(rounds: usize) {
-    for _ in 0..rounds {
-        tokio::task::yield_now().await;
-    }
-}
-
 /// The application's in-process step chosen by `b`.
 async fn local(broker: &BrokerHandle, locals: &mut Vec<Subscription>, b: u8) {
     match b & 3 {
@@ -526,14 +491,6 @@ async fn local(broker: &BrokerHandle, locals: &mut Vec<Subscription>, b: u8) {
         _ => {
             let _ = locals.pop();
         }
-    }
-}
-
-fn qos(bits: u8) -> QoS {
-    match bits & 3 {
-        0 | 3 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
     }
 }
 

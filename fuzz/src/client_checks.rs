@@ -44,6 +44,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::checks::check_encoding;
+use crate::script::{Cursor, qos, settle};
 
 /// Steps played at most.
 pub const MAX_STEPS: usize = 256;
@@ -111,38 +112,9 @@ pub struct ClientOutcome {
     pub messages: usize,
 }
 
-/// The bytes of a script, read from the front; missing bytes read as 0.
-struct Cursor<'a>(&'a [u8]);
-
-impl Cursor<'_> {
-    fn byte(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((&b, rest)) => {
-                self.0 = rest;
-                b
-            }
-            None => 0,
-        }
-    }
-
-    fn take(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.0.len());
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        head
-    }
-}
-
 /// Plays `data` (see the module docs) and checks it. Panics when a check fails.
 pub fn check_client(data: &[u8]) -> ClientOutcome {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => panic!("no tokio runtime: {e}"),
-    };
-    runtime.block_on(play(data))
+    crate::script::runtime().block_on(play(data))
 }
 
 fn options(setup: u8, pipes: mpsc::UnboundedSender<DuplexStream>) -> ConnectOptions {
@@ -210,7 +182,7 @@ async fn play(data: &[u8]) -> ClientOutcome {
     let mut calls: Vec<JoinHandle<bool>> = Vec::new();
     let mut subscriptions = Vec::new();
 
-    while !input.0.is_empty() && outcome.steps < MAX_STEPS {
+    while !input.is_empty() && outcome.steps < MAX_STEPS {
         outcome.steps += 1;
         let op = input.byte();
         match ClientStep::of(op) {
@@ -384,20 +356,6 @@ async fn read(
         // The subscription is dropped after one read: later messages go nowhere.
     }
     read
-}
-
-async fn settle(rounds: usize) {
-    for _ in 0..rounds {
-        tokio::task::yield_now().await;
-    }
-}
-
-fn qos(bits: u8) -> QoS {
-    match bits & 3 {
-        0 | 3 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
-    }
 }
 
 fn id(b: u8) -> PacketId {

@@ -11,6 +11,7 @@
 //!   fulmar-broker's `tests/fuzz_corpus.rs`.
 //! - [`client_checks`]: what `client` asserts about a `fulmar_client::Client` facing a
 //!   broker played by a script; replayed by fulmar-client's `tests/fuzz_corpus.rs`.
+//! - [`script`]: the byte cursor and helpers the `broker` and `client` scripts share.
 //! - [`session_checks`]: what `session` asserts about a script played on a
 //!   `fulmar_session::Session`; replayed by fulmar-session's `tests/fuzz_corpus.rs`.
 //!
@@ -28,5 +29,6 @@ pub mod broker_checks;
 pub mod build;
 pub mod checks;
 pub mod client_checks;
+pub mod script;
 pub mod session_checks;
 pub mod topic_checks;
