@@ -425,13 +425,8 @@ fn open<'c>(
     };
     match conns.get_mut(i) {
         Some(conn) => conn,
-        None => unreachable_slot(),
+        None => panic!("slot {slot} names connection {i}, which does not exist"),
     }
-}
-
-#[cold]
-fn unreachable_slot() -> ! {
-    panic!("a slot names a connection that does not exist")
 }
 
 /// Writes `bytes` from the client of `conn`. A broker that stopped reading (it closed the
