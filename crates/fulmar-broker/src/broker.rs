@@ -39,6 +39,9 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) authenticator: Arc<dyn Authenticator>,
     pub(crate) authorizer: Arc<dyn Authorizer>,
+    /// An authorizer was set: a resumed session's subscriptions are
+    /// checked again (the client may be another user now).
+    pub(crate) checks_subscriptions: bool,
     pub(crate) shutdown: CancellationToken,
     /// Wakes the deadline task when a session deadline was added.
     pub(crate) timers: Notify,
@@ -106,6 +109,7 @@ pub struct BrokerBuilder {
     limits: Limits,
     authenticator: Arc<dyn Authenticator>,
     authorizer: Arc<dyn Authorizer>,
+    checks_subscriptions: bool,
     bridge: Option<Arc<dyn Bridge>>,
     store: Option<Arc<dyn Store>>,
     durability: Durability,
@@ -118,6 +122,7 @@ impl Default for BrokerBuilder {
             limits: Limits::default(),
             authenticator: Arc::new(AllowAll),
             authorizer: Arc::new(AllowAll),
+            checks_subscriptions: false,
             bridge: None,
             store: None,
             durability: Durability::default(),
@@ -323,6 +328,7 @@ impl BrokerBuilder {
     #[must_use]
     pub fn authorizer(mut self, authorizer: impl Authorizer) -> Self {
         self.authorizer = Arc::new(authorizer);
+        self.checks_subscriptions = true;
         self
     }
 
@@ -421,6 +427,7 @@ impl BrokerBuilder {
             counters: Counters::default(),
             authenticator: self.authenticator,
             authorizer: self.authorizer,
+            checks_subscriptions: self.checks_subscriptions,
             shutdown: CancellationToken::new(),
             timers: Notify::new(),
             events: broadcast::channel(event_capacity).0,
@@ -830,6 +837,57 @@ impl BrokerHandle {
                 }
             }
         }
+    }
+
+    /// Asks the [`Authorizer`] again about the subscriptions of every
+    /// connected client, and removes the ones it denies now. Call it when
+    /// the rules behind the authorizer changed, for example after reloading
+    /// an ACL file (`fulmar broker` does on SIGHUP). MQTT has no way to tell
+    /// a client that a subscription was withdrawn: it just gets no more
+    /// messages through it, and a [`BrokerEvent::Unsubscribed`] is emitted.
+    /// A disconnected session is checked when its client comes back, as is
+    /// every resumed session once an authorizer is set (the client may
+    /// connect as another user than before). Returns once every connected
+    /// client was checked.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use fulmar_broker::{Authorizer, Broker, ClientInfo};
+    ///
+    /// struct ReadOnly;
+    ///
+    /// #[async_trait::async_trait]
+    /// impl Authorizer for ReadOnly {
+    ///     async fn authorize_publish(&self, _: &ClientInfo, _: &str) -> bool {
+    ///         false
+    ///     }
+    ///     async fn authorize_subscribe(&self, _: &ClientInfo, filter: &str) -> bool {
+    ///         filter.starts_with("public/")
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), fulmar_broker::BrokerError> {
+    /// let broker = Broker::builder().authorizer(ReadOnly).start().await?;
+    /// // ... the rules changed ...
+    /// broker.reauthorize().await;
+    /// broker.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn reauthorize(&self) {
+        let (round, mut done) = mpsc::channel::<()>(1);
+        {
+            let state = self.inner.shared.lock();
+            for owner in state.sessions.values().filter_map(|e| e.owner.as_ref()) {
+                // A connection that is ending drops it at once.
+                let _ = owner.control.send(Control::Reauthorize(round.clone()));
+            }
+        }
+        drop(round);
+        // `None` once every connection dropped its sender.
+        let _ = done.recv().await;
     }
 
     /// Whether this broker holds a session for `client_id` (connected or

@@ -87,6 +87,10 @@ pub(crate) enum Control {
     TakeOver(oneshot::Sender<()>),
     /// The broker shuts down: disconnect (5.0: 0x8B).
     Shutdown,
+    /// [`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize): ask
+    /// the authorizer about every subscription again; the sender is dropped
+    /// once that is done.
+    Reauthorize(mpsc::Sender<()>),
 }
 
 /// The connection that currently holds a session.

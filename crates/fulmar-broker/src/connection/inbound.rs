@@ -183,6 +183,10 @@ impl<S: super::Stream> Connection<S> {
                     }
                     () = self.shared.shutdown.cancelled() => break 'targets,
                     inbound = self.control.recv(false) => match inbound {
+                        // Done once the wait is over.
+                        Inbound::Control(Control::Reauthorize(round)) => {
+                            self.reauthorize = Some(round);
+                        }
                         Inbound::Control(control) => {
                             // The connection ends: the messages still to route
                             // from it do not wait either.

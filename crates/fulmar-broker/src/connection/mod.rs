@@ -15,11 +15,11 @@ use fulmar_codec::{
 use fulmar_session::{DormantSession, Event, Initiator, Session, SessionState};
 
 use crate::store::{StoreOp, unix_millis};
-use fulmar_topic::{SubscriptionFilter, TopicFilter};
+use fulmar_topic::{SubscriptionFilter, TopicFilter, TopicName};
 use futures::FutureExt;
 use futures::future::OptionFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{AuthDecision, ClientInfo, ConnectInfo};
 use crate::broker::Shared;
@@ -488,6 +488,9 @@ pub(crate) struct Connection<S> {
     /// Held back by pacing, by the messages routed in this round: the
     /// transport is paused before the connection waits again.
     paced: Option<Box<inbound::Paced>>,
+    /// A [`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize)
+    /// round waits for this connection to check its subscriptions again.
+    reauthorize: Option<mpsc::Sender<()>>,
 }
 
 /// Refused inbound QoS 1/2 messages of a connection.
@@ -564,6 +567,7 @@ impl<S: Stream> Connection<S> {
             naps: 0,
             frames: VecDeque::new(),
             paced: None,
+            reauthorize: None,
             shared,
         })
     }
@@ -658,12 +662,17 @@ impl<S: Stream> Connection<S> {
             && !self.dirty
             && !self.yield_next
             && self.frames.is_empty()
+            && self.reauthorize.is_none()
             && self.transport.is_idle()
             && !self.shared.shutdown.is_cancelled()
     }
 
     async fn run(&mut self) -> Flow {
         loop {
+            if let Some(round) = self.reauthorize.take() {
+                self.recheck_subscriptions().await;
+                drop(round);
+            }
             // Boxed: the answering future is large and only lives while answering.
             if Box::pin(self.drive()).await.is_err() {
                 self.session.connection_lost(Instant::now());
@@ -821,6 +830,10 @@ impl<S: Stream> Connection<S> {
             Control::Shutdown => {
                 self.shutting_down = true;
                 self.disconnect(DisconnectReasonCode::ServerShuttingDown)
+            }
+            Control::Reauthorize(round) => {
+                self.reauthorize = Some(round);
+                true
             }
         }
     }
@@ -1269,19 +1282,26 @@ impl<S: Stream> Connection<S> {
         {
             return self.reject(ConnectReasonCode::ServerUnavailable);
         }
-        let (stored, offline, present) = self.claim(&id, connect.clean_start, expiry).await;
+        let (stored, mut offline, present) = self.claim(&id, connect.clean_start, expiry).await;
         let persistent = self.shared.journal.is_some() && expiry > 0;
         if persistent {
             self.dirty |= self.shared.lock().persist_session(&id, None);
         }
         self.client = Some(Client {
-            id,
+            id: id.clone(),
             info: client_info,
             will,
             will_delay,
             expiry,
             persistent,
         });
+        // The subscriptions of a resumed session were allowed to whoever
+        // made them; the client may be another user now. What was queued for
+        // the subscriptions withdrawn goes with them (what is in flight is
+        // resent, as the protocol requires [MQTT-4.4.0-1]).
+        if present && self.shared.checks_subscriptions && self.recheck_subscriptions().await {
+            self.drop_unsubscribed(&id, &mut offline);
+        }
         match self
             .session
             .accept(properties, present.then_some(stored), now)
@@ -1572,6 +1592,76 @@ impl<S: Stream> Connection<S> {
         let _ = self
             .session
             .unsuback(unsubscribe.packet_id, codes, AckProperties::default());
+    }
+
+    /// Asks the authorizer again about every subscription of this session
+    /// and removes the ones it denies (after
+    /// [`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize), and
+    /// when a session is resumed: the client may be another user now).
+    /// Returns whether any was removed.
+    async fn recheck_subscriptions(&mut self) -> bool {
+        let Some(client) = &self.client else {
+            return false;
+        };
+        let (id, info) = (client.id.clone(), client.info.clone());
+        let filters: Vec<SubscriptionFilter> = {
+            let state = self.shared.lock();
+            let entry = state.sessions.get(&id);
+            entry.map_or_else(Vec::new, |e| e.filters.iter().cloned().collect())
+        };
+        let mut denied = Vec::new();
+        for filter in filters {
+            let raw = filter.to_string();
+            if !self.shared.authorizer.authorize_subscribe(&info, &raw).await {
+                denied.push((filter, raw));
+            }
+        }
+        if denied.is_empty() {
+            return false;
+        }
+        let key = Subscriber::Client(id.clone());
+        let mut state = self.shared.lock();
+        for (filter, raw) in denied {
+            tracing::info!(client_id = %id, filter = %raw, "subscription withdrawn: the authorizer denies it now");
+            state.remove_subscription(&filter, &key);
+            if let Some(entry) = state.sessions.get_mut(&id) {
+                entry.filters.remove(&filter);
+            }
+            self.shared.emit(|| BrokerEvent::Unsubscribed {
+                client_id: id.to_string(),
+                filter: raw,
+            });
+        }
+        if self.client.as_ref().is_some_and(|c| c.persistent) {
+            self.dirty |= state.persist_session(&id, None);
+        }
+        true
+    }
+
+    /// Of the messages queued for a resumed session while it was away,
+    /// drops those that none of its subscriptions matches any more (their
+    /// subscription was withdrawn by
+    /// [`recheck_subscriptions`](Self::recheck_subscriptions)).
+    fn drop_unsubscribed(&self, id: &Arc<str>, offline: &mut VecDeque<Queued>) {
+        let state = self.shared.lock();
+        let Some(entry) = state.sessions.get(id) else {
+            return;
+        };
+        offline.retain(|queued| {
+            let kept = queued.publish.topic.parse::<TopicName>().is_ok_and(|topic| {
+                entry.filters.iter().any(|f| f.filter().matches(&topic))
+            });
+            if !kept {
+                self.shared.counters.drop_one();
+                if let (Some(journal), Some(seq)) = (&state.journal, queued.seq) {
+                    journal.push(StoreOp::DeleteMessage {
+                        client: id.clone(),
+                        seq,
+                    });
+                }
+            }
+            kept
+        });
     }
 
     /// The connection is over: store or end the session, publish or schedule

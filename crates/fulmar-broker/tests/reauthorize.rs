@@ -1,0 +1,228 @@
+//! Subscriptions are checked again when the rules may have changed: when a
+//! session is resumed (the client may connect as another user than the one
+//! who subscribed) and on `BrokerHandle::reauthorize` (the rules behind the
+//! authorizer changed, e.g. an ACL file was reloaded).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use fulmar_broker::{Authorizer, Broker, BrokerEvent, BrokerHandle, ClientInfo};
+use fulmar_codec::{Connect, MqttString, Packet, ProtocolVersion, QoS};
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+const V3: ProtocolVersion = ProtocolVersion::V311;
+
+/// `alice` may read `secret/#` while `secret_open` holds; everybody may
+/// read `open/#`; anybody may publish.
+struct Rules {
+    secret_open: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl Authorizer for Rules {
+    async fn authorize_publish(&self, _client: &ClientInfo, _topic: &str) -> bool {
+        true
+    }
+
+    async fn authorize_subscribe(&self, client: &ClientInfo, filter: &str) -> bool {
+        match filter {
+            "open/#" => true,
+            "secret/#" => {
+                client.username.as_deref() == Some("alice")
+                    && self.secret_open.load(Ordering::Relaxed)
+            }
+            _ => false,
+        }
+    }
+}
+
+async fn broker(secret_open: &Arc<AtomicBool>, hibernate: bool) -> BrokerHandle {
+    let rules = Rules {
+        secret_open: secret_open.clone(),
+    };
+    let after = hibernate.then_some(Duration::from_millis(50));
+    start_with(Broker::builder().authorizer(rules).hibernate_after(after)).await
+}
+
+/// A session that outlives its connection, as `user`.
+async fn connect_as(
+    broker: &BrokerHandle,
+    version: ProtocolVersion,
+    id: &str,
+    user: &str,
+) -> (Peer, bool) {
+    let mut connect = Connect::new(version, MqttString::from(id.to_owned()));
+    connect.keep_alive = 0;
+    connect.clean_start = false;
+    connect.username = Some(MqttString::from(user.to_owned()));
+    if version == V5 {
+        connect.properties.session_expiry_interval = Some(3600);
+    }
+    let (peer, ack) = Peer::connect_with(addr(broker), connect).await;
+    assert!(!ack.reason_code.is_error(), "refused: {ack:?}");
+    (peer, ack.session_present)
+}
+
+/// The topics of the PUBLISH packets `peer` gets until `last` (included).
+async fn topics_until(peer: &mut Peer, last: &str) -> Vec<String> {
+    let mut topics = Vec::new();
+    loop {
+        match peer.recv().await {
+            Packet::Publish(publish) => {
+                if let Some(id) = publish.packet_id {
+                    peer.send(fulmar_codec::PubAck::new(id)).await;
+                }
+                let topic = publish.topic.to_string();
+                let done = topic == last;
+                topics.push(topic);
+                if done {
+                    return topics;
+                }
+            }
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+}
+
+fn publish(broker: &BrokerHandle, topic: &str) {
+    broker.publish(topic, "x", QoS::AtLeastOnce, false).unwrap();
+}
+
+// A session resumed by another user keeps only the subscriptions that user
+// may have, and what was queued for the others is dropped (the session
+// itself is resumed).
+// v5:MQTT-3.1.2-5 v3:MQTT-3.1.2-4
+#[tokio::test]
+async fn a_session_resumed_by_another_user_keeps_only_what_it_may_read() {
+    for version in [V5, V3] {
+        let open = Arc::new(AtomicBool::new(true));
+        let broker = broker(&open, false).await;
+        let mut events = broker.events();
+        let (mut alice, _) = connect_as(&broker, version, "shared-id", "alice").await;
+        alice.sub(1, "secret/#", QoS::AtLeastOnce).await;
+        alice.sub(2, "open/#", QoS::AtLeastOnce).await;
+        alice.disconnect().await;
+        wait_until("alice's session is offline", || {
+            broker.stats().clients_connected == 0
+        })
+        .await;
+        publish(&broker, "secret/1");
+        publish(&broker, "open/1");
+        let dropped = broker.stats().dropped_messages;
+
+        let (mut bob, present) = connect_as(&broker, version, "shared-id", "bob").await;
+        assert!(present, "{version:?}");
+        // The queued secret message is not delivered; the open one is.
+        assert_eq!(topics_until(&mut bob, "open/1").await, ["open/1"]);
+        assert_eq!(broker.stats().dropped_messages, dropped + 1, "{version:?}");
+        // Nor are new ones.
+        publish(&broker, "secret/2");
+        publish(&broker, "open/2");
+        assert_eq!(topics_until(&mut bob, "open/2").await, ["open/2"]);
+        assert_eq!(broker.stats().subscriptions, 1, "{version:?}");
+        let withdrawn = tokio::time::timeout(GUARD, async {
+            loop {
+                if let Some(BrokerEvent::Unsubscribed { client_id, filter }) = events.recv().await {
+                    return (client_id, filter);
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(withdrawn, ("shared-id".to_owned(), "secret/#".to_owned()));
+        bob.disconnect().await;
+        broker.shutdown().await;
+    }
+}
+
+// The same user resuming its session keeps everything (nothing changed).
+// v5:MQTT-3.1.2-5
+#[tokio::test]
+async fn a_session_resumed_by_the_same_user_keeps_everything() {
+    let open = Arc::new(AtomicBool::new(true));
+    let broker = broker(&open, false).await;
+    let (mut alice, _) = connect_as(&broker, V5, "alice-1", "alice").await;
+    alice.sub(1, "secret/#", QoS::AtLeastOnce).await;
+    alice.sub(2, "open/#", QoS::AtLeastOnce).await;
+    alice.disconnect().await;
+    wait_until("the session is offline", || {
+        broker.stats().clients_connected == 0
+    })
+    .await;
+    publish(&broker, "secret/1");
+    publish(&broker, "open/1");
+    let (mut alice, present) = connect_as(&broker, V5, "alice-1", "alice").await;
+    assert!(present);
+    assert_eq!(
+        topics_until(&mut alice, "open/1").await,
+        ["secret/1", "open/1"]
+    );
+    assert_eq!(broker.stats().subscriptions, 2);
+    alice.disconnect().await;
+    broker.shutdown().await;
+}
+
+// Connected clients, awake or hibernating, lose the subscriptions the
+// authorizer denies after `reauthorize`; the others go on.
+#[tokio::test]
+async fn reauthorize_withdraws_what_the_authorizer_denies_now() {
+    for hibernate in [false, true] {
+        let open = Arc::new(AtomicBool::new(true));
+        let broker = broker(&open, hibernate).await;
+        let (mut alice, _) = connect_as(&broker, V5, "alice-2", "alice").await;
+        alice.sub(1, "secret/#", QoS::AtLeastOnce).await;
+        alice.sub(2, "open/#", QoS::AtLeastOnce).await;
+        let (mut carol, _) = connect_as(&broker, V3, "carol", "carol").await;
+        carol.sub(1, "open/#", QoS::AtLeastOnce).await;
+        if hibernate {
+            wait_until("both connections hibernate", || {
+                broker.stats().connections_hibernating == 2
+            })
+            .await;
+        }
+        // Nothing changed yet: nothing is withdrawn.
+        broker.reauthorize().await;
+        assert_eq!(broker.stats().subscriptions, 3);
+        publish(&broker, "secret/1");
+        assert_eq!(topics_until(&mut alice, "secret/1").await, ["secret/1"]);
+
+        open.store(false, Ordering::Relaxed);
+        broker.reauthorize().await;
+        assert_eq!(broker.stats().subscriptions, 2, "hibernate {hibernate}");
+        publish(&broker, "secret/2");
+        publish(&broker, "open/2");
+        assert_eq!(topics_until(&mut alice, "open/2").await, ["open/2"]);
+        assert_eq!(topics_until(&mut carol, "open/2").await, ["open/2"]);
+        // The client may subscribe again only if allowed again.
+        let ack = alice
+            .subscribe(
+                3,
+                "secret/#",
+                fulmar_codec::SubscriptionOptions::new(QoS::AtLeastOnce),
+            )
+            .await;
+        assert!(ack.reason_codes[0].is_error(), "{ack:?}");
+        alice.disconnect().await;
+        carol.disconnect().await;
+        broker.shutdown().await;
+    }
+}
+
+// Without clients, or with the default authorizer, it returns at once.
+#[tokio::test]
+async fn reauthorize_without_clients_or_authorizer_returns() {
+    let broker = start().await;
+    broker.reauthorize().await;
+    let mut p = Peer::connect(addr(&broker), V5, "any").await;
+    p.sub(1, "a/#", QoS::AtMostOnce).await;
+    broker.reauthorize().await;
+    assert_eq!(broker.stats().subscriptions, 1);
+    p.disconnect().await;
+    broker.shutdown().await;
+}
