@@ -100,6 +100,12 @@ pub enum AuthStep {
 /// 0x87 (Not authorized); a 3.1.1 client gets a normal acknowledgement, as
 /// 3.1.1 requires ([MQTT-3.3.5-2]). A denied subscription gets SUBACK 0x87
 /// (5.0) or 0x80 (3.1.1).
+///
+/// Subscriptions are asked about again when a session is resumed, since the
+/// client may connect as another user than the one who subscribed: those
+/// denied now are withdrawn, with the messages queued for them. Call
+/// [`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize) when the
+/// rules change, to do the same for the clients connected.
 #[async_trait::async_trait]
 pub trait Authorizer: Send + Sync + 'static {
     /// May `client` publish to `topic`? Also asked for the will topic at CONNECT.

@@ -21,6 +21,9 @@
 //! refuse the subscription instead).
 
 use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use fulmar_broker::{Authorizer, ClientInfo};
 
@@ -268,15 +271,17 @@ fn filters_overlap(a: &str, b: &str) -> bool {
     }
 }
 
-/// The authorizer over an [`Acl`].
+/// Allows or denies by an [`Acl`], replaced in place when the file is
+/// reloaded (SIGHUP).
 #[derive(Debug)]
-pub(crate) struct AclAuthorizer(pub(crate) Acl);
+pub(crate) struct AclAuthorizer(pub(crate) Arc<ArcSwap<Acl>>);
 
 #[async_trait::async_trait]
 impl Authorizer for AclAuthorizer {
     async fn authorize_publish(&self, client: &ClientInfo, topic: &str) -> bool {
         let allowed = self
             .0
+            .load()
             .may_write(&client.client_id, client.username.as_deref(), topic);
         if !allowed {
             tracing::info!(client_id = %client.client_id, topic, "publish denied by the ACL");
@@ -287,6 +292,7 @@ impl Authorizer for AclAuthorizer {
     async fn authorize_subscribe(&self, client: &ClientInfo, filter: &str) -> bool {
         let allowed = self
             .0
+            .load()
             .may_read(&client.client_id, client.username.as_deref(), filter);
         if !allowed {
             tracing::info!(client_id = %client.client_id, filter, "subscription denied by the ACL");

@@ -1,12 +1,15 @@
-//! `fulmar broker`: runs a broker until SIGINT or SIGTERM.
+//! `fulmar broker`: runs a broker until SIGINT or SIGTERM; SIGHUP reloads
+//! the password file and the ACL file.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args};
+use std::path::Path;
 use std::sync::Arc;
 
-use fulmar_broker::{Broker, BrokerBuilder, DiskStore, TlsConfig};
+use arc_swap::ArcSwap;
+use clap::{ArgAction, Args};
+use fulmar_broker::{Broker, BrokerBuilder, BrokerHandle, DiskStore, TlsConfig};
 
 use crate::acl::{Acl, AclAuthorizer};
 use crate::config::{Config, DEFAULT_CONFIG, ListenerConfig, Protocol, SessionStoreKind};
@@ -154,7 +157,8 @@ fn add_listener(
     })
 }
 
-/// Runs the broker until SIGINT or SIGTERM, then shuts it down gracefully.
+/// Runs the broker until SIGINT or SIGTERM, then shuts it down gracefully;
+/// on SIGHUP, reloads the password file and the ACL file.
 pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
     if args.print_default_config {
         print!("{DEFAULT_CONFIG}");
@@ -162,6 +166,8 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
     }
     let config = effective_config(&args)?;
     logging::init(&config.log.level, config.log.format)?;
+    // Before anything else: a SIGHUP that came first would end the process.
+    let mut signals = Signals::new()?;
 
     let mut limits = config.limits.to_limits()?;
     limits.sys_interval = (config.sys.interval_secs > 0)
@@ -170,25 +176,27 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
     for (i, listener) in config.listeners.iter().enumerate() {
         builder = add_listener(builder, i + 1, listener)?;
     }
-    let passwords = match &config.auth.password_file {
-        Some(path) => {
-            let file = PasswordFile::load(path)?;
-            tracing::info!(users = file.len(), file = %path.display(), "password file loaded");
-            Some(file)
-        }
-        None => None,
-    };
-    let allow_anonymous = config.auth.allow_anonymous.unwrap_or(passwords.is_none());
-    if passwords.is_some() || !allow_anonymous {
+    let mut files = AuthFiles::default();
+    if let Some(path) = &config.auth.password_file {
+        let file = PasswordFile::load(path)?;
+        tracing::info!(users = file.len(), file = %path.display(), "password file loaded");
+        files.passwords = Some((path.clone(), Arc::new(ArcSwap::from_pointee(file))));
+    }
+    let allow_anonymous = config
+        .auth
+        .allow_anonymous
+        .unwrap_or(files.passwords.is_none());
+    if files.passwords.is_some() || !allow_anonymous {
         builder = builder.authenticator(FileAuthenticator {
-            passwords,
+            passwords: files.passwords.as_ref().map(|(_, file)| file.clone()),
             allow_anonymous,
         });
     }
     if let Some(path) = &config.auth.acl_file {
-        let acl = Acl::load(path)?;
+        let acl = Arc::new(ArcSwap::from_pointee(Acl::load(path)?));
         tracing::info!(file = %path.display(), "ACL file loaded");
-        builder = builder.authorizer(AclAuthorizer(acl));
+        builder = builder.authorizer(AclAuthorizer(acl.clone()));
+        files.acl = Some((path.clone(), acl));
     }
 
     let cluster = match config.cluster.to_config()? {
@@ -244,7 +252,9 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
             }
         }
     }
-    wait_for_signal().await?;
+    while signals.next().await? == Received::Reload {
+        files.reload(&broker).await;
+    }
     tracing::info!("shutting down");
     broker.shutdown().await;
     if let Some(cluster) = cluster {
@@ -253,21 +263,103 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The password file and the ACL file the broker was started with, for
+/// SIGHUP to read again.
+#[derive(Default)]
+struct AuthFiles {
+    passwords: Option<(PathBuf, Arc<ArcSwap<PasswordFile>>)>,
+    acl: Option<(PathBuf, Arc<ArcSwap<Acl>>)>,
+}
+
+impl AuthFiles {
+    /// Reads both files again. A file that does not load keeps the previous
+    /// version in force (the error is logged). Clients already connected
+    /// stay connected, as with mosquitto; after a new ACL, every connected
+    /// client's subscriptions are checked against it and the ones it denies
+    /// are withdrawn (disconnected sessions are checked when they resume).
+    async fn reload(&self, broker: &BrokerHandle) {
+        if self.passwords.is_none() && self.acl.is_none() {
+            tracing::info!("SIGHUP: no password file or ACL file to reload");
+        }
+        if let Some((path, passwords)) = &self.passwords {
+            match PasswordFile::load(path) {
+                Ok(file) => {
+                    tracing::info!(users = file.len(), file = %path.display(), "password file reloaded");
+                    passwords.store(Arc::new(file));
+                }
+                Err(error) => not_reloaded(path, &error),
+            }
+        }
+        if let Some((path, acl)) = &self.acl {
+            match Acl::load(path) {
+                Ok(new) => {
+                    acl.store(Arc::new(new));
+                    tracing::info!(file = %path.display(), "ACL file reloaded");
+                    broker.reauthorize().await;
+                    tracing::info!("subscriptions checked against the new ACL");
+                }
+                Err(error) => not_reloaded(path, &error),
+            }
+        }
+    }
+}
+
+fn not_reloaded(path: &Path, error: &str) {
+    tracing::error!(file = %path.display(), %error, "not reloaded: the previous version stays in force");
+}
+
+/// What a signal asks of the broker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Received {
+    /// SIGINT or SIGTERM: shut down.
+    Stop,
+    /// SIGHUP: reload the password file and the ACL file.
+    Reload,
+}
+
+/// The signals `fulmar broker` answers, handled from the start.
 #[cfg(unix)]
-async fn wait_for_signal() -> Result<(), String> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.map_err(|e| format!("SIGINT handler: {e}")),
-        _ = term.recv() => Ok(()),
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn new() -> Result<Self, String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?,
+            term: signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?,
+            hup: signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?,
+        })
+    }
+
+    async fn next(&mut self) -> Result<Received, String> {
+        tokio::select! {
+            _ = self.int.recv() => Ok(Received::Stop),
+            _ = self.term.recv() => Ok(Received::Stop),
+            _ = self.hup.recv() => Ok(Received::Reload),
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() -> Result<(), String> {
-    tokio::signal::ctrl_c()
-        .await
-        .map_err(|e| format!("Ctrl-C handler: {e}"))
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn new() -> Result<Self, String> {
+        Ok(Self)
+    }
+
+    async fn next(&mut self) -> Result<Received, String> {
+        tokio::signal::ctrl_c()
+            .await
+            .map(|()| Received::Stop)
+            .map_err(|e| format!("Ctrl-C handler: {e}"))
+    }
 }
 
 #[cfg(test)]

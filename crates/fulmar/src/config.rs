@@ -486,6 +486,10 @@ backpressure_timeout_secs = 30
 hibernate_after_ms = 5000
 
 [auth]
+# Both files are read again on SIGHUP (`kill -HUP PID`); one that does not
+# load is logged and the previous version stays. Clients already connected
+# stay connected; their subscriptions are checked against a new ACL and the
+# ones it denies are withdrawn.
 # A mosquitto_passwd file (user:$7$... PBKDF2-SHA512, or $6$ SHA-512 lines).
 # password_file = "passwd"
 # A mosquitto acl_file: `user NAME`, `topic [read|write|readwrite|deny] FILTER`,

@@ -8,6 +8,9 @@
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -135,8 +138,9 @@ impl PasswordFile {
 /// Accepts a CONNECT by the password file and the anonymous policy.
 #[derive(Debug)]
 pub(crate) struct FileAuthenticator {
-    /// The users, if a password file is configured.
-    pub(crate) passwords: Option<PasswordFile>,
+    /// The users, if a password file is configured; replaced in place when
+    /// it is reloaded (SIGHUP).
+    pub(crate) passwords: Option<Arc<ArcSwap<PasswordFile>>>,
     /// Whether a CONNECT without a user name is accepted.
     pub(crate) allow_anonymous: bool,
 }
@@ -148,7 +152,7 @@ impl FileAuthenticator {
             (None, _) => AuthDecision::Reject(ConnectReasonCode::NotAuthorized),
             (Some(_), None) => AuthDecision::Allow,
             (Some(user), Some(file)) => {
-                if file.verify(user, password.unwrap_or_default()) {
+                if file.load().verify(user, password.unwrap_or_default()) {
                     AuthDecision::Allow
                 } else {
                     AuthDecision::Reject(ConnectReasonCode::BadUserNameOrPassword)
@@ -223,7 +227,9 @@ mod tests {
     #[test]
     fn the_authenticator_checks_users_and_anonymous_clients() {
         let auth = FileAuthenticator {
-            passwords: Some(PasswordFile::parse(ALICE).unwrap()),
+            passwords: Some(Arc::new(ArcSwap::from_pointee(
+                PasswordFile::parse(ALICE).unwrap(),
+            ))),
             allow_anonymous: false,
         };
         assert_eq!(

@@ -150,6 +150,68 @@ fn the_acl_file_is_enforced() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused"));
 }
 
+// SIGHUP reloads the password file and the ACL file: a user added may
+// connect, one removed may not (a client of theirs already connected stays,
+// as with mosquitto), a connected client loses the subscription the new ACL
+// denies, and a file that does not load leaves the previous one in force.
+#[cfg(unix)]
+#[test]
+fn sighup_reloads_the_password_and_acl_files() {
+    let dir = temp_dir();
+    write(&dir, "passwd", &format!("{ALICE}\n"));
+    write(&dir, "acl", "user alice\ntopic readwrite #\n");
+    let config = write(
+        &dir,
+        "fulmar.toml",
+        "[auth]\npassword_file = \"passwd\"\nacl_file = \"acl\"\n",
+    );
+    let mut broker = FulmarBroker::start(&["-c", &config]);
+    let alice = ["-u", "alice", "-P", "secret"];
+    let bob = ["-u", "bob", "-P", "secret"];
+    let sub = Sub::start(
+        broker.port,
+        &[
+            alice.as_slice(),
+            &["-t", "news/#", "-t", "other/#", "-v", "-C", "1", "-q", "1"],
+        ]
+        .concat(),
+    );
+    let port = broker.port;
+    let send = |user: &[&str], topic: &str| {
+        publish(port, &[user, &["-t", topic, "-m", "x", "-q", "1"]].concat())
+    };
+    assert!(
+        !send(&bob, "other/0").status.success(),
+        "bob is unknown yet"
+    );
+
+    // The same hash under another name: bob / secret.
+    let bob_line = ALICE.replacen("alice:", "bob:", 1);
+    write(&dir, "passwd", &format!("{bob_line}\n"));
+    write(
+        &dir,
+        "acl",
+        "user alice\ntopic readwrite other/#\n\nuser bob\ntopic readwrite #\n",
+    );
+    broker.hangup();
+    broker.wait_for("subscriptions checked against the new ACL");
+    assert!(broker.log().contains("password file reloaded"));
+    assert!(
+        !send(&alice, "other/0").status.success(),
+        "alice was removed"
+    );
+    // alice's subscriber, still connected, gets other/# but news/# no more.
+    assert!(send(&bob, "news/1").status.success());
+    assert!(send(&bob, "other/1").status.success());
+    assert_eq!(sub.output(), "other/1 x\n");
+
+    // A file that does not load: logged, the previous one stays.
+    write(&dir, "acl", "user bob\ntopics read #\n");
+    broker.hangup();
+    broker.wait_for("not reloaded");
+    assert!(send(&bob, "news/2").status.success(), "{}", broker.log());
+}
+
 #[test]
 fn json_logs_and_the_data_dir() {
     let dir = temp_dir().join("store");

@@ -670,7 +670,8 @@ impl<S: Stream> Connection<S> {
     async fn run(&mut self) -> Flow {
         loop {
             if let Some(round) = self.reauthorize.take() {
-                self.recheck_subscriptions().await;
+                // Boxed: rare, and its future would make every task larger.
+                Box::pin(self.recheck_subscriptions()).await;
                 drop(round);
             }
             // Boxed: the answering future is large and only lives while answering.
@@ -1299,7 +1300,10 @@ impl<S: Stream> Connection<S> {
         // made them; the client may be another user now. What was queued for
         // the subscriptions withdrawn goes with them (what is in flight is
         // resent, as the protocol requires [MQTT-4.4.0-1]).
-        if present && self.shared.checks_subscriptions && self.recheck_subscriptions().await {
+        if present
+            && self.shared.checks_subscriptions
+            && Box::pin(self.recheck_subscriptions()).await
+        {
             self.drop_unsubscribed(&id, &mut offline);
         }
         match self
@@ -1612,7 +1616,12 @@ impl<S: Stream> Connection<S> {
         let mut denied = Vec::new();
         for filter in filters {
             let raw = filter.to_string();
-            if !self.shared.authorizer.authorize_subscribe(&info, &raw).await {
+            if !self
+                .shared
+                .authorizer
+                .authorize_subscribe(&info, &raw)
+                .await
+            {
                 denied.push((filter, raw));
             }
         }
@@ -1648,9 +1657,11 @@ impl<S: Stream> Connection<S> {
             return;
         };
         offline.retain(|queued| {
-            let kept = queued.publish.topic.parse::<TopicName>().is_ok_and(|topic| {
-                entry.filters.iter().any(|f| f.filter().matches(&topic))
-            });
+            let kept = queued
+                .publish
+                .topic
+                .parse::<TopicName>()
+                .is_ok_and(|topic| entry.filters.iter().any(|f| f.filter().matches(&topic)));
             if !kept {
                 self.shared.counters.drop_one();
                 if let (Some(journal), Some(seq)) = (&state.journal, queued.seq) {

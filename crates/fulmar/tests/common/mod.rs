@@ -112,6 +112,16 @@ impl FulmarBroker {
         self.seen.join("\n")
     }
 
+    /// Sends SIGHUP (reload the password and ACL files).
+    #[cfg(unix)]
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-s", "HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -s HUP: {status:?}");
+    }
+
     /// SIGKILL: the process dies at once, as in a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
