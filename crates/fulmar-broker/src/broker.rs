@@ -368,8 +368,12 @@ impl BrokerBuilder {
     pub async fn start(self) -> Result<BrokerHandle, BrokerError> {
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
+        #[cfg(feature = "tls")]
+        let mut tls = Vec::new();
         for spec in self.listeners {
             let (bound, local) = spec.bind().await?;
+            #[cfg(feature = "tls")]
+            tls.extend(bound.tls().map(|server| (local, server)));
             addrs.push(local);
             listeners.push(bound);
         }
@@ -449,6 +453,8 @@ impl BrokerBuilder {
             inner: Arc::new(HandleInner {
                 shared,
                 addrs,
+                #[cfg(feature = "tls")]
+                tls,
                 tracker,
                 writer: Mutex::new(writer),
             }),
@@ -484,6 +490,9 @@ async fn deadline_loop(shared: Arc<Shared>) {
 struct HandleInner {
     shared: Arc<Shared>,
     addrs: Vec<SocketAddr>,
+    /// The TLS and secure WebSocket listeners, by bound address.
+    #[cfg(feature = "tls")]
+    tls: Vec<(SocketAddr, crate::tls::TlsServer)>,
     tracker: TaskTracker,
     /// The store's writer thread, joined at shutdown.
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -561,6 +570,49 @@ impl BrokerHandle {
     #[must_use]
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.inner.addrs
+    }
+
+    /// Replaces the certificate chain, key and client CA of the TLS or
+    /// secure WebSocket listener bound to `addr` (one of
+    /// [`local_addrs`](Self::local_addrs)): connections accepted from now on
+    /// handshake with `tls`, those already open keep going. For a renewed
+    /// certificate without a restart (`fulmar broker` does it on SIGHUP).
+    ///
+    /// # Errors
+    /// [`BrokerError::Tls`] when `tls` does not parse or its key does not
+    /// match its certificate (the listener keeps what it had), or when no
+    /// TLS listener is bound to `addr`.
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// use fulmar_broker::{Broker, TlsConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let load = || -> std::io::Result<TlsConfig> {
+    ///     Ok(TlsConfig::new(std::fs::read("cert.pem")?, std::fs::read("key.pem")?))
+    /// };
+    /// let broker = Broker::builder()
+    ///     .tls_listener("127.0.0.1:8883", load()?)
+    ///     .start()
+    ///     .await?;
+    /// // ... the certificate was renewed ...
+    /// broker.reload_tls(broker.local_addrs()[0], &load()?)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn reload_tls(&self, addr: SocketAddr, tls: &TlsConfig) -> Result<(), BrokerError> {
+        let Some((_, server)) = self.inner.tls.iter().find(|(bound, _)| *bound == addr) else {
+            return Err(BrokerError::Tls {
+                addr: addr.to_string(),
+                reason: "no TLS listener is bound to this address".to_owned(),
+            });
+        };
+        server.replace(tls.server_config(&addr.to_string())?);
+        tracing::info!(%addr, "TLS configuration replaced");
+        Ok(())
     }
 
     /// The current counters.

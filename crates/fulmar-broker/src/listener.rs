@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Shared;
 use crate::error::BrokerError;
 #[cfg(feature = "tls")]
-use crate::tls::TlsConfig;
+use crate::tls::{TlsConfig, TlsServer};
 
 /// A listener as configured on the builder.
 #[derive(Clone, Debug)]
@@ -39,11 +39,11 @@ pub(crate) enum SpecKind {
 enum Kind {
     Tcp,
     #[cfg(feature = "tls")]
-    Tls(tokio_rustls::TlsAcceptor),
+    Tls(TlsServer),
     #[cfg(feature = "websocket")]
     Ws(String),
     #[cfg(all(feature = "tls", feature = "websocket"))]
-    Wss(String, tokio_rustls::TlsAcceptor),
+    Wss(String, TlsServer),
 }
 
 /// A bound listener.
@@ -58,11 +58,13 @@ impl ListenerSpec {
         let kind = match self.kind {
             SpecKind::Tcp => Kind::Tcp,
             #[cfg(feature = "tls")]
-            SpecKind::Tls(tls) => Kind::Tls(tls.acceptor(&self.addr)?),
+            SpecKind::Tls(tls) => Kind::Tls(TlsServer::new(tls.server_config(&self.addr)?)),
             #[cfg(feature = "websocket")]
             SpecKind::Ws(path) => Kind::Ws(path),
             #[cfg(all(feature = "tls", feature = "websocket"))]
-            SpecKind::Wss(path, tls) => Kind::Wss(path, tls.acceptor(&self.addr)?),
+            SpecKind::Wss(path, tls) => {
+                Kind::Wss(path, TlsServer::new(tls.server_config(&self.addr)?))
+            }
         };
         let bind_error = |source| BrokerError::Bind {
             addr: self.addr.clone(),
@@ -79,6 +81,19 @@ impl ListenerSpec {
             },
             local,
         ))
+    }
+}
+
+impl Bound {
+    /// The configuration of a TLS or secure WebSocket listener, to replace.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls(&self) -> Option<TlsServer> {
+        match &*self.kind {
+            Kind::Tls(tls) => Some(tls.clone()),
+            #[cfg(feature = "websocket")]
+            Kind::Wss(_, tls) => Some(tls.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -180,9 +195,9 @@ async fn serve(
             crate::connection::run(shared, stream, peer, over_limit, slot).await;
         }
         #[cfg(feature = "tls")]
-        Kind::Tls(acceptor) => {
+        Kind::Tls(tls) => {
             Box::pin(async move {
-                let handshake = acceptor.accept(stream);
+                let handshake = tls.acceptor().accept(stream);
                 let Some(tls) = handshake_within(&shared, addr, handshake).await else {
                     return;
                 };
@@ -207,11 +222,11 @@ async fn serve(
             .await
         }
         #[cfg(all(feature = "tls", feature = "websocket"))]
-        Kind::Wss(path, acceptor) => {
+        Kind::Wss(path, tls) => {
             Box::pin(async move {
                 let max = ws_max_message(&shared);
                 let handshake = async {
-                    let tls = acceptor.accept(stream).await?;
+                    let tls = tls.acceptor().accept(stream).await?;
                     let certificate = client_certificate(&tls);
                     let ws = crate::ws::accept(tls, path, max)
                         .await

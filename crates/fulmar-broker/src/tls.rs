@@ -1,7 +1,7 @@
 //! TLS listeners (feature `tls`): rustls with the ring provider, optionally
 //! requiring client certificates signed by a given CA.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
@@ -20,7 +20,10 @@ use crate::error::BrokerError;
 /// [`Authenticator`](crate::Authenticator) as
 /// [`ConnectInfo::client_certificate`](crate::ConnectInfo::client_certificate).
 ///
-/// The PEM is parsed when the broker starts ([`BrokerError::Tls`]).
+/// The PEM is parsed when the broker starts ([`BrokerError::Tls`]). A
+/// running broker takes a new one for a listener with
+/// [`BrokerHandle::reload_tls`](crate::BrokerHandle::reload_tls) (a renewed
+/// certificate).
 #[derive(Clone)]
 pub struct TlsConfig {
     cert_chain_pem: Vec<u8>,
@@ -71,8 +74,11 @@ impl TlsConfig {
         self
     }
 
-    /// The acceptor for a listener on `addr`.
-    pub(crate) fn acceptor(&self, addr: &str) -> Result<TlsAcceptor, BrokerError> {
+    /// The rustls configuration for a listener on `addr`.
+    pub(crate) fn server_config(
+        &self,
+        addr: &str,
+    ) -> Result<Arc<rustls::ServerConfig>, BrokerError> {
         let fail = |reason: String| BrokerError::Tls {
             addr: addr.to_owned(),
             reason,
@@ -115,6 +121,29 @@ impl TlsConfig {
         let config = builder
             .with_single_cert(certs, key)
             .map_err(|e| fail(e.to_string()))?;
-        Ok(TlsAcceptor::from(Arc::new(config)))
+        Ok(Arc::new(config))
+    }
+}
+
+/// The configuration a TLS listener accepts with; replaced in place by
+/// [`BrokerHandle::reload_tls`](crate::BrokerHandle::reload_tls). Read once
+/// per accepted connection.
+#[derive(Clone)]
+pub(crate) struct TlsServer(Arc<RwLock<Arc<rustls::ServerConfig>>>);
+
+impl TlsServer {
+    pub(crate) fn new(config: Arc<rustls::ServerConfig>) -> Self {
+        Self(Arc::new(RwLock::new(config)))
+    }
+
+    /// An acceptor with the current configuration.
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+        let config = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        TlsAcceptor::from(config.clone())
+    }
+
+    /// New handshakes use `config` from now on.
+    pub(crate) fn replace(&self, config: Arc<rustls::ServerConfig>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = config;
     }
 }

@@ -405,6 +405,66 @@ async fn fulmar_client_over_tls_ws_and_wss() {
     broker.shutdown().await;
 }
 
+// A renewed certificate: `reload_tls` makes new handshakes use it while a
+// connection opened before goes on; one that does not parse is refused and
+// changes nothing.
+#[tokio::test]
+async fn reload_tls_replaces_the_certificate_for_new_connections() {
+    use fulmar_client::{Client, ConnectOptions, Reconnect, Transport};
+    let (old, new) = (Pki::generate(), Pki::generate());
+    let broker = start(
+        Broker::builder()
+            .tls_listener("127.0.0.1:0", old.server())
+            .tcp_listener("127.0.0.1:0"),
+    )
+    .await;
+    let (tls_addr, tcp_addr) = (broker.local_addrs()[0], broker.local_addrs()[1]);
+    let connect = |pki: &Pki| {
+        let options = ConnectOptions::new("127.0.0.1", tls_addr.port())
+            .transport(Transport::Tls(pki.client_tls()))
+            .reconnect(Reconnect::disabled());
+        async move {
+            tokio::time::timeout(GUARD, Client::connect(options))
+                .await
+                .unwrap()
+        }
+    };
+    let (before, _) = connect(&old).await.unwrap();
+    let mut stream = before.subscribe("t", QoS::AtLeastOnce).await.unwrap();
+
+    broker.reload_tls(tls_addr, &new.server()).unwrap();
+    assert!(
+        connect(&old).await.is_err(),
+        "the old CA is not trusted any more"
+    );
+    let (after, _) = connect(&new).await.unwrap();
+    after
+        .publish("t", Bytes::from_static(b"x"))
+        .qos(QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(GUARD, stream.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.payload, Bytes::from_static(b"x"));
+
+    let bad = broker.reload_tls(tls_addr, &TlsConfig::new("not pem", "nor this"));
+    assert!(
+        matches!(bad, Err(fulmar_broker::BrokerError::Tls { .. })),
+        "{bad:?}"
+    );
+    let (again, _) = connect(&new).await.unwrap();
+    assert!(broker.reload_tls(tcp_addr, &new.server()).is_err());
+    for client in [before, after, again] {
+        tokio::time::timeout(GUARD, client.disconnect())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    broker.shutdown().await;
+}
+
 /// A raw WebSocket client offering `protocol`.
 async fn ws_connect(
     port: u16,

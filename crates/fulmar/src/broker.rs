@@ -120,12 +120,8 @@ fn effective_config(args: &BrokerArgs) -> Result<Config, String> {
     Ok(config)
 }
 
-/// Adds listener number `n` to the builder, reading its PEM files.
-fn add_listener(
-    builder: BrokerBuilder,
-    n: usize,
-    listener: &ListenerConfig,
-) -> Result<BrokerBuilder, String> {
+/// The TLS configuration of listener number `n`, read from its PEM files.
+fn tls_config(n: usize, listener: &ListenerConfig) -> Result<TlsConfig, String> {
     let at = || format!("listener {n} ({})", listener.bind);
     let read = |key: &str, path: &Option<PathBuf>| -> Result<Option<Vec<u8>>, String> {
         path.as_ref()
@@ -134,19 +130,26 @@ fn add_listener(
             })
             .transpose()
     };
-    let tls = || -> Result<TlsConfig, String> {
-        let (Some(cert), Some(key)) = (read("cert", &listener.cert)?, read("key", &listener.key)?)
-        else {
-            return Err(format!("{}: needs `cert` and `key`", at()));
-        };
-        let mut tls = TlsConfig::new(cert, key);
-        if let Some(ca) = read("client_ca", &listener.client_ca)? {
-            tls = tls
-                .client_ca_pem(ca)
-                .client_certificate_optional(!listener.require_certificate.unwrap_or(true));
-        }
-        Ok(tls)
+    let (Some(cert), Some(key)) = (read("cert", &listener.cert)?, read("key", &listener.key)?)
+    else {
+        return Err(format!("{}: needs `cert` and `key`", at()));
     };
+    let mut tls = TlsConfig::new(cert, key);
+    if let Some(ca) = read("client_ca", &listener.client_ca)? {
+        tls = tls
+            .client_ca_pem(ca)
+            .client_certificate_optional(!listener.require_certificate.unwrap_or(true));
+    }
+    Ok(tls)
+}
+
+/// Adds listener number `n` to the builder, reading its PEM files.
+fn add_listener(
+    builder: BrokerBuilder,
+    n: usize,
+    listener: &ListenerConfig,
+) -> Result<BrokerBuilder, String> {
+    let tls = || tls_config(n, listener);
     let addr = listener.bind.clone();
     let path = || listener.path.clone().unwrap_or_else(|| "/mqtt".to_owned());
     Ok(match listener.protocol {
@@ -253,7 +256,9 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
         }
     }
     while signals.next().await? == Received::Reload {
+        tracing::info!("SIGHUP: reloading the password file, the ACL file and the certificates");
         files.reload(&broker).await;
+        reload_certificates(&config.listeners, &broker);
     }
     tracing::info!("shutting down");
     broker.shutdown().await;
@@ -278,9 +283,6 @@ impl AuthFiles {
     /// client's subscriptions are checked against it and the ones it denies
     /// are withdrawn (disconnected sessions are checked when they resume).
     async fn reload(&self, broker: &BrokerHandle) {
-        if self.passwords.is_none() && self.acl.is_none() {
-            tracing::info!("SIGHUP: no password file or ACL file to reload");
-        }
         if let Some((path, passwords)) = &self.passwords {
             match PasswordFile::load(path) {
                 Ok(file) => {
@@ -300,6 +302,28 @@ impl AuthFiles {
                 }
                 Err(error) => not_reloaded(path, &error),
             }
+        }
+    }
+}
+
+/// Reads the certificate, key and client CA of every TLS and secure
+/// WebSocket listener again (SIGHUP): new connections use them, open ones
+/// keep theirs. A listener whose files do not load keeps what it had.
+fn reload_certificates(listeners: &[ListenerConfig], broker: &BrokerHandle) {
+    let bound = broker.local_addrs();
+    for (i, (listener, addr)) in listeners.iter().zip(bound).enumerate() {
+        if !matches!(listener.protocol, Protocol::Tls | Protocol::Wss) {
+            continue;
+        }
+        let reloaded = tls_config(i + 1, listener)
+            .and_then(|tls| broker.reload_tls(*addr, &tls).map_err(|e| e.to_string()));
+        match reloaded {
+            Ok(()) => tracing::info!(listener = i + 1, %addr, "certificate reloaded"),
+            Err(error) => tracing::error!(
+                listener = i + 1,
+                %error,
+                "certificate not reloaded: the previous one stays in force"
+            ),
         }
     }
 }

@@ -429,7 +429,9 @@ pub(crate) const DEFAULT_CONFIG: &str = r#"# fulmar broker configuration (TOML).
 
 # One [[listener]] table per socket. protocol: "tcp", "tls", "ws" (WebSocket)
 # or "wss" (WebSocket over TLS). `fulmar broker -p PORT` overrides the port
-# of the first listener. Relative paths are relative to this file.
+# of the first listener. Relative paths are relative to this file. The cert,
+# key and client_ca files are read again on SIGHUP (certificate renewal): new
+# connections use them, open ones keep theirs.
 [[listener]]
 protocol = "tcp"
 bind = "127.0.0.1:1883"

@@ -125,6 +125,44 @@ fn tls_and_websocket_listeners_from_the_config_file() {
     assert_eq!(out.status.code(), Some(1));
 }
 
+// SIGHUP reads the certificate and key again (a renewal): new connections
+// get the new one, a client connected before stays; files that do not load
+// leave the current one in force.
+#[cfg(unix)]
+#[test]
+fn sighup_reloads_the_certificate() {
+    let (dir, mut broker) = start_tls_broker("");
+    let old_ca = dir.join("old-ca.pem");
+    std::fs::rename(dir.join("ca.pem"), &old_ca).unwrap();
+    let old_ca = old_ca.to_str().unwrap().to_owned();
+    let sub = Sub::start(
+        broker.port,
+        &["--cafile", &old_ca, "-t", "renewed", "-v", "-C", "1"],
+    );
+    // A new CA and server certificate over the old files.
+    generate_pki(&dir);
+    let ca = dir.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    broker.hangup();
+    broker.wait_for("certificate reloaded");
+    let out = publish(broker.port, &["--cafile", &old_ca, "-t", "x", "-m", "x"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the old CA is not trusted any more"
+    );
+    publish_ok(
+        broker.port,
+        &["--cafile", ca, "-t", "renewed", "-m", "yes", "-q", "1"],
+    );
+    assert_eq!(sub.output(), "renewed yes\n");
+
+    std::fs::write(dir.join("server.key"), "not a key").unwrap();
+    broker.hangup();
+    broker.wait_for("certificate not reloaded");
+    publish_ok(broker.port, &["--cafile", ca, "-t", "x", "-m", "x"]);
+}
+
 #[test]
 fn a_certificate_that_does_not_parse_is_a_clear_error() {
     let dir = temp_dir();
