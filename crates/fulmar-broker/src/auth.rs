@@ -26,10 +26,15 @@ pub struct ConnectInfo {
 }
 
 /// The decision of an [`Authenticator`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuthDecision {
     /// Accept the connection.
     Allow,
+    /// Accept the connection as this user: the [`Authorizer`] and the
+    /// events see this name instead of the CONNECT's User Name (for
+    /// example the common name of the client's certificate, see
+    /// [`ConnectInfo::client_certificate`]).
+    AllowAs(String),
     /// Refuse it with this CONNACK reason code (an error code, 0x80 or above).
     /// A 3.1.1 client gets the matching return code (e.g. 0x86 becomes 4,
     /// 0x87 becomes 5); a code without a 3.1.1 equivalent closes the

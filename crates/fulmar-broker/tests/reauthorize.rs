@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
-use fulmar_broker::{Authorizer, Broker, BrokerEvent, BrokerHandle, ClientInfo};
+use fulmar_broker::{
+    AuthDecision, Authenticator, Authorizer, Broker, BrokerEvent, BrokerHandle, ClientInfo,
+    ConnectInfo,
+};
 use fulmar_codec::{Connect, MqttString, Packet, ProtocolVersion, QoS};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -224,5 +227,47 @@ async fn reauthorize_without_clients_or_authorizer_returns() {
     broker.reauthorize().await;
     assert_eq!(broker.stats().subscriptions, 1);
     p.disconnect().await;
+    broker.shutdown().await;
+}
+
+/// Names every client "alice", whatever its CONNECT says (as a client
+/// certificate's common name would).
+struct AllAlice;
+
+#[async_trait::async_trait]
+impl Authenticator for AllAlice {
+    async fn authenticate(&self, _connect: &ConnectInfo) -> AuthDecision {
+        AuthDecision::AllowAs("alice".to_owned())
+    }
+}
+
+// An authenticator may name the user: the authorizer and the events see
+// that name, not the CONNECT's User Name.
+#[tokio::test]
+async fn the_authenticator_may_name_the_user() {
+    let rules = Rules {
+        secret_open: Arc::new(AtomicBool::new(true)),
+    };
+    let broker = start_with(Broker::builder().authenticator(AllAlice).authorizer(rules)).await;
+    let mut events = broker.events();
+    for (version, user) in [(V5, Some("mallory")), (V3, None)] {
+        let mut connect = Connect::new(version, MqttString::from("named"));
+        connect.keep_alive = 0;
+        connect.username = user.map(|u| MqttString::from(u.to_owned()));
+        let (mut peer, ack) = Peer::connect_with(addr(&broker), connect).await;
+        assert!(!ack.reason_code.is_error(), "{ack:?}");
+        peer.sub(1, "secret/#", QoS::AtLeastOnce).await;
+        let username = tokio::time::timeout(GUARD, async {
+            loop {
+                if let Some(BrokerEvent::Connected { username, .. }) = events.recv().await {
+                    return username;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(username.as_deref(), Some("alice"));
+        peer.disconnect().await;
+    }
     broker.shutdown().await;
 }

@@ -189,10 +189,12 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
         .auth
         .allow_anonymous
         .unwrap_or(files.passwords.is_none());
-    if files.passwords.is_some() || !allow_anonymous {
+    let identity_as_username = config.auth.use_identity_as_username;
+    if files.passwords.is_some() || !allow_anonymous || identity_as_username {
         builder = builder.authenticator(FileAuthenticator {
             passwords: files.passwords.as_ref().map(|(_, file)| file.clone()),
             allow_anonymous,
+            identity_as_username,
         });
     }
     if let Some(path) = &config.auth.acl_file {

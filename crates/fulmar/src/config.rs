@@ -225,6 +225,9 @@ pub(crate) struct AuthConfig {
     /// Whether clients without a user name are accepted (default: yes without
     /// a password file, no with one).
     pub(crate) allow_anonymous: Option<bool>,
+    /// A client that presented a certificate (on a listener with a client
+    /// CA) is its common name for the ACL, without a password.
+    pub(crate) use_identity_as_username: bool,
 }
 
 /// `[log]`.
@@ -500,6 +503,9 @@ hibernate_after_ms = 5000
 # Clients without a user name: accepted by default without a password file,
 # refused by default with one.
 # allow_anonymous = true
+# A client that presented a certificate (on a listener with client_ca) is
+# the certificate's common name, for the ACL and the logs, without a password.
+use_identity_as_username = false
 
 [log]
 # error, warn, info, debug, trace, or a tracing filter such as

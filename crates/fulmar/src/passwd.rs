@@ -143,6 +143,17 @@ pub(crate) struct FileAuthenticator {
     pub(crate) passwords: Option<Arc<ArcSwap<PasswordFile>>>,
     /// Whether a CONNECT without a user name is accepted.
     pub(crate) allow_anonymous: bool,
+    /// A client that presented a verified certificate is the certificate's
+    /// common name, without a password (mosquitto's
+    /// `use_identity_as_username`).
+    pub(crate) identity_as_username: bool,
+}
+
+/// The common name of the subject of a DER certificate.
+pub(crate) fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(cn.to_owned())
 }
 
 impl FileAuthenticator {
@@ -165,8 +176,19 @@ impl FileAuthenticator {
 #[async_trait::async_trait]
 impl Authenticator for FileAuthenticator {
     async fn authenticate(&self, connect: &ConnectInfo) -> AuthDecision {
-        let decision = self.decide(connect.username.as_deref(), connect.password.as_deref());
-        if decision != AuthDecision::Allow {
+        let identity = connect
+            .client_certificate
+            .as_ref()
+            .filter(|_| self.identity_as_username);
+        let decision = match identity {
+            // Verified against the listener's client CA already.
+            Some(der) => common_name(der).map_or(
+                AuthDecision::Reject(ConnectReasonCode::NotAuthorized),
+                AuthDecision::AllowAs,
+            ),
+            None => self.decide(connect.username.as_deref(), connect.password.as_deref()),
+        };
+        if let AuthDecision::Reject(_) = decision {
             tracing::info!(
                 client_id = %connect.client_id,
                 username = ?connect.username,
@@ -223,6 +245,22 @@ mod tests {
         assert!(e.contains("twice"), "{e}");
     }
 
+    #[test]
+    fn the_common_name_of_a_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "device-7");
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(common_name(cert.der()).as_deref(), Some("device-7"));
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let nameless = params.self_signed(&key).unwrap();
+        assert_eq!(common_name(nameless.der()), None);
+        assert_eq!(common_name(b"not a certificate"), None);
+    }
+
     // v5:MQTT-3.1.4-2: the server may refuse a CONNECT that fails authentication
     #[test]
     fn the_authenticator_checks_users_and_anonymous_clients() {
@@ -231,6 +269,7 @@ mod tests {
                 PasswordFile::parse(ALICE).unwrap(),
             ))),
             allow_anonymous: false,
+            identity_as_username: false,
         };
         assert_eq!(
             auth.decide(Some("alice"), Some(b"secret")),
@@ -251,6 +290,7 @@ mod tests {
         let open = FileAuthenticator {
             passwords: None,
             allow_anonymous: true,
+            identity_as_username: false,
         };
         assert_eq!(open.decide(None, None), AuthDecision::Allow);
         assert_eq!(open.decide(Some("x"), None), AuthDecision::Allow);

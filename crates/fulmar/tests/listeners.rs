@@ -205,6 +205,29 @@ fn client_certificates_with_client_ca() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
 
+// use_identity_as_username: a client with a certificate is its common name
+// for the ACL, without a password (whatever user name it sends).
+#[test]
+fn use_identity_as_username_names_the_client_by_its_certificate() {
+    let acl = temp_dir().join("acl");
+    std::fs::write(&acl, "user fulmar-cli-test-client\ntopic readwrite dev/#\n").unwrap();
+    let (dir, broker) = start_tls_broker(&format!(
+        "client_ca = \"ca.pem\"\n[auth]\nuse_identity_as_username = true\nacl_file = {:?}\n",
+        acl.to_str().unwrap()
+    ));
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client.key"));
+    let tls = ["--cafile", &ca, "--cert", &cert, "--key", &key];
+    let send = |topic: &str| {
+        let args = ["-t", topic, "-m", "x", "-q", "1", "-u", "somebody-else"];
+        publish(broker.port, &[tls.as_slice(), &args].concat())
+    };
+    assert!(send("dev/1").status.success());
+    let out = send("other/1");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotAuthorized"));
+}
+
 #[test]
 fn bench_over_tls_loses_no_qos12_message() {
     // v5:MQTT-4.3.2-4 v5:MQTT-4.3.3-8 (the broker acknowledged, so it owns and delivers), over TLS

@@ -1201,8 +1201,11 @@ impl<S: Stream> Connection<S> {
             let data = connect.properties.authentication_data.clone();
             return self.start_auth(connect, info, exchange, data).await;
         }
-        if let AuthDecision::Reject(code) = self.shared.authenticator.authenticate(&info).await {
-            return self.reject(code);
+        let mut info = info;
+        match self.shared.authenticator.authenticate(&info).await {
+            AuthDecision::Allow => {}
+            AuthDecision::AllowAs(user) => info.username = Some(user),
+            AuthDecision::Reject(code) => return self.reject(code),
         }
         self.complete_connect(connect, info, None).await;
     }
