@@ -27,6 +27,7 @@ pub struct ConnectInfo {
 
 /// The decision of an [`Authenticator`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AuthDecision {
     /// Accept the connection.
     Allow,
@@ -48,7 +49,8 @@ pub enum AuthDecision {
 pub struct ClientInfo {
     /// The client identifier (assigned by the broker when the client sent none).
     pub client_id: String,
-    /// User Name from CONNECT, if any.
+    /// User Name from CONNECT, if any, or the name the [`Authenticator`]
+    /// gave ([`AuthDecision::AllowAs`]).
     pub username: Option<String>,
     /// The protocol version of the connection.
     pub protocol_version: ProtocolVersion,

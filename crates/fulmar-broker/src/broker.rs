@@ -895,8 +895,9 @@ impl BrokerHandle {
     /// connected client, and removes the ones it denies now. Call it when
     /// the rules behind the authorizer changed, for example after reloading
     /// an ACL file (`fulmar broker` does on SIGHUP). MQTT has no way to tell
-    /// a client that a subscription was withdrawn: it just gets no more
-    /// messages through it, and a [`BrokerEvent::Unsubscribed`] is emitted.
+    /// a client that a subscription was withdrawn: nothing more is routed to
+    /// it through that subscription (what was queued for it already still
+    /// arrives), and a [`BrokerEvent::Unsubscribed`] is emitted.
     /// A disconnected session is checked when its client comes back, as is
     /// every resumed session once an authorizer is set (the client may
     /// connect as another user than before). Returns once every connected

@@ -26,7 +26,8 @@ pub enum BrokerEvent {
     Connected {
         /// Its client identifier (assigned by the broker if it sent none).
         client_id: String,
-        /// The User Name of its CONNECT.
+        /// The User Name of its CONNECT, or the name the authenticator gave
+        /// ([`AuthDecision::AllowAs`](crate::AuthDecision::AllowAs)).
         username: Option<String>,
         /// The protocol version it speaks.
         protocol_version: ProtocolVersion,
@@ -65,7 +66,9 @@ pub enum BrokerEvent {
         /// The granted QoS.
         qos: QoS,
     },
-    /// A client removed a subscription it had.
+    /// A client removed a subscription it had, or the broker withdrew it
+    /// because the authorizer denies it now
+    /// ([`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize)).
     Unsubscribed {
         /// The client identifier.
         client_id: String,

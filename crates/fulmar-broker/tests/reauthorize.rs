@@ -110,6 +110,9 @@ async fn a_session_resumed_by_another_user_keeps_only_what_it_may_read() {
         let (mut alice, _) = connect_as(&broker, version, "shared-id", "alice").await;
         alice.sub(1, "secret/#", QoS::AtLeastOnce).await;
         alice.sub(2, "open/#", QoS::AtLeastOnce).await;
+        // Received and not acknowledged: in flight, resent on resume.
+        publish(&broker, "secret/0");
+        assert_eq!(alice.recv_publish().await.topic.as_str(), "secret/0");
         alice.disconnect().await;
         wait_until("alice's session is offline", || {
             broker.stats().clients_connected == 0
@@ -121,9 +124,10 @@ async fn a_session_resumed_by_another_user_keeps_only_what_it_may_read() {
 
         let (mut bob, present) = connect_as(&broker, version, "shared-id", "bob").await;
         assert!(present, "{version:?}");
-        // The queued secret message is not delivered; the open one is.
+        // Neither the secret message in flight nor the one queued is
+        // delivered; the open one is.
         assert_eq!(topics_until(&mut bob, "open/1").await, ["open/1"]);
-        assert_eq!(broker.stats().dropped_messages, dropped + 1, "{version:?}");
+        assert_eq!(broker.stats().dropped_messages, dropped + 2, "{version:?}");
         // Nor are new ones.
         publish(&broker, "secret/2");
         publish(&broker, "open/2");
@@ -268,6 +272,57 @@ async fn the_authenticator_may_name_the_user() {
         .unwrap();
         assert_eq!(username.as_deref(), Some("alice"));
         peer.disconnect().await;
+    }
+    broker.shutdown().await;
+}
+
+// A publisher held back (back-pressure) when `reauthorize` asks, idle
+// afterwards (keep alive 0, nothing more to read): the round is done once
+// the wait is over, not when the client next sends something.
+#[tokio::test]
+async fn reauthorize_reaches_a_publisher_held_back() {
+    use fulmar_codec::{PacketId, PubAck, Publish};
+    let mut limits = fulmar_broker::Limits::default();
+    limits.overload_policy = fulmar_broker::OverloadPolicy::Backpressure;
+    limits.max_queued_messages = 1;
+    let rules = Rules {
+        secret_open: Arc::new(AtomicBool::new(true)),
+    };
+    let broker = start_with(Broker::builder().limits(limits).authorizer(rules)).await;
+    // A subscriber that takes one message at a time, and reads nothing yet.
+    let mut connect = Connect::new(V5, MqttString::from("slow"));
+    connect.keep_alive = 0;
+    connect.properties.receive_maximum = std::num::NonZeroU16::new(1);
+    let (mut slow, _) = Peer::connect_with(addr(&broker), connect).await;
+    slow.sub(1, "open/#", QoS::AtLeastOnce).await;
+    let mut publisher = Peer::connect(addr(&broker), V5, "publisher").await;
+    let mut sent = 0u16;
+    while broker.stats().blocked_publishers == 0 {
+        sent += 1;
+        assert!(sent < 50, "never held back");
+        let mut p = Publish::new(MqttString::from(format!("open/{sent}")), "x".into());
+        p.qos = QoS::AtLeastOnce;
+        p.packet_id = PacketId::new(sent);
+        publisher.send(p).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let round = tokio::spawn({
+        let broker = broker.clone();
+        async move { broker.reauthorize().await }
+    });
+    // Room again: the subscriber takes everything.
+    let last = format!("open/{sent}");
+    let topics = topics_until(&mut slow, &last).await;
+    assert_eq!(topics.len(), usize::from(sent));
+    tokio::time::timeout(GUARD, round)
+        .await
+        .expect("reauthorize still waits for the publisher")
+        .unwrap();
+    for _ in 0..sent {
+        assert!(matches!(
+            publisher.recv().await,
+            Packet::PubAck(PubAck { .. })
+        ));
     }
     broker.shutdown().await;
 }

@@ -124,6 +124,53 @@ impl SessionState {
         Ok(state)
     }
 
+    /// Drops the outbound messages, in flight or queued, for which `keep`
+    /// returns false, and returns them in order (a PUBREL waiting for its
+    /// PUBCOMP has no message and stays). For a server that must not hand a
+    /// resumed session's messages to a client no longer allowed to read them
+    /// (the protocol would resend the in-flight ones, [MQTT-4.4.0-1]).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use fulmar_codec::{MqttString, PacketId, Publish, QoS};
+    /// use fulmar_session::{Outgoing, SessionState};
+    ///
+    /// let message = |topic: &str, id| {
+    ///     let mut p = Publish::new(MqttString::from(topic.to_owned()), Bytes::new());
+    ///     p.qos = QoS::AtLeastOnce;
+    ///     p.packet_id = PacketId::new(id);
+    ///     Outgoing::Publish(Box::new(p))
+    /// };
+    /// let mut state = SessionState::from_parts(
+    ///     vec![message("open/1", 1), message("secret/1", 2)],
+    ///     vec![],
+    /// )
+    /// .unwrap();
+    /// let dropped = state.retain_messages(|p| !p.topic.starts_with("secret/"));
+    /// assert_eq!(dropped.len(), 1);
+    /// assert_eq!(dropped[0].packet_id, PacketId::new(2));
+    /// assert_eq!(state.outgoing().len(), 1);
+    /// ```
+    pub fn retain_messages(&mut self, mut keep: impl FnMut(&Publish) -> bool) -> Vec<Publish> {
+        let mut dropped = Vec::new();
+        let outgoing = std::mem::take(&mut self.outgoing);
+        for out in outgoing {
+            match out {
+                Outgoing::Publish(p) if !keep(&p) => dropped.push(*p),
+                out => self.outgoing.push(out),
+            }
+        }
+        let pending = std::mem::take(&mut self.pending);
+        for p in pending {
+            if keep(&p) {
+                self.pending.push(p);
+            } else {
+                dropped.push(p);
+            }
+        }
+        dropped
+    }
+
     /// Whether nothing is stored.
     #[must_use]
     pub fn is_empty(&self) -> bool {

@@ -169,8 +169,9 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
     }
     let config = effective_config(&args)?;
     logging::init(&config.log.level, config.log.format)?;
-    // Before anything else: a SIGHUP that came first would end the process.
-    let mut signals = Signals::new()?;
+    // SIGHUP before anything else: one that came first would end the
+    // process. SIGINT and SIGTERM still do, until the broker runs.
+    let hangup = Hangup::new()?;
 
     let mut limits = config.limits.to_limits()?;
     limits.sys_interval = (config.sys.interval_secs > 0)
@@ -257,10 +258,21 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
             }
         }
     }
+    let mut signals = Signals::new(hangup)?;
     while signals.next().await? == Received::Reload {
         tracing::info!("SIGHUP: reloading the password file, the ACL file and the certificates");
-        files.reload(&broker).await;
-        reload_certificates(&config.listeners, &broker);
+        let reload = async {
+            files.reload(&broker).await;
+            reload_certificates(&config.listeners, &broker);
+        };
+        // A reload waits for every connection: a stop signal does not.
+        tokio::select! {
+            () = reload => {}
+            stop = signals.stop() => {
+                stop?;
+                break;
+            }
+        }
     }
     tracing::info!("shutting down");
     broker.shutdown().await;
@@ -343,22 +355,36 @@ enum Received {
     Reload,
 }
 
-/// The signals `fulmar broker` answers, handled from the start.
+/// The SIGHUP handler, installed first.
+#[cfg(unix)]
+struct Hangup(tokio::signal::unix::Signal);
+
+#[cfg(unix)]
+impl Hangup {
+    fn new() -> Result<Self, String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        signal(SignalKind::hangup())
+            .map(Self)
+            .map_err(|e| format!("SIGHUP handler: {e}"))
+    }
+}
+
+/// The signals `fulmar broker` answers once it runs.
 #[cfg(unix)]
 struct Signals {
+    hup: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
 }
 
 #[cfg(unix)]
 impl Signals {
-    fn new() -> Result<Self, String> {
+    fn new(Hangup(hup): Hangup) -> Result<Self, String> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Self {
+            hup,
             int: signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?,
             term: signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?,
-            hup: signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP handler: {e}"))?,
         })
     }
 
@@ -369,6 +395,24 @@ impl Signals {
             _ = self.hup.recv() => Ok(Received::Reload),
         }
     }
+
+    /// Ready on SIGINT or SIGTERM.
+    async fn stop(&mut self) -> Result<(), String> {
+        tokio::select! {
+            _ = self.int.recv() => Ok(()),
+            _ = self.term.recv() => Ok(()),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+struct Hangup;
+
+#[cfg(not(unix))]
+impl Hangup {
+    fn new() -> Result<Self, String> {
+        Ok(Self)
+    }
 }
 
 #[cfg(not(unix))]
@@ -376,14 +420,17 @@ struct Signals;
 
 #[cfg(not(unix))]
 impl Signals {
-    fn new() -> Result<Self, String> {
+    fn new(_: Hangup) -> Result<Self, String> {
         Ok(Self)
     }
 
     async fn next(&mut self) -> Result<Received, String> {
+        self.stop().await.map(|()| Received::Stop)
+    }
+
+    async fn stop(&mut self) -> Result<(), String> {
         tokio::signal::ctrl_c()
             .await
-            .map(|()| Received::Stop)
             .map_err(|e| format!("Ctrl-C handler: {e}"))
     }
 }

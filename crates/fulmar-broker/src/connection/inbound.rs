@@ -185,7 +185,7 @@ impl<S: super::Stream> Connection<S> {
                     inbound = self.control.recv(false) => match inbound {
                         // Done once the wait is over.
                         Inbound::Control(Control::Reauthorize(round)) => {
-                            self.reauthorize = Some(round);
+                            self.reauthorize.push(round);
                         }
                         Inbound::Control(control) => {
                             // The connection ends: the messages still to route

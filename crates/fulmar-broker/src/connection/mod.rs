@@ -488,9 +488,9 @@ pub(crate) struct Connection<S> {
     /// Held back by pacing, by the messages routed in this round: the
     /// transport is paused before the connection waits again.
     paced: Option<Box<inbound::Paced>>,
-    /// A [`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize)
-    /// round waits for this connection to check its subscriptions again.
-    reauthorize: Option<mpsc::Sender<()>>,
+    /// [`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize)
+    /// rounds waiting for this connection to check its subscriptions again.
+    reauthorize: Vec<mpsc::Sender<()>>,
 }
 
 /// Refused inbound QoS 1/2 messages of a connection.
@@ -567,7 +567,7 @@ impl<S: Stream> Connection<S> {
             naps: 0,
             frames: VecDeque::new(),
             paced: None,
-            reauthorize: None,
+            reauthorize: Vec::new(),
             shared,
         })
     }
@@ -662,18 +662,13 @@ impl<S: Stream> Connection<S> {
             && !self.dirty
             && !self.yield_next
             && self.frames.is_empty()
-            && self.reauthorize.is_none()
+            && self.reauthorize.is_empty()
             && self.transport.is_idle()
             && !self.shared.shutdown.is_cancelled()
     }
 
     async fn run(&mut self) -> Flow {
         loop {
-            if let Some(round) = self.reauthorize.take() {
-                // Boxed: rare, and its future would make every task larger.
-                Box::pin(self.recheck_subscriptions()).await;
-                drop(round);
-            }
             // Boxed: the answering future is large and only lives while answering.
             if Box::pin(self.drive()).await.is_err() {
                 self.session.connection_lost(Instant::now());
@@ -682,6 +677,15 @@ impl<S: Stream> Connection<S> {
             }
             if self.session.is_closed() {
                 return Flow::Closed;
+            }
+            // Asked for while handling a control message, or during a
+            // back-pressure wait in `drive`: before waiting again.
+            if !self.reauthorize.is_empty() {
+                let rounds = std::mem::take(&mut self.reauthorize);
+                // Boxed: rare, and its future would make every task larger.
+                Box::pin(self.recheck_subscriptions()).await;
+                drop(rounds);
+                continue;
             }
             if std::mem::take(&mut self.yield_next) {
                 tokio::task::yield_now().await;
@@ -816,11 +820,12 @@ impl<S: Stream> Connection<S> {
         }
     }
 
-    /// Closes from the server side; false when there is no open MQTT
-    /// connection to send a DISCONNECT on (the caller just closes).
-    /// A take-over (5.0: DISCONNECT 0x8E, the session handed over when the
-    /// connection ends) or the shutdown (0x8B). False when the session has
-    /// closed already.
+    /// A control message: a take-over (5.0: DISCONNECT 0x8E, the session
+    /// handed over when the connection ends), the shutdown (0x8B), or a
+    /// [`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize)
+    /// round (done before the connection waits again). False when the
+    /// session has closed already and there is no DISCONNECT to send (the
+    /// caller just closes).
     fn on_control(&mut self, control: Control) -> bool {
         match control {
             Control::TakeOver(done) => {
@@ -833,7 +838,7 @@ impl<S: Stream> Connection<S> {
                 self.disconnect(DisconnectReasonCode::ServerShuttingDown)
             }
             Control::Reauthorize(round) => {
-                self.reauthorize = Some(round);
+                self.reauthorize.push(round);
                 true
             }
         }
@@ -1286,7 +1291,7 @@ impl<S: Stream> Connection<S> {
         {
             return self.reject(ConnectReasonCode::ServerUnavailable);
         }
-        let (stored, mut offline, present) = self.claim(&id, connect.clean_start, expiry).await;
+        let (mut stored, mut offline, present) = self.claim(&id, connect.clean_start, expiry).await;
         let persistent = self.shared.journal.is_some() && expiry > 0;
         if persistent {
             self.dirty |= self.shared.lock().persist_session(&id, None);
@@ -1300,14 +1305,14 @@ impl<S: Stream> Connection<S> {
             persistent,
         });
         // The subscriptions of a resumed session were allowed to whoever
-        // made them; the client may be another user now. What was queued for
-        // the subscriptions withdrawn goes with them (what is in flight is
-        // resent, as the protocol requires [MQTT-4.4.0-1]).
+        // made them; the client may be another user now. The messages of the
+        // subscriptions withdrawn go with them, the ones in flight too: they
+        // would be resent [MQTT-4.4.0-1] to a client that may not read them.
         if present
             && self.shared.checks_subscriptions
             && Box::pin(self.recheck_subscriptions()).await
         {
-            self.drop_unsubscribed(&id, &mut offline);
+            self.drop_unsubscribed(&id, &mut offline, &mut stored);
         }
         match self
             .session
@@ -1647,24 +1652,41 @@ impl<S: Stream> Connection<S> {
         if self.client.as_ref().is_some_and(|c| c.persistent) {
             self.dirty |= state.persist_session(&id, None);
         }
+        drop(state);
+        crate::broker::report_online(&self.shared, &id, true);
         true
     }
 
-    /// Of the messages queued for a resumed session while it was away,
-    /// drops those that none of its subscriptions matches any more (their
-    /// subscription was withdrawn by
-    /// [`recheck_subscriptions`](Self::recheck_subscriptions)).
-    fn drop_unsubscribed(&self, id: &Arc<str>, offline: &mut VecDeque<Queued>) {
-        let state = self.shared.lock();
-        let Some(entry) = state.sessions.get(id) else {
-            return;
+    /// Of the messages of a resumed session (queued while it was away, or
+    /// queued and in flight in its session state), drops those that none of
+    /// its subscriptions matches any more (their subscription was withdrawn
+    /// by [`recheck_subscriptions`](Self::recheck_subscriptions)).
+    fn drop_unsubscribed(
+        &mut self,
+        id: &Arc<str>,
+        offline: &mut VecDeque<Queued>,
+        stored: &mut SessionState,
+    ) {
+        let filters: Vec<SubscriptionFilter> = {
+            let state = self.shared.lock();
+            let entry = state.sessions.get(id);
+            entry.map_or_else(Vec::new, |e| e.filters.iter().cloned().collect())
         };
-        offline.retain(|queued| {
-            let kept = queued
-                .publish
+        let matched = |publish: &Publish| {
+            publish
                 .topic
                 .parse::<TopicName>()
-                .is_ok_and(|topic| entry.filters.iter().any(|f| f.filter().matches(&topic)));
+                .is_ok_and(|topic| filters.iter().any(|f| f.filter().matches(&topic)))
+        };
+        for publish in stored.retain_messages(matched) {
+            self.shared.counters.drop_one();
+            if let Some(packet_id) = publish.packet_id {
+                self.forget_outbound(packet_id);
+            }
+        }
+        let state = self.shared.lock();
+        offline.retain(|queued| {
+            let kept = matched(&queued.publish);
             if !kept {
                 self.shared.counters.drop_one();
                 if let (Some(journal), Some(seq)) = (&state.journal, queued.seq) {
@@ -1794,6 +1816,7 @@ impl<S: Stream> Connection<S> {
             self.shared.timers.notify_one();
         }
         self.handovers.clear();
+        self.reauthorize.clear();
         // A take-over queued meanwhile finds the session free now: its sender
         // must not wait for the lingering close.
         self.control.close();
