@@ -278,6 +278,42 @@ fn seeds() -> Vec<(String, Script, Expect)> {
             Expect::accepted(2),
         );
         add(
+            // The rule turns on: "a/+" is withdrawn from the connected client, which
+            // gets only the message for "will/#".
+            "reauthorize",
+            Script::new(0)
+                .packet(0, CONNECT, v | EXPIRY)
+                .packet(0, SUBSCRIBE, subscribe(1, 1))
+                .packet(0, SUBSCRIBE, subscribe(4, 1))
+                .settle()
+                .session(0x18)
+                .local(publish(0, 1) << 2)
+                .local(publish(2, 1) << 2)
+                .settle()
+                .packet(0, PUBACK, 0)
+                .session(0x08)
+                .settle(),
+            Expect::publishes(1, 1),
+        );
+        add(
+            // The rule turns on while the session is away: resumed, it loses "a/+" and
+            // the message queued for it.
+            "resume-withdrawn",
+            Script::new(0)
+                .packet(0, CONNECT, v | EXPIRY)
+                .packet(0, SUBSCRIBE, subscribe(1, 1))
+                .packet(0, SUBSCRIBE, subscribe(4, 1))
+                .settle()
+                .close(0)
+                .settle()
+                .local(publish(0, 1) << 2)
+                .local(publish(2, 1) << 2)
+                .session(0x18)
+                .packet(0, CONNECT, v | EXPIRY)
+                .settle(),
+            Expect::publishes(1, 1),
+        );
+        add(
             "backpressure",
             Script::new(0x08)
                 .local(1)

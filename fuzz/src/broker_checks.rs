@@ -1,14 +1,16 @@
 //! The checks of the `broker` fuzz target, shared with the corpus replay test of
 //! fulmar-broker (`crates/fulmar-broker/tests/fuzz_corpus.rs` includes this file and
 //! `checks.rs` with `#[path]`). Only the public API of fulmar-broker and fulmar-codec,
-//! tokio, `bytes`, std and `crate::checks` may be used here.
+//! tokio, `bytes`, `async-trait`, std and `crate::checks` may be used here.
 //!
 //! [`check_broker`] starts a broker without listeners on a single-threaded tokio runtime and
 //! plays a script on it: up to four client connections, each an in-memory pipe served with
 //! `BrokerHandle::serve_connection`, receive raw bytes, ready-made packets (so that the
 //! fuzzer reaches the broker's routing, sessions, wills and retained messages without
 //! having to find valid encodings first), and closes; the application publishes,
-//! subscribes and takes sessions in process. Everything the broker writes to each
+//! subscribes and takes sessions in process, and turns the rule of the broker's
+//! authorizer (nothing under `a/`) on and off, each time having the broker check every
+//! subscription again (`reauthorize`; a resumed session is checked too). Everything the broker writes to each
 //! connection is recorded. At the end every connection is closed by its client, and:
 //!
 //! - nothing panics (a panic inside a broker task is reported by the replay test's hook);
@@ -46,10 +48,15 @@
 //! [`Step`]), and its arguments.
 
 use std::num::{NonZeroU16, NonZeroU32};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use fulmar_broker::{Broker, BrokerHandle, Limits, OverloadPolicy, ServedConnection, Subscription};
+use fulmar_broker::{
+    Authorizer, Broker, BrokerHandle, ClientInfo, Limits, OverloadPolicy, ServedConnection,
+    Subscription,
+};
 use fulmar_codec::{
     Auth, AuthReasonCode, Connect, Disconnect, DisconnectReasonCode, MqttString, Packet, PacketId,
     ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, RetainHandling, Subscribe,
@@ -121,7 +128,8 @@ pub enum Step {
     /// in-process subscriptions or end of one.
     Local = 6,
     /// The application takes a session away (`take_session`) or asks for one
-    /// (`has_session`): a byte choosing which.
+    /// (`has_session`), or turns the authorizer's rule on or off and has the broker
+    /// check every subscription again (`reauthorize`): a byte choosing which.
     Session = 7,
 }
 
@@ -219,10 +227,30 @@ fn limits(setup: u8) -> Limits {
     limits
 }
 
+/// The script's authorizer: while `strict` holds (a `Session` step sets it), nobody may
+/// publish to or subscribe to anything under `a/`. Its subscriptions are checked again
+/// when a session is resumed and on `reauthorize`.
+struct Switch(Arc<AtomicBool>);
+
+#[async_trait::async_trait]
+impl Authorizer for Switch {
+    async fn authorize_publish(&self, _client: &ClientInfo, topic: &str) -> bool {
+        !(self.0.load(Ordering::Relaxed) && topic.contains("a/"))
+    }
+
+    async fn authorize_subscribe(&self, _client: &ClientInfo, filter: &str) -> bool {
+        !(self.0.load(Ordering::Relaxed) && filter.contains("a/"))
+    }
+}
+
 async fn play(data: &[u8], budget: Duration) -> BrokerOutcome {
     let mut input = Cursor(data);
     let setup = input.byte();
-    let broker = match Broker::builder().limits(limits(setup)).start().await {
+    let strict = Arc::new(AtomicBool::new(false));
+    let builder = Broker::builder()
+        .limits(limits(setup))
+        .authorizer(Switch(strict.clone()));
+    let broker = match builder.start().await {
         Ok(broker) => broker,
         Err(e) => panic!("the broker does not start: {e}"),
     };
@@ -271,7 +299,11 @@ async fn play(data: &[u8], budget: Duration) -> BrokerOutcome {
             Step::Session => {
                 let b = input.byte();
                 let id = CLIENT_IDS[usize::from(b >> 1) & 3];
-                if b & 1 == 0 {
+                if b & 0x08 != 0 {
+                    strict.store(b & 0x10 != 0, Ordering::Relaxed);
+                    let checked = tokio::time::timeout(budget, broker.reauthorize()).await;
+                    assert!(checked.is_ok(), "reauthorize stalled");
+                } else if b & 1 == 0 {
                     let taken = tokio::time::timeout(budget, broker.take_session(id)).await;
                     assert!(taken.is_ok(), "take_session({id:?}) stalled");
                 } else {
