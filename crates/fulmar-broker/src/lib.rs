@@ -20,7 +20,10 @@
 //! - **Bounded**: connections, packet size, subscriptions per client and every
 //!   queue have a limit ([`Limits`]).
 //! - **Hooks**: an async [`Authenticator`] and [`Authorizer`]; the defaults
-//!   allow everything.
+//!   allow everything. The authorizer is asked again about a session's
+//!   subscriptions when it is resumed (the client may be another user) and
+//!   on [`BrokerHandle::reauthorize`] (the rules changed); a TLS listener's
+//!   certificate is replaced at run time with `BrokerHandle::reload_tls`.
 //! - In-process clients: [`BrokerHandle::publish`] and
 //!   [`BrokerHandle::subscribe`] need no socket.
 //! - **Listeners**, each on its own address: TCP, TLS (feature `tls`,

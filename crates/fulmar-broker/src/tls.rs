@@ -74,6 +74,25 @@ impl TlsConfig {
         self
     }
 
+    /// Parses the PEM and checks that the key matches the certificate, as
+    /// starting a listener would, without starting one (for example to
+    /// check a renewed certificate before
+    /// [`BrokerHandle::reload_tls`](crate::BrokerHandle::reload_tls)).
+    ///
+    /// # Errors
+    /// [`BrokerError::Tls`] saying what is wrong (its `addr` is empty).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use fulmar_broker::TlsConfig;
+    ///
+    /// assert!(TlsConfig::new("not a certificate", "nor a key").check().is_err());
+    /// ```
+    pub fn check(&self) -> Result<(), BrokerError> {
+        self.server_config("").map(drop)
+    }
+
     /// The rustls configuration for a listener on `addr`.
     pub(crate) fn server_config(
         &self,

@@ -51,6 +51,11 @@ pub(crate) struct BrokerArgs {
     /// Log format (default: the configuration's, else text).
     #[arg(long, value_enum, value_name = "FORMAT")]
     log_format: Option<LogFormat>,
+    /// Check the configuration and the files it names (password file, ACL
+    /// file, certificates and keys) without starting, print "configuration
+    /// OK" or what is wrong, and exit: before a start or a SIGHUP reload.
+    #[arg(long)]
+    check_config: bool,
 }
 
 /// `ADDR` with `port` unless it already names one.
@@ -143,6 +148,29 @@ fn tls_config(n: usize, listener: &ListenerConfig) -> Result<TlsConfig, String> 
     Ok(tls)
 }
 
+/// Loads every file the configuration names, as a start would, and says
+/// what is wrong with the first that does not load.
+fn check_files(config: &Config) -> Result<(), String> {
+    if let Some(path) = &config.auth.password_file {
+        PasswordFile::load(path)?;
+    }
+    if let Some(path) = &config.auth.acl_file {
+        Acl::load(path)?;
+    }
+    for (i, listener) in config.listeners.iter().enumerate() {
+        if matches!(listener.protocol, Protocol::Tls | Protocol::Wss) {
+            let n = i + 1;
+            tls_config(n, listener)?.check().map_err(|e| match e {
+                fulmar_broker::BrokerError::Tls { reason, .. } => {
+                    format!("listener {n} ({}): {reason}", listener.bind)
+                }
+                other => other.to_string(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Adds listener number `n` to the builder, reading its PEM files.
 fn add_listener(
     builder: BrokerBuilder,
@@ -168,6 +196,11 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
         return Ok(());
     }
     let config = effective_config(&args)?;
+    if args.check_config {
+        check_files(&config)?;
+        println!("configuration OK");
+        return Ok(());
+    }
     logging::init(&config.log.level, config.log.format)?;
     // SIGHUP before anything else: one that came first would end the
     // process. SIGINT and SIGTERM still do, until the broker runs.

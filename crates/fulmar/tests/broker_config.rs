@@ -212,6 +212,55 @@ fn sighup_reloads_the_password_and_acl_files() {
     assert!(send(&bob, "news/2").status.success(), "{}", broker.log());
 }
 
+// --check-config loads the configuration and every file it names, without
+// starting: OK, or the first error and exit status 1.
+#[test]
+fn check_config_checks_the_files_without_starting() {
+    let dir = temp_dir();
+    write(&dir, "passwd", &format!("{ALICE}\n"));
+    write(&dir, "acl", "user alice\ntopic readwrite #\n");
+    let config = write(
+        &dir,
+        "fulmar.toml",
+        "[[listener]]\nbind = \"127.0.0.1:1\"\n\
+         [auth]\npassword_file = \"passwd\"\nacl_file = \"acl\"\n",
+    );
+    let check = || {
+        fulmar()
+            .args(["broker", "-c", &config, "--check-config"])
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "configuration OK\n");
+    assert!(!dir.join("fulmar-data").exists(), "nothing started");
+
+    write(&dir, "acl", "user alice\ntopics read #\n");
+    let out = check();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 2"), "{stderr}");
+
+    write(&dir, "acl", "");
+    write(&dir, "cert.pem", "not a certificate");
+    write(&dir, "key.pem", "nor a key");
+    let config = write(
+        &dir,
+        "fulmar.toml",
+        "[[listener]]\nprotocol = \"tls\"\nbind = \"127.0.0.1:1\"\n\
+         cert = \"cert.pem\"\nkey = \"key.pem\"\n",
+    );
+    let out = fulmar()
+        .args(["broker", "-c", &config, "--check-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("listener 1 (127.0.0.1:1)"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn json_logs_and_the_data_dir() {
     let dir = temp_dir().join("store");
