@@ -18,6 +18,21 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.to_str().unwrap().to_owned()
 }
 
+/// A fresh directory with alice's password file, an ACL that grants her
+/// everything, and `fulmar.toml`: `listeners`, then `[auth]` naming both
+/// files. Returns the directory and the configuration's path.
+fn with_auth_files(listeners: &str) -> (std::path::PathBuf, String) {
+    let dir = temp_dir();
+    write(&dir, "passwd", &format!("{ALICE}\n"));
+    write(&dir, "acl", "user alice\ntopic readwrite #\n");
+    let config = write(
+        &dir,
+        "fulmar.toml",
+        &format!("{listeners}[auth]\npassword_file = \"passwd\"\nacl_file = \"acl\"\n"),
+    );
+    (dir, config)
+}
+
 fn broker_error(config: &str) -> String {
     let dir = temp_dir();
     let file = write(&dir, "fulmar.toml", config);
@@ -157,14 +172,7 @@ fn the_acl_file_is_enforced() {
 #[cfg(unix)]
 #[test]
 fn sighup_reloads_the_password_and_acl_files() {
-    let dir = temp_dir();
-    write(&dir, "passwd", &format!("{ALICE}\n"));
-    write(&dir, "acl", "user alice\ntopic readwrite #\n");
-    let config = write(
-        &dir,
-        "fulmar.toml",
-        "[auth]\npassword_file = \"passwd\"\nacl_file = \"acl\"\n",
-    );
+    let (dir, config) = with_auth_files("");
     let mut broker = FulmarBroker::start(&["-c", &config]);
     let alice = ["-u", "alice", "-P", "secret"];
     let bob = ["-u", "bob", "-P", "secret"];
@@ -216,15 +224,7 @@ fn sighup_reloads_the_password_and_acl_files() {
 // starting: OK, or the first error and exit status 1.
 #[test]
 fn check_config_checks_the_files_without_starting() {
-    let dir = temp_dir();
-    write(&dir, "passwd", &format!("{ALICE}\n"));
-    write(&dir, "acl", "user alice\ntopic readwrite #\n");
-    let config = write(
-        &dir,
-        "fulmar.toml",
-        "[[listener]]\nbind = \"127.0.0.1:1\"\n\
-         [auth]\npassword_file = \"passwd\"\nacl_file = \"acl\"\n",
-    );
+    let (dir, config) = with_auth_files("[[listener]]\nbind = \"127.0.0.1:1\"\n");
     let check = || {
         fulmar()
             .args(["broker", "-c", &config, "--check-config"])

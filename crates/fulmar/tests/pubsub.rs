@@ -226,11 +226,7 @@ fn sub_exits_cleanly_on_sigint() {
         .spawn()
         .unwrap();
     common::wait_for_line(sub.stderr.take().unwrap(), "subscribed to ");
-    let status = Command::new("kill")
-        .args(["-INT", &sub.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::signal(sub.id(), "INT");
     let status = sub.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }

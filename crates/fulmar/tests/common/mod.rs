@@ -54,6 +54,16 @@ pub fn wait_for_line(stderr: ChildStderr, needle: &str) -> String {
     }
 }
 
+/// Sends signal `name` (`HUP`, `INT`, `TERM`) to process `pid`, through the
+/// shell's `kill` builtin: a bare machine may have no `/bin/kill` (procps).
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -s {name} {pid}")])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -s {name} {pid}: {status:?}");
+}
+
 /// A `fulmar broker` process, killed on drop.
 pub struct FulmarBroker {
     child: Child,
@@ -112,14 +122,10 @@ impl FulmarBroker {
         self.seen.join("\n")
     }
 
-    /// Sends SIGHUP (reload the password and ACL files).
+    /// Sends SIGHUP (reload the password and ACL files, the certificates).
     #[cfg(unix)]
     pub fn hangup(&self) {
-        let status = Command::new("kill")
-            .args(["-s", "HUP", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -s HUP: {status:?}");
+        signal(self.child.id(), "HUP");
     }
 
     /// SIGKILL: the process dies at once, as in a crash.
