@@ -1,5 +1,5 @@
 //! `fulmar broker`: runs a broker until SIGINT or SIGTERM; SIGHUP reloads
-//! the password file and the ACL file.
+//! the password file, the ACL file and the TLS certificates.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -157,18 +157,28 @@ fn check_files(config: &Config) -> Result<(), String> {
     if let Some(path) = &config.auth.acl_file {
         Acl::load(path)?;
     }
-    for (i, listener) in config.listeners.iter().enumerate() {
-        if matches!(listener.protocol, Protocol::Tls | Protocol::Wss) {
-            let n = i + 1;
-            tls_config(n, listener)?.check().map_err(|e| match e {
-                fulmar_broker::BrokerError::Tls { reason, .. } => {
-                    format!("listener {n} ({}): {reason}", listener.bind)
-                }
-                other => other.to_string(),
-            })?;
-        }
+    for (n, listener, _) in tls_listeners(&config.listeners, &[]) {
+        tls_config(n, listener)?.check().map_err(|e| match e {
+            fulmar_broker::BrokerError::Tls { reason, .. } => {
+                format!("listener {n} ({}): {reason}", listener.bind)
+            }
+            other => other.to_string(),
+        })?;
     }
     Ok(())
+}
+
+/// The TLS and secure WebSocket listeners of `listeners`, numbered from 1,
+/// each with its bound address from `bound` when there is one.
+fn tls_listeners<'a>(
+    listeners: &'a [ListenerConfig],
+    bound: &'a [SocketAddr],
+) -> impl Iterator<Item = (usize, &'a ListenerConfig, Option<SocketAddr>)> {
+    listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| matches!(l.protocol, Protocol::Tls | Protocol::Wss))
+        .map(|(i, l)| (i + 1, l, bound.get(i).copied()))
 }
 
 /// Adds listener number `n` to the builder, reading its PEM files.
@@ -189,7 +199,7 @@ fn add_listener(
 }
 
 /// Runs the broker until SIGINT or SIGTERM, then shuts it down gracefully;
-/// on SIGHUP, reloads the password file and the ACL file.
+/// on SIGHUP, reloads the password file, the ACL file and the certificates.
 pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
     if args.print_default_config {
         print!("{DEFAULT_CONFIG}");
@@ -357,17 +367,14 @@ impl AuthFiles {
 /// WebSocket listener again (SIGHUP): new connections use them, open ones
 /// keep theirs. A listener whose files do not load keeps what it had.
 fn reload_certificates(listeners: &[ListenerConfig], broker: &BrokerHandle) {
-    let bound = broker.local_addrs();
-    for (i, (listener, addr)) in listeners.iter().zip(bound).enumerate() {
-        if !matches!(listener.protocol, Protocol::Tls | Protocol::Wss) {
-            continue;
-        }
-        let reloaded = tls_config(i + 1, listener)
-            .and_then(|tls| broker.reload_tls(*addr, &tls).map_err(|e| e.to_string()));
+    for (n, listener, addr) in tls_listeners(listeners, broker.local_addrs()) {
+        let Some(addr) = addr else { continue };
+        let reloaded = tls_config(n, listener)
+            .and_then(|tls| broker.reload_tls(addr, &tls).map_err(|e| e.to_string()));
         match reloaded {
-            Ok(()) => tracing::info!(listener = i + 1, %addr, "certificate reloaded"),
+            Ok(()) => tracing::info!(listener = n, %addr, "certificate reloaded"),
             Err(error) => tracing::error!(
-                listener = i + 1,
+                listener = n,
                 %error,
                 "certificate not reloaded: the previous one stays in force"
             ),
@@ -384,7 +391,7 @@ fn not_reloaded(path: &Path, error: &str) {
 enum Received {
     /// SIGINT or SIGTERM: shut down.
     Stop,
-    /// SIGHUP: reload the password file and the ACL file.
+    /// SIGHUP: reload the password file, the ACL file and the certificates.
     Reload,
 }
 

@@ -1310,9 +1310,9 @@ impl<S: Stream> Connection<S> {
         // would be resent [MQTT-4.4.0-1] to a client that may not read them.
         if present
             && self.shared.checks_subscriptions
-            && Box::pin(self.recheck_subscriptions()).await
+            && let Some(kept) = Box::pin(self.recheck_subscriptions()).await
         {
-            self.drop_unsubscribed(&id, &mut offline, &mut stored);
+            self.drop_unsubscribed(&id, &kept, &mut offline, &mut stored);
         }
         match self
             .session
@@ -1610,31 +1610,31 @@ impl<S: Stream> Connection<S> {
     /// and removes the ones it denies (after
     /// [`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize), and
     /// when a session is resumed: the client may be another user now).
-    /// Returns whether any was removed.
-    async fn recheck_subscriptions(&mut self) -> bool {
-        let Some(client) = &self.client else {
-            return false;
-        };
+    /// Returns the filters kept when any was removed.
+    async fn recheck_subscriptions(&mut self) -> Option<Vec<SubscriptionFilter>> {
+        let client = self.client.as_ref()?;
         let (id, info) = (client.id.clone(), client.info.clone());
         let filters: Vec<SubscriptionFilter> = {
             let state = self.shared.lock();
             let entry = state.sessions.get(&id);
             entry.map_or_else(Vec::new, |e| e.filters.iter().cloned().collect())
         };
-        let mut denied = Vec::new();
+        let (mut kept, mut denied) = (Vec::new(), Vec::new());
         for filter in filters {
             let raw = filter.to_string();
-            if !self
+            if self
                 .shared
                 .authorizer
                 .authorize_subscribe(&info, &raw)
                 .await
             {
+                kept.push(filter);
+            } else {
                 denied.push((filter, raw));
             }
         }
         if denied.is_empty() {
-            return false;
+            return None;
         }
         let key = Subscriber::Client(id.clone());
         let mut state = self.shared.lock();
@@ -1654,24 +1654,20 @@ impl<S: Stream> Connection<S> {
         }
         drop(state);
         crate::broker::report_online(&self.shared, &id, true);
-        true
+        Some(kept)
     }
 
     /// Of the messages of a resumed session (queued while it was away, or
     /// queued and in flight in its session state), drops those that none of
-    /// its subscriptions matches any more (their subscription was withdrawn
-    /// by [`recheck_subscriptions`](Self::recheck_subscriptions)).
+    /// its `filters` matches (the ones
+    /// [`recheck_subscriptions`](Self::recheck_subscriptions) kept).
     fn drop_unsubscribed(
         &mut self,
         id: &Arc<str>,
+        filters: &[SubscriptionFilter],
         offline: &mut VecDeque<Queued>,
         stored: &mut SessionState,
     ) {
-        let filters: Vec<SubscriptionFilter> = {
-            let state = self.shared.lock();
-            let entry = state.sessions.get(id);
-            entry.map_or_else(Vec::new, |e| e.filters.iter().cloned().collect())
-        };
         let matched = |publish: &Publish| {
             publish
                 .topic
