@@ -295,6 +295,76 @@ pub trait Bridge: Send + Sync + 'static {
     }
 }
 
+/// The broker's bridge: none, the one given, or several told in turn.
+pub(crate) fn combine(mut bridges: Vec<Arc<dyn Bridge>>) -> Option<Arc<dyn Bridge>> {
+    match bridges.len() {
+        0 | 1 => bridges.pop(),
+        _ => Some(Arc::new(Several(bridges.into()))),
+    }
+}
+
+/// Several bridges (see [`BrokerBuilder::bridge`](crate::BrokerBuilder::bridge)):
+/// each is told of every change, in order; a session is claimed from the
+/// first that brings one.
+struct Several(Arc<[Arc<dyn Bridge>]>);
+
+impl Bridge for Several {
+    fn filter_added(&self, filter: &SubscriptionFilter) {
+        self.0.iter().for_each(|b| b.filter_added(filter));
+    }
+
+    fn filter_removed(&self, filter: &SubscriptionFilter) {
+        self.0.iter().for_each(|b| b.filter_removed(filter));
+    }
+
+    fn message(&self, topic: &TopicName, publish: &Publish) {
+        self.0.iter().for_each(|b| b.message(topic, publish));
+    }
+
+    fn will_set(&self, client_id: &str, will: &Publish, delay: u32) {
+        self.0
+            .iter()
+            .for_each(|b| b.will_set(client_id, will, delay));
+    }
+
+    fn will_cleared(&self, client_id: &str) {
+        self.0.iter().for_each(|b| b.will_cleared(client_id));
+    }
+
+    fn claim_session(&self, client_id: &str, clean_start: bool) -> SessionClaim {
+        let bridges = self.0.clone();
+        let client_id = client_id.to_owned();
+        Box::pin(async move {
+            for bridge in bridges.iter() {
+                if let Some(export) = bridge.claim_session(&client_id, clean_start).await? {
+                    return Ok(Some(export));
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    fn session_online(&self, client_id: &str, session: &StoredSession) {
+        self.0
+            .iter()
+            .for_each(|b| b.session_online(client_id, session));
+    }
+
+    fn session_offline(&self, client_id: &str, session: &StoredSession) {
+        self.0
+            .iter()
+            .for_each(|b| b.session_offline(client_id, session));
+    }
+
+    fn session_gone(&self, client_id: &str) {
+        self.0.iter().for_each(|b| b.session_gone(client_id));
+    }
+
+    fn routes_shared(&self) -> bool {
+        self.0.iter().any(|b| b.routes_shared())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::num::NonZeroU32;

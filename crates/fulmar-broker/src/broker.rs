@@ -110,7 +110,7 @@ pub struct BrokerBuilder {
     authenticator: Arc<dyn Authenticator>,
     authorizer: Arc<dyn Authorizer>,
     checks_subscriptions: bool,
-    bridge: Option<Arc<dyn Bridge>>,
+    bridges: Vec<Arc<dyn Bridge>>,
     store: Option<Arc<dyn Store>>,
     durability: Durability,
 }
@@ -123,7 +123,7 @@ impl Default for BrokerBuilder {
             authenticator: Arc::new(AllowAll),
             authorizer: Arc::new(AllowAll),
             checks_subscriptions: false,
-            bridge: None,
+            bridges: Vec::new(),
             store: None,
             durability: Durability::default(),
         }
@@ -333,10 +333,15 @@ impl BrokerBuilder {
     }
 
     /// Routes beyond this broker through `bridge` (a cluster, a bridge to
-    /// another broker): see [`Bridge`].
+    /// another broker): see [`Bridge`]. Called again, it adds another one
+    /// (a cluster and MQTT bridges, say): each is told of every change, in
+    /// the order they were added; a connecting client's session is claimed
+    /// from the first that brings one; shared subscriptions are left to the
+    /// bridges if any of them [routes them](Bridge::routes_shared). A message
+    /// one bridge [injects](BrokerHandle::inject) is handed to none of them.
     #[must_use]
     pub fn bridge(mut self, bridge: Arc<dyn Bridge>) -> Self {
-        self.bridge = Some(bridge);
+        self.bridges.push(bridge);
         self
     }
 
@@ -378,9 +383,10 @@ impl BrokerBuilder {
             listeners.push(bound);
         }
         let event_capacity = self.limits.event_capacity.max(1);
+        let bridge = crate::bridge::combine(self.bridges);
         let mut state = State {
-            bridge_shared: self.bridge.as_ref().is_some_and(|b| b.routes_shared()),
-            bridge: self.bridge,
+            bridge_shared: bridge.as_ref().is_some_and(|b| b.routes_shared()),
+            bridge,
             max_queued_bytes: self.limits.max_queued_bytes,
             max_retained: Some(self.limits.max_retained_messages),
             ..State::default()

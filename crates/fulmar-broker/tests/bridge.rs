@@ -518,3 +518,59 @@ async fn a_session_the_bridge_cannot_bring_refuses_the_connect() {
         broker.shutdown().await;
     }
 }
+
+/// Several bridges (a cluster and MQTT bridges, say): each is told of
+/// every change, in order, and none gets what another injected; a session
+/// is claimed from the first that can bring one, and one that cannot bring
+/// it refuses the CONNECT whatever comes after it.
+#[tokio::test]
+async fn several_bridges_are_each_told_and_claimed_in_order() {
+    let first = Arc::new(Recorder::default());
+    let second = Arc::new(Recorder::default());
+    let broker = start_with(
+        Broker::builder()
+            .bridge(first.clone())
+            .bridge(second.clone()),
+    )
+    .await;
+    let mut sub = broker.subscribe("t/#").unwrap();
+    broker
+        .publish("t/1", "local", QoS::AtMostOnce, false)
+        .unwrap();
+    assert_eq!(next(&mut sub).await.payload, "local");
+    broker.inject(&message("t/2", "injected")).unwrap();
+    assert_eq!(next(&mut sub).await.payload, "injected");
+    for bridge in [&first, &second] {
+        assert_eq!(bridge.take(), ["+t/#", "t/1=local"]);
+    }
+    broker.shutdown().await;
+
+    // Neither bridge brings a session: a new one starts.
+    let broker = start_with(
+        Broker::builder()
+            .bridge(Arc::new(Recorder::default()))
+            .bridge(Arc::new(Recorder::default())),
+    )
+    .await;
+    let (_peer, ack) = Peer::connect_with(addr(&broker), persistent("p", V5)).await;
+    assert_eq!(
+        (ack.reason_code, ack.session_present),
+        (fulmar_codec::ConnectReasonCode::Success, false)
+    );
+    broker.shutdown().await;
+
+    // The second cannot bring it: refused (v5:MQTT-3.2.2-6 Session Present 0 with a failure code).
+    let broker = start_with(
+        Broker::builder()
+            .bridge(Arc::new(Recorder::default()))
+            .bridge(Arc::new(Unreachable)),
+    )
+    .await;
+    let (mut peer, ack) = Peer::connect_with(addr(&broker), persistent("p", V5)).await;
+    assert_eq!(
+        (ack.reason_code, ack.session_present),
+        (fulmar_codec::ConnectReasonCode::ServerUnavailable, false)
+    );
+    peer.expect_closed().await;
+    broker.shutdown().await;
+}
