@@ -250,6 +250,13 @@ impl ConnectOptions {
         (&self.host, self.port)
     }
 
+    /// The protocol version these options connect with (see
+    /// [`protocol_version`](Self::protocol_version)).
+    #[must_use]
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
+    }
+
     /// The transport (default TCP).
     #[must_use]
     pub fn transport(mut self, transport: Transport) -> Self {

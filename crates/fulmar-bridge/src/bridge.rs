@@ -1,0 +1,635 @@
+//! [`MqttBridge`]: connections to other MQTT brokers that carry the topics
+//! of their [`TopicRule`]s both ways.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use fulmar_broker::{Bridge, BrokerError, BrokerHandle};
+use fulmar_client::{
+    Client, ConnectOptions, Error as ClientError, Message, ProtocolVersion, PublishOutcome,
+    Reconnect, RetainHandling, SubscribeProperties, Subscription, SubscriptionOptions,
+};
+use fulmar_codec::{MqttString, Publish};
+use fulmar_topic::TopicName;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::rule::TopicRule;
+
+/// How many messages a link has on their way to its remote broker at once
+/// (below the client's hand-over queue, so that they keep their order).
+const WINDOW: usize = 32;
+
+/// How long a link waits for its DISCONNECT to be written at shutdown.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One remote broker of an [`MqttBridge`]: how to connect to it and which
+/// topics go which way.
+///
+/// The connection is a [`fulmar_client::Client`] with `options` (transport,
+/// TLS, credentials, keep alive, session): give it a client identifier and a
+/// session that outlives the connection (Clean Start 0 and a Session Expiry
+/// Interval under 5.0, CleanSession 0 under 3.1.1) so that the remote broker
+/// keeps the bridge's subscriptions and queues its QoS 1/2 messages while the
+/// link is down.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    name: String,
+    options: ConnectOptions,
+    rules: Vec<TopicRule>,
+    max_queued_messages: usize,
+}
+
+impl Remote {
+    /// A remote broker named `name` (in logs and [`RemoteStats`]), reached
+    /// with `options`, with no rules yet and room for 1000 messages on
+    /// their way out.
+    pub fn new(name: impl Into<String>, options: ConnectOptions) -> Self {
+        Self {
+            name: name.into(),
+            options,
+            rules: Vec::new(),
+            max_queued_messages: 1000,
+        }
+    }
+
+    /// Adds a topic rule. A message goes out once per remote however many
+    /// rules match it (the first one maps it), and comes in by the first
+    /// rule whose remote filter matches.
+    #[must_use]
+    pub fn rule(mut self, rule: TopicRule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// How many messages for the remote broker may wait while it is slow or
+    /// unreachable (at least 1; default 1000, mosquitto's
+    /// `max_queued_messages`). Beyond it, messages for it are dropped and
+    /// counted in [`RemoteStats::dropped`].
+    #[must_use]
+    pub fn max_queued_messages(mut self, n: usize) -> Self {
+        self.max_queued_messages = n.max(1);
+        self
+    }
+
+    /// The name given to [`new`](Self::new).
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// What [`MqttBridge::new`] refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BridgeError {
+    /// A remote without topic rules would carry nothing.
+    #[error("bridge {0:?}: no topic rule")]
+    NoRules(String),
+    /// Two remotes with one name.
+    #[error("two bridges are named {0:?}")]
+    DuplicateName(String),
+}
+
+/// Counters of one remote broker of an [`MqttBridge`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RemoteStats {
+    /// The remote's name.
+    pub name: String,
+    /// Whether the connection is up.
+    pub connected: bool,
+    /// Connections made (the first and each reconnect).
+    pub connects: u64,
+    /// Messages published to the remote broker (QoS 0 written, QoS 1/2
+    /// acknowledged).
+    pub sent: u64,
+    /// Messages from the remote broker routed here.
+    pub received: u64,
+    /// Messages for the remote broker that the remote refused (a PUBACK or
+    /// PUBREC with an error reason code: not authorized, quota, ...).
+    pub refused: u64,
+    /// Messages lost: the queue to the remote was full, the connection
+    /// closed with them on their way, or their topic could not be mapped.
+    pub dropped: u64,
+}
+
+/// One remote's side of the bridge.
+struct Link {
+    name: String,
+    options: ConnectOptions,
+    rules: Vec<TopicRule>,
+    tx: mpsc::Sender<Publish>,
+    /// Taken by [`MqttBridge::attach`].
+    rx: Mutex<Option<mpsc::Receiver<Publish>>>,
+    connected: AtomicBool,
+    connects: AtomicU64,
+    sent: AtomicU64,
+    received: AtomicU64,
+    refused: AtomicU64,
+    dropped: AtomicU64,
+}
+
+struct Inner {
+    links: Vec<Link>,
+    shutdown: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Bridges a fulmar broker to other MQTT brokers, as mosquitto's bridges
+/// do: each [`Remote`] is a client connection to another broker that
+/// publishes there what clients publish here (rules [`Out`]) and brings
+/// here what is published there (rules [`In`]), with topic prefixes
+/// swapped on the way.
+///
+/// - Hand [`bridge`](Self::bridge) to
+///   [`BrokerBuilder::bridge`](fulmar_broker::BrokerBuilder::bridge), start
+///   the broker, then [`attach`](Self::attach) the handle: each remote gets a
+///   task that connects (and connects again, with backoff, whenever the
+///   connection is lost), subscribes to the filters of its `In` rules and
+///   forwards.
+/// - No loops: a message brought in from a remote is routed to this
+///   broker's subscribers and to the other remotes, never back out to the
+///   remote it came from; under MQTT 5.0 the remote subscriptions set No
+///   Local, so the remote does not send back what the bridge published
+///   there, and Retain As Published, so retained messages stay retained.
+///   Under 3.1.1 the remote cannot be told: a topic that goes both ways
+///   comes back once (and stops there).
+/// - Bounded: at most [`Remote::max_queued_messages`] messages wait for a
+///   remote, then they are dropped and counted; QoS 1/2 messages on their
+///   way when a connection drops are sent again when the session resumes.
+///
+/// [`Out`]: crate::Direction::Out
+/// [`In`]: crate::Direction::In
+///
+/// # Example
+///
+/// Two brokers in one process, the first forwarding `sensors/#` to the
+/// second under `site-7/`:
+///
+/// ```
+/// use fulmar_bridge::{Direction, MqttBridge, Remote, TopicRule};
+/// use fulmar_broker::Broker;
+/// use fulmar_client::{ConnectOptions, QoS};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let cloud = Broker::builder().tcp_listener("127.0.0.1:0").start().await?;
+/// let port = cloud.local_addrs()[0].port();
+/// let mut inbox = cloud.subscribe("site-7/#")?;
+///
+/// let rule = TopicRule::new("sensors/#", Direction::Out)?
+///     .qos(QoS::AtLeastOnce)
+///     .prefixes("", "site-7/")?;
+/// let options = ConnectOptions::new("127.0.0.1", port).client_id("site-7");
+/// let bridge = MqttBridge::new([Remote::new("cloud", options).rule(rule)])?;
+/// let edge = Broker::builder().bridge(bridge.bridge()).start().await?;
+/// bridge.attach(&edge);
+/// bridge.wait_connected().await;
+///
+/// edge.publish("sensors/hall/temp", "21.5", QoS::AtLeastOnce, false)?;
+/// let message = inbox.recv().await.expect("forwarded");
+/// assert_eq!((&*message.topic, &message.payload[..]), ("site-7/sensors/hall/temp", &b"21.5"[..]));
+///
+/// bridge.shutdown().await;
+/// edge.shutdown().await;
+/// cloud.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct MqttBridge {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MqttBridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.inner.links.iter().map(|l| &l.name).collect();
+        f.debug_struct("MqttBridge")
+            .field("remotes", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MqttBridge {
+    /// A bridge to `remotes`; nothing connects before
+    /// [`attach`](Self::attach).
+    ///
+    /// # Errors
+    /// [`BridgeError::NoRules`], [`BridgeError::DuplicateName`].
+    pub fn new(remotes: impl IntoIterator<Item = Remote>) -> Result<Self, BridgeError> {
+        let mut links: Vec<Link> = Vec::new();
+        for remote in remotes {
+            if remote.rules.is_empty() {
+                return Err(BridgeError::NoRules(remote.name));
+            }
+            if links.iter().any(|l| l.name == remote.name) {
+                return Err(BridgeError::DuplicateName(remote.name));
+            }
+            let (tx, rx) = mpsc::channel(remote.max_queued_messages);
+            links.push(Link {
+                name: remote.name,
+                options: remote.options,
+                rules: remote.rules,
+                tx,
+                rx: Mutex::new(Some(rx)),
+                connected: AtomicBool::new(false),
+                connects: AtomicU64::new(0),
+                sent: AtomicU64::new(0),
+                received: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+            });
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                links,
+                shutdown: CancellationToken::new(),
+                tasks: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The seam to give [`BrokerBuilder::bridge`](fulmar_broker::BrokerBuilder::bridge):
+    /// through it the broker hands over what its clients publish. Messages
+    /// for the remotes wait in their queues until [`attach`](Self::attach).
+    #[must_use]
+    pub fn bridge(&self) -> Arc<dyn Bridge> {
+        Arc::new(Seam(self.inner.clone()))
+    }
+
+    /// Starts a task per remote (in the current tokio runtime) that
+    /// connects to it and forwards both ways, routing what comes in through
+    /// `broker`. A second call does nothing.
+    pub fn attach(&self, broker: &BrokerHandle) {
+        let mut tasks = self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (index, link) in self.inner.links.iter().enumerate() {
+            let rx = link
+                .rx
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(rx) = rx {
+                tasks.push(tokio::spawn(run(
+                    self.inner.clone(),
+                    index,
+                    broker.clone(),
+                    rx,
+                )));
+            }
+        }
+    }
+
+    /// The counters of each remote, in the order given to
+    /// [`new`](Self::new).
+    #[must_use]
+    pub fn stats(&self) -> Vec<RemoteStats> {
+        self.inner
+            .links
+            .iter()
+            .map(|l| RemoteStats {
+                name: l.name.clone(),
+                connected: l.connected.load(Ordering::Relaxed),
+                connects: l.connects.load(Ordering::Relaxed),
+                sent: l.sent.load(Ordering::Relaxed),
+                received: l.received.load(Ordering::Relaxed),
+                refused: l.refused.load(Ordering::Relaxed),
+                dropped: l.dropped.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Waits until every remote is connected and subscribed to the
+    /// filters of its `In` rules (for tests and start-up scripts; it waits
+    /// for ever for a remote that cannot be reached).
+    pub async fn wait_connected(&self) {
+        while !self
+            .inner
+            .links
+            .iter()
+            .all(|l| l.connected.load(Ordering::Relaxed))
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Disconnects from every remote (a normal DISCONNECT, so that no will
+    /// is published there) and waits for the tasks to end. Messages still
+    /// queued for a remote are not sent.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        let tasks = std::mem::take(
+            &mut *self
+                .inner
+                .tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// What the broker holds: hands over the messages its clients publish.
+struct Seam(Arc<Inner>);
+
+impl Bridge for Seam {
+    fn message(&self, topic: &TopicName, publish: &Publish) {
+        self.0.forward(topic, publish, None);
+    }
+}
+
+impl Inner {
+    /// Queues `publish` (on `topic` here) for every remote with an out rule
+    /// that matches it, except the one it came from.
+    fn forward(&self, topic: &TopicName, publish: &Publish, from: Option<usize>) {
+        for (index, link) in self.links.iter().enumerate() {
+            if from == Some(index) {
+                continue;
+            }
+            let Some((remote, qos)) = link
+                .rules
+                .iter()
+                .filter(|r| r.direction().is_out())
+                .find_map(|r| r.to_remote(topic).map(|t| (t, r.max_qos())))
+            else {
+                continue;
+            };
+            let topic = if remote == topic.as_str() {
+                publish.topic.clone()
+            } else {
+                match MqttString::try_from_string(remote) {
+                    Ok(topic) => topic,
+                    Err(_) => {
+                        link.dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+            };
+            let mut out = publish.clone();
+            out.topic = topic;
+            out.qos = out.qos.min(qos);
+            clean(&mut out);
+            if link.tx.try_send(out).is_err() {
+                link.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// What a forwarded message must not carry over from its last hop.
+fn clean(publish: &mut Publish) {
+    publish.dup = false;
+    publish.packet_id = None;
+    publish.properties.topic_alias = None;
+    publish.properties.subscription_identifiers.clear();
+}
+
+/// How a connection to a remote ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ended {
+    /// The bridge or the broker shuts down.
+    Shutdown,
+    /// The client closed (it will not reconnect by itself): connect anew.
+    Lost,
+}
+
+/// A remote's task: connect, serve, and connect again.
+async fn run(
+    inner: Arc<Inner>,
+    index: usize,
+    broker: BrokerHandle,
+    mut rx: mpsc::Receiver<Publish>,
+) {
+    let Some(link) = inner.links.get(index) else {
+        return;
+    };
+    let backoff = Reconnect::exponential(Duration::from_millis(200), Duration::from_secs(30));
+    let mut failures: u32 = 0;
+    loop {
+        let connect = Client::connect(link.options.clone());
+        let connected = tokio::select! {
+            () = inner.shutdown.cancelled() => return,
+            result = connect => result,
+        };
+        match connected {
+            Ok((client, connack)) => {
+                failures = 0;
+                link.connects.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(bridge = %link.name, session_present = connack.session_present, "bridge connected");
+                let ended = serve(&inner, index, link, &client, &broker, &mut rx).await;
+                link.connected.store(false, Ordering::Relaxed);
+                if ended == Ended::Shutdown {
+                    let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, client.disconnect()).await;
+                    return;
+                }
+                tracing::warn!(bridge = %link.name, "bridge connection closed; connecting again");
+            }
+            Err(error) => {
+                tracing::warn!(bridge = %link.name, %error, "bridge cannot connect");
+            }
+        }
+        let delay = backoff.delay(failures, jitter());
+        failures = failures.saturating_add(1);
+        tokio::select! {
+            () = inner.shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// A number in [0, 1) for the backoff's jitter, from the clock.
+fn jitter() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1000) / 1000.0
+}
+
+/// One connection to a remote: subscribe for the in rules, then forward
+/// both ways until the client closes or the bridge shuts down.
+async fn serve(
+    inner: &Inner,
+    index: usize,
+    link: &Link,
+    client: &Client,
+    broker: &BrokerHandle,
+    rx: &mut mpsc::Receiver<Publish>,
+) -> Ended {
+    let v5 = link.options.version() == ProtocolVersion::V5;
+    let filters: Vec<_> = link
+        .rules
+        .iter()
+        .filter(|r| r.direction().is_in())
+        .map(|r| {
+            let mut options = SubscriptionOptions::new(r.max_qos());
+            if v5 {
+                options.no_local = true;
+                options.retain_as_published = true;
+                options.retain_handling = RetainHandling::SendAtSubscribe;
+            }
+            (r.remote_filter().to_owned(), options)
+        })
+        .collect();
+    let mut inbound = None;
+    if !filters.is_empty() {
+        match client
+            .subscribe_with(filters, SubscribeProperties::default())
+            .await
+        {
+            Ok(subscription) => {
+                let refused = subscription
+                    .suback()
+                    .reason_codes
+                    .iter()
+                    .filter(|c| c.is_error())
+                    .count();
+                if refused > 0 {
+                    tracing::warn!(bridge = %link.name, refused, "the remote broker refused some of the bridge's subscriptions");
+                }
+                inbound = Some(subscription);
+            }
+            Err(ClientError::SubscribeRejected(suback)) => {
+                let codes = &suback.reason_codes;
+                tracing::warn!(bridge = %link.name, ?codes, "the remote broker refused every subscription of the bridge");
+            }
+            Err(error) => {
+                tracing::warn!(bridge = %link.name, %error, "bridge subscribe failed");
+                return if inner.shutdown.is_cancelled() {
+                    Ended::Shutdown
+                } else {
+                    Ended::Lost
+                };
+            }
+        }
+    }
+    link.connected
+        .store(client.is_connected(), Ordering::Relaxed);
+    let mut up = client.is_connected();
+    let mut window = FuturesUnordered::new();
+    let ended = loop {
+        tokio::select! {
+            () = inner.shutdown.cancelled() => break Ended::Shutdown,
+            next = rx.recv(), if window.len() < WINDOW => match next {
+                Some(publish) => window.push(send(client, publish)),
+                None => break Ended::Shutdown,
+            },
+            Some((publish, outcome)) = window.next(), if !window.is_empty() => {
+                if let Some(again) = settle(link, publish, outcome) {
+                    window.push(send(client, again));
+                }
+            }
+            message = next_message(&mut inbound) => match message {
+                Some(message) => {
+                    if bring_in(inner, index, link, broker, message).is_err() {
+                        break Ended::Shutdown;
+                    }
+                }
+                None => break Ended::Lost,
+            },
+            changed = client.wait_connected(!up) => {
+                if changed.is_err() {
+                    break Ended::Lost;
+                }
+                up = !up;
+                link.connected.store(up, Ordering::Relaxed);
+                tracing::info!(bridge = %link.name, connected = up, "bridge connection state");
+            }
+        }
+    };
+    // Messages on their way are lost with the connection.
+    link.dropped
+        .fetch_add(window.len() as u64, Ordering::Relaxed);
+    ended
+}
+
+/// Publishes `publish` and hands it back with the outcome.
+async fn send(client: &Client, publish: Publish) -> (Publish, Result<PublishOutcome, ClientError>) {
+    let outcome = client.publish_message(publish.clone()).await;
+    (publish, outcome)
+}
+
+/// Counts the outcome of a publish to the remote; returns the message when
+/// it must be sent again (the remote lost the session it was in flight in).
+fn settle(
+    link: &Link,
+    publish: Publish,
+    outcome: Result<PublishOutcome, ClientError>,
+) -> Option<Publish> {
+    match outcome {
+        Ok(done) if done.reason_code.is_error() => {
+            link.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(bridge = %link.name, topic = %publish.topic, reason = ?done.reason_code, "the remote broker refused a message");
+            None
+        }
+        Ok(_) => {
+            link.sent.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Err(ClientError::PublishDropped(_)) => Some(publish),
+        Err(error) => {
+            link.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(bridge = %link.name, topic = %publish.topic, %error, "a message for the remote broker was lost");
+            None
+        }
+    }
+}
+
+/// The next message from the remote; pending for ever without a subscription.
+async fn next_message(inbound: &mut Option<Subscription>) -> Option<Message> {
+    match inbound {
+        Some(subscription) => subscription.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Routes a message from the remote here and to the other remotes.
+///
+/// # Errors
+/// The broker shut down.
+fn bring_in(
+    inner: &Inner,
+    index: usize,
+    link: &Link,
+    broker: &BrokerHandle,
+    message: Message,
+) -> Result<(), BrokerError> {
+    let mut publish = message.into_publish();
+    let local = TopicName::from_bytes(publish.topic.clone().into_bytes())
+        .ok()
+        .and_then(|remote| {
+            link.rules
+                .iter()
+                .filter(|r| r.direction().is_in())
+                .find_map(|r| r.to_local(&remote))
+        })
+        .and_then(|local| MqttString::try_from_string(local).ok());
+    let Some(local) = local else {
+        link.dropped.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    };
+    publish.topic = local;
+    clean(&mut publish);
+    match broker.inject(&publish) {
+        Ok(()) => {}
+        Err(BrokerError::Shutdown) => return Err(BrokerError::Shutdown),
+        Err(_) => {
+            link.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+    }
+    link.received.fetch_add(1, Ordering::Relaxed);
+    if let Ok(name) = TopicName::from_bytes(publish.topic.clone().into_bytes()) {
+        inner.forward(&name, &publish, Some(index));
+    }
+    Ok(())
+}

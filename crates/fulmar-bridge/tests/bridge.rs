@@ -1,0 +1,480 @@
+//! Two or three fulmar brokers in one process, bridged: topics in, out and
+//! both ways with prefixes, no loops, retained messages, a remote that is
+//! unreachable or drops the link, and a chain of remotes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../fulmar-client/tests/common/mod.rs"]
+mod common;
+
+use common::{Proxy, guard};
+use fulmar_bridge::{Direction, MqttBridge, Remote, RemoteStats, TopicRule};
+use fulmar_broker::{Broker, BrokerHandle, Message, Subscription};
+use fulmar_client::{Client, ConnectOptions, ProtocolVersion, PublishProperties, QoS};
+
+const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V5, ProtocolVersion::V311];
+
+async fn broker() -> BrokerHandle {
+    Broker::builder()
+        .tcp_listener("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap()
+}
+
+fn port(broker: &BrokerHandle) -> u16 {
+    broker.local_addrs()[0].port()
+}
+
+/// Options for a bridge with a session the remote keeps.
+fn options(port: u16, version: ProtocolVersion, id: &str) -> ConnectOptions {
+    let options = ConnectOptions::new("127.0.0.1", port)
+        .protocol_version(version)
+        .client_id(id)
+        .clean_start(false);
+    match version {
+        ProtocolVersion::V5 => options.session_expiry_interval(300),
+        _ => options,
+    }
+}
+
+fn rule(pattern: &str, direction: Direction, local: &str, remote: &str) -> TopicRule {
+    TopicRule::new(pattern, direction)
+        .unwrap()
+        .qos(QoS::AtLeastOnce)
+        .prefixes(local, remote)
+        .unwrap()
+}
+
+/// A broker bridged to `remotes`, connected.
+async fn bridged(remotes: Vec<Remote>) -> (BrokerHandle, MqttBridge) {
+    let bridge = MqttBridge::new(remotes).unwrap();
+    let local = Broker::builder()
+        .tcp_listener("127.0.0.1:0")
+        .bridge(bridge.bridge())
+        .start()
+        .await
+        .unwrap();
+    bridge.attach(&local);
+    guard(bridge.wait_connected()).await;
+    (local, bridge)
+}
+
+async fn next(sub: &mut Subscription) -> Message {
+    guard(sub.recv()).await.expect("broker shut down")
+}
+
+fn text(message: &Message) -> (String, String) {
+    (
+        message.topic.to_string(),
+        String::from_utf8_lossy(&message.payload).into_owned(),
+    )
+}
+
+fn pair(topic: &str, payload: &str) -> (String, String) {
+    (topic.to_owned(), payload.to_owned())
+}
+
+fn stats(bridge: &MqttBridge) -> RemoteStats {
+    bridge.stats().remove(0)
+}
+
+/// The counters of every remote once `sent` messages were acknowledged to
+/// each (the acknowledgement may come after the message arrived).
+async fn settled(bridge: &MqttBridge, sent: &[u64]) -> Vec<RemoteStats> {
+    guard(async {
+        loop {
+            let stats = bridge.stats();
+            if stats.iter().map(|s| s.sent).eq(sent.iter().copied()) {
+                return stats;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn topics_go_out_and_come_in_with_their_prefixes() {
+    for version in VERSIONS {
+        let remote = broker().await;
+        let (local, bridge) = bridged(vec![
+            Remote::new("cloud", options(port(&remote), version, "edge-1"))
+                .rule(rule("sensors/#", Direction::Out, "", "edge-1/"))
+                .rule(rule("cmd/#", Direction::In, "from-cloud/", "")),
+        ])
+        .await;
+        let mut at_remote = remote.subscribe("#").unwrap();
+        let mut at_local = local.subscribe("#").unwrap();
+
+        local
+            .publish("sensors/hall/temp", "21.5", QoS::AtLeastOnce, false)
+            .unwrap();
+        // Not matched by an out rule: stays here.
+        local
+            .publish("private/x", "stays", QoS::AtLeastOnce, false)
+            .unwrap();
+        assert_eq!(
+            text(&next(&mut at_local).await),
+            pair("sensors/hall/temp", "21.5")
+        );
+        assert_eq!(text(&next(&mut at_local).await), pair("private/x", "stays"));
+        let got = next(&mut at_remote).await;
+        assert_eq!(text(&got), pair("edge-1/sensors/hall/temp", "21.5"));
+        assert_eq!(got.qos, QoS::AtLeastOnce, "{version:?}");
+
+        remote
+            .publish("cmd/reboot", "now", QoS::ExactlyOnce, false)
+            .unwrap();
+        assert_eq!(text(&next(&mut at_remote).await), pair("cmd/reboot", "now"));
+        let got = next(&mut at_local).await;
+        assert_eq!(text(&got), pair("from-cloud/cmd/reboot", "now"));
+        // The rule's QoS 1 caps the QoS 2 message.
+        assert_eq!(got.qos, QoS::AtLeastOnce, "{version:?}");
+
+        // Nothing else crossed (the private message, or an echo).
+        remote.publish("end", "", QoS::AtMostOnce, false).unwrap();
+        assert_eq!(text(&next(&mut at_remote).await), pair("end", ""));
+        local.publish("end", "", QoS::AtMostOnce, false).unwrap();
+        assert_eq!(text(&next(&mut at_local).await), pair("end", ""));
+        let s = settled(&bridge, &[1]).await.remove(0);
+        assert_eq!((s.sent, s.received, s.dropped, s.connects), (1, 1, 0, 1));
+        bridge.shutdown().await;
+        assert!(!stats(&bridge).connected);
+        local.shutdown().await;
+        remote.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn v5_properties_cross_the_bridge() {
+    let remote = broker().await;
+    let (local, bridge) = bridged(vec![
+        Remote::new("cloud", options(port(&remote), ProtocolVersion::V5, "edge")).rule(rule(
+            "a/#",
+            Direction::Out,
+            "",
+            "",
+        )),
+    ])
+    .await;
+    let mut at_remote = remote.subscribe("a/#").unwrap();
+    let (client, _) = Client::connect(ConnectOptions::new("127.0.0.1", port(&local)))
+        .await
+        .unwrap();
+    let properties = PublishProperties {
+        user_properties: vec![("k".into(), "v".into())],
+        content_type: Some("text/plain".into()),
+        response_topic: Some("a/reply".into()),
+        ..PublishProperties::default()
+    };
+    client
+        .publish("a/1", "x")
+        .qos(QoS::AtLeastOnce)
+        .properties(properties)
+        .await
+        .unwrap();
+    let got = next(&mut at_remote).await;
+    assert_eq!(text(&got), pair("a/1", "x"));
+    assert_eq!(got.properties.user_properties, [("k".into(), "v".into())]);
+    assert_eq!(got.properties.content_type.as_deref(), Some("text/plain"));
+    assert_eq!(got.properties.response_topic.as_deref(), Some("a/reply"));
+    client.disconnect().await.unwrap();
+    bridge.shutdown().await;
+    local.shutdown().await;
+    remote.shutdown().await;
+}
+
+/// Under 5.0 a topic that goes both ways crosses once each way: the
+/// remote subscription's No Local keeps the remote from sending back what
+/// the bridge published (MQTT-3.8.3-3 is the rule the remote applies), and
+/// what comes in is not handed back out.
+#[tokio::test]
+async fn both_ways_under_v5_makes_no_echo() {
+    let remote = broker().await;
+    let (local, bridge) = bridged(vec![
+        Remote::new("cloud", options(port(&remote), ProtocolVersion::V5, "edge")).rule(rule(
+            "chat/#",
+            Direction::Both,
+            "",
+            "",
+        )),
+    ])
+    .await;
+    let mut at_remote = remote.subscribe("#").unwrap();
+    let mut at_local = local.subscribe("#").unwrap();
+    local
+        .publish("chat/1", "from-local", QoS::AtLeastOnce, false)
+        .unwrap();
+    assert_eq!(
+        text(&next(&mut at_remote).await),
+        pair("chat/1", "from-local")
+    );
+    remote
+        .publish("chat/2", "from-remote", QoS::AtLeastOnce, false)
+        .unwrap();
+    assert_eq!(
+        text(&next(&mut at_remote).await),
+        pair("chat/2", "from-remote")
+    );
+    assert_eq!(
+        text(&next(&mut at_local).await),
+        pair("chat/1", "from-local")
+    );
+    assert_eq!(
+        text(&next(&mut at_local).await),
+        pair("chat/2", "from-remote")
+    );
+    // A marker on each side, published after: nothing came in between.
+    local.publish("end", "", QoS::AtMostOnce, false).unwrap();
+    remote.publish("end", "", QoS::AtMostOnce, false).unwrap();
+    assert_eq!(text(&next(&mut at_local).await), pair("end", ""));
+    assert_eq!(text(&next(&mut at_remote).await), pair("end", ""));
+    let s = settled(&bridge, &[1]).await.remove(0);
+    assert_eq!((s.sent, s.received), (1, 1));
+    bridge.shutdown().await;
+    local.shutdown().await;
+    remote.shutdown().await;
+}
+
+/// Under 3.1.1 the remote cannot be asked for No Local: a message the
+/// bridge published there comes back once, and stops there (what comes in
+/// never goes back out).
+#[tokio::test]
+async fn both_ways_under_v311_echoes_once_and_stops() {
+    let remote = broker().await;
+    let (local, bridge) = bridged(vec![
+        Remote::new(
+            "cloud",
+            options(port(&remote), ProtocolVersion::V311, "edge"),
+        )
+        .rule(rule("chat/#", Direction::Both, "", "")),
+    ])
+    .await;
+    let mut at_remote = remote.subscribe("#").unwrap();
+    let mut at_local = local.subscribe("#").unwrap();
+    local
+        .publish("chat/1", "from-local", QoS::AtLeastOnce, false)
+        .unwrap();
+    assert_eq!(
+        text(&next(&mut at_local).await),
+        pair("chat/1", "from-local")
+    );
+    assert_eq!(
+        text(&next(&mut at_remote).await),
+        pair("chat/1", "from-local")
+    );
+    assert_eq!(
+        text(&next(&mut at_local).await),
+        pair("chat/1", "from-local")
+    );
+    // Let a loop show if there were one: the marker must come next.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    local.publish("end", "", QoS::AtMostOnce, false).unwrap();
+    remote.publish("end", "", QoS::AtMostOnce, false).unwrap();
+    assert_eq!(text(&next(&mut at_local).await), pair("end", ""));
+    assert_eq!(text(&next(&mut at_remote).await), pair("end", ""));
+    let s = settled(&bridge, &[1]).await.remove(0);
+    assert_eq!((s.sent, s.received), (1, 1));
+    bridge.shutdown().await;
+    local.shutdown().await;
+    remote.shutdown().await;
+}
+
+// v5:MQTT-3.3.1-12 (Retain As Published keeps the RETAIN flag), MQTT-3.3.1-5
+// (a retained message is stored), MQTT-3.3.1-6 (sent to new subscribers).
+#[tokio::test]
+async fn retained_messages_cross_and_stay_retained() {
+    for version in VERSIONS {
+        let remote = broker().await;
+        remote
+            .publish("cmd/config", "v1", QoS::AtLeastOnce, true)
+            .unwrap();
+        let (local, bridge) = bridged(vec![
+            Remote::new("cloud", options(port(&remote), version, "edge"))
+                .rule(rule("cmd/#", Direction::In, "", ""))
+                .rule(rule("state/#", Direction::Out, "", "")),
+        ])
+        .await;
+        // Retained on the remote before the bridge connected: stored here too.
+        let mut late = local.subscribe("cmd/#").unwrap();
+        let got = next(&mut late).await;
+        assert_eq!(
+            (text(&got), got.retain),
+            (pair("cmd/config", "v1"), true),
+            "{version:?}"
+        );
+        local
+            .publish("state/door", "open", QoS::AtLeastOnce, true)
+            .unwrap();
+        // Forwarded retained: stored on the remote, sent to a later subscriber.
+        guard(async {
+            while remote.stats().retained < 2 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        let mut at_remote = remote.subscribe("state/#").unwrap();
+        let got = next(&mut at_remote).await;
+        assert_eq!(
+            (text(&got), got.retain),
+            (pair("state/door", "open"), true),
+            "{version:?}"
+        );
+        bridge.shutdown().await;
+        local.shutdown().await;
+        remote.shutdown().await;
+    }
+}
+
+/// While the remote cannot be reached, messages for it wait, up to the
+/// bound; beyond it they are dropped and counted. When it can, the ones
+/// that waited go, in order.
+#[tokio::test]
+async fn messages_wait_for_an_unreachable_remote_up_to_the_bound() {
+    let remote = broker().await;
+    let proxy = Proxy::start(remote.local_addrs()[0]).await;
+    proxy.set_accepting(false);
+    let bridge =
+        MqttBridge::new([
+            Remote::new("cloud", options(proxy.port, ProtocolVersion::V5, "edge"))
+                .rule(rule("q/#", Direction::Out, "", ""))
+                .max_queued_messages(5),
+        ])
+        .unwrap();
+    let local = Broker::builder()
+        .bridge(bridge.bridge())
+        .start()
+        .await
+        .unwrap();
+    bridge.attach(&local);
+    for i in 0..8 {
+        local
+            .publish("q/x", i.to_string(), QoS::AtLeastOnce, false)
+            .unwrap();
+    }
+    let s = stats(&bridge);
+    assert_eq!((s.connected, s.dropped, s.sent), (false, 3, 0));
+    let mut at_remote = remote.subscribe("q/#").unwrap();
+    proxy.set_accepting(true);
+    for i in 0..5 {
+        assert_eq!(
+            text(&next(&mut at_remote).await),
+            pair("q/x", &i.to_string())
+        );
+    }
+    remote.publish("q/end", "", QoS::AtMostOnce, false).unwrap();
+    assert_eq!(text(&next(&mut at_remote).await), pair("q/end", ""));
+    bridge.shutdown().await;
+    local.shutdown().await;
+    remote.shutdown().await;
+}
+
+/// A link that drops comes back by itself and resumes its session on the
+/// remote: QoS 1 messages published on either side meanwhile all arrive,
+/// in order.
+#[tokio::test]
+async fn a_dropped_link_resumes_and_loses_no_qos1_message() {
+    for version in VERSIONS {
+        let remote = broker().await;
+        let proxy = Proxy::start(remote.local_addrs()[0]).await;
+        let (local, bridge) = bridged(vec![
+            Remote::new("cloud", options(proxy.port, version, "edge"))
+                .rule(rule("up/#", Direction::Out, "", ""))
+                .rule(rule("down/#", Direction::In, "", "")),
+        ])
+        .await;
+        let mut at_remote = remote.subscribe("up/#").unwrap();
+        let mut at_local = local.subscribe("down/#").unwrap();
+        proxy.set_accepting(false);
+        proxy.sever();
+        // The remote notices the closed connection: the bridge's session stays.
+        guard(async {
+            while remote.stats().clients_connected > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        for i in 0..10 {
+            local
+                .publish("up/x", i.to_string(), QoS::AtLeastOnce, false)
+                .unwrap();
+            remote
+                .publish("down/x", i.to_string(), QoS::AtLeastOnce, false)
+                .unwrap();
+        }
+        proxy.set_accepting(true);
+        for i in 0..10 {
+            assert_eq!(
+                text(&next(&mut at_remote).await),
+                pair("up/x", &i.to_string()),
+                "{version:?}"
+            );
+            assert_eq!(
+                text(&next(&mut at_local).await),
+                pair("down/x", &i.to_string()),
+                "{version:?}"
+            );
+        }
+        let s = settled(&bridge, &[10]).await.remove(0);
+        assert_eq!((s.sent, s.received, s.dropped), (10, 10, 0), "{version:?}");
+        bridge.shutdown().await;
+        local.shutdown().await;
+        remote.shutdown().await;
+    }
+}
+
+/// What comes in from one remote goes out to another whose rules match
+/// it, but never back to the one it came from.
+#[tokio::test]
+async fn messages_from_one_remote_go_on_to_the_others() {
+    let a = broker().await;
+    let b = broker().await;
+    let (local, bridge) = bridged(vec![
+        Remote::new("a", options(port(&a), ProtocolVersion::V5, "hub")).rule(rule(
+            "news/#",
+            Direction::Both,
+            "",
+            "",
+        )),
+        Remote::new("b", options(port(&b), ProtocolVersion::V311, "hub")).rule(rule(
+            "news/#",
+            Direction::Out,
+            "",
+            "relayed/",
+        )),
+    ])
+    .await;
+    let mut at_a = a.subscribe("#").unwrap();
+    let mut at_b = b.subscribe("#").unwrap();
+    a.publish("news/1", "x", QoS::AtLeastOnce, false).unwrap();
+    assert_eq!(text(&next(&mut at_a).await), pair("news/1", "x"));
+    assert_eq!(text(&next(&mut at_b).await), pair("relayed/news/1", "x"));
+    a.publish("end", "", QoS::AtMostOnce, false).unwrap();
+    assert_eq!(
+        text(&next(&mut at_a).await),
+        pair("end", ""),
+        "no echo to a"
+    );
+    let stats = settled(&bridge, &[0, 1]).await;
+    assert_eq!((stats[0].received, stats[0].sent), (1, 0));
+    assert_eq!((stats[1].received, stats[1].sent), (0, 1));
+    bridge.shutdown().await;
+    local.shutdown().await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[test]
+fn remotes_need_rules_and_distinct_names() {
+    let options = ConnectOptions::new("127.0.0.1", 1883);
+    assert_eq!(
+        MqttBridge::new([Remote::new("x", options.clone())]).unwrap_err(),
+        fulmar_bridge::BridgeError::NoRules("x".into())
+    );
+    let remote = Remote::new("x", options).rule(rule("#", Direction::In, "", ""));
+    assert_eq!(
+        MqttBridge::new([remote.clone(), remote]).unwrap_err(),
+        fulmar_bridge::BridgeError::DuplicateName("x".into())
+    );
+}
