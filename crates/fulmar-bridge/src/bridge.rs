@@ -10,7 +10,7 @@ use fulmar_client::{
     Client, ConnectOptions, Error as ClientError, Message, ProtocolVersion, PublishOutcome,
     Reconnect, RetainHandling, SubscribeProperties, Subscription, SubscriptionOptions,
 };
-use fulmar_codec::{MqttString, Publish};
+use fulmar_codec::{ConnectReasonCode, MqttString, Publish};
 use fulmar_topic::TopicName;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -42,6 +42,7 @@ pub struct Remote {
     options: ConnectOptions,
     rules: Vec<TopicRule>,
     max_queued_messages: usize,
+    try_private: bool,
 }
 
 impl Remote {
@@ -54,6 +55,7 @@ impl Remote {
             options,
             rules: Vec::new(),
             max_queued_messages: 1000,
+            try_private: true,
         }
     }
 
@@ -73,6 +75,18 @@ impl Remote {
     #[must_use]
     pub fn max_queued_messages(mut self, n: usize) -> Self {
         self.max_queued_messages = n.max(1);
+        self
+    }
+
+    /// Whether to tell the remote broker that this client is a bridge
+    /// (default on; mosquitto's `try_private`, see
+    /// [`ConnectOptions::bridge`]): mosquitto and fulmar then send none of
+    /// the bridge's own messages back, under 3.1.1 too. A remote that
+    /// refuses it (Unsupported Protocol Version) is connected to again at
+    /// once without it.
+    #[must_use]
+    pub fn try_private(mut self, on: bool) -> Self {
+        self.try_private = on;
         self
     }
 
@@ -123,6 +137,7 @@ struct Link {
     name: String,
     options: ConnectOptions,
     rules: Vec<TopicRule>,
+    try_private: bool,
     tx: mpsc::Sender<Publish>,
     /// Taken by [`MqttBridge::attach`].
     rx: Mutex<Option<mpsc::Receiver<Publish>>>,
@@ -157,8 +172,10 @@ struct Inner {
 ///   remote it came from; under MQTT 5.0 the remote subscriptions set No
 ///   Local, so the remote does not send back what the bridge published
 ///   there, and Retain As Published, so retained messages stay retained.
-///   Under 3.1.1 the remote cannot be told: a topic that goes both ways
-///   comes back once (and stops there).
+///   Under 3.1.1 the same comes from announcing the bridge
+///   ([`Remote::try_private`], on by default, which mosquitto and fulmar
+///   understand); without it, a topic that goes both ways comes back once
+///   (and stops there).
 /// - Bounded: at most [`Remote::max_queued_messages`] messages wait for a
 ///   remote, then they are dropped and counted; QoS 1/2 messages on their
 ///   way when a connection drops are sent again when the session resumes.
@@ -235,6 +252,7 @@ impl MqttBridge {
                 name: remote.name,
                 options: remote.options,
                 rules: remote.rules,
+                try_private: remote.try_private,
                 tx,
                 rx: Mutex::new(Some(rx)),
                 connected: AtomicBool::new(false),
@@ -415,8 +433,9 @@ async fn run(
     };
     let backoff = Reconnect::exponential(Duration::from_millis(200), Duration::from_secs(30));
     let mut failures: u32 = 0;
+    let mut private = link.try_private;
     loop {
-        let connect = Client::connect(link.options.clone());
+        let connect = Client::connect(link.options.clone().bridge(private));
         let connected = tokio::select! {
             () = inner.shutdown.cancelled() => return,
             result = connect => result,
@@ -433,6 +452,14 @@ async fn run(
                     return;
                 }
                 tracing::warn!(bridge = %link.name, "bridge connection closed; connecting again");
+            }
+            Err(ClientError::Refused {
+                reason_code: ConnectReasonCode::UnsupportedProtocolVersion,
+                ..
+            }) if private => {
+                tracing::info!(bridge = %link.name, "the remote broker does not take bridges (try_private): connecting as a plain client");
+                private = false;
+                continue;
             }
             Err(error) => {
                 tracing::warn!(bridge = %link.name, %error, "bridge cannot connect");

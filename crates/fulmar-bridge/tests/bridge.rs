@@ -237,48 +237,65 @@ async fn both_ways_under_v5_makes_no_echo() {
     remote.shutdown().await;
 }
 
-/// Under 3.1.1 the remote cannot be asked for No Local: a message the
-/// bridge published there comes back once, and stops there (what comes in
-/// never goes back out).
+/// Under 3.1.1 No Local cannot be asked for: the bridge announces itself
+/// instead (try_private), and a fulmar remote then sends none of its own
+/// messages back. Without it, a message the bridge published comes back
+/// once, and stops there (what comes in never goes back out).
 #[tokio::test]
-async fn both_ways_under_v311_echoes_once_and_stops() {
-    let remote = broker().await;
-    let (local, bridge) = bridged(vec![
-        Remote::new(
-            "cloud",
-            options(port(&remote), ProtocolVersion::V311, "edge"),
-        )
-        .rule(rule("chat/#", Direction::Both, "", "")),
-    ])
-    .await;
-    let mut at_remote = remote.subscribe("#").unwrap();
-    let mut at_local = local.subscribe("#").unwrap();
-    local
-        .publish("chat/1", "from-local", QoS::AtLeastOnce, false)
-        .unwrap();
-    assert_eq!(
-        text(&next(&mut at_local).await),
-        pair("chat/1", "from-local")
-    );
-    assert_eq!(
-        text(&next(&mut at_remote).await),
-        pair("chat/1", "from-local")
-    );
-    assert_eq!(
-        text(&next(&mut at_local).await),
-        pair("chat/1", "from-local")
-    );
-    // Let a loop show if there were one: the marker must come next.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    local.publish("end", "", QoS::AtMostOnce, false).unwrap();
-    remote.publish("end", "", QoS::AtMostOnce, false).unwrap();
-    assert_eq!(text(&next(&mut at_local).await), pair("end", ""));
-    assert_eq!(text(&next(&mut at_remote).await), pair("end", ""));
-    let s = settled(&bridge, &[1]).await.remove(0);
-    assert_eq!((s.sent, s.received), (1, 1));
-    bridge.shutdown().await;
-    local.shutdown().await;
-    remote.shutdown().await;
+async fn both_ways_under_v311() {
+    for try_private in [true, false] {
+        let remote = broker().await;
+        let (local, bridge) = bridged(vec![
+            Remote::new(
+                "cloud",
+                options(port(&remote), ProtocolVersion::V311, "edge"),
+            )
+            .rule(rule("chat/#", Direction::Both, "", ""))
+            .try_private(try_private),
+        ])
+        .await;
+        let mut at_remote = remote.subscribe("#").unwrap();
+        let mut at_local = local.subscribe("#").unwrap();
+        local
+            .publish("chat/1", "from-local", QoS::AtLeastOnce, false)
+            .unwrap();
+        assert_eq!(
+            text(&next(&mut at_local).await),
+            pair("chat/1", "from-local")
+        );
+        assert_eq!(
+            text(&next(&mut at_remote).await),
+            pair("chat/1", "from-local")
+        );
+        let echoes = if try_private {
+            0
+        } else {
+            assert_eq!(
+                text(&next(&mut at_local).await),
+                pair("chat/1", "from-local")
+            );
+            1
+        };
+        // Let a loop show if there were one: the marker must come next.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        local.publish("end", "", QoS::AtMostOnce, false).unwrap();
+        remote.publish("end", "", QoS::AtMostOnce, false).unwrap();
+        assert_eq!(
+            text(&next(&mut at_local).await),
+            pair("end", ""),
+            "{try_private}"
+        );
+        assert_eq!(
+            text(&next(&mut at_remote).await),
+            pair("end", ""),
+            "{try_private}"
+        );
+        let s = settled(&bridge, &[1]).await.remove(0);
+        assert_eq!((s.sent, s.received), (1, echoes));
+        bridge.shutdown().await;
+        local.shutdown().await;
+        remote.shutdown().await;
+    }
 }
 
 // v5:MQTT-3.3.1-12 (Retain As Published keeps the RETAIN flag), MQTT-3.3.1-5

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{Peer, addr, next, publish, start_with};
+use common::{Peer, addr, next, publish, start, start_with};
 use fulmar_broker::{Bridge, Broker};
 use fulmar_codec::{MqttString, Packet, ProtocolVersion::V5, Publish, QoS};
 use fulmar_topic::{SubscriptionFilter, TopicName};
@@ -573,4 +573,35 @@ async fn several_bridges_are_each_told_and_claimed_in_order() {
     );
     peer.expect_closed().await;
     broker.shutdown().await;
+}
+
+/// A client that announces itself as a bridge (protocol level 0x84 / 0x85,
+/// mosquitto's `try_private`) is another broker: its subscriptions are No
+/// Local, so it gets none of its own messages back, and Retain As
+/// Published, so what it forwards stays retained, under 3.1.1 too.
+/// v5:MQTT-3.8.3-3 (No Local), v5:MQTT-3.3.1-12 (Retain As Published).
+#[tokio::test]
+async fn a_client_announcing_a_bridge_gets_no_local_and_retain_as_published() {
+    for version in [V5, fulmar_codec::ProtocolVersion::V311] {
+        let broker = start().await;
+        let connect = fulmar_codec::Connect {
+            bridge: true,
+            ..fulmar_codec::Connect::new(version, "other-broker".into())
+        };
+        let (mut bridge, ack) = Peer::connect_with(addr(&broker), connect).await;
+        assert_eq!(ack.reason_code, fulmar_codec::ConnectReasonCode::Success);
+        bridge.sub(1, "t/#", QoS::AtMostOnce).await;
+        bridge.send(publish("t/own", "x", QoS::AtMostOnce)).await;
+        let mut other = Peer::connect(addr(&broker), version, "plain").await;
+        let mut retained = publish("t/kept", "y", QoS::AtMostOnce);
+        retained.retain = true;
+        other.send(retained).await;
+        let got = bridge.recv_publish().await;
+        assert_eq!(
+            (got.topic.as_str(), got.retain),
+            ("t/kept", true),
+            "{version:?}: its own message is not sent back, the retained one keeps its flag"
+        );
+        broker.shutdown().await;
+    }
 }

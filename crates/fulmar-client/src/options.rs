@@ -208,6 +208,7 @@ pub struct ConnectOptions {
     pub(crate) stream_capacity: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) manual_acks: bool,
+    pub(crate) bridge: bool,
 }
 
 /// The largest packet MQTT can encode (remaining length 268 435 455 plus the fixed header).
@@ -241,6 +242,7 @@ impl ConnectOptions {
             stream_capacity: 128,
             connect_timeout: Duration::from_secs(10),
             manual_acks: false,
+            bridge: false,
         }
     }
 
@@ -417,6 +419,18 @@ impl ConnectOptions {
         self
     }
 
+    /// Announces this client as a bridge, another broker (default off): the
+    /// CONNECT's protocol level has its high bit set, as mosquitto's bridges
+    /// send it (`try_private`). Brokers that know it (mosquitto, fulmar) then
+    /// send the client none of its own messages back and keep the RETAIN
+    /// flag of what they forward, under 3.1.1 too; others refuse the
+    /// connection with Unsupported Protocol Version.
+    #[must_use]
+    pub fn bridge(mut self, on: bool) -> Self {
+        self.bridge = on;
+        self
+    }
+
     /// The inbound packet size limit handed to the decoder.
     pub(crate) fn inbound_limit(&self) -> u32 {
         self.maximum_packet_size
@@ -444,6 +458,7 @@ impl ConnectOptions {
             MqttString::try_new(s).map_err(|e| Error::InvalidOptions(format!("{what}: {e}")))
         };
         let mut connect = Connect::new(self.version, string(&self.client_id, "client id")?);
+        connect.bridge = self.bridge;
         connect.clean_start = if reconnect && v5 {
             false
         } else {

@@ -46,6 +46,12 @@ pub struct Connect {
     pub password: Option<Bytes>,
     /// CONNECT properties (empty under 3.1.1).
     pub properties: ConnectProperties,
+    /// The client says it is a bridge (another broker): the protocol level
+    /// has its high bit set (0x84 for 3.1.1, 0x85 for 5.0). Not in the
+    /// standard; mosquitto's bridges send it (`try_private`), and brokers
+    /// that know it treat the client's subscriptions as No Local and Retain
+    /// As Published, so that messages do not loop and stay retained.
+    pub bridge: bool,
 }
 
 impl Connect {
@@ -61,9 +67,23 @@ impl Connect {
             username: None,
             password: None,
             properties: ConnectProperties::default(),
+            bridge: false,
+        }
+    }
+
+    /// The protocol level byte: the version's, with the high bit for a bridge.
+    const fn level_byte(&self) -> u8 {
+        let level = self.protocol_version.level();
+        if self.bridge {
+            level | BRIDGE_BIT
+        } else {
+            level
         }
     }
 }
+
+/// The high bit of the protocol level that marks a bridge (see [`Connect::bridge`]).
+const BRIDGE_BIT: u8 = 0x80;
 
 /// The Will Message of a CONNECT (spec 3.1.2.5 and 3.1.3.2 to 3.1.3.4).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,8 +141,9 @@ impl Connect {
             });
         }
         let level = r.u8("protocol level")?;
-        let protocol_version = ProtocolVersion::from_level(level)
+        let protocol_version = ProtocolVersion::from_level(level & !BRIDGE_BIT)
             .ok_or(DecodeError::UnsupportedProtocolLevel(level))?;
+        let bridge = level & BRIDGE_BIT != 0;
         let flags = r.u8("connect flags")?;
         if flags & RESERVED != 0 {
             return Err(DecodeError::ConnectReservedFlag);
@@ -189,6 +210,7 @@ impl Connect {
             username,
             password,
             properties,
+            bridge,
         }))
     }
 
@@ -289,7 +311,7 @@ impl Connect {
                 b'Q',
                 b'T',
                 b'T',
-                self.protocol_version.level(),
+                self.level_byte(),
                 self.flags(),
                 ka_hi,
                 ka_lo,
@@ -366,7 +388,7 @@ impl Encode for Connect {
         }
         s.put_u16(4);
         s.put_slice(b"MQTT");
-        s.put_u8(version.level());
+        s.put_u8(self.level_byte());
         s.put_u8(self.flags());
         s.put_u16(self.keep_alive);
         if version == ProtocolVersion::V5 {

@@ -189,6 +189,8 @@ fn connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
                     username,
                     password,
                     properties,
+                    // Both ways of the protocol level byte, without another strategy.
+                    bridge: keep_alive % 7 == 0,
                 })
             },
         )

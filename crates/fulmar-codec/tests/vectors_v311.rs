@@ -133,10 +133,22 @@ fn connect_mqisdp_protocol_name() {
     );
 }
 
+/// A bridge's CONNECT (mosquitto's `try_private`): level 0x84 is 3.1.1
+/// with the bridge bit, kept through a round trip.
+#[test]
+fn connect_from_a_bridge() {
+    let connect = Connect {
+        bridge: true,
+        ..Connect::new(V3, "c".into())
+    };
+    let wire = hex("10 0D | 00 04 'MQTT' 84 02 00 3C | 00 01 'c'");
+    assert_vector(&connect.into(), V3, &wire);
+}
+
 // v3:MQTT-3.1.2-2
 #[test]
 fn connect_unsupported_protocol_level() {
-    for level in [0u8, 3, 6, 0xFF] {
+    for level in [0u8, 3, 6, 0x83, 0xFF] {
         let mut body = hex("00 04 'MQTT'");
         body.extend([level, 0x02, 0x00, 0x3C]);
         body.extend(string("c"));

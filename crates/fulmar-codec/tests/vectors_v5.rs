@@ -151,7 +151,7 @@ fn connect_protocol_name_and_level() {
         DecodeError::InvalidProtocolName { level: Some(3) },
         ReasonCode::UnsupportedProtocolVersion,
     );
-    for level in [0u8, 1, 2, 3, 6, 0x85] {
+    for level in [0u8, 1, 2, 3, 6, 0x83, 0x86] {
         let body = cat(&[&hex("00 04 'MQTT'"), &[level, 0x02, 0, 60, 0], &string("c")]);
         assert_malformed(
             &frame(0x10, &body),
@@ -160,6 +160,18 @@ fn connect_protocol_name_and_level() {
             ReasonCode::UnsupportedProtocolVersion,
         );
     }
+}
+
+/// A bridge's CONNECT (mosquitto's `try_private`): level 0x85 is 5.0
+/// with the bridge bit, kept through a round trip.
+#[test]
+fn connect_from_a_bridge() {
+    let connect = Connect {
+        bridge: true,
+        ..Connect::new(ProtocolVersion::V5, "c".into())
+    };
+    let wire = hex("10 0E | 00 04 'MQTT' 85 02 00 3C | 00 | 00 01 'c'");
+    assert_vector(&connect.into(), V5, &wire);
 }
 
 // v5:MQTT-3.1.2-3 v5:MQTT-3.1.2-11 v5:MQTT-3.1.2-12 v5:MQTT-3.1.2-13 v5:MQTT-3.1.4-1

@@ -140,6 +140,7 @@ impl Stream for TcpIo {
             will_delay,
             expiry,
             persistent,
+            bridge,
         } = client;
         // The client identifier is kept once.
         session.share_client_id(&id);
@@ -167,6 +168,7 @@ impl Stream for TcpIo {
             will_delay,
             expiry,
             persistent,
+            bridge,
             naps: naps.saturating_add(1),
             stream,
             rare: (!rare.is_empty()).then(|| Box::new(rare)),
@@ -192,6 +194,7 @@ struct Dormant {
     will_delay: u32,
     expiry: u32,
     persistent: bool,
+    bridge: bool,
     /// Hibernations so far, this one included (see [`idle_before_hibernating`]).
     naps: u8,
     stream: std::net::TcpStream,
@@ -285,6 +288,7 @@ impl Dormant {
             will_delay,
             expiry,
             persistent,
+            bridge,
             naps,
             stream,
             rare,
@@ -329,6 +333,7 @@ impl Dormant {
                 will_delay,
                 expiry,
                 persistent,
+                bridge,
             },
             auth,
             inflight_seq,
@@ -429,6 +434,9 @@ struct Client {
     expiry: u32,
     /// The session is kept in the store.
     persistent: bool,
+    /// The client said it is a bridge ([`Connect::bridge`](fulmar_codec::Connect::bridge)):
+    /// its subscriptions are No Local and Retain As Published.
+    bridge: bool,
 }
 
 impl Client {
@@ -1303,6 +1311,7 @@ impl<S: Stream> Connection<S> {
             will_delay,
             expiry,
             persistent,
+            bridge: connect.bridge,
         });
         // The subscriptions of a resumed session were allowed to whoever
         // made them; the client may be another user now. The messages of the
@@ -1493,6 +1502,7 @@ impl<S: Stream> Connection<S> {
     async fn on_subscribe(&mut self, subscribe: Subscribe) {
         let Some(client) = &self.client else { return };
         let (id, key, info) = (client.id.clone(), client.key(), client.info.clone());
+        let bridge = client.bridge;
         let now = Instant::now();
         let limits = &self.shared.limits;
         let sub_id = subscribe.properties.subscription_identifier;
@@ -1521,10 +1531,13 @@ impl<S: Stream> Connection<S> {
                 codes.push(SubAckReasonCode::NotAuthorized);
                 continue;
             }
+            // A bridge (another broker) gets neither its own messages back
+            // nor retained ones with their flag cleared, as mosquitto treats
+            // one; No Local stays off a shared subscription [MQTT-3.8.3-4].
             let options = SubOptions {
                 qos: requested.qos.min(limits.maximum_qos),
-                no_local: requested.no_local,
-                retain_as_published: requested.retain_as_published,
+                no_local: requested.no_local || (bridge && filter.group().is_none()),
+                retain_as_published: requested.retain_as_published || bridge,
                 id: sub_id,
             };
             let mut state = self.shared.lock();

@@ -268,6 +268,8 @@ fn connect() -> impl Strategy<Value = Connect> {
                     username,
                     password,
                     properties,
+                    // Both ways of the protocol level byte, without another strategy.
+                    bridge: keep_alive % 7 == 0,
                 }
             },
         )
