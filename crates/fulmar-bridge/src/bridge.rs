@@ -78,12 +78,15 @@ impl Remote {
         self
     }
 
-    /// Whether to tell the remote broker that this client is a bridge
+    /// Whether to tell a 3.1.1 remote broker that this client is a bridge
     /// (default on; mosquitto's `try_private`, see
     /// [`ConnectOptions::bridge`]): mosquitto and fulmar then send none of
-    /// the bridge's own messages back, under 3.1.1 too. A remote that
-    /// refuses it (Unsupported Protocol Version) is connected to again at
-    /// once without it.
+    /// the bridge's own messages back. A remote that refuses it (CONNACK
+    /// Unsupported Protocol Version) is connected to again at once without
+    /// it; until a first connection is made, attempts that fail otherwise
+    /// (a remote that closes the connection) alternate with and without it.
+    /// Under 5.0 the subscriptions' No Local does the same, and the bit is
+    /// not sent.
     #[must_use]
     pub fn try_private(mut self, on: bool) -> Self {
         self.try_private = on;
@@ -433,7 +436,12 @@ async fn run(
     };
     let backoff = Reconnect::exponential(Duration::from_millis(200), Duration::from_secs(30));
     let mut failures: u32 = 0;
-    let mut private = link.try_private;
+    // The bridge bit is for 3.1.1 (5.0 has No Local; mosquitto closes a 5.0
+    // connection that sets it). Until a connection was made, a failed one
+    // may have failed for it: the next attempt goes the other way.
+    let v311 = link.options.version() == ProtocolVersion::V311;
+    let mut private = link.try_private && v311;
+    let mut settled = false;
     loop {
         let connect = Client::connect(link.options.clone().bridge(private));
         let connected = tokio::select! {
@@ -443,6 +451,7 @@ async fn run(
         match connected {
             Ok((client, connack)) => {
                 failures = 0;
+                settled = true;
                 link.connects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(bridge = %link.name, session_present = connack.session_present, "bridge connected");
                 let ended = serve(&inner, index, link, &client, &broker, &mut rx).await;
@@ -463,6 +472,13 @@ async fn run(
             }
             Err(error) => {
                 tracing::warn!(bridge = %link.name, %error, "bridge cannot connect");
+                if link.try_private
+                    && v311
+                    && !settled
+                    && !matches!(error, ClientError::Refused { .. })
+                {
+                    private = !private;
+                }
             }
         }
         let delay = backoff.delay(failures, jitter());

@@ -495,3 +495,56 @@ fn remotes_need_rules_and_distinct_names() {
         fulmar_bridge::BridgeError::DuplicateName("x".into())
     );
 }
+
+/// In front of `upstream`: refuses a CONNECT whose protocol level has the
+/// bridge bit (CONNACK return code 1, unacceptable protocol version, as a
+/// 3.1.1 broker that does not know it answers), passes the others on.
+async fn refusing_bridges(upstream: std::net::SocketAddr) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // Fixed header (1-byte length here), then 00 04 'MQTT' and the level.
+                let mut head = [0u8; 9];
+                if client.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                if head[8] & 0x80 != 0 {
+                    let _ = client.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+                    return;
+                }
+                let mut server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                server.write_all(&head).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    port
+}
+
+/// A 3.1.1 remote that refuses the bridge bit is connected to again at
+/// once without it.
+#[tokio::test]
+async fn a_remote_that_refuses_try_private_gets_a_plain_connect() {
+    let remote = broker().await;
+    let port = refusing_bridges(remote.local_addrs()[0]).await;
+    let (local, bridge) = bridged(vec![
+        Remote::new("old", options(port, ProtocolVersion::V311, "edge")).rule(rule(
+            "a/#",
+            Direction::Out,
+            "",
+            "",
+        )),
+    ])
+    .await;
+    let mut at_remote = remote.subscribe("a/#").unwrap();
+    local.publish("a/1", "x", QoS::AtLeastOnce, false).unwrap();
+    assert_eq!(text(&next(&mut at_remote).await), pair("a/1", "x"));
+    let s = settled(&bridge, &[1]).await.remove(0);
+    assert_eq!((s.connects, s.dropped), (1, 0));
+    bridge.shutdown().await;
+    local.shutdown().await;
+    remote.shutdown().await;
+}

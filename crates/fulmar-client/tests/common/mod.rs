@@ -89,6 +89,12 @@ impl Mosquitto {
 
     /// `anonymous`: whether clients without credentials are allowed.
     pub fn with(listener: Listener, anonymous: bool) -> Self {
+        Self::with_extra(listener, anonymous, "")
+    }
+
+    /// As [`with`](Self::with), with `extra` at the end of the configuration
+    /// (a bridge's `connection` section, say).
+    pub fn with_extra(listener: Listener, anonymous: bool, extra: &str) -> Self {
         let binary = mosquitto_binary();
         let dir = std::env::temp_dir().join(format!(
             "fulmar-client-test-{}-{}",
@@ -148,6 +154,7 @@ impl Mosquitto {
             if is_root() {
                 config.push_str("user root\n");
             }
+            config.push_str(extra);
             let conf = dir.join("mosquitto.conf");
             std::fs::write(&conf, config).unwrap();
             let mut child = Command::new(&binary)
