@@ -157,6 +157,9 @@ fn check_files(config: &Config) -> Result<(), String> {
     if let Some(path) = &config.auth.acl_file {
         Acl::load(path)?;
     }
+    for (i, bridge) in config.bridges.iter().enumerate() {
+        bridge.to_remote(i + 1)?;
+    }
     for (n, listener, _) in tls_listeners(&config.listeners, &[]) {
         tls_config(n, listener)?.check().map_err(|e| match e {
             fulmar_broker::BrokerError::Tls { reason, .. } => {
@@ -260,6 +263,19 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
         }
         None => None,
     };
+    let bridges = match config.bridges.as_slice() {
+        [] => None,
+        tables => {
+            let remotes = tables
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b.to_remote(i + 1))
+                .collect::<Result<Vec<_>, _>>()?;
+            let bridges = fulmar_bridge::MqttBridge::new(remotes).map_err(|e| e.to_string())?;
+            builder = builder.bridge(bridges.bridge());
+            Some(bridges)
+        }
+    };
     let persistence = &config.persistence;
     if persistence.enabled {
         if let Some(cluster) = &cluster
@@ -288,6 +304,12 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
         broker.shutdown().await;
         cluster.shutdown().await;
         return Err(format!("cluster: {error}"));
+    }
+    if let Some(bridges) = &bridges {
+        bridges.attach(&broker);
+        for bridge in &config.bridges {
+            tracing::info!(name = %bridge.name, address = %bridge.address, "bridge started");
+        }
     }
     for addr in broker.local_addrs() {
         tracing::info!("listening on {addr}");
@@ -318,6 +340,9 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
         }
     }
     tracing::info!("shutting down");
+    if let Some(bridges) = bridges {
+        bridges.shutdown().await;
+    }
     broker.shutdown().await;
     if let Some(cluster) = cluster {
         cluster.shutdown().await;

@@ -29,6 +29,9 @@ pub(crate) struct Config {
     pub(crate) persistence: PersistenceConfig,
     /// `[cluster]`.
     pub(crate) cluster: ClusterSection,
+    /// `[[bridge]]` tables, in order.
+    #[serde(rename = "bridge")]
+    pub(crate) bridges: Vec<crate::bridges::BridgeConfig>,
 }
 
 impl Default for Config {
@@ -50,6 +53,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             persistence: PersistenceConfig::default(),
             cluster: ClusterSection::default(),
+            bridges: Vec::new(),
         }
     }
 }
@@ -559,6 +563,36 @@ subject_prefix = "fulmar"       # first token of the cluster's subjects
 # Retained messages live in JetStream either way.
 session_store = "jetstream"
 session_timeout_ms = 5000       # each step of taking a session from a node
+
+# Bridges to other MQTT brokers, as mosquitto's `connection` sections: one
+# [[bridge]] table per remote broker, with one [[bridge.topic]] table per
+# topic pattern. What clients publish here on an "out" pattern is published
+# there; what is published there on an "in" pattern comes here ("both": the
+# two). A prefix on each side replaces the other's on the way. The bridge
+# reconnects by itself and keeps a session on the remote broker (clean_start
+# false), so QoS 1/2 messages are not lost while it is away. None by default.
+# [[bridge]]
+# name = "cloud"                # in logs; default client id: HOSTNAME.NAME
+# address = "127.0.0.1:1884"    # host:port (port 1883, 8883 for tls, if left out)
+# protocol = "tcp"              # tcp, tls, ws or wss
+# version = "5"                 # "5" or "3.1.1"
+# client_id = "edge-7"
+# clean_start = false
+# session_expiry_secs = 3600    # 5.0: how long the remote keeps the session
+# keep_alive_secs = 60
+# username = "edge"
+# password = "secret"
+# ca_file = "cloud-ca.pem"      # tls / wss: CA of the remote (default: system roots)
+# cert = "edge.pem"             # tls / wss: client certificate and key
+# key = "edge.key"
+# try_private = true            # 3.1.1: say it is a bridge (mosquitto's option)
+# max_queued_messages = 1000    # waiting for the remote; more are dropped
+# [[bridge.topic]]
+# pattern = "sensors/#"
+# direction = "out"             # in, out or both
+# qos = 1                       # highest QoS forwarded, and of the subscription
+# local_prefix = ""
+# remote_prefix = "site-7/"
 "#;
 
 impl Config {
@@ -577,6 +611,9 @@ impl Config {
             .flatten()
         {
             *path = base.join(&*path);
+        }
+        for bridge in &mut config.bridges {
+            bridge.resolve(base);
         }
         for listener in &mut config.listeners {
             for path in [
@@ -646,6 +683,16 @@ impl Config {
             }
             if listener.path.is_some() && !protocol.is_websocket() {
                 return Err(format!("{at}: `path` needs protocol \"ws\" or \"wss\""));
+            }
+        }
+        for (i, bridge) in self.bridges.iter().enumerate() {
+            bridge.check(i + 1)?;
+            if self.bridges[..i].iter().any(|b| b.name == bridge.name) {
+                return Err(format!(
+                    "bridge {}: two bridges are named {:?}",
+                    i + 1,
+                    bridge.name
+                ));
             }
         }
         self.limits.to_limits()?;

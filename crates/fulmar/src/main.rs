@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod acl;
 mod bench;
+mod bridges;
 mod broker;
 mod config;
 mod logging;

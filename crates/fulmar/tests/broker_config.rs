@@ -389,3 +389,41 @@ fn subscription_features_turned_off_in_the_file_are_announced() {
     assert_eq!(props.shared_subscription_available, None);
     assert_eq!(props.subscription_identifiers_available, None);
 }
+
+/// `[[bridge]]`: one `fulmar broker` bridged to another, a topic out with
+/// a remote prefix and a topic in; a bad bridge table is refused with its
+/// name and key.
+#[test]
+fn a_bridge_table_connects_to_another_broker() {
+    let remote = FulmarBroker::start(&["--no-persistence"]);
+    let dir = temp_dir();
+    let config = write(
+        &dir,
+        "fulmar.toml",
+        &format!(
+            "[[bridge]]\nname = \"cloud\"\naddress = \"127.0.0.1:{}\"\nclient_id = \"edge\"\n\
+             [[bridge.topic]]\npattern = \"up/#\"\nqos = 1\nremote_prefix = \"edge/\"\n\
+             [[bridge.topic]]\npattern = \"down/#\"\ndirection = \"in\"\nqos = 1\n",
+            remote.port
+        ),
+    );
+    let mut local = FulmarBroker::start(&["-c", &config]);
+    local.wait_for("bridge connected");
+
+    let at_remote = Sub::start(remote.port, &["-t", "edge/#", "-v", "-C", "1"]);
+    publish_ok(local.port, &["-t", "up/temp", "-m", "20", "-q", "1"]);
+    assert_eq!(at_remote.output(), "edge/up/temp 20\n");
+
+    let at_local = Sub::start(local.port, &["-t", "down/#", "-v", "-C", "1"]);
+    publish_ok(remote.port, &["-t", "down/cmd", "-m", "go", "-q", "1"]);
+    assert_eq!(at_local.output(), "down/cmd go\n");
+
+    let stderr = broker_error(
+        "[[bridge]]\nname = \"cloud\"\naddress = \"127.0.0.1:1\"\n\
+         [[bridge.topic]]\npattern = \"a/#\"\ndirection = \"sideways\"\n",
+    );
+    assert!(
+        stderr.contains("bridge 1 (cloud) topic 1: direction \"sideways\""),
+        "{stderr}"
+    );
+}

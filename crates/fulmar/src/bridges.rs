@@ -1,0 +1,316 @@
+//! `[[bridge]]` tables of the configuration: connections to other MQTT
+//! brokers (mosquitto's `connection` sections), run by fulmar-bridge.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fulmar_bridge::{Direction, Remote, TopicRule};
+use fulmar_client::{ConnectOptions, ProtocolVersion, QoS, TlsOptions, Transport};
+use serde::Deserialize;
+
+use crate::config::Protocol;
+
+/// One `[[bridge]]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BridgeConfig {
+    /// Names the bridge in logs; part of the default client identifier.
+    pub(crate) name: String,
+    /// `host:port` of the remote broker (port 1883, or 8883 for tls, if left out).
+    pub(crate) address: String,
+    /// tcp, tls, ws or wss.
+    #[serde(default = "tcp")]
+    pub(crate) protocol: Protocol,
+    /// ws / wss: the HTTP path (default "/mqtt").
+    pub(crate) path: Option<String>,
+    /// "5" or "3.1.1".
+    #[serde(default = "v5")]
+    pub(crate) version: String,
+    /// Default: the host name, a dot and the bridge's name.
+    pub(crate) client_id: Option<String>,
+    /// Start a new session on the remote at each connection (default false:
+    /// the remote keeps the bridge's subscriptions and queues its messages).
+    #[serde(default)]
+    pub(crate) clean_start: bool,
+    /// 5.0: how long the remote keeps the session after a disconnection.
+    #[serde(default = "hour")]
+    pub(crate) session_expiry_secs: u32,
+    #[serde(default = "minute")]
+    pub(crate) keep_alive_secs: u16,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+    /// tls / wss: CA to verify the remote with (default: the system's roots).
+    pub(crate) ca_file: Option<PathBuf>,
+    /// tls / wss: client certificate and key.
+    pub(crate) cert: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
+    /// 3.1.1: tell the remote this is a bridge (mosquitto's try_private).
+    #[serde(default = "yes")]
+    pub(crate) try_private: bool,
+    /// Messages for the remote that may wait while it is slow or away.
+    #[serde(default = "thousand")]
+    pub(crate) max_queued_messages: usize,
+    /// `[[bridge.topic]]` tables.
+    #[serde(rename = "topic", default)]
+    pub(crate) topics: Vec<TopicConfig>,
+}
+
+/// One `[[bridge.topic]]` table (mosquitto's `topic` line).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TopicConfig {
+    pub(crate) pattern: String,
+    /// in, out (default) or both.
+    #[serde(default = "out")]
+    pub(crate) direction: String,
+    #[serde(default)]
+    pub(crate) qos: u8,
+    #[serde(default)]
+    pub(crate) local_prefix: String,
+    #[serde(default)]
+    pub(crate) remote_prefix: String,
+}
+
+fn tcp() -> Protocol {
+    Protocol::Tcp
+}
+fn v5() -> String {
+    "5".to_owned()
+}
+fn hour() -> u32 {
+    3600
+}
+fn minute() -> u16 {
+    60
+}
+fn yes() -> bool {
+    true
+}
+fn thousand() -> usize {
+    1000
+}
+fn out() -> String {
+    "out".to_owned()
+}
+
+impl BridgeConfig {
+    /// Makes paths relative to the configuration file's directory.
+    pub(crate) fn resolve(&mut self, base: &std::path::Path) {
+        for path in [&mut self.ca_file, &mut self.cert, &mut self.key]
+            .into_iter()
+            .flatten()
+        {
+            *path = base.join(&*path);
+        }
+    }
+
+    fn at(&self, n: usize) -> String {
+        format!("bridge {n} ({})", self.name)
+    }
+
+    fn version(&self, n: usize) -> Result<ProtocolVersion, String> {
+        match self.version.as_str() {
+            "5" | "5.0" => Ok(ProtocolVersion::V5),
+            "3.1.1" | "311" => Ok(ProtocolVersion::V311),
+            other => Err(format!(
+                "{}: version = {other:?}: \"5\" or \"3.1.1\"",
+                self.at(n)
+            )),
+        }
+    }
+
+    fn host_port(&self, n: usize) -> Result<(String, u16), String> {
+        let default = if matches!(self.protocol, Protocol::Tls | Protocol::Wss) {
+            8883
+        } else {
+            1883
+        };
+        match self.address.rsplit_once(':') {
+            // An IPv6 address without a port has colons but no brackets.
+            Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
+                let port = port.parse().map_err(|_| {
+                    format!("{}: address = {:?}: bad port", self.at(n), self.address)
+                })?;
+                Ok((host.trim_matches(['[', ']']).to_owned(), port))
+            }
+            _ if self.address.is_empty() => Err(format!("{}: `address` is empty", self.at(n))),
+            _ => Ok((self.address.trim_matches(['[', ']']).to_owned(), default)),
+        }
+    }
+
+    fn rules(&self, n: usize) -> Result<Vec<TopicRule>, String> {
+        if self.topics.is_empty() {
+            return Err(format!(
+                "{}: no [[bridge.topic]]: the bridge would carry nothing",
+                self.at(n)
+            ));
+        }
+        self.topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let at = || format!("{} topic {}", self.at(n), i + 1);
+                let direction: Direction =
+                    t.direction.parse().map_err(|e| format!("{}: {e}", at()))?;
+                let qos = QoS::try_from(t.qos)
+                    .map_err(|_| format!("{}: qos = {}: 0, 1 or 2", at(), t.qos))?;
+                TopicRule::new(&t.pattern, direction)
+                    .and_then(|r| r.qos(qos).prefixes(&t.local_prefix, &t.remote_prefix))
+                    .map_err(|e| format!("{}: {e}", at()))
+            })
+            .collect()
+    }
+
+    /// Checks what can be checked without reading files.
+    pub(crate) fn check(&self, n: usize) -> Result<(), String> {
+        self.version(n)?;
+        self.host_port(n)?;
+        self.rules(n)?;
+        let tls = matches!(self.protocol, Protocol::Tls | Protocol::Wss);
+        if !tls && (self.ca_file.is_some() || self.cert.is_some() || self.key.is_some()) {
+            return Err(format!(
+                "{}: `ca_file`, `cert` and `key` need protocol \"tls\" or \"wss\"",
+                self.at(n)
+            ));
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(format!("{}: `cert` and `key` go together", self.at(n)));
+        }
+        if self.path.is_some() && !self.protocol.is_websocket() {
+            return Err(format!(
+                "{}: `path` needs protocol \"ws\" or \"wss\"",
+                self.at(n)
+            ));
+        }
+        if self.password.is_some() && self.username.is_none() {
+            return Err(format!("{}: `password` needs `username`", self.at(n)));
+        }
+        Ok(())
+    }
+
+    /// The fulmar-bridge remote, reading the TLS files.
+    pub(crate) fn to_remote(&self, n: usize) -> Result<Remote, String> {
+        self.check(n)?;
+        let version = self.version(n)?;
+        let (host, port) = self.host_port(n)?;
+        let client_id = self
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("{}.{}", host_name(), self.name));
+        let mut options = ConnectOptions::new(host, port)
+            .protocol_version(version)
+            .client_id(client_id)
+            .clean_start(self.clean_start)
+            .keep_alive(Duration::from_secs(u64::from(self.keep_alive_secs)));
+        if version == ProtocolVersion::V5 {
+            options = options.session_expiry_interval(self.session_expiry_secs);
+        }
+        match (&self.username, &self.password) {
+            (Some(user), Some(password)) => {
+                options = options.credentials(user.clone(), password.clone().into_bytes());
+            }
+            (Some(user), None) => options = options.username(user.clone()),
+            _ => {}
+        }
+        let path = || self.path.clone().unwrap_or_else(|| "/mqtt".to_owned());
+        let transport = match self.protocol {
+            Protocol::Tcp => Transport::Tcp,
+            Protocol::Ws => Transport::WebSocket { path: path() },
+            Protocol::Tls => Transport::Tls(self.tls(n)?),
+            Protocol::Wss => Transport::SecureWebSocket {
+                path: path(),
+                tls: self.tls(n)?,
+            },
+        };
+        let mut remote = Remote::new(self.name.clone(), options.transport(transport))
+            .max_queued_messages(self.max_queued_messages)
+            .try_private(self.try_private);
+        for rule in self.rules(n)? {
+            remote = remote.rule(rule);
+        }
+        Ok(remote)
+    }
+
+    fn tls(&self, n: usize) -> Result<TlsOptions, String> {
+        let read = |key: &str, path: &PathBuf| {
+            std::fs::read(path)
+                .map_err(|e| format!("{}: {key} = {}: {e}", self.at(n), path.display()))
+        };
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &self.ca_file {
+            tls = tls
+                .ca_pem(&read("ca_file", ca)?)
+                .map_err(|e| format!("{}: ca_file: {e}", self.at(n)))?;
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            tls = tls
+                .client_auth_pem(&read("cert", cert)?, &read("key", key)?)
+                .map_err(|e| format!("{}: cert / key: {e}", self.at(n)))?;
+        }
+        Ok(tls)
+    }
+}
+
+/// This machine's host name, for default client identifiers.
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "fulmar".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn parse(text: &str) -> BridgeConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn a_bridge_table_becomes_a_remote() {
+        let bridge = parse(
+            r#"
+            name = "cloud"
+            address = "127.0.0.1:1884"
+            version = "3.1.1"
+            [[topic]]
+            pattern = "sensors/#"
+            qos = 1
+            remote_prefix = "site/"
+            [[topic]]
+            pattern = "cmd/#"
+            direction = "in"
+            "#,
+        );
+        let remote = bridge.to_remote(1).unwrap();
+        assert_eq!(remote.name(), "cloud");
+        let rules = bridge.rules(1).unwrap();
+        assert_eq!(rules[0].direction(), Direction::Out);
+        assert_eq!(rules[0].remote_filter(), "site/sensors/#");
+        assert_eq!(rules[1].max_qos(), QoS::AtMostOnce);
+        assert_eq!(bridge.host_port(1).unwrap(), ("127.0.0.1".into(), 1884));
+    }
+
+    #[test]
+    fn mistakes_name_the_bridge_and_the_key() {
+        let base = "name = \"b\"\naddress = \"h\"\n";
+        let err = |extra: &str| parse(&format!("{base}{extra}")).check(2).unwrap_err();
+        assert!(err("").contains("bridge 2 (b): no [[bridge.topic]]"));
+        let topic = "[[topic]]\npattern = \"a/#\"\n";
+        assert!(err(&format!("version = \"4\"\n{topic}")).contains("version = \"4\""));
+        assert!(err(&format!("ca_file = \"x\"\n{topic}")).contains("need protocol \"tls\""));
+        assert!(
+            err("[[topic]]\npattern = \"a/#\"\ndirection = \"up\"\n")
+                .contains("topic 1: direction \"up\"")
+        );
+        assert!(err("[[topic]]\npattern = \"a/#\"\nqos = 3\n").contains("qos = 3"));
+        assert!(err("[[topic]]\npattern = \"a/#/b\"\n").contains("topic 1: topic pattern"));
+        // No port: the protocol's default.
+        let ok = parse(&format!("{base}protocol = \"tls\"\n{topic}"));
+        assert_eq!(ok.host_port(1).unwrap(), ("h".into(), 8883));
+    }
+}
