@@ -10,7 +10,7 @@ use fulmar_client::{
     Client, ConnectOptions, Error as ClientError, Message, ProtocolVersion, PublishOutcome,
     Reconnect, RetainHandling, SubscribeProperties, Subscription, SubscriptionOptions,
 };
-use fulmar_codec::{ConnectReasonCode, MqttString, Publish};
+use fulmar_codec::{ConnectReasonCode, MqttString, Publish, QoS};
 use fulmar_topic::TopicName;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -152,6 +152,22 @@ struct Link {
     dropped: AtomicU64,
 }
 
+impl Link {
+    /// Records whether the connection is up and, when that changed,
+    /// publishes it here, retained, on `$SYS/broker/connection/NAME/state`
+    /// (`1` or `0`, as mosquitto does).
+    fn set_connected(&self, broker: &BrokerHandle, up: bool) {
+        if self.connected.swap(up, Ordering::Relaxed) == up {
+            return;
+        }
+        let topic = format!("$SYS/broker/connection/{}/state", self.name);
+        let state = if up { "1" } else { "0" };
+        if let Err(error) = broker.publish(&topic, state, QoS::AtMostOnce, true) {
+            tracing::debug!(bridge = %self.name, %error, "cannot publish the bridge's state");
+        }
+    }
+}
+
 struct Inner {
     links: Vec<Link>,
     shutdown: CancellationToken,
@@ -179,6 +195,10 @@ struct Inner {
 ///   ([`Remote::try_private`], on by default, which mosquitto and fulmar
 ///   understand); without it, a topic that goes both ways comes back once
 ///   (and stops there).
+/// - Observable: [`stats`](Self::stats) counts per remote, and the state of
+///   each link is published here, retained, on
+///   `$SYS/broker/connection/NAME/state` (`1` up, `0` down), as mosquitto
+///   does.
 /// - Bounded: at most [`Remote::max_queued_messages`] messages wait for a
 ///   remote, then they are dropped and counted; QoS 1/2 messages on their
 ///   way when a connection drops are sent again when the session resumes.
@@ -455,7 +475,7 @@ async fn run(
                 link.connects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(bridge = %link.name, session_present = connack.session_present, "bridge connected");
                 let ended = serve(&inner, index, link, &client, &broker, &mut rx).await;
-                link.connected.store(false, Ordering::Relaxed);
+                link.set_connected(&broker, false);
                 if ended == Ended::Shutdown {
                     let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, client.disconnect()).await;
                     return;
@@ -555,8 +575,7 @@ async fn serve(
             }
         }
     }
-    link.connected
-        .store(client.is_connected(), Ordering::Relaxed);
+    link.set_connected(broker, client.is_connected());
     let mut up = client.is_connected();
     let mut window = FuturesUnordered::new();
     let ended = loop {
@@ -584,7 +603,7 @@ async fn serve(
                     break Ended::Lost;
                 }
                 up = !up;
-                link.connected.store(up, Ordering::Relaxed);
+                link.set_connected(broker, up);
                 tracing::info!(bridge = %link.name, connected = up, "bridge connection state");
             }
         }

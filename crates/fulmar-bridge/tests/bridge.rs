@@ -548,3 +548,39 @@ async fn a_remote_that_refuses_try_private_gets_a_plain_connect() {
     local.shutdown().await;
     remote.shutdown().await;
 }
+
+/// The link's state is published here, retained, on
+/// `$SYS/broker/connection/NAME/state`, as mosquitto does.
+#[tokio::test]
+async fn the_link_state_is_published_under_sys() {
+    let remote = broker().await;
+    let proxy = Proxy::start(remote.local_addrs()[0]).await;
+    let (local, bridge) = bridged(vec![
+        Remote::new("cloud", options(proxy.port, ProtocolVersion::V5, "edge")).rule(rule(
+            "a/#",
+            Direction::Out,
+            "",
+            "",
+        )),
+    ])
+    .await;
+    let mut state = local
+        .subscribe("$SYS/broker/connection/cloud/state")
+        .unwrap();
+    let got = next(&mut state).await;
+    assert_eq!((got.payload.as_ref(), got.retain), (&b"1"[..], true));
+    proxy.set_accepting(false);
+    proxy.sever();
+    assert_eq!(next(&mut state).await.payload, "0");
+    proxy.set_accepting(true);
+    assert_eq!(next(&mut state).await.payload, "1");
+    bridge.shutdown().await;
+    assert_eq!(next(&mut state).await.payload, "0");
+    assert_eq!(
+        stats(&bridge).connects,
+        1,
+        "the client reconnected by itself"
+    );
+    local.shutdown().await;
+    remote.shutdown().await;
+}
