@@ -1,7 +1,7 @@
 //! [`MqttBridge`]: connections to other MQTT brokers that carry the topics
 //! of their [`TopicRule`]s both ways.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -42,6 +42,7 @@ pub struct Remote {
     options: ConnectOptions,
     rules: Vec<TopicRule>,
     max_queued_messages: usize,
+    max_queued_bytes: usize,
     try_private: bool,
 }
 
@@ -55,6 +56,7 @@ impl Remote {
             options,
             rules: Vec::new(),
             max_queued_messages: 1000,
+            max_queued_bytes: 16 << 20,
             try_private: true,
         }
     }
@@ -75,6 +77,16 @@ impl Remote {
     #[must_use]
     pub fn max_queued_messages(mut self, n: usize) -> Self {
         self.max_queued_messages = n.max(1);
+        self
+    }
+
+    /// How many payload bytes may wait for the remote broker (default 16
+    /// MiB, as the broker's `max_queued_bytes` per connection). A message
+    /// that would take the queue over it is dropped and counted, unless the
+    /// queue is empty (so that one message larger than the bound still goes).
+    #[must_use]
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_bytes = bytes;
         self
     }
 
@@ -141,6 +153,9 @@ struct Link {
     options: ConnectOptions,
     rules: Vec<TopicRule>,
     try_private: bool,
+    max_queued_bytes: usize,
+    /// Payload bytes in the queue to the remote.
+    queued_bytes: AtomicUsize,
     tx: mpsc::Sender<Publish>,
     /// Taken by [`MqttBridge::attach`].
     rx: Mutex<Option<mpsc::Receiver<Publish>>>,
@@ -199,8 +214,9 @@ struct Inner {
 ///   each link is published here, retained, on
 ///   `$SYS/broker/connection/NAME/state` (`1` up, `0` down), as mosquitto
 ///   does.
-/// - Bounded: at most [`Remote::max_queued_messages`] messages wait for a
-///   remote, then they are dropped and counted; QoS 1/2 messages on their
+/// - Bounded: at most [`Remote::max_queued_messages`] messages and
+///   [`Remote::max_queued_bytes`] payload bytes wait for a remote, then
+///   they are dropped and counted; QoS 1/2 messages on their
 ///   way when a connection drops are sent again when the session resumes.
 ///
 /// [`Out`]: crate::Direction::Out
@@ -276,6 +292,8 @@ impl MqttBridge {
                 options: remote.options,
                 rules: remote.rules,
                 try_private: remote.try_private,
+                max_queued_bytes: remote.max_queued_bytes,
+                queued_bytes: AtomicUsize::new(0),
                 tx,
                 rx: Mutex::new(Some(rx)),
                 connected: AtomicBool::new(false),
@@ -416,11 +434,19 @@ impl Inner {
                     }
                 }
             };
+            let size = publish.payload.len();
+            let before = link.queued_bytes.fetch_add(size, Ordering::Relaxed);
+            if before > 0 && before.saturating_add(size) > link.max_queued_bytes {
+                link.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+                link.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let mut out = publish.clone();
             out.topic = topic;
             out.qos = out.qos.min(qos);
             clean(&mut out);
             if link.tx.try_send(out).is_err() {
+                link.queued_bytes.fetch_sub(size, Ordering::Relaxed);
                 link.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -582,7 +608,10 @@ async fn serve(
         tokio::select! {
             () = inner.shutdown.cancelled() => break Ended::Shutdown,
             next = rx.recv(), if window.len() < WINDOW => match next {
-                Some(publish) => window.push(send(client, publish)),
+                Some(publish) => {
+                    link.queued_bytes.fetch_sub(publish.payload.len(), Ordering::Relaxed);
+                    window.push(send(client, publish));
+                }
                 None => break Ended::Shutdown,
             },
             Some((publish, outcome)) = window.next(), if !window.is_empty() => {

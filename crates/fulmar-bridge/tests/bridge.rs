@@ -584,3 +584,45 @@ async fn the_link_state_is_published_under_sys() {
     local.shutdown().await;
     remote.shutdown().await;
 }
+
+/// Payload bytes waiting for a remote are bounded too; one message larger
+/// than the bound still goes when nothing else waits.
+#[tokio::test]
+async fn queued_bytes_are_bounded() {
+    let remote = broker().await;
+    let proxy = Proxy::start(remote.local_addrs()[0]).await;
+    proxy.set_accepting(false);
+    let bridge =
+        MqttBridge::new([
+            Remote::new("cloud", options(proxy.port, ProtocolVersion::V5, "edge"))
+                .rule(rule("q/#", Direction::Out, "", ""))
+                .max_queued_bytes(10),
+        ])
+        .unwrap();
+    let local = Broker::builder()
+        .bridge(bridge.bridge())
+        .start()
+        .await
+        .unwrap();
+    bridge.attach(&local);
+    for payload in ["aaaa", "bbbb", "cccc", &"x".repeat(100)] {
+        local
+            .publish("q/x", payload.to_owned(), QoS::AtLeastOnce, false)
+            .unwrap();
+    }
+    assert_eq!(stats(&bridge).dropped, 2, "cccc and the large one");
+    let mut at_remote = remote.subscribe("q/#").unwrap();
+    proxy.set_accepting(true);
+    assert_eq!(text(&next(&mut at_remote).await), pair("q/x", "aaaa"));
+    assert_eq!(text(&next(&mut at_remote).await), pair("q/x", "bbbb"));
+    settled(&bridge, &[2]).await;
+    let large = "y".repeat(100);
+    local
+        .publish("q/x", large.clone(), QoS::AtLeastOnce, false)
+        .unwrap();
+    assert_eq!(text(&next(&mut at_remote).await), pair("q/x", &large));
+    assert_eq!(stats(&bridge).dropped, 2);
+    bridge.shutdown().await;
+    local.shutdown().await;
+    remote.shutdown().await;
+}

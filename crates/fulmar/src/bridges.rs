@@ -50,6 +50,9 @@ pub(crate) struct BridgeConfig {
     /// Messages for the remote that may wait while it is slow or away.
     #[serde(default = "thousand")]
     pub(crate) max_queued_messages: usize,
+    /// Payload bytes for the remote that may wait.
+    #[serde(default = "sixteen_mib")]
+    pub(crate) max_queued_bytes: usize,
     /// `[[bridge.topic]]` tables.
     #[serde(rename = "topic", default)]
     pub(crate) topics: Vec<TopicConfig>,
@@ -88,6 +91,9 @@ fn yes() -> bool {
 }
 fn thousand() -> usize {
     1000
+}
+fn sixteen_mib() -> usize {
+    16 << 20
 }
 fn out() -> String {
     "out".to_owned()
@@ -224,6 +230,7 @@ impl BridgeConfig {
         };
         let mut remote = Remote::new(self.name.clone(), options.transport(transport))
             .max_queued_messages(self.max_queued_messages)
+            .max_queued_bytes(self.max_queued_bytes)
             .try_private(self.try_private);
         for rule in self.rules(n)? {
             remote = remote.rule(rule);
