@@ -147,18 +147,47 @@ impl Client {
     /// CONNACK reason code), [`Error::ConnectTimeout`]. The first connection
     /// is not retried.
     pub async fn connect(options: ConnectOptions) -> Result<(Self, ConnAck), Error> {
+        let (client, connack, _) = Self::start(options, false).await?;
+        Ok((client, connack))
+    }
+
+    /// As [`connect`](Self::connect), with a stream that exists before the
+    /// CONNECT is sent and receives every message that no subscription
+    /// stream takes (unlike [`messages`](Self::messages), which sees them
+    /// all): the queue a resumed session sends right after CONNACK, messages
+    /// of subscriptions the session kept from an earlier connection. It has
+    /// the usual backpressure, where a stream made later by
+    /// [`messages`](Self::messages) gets at most
+    /// [`stream_capacity`](ConnectOptions::stream_capacity) of what came
+    /// before it. For applications that resume sessions and must not lose
+    /// what waited for them (a bridge, a persistent consumer).
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with_messages(
+        options: ConnectOptions,
+    ) -> Result<(Self, ConnAck, Messages), Error> {
+        match Self::start(options, true).await? {
+            (client, connack, Some(messages)) => Ok((client, connack, messages)),
+            (_, _, None) => Err(Error::Closed),
+        }
+    }
+
+    async fn start(
+        options: ConnectOptions,
+        with_messages: bool,
+    ) -> Result<(Self, ConnAck, Option<Messages>), Error> {
         let (commands, rx) = mpsc::channel(64);
         let publishes = Arc::new(PublishQueue::default());
-        let (connack, connected) = driver::spawn(options, rx, publishes.clone()).await?;
-        Ok((
-            Self {
-                commands,
-                connected,
-                publishes,
-                last_topic: LastTopic::default(),
-            },
-            connack,
-        ))
+        let (connack, connected, messages) =
+            driver::spawn(options, rx, publishes.clone(), with_messages).await?;
+        let client = Self {
+            commands,
+            connected,
+            publishes,
+            last_topic: LastTopic::default(),
+        };
+        Ok((client, connack, messages))
     }
 
     async fn request<T>(

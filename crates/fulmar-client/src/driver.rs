@@ -72,11 +72,15 @@ impl Hasher for PacketIdHasher {
 type PacketIdMap<V> = HashMap<PacketId, V, BuildHasherDefault<PacketIdHasher>>;
 
 /// Spawns the connection task and waits for the first CONNACK.
+/// `with_messages`: a stream made before the first CONNECT that receives
+/// everything no subscription stream takes, from the first message on (the
+/// queue of a resumed session included).
 pub(crate) async fn spawn(
     options: ConnectOptions,
     commands: mpsc::Receiver<Command>,
     publishes: Arc<PublishQueue>,
-) -> Result<(ConnAck, watch::Receiver<bool>), Error> {
+    with_messages: bool,
+) -> Result<(ConnAck, watch::Receiver<bool>, Option<Messages>), Error> {
     // Refuse bad options before any network traffic.
     let _connect = options.connect_packet(false)?;
     let (ready_tx, ready_rx) = oneshot::channel();
@@ -86,10 +90,11 @@ pub(crate) async fn spawn(
         broker = %format_args!("{}:{}", options.host, options.port),
     );
     let (connected_tx, connected_rx) = watch::channel(false);
-    let driver = Driver::new(options, commands, publishes, ready_tx, connected_tx);
+    let mut driver = Driver::new(options, commands, publishes, ready_tx, connected_tx);
+    let messages = with_messages.then(|| driver.leftovers());
     tokio::spawn(driver.run().instrument(span));
     let connack = ready_rx.await.map_err(|_| Error::Closed)??;
-    Ok((connack, connected_rx))
+    Ok((connack, connected_rx, messages))
 }
 
 /// The session's clock: tokio's, so that paused-time tests work.
@@ -184,6 +189,29 @@ struct Driver {
 }
 
 impl Driver {
+    /// A stream for what no subscription stream takes, made before the
+    /// first CONNECT.
+    fn leftovers(&mut self) -> Messages {
+        let key = self.router.next_key();
+        let (tx, rx) = mpsc::channel(self.options.stream_capacity);
+        self.router.add_leftovers(key, tx);
+        Messages::new(rx, key, self.dropped_tx.clone())
+    }
+
+    /// A new catch-all stream; what arrived before any stream wanted it
+    /// comes first.
+    fn catch_all(&mut self) -> Messages {
+        let key = self.router.next_key();
+        let (tx, rx) = mpsc::channel(self.options.stream_capacity);
+        while let Some(message) = self.unclaimed.pop_front() {
+            if tx.try_send(message).is_err() {
+                break;
+            }
+        }
+        self.router.add_catch_all(key, tx);
+        Messages::new(rx, key, self.dropped_tx.clone())
+    }
+
     fn new(
         options: ConnectOptions,
         commands: mpsc::Receiver<Command>,
@@ -839,16 +867,7 @@ impl Driver {
                 }
             }
             Command::Messages { reply } => {
-                let key = self.router.next_key();
-                let (tx, rx) = mpsc::channel(self.options.stream_capacity);
-                // What arrived before any stream wanted it comes first.
-                while let Some(message) = self.unclaimed.pop_front() {
-                    if tx.try_send(message).is_err() {
-                        break;
-                    }
-                }
-                self.router.add_catch_all(key, tx);
-                let _gone = reply.send(Messages::new(rx, key, self.dropped_tx.clone()));
+                let _gone = reply.send(self.catch_all());
             }
             Command::Ack(token) => self.ack(token),
             Command::Disconnect(disconnect) => {

@@ -84,6 +84,9 @@ pub(crate) struct Route {
 pub(crate) struct Router {
     routes: BTreeMap<u64, Route>,
     catch_all: BTreeMap<u64, mpsc::Sender<Message>>,
+    /// Catch-all streams that get only what no subscription stream takes
+    /// ([`Client::connect_with_messages`](crate::Client::connect_with_messages)).
+    leftovers: BTreeMap<u64, mpsc::Sender<Message>>,
     next_key: u64,
     /// Identifiers of dropped streams whose filters another stream still
     /// uses: the broker keeps sending them for those filters.
@@ -121,16 +124,21 @@ impl Router {
 
     /// Whether any stream is live (only then can one be dropped).
     pub(crate) fn has_streams(&self) -> bool {
-        !self.routes.is_empty() || !self.catch_all.is_empty()
+        !self.routes.is_empty() || !self.catch_all.is_empty() || !self.leftovers.is_empty()
     }
 
     pub(crate) fn add_catch_all(&mut self, key: u64, tx: mpsc::Sender<Message>) {
         self.catch_all.insert(key, tx);
     }
 
+    /// A catch-all stream for what no subscription stream takes.
+    pub(crate) fn add_leftovers(&mut self, key: u64, tx: mpsc::Sender<Message>) {
+        self.leftovers.insert(key, tx);
+    }
+
     /// Removes a stream; returns its filters that no other stream uses.
     pub(crate) fn remove(&mut self, key: u64) -> Vec<MqttString> {
-        if self.catch_all.remove(&key).is_some() {
+        if self.catch_all.remove(&key).is_some() || self.leftovers.remove(&key).is_some() {
             return Vec::new();
         }
         let Some(route) = self.routes.remove(&key) else {
@@ -161,35 +169,41 @@ impl Router {
     /// otherwise.
     pub(crate) fn targets(&self, message: &Publish) -> Vec<mpsc::Sender<Message>> {
         let ids = &message.properties.subscription_identifiers;
+        // Shares the topic's buffer: no copy per message.
+        let topic = TopicName::from_bytes(message.topic.as_bytes().clone()).ok();
+        let matches = |r: &Route| {
+            topic
+                .as_ref()
+                .is_some_and(|t| r.matchers.iter().any(|m| m.filter().matches(t)))
+        };
+        // An identifier counts only for a stream whose filters match the
+        // topic: a session resumed from an earlier client may carry
+        // identifiers that this client gave to other streams.
+        let by_id = |r: &Route| r.id.is_some_and(|id| ids.contains(&id)) && matches(r);
         // The filters of the broker subscriptions this message was sent for.
         let mut shared: Vec<&MqttString> = self
             .routes
             .values()
-            .filter(|r| r.id.is_some_and(|id| ids.contains(&id)))
+            .filter(|r| by_id(r))
             .flat_map(|r| r.filters.iter().map(|(f, _)| f))
             .collect();
         shared.extend(ids.iter().filter_map(|id| self.retired.get(id)).flatten());
         let mut out: Vec<mpsc::Sender<Message>> = if shared.is_empty() {
-            // Shares the topic's buffer: no copy per message.
-            match TopicName::from_bytes(message.topic.as_bytes().clone()) {
-                Ok(topic) => self
-                    .routes
-                    .values()
-                    .filter(|r| r.matchers.iter().any(|m| m.filter().matches(&topic)))
-                    .map(|r| r.tx.clone())
-                    .collect(),
-                Err(_) => Vec::new(),
-            }
+            self.routes
+                .values()
+                .filter(|r| matches(r))
+                .map(|r| r.tx.clone())
+                .collect()
         } else {
             self.routes
                 .values()
-                .filter(|r| {
-                    r.id.is_some_and(|id| ids.contains(&id))
-                        || r.filters.iter().any(|(f, _)| shared.contains(&f))
-                })
+                .filter(|r| by_id(r) || r.filters.iter().any(|(f, _)| shared.contains(&f)))
                 .map(|r| r.tx.clone())
                 .collect()
         };
+        if out.is_empty() {
+            out.extend(self.leftovers.values().cloned());
+        }
         out.extend(self.catch_all.values().cloned());
         out
     }

@@ -579,3 +579,66 @@ async fn streams_with_the_same_filter_share_the_subscription() {
         guard(client.disconnect()).await.unwrap();
     }
 }
+
+// MQTT-4.4.0-1 (a resumed session's messages are sent again), v5:MQTT-3.1.2-4
+// / v3:MQTT-3.1.2-4 (Clean Start 0 resumes the session): with
+// `connect_with_messages`, the whole queue of a resumed session arrives,
+// more than a stream's capacity, in order; messages a subscription stream
+// takes do not also come to it.
+#[tokio::test]
+async fn connect_with_messages_gets_the_whole_queue_of_a_resumed_session() {
+    let broker = Mosquitto::start();
+    for version in VERSIONS {
+        let persistent = || {
+            let options = options(&broker, version, "keeper").clean_start(false);
+            if version == ProtocolVersion::V5 {
+                options.session_expiry_interval(300)
+            } else {
+                options
+            }
+        };
+        let (client, _) = guard(Client::connect(persistent())).await.unwrap();
+        let stream = guard(client.subscribe("q/#", QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        // Dropping the client without dropping the stream first keeps the
+        // subscription: the disconnect goes out before the UNSUBSCRIBE.
+        guard(client.disconnect()).await.unwrap();
+        drop(stream);
+        let publisher = connect(&broker, version, "filler").await;
+        for i in 0..300 {
+            guard(
+                publisher
+                    .publish("q/x", i.to_string())
+                    .qos(QoS::AtLeastOnce),
+            )
+            .await
+            .unwrap();
+        }
+        let (client, connack, mut leftovers) = guard(Client::connect_with_messages(persistent()))
+            .await
+            .unwrap();
+        assert!(connack.session_present, "{version:?}");
+        for i in 0..300 {
+            let m = guard(leftovers.next()).await.unwrap();
+            assert_eq!(m.payload, i.to_string(), "{version:?}");
+        }
+        let mut other = guard(client.subscribe("o/#", QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        guard(publisher.publish("o/1", "routed").qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        guard(publisher.publish("q/x", "left").qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        assert_eq!(guard(other.next()).await.unwrap().payload, "routed");
+        assert_eq!(
+            guard(leftovers.next()).await.unwrap().payload,
+            "left",
+            "{version:?}"
+        );
+        guard(client.disconnect()).await.unwrap();
+        guard(publisher.disconnect()).await.unwrap();
+    }
+}
