@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use fulmar_broker::{Bridge, BrokerError, BrokerHandle};
 use fulmar_client::{
-    Client, ConnectOptions, Error as ClientError, Message, ProtocolVersion, PublishOutcome,
-    Reconnect, RetainHandling, SubscribeProperties, Subscription, SubscriptionOptions,
+    Client, ConnectOptions, DropReason, Error as ClientError, Message, Messages, ProtocolVersion,
+    PublishOutcome, Reconnect, RetainHandling, SubscribeProperties, Subscription,
+    SubscriptionOptions,
 };
-use fulmar_codec::{ConnectReasonCode, MqttString, Publish, QoS};
+use fulmar_codec::{ConnectReasonCode, MqttString, Publish};
 use fulmar_topic::TopicName;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -176,8 +177,15 @@ impl Link {
             return;
         }
         let topic = format!("$SYS/broker/connection/{}/state", self.name);
-        let state = if up { "1" } else { "0" };
-        if let Err(error) = broker.publish(&topic, state, QoS::AtMostOnce, true) {
+        let Ok(topic) = MqttString::try_from_string(topic) else {
+            return;
+        };
+        let mut state = Publish::new(topic, if up { "1" } else { "0" }.into());
+        state.retain = true;
+        // Injected, as a message from elsewhere: it stays on this broker
+        // (another bridge, a cluster, would carry it to brokers whose own
+        // link to this remote is another one).
+        if let Err(error) = broker.inject(&state) {
             tracing::debug!(bridge = %self.name, %error, "cannot publish the bridge's state");
         }
     }
@@ -216,10 +224,23 @@ struct Inner {
 ///   does.
 /// - Bounded: at most [`Remote::max_queued_messages`] messages and
 ///   [`Remote::max_queued_bytes`] payload bytes wait for a remote, then
-///   they are dropped and counted; QoS 1/2 messages on their
-///   way when a connection drops are sent again when the session resumes.
+///   they are dropped and counted. QoS 1/2 messages on their way when a
+///   connection drops are sent again when the session resumes, in order;
+///   if the remote lost the session, they are published again, after those
+///   already on their way. What still waits here when the bridge shuts
+///   down is not kept.
+/// - Sessions: with a session the remote keeps, what the remote queued for
+///   the bridge while it was away (the process restarted, the link was
+///   down) arrives first when it connects again, all of it, before it
+///   subscribes anew (see [`Client::connect_with_messages`]).
+/// - With a cluster (fulmar-cluster on the same broker): what one bridges
+///   to the broker is not handed to the other, so each node that should
+///   reach the remote needs its own bridge, with its own client identifier
+///   (two nodes with one identifier would take the session from each other
+///   on the remote).
 ///
 /// [`Out`]: crate::Direction::Out
+/// [`Client::connect_with_messages`]: fulmar_client::Client::connect_with_messages
 /// [`In`]: crate::Direction::In
 ///
 /// # Example
@@ -470,6 +491,41 @@ enum Ended {
     Lost,
 }
 
+/// A connection that stayed up this long resets the reconnect backoff; one
+/// that drops sooner (a remote that takes the CONNECT and then closes on the
+/// SUBSCRIBE) backs off further.
+const STABLE: Duration = Duration::from_secs(10);
+
+/// What the bridge bit (3.1.1 `try_private`) does for the next attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Private {
+    /// Not used: off, 5.0, or refused by the remote.
+    Off,
+    /// Sent; `settled` once a connection was made with it.
+    On { settled: bool },
+    /// Not sent for now: an attempt with it was closed before its CONNACK,
+    /// which a broker that does not know the bit may do.
+    Suspended,
+}
+
+/// Whether a CONNECT failed after the transport was up (the remote closed
+/// the connection or sent garbage), not for want of a connection.
+fn closed_during_handshake(error: &ClientError) -> bool {
+    use std::io::ErrorKind;
+    match error {
+        ClientError::Io(e) => matches!(
+            e.kind(),
+            ErrorKind::UnexpectedEof
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::InvalidData
+        ),
+        ClientError::Closed => true,
+        _ => false,
+    }
+}
+
 /// A remote's task: connect, serve, and connect again.
 async fn run(
     inner: Arc<Inner>,
@@ -483,54 +539,78 @@ async fn run(
     let backoff = Reconnect::exponential(Duration::from_millis(200), Duration::from_secs(30));
     let mut failures: u32 = 0;
     // The bridge bit is for 3.1.1 (5.0 has No Local; mosquitto closes a 5.0
-    // connection that sets it). Until a connection was made, a failed one
-    // may have failed for it: the next attempt goes the other way.
-    let v311 = link.options.version() == ProtocolVersion::V311;
-    let mut private = link.try_private && v311;
-    let mut settled = false;
+    // connection that sets it).
+    let mut private = if link.try_private && link.options.version() == ProtocolVersion::V311 {
+        Private::On { settled: false }
+    } else {
+        Private::Off
+    };
     loop {
-        let connect = Client::connect(link.options.clone().bridge(private));
+        let options = link
+            .options
+            .clone()
+            .bridge(matches!(private, Private::On { .. }));
+        // The stream for what no subscription stream takes exists before
+        // the CONNECT: the queue the remote kept for this session comes
+        // right after the CONNACK, before the bridge subscribes again.
+        let connect = Client::connect_with_messages(options);
         let connected = tokio::select! {
             () = inner.shutdown.cancelled() => return,
+            () = broker.shutting_down() => return,
             result = connect => result,
         };
         match connected {
-            Ok((client, connack)) => {
-                failures = 0;
-                settled = true;
+            Ok((client, connack, leftovers)) => {
+                if let Private::On { settled } = &mut private {
+                    *settled = true;
+                }
                 link.connects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(bridge = %link.name, session_present = connack.session_present, "bridge connected");
-                let ended = serve(&inner, index, link, &client, &broker, &mut rx).await;
+                let since = tokio::time::Instant::now();
+                let mut streams = Inbound::new(leftovers);
+                let ended =
+                    serve(&inner, index, link, &client, &broker, &mut rx, &mut streams).await;
                 link.set_connected(&broker, false);
                 if ended == Ended::Shutdown {
+                    // Before the subscription stream is dropped (which
+                    // unsubscribes): the remote keeps the subscriptions and
+                    // queues for the session while the bridge is away.
                     let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, client.disconnect()).await;
                     return;
+                }
+                if since.elapsed() >= STABLE {
+                    failures = 0;
                 }
                 tracing::warn!(bridge = %link.name, "bridge connection closed; connecting again");
             }
             Err(ClientError::Refused {
                 reason_code: ConnectReasonCode::UnsupportedProtocolVersion,
                 ..
-            }) if private => {
+            }) if matches!(private, Private::On { .. }) => {
                 tracing::info!(bridge = %link.name, "the remote broker does not take bridges (try_private): connecting as a plain client");
-                private = false;
+                private = Private::Off;
                 continue;
             }
             Err(error) => {
                 tracing::warn!(bridge = %link.name, %error, "bridge cannot connect");
-                if link.try_private
-                    && v311
-                    && !settled
-                    && !matches!(error, ClientError::Refused { .. })
-                {
-                    private = !private;
-                }
+                // Closed before the CONNACK with the bit, never with it
+                // before: try without; without it too: try with it again.
+                private = match private {
+                    Private::On { settled: false } if closed_during_handshake(&error) => {
+                        Private::Suspended
+                    }
+                    Private::Suspended if closed_during_handshake(&error) => {
+                        Private::On { settled: false }
+                    }
+                    other => other,
+                };
             }
         }
         let delay = backoff.delay(failures, jitter());
         failures = failures.saturating_add(1);
         tokio::select! {
             () = inner.shutdown.cancelled() => return,
+            () = broker.shutting_down() => return,
             () = tokio::time::sleep(delay) => {}
         }
     }
@@ -544,6 +624,60 @@ fn jitter() -> f64 {
     f64::from(nanos % 1000) / 1000.0
 }
 
+/// The streams messages from the remote come on; owned by [`run`], so that
+/// the subscription stream outlives the DISCONNECT at shutdown.
+struct Inbound {
+    /// The subscription for the in rules, once made.
+    subscription: Option<Subscription>,
+    /// Everything else: the remote's queue for a resumed session (it comes
+    /// before the bridge subscribes again), messages of subscriptions it
+    /// kept from an earlier connection.
+    leftovers: Messages,
+    /// `leftovers` ended (the client closed).
+    leftovers_done: bool,
+}
+
+impl Inbound {
+    fn new(leftovers: Messages) -> Self {
+        Self {
+            subscription: None,
+            leftovers,
+            leftovers_done: false,
+        }
+    }
+
+    /// The next message; `None` once both streams ended (the client
+    /// closed). What waits in `leftovers` goes first: a resumed session's
+    /// queue came before the messages of the new subscription.
+    async fn next(&mut self) -> Option<Message> {
+        loop {
+            let Some(subscription) = &mut self.subscription else {
+                if self.leftovers_done {
+                    return None;
+                }
+                match self.leftovers.next().await {
+                    Some(message) => return Some(message),
+                    None => self.leftovers_done = true,
+                }
+                continue;
+            };
+            tokio::select! {
+                biased;
+                message = self.leftovers.next(), if !self.leftovers_done => match message {
+                    Some(message) => return Some(message),
+                    None => self.leftovers_done = true,
+                },
+                message = subscription.next() => match message {
+                    Some(message) => return Some(message),
+                    None if self.leftovers_done => return None,
+                    // Ended with the client: what is left in the other goes first.
+                    None => self.subscription = None,
+                },
+            }
+        }
+    }
+}
+
 /// One connection to a remote: subscribe for the in rules, then forward
 /// both ways until the client closes or the bridge shuts down.
 async fn serve(
@@ -553,6 +687,7 @@ async fn serve(
     client: &Client,
     broker: &BrokerHandle,
     rx: &mut mpsc::Receiver<Publish>,
+    inbound: &mut Inbound,
 ) -> Ended {
     let v5 = link.options.version() == ProtocolVersion::V5;
     let filters: Vec<_> = link
@@ -569,44 +704,52 @@ async fn serve(
             (r.remote_filter().to_owned(), options)
         })
         .collect();
-    let mut inbound = None;
-    if !filters.is_empty() {
-        match client
-            .subscribe_with(filters, SubscribeProperties::default())
-            .await
-        {
-            Ok(subscription) => {
-                let refused = subscription
-                    .suback()
-                    .reason_codes
-                    .iter()
-                    .filter(|c| c.is_error())
-                    .count();
-                if refused > 0 {
-                    tracing::warn!(bridge = %link.name, refused, "the remote broker refused some of the bridge's subscriptions");
-                }
-                inbound = Some(subscription);
-            }
-            Err(ClientError::SubscribeRejected(suback)) => {
-                let codes = &suback.reason_codes;
-                tracing::warn!(bridge = %link.name, ?codes, "the remote broker refused every subscription of the bridge");
-            }
-            Err(error) => {
-                tracing::warn!(bridge = %link.name, %error, "bridge subscribe failed");
-                return if inner.shutdown.is_cancelled() {
-                    Ended::Shutdown
-                } else {
-                    Ended::Lost
-                };
-            }
-        }
-    }
-    link.set_connected(broker, client.is_connected());
+    // Subscribing goes on while messages come in: a resumed session's queue
+    // arrives first, and with no Receive Maximum (3.1.1) more of it than a
+    // stream holds may come before the SUBACK.
+    let mut subscribing = (!filters.is_empty())
+        .then(|| Box::pin(client.subscribe_with(filters, SubscribeProperties::default())));
     let mut up = client.is_connected();
+    if subscribing.is_none() {
+        link.set_connected(broker, up);
+    }
+    // Messages on their way to the remote, at most WINDOW. Each publish is
+    // handed to the client at its first poll, and FuturesUnordered polls
+    // new futures first in the order they were pushed; the client's queue
+    // to its connection task holds more than WINDOW, so that first poll
+    // never waits: they reach the session, and the wire, in order.
     let mut window = FuturesUnordered::new();
     let ended = loop {
         tokio::select! {
             () = inner.shutdown.cancelled() => break Ended::Shutdown,
+            () = broker.shutting_down() => break Ended::Shutdown,
+            subscribed = async { subscribing.as_mut()?.await.into() }, if subscribing.is_some() => {
+                subscribing = None;
+                match subscribed {
+                    Some(Ok(subscription)) => {
+                        let refused = subscription
+                            .suback()
+                            .reason_codes
+                            .iter()
+                            .filter(|c| c.is_error())
+                            .count();
+                        if refused > 0 {
+                            tracing::warn!(bridge = %link.name, refused, "the remote broker refused some of the bridge's subscriptions");
+                        }
+                        inbound.subscription = Some(subscription);
+                    }
+                    Some(Err(ClientError::SubscribeRejected(suback))) => {
+                        let codes = &suback.reason_codes;
+                        tracing::warn!(bridge = %link.name, ?codes, "the remote broker refused every subscription of the bridge");
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(bridge = %link.name, %error, "bridge subscribe failed");
+                        break Ended::Lost;
+                    }
+                    None => {}
+                }
+                link.set_connected(broker, up);
+            }
             next = rx.recv(), if window.len() < WINDOW => match next {
                 Some(publish) => {
                     link.queued_bytes.fetch_sub(publish.payload.len(), Ordering::Relaxed);
@@ -619,7 +762,7 @@ async fn serve(
                     window.push(send(client, again));
                 }
             }
-            message = next_message(&mut inbound) => match message {
+            message = inbound.next() => match message {
                 Some(message) => {
                     if bring_in(inner, index, link, broker, message).is_err() {
                         break Ended::Shutdown;
@@ -632,7 +775,9 @@ async fn serve(
                     break Ended::Lost;
                 }
                 up = !up;
-                link.set_connected(broker, up);
+                if subscribing.is_none() {
+                    link.set_connected(broker, up);
+                }
                 tracing::info!(bridge = %link.name, connected = up, "bridge connection state");
             }
         }
@@ -657,29 +802,23 @@ fn settle(
     outcome: Result<PublishOutcome, ClientError>,
 ) -> Option<Publish> {
     match outcome {
-        Ok(done) if done.reason_code.is_error() => {
-            link.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(bridge = %link.name, topic = %publish.topic, reason = ?done.reason_code, "the remote broker refused a message");
-            None
-        }
         Ok(_) => {
             link.sent.fetch_add(1, Ordering::Relaxed);
             None
         }
-        Err(ClientError::PublishDropped(_)) => Some(publish),
+        Err(ClientError::PublishRejected { reason_code, .. }) => {
+            link.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(bridge = %link.name, topic = %publish.topic, ?reason_code, "the remote broker refused a message");
+            None
+        }
+        // The remote lost the session it was in flight in: send it again
+        // (behind the messages already on their way).
+        Err(ClientError::PublishDropped(DropReason::SessionDiscarded)) => Some(publish),
         Err(error) => {
             link.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(bridge = %link.name, topic = %publish.topic, %error, "a message for the remote broker was lost");
             None
         }
-    }
-}
-
-/// The next message from the remote; pending for ever without a subscription.
-async fn next_message(inbound: &mut Option<Subscription>) -> Option<Message> {
-    match inbound {
-        Some(subscription) => subscription.next().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -70,9 +70,9 @@ pub enum RuleError {
 /// A message matches when its topic is the side's prefix followed by a
 /// topic that `pattern` matches; it leaves with the other side's prefix in
 /// place of this side's. The remote broker is subscribed to the remote
-/// prefix followed by the pattern. An empty pattern maps exactly one topic:
-/// the local prefix to the remote prefix. A message goes at the lower of its
-/// own QoS and the rule's.
+/// prefix followed by the pattern. An empty pattern maps exactly one topic,
+/// the local prefix to the remote prefix ([`with_prefixes`](Self::with_prefixes)).
+/// A message goes at the lower of its own QoS and the rule's.
 ///
 /// # Example
 ///
@@ -109,9 +109,34 @@ impl TopicRule {
     ///
     /// # Errors
     /// [`RuleError::Pattern`] when `pattern` is not a topic filter,
-    /// [`RuleError::EmptyPattern`] when it is empty.
+    /// [`RuleError::EmptyPattern`] when it is empty (see
+    /// [`with_prefixes`](Self::with_prefixes)).
     pub fn new(pattern: &str, direction: Direction) -> Result<Self, RuleError> {
         Self::build(pattern, direction, QoS::AtMostOnce, "", "")
+    }
+
+    /// A rule for `pattern` in `direction` with its prefixes, at QoS 0: as
+    /// [`new`](Self::new) then [`prefixes`](Self::prefixes), and the way to
+    /// an empty pattern, which maps the topic `local` to the topic `remote`.
+    ///
+    /// ```
+    /// use fulmar_bridge::{Direction, TopicRule};
+    ///
+    /// let rule = TopicRule::with_prefixes("", Direction::Out, "alarm", "site-7/alarm")?;
+    /// assert_eq!(rule.to_remote(&"alarm".parse()?).as_deref(), Some("site-7/alarm"));
+    /// assert_eq!(rule.to_remote(&"alarm/x".parse()?), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`new`](Self::new) and [`prefixes`](Self::prefixes).
+    pub fn with_prefixes(
+        pattern: &str,
+        direction: Direction,
+        local: &str,
+        remote: &str,
+    ) -> Result<Self, RuleError> {
+        Self::build(pattern, direction, QoS::AtMostOnce, local, remote)
     }
 
     /// The highest QoS forwarded, and the QoS of the remote subscription.

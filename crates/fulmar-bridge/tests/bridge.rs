@@ -626,3 +626,130 @@ async fn queued_bytes_are_bounded() {
     local.shutdown().await;
     remote.shutdown().await;
 }
+
+/// A bridge that stops (the process restarts, say) and comes back with the
+/// same client identifier gets what the remote queued for its session
+/// meanwhile: all of it, in order, however much more than a stream holds.
+/// MQTT-4.4.0-1 (the session's messages are sent on resume).
+#[tokio::test]
+async fn a_restarted_bridge_gets_what_the_remote_kept_for_it() {
+    for version in VERSIONS {
+        let remote = broker().await;
+        let remotes = || {
+            vec![
+                Remote::new("cloud", options(port(&remote), version, "edge")).rule(rule(
+                    "down/#",
+                    Direction::In,
+                    "",
+                    "",
+                )),
+            ]
+        };
+        let (local, bridge) = bridged(remotes()).await;
+        bridge.shutdown().await;
+        local.shutdown().await;
+        guard(async {
+            while remote.stats().clients_connected > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        for i in 0..300 {
+            remote
+                .publish("down/x", i.to_string(), QoS::AtLeastOnce, false)
+                .unwrap();
+        }
+        let bridge = MqttBridge::new(remotes()).unwrap();
+        let local = Broker::builder()
+            .bridge(bridge.bridge())
+            .start()
+            .await
+            .unwrap();
+        let mut at_local = local.subscribe("down/#").unwrap();
+        bridge.attach(&local);
+        for i in 0..300 {
+            assert_eq!(
+                text(&next(&mut at_local).await),
+                pair("down/x", &i.to_string()),
+                "{version:?}"
+            );
+        }
+        let s = stats(&bridge);
+        assert_eq!((s.received, s.dropped), (300, 0), "{version:?}");
+        bridge.shutdown().await;
+        local.shutdown().await;
+        remote.shutdown().await;
+    }
+}
+
+/// Refuses publishing under `secret/`.
+struct NoSecrets;
+
+#[async_trait::async_trait]
+impl fulmar_broker::Authorizer for NoSecrets {
+    async fn authorize_publish(&self, _: &fulmar_broker::ClientInfo, topic: &str) -> bool {
+        !topic.starts_with("secret/")
+    }
+    async fn authorize_subscribe(&self, _: &fulmar_broker::ClientInfo, _: &str) -> bool {
+        true
+    }
+}
+
+/// A message the remote refuses (MQTT 5.0 PUBACK 0x87 Not authorized) is
+/// counted as refused, and the link goes on.
+#[tokio::test]
+async fn messages_the_remote_refuses_are_counted() {
+    let remote = Broker::builder()
+        .tcp_listener("127.0.0.1:0")
+        .authorizer(NoSecrets)
+        .start()
+        .await
+        .unwrap();
+    let (local, bridge) = bridged(vec![
+        Remote::new("cloud", options(port(&remote), ProtocolVersion::V5, "edge")).rule(rule(
+            "#",
+            Direction::Out,
+            "",
+            "",
+        )),
+    ])
+    .await;
+    let mut at_remote = remote.subscribe("#").unwrap();
+    local
+        .publish("secret/x", "no", QoS::AtLeastOnce, false)
+        .unwrap();
+    local
+        .publish("open/x", "yes", QoS::AtLeastOnce, false)
+        .unwrap();
+    assert_eq!(text(&next(&mut at_remote).await), pair("open/x", "yes"));
+    let s = settled(&bridge, &[1]).await.remove(0);
+    assert_eq!((s.refused, s.dropped), (1, 0));
+    bridge.shutdown().await;
+    local.shutdown().await;
+    remote.shutdown().await;
+}
+
+/// A broker that shuts down takes its bridge's tasks with it, even without
+/// `MqttBridge::shutdown`: the link disconnects.
+#[tokio::test]
+async fn the_bridge_ends_with_its_broker() {
+    let remote = broker().await;
+    let (local, _bridge) = bridged(vec![
+        Remote::new("cloud", options(port(&remote), ProtocolVersion::V5, "edge")).rule(rule(
+            "a/#",
+            Direction::Out,
+            "",
+            "",
+        )),
+    ])
+    .await;
+    assert_eq!(remote.stats().clients_connected, 1);
+    local.shutdown().await;
+    guard(async {
+        while remote.stats().clients_connected > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    remote.shutdown().await;
+}

@@ -1043,6 +1043,31 @@ impl BrokerHandle {
         true
     }
 
+    /// Completes once the broker begins to shut down ([`shutdown`](Self::shutdown)
+    /// was called), for tasks that work on its behalf (a bridge) and must end
+    /// with it.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use fulmar_broker::Broker;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), fulmar_broker::BrokerError> {
+    /// let broker = Broker::builder().start().await?;
+    /// let watcher = tokio::spawn({
+    ///     let broker = broker.clone();
+    ///     async move { broker.shutting_down().await }
+    /// });
+    /// broker.shutdown().await;
+    /// watcher.await.unwrap();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn shutting_down(&self) {
+        self.inner.shared.shutdown.cancelled().await;
+    }
+
     /// Stops the broker gracefully: stops accepting, disconnects every client
     /// (MQTT 5.0: DISCONNECT 0x8B Server shutting down), ends in-process
     /// subscriptions, and waits until every task has finished.

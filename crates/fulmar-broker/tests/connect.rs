@@ -111,6 +111,13 @@ async fn v3_unsupported_protocol_level_gets_return_code_1() {
     peer.send_raw(&connect).await;
     peer.expect_raw(&[0x20, 0x02, 0x00, 0x01]).await;
     peer.expect_closed().await;
+    // An MQTT 3.1 bridge (level 0x83, mosquitto's try_private) is answered
+    // in the 3.x format too, so that it can tell why and try without.
+    let mut peer = Peer::open(addr(&broker), V311).await;
+    connect[8] = 0x83;
+    peer.send_raw(&connect).await;
+    peer.expect_raw(&[0x20, 0x02, 0x00, 0x01]).await;
+    peer.expect_closed().await;
     broker.shutdown().await;
 }
 

@@ -420,11 +420,13 @@ impl ConnectOptions {
     }
 
     /// Announces this client as a bridge, another broker (default off): the
-    /// CONNECT's protocol level has its high bit set, as mosquitto's bridges
-    /// send it (`try_private`). Brokers that know it (mosquitto, fulmar) then
-    /// send the client none of its own messages back and keep the RETAIN
-    /// flag of what they forward, under 3.1.1 too; others refuse the
-    /// connection with Unsupported Protocol Version.
+    /// CONNECT's protocol level has its high bit set, as mosquitto's 3.1.1
+    /// bridges send it (`try_private`). Under 3.1.1, brokers that know it
+    /// (mosquitto, fulmar) then send the client none of its own messages
+    /// back and keep the RETAIN flag of what they forward; others refuse
+    /// the connection (Unsupported Protocol Version) or close it. Under 5.0
+    /// No Local and Retain As Published do the same, and mosquitto closes a
+    /// 5.0 connection with the bit: leave it off there.
     #[must_use]
     pub fn bridge(mut self, on: bool) -> Self {
         self.bridge = on;

@@ -253,7 +253,7 @@ impl DecodeError {
     /// For a CONNECT with an unsupported protocol name or level, the level
     /// byte, so that a server can answer in the client's version: a 3.1.1
     /// CONNACK with return code 0x01 for levels below 5, a 5.0 CONNACK with
-    /// 0x84 otherwise.
+    /// 0x84 otherwise (the high bit, which marks a bridge, aside).
     #[must_use]
     pub const fn protocol_level(&self) -> Option<u8> {
         match self {

@@ -186,7 +186,8 @@ impl Session {
         let code = ConnectReasonCode::from_reason_code(error.reason_code());
         match (error.protocol_level(), code) {
             (Some(level), Some(code)) => {
-                self.version = if level >= 5 {
+                // The high bit marks a bridge (0x83: an MQTT 3.1 one).
+                self.version = if level & 0x7F >= 5 {
                     ProtocolVersion::V5
                 } else {
                     ProtocolVersion::V311

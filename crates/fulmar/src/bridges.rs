@@ -160,8 +160,8 @@ impl BridgeConfig {
                     t.direction.parse().map_err(|e| format!("{}: {e}", at()))?;
                 let qos = QoS::try_from(t.qos)
                     .map_err(|_| format!("{}: qos = {}: 0, 1 or 2", at(), t.qos))?;
-                TopicRule::new(&t.pattern, direction)
-                    .and_then(|r| r.qos(qos).prefixes(&t.local_prefix, &t.remote_prefix))
+                TopicRule::with_prefixes(&t.pattern, direction, &t.local_prefix, &t.remote_prefix)
+                    .map(|r| r.qos(qos))
                     .map_err(|e| format!("{}: {e}", at()))
             })
             .collect()
@@ -169,6 +169,23 @@ impl BridgeConfig {
 
     /// Checks what can be checked without reading files.
     pub(crate) fn check(&self, n: usize) -> Result<(), String> {
+        if self.name.is_empty() || self.name.contains(['/', '+', '#', '\0']) {
+            return Err(format!(
+                "bridge {n}: name = {:?}: a bridge's name is a topic level \
+                 ($SYS/broker/connection/NAME/state): not empty, no / + # or U+0000",
+                self.name
+            ));
+        }
+        if self.address.contains("://") {
+            return Err(format!(
+                "{}: address = {:?}: host:port, without a scheme (see `protocol`)",
+                self.at(n),
+                self.address
+            ));
+        }
+        if self.max_queued_messages == 0 {
+            return Err(format!("{}: max_queued_messages: at least 1", self.at(n)));
+        }
         self.version(n)?;
         self.host_port(n)?;
         self.rules(n)?;
@@ -307,6 +324,14 @@ mod tests {
         let base = "name = \"b\"\naddress = \"h\"\n";
         let err = |extra: &str| parse(&format!("{base}{extra}")).check(2).unwrap_err();
         assert!(err("").contains("bridge 2 (b): no [[bridge.topic]]"));
+        let named = parse("name = \"a/b\"\naddress = \"h\"\n[[topic]]\npattern = \"x\"\n");
+        assert!(named.check(1).unwrap_err().contains("name = \"a/b\""));
+        let topic_ = "[[topic]]\npattern = \"x\"\n";
+        let scheme = parse(&format!(
+            "name = \"b\"\naddress = \"mqtt://h:1883\"\n{topic_}"
+        ));
+        assert!(scheme.check(1).unwrap_err().contains("without a scheme"));
+        assert!(err(&format!("max_queued_messages = 0\n{topic_}")).contains("at least 1"));
         let topic = "[[topic]]\npattern = \"a/#\"\n";
         assert!(err(&format!("version = \"4\"\n{topic}")).contains("version = \"4\""));
         assert!(err(&format!("ca_file = \"x\"\n{topic}")).contains("need protocol \"tls\""));
