@@ -315,7 +315,7 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
         tracing::info!("listening on {addr}");
     }
     if let Some(bind) = &config.metrics.bind {
-        match crate::prometheus::start(bind, broker.clone()).await {
+        match crate::prometheus::start(bind, broker.clone(), bridges.clone()).await {
             Ok(addr) => tracing::info!("metrics on http://{addr}/metrics"),
             Err(error) => {
                 broker.shutdown().await;

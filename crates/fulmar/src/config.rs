@@ -526,7 +526,8 @@ interval_secs = 0
 [metrics]
 # Prometheus metrics over HTTP at http://BIND/metrics: connections, clients,
 # sessions, subscriptions, retained and dropped messages, packets, messages
-# and bytes in and out. Off by default.
+# and bytes in and out; per [[bridge]], whether it is connected and its
+# messages sent, received, refused and dropped. Off by default.
 # bind = "127.0.0.1:9100"
 
 [persistence]

@@ -12,6 +12,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use fulmar_bridge::MqttBridge;
 use fulmar_broker::BrokerHandle;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,7 +25,11 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Installs the Prometheus recorder, binds `bind` and serves `/metrics` in
 /// a task until the runtime stops. Returns the bound address.
-pub(crate) async fn start(bind: &str, broker: BrokerHandle) -> Result<SocketAddr, String> {
+pub(crate) async fn start(
+    bind: &str,
+    broker: BrokerHandle,
+    bridges: Option<MqttBridge>,
+) -> Result<SocketAddr, String> {
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| format!("metrics: {e}"))?;
@@ -35,7 +40,7 @@ pub(crate) async fn start(bind: &str, broker: BrokerHandle) -> Result<SocketAddr
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot listen on {bind} (metrics.bind): {e}"))?;
-    tokio::spawn(serve(listener, handle, broker));
+    tokio::spawn(serve(listener, handle, Sources { broker, bridges }));
     Ok(addr)
 }
 
@@ -67,9 +72,13 @@ fn describe() {
         "fulmar_read_ahead_bytes",
         "Bytes set aside for the rest of large packets being read (limits.max_read_ahead_bytes)."
     );
-    for (name, help) in COUNTERS {
+    for (name, help) in COUNTERS.iter().chain(BRIDGE_COUNTERS) {
         metrics::describe_counter!(*name, *help);
     }
+    metrics::describe_gauge!(
+        "fulmar_bridge_connected",
+        "1 while a bridge is connected to its remote broker, else 0."
+    );
 }
 
 /// The monotonic counters of [`Stats`](fulmar_broker::Stats), by metric name.
@@ -101,9 +110,55 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Copies the broker's current counters into the recorder.
+/// Where the figures come from.
+struct Sources {
+    broker: BrokerHandle,
+    bridges: Option<MqttBridge>,
+}
+
+/// The counters of each bridge ([[bridge]]), labelled with its name.
+const BRIDGE_COUNTERS: &[(&str, &str)] = &[
+    (
+        "fulmar_bridge_connects_total",
+        "Connections a bridge made to its remote broker.",
+    ),
+    (
+        "fulmar_bridge_messages_sent_total",
+        "Messages a bridge published to its remote broker (QoS 1/2 acknowledged).",
+    ),
+    (
+        "fulmar_bridge_messages_received_total",
+        "Messages a bridge brought from its remote broker.",
+    ),
+    (
+        "fulmar_bridge_messages_refused_total",
+        "Messages the remote broker refused (an error reason code).",
+    ),
+    (
+        "fulmar_bridge_messages_dropped_total",
+        "Messages for the remote broker dropped (queue full, connection lost, unmappable topic).",
+    ),
+];
+
+/// Copies the broker's (and the bridges') current counters into the recorder.
 #[allow(clippy::cast_precision_loss)] // Gauges are f64; counts stay far below 2^53.
-fn record(broker: &BrokerHandle) {
+fn record(sources: &Sources) {
+    let broker = &sources.broker;
+    for remote in sources.bridges.iter().flat_map(MqttBridge::stats) {
+        let name = remote.name;
+        metrics::gauge!("fulmar_bridge_connected", "bridge" => name.clone())
+            .set(if remote.connected { 1.0 } else { 0.0 });
+        let counts = [
+            remote.connects,
+            remote.sent,
+            remote.received,
+            remote.refused,
+            remote.dropped,
+        ];
+        for ((metric, _), value) in BRIDGE_COUNTERS.iter().zip(counts) {
+            metrics::counter!(*metric, "bridge" => name.clone()).absolute(value);
+        }
+    }
     let stats = broker.stats();
     metrics::gauge!("fulmar_connections").set(stats.connections as f64);
     metrics::gauge!("fulmar_sessions").set(stats.sessions as f64);
@@ -128,11 +183,11 @@ fn record(broker: &BrokerHandle) {
     }
 }
 
-async fn serve(listener: TcpListener, handle: PrometheusHandle, broker: BrokerHandle) {
+async fn serve(listener: TcpListener, handle: PrometheusHandle, sources: Sources) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                if let Err(error) = answer(stream, &handle, &broker).await {
+                if let Err(error) = answer(stream, &handle, &sources).await {
                     tracing::debug!(%error, "metrics request failed");
                 }
             }
@@ -155,7 +210,7 @@ fn request_target(head: &[u8]) -> Option<(&str, &str)> {
 async fn answer(
     mut stream: TcpStream,
     handle: &PrometheusHandle,
-    broker: &BrokerHandle,
+    sources: &Sources,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let complete = tokio::time::timeout(READ_TIMEOUT, async {
@@ -175,7 +230,7 @@ async fn answer(
     }
     let (status, content_type, body) = match request_target(&head) {
         Some(("GET", path)) if path == "/metrics" || path.starts_with("/metrics?") => {
-            record(broker);
+            record(sources);
             (
                 "200 OK",
                 "text/plain; version=0.0.4; charset=utf-8",

@@ -275,30 +275,36 @@ fn json_logs_and_the_data_dir() {
     assert!(dir.is_dir());
 }
 
-#[test]
-fn prometheus_metrics_are_served_at_slash_metrics() {
-    use std::io::{Read, Write};
-
-    let dir = temp_dir();
-    let config = write(&dir, "fulmar.toml", "[metrics]\nbind = \"127.0.0.1:0\"\n");
-    let mut broker = FulmarBroker::start(&["-c", &config]);
+/// The address of a broker's metrics endpoint, from its log.
+fn metrics_addr(broker: &mut FulmarBroker) -> String {
     let line = broker.wait_for("metrics on http://");
-    let addr = line
-        .rsplit("http://")
+    line.rsplit("http://")
         .next()
         .unwrap()
         .split('/')
         .next()
         .unwrap()
-        .to_owned();
+        .to_owned()
+}
+
+/// The whole HTTP response to `GET path`.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn prometheus_metrics_are_served_at_slash_metrics() {
+    let dir = temp_dir();
+    let config = write(&dir, "fulmar.toml", "[metrics]\nbind = \"127.0.0.1:0\"\n");
+    let mut broker = FulmarBroker::start(&["-c", &config]);
+    let addr = metrics_addr(&mut broker);
     publish_ok(broker.port, &["-t", "kept", "-m", "x", "-r"]);
-    let get = |path: &str| {
-        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
-    };
+    let get = |path: &str| http_get(&addr, path);
     let response = get("/metrics");
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     assert!(
@@ -401,7 +407,8 @@ fn a_bridge_table_connects_to_another_broker() {
         &dir,
         "fulmar.toml",
         &format!(
-            "[[bridge]]\nname = \"cloud\"\naddress = \"127.0.0.1:{}\"\nclient_id = \"edge\"\n\
+            "[metrics]\nbind = \"127.0.0.1:0\"\n\
+             [[bridge]]\nname = \"cloud\"\naddress = \"127.0.0.1:{}\"\nclient_id = \"edge\"\n\
              [[bridge.topic]]\npattern = \"up/#\"\nqos = 1\nremote_prefix = \"edge/\"\n\
              [[bridge.topic]]\npattern = \"down/#\"\ndirection = \"in\"\nqos = 1\n",
             remote.port
@@ -417,6 +424,14 @@ fn a_bridge_table_connects_to_another_broker() {
     let at_local = Sub::start(local.port, &["-t", "down/#", "-v", "-C", "1"]);
     publish_ok(remote.port, &["-t", "down/cmd", "-m", "go", "-q", "1"]);
     assert_eq!(at_local.output(), "down/cmd go\n");
+    let metrics = http_get(&metrics_addr(&mut local), "/metrics");
+    for line in [
+        "fulmar_bridge_connected{bridge=\"cloud\"} 1",
+        "fulmar_bridge_messages_received_total{bridge=\"cloud\"} 1",
+        "fulmar_bridge_messages_dropped_total{bridge=\"cloud\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line}: {metrics}");
+    }
 
     let stderr = broker_error(
         "[[bridge]]\nname = \"cloud\"\naddress = \"127.0.0.1:1\"\n\
