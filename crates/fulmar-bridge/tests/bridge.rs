@@ -6,48 +6,29 @@
 
 #[path = "../../fulmar-client/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::{Proxy, guard};
-use fulmar_bridge::{Direction, MqttBridge, Remote, RemoteStats, TopicRule};
-use fulmar_broker::{Broker, BrokerHandle, Message, Subscription};
+use fulmar_bridge::{Direction, MqttBridge, Remote, RemoteStats};
+use fulmar_broker::{Broker, BrokerHandle, Message};
 use fulmar_client::{Client, ConnectOptions, ProtocolVersion, PublishProperties, QoS};
+use support::{VERSIONS, broker, next, options, pair, port, rule};
 
-const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V5, ProtocolVersion::V311];
-
-async fn broker() -> BrokerHandle {
-    Broker::builder()
-        .tcp_listener("127.0.0.1:0")
-        .start()
-        .await
-        .unwrap()
+/// The remote "cloud" at `port`, as client "edge".
+fn cloud(port: u16, version: ProtocolVersion) -> Remote {
+    Remote::new("cloud", options(port, version, "edge"))
 }
 
-fn port(broker: &BrokerHandle) -> u16 {
-    broker.local_addrs()[0].port()
-}
-
-/// Options for a bridge with a session the remote keeps.
-fn options(port: u16, version: ProtocolVersion, id: &str) -> ConnectOptions {
-    let options = ConnectOptions::new("127.0.0.1", port)
-        .protocol_version(version)
-        .client_id(id)
-        .clean_start(false);
-    match version {
-        ProtocolVersion::V5 => options.session_expiry_interval(300),
-        _ => options,
+/// Shuts the bridge down, then the brokers.
+async fn stop(bridge: &MqttBridge, brokers: &[&BrokerHandle]) {
+    bridge.shutdown().await;
+    for broker in brokers {
+        broker.shutdown().await;
     }
 }
 
-fn rule(pattern: &str, direction: Direction, local: &str, remote: &str) -> TopicRule {
-    TopicRule::new(pattern, direction)
-        .unwrap()
-        .qos(QoS::AtLeastOnce)
-        .prefixes(local, remote)
-        .unwrap()
-}
-
-/// A broker bridged to `remotes`, connected.
-async fn bridged(remotes: Vec<Remote>) -> (BrokerHandle, MqttBridge) {
+/// A broker bridged to `remotes`, its bridge attached (maybe not connected yet).
+async fn attached(remotes: Vec<Remote>) -> (BrokerHandle, MqttBridge) {
     let bridge = MqttBridge::new(remotes).unwrap();
     let local = Broker::builder()
         .tcp_listener("127.0.0.1:0")
@@ -56,12 +37,24 @@ async fn bridged(remotes: Vec<Remote>) -> (BrokerHandle, MqttBridge) {
         .await
         .unwrap();
     bridge.attach(&local);
+    (local, bridge)
+}
+
+/// A broker bridged to `remotes`, connected.
+async fn bridged(remotes: Vec<Remote>) -> (BrokerHandle, MqttBridge) {
+    let (local, bridge) = attached(remotes).await;
     guard(bridge.wait_connected()).await;
     (local, bridge)
 }
 
-async fn next(sub: &mut Subscription) -> Message {
-    guard(sub.recv()).await.expect("broker shut down")
+/// Waits until `broker` has no client connected.
+async fn no_clients(broker: &BrokerHandle) {
+    guard(async {
+        while broker.stats().clients_connected > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
 }
 
 fn text(message: &Message) -> (String, String) {
@@ -69,10 +62,6 @@ fn text(message: &Message) -> (String, String) {
         message.topic.to_string(),
         String::from_utf8_lossy(&message.payload).into_owned(),
     )
-}
-
-fn pair(topic: &str, payload: &str) -> (String, String) {
-    (topic.to_owned(), payload.to_owned())
 }
 
 fn stats(bridge: &MqttBridge) -> RemoteStats {
@@ -149,14 +138,12 @@ async fn topics_go_out_and_come_in_with_their_prefixes() {
 #[tokio::test]
 async fn v5_properties_cross_the_bridge() {
     let remote = broker().await;
-    let (local, bridge) = bridged(vec![
-        Remote::new("cloud", options(port(&remote), ProtocolVersion::V5, "edge")).rule(rule(
-            "a/#",
-            Direction::Out,
-            "",
-            "",
-        )),
-    ])
+    let (local, bridge) = bridged(vec![cloud(port(&remote), ProtocolVersion::V5).rule(rule(
+        "a/#",
+        Direction::Out,
+        "",
+        "",
+    ))])
     .await;
     let mut at_remote = remote.subscribe("a/#").unwrap();
     let (client, _) = Client::connect(ConnectOptions::new("127.0.0.1", port(&local)))
@@ -180,9 +167,7 @@ async fn v5_properties_cross_the_bridge() {
     assert_eq!(got.properties.content_type.as_deref(), Some("text/plain"));
     assert_eq!(got.properties.response_topic.as_deref(), Some("a/reply"));
     client.disconnect().await.unwrap();
-    bridge.shutdown().await;
-    local.shutdown().await;
-    remote.shutdown().await;
+    stop(&bridge, &[&local, &remote]).await;
 }
 
 /// Under 5.0 a topic that goes both ways crosses once each way: the
@@ -192,14 +177,12 @@ async fn v5_properties_cross_the_bridge() {
 #[tokio::test]
 async fn both_ways_under_v5_makes_no_echo() {
     let remote = broker().await;
-    let (local, bridge) = bridged(vec![
-        Remote::new("cloud", options(port(&remote), ProtocolVersion::V5, "edge")).rule(rule(
-            "chat/#",
-            Direction::Both,
-            "",
-            "",
-        )),
-    ])
+    let (local, bridge) = bridged(vec![cloud(port(&remote), ProtocolVersion::V5).rule(rule(
+        "chat/#",
+        Direction::Both,
+        "",
+        "",
+    ))])
     .await;
     let mut at_remote = remote.subscribe("#").unwrap();
     let mut at_local = local.subscribe("#").unwrap();
@@ -232,9 +215,7 @@ async fn both_ways_under_v5_makes_no_echo() {
     assert_eq!(text(&next(&mut at_remote).await), pair("end", ""));
     let s = settled(&bridge, &[1]).await.remove(0);
     assert_eq!((s.sent, s.received), (1, 1));
-    bridge.shutdown().await;
-    local.shutdown().await;
-    remote.shutdown().await;
+    stop(&bridge, &[&local, &remote]).await;
 }
 
 /// Under 3.1.1 No Local cannot be asked for: the bridge announces itself
@@ -292,9 +273,7 @@ async fn both_ways_under_v311() {
         );
         let s = settled(&bridge, &[1]).await.remove(0);
         assert_eq!((s.sent, s.received), (1, echoes));
-        bridge.shutdown().await;
-        local.shutdown().await;
-        remote.shutdown().await;
+        stop(&bridge, &[&local, &remote]).await;
     }
 }
 
@@ -308,7 +287,7 @@ async fn retained_messages_cross_and_stay_retained() {
             .publish("cmd/config", "v1", QoS::AtLeastOnce, true)
             .unwrap();
         let (local, bridge) = bridged(vec![
-            Remote::new("cloud", options(port(&remote), version, "edge"))
+            cloud(port(&remote), version)
                 .rule(rule("cmd/#", Direction::In, "", ""))
                 .rule(rule("state/#", Direction::Out, "", "")),
         ])
@@ -338,9 +317,7 @@ async fn retained_messages_cross_and_stay_retained() {
             (pair("state/door", "open"), true),
             "{version:?}"
         );
-        bridge.shutdown().await;
-        local.shutdown().await;
-        remote.shutdown().await;
+        stop(&bridge, &[&local, &remote]).await;
     }
 }
 
@@ -352,19 +329,12 @@ async fn messages_wait_for_an_unreachable_remote_up_to_the_bound() {
     let remote = broker().await;
     let proxy = Proxy::start(remote.local_addrs()[0]).await;
     proxy.set_accepting(false);
-    let bridge =
-        MqttBridge::new([
-            Remote::new("cloud", options(proxy.port, ProtocolVersion::V5, "edge"))
-                .rule(rule("q/#", Direction::Out, "", ""))
-                .max_queued_messages(5),
-        ])
-        .unwrap();
-    let local = Broker::builder()
-        .bridge(bridge.bridge())
-        .start()
-        .await
-        .unwrap();
-    bridge.attach(&local);
+    let (local, bridge) = attached(vec![
+        cloud(proxy.port, ProtocolVersion::V5)
+            .rule(rule("q/#", Direction::Out, "", ""))
+            .max_queued_messages(5),
+    ])
+    .await;
     for i in 0..8 {
         local
             .publish("q/x", i.to_string(), QoS::AtLeastOnce, false)
@@ -382,9 +352,7 @@ async fn messages_wait_for_an_unreachable_remote_up_to_the_bound() {
     }
     remote.publish("q/end", "", QoS::AtMostOnce, false).unwrap();
     assert_eq!(text(&next(&mut at_remote).await), pair("q/end", ""));
-    bridge.shutdown().await;
-    local.shutdown().await;
-    remote.shutdown().await;
+    stop(&bridge, &[&local, &remote]).await;
 }
 
 /// A link that drops comes back by itself and resumes its session on the
@@ -396,7 +364,7 @@ async fn a_dropped_link_resumes_and_loses_no_qos1_message() {
         let remote = broker().await;
         let proxy = Proxy::start(remote.local_addrs()[0]).await;
         let (local, bridge) = bridged(vec![
-            Remote::new("cloud", options(proxy.port, version, "edge"))
+            cloud(proxy.port, version)
                 .rule(rule("up/#", Direction::Out, "", ""))
                 .rule(rule("down/#", Direction::In, "", "")),
         ])
@@ -406,12 +374,7 @@ async fn a_dropped_link_resumes_and_loses_no_qos1_message() {
         proxy.set_accepting(false);
         proxy.sever();
         // The remote notices the closed connection: the bridge's session stays.
-        guard(async {
-            while remote.stats().clients_connected > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-        })
-        .await;
+        no_clients(&remote).await;
         for i in 0..10 {
             local
                 .publish("up/x", i.to_string(), QoS::AtLeastOnce, false)
@@ -435,9 +398,7 @@ async fn a_dropped_link_resumes_and_loses_no_qos1_message() {
         }
         let s = settled(&bridge, &[10]).await.remove(0);
         assert_eq!((s.sent, s.received, s.dropped), (10, 10, 0), "{version:?}");
-        bridge.shutdown().await;
-        local.shutdown().await;
-        remote.shutdown().await;
+        stop(&bridge, &[&local, &remote]).await;
     }
 }
 
@@ -544,9 +505,7 @@ async fn a_remote_that_refuses_try_private_gets_a_plain_connect() {
     assert_eq!(text(&next(&mut at_remote).await), pair("a/1", "x"));
     let s = settled(&bridge, &[1]).await.remove(0);
     assert_eq!((s.connects, s.dropped), (1, 0));
-    bridge.shutdown().await;
-    local.shutdown().await;
-    remote.shutdown().await;
+    stop(&bridge, &[&local, &remote]).await;
 }
 
 /// The link's state is published here, retained, on
@@ -555,14 +514,12 @@ async fn a_remote_that_refuses_try_private_gets_a_plain_connect() {
 async fn the_link_state_is_published_under_sys() {
     let remote = broker().await;
     let proxy = Proxy::start(remote.local_addrs()[0]).await;
-    let (local, bridge) = bridged(vec![
-        Remote::new("cloud", options(proxy.port, ProtocolVersion::V5, "edge")).rule(rule(
-            "a/#",
-            Direction::Out,
-            "",
-            "",
-        )),
-    ])
+    let (local, bridge) = bridged(vec![cloud(proxy.port, ProtocolVersion::V5).rule(rule(
+        "a/#",
+        Direction::Out,
+        "",
+        "",
+    ))])
     .await;
     let mut state = local
         .subscribe("$SYS/broker/connection/cloud/state")
@@ -592,19 +549,12 @@ async fn queued_bytes_are_bounded() {
     let remote = broker().await;
     let proxy = Proxy::start(remote.local_addrs()[0]).await;
     proxy.set_accepting(false);
-    let bridge =
-        MqttBridge::new([
-            Remote::new("cloud", options(proxy.port, ProtocolVersion::V5, "edge"))
-                .rule(rule("q/#", Direction::Out, "", ""))
-                .max_queued_bytes(10),
-        ])
-        .unwrap();
-    let local = Broker::builder()
-        .bridge(bridge.bridge())
-        .start()
-        .await
-        .unwrap();
-    bridge.attach(&local);
+    let (local, bridge) = attached(vec![
+        cloud(proxy.port, ProtocolVersion::V5)
+            .rule(rule("q/#", Direction::Out, "", ""))
+            .max_queued_bytes(10),
+    ])
+    .await;
     for payload in ["aaaa", "bbbb", "cccc", &"x".repeat(100)] {
         local
             .publish("q/x", payload.to_owned(), QoS::AtLeastOnce, false)
@@ -622,9 +572,7 @@ async fn queued_bytes_are_bounded() {
         .unwrap();
     assert_eq!(text(&next(&mut at_remote).await), pair("q/x", &large));
     assert_eq!(stats(&bridge).dropped, 2);
-    bridge.shutdown().await;
-    local.shutdown().await;
-    remote.shutdown().await;
+    stop(&bridge, &[&local, &remote]).await;
 }
 
 /// A bridge that stops (the process restarts, say) and comes back with the
@@ -635,38 +583,21 @@ async fn queued_bytes_are_bounded() {
 async fn a_restarted_bridge_gets_what_the_remote_kept_for_it() {
     for version in VERSIONS {
         let remote = broker().await;
-        let remotes = || {
-            vec![
-                Remote::new("cloud", options(port(&remote), version, "edge")).rule(rule(
-                    "down/#",
-                    Direction::In,
-                    "",
-                    "",
-                )),
-            ]
-        };
+        let remotes =
+            || vec![cloud(port(&remote), version).rule(rule("down/#", Direction::In, "", ""))];
         let (local, bridge) = bridged(remotes()).await;
         bridge.shutdown().await;
         local.shutdown().await;
-        guard(async {
-            while remote.stats().clients_connected > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-        })
-        .await;
+        no_clients(&remote).await;
         for i in 0..300 {
             remote
                 .publish("down/x", i.to_string(), QoS::AtLeastOnce, false)
                 .unwrap();
         }
-        let bridge = MqttBridge::new(remotes()).unwrap();
-        let local = Broker::builder()
-            .bridge(bridge.bridge())
-            .start()
-            .await
-            .unwrap();
+        // Subscribed before the bridge's task first runs (one thread, no
+        // await in between).
+        let (local, bridge) = attached(remotes()).await;
         let mut at_local = local.subscribe("down/#").unwrap();
-        bridge.attach(&local);
         for i in 0..300 {
             assert_eq!(
                 text(&next(&mut at_local).await),
@@ -676,9 +607,7 @@ async fn a_restarted_bridge_gets_what_the_remote_kept_for_it() {
         }
         let s = stats(&bridge);
         assert_eq!((s.received, s.dropped), (300, 0), "{version:?}");
-        bridge.shutdown().await;
-        local.shutdown().await;
-        remote.shutdown().await;
+        stop(&bridge, &[&local, &remote]).await;
     }
 }
 
@@ -705,14 +634,12 @@ async fn messages_the_remote_refuses_are_counted() {
         .start()
         .await
         .unwrap();
-    let (local, bridge) = bridged(vec![
-        Remote::new("cloud", options(port(&remote), ProtocolVersion::V5, "edge")).rule(rule(
-            "#",
-            Direction::Out,
-            "",
-            "",
-        )),
-    ])
+    let (local, bridge) = bridged(vec![cloud(port(&remote), ProtocolVersion::V5).rule(rule(
+        "#",
+        Direction::Out,
+        "",
+        "",
+    ))])
     .await;
     let mut at_remote = remote.subscribe("#").unwrap();
     local
@@ -724,9 +651,7 @@ async fn messages_the_remote_refuses_are_counted() {
     assert_eq!(text(&next(&mut at_remote).await), pair("open/x", "yes"));
     let s = settled(&bridge, &[1]).await.remove(0);
     assert_eq!((s.refused, s.dropped), (1, 0));
-    bridge.shutdown().await;
-    local.shutdown().await;
-    remote.shutdown().await;
+    stop(&bridge, &[&local, &remote]).await;
 }
 
 /// A broker that shuts down takes its bridge's tasks with it, even without
@@ -734,22 +659,15 @@ async fn messages_the_remote_refuses_are_counted() {
 #[tokio::test]
 async fn the_bridge_ends_with_its_broker() {
     let remote = broker().await;
-    let (local, _bridge) = bridged(vec![
-        Remote::new("cloud", options(port(&remote), ProtocolVersion::V5, "edge")).rule(rule(
-            "a/#",
-            Direction::Out,
-            "",
-            "",
-        )),
-    ])
+    let (local, _bridge) = bridged(vec![cloud(port(&remote), ProtocolVersion::V5).rule(rule(
+        "a/#",
+        Direction::Out,
+        "",
+        "",
+    ))])
     .await;
     assert_eq!(remote.stats().clients_connected, 1);
     local.shutdown().await;
-    guard(async {
-        while remote.stats().clients_connected > 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    no_clients(&remote).await;
     remote.shutdown().await;
 }

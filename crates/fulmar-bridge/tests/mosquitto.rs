@@ -6,38 +6,22 @@
 
 #[path = "../../fulmar-client/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::time::Duration;
 
 use common::{Listener, Mosquitto, guard};
-use fulmar_bridge::{Direction, MqttBridge, Remote, TopicRule};
-use fulmar_broker::{Broker, BrokerHandle, Message, Subscription};
+use fulmar_bridge::{Direction, MqttBridge, Remote};
+use fulmar_broker::Broker;
 use fulmar_client::{Client, ConnectOptions, ProtocolVersion, QoS};
 use futures::StreamExt;
-
-const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V5, ProtocolVersion::V311];
-
-fn rule(pattern: &str, direction: Direction, local: &str, remote: &str) -> TopicRule {
-    TopicRule::new(pattern, direction)
-        .unwrap()
-        .qos(QoS::AtLeastOnce)
-        .prefixes(local, remote)
-        .unwrap()
-}
-
-async fn next(sub: &mut Subscription) -> Message {
-    guard(sub.recv()).await.expect("broker shut down")
-}
+use support::{VERSIONS, broker, next, pair, rule};
 
 fn text(topic: &str, payload: &[u8]) -> (String, String) {
     (
         topic.to_owned(),
         String::from_utf8_lossy(payload).into_owned(),
     )
-}
-
-fn pair(topic: &str, payload: &str) -> (String, String) {
-    (topic.to_owned(), payload.to_owned())
 }
 
 /// A client of mosquitto, subscribed to everything but `$SYS`.
@@ -160,15 +144,6 @@ async fn fulmar_bridges_to_mosquitto() {
     }
 }
 
-/// A fulmar broker with a TCP listener.
-async fn fulmar() -> BrokerHandle {
-    Broker::builder()
-        .tcp_listener("127.0.0.1:0")
-        .start()
-        .await
-        .unwrap()
-}
-
 // A mosquitto bridge (its defaults: try_private on, so protocol level 0x84
 // or 0x85) into fulmar: it connects, subscribes for its `in` topics, and
 // gets none of its own `both` messages back.
@@ -178,7 +153,7 @@ async fn mosquitto_bridges_into_fulmar() {
         (ProtocolVersion::V5, "mqttv50"),
         (ProtocolVersion::V311, "mqttv311"),
     ] {
-        let cloud = fulmar().await;
+        let cloud = broker().await;
         let port = cloud.local_addrs()[0].port();
         let config = format!(
             "connection to-fulmar\naddress 127.0.0.1:{port}\nbridge_protocol_version {name}\n\
