@@ -232,17 +232,22 @@ async fn fulmar_bridges_to_mosquitto_over_tls() {
 
     let pki = Pki::generate();
     let mosquitto = Mosquitto::with_listener(pki.listener(true));
-    let tls = TlsOptions::new()
-        .without_system_roots()
-        .ca_pem(pki.ca_pem.as_bytes())
-        .unwrap()
-        .client_auth_pem(pki.client_cert_pem.as_bytes(), pki.client_key_pem.as_bytes())
-        .unwrap()
-        // The certificate names localhost; the bridge dials 127.0.0.1.
-        .server_name("localhost");
+    // The certificate names localhost; the clients dial 127.0.0.1.
+    let tls = || {
+        TlsOptions::new()
+            .without_system_roots()
+            .ca_pem(pki.ca_pem.as_bytes())
+            .unwrap()
+            .client_auth_pem(
+                pki.client_cert_pem.as_bytes(),
+                pki.client_key_pem.as_bytes(),
+            )
+            .unwrap()
+            .server_name("localhost")
+    };
     let options = ConnectOptions::new("127.0.0.1", mosquitto.port)
         .client_id("edge-tls")
-        .transport(Transport::Tls(tls));
+        .transport(Transport::Tls(tls()));
     let bridge = MqttBridge::new([Remote::new("cloud", options)
         .rule(rule("up/#", Direction::Out, "", ""))
         .rule(rule("down/#", Direction::In, "", ""))])
@@ -257,20 +262,17 @@ async fn fulmar_bridges_to_mosquitto_over_tls() {
     guard(bridge.wait_connected()).await;
 
     // A watcher on mosquitto, over TLS too.
-    let watcher_tls = TlsOptions::new()
-        .without_system_roots()
-        .ca_pem(pki.ca_pem.as_bytes())
-        .unwrap()
-        .client_auth_pem(pki.client_cert_pem.as_bytes(), pki.client_key_pem.as_bytes())
-        .unwrap()
-        .server_name("localhost");
     let (client, _) = guard(Client::connect(
-        ConnectOptions::new("127.0.0.1", mosquitto.port).transport(Transport::Tls(watcher_tls)),
+        ConnectOptions::new("127.0.0.1", mosquitto.port).transport(Transport::Tls(tls())),
     ))
     .await
     .unwrap();
-    let mut at_remote = guard(client.subscribe("up/#", QoS::AtLeastOnce)).await.unwrap();
-    local.publish("up/a", "out", QoS::AtLeastOnce, false).unwrap();
+    let mut at_remote = guard(client.subscribe("up/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    local
+        .publish("up/a", "out", QoS::AtLeastOnce, false)
+        .unwrap();
     assert_eq!(next_at(&mut at_remote).await, pair("up/a", "out"));
     guard(client.publish("down/b", "in").qos(QoS::AtLeastOnce))
         .await

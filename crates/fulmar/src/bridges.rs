@@ -47,6 +47,10 @@ pub(crate) struct BridgeConfig {
     /// 3.1.1: tell the remote this is a bridge (mosquitto's try_private).
     #[serde(default = "yes")]
     pub(crate) try_private: bool,
+    /// QoS 1/2 messages sent to the remote without acknowledgement (5.0: at
+    /// most the remote's Receive Maximum).
+    #[serde(default = "sixty_four")]
+    pub(crate) max_inflight: u16,
     /// Messages for the remote that may wait while it is slow or away.
     #[serde(default = "thousand")]
     pub(crate) max_queued_messages: usize,
@@ -88,6 +92,9 @@ fn minute() -> u16 {
 }
 fn yes() -> bool {
     true
+}
+fn sixty_four() -> u16 {
+    64
 }
 fn thousand() -> usize {
     1000
@@ -224,6 +231,7 @@ impl BridgeConfig {
             .protocol_version(version)
             .client_id(client_id)
             .clean_start(self.clean_start)
+            .max_inflight(self.max_inflight)
             .keep_alive(Duration::from_secs(u64::from(self.keep_alive_secs)));
         if version == ProtocolVersion::V5 {
             options = options.session_expiry_interval(self.session_expiry_secs);
