@@ -21,9 +21,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::rule::TopicRule;
 
-/// How many messages a link has on their way to its remote broker at once
-/// (below the client's hand-over queue, so that they keep their order).
-const WINDOW: usize = 32;
+/// How many messages a link has on their way to its remote broker at once:
+/// below the client's hand-over queue (64), so that they keep their order,
+/// and the most QoS 1/2 messages a bridge keeps in flight.
+const WINDOW: usize = 60;
 
 /// How long a link waits for its DISCONNECT to be written at shutdown.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -96,8 +97,10 @@ impl Remote {
     /// [`ConnectOptions::bridge`]): mosquitto and fulmar then send none of
     /// the bridge's own messages back. A remote that refuses it (CONNACK
     /// Unsupported Protocol Version) is connected to again at once without
-    /// it; until a first connection is made, attempts that fail otherwise
-    /// (a remote that closes the connection) alternate with and without it.
+    /// it. Until a first connection is made with it, three attempts in a
+    /// row that the remote closes before its CONNACK are followed by one
+    /// without it (and one closed without it by one with it again); a
+    /// connection made without it stays without it.
     /// Under 5.0 the subscriptions' No Local does the same, and the bit is
     /// not sent.
     #[must_use]
@@ -133,7 +136,8 @@ pub struct RemoteStats {
     pub name: String,
     /// Whether the connection is up.
     pub connected: bool,
-    /// Connections made (the first and each reconnect).
+    /// Connections made and subscribed (the first, and each reconnect,
+    /// whether the client made it by itself or the bridge made a new one).
     pub connects: u64,
     /// Messages published to the remote broker (QoS 0 written, QoS 1/2
     /// acknowledged).
@@ -176,6 +180,14 @@ impl Link {
         if self.connected.swap(up, Ordering::Relaxed) == up {
             return;
         }
+        if up {
+            self.connects.fetch_add(1, Ordering::Relaxed);
+        }
+        self.publish_state(broker, up);
+    }
+
+    /// Publishes the link's state (see [`set_connected`](Self::set_connected)).
+    fn publish_state(&self, broker: &BrokerHandle, up: bool) {
         let topic = format!("$SYS/broker/connection/{}/state", self.name);
         let Ok(topic) = MqttString::try_from_string(topic) else {
             return;
@@ -501,12 +513,18 @@ const STABLE: Duration = Duration::from_secs(10);
 enum Private {
     /// Not used: off, 5.0, or refused by the remote.
     Off,
-    /// Sent; `settled` once a connection was made with it.
-    On { settled: bool },
-    /// Not sent for now: an attempt with it was closed before its CONNACK,
-    /// which a broker that does not know the bit may do.
+    /// Sent; `settled` once a connection was made with it; `closes`:
+    /// attempts with it in a row that the remote closed before a CONNACK.
+    On { settled: bool, closes: u8 },
+    /// Not sent for now: [`CLOSES`] attempts in a row with it were closed
+    /// before their CONNACK, which a broker that does not know the bit may
+    /// do (and a proxy whose backend is down, hence more than one).
     Suspended,
 }
+
+/// Attempts with the bridge bit closed before a CONNACK, in a row, before
+/// one is made without it.
+const CLOSES: u8 = 3;
 
 /// Whether a CONNECT failed after the transport was up (the remote closed
 /// the connection or sent garbage), not for want of a connection.
@@ -536,12 +554,17 @@ async fn run(
     let Some(link) = inner.links.get(index) else {
         return;
     };
+    // Down until connected; this also replaces a "1" a crash left retained.
+    link.publish_state(&broker, false);
     let backoff = Reconnect::exponential(Duration::from_millis(200), Duration::from_secs(30));
     let mut failures: u32 = 0;
     // The bridge bit is for 3.1.1 (5.0 has No Local; mosquitto closes a 5.0
     // connection that sets it).
     let mut private = if link.try_private && link.options.version() == ProtocolVersion::V311 {
-        Private::On { settled: false }
+        Private::On {
+            settled: false,
+            closes: 0,
+        }
     } else {
         Private::Off
     };
@@ -549,6 +572,7 @@ async fn run(
         let options = link
             .options
             .clone()
+            .manual_acks(true)
             .bridge(matches!(private, Private::On { .. }));
         // The stream for what no subscription stream takes exists before
         // the CONNECT: the queue the remote kept for this session comes
@@ -561,10 +585,9 @@ async fn run(
         };
         match connected {
             Ok((client, connack, leftovers)) => {
-                if let Private::On { settled } = &mut private {
+                if let Private::On { settled, .. } = &mut private {
                     *settled = true;
                 }
-                link.connects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(bridge = %link.name, session_present = connack.session_present, "bridge connected");
                 let since = tokio::time::Instant::now();
                 let mut streams = Inbound::new(leftovers);
@@ -593,15 +616,28 @@ async fn run(
             }
             Err(error) => {
                 tracing::warn!(bridge = %link.name, %error, "bridge cannot connect");
-                // Closed before the CONNACK with the bit, never with it
-                // before: try without; without it too: try with it again.
+                // Closed before the CONNACK with the bit, CLOSES times in a
+                // row and never connected with it: try without; closed
+                // without it too: try with it again. (A connection made
+                // without it stays so: the client reconnects by itself.)
                 private = match private {
-                    Private::On { settled: false } if closed_during_handshake(&error) => {
-                        Private::Suspended
+                    Private::On {
+                        settled: false,
+                        closes,
+                    } if closed_during_handshake(&error) => {
+                        if closes.saturating_add(1) >= CLOSES {
+                            Private::Suspended
+                        } else {
+                            Private::On {
+                                settled: false,
+                                closes: closes.saturating_add(1),
+                            }
+                        }
                     }
-                    Private::Suspended if closed_during_handshake(&error) => {
-                        Private::On { settled: false }
-                    }
+                    Private::Suspended if closed_during_handshake(&error) => Private::On {
+                        settled: false,
+                        closes: 0,
+                    },
                     other => other,
                 };
             }
@@ -764,8 +800,14 @@ async fn serve(
             }
             message = inbound.next() => match message {
                 Some(message) => {
-                    if bring_in(inner, index, link, broker, message).is_err() {
+                    if bring_in(inner, index, link, broker, &message).is_err() {
                         break Ended::Shutdown;
+                    }
+                    // Acknowledged to the remote once routed here (manual
+                    // acknowledgements): one that was not is sent again
+                    // when the session resumes.
+                    if client.ack(&message).await.is_err() {
+                        break Ended::Lost;
                     }
                 }
                 None => break Ended::Lost,
@@ -782,6 +824,13 @@ async fn serve(
             }
         }
     };
+    if ended == Ended::Shutdown && subscribing.is_some() {
+        // The SUBACK may still come, and the stream it brings would
+        // unsubscribe when dropped: DISCONNECT first, while the pending
+        // SUBSCRIBE holds it, so the remote keeps the session's
+        // subscriptions.
+        let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, client.disconnect()).await;
+    }
     // Messages on their way are lost with the connection.
     link.dropped
         .fetch_add(window.len() as u64, Ordering::Relaxed);
@@ -831,9 +880,9 @@ fn bring_in(
     index: usize,
     link: &Link,
     broker: &BrokerHandle,
-    message: Message,
+    message: &Message,
 ) -> Result<(), BrokerError> {
-    let mut publish = message.into_publish();
+    let mut publish = message.publish().clone();
     let local = TopicName::from_bytes(publish.topic.clone().into_bytes())
         .ok()
         .and_then(|remote| {

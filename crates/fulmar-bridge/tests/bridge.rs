@@ -535,8 +535,8 @@ async fn the_link_state_is_published_under_sys() {
     assert_eq!(next(&mut state).await.payload, "0");
     assert_eq!(
         stats(&bridge).connects,
-        1,
-        "the client reconnected by itself"
+        2,
+        "the reconnect the client made by itself counts"
     );
     local.shutdown().await;
     remote.shutdown().await;

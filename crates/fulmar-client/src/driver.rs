@@ -643,6 +643,7 @@ impl Driver {
                         self.router.remove(key);
                         let _gone = reply.send(Err(Error::SubscribeRejected(ack)));
                     } else {
+                        self.router.acked(key);
                         let stream = Subscription::new(rx, key, self.dropped_tx.clone(), ack);
                         // If the caller gave up, dropping the stream unsubscribes.
                         let _gone = reply.send(Ok(stream));

@@ -77,6 +77,9 @@ pub(crate) struct Route {
     /// Subscription Identifier (MQTT 5.0), if one was sent.
     pub(crate) id: Option<NonZeroU32>,
     tx: mpsc::Sender<Message>,
+    /// Its SUBACK arrived (the stream was handed out). Until then nobody
+    /// reads `tx`: with a leftovers stream, messages go there instead.
+    acked: bool,
 }
 
 /// Every live stream, by key.
@@ -118,8 +121,16 @@ impl Router {
                 matchers,
                 id,
                 tx,
+                acked: false,
             },
         );
+    }
+
+    /// The SUBACK of stream `key` arrived: it is read from now on.
+    pub(crate) fn acked(&mut self, key: u64) {
+        if let Some(route) = self.routes.get_mut(&key) {
+            route.acked = true;
+        }
     }
 
     /// Whether any stream is live (only then can one be dropped).
@@ -171,10 +182,17 @@ impl Router {
         let ids = &message.properties.subscription_identifiers;
         // Shares the topic's buffer: no copy per message.
         let topic = TopicName::from_bytes(message.topic.as_bytes().clone()).ok();
+        // With a leftovers stream, a stream whose SUBACK has not arrived
+        // gets nothing: nobody reads it yet, and the leftovers stream is
+        // read (a resumed session's messages for an old subscription to the
+        // same filters would otherwise fill it and stall the connection
+        // before the SUBACK).
+        let waiting = !self.leftovers.is_empty();
         let matches = |r: &Route| {
-            topic
-                .as_ref()
-                .is_some_and(|t| r.matchers.iter().any(|m| m.filter().matches(t)))
+            (r.acked || !waiting)
+                && topic
+                    .as_ref()
+                    .is_some_and(|t| r.matchers.iter().any(|m| m.filter().matches(t)))
         };
         // An identifier counts only for a stream whose filters match the
         // topic: a session resumed from an earlier client may carry
@@ -197,7 +215,11 @@ impl Router {
         } else {
             self.routes
                 .values()
-                .filter(|r| by_id(r) || r.filters.iter().any(|(f, _)| shared.contains(&f)))
+                .filter(|r| {
+                    by_id(r)
+                        || ((r.acked || !waiting)
+                            && r.filters.iter().any(|(f, _)| shared.contains(&f)))
+                })
                 .map(|r| r.tx.clone())
                 .collect()
         };
@@ -322,6 +344,37 @@ mod tests {
             tx,
         );
         rx
+    }
+
+    // A leftovers stream takes what no subscription stream takes, and what
+    // a subscription stream whose SUBACK has not arrived would take (nobody
+    // reads that stream yet); an identifier from an earlier client counts
+    // only for a stream whose filter matches.
+    #[test]
+    fn leftovers_take_what_no_read_stream_takes() {
+        let mut router = Router::default();
+        let (tx, _leftovers) = mpsc::channel(4);
+        let leftovers_key = router.next_key();
+        router.add_leftovers(leftovers_key, tx);
+        let _a = route(&mut router, "a/#", Some(1));
+        let key = router.next_key() - 1;
+        let mut m = Publish::new("a/b".into(), Bytes::new());
+        m.properties.subscription_identifiers = vec![NonZeroU32::new(1).unwrap()];
+        let to_leftovers = |router: &Router, m: &Publish| {
+            let targets = router.targets(m);
+            targets.len() == 1
+                && targets[0].same_channel(router.leftovers.get(&leftovers_key).unwrap())
+        };
+        assert!(to_leftovers(&router, &m), "before the SUBACK");
+        router.acked(key);
+        assert!(!to_leftovers(&router, &m), "after the SUBACK");
+        assert_eq!(router.targets(&m).len(), 1);
+        let mut other = Publish::new("z/1".into(), Bytes::new());
+        other.properties.subscription_identifiers = vec![NonZeroU32::new(1).unwrap()];
+        assert!(
+            to_leftovers(&router, &other),
+            "identifier 1 of another client"
+        );
     }
 
     // Without identifiers a message goes to every stream whose filter matches.
