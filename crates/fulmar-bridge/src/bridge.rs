@@ -230,6 +230,9 @@ struct Inner {
 ///   ([`Remote::try_private`], on by default, which mosquitto and fulmar
 ///   understand); without it, a topic that goes both ways comes back once
 ///   (and stops there).
+/// - Pipelined: up to the remote's Receive Maximum, the client's
+///   [`max_inflight`](fulmar_client::ConnectOptions::max_inflight) and 60
+///   QoS 1/2 messages are on their way to a remote at once, in order.
 /// - Observable: [`stats`](Self::stats) counts per remote, and the state of
 ///   each link is published here, retained, on
 ///   `$SYS/broker/connection/NAME/state` (`1` up, `0` down), as mosquitto

@@ -587,7 +587,7 @@ session_timeout_ms = 5000       # each step of taking a session from a node
 # cert = "edge.pem"             # tls / wss: client certificate and key
 # key = "edge.key"
 # try_private = true            # 3.1.1: say it is a bridge (mosquitto's option)
-# max_inflight = 64             # QoS 1/2 unacknowledged (5.0: capped by the remote)
+# max_inflight = 64             # QoS 1/2 unacknowledged (at most 60; 5.0: and the remote's limit)
 # max_queued_messages = 1000    # waiting for the remote; more are dropped
 # max_queued_bytes = 16777216   # payload bytes waiting for the remote, likewise
 # [[bridge.topic]]

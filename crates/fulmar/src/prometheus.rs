@@ -116,7 +116,7 @@ struct Sources {
     bridges: Option<MqttBridge>,
 }
 
-/// The counters of each bridge ([[bridge]]), labelled with its name.
+/// The counters of each bridge (`[[bridge]]`), labelled with its name.
 const BRIDGE_COUNTERS: &[(&str, &str)] = &[
     (
         "fulmar_bridge_connects_total",
