@@ -198,14 +198,33 @@ impl Router {
         // topic: a session resumed from an earlier client may carry
         // identifiers that this client gave to other streams.
         let by_id = |r: &Route| r.id.is_some_and(|id| ids.contains(&id)) && matches(r);
-        // The filters of the broker subscriptions this message was sent for.
+        // The filters of the broker subscriptions this message was sent for:
+        // of the streams it names, the filters that match its topic.
+        let matches_filter = |filter: &MqttString| {
+            topic.as_ref().is_some_and(|t| {
+                filter
+                    .parse::<SubscriptionFilter>()
+                    .is_ok_and(|f| f.filter().matches(t))
+            })
+        };
         let mut shared: Vec<&MqttString> = self
             .routes
             .values()
             .filter(|r| by_id(r))
-            .flat_map(|r| r.filters.iter().map(|(f, _)| f))
+            .flat_map(|r| {
+                r.filters
+                    .iter()
+                    .zip(&r.matchers)
+                    .filter(|(_, m)| topic.as_ref().is_some_and(|t| m.filter().matches(t)))
+                    .map(|((f, _), _)| f)
+            })
             .collect();
-        shared.extend(ids.iter().filter_map(|id| self.retired.get(id)).flatten());
+        shared.extend(
+            ids.iter()
+                .filter_map(|id| self.retired.get(id))
+                .flatten()
+                .filter(|f| matches_filter(f)),
+        );
         let mut out: Vec<mpsc::Sender<Message>> = if shared.is_empty() {
             self.routes
                 .values()
@@ -375,6 +394,33 @@ mod tests {
             to_leftovers(&router, &other),
             "identifier 1 of another client"
         );
+    }
+
+    // Streams that share a filter share the broker's subscription, but only
+    // for a filter that matches the topic: a stream with a/# and b/# named
+    // by the identifier does not pull in another stream's b/# for a/x.
+    #[test]
+    fn only_matching_shared_filters_count() {
+        let mut router = Router::default();
+        let (tx, _a) = mpsc::channel(4);
+        let key = router.next_key();
+        router.add(
+            key,
+            vec![
+                (MqttString::from("a/#"), SubscriptionOptions::default()),
+                (MqttString::from("b/#"), SubscriptionOptions::default()),
+            ],
+            vec!["a/#".parse().unwrap(), "b/#".parse().unwrap()],
+            NonZeroU32::new(1),
+            tx,
+        );
+        let _b = route(&mut router, "b/#", Some(2));
+        let mut m = Publish::new("a/x".into(), Bytes::new());
+        m.properties.subscription_identifiers = vec![NonZeroU32::new(1).unwrap()];
+        assert_eq!(router.targets(&m).len(), 1);
+        let mut m = Publish::new("b/x".into(), Bytes::new());
+        m.properties.subscription_identifiers = vec![NonZeroU32::new(1).unwrap()];
+        assert_eq!(router.targets(&m).len(), 2, "b/# is shared");
     }
 
     // Without identifiers a message goes to every stream whose filter matches.
