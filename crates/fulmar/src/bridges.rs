@@ -8,7 +8,7 @@ use fulmar_bridge::{Direction, Remote, TopicRule};
 use fulmar_client::{ConnectOptions, ProtocolVersion, QoS, TlsOptions, Transport};
 use serde::Deserialize;
 
-use crate::config::Protocol;
+use crate::config::{Protocol, host_name};
 
 /// One `[[bridge]]` table.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -281,15 +281,6 @@ impl BridgeConfig {
         }
         Ok(tls)
     }
-}
-
-/// This machine's host name, for default client identifiers.
-fn host_name() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "fulmar".to_owned())
 }
 
 #[cfg(test)]

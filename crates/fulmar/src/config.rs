@@ -316,6 +316,16 @@ impl PersistenceConfig {
     }
 }
 
+/// This machine's host name ("fulmar" if unknown), for default identifiers
+/// (a cluster node's, a bridge's client identifier).
+pub(crate) fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "fulmar".to_owned())
+}
+
 /// `[cluster]`: several brokers as one over NATS JetStream (fulmar-cluster).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -385,14 +395,7 @@ impl ClusterSection {
         // Default: host name and process id (two nodes may share a host).
         let node_id = match &self.node_id {
             Some(id) => id.clone(),
-            None => {
-                let host = std::fs::read_to_string("/etc/hostname")
-                    .ok()
-                    .map(|h| h.trim().to_owned())
-                    .filter(|h| !h.is_empty())
-                    .unwrap_or_else(|| "fulmar".to_owned());
-                format!("{host}-{}", std::process::id())
-            }
+            None => format!("{}-{}", host_name(), std::process::id()),
         };
         let mut config = fulmar_cluster::ClusterConfig::new(first.clone(), node_id);
         config.urls.clone_from(&self.urls);
