@@ -2,16 +2,18 @@
 //! tokio `TcpStream` (or TLS over it), without the channels and tasks of
 //! `fulmar-client`, so that one process can hold thousands of them.
 
-use std::io;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use fulmar_client::TlsOptions;
 use fulmar_codec::{
-    Connect, DisconnectProperties, DisconnectReasonCode, MqttString, ProtocolVersion, decode,
+    Connect, DisconnectProperties, DisconnectReasonCode, MqttString, Packet, ProtocolVersion,
+    decode, packet_size,
 };
 use fulmar_session::{Config, Event, Session};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -25,6 +27,14 @@ use super::Phase;
 const MAX_PACKET: u32 = 268_435_455;
 /// Bytes reserved in the read buffer before each read.
 const READ_CHUNK: usize = 64 * 1024;
+/// A packet up to this size is read into a buffer of its final size,
+/// reserved on its fixed header (not grown as it arrives, which copies a
+/// large message about once more).
+const RESERVE_WHOLE: usize = 16 * 1024 * 1024;
+/// A PUBLISH payload of at least this many bytes is written from where it
+/// is (vectored, after its encoded header) instead of copied into the
+/// write buffer.
+const DIRECT_PAYLOAD: usize = 16 * 1024;
 
 /// What woke a [`Link::step`] up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +93,24 @@ impl AsyncWrite for Writer {
         }
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            Self::Other(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Tcp(w) => w.is_write_vectored(),
+            Self::Other(w) => w.is_write_vectored(),
+        }
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(w) => Pin::new(w).poll_flush(cx),
@@ -106,7 +134,89 @@ pub(super) struct Link {
     pub(super) session: Session,
     version: ProtocolVersion,
     rbuf: BytesMut,
-    wbuf: BytesMut,
+    wbuf: Outbox,
+}
+
+/// What waits to be written: encoded packets, and the payloads of large
+/// PUBLISH packets as they are (reference counted, not copied), in order.
+#[derive(Default)]
+struct Outbox {
+    /// Written first, in order.
+    chunks: VecDeque<Bytes>,
+    /// Bytes in `chunks`.
+    queued: usize,
+    /// Encoded after the last chunk; written after them.
+    tail: BytesMut,
+}
+
+impl Outbox {
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            tail: BytesMut::with_capacity(capacity),
+            ..Self::default()
+        }
+    }
+
+    /// Encodes `packet`; a large PUBLISH payload is queued, not copied.
+    fn encode(&mut self, packet: &Packet, version: ProtocolVersion) -> Result<(), String> {
+        match packet {
+            Packet::Publish(publish) if publish.payload.len() >= DIRECT_PAYLOAD => {
+                publish
+                    .encode_header(version, &mut self.tail)
+                    .map_err(|e| format!("encode: {e}"))?;
+                let header = self.tail.split().freeze();
+                self.push(header);
+                self.push(publish.payload.clone());
+                Ok(())
+            }
+            _ => packet
+                .encode(version, &mut self.tail)
+                .map_err(|e| format!("encode: {e}")),
+        }
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        self.queued += chunk.len();
+        self.chunks.push_back(chunk);
+    }
+}
+
+impl Buf for Outbox {
+    fn remaining(&self) -> usize {
+        self.queued + self.tail.len()
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.chunks.front().map_or(&self.tail[..], |c| &c[..])
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        let chunks = self.chunks.iter().map(|c| &c[..]);
+        for (slot, chunk) in dst.iter_mut().zip(chunks.chain([&self.tail[..]])) {
+            if !chunk.is_empty() {
+                *slot = IoSlice::new(chunk);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        while cnt > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                self.tail.advance(cnt);
+                return;
+            };
+            let step = cnt.min(front.len());
+            front.advance(step);
+            self.queued -= step;
+            cnt -= step;
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+        }
+    }
 }
 
 impl Link {
@@ -158,7 +268,7 @@ impl Link {
             session,
             version,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
-            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            wbuf: Outbox::with_capacity(READ_CHUNK),
         };
         loop {
             link.encode_transmits()?;
@@ -181,16 +291,14 @@ impl Link {
     /// Encodes every packet the session hands out into the write buffer.
     pub(super) fn encode_transmits(&mut self) -> Result<(), String> {
         while let Some(packet) = self.session.poll_transmit() {
-            packet
-                .encode(self.version, &mut self.wbuf)
-                .map_err(|e| format!("encode: {e}"))?;
+            self.wbuf.encode(&packet, self.version)?;
         }
         Ok(())
     }
 
     /// Bytes waiting to be written.
     pub(super) fn pending_write(&self) -> usize {
-        self.wbuf.len()
+        self.wbuf.remaining()
     }
 
     /// Waits for one thing to happen: bytes read (and fed to the session),
@@ -220,7 +328,7 @@ impl Link {
             wbuf,
             ..
         } = self;
-        let can_write = !wbuf.is_empty();
+        let can_write = wbuf.has_remaining();
         let wake = tokio::select! {
             read = reader.read_buf(rbuf) => match read {
                 Ok(0) => return Err("connection closed by the broker".to_owned()),
@@ -266,7 +374,16 @@ impl Link {
                     .session
                     .handle_packet(packet, now)
                     .map_err(|e| e.to_string())?,
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    // `decode` has checked the fixed header by now.
+                    if let Some(total) = packet_size(&self.rbuf)
+                        && total > self.rbuf.capacity()
+                        && total <= RESERVE_WHOLE
+                    {
+                        self.rbuf.reserve(total - self.rbuf.len());
+                    }
+                    return Ok(());
+                }
                 Err(e) => {
                     self.session.handle_decode_error(&e, now);
                     return Err(format!("decode: {e}"));
@@ -316,5 +433,87 @@ async fn phase_changed(phase: Option<&mut watch::Receiver<Phase>>) -> Result<(),
             .await
             .map_err(|_| "benchmark coordinator gone".to_owned()),
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use fulmar_codec::{Packet, PacketId, Publish, QoS};
+
+    use super::*;
+
+    fn publish(size: usize) -> Packet {
+        let mut publish = Publish::new(
+            "t".into(),
+            Bytes::from((0..size).map(|i| i as u8).collect::<Vec<_>>()),
+        );
+        publish.qos = QoS::AtLeastOnce;
+        publish.packet_id = PacketId::new(7);
+        Packet::from(publish)
+    }
+
+    /// The outbox holds the same bytes, in the same order, as encoding
+    /// every packet into one buffer; a large payload is not copied.
+    #[test]
+    fn outbox_writes_what_encoding_writes() {
+        let packets = [
+            Packet::PingReq,
+            publish(DIRECT_PAYLOAD + 5),
+            publish(10),
+            publish(DIRECT_PAYLOAD),
+            publish(DIRECT_PAYLOAD * 3),
+            Packet::PingReq,
+        ];
+        let mut expected = BytesMut::new();
+        let mut outbox = Outbox::default();
+        for packet in &packets {
+            packet.encode(ProtocolVersion::V5, &mut expected).unwrap();
+            outbox.encode(packet, ProtocolVersion::V5).unwrap();
+        }
+        if let Packet::Publish(big) = &packets[1] {
+            let queued = outbox.chunks.get(1).unwrap();
+            assert_eq!(queued.as_ptr(), big.payload.as_ptr(), "copied");
+        }
+        assert_eq!(outbox.remaining(), expected.len());
+
+        // Written in uneven steps, vectored and not.
+        let mut written = Vec::new();
+        let mut step = 1;
+        while outbox.has_remaining() {
+            let mut slices = [IoSlice::new(&[]); 3];
+            let n = outbox.chunks_vectored(&mut slices);
+            assert!(n > 0);
+            let mut take = step;
+            let mut count = 0;
+            for slice in &slices[..n] {
+                let part = slice.len().min(take);
+                written.extend_from_slice(&slice[..part]);
+                take -= part;
+                count += part;
+                if take == 0 {
+                    break;
+                }
+            }
+            outbox.advance(count);
+            assert_eq!(outbox.remaining(), expected.len() - written.len());
+            step = step * 3 + 1;
+        }
+        assert_eq!(written, expected);
+        assert!(outbox.chunks.is_empty());
+
+        // The chunk view alone gives the same bytes.
+        let mut outbox = Outbox::default();
+        for packet in &packets {
+            outbox.encode(packet, ProtocolVersion::V5).unwrap();
+        }
+        let mut written = Vec::new();
+        while outbox.has_remaining() {
+            let chunk = outbox.chunk();
+            let n = chunk.len().min(1000);
+            written.extend_from_slice(&chunk[..n]);
+            outbox.advance(n);
+        }
+        assert_eq!(written, expected);
     }
 }

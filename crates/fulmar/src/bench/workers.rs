@@ -1,13 +1,13 @@
 //! The three kinds of benchmark connection, each one tokio task: publishers,
 //! subscribers and idle connections.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use fulmar_codec::{
     MqttString, PacketId, ProtocolVersion, Publish, PublishProperties, QoS, SubscribeProperties,
     SubscriptionOptions,
@@ -21,6 +21,11 @@ use super::stats::{HEADER_LEN, Latencies, SeqSet, micros, read_header, write_hea
 
 /// A publisher stops generating while this many bytes wait to be written.
 const HIGH_WATER: usize = 64 * 1024;
+/// Payloads of at least this size are reused once sent and acknowledged
+/// (see [`Payloads`]); smaller ones are cheaper to allocate.
+const REUSE_PAYLOAD: usize = 4 * 1024;
+/// Sent payloads kept for reuse, at most.
+const PAYLOAD_POOL: usize = 64;
 /// Latencies buffered by a subscriber before they go into a shared histogram.
 const LATENCY_BATCH: usize = 256;
 
@@ -226,6 +231,7 @@ async fn publish_loop(
     let size = plan.payload_size.max(HEADER_LEN);
     let limit = plan.count.unwrap_or(u64::MAX);
     let mut ids: HashMap<PacketId, u64> = HashMap::new();
+    let mut payloads = Payloads::default();
     let mut next_at = tokio::time::Instant::now();
     loop {
         let current = *phase.borrow_and_update();
@@ -247,9 +253,10 @@ async fn publish_loop(
             let now = tokio::time::Instant::now();
             while result.sent < limit && room(link) && plan.interval.is_none_or(|_| next_at <= now)
             {
-                let mut payload = BytesMut::zeroed(size);
-                write_header(&mut payload, shared.nanos(), plan.index, result.sent);
-                let mut message = Publish::new(topic.clone(), payload.freeze());
+                let payload = payloads.next(size, |p| {
+                    write_header(p, shared.nanos(), plan.index, result.sent);
+                });
+                let mut message = Publish::new(topic.clone(), payload);
                 message.qos = plan.qos;
                 message.properties = plan.properties.clone();
                 let id = link
@@ -301,6 +308,43 @@ async fn publish_loop(
         }
         let deadline = (!stopping && plan.interval.is_some() && room(link)).then_some(next_at);
         link.step(deadline, Some(phase)).await?;
+    }
+}
+
+/// Payload buffers of one publisher. A large payload is written into a
+/// buffer sent before, once nothing else holds it (the session has its
+/// acknowledgement and the bytes are written), instead of a new zeroed one:
+/// allocating and zeroing 1 MiB per message cost the load generator more
+/// CPU than the broker's own work in the 1 MiB scenarios, on the cores
+/// both share.
+#[derive(Default)]
+struct Payloads {
+    /// Sent payloads, oldest first.
+    sent: VecDeque<Bytes>,
+}
+
+impl Payloads {
+    /// A payload of `size` bytes, `fill` writing its header.
+    fn next(&mut self, size: usize, fill: impl FnOnce(&mut [u8])) -> Bytes {
+        if size < REUSE_PAYLOAD {
+            let mut payload = BytesMut::zeroed(size);
+            fill(&mut payload);
+            return payload.freeze();
+        }
+        let mut payload = match self.sent.pop_front().map(Bytes::try_into_mut) {
+            Some(Ok(reused)) if reused.len() == size => reused,
+            Some(Err(busy)) => {
+                self.sent.push_front(busy);
+                BytesMut::zeroed(size)
+            }
+            _ => BytesMut::zeroed(size),
+        };
+        fill(&mut payload);
+        let payload = payload.freeze();
+        if self.sent.len() < PAYLOAD_POOL {
+            self.sent.push_back(payload.clone());
+        }
+        payload
     }
 }
 
@@ -395,4 +439,41 @@ pub(super) async fn idle(
     }
     .await;
     outcome.err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_reused_only_when_nobody_holds_them() {
+        let mut payloads = Payloads::default();
+        let size = REUSE_PAYLOAD * 2;
+        let first = payloads.next(size, |p| p[0] = 1);
+        let at = first.as_ptr();
+        // Still held (in flight): a new buffer.
+        let second = payloads.next(size, |p| p[0] = 2);
+        assert_ne!(second.as_ptr(), at);
+        assert_eq!(first[0], 1, "a payload in flight was written to");
+        drop(first);
+        // Acknowledged and written: the first buffer again, with its new header.
+        let third = payloads.next(size, |p| p[0] = 3);
+        assert_eq!(third.as_ptr(), at);
+        assert_eq!((third[0], third.len()), (3, size));
+        assert_eq!(second[0], 2);
+        // Small payloads are not pooled.
+        let small = payloads.next(10, |p| p[0] = 4);
+        assert_eq!((small[0], small.len()), (4, 10));
+        assert_eq!(payloads.sent.len(), 2);
+    }
+
+    #[test]
+    fn the_pool_is_bounded() {
+        let mut payloads = Payloads::default();
+        let held: Vec<_> = (0..PAYLOAD_POOL + 10)
+            .map(|_| payloads.next(REUSE_PAYLOAD, |_| {}))
+            .collect();
+        assert_eq!(payloads.sent.len(), PAYLOAD_POOL);
+        drop(held);
+    }
 }
