@@ -19,6 +19,7 @@ use futures::task::AtomicWaker;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::bridge::Bridge;
+use crate::config::PaceAbove;
 use crate::frames::Frames;
 use crate::message::Message;
 use crate::store::journal::Journal;
@@ -222,12 +223,13 @@ impl ControlInbox {
     }
 
     /// Queues a delivery unless the queue holds `capacity` already (every
-    /// sender of a broker gives the same) or is closed.
+    /// sender of a broker gives the same) or is closed; returns how many
+    /// deliveries the queue holds now.
     pub(crate) fn try_deliver(
         &self,
         delivery: Box<Delivery>,
         capacity: usize,
-    ) -> Result<(), DeliverError> {
+    ) -> Result<usize, DeliverError> {
         self.offer(delivery, capacity, None)
     }
 
@@ -238,8 +240,8 @@ impl ControlInbox {
         delivery: Box<Delivery>,
         capacity: usize,
         waiting: Option<&Waker>,
-    ) -> Result<(), DeliverError> {
-        {
+    ) -> Result<usize, DeliverError> {
+        let len = {
             let mut queue = self.lock();
             match queue.as_mut() {
                 Some(queue) if !queue.closed => {
@@ -253,12 +255,13 @@ impl ControlInbox {
                         return Err(DeliverError::Full(delivery));
                     }
                     queue.deliveries.push_back(delivery);
+                    queue.deliveries.len()
                 }
                 _ => return Err(DeliverError::Closed(delivery)),
             }
-        }
+        };
         self.waker.wake();
-        Ok(())
+        Ok(len)
     }
 
     /// Queues a delivery once there is room (at most `capacity` queued);
@@ -276,7 +279,7 @@ impl ControlInbox {
                 return std::task::Poll::Pending;
             };
             match self.offer(offered, capacity, Some(cx.waker())) {
-                Ok(()) => std::task::Poll::Ready(Ok(())),
+                Ok(_) => std::task::Poll::Ready(Ok(())),
                 Err(DeliverError::Closed(back)) => std::task::Poll::Ready(Err(back)),
                 Err(DeliverError::Full(back)) => {
                     delivery = Some(back);
@@ -315,16 +318,20 @@ impl ControlInbox {
         Some((delivery, waiting))
     }
 
-    /// Ready once at most `limit` payload bytes are queued here, or the
-    /// connection is ending; otherwise the task is woken when a delivery is
-    /// taken. A publisher whose message took this queue over a quarter of
-    /// [`Limits::max_queued_bytes`](crate::Limits) waits on it (pacing).
-    pub(crate) async fn drained(&self, limit: usize) {
+    /// Ready once this queue is no longer over `limit` (at most that many
+    /// payload bytes and deliveries are queued), or the connection is
+    /// ending; otherwise the task is woken when a delivery is taken. A
+    /// publisher whose message took this queue over a quarter of
+    /// [`Limits::max_queued_bytes`](crate::Limits) or of
+    /// [`Limits::max_queued_messages`](crate::Limits) waits on it (pacing).
+    pub(crate) async fn drained(&self, limit: PaceAbove) {
         std::future::poll_fn(|cx| {
             let mut queue = self.lock();
             match queue.as_mut() {
                 Some(queue)
-                    if !queue.closed && self.queued_bytes.load(Ordering::Relaxed) > limit =>
+                    if !queue.closed
+                        && (self.queued_bytes.load(Ordering::Relaxed) > limit.bytes
+                            || queue.deliveries.len() > limit.messages) =>
                 {
                     let list = &mut queue.rare().waiting;
                     if !list.iter().any(|w| w.will_wake(cx.waker())) {
@@ -737,15 +744,15 @@ impl State {
             };
             target.deliver(first.key, out, None, held.as_deref_mut());
         }
-        // A QoS 0 publisher is held back only when reading it faster would
-        // help none of its subscribers: a slow one among others that keep up
-        // loses messages (dropped at the byte bound), it does not slow the
-        // rest down.
+        // A QoS 0 publisher, and one whose queues are over only for their
+        // count, is held back only when reading it faster would help none
+        // of its subscribers: a slow one among others that keep up loses
+        // messages (dropped at the bound), it does not slow the rest down.
         if let Some(held) = held {
             if held.kept_up {
-                held.paced_qos0.clear();
+                held.paced_unless_kept_up.clear();
             } else {
-                held.paced.append(&mut held.paced_qos0);
+                held.paced.append(&mut held.paced_unless_kept_up);
             }
             held.kept_up = false;
         }
@@ -1076,13 +1083,15 @@ pub(crate) struct Held {
     /// acknowledged.
     pub(crate) blocked: Vec<Blocked>,
     /// Connections whose queue this message's QoS 1/2 copy took over a
-    /// quarter of [`Limits::max_queued_bytes`](crate::Limits): the publisher
-    /// reads nothing more until they are back under it.
+    /// quarter of [`Limits::max_queued_bytes`](crate::Limits) ([`PaceAbove`]):
+    /// the publisher reads nothing more until they are back under it.
     pub(crate) paced: Vec<Arc<ControlInbox>>,
-    /// The same for the QoS 0 copies of the message being routed: they
-    /// join `paced` only if no copy went to a subscriber that keeps up (see
+    /// The same for the QoS 0 copies of the message being routed, and for
+    /// the QoS 1/2 copies that took a queue over a quarter of
+    /// [`Limits::max_queued_messages`](crate::Limits) only: they join
+    /// `paced` only if no copy went to a subscriber that keeps up (see
     /// [`State::route`]).
-    pub(crate) paced_qos0: Vec<Arc<ControlInbox>>,
+    pub(crate) paced_unless_kept_up: Vec<Arc<ControlInbox>>,
     /// A copy of the message being routed (of any QoS) went to a queue
     /// that stays under the quarter, or to an in-process subscription.
     pub(crate) kept_up: bool,
@@ -1190,16 +1199,19 @@ impl Target<'_> {
                         }
                         delivery.bytes = bytes;
                         match owner.control.try_deliver(delivery, self.max_queued) {
-                            Ok(()) => {
-                                let pace =
-                                    before > 0 && after > crate::config::pace_above(self.max_bytes);
+                            Ok(len) => {
+                                let limit = PaceAbove::new(self.max_bytes, self.max_queued);
+                                let over_bytes = limit.over(before, after, 0);
+                                // Over the count: QoS 1/2 only (QoS 0 is
+                                // dropped once the queue is full).
+                                let over_count = qos != QoS::AtMostOnce && limit.over(0, 0, len);
                                 if let Some(held) = held {
-                                    match (pace, qos) {
-                                        (true, QoS::AtMostOnce) => {
-                                            held.paced_qos0.push(owner.control.clone());
-                                        }
-                                        (true, _) => held.paced.push(owner.control.clone()),
-                                        (false, _) => held.kept_up = true,
+                                    if over_bytes && qos != QoS::AtMostOnce {
+                                        held.paced.push(owner.control.clone());
+                                    } else if over_bytes || over_count {
+                                        held.paced_unless_kept_up.push(owner.control.clone());
+                                    } else {
+                                        held.kept_up = true;
                                     }
                                 }
                                 return;
@@ -1363,7 +1375,7 @@ mod tests {
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
-        let mut drained = std::pin::pin!(inbox.drained(1000));
+        let mut drained = std::pin::pin!(inbox.drained(BYTES_1000));
         assert!(drained.as_mut().poll(&mut cx).is_pending());
         // Taking a delivery takes its bytes off before the waiter is woken.
         assert!(receiver.try_recv_delivery().is_some_and(|d| d.bytes == 0));
@@ -1374,10 +1386,44 @@ mod tests {
 
         // Over the bound again: the end of the connection ends the wait.
         assert!(inbox.try_deliver(sized(&inbox, 600), 8).is_ok());
-        let mut drained = std::pin::pin!(inbox.drained(1000));
+        let mut drained = std::pin::pin!(inbox.drained(BYTES_1000));
         assert!(drained.as_mut().poll(&mut cx).is_pending());
         drop(receiver);
         assert_eq!(count.0.load(Ordering::Relaxed), 2);
+        assert!(drained.as_mut().poll(&mut cx).is_ready());
+    }
+
+    /// Over 1000 bytes, and no bound on the count.
+    const BYTES_1000: PaceAbove = PaceAbove {
+        bytes: 1000,
+        messages: usize::MAX,
+    };
+
+    #[test]
+    fn a_paced_publisher_is_woken_once_the_queue_is_back_to_a_quarter() {
+        // (pacing, no spec statement)
+        let pace = PaceAbove::new(1 << 20, 8);
+        assert_eq!(pace.messages, 2);
+        // The count: over 2 queued.
+        assert!(!pace.over(0, 0, 2));
+        assert!(pace.over(0, 0, 3));
+        // The bytes: one message alone is never over, whatever its size.
+        assert!(!pace.over(0, 1 << 30, 1));
+        assert!(pace.over(1, (1 << 18) + 1, 2));
+        assert_eq!(PaceAbove::new(1000, 3).messages, 1);
+
+        let receiver = ControlReceiver::new();
+        let inbox = receiver.inbox();
+        for expected in 1..=3 {
+            assert_eq!(inbox.try_deliver(delivery(0), 8).ok(), Some(expected));
+        }
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut drained = std::pin::pin!(inbox.drained(pace));
+        assert!(drained.as_mut().poll(&mut cx).is_pending());
+        assert!(receiver.try_recv_delivery().is_some());
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
         assert!(drained.as_mut().poll(&mut cx).is_ready());
     }
 

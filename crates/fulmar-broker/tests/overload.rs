@@ -403,6 +403,54 @@ async fn qos1_over_the_byte_bound_paces_the_publisher_and_drops_nothing() {
     broker.shutdown().await;
 }
 
+/// Under `DropAndCount`, a QoS 1 publisher whose every subscriber lags is
+/// paced once their queues hold a quarter of `max_queued_messages` (here
+/// far below the byte bound): dropping its messages would help none of
+/// them. The subscriber then gets every message, in order, and nothing was
+/// dropped. (With a subscriber that keeps up, the slow one's messages are
+/// dropped instead, as `drop_and_count_keeps_fast_subscribers_whole` shows.)
+// v5:MQTT-4.6.0-6
+#[tokio::test]
+async fn qos1_to_lagging_subscribers_over_the_count_paces_the_publisher() {
+    let broker = start_with(Broker::builder().max_queued_messages(QUEUE)).await;
+    let mut slow = subscriber(&broker, "slow-count", &["count/#"]).await;
+    let mut publisher = Peer::connect(addr(&broker), ProtocolVersion::V5, "pub-count").await;
+    let (acked_tx, mut acked) = mpsc::unbounded_channel();
+    let publishing = tokio::spawn(async move {
+        for i in 0..N {
+            let id = (i % 60_000) as u16 + 1;
+            publisher.send(message("count/a", i, id)).await;
+            match publisher.recv().await {
+                Packet::PubAck(ack) => assert_eq!(ack.packet_id.get(), id),
+                other => panic!("expected PUBACK, got {other:?}"),
+            }
+            acked_tx.send(i).unwrap();
+        }
+        publisher
+    });
+    wait_until("the publisher is paced", || {
+        broker.stats().blocked_publishers == 1
+    })
+    .await;
+    let mut sent = 0;
+    while let Ok(i) = acked.try_recv() {
+        sent = i + 1;
+    }
+    // 5 in flight, 20 in the session queue, a quarter of 20 in the
+    // connection queue, and the one that took it over.
+    assert!(
+        sent <= 5 + QUEUE + QUEUE / 4 + 1,
+        "{sent} acknowledged while the subscriber read nothing"
+    );
+    assert_eq!(broker.stats().dropped_messages, 0);
+    for i in 0..N {
+        assert_eq!(index(&take(&mut slow).await), i);
+    }
+    let _publisher = publishing.await.unwrap();
+    assert_eq!(broker.stats().dropped_messages, 0);
+    broker.shutdown().await;
+}
+
 /// A QoS 0 publisher whose every subscriber lags is paced too, rather than
 /// dropped at the byte bound: reading it faster would help none of them.
 /// (With a subscriber that keeps up, the slow one's messages are dropped

@@ -308,7 +308,10 @@ impl Paced {
     /// then. The connection's transport waits on it (see
     /// [`Transport::pause`](super::transport::Transport::pause)), so that
     /// the connection stays free meanwhile.
-    pub(super) fn into_wait(self: Box<Self>, limit: usize) -> super::transport::Pause {
+    pub(super) fn into_wait(
+        self: Box<Self>,
+        limit: crate::config::PaceAbove,
+    ) -> super::transport::Pause {
         Box::pin(async move {
             let paced = self;
             let drained = async {

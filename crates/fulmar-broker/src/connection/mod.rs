@@ -23,7 +23,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{AuthDecision, ClientInfo, ConnectInfo};
 use crate::broker::Shared;
-use crate::config::OverloadPolicy;
 use crate::frames::Frames;
 use crate::listener::{Peer, Slot};
 use crate::observe::{BrokerEvent, Counted};
@@ -718,7 +717,11 @@ impl<S: Stream> Connection<S> {
             let room = self.has_room();
             if let Some(paced) = self.paced.take() {
                 // Held back: the transport reads nothing until then.
-                let limit = crate::config::pace_above(self.shared.limits.max_queued_bytes);
+                let limits = &self.shared.limits;
+                let limit = crate::config::PaceAbove::new(
+                    limits.max_queued_bytes,
+                    limits.max_queued_messages,
+                );
                 self.transport.pause(paced.into_wait(limit));
             }
             tokio::select! {
@@ -1069,17 +1072,17 @@ impl<S: Stream> Connection<S> {
     }
 
     /// Whether to take deliveries from the connection queue now. While the
-    /// session queue holds [`Limits::max_queued_bytes`](crate::Limits) they
-    /// wait there, where their bytes hold back the publishers of QoS 1/2
-    /// messages (pacing) and drop QoS 0 ones; under back-pressure they also
-    /// wait while the session queue is full, so that publishers feeding this
-    /// connection wait too.
+    /// session queue holds [`Limits::max_queued_bytes`](crate::Limits) or
+    /// [`Limits::max_queued_messages`](crate::Limits) they wait there, where
+    /// they hold back their publishers (pacing; under back-pressure, once
+    /// that queue is full too) and where the next ones are dropped when it
+    /// is full.
     fn has_room(&self) -> bool {
         let limits = &self.shared.limits;
         let pending = self.session.pending_len();
-        (pending == 0 || self.session.pending_bytes() < limits.max_queued_bytes)
-            && (limits.overload_policy != OverloadPolicy::Backpressure
-                || pending < limits.max_queued_messages)
+        pending == 0
+            || (self.session.pending_bytes() < limits.max_queued_bytes
+                && pending < limits.max_queued_messages)
     }
 
     fn publish_out(&mut self, publish: Publish) {
