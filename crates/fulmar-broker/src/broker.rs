@@ -256,6 +256,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// See [`Limits::pacing_timeout`].
+    #[must_use]
+    pub fn pacing_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.pacing_timeout = timeout;
+        self
+    }
+
     /// See [`Limits::sys_interval`]: `Some(interval)` publishes the
     /// `$SYS/broker/...` topics every `interval`; `None` (the default) does not.
     #[must_use]

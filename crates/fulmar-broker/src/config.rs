@@ -38,12 +38,13 @@ pub struct Limits {
     /// session queue, each of this size). Beyond it messages are dropped and
     /// counted in [`Stats::dropped_messages`](crate::Stats::dropped_messages),
     /// or their publishers held back ([`OverloadPolicy::Backpressure`]).
-    /// Once the session queue is full and the connection queue holds more
-    /// than a quarter of this, the publisher of a further QoS 1/2 message to
-    /// it is paced as described under [`max_queued_bytes`](Self::max_queued_bytes),
-    /// if every connection that message went to is over that quarter (a
-    /// slow subscriber among others that keep up loses messages instead of
-    /// slowing the others down).
+    /// Once the connection queue holds more than a quarter of this (it fills
+    /// once the session queue is full, or while the connection's task is
+    /// busy), the publisher of a further QoS 1/2 message to it is paced as
+    /// described under [`max_queued_bytes`](Self::max_queued_bytes), if
+    /// every connection that message went to is over that quarter (a slow
+    /// subscriber among others that keep up loses messages instead of
+    /// slowing the others down; see also [`OverloadPolicy`]).
     pub max_queued_messages: usize,
     /// Payload bytes queued for one connection, in each of its two queues
     /// (deliveries not yet taken by its task; messages its session has not
@@ -55,7 +56,11 @@ pub struct Limits {
     /// connection reads nothing more until the queue is back under that
     /// quarter (pacing: TCP flow control slows the publisher down to what the
     /// subscriber takes, with little queued in between), for at most
-    /// [`backpressure_timeout`](Self::backpressure_timeout). A QoS 0 message
+    /// [`pacing_timeout`](Self::pacing_timeout) and half the publisher's
+    /// keep alive. A queue that has not drained by then
+    /// belongs to a subscriber that stopped reading: no publisher is paced on
+    /// it again until it takes a message (meanwhile messages beyond its
+    /// count are dropped and counted). A QoS 0 message
     /// paces its publisher the same way, but only when every connection it
     /// went to is over the quarter: a slow subscriber among others that keep
     /// up loses messages instead of slowing the others down. One message is
@@ -98,6 +103,12 @@ pub struct Limits {
     /// the copies for the full queues are dropped and counted in
     /// [`Stats::dropped_messages`](crate::Stats::dropped_messages).
     pub backpressure_timeout: Duration,
+    /// How long a paced publisher waits at most (see
+    /// [`max_queued_bytes`](Self::max_queued_bytes)): its connection reads
+    /// nothing meanwhile. A queue that has not drained by then belongs to a
+    /// subscriber that stopped reading, and is not waited on again until it
+    /// takes a message.
+    pub pacing_timeout: Duration,
     /// Interval at which the `$SYS/broker/...` topics are published
     /// (retained, QoS 0, as mosquitto does: version, uptime, clients,
     /// messages and bytes received and sent, dropped messages,
@@ -210,7 +221,12 @@ impl Limits {
 /// routing never waits on a subscriber. Under either policy, a publisher
 /// whose QoS 1/2 message takes a subscriber's queue over a quarter of
 /// [`Limits::max_queued_bytes`] is paced, and so is one whose QoS 0 message
-/// takes every queue it went to over that quarter (see there).
+/// takes every queue it went to over that quarter (see there), and one
+/// whose QoS 1/2 message takes every queue it went to over a quarter of
+/// [`Limits::max_queued_messages`] (or finds them full). A publisher is never
+/// paced on its own queue, nor on the queue of a connection that is paced
+/// itself (which reads nothing, acknowledgements included, until then), so
+/// clients that publish to each other cannot hold each other back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OverloadPolicy {
@@ -246,6 +262,7 @@ impl Default for Limits {
             max_session_expiry: u32::MAX,
             overload_policy: OverloadPolicy::DropAndCount,
             backpressure_timeout: Duration::from_secs(30),
+            pacing_timeout: Duration::from_secs(2),
             sys_interval: None,
             event_capacity: 1024,
             server_keep_alive: None,

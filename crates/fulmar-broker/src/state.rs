@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -131,6 +131,17 @@ pub(crate) struct ControlInbox {
     waker: AtomicWaker,
     /// Payload bytes of the deliveries in the connection queue.
     pub(crate) queued_bytes: AtomicUsize,
+    /// Its connection is paced: it reads nothing (the acknowledgements of
+    /// what it sends included), so its queues drain only once that is over.
+    /// Publishers are not paced on its queue meanwhile, so that clients
+    /// publishing to each other cannot hold each other back (set and read
+    /// under the state lock, in [`State::route`]).
+    pub(crate) paced: AtomicBool,
+    /// A publisher paced on this queue waited as long as it may and the
+    /// queue did not drain: its connection takes nothing (a subscriber that
+    /// stopped reading). Publishers are not paced on it again until it takes
+    /// a delivery; their messages are dropped when it is full meanwhile.
+    stalled: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -315,7 +326,29 @@ impl ControlInbox {
         if bytes > 0 {
             self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
         }
+        if self.stalled.load(Ordering::Relaxed) {
+            self.stalled.store(false, Ordering::Relaxed);
+        }
         Some((delivery, waiting))
+    }
+
+    /// After a pacing wait on this queue timed out: marks it stalled if it
+    /// is still over `limit` (see [`stalled`](Self::stalled)).
+    pub(crate) fn stalled_over(&self, limit: PaceAbove) {
+        let queue = self.lock();
+        if let Some(queue) = queue.as_ref()
+            && (self.queued_bytes.load(Ordering::Relaxed) > limit.bytes
+                || queue.deliveries.len() > limit.messages)
+        {
+            self.stalled.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether publishers may be paced on this queue: its connection is not
+    /// paced itself (see [`paced`](Self::paced)) and not stalled (see
+    /// [`stalled`](Self::stalled)).
+    fn may_pace(&self) -> bool {
+        !self.paced.load(Ordering::Relaxed) && !self.stalled.load(Ordering::Relaxed)
     }
 
     /// Ready once this queue is no longer over `limit` (at most that many
@@ -371,12 +404,24 @@ impl ControlReceiver {
             queue: Mutex::new(Some(Queues::default())),
             waker: AtomicWaker::new(),
             queued_bytes: AtomicUsize::new(0),
+            paced: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
         }))
     }
 
     /// The sending end, for the session's [`Owner`].
     pub(crate) fn inbox(&self) -> Arc<ControlInbox> {
         self.0.clone()
+    }
+
+    /// The address of the inbox: its identity, for [`Held::own`].
+    pub(crate) fn inbox_addr(&self) -> usize {
+        Arc::as_ptr(&self.0).addr()
+    }
+
+    /// Marks the connection paced, or no longer (see [`ControlInbox::paced`]).
+    pub(crate) fn set_paced(&self, paced: bool) {
+        self.0.paced.store(paced, Ordering::Relaxed);
     }
 
     /// The next control message, or delivery if `deliveries`. Cancel safe:
@@ -1095,6 +1140,18 @@ pub(crate) struct Held {
     /// A copy of the message being routed (of any QoS) went to a queue
     /// that stays under the quarter, or to an in-process subscription.
     pub(crate) kept_up: bool,
+    /// The address of the publisher's own inbox (its identity only): it is
+    /// never paced on its own queue, nor on that of a connection that is
+    /// paced itself (see [`ControlInbox::paced`]).
+    pub(crate) own: usize,
+}
+
+impl Held {
+    /// Whether the publisher may be paced on `queue`: not its own, and not
+    /// one whose connection is paced itself (it cannot drain until then).
+    fn may_wait_on(&self, queue: &Arc<ControlInbox>) -> bool {
+        queue.may_pace() && Arc::as_ptr(queue).addr() != self.own
+    }
 }
 
 /// A copy of a message for a connection whose queue was full, to be sent
@@ -1206,12 +1263,14 @@ impl Target<'_> {
                                 // dropped once the queue is full).
                                 let over_count = qos != QoS::AtMostOnce && limit.over(0, 0, len);
                                 if let Some(held) = held {
-                                    if over_bytes && qos != QoS::AtMostOnce {
-                                        held.paced.push(owner.control.clone());
-                                    } else if over_bytes || over_count {
-                                        held.paced_unless_kept_up.push(owner.control.clone());
-                                    } else {
+                                    if !over_bytes && !over_count {
                                         held.kept_up = true;
+                                    } else if held.may_wait_on(&owner.control) {
+                                        if over_bytes && qos != QoS::AtMostOnce {
+                                            held.paced.push(owner.control.clone());
+                                        } else {
+                                            held.paced_unless_kept_up.push(owner.control.clone());
+                                        }
                                     }
                                 }
                                 return;
@@ -1232,7 +1291,19 @@ impl Target<'_> {
                                                     delivery,
                                                 });
                                             }
-                                            _ => dropped(self.counters),
+                                            Some(held) => {
+                                                dropped(self.counters);
+                                                // Full: its publisher is
+                                                // paced too (QoS 1/2), as over
+                                                // the count.
+                                                if delivery.publish.qos != QoS::AtMostOnce
+                                                    && held.may_wait_on(&owner.control)
+                                                {
+                                                    held.paced_unless_kept_up
+                                                        .push(owner.control.clone());
+                                                }
+                                            }
+                                            None => dropped(self.counters),
                                         }
                                         return;
                                     }
@@ -1425,6 +1496,43 @@ mod tests {
         assert!(receiver.try_recv_delivery().is_some());
         assert_eq!(count.0.load(Ordering::Relaxed), 1);
         assert!(drained.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn no_publisher_waits_on_its_own_a_paced_or_a_stalled_queue() {
+        // (pacing, no spec statement)
+        let receiver = ControlReceiver::new();
+        let inbox = receiver.inbox();
+        let other = ControlReceiver::new();
+        let held = Held {
+            own: other.inbox_addr(),
+            ..Held::default()
+        };
+        assert!(held.may_wait_on(&inbox));
+        let own = Held {
+            own: receiver.inbox_addr(),
+            ..Held::default()
+        };
+        assert!(!own.may_wait_on(&inbox));
+
+        // Its connection is paced itself: it cannot drain meanwhile.
+        receiver.set_paced(true);
+        assert!(!held.may_wait_on(&inbox));
+        receiver.set_paced(false);
+        assert!(held.may_wait_on(&inbox));
+
+        // A wait on it timed out while it was over: stalled until it takes
+        // a delivery. Under the bound, a timeout does not mark it.
+        let pace = PaceAbove::new(1 << 20, 8);
+        for _ in 0..3 {
+            inbox.try_deliver(delivery(0), 8).unwrap();
+        }
+        inbox.stalled_over(pace);
+        assert!(!held.may_wait_on(&inbox));
+        assert!(receiver.try_recv_delivery().is_some());
+        assert!(held.may_wait_on(&inbox));
+        inbox.stalled_over(pace);
+        assert!(held.may_wait_on(&inbox));
     }
 
     #[test]

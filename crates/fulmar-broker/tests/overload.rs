@@ -358,7 +358,9 @@ async fn qos1_over_the_byte_bound_paces_the_publisher_and_drops_nothing() {
     let broker = start_with(
         Broker::builder()
             .max_queued_messages(1000)
-            .max_queued_bytes(256 * 1024),
+            .max_queued_bytes(256 * 1024)
+            // Paced for as long as the test needs.
+            .pacing_timeout(GUARD * 2),
     )
     .await;
     let mut slow = subscriber(&broker, "slow-paced", &["paced/#"]).await;
@@ -412,7 +414,13 @@ async fn qos1_over_the_byte_bound_paces_the_publisher_and_drops_nothing() {
 // v5:MQTT-4.6.0-6
 #[tokio::test]
 async fn qos1_to_lagging_subscribers_over_the_count_paces_the_publisher() {
-    let broker = start_with(Broker::builder().max_queued_messages(QUEUE)).await;
+    let broker = start_with(
+        Broker::builder()
+            .max_queued_messages(QUEUE)
+            // Paced for as long as the test needs.
+            .pacing_timeout(GUARD * 2),
+    )
+    .await;
     let mut slow = subscriber(&broker, "slow-count", &["count/#"]).await;
     let mut publisher = Peer::connect(addr(&broker), ProtocolVersion::V5, "pub-count").await;
     let (acked_tx, mut acked) = mpsc::unbounded_channel();
@@ -451,6 +459,44 @@ async fn qos1_to_lagging_subscribers_over_the_count_paces_the_publisher() {
     broker.shutdown().await;
 }
 
+/// A client subscribed to its own topic that does not read what it gets
+/// back is never paced on its own queue: its connection reads nothing while
+/// paced, its acknowledgements included, so that queue could not drain.
+/// Its surplus is dropped instead, and every PUBLISH is acknowledged at once.
+// v5:MQTT-4.6.0-6
+#[tokio::test]
+async fn a_publisher_is_not_paced_on_its_own_queue() {
+    let broker = start_with(Broker::builder().max_queued_messages(QUEUE)).await;
+    let mut peer = subscriber(&broker, "self", &["self/#"]).await;
+    let watching = broker.clone();
+    let watcher = tokio::spawn(async move {
+        let mut paced = false;
+        while !paced && watching.stats().messages_received < N as u64 {
+            paced = watching.stats().blocked_publishers > 0;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        paced
+    });
+    for i in 0..N {
+        let id = (i % 60_000) as u16 + 1;
+        peer.send(message("self/a", i, id)).await;
+        // Its own messages come back meanwhile; it takes none of them.
+        loop {
+            match peer.recv().await {
+                Packet::PubAck(ack) => {
+                    assert_eq!(ack.packet_id.get(), id);
+                    break;
+                }
+                Packet::Publish(_) => {}
+                other => panic!("expected PUBACK, got {other:?}"),
+            }
+        }
+    }
+    assert!(!watcher.await.unwrap(), "paced on its own queue");
+    assert!(broker.stats().dropped_messages > 0);
+    broker.shutdown().await;
+}
+
 /// A QoS 0 publisher whose every subscriber lags is paced too, rather than
 /// dropped at the byte bound: reading it faster would help none of them.
 /// (With a subscriber that keeps up, the slow one's messages are dropped
@@ -461,7 +507,9 @@ async fn qos0_to_lagging_subscribers_only_paces_the_publisher() {
     let broker = start_with(
         Broker::builder()
             .max_queued_messages(1000)
-            .max_queued_bytes(256 * 1024),
+            .max_queued_bytes(256 * 1024)
+            // Paced for as long as the test needs.
+            .pacing_timeout(GUARD * 2),
     )
     .await;
     let mut slow = subscriber(&broker, "slow-q0", &["paced0/#"]).await;
@@ -533,7 +581,9 @@ async fn a_paced_publisher_still_receives_its_own_messages() {
     let broker = start_with(
         Broker::builder()
             .max_queued_messages(1000)
-            .max_queued_bytes(256 * 1024),
+            .max_queued_bytes(256 * 1024)
+            // Paced for as long as the test needs.
+            .pacing_timeout(GUARD * 2),
     )
     .await;
     let mut slow = subscriber(&broker, "slow-2", &["paced2/out"]).await;

@@ -136,6 +136,8 @@ pub(crate) struct LimitsConfig {
     pub(crate) max_session_expiry_secs: u32,
     pub(crate) overload_policy: Overload,
     pub(crate) backpressure_timeout_secs: u64,
+    /// Milliseconds a paced publisher waits at most.
+    pub(crate) pacing_timeout_ms: u64,
     /// Milliseconds of idleness after which a plain TCP connection
     /// hibernates; 0: never.
     pub(crate) hibernate_after_ms: u64,
@@ -174,6 +176,7 @@ impl Default for LimitsConfig {
                 _ => Overload::Drop,
             },
             backpressure_timeout_secs: limits.backpressure_timeout.as_secs(),
+            pacing_timeout_ms: u64::try_from(limits.pacing_timeout.as_millis()).unwrap_or(u64::MAX),
             hibernate_after_ms: limits
                 .hibernate_after
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
@@ -210,6 +213,7 @@ impl LimitsConfig {
         };
         limits.backpressure_timeout =
             std::time::Duration::from_secs(self.backpressure_timeout_secs);
+        limits.pacing_timeout = std::time::Duration::from_millis(self.pacing_timeout_ms);
         limits.hibernate_after = match self.hibernate_after_ms {
             0 => None,
             ms => Some(std::time::Duration::from_millis(ms)),
@@ -463,6 +467,8 @@ max_read_ahead_bytes = 67108864
 # Subscriptions one client may hold.
 max_subscriptions_per_client = 1024
 # Messages queued for one session (offline or not yet sent); more are dropped.
+# A QoS 1/2 publisher whose messages take every queue they go to over a
+# quarter of this is paced (see pacing_timeout_ms).
 max_queued_messages = 1000
 # Payload bytes queued for one connection; a QoS 0 message beyond is dropped,
 # a QoS 1/2 message is queued, and its publisher is not read while the queue
@@ -491,6 +497,13 @@ max_session_expiry_secs = 4294967295
 # unacknowledged, for at most backpressure_timeout_secs, then is disconnected).
 overload_policy = "drop"
 backpressure_timeout_secs = 30
+# A publisher whose messages take every queue they go to over a quarter of
+# max_queued_bytes (QoS 1/2: any queue) or of max_queued_messages (QoS 1/2)
+# is paced: the broker reads nothing more from it until those queues are back
+# under the quarter, for at most this long (milliseconds) and half its keep
+# alive. A queue that has not drained by then is not waited on again until
+# its subscriber takes a message.
+pacing_timeout_ms = 2000
 # A plain TCP connection idle this long (milliseconds) hibernates: its task
 # ends and one thread watches its socket until it is needed again, so an idle
 # connection holds less memory. A new connection hibernates after 1/256 of

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fulmar_codec::{
     DisconnectReasonCode, Packet, PacketId, PubAckReasonCode, PubRecReasonCode, PubRel, Publish,
@@ -46,6 +46,7 @@ impl<S: super::Stream> Connection<S> {
         let limits = &self.shared.limits;
         let mut held = Held {
             backpressure: limits.overload_policy == OverloadPolicy::Backpressure,
+            own: self.control.inbox_addr(),
             ..Held::default()
         };
         {
@@ -84,6 +85,11 @@ impl<S: super::Stream> Connection<S> {
                 Instant::now(),
                 Some(&mut held),
             );
+            if !held.paced.is_empty() {
+                // Still under the lock: from now on no publisher is paced
+                // on this connection's queue (see `ControlInbox::paced`).
+                self.control.set_paced(true);
+            }
             if let Some(journal) = &state.journal {
                 self.dirty |= journaled != Some(journal.issued());
             }
@@ -94,6 +100,10 @@ impl<S: super::Stream> Connection<S> {
             self.wait_for_room(held.blocked).await
         };
         if missed > 0 {
+            // Not paced after all: the connection ends.
+            if self.paced.is_none() {
+                self.control.set_paced(false);
+            }
             // Not acknowledged: the publisher sends it again after
             // reconnecting. A QoS 1 resend is routed again (the others get
             // it twice, as QoS 1 allows). A QoS 2 message went to the others
@@ -214,9 +224,12 @@ impl<S: super::Stream> Connection<S> {
 
     /// Pacing: the connection reads nothing more from the network until
     /// every connection queue that this message took over a quarter of
-    /// [`Limits::max_queued_bytes`](crate::Limits) is back under that (see
+    /// [`Limits::max_queued_bytes`](crate::Limits) or of
+    /// [`Limits::max_queued_messages`](crate::Limits) is back under that (see
     /// [`Paced`]), so that TCP flow control slows the publisher down to what
-    /// those subscribers take. The message is queued already.
+    /// those subscribers take; for at most
+    /// [`Limits::pacing_timeout`](crate::Limits), and half the keep alive.
+    /// The message is queued already.
     fn pace(&mut self, queues: Vec<Arc<ControlInbox>>) {
         match &mut self.paced {
             Some(paced) => paced.queues.extend(queues),
@@ -225,10 +238,18 @@ impl<S: super::Stream> Connection<S> {
                     .counters
                     .blocked_publishers
                     .fetch_add(1, Ordering::Relaxed);
+                // Bounded by the keep alive too: nothing is read meanwhile,
+                // PINGREQ included.
+                let mut wait = self.shared.limits.pacing_timeout;
+                let keep_alive = self.session.keep_alive();
+                if keep_alive > 0 {
+                    wait = wait.min(Duration::from_secs(u64::from(keep_alive)) / 2);
+                }
                 self.paced = Some(Box::new(Paced {
                     queues,
-                    until: tokio::time::Instant::now() + self.shared.limits.backpressure_timeout,
+                    until: tokio::time::Instant::now() + wait,
                     shared: self.shared.clone(),
+                    own: self.control.inbox(),
                 }));
             }
         }
@@ -289,15 +310,19 @@ impl Refusal {
 }
 
 /// A publisher held back by pacing: the connection queues its last messages
-/// took over a quarter of [`Limits::max_queued_bytes`](crate::Limits). Meanwhile its
-/// connection does everything but read from the network: it takes its own
-/// deliveries and writes its packets, so two clients that publish to each
-/// other do not wait on each other. Counted in
+/// took over a quarter of their bound ([`PaceAbove`](crate::config::PaceAbove)).
+/// Meanwhile its connection does everything but read from the network: it
+/// takes its own deliveries and writes its packets. It reads no
+/// acknowledgements either, so its own queue may not drain: no publisher is
+/// paced on it meanwhile (see `ControlInbox::paced`), and two clients that
+/// publish to each other do not wait on each other. Counted in
 /// [`Stats::blocked_publishers`](crate::Stats) while it exists (until the
 /// wait is over, or the connection ends).
 pub(super) struct Paced {
     queues: Vec<Arc<ControlInbox>>,
-    /// The wait ends here at the latest ([`Limits::backpressure_timeout`](crate::Limits)).
+    /// The paced connection's own inbox, marked paced while this lives.
+    own: Arc<ControlInbox>,
+    /// The wait ends here at the latest ([`Limits::pacing_timeout`](crate::Limits)).
     until: tokio::time::Instant,
     shared: Arc<Shared>,
 }
@@ -321,6 +346,9 @@ impl Paced {
             };
             if tokio::time::timeout_at(paced.until, drained).await.is_err() {
                 tracing::debug!("pacing timeout");
+                for queue in &paced.queues {
+                    queue.stalled_over(limit);
+                }
             }
         })
     }
@@ -328,6 +356,7 @@ impl Paced {
 
 impl Drop for Paced {
     fn drop(&mut self) {
+        self.own.paced.store(false, Ordering::Relaxed);
         self.shared
             .counters
             .blocked_publishers

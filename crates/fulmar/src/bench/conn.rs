@@ -310,7 +310,11 @@ impl Link {
         deadline: Option<tokio::time::Instant>,
         phase: Option<&mut watch::Receiver<Phase>>,
     ) -> Result<Wake, String> {
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+        // Not while the rest of a packet fits (its whole size was reserved):
+        // growing the buffer then would copy the packet.
+        let packet_fits = packet_size(&self.rbuf)
+            .is_some_and(|total| total > self.rbuf.len() && total <= self.rbuf.capacity());
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 && !packet_fits {
             self.rbuf.reserve(READ_CHUNK);
         }
         let session_deadline = self.session.poll_timeout();
