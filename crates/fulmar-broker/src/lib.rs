@@ -43,8 +43,9 @@
 //!   dropped and counted or its publishers are held back ([`OverloadPolicy`]);
 //!   its queues are bounded in bytes too ([`Limits::max_queued_bytes`]), and
 //!   publishers of QoS 1/2 messages to a full one are paced rather than
-//!   their messages dropped; a peer that stops reading is disconnected after
-//!   [`Limits::write_timeout`].
+//!   their messages dropped (for its count too, when no other subscriber of
+//!   the message keeps up; at most [`Limits::pacing_timeout`] at a time); a
+//!   peer that stops reading is disconnected after [`Limits::write_timeout`].
 //! - **Idle connections hibernate** (Unix, plain TCP): after
 //!   [`Limits::hibernate_after`] without traffic a connection gives up its
 //!   task and its reactor registration, and one thread watches its socket,

@@ -142,6 +142,11 @@ pub(crate) struct ControlInbox {
     /// stopped reading). Publishers are not paced on it again until it takes
     /// a delivery; their messages are dropped when it is full meanwhile.
     stalled: AtomicBool,
+    /// Its session queue holds [`Limits::max_queued_messages`](crate::Limits)
+    /// (kept by its connection task): a QoS 0 copy is dropped rather than
+    /// queued here, as the session would drop it, so that QoS 0 does not
+    /// wait in this queue behind a full session queue.
+    session_full: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -406,6 +411,7 @@ impl ControlReceiver {
             queued_bytes: AtomicUsize::new(0),
             paced: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
+            session_full: AtomicBool::new(false),
         }))
     }
 
@@ -422,6 +428,14 @@ impl ControlReceiver {
     /// Marks the connection paced, or no longer (see [`ControlInbox::paced`]).
     pub(crate) fn set_paced(&self, paced: bool) {
         self.0.paced.store(paced, Ordering::Relaxed);
+    }
+
+    /// Whether the session queue is full (see [`ControlInbox::session_full`]);
+    /// written only when it changes, as every publisher to it reads it.
+    pub(crate) fn set_session_full(&self, full: bool) {
+        if self.0.session_full.load(Ordering::Relaxed) != full {
+            self.0.session_full.store(full, Ordering::Relaxed);
+        }
     }
 
     /// The next control message, or delivery if `deliveries`. Cancel safe:
@@ -1249,7 +1263,9 @@ impl Target<'_> {
                         let before = queued.fetch_add(bytes, Ordering::Relaxed);
                         let after = before.saturating_add(bytes);
                         let over = before > 0 && after > self.max_bytes;
-                        if over && qos == QoS::AtMostOnce {
+                        if qos == QoS::AtMostOnce
+                            && (over || owner.control.session_full.load(Ordering::Relaxed))
+                        {
                             queued.fetch_sub(bytes, Ordering::Relaxed);
                             dropped(self.counters);
                             return;

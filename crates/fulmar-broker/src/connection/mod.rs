@@ -1077,12 +1077,15 @@ impl<S: Stream> Connection<S> {
     /// they hold back their publishers (pacing; under back-pressure, once
     /// that queue is full too) and where the next ones are dropped when it
     /// is full.
+    ///
+    /// Also tells the publishers whether the session queue is full (see
+    /// `ControlInbox::session_full`).
     fn has_room(&self) -> bool {
         let limits = &self.shared.limits;
         let pending = self.session.pending_len();
-        pending == 0
-            || (self.session.pending_bytes() < limits.max_queued_bytes
-                && pending < limits.max_queued_messages)
+        let full = pending >= limits.max_queued_messages;
+        self.control.set_session_full(full);
+        pending == 0 || (self.session.pending_bytes() < limits.max_queued_bytes && !full)
     }
 
     fn publish_out(&mut self, publish: Publish) {
