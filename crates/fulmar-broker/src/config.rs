@@ -192,11 +192,22 @@ impl PaceAbove {
         }
     }
 
-    /// Whether a queue holding `bytes` (`before` of them before the last
-    /// delivery) and `messages` is over: one delivery into an empty queue
-    /// never is, whatever its size.
-    pub(crate) const fn over(self, before: usize, bytes: usize, messages: usize) -> bool {
-        (before > 0 && bytes > self.bytes) || messages > self.messages
+    /// Whether a delivery that took a queue from `before` to `bytes`
+    /// payload bytes took it over: one delivery into an empty queue never
+    /// does, whatever its size.
+    pub(crate) const fn over_bytes(self, before: usize, bytes: usize) -> bool {
+        before > 0 && bytes > self.bytes
+    }
+
+    /// Whether a queue holding `messages` deliveries is over.
+    pub(crate) const fn over_count(self, messages: usize) -> bool {
+        messages > self.messages
+    }
+
+    /// Whether a queue holding `bytes` and `messages` is still over (for the
+    /// end of a wait).
+    pub(crate) const fn still_over(self, bytes: usize, messages: usize) -> bool {
+        bytes > self.bytes || self.over_count(messages)
     }
 }
 

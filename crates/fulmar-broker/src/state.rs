@@ -342,11 +342,18 @@ impl ControlInbox {
     pub(crate) fn stalled_over(&self, limit: PaceAbove) {
         let queue = self.lock();
         if let Some(queue) = queue.as_ref()
-            && (self.queued_bytes.load(Ordering::Relaxed) > limit.bytes
-                || queue.deliveries.len() > limit.messages)
+            && self.still_over(queue, limit)
         {
             self.stalled.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Whether this queue (`queue`, locked) is still over `limit`.
+    fn still_over(&self, queue: &Queues, limit: PaceAbove) -> bool {
+        limit.still_over(
+            self.queued_bytes.load(Ordering::Relaxed),
+            queue.deliveries.len(),
+        )
     }
 
     /// Whether publishers may be paced on this queue: its connection is not
@@ -366,11 +373,7 @@ impl ControlInbox {
         std::future::poll_fn(|cx| {
             let mut queue = self.lock();
             match queue.as_mut() {
-                Some(queue)
-                    if !queue.closed
-                        && (self.queued_bytes.load(Ordering::Relaxed) > limit.bytes
-                            || queue.deliveries.len() > limit.messages) =>
-                {
+                Some(queue) if !queue.closed && self.still_over(queue, limit) => {
                     let list = &mut queue.rare().waiting;
                     if !list.iter().any(|w| w.will_wake(cx.waker())) {
                         list.push(cx.waker().clone());
@@ -1274,10 +1277,10 @@ impl Target<'_> {
                         match owner.control.try_deliver(delivery, self.max_queued) {
                             Ok(len) => {
                                 let limit = PaceAbove::new(self.max_bytes, self.max_queued);
-                                let over_bytes = limit.over(before, after, 0);
+                                let over_bytes = limit.over_bytes(before, after);
                                 // Over the count: QoS 1/2 only (QoS 0 is
                                 // dropped once the queue is full).
-                                let over_count = qos != QoS::AtMostOnce && limit.over(0, 0, len);
+                                let over_count = qos != QoS::AtMostOnce && limit.over_count(len);
                                 if let Some(held) = held {
                                     if !over_bytes && !over_count {
                                         held.kept_up = true;
@@ -1492,11 +1495,11 @@ mod tests {
         let pace = PaceAbove::new(1 << 20, 8);
         assert_eq!(pace.messages, 2);
         // The count: over 2 queued.
-        assert!(!pace.over(0, 0, 2));
-        assert!(pace.over(0, 0, 3));
+        assert!(!pace.over_count(2));
+        assert!(pace.over_count(3));
         // The bytes: one message alone is never over, whatever its size.
-        assert!(!pace.over(0, 1 << 30, 1));
-        assert!(pace.over(1, (1 << 18) + 1, 2));
+        assert!(!pace.over_bytes(0, 1 << 30));
+        assert!(pace.over_bytes(1, (1 << 18) + 1));
         assert_eq!(PaceAbove::new(1000, 3).messages, 1);
 
         let receiver = ControlReceiver::new();

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{GUARD, Peer, addr, start_with, wait_until};
-use fulmar_broker::{Broker, BrokerHandle, OverloadPolicy};
+use fulmar_broker::{Broker, BrokerBuilder, BrokerHandle, OverloadPolicy};
 use fulmar_codec::{Connect, MqttString, Packet, PacketId, ProtocolVersion, PubAck, Publish, QoS};
 use tokio::sync::mpsc;
 
@@ -32,6 +32,15 @@ fn message(topic: &str, i: usize, id: u16) -> Publish {
 
 fn index(p: &Publish) -> usize {
     u64::from_be_bytes(p.payload[..8].try_into().unwrap()) as usize
+}
+
+/// Queues bounded at 256 KiB, far below their count bound (1000). Tests
+/// that watch a publisher being paced add a `pacing_timeout` longer than
+/// they take.
+fn byte_bound() -> BrokerBuilder {
+    Broker::builder()
+        .max_queued_messages(1000)
+        .max_queued_bytes(256 * 1024)
 }
 
 /// A v5 subscriber to `filter` at QoS 1 with Receive Maximum 5.
@@ -326,12 +335,7 @@ async fn a_stalled_subscriber_is_disconnected_after_the_write_timeout() {
 // v5:MQTT-4.6.0-6 MQTT-4.3.1-1
 #[tokio::test]
 async fn queued_bytes_are_bounded() {
-    let broker = start_with(
-        Broker::builder()
-            .max_queued_messages(1000)
-            .max_queued_bytes(256 * 1024),
-    )
-    .await;
+    let broker = start_with(byte_bound()).await;
     let mut slow = subscriber(&broker, "slow-bytes", &["bytes/#"]).await;
     let mut fast = subscriber(&broker, "fast-bytes", &["bytes/#"]).await;
     let mut publisher = Peer::connect(addr(&broker), ProtocolVersion::V5, "pub-bytes").await;
@@ -392,14 +396,7 @@ async fn publish_until_paced(
 // v5:MQTT-4.6.0-6
 #[tokio::test]
 async fn qos1_over_the_byte_bound_paces_the_publisher_and_drops_nothing() {
-    let broker = start_with(
-        Broker::builder()
-            .max_queued_messages(1000)
-            .max_queued_bytes(256 * 1024)
-            // Paced for as long as the test needs.
-            .pacing_timeout(GUARD * 2),
-    )
-    .await;
+    let broker = start_with(byte_bound().pacing_timeout(GUARD * 2)).await;
     // The subscriber reads nothing: the publisher is held back long before
     // its 800 x 32 KiB (25 MiB) are all acknowledged.
     let (mut slow, publishing, sent) = publish_until_paced(&broker, "paced").await;
@@ -497,14 +494,7 @@ async fn a_publisher_is_not_paced_on_its_own_queue() {
 // v5:MQTT-4.6.0-6 MQTT-4.3.1-1
 #[tokio::test]
 async fn qos0_to_lagging_subscribers_only_paces_the_publisher() {
-    let broker = start_with(
-        Broker::builder()
-            .max_queued_messages(1000)
-            .max_queued_bytes(256 * 1024)
-            // Paced for as long as the test needs.
-            .pacing_timeout(GUARD * 2),
-    )
-    .await;
+    let broker = start_with(byte_bound().pacing_timeout(GUARD * 2)).await;
     let mut slow = subscriber(&broker, "slow-q0", &["paced0/#"]).await;
     let mut publisher = Peer::connect(addr(&broker), ProtocolVersion::V5, "pub-q0").await;
     let publishing = tokio::spawn(async move {
@@ -536,12 +526,7 @@ async fn qos0_to_lagging_subscribers_only_paces_the_publisher() {
 // v5:MQTT-4.6.0-6
 #[tokio::test]
 async fn a_lagging_qos0_subscriber_does_not_pace_a_qos1_flow() {
-    let broker = start_with(
-        Broker::builder()
-            .max_queued_messages(1000)
-            .max_queued_bytes(256 * 1024),
-    )
-    .await;
+    let broker = start_with(byte_bound()).await;
     let mut slow = Peer::connect(addr(&broker), ProtocolVersion::V5, "slow-q0-sub").await;
     slow.sub(1, "mixed/#", QoS::AtMostOnce).await;
     let mut fast = subscriber(&broker, "fast-q1-sub", &["mixed/#"]).await;
@@ -571,14 +556,7 @@ async fn a_lagging_qos0_subscriber_does_not_pace_a_qos1_flow() {
 async fn a_paced_publisher_still_receives_its_own_messages() {
     use tokio::io::AsyncWriteExt;
 
-    let broker = start_with(
-        Broker::builder()
-            .max_queued_messages(1000)
-            .max_queued_bytes(256 * 1024)
-            // Paced for as long as the test needs.
-            .pacing_timeout(GUARD * 2),
-    )
-    .await;
+    let broker = start_with(byte_bound().pacing_timeout(GUARD * 2)).await;
     let mut slow = subscriber(&broker, "slow-2", &["paced2/out"]).await;
     let publisher = subscriber(&broker, "pub-2", &["paced2/in"]).await;
     let Peer {
