@@ -166,6 +166,13 @@ struct Rare {
     /// Senders waiting for room in the full delivery queue (back-pressure),
     /// woken when a delivery is taken or the inbox closes.
     waiting: Vec<Waker>,
+    /// Paced publishers waiting for the queue to drain, woken once it is
+    /// down to `resume` (not at every delivery taken: fifty publishers paced
+    /// on one subscriber would all be polled for each of its messages) or
+    /// the inbox closes.
+    paced: Vec<Waker>,
+    /// The level `paced` is woken at.
+    resume: Option<PaceAbove>,
 }
 
 impl Queues {
@@ -175,11 +182,9 @@ impl Queues {
 
     /// Drops the rare part once it holds nothing.
     fn tidy(&mut self) {
-        if self
-            .rare
-            .as_ref()
-            .is_some_and(|rare| rare.controls.is_empty() && rare.waiting.is_empty())
-        {
+        if self.rare.as_ref().is_some_and(|rare| {
+            rare.controls.is_empty() && rare.waiting.is_empty() && rare.paced.is_empty()
+        }) {
             self.rare = None;
         }
     }
@@ -196,24 +201,45 @@ impl Queues {
         control
     }
 
-    /// Takes the waiting senders' wakers, to wake once the lock is released.
-    fn take_waiting(&mut self) -> Vec<Waker> {
+    /// Takes the waiting senders' wakers, to wake once the lock is released;
+    /// the paced publishers' too if `paced`.
+    fn take_waiting(&mut self, paced: bool) -> Vec<Waker> {
         let Some(rare) = self.rare.as_mut() else {
             return Vec::new();
         };
-        let waiting = std::mem::take(&mut rare.waiting);
+        let mut waiting = std::mem::take(&mut rare.waiting);
+        if paced {
+            waiting.append(&mut rare.paced);
+            rare.resume = None;
+        }
         self.tidy();
         waiting
     }
 
-    /// A delivery taken from the queue: gives room to the senders waiting.
-    fn pop_delivery(&mut self) -> Option<(Box<Delivery>, Vec<Waker>)> {
-        let delivery = self.deliveries.pop_front()?;
+    /// Whether paced publishers wait for this queue to drain to a level it
+    /// is at now, with `bytes` queued.
+    fn resumes(&self, bytes: usize) -> bool {
+        self.rare
+            .as_ref()
+            .and_then(|rare| rare.resume.filter(|_| !rare.paced.is_empty()))
+            .is_some_and(|resume| !resume.still_over(bytes, self.deliveries.len()))
+    }
+
+    /// A delivery taken from the queue, `bytes` left queued after it: gives
+    /// room to the senders waiting, and wakes the paced publishers if it is
+    /// down to their level.
+    fn pop_delivery(
+        &mut self,
+        bytes: impl FnOnce(usize) -> usize,
+    ) -> Option<(Box<Delivery>, Vec<Waker>)> {
+        let mut delivery = self.deliveries.pop_front()?;
         if self.deliveries.is_empty() && self.deliveries.capacity() > 64 {
             // A burst is over: an idle connection keeps no large queue.
             self.deliveries = VecDeque::new();
         }
-        Some((delivery, self.take_waiting()))
+        let left = bytes(std::mem::take(&mut delivery.bytes));
+        let paced = self.resumes(left);
+        Some((delivery, self.take_waiting(paced)))
     }
 }
 
@@ -326,11 +352,15 @@ impl ControlInbox {
     /// so that a sender waiting for the bytes to drop sees them gone when it
     /// is woken), with the waiting senders to wake.
     fn pop_delivery(&self, queue: &mut Queues) -> Option<(Box<Delivery>, Vec<Waker>)> {
-        let (mut delivery, waiting) = queue.pop_delivery()?;
-        let bytes = std::mem::take(&mut delivery.bytes);
-        if bytes > 0 {
-            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        }
+        let (delivery, waiting) = queue.pop_delivery(|bytes| {
+            if bytes > 0 {
+                self.queued_bytes
+                    .fetch_sub(bytes, Ordering::Relaxed)
+                    .saturating_sub(bytes)
+            } else {
+                self.queued_bytes.load(Ordering::Relaxed)
+            }
+        })?;
         if self.stalled.load(Ordering::Relaxed) {
             self.stalled.store(false, Ordering::Relaxed);
         }
@@ -374,9 +404,10 @@ impl ControlInbox {
             let mut queue = self.lock();
             match queue.as_mut() {
                 Some(queue) if !queue.closed && self.still_over(queue, limit) => {
-                    let list = &mut queue.rare().waiting;
-                    if !list.iter().any(|w| w.will_wake(cx.waker())) {
-                        list.push(cx.waker().clone());
+                    let rare = queue.rare();
+                    rare.resume = Some(limit.resume());
+                    if !rare.paced.iter().any(|w| w.will_wake(cx.waker())) {
+                        rare.paced.push(cx.waker().clone());
                     }
                     std::task::Poll::Pending
                 }
@@ -484,7 +515,10 @@ impl ControlReceiver {
         let (taken, waiting) = match queue.as_mut() {
             Some(queue) => {
                 queue.closed = true;
-                (std::mem::take(&mut queue.deliveries), queue.take_waiting())
+                (
+                    std::mem::take(&mut queue.deliveries),
+                    queue.take_waiting(true),
+                )
             }
             None => (VecDeque::new(), Vec::new()),
         };
@@ -503,7 +537,7 @@ impl ControlReceiver {
         let left = self.0.lock().take();
         // Senders waiting for room see it closed.
         if let Some(mut queues) = left {
-            wake_all(queues.take_waiting());
+            wake_all(queues.take_waiting(true));
         }
     }
 }
@@ -1146,7 +1180,7 @@ pub(crate) struct Held {
     pub(crate) blocked: Vec<Blocked>,
     /// Connections whose queue this message's QoS 1/2 copy took over a
     /// quarter of [`Limits::max_queued_bytes`](crate::Limits) ([`PaceAbove`]):
-    /// the publisher reads nothing more until they are back under it.
+    /// the publisher reads nothing more until they are down to half of it.
     pub(crate) paced: Vec<Arc<ControlInbox>>,
     /// The same for the QoS 0 copies of the message being routed, and for
     /// the QoS 1/2 copies that took a queue over a quarter of
@@ -1456,26 +1490,31 @@ mod tests {
     }
 
     #[test]
-    fn a_paced_publisher_is_woken_once_the_bytes_are_taken() {
+    fn a_paced_publisher_is_woken_once_half_the_bytes_are_taken() {
         // (pacing, no spec statement)
         let receiver = ControlReceiver::new();
         let inbox = receiver.inbox();
-        assert!(inbox.try_deliver(sized(&inbox, 600), 8).is_ok());
-        assert!(inbox.try_deliver(sized(&inbox, 600), 8).is_ok());
+        for bytes in [600, 300, 300] {
+            assert!(inbox.try_deliver(sized(&inbox, bytes), 8).is_ok());
+        }
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
         let mut drained = std::pin::pin!(inbox.drained(BYTES_1000));
         assert!(drained.as_mut().poll(&mut cx).is_pending());
+        // Under the bound, not yet under half of it: not woken.
+        assert!(receiver.try_recv_delivery().is_some());
+        assert_eq!(inbox.queued_bytes.load(Ordering::Relaxed), 600);
+        assert_eq!(count.0.load(Ordering::Relaxed), 0);
         // Taking a delivery takes its bytes off before the waiter is woken.
         assert!(receiver.try_recv_delivery().is_some_and(|d| d.bytes == 0));
         assert_eq!(count.0.load(Ordering::Relaxed), 1);
-        assert_eq!(inbox.queued_bytes.load(Ordering::Relaxed), 600);
+        assert_eq!(inbox.queued_bytes.load(Ordering::Relaxed), 300);
         assert!(drained.as_mut().poll(&mut cx).is_ready());
         assert!(inbox.lock().as_ref().is_some_and(|q| q.rare.is_none()));
 
         // Over the bound again: the end of the connection ends the wait.
-        assert!(inbox.try_deliver(sized(&inbox, 600), 8).is_ok());
+        assert!(inbox.try_deliver(sized(&inbox, 900), 8).is_ok());
         let mut drained = std::pin::pin!(inbox.drained(BYTES_1000));
         assert!(drained.as_mut().poll(&mut cx).is_pending());
         drop(receiver);
@@ -1490,7 +1529,7 @@ mod tests {
     };
 
     #[test]
-    fn a_paced_publisher_is_woken_once_the_queue_is_back_to_a_quarter() {
+    fn a_paced_publisher_is_woken_once_the_queue_is_back_to_an_eighth() {
         // (pacing, no spec statement)
         let pace = PaceAbove::new(1 << 20, 8);
         assert_eq!(pace.messages, 2);
@@ -1501,6 +1540,9 @@ mod tests {
         assert!(!pace.over_bytes(0, 1 << 30));
         assert!(pace.over_bytes(1, (1 << 18) + 1));
         assert_eq!(PaceAbove::new(1000, 3).messages, 1);
+        // Paced publishers are woken at half the threshold.
+        assert_eq!(pace.resume().messages, 1);
+        assert_eq!(pace.resume().bytes, 1 << 17);
 
         let receiver = ControlReceiver::new();
         let inbox = receiver.inbox();
@@ -1512,6 +1554,9 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let mut drained = std::pin::pin!(inbox.drained(pace));
         assert!(drained.as_mut().poll(&mut cx).is_pending());
+        // Two left: no longer over, but not down to one either.
+        assert!(receiver.try_recv_delivery().is_some());
+        assert_eq!(count.0.load(Ordering::Relaxed), 0);
         assert!(receiver.try_recv_delivery().is_some());
         assert_eq!(count.0.load(Ordering::Relaxed), 1);
         assert!(drained.as_mut().poll(&mut cx).is_ready());

@@ -449,6 +449,79 @@ async fn qos1_to_lagging_subscribers_over_the_count_paces_the_publisher() {
     broker.shutdown().await;
 }
 
+/// A burst of QoS 1/2 messages read in one go is routed one message at a
+/// time: the publisher is paced by the message that takes the queue over a
+/// quarter of `max_queued_messages`, not after the whole burst, whose
+/// surplus would find the queues full and be dropped. Here the subscriber,
+/// which reads nothing, has room for 5 in flight + 8 queued + 8 in its
+/// connection queue; the publisher sends 64 messages in one write.
+async fn a_burst_is_paced_before_the_queues_are_full(qos: QoS) {
+    use fulmar_codec::PubRel;
+    const BURST: usize = 64;
+    let broker = start_with(
+        Broker::builder()
+            .max_queued_messages(8)
+            .pacing_timeout(GUARD * 2),
+    )
+    .await;
+    let prefix = format!("burst{}", qos as u8);
+    let mut slow = subscriber(
+        &broker,
+        &format!("slow-{prefix}"),
+        &[&format!("{prefix}/#")],
+    )
+    .await;
+    let mut publisher =
+        Peer::connect(addr(&broker), ProtocolVersion::V5, &format!("pub-{prefix}")).await;
+    let mut wire = bytes::BytesMut::new();
+    for i in 0..BURST {
+        let mut m = message(&format!("{prefix}/a"), i, i as u16 + 1);
+        m.payload.truncate(8);
+        m.qos = qos;
+        Packet::from(m)
+            .encode(ProtocolVersion::V5, &mut wire)
+            .unwrap();
+    }
+    publisher.send_raw(&wire).await;
+    let publishing = tokio::spawn(async move {
+        let mut done = 0;
+        while done < BURST {
+            match publisher.recv().await {
+                Packet::PubRec(rec) => {
+                    assert!(!rec.reason_code.is_error());
+                    publisher.send(PubRel::new(rec.packet_id)).await;
+                }
+                Packet::PubAck(_) | Packet::PubComp(_) => done += 1,
+                other => panic!("expected an acknowledgement, got {other:?}"),
+            }
+        }
+        publisher
+    });
+    wait_until("the publisher is paced", || {
+        broker.stats().blocked_publishers == 1
+    })
+    .await;
+    assert_eq!(broker.stats().dropped_messages, 0);
+    for i in 0..BURST {
+        assert_eq!(index(&take(&mut slow).await), i);
+    }
+    let _publisher = publishing.await.unwrap();
+    assert_eq!(broker.stats().dropped_messages, 0);
+    broker.shutdown().await;
+}
+
+// v5:MQTT-4.6.0-6
+#[tokio::test]
+async fn a_qos1_burst_is_paced_before_the_queues_are_full() {
+    a_burst_is_paced_before_the_queues_are_full(QoS::AtLeastOnce).await;
+}
+
+// v5:MQTT-4.6.0-6
+#[tokio::test]
+async fn a_qos2_burst_is_paced_before_the_queues_are_full() {
+    a_burst_is_paced_before_the_queues_are_full(QoS::ExactlyOnce).await;
+}
+
 /// A client subscribed to its own topic that does not read what it gets
 /// back is never paced on its own queue: its connection reads nothing while
 /// paced, its acknowledgements included, so that queue could not drain.

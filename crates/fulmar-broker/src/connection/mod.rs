@@ -395,6 +395,22 @@ fn payload_len(frame: &Option<Result<Packet, CodecError>>) -> usize {
     }
 }
 
+/// The first frame of a batch read from the network.
+struct Batch {
+    /// When it was read: the time of the whole batch.
+    now: Instant,
+    /// Its payload bytes.
+    bytes: usize,
+    /// Whether it is a QoS 1/2 PUBLISH.
+    acknowledged: bool,
+}
+
+/// A QoS 1/2 PUBLISH: the messages whose publishers are paced by the count of
+/// queued messages.
+fn is_acknowledged_publish(frame: &Option<Result<Packet, CodecError>>) -> bool {
+    matches!(frame, Some(Ok(Packet::Publish(publish))) if publish.qos != fulmar_codec::QoS::AtMostOnce)
+}
+
 /// Why [`Connection::run`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flow {
@@ -724,53 +740,45 @@ impl<S: Stream> Connection<S> {
                 );
                 self.transport.pause(paced.into_wait(limit));
             }
-            tokio::select! {
+            // The first frame of a batch (from the select, so that nothing
+            // of it lives across the wait).
+            let batch = tokio::select! {
                 frame = self.transport.next() => {
                     // One clock reading for the whole batch.
                     let now = Instant::now();
-                    let mut bytes = payload_len(&frame);
+                    let first = Batch {
+                        now,
+                        bytes: payload_len(&frame),
+                        acknowledged: is_acknowledged_publish(&frame),
+                    };
                     if !self.on_frame(frame, now) {
                         return Flow::Closed;
                     }
-                    // Take what is already buffered too, then write the answers at once.
-                    let mut handled = 1;
-                    while handled < BATCH && bytes < BATCH_BYTES {
-                        if !self.session.is_connected() {
-                            break;
-                        }
-                        let Some(frame) = self.transport.next().now_or_never() else {
-                            break;
-                        };
-                        bytes += payload_len(&frame);
-                        if !self.on_frame(frame, now) {
-                            return Flow::Closed;
-                        }
-                        handled += 1;
-                    }
-                    // A full batch: more is waiting. Let the other tasks (the
-                    // subscribers' deliveries) run before reading on.
-                    self.yield_next = handled == BATCH || bytes >= BATCH_BYTES;
+                    Some(first)
                 }
-                inbound = self.control.recv(room) => match inbound {
-                    Inbound::Delivery(delivery) => {
-                        let now = Instant::now();
-                        self.deliver_at(*delivery, now);
-                        for _ in 1..DELIVERY_BATCH {
-                            if !self.has_room() {
-                                break;
+                inbound = self.control.recv(room) => {
+                    match inbound {
+                        Inbound::Delivery(delivery) => {
+                            let now = Instant::now();
+                            self.deliver_at(*delivery, now);
+                            for _ in 1..DELIVERY_BATCH {
+                                if !self.has_room() {
+                                    break;
+                                }
+                                match self.control.try_recv_delivery() {
+                                    Some(delivery) => self.deliver_at(*delivery, now),
+                                    None => break,
+                                }
                             }
-                            match self.control.try_recv_delivery() {
-                                Some(delivery) => self.deliver_at(*delivery, now),
-                                None => break,
+                        }
+                        Inbound::Control(control) => {
+                            if !self.on_control(control) {
+                                return Flow::Closed;
                             }
                         }
                     }
-                    Inbound::Control(control) => {
-                        if !self.on_control(control) {
-                            return Flow::Closed;
-                        }
-                    }
-                },
+                    None
+                }
                 // No deadline: the future is ready with `None` and the branch is off.
                 Some(()) = OptionFuture::from(wake.map(tokio::time::sleep_until)) => {
                     let now = tokio::time::Instant::now();
@@ -793,9 +801,58 @@ impl<S: Stream> Connection<S> {
                     } else {
                         self.session.handle_timeout(Instant::now());
                     }
+                    None
                 }
+            };
+            // Boxed: routing in the middle of a batch makes the future large,
+            // and it only lives while reading.
+            if let Some(batch) = batch
+                && !Box::pin(self.read_batch(batch)).await
+            {
+                return Flow::Closed;
             }
         }
+    }
+
+    /// After the first frame of a batch, feeds what is already buffered to
+    /// the session, so that [`drive`](Self::drive) writes the answers at
+    /// once; false when the network connection is gone.
+    async fn read_batch(&mut self, first: Batch) -> bool {
+        let Batch {
+            now,
+            mut bytes,
+            mut acknowledged,
+        } = first;
+        let mut handled = 1;
+        while handled < BATCH && bytes < BATCH_BYTES {
+            if !self.session.is_connected() {
+                break;
+            }
+            if acknowledged {
+                // A QoS 1/2 message is routed before reading on, not after
+                // the batch: a publisher whose message took its queues over
+                // the pacing threshold reads nothing more (a batch from each
+                // of many publishers would overshoot the threshold up to the
+                // queues' limit, and the surplus would be dropped).
+                self.route_events().await;
+                if self.paced.is_some() {
+                    break;
+                }
+            }
+            let Some(frame) = self.transport.next().now_or_never() else {
+                break;
+            };
+            bytes += payload_len(&frame);
+            acknowledged = is_acknowledged_publish(&frame);
+            if !self.on_frame(frame, now) {
+                return false;
+            }
+            handled += 1;
+        }
+        // A full batch: more is waiting. Let the other tasks (the
+        // subscribers' deliveries) run before reading on.
+        self.yield_next = handled == BATCH || bytes >= BATCH_BYTES;
+        true
     }
 
     /// When a pending enhanced authentication times out.
@@ -1035,6 +1092,14 @@ impl<S: Stream> Connection<S> {
             {
                 self.closed = Some((initiator, reason_code));
             }
+        }
+    }
+
+    /// Handles the events of the packets read so far (their answers are
+    /// written by [`drive`](Self::drive)).
+    async fn route_events(&mut self) {
+        while let Some(event) = self.session.poll_event() {
+            self.on_event(event).await;
         }
     }
 
