@@ -217,12 +217,16 @@ impl Queues {
     }
 
     /// Whether paced publishers wait for this queue to drain to a level it
-    /// is at now, with `bytes` queued.
+    /// is at now, with `bytes` queued. An empty queue always wakes them:
+    /// nothing more is taken from it to wake them later (`bytes` may still
+    /// count a message being routed to it that is then dropped).
     fn resumes(&self, bytes: usize) -> bool {
         self.rare
             .as_ref()
             .and_then(|rare| rare.resume.filter(|_| !rare.paced.is_empty()))
-            .is_some_and(|resume| !resume.still_over(bytes, self.deliveries.len()))
+            .is_some_and(|resume| {
+                self.deliveries.is_empty() || !resume.still_over(bytes, self.deliveries.len())
+            })
     }
 
     /// A delivery taken from the queue, `bytes` left queued after it: gives
@@ -393,12 +397,14 @@ impl ControlInbox {
         !self.paced.load(Ordering::Relaxed) && !self.stalled.load(Ordering::Relaxed)
     }
 
-    /// Ready once this queue is no longer over `limit` (at most that many
-    /// payload bytes and deliveries are queued), or the connection is
-    /// ending; otherwise the task is woken when a delivery is taken. A
-    /// publisher whose message took this queue over a quarter of
+    /// Ready once this queue is no longer over `limit` (a quarter of
     /// [`Limits::max_queued_bytes`](crate::Limits) or of
-    /// [`Limits::max_queued_messages`](crate::Limits) waits on it (pacing).
+    /// [`Limits::max_queued_messages`](crate::Limits): a publisher whose
+    /// message took it over waits on it, pacing), or the connection is
+    /// ending. The task is woken once the queue is down to
+    /// [`limit.resume()`](PaceAbove::resume), half of that, not at every
+    /// delivery taken; polled for another reason meanwhile (its own
+    /// deliveries, a timer), the wait ends under `limit`.
     pub(crate) async fn drained(&self, limit: PaceAbove) {
         std::future::poll_fn(|cx| {
             let mut queue = self.lock();
@@ -1522,6 +1528,30 @@ mod tests {
         assert!(drained.as_mut().poll(&mut cx).is_ready());
     }
 
+    #[test]
+    fn an_emptied_queue_wakes_its_paced_publishers() {
+        // (pacing, no spec statement)
+        let receiver = ControlReceiver::new();
+        let inbox = receiver.inbox();
+        assert!(inbox.try_deliver(sized(&inbox, 1200), 8).is_ok());
+        assert!(inbox.try_deliver(sized(&inbox, 1), 8).is_ok());
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut drained = std::pin::pin!(inbox.drained(BYTES_1000));
+        assert!(drained.as_mut().poll(&mut cx).is_pending());
+        // A message being routed counts its bytes before it is queued; if
+        // it is dropped after all, the queue may be empty with no more
+        // deliveries to take: its last one wakes the publishers anyway.
+        inbox.queued_bytes.fetch_add(900, Ordering::Relaxed);
+        assert!(receiver.try_recv_delivery().is_some());
+        assert_eq!(count.0.load(Ordering::Relaxed), 0);
+        assert!(receiver.try_recv_delivery().is_some());
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        inbox.queued_bytes.fetch_sub(900, Ordering::Relaxed);
+        assert!(drained.as_mut().poll(&mut cx).is_ready());
+    }
+
     /// Over 1000 bytes, and no bound on the count.
     const BYTES_1000: PaceAbove = PaceAbove {
         bytes: 1000,
@@ -1554,7 +1584,8 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let mut drained = std::pin::pin!(inbox.drained(pace));
         assert!(drained.as_mut().poll(&mut cx).is_pending());
-        // Two left: no longer over, but not down to one either.
+        // Two left: no longer over, but not down to one either: not woken
+        // (polled for another reason, the wait would end).
         assert!(receiver.try_recv_delivery().is_some());
         assert_eq!(count.0.load(Ordering::Relaxed), 0);
         assert!(receiver.try_recv_delivery().is_some());

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{AuthDecision, ClientInfo, ConnectInfo};
 use crate::broker::Shared;
+use crate::config::OverloadPolicy;
 use crate::frames::Frames;
 use crate::listener::{Peer, Slot};
 use crate::observe::{BrokerEvent, Counted};
@@ -397,7 +398,8 @@ fn payload_len(frame: &Option<Result<Packet, CodecError>>) -> usize {
 
 /// The first frame of a batch read from the network.
 struct Batch {
-    /// When it was read: the time of the whole batch.
+    /// When it was read: the time of the batch (until a message of it is
+    /// routed).
     now: Instant,
     /// Its payload bytes.
     bytes: usize,
@@ -804,12 +806,16 @@ impl<S: Stream> Connection<S> {
                     None
                 }
             };
-            // Boxed: routing in the middle of a batch makes the future large,
-            // and it only lives while reading.
-            if let Some(batch) = batch
-                && !Box::pin(self.read_batch(batch)).await
-            {
-                return Flow::Closed;
+            if let Some(batch) = batch {
+                if self.transport.has_buffered_input() {
+                    // Boxed: routing in the middle of a batch makes the
+                    // future large, and it only lives while reading.
+                    if !Box::pin(self.read_batch(batch)).await {
+                        return Flow::Closed;
+                    }
+                } else {
+                    self.yield_next = batch.bytes >= BATCH_BYTES;
+                }
             }
         }
     }
@@ -819,25 +825,31 @@ impl<S: Stream> Connection<S> {
     /// once; false when the network connection is gone.
     async fn read_batch(&mut self, first: Batch) -> bool {
         let Batch {
-            now,
+            mut now,
             mut bytes,
             mut acknowledged,
         } = first;
+        let route_each = self.shared.limits.overload_policy == OverloadPolicy::DropAndCount;
         let mut handled = 1;
         while handled < BATCH && bytes < BATCH_BYTES {
-            if !self.session.is_connected() {
-                break;
-            }
-            if acknowledged {
+            if acknowledged && route_each {
                 // A QoS 1/2 message is routed before reading on, not after
                 // the batch: a publisher whose message took its queues over
                 // the pacing threshold reads nothing more (a batch from each
                 // of many publishers would overshoot the threshold up to the
-                // queues' limit, and the surplus would be dropped).
+                // queues' limit, and the surplus would be dropped). Under
+                // back-pressure nothing is dropped (the surplus waits for
+                // room), and the whole batch, acknowledgements included, is
+                // handed to the session first.
                 self.route_events().await;
                 if self.paced.is_some() {
                     break;
                 }
+                // Routing may have waited (for an authorizer).
+                now = Instant::now();
+            }
+            if !self.session.is_connected() {
+                break;
             }
             let Some(frame) = self.transport.next().now_or_never() else {
                 break;

@@ -102,6 +102,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
         !self.done && self.read_buf.is_empty() && self.write_buf.is_empty() && self.pause.is_none()
     }
 
+    /// Whether bytes read from the network wait to be decoded.
+    pub(super) fn has_buffered_input(&self) -> bool {
+        !self.read_buf.is_empty()
+    }
+
     /// Sets the protocol version used to decode and encode (a CONNECT sets
     /// it by itself when decoded).
     pub(super) fn set_version(&mut self, version: ProtocolVersion) {
