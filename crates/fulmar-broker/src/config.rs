@@ -44,11 +44,11 @@ pub struct Limits {
     /// described under [`max_queued_bytes`](Self::max_queued_bytes), if
     /// every connection that message went to is over that quarter (a slow
     /// subscriber among others that keep up loses messages instead of
-    /// slowing the others down; see also [`OverloadPolicy`]). This is checked
-    /// after each message, within a burst read at once too: many publishers
-    /// to one slow subscriber take its queue about one message each past the
-    /// quarter, not a burst each up to the bound (where the surplus is
-    /// dropped).
+    /// slowing the others down; see also [`OverloadPolicy`]). Under
+    /// [`OverloadPolicy::DropAndCount`] this is checked after each message,
+    /// within a burst read at once too: many publishers to one slow
+    /// subscriber take its queue about one message each past the quarter,
+    /// not a burst each up to the bound (where the surplus is dropped).
     pub max_queued_messages: usize,
     /// Payload bytes queued for one connection, in each of its two queues
     /// (deliveries not yet taken by its task; messages its session has not
@@ -57,7 +57,8 @@ pub struct Limits {
     /// queue beyond is dropped and counted, as for a full queue. A QoS 1/2
     /// message is not dropped for its size: it is queued, and once it takes
     /// the connection queue over a quarter of this bound, its publisher's
-    /// connection reads nothing more until the queue is down to an eighth
+    /// connection reads nothing more until the queue is back under that
+    /// quarter; it is woken once the queue is down to an eighth, or empty
     /// (pacing: TCP flow control slows the publisher down to what the
     /// subscriber takes, with little queued in between), for at most
     /// [`pacing_timeout`](Self::pacing_timeout) and half the publisher's

@@ -167,9 +167,10 @@ struct Rare {
     /// woken when a delivery is taken or the inbox closes.
     waiting: Vec<Waker>,
     /// Paced publishers waiting for the queue to drain, woken once it is
-    /// down to `resume` (not at every delivery taken: fifty publishers paced
-    /// on one subscriber would all be polled for each of its messages) or
-    /// the inbox closes.
+    /// down to `resume` or empty (not at every delivery taken: fifty
+    /// publishers paced on one subscriber would all be polled for each of
+    /// its messages), or the inbox closes. The waker of a wait that timed
+    /// out stays until then (one per publisher task at most).
     paced: Vec<Waker>,
     /// The level `paced` is woken at.
     resume: Option<PaceAbove>,
@@ -397,7 +398,7 @@ impl ControlInbox {
         !self.paced.load(Ordering::Relaxed) && !self.stalled.load(Ordering::Relaxed)
     }
 
-    /// Ready once this queue is no longer over `limit` (a quarter of
+    /// Ready once this queue is empty or no longer over `limit` (a quarter of
     /// [`Limits::max_queued_bytes`](crate::Limits) or of
     /// [`Limits::max_queued_messages`](crate::Limits): a publisher whose
     /// message took it over waits on it, pacing), or the connection is
@@ -409,7 +410,13 @@ impl ControlInbox {
         std::future::poll_fn(|cx| {
             let mut queue = self.lock();
             match queue.as_mut() {
-                Some(queue) if !queue.closed && self.still_over(queue, limit) => {
+                // Empty: nothing more is taken from it to wake this wait
+                // (the bytes of a message being routed to it may count).
+                Some(queue)
+                    if !queue.closed
+                        && !queue.deliveries.is_empty()
+                        && self.still_over(queue, limit) =>
+                {
                     let rare = queue.rare();
                     rare.resume = Some(limit.resume());
                     if !rare.paced.iter().any(|w| w.will_wake(cx.waker())) {
@@ -1186,7 +1193,7 @@ pub(crate) struct Held {
     pub(crate) blocked: Vec<Blocked>,
     /// Connections whose queue this message's QoS 1/2 copy took over a
     /// quarter of [`Limits::max_queued_bytes`](crate::Limits) ([`PaceAbove`]):
-    /// the publisher reads nothing more until they are down to half of it.
+    /// the publisher reads nothing more until they are back under it.
     pub(crate) paced: Vec<Arc<ControlInbox>>,
     /// The same for the QoS 0 copies of the message being routed, and for
     /// the QoS 1/2 copies that took a queue over a quarter of
@@ -1550,6 +1557,15 @@ mod tests {
         assert_eq!(count.0.load(Ordering::Relaxed), 1);
         inbox.queued_bytes.fetch_sub(900, Ordering::Relaxed);
         assert!(drained.as_mut().poll(&mut cx).is_ready());
+        // Nor does a wait that starts on an empty queue whose bytes count
+        // such a message: it ends at once.
+        inbox.queued_bytes.fetch_add(2000, Ordering::Relaxed);
+        assert!(
+            std::pin::pin!(inbox.drained(BYTES_1000))
+                .as_mut()
+                .poll(&mut cx)
+                .is_ready()
+        );
     }
 
     /// Over 1000 bytes, and no bound on the count.

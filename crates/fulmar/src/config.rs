@@ -499,10 +499,11 @@ overload_policy = "drop"
 backpressure_timeout_secs = 30
 # A publisher whose messages take every queue they go to over a quarter of
 # max_queued_bytes (QoS 1/2: any queue) or of max_queued_messages (QoS 1/2)
-# is paced (QoS 1/2: checked after each message, within a burst too): the
-# broker reads nothing more from it until those queues are down to an eighth,
-# for at most this long (milliseconds) and half its keep alive. A queue that has not drained by then is not waited on again until
-# its subscriber takes a message.
+# is paced (QoS 1/2 under "drop": checked after each message, within a burst
+# too): the broker reads nothing more from it until those queues are back
+# under the quarter (it is woken once they are down to an eighth), for at most
+# this long (milliseconds) and half its keep alive. A queue that has not
+# drained by then is not waited on again until its subscriber takes a message.
 pacing_timeout_ms = 2000
 # A plain TCP connection idle this long (milliseconds) hibernates: its task
 # ends and one thread watches its socket until it is needed again, so an idle

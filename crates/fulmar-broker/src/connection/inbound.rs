@@ -225,8 +225,8 @@ impl<S: super::Stream> Connection<S> {
     /// Pacing: the connection reads nothing more from the network until
     /// every connection queue that this message took over a quarter of
     /// [`Limits::max_queued_bytes`](crate::Limits) or of
-    /// [`Limits::max_queued_messages`](crate::Limits) is down to half that (see
-    /// [`Paced`]), so that TCP flow control slows the publisher down to what
+    /// [`Limits::max_queued_messages`](crate::Limits) is back under it (see
+    /// [`Paced`]; it is woken at half that), so that TCP flow control slows the publisher down to what
     /// those subscribers take; for at most
     /// [`Limits::pacing_timeout`](crate::Limits), and half the keep alive.
     /// The message is queued already.
