@@ -351,6 +351,15 @@ async fn queued_bytes_are_bounded() {
     broker.shutdown().await;
 }
 
+/// Nothing was dropped so far: the slow subscriber now reads all `n`
+/// messages, in order.
+async fn read_all_in_order(broker: &BrokerHandle, slow: &mut Peer, n: usize) {
+    assert_eq!(broker.stats().dropped_messages, 0);
+    for i in 0..n {
+        assert_eq!(index(&take(slow).await), i);
+    }
+}
+
 /// Subscribes `slow-{prefix}`, which reads nothing, to `{prefix}/#`; starts
 /// `pub-{prefix}` sending the `N` messages to `{prefix}/a` in lock step;
 /// waits until the publisher is paced. Returns the subscriber, the
@@ -404,10 +413,7 @@ async fn qos1_over_the_byte_bound_paces_the_publisher_and_drops_nothing() {
         sent < N,
         "all {sent} acknowledged while the subscriber read nothing"
     );
-    assert_eq!(broker.stats().dropped_messages, 0);
-    for i in 0..N {
-        assert_eq!(index(&take(&mut slow).await), i);
-    }
+    read_all_in_order(&broker, &mut slow, N).await;
     let _publisher = publishing.await.unwrap();
     assert_eq!(broker.stats().dropped_messages, 0);
     wait_until("the publisher reads on", || {
@@ -440,10 +446,7 @@ async fn qos1_to_lagging_subscribers_over_the_count_paces_the_publisher() {
         sent <= 5 + QUEUE + QUEUE / 4 + 1,
         "{sent} acknowledged while the subscriber read nothing"
     );
-    assert_eq!(broker.stats().dropped_messages, 0);
-    for i in 0..N {
-        assert_eq!(index(&take(&mut slow).await), i);
-    }
+    read_all_in_order(&broker, &mut slow, N).await;
     let _publisher = publishing.await.unwrap();
     assert_eq!(broker.stats().dropped_messages, 0);
     broker.shutdown().await;
@@ -501,10 +504,7 @@ async fn a_burst_is_paced_before_the_queues_are_full(qos: QoS) {
         broker.stats().blocked_publishers == 1
     })
     .await;
-    assert_eq!(broker.stats().dropped_messages, 0);
-    for i in 0..BURST {
-        assert_eq!(index(&take(&mut slow).await), i);
-    }
+    read_all_in_order(&broker, &mut slow, BURST).await;
     let _publisher = publishing.await.unwrap();
     assert_eq!(broker.stats().dropped_messages, 0);
     broker.shutdown().await;

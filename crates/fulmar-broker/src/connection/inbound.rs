@@ -226,8 +226,8 @@ impl<S: super::Stream> Connection<S> {
     /// every connection queue that this message took over a quarter of
     /// [`Limits::max_queued_bytes`](crate::Limits) or of
     /// [`Limits::max_queued_messages`](crate::Limits) is back under it (see
-    /// [`Paced`]; it is woken at half that), so that TCP flow control slows the publisher down to what
-    /// those subscribers take; for at most
+    /// [`Paced`]; it is woken at half that), so that TCP flow control slows
+    /// the publisher down to what those subscribers take; for at most
     /// [`Limits::pacing_timeout`](crate::Limits), and half the keep alive.
     /// The message is queued already.
     fn pace(&mut self, queues: Vec<Arc<ControlInbox>>) {
