@@ -173,8 +173,9 @@ fn read_payload_format(r: &mut Reader<'_>) -> Result<PayloadFormat, DecodeError>
 }
 
 fn read_response_topic(r: &mut Reader<'_>) -> Result<MqttString, DecodeError> {
-    let topic = r.string("response topic")?;
-    if has_wildcard(&topic) {
+    // The pass that checks the string for U+0000 also finds wildcards.
+    let (topic, wildcard) = r.scanned_string("response topic")?;
+    if wildcard {
         return Err(DecodeError::ResponseTopicWildcard);
     }
     Ok(topic)
