@@ -120,8 +120,9 @@ pub struct Limits {
     /// subscriptions, retained messages); `None`: never (the default).
     pub sys_interval: Option<Duration>,
     /// Server Keep Alive (MQTT 5.0): the keep-alive the broker imposes on
-    /// every client instead of the one it asked for, announced in CONNACK
-    /// (3.1.1 clients are held to it too). `None`: the client's own.
+    /// every 5.0 client instead of the one it asked for, announced in
+    /// CONNACK (0 turns keep alive off). A 3.1.1 client cannot be told, so
+    /// its own keep alive holds. `None`: the client's own.
     pub server_keep_alive: Option<u16>,
     /// Retained messages kept at once. A retained PUBLISH for a new topic
     /// beyond it is not routed: MQTT 5.0 PUBACK/PUBREC 0x97 Quota exceeded;

@@ -57,7 +57,9 @@ pub struct Config {
     /// (MQTT 5.0) when off. Off: a SUBSCRIBE with a Subscription Identifier
     /// is a Protocol Error (DISCONNECT 0xA1). Default on.
     pub subscription_identifiers_available: bool,
-    /// Server: a Server Keep Alive that overrides the client's keep alive.
+    /// Server: a Server Keep Alive that overrides an MQTT 5.0 client's keep
+    /// alive, announced in CONNACK (0 turns keep alive off). A 3.1.1 client
+    /// cannot be told, so its own keep alive holds.
     pub server_keep_alive: Option<u16>,
     /// Use outbound topic aliases when the peer allows them (MQTT 5.0).
     pub outbound_topic_aliases: bool,

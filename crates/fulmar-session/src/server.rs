@@ -76,7 +76,11 @@ impl Session {
         if let Some(id) = &properties.assigned_client_identifier {
             self.client_id = Some(id.clone());
         }
-        if let Some(keep_alive) = self.config.server_keep_alive {
+        // MQTT-3.2.2-21: a 5.0 client uses the Server Keep Alive instead of
+        // its own. 3.1.1 has no way to tell the client, so its own value
+        // holds (MQTT-3.1.2-24): holding it to a shorter one would close a
+        // client that follows the rules, and to 0 would stop checking it.
+        if v5 && let Some(keep_alive) = self.config.server_keep_alive {
             self.conn.keep_alive = keep_alive;
         }
         let properties = if v5 {
@@ -323,6 +327,11 @@ impl Session {
             let ms = u64::from(self.conn.keep_alive) * 1500;
             self.timers
                 .set(Timer::Idle, now, std::time::Duration::from_millis(ms));
+        } else {
+            // Keep alive 0 turns the mechanism off (3.1.2.10), also when a
+            // Server Keep Alive of 0 replaced the client's value after the
+            // CONNECT armed the timer.
+            self.timers.stop(Timer::Idle);
         }
     }
 

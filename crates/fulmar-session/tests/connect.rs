@@ -545,6 +545,71 @@ fn server_keep_alive_replaces_the_clients() {
 }
 
 #[test]
+fn a_server_keep_alive_is_what_the_server_holds_a_5_client_to() {
+    // v5:MQTT-3.2.2-21 v5:MQTT-3.1.2-22
+    let now = t0();
+    let config = Config {
+        server_keep_alive: Some(10),
+        ..Config::default()
+    };
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+    connect.keep_alive = 60;
+    let mut server = connected_server(config, connect, now);
+    assert_eq!(server.keep_alive(), 10);
+    assert_eq!(server.poll_timeout(), Some(now + secs(15)));
+    server.handle_timeout(now + secs(15));
+    assert_eq!(server.error(), Some(&Error::KeepAliveTimeout));
+}
+
+#[test]
+fn a_server_keep_alive_of_0_turns_keep_alive_off() {
+    // v5:MQTT-3.2.2-21: the client sends nothing and must not be closed for
+    // it, although its CONNECT asked for 60 s (which armed the deadline).
+    let now = t0();
+    let config = Config {
+        server_keep_alive: Some(0),
+        ..Config::default()
+    };
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+    connect.keep_alive = 60;
+    let mut server = connected_server(config, connect, now);
+    assert_eq!(server.keep_alive(), 0);
+    assert_eq!(server.poll_timeout(), None);
+    server.handle_timeout(now + secs(3600));
+    assert!(server.is_connected());
+    assert!(drain(&mut server).is_empty());
+    server
+        .handle_packet(Packet::PingReq, now + secs(3600))
+        .unwrap();
+    assert_eq!(drain(&mut server), vec![Packet::PingResp]);
+    assert_eq!(server.poll_timeout(), None);
+}
+
+#[test]
+fn a_3_client_keeps_its_own_keep_alive_under_a_server_keep_alive() {
+    // v3:MQTT-3.1.2-24: 3.1.1 has no Server Keep Alive, so the client cannot
+    // be told: the server holds it to its own value, whether the Server Keep
+    // Alive is shorter (closing a client that follows the rules) or 0
+    // (which would stop checking it).
+    for server_keep_alive in [10, 0] {
+        let now = t0();
+        let config = Config {
+            server_keep_alive: Some(server_keep_alive),
+            ..Config::default()
+        };
+        let mut connect = connect_packet(ProtocolVersion::V311, "c", true);
+        connect.keep_alive = 60;
+        let mut server = connected_server(config, connect, now);
+        assert_eq!(server.keep_alive(), 60);
+        assert_eq!(server.poll_timeout(), Some(now + secs(90)));
+        server.handle_timeout(now + secs(16));
+        assert!(server.is_connected());
+        server.handle_timeout(now + secs(90));
+        assert_eq!(server.error(), Some(&Error::KeepAliveTimeout));
+    }
+}
+
+#[test]
 fn assigned_client_identifier() {
     // v5:MQTT-3.2.2-16 v5:MQTT-3.1.3-6 v5:MQTT-3.1.3-7
     let mut pair = Pair::new(ProtocolVersion::V5);
