@@ -256,6 +256,18 @@ fn wake_all(waiting: Vec<Waker>) {
 }
 
 impl ControlInbox {
+    /// Whether a take-over is queued.
+    fn has_take_over(&self) -> bool {
+        self.lock()
+            .as_ref()
+            .and_then(|queue| queue.rare.as_ref())
+            .is_some_and(|rare| {
+                rare.controls
+                    .iter()
+                    .any(|c| matches!(c, Control::TakeOver(_)))
+            })
+    }
+
     /// Sends `control` to the task; gives it back when the task has ended.
     pub(crate) fn send(&self, control: Control) -> Result<(), Control> {
         {
@@ -511,6 +523,28 @@ impl ControlReceiver {
             Some(taken) => std::task::Poll::Ready(taken),
             None => std::task::Poll::Pending,
         }
+    }
+
+    /// Ready once another connection asks for the session (a take-over is
+    /// queued); takes nothing. Cancel safe.
+    pub(crate) async fn taken_over(&self) {
+        std::future::poll_fn(|cx| self.poll(cx, || self.0.has_take_over().then_some(()))).await;
+    }
+
+    /// Takes the queued take-overs out (the other control messages stay).
+    pub(crate) fn take_take_overs(&self) -> Vec<Control> {
+        let mut queue = self.0.lock();
+        let Some(rare) = queue.as_mut().and_then(|q| q.rare.as_mut()) else {
+            return Vec::new();
+        };
+        let (take_overs, others) = std::mem::take(&mut rare.controls)
+            .into_iter()
+            .partition(|c| matches!(c, Control::TakeOver(_)));
+        rare.controls = others;
+        if let Some(queue) = queue.as_mut() {
+            queue.tidy();
+        }
+        take_overs
     }
 
     /// The next delivery, if one is queued.

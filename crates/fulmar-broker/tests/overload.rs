@@ -850,3 +850,51 @@ async fn a_publisher_held_back_is_taken_over_at_once() {
     writer.abort();
     broker.shutdown().await;
 }
+
+/// A client reconnects while the broker's connection to it is stuck in a
+/// write (its old network path died: nothing is read any more). The old
+/// connection gives the session up at once instead of at its write timeout,
+/// so the new one gets it whole: the messages in flight are sent again with
+/// DUP, rather than a session present with nothing in it (the new connection
+/// used to take the session after a 3 s handover timeout, and the old one
+/// dropped what it held when it ended).
+// MQTT-4.4.0-1 v5:MQTT-3.2.2-2
+#[tokio::test]
+async fn a_session_taken_over_from_a_stuck_write_keeps_its_messages() {
+    let mut limits = fulmar_broker::Limits::default();
+    // Far beyond the test: only the take-over may end the stuck write.
+    limits.write_timeout = Duration::from_secs(600);
+    limits.max_queued_messages = 8;
+    let broker = start_with(Broker::builder().limits(limits)).await;
+    let mut connect = Connect::new(ProtocolVersion::V5, MqttString::from("roaming"));
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(300);
+    let (mut old, _) = Peer::connect_with(addr(&broker), connect.clone()).await;
+    old.sub(1, "load/#", QoS::AtLeastOnce).await;
+    // The old peer reads nothing more. Publish until the broker drops
+    // messages for it: its connection takes no more deliveries, stuck
+    // writing (Receive Maximum 65 535: nothing holds messages back in the
+    // session, so they fill the socket buffers).
+    let payload = Bytes::from(vec![7u8; 64 * 1024]);
+    let mut published = 0;
+    while broker.stats().dropped_messages == 0 {
+        assert!(published < 20_000, "the broker never dropped a message");
+        broker
+            .publish("load/x", payload.clone(), QoS::AtLeastOnce, false)
+            .unwrap();
+        published += 1;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let dropped = broker.stats().dropped_messages;
+    let (mut new, ack) = Peer::connect_with(addr(&broker), connect).await;
+    assert!(ack.session_present);
+    // The messages in flight on the old connection come again, with DUP.
+    let first = new.recv_publish().await;
+    assert!(first.dup, "{first:?}");
+    assert_eq!(first.qos, QoS::AtLeastOnce);
+    // Nothing the old connection held was dropped on the way.
+    assert_eq!(broker.stats().dropped_messages, dropped);
+    drop(old);
+    drop(new);
+    broker.shutdown().await;
+}

@@ -46,6 +46,11 @@ use transport::Transport;
 
 /// How long a new connection waits for the old one to hand its session over.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a write still may take once another connection asks for the
+/// session (well under [`HANDOVER_TIMEOUT`]): a write to a peer that stopped
+/// reading would otherwise hold the session until the write timeout, and the
+/// new connection would start without it.
+const HANDOVER_WRITE_GRACE: Duration = Duration::from_secs(1);
 
 /// Inbound packets handled before the answers are written.
 const BATCH: usize = 64;
@@ -924,6 +929,21 @@ impl<S: Stream> Connection<S> {
         }
     }
 
+    /// A write did not finish within [`HANDOVER_WRITE_GRACE`] of a
+    /// take-over: the take-over is handled (5.0: a DISCONNECT 0x8E that is
+    /// not written) and the connection ends without writing more, so that
+    /// its session state goes to the new connection.
+    fn hand_over_now(&mut self) -> CodecError {
+        tracing::debug!(peer = %self.peer.addr, "session taken over while a write was stuck");
+        for control in self.control.take_take_overs() {
+            self.on_control(control);
+        }
+        CodecError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the session was taken over while the peer was not reading",
+        ))
+    }
+
     fn disconnect(&mut self, code: DisconnectReasonCode) -> bool {
         self.session
             .disconnect(code, DisconnectProperties::default(), Instant::now())
@@ -978,9 +998,13 @@ impl<S: Stream> Connection<S> {
             }
             if wrote {
                 let write_timeout = self.shared.limits.write_timeout;
-                tokio::time::timeout(write_timeout, self.transport.flush())
-                    .await
-                    .map_err(|_| stalled())??;
+                let flush = self.transport.flush();
+                if write_unless_taken_over(&self.control, write_timeout, flush)
+                    .await?
+                    .is_none()
+                {
+                    return Err(self.hand_over_now());
+                }
             }
             if !handled {
                 return Ok(());
@@ -1000,12 +1024,11 @@ impl<S: Stream> Connection<S> {
             _ => None,
         };
         let write_timeout = self.shared.limits.write_timeout;
-        let reused = tokio::time::timeout(
-            write_timeout,
-            self.transport.feed(packet, frames.as_deref()),
-        )
-        .await
-        .map_err(|_| stalled())??;
+        let feed = self.transport.feed(packet, frames.as_deref());
+        let Some(reused) = write_unless_taken_over(&self.control, write_timeout, feed).await?
+        else {
+            return Err(self.hand_over_now());
+        };
         if reused {
             let counters = &self.shared.counters;
             counters.publish_reused.fetch_add(1, Ordering::Relaxed);
@@ -1843,7 +1866,21 @@ impl<S: Stream> Connection<S> {
                 .and_then(|e| e.owner.as_ref())
                 .is_some_and(|o| o.conn_id == self.conn_id);
             if !mine {
-                // Taken over after a handover timeout: the session lives on elsewhere.
+                // Taken over after a handover timeout (this task was held up
+                // elsewhere than in a write): the session lives on elsewhere,
+                // without what this connection still held.
+                let unsent = stored
+                    .outgoing()
+                    .iter()
+                    .filter(|o| matches!(o, fulmar_session::Outgoing::Publish(_)))
+                    .count();
+                let lost = unsent + stored.pending().len();
+                if lost > 0 {
+                    tracing::warn!(client_id = %client.id, lost, "messages of a session taken over late are dropped");
+                    counters
+                        .dropped
+                        .fetch_add(u64::try_from(lost).unwrap_or(u64::MAX), Ordering::Relaxed);
+                }
                 if let Some(will) = will {
                     state.publish_will(&client.id, will, max_queued, counters, now);
                 }
@@ -1931,6 +1968,28 @@ fn will_publish(will: Will) -> Publish {
 }
 
 /// A peer that has not taken our bytes for [`Limits::write_timeout`](crate::Limits).
+/// Runs `write` for at most `write_timeout`; `None` if another connection
+/// asked for the session meanwhile and the write did not finish within
+/// [`HANDOVER_WRITE_GRACE`] of it (a peer that reads on gets its writes, and
+/// the DISCONNECT 0x8E after them).
+async fn write_unless_taken_over<T>(
+    control: &ControlReceiver,
+    write_timeout: Duration,
+    write: impl Future<Output = Result<T, CodecError>>,
+) -> Result<Option<T>, CodecError> {
+    let write = tokio::time::timeout(write_timeout, write);
+    tokio::pin!(write);
+    tokio::select! {
+        biased;
+        written = &mut write => return written.map_err(|_| stalled())?.map(Some),
+        () = control.taken_over() => {}
+    }
+    match tokio::time::timeout(HANDOVER_WRITE_GRACE, write).await {
+        Ok(written) => written.map_err(|_| stalled())?.map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
 fn stalled() -> CodecError {
     CodecError::Io(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
