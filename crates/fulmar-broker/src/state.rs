@@ -164,13 +164,14 @@ struct Rare {
     /// A take-over, the shutdown: taken last first.
     controls: Vec<Control>,
     /// Senders waiting for room in the full delivery queue (back-pressure),
-    /// woken when a delivery is taken or the inbox closes.
+    /// woken when a delivery is taken or the inbox closes. A wait that ends
+    /// otherwise (timed out, cancelled) takes its waker out ([`Registered`]).
     waiting: Vec<Waker>,
     /// Paced publishers waiting for the queue to drain, woken once it is
     /// down to `resume` or empty (not at every delivery taken: fifty
     /// publishers paced on one subscriber would all be polled for each of
-    /// its messages), or the inbox closes. The waker of a wait that timed
-    /// out stays until then (one per publisher task at most).
+    /// its messages), or the inbox closes. A wait that ends otherwise takes
+    /// its waker out too.
     paced: Vec<Waker>,
     /// The level `paced` is woken at.
     resume: Option<PaceAbove>,
@@ -255,6 +256,47 @@ fn wake_all(waiting: Vec<Waker>) {
     }
 }
 
+/// Which waker list of a [`Rare`] a wait is registered in.
+#[derive(Clone, Copy)]
+enum WaitList {
+    Waiting,
+    Paced,
+}
+
+/// A wait's waker registered in one of an inbox's lists: taken out again
+/// when the wait ends or is dropped. Otherwise a wait that timed out or was
+/// cancelled (its connection taken over) would leave its waker, and with it
+/// its task's memory, in the list until the queue drains: a subscriber that
+/// takes nothing would collect one per publisher task that ever waited on it.
+struct Registered<'a> {
+    inbox: &'a ControlInbox,
+    list: WaitList,
+    waker: Option<Waker>,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        let Some(waker) = self.waker.take() else {
+            return;
+        };
+        let mut queue = self.inbox.lock();
+        let Some(queue) = queue.as_mut() else {
+            return;
+        };
+        if let Some(rare) = queue.rare.as_mut() {
+            let list = match self.list {
+                WaitList::Waiting => &mut rare.waiting,
+                WaitList::Paced => &mut rare.paced,
+            };
+            list.retain(|w| !w.will_wake(&waker));
+            if rare.paced.is_empty() {
+                rare.resume = None;
+            }
+        }
+        queue.tidy();
+    }
+}
+
 impl ControlInbox {
     /// Whether a take-over is queued.
     fn has_take_over(&self) -> bool {
@@ -332,6 +374,11 @@ impl ControlInbox {
         capacity: usize,
     ) -> Result<(), Box<Delivery>> {
         let mut delivery = Some(delivery);
+        let mut registered = Registered {
+            inbox: self,
+            list: WaitList::Waiting,
+            waker: None,
+        };
         std::future::poll_fn(|cx| {
             // Polled again once it finished: never.
             let Some(offered) = delivery.take() else {
@@ -342,6 +389,9 @@ impl ControlInbox {
                 Err(DeliverError::Closed(back)) => std::task::Poll::Ready(Err(back)),
                 Err(DeliverError::Full(back)) => {
                     delivery = Some(back);
+                    if registered.waker.is_none() {
+                        registered.waker = Some(cx.waker().clone());
+                    }
                     std::task::Poll::Pending
                 }
             }
@@ -419,6 +469,11 @@ impl ControlInbox {
     /// delivery taken; polled for another reason meanwhile (its own
     /// deliveries, a timer), the wait ends under `limit`.
     pub(crate) async fn drained(&self, limit: PaceAbove) {
+        let mut registered = Registered {
+            inbox: self,
+            list: WaitList::Paced,
+            waker: None,
+        };
         std::future::poll_fn(|cx| {
             let mut queue = self.lock();
             match queue.as_mut() {
@@ -433,6 +488,9 @@ impl ControlInbox {
                     rare.resume = Some(limit.resume());
                     if !rare.paced.iter().any(|w| w.will_wake(cx.waker())) {
                         rare.paced.push(cx.waker().clone());
+                    }
+                    if registered.waker.is_none() {
+                        registered.waker = Some(cx.waker().clone());
                     }
                     std::task::Poll::Pending
                 }
@@ -1567,6 +1625,54 @@ mod tests {
         drop(receiver);
         assert_eq!(count.0.load(Ordering::Relaxed), 2);
         assert!(drained.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn waits_that_end_unwoken_take_their_wakers_out() {
+        // (pacing and back-pressure, no spec statement) Publisher tasks that
+        // stop waiting on a subscriber that takes nothing (their wait timed
+        // out, their connection was taken over) leave no waker behind: the
+        // lists would otherwise grow with every such task, each waker
+        // holding its task's memory.
+        let receiver = ControlReceiver::new();
+        let inbox = receiver.inbox();
+        for _ in 0..2 {
+            assert!(inbox.try_deliver(sized(&inbox, 900), 2).is_ok());
+        }
+        for _ in 0..100 {
+            // A new task each round: wakers that `will_wake` cannot tell apart
+            // from the earlier ones would not show the growth.
+            let count = Arc::new(Count::default());
+            let waker = Waker::from(count.clone());
+            let mut cx = Context::from_waker(&waker);
+            let mut drained = Box::pin(inbox.drained(BYTES_1000));
+            assert!(drained.as_mut().poll(&mut cx).is_pending());
+            let mut deliver = Box::pin(inbox.deliver(sized(&inbox, 1), 2));
+            assert!(deliver.as_mut().poll(&mut cx).is_pending());
+            let lens = |inbox: &ControlInbox| {
+                inbox
+                    .lock()
+                    .as_ref()
+                    .and_then(|q| q.rare.as_ref())
+                    .map(|r| (r.paced.len(), r.waiting.len()))
+            };
+            assert_eq!(lens(&inbox), Some((1, 1)));
+            drop(drained);
+            drop(deliver);
+            assert_eq!(lens(&inbox), None, "the rare part is dropped once empty");
+        }
+        // A wait still registered is woken as before.
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut deliver = Box::pin(inbox.deliver(sized(&inbox, 1), 2));
+        assert!(deliver.as_mut().poll(&mut cx).is_pending());
+        assert!(receiver.try_recv_delivery().is_some());
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert!(matches!(
+            deliver.as_mut().poll(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
     }
 
     #[test]
