@@ -703,6 +703,9 @@ pub(crate) struct Away {
     pub(crate) inflight: HashMap<PacketId, u64>,
     /// When the session ends if nobody reconnects (`None`: never).
     pub(crate) expires_at: Option<Instant>,
+    /// When `stored` was taken: the time since counts against the Message
+    /// Expiry Interval of its messages (see [`SessionState::age`]).
+    pub(crate) stored_at: Option<Instant>,
     /// The will, waiting for its Will Delay Interval.
     pub(crate) will: Option<Box<PendingWill>>,
 }

@@ -437,6 +437,48 @@ async fn v5_messages_expire_in_the_offline_queue() {
     broker.shutdown().await;
 }
 
+/// Messages that were in the session when its client went away, one in
+/// flight and one queued behind the client's Receive Maximum: the time away
+/// counts against their Message Expiry Interval too, not only for the
+/// messages that arrive meanwhile.
+// v5:MQTT-3.3.2-5 v5:MQTT-3.3.2-6 MQTT-4.4.0-1
+#[tokio::test]
+async fn v5_time_away_counts_against_the_expiry_of_a_sessions_messages() {
+    let broker = start().await;
+    let mut c = v5_session("away", false, 60);
+    c.properties.receive_maximum = NonZeroU16::new(1);
+    let (mut p, _) = Peer::connect_with(addr(&broker), c.clone()).await;
+    p.sub(1, "away", QoS::AtLeastOnce).await;
+    let (mut sender, _) = Peer::connect_with(addr(&broker), connect(V5, "away-pub", true)).await;
+    for (id, payload, interval) in [(1, "in flight", 600), (2, "queued", 1)] {
+        let mut m = publish("away", payload, QoS::AtLeastOnce);
+        m.packet_id = PacketId::new(id);
+        m.properties.message_expiry_interval = Some(interval);
+        sender.send(m).await;
+        assert!(matches!(sender.recv().await, Packet::PubAck(_)));
+    }
+    let first = p.recv_publish().await;
+    assert_eq!(first.payload, "in flight");
+    // Gone without acknowledging it; the other waits behind Receive Maximum 1.
+    drop(p);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (mut p, ack) = Peer::connect_with(addr(&broker), c).await;
+    assert!(ack.session_present);
+    let again = p.recv_publish().await;
+    assert_eq!(again.payload, "in flight");
+    assert!(again.dup);
+    // At least 2 s of the 600 are gone.
+    assert!(again.properties.message_expiry_interval.unwrap() <= 598);
+    p.send(PubAck::new(again.packet_id.unwrap())).await;
+    // The queued message expired while its client was away: not sent.
+    let mut last = publish("away", "after", QoS::AtLeastOnce);
+    last.packet_id = PacketId::new(3);
+    sender.send(last).await;
+    assert_eq!(p.recv_publish().await.payload, "after");
+    assert!(broker.stats().dropped_messages >= 1);
+    broker.shutdown().await;
+}
+
 // v5:MQTT-3.1.2-24 v5:MQTT-3.1.2-25
 #[tokio::test]
 async fn v5_messages_above_the_client_maximum_packet_size_are_skipped() {

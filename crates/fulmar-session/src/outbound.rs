@@ -46,6 +46,10 @@ struct Entry {
     stage: Stage,
     /// The PUBLISH was sent on this connection and consumes send quota.
     live: bool,
+    /// When the Message Expiry Interval of the stored PUBLISH was last
+    /// reduced (first sent, or restored): a resend or a snapshot forwards
+    /// the interval less the time since (v5 3.3.2.3.3).
+    since: Instant,
 }
 
 #[derive(Clone, Debug)]
@@ -239,7 +243,7 @@ impl InFlight {
         let Some(slot) = self.slots.get_mut(index) else {
             return false;
         };
-        let Some(live) = slot.as_ref().map(|e| e.live) else {
+        let Some((live, since)) = slot.as_ref().map(|e| (e.live, e.since)) else {
             return false;
         };
         *slot = None;
@@ -248,6 +252,7 @@ impl InFlight {
             id,
             stage: Stage::PubRel,
             live,
+            since,
         }));
         self.trim(ids);
         true
@@ -387,8 +392,16 @@ impl Outbound {
     }
 
     #[inline]
-    fn insert(&mut self, id: PacketId, stage: Stage, live: bool) {
-        self.inflight.push(&mut self.ids, Entry { id, stage, live });
+    fn insert(&mut self, id: PacketId, stage: Stage, live: bool, since: Instant) {
+        self.inflight.push(
+            &mut self.ids,
+            Entry {
+                id,
+                stage,
+                live,
+                since,
+            },
+        );
         if live {
             self.live += 1;
         }
@@ -437,6 +450,8 @@ impl Outbound {
                 let mut p = sent_copy(p);
                 // MQTT-3.3.1-1: a re-delivery carries DUP.
                 p.dup = true;
+                // v5:MQTT-3.3.2-6: less the time it has waited since.
+                age_started(&mut p, now.saturating_duration_since(entry.since));
                 if let Some(reason) = check(&p) {
                     // The peer of this connection set lower limits (a smaller
                     // Maximum Packet Size, v5:MQTT-3.2.2-15 and
@@ -492,7 +507,7 @@ impl Outbound {
             Some(id) => {
                 *out = Some(Packet::Publish(sent_copy(publish)));
                 if let Some(Pending { publish, .. }) = self.pending.pop_front() {
-                    self.insert(id, Stage::Publish(publish), true);
+                    self.insert(id, Stage::Publish(publish), true, now);
                 }
             }
             None => {
@@ -617,7 +632,11 @@ impl Outbound {
             .inflight
             .values()
             .map(|e| match &e.stage {
-                Stage::Publish(p) => Outgoing::Publish(Box::new(p.clone())),
+                Stage::Publish(p) => {
+                    let mut p = p.clone();
+                    age_started(&mut p, now.saturating_duration_since(e.since));
+                    Outgoing::Publish(Box::new(p))
+                }
                 Stage::PubRel => Outgoing::PubRel(e.id),
             })
             .collect();
@@ -651,12 +670,12 @@ impl Outbound {
                 Outgoing::Publish(p) => {
                     if let Some(id) = p.packet_id {
                         out.ids.claim(id);
-                        out.insert(id, Stage::Publish(*p), false);
+                        out.insert(id, Stage::Publish(*p), false, now);
                     }
                 }
                 Outgoing::PubRel(id) => {
                     out.ids.claim(id);
-                    out.insert(id, Stage::PubRel, false);
+                    out.insert(id, Stage::PubRel, false, now);
                 }
             }
         }
@@ -732,6 +751,16 @@ impl Outbound {
 /// list properties (User Properties, Subscription Identifiers) are usually
 /// empty; cloning an empty `Vec` still costs a call, so those are made new.
 #[inline]
+/// Counts `waited` against the Message Expiry Interval of a message whose
+/// delivery has started (it is in flight, so it is sent again however long
+/// it waited, MQTT-4.4.0-1): what is left, at least 1 second.
+pub(crate) fn age_started(publish: &mut Publish, waited: std::time::Duration) {
+    if let Some(interval) = &mut publish.properties.message_expiry_interval {
+        let waited = u32::try_from(waited.as_secs()).unwrap_or(u32::MAX);
+        *interval = interval.saturating_sub(waited).max(1);
+    }
+}
+
 fn sent_copy(publish: &Publish) -> Publish {
     let props = &publish.properties;
     let properties =
@@ -777,11 +806,13 @@ mod tests {
         PacketId::new(n).unwrap()
     }
 
+    #[allow(clippy::disallowed_methods)] // a base instant for the test
     fn entry(n: u16) -> Entry {
         Entry {
             id: id(n),
             stage: Stage::PubRel,
             live: false,
+            since: Instant::now(),
         }
     }
 

@@ -32,8 +32,9 @@ impl Outgoing {
 /// it in memory or persist it (feature `serde`), and hand it back with
 /// [`Session::client_with_state`](crate::Session::client_with_state) or
 /// [`Session::accept`](crate::Session::accept): the new session carries on
-/// exactly. The Message Expiry Interval of each queued message is the time
-/// left when the snapshot was taken; time spent in storage is not counted.
+/// exactly. The Message Expiry Interval of each message is the time left
+/// when the snapshot was taken; time spent in storage is counted by
+/// [`age`](Self::age).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SessionState {
@@ -67,6 +68,59 @@ impl SessionState {
     #[must_use]
     pub fn incoming_qos2(&self) -> &[PacketId] {
         &self.incoming_qos2
+    }
+
+    /// Counts `waited`, the time this state spent in storage (between
+    /// [`Session::session_state`](crate::Session::session_state) and the
+    /// session that resumes it), against the Message Expiry Interval of its
+    /// messages (MQTT 5.0 3.3.2.3.3). A queued message whose interval has
+    /// passed is removed, as its delivery had not started
+    /// [MQTT-3.3.2-5]; the removed messages are returned (their identifiers
+    /// are free again). The other queued messages and the messages in flight
+    /// forward what is left [MQTT-3.3.2-6]; a message in flight is sent again
+    /// however long it waited (MQTT-4.4.0-1), with at least 1 second left.
+    ///
+    /// # Example
+    /// ```
+    /// use std::time::Duration;
+    /// use fulmar_codec::{MqttString, Publish};
+    /// use fulmar_session::{Config, Session};
+    /// # use std::time::Instant;
+    /// # let now = Instant::now();
+    ///
+    /// let mut client = Session::client(Config::default());
+    /// for interval in [10, 100] {
+    ///     let mut message = Publish::new(MqttString::from("a/b"), "x".into());
+    ///     message.properties.message_expiry_interval = Some(interval);
+    ///     client.publish(message, now).unwrap();
+    /// }
+    /// let mut state = client.session_state(now);
+    /// let expired = state.age(Duration::from_secs(30));
+    /// assert_eq!(expired.len(), 1);
+    /// assert_eq!(state.pending()[0].properties.message_expiry_interval, Some(70));
+    /// ```
+    #[must_use = "the messages removed are not delivered: count or report them"]
+    pub fn age(&mut self, waited: std::time::Duration) -> Vec<Publish> {
+        let secs = u32::try_from(waited.as_secs()).unwrap_or(u32::MAX);
+        let mut expired = Vec::new();
+        let mut kept = Vec::with_capacity(self.pending.len());
+        for mut p in std::mem::take(&mut self.pending) {
+            match &mut p.properties.message_expiry_interval {
+                Some(interval) if *interval <= secs => expired.push(p),
+                Some(interval) => {
+                    *interval -= secs;
+                    kept.push(p);
+                }
+                None => kept.push(p),
+            }
+        }
+        self.pending = kept;
+        for o in &mut self.outgoing {
+            if let Outgoing::Publish(p) = o {
+                crate::outbound::age_started(p, waited);
+            }
+        }
+        expired
     }
 
     /// Client role: the acknowledged subscriptions with their granted options.

@@ -352,3 +352,84 @@ fn a_loaded_state_and_the_messages_queued_before_it_stay_within_max_pending() {
         "{sent:?}"
     );
 }
+
+/// A server session with one QoS 1 message in flight (sent with a Message
+/// Expiry Interval of 100 s at `now`) and two queued (30 s and 100 s), its
+/// client gone.
+#[allow(clippy::unwrap_used)] // a fixture of the test below
+fn away_with_expiring_messages(now: std::time::Instant) -> Session {
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", false);
+    connect.properties.receive_maximum = std::num::NonZeroU16::new(1);
+    let mut server = connected_server(Config::default(), connect, now);
+    for interval in [100, 30, 100] {
+        let mut p = publish("t", QoS::AtLeastOnce, b"x");
+        p.properties.message_expiry_interval = Some(interval);
+        server.publish(p, now).unwrap();
+    }
+    let out = drain(&mut server);
+    let [Packet::Publish(sent)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(sent.properties.message_expiry_interval, Some(100));
+    server.connection_lost(now);
+    server
+}
+
+#[test]
+fn a_message_in_flight_forwards_the_expiry_left_when_sent_again() {
+    // v5:MQTT-3.3.2-6 MQTT-4.4.0-1: the snapshot counts the time since the
+    // message was sent, `age` the time in storage, and the resend the time
+    // since the state was loaded; it is sent again however long it waited.
+    let now = t0();
+    let server = away_with_expiring_messages(now);
+    let mut state = server.session_state(now + secs(10));
+    let intervals = |state: &SessionState| -> Vec<Option<u32>> {
+        state
+            .outgoing()
+            .iter()
+            .map(|o| match o {
+                Outgoing::Publish(p) => p.properties.message_expiry_interval,
+                Outgoing::PubRel(_) => None,
+            })
+            .collect()
+    };
+    assert_eq!(intervals(&state), vec![Some(90)]);
+    let expired = state.age(secs(25));
+    assert_eq!(intervals(&state), vec![Some(65)]);
+    // v5:MQTT-3.3.2-5: the 30 s message waited 35 s before being sent.
+    assert_eq!(expired.len(), 1);
+    let pending: Vec<_> = state
+        .pending()
+        .iter()
+        .map(|p| p.properties.message_expiry_interval)
+        .collect();
+    assert_eq!(pending, vec![Some(65)]);
+
+    let later = now + secs(35);
+    let mut again = Session::server(Config::default(), later);
+    again
+        .handle_packet(
+            Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "c", false))),
+            later,
+        )
+        .unwrap();
+    let _ = events(&mut again);
+    again
+        .accept(Default::default(), Some(state), later + secs(5))
+        .unwrap();
+    let out = drain(&mut again);
+    let resent: Vec<_> = out
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.dup, p.properties.message_expiry_interval)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resent, vec![(true, Some(65)), (false, Some(65))]);
+
+    // Long gone: still sent again, with 1 s left.
+    let mut state = server.session_state(now + secs(10));
+    let _ = state.age(secs(1000));
+    assert_eq!(intervals(&state), vec![Some(1)]);
+    assert!(state.pending().is_empty());
+}

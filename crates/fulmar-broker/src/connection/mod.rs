@@ -1586,9 +1586,25 @@ impl<S: Stream> Connection<S> {
             control: self.control.inbox(),
         });
         let away = entry.take_away();
-        let (stored, offline, inflight) = (away.stored, away.offline, away.inflight);
+        let (mut stored, offline, mut inflight) = (away.stored, away.offline, away.inflight);
         if cancelled && let Some(bridge) = &state.bridge {
             bridge.will_cleared(id);
+        }
+        if let Some(at) = away.stored_at {
+            // v5:MQTT-3.3.2-5 / v5:MQTT-3.3.2-6: the time the session was
+            // away counts against the Message Expiry Interval of its messages.
+            for publish in stored.age(Instant::now().saturating_duration_since(at)) {
+                self.shared.counters.drop_one();
+                if let (Some(journal), Some(seq)) = (
+                    &state.journal,
+                    publish.packet_id.and_then(|pid| inflight.remove(&pid)),
+                ) {
+                    journal.push(StoreOp::DeleteMessage {
+                        client: id.clone(),
+                        seq,
+                    });
+                }
+            }
         }
         (stored, offline, existed && !clean_start, inflight)
     }
@@ -1907,6 +1923,7 @@ impl<S: Stream> Connection<S> {
                     entry.expiry = client.expiry;
                     let away = entry.away();
                     away.stored = stored;
+                    away.stored_at = Some(now);
                     away.inflight = self.inflight_seq.take().map(|m| *m).unwrap_or_default();
                     away.expires_at = expires_at.flatten();
                     deadlines.extend(away.expires_at);

@@ -96,6 +96,13 @@ pub(crate) fn recover(state: &mut State, snapshot: Snapshot, journal: &Journal) 
                         let mut publish = m.publish;
                         publish.packet_id = Some(pid);
                         publish.dup = true;
+                        // v5:MQTT-3.3.2-6: less the time since it was
+                        // stored; sent again however long that was.
+                        if let Some(interval) = &mut publish.properties.message_expiry_interval {
+                            let waited = now_unix.saturating_sub(m.stored_at) / 1000;
+                            let left = u64::from(*interval).saturating_sub(waited).max(1);
+                            *interval = u32::try_from(left).unwrap_or(1);
+                        }
                         Outgoing::Publish(Box::new(publish))
                     });
                 }
