@@ -99,7 +99,8 @@ impl Session {
     ///
     /// # Errors
     /// Not connected, no filters, [`LimitExceeded::TooManyRequests`],
-    /// [`LimitExceeded::NoPacketId`].
+    /// [`LimitExceeded::NoPacketId`], [`LimitExceeded::PacketTooLarge`] (over
+    /// the server's Maximum Packet Size).
     pub fn subscribe(
         &mut self,
         filters: Vec<(MqttString, SubscriptionOptions)>,
@@ -125,16 +126,19 @@ impl Session {
                 return Err(ApiError::WildcardSubscriptionsNotSupported.into());
             }
         }
+        let mut subscribe = Subscribe {
+            packet_id: PacketId::ONE,
+            filters,
+            properties,
+        };
+        self.fits_peer(subscribe.encoded_len(self.version))?;
         let packet_id = self.start_request(now)?;
+        subscribe.packet_id = packet_id;
         self.conn
             .extra_mut()
             .requests
-            .insert(packet_id, Request::Subscribe(filters.clone()));
-        self.transmit.push_back(Packet::Subscribe(Subscribe {
-            packet_id,
-            filters,
-            properties,
-        }));
+            .insert(packet_id, Request::Subscribe(subscribe.filters.clone()));
+        self.transmit.push_back(Packet::Subscribe(subscribe));
         Ok(packet_id)
     }
 
@@ -151,17 +155,34 @@ impl Session {
         if filters.is_empty() {
             return Err(ApiError::NoTopicFilters.into());
         }
+        let mut unsubscribe = Unsubscribe {
+            packet_id: PacketId::ONE,
+            filters,
+            properties,
+        };
+        self.fits_peer(unsubscribe.encoded_len(self.version))?;
         let packet_id = self.start_request(now)?;
+        unsubscribe.packet_id = packet_id;
         self.conn
             .extra_mut()
             .requests
-            .insert(packet_id, Request::Unsubscribe(filters.clone()));
-        self.transmit.push_back(Packet::Unsubscribe(Unsubscribe {
-            packet_id,
-            filters,
-            properties,
-        }));
+            .insert(packet_id, Request::Unsubscribe(unsubscribe.filters.clone()));
+        self.transmit.push_back(Packet::Unsubscribe(unsubscribe));
         Ok(packet_id)
+    }
+
+    /// A SUBSCRIBE or UNSUBSCRIBE of `size` bytes (its packet identifier
+    /// does not change it) must fit the server's Maximum Packet Size
+    /// (v5:MQTT-3.2.2-15): refused here rather than sent.
+    fn fits_peer(&self, size: Result<usize, fulmar_codec::EncodeError>) -> Result<(), Error> {
+        let Some(max) = self.conn.peer.maximum_packet_size else {
+            return Ok(());
+        };
+        let size = size.unwrap_or(usize::MAX);
+        if size > max as usize {
+            return Err(LimitExceeded::PacketTooLarge { size, max }.into());
+        }
+        Ok(())
     }
 
     fn start_request(&mut self, now: Instant) -> Result<PacketId, Error> {

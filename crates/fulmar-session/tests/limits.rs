@@ -8,7 +8,8 @@ use std::num::{NonZeroU16, NonZeroU32};
 use common::*;
 use fulmar_codec::{
     ConnAck, ConnAckProperties, ConnectReasonCode, Disconnect, DisconnectReasonCode, MqttString,
-    Packet, ProtocolVersion, PubAck, PubComp, PubRec, QoS, SubscriptionOptions,
+    Packet, ProtocolVersion, PubAck, PubComp, PubRec, QoS, SubscribeProperties,
+    SubscriptionOptions, UnsubscribeProperties,
 };
 use fulmar_session::{Config, DropReason, Error, Event, LimitExceeded, Session};
 
@@ -267,6 +268,47 @@ fn early_packets_are_processed_after_accept() {
         "{out:?}"
     );
     assert_eq!(messages(&events(&mut server)).len(), 1);
+}
+
+#[test]
+fn client_refuses_a_subscribe_or_unsubscribe_above_the_servers_maximum() {
+    // v5:MQTT-3.2.2-15: refused by the call, nothing sent, no identifier used.
+    let now = t0();
+    let mut c = v5_client_with(connack_with(|p| {
+        p.maximum_packet_size = NonZeroU32::new(64)
+    }));
+    let many: Vec<MqttString> = (0..20)
+        .map(|i| MqttString::from(format!("sensors/{i:02}")))
+        .collect();
+    let options = SubscriptionOptions::new(QoS::AtLeastOnce);
+    let subscribe: Vec<_> = many.iter().map(|f| (f.clone(), options)).collect();
+    assert!(matches!(
+        c.subscribe(subscribe, SubscribeProperties::default(), now),
+        Err(Error::Limit(LimitExceeded::PacketTooLarge { max: 64, .. }))
+    ));
+    assert!(matches!(
+        c.unsubscribe(many, UnsubscribeProperties::default(), now),
+        Err(Error::Limit(LimitExceeded::PacketTooLarge { max: 64, .. }))
+    ));
+    assert!(drain(&mut c).is_empty());
+    let id = c
+        .subscribe(
+            vec![(MqttString::from("sensors/01"), options)],
+            SubscribeProperties::default(),
+            now,
+        )
+        .unwrap();
+    let out = drain(&mut c);
+    let [Packet::Subscribe(sent)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(sent.packet_id, id);
+    assert!(
+        Packet::Subscribe(sent.clone())
+            .encoded_len(ProtocolVersion::V5)
+            .unwrap()
+            <= 64
+    );
 }
 
 #[test]
