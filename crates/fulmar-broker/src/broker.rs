@@ -541,8 +541,11 @@ pub struct Stats {
     pub subscriptions: usize,
     /// Retained messages.
     pub retained: usize,
-    /// Messages dropped because a queue was full (offline queue, connection
-    /// queue, in-process subscription).
+    /// Messages dropped undelivered: a queue was full (offline queue,
+    /// connection queue, session queue, in-process subscription), a message
+    /// over a limit was refused, a re-check withdrew the subscription it was
+    /// queued for, or a session taken over late lost what its old connection
+    /// held. Messages whose Message Expiry Interval passed are not counted.
     pub dropped_messages: u64,
     /// Publishers currently held back (not read) because a subscriber's
     /// queue is full, under
@@ -1173,13 +1176,20 @@ fn export_session(state: &mut State, id: &Arc<str>) -> Option<SessionExport> {
         // The session goes on elsewhere: as a reconnect would, it cancels the will.
         bridge.will_cleared(id);
     }
+    let away = entry.take_away();
+    // The messages of the stored session state have waited since it was
+    // stored: stamped so, the broker that imports them counts that time
+    // against their Message Expiry Interval (v5:MQTT-3.3.2-5, v5:MQTT-3.3.2-6).
+    let stored_since = away.stored_at.map_or(now_unix, |at| {
+        let away_for = u64::try_from(now.saturating_duration_since(at).as_millis());
+        now_unix.saturating_sub(away_for.unwrap_or(u64::MAX))
+    });
     let stored_message = |publish: Publish, packet_id, released| StoredMessage {
         publish,
-        stored_at: now_unix,
+        stored_at: stored_since,
         packet_id,
         released,
     };
-    let away = entry.take_away();
     let mut messages = Vec::new();
     for out in away.stored.outgoing() {
         match out {
@@ -1322,6 +1332,7 @@ fn install_session(
                 let mut publish = message.publish;
                 publish.packet_id = Some(pid);
                 publish.dup = true;
+                crate::store::recover::age_in_flight(&mut publish, message.stored_at, now_unix);
                 fulmar_session::Outgoing::Publish(Box::new(publish))
             });
         } else if message.publish.qos == QoS::AtMostOnce

@@ -747,20 +747,26 @@ impl Outbound {
     }
 }
 
-/// `publish.clone()`, the copy sent while the original stays in flight. The
-/// list properties (User Properties, Subscription Identifiers) are usually
-/// empty; cloning an empty `Vec` still costs a call, so those are made new.
-#[inline]
 /// Counts `waited` against the Message Expiry Interval of a message whose
 /// delivery has started (it is in flight, so it is sent again however long
 /// it waited, MQTT-4.4.0-1): what is left, at least 1 second.
 pub(crate) fn age_started(publish: &mut Publish, waited: std::time::Duration) {
     if let Some(interval) = &mut publish.properties.message_expiry_interval {
-        let waited = u32::try_from(waited.as_secs()).unwrap_or(u32::MAX);
-        *interval = interval.saturating_sub(waited).max(1);
+        *interval = interval.saturating_sub(whole_seconds(waited)).max(1);
     }
 }
 
+/// `d` rounded to the nearest second: time counted in steps (a snapshot,
+/// then the time in storage, then a resend) loses no more than half a
+/// second at each.
+pub(crate) fn whole_seconds(d: std::time::Duration) -> u32 {
+    u32::try_from(d.as_millis().saturating_add(500) / 1000).unwrap_or(u32::MAX)
+}
+
+/// `publish.clone()`, the copy sent while the original stays in flight. The
+/// list properties (User Properties, Subscription Identifiers) are usually
+/// empty; cloning an empty `Vec` still costs a call, so those are made new.
+#[inline]
 fn sent_copy(publish: &Publish) -> Publish {
     let props = &publish.properties;
     let properties =

@@ -101,7 +101,7 @@ impl SessionState {
     /// ```
     #[must_use = "the messages removed are not delivered: count or report them"]
     pub fn age(&mut self, waited: std::time::Duration) -> Vec<Publish> {
-        let secs = u32::try_from(waited.as_secs()).unwrap_or(u32::MAX);
+        let secs = crate::outbound::whole_seconds(waited);
         let mut expired = Vec::new();
         let mut kept = Vec::with_capacity(self.pending.len());
         for mut p in std::mem::take(&mut self.pending) {

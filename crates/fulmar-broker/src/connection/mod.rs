@@ -483,8 +483,10 @@ pub(crate) struct Connection<S> {
     /// Refused inbound messages whose acknowledgements are rewritten (none
     /// most of the time: created on the first refusal, dropped when empty).
     refusals: Option<Box<Refusals>>,
-    /// Connections waiting for this one to hand its session over.
-    handovers: Vec<oneshot::Sender<()>>,
+    /// Connections waiting for this one to hand its session over, each with
+    /// the time by which this one stops writing ([`HANDOVER_WRITE_GRACE`]
+    /// after the take-over was seen).
+    handovers: Vec<(oneshot::Sender<()>, tokio::time::Instant)>,
     shutting_down: bool,
     /// The last read batch was full: yield before reading on (fairness).
     yield_next: bool,
@@ -914,7 +916,8 @@ impl<S: Stream> Connection<S> {
     fn on_control(&mut self, control: Control) -> bool {
         match control {
             Control::TakeOver(done) => {
-                self.handovers.push(done);
+                let by = tokio::time::Instant::now() + HANDOVER_WRITE_GRACE;
+                self.handovers.push((done, by));
                 self.disconnect(DisconnectReasonCode::SessionTakenOver)
             }
             Control::Shutdown if self.shutting_down => true,
@@ -929,19 +932,21 @@ impl<S: Stream> Connection<S> {
         }
     }
 
-    /// A write did not finish within [`HANDOVER_WRITE_GRACE`] of a
-    /// take-over: the take-over is handled (5.0: a DISCONNECT 0x8E that is
-    /// not written) and the connection ends without writing more, so that
-    /// its session state goes to the new connection.
-    fn hand_over_now(&mut self) -> CodecError {
-        tracing::debug!(peer = %self.peer.addr, "session taken over while a write was stuck");
+    /// Handles the take-overs a write saw queued (5.0: DISCONNECT 0x8E);
+    /// writes end by `by` from now on.
+    fn accept_take_overs(&mut self, by: tokio::time::Instant) {
         for control in self.control.take_take_overs() {
-            self.on_control(control);
+            if let Control::TakeOver(done) = control {
+                self.handovers.push((done, by));
+                self.disconnect(DisconnectReasonCode::SessionTakenOver);
+            }
         }
-        CodecError::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "the session was taken over while the peer was not reading",
-        ))
+    }
+
+    /// When writes must end because the session was taken over: the
+    /// earliest deadline of the take-overs handled.
+    fn handover_deadline(&self) -> Option<tokio::time::Instant> {
+        self.handovers.iter().map(|(_, by)| *by).min()
     }
 
     fn disconnect(&mut self, code: DisconnectReasonCode) -> bool {
@@ -998,12 +1003,15 @@ impl<S: Stream> Connection<S> {
             }
             if wrote {
                 let write_timeout = self.shared.limits.write_timeout;
+                let by = self.handover_deadline();
                 let flush = self.transport.flush();
-                if write_unless_taken_over(&self.control, write_timeout, flush)
-                    .await?
-                    .is_none()
-                {
-                    return Err(self.hand_over_now());
+                let (written, seen) =
+                    write_unless_taken_over(&self.control, write_timeout, by, flush).await?;
+                if let Some(by) = seen {
+                    self.accept_take_overs(by);
+                }
+                if written.is_none() {
+                    return Err(handed_over());
                 }
             }
             if !handled {
@@ -1024,10 +1032,15 @@ impl<S: Stream> Connection<S> {
             _ => None,
         };
         let write_timeout = self.shared.limits.write_timeout;
+        let by = self.handover_deadline();
         let feed = self.transport.feed(packet, frames.as_deref());
-        let Some(reused) = write_unless_taken_over(&self.control, write_timeout, feed).await?
-        else {
-            return Err(self.hand_over_now());
+        let (written, seen) =
+            write_unless_taken_over(&self.control, write_timeout, by, feed).await?;
+        if let Some(by) = seen {
+            self.accept_take_overs(by);
+        }
+        let Some(reused) = written else {
+            return Err(handed_over());
         };
         if reused {
             let counters = &self.shared.counters;
@@ -1593,8 +1606,9 @@ impl<S: Stream> Connection<S> {
         if let Some(at) = away.stored_at {
             // v5:MQTT-3.3.2-5 / v5:MQTT-3.3.2-6: the time the session was
             // away counts against the Message Expiry Interval of its messages.
+            // Expired, not dropped: not counted in `dropped_messages`, as in
+            // the offline queue.
             for publish in stored.age(Instant::now().saturating_duration_since(at)) {
-                self.shared.counters.drop_one();
                 if let (Some(journal), Some(seq)) = (
                     &state.journal,
                     publish.packet_id.and_then(|pid| inflight.remove(&pid)),
@@ -1984,29 +1998,51 @@ fn will_publish(will: Will) -> Publish {
     publish
 }
 
-/// A peer that has not taken our bytes for [`Limits::write_timeout`](crate::Limits).
-/// Runs `write` for at most `write_timeout`; `None` if another connection
-/// asked for the session meanwhile and the write did not finish within
-/// [`HANDOVER_WRITE_GRACE`] of it (a peer that reads on gets its writes, and
-/// the DISCONNECT 0x8E after them).
+/// Runs `write` for at most `write_timeout`, and not beyond `handover_by`
+/// (the session was taken over: [`HANDOVER_WRITE_GRACE`] after that was
+/// seen). A take-over still queued starts that grace when it is seen; its
+/// deadline is returned, for the caller to handle it. `None` when the write
+/// was given up for a take-over: a peer that reads on gets its writes (and
+/// the DISCONNECT 0x8E after them), one that stopped reading does not hold
+/// the session until the write timeout.
 async fn write_unless_taken_over<T>(
     control: &ControlReceiver,
     write_timeout: Duration,
+    handover_by: Option<tokio::time::Instant>,
     write: impl Future<Output = Result<T, CodecError>>,
-) -> Result<Option<T>, CodecError> {
+) -> Result<(Option<T>, Option<tokio::time::Instant>), CodecError> {
     let write = tokio::time::timeout(write_timeout, write);
     tokio::pin!(write);
-    tokio::select! {
-        biased;
-        written = &mut write => return written.map_err(|_| stalled())?.map(Some),
-        () = control.taken_over() => {}
-    }
-    match tokio::time::timeout(HANDOVER_WRITE_GRACE, write).await {
-        Ok(written) => written.map_err(|_| stalled())?.map(Some),
-        Err(_) => Ok(None),
+    let (by, seen) = match handover_by {
+        Some(by) => (by, None),
+        None => {
+            tokio::select! {
+                biased;
+                written = &mut write => {
+                    return Ok((written.map_err(|_| stalled())??.into(), None));
+                }
+                () = control.taken_over() => {}
+            }
+            let by = tokio::time::Instant::now() + HANDOVER_WRITE_GRACE;
+            (by, Some(by))
+        }
+    };
+    match tokio::time::timeout_at(by, write).await {
+        Ok(written) => Ok((Some(written.map_err(|_| stalled())??), seen)),
+        Err(_) => Ok((None, seen)),
     }
 }
 
+/// The connection ends because its session was taken over while a write
+/// was stuck.
+fn handed_over() -> CodecError {
+    CodecError::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the session was taken over while the peer was not reading",
+    ))
+}
+
+/// A peer that has not taken our bytes for [`Limits::write_timeout`](crate::Limits).
 fn stalled() -> CodecError {
     CodecError::Io(std::io::Error::new(
         std::io::ErrorKind::TimedOut,

@@ -4,7 +4,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fulmar_codec::{PacketId, QoS};
+use fulmar_codec::{PacketId, Publish, QoS};
 use fulmar_session::{Outgoing, SessionState};
 use fulmar_topic::TopicName;
 
@@ -26,6 +26,17 @@ pub(crate) struct Recovered {
 pub(crate) fn instant_of(at: u64, now: Instant, now_unix: u64) -> Instant {
     let ago = Duration::from_millis(now_unix.saturating_sub(at));
     now.checked_sub(ago).unwrap_or(now)
+}
+
+/// Counts the time since `stored_at` (Unix milliseconds) against the Message
+/// Expiry Interval of a message in flight (v5:MQTT-3.3.2-6): it is sent again
+/// however long that was (MQTT-4.4.0-1), with at least 1 second left.
+pub(crate) fn age_in_flight(publish: &mut Publish, stored_at: u64, now_unix: u64) {
+    if let Some(interval) = &mut publish.properties.message_expiry_interval {
+        let waited = now_unix.saturating_sub(stored_at) / 1000;
+        let left = u64::from(*interval).saturating_sub(waited).max(1);
+        *interval = u32::try_from(left).unwrap_or(1);
+    }
 }
 
 /// When a disconnected session ends: its Session Expiry Interval counted
@@ -96,13 +107,7 @@ pub(crate) fn recover(state: &mut State, snapshot: Snapshot, journal: &Journal) 
                         let mut publish = m.publish;
                         publish.packet_id = Some(pid);
                         publish.dup = true;
-                        // v5:MQTT-3.3.2-6: less the time since it was
-                        // stored; sent again however long that was.
-                        if let Some(interval) = &mut publish.properties.message_expiry_interval {
-                            let waited = now_unix.saturating_sub(m.stored_at) / 1000;
-                            let left = u64::from(*interval).saturating_sub(waited).max(1);
-                            *interval = u32::try_from(left).unwrap_or(1);
-                        }
+                        age_in_flight(&mut publish, m.stored_at, now_unix);
                         Outgoing::Publish(Box::new(publish))
                     });
                 }
