@@ -544,17 +544,27 @@ fn server_keep_alive_replaces_the_clients() {
     assert_eq!(client.poll_timeout(), Some(now + secs(5)));
 }
 
+/// A server with Server Keep Alive `server_keep_alive`, connected at `now` to
+/// a client of `version` that asked for a keep alive of 60 s.
+fn under_server_keep_alive(
+    version: ProtocolVersion,
+    server_keep_alive: u16,
+    now: std::time::Instant,
+) -> Session {
+    let config = Config {
+        server_keep_alive: Some(server_keep_alive),
+        ..Config::default()
+    };
+    let mut connect = connect_packet(version, "c", true);
+    connect.keep_alive = 60;
+    connected_server(config, connect, now)
+}
+
 #[test]
 fn a_server_keep_alive_is_what_the_server_holds_a_5_client_to() {
     // v5:MQTT-3.2.2-21 v5:MQTT-3.1.2-22
     let now = t0();
-    let config = Config {
-        server_keep_alive: Some(10),
-        ..Config::default()
-    };
-    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
-    connect.keep_alive = 60;
-    let mut server = connected_server(config, connect, now);
+    let mut server = under_server_keep_alive(ProtocolVersion::V5, 10, now);
     assert_eq!(server.keep_alive(), 10);
     assert_eq!(server.poll_timeout(), Some(now + secs(15)));
     server.handle_timeout(now + secs(15));
@@ -566,13 +576,7 @@ fn a_server_keep_alive_of_0_turns_keep_alive_off() {
     // v5:MQTT-3.2.2-21: the client sends nothing and must not be closed for
     // it, although its CONNECT asked for 60 s (which armed the deadline).
     let now = t0();
-    let config = Config {
-        server_keep_alive: Some(0),
-        ..Config::default()
-    };
-    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
-    connect.keep_alive = 60;
-    let mut server = connected_server(config, connect, now);
+    let mut server = under_server_keep_alive(ProtocolVersion::V5, 0, now);
     assert_eq!(server.keep_alive(), 0);
     assert_eq!(server.poll_timeout(), None);
     server.handle_timeout(now + secs(3600));
@@ -593,13 +597,7 @@ fn a_3_client_keeps_its_own_keep_alive_under_a_server_keep_alive() {
     // (which would stop checking it).
     for server_keep_alive in [10, 0] {
         let now = t0();
-        let config = Config {
-            server_keep_alive: Some(server_keep_alive),
-            ..Config::default()
-        };
-        let mut connect = connect_packet(ProtocolVersion::V311, "c", true);
-        connect.keep_alive = 60;
-        let mut server = connected_server(config, connect, now);
+        let mut server = under_server_keep_alive(ProtocolVersion::V311, server_keep_alive, now);
         assert_eq!(server.keep_alive(), 60);
         assert_eq!(server.poll_timeout(), Some(now + secs(90)));
         server.handle_timeout(now + secs(16));
