@@ -94,6 +94,12 @@ pub(crate) enum Control {
     Reauthorize(mpsc::Sender<()>),
 }
 
+impl Control {
+    fn is_take_over(&self) -> bool {
+        matches!(self, Self::TakeOver(_))
+    }
+}
+
 /// The connection that currently holds a session.
 #[derive(Debug)]
 pub(crate) struct Owner {
@@ -303,11 +309,7 @@ impl ControlInbox {
         self.lock()
             .as_ref()
             .and_then(|queue| queue.rare.as_ref())
-            .is_some_and(|rare| {
-                rare.controls
-                    .iter()
-                    .any(|c| matches!(c, Control::TakeOver(_)))
-            })
+            .is_some_and(|rare| rare.controls.iter().any(Control::is_take_over))
     }
 
     /// Sends `control` to the task; gives it back when the task has ended.
@@ -589,20 +591,25 @@ impl ControlReceiver {
         std::future::poll_fn(|cx| self.poll(cx, || self.0.has_take_over().then_some(()))).await;
     }
 
-    /// Takes the queued take-overs out (the other control messages stay).
-    pub(crate) fn take_take_overs(&self) -> Vec<Control> {
+    /// Takes the queued take-overs out, as the senders that wait for the
+    /// session (the other control messages stay).
+    pub(crate) fn take_take_overs(&self) -> Vec<oneshot::Sender<()>> {
         let mut queue = self.0.lock();
-        let Some(rare) = queue.as_mut().and_then(|q| q.rare.as_mut()) else {
+        let Some(queue) = queue.as_mut() else {
             return Vec::new();
         };
-        let (take_overs, others) = std::mem::take(&mut rare.controls)
-            .into_iter()
-            .partition(|c| matches!(c, Control::TakeOver(_)));
-        rare.controls = others;
-        if let Some(queue) = queue.as_mut() {
-            queue.tidy();
+        let Some(rare) = queue.rare.as_mut() else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        for control in std::mem::take(&mut rare.controls) {
+            match control {
+                Control::TakeOver(done) => taken.push(done),
+                other => rare.controls.push(other),
+            }
         }
-        take_overs
+        queue.tidy();
+        taken
     }
 
     /// The next delivery, if one is queued.

@@ -935,11 +935,9 @@ impl<S: Stream> Connection<S> {
     /// Handles the take-overs a write saw queued (5.0: DISCONNECT 0x8E);
     /// writes end by `by` from now on.
     fn accept_take_overs(&mut self, by: tokio::time::Instant) {
-        for control in self.control.take_take_overs() {
-            if let Control::TakeOver(done) = control {
-                self.handovers.push((done, by));
-                self.disconnect(DisconnectReasonCode::SessionTakenOver);
-            }
+        for done in self.control.take_take_overs() {
+            self.handovers.push((done, by));
+            self.disconnect(DisconnectReasonCode::SessionTakenOver);
         }
     }
 
