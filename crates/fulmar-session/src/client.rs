@@ -314,6 +314,10 @@ impl Session {
             }
         }
         self.state = State::Connected;
+        if connack.session_present && self.version == ProtocolVersion::V5 {
+            let carried = self.incoming_qos2.sorted();
+            self.conn.carry_qos2(carried);
+        }
         if connack.session_present
             && let Some(out) = self.out.existing_mut()
         {

@@ -72,15 +72,20 @@ impl Session {
                             .push_back((id, QoS::ExactlyOnce, false));
                         return Ok(());
                     }
-                } else if self
-                    .conn
-                    .extra()
-                    .unacked
-                    .iter()
-                    .any(|(u, q, _)| *u == id && *q == QoS::ExactlyOnce)
-                {
-                    // Not acknowledged by the application yet: the PUBREC follows `ack`.
-                    return Ok(());
+                } else {
+                    // Sent again on this connection: it counts against the
+                    // Receive Maximum again.
+                    self.conn.uncarry_qos2(id);
+                    if self
+                        .conn
+                        .extra()
+                        .unacked
+                        .iter()
+                        .any(|(u, q, _)| *u == id && *q == QoS::ExactlyOnce)
+                    {
+                        // Not acknowledged by the application yet: the PUBREC follows `ack`.
+                        return Ok(());
+                    }
                 }
                 // MQTT-4.3.3-8 / MQTT-4.3.3-10: PUBREC, also for a duplicate.
                 self.transmit.push_pubrec(id);
@@ -148,6 +153,7 @@ impl Session {
             return Err(ProtocolViolation::PubRelBeforePubRec(id.get()).into());
         }
         let known = self.incoming_qos2.remove(id);
+        self.conn.uncarry_qos2(id);
         let v5 = self.version == ProtocolVersion::V5;
         // MQTT-4.3.3-11: PUBCOMP with the same identifier (0x92 if unknown, 5.0).
         let reason_code = if !known && v5 {

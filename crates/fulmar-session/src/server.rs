@@ -69,6 +69,10 @@ impl Session {
         let session_present = match session {
             Some(state) if !self.conn.clean_start => {
                 self.load_state(state, now)?;
+                if v5 {
+                    let carried = self.incoming_qos2.sorted();
+                    self.conn.carry_qos2(carried);
+                }
                 true
             }
             _ => false,

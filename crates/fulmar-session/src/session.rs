@@ -148,6 +148,11 @@ pub(crate) struct ConnExtra {
     /// Manual acks: inbound QoS 1/2 messages in order of receipt, and whether
     /// the application acknowledged each.
     pub(crate) unacked: VecDeque<(PacketId, QoS, bool)>,
+    /// 5.0: inbound QoS 2 identifiers stored by an earlier connection whose
+    /// PUBLISH has not come again on this one, sorted. The peer's send
+    /// quota starts again at our Receive Maximum on every connection (spec
+    /// 4.9), so they do not count against it.
+    pub(crate) carried_qos2: Vec<PacketId>,
 }
 
 impl ConnExtra {
@@ -156,6 +161,7 @@ impl ConnExtra {
             && self.requests.is_empty()
             && self.early.is_empty()
             && self.unacked.is_empty()
+            && self.carried_qos2.is_empty()
     }
 }
 
@@ -165,6 +171,7 @@ static NO_EXTRA: ConnExtra = ConnExtra {
     requests: HashMap::with_hasher(std::hash::BuildHasherDefault::new()),
     early: Vec::new(),
     unacked: VecDeque::new(),
+    carried_qos2: Vec::new(),
 };
 
 impl Conn {
@@ -187,6 +194,23 @@ impl Conn {
     pub(crate) fn set_auth_method(&mut self, method: Option<MqttString>) {
         if method.is_some() || self.extra.is_some() {
             self.extra_mut().auth_method = method;
+        }
+    }
+
+    /// 5.0, on resuming a session: the inbound QoS 2 identifiers it holds
+    /// (sorted) came from an earlier connection.
+    pub(crate) fn carry_qos2(&mut self, ids: Vec<PacketId>) {
+        if !ids.is_empty() || self.extra.is_some() {
+            self.extra_mut().carried_qos2 = ids;
+        }
+    }
+
+    /// The peer sent the PUBLISH or the PUBREL of `id` on this connection.
+    pub(crate) fn uncarry_qos2(&mut self, id: PacketId) {
+        if let Some(extra) = self.extra.as_mut()
+            && let Ok(at) = extra.carried_qos2.binary_search(&id)
+        {
+            extra.carried_qos2.remove(at);
         }
     }
 
@@ -945,6 +969,7 @@ impl Session {
             return Ok(());
         }
         let max = self.config.receive_maximum.get();
+        let carried = self.conn.extra().carried_qos2.len();
         let qos1 = self
             .conn
             .extra()
@@ -952,7 +977,7 @@ impl Session {
             .iter()
             .filter(|(_, qos, _)| *qos == QoS::AtLeastOnce)
             .count();
-        if self.incoming_qos2.len() + qos1 >= usize::from(max) {
+        if self.incoming_qos2.len().saturating_sub(carried) + qos1 >= usize::from(max) {
             return Err(LimitExceeded::ReceiveMaximum(max));
         }
         Ok(())

@@ -186,6 +186,77 @@ fn exceeding_our_receive_maximum_disconnects_with_0x93() {
     );
 }
 
+/// A v5 server session (Receive Maximum 2) resumed from a connection that
+/// left the QoS 2 messages 1 and 2 waiting for their PUBREL.
+#[allow(clippy::unwrap_used)] // a fixture of the test below
+fn resumed_with_qos2_stored() -> Session {
+    let now = t0();
+    let config = Config {
+        receive_maximum: NonZeroU16::new(2).unwrap(),
+        ..Config::default()
+    };
+    let connect = || connect_packet(ProtocolVersion::V5, "c", false);
+    let mut first = connected_server(config.clone(), connect(), now);
+    for n in [1, 2] {
+        first
+            .handle_packet(incoming("t", QoS::ExactlyOnce, Some(n), b"x"), now)
+            .unwrap();
+    }
+    first.connection_lost(now);
+    let mut server = Session::server(config, now);
+    server
+        .handle_packet(Packet::Connect(Box::new(connect())), now)
+        .unwrap();
+    let _ = events(&mut server);
+    let state = first.session_state(now);
+    assert!(server.accept(Default::default(), Some(state), now).unwrap());
+    let _ = drain(&mut server);
+    server
+}
+
+// v5:MQTT-4.9.0-1 v5:MQTT-3.3.4-9: the send quota starts again at the
+// Receive Maximum on every connection (spec 4.9: it is not session state);
+// identifiers stored from an earlier one, only waiting for their PUBREL, do
+// not count against it, unless the client sends their PUBLISH again.
+#[test]
+fn qos2_ids_from_an_earlier_connection_leave_the_receive_maximum_to_the_new_one() {
+    let now = t0();
+    let pubrel = |n| Packet::PubRel(fulmar_codec::PubRel::new(id(n)));
+    let mut server = resumed_with_qos2_stored();
+    for n in [3, 4] {
+        server
+            .handle_packet(incoming("t", QoS::ExactlyOnce, Some(n), b"x"), now)
+            .unwrap();
+    }
+    assert_eq!(server.incoming_qos2_len(), 4);
+    let out = drain(&mut server);
+    assert!(
+        out.iter().all(|p| !matches!(p, Packet::Disconnect(_))),
+        "{out:?}"
+    );
+    for n in [1, 2] {
+        server.handle_packet(pubrel(n), now).unwrap();
+    }
+    let err = server
+        .handle_packet(incoming("t", QoS::ExactlyOnce, Some(5), b"x"), now)
+        .unwrap_err();
+    assert_eq!(err, Error::Limit(LimitExceeded::ReceiveMaximum(2)));
+
+    // The client got the PUBREC of 1 and resends only its PUBREL, but not
+    // the PUBREC of 2: it sends that PUBLISH again, which counts.
+    let mut server = resumed_with_qos2_stored();
+    server.handle_packet(pubrel(1), now).unwrap();
+    for n in [2, 3] {
+        server
+            .handle_packet(incoming("t", QoS::ExactlyOnce, Some(n), b"x"), now)
+            .unwrap();
+    }
+    let err = server
+        .handle_packet(incoming("t", QoS::ExactlyOnce, Some(4), b"x"), now)
+        .unwrap_err();
+    assert_eq!(err, Error::Limit(LimitExceeded::ReceiveMaximum(2)));
+}
+
 #[test]
 fn pending_queue_is_bounded() {
     let now = t0();
