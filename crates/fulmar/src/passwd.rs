@@ -161,7 +161,10 @@ impl FileAuthenticator {
         match (username, &self.passwords) {
             (None, _) if self.allow_anonymous => AuthDecision::Allow,
             (None, _) => AuthDecision::Reject(ConnectReasonCode::NotAuthorized),
-            (Some(_), None) => AuthDecision::Allow,
+            // No password file: a user name proves nothing, so it is let
+            // in only where anonymous clients are (as in mosquitto 2).
+            (Some(_), None) if self.allow_anonymous => AuthDecision::Allow,
+            (Some(_), None) => AuthDecision::Reject(ConnectReasonCode::NotAuthorized),
             (Some(user), Some(file)) => {
                 if file.load().verify(user, password.unwrap_or_default()) {
                     AuthDecision::Allow
@@ -294,5 +297,25 @@ mod tests {
         };
         assert_eq!(open.decide(None, None), AuthDecision::Allow);
         assert_eq!(open.decide(Some("x"), None), AuthDecision::Allow);
+    }
+
+    // v5:MQTT-3.1.4-2: without a password file a user name proves nothing;
+    // with anonymous clients refused, it must not let a client in (as in
+    // mosquitto 2), nor give it a name the ACL would trust.
+    #[test]
+    fn no_password_file_and_no_anonymous_clients_refuses_user_names_too() {
+        let closed = FileAuthenticator {
+            passwords: None,
+            allow_anonymous: false,
+            identity_as_username: true,
+        };
+        assert_eq!(
+            closed.decide(Some("admin"), Some(b"anything")),
+            AuthDecision::Reject(ConnectReasonCode::NotAuthorized)
+        );
+        assert_eq!(
+            closed.decide(None, None),
+            AuthDecision::Reject(ConnectReasonCode::NotAuthorized)
+        );
     }
 }
