@@ -992,7 +992,7 @@ impl<S: Stream> Connection<S> {
                 && journal.wait(journal.issued()).await.is_err()
             {
                 return Err(CodecError::Io(std::io::Error::other(
-                    "the store failed: nothing more is acknowledged",
+                    "the store failed: what depends on it is not acknowledged",
                 )));
             }
             for packet in outbox.drain(..) {

@@ -25,11 +25,21 @@ pub(crate) struct Journal {
     /// writer takes it before taking a batch).
     group: Mutex<()>,
     wake: Condvar,
-    /// The last sequence number committed.
-    committed: watch::Sender<u64>,
-    /// A commit failed: nothing is acknowledged from then on.
+    /// How far the commits got.
+    progress: watch::Sender<Progress>,
+    /// The journal gave up on a failing store (at close, or with too many
+    /// changes waiting): nothing is written nor acknowledged from then on.
     failed: AtomicBool,
     durability: Durability,
+}
+
+/// How far the writer got.
+#[derive(Clone, Copy, Debug, Default)]
+struct Progress {
+    /// The last sequence number committed.
+    committed: u64,
+    /// The last commit failed (it is being retried).
+    failing: bool,
 }
 
 /// The journal's store failed: what depends on it must not be acknowledged.
@@ -46,7 +56,7 @@ impl Journal {
             queue: Mutex::new(Queue::default()),
             group: Mutex::new(()),
             wake: Condvar::new(),
-            committed: watch::channel(0).0,
+            progress: watch::channel(Progress::default()).0,
             failed: AtomicBool::new(false),
             durability,
         });
@@ -90,13 +100,16 @@ impl Journal {
             .issued
     }
 
-    /// Waits until every change up to `seq` is committed.
+    /// Waits until every change up to `seq` is committed; fails as soon
+    /// as a commit of it fails (the writer keeps trying, but what waits for
+    /// it, an acknowledgement, must not wait on a store that may not come
+    /// back).
     pub(crate) async fn wait(&self, seq: u64) -> Result<(), StoreFailed> {
-        let mut rx = self.committed.subscribe();
-        if rx.wait_for(|c| *c >= seq).await.is_err() {
+        let mut rx = self.progress.subscribe();
+        let Ok(progress) = rx.wait_for(|p| p.committed >= seq || p.failing).await else {
             return Err(StoreFailed);
-        }
-        if self.failed.load(Ordering::Acquire) {
+        };
+        if progress.committed < seq || self.failed.load(Ordering::Acquire) {
             return Err(StoreFailed);
         }
         Ok(())
@@ -112,21 +125,44 @@ impl Journal {
     }
 
     fn run(&self, store: &dyn Store) {
+        // Changes taken from the queue but not committed yet: a batch whose
+        // commit failed, retried (with what came after it) until it
+        // succeeds, so that the store always holds a prefix of the changes
+        // in order (a batch lost in the middle could bring back a deleted
+        // record).
+        let mut backlog: Vec<StoreOp> = Vec::new();
+        let mut retry = RETRY_FIRST;
+        let mut attempts = 0_u32;
         loop {
             {
                 let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Durability::Periodic(every) = self.durability
-                    && !q.closed
-                {
-                    // Collect for one interval (a close cuts it short).
-                    q = self
-                        .wake
-                        .wait_timeout(q, every)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
-                while q.ops.is_empty() && !q.closed {
-                    q = self.wake.wait(q).unwrap_or_else(PoisonError::into_inner);
+                if !backlog.is_empty() {
+                    // Failing: wait before trying again (a close cuts it short).
+                    if !q.closed {
+                        q = self
+                            .wake
+                            .wait_timeout(q, retry)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                    }
+                } else if let Durability::Periodic(every) = self.durability {
+                    // Collect for one interval, and for as many more as pass
+                    // without a change (`push` does not wake the writer in
+                    // this mode; a close does).
+                    while !q.closed {
+                        q = self
+                            .wake
+                            .wait_timeout(q, every)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                        if !q.ops.is_empty() {
+                            break;
+                        }
+                    }
+                } else {
+                    while q.ops.is_empty() && !q.closed {
+                        q = self.wake.wait(q).unwrap_or_else(PoisonError::into_inner);
+                    }
                 }
             }
             // Never in the middle of a group (lock order: group, then queue).
@@ -136,17 +172,63 @@ impl Journal {
                 let ops = std::mem::take(&mut q.ops);
                 (ops, q.issued, q.closed)
             };
-            if !ops.is_empty() {
-                let ops = coalesce(ops);
-                if let Err(error) = store.commit(&ops) {
-                    tracing::error!(
-                        %error,
-                        changes = ops.len(),
-                        "store commit failed; acknowledgements stop"
-                    );
-                    self.failed.store(true, Ordering::Release);
+            if self.failed.load(Ordering::Acquire) {
+                // Given up: nothing more is written, so the store keeps the
+                // prefix it has; waiters learn that their change is not in it.
+                self.progress.send_replace(Progress {
+                    committed: last,
+                    failing: true,
+                });
+            } else if backlog.is_empty() && ops.is_empty() {
+                // Nothing to do (woken by a close, or spuriously).
+            } else {
+                backlog.extend(ops);
+                let batch = coalesce(std::mem::take(&mut backlog));
+                match store.commit(&batch) {
+                    Ok(()) => {
+                        if attempts > 0 {
+                            tracing::warn!(attempts, "store commits again");
+                        }
+                        attempts = 0;
+                        retry = RETRY_FIRST;
+                        self.progress.send_replace(Progress {
+                            committed: last,
+                            failing: false,
+                        });
+                    }
+                    Err(error) => {
+                        attempts += 1;
+                        if closed || batch.len() > MAX_BACKLOG {
+                            tracing::error!(
+                                %error,
+                                changes = batch.len(),
+                                attempts,
+                                "store commit failed; giving up: acknowledgements stop, \
+                                 the store keeps the changes committed before"
+                            );
+                            self.failed.store(true, Ordering::Release);
+                            self.progress.send_replace(Progress {
+                                committed: last,
+                                failing: true,
+                            });
+                        } else {
+                            if attempts == 1 {
+                                tracing::error!(
+                                    %error,
+                                    changes = batch.len(),
+                                    "store commit failed; retrying, acknowledgements that \
+                                     depend on it are refused meanwhile"
+                                );
+                            } else {
+                                tracing::debug!(%error, attempts, "store commit failed again");
+                            }
+                            backlog = batch;
+                            retry = (retry * 2).min(RETRY_MAX);
+                            self.progress
+                                .send_if_modified(|p| !std::mem::replace(&mut p.failing, true));
+                        }
+                    }
                 }
-                self.committed.send_replace(last);
             }
             if closed {
                 return;
@@ -154,6 +236,15 @@ impl Journal {
         }
     }
 }
+
+/// The first wait before a failed commit is tried again; it doubles up to
+/// [`RETRY_MAX`].
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(50);
+/// The longest wait between two attempts of a failed commit.
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+/// How many changes may wait behind a failing commit before the journal
+/// gives up (and stops writing) rather than hold more in memory.
+const MAX_BACKLOG: usize = 100_000;
 
 /// Drops the changes of a batch that cancel out: a message put and deleted
 /// in the same batch (its subscriber acknowledged it before the commit) is
@@ -210,6 +301,102 @@ mod tests {
             client: Arc::from(client),
             seq,
         }
+    }
+
+    use crate::store::{MemoryStore, StoreError};
+    use std::sync::atomic::AtomicU32;
+    use std::time::{Duration, Instant};
+
+    /// Waits (at most 10 s, a guard against a hang) for `done`.
+    fn eventually(done: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        done()
+    }
+
+    #[test]
+    fn periodic_commits_changes_that_come_after_an_idle_interval() {
+        let store = Arc::new(MemoryStore::new());
+        let every = Duration::from_millis(2);
+        let (journal, writer) = Journal::start(store.clone(), Durability::Periodic(every)).unwrap();
+        // Several intervals pass with nothing to commit.
+        std::thread::sleep(every * 20);
+        journal.push(put("a", 1));
+        assert!(eventually(|| store.commits() == 1), "never committed");
+        journal.push(put("a", 2));
+        assert!(eventually(|| store.commits() == 2));
+        journal.close();
+        writer.join().unwrap();
+        assert_eq!(store.load().unwrap().messages.len(), 2);
+    }
+
+    /// A store whose next `failures` commits fail.
+    #[derive(Default)]
+    struct Flaky {
+        inner: MemoryStore,
+        failures: AtomicU32,
+    }
+
+    impl Store for Flaky {
+        fn load(&self) -> Result<super::super::Snapshot, StoreError> {
+            self.inner.load()
+        }
+
+        fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
+            let fail = self
+                .failures
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok();
+            if fail {
+                return Err(std::io::Error::other("disk full").into());
+            }
+            self.inner.commit(ops)
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_failed_commit_is_retried_in_order() {
+        let store = Arc::new(Flaky::default());
+        let (journal, writer) = Journal::start(store.clone(), Durability::Immediate).unwrap();
+        let first = journal.push(put("a", 1));
+        block_on(journal.wait(first)).unwrap();
+        // The delete fails twice; later changes do not overtake it, or
+        // message 1 would come back after a restart.
+        store.failures.store(u32::MAX, Ordering::Release);
+        journal.push(del("a", 1));
+        let last = journal.push(put("a", 2));
+        // What depends on the failing commit is not acknowledged ...
+        assert!(block_on(journal.wait(last)).is_err());
+        store.failures.store(1, Ordering::Release);
+        let keys = || -> Vec<u64> { store.load().unwrap().messages.iter().map(|m| m.1).collect() };
+        // ... but it is written once the store works again, in order.
+        assert!(eventually(|| keys() == vec![2]), "{:?}", keys());
+        assert_eq!(store.failures.load(Ordering::Acquire), 0);
+        let next = journal.push(put("a", 3));
+        block_on(journal.wait(next)).unwrap();
+        journal.close();
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn a_store_still_failing_at_close_fails_the_waiters() {
+        let store = Arc::new(Flaky::default());
+        store.failures.store(u32::MAX, Ordering::Release);
+        let (journal, writer) = Journal::start(store.clone(), Durability::Immediate).unwrap();
+        let seq = journal.push(put("a", 1));
+        journal.close();
+        writer.join().unwrap();
+        assert!(block_on(journal.wait(seq)).is_err());
+        assert!(store.load().unwrap().messages.is_empty());
     }
 
     #[test]

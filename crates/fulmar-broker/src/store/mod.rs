@@ -228,6 +228,14 @@ pub struct Snapshot {
 /// connections in order; a commit must be atomic (all or nothing) and, for
 /// a durable store, on stable storage when it returns. Both may block.
 ///
+/// A commit that fails is tried again, with the changes that came after
+/// it, until one succeeds (waiting up to 5 s between attempts), so that the
+/// store always holds the changes in order, none missing in the middle.
+/// Meanwhile the acknowledgements that depend on them are refused (under
+/// [`Durability::Immediate`], the client's connection is closed and the
+/// client sends its message again later). At shutdown, or with more than
+/// 100 000 changes waiting, the broker gives up: nothing more is written.
+///
 /// # Example
 ///
 /// ```
