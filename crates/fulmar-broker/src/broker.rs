@@ -830,7 +830,12 @@ impl BrokerHandle {
             let mut state = shared.lock();
             let id = state.next_id();
             if filter.group().is_none() {
-                for publish in state.retained_for(filter.filter(), options, Instant::now()) {
+                let mut retained = Vec::new();
+                let now = Instant::now();
+                let left_out =
+                    state.retained_for(filter.filter(), options, now, capacity, &mut retained);
+                shared.counters.drop_many(left_out);
+                for publish in retained {
                     if tx.try_send(publish.into()).is_err() {
                         shared.counters.drop_one();
                     }

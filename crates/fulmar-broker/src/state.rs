@@ -804,7 +804,15 @@ pub(crate) struct Counters {
 
 impl Counters {
     pub(crate) fn drop_one(&self) {
-        self.dropped.fetch_add(1, Ordering::Relaxed);
+        self.drop_many(1);
+    }
+
+    /// Counts `n` messages dropped.
+    pub(crate) fn drop_many(&self, n: usize) {
+        if n > 0 {
+            self.dropped
+                .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
     }
 }
 
@@ -1068,25 +1076,38 @@ impl State {
             || self.retained.get(topic).is_some()
     }
 
-    /// The retained messages matching `filter`, ready to send to a new
-    /// subscription with `options` (RETAIN set, QoS downgraded, expiry aged).
+    /// Adds to `out` the retained messages matching `filter`, ready to send
+    /// to a new subscription with `options` (RETAIN set, QoS downgraded,
+    /// expiry aged), while `out` holds fewer than `room`; returns how many
+    /// more matched (for the caller to count as dropped: they would not fit
+    /// the subscriber's queue).
     pub(crate) fn retained_for(
         &mut self,
         filter: &TopicFilter,
         options: SubOptions,
         now: Instant,
-    ) -> Vec<Publish> {
-        let mut out = Vec::new();
+        room: usize,
+        out: &mut Vec<Publish>,
+    ) -> usize {
         let mut expired = Vec::new();
+        let mut left_out = 0;
         self.retained.matches(filter, |topic, r| {
-            match age(r.publish.clone(), r.stored, now) {
-                Some(mut p) => {
-                    p.qos = p.qos.min(options.qos);
-                    p.retain = true;
-                    p.properties.subscription_identifiers = options.id.into_iter().collect();
-                    out.push(p);
-                }
-                None => expired.push(topic.clone()),
+            let live = r
+                .publish
+                .properties
+                .message_expiry_interval
+                .is_none_or(|interval| {
+                    now.saturating_duration_since(r.stored).as_secs() < u64::from(interval)
+                });
+            if !live {
+                expired.push(topic.clone());
+            } else if out.len() >= room {
+                left_out += 1;
+            } else if let Some(mut p) = age(r.publish.clone(), r.stored, now) {
+                p.qos = p.qos.min(options.qos);
+                p.retain = true;
+                p.properties.subscription_identifiers = options.id.into_iter().collect();
+                out.push(p);
             }
         });
         for topic in expired {
@@ -1097,7 +1118,7 @@ impl State {
                 });
             }
         }
-        out
+        left_out
     }
 
     /// Removes a session and its subscriptions.

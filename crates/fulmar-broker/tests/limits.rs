@@ -5,10 +5,10 @@
 
 mod common;
 
-use common::{Peer, addr, next, publish, start_with};
+use common::{Peer, addr, next, publish, start_with, wait_until};
 use fulmar_broker::{Broker, BrokerError, Limits};
 use fulmar_codec::{
-    Connect, DisconnectReasonCode, MqttString, Packet, PacketId, ProtocolVersion, QoS,
+    Connect, DisconnectReasonCode, MqttString, Packet, PacketId, ProtocolVersion, QoS, Subscribe,
     SubscriptionOptions,
 };
 
@@ -90,6 +90,40 @@ async fn v5_retained_quota_refuses_new_topics_with_0x97() {
     broker.publish("r/1", "", QoS::AtMostOnce, true).unwrap();
     broker.publish("r/3", "x", QoS::AtMostOnce, true).unwrap();
     assert_eq!(broker.stats().retained, 1);
+    broker.shutdown().await;
+}
+
+// MQTT-3.3.1-6 MQTT-3.8.4-5: retained messages are sent at subscribe, one
+// SUBACK answers every filter. What one SUBSCRIBE gathers is bounded by the
+// session's queue, however often its filters repeat one another (a packet of
+// a thousand `#` used to gather every retained message a thousand times).
+#[tokio::test]
+async fn retained_messages_gathered_by_one_subscribe_are_bounded_by_the_queue() {
+    let mut limits = Limits::default();
+    limits.max_queued_messages = 5;
+    let broker = start_with(Broker::builder().limits(limits)).await;
+    for n in 0..20 {
+        broker
+            .publish(&format!("r/{n}"), "x", QoS::AtMostOnce, true)
+            .unwrap();
+    }
+    let mut peer = Peer::connect(addr(&broker), V5, "many").await;
+    let options = SubscriptionOptions::new(QoS::AtMostOnce);
+    let filters = (0..1000)
+        .map(|_| (MqttString::from("r/#"), options))
+        .collect();
+    peer.send(Subscribe::new(PacketId::new(1).unwrap(), filters))
+        .await;
+    let Packet::SubAck(ack) = peer.recv().await else {
+        panic!("expected SUBACK")
+    };
+    assert_eq!(ack.reason_codes.len(), 1000);
+    for _ in 0..5 {
+        assert!(peer.recv_publish().await.retain);
+    }
+    // The 15 that did not fit are dropped and counted, each once.
+    wait_until("drops counted", || broker.stats().dropped_messages >= 15).await;
+    assert_eq!(broker.stats().dropped_messages, 15);
     broker.shutdown().await;
 }
 

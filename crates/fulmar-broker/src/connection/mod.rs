@@ -1642,6 +1642,7 @@ impl<S: Stream> Connection<S> {
         let sub_id = subscribe.properties.subscription_identifier;
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut retained = Vec::new();
+        let mut retained_sent = std::collections::HashSet::new();
         for (raw, requested) in &subscribe.filters {
             let Some(filter) = self.parse_filter(raw) else {
                 codes.push(SubAckReasonCode::TopicFilterInvalid);
@@ -1702,8 +1703,16 @@ impl<S: Stream> Connection<S> {
                     RetainHandling::SendAtSubscribeIfNew => !existed,
                     RetainHandling::DoNotSend => false,
                 };
-            if send_retained {
-                retained.extend(state.retained_for(filter.filter(), options, now));
+            // A filter repeated in one SUBSCRIBE gets its retained messages
+            // once: the repeats replace the subscription, and gathering them
+            // again would only fill the queue with copies. What does not fit
+            // the session's queue is not gathered at all.
+            if send_retained && !retained_sent.contains(&filter) {
+                let room = limits.max_queued_messages;
+                let left_out =
+                    state.retained_for(filter.filter(), options, now, room, &mut retained);
+                self.shared.counters.drop_many(left_out);
+                retained_sent.insert(filter);
             }
         }
         if self.client.as_ref().is_some_and(|c| c.persistent) {
