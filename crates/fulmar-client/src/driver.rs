@@ -9,6 +9,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fulmar_codec::{
     CodecError, ConnAck, DisconnectProperties, DisconnectReasonCode, MqttCodec, MqttString, Packet,
@@ -116,6 +117,52 @@ fn codec_error(e: CodecError) -> Error {
         CodecError::Decode(e) => Error::Io(io::Error::new(io::ErrorKind::InvalidData, e)),
         other => Error::Io(io::Error::other(other.to_string())),
     }
+}
+
+/// Writes the buffered packets out. A write that takes nothing for `limit`
+/// fails: a peer that stopped reading would otherwise hold the connection
+/// task (no reads, no keep-alive, no commands) for ever. A write that makes
+/// progress, however slowly, goes on.
+async fn flush(
+    framed: &mut Framed<Box<dyn Io>, MqttCodec>,
+    limit: Option<Duration>,
+) -> Result<(), Error> {
+    let Some(limit) = limit else {
+        return SinkExt::<Packet>::flush(framed).await.map_err(codec_error);
+    };
+    loop {
+        let before = framed.write_buffer().len();
+        // Cancelling a flush loses nothing: what is not written stays in
+        // the write buffer.
+        match timeout(limit, SinkExt::<Packet>::flush(framed)).await {
+            Ok(result) => return result.map_err(codec_error),
+            Err(_elapsed) if framed.write_buffer().len() < before => {}
+            Err(_elapsed) => return Err(write_stalled(limit)),
+        }
+    }
+}
+
+/// Flushes what is left and shuts the transport down, each within `limit`.
+async fn close(
+    framed: &mut Framed<Box<dyn Io>, MqttCodec>,
+    limit: Option<Duration>,
+) -> Result<(), Error> {
+    flush(framed, limit).await?;
+    let closing = SinkExt::<Packet>::close(framed);
+    match limit {
+        None => closing.await.map_err(codec_error),
+        Some(limit) => match timeout(limit, closing).await {
+            Ok(result) => result.map_err(codec_error),
+            Err(_elapsed) => Err(write_stalled(limit)),
+        },
+    }
+}
+
+fn write_stalled(limit: Duration) -> Error {
+    Error::Io(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("the broker took nothing written for {limit:?}"),
+    ))
 }
 
 /// A SUBSCRIBE or UNSUBSCRIBE awaiting its acknowledgement.
@@ -337,7 +384,7 @@ impl Driver {
                 }
             }
             if self.session.is_closed() || self.abort {
-                if let Err(e) = SinkExt::<Packet>::close(&mut framed).await {
+                if let Err(e) = close(&mut framed, self.options.write_timeout).await {
                     debug!(error = %e, "closing the transport");
                 }
                 return self.close_reason();
@@ -521,7 +568,7 @@ impl Driver {
             written += 1;
         }
         if result.is_ok() && written > 0 {
-            result = SinkExt::<Packet>::flush(framed).await.map_err(codec_error);
+            result = flush(framed, self.options.write_timeout).await;
         }
         // QoS 0 messages taken from the session are written, or lost with the
         // connection.

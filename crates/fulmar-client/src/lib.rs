@@ -36,6 +36,9 @@
 //!   0 under 3.1.1. Otherwise in-flight QoS 1/2 publishes fail with
 //!   [`Error::PublishDropped`]`(`[`DropReason::SessionDiscarded`]`)` on
 //!   reconnect, and the application decides whether to publish them again.
+//! - **Stalled writes**: a write to the broker that makes no progress for
+//!   [`ConnectOptions::write_timeout`] (30 s by default) ends the connection
+//!   as lost, so a broker that stops reading cannot hold the client.
 //! - **Manual acknowledgements** ([`ConnectOptions::manual_acks`]): PUBACK /
 //!   PUBREC wait for [`Client::ack`], in the order of receipt.
 //! - Transports: TCP, TLS (feature `tls`, on by default: rustls with ring;

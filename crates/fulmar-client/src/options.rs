@@ -207,6 +207,7 @@ pub struct ConnectOptions {
     pub(crate) max_buffered: usize,
     pub(crate) stream_capacity: usize,
     pub(crate) connect_timeout: Duration,
+    pub(crate) write_timeout: Option<Duration>,
     pub(crate) manual_acks: bool,
     pub(crate) bridge: bool,
 }
@@ -241,6 +242,7 @@ impl ConnectOptions {
             max_buffered: 1024,
             stream_capacity: 128,
             connect_timeout: Duration::from_secs(10),
+            write_timeout: Some(Duration::from_secs(30)),
             manual_acks: false,
             bridge: false,
         }
@@ -406,6 +408,19 @@ impl ConnectOptions {
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a write to the broker may go without progress (default
+    /// 30 s) before the connection is taken as lost and, with reconnect on,
+    /// made again. While a write waits nothing else runs on the connection
+    /// (no reads, no keep-alive): a broker that stops reading would
+    /// otherwise hold the client forever. A large message on a slow link is
+    /// fine as long as some of it is taken within each period. Zero turns
+    /// the limit off.
+    #[must_use]
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = Some(timeout).filter(|t| !t.is_zero());
         self
     }
 

@@ -596,3 +596,44 @@ async fn a_wildcard_subscription_the_broker_declared_unavailable_is_refused_loca
     guard(client.disconnect()).await.unwrap();
     guard(broker).await.unwrap();
 }
+
+// A broker that accepts, answers CONNACK and then never reads: the client's
+// write stalls once the socket buffers are full. The write deadline takes the
+// connection as lost, so it ends (the QoS 0 messages caught in the stalled
+// write fail) and disconnect() returns instead of waiting behind the write.
+#[tokio::test]
+async fn a_broker_that_stops_reading_does_not_hang_the_client() {
+    const N: usize = 64;
+    let (listener, options) = listen().await;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let broker = tokio::spawn(async move {
+        let wire = accept(&listener, ConnAck::default()).await;
+        // Holds the socket open, unread, until the test is over.
+        let _ = done_rx.await;
+        drop(wire);
+    });
+    let options = options.write_timeout(Duration::from_millis(200));
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    // 64 MiB: far more than loopback socket buffers hold.
+    let payload = Bytes::from(vec![0u8; 1 << 20]);
+    let mut pending: Vec<_> = (0..N)
+        .map(|_| Box::pin(client.publish("stall", payload.clone()).into_future()))
+        .collect();
+    for f in &mut pending {
+        assert!(futures::poll!(f).is_pending());
+    }
+    guard(client.disconnect()).await.unwrap();
+    assert!(!client.is_connected());
+    let mut lost = 0;
+    for f in pending {
+        if matches!(guard(f).await, Err(Error::RequestLost)) {
+            lost += 1;
+        }
+    }
+    assert!(
+        lost > 0,
+        "every message was written to a peer that reads nothing"
+    );
+    let _ = done_tx.send(());
+    guard(broker).await.unwrap();
+}
