@@ -740,7 +740,7 @@ impl BrokerHandle {
             return Err(BrokerError::LimitExceeded("topic length or levels"));
         }
         let mut state = shared.lock();
-        if !state.retained_fits(&name, &publish) {
+        if !state.retained_fits(&name, &publish, Instant::now()) {
             return Err(BrokerError::LimitExceeded("retained messages"));
         }
         state.route(

@@ -780,6 +780,18 @@ pub(crate) struct Retained {
     pub(crate) stored: Instant,
 }
 
+impl Retained {
+    /// Whether its Message Expiry Interval, if any, has not passed at `now`.
+    pub(crate) fn is_live(&self, now: Instant) -> bool {
+        self.publish
+            .properties
+            .message_expiry_interval
+            .is_none_or(|interval| {
+                now.saturating_duration_since(self.stored).as_secs() < u64::from(interval)
+            })
+    }
+}
+
 /// Counters shared by every task.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -842,6 +854,9 @@ pub(crate) struct State {
     /// (`None`: no limit), for the messages that reach [`route`](Self::route)
     /// without a client to refuse: wills and messages from a bridge.
     pub(crate) max_retained: Option<usize>,
+    /// When [`State::remove_expired_retained`] last read every retained
+    /// message.
+    pub(crate) retained_swept: Option<Instant>,
 }
 
 /// The Message Expiry Interval left after `waited`, or `None` if the message expired.
@@ -891,7 +906,8 @@ impl State {
                         topic: Arc::from(topic.as_str()),
                     });
                 }
-            } else if !matches!(origin, Origin::System) && !self.retained_fits(topic, publish) {
+            } else if !matches!(origin, Origin::System) && !self.retained_fits(topic, publish, now)
+            {
                 // A new retained topic over the quota. A client's PUBLISH was
                 // refused before it got here (0x97); a will or a message from
                 // a bridge has nobody to refuse, so it is delivered but not
@@ -899,6 +915,9 @@ impl State {
                 tracing::debug!(topic = topic.as_str(), "retained quota full: not stored");
             } else {
                 let mut stored = publish.clone();
+                // Kept for long: its own copy, not a slice of the buffer the
+                // PUBLISH was read into (that would stay alive with it).
+                stored.unshare();
                 stored.packet_id = None;
                 stored.dup = false;
                 stored.properties.topic_alias = None;
@@ -1067,13 +1086,55 @@ impl State {
 
     /// Whether `publish` may be routed under the retained quota: a retained
     /// message for a topic not stored yet needs room ([`Limits::max_retained_messages`](crate::Limits)).
-    pub(crate) fn retained_fits(&self, topic: &TopicName, publish: &Publish) -> bool {
-        !publish.retain
-            || publish.payload.is_empty()
-            || self
-                .max_retained
-                .is_none_or(|max| self.retained.len() < max)
-            || self.retained.get(topic).is_some()
+    pub(crate) fn retained_fits(
+        &mut self,
+        topic: &TopicName,
+        publish: &Publish,
+        now: Instant,
+    ) -> bool {
+        if !publish.retain || publish.payload.is_empty() || self.retained.get(topic).is_some() {
+            return true;
+        }
+        let Some(max) = self.max_retained else {
+            return true;
+        };
+        if self.retained.len() >= max {
+            // Expired messages are removed when a subscription finds them;
+            // the ones nobody asked for must not hold the quota.
+            self.remove_expired_retained(now);
+        }
+        self.retained.len() < max
+    }
+
+    /// Removes every retained message whose Message Expiry Interval has
+    /// passed. It reads them all, so at most once a second.
+    fn remove_expired_retained(&mut self, now: Instant) {
+        if self
+            .retained_swept
+            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.retained_swept = Some(now);
+        let mut expired = Vec::new();
+        self.retained.for_each(|topic, r| {
+            if !r.is_live(now) {
+                expired.push(topic.clone());
+            }
+        });
+        self.delete_retained(expired);
+    }
+
+    /// Removes the retained messages of `topics`, from the store too.
+    fn delete_retained(&mut self, topics: Vec<TopicName>) {
+        for topic in topics {
+            self.retained.remove(&topic);
+            if let Some(journal) = &self.journal {
+                journal.push(StoreOp::DeleteRetained {
+                    topic: Arc::from(topic.as_str()),
+                });
+            }
+        }
     }
 
     /// Adds to `out` the retained messages matching `filter`, ready to send
@@ -1092,14 +1153,7 @@ impl State {
         let mut expired = Vec::new();
         let mut left_out = 0;
         self.retained.matches(filter, |topic, r| {
-            let live = r
-                .publish
-                .properties
-                .message_expiry_interval
-                .is_none_or(|interval| {
-                    now.saturating_duration_since(r.stored).as_secs() < u64::from(interval)
-                });
-            if !live {
+            if !r.is_live(now) {
                 expired.push(topic.clone());
             } else if out.len() >= room {
                 left_out += 1;
@@ -1110,14 +1164,7 @@ impl State {
                 out.push(p);
             }
         });
-        for topic in expired {
-            self.retained.remove(&topic);
-            if let Some(journal) = &self.journal {
-                journal.push(StoreOp::DeleteRetained {
-                    topic: Arc::from(topic.as_str()),
-                });
-            }
-        }
+        self.delete_retained(expired);
         left_out
     }
 

@@ -127,6 +127,23 @@ async fn retained_messages_gathered_by_one_subscribe_are_bounded_by_the_queue() 
     broker.shutdown().await;
 }
 
+// v5:MQTT-3.3.2-5: an expired retained message is gone, also from the
+// quota, even if no subscription came to find it.
+#[tokio::test]
+async fn v5_expired_retained_messages_leave_the_quota() {
+    let broker = start_with(Broker::builder().max_retained_messages(1)).await;
+    let mut peer = Peer::connect(addr(&broker), V5, "ret").await;
+    let mut short = retained("r/1", "one", QoS::AtLeastOnce, 1);
+    short.properties.message_expiry_interval = Some(1);
+    peer.send(short).await;
+    peer.expect_raw(&[0x40, 0x02, 0x00, 0x01]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    peer.send(retained("r/2", "two", QoS::AtLeastOnce, 2)).await;
+    peer.expect_raw(&[0x40, 0x02, 0x00, 0x02]).await;
+    assert_eq!(broker.stats().retained, 1);
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn topic_length_and_levels_limits() {
     let mut limits = Limits::default();

@@ -346,6 +346,56 @@ async fn recovery_drops_expired_sessions() {
     assert!(left.messages.is_empty());
 }
 
+// v5:MQTT-3.3.2-5: a retained message whose Message Expiry Interval passed
+// while the broker was down is not served after the restart, and its record
+// is deleted.
+#[tokio::test]
+async fn retained_messages_that_expired_while_down_are_not_recovered() {
+    let store = Arc::new(MemoryStore::new());
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let put = |topic: &str, expiry: Option<u32>| {
+        let mut p = publish(topic, "x", QoS::AtMostOnce);
+        p.retain = true;
+        p.properties.message_expiry_interval = expiry;
+        StoreOp::PutRetained {
+            topic: Arc::from(topic),
+            message: StoredMessage {
+                publish: p,
+                // Stored 10 s ago.
+                stored_at: now_unix - 10_000,
+                packet_id: None,
+                released: false,
+            },
+        }
+    };
+    store
+        .commit(&[
+            put("gone", Some(5)),
+            put("left", Some(60)),
+            put("kept", None),
+        ])
+        .unwrap();
+    let broker = broker_on(store.clone()).await;
+    assert_eq!(broker.stats().retained, 2);
+    let mut sub = broker.subscribe("#").unwrap();
+    let mut topics = vec![next(&mut sub).await.topic, next(&mut sub).await.topic];
+    topics.sort();
+    assert_eq!(topics, ["kept", "left"]);
+    broker.shutdown().await;
+    let mut stored: Vec<_> = store
+        .load()
+        .unwrap()
+        .retained
+        .into_iter()
+        .map(|(topic, _)| topic.to_string())
+        .collect();
+    stored.sort();
+    assert_eq!(stored, ["kept", "left"]);
+}
+
 // A corrupted data file is a clear error, never a panic.
 #[tokio::test]
 async fn a_corrupted_store_file_is_an_error() {

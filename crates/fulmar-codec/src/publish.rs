@@ -49,6 +49,54 @@ impl Publish {
 }
 
 impl Publish {
+    /// Copies the parts that share the buffer this PUBLISH was decoded from
+    /// (topic, payload, and the string and binary properties) into
+    /// allocations of their own. Decoding is zero-copy, so a message kept
+    /// for long, a retained message say, would otherwise keep that whole
+    /// buffer alive, however small the message.
+    ///
+    /// # Example
+    /// ```
+    /// use bytes::{BufMut, BytesMut};
+    /// use fulmar_codec::{decode, Packet, ProtocolVersion};
+    ///
+    /// let mut buf = BytesMut::with_capacity(8192);
+    /// buf.put_slice(&[0x30, 0x04, 0x00, 0x01, b't', b'x']);
+    /// let Ok(Some(Packet::Publish(mut publish))) = decode(&mut buf, ProtocolVersion::V311, 1024)
+    /// else {
+    ///     panic!()
+    /// };
+    /// let start = buf.as_ptr() as usize - 6;
+    /// let in_buffer = |p: *const u8| (start..start + 8192).contains(&(p as usize));
+    /// assert!(in_buffer(publish.payload.as_ptr()));
+    /// publish.unshare();
+    /// assert!(!in_buffer(publish.payload.as_ptr()));
+    /// assert_eq!((publish.topic.as_str(), &publish.payload[..]), ("t", &b"x"[..]));
+    /// ```
+    pub fn unshare(&mut self) {
+        fn own(s: &mut MqttString) {
+            if let Ok(copy) = MqttString::try_from_string(s.as_str().to_owned()) {
+                *s = copy;
+            }
+        }
+        own(&mut self.topic);
+        self.payload = Bytes::copy_from_slice(&self.payload);
+        let p = &mut self.properties;
+        if let Some(topic) = &mut p.response_topic {
+            own(topic);
+        }
+        if let Some(data) = &mut p.correlation_data {
+            *data = Bytes::copy_from_slice(data);
+        }
+        if let Some(content_type) = &mut p.content_type {
+            own(content_type);
+        }
+        for (key, value) in &mut p.user_properties {
+            own(key);
+            own(value);
+        }
+    }
+
     /// Checks that `payload` matches the Payload Format Indicator (UTF-8 when
     /// it is 1). The codec does not enforce this; a receiver may, answering
     /// with reason code 0x99 Payload format invalid.

@@ -51,7 +51,7 @@ impl<S: super::Stream> Connection<S> {
         };
         {
             let mut state = self.shared.lock();
-            if !state.retained_fits(&topic, &publish) {
+            if !state.retained_fits(&topic, &publish, Instant::now()) {
                 drop(state);
                 self.ack_inbound(publish.packet_id);
                 return self.refuse(&publish, Refusal::QuotaExceeded);

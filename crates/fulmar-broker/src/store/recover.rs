@@ -146,6 +146,13 @@ pub(crate) fn recover(state: &mut State, snapshot: Snapshot, journal: &Journal) 
             found.skipped += 1;
             continue;
         };
+        let waited = Duration::from_millis(now_unix.saturating_sub(m.stored_at));
+        let expiry = m.publish.properties.message_expiry_interval;
+        if expiry.is_some_and(|interval| waited.as_secs() >= u64::from(interval)) {
+            // Expired while the broker was down.
+            journal.push(StoreOp::DeleteRetained { topic });
+            continue;
+        }
         let value = Retained {
             publish: m.publish,
             stored: instant_of(m.stored_at, now, now_unix),
