@@ -165,6 +165,17 @@ fn write_stalled(limit: Duration) -> Error {
     ))
 }
 
+/// Whether a SUBSCRIBE or UNSUBSCRIBE the session refused can be sent once
+/// a request slot frees up or the connection is back.
+fn retry_later(error: &fulmar_session::Error) -> bool {
+    use fulmar_session::{ApiError, Error, LimitExceeded};
+    matches!(
+        error,
+        Error::Limit(LimitExceeded::TooManyRequests(_) | LimitExceeded::NoPacketId)
+            | Error::Api(ApiError::InvalidState(_))
+    )
+}
+
 /// A SUBSCRIBE or UNSUBSCRIBE awaiting its acknowledgement.
 enum Request {
     /// From [`Client::subscribe`](crate::Client::subscribe): the stream is
@@ -174,8 +185,8 @@ enum Request {
         reply: Reply<Subscription>,
         rx: mpsc::Receiver<Message>,
     },
-    /// Re-subscribing a stream after the broker lost the session.
-    Resubscribe,
+    /// Re-subscribing stream `key` after the broker lost the session.
+    Resubscribe { key: u64 },
     /// A dropped stream's filters.
     Unsubscribe(Vec<MqttString>),
 }
@@ -223,6 +234,11 @@ struct Driver {
     subscription_ids: bool,
     last_subscription_id: u32,
     unsubscribe_later: Vec<MqttString>,
+    /// Streams to subscribe again (the broker lost the session), by key, in
+    /// order; each is sent as a request slot of the session frees up, and
+    /// is queued again if its SUBSCRIBE is lost with the connection. At most
+    /// one entry per live stream.
+    resubscribe: VecDeque<u64>,
     /// The application asked to stop (disconnect, or every handle dropped).
     exit: bool,
     /// Stop now: nothing left to send.
@@ -292,6 +308,7 @@ impl Driver {
             subscription_ids: false,
             last_subscription_id: 0,
             unsubscribe_later: Vec::new(),
+            resubscribe: VecDeque::new(),
             exit: false,
             abort: false,
             disconnect_reply: None,
@@ -690,27 +707,38 @@ impl Driver {
                         self.router.remove(key);
                         let _gone = reply.send(Err(Error::SubscribeRejected(ack)));
                     } else {
-                        self.router.acked(key);
-                        let stream = Subscription::new(rx, key, self.dropped_tx.clone(), ack);
+                        let ended = self.router.acked(key);
+                        let stream =
+                            Subscription::new(rx, key, self.dropped_tx.clone(), ack, ended);
                         // If the caller gave up, dropping the stream unsubscribes.
                         let _gone = reply.send(Ok(stream));
                     }
                 }
-                Some(Request::Resubscribe) if ack.reason_codes.iter().any(|c| c.is_error()) => {
-                    warn!(codes = ?ack.reason_codes, "re-subscribe refused");
+                Some(Request::Resubscribe { key }) => {
+                    if ack.reason_codes.iter().all(|c| c.is_error()) {
+                        warn!(codes = ?ack.reason_codes, "re-subscribe refused, the stream ends");
+                        self.router.end(key, Error::SubscribeRejected(ack));
+                    } else if ack.reason_codes.iter().any(|c| c.is_error()) {
+                        warn!(codes = ?ack.reason_codes, "re-subscribe partly refused");
+                    }
+                    self.send_pending();
                 }
-                _ => {}
+                _ => self.send_pending(),
             },
             Event::UnsubAck(ack) => {
                 self.requests.remove(&ack.packet_id);
+                self.send_pending();
             }
             Event::RequestLost { packet_id } => match self.requests.remove(&packet_id) {
                 Some(Request::Subscribe { key, reply, .. }) => {
                     self.router.remove(key);
                     let _gone = reply.send(Err(Error::RequestLost));
                 }
-                Some(Request::Unsubscribe(filters)) => self.unsubscribe_later.extend(filters),
-                _ => {}
+                Some(Request::Resubscribe { key }) if self.router.get(key).is_some() => {
+                    self.resubscribe.push_back(key);
+                }
+                Some(Request::Unsubscribe(filters)) => self.unsubscribe_later(filters),
+                Some(Request::Resubscribe { .. }) | None => {}
             },
             Event::Disconnected {
                 initiator,
@@ -749,12 +777,14 @@ impl Driver {
         self.subscription_ids = self.options.version == ProtocolVersion::V5
             && connack.properties.subscription_identifiers_available != Some(false);
         if self.connected_once && !connack.session_present {
-            self.resubscribe();
+            // The broker has no subscriptions: every live stream's go again,
+            // and there is nothing to unsubscribe.
+            self.resubscribe = self.router.acked_keys().collect();
+            self.unsubscribe_later.clear();
         }
-        if !self.unsubscribe_later.is_empty() {
-            let filters = std::mem::take(&mut self.unsubscribe_later);
-            self.unsubscribe(filters);
-        }
+        // Also what was lost with the last connection (the session may
+        // have been resumed since).
+        self.send_pending();
         self.connected_once = true;
         self.connected.send_replace(true);
         if let Some(ready) = self.ready.take() {
@@ -762,45 +792,72 @@ impl Driver {
         }
     }
 
-    /// The broker has no session: subscribe every live stream again.
-    fn resubscribe(&mut self) {
-        let requests: Vec<_> = self
-            .router
-            .routes()
-            .map(|r| (r.filters.clone(), r.id))
-            .collect();
-        for (filters, id) in requests {
+    /// Sends the deferred UNSUBSCRIBE, then the re-SUBSCRIBEs, while the
+    /// session has request slots; the rest waits for the next SUBACK or
+    /// UNSUBACK (or connection).
+    fn send_pending(&mut self) {
+        if !self.session.is_connected() {
+            return;
+        }
+        if !self.unsubscribe_later.is_empty() {
+            let filters = std::mem::take(&mut self.unsubscribe_later);
+            match self
+                .session
+                .unsubscribe(filters.clone(), UnsubscribeProperties::default(), now())
+            {
+                Ok(packet_id) => {
+                    self.requests
+                        .insert(packet_id, Request::Unsubscribe(filters));
+                }
+                Err(error) if retry_later(&error) => {
+                    self.unsubscribe_later = filters;
+                    return;
+                }
+                Err(error) => warn!(%error, "unsubscribe given up"),
+            }
+        }
+        while let Some(key) = self.resubscribe.pop_front() {
+            let Some(route) = self.router.get(key) else {
+                // Dropped since.
+                continue;
+            };
             let properties = SubscribeProperties {
-                subscription_identifier: id.filter(|_| self.subscription_ids),
+                subscription_identifier: route.id.filter(|_| self.subscription_ids),
                 ..Default::default()
             };
-            match self.session.subscribe(filters, properties, now()) {
+            match self
+                .session
+                .subscribe(route.filters.clone(), properties, now())
+            {
                 Ok(packet_id) => {
-                    self.requests.insert(packet_id, Request::Resubscribe);
+                    self.requests
+                        .insert(packet_id, Request::Resubscribe { key });
                 }
-                Err(error) => warn!(%error, "re-subscribe failed"),
+                Err(error) if retry_later(&error) => {
+                    self.resubscribe.push_front(key);
+                    return;
+                }
+                Err(error) => {
+                    warn!(%error, "re-subscribe failed, the stream ends");
+                    self.router.end(key, Error::from_session(error));
+                }
+            }
+        }
+    }
+
+    /// Filters to unsubscribe once a request slot is free; not those a live
+    /// stream subscribed to since.
+    fn unsubscribe_later(&mut self, filters: Vec<MqttString>) {
+        for filter in filters {
+            if !self.router.uses(&filter) && !self.unsubscribe_later.contains(&filter) {
+                self.unsubscribe_later.push(filter);
             }
         }
     }
 
     fn unsubscribe(&mut self, filters: Vec<MqttString>) {
-        if !self.session.is_connected() {
-            self.unsubscribe_later.extend(filters);
-            return;
-        }
-        match self
-            .session
-            .unsubscribe(filters.clone(), UnsubscribeProperties::default(), now())
-        {
-            Ok(packet_id) => {
-                self.requests
-                    .insert(packet_id, Request::Unsubscribe(filters));
-            }
-            Err(error) => {
-                warn!(%error, "unsubscribe deferred");
-                self.unsubscribe_later.extend(filters);
-            }
-        }
+        self.unsubscribe_later(filters);
+        self.send_pending();
     }
 
     fn on_stream_dropped(&mut self, key: u64) {
@@ -903,6 +960,9 @@ impl Driver {
                     .filter(|_| self.subscription_ids);
                 match self.session.subscribe(filters.clone(), properties, now()) {
                     Ok(packet_id) => {
+                        // A deferred UNSUBSCRIBE would end this subscription.
+                        self.unsubscribe_later
+                            .retain(|f| !filters.iter().any(|(g, _)| g == f));
                         let key = self.router.next_key();
                         let (tx, rx) = mpsc::channel(self.options.stream_capacity);
                         self.router.add(key, filters, matchers, id, tx);

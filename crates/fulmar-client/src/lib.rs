@@ -31,7 +31,9 @@
 //!   session resumes (Clean Start 0 under 5.0) and what was in flight is
 //!   re-sent with DUP; publishes made while disconnected wait in a bounded
 //!   queue ([`Error::QueueFull`] beyond it); if the broker lost the session,
-//!   the live streams are subscribed again. Resuming needs a session the
+//!   the live streams are subscribed again (as many at a time as the
+//!   session lets wait; a stream whose filters the broker then refuses ends,
+//!   and [`Subscription::error`] tells why). Resuming needs a session the
 //!   broker keeps: a Session Expiry Interval above 0 under 5.0, CleanSession
 //!   0 under 3.1.1. Otherwise in-flight QoS 1/2 publishes fail with
 //!   [`Error::PublishDropped`]`(`[`DropReason::SessionDiscarded`]`)` on

@@ -10,12 +10,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::ops::Deref;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use fulmar_codec::{MqttString, PacketId, Publish, SubAck, SubscriptionOptions};
 use fulmar_topic::{SubscriptionFilter, TopicName};
 use futures::Stream;
 use tokio::sync::mpsc;
+
+use crate::error::Error;
 
 /// Identifies an inbound QoS 1/2 message awaiting a manual acknowledgement:
 /// the network connection it arrived on and its packet identifier.
@@ -80,6 +83,9 @@ pub(crate) struct Route {
     /// Its SUBACK arrived (the stream was handed out). Until then nobody
     /// reads `tx`: with a leftovers stream, messages go there instead.
     acked: bool,
+    /// Why the stream ended while the client went on, shared with the
+    /// [`Subscription`].
+    ended: Arc<OnceLock<Error>>,
 }
 
 /// Every live stream, by key.
@@ -122,15 +128,51 @@ impl Router {
                 id,
                 tx,
                 acked: false,
+                ended: Arc::default(),
             },
         );
     }
 
-    /// The SUBACK of stream `key` arrived: it is read from now on.
-    pub(crate) fn acked(&mut self, key: u64) {
-        if let Some(route) = self.routes.get_mut(&key) {
-            route.acked = true;
+    /// The SUBACK of stream `key` arrived: it is read from now on. Returns
+    /// where the stream finds why it ended early.
+    pub(crate) fn acked(&mut self, key: u64) -> Arc<OnceLock<Error>> {
+        match self.routes.get_mut(&key) {
+            Some(route) => {
+                route.acked = true;
+                route.ended.clone()
+            }
+            None => Arc::default(),
         }
+    }
+
+    /// Ends stream `key` while the client goes on: its stream ends after
+    /// what it holds, and tells `error`. Its filters are not unsubscribed
+    /// (the broker refused them, or never had them).
+    pub(crate) fn end(&mut self, key: u64, error: Error) {
+        if let Some(route) = self.routes.get(&key) {
+            let _first = route.ended.set(error);
+        }
+        let _unused = self.remove(key);
+    }
+
+    /// The streams whose SUBACK arrived (their broker subscriptions), by key.
+    pub(crate) fn acked_keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.routes
+            .iter()
+            .filter(|(_, r)| r.acked)
+            .map(|(key, _)| *key)
+    }
+
+    /// Stream `key`'s routing entry, while it is live.
+    pub(crate) fn get(&self, key: u64) -> Option<&Route> {
+        self.routes.get(&key)
+    }
+
+    /// Whether a live stream subscribes to `filter`.
+    pub(crate) fn uses(&self, filter: &MqttString) -> bool {
+        self.routes
+            .values()
+            .any(|r| r.filters.iter().any(|(f, _)| f == filter))
     }
 
     /// Whether any stream is live (only then can one be dropped).
@@ -165,10 +207,6 @@ impl Router {
             self.retired.insert(id, shared);
         }
         unused
-    }
-
-    pub(crate) fn routes(&self) -> impl Iterator<Item = &Route> {
-        self.routes.values()
     }
 
     /// The streams `message` goes to, in a stable order.
@@ -275,6 +313,7 @@ impl Drop for Inbox {
 pub struct Subscription {
     inbox: Inbox,
     suback: SubAck,
+    ended: Arc<OnceLock<Error>>,
 }
 
 impl Subscription {
@@ -283,10 +322,12 @@ impl Subscription {
         key: u64,
         dropped: mpsc::UnboundedSender<u64>,
         suback: SubAck,
+        ended: Arc<OnceLock<Error>>,
     ) -> Self {
         Self {
             inbox: Inbox { rx, key, dropped },
             suback,
+            ended,
         }
     }
 
@@ -294,6 +335,16 @@ impl Subscription {
     #[must_use]
     pub fn suback(&self) -> &SubAck {
         &self.suback
+    }
+
+    /// Why the stream ended while the client went on: after the broker lost
+    /// the session, it refused to subscribe the stream's filters again
+    /// ([`Error::SubscribeRejected`]), or the SUBSCRIBE could not be sent
+    /// again. `None` while the stream runs, and when it ended because the
+    /// client closed.
+    #[must_use]
+    pub fn error(&self) -> Option<&Error> {
+        self.ended.get()
     }
 
     /// The next message, or `None` once the client is closed.

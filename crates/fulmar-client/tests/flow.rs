@@ -637,3 +637,83 @@ async fn a_broker_that_stops_reading_does_not_hang_the_client() {
     let _ = done_tx.send(());
     guard(broker).await.unwrap();
 }
+
+/// Reads one SUBSCRIBE: its packet identifier and first filter.
+async fn subscribe_of(wire: &mut Wire) -> (PacketId, String) {
+    match next(wire).await {
+        Packet::Subscribe(sub) => (sub.packet_id, sub.filters[0].0.to_string()),
+        other => panic!("expected SUBSCRIBE, got {other:?}"),
+    }
+}
+
+// v5:MQTT-3.2.2-5: the broker lost the session, so the client subscribes its
+// streams again. One re-SUBSCRIBE is refused: that stream ends and tells why.
+// The other is lost with its connection: it is sent again on the next
+// connection although that one resumes a session (session present), and its
+// stream goes on.
+#[tokio::test]
+async fn a_refused_resubscribe_ends_its_stream_and_a_lost_one_is_sent_again() {
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        for _ in 0..2 {
+            let (id, _) = subscribe_of(&mut wire).await;
+            let ack = SubAck::new(id, vec![SubAckReasonCode::GrantedQoS0]);
+            wire.send(Packet::SubAck(ack)).await.unwrap();
+        }
+        drop(wire);
+        // No session: both are subscribed again; "a" is refused, "b" lost.
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        let mut filters = Vec::new();
+        for _ in 0..2 {
+            let (id, filter) = subscribe_of(&mut wire).await;
+            if filter == "a" {
+                let ack = SubAck::new(id, vec![SubAckReasonCode::NotAuthorized]);
+                wire.send(Packet::SubAck(ack)).await.unwrap();
+            }
+            filters.push(filter);
+        }
+        filters.sort();
+        assert_eq!(filters, ["a", "b"]);
+        drop(wire);
+        let resumed = ConnAck {
+            session_present: true,
+            ..ConnAck::default()
+        };
+        let mut wire = accept(&listener, resumed).await;
+        let (id, filter) = subscribe_of(&mut wire).await;
+        assert_eq!(filter, "b");
+        let ack = SubAck::new(id, vec![SubAckReasonCode::GrantedQoS0]);
+        wire.send(Packet::SubAck(ack)).await.unwrap();
+        let live = Publish::new("b".into(), Bytes::from_static(b"live"));
+        wire.send(Packet::Publish(live)).await.unwrap();
+        loop {
+            match next(&mut wire).await {
+                Packet::Disconnect(_) => break,
+                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let options = options
+        .session_expiry_interval(60)
+        .reconnect(Reconnect::exponential(
+            Duration::from_millis(1),
+            Duration::from_millis(10),
+        ));
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    let mut a = guard(client.subscribe("a", QoS::AtMostOnce)).await.unwrap();
+    let mut b = guard(client.subscribe("b", QoS::AtMostOnce)).await.unwrap();
+    assert!(a.error().is_none());
+    assert!(guard(a.next()).await.is_none(), "the refused stream ends");
+    match a.error() {
+        Some(Error::SubscribeRejected(ack)) => {
+            assert_eq!(ack.reason_codes, [SubAckReasonCode::NotAuthorized]);
+        }
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    assert_eq!(guard(b.next()).await.unwrap().payload, "live");
+    assert!(b.error().is_none());
+    guard(client.disconnect()).await.unwrap();
+    guard(broker).await.unwrap();
+}

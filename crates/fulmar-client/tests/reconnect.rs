@@ -354,3 +354,50 @@ async fn unacknowledged_messages_are_redelivered_after_a_reconnect() {
         guard(publisher.disconnect()).await.unwrap();
     }
 }
+
+// v5:MQTT-3.2.2-5: the broker kept no session, and the client has more live
+// streams (70) than SUBSCRIBE requests may wait at once (64): every stream is
+// subscribed again, the later ones as SUBACKs free request slots. The last
+// stream gets its retained message again, then a live one.
+#[tokio::test]
+async fn more_streams_than_request_slots_are_all_resubscribed() {
+    const N: usize = 70;
+    let broker = Mosquitto::start();
+    let proxy = Proxy::start(broker.addr()).await;
+    let options = ConnectOptions::new("127.0.0.1", proxy.port)
+        .client_id("many-streams")
+        .reconnect(fast_reconnect());
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    let last = format!("many/{}", N - 1);
+    guard(
+        client
+            .publish(last.as_str(), "retained")
+            .qos(QoS::AtLeastOnce)
+            .retain(true),
+    )
+    .await
+    .unwrap();
+    let mut streams = Vec::new();
+    for i in 0..N {
+        let filter = format!("many/{i}");
+        streams.push(
+            guard(client.subscribe(&filter, QoS::AtLeastOnce))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut stream = streams.pop().unwrap();
+    assert!(guard(stream.next()).await.unwrap().retain);
+    proxy.sever();
+    let m = guard(stream.next()).await.unwrap();
+    assert!(m.retain, "subscribed again: the retained message again");
+    assert_eq!(m.payload, "retained");
+    guard(client.publish(last.as_str(), "live").qos(QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    assert_eq!(guard(stream.next()).await.unwrap().payload, "live");
+    guard(client.publish(last.as_str(), Bytes::new()).retain(true))
+        .await
+        .unwrap();
+    guard(client.disconnect()).await.unwrap();
+}
