@@ -102,6 +102,38 @@ async fn sys_topics_are_off_by_default() {
     broker.shutdown().await;
 }
 
+// MQTT-4.7.2-1 (the Server SHOULD keep clients from exchanging messages on
+// `$` topics): `$SYS` is the broker's own; a client's PUBLISH or will there
+// is refused as not authorized (as mosquitto does), so it cannot plant a
+// retained `$SYS/broker/version` either.
+#[tokio::test]
+async fn clients_cannot_publish_to_sys_topics() {
+    let broker = start_with(Broker::builder()).await;
+    let mut watch = broker.subscribe("$SYS/#").unwrap();
+    let mut peer = Peer::connect(addr(&broker), ProtocolVersion::V5, "planter").await;
+    let mut p = common::publish("$SYS/broker/version", "evil", QoS::AtLeastOnce);
+    p.retain = true;
+    p.packet_id = fulmar_codec::PacketId::new(1);
+    peer.send(p).await;
+    // PUBACK 0x87 Not authorized.
+    peer.expect_raw(&[0x40, 0x03, 0x00, 0x01, 0x87]).await;
+    let mut c = fulmar_codec::Connect::new(ProtocolVersion::V5, "willer".into());
+    c.will = Some(fulmar_codec::Will::new("$SYS/x".into(), "w".into()));
+    let (_, ack) = Peer::connect_with(addr(&broker), c).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::NotAuthorized);
+    // Other `$` topics are not the broker's: they work.
+    let mut p = common::publish("$app/x", "ok", QoS::AtLeastOnce);
+    p.packet_id = fulmar_codec::PacketId::new(2);
+    peer.send(p).await;
+    peer.expect_raw(&[0x40, 0x02, 0x00, 0x02]).await;
+    assert_eq!(broker.stats().retained, 0);
+    broker
+        .publish("$SYS/mine", "app", QoS::AtMostOnce, false)
+        .unwrap();
+    assert_eq!(next(&mut watch).await.payload, "app");
+    broker.shutdown().await;
+}
+
 struct RefuseBob;
 
 #[async_trait::async_trait]

@@ -31,11 +31,12 @@ impl<S: super::Stream> Connection<S> {
             self.ack_inbound(publish.packet_id);
             return self.refuse(&publish, Refusal::TopicNameInvalid);
         }
-        let allowed = self
-            .shared
-            .authorizer
-            .authorize_publish(&client.info, publish.topic.as_str())
-            .await;
+        let allowed = (client.bridge || !is_sys(topic.as_str()))
+            && self
+                .shared
+                .authorizer
+                .authorize_publish(&client.info, publish.topic.as_str())
+                .await;
         if !allowed {
             self.ack_inbound(publish.packet_id);
             return self.refuse(&publish, Refusal::NotAuthorized);
@@ -362,4 +363,12 @@ impl Drop for Paced {
             .blocked_publishers
             .fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Whether `topic` is one of the broker's own `$SYS` topics, which clients
+/// may read but not publish to (MQTT-4.7.2-1: the Server SHOULD keep clients
+/// from exchanging messages on `$` topics; mosquitto refuses these too). A
+/// bridge, another broker passing its own `$SYS` along, may.
+pub(super) fn is_sys(topic: &str) -> bool {
+    topic == "$SYS" || topic.starts_with("$SYS/")
 }

@@ -1383,11 +1383,12 @@ impl<S: Stream> Connection<S> {
             if !self.shared.limits.topic_fits(will.topic.as_str()) {
                 return self.reject(ConnectReasonCode::TopicNameInvalid);
             }
-            let allowed = self
-                .shared
-                .authorizer
-                .authorize_publish(&client_info, will.topic.as_str())
-                .await;
+            let allowed = (connect.bridge || !inbound::is_sys(will.topic.as_str()))
+                && self
+                    .shared
+                    .authorizer
+                    .authorize_publish(&client_info, will.topic.as_str())
+                    .await;
             if !allowed {
                 return self.reject(ConnectReasonCode::NotAuthorized);
             }
