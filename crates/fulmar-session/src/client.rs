@@ -175,10 +175,10 @@ impl Session {
     /// does not change it) must fit the server's Maximum Packet Size
     /// (v5:MQTT-3.2.2-15): refused here rather than sent.
     fn fits_peer(&self, size: Result<usize, fulmar_codec::EncodeError>) -> Result<(), Error> {
+        let size = size.map_err(ApiError::Unencodable)?;
         let Some(max) = self.conn.peer.maximum_packet_size else {
             return Ok(());
         };
-        let size = size.unwrap_or(usize::MAX);
         if size > max as usize {
             return Err(LimitExceeded::PacketTooLarge { size, max }.into());
         }

@@ -245,6 +245,12 @@ pub enum ApiError {
     /// CONNECT set it to 0 (MQTT 5.0 section 3.14.2.2.2).
     #[error("session expiry interval on DISCONNECT after 0 on CONNECT")]
     SessionExpiryAfterZero,
+    /// The packet cannot be encoded (a Response Topic with a wildcard,
+    /// Correlation Data over 65 535 bytes, No Local on a shared
+    /// subscription, ...): refused when it is made, rather than ending
+    /// every connection that would try to send it.
+    #[error("cannot be encoded: {0}")]
+    Unencodable(fulmar_codec::EncodeError),
     /// A persisted session state is inconsistent (e.g. a duplicated packet identifier).
     #[error("invalid session state: {0}")]
     InvalidSessionState(&'static str),

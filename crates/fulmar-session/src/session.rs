@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use fulmar_codec::{
     AuthReasonCode, DecodeError, Disconnect, DisconnectProperties, DisconnectReasonCode,
-    MqttString, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode, SubAckReasonCode,
-    SubscriptionOptions,
+    EncodeError, MqttString, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode,
+    SubAckReasonCode, SubscriptionOptions,
 };
 
 use crate::config::Config;
@@ -775,6 +775,7 @@ impl Session {
             if !publish.properties.subscription_identifiers.is_empty() {
                 return Err(ApiError::SubscriptionIdentifier.into());
             }
+            encodable(self.version, &mut publish).map_err(ApiError::Unencodable)?;
             if self.state == State::Connected {
                 let peer = self.conn.peer;
                 match outbound_check(self.role, self.version, &peer, &publish) {
@@ -1009,6 +1010,25 @@ fn outbound_check(
 /// The encoded size of `publish` as it will be sent: with a packet identifier
 /// (assigned later for a queued message), without properties under 3.1.1.
 /// `None` if it cannot be encoded at all.
+/// Whether `publish` can be encoded for `version` as it will be sent (with
+/// a packet identifier at QoS 1/2, without properties under 3.1.1).
+fn encodable(version: ProtocolVersion, publish: &mut Publish) -> Result<(), EncodeError> {
+    let id = publish.packet_id;
+    if publish.qos != QoS::AtMostOnce && id.is_none() {
+        publish.packet_id = Some(PacketId::ONE);
+    }
+    let result = if version == ProtocolVersion::V311 {
+        let properties = std::mem::take(&mut publish.properties);
+        let result = publish.encoded_len(version);
+        publish.properties = properties;
+        result
+    } else {
+        publish.encoded_len(version)
+    };
+    publish.packet_id = id;
+    result.map(drop)
+}
+
 fn sent_len(version: ProtocolVersion, publish: &Publish) -> Option<usize> {
     let needs_id = publish.qos != QoS::AtMostOnce && publish.packet_id.is_none();
     if version == ProtocolVersion::V311 || needs_id {

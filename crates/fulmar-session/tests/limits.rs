@@ -382,6 +382,44 @@ fn client_refuses_a_subscribe_or_unsubscribe_above_the_servers_maximum() {
     );
 }
 
+// v5:MQTT-3.3.2-14 (a Response Topic has no wildcards), MQTT-1.5.6 binary
+// data up to 65 535 bytes, v5:MQTT-3.8.3-4 (No Local on a shared
+// subscription): what cannot be encoded is refused when the application
+// asks, connected or not, instead of being queued to end every connection
+// that tries to send it.
+#[test]
+fn a_client_refuses_what_it_could_not_encode() {
+    let now = t0();
+    fn unencodable<T>(r: Result<T, Error>) -> bool {
+        matches!(r, Err(Error::Api(fulmar_session::ApiError::Unencodable(_))))
+    }
+    let mut offline = Session::client(Config::default());
+    let mut c = v5_client_with(ConnAck::new(false, ConnectReasonCode::Success));
+    for session in [&mut offline, &mut c] {
+        let mut p = publish("t", QoS::AtLeastOnce, b"x");
+        p.properties.response_topic = Some(MqttString::from("replies/#"));
+        assert!(unencodable(session.publish(p, now)));
+        let mut p = publish("t", QoS::AtMostOnce, b"x");
+        p.properties.correlation_data = Some(vec![0; 70_000].into());
+        assert!(unencodable(session.publish(p, now)));
+        assert!(unencodable(
+            session.publish(publish("a/+", QoS::AtMostOnce, b"x"), now)
+        ));
+    }
+    let mut options = SubscriptionOptions::new(QoS::AtLeastOnce);
+    options.no_local = true;
+    assert!(unencodable(c.subscribe(
+        vec![(MqttString::from("$share/g/t"), options)],
+        SubscribeProperties::default(),
+        now,
+    )));
+    assert!(drain(&mut c).is_empty());
+    // What can be encoded still goes.
+    c.publish(publish("t", QoS::AtLeastOnce, b"x"), now)
+        .unwrap();
+    assert_eq!(publishes(&drain(&mut c)), 1);
+}
+
 #[test]
 fn client_never_sends_a_packet_above_the_servers_maximum() {
     // v5:MQTT-3.2.2-15
