@@ -361,9 +361,11 @@ impl Client {
     /// of receipt, [MQTT-4.6.0-2]). Until then the message counts against the
     /// Receive Maximum, so the broker stops sending when too many wait.
     ///
-    /// Acknowledge each message once, from any stream that received it. A
-    /// message from an earlier connection needs no acknowledgement (the
-    /// broker sends it again); QoS 0 messages need none either.
+    /// Acknowledge each message once, from any stream that received it (a
+    /// second acknowledgement does nothing). A message from an earlier
+    /// connection needs no acknowledgement (the broker sends it again); QoS
+    /// 0 messages need none either. A message that every stream it went to
+    /// dropped unread is acknowledged by the client.
     ///
     /// # Errors
     /// [`Error::Closed`] once the client is closed.

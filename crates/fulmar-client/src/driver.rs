@@ -31,7 +31,7 @@ use crate::client::{
 use crate::completion::{Key, Outcome, PublishQueue};
 use crate::error::Error;
 use crate::options::ConnectOptions;
-use crate::router::{AckToken, Message, Messages, Router, Subscription};
+use crate::router::{AckToken, Dropped, Message, Messages, Router, Subscription};
 use crate::transport::{self, Io};
 
 /// A packet from the broker up to this size is read into a buffer of its
@@ -191,6 +191,14 @@ enum Request {
     Unsubscribe(Vec<MqttString>),
 }
 
+/// A manually acknowledged message not acknowledged yet.
+struct Unacked {
+    /// The number of its [`AckToken`].
+    seq: u64,
+    /// Copies handed to streams and not dropped unread since.
+    copies: usize,
+}
+
 /// A message that a full stream has not taken yet, and the streams still to
 /// receive it.
 struct Blocked {
@@ -205,8 +213,8 @@ struct Driver {
     commands_open: bool,
     /// A command taken in a batch of publishes, handled once they are written.
     deferred: Option<Command>,
-    dropped_tx: mpsc::UnboundedSender<u64>,
-    dropped_rx: mpsc::UnboundedReceiver<u64>,
+    dropped_tx: mpsc::UnboundedSender<Dropped>,
+    dropped_rx: mpsc::UnboundedReceiver<Dropped>,
     router: Router,
     /// Messages that arrived while no stream wanted them (a resumed session's
     /// queue, before `messages()` was called), for the first catch-all
@@ -245,8 +253,13 @@ struct Driver {
     abort: bool,
     disconnect_reply: Option<Reply<()>>,
     last_close: Option<(Initiator, ReasonCode, DisconnectProperties)>,
-    /// Counts network connections, to tell stale acknowledgements apart.
-    connection_id: u64,
+    /// Manual acknowledgements: the messages of this connection not
+    /// acknowledged yet, with the number of stream copies not read yet. A
+    /// message whose every copy is dropped unread is acknowledged by the
+    /// client. At most one entry per unacknowledged packet identifier.
+    unacked: PacketIdMap<Unacked>,
+    /// The number of the last [`AckToken`].
+    last_ack_seq: u64,
     /// Whether the session is connected, for [`Client::is_connected`](crate::Client::is_connected).
     connected: watch::Sender<bool>,
 }
@@ -313,7 +326,8 @@ impl Driver {
             abort: false,
             disconnect_reply: None,
             last_close: None,
-            connection_id: 0,
+            unacked: PacketIdMap::default(),
+            last_ack_seq: 0,
             connected,
         }
     }
@@ -323,6 +337,8 @@ impl Driver {
             let error = self.connection().await;
             self.connected.send_replace(false);
             self.session.connection_lost(now());
+            // The broker sends those messages again.
+            self.unacked.clear();
             // Unacknowledged by us: the broker sends them again on resume.
             self.parked.clear();
             self.drain_events();
@@ -356,7 +372,6 @@ impl Driver {
     /// it ended.
     async fn connection(&mut self) -> Error {
         self.last_close = None;
-        self.connection_id += 1;
         let connecting = timeout(
             self.options.connect_timeout,
             transport::connect(&self.options),
@@ -435,7 +450,7 @@ impl Driver {
                     self.session.handle_timeout(now());
                 }
                 permit = reserve(blocked) => self.on_permit(permit),
-                Some(key) = self.dropped_rx.recv(), if streams => self.on_stream_dropped(key),
+                Some(dropped) = self.dropped_rx.recv(), if streams => self.on_stream_dropped(dropped),
                 command = self.commands.recv(), if self.commands_open => self.on_command_after_publishes(command),
                 () = poll_fn(|cx| shared.poll_queued(cx)), if !self.exit => {
                     self.take_publishes();
@@ -542,7 +557,7 @@ impl Driver {
                     }
                 }
                 permit = reserve(blocked) => self.on_permit(permit),
-                Some(key) = self.dropped_rx.recv() => self.on_stream_dropped(key),
+                Some(dropped) = self.dropped_rx.recv() => self.on_stream_dropped(dropped),
             }
         }
     }
@@ -646,18 +661,11 @@ impl Driver {
             Event::Connected(connack) => self.on_connected(connack),
             Event::Message(publish) => {
                 let targets: VecDeque<_> = self.router.targets(&publish).into();
-                let token =
-                    publish
-                        .packet_id
-                        .filter(|_| self.options.manual_acks)
-                        .map(|packet_id| AckToken {
-                            connection: self.connection_id,
-                            packet_id,
-                        });
+                let packet_id = publish.packet_id.filter(|_| self.options.manual_acks);
                 if targets.is_empty() {
-                    if let Some(token) = token {
+                    if let Some(packet_id) = packet_id {
                         // Nobody will acknowledge it: do it now.
-                        self.ack(token);
+                        self.session_ack(packet_id);
                     }
                     if self.unclaimed.len() < self.options.stream_capacity {
                         // Kept for the first catch-all stream (without its ack token).
@@ -667,6 +675,12 @@ impl Driver {
                     }
                     return;
                 }
+                let token = packet_id.map(|packet_id| {
+                    self.last_ack_seq += 1;
+                    let seq = self.last_ack_seq;
+                    self.unacked.insert(packet_id, Unacked { seq, copies: 0 });
+                    AckToken { packet_id, seq }
+                });
                 self.deliver(Message::new(publish, token), targets);
             }
             Event::PublishComplete {
@@ -860,7 +874,18 @@ impl Driver {
         self.send_pending();
     }
 
-    fn on_stream_dropped(&mut self, key: u64) {
+    fn on_stream_dropped(&mut self, dropped: Dropped) {
+        let Dropped { key, rx } = dropped;
+        if let Some(mut rx) = rx {
+            // This task is the only sender: after `close`, everything sent
+            // is here to take.
+            rx.close();
+            while let Ok(message) = rx.try_recv() {
+                if let Some(token) = message.ack {
+                    self.copy_dropped(token);
+                }
+            }
+        }
         let filters = self.router.remove(key);
         if !filters.is_empty() {
             self.unsubscribe(filters);
@@ -869,6 +894,7 @@ impl Driver {
 
     /// Hands `message` to each target in turn; stops at a full stream.
     fn deliver(&mut self, message: Message, mut targets: VecDeque<mpsc::Sender<Message>>) {
+        let token = message.ack;
         let mut message = Some(message);
         while let Some(tx) = targets.front() {
             // The last stream takes the message itself, the others a copy.
@@ -881,7 +907,11 @@ impl Driver {
                 return;
             };
             match tx.try_send(item) {
-                Ok(()) | Err(TrySendError::Closed(_)) => {
+                Ok(()) => {
+                    targets.pop_front();
+                    self.copy_sent(token);
+                }
+                Err(TrySendError::Closed(_)) => {
                     targets.pop_front();
                 }
                 Err(TrySendError::Full(message)) => {
@@ -889,6 +919,9 @@ impl Driver {
                     return;
                 }
             }
+        }
+        if let Some(token) = token {
+            self.delivered(token);
         }
     }
 
@@ -899,17 +932,67 @@ impl Driver {
         blocked.targets.pop_front();
         if let Some(permit) = permit {
             let _sender = permit.send(blocked.message.clone());
+            self.copy_sent(blocked.message.ack);
         }
         self.deliver(blocked.message, blocked.targets);
     }
 
-    /// A manual acknowledgement. One from an earlier connection is moot: the
-    /// broker sends the message again.
+    /// A copy of the message of `token` went into a stream.
+    fn copy_sent(&mut self, token: Option<AckToken>) {
+        if let Some(entry) = token.and_then(|t| self.unacked_entry(t)) {
+            entry.copies += 1;
+        }
+    }
+
+    /// Every stream had its turn with the message of `token`: if none took
+    /// it, nobody will acknowledge it.
+    fn delivered(&mut self, token: AckToken) {
+        if self.unacked_entry(token).is_some_and(|e| e.copies == 0) {
+            self.ack(token);
+        }
+    }
+
+    /// A copy of the message of `token` was dropped unread with its stream:
+    /// acknowledged once no copy is left to read, and none is to come.
+    fn copy_dropped(&mut self, token: AckToken) {
+        let Some(entry) = self.unacked_entry(token) else {
+            return;
+        };
+        entry.copies = entry.copies.saturating_sub(1);
+        let unread = entry.copies > 0;
+        let delivering = self
+            .blocked
+            .as_ref()
+            .is_some_and(|b| b.message.ack == Some(token));
+        if !unread && !delivering {
+            self.ack(token);
+        }
+    }
+
+    /// The entry of `token`'s message while it is not acknowledged.
+    fn unacked_entry(&mut self, token: AckToken) -> Option<&mut Unacked> {
+        self.unacked
+            .get_mut(&token.packet_id)
+            .filter(|e| e.seq == token.seq)
+    }
+
+    /// A manual acknowledgement, from the application or for a message
+    /// nobody reads. Once per message: one from an earlier connection is
+    /// moot (the broker sends the message again), and so is a second one.
     fn ack(&mut self, token: AckToken) {
-        if token.connection != self.connection_id || !self.session.is_connected() {
+        if self.unacked_entry(token).is_none() {
+            debug!(packet_id = %token.packet_id, "acknowledgement not needed");
             return;
         }
-        if let Err(error) = self.session.ack(token.packet_id) {
+        self.unacked.remove(&token.packet_id);
+        self.session_ack(token.packet_id);
+    }
+
+    fn session_ack(&mut self, packet_id: PacketId) {
+        if !self.session.is_connected() {
+            return;
+        }
+        if let Err(error) = self.session.ack(packet_id) {
             debug!(%error, "acknowledgement not needed");
         }
     }

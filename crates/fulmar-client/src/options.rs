@@ -427,7 +427,9 @@ impl ConnectOptions {
     /// Manual acknowledgement of inbound QoS 1/2 messages (default off): the
     /// PUBACK / PUBREC waits for [`Client::ack`](crate::Client::ack), so a
     /// message is acknowledged only once the application has dealt with it.
-    /// Messages that no stream receives are acknowledged at once.
+    /// Messages that no stream receives are acknowledged at once, and so
+    /// is a message once every stream that received it was dropped without
+    /// reading it.
     #[must_use]
     pub fn manual_acks(mut self, on: bool) -> Self {
         self.manual_acks = on;

@@ -21,11 +21,20 @@ use tokio::sync::mpsc;
 use crate::error::Error;
 
 /// Identifies an inbound QoS 1/2 message awaiting a manual acknowledgement:
-/// the network connection it arrived on and its packet identifier.
+/// its packet identifier and a number the client gives each such message
+/// (the broker uses an identifier again once it is acknowledged).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct AckToken {
-    pub(crate) connection: u64,
     pub(crate) packet_id: PacketId,
+    pub(crate) seq: u64,
+}
+
+/// A stream the application dropped: its key, and its receiving end, so
+/// that the connection task acknowledges what it held unread.
+#[derive(Debug)]
+pub(crate) struct Dropped {
+    pub(crate) key: u64,
+    pub(crate) rx: Option<mpsc::Receiver<Message>>,
 }
 
 /// An application message from the broker: the PUBLISH (topic, payload,
@@ -292,15 +301,37 @@ impl Router {
 /// (or deregisters) when dropped.
 #[derive(Debug)]
 struct Inbox {
-    rx: mpsc::Receiver<Message>,
+    /// Always `Some` until dropped.
+    rx: Option<mpsc::Receiver<Message>>,
     key: u64,
-    dropped: mpsc::UnboundedSender<u64>,
+    dropped: mpsc::UnboundedSender<Dropped>,
+}
+
+impl Inbox {
+    async fn recv(&mut self) -> Option<Message> {
+        match &mut self.rx {
+            Some(rx) => rx.recv().await,
+            None => None,
+        }
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        match &mut self.rx {
+            Some(rx) => rx.poll_recv(cx),
+            None => Poll::Ready(None),
+        }
+    }
 }
 
 impl Drop for Inbox {
     fn drop(&mut self) {
-        // The driver may already be gone; then there is nothing to undo.
-        let _sent = self.dropped.send(self.key);
+        // Handed to the driver, the only sender: it closes the channel and
+        // acknowledges what is left unread. The driver may already be
+        // gone; then there is nothing to undo.
+        let _sent = self.dropped.send(Dropped {
+            key: self.key,
+            rx: self.rx.take(),
+        });
     }
 }
 
@@ -320,12 +351,16 @@ impl Subscription {
     pub(crate) fn new(
         rx: mpsc::Receiver<Message>,
         key: u64,
-        dropped: mpsc::UnboundedSender<u64>,
+        dropped: mpsc::UnboundedSender<Dropped>,
         suback: SubAck,
         ended: Arc<OnceLock<Error>>,
     ) -> Self {
         Self {
-            inbox: Inbox { rx, key, dropped },
+            inbox: Inbox {
+                rx: Some(rx),
+                key,
+                dropped,
+            },
             suback,
             ended,
         }
@@ -349,7 +384,7 @@ impl Subscription {
 
     /// The next message, or `None` once the client is closed.
     pub async fn recv(&mut self) -> Option<Message> {
-        self.inbox.rx.recv().await
+        self.inbox.recv().await
     }
 }
 
@@ -357,7 +392,7 @@ impl Stream for Subscription {
     type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.inbox.rx.poll_recv(cx)
+        self.inbox.poll_recv(cx)
     }
 }
 
@@ -372,16 +407,20 @@ impl Messages {
     pub(crate) fn new(
         rx: mpsc::Receiver<Message>,
         key: u64,
-        dropped: mpsc::UnboundedSender<u64>,
+        dropped: mpsc::UnboundedSender<Dropped>,
     ) -> Self {
         Self {
-            inbox: Inbox { rx, key, dropped },
+            inbox: Inbox {
+                rx: Some(rx),
+                key,
+                dropped,
+            },
         }
     }
 
     /// The next message, or `None` once the client is closed.
     pub async fn recv(&mut self) -> Option<Message> {
-        self.inbox.rx.recv().await
+        self.inbox.recv().await
     }
 }
 
@@ -389,7 +428,7 @@ impl Stream for Messages {
     type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.inbox.rx.poll_recv(cx)
+        self.inbox.poll_recv(cx)
     }
 }
 

@@ -16,7 +16,7 @@ use common::guard;
 use fulmar_client::{Client, ConnectOptions, Error, QoS, ReasonCode, Reconnect};
 use fulmar_codec::{
     ConnAck, Disconnect, DisconnectReasonCode, MqttCodec, Packet, PacketId, ProtocolVersion,
-    PubAck, PubAckReasonCode, Publish, SubAck, SubAckReasonCode,
+    PubAck, PubAckReasonCode, Publish, SubAck, SubAckReasonCode, UnsubAck, UnsubAckReasonCode,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -716,4 +716,123 @@ async fn a_refused_resubscribe_ends_its_stream_and_a_lost_one_is_sent_again() {
     assert!(b.error().is_none());
     guard(client.disconnect()).await.unwrap();
     guard(broker).await.unwrap();
+}
+
+fn qos1(topic: &'static str, id: u16) -> Packet {
+    let mut p = Publish::new(topic.into(), Bytes::from(format!("{id}")));
+    p.qos = QoS::AtLeastOnce;
+    p.packet_id = PacketId::new(id);
+    Packet::Publish(p)
+}
+
+// MQTT-4.6.0-2 v5:MQTT-4.9.0-1 with manual acknowledgements: a QoS 1 message
+// held unread by a stream the application drops is acknowledged by the
+// client (nobody else will), so the acknowledgements after it, which keep
+// the order of receipt, are not held back for ever and the broker's send
+// quota comes back.
+#[tokio::test]
+async fn a_dropped_stream_acknowledges_what_it_held_unread() {
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        grant(&mut wire).await;
+        grant(&mut wire).await;
+        wire.send(qos1("a/x", 1)).await.unwrap();
+        wire.send(qos1("b/x", 2)).await.unwrap();
+        let mut acked = Vec::new();
+        loop {
+            match next(&mut wire).await {
+                Packet::PubAck(ack) => acked.push(ack.packet_id.get()),
+                Packet::Unsubscribe(u) => {
+                    let codes = vec![UnsubAckReasonCode::Success; u.filters.len()];
+                    let ack = UnsubAck::new(u.packet_id, codes);
+                    wire.send(Packet::UnsubAck(ack)).await.unwrap();
+                }
+                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+                Packet::Disconnect(_) => return acked,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let (client, _) = guard(Client::connect(options.manual_acks(true)))
+        .await
+        .unwrap();
+    let a = guard(client.subscribe("a/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    let mut b = guard(client.subscribe("b/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    // Routed in order: once b has its message, a holds its own, unread.
+    let m = guard(b.next()).await.unwrap();
+    assert_eq!(m.topic, "b/x");
+    drop(a);
+    guard(client.ack(&m)).await.unwrap();
+    // Commands are handled in order: the DISCONNECT follows the PUBACKs.
+    guard(client.disconnect()).await.unwrap();
+    assert_eq!(guard(broker).await.unwrap(), [1, 2]);
+}
+
+// MQTT-4.6.0-2 with manual acknowledgements: a message two streams received
+// (overlapping filters) is acknowledged by the client only once both copies
+// were dropped unread; while one stream still holds it, the application may
+// read and acknowledge it.
+#[tokio::test]
+async fn a_message_in_two_streams_is_acknowledged_when_both_drop_it() {
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        for _ in 0..3 {
+            grant(&mut wire).await;
+        }
+        wire.send(qos1("c/1", 1)).await.unwrap();
+        wire.send(qos1("d", 2)).await.unwrap();
+        let mut seen = Vec::new();
+        loop {
+            match next(&mut wire).await {
+                Packet::PubAck(ack) => seen.push(format!("ack {}", ack.packet_id)),
+                Packet::Subscribe(sub) => {
+                    seen.push(format!("subscribe {}", sub.filters[0].0));
+                    let ack = SubAck::new(sub.packet_id, vec![SubAckReasonCode::GrantedQoS1]);
+                    wire.send(Packet::SubAck(ack)).await.unwrap();
+                }
+                Packet::Unsubscribe(u) => {
+                    let codes = vec![UnsubAckReasonCode::Success; u.filters.len()];
+                    let ack = UnsubAck::new(u.packet_id, codes);
+                    wire.send(Packet::UnsubAck(ack)).await.unwrap();
+                }
+                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+                Packet::Disconnect(_) => return seen,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let (client, _) = guard(Client::connect(options.manual_acks(true)))
+        .await
+        .unwrap();
+    let x = guard(client.subscribe("c/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    let y = guard(client.subscribe("c/+", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    let mut z = guard(client.subscribe("d", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    // Routed in order: once z has its message, x and y hold c/1 unread.
+    let m = guard(z.next()).await.unwrap();
+    drop(x);
+    // A round trip: the drop is handled before it. y still holds c/1.
+    let _marker = guard(client.subscribe("marker", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    drop(y);
+    guard(client.ack(&m)).await.unwrap();
+    // A second acknowledgement of the same message does nothing.
+    guard(client.ack(&m)).await.unwrap();
+    guard(client.disconnect()).await.unwrap();
+    assert_eq!(
+        guard(broker).await.unwrap(),
+        ["subscribe marker", "ack 1", "ack 2"]
+    );
 }
