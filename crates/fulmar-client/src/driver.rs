@@ -238,6 +238,9 @@ struct Driver {
     blocked: Option<Blocked>,
     ready: Option<oneshot::Sender<Result<ConnAck, Error>>>,
     connected_once: bool,
+    /// The Client Identifier the broker assigned (the options had none): the
+    /// later connections use it, so that the broker finds the session.
+    assigned_client_id: Option<MqttString>,
     attempt: u32,
     subscription_ids: bool,
     last_subscription_id: u32,
@@ -317,6 +320,7 @@ impl Driver {
             blocked: None,
             ready: Some(ready),
             connected_once: false,
+            assigned_client_id: None,
             attempt: 0,
             subscription_ids: false,
             last_subscription_id: 0,
@@ -381,10 +385,13 @@ impl Driver {
             Ok(Err(e)) => return e,
             Ok(Ok(io)) => io,
         };
-        let connect = match self.options.connect_packet(self.connected_once) {
+        let mut connect = match self.options.connect_packet(self.connected_once) {
             Ok(connect) => connect,
             Err(e) => return e,
         };
+        if let Some(id) = &self.assigned_client_id {
+            connect.client_id = id.clone();
+        }
         debug!(clean_start = connect.clean_start, "sending CONNECT");
         if let Err(e) = self.session.connect(connect, now()) {
             return Error::Session(e);
@@ -788,6 +795,14 @@ impl Driver {
             "connected"
         );
         self.attempt = 0;
+        if self.options.client_id.is_empty() {
+            // The session's identifier is the Assigned Client Identifier.
+            self.assigned_client_id = self
+                .session
+                .client_id()
+                .filter(|id| !id.is_empty())
+                .cloned();
+        }
         self.subscription_ids = self.options.version == ProtocolVersion::V5
             && connack.properties.subscription_identifiers_available != Some(false);
         if self.connected_once && !connack.session_present {

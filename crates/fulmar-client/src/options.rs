@@ -276,7 +276,8 @@ impl ConnectOptions {
     }
 
     /// The Client Identifier. Empty (the default) asks the broker to assign
-    /// one (MQTT 5.0) and needs clean start under 3.1.1.
+    /// one (MQTT 5.0; the client's later connections use the one assigned,
+    /// so that a session is resumed) and needs clean start under 3.1.1.
     #[must_use]
     pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
         self.client_id = client_id.into();

@@ -836,3 +836,55 @@ async fn a_message_in_two_streams_is_acknowledged_when_both_drop_it() {
         ["subscribe marker", "ack 1", "ack 2"]
     );
 }
+
+// v5:MQTT-3.2.2-16 v5:MQTT-3.1.3-7: a client that connected with an empty
+// Client Identifier reconnects with the one the broker assigned, so that the
+// broker finds its session (Session Expiry Interval above 0) again.
+#[tokio::test]
+async fn a_reconnect_uses_the_assigned_client_identifier() {
+    let (listener, options) = listen().await;
+    let (resumed_tx, resumed_rx) = tokio::sync::oneshot::channel();
+    let broker = tokio::spawn(async move {
+        let mut connack = ConnAck::default();
+        connack.properties.assigned_client_identifier = Some("assigned-17".into());
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut wire = Framed::new(socket, MqttCodec::new(ProtocolVersion::V5, 1 << 20));
+        let Packet::Connect(first) = next(&mut wire).await else {
+            panic!("expected CONNECT")
+        };
+        assert_eq!(first.client_id, "");
+        wire.send(Packet::ConnAck(connack)).await.unwrap();
+        drop(wire);
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut wire = Framed::new(socket, MqttCodec::new(ProtocolVersion::V5, 1 << 20));
+        let Packet::Connect(again) = next(&mut wire).await else {
+            panic!("expected CONNECT")
+        };
+        let resumed = ConnAck {
+            session_present: true,
+            ..ConnAck::default()
+        };
+        wire.send(Packet::ConnAck(resumed)).await.unwrap();
+        resumed_tx.send(()).unwrap();
+        assert!(matches!(next(&mut wire).await, Packet::Disconnect(_)));
+        (again.client_id.to_string(), again.clean_start)
+    });
+    let options =
+        options
+            .client_id("")
+            .session_expiry_interval(60)
+            .reconnect(Reconnect::exponential(
+                Duration::from_millis(1),
+                Duration::from_millis(10),
+            ));
+    let (client, connack) = guard(Client::connect(options)).await.unwrap();
+    assert_eq!(
+        connack.properties.assigned_client_identifier.as_deref(),
+        Some("assigned-17")
+    );
+    guard(resumed_rx).await.unwrap();
+    guard(client.disconnect()).await.unwrap();
+    let (id, clean_start) = guard(broker).await.unwrap();
+    assert_eq!(id, "assigned-17");
+    assert!(!clean_start);
+}
