@@ -84,10 +84,11 @@ pub struct Limits {
     /// Available 0), for which a wildcard filter is then a Protocol Error
     /// (DISCONNECT 0xA2); a 3.1.1 client gets SUBACK 0x80 for that filter.
     pub wildcard_subscription_available: bool,
-    /// Whether MQTT 5.0 clients may use shared subscriptions
-    /// (`$share/{group}/{filter}`). Off: announced in CONNACK (Shared
-    /// Subscription Available 0); a shared filter is then a Protocol Error
-    /// (DISCONNECT 0x9E). 3.1.1 has no shared subscriptions.
+    /// Whether clients may use shared subscriptions
+    /// (`$share/{group}/{filter}`; 3.1.1 clients too, as with mosquitto).
+    /// Off: announced in CONNACK (Shared Subscription Available 0); a
+    /// shared filter is then a Protocol Error (DISCONNECT 0x9E); a 3.1.1
+    /// client gets SUBACK 0x80 for that filter.
     pub shared_subscription_available: bool,
     /// Whether MQTT 5.0 clients may give their subscriptions a Subscription
     /// Identifier. Off: announced in CONNACK (Subscription Identifiers

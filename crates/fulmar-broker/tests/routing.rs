@@ -342,6 +342,37 @@ async fn shared_subscription_delivers_each_message_to_one_member() {
     broker.shutdown().await;
 }
 
+// v5:MQTT-4.8.2-2: `$share/` is a shared subscription for a 3.1.1 client
+// too (3.1.1 leaves `$` topics to the server; mosquitto does the same), so a
+// session means the same by it whichever version resumes it.
+#[tokio::test]
+async fn a_v311_client_can_join_a_shared_subscription() {
+    let broker = start().await;
+    let mut old = Peer::connect(addr(&broker), V311, "old").await;
+    old.sub(1, "$share/g/jobs/+", QoS::AtLeastOnce).await;
+    let mut new = Peer::connect(addr(&broker), V5, "new").await;
+    new.sub(1, "$share/g/jobs/+", QoS::AtLeastOnce).await;
+    for _ in 0..2 {
+        broker
+            .publish("jobs/1", "job", QoS::AtMostOnce, false)
+            .unwrap();
+    }
+    // Round robin: one each.
+    assert_eq!(old.recv_publish().await.topic, "jobs/1");
+    assert_eq!(new.recv_publish().await.topic, "jobs/1");
+    old.send(Unsubscribe::new(
+        PacketId::new(2).unwrap(),
+        vec![MqttString::from("$share/g/jobs/+")],
+    ))
+    .await;
+    assert!(matches!(old.recv().await, Packet::UnsubAck(_)));
+    broker
+        .publish("jobs/1", "job", QoS::AtMostOnce, false)
+        .unwrap();
+    assert_eq!(new.recv_publish().await.topic, "jobs/1");
+    broker.shutdown().await;
+}
+
 // v5:MQTT-3.10.4-1 v5:MQTT-3.10.4-2 v5:MQTT-3.10.4-4 v5:MQTT-3.10.4-5 v5:MQTT-3.10.4-6
 // v3:MQTT-3.10.4-1 v3:MQTT-3.10.4-2 v3:MQTT-3.10.4-4 v3:MQTT-3.10.4-5 v3:MQTT-3.10.4-6
 #[tokio::test]

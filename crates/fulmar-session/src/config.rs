@@ -50,8 +50,9 @@ pub struct Config {
     pub wildcard_subscription_available: bool,
     /// Server: Shared Subscription Available, announced in CONNACK (MQTT
     /// 5.0) when off. Off: a 5.0 SUBSCRIBE with a `$share/` filter is a
-    /// Protocol Error (DISCONNECT 0x9E). Under 3.1.1, which has no shared
-    /// subscriptions, `$share/` filters are ordinary filters. Default on.
+    /// Protocol Error (DISCONNECT 0x9E). Under 3.1.1, which leaves `$`
+    /// topics to the server, a `$share/` filter is shared too (as in
+    /// mosquitto); off, it gets SUBACK 0x80 (Failure). Default on.
     pub shared_subscription_available: bool,
     /// Server: Subscription Identifiers Available, announced in CONNACK
     /// (MQTT 5.0) when off. Off: a SUBSCRIBE with a Subscription Identifier

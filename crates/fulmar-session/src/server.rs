@@ -476,16 +476,22 @@ impl Session {
             }
             ProtocolVersion::V311 => {
                 // 3.1.1 MQTT-3.8.3-2: a server that does not support wildcard
-                // filters rejects each subscription whose filter has one.
-                if !c.wildcard_subscription_available {
+                // filters rejects each subscription whose filter has one;
+                // likewise a shared one (3.1.1 leaves `$` topics to the
+                // server: `$share/` is shared there too, as in mosquitto),
+                // with no DISCONNECT reason codes to do otherwise.
+                if !c.wildcard_subscription_available || !c.shared_subscription_available {
                     let mut position = 0;
                     subscribe.filters.retain(|(filter, _)| {
-                        let wildcard = has_wildcard(filter.as_str());
-                        if wildcard {
+                        let shared = shared_filter(filter.as_str());
+                        let inner = shared.unwrap_or(filter.as_str());
+                        let refuse = (!c.wildcard_subscription_available && has_wildcard(inner))
+                            || (!c.shared_subscription_available && shared.is_some());
+                        if refuse {
                             refused.push((position, SubAckReasonCode::UnspecifiedError));
                         }
                         position += 1;
-                        !wildcard
+                        !refuse
                     });
                 }
             }

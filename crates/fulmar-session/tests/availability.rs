@@ -357,8 +357,8 @@ fn v3_wildcard_filters_get_failure_and_the_others_are_granted() {
         .subscribe(subscribe(1, &filters).filters, Default::default(), pair.now)
         .unwrap();
     pair.drive();
-    // The application saw the filters without a wildcard only. Under 3.1.1
-    // `$share/g/f` is an ordinary filter.
+    // The application saw the filters without a wildcard only (the filter
+    // of `$share/g/f` is `f`).
     let server_events = pair.take_server_events();
     let [Event::Subscribe(seen)] = server_events.as_slice() else {
         panic!("{server_events:?}")
@@ -386,6 +386,48 @@ fn v3_wildcard_filters_get_failure_and_the_others_are_granted() {
         &vec![failure, granted, failure, granted, failure, granted]
     );
     assert!(!pair.server.is_closed());
+}
+
+#[test]
+fn v3_shared_filters_get_failure_when_shared_subscriptions_are_off() {
+    // v3:MQTT-3.8.4-5 v3:MQTT-3.9.3-2: one return code per filter, 0x80 for
+    // a shared one (`$share/` is shared under 3.1.1 too) when the server
+    // has them off; a wildcard inside a shared filter counts as a wildcard.
+    let now = t0();
+    let config = Config {
+        shared_subscription_available: false,
+        ..Config::default()
+    };
+    let mut server = connected_server(
+        config,
+        connect_packet(ProtocolVersion::V311, "c", true),
+        now,
+    );
+    server
+        .handle_packet(
+            Packet::Subscribe(subscribe(3, &["$share/g/f", "f", "$sharex/g"])),
+            now,
+        )
+        .unwrap();
+    let evs = events(&mut server);
+    let [Event::Subscribe(seen)] = evs.as_slice() else {
+        panic!("{evs:?}")
+    };
+    let seen: Vec<&str> = seen.filters.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(seen, ["f", "$sharex/g"]);
+    let mut server = v3_server_without_wildcards(now);
+    server
+        .handle_packet(
+            Packet::Subscribe(subscribe(4, &["$share/g/+", "$share/g/f"])),
+            now,
+        )
+        .unwrap();
+    let evs = events(&mut server);
+    let [Event::Subscribe(seen)] = evs.as_slice() else {
+        panic!("{evs:?}")
+    };
+    assert_eq!(seen.filters.len(), 1);
+    assert_eq!(seen.filters[0].0.as_str(), "$share/g/f");
 }
 
 #[test]

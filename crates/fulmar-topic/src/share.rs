@@ -115,8 +115,9 @@ impl fmt::Debug for SharedFilter {
 /// The topic filter of a SUBSCRIBE or UNSUBSCRIBE entry: plain, or shared (MQTT 5.0).
 ///
 /// Parsing applies the MQTT 5.0 rules: a filter starting with `$share/` is a shared
-/// subscription and must obey the ShareName rules. An MQTT 3.1.1 server, which has no shared
-/// subscriptions, parses a [`TopicFilter`] instead.
+/// subscription and must obey the ShareName rules. MQTT 3.1.1 has no shared subscriptions
+/// but leaves `$` topics to the server: one that keeps `$share/` plain there parses a
+/// [`TopicFilter`] instead (fulmar's broker shares them in both versions, as mosquitto does).
 ///
 /// ```
 /// use fulmar_topic::{SubscriptionFilter, TopicError};

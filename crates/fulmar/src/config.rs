@@ -485,8 +485,8 @@ topic_alias_maximum = 16
 maximum_qos = 2
 # Features a client may use; false refuses them. MQTT 5.0 clients are told in
 # CONNACK, and using a refused feature anyway is a protocol error (DISCONNECT
-# 0xA2, 0x9E, 0xA1). MQTT 3.1.1 clients get SUBACK 0x80 for a wildcard filter
-# (3.1.1 has no shared subscriptions or subscription identifiers).
+# 0xA2, 0x9E, 0xA1). MQTT 3.1.1 clients get SUBACK 0x80 for a wildcard or a
+# shared filter (3.1.1 has no subscription identifiers).
 wildcard_subscription_available = true
 shared_subscription_available = true
 subscription_identifiers_available = true

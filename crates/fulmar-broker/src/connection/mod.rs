@@ -15,7 +15,7 @@ use fulmar_codec::{
 use fulmar_session::{DormantSession, Event, Initiator, Session, SessionState};
 
 use crate::store::{StoreOp, unix_millis};
-use fulmar_topic::{SubscriptionFilter, TopicFilter, TopicName};
+use fulmar_topic::{SubscriptionFilter, TopicName};
 use futures::FutureExt;
 use futures::future::OptionFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -1624,14 +1624,13 @@ impl<S: Stream> Connection<S> {
 
     /// Parses a filter of SUBSCRIBE/UNSUBSCRIBE: 5.0 knows shared
     /// subscriptions, 3.1.1 does not.
-    fn parse_filter(&self, raw: &MqttString) -> Option<SubscriptionFilter> {
-        if self.v5() {
-            raw.parse().ok()
-        } else {
-            raw.parse::<TopicFilter>()
-                .ok()
-                .map(SubscriptionFilter::from)
-        }
+    /// A filter of a SUBSCRIBE or UNSUBSCRIBE. `$share/{group}/{filter}` is
+    /// a shared subscription in both versions: 3.1.1 leaves `$` topics to
+    /// the server, mosquitto shares them too, and a session must mean the
+    /// same by its filters whichever version it resumes with (or is
+    /// restored from the store).
+    fn parse_filter(raw: &MqttString) -> Option<SubscriptionFilter> {
+        raw.parse().ok()
     }
 
     async fn on_subscribe(&mut self, subscribe: Subscribe) {
@@ -1645,7 +1644,7 @@ impl<S: Stream> Connection<S> {
         let mut retained = Vec::new();
         let mut retained_sent = std::collections::HashSet::new();
         for (raw, requested) in &subscribe.filters {
-            let Some(filter) = self.parse_filter(raw) else {
+            let Some(filter) = Self::parse_filter(raw) else {
                 codes.push(SubAckReasonCode::TopicFilterInvalid);
                 continue;
             };
@@ -1733,7 +1732,7 @@ impl<S: Stream> Connection<S> {
         let (id, key) = (client.id.clone(), client.key());
         let mut codes = Vec::with_capacity(unsubscribe.filters.len());
         for raw in &unsubscribe.filters {
-            let Some(filter) = self.parse_filter(raw) else {
+            let Some(filter) = Self::parse_filter(raw) else {
                 codes.push(UnsubAckReasonCode::TopicFilterInvalid);
                 continue;
             };
