@@ -241,7 +241,10 @@ struct Driver {
     /// The Client Identifier the broker assigned (the options had none): the
     /// later connections use it, so that the broker finds the session.
     assigned_client_id: Option<MqttString>,
+    /// Reconnect attempts since the last connection that stayed up.
     attempt: u32,
+    /// When the current connection's CONNACK arrived.
+    connected_at: Option<Instant>,
     subscription_ids: bool,
     last_subscription_id: u32,
     unsubscribe_later: Vec<MqttString>,
@@ -322,6 +325,7 @@ impl Driver {
             connected_once: false,
             assigned_client_id: None,
             attempt: 0,
+            connected_at: None,
             subscription_ids: false,
             last_subscription_id: 0,
             unsubscribe_later: Vec::new(),
@@ -340,6 +344,16 @@ impl Driver {
         loop {
             let error = self.connection().await;
             self.connected.send_replace(false);
+            // Only a connection that stayed up restarts the backoff: one the
+            // broker accepts and ends at once (a session taken over back and
+            // forth) is a failed attempt too.
+            if self
+                .connected_at
+                .take()
+                .is_some_and(|at| at.elapsed() >= self.options.reconnect.stable_after())
+            {
+                self.attempt = 0;
+            }
             self.session.connection_lost(now());
             // The broker sends those messages again.
             self.unacked.clear();
@@ -794,7 +808,7 @@ impl Driver {
             reconnect = self.connected_once,
             "connected"
         );
-        self.attempt = 0;
+        self.connected_at = Some(Instant::now());
         if self.options.client_id.is_empty() {
             // The session's identifier is the Assigned Client Identifier.
             self.assigned_client_id = self

@@ -101,7 +101,10 @@ impl std::fmt::Debug for Connector {
 /// The delay before attempt `n` (from 0) is `min(initial * 2^n, max)`, of which
 /// a random fraction up to `jitter` is taken off, so that many clients that
 /// lost the same broker do not come back at the same instant. The attempt
-/// counter restarts after every successful CONNACK.
+/// counter restarts once a connection has stayed up for `max` after its
+/// CONNACK: a broker that accepts and at once ends the connection (a session
+/// taken over by another client with the same identifier) gets growing
+/// delays.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reconnect {
     enabled: bool,
@@ -154,6 +157,11 @@ impl Reconnect {
     #[must_use]
     pub fn is_enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// How long a connection must stay up to restart the attempt counter.
+    pub(crate) fn stable_after(&self) -> Duration {
+        self.max
     }
 
     /// The delay before attempt `attempt` (0 for the first), with `random`
