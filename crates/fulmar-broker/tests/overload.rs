@@ -106,8 +106,13 @@ async fn drop_and_count_keeps_fast_subscribers_whole() {
 // v5:MQTT-3.3.4-9 v5:MQTT-4.6.0-6
 #[tokio::test]
 async fn backpressure_withholds_acks_and_drops_nothing_acknowledged() {
+    let mut limits = fulmar_broker::Limits::default();
+    // Never give up on the slow subscriber (a timeout too long to add to the
+    // clock means "never", not a panic).
+    limits.backpressure_timeout = Duration::MAX;
     let broker = start_with(
         Broker::builder()
+            .limits(limits)
             .max_queued_messages(QUEUE)
             .overload_policy(OverloadPolicy::Backpressure),
     )
@@ -405,7 +410,8 @@ async fn publish_until_paced(
 // v5:MQTT-4.6.0-6
 #[tokio::test]
 async fn qos1_over_the_byte_bound_paces_the_publisher_and_drops_nothing() {
-    let broker = start_with(byte_bound().pacing_timeout(GUARD * 2)).await;
+    // A timeout too long to add to the clock means "never", not a panic.
+    let broker = start_with(byte_bound().pacing_timeout(Duration::MAX)).await;
     // The subscriber reads nothing: the publisher is held back long before
     // its 800 x 32 KiB (25 MiB) are all acknowledged.
     let (mut slow, publishing, sent) = publish_until_paced(&broker, "paced").await;

@@ -194,6 +194,13 @@ impl LimitsConfig {
         limits.max_subscriptions_per_client = self.max_subscriptions_per_client;
         limits.max_queued_messages = self.max_queued_messages;
         limits.max_queued_bytes = self.max_queued_bytes;
+        if self.connect_timeout_secs == 0 {
+            return Err(
+                "limits.connect_timeout_secs = 0: must be at least 1 (the time a client \
+                        has to send its CONNECT)"
+                    .into(),
+            );
+        }
         limits.connect_timeout = std::time::Duration::from_secs(self.connect_timeout_secs);
         limits.receive_maximum = self.receive_maximum;
         limits.topic_alias_maximum = self.topic_alias_maximum;
@@ -798,6 +805,13 @@ mod tests {
         assert!(e.contains("line 3"), "{e}");
         let c = Config::parse("[limits]\nmaximum_qos = 3\n", Path::new(".")).unwrap();
         assert!(c.check().unwrap_err().contains("limits.maximum_qos"));
+        // 0 would end every connection before its CONNECT could arrive.
+        let c = Config::parse("[limits]\nconnect_timeout_secs = 0\n", Path::new(".")).unwrap();
+        assert!(
+            c.check()
+                .unwrap_err()
+                .contains("limits.connect_timeout_secs = 0")
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ impl<S: super::Stream> Connection<S> {
         exchange: Box<dyn AuthExchange>,
         data: Option<Bytes>,
     ) {
-        let deadline = tokio::time::Instant::now() + self.shared.limits.connect_timeout;
+        let deadline = super::later_by(self.shared.limits.connect_timeout);
         let pending = PendingAuth {
             connect,
             info,

@@ -156,10 +156,11 @@ impl<S: super::Stream> Connection<S> {
     async fn wait_for_room(&mut self, blocked: Vec<Blocked>) -> (usize, Option<Control>) {
         let counters = &self.shared.counters;
         counters.blocked_publishers.fetch_add(1, Ordering::Relaxed);
-        let mut deadline = tokio::time::Instant::now();
-        if !self.backpressure_expired {
-            deadline += self.shared.limits.backpressure_timeout;
-        }
+        let deadline = if self.backpressure_expired {
+            tokio::time::Instant::now()
+        } else {
+            super::later_by(self.shared.limits.backpressure_timeout)
+        };
         let max_pending = self.shared.limits.max_queued_messages;
         let mut missed = blocked.len();
         let mut interrupted = None;
@@ -248,7 +249,7 @@ impl<S: super::Stream> Connection<S> {
                 }
                 self.paced = Some(Box::new(Paced {
                     queues,
-                    until: tokio::time::Instant::now() + wait,
+                    until: super::later_by(wait),
                     shared: self.shared.clone(),
                     own: self.control.inbox(),
                 }));

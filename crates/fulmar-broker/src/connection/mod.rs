@@ -731,7 +731,7 @@ impl<S: Stream> Connection<S> {
             // task of every connection is that much smaller.
             self.hibernate_at = match self.shared.limits.hibernate_after {
                 Some(after) if self.may_hibernate() => {
-                    Some(tokio::time::Instant::now() + idle_before_hibernating(after, self.naps))
+                    Some(later_by(idle_before_hibernating(after, self.naps)))
                 }
                 _ => None,
             };
@@ -2003,6 +2003,14 @@ fn will_publish(will: Will) -> Publish {
     to.correlation_data = from.correlation_data;
     to.user_properties = from.user_properties;
     publish
+}
+
+/// Now plus `d`: a limit set far beyond any real wait (`Duration::MAX`
+/// say) means "never", not a panic on the overflow.
+pub(super) fn later_by(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// Runs `write` for at most `write_timeout`, and not beyond `handover_by`
