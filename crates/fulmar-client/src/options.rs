@@ -146,10 +146,11 @@ impl Reconnect {
         }
     }
 
-    /// The largest fraction of each delay taken off at random (0 to 1).
+    /// The largest fraction of each delay taken off at random (0 to 1; NaN
+    /// is taken as 0).
     #[must_use]
     pub fn jitter(mut self, jitter: f64) -> Self {
-        self.jitter = jitter.clamp(0.0, 1.0);
+        self.jitter = unit(jitter);
         self
     }
 
@@ -165,13 +166,19 @@ impl Reconnect {
     }
 
     /// The delay before attempt `attempt` (0 for the first), with `random`
-    /// in `[0, 1)` choosing the jitter.
+    /// in `[0, 1)` choosing the jitter (NaN is taken as 0).
     #[must_use]
     pub fn delay(&self, attempt: u32, random: f64) -> Duration {
         let factor = 2u32.saturating_pow(attempt.min(31));
         let base = self.initial.saturating_mul(factor).min(self.max);
-        base.mul_f64(1.0 - self.jitter * random.clamp(0.0, 1.0))
+        // In [0, 1]: `mul_f64` panics on NaN.
+        base.mul_f64(1.0 - unit(self.jitter) * unit(random))
     }
+}
+
+/// `x` clamped to `[0, 1]`, NaN taken as 0 (`clamp` keeps NaN).
+fn unit(x: f64) -> f64 {
+    if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) }
 }
 
 /// Everything [`Client::connect`](crate::Client::connect) needs: where the
@@ -555,6 +562,20 @@ mod tests {
         let no_jitter = r.clone().jitter(0.0);
         assert_eq!(no_jitter.delay(2, 0.9), Duration::from_millis(400));
         assert!(!Reconnect::disabled().is_enabled());
+    }
+
+    // A NaN jitter (or random number) is taken as 0: no panic in the
+    // connection task at its first reconnect.
+    #[test]
+    fn nan_jitter_is_no_jitter() {
+        let r = Reconnect::exponential(Duration::from_millis(100), Duration::from_secs(1));
+        let nan = r.clone().jitter(f64::NAN);
+        assert_eq!(nan.delay(2, 0.5), Duration::from_millis(400));
+        assert_eq!(r.delay(2, f64::NAN), Duration::from_millis(400));
+        assert_eq!(
+            r.jitter(f64::INFINITY).delay(2, 0.5),
+            Duration::from_millis(200)
+        );
     }
 
     // A reconnection under 5.0 asks to resume (Clean Start 0); 3.1.1 keeps the flag.
