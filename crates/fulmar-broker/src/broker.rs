@@ -409,7 +409,8 @@ impl BrokerBuilder {
             };
             let (journal, thread) =
                 Journal::start(store, self.durability).map_err(|e| BrokerError::Store(e.into()))?;
-            let found = crate::store::recover::recover(&mut state, loaded, &journal);
+            let max_expiry = self.limits.max_session_expiry;
+            let found = crate::store::recover::recover(&mut state, loaded, &journal, max_expiry);
             tracing::info!(
                 sessions = found.sessions,
                 expired_sessions = found.expired_sessions,

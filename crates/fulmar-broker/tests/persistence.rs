@@ -396,6 +396,37 @@ async fn retained_messages_that_expired_while_down_are_not_recovered() {
     assert_eq!(stored, ["kept", "left"]);
 }
 
+// v5:MQTT-3.1.2-23: a session lasts its Session Expiry Interval, as the
+// broker limits it now: lowering max_session_expiry shortens the sessions
+// already stored too (a 3.1.1 session is stored as never expiring).
+#[tokio::test]
+async fn recovered_sessions_are_held_to_the_current_session_expiry_limit() {
+    let store = Arc::new(MemoryStore::new());
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let session = |id: &str, away_secs: u64| {
+        StoreOp::PutSession(StoredSession {
+            client_id: Arc::from(id),
+            expiry_interval: u32::MAX,
+            disconnected_at: Some(now_unix - away_secs * 1000),
+            subscriptions: Vec::new(),
+        })
+    };
+    store
+        .commit(&[session("old", 120), session("recent", 10)])
+        .unwrap();
+    let mut limits = fulmar_broker::Limits::default();
+    limits.max_session_expiry = 60;
+    let broker = start_with(Broker::builder().store(store.clone()).limits(limits)).await;
+    assert_eq!(broker.stats().sessions, 1);
+    broker.shutdown().await;
+    let left = store.load().unwrap();
+    assert_eq!(left.sessions.len(), 1);
+    assert_eq!(&*left.sessions[0].client_id, "recent");
+}
+
 // A corrupted data file is a clear error, never a panic.
 #[tokio::test]
 async fn a_corrupted_store_file_is_an_error() {

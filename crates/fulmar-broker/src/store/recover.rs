@@ -10,7 +10,7 @@ use fulmar_topic::TopicName;
 
 use super::journal::Journal;
 use super::{Snapshot, StoreOp, StoredMessage, unix_millis};
-use crate::state::{Queued, Retained, SessionEntry, State, secs};
+use crate::state::{Queued, Retained, SessionEntry, State};
 
 /// What a recovery found.
 #[derive(Clone, Copy, Debug, Default)]
@@ -41,21 +41,33 @@ pub(crate) fn age_in_flight(publish: &mut Publish, stored_at: u64, now_unix: u64
 
 /// When a disconnected session ends: its Session Expiry Interval counted
 /// from `since` (Unix milliseconds); `None` when it never expires.
+/// Counted on the Unix clock: `Instant`s cannot reach back before the
+/// machine started, and a session stored before a reboot would live longer.
 pub(crate) fn expiry_deadline(
     expiry: u32,
     since: u64,
     now: Instant,
     now_unix: u64,
 ) -> Option<Instant> {
-    (expiry != u32::MAX)
-        .then(|| instant_of(since, now, now_unix).checked_add(secs(expiry)))
-        .flatten()
+    if expiry == u32::MAX {
+        return None;
+    }
+    let lasts = u64::from(expiry).saturating_mul(1000);
+    let left = lasts.saturating_sub(now_unix.saturating_sub(since));
+    now.checked_add(Duration::from_millis(left))
 }
 
 /// Loads `snapshot` into an empty `state`: sessions (expired ones are
 /// dropped from the store), their subscriptions, queued and in-flight
 /// messages and inbound QoS 2 identifiers, and retained messages.
-pub(crate) fn recover(state: &mut State, snapshot: Snapshot, journal: &Journal) -> Recovered {
+/// A session keeps at most `max_session_expiry` (the broker's limit now,
+/// which may be lower than when it was stored).
+pub(crate) fn recover(
+    state: &mut State,
+    snapshot: Snapshot,
+    journal: &Journal,
+    max_session_expiry: u32,
+) -> Recovered {
     let now = Instant::now();
     let now_unix = unix_millis();
     let mut found = Recovered {
@@ -76,7 +88,8 @@ pub(crate) fn recover(state: &mut State, snapshot: Snapshot, journal: &Journal) 
         let id = stored.client_id.clone();
         // A session connected at the crash counts as disconnected now.
         let since = stored.disconnected_at.unwrap_or(now_unix);
-        let expires_at = expiry_deadline(stored.expiry_interval, since, now, now_unix);
+        let expiry = stored.expiry_interval.min(max_session_expiry);
+        let expires_at = expiry_deadline(expiry, since, now, now_unix);
         if expires_at.is_some_and(|at| at <= now) {
             journal.push(StoreOp::DeleteSession(id.clone()));
             messages.remove(&id);
@@ -85,7 +98,7 @@ pub(crate) fn recover(state: &mut State, snapshot: Snapshot, journal: &Journal) 
         }
         let mut entry = SessionEntry {
             persistent: true,
-            expiry: stored.expiry_interval,
+            expiry,
             ..SessionEntry::default()
         };
         entry.away().expires_at = expires_at;
