@@ -1,6 +1,6 @@
 //! TLS settings (feature `tls`): rustls with the ring provider.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::ClientConfig;
 use rustls::RootCertStore;
@@ -33,6 +33,10 @@ pub struct TlsOptions {
     server_name: Option<String>,
     alpn: Vec<Vec<u8>>,
     config: Option<Arc<ClientConfig>>,
+    /// The configuration the settings make, built by the first connection
+    /// (reading the system roots is slow) and shared by clones; changing a
+    /// setting starts a new one.
+    built: Arc<OnceLock<Arc<ClientConfig>>>,
 }
 
 impl Default for TlsOptions {
@@ -52,6 +56,7 @@ impl TlsOptions {
             server_name: None,
             alpn: Vec::new(),
             config: None,
+            built: Arc::default(),
         }
     }
 
@@ -59,6 +64,7 @@ impl TlsOptions {
     #[must_use]
     pub fn without_system_roots(mut self) -> Self {
         self.system_roots = false;
+        self.built = Arc::default();
         self
     }
 
@@ -74,6 +80,7 @@ impl TlsOptions {
             return Err(Error::InvalidOptions("no CA certificate in PEM".into()));
         }
         self.roots.extend(certs);
+        self.built = Arc::default();
         Ok(self)
     }
 
@@ -81,6 +88,7 @@ impl TlsOptions {
     #[must_use]
     pub fn ca_der(mut self, der: impl Into<Vec<u8>>) -> Self {
         self.roots.push(CertificateDer::from(der.into()));
+        self.built = Arc::default();
         self
     }
 
@@ -99,6 +107,7 @@ impl TlsOptions {
         let key = PrivateKeyDer::from_pem_slice(key)
             .map_err(|e| Error::InvalidOptions(format!("client key: {e}")))?;
         self.client_auth = Some((chain, Arc::new(key)));
+        self.built = Arc::default();
         Ok(self)
     }
 
@@ -114,6 +123,7 @@ impl TlsOptions {
     #[must_use]
     pub fn alpn(mut self, protocol: impl Into<Vec<u8>>) -> Self {
         self.alpn.push(protocol.into());
+        self.built = Arc::default();
         self
     }
 
@@ -125,10 +135,21 @@ impl TlsOptions {
         self
     }
 
+    /// The rustls configuration: the one given, else the one the settings
+    /// make, built once.
     fn build(&self) -> Result<Arc<ClientConfig>, Error> {
         if let Some(config) = &self.config {
             return Ok(config.clone());
         }
+        if let Some(config) = self.built.get() {
+            return Ok(config.clone());
+        }
+        let config = self.make()?;
+        // Another connection may have been first: keep its one.
+        Ok(self.built.get_or_init(|| config).clone())
+    }
+
+    fn make(&self) -> Result<Arc<ClientConfig>, Error> {
         let mut roots = RootCertStore::empty();
         if self.system_roots {
             let native = rustls_native_certs::load_native_certs();
@@ -181,5 +202,29 @@ impl TlsOptions {
         let name = ServerName::try_from(name.to_owned())
             .map_err(|e| Error::InvalidOptions(format!("TLS server name {name:?}: {e}")))?;
         Ok(TlsConnector::from(config).connect(name, stream).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    // The rustls configuration is built once, system roots read once, and
+    // used again by every connection attempt (and by clones); a setting
+    // changed afterwards makes a new one.
+    #[test]
+    fn the_configuration_is_built_once() {
+        let tls = TlsOptions::new();
+        let first = tls.build().unwrap();
+        assert!(Arc::ptr_eq(&first, &tls.build().unwrap()));
+        assert!(Arc::ptr_eq(&first, &tls.clone().build().unwrap()));
+        let other = tls.clone().alpn(b"mqtt".to_vec());
+        let changed = other.build().unwrap();
+        assert!(!Arc::ptr_eq(&first, &changed));
+        assert_eq!(changed.alpn_protocols, [b"mqtt".to_vec()]);
+        assert!(first.alpn_protocols.is_empty());
+        assert!(Arc::ptr_eq(&changed, &other.build().unwrap()));
     }
 }
