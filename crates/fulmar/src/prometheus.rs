@@ -5,9 +5,8 @@
 //! `metrics-exporter-prometheus` at `GET /metrics`.
 //!
 //! The HTTP side is a minimal HTTP/1.1 responder (one request per
-//! connection, one connection at a time, a bounded request head and a read
-//! timeout): a scrape endpoint needs no more, and it keeps hyper out of the
-//! build.
+//! connection, at most 16 at a time, a bounded request head and timeouts):
+//! a scrape endpoint needs no more, and it keeps hyper out of the build.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,6 +21,10 @@ use tokio::net::{TcpListener, TcpStream};
 const MAX_REQUEST: usize = 8 * 1024;
 /// How long a client has to send its request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a whole request may take, answer included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests served at once; more connections are closed at once.
+const MAX_CONNECTIONS: usize = 16;
 
 /// Installs the Prometheus recorder, binds `bind` and serves `/metrics` in
 /// a task until the runtime stops. Returns the bound address.
@@ -184,12 +187,29 @@ fn record(sources: &Sources) {
 }
 
 async fn serve(listener: TcpListener, handle: PrometheusHandle, sources: Sources) {
+    let sources = std::sync::Arc::new(sources);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                if let Err(error) = answer(stream, &handle, &sources).await {
-                    tracing::debug!(%error, "metrics request failed");
-                }
+                // One task per request, so that a client that sends nothing
+                // holds up no scrape; over the limit, closed at once.
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::debug!("metrics: too many requests at once");
+                    continue;
+                };
+                let (handle, sources) = (handle.clone(), sources.clone());
+                tokio::spawn(async move {
+                    let answered =
+                        tokio::time::timeout(REQUEST_TIMEOUT, answer(stream, &handle, &sources))
+                            .await;
+                    match answered {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => tracing::debug!(%error, "metrics request failed"),
+                        Err(_) => tracing::debug!("metrics request timed out"),
+                    }
+                    drop(slot);
+                });
             }
             Err(error) => {
                 tracing::warn!(%error, "metrics: accept failed");

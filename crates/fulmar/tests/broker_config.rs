@@ -304,8 +304,17 @@ fn prometheus_metrics_are_served_at_slash_metrics() {
     let mut broker = FulmarBroker::start(&["-c", &config]);
     let addr = metrics_addr(&mut broker);
     publish_ok(broker.port, &["-t", "kept", "-m", "x", "-r"]);
+    // A client that connects and sends nothing holds up no scrape: the
+    // answer comes while it is still connected.
+    let silent = std::net::TcpStream::connect(&addr).unwrap();
     let get = |path: &str| http_get(&addr, path);
     let response = get("/metrics");
+    silent.set_nonblocking(true).unwrap();
+    let still_open = std::io::Read::read(&mut &silent, &mut [0u8; 1]);
+    assert!(
+        matches!(&still_open, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "{still_open:?}"
+    );
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     assert!(
         response.contains("fulmar_retained_messages 1"),
