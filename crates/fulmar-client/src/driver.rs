@@ -460,7 +460,6 @@ impl Driver {
             let read = self.may_read(max_parked_qos0, max_parked_acked);
             self.flush_outcomes();
             let shared = &*self.shared;
-            let streams = self.router.has_streams();
             // In a fixed order (no random start): the rare sources first, so
             // that a busy socket or publisher cannot keep them waiting; the
             // batch below serves publishes, a command and frames every turn.
@@ -471,7 +470,9 @@ impl Driver {
                     self.session.handle_timeout(now());
                 }
                 permit = reserve(blocked) => self.on_permit(permit),
-                Some(dropped) = self.dropped_rx.recv(), if streams => self.on_stream_dropped(dropped),
+                // Also with no stream routed: one ended early (its
+                // re-SUBSCRIBE refused) may still hand back what it held.
+                Some(dropped) = self.dropped_rx.recv() => self.on_stream_dropped(dropped),
                 command = self.commands.recv(), if self.commands_open => self.on_command_after_publishes(command),
                 () = poll_fn(|cx| shared.poll_queued(cx)), if !self.exit => {
                     self.take_publishes();

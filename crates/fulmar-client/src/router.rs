@@ -184,11 +184,6 @@ impl Router {
             .any(|r| r.filters.iter().any(|(f, _)| f == filter))
     }
 
-    /// Whether any stream is live (only then can one be dropped).
-    pub(crate) fn has_streams(&self) -> bool {
-        !self.routes.is_empty() || !self.catch_all.is_empty() || !self.leftovers.is_empty()
-    }
-
     pub(crate) fn add_catch_all(&mut self, key: u64, tx: mpsc::Sender<Message>) {
         self.catch_all.insert(key, tx);
     }

@@ -888,3 +888,54 @@ async fn a_reconnect_uses_the_assigned_client_identifier() {
     assert_eq!(id, "assigned-17");
     assert!(!clean_start);
 }
+
+// MQTT-4.6.0-2 with manual acknowledgements: a stream ended by a refused
+// re-SUBSCRIBE (the broker lost the session) still hands back what it held
+// unread when the application drops it, also with no other stream left, so
+// its QoS 1 message is acknowledged.
+#[tokio::test]
+async fn an_ended_stream_dropped_unread_is_acknowledged() {
+    let (listener, options) = listen().await;
+    let (refused_tx, refused_rx) = tokio::sync::oneshot::channel();
+    let broker = tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        grant(&mut wire).await;
+        drop(wire);
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        let (id, filter) = subscribe_of(&mut wire).await;
+        assert_eq!(filter, "a");
+        // Matched by filter while the re-SUBSCRIBE waits for its SUBACK.
+        wire.send(qos1("a", 1)).await.unwrap();
+        let ack = SubAck::new(id, vec![SubAckReasonCode::NotAuthorized]);
+        wire.send(Packet::SubAck(ack)).await.unwrap();
+        refused_tx.send(()).unwrap();
+        let mut acked = Vec::new();
+        loop {
+            match next(&mut wire).await {
+                Packet::PubAck(ack) => acked.push(ack.packet_id.get()),
+                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+                Packet::Disconnect(_) => return acked,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let options = options.manual_acks(true).reconnect(Reconnect::exponential(
+        Duration::from_millis(1),
+        Duration::from_millis(10),
+    ));
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    let a = guard(client.subscribe("a", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    guard(refused_rx).await.unwrap();
+    guard(async {
+        while a.error().is_none() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    drop(a);
+    // The connection task takes a dropped stream before a command.
+    guard(client.disconnect()).await.unwrap();
+    assert_eq!(guard(broker).await.unwrap(), [1]);
+}
