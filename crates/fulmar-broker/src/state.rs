@@ -859,6 +859,16 @@ pub(crate) struct State {
     pub(crate) retained_swept: Option<Instant>,
 }
 
+/// Whether a subscriber can take a message now: an in-process one always,
+/// a client while a connection holds its session. A shared group prefers
+/// such a member (MQTT 5.0 section 4.8.2).
+fn is_online(sessions: &HashMap<Arc<str>, Box<SessionEntry>>, key: &Subscriber) -> bool {
+    match key {
+        Subscriber::Client(id) => sessions.get(id).is_some_and(|e| e.owner.is_some()),
+        Subscriber::Local(_) => true,
+    }
+}
+
 /// The Message Expiry Interval left after `waited`, or `None` if the message expired.
 pub(crate) fn age(mut publish: Publish, since: Instant, now: Instant) -> Option<Publish> {
     if let Some(interval) = publish.properties.message_expiry_interval {
@@ -954,7 +964,7 @@ impl State {
             ..
         } = self;
         let mut found = Vec::new();
-        subs.collect_matches(topic, &mut found);
+        subs.collect_matches_available(topic, None, |key| is_online(&*sessions, key), &mut found);
         let skip_shared = *bridge_shared;
         found.retain(|m| {
             let own = m.options.no_local && from == Some(m.key);
@@ -1009,7 +1019,11 @@ impl State {
         counters: &Counters,
         now: Instant,
     ) -> bool {
-        let Some((key, options)) = self.subs.pick_shared(filter, None) else {
+        let sessions = &self.sessions;
+        let Some((key, options)) = self
+            .subs
+            .pick_shared_available(filter, None, |key| is_online(sessions, key))
+        else {
             return false;
         };
         let chosen = [Match {

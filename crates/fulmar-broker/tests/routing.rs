@@ -11,9 +11,9 @@ use bytes::Bytes;
 use common::{Peer, addr, next, publish, start, start_with};
 use fulmar_broker::{Authorizer, Broker, ClientInfo};
 use fulmar_codec::{
-    MqttString, Packet, PacketId, PayloadFormat, ProtocolVersion::V5, ProtocolVersion::V311,
-    PubAck, PubAckReasonCode, PubRecReasonCode, PubRel, QoS, RetainHandling, SubAckReasonCode,
-    Subscribe, SubscriptionOptions, UnsubAckReasonCode, Unsubscribe,
+    Connect, MqttString, Packet, PacketId, PayloadFormat, ProtocolVersion::V5,
+    ProtocolVersion::V311, PubAck, PubAckReasonCode, PubRecReasonCode, PubRel, QoS, RetainHandling,
+    SubAckReasonCode, Subscribe, SubscriptionOptions, UnsubAckReasonCode, Unsubscribe,
 };
 
 fn pid(n: u16) -> PacketId {
@@ -339,6 +339,35 @@ async fn shared_subscription_delivers_each_message_to_one_member() {
     m.send_raw(&raw).await;
     m.expect_raw(&[0xe0, 0x01, 0x82]).await;
     m.expect_closed().await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-4.8.2-2 (each message to one member): a member whose client is
+// offline (its session kept) is passed over while another is connected, so
+// QoS 0 messages are not lost on it and QoS 1 ones do not wait for it.
+#[tokio::test]
+async fn a_shared_group_passes_over_a_member_that_is_offline() {
+    let broker = start().await;
+    let mut away = Connect::new(V5, MqttString::from("away"));
+    away.properties.session_expiry_interval = Some(3600);
+    let (mut a, _) = Peer::connect_with(addr(&broker), away).await;
+    a.sub(1, "$share/g/t", QoS::AtLeastOnce).await;
+    let mut b = Peer::connect(addr(&broker), V5, "here").await;
+    b.sub(1, "$share/g/t", QoS::AtLeastOnce).await;
+    a.disconnect().await;
+    common::wait_until("a offline", || broker.stats().clients_connected == 1).await;
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+        for _ in 0..4 {
+            broker.publish("t", "x", qos, false).unwrap();
+        }
+    }
+    for _ in 0..8 {
+        let p = b.recv_publish().await;
+        if let Some(id) = p.packet_id {
+            b.send(PubAck::new(id)).await;
+        }
+    }
+    assert_eq!(broker.stats().dropped_messages, 0);
     broker.shutdown().await;
 }
 

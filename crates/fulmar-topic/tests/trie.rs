@@ -104,6 +104,44 @@ fn remove_key_drops_every_subscription_of_the_key() {
     assert_eq!(hits(&t, "a"), []);
 }
 
+// v5:MQTT-4.8.2-2: a message goes to one member of the group; one that is
+// not available (its client is offline) is passed over for the next that is,
+// and gets it only when nobody else can.
+#[test]
+fn shared_group_passes_over_members_that_are_not_available() {
+    let mut t = SubscriptionTrie::<u32, u32>::new();
+    for k in 1..=3 {
+        t.subscribe(&sub("$share/g/jobs"), k, 0);
+    }
+    let pick = |down: &[u32]| {
+        let mut got = Vec::new();
+        t.matches_available(
+            &topic("jobs"),
+            None,
+            |k| !down.contains(k),
+            |m| got.push(*m.key),
+        );
+        assert_eq!(got.len(), 1);
+        got[0]
+    };
+    let picked: Vec<u32> = (0..6).map(|_| pick(&[2])).collect();
+    assert!(!picked.contains(&2), "{picked:?}");
+    assert_eq!(picked.len(), 6);
+    // Nobody available: the strategy's choice anyway (its session keeps it).
+    let picked: Vec<u32> = (0..3).map(|_| pick(&[1, 2, 3])).collect();
+    let mut sorted = picked.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, [1, 2, 3]);
+    // The same for a group picked by name.
+    let SubscriptionFilter::Shared(shared) = sub("$share/g/jobs") else {
+        panic!("not shared")
+    };
+    for _ in 0..3 {
+        let (k, _) = t.pick_shared_available(&shared, None, |k| *k == 3).unwrap();
+        assert_eq!(*k, 3);
+    }
+}
+
 // MQTT-3.3.2-3 v5:MQTT-4.8.2-2
 #[test]
 fn shared_group_delivers_to_one_member_round_robin() {

@@ -23,6 +23,9 @@ const ROOT: u32 = 0;
 const PLUS: u32 = NONE - 1;
 /// Level id of a `#` child.
 const HASH: u32 = NONE - 2;
+/// How many members of a shared group are asked, at most, for one that is
+/// available (see [`SubscriptionTrie::matches_available`]).
+const MAX_PROBES: usize = 16;
 
 /// One level of a filter. 24 bytes; children by literal level live in [`Edges`].
 #[derive(Clone, Copy)]
@@ -346,6 +349,18 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
     /// (a cluster delivering once per group across nodes).
     #[must_use]
     pub fn pick_shared(&self, filter: &SharedFilter, publisher: Option<&[u8]>) -> Option<(&K, &O)> {
+        self.pick_shared_available(filter, publisher, |_| true)
+    }
+
+    /// [`pick_shared`](Self::pick_shared), preferring a member for which `available` holds
+    /// (see [`matches_available`](Self::matches_available)).
+    #[must_use]
+    pub fn pick_shared_available(
+        &self,
+        filter: &SharedFilter,
+        publisher: Option<&[u8]>,
+        available: impl Fn(&K) -> bool,
+    ) -> Option<(&K, &O)> {
         let node = self.find_node(filter.filter())?;
         let subs = self.sets.get(self.node(node).subs as usize)?;
         let group = subs
@@ -353,12 +368,31 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
             .as_ref()?
             .iter()
             .find(|g| &*g.name == filter.group())?;
+        self.pick(group, publisher, &available).map(|(k, o)| (k, o))
+    }
+
+    /// The member of `group` that gets the next message: the strategy's choice, or when
+    /// `available` does not hold for it, the next member (in order, up to
+    /// [`MAX_PROBES`] of them) for which it does; the choice anyway if none does.
+    fn pick<'a>(
+        &self,
+        group: &'a Group<K, O>,
+        publisher: Option<&[u8]>,
+        available: &impl Fn(&K) -> bool,
+    ) -> Option<&'a (K, O)> {
         let members = group.members.len();
         if members == 0 {
             return None;
         }
         let pick = self.strategy.choose(&group.cursor, members, publisher) % members;
-        group.members.get(pick).map(|(k, o)| (k, o))
+        let chosen = group.members.get(pick)?;
+        if available(&chosen.0) {
+            return Some(chosen);
+        }
+        (1..members.min(MAX_PROBES))
+            .filter_map(|step| group.members.get((pick + step) % members))
+            .find(|(key, _)| available(key))
+            .or(Some(chosen))
     }
 
     /// The options of the subscription of `key` to `filter`, shared or not.
@@ -393,6 +427,21 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
         &'a self,
         topic: &TopicName,
         publisher: Option<&[u8]>,
+        f: impl FnMut(Match<'a, K, O>),
+    ) {
+        self.matches_available(topic, publisher, |_| true, f);
+    }
+
+    /// [`matches_from`](Self::matches_from), where a shared group whose chosen member is
+    /// not `available` (its client is offline, say) gives the message to the next member
+    /// that is, if one of the next few is (MQTT 5.0 section 4.8.2: a message should not wait
+    /// for a disconnected member while others are there). `available` is asked about the
+    /// chosen members only.
+    pub fn matches_available<'a>(
+        &'a self,
+        topic: &TopicName,
+        publisher: Option<&[u8]>,
+        available: impl Fn(&K) -> bool,
         mut f: impl FnMut(Match<'a, K, O>),
     ) {
         let dollar = topic.is_dollar();
@@ -416,7 +465,7 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
                 let node = self.node(n);
                 if wildcards {
                     if node.hash != NONE {
-                        self.emit(node.hash, publisher, &mut f);
+                        self.emit(node.hash, publisher, &available, &mut f);
                     }
                     if node.plus != NONE {
                         next.push(node.plus);
@@ -435,10 +484,10 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
         }
         let frontier = if flip { &odd } else { &even };
         for &n in frontier {
-            self.emit(n, publisher, &mut f);
+            self.emit(n, publisher, &available, &mut f);
             let hash = self.node(n).hash;
             if hash != NONE {
-                self.emit(hash, publisher, &mut f);
+                self.emit(hash, publisher, &available, &mut f);
             }
         }
     }
@@ -449,7 +498,25 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
         self.matches(topic, |m| out.push(m));
     }
 
-    fn emit<'a>(&'a self, n: u32, publisher: Option<&[u8]>, f: &mut impl FnMut(Match<'a, K, O>)) {
+    /// Collects [`matches_available`](Self::matches_available) into `out` (cleared first).
+    pub fn collect_matches_available<'a>(
+        &'a self,
+        topic: &TopicName,
+        publisher: Option<&[u8]>,
+        available: impl Fn(&K) -> bool,
+        out: &mut Vec<Match<'a, K, O>>,
+    ) {
+        out.clear();
+        self.matches_available(topic, publisher, available, |m| out.push(m));
+    }
+
+    fn emit<'a>(
+        &'a self,
+        n: u32,
+        publisher: Option<&[u8]>,
+        available: &impl Fn(&K) -> bool,
+        f: &mut impl FnMut(Match<'a, K, O>),
+    ) {
         let Some(subs) = self.sets.get(self.node(n).subs as usize) else {
             return;
         };
@@ -461,12 +528,7 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
             });
         });
         for group in subs.groups.iter().flat_map(|g| g.iter()) {
-            let members = group.members.len();
-            if members == 0 {
-                continue;
-            }
-            let pick = self.strategy.choose(&group.cursor, members, publisher) % members;
-            if let Some((key, options)) = group.members.get(pick) {
+            if let Some((key, options)) = self.pick(group, publisher, available) {
                 f(Match {
                     key,
                     options,
