@@ -427,6 +427,69 @@ async fn recovered_sessions_are_held_to_the_current_session_expiry_limit() {
     assert_eq!(&*left.sessions[0].client_id, "recent");
 }
 
+/// A store one of whose records could not be read (as a corrupted record,
+/// or one written by a newer version, is skipped).
+struct OneUnreadable(MemoryStore);
+
+impl Store for OneUnreadable {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        let mut snapshot = self.0.load()?;
+        snapshot.skipped += 1;
+        Ok(snapshot)
+    }
+
+    fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        self.0.commit(ops)
+    }
+}
+
+// The messages and inbound QoS 2 identifiers of a session whose record
+// could not be read are kept, not deleted as orphans; a new session under
+// that identifier starts without them (MQTT-3.1.2-4 / v5:MQTT-3.1.2-4: a
+// new session is empty). With every record read, orphans are deleted.
+#[tokio::test]
+async fn records_of_an_unreadable_session_are_kept_but_not_given_to_a_new_one() {
+    let orphans = [
+        StoreOp::PutMessage {
+            client: Arc::from("c"),
+            seq: 1,
+            message: StoredMessage {
+                publish: publish("t", "old", QoS::AtLeastOnce),
+                stored_at: 1_000,
+                packet_id: None,
+                released: false,
+            },
+        },
+        StoreOp::AddIncoming {
+            client: Arc::from("c"),
+            packet_id: pid(5),
+        },
+    ];
+    let store = Arc::new(OneUnreadable(MemoryStore::new()));
+    store.0.commit(&orphans).unwrap();
+    let broker = broker_on(store.clone()).await;
+    broker.shutdown().await;
+    let left = store.0.load().unwrap();
+    assert_eq!((left.messages.len(), left.incoming.len()), (1, 1));
+    // The client comes back without a session (its record is unreadable).
+    let broker = broker_on(store.clone()).await;
+    let (peer, present) = connect_kept(&broker, V5, "c").await;
+    assert!(!present);
+    drop(peer);
+    broker.shutdown().await;
+    let left = store.0.load().unwrap();
+    assert_eq!(left.sessions.len(), 1);
+    assert_eq!((left.messages.len(), left.incoming.len()), (0, 0));
+
+    // Every record read: orphans are deleted at start.
+    let store = Arc::new(MemoryStore::new());
+    store.commit(&orphans).unwrap();
+    let broker = broker_on(store.clone()).await;
+    broker.shutdown().await;
+    let left = store.load().unwrap();
+    assert_eq!((left.messages.len(), left.incoming.len()), (0, 0));
+}
+
 // A corrupted data file is a clear error, never a panic.
 #[tokio::test]
 async fn a_corrupted_store_file_is_an_error() {

@@ -1587,6 +1587,15 @@ impl<S: Stream> Connection<S> {
         if clean_start && existed {
             state.remove_session(id);
         }
+        if persistent
+            && !state.sessions.contains_key(id)
+            && let Some(journal) = &state.journal
+        {
+            // A new session starts from nothing: what the store may still
+            // hold under this identifier (records of a session whose own
+            // record could not be read at start) is not its.
+            journal.push(StoreOp::DeleteSession(id.clone()));
+        }
         let entry = state.sessions.entry(id.clone()).or_default();
         entry.persistent = persistent;
         entry.expiry = expiry;

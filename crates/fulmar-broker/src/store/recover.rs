@@ -70,6 +70,7 @@ pub(crate) fn recover(
 ) -> Recovered {
     let now = Instant::now();
     let now_unix = unix_millis();
+    let unreadable = snapshot.skipped > 0;
     let mut found = Recovered {
         skipped: snapshot.skipped,
         ..Recovered::default()
@@ -93,6 +94,7 @@ pub(crate) fn recover(
         if expires_at.is_some_and(|at| at <= now) {
             journal.push(StoreOp::DeleteSession(id.clone()));
             messages.remove(&id);
+            incoming.remove(&id);
             found.expired_sessions += 1;
             continue;
         }
@@ -145,13 +147,34 @@ pub(crate) fn recover(
         state.sessions.insert(id, Box::new(entry));
         found.sessions += 1;
     }
-    // Messages of sessions that are gone (written after the session ended).
-    for (client, list) in messages {
-        for (seq, _) in list {
-            journal.push(StoreOp::DeleteMessage {
-                client: client.clone(),
-                seq,
-            });
+    // Messages and inbound identifiers of no session read: written after
+    // the session ended, or their session's record could not be read. In
+    // the second case they are kept (another version may read that record);
+    // a new session under the same identifier clears them first (see the
+    // connection's `register`), so they never join another session.
+    let orphans = messages.values().map(Vec::len).sum::<usize>()
+        + incoming.values().map(Vec::len).sum::<usize>();
+    if unreadable && orphans > 0 {
+        tracing::warn!(
+            records = orphans,
+            "records of sessions that could not be read are kept"
+        );
+    } else {
+        for (client, list) in messages {
+            for (seq, _) in list {
+                journal.push(StoreOp::DeleteMessage {
+                    client: client.clone(),
+                    seq,
+                });
+            }
+        }
+        for (client, ids) in incoming {
+            for packet_id in ids {
+                journal.push(StoreOp::RemoveIncoming {
+                    client: client.clone(),
+                    packet_id,
+                });
+            }
         }
     }
     for (topic, m) in snapshot.retained {
