@@ -86,7 +86,9 @@ pub struct ClusterConfig {
     /// NATS server URLs (`nats://127.0.0.1:4222`, `tls://...`); the client
     /// picks one and moves to another when it fails.
     pub urls: Vec<String>,
-    /// This node's name, unique in the cluster (the host name will do).
+    /// This node's name, unique in the cluster (the host name will do). At
+    /// most 200 bytes once escaped (letters, digits, `-` and `_` count one
+    /// byte, every other byte three): it goes into subjects and keys.
     pub node_id: String,
     /// NATS authentication.
     pub credentials: Option<Credentials>,
@@ -119,6 +121,15 @@ pub struct ClusterConfig {
     /// its session from another node (the registry, then the node that
     /// held it) before it starts a new session instead. Default 5 s.
     pub session_timeout: Duration,
+    /// The NATS servers' `max_control_line`: their longest protocol line
+    /// (a server closes the connection of a client that sends a longer
+    /// one). Default 4096, the servers' default (NATS does not announce
+    /// it). A filter whose subject, with its queue group, would not fit
+    /// with room for the rest of the line is not subscribed to in NATS
+    /// ([`ClusterStats::filters_too_long`]); a message whose topic's
+    /// subject would not fit is not published there
+    /// ([`ClusterStats::topics_too_long`]).
+    pub max_control_line: usize,
 }
 
 impl ClusterConfig {
@@ -138,9 +149,18 @@ impl ClusterConfig {
             outbound_capacity: 65_536,
             dedupe_window: 65_536,
             session_timeout: Duration::from_secs(5),
+            max_control_line: DEFAULT_MAX_CONTROL_LINE,
         }
     }
 }
+
+/// nats-server's default `max_control_line`.
+const DEFAULT_MAX_CONTROL_LINE: usize = 4096;
+
+/// Room a protocol line needs besides its subject and queue group: the
+/// operation, a reply subject (an inbox), the sizes or the subscription
+/// id, separators.
+const CONTROL_LINE_OVERHEAD: usize = 128;
 
 /// Counters of one node's cluster traffic: [`Cluster::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -149,8 +169,21 @@ pub struct ClusterStats {
     /// Messages published to NATS (a retained one counts once, although it
     /// goes to the stream and to the routing subject).
     pub published: u64,
-    /// Publishes NATS or JetStream refused or that failed.
+    /// Publishes NATS or JetStream refused or that failed, and those not
+    /// tried because their subject is too long
+    /// ([`topics_too_long`](Self::topics_too_long)).
     pub publish_errors: u64,
+    /// Locally accepted messages not published to NATS because their
+    /// topic's subject would not fit in a NATS protocol line
+    /// ([`ClusterConfig::max_control_line`]): only this node's subscribers
+    /// get them, and the retained stream does not keep them.
+    pub topics_too_long: u64,
+    /// Filters of the local broker not subscribed to in NATS because their
+    /// subject (with its queue group) would not fit in a NATS protocol line
+    /// ([`ClusterConfig::max_control_line`]): their subscribers get only
+    /// what this node's clients publish. Counted each time such a filter
+    /// appears on this node.
+    pub filters_too_long: u64,
     /// Locally accepted messages dropped because the outbound queue was full.
     pub dropped_outbound: u64,
     /// Messages received on routing subscriptions (plain and queue groups).
@@ -239,6 +272,8 @@ pub struct ClusterStats {
 struct Counters {
     published: AtomicU64,
     publish_errors: AtomicU64,
+    topics_too_long: AtomicU64,
+    filters_too_long: AtomicU64,
     dropped_outbound: AtomicU64,
     received: AtomicU64,
     injected: AtomicU64,
@@ -301,6 +336,8 @@ struct Inner {
     heartbeat_interval: Duration,
     heartbeat_ttl: Duration,
     dedupe_window: usize,
+    /// [`ClusterConfig::max_control_line`].
+    max_control_line: usize,
     seq: AtomicU64,
     /// Numbers the barrier messages.
     barriers: AtomicU64,
@@ -328,6 +365,43 @@ struct Inner {
     retained_retrying: AtomicUsize,
     /// The session registry and take-session requests.
     sessions: Arc<Sessions>,
+    /// The shared filters of the local broker, for the messages NATS does
+    /// not bring them (see [`deliver_local_shared`]).
+    local_shared: Mutex<LocalShared>,
+}
+
+/// The shared filters the local broker holds, each with how many filter
+/// events added it (the broker reports each once, but removals must match).
+#[derive(Default)]
+struct LocalShared {
+    /// Every one.
+    all: HashMap<SharedFilter, usize>,
+    /// Those not subscribed to in NATS (too long for a subject).
+    local_only: HashMap<SharedFilter, usize>,
+}
+
+impl LocalShared {
+    fn add(&mut self, filter: &SharedFilter, routed: bool) {
+        *self.all.entry(filter.clone()).or_default() += 1;
+        if !routed {
+            *self.local_only.entry(filter.clone()).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, filter: &SharedFilter, routed: bool) {
+        let release = |map: &mut HashMap<SharedFilter, usize>| {
+            if let Some(count) = map.get_mut(filter) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    map.remove(filter);
+                }
+            }
+        };
+        release(&mut self.all);
+        if !routed {
+            release(&mut self.local_only);
+        }
+    }
 }
 
 /// A message's origin instance and sequence number.
@@ -346,6 +420,23 @@ impl Inner {
     fn is_own(&self, origin: &Origin) -> bool {
         origin.instance == self.instance && origin.node == self.node_id
     }
+
+    /// Whether a protocol line with names (subject, queue group) of `len`
+    /// bytes in all fits within the servers' `max_control_line`.
+    fn fits(&self, len: usize) -> bool {
+        fits_control_line(self.max_control_line, len)
+    }
+}
+
+/// Whether a protocol line with names (subject, queue group) of `len`
+/// bytes in all fits within `max_control_line`, with room for the rest.
+pub(crate) fn fits_control_line(max_control_line: usize, len: usize) -> bool {
+    len.saturating_add(CONTROL_LINE_OVERHEAD) <= max_control_line
+}
+
+/// The first characters of a long name, for a log line.
+fn head(name: &str) -> String {
+    name.chars().take(64).collect()
 }
 
 /// The [`Bridge`] a [`Cluster`] gives to the broker: it only queues.
@@ -519,6 +610,30 @@ pub(crate) fn node_key(node_id: &str) -> String {
     out
 }
 
+/// The prefix of a hashed [`client_kv_key`]: never the start of a
+/// [`node_key`] (there `=` is followed by two hex digits).
+const HASHED_KEY: &str = "==";
+
+/// The key-value key of a client id (in the session registry and the wills
+/// bucket): its [`node_key`], or, when that is longer than
+/// [`MAX_KEY`](crate::state::MAX_KEY), `==` and a hash of the id, so that
+/// the key fits in a NATS subject.
+pub(crate) fn client_kv_key(client_id: &str) -> String {
+    let key = node_key(client_id);
+    if key.len() <= crate::state::MAX_KEY {
+        return key;
+    }
+    format!("{HASHED_KEY}{}", crate::state::id_hash(client_id))
+}
+
+/// The client id of a [`client_kv_key`]; a hashed key as it is.
+fn client_from_kv_key(key: &str) -> Option<String> {
+    if key.starts_with(HASHED_KEY) {
+        return Some(key.to_owned());
+    }
+    node_from_key(key)
+}
+
 pub(crate) fn node_from_key(key: &str) -> Option<String> {
     let mut out = Vec::with_capacity(key.len());
     let mut bytes = key.bytes();
@@ -539,11 +654,18 @@ impl Cluster {
     /// [`attach`](Self::attach).
     ///
     /// # Errors
-    /// [`ClusterError::Config`] for an empty node id or URL list or an
-    /// invalid prefix; [`ClusterError::Connect`]; [`ClusterError::Credentials`].
+    /// [`ClusterError::Config`] for an empty node id or URL list, a node id
+    /// longer than 200 bytes once escaped (see [`ClusterConfig::node_id`]),
+    /// or an invalid prefix; [`ClusterError::Connect`]; [`ClusterError::Credentials`].
     pub async fn connect(config: ClusterConfig) -> Result<Self, ClusterError> {
         if config.node_id.is_empty() {
             return Err(ClusterError::Config("empty node id".into()));
+        }
+        if node_key(&config.node_id).len() > crate::state::MAX_KEY {
+            return Err(ClusterError::Config(format!(
+                "node id longer than {} bytes once escaped",
+                crate::state::MAX_KEY
+            )));
         }
         if config.urls.is_empty() {
             return Err(ClusterError::Config("no NATS URL".into()));
@@ -619,6 +741,7 @@ impl Cluster {
             heartbeat_interval: config.heartbeat_interval,
             heartbeat_ttl: config.heartbeat_ttl,
             dedupe_window: config.dedupe_window,
+            max_control_line: config.max_control_line,
             seq: AtomicU64::new(0),
             barriers: AtomicU64::new(0),
             counters: counters.clone(),
@@ -639,6 +762,7 @@ impl Cluster {
             retained_send: tokio::sync::Mutex::new(()),
             retained_retrying: AtomicUsize::new(0),
             sessions: sessions.clone(),
+            local_shared: Mutex::new(LocalShared::default()),
         });
         Ok(Self {
             inner,
@@ -885,6 +1009,8 @@ impl Cluster {
         ClusterStats {
             published: load(&c.published),
             publish_errors: load(&c.publish_errors),
+            topics_too_long: load(&c.topics_too_long),
+            filters_too_long: load(&c.filters_too_long),
             dropped_outbound: load(&c.dropped_outbound),
             received: load(&c.received),
             injected: load(&c.injected),
@@ -946,7 +1072,8 @@ impl Cluster {
 
     /// The wills held in the wills bucket, as (node id, client id), sorted:
     /// the wills of the connected clients of every node, and those of gone
-    /// nodes not published yet.
+    /// nodes not published yet. A client id whose escaped form is longer
+    /// than 200 bytes is keyed, and listed, as `==` and a hash of it.
     ///
     /// # Errors
     /// [`ClusterError::JetStream`] when the bucket cannot be read (or
@@ -964,7 +1091,8 @@ impl Cluster {
                     .map_err(|e| ClusterError::jetstream("wills", e))?;
                 if entry.is_some_and(|e| e.operation == kv::Operation::Put)
                     && let Some((node, client)) = key.split_once('.')
-                    && let (Some(node), Some(client)) = (node_from_key(node), node_from_key(client))
+                    && let (Some(node), Some(client)) =
+                        (node_from_key(node), client_from_kv_key(client))
                 {
                     wills.push((node, client));
                 }
@@ -1020,10 +1148,13 @@ impl Cluster {
             .store
             .get()
             .ok_or_else(|| ClusterError::jetstream("sessions", "not attached"))?;
-        let entry = tokio::time::timeout(Duration::from_secs(10), store.entry(node_key(client_id)))
-            .await
-            .map_err(|_| ClusterError::jetstream("sessions", "timed out"))?
-            .map_err(|e| ClusterError::jetstream("sessions", e))?;
+        let entry = tokio::time::timeout(
+            Duration::from_secs(10),
+            store.entry(client_kv_key(client_id)),
+        )
+        .await
+        .map_err(|_| ClusterError::jetstream("sessions", "timed out"))?
+        .map_err(|e| ClusterError::jetstream("sessions", e))?;
         Ok(entry
             .filter(|e| e.operation == kv::Operation::Put)
             .map(|e| e.value))
@@ -1204,13 +1335,33 @@ async fn outbound_loop(
 }
 
 async fn publish_one(inner: &Arc<Inner>, topic: &TopicName, publish: Publish) {
+    let counters = &inner.counters;
+    // The routing subject: plain subscriptions of other nodes, and shared
+    // groups everywhere (this node's included).
+    let subject = inner.live.topic(topic);
+    // The retained subject is as long (roots of the same length), but
+    // checked all the same.
+    let routed = inner.fits(subject.len())
+        && (!publish.retain || inner.fits(inner.retained.topic(topic).len()));
+    // The local shared groups NATS does not bring it to.
+    deliver_local_shared(inner, topic, &publish, !routed);
+    if !routed {
+        // The server would close the connection on it.
+        bump(&counters.topics_too_long);
+        bump(&counters.publish_errors);
+        tracing::warn!(
+            topic = %head(topic.as_str()),
+            len = topic.as_str().len(),
+            "topic too long for a NATS subject: not published to the cluster"
+        );
+        return;
+    }
     let origin = Origin {
         node: inner.node_id.clone(),
         instance: inner.instance,
         seq: inner.seq.fetch_add(1, Ordering::Relaxed),
     };
     let headers = headers::encode(&publish, &origin);
-    let counters = &inner.counters;
     if publish.retain {
         // The stream keeps it for the nodes that do not subscribe to it
         // now and for the nodes that start later.
@@ -1235,9 +1386,6 @@ async fn publish_one(inner: &Arc<Inner>, topic: &TopicName, publish: Publish) {
             attempt,
         ));
     }
-    // The routing subject: plain subscriptions of other nodes, and shared
-    // groups everywhere (this node's included).
-    let subject = inner.live.topic(topic);
     match inner
         .client
         .publish_with_headers(subject, headers, publish.payload)
@@ -1251,11 +1399,47 @@ async fn publish_one(inner: &Arc<Inner>, topic: &TopicName, publish: Publish) {
     }
 }
 
+/// Delivers a message published here to the local shared groups whose
+/// filter matches it and that NATS does not bring it to: those not
+/// subscribed to in NATS, and, when the message itself is not published
+/// there (`every`), all of them. (Local routing leaves shared groups to the
+/// cluster, and no other node gets such a message.)
+fn deliver_local_shared(inner: &Inner, topic: &TopicName, publish: &Publish, every: bool) {
+    let groups: Vec<SharedFilter> = {
+        let local = lock(&inner.local_shared);
+        let groups = if every { &local.all } else { &local.local_only };
+        if groups.is_empty() {
+            return;
+        }
+        groups
+            .keys()
+            .filter(|group| group.filter().matches(topic))
+            .cloned()
+            .collect()
+    };
+    let Some(broker) = inner.sessions.broker.get() else {
+        return;
+    };
+    if groups.is_empty() {
+        return;
+    }
+    let mut publish = publish.clone();
+    publish.topic = topic.as_str().to_owned().into();
+    for group in groups {
+        match broker.deliver_shared(&group, &publish) {
+            Ok(true) => bump(&inner.counters.shared_delivered),
+            Ok(false) => bump(&inner.counters.shared_missed),
+            Err(_) => return,
+        }
+    }
+}
+
 /// The first attempt to store a retained message (pending acknowledgement),
 /// or why NATS did not take it.
 type StoreAttempt = Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError>;
 
-/// Hands one retained message to the retained stream.
+/// Hands one retained message to the retained stream. `topic`'s subject
+/// fits in a NATS protocol line ([`publish_one`] checked it).
 async fn store_retained(
     inner: &Inner,
     topic: &TopicName,
@@ -1366,9 +1550,9 @@ async fn retained_acked(
 }
 
 /// The key of a will in the wills bucket: the escaped node id, `.`, the
-/// escaped client id.
+/// client id's [`client_kv_key`].
 pub(crate) fn will_key(node_id: &str, client_id: &str) -> String {
-    format!("{}.{}", node_key(node_id), node_key(client_id))
+    format!("{}.{}", node_key(node_id), client_kv_key(client_id))
 }
 
 /// The largest will a node reads back from the bucket.
@@ -1799,6 +1983,26 @@ async fn wait_barrier(inner: &Inner, (subject, barrier): &mut (String, Subscribe
     }
 }
 
+/// The NATS subscriptions of `filter`: its subjects, its queue group when
+/// shared. `None` when one of them would not fit in a NATS protocol line
+/// (the server would close the connection, and the client would send it
+/// again on every reconnection): such a filter is never subscribed to.
+fn nats_subscriptions(
+    inner: &Inner,
+    filter: &SubscriptionFilter,
+) -> Option<(Vec<String>, Option<String>)> {
+    let queue = match filter {
+        SubscriptionFilter::Shared(shared) => Some(queue_name(&inner.prefix, shared)),
+        SubscriptionFilter::Plain(_) => None,
+    };
+    let subjects = inner.live.filter(filter.filter());
+    let queue_len = queue.as_ref().map_or(0, String::len);
+    subjects
+        .iter()
+        .all(|subject| inner.fits(subject.len().saturating_add(queue_len)))
+        .then_some((subjects, queue))
+}
+
 /// Starts the NATS subscriptions of `filter` that are not held yet;
 /// whether any was started.
 async fn add(
@@ -1808,11 +2012,20 @@ async fn add(
     filter: &SubscriptionFilter,
 ) -> bool {
     let mut started = false;
-    let queue = match filter {
-        SubscriptionFilter::Shared(shared) => Some(queue_name(&inner.prefix, shared)),
-        SubscriptionFilter::Plain(_) => None,
+    let subscriptions = nats_subscriptions(inner, filter);
+    if let SubscriptionFilter::Shared(shared) = filter {
+        lock(&inner.local_shared).add(shared, subscriptions.is_some());
+    }
+    let Some((subjects, queue)) = subscriptions else {
+        bump(&inner.counters.filters_too_long);
+        tracing::warn!(
+            filter = %head(&filter.to_string()),
+            len = filter.filter().as_str().len(),
+            "filter too long for a NATS subject: its subscribers get only this node's messages"
+        );
+        return false;
     };
-    for subject in inner.live.filter(filter.filter()) {
+    for subject in subjects {
         let label = match &queue {
             Some(queue) => format!("{subject} {queue}"),
             None => subject.clone(),
@@ -1869,11 +2082,15 @@ async fn add(
 }
 
 fn remove(inner: &Inner, held: &mut HashMap<String, Held>, filter: &SubscriptionFilter) {
-    let queue = match filter {
-        SubscriptionFilter::Shared(shared) => Some(queue_name(&inner.prefix, shared)),
-        SubscriptionFilter::Plain(_) => None,
+    let subscriptions = nats_subscriptions(inner, filter);
+    if let SubscriptionFilter::Shared(shared) = filter {
+        lock(&inner.local_shared).remove(shared, subscriptions.is_some());
+    }
+    // A filter too long was never subscribed to: nothing of it is held.
+    let Some((subjects, queue)) = subscriptions else {
+        return;
     };
-    for subject in inner.live.filter(filter.filter()) {
+    for subject in subjects {
         let label = match &queue {
             Some(queue) => format!("{subject} {queue}"),
             None => subject,
@@ -2135,6 +2352,33 @@ mod tests {
         let (node, client) = key.split_once('.').unwrap();
         assert_eq!(node_from_key(node).as_deref(), Some("node.1"));
         assert_eq!(node_from_key(client).as_deref(), Some("client/é"));
+    }
+
+    #[test]
+    fn long_client_ids_are_hashed_into_valid_keys() {
+        assert_eq!(client_kv_key("sensor-1"), "sensor-1");
+        assert_eq!(client_kv_key("a.b"), "a=2Eb");
+        let long = "é".repeat(2050);
+        let key = client_kv_key(&long);
+        assert!(key.len() <= crate::state::MAX_KEY && key.starts_with("=="));
+        // What async-nats takes as a key, and no escaped id.
+        assert!(
+            key.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_=".contains(&b))
+        );
+        assert_eq!(node_from_key(&key), None);
+        assert_eq!(key, client_kv_key(&long));
+        assert_ne!(key, client_kv_key(&"é".repeat(2051)));
+        assert_eq!(client_from_kv_key(&key).as_deref(), Some(key.as_str()));
+        let will = will_key("node", &long);
+        assert_eq!(will.split_once('.'), Some(("node", key.as_str())));
+    }
+
+    #[test]
+    fn protocol_lines_fit_with_room_for_the_rest() {
+        assert!(fits_control_line(4096, 4096 - CONTROL_LINE_OVERHEAD));
+        assert!(!fits_control_line(4096, 4097 - CONTROL_LINE_OVERHEAD));
+        assert!(!fits_control_line(4096, usize::MAX));
     }
 
     #[test]

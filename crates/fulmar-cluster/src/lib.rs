@@ -85,9 +85,15 @@
 //!   time, the value a node keeps is the last it received from the routing
 //!   subject, which may differ from the stream's order; a node attached
 //!   later takes the stream's.
-//! - The subject of a very long topic (three bytes per escaped byte) may go
-//!   past the NATS server's `max_control_line` (4 KiB by default); such a
-//!   publish fails and is counted ([`ClusterStats::publish_errors`]).
+//! - The subject of a very long topic or filter (three bytes per escaped
+//!   byte) may go past the NATS servers' `max_control_line`
+//!   ([`ClusterConfig::max_control_line`], 4 KiB by default), beyond which
+//!   a server closes the connection. Such a message is not published to
+//!   NATS (nor kept in the retained stream): only the subscribers of its
+//!   node get it ([`ClusterStats::topics_too_long`], also counted in
+//!   [`ClusterStats::publish_errors`]). Such a filter is not subscribed to
+//!   in NATS: its subscribers get only what their node's clients publish
+//!   ([`ClusterStats::filters_too_long`]).
 //! - See the limits of sessions and wills below.
 //!
 //! # Sessions across nodes
@@ -99,7 +105,8 @@
 //!
 //! - **Registry.** The key-value bucket `{prefix}_sessions` maps each
 //!   client identifier (escaped as node ids are: letters, digits, `-`, `_`
-//!   as they are, other bytes `=XY`) to the node holding its session. A
+//!   as they are, other bytes `=XY`; when that is longer than 200 bytes,
+//!   `==` and a hash of the identifier) to the node holding its session. A
 //!   value is a version byte (1), the node id with a 2-byte length, then
 //!   the session's last record (subscriptions and Session Expiry Interval,
 //!   as [`SessionExport::encode`](fulmar_broker::SessionExport::encode)
@@ -222,8 +229,8 @@
 //! the whole node dies, another node publishes it:
 //!
 //! - Each node keeps the will of each connected client that has one in the
-//!   key-value bucket `{prefix}_wills` (key: escaped node id `.` escaped
-//!   client id; value: the Will Delay Interval in 4 bytes, then the will as
+//!   key-value bucket `{prefix}_wills` (key: escaped node id `.` client
+//!   id as the registry keys it; value: the Will Delay Interval in 4 bytes, then the will as
 //!   an MQTT 5.0 PUBLISH packet), written when the broker reports it
 //!   ([`Bridge::will_set`](fulmar_broker::Bridge::will_set)) and removed
 //!   when the broker published or dropped it

@@ -14,7 +14,7 @@ use fulmar_broker::{BrokerHandle, SessionExport, SessionUnavailable, StoredSessi
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::cluster::{lock, node_key};
+use crate::cluster::{client_kv_key, lock, node_key};
 
 /// The version byte of registry values and take-session messages.
 const VERSION: u8 = 1;
@@ -244,7 +244,7 @@ impl Sessions {
         let Some(store) = self.store.get().cloned() else {
             return Ok(None);
         };
-        let key = node_key(&client_id);
+        let key = client_kv_key(&client_id);
         // Marked from before the registry names this node: from then on, a
         // node gone away is adopted without this session (the registry says
         // it is here), so the other clients' CONNACKs wait (`settle`) until
@@ -508,7 +508,7 @@ impl Sessions {
     /// Writes this node as the holder of `client_id`'s session in the
     /// registry if `dead` holds it there now.
     async fn claim_from(&self, registry: &kv::Store, client_id: &str, dead: &str) -> Holder {
-        let key = node_key(client_id);
+        let key = client_kv_key(client_id);
         for _ in 0..CLAIM_ATTEMPTS {
             let entry = match registry.entry(key.as_str()).await {
                 Ok(Some(entry)) if entry.operation == kv::Operation::Put => entry,
@@ -673,6 +673,11 @@ impl Sessions {
         client_id: &str,
         clean_start: bool,
     ) -> Result<Answer, &'static str> {
+        if node_key(node).len() > crate::state::MAX_KEY {
+            // No node has such an id (`Cluster::connect` refuses it), and
+            // its subject could be too long for NATS.
+            return Ok(Answer::Invalid("holder's node id too long"));
+        }
         let inbox = self.client.new_inbox();
         let mut replies = self
             .client
@@ -852,7 +857,7 @@ async fn on_event(
         SessionEvent::Offline(client_id, record) => (client_id, Some(record), false),
         SessionEvent::Gone(client_id) => (client_id, None, false),
     };
-    let key = node_key(&client_id);
+    let key = client_kv_key(&client_id);
     let known = revisions.get(&client_id).copied();
     let Some(record) = record else {
         if let Some(revision) = revisions.remove(&client_id) {

@@ -70,17 +70,23 @@ pub(crate) fn client_key(client_id: &str) -> String {
     if key.len() <= MAX_KEY {
         return key;
     }
-    // FNV-1a, twice with different offsets: stable across nodes and runs.
+    format!("~{}", id_hash(client_id))
+}
+
+/// A hash of an identifier, in lower-case hex digits: stable across nodes
+/// and runs.
+pub(crate) fn id_hash(id: &str) -> String {
+    // FNV-1a, twice with different offsets, and the length.
     let fnv = |offset: u64| {
-        client_id.bytes().fold(offset, |h, b| {
+        id.bytes().fold(offset, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
         })
     };
     format!(
-        "~{:016x}{:016x}{:x}",
+        "{:016x}{:016x}{:x}",
         fnv(0xcbf2_9ce4_8422_2325),
         fnv(0x8422_2325_cbf2_9ce4),
-        client_id.len()
+        id.len()
     )
 }
 

@@ -325,3 +325,18 @@ pub async fn next(sub: &mut Subscription) -> Message {
         .expect("no message within 20 s")
         .expect("subscription ended")
 }
+
+/// Polls the async `condition` every 50 ms, for 20 s at most.
+pub async fn wait_for_async<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..400 {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
