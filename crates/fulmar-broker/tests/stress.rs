@@ -135,8 +135,8 @@ fn deep_topic() -> String {
 /// Filters no server may grant: invalid in both versions.
 const BAD_FILTERS: &[&str] = &["a/#/b", "a+/b", "#/a", "a/b#"];
 
-/// Shared subscription filters that are invalid in MQTT 5.0
-/// (v5:MQTT-4.8.2-1, v5:MQTT-4.8.2-2); plain (valid) filters in 3.1.1.
+/// Shared subscription filters that are invalid (v5:MQTT-4.8.2-1,
+/// v5:MQTT-4.8.2-2), in 3.1.1 too: the broker shares `$share/` there as well.
 const BAD_SHARED: &[&str] = &["$share/g", "$share//a", "$share/g+/a"];
 
 // ---------------------------------------------------------------------------
@@ -622,9 +622,12 @@ fn gen_plan(rng: &mut Junk, profile: Profile, round: u64, i: u64, slow: bool) ->
         connect.password = Some(Bytes::from_static(b"secret"));
     }
     let mut will_over_limits = false;
+    let mut will_on_sys = false;
     if rng.pct(30) {
         let len = rng.below(40) as usize;
         let topic = rng.pick(TOPICS);
+        // Clients may not publish on `$SYS`, nor leave a will there.
+        will_on_sys = topic.starts_with("$SYS/");
         // Over the topic limits (tight): refused, as a PUBLISH would be (see
         // a_retained_will_over_the_topic_limits_is_not_stored).
         will_over_limits = profile.tight && topic.split('/').count() > 3;
@@ -691,6 +694,9 @@ fn gen_plan(rng: &mut Junk, profile: Profile, round: u64, i: u64, slow: bool) ->
             V5 => Expect::Refuse(ConnectReasonCode::TopicNameInvalid),
             V311 => Expect::Closed,
         };
+    }
+    if expect == Expect::Accept && will_on_sys {
+        expect = Expect::Refuse(ConnectReasonCode::NotAuthorized);
     }
     let reads = !rng.pct(10);
     let mut plan = Plan {
@@ -1712,7 +1718,7 @@ impl Driver {
                     .iter()
                     .map(|(filter, options)| {
                         let invalid = BAD_FILTERS.contains(&filter.as_str())
-                            || (version == V5 && BAD_SHARED.contains(&filter.as_str()));
+                            || BAD_SHARED.contains(&filter.as_str());
                         (options.qos, invalid)
                     })
                     .collect();
