@@ -1209,6 +1209,14 @@ impl Cluster {
         tracing::info!(node = %inner.node_id, "aborted");
     }
 
+    /// Keeps the registry naming this node after a CONNECT it refused
+    /// because a gone node's state could not be read, as when the registry
+    /// cannot be written then either: for tests of that case.
+    #[doc(hidden)]
+    pub fn fail_session_give_back_for_test(&self) {
+        self.inner.sessions.keep_refused_claims_for_test();
+    }
+
     /// Stops the heartbeat without deleting the key, as a node that died
     /// would: for tests of liveness.
     #[doc(hidden)]

@@ -163,7 +163,11 @@
 //!   3; [`fulmar_broker::SessionUnavailable`],
 //!   [`ClusterStats::sessions_unavailable`]) instead of starting a session
 //!   without its queued messages; the client connects again, and the state
-//!   is read again. Clean Start 1 connections are not refused.
+//!   is read again, on whichever node: the refusing node gives the registry
+//!   entry back to the gone node (compare-and-swap on its own claim), or,
+//!   when it cannot, tells the node the client connects to next (which asks
+//!   it for the session) to read the gone node's state. Clean Start 1
+//!   connections are not refused.
 //! - **Adoption.** A gone node's sessions do not wait for their clients:
 //!   the first of its clients to connect elsewhere makes that node adopt
 //!   all the others, and no connection of a client of the gone node gets

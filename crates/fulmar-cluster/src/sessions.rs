@@ -23,6 +23,10 @@ const VERSION: u8 = 1;
 const REPLY_NONE: u8 = 0;
 const REPLY_PART: u8 = 1;
 const REPLY_LAST: u8 = 2;
+/// The node asked claimed the session from a gone node whose state it could
+/// not read (it refused the CONNECT): the requester reads that node's state.
+/// The part is the gone node's id.
+const REPLY_GONE: u8 = 3;
 
 /// Request flag: the requester discards the state (Clean Start).
 const FLAG_DISCARD: u8 = 1;
@@ -60,6 +64,9 @@ fn bump(counter: &AtomicU64) {
 pub(crate) enum SessionEvent {
     /// This node wrote the registry entry at this revision (at connect).
     Claimed(String, u64),
+    /// This node gave the entry it wrote at this revision back to the node
+    /// it had claimed it from (the CONNECT was refused).
+    Released(String, u64),
     /// Connected here, or its subscriptions changed; the record (encoded
     /// as a [`SessionExport`] without messages).
     Online(String, Bytes),
@@ -94,10 +101,14 @@ pub(crate) struct Sessions {
     /// the client is cancelled when the client comes back.
     adopted_from: Mutex<HashMap<String, String>>,
     /// Sessions claimed here from a gone node whose state could not be read
-    /// then (the CONNECT was refused): the gone node and its last record,
-    /// by client, for the client's next CONNECT, which finds the registry
-    /// naming this node already.
+    /// then (the CONNECT was refused), and whose registry entry could not
+    /// be given back to the gone node either: the gone node and its last
+    /// record, by client, for the client's next CONNECT, which finds the
+    /// registry naming this node (here: the state is read again; elsewhere:
+    /// this node tells the other one which node is gone).
     unrestored: Mutex<HashMap<String, (String, Vec<u8>)>>,
+    /// Tests: a refused claim is never given back.
+    keep_refused_claims: std::sync::atomic::AtomicBool,
     /// Bounds each registry step and each take request.
     pub(crate) timeout: Duration,
     pub(crate) counters: SessionCounters,
@@ -195,12 +206,23 @@ enum Holder {
     Unknown,
 }
 
+/// A registry entry naming this node, as [`Sessions::register`] left it.
+struct Registered {
+    /// The previous holder and its record (`None`: there was none).
+    previous: Option<(String, Vec<u8>)>,
+    /// The entry's revision now.
+    revision: u64,
+}
+
 /// What the node that held a session answered.
 enum Answer {
     Session(Box<SessionExport>),
     Nothing,
     /// Nobody listens on its subject: the node is gone.
     NoResponders,
+    /// The node claimed the session from this gone node and could not read
+    /// its state.
+    Gone(String),
     /// A reply that is not understood (counted).
     Invalid(&'static str),
 }
@@ -227,6 +249,7 @@ impl Sessions {
             restoring: Mutex::new(HashSet::new()),
             adopted_from: Mutex::new(HashMap::new()),
             unrestored: Mutex::new(HashMap::new()),
+            keep_refused_claims: std::sync::atomic::AtomicBool::new(false),
             timeout,
             counters: SessionCounters::default(),
             events,
@@ -253,9 +276,12 @@ impl Sessions {
         let early = (!clean_start).then(|| Restoring::new(&self.restoring, &client_id));
         let claimed =
             tokio::time::timeout(self.timeout, self.register(&store, &key, &client_id)).await;
-        let (owner, record) = match claimed {
-            Ok(Some(Some(previous))) => previous,
-            Ok(Some(None)) => return Ok(None),
+        let (owner, record, revision) = match claimed {
+            Ok(Some(Registered {
+                previous: Some((owner, record)),
+                revision,
+            })) => (owner, record, revision),
+            Ok(Some(Registered { previous: None, .. })) => return Ok(None),
             // Where the session is is not known: a session that outlives
             // its connection is not started here without it (the client
             // comes back); a clean one needs nothing from elsewhere.
@@ -290,7 +316,20 @@ impl Sessions {
             }
             None => {
                 let answer = self.take_from(&owner, &client_id, clean_start).await;
-                (owner, record, answer)
+                match answer {
+                    // That node claimed it from a gone node whose state it
+                    // could not read: read it here.
+                    Ok(Answer::Gone(gone)) if gone != self.node_id && gone != owner => {
+                        tracing::debug!(client = %client_id, from = %owner, gone = %gone, "session of a gone node claimed elsewhere first");
+                        (gone, record, Ok(Answer::NoResponders))
+                    }
+                    Ok(Answer::Gone(_)) => (
+                        owner,
+                        record,
+                        Ok(Answer::Invalid("gone node is a live one")),
+                    ),
+                    answer => (owner, record, answer),
+                }
             }
         };
         match answer {
@@ -300,6 +339,8 @@ impl Sessions {
                 Ok(Some(*export))
             }
             Ok(Answer::Nothing) => Ok(None),
+            // Handled above.
+            Ok(Answer::Gone(_)) => Ok(None),
             Ok(Answer::Invalid(reason)) => {
                 bump(&self.counters.invalid);
                 tracing::warn!(client = %client_id, node = %owner, reason, "malformed take-session reply dropped; a new session starts here");
@@ -333,8 +374,10 @@ impl Sessions {
                     // What it kept cannot be read now (JetStream electing
                     // leaders after losing a server, say): the client
                     // comes back later rather than resume without its
-                    // queued messages. The registry names this node now:
-                    // the next CONNECT reads the gone node's state again.
+                    // queued messages. The registry names the gone node
+                    // again, so that the next CONNECT, here or elsewhere,
+                    // reads its state again; if it cannot be given back, the
+                    // next CONNECT finds this node and is told (`answer`).
                     Ok(Err(_)) | Err(_) => {
                         bump(&self.counters.unavailable);
                         let reason = match &kept {
@@ -342,7 +385,13 @@ impl Sessions {
                             _ => "not read in time",
                         };
                         tracing::warn!(client = %client_id, from = %owner, reason, "session state of the gone node unreadable: CONNECT refused");
-                        lock(&self.unrestored).insert(client_id, (owner, record));
+                        drop(restoring);
+                        if !self
+                            .give_back(&store, &key, &client_id, &owner, &record, revision)
+                            .await
+                        {
+                            lock(&self.unrestored).insert(client_id, (owner, record));
+                        }
                         return Err(SessionUnavailable);
                     }
                     Ok(Ok(None)) => {
@@ -600,15 +649,53 @@ impl Sessions {
         }
     }
 
-    /// Writes this node as the holder of `key` with a compare-and-swap on
-    /// the revision read. Returns the previous holder and its record
-    /// (`Some(None)`: there was none), or `None` after an error.
-    async fn register(
+    /// Writes `owner` (a gone node) back as the holder of `client_id`'s
+    /// session in the registry, with `record`, by a compare-and-swap on
+    /// `revision` (this node's claim: nothing changes when another node
+    /// claimed it since); whether it is back.
+    async fn give_back(
         &self,
         store: &kv::Store,
         key: &str,
         client_id: &str,
-    ) -> Option<Option<(String, Vec<u8>)>> {
+        owner: &str,
+        record: &[u8],
+        revision: u64,
+    ) -> bool {
+        if self.keep_refused_claims.load(Ordering::Relaxed) {
+            return false;
+        }
+        let value = encode_value(owner, record);
+        match tokio::time::timeout(self.timeout, store.update(key, value, revision)).await {
+            Ok(Ok(_)) => {
+                // The registry loop no longer writes at the revision it had.
+                let _ = self
+                    .events
+                    .send(SessionEvent::Released(client_id.to_owned(), revision));
+                true
+            }
+            Ok(Err(e)) => {
+                bump(&self.counters.registry_errors);
+                tracing::warn!(error = %e, client = %client_id, node = %owner, "session registry not given back to the gone node");
+                false
+            }
+            Err(_) => {
+                bump(&self.counters.registry_errors);
+                tracing::warn!(client = %client_id, node = %owner, "session registry not given back to the gone node in time");
+                false
+            }
+        }
+    }
+
+    /// Tests: refused claims stay (as when the registry cannot be written).
+    pub(crate) fn keep_refused_claims_for_test(&self) {
+        self.keep_refused_claims.store(true, Ordering::Relaxed);
+    }
+
+    /// Writes this node as the holder of `key` with a compare-and-swap on
+    /// the revision read. Returns the previous holder and its record, and
+    /// the entry's revision, or `None` after an error.
+    async fn register(&self, store: &kv::Store, key: &str, client_id: &str) -> Option<Registered> {
         for attempt in 0..CLAIM_ATTEMPTS {
             if attempt > 1 {
                 let wait = Duration::from_millis(1 << (attempt - 2).min(6));
@@ -627,11 +714,15 @@ impl Sessions {
                 .filter(|e| e.operation == kv::Operation::Put)
                 .and_then(|e| decode_value(&e.value))
                 .map(|(node, record)| (node, record.to_vec()));
-            if previous
-                .as_ref()
-                .is_some_and(|(node, _)| *node == self.node_id)
+            if let Some(entry) = &entry
+                && previous
+                    .as_ref()
+                    .is_some_and(|(node, _)| *node == self.node_id)
             {
-                return Some(previous);
+                return Some(Registered {
+                    previous,
+                    revision: entry.revision,
+                });
             }
             // Keep the last record: if this node dies before it writes its
             // own, another one still finds the subscriptions.
@@ -653,7 +744,7 @@ impl Sessions {
                     let _ = self
                         .events
                         .send(SessionEvent::Claimed(client_id.to_owned(), revision));
-                    return Some(previous);
+                    return Some(Registered { previous, revision });
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, client = %client_id, "session registry changed meanwhile");
@@ -710,6 +801,17 @@ impl Sessions {
                 match kind {
                     REPLY_NONE if export.is_empty() && part.is_empty() => {
                         return Some(Answer::Nothing);
+                    }
+                    REPLY_GONE if export.is_empty() => {
+                        return Some(match std::str::from_utf8(part) {
+                            Ok(gone)
+                                if !gone.is_empty()
+                                    && node_key(gone).len() <= crate::state::MAX_KEY =>
+                            {
+                                Answer::Gone(gone.to_owned())
+                            }
+                            _ => Answer::Invalid("gone node id not valid"),
+                        });
                     }
                     REPLY_PART | REPLY_LAST => {
                         if export.len() + part.len() > MAX_EXPORT {
@@ -816,6 +918,10 @@ fn coalesce(batch: Vec<SessionEvent>) -> Vec<SessionEvent> {
                 later.remove(&client);
                 kept.push(SessionEvent::Claimed(client, revision));
             }
+            SessionEvent::Released(client, revision) => {
+                later.remove(&client);
+                kept.push(SessionEvent::Released(client, revision));
+            }
             SessionEvent::Gone(client) => {
                 later.remove(&client);
                 kept.push(SessionEvent::Gone(client));
@@ -851,6 +957,12 @@ async fn on_event(
     let (client_id, record, online) = match event {
         SessionEvent::Claimed(client_id, revision) => {
             revisions.insert(client_id, revision);
+            return;
+        }
+        SessionEvent::Released(client_id, revision) => {
+            if revisions.get(&client_id) == Some(&revision) {
+                revisions.remove(&client_id);
+            }
             return;
         }
         SessionEvent::Online(client_id, record) => (client_id, Some(record), true),
@@ -968,6 +1080,22 @@ async fn answer(sessions: &Arc<Sessions>, broker: &BrokerHandle, message: async_
         sessions.client_back(&client_id);
     }
     let publish = |payload: Bytes| sessions.client.publish(reply.clone(), payload);
+    // Claimed here from a gone node whose state could not be read: the
+    // requester reads it (it claimed the entry, with the gone node's record).
+    let gone = lock(&sessions.unrestored).remove(&client_id);
+    if export.is_none()
+        && !discard
+        && let Some((gone, _)) = gone
+    {
+        let mut payload = BytesMut::with_capacity(2 + gone.len());
+        payload.put_u8(VERSION);
+        payload.put_u8(REPLY_GONE);
+        payload.put_slice(gone.as_bytes());
+        if let Err(e) = publish(payload.freeze()).await {
+            tracing::warn!(error = %e, client = %client_id, "take-session reply not sent");
+        }
+        return;
+    }
     let Some(export) = export.filter(|_| !discard) else {
         if let Err(e) = publish(Bytes::from_static(&[VERSION, REPLY_NONE])).await {
             tracing::warn!(error = %e, client = %client_id, "take-session reply not sent");
@@ -1011,6 +1139,7 @@ mod tests {
             .iter()
             .map(|e| match e {
                 SessionEvent::Claimed(c, r) => format!("claimed {c} {r}"),
+                SessionEvent::Released(c, r) => format!("released {c} {r}"),
                 SessionEvent::Online(c, r) => format!("online {c} {r:?}"),
                 SessionEvent::Offline(c, r) => format!("offline {c} {r:?}"),
                 SessionEvent::Gone(c) => format!("gone {c}"),
@@ -1041,6 +1170,26 @@ mod tests {
                 "online x b\"3\"",
                 "gone y",
                 "online y b\"c\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_release_keeps_its_place_among_the_records() {
+        let rec = |s: &'static str| Bytes::from_static(s.as_bytes());
+        let batch = vec![
+            SessionEvent::Claimed("x".into(), 7),
+            SessionEvent::Online("x".into(), rec("1")),
+            SessionEvent::Released("x".into(), 7),
+            SessionEvent::Online("x".into(), rec("2")),
+        ];
+        assert_eq!(
+            names(&coalesce(batch)),
+            [
+                "claimed x 7",
+                "online x b\"1\"",
+                "released x 7",
+                "online x b\"2\""
             ]
         );
     }

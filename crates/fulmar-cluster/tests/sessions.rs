@@ -13,10 +13,11 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::{Nats, Node, next, wait_for, wait_wills};
 use fulmar_client::QoS as ClientQoS;
-use fulmar_cluster::ClusterConfig;
+use fulmar_cluster::{ClusterConfig, Credentials};
 use fulmar_codec::{
-    ConnAck, Connect, DisconnectReasonCode, MqttString, Packet, PacketId, ProtocolVersion, PubAck,
-    PubComp, PubRec, Publish, QoS, Subscribe, SubscriptionOptions, Will, WillProperties, decode,
+    ConnAck, Connect, ConnectReasonCode, DisconnectReasonCode, MqttString, Packet, PacketId,
+    ProtocolVersion, PubAck, PubComp, PubRec, Publish, QoS, Subscribe, SubscriptionOptions, Will,
+    WillProperties, decode,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -1044,4 +1045,132 @@ async fn the_sessions_of_a_dead_node_are_adopted_before_their_clients_return() {
     b.stop().await;
     c.stop().await;
     a.stop().await;
+}
+
+/// The users of a NATS server for refused CONNECTs: `full`, and `blind`,
+/// who cannot read the state stream (a node of that user cannot read what
+/// a gone node kept there).
+const BLIND_USER: &str = r#"
+authorization {
+  users = [
+    { user: full, password: full }
+    { user: blind, password: blind, permissions: { publish: { deny: [
+      "$JS.API.STREAM.INFO.fulmar_state",
+      "$JS.API.CONSUMER.CREATE.fulmar_state",
+      "$JS.API.CONSUMER.CREATE.fulmar_state.>",
+      "$JS.API.STREAM.MSG.GET.fulmar_state",
+      "$JS.API.DIRECT.GET.fulmar_state.>"
+    ] } } }
+  ]
+}
+"#;
+
+/// Node `id` as NATS user `user` (password: the same), with a 1 s session
+/// timeout.
+async fn node_as(nats: &Nats, id: &str, user: &str, store: bool) -> Node {
+    let mut config = ClusterConfig::new(nats.url.clone(), id);
+    config.credentials = Some(Credentials::UserPassword {
+        user: user.to_owned(),
+        password: user.to_owned(),
+    });
+    config.session_timeout = Duration::from_secs(1);
+    Node::build(config, store).await.unwrap()
+}
+
+/// The CONNACK `node` answers `connect` with, accepted or not.
+async fn connack(node: &Node, connect: Connect) -> ConnAck {
+    let addr: SocketAddr = ([127, 0, 0, 1], node.port()).into();
+    let mut peer = Peer {
+        stream: TcpStream::connect(addr).await.unwrap(),
+        buf: BytesMut::new(),
+        version: connect.protocol_version,
+    };
+    peer.send(connect).await;
+    match peer.recv().await {
+        Packet::ConnAck(ack) => ack,
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+/// Node D keeps session "x" (subscribed to `q/#`, one QoS 1 message queued)
+/// in JetStream and dies; B, whose NATS user cannot read the state stream,
+/// refuses x's CONNECT (Server unavailable).
+async fn refused_on_a_blind_node(nats: &Nats, d: &Node, b: &Node) {
+    let (mut x, _) = Peer::connect(d, persistent("x", ProtocolVersion::V5)).await;
+    x.subscribe("q/#", QoS::AtLeastOnce).await;
+    x.disconnect().await;
+    let publisher = d.client("pub").await;
+    publisher
+        .publish("q/1", "kept")
+        .qos(ClientQoS::AtLeastOnce)
+        .await
+        .unwrap();
+    d.cluster.abort();
+    wait_for("D's take-session subscription gone from the server", || {
+        !nats.connz_subscriptions().contains("fulmar.session.d")
+    })
+    .await;
+    let ack = connack(b, persistent("x", ProtocolVersion::V5)).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::ServerUnavailable);
+    assert_eq!(b.cluster.stats().sessions_unavailable, 1);
+}
+
+/// x connects to C and gets its session whole: present, with the message
+/// queued on D.
+async fn resumed_whole(c: &Node) {
+    let (mut x, ack) = Peer::connect(c, persistent("x", ProtocolVersion::V5)).await;
+    assert!(ack.session_present, "{ack:?}");
+    let p = x.recv_publish().await;
+    assert_eq!(
+        (p.topic.as_str(), p.payload.as_ref()),
+        ("q/1", &b"kept"[..])
+    );
+    x.send(PubAck::new(p.packet_id.unwrap())).await;
+    x.disconnect().await;
+}
+
+// A CONNECT refused because the gone node's state could not be read leaves
+// the registry naming the gone node: the client's next CONNECT, on another
+// node, gets its session whole (v5:MQTT-3.2.2-3 session present,
+// v3:MQTT-3.1.2-5 the messages kept for it).
+#[tokio::test]
+async fn a_connect_refused_for_an_unreadable_state_leaves_the_session_to_a_retry_elsewhere() {
+    let Some(nats) = Nats::start_with_config("session_refused_retry", BLIND_USER) else {
+        return;
+    };
+    let d = node_as(&nats, "d", "full", true).await;
+    let b = node_as(&nats, "b", "blind", false).await;
+    let c = node_as(&nats, "c", "full", true).await;
+    refused_on_a_blind_node(&nats, &d, &b).await;
+    assert_eq!(
+        c.cluster.session_owner("x").await.unwrap().as_deref(),
+        Some("d")
+    );
+    resumed_whole(&c).await;
+    b.stop().await;
+    c.stop().await;
+    d.stop().await;
+}
+
+// As above, when the refusing node could not give the registry entry back
+// (JetStream failing for it too): the node the client connects to next
+// asks it, is told which node is gone, and reads that node's state.
+#[tokio::test]
+async fn a_node_that_kept_a_refused_claim_sends_the_next_one_to_the_gone_node_s_state() {
+    let Some(nats) = Nats::start_with_config("session_refused_redirect", BLIND_USER) else {
+        return;
+    };
+    let d = node_as(&nats, "d", "full", true).await;
+    let b = node_as(&nats, "b", "blind", false).await;
+    let c = node_as(&nats, "c", "full", true).await;
+    b.cluster.fail_session_give_back_for_test();
+    refused_on_a_blind_node(&nats, &d, &b).await;
+    assert_eq!(
+        c.cluster.session_owner("x").await.unwrap().as_deref(),
+        Some("b")
+    );
+    resumed_whole(&c).await;
+    b.stop().await;
+    c.stop().await;
+    d.stop().await;
 }

@@ -19,12 +19,24 @@ pub struct Nats {
     pub url: String,
     /// The HTTP monitoring port.
     monitor: u16,
+    /// Extra arguments (a configuration file), again on a restart.
+    extra: Vec<String>,
 }
 
 impl Nats {
     /// Starts a server, or prints why not and returns `None` when
     /// `nats-server` is not installed (scripts/test.sh installs it).
     pub fn start(test: &str) -> Option<Self> {
+        Self::start_configured(test, None)
+    }
+
+    /// As [`start`](Self::start), with `config` as the server's
+    /// configuration file (`-c`): users and permissions, say.
+    pub fn start_with_config(test: &str, config: &str) -> Option<Self> {
+        Self::start_configured(test, Some(config))
+    }
+
+    fn start_configured(test: &str, config: Option<&str>) -> Option<Self> {
         if !nats_installed(test) {
             return None;
         }
@@ -42,13 +54,23 @@ impl Nats {
                 std::process::id()
             ));
             std::fs::create_dir_all(&dir).unwrap();
+            let mut extra = Vec::new();
+            if let Some(config) = config {
+                let path = dir.join("nats.conf");
+                std::fs::write(&path, config).unwrap();
+                extra = vec!["-c".to_owned(), path.to_str().unwrap().to_owned()];
+            }
+            let mut args = vec!["-m".to_owned(), monitor.to_string()];
+            args.extend(extra.iter().cloned());
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             // None: the port was taken meanwhile, try another.
-            if let Some(child) = spawn_server(port, &["-m", &monitor.to_string()], &dir) {
+            if let Some(child) = spawn_server(port, &args, &dir) {
                 return Some(Self {
                     child,
                     dir,
                     url: format!("nats://127.0.0.1:{port}"),
                     monitor,
+                    extra,
                 });
             }
             let _ = std::fs::remove_dir_all(&dir);
@@ -70,8 +92,10 @@ impl Nats {
             .and_then(|p| p.parse().ok())
             .unwrap();
         for _ in 0..50 {
-            let monitor = self.monitor.to_string();
-            if let Some(child) = spawn_server(port, &["-m", &monitor], &self.dir) {
+            let mut args = vec!["-m".to_owned(), self.monitor.to_string()];
+            args.extend(self.extra.iter().cloned());
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            if let Some(child) = spawn_server(port, &args, &self.dir) {
                 self.child = child;
                 return;
             }
