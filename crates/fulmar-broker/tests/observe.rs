@@ -121,6 +121,12 @@ async fn clients_cannot_publish_to_sys_topics() {
     c.will = Some(fulmar_codec::Will::new("$SYS/x".into(), "w".into()));
     let (_, ack) = Peer::connect_with(addr(&broker), c).await;
     assert_eq!(ack.reason_code, ConnectReasonCode::NotAuthorized);
+    // A bridge's status, as mosquitto's bridges publish it, is let through.
+    let mut p = common::publish("$SYS/broker/connection/edge/state", "1", QoS::AtLeastOnce);
+    p.packet_id = fulmar_codec::PacketId::new(3);
+    peer.send(p).await;
+    peer.expect_raw(&[0x40, 0x02, 0x00, 0x03]).await;
+    assert_eq!(next(&mut watch).await.payload, "1");
     // Other `$` topics are not the broker's: they work.
     let mut p = common::publish("$app/x", "ok", QoS::AtLeastOnce);
     p.packet_id = fulmar_codec::PacketId::new(2);

@@ -368,8 +368,20 @@ impl Drop for Paced {
 
 /// Whether `topic` is one of the broker's own `$SYS` topics, which clients
 /// may read but not publish to (MQTT-4.7.2-1: the Server SHOULD keep clients
-/// from exchanging messages on `$` topics; mosquitto refuses these too). A
-/// bridge, another broker passing its own `$SYS` along, may.
+/// from exchanging messages on `$` topics). As in mosquitto, a bridge's
+/// status, `$SYS/broker/connection/{name}/state` (its will and its
+/// notifications), is the exception; and a bridge that says it is one
+/// (protocol level bit 0x80) may pass another broker's `$SYS` along.
 pub(super) fn is_sys(topic: &str) -> bool {
-    topic == "$SYS" || topic.starts_with("$SYS/")
+    let Some(rest) = topic.strip_prefix("$SYS") else {
+        return false;
+    };
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return false;
+    }
+    let bridge_state = rest
+        .strip_prefix("/broker/connection/")
+        .and_then(|r| r.strip_suffix("/state"))
+        .is_some_and(|name| !name.contains('/'));
+    !bridge_state
 }
