@@ -11,7 +11,8 @@ use fulmar_session::Config;
 #[non_exhaustive]
 pub struct Limits {
     /// Open network connections at once; a CONNECT beyond it is refused with
-    /// 0x88 Server unavailable (3.1.1 return code 3).
+    /// 0x88 Server unavailable (3.1.1 return code 3). Up to 64 connections
+    /// over it are accepted for that answer; more are closed at once.
     pub max_connections: usize,
     /// Largest packet accepted from a client, in bytes (fixed header
     /// included), announced as Maximum Packet Size (MQTT 5.0). A bigger packet

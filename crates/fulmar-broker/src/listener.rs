@@ -129,6 +129,21 @@ impl Slot {
     }
 }
 
+impl Slot {
+    /// Whether this connection is more than [`REFUSALS`] over
+    /// `max_connections`.
+    fn beyond_refusals(&self) -> bool {
+        let open = self.shared.counters.connections.load(Ordering::Relaxed);
+        usize::try_from(open).unwrap_or(usize::MAX)
+            > self.shared.limits.max_connections.saturating_add(REFUSALS)
+    }
+}
+
+/// Connections accepted over `max_connections` only to be refused at their
+/// CONNECT (0x88 Server unavailable, so that clients know why); beyond
+/// these, new connections are closed at once.
+pub(crate) const REFUSALS: usize = 64;
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.shared
@@ -146,6 +161,13 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, bound: Bound, tracker: Task
             accepted = bound.listener.accept() => match accepted {
                 Ok((stream, addr)) => {
                     let (slot, over_limit) = Slot::open(&shared);
+                    if over_limit && slot.beyond_refusals() {
+                        // Too many to even be told why: closed at once, so a
+                        // flood of sockets costs no task nor handshake.
+                        tracing::debug!(%addr, "connection closed: over the limit");
+                        drop(stream);
+                        continue;
+                    }
                     if matches!(*bound.kind, Kind::Tcp) {
                         // The connection is the task, without `serve` around
                         // it: every idle connection's task is that much smaller.

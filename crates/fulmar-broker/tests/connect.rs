@@ -292,6 +292,33 @@ async fn connection_limit_refuses_with_server_unavailable() {
     broker.shutdown().await;
 }
 
+// A flood of sockets over the limit costs no task: beyond 64 waiting to be
+// refused, a new one is closed at once, before it sends anything.
+#[tokio::test]
+async fn connections_far_over_the_limit_are_closed_at_once() {
+    let broker = start_with(
+        Broker::builder()
+            .max_connections(1)
+            .connect_timeout(std::time::Duration::from_secs(600)),
+    )
+    .await;
+    let mut first = Peer::open(addr(&broker), V311).await;
+    first.send_raw(&connect_v3(0x02)).await;
+    first.expect_raw(&[0x20, 0x02, 0x00, 0x00]).await;
+    let mut waiting = Vec::new();
+    for _ in 0..64 {
+        waiting.push(Peer::open(addr(&broker), V311).await);
+    }
+    common::wait_until("64 waiting", || broker.stats().connections == 65).await;
+    let mut flood = Peer::open(addr(&broker), V311).await;
+    flood.expect_closed().await;
+    // One of those waiting still gets its answer.
+    let mut second = waiting.pop().unwrap();
+    second.send_raw(&connect_v3(0x02)).await;
+    second.expect_raw(&[0x20, 0x02, 0x00, 0x03]).await;
+    broker.shutdown().await;
+}
+
 struct Password(&'static [u8]);
 
 #[async_trait::async_trait]
