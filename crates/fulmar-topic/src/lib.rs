@@ -12,9 +12,10 @@
 //!   level, `#` the parent and any children, and no filter starting with a wildcard matches a
 //!   name starting with `$`.
 //! - **[`SubscriptionTrie`]** maps filters to subscriber keys and their options. A match costs
-//!   time in the topic's depth and the number of matches, not in the number of subscriptions,
-//!   and allocates nothing (up to 16 live branches). Shared groups deliver each message to one
-//!   member, chosen by a [`ShareStrategy`].
+//!   time in the topic's depth times the filters still matching at each level (live branches:
+//!   `+` at many levels can keep many alive), plus the number of matches; not in the number of
+//!   subscriptions. It allocates nothing up to 16 live branches. Shared groups deliver each
+//!   message to one member, chosen by a [`ShareStrategy`].
 //! - **[`RetainedIndex`]** keeps the last retained message per name and finds every name a new
 //!   subscription's filter matches, without scanning the store.
 //! - **Sans-IO**: no IO, no clock, no threads, no `unsafe`; no panic on any input.
