@@ -273,3 +273,26 @@ fn unreachable_broker_fails_clearly() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("connections failed"), "{stderr}");
 }
+
+/// A retained message on a bench topic that is not a bench payload (it is
+/// long enough to have passed for a header once) is counted as foreign: it
+/// neither aborts the run nor counts as a delivery.
+#[test]
+fn a_foreign_retained_payload_is_counted_apart() {
+    let broker = start_fulmar();
+    let output = fulmar()
+        .args(["pub", "-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", "fulmar-bench/x", "-r", "-q", "1"])
+        .args(["-m", "this is definitely not a bench payload"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let report = bench(broker.port, &["-q", "1", "-n", "10"]);
+    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report["foreign"], 1, "{report:#}");
+    let qos = &report["qos"][0];
+    assert_eq!(qos["received"], 10, "{report:#}");
+    assert_eq!(qos["lost"], 0, "{report:#}");
+    assert_eq!(qos["duplicated"], 0, "{report:#}");
+    assert_eq!(report["latency"]["count"], 10, "{report:#}");
+}

@@ -4,15 +4,16 @@
 //! sans-IO sessions (`fulmar-session` + `fulmar-codec` on tokio sockets), all
 //! subscribers are subscribed before the first message, then the publishers
 //! send for a duration or a count, at a rate or as fast as the broker takes.
-//! Each payload starts with a send timestamp, the publisher index and a
-//! sequence number, so subscribers measure end-to-end latency and count
-//! duplicates; at the end every acknowledged QoS 1/2 message that a matching
-//! subscriber did not receive counts as lost.
+//! Each payload starts with a magic number, the run's random identifier, a
+//! send timestamp, the publisher index and a sequence number, so subscribers
+//! measure end-to-end latency, count duplicates, and set apart (as foreign)
+//! messages that are not this run's; at the end every acknowledged QoS 1/2
+//! message that a matching subscriber did not receive counts as lost.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
@@ -86,7 +87,7 @@ pub(crate) struct BenchArgs {
     /// Subscribers ask for the highest.
     #[arg(short, long, value_delimiter = ',', default_value = "0")]
     qos: Vec<u8>,
-    /// Payload bytes per message (at least 20: the header).
+    /// Payload bytes per message (at least 32: the header).
     #[arg(short, long, default_value_t = 64)]
     size: usize,
     /// MQTT 5.0 user property on every message, as `KEY=VALUE`; repeat for more.
@@ -195,13 +196,11 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         ));
     }
     let subscribers = args.subscribers as usize;
-    let shared = Arc::new(Shared {
-        base: Instant::now(),
-        sent: AtomicU64::new(0),
-        received: AtomicU64::new(0),
-        last_received: AtomicU64::new(0),
-        latencies: Latencies::new(subscribers.clamp(1, 16))?,
-    });
+    let shared = Arc::new(Shared::new(
+        stats::random_u64()?,
+        args.publishers,
+        Latencies::new(subscribers.clamp(1, 16))?,
+    ));
     let (phase_tx, phase_rx) = watch::channel(Phase::Connecting);
     let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
     let tls = match (&args.cafile, args.tls) {
@@ -369,17 +368,18 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     for task in pub_tasks {
         pubs.push(task.await.map_err(|e| format!("publisher task: {e}"))?);
     }
-    // Wait for the deliveries.
+    // Wait for the deliveries: each of this run's messages once per
+    // subscriber (duplicates and foreign messages do not bring the end nearer).
     let expected_total = report::expected_deliveries(&pubs, &topics, &filters);
-    let mut quiet_since = (shared.received.load(Ordering::Relaxed), Instant::now());
+    let mut quiet_since = (shared.delivered.load(Ordering::Relaxed), Instant::now());
     let wait_end = Instant::now() + drain;
     loop {
-        let received = shared.received.load(Ordering::Relaxed);
-        if received >= expected_total || Instant::now() >= wait_end {
+        let delivered = shared.delivered.load(Ordering::Relaxed);
+        if delivered >= expected_total || Instant::now() >= wait_end {
             break;
         }
-        if received != quiet_since.0 {
-            quiet_since = (received, Instant::now());
+        if delivered != quiet_since.0 {
+            quiet_since = (delivered, Instant::now());
         } else if quiet_since.1.elapsed() >= QUIET {
             break;
         }

@@ -147,11 +147,10 @@ pub(super) fn build(
     let received: u64 = subs
         .iter()
         .map(|s| {
-            s.received.values().map(|r| r.len()).sum::<u64>()
-                + s.duplicates.values().sum::<u64>()
-                + s.foreign
+            s.received.values().map(|r| r.len()).sum::<u64>() + s.duplicates.values().sum::<u64>()
         })
         .sum();
+    let foreign: u64 = subs.iter().map(|s| s.foreign).sum();
     let mb = |n: u64, secs: f64| n as f64 * inputs.payload_size as f64 / 1e6 / secs;
     let publish_s = inputs.publish_s.max(1e-9);
     let receive_s = inputs.receive_s.max(1e-9);
@@ -178,6 +177,7 @@ pub(super) fn build(
         received_mb_per_s: mb(received, receive_s),
         sent,
         received,
+        foreign,
         latency: LatencyReport::from_histogram(histogram),
         qos: per_qos,
         errors: errors.len() as u64,

@@ -7,28 +7,70 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-/// Bytes of the header each payload starts with: a send timestamp in
-/// nanoseconds since the start of the run (u64), the publisher index (u32),
-/// and the sequence number (u64), big-endian.
-pub(super) const HEADER_LEN: usize = 20;
+/// Bytes of the header each payload starts with, big-endian: [`MAGIC`]
+/// (u32), the run's random identifier (u64), a send timestamp in nanoseconds
+/// since the start of the run (u64), the publisher index (u32), and the
+/// sequence number (u64). A payload without the magic number and this run's
+/// identifier is foreign: another client's, or a retained message of an
+/// earlier run.
+pub(super) const HEADER_LEN: usize = 32;
 
-/// Writes the header into the first [`HEADER_LEN`] bytes of `payload`.
-pub(super) fn write_header(payload: &mut [u8], nanos: u64, publisher: u32, seq: u64) {
-    let mut header = [0u8; HEADER_LEN];
-    header[..8].copy_from_slice(&nanos.to_be_bytes());
-    header[8..12].copy_from_slice(&publisher.to_be_bytes());
-    header[12..].copy_from_slice(&seq.to_be_bytes());
+/// The first bytes of every benchmark payload.
+const MAGIC: u32 = u32::from_be_bytes(*b"fbh1");
+
+/// What the header of one of this run's payloads says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Header {
+    /// Nanoseconds since the start of the run when it was sent.
+    pub(super) nanos: u64,
+    /// Index of the publisher.
+    pub(super) publisher: u32,
+    /// Sequence number within that publisher's messages.
+    pub(super) seq: u64,
+}
+
+/// Writes the header of run `run` into the first [`HEADER_LEN`] bytes of `payload`.
+pub(super) fn write_header(payload: &mut [u8], run: u64, header: Header) {
+    let mut bytes = [0u8; HEADER_LEN];
+    let fields = MAGIC
+        .to_be_bytes()
+        .into_iter()
+        .chain(run.to_be_bytes())
+        .chain(header.nanos.to_be_bytes())
+        .chain(header.publisher.to_be_bytes())
+        .chain(header.seq.to_be_bytes());
+    for (dst, src) in bytes.iter_mut().zip(fields) {
+        *dst = src;
+    }
     if let Some(dst) = payload.get_mut(..HEADER_LEN) {
-        dst.copy_from_slice(&header);
+        dst.copy_from_slice(&bytes);
     }
 }
 
-/// Reads `(nanos, publisher, seq)` from a payload, `None` if it is too short.
-pub(super) fn read_header(payload: &[u8]) -> Option<(u64, u32, u64)> {
-    let nanos = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
-    let publisher = u32::from_be_bytes(payload.get(8..12)?.try_into().ok()?);
-    let seq = u64::from_be_bytes(payload.get(12..20)?.try_into().ok()?);
-    Some((nanos, publisher, seq))
+/// Reads the header of a payload of run `run`: `None` if the payload is too
+/// short, lacks the magic number or belongs to another run.
+pub(super) fn read_header(payload: &[u8], run: u64) -> Option<Header> {
+    let magic = u32::from_be_bytes(payload.get(..4)?.try_into().ok()?);
+    let id = u64::from_be_bytes(payload.get(4..12)?.try_into().ok()?);
+    if magic != MAGIC || id != run {
+        return None;
+    }
+    Some(Header {
+        nanos: u64::from_be_bytes(payload.get(12..20)?.try_into().ok()?),
+        publisher: u32::from_be_bytes(payload.get(20..24)?.try_into().ok()?),
+        seq: u64::from_be_bytes(payload.get(24..32)?.try_into().ok()?),
+    })
+}
+
+/// A random u64 from the system's generator: run identifiers and client
+/// identifier tags, so that no two runs mistake each other's messages or
+/// sessions for their own.
+pub(super) fn random_u64() -> Result<u64, String> {
+    let rng = ring::rand::SystemRandom::new();
+    let bytes: [u8; 8] = ring::rand::generate(&rng)
+        .map_err(|_| "no random numbers from the system".to_owned())?
+        .expose();
+    Ok(u64::from_be_bytes(bytes))
 }
 
 /// A growable set of sequence numbers.
@@ -208,8 +250,12 @@ pub(crate) struct Report {
     pub(crate) received_mb_per_s: f64,
     /// Totals.
     pub(crate) sent: u64,
-    /// Deliveries received (duplicates included).
+    /// Deliveries of this run's messages (duplicates included).
     pub(crate) received: u64,
+    /// Messages the subscribers received that were not this run's (another
+    /// client's, a retained message, a header that names no message sent):
+    /// not counted anywhere else.
+    pub(crate) foreign: u64,
     /// End-to-end latency.
     pub(crate) latency: LatencyReport,
     /// Per QoS of the publishers.
@@ -256,6 +302,12 @@ impl Report {
             "latency   p50 {} us, p90 {} us, p99 {} us, p99.9 {} us, max {} us ({} samples)\n",
             l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us, l.count
         );
+        if self.foreign > 0 {
+            out += &format!(
+                "foreign   {} messages not of this run (ignored)\n",
+                self.foreign
+            );
+        }
         for q in &self.qos {
             out += &format!(
                 "QoS {}     sent {}, acked {}, expected {}, received {}, lost {}, duplicated {}\n",
@@ -283,10 +335,10 @@ impl Report {
         let mut header = String::from(
             "broker,mqtt,publishers,subscribers,idle,payload_size,duration_s,connect_rate,\
              sent,received,sent_msgs_per_s,sent_mb_per_s,received_msgs_per_s,received_mb_per_s,\
-             p50_us,p90_us,p99_us,p999_us,max_us,errors,broker_bytes_per_connection",
+             p50_us,p90_us,p99_us,p999_us,max_us,errors,broker_bytes_per_connection,foreign",
         );
         let mut row = format!(
-            "{},{},{},{},{},{},{:.3},{:.1},{},{},{:.1},{:.3},{:.1},{:.3},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{:.3},{:.1},{},{},{:.1},{:.3},{:.1},{:.3},{},{},{},{},{},{},{},{}",
             self.broker,
             self.mqtt,
             self.publishers,
@@ -309,6 +361,7 @@ impl Report {
             self.errors,
             self.broker_bytes_per_connection
                 .map_or_else(String::new, |b| format!("{b:.0}")),
+            self.foreign,
         );
         for q in &self.qos {
             let n = q.qos;
@@ -330,10 +383,28 @@ mod tests {
 
     #[test]
     fn header_round_trip() {
-        let mut payload = vec![0u8; 32];
-        write_header(&mut payload, 123_456, 7, 99);
-        assert_eq!(read_header(&payload), Some((123_456, 7, 99)));
-        assert_eq!(read_header(&payload[..19]), None);
+        let header = Header {
+            nanos: 123_456,
+            publisher: 7,
+            seq: 99,
+        };
+        let mut payload = vec![0u8; 40];
+        write_header(&mut payload, 42, header);
+        assert_eq!(read_header(&payload, 42), Some(header));
+        assert_eq!(read_header(&payload[..HEADER_LEN - 1], 42), None);
+        // Another run's message, or no bench message at all, is foreign.
+        assert_eq!(read_header(&payload, 43), None);
+        assert_eq!(
+            read_header(b"this is definitely not a bench payload", 42),
+            None
+        );
+        payload[0] ^= 1;
+        assert_eq!(read_header(&payload, 42), None);
+    }
+
+    #[test]
+    fn run_ids_differ() {
+        assert_ne!(random_u64().unwrap(), random_u64().unwrap());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::Phase;
 use super::conn::{Link, Tls};
-use super::stats::{HEADER_LEN, Latencies, SeqSet, micros, read_header, write_header};
+use super::stats::{HEADER_LEN, Header, Latencies, SeqSet, micros, read_header, write_header};
 
 /// A publisher stops generating while this many bytes wait to be written.
 const HIGH_WATER: usize = 64 * 1024;
@@ -33,10 +33,17 @@ const LATENCY_BATCH: usize = 256;
 pub(super) struct Shared {
     /// Timestamps in payloads are nanoseconds since this instant.
     pub(super) base: Instant,
+    /// This run's random identifier, in every payload header.
+    pub(super) run: u64,
     /// Messages handed to sessions by publishers.
     pub(super) sent: AtomicU64,
-    /// Messages received by subscribers (duplicates included).
+    /// Messages handed to its session by each publisher, by index: a header
+    /// naming another publisher or a later sequence number is not ours.
+    pub(super) sent_by: Vec<AtomicU64>,
+    /// Deliveries of this run's messages (duplicates included).
     pub(super) received: AtomicU64,
+    /// Deliveries of this run's messages, each counted once per subscriber.
+    pub(super) delivered: AtomicU64,
     /// Nanoseconds since `base` of the latest delivery.
     pub(super) last_received: AtomicU64,
     /// End-to-end latency.
@@ -44,8 +51,45 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// State for a run of `publishers` publishers, identified by `run`.
+    pub(super) fn new(run: u64, publishers: u32, latencies: Latencies) -> Self {
+        Self {
+            base: Instant::now(),
+            run,
+            sent: AtomicU64::new(0),
+            sent_by: (0..publishers).map(|_| AtomicU64::new(0)).collect(),
+            received: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            last_received: AtomicU64::new(0),
+            latencies,
+        }
+    }
+
     fn nanos(&self) -> u64 {
         u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The header of `payload` if it is one of this run's messages: this
+    /// run's identifier, a publisher of the run, and a sequence number that
+    /// publisher has sent. `None` for a foreign message.
+    pub(super) fn accept(&self, payload: &[u8]) -> Option<Header> {
+        let header = read_header(payload, self.run)?;
+        let sent = self
+            .sent_by
+            .get(usize::try_from(header.publisher).ok()?)?
+            .load(Ordering::Acquire);
+        (header.seq < sent).then_some(header)
+    }
+
+    /// Records that `publisher` handed message `seq` to its session.
+    fn record_sent(&self, publisher: u32, seq: u64) {
+        if let Some(count) = usize::try_from(publisher)
+            .ok()
+            .and_then(|i| self.sent_by.get(i))
+        {
+            count.fetch_max(seq.saturating_add(1), Ordering::Release);
+        }
+        self.sent.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -253,9 +297,12 @@ async fn publish_loop(
             let now = tokio::time::Instant::now();
             while result.sent < limit && room(link) && plan.interval.is_none_or(|_| next_at <= now)
             {
-                let payload = payloads.next(size, |p| {
-                    write_header(p, shared.nanos(), plan.index, result.sent);
-                });
+                let header = Header {
+                    nanos: shared.nanos(),
+                    publisher: plan.index,
+                    seq: result.sent,
+                };
+                let payload = payloads.next(size, |p| write_header(p, shared.run, header));
                 let mut message = Publish::new(topic.clone(), payload);
                 message.qos = plan.qos;
                 message.properties = plan.properties.clone();
@@ -266,8 +313,10 @@ async fn publish_loop(
                 if let Some(id) = id {
                     ids.insert(id, result.sent);
                 }
+                // Before the bytes are written: a subscriber accepts the
+                // message only once this says it was sent.
+                shared.record_sent(plan.index, result.sent);
                 result.sent += 1;
-                shared.sent.fetch_add(1, Ordering::Relaxed);
                 if let Some(interval) = plan.interval {
                     next_at += interval;
                 }
@@ -367,7 +416,7 @@ pub(super) struct SubResult {
     pub(super) received: HashMap<u32, SeqSet>,
     /// Repeated deliveries, per publisher index.
     pub(super) duplicates: HashMap<u32, u64>,
-    /// Messages without our header.
+    /// Messages that are not this run's (see [`Shared::accept`]).
     pub(super) foreign: u64,
     /// What went wrong, if anything.
     pub(super) error: Option<String>,
@@ -395,17 +444,27 @@ pub(super) async fn subscriber(
                 match event {
                     Event::Message(message) => {
                         let now = shared.nanos();
-                        shared.received.fetch_add(1, Ordering::Relaxed);
-                        shared.last_received.fetch_max(now, Ordering::Relaxed);
-                        let Some((sent_at, publisher, seq)) = read_header(&message.payload) else {
+                        let Some(header) = shared.accept(&message.payload) else {
                             result.foreign += 1;
                             continue;
                         };
-                        batch.push(micros(Duration::from_nanos(now.saturating_sub(sent_at))));
+                        shared.received.fetch_add(1, Ordering::Relaxed);
+                        shared.last_received.fetch_max(now, Ordering::Relaxed);
+                        batch.push(micros(Duration::from_nanos(
+                            now.saturating_sub(header.nanos),
+                        )));
                         if batch.len() >= LATENCY_BATCH {
                             shared.latencies.record(shard, &mut batch);
                         }
-                        if !result.received.entry(publisher).or_default().insert(seq) {
+                        let publisher = header.publisher;
+                        if result
+                            .received
+                            .entry(publisher)
+                            .or_default()
+                            .insert(header.seq)
+                        {
+                            shared.delivered.fetch_add(1, Ordering::Relaxed);
+                        } else {
                             *result.duplicates.entry(publisher).or_default() += 1;
                         }
                     }
@@ -465,6 +524,39 @@ mod tests {
         let small = payloads.next(10, |p| p[0] = 4);
         assert_eq!((small[0], small.len()), (4, 10));
         assert_eq!(payloads.sent.len(), 2);
+    }
+
+    /// Only this run's messages count: the right run, an existing
+    /// publisher, a sequence number that publisher has sent.
+    #[test]
+    fn foreign_headers_are_refused() {
+        let shared = Shared::new(7, 2, Latencies::new(1).unwrap());
+        let payload = |run, publisher, seq| {
+            let mut p = vec![0u8; HEADER_LEN];
+            let header = Header {
+                nanos: 1,
+                publisher,
+                seq,
+            };
+            write_header(&mut p, run, header);
+            p
+        };
+        assert_eq!(shared.accept(&payload(7, 0, 0)), None, "nothing sent yet");
+        shared.record_sent(0, 0);
+        shared.record_sent(0, 1);
+        shared.record_sent(1, 0);
+        assert_eq!(shared.sent.load(Ordering::Relaxed), 3);
+        let ok = shared.accept(&payload(7, 0, 1)).unwrap();
+        assert_eq!((ok.publisher, ok.seq), (0, 1));
+        assert!(shared.accept(&payload(7, 1, 0)).is_some());
+        assert_eq!(shared.accept(&payload(7, 0, 2)), None, "not sent yet");
+        assert_eq!(shared.accept(&payload(7, 1, u64::MAX)), None);
+        assert_eq!(shared.accept(&payload(7, 2, 0)), None, "no publisher 2");
+        assert_eq!(shared.accept(&payload(8, 0, 0)), None, "another run");
+        assert_eq!(
+            shared.accept(b"this is definitely not a bench payload"),
+            None
+        );
     }
 
     #[test]
