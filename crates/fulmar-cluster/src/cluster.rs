@@ -1749,8 +1749,11 @@ async fn sweep_loop(
 
 /// Adopts the sessions of nodes that kept them in JetStream and are gone
 /// (no heartbeat, no commit for a heartbeat TTL); forgets a gone node's
-/// commit journal once nothing of it is left.
+/// commit journal once none of its sessions waits for anything.
 async fn adopt_gone(inner: Arc<Inner>, nodes: kv::Store) {
+    // Refused claims of this node back to their gone nodes first, so that
+    // the gone nodes' records of them stay theirs.
+    inner.sessions.retry_give_backs().await;
     let quiet = crate::state::quiet_nodes(&inner.js, &inner.prefix, inner.heartbeat_ttl).await;
     let candidates = match quiet {
         Ok(candidates) if !candidates.is_empty() => candidates,

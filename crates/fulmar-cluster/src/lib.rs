@@ -183,7 +183,11 @@
 //!   Interval, and moves to wherever its client connects
 //!   ([`ClusterStats::sessions_adopted`]). The gone node's will for the
 //!   client is still published after its delay unless the client comes back
-//!   first.
+//!   first. The gone node's records of a session are removed once it is
+//!   adopted, or ended or expired, or has no registry entry, or another
+//!   node has held it in the registry (same holder, same revision) for four
+//!   [`ClusterConfig::session_timeout`]s; once none is left waiting, its
+//!   commit journal goes too, and no node looks at it again.
 //! - **Durability.** With the broker's default
 //!   [`Durability::Immediate`](fulmar_broker::Durability::Immediate), a
 //!   node acknowledges a QoS 1/2 message (PUBACK, PUBREC) once its copies

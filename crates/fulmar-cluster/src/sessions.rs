@@ -105,8 +105,16 @@ pub(crate) struct Sessions {
     /// be given back to the gone node either: the gone node and its last
     /// record, by client, for the client's next CONNECT, which finds the
     /// registry naming this node (here: the state is read again; elsewhere:
-    /// this node tells the other one which node is gone).
-    unrestored: Mutex<HashMap<String, (String, Vec<u8>)>>,
+    /// this node tells the other one which node is gone). With the revision
+    /// of this node's claim, to give it back later (`retry_give_backs`).
+    unrestored: Mutex<HashMap<String, Refused>>,
+    /// `retry_give_backs` is running.
+    giving_back: std::sync::atomic::AtomicBool,
+    /// Sessions of gone nodes that the registry says another node holds:
+    /// by (gone node, client), that holder, the entry's revision and when
+    /// it was first seen so. Their records are removed once it stayed so
+    /// for [`HELD_ELSEWHERE_FOR`] timeouts.
+    held_elsewhere: Mutex<HashMap<(String, String), HeldElsewhere>>,
     /// Tests: a refused claim is never given back.
     keep_refused_claims: std::sync::atomic::AtomicBool,
     /// Bounds each registry step and each take request.
@@ -200,10 +208,40 @@ impl Drop for Restoring<'_> {
 enum Holder {
     /// This node, now (it claimed the session from the gone node).
     Claimed,
-    /// Another node (or this one, taking it for a connecting client).
-    Other,
-    /// No entry, an entry not understood, or the registry failed.
+    /// Another node (or this one, taking it for a connecting client): its
+    /// id and the entry's revision.
+    Other(String, u64),
+    /// No entry: nobody holds the session, and no CONNECT reads the gone
+    /// node's state for it.
+    Missing,
+    /// An entry not understood, or the registry failed.
     Unknown,
+}
+
+/// How many [`Sessions::timeout`]s a gone node's session must stay held by
+/// the same other node, at the same registry revision, before the gone
+/// node's records of it are removed: longer than a CONNECT that claimed it
+/// takes to read them, or to give the entry back when it cannot.
+const HELD_ELSEWHERE_FOR: u32 = 4;
+
+/// A claim of a gone node's session whose CONNECT was refused (its state
+/// could not be read) and that could not be given back yet.
+#[derive(Clone)]
+struct Refused {
+    /// The gone node.
+    gone: String,
+    /// The session's last record in the registry.
+    record: Vec<u8>,
+    /// The revision of this node's claim.
+    revision: u64,
+}
+
+/// A gone node's session that the registry says another node holds.
+struct HeldElsewhere {
+    holder: String,
+    revision: u64,
+    /// First seen so.
+    since: tokio::time::Instant,
 }
 
 /// A registry entry naming this node, as [`Sessions::register`] left it.
@@ -249,6 +287,8 @@ impl Sessions {
             restoring: Mutex::new(HashSet::new()),
             adopted_from: Mutex::new(HashMap::new()),
             unrestored: Mutex::new(HashMap::new()),
+            giving_back: std::sync::atomic::AtomicBool::new(false),
+            held_elsewhere: Mutex::new(HashMap::new()),
             keep_refused_claims: std::sync::atomic::AtomicBool::new(false),
             timeout,
             counters: SessionCounters::default(),
@@ -305,7 +345,7 @@ impl Sessions {
         let (owner, record, answer) = match unrestored {
             // Claimed by an earlier CONNECT that had to be refused: the
             // gone node's state is read again.
-            Some((gone, record)) => (gone, record, Ok(Answer::NoResponders)),
+            Some(Refused { gone, record, .. }) => (gone, record, Ok(Answer::NoResponders)),
             None if owner == self.node_id => {
                 // Here already: the broker's own takeover handles it; if
                 // this node is bringing in a gone node's sessions right
@@ -352,6 +392,8 @@ impl Sessions {
                 // back whole; else the last record it wrote in the
                 // registry still has the subscriptions.
                 if clean_start {
+                    // Discarded: what the gone node kept of it is stale.
+                    self.purge_later(owner, client_id);
                     return Ok(None);
                 }
                 // Other connections of the gone node's clients wait until
@@ -390,7 +432,14 @@ impl Sessions {
                             .give_back(&store, &key, &client_id, &owner, &record, revision)
                             .await
                         {
-                            lock(&self.unrestored).insert(client_id, (owner, record));
+                            lock(&self.unrestored).insert(
+                                client_id,
+                                Refused {
+                                    gone: owner,
+                                    record,
+                                    revision,
+                                },
+                            );
                         }
                         return Err(SessionUnavailable);
                     }
@@ -462,9 +511,11 @@ impl Sessions {
     /// it holds: claims it there (compare-and-swap, so that one node adopts
     /// each) and installs it in the local broker as a disconnected session
     /// ([`BrokerHandle::adopt_session`]), with its messages; the gone
-    /// node's records of it are removed a timeout later. Returns how many
-    /// sessions the gone node still had in the stream (0: nothing left of
-    /// it there).
+    /// node's records of it are removed a timeout later. The records of
+    /// sessions that ended or expired, that have no registry entry, or that
+    /// another node held for [`HELD_ELSEWHERE_FOR`] timeouts are removed
+    /// too. Returns how many sessions the gone node still has in the stream
+    /// waiting for something (0: its journal may go).
     pub(crate) async fn adopt_node(self: Arc<Self>, dead: String) -> usize {
         if !self.begin_adoption(&dead) {
             return usize::MAX;
@@ -512,32 +563,121 @@ impl Sessions {
                 return usize::MAX;
             }
         };
-        let found = sessions.len();
+        // The sessions whose records must stay: their holder is not known
+        // (yet), or they were not removed.
+        let mut pending = 0;
         let mut adopted = 0;
+        let mut elsewhere = HashSet::new();
         for export in sessions {
             let id = export.session.client_id.to_string();
             if !outlives(&export.session) {
+                // Ended or expired: nothing waits for these records.
+                if !self.purge_now(&dead, &id).await {
+                    pending += 1;
+                }
                 continue;
             }
             lock(&self.adopting_clients).insert(id.clone());
-            match self.claim_from(registry, &id, &dead).await {
-                Holder::Claimed => {
-                    if broker.adopt_session(export) {
-                        adopted += 1;
-                        bump(&self.counters.adopted);
-                        lock(&self.adopted_from).insert(id.clone(), dead.clone());
-                        self.purge_later(dead.clone(), id.clone());
+            let holder = self.claim_from(registry, &id, &dead).await;
+            if let Holder::Claimed = holder {
+                if broker.adopt_session(export) {
+                    adopted += 1;
+                    bump(&self.counters.adopted);
+                    lock(&self.adopted_from).insert(id.clone(), dead.clone());
+                }
+                // Here now (or a copy here kept it out): the gone node's
+                // records of it are stale.
+                self.purge_later(dead.clone(), id.clone());
+            }
+            // In the broker now: a take request may have it.
+            lock(&self.adopting_clients).remove(&id);
+            match holder {
+                Holder::Claimed => {}
+                Holder::Other(holder, revision) => {
+                    if self.held_elsewhere_long(&dead, &id, holder, revision) {
+                        if !self.purge_now(&dead, &id).await {
+                            pending += 1;
+                        }
+                    } else {
+                        elsewhere.insert((dead.clone(), id));
+                        pending += 1;
                     }
                 }
-                Holder::Other | Holder::Unknown => {}
+                // No CONNECT reads them: stale.
+                Holder::Missing => {
+                    if !self.purge_now(&dead, &id).await {
+                        pending += 1;
+                    }
+                }
+                Holder::Unknown => pending += 1,
             }
-            lock(&self.adopting_clients).remove(&id);
         }
+        lock(&self.held_elsewhere).retain(|key, _| key.0 != dead || elsewhere.contains(key));
         if adopted > 0 {
             tracing::info!(node = %dead, adopted, "sessions of a gone node adopted");
         }
         lock(&self.adopting).remove(&dead);
-        found
+        pending
+    }
+
+    /// Whether the registry has said that `holder` holds gone node `dead`'s
+    /// session of `client_id`, at `revision`, for [`HELD_ELSEWHERE_FOR`]
+    /// timeouts (remembered from one look to the next).
+    fn held_elsewhere_long(
+        &self,
+        dead: &str,
+        client_id: &str,
+        holder: String,
+        revision: u64,
+    ) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut seen = lock(&self.held_elsewhere);
+        let key = (dead.to_owned(), client_id.to_owned());
+        let since = seen
+            .get(&key)
+            .filter(|held| held.holder == holder && held.revision == revision)
+            .map(|held| held.since);
+        match since {
+            Some(since)
+                if now.duration_since(since) >= self.timeout.saturating_mul(HELD_ELSEWHERE_FOR) =>
+            {
+                seen.remove(&key);
+                true
+            }
+            Some(_) => false,
+            None => {
+                seen.insert(
+                    key,
+                    HeldElsewhere {
+                        holder,
+                        revision,
+                        since: now,
+                    },
+                );
+                false
+            }
+        }
+    }
+
+    /// Removes gone node `dead`'s records of `client_id` now; whether they
+    /// are gone.
+    async fn purge_now(&self, dead: &str, client_id: &str) -> bool {
+        let purged = tokio::time::timeout(
+            self.timeout,
+            crate::state::purge_session(&self.js, &self.prefix, dead, client_id),
+        )
+        .await;
+        match purged {
+            Ok(Ok(())) => {
+                tracing::debug!(client = %client_id, node = %dead, "stale state of a gone node removed");
+                true
+            }
+            Ok(Err(reason)) => {
+                tracing::debug!(client = %client_id, node = %dead, reason, "state of the gone node not removed");
+                false
+            }
+            Err(_) => false,
+        }
     }
 
     /// Waits (at most the timeout) until no gone node's session is on its
@@ -561,7 +701,7 @@ impl Sessions {
         for _ in 0..CLAIM_ATTEMPTS {
             let entry = match registry.entry(key.as_str()).await {
                 Ok(Some(entry)) if entry.operation == kv::Operation::Put => entry,
-                Ok(_) => return Holder::Unknown,
+                Ok(_) => return Holder::Missing,
                 Err(e) => {
                     bump(&self.counters.registry_errors);
                     tracing::warn!(error = %e, client = %client_id, "session registry not read");
@@ -572,7 +712,7 @@ impl Sessions {
                 return Holder::Unknown;
             };
             if holder != dead {
-                return Holder::Other;
+                return Holder::Other(holder, entry.revision);
             }
             let value = encode_value(&self.node_id, record);
             if let Ok(revision) = registry.update(key.as_str(), value, entry.revision).await {
@@ -684,6 +824,59 @@ impl Sessions {
                 tracing::warn!(client = %client_id, node = %owner, "session registry not given back to the gone node in time");
                 false
             }
+        }
+    }
+
+    /// Gives the registry entries of refused claims (`unrestored`) back to
+    /// their gone nodes, now that the registry may take it; forgets those
+    /// claimed by another node since. A few at a time, one run at a time.
+    pub(crate) async fn retry_give_backs(&self) {
+        const AT_ONCE: usize = 64;
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        if self.giving_back.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let refused: Vec<(String, Refused)> = lock(&self.unrestored)
+            .iter()
+            .take(AT_ONCE)
+            .map(|(client, refused)| (client.clone(), refused.clone()))
+            .collect();
+        for (
+            client_id,
+            Refused {
+                gone,
+                record,
+                revision,
+            },
+        ) in refused
+        {
+            let key = client_kv_key(&client_id);
+            let settled = self
+                .give_back(store, &key, &client_id, &gone, &record, revision)
+                .await
+                || !self.still_holds(store, &key, revision).await;
+            if settled {
+                let mut unrestored = lock(&self.unrestored);
+                if unrestored
+                    .get(&client_id)
+                    .is_some_and(|refused| refused.revision == revision)
+                {
+                    unrestored.remove(&client_id);
+                }
+            }
+        }
+        self.giving_back.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the registry entry `key` is still at `revision` (`true` when
+    /// it cannot be read).
+    async fn still_holds(&self, store: &kv::Store, key: &str, revision: u64) -> bool {
+        match tokio::time::timeout(self.timeout, store.entry(key)).await {
+            Ok(Ok(Some(entry))) => entry.revision == revision,
+            Ok(Ok(None)) => false,
+            Ok(Err(_)) | Err(_) => true,
         }
     }
 
@@ -1085,7 +1278,7 @@ async fn answer(sessions: &Arc<Sessions>, broker: &BrokerHandle, message: async_
     let gone = lock(&sessions.unrestored).remove(&client_id);
     if export.is_none()
         && !discard
-        && let Some((gone, _)) = gone
+        && let Some(Refused { gone, .. }) = gone
     {
         let mut payload = BytesMut::with_capacity(2 + gone.len());
         payload.put_u8(VERSION);

@@ -1174,3 +1174,77 @@ async fn a_node_that_kept_a_refused_claim_sends_the_next_one_to_the_gone_node_s_
     c.stop().await;
     d.stop().await;
 }
+
+/// The subjects under `filter` in the state stream.
+async fn state_subjects(nats: &Nats, filter: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url.as_str()).await.unwrap());
+    let stream = js.get_stream("fulmar_state").await.unwrap();
+    let subjects: Vec<(String, usize)> = stream
+        .info_with_subjects(filter)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    subjects.into_iter().map(|(subject, _)| subject).collect()
+}
+
+// A gone node's records are removed once none of its sessions waits for
+// anything: one expired (v5:MQTT-3.1.2-11 ... the session ends when its
+// Session Expiry Interval passes), one held by another node in the
+// registry (its records there are stale); its commit journal goes with
+// them, so that no node reads its state again.
+#[tokio::test]
+async fn a_gone_node_s_expired_and_moved_sessions_are_purged() {
+    let nats = nats_or_skip!("session_purge");
+    let config = |id: &str| {
+        let mut config = ClusterConfig::new(nats.url.clone(), id);
+        config.heartbeat_interval = Duration::from_millis(200);
+        // Quiet for longer than the expiry below: expired when looked at.
+        config.heartbeat_ttl = Duration::from_secs(4);
+        config.session_timeout = Duration::from_millis(500);
+        config
+    };
+    let a = Node::build(config("a"), true).await.unwrap();
+    let b = Node::build(config("b"), true).await.unwrap();
+    let mut short = persistent("short", ProtocolVersion::V5);
+    short.properties.session_expiry_interval = Some(2);
+    let (mut peer, _) = Peer::connect(&a, short).await;
+    peer.subscribe("p/#", QoS::AtLeastOnce).await;
+    peer.disconnect().await;
+    let (mut peer, _) = Peer::connect(&a, persistent("moved", ProtocolVersion::V5)).await;
+    peer.subscribe("p/#", QoS::AtLeastOnce).await;
+    peer.disconnect().await;
+    a.client("pub")
+        .await
+        .publish("p/1", "queued")
+        .qos(ClientQoS::AtLeastOnce)
+        .await
+        .unwrap();
+    // Committed: in A's journal (and as records, once written).
+    assert!(!state_subjects(&nats, "fulmar.stj.a").await.is_empty());
+    a.cluster.abort();
+    // "moved" is held elsewhere now.
+    forge_owner(&nats, "moved", "elsewhere").await;
+    for _ in 0..600 {
+        if state_subjects(&nats, "fulmar.st.a.>").await.is_empty()
+            && state_subjects(&nats, "fulmar.stj.a").await.is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        state_subjects(&nats, "fulmar.st.a.>").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        state_subjects(&nats, "fulmar.stj.a").await,
+        Vec::<String>::new()
+    );
+    let s = b.cluster.stats();
+    assert_eq!(s.sessions_adopted, 0, "{s:?}");
+    b.stop().await;
+    a.stop().await;
+}
