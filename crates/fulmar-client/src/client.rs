@@ -288,7 +288,9 @@ impl Client {
     }
 
     /// Subscribes to one filter with `qos` and returns the stream of its
-    /// messages.
+    /// messages. Messages the broker sends before the SUBACK are in the
+    /// stream (QoS 0 ones only as far as its capacity goes, see the crate
+    /// docs on backpressure).
     ///
     /// # Errors
     /// [`Error::InvalidTopic`], [`Error::NotConnected`],

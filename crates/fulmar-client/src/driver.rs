@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use fulmar_codec::{
     CodecError, ConnAck, DisconnectProperties, DisconnectReasonCode, MqttCodec, MqttString, Packet,
-    PacketId, ProtocolVersion, Publish, QoS, ReasonCode, SubscribeProperties, SubscriptionOptions,
-    UnsubscribeProperties,
+    PacketId, ProtocolVersion, Publish, QoS, ReasonCode, SubAck, SubscribeProperties,
+    SubscriptionOptions, UnsubscribeProperties,
 };
 use fulmar_session::{Event, Initiator, Session};
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -31,7 +31,7 @@ use crate::client::{
 use crate::completion::{Key, Outcome, PublishQueue};
 use crate::error::Error;
 use crate::options::ConnectOptions;
-use crate::router::{AckToken, Dropped, Message, Messages, Router, Subscription};
+use crate::router::{AckToken, Dropped, Message, Messages, Router, Subscription, Target};
 use crate::transport::{self, Io};
 
 /// A packet from the broker up to this size is read into a buffer of its
@@ -203,7 +203,7 @@ struct Unacked {
 /// receive it.
 struct Blocked {
     message: Message,
-    targets: VecDeque<mpsc::Sender<Message>>,
+    targets: VecDeque<Target>,
 }
 
 struct Driver {
@@ -235,6 +235,10 @@ struct Driver {
     requests: HashMap<PacketId, Request>,
     /// PUBLISH packets read but not fed to the session while a stream is full.
     parked: VecDeque<Publish>,
+    /// QoS 0 messages dropped since the last SUBACK because they arrived
+    /// for a full stream whose SUBACK had not arrived (nobody reads it yet,
+    /// and waiting for room would keep the SUBACK unread for ever).
+    dropped_before_suback: u64,
     blocked: Option<Blocked>,
     ready: Option<oneshot::Sender<Result<ConnAck, Error>>>,
     connected_once: bool,
@@ -320,6 +324,7 @@ impl Driver {
             qos0: VecDeque::new(),
             requests: HashMap::new(),
             parked: VecDeque::new(),
+            dropped_before_suback: 0,
             blocked: None,
             ready: Some(ready),
             connected_once: false,
@@ -456,7 +461,7 @@ impl Driver {
             let blocked = self
                 .blocked
                 .as_ref()
-                .and_then(|b| b.targets.front().cloned());
+                .and_then(|b| b.targets.front().map(|t| t.tx.clone()));
             let read = self.may_read(max_parked_qos0, max_parked_acked);
             self.flush_outcomes();
             let shared = &*self.shared;
@@ -515,17 +520,41 @@ impl Driver {
     }
 
     /// Whether to read more frames: not while too many PUBLISH packets wait
-    /// for a full stream.
+    /// for a full stream. While that stream is one whose SUBACK has not
+    /// arrived, QoS 0 messages do not stop the reading (the ones beyond
+    /// `max_parked_qos0` are dropped instead, see `on_packet`): the SUBACK
+    /// that lets the application read the stream may be behind them.
     fn may_read(&self, max_parked_qos0: usize, max_parked_acked: usize) -> bool {
         if self.parked.is_empty() {
             return true;
         }
-        let qos0 = self
-            .parked
+        let qos0 = self.parked_qos0();
+        (qos0 < max_parked_qos0 || self.blocked_before_suback())
+            && self.parked.len() - qos0 <= max_parked_acked
+    }
+
+    /// QoS 0 messages among the parked ones.
+    fn parked_qos0(&self) -> usize {
+        self.parked
             .iter()
             .filter(|p| p.qos == QoS::AtMostOnce)
-            .count();
-        qos0 < max_parked_qos0 && self.parked.len() - qos0 <= max_parked_acked
+            .count()
+    }
+
+    /// Whether delivery waits for room in a stream whose SUBACK has not
+    /// arrived (nobody reads it until then).
+    fn blocked_before_suback(&self) -> bool {
+        self.blocked
+            .as_ref()
+            .and_then(|b| b.targets.front())
+            .is_some_and(|t| self.router.waiting(t.key))
+    }
+
+    /// A QoS 0 message that arrived for a full stream whose SUBACK has not
+    /// arrived is dropped: counted, logged with the SUBACK.
+    fn drop_before_suback(&mut self, publish: &Publish) {
+        debug!(topic = %publish.topic, "QoS 0 message for a full stream before its SUBACK, dropped");
+        self.dropped_before_suback += 1;
     }
 
     /// Handles what the transport read; `Some` ends the connection.
@@ -562,7 +591,7 @@ impl Driver {
             let blocked = self
                 .blocked
                 .as_ref()
-                .and_then(|b| b.targets.front().cloned());
+                .and_then(|b| b.targets.front().map(|t| t.tx.clone()));
             self.flush_outcomes();
             let shared = &*self.shared;
             tokio::select! {
@@ -643,6 +672,15 @@ impl Driver {
     fn on_packet(&mut self, packet: Packet) {
         match packet {
             Packet::Publish(publish) if self.blocked.is_some() || !self.parked.is_empty() => {
+                // Reading goes on while the full stream waits for its SUBACK
+                // (see `may_read`): QoS 0 beyond a stream's worth is dropped.
+                if publish.qos == QoS::AtMostOnce
+                    && self.blocked_before_suback()
+                    && self.parked_qos0() >= self.options.stream_capacity
+                {
+                    self.drop_before_suback(&publish);
+                    return;
+                }
                 // Not fed, so not acknowledged: the broker's send quota (our
                 // Receive Maximum) runs out instead of our memory.
                 self.parked.push_back(publish);
@@ -737,30 +775,16 @@ impl Driver {
                     self.done.push((key, Err(Error::PublishDropped(reason))));
                 }
             }
-            Event::SubAck(ack) => match self.requests.remove(&ack.packet_id) {
-                Some(Request::Subscribe { key, reply, rx }) => {
-                    if ack.reason_codes.iter().all(|c| c.is_error()) {
-                        self.router.remove(key);
-                        let _gone = reply.send(Err(Error::SubscribeRejected(ack)));
-                    } else {
-                        let ended = self.router.acked(key);
-                        let stream =
-                            Subscription::new(rx, key, self.dropped_tx.clone(), ack, ended);
-                        // If the caller gave up, dropping the stream unsubscribes.
-                        let _gone = reply.send(Ok(stream));
-                    }
+            Event::SubAck(ack) => {
+                if self.dropped_before_suback > 0 {
+                    warn!(
+                        dropped = self.dropped_before_suback,
+                        "QoS 0 messages dropped: they arrived before a SUBACK, for a full stream"
+                    );
+                    self.dropped_before_suback = 0;
                 }
-                Some(Request::Resubscribe { key }) => {
-                    if ack.reason_codes.iter().all(|c| c.is_error()) {
-                        warn!(codes = ?ack.reason_codes, "re-subscribe refused, the stream ends");
-                        self.router.end(key, Error::SubscribeRejected(ack));
-                    } else if ack.reason_codes.iter().any(|c| c.is_error()) {
-                        warn!(codes = ?ack.reason_codes, "re-subscribe partly refused");
-                    }
-                    self.send_pending();
-                }
-                _ => self.send_pending(),
-            },
+                self.on_suback(ack);
+            }
             Event::UnsubAck(ack) => {
                 self.requests.remove(&ack.packet_id);
                 self.send_pending();
@@ -800,6 +824,34 @@ impl Driver {
             }
             // Server-role and enhanced authentication events.
             _ => {}
+        }
+    }
+
+    /// A SUBACK: hands out the stream of a `subscribe`, or goes on with
+    /// the re-SUBSCRIBEs.
+    fn on_suback(&mut self, ack: SubAck) {
+        match self.requests.remove(&ack.packet_id) {
+            Some(Request::Subscribe { key, reply, rx }) => {
+                if ack.reason_codes.iter().all(|c| c.is_error()) {
+                    self.router.remove(key);
+                    let _gone = reply.send(Err(Error::SubscribeRejected(ack)));
+                } else {
+                    let ended = self.router.acked(key);
+                    let stream = Subscription::new(rx, key, self.dropped_tx.clone(), ack, ended);
+                    // If the caller gave up, dropping the stream unsubscribes.
+                    let _gone = reply.send(Ok(stream));
+                }
+            }
+            Some(Request::Resubscribe { key }) => {
+                if ack.reason_codes.iter().all(|c| c.is_error()) {
+                    warn!(codes = ?ack.reason_codes, "re-subscribe refused, the stream ends");
+                    self.router.end(key, Error::SubscribeRejected(ack));
+                } else if ack.reason_codes.iter().any(|c| c.is_error()) {
+                    warn!(codes = ?ack.reason_codes, "re-subscribe partly refused");
+                }
+                self.send_pending();
+            }
+            _ => self.send_pending(),
         }
     }
 
@@ -922,11 +974,15 @@ impl Driver {
         }
     }
 
-    /// Hands `message` to each target in turn; stops at a full stream.
-    fn deliver(&mut self, message: Message, mut targets: VecDeque<mpsc::Sender<Message>>) {
+    /// Hands `message` to each target in turn; stops at a full stream. A
+    /// QoS 0 message for a full stream whose SUBACK has not arrived skips
+    /// it (dropped for that stream): nobody reads the stream before the
+    /// SUBACK, which may be behind this message.
+    fn deliver(&mut self, message: Message, mut targets: VecDeque<Target>) {
         let token = message.ack;
+        let qos0 = message.qos == QoS::AtMostOnce;
         let mut message = Some(message);
-        while let Some(tx) = targets.front() {
+        while let Some(Target { key, tx }) = targets.front() {
             // The last stream takes the message itself, the others a copy.
             let item = if targets.len() == 1 {
                 message.take()
@@ -942,6 +998,10 @@ impl Driver {
                     self.copy_sent(token);
                 }
                 Err(TrySendError::Closed(_)) => {
+                    targets.pop_front();
+                }
+                Err(TrySendError::Full(item)) if qos0 && self.router.waiting(*key) => {
+                    self.drop_before_suback(&item);
                     targets.pop_front();
                 }
                 Err(TrySendError::Full(message)) => {

@@ -26,7 +26,11 @@
 //!   reading the socket, and if that outlasts the keep-alive the connection
 //!   is dropped and re-established. A client that publishes to a topic it
 //!   subscribes to without consuming may see the broker hold back its own
-//!   acknowledgements.
+//!   acknowledgements. Messages a broker sends for a new subscription before
+//!   its SUBACK wait in the new stream, which nobody reads yet: QoS 1/2 ones
+//!   that do not fit wait unacknowledged as above, while the client goes on
+//!   reading for the SUBACK; QoS 0 ones beyond the stream's capacity are
+//!   dropped (counted in a warning).
 //! - **Reconnect** with exponential backoff and jitter ([`Reconnect`]): the
 //!   session resumes (Clean Start 0 under 5.0) and what was in flight is
 //!   re-sent with DUP; publishes made while disconnected wait in a bounded

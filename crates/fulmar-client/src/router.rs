@@ -79,6 +79,13 @@ impl Deref for Message {
     }
 }
 
+/// A stream a message goes to: its key and its sending end.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    pub(crate) key: u64,
+    pub(crate) tx: mpsc::Sender<Message>,
+}
+
 /// One subscription stream's routing entry.
 #[derive(Debug)]
 pub(crate) struct Route {
@@ -172,6 +179,12 @@ impl Router {
             .map(|(key, _)| *key)
     }
 
+    /// Whether stream `key` is a subscription stream whose SUBACK has not
+    /// arrived: nobody reads it yet.
+    pub(crate) fn waiting(&self, key: u64) -> bool {
+        self.routes.get(&key).is_some_and(|r| !r.acked)
+    }
+
     /// Stream `key`'s routing entry, while it is live.
     pub(crate) fn get(&self, key: u64) -> Option<&Route> {
         self.routes.get(&key)
@@ -220,7 +233,7 @@ impl Router {
     /// subscription (a later SUBSCRIBE replaced the earlier one's identifier,
     /// MQTT 5.0 section 3.8.4), so they receive it too. By filter matching
     /// otherwise.
-    pub(crate) fn targets(&self, message: &Publish) -> Vec<mpsc::Sender<Message>> {
+    pub(crate) fn targets(&self, message: &Publish) -> Vec<Target> {
         let ids = &message.properties.subscription_identifiers;
         // Shares the topic's buffer: no copy per message.
         let topic = TopicName::from_bytes(message.topic.as_bytes().clone()).ok();
@@ -267,27 +280,31 @@ impl Router {
                 .flatten()
                 .filter(|f| matches_filter(f)),
         );
-        let mut out: Vec<mpsc::Sender<Message>> = if shared.is_empty() {
+        let target = |(key, tx): (&u64, &mpsc::Sender<Message>)| Target {
+            key: *key,
+            tx: tx.clone(),
+        };
+        let mut out: Vec<Target> = if shared.is_empty() {
             self.routes
-                .values()
-                .filter(|r| matches(r))
-                .map(|r| r.tx.clone())
+                .iter()
+                .filter(|(_, r)| matches(r))
+                .map(|(key, r)| target((key, &r.tx)))
                 .collect()
         } else {
             self.routes
-                .values()
-                .filter(|r| {
+                .iter()
+                .filter(|(_, r)| {
                     by_id(r)
                         || ((r.acked || !waiting)
                             && r.filters.iter().any(|(f, _)| shared.contains(&f)))
                 })
-                .map(|r| r.tx.clone())
+                .map(|(key, r)| target((key, &r.tx)))
                 .collect()
         };
         if out.is_empty() {
-            out.extend(self.leftovers.values().cloned());
+            out.extend(self.leftovers.iter().map(target));
         }
-        out.extend(self.catch_all.values().cloned());
+        out.extend(self.catch_all.iter().map(target));
         out
     }
 }
@@ -467,7 +484,9 @@ mod tests {
         let to_leftovers = |router: &Router, m: &Publish| {
             let targets = router.targets(m);
             targets.len() == 1
-                && targets[0].same_channel(router.leftovers.get(&leftovers_key).unwrap())
+                && targets[0]
+                    .tx
+                    .same_channel(router.leftovers.get(&leftovers_key).unwrap())
         };
         assert!(to_leftovers(&router, &m), "before the SUBACK");
         router.acked(key);
@@ -534,7 +553,11 @@ mod tests {
         m.properties.subscription_identifiers = vec![NonZeroU32::new(2).unwrap()];
         let targets = router.targets(&m);
         assert_eq!(targets.len(), 1);
-        assert!(targets[0].same_channel(&router.routes.get(&2).unwrap().tx));
+        assert!(
+            targets[0]
+                .tx
+                .same_channel(&router.routes.get(&2).unwrap().tx)
+        );
     }
 
     #[test]
@@ -551,7 +574,11 @@ mod tests {
         assert!(router.remove(2).is_empty());
         let targets = router.targets(&m);
         assert_eq!(targets.len(), 1);
-        assert!(targets[0].same_channel(&router.routes.get(&1).unwrap().tx));
+        assert!(
+            targets[0]
+                .tx
+                .same_channel(&router.routes.get(&1).unwrap().tx)
+        );
         // A message with an identifier nobody knows is matched by filter.
         m.properties.subscription_identifiers = vec![NonZeroU32::new(9).unwrap()];
         assert_eq!(router.targets(&m).len(), 2);

@@ -939,3 +939,96 @@ async fn an_ended_stream_dropped_unread_is_acknowledged() {
     guard(client.disconnect()).await.unwrap();
     assert_eq!(guard(broker).await.unwrap(), [1]);
 }
+
+/// A scripted broker that answers the SUBSCRIBE with `qos1` QoS 1 messages
+/// (within the client's Receive Maximum), then 300 QoS 0 messages on the
+/// new subscription's topic, then the SUBACK, then a QoS 1 marker. Returns
+/// the identifiers the client acknowledged.
+async fn before_the_suback(qos1: u16) {
+    const CAPACITY: usize = 8;
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        let Packet::Subscribe(sub) = next(&mut wire).await else {
+            panic!("expected SUBSCRIBE")
+        };
+        for id in 1..=qos1 {
+            wire.feed(self::qos1("a/x", id)).await.unwrap();
+        }
+        for i in 0..300 {
+            let p = Publish::new("a/x".into(), Bytes::from(format!("q0 {i}")));
+            wire.feed(Packet::Publish(p)).await.unwrap();
+        }
+        let ack = SubAck::new(sub.packet_id, vec![SubAckReasonCode::GrantedQoS1]);
+        wire.feed(Packet::SubAck(ack)).await.unwrap();
+        wire.send(self::qos1("a/end", 100)).await.unwrap();
+        let mut acked = Vec::new();
+        loop {
+            match next(&mut wire).await {
+                Packet::PubAck(ack) => acked.push(ack.packet_id.get()),
+                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+                Packet::Disconnect(_) => return acked,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let options = options.stream_capacity(CAPACITY).receive_maximum(10);
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    let mut stream = guard(client.subscribe("a/+", QoS::AtLeastOnce))
+        .await
+        .expect("subscribe returns");
+    let mut qos1_seen = Vec::new();
+    let mut qos0_seen = Vec::new();
+    loop {
+        let m = guard(stream.next()).await.unwrap();
+        if m.topic == "a/end" {
+            break;
+        }
+        match m.qos {
+            QoS::AtMostOnce => qos0_seen.push(m.payload.clone()),
+            _ => qos1_seen.push(m.payload.clone()),
+        }
+    }
+    // Every QoS 1 message, in order; of the QoS 0 flood, what fitted, in order.
+    let expected: Vec<Bytes> = (1..=qos1).map(|i| Bytes::from(format!("{i}"))).collect();
+    assert_eq!(qos1_seen, expected);
+    assert!(!qos0_seen.is_empty() && qos0_seen.len() <= 300);
+    let numbers: Vec<usize> = qos0_seen
+        .iter()
+        .map(|p| {
+            let p = std::str::from_utf8(p).unwrap();
+            p.strip_prefix("q0 ").unwrap().parse().unwrap()
+        })
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    if qos1 == 0 {
+        assert_eq!(numbers.first(), Some(&0), "the first ones fit the stream");
+    }
+    guard(client.disconnect()).await.unwrap();
+    let mut acked = guard(broker).await.unwrap();
+    acked.sort_unstable();
+    let mut expected: Vec<u16> = (1..=qos1).collect();
+    expected.push(100);
+    assert_eq!(acked, expected);
+}
+
+// A broker may send messages of a new subscription before its SUBACK
+// (v5:MQTT-3.8.4-3 and MQTT 5.0 section 3.8.4: the flow of publications is
+// not interrupted). Nobody reads the stream before the SUBACK: a flood of
+// QoS 0 messages larger than the stream must not stop the client from
+// reading the SUBACK behind it (subscribe() returned never, and the whole
+// connection stalled); what fits is delivered, the rest of the QoS 0 flood
+// may be dropped.
+#[tokio::test]
+async fn a_qos0_flood_before_the_suback_does_not_stall_subscribe() {
+    before_the_suback(0).await;
+}
+
+// As above, with QoS 1 messages first that fill the stream before its
+// SUBACK: none of them is lost (MQTT-4.3.2-1 v5:MQTT-4.9.0-1: they wait
+// unacknowledged, within the client's Receive Maximum), and the QoS 0 flood
+// behind them still does not stop the client from reading the SUBACK.
+#[tokio::test]
+async fn qos1_messages_before_the_suback_are_kept_behind_a_qos0_flood() {
+    before_the_suback(10).await;
+}
