@@ -359,7 +359,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         tokio::time::sleep(TICK).await;
         sample(&shared, &mut last, start, &mut timeline, &bar);
     }
-    let publish_s = start.elapsed().as_secs_f64();
+    let stopped_s = start.elapsed().as_secs_f64();
     // Publishers still draining now give up.
     if !pub_tasks.iter().all(JoinHandle::is_finished) {
         let _ = phase_tx.send(Phase::Finish);
@@ -368,6 +368,9 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     for task in pub_tasks {
         pubs.push(task.await.map_err(|e| format!("publisher task: {e}"))?);
     }
+    // Where the publishers' own records put the end, not the tick on which
+    // the loops above noticed it.
+    let publish_s = report::publish_seconds(start_nanos, &pubs).unwrap_or(stopped_s);
     // Wait for the deliveries: each of this run's messages once per
     // subscriber (duplicates and foreign messages do not bring the end nearer).
     let expected_total = report::expected_deliveries(&pubs, &topics, &filters);

@@ -2,6 +2,8 @@
 //! should have received which publisher's messages, what was lost, what
 //! arrived twice.
 
+use std::time::Duration;
+
 use fulmar_codec::QoS;
 use hdrhistogram::Histogram;
 
@@ -19,7 +21,8 @@ pub(super) struct Inputs {
     pub(super) subscribers: usize,
     pub(super) idle: usize,
     pub(super) payload_size: usize,
-    /// Seconds from the start until the publishers finished.
+    /// Seconds from the start until the publishers finished (see
+    /// [`publish_seconds`]).
     pub(super) publish_s: f64,
     /// Seconds from the start until the last delivery.
     pub(super) receive_s: f64,
@@ -79,6 +82,15 @@ pub(super) fn expected_deliveries(
         .filter_map(|(_, i)| pubs.get(i))
         .map(|p| p.sent)
         .sum()
+}
+
+/// Seconds from the start of publishing (`start_nanos` since the run's
+/// base) to the last send, write or acknowledgement of any publisher, as the
+/// publishers recorded them (not when the coordinator, which looks every
+/// tick, noticed); `None` when no publisher did anything after the start.
+pub(super) fn publish_seconds(start_nanos: u64, pubs: &[PubResult]) -> Option<f64> {
+    let end = pubs.iter().map(|p| p.last_nanos).max()?;
+    (end > start_nanos).then(|| Duration::from_nanos(end - start_nanos).as_secs_f64())
 }
 
 /// Builds the report.
@@ -191,7 +203,65 @@ pub(super) fn build(
 
 #[cfg(test)]
 mod tests {
-    use super::topic_matches;
+    use super::super::stats::SeqSet;
+    use super::*;
+
+    fn publisher(index: u32, sent: u64, last_nanos: u64) -> PubResult {
+        PubResult {
+            index,
+            qos: QoS::AtMostOnce,
+            sent,
+            acked: SeqSet::default(),
+            last_nanos,
+            error: None,
+        }
+    }
+
+    /// The publish interval ends at the last thing a publisher recorded,
+    /// not on a coordinator tick: 1000 messages between 1 s and 1.05 s
+    /// after the base are 0.05 s of publishing and 20 000 msg/s.
+    #[test]
+    fn publish_interval_ends_at_the_last_recorded_send_or_ack() {
+        let start = 1_000_000_000;
+        let pubs = [
+            publisher(0, 400, start + 30_000_000),
+            publisher(1, 600, start + 50_000_000),
+        ];
+        let publish_s = publish_seconds(start, &pubs).unwrap();
+        assert!((publish_s - 0.05).abs() < 1e-12, "{publish_s}");
+        // Nothing recorded after the start (or no publisher): no interval.
+        assert_eq!(publish_seconds(start, &[publisher(0, 0, 0)]), None);
+        assert_eq!(publish_seconds(start, &[]), None);
+
+        let inputs = Inputs {
+            broker: String::new(),
+            mqtt: "5".to_owned(),
+            publishers: 2,
+            subscribers: 0,
+            idle: 0,
+            payload_size: 100,
+            publish_s,
+            receive_s: publish_s,
+            connect_s: 1.0,
+            rss: (None, None),
+            timeline: Vec::new(),
+        };
+        let report = build(
+            inputs,
+            &pubs,
+            &[],
+            &[],
+            &[],
+            &Histogram::new(3).unwrap(),
+            Vec::new(),
+        );
+        assert_eq!(report.sent, 1000);
+        assert!((report.duration_s - 0.05).abs() < 1e-12, "{report:?}");
+        assert!(
+            (report.sent_msgs_per_s - 20_000.0).abs() < 1e-6,
+            "{report:?}"
+        );
+    }
 
     #[test]
     fn wildcards_match_as_the_spec_says() {

@@ -234,7 +234,8 @@ pub(crate) struct Report {
     pub(crate) idle: usize,
     /// Payload bytes per message.
     pub(crate) payload_size: usize,
-    /// Seconds from the start signal until the last publisher finished.
+    /// Seconds from the start signal until the last send, write or
+    /// acknowledgement of any publisher.
     pub(crate) duration_s: f64,
     /// Connections opened (CONNACK received) per second during the connect phase.
     pub(crate) connect_rate: f64,

@@ -16,7 +16,7 @@ use fulmar_session::{Config, Event};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use super::Phase;
-use super::conn::{Link, Tls};
+use super::conn::{Link, Tls, Wake};
 use super::stats::{HEADER_LEN, Header, Latencies, SeqSet, micros, read_header, write_header};
 
 /// A publisher stops generating while this many bytes wait to be written.
@@ -233,6 +233,9 @@ pub(super) struct PubResult {
     pub(super) sent: u64,
     /// QoS 1/2: sequence numbers acknowledged with a success code.
     pub(super) acked: SeqSet,
+    /// Nanoseconds since [`Shared::base`] of its last send, write or
+    /// acknowledgement (0: none): where its publishing ended.
+    pub(super) last_nanos: u64,
     /// What went wrong, if anything.
     pub(super) error: Option<String>,
 }
@@ -249,6 +252,7 @@ pub(super) async fn publisher(
         qos: plan.qos,
         sent: 0,
         acked: SeqSet::default(),
+        last_nanos: 0,
         error: None,
     };
     let outcome = async {
@@ -317,6 +321,7 @@ async fn publish_loop(
                 // message only once this says it was sent.
                 shared.record_sent(plan.index, result.sent);
                 result.sent += 1;
+                result.last_nanos = header.nanos;
                 if let Some(interval) = plan.interval {
                     next_at += interval;
                 }
@@ -331,10 +336,11 @@ async fn publish_loop(
                     reason_code,
                     ..
                 } => {
-                    if let Some(seq) = ids.remove(&packet_id)
-                        && !reason_code.is_error()
-                    {
-                        result.acked.insert(seq);
+                    if let Some(seq) = ids.remove(&packet_id) {
+                        result.last_nanos = shared.nanos();
+                        if !reason_code.is_error() {
+                            result.acked.insert(seq);
+                        }
                     }
                 }
                 Event::PublishDropped { packet_id, reason } => {
@@ -356,7 +362,9 @@ async fn publish_loop(
             return Ok(());
         }
         let deadline = (!stopping && plan.interval.is_some() && room(link)).then_some(next_at);
-        link.step(deadline, Some(phase)).await?;
+        if link.step(deadline, Some(phase)).await? == Wake::Wrote {
+            result.last_nanos = shared.nanos();
+        }
     }
 }
 
