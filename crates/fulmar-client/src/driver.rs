@@ -462,7 +462,7 @@ impl Driver {
                 .blocked
                 .as_ref()
                 .and_then(|b| b.targets.front().map(|t| t.tx.clone()));
-            let read = self.may_read(max_parked_qos0, max_parked_acked);
+            let read = !self.closing() && self.may_read(max_parked_qos0, max_parked_acked);
             self.flush_outcomes();
             let shared = &*self.shared;
             // In a fixed order (no random start): the rare sources first, so
@@ -503,7 +503,10 @@ impl Driver {
             // packets after it (`deliver` holds one blocked message).
             self.drain_events();
             for _ in 0..BATCH {
-                if self.session.is_closed() || !self.may_read(max_parked_qos0, max_parked_acked) {
+                if self.session.is_closed()
+                    || self.closing()
+                    || !self.may_read(max_parked_qos0, max_parked_acked)
+                {
                     break;
                 }
                 // The waker of this poll is a no-op: the `select!` above
@@ -517,6 +520,16 @@ impl Driver {
                 self.drain_events();
             }
         }
+    }
+
+    /// Whether the session ended this connection (a malformed packet, a
+    /// protocol error, a timeout, a DISCONNECT either way): nothing more is
+    /// read, what it queued last (a DISCONNECT with its reason code) is
+    /// written, and the connection ends with its reason. Reading on would
+    /// find the end of the stream (the framing stops after a decode error)
+    /// and lose both.
+    fn closing(&self) -> bool {
+        self.last_close.is_some()
     }
 
     /// Whether to read more frames: not while too many PUBLISH packets wait
@@ -1256,5 +1269,84 @@ impl Drop for Driver {
     /// down): every publish handed over hears an outcome.
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use fulmar_codec::{ConnAck, DisconnectReasonCode, MqttCodec, Packet, ProtocolVersion};
+    use fulmar_session::ProtocolViolation;
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+    use tokio_util::codec::Framed;
+
+    use super::*;
+
+    /// A driver for a scripted broker at `port`, and the ends of its channels.
+    fn driver(port: u16) -> (Driver, mpsc::Sender<Command>) {
+        let options = ConnectOptions::new("127.0.0.1", port)
+            .client_id("unit")
+            .reconnect(crate::Reconnect::disabled());
+        let (commands_tx, commands) = mpsc::channel(8);
+        let (ready, _ready_rx) = oneshot::channel();
+        let (connected, _connected_rx) = watch::channel(false);
+        let driver = Driver::new(
+            options,
+            commands,
+            Arc::new(PublishQueue::default()),
+            ready,
+            connected,
+        );
+        (driver, commands_tx)
+    }
+
+    // v5:MQTT-3.3.1-4: a PUBLISH with both QoS bits set is malformed. The
+    // client closes the connection with DISCONNECT 0x81 first (section
+    // 4.13.1, the client's side of v5:MQTT-4.13.1-1; v5:MQTT-4.13.2-1) and
+    // the connection ends with the session's error, not an end of file.
+    #[tokio::test]
+    async fn a_malformed_packet_is_answered_with_disconnect_0x81_and_reported() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let broker = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut wire = Framed::new(socket, MqttCodec::new(ProtocolVersion::V5, 1 << 20));
+            let Some(Ok(Packet::Connect(_))) = wire.next().await else {
+                panic!("expected CONNECT")
+            };
+            wire.send(Packet::ConnAck(ConnAck::default()))
+                .await
+                .unwrap();
+            // PUBLISH, QoS bits 11: topic "a", packet identifier 1, no properties.
+            let garbage = [0x36, 0x06, 0x00, 0x01, b'a', 0x00, 0x01, 0x00];
+            wire.get_mut().write_all(&garbage).await.unwrap();
+            wire.next().await
+        });
+        let (mut driver, _commands) = driver(port);
+        let error = timeout(Duration::from_secs(20), driver.connection())
+            .await
+            .expect("the connection ends");
+        assert!(
+            matches!(
+                &error,
+                Error::Session(fulmar_session::Error::Protocol(ProtocolViolation::Decode(
+                    _
+                )))
+            ),
+            "{error:?}"
+        );
+        let received = timeout(Duration::from_secs(20), broker)
+            .await
+            .unwrap()
+            .unwrap();
+        match received {
+            Some(Ok(Packet::Disconnect(d))) => {
+                assert_eq!(d.reason_code, DisconnectReasonCode::MalformedPacket);
+            }
+            other => panic!("expected DISCONNECT 0x81, got {other:?}"),
+        }
     }
 }
