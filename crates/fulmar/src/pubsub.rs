@@ -29,13 +29,18 @@ pub(crate) struct ConnArgs {
     #[arg(short, long)]
     port: Option<u16>,
     /// Client identifier (default: assigned by the broker).
-    #[arg(short = 'i', long = "id", value_name = "ID")]
+    #[arg(
+        short = 'i',
+        long = "id",
+        value_name = "ID",
+        allow_hyphen_values = true
+    )]
     id: Option<String>,
     /// User name.
-    #[arg(short, long)]
+    #[arg(short, long, allow_hyphen_values = true)]
     username: Option<String>,
     /// Password.
-    #[arg(short = 'P', long)]
+    #[arg(short = 'P', long, allow_hyphen_values = true)]
     pw: Option<String>,
     /// MQTT version: 5 (mqttv5) or 311 (mqttv311).
     #[arg(short = 'V', long = "protocol-version", value_name = "VERSION", default_value = "5", value_parser = parse_version)]
@@ -64,12 +69,12 @@ pub(crate) struct ConnArgs {
     /// (COMMAND: connect, or publish for pub / subscribe for sub).
     /// May be repeated; only user-property is supported.
     #[arg(short = 'D', long = "property", num_args = 4, action = ArgAction::Append,
-          value_names = ["COMMAND", "IDENTIFIER", "KEY", "VALUE"])]
+          value_names = ["COMMAND", "IDENTIFIER", "KEY", "VALUE"], allow_hyphen_values = true)]
     property: Vec<String>,
     /// MQTT 5.0 user property of the PUBLISH (pub) or the SUBSCRIBE (sub). May be
     /// repeated; sent after those given with -D.
     #[arg(long = "user-property", num_args = 2, action = ArgAction::Append,
-          value_names = ["KEY", "VALUE"])]
+          value_names = ["KEY", "VALUE"], allow_hyphen_values = true)]
     user_property: Vec<String>,
     /// Print connection and subscription events, and debug logs, to stderr.
     #[arg(short, long)]
@@ -213,10 +218,10 @@ pub(crate) struct PubArgs {
     #[command(flatten)]
     conn: ConnArgs,
     /// Topic to publish to.
-    #[arg(short, long)]
+    #[arg(short, long, allow_hyphen_values = true)]
     topic: String,
-    /// Message payload.
-    #[arg(short, long, group = "source")]
+    /// Message payload (may start with '-', as in `-m -3.5`).
+    #[arg(short, long, group = "source", allow_hyphen_values = true)]
     message: Option<String>,
     /// Send the contents of this file as the payload.
     #[arg(short, long, value_name = "FILE", group = "source")]
@@ -334,7 +339,7 @@ pub(crate) struct SubArgs {
     #[command(flatten)]
     conn: ConnArgs,
     /// Topic filter to subscribe to. May be repeated.
-    #[arg(short, long = "topic", required = true)]
+    #[arg(short, long = "topic", required = true, allow_hyphen_values = true)]
     topic: Vec<String>,
     /// Maximum QoS of the subscriptions: 0, 1 or 2.
     #[arg(short, long, default_value = "0", value_parser = parse_qos)]

@@ -230,3 +230,39 @@ fn sub_exits_cleanly_on_sigint() {
     let status = sub.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+// As with mosquitto_pub and mosquitto_sub, the value after a flag is taken as
+// it is even when it starts with '-': a negative reading, a topic, a client
+// identifier, credentials, user properties.
+#[test]
+fn values_may_start_with_a_hyphen() {
+    let broker = FulmarBroker::start(&[]);
+    let sub = Sub::start(broker.port, &["-t", "-sensors/#", "-v", "-C", "1"]);
+    publish_ok(
+        broker.port,
+        &[
+            "-t",
+            "-sensors/-temp",
+            "-m",
+            "-3.5",
+            "-i",
+            "-publisher",
+            "-u",
+            "-user",
+            "-P",
+            "-pw",
+            "-D",
+            "publish",
+            "user-property",
+            "-key",
+            "-value",
+            "--user-property",
+            "-k2",
+            "-v2",
+        ],
+    );
+    assert_eq!(sub.output(), "-sensors/-temp -3.5\n");
+    // A flag still needs its value.
+    let out = publish(broker.port, &["-t", "a", "-m"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
