@@ -230,8 +230,13 @@ struct Driver {
     wakers: Vec<std::task::Waker>,
     /// QoS 1/2 publishes awaiting PUBACK / PUBCOMP.
     in_flight: PacketIdMap<Key>,
-    /// QoS 0 publishes awaiting their write, in the session's (FIFO) order.
-    qos0: VecDeque<Key>,
+    /// QoS 0 publishes awaiting their write, with the session's number of
+    /// each ([`Session::published`]), in the order the session sends them.
+    qos0: VecDeque<(u64, Key)>,
+    /// QoS 0 messages written (`.0`) and lost with a failed write (`.1`)
+    /// since the last `settle_qos0`: they are the oldest in `qos0` once the
+    /// session's drops, reported by number, are taken out.
+    qos0_written: (usize, usize),
     requests: HashMap<PacketId, Request>,
     /// PUBLISH packets read but not fed to the session while a stream is full.
     parked: VecDeque<Publish>,
@@ -322,6 +327,7 @@ impl Driver {
             wakers: Vec::new(),
             in_flight: PacketIdMap::default(),
             qos0: VecDeque::new(),
+            qos0_written: (0, 0),
             requests: HashMap::new(),
             parked: VecDeque::new(),
             dropped_before_suback: 0,
@@ -667,17 +673,11 @@ impl Driver {
             result = flush(framed, self.options.write_timeout).await;
         }
         // QoS 0 messages taken from the session are written, or lost with the
-        // connection.
-        for key in self.qos0.drain(..qos0.min(self.qos0.len())) {
-            let outcome = match result {
-                Ok(()) => Ok(PublishOutcome {
-                    qos: QoS::AtMostOnce,
-                    reason_code: ReasonCode::Success,
-                    properties: Default::default(),
-                }),
-                Err(_) => Err(Error::RequestLost),
-            };
-            self.done.push((key, outcome));
+        // connection; which ones is settled once the session's events (its
+        // drops, by number) are handled.
+        match result {
+            Ok(()) => self.qos0_written.0 += qos0,
+            Err(_) => self.qos0_written.1 += qos0,
         }
         result
     }
@@ -726,7 +726,30 @@ impl Driver {
             any = true;
             self.on_event(event);
         }
+        self.settle_qos0();
         any
+    }
+
+    /// The outcomes of the QoS 0 messages written (or lost) since the last
+    /// call. The session sends QoS 0 messages in order, each after every
+    /// older one was sent or dropped, and reports a drop (with the message's
+    /// number) as it happens: once the events are handled, the messages
+    /// written are the oldest left in `qos0`.
+    fn settle_qos0(&mut self) {
+        let (written, lost) = std::mem::take(&mut self.qos0_written);
+        let written = written.min(self.qos0.len());
+        for (_, key) in self.qos0.drain(..written) {
+            let outcome = Ok(PublishOutcome {
+                qos: QoS::AtMostOnce,
+                reason_code: ReasonCode::Success,
+                properties: Default::default(),
+            });
+            self.done.push((key, outcome));
+        }
+        let lost = lost.min(self.qos0.len());
+        for (_, key) in self.qos0.drain(..lost) {
+            self.done.push((key, Err(Error::RequestLost)));
+        }
     }
 
     fn on_event(&mut self, event: Event) {
@@ -782,7 +805,11 @@ impl Driver {
                 warn!(?packet_id, ?reason, "publish dropped");
                 let key = match packet_id {
                     Some(id) => self.in_flight.remove(&id),
-                    None => self.qos0.pop_front(),
+                    // Not necessarily the oldest: its number tells which.
+                    None => self.session.dropped_number().and_then(|number| {
+                        let at = self.qos0.iter().position(|(n, _)| *n == number)?;
+                        self.qos0.remove(at).map(|(_, key)| key)
+                    }),
                 };
                 if let Some(key) = key {
                     self.done.push((key, Err(Error::PublishDropped(reason))));
@@ -1204,7 +1231,7 @@ impl Driver {
                 Ok(Some(packet_id)) => {
                     self.in_flight.insert(packet_id, key);
                 }
-                Ok(None) => self.qos0.push_back(key),
+                Ok(None) => self.qos0.push_back((self.session.published(), key)),
                 Err(e) => self.done.push((key, Err(Error::from_session(e)))),
             }
         }
@@ -1231,7 +1258,8 @@ impl Driver {
         self.shared.close();
         let taken = self.taken.drain(..).map(|o| o.key);
         let in_flight = self.in_flight.drain().map(|(_, key)| key);
-        for key in taken.chain(in_flight).chain(self.qos0.drain(..)) {
+        let qos0 = self.qos0.drain(..).map(|(_, key)| key);
+        for key in taken.chain(in_flight).chain(qos0) {
             self.done.push((key, Err(Error::Closed)));
         }
         self.flush_outcomes();

@@ -57,7 +57,9 @@ pub enum Event {
     /// An outbound message accepted by `publish` was dropped unsent (or, for
     /// `SessionDiscarded`, unacknowledged).
     PublishDropped {
-        /// Its identifier, for QoS 1/2.
+        /// Its identifier, for QoS 1/2. A QoS 0 message has none: right
+        /// after this event, [`Session::dropped_number`](crate::Session::dropped_number)
+        /// tells which one it was.
         packet_id: Option<PacketId>,
         /// Why.
         reason: DropReason,

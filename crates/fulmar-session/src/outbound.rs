@@ -57,6 +57,9 @@ struct Pending {
     /// Inline for the same reason as [`Stage::Publish`].
     publish: Publish,
     queued_at: Instant,
+    /// Its number (see [`Outbound::published`]); 0 for a message restored
+    /// from a stored state.
+    number: u64,
 }
 
 /// The messages queued, not sent yet, and their payload bytes.
@@ -142,8 +145,10 @@ pub(crate) enum Next {
     /// It put a PUBLISH to send in `out` (written in place: a `Packet` is a
     /// large value, and every move is a copy).
     Sent,
-    /// This message was dropped instead.
-    Dropped(Option<PacketId>, DropReason),
+    /// This message was dropped instead: its packet identifier (QoS 1/2),
+    /// its number (see [`Outbound::published`]; 0 for a message sent before,
+    /// or restored), and why.
+    Dropped(Option<PacketId>, u64, DropReason),
     /// Nothing to send (empty, or the quota is used up).
     Nothing,
 }
@@ -312,6 +317,17 @@ pub(crate) struct Outbound {
     pending: PendingQueue,
     resend: VecDeque<PacketId>,
     live: usize,
+    /// Messages accepted by `enqueue`: the last one has this number. A QoS 0
+    /// message has no packet identifier; its number tells it apart when it
+    /// is dropped.
+    pub(crate) published: u64,
+    /// The numbers of the QoS 0 messages whose [`Event::PublishDropped`] is
+    /// in the session's event queue, in the same order (0 for a restored
+    /// message): one per such event, taken by `Session::poll_event`.
+    pub(crate) dropped_qos0: VecDeque<u64>,
+    /// The number of the QoS 0 message of the [`Event::PublishDropped`]
+    /// `Session::poll_event` returned last; 0 after any other event.
+    pub(crate) last_dropped_qos0: u64,
 }
 
 impl Outbound {
@@ -323,6 +339,9 @@ impl Outbound {
         pending: PendingQueue::EMPTY,
         resend: VecDeque::new(),
         live: 0,
+        published: 0,
+        dropped_qos0: VecDeque::new(),
+        last_dropped_qos0: 0,
     };
 
     /// An empty outbound half whose identifiers continue after `cursor`.
@@ -335,9 +354,11 @@ impl Outbound {
 
     /// Whether it holds nothing but the identifier cursor: no identifier in
     /// use (in flight, queued, or a SUBSCRIBE/UNSUBSCRIBE awaiting its ack),
-    /// nothing in flight, queued or due for resending. Such a half can be
-    /// replaced by `starting_after(self.ids.cursor())` without any change
-    /// (the in-flight sequence numbers only order the entries of the table).
+    /// nothing in flight, queued or due for resending, no dropped QoS 0
+    /// message to report. Such a half can be replaced by
+    /// `starting_after(self.ids.cursor())` without any change but for the
+    /// message numbers, which start again from 1 (the in-flight sequence
+    /// numbers only order the entries of the table).
     pub(crate) fn is_empty(&self) -> bool {
         self.ids.is_empty()
             && self.inflight.count == 0
@@ -345,6 +366,7 @@ impl Outbound {
             && self.pending.is_empty()
             && self.resend.is_empty()
             && self.live == 0
+            && self.dropped_qos0.is_empty()
     }
 
     /// Messages in flight (sent, not completely acknowledged).
@@ -384,9 +406,11 @@ impl Outbound {
             _ => Some(self.ids.allocate().ok_or(LimitExceeded::NoPacketId)?),
         };
         let id = publish.packet_id;
+        self.published += 1;
         self.pending.push_back(Pending {
             publish,
             queued_at: now,
+            number: self.published,
         });
         Ok(id)
     }
@@ -459,7 +483,7 @@ impl Outbound {
                     // dropped as a new message would be (MQTT-3.1.2-25: a
                     // server behaves as if it had been delivered).
                     self.remove(id);
-                    return Next::Dropped(Some(id), reason);
+                    return Next::Dropped(Some(id), 0, reason);
                 }
                 if !entry.live {
                     entry.live = true;
@@ -498,10 +522,11 @@ impl Outbound {
             dropped = check(publish);
         }
         let packet_id = publish.packet_id;
+        let number = front.number;
         if let Some(reason) = dropped {
             self.pending.pop_front();
             self.shrink_pending();
-            return self.drop_pending(packet_id, reason);
+            return self.drop_pending(packet_id, number, reason);
         }
         match packet_id {
             Some(id) => {
@@ -524,11 +549,26 @@ impl Outbound {
         self.pending.shrink();
     }
 
-    fn drop_pending(&mut self, id: Option<PacketId>, reason: DropReason) -> Next {
+    fn drop_pending(&mut self, id: Option<PacketId>, number: u64, reason: DropReason) -> Next {
         if let Some(id) = id {
             self.ids.release(id);
         }
-        Next::Dropped(id, reason)
+        Next::Dropped(id, number, reason)
+    }
+
+    /// Reports a dropped message: its event, and for QoS 0 its number, which
+    /// `Session::poll_event` takes with the event.
+    pub(crate) fn report_dropped(
+        &mut self,
+        packet_id: Option<PacketId>,
+        number: u64,
+        reason: DropReason,
+        events: &mut VecDeque<Event>,
+    ) {
+        if packet_id.is_none() {
+            self.dropped_qos0.push_back(number);
+        }
+        events.push_back(Event::PublishDropped { packet_id, reason });
     }
 
     /// PUBACK received.
@@ -686,6 +726,7 @@ impl Outbound {
             out.pending.push_back(Pending {
                 publish: p,
                 queued_at: now,
+                number: 0,
             });
         }
         out
@@ -701,12 +742,14 @@ impl Outbound {
         max_pending: usize,
         events: &mut VecDeque<Event>,
     ) {
+        // The numbers go on after those of the absorbed messages, and the
+        // numbers of QoS 0 drops not reported yet stay with their events.
+        self.published = self.published.max(other.published);
+        self.dropped_qos0.extend(other.dropped_qos0);
+        self.last_dropped_qos0 = other.last_dropped_qos0;
         for mut q in other.pending {
             if self.pending.len() >= max_pending {
-                events.push_back(Event::PublishDropped {
-                    packet_id: q.publish.packet_id,
-                    reason: DropReason::QueueFull,
-                });
+                self.report_dropped(q.publish.packet_id, q.number, DropReason::QueueFull, events);
                 continue;
             }
             if let Some(id) = q.publish.packet_id
@@ -724,6 +767,7 @@ impl Outbound {
     /// Drops expired queued messages, reporting each.
     pub(crate) fn expire(&mut self, now: Instant, events: &mut VecDeque<Event>) {
         let ids = &mut self.ids;
+        let dropped_qos0 = &mut self.dropped_qos0;
         self.pending.retain(|q| {
             let expired = q
                 .publish
@@ -733,8 +777,9 @@ impl Outbound {
                     now.saturating_duration_since(q.queued_at).as_secs() >= u64::from(interval)
                 });
             if expired {
-                if let Some(id) = q.publish.packet_id {
-                    ids.release(id);
+                match q.publish.packet_id {
+                    Some(id) => ids.release(id),
+                    None => dropped_qos0.push_back(q.number),
                 }
                 events.push_back(Event::PublishDropped {
                     packet_id: q.publish.packet_id,

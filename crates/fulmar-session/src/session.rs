@@ -551,7 +551,52 @@ impl Session {
     /// The next event for the application, if any.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        if let Some(out) = self.out.existing_mut() {
+            // The number of a dropped QoS 0 message goes with its event.
+            let qos0_dropped = matches!(
+                event,
+                Some(Event::PublishDropped {
+                    packet_id: None,
+                    ..
+                })
+            );
+            if qos0_dropped {
+                out.last_dropped_qos0 = out.dropped_qos0.pop_front().unwrap_or(0);
+            } else if out.last_dropped_qos0 != 0 {
+                out.last_dropped_qos0 = 0;
+            }
+        }
+        event
+    }
+
+    /// How many messages [`publish`](Self::publish) has accepted: the one
+    /// it accepted last has this number, the next one gets the next. A QoS 0
+    /// message has no packet identifier: its number tells it apart when it
+    /// is dropped (see [`dropped_number`](Self::dropped_number)).
+    ///
+    /// Numbers start again from 1 when
+    /// [`release_spare_capacity`](Self::release_spare_capacity) found
+    /// nothing queued, in flight or to report.
+    #[must_use]
+    pub fn published(&self) -> u64 {
+        self.out.get().published
+    }
+
+    /// The number ([`published`](Self::published)) of the message of the
+    /// [`Event::PublishDropped`] that [`poll_event`](Self::poll_event)
+    /// returned last, when it is a QoS 0 message (its `packet_id` is
+    /// `None`): which one was dropped, also when it was not the oldest
+    /// queued (a Message Expiry Interval ran out while it waited). `None`
+    /// after any other event, and for a message restored from a
+    /// [`SessionState`](crate::SessionState) rather than given to `publish`.
+    ///
+    /// Together with the order of sending (QoS 0 messages are sent in the
+    /// order `publish` accepted them, each after every older message was
+    /// sent or dropped), this tells each QoS 0 message's outcome.
+    #[must_use]
+    pub fn dropped_number(&self) -> Option<u64> {
+        Some(self.out.get().last_dropped_qos0).filter(|n| *n != 0)
     }
 
     /// Frees the buffers of the drained event and transmit queues (and of
@@ -601,12 +646,11 @@ impl Session {
                     }
                     return;
                 }
-                Next::Dropped(packet_id, reason) => {
+                Next::Dropped(packet_id, number, reason) => {
                     // MQTT-3.1.2-25: a server behaves as if it delivered a
                     // message too large for the client; no event.
                     if !(role == Role::Server && reason == DropReason::PacketTooLarge) {
-                        self.events
-                            .push_back(Event::PublishDropped { packet_id, reason });
+                        outbound.report_dropped(packet_id, number, reason, &mut self.events);
                     }
                 }
                 Next::Nothing => return,

@@ -763,6 +763,66 @@ fn expired_messages_free_the_queue() {
     )));
 }
 
+// A QoS 0 message has no packet identifier: when one is dropped, its number
+// (`published` right after `publish` accepted it) tells which, also when it
+// was not the oldest queued. The other QoS 0 messages are sent in order.
+// v5:MQTT-4.9.0-2 holds Y and what follows back.
+#[test]
+fn a_dropped_qos0_message_is_told_by_its_number() {
+    let now = t0();
+    let mut c = v5_client_with(connack_with(|p| p.receive_maximum = NonZeroU16::new(1)));
+    let qos0 = |c: &mut Session, topic: &str, expiry: Option<u32>, at| {
+        let mut p = publish(topic, QoS::AtMostOnce, b"0");
+        p.properties.message_expiry_interval = expiry;
+        assert_eq!(c.publish(p, at).unwrap(), None);
+        c.published()
+    };
+    let x = c
+        .publish(publish("x", QoS::AtLeastOnce, b"1"), now)
+        .unwrap();
+    c.publish(publish("y", QoS::AtLeastOnce, b"1"), now)
+        .unwrap();
+    let a = qos0(&mut c, "a", None, now);
+    let b = qos0(&mut c, "b", Some(1), now);
+    let cc = qos0(&mut c, "c", None, now);
+    assert_eq!((a, b, cc), (3, 4, 5));
+    // X goes out; Y waits for the quota, A, B and C wait behind it.
+    assert_eq!(publishes(&drain(&mut c)), 1);
+    let dropped = |c: &mut Session| {
+        let mut dropped = Vec::new();
+        while let Some(event) = c.poll_event() {
+            match event {
+                Event::PublishDropped {
+                    packet_id: None,
+                    reason,
+                } => dropped.push((c.dropped_number(), reason)),
+                _ => assert_eq!(c.dropped_number(), None),
+            }
+        }
+        dropped
+    };
+    // B expires in the middle of the queue (on a timer), A still ahead.
+    let later = now + secs(2);
+    c.handle_timeout(later);
+    assert_eq!(dropped(&mut c), [(Some(b), DropReason::Expired)]);
+    // D expires too, and is dropped when its turn comes, between C and E.
+    let d = qos0(&mut c, "d", Some(1), later);
+    let e = qos0(&mut c, "e", None, later);
+    let ack = PubAck::new(x.unwrap());
+    c.handle_packet(Packet::PubAck(ack), later + secs(2))
+        .unwrap();
+    let topics: Vec<String> = drain(&mut c)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.topic.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(topics, ["y", "a", "c", "e"]);
+    assert_eq!(dropped(&mut c), [(Some(d), DropReason::Expired)]);
+    assert_eq!((d, e), (6, 7));
+}
+
 #[test]
 fn v311_strips_v5_properties_when_forwarding() {
     let now = t0();
