@@ -1,6 +1,9 @@
 //! [`MqttBridge`]: connections to other MQTT brokers that carry the topics
 //! of their [`TopicRule`]s both ways.
 
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -148,7 +151,8 @@ pub struct RemoteStats {
     /// PUBREC with an error reason code: not authorized, quota, ...).
     pub refused: u64,
     /// Messages lost: the queue to the remote was full, the connection
-    /// closed with them on their way, or their topic could not be mapped.
+    /// closed with a QoS 0 one on its way, the bridge shut down with them
+    /// on their way, or their topic could not be mapped.
     pub dropped: u64,
 }
 
@@ -242,8 +246,13 @@ struct Inner {
 ///   they are dropped and counted. QoS 1/2 messages on their way when a
 ///   connection drops are sent again when the session resumes, in order;
 ///   if the remote lost the session, they are published again, after those
-///   already on their way. What still waits here when the bridge shuts
-///   down is not kept.
+///   already on their way. A connection lost before the SUBACK of the
+///   bridge's subscriptions is no different: the client reconnects by
+///   itself and the bridge subscribes again on it. A client that closes
+///   (reconnecting is off in its options) leaves what it had on its way to
+///   the next one, which sends it first, in order (a QoS 2 message among
+///   them may then arrive twice: the new client's packet identifiers start
+///   anew). What still waits here when the bridge shuts down is not kept.
 /// - Sessions: with a session the remote keeps, what the remote queued for
 ///   the bridge while it was away (the process restarted, the link was
 ///   down) arrives first when it connects again, all of it, before it
@@ -561,6 +570,9 @@ async fn run(
     link.publish_state(&broker, false);
     let backoff = Reconnect::exponential(Duration::from_millis(200), Duration::from_secs(30));
     let mut failures: u32 = 0;
+    // QoS 1/2 messages a closed client left unsettled: the next one sends
+    // them first, in order (at most WINDOW).
+    let mut carry: VecDeque<Publish> = VecDeque::new();
     // The bridge bit is for 3.1.1 (5.0 has No Local; mosquitto closes a 5.0
     // connection that sets it).
     let mut private = if link.try_private && link.options.version() == ProtocolVersion::V311 {
@@ -594,8 +606,12 @@ async fn run(
                 tracing::info!(bridge = %link.name, session_present = connack.session_present, "bridge connected");
                 let since = tokio::time::Instant::now();
                 let mut streams = Inbound::new(leftovers);
-                let ended =
-                    serve(&inner, index, link, &client, &broker, &mut rx, &mut streams).await;
+                let mut io = Io {
+                    rx: &mut rx,
+                    carry: &mut carry,
+                    inbound: &mut streams,
+                };
+                let ended = serve(&inner, index, link, &client, &broker, &mut io).await;
                 link.set_connected(&broker, false);
                 if ended == Ended::Shutdown {
                     // Before the subscription stream is dropped (which
@@ -717,16 +733,28 @@ impl Inbound {
     }
 }
 
-/// One connection to a remote: subscribe for the in rules, then forward
-/// both ways until the client closes or the bridge shuts down.
+/// What [`serve`] works with besides the client: the queue to the remote,
+/// the messages a closed client left unsettled, the streams from the remote.
+struct Io<'a> {
+    rx: &'a mut mpsc::Receiver<Publish>,
+    carry: &'a mut VecDeque<Publish>,
+    inbound: &'a mut Inbound,
+}
+
+/// A SUBSCRIBE of the bridge's filters on its way.
+type Subscribing<'a> = Pin<Box<dyn Future<Output = Result<Subscription, ClientError>> + Send + 'a>>;
+
+/// One client of a remote: subscribe for the in rules, then forward both
+/// ways until the client closes or the bridge shuts down. The client
+/// reconnects by itself; a SUBSCRIBE lost with a connection is made again
+/// once it is back.
 async fn serve(
     inner: &Inner,
     index: usize,
     link: &Link,
     client: &Client,
     broker: &BrokerHandle,
-    rx: &mut mpsc::Receiver<Publish>,
-    inbound: &mut Inbound,
+    io: &mut Io<'_>,
 ) -> Ended {
     let v5 = link.options.version() == ProtocolVersion::V5;
     let filters: Vec<_> = link
@@ -746,19 +774,35 @@ async fn serve(
     // Subscribing goes on while messages come in: a resumed session's queue
     // arrives first, and with no Receive Maximum (3.1.1) more of it than a
     // stream holds may come before the SUBACK.
-    let mut subscribing = (!filters.is_empty())
-        .then(|| Box::pin(client.subscribe_with(filters, SubscribeProperties::default())));
+    let mut to_subscribe = !filters.is_empty();
+    let mut subscribing: Option<Subscribing<'_>> = None;
     let mut up = client.is_connected();
-    if subscribing.is_none() {
-        link.set_connected(broker, up);
-    }
-    // Messages on their way to the remote, at most WINDOW. Each publish is
+    // Messages on their way to the remote, at most WINDOW, by a sequence
+    // number in the order they were handed to the client. Each publish is
     // handed to the client at its first poll, and FuturesUnordered polls
     // new futures first in the order they were pushed; the client's queue
     // to its connection task holds more than WINDOW, so that first poll
     // never waits: they reach the session, and the wire, in order.
     let mut window = FuturesUnordered::new();
+    let mut in_flight: BTreeMap<u64, Publish> = BTreeMap::new();
+    let mut seq: u64 = 0;
     let ended = loop {
+        // What a closed client left unsettled goes first.
+        while window.len() < WINDOW {
+            let Some(publish) = io.carry.pop_front() else {
+                break;
+            };
+            in_flight.insert(seq, publish.clone());
+            window.push(send(client, seq, publish));
+            seq = seq.wrapping_add(1);
+        }
+        if to_subscribe && up && subscribing.is_none() {
+            to_subscribe = false;
+            subscribing = Some(Box::pin(
+                client.subscribe_with(filters.clone(), SubscribeProperties::default()),
+            ));
+        }
+        link.set_connected(broker, up && !to_subscribe && subscribing.is_none());
         tokio::select! {
             () = inner.shutdown.cancelled() => break Ended::Shutdown,
             () = broker.shutting_down() => break Ended::Shutdown,
@@ -775,33 +819,55 @@ async fn serve(
                         if refused > 0 {
                             tracing::warn!(bridge = %link.name, refused, "the remote broker refused some of the bridge's subscriptions");
                         }
-                        inbound.subscription = Some(subscription);
+                        io.inbound.subscription = Some(subscription);
                     }
                     Some(Err(ClientError::SubscribeRejected(suback))) => {
                         let codes = &suback.reason_codes;
                         tracing::warn!(bridge = %link.name, ?codes, "the remote broker refused every subscription of the bridge");
                     }
-                    Some(Err(error)) => {
+                    Some(Err(error)) if client.is_closed() => {
                         tracing::warn!(bridge = %link.name, %error, "bridge subscribe failed");
                         break Ended::Lost;
                     }
+                    Some(Err(error)) => {
+                        // Lost with the connection (RequestLost,
+                        // NotConnected): the client reconnects by itself,
+                        // with its session and what it has in flight, and
+                        // the bridge subscribes again then.
+                        tracing::info!(bridge = %link.name, %error, "bridge subscribe lost with the connection; subscribing again once reconnected");
+                        to_subscribe = true;
+                    }
                     None => {}
                 }
-                link.set_connected(broker, up);
             }
-            next = rx.recv(), if window.len() < WINDOW => match next {
+            next = io.rx.recv(), if window.len() < WINDOW => match next {
                 Some(publish) => {
                     link.queued_bytes.fetch_sub(publish.payload.len(), Ordering::Relaxed);
-                    window.push(send(client, publish));
+                    in_flight.insert(seq, publish.clone());
+                    window.push(send(client, seq, publish));
+                    seq = seq.wrapping_add(1);
                 }
                 None => break Ended::Shutdown,
             },
-            Some((publish, outcome)) = window.next(), if !window.is_empty() => {
-                if let Some(again) = settle(link, publish, outcome) {
-                    window.push(send(client, again));
+            Some((sent, outcome)) = window.next(), if !window.is_empty() => {
+                let Some(publish) = in_flight.remove(&sent) else {
+                    continue;
+                };
+                match settle(link, publish, outcome) {
+                    Settled::Done => {}
+                    Settled::Again(publish) => {
+                        in_flight.insert(seq, publish.clone());
+                        window.push(send(client, seq, publish));
+                        seq = seq.wrapping_add(1);
+                    }
+                    Settled::Closed(publish) => {
+                        // Not settled: kept for the next client.
+                        in_flight.insert(sent, publish);
+                        break Ended::Lost;
+                    }
                 }
             }
-            message = inbound.next() => match message {
+            message = io.inbound.next() => match message {
                 Some(message) => {
                     if bring_in(inner, index, link, broker, &message).is_err() {
                         break Ended::Shutdown;
@@ -820,9 +886,6 @@ async fn serve(
                     break Ended::Lost;
                 }
                 up = !up;
-                if subscribing.is_none() {
-                    link.set_connected(broker, up);
-                }
                 tracing::info!(bridge = %link.name, connected = up, "bridge connection state");
             }
         }
@@ -834,42 +897,63 @@ async fn serve(
         // subscriptions.
         let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, client.disconnect()).await;
     }
-    // Messages on their way are lost with the connection.
-    link.dropped
-        .fetch_add(window.len() as u64, Ordering::Relaxed);
+    match ended {
+        // Not sent: lost with the bridge.
+        Ended::Shutdown => {
+            let lost = in_flight.len().saturating_add(io.carry.len());
+            link.dropped.fetch_add(lost as u64, Ordering::Relaxed);
+            io.carry.clear();
+        }
+        // The client closed with them unsettled: the next one sends them
+        // first, in the order they went out.
+        Ended::Lost => {
+            let mut carry: VecDeque<Publish> = in_flight.into_values().collect();
+            carry.append(io.carry);
+            *io.carry = carry;
+        }
+    }
     ended
 }
 
-/// Publishes `publish` and hands it back with the outcome.
-async fn send(client: &Client, publish: Publish) -> (Publish, Result<PublishOutcome, ClientError>) {
-    let outcome = client.publish_message(publish.clone()).await;
-    (publish, outcome)
+/// Publishes `publish` and hands back its number with the outcome.
+async fn send(
+    client: &Client,
+    seq: u64,
+    publish: Publish,
+) -> (u64, Result<PublishOutcome, ClientError>) {
+    (seq, client.publish_message(publish).await)
 }
 
-/// Counts the outcome of a publish to the remote; returns the message when
-/// it must be sent again (the remote lost the session it was in flight in).
-fn settle(
-    link: &Link,
-    publish: Publish,
-    outcome: Result<PublishOutcome, ClientError>,
-) -> Option<Publish> {
+/// What [`settle`] makes of an outcome.
+enum Settled {
+    /// Counted: sent, refused or lost.
+    Done,
+    /// To send again: the remote lost the session it was in flight in.
+    Again(Publish),
+    /// The client closed before it settled: for the next client.
+    Closed(Publish),
+}
+
+/// Counts the outcome of a publish to the remote.
+fn settle(link: &Link, publish: Publish, outcome: Result<PublishOutcome, ClientError>) -> Settled {
     match outcome {
         Ok(_) => {
             link.sent.fetch_add(1, Ordering::Relaxed);
-            None
+            Settled::Done
         }
         Err(ClientError::PublishRejected { reason_code, .. }) => {
             link.refused.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(bridge = %link.name, topic = %publish.topic, ?reason_code, "the remote broker refused a message");
-            None
+            Settled::Done
         }
         // The remote lost the session it was in flight in: send it again
         // (behind the messages already on their way).
-        Err(ClientError::PublishDropped(DropReason::SessionDiscarded)) => Some(publish),
+        Err(ClientError::PublishDropped(DropReason::SessionDiscarded)) => Settled::Again(publish),
+        Err(ClientError::Closed) => Settled::Closed(publish),
         Err(error) => {
             link.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(bridge = %link.name, topic = %publish.topic, %error, "a message for the remote broker was lost");
-            None
+            Settled::Done
         }
     }
 }

@@ -671,3 +671,136 @@ async fn the_bridge_ends_with_its_broker() {
     no_clients(&remote).await;
     remote.shutdown().await;
 }
+
+/// Reads one MQTT packet (fixed header, remaining length, body) from `from`.
+async fn read_packet(from: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut packet = vec![from.read_u8().await?];
+    let mut length = 0usize;
+    for shift in [0, 7, 14, 21] {
+        let byte = from.read_u8().await?;
+        packet.push(byte);
+        length |= usize::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    let start = packet.len();
+    packet.resize(start + length, 0);
+    from.read_exact(&mut packet[start..]).await?;
+    Ok(packet)
+}
+
+/// In front of `upstream`: the first connection passes the CONNECT and the
+/// CONNACK, then is closed on both sides before anything else crosses (the
+/// SUBSCRIBE and PUBLISH packets that follow are lost); later connections
+/// pass everything.
+async fn cut_after_first_connack(upstream: std::net::SocketAddr) -> u16 {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mut server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+            if std::mem::take(&mut first) {
+                tokio::spawn(async move {
+                    let Ok(connect) = read_packet(&mut client).await else {
+                        return;
+                    };
+                    server.write_all(&connect).await.unwrap();
+                    let Ok(connack) = read_packet(&mut server).await else {
+                        return;
+                    };
+                    let _ = client.write_all(&connack).await;
+                    // Both dropped: closed.
+                });
+            } else {
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                });
+            }
+        }
+    });
+    port
+}
+
+/// The first connection drops between the CONNACK and the SUBACK: the
+/// SUBSCRIBE is lost with it. The client reconnects by itself and sends
+/// again what it had in flight (MQTT-4.4.0-1), the bridge subscribes again
+/// on it: no QoS 1 message queued for the remote meanwhile is lost, and
+/// the in rule works.
+#[tokio::test]
+async fn a_link_cut_before_its_suback_loses_no_qos1_message() {
+    for version in VERSIONS {
+        let remote = broker().await;
+        let port = cut_after_first_connack(remote.local_addrs()[0]).await;
+        let mut at_remote = remote.subscribe("up/#").unwrap();
+        let (local, bridge) = attached(vec![
+            cloud(port, version)
+                .rule(rule("up/#", Direction::Out, "", ""))
+                .rule(rule("down/#", Direction::In, "", "")),
+        ])
+        .await;
+        // Queued before the bridge's task first runs (one thread, no await
+        // since it was attached).
+        for i in 0..20 {
+            local
+                .publish("up/x", i.to_string(), QoS::AtLeastOnce, false)
+                .unwrap();
+        }
+        for i in 0..20 {
+            assert_eq!(
+                text(&next(&mut at_remote).await),
+                pair("up/x", &i.to_string()),
+                "{version:?}"
+            );
+        }
+        guard(bridge.wait_connected()).await;
+        let mut at_local = local.subscribe("down/#").unwrap();
+        remote
+            .publish("down/x", "in", QoS::AtLeastOnce, false)
+            .unwrap();
+        assert_eq!(text(&next(&mut at_local).await), pair("down/x", "in"));
+        let s = settled(&bridge, &[20]).await.remove(0);
+        assert_eq!((s.sent, s.dropped), (20, 0), "{version:?}");
+        stop(&bridge, &[&local, &remote]).await;
+    }
+}
+
+/// A client that does not reconnect by itself (reconnecting off in its
+/// options) closes with the first connection, cut after its CONNACK: the
+/// bridge connects a new one, which sends first, in order, the messages
+/// the closed one left unsettled.
+#[tokio::test]
+async fn messages_a_closed_client_left_unsettled_go_on_the_next_one() {
+    for version in VERSIONS {
+        let remote = broker().await;
+        let port = cut_after_first_connack(remote.local_addrs()[0]).await;
+        let mut at_remote = remote.subscribe("up/#").unwrap();
+        let options =
+            options(port, version, "edge").reconnect(fulmar_client::Reconnect::disabled());
+        let (local, bridge) = attached(vec![Remote::new("cloud", options).rule(rule(
+            "up/#",
+            Direction::Out,
+            "",
+            "",
+        ))])
+        .await;
+        for i in 0..20 {
+            local
+                .publish("up/x", i.to_string(), QoS::AtLeastOnce, false)
+                .unwrap();
+        }
+        for i in 0..20 {
+            assert_eq!(
+                text(&next(&mut at_remote).await),
+                pair("up/x", &i.to_string()),
+                "{version:?}"
+            );
+        }
+        let s = settled(&bridge, &[20]).await.remove(0);
+        assert_eq!((s.sent, s.dropped), (20, 0), "{version:?}");
+        stop(&bridge, &[&local, &remote]).await;
+    }
+}
