@@ -26,13 +26,15 @@ pub(crate) async fn connect(options: &ConnectOptions) -> Result<Box<dyn Io>, Err
         #[cfg(feature = "websocket")]
         Transport::WebSocket { path } => {
             let url = format!("ws://{}:{port}{}", url_host(host), slash(path));
-            Ok(Box::new(crate::ws::connect(&url, tcp.await?).await?))
+            let ws = crate::ws::connect(&url, tcp.await?, options.inbound_limit()).await?;
+            Ok(Box::new(ws))
         }
         #[cfg(all(feature = "websocket", feature = "tls"))]
         Transport::SecureWebSocket { path, tls } => {
             let stream = tls.connect(host, tcp.await?).await?;
             let url = format!("wss://{}:{port}{}", url_host(host), slash(path));
-            Ok(Box::new(crate::ws::connect(&url, stream).await?))
+            let ws = crate::ws::connect(&url, stream, options.inbound_limit()).await?;
+            Ok(Box::new(ws))
         }
         Transport::Custom(connector) => Ok(connector.connect().await?),
     }

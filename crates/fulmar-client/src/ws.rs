@@ -13,12 +13,39 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::error::Error;
 
+/// The most bytes one outbound binary frame carries: a longer write (a
+/// batch of packets, or one large packet) goes out in several frames, which
+/// MQTT over WebSocket allows (MQTT 5.0 section 6: packets need not be
+/// aligned on frame boundaries). A broker may limit frames: fulmar-broker
+/// takes up to twice its Maximum Packet Size, never less than 64 KiB.
+const MAX_OUTBOUND_FRAME: usize = 64 * 1024;
+
+/// The smallest inbound frame and message limit: a broker may send several
+/// packets in one frame, so the limit is not the Maximum Packet Size itself
+/// (tungstenite's default frame limit).
+const MIN_INBOUND_LIMIT: usize = 16 << 20;
+
+/// The WebSocket limits for a client that takes packets of up to
+/// `max_packet` bytes: frames and messages of twice that (a whole packet and
+/// what the broker sent with it), at least [`MIN_INBOUND_LIMIT`].
+fn config(max_packet: u32) -> WebSocketConfig {
+    let limit = usize::try_from(max_packet)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2)
+        .max(MIN_INBOUND_LIMIT);
+    WebSocketConfig::default()
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit))
+}
+
 /// Runs the WebSocket handshake at `url` over `stream`, asking for the `mqtt`
-/// subprotocol.
-pub(crate) async fn connect<S>(url: &str, stream: S) -> Result<WsIo<S>, Error>
+/// subprotocol. `max_packet`: the largest packet the client takes (its
+/// Maximum Packet Size), which sets the inbound frame and message limits.
+pub(crate) async fn connect<S>(url: &str, stream: S, max_packet: u32) -> Result<WsIo<S>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -26,7 +53,9 @@ where
     request
         .headers_mut()
         .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
-    let (ws, _response) = tokio_tungstenite::client_async(request, stream).await?;
+    let (ws, _response) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config(max_packet)))
+            .await?;
     Ok(WsIo {
         ws,
         read: Bytes::new(),
@@ -35,7 +64,7 @@ where
 
 /// A WebSocket as a byte stream: reads concatenate binary frames (an MQTT
 /// packet may span frames, a frame may hold several packets), each write is
-/// one binary frame.
+/// one binary frame of at most [`MAX_OUTBOUND_FRAME`] bytes.
 pub(crate) struct WsIo<S> {
     ws: WebSocketStream<S>,
     read: Bytes,
@@ -82,10 +111,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsIo<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(io_error)?;
+        let frame = buf.get(..MAX_OUTBOUND_FRAME).unwrap_or(buf);
         Pin::new(&mut self.ws)
-            .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
+            .start_send(Message::Binary(Bytes::copy_from_slice(frame)))
             .map_err(io_error)?;
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(Ok(frame.len()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
