@@ -177,6 +177,11 @@ struct Link {
 }
 
 impl Link {
+    /// Whether the link speaks MQTT 5.0 (it can carry the relay mark).
+    fn v5(&self) -> bool {
+        self.options.version() == ProtocolVersion::V5
+    }
+
     /// Records whether the connection is up and, when that changed,
     /// publishes it here, retained, on `$SYS/broker/connection/NAME/state`
     /// (`1` or `0`, as mosquitto does).
@@ -209,6 +214,9 @@ impl Link {
 
 struct Inner {
     links: Vec<Link>,
+    /// This bridge's mark on what it relays from one remote to another:
+    /// the value of a [`RELAY_MARK`] user property, drawn when it is made.
+    mark: MqttString,
     shutdown: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -225,15 +233,28 @@ struct Inner {
 ///   task that connects (and connects again, with backoff, whenever the
 ///   connection is lost), subscribes to the filters of its `In` rules and
 ///   forwards.
-/// - No loops: a message brought in from a remote is routed to this
-///   broker's subscribers and to the other remotes, never back out to the
-///   remote it came from; under MQTT 5.0 the remote subscriptions set No
-///   Local, so the remote does not send back what the bridge published
-///   there, and Retain As Published, so retained messages stay retained.
-///   Under 3.1.1 the same comes from announcing the bridge
-///   ([`Remote::try_private`], on by default, which mosquitto and fulmar
-///   understand); without it, a topic that goes both ways comes back once
-///   (and stops there).
+/// - No endless loops through the bridge: a message brought in from a
+///   remote is routed to this broker's subscribers, never back out to the
+///   remote it came from, and on to the other remotes (their out rules)
+///   only from an MQTT 5.0 link to other 5.0 links. Such a relayed copy
+///   carries a user property `fulmar-bridge-relay` whose value names this
+///   bridge (drawn when it is made); a message that comes in with this
+///   bridge's own mark went round (through two links to one broker, say)
+///   and is dropped, and the mark is removed from what comes in. So a
+///   message crosses from one remote to another at most once through this
+///   bridge, and what it publishes to its remotes comes back here a
+///   bounded number of times, whatever the links (a 3.1.1 link cannot
+///   carry the mark: what it brings in stays here). Under MQTT 5.0 the
+///   remote subscriptions set No Local, so a remote does not send back on
+///   the same link what the bridge published there, and Retain As
+///   Published, so retained messages stay retained. Under 3.1.1 the same
+///   comes from announcing the bridge ([`Remote::try_private`], on by
+///   default, which mosquitto and fulmar understand); without it, a topic
+///   that goes both ways comes back once on that link, and is delivered
+///   here again. A message published here that comes back through another
+///   link (one link `out`, another `in` on the same remote broker) is
+///   delivered here again too, once per such link. Loops through other
+///   brokers' own bridges are theirs to prevent.
 /// - Pipelined: up to the remote's Receive Maximum, the client's
 ///   [`max_inflight`](fulmar_client::ConnectOptions::max_inflight) and 60
 ///   QoS 1/2 messages are on their way to a remote at once, in order.
@@ -352,6 +373,7 @@ impl MqttBridge {
         Ok(Self {
             inner: Arc::new(Inner {
                 links,
+                mark: new_mark(),
                 shutdown: CancellationToken::new(),
                 tasks: Mutex::new(Vec::new()),
             }),
@@ -454,10 +476,18 @@ impl Bridge for Seam {
 
 impl Inner {
     /// Queues `publish` (on `topic` here) for every remote with an out rule
-    /// that matches it, except the one it came from.
+    /// that matches it, except the one it came from. One brought in from a
+    /// remote (`from`) goes only from an MQTT 5.0 link to the other 5.0
+    /// ones, with this bridge's [`RELAY_MARK`]: see [`MqttBridge`] on loops.
     fn forward(&self, topic: &TopicName, publish: &Publish, from: Option<usize>) {
+        let relayed = from.is_some();
+        if let Some(from) = from
+            && self.links.get(from).is_none_or(|l| !l.v5())
+        {
+            return;
+        }
         for (index, link) in self.links.iter().enumerate() {
-            if from == Some(index) {
+            if from == Some(index) || (relayed && !link.v5()) {
                 continue;
             }
             let Some((remote, qos)) = link
@@ -490,12 +520,29 @@ impl Inner {
             out.topic = topic;
             out.qos = out.qos.min(qos);
             clean(&mut out);
+            if relayed {
+                out.properties
+                    .user_properties
+                    .push((MqttString::from(RELAY_MARK), self.mark.clone()));
+            }
             if link.tx.try_send(out).is_err() {
                 link.queued_bytes.fetch_sub(size, Ordering::Relaxed);
                 link.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
+}
+
+/// The user property that marks a message one bridge relayed from a remote
+/// to another (MQTT 5.0); its value names the bridge.
+const RELAY_MARK: &str = "fulmar-bridge-relay";
+
+/// A mark for a new bridge: 16 hexadecimal digits, random (std's hasher
+/// keys are drawn from the system's random source).
+fn new_mark() -> MqttString {
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    MqttString::from(format!("{random:016x}"))
 }
 
 /// What a forwarded message must not carry over from its last hop.
@@ -958,7 +1005,9 @@ fn settle(link: &Link, publish: Publish, outcome: Result<PublishOutcome, ClientE
     }
 }
 
-/// Routes a message from the remote here and to the other remotes.
+/// Routes a message from the remote here and, from an MQTT 5.0 link, to the
+/// other 5.0 remotes. One that carries this bridge's own relay mark went
+/// round (this bridge relayed it before): it is dropped.
 ///
 /// # Errors
 /// The broker shut down.
@@ -970,6 +1019,16 @@ fn bring_in(
     message: &Message,
 ) -> Result<(), BrokerError> {
     let mut publish = message.publish().clone();
+    let marks = &mut publish.properties.user_properties;
+    if marks
+        .iter()
+        .any(|(key, value)| key.as_str() == RELAY_MARK && *value == inner.mark)
+    {
+        tracing::debug!(bridge = %link.name, topic = %publish.topic, "a message this bridge relayed came back: dropped");
+        return Ok(());
+    }
+    // Marks are between bridges: not for this broker's clients.
+    marks.retain(|(key, _)| key.as_str() != RELAY_MARK);
     let local = TopicName::from_bytes(publish.topic.clone().into_bytes())
         .ok()
         .and_then(|remote| {

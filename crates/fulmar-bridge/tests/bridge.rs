@@ -64,6 +64,15 @@ fn text(message: &Message) -> (String, String) {
     )
 }
 
+/// Whether `message` carries a bridge's relay mark.
+fn relayed(message: &Message) -> bool {
+    message
+        .properties
+        .user_properties
+        .iter()
+        .any(|(key, _)| key.as_str() == "fulmar-bridge-relay")
+}
+
 fn stats(bridge: &MqttBridge) -> RemoteStats {
     bridge.stats().remove(0)
 }
@@ -403,7 +412,8 @@ async fn a_dropped_link_resumes_and_loses_no_qos1_message() {
 }
 
 /// What comes in from one remote goes out to another whose rules match
-/// it, but never back to the one it came from.
+/// it, marked as relayed by this bridge (both links are MQTT 5.0), but
+/// never back to the one it came from.
 #[tokio::test]
 async fn messages_from_one_remote_go_on_to_the_others() {
     let a = broker().await;
@@ -415,7 +425,7 @@ async fn messages_from_one_remote_go_on_to_the_others() {
             "",
             "",
         )),
-        Remote::new("b", options(port(&b), ProtocolVersion::V311, "hub")).rule(rule(
+        Remote::new("b", options(port(&b), ProtocolVersion::V5, "hub")).rule(rule(
             "news/#",
             Direction::Out,
             "",
@@ -427,7 +437,9 @@ async fn messages_from_one_remote_go_on_to_the_others() {
     let mut at_b = b.subscribe("#").unwrap();
     a.publish("news/1", "x", QoS::AtLeastOnce, false).unwrap();
     assert_eq!(text(&next(&mut at_a).await), pair("news/1", "x"));
-    assert_eq!(text(&next(&mut at_b).await), pair("relayed/news/1", "x"));
+    let got = next(&mut at_b).await;
+    assert_eq!(text(&got), pair("relayed/news/1", "x"));
+    assert!(relayed(&got), "{:?}", got.properties.user_properties);
     a.publish("end", "", QoS::AtMostOnce, false).unwrap();
     assert_eq!(
         text(&next(&mut at_a).await),
@@ -803,4 +815,89 @@ async fn messages_a_closed_client_left_unsettled_go_on_the_next_one() {
         assert_eq!((s.sent, s.dropped), (20, 0), "{version:?}");
         stop(&bridge, &[&local, &remote]).await;
     }
+}
+
+/// Takes `n` messages from `sub`, each of which must be `topic`/`payload`:
+/// a copy of an earlier message among them went round.
+async fn copies(sub: &mut fulmar_broker::Subscription, n: usize, topic: &str, payload: &str) {
+    for i in 0..n {
+        let got = next(sub).await;
+        assert_eq!(text(&got), pair(topic, payload), "copy {i}");
+        assert!(!relayed(&got), "a relay mark reached a client here");
+    }
+}
+
+/// Two 3.1.1 remotes that send the bridge its own messages back (no
+/// try_private), each `both "#"`: a message published here goes to each,
+/// comes back from each once, and stops there (what a 3.1.1 link brings
+/// in goes to no other remote). A second message takes the same ways
+/// after it: with a loop, copies of the first would come before its own.
+#[tokio::test]
+async fn two_echoing_remotes_make_no_loop() {
+    let a = broker().await;
+    let b = broker().await;
+    let remote = |name: &str, port: u16| {
+        Remote::new(name, options(port, ProtocolVersion::V311, "hub"))
+            .rule(rule("#", Direction::Both, "", ""))
+            .try_private(false)
+    };
+    let (local, bridge) = bridged(vec![remote("a", port(&a)), remote("b", port(&b))]).await;
+    let mut at_local = local.subscribe("#").unwrap();
+    local
+        .publish("chat/1", "x", QoS::AtLeastOnce, false)
+        .unwrap();
+    // Published here, then back from a and from b.
+    copies(&mut at_local, 3, "chat/1", "x").await;
+    local
+        .publish("chat/2", "y", QoS::AtLeastOnce, false)
+        .unwrap();
+    copies(&mut at_local, 3, "chat/2", "y").await;
+    let stats = settled(&bridge, &[2, 2]).await;
+    for s in stats {
+        assert_eq!((s.sent, s.received, s.dropped), (2, 2, 0), "{}", s.name);
+    }
+    bridge.shutdown().await;
+    local.shutdown().await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// MQTT 5.0 links to one remote broker, one `out "#"`, the other
+/// `in "#"` (No Local does not apply: two clients): a message published
+/// here comes back in through the second link, once, is relayed to the
+/// first with this bridge's mark, and is dropped when it comes back marked.
+#[tokio::test]
+async fn two_v5_links_to_one_broker_make_no_loop() {
+    let remote = broker().await;
+    let (local, bridge) = bridged(vec![
+        Remote::new("up", options(port(&remote), ProtocolVersion::V5, "hub-up")).rule(rule(
+            "#",
+            Direction::Out,
+            "",
+            "",
+        )),
+        Remote::new(
+            "down",
+            options(port(&remote), ProtocolVersion::V5, "hub-down"),
+        )
+        .rule(rule("#", Direction::In, "", "")),
+    ])
+    .await;
+    let mut at_local = local.subscribe("#").unwrap();
+    let mut at_remote = remote.subscribe("#").unwrap();
+    for (topic, payload) in [("chat/1", "x"), ("chat/2", "y")] {
+        local
+            .publish(topic, payload, QoS::AtLeastOnce, false)
+            .unwrap();
+        // Published here, then back through "down".
+        copies(&mut at_local, 2, topic, payload).await;
+        // At the remote: from "up", then relayed from "down" to "up", marked.
+        let got = next(&mut at_remote).await;
+        assert_eq!((text(&got), relayed(&got)), (pair(topic, payload), false));
+        let got = next(&mut at_remote).await;
+        assert_eq!((text(&got), relayed(&got)), (pair(topic, payload), true));
+    }
+    let stats = settled(&bridge, &[4, 0]).await;
+    assert_eq!((stats[1].received, stats[1].dropped), (2, 0));
+    stop(&bridge, &[&local, &remote]).await;
 }
