@@ -407,6 +407,10 @@ impl LocalShared {
 /// A message's origin instance and sequence number.
 type MessageId = (u64, u64);
 
+/// How long [`Cluster::shutdown`] waits for its tasks beyond the session
+/// timeout their drains are bounded by, before it stops them.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// How long a retained message injected from the routing subject makes
 /// older stream messages on its topic stale (its own stream copy normally
 /// comes well within it).
@@ -1164,12 +1168,31 @@ impl Cluster {
     /// (dropping the NATS subscriptions), deletes this node's wills (the
     /// broker's shutdown dropped them), then the heartbeat key, and
     /// flushes. Call it after the broker's shutdown.
+    ///
+    /// Bounded when NATS is away: what is still queued (messages, will
+    /// and registry changes) is given up after
+    /// [`ClusterConfig::session_timeout`] (the messages counted in
+    /// [`ClusterStats::dropped_outbound`]), a task still busy then is
+    /// stopped, and each later step waits a bounded time too.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         let _ = inner.stop.send(true);
         let tasks = std::mem::take(&mut *lock(&inner.tasks));
-        for task in tasks {
-            let _ = task.await;
+        // The tasks drain within the session timeout; one stuck (a NATS
+        // call waiting for a reconnection) is stopped after it.
+        let deadline = tokio::time::Instant::now() + inner.sessions.timeout + STOP_GRACE;
+        let mut stopped = 0;
+        for mut task in tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+                stopped += 1;
+            }
+        }
+        if stopped > 0 {
+            tracing::warn!(
+                tasks = stopped,
+                "cluster tasks stopped before they were done (NATS away?)"
+            );
         }
         // The wills first: a node whose heartbeat is gone while its wills
         // are there is taken for dead.
@@ -1178,10 +1201,13 @@ impl Cluster {
             erase_node_wills(inner, &wills).await;
         }
         let store = lock(&inner.heartbeat).take();
-        if let Some(store) = store
-            && let Err(e) = store.delete(node_key(&inner.node_id)).await
-        {
-            tracing::warn!(error = %e, "cannot delete the heartbeat key");
+        if let Some(store) = store {
+            let key = node_key(&inner.node_id);
+            match tokio::time::timeout(inner.sessions.timeout, store.delete(key)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot delete the heartbeat key"),
+                Err(_) => tracing::warn!("heartbeat key not deleted in time"),
+            }
         }
         // Bounded: with NATS gone a flush waits for a reconnection.
         let _ = tokio::time::timeout(inner.sessions.timeout, inner.client.flush()).await;
@@ -1324,22 +1350,55 @@ async fn outbound_loop(
     mut outbound: mpsc::Receiver<(TopicName, Publish)>,
     mut stop: watch::Receiver<bool>,
 ) {
-    loop {
+    // Once stopping, what was already accepted is published within the
+    // session timeout (NATS may be away: its client then waits for it),
+    // the message being published included; the rest is dropped.
+    let deadline = loop {
         let next = tokio::select! {
             biased;
             next = outbound.recv() => next,
             _ = stop.changed() => None,
         };
         let Some((topic, publish)) = next else {
-            break;
+            break tokio::time::Instant::now() + inner.sessions.timeout;
         };
-        publish_one(&inner, &topic, publish).await;
-    }
-    // Stopping: publish what was already accepted.
+        let publishing = publish_one(&inner, &topic, publish);
+        tokio::pin!(publishing);
+        let stopping = tokio::select! {
+            biased;
+            () = &mut publishing => false,
+            _ = stop.changed() => true,
+        };
+        if stopping {
+            let deadline = tokio::time::Instant::now() + inner.sessions.timeout;
+            if tokio::time::timeout_at(deadline, publishing).await.is_err() {
+                outbound.close();
+                drop_outbound(&inner, 1 + outbound.len());
+                return;
+            }
+            break deadline;
+        }
+    };
     outbound.close();
     while let Ok((topic, publish)) = outbound.try_recv() {
-        publish_one(&inner, &topic, publish).await;
+        let sent = tokio::time::timeout_at(deadline, publish_one(&inner, &topic, publish)).await;
+        if sent.is_err() {
+            drop_outbound(&inner, 1 + outbound.len());
+            return;
+        }
     }
+}
+
+/// Counts `dropped` messages not published to NATS before the shutdown.
+fn drop_outbound(inner: &Inner, dropped: usize) {
+    inner.counters.dropped_outbound.fetch_add(
+        u64::try_from(dropped).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+    tracing::warn!(
+        dropped,
+        "messages not published to NATS before the shutdown: dropped"
+    );
 }
 
 async fn publish_one(inner: &Arc<Inner>, topic: &TopicName, publish: Publish) {
@@ -1620,9 +1679,23 @@ async fn wills_loop(
         };
         on_will_event(&inner, &store, &mut revisions, event).await;
     }
+    // Within the session timeout (NATS may be away): the wills left are
+    // erased by the shutdown if it can, else published by another node.
     events.close();
+    let deadline = tokio::time::Instant::now() + inner.sessions.timeout;
     while let Ok(event) = events.try_recv() {
-        on_will_event(&inner, &store, &mut revisions, event).await;
+        let handled = tokio::time::timeout_at(
+            deadline,
+            on_will_event(&inner, &store, &mut revisions, event),
+        )
+        .await;
+        if handled.is_err() {
+            tracing::warn!(
+                left = 1 + events.len(),
+                "will changes not written before the shutdown"
+            );
+            break;
+        }
     }
 }
 

@@ -1064,13 +1064,26 @@ pub(crate) async fn registry_loop(
         }
     }
     // Stopping: write what the broker reported already (its shutdown
-    // stored the sessions), so that the records stay current.
+    // stored the sessions), so that the records stay current; within the
+    // timeout (NATS may be away).
     events.close();
     while let Ok(event) = events.try_recv() {
         batch.push(event);
     }
-    for event in coalesce(batch) {
-        handle(&sessions, &store, &mut revisions, event).await;
+    let deadline = tokio::time::Instant::now() + sessions.timeout;
+    let events = coalesce(batch);
+    let total = events.len();
+    for (done, event) in events.into_iter().enumerate() {
+        let handled =
+            tokio::time::timeout_at(deadline, handle(&sessions, &store, &mut revisions, event))
+                .await;
+        if handled.is_err() {
+            tracing::warn!(
+                left = total - done,
+                "session records not written before the shutdown"
+            );
+            break;
+        }
     }
 }
 

@@ -671,3 +671,35 @@ async fn the_cluster_carries_on_after_nats_server_restarts() {
     b.stop().await;
     c.stop().await;
 }
+
+/// A node leaving the cluster while NATS is gone for good: what it still
+/// has to send (more messages than the NATS client buffers, a will to
+/// clear, a session record to write) is given up after a bounded time
+/// instead of holding its shutdown forever.
+#[tokio::test]
+async fn shutdown_returns_when_nats_is_gone() {
+    let mut nats = nats_or_skip!("shutdown_nats_gone");
+    let mut config = ClusterConfig::new(nats.url.clone(), "a");
+    config.session_timeout = Duration::from_secs(1);
+    let a = Node::start_with(config).await;
+    let _with_will = client_with_will(&a, "w", QoS::AtLeastOnce, false, 0).await;
+    wait_wills(&a, &[("a", "w")]).await;
+    nats.kill();
+    wait_for("the node lost NATS", || {
+        a.cluster.nats().connection_state() == async_nats::connection::State::Disconnected
+    })
+    .await;
+    // More than the NATS client queues while it reconnects (2048).
+    for i in 0..10_000 {
+        a.broker
+            .publish("t/x", i.to_string(), fulmar_codec::QoS::AtMostOnce, false)
+            .unwrap();
+    }
+    a.broker.shutdown().await;
+    tokio::time::timeout(Duration::from_secs(120), a.cluster.shutdown())
+        .await
+        .expect("cluster shutdown did not return");
+    // What NATS did not take is counted.
+    let s = a.cluster.stats();
+    assert!(s.dropped_outbound > 0, "{s:?}");
+}

@@ -105,6 +105,12 @@ impl Nats {
         panic!("nats-server did not restart on port {port}");
     }
 
+    /// Kills the server (SIGKILL), for good.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The server's own list of client subscriptions (`/connz?subs=1`, JSON).
     pub fn connz_subscriptions(&self) -> String {
         use std::io::{Read, Write};
