@@ -62,8 +62,14 @@ fn fulmar() -> Command {
 static DIRS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 fn start_fulmar() -> Broker {
+    start_fulmar_with(&[])
+}
+
+/// `fulmar broker -p 0` plus `args`.
+fn start_fulmar_with(args: &[&std::ffi::OsStr]) -> Broker {
     let mut child = fulmar()
         .args(["broker", "-p", "0"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -295,4 +301,63 @@ fn a_foreign_retained_payload_is_counted_apart() {
     assert_eq!(qos["lost"], 0, "{report:#}");
     assert_eq!(qos["duplicated"], 0, "{report:#}");
     assert_eq!(report["latency"]["count"], 10, "{report:#}");
+}
+
+/// `--persistent` subscribers end their sessions when the run ends (5.0: a
+/// DISCONNECT with Session Expiry Interval 0; 3.1.1: a clean-session
+/// reconnect), so that no session subscribed to `fulmar-bench/#` stays on
+/// the broker: `$SYS/broker/clients/total` (every session, connected or
+/// not) falls back to the observer's own.
+#[test]
+fn persistent_sessions_are_ended_after_the_run() {
+    let dir = std::env::temp_dir().join(format!("fulmar-bench-sys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("fulmar.toml");
+    std::fs::write(&conf, "[sys]\ninterval_secs = 1\n").unwrap();
+    let broker = start_fulmar_with(&["-c".as_ref(), conf.as_os_str()]);
+    let port = broker.port.to_string();
+    for mqtt in ["5", "3.1.1"] {
+        let report = bench(
+            broker.port,
+            &[
+                "--mqtt",
+                mqtt,
+                "--persistent",
+                "-S",
+                "2",
+                "-q",
+                "1",
+                "-n",
+                "50",
+            ],
+        );
+        assert_eq!(report["errors"], 0, "{report:#}");
+        assert_eq!(report["qos"][0]["lost"], 0, "{report:#}");
+        // Live updates only (-R: not the retained value of an earlier
+        // second), until the count is the observer's own session; -W only
+        // keeps a failing test from hanging.
+        let mut observer = fulmar()
+            .args(["sub", "-h", "127.0.0.1", "-p", &port, "-R", "-W", "30"])
+            .args(["-t", "$SYS/broker/clients/total"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = observer.stdout.take().unwrap();
+        let mut seen = Vec::new();
+        let mut ended = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line == "1" {
+                ended = true;
+                break;
+            }
+            seen.push(line);
+        }
+        let _ = observer.kill();
+        let _ = observer.wait();
+        assert!(
+            ended,
+            "MQTT {mqtt}: the bench left sessions on the broker; sessions seen: {seen:?}"
+        );
+    }
 }

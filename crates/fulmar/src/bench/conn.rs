@@ -398,12 +398,27 @@ impl Link {
 
     /// Sends DISCONNECT (normal) after whatever is still buffered, and
     /// closes the write side.
-    pub(super) async fn disconnect(mut self) -> Result<(), String> {
+    pub(super) async fn disconnect(self) -> Result<(), String> {
+        self.disconnect_with(DisconnectProperties::default()).await
+    }
+
+    /// Like [`Link::disconnect`], and ends the session: MQTT 5.0 only,
+    /// with a Session Expiry Interval of 0 in the DISCONNECT (3.1.1 has no
+    /// such field: reconnect with a clean session instead).
+    pub(super) async fn disconnect_ending_session(self) -> Result<(), String> {
+        let properties = DisconnectProperties {
+            session_expiry_interval: Some(0),
+            ..DisconnectProperties::default()
+        };
+        self.disconnect_with(properties).await
+    }
+
+    async fn disconnect_with(mut self, properties: DisconnectProperties) -> Result<(), String> {
         if self.session.is_connected() {
             self.session
                 .disconnect(
                     DisconnectReasonCode::NormalDisconnection,
-                    DisconnectProperties::default(),
+                    properties,
                     Instant::now(),
                 )
                 .map_err(|e| e.to_string())?;

@@ -69,9 +69,11 @@ pub(crate) struct BenchArgs {
     /// Extra connections that only connect and keep alive.
     #[arg(long, default_value_t = 0)]
     idle: u32,
-    /// Subscribers keep their sessions (3.1.1 Clean Session 0, 5.0 Session
-    /// Expiry Interval one hour): a broker with a store persists what it
-    /// queues for them.
+    /// Subscribers keep their sessions during the run (3.1.1 Clean Session
+    /// 0, 5.0 Session Expiry Interval one hour): a broker with a store
+    /// persists what it queues for them. At the end they end them (5.0: a
+    /// DISCONNECT with Session Expiry Interval 0; 3.1.1: a clean-session
+    /// reconnect).
     #[arg(long)]
     persistent: bool,
     /// Topic of publisher i; `{i}` is replaced by i (modulo --topics when set).
@@ -230,11 +232,9 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         gate: Arc::new(Semaphore::new(args.connect_concurrency.max(1))),
         ready: ready_tx,
     };
-    let tag = format!(
-        "fb{}-{}",
-        std::process::id(),
-        shared.base.elapsed().as_nanos() % 1000
-    );
+    // Client identifiers `fb<48 random bits>-{p,s,i}<index>`: a later run
+    // never takes over (or resumes) this run's connections and sessions.
+    let tag = format!("fb{:012x}", stats::random_u64()? >> 16);
     let substitute = |pattern: &str, i: u32| {
         let n = if args.topics > 0 { i % args.topics } else { i };
         pattern.replace("{i}", &n.to_string())

@@ -102,7 +102,7 @@ pub(super) struct ConnectPlan {
     pub(super) version: ProtocolVersion,
     /// Keep alive in seconds.
     pub(super) keep_alive: u16,
-    /// Subscribers keep their sessions.
+    /// Subscribers keep their sessions (until the end of the run).
     pub(super) persistent: bool,
     /// Our outbound in-flight window for QoS 1/2.
     pub(super) inflight: u16,
@@ -115,6 +115,8 @@ pub(super) struct ConnectPlan {
 }
 
 impl ConnectPlan {
+    /// Connects (and subscribes); a connection without subscription
+    /// always starts (and ends) a clean session.
     async fn open(
         &self,
         client_id: String,
@@ -485,11 +487,29 @@ pub(super) async fn subscriber(
             link.encode_transmits()?;
             link.step(None, Some(&mut phase)).await?;
         }
-        link.disconnect().await
+        if connect.persistent && connect.version == ProtocolVersion::V5 {
+            link.disconnect_ending_session().await
+        } else {
+            link.disconnect().await
+        }
     }
     .await;
     shared.latencies.record(shard, &mut batch);
-    result.error = outcome.err();
+    // A persistent session must not outlive the run (it stays subscribed,
+    // and a later run could resume it): 3.1.1 ends it with a clean-session
+    // connection, and so does 5.0 when the DISCONNECT above was not sent.
+    let ended = !connect.persistent
+        || (connect.version == ProtocolVersion::V5 && outcome.is_ok())
+        || match connect.open(plan.client_id.clone(), None).await {
+            Ok(link) => link.disconnect().await.is_ok(),
+            Err(_) => false,
+        };
+    result.error = match outcome {
+        Err(e) if !ended => Some(format!("{e} (and its session could not be ended)")),
+        Err(e) => Some(e),
+        Ok(()) if !ended => Some("its persistent session could not be ended".to_owned()),
+        Ok(()) => None,
+    };
     result
 }
 
