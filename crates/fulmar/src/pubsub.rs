@@ -309,16 +309,11 @@ pub(crate) async fn run_pub(args: PubArgs) -> Result<(), String> {
             publish(payload).await?;
         }
         Source::Lines => {
-            let stdin = tokio::io::stdin();
-            let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdin));
-            while let Some(line) = lines
-                .next_line()
-                .await
-                .map_err(|e| format!("cannot read stdin: {e}"))?
-            {
-                let line = line.trim_end_matches('\r');
-                if !line.is_empty() {
-                    publish(Bytes::from(line.to_owned())).await?;
+            let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+            let mut line = Vec::new();
+            while let Some(payload) = next_line(&mut stdin, &mut line).await? {
+                if !payload.is_empty() {
+                    publish(Bytes::copy_from_slice(payload)).await?;
                 }
             }
         }
@@ -330,6 +325,41 @@ pub(crate) async fn run_pub(args: PubArgs) -> Result<(), String> {
         .disconnect()
         .await
         .map_err(|e| format!("disconnect failed: {e}"))
+}
+
+/// The largest payload a line of `fulmar pub -l` can carry (the largest
+/// MQTT packet).
+const MAX_LINE: usize = 268_435_455;
+
+/// The next line of `input` as the bytes it holds (any bytes, as
+/// mosquitto_pub sends them), without its "\n" or "\r\n"; `None` at the end.
+/// `line` is the buffer, reused; a line longer than [`MAX_LINE`] is an error.
+async fn next_line<'a>(
+    input: &mut (impl tokio::io::AsyncBufRead + Unpin),
+    line: &'a mut Vec<u8>,
+) -> Result<Option<&'a [u8]>, String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    line.clear();
+    // Room for the longest payload and its "\r\n", and one byte more to tell.
+    let limit = u64::try_from(MAX_LINE + 3).unwrap_or(u64::MAX);
+    let read = input
+        .take(limit)
+        .read_until(b'\n', line)
+        .await
+        .map_err(|e| format!("cannot read stdin: {e}"))?;
+    if read == 0 {
+        return Ok(None);
+    }
+    let mut payload = line.as_slice();
+    if let Some(rest) = payload.strip_suffix(b"\n") {
+        payload = rest.strip_suffix(b"\r").unwrap_or(rest);
+    }
+    if payload.len() > MAX_LINE {
+        return Err(format!(
+            "a line of stdin is longer than the largest MQTT message ({MAX_LINE} bytes)"
+        ));
+    }
+    Ok(Some(payload))
 }
 
 /// Options of `fulmar sub`.
@@ -567,6 +597,18 @@ mod tests {
         ])
         .unwrap();
         assert!(p.args.conn.properties("publish").is_err());
+    }
+
+    #[tokio::test]
+    async fn lines_are_bytes() {
+        let mut input: &[u8] = b"a\xff\n\r\nb\r\r\n\nc";
+        let mut line = Vec::new();
+        let mut lines = Vec::new();
+        while let Some(payload) = next_line(&mut input, &mut line).await.unwrap() {
+            lines.push(payload.to_vec());
+        }
+        let expected: [&[u8]; 5] = [b"a\xff", b"", b"b\r", b"", b"c"];
+        assert_eq!(lines, expected);
     }
 
     #[test]

@@ -266,3 +266,27 @@ fn values_may_start_with_a_hyphen() {
     let out = publish(broker.port, &["-t", "a", "-m"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+// As mosquitto_pub -l does, each line of stdin is sent as the bytes it is:
+// a line that is not UTF-8 is a message like any other (it stopped the
+// rest with an error), "\r\n" ends a line too, and the last line needs no
+// newline.
+#[test]
+fn stdin_lines_are_bytes_not_text() {
+    let broker = FulmarBroker::start(&[]);
+    let sub = Sub::start(broker.port, &["-t", "raw", "-q", "1", "-C", "3"]);
+    let mut publisher = fulmar()
+        .args(["pub", "-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", "raw", "-q", "1", "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    publisher
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"first\n\xff\xfe bytes\r\n\r\n\nlast")
+        .unwrap();
+    assert!(publisher.wait().unwrap().success());
+    assert_eq!(sub.output_bytes(), b"first\n\xff\xfe bytes\nlast\n");
+}

@@ -203,6 +203,20 @@ impl Sub {
     pub fn output(mut self) -> String {
         self.read_output()
     }
+
+    /// Like [`Sub::output`], for payloads that are not UTF-8.
+    pub fn output_bytes(mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "fulmar sub: {status:?}, stdout {out:?}");
+        out
+    }
 }
 
 impl Drop for Sub {
