@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::watch;
 
@@ -31,6 +32,8 @@ pub(crate) struct Journal {
     /// changes waiting): nothing is written nor acknowledged from then on.
     failed: AtomicBool,
     durability: Durability,
+    /// The first wait before a failed commit is tried again.
+    retry_first: std::time::Duration,
 }
 
 /// How far the writer got.
@@ -52,6 +55,16 @@ impl Journal {
         store: Arc<dyn Store>,
         durability: Durability,
     ) -> std::io::Result<(Arc<Self>, std::thread::JoinHandle<()>)> {
+        Self::start_retrying(store, durability, RETRY_FIRST)
+    }
+
+    /// [`start`](Self::start), waiting `retry_first` before the first retry
+    /// of a failed commit.
+    fn start_retrying(
+        store: Arc<dyn Store>,
+        durability: Durability,
+        retry_first: std::time::Duration,
+    ) -> std::io::Result<(Arc<Self>, std::thread::JoinHandle<()>)> {
         let journal = Arc::new(Self {
             queue: Mutex::new(Queue::default()),
             group: Mutex::new(()),
@@ -59,6 +72,7 @@ impl Journal {
             progress: watch::channel(Progress::default()).0,
             failed: AtomicBool::new(false),
             durability,
+            retry_first,
         });
         let writer = journal.clone();
         let handle = std::thread::Builder::new()
@@ -76,10 +90,13 @@ impl Journal {
     pub(crate) fn push(&self, op: StoreOp) -> u64 {
         let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         q.issued += 1;
+        let first = q.ops.is_empty();
         q.ops.push(op);
         let seq = q.issued;
         drop(q);
-        if self.immediate() {
+        // Periodic: the writer sleeps while there is nothing, and collects
+        // for one interval from the first change.
+        if first || self.immediate() {
             self.wake.notify_one();
         }
         seq
@@ -131,37 +148,22 @@ impl Journal {
         // in order (a batch lost in the middle could bring back a deleted
         // record).
         let mut backlog: Vec<StoreOp> = Vec::new();
-        let mut retry = RETRY_FIRST;
+        let mut retry = self.retry_first;
         let mut attempts = 0_u32;
         loop {
             {
                 let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
                 if !backlog.is_empty() {
-                    // Failing: wait before trying again (a close cuts it short).
-                    if !q.closed {
-                        q = self
-                            .wake
-                            .wait_timeout(q, retry)
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .0;
-                    }
-                } else if let Durability::Periodic(every) = self.durability {
-                    // Collect for one interval, and for as many more as pass
-                    // without a change (`push` does not wake the writer in
-                    // this mode; a close does).
-                    while !q.closed {
-                        q = self
-                            .wake
-                            .wait_timeout(q, every)
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .0;
-                        if !q.ops.is_empty() {
-                            break;
-                        }
-                    }
+                    // Failing: wait before trying again, whatever is pushed
+                    // meanwhile (a close cuts it short).
+                    q = self.sleep(q, Instant::now() + retry);
                 } else {
                     while q.ops.is_empty() && !q.closed {
                         q = self.wake.wait(q).unwrap_or_else(PoisonError::into_inner);
+                    }
+                    if let Durability::Periodic(every) = self.durability {
+                        // Collect for one interval from the first change.
+                        q = self.sleep(q, Instant::now() + every);
                     }
                 }
             }
@@ -190,7 +192,7 @@ impl Journal {
                             tracing::warn!(attempts, "store commits again");
                         }
                         attempts = 0;
-                        retry = RETRY_FIRST;
+                        retry = self.retry_first;
                         self.progress.send_replace(Progress {
                             committed: last,
                             failing: false,
@@ -234,6 +236,24 @@ impl Journal {
                 return;
             }
         }
+    }
+}
+
+impl Journal {
+    /// Waits until `until`, or a close.
+    fn sleep<'a>(&self, mut q: MutexGuard<'a, Queue>, until: Instant) -> MutexGuard<'a, Queue> {
+        while !q.closed {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            q = self
+                .wake
+                .wait_timeout(q, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        q
     }
 }
 
@@ -385,6 +405,45 @@ mod tests {
         block_on(journal.wait(next)).unwrap();
         journal.close();
         writer.join().unwrap();
+    }
+
+    /// A store that fails every commit, counting them.
+    #[derive(Default)]
+    struct Broken(AtomicU32);
+
+    impl Store for Broken {
+        fn load(&self) -> Result<super::super::Snapshot, StoreError> {
+            Ok(super::super::Snapshot::default())
+        }
+
+        fn commit(&self, _: &[StoreOp]) -> Result<(), StoreError> {
+            self.0.fetch_add(1, Ordering::AcqRel);
+            Err(std::io::Error::other("disk full").into())
+        }
+    }
+
+    #[test]
+    fn changes_pushed_while_failing_wait_for_the_next_attempt() {
+        for durability in [
+            Durability::Immediate,
+            Durability::Periodic(Duration::from_millis(1)),
+        ] {
+            let store = Arc::new(Broken::default());
+            let (journal, writer) =
+                Journal::start_retrying(store.clone(), durability, Duration::from_secs(3600))
+                    .unwrap();
+            journal.push(put("a", 1));
+            assert!(eventually(|| store.0.load(Ordering::Acquire) == 1));
+            // Each push wakes an Immediate writer: it must not try again
+            // before its back-off is over (only the close cuts it short).
+            for seq in 2..50 {
+                journal.push(put("a", seq));
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            journal.close();
+            writer.join().unwrap();
+            assert_eq!(store.0.load(Ordering::Acquire), 2, "{durability:?}");
+        }
     }
 
     #[test]
