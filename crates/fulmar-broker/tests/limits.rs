@@ -124,6 +124,20 @@ async fn retained_messages_gathered_by_one_subscribe_are_bounded_by_the_queue() 
     // The 15 that did not fit are dropped and counted, each once.
     wait_until("drops counted", || broker.stats().dropped_messages >= 15).await;
     assert_eq!(broker.stats().dropped_messages, 15);
+
+    // MQTT-3.8.4-3: the last subscription to a repeated filter is the one
+    // that stays; its retained messages come with its options.
+    let mut peer = Peer::connect(addr(&broker), V5, "again").await;
+    broker.publish("q/1", "x", QoS::AtLeastOnce, true).unwrap();
+    let filters = [QoS::AtMostOnce, QoS::AtLeastOnce]
+        .into_iter()
+        .map(|qos| (MqttString::from("q/#"), SubscriptionOptions::new(qos)))
+        .collect();
+    peer.send(Subscribe::new(PacketId::new(1).unwrap(), filters))
+        .await;
+    assert!(matches!(peer.recv().await, Packet::SubAck(_)));
+    let p = peer.recv_publish().await;
+    assert_eq!((p.topic.as_str(), p.qos), ("q/1", QoS::AtLeastOnce));
     broker.shutdown().await;
 }
 

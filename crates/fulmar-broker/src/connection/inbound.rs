@@ -91,8 +91,10 @@ impl<S: super::Stream> Connection<S> {
                 // on this connection's queue (see `ControlInbox::paced`).
                 self.control.set_paced(true);
             }
-            if let Some(journal) = &state.journal {
-                self.dirty |= journaled != Some(journal.issued());
+            if let Some(journal) = &state.journal
+                && journaled != Some(journal.issued())
+            {
+                self.durable_at = self.durable_at.max(journal.issued());
             }
         }
         let (missed, interrupted) = if held.blocked.is_empty() {

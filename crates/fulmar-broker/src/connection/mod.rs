@@ -503,8 +503,10 @@ pub(crate) struct Connection<S> {
     // Boxed on purpose: 8 bytes instead of 48 for the connections without one.
     #[allow(clippy::box_collection)]
     inflight_seq: Option<Box<HashMap<PacketId, u64>>>,
-    /// Changes were journaled that the next acknowledgements depend on.
-    dirty: bool,
+    /// The journal's sequence number, when changes were journaled that the
+    /// next acknowledgements depend on: they wait for it, not for what other
+    /// connections journaled since (0: none).
+    durable_at: u64,
     /// A message waited [`Limits::backpressure_timeout`](crate::Limits), or
     /// a take-over or the shutdown ended its wait, and the connection is
     /// being closed: the messages read after it wait no more.
@@ -593,7 +595,7 @@ impl<S: Stream> Connection<S> {
             pending_auth: None,
             auth: None,
             inflight_seq: None,
-            dirty: false,
+            durable_at: 0,
             backpressure_expired: false,
             hibernate_at: None,
             naps: 0,
@@ -691,7 +693,7 @@ impl<S: Stream> Connection<S> {
             && self.refusals.is_none()
             && self.handovers.is_empty()
             && !self.shutting_down
-            && !self.dirty
+            && self.durable_at == 0
             && !self.yield_next
             && self.frames.is_empty()
             && self.reauthorize.is_empty()
@@ -986,10 +988,11 @@ impl<S: Stream> Connection<S> {
                 }
             }
             // Acknowledgements go out once what they promise is in the store.
-            if std::mem::take(&mut self.dirty)
+            let durable_at = std::mem::take(&mut self.durable_at);
+            if durable_at > 0
                 && let Some(journal) = self.shared.journal.clone()
                 && journal.immediate()
-                && journal.wait(journal.issued()).await.is_err()
+                && journal.wait(durable_at).await.is_err()
             {
                 return Err(CodecError::Io(std::io::Error::other(
                     "the store failed: what depends on it is not acknowledged",
@@ -1095,7 +1098,7 @@ impl<S: Stream> Connection<S> {
                         packet_id: rel.packet_id,
                         released: true,
                     });
-                    self.dirty = true;
+                    self.journaled();
                 }
             }
             Packet::PubComp(comp) if client.persistent => {
@@ -1103,7 +1106,7 @@ impl<S: Stream> Connection<S> {
                     client: client.id.clone(),
                     packet_id: comp.packet_id,
                 });
-                self.dirty = true;
+                self.journaled();
             }
             _ => {}
         }
@@ -1199,6 +1202,13 @@ impl<S: Stream> Connection<S> {
         pending == 0 || (self.session.pending_bytes() < limits.max_queued_bytes && !full)
     }
 
+    /// Changes the next acknowledgements depend on were just journaled.
+    pub(super) fn journaled(&mut self) {
+        if let Some(journal) = &self.shared.journal {
+            self.durable_at = self.durable_at.max(journal.issued());
+        }
+    }
+
     fn publish_out(&mut self, publish: Publish) {
         self.publish_out_at(publish, None, Instant::now());
     }
@@ -1252,7 +1262,7 @@ impl<S: Stream> Connection<S> {
                         packet_id,
                         released: false,
                     });
-                    self.dirty = true;
+                    self.journaled();
                 }
             }
             Ok(None) => {}
@@ -1419,8 +1429,8 @@ impl<S: Stream> Connection<S> {
         }
         let (mut stored, mut offline, present) = self.claim(&id, connect.clean_start, expiry).await;
         let persistent = self.shared.journal.is_some() && expiry > 0;
-        if persistent {
-            self.dirty |= self.shared.lock().persist_session(&id, None);
+        if persistent && self.shared.lock().persist_session(&id, None) {
+            self.journaled();
         }
         self.client = Some(Client {
             id: id.clone(),
@@ -1631,8 +1641,6 @@ impl<S: Stream> Connection<S> {
         (stored, offline, existed && !clean_start, inflight)
     }
 
-    /// Parses a filter of SUBSCRIBE/UNSUBSCRIBE: 5.0 knows shared
-    /// subscriptions, 3.1.1 does not.
     /// A filter of a SUBSCRIBE or UNSUBSCRIBE. `$share/{group}/{filter}` is
     /// a shared subscription in both versions: 3.1.1 leaves `$` topics to
     /// the server, mosquitto shares them too, and a session must mean the
@@ -1650,8 +1658,10 @@ impl<S: Stream> Connection<S> {
         let limits = &self.shared.limits;
         let sub_id = subscribe.properties.subscription_identifier;
         let mut codes = Vec::with_capacity(subscribe.filters.len());
-        let mut retained = Vec::new();
-        let mut retained_sent = std::collections::HashSet::new();
+        // The filters whose retained messages are sent, in order, each with
+        // the options of its last subscription in this packet.
+        let mut retained_wanted: Vec<(SubscriptionFilter, SubOptions)> = Vec::new();
+        let mut retained_at: HashMap<SubscriptionFilter, usize> = HashMap::new();
         for (raw, requested) in &subscribe.filters {
             let Some(filter) = Self::parse_filter(raw) else {
                 codes.push(SubAckReasonCode::TopicFilterInvalid);
@@ -1713,19 +1723,37 @@ impl<S: Stream> Connection<S> {
                     RetainHandling::DoNotSend => false,
                 };
             // A filter repeated in one SUBSCRIBE gets its retained messages
-            // once: the repeats replace the subscription, and gathering them
-            // again would only fill the queue with copies. What does not fit
-            // the session's queue is not gathered at all.
-            if send_retained && !retained_sent.contains(&filter) {
-                let room = limits.max_queued_messages;
-                let left_out =
-                    state.retained_for(filter.filter(), options, now, room, &mut retained);
-                self.shared.counters.drop_many(left_out);
-                retained_sent.insert(filter);
+            // once, with the options of its last subscription: the repeats
+            // replace the subscription, and gathering them again would only
+            // fill the queue with copies.
+            match retained_at.get(&filter) {
+                Some(&at) => {
+                    if let Some(wanted) = retained_wanted.get_mut(at) {
+                        wanted.1 = options;
+                    }
+                }
+                None if send_retained => {
+                    retained_at.insert(filter.clone(), retained_wanted.len());
+                    retained_wanted.push((filter, options));
+                }
+                None => {}
             }
         }
-        if self.client.as_ref().is_some_and(|c| c.persistent) {
-            self.dirty |= self.shared.lock().persist_session(&id, None);
+        // What does not fit the session's queue is not gathered at all.
+        let mut retained = Vec::new();
+        if !retained_wanted.is_empty() {
+            let room = limits.max_queued_messages;
+            let mut state = self.shared.lock();
+            for (filter, options) in &retained_wanted {
+                let left_out =
+                    state.retained_for(filter.filter(), *options, now, room, &mut retained);
+                self.shared.counters.drop_many(left_out);
+            }
+        }
+        if self.client.as_ref().is_some_and(|c| c.persistent)
+            && self.shared.lock().persist_session(&id, None)
+        {
+            self.journaled();
         }
         crate::broker::report_online(&self.shared, &id, true);
         let _ = self
@@ -1762,8 +1790,10 @@ impl<S: Stream> Connection<S> {
                 UnsubAckReasonCode::NoSubscriptionExisted
             });
         }
-        if self.client.as_ref().is_some_and(|c| c.persistent) {
-            self.dirty |= self.shared.lock().persist_session(&id, None);
+        if self.client.as_ref().is_some_and(|c| c.persistent)
+            && self.shared.lock().persist_session(&id, None)
+        {
+            self.journaled();
         }
         crate::broker::report_online(&self.shared, &id, true);
         let _ = self
@@ -1814,10 +1844,12 @@ impl<S: Stream> Connection<S> {
                 filter: raw,
             });
         }
-        if self.client.as_ref().is_some_and(|c| c.persistent) {
-            self.dirty |= state.persist_session(&id, None);
-        }
+        let persisted =
+            self.client.as_ref().is_some_and(|c| c.persistent) && state.persist_session(&id, None);
         drop(state);
+        if persisted {
+            self.journaled();
+        }
         crate::broker::report_online(&self.shared, &id, true);
         Some(kept)
     }
