@@ -964,13 +964,20 @@ impl State {
             ..
         } = self;
         let mut found = Vec::new();
-        subs.collect_matches_available(topic, None, |key| is_online(&*sessions, key), &mut found);
-        let skip_shared = *bridge_shared;
-        found.retain(|m| {
-            let own = m.options.no_local && from == Some(m.key);
-            let shared_elsewhere = skip_shared && m.share_group.is_some();
-            !own && !shared_elsewhere
-        });
+        if *bridge_shared {
+            // The bridge delivers to shared groups (once across its nodes):
+            // choosing a member here would move the group's strategy on for
+            // nothing.
+            subs.collect_plain_matches(topic, &mut found);
+        } else {
+            subs.collect_matches_available(
+                topic,
+                None,
+                |key| is_online(&*sessions, key),
+                &mut found,
+            );
+        }
+        found.retain(|m| !(m.options.no_local && from == Some(m.key)));
         // Encoded once for all the subscribers it goes to (per variant).
         // Only where encoding costs more than finding a shared encoding: a
         // PUBLISH without properties is encoded faster than it is matched.

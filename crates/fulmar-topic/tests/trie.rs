@@ -142,6 +142,30 @@ fn shared_group_passes_over_members_that_are_not_available() {
     }
 }
 
+// v5:MQTT-4.8.2-2: a router that delivers to shared groups elsewhere (a
+// cluster, once across nodes) collects the plain matches only, and does not
+// move the groups' rotation on: every member gets its turn.
+#[test]
+fn plain_matches_leave_the_shared_rotation_alone() {
+    let mut t = SubscriptionTrie::<u32, u32>::new();
+    t.subscribe(&sub("$share/g/jobs"), 1, 0);
+    t.subscribe(&sub("$share/g/jobs"), 2, 0);
+    t.subscribe(&sub("jobs"), 9, 0);
+    let SubscriptionFilter::Shared(shared) = sub("$share/g/jobs") else {
+        panic!("not shared")
+    };
+    let mut picked = Vec::new();
+    for _ in 0..4 {
+        let mut plain = Vec::new();
+        t.collect_plain_matches(&topic("jobs"), &mut plain);
+        assert_eq!(plain.len(), 1);
+        assert_eq!((*plain[0].key, plain[0].share_group), (9, None));
+        picked.push(*t.pick_shared(&shared, None).unwrap().0);
+    }
+    picked.sort_unstable();
+    assert_eq!(picked, [1, 1, 2, 2]);
+}
+
 // MQTT-3.3.2-3 v5:MQTT-4.8.2-2
 #[test]
 fn shared_group_delivers_to_one_member_round_robin() {

@@ -442,6 +442,25 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
         topic: &TopicName,
         publisher: Option<&[u8]>,
         available: impl Fn(&K) -> bool,
+        f: impl FnMut(Match<'a, K, O>),
+    ) {
+        self.walk(topic, publisher, Some(&available), f);
+    }
+
+    /// Collects the non-shared subscriptions matching `topic` into `out` (cleared first),
+    /// without choosing a member of any shared group (which would move its strategy on),
+    /// for a router that delivers to shared groups elsewhere.
+    pub fn collect_plain_matches<'a>(&'a self, topic: &TopicName, out: &mut Vec<Match<'a, K, O>>) {
+        out.clear();
+        self.walk(topic, None, None::<&fn(&K) -> bool>, |m| out.push(m));
+    }
+
+    /// The matches of `topic`; shared groups only with `available`.
+    fn walk<'a, A: Fn(&K) -> bool>(
+        &'a self,
+        topic: &TopicName,
+        publisher: Option<&[u8]>,
+        available: Option<&A>,
         mut f: impl FnMut(Match<'a, K, O>),
     ) {
         let dollar = topic.is_dollar();
@@ -465,7 +484,7 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
                 let node = self.node(n);
                 if wildcards {
                     if node.hash != NONE {
-                        self.emit(node.hash, publisher, &available, &mut f);
+                        self.emit(node.hash, publisher, available, &mut f);
                     }
                     if node.plus != NONE {
                         next.push(node.plus);
@@ -484,10 +503,10 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
         }
         let frontier = if flip { &odd } else { &even };
         for &n in frontier {
-            self.emit(n, publisher, &available, &mut f);
+            self.emit(n, publisher, available, &mut f);
             let hash = self.node(n).hash;
             if hash != NONE {
-                self.emit(hash, publisher, &available, &mut f);
+                self.emit(hash, publisher, available, &mut f);
             }
         }
     }
@@ -510,11 +529,11 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
         self.matches_available(topic, publisher, available, |m| out.push(m));
     }
 
-    fn emit<'a>(
+    fn emit<'a, A: Fn(&K) -> bool>(
         &'a self,
         n: u32,
         publisher: Option<&[u8]>,
-        available: &impl Fn(&K) -> bool,
+        available: Option<&A>,
         f: &mut impl FnMut(Match<'a, K, O>),
     ) {
         let Some(subs) = self.sets.get(self.node(n).subs as usize) else {
@@ -527,6 +546,7 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
                 share_group: None,
             });
         });
+        let Some(available) = available else { return };
         for group in subs.groups.iter().flat_map(|g| g.iter()) {
             if let Some((key, options)) = self.pick(group, publisher, available) {
                 f(Match {
