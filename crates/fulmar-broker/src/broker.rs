@@ -1022,7 +1022,11 @@ impl BrokerHandle {
     pub fn adopt_session(&self, export: SessionExport) -> bool {
         let shared = &self.inner.shared;
         let id = export.session.client_id.clone();
-        let expiry = export.session.expiry_interval;
+        // Held to this broker's limit, as a session recovered at start is.
+        let expiry = export
+            .session
+            .expiry_interval
+            .min(shared.limits.max_session_expiry);
         let now = Instant::now();
         let now_unix = unix_millis();
         let since = export.session.disconnected_at.unwrap_or(now_unix);
@@ -1036,6 +1040,7 @@ impl BrokerHandle {
         }
         let record = StoredSession {
             disconnected_at: Some(since),
+            expiry_interval: expiry,
             ..export.session.clone()
         };
         install_session(
@@ -1302,12 +1307,17 @@ fn install_session(
     let journal = state.journal.clone().filter(|_| expiry > 0);
     let mut entry = SessionEntry {
         persistent: journal.is_some(),
-        expiry: export.session.expiry_interval,
+        expiry,
         ..SessionEntry::default()
     };
     if let Some(journal) = &journal {
+        // It starts from what it brings: what the store may still hold under
+        // this identifier (records of a session whose own record could not
+        // be read at start) is not its.
+        journal.push(StoreOp::DeleteSession(id.clone()));
         journal.push(StoreOp::PutSession(StoredSession {
             disconnected_at: None,
+            expiry_interval: expiry,
             ..export.session.clone()
         }));
     }

@@ -427,14 +427,15 @@ async fn recovered_sessions_are_held_to_the_current_session_expiry_limit() {
     assert_eq!(&*left.sessions[0].client_id, "recent");
 }
 
-/// A store one of whose records could not be read (as a corrupted record,
-/// or one written by a newer version, is skipped).
+/// A store where the session records of "c" and "moved" could not be read
+/// (as a corrupted record, or one written by a newer version, is skipped).
 struct OneUnreadable(MemoryStore);
 
 impl Store for OneUnreadable {
     fn load(&self) -> Result<Snapshot, StoreError> {
         let mut snapshot = self.0.load()?;
-        snapshot.skipped += 1;
+        snapshot.skipped += 2;
+        snapshot.unreadable_sessions = vec![Arc::from("c"), Arc::from("moved")];
         Ok(snapshot)
     }
 
@@ -488,6 +489,41 @@ async fn records_of_an_unreadable_session_are_kept_but_not_given_to_a_new_one() 
     broker.shutdown().await;
     let left = store.load().unwrap();
     assert_eq!((left.messages.len(), left.incoming.len()), (0, 0));
+}
+
+// A session brought from another node (cluster) starts from what it brings,
+// held to this broker's max_session_expiry, as one recovered at start is;
+// records left under its identifier are not its (v5:MQTT-3.1.2-23).
+#[tokio::test]
+async fn an_adopted_session_is_held_to_the_limits_and_starts_clean_in_the_store() {
+    // Kept at start: some record could not be read (see OneUnreadable).
+    let store = Arc::new(OneUnreadable(MemoryStore::new()));
+    store
+        .0
+        .commit(&[StoreOp::AddIncoming {
+            client: Arc::from("moved"),
+            packet_id: pid(5),
+        }])
+        .unwrap();
+    let mut limits = fulmar_broker::Limits::default();
+    limits.max_session_expiry = 60;
+    let broker = start_with(Broker::builder().store(store.clone()).limits(limits)).await;
+    let export = fulmar_broker::SessionExport {
+        session: StoredSession {
+            client_id: Arc::from("moved"),
+            expiry_interval: u32::MAX,
+            disconnected_at: None,
+            subscriptions: Vec::new(),
+        },
+        messages: Vec::new(),
+        incoming: Vec::new(),
+    };
+    assert!(broker.adopt_session(export));
+    broker.shutdown().await;
+    let left = store.0.load().unwrap();
+    assert_eq!(left.sessions.len(), 1);
+    assert_eq!(left.sessions[0].expiry_interval, 60);
+    assert!(left.incoming.is_empty(), "{:?}", left.incoming);
 }
 
 // A corrupted data file is a clear error, never a panic.

@@ -177,7 +177,10 @@ impl DiskStore {
             let (k, v) = entry?;
             match decode_session(Arc::from(k.value()), v.value()) {
                 Ok(s) => snapshot.sessions.push(s),
-                Err(error) => skip(&mut snapshot, &error),
+                Err(error) => {
+                    skip(&mut snapshot, &error);
+                    snapshot.unreadable_sessions.push(Arc::from(k.value()));
+                }
             }
         }
         for entry in txn.open_table(MESSAGES)?.iter()? {
@@ -237,5 +240,34 @@ impl Store for DiskStore {
 
     fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
         self.apply(ops).map_err(engine)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_record_that_cannot_be_read_is_skipped_and_named() {
+        let dir =
+            std::env::temp_dir().join(format!("fulmar-disk-unreadable-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = DiskStore::open(&dir).unwrap();
+        {
+            let txn = store.db.begin_write().unwrap();
+            txn.open_table(SESSIONS)
+                .unwrap()
+                .insert("broken", &[0xff_u8, 0xff, 0xff][..])
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let snapshot = store.load().unwrap();
+        assert_eq!(snapshot.skipped, 1);
+        assert_eq!(
+            snapshot.unreadable_sessions,
+            vec![Arc::<str>::from("broken")]
+        );
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -75,6 +75,7 @@ impl Store for MemoryStore {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             skipped: 0,
+            unreadable_sessions: Vec::new(),
         })
     }
 

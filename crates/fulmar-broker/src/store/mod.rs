@@ -219,6 +219,11 @@ pub struct Snapshot {
     pub retained: Vec<(Arc<str>, StoredMessage)>,
     /// Records that could not be read back, skipped (each was logged).
     pub skipped: usize,
+    /// The client identifiers of session records that could not be read
+    /// (counted in `skipped` too; a corrupted record, or one a newer
+    /// version wrote). Their messages and inbound identifiers are kept in
+    /// the store rather than deleted as orphans.
+    pub unreadable_sessions: Vec<Arc<str>>,
 }
 
 /// Storage for what must outlive the broker process.

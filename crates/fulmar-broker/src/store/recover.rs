@@ -70,7 +70,8 @@ pub(crate) fn recover(
 ) -> Recovered {
     let now = Instant::now();
     let now_unix = unix_millis();
-    let unreadable = snapshot.skipped > 0;
+    let unreadable: std::collections::HashSet<Arc<str>> =
+        snapshot.unreadable_sessions.iter().cloned().collect();
     let mut found = Recovered {
         skipped: snapshot.skipped,
         ..Recovered::default()
@@ -151,31 +152,39 @@ pub(crate) fn recover(
     // the session ended, or their session's record could not be read. In
     // the second case they are kept (another version may read that record);
     // a new session under the same identifier clears them first (see the
-    // connection's `register`), so they never join another session.
-    let orphans = messages.values().map(Vec::len).sum::<usize>()
-        + incoming.values().map(Vec::len).sum::<usize>();
-    if unreadable && orphans > 0 {
+    // connection's `register` and `install_session`), so they never join
+    // another session.
+    let mut kept = 0;
+    for (client, list) in messages {
+        if unreadable.contains(&client) {
+            kept += list.len();
+            continue;
+        }
+        for (seq, _) in list {
+            journal.push(StoreOp::DeleteMessage {
+                client: client.clone(),
+                seq,
+            });
+        }
+    }
+    for (client, ids) in incoming {
+        if unreadable.contains(&client) {
+            kept += ids.len();
+            continue;
+        }
+        for packet_id in ids {
+            journal.push(StoreOp::RemoveIncoming {
+                client: client.clone(),
+                packet_id,
+            });
+        }
+    }
+    if kept > 0 {
         tracing::warn!(
-            records = orphans,
+            records = kept,
+            sessions = unreadable.len(),
             "records of sessions that could not be read are kept"
         );
-    } else {
-        for (client, list) in messages {
-            for (seq, _) in list {
-                journal.push(StoreOp::DeleteMessage {
-                    client: client.clone(),
-                    seq,
-                });
-            }
-        }
-        for (client, ids) in incoming {
-            for packet_id in ids {
-                journal.push(StoreOp::RemoveIncoming {
-                    client: client.clone(),
-                    packet_id,
-                });
-            }
-        }
     }
     for (topic, m) in snapshot.retained {
         let Ok(name) = topic.parse::<TopicName>() else {
