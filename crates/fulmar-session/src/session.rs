@@ -1051,9 +1051,6 @@ fn outbound_check(
     }
 }
 
-/// The encoded size of `publish` as it will be sent: with a packet identifier
-/// (assigned later for a queued message), without properties under 3.1.1.
-/// `None` if it cannot be encoded at all.
 /// Whether `publish` can be encoded for `version` as it will be sent (with
 /// a packet identifier at QoS 1/2, without properties under 3.1.1).
 fn encodable(version: ProtocolVersion, publish: &mut Publish) -> Result<(), EncodeError> {
@@ -1073,6 +1070,9 @@ fn encodable(version: ProtocolVersion, publish: &mut Publish) -> Result<(), Enco
     result.map(drop)
 }
 
+/// The encoded size of `publish` as it will be sent: with a packet identifier
+/// (assigned later for a queued message), without properties under 3.1.1.
+/// `None` if it cannot be encoded at all.
 fn sent_len(version: ProtocolVersion, publish: &Publish) -> Option<usize> {
     let needs_id = publish.qos != QoS::AtMostOnce && publish.packet_id.is_none();
     if version == ProtocolVersion::V311 || needs_id {
