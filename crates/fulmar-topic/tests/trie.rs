@@ -166,6 +166,65 @@ fn plain_matches_leave_the_shared_rotation_alone() {
     assert_eq!(picked, [1, 1, 2, 2]);
 }
 
+/// A key that counts how often it is compared.
+#[derive(Clone, Debug)]
+struct Counted(u32);
+
+impl std::hash::Hash for Counted {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+static COMPARED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl PartialEq for Counted {
+    fn eq(&self, other: &Self) -> bool {
+        COMPARED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0 == other.0
+    }
+}
+
+impl Eq for Counted {}
+
+// v5:MQTT-4.8.2-2: members leave a large shared group (a mass disconnection)
+// at a cost per member, not per member times the group's size; the others
+// keep getting messages.
+#[test]
+fn leaving_a_large_shared_group_does_not_scan_it() {
+    const N: u32 = 10_000;
+    let mut t = SubscriptionTrie::<Counted, u32>::new();
+    let SubscriptionFilter::Shared(shared) = sub("$share/g/jobs") else {
+        panic!("not shared")
+    };
+    for k in 0..N {
+        t.insert_shared(&shared, Counted(k), k);
+    }
+    COMPARED.store(0, std::sync::atomic::Ordering::Relaxed);
+    for k in (0..N).filter(|k| k % 2 == 1) {
+        assert_eq!(t.remove_key(&Counted(k)), 1);
+    }
+    for k in (0..N).filter(|k| k % 4 == 0) {
+        assert_eq!(t.remove_shared(&shared, &Counted(k)), Some(k));
+    }
+    let compared = COMPARED.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(compared < u64::from(N) * 10, "{compared} comparisons");
+    // The rest, k % 4 == 2, each get their turn.
+    assert_eq!(t.len(), (N / 4) as usize);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..N / 4 {
+        let (k, o) = t.pick_shared(&shared, None).unwrap();
+        assert_eq!((k.0 % 4, k.0), (2, *o));
+        seen.insert(k.0);
+    }
+    assert_eq!(seen.len(), (N / 4) as usize);
+    // And leave it too.
+    for k in (0..N).filter(|k| k % 4 == 2) {
+        assert_eq!(t.remove_shared(&shared, &Counted(k)), Some(k));
+    }
+    assert_eq!(t.len(), 0);
+}
+
 // MQTT-3.3.2-3 v5:MQTT-4.8.2-2
 #[test]
 fn shared_group_delivers_to_one_member_round_robin() {

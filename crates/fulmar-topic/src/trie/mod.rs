@@ -248,6 +248,7 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
                     name: filter.group().into(),
                     members: Vec::new(),
                     cursor: AtomicU64::new(seed),
+                    index: None,
                 });
                 groups.last_mut()?
             }
@@ -263,10 +264,13 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
             Some(Locs::Many(v)) => v.contains(&loc),
             None => false,
         };
-        if member && let Some((_, o)) = group.members.iter_mut().find(|(k, _)| *k == key) {
+        if member
+            && let Some(pos) = group.position(&key)
+            && let Some((_, o)) = group.members.get_mut(pos)
+        {
             return Some(mem::replace(o, options));
         }
-        group.members.push((key.clone(), options));
+        group.push(key.clone(), options);
         self.len += 1;
         self.index_add(key, loc);
         None
@@ -293,8 +297,8 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
         let gpos = groups.iter().position(|g| &*g.name == filter.group())?;
         let (gid, old) = {
             let group = groups.get_mut(gpos)?;
-            let pos = group.members.iter().position(|(k, _)| k == key)?;
-            (group.id, group.members.remove(pos).1)
+            let pos = group.position(key)?;
+            (group.id, group.remove_at(pos)?.1)
         };
         self.finish_group_removal(set, gpos);
         self.len -= 1;
@@ -328,8 +332,8 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
                 let gpos = subs.groups.as_mut().and_then(|groups| {
                     let gpos = groups.iter().position(|g| g.id == loc.group)?;
                     let group = groups.get_mut(gpos)?;
-                    let pos = group.members.iter().position(|(k, _)| k == key)?;
-                    group.members.remove(pos);
+                    let pos = group.position(key)?;
+                    group.remove_at(pos)?;
                     removed += 1;
                     Some(gpos)
                 });

@@ -113,6 +113,58 @@ pub(crate) struct Group<K, O> {
     pub(crate) members: Vec<(K, O)>,
     /// Strategy state (round-robin position, random state).
     pub(crate) cursor: AtomicU64,
+    /// Each member's position in `members`, once the group has
+    /// [`INDEXED_FROM`] of them: leaving a large group then costs one step,
+    /// not a scan (a mass disconnection would cost the square of its size).
+    #[allow(clippy::box_collection)]
+    pub(crate) index: Option<Box<HashMap<K, usize>>>,
+}
+
+/// The size from which a group keeps an index of its members.
+pub(crate) const INDEXED_FROM: usize = 64;
+
+impl<K: Eq + Hash + Clone, O> Group<K, O> {
+    /// The position of `key` among the members.
+    pub(crate) fn position(&self, key: &K) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(key).copied(),
+            None => self.members.iter().position(|(k, _)| k == key),
+        }
+    }
+
+    /// Adds a member (not one already there).
+    pub(crate) fn push(&mut self, key: K, options: O) {
+        if let Some(index) = &mut self.index {
+            index.insert(key.clone(), self.members.len());
+        }
+        self.members.push((key, options));
+        if self.index.is_none() && self.members.len() >= INDEXED_FROM {
+            let index = self
+                .members
+                .iter()
+                .enumerate()
+                .map(|(at, (k, _))| (k.clone(), at))
+                .collect();
+            self.index = Some(Box::new(index));
+        }
+    }
+
+    /// Removes the member at `pos`: keeping the others in order while the
+    /// group is small, by moving the last one into its place once indexed.
+    pub(crate) fn remove_at(&mut self, pos: usize) -> Option<(K, O)> {
+        if pos >= self.members.len() {
+            return None;
+        }
+        let Some(index) = &mut self.index else {
+            return Some(self.members.remove(pos));
+        };
+        let removed = self.members.swap_remove(pos);
+        index.remove(&removed.0);
+        if let Some((moved, _)) = self.members.get(pos) {
+            index.insert(moved.clone(), pos);
+        }
+        Some(removed)
+    }
 }
 
 /// Everything subscribed to one filter.
