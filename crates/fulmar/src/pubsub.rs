@@ -392,6 +392,8 @@ pub(crate) struct SubArgs {
 }
 
 /// `fulmar sub`: subscribes and prints every message until -C or -W.
+///
+/// -W and Ctrl-C count from the start: connecting and subscribing included.
 pub(crate) async fn run_sub(args: SubArgs) -> Result<(), String> {
     let props = args.conn.properties("subscribe")?;
     let mut properties = SubscribeProperties::default();
@@ -400,12 +402,63 @@ pub(crate) async fn run_sub(args: SubArgs) -> Result<(), String> {
             .user_properties
             .push((mqtt_string(k)?, mqtt_string(v)?));
     }
+    // A deadline beyond the clock's range is no deadline.
     let deadline = args
         .timeout
-        .map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
-    // Installed before subscribing, so a SIGINT after "subscribed" is caught.
+        .and_then(|s| tokio::time::Instant::now().checked_add(Duration::from_secs(s)));
+    let timeout = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    // Installed before connecting, so a SIGINT after "subscribed" is caught.
     let interrupt = interrupted()?;
-    let client = args.conn.connect(&props.connect).await?;
+    let mut client = None;
+    let mut received = 0u64;
+    let outcome = tokio::select! {
+        result = receive(&args, &props, properties, &mut client, &mut received) => result,
+        () = timeout => Err(Ending::TimedOut),
+        // Ctrl-C: disconnect normally and exit 0, as mosquitto_sub does.
+        () = interrupt => Ok(()),
+    };
+    if let Some(client) = client {
+        let _ = client.disconnect().await;
+    }
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(Ending::Failed(e)) => Err(e),
+        Err(Ending::TimedOut) => Err(format!(
+            "timed out after {} s ({received} messages received)",
+            args.timeout.unwrap_or_default()
+        )),
+    }
+}
+
+/// Why `fulmar sub` ends with an error.
+enum Ending {
+    /// The -W deadline passed.
+    TimedOut,
+    /// Anything else.
+    Failed(String),
+}
+
+impl From<String> for Ending {
+    fn from(e: String) -> Self {
+        Self::Failed(e)
+    }
+}
+
+/// Connects (leaving the client in `slot`, for the caller to disconnect),
+/// subscribes, and prints messages until -C is reached or stdout closes.
+async fn receive(
+    args: &SubArgs,
+    props: &Properties,
+    properties: SubscribeProperties,
+    slot: &mut Option<Client>,
+    received: &mut u64,
+) -> Result<(), Ending> {
+    let client = slot.insert(args.conn.connect(&props.connect).await?);
     let filters: Vec<(String, SubscriptionOptions)> = args
         .topic
         .iter()
@@ -424,43 +477,20 @@ pub(crate) async fn run_sub(args: SubArgs) -> Result<(), String> {
             None => eprintln!("fulmar: subscription to {filter} refused: {code:?}"),
         }
     }
-
-    let mut received = 0u64;
     let mut out = std::io::stdout().lock();
-    let timeout = async {
-        match deadline {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(timeout);
-    tokio::pin!(interrupt);
-    while args.count.is_none_or(|c| received < c) {
-        let message = tokio::select! {
-            next = stream.next() => match next {
-                Some(message) => message,
-                None => return Err("the connection was lost".to_owned()),
-            },
-            () = &mut timeout => {
-                let _ = client.disconnect().await;
-                return Err(format!(
-                    "timed out after {} s ({received} messages received)",
-                    args.timeout.unwrap_or_default()
-                ));
-            }
-            // Ctrl-C: disconnect normally and exit 0, as mosquitto_sub does.
-            () = &mut interrupt => break,
+    while args.count.is_none_or(|c| *received < c) {
+        let Some(message) = stream.next().await else {
+            return Err(Ending::Failed("the connection was lost".to_owned()));
         };
         if args.no_retained && message.retain {
             continue;
         }
-        received += 1;
-        if print(&mut out, &args, message.topic.as_str(), &message.payload).is_err() {
+        *received += 1;
+        if print(&mut out, args, message.topic.as_str(), &message.payload).is_err() {
             // The reader went away (e.g. `| head -1`): stop quietly.
             break;
         }
     }
-    let _ = client.disconnect().await;
     Ok(())
 }
 

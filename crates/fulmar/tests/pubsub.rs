@@ -290,3 +290,40 @@ fn stdin_lines_are_bytes_not_text() {
     assert!(publisher.wait().unwrap().success());
     assert_eq!(sub.output_bytes(), b"first\n\xff\xfe bytes\nlast\n");
 }
+
+// A -W too large for the clock means no deadline (it panicked on the
+// Instant overflow before connecting).
+#[test]
+fn a_huge_timeout_does_not_overflow() {
+    let broker = FulmarBroker::start(&[]);
+    let mut sub = fulmar()
+        .args(["sub", "-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-t", "huge", "-d", "-C", "1", "-W", &u64::MAX.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_for_line(sub.stderr.take().unwrap(), "subscribed to ");
+    publish_ok(broker.port, &["-t", "huge", "-m", "still here"]);
+    let out = sub.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "still here\n");
+}
+
+// -W counts from the start, connecting included: a server that accepts
+// the TCP connection but never answers the CONNECT gets the -W error, not
+// the client's own connect timeout.
+#[test]
+fn the_timeout_covers_connecting() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let out = fulmar()
+        .args(["sub", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", "never", "-W", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("timed out after 1 s"), "{stderr}");
+    drop(silent);
+}
