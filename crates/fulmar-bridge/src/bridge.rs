@@ -137,10 +137,14 @@ pub enum BridgeError {
 pub struct RemoteStats {
     /// The remote's name.
     pub name: String,
-    /// Whether the connection is up.
+    /// Whether the connection is up with every filter of the `In` rules
+    /// subscribed. Filters the remote refuses (at first, or when it lost
+    /// the session and the client subscribed again) are asked for again,
+    /// with backoff; the link shows down meanwhile.
     pub connected: bool,
-    /// Connections made and subscribed (the first, and each reconnect,
-    /// whether the client made it by itself or the bridge made a new one).
+    /// Times the link came up: connected and subscribed (the first, each
+    /// reconnect, whether the client made it by itself or the bridge made
+    /// a new one, and each time refused filters were granted at last).
     pub connects: u64,
     /// Messages published to the remote broker (QoS 0 written, QoS 1/2
     /// acknowledged).
@@ -232,7 +236,13 @@ struct Inner {
 ///   the broker, then [`attach`](Self::attach) the handle: each remote gets a
 ///   task that connects (and connects again, with backoff, whenever the
 ///   connection is lost), subscribes to the filters of its `In` rules and
-///   forwards.
+///   forwards. Filters the remote refuses, or refuses again after it lost
+///   the session, are asked for again with backoff (200 ms doubling up to
+///   30 s); until every one is granted the link shows down (in
+///   [`stats`](Self::stats) and `$SYS`), while it carries what it can. A
+///   filter granted later has a subscription stream of its own: a message
+///   matching it and an overlapping filter granted earlier may come in
+///   twice.
 /// - No endless loops through the bridge: a message brought in from a
 ///   remote is routed to this broker's subscribers, never back out to the
 ///   remote it came from, and on to the other remotes (their out rules)
@@ -718,6 +728,14 @@ async fn run(
     }
 }
 
+/// Waits until `at` (for ever without one).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A number in [0, 1) for the backoff's jitter, from the clock.
 fn jitter() -> f64 {
     let nanos = std::time::SystemTime::now()
@@ -726,11 +744,16 @@ fn jitter() -> f64 {
     f64::from(nanos % 1000) / 1000.0
 }
 
+/// The filters of a link's in rules, with their subscription options.
+type Filters = Vec<(String, SubscriptionOptions)>;
+
 /// The streams messages from the remote come on; owned by [`run`], so that
-/// the subscription stream outlives the DISCONNECT at shutdown.
+/// the subscription streams outlive the DISCONNECT at shutdown.
 struct Inbound {
-    /// The subscription for the in rules, once made.
-    subscription: Option<Subscription>,
+    /// The subscriptions made for the in rules, each with the filters the
+    /// remote granted it (at most one per rule: a filter refused is made
+    /// again in a subscription of its own).
+    subscriptions: Vec<(Filters, Subscription)>,
     /// Everything else: the remote's queue for a resumed session (it comes
     /// before the bridge subscribes again), messages of subscriptions it
     /// kept from an earlier connection.
@@ -739,43 +762,68 @@ struct Inbound {
     leftovers_done: bool,
 }
 
+/// What [`Inbound::next`] brings.
+// Returned and matched at once, never stored: boxing each message would
+// cost an allocation per message for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Incoming {
+    Message(Message),
+    /// A subscription stream ended while the client goes on (the remote
+    /// lost the session and refused the client's new SUBSCRIBE): its
+    /// filters are no longer subscribed.
+    Ended(Filters),
+    /// Every stream ended: the client closed.
+    Closed,
+}
+
 impl Inbound {
     fn new(leftovers: Messages) -> Self {
         Self {
-            subscription: None,
+            subscriptions: Vec::new(),
             leftovers,
             leftovers_done: false,
         }
     }
 
-    /// The next message; `None` once both streams ended (the client
-    /// closed). What waits in `leftovers` goes first: a resumed session's
-    /// queue came before the messages of the new subscription.
-    async fn next(&mut self) -> Option<Message> {
-        loop {
-            let Some(subscription) = &mut self.subscription else {
-                if self.leftovers_done {
-                    return None;
-                }
-                match self.leftovers.next().await {
-                    Some(message) => return Some(message),
-                    None => self.leftovers_done = true,
-                }
-                continue;
-            };
-            tokio::select! {
-                biased;
-                message = self.leftovers.next(), if !self.leftovers_done => match message {
-                    Some(message) => return Some(message),
-                    None => self.leftovers_done = true,
-                },
-                message = subscription.next() => match message {
-                    Some(message) => return Some(message),
-                    None if self.leftovers_done => return None,
-                    // Ended with the client: what is left in the other goes first.
-                    None => self.subscription = None,
-                },
+    /// The next message. What waits in `leftovers` goes first: a resumed
+    /// session's queue came before the messages of the new subscriptions.
+    async fn next(&mut self) -> Incoming {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Incoming> {
+        use std::task::Poll;
+        if !self.leftovers_done {
+            match self.leftovers.poll_next_unpin(cx) {
+                Poll::Ready(Some(message)) => return Poll::Ready(Incoming::Message(message)),
+                Poll::Ready(None) => self.leftovers_done = true,
+                Poll::Pending => {}
             }
+        }
+        let mut ended = None;
+        for (at, (_, subscription)) in self.subscriptions.iter_mut().enumerate() {
+            match subscription.poll_next_unpin(cx) {
+                Poll::Ready(Some(message)) => return Poll::Ready(Incoming::Message(message)),
+                Poll::Ready(None) => {
+                    ended = Some(at);
+                    break;
+                }
+                Poll::Pending => {}
+            }
+        }
+        if let Some(at) = ended {
+            let (filters, subscription) = self.subscriptions.remove(at);
+            if subscription.error().is_some() {
+                return Poll::Ready(Incoming::Ended(filters));
+            }
+            // Ended with the client: what is left in the others goes first.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        if self.leftovers_done && self.subscriptions.is_empty() {
+            Poll::Ready(Incoming::Closed)
+        } else {
+            Poll::Pending
         }
     }
 }
@@ -793,8 +841,10 @@ type Subscribing<'a> = Pin<Box<dyn Future<Output = Result<Subscription, ClientEr
 
 /// One client of a remote: subscribe for the in rules, then forward both
 /// ways until the client closes or the bridge shuts down. The client
-/// reconnects by itself; a SUBSCRIBE lost with a connection is made again
-/// once it is back.
+/// reconnects by itself; a SUBSCRIBE lost with a connection, filters the
+/// remote refused, and those of a stream the client ended (the remote lost
+/// the session and refused them again) are subscribed again, with backoff.
+/// The link counts as up only while every filter is subscribed.
 async fn serve(
     inner: &Inner,
     index: usize,
@@ -804,7 +854,7 @@ async fn serve(
     io: &mut Io<'_>,
 ) -> Ended {
     let v5 = link.options.version() == ProtocolVersion::V5;
-    let filters: Vec<_> = link
+    let filters: Filters = link
         .rules
         .iter()
         .filter(|r| r.direction().is_in())
@@ -821,8 +871,22 @@ async fn serve(
     // Subscribing goes on while messages come in: a resumed session's queue
     // arrives first, and with no Receive Maximum (3.1.1) more of it than a
     // stream holds may come before the SUBACK.
-    let mut to_subscribe = !filters.is_empty();
+    // Filters to subscribe, the ones on their way, and when to try again
+    // after a refusal.
+    let mut pending = filters;
+    let mut attempt: Filters = Vec::new();
     let mut subscribing: Option<Subscribing<'_>> = None;
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut failures: u32 = 0;
+    let backoff = Reconnect::exponential(Duration::from_millis(200), Duration::from_secs(30));
+    // Another attempt after the backoff: the remote refused, or the
+    // SUBSCRIBE was lost with the connection (the client reconnects).
+    let again = |pending: &mut Filters, filters: Filters, failures: &mut u32| {
+        pending.extend(filters);
+        let delay = backoff.delay(*failures, jitter());
+        *failures = failures.saturating_add(1);
+        tokio::time::Instant::now() + delay
+    };
     let mut up = client.is_connected();
     // Messages on their way to the remote, at most WINDOW, by a sequence
     // number in the order they were handed to the client. Each publish is
@@ -843,37 +907,56 @@ async fn serve(
             window.push(send(client, seq, publish));
             seq = seq.wrapping_add(1);
         }
-        if to_subscribe && up && subscribing.is_none() {
-            to_subscribe = false;
+        if !pending.is_empty()
+            && up
+            && subscribing.is_none()
+            && retry_at.is_none_or(|at| at <= tokio::time::Instant::now())
+        {
+            retry_at = None;
+            attempt = std::mem::take(&mut pending);
             subscribing = Some(Box::pin(
-                client.subscribe_with(filters.clone(), SubscribeProperties::default()),
+                client.subscribe_with(attempt.clone(), SubscribeProperties::default()),
             ));
         }
-        link.set_connected(broker, up && !to_subscribe && subscribing.is_none());
+        link.set_connected(broker, up && pending.is_empty() && subscribing.is_none());
         tokio::select! {
             () = inner.shutdown.cancelled() => break Ended::Shutdown,
             () = broker.shutting_down() => break Ended::Shutdown,
             subscribed = async { subscribing.as_mut()?.await.into() }, if subscribing.is_some() => {
                 subscribing = None;
+                let tried = std::mem::take(&mut attempt);
                 match subscribed {
                     Some(Ok(subscription)) => {
-                        let refused = subscription
-                            .suback()
-                            .reason_codes
-                            .iter()
-                            .filter(|c| c.is_error())
-                            .count();
-                        if refused > 0 {
-                            tracing::warn!(bridge = %link.name, refused, "the remote broker refused some of the bridge's subscriptions");
+                        let codes = &subscription.suback().reason_codes;
+                        // A filter without a reason code counts as refused.
+                        let mut granted = Filters::new();
+                        let mut refused = Filters::new();
+                        for (at, filter) in tried.into_iter().enumerate() {
+                            if codes.get(at).is_some_and(|c| !c.is_error()) {
+                                granted.push(filter);
+                            } else {
+                                refused.push(filter);
+                            }
                         }
-                        io.inbound.subscription = Some(subscription);
+                        if refused.is_empty() {
+                            if pending.is_empty() {
+                                failures = 0;
+                            }
+                        } else {
+                            let refused_filters: Vec<_> = refused.iter().map(|(f, _)| f.as_str()).collect();
+                            tracing::warn!(bridge = %link.name, filters = ?refused_filters, "the remote broker refused some of the bridge's subscriptions; trying them again later");
+                            retry_at = Some(again(&mut pending, refused, &mut failures));
+                        }
+                        io.inbound.subscriptions.push((granted, subscription));
                     }
                     Some(Err(ClientError::SubscribeRejected(suback))) => {
                         let codes = &suback.reason_codes;
-                        tracing::warn!(bridge = %link.name, ?codes, "the remote broker refused every subscription of the bridge");
+                        tracing::warn!(bridge = %link.name, ?codes, "the remote broker refused every subscription of the bridge; trying again later");
+                        retry_at = Some(again(&mut pending, tried, &mut failures));
                     }
                     Some(Err(error)) if client.is_closed() => {
                         tracing::warn!(bridge = %link.name, %error, "bridge subscribe failed");
+                        pending.extend(tried);
                         break Ended::Lost;
                     }
                     Some(Err(error)) => {
@@ -881,12 +964,13 @@ async fn serve(
                         // NotConnected): the client reconnects by itself,
                         // with its session and what it has in flight, and
                         // the bridge subscribes again then.
-                        tracing::info!(bridge = %link.name, %error, "bridge subscribe lost with the connection; subscribing again once reconnected");
-                        to_subscribe = true;
+                        tracing::info!(bridge = %link.name, %error, "bridge subscribe failed; subscribing again once connected");
+                        retry_at = Some(again(&mut pending, tried, &mut failures));
                     }
-                    None => {}
+                    None => pending.extend(tried),
                 }
             }
+            () = sleep_until(retry_at), if retry_at.is_some() => retry_at = None,
             next = io.rx.recv(), if window.len() < WINDOW => match next {
                 Some(publish) => {
                     link.queued_bytes.fetch_sub(publish.payload.len(), Ordering::Relaxed);
@@ -915,7 +999,7 @@ async fn serve(
                 }
             }
             message = io.inbound.next() => match message {
-                Some(message) => {
+                Incoming::Message(message) => {
                     if bring_in(inner, index, link, broker, &message).is_err() {
                         break Ended::Shutdown;
                     }
@@ -926,7 +1010,11 @@ async fn serve(
                         break Ended::Lost;
                     }
                 }
-                None => break Ended::Lost,
+                Incoming::Ended(filters) => {
+                    tracing::warn!(bridge = %link.name, "the remote broker lost the session and refused the bridge's subscriptions again; trying again later");
+                    retry_at = Some(again(&mut pending, filters, &mut failures));
+                }
+                Incoming::Closed => break Ended::Lost,
             },
             changed = client.wait_connected(!up) => {
                 if changed.is_err() {

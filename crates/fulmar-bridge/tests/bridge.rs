@@ -901,3 +901,124 @@ async fn two_v5_links_to_one_broker_make_no_loop() {
     assert_eq!((stats[1].received, stats[1].dropped), (2, 0));
     stop(&bridge, &[&local, &remote]).await;
 }
+
+/// Refuses subscribing to `down/#` while closed, counting the refusals.
+#[derive(Default)]
+struct Gate {
+    open: std::sync::atomic::AtomicBool,
+    refused: std::sync::atomic::AtomicUsize,
+}
+
+struct GateRef(std::sync::Arc<Gate>);
+
+#[async_trait::async_trait]
+impl fulmar_broker::Authorizer for GateRef {
+    async fn authorize_publish(&self, _: &fulmar_broker::ClientInfo, _: &str) -> bool {
+        true
+    }
+    async fn authorize_subscribe(&self, _: &fulmar_broker::ClientInfo, filter: &str) -> bool {
+        use std::sync::atomic::Ordering;
+        if filter != "down/#" || self.0.open.load(Ordering::SeqCst) {
+            return true;
+        }
+        self.0.refused.fetch_add(1, Ordering::SeqCst);
+        false
+    }
+}
+
+/// A remote whose authorizer is `gate`.
+async fn gated(gate: &std::sync::Arc<Gate>) -> BrokerHandle {
+    Broker::builder()
+        .tcp_listener("127.0.0.1:0")
+        .authorizer(GateRef(gate.clone()))
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Waits until `gate` refused `n` subscriptions.
+async fn refusals(gate: &Gate, n: usize) {
+    guard(async {
+        while gate.refused.load(std::sync::atomic::Ordering::SeqCst) < n {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+/// A filter the remote refuses (SUBACK failure code, v5:MQTT-3.8.4-7,
+/// MQTT-3.8.4-5; codes in the order of the filters, MQTT-3.9.3-1) is asked
+/// for again, with backoff, until granted; the link shows down meanwhile,
+/// and carries what was granted.
+#[tokio::test]
+async fn refused_subscriptions_are_asked_for_again() {
+    for version in VERSIONS {
+        let gate = std::sync::Arc::new(Gate::default());
+        let remote = gated(&gate).await;
+        let (local, bridge) = attached(vec![
+            cloud(port(&remote), version)
+                .rule(rule("down/#", Direction::In, "", ""))
+                .rule(rule("open/#", Direction::In, "", "")),
+        ])
+        .await;
+        let mut at_local = local.subscribe("#").unwrap();
+        // Refused in the first SUBSCRIBE, and again alone.
+        refusals(&gate, 2).await;
+        assert!(!stats(&bridge).connected, "{version:?}");
+        remote
+            .publish("open/x", "granted", QoS::AtLeastOnce, false)
+            .unwrap();
+        assert_eq!(text(&next(&mut at_local).await), pair("open/x", "granted"));
+        gate.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        guard(bridge.wait_connected()).await;
+        remote
+            .publish("down/x", "at last", QoS::AtLeastOnce, false)
+            .unwrap();
+        assert_eq!(text(&next(&mut at_local).await), pair("down/x", "at last"));
+        assert_eq!(stats(&bridge).connects, 1, "{version:?}");
+        stop(&bridge, &[&local, &remote]).await;
+    }
+}
+
+/// The remote loses the bridge's session (another client took its
+/// identifier with a clean start) and refuses the subscription when the
+/// client makes it again: the client ends that stream, and the bridge asks
+/// again, with backoff, showing down until it is granted.
+#[tokio::test]
+async fn a_subscription_refused_after_a_lost_session_is_asked_for_again() {
+    for version in VERSIONS {
+        let gate = std::sync::Arc::new(Gate::default());
+        gate.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        let remote = gated(&gate).await;
+        let proxy = Proxy::start(remote.local_addrs()[0]).await;
+        let (local, bridge) = bridged(vec![cloud(proxy.port, version).rule(rule(
+            "down/#",
+            Direction::In,
+            "",
+            "",
+        ))])
+        .await;
+        let mut at_local = local.subscribe("down/#").unwrap();
+        gate.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        proxy.set_accepting(false);
+        proxy.sever();
+        no_clients(&remote).await;
+        // MQTT-3.1.2-6 / v5:MQTT-3.1.2-4: a clean start discards the session.
+        let thief = ConnectOptions::new("127.0.0.1", port(&remote))
+            .protocol_version(version)
+            .client_id("edge");
+        let (thief, _) = guard(Client::connect(thief)).await.unwrap();
+        guard(thief.disconnect()).await.unwrap();
+        proxy.set_accepting(true);
+        // The client's own SUBSCRIBE, then the bridge's.
+        refusals(&gate, 2).await;
+        assert!(!stats(&bridge).connected, "{version:?}");
+        gate.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        guard(bridge.wait_connected()).await;
+        remote
+            .publish("down/x", "again", QoS::AtLeastOnce, false)
+            .unwrap();
+        assert_eq!(text(&next(&mut at_local).await), pair("down/x", "again"));
+        stop(&bridge, &[&local, &remote]).await;
+    }
+}
