@@ -236,7 +236,12 @@ struct Inner {
 ///   the broker, then [`attach`](Self::attach) the handle: each remote gets a
 ///   task that connects (and connects again, with backoff, whenever the
 ///   connection is lost), subscribes to the filters of its `In` rules and
-///   forwards. Filters the remote refuses, or refuses again after it lost
+///   forwards. What waits for the remote when it connects (published
+///   here while the link was down) is sent, and acknowledged, before it
+///   subscribes: with a rule both ways, a retained value published here
+///   meanwhile is newer than the one the remote sends at the SUBSCRIBE,
+///   which would otherwise overwrite it here. The same holds before each
+///   SUBSCRIBE made again. Filters the remote refuses, or refuses again after it lost
 ///   the session, are asked for again with backoff (200 ms doubling up to
 ///   30 s); until every one is granted the link shows down (in
 ///   [`stats`](Self::stats) and `$SYS`), while it carries what it can. A
@@ -878,6 +883,11 @@ async fn serve(
     let mut subscribing: Option<Subscribing<'_>> = None;
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut failures: u32 = 0;
+    // The messages numbered below it, queued for the remote before the
+    // next SUBSCRIBE is due, settle first: with a rule both ways, what was
+    // published here while the link was down is newer than what the remote
+    // holds retained, which the SUBSCRIBE brings in.
+    let mut barrier: Option<u64> = None;
     let backoff = Reconnect::exponential(Duration::from_millis(200), Duration::from_secs(30));
     // Another attempt after the backoff: the remote refused, or the
     // SUBSCRIBE was lost with the connection (the client reconnects).
@@ -907,12 +917,26 @@ async fn serve(
             window.push(send(client, seq, publish));
             seq = seq.wrapping_add(1);
         }
-        if !pending.is_empty()
+        let due = !pending.is_empty()
             && up
             && subscribing.is_none()
-            && retry_at.is_none_or(|at| at <= tokio::time::Instant::now())
-        {
+            && retry_at.is_none_or(|at| at <= tokio::time::Instant::now());
+        if !due {
+            barrier = None;
+        } else if barrier.is_none() {
+            let queued = io.carry.len().saturating_add(io.rx.len()) as u64;
+            barrier = Some(seq.saturating_add(queued));
+        }
+        let flushed = barrier.is_some_and(|barrier| {
+            seq >= barrier
+                && in_flight
+                    .keys()
+                    .next()
+                    .is_none_or(|first| *first >= barrier)
+        });
+        if due && flushed {
             retry_at = None;
+            barrier = None;
             attempt = std::mem::take(&mut pending);
             subscribing = Some(Box::pin(
                 client.subscribe_with(attempt.clone(), SubscribeProperties::default()),

@@ -704,9 +704,9 @@ async fn read_packet(from: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8
 }
 
 /// In front of `upstream`: the first connection passes the CONNECT and the
-/// CONNACK, then is closed on both sides before anything else crosses (the
-/// SUBSCRIBE and PUBLISH packets that follow are lost); later connections
-/// pass everything.
+/// CONNACK, then is closed on both sides when the client sends its next
+/// packet, which is not passed on (a SUBSCRIBE or a PUBLISH: lost); later
+/// connections pass everything.
 async fn cut_after_first_connack(upstream: std::net::SocketAddr) -> u16 {
     use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -724,7 +724,9 @@ async fn cut_after_first_connack(upstream: std::net::SocketAddr) -> u16 {
                     let Ok(connack) = read_packet(&mut server).await else {
                         return;
                     };
-                    let _ = client.write_all(&connack).await;
+                    if client.write_all(&connack).await.is_ok() {
+                        let _ = read_packet(&mut client).await;
+                    }
                     // Both dropped: closed.
                 });
             } else {
@@ -776,6 +778,36 @@ async fn a_link_cut_before_its_suback_loses_no_qos1_message() {
         assert_eq!(text(&next(&mut at_local).await), pair("down/x", "in"));
         let s = settled(&bridge, &[20]).await.remove(0);
         assert_eq!((s.sent, s.dropped), (20, 0), "{version:?}");
+        stop(&bridge, &[&local, &remote]).await;
+    }
+}
+
+/// With nothing queued for the remote, the bridge subscribes right after
+/// the first CONNACK, and the cut takes the SUBSCRIBE: it is made again
+/// once the client reconnected by itself, and the link comes up.
+#[tokio::test]
+async fn a_subscribe_lost_with_the_first_connection_is_made_again() {
+    for version in VERSIONS {
+        let remote = broker().await;
+        let port = cut_after_first_connack(remote.local_addrs()[0]).await;
+        let (local, bridge) = bridged(vec![
+            cloud(port, version)
+                .rule(rule("up/#", Direction::Out, "", ""))
+                .rule(rule("down/#", Direction::In, "", "")),
+        ])
+        .await;
+        let mut at_local = local.subscribe("down/#").unwrap();
+        let mut at_remote = remote.subscribe("up/#").unwrap();
+        remote
+            .publish("down/x", "in", QoS::AtLeastOnce, false)
+            .unwrap();
+        assert_eq!(text(&next(&mut at_local).await), pair("down/x", "in"));
+        local
+            .publish("up/x", "out", QoS::AtLeastOnce, false)
+            .unwrap();
+        assert_eq!(text(&next(&mut at_remote).await), pair("up/x", "out"));
+        let s = settled(&bridge, &[1]).await.remove(0);
+        assert_eq!((s.connects, s.dropped), (1, 0), "{version:?}");
         stop(&bridge, &[&local, &remote]).await;
     }
 }
@@ -1019,6 +1051,61 @@ async fn a_subscription_refused_after_a_lost_session_is_asked_for_again() {
             .publish("down/x", "again", QoS::AtLeastOnce, false)
             .unwrap();
         assert_eq!(text(&next(&mut at_local).await), pair("down/x", "again"));
+        stop(&bridge, &[&local, &remote]).await;
+    }
+}
+
+/// With a rule both ways, a retained value published here while the link
+/// was down is newer than the one the remote holds: it goes out, and is
+/// acknowledged, before the bridge subscribes, so the remote's retained
+/// value sent at the SUBSCRIBE (MQTT-3.3.1-6, v5:MQTT-3.3.1-9 with Retain
+/// Handling 0) is the new one, and the old one never overwrites it here. One message in flight at a time: the update waits behind
+/// another one.
+#[tokio::test]
+async fn a_retained_value_published_while_down_is_not_overwritten_by_the_remote() {
+    for version in VERSIONS {
+        let remote = broker().await;
+        remote
+            .publish("state/door", "old", QoS::AtLeastOnce, true)
+            .unwrap();
+        let proxy = Proxy::start(remote.local_addrs()[0]).await;
+        proxy.set_accepting(false);
+        let (local, bridge) = attached(vec![
+            Remote::new(
+                "cloud",
+                options(proxy.port, version, "edge").max_inflight(1),
+            )
+            .rule(rule("state/#", Direction::Both, "", "")),
+        ])
+        .await;
+        local
+            .publish("state/hall", "ahead", QoS::AtLeastOnce, false)
+            .unwrap();
+        local
+            .publish("state/door", "new", QoS::AtLeastOnce, true)
+            .unwrap();
+        proxy.set_accepting(true);
+        guard(bridge.wait_connected()).await;
+        settled(&bridge, &[2]).await;
+        // A marker from the remote, after whatever its SUBSCRIBE brought.
+        let mut marker = local.subscribe("state/marker").unwrap();
+        remote
+            .publish("state/marker", "", QoS::AtLeastOnce, false)
+            .unwrap();
+        next(&mut marker).await;
+        let mut door = local.subscribe("state/door").unwrap();
+        let got = next(&mut door).await;
+        assert_eq!(
+            (text(&got), got.retain),
+            (pair("state/door", "new"), true),
+            "{version:?}"
+        );
+        let mut door = remote.subscribe("state/door").unwrap();
+        assert_eq!(
+            text(&next(&mut door).await),
+            pair("state/door", "new"),
+            "{version:?}"
+        );
         stop(&bridge, &[&local, &remote]).await;
     }
 }
