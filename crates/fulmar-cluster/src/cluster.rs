@@ -298,10 +298,66 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A change of the filters the local broker holds.
-enum FilterEvent {
-    Added(SubscriptionFilter),
-    Removed(SubscriptionFilter),
+/// The changes of the filters the local broker holds not handled yet: per
+/// filter, how many more times it appeared than it went (the broker
+/// reports each distinct filter appearing and going, so -1, 0 or 1). One
+/// entry per filter however often it comes and goes meanwhile (NATS away,
+/// or before `attach`).
+#[derive(Default)]
+struct FilterChanges {
+    pending: Mutex<HashMap<SubscriptionFilter, i64>>,
+    wake: tokio::sync::Notify,
+}
+
+impl FilterChanges {
+    fn change(&self, filter: &SubscriptionFilter, by: i64) {
+        {
+            let mut pending = lock(&self.pending);
+            let net = pending.entry(filter.clone()).or_default();
+            *net += by;
+            if *net == 0 {
+                pending.remove(filter);
+            }
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// The changes of the wills of the local broker's clients not written yet:
+/// the last one per client (a will set, or cleared), however often it
+/// changes meanwhile (NATS away, or before `attach`).
+#[derive(Default)]
+struct WillChanges {
+    pending: Mutex<HashMap<String, WillChange>>,
+    wake: tokio::sync::Notify,
+}
+
+/// The last change of a client's will.
+enum WillChange {
+    Set(Box<Publish>, u32),
+    Cleared,
+}
+
+impl WillChanges {
+    fn change(&self, client_id: &str, change: WillChange) {
+        lock(&self.pending).insert(client_id.to_owned(), change);
+        self.wake.notify_one();
+    }
+
+    /// What is pending, as events to handle.
+    fn take(&self) -> Vec<WillEvent> {
+        std::mem::take(&mut *lock(&self.pending))
+            .into_iter()
+            .map(|(client_id, change)| match change {
+                WillChange::Set(will, delay) => WillEvent::Set {
+                    client_id,
+                    will,
+                    delay,
+                },
+                WillChange::Cleared => WillEvent::Cleared(client_id),
+            })
+            .collect()
+    }
 }
 
 /// A change of the wills of the local broker's clients.
@@ -316,9 +372,7 @@ enum WillEvent {
 
 /// The receiving ends that [`Cluster::attach`] hands to its tasks.
 struct Receivers {
-    events: mpsc::UnboundedReceiver<FilterEvent>,
     outbound: mpsc::Receiver<(TopicName, Publish)>,
-    wills: mpsc::UnboundedReceiver<WillEvent>,
     sessions: mpsc::UnboundedReceiver<SessionEvent>,
 }
 
@@ -365,6 +419,10 @@ struct Inner {
     retained_retrying: AtomicUsize,
     /// The session registry and take-session requests.
     sessions: Arc<Sessions>,
+    /// Filter changes for the control loop.
+    filter_changes: Arc<FilterChanges>,
+    /// Will changes for the wills loop.
+    will_changes: Arc<WillChanges>,
     /// The shared filters of the local broker, for the messages NATS does
     /// not bring them (see [`deliver_local_shared`]).
     local_shared: Mutex<LocalShared>,
@@ -445,23 +503,20 @@ fn head(name: &str) -> String {
 
 /// The [`Bridge`] a [`Cluster`] gives to the broker: it only queues.
 struct ClusterBridge {
-    events: mpsc::UnboundedSender<FilterEvent>,
+    filters: Arc<FilterChanges>,
     outbound: mpsc::Sender<(TopicName, Publish)>,
-    wills: mpsc::UnboundedSender<WillEvent>,
+    wills: Arc<WillChanges>,
     counters: Arc<Counters>,
     sessions: Arc<Sessions>,
 }
 
 impl Bridge for ClusterBridge {
     fn filter_added(&self, filter: &SubscriptionFilter) {
-        // Unbounded, but bounded by design: one event per distinct filter
-        // appearing or going, consumed without waiting on the network for
-        // each one.
-        let _ = self.events.send(FilterEvent::Added(filter.clone()));
+        self.filters.change(filter, 1);
     }
 
     fn filter_removed(&self, filter: &SubscriptionFilter) {
-        let _ = self.events.send(FilterEvent::Removed(filter.clone()));
+        self.filters.change(filter, -1);
     }
 
     fn message(&self, topic: &TopicName, publish: &Publish) {
@@ -475,17 +530,12 @@ impl Bridge for ClusterBridge {
     }
 
     fn will_set(&self, client_id: &str, will: &Publish, delay: u32) {
-        // Unbounded like the filter events: one per connection with a will
-        // and one when it is cleared, written in order by one task.
-        let _ = self.wills.send(WillEvent::Set {
-            client_id: client_id.to_owned(),
-            will: Box::new(will.clone()),
-            delay,
-        });
+        self.wills
+            .change(client_id, WillChange::Set(Box::new(will.clone()), delay));
     }
 
     fn will_cleared(&self, client_id: &str) {
-        let _ = self.wills.send(WillEvent::Cleared(client_id.to_owned()));
+        self.wills.change(client_id, WillChange::Cleared);
     }
 
     fn claim_session(&self, client_id: &str, clean_start: bool) -> SessionClaim {
@@ -498,8 +548,9 @@ impl Bridge for ClusterBridge {
 
     fn session_online(&self, client_id: &str, session: &StoredSession) {
         self.sessions.client_back(client_id);
-        // Unbounded like the will events: one per connection and one when
-        // it ends, written in order by one task.
+        // Unbounded: one per connection, SUBSCRIBE and UNSUBSCRIBE and one
+        // when it ends, written in order by one task (which coalesces the
+        // records of a batch).
         let record = sessions::encode_record(session);
         let _ = self
             .sessions
@@ -516,6 +567,7 @@ impl Bridge for ClusterBridge {
     }
 
     fn session_gone(&self, client_id: &str) {
+        self.sessions.session_gone(client_id);
         let _ = self
             .sessions
             .events
@@ -719,9 +771,9 @@ impl Cluster {
             .map_err(ClusterError::Connect)?;
         let js = jetstream::new(client.clone());
         let counters = Arc::new(Counters::default());
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let filter_changes = Arc::new(FilterChanges::default());
         let (outbound_tx, outbound) = mpsc::channel(config.outbound_capacity.max(1));
-        let (wills_tx, wills) = mpsc::unbounded_channel();
+        let will_changes = Arc::new(WillChanges::default());
         let (sessions_tx, sessions_rx) = mpsc::unbounded_channel();
         let sessions = Arc::new(Sessions::new(
             config.node_id.clone(),
@@ -750,9 +802,7 @@ impl Cluster {
             barriers: AtomicU64::new(0),
             counters: counters.clone(),
             receivers: Mutex::new(Some(Receivers {
-                events,
                 outbound,
-                wills,
                 sessions: sessions_rx,
             })),
             stop: watch::channel(false).0,
@@ -767,13 +817,15 @@ impl Cluster {
             retained_retrying: AtomicUsize::new(0),
             sessions: sessions.clone(),
             local_shared: Mutex::new(LocalShared::default()),
+            filter_changes: filter_changes.clone(),
+            will_changes: will_changes.clone(),
         });
         Ok(Self {
             inner,
             bridge: Arc::new(ClusterBridge {
-                events: events_tx,
+                filters: filter_changes,
                 outbound: outbound_tx,
-                wills: wills_tx,
+                wills: will_changes,
                 counters,
                 sessions,
             }),
@@ -843,9 +895,7 @@ impl Cluster {
     /// [`ClusterError::Broker`] when the broker is shut down.
     pub async fn attach(&self, broker: &BrokerHandle) -> Result<(), ClusterError> {
         let Receivers {
-            events,
             outbound,
-            wills,
             sessions: session_events,
         } = lock(&self.inner.receivers)
             .take()
@@ -861,7 +911,6 @@ impl Cluster {
         self.spawn(control_loop(
             inner.clone(),
             broker.clone(),
-            events,
             (barrier_subject, barrier),
             inner.stop.subscribe(),
         ));
@@ -986,7 +1035,6 @@ impl Cluster {
         self.spawn(wills_loop(
             inner.clone(),
             wills_store.clone(),
-            wills,
             inner.stop.subscribe(),
         ));
         self.spawn(sweep_loop(
@@ -1241,6 +1289,19 @@ impl Cluster {
     #[doc(hidden)]
     pub fn fail_session_give_back_for_test(&self) {
         self.inner.sessions.keep_refused_claims_for_test();
+    }
+
+    /// For tests of what this node keeps in memory: the filter changes and
+    /// the will changes queued for NATS, and the clients of adopted
+    /// sessions whose gone node's will may still be cancelled.
+    #[doc(hidden)]
+    pub fn queued_for_test(&self) -> (usize, usize, usize) {
+        let inner = &self.inner;
+        (
+            lock(&inner.filter_changes.pending).len(),
+            lock(&inner.will_changes.pending).len(),
+            inner.sessions.adopted_len(),
+        )
     }
 
     /// Stops the heartbeat without deleting the key, as a node that died
@@ -1659,31 +1720,28 @@ fn decode_will(value: &[u8]) -> Option<(Publish, u32)> {
     }
 }
 
-/// Writes and deletes the wills of this node's clients, in the order the
-/// broker reports them; at stop, handles what was reported already.
-async fn wills_loop(
-    inner: Arc<Inner>,
-    store: kv::Store,
-    mut events: mpsc::UnboundedReceiver<WillEvent>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Writes and deletes the wills of this node's clients as the broker
+/// reports them (the last change per client); at stop, handles what was
+/// reported already.
+async fn wills_loop(inner: Arc<Inner>, store: kv::Store, mut stop: watch::Receiver<bool>) {
     let mut revisions: HashMap<String, u64> = HashMap::new();
+    let changes = inner.will_changes.clone();
     loop {
-        let next = tokio::select! {
+        tokio::select! {
             biased;
-            event = events.recv() => event,
-            _ = stop.changed() => None,
-        };
-        let Some(event) = next else {
-            break;
-        };
-        on_will_event(&inner, &store, &mut revisions, event).await;
+            () = changes.wake.notified() => {}
+            _ = stop.changed() => break,
+        }
+        for event in changes.take() {
+            on_will_event(&inner, &store, &mut revisions, event).await;
+        }
     }
     // Within the session timeout (NATS may be away): the wills left are
     // erased by the shutdown if it can, else published by another node.
-    events.close();
     let deadline = tokio::time::Instant::now() + inner.sessions.timeout;
-    while let Ok(event) = events.try_recv() {
+    let events = changes.take();
+    let total = events.len();
+    for (done, event) in events.into_iter().enumerate() {
         let handled = tokio::time::timeout_at(
             deadline,
             on_will_event(&inner, &store, &mut revisions, event),
@@ -1691,7 +1749,7 @@ async fn wills_loop(
         .await;
         if handled.is_err() {
             tracing::warn!(
-                left = 1 + events.len(),
+                left = total - done,
                 "will changes not written before the shutdown"
             );
             break;
@@ -2006,30 +2064,29 @@ fn queue_name(prefix: &str, filter: &SharedFilter) -> String {
 async fn control_loop(
     inner: Arc<Inner>,
     broker: BrokerHandle,
-    mut events: mpsc::UnboundedReceiver<FilterEvent>,
     mut barrier: (String, Subscriber),
     mut stop: watch::Receiver<bool>,
 ) {
     let mut held: HashMap<String, Held> = HashMap::new();
+    let changes = inner.filter_changes.clone();
     loop {
-        let first = tokio::select! {
-            event = events.recv() => event,
-            _ = stop.changed() => None,
-        };
-        let Some(first) = first else {
-            break;
-        };
-        let mut batch = vec![first];
-        while let Ok(event) = events.try_recv() {
-            batch.push(event);
+        tokio::select! {
+            () = changes.wake.notified() => {}
+            _ = stop.changed() => break,
         }
+        let batch = std::mem::take(&mut *lock(&changes.pending));
+        // Filters that appeared first: one that went may share a subject
+        // with one that came, which then stays subscribed.
+        let (appeared, went): (Vec<_>, Vec<_>) = batch.into_iter().partition(|(_, net)| *net > 0);
         let mut added = false;
-        for event in batch {
-            match event {
-                FilterEvent::Added(filter) => {
-                    added |= add(&inner, &broker, &mut held, &filter).await;
-                }
-                FilterEvent::Removed(filter) => remove(&inner, &mut held, &filter),
+        for (filter, net) in appeared {
+            for _ in 0..net {
+                added |= add(&inner, &broker, &mut held, &filter).await;
+            }
+        }
+        for (filter, net) in went {
+            for _ in net..0 {
+                remove(&inner, &mut held, &filter);
             }
         }
         if added {

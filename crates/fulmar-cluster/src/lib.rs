@@ -242,8 +242,9 @@
 //!   an MQTT 5.0 PUBLISH packet), written when the broker reports it
 //!   ([`Bridge::will_set`](fulmar_broker::Bridge::will_set)) and removed
 //!   when the broker published or dropped it
-//!   ([`Bridge::will_cleared`](fulmar_broker::Bridge::will_cleared)), in
-//!   that order, by one task. [`Cluster::wills`] lists them.
+//!   ([`Bridge::will_cleared`](fulmar_broker::Bridge::will_cleared)), by
+//!   one task; when it is behind (NATS away), only the last change of a
+//!   client is written. [`Cluster::wills`] lists them.
 //! - A node writes its heartbeat before its first will. A clean
 //!   [`Cluster::shutdown`] removes the node's wills, then its heartbeat.
 //! - Every heartbeat interval each node lists the wills, then the live

@@ -580,10 +580,13 @@ impl Sessions {
             lock(&self.adopting_clients).insert(id.clone());
             let holder = self.claim_from(registry, &id, &dead).await;
             if let Holder::Claimed = holder {
+                // Before it is in the broker, which may end it at once.
+                lock(&self.adopted_from).insert(id.clone(), dead.clone());
                 if broker.adopt_session(export) {
                     adopted += 1;
                     bump(&self.counters.adopted);
-                    lock(&self.adopted_from).insert(id.clone(), dead.clone());
+                } else {
+                    lock(&self.adopted_from).remove(&id);
                 }
                 // Here now (or a copy here kept it out): the gone node's
                 // records of it are stale.
@@ -747,8 +750,19 @@ impl Sessions {
         let Some(dead) = lock(&self.adopted_from).remove(client_id) else {
             return;
         };
+        self.cancel_will_later(dead, client_id.to_owned());
+    }
+
+    /// The session of `client_id` is no longer in the local broker (ended,
+    /// expired, or taken: a take request has cancelled the will already):
+    /// what was remembered of its adoption goes.
+    pub(crate) fn session_gone(&self, client_id: &str) {
+        lock(&self.adopted_from).remove(client_id);
+    }
+
+    /// Cancels gone node `dead`'s will for `client_id`, in the background.
+    fn cancel_will_later(self: &Arc<Self>, dead: String, id: String) {
         let this = self.clone();
-        let id = client_id.to_owned();
         tokio::spawn(async move {
             if tokio::time::timeout(this.timeout, this.cancel_will(&dead, &id))
                 .await
@@ -878,6 +892,11 @@ impl Sessions {
             Ok(Ok(None)) => false,
             Ok(Err(_)) | Err(_) => true,
         }
+    }
+
+    /// How many clients of adopted sessions are remembered (tests).
+    pub(crate) fn adopted_len(&self) -> usize {
+        lock(&self.adopted_from).len()
     }
 
     /// Tests: refused claims stay (as when the registry cannot be written).
@@ -1281,9 +1300,15 @@ async fn answer(sessions: &Arc<Sessions>, broker: &BrokerHandle, message: async_
         }
         tokio::time::sleep(sessions.timeout / 100).await;
     }
+    // Taken before the session (whose end forgets it): the gone node's
+    // will is cancelled if the session moves on.
+    let adopted = lock(&sessions.adopted_from).remove(&client_id);
     let export = broker.take_session(&client_id).await;
-    if export.is_some() && !discard {
-        sessions.client_back(&client_id);
+    if export.is_some()
+        && !discard
+        && let Some(dead) = adopted
+    {
+        sessions.cancel_will_later(dead, client_id.clone());
     }
     let publish = |payload: Bytes| sessions.client.publish(reply.clone(), payload);
     // Claimed here from a gone node whose state could not be read: the
