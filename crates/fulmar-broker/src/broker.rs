@@ -1060,6 +1060,9 @@ impl BrokerHandle {
         }
         if let Some(at) = expires_at {
             state.schedule(&id, at);
+            drop(state);
+            // The deadline task sleeps until the deadlines it knew of.
+            shared.timers.notify_one();
         }
         true
     }

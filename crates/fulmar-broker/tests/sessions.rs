@@ -597,3 +597,27 @@ async fn unsubscribe_completes_messages_already_in_flight() {
     );
     broker.shutdown().await;
 }
+
+// v5:MQTT-3.1.2-23: a session adopted from another node (cluster) ends when
+// its Session Expiry Interval is over, like one that disconnected here.
+#[tokio::test]
+async fn an_adopted_session_expires_on_time() {
+    let broker = start().await;
+    let export = fulmar_broker::SessionExport {
+        session: fulmar_broker::StoredSession {
+            client_id: std::sync::Arc::from("moved"),
+            expiry_interval: 1,
+            disconnected_at: None,
+            subscriptions: Vec::new(),
+        },
+        messages: Vec::new(),
+        incoming: Vec::new(),
+    };
+    // Long enough for the broker's deadline task to be asleep, with nothing
+    // to wait for.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(broker.adopt_session(export));
+    assert_eq!(broker.stats().sessions, 1);
+    wait_sessions(&broker, 0).await;
+    broker.shutdown().await;
+}
