@@ -361,3 +361,84 @@ fn persistent_sessions_are_ended_after_the_run() {
         );
     }
 }
+
+/// Float flags that are no number, or too large or too small to make a
+/// duration of, are refused with an error naming the flag, before any
+/// connection (--rate 1e-30, -d 1e300 and --drain-timeout inf panicked).
+#[test]
+fn out_of_range_float_flags_are_refused() {
+    // Nothing listens there: a flag that got through fails on connecting.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let cases = [
+        ("--rate", "1e-30"),
+        ("--rate", "-1"),
+        ("--rate", "NaN"),
+        ("--rate", "inf"),
+        ("--duration", "1e300"),
+        ("--duration", "inf"),
+        ("--duration", "NaN"),
+        ("--duration", "0"),
+        ("--drain-timeout", "inf"),
+        ("--drain-timeout", "1e300"),
+        ("--drain-timeout", "-1"),
+        ("--drain-timeout", "NaN"),
+    ];
+    for (flag, value) in cases {
+        let output = fulmar()
+            .args(["bench", "-p", &port, &format!("{flag}={value}")])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        assert!(
+            !stderr.contains("connections failed"),
+            "{flag} {value}: {stderr}"
+        );
+    }
+}
+
+/// A server that accepts TCP connections and never answers: the TLS
+/// handshake (which had no timeout and hung for ever) gives up after
+/// --connect-timeout, and the run fails with that error. The wait below
+/// is only a guard against a hang.
+#[test]
+fn a_silent_server_times_connections_out() {
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port().to_string();
+    let mut child = fulmar()
+        .args([
+            "bench",
+            "--tls",
+            "-p",
+            &port,
+            "-n",
+            "1",
+            "--connect-timeout",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+        let _ = tx.send(text);
+    });
+    let stderr = rx.recv_timeout(std::time::Duration::from_secs(120));
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    let stderr = stderr.expect("fulmar bench hung on a silent server");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("connections failed"), "{stderr}");
+    assert!(stderr.contains("timed out"), "{stderr}");
+    drop(silent);
+}

@@ -113,6 +113,10 @@ pub(crate) struct BenchArgs {
     /// Connection attempts at a time.
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,
+    /// Seconds one connection may take to connect (TCP, TLS, CONNACK, and
+    /// SUBACK for a subscriber) before it counts as failed.
+    #[arg(long, default_value_t = 30.0)]
+    connect_timeout: f64,
     /// Seconds to wait for in-flight messages and deliveries after publishing stops.
     #[arg(long, default_value_t = 10.0)]
     drain_timeout: f64,
@@ -176,10 +180,14 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     if args.filter.starts_with("$share/") {
         return Err("shared subscriptions are not supported by the loss accounting".to_owned());
     }
-    if args.count.is_none() && (args.duration.is_nan() || args.duration <= 0.0) {
-        return Err("--duration must be positive (or give --count)".to_owned());
-    }
-    let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+    let run_for = match args.count {
+        Some(_) => Duration::ZERO,
+        None => seconds("--duration", args.duration, false)
+            .map_err(|e| format!("{e} (or give --count)"))?,
+    };
+    let drain = seconds("--drain-timeout", args.drain_timeout, true)?;
+    let connect_timeout = seconds("--connect-timeout", args.connect_timeout, false)?;
+    let interval = rate_interval(args.rate)?;
     let version = match args.mqtt {
         Mqtt::V311 => ProtocolVersion::V311,
         Mqtt::V5 => ProtocolVersion::V5,
@@ -222,6 +230,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
             }))
         }
     };
+    let concurrency = args.connect_concurrency.max(1);
     let connect = ConnectPlan {
         addr,
         tls,
@@ -229,7 +238,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         keep_alive: args.keep_alive,
         inflight: args.inflight.max(1),
         persistent: args.persistent,
-        gate: Arc::new(Semaphore::new(args.connect_concurrency.max(1))),
+        timeout: connect_timeout,
+        gate: Arc::new(Semaphore::new(concurrency)),
         ready: ready_tx,
     };
     // Client identifiers `fb<48 random bits>-{p,s,i}<index>`: a later run
@@ -240,6 +250,10 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         pattern.replace("{i}", &n.to_string())
     };
 
+    let connections = subscribers
+        .saturating_add(args.publishers as usize)
+        .saturating_add(args.idle as usize);
+    warn_about_open_files(connections);
     let rss_before = args.broker_pid.and_then(rss_kb);
     let connect_start = Instant::now();
     let mut errors = Vec::new();
@@ -267,7 +281,13 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
             ))
         })
         .collect();
-    await_ready(&mut ready_rx, subscribers, &mut errors).await;
+    await_ready(
+        &mut ready_rx,
+        subscribers,
+        ready_deadline(subscribers, concurrency, connect_timeout),
+        &mut errors,
+    )
+    .await;
     let pub_plans: Vec<PubPlan> = (0..args.publishers)
         .map(|i| PubPlan {
             index: i,
@@ -304,14 +324,15 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
             ))
         })
         .collect();
+    let others = (args.publishers as usize).saturating_add(args.idle as usize);
     await_ready(
         &mut ready_rx,
-        args.publishers as usize + args.idle as usize,
+        others,
+        ready_deadline(others, concurrency, connect_timeout),
         &mut errors,
     )
     .await;
     let connect_s = connect_start.elapsed().as_secs_f64();
-    let connections = subscribers + args.publishers as usize + args.idle as usize;
     if !errors.is_empty() {
         let _ = phase_tx.send(Phase::Finish);
         return Err(format!(
@@ -331,15 +352,15 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
 
     // Publish.
     let bar = Progress::new(
-        args.count.map(|c| c * u64::from(args.publishers)),
-        args.duration,
+        args.count
+            .map(|c| c.saturating_mul(u64::from(args.publishers))),
+        run_for,
     );
     let _ = phase_tx.send(Phase::Running);
     let start = Instant::now();
     let start_nanos = u64::try_from((start - shared.base).as_nanos()).unwrap_or(0);
     let mut timeline = Vec::new();
     let mut last = (0u64, 0u64, Instant::now());
-    let run_for = Duration::from_secs_f64(args.duration.max(0.0));
     loop {
         tokio::time::sleep(TICK).await;
         sample(&shared, &mut last, start, &mut timeline, &bar);
@@ -352,9 +373,10 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         }
     }
     let _ = phase_tx.send(Phase::Stop);
-    let drain = Duration::from_secs_f64(args.drain_timeout.max(0.0));
-    let drain_end = tokio::time::Instant::now() + drain;
-    while !pub_tasks.iter().all(JoinHandle::is_finished) && tokio::time::Instant::now() < drain_end
+    // No end when the drain timeout is beyond the clock's range.
+    let drain_end = Instant::now().checked_add(drain);
+    while !pub_tasks.iter().all(JoinHandle::is_finished)
+        && drain_end.is_none_or(|end| Instant::now() < end)
     {
         tokio::time::sleep(TICK).await;
         sample(&shared, &mut last, start, &mut timeline, &bar);
@@ -375,10 +397,10 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     // subscriber (duplicates and foreign messages do not bring the end nearer).
     let expected_total = report::expected_deliveries(&pubs, &topics, &filters);
     let mut quiet_since = (shared.delivered.load(Ordering::Relaxed), Instant::now());
-    let wait_end = Instant::now() + drain;
+    let wait_end = Instant::now().checked_add(drain);
     loop {
         let delivered = shared.delivered.load(Ordering::Relaxed);
-        if delivered >= expected_total || Instant::now() >= wait_end {
+        if delivered >= expected_total || wait_end.is_some_and(|end| Instant::now() >= end) {
             break;
         }
         if delivered != quiet_since.0 {
@@ -439,19 +461,140 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Waits for `n` readiness reports, collecting failures.
+/// The longest time between two messages of a publisher: `--rate` below one
+/// message a year is refused.
+const MAX_INTERVAL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `value` seconds of flag `flag` as a duration: a number, not negative
+/// (nor zero unless `zero_ok`), within a duration's range.
+fn seconds(flag: &str, value: f64, zero_ok: bool) -> Result<Duration, String> {
+    let what = if zero_ok { "0 or more" } else { "more than 0" };
+    match Duration::try_from_secs_f64(value) {
+        Ok(d) if zero_ok || !d.is_zero() => Ok(d),
+        Err(_) if value.is_finite() && value > 0.0 => Err(format!(
+            "{flag} {}: too many seconds (at most {})",
+            show(value),
+            u64::MAX
+        )),
+        _ => Err(format!(
+            "{flag} {}: must be a number of seconds, {what}",
+            show(value)
+        )),
+    }
+}
+
+/// The time between two messages of a publisher at `rate` messages per
+/// second; `None` for 0 (as fast as possible).
+fn rate_interval(rate: f64) -> Result<Option<Duration>, String> {
+    if !rate.is_finite() || rate < 0.0 {
+        return Err(format!(
+            "--rate {}: must be a number of messages per second, 0 for no limit",
+            show(rate)
+        ));
+    }
+    if rate == 0.0 {
+        return Ok(None);
+    }
+    match Duration::try_from_secs_f64(1.0 / rate) {
+        Ok(interval) if interval <= MAX_INTERVAL => Ok(Some(interval)),
+        _ => Err(format!(
+            "--rate {}: at least one message a year ({:.1e} per second), or 0 for no limit",
+            show(rate),
+            1.0 / MAX_INTERVAL.as_secs_f64()
+        )),
+    }
+}
+
+/// A flag's number as written, in scientific notation when very large or small.
+fn show(value: f64) -> String {
+    let magnitude = value.abs();
+    if value.is_finite() && magnitude != 0.0 && !(1e-4..1e9).contains(&magnitude) {
+        format!("{value:e}")
+    } else {
+        format!("{value}")
+    }
+}
+
+/// When `n` connection attempts, `concurrency` at a time and each given up
+/// after `timeout`, have all reported at the latest (with a second to
+/// spare); `None` beyond the clock's range.
+fn ready_deadline(n: usize, concurrency: usize, timeout: Duration) -> Option<Instant> {
+    let rounds = n.div_ceil(concurrency.max(1)).saturating_add(1);
+    let rounds = u32::try_from(rounds).unwrap_or(u32::MAX);
+    Instant::now().checked_add(
+        timeout
+            .saturating_mul(rounds)
+            .saturating_add(Duration::from_secs(1)),
+    )
+}
+
+/// Waits for `n` readiness reports, collecting failures, until `deadline`
+/// (a report that never comes counts as a failure then).
 async fn await_ready(
     ready: &mut mpsc::UnboundedReceiver<Result<(), String>>,
     n: usize,
+    deadline: Option<Instant>,
     errors: &mut Vec<String>,
 ) {
-    for _ in 0..n {
-        match ready.recv().await {
-            Some(Ok(())) => {}
-            Some(Err(e)) => errors.push(e),
-            None => return,
+    let until = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(until);
+    for done in 0..n {
+        tokio::select! {
+            report = ready.recv() => match report {
+                Some(Ok(())) => {}
+                Some(Err(e)) => errors.push(e),
+                None => return,
+            },
+            () = &mut until => {
+                errors.push(format!("{} connections did not report in time", n - done));
+                return;
+            }
         }
     }
+}
+
+/// Warns when `connections` need more file descriptors than the soft
+/// limit lets this process open (Linux: /proc/self/limits), instead of
+/// letting the connections beyond it fail one by one.
+fn warn_about_open_files(connections: usize) {
+    let Some((soft, hard)) = open_files_limit() else {
+        return;
+    };
+    // A few more for the runtime, stdio and the broker's /proc file.
+    let needed = u64::try_from(connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(32);
+    if needed > soft {
+        eprintln!(
+            "fulmar bench: warning: {connections} connections need about {needed} file \
+             descriptors, over the soft limit of {soft} (hard limit {hard}): raise it with \
+             `ulimit -n`"
+        );
+    }
+}
+
+/// The soft and hard limits on open files, as /proc/self/limits gives
+/// them ("unlimited" as `u64::MAX`).
+fn open_files_limit() -> Option<(u64, String)> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_open_files_limit(&limits)
+}
+
+fn parse_open_files_limit(limits: &str) -> Option<(u64, String)> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut fields = line.trim_start_matches("Max open files").split_whitespace();
+    let parse = |field: &str| match field {
+        "unlimited" => Some(u64::MAX),
+        number => number.parse().ok(),
+    };
+    let soft = parse(fields.next()?)?;
+    let hard = fields.next()?.to_owned();
+    Some((soft, hard))
 }
 
 /// The progress bar: over the message count (with `--count`) or over the
@@ -462,7 +605,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(total_messages: Option<u64>, duration: f64) -> Self {
+    fn new(total_messages: Option<u64>, duration: Duration) -> Self {
         let by_time = total_messages.is_none();
         if !std::io::stderr().is_terminal() {
             return Self {
@@ -470,8 +613,8 @@ impl Progress {
                 by_time,
             };
         }
-        let len =
-            total_messages.unwrap_or_else(|| Duration::from_secs_f64(duration).as_millis() as u64);
+        let len = total_messages
+            .unwrap_or_else(|| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
         let bar = ProgressBar::new(len.max(1));
         if let Ok(style) = ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {msg}") {
             bar.set_style(style);
@@ -523,4 +666,50 @@ fn rss_kb(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_flags_are_checked() {
+        assert_eq!(seconds("-d", 1.5, false), Ok(Duration::from_millis(1500)));
+        assert_eq!(seconds("--drain-timeout", 0.0, true), Ok(Duration::ZERO));
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e300] {
+            let e = seconds("-d", bad, false).unwrap_err();
+            assert!(e.starts_with("-d "), "{e}");
+        }
+        assert_eq!(show(1e300), "1e300");
+        assert_eq!(show(1.5), "1.5");
+        assert_eq!(show(-1e-30), "-1e-30");
+        assert_eq!(rate_interval(0.0), Ok(None));
+        assert_eq!(rate_interval(4.0), Ok(Some(Duration::from_millis(250))));
+        assert_eq!(rate_interval(1e300), Ok(Some(Duration::ZERO)));
+        for bad in [-1.0, f64::NAN, f64::INFINITY, 1e-30, 1e-9] {
+            assert!(rate_interval(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_ready_deadline_saturates() {
+        assert!(ready_deadline(10, 0, Duration::from_secs(1)).is_some());
+        assert_eq!(ready_deadline(usize::MAX, 1, Duration::MAX), None);
+    }
+
+    #[test]
+    fn the_open_files_limit_is_read() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max cpu time              unlimited            unlimited            seconds\n\
+                      Max open files            1024                 524288               files\n";
+        assert_eq!(
+            parse_open_files_limit(limits),
+            Some((1024, "524288".to_owned()))
+        );
+        assert_eq!(
+            parse_open_files_limit("Max open files  unlimited  unlimited  files"),
+            Some((u64::MAX, "unlimited".to_owned()))
+        );
+        assert_eq!(parse_open_files_limit(""), None);
+    }
 }

@@ -106,6 +106,8 @@ pub(super) struct ConnectPlan {
     pub(super) persistent: bool,
     /// Our outbound in-flight window for QoS 1/2.
     pub(super) inflight: u16,
+    /// How long one connection may take to connect (and subscribe).
+    pub(super) timeout: Duration,
     /// TLS over every connection.
     pub(super) tls: Option<Arc<Tls>>,
     /// Limits concurrent connection attempts (listen backlogs are finite).
@@ -115,8 +117,8 @@ pub(super) struct ConnectPlan {
 }
 
 impl ConnectPlan {
-    /// Connects (and subscribes); a connection without subscription
-    /// always starts (and ends) a clean session.
+    /// Connects (and subscribes) within the connect timeout; a connection
+    /// without subscription always starts (and ends) a clean session.
     async fn open(
         &self,
         client_id: String,
@@ -127,6 +129,21 @@ impl ConnectPlan {
             .acquire()
             .await
             .map_err(|_| "connect gate closed".to_owned())?;
+        tokio::time::timeout(self.timeout, self.open_now(client_id, subscribe))
+            .await
+            .map_err(|_| {
+                format!(
+                    "connect to {}: timed out after {:?}",
+                    self.addr, self.timeout
+                )
+            })?
+    }
+
+    async fn open_now(
+        &self,
+        client_id: String,
+        subscribe: Option<(&str, QoS)>,
+    ) -> Result<Link, String> {
         let inflight =
             std::num::NonZeroU16::new(self.inflight).unwrap_or(std::num::NonZeroU16::MIN);
         let config = Config {
@@ -134,7 +151,7 @@ impl ConnectPlan {
             receive_maximum: std::num::NonZeroU16::MAX,
             max_inflight: inflight,
             max_pending: usize::from(self.inflight) + 16,
-            connect_timeout: Some(Duration::from_secs(30)),
+            connect_timeout: Some(self.timeout),
             outbound_topic_aliases: false,
             ..Config::default()
         };
