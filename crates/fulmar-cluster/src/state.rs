@@ -142,6 +142,19 @@ struct ClientKeys {
     incoming: BTreeSet<u16>,
 }
 
+/// What a commit changed in the index, to put back when it fails (the
+/// broker commits the same operations again).
+enum Undo {
+    /// A client's whole entry, removed.
+    Client(Arc<str>, ClientKeys),
+    /// Whether a client had its session record.
+    Session(Arc<str>, bool),
+    /// A message's keys before.
+    Message(Arc<str>, u64, Option<MessageKeys>),
+    /// Whether an inbound identifier was there.
+    Incoming(Arc<str>, u16, bool),
+}
+
 /// A node's persistent sessions in JetStream: a [`Store`] for the node's
 /// broker ([`BrokerBuilder::store`](fulmar_broker::BrokerBuilder::store)),
 /// made by [`Cluster::session_store`](crate::Cluster::session_store).
@@ -190,6 +203,8 @@ pub struct SessionStore {
     index: Mutex<HashMap<Arc<str>, ClientKeys>>,
     pending: Mutex<Pending>,
     loaded: Mutex<Option<Snapshot>>,
+    /// Commits left to fail after their first publish (a test hook).
+    fail_records: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for SessionStore {
@@ -320,17 +335,60 @@ impl SessionStore {
             index: Mutex::new(index),
             pending: Mutex::new(Pending::default()),
             loaded: Mutex::new(Some(snapshot)),
+            fail_records: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// Makes the next `commits` commits that write records fail after
+    /// their first publish (the journal, acknowledged), as when JetStream
+    /// refuses or does not acknowledge a record: for tests of failed
+    /// commits.
+    #[doc(hidden)]
+    pub fn fail_record_writes_for_test(&self, commits: usize) {
+        self.fail_records
+            .store(commits, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn subject(&self, client: &str, suffix: std::fmt::Arguments<'_>) -> String {
         format!("{}.{}.{suffix}", self.root, client_key(client))
     }
 
-    /// The publishes for `ops`, in order; updates the index.
-    fn plan(&self, ops: &[StoreOp]) -> Vec<Change> {
+    /// Puts the index back as it was before the commit that made `undo`.
+    fn undo(&self, undo: Vec<Undo>) {
+        let mut index = lock(&self.index);
+        for step in undo.into_iter().rev() {
+            match step {
+                Undo::Client(client, keys) => {
+                    index.insert(client, keys);
+                }
+                Undo::Session(client, had) => {
+                    index.entry(client).or_default().session = had;
+                }
+                Undo::Message(client, seq, keys) => {
+                    let messages = &mut index.entry(client).or_default().messages;
+                    match keys {
+                        Some(keys) => messages.insert(seq, keys),
+                        None => messages.remove(&seq),
+                    };
+                }
+                Undo::Incoming(client, packet_id, had) => {
+                    let incoming = &mut index.entry(client).or_default().incoming;
+                    if had {
+                        incoming.insert(packet_id);
+                    } else {
+                        incoming.remove(&packet_id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The publishes for `ops`, in order; updates the index, and returns
+    /// what puts it back.
+    fn plan(&self, ops: &[StoreOp]) -> (Vec<Change>, Vec<Undo>) {
         let mut index = lock(&self.index);
         let mut out = Vec::with_capacity(ops.len());
+        let mut undo = Vec::with_capacity(ops.len());
         for op in ops {
             match op {
                 StoreOp::PutSession(session) => {
@@ -340,7 +398,9 @@ impl SessionStore {
                         incoming: Vec::new(),
                     }
                     .encode();
-                    index.entry(session.client_id.clone()).or_default().session = true;
+                    let keys = index.entry(session.client_id.clone()).or_default();
+                    undo.push(Undo::Session(session.client_id.clone(), keys.session));
+                    keys.session = true;
                     out.push(Change {
                         subject: self.subject(&session.client_id, format_args!("s")),
                         payload: Bytes::from(record),
@@ -351,10 +411,10 @@ impl SessionStore {
                     let Some(keys) = index.remove(client) else {
                         continue;
                     };
-                    for (seq, message) in keys.messages {
-                        self.remove_message(client, seq, message, &mut out);
+                    for (seq, message) in &keys.messages {
+                        self.remove_message(client, *seq, *message, &mut out);
                     }
-                    for packet_id in keys.incoming {
+                    for packet_id in &keys.incoming {
                         out.push(Change::removal(
                             self.subject(client, format_args!("i.{packet_id}")),
                         ));
@@ -362,6 +422,7 @@ impl SessionStore {
                     if keys.session {
                         out.push(Change::removal(self.subject(client, format_args!("s"))));
                     }
+                    undo.push(Undo::Client(client.clone(), keys));
                 }
                 StoreOp::PutMessage {
                     client,
@@ -370,13 +431,14 @@ impl SessionStore {
                 } => {
                     let record = message.encode();
                     let parts = self.put_message(client, *seq, &record, &mut out);
-                    index.entry(client.clone()).or_default().messages.insert(
+                    let before = index.entry(client.clone()).or_default().messages.insert(
                         *seq,
                         MessageKeys {
                             parts,
                             marked: false,
                         },
                     );
+                    undo.push(Undo::Message(client.clone(), *seq, before));
                 }
                 StoreOp::MarkSent {
                     client,
@@ -390,6 +452,7 @@ impl SessionStore {
                     else {
                         continue;
                     };
+                    undo.push(Undo::Message(client.clone(), *seq, Some(*keys)));
                     keys.marked = true;
                     let mut payload = Vec::with_capacity(3);
                     payload.put_u16(packet_id.get());
@@ -407,14 +470,16 @@ impl SessionStore {
                     else {
                         continue;
                     };
+                    undo.push(Undo::Message(client.clone(), *seq, Some(message)));
                     self.remove_message(client, *seq, message, &mut out);
                 }
                 StoreOp::AddIncoming { client, packet_id } => {
-                    index
+                    let added = index
                         .entry(client.clone())
                         .or_default()
                         .incoming
                         .insert(packet_id.get());
+                    undo.push(Undo::Incoming(client.clone(), packet_id.get(), !added));
                     out.push(Change {
                         subject: self.subject(client, format_args!("i.{}", packet_id.get())),
                         payload: Bytes::from_static(&[1]),
@@ -427,6 +492,7 @@ impl SessionStore {
                         .get_mut(client)
                         .is_some_and(|keys| keys.incoming.remove(&packet_id.get())) =>
                 {
+                    undo.push(Undo::Incoming(client.clone(), packet_id.get(), true));
                     out.push(Change::removal(
                         self.subject(client, format_args!("i.{}", packet_id.get())),
                     ));
@@ -435,7 +501,7 @@ impl SessionStore {
                 _ => {}
             }
         }
-        out
+        (out, undo)
     }
 
     /// Publishes for a message record, in parts when it is larger than a
@@ -518,8 +584,15 @@ impl Store for SessionStore {
         Ok(lock(&self.loaded).take().unwrap_or_default())
     }
 
+    /// Durable once JetStream acknowledged its journal (and the records
+    /// due with it). A commit that fails leaves this store as if it had
+    /// not been made (the broker commits the same operations again, with
+    /// later ones after them): what was pending stays pending, in every
+    /// journal from now on, until written as records; the index is put
+    /// back; a record that may have been written meanwhile is removed
+    /// again unless set again.
     fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
-        let changes = self.plan(ops);
+        let (changes, undo) = self.plan(ops);
         if changes.is_empty() {
             return Ok(());
         }
@@ -538,7 +611,8 @@ impl Store for SessionStore {
             .iter()
             .map(|c| 6 + c.subject.len() + c.payload.len())
             .sum::<usize>();
-        let out = if size <= self.max_part {
+        // The publishes, and what is pending once they are acknowledged.
+        let (out, after) = if size <= self.max_part {
             let journal = encode_journal(&self.root, &all, self.max_part);
             // The journal holds every change not written yet: durable now.
             // Write them as records once they are old or many (the journal
@@ -548,23 +622,63 @@ impl Store for SessionStore {
             let mut out = vec![journal_change(journal)];
             if due {
                 out.extend(all);
-                *pending = Pending::default();
+                (out, Pending::default())
             } else {
-                *pending = merged;
+                (out, merged)
             }
-            out
         } else {
             // Too large for one message: what was pending is written under
             // the journal that holds it, then this commit change by change.
-            let mut out: Vec<Change> = pending.changes.drain().map(|(_, c)| c).collect();
+            let mut out: Vec<Change> = pending.changes.values().cloned().collect();
             out.push(journal_change(encode_journal(&self.root, &[], 0)));
             out.extend(changes);
-            *pending = Pending::default();
-            out
+            (out, Pending::default())
+        };
+        let fail = out.len() > 1
+            && self
+                .fail_records
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok();
+        let sent = if fail {
+            out.iter().take(1).cloned().collect()
+        } else {
+            out.clone()
+        };
+        let result = self.runtime.block_on(self.publish(sent)).and_then(|t| {
+            if fail {
+                Err(engine("publish", "records refused (test hook)"))
+            } else {
+                Ok(t)
+            }
+        });
+        let tombstones = match result {
+            Ok(tombstones) => {
+                *pending = after;
+                tombstones
+            }
+            Err(error) => {
+                // Records may have been written: a removal of one is
+                // written, not dropped, and one set by this commit is
+                // removed unless the commit made again sets it again.
+                for change in out.into_iter().filter(|c| c.subject != self.journal) {
+                    match pending.changes.get_mut(&change.subject) {
+                        Some(old) => old.new = false,
+                        None if !change.payload.is_empty() => {
+                            pending.merge(Change::removal(change.subject));
+                        }
+                        None => {}
+                    }
+                }
+                drop(pending);
+                self.undo(undo);
+                return Err(error);
+            }
         };
         drop(pending);
-        let changes = out;
-        let tombstones = self.runtime.block_on(self.publish(changes))?;
         if !tombstones.is_empty() {
             // Cleanup, off the acknowledgement path: the records they
             // replaced are gone already.

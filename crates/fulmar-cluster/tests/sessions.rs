@@ -1248,3 +1248,90 @@ async fn a_gone_node_s_expired_and_moved_sessions_are_purged() {
     b.stop().await;
     a.stop().await;
 }
+
+// A commit whose journal JetStream acknowledged but whose records it did
+// not (a record publish refused or timed out) fails, and the broker commits
+// the same operations again: nothing the journal held before is forgotten.
+// Every message PUBACKed is in the session when the node comes back
+// (v3:MQTT-3.1.2-5, v5:MQTT-4.3.2-2: stored once acknowledged to the
+// sender).
+#[tokio::test]
+async fn a_commit_whose_records_fail_after_its_journal_loses_nothing() {
+    let nats = nats_or_skip!("session_record_failure");
+    let cluster = fulmar_cluster::Cluster::connect(ClusterConfig::new(nats.url.clone(), "a"))
+        .await
+        .unwrap();
+    let store = cluster.session_store().await.unwrap();
+    let broker = fulmar_broker::Broker::builder()
+        .tcp_listener("127.0.0.1:0")
+        .bridge(cluster.bridge())
+        .store(store.clone())
+        .start()
+        .await
+        .unwrap();
+    cluster.attach(&broker).await.unwrap();
+    let a = Node { broker, cluster };
+    let (mut peer, _) = Peer::connect(&a, persistent("x", ProtocolVersion::V5)).await;
+    peer.subscribe("q/#", QoS::AtLeastOnce).await;
+    peer.disconnect().await;
+    let publisher = a.client("pub0").await;
+    // Older than the write delay: m0's commit writes every change as a
+    // record, m1's (just after) keeps m1 in the journal only.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for m in ["m0", "m1"] {
+        publisher
+            .publish("q/1", m)
+            .qos(ClientQoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    // m2's commit is due to write m1 and m2 as records: its journal is
+    // acknowledged, its records fail.
+    store.fail_record_writes_for_test(1);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let failing = a.client("pub2").await;
+    // Refused or not: the commit failed.
+    let _ = tokio::time::timeout(
+        GUARD,
+        failing.publish("q/1", "m2").qos(ClientQoS::AtLeastOnce),
+    )
+    .await;
+    drop(failing);
+    // Refused while the broker commits again: published again until one
+    // is acknowledged.
+    let mut acked = None;
+    for i in 0..200 {
+        let publisher = a.client(&format!("pub3-{i}")).await;
+        let sent = publisher
+            .publish("q/1", format!("r{i}"))
+            .qos(ClientQoS::AtLeastOnce)
+            .await;
+        if sent.is_ok() {
+            acked = Some(format!("r{i}"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let acked = acked.expect("no publish acknowledged after the failed commit");
+    a.stop().await;
+
+    let a = Node::start_with_store(&nats, "a").await;
+    let (mut peer, ack) = Peer::connect(&a, persistent("x", ProtocolVersion::V5)).await;
+    assert!(ack.session_present);
+    let mut got = Vec::new();
+    loop {
+        let p = peer.recv_publish().await;
+        peer.send(PubAck::new(p.packet_id.unwrap())).await;
+        let payload = String::from_utf8(p.payload.to_vec()).unwrap();
+        let last = payload == acked;
+        got.push(payload);
+        if last {
+            break;
+        }
+    }
+    // m2 and the refused ones may be there or not.
+    got.retain(|m| m == "m0" || m == "m1" || *m == acked);
+    assert_eq!(got, ["m0", "m1", acked.as_str()]);
+    peer.disconnect().await;
+    a.stop().await;
+}
