@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -373,6 +373,7 @@ enum WillEvent {
 /// The receiving ends that [`Cluster::attach`] hands to its tasks.
 struct Receivers {
     outbound: mpsc::Receiver<(TopicName, Publish)>,
+    fallback: mpsc::Receiver<(TopicName, Publish)>,
     sessions: mpsc::UnboundedReceiver<SessionEvent>,
 }
 
@@ -426,6 +427,8 @@ struct Inner {
     /// The shared filters of the local broker, for the messages NATS does
     /// not bring them (see [`deliver_local_shared`]).
     local_shared: Mutex<LocalShared>,
+    /// The outbound queue is not read while set (a test hook).
+    outbound_paused: AtomicBool,
 }
 
 /// The shared filters the local broker holds, each with how many filter
@@ -505,6 +508,9 @@ fn head(name: &str) -> String {
 struct ClusterBridge {
     filters: Arc<FilterChanges>,
     outbound: mpsc::Sender<(TopicName, Publish)>,
+    /// Messages the outbound queue had no room for, for the local shared
+    /// groups ([`fallback_loop`]).
+    fallback: mpsc::Sender<(TopicName, Publish)>,
     wills: Arc<WillChanges>,
     counters: Arc<Counters>,
     sessions: Arc<Sessions>,
@@ -520,12 +526,12 @@ impl Bridge for ClusterBridge {
     }
 
     fn message(&self, topic: &TopicName, publish: &Publish) {
-        if self
-            .outbound
-            .try_send((topic.clone(), publish.clone()))
-            .is_err()
-        {
+        if let Err(error) = self.outbound.try_send((topic.clone(), publish.clone())) {
             bump(&self.counters.dropped_outbound);
+            // Not for other nodes, but this node's shared groups, which
+            // local routing left to the cluster, still get it (the
+            // broker's lock is held here: delivered by another task).
+            let _ = self.fallback.try_send(error.into_inner());
         }
     }
 
@@ -773,6 +779,7 @@ impl Cluster {
         let counters = Arc::new(Counters::default());
         let filter_changes = Arc::new(FilterChanges::default());
         let (outbound_tx, outbound) = mpsc::channel(config.outbound_capacity.max(1));
+        let (fallback_tx, fallback) = mpsc::channel(FALLBACK_CAPACITY);
         let will_changes = Arc::new(WillChanges::default());
         let (sessions_tx, sessions_rx) = mpsc::unbounded_channel();
         let sessions = Arc::new(Sessions::new(
@@ -803,6 +810,7 @@ impl Cluster {
             counters: counters.clone(),
             receivers: Mutex::new(Some(Receivers {
                 outbound,
+                fallback,
                 sessions: sessions_rx,
             })),
             stop: watch::channel(false).0,
@@ -817,6 +825,7 @@ impl Cluster {
             retained_retrying: AtomicUsize::new(0),
             sessions: sessions.clone(),
             local_shared: Mutex::new(LocalShared::default()),
+            outbound_paused: AtomicBool::new(false),
             filter_changes: filter_changes.clone(),
             will_changes: will_changes.clone(),
         });
@@ -825,6 +834,7 @@ impl Cluster {
             bridge: Arc::new(ClusterBridge {
                 filters: filter_changes,
                 outbound: outbound_tx,
+                fallback: fallback_tx,
                 wills: will_changes,
                 counters,
                 sessions,
@@ -896,6 +906,7 @@ impl Cluster {
     pub async fn attach(&self, broker: &BrokerHandle) -> Result<(), ClusterError> {
         let Receivers {
             outbound,
+            fallback,
             sessions: session_events,
         } = lock(&self.inner.receivers)
             .take()
@@ -917,6 +928,11 @@ impl Cluster {
         self.spawn(outbound_loop(
             inner.clone(),
             outbound,
+            inner.stop.subscribe(),
+        ));
+        self.spawn(fallback_loop(
+            inner.clone(),
+            fallback,
             inner.stop.subscribe(),
         ));
         // Sessions: the registry, and the requests of other nodes.
@@ -1304,6 +1320,13 @@ impl Cluster {
         )
     }
 
+    /// Stops (`true`) or resumes reading the outbound queue, as when NATS
+    /// takes messages slower than they come: for tests of a full queue.
+    #[doc(hidden)]
+    pub fn pause_outbound_for_test(&self, paused: bool) {
+        self.inner.outbound_paused.store(paused, Ordering::SeqCst);
+    }
+
     /// Stops the heartbeat without deleting the key, as a node that died
     /// would: for tests of liveness.
     #[doc(hidden)]
@@ -1415,6 +1438,13 @@ async fn outbound_loop(
     // session timeout (NATS may be away: its client then waits for it),
     // the message being published included; the rest is dropped.
     let deadline = loop {
+        if inner.outbound_paused.load(Ordering::SeqCst) {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break tokio::time::Instant::now() + inner.sessions.timeout,
+                () = tokio::time::sleep(Duration::from_millis(10)) => continue,
+            }
+        }
         let next = tokio::select! {
             biased;
             next = outbound.recv() => next,
@@ -1450,6 +1480,30 @@ async fn outbound_loop(
     }
 }
 
+/// At most this many messages the outbound queue had no room for wait to
+/// be delivered to this node's shared groups; beyond it they are dropped.
+const FALLBACK_CAPACITY: usize = 4096;
+
+/// Delivers to this node's shared groups the messages published here that
+/// the outbound queue had no room for (no node gets them through NATS).
+async fn fallback_loop(
+    inner: Arc<Inner>,
+    mut fallback: mpsc::Receiver<(TopicName, Publish)>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            next = fallback.recv() => next,
+            _ = stop.changed() => None,
+        };
+        let Some((topic, publish)) = next else {
+            return;
+        };
+        deliver_local_shared(&inner, &topic, &publish, Groups::All);
+    }
+}
+
 /// Counts `dropped` messages not published to NATS before the shutdown.
 fn drop_outbound(inner: &Inner, dropped: usize) {
     inner.counters.dropped_outbound.fetch_add(
@@ -1472,7 +1526,16 @@ async fn publish_one(inner: &Arc<Inner>, topic: &TopicName, publish: Publish) {
     let routed = inner.fits(subject.len())
         && (!publish.retain || inner.fits(inner.retained.topic(topic).len()));
     // The local shared groups NATS does not bring it to.
-    deliver_local_shared(inner, topic, &publish, !routed);
+    deliver_local_shared(
+        inner,
+        topic,
+        &publish,
+        if routed {
+            Groups::LocalOnly
+        } else {
+            Groups::All
+        },
+    );
     if !routed {
         // The server would close the connection on it.
         bump(&counters.topics_too_long);
@@ -1516,31 +1579,48 @@ async fn publish_one(inner: &Arc<Inner>, topic: &TopicName, publish: Publish) {
     }
     match inner
         .client
-        .publish_with_headers(subject, headers, publish.payload)
+        .publish_with_headers(subject, headers, publish.payload.clone())
         .await
     {
         Ok(()) => bump(&counters.published),
         Err(e) => {
             bump(&counters.publish_errors);
             tracing::warn!(error = %e, "message not published to NATS");
+            // No group gets it through NATS: this node's do here.
+            deliver_local_shared(inner, topic, &publish, Groups::Routed);
         }
     }
 }
 
+/// Which of this node's shared groups [`deliver_local_shared`] delivers to.
+#[derive(Clone, Copy)]
+enum Groups {
+    /// Those not subscribed to in NATS (the message is published there).
+    LocalOnly,
+    /// Those subscribed to in NATS (the message did not get there).
+    Routed,
+    /// All of them (the message is not published to NATS).
+    All,
+}
+
 /// Delivers a message published here to the local shared groups whose
-/// filter matches it and that NATS does not bring it to: those not
-/// subscribed to in NATS, and, when the message itself is not published
-/// there (`every`), all of them. (Local routing leaves shared groups to the
-/// cluster, and no other node gets such a message.)
-fn deliver_local_shared(inner: &Inner, topic: &TopicName, publish: &Publish, every: bool) {
+/// filter matches it and that NATS does not bring it to (`which`). (Local
+/// routing leaves shared groups to the cluster, and no other node gets
+/// such a message.)
+fn deliver_local_shared(inner: &Inner, topic: &TopicName, publish: &Publish, which: Groups) {
     let groups: Vec<SharedFilter> = {
         let local = lock(&inner.local_shared);
-        let groups = if every { &local.all } else { &local.local_only };
-        if groups.is_empty() {
+        if local.all.is_empty() {
             return;
         }
-        groups
+        local
+            .all
             .keys()
+            .filter(|group| match which {
+                Groups::All => true,
+                Groups::LocalOnly => local.local_only.contains_key(*group),
+                Groups::Routed => !local.local_only.contains_key(*group),
+            })
             .filter(|group| group.filter().matches(topic))
             .cloned()
             .collect()

@@ -242,6 +242,53 @@ async fn a_shared_group_on_two_nodes_gets_each_message_once() {
     b.stop().await;
 }
 
+// A shared group gets its messages through NATS, this node's members too:
+// a QoS 1 message a local client published, PUBACKed, that NATS does not
+// get (the outbound queue full) still reaches a local member
+// (MQTT-4.8.2-3: one member of the group gets it), as the plain
+// subscriber gets it.
+#[tokio::test]
+async fn a_local_shared_member_gets_what_the_outbound_queue_dropped() {
+    let nats = nats_or_skip!("shared_dropped");
+    let mut config = ClusterConfig::new(nats.url.clone(), "a");
+    config.outbound_capacity = 1;
+    let a = Node::start_with(config).await;
+    let member = a.client("member").await;
+    let mut shared = member
+        .subscribe("$share/g/t", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    a.wait_subscription("fulmar.msg.t.t fulmar.g.t", true).await;
+    let watcher = a.client("watcher").await;
+    let mut plain = watcher.subscribe("t", QoS::AtLeastOnce).await.unwrap();
+    // The outbound queue is not read meanwhile: one message waits in it,
+    // the others are dropped.
+    a.cluster.pause_outbound_for_test(true);
+    let publisher = a.client("pub").await;
+    const N: usize = 10;
+    for i in 0..N {
+        publisher
+            .publish("t", format!("{i}"))
+            .qos(QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    let mut expected = Vec::new();
+    for _ in 0..N {
+        expected.push(String::from_utf8(next(&mut plain).await.payload.to_vec()).unwrap());
+    }
+    assert!(a.cluster.stats().dropped_outbound > 0);
+    a.cluster.pause_outbound_for_test(false);
+    let mut got = Vec::new();
+    for _ in 0..N {
+        got.push(String::from_utf8(next(&mut shared).await.payload.to_vec()).unwrap());
+    }
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
+    a.stop().await;
+}
+
 #[tokio::test]
 async fn retained_messages_reach_other_nodes_and_nodes_started_later() {
     let nats = nats_or_skip!("retained");
