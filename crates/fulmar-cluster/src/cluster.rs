@@ -1048,6 +1048,13 @@ impl Cluster {
         let wills_store = unmarked_bucket(inner, "wills").await?;
         *lock(&inner.wills) = Some(wills_store.clone());
         let _ = inner.sessions.wills.set(wills_store.clone());
+        // Before this instance writes any: the wills under this node id are
+        // a previous instance's, which died without handling them.
+        let previous = previous_wills(inner, &wills_store).await;
+        *lock(&inner.sessions.previous_wills) = previous
+            .iter()
+            .map(|(key, will)| (key.clone(), will.revision))
+            .collect();
         self.spawn(wills_loop(
             inner.clone(),
             wills_store.clone(),
@@ -1058,6 +1065,7 @@ impl Cluster {
             broker.clone(),
             store,
             wills_store,
+            previous,
             inner.stop.subscribe(),
         ));
         tracing::info!(node = %inner.node_id, "attached to the cluster");
@@ -1918,17 +1926,72 @@ struct PendingWill {
     publish: Publish,
 }
 
+/// The wills under this node id in the bucket when it attaches: those of a
+/// previous instance that died (this one writes none before), due after
+/// their delay from now, as a gone node's.
+async fn previous_wills(inner: &Inner, wills: &kv::Store) -> HashMap<String, PendingWill> {
+    let read = async {
+        let keys = bucket_keys(wills, &format!("{}.>", node_key(&inner.node_id))).await?;
+        let mut found = HashMap::new();
+        let now = tokio::time::Instant::now();
+        for key in keys {
+            let entry = wills
+                .entry(key.as_str())
+                .await
+                .map_err(|e| ClusterError::jetstream("wills", e))?;
+            let Some(entry) = entry else {
+                continue;
+            };
+            let will = match entry.operation {
+                kv::Operation::Put => decode_will(&entry.value),
+                _ => None,
+            };
+            match will {
+                Some((publish, delay)) => {
+                    tracing::info!(key = %entry.key, delay, "will of this node's previous instance");
+                    found.insert(
+                        entry.key,
+                        PendingWill {
+                            revision: entry.revision,
+                            due: now + Duration::from_secs(u64::from(delay)),
+                            publish,
+                        },
+                    );
+                }
+                None => {
+                    if let Err(e) = wills.stream.delete_message(entry.revision).await {
+                        tracing::debug!(error = %e, key = %entry.key, "not erased");
+                    }
+                }
+            }
+        }
+        Ok::<_, ClusterError>(found)
+    };
+    match tokio::time::timeout(inner.sessions.timeout.max(Duration::from_secs(10)), read).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "wills of this node's previous instance not read");
+            HashMap::new()
+        }
+        Err(_) => {
+            tracing::warn!("wills of this node's previous instance not read in time");
+            HashMap::new()
+        }
+    }
+}
+
 /// Finds the wills of gone nodes every heartbeat interval and publishes
-/// each one after its delay, once in the cluster.
+/// each one after its delay, once in the cluster (`pending` those found
+/// already).
 async fn sweep_loop(
     inner: Arc<Inner>,
     broker: BrokerHandle,
     nodes: kv::Store,
     wills: kv::Store,
+    mut pending: HashMap<String, PendingWill>,
     mut stop: watch::Receiver<bool>,
 ) {
     let interval = inner.heartbeat_interval.max(Duration::from_millis(10));
-    let mut pending: HashMap<String, PendingWill> = HashMap::new();
     let mut next_sweep = tokio::time::Instant::now() + interval;
     loop {
         let wake = pending
@@ -2090,6 +2153,7 @@ async fn publish_due(
         let Some(will) = pending.remove(&key) else {
             continue;
         };
+        lock(&inner.sessions.previous_wills).remove(&key);
         // A compare-and-swap on the revision: one node wins; the will's own
         // node writing or clearing it meanwhile wins too.
         match wills.update(&key, Bytes::new(), will.revision).await {

@@ -259,8 +259,14 @@
 //!   none when the will's node wrote or removed it meanwhile. The will is
 //!   published like a message a local client published: to the local
 //!   subscribers, then to NATS (and the retained stream when retained).
-//! - Wills of a node that restarts (same node id) before any node saw its
-//!   heartbeat gone are left alone: its clients' new wills replace them.
+//! - A node that restarts (same node id) before any node saw its heartbeat
+//!   gone finds its previous instance's wills in the bucket when it
+//!   attaches (it writes none before) and handles them as a gone node's:
+//!   each is published after its delay, counted from then, unless its
+//!   client connects to this node first (cancelled with the same
+//!   compare-and-swap) or sets a new will (which replaces it). A client
+//!   that connects to this node before it attached is not seen coming
+//!   back.
 //!
 //! Limits: a will is published at most once; one claimed by a node that
 //! dies before publishing it is lost. A node cut off from NATS longer than

@@ -100,6 +100,11 @@ pub(crate) struct Sessions {
     /// Sessions adopted from a gone node, by client: that node's will for
     /// the client is cancelled when the client comes back.
     adopted_from: Mutex<HashMap<String, String>>,
+    /// Wills that this node id's previous instance left in the wills
+    /// bucket (it crashed and this one started before its heartbeat
+    /// expired), by key, with their revision: published after their delay
+    /// unless their client comes back here first.
+    pub(crate) previous_wills: Mutex<HashMap<String, u64>>,
     /// Sessions claimed here from a gone node whose state could not be read
     /// then (the CONNECT was refused), and whose registry entry could not
     /// be given back to the gone node either: the gone node and its last
@@ -286,6 +291,7 @@ impl Sessions {
             adopting_clients: Mutex::new(HashSet::new()),
             restoring: Mutex::new(HashSet::new()),
             adopted_from: Mutex::new(HashMap::new()),
+            previous_wills: Mutex::new(HashMap::new()),
             unrestored: Mutex::new(HashMap::new()),
             giving_back: std::sync::atomic::AtomicBool::new(false),
             held_elsewhere: Mutex::new(HashMap::new()),
@@ -747,6 +753,25 @@ impl Sessions {
     /// its session taken by another node): the gone node's will for it is
     /// not to be published.
     pub(crate) fn client_back(self: &Arc<Self>, client_id: &str) {
+        let previous = {
+            let mut previous = lock(&self.previous_wills);
+            if previous.is_empty() {
+                None
+            } else {
+                let key = crate::cluster::will_key(&self.node_id, client_id);
+                previous.remove(&key).map(|revision| (key, revision))
+            }
+        };
+        if let Some((key, revision)) = previous {
+            let this = self.clone();
+            let id = client_id.to_owned();
+            tokio::spawn(async move {
+                let cancel = this.cancel_previous_will(&key, &id, revision);
+                if tokio::time::timeout(this.timeout, cancel).await.is_err() {
+                    tracing::warn!(client = %id, "will of the previous instance not cancelled in time");
+                }
+            });
+        }
         let Some(dead) = lock(&self.adopted_from).remove(client_id) else {
             return;
         };
@@ -771,6 +796,28 @@ impl Sessions {
                 tracing::warn!(client = %id, "will of the gone node not cancelled in time");
             }
         });
+    }
+
+    /// Removes the will this node's previous instance kept for `client_id`
+    /// (`key`, at `revision`), with a compare-and-swap on that revision:
+    /// the sweep publishing it claims it the same way, and a will the
+    /// client set since replaced it.
+    async fn cancel_previous_will(&self, key: &str, client_id: &str, revision: u64) {
+        let Some(wills) = self.wills.get() else {
+            return;
+        };
+        match wills.update(key, Bytes::new(), revision).await {
+            Ok(claimed) => {
+                if let Err(e) = wills.stream.delete_message(claimed).await {
+                    tracing::debug!(error = %e, %key, "cancelled will not erased");
+                }
+                bump(&self.counters.wills_cancelled);
+                tracing::info!(client = %client_id, "will of the previous instance cancelled: the client is back");
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, %key, "will published or replaced first");
+            }
+        }
     }
 
     /// Removes the will that gone node `owner` kept for `client_id`, with a

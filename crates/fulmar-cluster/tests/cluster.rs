@@ -645,6 +645,80 @@ async fn the_wills_of_a_node_that_died_are_published_once_by_a_survivor() {
     a.stop().await;
 }
 
+// MQTT-3.1.2-8 (the will is published when the connection closes without
+// a normal DISCONNECT): the node holding the connection crashed and came
+// back with its id before its heartbeat expired; its wills from before
+// are published after their delay all the same.
+#[tokio::test]
+async fn the_wills_of_a_node_restarted_at_once_are_published() {
+    let nats = nats_or_skip!("wills_restart");
+    let a = Node::start_with(fast_heartbeats(&nats, "a")).await;
+    let b = Node::start_with(fast_heartbeats(&nats, "b")).await;
+    let watcher = b.client("watcher").await;
+    let mut sub = watcher
+        .subscribe("wills/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    b.wait_subscription("fulmar.msg.t.wills.>", true).await;
+    let w = client_with_will(&a, "w", QoS::AtLeastOnce, false, 0).await;
+    wait_wills(&b, &[("a", "w")]).await;
+    // A crashes and comes back at once, before its heartbeat expired.
+    a.cluster.abort();
+    a.broker.shutdown().await;
+    drop(w);
+    let a = Node::start_with(fast_heartbeats(&nats, "a")).await;
+    let m = next(&mut sub).await;
+    assert_eq!(
+        (m.topic.to_string(), m.payload.clone()),
+        ("wills/w".to_owned(), Bytes::from("w gone"))
+    );
+    wait_wills(&b, &[]).await;
+    // Once: the next message is the marker.
+    watcher.publish("wills/marker", "marker").await.unwrap();
+    assert_eq!(next(&mut sub).await.payload, "marker");
+    a.stop().await;
+    b.stop().await;
+}
+
+// v5:MQTT-3.1.3-9 (a new connection to the session before the Will Delay
+// Interval passed: the will is not sent), for a will of a node that
+// crashed and came back at once: its client reconnects to it first.
+#[tokio::test]
+async fn a_will_of_a_node_restarted_at_once_is_cancelled_when_its_client_returns() {
+    let nats = nats_or_skip!("wills_restart_cancel");
+    let a = Node::start_with(fast_heartbeats(&nats, "a")).await;
+    let b = Node::start_with(fast_heartbeats(&nats, "b")).await;
+    let watcher = b.client("watcher").await;
+    let mut sub = watcher
+        .subscribe("wills/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    b.wait_subscription("fulmar.msg.t.wills.>", true).await;
+    // Delayed far beyond the test's guards.
+    let w = client_with_will(&a, "w", QoS::AtLeastOnce, false, 3600).await;
+    wait_wills(&b, &[("a", "w")]).await;
+    a.cluster.abort();
+    a.broker.shutdown().await;
+    drop(w);
+    let a = Node::start_with(fast_heartbeats(&nats, "a")).await;
+    let (_back, _) = fulmar_client::Client::connect(
+        fulmar_client::ConnectOptions::new("127.0.0.1", a.port())
+            .client_id("w")
+            .session_expiry_interval(60),
+    )
+    .await
+    .unwrap();
+    wait_for("the previous instance's will cancelled", || {
+        a.cluster.stats().wills_cancelled == 1
+    })
+    .await;
+    wait_wills(&b, &[]).await;
+    watcher.publish("wills/marker", "marker").await.unwrap();
+    assert_eq!(next(&mut sub).await.payload, "marker");
+    a.stop().await;
+    b.stop().await;
+}
+
 // v5:MQTT-3.1.2-10 (a normal DISCONNECT removes the will): nothing is left
 // for another node to publish; nor after a clean shutdown.
 #[tokio::test]
