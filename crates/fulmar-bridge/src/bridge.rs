@@ -252,14 +252,18 @@ struct Inner {
 ///   remote is routed to this broker's subscribers, never back out to the
 ///   remote it came from, and on to the other remotes (their out rules)
 ///   only from an MQTT 5.0 link to other 5.0 links. Such a relayed copy
-///   carries a user property `fulmar-bridge-relay` whose value names this
-///   bridge (drawn when it is made); a message that comes in with this
-///   bridge's own mark went round (through two links to one broker, say)
-///   and is dropped, and the mark is removed from what comes in. So a
-///   message crosses from one remote to another at most once through this
-///   bridge, and what it publishes to its remotes comes back here a
-///   bounded number of times, whatever the links (a 3.1.1 link cannot
-///   carry the mark: what it brings in stays here). Under MQTT 5.0 the
+///   carries the marks it came with plus a user property
+///   `fulmar-bridge-relay` whose value names this bridge (drawn when it is
+///   made); a message that comes in with this bridge's own mark went round
+///   (through two links to one broker, or through another fulmar bridge
+///   linked to the same remotes) and is dropped, one that comes in with 8
+///   marks is delivered here but relayed no further, and the marks are
+///   removed from the copy delivered here. So a message crosses from one
+///   remote to another at most once through this bridge, two bridges
+///   between the same remotes do not pass it to and fro, and what it
+///   publishes to its remotes comes back here a bounded number of times,
+///   whatever the links (a 3.1.1 link cannot carry the mark: what it brings
+///   in stays here). Under MQTT 5.0 the
 ///   remote subscriptions set No Local, so a remote does not send back on
 ///   the same link what the bridge published there, and Retain As
 ///   Published, so retained messages stay retained. Under 3.1.1 the same
@@ -501,6 +505,18 @@ impl Inner {
         {
             return;
         }
+        if relayed
+            && publish
+                .properties
+                .user_properties
+                .iter()
+                .filter(|(key, _)| key.as_str() == RELAY_MARK)
+                .count()
+                >= MAX_MARKS
+        {
+            tracing::debug!(topic = %topic, "a message relayed by {MAX_MARKS} bridges already goes no further");
+            return;
+        }
         for (index, link) in self.links.iter().enumerate() {
             if from == Some(index) || (relayed && !link.v5()) {
                 continue;
@@ -551,6 +567,10 @@ impl Inner {
 /// The user property that marks a message one bridge relayed from a remote
 /// to another (MQTT 5.0); its value names the bridge.
 const RELAY_MARK: &str = "fulmar-bridge-relay";
+
+/// A message brought in with this many relay marks (bridges it went
+/// through) is delivered here but relayed no further.
+const MAX_MARKS: usize = 8;
 
 /// A mark for a new bridge: 16 hexadecimal digits, random (std's hasher
 /// keys are drawn from the system's random source).
@@ -1130,17 +1150,20 @@ fn bring_in(
     broker: &BrokerHandle,
     message: &Message,
 ) -> Result<(), BrokerError> {
+    // What goes on to other remotes keeps the marks it came with (this
+    // bridge adds its own): two bridges between the same remotes would
+    // otherwise relay a message between them for ever, each removing the
+    // other's mark.
     let mut publish = message.publish().clone();
-    let marks = &mut publish.properties.user_properties;
-    if marks
+    if publish
+        .properties
+        .user_properties
         .iter()
         .any(|(key, value)| key.as_str() == RELAY_MARK && *value == inner.mark)
     {
         tracing::debug!(bridge = %link.name, topic = %publish.topic, "a message this bridge relayed came back: dropped");
         return Ok(());
     }
-    // Marks are between bridges: not for this broker's clients.
-    marks.retain(|(key, _)| key.as_str() != RELAY_MARK);
     let local = TopicName::from_bytes(publish.topic.clone().into_bytes())
         .ok()
         .and_then(|remote| {
@@ -1156,7 +1179,12 @@ fn bring_in(
     };
     publish.topic = local;
     clean(&mut publish);
-    match broker.inject(&publish) {
+    // Marks are between bridges: not for this broker's clients.
+    let mut here = publish.clone();
+    here.properties
+        .user_properties
+        .retain(|(key, _)| key.as_str() != RELAY_MARK);
+    match broker.inject(&here) {
         Ok(()) => {}
         Err(BrokerError::Shutdown) => return Err(BrokerError::Shutdown),
         Err(_) => {

@@ -1109,3 +1109,63 @@ async fn a_retained_value_published_while_down_is_not_overwritten_by_the_remote(
         stop(&bridge, &[&local, &remote]).await;
     }
 }
+
+/// Two bridges X and Y, each with MQTT 5.0 links `both "#"` to the same
+/// two remotes R1 and R2: a message published at R1 reaches X's broker
+/// twice (from R1, and from R2 as Y relayed it) and no more. Each copy
+/// passed on keeps the marks it came with, so a copy that went through
+/// both bridges is dropped by whichever gets it next (the marks were
+/// removed before relaying: X and Y relayed it between R1 and R2 for ever).
+/// A second message follows the same ways: with a loop, more copies of the
+/// first come before the second's two.
+#[tokio::test]
+async fn two_bridges_between_the_same_remotes_make_no_loop() {
+    let r1 = broker().await;
+    let r2 = broker().await;
+    let links = |id: &str| {
+        vec![
+            Remote::new("r1", options(port(&r1), ProtocolVersion::V5, id)).rule(rule(
+                "#",
+                Direction::Both,
+                "",
+                "",
+            )),
+            Remote::new("r2", options(port(&r2), ProtocolVersion::V5, id)).rule(rule(
+                "#",
+                Direction::Both,
+                "",
+                "",
+            )),
+        ]
+    };
+    let (x, bridge_x) = bridged(links("x")).await;
+    let (y, bridge_y) = bridged(links("y")).await;
+    let mut at_x = x.subscribe("#").unwrap();
+    r1.publish("chat/1", "p", QoS::AtLeastOnce, false).unwrap();
+    copies(&mut at_x, 2, "chat/1", "p").await;
+    r1.publish("chat/2", "q", QoS::AtLeastOnce, false).unwrap();
+    let mut seen = Vec::new();
+    guard(async {
+        while seen
+            .iter()
+            .filter(|t: &&(String, String)| t.1 == "q")
+            .count()
+            < 2
+        {
+            let got = next(&mut at_x).await;
+            assert!(!relayed(&got), "a relay mark reached a client here");
+            seen.push(text(&got));
+        }
+    })
+    .await;
+    assert_eq!(
+        seen,
+        vec![pair("chat/2", "q"), pair("chat/2", "q")],
+        "copies of the first message went round"
+    );
+    bridge_x.shutdown().await;
+    bridge_y.shutdown().await;
+    for broker in [&x, &y, &r1, &r2] {
+        broker.shutdown().await;
+    }
+}
