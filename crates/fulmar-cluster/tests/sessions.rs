@@ -1335,3 +1335,85 @@ async fn a_commit_whose_records_fail_after_its_journal_loses_nothing() {
     peer.disconnect().await;
     a.stop().await;
 }
+
+// As above for a removal: a message its subscriber acknowledged, whose
+// record is written, is removed in a commit whose records fail after its
+// journal; the broker commits again: the message does not come back
+// (v3:MQTT-4.3.2-1 territory: an acknowledged message is not sent again;
+// for QoS 2, v5:MQTT-4.3.3-2 et seq. a message delivered once).
+#[tokio::test]
+async fn a_removal_whose_records_fail_after_its_journal_is_not_forgotten() {
+    let nats = nats_or_skip!("session_removal_failure");
+    let cluster = fulmar_cluster::Cluster::connect(ClusterConfig::new(nats.url.clone(), "a"))
+        .await
+        .unwrap();
+    let store = cluster.session_store().await.unwrap();
+    let broker = fulmar_broker::Broker::builder()
+        .tcp_listener("127.0.0.1:0")
+        .bridge(cluster.bridge())
+        .store(store.clone())
+        .start()
+        .await
+        .unwrap();
+    cluster.attach(&broker).await.unwrap();
+    let a = Node { broker, cluster };
+    let (mut peer, _) = Peer::connect(&a, persistent("x", ProtocolVersion::V5)).await;
+    peer.subscribe("q/#", QoS::AtLeastOnce).await;
+    // Older than the write delay: d0's commit writes it as a record.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let publisher = a.client("pub0").await;
+    publisher
+        .publish("q/1", "d0")
+        .qos(ClientQoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let p = peer.recv_publish().await;
+    assert_eq!(p.payload.as_ref(), b"d0");
+    // Acknowledged: its removal waits in the journal...
+    peer.send(PubAck::new(p.packet_id.unwrap())).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // ... and is due with the next commit, whose records fail.
+    store.fail_record_writes_for_test(1);
+    let failing = a.client("pub1").await;
+    let _ = tokio::time::timeout(
+        GUARD,
+        failing.publish("q/1", "k").qos(ClientQoS::AtLeastOnce),
+    )
+    .await;
+    drop(failing);
+    let mut acked = None;
+    for i in 0..200 {
+        let publisher = a.client(&format!("pub2-{i}")).await;
+        let sent = publisher
+            .publish("q/1", format!("r{i}"))
+            .qos(ClientQoS::AtLeastOnce)
+            .await;
+        if sent.is_ok() {
+            acked = Some(format!("r{i}"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let acked = acked.expect("no publish acknowledged after the failed commit");
+    drop(peer);
+    drop(publisher);
+    a.stop().await;
+
+    let a = Node::start_with_store(&nats, "a").await;
+    let (mut peer, ack) = Peer::connect(&a, persistent("x", ProtocolVersion::V5)).await;
+    assert!(ack.session_present);
+    let mut got = Vec::new();
+    loop {
+        let p = peer.recv_publish().await;
+        peer.send(PubAck::new(p.packet_id.unwrap())).await;
+        let payload = String::from_utf8(p.payload.to_vec()).unwrap();
+        let last = payload == acked;
+        got.push(payload);
+        if last {
+            break;
+        }
+    }
+    assert!(!got.iter().any(|m| m == "d0"), "{got:?}");
+    peer.disconnect().await;
+    a.stop().await;
+}
