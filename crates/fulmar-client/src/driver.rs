@@ -873,6 +873,9 @@ impl Driver {
         match self.requests.remove(&ack.packet_id) {
             Some(Request::Subscribe { key, reply, rx }) => {
                 if ack.reason_codes.iter().all(|c| c.is_error()) {
+                    // What arrived for it before the SUBACK is nobody's:
+                    // its acknowledgements are not held back.
+                    self.discard(rx);
                     self.router.remove(key);
                     let _gone = reply.send(Err(Error::SubscribeRejected(ack)));
                 } else {
@@ -998,19 +1001,26 @@ impl Driver {
 
     fn on_stream_dropped(&mut self, dropped: Dropped) {
         let Dropped { key, rx } = dropped;
-        if let Some(mut rx) = rx {
-            // This task is the only sender: after `close`, everything sent
-            // is here to take.
-            rx.close();
-            while let Ok(message) = rx.try_recv() {
-                if let Some(token) = message.ack {
-                    self.copy_dropped(token);
-                }
-            }
+        if let Some(rx) = rx {
+            self.discard(rx);
         }
         let filters = self.router.remove(key);
         if !filters.is_empty() {
             self.unsubscribe(filters);
+        }
+    }
+
+    /// Drops what a stream nobody reads holds: each copy of a message
+    /// with an ack token counts as dropped, so the acknowledgements that
+    /// keep the order of receipt are not held back by it.
+    fn discard(&mut self, mut rx: mpsc::Receiver<Message>) {
+        // This task is the only sender: after `close`, everything sent is
+        // here to take.
+        rx.close();
+        while let Ok(message) = rx.try_recv() {
+            if let Some(token) = message.ack {
+                self.copy_dropped(token);
+            }
         }
     }
 

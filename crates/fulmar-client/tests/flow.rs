@@ -1032,3 +1032,51 @@ async fn a_qos0_flood_before_the_suback_does_not_stall_subscribe() {
 async fn qos1_messages_before_the_suback_are_kept_behind_a_qos0_flood() {
     before_the_suback(10).await;
 }
+
+// MQTT-4.6.0-2 with manual acknowledgements: a QoS 1 message that arrived
+// for a subscription before its SUBACK, which then refuses every filter
+// (v5 0x87), is acknowledged by the client (nobody will read it), so the
+// acknowledgements of the messages after it, which keep the order of
+// receipt, reach the broker.
+#[tokio::test]
+async fn a_message_for_a_refused_subscribe_does_not_hold_back_acknowledgements() {
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        grant(&mut wire).await;
+        let (id, filter) = subscribe_of(&mut wire).await;
+        assert_eq!(filter, "a/#");
+        wire.send(qos1("a/x", 1)).await.unwrap();
+        let ack = SubAck::new(id, vec![SubAckReasonCode::NotAuthorized]);
+        wire.send(Packet::SubAck(ack)).await.unwrap();
+        wire.send(qos1("b/x", 2)).await.unwrap();
+        wire.send(qos1("b/x", 3)).await.unwrap();
+        let mut acked = Vec::new();
+        loop {
+            match next(&mut wire).await {
+                Packet::PubAck(ack) => acked.push(ack.packet_id.get()),
+                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+                Packet::Disconnect(_) => return acked,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let (client, _) = guard(Client::connect(options.manual_acks(true)))
+        .await
+        .unwrap();
+    let mut b = guard(client.subscribe("b/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    match guard(client.subscribe("a/#", QoS::AtLeastOnce)).await {
+        Err(Error::SubscribeRejected(_)) => {}
+        other => panic!("expected the refusal, got {:?}", other.map(|_| ())),
+    }
+    for _ in 0..2 {
+        let m = guard(b.next()).await.unwrap();
+        assert_eq!(m.topic, "b/x");
+        guard(client.ack(&m)).await.unwrap();
+    }
+    // Commands are handled in order: the DISCONNECT follows the PUBACKs.
+    guard(client.disconnect()).await.unwrap();
+    assert_eq!(guard(broker).await.unwrap(), [1, 2, 3]);
+}
