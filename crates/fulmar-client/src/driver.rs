@@ -868,7 +868,8 @@ impl Driver {
     }
 
     /// A SUBACK: hands out the stream of a `subscribe`, or goes on with
-    /// the re-SUBSCRIBEs.
+    /// the re-SUBSCRIBEs; either way, sends what waited for a request slot
+    /// (a deferred UNSUBSCRIBE, re-SUBSCRIBEs).
     fn on_suback(&mut self, ack: SubAck) {
         match self.requests.remove(&ack.packet_id) {
             Some(Request::Subscribe { key, reply, rx }) => {
@@ -884,6 +885,8 @@ impl Driver {
                     // If the caller gave up, dropping the stream unsubscribes.
                     let _gone = reply.send(Ok(stream));
                 }
+                // A request slot is free: what waited for one goes now.
+                self.send_pending();
             }
             Some(Request::Resubscribe { key }) => {
                 if ack.reason_codes.iter().all(|c| c.is_error()) {

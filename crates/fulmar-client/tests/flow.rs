@@ -1080,3 +1080,71 @@ async fn a_message_for_a_refused_subscribe_does_not_hold_back_acknowledgements()
     guard(client.disconnect()).await.unwrap();
     assert_eq!(guard(broker).await.unwrap(), [1, 2, 3]);
 }
+
+// The UNSUBSCRIBE of a stream dropped while the session had no request slot
+// free (64 SUBSCRIBEs in flight) goes out once a SUBACK frees one (it
+// waited for an UNSUBACK or a reconnection).
+#[tokio::test]
+async fn an_unsubscribe_deferred_behind_subscribes_goes_out_with_their_subacks() {
+    const IN_FLIGHT: usize = 64;
+    let (listener, options) = listen().await;
+    let (all_in, all_in_rx) = tokio::sync::oneshot::channel();
+    let broker = tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        grant(&mut wire).await;
+        let mut ids = Vec::new();
+        while ids.len() < IN_FLIGHT {
+            ids.push(subscribe_of(&mut wire).await.0);
+        }
+        all_in.send(()).unwrap();
+        // The client dropped the stream, then published this.
+        match next(&mut wire).await {
+            Packet::Publish(p) => assert_eq!(p.topic.as_str(), "sync"),
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+        for id in ids {
+            let ack = SubAck::new(id, vec![SubAckReasonCode::GrantedQoS0]);
+            wire.send(Packet::SubAck(ack)).await.unwrap();
+        }
+        // The client publishes "done" once every subscribe() returned: the
+        // UNSUBSCRIBE, sent on a SUBACK, comes first.
+        let unsubscribed = match next(&mut wire).await {
+            Packet::Unsubscribe(u) => {
+                let codes = vec![UnsubAckReasonCode::Success; u.filters.len()];
+                let ack = UnsubAck::new(u.packet_id, codes);
+                wire.send(Packet::UnsubAck(ack)).await.unwrap();
+                u.filters.iter().map(ToString::to_string).collect()
+            }
+            Packet::Publish(p) => vec![p.topic.to_string()],
+            other => panic!("unexpected {other:?}"),
+        };
+        loop {
+            match next(&mut wire).await {
+                Packet::Publish(_) => {}
+                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+                Packet::Disconnect(_) => return unsubscribed,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    let first = guard(client.subscribe("first", QoS::AtMostOnce))
+        .await
+        .unwrap();
+    let subscriber = client.clone();
+    let subscribes = tokio::spawn(async move {
+        let calls = (0..IN_FLIGHT).map(|i| {
+            let client = subscriber.clone();
+            async move { client.subscribe(&format!("f/{i}"), QoS::AtMostOnce).await }
+        });
+        futures::future::join_all(calls).await
+    });
+    guard(all_in_rx).await.unwrap();
+    drop(first);
+    guard(client.publish("sync", "")).await.unwrap();
+    let streams = guard(subscribes).await.unwrap();
+    assert!(streams.iter().all(Result::is_ok));
+    guard(client.publish("done", "")).await.unwrap();
+    guard(client.disconnect()).await.unwrap();
+    assert_eq!(guard(broker).await.unwrap(), ["first"]);
+}
