@@ -289,8 +289,9 @@ impl Client {
 
     /// Subscribes to one filter with `qos` and returns the stream of its
     /// messages. Messages the broker sends before the SUBACK are in the
-    /// stream (QoS 0 ones only as far as its capacity goes, see the crate
-    /// docs on backpressure).
+    /// stream (QoS 0 ones only as far as its capacity goes; while a QoS 1/2
+    /// one waits for room in it, QoS 0 messages for the other streams may be
+    /// dropped too: see the crate docs on backpressure).
     ///
     /// # Errors
     /// [`Error::InvalidTopic`], [`Error::NotConnected`],

@@ -240,9 +240,14 @@ struct Driver {
     requests: HashMap<PacketId, Request>,
     /// PUBLISH packets read but not fed to the session while a stream is full.
     parked: VecDeque<Publish>,
+    /// QoS 0 messages among `parked` (kept as they come and go, not
+    /// counted on each PUBLISH).
+    parked_qos0: usize,
     /// QoS 0 messages dropped since the last SUBACK because they arrived
     /// for a full stream whose SUBACK had not arrived (nobody reads it yet,
-    /// and waiting for room would keep the SUBACK unread for ever).
+    /// and waiting for room would keep the SUBACK unread for ever), or,
+    /// whatever their topic, while a QoS 1/2 message waits for room in such
+    /// a stream with a stream's worth of QoS 0 messages parked behind it.
     dropped_before_suback: u64,
     blocked: Option<Blocked>,
     ready: Option<oneshot::Sender<Result<ConnAck, Error>>>,
@@ -330,6 +335,7 @@ impl Driver {
             qos0_written: (0, 0),
             requests: HashMap::new(),
             parked: VecDeque::new(),
+            parked_qos0: 0,
             dropped_before_suback: 0,
             blocked: None,
             ready: Some(ready),
@@ -370,6 +376,7 @@ impl Driver {
             self.unacked.clear();
             // Unacknowledged by us: the broker sends them again on resume.
             self.parked.clear();
+            self.parked_qos0 = 0;
             self.drain_events();
             if self.exit {
                 info!("disconnected");
@@ -541,23 +548,33 @@ impl Driver {
     /// Whether to read more frames: not while too many PUBLISH packets wait
     /// for a full stream. While that stream is one whose SUBACK has not
     /// arrived, QoS 0 messages do not stop the reading (the ones beyond
-    /// `max_parked_qos0` are dropped instead, see `on_packet`): the SUBACK
-    /// that lets the application read the stream may be behind them.
+    /// `max_parked_qos0` are dropped instead, whatever their topic, see
+    /// `on_packet`): the SUBACK that lets the application read the stream
+    /// may be behind them.
     fn may_read(&self, max_parked_qos0: usize, max_parked_acked: usize) -> bool {
         if self.parked.is_empty() {
             return true;
         }
-        let qos0 = self.parked_qos0();
+        let qos0 = self.parked_qos0;
         (qos0 < max_parked_qos0 || self.blocked_before_suback())
             && self.parked.len() - qos0 <= max_parked_acked
     }
 
-    /// QoS 0 messages among the parked ones.
-    fn parked_qos0(&self) -> usize {
-        self.parked
-            .iter()
-            .filter(|p| p.qos == QoS::AtMostOnce)
-            .count()
+    /// Parks a PUBLISH packet behind the blocked message.
+    fn park(&mut self, publish: Publish) {
+        if publish.qos == QoS::AtMostOnce {
+            self.parked_qos0 += 1;
+        }
+        self.parked.push_back(publish);
+    }
+
+    /// Takes the oldest parked PUBLISH packet.
+    fn unpark_one(&mut self) -> Option<Publish> {
+        let publish = self.parked.pop_front()?;
+        if publish.qos == QoS::AtMostOnce {
+            self.parked_qos0 = self.parked_qos0.saturating_sub(1);
+        }
+        Some(publish)
     }
 
     /// Whether delivery waits for room in a stream whose SUBACK has not
@@ -686,17 +703,19 @@ impl Driver {
         match packet {
             Packet::Publish(publish) if self.blocked.is_some() || !self.parked.is_empty() => {
                 // Reading goes on while the full stream waits for its SUBACK
-                // (see `may_read`): QoS 0 beyond a stream's worth is dropped.
+                // (see `may_read`): QoS 0 beyond a stream's worth is dropped,
+                // for whichever streams (parking it would not be bounded,
+                // and not reading would leave the SUBACK unread).
                 if publish.qos == QoS::AtMostOnce
                     && self.blocked_before_suback()
-                    && self.parked_qos0() >= self.options.stream_capacity
+                    && self.parked_qos0 >= self.options.stream_capacity
                 {
                     self.drop_before_suback(&publish);
                     return;
                 }
                 // Not fed, so not acknowledged: the broker's send quota (our
                 // Receive Maximum) runs out instead of our memory.
-                self.parked.push_back(publish);
+                self.park(publish);
             }
             packet => self.feed(packet),
         }
@@ -711,7 +730,7 @@ impl Driver {
     /// Feeds parked messages while the streams take them.
     fn unpark(&mut self) {
         while self.blocked.is_none() {
-            let Some(publish) = self.parked.pop_front() else {
+            let Some(publish) = self.unpark_one() else {
                 break;
             };
             self.feed(Packet::Publish(publish));
@@ -819,7 +838,7 @@ impl Driver {
                 if self.dropped_before_suback > 0 {
                     warn!(
                         dropped = self.dropped_before_suback,
-                        "QoS 0 messages dropped: they arrived before a SUBACK, for a full stream"
+                        "QoS 0 messages dropped before a SUBACK: for a full stream waiting for it, or behind a QoS 1/2 message waiting for room in one"
                     );
                     self.dropped_before_suback = 0;
                 }

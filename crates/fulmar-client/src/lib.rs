@@ -27,10 +27,15 @@
 //!   is dropped and re-established. A client that publishes to a topic it
 //!   subscribes to without consuming may see the broker hold back its own
 //!   acknowledgements. Messages a broker sends for a new subscription before
-//!   its SUBACK wait in the new stream, which nobody reads yet: QoS 1/2 ones
-//!   that do not fit wait unacknowledged as above, while the client goes on
-//!   reading for the SUBACK; QoS 0 ones beyond the stream's capacity are
-//!   dropped (counted in a warning).
+//!   its SUBACK wait in the new stream, which nobody reads yet. QoS 0 ones
+//!   that do not fit are dropped for that stream (the other streams still
+//!   get their copies). QoS 1/2 ones that do not fit wait unacknowledged as
+//!   above, and so do the messages behind them, for every stream (messages
+//!   keep their order), while the client goes on reading for the SUBACK:
+//!   meanwhile, past one stream's capacity of QoS 0 messages waiting, any
+//!   further QoS 0 message is dropped, whatever its topic, also one for a
+//!   stream the application reads. Both drops are counted in a warning
+//!   logged with the next SUBACK.
 //! - **Reconnect** with exponential backoff and jitter ([`Reconnect`]): the
 //!   session resumes (Clean Start 0 under 5.0) and what was in flight is
 //!   re-sent with DUP; publishes made while disconnected wait in a bounded
