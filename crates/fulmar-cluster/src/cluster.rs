@@ -193,7 +193,8 @@ pub struct ClusterStats {
     /// Messages this node published, received back and ignored.
     pub own_ignored: u64,
     /// Copies of a message already injected (several subscriptions matched,
-    /// or a retained message came from the routing subject and the stream).
+    /// or a retained message came from the routing subject and the stream),
+    /// or delivered to a shared group by its publishing node (NATS was away).
     pub duplicates: u64,
     /// Messages whose subject or headers are not understood (missing or
     /// forged): dropped.
@@ -1560,7 +1561,19 @@ async fn publish_one(inner: &Arc<Inner>, topic: &TopicName, publish: Publish) {
         instance: inner.instance,
         seq: inner.seq.fetch_add(1, Ordering::Relaxed),
     };
-    let headers = headers::encode(&publish, &origin);
+    let mut headers = headers::encode(&publish, &origin);
+    // NATS away: the client keeps the message (or loses it), and this
+    // node's groups would get it late or never; they get it now, and the
+    // message says so to their queue subscriptions.
+    let away = inner.client.connection_state() != async_nats::connection::State::Connected;
+    if away {
+        for group in deliver_local_shared(inner, topic, &publish, Groups::Routed) {
+            headers.append(
+                headers::SHARED_DELIVERED,
+                queue_name(&inner.prefix, &group).as_str(),
+            );
+        }
+    }
     if publish.retain {
         // The stream keeps it for the nodes that do not subscribe to it
         // now and for the nodes that start later.
@@ -1595,7 +1608,9 @@ async fn publish_one(inner: &Arc<Inner>, topic: &TopicName, publish: Publish) {
             bump(&counters.publish_errors);
             tracing::warn!(error = %e, "message not published to NATS");
             // No group gets it through NATS: this node's do here.
-            deliver_local_shared(inner, topic, &publish, Groups::Routed);
+            if !away {
+                deliver_local_shared(inner, topic, &publish, Groups::Routed);
+            }
         }
     }
 }
@@ -1614,12 +1629,17 @@ enum Groups {
 /// Delivers a message published here to the local shared groups whose
 /// filter matches it and that NATS does not bring it to (`which`). (Local
 /// routing leaves shared groups to the cluster, and no other node gets
-/// such a message.)
-fn deliver_local_shared(inner: &Inner, topic: &TopicName, publish: &Publish, which: Groups) {
+/// such a message.) Returns the groups a member of which got it.
+fn deliver_local_shared(
+    inner: &Inner,
+    topic: &TopicName,
+    publish: &Publish,
+    which: Groups,
+) -> Vec<SharedFilter> {
     let groups: Vec<SharedFilter> = {
         let local = lock(&inner.local_shared);
         if local.all.is_empty() {
-            return;
+            return Vec::new();
         }
         local
             .all
@@ -1633,21 +1653,26 @@ fn deliver_local_shared(inner: &Inner, topic: &TopicName, publish: &Publish, whi
             .cloned()
             .collect()
     };
+    let mut delivered = Vec::new();
     let Some(broker) = inner.sessions.broker.get() else {
-        return;
+        return delivered;
     };
     if groups.is_empty() {
-        return;
+        return delivered;
     }
     let mut publish = publish.clone();
     publish.topic = topic.as_str().to_owned().into();
     for group in groups {
         match broker.deliver_shared(&group, &publish) {
-            Ok(true) => bump(&inner.counters.shared_delivered),
+            Ok(true) => {
+                bump(&inner.counters.shared_delivered);
+                delivered.push(group);
+            }
             Ok(false) => bump(&inner.counters.shared_missed),
-            Err(_) => return,
+            Err(_) => break,
         }
     }
+    delivered
 }
 
 /// The first attempt to store a retained message (pending acknowledgement),
@@ -2483,6 +2508,16 @@ fn on_shared(
     group: &SharedFilter,
     message: async_nats::Message,
 ) -> Result<(), BrokerError> {
+    // The publishing node delivered it to the group itself (NATS was away).
+    if message.headers.as_ref().is_some_and(|headers| {
+        let queue = queue_name(&inner.prefix, group);
+        headers
+            .get_all(headers::SHARED_DELIVERED)
+            .any(|value| value.as_str() == queue)
+    }) {
+        bump(&inner.counters.duplicates);
+        return Ok(());
+    }
     // A node's own messages count here: local routing left the group to us.
     let Some((publish, _origin)) = decode_routed(inner, message) else {
         return Ok(());

@@ -16,6 +16,7 @@
 //! | `Mqtt-Response-Topic`   | escaped UTF-8                                       |
 //! | `Mqtt-Correlation-Data` | escaped bytes                                       |
 //! | `Mqtt-User-Property`    | `key=value`, both escaped; repeated, in order       |
+//! | `Fulmar-Shared-Delivered` | the queue group of a shared subscription the publishing node delivered the message to itself (NATS was away); repeated |
 //!
 //! Escaped values keep printable ASCII except `%` and `=`, and write every
 //! other byte as `%XY`, so a value never holds a line break or leading or
@@ -30,6 +31,9 @@ use bytes::Bytes;
 use fulmar_codec::{MqttString, PayloadFormat, Publish, QoS};
 use fulmar_topic::TopicName;
 
+/// `Fulmar-Shared-Delivered`: a shared group that already got the
+/// message; its queue subscriptions drop it.
+pub const SHARED_DELIVERED: HeaderName = HeaderName::from_static("Fulmar-Shared-Delivered");
 /// `Fulmar-Origin`.
 pub const ORIGIN: HeaderName = HeaderName::from_static("Fulmar-Origin");
 /// `Fulmar-Instance`.

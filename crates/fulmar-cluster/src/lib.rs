@@ -48,9 +48,11 @@
 //!   that node one local member. The cluster routes shared groups for the
 //!   local broker too, so a message reaches a group once in the cluster.
 //!   A message published here that does not get to NATS (the outbound
-//!   queue full, the publish refused by the NATS client) goes to this
-//!   node's groups directly; one that NATS loses on the way back (a NATS
-//!   reconnect, this node crashing first) is lost for the group.
+//!   queue full, the publish refused by the NATS client, or NATS away: the
+//!   client keeps it for later) goes to this node's groups directly, and,
+//!   when it reaches NATS later, names those groups in a header so that
+//!   their queue subscriptions drop it. One that NATS loses after taking it,
+//!   or that this node crashes before getting back, is lost for the group.
 //! - **Retained messages** are routed like any other message, and also
 //!   kept in a JetStream stream holding the last message per subject
 //!   (`{prefix}_retained`, subjects `{prefix}.ret.>`; an empty payload is

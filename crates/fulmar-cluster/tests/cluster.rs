@@ -289,6 +289,62 @@ async fn a_local_shared_member_gets_what_the_outbound_queue_dropped() {
     a.stop().await;
 }
 
+// As above while NATS is away: the NATS client keeps what is published
+// meanwhile, but the group gets it now, from this node, and not again when
+// NATS is back.
+#[tokio::test]
+async fn a_local_shared_member_gets_what_is_published_while_nats_is_away() {
+    let mut nats = nats_or_skip!("shared_nats_away");
+    let a = Node::start(&nats, "a").await;
+    let member = a.client("member").await;
+    let mut shared = member
+        .subscribe("$share/g/t", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    a.wait_subscription("fulmar.msg.t.t fulmar.g.t", true).await;
+    let watcher = a.client("watcher").await;
+    let mut plain = watcher.subscribe("t", QoS::AtLeastOnce).await.unwrap();
+    nats.kill();
+    wait_for("NATS seen gone", || {
+        a.cluster.nats().connection_state() != async_nats::connection::State::Connected
+    })
+    .await;
+    let publisher = a.client("pub").await;
+    const N: usize = 5;
+    for i in 0..N {
+        publisher
+            .publish("t", format!("{i}"))
+            .qos(QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    for i in 0..N {
+        assert_eq!(next(&mut plain).await.payload, format!("{i}"));
+    }
+    let mut got = Vec::new();
+    for _ in 0..N {
+        got.push(String::from_utf8(next(&mut shared).await.payload.to_vec()).unwrap());
+    }
+    got.sort();
+    assert_eq!(got, ["0", "1", "2", "3", "4"]);
+    // Back: what the NATS client kept goes out, and the group does not get
+    // it again; the next message is the marker.
+    nats.restart();
+    wait_for("NATS back", || {
+        a.cluster.nats().connection_state() == async_nats::connection::State::Connected
+    })
+    .await;
+    publisher
+        .publish("t", "marker")
+        .qos(QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(next(&mut shared).await.payload, "marker");
+    // The copies the NATS client kept came back, and were dropped.
+    assert_eq!(a.cluster.stats().duplicates, N as u64);
+    a.stop().await;
+}
+
 #[tokio::test]
 async fn retained_messages_reach_other_nodes_and_nodes_started_later() {
     let nats = nats_or_skip!("retained");
