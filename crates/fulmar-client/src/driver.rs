@@ -911,8 +911,21 @@ impl Driver {
                 if ack.reason_codes.iter().all(|c| c.is_error()) {
                     warn!(codes = ?ack.reason_codes, "re-subscribe refused, the stream ends");
                     self.router.end(key, Error::SubscribeRejected(ack));
-                } else if ack.reason_codes.iter().any(|c| c.is_error()) {
-                    warn!(codes = ?ack.reason_codes, "re-subscribe partly refused");
+                } else if let Some(route) = self.router.get(key) {
+                    // The stream goes on with the filters granted; it tells
+                    // which ones were refused (a filter without a reason
+                    // code counts as refused).
+                    let refused: Vec<String> = route
+                        .filters
+                        .iter()
+                        .enumerate()
+                        .filter(|(at, _)| ack.reason_codes.get(*at).is_none_or(|c| c.is_error()))
+                        .map(|(_, (filter, _))| filter.to_string())
+                        .collect();
+                    if !refused.is_empty() {
+                        warn!(codes = ?ack.reason_codes, ?refused, "re-subscribe partly refused");
+                    }
+                    route.refused.set(refused);
                 }
                 self.send_pending();
             }

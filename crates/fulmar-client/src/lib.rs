@@ -42,7 +42,9 @@
 //!   queue ([`Error::QueueFull`] beyond it); if the broker lost the session,
 //!   the live streams are subscribed again (as many at a time as the
 //!   session lets wait; a stream whose filters the broker then refuses ends,
-//!   and [`Subscription::error`] tells why). Resuming needs a session the
+//!   and [`Subscription::error`] tells why; one whose filters it refuses
+//!   only in part goes on with the others, and [`Subscription::refused`]
+//!   tells which, [`Subscription::refused_changed`] when). Resuming needs a session the
 //!   broker keeps: a Session Expiry Interval above 0 under 5.0, CleanSession
 //!   0 under 3.1.1. Otherwise in-flight QoS 1/2 publishes fail with
 //!   [`Error::PublishDropped`]`(`[`DropReason::SessionDiscarded`]`)` on

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::{Context, Poll, Waker};
 
 use fulmar_codec::{MqttString, PacketId, Publish, SubAck, SubscriptionOptions};
 use fulmar_topic::{SubscriptionFilter, TopicName};
@@ -102,6 +102,41 @@ pub(crate) struct Route {
     /// Why the stream ended while the client went on, shared with the
     /// [`Subscription`].
     ended: Arc<OnceLock<Error>>,
+    /// The filters the broker refused at the last SUBSCRIBE of them, shared
+    /// with the [`Subscription`].
+    pub(crate) refused: Arc<Refused>,
+}
+
+/// The filters of a stream the broker refused at the last SUBSCRIBE of
+/// them, and whether that changed since the stream last looked.
+#[derive(Debug, Default)]
+pub(crate) struct Refused(Mutex<RefusedState>);
+
+#[derive(Debug, Default)]
+struct RefusedState {
+    filters: Vec<String>,
+    /// Bumped on each change.
+    version: u64,
+    waker: Option<Waker>,
+}
+
+impl Refused {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RefusedState> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The broker refused `filters` (none: it granted every one).
+    pub(crate) fn set(&self, filters: Vec<String>) {
+        let mut state = self.lock();
+        if state.filters == filters {
+            return;
+        }
+        state.filters = filters;
+        state.version = state.version.wrapping_add(1);
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
 }
 
 /// Every live stream, by key.
@@ -145,19 +180,21 @@ impl Router {
                 tx,
                 acked: false,
                 ended: Arc::default(),
+                refused: Arc::default(),
             },
         );
     }
 
     /// The SUBACK of stream `key` arrived: it is read from now on. Returns
-    /// where the stream finds why it ended early.
-    pub(crate) fn acked(&mut self, key: u64) -> Arc<OnceLock<Error>> {
+    /// where the stream finds why it ended early, and which filters the
+    /// broker refused.
+    pub(crate) fn acked(&mut self, key: u64) -> (Arc<OnceLock<Error>>, Arc<Refused>) {
         match self.routes.get_mut(&key) {
             Some(route) => {
                 route.acked = true;
-                route.ended.clone()
+                (route.ended.clone(), route.refused.clone())
             }
-            None => Arc::default(),
+            None => (Arc::default(), Arc::default()),
         }
     }
 
@@ -357,6 +394,9 @@ pub struct Subscription {
     inbox: Inbox,
     suback: SubAck,
     ended: Arc<OnceLock<Error>>,
+    refused: Arc<Refused>,
+    /// The version of `refused` last seen by [`Subscription::poll_refused`].
+    refused_seen: u64,
 }
 
 impl Subscription {
@@ -365,8 +405,9 @@ impl Subscription {
         key: u64,
         dropped: mpsc::UnboundedSender<Dropped>,
         suback: SubAck,
-        ended: Arc<OnceLock<Error>>,
+        (ended, refused): (Arc<OnceLock<Error>>, Arc<Refused>),
     ) -> Self {
+        let refused_seen = refused.lock().version;
         Self {
             inbox: Inbox {
                 rx: Some(rx),
@@ -375,7 +416,39 @@ impl Subscription {
             },
             suback,
             ended,
+            refused,
+            refused_seen,
         }
+    }
+
+    /// The stream's filters the broker refused when the client subscribed
+    /// them again after the broker lost the session, while it granted
+    /// others (the stream goes on with those; when it refuses every one, the
+    /// stream ends and [`error`](Self::error) tells why). Empty before any
+    /// such SUBSCRIBE and once one granted every filter. What `subscribe`
+    /// itself was refused is in [`suback`](Self::suback).
+    #[must_use]
+    pub fn refused(&self) -> Vec<String> {
+        self.refused.lock().filters.clone()
+    }
+
+    /// Ready with [`refused`](Self::refused) once the answer to a new
+    /// SUBSCRIBE of the stream's filters (after the broker lost the session)
+    /// changed it since the last `Ready`; otherwise the task is woken then.
+    pub fn poll_refused(&mut self, cx: &mut Context<'_>) -> Poll<Vec<String>> {
+        let mut state = self.refused.lock();
+        if state.version == self.refused_seen {
+            state.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        self.refused_seen = state.version;
+        Poll::Ready(state.filters.clone())
+    }
+
+    /// Waits until the filters the broker refuses change (see
+    /// [`poll_refused`](Self::poll_refused)) and returns them.
+    pub async fn refused_changed(&mut self) -> Vec<String> {
+        std::future::poll_fn(|cx| self.poll_refused(cx)).await
     }
 
     /// The broker's SUBACK: one reason code per filter (granted QoS or failure).

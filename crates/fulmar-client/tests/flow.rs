@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::guard;
-use fulmar_client::{Client, ConnectOptions, Error, QoS, ReasonCode, Reconnect};
+use fulmar_client::{
+    Client, ConnectOptions, Error, QoS, ReasonCode, Reconnect, SubscribeProperties,
+    SubscriptionOptions,
+};
 use fulmar_codec::{
     ConnAck, Disconnect, DisconnectReasonCode, MqttCodec, Packet, PacketId, ProtocolVersion,
     PubAck, PubAckReasonCode, Publish, SubAck, SubAckReasonCode, UnsubAck, UnsubAckReasonCode,
@@ -1147,4 +1150,67 @@ async fn an_unsubscribe_deferred_behind_subscribes_goes_out_with_their_subacks()
     guard(client.publish("done", "")).await.unwrap();
     guard(client.disconnect()).await.unwrap();
     assert_eq!(guard(broker).await.unwrap(), ["first"]);
+}
+
+// v5:MQTT-3.2.2-5 v5:MQTT-3.9.3-1: the broker lost the session, so the
+// client subscribes the stream's two filters again; the SUBACK grants one
+// and refuses the other. The stream goes on with the one granted and tells
+// which was refused.
+#[tokio::test]
+async fn a_partly_refused_resubscribe_tells_the_stream_which_filters() {
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        let Packet::Subscribe(sub) = next(&mut wire).await else {
+            panic!("expected SUBSCRIBE")
+        };
+        let codes = vec![SubAckReasonCode::GrantedQoS0; sub.filters.len()];
+        let ack = SubAck::new(sub.packet_id, codes);
+        wire.send(Packet::SubAck(ack)).await.unwrap();
+        drop(wire);
+        // No session: subscribed again; "b" is refused.
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        let Packet::Subscribe(sub) = next(&mut wire).await else {
+            panic!("expected SUBSCRIBE")
+        };
+        let codes = sub
+            .filters
+            .iter()
+            .map(|(f, _)| match f.as_str() {
+                "b" => SubAckReasonCode::NotAuthorized,
+                _ => SubAckReasonCode::GrantedQoS0,
+            })
+            .collect();
+        let ack = SubAck::new(sub.packet_id, codes);
+        wire.send(Packet::SubAck(ack)).await.unwrap();
+        let live = Publish::new("a".into(), Bytes::from_static(b"live"));
+        wire.send(Packet::Publish(live)).await.unwrap();
+        loop {
+            match next(&mut wire).await {
+                Packet::Disconnect(_) => break,
+                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let options = options
+        .session_expiry_interval(60)
+        .reconnect(Reconnect::exponential(
+            Duration::from_millis(1),
+            Duration::from_millis(10),
+        ));
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    let filters = ["a", "b"]
+        .map(|f| (f.to_owned(), SubscriptionOptions::new(QoS::AtMostOnce)))
+        .to_vec();
+    let mut stream = guard(client.subscribe_with(filters, SubscribeProperties::default()))
+        .await
+        .unwrap();
+    assert!(stream.refused().is_empty());
+    assert_eq!(guard(stream.refused_changed()).await, ["b"]);
+    assert_eq!(stream.refused(), ["b"]);
+    assert_eq!(guard(stream.next()).await.unwrap().payload, "live");
+    assert!(stream.error().is_none());
+    guard(client.disconnect()).await.unwrap();
+    guard(broker).await.unwrap();
 }
