@@ -241,13 +241,16 @@ struct Inner {
 ///   subscribes: with a rule both ways, a retained value published here
 ///   meanwhile is newer than the one the remote sends at the SUBSCRIBE,
 ///   which would otherwise overwrite it here. The same holds before each
-///   SUBSCRIBE made again. Filters the remote refuses, or refuses again after it lost
-///   the session, are asked for again with backoff (200 ms doubling up to
-///   30 s); until every one is granted the link shows down (in
-///   [`stats`](Self::stats) and `$SYS`), while it carries what it can. A
-///   filter granted later has a subscription stream of its own: a message
-///   matching it and an overlapping filter granted earlier may come in
-///   twice.
+///   SUBSCRIBE made again. Filters the remote refuses, or refuses again
+///   after it lost the session (every filter of a subscription, or some of
+///   them: see [`Subscription::refused`](fulmar_client::Subscription::refused)),
+///   are asked for again with backoff (200 ms doubling up to 30 s); until
+///   every one is granted the link shows down (in [`stats`](Self::stats)
+///   and `$SYS`), while it carries what it can. A filter granted later has
+///   a subscription stream of its own: a message matching it and an
+///   overlapping filter granted earlier may come in twice, and so may one
+///   matching a filter refused in part after a lost session and granted
+///   later (the client's stream that was refused it still routes it).
 /// - No endless loops through the bridge: a message brought in from a
 ///   remote is routed to this broker's subscribers, never back out to the
 ///   remote it came from, and on to the other remotes (their out rules)
@@ -797,6 +800,10 @@ enum Incoming {
     /// lost the session and refused the client's new SUBSCRIBE): its
     /// filters are no longer subscribed.
     Ended(Filters),
+    /// The remote lost the session and, when the client subscribed a
+    /// stream's filters again, refused these while it granted the others:
+    /// they are no longer subscribed (the stream goes on with the others).
+    Refused(Filters),
     /// Every stream ended: the client closed.
     Closed,
 }
@@ -834,6 +841,18 @@ impl Inbound {
                     break;
                 }
                 Poll::Pending => {}
+            }
+        }
+        for (filters, subscription) in &mut self.subscriptions {
+            let Poll::Ready(refused) = subscription.poll_refused(cx) else {
+                continue;
+            };
+            let (gone, kept): (Filters, Filters) = std::mem::take(filters)
+                .into_iter()
+                .partition(|(filter, _)| refused.contains(filter));
+            *filters = kept;
+            if !gone.is_empty() {
+                return Poll::Ready(Incoming::Refused(gone));
             }
         }
         if let Some(at) = ended {
@@ -1056,6 +1075,11 @@ async fn serve(
                 }
                 Incoming::Ended(filters) => {
                     tracing::warn!(bridge = %link.name, "the remote broker lost the session and refused the bridge's subscriptions again; trying again later");
+                    retry_at = Some(again(&mut pending, filters, &mut failures));
+                }
+                Incoming::Refused(filters) => {
+                    let refused: Vec<_> = filters.iter().map(|(f, _)| f.as_str()).collect();
+                    tracing::warn!(bridge = %link.name, filters = ?refused, "the remote broker lost the session and refused some of the bridge's subscriptions again; trying them again later");
                     retry_at = Some(again(&mut pending, filters, &mut failures));
                 }
                 Incoming::Closed => break Ended::Lost,

@@ -1055,6 +1055,52 @@ async fn a_subscription_refused_after_a_lost_session_is_asked_for_again() {
     }
 }
 
+/// As above, but the client's own SUBSCRIBE after the session loss holds
+/// two filters, one granted and one refused (v5:MQTT-3.9.3-1): the stream
+/// goes on with the one granted, and the bridge asks again for the one
+/// refused, showing down until it is granted.
+#[tokio::test]
+async fn a_filter_refused_in_part_after_a_lost_session_is_asked_for_again() {
+    for version in VERSIONS {
+        let gate = std::sync::Arc::new(Gate::default());
+        gate.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        let remote = gated(&gate).await;
+        let proxy = Proxy::start(remote.local_addrs()[0]).await;
+        let (local, bridge) = bridged(vec![
+            cloud(proxy.port, version)
+                .rule(rule("down/#", Direction::In, "", ""))
+                .rule(rule("open/#", Direction::In, "", "")),
+        ])
+        .await;
+        let mut at_local = local.subscribe("#").unwrap();
+        gate.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        proxy.set_accepting(false);
+        proxy.sever();
+        no_clients(&remote).await;
+        // MQTT-3.1.2-6 / v5:MQTT-3.1.2-4: a clean start discards the session.
+        let thief = ConnectOptions::new("127.0.0.1", port(&remote))
+            .protocol_version(version)
+            .client_id("edge");
+        let (thief, _) = guard(Client::connect(thief)).await.unwrap();
+        guard(thief.disconnect()).await.unwrap();
+        proxy.set_accepting(true);
+        // The client's own SUBSCRIBE (open/# granted), then the bridge's.
+        refusals(&gate, 2).await;
+        assert!(!stats(&bridge).connected, "{version:?}");
+        remote
+            .publish("open/x", "granted", QoS::AtLeastOnce, false)
+            .unwrap();
+        assert_eq!(text(&next(&mut at_local).await), pair("open/x", "granted"));
+        gate.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        guard(bridge.wait_connected()).await;
+        remote
+            .publish("down/x", "again", QoS::AtLeastOnce, false)
+            .unwrap();
+        assert_eq!(text(&next(&mut at_local).await), pair("down/x", "again"));
+        stop(&bridge, &[&local, &remote]).await;
+    }
+}
+
 /// With a rule both ways, a retained value published here while the link
 /// was down is newer than the one the remote holds: it goes out, and is
 /// acknowledged, before the bridge subscribes, so the remote's retained
