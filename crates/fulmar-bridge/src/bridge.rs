@@ -154,9 +154,12 @@ pub struct RemoteStats {
     /// Messages for the remote broker that the remote refused (a PUBACK or
     /// PUBREC with an error reason code: not authorized, quota, ...).
     pub refused: u64,
-    /// Messages lost: the queue to the remote was full, the connection
-    /// closed with a QoS 0 one on its way, the bridge shut down with them
-    /// on their way, or their topic could not be mapped.
+    /// Messages lost: the queue to the remote was full, the connection was
+    /// lost while a QoS 0 one was being written (the client reconnecting by
+    /// itself), the bridge shut down with them on their way, or their topic
+    /// could not be mapped. What a client that closes (reconnecting off)
+    /// left unsettled, QoS 0 ones it had not written included, is not
+    /// counted: the next client sends it.
     pub dropped: u64,
 }
 
@@ -241,7 +244,12 @@ struct Inner {
 ///   subscribes: with a rule both ways, a retained value published here
 ///   meanwhile is newer than the one the remote sends at the SUBSCRIBE,
 ///   which would otherwise overwrite it here. The same holds before each
-///   SUBSCRIBE made again. Filters the remote refuses, or refuses again
+///   SUBSCRIBE the bridge makes again (for filters refused, or a SUBSCRIBE
+///   lost with the connection), but not for the one the client makes by
+///   itself when it reconnects and the remote lost the session: that one
+///   goes out with the CONNACK, before what waits here, so the remote's
+///   older retained value may then overwrite here one published while the
+///   link was down. Filters the remote refuses, or refuses again
 ///   after it lost the session (every filter of a subscription, or some of
 ///   them: see [`Subscription::refused`](fulmar_client::Subscription::refused)),
 ///   are asked for again with backoff (200 ms doubling up to 30 s); until
@@ -292,10 +300,17 @@ struct Inner {
 ///   already on their way. A connection lost before the SUBACK of the
 ///   bridge's subscriptions is no different: the client reconnects by
 ///   itself and the bridge subscribes again on it. A client that closes
-///   (reconnecting is off in its options) leaves what it had on its way to
-///   the next one, which sends it first, in order (a QoS 2 message among
-///   them may then arrive twice: the new client's packet identifiers start
-///   anew). What still waits here when the bridge shuts down is not kept.
+///   (reconnecting is off in its options) leaves what it had on its way
+///   (QoS 1/2 messages not acknowledged, QoS 0 ones it had not written) to
+///   the next one, which resumes the remote session and sends it first, in
+///   order. That client starts with no session state of its own and
+///   numbers its packets anew: a QoS 1/2 message the remote had received
+///   may arrive twice, and, while the remote still holds QoS 2 packet
+///   identifiers of the old client awaiting their PUBREL, a new QoS 2
+///   message that reuses one of them is taken by the remote for a
+///   duplicate of the old one and not delivered there (lost, though
+///   counted as sent). What still waits here when the bridge shuts down is
+///   not kept.
 /// - Sessions: with a session the remote keeps, what the remote queued for
 ///   the bridge while it was away (the process restarted, the link was
 ///   down) arrives first when it connects again, all of it, before it
@@ -655,8 +670,9 @@ async fn run(
     link.publish_state(&broker, false);
     let backoff = Reconnect::exponential(Duration::from_millis(200), Duration::from_secs(30));
     let mut failures: u32 = 0;
-    // QoS 1/2 messages a closed client left unsettled: the next one sends
-    // them first, in order (at most WINDOW).
+    // Messages a closed client left unsettled (QoS 1/2 ones not
+    // acknowledged, QoS 0 ones not written: they failed with Closed): the
+    // next one sends them first, in order.
     let mut carry: VecDeque<Publish> = VecDeque::new();
     // The bridge bit is for 3.1.1 (5.0 has No Local; mosquitto closes a 5.0
     // connection that sets it).
@@ -1108,7 +1124,9 @@ async fn serve(
             io.carry.clear();
         }
         // The client closed with them unsettled: the next one sends them
-        // first, in the order they went out.
+        // first, in the order they went out. It resumes the remote session
+        // without the old client's packet identifiers: see [`MqttBridge`]
+        // on what may then arrive twice, or not at all (QoS 2).
         Ended::Lost => {
             let mut carry: VecDeque<Publish> = in_flight.into_values().collect();
             carry.append(io.carry);
