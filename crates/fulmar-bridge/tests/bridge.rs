@@ -1215,3 +1215,65 @@ async fn two_bridges_between_the_same_remotes_make_no_loop() {
         broker.shutdown().await;
     }
 }
+
+/// A message that comes in with 8 relay marks (it went through 8 bridges)
+/// is delivered here, without them, but relayed no further; one with 7
+/// goes on, with this bridge's mark added to those it came with.
+#[tokio::test]
+async fn a_message_marked_by_eight_bridges_is_relayed_no_further() {
+    let a = broker().await;
+    let b = broker().await;
+    let (local, bridge) = bridged(vec![
+        Remote::new("a", options(port(&a), ProtocolVersion::V5, "hub")).rule(rule(
+            "#",
+            Direction::In,
+            "",
+            "",
+        )),
+        Remote::new("b", options(port(&b), ProtocolVersion::V5, "hub")).rule(rule(
+            "#",
+            Direction::Out,
+            "",
+            "",
+        )),
+    ])
+    .await;
+    let mut at_local = local.subscribe("#").unwrap();
+    let mut at_b = b.subscribe("#").unwrap();
+    let (client, _) = guard(Client::connect(
+        ConnectOptions::new("127.0.0.1", port(&a)).protocol_version(ProtocolVersion::V5),
+    ))
+    .await
+    .unwrap();
+    let marks = |n: usize| PublishProperties {
+        user_properties: (0..n)
+            .map(|i| ("fulmar-bridge-relay".into(), format!("other{i}").into()))
+            .collect(),
+        ..PublishProperties::default()
+    };
+    for (topic, n) in [("eight", 8), ("seven", 7)] {
+        guard(
+            client
+                .publish(topic, "x")
+                .qos(QoS::AtLeastOnce)
+                .properties(marks(n)),
+        )
+        .await
+        .unwrap();
+        let got = next(&mut at_local).await;
+        assert_eq!(text(&got), pair(topic, "x"));
+        assert!(!relayed(&got), "a relay mark reached a client here");
+    }
+    // In order from a: had "eight" gone on, it would come first.
+    let got = next(&mut at_b).await;
+    assert_eq!(text(&got), pair("seven", "x"));
+    let marks = got
+        .properties
+        .user_properties
+        .iter()
+        .filter(|(key, _)| key.as_str() == "fulmar-bridge-relay")
+        .count();
+    assert_eq!(marks, 8);
+    guard(client.disconnect()).await.unwrap();
+    stop(&bridge, &[&local, &a, &b]).await;
+}
