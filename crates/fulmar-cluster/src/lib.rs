@@ -265,10 +265,11 @@
 //!   gone finds its previous instance's wills in the bucket when it
 //!   attaches (it writes none before) and handles them as a gone node's:
 //!   each is published after its delay, counted from then, unless its
-//!   client connects to this node first (cancelled with the same
-//!   compare-and-swap) or sets a new will (which replaces it). A client
-//!   that connects to this node before it attached is not seen coming
-//!   back.
+//!   client connects to this node first or resumes its session on another
+//!   node (cancelled with the same compare-and-swap), or sets a new will
+//!   (which replaces it). Limits: a client that connects to this node
+//!   before it attached is not seen coming back; one that connects to
+//!   this node again with Clean Start cancels it too.
 //!
 //! Limits: a will is published at most once; one claimed by a node that
 //! dies before publishing it is lost. A node cut off from NATS longer than

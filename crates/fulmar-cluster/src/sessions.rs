@@ -753,24 +753,8 @@ impl Sessions {
     /// its session taken by another node): the gone node's will for it is
     /// not to be published.
     pub(crate) fn client_back(self: &Arc<Self>, client_id: &str) {
-        let previous = {
-            let mut previous = lock(&self.previous_wills);
-            if previous.is_empty() {
-                None
-            } else {
-                let key = crate::cluster::will_key(&self.node_id, client_id);
-                previous.remove(&key).map(|revision| (key, revision))
-            }
-        };
-        if let Some((key, revision)) = previous {
-            let this = self.clone();
-            let id = client_id.to_owned();
-            tokio::spawn(async move {
-                let cancel = this.cancel_previous_will(&key, &id, revision);
-                if tokio::time::timeout(this.timeout, cancel).await.is_err() {
-                    tracing::warn!(client = %id, "will of the previous instance not cancelled in time");
-                }
-            });
+        if let Some((key, revision)) = self.take_previous_will(client_id) {
+            self.cancel_previous_will_later(key, revision, client_id.to_owned());
         }
         let Some(dead) = lock(&self.adopted_from).remove(client_id) else {
             return;
@@ -794,6 +778,29 @@ impl Sessions {
                 .is_err()
             {
                 tracing::warn!(client = %id, "will of the gone node not cancelled in time");
+            }
+        });
+    }
+
+    /// The key and revision of the will this node's previous instance kept
+    /// for `client_id`, if it still waits; forgotten here.
+    fn take_previous_will(&self, client_id: &str) -> Option<(String, u64)> {
+        let mut previous = lock(&self.previous_wills);
+        if previous.is_empty() {
+            return None;
+        }
+        let key = crate::cluster::will_key(&self.node_id, client_id);
+        previous.remove(&key).map(|revision| (key, revision))
+    }
+
+    /// Cancels the will of this node's previous instance for `id`, in the
+    /// background.
+    fn cancel_previous_will_later(self: &Arc<Self>, key: String, revision: u64, id: String) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let cancel = this.cancel_previous_will(&key, &id, revision);
+            if tokio::time::timeout(this.timeout, cancel).await.is_err() {
+                tracing::warn!(client = %id, "will of the previous instance not cancelled in time");
             }
         });
     }
@@ -1350,12 +1357,20 @@ async fn answer(sessions: &Arc<Sessions>, broker: &BrokerHandle, message: async_
     // Taken before the session (whose end forgets it): the gone node's
     // will is cancelled if the session moves on.
     let adopted = lock(&sessions.adopted_from).remove(&client_id);
+    let previous = sessions.take_previous_will(&client_id);
     let export = broker.take_session(&client_id).await;
     if export.is_some()
         && !discard
         && let Some(dead) = adopted
     {
         sessions.cancel_will_later(dead, client_id.clone());
+    }
+    // So is this node's previous instance's.
+    if export.is_some()
+        && !discard
+        && let Some((key, revision)) = previous
+    {
+        sessions.cancel_previous_will_later(key, revision, client_id.clone());
     }
     let publish = |payload: Bytes| sessions.client.publish(reply.clone(), payload);
     // Claimed here from a gone node whose state could not be read: the

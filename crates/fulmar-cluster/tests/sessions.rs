@@ -1417,3 +1417,43 @@ async fn a_removal_whose_records_fail_after_its_journal_is_not_forgotten() {
     peer.disconnect().await;
     a.stop().await;
 }
+
+// v5:MQTT-3.1.3-9 (a new connection to the session before the Will Delay
+// Interval passed: the will is not sent): a node crashed and came back at
+// once with its sessions (in JetStream); a client of its previous instance
+// resumes its session on another node, which takes it from the restarted
+// node: the previous instance's will for it is cancelled.
+#[tokio::test]
+async fn a_session_taken_from_a_restarted_node_cancels_its_previous_will() {
+    let nats = nats_or_skip!("session_previous_will");
+    let a = Node::start_with_store(&nats, "a").await;
+    let b = Node::start_with_store(&nats, "b").await;
+    let mut connect = persistent("phoenix", ProtocolVersion::V5);
+    connect.will = Some(Will {
+        topic: MqttString::from("wills/phoenix"),
+        payload: Bytes::from_static(b"phoenix gone"),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: WillProperties {
+            will_delay_interval: Some(3600),
+            ..WillProperties::default()
+        },
+    });
+    let (first, _) = Peer::connect(&a, connect).await;
+    wait_record(&a, "phoenix", &[]).await;
+    wait_wills(&b, &[("a", "phoenix")]).await;
+    a.cluster.abort();
+    a.broker.shutdown().await;
+    drop(first);
+    let a = Node::start_with_store(&nats, "a").await;
+    let (again, ack) = Peer::connect(&b, persistent("phoenix", ProtocolVersion::V5)).await;
+    assert!(ack.session_present);
+    wait_for("the previous instance's will cancelled", || {
+        a.cluster.stats().wills_cancelled == 1
+    })
+    .await;
+    wait_wills(&b, &[]).await;
+    again.disconnect().await;
+    b.stop().await;
+    a.stop().await;
+}
