@@ -1951,6 +1951,36 @@ struct PendingWill {
     publish: Publish,
 }
 
+/// The will `entry` of the wills bucket holds, due its delay after `now`,
+/// by its key; `None` for a delete marker, a claim whose node did not erase
+/// it, or what does not decode, which are erased.
+async fn due_will(
+    wills: &kv::Store,
+    entry: kv::Entry,
+    now: tokio::time::Instant,
+) -> Option<(String, PendingWill)> {
+    let will = match entry.operation {
+        kv::Operation::Put => decode_will(&entry.value),
+        _ => None,
+    };
+    let Some((publish, delay)) = will else {
+        if let Err(e) = wills.stream.delete_message(entry.revision).await {
+            tracing::debug!(error = %e, key = %entry.key, "not erased");
+        }
+        return None;
+    };
+    let due = now + Duration::from_secs(u64::from(delay));
+    tracing::debug!(key = %entry.key, delay, "will due");
+    Some((
+        entry.key,
+        PendingWill {
+            revision: entry.revision,
+            due,
+            publish,
+        },
+    ))
+}
+
 /// The wills under this node id in the bucket when it attaches: those of a
 /// previous instance that died (this one writes none before), due after
 /// their delay from now, as a gone node's.
@@ -1967,27 +1997,9 @@ async fn previous_wills(inner: &Inner, wills: &kv::Store) -> HashMap<String, Pen
             let Some(entry) = entry else {
                 continue;
             };
-            let will = match entry.operation {
-                kv::Operation::Put => decode_will(&entry.value),
-                _ => None,
-            };
-            match will {
-                Some((publish, delay)) => {
-                    tracing::info!(key = %entry.key, delay, "will of this node's previous instance");
-                    found.insert(
-                        entry.key,
-                        PendingWill {
-                            revision: entry.revision,
-                            due: now + Duration::from_secs(u64::from(delay)),
-                            publish,
-                        },
-                    );
-                }
-                None => {
-                    if let Err(e) = wills.stream.delete_message(entry.revision).await {
-                        tracing::debug!(error = %e, key = %entry.key, "not erased");
-                    }
-                }
+            if let Some((key, will)) = due_will(wills, entry, now).await {
+                tracing::info!(%key, "will of this node's previous instance");
+                found.insert(key, will);
             }
         }
         Ok::<_, ClusterError>(found)
@@ -2134,28 +2146,9 @@ async fn sweep(
         {
             continue;
         }
-        let will = match entry.operation {
-            kv::Operation::Put => decode_will(&entry.value),
-            _ => None,
-        };
-        match will {
-            Some((publish, delay)) => {
-                tracing::info!(key = %entry.key, delay, "will of a gone node");
-                pending.insert(
-                    entry.key,
-                    PendingWill {
-                        revision: entry.revision,
-                        due: now + Duration::from_secs(u64::from(delay)),
-                        publish,
-                    },
-                );
-            }
-            None => {
-                // A delete marker, or a claim whose node did not erase it.
-                if let Err(e) = wills.stream.delete_message(entry.revision).await {
-                    tracing::debug!(error = %e, key = %entry.key, "not erased");
-                }
-            }
+        if let Some((key, will)) = due_will(wills, entry, now).await {
+            tracing::info!(%key, "will of a gone node");
+            pending.insert(key, will);
         }
     }
     Ok(())

@@ -31,14 +31,7 @@ impl Session {
         match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, None) => self.events.push_back(Event::Message(publish)),
             (QoS::AtLeastOnce, Some(id)) => {
-                if self.config.manual_acks
-                    && self
-                        .conn
-                        .extra()
-                        .unacked
-                        .iter()
-                        .any(|(u, q, _)| *u == id && *q == QoS::AtLeastOnce)
-                {
+                if self.config.manual_acks && self.conn.unacked(id, QoS::AtLeastOnce) {
                     // Its PUBACK has not been sent: the identifier is still in
                     // use (MQTT-2.2.1-3), so this is the same message again
                     // (only after the PUBACK is a PUBLISH with it new,
@@ -76,13 +69,7 @@ impl Session {
                     // Sent again on this connection: it counts against the
                     // Receive Maximum again.
                     self.conn.uncarry_qos2(id);
-                    if self
-                        .conn
-                        .extra()
-                        .unacked
-                        .iter()
-                        .any(|(u, q, _)| *u == id && *q == QoS::ExactlyOnce)
-                    {
+                    if self.conn.unacked(id, QoS::ExactlyOnce) {
                         // Not acknowledged by the application yet: the PUBREC follows `ack`.
                         return Ok(());
                     }
@@ -143,13 +130,7 @@ impl Session {
     /// acknowledgement stays queued, and a peer repeating PUBLISH and PUBREL
     /// could queue acknowledgements without bound.
     pub(crate) fn receive_pubrel(&mut self, id: PacketId) -> Result<(), Error> {
-        if self
-            .conn
-            .extra()
-            .unacked
-            .iter()
-            .any(|(u, q, _)| *u == id && *q == QoS::ExactlyOnce)
-        {
+        if self.conn.unacked(id, QoS::ExactlyOnce) {
             return Err(ProtocolViolation::PubRelBeforePubRec(id.get()).into());
         }
         let known = self.incoming_qos2.remove(id);

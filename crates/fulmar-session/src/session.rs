@@ -205,6 +205,15 @@ impl Conn {
         }
     }
 
+    /// Manual acks: whether the inbound message `id` at `qos` waits for the
+    /// application's acknowledgement.
+    pub(crate) fn unacked(&self, id: PacketId, qos: QoS) -> bool {
+        self.extra()
+            .unacked
+            .iter()
+            .any(|(u, q, _)| *u == id && *q == qos)
+    }
+
     /// The peer sent the PUBLISH or the PUBREL of `id` on this connection.
     pub(crate) fn uncarry_qos2(&mut self, id: PacketId) {
         if let Some(extra) = self.extra.as_mut()
