@@ -691,7 +691,10 @@ async fn the_wills_of_a_node_that_died_are_published_once_by_a_survivor() {
     // Nothing else came: the next message is the marker.
     watcher.publish("wills/marker", "marker").await.unwrap();
     assert_eq!(next(&mut sub).await.payload, "marker");
-    // The retained will is stored as retained on the survivors.
+    // The retained will is stored as retained on the survivors (C stores it
+    // when the message reaches it over NATS, which may be after the watcher
+    // on B got it).
+    wait_for("the retained will on C", || c.broker.stats().retained == 1).await;
     let late = c.client("late").await;
     let mut late_sub = late.subscribe("wills/w2", QoS::AtLeastOnce).await.unwrap();
     let m = next(&mut late_sub).await;
