@@ -828,7 +828,7 @@ impl Session {
             if !publish.properties.subscription_identifiers.is_empty() {
                 return Err(ApiError::SubscriptionIdentifier.into());
             }
-            encodable(self.version, &mut publish).map_err(ApiError::Unencodable)?;
+            let size = sent_size(self.version, &mut publish).map_err(ApiError::Unencodable)?;
             if self.state == State::Connected {
                 let peer = self.conn.peer;
                 match outbound_check(self.role, self.version, &peer, &publish) {
@@ -839,7 +839,6 @@ impl Session {
                         return Err(ApiError::RetainNotSupported.into());
                     }
                     Some(_) => {
-                        let size = sent_len(self.version, &publish).unwrap_or(usize::MAX);
                         let max = peer.maximum_packet_size.unwrap_or(u32::MAX);
                         return Err(LimitExceeded::PacketTooLarge { size, max }.into());
                     }
@@ -1060,9 +1059,10 @@ fn outbound_check(
     }
 }
 
-/// Whether `publish` can be encoded for `version` as it will be sent (with
-/// a packet identifier at QoS 1/2, without properties under 3.1.1).
-fn encodable(version: ProtocolVersion, publish: &mut Publish) -> Result<(), EncodeError> {
+/// The encoded size of `publish` as it will be sent: with a packet
+/// identifier at QoS 1/2 (assigned later for a queued message), without
+/// properties under 3.1.1. Computed in place; `publish` is left as it was.
+fn sent_size(version: ProtocolVersion, publish: &mut Publish) -> Result<usize, EncodeError> {
     let id = publish.packet_id;
     if publish.qos != QoS::AtMostOnce && id.is_none() {
         publish.packet_id = Some(PacketId::ONE);
@@ -1076,23 +1076,15 @@ fn encodable(version: ProtocolVersion, publish: &mut Publish) -> Result<(), Enco
         publish.encoded_len(version)
     };
     publish.packet_id = id;
-    result.map(drop)
+    result
 }
 
-/// The encoded size of `publish` as it will be sent: with a packet identifier
-/// (assigned later for a queued message), without properties under 3.1.1.
+/// [`sent_size`] of a message that cannot be changed, even for a moment;
 /// `None` if it cannot be encoded at all.
 fn sent_len(version: ProtocolVersion, publish: &Publish) -> Option<usize> {
     let needs_id = publish.qos != QoS::AtMostOnce && publish.packet_id.is_none();
     if version == ProtocolVersion::V311 || needs_id {
-        let mut sent = publish.clone();
-        if version == ProtocolVersion::V311 {
-            sent.properties = Default::default();
-        }
-        if needs_id {
-            sent.packet_id = Some(PacketId::ONE);
-        }
-        sent.encoded_len(version).ok()
+        sent_size(version, &mut publish.clone()).ok()
     } else {
         publish.encoded_len(version).ok()
     }
