@@ -107,33 +107,10 @@ pub(crate) fn recover(
         entry.away().expires_at = expires_at;
         found.skipped +=
             state.restore_subscriptions(&id, &stored.subscriptions, &mut entry.filters);
-        // In flight with a known identifier (QoS 2) first, in order; the rest queued.
-        let mut outgoing = Vec::new();
-        let mut queued = VecDeque::new();
         let mut list = messages.remove(&id).unwrap_or_default();
         list.sort_unstable_by_key(|(seq, _)| *seq);
-        for (seq, m) in list {
-            found.messages += 1;
-            match m.packet_id {
-                Some(pid) if m.publish.qos == QoS::ExactlyOnce && !outgoing_has(&outgoing, pid) => {
-                    entry.away().inflight.insert(pid, seq);
-                    outgoing.push(if m.released {
-                        Outgoing::PubRel(pid)
-                    } else {
-                        let mut publish = m.publish;
-                        publish.packet_id = Some(pid);
-                        publish.dup = true;
-                        age_in_flight(&mut publish, m.stored_at, now_unix);
-                        Outgoing::Publish(Box::new(publish))
-                    });
-                }
-                _ => queued.push_back(Queued {
-                    publish: m.publish,
-                    since: instant_of(m.stored_at, now, now_unix),
-                    seq: Some(seq),
-                }),
-            }
-        }
+        found.messages += list.len();
+        let (outgoing, queued) = resume_order(&id, list, &mut entry, journal, now, now_unix);
         let mut ids = incoming.remove(&id).unwrap_or_default();
         ids.sort_unstable();
         ids.dedup();
@@ -209,6 +186,75 @@ pub(crate) fn recover(
     found
 }
 
-fn outgoing_has(outgoing: &[Outgoing], id: PacketId) -> bool {
-    outgoing.iter().any(|o| o.packet_id() == Some(id))
+/// Splits a session's stored messages (in `seq` order) into what goes back
+/// in flight and what stays queued.
+///
+/// The store knows the packet identifier of a QoS 2 message once it was sent
+/// (`MarkSent`), not that of a QoS 1 message. Messages go in flight in `seq`
+/// order, so every message stored before the last QoS 2 one known to be sent
+/// was sent too: those are resent first, in their original order
+/// [MQTT-4.6.0-1], with DUP (QoS 2 ones with their identifier, the others
+/// with identifiers no QoS 2 one holds). Later messages stay queued.
+fn resume_order(
+    client: &Arc<str>,
+    list: Vec<(u64, StoredMessage)>,
+    entry: &mut SessionEntry,
+    journal: &Journal,
+    now: Instant,
+    now_unix: u64,
+) -> (Vec<Outgoing>, VecDeque<Queued>) {
+    // QoS 2 messages that keep their identifier: the first with each one.
+    let mut kept = vec![false; list.len()];
+    let mut used = std::collections::HashSet::new();
+    for (i, (_, m)) in list.iter().enumerate() {
+        if let Some(pid) = m.packet_id
+            && m.publish.qos == QoS::ExactlyOnce
+            && used.insert(pid)
+        {
+            kept[i] = true;
+        }
+    }
+    let last_sent = kept.iter().rposition(|k| *k);
+    let mut free = (1..=u16::MAX)
+        .filter_map(PacketId::new)
+        .filter(|pid| !used.contains(pid));
+    let mut outgoing = Vec::new();
+    let mut queued = VecDeque::new();
+    for (i, (seq, m)) in list.into_iter().enumerate() {
+        let pid = if kept[i] {
+            m.packet_id
+        } else if last_sent.is_some_and(|last| i < last) && m.publish.qos != QoS::AtMostOnce {
+            free.next()
+        } else {
+            None
+        };
+        let Some(pid) = pid else {
+            queued.push_back(Queued {
+                publish: m.publish,
+                since: instant_of(m.stored_at, now, now_unix),
+                seq: Some(seq),
+            });
+            continue;
+        };
+        entry.away().inflight.insert(pid, seq);
+        if m.released && kept[i] {
+            outgoing.push(Outgoing::PubRel(pid));
+            continue;
+        }
+        if !kept[i] && m.publish.qos == QoS::ExactlyOnce {
+            // Its new identifier, so that another restart resends it as sent.
+            journal.push(StoreOp::MarkSent {
+                client: client.clone(),
+                seq,
+                packet_id: pid,
+                released: false,
+            });
+        }
+        let mut publish = m.publish;
+        publish.packet_id = Some(pid);
+        publish.dup = true;
+        age_in_flight(&mut publish, m.stored_at, now_unix);
+        outgoing.push(Outgoing::Publish(Box::new(publish)));
+    }
+    (outgoing, queued)
 }
