@@ -242,6 +242,7 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
             passwords: files.passwords.as_ref().map(|(_, file)| file.clone()),
             allow_anonymous,
             identity_as_username,
+            hashing: crate::passwd::hashing_permits(),
         });
     }
     if let Some(path) = &config.auth.acl_file {

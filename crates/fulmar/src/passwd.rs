@@ -61,6 +61,29 @@ impl Hash {
         }
     }
 
+    /// How much work a check takes, to pick the decoy.
+    fn cost(&self) -> u32 {
+        match self {
+            Self::Pbkdf2Sha512 { iterations, .. } => iterations.get(),
+            Self::Sha512 { .. } => 1,
+        }
+    }
+
+    /// A hash of the same kind and cost that no password matches.
+    fn decoy(&self) -> Self {
+        match self {
+            Self::Pbkdf2Sha512 { iterations, .. } => Self::Pbkdf2Sha512 {
+                iterations: *iterations,
+                salt: vec![0; 12],
+                hash: vec![0; 64],
+            },
+            Self::Sha512 { .. } => Self::Sha512 {
+                salt: vec![0; 12],
+                hash: vec![0; 64],
+            },
+        }
+    }
+
     fn verify(&self, password: &[u8]) -> bool {
         match self {
             Self::Pbkdf2Sha512 {
@@ -94,6 +117,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct PasswordFile {
     users: HashMap<String, Hash>,
+    /// Checked for a user not in the file, so that the answer costs the
+    /// same as for a wrong password (the costliest hash of the file).
+    decoy: Option<Hash>,
 }
 
 impl PasswordFile {
@@ -114,7 +140,8 @@ impl PasswordFile {
                 return Err(format!("line {n}: user {user:?} appears twice"));
             }
         }
-        Ok(Self { users })
+        let decoy = users.values().max_by_key(|h| h.cost()).map(Hash::decoy);
+        Ok(Self { users, decoy })
     }
 
     /// Reads and parses the file at `path`.
@@ -124,9 +151,19 @@ impl PasswordFile {
         Self::parse(&text).map_err(|e| format!("auth.password_file = {}: {e}", path.display()))
     }
 
-    /// Whether `user` exists and `password` is theirs.
+    /// Whether `user` exists and `password` is theirs. An unknown user costs
+    /// as much as a wrong password. CPU-bound (PBKDF2): off the runtime
+    /// threads, see [`FileAuthenticator`].
     pub(crate) fn verify(&self, user: &str, password: &[u8]) -> bool {
-        self.users.get(user).is_some_and(|h| h.verify(password))
+        match self.users.get(user) {
+            Some(hash) => hash.verify(password),
+            None => {
+                if let Some(decoy) = &self.decoy {
+                    let _ = decoy.verify(password);
+                }
+                false
+            }
+        }
     }
 
     /// How many users the file holds.
@@ -136,6 +173,11 @@ impl PasswordFile {
 }
 
 /// Accepts a CONNECT by the password file and the anonymous policy.
+///
+/// Passwords are checked on tokio's blocking threads, at most
+/// [`HASHING_THREADS`] at a time: a PBKDF2 check of a file with many
+/// iterations takes milliseconds, which on a runtime thread would stall
+/// every connection sharing it.
 #[derive(Debug)]
 pub(crate) struct FileAuthenticator {
     /// The users, if a password file is configured; replaced in place when
@@ -147,6 +189,16 @@ pub(crate) struct FileAuthenticator {
     /// common name, without a password (mosquitto's
     /// `use_identity_as_username`).
     pub(crate) identity_as_username: bool,
+    /// Bounds the password checks running at once.
+    pub(crate) hashing: Arc<tokio::sync::Semaphore>,
+}
+
+/// How many password checks run at once, at most.
+pub(crate) const HASHING_THREADS: usize = 4;
+
+/// The permits of [`FileAuthenticator::hashing`].
+pub(crate) fn hashing_permits() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(HASHING_THREADS))
 }
 
 /// The common name of the subject of a DER certificate.
@@ -157,7 +209,7 @@ pub(crate) fn common_name(der: &[u8]) -> Option<String> {
 }
 
 impl FileAuthenticator {
-    fn decide(&self, username: Option<&str>, password: Option<&[u8]>) -> AuthDecision {
+    async fn decide(&self, username: Option<&str>, password: Option<&[u8]>) -> AuthDecision {
         match (username, &self.passwords) {
             (None, _) if self.allow_anonymous => AuthDecision::Allow,
             (None, _) => AuthDecision::Reject(ConnectReasonCode::NotAuthorized),
@@ -166,7 +218,13 @@ impl FileAuthenticator {
             (Some(_), None) if self.allow_anonymous => AuthDecision::Allow,
             (Some(_), None) => AuthDecision::Reject(ConnectReasonCode::NotAuthorized),
             (Some(user), Some(file)) => {
-                if file.load().verify(user, password.unwrap_or_default()) {
+                let file = file.load_full();
+                let (user, password) = (user.to_owned(), password.unwrap_or_default().to_vec());
+                // Closed never: the semaphore lives as long as `self`.
+                let _permit = self.hashing.acquire().await;
+                let verified =
+                    tokio::task::spawn_blocking(move || file.verify(&user, &password)).await;
+                if verified.unwrap_or(false) {
                     AuthDecision::Allow
                 } else {
                     AuthDecision::Reject(ConnectReasonCode::BadUserNameOrPassword)
@@ -189,7 +247,10 @@ impl Authenticator for FileAuthenticator {
                 AuthDecision::Reject(ConnectReasonCode::NotAuthorized),
                 AuthDecision::AllowAs,
             ),
-            None => self.decide(connect.username.as_deref(), connect.password.as_deref()),
+            None => {
+                self.decide(connect.username.as_deref(), connect.password.as_deref())
+                    .await
+            }
         };
         if let AuthDecision::Reject(_) = decision {
             tracing::info!(
@@ -265,57 +326,128 @@ mod tests {
     }
 
     // v5:MQTT-3.1.4-2: the server may refuse a CONNECT that fails authentication
-    #[test]
-    fn the_authenticator_checks_users_and_anonymous_clients() {
+    #[tokio::test]
+    async fn the_authenticator_checks_users_and_anonymous_clients() {
         let auth = FileAuthenticator {
             passwords: Some(Arc::new(ArcSwap::from_pointee(
                 PasswordFile::parse(ALICE).unwrap(),
             ))),
             allow_anonymous: false,
             identity_as_username: false,
+            hashing: hashing_permits(),
         };
         assert_eq!(
-            auth.decide(Some("alice"), Some(b"secret")),
+            auth.decide(Some("alice"), Some(b"secret")).await,
             AuthDecision::Allow
         );
         assert_eq!(
-            auth.decide(Some("alice"), Some(b"nope")),
+            auth.decide(Some("alice"), Some(b"nope")).await,
             AuthDecision::Reject(ConnectReasonCode::BadUserNameOrPassword)
         );
         assert_eq!(
-            auth.decide(Some("alice"), None),
+            auth.decide(Some("alice"), None).await,
             AuthDecision::Reject(ConnectReasonCode::BadUserNameOrPassword)
         );
         assert_eq!(
-            auth.decide(None, None),
+            auth.decide(None, None).await,
             AuthDecision::Reject(ConnectReasonCode::NotAuthorized)
         );
         let open = FileAuthenticator {
             passwords: None,
             allow_anonymous: true,
             identity_as_username: false,
+            hashing: hashing_permits(),
         };
-        assert_eq!(open.decide(None, None), AuthDecision::Allow);
-        assert_eq!(open.decide(Some("x"), None), AuthDecision::Allow);
+        assert_eq!(open.decide(None, None).await, AuthDecision::Allow);
+        assert_eq!(open.decide(Some("x"), None).await, AuthDecision::Allow);
     }
 
     // v5:MQTT-3.1.4-2: without a password file a user name proves nothing;
     // with anonymous clients refused, it must not let a client in (as in
     // mosquitto 2), nor give it a name the ACL would trust.
-    #[test]
-    fn no_password_file_and_no_anonymous_clients_refuses_user_names_too() {
+    #[tokio::test]
+    async fn no_password_file_and_no_anonymous_clients_refuses_user_names_too() {
         let closed = FileAuthenticator {
             passwords: None,
             allow_anonymous: false,
             identity_as_username: true,
+            hashing: hashing_permits(),
         };
         assert_eq!(
-            closed.decide(Some("admin"), Some(b"anything")),
+            closed.decide(Some("admin"), Some(b"anything")).await,
             AuthDecision::Reject(ConnectReasonCode::NotAuthorized)
         );
         assert_eq!(
-            closed.decide(None, None),
+            closed.decide(None, None).await,
             AuthDecision::Reject(ConnectReasonCode::NotAuthorized)
         );
+    }
+
+    /// A password file with this many PBKDF2 iterations for `user` / `password`.
+    fn costly_file(user: &str, password: &[u8], iterations: u32) -> PasswordFile {
+        let iterations = NonZeroU32::new(iterations).unwrap();
+        let salt = b"0123456789ab";
+        let mut hash = [0u8; 64];
+        ring::pbkdf2::derive(
+            ring::pbkdf2::PBKDF2_HMAC_SHA512,
+            iterations,
+            salt,
+            password,
+            &mut hash,
+        );
+        PasswordFile::parse(&format!(
+            "{user}:$7${iterations}${}${}",
+            STANDARD.encode(salt),
+            STANDARD.encode(hash)
+        ))
+        .unwrap()
+    }
+
+    // A password check does not hold the runtime thread: on a current-thread
+    // runtime, other tasks run while a costly check is under way.
+    #[test]
+    fn password_checks_leave_the_runtime_thread_free() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let auth = Arc::new(FileAuthenticator {
+                passwords: Some(Arc::new(ArcSwap::from_pointee(costly_file(
+                    "carol", b"pw", 300_000,
+                )))),
+                allow_anonymous: false,
+                identity_as_username: false,
+                hashing: hashing_permits(),
+            });
+            let checking = {
+                let auth = auth.clone();
+                tokio::spawn(async move { auth.decide(Some("carol"), Some(b"pw")).await })
+            };
+            // The check has started (the task ran up to its first await)
+            // and not finished: had it hashed on this thread, it would have
+            // run to its end before this task was polled again.
+            tokio::task::yield_now().await;
+            tokio::task::yield_now().await;
+            assert!(
+                !checking.is_finished(),
+                "the check ran on the runtime thread"
+            );
+            assert_eq!(checking.await.unwrap(), AuthDecision::Allow);
+        });
+    }
+
+    #[test]
+    fn an_unknown_user_is_checked_against_a_decoy() {
+        let file = costly_file("dave", b"pw", 1000);
+        assert_eq!(
+            file.decoy.as_ref().map(Hash::cost),
+            Some(1000),
+            "as costly as the costliest hash"
+        );
+        assert!(!file.verify("eve", b"pw"));
+        assert!(!file.decoy.as_ref().unwrap().verify(b""));
+        assert!(file.verify("dave", b"pw"));
+        assert_eq!(PasswordFile::parse("").unwrap().decoy, None);
     }
 }
