@@ -55,14 +55,15 @@ fn main() -> ExitCode {
             Command::Broker(args) => broker::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Pub(args) => pubsub::run_pub(args).await,
-            Command::Sub(args) => pubsub::run_sub(args).await,
+            Command::Sub(args) => return pubsub::run_sub(args).await,
         }
+        .map_err(pubsub::Failure::from)
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("fulmar: {message}");
-            ExitCode::FAILURE
+        Err(failure) => {
+            eprintln!("fulmar: {}", failure.message);
+            ExitCode::from(failure.code)
         }
     }
 }

@@ -380,7 +380,7 @@ pub(crate) struct SubArgs {
     /// Exit after receiving this many messages.
     #[arg(short = 'C', long, value_name = "COUNT")]
     count: Option<u64>,
-    /// Exit with an error after this many seconds.
+    /// Exit with status 27 after this many seconds (from the start).
     #[arg(short = 'W', long, value_name = "SECONDS")]
     timeout: Option<u64>,
     /// Do not print retained messages (sent because they were stored).
@@ -391,10 +391,30 @@ pub(crate) struct SubArgs {
     no_newline: bool,
 }
 
+/// Why a command failed, and the exit status it ends with.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    /// What is printed on stderr.
+    pub(crate) message: String,
+    /// The exit status: 1, or 27 when `fulmar sub -W` ran out of time (as
+    /// mosquitto_sub, so that scripts written for it keep working).
+    pub(crate) code: u8,
+}
+
+/// The exit status of `fulmar sub` when -W ran out.
+pub(crate) const TIMED_OUT: u8 = 27;
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self { message, code: 1 }
+    }
+}
+
 /// `fulmar sub`: subscribes and prints every message until -C or -W.
 ///
 /// -W and Ctrl-C count from the start: connecting and subscribing included.
-pub(crate) async fn run_sub(args: SubArgs) -> Result<(), String> {
+/// Running out of time exits with status 27, as mosquitto_sub.
+pub(crate) async fn run_sub(args: SubArgs) -> Result<(), Failure> {
     let props = args.conn.properties("subscribe")?;
     let mut properties = SubscribeProperties::default();
     for (k, v) in &props.packet {
@@ -427,11 +447,14 @@ pub(crate) async fn run_sub(args: SubArgs) -> Result<(), String> {
     }
     match outcome {
         Ok(()) => Ok(()),
-        Err(Ending::Failed(e)) => Err(e),
-        Err(Ending::TimedOut) => Err(format!(
-            "timed out after {} s ({received} messages received)",
-            args.timeout.unwrap_or_default()
-        )),
+        Err(Ending::Failed(e)) => Err(e.into()),
+        Err(Ending::TimedOut) => Err(Failure {
+            message: format!(
+                "timed out after {} s ({received} messages received)",
+                args.timeout.unwrap_or_default()
+            ),
+            code: TIMED_OUT,
+        }),
     }
 }
 
