@@ -14,9 +14,35 @@ use super::{Durability, Store, StoreOp};
 #[derive(Default)]
 struct Queue {
     ops: Vec<StoreOp>,
+    /// About how much memory `ops` holds ([`op_bytes`]).
+    bytes: usize,
+    /// `bytes` passed [`Bounds::wake_bytes`]: the writer takes the batch
+    /// now, without waiting for its interval or back-off to end.
+    urgent: bool,
     /// Sequence number of the last change pushed.
     issued: u64,
     closed: bool,
+}
+
+/// How much the journal holds in memory.
+#[derive(Clone, Copy, Debug)]
+struct Bounds {
+    /// Queued changes holding this many bytes wake the writer at once.
+    wake_bytes: usize,
+    /// A failing commit with more changes, or more bytes, than this is
+    /// given up rather than held for another attempt.
+    max_changes: usize,
+    max_bytes: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self {
+            wake_bytes: WAKE_BYTES,
+            max_changes: MAX_BACKLOG,
+            max_bytes: MAX_BACKLOG_BYTES,
+        }
+    }
 }
 
 /// The write path to a [`Store`].
@@ -34,6 +60,7 @@ pub(crate) struct Journal {
     durability: Durability,
     /// The first wait before a failed commit is tried again.
     retry_first: std::time::Duration,
+    bounds: Bounds,
 }
 
 /// How far the writer got.
@@ -55,15 +82,16 @@ impl Journal {
         store: Arc<dyn Store>,
         durability: Durability,
     ) -> std::io::Result<(Arc<Self>, std::thread::JoinHandle<()>)> {
-        Self::start_retrying(store, durability, RETRY_FIRST)
+        Self::start_retrying(store, durability, RETRY_FIRST, Bounds::default())
     }
 
     /// [`start`](Self::start), waiting `retry_first` before the first retry
-    /// of a failed commit.
+    /// of a failed commit, within `bounds`.
     fn start_retrying(
         store: Arc<dyn Store>,
         durability: Durability,
         retry_first: std::time::Duration,
+        bounds: Bounds,
     ) -> std::io::Result<(Arc<Self>, std::thread::JoinHandle<()>)> {
         let journal = Arc::new(Self {
             queue: Mutex::new(Queue::default()),
@@ -73,6 +101,7 @@ impl Journal {
             failed: AtomicBool::new(false),
             durability,
             retry_first,
+            bounds,
         });
         let writer = journal.clone();
         let handle = std::thread::Builder::new()
@@ -86,17 +115,25 @@ impl Journal {
         self.durability == Durability::Immediate
     }
 
-    /// Queues one change; returns its sequence number.
+    /// Queues one change; returns its sequence number. Once the journal
+    /// has given up, the change is not kept (it would never be written).
     pub(crate) fn push(&self, op: StoreOp) -> u64 {
         let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         q.issued += 1;
-        let first = q.ops.is_empty();
-        q.ops.push(op);
         let seq = q.issued;
+        if self.failed.load(Ordering::Acquire) {
+            return seq;
+        }
+        let first = q.ops.is_empty();
+        q.bytes += op_bytes(&op);
+        q.ops.push(op);
+        let urgent = !q.urgent && q.bytes >= self.bounds.wake_bytes;
+        q.urgent |= urgent;
         drop(q);
         // Periodic: the writer sleeps while there is nothing, and collects
-        // for one interval from the first change.
-        if first || self.immediate() {
+        // for one interval from the first change, unless the changes grow
+        // large first.
+        if first || urgent || self.immediate() {
             self.wake.notify_one();
         }
         seq
@@ -172,6 +209,8 @@ impl Journal {
                 let _group = self.group();
                 let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
                 let ops = std::mem::take(&mut q.ops);
+                q.bytes = 0;
+                q.urgent = false;
                 (ops, q.issued, q.closed)
             };
             if self.failed.load(Ordering::Acquire) {
@@ -200,15 +239,26 @@ impl Journal {
                     }
                     Err(error) => {
                         attempts += 1;
-                        if closed || batch.len() > MAX_BACKLOG {
+                        let bytes: usize = batch.iter().map(op_bytes).sum();
+                        if closed
+                            || batch.len() > self.bounds.max_changes
+                            || bytes > self.bounds.max_bytes
+                        {
                             tracing::error!(
                                 %error,
                                 changes = batch.len(),
+                                bytes,
                                 attempts,
                                 "store commit failed; giving up: acknowledgements stop, \
                                  the store keeps the changes committed before"
                             );
+                            // What came meanwhile goes too (and later
+                            // pushes are not kept): it will never be written.
+                            let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
                             self.failed.store(true, Ordering::Release);
+                            q.ops = Vec::new();
+                            q.bytes = 0;
+                            drop(q);
                             self.progress.send_replace(Progress {
                                 committed: last,
                                 failing: true,
@@ -240,9 +290,9 @@ impl Journal {
 }
 
 impl Journal {
-    /// Waits until `until`, or a close.
+    /// Waits until `until`, a close, or changes too large to wait.
     fn sleep<'a>(&self, mut q: MutexGuard<'a, Queue>, until: Instant) -> MutexGuard<'a, Queue> {
-        while !q.closed {
+        while !q.closed && !q.urgent {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -265,6 +315,44 @@ const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 /// How many changes may wait behind a failing commit before the journal
 /// gives up (and stops writing) rather than hold more in memory.
 const MAX_BACKLOG: usize = 100_000;
+/// How many bytes of changes may wait behind a failing commit before the
+/// journal gives up.
+const MAX_BACKLOG_BYTES: usize = 256 << 20;
+/// Queued changes of this many bytes are taken at once: a periodic
+/// interval, or the back-off of a failing store, does not hold more.
+const WAKE_BYTES: usize = 32 << 20;
+
+/// About how many bytes a change holds in memory: its message (payload,
+/// topic, properties) and a fixed overhead. A payload shared by several
+/// sessions' messages is counted for each, so this errs high.
+fn op_bytes(op: &StoreOp) -> usize {
+    const OVERHEAD: usize = 64;
+    let message = match op {
+        StoreOp::PutMessage { message, .. } | StoreOp::PutRetained { message, .. } => {
+            let p = &message.publish;
+            p.payload.len()
+                + p.topic.len()
+                + p.properties
+                    .correlation_data
+                    .as_ref()
+                    .map_or(0, |d| d.len())
+                + p.properties.response_topic.as_ref().map_or(0, |t| t.len())
+                + p.properties.content_type.as_ref().map_or(0, |t| t.len())
+                + p.properties
+                    .user_properties
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 16)
+                    .sum::<usize>()
+        }
+        StoreOp::PutSession(session) => session
+            .subscriptions
+            .iter()
+            .map(|s| s.filter.len() + OVERHEAD)
+            .sum(),
+        _ => 0,
+    };
+    OVERHEAD + message
+}
 
 /// Drops the changes of a batch that cancel out: a message put and deleted
 /// in the same batch (its subscriber acknowledged it before the commit) is
@@ -429,9 +517,13 @@ mod tests {
             Durability::Periodic(Duration::from_millis(1)),
         ] {
             let store = Arc::new(Broken::default());
-            let (journal, writer) =
-                Journal::start_retrying(store.clone(), durability, Duration::from_secs(3600))
-                    .unwrap();
+            let (journal, writer) = Journal::start_retrying(
+                store.clone(),
+                durability,
+                Duration::from_secs(3600),
+                Bounds::default(),
+            )
+            .unwrap();
             journal.push(put("a", 1));
             assert!(eventually(|| store.0.load(Ordering::Acquire) == 1));
             // Each push wakes an Immediate writer: it must not try again
@@ -444,6 +536,95 @@ mod tests {
             writer.join().unwrap();
             assert_eq!(store.0.load(Ordering::Acquire), 2, "{durability:?}");
         }
+    }
+
+    /// A message of `size` payload bytes for `client`.
+    fn put_sized(client: &str, seq: u64, size: usize) -> StoreOp {
+        let StoreOp::PutMessage {
+            client,
+            mut message,
+            ..
+        } = put(client, seq)
+        else {
+            unreachable!()
+        };
+        message.publish.payload = vec![0; size].into();
+        StoreOp::PutMessage {
+            client,
+            seq,
+            message,
+        }
+    }
+
+    fn small_bounds() -> Bounds {
+        Bounds {
+            wake_bytes: 10_000,
+            max_changes: 1_000_000,
+            max_bytes: 50_000,
+        }
+    }
+
+    // Behind a failing store, the changes waiting are bounded in bytes, not
+    // only in number: large messages make the journal give up before it
+    // holds more than its bound, without waiting for its back-off, and
+    // what is pushed afterwards is not kept.
+    #[test]
+    fn a_failing_store_holds_a_bounded_number_of_bytes() {
+        for durability in [
+            Durability::Immediate,
+            Durability::Periodic(Duration::from_secs(3600)),
+        ] {
+            let store = Arc::new(Broken::default());
+            let (journal, writer) = Journal::start_retrying(
+                store.clone(),
+                durability,
+                Duration::from_secs(3600),
+                small_bounds(),
+            )
+            .unwrap();
+            let first = journal.push(put_sized("a", 1, 1_000));
+            if durability == Durability::Immediate {
+                assert!(eventually(|| store.0.load(Ordering::Acquire) == 1));
+            }
+            // 100 x 1 kB: twice the bound, pushed during an hour's back-off
+            // (or interval).
+            for seq in 2..=100 {
+                journal.push(put_sized("a", seq, 1_000));
+            }
+            assert!(
+                eventually(|| journal.failed.load(Ordering::Acquire)),
+                "{durability:?}: still holding the changes"
+            );
+            assert!(block_on(journal.wait(first)).is_err());
+            journal.push(put_sized("a", 101, 1_000));
+            let queue = journal.queue.lock().unwrap();
+            assert!(queue.ops.is_empty(), "{durability:?}: kept after giving up");
+            drop(queue);
+            journal.close();
+            writer.join().unwrap();
+        }
+    }
+
+    // A periodic journal does not collect more than its wake bound for the
+    // rest of its interval: a large batch is committed at once.
+    #[test]
+    fn periodic_commits_at_once_when_the_changes_grow_large() {
+        let store = Arc::new(MemoryStore::new());
+        let (journal, writer) = Journal::start_retrying(
+            store.clone(),
+            Durability::Periodic(Duration::from_secs(3600)),
+            RETRY_FIRST,
+            small_bounds(),
+        )
+        .unwrap();
+        journal.push(put_sized("a", 1, 100));
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(store.commits(), 0, "a small change waits for the interval");
+        let last = journal.push(put_sized("a", 2, 20_000));
+        assert!(eventually(|| store.commits() == 1), "not committed early");
+        block_on(journal.wait(last)).unwrap();
+        journal.close();
+        writer.join().unwrap();
     }
 
     #[test]

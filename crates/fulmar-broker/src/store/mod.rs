@@ -35,8 +35,9 @@ pub enum Durability {
     /// Commits are shared by every connection (group commit).
     #[default]
     Immediate,
-    /// Changes are committed at this interval; acknowledgements do not
-    /// wait. A crash loses up to one interval of acknowledged messages.
+    /// Changes are committed at this interval (sooner once about 32 MiB
+    /// of them wait); acknowledgements do not wait. A crash loses up to one
+    /// interval of acknowledged messages.
     Periodic(Duration),
 }
 
@@ -239,7 +240,9 @@ pub struct Snapshot {
 /// Meanwhile the acknowledgements that depend on them are refused (under
 /// [`Durability::Immediate`], the client's connection is closed and the
 /// client sends its message again later). At shutdown, or with more than
-/// 100 000 changes waiting, the broker gives up: nothing more is written.
+/// 100 000 changes or about 256 MiB of messages waiting, the broker gives
+/// up: nothing more is written. Under [`Durability::Periodic`], about
+/// 32 MiB of changes are committed without waiting for the interval.
 ///
 /// # Example
 ///
