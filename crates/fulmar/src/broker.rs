@@ -203,6 +203,15 @@ fn add_listener(
 
 /// Runs the broker until SIGINT or SIGTERM, then shuts it down gracefully;
 /// on SIGHUP, reloads the password file, the ACL file and the certificates.
+/// Raises this process's soft limit on open files to its hard limit, and
+/// returns the limit now (`None` where there is none to raise or reading it
+/// failed). A broker holds a descriptor per connection, and the usual soft
+/// limit (1024) would refuse connections past about a thousand; the hard
+/// limit is what the administrator allows.
+pub(crate) fn raise_open_files_limit() -> Option<u64> {
+    rlimit::increase_nofile_limit(u64::MAX).ok()
+}
+
 pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
     if args.print_default_config {
         print!("{DEFAULT_CONFIG}");
@@ -222,6 +231,22 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
     let mut limits = config.limits.to_limits()?;
     limits.sys_interval = (config.sys.interval_secs > 0)
         .then(|| std::time::Duration::from_secs(config.sys.interval_secs));
+    if let Some(open_files) = raise_open_files_limit() {
+        let wanted = u64::try_from(limits.max_connections)
+            .unwrap_or(u64::MAX)
+            .saturating_add(64);
+        if open_files < wanted {
+            tracing::warn!(
+                open_files,
+                max_connections = limits.max_connections,
+                "the open files limit is below max_connections: connections past it \
+                 are refused by the system (raise the hard limit, e.g. `ulimit -Hn`, \
+                 or LimitNOFILE= in a systemd unit)"
+            );
+        } else {
+            tracing::debug!(open_files, "open files limit");
+        }
+    }
     let mut builder = Broker::builder().limits(limits);
     for (i, listener) in config.listeners.iter().enumerate() {
         builder = add_listener(builder, i + 1, listener)?;

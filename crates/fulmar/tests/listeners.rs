@@ -263,3 +263,35 @@ fn bench_over_tls_loses_no_qos12_message() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("TLS handshake"), "{stderr}");
 }
+
+/// The soft and hard limits on open files of process `pid`.
+#[cfg(target_os = "linux")]
+fn open_files(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .trim_start_matches("Max open files");
+    let mut fields = line.split_whitespace();
+    (
+        fields.next().unwrap().to_owned(),
+        fields.next().unwrap().to_owned(),
+    )
+}
+
+// A broker started under a low soft limit on open files (1024 is the usual
+// default) raises it to the hard limit: otherwise connections past about a
+// thousand are refused by the system, whatever max_connections says.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_broker_raises_its_open_files_limit_to_the_hard_limit() {
+    let (_, hard) = open_files(std::process::id());
+    let mut broker = FulmarBroker::start_with_open_files(256, &[]);
+    let (soft, broker_hard) = open_files(broker.pid());
+    assert_eq!(broker_hard, hard);
+    if hard != "256" {
+        assert_eq!(soft, hard, "{}", broker.log());
+    }
+    publish_ok(broker.port, &["-t", "a", "-m", "still serving"]);
+}

@@ -253,6 +253,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     let connections = subscribers
         .saturating_add(args.publishers as usize)
         .saturating_add(args.idle as usize);
+    // As many as the hard limit allows; a warning if still too few.
+    let _ = crate::broker::raise_open_files_limit();
     warn_about_open_files(connections);
     let rss_before = args.broker_pid.and_then(rss_kb);
     let connect_start = Instant::now();

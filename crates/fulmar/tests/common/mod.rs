@@ -78,9 +78,34 @@ pub struct FulmarBroker {
 impl FulmarBroker {
     /// `fulmar broker -p 0` plus `args`.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = fulmar()
+        let mut cmd = fulmar();
+        cmd.args(["broker", "-p", "0"]).args(args);
+        Self::run(cmd)
+    }
+
+    /// [`start`](Self::start) with a soft limit of `soft` open files (the
+    /// shell's `ulimit -Sn`).
+    #[cfg(unix)]
+    pub fn start_with_open_files(soft: u64, args: &[&str]) -> Self {
+        let mut cmd = Command::new("sh");
+        cmd.env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .current_dir(temp_dir())
+            .arg("-c")
+            .arg(format!("ulimit -Sn {soft} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_fulmar"))
             .args(["broker", "-p", "0"])
-            .args(args)
+            .args(args);
+        Self::run(cmd)
+    }
+
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn run(mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
