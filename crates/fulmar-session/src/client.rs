@@ -291,6 +291,8 @@ impl Session {
             // v5 MQTT-3.2.2-5: no session on the server, discard ours.
             self.discard_session();
         }
+        let server_keep_alive =
+            self.version == ProtocolVersion::V5 && connack.properties.server_keep_alive.is_some();
         if self.version == ProtocolVersion::V5 {
             let props = &connack.properties;
             let peer = &mut self.conn.peer;
@@ -323,9 +325,18 @@ impl Session {
         {
             out.resume(&mut self.transmit);
         }
-        if self.conn.keep_alive > 0 {
+        if self.conn.keep_alive == 0 {
+            self.timers.stop(Timer::KeepAlive);
+        } else if server_keep_alive {
+            // MQTT-3.2.2-21: the server's value, counted from here.
             self.timers
                 .set(Timer::KeepAlive, now, secs(self.conn.keep_alive));
+        } else if self.timers.get(Timer::KeepAlive).is_none() {
+            // The period armed when the CONNECT was sent ran out before the
+            // CONNACK came: a PINGREQ at once. Otherwise it stands
+            // (MQTT-3.1.2-23: it counts from the last packet sent).
+            self.timers
+                .set(Timer::KeepAlive, now, std::time::Duration::ZERO);
         }
         self.events.push_back(Event::Connected(connack));
         Ok(())

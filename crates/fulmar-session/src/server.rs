@@ -351,6 +351,9 @@ impl Session {
                 };
             }
             State::ConnectReceived => {
+                // Whatever comes keeps the connection alive, AUTH of the
+                // exchange before CONNACK included (MQTT-3.1.2-22).
+                self.arm_idle(now);
                 if matches!(packet, Packet::Connect(_)) {
                     return Err(ProtocolViolation::SecondConnect.into());
                 }

@@ -521,8 +521,12 @@ impl Session {
             if let Some(max) = self.conn.peer.maximum_packet_size {
                 // Reason strings and user properties are dropped rather than
                 // exceed the peer's Maximum Packet Size (e.g. MQTT-3.4.2-2,
-                // MQTT-3.9.2-1). A packet still too large is sent anyway.
-                let _fits = packet.trim_to_fit(self.version, max);
+                // MQTT-3.9.2-1). A PUBLISH was checked when it was queued.
+                if packet.trim_to_fit(self.version, max) == Ok(false)
+                    && !matches!(packet, Packet::Publish(_))
+                {
+                    return self.too_large_for_peer(packet, max);
+                }
             }
             if self.state == State::Closing && self.transmit.is_empty() {
                 self.state = State::Closed;
@@ -667,6 +671,44 @@ impl Session {
         }
     }
 
+    /// `packet` (not a PUBLISH) does not fit the peer's Maximum Packet Size
+    /// `max`, even trimmed: it is not sent [MQTT-3.1.2-24] [MQTT-3.2.2-15],
+    /// and the connection ends. With DISCONNECT 0x95 where one may be sent
+    /// (not in place of a CONNACK: nothing may come before it); a
+    /// DISCONNECT that does not fit goes without its properties, or not at
+    /// all. Returns the next packet to send.
+    #[cold]
+    fn too_large_for_peer(&mut self, packet: &Packet, max: u32) -> Option<Packet> {
+        let size = packet.encoded_len(self.version).unwrap_or(usize::MAX);
+        let error = Error::Limit(LimitExceeded::PacketTooLarge { size, max });
+        match packet {
+            Packet::Disconnect(d) => {
+                let bare = Packet::Disconnect(Disconnect::new(d.reason_code));
+                let fits = bare
+                    .encoded_len(self.version)
+                    .is_ok_and(|len| u64::try_from(len).is_ok_and(|len| len <= u64::from(max)));
+                if fits {
+                    return Some(bare);
+                }
+                if self.transmit.is_empty() {
+                    self.state = State::Closed;
+                }
+                self.poll_transmit()
+            }
+            Packet::ConnAck(_) => {
+                self.error = Some(Box::new(error));
+                self.transmit.clear();
+                self.close(None, Initiator::Library, ReasonCode::PacketTooLarge);
+                self.state = State::Closed;
+                None
+            }
+            _ => {
+                self.close_with(error, DisconnectReasonCode::PacketTooLarge);
+                self.poll_transmit()
+            }
+        }
+    }
+
     /// A new alias adds at most 4 bytes; only alias when that still fits.
     fn alias_fits(&self, publish: &Publish) -> bool {
         match self.conn.peer.maximum_packet_size {
@@ -679,11 +721,16 @@ impl Session {
 
     fn on_sent(&mut self, ping: bool) {
         let Some(now) = self.now else { return };
-        if self.role == Role::Client && self.conn.keep_alive > 0 && self.state == State::Connected {
+        if self.role == Role::Client
+            && self.conn.keep_alive > 0
+            && matches!(self.state, State::Connected | State::AwaitConnAck)
+        {
+            // Before CONNACK too: the first period counts from the CONNECT.
             self.timers
                 .set(Timer::KeepAlive, now, secs(self.conn.keep_alive));
         }
-        if ping {
+        // The PINGRESP deadline counts from the first unanswered PINGREQ.
+        if ping && self.timers.get(Timer::PingResp).is_none() {
             self.timers
                 .set(Timer::PingResp, now, self.config.ping_timeout);
         }
@@ -738,7 +785,12 @@ impl Session {
                     self.fail(Error::ConnectTimeout);
                 }
                 Timer::KeepAlive => {
-                    if self.state == State::Connected && !self.conn.ping_outstanding {
+                    // Also while an earlier PINGREQ waits for its PINGRESP
+                    // (a late one must not leave the client silent past its
+                    // keep alive, MQTT-3.1.2-23). The timer is armed again
+                    // when this one is sent. Not before CONNACK: the
+                    // CONNACK arms it (see `on_connack`).
+                    if self.state == State::Connected {
                         self.conn.ping_outstanding = true;
                         self.transmit.push_back(Packet::PingReq);
                     }
@@ -913,7 +965,14 @@ impl Session {
 
     /// Records a fatal error and closes with its reason code.
     pub(crate) fn fail(&mut self, error: Error) -> Error {
-        let code = error.reason_code();
+        let code = match (self.role, error.reason_code()) {
+            // 0x8D is sent by a server only (MQTT 5.0 3.14.2.1): a client
+            // whose PINGRESP did not come says 0x80.
+            (Role::Client, DisconnectReasonCode::KeepAliveTimeout) => {
+                DisconnectReasonCode::UnspecifiedError
+            }
+            (_, code) => code,
+        };
         self.close_with(error.clone(), code);
         error
     }
