@@ -348,3 +348,32 @@ async fn a_woken_connection_is_authorized_as_the_same_client() {
     }
     broker.shutdown().await;
 }
+
+// A message with properties (delivered with shared encoded headers) that the
+// session drops, here too large for the client (v5:MQTT-3.1.2-25), does not
+// keep the connection awake for good.
+#[tokio::test]
+async fn a_message_dropped_for_its_size_does_not_keep_a_connection_awake() {
+    let broker = broker().await;
+    let mut c = Connect::new(ProtocolVersion::V5, MqttString::from("small"));
+    c.keep_alive = 0;
+    c.properties.maximum_packet_size = std::num::NonZeroU32::new(200);
+    let (mut small, _) = Peer::connect_with(addr(&broker), c).await;
+    small.sub(1, "t/#", QoS::AtMostOnce).await;
+    let mut other = Peer::connect(addr(&broker), ProtocolVersion::V5, "other").await;
+    other.sub(1, "t/#", QoS::AtMostOnce).await;
+    hibernating(&broker, 2).await;
+    let mut p = publish("t/x", "", QoS::AtMostOnce);
+    p.payload = vec![b'x'; 1000].into();
+    p.properties.content_type = Some(MqttString::from("text/plain"));
+    broker.inject(&p).unwrap();
+    assert_eq!(other.recv_publish().await.payload.len(), 1000);
+    // `small` is awake and past the large message once this comes.
+    broker
+        .inject(&publish("t/y", "fits", QoS::AtMostOnce))
+        .unwrap();
+    assert_eq!(&small.recv_publish().await.payload[..], b"fits");
+    hibernating(&broker, 2).await;
+    drop((small, other));
+    broker.shutdown().await;
+}

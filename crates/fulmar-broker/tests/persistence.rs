@@ -252,6 +252,100 @@ async fn mixed_qos_in_flight_messages_come_back_in_order_after_a_restart() {
     }
 }
 
+// v5:MQTT-3.1.2-25: a message too large for the client is discarded as if
+// delivered; its store record goes too (it stayed for ever, and came back
+// to the client after a restart).
+#[tokio::test]
+async fn messages_too_large_for_a_kept_session_leave_the_store() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let broker = broker_on(store.clone()).await;
+    let mut c = Connect::new(V5, MqttString::from("small"));
+    c.keep_alive = 0;
+    c.properties.session_expiry_interval = Some(3600);
+    c.properties.maximum_packet_size = std::num::NonZeroU32::new(200);
+    let (mut sub, _) = Peer::connect_with(addr(&broker), c).await;
+    sub.sub(1, "t/#", QoS::AtLeastOnce).await;
+    let mut publisher = Peer::connect(addr(&broker), V5, "pub").await;
+    for (i, size) in [1000, 1000, 1000, 10].into_iter().enumerate() {
+        let mut p = publish("t/x", "", QoS::AtLeastOnce);
+        p.payload = vec![b'x'; size].into();
+        p.packet_id = Some(pid(10 + i as u16));
+        publisher.send(p).await;
+        assert!(matches!(publisher.recv().await, Packet::PubAck(_)));
+    }
+    let p = sub.recv_publish().await;
+    assert_eq!(p.payload.len(), 10, "the large ones are not sent");
+    sub.send(Packet::PubAck(fulmar_codec::PubAck::new(
+        p.packet_id.unwrap(),
+    )))
+    .await;
+    // The PUBACK was read once the PINGRESP comes.
+    sub.send(Packet::PingReq).await;
+    assert_eq!(sub.recv().await, Packet::PingResp);
+    broker.shutdown().await;
+    let left = store.load().unwrap().messages;
+    assert!(left.is_empty(), "{} records left", left.len());
+}
+
+// Under back-pressure, a copy for a full queue that is given up (after
+// `backpressure_timeout`, its publisher not acknowledged and disconnected)
+// leaves the store as well: after a restart it came back, next to the
+// publisher's own resend.
+#[tokio::test]
+async fn a_copy_given_up_under_back_pressure_leaves_the_store() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let mut limits = fulmar_broker::Limits::default();
+    limits.overload_policy = fulmar_broker::OverloadPolicy::Backpressure;
+    limits.backpressure_timeout = std::time::Duration::from_millis(300);
+    limits.max_queued_messages = 1;
+    let broker = start_with(Broker::builder().store(store.clone()).limits(limits)).await;
+    // Takes one message and never acknowledges it.
+    let mut c = Connect::new(V5, MqttString::from("stuck"));
+    c.keep_alive = 0;
+    c.properties.session_expiry_interval = Some(300);
+    c.properties.receive_maximum = std::num::NonZeroU16::new(1);
+    let (mut stuck, _) = Peer::connect_with(addr(&broker), c).await;
+    stuck.sub(1, "bp", QoS::AtLeastOnce).await;
+    let mut publisher = Peer::connect(addr(&broker), V5, "bp-pub").await;
+    let mut n = 0u16;
+    let held = loop {
+        n += 1;
+        assert!(n < 20, "never held back");
+        let mut p = publish("bp", "", QoS::AtLeastOnce);
+        p.payload = n.to_string().into();
+        p.packet_id = Some(pid(n));
+        publisher.send(p).await;
+        match publisher.recv().await {
+            Packet::PubAck(_) => {}
+            Packet::Disconnect(d) => {
+                assert_eq!(
+                    d.reason_code,
+                    fulmar_codec::DisconnectReasonCode::ServerBusy
+                );
+                break n;
+            }
+            other => panic!("{other:?}"),
+        }
+    };
+    // The stuck subscriber's session state was journaled before it ends.
+    stuck.send(Packet::PingReq).await;
+    while stuck.recv().await != Packet::PingResp {}
+    broker.shutdown().await;
+    let kept: Vec<String> = store
+        .load()
+        .unwrap()
+        .messages
+        .into_iter()
+        .filter(|(client, _, _)| &**client == "stuck")
+        .map(|(_, _, m)| String::from_utf8_lossy(&m.publish.payload).into_owned())
+        .collect();
+    assert!(!kept.is_empty(), "the acknowledged ones are kept");
+    assert!(
+        !kept.contains(&held.to_string()),
+        "message {held}, not acknowledged to its publisher, is kept: {kept:?}"
+    );
+}
+
 // v5:MQTT-4.3.3-10 v3:MQTT-4.3.3-2 (an inbound QoS 2 message is delivered once: a
 // resent PUBLISH with the same identifier before PUBREL is not routed again, even
 // across a restart).

@@ -15,7 +15,8 @@ pub enum DropReason {
     /// It is larger than the peer's Maximum Packet Size (also a message in
     /// flight, to be resent on a resumed session, when the peer's new Maximum
     /// Packet Size is smaller). A server behaves as if it had been delivered
-    /// ([MQTT-3.1.2-25]); a client reports it here.
+    /// ([MQTT-3.1.2-25]: nothing is sent, the flow is over) and reports it
+    /// here too, so that what was kept for it (a store record) can go.
     PacketTooLarge,
     /// The peer's Maximum QoS is below the message's QoS (client role).
     QoSNotSupported,

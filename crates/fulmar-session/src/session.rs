@@ -661,10 +661,10 @@ impl Session {
                 }
                 Next::Dropped(packet_id, number, reason) => {
                     // MQTT-3.1.2-25: a server behaves as if it delivered a
-                    // message too large for the client; no event.
-                    if !(role == Role::Server && reason == DropReason::PacketTooLarge) {
-                        outbound.report_dropped(packet_id, number, reason, &mut self.events);
-                    }
+                    // message too large for the client (nothing is sent,
+                    // its flow is over); the application still learns of
+                    // it, to forget what it kept for the flow.
+                    outbound.report_dropped(packet_id, number, reason, &mut self.events);
                 }
                 Next::Nothing => return,
             }

@@ -482,7 +482,16 @@ fn server_discards_a_message_too_large_for_the_client() {
         1,
         "the large one behaves as completed"
     );
-    assert!(events(&mut server).is_empty(), "silently, as if delivered");
+    // Nothing on the wire, as if delivered; the application learns of it
+    // (to forget what it kept for the flow, e.g. a store record).
+    let large = id(1);
+    assert_eq!(
+        events(&mut server),
+        vec![Event::PublishDropped {
+            packet_id: Some(large),
+            reason: DropReason::PacketTooLarge
+        }]
+    );
 }
 
 #[test]

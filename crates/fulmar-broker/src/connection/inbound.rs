@@ -166,12 +166,16 @@ impl<S: super::Stream> Connection<S> {
         let max_pending = self.shared.limits.max_queued_messages;
         let mut missed = blocked.len();
         let mut interrupted = None;
+        let mut blocked = blocked.into_iter();
+        // The copy being handed over: its client and store key.
+        let mut current = None;
         'targets: for Blocked {
             client,
             queue,
             delivery,
-        } in blocked
+        } in blocked.by_ref()
         {
+            current = Some((client.clone(), delivery.seq));
             let send = queue.deliver(delivery, max_pending);
             tokio::pin!(send);
             loop {
@@ -190,6 +194,7 @@ impl<S: super::Stream> Connection<S> {
                             );
                         }
                         missed -= 1;
+                        current = None;
                         break;
                     }
                     own = self.control.recv_delivery(), if room => {
@@ -216,6 +221,19 @@ impl<S: super::Stream> Connection<S> {
                         self.backpressure_expired = true;
                         break 'targets;
                     }
+                }
+            }
+        }
+        // The copies not handed over are dropped (their publisher is not
+        // acknowledged): so are their store records, which would bring them
+        // back after a restart, next to the publisher's resend.
+        if let Some(journal) = &self.shared.journal {
+            let left = current
+                .into_iter()
+                .chain(blocked.map(|b| (b.client, b.delivery.seq)));
+            for (client, seq) in left {
+                if let Some(seq) = seq {
+                    journal.push(StoreOp::DeleteMessage { client, seq });
                 }
             }
         }

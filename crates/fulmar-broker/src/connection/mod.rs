@@ -695,7 +695,9 @@ impl<S: Stream> Connection<S> {
             && !self.shutting_down
             && self.durable_at == 0
             && !self.yield_next
-            && self.frames.is_empty()
+            // `frames` is not checked: with nothing in flight or pending, what
+            // it still holds belongs to messages the session dropped (too
+            // large, expired), and hibernating drops it.
             && self.reauthorize.is_empty()
             && self.transport.is_idle()
             && !self.shared.shutdown.is_cancelled()
@@ -792,6 +794,7 @@ impl<S: Stream> Connection<S> {
                 }
                 // No deadline: the future is ready with `None` and the branch is off.
                 Some(()) = OptionFuture::from(wake.map(tokio::time::sleep_until)) => {
+                    let mut read_first = None;
                     let now = tokio::time::Instant::now();
                     let auth_expired = self.auth_deadline().is_some_and(|at| at <= now);
                     if auth_expired {
@@ -809,10 +812,27 @@ impl<S: Stream> Connection<S> {
                         && self.may_hibernate()
                     {
                         return Flow::Hibernate;
+                    } else if let Some(frame) = self.transport.next().now_or_never() {
+                        // A packet may have waited unread while this task
+                        // was busy (a slow authorizer, back-pressure, a slow
+                        // write): read it before a keep-alive deadline
+                        // counts, or a client that sent in time would be
+                        // dropped (MQTT-3.1.2-22) and its will published.
+                        // The timers come back round if still due.
+                        let now = Instant::now();
+                        let first = Batch {
+                            now,
+                            bytes: payload_len(&frame),
+                            acknowledged: is_acknowledged_publish(&frame),
+                        };
+                        if !self.on_frame(frame, now) {
+                            return Flow::Closed;
+                        }
+                        read_first = Some(first);
                     } else {
                         self.session.handle_timeout(Instant::now());
                     }
-                    None
+                    read_first
                 }
             };
             if let Some(batch) = batch {
@@ -1959,7 +1979,23 @@ impl<S: Stream> Connection<S> {
                         .dropped
                         .fetch_add(u64::try_from(lost).unwrap_or(u64::MAX), Ordering::Relaxed);
                 }
-                if let Some(will) = will {
+                // Their store records go too (a restart would bring back
+                // what the session lost here).
+                if let (Some(journal), Some(inflight)) =
+                    (&self.shared.journal, self.inflight_seq.take())
+                {
+                    for seq in inflight.into_values() {
+                        journal.push(StoreOp::DeleteMessage {
+                            client: client.id.clone(),
+                            seq,
+                        });
+                    }
+                }
+                // The will goes now unless it has a delay: a new connection
+                // to the session came within it (v5:MQTT-3.1.3-9). (Had
+                // that connection started a new session, the will was due
+                // when the old one ended; this late, it is dropped.)
+                if let Some(will) = will.filter(|_| client.will_delay == 0) {
                     state.publish_will(&client.id, will, max_queued, counters, now);
                 }
             } else if client.expiry == 0 {
