@@ -757,7 +757,11 @@ impl Outbound {
             {
                 match self.ids.allocate() {
                     Some(fresh) => q.publish.packet_id = Some(fresh),
-                    None => continue,
+                    None => {
+                        // Every identifier is in use by the stored flows.
+                        self.report_dropped(Some(id), q.number, DropReason::QueueFull, events);
+                        continue;
+                    }
                 }
             }
             self.pending.push_back(q);

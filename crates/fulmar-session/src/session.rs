@@ -858,6 +858,12 @@ impl Session {
     /// published, whatever their QoS: a QoS 0 message waits behind a QoS 1/2
     /// message held back by flow control.
     ///
+    /// Server, between the CONNECT and [`accept`](Self::accept): the
+    /// identifier is provisional. If the session state given to `accept`
+    /// has a message in flight under it, the queued message takes another
+    /// one (the stored flow keeps its own, which the client knows); publish
+    /// after `accept` to rely on the identifier returned.
+    ///
     /// The session owns `dup`, `packet_id` and the Topic Alias property: the
     /// values given are ignored.
     ///
