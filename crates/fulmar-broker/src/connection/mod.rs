@@ -703,6 +703,19 @@ impl<S: Stream> Connection<S> {
             && !self.shared.shutdown.is_cancelled()
     }
 
+    /// Handles the first frame of a batch; `None` when the connection is
+    /// closed.
+    fn start_batch(&mut self, frame: Option<Result<Packet, CodecError>>) -> Option<Batch> {
+        // One clock reading for the whole batch.
+        let now = Instant::now();
+        let first = Batch {
+            now,
+            bytes: payload_len(&frame),
+            acknowledged: is_acknowledged_publish(&frame),
+        };
+        self.on_frame(frame, now).then_some(first)
+    }
+
     async fn run(&mut self) -> Flow {
         loop {
             // Boxed: the answering future is large and only lives while answering.
@@ -757,16 +770,9 @@ impl<S: Stream> Connection<S> {
             // of it lives across the wait).
             let batch = tokio::select! {
                 frame = self.transport.next() => {
-                    // One clock reading for the whole batch.
-                    let now = Instant::now();
-                    let first = Batch {
-                        now,
-                        bytes: payload_len(&frame),
-                        acknowledged: is_acknowledged_publish(&frame),
-                    };
-                    if !self.on_frame(frame, now) {
+                    let Some(first) = self.start_batch(frame) else {
                         return Flow::Closed;
-                    }
+                    };
                     Some(first)
                 }
                 inbound = self.control.recv(room) => {
@@ -819,15 +825,9 @@ impl<S: Stream> Connection<S> {
                         // counts, or a client that sent in time would be
                         // dropped (MQTT-3.1.2-22) and its will published.
                         // The timers come back round if still due.
-                        let now = Instant::now();
-                        let first = Batch {
-                            now,
-                            bytes: payload_len(&frame),
-                            acknowledged: is_acknowledged_publish(&frame),
-                        };
-                        if !self.on_frame(frame, now) {
+                        let Some(first) = self.start_batch(frame) else {
                             return Flow::Closed;
-                        }
+                        };
                         read_first = Some(first);
                     } else {
                         self.session.handle_timeout(Instant::now());
