@@ -1303,7 +1303,7 @@ fn install_session(
             tracing::warn!(%id, "session brought from elsewhere while connected here: dropped");
             return;
         }
-        state.remove_session(&id);
+        state.end_session(&id, max_queued, counters, Instant::now());
     }
     let now = Instant::now();
     let now_unix = unix_millis();
@@ -1389,5 +1389,8 @@ fn install_session(
             tracing::warn!(client = %id, reason, "in-flight state brought from elsewhere dropped");
             fulmar_session::SessionState::default()
         });
+    // Aged up to now: the time until a connection takes it counts from here
+    // (v5:MQTT-3.3.2-6).
+    entry.away().stored_at = Some(now);
     state.sessions.insert(id, Box::new(entry));
 }

@@ -23,7 +23,9 @@ pub struct Message {
     pub payload: Bytes,
     /// The QoS it was published with.
     pub qos: QoS,
-    /// Set for a retained message sent when the subscription was made.
+    /// The RETAIN flag: set for a retained message sent when the
+    /// subscription was made, and for a live message published with RETAIN
+    /// (local subscriptions keep it, as MQTT 5.0's Retain As Published).
     pub retain: bool,
     /// The MQTT 5.0 properties as published (user properties, content type,
     /// response topic, correlation data, ...).

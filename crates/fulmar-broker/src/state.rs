@@ -36,6 +36,9 @@ pub(crate) struct Delivery {
     /// The encoded headers of the message, shared with its other
     /// deliveries (a message routed to several subscribers).
     pub(crate) frames: Option<Arc<Frames>>,
+    /// When it was routed: the time it waits in the connection's queue
+    /// counts against its Message Expiry Interval (v5:MQTT-3.3.2-6).
+    pub(crate) since: Instant,
 }
 
 /// A message waiting in the offline queue of a session.
@@ -1192,6 +1195,7 @@ impl State {
     /// Removes a session and its subscriptions.
     pub(crate) fn remove_session(&mut self, id: &Arc<str>) -> Option<SessionEntry> {
         let key = Subscriber::Client(id.clone());
+        self.unschedule(id);
         let entry = self.sessions.remove(id)?;
         if entry.persistent
             && let Some(journal) = &self.journal
@@ -1370,6 +1374,46 @@ impl State {
     pub(crate) fn schedule(&mut self, id: &Arc<str>, at: Instant) {
         self.deadlines.insert((at, id.clone()));
     }
+
+    /// Drops the deadlines of session `id` (its expiry, its delayed will):
+    /// it is taken by a connection or removed. They would otherwise stay
+    /// until they fall due, one more for each disconnection.
+    pub(crate) fn unschedule(&mut self, id: &Arc<str>) {
+        let Some(away) = self.sessions.get(id).and_then(|e| e.away.as_ref()) else {
+            return;
+        };
+        let due = [away.expires_at, away.will.as_ref().map(|w| w.at)];
+        for at in due.into_iter().flatten() {
+            self.deadlines.remove(&(at, id.clone()));
+        }
+    }
+
+    /// Ends session `id` before its time (a Clean Start, a session brought
+    /// from elsewhere): removed, and a will still waiting out its delay is
+    /// published, since the session ends (MQTT-3.1.2-8).
+    pub(crate) fn end_session(
+        &mut self,
+        id: &Arc<str>,
+        max_queued: usize,
+        counters: &Counters,
+        now: Instant,
+    ) {
+        self.unschedule(id);
+        let will = self.sessions.get_mut(id).and_then(|e| e.take_will());
+        self.remove_session(id);
+        if let Some(will) = will {
+            self.publish_will(id, will.publish, max_queued, counters, now);
+            if let Some(bridge) = &self.bridge {
+                bridge.will_cleared(id);
+            }
+        }
+    }
+
+    /// The number of session deadlines waiting (expiries, delayed wills).
+    #[cfg(test)]
+    pub(crate) fn deadlines_len(&self) -> usize {
+        self.deadlines.len()
+    }
 }
 
 /// What routing a client's message leaves its connection to wait on before
@@ -1493,6 +1537,7 @@ impl Target<'_> {
                     seq,
                     bytes: 0,
                     frames,
+                    since: self.now,
                 });
                 let delivery = match &entry.owner {
                     Some(owner) => {
@@ -1633,6 +1678,43 @@ mod tests {
 
     use super::*;
 
+    // A session's deadlines (its expiry, its delayed will) leave the
+    // schedule when a connection takes it or it is removed: they stayed until
+    // they fell due, one more per disconnection (a client reconnecting every
+    // few seconds with a year of Session Expiry grew the set for a year).
+    #[test]
+    fn deadlines_leave_with_the_session_that_had_them() {
+        let mut state = State::default();
+        let counters = Counters::default();
+        let now = Instant::now();
+        let id: Arc<str> = Arc::from("c");
+        for round in 1..=3u64 {
+            let entry = state.sessions.entry(id.clone()).or_default();
+            let expires = now + std::time::Duration::from_secs(3600 * round);
+            let will_at = now + std::time::Duration::from_secs(60 * round);
+            entry.away().expires_at = Some(expires);
+            entry.away().will = Some(Box::new(PendingWill {
+                publish: Publish::new(MqttString::from("will"), bytes::Bytes::new()),
+                at: will_at,
+            }));
+            state.schedule(&id, expires);
+            state.schedule(&id, will_at);
+            assert_eq!(state.deadlines_len(), 2);
+            match round {
+                // Taken by a connection (as `register` does).
+                1 => state.unschedule(&id),
+                // Ended by a Clean Start: the will is published at once.
+                2 => state.end_session(&id, 10, &counters, now),
+                _ => drop(state.remove_session(&id)),
+            }
+            assert_eq!(state.deadlines_len(), 0, "round {round}");
+            if round == 1 {
+                state.sessions.get_mut(&id).unwrap().take_away();
+            }
+        }
+        assert!(state.sessions.is_empty());
+    }
+
     /// Counts its wakes.
     #[derive(Default)]
     struct Count(AtomicUsize);
@@ -1649,6 +1731,7 @@ mod tests {
             seq: None,
             bytes: 0,
             frames: None,
+            since: Instant::now(),
         })
     }
 

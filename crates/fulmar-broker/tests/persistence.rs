@@ -346,6 +346,39 @@ async fn a_copy_given_up_under_back_pressure_leaves_the_store() {
     );
 }
 
+// v5:MQTT-3.3.2-6: an in-flight message recovered after a restart keeps
+// ageing until its client comes back (it was aged up to the restart only).
+#[tokio::test]
+async fn a_recovered_in_flight_message_ages_until_its_client_returns() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let broker = broker_on(store.clone()).await;
+    let (mut sub, _) = connect_kept(&broker, V5, "ager").await;
+    sub.sub(1, "x", QoS::ExactlyOnce).await;
+    let mut publisher = Peer::connect(addr(&broker), V5, "pub").await;
+    let mut p = publish("x", "ages", QoS::ExactlyOnce);
+    p.packet_id = Some(pid(1));
+    p.properties.message_expiry_interval = Some(100);
+    publisher.send(p).await;
+    assert!(matches!(publisher.recv().await, Packet::PubRec(_)));
+    assert_eq!(&sub.recv_publish().await.payload[..], b"ages");
+    drop((sub, publisher)); // no PUBREC: in flight.
+    wait_for_sessions_disconnected(&broker).await;
+    broker.shutdown().await;
+
+    let broker = broker_on(store.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (mut sub, present) = connect_kept(&broker, V5, "ager").await;
+    assert!(present);
+    let again = sub.recv_publish().await;
+    assert!(again.dup);
+    let left = again.properties.message_expiry_interval.unwrap();
+    assert!(
+        left <= 98,
+        "{left} s left after 2 s away from a restarted broker"
+    );
+    broker.shutdown().await;
+}
+
 // v5:MQTT-4.3.3-10 v3:MQTT-4.3.3-2 (an inbound QoS 2 message is delivered once: a
 // resent PUBLISH with the same identifier before PUBREL is not routed again, even
 // across a restart).

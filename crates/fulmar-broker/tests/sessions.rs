@@ -60,6 +60,17 @@ async fn wait_sessions(broker: &BrokerHandle, n: usize) {
     .expect("session count not reached");
 }
 
+/// Waits (bounded by the guard) until no client is connected.
+async fn wait_sessions_disconnected(broker: &BrokerHandle) {
+    tokio::time::timeout(GUARD, async {
+        while broker.stats().clients_connected != 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("clients still connected");
+}
+
 // v3:MQTT-3.1.2-8 v3:MQTT-3.1.2-16 v5:MQTT-3.1.2-7 v5:MQTT-3.1.2-8 v5:MQTT-3.1.2-14
 #[tokio::test]
 async fn will_is_published_when_the_connection_drops() {
@@ -224,6 +235,71 @@ async fn v5_will_is_published_when_the_session_ends_before_the_delay() {
     drop(peer);
     assert_eq!(next(&mut sub).await.topic, "will/we");
     wait_sessions(&broker, 0).await;
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.1.2-8 (the will is published when its delay passes or the
+// session ends, whichever first): a Clean Start ends the session, so a will
+// still waiting out its delay goes at once; it was dropped with the session.
+// After a lost connection, and at a take-over of a live one.
+#[tokio::test]
+async fn v5_clean_start_publishes_a_will_waiting_for_its_delay() {
+    let broker = start().await;
+    let mut sub = broker.subscribe("will/#").unwrap();
+    for take_over in [false, true] {
+        let id = if take_over { "cs-live" } else { "cs-gone" };
+        let mut c = with_will(v5_session(id, true, 600), &format!("will/{id}"), false);
+        c.will.as_mut().unwrap().properties.will_delay_interval = Some(300);
+        let (peer, _) = Peer::connect_with(addr(&broker), c).await;
+        if !take_over {
+            drop(peer);
+            wait_sessions_disconnected(&broker).await;
+            let (_again, ack) = Peer::connect_with(addr(&broker), v5_session(id, true, 600)).await;
+            assert!(!ack.session_present);
+            assert_eq!(next(&mut sub).await.topic.as_str(), format!("will/{id}"));
+        } else {
+            let (_again, ack) = Peer::connect_with(addr(&broker), v5_session(id, true, 600)).await;
+            assert!(!ack.session_present);
+            assert_eq!(next(&mut sub).await.topic.as_str(), format!("will/{id}"));
+            drop(peer);
+        }
+    }
+    broker.shutdown().await;
+}
+
+// v5:MQTT-3.3.2-5 v5:MQTT-3.3.2-6: the time a message waits in a subscriber
+// connection's queue (its session queue full) counts against its Message
+// Expiry Interval, as in the session's own queue.
+#[tokio::test]
+async fn v5_expiry_counts_the_time_in_the_connection_queue() {
+    let mut limits = fulmar_broker::Limits::default();
+    limits.max_queued_messages = 2;
+    let broker = start_with(Broker::builder().limits(limits)).await;
+    let mut c = v5_session("slow", true, 0);
+    c.properties.receive_maximum = NonZeroU16::new(1);
+    let (mut sub, _) = Peer::connect_with(addr(&broker), c).await;
+    sub.sub(1, "e/#", QoS::AtLeastOnce).await;
+    let mut publisher = Peer::connect(addr(&broker), V5, "pub").await;
+    for n in 1..=5u16 {
+        let mut p = publish("e/x", "", QoS::AtLeastOnce);
+        p.payload = Bytes::from(n.to_string());
+        p.packet_id = PacketId::new(n);
+        p.properties.message_expiry_interval = Some(1);
+        publisher.send(p).await;
+        assert!(matches!(publisher.recv().await, Packet::PubAck(_)));
+    }
+    // Message 1 in flight; 2 and 3 in the session's queue, 4 and 5 in the
+    // connection's.
+    let first = sub.recv_publish().await;
+    assert_eq!(first.payload, "1");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    sub.send(PubAck::new(first.packet_id.unwrap())).await;
+    // All the others expired while waiting: the next one is a later message.
+    let mut later = publish("e/x", "later", QoS::AtLeastOnce);
+    later.packet_id = PacketId::new(9);
+    publisher.send(later).await;
+    let next = sub.recv_publish().await;
+    assert_eq!(next.payload, "later", "an expired message was sent");
     broker.shutdown().await;
 }
 

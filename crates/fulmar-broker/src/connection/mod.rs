@@ -1233,7 +1233,31 @@ impl<S: Stream> Connection<S> {
         self.publish_out_at(publish, None, Instant::now());
     }
 
-    pub(super) fn deliver_at(&mut self, delivery: Delivery, now: Instant) {
+    pub(super) fn deliver_at(&mut self, mut delivery: Delivery, now: Instant) {
+        if delivery
+            .publish
+            .properties
+            .message_expiry_interval
+            .is_some()
+        {
+            // v5:MQTT-3.3.2-5 / v5:MQTT-3.3.2-6: the time it waited in the
+            // connection's queue counts; expired there, it is not sent (nor
+            // counted as dropped, as in the session's own queue).
+            match crate::state::age(delivery.publish, delivery.since, now) {
+                Some(publish) => delivery.publish = publish,
+                None => {
+                    if let (Some(journal), Some(client), Some(seq)) =
+                        (&self.shared.journal, &self.client, delivery.seq)
+                    {
+                        journal.push(StoreOp::DeleteMessage {
+                            client: client.id.clone(),
+                            seq,
+                        });
+                    }
+                    return;
+                }
+            }
+        }
         if let Some(frames) = delivery.frames {
             if self.frames.len() >= MAX_FRAMES {
                 self.frames.pop_front();
@@ -1615,7 +1639,14 @@ impl<S: Stream> Connection<S> {
             }
         }
         if clean_start && existed {
-            state.remove_session(id);
+            // The session ends: so does the delay of a will waiting for it.
+            let limits = &self.shared.limits;
+            state.end_session(
+                id,
+                limits.max_queued_messages,
+                &self.shared.counters,
+                Instant::now(),
+            );
         }
         if persistent
             && !state.sessions.contains_key(id)
@@ -1631,6 +1662,8 @@ impl<S: Stream> Connection<S> {
         entry.expiry = expiry;
         // A reconnect within the Will Delay Interval cancels the will.
         // Taking what was kept while away cancels the expiry too.
+        state.unschedule(id);
+        let entry = state.sessions.entry(id.clone()).or_default();
         let cancelled = entry.take_will().is_some();
         entry.owner = Some(Owner {
             conn_id: self.conn_id,

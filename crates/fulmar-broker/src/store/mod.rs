@@ -148,8 +148,10 @@ pub enum StoreOp {
     PutSession(StoredSession),
     /// Removes a session with its messages and inbound identifiers.
     DeleteSession(Arc<str>),
-    /// Keeps a message for session `client` under `seq` (unique and
-    /// increasing for the life of the store).
+    /// Keeps a message for session `client` under `seq`: unique among the
+    /// messages the store holds, and increasing in the order the messages
+    /// were stored (after a restart, numbering goes on from the highest key
+    /// still held, so the key of a message deleted before may come again).
     PutMessage {
         /// The session.
         client: Arc<str>,

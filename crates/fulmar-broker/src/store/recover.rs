@@ -119,6 +119,9 @@ pub(crate) fn recover(
             SessionState::default()
         });
         entry.away().offline = queued;
+        // Aged up to now (`resume_order`): the time until a connection takes
+        // it counts from here (v5:MQTT-3.3.2-6).
+        entry.away().stored_at = Some(now);
         if let Some(at) = expires_at {
             state.schedule(&id, at);
         }
