@@ -96,3 +96,9 @@ impl Default for Config {
 /// Packets the application may feed before it answers an `Event::Connect`;
 /// they are processed after `accept`. A client sending more is disconnected.
 pub(crate) const MAX_EARLY_PACKETS: usize = 64;
+
+/// The bytes those packets may hold in all, beyond the first one (which may
+/// be as large as the Maximum Packet Size allows): during an enhanced
+/// authentication exchange, a client that has not authenticated yet could
+/// otherwise park 63 maximum-size packets.
+pub(crate) const MAX_EARLY_BYTES: usize = 64 * 1024;

@@ -165,6 +165,10 @@ pub enum LimitExceeded {
     /// Too many packets arrived before the application accepted the CONNECT.
     #[error("{0} packets received before the CONNECT was accepted")]
     EarlyPackets(usize),
+    /// The packets that arrived before the application accepted the CONNECT
+    /// hold more than this many bytes (one packet of any size is kept).
+    #[error("over {0} bytes of packets received before the CONNECT was accepted")]
+    EarlyBytes(usize),
     /// The packet is larger than the peer's Maximum Packet Size.
     #[error("[MQTT-3.2.2-15] packet of {size} bytes exceeds the peer's maximum packet size {max}")]
     PacketTooLarge {

@@ -10,7 +10,7 @@ use fulmar_codec::{
     UnsubAck, UnsubAckReasonCode,
 };
 
-use crate::config::{Config, MAX_EARLY_PACKETS};
+use crate::config::{Config, MAX_EARLY_BYTES, MAX_EARLY_PACKETS};
 use crate::error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};
 use crate::event::Event;
 use crate::session::{Request, Role, Session, State};
@@ -371,8 +371,16 @@ impl Session {
                     }
                     return result;
                 }
-                if self.conn.extra().early.len() >= MAX_EARLY_PACKETS {
+                let early = &self.conn.extra().early;
+                if early.len() >= MAX_EARLY_PACKETS {
                     return Err(LimitExceeded::EarlyPackets(MAX_EARLY_PACKETS).into());
+                }
+                if !early.is_empty() {
+                    let size = |p: &Packet| p.encoded_len(self.version).unwrap_or(usize::MAX);
+                    let held = early.iter().map(size).fold(0, usize::saturating_add);
+                    if held.saturating_add(size(&packet)) > MAX_EARLY_BYTES {
+                        return Err(LimitExceeded::EarlyBytes(MAX_EARLY_BYTES).into());
+                    }
                 }
                 self.conn.extra_mut().early.push(packet);
                 return Ok(());

@@ -315,6 +315,43 @@ fn requests_and_early_packets_are_bounded() {
     assert!(server.is_closed());
 }
 
+// Packets that come before the CONNECT is answered (during an enhanced
+// authentication exchange, from a client not authenticated yet) are bounded
+// in bytes too: one large packet is kept, not 63 of them.
+#[test]
+fn early_packets_are_bounded_in_bytes() {
+    let now = t0();
+    let mut server = Session::server(Config::default(), now);
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+    connect.properties.authentication_method = Some(MqttString::from("m"));
+    server
+        .handle_packet(Packet::Connect(Box::new(connect)), now)
+        .unwrap();
+    let big = || Packet::Publish(publish("t", QoS::AtMostOnce, &[0; 40_000]));
+    server.handle_packet(big(), now).unwrap();
+    assert_eq!(
+        server.handle_packet(big(), now),
+        Err(Error::Limit(LimitExceeded::EarlyBytes(64 * 1024)))
+    );
+    assert!(server.is_closed());
+    // Small ones within the bound are kept.
+    let mut server = Session::server(Config::default(), now);
+    server
+        .handle_packet(
+            Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "c", true))),
+            now,
+        )
+        .unwrap();
+    for _ in 0..3 {
+        server
+            .handle_packet(
+                Packet::Publish(publish("t", QoS::AtMostOnce, &[0; 10_000])),
+                now,
+            )
+            .unwrap();
+    }
+}
+
 #[test]
 fn early_packets_are_processed_after_accept() {
     let now = t0();
