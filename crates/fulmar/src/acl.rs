@@ -186,21 +186,31 @@ fn parse_rule(rest: &str) -> Result<Rule, String> {
     })
 }
 
-/// `%c` and `%u` replaced; `None` when a value is missing or could change
-/// the filter's structure (contains `/`, `+` or `#`), so the rule does not apply.
+/// `%c` and `%u` replaced, in one pass over the pattern (a value that
+/// contains `%c` or `%u` is taken literally); `None` when a value is missing
+/// or could change the filter's structure (contains `/`, `+` or `#`) or reach
+/// the server's topics (starts with `$`, MQTT-4.7.2-1), so the rule does not
+/// apply.
 fn substitute(pattern: &str, client_id: &str, username: Option<&str>) -> Option<String> {
-    let unsafe_value = |v: &str| v.contains(['/', '+', '#']);
-    let mut out = pattern.to_owned();
-    if out.contains("%c") {
-        if unsafe_value(client_id) {
-            return None;
-        }
-        out = out.replace("%c", client_id);
+    let unsafe_value = |v: &str| v.contains(['/', '+', '#']) || v.starts_with('$');
+    let mut out = String::with_capacity(pattern.len());
+    let mut rest = pattern;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let token = &rest[at..];
+        let value = if token.starts_with("%c") {
+            Some(client_id)
+        } else if token.starts_with("%u") {
+            username
+        } else {
+            out.push('%');
+            rest = &token[1..];
+            continue;
+        };
+        out.push_str(value.filter(|v| !unsafe_value(v))?);
+        rest = &token[2..];
     }
-    if out.contains("%u") {
-        let user = username.filter(|u| !unsafe_value(u))?;
-        out = out.replace("%u", user);
-    }
+    out.push_str(rest);
     Some(out)
 }
 
@@ -350,6 +360,40 @@ pattern read users/%u/inbox
         // No user name: a %u pattern does not apply; wildcards in ids are not substituted.
         assert!(!acl.may_read("dev7", None, "users//inbox"));
         assert!(!acl.may_write("#", None, "devices/x/status"));
+    }
+
+    // One-pass substitution: a client id or user name that looks like `%u` or
+    // `%c` is taken literally, never substituted again.
+    #[test]
+    fn substituted_values_are_not_rescanned() {
+        let acl = Acl::parse("pattern readwrite devices/%c/#\n").unwrap();
+        let bob = Some("bob");
+        assert!(!acl.may_write("%u", bob, "devices/bob/x"));
+        assert!(!acl.may_read("%u", bob, "devices/bob/#"));
+        assert!(acl.may_write("%u", bob, "devices/%u/x"));
+        let acl = Acl::parse("pattern readwrite users/%u/%c\n").unwrap();
+        assert!(!acl.may_write("dev7", Some("%c"), "users/dev7/dev7"));
+        assert!(acl.may_write("dev7", Some("%c"), "users/%c/dev7"));
+        assert_eq!(
+            substitute("a/%c/%u/%x%", "%u", Some("%c")),
+            Some("a/%u/%c/%x%".to_owned())
+        );
+    }
+
+    // MQTT-4.7.2-1: a client id or user name starting with `$` would put the
+    // client into the server's `$` topics; the pattern then grants nothing.
+    #[test]
+    fn substituted_values_starting_with_dollar_are_refused() {
+        let acl = Acl::parse("pattern readwrite %c/#\npattern read %u/#\n").unwrap();
+        assert!(!acl.may_read("$SYS", None, "$SYS/#"));
+        assert!(!acl.may_read("$SYS", None, "$SYS/broker/uptime"));
+        assert!(!acl.may_write("$SYS", None, "$SYS/broker/uptime"));
+        assert!(!acl.may_read("c1", Some("$SYS"), "$SYS/#"));
+        assert_eq!(substitute("%c/#", "$SYS", None), None);
+        assert_eq!(substitute("%u/#", "c1", Some("$share")), None);
+        // Other values still work.
+        assert!(acl.may_write("dev7", None, "dev7/x"));
+        assert!(acl.may_read("c1", Some("eve"), "eve/#"));
     }
 
     #[test]
