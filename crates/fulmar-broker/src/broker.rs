@@ -459,7 +459,8 @@ impl BrokerBuilder {
             tracker.spawn(accept_loop(shared.clone(), listener, tracker.clone()));
         }
         tracker.spawn(deadline_loop(shared.clone()));
-        if let Some(interval) = shared.limits.sys_interval {
+        // Zero is never, as `None` (a zero period would panic the task).
+        if let Some(interval) = shared.limits.sys_interval.filter(|i| !i.is_zero()) {
             tracker.spawn(sys_loop(shared.clone(), interval));
         }
         tracing::info!(?addrs, "broker started");
@@ -712,6 +713,7 @@ impl BrokerHandle {
             peer,
             over_limit,
             slot,
+            Instant::now(),
         )))
     }
 

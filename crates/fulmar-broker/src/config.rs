@@ -119,7 +119,8 @@ pub struct Limits {
     /// Interval at which the `$SYS/broker/...` topics are published
     /// (retained, QoS 0, as mosquitto does: version, uptime, clients,
     /// messages and bytes received and sent, dropped messages,
-    /// subscriptions, retained messages); `None`: never (the default).
+    /// subscriptions, retained messages); `None` or zero: never (the
+    /// default).
     pub sys_interval: Option<Duration>,
     /// Server Keep Alive (MQTT 5.0): the keep-alive the broker imposes on
     /// every 5.0 client instead of the one it asked for, announced in

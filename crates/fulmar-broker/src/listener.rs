@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
@@ -177,7 +177,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, bound: Bound, tracker: Task
                             certificate: None,
                         };
                         let stream = crate::connection::TcpIo::Live(stream);
-                        tracker.spawn(crate::connection::run(shared.clone(), stream, peer, over_limit, slot));
+                        tracker.spawn(crate::connection::run(shared.clone(), stream, peer, over_limit, slot, Instant::now()));
                     } else {
                         tracker.spawn(serve(shared.clone(), stream, addr, bound.kind.clone(), slot, over_limit));
                     }
@@ -204,6 +204,8 @@ async fn serve(
     slot: Slot,
     over_limit: bool,
 ) {
+    // The connect timeout counts from here, the transport handshake included.
+    let opened = Instant::now();
     let _ = stream.set_nodelay(true);
     let peer = Peer {
         addr,
@@ -214,7 +216,7 @@ async fn serve(
     match &*kind {
         Kind::Tcp => {
             let stream = crate::connection::TcpIo::Live(stream);
-            crate::connection::run(shared, stream, peer, over_limit, slot).await;
+            crate::connection::run(shared, stream, peer, over_limit, slot, opened).await;
         }
         #[cfg(feature = "tls")]
         Kind::Tls(tls) => {
@@ -227,7 +229,7 @@ async fn serve(
                     certificate: client_certificate(&tls).map(Box::new),
                     ..peer
                 };
-                crate::connection::run(shared, tls, peer, over_limit, slot).await;
+                crate::connection::run(shared, tls, peer, over_limit, slot, opened).await;
             })
             .await
         }
@@ -239,7 +241,7 @@ async fn serve(
                 let Some(ws) = handshake_within(&shared, addr, handshake).await else {
                     return;
                 };
-                crate::connection::run(shared, ws, peer, over_limit, slot).await;
+                crate::connection::run(shared, ws, peer, over_limit, slot, opened).await;
             })
             .await
         }
@@ -263,7 +265,7 @@ async fn serve(
                     certificate: certificate.map(Box::new),
                     ..peer
                 };
-                crate::connection::run(shared, ws, peer, over_limit, slot).await;
+                crate::connection::run(shared, ws, peer, over_limit, slot, opened).await;
             })
             .await
         }

@@ -102,6 +102,28 @@ async fn sys_topics_are_off_by_default() {
     broker.shutdown().await;
 }
 
+// A zero `$SYS` interval is off, as `None`: it panicked the `$SYS` task
+// (a zero period), which then never published, whatever the interval.
+#[tokio::test]
+async fn a_zero_sys_interval_is_off() {
+    static PANICKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICKED.store(true, std::sync::atomic::Ordering::SeqCst);
+        previous(info);
+    }));
+    let broker = start_with(Broker::builder().sys_interval(Some(Duration::ZERO))).await;
+    let mut peer = Peer::connect(addr(&broker), ProtocolVersion::V5, "quiet").await;
+    peer.sub(1, "$SYS/#", QoS::AtMostOnce).await;
+    assert_eq!(broker.stats().retained, 0);
+    peer.disconnect().await;
+    broker.shutdown().await;
+    assert!(
+        !PANICKED.load(std::sync::atomic::Ordering::SeqCst),
+        "a broker task panicked"
+    );
+}
+
 // MQTT-4.7.2-1 (the Server SHOULD keep clients from exchanging messages on
 // `$` topics): `$SYS` is the broker's own; a client's PUBLISH or will there
 // is refused as not authorized (as mosquitto does), so it cannot plant a

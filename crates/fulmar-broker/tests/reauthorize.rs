@@ -326,3 +326,63 @@ async fn reauthorize_reaches_a_publisher_held_back() {
     }
     broker.shutdown().await;
 }
+
+/// Anybody may publish on `alarm/#` while `open` holds; subscribing is free.
+struct AlarmRules {
+    open: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl Authorizer for AlarmRules {
+    async fn authorize_publish(&self, _client: &ClientInfo, topic: &str) -> bool {
+        !topic.starts_with("alarm/") || self.open.load(Ordering::Relaxed)
+    }
+
+    async fn authorize_subscribe(&self, _client: &ClientInfo, _filter: &str) -> bool {
+        true
+    }
+}
+
+// A will is a message its client publishes when it goes (MQTT-3.1.2-8): after
+// `reauthorize`, a will on a topic the client may no longer publish to is
+// dropped, as its PUBLISH would be refused.
+#[tokio::test]
+async fn reauthorize_withdraws_a_will_the_client_may_no_longer_publish() {
+    let open = Arc::new(AtomicBool::new(true));
+    let rules = AlarmRules { open: open.clone() };
+    let broker = start_with(Broker::builder().authorizer(rules)).await;
+    let mut alarms = broker.subscribe("alarm/#").unwrap();
+    for version in [V3, V5] {
+        let id = format!("dev-{version:?}");
+        let mut c = Connect::new(version, MqttString::from(id.clone()));
+        c.keep_alive = 0;
+        c.will = Some(fulmar_codec::Will::new(
+            MqttString::from(format!("alarm/{id}")),
+            bytes::Bytes::from_static(b"gone"),
+        ));
+        let (peer, _) = Peer::connect_with(addr(&broker), c).await;
+        open.store(false, Ordering::Relaxed);
+        broker.reauthorize().await;
+        drop(peer);
+        // The connection is over (its will, if any, was routed) before the
+        // rules change back.
+        tokio::time::timeout(GUARD, async {
+            while broker.stats().clients_connected != 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+        open.store(true, Ordering::Relaxed);
+        // Nothing on alarm/ before this marker.
+        broker
+            .publish("alarm/marker", "m", QoS::AtMostOnce, false)
+            .unwrap();
+        let got = next(&mut alarms).await;
+        assert_eq!(
+            got.topic, "alarm/marker",
+            "{version:?}: the will was published"
+        );
+    }
+    broker.shutdown().await;
+}

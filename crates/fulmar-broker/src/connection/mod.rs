@@ -429,18 +429,19 @@ enum Flow {
 
 /// Runs one connection to its end. The connection state is built here, on
 /// the heap; the returned future holds little more than a pointer to it and
-/// what it waits on.
+/// what it waits on. The connect timeout counts from `opened` (when the
+/// connection was accepted, before a TLS or WebSocket handshake).
 pub(crate) fn run<S: Stream>(
     shared: Arc<Shared>,
     stream: S,
     peer: Peer,
     over_limit: bool,
     slot: Slot,
+    opened: Instant,
 ) -> impl Future<Output = ()> + Send {
-    let now = Instant::now();
     let control = ControlReceiver::new();
     let conn_id = shared.lock().next_id();
-    let session = Session::server(shared.session_config.clone(), now);
+    let session = Session::server(shared.session_config.clone(), opened);
     let conn = Connection::new(shared, session, stream, peer, over_limit, conn_id, control);
     tracing::debug!(peer = %conn.peer.addr, conn_id = conn.conn_id, "connection opened");
     conn.serve(slot)
@@ -733,6 +734,7 @@ impl<S: Stream> Connection<S> {
                 let rounds = std::mem::take(&mut self.reauthorize);
                 // Boxed: rare, and its future would make every task larger.
                 Box::pin(self.recheck_subscriptions()).await;
+                Box::pin(self.recheck_will()).await;
                 drop(rounds);
                 continue;
             }
@@ -1905,6 +1907,29 @@ impl<S: Stream> Connection<S> {
         }
         crate::broker::report_online(&self.shared, &id, true);
         Some(kept)
+    }
+
+    /// Asks the authorizer again about the will's topic (after
+    /// [`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize)): a
+    /// will the client may no longer publish is dropped, as its PUBLISH
+    /// would be.
+    async fn recheck_will(&mut self) {
+        let Some(client) = self.client.as_ref() else {
+            return;
+        };
+        let Some(will) = client.will.as_ref() else {
+            return;
+        };
+        let (info, topic) = (client.info.clone(), will.topic.clone());
+        let allowed = self
+            .shared
+            .authorizer
+            .authorize_publish(&info, topic.as_str())
+            .await;
+        if !allowed && let Some(client) = self.client.as_mut() {
+            tracing::info!(client_id = %client.id, topic = %topic, "will withdrawn: the authorizer denies its topic now");
+            client.will = None;
+        }
     }
 
     /// Of the messages of a resumed session (queued while it was away, or
