@@ -82,6 +82,12 @@ pub trait Authenticator: Send + Sync + 'static {
 /// Data, then with the data of each AUTH 0x18 the client answers, until it
 /// returns [`AuthStep::Success`] or [`AuthStep::Fail`]. The exchange must
 /// finish within [`Limits::connect_timeout`](crate::Limits::connect_timeout).
+///
+/// The [`Authorizer`] then knows the client by the CONNECT's User Name
+/// ([`ConnectInfo::username`]), which the broker does not check against the
+/// exchange: a method that proves another identity (a user named in its
+/// Authentication Data) must fail unless it is that User Name, or a client
+/// could authenticate as one user and be authorized as another.
 #[async_trait::async_trait]
 pub trait AuthExchange: Send + Sync + 'static {
     /// The next step, given the client's Authentication Data.
