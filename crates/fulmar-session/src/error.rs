@@ -66,6 +66,10 @@ pub enum ProtocolViolation {
     /// A PUBLISH with an empty topic and no topic alias.
     #[error("[MQTT-3.3.2-1] PUBLISH without topic name")]
     EmptyTopic,
+    /// The Will Topic of a CONNECT is empty or contains a wildcard: the will
+    /// could never be published to it.
+    #[error("[MQTT-4.7.0-1] [MQTT-4.7.3-1] will topic is empty or contains a wildcard")]
+    WillTopicInvalid,
     /// A client sent a Subscription Identifier in a PUBLISH.
     #[error("[MQTT-3.3.4-6] PUBLISH from a client contains a subscription identifier")]
     SubscriptionIdentifierFromClient,
@@ -128,6 +132,7 @@ impl ProtocolViolation {
     pub fn reason_code(&self) -> DisconnectReasonCode {
         match self {
             Self::TopicAliasInvalid(_) => DisconnectReasonCode::TopicAliasInvalid,
+            Self::WillTopicInvalid => DisconnectReasonCode::TopicNameInvalid,
             Self::QoSNotSupported(_) => DisconnectReasonCode::QoSNotSupported,
             Self::RetainNotSupported => DisconnectReasonCode::RetainNotSupported,
             Self::AuthMethodMismatch => DisconnectReasonCode::BadAuthenticationMethod,

@@ -554,12 +554,22 @@ impl Session {
             peer.topic_alias_maximum = props.topic_alias_maximum.unwrap_or(0);
         }
         self.arm_idle(now);
+        let will_topic_invalid = connect
+            .will
+            .as_ref()
+            .is_some_and(|w| w.topic.is_empty() || w.topic.contains(['+', '#']));
         let refusal = if self.version == ProtocolVersion::V311
             && connect.client_id.is_empty()
             && !connect.clean_start
         {
             // 3.1.1 MQTT-3.1.3-8: identifier rejected.
             Some(ConnectReasonCode::ClientIdentifierNotValid)
+        } else if will_topic_invalid {
+            // MQTT-4.7.0-1, MQTT-4.7.3-1: the will has no topic name to go
+            // to. 5.0: CONNACK 0x90; 3.1.1 has no return code for it, the
+            // connection is closed without CONNACK.
+            self.error = Some(Box::new(ProtocolViolation::WillTopicInvalid.into()));
+            Some(ConnectReasonCode::TopicNameInvalid)
         } else if let Some(will) = connect
             .will
             .as_ref()

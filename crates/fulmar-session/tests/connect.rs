@@ -389,6 +389,49 @@ fn will_qos_or_retain_beyond_the_server_is_refused() {
     }
 }
 
+// MQTT-4.7.0-1 (no wildcard in a topic name), MQTT-4.7.3-1 (at least one
+// character): a will could never be published to such a Will Topic. 5.0:
+// CONNACK 0x90 Topic Name invalid; 3.1.1, which has no return code for it:
+// closed without CONNACK. (It was accepted, and the will silently lost.)
+#[test]
+fn a_will_topic_with_a_wildcard_or_empty_is_refused() {
+    let now = t0();
+    for version in BOTH {
+        for topic in ["t/#", "t/+", "+", ""] {
+            let mut connect = connect_packet(version, "c", true);
+            connect.will = Some(Will::new(
+                MqttString::from(topic),
+                bytes::Bytes::from_static(b"bye"),
+            ));
+            let mut server = Session::server(Config::default(), now);
+            server
+                .handle_packet(Packet::Connect(Box::new(connect)), now)
+                .unwrap();
+            let out = drain(&mut server);
+            match version {
+                ProtocolVersion::V5 => {
+                    let [Packet::ConnAck(connack)] = out.as_slice() else {
+                        panic!("{topic:?}: {out:?}")
+                    };
+                    assert_eq!(connack.reason_code, ConnectReasonCode::TopicNameInvalid);
+                }
+                ProtocolVersion::V311 => assert_eq!(out, vec![], "{topic:?}"),
+            }
+            assert!(server.is_closed(), "{version:?} {topic:?}");
+            assert_eq!(
+                server.error(),
+                Some(&Error::Protocol(ProtocolViolation::WillTopicInvalid))
+            );
+            assert!(
+                !events(&mut server)
+                    .iter()
+                    .any(|e| matches!(e, Event::Connect(_))),
+                "not handed to the application"
+            );
+        }
+    }
+}
+
 #[test]
 fn server_announces_its_limits_in_connack() {
     // v5:MQTT-3.2.2-9 v5:MQTT-3.2.2-10
