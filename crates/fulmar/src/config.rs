@@ -126,6 +126,9 @@ pub(crate) struct LimitsConfig {
     pub(crate) max_subscriptions_per_client: usize,
     pub(crate) max_queued_messages: usize,
     pub(crate) max_queued_bytes: usize,
+    pub(crate) max_retained_messages: usize,
+    pub(crate) max_topic_length: usize,
+    pub(crate) max_topic_levels: usize,
     pub(crate) connect_timeout_secs: u64,
     pub(crate) receive_maximum: NonZeroU16,
     pub(crate) topic_alias_maximum: u16,
@@ -163,6 +166,9 @@ impl Default for LimitsConfig {
             max_subscriptions_per_client: limits.max_subscriptions_per_client,
             max_queued_messages: limits.max_queued_messages,
             max_queued_bytes: limits.max_queued_bytes,
+            max_retained_messages: limits.max_retained_messages,
+            max_topic_length: limits.max_topic_length,
+            max_topic_levels: limits.max_topic_levels,
             connect_timeout_secs: limits.connect_timeout.as_secs(),
             receive_maximum: limits.receive_maximum,
             topic_alias_maximum: limits.topic_alias_maximum,
@@ -194,6 +200,15 @@ impl LimitsConfig {
         limits.max_subscriptions_per_client = self.max_subscriptions_per_client;
         limits.max_queued_messages = self.max_queued_messages;
         limits.max_queued_bytes = self.max_queued_bytes;
+        limits.max_retained_messages = self.max_retained_messages;
+        if self.max_topic_length == 0 || self.max_topic_levels == 0 {
+            return Err(format!(
+                "limits.max_topic_length = {}, max_topic_levels = {}: must be at least 1",
+                self.max_topic_length, self.max_topic_levels
+            ));
+        }
+        limits.max_topic_length = self.max_topic_length;
+        limits.max_topic_levels = self.max_topic_levels;
         if self.connect_timeout_secs == 0 {
             return Err(
                 "limits.connect_timeout_secs = 0: must be at least 1 (the time a client \
@@ -482,6 +497,14 @@ max_queued_messages = 1000
 # holds more than a quarter of this (a QoS 0 publisher: while every queue its
 # message went to does).
 max_queued_bytes = 16777216
+# Retained messages kept at once; a retained PUBLISH for a new topic beyond it
+# is refused (MQTT 5.0 0x97 Quota exceeded; QoS 0 and 3.1.1: dropped, counted).
+max_retained_messages = 100000
+# Longest topic name or filter in bytes, and most levels (`a/b/c` has 3). A
+# PUBLISH beyond gets MQTT 5.0 0x90 Topic Name invalid (QoS 0 and 3.1.1:
+# dropped and counted); a filter beyond, SUBACK 0x8F (3.1.1: 0x80).
+max_topic_length = 65535
+max_topic_levels = 128
 # Seconds a client has to send CONNECT.
 connect_timeout_secs = 10
 # Receive Maximum announced to and enforced for clients.
@@ -752,6 +775,30 @@ mod tests {
         let limits = c.limits.to_limits().unwrap();
         assert_eq!(limits.max_connections, 5);
         assert_eq!(limits.maximum_qos, fulmar_codec::QoS::AtLeastOnce);
+    }
+
+    // The topic limits and the retained quota can be set from the file (a
+    // deep topic tree needs more than 128 levels).
+    #[test]
+    fn topic_limits_and_the_retained_quota_are_settable() {
+        let c = Config::parse(
+            "[limits]\nmax_topic_levels = 300\nmax_topic_length = 1000\n\
+             max_retained_messages = 7\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let limits = c.limits.to_limits().unwrap();
+        assert_eq!(
+            (
+                limits.max_topic_levels,
+                limits.max_topic_length,
+                limits.max_retained_messages
+            ),
+            (300, 1000, 7)
+        );
+        let zero = Config::parse("[limits]\nmax_topic_levels = 0\n", Path::new(".")).unwrap();
+        let error = zero.limits.to_limits().unwrap_err();
+        assert!(error.contains("max_topic_levels = 0"), "{error}");
     }
 
     #[test]
