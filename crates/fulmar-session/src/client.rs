@@ -49,7 +49,8 @@ impl Session {
     ///
     /// # Errors
     /// [`ApiError::InvalidState`] while a connection is open,
-    /// [`ApiError::EmptyClientIdNeedsCleanSession`] (3.1.1), [`ApiError::WrongRole`].
+    /// [`ApiError::EmptyClientIdNeedsCleanSession`] (3.1.1),
+    /// [`ApiError::InvalidWillTopic`], [`ApiError::WrongRole`].
     pub fn connect(&mut self, mut connect: Connect, now: Instant) -> Result<(), Error> {
         if self.role != Role::Client {
             return Err(ApiError::WrongRole(self.role).into());
@@ -61,6 +62,13 @@ impl Session {
         if version == ProtocolVersion::V311 && connect.client_id.is_empty() && !connect.clean_start
         {
             return Err(ApiError::EmptyClientIdNeedsCleanSession.into());
+        }
+        if connect
+            .will
+            .as_ref()
+            .is_some_and(|w| w.topic.is_empty() || w.topic.contains(['+', '#']))
+        {
+            return Err(ApiError::InvalidWillTopic.into());
         }
         self.now = Some(now);
         self.reset_connection();

@@ -233,6 +233,10 @@ pub enum ApiError {
     /// An MQTT 3.1.1 client with an empty client identifier must use a clean session.
     #[error("[MQTT-3.1.3-7] an empty client identifier needs clean session")]
     EmptyClientIdNeedsCleanSession,
+    /// The will's topic is empty or contains a wildcard: no server would
+    /// publish it.
+    #[error("[MQTT-4.7.0-1] [MQTT-4.7.3-1] the will topic is empty or contains a wildcard")]
+    InvalidWillTopic,
     /// A v5 CONNECT with an empty client identifier needs an Assigned Client Identifier.
     #[error("[MQTT-3.2.2-16] CONNACK must carry an assigned client identifier")]
     MissingAssignedClientId,

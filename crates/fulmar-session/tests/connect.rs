@@ -432,6 +432,27 @@ fn a_will_topic_with_a_wildcard_or_empty_is_refused() {
     }
 }
 
+// MQTT-4.7.0-1 MQTT-4.7.3-1: a client does not send a will it knows no
+// server can publish.
+#[test]
+fn a_client_refuses_a_will_topic_with_a_wildcard_or_empty() {
+    let now = t0();
+    for topic in ["a/#", "+", ""] {
+        let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+        connect.will = Some(Will::new(
+            MqttString::from(topic),
+            bytes::Bytes::from_static(b"bye"),
+        ));
+        let mut client = Session::client(Config::default());
+        assert_eq!(
+            client.connect(connect, now),
+            Err(Error::Api(fulmar_session::ApiError::InvalidWillTopic)),
+            "{topic:?}"
+        );
+        assert_eq!(drain(&mut client), vec![]);
+    }
+}
+
 #[test]
 fn server_announces_its_limits_in_connack() {
     // v5:MQTT-3.2.2-9 v5:MQTT-3.2.2-10
