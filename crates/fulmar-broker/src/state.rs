@@ -882,6 +882,17 @@ pub(crate) fn age(mut publish: Publish, since: Instant, now: Instant) -> Option<
     Some(publish)
 }
 
+/// A copy of a retained message to send to a new subscription with
+/// `options`: RETAIN set, QoS downgraded, expiry aged, the subscription's
+/// identifier; `None` if it expired.
+fn retained_copy(r: &Retained, options: SubOptions, now: Instant) -> Option<Publish> {
+    let mut p = age(r.publish.clone(), r.stored, now)?;
+    p.qos = p.qos.min(options.qos);
+    p.retain = true;
+    p.properties.subscription_identifiers = options.id.into_iter().collect();
+    Some(p)
+}
+
 impl State {
     /// A fresh identifier for a connection or local subscription.
     pub(crate) fn next_id(&mut self) -> u64 {
@@ -1174,22 +1185,55 @@ impl State {
         room: usize,
         out: &mut Vec<Publish>,
     ) -> usize {
+        self.retained_split(filter, options, now, room, out, &mut |_| false)
+    }
+
+    /// As [`retained_for`](Self::retained_for), but the topic of each live
+    /// message matched beyond `room` is offered to `later` (to be looked up
+    /// again with [`retained_now`](Self::retained_now) when the subscriber's
+    /// queue has room): only those it refuses (returns false) are counted.
+    pub(crate) fn retained_split(
+        &mut self,
+        filter: &TopicFilter,
+        options: SubOptions,
+        now: Instant,
+        room: usize,
+        out: &mut Vec<Publish>,
+        later: &mut dyn FnMut(&TopicName) -> bool,
+    ) -> usize {
         let mut expired = Vec::new();
         let mut left_out = 0;
         self.retained.matches(filter, |topic, r| {
             if !r.is_live(now) {
                 expired.push(topic.clone());
             } else if out.len() >= room {
-                left_out += 1;
-            } else if let Some(mut p) = age(r.publish.clone(), r.stored, now) {
-                p.qos = p.qos.min(options.qos);
-                p.retain = true;
-                p.properties.subscription_identifiers = options.id.into_iter().collect();
+                if !later(topic) {
+                    left_out += 1;
+                }
+            } else if let Some(p) = retained_copy(r, options, now) {
                 out.push(p);
             }
         });
         self.delete_retained(expired);
         left_out
+    }
+
+    /// The retained message of `topic` as it is now, ready to send to a
+    /// subscription with `options` (as by [`retained_for`](Self::retained_for));
+    /// `None` if it was deleted or expired meanwhile (an expired one is
+    /// removed).
+    pub(crate) fn retained_now(
+        &mut self,
+        topic: &TopicName,
+        options: SubOptions,
+        now: Instant,
+    ) -> Option<Publish> {
+        let r = self.retained.get(topic)?;
+        if !r.is_live(now) {
+            self.delete_retained(vec![topic.clone()]);
+            return None;
+        }
+        retained_copy(r, options, now)
     }
 
     /// Removes a session and its subscriptions.

@@ -526,6 +526,15 @@ pub(crate) struct Connection<S> {
     /// [`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize)
     /// rounds waiting for this connection to check its subscriptions again.
     reauthorize: Vec<mpsc::Sender<()>>,
+    /// Retained messages a SUBSCRIBE matched that did not fit the session
+    /// queue then: their topics, each with its subscription's options, in
+    /// order. They are looked up again and handed to the session as its
+    /// queue drains (the run loop), at most
+    /// [`Limits::max_retained_messages`](crate::Limits) at once (the rest
+    /// is dropped and counted). `None` when empty.
+    // Boxed on purpose: 8 bytes for the connections without one.
+    #[allow(clippy::box_collection)]
+    retained_later: Option<Box<VecDeque<(TopicName, SubOptions)>>>,
 }
 
 /// Refused inbound QoS 1/2 messages of a connection.
@@ -603,6 +612,7 @@ impl<S: Stream> Connection<S> {
             frames: VecDeque::new(),
             paced: None,
             reauthorize: Vec::new(),
+            retained_later: None,
             shared,
         })
     }
@@ -700,6 +710,7 @@ impl<S: Stream> Connection<S> {
             // it still holds belongs to messages the session dropped (too
             // large, expired), and hibernating drops it.
             && self.reauthorize.is_empty()
+            && self.retained_later.is_none()
             && self.transport.is_idle()
             && !self.shared.shutdown.is_cancelled()
     }
@@ -759,6 +770,11 @@ impl<S: Stream> Connection<S> {
                 .flatten()
                 .min();
             let room = self.has_room();
+            // Retained messages wait for room in the session queue: handed
+            // over when there is some (the queue drains as `drive` writes
+            // QoS 0 messages and as acknowledgements end QoS 1/2 flows).
+            let feed_retained =
+                room && self.retained_later.is_some() && self.session.is_connected();
             if let Some(paced) = self.paced.take() {
                 // Held back: the transport reads nothing until then.
                 let limits = &self.shared.limits;
@@ -798,6 +814,10 @@ impl<S: Stream> Connection<S> {
                             }
                         }
                     }
+                    None
+                }
+                () = std::future::ready(()), if feed_retained => {
+                    self.feed_retained();
                     None
                 }
                 // No deadline: the future is ready with `None` and the branch is off.
@@ -1233,6 +1253,45 @@ impl<S: Stream> Connection<S> {
 
     fn publish_out(&mut self, publish: Publish) {
         self.publish_out_at(publish, None, Instant::now());
+    }
+
+    /// Hands the session the next retained messages of
+    /// [`retained_later`](Self::retained_later), as many as its queue has
+    /// room for (at least one, at most [`DELIVERY_BATCH`]): each as it is
+    /// in the store now (skipped if deleted or expired meanwhile), prepared
+    /// as when the SUBSCRIBE was handled.
+    fn feed_retained(&mut self) {
+        let Some(later) = self.retained_later.as_deref_mut() else {
+            return;
+        };
+        let limits = &self.shared.limits;
+        let messages = limits
+            .max_queued_messages
+            .saturating_sub(self.session.pending_len())
+            .clamp(1, DELIVERY_BATCH);
+        let mut bytes = limits
+            .max_queued_bytes
+            .saturating_sub(self.session.pending_bytes());
+        let now = Instant::now();
+        let mut batch = Vec::with_capacity(messages.min(later.len()));
+        {
+            let mut state = self.shared.lock();
+            while batch.len() < messages
+                && (batch.is_empty() || bytes > 0)
+                && let Some((topic, options)) = later.pop_front()
+            {
+                if let Some(publish) = state.retained_now(&topic, options, now) {
+                    bytes = bytes.saturating_sub(publish.payload.len());
+                    batch.push(publish);
+                }
+            }
+        }
+        if later.is_empty() {
+            self.retained_later = None;
+        }
+        for publish in batch {
+            self.publish_out_at(publish, None, now);
+        }
     }
 
     pub(super) fn deliver_at(&mut self, mut delivery: Delivery, now: Instant) {
@@ -1794,15 +1853,43 @@ impl<S: Stream> Connection<S> {
                 None => {}
             }
         }
-        // What does not fit the session's queue is not gathered at all.
+        // What fits the session's queue now is gathered; of the rest, only
+        // the topics are kept (bounded), looked up again as the queue drains
+        // (`feed_retained`). Behind retained messages still waiting, all wait.
         let mut retained = Vec::new();
         if !retained_wanted.is_empty() {
-            let room = limits.max_queued_messages;
+            let room = if self.retained_later.is_some() {
+                0
+            } else {
+                limits
+                    .max_queued_messages
+                    .saturating_sub(self.session.pending_len())
+            };
+            let max_later = limits.max_retained_messages;
+            let mut later = self.retained_later.take().unwrap_or_default();
             let mut state = self.shared.lock();
             for (filter, options) in &retained_wanted {
-                let left_out =
-                    state.retained_for(filter.filter(), *options, now, room, &mut retained);
+                let options = *options;
+                let mut wait = |topic: &TopicName| {
+                    if later.len() >= max_later {
+                        return false;
+                    }
+                    later.push_back((topic.clone(), options));
+                    true
+                };
+                let left_out = state.retained_split(
+                    filter.filter(),
+                    options,
+                    now,
+                    room,
+                    &mut retained,
+                    &mut wait,
+                );
                 self.shared.counters.drop_many(left_out);
+            }
+            drop(state);
+            if !later.is_empty() {
+                self.retained_later = Some(later);
             }
         }
         if self.client.as_ref().is_some_and(|c| c.persistent)
@@ -1902,6 +1989,16 @@ impl<S: Stream> Connection<S> {
         let persisted =
             self.client.as_ref().is_some_and(|c| c.persistent) && state.persist_session(&id, None);
         drop(state);
+        // Retained messages still waiting go only to the subscriptions kept.
+        if let Some(later) = self.retained_later.as_deref_mut() {
+            later.retain(|(topic, _)| {
+                kept.iter()
+                    .any(|f| f.group().is_none() && f.filter().matches(topic))
+            });
+            if later.is_empty() {
+                self.retained_later = None;
+            }
+        }
         if persisted {
             self.journaled();
         }
