@@ -386,3 +386,42 @@ async fn reauthorize_withdraws_a_will_the_client_may_no_longer_publish() {
     }
     broker.shutdown().await;
 }
+
+/// Records what the broker tells a bridge about wills.
+#[derive(Default)]
+struct WillLog(std::sync::Mutex<Vec<String>>);
+
+impl fulmar_broker::Bridge for WillLog {
+    fn will_set(&self, id: &str, _: &fulmar_codec::Publish, _: u32) {
+        self.0.lock().unwrap().push(format!("set {id}"));
+    }
+
+    fn will_cleared(&self, id: &str) {
+        self.0.lock().unwrap().push(format!("cleared {id}"));
+    }
+}
+
+// A will withdrawn by `reauthorize` is withdrawn at the bridge too, which
+// was told of it at CONNACK (and would publish it if this node failed).
+#[tokio::test]
+async fn a_will_withdrawn_by_reauthorize_is_cleared_at_the_bridge() {
+    let log = Arc::new(WillLog::default());
+    let open = Arc::new(AtomicBool::new(true));
+    let rules = AlarmRules { open: open.clone() };
+    let broker = start_with(Broker::builder().bridge(log.clone()).authorizer(rules)).await;
+    let mut c = Connect::new(V5, MqttString::from("w"));
+    c.keep_alive = 0;
+    c.will = Some(fulmar_codec::Will::new(
+        MqttString::from("alarm/w"),
+        bytes::Bytes::from_static(b"bye"),
+    ));
+    let (peer, _) = Peer::connect_with(addr(&broker), c).await;
+    open.store(false, Ordering::Relaxed);
+    broker.reauthorize().await;
+    assert_eq!(
+        *log.0.lock().unwrap(),
+        vec!["set w".to_owned(), "cleared w".to_owned()]
+    );
+    drop(peer);
+    broker.shutdown().await;
+}

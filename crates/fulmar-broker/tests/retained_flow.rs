@@ -217,3 +217,51 @@ async fn retained_messages_waiting_for_room_are_bounded() {
     assert_eq!(broker.stats().dropped_messages, 35);
     broker.shutdown().await;
 }
+
+// MQTT-3.10.4-2 (after UNSUBACK, no new message for the filter is added):
+// the retained messages still waiting for room are not sent once the
+// subscription is gone; only what the session had buffered may follow.
+#[tokio::test]
+async fn retained_messages_waiting_for_room_go_with_an_unsubscribe() {
+    let broker = broker_with_retained(10, "x", 50).await;
+    let mut connect = fulmar_codec::Connect::new(V5, MqttString::from("c"));
+    connect.keep_alive = 0;
+    connect.properties.receive_maximum = std::num::NonZeroU16::new(5);
+    let (mut peer, _) = Peer::connect_with(addr(&broker), connect).await;
+    peer.sub(1, "x/#", QoS::AtLeastOnce).await;
+    let mut ids = Vec::new();
+    while ids.len() < 5 {
+        ids.push(peer.recv_publish().await.packet_id.unwrap());
+    }
+    let unsubscribe =
+        fulmar_codec::Unsubscribe::new(PacketId::new(2).unwrap(), vec![MqttString::from("x/#")]);
+    peer.send(unsubscribe).await;
+    loop {
+        match peer.recv().await {
+            Packet::UnsubAck(_) => break,
+            Packet::Publish(p) => ids.push(p.packet_id.unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut total = ids.len();
+    // Acknowledge everything that comes, until nothing has come for half a
+    // second (the room each acknowledgement frees is what would let more
+    // retained messages in).
+    for id in ids.drain(..) {
+        peer.send(PubAck::new(id)).await;
+    }
+    let quiet = std::time::Duration::from_millis(500);
+    while let Ok(packet) = tokio::time::timeout(quiet, peer.recv()).await {
+        let Packet::Publish(p) = packet else {
+            panic!("{packet:?}")
+        };
+        total += 1;
+        peer.send(PubAck::new(p.packet_id.unwrap())).await;
+    }
+    // 5 in flight and 10 in the session queue at most were buffered.
+    assert!(
+        total <= 15,
+        "{total} messages, some added after the UNSUBACK"
+    );
+    broker.shutdown().await;
+}

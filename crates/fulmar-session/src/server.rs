@@ -376,8 +376,13 @@ impl Session {
                     return Err(LimitExceeded::EarlyPackets(MAX_EARLY_PACKETS).into());
                 }
                 if !early.is_empty() {
+                    // The first packet is kept whatever its size.
                     let size = |p: &Packet| p.encoded_len(self.version).unwrap_or(usize::MAX);
-                    let held = early.iter().map(size).fold(0, usize::saturating_add);
+                    let held = early
+                        .iter()
+                        .skip(1)
+                        .map(size)
+                        .fold(0, usize::saturating_add);
                     if held.saturating_add(size(&packet)) > MAX_EARLY_BYTES {
                         return Err(LimitExceeded::EarlyBytes(MAX_EARLY_BYTES).into());
                     }

@@ -688,6 +688,9 @@ impl Session {
                     .encoded_len(self.version)
                     .is_ok_and(|len| u64::try_from(len).is_ok_and(|len| len <= u64::from(max)));
                 if fits {
+                    if self.state == State::Closing && self.transmit.is_empty() {
+                        self.state = State::Closed;
+                    }
                     return Some(bare);
                 }
                 if self.transmit.is_empty() {

@@ -251,3 +251,34 @@ fn a_connack_over_the_clients_maximum_is_not_sent() {
     assert_eq!(drain(&mut s), vec![]);
     assert!(s.is_closed());
 }
+
+// A DISCONNECT whose properties do not fit the peer's Maximum Packet Size
+// goes without them, and the session is closed once it is out (it stayed
+// closing for good, with every timer stopped).
+#[test]
+fn a_disconnect_sent_without_its_properties_still_closes() {
+    let t = t0();
+    let mut client = Session::client(Config::default());
+    let mut connect = Connect::new(ProtocolVersion::V5, MqttString::from("c"));
+    connect.properties.session_expiry_interval = Some(10);
+    client.connect(connect, t).unwrap();
+    drain(&mut client);
+    let mut connack = ConnAck::new(false, ConnectReasonCode::Success);
+    connack.properties.maximum_packet_size = NonZeroU32::new(6);
+    client.handle_packet(Packet::ConnAck(connack), t).unwrap();
+    events(&mut client);
+    let properties = fulmar_codec::DisconnectProperties {
+        session_expiry_interval: Some(20),
+        ..Default::default()
+    };
+    client
+        .disconnect(DisconnectReasonCode::NormalDisconnection, properties, t)
+        .unwrap();
+    let out = drain(&mut client);
+    assert!(
+        matches!(out.as_slice(), [Packet::Disconnect(d)]
+            if d.properties == fulmar_codec::DisconnectProperties::default()),
+        "{out:?}"
+    );
+    assert!(client.is_closed());
+}

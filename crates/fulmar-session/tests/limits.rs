@@ -328,6 +328,10 @@ fn early_packets_are_bounded_in_bytes() {
         .handle_packet(Packet::Connect(Box::new(connect)), now)
         .unwrap();
     let big = || Packet::Publish(publish("t", QoS::AtMostOnce, &[0; 40_000]));
+    // The first is kept whatever its size; 64 KiB more after it.
+    let first = Packet::Publish(publish("t", QoS::AtMostOnce, &[0; 70_000]));
+    server.handle_packet(first, now).unwrap();
+    server.handle_packet(Packet::PingReq, now).unwrap();
     server.handle_packet(big(), now).unwrap();
     assert_eq!(
         server.handle_packet(big(), now),

@@ -1938,9 +1938,34 @@ impl<S: Stream> Connection<S> {
             self.journaled();
         }
         crate::broker::report_online(&self.shared, &id, true);
+        // Retained messages still waiting for the filters removed are not
+        // sent after the UNSUBACK [MQTT-3.10.4-2] (they were not buffered).
+        if self.retained_later.is_some() {
+            let filters: Vec<SubscriptionFilter> = {
+                let state = self.shared.lock();
+                let entry = state.sessions.get(&id);
+                entry.map_or_else(Vec::new, |e| e.filters.iter().cloned().collect())
+            };
+            self.prune_retained_later(&filters);
+        }
         let _ = self
             .session
             .unsuback(unsubscribe.packet_id, codes, AckProperties::default());
+    }
+
+    /// Keeps, of the retained messages waiting for room, those that one of
+    /// `filters` (the session's subscriptions now) still matches.
+    fn prune_retained_later(&mut self, filters: &[SubscriptionFilter]) {
+        if let Some(later) = self.retained_later.as_deref_mut() {
+            later.retain(|(topic, _)| {
+                filters
+                    .iter()
+                    .any(|f| f.group().is_none() && f.filter().matches(topic))
+            });
+            if later.is_empty() {
+                self.retained_later = None;
+            }
+        }
     }
 
     /// Asks the authorizer again about every subscription of this session
@@ -1990,15 +2015,7 @@ impl<S: Stream> Connection<S> {
             self.client.as_ref().is_some_and(|c| c.persistent) && state.persist_session(&id, None);
         drop(state);
         // Retained messages still waiting go only to the subscriptions kept.
-        if let Some(later) = self.retained_later.as_deref_mut() {
-            later.retain(|(topic, _)| {
-                kept.iter()
-                    .any(|f| f.group().is_none() && f.filter().matches(topic))
-            });
-            if later.is_empty() {
-                self.retained_later = None;
-            }
-        }
+        self.prune_retained_later(&kept);
         if persisted {
             self.journaled();
         }
@@ -2026,6 +2043,10 @@ impl<S: Stream> Connection<S> {
         if !allowed && let Some(client) = self.client.as_mut() {
             tracing::info!(client_id = %client.id, topic = %topic, "will withdrawn: the authorizer denies its topic now");
             client.will = None;
+            // The bridge was told of it at CONNACK.
+            if let Some(bridge) = &self.shared.lock().bridge {
+                bridge.will_cleared(&client.id);
+            }
         }
     }
 
