@@ -379,6 +379,50 @@ async fn a_recovered_in_flight_message_ages_until_its_client_returns() {
     broker.shutdown().await;
 }
 
+// Messages still in a connection's queue when it ends stay with the session;
+// once acknowledged on the next connection their store records go (they
+// stayed, and came back after a restart as duplicates).
+#[tokio::test]
+async fn messages_queued_at_a_disconnect_leave_the_store_once_acknowledged() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let mut limits = fulmar_broker::Limits::default();
+    limits.max_queued_messages = 3;
+    let broker = start_with(Broker::builder().store(store.clone()).limits(limits)).await;
+    let mut c = Connect::new(V5, MqttString::from("q"));
+    c.keep_alive = 0;
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(3600);
+    c.properties.receive_maximum = std::num::NonZeroU16::new(1);
+    let (mut sub, _) = Peer::connect_with(addr(&broker), c.clone()).await;
+    sub.sub(1, "q", QoS::AtLeastOnce).await;
+    for n in 0..6 {
+        broker
+            .publish("q", format!("m{n}"), QoS::AtLeastOnce, false)
+            .unwrap();
+    }
+    // One in flight, the others in the session's and the connection's queues.
+    assert_eq!(&sub.recv_publish().await.payload[..], b"m0");
+    drop(sub);
+    wait_for_sessions_disconnected(&broker).await;
+    let (mut sub, ack) = Peer::connect_with(addr(&broker), c).await;
+    assert!(ack.session_present);
+    let quiet = std::time::Duration::from_millis(300);
+    while let Ok(packet) = tokio::time::timeout(quiet, sub.recv()).await {
+        let Packet::Publish(p) = packet else {
+            panic!("{packet:?}")
+        };
+        sub.send(Packet::PubAck(fulmar_codec::PubAck::new(
+            p.packet_id.unwrap(),
+        )))
+        .await;
+    }
+    sub.send(Packet::PingReq).await;
+    assert_eq!(sub.recv().await, Packet::PingResp);
+    broker.shutdown().await;
+    let left = store.load().unwrap().messages;
+    assert!(left.is_empty(), "{} records left: {left:?}", left.len());
+}
+
 // v5:MQTT-4.3.3-10 v3:MQTT-4.3.3-2 (an inbound QoS 2 message is delivered once: a
 // resent PUBLISH with the same identifier before PUBREL is not routed again, even
 // across a restart).

@@ -2095,6 +2095,14 @@ impl<S: Stream> Connection<S> {
         let now = Instant::now();
         self.session.connection_lost(now);
         self.record_close_events();
+        if self.client.is_none() {
+            return;
+        }
+        // Deliveries still in the channel stay with the session (with their
+        // store keys: taken while the client is still known).
+        for delivery in self.control.close_deliveries() {
+            self.deliver_at(*delivery, now);
+        }
         let Some(client) = self.client.take() else {
             return;
         };
@@ -2111,10 +2119,6 @@ impl<S: Stream> Connection<S> {
                 initiator,
                 reason_code,
             });
-        }
-        // Deliveries still in the channel stay with the session.
-        for delivery in self.control.close_deliveries() {
-            self.deliver_at(*delivery, now);
         }
         let normal = matches!(
             self.closed,
