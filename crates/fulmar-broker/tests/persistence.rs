@@ -275,16 +275,8 @@ async fn messages_too_large_for_a_kept_session_leave_the_store() {
     }
     let p = sub.recv_publish().await;
     assert_eq!(p.payload.len(), 10, "the large ones are not sent");
-    sub.send(Packet::PubAck(fulmar_codec::PubAck::new(
-        p.packet_id.unwrap(),
-    )))
-    .await;
-    // The PUBACK was read once the PINGRESP comes.
-    sub.send(Packet::PingReq).await;
-    assert_eq!(sub.recv().await, Packet::PingResp);
-    broker.shutdown().await;
-    let left = store.load().unwrap().messages;
-    assert!(left.is_empty(), "{} records left", left.len());
+    puback(&mut sub, &p).await;
+    shutdown_with_no_message_left(broker, &store, &mut sub).await;
 }
 
 // Under back-pressure, a copy for a full queue that is given up (after
@@ -411,13 +403,26 @@ async fn messages_queued_at_a_disconnect_leave_the_store_once_acknowledged() {
         let Packet::Publish(p) = packet else {
             panic!("{packet:?}")
         };
-        sub.send(Packet::PubAck(fulmar_codec::PubAck::new(
-            p.packet_id.unwrap(),
-        )))
-        .await;
+        puback(&mut sub, &p).await;
     }
-    sub.send(Packet::PingReq).await;
-    assert_eq!(sub.recv().await, Packet::PingResp);
+    shutdown_with_no_message_left(broker, &store, &mut sub).await;
+}
+
+/// Acknowledges the QoS 1 message `p`.
+async fn puback(peer: &mut Peer, p: &fulmar_codec::Publish) {
+    let ack = fulmar_codec::PubAck::new(p.packet_id.unwrap());
+    peer.send(Packet::PubAck(ack)).await;
+}
+
+/// Once the broker has read everything `peer` sent (a PINGREQ round trip),
+/// shuts it down and checks that `store` holds no message record.
+async fn shutdown_with_no_message_left(
+    broker: BrokerHandle,
+    store: &Arc<dyn Store>,
+    peer: &mut Peer,
+) {
+    peer.send(Packet::PingReq).await;
+    assert_eq!(peer.recv().await, Packet::PingResp);
     broker.shutdown().await;
     let left = store.load().unwrap().messages;
     assert!(left.is_empty(), "{} records left: {left:?}", left.len());
