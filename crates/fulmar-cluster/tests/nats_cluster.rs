@@ -267,9 +267,16 @@ async fn sessions_outlive_a_nats_server_and_their_node() {
         got.insert(i);
     }
     assert_eq!(got.len(), N);
-    // Rebuilt by B from A's records, not handed over by A.
+    // Rebuilt by B from A's records, not handed over by A: restored for the
+    // CONNECT, or adopted beforehand by B's scan for gone nodes (when the
+    // first CONNECTs were refused for an unreadable state; seen once in CI).
     let stats = b.cluster.stats();
-    assert_eq!(stats.sessions_restored_whole, 1, "{stats:?}");
+    assert_eq!(
+        stats.sessions_restored_whole + stats.sessions_adopted,
+        1,
+        "{stats:?}"
+    );
+    assert_eq!(stats.sessions_imported, 0, "{stats:?}");
     eprintln!(
         "connected after {refused} refused attempts ({} refused for an unreadable state)",
         stats.sessions_unavailable
