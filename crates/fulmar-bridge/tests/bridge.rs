@@ -41,6 +41,24 @@ async fn attached(remotes: Vec<Remote>) -> (BrokerHandle, MqttBridge) {
 }
 
 /// A broker bridged to `remotes`, connected.
+/// A remote `name`: broker `at` over MQTT 5.0 with client id `id`, and one
+/// rule for `pattern` in `direction`, with `remote_prefix` on the remote side.
+fn v5_remote(
+    name: &str,
+    at: &BrokerHandle,
+    id: &str,
+    pattern: &str,
+    direction: Direction,
+    remote_prefix: &str,
+) -> Remote {
+    Remote::new(name, options(port(at), ProtocolVersion::V5, id)).rule(rule(
+        pattern,
+        direction,
+        "",
+        remote_prefix,
+    ))
+}
+
 async fn bridged(remotes: Vec<Remote>) -> (BrokerHandle, MqttBridge) {
     let (local, bridge) = attached(remotes).await;
     guard(bridge.wait_connected()).await;
@@ -419,18 +437,8 @@ async fn messages_from_one_remote_go_on_to_the_others() {
     let a = broker().await;
     let b = broker().await;
     let (local, bridge) = bridged(vec![
-        Remote::new("a", options(port(&a), ProtocolVersion::V5, "hub")).rule(rule(
-            "news/#",
-            Direction::Both,
-            "",
-            "",
-        )),
-        Remote::new("b", options(port(&b), ProtocolVersion::V5, "hub")).rule(rule(
-            "news/#",
-            Direction::Out,
-            "",
-            "relayed/",
-        )),
+        v5_remote("a", &a, "hub", "news/#", Direction::Both, ""),
+        v5_remote("b", &b, "hub", "news/#", Direction::Out, "relayed/"),
     ])
     .await;
     let mut at_a = a.subscribe("#").unwrap();
@@ -902,17 +910,8 @@ async fn two_echoing_remotes_make_no_loop() {
 async fn two_v5_links_to_one_broker_make_no_loop() {
     let remote = broker().await;
     let (local, bridge) = bridged(vec![
-        Remote::new("up", options(port(&remote), ProtocolVersion::V5, "hub-up")).rule(rule(
-            "#",
-            Direction::Out,
-            "",
-            "",
-        )),
-        Remote::new(
-            "down",
-            options(port(&remote), ProtocolVersion::V5, "hub-down"),
-        )
-        .rule(rule("#", Direction::In, "", "")),
+        v5_remote("up", &remote, "hub-up", "#", Direction::Out, ""),
+        v5_remote("down", &remote, "hub-down", "#", Direction::In, ""),
     ])
     .await;
     let mut at_local = local.subscribe("#").unwrap();
@@ -1170,18 +1169,8 @@ async fn two_bridges_between_the_same_remotes_make_no_loop() {
     let r2 = broker().await;
     let links = |id: &str| {
         vec![
-            Remote::new("r1", options(port(&r1), ProtocolVersion::V5, id)).rule(rule(
-                "#",
-                Direction::Both,
-                "",
-                "",
-            )),
-            Remote::new("r2", options(port(&r2), ProtocolVersion::V5, id)).rule(rule(
-                "#",
-                Direction::Both,
-                "",
-                "",
-            )),
+            v5_remote("r1", &r1, id, "#", Direction::Both, ""),
+            v5_remote("r2", &r2, id, "#", Direction::Both, ""),
         ]
     };
     let (x, bridge_x) = bridged(links("x")).await;
@@ -1224,18 +1213,8 @@ async fn a_message_marked_by_eight_bridges_is_relayed_no_further() {
     let a = broker().await;
     let b = broker().await;
     let (local, bridge) = bridged(vec![
-        Remote::new("a", options(port(&a), ProtocolVersion::V5, "hub")).rule(rule(
-            "#",
-            Direction::In,
-            "",
-            "",
-        )),
-        Remote::new("b", options(port(&b), ProtocolVersion::V5, "hub")).rule(rule(
-            "#",
-            Direction::Out,
-            "",
-            "",
-        )),
+        v5_remote("a", &a, "hub", "#", Direction::In, ""),
+        v5_remote("b", &b, "hub", "#", Direction::Out, ""),
     ])
     .await;
     let mut at_local = local.subscribe("#").unwrap();

@@ -52,6 +52,22 @@ async fn next(wire: &mut Wire) -> Packet {
     guard(wire.next()).await.unwrap().unwrap()
 }
 
+/// Answers PINGREQs until the client's DISCONNECT; anything else fails.
+async fn answer_pings_until_disconnect(wire: &mut Wire) {
+    loop {
+        match next(wire).await {
+            Packet::Disconnect(_) => return,
+            Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Reconnects after 1 ms, backing off up to 10 ms.
+fn quick_reconnect() -> Reconnect {
+    Reconnect::exponential(Duration::from_millis(1), Duration::from_millis(10))
+}
+
 /// Reads a SUBSCRIBE and grants QoS 1.
 async fn grant(wire: &mut Wire) {
     let Packet::Subscribe(sub) = next(wire).await else {
@@ -308,10 +324,7 @@ async fn resends_with_dup_after_the_broker_drops_the_connection() {
         let mut options = options
             .protocol_version(version)
             .clean_start(false)
-            .reconnect(Reconnect::exponential(
-                Duration::from_millis(1),
-                Duration::from_millis(10),
-            ));
+            .reconnect(quick_reconnect());
         if version == ProtocolVersion::V5 {
             options = options.session_expiry_interval(60);
         }
@@ -690,20 +703,11 @@ async fn a_refused_resubscribe_ends_its_stream_and_a_lost_one_is_sent_again() {
         wire.send(Packet::SubAck(ack)).await.unwrap();
         let live = Publish::new("b".into(), Bytes::from_static(b"live"));
         wire.send(Packet::Publish(live)).await.unwrap();
-        loop {
-            match next(&mut wire).await {
-                Packet::Disconnect(_) => break,
-                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
+        answer_pings_until_disconnect(&mut wire).await;
     });
     let options = options
         .session_expiry_interval(60)
-        .reconnect(Reconnect::exponential(
-            Duration::from_millis(1),
-            Duration::from_millis(10),
-        ));
+        .reconnect(quick_reconnect());
     let (client, _) = guard(Client::connect(options)).await.unwrap();
     let mut a = guard(client.subscribe("a", QoS::AtMostOnce)).await.unwrap();
     let mut b = guard(client.subscribe("b", QoS::AtMostOnce)).await.unwrap();
@@ -872,14 +876,10 @@ async fn a_reconnect_uses_the_assigned_client_identifier() {
         assert!(matches!(next(&mut wire).await, Packet::Disconnect(_)));
         (again.client_id.to_string(), again.clean_start)
     });
-    let options =
-        options
-            .client_id("")
-            .session_expiry_interval(60)
-            .reconnect(Reconnect::exponential(
-                Duration::from_millis(1),
-                Duration::from_millis(10),
-            ));
+    let options = options
+        .client_id("")
+        .session_expiry_interval(60)
+        .reconnect(quick_reconnect());
     let (client, connack) = guard(Client::connect(options)).await.unwrap();
     assert_eq!(
         connack.properties.assigned_client_identifier.as_deref(),
@@ -922,10 +922,7 @@ async fn an_ended_stream_dropped_unread_is_acknowledged() {
             }
         }
     });
-    let options = options.manual_acks(true).reconnect(Reconnect::exponential(
-        Duration::from_millis(1),
-        Duration::from_millis(10),
-    ));
+    let options = options.manual_acks(true).reconnect(quick_reconnect());
     let (client, _) = guard(Client::connect(options)).await.unwrap();
     let a = guard(client.subscribe("a", QoS::AtLeastOnce))
         .await
@@ -1185,20 +1182,11 @@ async fn a_partly_refused_resubscribe_tells_the_stream_which_filters() {
         wire.send(Packet::SubAck(ack)).await.unwrap();
         let live = Publish::new("a".into(), Bytes::from_static(b"live"));
         wire.send(Packet::Publish(live)).await.unwrap();
-        loop {
-            match next(&mut wire).await {
-                Packet::Disconnect(_) => break,
-                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
+        answer_pings_until_disconnect(&mut wire).await;
     });
     let options = options
         .session_expiry_interval(60)
-        .reconnect(Reconnect::exponential(
-            Duration::from_millis(1),
-            Duration::from_millis(10),
-        ));
+        .reconnect(quick_reconnect());
     let (client, _) = guard(Client::connect(options)).await.unwrap();
     let filters = ["a", "b"]
         .map(|f| (f.to_owned(), SubscriptionOptions::new(QoS::AtMostOnce)))

@@ -4,25 +4,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Nats, Node, wait_for};
+use common::{Node, wait_for};
 use fulmar_client::{Client, ConnectOptions, QoS};
 use fulmar_cluster::{Cluster, ClusterConfig};
 use fulmar_codec::Publish;
 use fulmar_topic::SubscriptionFilter;
-
-macro_rules! nats_or_skip {
-    ($name:literal) => {
-        match Nats::start($name) {
-            Some(nats) => nats,
-            None => return,
-        }
-    };
-}
 
 // A filter appearing and going, a will set and cleared, again and again
 // while nothing takes them off (here: before `attach`; in production, NATS

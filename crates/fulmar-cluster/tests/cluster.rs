@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
 
 use std::collections::HashMap;
@@ -13,15 +14,6 @@ use common::{Nats, Node, messages_cross_again, next, wait_for, wait_wills};
 use fulmar_client::{PublishProperties, QoS};
 use fulmar_cluster::ClusterConfig;
 use fulmar_codec::PayloadFormat;
-
-macro_rules! nats_or_skip {
-    ($name:literal) => {
-        match Nats::start($name) {
-            Some(nats) => nats,
-            None => return,
-        }
-    };
-}
 
 #[tokio::test]
 async fn a_subscriber_on_one_node_gets_what_another_node_publishes() {
@@ -704,6 +696,36 @@ async fn the_wills_of_a_node_that_died_are_published_once_by_a_survivor() {
     a.stop().await;
 }
 
+/// Nodes A and B (fast heartbeats), a watcher on B subscribed to `wills/#`,
+/// and client `w` on A with a will delayed `delay` seconds; then A crashes
+/// and comes back at once, before its heartbeat expired. Returns the new A,
+/// B, the watcher and its subscription.
+async fn a_will_then_a_restart(
+    nats: &Nats,
+    delay: u32,
+) -> (
+    Node,
+    Node,
+    fulmar_client::Client,
+    fulmar_client::Subscription,
+) {
+    let a = Node::start_with(fast_heartbeats(nats, "a")).await;
+    let b = Node::start_with(fast_heartbeats(nats, "b")).await;
+    let watcher = b.client("watcher").await;
+    let sub = watcher
+        .subscribe("wills/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    b.wait_subscription("fulmar.msg.t.wills.>", true).await;
+    let w = client_with_will(&a, "w", QoS::AtLeastOnce, false, delay).await;
+    wait_wills(&b, &[("a", "w")]).await;
+    a.cluster.abort();
+    a.broker.shutdown().await;
+    drop(w);
+    let a = Node::start_with(fast_heartbeats(nats, "a")).await;
+    (a, b, watcher, sub)
+}
+
 // MQTT-3.1.2-8 (the will is published when the connection closes without
 // a normal DISCONNECT): the node holding the connection crashed and came
 // back with its id before its heartbeat expired; its wills from before
@@ -711,21 +733,7 @@ async fn the_wills_of_a_node_that_died_are_published_once_by_a_survivor() {
 #[tokio::test]
 async fn the_wills_of_a_node_restarted_at_once_are_published() {
     let nats = nats_or_skip!("wills_restart");
-    let a = Node::start_with(fast_heartbeats(&nats, "a")).await;
-    let b = Node::start_with(fast_heartbeats(&nats, "b")).await;
-    let watcher = b.client("watcher").await;
-    let mut sub = watcher
-        .subscribe("wills/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    b.wait_subscription("fulmar.msg.t.wills.>", true).await;
-    let w = client_with_will(&a, "w", QoS::AtLeastOnce, false, 0).await;
-    wait_wills(&b, &[("a", "w")]).await;
-    // A crashes and comes back at once, before its heartbeat expired.
-    a.cluster.abort();
-    a.broker.shutdown().await;
-    drop(w);
-    let a = Node::start_with(fast_heartbeats(&nats, "a")).await;
+    let (a, b, watcher, mut sub) = a_will_then_a_restart(&nats, 0).await;
     let m = next(&mut sub).await;
     assert_eq!(
         (m.topic.to_string(), m.payload.clone()),
@@ -745,21 +753,8 @@ async fn the_wills_of_a_node_restarted_at_once_are_published() {
 #[tokio::test]
 async fn a_will_of_a_node_restarted_at_once_is_cancelled_when_its_client_returns() {
     let nats = nats_or_skip!("wills_restart_cancel");
-    let a = Node::start_with(fast_heartbeats(&nats, "a")).await;
-    let b = Node::start_with(fast_heartbeats(&nats, "b")).await;
-    let watcher = b.client("watcher").await;
-    let mut sub = watcher
-        .subscribe("wills/#", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    b.wait_subscription("fulmar.msg.t.wills.>", true).await;
     // Delayed far beyond the test's guards.
-    let w = client_with_will(&a, "w", QoS::AtLeastOnce, false, 3600).await;
-    wait_wills(&b, &[("a", "w")]).await;
-    a.cluster.abort();
-    a.broker.shutdown().await;
-    drop(w);
-    let a = Node::start_with(fast_heartbeats(&nats, "a")).await;
+    let (a, b, watcher, mut sub) = a_will_then_a_restart(&nats, 3600).await;
     let (_back, _) = fulmar_client::Client::connect(
         fulmar_client::ConnectOptions::new("127.0.0.1", a.port())
             .client_id("w")

@@ -6,22 +6,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{Nats, Node, next};
+use common::{Node, next};
 use fulmar_client::{Client, ConnectOptions, QoS};
-
-macro_rules! nats_or_skip {
-    ($name:literal) => {
-        match Nats::start($name) {
-            Some(nats) => nats,
-            None => return,
-        }
-    };
-}
 
 /// How many times `node`'s NATS connection was established (1: never lost).
 fn connects(node: &Node) -> u64 {

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -21,15 +22,6 @@ use fulmar_codec::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-macro_rules! nats_or_skip {
-    ($name:literal) => {
-        match Nats::start($name) {
-            Some(nats) => nats,
-            None => return,
-        }
-    };
-}
 
 const GUARD: Duration = Duration::from_secs(20);
 
@@ -1302,41 +1294,52 @@ async fn a_commit_whose_records_fail_after_its_journal_loses_nothing() {
     drop(failing);
     // Refused while the broker commits again: published again until one
     // is acknowledged.
-    let mut acked = None;
+    let acked = publish_until_acknowledged(&a, "pub3").await;
+    a.stop().await;
+
+    let a = Node::start_with_store(&nats, "a").await;
+    let (peer, mut got) = resume_until(&a, &acked).await;
+    // m2 and the refused ones may be there or not.
+    got.retain(|m| m == "m0" || m == "m1" || *m == acked);
+    assert_eq!(got, ["m0", "m1", acked.as_str()]);
+    peer.disconnect().await;
+    a.stop().await;
+}
+
+/// Publishes `r0`, `r1`, ... on `q/1` from new clients `{prefix}-{i}` on
+/// `node` until one is acknowledged (the broker refuses them while it
+/// commits again); returns that payload.
+async fn publish_until_acknowledged(node: &Node, prefix: &str) -> String {
     for i in 0..200 {
-        let publisher = a.client(&format!("pub3-{i}")).await;
+        let publisher = node.client(&format!("{prefix}-{i}")).await;
         let sent = publisher
             .publish("q/1", format!("r{i}"))
             .qos(ClientQoS::AtLeastOnce)
             .await;
         if sent.is_ok() {
-            acked = Some(format!("r{i}"));
-            break;
+            return format!("r{i}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let acked = acked.expect("no publish acknowledged after the failed commit");
-    a.stop().await;
+    panic!("no publish acknowledged after the failed commit");
+}
 
-    let a = Node::start_with_store(&nats, "a").await;
-    let (mut peer, ack) = Peer::connect(&a, persistent("x", ProtocolVersion::V5)).await;
+/// Resumes the persistent session `x` on `node` and acknowledges what comes
+/// until `last`; returns the connection and the payloads in order.
+async fn resume_until(node: &Node, last: &str) -> (Peer, Vec<String>) {
+    let (mut peer, ack) = Peer::connect(node, persistent("x", ProtocolVersion::V5)).await;
     assert!(ack.session_present);
     let mut got = Vec::new();
     loop {
         let p = peer.recv_publish().await;
         peer.send(PubAck::new(p.packet_id.unwrap())).await;
         let payload = String::from_utf8(p.payload.to_vec()).unwrap();
-        let last = payload == acked;
+        let done = payload == last;
         got.push(payload);
-        if last {
-            break;
+        if done {
+            return (peer, got);
         }
     }
-    // m2 and the refused ones may be there or not.
-    got.retain(|m| m == "m0" || m == "m1" || *m == acked);
-    assert_eq!(got, ["m0", "m1", acked.as_str()]);
-    peer.disconnect().await;
-    a.stop().await;
 }
 
 // As above for a removal: a message its subscriber acknowledged, whose
@@ -1384,38 +1387,13 @@ async fn a_removal_whose_records_fail_after_its_journal_is_not_forgotten() {
     )
     .await;
     drop(failing);
-    let mut acked = None;
-    for i in 0..200 {
-        let publisher = a.client(&format!("pub2-{i}")).await;
-        let sent = publisher
-            .publish("q/1", format!("r{i}"))
-            .qos(ClientQoS::AtLeastOnce)
-            .await;
-        if sent.is_ok() {
-            acked = Some(format!("r{i}"));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let acked = acked.expect("no publish acknowledged after the failed commit");
+    let acked = publish_until_acknowledged(&a, "pub2").await;
     drop(peer);
     drop(publisher);
     a.stop().await;
 
     let a = Node::start_with_store(&nats, "a").await;
-    let (mut peer, ack) = Peer::connect(&a, persistent("x", ProtocolVersion::V5)).await;
-    assert!(ack.session_present);
-    let mut got = Vec::new();
-    loop {
-        let p = peer.recv_publish().await;
-        peer.send(PubAck::new(p.packet_id.unwrap())).await;
-        let payload = String::from_utf8(p.payload.to_vec()).unwrap();
-        let last = payload == acked;
-        got.push(payload);
-        if last {
-            break;
-        }
-    }
+    let (peer, got) = resume_until(&a, &acked).await;
     assert!(!got.iter().any(|m| m == "d0"), "{got:?}");
     peer.disconnect().await;
     a.stop().await;

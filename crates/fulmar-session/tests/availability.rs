@@ -164,13 +164,7 @@ fn connack_announces_only_what_is_turned_off() {
 
     // The application cannot announce what the session does not enforce.
     let now = t0();
-    let mut server = Session::server(Config::default(), now);
-    server
-        .handle_packet(
-            Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "c", true))),
-            now,
-        )
-        .unwrap();
+    let mut server = connect_received(connect_packet(ProtocolVersion::V5, "c", true), now);
     let _ = events(&mut server);
     let asked = ConnAckProperties {
         wildcard_subscription_available: Some(false),

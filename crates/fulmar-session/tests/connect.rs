@@ -131,13 +131,7 @@ fn accept_sets_session_present_from_clean_start_and_stored_state() {
             (false, Some(stored.clone()), true),
             (false, None, false),
         ] {
-            let mut server = Session::server(Config::default(), now);
-            server
-                .handle_packet(
-                    Packet::Connect(Box::new(connect_packet(version, "c", clean_start))),
-                    now,
-                )
-                .unwrap();
+            let mut server = connect_received(connect_packet(version, "c", clean_start), now);
             assert!(matches!(server.poll_event(), Some(Event::Connect(_))));
             assert_eq!(
                 server
@@ -244,13 +238,7 @@ fn reject_sends_a_failure_connack_and_closes() {
     // v5:MQTT-4.13.2-1
     for version in BOTH {
         let now = t0();
-        let mut server = Session::server(Config::default(), now);
-        server
-            .handle_packet(
-                Packet::Connect(Box::new(connect_packet(version, "c", false))),
-                now,
-            )
-            .unwrap();
+        let mut server = connect_received(connect_packet(version, "c", false), now);
         let _ = events(&mut server);
         server
             .reject(
@@ -303,13 +291,7 @@ fn reject_sends_a_failure_connack_and_closes() {
 fn v311_reject_without_a_return_code_closes_without_connack() {
     // v3:MQTT-3.2.2-6
     let now = t0();
-    let mut server = Session::server(Config::default(), now);
-    server
-        .handle_packet(
-            Packet::Connect(Box::new(connect_packet(ProtocolVersion::V311, "c", true))),
-            now,
-        )
-        .unwrap();
+    let mut server = connect_received(connect_packet(ProtocolVersion::V311, "c", true), now);
     let _ = events(&mut server);
     server
         .reject(ConnectReasonCode::Banned, ConnAckProperties::default(), now)
@@ -322,13 +304,7 @@ fn v311_reject_without_a_return_code_closes_without_connack() {
 fn v311_empty_client_id_needs_clean_session() {
     // v3:MQTT-3.1.3-8 v3:MQTT-3.1.3-7
     let now = t0();
-    let mut server = Session::server(Config::default(), now);
-    server
-        .handle_packet(
-            Packet::Connect(Box::new(connect_packet(ProtocolVersion::V311, "", false))),
-            now,
-        )
-        .unwrap();
+    let mut server = connect_received(connect_packet(ProtocolVersion::V311, "", false), now);
     let out = drain(&mut server);
     let [Packet::ConnAck(connack)] = out.as_slice() else {
         panic!("{out:?}")
@@ -403,10 +379,7 @@ fn a_will_topic_with_a_wildcard_or_empty_is_refused() {
                 MqttString::from(topic),
                 bytes::Bytes::from_static(b"bye"),
             ));
-            let mut server = Session::server(Config::default(), now);
-            server
-                .handle_packet(Packet::Connect(Box::new(connect)), now)
-                .unwrap();
+            let mut server = connect_received(connect, now);
             let out = drain(&mut server);
             match version {
                 ProtocolVersion::V5 => {

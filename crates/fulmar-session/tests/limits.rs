@@ -294,13 +294,7 @@ fn requests_and_early_packets_are_bounded() {
         Err(Error::Limit(LimitExceeded::TooManyRequests(1)))
     );
 
-    let mut server = Session::server(Config::default(), now);
-    server
-        .handle_packet(
-            Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "c", true))),
-            now,
-        )
-        .unwrap();
+    let mut server = connect_received(connect_packet(ProtocolVersion::V5, "c", true), now);
     let mut result = Ok(());
     for _ in 0..100 {
         result = server.handle_packet(Packet::PingReq, now);
@@ -339,13 +333,7 @@ fn early_packets_are_bounded_in_bytes() {
     );
     assert!(server.is_closed());
     // Small ones within the bound are kept.
-    let mut server = Session::server(Config::default(), now);
-    server
-        .handle_packet(
-            Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "c", true))),
-            now,
-        )
-        .unwrap();
+    let mut server = connect_received(connect_packet(ProtocolVersion::V5, "c", true), now);
     for _ in 0..3 {
         server
             .handle_packet(
@@ -359,13 +347,7 @@ fn early_packets_are_bounded_in_bytes() {
 #[test]
 fn early_packets_are_processed_after_accept() {
     let now = t0();
-    let mut server = Session::server(Config::default(), now);
-    server
-        .handle_packet(
-            Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "c", true))),
-            now,
-        )
-        .unwrap();
+    let mut server = connect_received(connect_packet(ProtocolVersion::V5, "c", true), now);
     server
         .handle_packet(incoming("t", QoS::AtLeastOnce, Some(1), b"x"), now)
         .unwrap();
@@ -541,10 +523,7 @@ fn reason_strings_are_dropped_rather_than_exceed_the_maximum_packet_size() {
     let now = t0();
     let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
     connect.properties.maximum_packet_size = NonZeroU32::new(40);
-    let mut server = Session::server(Config::default(), now);
-    server
-        .handle_packet(Packet::Connect(Box::new(connect)), now)
-        .unwrap();
+    let mut server = connect_received(connect, now);
     let _ = events(&mut server);
     let long = MqttString::try_new(&"r".repeat(100)).unwrap();
     let props = ConnAckProperties {

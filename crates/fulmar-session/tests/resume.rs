@@ -406,13 +406,7 @@ fn a_message_in_flight_forwards_the_expiry_left_when_sent_again() {
     assert_eq!(pending, vec![Some(65)]);
 
     let later = now + secs(35);
-    let mut again = Session::server(Config::default(), later);
-    again
-        .handle_packet(
-            Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "c", false))),
-            later,
-        )
-        .unwrap();
+    let mut again = connect_received(connect_packet(ProtocolVersion::V5, "c", false), later);
     let _ = events(&mut again);
     again
         .accept(Default::default(), Some(state), later + secs(5))

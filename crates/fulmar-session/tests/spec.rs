@@ -118,10 +118,7 @@ fn no_disconnect_from_a_server_before_a_successful_connack() {
     let now = t0();
     let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
     connect.keep_alive = 2;
-    let mut server = Session::server(Config::default(), now);
-    server
-        .handle_packet(Packet::Connect(Box::new(connect)), now)
-        .unwrap();
+    let mut server = connect_received(connect, now);
     assert!(
         server
             .disconnect(
@@ -282,10 +279,7 @@ fn reject_after_a_failed_authentication_closes() {
     let now = t0();
     let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
     connect.properties.authentication_method = Some(MqttString::from("unknown"));
-    let mut server = Session::server(Config::default(), now);
-    server
-        .handle_packet(Packet::Connect(Box::new(connect)), now)
-        .unwrap();
+    let mut server = connect_received(connect, now);
     let _ = events(&mut server);
     server
         .reject(
@@ -308,10 +302,7 @@ fn authentication_method_is_the_connects_everywhere() {
     let method = MqttString::from("SCRAM-SHA-256");
     let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
     connect.properties.authentication_method = Some(method.clone());
-    let mut server = Session::server(Config::default(), now);
-    server
-        .handle_packet(Packet::Connect(Box::new(connect)), now)
-        .unwrap();
+    let mut server = connect_received(connect, now);
     let _ = events(&mut server);
     server
         .auth(Auth {
@@ -338,13 +329,7 @@ fn authentication_method_is_the_connects_everywhere() {
     );
 
     // Without a method in CONNECT, none in CONNACK.
-    let mut server = Session::server(Config::default(), now);
-    server
-        .handle_packet(
-            Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "c", true))),
-            now,
-        )
-        .unwrap();
+    let mut server = connect_received(connect_packet(ProtocolVersion::V5, "c", true), now);
     let _ = events(&mut server);
     let props = ConnAckProperties {
         authentication_method: Some(method),
@@ -449,10 +434,7 @@ fn an_auth_out_of_place_before_connack_is_refused_with_a_connack() {
     ] {
         let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
         connect.properties.authentication_method = connect_method.map(MqttString::from);
-        let mut server = Session::server(Config::default(), now);
-        server
-            .handle_packet(Packet::Connect(Box::new(connect)), now)
-            .unwrap();
+        let mut server = connect_received(connect, now);
         assert!(matches!(
             events(&mut server).as_slice(),
             [Event::Connect(_)]
@@ -561,10 +543,7 @@ fn request_response_and_problem_information() {
         let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
         connect.properties.request_response_information = asked;
         connect.properties.request_problem_information = Some(false);
-        let mut server = Session::server(Config::default(), now);
-        server
-            .handle_packet(Packet::Connect(Box::new(connect)), now)
-            .unwrap();
+        let mut server = connect_received(connect, now);
         let _ = events(&mut server);
         let why = MqttString::from("why");
         let props = ConnAckProperties {

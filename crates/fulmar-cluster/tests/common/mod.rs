@@ -11,6 +11,18 @@ use fulmar_broker::{Broker, BrokerHandle};
 use fulmar_client::{Client, ConnectOptions, Message, Subscription};
 use fulmar_cluster::{Cluster, ClusterConfig};
 
+/// A nats-server with JetStream for test `$name`, or the test returns
+/// (passes) when nats-server is not installed.
+#[allow(unused_macros)]
+macro_rules! nats_or_skip {
+    ($name:literal) => {
+        match common::Nats::start($name) {
+            Some(nats) => nats,
+            None => return,
+        }
+    };
+}
+
 /// `nats-server -js` on a free loopback port with its own store directory;
 /// killed and its directory removed on drop.
 pub struct Nats {

@@ -74,6 +74,16 @@ pub fn connect_packet(version: ProtocolVersion, client_id: &str, clean_start: bo
 }
 
 /// A server session that has accepted a CONNECT; its CONNACK is drained.
+/// A server session (default configuration) that received `connect` and
+/// has not answered it yet.
+pub fn connect_received(connect: Connect, now: Instant) -> Session {
+    let mut server = Session::server(Config::default(), now);
+    server
+        .handle_packet(Packet::Connect(Box::new(connect)), now)
+        .unwrap();
+    server
+}
+
 pub fn connected_server(config: Config, connect: Connect, now: Instant) -> Session {
     let mut server = Session::server(config, now);
     server
