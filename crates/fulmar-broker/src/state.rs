@@ -785,6 +785,9 @@ pub(crate) struct Retained {
 
 impl Retained {
     /// Whether its Message Expiry Interval, if any, has not passed at `now`.
+    /// An interval of 0 has passed at once: such a message went to the
+    /// subscribers of the moment and replaced the retained message, but goes
+    /// to no later subscription.
     pub(crate) fn is_live(&self, now: Instant) -> bool {
         self.publish
             .properties
@@ -876,8 +879,8 @@ fn is_online(sessions: &HashMap<Arc<str>, Box<SessionEntry>>, key: &Subscriber) 
 pub(crate) fn age(mut publish: Publish, since: Instant, now: Instant) -> Option<Publish> {
     if let Some(interval) = publish.properties.message_expiry_interval {
         let waited = now.saturating_duration_since(since).as_secs();
-        let left = u64::from(interval).checked_sub(waited).filter(|l| *l > 0)?;
-        publish.properties.message_expiry_interval = Some(u32::try_from(left).unwrap_or(interval));
+        publish.properties.message_expiry_interval =
+            Some(fulmar_session::message_expiry_left(interval, waited)?);
     }
     Some(publish)
 }

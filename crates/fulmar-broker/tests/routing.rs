@@ -227,6 +227,39 @@ async fn v5_properties_pass_through_unchanged() {
     broker.shutdown().await;
 }
 
+/// A Message Expiry Interval of 0 is a lifetime that ends as the message
+/// arrives: it goes to the subscribers connected then (forwarded with 0),
+/// and, retained, it replaces the retained message but goes to no later
+/// subscription. (It went to nobody.)
+// v5:MQTT-3.3.2-5 v5:MQTT-3.3.2-6
+#[tokio::test]
+async fn v5_a_message_expiry_of_zero_reaches_the_subscribers_of_the_moment() {
+    let broker = start().await;
+    let mut s = Peer::connect(addr(&broker), V5, "zero-sub").await;
+    s.sub(1, "zero", QoS::AtLeastOnce).await;
+    let mut p = Peer::connect(addr(&broker), V5, "zero-pub").await;
+    broker
+        .publish("zero", "old", QoS::AtMostOnce, true)
+        .unwrap();
+    assert_eq!(s.recv_publish().await.payload, "old");
+    let mut m = publish("zero", "now", QoS::AtLeastOnce);
+    m.retain = true;
+    m.properties.message_expiry_interval = Some(0);
+    p.send(m).await;
+    assert!(matches!(p.recv().await, Packet::PubAck(_)));
+    let got = s.recv_publish().await;
+    assert_eq!(got.payload, "now");
+    assert_eq!(got.properties.message_expiry_interval, Some(0));
+    // A later subscription gets neither it nor the message it replaced.
+    let mut late = Peer::connect(addr(&broker), V5, "zero-late").await;
+    late.sub(1, "zero", QoS::AtLeastOnce).await;
+    broker
+        .publish("zero", "after", QoS::AtMostOnce, false)
+        .unwrap();
+    assert_eq!(late.recv_publish().await.payload, "after");
+    broker.shutdown().await;
+}
+
 // v5:MQTT-3.3.1-5 v5:MQTT-3.3.1-6 v5:MQTT-3.3.1-7 v5:MQTT-3.3.1-8 v5:MQTT-3.3.1-9
 // v3:MQTT-3.3.1-5 v3:MQTT-3.3.1-6 v3:MQTT-3.3.1-8 v3:MQTT-3.3.1-10 v3:MQTT-3.3.1-11 v3:MQTT-3.3.1-12
 #[tokio::test]

@@ -84,6 +84,7 @@ pub use config::Config;
 pub use dormant::DormantSession;
 pub use error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};
 pub use event::{DropReason, Event};
+pub use outbound::message_expiry_left;
 pub use session::{Role, Session};
 pub use state::{Outgoing, SessionState};
 

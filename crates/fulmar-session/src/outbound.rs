@@ -508,11 +508,7 @@ impl Outbound {
         let mut dropped = None;
         if let Some(interval) = publish.properties.message_expiry_interval {
             let waited = now.saturating_duration_since(front.queued_at).as_secs();
-            match u32::try_from(waited)
-                .ok()
-                .and_then(|w| interval.checked_sub(w))
-                .filter(|left| *left > 0)
-            {
+            match message_expiry_left(interval, waited) {
                 // v5 3.3.2.3.3: forward the interval minus the time waited.
                 Some(left) => publish.properties.message_expiry_interval = Some(left),
                 None => dropped = Some(DropReason::Expired),
@@ -686,10 +682,9 @@ impl Outbound {
             .filter_map(|q| {
                 let mut p = Publish::clone(&q.publish);
                 if let Some(interval) = p.properties.message_expiry_interval {
-                    let waited =
-                        u32::try_from(now.saturating_duration_since(q.queued_at).as_secs()).ok()?;
+                    let waited = now.saturating_duration_since(q.queued_at).as_secs();
                     p.properties.message_expiry_interval =
-                        Some(interval.checked_sub(waited).filter(|l| *l > 0)?);
+                        Some(message_expiry_left(interval, waited)?);
                 }
                 Some(p)
             })
@@ -778,7 +773,8 @@ impl Outbound {
                 .properties
                 .message_expiry_interval
                 .is_some_and(|interval| {
-                    now.saturating_duration_since(q.queued_at).as_secs() >= u64::from(interval)
+                    let waited = now.saturating_duration_since(q.queued_at).as_secs();
+                    message_expiry_left(interval, waited).is_none()
                 });
             if expired {
                 match q.publish.packet_id {
@@ -799,10 +795,42 @@ impl Outbound {
 /// Counts `waited` against the Message Expiry Interval of a message whose
 /// delivery has started (it is in flight, so it is sent again however long
 /// it waited, MQTT-4.4.0-1): what is left, at least 1 second.
+/// An interval of 0 stays 0 (see [`message_expiry_left`]).
 pub(crate) fn age_started(publish: &mut Publish, waited: std::time::Duration) {
-    if let Some(interval) = &mut publish.properties.message_expiry_interval {
+    if let Some(interval) = &mut publish.properties.message_expiry_interval
+        && *interval > 0
+    {
         *interval = interval.saturating_sub(whole_seconds(waited)).max(1);
     }
+}
+
+/// The Message Expiry Interval left to a message that has waited `waited`
+/// whole seconds, or `None` if its lifetime has passed and it must not be
+/// sent (MQTT 5.0, 3.3.2.3.3: it is forwarded with the interval it received
+/// minus the time it waited [v5:MQTT-3.3.2-6]).
+///
+/// An interval of 0 is a lifetime that ends as the message arrives: the
+/// message still goes to the subscribers whose delivery starts within the
+/// second it came (forwarded with 0), but is not kept for later ones. (It is
+/// not "never expires", which is the property left out.)
+///
+/// # Example
+///
+/// ```
+/// use fulmar_session::message_expiry_left;
+///
+/// assert_eq!(message_expiry_left(60, 15), Some(45));
+/// assert_eq!(message_expiry_left(60, 60), None);
+/// assert_eq!(message_expiry_left(0, 0), Some(0));
+/// assert_eq!(message_expiry_left(0, 1), None);
+/// ```
+#[must_use]
+pub fn message_expiry_left(interval: u32, waited: u64) -> Option<u32> {
+    if waited >= u64::from(interval.max(1)) {
+        return None;
+    }
+    // Less than `interval` (or 0): fits.
+    Some(interval.saturating_sub(u32::try_from(waited).unwrap_or(u32::MAX)))
 }
 
 /// `d` rounded to the nearest second: time counted in steps (a snapshot,

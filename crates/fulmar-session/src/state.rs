@@ -78,7 +78,8 @@ impl SessionState {
     /// [MQTT-3.3.2-5]; the removed messages are returned (their identifiers
     /// are free again). The other queued messages and the messages in flight
     /// forward what is left [MQTT-3.3.2-6]; a message in flight is sent again
-    /// however long it waited (MQTT-4.4.0-1), with at least 1 second left.
+    /// however long it waited (MQTT-4.4.0-1), with at least 1 second left
+    /// (or 0 if it came with 0; see [`message_expiry_left`](crate::message_expiry_left)).
     ///
     /// # Example
     /// ```
@@ -106,10 +107,14 @@ impl SessionState {
         let mut kept = Vec::with_capacity(self.pending.len());
         for mut p in std::mem::take(&mut self.pending) {
             match &mut p.properties.message_expiry_interval {
-                Some(interval) if *interval <= secs => expired.push(p),
                 Some(interval) => {
-                    *interval -= secs;
-                    kept.push(p);
+                    match crate::outbound::message_expiry_left(*interval, secs.into()) {
+                        Some(left) => {
+                            *interval = left;
+                            kept.push(p);
+                        }
+                        None => expired.push(p),
+                    }
                 }
                 None => kept.push(p),
             }

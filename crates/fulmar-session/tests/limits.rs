@@ -768,6 +768,76 @@ fn message_expiry_while_queued() {
     assert_eq!(kept.properties.message_expiry_interval, Some(1));
 }
 
+// A Message Expiry Interval of 0 is a lifetime that ends as the message
+// arrives: it goes out at once (with 0) but not after waiting. It is not a
+// message that can never be sent (it was, from both roles).
+// v5:MQTT-3.3.2-5 v5:MQTT-3.3.2-6
+#[test]
+fn a_message_expiry_of_zero_goes_out_at_once_but_does_not_wait() {
+    let now = t0();
+    let zero = |payload: &[u8]| {
+        let mut p = publish("t", QoS::AtLeastOnce, payload);
+        p.properties.message_expiry_interval = Some(0);
+        p
+    };
+    // A client sends it.
+    let mut client = connected_client(
+        Config::default(),
+        connect_packet(ProtocolVersion::V5, "c", true),
+        fulmar_codec::ConnAck::default(),
+        now,
+    );
+    client.publish(zero(b"now"), now).unwrap();
+    let out = drain(&mut client);
+    let [Packet::Publish(p)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(p.properties.message_expiry_interval, Some(0));
+    // Sent again after a reconnect, it keeps 0 (it is in flight: MQTT-4.4.0-1).
+    client.connection_lost(now + secs(5));
+    let state = client.session_state(now + secs(5));
+    let [fulmar_session::Outgoing::Publish(kept)] = state.outgoing() else {
+        panic!("{state:?}")
+    };
+    assert_eq!(kept.properties.message_expiry_interval, Some(0));
+
+    // A server sends it to a client connected now...
+    let mut server = connected_server(
+        Config::default(),
+        connect_packet(ProtocolVersion::V5, "s", true),
+        now,
+    );
+    server.publish(zero(b"now"), now).unwrap();
+    let out = drain(&mut server);
+    let [Packet::Publish(p)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(p.properties.message_expiry_interval, Some(0));
+    // ...but not to one that connects a second later.
+    let mut away = Session::server(Config::default(), now);
+    let id = away.publish(zero(b"later"), now).unwrap();
+    let later = now + secs(1);
+    away.handle_packet(
+        Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "a", true))),
+        later,
+    )
+    .unwrap();
+    let _ = events(&mut away);
+    away.accept(ConnAckProperties::default(), None, later)
+        .unwrap();
+    let out = drain(&mut away);
+    assert!(matches!(out.as_slice(), [Packet::ConnAck(_)]), "{out:?}");
+    assert!(events(&mut away).contains(&Event::PublishDropped {
+        packet_id: id,
+        reason: DropReason::Expired
+    }));
+    // A session kept away ages it out too.
+    let mut offline = Session::client(Config::default());
+    offline.publish(zero(b"stored"), now).unwrap();
+    let mut state = offline.session_state(now);
+    assert_eq!(state.age(secs(1)).len(), 1);
+}
+
 #[test]
 fn expired_messages_free_the_queue() {
     let now = t0();
