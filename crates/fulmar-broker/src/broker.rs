@@ -14,7 +14,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{AllowAll, Authenticator, Authorizer};
+use crate::auth::{AllowAll, Authenticator, Authorizer, ClientInfo};
 use crate::bridge::{Bridge, SessionExport, SessionUnavailable};
 use crate::config::{Limits, OverloadPolicy, ServerReference};
 use crate::error::BrokerError;
@@ -922,10 +922,13 @@ impl BrokerHandle {
     /// a client that a subscription was withdrawn: nothing more is routed to
     /// it through that subscription (what was queued for it already still
     /// arrives), and a [`BrokerEvent::Unsubscribed`] is emitted.
-    /// A disconnected session is checked when its client comes back, as is
-    /// every resumed session once an authorizer is set (the client may
+    /// A connected client's will is checked too, and so is a will waiting
+    /// for its Will Delay Interval: one whose topic the authorizer denies now
+    /// is dropped, as the client's PUBLISH would be. A disconnected
+    /// session's subscriptions are checked when its client comes back, as
+    /// are every resumed session's once an authorizer is set (the client may
     /// connect as another user than before). Returns once every connected
-    /// client was checked.
+    /// client and waiting will was checked.
     ///
     /// # Example
     ///
@@ -965,6 +968,47 @@ impl BrokerHandle {
         drop(round);
         // `None` once every connection dropped its sender.
         let _ = done.recv().await;
+        self.recheck_waiting_wills().await;
+    }
+
+    /// Asks the authorizer about the topic of every will waiting for its
+    /// delay (its client is gone, so no connection does), and drops those it
+    /// denies now.
+    async fn recheck_waiting_wills(&self) {
+        let shared = &self.inner.shared;
+        let waiting: Vec<(Arc<str>, ClientInfo, String, Instant)> = shared
+            .lock()
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.owner.is_none())
+            .filter_map(|(id, e)| {
+                let will = e.will()?;
+                Some((
+                    id.clone(),
+                    will.info.clone(),
+                    will.publish.topic.to_string(),
+                    will.at,
+                ))
+            })
+            .collect();
+        for (id, info, topic, at) in waiting {
+            if shared.authorizer.authorize_publish(&info, &topic).await {
+                continue;
+            }
+            let mut state = shared.lock();
+            // Unless it was published, cancelled or replaced meanwhile.
+            let Some(entry) = state.sessions.get_mut(&id) else {
+                continue;
+            };
+            if entry.owner.is_some() || entry.will().is_none_or(|w| w.at != at) {
+                continue;
+            }
+            drop(entry.take_will());
+            tracing::info!(client_id = %id, topic = %topic, "will withdrawn: the authorizer denies its topic now");
+            if let Some(bridge) = &state.bridge {
+                bridge.will_cleared(&id);
+            }
+        }
     }
 
     /// Whether this broker holds a session for `client_id` (connected or
@@ -1097,8 +1141,22 @@ impl BrokerHandle {
     /// Stops the broker gracefully: stops accepting, disconnects every client
     /// (MQTT 5.0: DISCONNECT 0x8B Server shutting down), ends in-process
     /// subscriptions, and waits until every task has finished.
+    ///
+    /// Wills are published, as mosquitto does: those waiting for their Will
+    /// Delay Interval first (the delay is not kept across a restart), then
+    /// those of the clients still connected, which are disconnected without
+    /// having sent a DISCONNECT (MQTT-3.1.2-8). Persistent sessions and the
+    /// retained messages in the store receive them before it is closed.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
+        if !inner.shared.shutdown.is_cancelled() {
+            let limits = &inner.shared.limits;
+            inner.shared.lock().publish_pending_wills(
+                limits.max_queued_messages,
+                &inner.shared.counters,
+                Instant::now(),
+            );
+        }
         inner.shared.shutdown.cancel();
         #[cfg(unix)]
         if let Some(hibernator) = &inner.shared.hibernator {

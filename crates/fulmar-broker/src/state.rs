@@ -746,6 +746,11 @@ impl SessionEntry {
         self.away.as_ref().is_some_and(|away| away.will.is_some())
     }
 
+    /// The will waiting for its delay.
+    pub(crate) fn will(&self) -> Option<&PendingWill> {
+        self.away.as_ref().and_then(|away| away.will.as_deref())
+    }
+
     /// Takes the will waiting for its delay.
     pub(crate) fn take_will(&mut self) -> Option<Box<PendingWill>> {
         self.away.as_mut().and_then(|away| away.will.take())
@@ -757,6 +762,9 @@ impl SessionEntry {
 pub(crate) struct PendingWill {
     pub(crate) publish: Publish,
     pub(crate) at: Instant,
+    /// Its client, for the authorizer when the rules change meanwhile
+    /// ([`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize)).
+    pub(crate) info: crate::ClientInfo,
 }
 
 /// One client session, connected or not.
@@ -1302,6 +1310,31 @@ impl State {
         None
     }
 
+    /// Publishes every will waiting for its delay (at shutdown: the delays
+    /// are not kept across a restart).
+    pub(crate) fn publish_pending_wills(
+        &mut self,
+        max_queued: usize,
+        counters: &Counters,
+        now: Instant,
+    ) {
+        let waiting: Vec<Arc<str>> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.owner.is_none() && e.has_will())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in waiting {
+            let Some(will) = self.sessions.get_mut(&id).and_then(|e| e.take_will()) else {
+                continue;
+            };
+            self.publish_will(&id, will.publish, max_queued, counters, now);
+            if let Some(bridge) = &self.bridge {
+                bridge.will_cleared(&id);
+            }
+        }
+    }
+
     /// Publishes a will message of client `id`.
     pub(crate) fn publish_will(
         &mut self,
@@ -1743,6 +1776,11 @@ mod tests {
             entry.away().will = Some(Box::new(PendingWill {
                 publish: Publish::new(MqttString::from("will"), bytes::Bytes::new()),
                 at: will_at,
+                info: crate::ClientInfo {
+                    client_id: "c".into(),
+                    username: None,
+                    protocol_version: fulmar_codec::ProtocolVersion::V5,
+                },
             }));
             state.schedule(&id, expires);
             state.schedule(&id, will_at);

@@ -16,7 +16,7 @@ use fulmar_broker::{
 };
 use fulmar_codec::{
     Connect, MqttString, Packet, PacketId, ProtocolVersion, ProtocolVersion::V5,
-    ProtocolVersion::V311, PubComp, PubRec, PubRel, QoS,
+    ProtocolVersion::V311, PubComp, PubRec, PubRel, QoS, Will,
 };
 
 fn pid(n: u16) -> PacketId {
@@ -70,6 +70,38 @@ async fn retained_messages_survive_a_restart_on_disk() {
     assert_eq!(
         (m.topic.as_str(), &m.payload[..], m.retain),
         ("site/1/temp", &b"21.5"[..], true)
+    );
+    broker.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The presence pattern: a client's retained will says "offline" where it
+/// published "online". A shutdown publishes it into the store, so after the
+/// restart the topic tells the truth until the client is back.
+// MQTT-3.1.2-8 MQTT-3.3.1-5
+#[tokio::test]
+async fn a_retained_will_published_at_shutdown_survives_the_restart() {
+    let dir = temp_dir("will-at-shutdown");
+    let broker = broker_on(Arc::new(DiskStore::open(&dir).unwrap())).await;
+    let mut c = Connect::new(V5, MqttString::from("device"));
+    c.keep_alive = 0;
+    let mut will = Will::new(MqttString::from("status/device"), "offline".into());
+    will.retain = true;
+    c.will = Some(will);
+    let (mut device, _) = Peer::connect_with(addr(&broker), c).await;
+    let mut online = publish("status/device", "online", QoS::AtLeastOnce);
+    online.retain = true;
+    online.packet_id = Some(pid(1));
+    device.send(online).await;
+    assert!(matches!(device.recv().await, Packet::PubAck(_)));
+    broker.shutdown().await;
+
+    let broker = broker_on(Arc::new(DiskStore::open(&dir).unwrap())).await;
+    let mut sub = broker.subscribe("status/#").unwrap();
+    let m = next(&mut sub).await;
+    assert_eq!(
+        (m.topic.as_str(), &m.payload[..]),
+        ("status/device", &b"offline"[..])
     );
     broker.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();

@@ -425,3 +425,53 @@ async fn a_will_withdrawn_by_reauthorize_is_cleared_at_the_bridge() {
     drop(peer);
     broker.shutdown().await;
 }
+
+// A will waiting for its Will Delay Interval is checked too: its client is
+// gone, so no connection asks for it. It was published after its delay
+// (here: by the shutdown, which publishes waiting wills) although the
+// authorizer denied its topic by then.
+// v5:MQTT-3.1.2-8
+#[tokio::test]
+async fn reauthorize_withdraws_a_will_waiting_for_its_delay() {
+    let log = Arc::new(WillLog::default());
+    let open = Arc::new(AtomicBool::new(true));
+    let rules = AlarmRules { open: open.clone() };
+    let broker = start_with(Broker::builder().bridge(log.clone()).authorizer(rules)).await;
+    let mut alarms = broker.subscribe("alarm/#").unwrap();
+    let (mut kept, mut denied) = (Vec::new(), Vec::new());
+    for (id, topic) in [("late", "alarm/late"), ("other", "status/other")] {
+        let mut c = Connect::new(V5, MqttString::from(id));
+        c.keep_alive = 0;
+        c.properties.session_expiry_interval = Some(3600);
+        let mut will =
+            fulmar_codec::Will::new(MqttString::from(topic), bytes::Bytes::from_static(b"gone"));
+        will.properties.will_delay_interval = Some(3600);
+        c.will = Some(will);
+        let (peer, _) = Peer::connect_with(addr(&broker), c).await;
+        drop(peer);
+        if topic.starts_with("alarm/") {
+            denied.push(format!("cleared {id}"));
+        } else {
+            kept.push(topic);
+        }
+    }
+    wait_until("clients gone", || broker.stats().clients_connected == 0).await;
+    let mut status = broker.subscribe("status/#").unwrap();
+    open.store(false, Ordering::Relaxed);
+    broker.reauthorize().await;
+    let log_now = log.0.lock().unwrap().clone();
+    assert_eq!(
+        log_now
+            .iter()
+            .filter(|l| l.starts_with("cleared"))
+            .collect::<Vec<_>>(),
+        denied.iter().collect::<Vec<_>>()
+    );
+    broker.shutdown().await;
+    assert!(
+        alarms.recv().await.is_none(),
+        "the denied will was published"
+    );
+    let got = status.recv().await.unwrap();
+    assert_eq!(kept, [got.topic.as_str()], "the allowed will stays");
+}

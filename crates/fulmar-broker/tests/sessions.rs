@@ -207,6 +207,42 @@ async fn v5_will_waits_for_the_will_delay_interval() {
     broker.shutdown().await;
 }
 
+/// A shutdown publishes the wills, as mosquitto does: of the clients still
+/// connected (they did not send DISCONNECT) and of those gone whose delay
+/// had not passed (the delay is not kept across a restart). They were
+/// dropped, so that a retained "offline" will never replaced "online".
+// MQTT-3.1.2-8
+#[tokio::test]
+async fn shutdown_publishes_the_wills_of_connected_clients_and_pending_ones() {
+    let broker = start().await;
+    let mut sub = broker.subscribe("will/#").unwrap();
+    let mut gone = with_will(v5_session("gone", true, 3600), "will/gone", false);
+    gone.will.as_mut().unwrap().properties.will_delay_interval = Some(3600);
+    let (peer, _) = Peer::connect_with(addr(&broker), gone).await;
+    drop(peer);
+    wait_sessions_disconnected(&broker).await;
+    let mut delayed = with_will(v5_session("delayed", true, 3600), "will/delayed", false);
+    delayed
+        .will
+        .as_mut()
+        .unwrap()
+        .properties
+        .will_delay_interval = Some(3600);
+    let (_delayed, _) = Peer::connect_with(addr(&broker), delayed).await;
+    let (_v3, _) = Peer::connect_with(
+        addr(&broker),
+        with_will(connect(V311, "v3", true), "will/v3", true),
+    )
+    .await;
+    broker.shutdown().await;
+    let mut topics = Vec::new();
+    while let Some(m) = sub.recv().await {
+        topics.push(m.topic.to_string());
+    }
+    topics.sort();
+    assert_eq!(topics, ["will/delayed", "will/gone", "will/v3"]);
+}
+
 // v5:MQTT-3.1.3-9 v5:MQTT-3.1.2-5 v5:MQTT-3.2.2-3
 #[tokio::test]
 async fn v5_reconnect_within_the_will_delay_cancels_the_will() {

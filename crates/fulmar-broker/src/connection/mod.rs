@@ -2128,10 +2128,14 @@ impl<S: Stream> Connection<S> {
             ))
         );
         let had_will = client.will.is_some();
-        let will = client
-            .will
-            .filter(|_| !normal && !self.shutting_down)
-            .map(|w| *w);
+        let will = client.will.filter(|_| !normal).map(|w| *w);
+        // At shutdown a will goes now, whatever its delay: the delay is not
+        // kept across a restart, and without a store the session ends here.
+        let will_delay = if self.shared.shutdown.is_cancelled() {
+            0
+        } else {
+            client.will_delay
+        };
         let stored = self.session.session_state(now);
         let limits = &self.shared.limits;
         let (max_queued, counters) = (limits.max_queued_messages, &self.shared.counters);
@@ -2175,7 +2179,7 @@ impl<S: Stream> Connection<S> {
                 // to the session came within it (v5:MQTT-3.1.3-9). (Had
                 // that connection started a new session, the will was due
                 // when the old one ended; this late, it is dropped.)
-                if let Some(will) = will.filter(|_| client.will_delay == 0) {
+                if let Some(will) = will.filter(|_| will_delay == 0) {
                     state.publish_will(&client.id, will, max_queued, counters, now);
                 }
             } else if client.expiry == 0 {
@@ -2191,7 +2195,7 @@ impl<S: Stream> Connection<S> {
                 let expires_at =
                     (client.expiry != u32::MAX).then(|| now.checked_add(secs(client.expiry)));
                 let will_at = will.as_ref().map(|_| {
-                    now.checked_add(secs(client.will_delay.min(client.expiry)))
+                    now.checked_add(secs(will_delay.min(client.expiry)))
                         .unwrap_or(now)
                 });
                 let mut deadlines = Vec::new();
@@ -2209,7 +2213,11 @@ impl<S: Stream> Connection<S> {
                         if at <= now {
                             publish_now = Some(will);
                         } else {
-                            away.will = Some(Box::new(PendingWill { publish: will, at }));
+                            away.will = Some(Box::new(PendingWill {
+                                publish: will,
+                                at,
+                                info: client.info.clone(),
+                            }));
                             deadlines.push(at);
                         }
                     }
