@@ -399,7 +399,11 @@ impl Client {
     /// in `properties` changes how long the broker keeps the session.
     ///
     /// # Errors
-    /// [`Error::Closed`] if the client was already closed.
+    /// [`Error::Closed`] if the client was already closed;
+    /// [`Error::Session`]`(`[`ApiError::SessionExpiryAfterZero`](fulmar_session::ApiError::SessionExpiryAfterZero)`)`
+    /// for a Session Expiry Interval above 0 when the session was opened with
+    /// 0 (a Protocol Error in MQTT 5.0, section 3.14.2.2.2): nothing is sent and the client
+    /// stays connected.
     pub async fn disconnect_with(
         &self,
         reason_code: DisconnectReasonCode,

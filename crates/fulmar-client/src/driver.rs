@@ -16,7 +16,7 @@ use fulmar_codec::{
     PacketId, ProtocolVersion, Publish, QoS, ReasonCode, SubAck, SubscribeProperties,
     SubscriptionOptions, UnsubscribeProperties,
 };
-use fulmar_session::{Event, Initiator, Session};
+use fulmar_session::{ApiError, Event, Initiator, Session};
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::sync::mpsc::{self, OwnedPermit};
@@ -1242,8 +1242,21 @@ impl Driver {
                     properties,
                     reply,
                 } = *disconnect;
-                self.disconnect_reply = Some(reply);
-                self.stop(reason_code, properties);
+                match self.session.disconnect(reason_code, properties, now()) {
+                    // A request the broker would take for a Protocol Error
+                    // (5.0 section 3.14.2.2.2): refused; the connection stays.
+                    Err(e @ fulmar_session::Error::Api(ApiError::SessionExpiryAfterZero)) => {
+                        let _gone = reply.send(Err(Error::Session(e)));
+                    }
+                    result => {
+                        self.exit = true;
+                        if let Err(error) = result {
+                            debug!(%error, "no connection to disconnect");
+                            self.abort = true;
+                        }
+                        self.disconnect_reply = Some(reply);
+                    }
+                }
             }
         }
     }

@@ -939,7 +939,9 @@ impl Session {
         if !allowed {
             return Err(ApiError::InvalidState(self.state.name()).into());
         }
-        let sets_expiry = properties.session_expiry_interval.is_some_and(|s| s > 0);
+        // 3.1.1 has no properties: they are not sent, so they break no rule.
+        let sets_expiry = properties.session_expiry_interval.is_some_and(|s| s > 0)
+            && self.version == ProtocolVersion::V5;
         if self.role == Role::Client && self.conn.session_expiry_zero && sets_expiry {
             return Err(ApiError::SessionExpiryAfterZero.into());
         }
