@@ -1079,8 +1079,15 @@ async fn serve(
             }
             message = io.inbound.next() => match message {
                 Incoming::Message(message) => {
-                    if bring_in(inner, index, link, broker, &message).is_err() {
-                        break Ended::Shutdown;
+                    match bring_in(inner, index, link, broker, &message).await {
+                        Ok(()) => {}
+                        Err(BrokerError::Shutdown) => break Ended::Shutdown,
+                        // Not acknowledged: the remote sends it again when
+                        // the session resumes.
+                        Err(error) => {
+                            tracing::warn!(bridge = %link.name, %error, "a message from the remote broker was not stored");
+                            break Ended::Lost;
+                        }
                     }
                     // Acknowledged to the remote once routed here (manual
                     // acknowledgements): one that was not is sent again
@@ -1181,11 +1188,15 @@ fn settle(link: &Link, publish: Publish, outcome: Result<PublishOutcome, ClientE
 
 /// Routes a message from the remote here and, from an MQTT 5.0 link, to the
 /// other 5.0 remotes. One that carries this bridge's own relay mark went
-/// round (this bridge relayed it before): it is dropped.
+/// round (this bridge relayed it before): it is dropped. With the broker's
+/// flow control ([`BrokerHandle::inject_paced`]): it returns once the
+/// subscribers here took the message, or are slowed down enough, so that
+/// the acknowledgement to the remote promises no more than a client's does.
 ///
 /// # Errors
-/// The broker shut down.
-fn bring_in(
+/// The broker shut down; the store failed to commit the message (it must
+/// not be acknowledged).
+async fn bring_in(
     inner: &Inner,
     index: usize,
     link: &Link,
@@ -1226,9 +1237,13 @@ fn bring_in(
     here.properties
         .user_properties
         .retain(|(key, _)| key.as_str() != RELAY_MARK);
-    match broker.inject(&here) {
+    let routed = match broker.inject_paced(&here) {
+        Ok(pacing) => pacing.wait().await,
+        Err(e) => Err(e),
+    };
+    match routed {
         Ok(()) => {}
-        Err(BrokerError::Shutdown) => return Err(BrokerError::Shutdown),
+        Err(e @ (BrokerError::Shutdown | BrokerError::Store(_))) => return Err(e),
         Err(_) => {
             link.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());

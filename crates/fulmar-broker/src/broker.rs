@@ -21,8 +21,9 @@ use crate::error::BrokerError;
 use crate::listener::{ListenerSpec, Peer, Slot, SpecKind, accept_loop};
 use crate::message::Subscription;
 use crate::observe::{BrokerEvent, Events, sys_loop};
+use crate::pacing::Pacing;
 use crate::state::{
-    Control, Counters, Origin, Queued, SessionEntry, State, SubOptions, Subscriber,
+    Control, Counters, Held, Origin, Queued, SessionEntry, State, SubOptions, Subscriber,
 };
 use crate::store::journal::Journal;
 use crate::store::recover::{expiry_deadline, instant_of};
@@ -783,6 +784,84 @@ impl BrokerHandle {
             None,
         );
         Ok(())
+    }
+
+    /// [`inject`](Self::inject) with the flow control that a client's PUBLISH
+    /// gets, for a [`Bridge`] that acknowledges a QoS 1/2 message to where it
+    /// came from (and reads the next one) only once the returned [`Pacing`]
+    /// is over, as the broker does for its clients. The message is routed
+    /// now, before this returns (so a caller that keeps its own order, one
+    /// message at a time, keeps it here); [`Pacing::wait`] then:
+    ///
+    /// - under [`OverloadPolicy::Backpressure`], hands each copy for a
+    ///   subscriber whose connection queue was full to it once there is room,
+    ///   for at most [`Limits::backpressure_timeout`] (then it is dropped and
+    ///   counted): [`inject`](Self::inject) drops them at once, so a bridge
+    ///   that acknowledged the message had lost it;
+    /// - under both policies, when the message took a subscriber's queue over
+    ///   a quarter of [`Limits::max_queued_messages`] or
+    ///   [`Limits::max_queued_bytes`], waits until that queue is back under
+    ///   it, or [`Limits::pacing_timeout`], so that the caller slows down to
+    ///   what the subscribers take;
+    /// - with a store whose [`Durability`] is immediate, waits until what
+    ///   the message left in the store is committed.
+    ///
+    /// # Errors
+    /// [`BrokerError::InvalidTopic`]; [`BrokerError::Shutdown`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use fulmar_broker::Broker;
+    /// use fulmar_codec::{MqttString, Publish, QoS};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), fulmar_broker::BrokerError> {
+    /// let broker = Broker::builder().start().await?;
+    /// let mut sub = broker.subscribe("remote/#")?;
+    /// let mut message = Publish::new(MqttString::from("remote/t"), "x".into());
+    /// message.qos = QoS::AtLeastOnce;
+    /// broker.inject_paced(&message)?.wait().await?;
+    /// // ... now acknowledge it to the remote broker ...
+    /// assert_eq!(sub.recv().await.unwrap().payload, "x");
+    /// broker.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn inject_paced(&self, publish: &Publish) -> Result<Pacing, BrokerError> {
+        let shared = &self.inner.shared;
+        if shared.shutdown.is_cancelled() {
+            return Err(BrokerError::Shutdown);
+        }
+        let name: TopicName = publish.topic.parse().map_err(BrokerError::InvalidTopic)?;
+        let limits = &shared.limits;
+        let mut held = Held {
+            backpressure: limits.overload_policy == OverloadPolicy::Backpressure,
+            ..Held::default()
+        };
+        let mut state = shared.lock();
+        let journaled = state.journal.as_ref().map(|j| j.issued());
+        state.route(
+            &name,
+            publish,
+            Origin::Bridge,
+            limits.max_queued_messages,
+            &shared.counters,
+            Instant::now(),
+            Some(&mut held),
+        );
+        let durable_at = state
+            .journal
+            .as_ref()
+            .map(|j| j.issued())
+            .filter(|now| Some(*now) != journaled);
+        drop(state);
+        Ok(Pacing {
+            shared: shared.clone(),
+            blocked: held.blocked,
+            paced: held.paced,
+            durable_at,
+        })
     }
 
     /// Delivers `publish` to one member of the shared subscription `filter`

@@ -35,7 +35,9 @@ pub enum BrokerError {
     /// A limit of [`Limits`](crate::Limits) refused an in-process publish.
     #[error("limit exceeded: {0}")]
     LimitExceeded(&'static str),
-    /// The store could not be read at start.
+    /// The store could not be read at start, or (from
+    /// [`Pacing::wait`](crate::Pacing::wait)) failed
+    /// to commit a message.
     #[error("store: {0}")]
     Store(#[source] crate::StoreError),
     /// The broker was shut down.

@@ -99,6 +99,7 @@ mod hibernate;
 mod listener;
 mod message;
 mod observe;
+mod pacing;
 mod state;
 mod store;
 #[cfg(feature = "tls")]
@@ -117,6 +118,7 @@ pub use error::BrokerError;
 pub use fulmar_session::Initiator;
 pub use message::{Message, Subscription};
 pub use observe::{BrokerEvent, Events};
+pub use pacing::Pacing;
 #[cfg(feature = "disk")]
 pub use store::DiskStore;
 pub use store::{

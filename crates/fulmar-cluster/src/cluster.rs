@@ -2230,6 +2230,13 @@ async fn control_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut held: HashMap<String, Held> = HashMap::new();
+    // Plain subscriptions are read by one task (see `forward_plain`).
+    let (plain, plain_rx) = mpsc::unbounded_channel();
+    drop(tokio::spawn(forward_plain(
+        inner.clone(),
+        broker.clone(),
+        plain_rx,
+    )));
     let changes = inner.filter_changes.clone();
     loop {
         tokio::select! {
@@ -2243,7 +2250,7 @@ async fn control_loop(
         let mut added = false;
         for (filter, net) in appeared {
             for _ in 0..net {
-                added |= add(&inner, &broker, &mut held, &filter).await;
+                added |= add(&inner, &broker, &plain, &mut held, &filter).await;
             }
         }
         for (filter, net) in went {
@@ -2311,6 +2318,7 @@ fn nats_subscriptions(
 async fn add(
     inner: &Arc<Inner>,
     broker: &BrokerHandle,
+    plain: &mpsc::UnboundedSender<PlainSubscription>,
     held: &mut HashMap<String, Held>,
     filter: &SubscriptionFilter,
 ) -> bool {
@@ -2355,20 +2363,18 @@ async fn add(
         };
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = match filter {
-            SubscriptionFilter::Shared(shared) => tokio::spawn(forward(
+            SubscriptionFilter::Shared(shared) => Some(tokio::spawn(forward_shared(
                 inner.clone(),
                 broker.clone(),
                 subscriber,
                 stop_rx,
-                Some(shared.clone()),
-            )),
-            SubscriptionFilter::Plain(_) => tokio::spawn(forward(
-                inner.clone(),
-                broker.clone(),
-                subscriber,
-                stop_rx,
-                None,
-            )),
+                shared.clone(),
+            ))),
+            SubscriptionFilter::Plain(_) => {
+                // The forwarder ends with the control loop, which holds this.
+                let _ = plain.send((subscriber, stop_rx));
+                None
+            }
         };
         drop(task);
         held.insert(
@@ -2408,13 +2414,48 @@ fn remove(inner: &Inner, held: &mut HashMap<String, Held>, filter: &Subscription
     }
 }
 
-/// Hands the messages of one NATS subscription to the broker until `stop`.
-async fn forward(
+/// A plain NATS subscription for [`forward_plain`], read until `stop`.
+type PlainSubscription = (Subscriber, oneshot::Receiver<()>);
+
+/// Hands the messages of every plain NATS subscription to the broker, one
+/// at a time: while one waits for room at a subscriber
+/// ([`BrokerHandle::inject_paced`]), nothing else is routed, so the
+/// messages of a topic that several subscriptions bring keep their order
+/// (each subscription's messages come in order, and the first copy of each
+/// is the one routed). Each subscription ends (and unsubscribes, as its
+/// `Subscriber` drops) when its `stop` sender is dropped.
+async fn forward_plain(
+    inner: Arc<Inner>,
+    broker: BrokerHandle,
+    mut added: mpsc::UnboundedReceiver<PlainSubscription>,
+) {
+    let mut streams = futures::stream::SelectAll::new();
+    loop {
+        let message = tokio::select! {
+            biased;
+            subscription = added.recv() => match subscription {
+                Some((subscriber, stop)) => {
+                    streams.push(subscriber.take_until(stop));
+                    continue;
+                }
+                None => break,
+            },
+            Some(message) = streams.next() => message,
+        };
+        if let Err(BrokerError::Shutdown) = on_plain(&inner, &broker, message).await {
+            break;
+        }
+    }
+}
+
+/// Hands the messages of one shared NATS subscription (a queue group) to
+/// the broker until `stop`.
+async fn forward_shared(
     inner: Arc<Inner>,
     broker: BrokerHandle,
     mut subscriber: Subscriber,
     mut stop: oneshot::Receiver<()>,
-    shared: Option<SharedFilter>,
+    group: SharedFilter,
 ) {
     loop {
         let message = tokio::select! {
@@ -2425,11 +2466,7 @@ async fn forward(
         let Some(message) = message else {
             return;
         };
-        let delivered = match &shared {
-            None => on_plain(&inner, &broker, message),
-            Some(group) => on_shared(&inner, &broker, group, message),
-        };
-        if let Err(BrokerError::Shutdown) = delivered {
+        if let Err(BrokerError::Shutdown) = on_shared(&inner, &broker, &group, message) {
             break;
         }
     }
@@ -2454,7 +2491,15 @@ fn decode_routed(inner: &Inner, message: async_nats::Message) -> Option<(Publish
     }
 }
 
-fn on_plain(
+/// Injects a message of a plain subscription: routed here with the broker's
+/// flow control ([`BrokerHandle::inject_paced`]), so that a burst from other
+/// nodes slows this subscription's reading down to what the subscribers
+/// take instead of being dropped at their full queues. A message that
+/// several subscriptions of this node match comes once per subscription
+/// (each read by its own task): the first copy is routed, and it is routed
+/// under the lock that records it as seen, so that a later message of the
+/// same topic, read by another task, cannot be routed before it.
+async fn on_plain(
     inner: &Inner,
     broker: &BrokerHandle,
     message: async_nats::Message,
@@ -2466,25 +2511,37 @@ fn on_plain(
         bump(&inner.counters.own_ignored);
         return Ok(());
     }
-    if inner.dedupe_window > 0 && !lock(&inner.dedupe).insert((origin.instance, origin.seq)) {
-        bump(&inner.counters.duplicates);
-        return Ok(());
-    }
-    if publish.retain
-        && let Ok(topic) = publish.topic.parse::<TopicName>()
-    {
-        // Stored and routed now; the stream's copy, when it comes, is a
-        // duplicate, and older stream messages on this topic are stale.
-        let mut live = lock(&inner.live_retained);
-        if live.len() >= 4096 {
-            live.retain(|_, (_, at)| at.elapsed() < LIVE_RETAINED_GRACE);
+    let routed = {
+        let mut dedupe = lock(&inner.dedupe);
+        if inner.dedupe_window > 0 && !dedupe.insert((origin.instance, origin.seq)) {
+            bump(&inner.counters.duplicates);
+            return Ok(());
         }
-        live.insert(topic, ((origin.instance, origin.seq), Instant::now()));
-    }
-    match broker.inject(&publish) {
-        Ok(()) => {
+        if publish.retain
+            && let Ok(topic) = publish.topic.parse::<TopicName>()
+        {
+            // Stored and routed now; the stream's copy, when it comes, is a
+            // duplicate, and older stream messages on this topic are stale.
+            let mut live = lock(&inner.live_retained);
+            if live.len() >= 4096 {
+                live.retain(|_, (_, at)| at.elapsed() < LIVE_RETAINED_GRACE);
+            }
+            live.insert(topic, ((origin.instance, origin.seq), Instant::now()));
+        }
+        broker.inject_paced(&publish)
+    };
+    match routed {
+        Ok(pacing) => {
             bump(&inner.counters.injected);
-            Ok(())
+            match pacing.wait().await {
+                Ok(()) => Ok(()),
+                Err(BrokerError::Shutdown) => Err(BrokerError::Shutdown),
+                // Routed: only its store record failed (logged by the store).
+                Err(e) => {
+                    tracing::debug!(error = %e, "injected message not stored");
+                    Ok(())
+                }
+            }
         }
         Err(BrokerError::Shutdown) => Err(BrokerError::Shutdown),
         Err(e) => {

@@ -85,6 +85,16 @@
 //!   message. The QoS 1/2 messages queued for a session are kept by the
 //!   node holding it, in JetStream with a [`SessionStore`] (else in the
 //!   broker's own store, when it has one).
+//! - A node routes what other nodes send with the flow control of a local
+//!   PUBLISH ([`BrokerHandle::inject_paced`](fulmar_broker::BrokerHandle::inject_paced)),
+//!   one message at a time for all its plain subscriptions: when a local
+//!   subscriber's queue is full, the copy waits for room under
+//!   [`OverloadPolicy::Backpressure`](fulmar_broker::OverloadPolicy::Backpressure)
+//!   (else it is dropped and counted, as for a local publisher), and a
+//!   queue past a quarter of its bound slows the reading of the NATS
+//!   subscriptions down. Meanwhile NATS buffers the messages for the node,
+//!   up to its slow-consumer limit (above). The messages of one topic keep
+//!   their order, also when several subscriptions of the node bring them.
 //! - A subscription is in the cluster shortly after its SUBACK: a message
 //!   published on another node in between is not delivered to it.
 //! - When two nodes publish retained messages on one topic at the same

@@ -2272,7 +2272,7 @@ fn will_publish(will: Will) -> Publish {
 
 /// Now plus `d`: a limit set far beyond any real wait (`Duration::MAX`
 /// say) means "never", not a panic on the overflow.
-pub(super) fn later_by(d: Duration) -> tokio::time::Instant {
+pub(crate) fn later_by(d: Duration) -> tokio::time::Instant {
     let now = tokio::time::Instant::now();
     now.checked_add(d)
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
