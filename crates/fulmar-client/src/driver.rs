@@ -49,6 +49,15 @@ const MAX_SUBSCRIPTION_ID: u32 = 268_435_455;
 /// written (with one flush).
 const BATCH: usize = 64;
 
+/// QoS 1/2 messages parked beyond our Receive Maximum (a 3.1.1 broker, which
+/// knows none, or a 5.0 broker that does not keep to it) are still read up
+/// to this many bytes (topic and payload): reading stops only past both.
+/// Had it stopped at the Receive Maximum, the acknowledgements and PINGRESPs
+/// behind them would stay unread, and an application that awaits a publish
+/// before it reads its stream again (a request/response loop) would wait
+/// until the connection dropped for keep alive.
+const MAX_PARKED_BYTES: usize = 4 * 1024 * 1024;
+
 /// Hashes a packet identifier (a `u16`) with one multiplication: the keys
 /// come from the session, not from the network, and the table is small.
 #[derive(Default)]
@@ -243,6 +252,8 @@ struct Driver {
     /// QoS 0 messages among `parked` (kept as they come and go, not
     /// counted on each PUBLISH).
     parked_qos0: usize,
+    /// The topics and payloads of `parked`, in bytes.
+    parked_bytes: usize,
     /// QoS 0 messages dropped since the last SUBACK because they arrived
     /// for a full stream whose SUBACK had not arrived (nobody reads it yet,
     /// and waiting for room would keep the SUBACK unread for ever), or,
@@ -336,6 +347,7 @@ impl Driver {
             requests: HashMap::new(),
             parked: VecDeque::new(),
             parked_qos0: 0,
+            parked_bytes: 0,
             dropped_before_suback: 0,
             blocked: None,
             ready: Some(ready),
@@ -377,6 +389,7 @@ impl Driver {
             // Unacknowledged by us: the broker sends them again on resume.
             self.parked.clear();
             self.parked_qos0 = 0;
+            self.parked_bytes = 0;
             self.drain_events();
             if self.exit {
                 info!("disconnected");
@@ -557,7 +570,8 @@ impl Driver {
         }
         let qos0 = self.parked_qos0;
         (qos0 < max_parked_qos0 || self.blocked_before_suback())
-            && self.parked.len() - qos0 <= max_parked_acked
+            && (self.parked.len() - qos0 <= max_parked_acked
+                || self.parked_bytes < MAX_PARKED_BYTES)
     }
 
     /// Parks a PUBLISH packet behind the blocked message.
@@ -565,6 +579,7 @@ impl Driver {
         if publish.qos == QoS::AtMostOnce {
             self.parked_qos0 += 1;
         }
+        self.parked_bytes += parked_size(&publish);
         self.parked.push_back(publish);
     }
 
@@ -574,6 +589,7 @@ impl Driver {
         if publish.qos == QoS::AtMostOnce {
             self.parked_qos0 = self.parked_qos0.saturating_sub(1);
         }
+        self.parked_bytes = self.parked_bytes.saturating_sub(parked_size(&publish));
         Some(publish)
     }
 
@@ -1348,6 +1364,11 @@ impl Driver {
             let _gone = reply.send(Ok(()));
         }
     }
+}
+
+/// What a parked message counts against [`MAX_PARKED_BYTES`].
+fn parked_size(publish: &Publish) -> usize {
+    publish.topic.len() + publish.payload.len()
 }
 
 impl Drop for Driver {

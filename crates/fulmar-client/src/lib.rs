@@ -18,9 +18,12 @@
 //!   is a catch-all stream.
 //! - **Backpressure**: streams are bounded. When one is full, the client stops
 //!   feeding PUBLISH packets to the session, so they are not acknowledged and
-//!   the broker's send quota (our Receive Maximum) runs out; at most Receive
-//!   Maximum packets wait in the client, then it stops reading the socket.
-//!   Memory stays bounded whatever the consumer's speed. A slow stream holds
+//!   the broker's send quota (our Receive Maximum) runs out; once more than
+//!   Receive Maximum packets wait in the client and they hold over 4 MiB, it
+//!   stops reading the socket. (A 5.0 broker that keeps to our Receive
+//!   Maximum never sends more; a 3.1.1 broker, which knows none, may, and
+//!   the acknowledgements and PINGRESPs behind those messages are still
+//!   read.) Memory stays bounded whatever the consumer's speed. A slow stream holds
 //!   up the others (messages keep their order). QoS 0 messages have no
 //!   quota: past one stream's capacity of them waiting, the client stops
 //!   reading the socket, and if that outlasts the keep-alive the connection

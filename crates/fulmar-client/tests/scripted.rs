@@ -1,14 +1,16 @@
-//! `disconnect_with` against a scripted broker at the other end of an
-//! in-memory pipe ([`Transport::custom`]).
+//! The client against a scripted broker at the other end of an in-memory
+//! pipe ([`Transport::custom`]): `disconnect_with`, and a broker that sends
+//! more unacknowledged messages than the client's Receive Maximum.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use common::guard;
-use fulmar_client::{Client, ConnectOptions, Error, ProtocolVersion, Reconnect, Transport};
+use fulmar_client::{Client, ConnectOptions, Error, ProtocolVersion, QoS, Reconnect, Transport};
 use fulmar_codec::{
-    ConnAck, Disconnect, DisconnectProperties, DisconnectReasonCode, MqttCodec, Packet,
+    ConnAck, Disconnect, DisconnectProperties, DisconnectReasonCode, MqttCodec, MqttString, Packet,
+    PacketId, PubAck, Publish, SubAck, SubAckReasonCode,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::io::DuplexStream;
@@ -20,17 +22,27 @@ type Wire = Framed<DuplexStream, MqttCodec>;
 /// A client connected through a pipe to the returned end, which answered
 /// its CONNECT.
 async fn connected(version: ProtocolVersion) -> (Client, Wire) {
+    connected_with(version, |options| options).await
+}
+
+/// [`connected`], with `tune` applied to the options.
+async fn connected_with(
+    version: ProtocolVersion,
+    tune: impl FnOnce(ConnectOptions) -> ConnectOptions,
+) -> (Client, Wire) {
     let (server_tx, mut server_rx) = mpsc::unbounded_channel();
     let transport = Transport::custom(move || {
         let (client, server) = tokio::io::duplex(1 << 16);
         let _ = server_tx.send(server);
         async move { Ok(client) }
     });
-    let options = ConnectOptions::new("pipe", 0)
-        .protocol_version(version)
-        .client_id("leaving")
-        .transport(transport)
-        .reconnect(Reconnect::disabled());
+    let options = tune(
+        ConnectOptions::new("pipe", 0)
+            .protocol_version(version)
+            .client_id("scripted")
+            .transport(transport)
+            .reconnect(Reconnect::disabled()),
+    );
     let connecting = tokio::spawn(Client::connect(options));
     let server = guard(server_rx.recv()).await.unwrap();
     let mut wire = Framed::new(server, MqttCodec::new(version, 1 << 20));
@@ -89,4 +101,56 @@ async fn v3_disconnect_with_properties_still_sends_disconnect() {
         .unwrap();
     let got = guard(wire.next()).await.unwrap().unwrap();
     assert_eq!(got, Packet::Disconnect(Disconnect::default()));
+}
+
+/// A broker that sends more unacknowledged QoS 1 messages than the client's
+/// Receive Maximum while the application reads none of them but awaits its
+/// own publish (a request/response loop): a 3.1.1 broker knows no Receive
+/// Maximum, and some 5.0 brokers do not keep to it. The client reads on (up
+/// to a bound in bytes), so the PUBACK arrives. It stopped reading at the
+/// Receive Maximum: the publish waited until the keep alive dropped the
+/// connection.
+// MQTT-4.3.2-1 MQTT-4.3.2-2
+#[tokio::test]
+async fn a_publish_completes_while_more_than_receive_maximum_messages_wait() {
+    for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let (client, mut wire) =
+            connected_with(version, |o| o.receive_maximum(2).stream_capacity(1)).await;
+        let subscribing = tokio::spawn({
+            let client = client.clone();
+            async move { client.subscribe("req/#", QoS::AtLeastOnce).await }
+        });
+        let Some(Ok(Packet::Subscribe(subscribe))) = guard(wire.next()).await else {
+            panic!("expected SUBSCRIBE")
+        };
+        let suback = SubAck::new(subscribe.packet_id, vec![SubAckReasonCode::GrantedQoS1]);
+        wire.send(Packet::SubAck(suback)).await.unwrap();
+        let _requests = guard(subscribing).await.unwrap().unwrap();
+        for id in 1..=10u16 {
+            let mut request = Publish::new(MqttString::from("req/x"), "r".into());
+            request.qos = QoS::AtLeastOnce;
+            request.packet_id = PacketId::new(id);
+            request.properties.subscription_identifiers = subscribe
+                .properties
+                .subscription_identifier
+                .into_iter()
+                .collect();
+            wire.send(Packet::Publish(request)).await.unwrap();
+        }
+        let reply = tokio::spawn({
+            let client = client.clone();
+            async move { client.publish("resp/x", "a").qos(QoS::AtLeastOnce).await }
+        });
+        let id = loop {
+            match guard(wire.next()).await.unwrap().unwrap() {
+                Packet::Publish(p) if p.topic == "resp/x" => break p.packet_id.unwrap(),
+                // Acknowledgements of the requests the stream took.
+                Packet::PubAck(_) => {}
+                other => panic!("{version:?}: unexpected {other:?}"),
+            }
+        };
+        wire.send(Packet::PubAck(PubAck::new(id))).await.unwrap();
+        let outcome = guard(reply).await.unwrap().unwrap();
+        assert!(!outcome.reason_code.is_error(), "{version:?}");
+    }
 }
