@@ -8,11 +8,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{ArgAction, Args};
 use fulmar_client::{
-    Client, ConnectOptions, ProtocolVersion, PublishProperties, QoS, Reconnect,
+    Client, ConnectOptions, Message, Messages, ProtocolVersion, PublishProperties, QoS, Reconnect,
     SubscribeProperties, SubscriptionOptions, TlsOptions, Transport,
 };
 use fulmar_codec::MqttString;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 
 use crate::logging::{self, LogFormat};
 
@@ -194,20 +195,40 @@ impl ConnArgs {
     }
 
     async fn connect(&self, connect_properties: &[(String, String)]) -> Result<Client, String> {
+        Ok(self.connect_for(connect_properties, false).await?.0)
+    }
+
+    /// Connects; with `queued` and -c, also returns the stream of the
+    /// messages no new subscription takes: what the kept session queued
+    /// while this client was away, which the broker sends right after
+    /// CONNACK, before the SUBACK of a new subscription.
+    async fn connect_for(
+        &self,
+        connect_properties: &[(String, String)],
+        queued: bool,
+    ) -> Result<(Client, Option<Messages>), String> {
         logging::init(if self.debug { "debug" } else { "warn" }, LogFormat::Text)?;
         let options = self.options(connect_properties)?;
         let (host, port) = options.address();
         let target = format!("{host}:{port}");
-        let (client, connack) = Client::connect(options)
-            .await
-            .map_err(|e| format!("cannot connect to {target}: {e}"))?;
+        let connected = if queued && self.no_clean {
+            Client::connect_with_messages(options)
+                .await
+                .map(|(client, connack, messages)| (client, connack, Some(messages)))
+        } else {
+            Client::connect(options)
+                .await
+                .map(|(client, connack)| (client, connack, None))
+        };
+        let (client, connack, messages) =
+            connected.map_err(|e| format!("cannot connect to {target}: {e}"))?;
         if self.debug {
             eprintln!(
                 "connected to {target} (session present: {})",
                 connack.session_present
             );
         }
-        Ok(client)
+        Ok((client, messages))
     }
 }
 
@@ -435,9 +456,10 @@ pub(crate) async fn run_sub(args: SubArgs) -> Result<(), Failure> {
     // Installed before connecting, so a SIGINT after "subscribed" is caught.
     let interrupt = interrupted()?;
     let mut client = None;
+    let mut streams = None;
     let mut received = 0u64;
     let outcome = tokio::select! {
-        result = receive(&args, &props, properties, &mut client, &mut received) => result,
+        result = receive(&args, &props, properties, &mut client, &mut streams, &mut received) => result,
         () = timeout => Err(Ending::TimedOut),
         // Ctrl-C: disconnect normally and exit 0, as mosquitto_sub does.
         () = interrupt => Ok(()),
@@ -445,6 +467,7 @@ pub(crate) async fn run_sub(args: SubArgs) -> Result<(), Failure> {
     if let Some(client) = client {
         let _ = client.disconnect().await;
     }
+    drop(streams);
     match outcome {
         Ok(()) => Ok(()),
         Err(Ending::Failed(e)) => Err(e.into()),
@@ -474,20 +497,25 @@ impl From<String> for Ending {
 
 /// Connects (leaving the client in `slot`, for the caller to disconnect),
 /// subscribes, and prints messages until -C is reached or stdout closes.
+/// The messages come from `streams`, which the caller drops after the
+/// DISCONNECT: dropping a subscription's stream unsubscribes, and with -c
+/// the session must keep its subscriptions, as mosquitto_sub's does.
 async fn receive(
     args: &SubArgs,
     props: &Properties,
     properties: SubscribeProperties,
     slot: &mut Option<Client>,
+    streams: &mut Option<BoxStream<'static, Message>>,
     received: &mut u64,
 ) -> Result<(), Ending> {
-    let client = slot.insert(args.conn.connect(&props.connect).await?);
+    let (client, queued) = args.conn.connect_for(&props.connect, true).await?;
+    let client = slot.insert(client);
     let filters: Vec<(String, SubscriptionOptions)> = args
         .topic
         .iter()
         .map(|t| (t.clone(), SubscriptionOptions::new(args.qos)))
         .collect();
-    let mut stream = client
+    let stream = client
         .subscribe_with(filters, properties)
         .await
         .map_err(|e| format!("subscribe failed: {e}"))?;
@@ -500,6 +528,12 @@ async fn receive(
             None => eprintln!("fulmar: subscription to {filter} refused: {code:?}"),
         }
     }
+    // With -c, what the session queued meanwhile comes first (no
+    // subscription stream takes it).
+    let stream = streams.insert(match queued {
+        Some(queued) => futures::stream::select(queued, stream).boxed(),
+        None => stream.boxed(),
+    });
     let mut out = std::io::stdout().lock();
     while args.count.is_none_or(|c| *received < c) {
         let Some(message) = stream.next().await else {

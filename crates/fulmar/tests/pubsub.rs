@@ -328,3 +328,44 @@ fn the_timeout_covers_connecting() {
     assert!(stderr.contains("timed out after 1 s"), "{stderr}");
     drop(silent);
 }
+
+/// `fulmar sub -c` is a durable consumer, as `mosquitto_sub -c`: it leaves
+/// its subscription in the session when it exits, and on its return prints
+/// what the session queued meanwhile (which the broker sends before the
+/// SUBACK). It unsubscribed when it exited, and acknowledged and dropped
+/// what came before the SUBACK. Against both brokers, both versions.
+// MQTT-3.1.2-4 MQTT-4.4.0-1
+#[test]
+fn sub_c_gets_what_its_session_queued_while_it_was_away() {
+    let fulmar_broker = FulmarBroker::start(&[]);
+    let mosquitto = Mosquitto::start();
+    for (broker, port) in [
+        ("fulmar", fulmar_broker.port),
+        ("mosquitto", mosquitto.port),
+    ] {
+        for version in ["5", "311"] {
+            let id = format!("durable-{version}");
+            let topic = format!("durable/{version}");
+            let durable = [
+                "-V", version, "-c", "-i", &id, "-q", "1", "-t", &topic, "-C", "1",
+            ];
+            let first = Sub::start(port, &durable);
+            publish_ok(
+                port,
+                &["-V", version, "-t", &topic, "-m", "first", "-q", "1"],
+            );
+            assert_eq!(first.output(), "first\n", "{broker} v{version}");
+            // Away: the session queues these two.
+            for payload in ["queued 1", "queued 2"] {
+                publish_ok(
+                    port,
+                    &["-V", version, "-t", &topic, "-m", payload, "-q", "1"],
+                );
+            }
+            let mut again = durable;
+            again[10] = "2";
+            let back = Sub::start(port, &again);
+            assert_eq!(back.output(), "queued 1\nqueued 2\n", "{broker} v{version}");
+        }
+    }
+}
