@@ -696,8 +696,10 @@ impl Config {
         if self.listeners.is_empty() {
             return Err("no [[listener]]: the broker would accept no connection".to_owned());
         }
+        crate::logging::check_level(&self.log.level).map_err(|e| format!("[log] {e}"))?;
         for (i, listener) in self.listeners.iter().enumerate() {
             let at = format!("listener {} ({})", i + 1, listener.bind);
+            check_bind(&listener.bind).map_err(|e| format!("{at}: bind: {e}"))?;
             let protocol = listener.protocol;
             let tls_files = [
                 ("cert", &listener.cert),
@@ -750,9 +752,46 @@ impl Config {
     }
 }
 
+/// Whether `bind` is an address with a port (`127.0.0.1:1883`, `[::1]:1883`,
+/// `localhost:1883`); the host is resolved only when the broker starts.
+fn check_bind(bind: &str) -> Result<(), String> {
+    if bind.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    match bind.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && !host.ends_with(':') => port
+            .parse::<u16>()
+            .map(drop)
+            .map_err(|_| format!("{port:?} is not a port (0 to 65535)")),
+        _ => Err("an address and a port are needed, as in \"127.0.0.1:1883\"".to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listener_addresses_need_a_port() {
+        for good in [
+            "127.0.0.1:1883",
+            "[::1]:0",
+            "localhost:8883",
+            "0.0.0.0:65535",
+        ] {
+            assert!(check_bind(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:99999",
+            "localhost",
+            ":1883",
+            "::1",
+            "[::1]",
+        ] {
+            assert!(check_bind(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_printed_default_parses_back_to_the_defaults() {

@@ -127,8 +127,10 @@ impl PasswordFile {
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let mut users = HashMap::new();
         for (i, line) in text.lines().enumerate() {
-            let line = line.trim_end_matches('\r');
-            if line.trim().is_empty() || line.starts_with('#') {
+            // As mosquitto: trailing blanks (and CR) are not part of the hash,
+            // and an indented `#` starts a comment too.
+            let line = line.trim_end();
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
                 continue;
             }
             let n = i + 1;
@@ -270,6 +272,15 @@ mod tests {
 
     /// Written by mosquitto_passwd 2.0.11 for alice / secret.
     const ALICE: &str = "alice:$7$101$1Q1dew08D//GHKYI$rT986A/hzl9tWri62d4sk6HRwH258BtrEJMz+2PHsgFj9yz3KLjUSMQMIeM/AkoueiSjjnN/ZvKLX/zDmYzY7g==";
+
+    // mosquitto reads these; fulmar refused to start (the trailing blanks
+    // were taken for part of the base64 hash).
+    #[test]
+    fn trailing_blanks_and_indented_comments_are_read_as_mosquitto_does() {
+        let file = PasswordFile::parse(&format!("  # users\n{ALICE}  \t\n\t# more\n")).unwrap();
+        assert_eq!(file.len(), 1);
+        assert!(file.verify("alice", b"secret"));
+    }
 
     #[test]
     fn mosquitto_pbkdf2_hashes_verify() {

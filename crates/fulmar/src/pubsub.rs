@@ -207,7 +207,9 @@ impl ConnArgs {
         connect_properties: &[(String, String)],
         queued: bool,
     ) -> Result<(Client, Option<Messages>), String> {
-        logging::init(if self.debug { "debug" } else { "warn" }, LogFormat::Text)?;
+        // Errors reach the user as one line (`fulmar: ...`); the client's own
+        // warnings (a failed connect, retried) only with -d.
+        logging::init(if self.debug { "debug" } else { "error" }, LogFormat::Text)?;
         let options = self.options(connect_properties)?;
         let (host, port) = options.address();
         let target = format!("{host}:{port}");
@@ -234,7 +236,7 @@ impl ConnArgs {
 
 /// Options of `fulmar pub`.
 #[derive(Debug, Args)]
-#[command(disable_help_flag = true)]
+#[command(disable_help_flag = true, args_override_self = true)]
 pub(crate) struct PubArgs {
     #[command(flatten)]
     conn: ConnArgs,
@@ -385,7 +387,7 @@ async fn next_line<'a>(
 
 /// Options of `fulmar sub`.
 #[derive(Debug, Args)]
-#[command(disable_help_flag = true)]
+#[command(disable_help_flag = true, args_override_self = true)]
 pub(crate) struct SubArgs {
     #[command(flatten)]
     conn: ConnArgs,
@@ -461,7 +463,7 @@ pub(crate) async fn run_sub(args: SubArgs) -> Result<(), Failure> {
     let outcome = tokio::select! {
         result = receive(&args, &props, properties, &mut client, &mut streams, &mut received) => result,
         () = timeout => Err(Ending::TimedOut),
-        // Ctrl-C: disconnect normally and exit 0, as mosquitto_sub does.
+        // Ctrl-C or SIGTERM: disconnect normally and exit 0, as mosquitto_sub does.
         () = interrupt => Ok(()),
     };
     if let Some(client) = client {
@@ -551,13 +553,19 @@ async fn receive(
     Ok(())
 }
 
-/// Completes on SIGINT (Ctrl-C); the handler is installed by this call.
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (`kill`, `timeout`, a service
+/// manager stopping it); the handlers are installed by this call.
 #[cfg(unix)]
 fn interrupted() -> Result<impl Future<Output = ()>, String> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
     Ok(async move {
-        sigint.recv().await;
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
     })
 }
 
@@ -622,6 +630,25 @@ mod tests {
         assert_eq!((s.count, s.timeout), (Some(3), Some(9)));
         assert_eq!(s.conn.host, "localhost");
         assert_eq!(s.conn.version, ProtocolVersion::V5);
+    }
+
+    // As with mosquitto_pub and mosquitto_sub, a flag given again takes the
+    // last value (a wrapper with `-h broker` can be overridden); it was an
+    // error. `-t` of `fulmar sub` still adds filters.
+    #[test]
+    fn a_repeated_flag_takes_the_last_value() {
+        let p = P::try_parse_from([
+            "pub", "-h", "a", "-h", "b", "-q", "1", "-q", "0", "-t", "x", "-t", "y", "-m", "m",
+        ])
+        .unwrap()
+        .args;
+        assert_eq!((p.conn.host.as_str(), p.qos), ("b", QoS::AtMostOnce));
+        assert_eq!(p.topic, "y");
+        let s = S::try_parse_from(["sub", "-t", "a", "-t", "b", "-q", "2", "-q", "1"])
+            .unwrap()
+            .args;
+        assert_eq!(s.topic, ["a", "b"]);
+        assert_eq!(s.qos, QoS::AtLeastOnce);
     }
 
     #[test]

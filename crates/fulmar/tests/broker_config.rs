@@ -259,6 +259,32 @@ fn check_config_checks_the_files_without_starting() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("listener 1 (127.0.0.1:1)"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // A listener without a port and a misspelt log level (which silenced
+    // every log line) were "configuration OK".
+    for (text, expected) in [
+        (
+            "[[listener]]\nbind = \"127.0.0.1\"\n",
+            "bind: an address and a port",
+        ),
+        (
+            "[[listener]]\nbind = \"127.0.0.1:99999\"\n",
+            "is not a port",
+        ),
+        (
+            "[[listener]]\nbind = \"127.0.0.1:1\"\n[log]\nlevel = \"warning\"\n",
+            "\"warning\" is not one of",
+        ),
+    ] {
+        let config = write(&dir, "fulmar.toml", text);
+        let out = fulmar()
+            .args(["broker", "-c", &config, "--check-config"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+    }
 }
 
 #[test]

@@ -216,20 +216,24 @@ fn help_is_long_only_because_h_is_the_host() {
     }
 }
 
+/// Ctrl-C and SIGTERM (`kill`, `timeout`, a service manager) end it with a
+/// DISCONNECT and status 0, as mosquitto_sub. SIGTERM killed it (143).
 #[test]
-fn sub_exits_cleanly_on_sigint() {
+fn sub_exits_cleanly_on_sigint_and_sigterm() {
     let broker = FulmarBroker::start(&[]);
-    let mut sub = fulmar()
-        .args(["sub", "-h", "127.0.0.1", "-p", &broker.port.to_string()])
-        .args(["-t", "never", "-d"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    common::wait_for_line(sub.stderr.take().unwrap(), "subscribed to ");
-    common::signal(sub.id(), "INT");
-    let status = sub.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    for signal in ["INT", "TERM"] {
+        let mut sub = fulmar()
+            .args(["sub", "-h", "127.0.0.1", "-p", &broker.port.to_string()])
+            .args(["-t", "never", "-d"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        common::wait_for_line(sub.stderr.take().unwrap(), "subscribed to ");
+        common::signal(sub.id(), signal);
+        let status = sub.wait().unwrap();
+        assert!(status.success(), "SIG{signal}: {status:?}");
+    }
 }
 
 // As with mosquitto_pub and mosquitto_sub, the value after a flag is taken as
