@@ -30,9 +30,13 @@ pub(crate) struct BridgeConfig {
     pub(crate) client_id: Option<String>,
     /// Start a new session on the remote at each connection (default false:
     /// the remote keeps the bridge's subscriptions and queues its messages).
+    /// Under 5.0 the session then ends with each connection (Session Expiry
+    /// Interval 0, whatever `session_expiry_secs`): a reconnection resumes
+    /// nothing.
     #[serde(default)]
     pub(crate) clean_start: bool,
-    /// 5.0: how long the remote keeps the session after a disconnection.
+    /// 5.0: how long the remote keeps the session after a disconnection
+    /// (unless `clean_start`).
     #[serde(default = "hour")]
     pub(crate) session_expiry_secs: u32,
     #[serde(default = "minute")]
@@ -218,6 +222,19 @@ impl BridgeConfig {
         Ok(())
     }
 
+    /// The Session Expiry Interval asked of a 5.0 remote. With
+    /// `clean_start`, 0: the client reconnects with Clean Start 0 (to resume
+    /// what a kept session holds), so only a session that ends with each
+    /// connection makes every connection start a new one. It was
+    /// `session_expiry_secs`, and the remote resumed the session.
+    fn session_expiry(&self) -> u32 {
+        if self.clean_start {
+            0
+        } else {
+            self.session_expiry_secs
+        }
+    }
+
     /// The fulmar-bridge remote, reading the TLS files.
     pub(crate) fn to_remote(&self, n: usize) -> Result<Remote, String> {
         self.check(n)?;
@@ -234,7 +251,7 @@ impl BridgeConfig {
             .max_inflight(self.max_inflight)
             .keep_alive(Duration::from_secs(u64::from(self.keep_alive_secs)));
         if version == ProtocolVersion::V5 {
-            options = options.session_expiry_interval(self.session_expiry_secs);
+            options = options.session_expiry_interval(self.session_expiry());
         }
         match (&self.username, &self.password) {
             (Some(user), Some(password)) => {
@@ -316,6 +333,17 @@ mod tests {
         assert_eq!(rules[0].remote_filter(), "site/sensors/#");
         assert_eq!(rules[1].max_qos(), QoS::AtMostOnce);
         assert_eq!(bridge.host_port(1).unwrap(), ("127.0.0.1".into(), 1884));
+    }
+
+    // v5:MQTT-3.1.2-23 (the remote keeps a session with an interval above 0)
+    #[test]
+    fn clean_start_asks_for_a_session_that_ends_with_the_connection() {
+        let base = "name = \"b\"\naddress = \"h:1\"\n[[topic]]\npattern = \"x\"\n";
+        assert_eq!(parse(base).session_expiry(), 3600);
+        let clean = parse(&format!(
+            "clean_start = true\nsession_expiry_secs = 60\n{base}"
+        ));
+        assert_eq!(clean.session_expiry(), 0);
     }
 
     #[test]
