@@ -291,12 +291,16 @@ impl Client {
     /// messages. Messages the broker sends before the SUBACK are in the
     /// stream (QoS 0 ones only as far as its capacity goes; while a QoS 1/2
     /// one waits for room in it, QoS 0 messages for the other streams may be
-    /// dropped too: see the crate docs on backpressure).
+    /// dropped too: see the crate docs on backpressure). When the session
+    /// already has its most SUBSCRIBE and UNSUBSCRIBE packets in flight (64),
+    /// the request waits for one to be answered.
     ///
     /// # Errors
     /// [`Error::InvalidTopic`], [`Error::NotConnected`],
     /// [`Error::SubscribeRejected`] when the broker refused the filter,
-    /// [`Error::RequestLost`] when the connection dropped first.
+    /// [`Error::RequestLost`] when the connection dropped first,
+    /// [`Error::Session`]`(`[`TooManyRequests`](fulmar_session::LimitExceeded::TooManyRequests)`)`
+    /// when over 1 024 requests already wait.
     pub async fn subscribe(&self, filter: &str, qos: QoS) -> Result<Subscription, Error> {
         self.subscribe_with(
             vec![(filter.to_owned(), SubscriptionOptions::new(qos))],

@@ -58,6 +58,10 @@ const BATCH: usize = 64;
 /// until the connection dropped for keep alive.
 const MAX_PARKED_BYTES: usize = 4 * 1024 * 1024;
 
+/// The most `subscribe` calls that wait for a request slot of the session;
+/// beyond, they fail with `TooManyRequests`.
+const MAX_SUBSCRIBE_LATER: usize = 1024;
+
 /// Hashes a packet identifier (a `u16`) with one multiplication: the keys
 /// come from the session, not from the network, and the table is small.
 #[derive(Default)]
@@ -278,6 +282,9 @@ struct Driver {
     /// is queued again if its SUBSCRIBE is lost with the connection. At most
     /// one entry per live stream.
     resubscribe: VecDeque<u64>,
+    /// The application's subscribes waiting for a request slot, in order
+    /// (see [`wait_to_subscribe`](Self::wait_to_subscribe)).
+    subscribe_later: VecDeque<Box<SubscribeCommand>>,
     /// The application asked to stop (disconnect, or every handle dropped).
     exit: bool,
     /// Stop now: nothing left to send.
@@ -359,6 +366,7 @@ impl Driver {
             last_subscription_id: 0,
             unsubscribe_later: Vec::new(),
             resubscribe: VecDeque::new(),
+            subscribe_later: VecDeque::new(),
             exit: false,
             abort: false,
             disconnect_reply: None,
@@ -386,6 +394,11 @@ impl Driver {
             self.session.connection_lost(now());
             // The broker sends those messages again.
             self.unacked.clear();
+            // Subscribes that waited for a request slot fail as those in
+            // flight do.
+            for subscribe in self.subscribe_later.drain(..) {
+                let _gone = subscribe.reply.send(Err(Error::RequestLost));
+            }
             // Unacknowledged by us: the broker sends them again on resume.
             self.parked.clear();
             self.parked_qos0 = 0;
@@ -1033,6 +1046,70 @@ impl Driver {
                 }
             }
         }
+        // Then the application's subscribes that waited for a slot, in order.
+        while let Some(subscribe) = self.subscribe_later.pop_front() {
+            let waiting = self.subscribe_later.len();
+            self.subscribe_now(subscribe);
+            if self.subscribe_later.len() > waiting {
+                // Back at the end: no slot. Put it first again.
+                if let Some(back) = self.subscribe_later.pop_back() {
+                    self.subscribe_later.push_front(back);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Sends the SUBSCRIBE of `subscribe`, or, when every request slot of
+    /// the session is taken, keeps it until one is free (see
+    /// [`wait_to_subscribe`](Self::wait_to_subscribe)).
+    fn subscribe_now(&mut self, subscribe: Box<SubscribeCommand>) {
+        let id = subscribe
+            .properties
+            .subscription_identifier
+            .filter(|_| self.subscription_ids);
+        match self.session.subscribe(
+            subscribe.filters.clone(),
+            subscribe.properties.clone(),
+            now(),
+        ) {
+            Ok(packet_id) => {
+                let SubscribeCommand {
+                    filters,
+                    matchers,
+                    reply,
+                    ..
+                } = *subscribe;
+                // A deferred UNSUBSCRIBE would end this subscription.
+                self.unsubscribe_later
+                    .retain(|f| !filters.iter().any(|(g, _)| g == f));
+                let key = self.router.next_key();
+                let (tx, rx) = mpsc::channel(self.options.stream_capacity);
+                self.router.add(key, filters, matchers, id, tx);
+                self.requests
+                    .insert(packet_id, Request::Subscribe { key, reply, rx });
+            }
+            Err(e) if retry_later(&e) => self.wait_to_subscribe(subscribe),
+            Err(e) => {
+                let _gone = subscribe.reply.send(Err(Error::from_session(e)));
+            }
+        }
+    }
+
+    /// A `subscribe` waits for a request slot (the session allows
+    /// [`Config::max_requests`](fulmar_session::Config) SUBSCRIBE and
+    /// UNSUBSCRIBE packets in flight), in order, up to
+    /// [`MAX_SUBSCRIBE_LATER`]; beyond, it fails. They failed at once with
+    /// `TooManyRequests` past the session's limit.
+    fn wait_to_subscribe(&mut self, subscribe: Box<SubscribeCommand>) {
+        if self.subscribe_later.len() < MAX_SUBSCRIBE_LATER {
+            self.subscribe_later.push_back(subscribe);
+        } else {
+            let error = fulmar_session::Error::Limit(
+                fulmar_session::LimitExceeded::TooManyRequests(MAX_SUBSCRIBE_LATER),
+            );
+            let _gone = subscribe.reply.send(Err(Error::Session(error)));
+        }
     }
 
     /// Filters to unsubscribe once a request slot is free; not those a live
@@ -1204,48 +1281,31 @@ impl Driver {
             return;
         };
         match command {
-            Command::Subscribe(subscribe) => {
-                let SubscribeCommand {
-                    filters,
-                    matchers,
-                    mut properties,
-                    reply,
-                } = *subscribe;
+            Command::Subscribe(mut subscribe) => {
                 if !self.session.is_connected() {
-                    let _gone = reply.send(Err(Error::NotConnected));
+                    let _gone = subscribe.reply.send(Err(Error::NotConnected));
                     return;
                 }
                 if self.session.protocol_version() == ProtocolVersion::V311
-                    && (properties != SubscribeProperties::default()
-                        || filters
+                    && (subscribe.properties != SubscribeProperties::default()
+                        || subscribe
+                            .filters
                             .iter()
                             .any(|(_, o)| *o != SubscriptionOptions::new(o.qos)))
                 {
-                    let _gone = reply.send(Err(Error::InvalidOptions(
+                    let _gone = subscribe.reply.send(Err(Error::InvalidOptions(
                         "subscription properties and options other than QoS need MQTT 5.0".into(),
                     )));
                     return;
                 }
-                if self.subscription_ids && properties.subscription_identifier.is_none() {
-                    properties.subscription_identifier = Some(self.next_subscription_id());
+                if self.subscription_ids && subscribe.properties.subscription_identifier.is_none() {
+                    subscribe.properties.subscription_identifier =
+                        Some(self.next_subscription_id());
                 }
-                let id = properties
-                    .subscription_identifier
-                    .filter(|_| self.subscription_ids);
-                match self.session.subscribe(filters.clone(), properties, now()) {
-                    Ok(packet_id) => {
-                        // A deferred UNSUBSCRIBE would end this subscription.
-                        self.unsubscribe_later
-                            .retain(|f| !filters.iter().any(|(g, _)| g == f));
-                        let key = self.router.next_key();
-                        let (tx, rx) = mpsc::channel(self.options.stream_capacity);
-                        self.router.add(key, filters, matchers, id, tx);
-                        self.requests
-                            .insert(packet_id, Request::Subscribe { key, reply, rx });
-                    }
-                    Err(e) => {
-                        let _gone = reply.send(Err(Error::from_session(e)));
-                    }
+                if self.subscribe_later.is_empty() {
+                    self.subscribe_now(subscribe);
+                } else {
+                    self.wait_to_subscribe(subscribe);
                 }
             }
             Command::Messages { reply } => {
@@ -1341,6 +1401,9 @@ impl Driver {
             if let Request::Subscribe { reply, .. } = request {
                 let _gone = reply.send(Err(Error::Closed));
             }
+        }
+        for subscribe in self.subscribe_later.drain(..) {
+            let _gone = subscribe.reply.send(Err(Error::Closed));
         }
         self.router = Router::default();
         self.blocked = None;

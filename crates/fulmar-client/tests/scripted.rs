@@ -154,3 +154,39 @@ async fn a_publish_completes_while_more_than_receive_maximum_messages_wait() {
         assert!(!outcome.reason_code.is_error(), "{version:?}");
     }
 }
+
+/// More concurrent `subscribe` calls than the session's request slots (64
+/// SUBSCRIBE and UNSUBSCRIBE packets in flight): the others wait for a
+/// SUBACK, in order, instead of failing with `TooManyRequests` (a review
+/// saw 29 of 100 fail).
+// MQTT-2.2.1-3 (a packet identifier is not reused while in flight)
+#[tokio::test]
+async fn subscribes_beyond_the_request_slots_wait_for_one() {
+    const N: usize = 100;
+    let (client, mut wire) = connected(ProtocolVersion::V5).await;
+    let calls: Vec<_> = (0..N)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.subscribe(&format!("s/{i}"), QoS::AtLeastOnce).await })
+        })
+        .collect();
+    // The broker answers only once 64 are in flight, then each as it comes.
+    let mut held = Vec::new();
+    let mut answered = 0;
+    while answered < N {
+        let Some(Ok(Packet::Subscribe(subscribe))) = guard(wire.next()).await else {
+            panic!("expected SUBSCRIBE")
+        };
+        held.push(subscribe.packet_id);
+        if answered > 0 || held.len() == 64 {
+            for id in held.drain(..) {
+                let suback = SubAck::new(id, vec![SubAckReasonCode::GrantedQoS1]);
+                wire.send(Packet::SubAck(suback)).await.unwrap();
+                answered += 1;
+            }
+        }
+    }
+    for call in calls {
+        guard(call).await.unwrap().unwrap();
+    }
+}
