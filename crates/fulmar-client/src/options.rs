@@ -223,6 +223,7 @@ pub struct ConnectOptions {
     pub(crate) stream_capacity: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) write_timeout: Option<Duration>,
+    pub(crate) ping_timeout: Duration,
     pub(crate) manual_acks: bool,
     pub(crate) bridge: bool,
 }
@@ -258,6 +259,7 @@ impl ConnectOptions {
             stream_capacity: 128,
             connect_timeout: Duration::from_secs(10),
             write_timeout: Some(Duration::from_secs(30)),
+            ping_timeout: Duration::from_secs(10),
             manual_acks: false,
             bridge: false,
         }
@@ -440,6 +442,26 @@ impl ConnectOptions {
         self
     }
 
+    /// How long to wait for the PINGRESP to a PINGREQ (default 10 s) before
+    /// the connection is taken as lost and, with reconnect on, made again: a
+    /// dead connection is noticed at most the keep alive plus this after the
+    /// last packet sent. A PINGREQ goes out at each keep-alive period while
+    /// one is unanswered.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fulmar_client::ConnectOptions;
+    ///
+    /// let options = ConnectOptions::new("broker.local", 1883)
+    ///     .keep_alive(Duration::from_secs(10))
+    ///     .ping_timeout(Duration::from_secs(2));
+    /// ```
+    #[must_use]
+    pub fn ping_timeout(mut self, timeout: Duration) -> Self {
+        self.ping_timeout = timeout;
+        self
+    }
+
     /// Manual acknowledgement of inbound QoS 1/2 messages (default off): the
     /// PUBACK / PUBREC waits for [`Client::ack`](crate::Client::ack), so a
     /// message is acknowledged only once the application has dealt with it.
@@ -482,6 +504,7 @@ impl ConnectOptions {
             maximum_packet_size: self.maximum_packet_size,
             connect_timeout: Some(self.connect_timeout),
             manual_acks: self.manual_acks,
+            ping_timeout: self.ping_timeout,
             ..Config::default()
         }
     }
@@ -579,6 +602,16 @@ mod tests {
     }
 
     // A reconnection under 5.0 asks to resume (Clean Start 0); 3.1.1 keeps the flag.
+    #[test]
+    fn the_ping_timeout_reaches_the_session() {
+        assert_eq!(
+            ConnectOptions::new("h", 1).session_config().ping_timeout,
+            Duration::from_secs(10)
+        );
+        let o = ConnectOptions::new("h", 1).ping_timeout(Duration::from_secs(2));
+        assert_eq!(o.session_config().ping_timeout, Duration::from_secs(2));
+    }
+
     #[test]
     fn v5_reconnect_uses_clean_start_0() {
         let o = ConnectOptions::new("h", 1).client_id("c").clean_start(true);
