@@ -14,7 +14,7 @@ use std::time::Duration;
 use fulmar_codec::{
     CodecError, ConnAck, DisconnectProperties, DisconnectReasonCode, MqttCodec, MqttString, Packet,
     PacketId, ProtocolVersion, Publish, QoS, ReasonCode, SubAck, SubscribeProperties,
-    SubscriptionOptions, UnsubscribeProperties,
+    SubscriptionOptions, UnsubAck, UnsubscribeProperties,
 };
 use fulmar_session::{ApiError, Event, Initiator, Session};
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -200,8 +200,39 @@ enum Request {
     },
     /// Re-subscribing stream `key` after the broker lost the session.
     Resubscribe { key: u64 },
-    /// A dropped stream's filters.
-    Unsubscribe(Vec<MqttString>),
+    /// A dropped stream's filters, and the `unsubscribe` calls waiting for
+    /// their UNSUBACK.
+    Unsubscribe {
+        filters: Vec<MqttString>,
+        waiters: Vec<UnsubscribeWaiter>,
+    },
+}
+
+/// A [`Subscription::unsubscribe`] call waiting for the UNSUBACK of its
+/// filters.
+struct UnsubscribeWaiter {
+    filters: Vec<MqttString>,
+    reply: oneshot::Sender<Result<(), Error>>,
+}
+
+impl UnsubscribeWaiter {
+    /// Answers from the UNSUBACK of `sent`: refused when the broker refused
+    /// every one of this call's filters that the UNSUBSCRIBE carried.
+    fn answer(self, sent: &[MqttString], ack: &UnsubAck) {
+        let codes: Vec<_> = self
+            .filters
+            .iter()
+            .filter_map(|f| sent.iter().position(|g| g == f))
+            .filter_map(|i| ack.reason_codes.get(i))
+            .collect();
+        let refused = !codes.is_empty() && codes.iter().all(|c| c.is_error());
+        let result = if refused {
+            Err(Error::UnsubscribeRejected(ack.clone()))
+        } else {
+            Ok(())
+        };
+        let _gone = self.reply.send(result);
+    }
 }
 
 /// A manually acknowledged message not acknowledged yet.
@@ -285,6 +316,8 @@ struct Driver {
     /// The application's subscribes waiting for a request slot, in order
     /// (see [`wait_to_subscribe`](Self::wait_to_subscribe)).
     subscribe_later: VecDeque<Box<SubscribeCommand>>,
+    /// `unsubscribe` calls whose filters wait in `unsubscribe_later`.
+    unsubscribe_waiters: Vec<UnsubscribeWaiter>,
     /// The application asked to stop (disconnect, or every handle dropped).
     exit: bool,
     /// Stop now: nothing left to send.
@@ -367,6 +400,7 @@ impl Driver {
             unsubscribe_later: Vec::new(),
             resubscribe: VecDeque::new(),
             subscribe_later: VecDeque::new(),
+            unsubscribe_waiters: Vec::new(),
             exit: false,
             abort: false,
             disconnect_reply: None,
@@ -874,7 +908,13 @@ impl Driver {
                 self.on_suback(ack);
             }
             Event::UnsubAck(ack) => {
-                self.requests.remove(&ack.packet_id);
+                if let Some(Request::Unsubscribe { filters, waiters }) =
+                    self.requests.remove(&ack.packet_id)
+                {
+                    for waiter in waiters {
+                        waiter.answer(&filters, &ack);
+                    }
+                }
                 self.send_pending();
             }
             Event::RequestLost { packet_id } => match self.requests.remove(&packet_id) {
@@ -885,7 +925,10 @@ impl Driver {
                 Some(Request::Resubscribe { key }) if self.router.get(key).is_some() => {
                     self.resubscribe.push_back(key);
                 }
-                Some(Request::Unsubscribe(filters)) => self.unsubscribe_later(filters),
+                Some(Request::Unsubscribe { filters, waiters }) => {
+                    self.unsubscribe_waiters.extend(waiters);
+                    self.unsubscribe_later(filters);
+                }
                 Some(Request::Resubscribe { .. }) | None => {}
             },
             Event::Disconnected {
@@ -1002,21 +1045,32 @@ impl Driver {
         if !self.session.is_connected() {
             return;
         }
-        if !self.unsubscribe_later.is_empty() {
+        if self.unsubscribe_later.is_empty() {
+            // Their filters are other streams' again: nothing to send.
+            for waiter in self.unsubscribe_waiters.drain(..) {
+                let _gone = waiter.reply.send(Ok(()));
+            }
+        } else {
             let filters = std::mem::take(&mut self.unsubscribe_later);
             match self
                 .session
                 .unsubscribe(filters.clone(), UnsubscribeProperties::default(), now())
             {
                 Ok(packet_id) => {
+                    let waiters = std::mem::take(&mut self.unsubscribe_waiters);
                     self.requests
-                        .insert(packet_id, Request::Unsubscribe(filters));
+                        .insert(packet_id, Request::Unsubscribe { filters, waiters });
                 }
                 Err(error) if retry_later(&error) => {
                     self.unsubscribe_later = filters;
                     return;
                 }
-                Err(error) => warn!(%error, "unsubscribe given up"),
+                Err(error) => {
+                    warn!(%error, "unsubscribe given up");
+                    for waiter in self.unsubscribe_waiters.drain(..) {
+                        let _gone = waiter.reply.send(Err(Error::Session(error.clone())));
+                    }
+                }
             }
         }
         while let Some(key) = self.resubscribe.pop_front() {
@@ -1128,11 +1182,21 @@ impl Driver {
     }
 
     fn on_stream_dropped(&mut self, dropped: Dropped) {
-        let Dropped { key, rx } = dropped;
+        let Dropped { key, rx, reply } = dropped;
         if let Some(rx) = rx {
             self.discard(rx);
         }
         let filters = self.router.remove(key);
+        match reply {
+            Some(reply) if filters.is_empty() => {
+                let _gone = reply.send(Ok(()));
+            }
+            Some(reply) => self.unsubscribe_waiters.push(UnsubscribeWaiter {
+                filters: filters.clone(),
+                reply,
+            }),
+            None => {}
+        }
         if !filters.is_empty() {
             self.unsubscribe(filters);
         }

@@ -14,8 +14,9 @@
 //!   properties ([`PublishOutcome`]). Failures are typed ([`Error`]).
 //! - [`Client::subscribe`] returns the SUBACK and a [`Subscription`] stream;
 //!   messages are routed by Subscription Identifier (5.0) or by filter
-//!   matching (3.1.1); dropping the stream unsubscribes. [`Client::messages`]
-//!   is a catch-all stream.
+//!   matching (3.1.1); [`Subscription::unsubscribe`] ends it and waits for
+//!   the UNSUBACK, and dropping the stream unsubscribes without waiting.
+//!   [`Client::messages`] is a catch-all stream.
 //! - **Backpressure**: streams are bounded. When one is full, the client stops
 //!   feeding PUBLISH packets to the session, so they are not acknowledged and
 //!   the broker's send quota (our Receive Maximum) runs out; once more than

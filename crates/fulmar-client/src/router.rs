@@ -16,7 +16,7 @@ use std::task::{Context, Poll, Waker};
 use fulmar_codec::{MqttString, PacketId, Publish, SubAck, SubscriptionOptions};
 use fulmar_topic::{SubscriptionFilter, TopicName};
 use futures::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
 
@@ -35,6 +35,9 @@ pub(crate) struct AckToken {
 pub(crate) struct Dropped {
     pub(crate) key: u64,
     pub(crate) rx: Option<mpsc::Receiver<Message>>,
+    /// From [`Subscription::unsubscribe`]: told when the UNSUBACK came (or
+    /// at once when no filter needed an UNSUBSCRIBE).
+    pub(crate) reply: Option<oneshot::Sender<Result<(), Error>>>,
 }
 
 /// An application message from the broker: the PUBLISH (topic, payload,
@@ -380,6 +383,7 @@ impl Drop for Inbox {
         let _sent = self.dropped.send(Dropped {
             key: self.key,
             rx: self.rx.take(),
+            reply: None,
         });
     }
 }
@@ -449,6 +453,33 @@ impl Subscription {
     /// [`poll_refused`](Self::poll_refused)) and returns them.
     pub async fn refused_changed(&mut self) -> Vec<String> {
         std::future::poll_fn(|cx| self.poll_refused(cx)).await
+    }
+
+    /// Ends this stream and unsubscribes from its filters that no other
+    /// stream uses; completes once the broker acknowledged the UNSUBSCRIBE
+    /// (at once when every filter is still another stream's). Dropping the
+    /// stream does the same without waiting. What the stream held unread is
+    /// dropped (acknowledged to the broker).
+    ///
+    /// # Errors
+    /// [`Error::UnsubscribeRejected`] when the broker refused every filter
+    /// it was asked to remove (MQTT 5.0 failure reason codes; 0x11 No
+    /// subscription existed is not a failure); [`Error::Closed`] when the
+    /// client closed first.
+    pub async fn unsubscribe(mut self) -> Result<(), Error> {
+        let (reply, done) = oneshot::channel();
+        let dropped = Dropped {
+            key: self.inbox.key,
+            rx: self.inbox.rx.take(),
+            reply: Some(reply),
+        };
+        // Sent here rather than by `Drop`: make that one a no-op.
+        let (gone, _) = mpsc::unbounded_channel();
+        let to = std::mem::replace(&mut self.inbox.dropped, gone);
+        if to.send(dropped).is_err() {
+            return Err(Error::Closed);
+        }
+        done.await.unwrap_or(Err(Error::Closed))
     }
 
     /// The broker's SUBACK: one reason code per filter (granted QoS or failure).

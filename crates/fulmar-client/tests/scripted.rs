@@ -10,7 +10,7 @@ use common::guard;
 use fulmar_client::{Client, ConnectOptions, Error, ProtocolVersion, QoS, Reconnect, Transport};
 use fulmar_codec::{
     ConnAck, Disconnect, DisconnectProperties, DisconnectReasonCode, MqttCodec, MqttString, Packet,
-    PacketId, PubAck, Publish, SubAck, SubAckReasonCode,
+    PacketId, PubAck, Publish, SubAck, SubAckReasonCode, UnsubAck, UnsubAckReasonCode,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::io::DuplexStream;
@@ -189,4 +189,61 @@ async fn subscribes_beyond_the_request_slots_wait_for_one() {
     for call in calls {
         guard(call).await.unwrap().unwrap();
     }
+}
+
+/// Answers the next SUBSCRIBE with QoS 1 granted.
+async fn grant(wire: &mut Wire) {
+    let Some(Ok(Packet::Subscribe(subscribe))) = guard(wire.next()).await else {
+        panic!("expected SUBSCRIBE")
+    };
+    let suback = SubAck::new(subscribe.packet_id, vec![SubAckReasonCode::GrantedQoS1]);
+    wire.send(Packet::SubAck(suback)).await.unwrap();
+}
+
+/// `Subscription::unsubscribe` completes with the broker's UNSUBACK, and
+/// at once when another stream still uses the filter (no UNSUBSCRIBE is
+/// sent). There was no way to unsubscribe and know the outcome.
+// MQTT-3.10.3-2 v5:MQTT-3.11.3-1
+#[tokio::test]
+async fn unsubscribe_waits_for_the_unsuback_and_reports_a_refusal() {
+    let (client, mut wire) = connected(ProtocolVersion::V5).await;
+    let subscribe = |filter: &'static str| {
+        let client = client.clone();
+        tokio::spawn(async move { client.subscribe(filter, QoS::AtLeastOnce).await })
+    };
+    let first = subscribe("u/1");
+    grant(&mut wire).await;
+    let first = guard(first).await.unwrap().unwrap();
+    let second = subscribe("u/1");
+    grant(&mut wire).await;
+    let second = guard(second).await.unwrap().unwrap();
+    // The other stream keeps the filter: nothing to send.
+    guard(first.unsubscribe()).await.unwrap();
+    // The last one: UNSUBSCRIBE, refused.
+    let refused = tokio::spawn(second.unsubscribe());
+    let Some(Ok(Packet::Unsubscribe(unsubscribe))) = guard(wire.next()).await else {
+        panic!("expected UNSUBSCRIBE")
+    };
+    assert_eq!(unsubscribe.filters, [MqttString::from("u/1")]);
+    let unsuback = UnsubAck::new(
+        unsubscribe.packet_id,
+        vec![UnsubAckReasonCode::NotAuthorized],
+    );
+    wire.send(Packet::UnsubAck(unsuback)).await.unwrap();
+    let refused = guard(refused).await.unwrap();
+    assert!(
+        matches!(refused, Err(Error::UnsubscribeRejected(_))),
+        "{refused:?}"
+    );
+    // Accepted.
+    let third = subscribe("u/2");
+    grant(&mut wire).await;
+    let third = guard(third).await.unwrap().unwrap();
+    let done = tokio::spawn(third.unsubscribe());
+    let Some(Ok(Packet::Unsubscribe(unsubscribe))) = guard(wire.next()).await else {
+        panic!("expected UNSUBSCRIBE")
+    };
+    let unsuback = UnsubAck::new(unsubscribe.packet_id, vec![UnsubAckReasonCode::Success]);
+    wire.send(Packet::UnsubAck(unsuback)).await.unwrap();
+    guard(done).await.unwrap().unwrap();
 }
