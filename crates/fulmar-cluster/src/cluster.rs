@@ -113,6 +113,11 @@ pub struct ClusterConfig {
     /// beyond that they are dropped and counted
     /// ([`ClusterStats::dropped_outbound`]). Default 65 536.
     pub outbound_capacity: usize,
+    /// The same bound in bytes (topics and payloads): beyond it messages
+    /// are dropped and counted likewise, but one message always fits in an
+    /// empty queue. Default 64 MiB. (Bounded by count alone, a queue of
+    /// large messages could hold gigabytes while NATS is away.)
+    pub outbound_max_bytes: usize,
     /// How many recent message ids a node remembers to inject a message
     /// once when several of its NATS subscriptions match it (`a/+` and
     /// `a/#`). Default 65 536; 0 turns the check off.
@@ -147,6 +152,7 @@ impl ClusterConfig {
             heartbeat_interval: Duration::from_secs(2),
             heartbeat_ttl: Duration::from_secs(10),
             outbound_capacity: 65_536,
+            outbound_max_bytes: 64 * 1024 * 1024,
             dedupe_window: 65_536,
             session_timeout: Duration::from_secs(5),
             max_control_line: DEFAULT_MAX_CONTROL_LINE,
@@ -430,6 +436,8 @@ struct Inner {
     local_shared: Mutex<LocalShared>,
     /// The outbound queue is not read while set (a test hook).
     outbound_paused: AtomicBool,
+    /// [`ClusterBridge::outbound_bytes`].
+    outbound_bytes: Arc<AtomicUsize>,
 }
 
 /// The shared filters the local broker holds, each with how many filter
@@ -512,9 +520,17 @@ struct ClusterBridge {
     /// Messages the outbound queue had no room for, for the local shared
     /// groups ([`fallback_loop`]).
     fallback: mpsc::Sender<(TopicName, Publish)>,
+    /// The bytes in `outbound` ([`outbound_size`]), and their bound.
+    outbound_bytes: Arc<AtomicUsize>,
+    outbound_max_bytes: usize,
     wills: Arc<WillChanges>,
     counters: Arc<Counters>,
     sessions: Arc<Sessions>,
+}
+
+/// What a message counts against [`ClusterConfig::outbound_max_bytes`].
+fn outbound_size(topic: &TopicName, publish: &Publish) -> usize {
+    topic.as_str().len() + publish.payload.len()
 }
 
 impl Bridge for ClusterBridge {
@@ -527,7 +543,19 @@ impl Bridge for ClusterBridge {
     }
 
     fn message(&self, topic: &TopicName, publish: &Publish) {
-        if let Err(error) = self.outbound.try_send((topic.clone(), publish.clone())) {
+        let size = outbound_size(topic, publish);
+        let queued = self.outbound_bytes.fetch_add(size, Ordering::Relaxed);
+        let fits = queued == 0 || queued.saturating_add(size) <= self.outbound_max_bytes;
+        let sent = if fits {
+            self.outbound.try_send((topic.clone(), publish.clone()))
+        } else {
+            Err(mpsc::error::TrySendError::Full((
+                topic.clone(),
+                publish.clone(),
+            )))
+        };
+        if let Err(error) = sent {
+            self.outbound_bytes.fetch_sub(size, Ordering::Relaxed);
             bump(&self.counters.dropped_outbound);
             // Not for other nodes, but this node's shared groups, which
             // local routing left to the cluster, still get it (the
@@ -780,6 +808,7 @@ impl Cluster {
         let counters = Arc::new(Counters::default());
         let filter_changes = Arc::new(FilterChanges::default());
         let (outbound_tx, outbound) = mpsc::channel(config.outbound_capacity.max(1));
+        let outbound_bytes = Arc::new(AtomicUsize::new(0));
         let (fallback_tx, fallback) = mpsc::channel(FALLBACK_CAPACITY);
         let will_changes = Arc::new(WillChanges::default());
         let (sessions_tx, sessions_rx) = mpsc::unbounded_channel();
@@ -827,6 +856,7 @@ impl Cluster {
             sessions: sessions.clone(),
             local_shared: Mutex::new(LocalShared::default()),
             outbound_paused: AtomicBool::new(false),
+            outbound_bytes: outbound_bytes.clone(),
             filter_changes: filter_changes.clone(),
             will_changes: will_changes.clone(),
         });
@@ -836,6 +866,8 @@ impl Cluster {
                 filters: filter_changes,
                 outbound: outbound_tx,
                 fallback: fallback_tx,
+                outbound_bytes,
+                outbound_max_bytes: config.outbound_max_bytes,
                 wills: will_changes,
                 counters,
                 sessions,
@@ -1462,6 +1494,9 @@ async fn outbound_loop(
         let Some((topic, publish)) = next else {
             break tokio::time::Instant::now() + inner.sessions.timeout;
         };
+        inner
+            .outbound_bytes
+            .fetch_sub(outbound_size(&topic, &publish), Ordering::Relaxed);
         let publishing = publish_one(&inner, &topic, publish);
         tokio::pin!(publishing);
         let stopping = tokio::select! {
