@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fulmar_broker::{Bridge, BrokerError, BrokerHandle};
 use fulmar_client::{
@@ -172,9 +172,11 @@ struct Link {
     max_queued_bytes: usize,
     /// Payload bytes in the queue to the remote.
     queued_bytes: AtomicUsize,
-    tx: mpsc::Sender<Publish>,
+    /// Messages for the remote, with the time they were queued (it counts
+    /// against their Message Expiry Interval).
+    tx: mpsc::Sender<(Publish, Instant)>,
     /// Taken by [`MqttBridge::attach`].
-    rx: Mutex<Option<mpsc::Receiver<Publish>>>,
+    rx: Mutex<Option<mpsc::Receiver<(Publish, Instant)>>>,
     connected: AtomicBool,
     connects: AtomicU64,
     sent: AtomicU64,
@@ -574,7 +576,7 @@ impl Inner {
                     .user_properties
                     .push((MqttString::from(RELAY_MARK), self.mark.clone()));
             }
-            if link.tx.try_send(out).is_err() {
+            if link.tx.try_send((out, Instant::now())).is_err() {
                 link.queued_bytes.fetch_sub(size, Ordering::Relaxed);
                 link.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -596,6 +598,19 @@ fn new_mark() -> MqttString {
     use std::hash::BuildHasher;
     let random = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
     MqttString::from(format!("{random:016x}"))
+}
+
+/// A message that waited for the remote since `queued_at`, its Message
+/// Expiry Interval reduced by that time (MQTT 5.0 3.3.2.3.3); `None` once it
+/// expired. The wait was not counted: a message that expired while the
+/// remote was away was still sent, with its whole interval.
+fn aged(mut publish: Publish, queued_at: Instant) -> Option<Publish> {
+    if let Some(interval) = publish.properties.message_expiry_interval {
+        let waited = queued_at.elapsed().as_secs();
+        publish.properties.message_expiry_interval =
+            Some(fulmar_session::message_expiry_left(interval, waited)?);
+    }
+    Some(publish)
 }
 
 /// What a forwarded message must not carry over from its last hop.
@@ -661,7 +676,7 @@ async fn run(
     inner: Arc<Inner>,
     index: usize,
     broker: BrokerHandle,
-    mut rx: mpsc::Receiver<Publish>,
+    mut rx: mpsc::Receiver<(Publish, Instant)>,
 ) {
     let Some(link) = inner.links.get(index) else {
         return;
@@ -891,7 +906,7 @@ impl Inbound {
 /// What [`serve`] works with besides the client: the queue to the remote,
 /// the messages a closed client left unsettled, the streams from the remote.
 struct Io<'a> {
-    rx: &'a mut mpsc::Receiver<Publish>,
+    rx: &'a mut mpsc::Receiver<(Publish, Instant)>,
     carry: &'a mut VecDeque<Publish>,
     inbound: &'a mut Inbound,
 }
@@ -1051,8 +1066,13 @@ async fn serve(
             }
             () = sleep_until(retry_at), if retry_at.is_some() => retry_at = None,
             next = io.rx.recv(), if window.len() < WINDOW => match next {
-                Some(publish) => {
+                Some((publish, queued_at)) => {
                     link.queued_bytes.fetch_sub(publish.payload.len(), Ordering::Relaxed);
+                    let Some(publish) = aged(publish, queued_at) else {
+                        tracing::debug!(bridge = %link.name, "a message expired waiting for the remote");
+                        link.dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
                     in_flight.insert(seq, publish.clone());
                     window.push(send(client, seq, publish));
                     seq = seq.wrapping_add(1);
