@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -105,7 +105,44 @@ pub struct Client {
     commands: mpsc::Sender<Command>,
     connected: watch::Receiver<bool>,
     publishes: Arc<PublishQueue>,
+    disconnections: Arc<LastDisconnection>,
     last_topic: LastTopic,
+}
+
+/// Why a connection of the client ended, or why connecting again failed
+/// ([`Client::last_disconnection`]).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Disconnection {
+    /// What ended it: the broker's DISCONNECT
+    /// ([`Error::DisconnectedByBroker`]), the broker refusing the CONNECT of
+    /// a reconnection ([`Error::Refused`]), the network ([`Error::Io`]), no
+    /// PINGRESP in time or a protocol error of the broker
+    /// ([`Error::Session`]), ...
+    pub error: Arc<Error>,
+    /// The reason code and properties (Reason String, Server Reference, User
+    /// Properties) of the broker's DISCONNECT, when it sent one (MQTT 5.0).
+    pub by_broker: Option<(ReasonCode, DisconnectProperties)>,
+    /// Reconnection attempts that had failed in a row before this one
+    /// (0: the connection had been up, or this is the first failure).
+    pub failed_attempts: u32,
+}
+
+/// The last [`Disconnection`], shared by the handles and the connection task.
+#[derive(Debug, Default)]
+pub(crate) struct LastDisconnection(Mutex<Option<Disconnection>>);
+
+impl LastDisconnection {
+    pub(crate) fn set(&self, disconnection: Disconnection) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(disconnection);
+    }
+
+    fn get(&self) -> Option<Disconnection> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// The last topic this handle published to, validated: publishing to the
@@ -179,12 +216,20 @@ impl Client {
     ) -> Result<(Self, ConnAck, Option<Messages>), Error> {
         let (commands, rx) = mpsc::channel(64);
         let publishes = Arc::new(PublishQueue::default());
-        let (connack, connected, messages) =
-            driver::spawn(options, rx, publishes.clone(), with_messages).await?;
+        let disconnections = Arc::new(LastDisconnection::default());
+        let (connack, connected, messages) = driver::spawn(
+            options,
+            rx,
+            publishes.clone(),
+            disconnections.clone(),
+            with_messages,
+        )
+        .await?;
         let client = Self {
             commands,
             connected,
             publishes,
+            disconnections,
             last_topic: LastTopic::default(),
         };
         Ok((client, connack, messages))
@@ -421,6 +466,19 @@ impl Client {
             }))
         })
         .await?
+    }
+
+    /// Why the last connection ended, or why the last attempt to connect
+    /// again failed; `None` while the first connection lasts. With
+    /// reconnect on, the client keeps trying whatever the reason (a broker
+    /// that refuses the CONNECT, with [`Error::Refused`], included): an
+    /// application that should give up then calls
+    /// [`disconnect`](Self::disconnect). The broker's Server Reference
+    /// (MQTT 5.0, in a DISCONNECT 0x9C / 0x9D) is in
+    /// [`by_broker`](Disconnection::by_broker).
+    #[must_use]
+    pub fn last_disconnection(&self) -> Option<Disconnection> {
+        self.disconnections.get()
     }
 
     /// Whether the connection is up (CONNACK received, not lost since).

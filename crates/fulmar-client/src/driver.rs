@@ -28,6 +28,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::client::{
     Command, DisconnectCommand, Outgoing, PublishOutcome, Reply, SubscribeCommand,
 };
+use crate::client::{Disconnection, LastDisconnection};
 use crate::completion::{Key, Outcome, PublishQueue};
 use crate::error::Error;
 use crate::options::ConnectOptions;
@@ -93,6 +94,7 @@ pub(crate) async fn spawn(
     options: ConnectOptions,
     commands: mpsc::Receiver<Command>,
     publishes: Arc<PublishQueue>,
+    disconnections: Arc<LastDisconnection>,
     with_messages: bool,
 ) -> Result<(ConnAck, watch::Receiver<bool>, Option<Messages>), Error> {
     // Refuse bad options before any network traffic.
@@ -105,6 +107,7 @@ pub(crate) async fn spawn(
     );
     let (connected_tx, connected_rx) = watch::channel(false);
     let mut driver = Driver::new(options, commands, publishes, ready_tx, connected_tx);
+    driver.disconnections = disconnections;
     let messages = with_messages.then(|| driver.leftovers());
     tokio::spawn(driver.run().instrument(span));
     let connack = ready_rx.await.map_err(|_| Error::Closed)??;
@@ -324,6 +327,10 @@ struct Driver {
     abort: bool,
     disconnect_reply: Option<Reply<()>>,
     last_close: Option<(Initiator, ReasonCode, DisconnectProperties)>,
+    /// The broker's DISCONNECT on this connection, for [`Disconnection`].
+    by_broker: Option<(ReasonCode, DisconnectProperties)>,
+    /// Where [`Client::last_disconnection`](crate::Client::last_disconnection) reads.
+    disconnections: Arc<LastDisconnection>,
     /// Manual acknowledgements: the messages of this connection not
     /// acknowledged yet, with the number of stream copies not read yet. A
     /// message whose every copy is dropped unread is acknowledged by the
@@ -405,6 +412,8 @@ impl Driver {
             abort: false,
             disconnect_reply: None,
             last_close: None,
+            by_broker: None,
+            disconnections: Arc::default(),
             unacked: PacketIdMap::default(),
             last_ack_seq: 0,
             connected,
@@ -447,6 +456,12 @@ impl Driver {
                 let _gone = ready.send(Err(error));
                 break;
             }
+            let error = Arc::new(error);
+            self.disconnections.set(Disconnection {
+                error: error.clone(),
+                by_broker: self.by_broker.take(),
+                failed_attempts: self.attempt,
+            });
             if !self.options.reconnect.is_enabled() {
                 warn!(%error, "connection lost, reconnect is off");
                 break;
@@ -468,6 +483,7 @@ impl Driver {
     /// it ended.
     async fn connection(&mut self) -> Error {
         self.last_close = None;
+        self.by_broker = None;
         let connecting = timeout(
             self.options.connect_timeout,
             transport::connect(&self.options),
@@ -950,6 +966,9 @@ impl Driver {
                     Initiator::Local | Initiator::Network => {
                         debug!(?initiator, %reason_code, "connection closed");
                     }
+                }
+                if initiator == Initiator::Remote {
+                    self.by_broker = Some((reason_code, properties.clone()));
                 }
                 self.last_close = Some((initiator, reason_code, properties));
             }

@@ -115,7 +115,9 @@ mod transport;
 #[cfg(feature = "websocket")]
 mod ws;
 
-pub use client::{Client, PublishFuture, PublishOutcome, PublishRequest, PublishTopic};
+pub use client::{
+    Client, Disconnection, PublishFuture, PublishOutcome, PublishRequest, PublishTopic,
+};
 pub use error::Error;
 pub use options::{ConnectOptions, Connector, Reconnect, Transport};
 pub use router::{Message, Messages, Subscription};

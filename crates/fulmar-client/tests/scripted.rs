@@ -247,3 +247,65 @@ async fn unsubscribe_waits_for_the_unsuback_and_reports_a_refusal() {
     wire.send(Packet::UnsubAck(unsuback)).await.unwrap();
     guard(done).await.unwrap().unwrap();
 }
+
+/// `Client::last_disconnection` tells why a connection ended (the broker's
+/// DISCONNECT with its Server Reference) and why connecting again failed (a
+/// refused CONNACK). Both were only logged: calls failed with `Closed`.
+#[tokio::test]
+async fn the_last_disconnection_tells_why_with_the_brokers_reason() {
+    let (server_tx, mut server_rx) = mpsc::unbounded_channel();
+    let transport = Transport::custom(move || {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let _ = server_tx.send(server);
+        async move { Ok(client) }
+    });
+    let options = ConnectOptions::new("pipe", 0)
+        .client_id("told")
+        .transport(transport)
+        .reconnect(Reconnect::exponential(
+            std::time::Duration::from_millis(1),
+            std::time::Duration::from_millis(10),
+        ));
+    let connecting = tokio::spawn(Client::connect(options));
+    let mut accept = async |connack: ConnAck| {
+        let server = guard(server_rx.recv()).await.unwrap();
+        let mut wire = Framed::new(server, MqttCodec::new(ProtocolVersion::V5, 1 << 20));
+        let Some(Ok(Packet::Connect(_))) = guard(wire.next()).await else {
+            panic!("expected CONNECT")
+        };
+        wire.send(Packet::ConnAck(connack)).await.unwrap();
+        wire
+    };
+    let mut wire = accept(ConnAck::default()).await;
+    let (client, _) = guard(connecting).await.unwrap().unwrap();
+    assert!(client.last_disconnection().is_none());
+    let mut moved = Disconnect::new(DisconnectReasonCode::UseAnotherServer);
+    moved.properties.server_reference = Some("other:1883".into());
+    wire.send(Packet::Disconnect(moved)).await.unwrap();
+    drop(wire);
+    // The next attempt comes once the first end was recorded.
+    let refused = ConnAck::new(false, fulmar_codec::ConnectReasonCode::NotAuthorized);
+    let wire = accept(refused).await;
+    let first = client.last_disconnection().unwrap();
+    assert!(
+        matches!(*first.error, Error::DisconnectedByBroker(code) if u8::from(code) == 0x9C),
+        "{first:?}"
+    );
+    let (code, properties) = first.by_broker.unwrap();
+    assert_eq!(u8::from(code), 0x9C);
+    assert_eq!(properties.server_reference.as_deref(), Some("other:1883"));
+    drop(wire);
+    let _third = guard(server_rx.recv()).await.unwrap();
+    let second = client.last_disconnection().unwrap();
+    assert!(
+        matches!(
+            *second.error,
+            Error::Refused {
+                reason_code: fulmar_codec::ConnectReasonCode::NotAuthorized,
+                ..
+            }
+        ),
+        "{second:?}"
+    );
+    assert_eq!(second.failed_attempts, 1);
+}
