@@ -1064,6 +1064,7 @@ impl Cluster {
             .await
             .map_err(|e| ClusterError::jetstream(&bucket, e))?;
         let key = node_key(&inner.node_id);
+        refuse_a_live_namesake(inner, &store, &key).await?;
         store
             .put(&key, heartbeat_value(inner))
             .await
@@ -1437,6 +1438,37 @@ async fn live_node_keys(store: &kv::Store) -> Result<HashSet<String>, ClusterErr
         }
     }
     Ok(live)
+}
+
+/// A heartbeat under this node id that is not this instance's is a previous
+/// instance's (which died: a restart) or another live node's (two nodes
+/// given the same id). A live one writes it again within a heartbeat
+/// interval: watched that long, and refused if so. A restart after a crash
+/// waits that long once.
+async fn refuse_a_live_namesake(
+    inner: &Inner,
+    store: &kv::Store,
+    key: &str,
+) -> Result<(), ClusterError> {
+    // A deleted key (a clean shutdown) leaves a marker entry: not a heartbeat.
+    let read = || async {
+        store
+            .entry(key)
+            .await
+            .map(|entry| entry.filter(|e| e.operation == kv::Operation::Put))
+            .map_err(|e| ClusterError::jetstream("heartbeat", e))
+    };
+    let Some(before) = read().await? else {
+        return Ok(());
+    };
+    tracing::info!(node = %inner.node_id, "a heartbeat of this node id exists: waiting a heartbeat interval to tell a previous instance from a live namesake");
+    tokio::time::sleep(inner.heartbeat_interval.mul_f32(1.5)).await;
+    match read().await? {
+        Some(after) if after.revision != before.revision => {
+            Err(ClusterError::NodeIdInUse(inner.node_id.clone()))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn heartbeat_value(inner: &Inner) -> Bytes {

@@ -19,6 +19,12 @@ pub enum ClusterError {
     /// [`Cluster::attach`](crate::Cluster::attach) was called twice.
     #[error("the cluster is already attached to a broker")]
     AlreadyAttached,
+    /// Another live node writes the heartbeat of this node id: two nodes
+    /// were given the same [`ClusterConfig::node_id`](crate::ClusterConfig::node_id).
+    /// (Taken for this node's previous instance, its clients' wills would
+    /// have been published while they were connected.)
+    #[error("node id {0:?} is in use by another live node")]
+    NodeIdInUse(String),
     /// The broker stopped while the cluster was loading into it.
     #[error("broker: {0}")]
     Broker(#[from] fulmar_broker::BrokerError),

@@ -272,7 +272,10 @@
 //!   published like a message a local client published: to the local
 //!   subscribers, then to NATS (and the retained stream when retained).
 //! - A node that restarts (same node id) before any node saw its heartbeat
-//!   gone finds its previous instance's wills in the bucket when it
+//!   gone first watches that heartbeat for one and a half heartbeat
+//!   intervals: if it is written meanwhile, another live node has this id,
+//!   and [`Cluster::attach`] fails with [`ClusterError::NodeIdInUse`]. Else
+//!   it finds its previous instance's wills in the bucket when it
 //!   attaches (it writes none before) and handles them as a gone node's:
 //!   each is published after its delay, counted from then, unless its
 //!   client connects to this node first or resumes its session on another

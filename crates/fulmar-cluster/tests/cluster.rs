@@ -965,9 +965,40 @@ async fn the_outbound_queue_is_bounded_in_bytes() {
     a.cluster.pause_outbound_for_test(false);
     wait_for("the queue drained", || a.cluster.stats().published == 3).await;
     a.broker
-        .publish("big", "y".repeat(20_000), fulmar_codec::QoS::AtMostOnce, false)
+        .publish(
+            "big",
+            "y".repeat(20_000),
+            fulmar_codec::QoS::AtMostOnce,
+            false,
+        )
         .unwrap();
     wait_for("the large one went", || a.cluster.stats().published == 4).await;
     assert_eq!(a.cluster.stats().dropped_outbound, 7);
+    a.stop().await;
+}
+
+/// A second node started with the id of a live node is refused at attach:
+/// it took the live node's heartbeat for a previous instance's and
+/// published the wills of its clients, which were still connected.
+#[tokio::test]
+async fn a_node_id_in_use_by_a_live_node_is_refused() {
+    let nats = nats_or_skip!("node_id_in_use");
+    let a = Node::start(&nats, "a").await;
+    let watcher = a.client("watcher").await;
+    let mut wills = watcher.subscribe("wills/#", QoS::AtLeastOnce).await.unwrap();
+    let _alive = client_with_will(&a, "alive", QoS::AtLeastOnce, false, 0).await;
+    wait_wills(&a, &[("a", "alive")]).await;
+    let error = Node::try_start(ClusterConfig::new(nats.url.clone(), "a"))
+        .await
+        .err()
+        .expect("a second node \"a\" was accepted");
+    assert!(error.contains("in use"), "{error}");
+    // Its shutdown left the live node's heartbeat and wills alone.
+    assert_eq!(a.cluster.nodes().await.unwrap(), ["a"]);
+    wait_wills(&a, &[("a", "alive")]).await;
+    // Nothing was published for the connected client: the next message is
+    // a marker.
+    watcher.publish("wills/marker", "m").await.unwrap();
+    assert_eq!(next(&mut wills).await.payload, "m");
     a.stop().await;
 }
