@@ -179,6 +179,15 @@ impl Client {
     /// connection. The connection (keep-alive, acknowledgements, reconnects)
     /// is then driven by a spawned tokio task: nothing needs polling.
     ///
+    /// A message that no stream takes (the queue of a resumed session, sent
+    /// right after CONNACK, before the SUBACK of a new `subscribe`; one of a
+    /// subscription kept from an earlier session) waits for the first
+    /// [`messages`](Self::messages) stream, up to
+    /// [`stream_capacity`](ConnectOptions::stream_capacity) of them; beyond,
+    /// it is acknowledged and dropped. An application that resumes a session
+    /// and must not lose what waited for it connects with
+    /// [`connect_with_messages`](Self::connect_with_messages) instead.
+    ///
     /// # Errors
     /// Invalid options, the transport failing, [`Error::Refused`] (with the
     /// CONNACK reason code), [`Error::ConnectTimeout`]. The first connection
