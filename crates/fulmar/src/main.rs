@@ -54,7 +54,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Broker(args) => broker::run(args).await,
             Command::Bench(args) => bench::run(args).await,
-            Command::Pub(args) => pubsub::run_pub(args).await,
+            Command::Pub(args) => return pubsub::run_pub(args).await,
             Command::Sub(args) => return pubsub::run_sub(args).await,
         }
         .map_err(pubsub::Failure::from)

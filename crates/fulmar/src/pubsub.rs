@@ -194,7 +194,7 @@ impl ConnArgs {
         Ok(options)
     }
 
-    async fn connect(&self, connect_properties: &[(String, String)]) -> Result<Client, String> {
+    async fn connect(&self, connect_properties: &[(String, String)]) -> Result<Client, Failure> {
         Ok(self.connect_for(connect_properties, false).await?.0)
     }
 
@@ -206,7 +206,7 @@ impl ConnArgs {
         &self,
         connect_properties: &[(String, String)],
         queued: bool,
-    ) -> Result<(Client, Option<Messages>), String> {
+    ) -> Result<(Client, Option<Messages>), Failure> {
         // Errors reach the user as one line (`fulmar: ...`); the client's own
         // warnings (a failed connect, retried) only with -d.
         logging::init(if self.debug { "debug" } else { "error" }, LogFormat::Text)?;
@@ -222,8 +222,21 @@ impl ConnArgs {
                 .await
                 .map(|(client, connack)| (client, connack, None))
         };
-        let (client, connack, messages) =
-            connected.map_err(|e| format!("cannot connect to {target}: {e}"))?;
+        let (client, connack, messages) = connected.map_err(|e| {
+            // A refusal exits with the CONNACK's code, as mosquitto_pub and
+            // mosquitto_sub do (3.1.1: the return code, 1 to 5).
+            let code = match &e {
+                fulmar_client::Error::Refused { reason_code, .. } => match self.version {
+                    ProtocolVersion::V311 => reason_code.to_v311(),
+                    _ => Some(u8::from(*reason_code)),
+                },
+                _ => None,
+            };
+            Failure {
+                message: format!("cannot connect to {target}: {e}"),
+                code: code.filter(|c| *c > 0).unwrap_or(1),
+            }
+        })?;
         if self.debug {
             eprintln!(
                 "connected to {target} (session present: {})",
@@ -300,7 +313,7 @@ impl PubArgs {
 }
 
 /// `fulmar pub`: connects, publishes, waits for each QoS flow, disconnects.
-pub(crate) async fn run_pub(args: PubArgs) -> Result<(), String> {
+pub(crate) async fn run_pub(args: PubArgs) -> Result<(), Failure> {
     let props = args.conn.properties("publish")?;
     let source = args.source()?;
     args.topic
@@ -347,7 +360,7 @@ pub(crate) async fn run_pub(args: PubArgs) -> Result<(), String> {
     client
         .disconnect()
         .await
-        .map_err(|e| format!("disconnect failed: {e}"))
+        .map_err(|e| format!("disconnect failed: {e}").into())
 }
 
 /// The largest payload a line of `fulmar pub -l` can carry (the largest
@@ -472,7 +485,7 @@ pub(crate) async fn run_sub(args: SubArgs) -> Result<(), Failure> {
     drop(streams);
     match outcome {
         Ok(()) => Ok(()),
-        Err(Ending::Failed(e)) => Err(e.into()),
+        Err(Ending::Failed(failure)) => Err(failure),
         Err(Ending::TimedOut) => Err(Failure {
             message: format!(
                 "timed out after {} s ({received} messages received)",
@@ -488,12 +501,18 @@ enum Ending {
     /// The -W deadline passed.
     TimedOut,
     /// Anything else.
-    Failed(String),
+    Failed(Failure),
 }
 
 impl From<String> for Ending {
     fn from(e: String) -> Self {
-        Self::Failed(e)
+        Self::Failed(e.into())
+    }
+}
+
+impl From<Failure> for Ending {
+    fn from(f: Failure) -> Self {
+        Self::Failed(f)
     }
 }
 
@@ -539,7 +558,7 @@ async fn receive(
     let mut out = std::io::stdout().lock();
     while args.count.is_none_or(|c| *received < c) {
         let Some(message) = stream.next().await else {
-            return Err(Ending::Failed("the connection was lost".to_owned()));
+            return Err("the connection was lost".to_owned().into());
         };
         if args.no_retained && message.retain {
             continue;
