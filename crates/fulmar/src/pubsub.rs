@@ -9,7 +9,7 @@ use bytes::Bytes;
 use clap::{ArgAction, Args};
 use fulmar_client::{
     Client, ConnectOptions, Message, Messages, ProtocolVersion, PublishProperties, QoS, Reconnect,
-    SubscribeProperties, SubscriptionOptions, TlsOptions, Transport,
+    SubscribeProperties, SubscriptionOptions, TlsOptions, Transport, Will,
 };
 use fulmar_codec::MqttString;
 use futures::StreamExt;
@@ -57,6 +57,25 @@ pub(crate) struct ConnArgs {
     /// Session Expiry Interval in seconds (MQTT 5.0).
     #[arg(short = 'x', long = "session-expiry-interval", value_name = "SECONDS")]
     session_expiry: Option<u32>,
+    /// Topic of a will: what the broker publishes if this client goes
+    /// without a DISCONNECT (as mosquitto's --will-topic).
+    #[arg(long = "will-topic", value_name = "TOPIC", allow_hyphen_values = true)]
+    will_topic: Option<String>,
+    /// Payload of the will (default empty).
+    #[arg(
+        long = "will-payload",
+        value_name = "PAYLOAD",
+        requires = "will_topic",
+        allow_hyphen_values = true
+    )]
+    will_payload: Option<String>,
+    /// QoS of the will: 0, 1 or 2.
+    #[arg(long = "will-qos", value_name = "QOS", requires = "will_topic",
+          value_parser = parse_qos)]
+    will_qos: Option<QoS>,
+    /// Publish the will as a retained message.
+    #[arg(long = "will-retain", requires = "will_topic")]
+    will_retain: bool,
     /// Trust this CA certificate (PEM) and connect over TLS.
     #[arg(long, value_name = "FILE")]
     cafile: Option<PathBuf>,
@@ -187,6 +206,16 @@ impl ConnArgs {
                 options = options.session_expiry_interval(u32::MAX);
             }
             (None, _) => {}
+        }
+        if let Some(topic) = &self.will_topic {
+            topic
+                .parse::<fulmar_topic::TopicName>()
+                .map_err(|e| format!("--will-topic {topic:?}: {e}"))?;
+            let payload = self.will_payload.clone().unwrap_or_default();
+            let mut will = Will::new(mqtt_string(topic)?, payload.into());
+            will.qos = self.will_qos.unwrap_or(QoS::AtMostOnce);
+            will.retain = self.will_retain;
+            options = options.will(will);
         }
         for (key, value) in connect_properties {
             options = options.user_property(key.clone(), value.clone());

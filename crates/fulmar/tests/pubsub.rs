@@ -373,3 +373,32 @@ fn sub_c_gets_what_its_session_queued_while_it_was_away() {
         }
     }
 }
+
+/// --will-topic, --will-payload, --will-qos and --will-retain, as
+/// mosquitto's: killed without a DISCONNECT, the client's will is
+/// published (and retained). The flags did not exist.
+// MQTT-3.1.2-8 MQTT-3.1.2-16
+#[test]
+fn will_flags_set_a_will_the_broker_publishes_when_the_client_dies() {
+    let broker = FulmarBroker::start(&[]);
+    for version in ["5", "311"] {
+        let topic = format!("gone/{version}");
+        let watcher = Sub::start(broker.port, &["-V", version, "-t", &topic, "-v", "-C", "1"]);
+        let mut dying = fulmar()
+            .args(["sub", "-h", "127.0.0.1", "-p", &broker.port.to_string()])
+            .args(["-V", version, "-t", "anything", "-d"])
+            .args(["--will-topic", &topic, "--will-payload", "bye"])
+            .args(["--will-qos", "1", "--will-retain"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        common::wait_for_line(dying.stderr.take().unwrap(), "subscribed to ");
+        common::signal(dying.id(), "KILL");
+        let _ = dying.wait();
+        assert_eq!(watcher.output(), format!("{topic} bye\n"), "v{version}");
+        // Retained: a later subscriber gets it too.
+        let out = subscribe(broker.port, &["-V", version, "-t", &topic, "-C", "1"]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "bye\n", "v{version}");
+    }
+}
