@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod acl;
 mod bench;
@@ -23,7 +23,7 @@ mod pubsub;
 /// MQTT 3.1.1 and 5.0 tools.
 #[derive(Debug, Parser)]
 #[command(name = "fulmar", version, about)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -42,7 +42,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut command = Cli::command();
+    command.build();
+    let cli = Cli::parse_from(pubsub::rewrite_property_flags(
+        std::env::args_os().collect(),
+        &command,
+    ));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -2,6 +2,7 @@
 //! mosquitto_sub's flags, and output made for pipes (one payload per line).
 
 use std::io::{Read, Write};
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -85,12 +86,21 @@ pub(crate) struct ConnArgs {
     /// Private key (PEM) of --cert.
     #[arg(long, value_name = "FILE", requires = "cert")]
     key: Option<PathBuf>,
-    /// MQTT 5.0 property, as mosquitto: `-D COMMAND user-property KEY VALUE`
-    /// (COMMAND: connect, or publish for pub / subscribe for sub).
-    /// May be repeated; only user-property is supported.
+    /// MQTT 5.0 property, as mosquitto: `-D COMMAND IDENTIFIER VALUE`, or
+    /// `-D COMMAND user-property KEY VALUE`. COMMAND is connect (identifiers
+    /// session-expiry-interval, receive-maximum, maximum-packet-size,
+    /// topic-alias-maximum), publish for pub (message-expiry-interval,
+    /// content-type, response-topic, correlation-data,
+    /// payload-format-indicator) or subscribe for sub
+    /// (subscription-identifier); user-property for each. May be repeated.
     #[arg(short = 'D', long = "property", num_args = 4, action = ArgAction::Append,
           value_names = ["COMMAND", "IDENTIFIER", "KEY", "VALUE"], allow_hyphen_values = true)]
     property: Vec<String>,
+    /// `-D COMMAND IDENTIFIER VALUE` for a property other than user-property
+    /// (see [`rewrite_property_flags`]).
+    #[arg(long = "property-value", num_args = 3, action = ArgAction::Append, hide = true,
+          value_names = ["COMMAND", "IDENTIFIER", "VALUE"], allow_hyphen_values = true)]
+    property_value: Vec<String>,
     /// MQTT 5.0 user property of the PUBLISH (pub) or the SUBSCRIBE (sub). May be
     /// repeated; sent after those given with -D.
     #[arg(long = "user-property", num_args = 2, action = ArgAction::Append,
@@ -121,11 +131,102 @@ fn mqtt_string(s: &str) -> Result<MqttString, String> {
     MqttString::try_new(s).map_err(|e| format!("{s:?}: {e}"))
 }
 
-/// User properties for the CONNECT and for the PUBLISH / SUBSCRIBE (`command`).
+/// The -D properties: user properties for the CONNECT and for the PUBLISH /
+/// SUBSCRIBE (`command`), and the others (identifier, value), checked.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Properties {
     connect: Vec<(String, String)>,
     packet: Vec<(String, String)>,
+    connect_values: Vec<(String, String)>,
+    packet_values: Vec<(String, String)>,
+}
+
+/// The identifiers `-D COMMAND IDENTIFIER VALUE` takes, by command, and
+/// whether the value is a number (else UTF-8 text; correlation-data: bytes).
+fn property_kind(command: &str, ident: &str) -> Option<bool> {
+    match (command, ident) {
+        (
+            "connect",
+            "session-expiry-interval"
+            | "receive-maximum"
+            | "maximum-packet-size"
+            | "topic-alias-maximum",
+        )
+        | ("publish", "message-expiry-interval" | "payload-format-indicator")
+        | ("subscribe", "subscription-identifier") => Some(true),
+        ("publish", "content-type" | "response-topic" | "correlation-data") => Some(false),
+        _ => None,
+    }
+}
+
+/// The number of `-D COMMAND IDENTIFIER VALUE`, in the identifier's range.
+fn property_number(ident: &str, value: &str) -> Result<u32, String> {
+    let max = match ident {
+        "receive-maximum" | "topic-alias-maximum" => u32::from(u16::MAX),
+        "payload-format-indicator" => 1,
+        "subscription-identifier" => 268_435_455,
+        _ => u32::MAX,
+    };
+    let min = u32::from(matches!(
+        ident,
+        "receive-maximum" | "maximum-packet-size" | "subscription-identifier"
+    ));
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("-D {ident} {value:?}: a number from {min} to {max}"))
+}
+
+/// mosquitto's `-D` takes three values (`-D publish message-expiry-interval
+/// 30`) or four (`-D publish user-property KEY VALUE`), by its second one,
+/// which clap cannot express. Before parsing, a `-D` / `--property` whose
+/// identifier is not user-property becomes the hidden `--property-value`
+/// (three values). The values of the other flags are skipped by what clap
+/// says each takes, so a payload `-m -D` is not taken for the flag. Other
+/// subcommands are left as they are.
+pub(crate) fn rewrite_property_flags(
+    mut args: Vec<std::ffi::OsString>,
+    cli: &clap::Command,
+) -> Vec<std::ffi::OsString> {
+    let Some(command) = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .filter(|name| matches!(*name, "pub" | "sub"))
+        .and_then(|name| cli.find_subcommand(name))
+    else {
+        return args;
+    };
+    let mut i = 2;
+    while let Some(token) = args.get(i).and_then(|a| a.to_str()) {
+        if token == "--" {
+            break;
+        }
+        let arg = if let Some(long) = token.strip_prefix("--") {
+            command.get_arguments().find(|a| a.get_long() == Some(long))
+        } else {
+            let mut chars = token.strip_prefix('-').unwrap_or_default().chars();
+            match (chars.next(), chars.next()) {
+                (Some(short), None) => command
+                    .get_arguments()
+                    .find(|a| a.get_short() == Some(short)),
+                _ => None,
+            }
+        };
+        let Some(arg) = arg else {
+            i += 1;
+            continue;
+        };
+        let identifier = args.get(i + 2).and_then(|a| a.to_str());
+        if arg.get_id() == "property" && identifier != Some("user-property") {
+            args[i] = "--property-value".into();
+            i += 4;
+            continue;
+        }
+        let values = arg.get_num_args().map_or(0, |n| n.min_values());
+        i += 1 + values;
+    }
+    args
 }
 
 impl ConnArgs {
@@ -149,20 +250,48 @@ impl ConnArgs {
                 }
             }
         }
+        for chunk in self.property_value.chunks_exact(3) {
+            let [cmd, ident, value] = chunk else {
+                continue;
+            };
+            let target = match cmd.as_str() {
+                "connect" => &mut props.connect_values,
+                c if c == command => &mut props.packet_values,
+                other => {
+                    return Err(format!(
+                        "-D {other}: the command must be connect or {command}"
+                    ));
+                }
+            };
+            match property_kind(cmd, ident) {
+                Some(true) => drop(property_number(ident, value)?),
+                Some(false) => drop(mqtt_string(value)?),
+                None => {
+                    return Err(format!(
+                        "-D {cmd} {ident}: not a property fulmar {} sets (see --help)",
+                        if command == "publish" { "pub" } else { "sub" }
+                    ));
+                }
+            }
+            target.push((ident.clone(), value.clone()));
+        }
         for chunk in self.user_property.chunks_exact(2) {
             if let [key, value] = chunk {
                 props.packet.push((key.clone(), value.clone()));
             }
         }
         if self.version == ProtocolVersion::V311
-            && (!props.connect.is_empty() || !props.packet.is_empty())
+            && (!props.connect.is_empty()
+                || !props.packet.is_empty()
+                || !props.connect_values.is_empty()
+                || !props.packet_values.is_empty())
         {
-            return Err("user properties need MQTT 5.0 (-V 5)".to_owned());
+            return Err("properties (-D) need MQTT 5.0 (-V 5)".to_owned());
         }
         Ok(props)
     }
 
-    fn options(&self, connect_properties: &[(String, String)]) -> Result<ConnectOptions, String> {
+    fn options(&self, props: &Properties) -> Result<ConnectOptions, String> {
         let tls = self.cafile.is_some() || self.cert.is_some();
         let port = self.port.unwrap_or(if tls { 8883 } else { 1883 });
         let read = |path: &PathBuf| {
@@ -217,14 +346,24 @@ impl ConnArgs {
             will.retain = self.will_retain;
             options = options.will(will);
         }
-        for (key, value) in connect_properties {
+        for (key, value) in &props.connect {
             options = options.user_property(key.clone(), value.clone());
+        }
+        for (ident, value) in &props.connect_values {
+            let n = property_number(ident, value)?;
+            let small = u16::try_from(n).unwrap_or(u16::MAX);
+            options = match ident.as_str() {
+                "session-expiry-interval" => options.session_expiry_interval(n),
+                "receive-maximum" => options.receive_maximum(small),
+                "maximum-packet-size" => options.maximum_packet_size(n),
+                _ => options.topic_alias_maximum(small),
+            };
         }
         Ok(options)
     }
 
-    async fn connect(&self, connect_properties: &[(String, String)]) -> Result<Client, Failure> {
-        Ok(self.connect_for(connect_properties, false).await?.0)
+    async fn connect(&self, props: &Properties) -> Result<Client, Failure> {
+        Ok(self.connect_for(props, false).await?.0)
     }
 
     /// Connects; with `queued` and -c, also returns the stream of the
@@ -233,13 +372,13 @@ impl ConnArgs {
     /// CONNACK, before the SUBACK of a new subscription.
     async fn connect_for(
         &self,
-        connect_properties: &[(String, String)],
+        props: &Properties,
         queued: bool,
     ) -> Result<(Client, Option<Messages>), Failure> {
         // Errors reach the user as one line (`fulmar: ...`); the client's own
         // warnings (a failed connect, retried) only with -d.
         logging::init(if self.debug { "debug" } else { "error" }, LogFormat::Text)?;
-        let options = self.options(connect_properties)?;
+        let options = self.options(props)?;
         let (host, port) = options.address();
         let target = format!("{host}:{port}");
         let connected = if queued && self.no_clean {
@@ -354,7 +493,25 @@ pub(crate) async fn run_pub(args: PubArgs) -> Result<(), Failure> {
             .user_properties
             .push((mqtt_string(k)?, mqtt_string(v)?));
     }
-    let client = args.conn.connect(&props.connect).await?;
+    for (ident, value) in &props.packet_values {
+        match ident.as_str() {
+            "message-expiry-interval" => {
+                properties.message_expiry_interval = Some(property_number(ident, value)?);
+            }
+            "payload-format-indicator" => {
+                properties.payload_format_indicator =
+                    Some(if property_number(ident, value)? == 1 {
+                        fulmar_codec::PayloadFormat::Utf8
+                    } else {
+                        fulmar_codec::PayloadFormat::Unspecified
+                    });
+            }
+            "content-type" => properties.content_type = Some(mqtt_string(value)?),
+            "response-topic" => properties.response_topic = Some(mqtt_string(value)?),
+            _ => properties.correlation_data = Some(Bytes::from(value.clone().into_bytes())),
+        }
+    }
+    let client = args.conn.connect(&props).await?;
     let publish = |payload: Bytes| {
         let client = &client;
         let properties = properties.clone();
@@ -487,6 +644,10 @@ pub(crate) async fn run_sub(args: SubArgs) -> Result<(), Failure> {
             .user_properties
             .push((mqtt_string(k)?, mqtt_string(v)?));
     }
+    // subscription-identifier, the only other -D subscribe property.
+    for (ident, value) in &props.packet_values {
+        properties.subscription_identifier = NonZeroU32::new(property_number(ident, value)?);
+    }
     // A deadline beyond the clock's range is no deadline.
     let deadline = args
         .timeout
@@ -558,7 +719,7 @@ async fn receive(
     streams: &mut Option<BoxStream<'static, Message>>,
     received: &mut u64,
 ) -> Result<(), Ending> {
-    let (client, queued) = args.conn.connect_for(&props.connect, true).await?;
+    let (client, queued) = args.conn.connect_for(props, true).await?;
     let client = slot.insert(client);
     let filters: Vec<(String, SubscriptionOptions)> = args
         .topic
@@ -667,7 +828,7 @@ mod tests {
         assert_eq!(p.qos, QoS::ExactlyOnce);
         assert!(p.retain && p.conn.no_clean);
         assert_eq!(p.conn.version, ProtocolVersion::V311);
-        let options = p.conn.options(&[]).unwrap();
+        let options = p.conn.options(&Properties::default()).unwrap();
         assert_eq!(options.address(), ("example", 1884));
 
         let s = S::try_parse_from(["sub", "-t", "a/#", "-t", "b", "-v", "-C", "3", "-W", "9"])
@@ -699,6 +860,84 @@ mod tests {
         assert_eq!(s.qos, QoS::AtLeastOnce);
     }
 
+    /// The argument list as `fulmar` gets it, after [`rewrite_property_flags`].
+    fn rewritten(args: &[&str]) -> Vec<String> {
+        let mut command = <crate::Cli as clap::CommandFactory>::command();
+        command.build();
+        let args = args.iter().map(std::ffi::OsString::from).collect();
+        rewrite_property_flags(args, &command)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    // mosquitto's three-value -D forms, next to the four-value user-property
+    // one; a "-D" that is the value of another flag stays a value.
+    #[test]
+    fn d_takes_three_or_four_values_by_its_identifier() {
+        let args = rewritten(&[
+            "fulmar",
+            "pub",
+            "-m",
+            "-D",
+            "-D",
+            "publish",
+            "message-expiry-interval",
+            "30",
+            "-D",
+            "publish",
+            "user-property",
+            "k",
+            "v",
+            "--property",
+            "connect",
+            "session-expiry-interval",
+            "60",
+            "-t",
+            "a",
+        ]);
+        assert_eq!(args[3], "-D", "the payload");
+        assert_eq!(args[4], "--property-value");
+        assert_eq!(args[8], "-D", "user-property keeps -D");
+        assert_eq!(args[13], "--property-value");
+        let p = P::try_parse_from(&args[1..]).unwrap().args;
+        let props = p.conn.properties("publish").unwrap();
+        assert_eq!(props.packet, [("k".to_owned(), "v".to_owned())]);
+        assert_eq!(
+            props.packet_values,
+            [("message-expiry-interval".to_owned(), "30".to_owned())]
+        );
+        let options = p.conn.options(&props).unwrap();
+        assert_eq!(options.version(), ProtocolVersion::V5);
+        // Unknown identifiers, out-of-range values and 3.1.1 are refused.
+        for bad in [
+            &["publish", "topic-alias", "3"][..],
+            &["publish", "message-expiry-interval", "-1"],
+            &["connect", "receive-maximum", "0"],
+            &["subscribe", "subscription-identifier", "1"],
+        ] {
+            let mut args = vec!["fulmar", "pub", "-t", "a", "-m", "x", "-D"];
+            args.extend_from_slice(bad);
+            let args = rewritten(&args);
+            let p = P::try_parse_from(&args[1..]).unwrap().args;
+            assert!(p.conn.properties("publish").is_err(), "{bad:?}");
+        }
+        let args = rewritten(&[
+            "fulmar",
+            "sub",
+            "-V",
+            "311",
+            "-t",
+            "a",
+            "-D",
+            "subscribe",
+            "subscription-identifier",
+            "5",
+        ]);
+        let s = S::try_parse_from(&args[1..]).unwrap().args;
+        assert!(s.conn.properties("subscribe").is_err(), "needs 5.0");
+    }
+
     #[test]
     fn bad_flags_are_refused() {
         // -c needs -i; -m and -f exclude each other; QoS 3 does not exist.
@@ -707,7 +946,7 @@ mod tests {
         assert!(P::try_parse_from(["pub", "-t", "a", "-m", "x", "-q", "3"]).is_err());
         assert!(P::try_parse_from(["pub", "-t", "a", "-m", "x", "-V", "31"]).is_err());
         let p = P::try_parse_from(["pub", "-t", "a", "-P", "pw", "-m", "x"]).unwrap();
-        assert!(p.args.conn.options(&[]).is_err());
+        assert!(p.args.conn.options(&Properties::default()).is_err());
         let s = S::try_parse_from(["sub", "-t", "a", "-V", "311", "--user-property", "k", "v"])
             .unwrap();
         assert!(s.args.conn.properties("subscribe").is_err());

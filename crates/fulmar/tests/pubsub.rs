@@ -129,6 +129,43 @@ fn user_properties_reach_the_subscriber() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "k1:v1 k2:v2 x\n");
+
+    // mosquitto's three-value -D forms (they were refused): the PUBLISH
+    // carries them, as mosquitto_sub -F prints them.
+    publish_ok(
+        broker.port,
+        &[
+            "-t",
+            "props",
+            "-m",
+            "y",
+            "-r",
+            "-D",
+            "publish",
+            "content-type",
+            "text/plain",
+            "-D",
+            "publish",
+            "response-topic",
+            "replies/1",
+            "-D",
+            "publish",
+            "message-expiry-interval",
+            "3600",
+            "-D",
+            "connect",
+            "session-expiry-interval",
+            "10",
+        ],
+    );
+    let out = Command::new(mosquitto_tool("mosquitto_sub"))
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+        .args(["-V", "mqttv5", "-t", "props", "-C", "1", "-W", "30"])
+        .args(["-F", "%C %R %p"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "text/plain replies/1 y\n");
 }
 
 #[test]
