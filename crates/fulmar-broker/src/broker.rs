@@ -861,6 +861,7 @@ impl BrokerHandle {
             blocked: held.blocked,
             paced: held.paced,
             durable_at,
+            in_hand: None,
         })
     }
 
@@ -1221,20 +1222,27 @@ impl BrokerHandle {
     /// (MQTT 5.0: DISCONNECT 0x8B Server shutting down), ends in-process
     /// subscriptions, and waits until every task has finished.
     ///
-    /// Wills are published, as mosquitto does: those waiting for their Will
-    /// Delay Interval first (the delay is not kept across a restart), then
-    /// those of the clients still connected, which are disconnected without
-    /// having sent a DISCONNECT (MQTT-3.1.2-8). Persistent sessions and the
-    /// retained messages in the store receive them before it is closed.
+    /// The clients still connected are disconnected without having sent a
+    /// DISCONNECT, so their wills are published (MQTT-3.1.2-8), as mosquitto
+    /// does; persistent sessions and the retained messages in the store get
+    /// them before it is closed. A will with a Will Delay Interval waits for
+    /// it when its session is kept in the store (the delay is not kept
+    /// across the restart: if the client is not back by then, that will is
+    /// lost); otherwise the session ends here, and the will goes now, as do
+    /// the wills of sessions not kept that were waiting for their delay.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
-        if !inner.shared.shutdown.is_cancelled() {
-            let limits = &inner.shared.limits;
+        let limits = &inner.shared.limits;
+        let publish_pending_wills = || {
             inner.shared.lock().publish_pending_wills(
                 limits.max_queued_messages,
                 &inner.shared.counters,
                 Instant::now(),
             );
+        };
+        // First while their subscribers are still connected.
+        if !inner.shared.shutdown.is_cancelled() {
+            publish_pending_wills();
         }
         inner.shared.shutdown.cancel();
         #[cfg(unix)]
@@ -1243,6 +1251,8 @@ impl BrokerHandle {
         }
         inner.tracker.close();
         inner.tracker.wait().await;
+        // Those of connections that ended just before the shutdown began.
+        publish_pending_wills();
         inner.shared.lock().locals.clear();
         // Every session was stored by its connection: commit the rest.
         if let Some(journal) = &inner.shared.journal {

@@ -25,6 +25,32 @@ pub struct Pacing {
     pub(crate) paced: Vec<Arc<ControlInbox>>,
     /// The journal's sequence number of what the message left in the store.
     pub(crate) durable_at: Option<u64>,
+    /// The copy being handed over by [`wait`](Self::wait) (its client and
+    /// store key): given up by [`Drop`] if the wait is dropped meanwhile.
+    pub(crate) in_hand: Option<(Arc<str>, Option<u64>)>,
+}
+
+/// Counts a waiting [`Pacing`] in [`Stats::blocked_publishers`](crate::Stats)
+/// while it lives, also when the wait is dropped half-way.
+struct Blocking<'a>(&'a Shared);
+
+impl<'a> Blocking<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared
+            .counters
+            .blocked_publishers
+            .fetch_add(1, Ordering::Relaxed);
+        Self(shared)
+    }
+}
+
+impl Drop for Blocking<'_> {
+    fn drop(&mut self) {
+        self.0
+            .counters
+            .blocked_publishers
+            .fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Pacing {
@@ -53,9 +79,9 @@ impl Pacing {
     /// it must not be acknowledged.
     pub async fn wait(mut self) -> Result<(), BrokerError> {
         let shared = self.shared.clone();
-        let (limits, counters) = (&shared.limits, &shared.counters);
+        let limits = &shared.limits;
         if !self.blocked.is_empty() || !self.paced.is_empty() {
-            counters.blocked_publishers.fetch_add(1, Ordering::Relaxed);
+            let _blocking = Blocking::new(&shared);
             self.hand_over_blocked().await;
             if !self.paced.is_empty() {
                 let limit = PaceAbove::new(limits.max_queued_bytes, limits.max_queued_messages);
@@ -72,7 +98,6 @@ impl Pacing {
                     }
                 }
             }
-            counters.blocked_publishers.fetch_sub(1, Ordering::Relaxed);
         }
         if let (Some(seq), Some(journal)) = (self.durable_at.take(), &shared.journal)
             && journal.immediate()
@@ -99,8 +124,12 @@ impl Pacing {
                 delivery,
             } = self.blocked.remove(0);
             let seq = delivery.seq;
+            // Dropped at this await, the copy is given up (see `Drop`).
+            self.in_hand = Some((client.clone(), seq));
             let send = queue.deliver(delivery, limits.max_queued_messages);
-            match tokio::time::timeout_at(deadline, send).await {
+            let sent = tokio::time::timeout_at(deadline, send).await;
+            self.in_hand = None;
+            match sent {
                 Ok(Ok(())) => {}
                 // That connection ended meanwhile: its session keeps the copy.
                 Ok(Err(delivery)) => shared.lock().redeliver(
@@ -128,6 +157,9 @@ impl Pacing {
 
 impl Drop for Pacing {
     fn drop(&mut self) {
+        if let Some((client, seq)) = self.in_hand.take() {
+            give_up(&self.shared, client, seq);
+        }
         for Blocked {
             client, delivery, ..
         } in std::mem::take(&mut self.blocked)

@@ -904,3 +904,50 @@ async fn a_session_taken_over_from_a_stuck_write_keeps_its_messages() {
     drop(new);
     broker.shutdown().await;
 }
+
+/// A `Pacing::wait` dropped half-way (a bridge task aborted, a timeout)
+/// leaves the counters and the store as a finished one would: the copy it
+/// was handing over is given up and counted, and it no longer counts as a
+/// blocked publisher. Both leaked (a review saw blocked_publishers stay at 3).
+#[tokio::test]
+async fn a_pacing_wait_dropped_half_way_leaves_nothing_behind() {
+    let broker = start_with(
+        Broker::builder()
+            .max_queued_messages(2)
+            .overload_policy(OverloadPolicy::Backpressure),
+    )
+    .await;
+    let mut c = Connect::new(ProtocolVersion::V5, MqttString::from("stuck"));
+    c.keep_alive = 0;
+    c.properties.receive_maximum = NonZeroU16::new(1);
+    let (mut stuck, _) = Peer::connect_with(addr(&broker), c).await;
+    stuck.sub(1, "t/#", QoS::AtLeastOnce).await;
+    let mut cut = 0;
+    for i in 0..50 {
+        let mut p = Publish::new(MqttString::from("t/x"), format!("{i}").into());
+        p.qos = QoS::AtLeastOnce;
+        let pacing = broker.inject_paced(&p).unwrap();
+        // The subscriber reads nothing: once its queue is full, the wait
+        // lasts until the back-pressure timeout (30 s); it is cut short.
+        let wait = tokio::time::timeout(Duration::from_millis(50), pacing.wait());
+        if wait.await.is_err() {
+            cut += 1;
+            if cut == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(cut, 3, "the queue never filled");
+    let stats = broker.stats();
+    assert_eq!(stats.blocked_publishers, 0);
+    // A wait cut while the message was paced (queued already, its queue
+    // over a quarter) gives up nothing; one cut while its copy waited for
+    // room gives that copy up. Once the queue is full, every wait is that.
+    assert!(
+        (1..=3).contains(&stats.dropped_messages),
+        "{}",
+        stats.dropped_messages
+    );
+    drop(stuck);
+    broker.shutdown().await;
+}

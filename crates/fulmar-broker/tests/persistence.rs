@@ -107,6 +107,39 @@ async fn a_retained_will_published_at_shutdown_survives_the_restart() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A will with a Will Delay Interval whose session is kept in the store
+/// outlives the shutdown with it: it is not published then (the client may
+/// be back within the delay after the restart, v5:MQTT-3.1.3-9), while a
+/// will without a delay is.
+// v5:MQTT-3.1.2-8 v5:MQTT-3.1.3-9
+#[tokio::test]
+async fn a_delayed_will_of_a_kept_session_is_not_published_at_shutdown() {
+    let dir = temp_dir("delayed-will-at-shutdown");
+    let broker = broker_on(Arc::new(DiskStore::open(&dir).unwrap())).await;
+    // Connected when the broker shuts down.
+    let mut connected = Vec::new();
+    for (id, delay) in [("patient", 3600), ("prompt", 0)] {
+        let mut c = Connect::new(V5, MqttString::from(id));
+        c.keep_alive = 0;
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(3600);
+        let mut will = Will::new(MqttString::from(format!("status/{id}")), "offline".into());
+        will.retain = true;
+        will.properties.will_delay_interval = Some(delay);
+        c.will = Some(will);
+        connected.push(Peer::connect_with(addr(&broker), c).await.0);
+    }
+    broker.shutdown().await;
+    drop(connected);
+
+    let broker = broker_on(Arc::new(DiskStore::open(&dir).unwrap())).await;
+    assert_eq!(broker.stats().retained, 1);
+    let mut sub = broker.subscribe("status/#").unwrap();
+    assert_eq!(next(&mut sub).await.topic, "status/prompt");
+    broker.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 // MQTT-3.1.2-4 v3:MQTT-3.1.2-5 v5:MQTT-3.1.2-23 (the session is resumed, with its
 // subscriptions and the QoS 1 messages that arrived while it was disconnected),
 // MQTT-4.6.0-6 (in order).

@@ -1272,7 +1272,8 @@ impl Cluster {
 
     /// Leaves the cluster: publishes what is still queued, stops the tasks
     /// (dropping the NATS subscriptions), deletes this node's wills (the
-    /// broker's shutdown dropped them), then the heartbeat key, and
+    /// broker's shutdown published those it had to, see
+    /// [`BrokerHandle::shutdown`](fulmar_broker::BrokerHandle::shutdown)), then the heartbeat key, and
     /// flushes. Call it after the broker's shutdown.
     ///
     /// Bounded when NATS is away: what is still queued (messages, will

@@ -985,7 +985,10 @@ async fn a_node_id_in_use_by_a_live_node_is_refused() {
     let nats = nats_or_skip!("node_id_in_use");
     let a = Node::start(&nats, "a").await;
     let watcher = a.client("watcher").await;
-    let mut wills = watcher.subscribe("wills/#", QoS::AtLeastOnce).await.unwrap();
+    let mut wills = watcher
+        .subscribe("wills/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     let _alive = client_with_will(&a, "alive", QoS::AtLeastOnce, false, 0).await;
     wait_wills(&a, &[("a", "alive")]).await;
     let error = Node::try_start(ClusterConfig::new(nats.url.clone(), "a"))

@@ -165,7 +165,10 @@ fn user_properties_reach_the_subscriber() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "text/plain replies/1 y\n");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "text/plain replies/1 y\n"
+    );
 }
 
 #[test]

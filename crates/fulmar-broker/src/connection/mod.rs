@@ -2129,9 +2129,11 @@ impl<S: Stream> Connection<S> {
         );
         let had_will = client.will.is_some();
         let will = client.will.filter(|_| !normal).map(|w| *w);
-        // At shutdown a will goes now, whatever its delay: the delay is not
-        // kept across a restart, and without a store the session ends here.
-        let will_delay = if self.shared.shutdown.is_cancelled() {
+        // At shutdown a session that is not kept in the store ends: its will
+        // goes now, whatever its delay [MQTT-3.1.2-8]. One that is kept
+        // outlives the shutdown, and its will waits for the delay (which is
+        // not kept across the restart: a will still waiting then is lost).
+        let will_delay = if self.shared.shutdown.is_cancelled() && !client.persistent {
             0
         } else {
             client.will_delay
