@@ -78,6 +78,28 @@ impl Pacing {
     /// [`BrokerError::Store`] when the store failed to commit the message:
     /// it must not be acknowledged.
     pub async fn wait(mut self) -> Result<(), BrokerError> {
+        self.wait_for_room().await;
+        let shared = self.shared.clone();
+        if let (Some(seq), Some(journal)) = (self.durable_at.take(), &shared.journal)
+            && journal.immediate()
+            && journal.wait(seq).await.is_err()
+        {
+            return Err(BrokerError::Store(crate::StoreError::Engine(
+                "the store failed: the message is not stored".to_owned(),
+            )));
+        }
+        Ok(())
+    }
+
+    /// The flow control of [`wait`](Self::wait) without waiting for the
+    /// store: for a caller that acknowledges nothing (a cluster node routing
+    /// what another node published and acknowledged), for which one commit
+    /// per message would only slow the routing down.
+    pub async fn wait_for_subscribers(mut self) {
+        self.wait_for_room().await;
+    }
+
+    async fn wait_for_room(&mut self) {
         let shared = self.shared.clone();
         let limits = &shared.limits;
         if !self.blocked.is_empty() || !self.paced.is_empty() {
@@ -99,15 +121,6 @@ impl Pacing {
                 }
             }
         }
-        if let (Some(seq), Some(journal)) = (self.durable_at.take(), &shared.journal)
-            && journal.immediate()
-            && journal.wait(seq).await.is_err()
-        {
-            return Err(BrokerError::Store(crate::StoreError::Engine(
-                "the store failed: the message is not stored".to_owned(),
-            )));
-        }
-        Ok(())
     }
 
     /// Back-pressure: hands each copy to its connection once it has room,

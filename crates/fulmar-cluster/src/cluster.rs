@@ -945,6 +945,34 @@ impl Cluster {
             .take()
             .ok_or(ClusterError::AlreadyAttached)?;
         let inner = &self.inner;
+        // Before anything else starts: is this node id another live node's?
+        let bucket = format!("{}_nodes", inner.prefix);
+        // The bucket's stream, as `create_key_value` would make it (which
+        // first reads the account info in a form NATS 2.9 does not answer).
+        inner
+            .js
+            .get_or_create_stream(stream::Config {
+                name: format!("KV_{bucket}"),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: 1,
+                max_age: inner.heartbeat_ttl,
+                duplicate_window: inner.heartbeat_ttl.min(Duration::from_secs(120)),
+                storage: stream::StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                num_replicas: inner.replicas,
+                discard: stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ClusterError::jetstream(&bucket, e))?;
+        let store = inner
+            .js
+            .get_key_value(&bucket)
+            .await
+            .map_err(|e| ClusterError::jetstream(&bucket, e))?;
+        refuse_a_live_namesake(inner, &store, &node_key(&inner.node_id)).await?;
         // Routing first: subscriptions and publishes do not wait for JetStream.
         let barrier_subject = inner.client.new_inbox();
         let barrier = inner
@@ -1036,35 +1064,8 @@ impl Cluster {
             messages,
             inner.stop.subscribe(),
         ));
-        // Liveness.
-        let bucket = format!("{}_nodes", inner.prefix);
-        // The bucket's stream, as `create_key_value` would make it (which
-        // first reads the account info in a form NATS 2.9 does not answer).
-        inner
-            .js
-            .get_or_create_stream(stream::Config {
-                name: format!("KV_{bucket}"),
-                subjects: vec![format!("$KV.{bucket}.>")],
-                max_messages_per_subject: 1,
-                max_age: inner.heartbeat_ttl,
-                duplicate_window: inner.heartbeat_ttl.min(Duration::from_secs(120)),
-                storage: stream::StorageType::File,
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                num_replicas: inner.replicas,
-                discard: stream::DiscardPolicy::New,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::jetstream(&bucket, e))?;
-        let store = inner
-            .js
-            .get_key_value(&bucket)
-            .await
-            .map_err(|e| ClusterError::jetstream(&bucket, e))?;
+        // Liveness (the bucket was had, and the node id checked, first).
         let key = node_key(&inner.node_id);
-        refuse_a_live_namesake(inner, &store, &key).await?;
         store
             .put(&key, heartbeat_value(inner))
             .await
@@ -2601,15 +2602,9 @@ async fn on_plain(
     match routed {
         Ok(pacing) => {
             bump(&inner.counters.injected);
-            match pacing.wait().await {
-                Ok(()) => Ok(()),
-                Err(BrokerError::Shutdown) => Err(BrokerError::Shutdown),
-                // Routed: only its store record failed (logged by the store).
-                Err(e) => {
-                    tracing::debug!(error = %e, "injected message not stored");
-                    Ok(())
-                }
-            }
+            // Nothing is acknowledged to anyone here: no wait for the store.
+            pacing.wait_for_subscribers().await;
+            Ok(())
         }
         Err(BrokerError::Shutdown) => Err(BrokerError::Shutdown),
         Err(e) => {

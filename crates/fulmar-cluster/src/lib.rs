@@ -95,6 +95,12 @@
 //!   subscriptions down. Meanwhile NATS buffers the messages for the node,
 //!   up to its slow-consumer limit (above). The messages of one topic keep
 //!   their order, also when several subscriptions of the node bring them.
+//!   The price of that order: one slow subscriber slows down every message
+//!   into its node (for up to [`Limits::backpressure_timeout`](fulmar_broker::Limits::backpressure_timeout)
+//!   per message under back-pressure, [`Limits::pacing_timeout`](fulmar_broker::Limits::pacing_timeout)
+//!   otherwise), and past NATS's slow-consumer limit NATS drops messages
+//!   for the node, whatever their topic. No commit of the store is waited
+//!   for (nothing is acknowledged to anyone).
 //! - A subscription is in the cluster shortly after its SUBACK: a message
 //!   published on another node in between is not delivered to it.
 //! - When two nodes publish retained messages on one topic at the same
