@@ -688,7 +688,7 @@ async fn run(
     // Messages a closed client left unsettled (QoS 1/2 ones not
     // acknowledged, QoS 0 ones not written: they failed with Closed): the
     // next one sends them first, in order.
-    let mut carry: VecDeque<Publish> = VecDeque::new();
+    let mut carry: VecDeque<(Publish, Instant)> = VecDeque::new();
     // The bridge bit is for 3.1.1 (5.0 has No Local; mosquitto closes a 5.0
     // connection that sets it).
     let mut private = if link.try_private && link.options.version() == ProtocolVersion::V311 {
@@ -907,12 +907,18 @@ impl Inbound {
 /// the messages a closed client left unsettled, the streams from the remote.
 struct Io<'a> {
     rx: &'a mut mpsc::Receiver<(Publish, Instant)>,
-    carry: &'a mut VecDeque<Publish>,
+    /// Messages a closed client left unsettled, with the time their
+    /// Message Expiry Interval was last counted ([`aged`]).
+    carry: &'a mut VecDeque<(Publish, Instant)>,
     inbound: &'a mut Inbound,
 }
 
 /// A SUBSCRIBE of the bridge's filters on its way.
 type Subscribing<'a> = Pin<Box<dyn Future<Output = Result<Subscription, ClientError>> + Send + 'a>>;
+
+/// A message from the remote being routed here ([`bring_in`]): it is
+/// acknowledged to the remote once this completes.
+type Landing<'a> = Pin<Box<dyn Future<Output = (Result<(), BrokerError>, Message)> + Send + 'a>>;
 
 /// One client of a remote: subscribe for the in rules, then forward both
 /// ways until the client closes or the bridge shuts down. The client
@@ -951,6 +957,9 @@ async fn serve(
     let mut pending = filters;
     let mut attempt: Filters = Vec::new();
     let mut subscribing: Option<Subscribing<'_>> = None;
+    // While one waits for the subscribers here, no other is read from the
+    // remote, but the rest goes on (the outbound direction, shutdown).
+    let mut landing: Option<Landing<'_>> = None;
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut failures: u32 = 0;
     // The messages numbered below it, queued for the remote before the
@@ -975,15 +984,22 @@ async fn serve(
     // to its connection task holds more than WINDOW, so that first poll
     // never waits: they reach the session, and the wire, in order.
     let mut window = FuturesUnordered::new();
-    let mut in_flight: BTreeMap<u64, Publish> = BTreeMap::new();
+    // With the time each one's Message Expiry Interval was last counted.
+    let mut in_flight: BTreeMap<u64, (Publish, Instant)> = BTreeMap::new();
     let mut seq: u64 = 0;
     let ended = loop {
         // What a closed client left unsettled goes first.
         while window.len() < WINDOW {
-            let Some(publish) = io.carry.pop_front() else {
+            let Some((publish, at)) = io.carry.pop_front() else {
                 break;
             };
-            in_flight.insert(seq, publish.clone());
+            // The time it waited here counts too.
+            let Some(publish) = aged(publish, at) else {
+                tracing::debug!(bridge = %link.name, "a message expired waiting for the remote");
+                link.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            in_flight.insert(seq, (publish.clone(), Instant::now()));
             window.push(send(client, seq, publish));
             seq = seq.wrapping_add(1);
         }
@@ -1073,48 +1089,55 @@ async fn serve(
                         link.dropped.fetch_add(1, Ordering::Relaxed);
                         continue;
                     };
-                    in_flight.insert(seq, publish.clone());
+                    in_flight.insert(seq, (publish.clone(), Instant::now()));
                     window.push(send(client, seq, publish));
                     seq = seq.wrapping_add(1);
                 }
                 None => break Ended::Shutdown,
             },
             Some((sent, outcome)) = window.next(), if !window.is_empty() => {
-                let Some(publish) = in_flight.remove(&sent) else {
+                let Some((publish, at)) = in_flight.remove(&sent) else {
                     continue;
                 };
                 match settle(link, publish, outcome) {
                     Settled::Done => {}
                     Settled::Again(publish) => {
-                        in_flight.insert(seq, publish.clone());
+                        in_flight.insert(seq, (publish.clone(), at));
                         window.push(send(client, seq, publish));
                         seq = seq.wrapping_add(1);
                     }
                     Settled::Closed(publish) => {
                         // Not settled: kept for the next client.
-                        in_flight.insert(sent, publish);
+                        in_flight.insert(sent, (publish, at));
                         break Ended::Lost;
                     }
                 }
             }
-            message = io.inbound.next() => match message {
-                Incoming::Message(message) => {
-                    match bring_in(inner, index, link, broker, &message).await {
-                        Ok(()) => {}
-                        Err(BrokerError::Shutdown) => break Ended::Shutdown,
-                        // Not acknowledged: the remote sends it again when
-                        // the session resumes.
-                        Err(error) => {
-                            tracing::warn!(bridge = %link.name, %error, "a message from the remote broker was not stored");
-                            break Ended::Lost;
-                        }
-                    }
-                    // Acknowledged to the remote once routed here (manual
-                    // acknowledgements): one that was not is sent again
-                    // when the session resumes.
-                    if client.ack(&message).await.is_err() {
+            landed = async { landing.as_mut()?.await.into() }, if landing.is_some() => {
+                landing = None;
+                let Some((routed, message)) = landed else {
+                    continue;
+                };
+                match routed {
+                    Ok(()) => {}
+                    Err(BrokerError::Shutdown) => break Ended::Shutdown,
+                    // Not acknowledged: the remote sends it again when
+                    // the session resumes.
+                    Err(error) => {
+                        tracing::warn!(bridge = %link.name, %error, "a message from the remote broker was not stored");
                         break Ended::Lost;
                     }
+                }
+                // Acknowledged to the remote once routed here (manual
+                // acknowledgements): one that was not is sent again
+                // when the session resumes.
+                if client.ack(&message).await.is_err() {
+                    break Ended::Lost;
+                }
+            }
+            message = io.inbound.next(), if landing.is_none() => match message {
+                Incoming::Message(message) => {
+                    landing = Some(Box::pin(bring_in(inner, index, link, broker, message)));
                 }
                 Incoming::Ended(filters) => {
                     tracing::warn!(bridge = %link.name, "the remote broker lost the session and refused the bridge's subscriptions again; trying again later");
@@ -1155,7 +1178,7 @@ async fn serve(
         // without the old client's packet identifiers: see [`MqttBridge`]
         // on what may then arrive twice, or not at all (QoS 2).
         Ended::Lost => {
-            let mut carry: VecDeque<Publish> = in_flight.into_values().collect();
+            let mut carry: VecDeque<(Publish, Instant)> = in_flight.into_values().collect();
             carry.append(io.carry);
             *io.carry = carry;
         }
@@ -1217,6 +1240,18 @@ fn settle(link: &Link, publish: Publish, outcome: Result<PublishOutcome, ClientE
 /// The broker shut down; the store failed to commit the message (it must
 /// not be acknowledged).
 async fn bring_in(
+    inner: &Inner,
+    index: usize,
+    link: &Link,
+    broker: &BrokerHandle,
+    message: Message,
+) -> (Result<(), BrokerError>, Message) {
+    let routed = route_in(inner, index, link, broker, &message).await;
+    (routed, message)
+}
+
+/// [`bring_in`] without the message handed back.
+async fn route_in(
     inner: &Inner,
     index: usize,
     link: &Link,

@@ -1365,3 +1365,69 @@ async fn messages_that_expire_waiting_for_the_remote_are_not_sent() {
     guard(publisher.disconnect()).await.unwrap();
     stop(&bridge, &[&local, &remote]).await;
 }
+
+/// While a message from the remote waits for room at a slow subscriber here
+/// (back-pressure), the bridge goes on serving the other direction: what
+/// is published here still goes out. (The wait had held the whole link; this
+/// test did not catch that: by the time the local message is published the
+/// wait it observes has ended, it seems. It checks the behaviour, not the
+/// fix.)
+#[tokio::test]
+async fn the_link_goes_on_both_ways_while_an_incoming_message_waits_for_room() {
+    let remote = broker().await;
+    let bridge = MqttBridge::new(vec![
+        cloud(port(&remote), ProtocolVersion::V5)
+            .rule(rule("down/#", Direction::In, "", ""))
+            .rule(rule("up/#", Direction::Out, "", "")),
+    ])
+    .unwrap();
+    let local = Broker::builder()
+        .tcp_listener("127.0.0.1:0")
+        .max_queued_messages(2)
+        .overload_policy(fulmar_broker::OverloadPolicy::Backpressure)
+        // Waits longer than the test's guard, whether paced or blocked.
+        .pacing_timeout(std::time::Duration::from_secs(120))
+        .bridge(bridge.bridge())
+        .start()
+        .await
+        .unwrap();
+    bridge.attach(&local);
+    guard(bridge.wait_connected()).await;
+    // A subscriber here that reads nothing for now.
+    let (slow, _) = guard(Client::connect(
+        ConnectOptions::new("127.0.0.1", port(&local))
+            .client_id("slow")
+            .receive_maximum(1)
+            .stream_capacity(1),
+    ))
+    .await
+    .unwrap();
+    let mut stream = guard(slow.subscribe("down/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        remote
+            .publish("down/x", i.to_string(), QoS::AtLeastOnce, false)
+            .unwrap();
+    }
+    // An incoming one waits for room (it counts as a blocked publisher).
+    guard(async {
+        while local.stats().blocked_publishers == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    // The other way round meanwhile.
+    let mut at_remote = remote.subscribe("up/#").unwrap();
+    local
+        .publish("up/x", "out", QoS::AtLeastOnce, false)
+        .unwrap();
+    assert_eq!(text(&next(&mut at_remote).await), pair("up/x", "out"));
+    // And the slow subscriber gets everything once it reads.
+    for i in 0..20 {
+        let m = guard(futures::StreamExt::next(&mut stream)).await.unwrap();
+        assert_eq!(m.payload, i.to_string());
+    }
+    guard(slow.disconnect()).await.unwrap();
+    stop(&bridge, &[&local, &remote]).await;
+}
