@@ -123,8 +123,11 @@ pub struct Disconnection {
     /// The reason code and properties (Reason String, Server Reference, User
     /// Properties) of the broker's DISCONNECT, when it sent one (MQTT 5.0).
     pub by_broker: Option<(ReasonCode, DisconnectProperties)>,
-    /// Reconnection attempts that had failed in a row before this one
-    /// (0: the connection had been up, or this is the first failure).
+    /// Reconnection attempts that had failed in a row before this one. A
+    /// connection counts as a success (the count starts again at 0) only
+    /// once it stayed up for [`Reconnect`](crate::Reconnect)'s stable
+    /// period; one that the broker accepted and then closed at once counts
+    /// as a failed attempt.
     pub failed_attempts: u32,
 }
 

@@ -447,6 +447,11 @@ impl Driver {
             self.parked_qos0 = 0;
             self.parked_bytes = 0;
             self.drain_events();
+            // Unsubscribes waiting for an UNSUBACK are told too; their
+            // UNSUBSCRIBE still goes out once connected again.
+            for waiter in self.unsubscribe_waiters.drain(..) {
+                let _gone = waiter.reply.send(Err(Error::RequestLost));
+            }
             if self.exit {
                 info!("disconnected");
                 break;
@@ -1210,6 +1215,10 @@ impl Driver {
             Some(reply) if filters.is_empty() => {
                 let _gone = reply.send(Ok(()));
             }
+            // As a subscribe then; the UNSUBSCRIBE goes out once connected.
+            Some(reply) if !self.session.is_connected() => {
+                let _gone = reply.send(Err(Error::NotConnected));
+            }
             Some(reply) => self.unsubscribe_waiters.push(UnsubscribeWaiter {
                 filters: filters.clone(),
                 reply,
@@ -1512,9 +1521,11 @@ impl Driver {
     }
 }
 
-/// What a parked message counts against [`MAX_PARKED_BYTES`].
+/// What a parked message counts against [`MAX_PARKED_BYTES`]: its topic
+/// and payload, and the `Publish` that holds them (so that empty messages
+/// are bounded too).
 fn parked_size(publish: &Publish) -> usize {
-    publish.topic.len() + publish.payload.len()
+    std::mem::size_of::<Publish>() + publish.topic.len() + publish.payload.len()
 }
 
 impl Drop for Driver {

@@ -464,8 +464,10 @@ impl Subscription {
     /// # Errors
     /// [`Error::UnsubscribeRejected`] when the broker refused every filter
     /// it was asked to remove (MQTT 5.0 failure reason codes; 0x11 No
-    /// subscription existed is not a failure); [`Error::Closed`] when the
-    /// client closed first.
+    /// subscription existed is not a failure); [`Error::RequestLost`] when
+    /// the connection dropped first, [`Error::NotConnected`] when it was
+    /// down (either way the UNSUBSCRIBE is sent once it is back);
+    /// [`Error::Closed`] when the client closed first.
     pub async fn unsubscribe(mut self) -> Result<(), Error> {
         let (reply, done) = oneshot::channel();
         let dropped = Dropped {

@@ -157,8 +157,8 @@ async fn a_publish_completes_while_more_than_receive_maximum_messages_wait() {
 
 /// More concurrent `subscribe` calls than the session's request slots (64
 /// SUBSCRIBE and UNSUBSCRIBE packets in flight): the others wait for a
-/// SUBACK, in order, instead of failing with `TooManyRequests` (a review
-/// saw 29 of 100 fail).
+/// SUBACK instead of failing with `TooManyRequests` (a review saw 29 of 100
+/// fail).
 // MQTT-2.2.1-3 (a packet identifier is not reused while in flight)
 #[tokio::test]
 async fn subscribes_beyond_the_request_slots_wait_for_one() {

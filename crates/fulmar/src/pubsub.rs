@@ -14,7 +14,7 @@ use fulmar_client::{
 };
 use fulmar_codec::MqttString;
 use futures::StreamExt;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, PollNext};
 
 use crate::logging::{self, LogFormat};
 
@@ -382,7 +382,8 @@ impl ConnArgs {
         let (host, port) = options.address();
         let target = format!("{host}:{port}");
         let connected = if queued && self.no_clean {
-            Client::connect_with_messages(options)
+            // A durable consumer: messages are acknowledged once printed.
+            Client::connect_with_messages(options.manual_acks(true))
                 .await
                 .map(|(client, connack, messages)| (client, connack, Some(messages)))
         } else {
@@ -742,7 +743,10 @@ async fn receive(
     // With -c, what the session queued meanwhile comes first (no
     // subscription stream takes it).
     let stream = streams.insert(match queued {
-        Some(queued) => futures::stream::select(queued, stream).boxed(),
+        Some(queued) => {
+            futures::stream::select_with_strategy(queued, stream, |_: &mut ()| PollNext::Left)
+                .boxed()
+        }
         None => stream.boxed(),
     });
     let mut out = std::io::stdout().lock();
@@ -750,13 +754,18 @@ async fn receive(
         let Some(message) = stream.next().await else {
             return Err("the connection was lost".to_owned().into());
         };
-        if args.no_retained && message.retain {
-            continue;
+        if !(args.no_retained && message.retain) {
+            *received += 1;
+            if print(&mut out, args, message.topic.as_str(), &message.payload).is_err() {
+                // The reader went away (e.g. `| head -1`): stop quietly, and
+                // leave this message to the session.
+                break;
+            }
         }
-        *received += 1;
-        if print(&mut out, args, message.topic.as_str(), &message.payload).is_err() {
-            // The reader went away (e.g. `| head -1`): stop quietly.
-            break;
+        // With -c, acknowledged once printed: what was received but not
+        // printed when it stops stays with the session for the next run.
+        if args.conn.no_clean && client.ack(&message).await.is_err() {
+            return Err("the connection was lost".to_owned().into());
         }
     }
     Ok(())

@@ -410,6 +410,19 @@ fn sub_c_gets_what_its_session_queued_while_it_was_away() {
             again[10] = "2";
             let back = Sub::start(port, &again);
             assert_eq!(back.output(), "queued 1\nqueued 2\n", "{broker} v{version}");
+            // What it received but did not print before -C stopped it stays
+            // with the session: the next run prints it (it was acknowledged
+            // and lost).
+            for payload in ["queued 3", "queued 4"] {
+                publish_ok(
+                    port,
+                    &["-V", version, "-t", &topic, "-m", payload, "-q", "1"],
+                );
+            }
+            for expected in ["queued 3\n", "queued 4\n"] {
+                let one = Sub::start(port, &durable);
+                assert_eq!(one.output(), expected, "{broker} v{version}");
+            }
         }
     }
 }
