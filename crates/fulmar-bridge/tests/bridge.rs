@@ -1257,6 +1257,44 @@ async fn a_message_marked_by_eight_bridges_is_relayed_no_further() {
     stop(&bridge, &[&local, &a, &b]).await;
 }
 
+/// A broker under back-pressure (`max_queued` messages per connection)
+/// bridged to `remote`, connected, and a client of it subscribed to `filter`
+/// with room for `room` messages, which reads nothing until the test does.
+async fn backpressured_with_a_slow_subscriber(
+    remote: Remote,
+    version: ProtocolVersion,
+    tune: impl FnOnce(fulmar_broker::BrokerBuilder) -> fulmar_broker::BrokerBuilder,
+    filter: &str,
+    room: u16,
+) -> (
+    BrokerHandle,
+    MqttBridge,
+    Client,
+    fulmar_client::Subscription,
+) {
+    let bridge = MqttBridge::new(vec![remote]).unwrap();
+    let builder = Broker::builder()
+        .tcp_listener("127.0.0.1:0")
+        .overload_policy(fulmar_broker::OverloadPolicy::Backpressure)
+        .bridge(bridge.bridge());
+    let local = tune(builder).start().await.unwrap();
+    bridge.attach(&local);
+    guard(bridge.wait_connected()).await;
+    let (slow, _) = guard(Client::connect(
+        ConnectOptions::new("127.0.0.1", port(&local))
+            .protocol_version(version)
+            .client_id("slow")
+            .receive_maximum(room)
+            .stream_capacity(usize::from(room)),
+    ))
+    .await
+    .unwrap();
+    let stream = guard(slow.subscribe(filter, QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    (local, bridge, slow, stream)
+}
+
 /// QoS 1 messages from the remote get the flow control a client's PUBLISH
 /// gets here: with back-pressure, a copy for a subscriber whose queue is
 /// full waits for room, and the remote is acknowledged only then. They were
@@ -1268,36 +1306,15 @@ async fn qos1_from_the_remote_waits_for_a_slow_subscriber_instead_of_being_dropp
     const N: usize = 300;
     for version in VERSIONS {
         let remote = broker().await;
-        let bridge = MqttBridge::new(vec![cloud(port(&remote), version).rule(rule(
+        let to_remote = cloud(port(&remote), version).rule(rule("down/#", Direction::In, "", ""));
+        let (local, bridge, slow, mut stream) = backpressured_with_a_slow_subscriber(
+            to_remote,
+            version,
+            |b| b.max_queued_messages(10),
             "down/#",
-            Direction::In,
-            "",
-            "",
-        ))])
-        .unwrap();
-        let local = Broker::builder()
-            .tcp_listener("127.0.0.1:0")
-            .max_queued_messages(10)
-            .overload_policy(fulmar_broker::OverloadPolicy::Backpressure)
-            .bridge(bridge.bridge())
-            .start()
-            .await
-            .unwrap();
-        bridge.attach(&local);
-        guard(bridge.wait_connected()).await;
-        // A subscriber that reads nothing until every message was published.
-        let (slow, _) = guard(Client::connect(
-            ConnectOptions::new("127.0.0.1", port(&local))
-                .protocol_version(version)
-                .client_id("slow")
-                .receive_maximum(5)
-                .stream_capacity(5),
-        ))
-        .await
-        .unwrap();
-        let mut stream = guard(slow.subscribe("down/#", QoS::AtLeastOnce))
-            .await
-            .unwrap();
+            5,
+        )
+        .await;
         for i in 0..N {
             remote
                 .publish("down/x", i.to_string(), QoS::AtLeastOnce, false)
@@ -1375,36 +1392,21 @@ async fn messages_that_expire_waiting_for_the_remote_are_not_sent() {
 #[tokio::test]
 async fn the_link_goes_on_both_ways_while_an_incoming_message_waits_for_room() {
     let remote = broker().await;
-    let bridge = MqttBridge::new(vec![
-        cloud(port(&remote), ProtocolVersion::V5)
-            .rule(rule("down/#", Direction::In, "", ""))
-            .rule(rule("up/#", Direction::Out, "", "")),
-    ])
-    .unwrap();
-    let local = Broker::builder()
-        .tcp_listener("127.0.0.1:0")
-        .max_queued_messages(2)
-        .overload_policy(fulmar_broker::OverloadPolicy::Backpressure)
-        // Waits longer than the test's guard, whether paced or blocked.
-        .pacing_timeout(std::time::Duration::from_secs(120))
-        .bridge(bridge.bridge())
-        .start()
-        .await
-        .unwrap();
-    bridge.attach(&local);
-    guard(bridge.wait_connected()).await;
-    // A subscriber here that reads nothing for now.
-    let (slow, _) = guard(Client::connect(
-        ConnectOptions::new("127.0.0.1", port(&local))
-            .client_id("slow")
-            .receive_maximum(1)
-            .stream_capacity(1),
-    ))
-    .await
-    .unwrap();
-    let mut stream = guard(slow.subscribe("down/#", QoS::AtLeastOnce))
-        .await
-        .unwrap();
+    let to_remote = cloud(port(&remote), ProtocolVersion::V5)
+        .rule(rule("down/#", Direction::In, "", ""))
+        .rule(rule("up/#", Direction::Out, "", ""));
+    // The waits last longer than the test's guard, whether paced or blocked.
+    let (local, bridge, slow, mut stream) = backpressured_with_a_slow_subscriber(
+        to_remote,
+        ProtocolVersion::V5,
+        |b| {
+            b.max_queued_messages(2)
+                .pacing_timeout(std::time::Duration::from_secs(120))
+        },
+        "down/#",
+        1,
+    )
+    .await;
     for i in 0..20 {
         remote
             .publish("down/x", i.to_string(), QoS::AtLeastOnce, false)

@@ -11,13 +11,11 @@ use std::pin::pin;
 use std::time::Duration;
 
 use common::guard;
-use fulmar_client::{
-    Client, ConnectOptions, DropReason, Error, PublishProperties, QoS, Reconnect, Transport,
-};
+use fulmar_client::{Client, ConnectOptions, DropReason, Error, PublishProperties, QoS, Reconnect};
 use fulmar_codec::{ConnAck, MqttCodec, Packet, ProtocolVersion, PubAck};
 use futures::{SinkExt, StreamExt, poll};
 use tokio::io::DuplexStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::codec::Framed;
 
 type Wire = Framed<DuplexStream, MqttCodec>;
@@ -94,12 +92,7 @@ async fn broker(
 async fn qos0_outcomes(keep_alive: Duration) {
     let (first_tx, first) = oneshot::channel();
     let (go, go_rx) = oneshot::channel();
-    let (server_tx, mut server_rx) = mpsc::unbounded_channel();
-    let transport = Transport::custom(move || {
-        let (client, server) = tokio::io::duplex(1 << 16);
-        let _ = server_tx.send(server);
-        async move { Ok(client) }
-    });
+    let (transport, mut server_rx) = common::pipes();
     let options = ConnectOptions::new("pipe", 0)
         .client_id("outcomes")
         .keep_alive(keep_alive)

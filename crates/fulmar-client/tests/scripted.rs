@@ -7,14 +7,13 @@
 mod common;
 
 use common::guard;
-use fulmar_client::{Client, ConnectOptions, Error, ProtocolVersion, QoS, Reconnect, Transport};
+use fulmar_client::{Client, ConnectOptions, Error, ProtocolVersion, QoS, Reconnect};
 use fulmar_codec::{
     ConnAck, Disconnect, DisconnectProperties, DisconnectReasonCode, MqttCodec, MqttString, Packet,
     PacketId, PubAck, Publish, SubAck, SubAckReasonCode, UnsubAck, UnsubAckReasonCode,
 };
 use futures::{SinkExt, StreamExt};
 use tokio::io::DuplexStream;
-use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
 
 type Wire = Framed<DuplexStream, MqttCodec>;
@@ -30,12 +29,7 @@ async fn connected_with(
     version: ProtocolVersion,
     tune: impl FnOnce(ConnectOptions) -> ConnectOptions,
 ) -> (Client, Wire) {
-    let (server_tx, mut server_rx) = mpsc::unbounded_channel();
-    let transport = Transport::custom(move || {
-        let (client, server) = tokio::io::duplex(1 << 16);
-        let _ = server_tx.send(server);
-        async move { Ok(client) }
-    });
+    let (transport, mut server_rx) = common::pipes();
     let options = tune(
         ConnectOptions::new("pipe", 0)
             .protocol_version(version)
@@ -253,12 +247,7 @@ async fn unsubscribe_waits_for_the_unsuback_and_reports_a_refusal() {
 /// refused CONNACK). Both were only logged: calls failed with `Closed`.
 #[tokio::test]
 async fn the_last_disconnection_tells_why_with_the_brokers_reason() {
-    let (server_tx, mut server_rx) = mpsc::unbounded_channel();
-    let transport = Transport::custom(move || {
-        let (client, server) = tokio::io::duplex(1 << 16);
-        let _ = server_tx.send(server);
-        async move { Ok(client) }
-    });
+    let (transport, mut server_rx) = common::pipes();
     let options = ConnectOptions::new("pipe", 0)
         .client_id("told")
         .transport(transport)

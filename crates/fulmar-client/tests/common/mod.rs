@@ -361,3 +361,19 @@ impl Drop for Proxy {
         self.task.abort();
     }
 }
+
+/// A transport over in-memory pipes: each connection attempt of the client
+/// hands the broker's end of a new pipe to the returned receiver, for a
+/// scripted broker.
+pub fn pipes() -> (
+    fulmar_client::Transport,
+    tokio::sync::mpsc::UnboundedReceiver<tokio::io::DuplexStream>,
+) {
+    let (server_tx, server_rx) = tokio::sync::mpsc::unbounded_channel();
+    let transport = fulmar_client::Transport::custom(move || {
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let _ = server_tx.send(server);
+        async move { Ok(client) }
+    });
+    (transport, server_rx)
+}
