@@ -631,6 +631,11 @@ impl Dedupe {
         }
     }
 
+    /// Whether `id` is remembered.
+    fn contains(&self, id: (u64, u64)) -> bool {
+        self.seen.contains(&id)
+    }
+
     /// Whether `id` is new (and remembers it).
     fn insert(&mut self, id: (u64, u64)) -> bool {
         if self.capacity == 0 {
@@ -2667,7 +2672,8 @@ fn on_retained(
         return Ok(());
     }
     let id = (origin.instance, origin.seq);
-    if inner.dedupe_window > 0 && !lock(&inner.dedupe).insert(id) {
+    let mut dedupe = lock(&inner.dedupe);
+    if dedupe.contains(id) {
         // Injected already from the routing subject.
         bump(&inner.counters.duplicates);
         let mut live = lock(&inner.live_retained);
@@ -2678,16 +2684,26 @@ fn on_retained(
     }
     {
         let mut live = lock(&inner.live_retained);
-        if let Some((_, at)) = live.get(&topic_name) {
-            if at.elapsed() < LIVE_RETAINED_GRACE {
-                // A newer message on this topic came from the routing
-                // subject and its stream copy has not come yet: this one
-                // is older.
+        if let Some(((instance, seq), at)) = live.get(&topic_name) {
+            // A message on this topic came from the routing subject and its
+            // stream copy has not come yet. It is newer than this one unless
+            // this one is a later message of the same instance: the stream
+            // keeps the last message per subject, so it skips the copy of a
+            // message replaced before it was delivered.
+            let newer = *instance != origin.instance || *seq > origin.seq;
+            if newer && at.elapsed() < LIVE_RETAINED_GRACE {
+                // This one is older. Not marked as seen: if its routing copy
+                // comes after all, that one is routed.
                 return Ok(());
             }
             live.remove(&topic_name);
         }
     }
+    // Marked as seen only now that it is injected (a stream copy skipped
+    // above leaves its routing copy to be routed), and injected under the
+    // same lock as `on_plain` routes: a routing copy cannot be routed in
+    // between.
+    dedupe.insert(id);
     publish.retain = true;
     if let Some(expiry) = publish.properties.message_expiry_interval
         && let Ok(info) = message.info()
