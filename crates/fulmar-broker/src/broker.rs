@@ -1225,11 +1225,13 @@ impl BrokerHandle {
     /// The clients still connected are disconnected without having sent a
     /// DISCONNECT, so their wills are published (MQTT-3.1.2-8), as mosquitto
     /// does; persistent sessions and the retained messages in the store get
-    /// them before it is closed. A will with a Will Delay Interval waits for
-    /// it when its session is kept in the store (the delay is not kept
-    /// across the restart: if the client is not back by then, that will is
-    /// lost); otherwise the session ends here, and the will goes now, as do
-    /// the wills of sessions not kept that were waiting for their delay.
+    /// them before it is closed. Wills waiting for their Will Delay Interval
+    /// are published too, and so are the wills with a delay of the clients
+    /// still connected, before the delay has passed: wills are not kept in
+    /// the store, so a will left waiting would never be published (a client
+    /// that comes back within the delay after a restart was announced gone,
+    /// where MQTT-3.1.3-9 would have it not; a client that does not come
+    /// back is announced, as MQTT-3.1.2-8 requires).
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         let limits = &inner.shared.limits;

@@ -1310,8 +1310,9 @@ impl State {
         None
     }
 
-    /// Publishes every will waiting for its delay whose session ends with
-    /// the shutdown (not kept in the store) [MQTT-3.1.2-8].
+    /// Publishes every will waiting for its delay (at shutdown: wills are
+    /// not in the store, so a will left waiting would never be published,
+    /// MQTT-3.1.2-8).
     pub(crate) fn publish_pending_wills(
         &mut self,
         max_queued: usize,
@@ -1321,7 +1322,7 @@ impl State {
         let waiting: Vec<Arc<str>> = self
             .sessions
             .iter()
-            .filter(|(_, e)| e.owner.is_none() && !e.persistent && e.has_will())
+            .filter(|(_, e)| e.owner.is_none() && e.has_will())
             .map(|(id, _)| id.clone())
             .collect();
         for id in waiting {

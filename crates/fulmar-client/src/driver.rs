@@ -449,8 +449,14 @@ impl Driver {
             self.drain_events();
             // Unsubscribes waiting for an UNSUBACK are told too; their
             // UNSUBSCRIBE still goes out once connected again.
+            let closing = self.exit;
             for waiter in self.unsubscribe_waiters.drain(..) {
-                let _gone = waiter.reply.send(Err(Error::RequestLost));
+                let error = if closing {
+                    Error::Closed
+                } else {
+                    Error::RequestLost
+                };
+                let _gone = waiter.reply.send(Err(error));
             }
             if self.exit {
                 info!("disconnected");

@@ -2684,6 +2684,15 @@ fn on_retained(
     }
     {
         let mut live = lock(&inner.live_retained);
+        if let Some((routed, _)) = live.get(&topic_name)
+            && *routed == id
+        {
+            // This very message came from the routing subject (the dedupe
+            // window is off, or forgot it): a duplicate.
+            bump(&inner.counters.duplicates);
+            live.remove(&topic_name);
+            return Ok(());
+        }
         if let Some(((instance, seq), at)) = live.get(&topic_name) {
             // A message on this topic came from the routing subject and its
             // stream copy has not come yet. It is newer than this one unless
@@ -2699,11 +2708,9 @@ fn on_retained(
             live.remove(&topic_name);
         }
     }
-    // Marked as seen only now that it is injected (a stream copy skipped
-    // above leaves its routing copy to be routed), and injected under the
-    // same lock as `on_plain` routes: a routing copy cannot be routed in
-    // between.
-    dedupe.insert(id);
+    // Marked as seen only once it is injected (a stream copy skipped above
+    // leaves its routing copy to be routed), and injected under the same
+    // lock as `on_plain` routes: a routing copy cannot be routed in between.
     publish.retain = true;
     if let Some(expiry) = publish.properties.message_expiry_interval
         && let Ok(info) = message.info()
@@ -2723,6 +2730,7 @@ fn on_retained(
     }
     match broker.inject(&publish) {
         Ok(()) => {
+            dedupe.insert(id);
             bump(&inner.counters.retained_loaded);
             Ok(())
         }

@@ -2129,11 +2129,10 @@ impl<S: Stream> Connection<S> {
         );
         let had_will = client.will.is_some();
         let will = client.will.filter(|_| !normal).map(|w| *w);
-        // At shutdown a session that is not kept in the store ends: its will
-        // goes now, whatever its delay [MQTT-3.1.2-8]. One that is kept
-        // outlives the shutdown, and its will waits for the delay (which is
-        // not kept across the restart: a will still waiting then is lost).
-        let will_delay = if self.shared.shutdown.is_cancelled() && !client.persistent {
+        // At shutdown a will goes now, whatever its delay: wills are not in
+        // the store, so one left waiting would never be published
+        // [MQTT-3.1.2-8] (see `BrokerHandle::shutdown`).
+        let will_delay = if self.shared.shutdown.is_cancelled() {
             0
         } else {
             client.will_delay
