@@ -1301,13 +1301,26 @@ impl State {
                 }
             }
             if let Some(will) = will {
-                self.publish_will(&id, will.publish, max_queued, counters, now);
-                if let Some(bridge) = &self.bridge {
-                    bridge.will_cleared(&id);
-                }
+                self.publish_pending_will(&id, will.publish, max_queued, counters, now);
             }
         }
         None
+    }
+
+    /// Publishes the will that waited for its delay, and tells the bridge it
+    /// is no longer pending.
+    fn publish_pending_will(
+        &mut self,
+        id: &Arc<str>,
+        will: Publish,
+        max_queued: usize,
+        counters: &Counters,
+        now: Instant,
+    ) {
+        self.publish_will(id, will, max_queued, counters, now);
+        if let Some(bridge) = &self.bridge {
+            bridge.will_cleared(id);
+        }
     }
 
     /// Publishes every will waiting for its delay (at shutdown: wills are
@@ -1329,10 +1342,7 @@ impl State {
             let Some(will) = self.sessions.get_mut(&id).and_then(|e| e.take_will()) else {
                 continue;
             };
-            self.publish_will(&id, will.publish, max_queued, counters, now);
-            if let Some(bridge) = &self.bridge {
-                bridge.will_cleared(&id);
-            }
+            self.publish_pending_will(&id, will.publish, max_queued, counters, now);
         }
     }
 

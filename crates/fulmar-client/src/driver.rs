@@ -1422,12 +1422,8 @@ impl Driver {
                     Err(e @ fulmar_session::Error::Api(ApiError::SessionExpiryAfterZero)) => {
                         let _gone = reply.send(Err(Error::Session(e)));
                     }
-                    result => {
-                        self.exit = true;
-                        if let Err(error) = result {
-                            debug!(%error, "no connection to disconnect");
-                            self.abort = true;
-                        }
+                    disconnected => {
+                        self.stopped(disconnected);
                         self.disconnect_reply = Some(reply);
                     }
                 }
@@ -1477,8 +1473,14 @@ impl Driver {
 
     /// Ends the client: a DISCONNECT if connected, then the task stops.
     fn stop(&mut self, reason_code: DisconnectReasonCode, properties: DisconnectProperties) {
+        let disconnected = self.session.disconnect(reason_code, properties, now());
+        self.stopped(disconnected);
+    }
+
+    /// The task stops after the session's `disconnect` gave `disconnected`.
+    fn stopped(&mut self, disconnected: Result<(), fulmar_session::Error>) {
         self.exit = true;
-        if let Err(error) = self.session.disconnect(reason_code, properties, now()) {
+        if let Err(error) = disconnected {
             debug!(%error, "no connection to disconnect");
             self.abort = true;
         }

@@ -951,32 +951,14 @@ impl Cluster {
             .ok_or(ClusterError::AlreadyAttached)?;
         let inner = &self.inner;
         // Before anything else starts: is this node id another live node's?
-        let bucket = format!("{}_nodes", inner.prefix);
-        // The bucket's stream, as `create_key_value` would make it (which
-        // first reads the account info in a form NATS 2.9 does not answer).
-        inner
-            .js
-            .get_or_create_stream(stream::Config {
-                name: format!("KV_{bucket}"),
-                subjects: vec![format!("$KV.{bucket}.>")],
-                max_messages_per_subject: 1,
-                max_age: inner.heartbeat_ttl,
-                duplicate_window: inner.heartbeat_ttl.min(Duration::from_secs(120)),
-                storage: stream::StorageType::File,
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                num_replicas: inner.replicas,
-                discard: stream::DiscardPolicy::New,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::jetstream(&bucket, e))?;
-        let store = inner
-            .js
-            .get_key_value(&bucket)
-            .await
-            .map_err(|e| ClusterError::jetstream(&bucket, e))?;
+        // The heartbeats: keys live a TTL; deleted with a marker.
+        let store = bucket(inner, "nodes", |config| stream::Config {
+            max_age: inner.heartbeat_ttl,
+            duplicate_window: inner.heartbeat_ttl.min(Duration::from_secs(120)),
+            deny_delete: true,
+            ..config
+        })
+        .await?;
         refuse_a_live_namesake(inner, &store, &node_key(&inner.node_id)).await?;
         // Routing first: subscriptions and publishes do not wait for JetStream.
         let barrier_subject = inner.client.new_inbox();
@@ -1388,10 +1370,22 @@ impl Cluster {
 /// entries may be removed by revision without leaving a delete marker
 /// (deletes allowed on its stream).
 async fn unmarked_bucket(inner: &Inner, name: &str) -> Result<kv::Store, ClusterError> {
+    bucket(inner, name, |config| config).await
+}
+
+/// The key-value bucket `{prefix}_{name}`, created when missing with its
+/// stream as `create_key_value` would make it (which first reads the
+/// account info in a form NATS 2.9 does not answer), then changed by
+/// `tune`.
+async fn bucket(
+    inner: &Inner,
+    name: &str,
+    tune: impl FnOnce(stream::Config) -> stream::Config,
+) -> Result<kv::Store, ClusterError> {
     let bucket = format!("{}_{name}", inner.prefix);
     inner
         .js
-        .get_or_create_stream(stream::Config {
+        .get_or_create_stream(tune(stream::Config {
             name: format!("KV_{bucket}"),
             subjects: vec![format!("$KV.{bucket}.>")],
             max_messages_per_subject: 1,
@@ -1402,7 +1396,7 @@ async fn unmarked_bucket(inner: &Inner, name: &str) -> Result<kv::Store, Cluster
             num_replicas: inner.replicas,
             discard: stream::DiscardPolicy::New,
             ..Default::default()
-        })
+        }))
         .await
         .map_err(|e| ClusterError::jetstream(&bucket, e))?;
     inner
