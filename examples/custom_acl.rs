@@ -3,7 +3,9 @@
 //! identifier) with read and/or write access, checked for every PUBLISH and
 //! SUBSCRIBE. A subscription is allowed when a readable pattern covers the
 //! whole filter (`sensors/alice/#` covers `sensors/alice/+/temp`, not
-//! `sensors/#`).
+//! `sensors/#`). An authorizer can instead grant wider subscriptions and
+//! check each message ([`Authorizer::checks_reads`] and
+//! [`Authorizer::authorize_read`]), as `fulmar broker`'s ACL file does.
 //!
 //! Run with `cargo run -p fulmar-examples --example custom_acl`.
 

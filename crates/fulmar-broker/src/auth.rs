@@ -119,12 +119,41 @@ pub enum AuthStep {
 /// denied now are withdrawn, with the messages queued for them. Call
 /// [`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize) when the
 /// rules change, to do the same for the clients connected.
+///
+/// A subscription may also be granted for more than its client may read (a
+/// filter `sensors/#` while `sensors/secret` is denied, say), as mosquitto's
+/// ACL file does: an authorizer whose [`checks_reads`](Self::checks_reads)
+/// is true is asked [`authorize_read`](Self::authorize_read) for each message
+/// before it goes to a client (queued for an offline session, sent as a
+/// retained message at SUBSCRIBE, or chosen for a shared subscription), and
+/// a message denied is not delivered to that client.
 #[async_trait::async_trait]
 pub trait Authorizer: Send + Sync + 'static {
     /// May `client` publish to `topic`? Also asked for the will topic at CONNECT.
     async fn authorize_publish(&self, client: &ClientInfo, topic: &str) -> bool;
     /// May `client` subscribe to `filter` (as sent, `$share/...` included)?
     async fn authorize_subscribe(&self, client: &ClientInfo, filter: &str) -> bool;
+
+    /// Whether [`authorize_read`](Self::authorize_read) is asked for each
+    /// delivery. Read once, when the broker starts; false by default, and
+    /// then reading costs nothing.
+    fn checks_reads(&self) -> bool {
+        false
+    }
+
+    /// May `client` receive a message published to `topic`, through one of
+    /// its subscriptions? Asked only when [`checks_reads`](Self::checks_reads)
+    /// is true, for every message to every such client, while the broker
+    /// routes it and holds its lock: it must be quick, must not block, and
+    /// must not call the broker. The default allows.
+    ///
+    /// A session kept while its client is away is checked as its last
+    /// client; a session restored from the store is checked when its client
+    /// connects (the messages queued meanwhile that it may not read are
+    /// dropped then).
+    fn authorize_read(&self, _client: &ClientInfo, _topic: &str) -> bool {
+        true
+    }
 }
 
 /// The default hooks: every client is accepted and may do everything.

@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     /// An authorizer was set: a resumed session's subscriptions are
     /// checked again (the client may be another user now).
     pub(crate) checks_subscriptions: bool,
+    /// [`Authorizer::checks_reads`]: each delivery is checked.
+    pub(crate) checks_reads: bool,
     pub(crate) shutdown: CancellationToken,
     /// Wakes the deadline task when a session deadline was added.
     pub(crate) timers: Notify,
@@ -58,6 +60,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// May `client` receive a message on `topic` (see
+    /// [`Authorizer::authorize_read`])? Always, unless the authorizer checks reads.
+    pub(crate) fn may_read(&self, client: &crate::ClientInfo, topic: &str) -> bool {
+        !self.checks_reads || self.authorizer.authorize_read(client, topic)
+    }
+
     /// Locks the broker state. Never held across an `.await`.
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -392,11 +400,14 @@ impl BrokerBuilder {
         }
         let event_capacity = self.limits.event_capacity.max(1);
         let bridge = crate::bridge::combine(self.bridges);
+        // Read once: a broker checks every delivery or none.
+        let checks_reads = self.authorizer.checks_reads();
         let mut state = State {
             bridge_shared: bridge.as_ref().is_some_and(|b| b.routes_shared()),
             bridge,
             max_queued_bytes: self.limits.max_queued_bytes,
             max_retained: Some(self.limits.max_retained_messages),
+            reads: checks_reads.then(|| self.authorizer.clone()),
             ..State::default()
         };
         let mut writer = None;
@@ -447,6 +458,7 @@ impl BrokerBuilder {
             authenticator: self.authenticator,
             authorizer: self.authorizer,
             checks_subscriptions: self.checks_subscriptions,
+            checks_reads,
             shutdown: CancellationToken::new(),
             timers: Notify::new(),
             events: broadcast::channel(event_capacity).0,

@@ -24,6 +24,7 @@ use crate::frames::Frames;
 use crate::message::Message;
 use crate::store::journal::Journal;
 use crate::store::{StoreOp, StoredMessage, StoredSession, StoredSubscription, unix_millis};
+use crate::{Authorizer, ClientInfo};
 
 /// A message handed to a connection: the copy for its subscriber, and its
 /// key in the store when the session is persistent.
@@ -782,6 +783,10 @@ pub(crate) struct SessionEntry {
     pub(crate) expiry: u32,
     /// The filters this client subscribed to (for the per-client limit).
     pub(crate) filters: Filters,
+    /// Its last client, when the authorizer checks each delivery
+    /// ([`State::reads`]); `None` for a session restored from the store
+    /// until its client connects.
+    pub(crate) reader: Option<Arc<ClientInfo>>,
 }
 
 /// A retained message and when it was stored (for its Message Expiry Interval).
@@ -871,6 +876,26 @@ pub(crate) struct State {
     /// When [`State::remove_expired_retained`] last read every retained
     /// message.
     pub(crate) retained_swept: Option<Instant>,
+    /// The authorizer, when it checks each delivery
+    /// ([`Authorizer::checks_reads`]).
+    pub(crate) reads: Option<Arc<dyn Authorizer>>,
+}
+
+/// Whether `key` may receive a message on `topic`: asks `reads` about a
+/// client whose session knows its client ([`SessionEntry::reader`]).
+fn may_read(
+    reads: Option<&dyn Authorizer>,
+    sessions: &HashMap<Arc<str>, Box<SessionEntry>>,
+    key: &Subscriber,
+    topic: &str,
+) -> bool {
+    let (Some(reads), Subscriber::Client(id)) = (reads, key) else {
+        return true;
+    };
+    sessions
+        .get(id)
+        .and_then(|entry| entry.reader.as_deref())
+        .is_none_or(|client| reads.authorize_read(client, topic))
 }
 
 /// Whether a subscriber can take a message now: an in-process one always,
@@ -986,8 +1011,10 @@ impl State {
             journal,
             next_seq,
             max_queued_bytes,
+            reads,
             ..
         } = self;
+        let reads = reads.as_deref();
         let mut found = Vec::new();
         if *bridge_shared {
             // The bridge delivers to shared groups (once across its nodes):
@@ -995,14 +1022,18 @@ impl State {
             // nothing.
             subs.collect_plain_matches(topic, &mut found);
         } else {
+            // A shared group prefers a member that may read the message.
             subs.collect_matches_available(
                 topic,
                 None,
-                |key| is_online(&*sessions, key),
+                |key| is_online(&*sessions, key) && may_read(reads, sessions, key, topic.as_str()),
                 &mut found,
             );
         }
-        found.retain(|m| !(m.options.no_local && from == Some(m.key)));
+        found.retain(|m| {
+            !(m.options.no_local && from == Some(m.key))
+                && may_read(reads, sessions, m.key, topic.as_str())
+        });
         // Encoded once for all the subscribers it goes to (per variant).
         // Only where encoding costs more than finding a shared encoding: a
         // PUBLISH without properties is encoded faster than it is matched.
@@ -1051,13 +1082,17 @@ impl State {
         counters: &Counters,
         now: Instant,
     ) -> bool {
-        let sessions = &self.sessions;
-        let Some((key, options)) = self
-            .subs
-            .pick_shared_available(filter, None, |key| is_online(sessions, key))
-        else {
+        let (sessions, reads) = (&self.sessions, self.reads.as_deref());
+        let topic = publish.topic.as_str();
+        let Some((key, options)) = self.subs.pick_shared_available(filter, None, |key| {
+            is_online(sessions, key) && may_read(reads, sessions, key, topic)
+        }) else {
             return false;
         };
+        if !may_read(reads, sessions, key, topic) {
+            // No member here may read it.
+            return false;
+        }
         let chosen = [Match {
             key,
             options,
@@ -1196,13 +1231,15 @@ impl State {
         room: usize,
         out: &mut Vec<Publish>,
     ) -> usize {
-        self.retained_split(filter, options, now, room, out, &mut |_| false)
+        self.retained_split(filter, options, now, room, out, &mut |_| false, &|_| true)
     }
 
     /// As [`retained_for`](Self::retained_for), but the topic of each live
     /// message matched beyond `room` is offered to `later` (to be looked up
     /// again with [`retained_now`](Self::retained_now) when the subscriber's
     /// queue has room): only those it refuses (returns false) are counted.
+    /// Messages whose topic is not `readable` are left out (not counted).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn retained_split(
         &mut self,
         filter: &TopicFilter,
@@ -1211,18 +1248,21 @@ impl State {
         room: usize,
         out: &mut Vec<Publish>,
         later: &mut dyn FnMut(&TopicName) -> bool,
+        readable: &dyn Fn(&TopicName) -> bool,
     ) -> usize {
         let mut expired = Vec::new();
         let mut left_out = 0;
         self.retained.matches(filter, |topic, r| {
             if !r.is_live(now) {
                 expired.push(topic.clone());
-            } else if out.len() >= room {
-                if !later(topic) {
-                    left_out += 1;
+            } else if readable(topic) {
+                if out.len() >= room {
+                    if !later(topic) {
+                        left_out += 1;
+                    }
+                } else if let Some(p) = retained_copy(r, options, now) {
+                    out.push(p);
                 }
-            } else if let Some(p) = retained_copy(r, options, now) {
-                out.push(p);
             }
         });
         self.delete_retained(expired);

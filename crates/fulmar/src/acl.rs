@@ -14,12 +14,14 @@
 //! Access is `read`, `write`, `readwrite` (the default) or `deny`. With an
 //! ACL file everything not granted is denied, and a `deny` rule wins over
 //! any grant. `write` is checked against the topic of each PUBLISH (and the
-//! will). `read` is checked when subscribing, since the broker has no
-//! per-delivery hook: the subscription's filter (without `$share/{group}/`)
-//! must lie within a granted filter, and no `deny` filter may overlap it
-//! (mosquitto would accept `a/#` and hold back `a/secret` at delivery; we
-//! refuse the subscription instead).
+//! will). `read` is checked against the topic of each message delivered, as
+//! mosquitto does: a subscription to `a/#` with `topic read a/#` and `topic
+//! deny a/secret` is granted, and `a/secret` is held back. A subscription
+//! is refused (SUBACK 0x87) only when it could deliver nothing: its filter
+//! (without `$share/{group}/`) overlaps no granted filter, or lies within a
+//! denied one (mosquitto grants those too, and then delivers nothing).
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -118,8 +120,13 @@ impl Acl {
         Self::parse(&text).map_err(|e| format!("auth.acl_file = {}: {e}", path.display()))
     }
 
-    /// The rules that apply to a client, patterns substituted.
-    fn rules_for(&self, client_id: &str, username: Option<&str>) -> Vec<Rule> {
+    /// The rules that apply to a client, patterns substituted: its own
+    /// (borrowed), then the patterns (substituted only when they contain `%`).
+    fn rules_for<'a>(
+        &'a self,
+        client_id: &'a str,
+        username: Option<&'a str>,
+    ) -> impl Iterator<Item = (Access, Cow<'a, str>)> + 'a {
         let own = match username {
             None => Some(&self.anonymous),
             Some(user) => self
@@ -128,39 +135,70 @@ impl Acl {
                 .find(|(u, _)| u == user)
                 .map(|(_, rules)| rules),
         };
-        let mut rules: Vec<Rule> = own.into_iter().flatten().cloned().collect();
-        for pattern in &self.patterns {
-            if let Some(filter) = substitute(&pattern.filter, client_id, username) {
-                rules.push(Rule {
-                    access: pattern.access,
-                    filter,
-                });
+        let own = own
+            .into_iter()
+            .flatten()
+            .map(|r| (r.access, Cow::Borrowed(r.filter.as_str())));
+        let patterns = self.patterns.iter().filter_map(move |p| {
+            let filter = if p.filter.contains('%') {
+                Cow::Owned(substitute(&p.filter, client_id, username)?)
+            } else {
+                Cow::Borrowed(p.filter.as_str())
+            };
+            Some((p.access, filter))
+        });
+        own.chain(patterns)
+    }
+
+    /// Whether some rule matching `topic` grants `access`, and no `deny`
+    /// rule matches it.
+    fn allows(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        topic: &str,
+        access: fn(Access) -> bool,
+    ) -> bool {
+        let mut granted = false;
+        for (rule, filter) in self.rules_for(client_id, username) {
+            if filter_matches(&filter, topic) {
+                if rule == Access::Deny {
+                    return false;
+                }
+                granted |= access(rule);
             }
         }
-        rules
+        granted
     }
 
     /// May this client publish to `topic`?
     pub(crate) fn may_write(&self, client_id: &str, username: Option<&str>, topic: &str) -> bool {
-        let rules = self.rules_for(client_id, username);
-        let matching = |r: &&Rule| filter_matches(&r.filter, topic);
-        !rules
-            .iter()
-            .filter(matching)
-            .any(|r| r.access == Access::Deny)
-            && rules.iter().filter(matching).any(|r| r.access.writes())
+        self.allows(client_id, username, topic, Access::writes)
+    }
+
+    /// May this client receive a message published to `topic`?
+    pub(crate) fn may_read(&self, client_id: &str, username: Option<&str>, topic: &str) -> bool {
+        self.allows(client_id, username, topic, Access::reads)
     }
 
     /// May this client subscribe to `filter` (`$share/{group}/` allowed)?
-    pub(crate) fn may_read(&self, client_id: &str, username: Option<&str>, filter: &str) -> bool {
+    /// Yes when some topic it matches may be read (each message is then
+    /// checked with [`may_read`](Self::may_read)).
+    pub(crate) fn may_subscribe(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        filter: &str,
+    ) -> bool {
         let filter = strip_share(filter);
-        let rules = self.rules_for(client_id, username);
-        !rules
-            .iter()
-            .any(|r| r.access == Access::Deny && filters_overlap(&r.filter, filter))
-            && rules
-                .iter()
-                .any(|r| r.access.reads() && filter_covers(&r.filter, filter))
+        let mut granted = false;
+        for (rule, rule_filter) in self.rules_for(client_id, username) {
+            if rule == Access::Deny && filter_covers(&rule_filter, filter) {
+                return false;
+            }
+            granted |= rule.reads() && filters_overlap(&rule_filter, filter);
+        }
+        granted
     }
 }
 
@@ -300,14 +338,24 @@ impl Authorizer for AclAuthorizer {
     }
 
     async fn authorize_subscribe(&self, client: &ClientInfo, filter: &str) -> bool {
-        let allowed = self
-            .0
-            .load()
-            .may_read(&client.client_id, client.username.as_deref(), filter);
+        let allowed =
+            self.0
+                .load()
+                .may_subscribe(&client.client_id, client.username.as_deref(), filter);
         if !allowed {
             tracing::info!(client_id = %client.client_id, filter, "subscription denied by the ACL");
         }
         allowed
+    }
+
+    fn checks_reads(&self) -> bool {
+        true
+    }
+
+    fn authorize_read(&self, client: &ClientInfo, topic: &str) -> bool {
+        self.0
+            .load()
+            .may_read(&client.client_id, client.username.as_deref(), topic)
     }
 }
 
@@ -342,10 +390,10 @@ pattern read users/%u/inbox
         assert!(acl.may_write("c1", Some("bob"), "bob/out"));
         assert!(!acl.may_read("c1", Some("bob"), "bob/out"));
         // Anonymous clients get the rules before the first `user` line.
-        assert!(acl.may_read("c1", None, "public/#"));
-        assert!(acl.may_read("c1", None, "public/+/x"));
+        assert!(acl.may_subscribe("c1", None, "public/#"));
+        assert!(acl.may_subscribe("c1", None, "public/+/x"));
         assert!(!acl.may_write("c1", None, "public/x"));
-        assert!(!acl.may_read("c1", alice, "public/#"));
+        assert!(!acl.may_subscribe("c1", alice, "public/#"));
         // Unknown users get the patterns only.
         assert!(!acl.may_write("c1", Some("eve"), "alice/x"));
     }
@@ -369,7 +417,7 @@ pattern read users/%u/inbox
         let acl = Acl::parse("pattern readwrite devices/%c/#\n").unwrap();
         let bob = Some("bob");
         assert!(!acl.may_write("%u", bob, "devices/bob/x"));
-        assert!(!acl.may_read("%u", bob, "devices/bob/#"));
+        assert!(!acl.may_subscribe("%u", bob, "devices/bob/#"));
         assert!(acl.may_write("%u", bob, "devices/%u/x"));
         let acl = Acl::parse("pattern readwrite users/%u/%c\n").unwrap();
         assert!(!acl.may_write("dev7", Some("%c"), "users/dev7/dev7"));
@@ -385,28 +433,42 @@ pattern read users/%u/inbox
     #[test]
     fn substituted_values_starting_with_dollar_are_refused() {
         let acl = Acl::parse("pattern readwrite %c/#\npattern read %u/#\n").unwrap();
-        assert!(!acl.may_read("$SYS", None, "$SYS/#"));
+        assert!(!acl.may_subscribe("$SYS", None, "$SYS/#"));
         assert!(!acl.may_read("$SYS", None, "$SYS/broker/uptime"));
         assert!(!acl.may_write("$SYS", None, "$SYS/broker/uptime"));
-        assert!(!acl.may_read("c1", Some("$SYS"), "$SYS/#"));
+        assert!(!acl.may_subscribe("c1", Some("$SYS"), "$SYS/#"));
         assert_eq!(substitute("%c/#", "$SYS", None), None);
         assert_eq!(substitute("%u/#", "c1", Some("$share")), None);
         // Other values still work.
         assert!(acl.may_write("dev7", None, "dev7/x"));
-        assert!(acl.may_read("c1", Some("eve"), "eve/#"));
+        assert!(acl.may_subscribe("c1", Some("eve"), "eve/#"));
     }
 
+    // As mosquitto: a subscription is granted when it can bring something
+    // readable, and each message is checked against the reads granted.
     #[test]
-    fn subscriptions_must_lie_within_a_grant_and_avoid_denials() {
+    fn subscriptions_overlap_a_grant_and_each_message_is_checked() {
         let acl = Acl::parse(FILE).unwrap();
         let alice = Some("alice");
-        assert!(acl.may_read("c", alice, "alice/+/x"));
-        assert!(acl.may_read("c", alice, "$share/g/alice/inbox"));
-        assert!(acl.may_read("c", alice, "sensors/+/temp"));
-        assert!(!acl.may_read("c", alice, "sensors/#"));
-        // alice/# overlaps the denied alice/secret.
-        assert!(!acl.may_read("c", alice, "alice/#"));
+        assert!(acl.may_subscribe("c", alice, "alice/+/x"));
+        assert!(acl.may_subscribe("c", alice, "$share/g/alice/inbox"));
+        assert!(acl.may_subscribe("c", alice, "sensors/+/temp"));
+        // Wider than the grant: granted, and the messages are filtered.
+        assert!(acl.may_subscribe("c", alice, "sensors/#"));
+        assert!(acl.may_subscribe("c", alice, "#"));
+        assert!(acl.may_read("c", alice, "sensors/k/temp"));
+        assert!(!acl.may_read("c", alice, "sensors/k/humidity"));
+        // alice/# overlaps the denied alice/secret: granted, alice/secret held back.
+        assert!(acl.may_subscribe("c", alice, "alice/#"));
+        assert!(acl.may_read("c", alice, "alice/x"));
         assert!(!acl.may_read("c", alice, "alice/secret"));
+        // Nothing it could bring is readable: refused.
+        assert!(!acl.may_subscribe("c", alice, "alice/secret"));
+        assert!(!acl.may_subscribe("c", alice, "bob/#"));
+        assert!(!acl.may_subscribe("c", alice, "$SYS/#"));
+        // Write-only grants give nothing to read.
+        assert!(!acl.may_subscribe("c", Some("bob"), "bob/out"));
+        assert!(!acl.may_read("c", Some("bob"), "bob/out"));
     }
 
     #[test]

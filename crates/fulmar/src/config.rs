@@ -550,6 +550,8 @@ hibernate_after_ms = 5000
 # password_file = "passwd"
 # A mosquitto acl_file: `user NAME`, `topic [read|write|readwrite|deny] FILTER`,
 # `pattern [read|write|readwrite|deny] FILTER` with %c (client id) and %u (user).
+# `read` is checked for each message delivered: a subscription wider than the
+# reads granted is accepted and gets only what its user may read.
 # acl_file = "acl"
 # Clients without a user name: accepted by default without a password file,
 # refused by default with one.

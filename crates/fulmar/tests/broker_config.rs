@@ -136,7 +136,7 @@ fn the_acl_file_is_enforced() {
     write(
         &dir,
         "acl",
-        "user alice\ntopic readwrite alice/#\n\nuser bob\ntopic read #\n",
+        "user alice\ntopic readwrite alice/#\n\nuser bob\ntopic read #\n\nuser carol\ntopic write #\n",
     );
     let config = write(&dir, "fulmar.toml", "[auth]\nacl_file = \"acl\"\n");
     let broker = FulmarBroker::start(&["-c", &config]);
@@ -170,6 +170,20 @@ fn the_acl_file_is_enforced() {
     let out = subscribe(broker.port, &["-u", "alice", "-t", "bob/#", "-C", "1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused"));
+
+    // One wider than the grants is granted, as by mosquitto, and gets only
+    // the messages its user may read.
+    let sub = Sub::start(
+        broker.port,
+        &["-u", "alice", "-t", "#", "-v", "-C", "1", "-q", "1"],
+    );
+    for topic in ["bob/z", "alice/read"] {
+        publish_ok(
+            broker.port,
+            &["-u", "carol", "-t", topic, "-m", "m", "-q", "1"],
+        );
+    }
+    assert_eq!(sub.output(), "alice/read m\n");
 }
 
 // SIGHUP reloads the password file and the ACL file: a user added may

@@ -1274,12 +1274,17 @@ impl<S: Stream> Connection<S> {
             .saturating_sub(self.session.pending_bytes());
         let now = Instant::now();
         let mut batch = Vec::with_capacity(messages.min(later.len()));
+        let info = self.client.as_ref().map(|c| &c.info);
         {
             let mut state = self.shared.lock();
             while batch.len() < messages
                 && (batch.is_empty() || bytes > 0)
                 && let Some((topic, options)) = later.pop_front()
             {
+                // Readable when it was subscribed to; the rules may have changed.
+                if info.is_some_and(|info| !self.shared.may_read(info, topic.as_str())) {
+                    continue;
+                }
                 if let Some(publish) = state.retained_now(&topic, options, now) {
                     bytes = bytes.saturating_sub(publish.payload.len());
                     batch.push(publish);
@@ -1532,7 +1537,12 @@ impl<S: Stream> Connection<S> {
         {
             return self.reject(ConnectReasonCode::ServerUnavailable);
         }
-        let (mut stored, mut offline, present) = self.claim(&id, connect.clean_start, expiry).await;
+        let reader = self
+            .shared
+            .checks_reads
+            .then(|| Arc::new(client_info.clone()));
+        let (mut stored, mut offline, present) =
+            self.claim(&id, connect.clean_start, expiry, reader).await;
         let persistent = self.shared.journal.is_some() && expiry > 0;
         if persistent && self.shared.lock().persist_session(&id, None) {
             self.journaled();
@@ -1550,11 +1560,13 @@ impl<S: Stream> Connection<S> {
         // made them; the client may be another user now. The messages of the
         // subscriptions withdrawn go with them, the ones in flight too: they
         // would be resent [MQTT-4.4.0-1] to a client that may not read them.
-        if present
-            && self.shared.checks_subscriptions
-            && let Some(kept) = Box::pin(self.recheck_subscriptions()).await
-        {
-            self.drop_unsubscribed(&id, &kept, &mut offline, &mut stored);
+        // With reads checked, the messages it may not read go too (queued
+        // for a session restored from the store, or for another user).
+        if present && self.shared.checks_subscriptions {
+            let kept = Box::pin(self.recheck_subscriptions()).await;
+            if kept.is_some() || self.shared.checks_reads {
+                self.drop_unsubscribed(&id, kept.as_deref(), &mut offline, &mut stored);
+            }
         }
         match self
             .session
@@ -1639,6 +1651,7 @@ impl<S: Stream> Connection<S> {
         id: &Arc<str>,
         clean_start: bool,
         expiry: u32,
+        reader: Option<Arc<ClientInfo>>,
     ) -> (SessionState, VecDeque<Queued>, bool) {
         loop {
             let (old, handed_over) = {
@@ -1657,7 +1670,7 @@ impl<S: Stream> Connection<S> {
                     // same critical section so two newcomers cannot both win.
                     _ => {
                         let (stored, offline, present, inflight) =
-                            self.register(&mut state, id, clean_start, expiry);
+                            self.register(&mut state, id, clean_start, expiry, reader.clone());
                         drop(state);
                         self.inflight_seq = (!inflight.is_empty()).then(|| Box::new(inflight));
                         return (stored, offline, present);
@@ -1685,6 +1698,7 @@ impl<S: Stream> Connection<S> {
         id: &Arc<str>,
         clean_start: bool,
         expiry: u32,
+        reader: Option<Arc<ClientInfo>>,
     ) -> (SessionState, VecDeque<Queued>, bool, HashMap<PacketId, u64>) {
         let existed = state.sessions.contains_key(id);
         let persistent = state.journal.is_some() && expiry > 0;
@@ -1730,6 +1744,8 @@ impl<S: Stream> Connection<S> {
             conn_id: self.conn_id,
             control: self.control.inbox(),
         });
+        // Deliveries from now on are checked as this client's.
+        entry.reader = reader;
         let away = entry.take_away();
         let (mut stored, offline, mut inflight) = (away.stored, away.offline, away.inflight);
         if cancelled && let Some(bridge) = &state.bridge {
@@ -1867,7 +1883,9 @@ impl<S: Stream> Connection<S> {
             };
             let max_later = limits.max_retained_messages;
             let mut later = self.retained_later.take().unwrap_or_default();
-            let mut state = self.shared.lock();
+            let shared = &self.shared;
+            let readable = |topic: &TopicName| shared.may_read(&info, topic.as_str());
+            let mut state = shared.lock();
             for (filter, options) in &retained_wanted {
                 let options = *options;
                 let mut wait = |topic: &TopicName| {
@@ -1884,6 +1902,7 @@ impl<S: Stream> Connection<S> {
                     room,
                     &mut retained,
                     &mut wait,
+                    &readable,
                 );
                 self.shared.counters.drop_many(left_out);
             }
@@ -2053,19 +2072,26 @@ impl<S: Stream> Connection<S> {
     /// Of the messages of a resumed session (queued while it was away, or
     /// queued and in flight in its session state), drops those that none of
     /// its `filters` matches (the ones
-    /// [`recheck_subscriptions`](Self::recheck_subscriptions) kept).
+    /// [`recheck_subscriptions`](Self::recheck_subscriptions) kept; `None`:
+    /// all were kept) and those its client may not read.
     fn drop_unsubscribed(
         &mut self,
         id: &Arc<str>,
-        filters: &[SubscriptionFilter],
+        filters: Option<&[SubscriptionFilter]>,
         offline: &mut VecDeque<Queued>,
         stored: &mut SessionState,
     ) {
+        let info = self.client.as_ref().map(|c| c.info.clone());
+        let shared = self.shared.clone();
         let matched = |publish: &Publish| {
-            publish
-                .topic
-                .parse::<TopicName>()
-                .is_ok_and(|topic| filters.iter().any(|f| f.filter().matches(&topic)))
+            let topic = publish.topic.as_str();
+            info.as_ref()
+                .is_none_or(|info| shared.may_read(info, topic))
+                && filters.is_none_or(|filters| {
+                    topic
+                        .parse::<TopicName>()
+                        .is_ok_and(|topic| filters.iter().any(|f| f.filter().matches(&topic)))
+                })
         };
         for publish in stored.retain_messages(matched) {
             self.shared.counters.drop_one();
