@@ -381,7 +381,6 @@ enum WillEvent {
 struct Receivers {
     outbound: mpsc::Receiver<(TopicName, Publish)>,
     fallback: mpsc::Receiver<(TopicName, Publish)>,
-    sessions: mpsc::UnboundedReceiver<SessionEvent>,
 }
 
 struct Inner {
@@ -583,30 +582,24 @@ impl Bridge for ClusterBridge {
 
     fn session_online(&self, client_id: &str, session: &StoredSession) {
         self.sessions.client_back(client_id);
-        // Unbounded: one per connection, SUBSCRIBE and UNSUBSCRIBE and one
-        // when it ends, written in order by one task (which coalesces the
-        // records of a batch).
+        // One per connection, SUBSCRIBE and UNSUBSCRIBE and one when it
+        // ends, written in order by one task; a record still waiting is
+        // replaced by the next (see `registry_queue`).
         let record = sessions::encode_record(session);
-        let _ = self
-            .sessions
-            .events
-            .send(SessionEvent::Online(client_id.to_owned(), record));
+        self.sessions
+            .report(SessionEvent::Online(client_id.to_owned(), record));
     }
 
     fn session_offline(&self, client_id: &str, session: &StoredSession) {
         let record = sessions::encode_record(session);
-        let _ = self
-            .sessions
-            .events
-            .send(SessionEvent::Offline(client_id.to_owned(), record));
+        self.sessions
+            .report(SessionEvent::Offline(client_id.to_owned(), record));
     }
 
     fn session_gone(&self, client_id: &str) {
         self.sessions.session_gone(client_id);
-        let _ = self
-            .sessions
-            .events
-            .send(SessionEvent::Gone(client_id.to_owned()));
+        self.sessions
+            .report(SessionEvent::Gone(client_id.to_owned()));
     }
 
     fn routes_shared(&self) -> bool {
@@ -816,14 +809,12 @@ impl Cluster {
         let outbound_bytes = Arc::new(AtomicUsize::new(0));
         let (fallback_tx, fallback) = mpsc::channel(FALLBACK_CAPACITY);
         let will_changes = Arc::new(WillChanges::default());
-        let (sessions_tx, sessions_rx) = mpsc::unbounded_channel();
         let sessions = Arc::new(Sessions::new(
             config.node_id.clone(),
             prefix.clone(),
             client.clone(),
             js.clone(),
             config.session_timeout,
-            sessions_tx,
         ));
         let instance = random_u64();
         tracing::info!(node = %config.node_id, instance = %format_args!("{instance:016x}"), "connected to NATS");
@@ -843,11 +834,7 @@ impl Cluster {
             seq: AtomicU64::new(0),
             barriers: AtomicU64::new(0),
             counters: counters.clone(),
-            receivers: Mutex::new(Some(Receivers {
-                outbound,
-                fallback,
-                sessions: sessions_rx,
-            })),
+            receivers: Mutex::new(Some(Receivers { outbound, fallback })),
             stop: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
             subscribed: Mutex::new(BTreeSet::new()),
@@ -942,11 +929,7 @@ impl Cluster {
     /// the stream, the bucket or the consumer cannot be had;
     /// [`ClusterError::Broker`] when the broker is shut down.
     pub async fn attach(&self, broker: &BrokerHandle) -> Result<(), ClusterError> {
-        let Receivers {
-            outbound,
-            fallback,
-            sessions: session_events,
-        } = lock(&self.inner.receivers)
+        let Receivers { outbound, fallback } = lock(&self.inner.receivers)
             .take()
             .ok_or(ClusterError::AlreadyAttached)?;
         let inner = &self.inner;
@@ -996,7 +979,6 @@ impl Cluster {
         self.spawn(sessions::registry_loop(
             inner.sessions.clone(),
             sessions_store,
-            session_events,
             inner.stop.subscribe(),
         ));
         self.spawn(sessions::take_loop(

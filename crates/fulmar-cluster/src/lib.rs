@@ -308,6 +308,7 @@
 mod cluster;
 mod error;
 pub mod headers;
+mod registry_queue;
 mod sessions;
 mod state;
 pub mod subject;

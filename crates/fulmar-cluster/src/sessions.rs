@@ -12,9 +12,10 @@ use async_nats::{Client, StatusCode, Subscriber};
 use bytes::{BufMut, Bytes, BytesMut};
 use fulmar_broker::{BrokerHandle, SessionExport, SessionUnavailable, StoredSession};
 use futures::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::cluster::{client_kv_key, lock, node_key};
+use crate::registry_queue::EventQueue;
 
 /// The version byte of registry values and take-session messages.
 const VERSION: u8 = 1;
@@ -125,7 +126,19 @@ pub(crate) struct Sessions {
     /// Bounds each registry step and each take request.
     pub(crate) timeout: Duration,
     pub(crate) counters: SessionCounters,
-    pub(crate) events: mpsc::UnboundedSender<SessionEvent>,
+    /// Changes for the registry loop, bounded by replacing the pointless.
+    pub(crate) events: EventQueue,
+}
+
+impl Sessions {
+    /// Queues a change for the registry loop; one dropped (the queue is
+    /// full: NATS has been away for long) is counted as a registry error.
+    pub(crate) fn report(&self, event: SessionEvent) {
+        if !self.events.push(event) {
+            bump(&self.counters.registry_errors);
+            tracing::debug!("session registry: change dropped, too many waiting");
+        }
+    }
 }
 
 /// The record of a session as the registry keeps it.
@@ -277,7 +290,6 @@ impl Sessions {
         client: Client,
         js: jetstream::Context,
         timeout: Duration,
-        events: mpsc::UnboundedSender<SessionEvent>,
     ) -> Self {
         Self {
             node_id,
@@ -298,7 +310,7 @@ impl Sessions {
             keep_refused_claims: std::sync::atomic::AtomicBool::new(false),
             timeout,
             counters: SessionCounters::default(),
-            events,
+            events: EventQueue::default(),
         }
     }
 
@@ -726,9 +738,7 @@ impl Sessions {
             let value = encode_value(&self.node_id, record);
             if let Ok(revision) = registry.update(key.as_str(), value, entry.revision).await {
                 bump(&self.counters.claimed);
-                let _ = self
-                    .events
-                    .send(SessionEvent::Claimed(client_id.to_owned(), revision));
+                self.report(SessionEvent::Claimed(client_id.to_owned(), revision));
                 return Holder::Claimed;
             }
         }
@@ -877,9 +887,7 @@ impl Sessions {
         match tokio::time::timeout(self.timeout, store.update(key, value, revision)).await {
             Ok(Ok(_)) => {
                 // The registry loop no longer writes at the revision it had.
-                let _ = self
-                    .events
-                    .send(SessionEvent::Released(client_id.to_owned(), revision));
+                self.report(SessionEvent::Released(client_id.to_owned(), revision));
                 true
             }
             Ok(Err(e)) => {
@@ -1007,9 +1015,7 @@ impl Sessions {
                     // Through the events, in order with the broker's
                     // reports: a report from before this claim (the session
                     // taken from here earlier) must not erase it.
-                    let _ = self
-                        .events
-                        .send(SessionEvent::Claimed(client_id.to_owned(), revision));
+                    self.report(SessionEvent::Claimed(client_id.to_owned(), revision));
                     return Some(Registered { previous, revision });
                 }
                 Err(e) => {
@@ -1111,40 +1117,32 @@ impl Sessions {
 pub(crate) async fn registry_loop(
     sessions: Arc<Sessions>,
     store: kv::Store,
-    mut events: mpsc::UnboundedReceiver<SessionEvent>,
     mut stop: watch::Receiver<bool>,
 ) {
     // The registry revision this node last wrote, per client it holds.
     let mut revisions = HashMap::new();
-    let mut batch = Vec::new();
     loop {
-        let next = tokio::select! {
-            biased;
-            event = events.recv() => event,
-            _ = stop.changed() => None,
-        };
-        let Some(event) = next else {
-            break;
-        };
-        batch.push(event);
-        while batch.len() < REGISTRY_BATCH
-            && let Ok(event) = events.try_recv()
-        {
-            batch.push(event);
+        let batch = sessions.events.pop(REGISTRY_BATCH);
+        if batch.is_empty() {
+            tokio::select! {
+                biased;
+                () = sessions.events.ready() => continue,
+                _ = stop.changed() => break,
+            }
         }
-        for event in coalesce(std::mem::take(&mut batch)) {
+        for event in batch {
             handle(&sessions, &store, &mut revisions, event).await;
+        }
+        if *stop.borrow() {
+            break;
         }
     }
     // Stopping: write what the broker reported already (its shutdown
     // stored the sessions), so that the records stay current; within the
     // timeout (NATS may be away).
-    events.close();
-    while let Ok(event) = events.try_recv() {
-        batch.push(event);
-    }
+    sessions.events.close();
+    let events = sessions.events.pop(usize::MAX);
     let deadline = tokio::time::Instant::now() + sessions.timeout;
-    let events = coalesce(batch);
     let total = events.len();
     for (done, event) in events.into_iter().enumerate() {
         let handled =
@@ -1162,54 +1160,6 @@ pub(crate) async fn registry_loop(
 
 /// Registry events handled together, at most.
 const REGISTRY_BATCH: usize = 256;
-
-/// Drops the records that a later record of the same client replaces
-/// (several SUBSCRIBEs in a row write the last one only), keeping the
-/// order of everything else. A record that replaces a connect's record
-/// counts as a connect's (it may create the entry).
-fn coalesce(batch: Vec<SessionEvent>) -> Vec<SessionEvent> {
-    // Per client, where its latest record is in `kept` (reversed).
-    let mut later: HashMap<String, usize> = HashMap::new();
-    let mut kept: Vec<SessionEvent> = Vec::with_capacity(batch.len());
-    for event in batch.into_iter().rev() {
-        match event {
-            SessionEvent::Online(client, record) => match later.get(&client) {
-                Some(&at) => {
-                    if let Some(slot) = kept.get_mut(at)
-                        && let SessionEvent::Offline(_, later_record) = slot
-                    {
-                        let later_record = std::mem::take(later_record);
-                        *slot = SessionEvent::Online(client, later_record);
-                    }
-                }
-                None => {
-                    later.insert(client.clone(), kept.len());
-                    kept.push(SessionEvent::Online(client, record));
-                }
-            },
-            SessionEvent::Offline(client, record) => {
-                if !later.contains_key(&client) {
-                    later.insert(client.clone(), kept.len());
-                    kept.push(SessionEvent::Offline(client, record));
-                }
-            }
-            SessionEvent::Claimed(client, revision) => {
-                later.remove(&client);
-                kept.push(SessionEvent::Claimed(client, revision));
-            }
-            SessionEvent::Released(client, revision) => {
-                later.remove(&client);
-                kept.push(SessionEvent::Released(client, revision));
-            }
-            SessionEvent::Gone(client) => {
-                later.remove(&client);
-                kept.push(SessionEvent::Gone(client));
-            }
-        }
-    }
-    kept.reverse();
-    kept
-}
 
 async fn handle(
     sessions: &Sessions,
@@ -1426,66 +1376,6 @@ async fn answer(sessions: &Arc<Sessions>, broker: &BrokerHandle, message: async_
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn names(events: &[SessionEvent]) -> Vec<String> {
-        events
-            .iter()
-            .map(|e| match e {
-                SessionEvent::Claimed(c, r) => format!("claimed {c} {r}"),
-                SessionEvent::Released(c, r) => format!("released {c} {r}"),
-                SessionEvent::Online(c, r) => format!("online {c} {r:?}"),
-                SessionEvent::Offline(c, r) => format!("offline {c} {r:?}"),
-                SessionEvent::Gone(c) => format!("gone {c}"),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn records_replaced_by_a_later_one_are_not_written() {
-        let rec = |s: &'static str| Bytes::from_static(s.as_bytes());
-        let batch = vec![
-            SessionEvent::Gone("x".into()),
-            SessionEvent::Claimed("x".into(), 7),
-            SessionEvent::Online("x".into(), rec("1")),
-            SessionEvent::Online("y".into(), rec("a")),
-            SessionEvent::Online("x".into(), rec("2")),
-            SessionEvent::Offline("x".into(), rec("3")),
-            SessionEvent::Gone("y".into()),
-            SessionEvent::Online("y".into(), rec("b")),
-            SessionEvent::Offline("y".into(), rec("c")),
-        ];
-        assert_eq!(
-            names(&coalesce(batch)),
-            [
-                "gone x",
-                "claimed x 7",
-                "online y b\"a\"",
-                "online x b\"3\"",
-                "gone y",
-                "online y b\"c\"",
-            ]
-        );
-    }
-
-    #[test]
-    fn a_release_keeps_its_place_among_the_records() {
-        let rec = |s: &'static str| Bytes::from_static(s.as_bytes());
-        let batch = vec![
-            SessionEvent::Claimed("x".into(), 7),
-            SessionEvent::Online("x".into(), rec("1")),
-            SessionEvent::Released("x".into(), 7),
-            SessionEvent::Online("x".into(), rec("2")),
-        ];
-        assert_eq!(
-            names(&coalesce(batch)),
-            [
-                "claimed x 7",
-                "online x b\"1\"",
-                "released x 7",
-                "online x b\"2\""
-            ]
-        );
-    }
 
     #[test]
     fn registry_values_round_trip_and_reject_garbage() {
