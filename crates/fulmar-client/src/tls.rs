@@ -2,10 +2,11 @@
 
 use std::sync::{Arc, OnceLock};
 
-use rustls::ClientConfig;
-use rustls::RootCertStore;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -32,6 +33,8 @@ pub struct TlsOptions {
     client_auth: Option<(Vec<CertificateDer<'static>>, Arc<PrivateKeyDer<'static>>)>,
     server_name: Option<String>,
     alpn: Vec<Vec<u8>>,
+    /// The certificate is not checked against the server name.
+    skip_hostname: bool,
     config: Option<Arc<ClientConfig>>,
     /// The configuration the settings make, built by the first connection
     /// (reading the system roots is slow) and shared by clones; changing a
@@ -55,6 +58,7 @@ impl TlsOptions {
             client_auth: None,
             server_name: None,
             alpn: Vec::new(),
+            skip_hostname: false,
             config: None,
             built: Arc::default(),
         }
@@ -119,6 +123,26 @@ impl TlsOptions {
         self
     }
 
+    /// Accepts a server certificate that is not valid for the server name
+    /// (as mosquitto's `--insecure`, paho's `tls_insecure_set`): the chain
+    /// is still checked against the trusted roots, and its validity dates,
+    /// but a certificate for another host is accepted, so a man in the
+    /// middle holding any certificate from those roots is too. For tests
+    /// and brokers reached by an address their certificate does not name.
+    ///
+    /// ```
+    /// use fulmar_client::TlsOptions;
+    ///
+    /// let tls = TlsOptions::new().skip_hostname_verification();
+    /// # drop(tls);
+    /// ```
+    #[must_use]
+    pub fn skip_hostname_verification(mut self) -> Self {
+        self.skip_hostname = true;
+        self.built = Arc::default();
+        self
+    }
+
     /// ALPN protocols to offer (e.g. `b"mqtt"` for brokers on port 443).
     #[must_use]
     pub fn alpn(mut self, protocol: impl Into<Vec<u8>>) -> Self {
@@ -162,9 +186,19 @@ impl TlsOptions {
             roots.add(cert.clone())?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots);
+        let roots = Arc::new(roots);
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
+        let builder = if self.skip_hostname {
+            let checked = WebPkiServerVerifier::builder_with_provider(roots, provider)
+                .build()
+                .map_err(|e| Error::InvalidOptions(format!("TLS roots: {e}")))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyName(checked)))
+        } else {
+            builder.with_root_certificates(roots)
+        };
         let mut config = match &self.client_auth {
             Some((chain, key)) => builder.with_client_auth_cert(chain.clone(), key.clone_key())?,
             None => builder.with_no_client_auth(),
@@ -202,6 +236,58 @@ impl TlsOptions {
         let name = ServerName::try_from(name.to_owned())
             .map_err(|e| Error::InvalidOptions(format!("TLS server name {name:?}: {e}")))?;
         Ok(TlsConnector::from(config).connect(name, stream).await?)
+    }
+}
+
+/// Checks a server certificate as `WebPkiServerVerifier` does, but accepts
+/// one that is not valid for the server name
+/// ([`TlsOptions::skip_hostname_verification`]).
+#[derive(Debug)]
+struct AnyName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.0.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }
 

@@ -115,3 +115,25 @@ async fn missing_client_certificate_is_refused() {
     .await;
     assert!(result.is_err(), "{result:?}");
 }
+
+// `skip_hostname_verification` (mosquitto's --insecure): a certificate for
+// another name is accepted, one from an untrusted CA still is not.
+#[tokio::test]
+async fn skipping_the_hostname_check_still_checks_the_chain() {
+    let pki = Pki::generate();
+    let other = Pki::generate();
+    let broker = Mosquitto::with_listener(pki.listener(false));
+    let connect = |ca: &str| {
+        let tls = TlsOptions::new()
+            .without_system_roots()
+            .ca_pem(ca.as_bytes())
+            .unwrap()
+            .server_name("not-the-server.example")
+            .skip_hostname_verification();
+        Client::connect(tls_options(broker.port, ProtocolVersion::V5, tls))
+    };
+    let (client, _) = guard(connect(&pki.ca_pem)).await.unwrap();
+    guard(client.disconnect()).await.unwrap();
+    let result = guard(connect(&other.ca_pem)).await;
+    assert!(matches!(result, Err(Error::Io(_))), "{result:?}");
+}
