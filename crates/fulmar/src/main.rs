@@ -14,6 +14,7 @@ mod bench;
 mod bridges;
 mod broker;
 mod config;
+mod format;
 mod logging;
 mod malloc;
 mod passwd;
@@ -67,7 +68,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("fulmar: {}", failure.message);
+            // Empty with --quiet.
+            if !failure.message.is_empty() {
+                eprintln!("fulmar: {}", failure.message);
+            }
             ExitCode::from(failure.code)
         }
     }

@@ -16,6 +16,7 @@ use fulmar_codec::MqttString;
 use futures::StreamExt;
 use futures::stream::{BoxStream, PollNext};
 
+use crate::format::{Format, FormatError};
 use crate::logging::{self, LogFormat};
 
 /// Connection options shared by `pub` and `sub`.
@@ -24,12 +25,25 @@ pub(crate) struct ConnArgs {
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     help: Option<bool>,
-    /// Broker host.
-    #[arg(short = 'h', long, default_value = "localhost")]
-    host: String,
+    /// Broker host [default: localhost].
+    #[arg(short = 'h', long)]
+    host: Option<String>,
     /// Broker port (default 1883, or 8883 with TLS).
     #[arg(short, long)]
     port: Option<u16>,
+    /// Broker, credentials and topic as one URL (as mosquitto's -L):
+    /// `mqtt://[USER[:PASSWORD]@]HOST[:PORT]/TOPIC`, or `mqtts://` for TLS;
+    /// -h, -p, -u, -P and -t given too take precedence.
+    #[arg(short = 'L', long = "url", value_name = "URL")]
+    url: Option<String>,
+    /// Client identifier: this prefix followed by the process id.
+    #[arg(
+        short = 'I',
+        long = "id-prefix",
+        value_name = "PREFIX",
+        conflicts_with = "id"
+    )]
+    id_prefix: Option<String>,
     /// Client identifier (default: assigned by the broker).
     #[arg(
         short = 'i',
@@ -51,9 +65,9 @@ pub(crate) struct ConnArgs {
     #[arg(short, long, value_name = "SECONDS", default_value_t = 60)]
     keepalive: u16,
     /// Disable clean session / clean start: resume the broker's session for
-    /// this client id (needs -i; under MQTT 5.0 the session never expires
-    /// unless -x is given).
-    #[arg(short = 'c', long = "disable-clean-session", requires = "id")]
+    /// this client id (needs -i or -I; under MQTT 5.0 the session never
+    /// expires unless -x is given).
+    #[arg(short = 'c', long = "disable-clean-session")]
     no_clean: bool,
     /// Session Expiry Interval in seconds (MQTT 5.0).
     #[arg(short = 'x', long = "session-expiry-interval", value_name = "SECONDS")]
@@ -86,6 +100,10 @@ pub(crate) struct ConnArgs {
     /// Private key (PEM) of --cert.
     #[arg(long, value_name = "FILE", requires = "cert")]
     key: Option<PathBuf>,
+    /// With TLS, accept a server certificate that does not name the host
+    /// (its chain is still checked against the trusted CAs).
+    #[arg(long)]
+    insecure: bool,
     /// MQTT 5.0 property, as mosquitto: `-D COMMAND IDENTIFIER VALUE`, or
     /// `-D COMMAND user-property KEY VALUE`. COMMAND is connect (identifiers
     /// session-expiry-interval, receive-maximum, maximum-packet-size,
@@ -109,6 +127,75 @@ pub(crate) struct ConnArgs {
     /// Print connection and subscription events, and debug logs, to stderr.
     #[arg(short, long)]
     debug: bool,
+    /// Print no error messages (the exit status still tells).
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// What `-L` gives.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Url {
+    tls: bool,
+    username: Option<String>,
+    password: Option<String>,
+    host: String,
+    port: Option<u16>,
+    topic: Option<String>,
+}
+
+/// Parses `mqtt(s)://[USER[:PASSWORD]@]HOST[:PORT][/TOPIC]` (an IPv6 host
+/// in brackets).
+fn parse_url(url: &str) -> Result<Url, String> {
+    let bad = |why: &str| format!("-L {url:?}: {why}");
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("expected mqtt://HOST/TOPIC or mqtts://..."))?;
+    let tls = match scheme {
+        "mqtt" => false,
+        "mqtts" => true,
+        _ => return Err(bad("the scheme must be mqtt or mqtts")),
+    };
+    let (authority, topic) = match rest.split_once('/') {
+        Some((authority, topic)) => (authority, (!topic.is_empty()).then(|| topic.to_owned())),
+        None => (rest, None),
+    };
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((userinfo, hostport)) => (Some(userinfo), hostport),
+        None => (None, authority),
+    };
+    let (username, password) = match userinfo.map(|u| u.split_once(':').unwrap_or((u, ""))) {
+        Some((user, pw)) => (
+            Some(user.to_owned()),
+            (!pw.is_empty()).then(|| pw.to_owned()),
+        ),
+        None => (None, None),
+    };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match hostport.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    let port = port
+        .map(|p| {
+            p.parse::<u16>()
+                .map_err(|_| bad("the port must be a number"))
+        })
+        .transpose()?;
+    Ok(Url {
+        tls,
+        username,
+        password,
+        host: host.to_owned(),
+        port,
+        topic,
+    })
 }
 
 fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
@@ -291,13 +378,37 @@ impl ConnArgs {
         Ok(props)
     }
 
+    /// The topic of `-L`, if any.
+    fn url_topic(&self) -> Result<Option<String>, String> {
+        Ok(self
+            .url
+            .as_deref()
+            .map(parse_url)
+            .transpose()?
+            .and_then(|u| u.topic))
+    }
+
     fn options(&self, props: &Properties) -> Result<ConnectOptions, String> {
-        let tls = self.cafile.is_some() || self.cert.is_some();
-        let port = self.port.unwrap_or(if tls { 8883 } else { 1883 });
+        let url = self
+            .url
+            .as_deref()
+            .map(parse_url)
+            .transpose()?
+            .unwrap_or_default();
+        let tls = self.cafile.is_some() || self.cert.is_some() || url.tls;
+        let port = self
+            .port
+            .or(url.port)
+            .unwrap_or(if tls { 8883 } else { 1883 });
+        let host = match (&self.host, self.url.is_some()) {
+            (Some(host), _) => host.clone(),
+            (None, true) => url.host,
+            (None, false) => "localhost".to_owned(),
+        };
         let read = |path: &PathBuf| {
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
         };
-        let mut options = ConnectOptions::new(self.host.clone(), port)
+        let mut options = ConnectOptions::new(host, port)
             .protocol_version(self.version)
             .keep_alive(Duration::from_secs(u64::from(self.keepalive)))
             .clean_start(!self.no_clean)
@@ -315,12 +426,22 @@ impl ConnArgs {
                     .client_auth_pem(&read(cert)?, &read(key)?)
                     .map_err(|e| format!("--cert/--key: {e}"))?;
             }
+            if self.insecure {
+                tls = tls.skip_hostname_verification();
+            }
             options = options.transport(Transport::Tls(tls));
         }
-        if let Some(id) = &self.id {
-            options = options.client_id(id.clone());
+        match (&self.id, &self.id_prefix) {
+            (Some(id), _) => options = options.client_id(id.clone()),
+            (None, Some(prefix)) => {
+                options = options.client_id(format!("{prefix}{}", std::process::id()));
+            }
+            (None, None) if self.no_clean => return Err("-c needs -i or -I".to_owned()),
+            (None, None) => {}
         }
-        match (&self.username, &self.pw) {
+        let username = self.username.clone().or(url.username);
+        let pw = self.pw.clone().or(url.password);
+        match (&username, &pw) {
             (Some(user), Some(pw)) => options = options.credentials(user.clone(), pw.clone()),
             (Some(user), None) => options = options.username(user.clone()),
             (None, Some(_)) => return Err("-P needs -u".to_owned()),
@@ -422,9 +543,14 @@ impl ConnArgs {
 pub(crate) struct PubArgs {
     #[command(flatten)]
     conn: ConnArgs,
-    /// Topic to publish to.
-    #[arg(short, long, allow_hyphen_values = true)]
-    topic: String,
+    /// Topic to publish to (or the topic of -L).
+    #[arg(
+        short,
+        long,
+        allow_hyphen_values = true,
+        required_unless_present = "url"
+    )]
+    topic: Option<String>,
     /// Message payload (may start with '-', as in `-m -3.5`).
     #[arg(short, long, group = "source", allow_hyphen_values = true)]
     message: Option<String>,
@@ -446,6 +572,21 @@ pub(crate) struct PubArgs {
     /// Retain the message.
     #[arg(short, long)]
     retain: bool,
+    /// Publish the message this many times (not with -l).
+    #[arg(long, value_name = "COUNT", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "lines")]
+    repeat: u32,
+    /// Seconds to wait between repeated messages (may be fractional).
+    #[arg(long = "repeat-delay", value_name = "SECONDS", requires = "repeat",
+          value_parser = parse_seconds)]
+    repeat_delay: Option<Duration>,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("{s:?}: a number of seconds, 0 or more"))
 }
 
 /// Where `fulmar pub` takes its payloads from.
@@ -483,11 +624,23 @@ impl PubArgs {
 
 /// `fulmar pub`: connects, publishes, waits for each QoS flow, disconnects.
 pub(crate) async fn run_pub(args: PubArgs) -> Result<(), Failure> {
+    let quiet = args.conn.quiet;
+    publish_all(args).await.map_err(|f| f.quieted(quiet))
+}
+
+async fn publish_all(args: PubArgs) -> Result<(), Failure> {
     let props = args.conn.properties("publish")?;
     let source = args.source()?;
-    args.topic
+    let topic = match &args.topic {
+        Some(topic) => topic.clone(),
+        None => args
+            .conn
+            .url_topic()?
+            .ok_or("no topic: give -t, or a topic in the -L URL")?,
+    };
+    topic
         .parse::<fulmar_topic::TopicName>()
-        .map_err(|e| format!("-t {:?}: {e}", args.topic))?;
+        .map_err(|e| format!("-t {topic:?}: {e}"))?;
     let mut properties = PublishProperties::default();
     for (k, v) in &props.packet {
         properties
@@ -516,7 +669,7 @@ pub(crate) async fn run_pub(args: PubArgs) -> Result<(), Failure> {
     let publish = |payload: Bytes| {
         let client = &client;
         let properties = properties.clone();
-        let (topic, qos, retain) = (args.topic.clone(), args.qos, args.retain);
+        let (topic, qos, retain) = (topic.clone(), args.qos, args.retain);
         async move {
             client
                 .publish(topic, payload)
@@ -529,7 +682,14 @@ pub(crate) async fn run_pub(args: PubArgs) -> Result<(), Failure> {
     };
     match source {
         Source::One(payload) => {
-            publish(payload).await?;
+            for i in 0..args.repeat {
+                if i > 0
+                    && let Some(delay) = args.repeat_delay
+                {
+                    tokio::time::sleep(delay).await;
+                }
+                publish(payload.clone()).await?;
+            }
         }
         Source::Lines => {
             let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
@@ -542,7 +702,7 @@ pub(crate) async fn run_pub(args: PubArgs) -> Result<(), Failure> {
         }
     }
     if args.conn.debug {
-        eprintln!("published to {}", args.topic);
+        eprintln!("published to {topic}");
     }
     client
         .disconnect()
@@ -592,8 +752,42 @@ pub(crate) struct SubArgs {
     #[command(flatten)]
     conn: ConnArgs,
     /// Topic filter to subscribe to. May be repeated.
-    #[arg(short, long = "topic", required = true, allow_hyphen_values = true)]
+    #[arg(short, long = "topic", allow_hyphen_values = true)]
     topic: Vec<String>,
+    /// Do not print (nor count) messages whose topic matches this filter.
+    /// May be repeated.
+    #[arg(
+        short = 'T',
+        long = "filter-out",
+        value_name = "FILTER",
+        allow_hyphen_values = true
+    )]
+    filter_out: Vec<String>,
+    /// Unsubscribe from this filter, after subscribing to the -t ones (for a
+    /// session kept with -c). May be repeated.
+    #[arg(
+        short = 'U',
+        long = "unsubscribe",
+        value_name = "FILTER",
+        allow_hyphen_values = true
+    )]
+    unsubscribe: Vec<String>,
+    /// Exit once the subscriptions (and -U) are acknowledged.
+    #[arg(short = 'E', long = "exit-after-subscribe")]
+    exit_after_subscribe: bool,
+    /// Print only retained messages, and exit at the first that is not.
+    #[arg(long = "retained-only")]
+    retained_only: bool,
+    /// Delete each retained message received (publish an empty retained
+    /// message to its topic); -T keeps some.
+    #[arg(long = "remove-retained")]
+    remove_retained: bool,
+    /// Output format, as mosquitto_sub's -F: %t topic, %p payload, %l
+    /// length, %q QoS, %r retain, %m packet id, %x/%X hex payload, %j/%J
+    /// JSON, %I/%U time, MQTT 5.0 properties %C %D %E %F %R %S %P, @-fields
+    /// for the time as strftime (@H:@M:@S), escapes \n \t. Replaces -v.
+    #[arg(short = 'F', long = "format", value_name = "FORMAT", value_parser = Format::parse)]
+    format: Option<Format>,
     /// Maximum QoS of the subscriptions: 0, 1 or 2.
     #[arg(short, long, default_value = "0", value_parser = parse_qos)]
     qos: QoS,
@@ -627,9 +821,29 @@ pub(crate) struct Failure {
 /// The exit status of `fulmar sub` when -W ran out.
 pub(crate) const TIMED_OUT: u8 = 27;
 
+impl Failure {
+    /// With --quiet, nothing is printed; the exit status stays.
+    fn quieted(self, quiet: bool) -> Self {
+        if quiet {
+            Self {
+                message: String::new(),
+                ..self
+            }
+        } else {
+            self
+        }
+    }
+}
+
 impl From<String> for Failure {
     fn from(message: String) -> Self {
         Self { message, code: 1 }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        message.to_owned().into()
     }
 }
 
@@ -638,6 +852,27 @@ impl From<String> for Failure {
 /// -W and Ctrl-C count from the start: connecting and subscribing included.
 /// Running out of time exits with status 27, as mosquitto_sub.
 pub(crate) async fn run_sub(args: SubArgs) -> Result<(), Failure> {
+    let quiet = args.conn.quiet;
+    subscribe_and_print(args)
+        .await
+        .map_err(|f| f.quieted(quiet))
+}
+
+async fn subscribe_and_print(mut args: SubArgs) -> Result<(), Failure> {
+    if let Some(topic) = args.conn.url_topic()? {
+        args.topic.push(topic);
+    }
+    if args.topic.is_empty() && args.unsubscribe.is_empty() {
+        return Err("no topic: give -t (or -U, or a topic in the -L URL)".into());
+    }
+    let mut filter_out = Vec::with_capacity(args.filter_out.len());
+    for filter in &args.filter_out {
+        filter_out.push(
+            filter
+                .parse::<fulmar_topic::TopicFilter>()
+                .map_err(|e| format!("-T {filter:?}: {e}"))?,
+        );
+    }
     let props = args.conn.properties("subscribe")?;
     let mut properties = SubscribeProperties::default();
     for (k, v) in &props.packet {
@@ -665,7 +900,7 @@ pub(crate) async fn run_sub(args: SubArgs) -> Result<(), Failure> {
     let mut streams = None;
     let mut received = 0u64;
     let outcome = tokio::select! {
-        result = receive(&args, &props, properties, &mut client, &mut streams, &mut received) => result,
+        result = receive(&args, &props, properties, &filter_out, &mut client, &mut streams, &mut received) => result,
         () = timeout => Err(Ending::TimedOut),
         // Ctrl-C or SIGTERM: disconnect normally and exit 0, as mosquitto_sub does.
         () = interrupt => Ok(()),
@@ -712,54 +947,98 @@ impl From<Failure> for Ending {
 /// The messages come from `streams`, which the caller drops after the
 /// DISCONNECT: dropping a subscription's stream unsubscribes, and with -c
 /// the session must keep its subscriptions, as mosquitto_sub's does.
+#[allow(clippy::too_many_arguments)]
 async fn receive(
     args: &SubArgs,
     props: &Properties,
     properties: SubscribeProperties,
+    filter_out: &[fulmar_topic::TopicFilter],
     slot: &mut Option<Client>,
     streams: &mut Option<BoxStream<'static, Message>>,
     received: &mut u64,
 ) -> Result<(), Ending> {
     let (client, queued) = args.conn.connect_for(props, true).await?;
     let client = slot.insert(client);
-    let filters: Vec<(String, SubscriptionOptions)> = args
-        .topic
-        .iter()
-        .map(|t| (t.clone(), SubscriptionOptions::new(args.qos)))
-        .collect();
-    let stream = client
-        .subscribe_with(filters, properties)
-        .await
-        .map_err(|e| format!("subscribe failed: {e}"))?;
-    for (filter, code) in args.topic.iter().zip(&stream.suback().reason_codes) {
-        match code.granted_qos() {
-            Some(qos) if args.conn.debug => {
-                eprintln!("subscribed to {filter} (granted QoS {})", u8::from(qos));
+    let mut subscribed = None;
+    if !args.topic.is_empty() {
+        let filters: Vec<(String, SubscriptionOptions)> = args
+            .topic
+            .iter()
+            .map(|t| (t.clone(), SubscriptionOptions::new(args.qos)))
+            .collect();
+        let stream = client
+            .subscribe_with(filters, properties)
+            .await
+            .map_err(|e| format!("subscribe failed: {e}"))?;
+        for (filter, code) in args.topic.iter().zip(&stream.suback().reason_codes) {
+            match code.granted_qos() {
+                Some(qos) if args.conn.debug => {
+                    eprintln!("subscribed to {filter} (granted QoS {})", u8::from(qos));
+                }
+                Some(_) => {}
+                None if args.conn.quiet => {}
+                None => eprintln!("fulmar: subscription to {filter} refused: {code:?}"),
             }
-            Some(_) => {}
-            None => eprintln!("fulmar: subscription to {filter} refused: {code:?}"),
+        }
+        subscribed = Some(stream);
+    }
+    if !args.unsubscribe.is_empty() {
+        unsubscribe(client, &args.unsubscribe).await?;
+        if args.conn.debug {
+            eprintln!("unsubscribed from {}", args.unsubscribe.join(", "));
         }
     }
     // With -c, what the session queued meanwhile comes first (no
     // subscription stream takes it).
-    let stream = streams.insert(match queued {
-        Some(queued) => {
+    let stream = streams.insert(match (queued, subscribed) {
+        (Some(queued), Some(stream)) => {
             futures::stream::select_with_strategy(queued, stream, |_: &mut ()| PollNext::Left)
                 .boxed()
         }
-        None => stream.boxed(),
+        (Some(queued), None) => queued.boxed(),
+        (None, Some(stream)) => stream.boxed(),
+        (None, None) => futures::stream::pending().boxed(),
     });
+    if args.exit_after_subscribe {
+        return Ok(());
+    }
     let mut out = std::io::stdout().lock();
     while args.count.is_none_or(|c| *received < c) {
         let Some(message) = stream.next().await else {
             return Err("the connection was lost".to_owned().into());
         };
-        if !(args.no_retained && message.retain) {
-            *received += 1;
-            if print(&mut out, args, message.topic.as_str(), &message.payload).is_err() {
+        if args.retained_only && !message.retain {
+            // Left to the session (with -c), as the messages not printed.
+            break;
+        }
+        let filtered_out = !filter_out.is_empty()
+            && message
+                .topic
+                .parse::<fulmar_topic::TopicName>()
+                .is_ok_and(|topic| filter_out.iter().any(|f| f.matches(&topic)));
+        let hidden = filtered_out || (args.no_retained && message.retain);
+        if !hidden {
+            if args.remove_retained && message.retain {
+                client
+                    .publish(message.topic.as_str(), Bytes::new())
+                    .qos(QoS::AtLeastOnce)
+                    .retain(true)
+                    .await
+                    .map_err(|e| format!("removing the retained message failed: {e}"))?;
+            }
+            match print(&mut out, args, &message) {
+                Ok(()) => *received += 1,
+                Err(FormatError::NotJson) => {
+                    if !args.conn.quiet {
+                        eprintln!(
+                            "fulmar: the payload on {} is not JSON (-F %J)",
+                            message.topic
+                        );
+                    }
+                }
                 // The reader went away (e.g. `| head -1`): stop quietly, and
                 // leave this message to the session.
-                break;
+                Err(FormatError::Io) => break,
             }
         }
         // With -c, acknowledged once printed: what was received but not
@@ -769,6 +1048,26 @@ async fn receive(
         }
     }
     Ok(())
+}
+
+/// `-U`: removes `filters` from the session. The client removes filters
+/// through the stream that subscribed them, so each is subscribed (no
+/// retained messages) and then unsubscribed, which leaves the session as an
+/// UNSUBSCRIBE alone would.
+async fn unsubscribe(client: &Client, filters: &[String]) -> Result<(), String> {
+    let mut options = SubscriptionOptions::new(QoS::AtMostOnce);
+    options.retain_handling = fulmar_codec::RetainHandling::DoNotSend;
+    let stream = client
+        .subscribe_with(
+            filters.iter().map(|f| (f.clone(), options)).collect(),
+            SubscribeProperties::default(),
+        )
+        .await
+        .map_err(|e| format!("unsubscribe failed: {e}"))?;
+    stream
+        .unsubscribe()
+        .await
+        .map_err(|e| format!("unsubscribe failed: {e}"))
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (`kill`, `timeout`, a service
@@ -795,16 +1094,25 @@ fn interrupted() -> Result<impl Future<Output = ()>, String> {
     })
 }
 
-fn print(out: &mut impl Write, args: &SubArgs, topic: &str, payload: &[u8]) -> std::io::Result<()> {
-    if args.verbose {
-        out.write_all(topic.as_bytes())?;
-        out.write_all(b" ")?;
+fn print(
+    out: &mut impl Write,
+    args: &SubArgs,
+    message: &fulmar_codec::Publish,
+) -> Result<(), FormatError> {
+    if let Some(format) = &args.format {
+        format.write(out, message, std::time::SystemTime::now())?;
+    } else {
+        if args.verbose {
+            out.write_all(message.topic.as_bytes())?;
+            out.write_all(b" ")?;
+        }
+        out.write_all(&message.payload)?;
     }
-    out.write_all(payload)?;
     if !args.no_newline {
         out.write_all(b"\n")?;
     }
-    out.flush()
+    out.flush()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -832,7 +1140,7 @@ mod tests {
         ])
         .unwrap()
         .args;
-        assert_eq!(p.conn.host, "example");
+        assert_eq!(p.conn.host.as_deref(), Some("example"));
         assert_eq!(p.conn.port, Some(1884));
         assert_eq!(p.qos, QoS::ExactlyOnce);
         assert!(p.retain && p.conn.no_clean);
@@ -846,7 +1154,7 @@ mod tests {
         assert_eq!(s.topic, ["a/#", "b"]);
         assert!(s.verbose);
         assert_eq!((s.count, s.timeout), (Some(3), Some(9)));
-        assert_eq!(s.conn.host, "localhost");
+        assert_eq!(s.conn.host, None);
         assert_eq!(s.conn.version, ProtocolVersion::V5);
     }
 
@@ -860,8 +1168,11 @@ mod tests {
         ])
         .unwrap()
         .args;
-        assert_eq!((p.conn.host.as_str(), p.qos), ("b", QoS::AtMostOnce));
-        assert_eq!(p.topic, "y");
+        assert_eq!(
+            (p.conn.host.as_deref(), p.qos),
+            (Some("b"), QoS::AtMostOnce)
+        );
+        assert_eq!(p.topic.as_deref(), Some("y"));
         let s = S::try_parse_from(["sub", "-t", "a", "-t", "b", "-q", "2", "-q", "1"])
             .unwrap()
             .args;
@@ -949,8 +1260,9 @@ mod tests {
 
     #[test]
     fn bad_flags_are_refused() {
-        // -c needs -i; -m and -f exclude each other; QoS 3 does not exist.
-        assert!(P::try_parse_from(["pub", "-t", "a", "-m", "x", "-c"]).is_err());
+        // -c needs -i or -I; -m and -f exclude each other; QoS 3 does not exist.
+        let p = P::try_parse_from(["pub", "-t", "a", "-m", "x", "-c"]).unwrap();
+        assert!(p.args.conn.options(&Properties::default()).is_err());
         assert!(P::try_parse_from(["pub", "-t", "a", "-m", "x", "-f", "y"]).is_err());
         assert!(P::try_parse_from(["pub", "-t", "a", "-m", "x", "-q", "3"]).is_err());
         assert!(P::try_parse_from(["pub", "-t", "a", "-m", "x", "-V", "31"]).is_err());
@@ -1021,16 +1333,101 @@ mod tests {
         assert_eq!(lines, expected);
     }
 
+    fn message(topic: &str, payload: &'static str) -> fulmar_codec::Publish {
+        fulmar_codec::Publish::new(MqttString::from(topic.to_owned()), payload.into())
+    }
+
     #[test]
     fn output_is_one_line_per_message() {
         let s = S::try_parse_from(["sub", "-t", "a", "-v"]).unwrap().args;
         let mut out = Vec::new();
-        print(&mut out, &s, "a/b", b"hello").unwrap();
-        print(&mut out, &s, "a/c", b"").unwrap();
+        print(&mut out, &s, &message("a/b", "hello")).unwrap();
+        print(&mut out, &s, &message("a/c", "")).unwrap();
         assert_eq!(out, b"a/b hello\na/c \n");
         let s = S::try_parse_from(["sub", "-t", "a", "-N"]).unwrap().args;
         let mut out = Vec::new();
-        print(&mut out, &s, "a/b", b"x").unwrap();
+        print(&mut out, &s, &message("a/b", "x")).unwrap();
         assert_eq!(out, b"x");
+        // -F replaces -v; the newline is added unless -N.
+        let s = S::try_parse_from(["sub", "-t", "a", "-v", "-F", "%t=%p %l"])
+            .unwrap()
+            .args;
+        let mut out = Vec::new();
+        print(&mut out, &s, &message("a/b", "x")).unwrap();
+        assert_eq!(out, b"a/b=x 1\n");
+        assert!(S::try_parse_from(["sub", "-t", "a", "-F", "%z"]).is_err());
+    }
+
+    #[test]
+    fn urls_give_host_port_credentials_and_topic() {
+        let url = parse_url("mqtts://alice:s3cret@broker.example:8884/a/b/#").unwrap();
+        assert_eq!(
+            url,
+            Url {
+                tls: true,
+                username: Some("alice".into()),
+                password: Some("s3cret".into()),
+                host: "broker.example".into(),
+                port: Some(8884),
+                topic: Some("a/b/#".into()),
+            }
+        );
+        let url = parse_url("mqtt://[::1]/t").unwrap();
+        assert_eq!((url.host.as_str(), url.port, url.tls), ("::1", None, false));
+        assert_eq!(parse_url("mqtt://h").unwrap().topic, None);
+        assert_eq!(
+            parse_url("mqtt://u@h:1/").unwrap().username.as_deref(),
+            Some("u")
+        );
+        for bad in [
+            "h/t",
+            "http://h/t",
+            "mqtt:///t",
+            "mqtt://h:x/t",
+            "mqtt://[::1/t",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+        let p = P::try_parse_from(["pub", "-L", "mqtt://u:p@example:1884/x/y", "-m", "m"])
+            .unwrap()
+            .args;
+        assert_eq!(p.conn.url_topic().unwrap().as_deref(), Some("x/y"));
+        let options = p.conn.options(&Properties::default()).unwrap();
+        assert_eq!(options.address(), ("example", 1884));
+        // -h and -p given too win; the topic comes from -t or the URL.
+        let p = P::try_parse_from(["pub", "-L", "mqtt://h:1/t", "-p", "2", "-m", "m"])
+            .unwrap()
+            .args;
+        let options = p.conn.options(&Properties::default()).unwrap();
+        assert_eq!(options.address(), ("h", 2));
+        assert!(P::try_parse_from(["pub", "-m", "m"]).is_err());
+    }
+
+    #[test]
+    fn id_prefix_and_repeat() {
+        let p = P::try_parse_from(["pub", "-t", "a", "-m", "m", "-I", "job-", "-c"])
+            .unwrap()
+            .args;
+        assert!(p.conn.options(&Properties::default()).is_ok());
+        assert!(P::try_parse_from(["pub", "-t", "a", "-m", "m", "-I", "x", "-i", "y"]).is_err());
+        let p = P::try_parse_from([
+            "pub",
+            "-t",
+            "a",
+            "-m",
+            "m",
+            "--repeat",
+            "3",
+            "--repeat-delay",
+            "0.25",
+        ])
+        .unwrap()
+        .args;
+        assert_eq!(
+            (p.repeat, p.repeat_delay),
+            (3, Some(Duration::from_millis(250)))
+        );
+        assert!(P::try_parse_from(["pub", "-t", "a", "-m", "m", "--repeat", "0"]).is_err());
+        assert!(P::try_parse_from(["pub", "-t", "a", "-l", "--repeat", "2"]).is_err());
     }
 }

@@ -455,3 +455,167 @@ fn will_flags_set_a_will_the_broker_publishes_when_the_client_dies() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "bye\n", "v{version}");
     }
 }
+
+/// Lines of `out`, sorted (retained messages come in no set order).
+fn sorted_lines(out: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort_unstable();
+    lines
+}
+
+// mosquitto_sub's way to clear a tree of retained messages:
+// `--retained-only --remove-retained`, with -T keeping some. It prints the
+// retained messages, deletes each, and exits at the first live message.
+// Against fulmar broker and mosquitto alike.
+// MQTT-3.3.1-10 MQTT-3.3.1-6
+#[test]
+fn retained_only_and_remove_retained_clear_a_tree() {
+    let fulmar_broker = FulmarBroker::start(&[]);
+    let mosquitto = Mosquitto::start();
+    for (broker, port) in [
+        ("fulmar", fulmar_broker.port),
+        ("mosquitto", mosquitto.port),
+    ] {
+        for (topic, payload) in [("t/a", "1"), ("t/b/c", "2"), ("t/keep", "3")] {
+            publish_ok(port, &["-t", topic, "-m", payload, "-r", "-q", "1"]);
+        }
+        let sub = Sub::start(
+            port,
+            &[
+                "-t",
+                "t/#",
+                "-v",
+                "--retained-only",
+                "--remove-retained",
+                "-T",
+                "t/keep",
+            ],
+        );
+        publish_ok(port, &["-t", "t/live", "-m", "ends it"]);
+        assert_eq!(
+            sorted_lines(&sub.output()),
+            ["t/a 1", "t/b/c 2"],
+            "{broker}"
+        );
+        // Only t/keep is left.
+        let sub = Sub::start(port, &["-t", "t/#", "-v", "--retained-only"]);
+        publish_ok(port, &["-t", "t/live", "-m", "ends it"]);
+        assert_eq!(sub.output(), "t/keep 3\n", "{broker}");
+    }
+}
+
+// -E exits once subscribed (the session keeps the subscriptions with -c),
+// -U takes one out of the session, -T skips (and does not count) what it
+// matches. Against fulmar broker and mosquitto alike.
+// MQTT-3.10.4-1 MQTT-3.10.4-2
+#[test]
+fn exit_after_subscribe_unsubscribe_and_filter_out_manage_a_session() {
+    let fulmar_broker = FulmarBroker::start(&[]);
+    let mosquitto = Mosquitto::start();
+    for (broker, port) in [
+        ("fulmar", fulmar_broker.port),
+        ("mosquitto", mosquitto.port),
+    ] {
+        let session = ["-c", "-i", "kept", "-q", "1"];
+        let out = subscribe(
+            port,
+            &[&session[..], &["-t", "a/#", "-t", "b/#", "-E"]].concat(),
+        );
+        assert!(out.status.success(), "{broker}: {out:?}");
+        assert!(out.stdout.is_empty());
+        let out = subscribe(port, &[&session[..], &["-U", "b/#", "-E"]].concat());
+        assert!(out.status.success(), "{broker}: {out:?}");
+        for topic in ["b/1", "a/x", "a/1"] {
+            publish_ok(port, &["-t", topic, "-m", "m", "-q", "1"]);
+        }
+        let out = subscribe(
+            port,
+            &[&session[..], &["-t", "a/#", "-T", "a/x", "-C", "1", "-v"]].concat(),
+        );
+        assert!(out.status.success(), "{broker}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a/1 m\n", "{broker}");
+    }
+}
+
+// -F prints what mosquitto_sub prints for the same format and message
+// (the time fields aside), -L gives host, port and topic, --repeat sends
+// the message again.
+#[test]
+fn format_url_and_repeat_as_mosquittos_tools() {
+    let broker = FulmarBroker::start(&[]);
+    let port = broker.port.to_string();
+    // Retained: both subscribers get it when they subscribe.
+    let properties = [
+        "-D",
+        "publish",
+        "content-type",
+        "text/plain",
+        "-D",
+        "publish",
+        "payload-format-indicator",
+        "1",
+        "-D",
+        "publish",
+        "response-topic",
+        "re/ply",
+        "-D",
+        "publish",
+        "user-property",
+        "k",
+        "v",
+    ];
+    publish_ok(
+        broker.port,
+        &[&["-t", "f/1", "-m", "hé", "-q", "1", "-r"][..], &properties].concat(),
+    );
+    // Not %S: fulmar's client picks subscription identifiers of its own.
+    let format = "%t|%p|%l|%q|%r|%x|%X|%C|%F|%R|%P|%%|\\t|@@";
+    let url = format!("mqtt://127.0.0.1:{port}/f/#");
+    let ours = subscribe(
+        broker.port,
+        &["-L", &url, "-q", "1", "-F", format, "-C", "1"],
+    );
+    assert!(ours.status.success(), "{ours:?}");
+    let theirs = Command::new(mosquitto_tool("mosquitto_sub"))
+        .args(["-L", &url, "-q", "1", "-F", format, "-C", "1", "-W", "30"])
+        .args(["-V", "mqttv5"])
+        .output()
+        .unwrap();
+    assert!(theirs.status.success(), "{theirs:?}");
+    let ours = String::from_utf8(ours.stdout).unwrap();
+    assert_eq!(ours, String::from_utf8(theirs.stdout).unwrap());
+    assert_eq!(
+        ours,
+        "f/1|hé|3|1|1|68c3a9|68C3A9|text/plain|1|re/ply|k:v|%|\t|@\n"
+    );
+
+    let sub = Sub::start(broker.port, &["-t", "r/#", "-C", "3"]);
+    publish_ok(
+        broker.port,
+        &[
+            "-L",
+            &format!("mqtt://127.0.0.1:{port}/r/1"),
+            "-m",
+            "again",
+            "--repeat",
+            "3",
+        ],
+    );
+    assert_eq!(sub.output(), "again\nagain\nagain\n");
+}
+
+// --quiet: errors are not printed, the exit status tells.
+#[test]
+fn quiet_prints_no_errors() {
+    let port = common::free_port();
+    let out = publish(port, &["-t", "a", "-m", "x", "--quiet"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.stderr.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = subscribe(port, &["-t", "a", "--quiet"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stderr.is_empty());
+}

@@ -1,0 +1,549 @@
+//! `fulmar sub -F FORMAT`: mosquitto_sub's output format.
+//!
+//! `%` fields: `%t` topic, `%p` payload, `%l` payload length, `%q` QoS, `%r`
+//! retain flag (0/1), `%m` packet identifier (0 at QoS 0), `%x` / `%X` payload
+//! in lower / upper case hex, `%j` a JSON object of the message (`%J`: its
+//! payload parsed as JSON), `%I` the time received (ISO 8601), `%U` the same
+//! as Unix time with nanoseconds, `%%` a percent sign; MQTT 5.0 properties:
+//! `%C` content type, `%D` correlation data, `%E` message expiry interval,
+//! `%F` payload format indicator, `%R` response topic, `%S` subscription
+//! identifiers (fulmar's client adds one of its own to each subscription, to
+//! route messages to their streams), `%P` user properties (`key:value`, space separated), `%A`
+//! topic alias (never set on what a client receives from fulmar). A field may
+//! have a width (`%10t`, `%-10t` to pad on the right, `%05l` with zeros); a
+//! precision is read and ignored, as mosquitto_sub does for these fields.
+//!
+//! `@` fields are the time received, as strftime: `@Y` `@m` `@d` `@H` `@M`
+//! `@S` `@j` (day of the year) `@s` (Unix seconds) `@F` (`@Y-@m-@d`) `@T`
+//! (`@H:@M:@S`) `@z` (`+0000`) `@Z` (`UTC`), and `@@`. Times are UTC.
+//!
+//! Escapes: `\n`, `\t`, `\r`, `\a`, `\e`, `\v`, `\0`, `\\`. An unknown field or
+//! escape is refused when the format is parsed.
+
+use std::io::{self, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fulmar_codec::{PayloadFormat, Publish, QoS};
+
+/// A parsed format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Format(Vec<Piece>);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    Text(Vec<u8>),
+    Field {
+        field: u8,
+        width: usize,
+        left: bool,
+        zero: bool,
+    },
+    Time(u8),
+}
+
+/// Why a message was not printed.
+#[derive(Debug)]
+pub(crate) enum FormatError {
+    /// `%J` and a payload that is not JSON: the message is skipped.
+    NotJson,
+    /// Writing failed (the reader went away).
+    Io,
+}
+
+impl From<io::Error> for FormatError {
+    fn from(_: io::Error) -> Self {
+        Self::Io
+    }
+}
+
+const FIELDS: &[u8] = b"tplqrmxXjJIUCDEFRSPA";
+const TIMES: &[u8] = b"YmdHMSjsFTzZ";
+
+impl Format {
+    /// Parses `spec`; an unknown field or escape is an error.
+    pub(crate) fn parse(spec: &str) -> Result<Self, String> {
+        let mut pieces = Vec::new();
+        let mut text = Vec::new();
+        let mut bytes = spec.bytes().peekable();
+        while let Some(b) = bytes.next() {
+            match b {
+                b'\\' => {
+                    let escaped = match bytes.next() {
+                        Some(b'n') => b'\n',
+                        Some(b't') => b'\t',
+                        Some(b'r') => b'\r',
+                        Some(b'a') => 0x07,
+                        Some(b'e') => 0x1b,
+                        Some(b'v') => 0x0b,
+                        Some(b'0') => 0,
+                        Some(b'\\') => b'\\',
+                        other => {
+                            return Err(format!(
+                                "-F: invalid escape \\{}",
+                                other.map_or(String::new(), |c| char::from(c).to_string())
+                            ));
+                        }
+                    };
+                    text.push(escaped);
+                }
+                b'@' => match bytes.next() {
+                    Some(b'@') => text.push(b'@'),
+                    Some(t) if TIMES.contains(&t) => {
+                        flush(&mut text, &mut pieces);
+                        pieces.push(Piece::Time(t));
+                    }
+                    other => {
+                        return Err(format!(
+                            "-F: invalid time field @{}",
+                            other.map_or(String::new(), |c| char::from(c).to_string())
+                        ));
+                    }
+                },
+                b'%' => {
+                    let (mut left, mut zero) = (false, false);
+                    while let Some(&flag @ (b'-' | b'0')) = bytes.peek() {
+                        left |= flag == b'-';
+                        zero |= flag == b'0';
+                        bytes.next();
+                    }
+                    let mut width = 0usize;
+                    while let Some(&d @ b'0'..=b'9') = bytes.peek() {
+                        width = width
+                            .saturating_mul(10)
+                            .saturating_add(usize::from(d - b'0'));
+                        bytes.next();
+                    }
+                    if bytes.peek() == Some(&b'.') {
+                        bytes.next();
+                        while bytes.peek().is_some_and(u8::is_ascii_digit) {
+                            bytes.next();
+                        }
+                    }
+                    match bytes.next() {
+                        Some(b'%') => text.push(b'%'),
+                        Some(field) if FIELDS.contains(&field) => {
+                            flush(&mut text, &mut pieces);
+                            pieces.push(Piece::Field {
+                                field,
+                                width: width.min(4096),
+                                left,
+                                zero: zero && !left,
+                            });
+                        }
+                        other => {
+                            return Err(format!(
+                                "-F: invalid format specifier %{}",
+                                other.map_or(String::new(), |c| char::from(c).to_string())
+                            ));
+                        }
+                    }
+                }
+                other => text.push(other),
+            }
+        }
+        flush(&mut text, &mut pieces);
+        Ok(Self(pieces))
+    }
+
+    /// Writes `publish`, received at `at`, as the format says.
+    pub(crate) fn write(
+        &self,
+        out: &mut impl Write,
+        publish: &Publish,
+        at: SystemTime,
+    ) -> Result<(), FormatError> {
+        let mut line = Vec::new();
+        let time = Time::from(at);
+        for piece in &self.0 {
+            match piece {
+                Piece::Text(text) => line.extend_from_slice(text),
+                Piece::Time(t) => time.strftime(*t, &mut line),
+                Piece::Field {
+                    field,
+                    width,
+                    left,
+                    zero,
+                } => {
+                    let value = field_value(*field, publish, &time)?;
+                    let pad = width.saturating_sub(value.len());
+                    let fill = if *zero { b'0' } else { b' ' };
+                    if !left {
+                        line.resize(line.len() + pad, fill);
+                    }
+                    line.extend_from_slice(&value);
+                    if *left {
+                        line.resize(line.len() + pad, b' ');
+                    }
+                }
+            }
+        }
+        out.write_all(&line)?;
+        Ok(())
+    }
+}
+
+fn flush(text: &mut Vec<u8>, pieces: &mut Vec<Piece>) {
+    if !text.is_empty() {
+        pieces.push(Piece::Text(std::mem::take(text)));
+    }
+}
+
+fn field_value(field: u8, publish: &Publish, time: &Time) -> Result<Vec<u8>, FormatError> {
+    let props = &publish.properties;
+    let number = |n: u64| n.to_string().into_bytes();
+    Ok(match field {
+        b't' => publish.topic.as_bytes().to_vec(),
+        b'p' => publish.payload.to_vec(),
+        b'l' => number(publish.payload.len() as u64),
+        b'q' => number(u64::from(u8::from(publish.qos))),
+        b'r' => number(u64::from(publish.retain)),
+        b'm' => number(publish.packet_id.map_or(0, |id| u64::from(id.get()))),
+        b'x' => hex(&publish.payload, b"0123456789abcdef"),
+        b'X' => hex(&publish.payload, b"0123456789ABCDEF"),
+        b'I' => time.iso(false).into_bytes(),
+        b'U' => format!("{}.{:09}", time.secs, time.nanos).into_bytes(),
+        b'j' | b'J' => json(publish, time, field == b'J')?,
+        b'C' => props
+            .content_type
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.as_bytes().to_vec()),
+        b'D' => props
+            .correlation_data
+            .as_ref()
+            .map_or_else(Vec::new, |d| d.to_vec()),
+        b'E' => props
+            .message_expiry_interval
+            .map_or_else(Vec::new, |e| number(u64::from(e))),
+        b'F' => props
+            .payload_format_indicator
+            .map_or_else(Vec::new, |f| number(u64::from(f == PayloadFormat::Utf8))),
+        b'R' => props
+            .response_topic
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.as_bytes().to_vec()),
+        b'S' => props
+            .subscription_identifiers
+            .iter()
+            .map(|id| id.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+            .into_bytes(),
+        b'P' => props
+            .user_properties
+            .iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+            .into_bytes(),
+        b'A' => props
+            .topic_alias
+            .map_or_else(Vec::new, |a| number(u64::from(a.get()))),
+        _ => Vec::new(),
+    })
+}
+
+fn hex(bytes: &[u8], digits: &[u8; 16]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(digits[usize::from(b >> 4)]);
+        out.push(digits[usize::from(b & 0x0f)]);
+    }
+    out
+}
+
+/// `%j` / `%J`: the fields mosquitto_sub prints, in its order (`%J`: the
+/// payload as it is, once checked to be JSON).
+fn json(publish: &Publish, time: &Time, parse_payload: bool) -> Result<Vec<u8>, FormatError> {
+    let mut out = JsonObject::default();
+    let props = &publish.properties;
+    out.string("tst", time.iso(true).as_bytes());
+    out.string("topic", publish.topic.as_bytes());
+    out.raw("qos", u8::from(publish.qos).to_string().as_bytes());
+    out.raw("retain", u8::from(publish.retain).to_string().as_bytes());
+    out.raw("payloadlen", publish.payload.len().to_string().as_bytes());
+    if publish.qos != QoS::AtMostOnce {
+        let mid = publish.packet_id.map_or(0, |id| id.get());
+        out.raw("mid", mid.to_string().as_bytes());
+    }
+    let mut properties = JsonObject::default();
+    if let Some(c) = &props.content_type {
+        properties.string("content-type", c.as_bytes());
+    }
+    if let Some(d) = &props.correlation_data {
+        properties.string("correlation-data", d);
+    }
+    if let Some(f) = props.payload_format_indicator {
+        let utf8 = u8::from(f == PayloadFormat::Utf8);
+        properties.raw("payload-format-indicator", utf8.to_string().as_bytes());
+    }
+    if let Some(r) = &props.response_topic {
+        properties.string("response-topic", r.as_bytes());
+    }
+    if !props.subscription_identifiers.is_empty() {
+        let ids: Vec<String> = props
+            .subscription_identifiers
+            .iter()
+            .map(|id| id.to_string())
+            .collect();
+        properties.raw(
+            "subscription-identifier",
+            format!("[{}]", ids.join(",")).as_bytes(),
+        );
+    }
+    if !props.user_properties.is_empty() {
+        let mut users = JsonObject::default();
+        for (k, v) in &props.user_properties {
+            users.string(k, v.as_bytes());
+        }
+        properties.raw("user-properties", &users.finish());
+    }
+    if let Some(e) = props.message_expiry_interval {
+        properties.raw("message-expiry-interval", e.to_string().as_bytes());
+    }
+    if !properties.is_empty() {
+        out.raw("properties", &properties.finish());
+    }
+    if publish.payload.is_empty() {
+        out.raw("payload", b"null");
+    } else if parse_payload {
+        serde_json::from_slice::<serde::de::IgnoredAny>(&publish.payload)
+            .map_err(|_| FormatError::NotJson)?;
+        out.raw("payload", publish.payload.trim_ascii());
+    } else {
+        out.string("payload", &publish.payload);
+    }
+    Ok(out.finish())
+}
+
+/// A JSON object written in the order its members are added.
+#[derive(Default)]
+struct JsonObject(Vec<u8>);
+
+impl JsonObject {
+    fn key(&mut self, key: &str) {
+        self.0.push(if self.0.is_empty() { b'{' } else { b',' });
+        self.0.extend_from_slice(quoted(key.as_bytes()).as_bytes());
+        self.0.push(b':');
+    }
+
+    fn raw(&mut self, key: &str, value: &[u8]) {
+        self.key(key);
+        self.0.extend_from_slice(value);
+    }
+
+    /// A string member; bytes that are not UTF-8 become U+FFFD.
+    fn string(&mut self, key: &str, value: &[u8]) {
+        self.key(key);
+        self.0.extend_from_slice(quoted(value).as_bytes());
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.0.is_empty() {
+            self.0.push(b'{');
+        }
+        self.0.push(b'}');
+        self.0
+    }
+}
+
+fn quoted(text: &[u8]) -> String {
+    serde_json::to_string(&String::from_utf8_lossy(text)).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+/// A time received, in UTC.
+struct Time {
+    secs: u64,
+    nanos: u32,
+}
+
+impl From<SystemTime> for Time {
+    fn from(at: SystemTime) -> Self {
+        let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        Self {
+            secs: since.as_secs(),
+            nanos: since.subsec_nanos(),
+        }
+    }
+}
+
+impl Time {
+    /// Year, month, day, hour, minute, second, day of the year.
+    fn civil(&self) -> (i64, u32, u32, u32, u32, u32, u32) {
+        let days = i64::try_from(self.secs / 86_400).unwrap_or(i64::MAX);
+        let rem = self.secs % 86_400;
+        // Howard Hinnant's days-to-civil.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+        const BEFORE: [u32; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+        let month = u32::try_from(month).unwrap_or(1);
+        let day = u32::try_from(day).unwrap_or(1);
+        let before = BEFORE
+            .get(usize::try_from(month - 1).unwrap_or(0))
+            .copied()
+            .unwrap_or(0);
+        let yday = before + day + u32::from(leap && month > 2);
+        let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+        let small = |n: u64| u32::try_from(n).unwrap_or(0);
+        (year, month, day, small(h), small(m), small(s), yday)
+    }
+
+    /// `2026-12-05T15:32:31+0000`; with `micros`, as `%j`'s `tst`:
+    /// `2026-12-05T15:32:31.262046Z+0000`.
+    fn iso(&self, micros: bool) -> String {
+        let (y, mo, d, h, mi, s, _) = self.civil();
+        if micros {
+            let us = self.nanos / 1000;
+            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}Z+0000")
+        } else {
+            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}+0000")
+        }
+    }
+
+    fn strftime(&self, field: u8, out: &mut Vec<u8>) {
+        let (y, mo, d, h, mi, s, yday) = self.civil();
+        let text = match field {
+            b'Y' => format!("{y:04}"),
+            b'm' => format!("{mo:02}"),
+            b'd' => format!("{d:02}"),
+            b'H' => format!("{h:02}"),
+            b'M' => format!("{mi:02}"),
+            b'S' => format!("{s:02}"),
+            b'j' => format!("{yday:03}"),
+            b's' => self.secs.to_string(),
+            b'F' => format!("{y:04}-{mo:02}-{d:02}"),
+            b'T' => format!("{h:02}:{mi:02}:{s:02}"),
+            b'z' => "+0000".to_owned(),
+            b'Z' => "UTC".to_owned(),
+            _ => String::new(),
+        };
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use fulmar_codec::{MqttString, PacketId};
+
+    use super::*;
+
+    fn message() -> Publish {
+        let mut p = Publish::new(MqttString::from("f/y"), Bytes::from("hé \"x\""));
+        p.qos = QoS::AtLeastOnce;
+        p.packet_id = PacketId::new(7);
+        p.retain = true;
+        let props = &mut p.properties;
+        props.content_type = Some(MqttString::from("text/plain"));
+        props.correlation_data = Some(Bytes::from_static(b"abc"));
+        props.message_expiry_interval = Some(60);
+        props.payload_format_indicator = Some(PayloadFormat::Utf8);
+        props.response_topic = Some(MqttString::from("rt"));
+        props
+            .user_properties
+            .push((MqttString::from("k"), MqttString::from("v")));
+        props
+            .user_properties
+            .push((MqttString::from("k2"), MqttString::from("v2")));
+        p
+    }
+
+    // 2026-12-05T15:32:31.262046774Z
+    fn at() -> SystemTime {
+        UNIX_EPOCH + Duration::new(1_796_484_751, 262_046_774)
+    }
+
+    fn render(spec: &str, publish: &Publish) -> String {
+        let mut out = Vec::new();
+        Format::parse(spec)
+            .unwrap()
+            .write(&mut out, publish, at())
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    // The same fields as mosquitto_sub 2.0 printed for the same message.
+    #[test]
+    fn fields_print_as_mosquitto_sub_prints_them() {
+        assert_eq!(
+            render(
+                "%t|%p|%l|%q|%r|%m|%x|%X|%C|%D|%E|%F|%R|%S|%P|%A|%%|\\t|\\\\|",
+                &message()
+            ),
+            "f/y|hé \"x\"|7|1|1|7|68c3a920227822|68C3A920227822|text/plain|abc|60|1|rt||k:v k2:v2||%|\t|\\|"
+        );
+        let plain = Publish::new(MqttString::from("r/x"), Bytes::from("retained"));
+        assert_eq!(
+            render("%t|%p|%l|%q|%r|%m|%x|%C|%E|%P|", &plain),
+            "r/x|retained|8|0|0|0|72657461696e6564||||"
+        );
+        assert_eq!(
+            render("%10t|%-10t|%03l|", &plain),
+            "       r/x|r/x       |008|"
+        );
+        assert_eq!(
+            render("%I %U @H:@M @F @T @j @s @@", &plain),
+            "2026-12-05T15:32:31+0000 1796484751.262046774 15:32 2026-12-05 15:32:31 339 1796484751 @"
+        );
+    }
+
+    #[test]
+    fn json_has_mosquitto_subs_fields_in_its_order() {
+        let mut plain = Publish::new(MqttString::from("f/z"), Bytes::from("{\"a\":1}"));
+        assert_eq!(
+            render("%j", &plain),
+            r#"{"tst":"2026-12-05T15:32:31.262046Z+0000","topic":"f/z","qos":0,"retain":0,"payloadlen":7,"payload":"{\"a\":1}"}"#
+        );
+        assert_eq!(
+            render("%J", &plain),
+            r#"{"tst":"2026-12-05T15:32:31.262046Z+0000","topic":"f/z","qos":0,"retain":0,"payloadlen":7,"payload":{"a":1}}"#
+        );
+        plain.payload = Bytes::new();
+        assert!(render("%j", &plain).ends_with(r#""payloadlen":0,"payload":null}"#));
+        let with_props = render("%j", &message());
+        assert!(
+            with_props.contains(
+                r#""properties":{"content-type":"text/plain","correlation-data":"abc","payload-format-indicator":1,"response-topic":"rt","user-properties":{"k":"v","k2":"v2"},"message-expiry-interval":60}"#
+            ),
+            "{with_props}"
+        );
+        // %J and a payload that is not JSON: skipped.
+        let err = Format::parse("%J")
+            .unwrap()
+            .write(&mut Vec::new(), &message(), at());
+        assert!(matches!(err, Err(FormatError::NotJson)));
+    }
+
+    #[test]
+    fn unknown_fields_and_escapes_are_refused() {
+        for bad in ["%z", "%", "@q", "@", "\\q", "\\", "%5"] {
+            assert!(Format::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dates_are_civil() {
+        let day = |secs: u64| {
+            let t = Time { secs, nanos: 0 };
+            let (y, m, d, ..) = t.civil();
+            (y, m, d, t.civil().6)
+        };
+        assert_eq!(day(0), (1970, 1, 1, 1));
+        assert_eq!(day(951_782_400), (2000, 2, 29, 60));
+        assert_eq!(day(1_709_251_199), (2024, 2, 29, 60));
+        assert_eq!(day(1_735_603_200), (2024, 12, 31, 366));
+    }
+}
