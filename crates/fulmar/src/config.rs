@@ -682,13 +682,22 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads and parses the file at `path`.
+    /// Reads and parses the file at `path`: TOML, or mosquitto's format for
+    /// a name ending in `.conf` (see [`crate::mosquitto_conf`]; what it
+    /// ignores is printed to stderr).
     pub(crate) fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the configuration {}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, base)
-            .map_err(|e| format!("bad configuration {}: {}", path.display(), e.trim_end()))
+        let bad = |e: String| format!("bad configuration {}: {}", path.display(), e.trim_end());
+        if path.extension().is_some_and(|e| e == "conf") {
+            let (config, notes) = crate::mosquitto_conf::parse(&text, base).map_err(bad)?;
+            for note in notes {
+                eprintln!("fulmar: {}: {note}", path.display());
+            }
+            return Ok(config);
+        }
+        Self::parse(&text, base).map_err(bad)
     }
 
     /// Checks what the broker cannot do or what is missing, with the key at

@@ -17,6 +17,7 @@ mod config;
 mod format;
 mod logging;
 mod malloc;
+mod mosquitto_conf;
 mod passwd;
 mod prometheus;
 mod pubsub;

@@ -7,7 +7,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{FulmarBroker, Sub, fulmar, publish, publish_ok, subscribe, temp_dir};
+use common::{
+    FulmarBroker, Mosquitto, Sub, free_port, fulmar, publish, publish_ok, subscribe, temp_dir,
+};
 
 /// Written by mosquitto_passwd 2.0.11: alice / secret.
 const ALICE: &str = "alice:$7$101$1Q1dew08D//GHKYI$rT986A/hzl9tWri62d4sk6HRwH258BtrEJMz+2PHsgFj9yz3KLjUSMQMIeM/AkoueiSjjnN/ZvKLX/zDmYzY7g==";
@@ -497,4 +499,77 @@ fn a_bridge_table_connects_to_another_broker() {
         stderr.contains("bridge 1 (cloud) topic 1: direction \"sideways\""),
         "{stderr}"
     );
+}
+
+// `-c mosquitto.conf` runs fulmar with a mosquitto configuration. The same
+// file, run by mosquitto 2.0 and by fulmar, gives the clients the same
+// answers: anonymous clients refused, a password and an ACL enforced (with
+// reads checked message by message), directives fulmar ignores noted.
+#[test]
+fn a_mosquitto_conf_runs_as_mosquitto_runs_it() {
+    let dir = temp_dir();
+    // The same hash under another name: bob / secret.
+    let bob_line = ALICE.replacen("alice:", "bob:", 1);
+    write(&dir, "passwd", &format!("{ALICE}\n{bob_line}\n"));
+    write(
+        &dir,
+        "acl",
+        "user alice\ntopic readwrite alice/#\ntopic read public/#\n\nuser bob\ntopic write #\n",
+    );
+    let port = free_port();
+    let conf = write(
+        &dir,
+        "mosquitto.conf",
+        &format!(
+            "# an installation's file\n\
+             pid_file {}/mosquitto.pid\n\
+             persistence false\n\
+             log_type information\n\
+             listener {port} 127.0.0.1\n\
+             allow_anonymous false\n\
+             password_file {}/passwd\n\
+             acl_file {}/acl\n",
+            dir.display(),
+            dir.display(),
+            dir.display()
+        ),
+    );
+    let mosquitto = Mosquitto::with_config(Path::new(&conf), port);
+    // The same file (mosquitto's `user root` line, if added, is ignored).
+    let mut fulmar_broker = FulmarBroker::start(&["-c", &conf]);
+    fulmar_broker.wait_for("pid_file ignored");
+    let alice = ["-u", "alice", "-P", "secret"];
+    for (broker, port) in [
+        ("mosquitto", mosquitto.port),
+        ("fulmar", fulmar_broker.port),
+    ] {
+        let anonymous = publish(port, &["-t", "public/x", "-m", "x"]);
+        // CONNACK 0x87 Not authorized (5.0), as the exit status.
+        assert_eq!(
+            anonymous.status.code(),
+            Some(135),
+            "{broker}: {anonymous:?}"
+        );
+        let wrong = publish(
+            port,
+            &["-t", "public/x", "-m", "x", "-u", "alice", "-P", "no"],
+        );
+        // A wrong password: mosquitto says 0x87 Not authorized, fulmar the
+        // more precise 0x86 Bad User Name or Password.
+        let code = if broker == "fulmar" { 134 } else { 135 };
+        assert_eq!(wrong.status.code(), Some(code), "{broker}: {wrong:?}");
+        // alice subscribes to everything and gets what she may read.
+        let sub = Sub::start(
+            port,
+            &[&alice[..], &["-t", "#", "-v", "-C", "2", "-q", "1"]].concat(),
+        );
+        for topic in ["other/x", "public/x", "alice/x"] {
+            let bob = ["-u", "bob", "-P", "secret"];
+            publish_ok(
+                port,
+                &[&bob[..], &["-t", topic, "-m", "m", "-q", "1"]].concat(),
+            );
+        }
+        assert_eq!(sub.output(), "public/x m\nalice/x m\n", "{broker}");
+    }
 }

@@ -317,6 +317,35 @@ pub struct Mosquitto {
 }
 
 impl Mosquitto {
+    /// mosquitto with the configuration file `conf`, which must make it
+    /// listen on 127.0.0.1:`port` (`user root` is added when run as root).
+    pub fn with_config(conf: &Path, port: u16) -> Self {
+        if is_root() {
+            let mut text = std::fs::read_to_string(conf).unwrap();
+            text.push_str("\nuser root\n");
+            std::fs::write(conf, text).unwrap();
+        }
+        let mut child = Command::new(mosquitto_tool("mosquitto"))
+            .arg("-c")
+            .arg(conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..400 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { child, port };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("mosquitto -c {}: {status}", conf.display());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = child.kill();
+        panic!("mosquitto did not start");
+    }
+
     pub fn start() -> Self {
         let dir = temp_dir();
         for _ in 0..5 {

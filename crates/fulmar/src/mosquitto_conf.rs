@@ -1,0 +1,684 @@
+//! mosquitto's configuration format (`mosquitto.conf`), read into a
+//! [`Config`]: `fulmar broker -c mosquitto.conf` runs with the settings of
+//! a mosquitto 2.0 installation, so moving to fulmar needs no rewrite.
+//!
+//! Each directive fulmar has maps to its key: listeners (`listener`,
+//! `protocol`, `certfile`, `keyfile`, `cafile`, `require_certificate`),
+//! authentication (`allow_anonymous`, `password_file`, `acl_file`,
+//! `use_identity_as_username`), persistence (`persistence`,
+//! `persistence_location`), limits (`max_connections`, `max_queued_messages`,
+//! `max_queued_bytes`, `max_packet_size`, `message_size_limit`, `max_qos`),
+//! `sys_interval`, `log_type`, and bridges (`connection` sections: `address`,
+//! `topic`, `bridge_protocol_version`, `remote_clientid`, `remote_username`,
+//! `remote_password`, `cleansession`, `keepalive_interval`, `try_private`,
+//! `bridge_cafile`, `bridge_certfile`, `bridge_keyfile`). Directives of
+//! mosquitto's that fulmar does not have are ignored with a note (printed
+//! at start); a directive mosquitto does not know either is an error, as
+//! it is for mosquitto.
+//!
+//! As in mosquitto 2.0: without a `listener`, the broker listens on
+//! localhost:1883; `listener PORT` without an address listens on every IPv4
+//! address; `allow_anonymous` defaults to false once a listener is
+//! configured.
+
+use std::path::Path;
+
+use crate::bridges::{BridgeConfig, TopicConfig};
+use crate::config::{Config, ListenerConfig, Protocol};
+
+/// Directives mosquitto 2.0 has and fulmar ignores, with why (or what to
+/// use instead).
+const IGNORED: &[(&str, &str)] = &[
+    (
+        "autosave_interval",
+        "fulmar commits each change (see [persistence] durability)",
+    ),
+    ("autosave_on_changes", "fulmar commits each change"),
+    (
+        "persistence_file",
+        "fulmar's store is a directory (persistence_location)",
+    ),
+    (
+        "persistent_client_expiration",
+        "sessions expire by their Session Expiry Interval",
+    ),
+    ("user", "fulmar runs as the user that starts it"),
+    ("pid_file", "not supported"),
+    (
+        "max_inflight_messages",
+        "the client's Receive Maximum sets it",
+    ),
+    ("max_inflight_bytes", "the client's Receive Maximum sets it"),
+    ("max_keepalive", "not supported"),
+    ("retain_available", "retained messages are always available"),
+    ("upgrade_outgoing_qos", "not supported"),
+    (
+        "allow_zero_length_clientid",
+        "a client without an identifier gets one assigned",
+    ),
+    ("auto_id_prefix", "assigned identifiers have fulmar's form"),
+    ("check_retain_source", "not supported"),
+    ("set_tcp_nodelay", "fulmar sets TCP_NODELAY"),
+    ("log_dest", "fulmar logs to stderr"),
+    ("log_facility", "fulmar logs to stderr"),
+    ("log_timestamp", "fulmar's log lines have timestamps"),
+    ("log_timestamp_format", "fulmar's log lines have timestamps"),
+    (
+        "connection_messages",
+        "connections are logged at debug level",
+    ),
+    ("websockets_log_level", "not supported"),
+    ("websockets_headers_size", "not supported"),
+    ("http_dir", "not supported"),
+    ("socket_domain", "not supported"),
+    ("bind_interface", "not supported"),
+    ("mount_point", "not supported"),
+    ("capath", "use cafile"),
+    ("ciphers", "rustls' default cipher suites are used"),
+    ("ciphers_tls1.3", "rustls' default cipher suites are used"),
+    ("tls_version", "TLS 1.2 and 1.3 are accepted"),
+    ("tls_engine", "not supported"),
+    ("tls_engine_kpass_sha1", "not supported"),
+    ("tls_keyform", "not supported"),
+    ("dhparamfile", "not supported"),
+    ("crlfile", "not supported"),
+    ("psk_hint", "not supported"),
+    ("psk_file", "not supported"),
+    ("use_subject_as_username", "use use_identity_as_username"),
+    ("use_username_as_clientid", "not supported"),
+    (
+        "accept_protocol_versions",
+        "MQTT 3.1.1 and 5.0 are accepted",
+    ),
+    ("plugin", "not supported"),
+    ("plugin_opt", "not supported"),
+    ("auth_plugin", "not supported"),
+    ("auth_opt", "not supported"),
+    ("plugin_load", "not supported"),
+    ("plugin_use", "not supported"),
+    (
+        "include_dir",
+        "not supported: put the settings in this file",
+    ),
+    ("memory_limit", "not supported (the queues are bounded)"),
+    (
+        "queue_qos0_messages",
+        "QoS 0 messages are not queued for offline sessions",
+    ),
+    ("sys_interval_ms", "not supported"),
+    ("enable_control_api", "not supported"),
+    ("global_plugin", "not supported"),
+    ("global_max_clients", "use max_connections"),
+    ("global_max_connections", "use max_connections"),
+    ("listener_allow_anonymous", "not supported"),
+    ("disable_client_cert_date_checks", "not supported"),
+    // Bridge directives.
+    ("bridge_insecure", "not supported"),
+    ("bridge_attempt_unsubscribe", "not supported"),
+    ("bridge_bind_address", "not supported"),
+    ("bridge_capath", "use bridge_cafile"),
+    ("bridge_alpn", "not supported"),
+    ("bridge_identity", "not supported"),
+    ("bridge_psk", "not supported"),
+    ("bridge_tls_version", "TLS 1.2 and 1.3 are used"),
+    ("bridge_require_ocsp", "not supported"),
+    ("bridge_keyfile_engine", "not supported"),
+    ("bridge_max_packet_size", "not supported"),
+    ("bridge_max_topic_alias", "not supported"),
+    ("bridge_outgoing_retain", "not supported"),
+    ("bridge_receive_maximum", "not supported"),
+    ("bridge_reload_type", "not supported"),
+    ("bridge_session_expiry_interval", "not supported"),
+    ("idle_timeout", "not supported"),
+    ("local_cleansession", "not supported"),
+    ("local_clientid", "not supported"),
+    ("local_password", "not supported"),
+    ("local_username", "not supported"),
+    ("notifications", "not supported"),
+    ("notifications_local_only", "not supported"),
+    ("notification_topic", "not supported"),
+    (
+        "restart_timeout",
+        "fulmar's bridge reconnects with its own back-off",
+    ),
+    ("round_robin", "only the first address is used"),
+    ("start_type", "a bridge always starts with the broker"),
+    ("threshold", "not supported"),
+];
+
+/// The configuration a mosquitto.conf describes, and notes about what
+/// was ignored (one per directive and line). Relative paths are taken
+/// relative to `base`.
+pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), String> {
+    let mut config = Config::default();
+    config.listeners.clear();
+    let mut notes = Vec::new();
+    let mut allow_anonymous = None;
+    let mut levels: Vec<&str> = Vec::new();
+    let mut default_port: Option<u16> = None;
+    let mut bridge: Option<usize> = None;
+    let path = |value: &str| base.join(value);
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line
+            .split_once([' ', '\t'])
+            .map_or((line, ""), |(k, v)| (k, v.trim()));
+        let at = |why: String| format!("line {n}: {key}: {why}");
+        let need = || {
+            if value.is_empty() {
+                Err(at("needs a value".to_owned()))
+            } else {
+                Ok(value)
+            }
+        };
+        let number = |what: &str| -> Result<i64, String> {
+            need()?
+                .parse::<i64>()
+                .map_err(|_| at(format!("{value:?} is not {what}")))
+        };
+        let boolean = || match need()? {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(at(format!("{other:?}: true or false"))),
+        };
+        let listener = |config: &mut Config| -> Result<usize, String> {
+            if config.listeners.is_empty() {
+                return Err(at("comes before any `listener`".to_owned()));
+            }
+            Ok(config.listeners.len() - 1)
+        };
+        // Bridge section directives.
+        if let Some(b) = bridge
+            && let Some(done) = bridge_directive(&mut config, b, key, value, base)
+        {
+            done.map_err(at)?;
+            continue;
+        }
+        match key {
+            "listener" => {
+                let mut parts = need()?.split_whitespace();
+                let port = parts
+                    .next()
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .ok_or_else(|| at(format!("{value:?}: PORT [ADDRESS]")))?;
+                let bind = match parts.next() {
+                    Some(host) if host.contains(':') && !host.starts_with('[') => {
+                        format!("[{host}]:{port}")
+                    }
+                    Some(host) => format!("{host}:{port}"),
+                    None => format!("0.0.0.0:{port}"),
+                };
+                config.listeners.push(ListenerConfig {
+                    protocol: Protocol::Tcp,
+                    bind,
+                    cert: None,
+                    key: None,
+                    client_ca: None,
+                    require_certificate: None,
+                    path: None,
+                });
+                bridge = None;
+            }
+            "port" => {
+                let port = u16::try_from(number("a port")?)
+                    .map_err(|_| at(format!("{value:?} is not a port")))?;
+                default_port = Some(port);
+            }
+            "bind_address" => {
+                notes.push(format!(
+                    "line {n}: bind_address is deprecated in mosquitto: use `listener PORT {value}`"
+                ));
+                config.listeners.push(ListenerConfig {
+                    protocol: Protocol::Tcp,
+                    bind: format!("{}:{}", need()?, default_port.unwrap_or(1883)),
+                    cert: None,
+                    key: None,
+                    client_ca: None,
+                    require_certificate: None,
+                    path: None,
+                });
+            }
+            "protocol" => {
+                let l = listener(&mut config)?;
+                let Some(listener) = config.listeners.get_mut(l) else {
+                    continue;
+                };
+                listener.protocol = match (need()?, listener.protocol) {
+                    ("mqtt", Protocol::Tcp | Protocol::Ws) => Protocol::Tcp,
+                    ("mqtt", _) => Protocol::Tls,
+                    ("websockets", Protocol::Tcp | Protocol::Ws) => Protocol::Ws,
+                    ("websockets", _) => Protocol::Wss,
+                    (other, _) => return Err(at(format!("{other:?}: mqtt or websockets"))),
+                };
+                if listener.protocol.is_websocket() {
+                    // mosquitto serves MQTT on any path.
+                    listener.path = Some("/mqtt".to_owned());
+                    notes.push(format!(
+                        "line {n}: WebSocket listener {}: fulmar serves MQTT on the path /mqtt",
+                        listener.bind
+                    ));
+                }
+            }
+            "certfile" | "keyfile" | "cafile" | "require_certificate" => {
+                let l = listener(&mut config)?;
+                let flag = if key == "require_certificate" {
+                    Some(boolean()?)
+                } else {
+                    None
+                };
+                let Some(listener) = config.listeners.get_mut(l) else {
+                    continue;
+                };
+                match key {
+                    "certfile" => {
+                        listener.cert = Some(path(need()?));
+                        listener.protocol = match listener.protocol {
+                            Protocol::Ws | Protocol::Wss => Protocol::Wss,
+                            _ => Protocol::Tls,
+                        };
+                    }
+                    "keyfile" => listener.key = Some(path(need()?)),
+                    "cafile" => listener.client_ca = Some(path(need()?)),
+                    _ => listener.require_certificate = flag,
+                }
+            }
+            "use_identity_as_username" => config.auth.use_identity_as_username = boolean()?,
+            "allow_anonymous" => allow_anonymous = Some(boolean()?),
+            "password_file" => config.auth.password_file = Some(path(need()?)),
+            "acl_file" => config.auth.acl_file = Some(path(need()?)),
+            "per_listener_settings" => {
+                if boolean()? {
+                    return Err(at(
+                        "true is not supported: fulmar's authentication and limits are \
+                         the same for every listener"
+                            .to_owned(),
+                    ));
+                }
+            }
+            "persistence" => config.persistence.enabled = boolean()?,
+            "persistence_location" => config.persistence.dir = path(need()?),
+            "max_connections" => {
+                if let Ok(max) = usize::try_from(number("a number")?) {
+                    config.limits.max_connections = max;
+                }
+            }
+            "max_queued_messages" => match number("a number")? {
+                m if m > 0 => {
+                    config.limits.max_queued_messages = usize::try_from(m).unwrap_or(usize::MAX)
+                }
+                _ => notes.push(format!(
+                    "line {n}: max_queued_messages {value}: fulmar's queues are always bounded; \
+                     the default ({}) stays",
+                    config.limits.max_queued_messages
+                )),
+            },
+            "max_queued_bytes" => match number("a number")? {
+                b if b > 0 => {
+                    config.limits.max_queued_bytes = usize::try_from(b).unwrap_or(usize::MAX)
+                }
+                _ => {}
+            },
+            "max_packet_size" | "message_size_limit" => {
+                let size = number("a size")?;
+                if size > 0 {
+                    // message_size_limit bounds the payload; the packet is a little larger.
+                    let slack = if key == "message_size_limit" {
+                        65_536 + 1024
+                    } else {
+                        0
+                    };
+                    let packet = u32::try_from(size.saturating_add(slack).min(268_435_460))
+                        .unwrap_or(u32::MAX);
+                    config.limits.max_packet_size = std::num::NonZeroU32::new(packet)
+                        .ok_or_else(|| at("must not be 0".to_owned()))?;
+                }
+            }
+            "max_qos" => {
+                config.limits.maximum_qos = u8::try_from(number("0, 1 or 2")?)
+                    .ok()
+                    .filter(|q| *q <= 2)
+                    .ok_or_else(|| at(format!("{value:?}: 0, 1 or 2")))?;
+            }
+            "sys_interval" => {
+                config.sys.interval_secs =
+                    u64::try_from(number("a number of seconds")?).unwrap_or(0);
+            }
+            "log_type" => levels.push(match need()? {
+                "debug" | "subscribe" | "unsubscribe" | "websockets" => "debug",
+                "all" => "trace",
+                "information" | "notice" => "info",
+                "warning" => "warn",
+                "error" => "error",
+                "none" => "off",
+                other => return Err(at(format!("{other:?}: not a log type"))),
+            }),
+            "connection" => {
+                config.bridges.push(new_bridge(need()?));
+                bridge = Some(config.bridges.len() - 1);
+            }
+            "include_dir" => {
+                return Err(at(
+                    "not supported: put the settings of that directory in this file".to_owned(),
+                ));
+            }
+            other => match IGNORED.iter().find(|(k, _)| *k == other) {
+                Some((_, why)) => notes.push(format!("line {n}: {other} ignored: {why}")),
+                None => return Err(at("not a mosquitto configuration directive".to_owned())),
+            },
+        }
+    }
+    if config.listeners.is_empty() {
+        // mosquitto 2.0 without a listener: local only (`port` sets its port).
+        config.listeners.push(ListenerConfig {
+            protocol: Protocol::Tcp,
+            bind: format!("127.0.0.1:{}", default_port.unwrap_or(1883)),
+            cert: None,
+            key: None,
+            client_ca: None,
+            require_certificate: None,
+            path: None,
+        });
+        config.auth.allow_anonymous = Some(allow_anonymous.unwrap_or(true));
+    } else {
+        config.auth.allow_anonymous = Some(allow_anonymous.unwrap_or(false));
+    }
+    for listener in &mut config.listeners {
+        if listener.client_ca.is_some() && listener.require_certificate.is_none() {
+            // mosquitto asks for a certificate only with require_certificate true.
+            listener.require_certificate = Some(false);
+        }
+        if listener.client_ca.is_some() && listener.cert.is_none() {
+            // cafile without certfile: mosquitto would not start TLS either.
+            listener.client_ca = None;
+        }
+    }
+    let order = ["off", "error", "warn", "info", "debug", "trace"];
+    if let Some(most) = levels
+        .iter()
+        .filter_map(|l| order.iter().position(|o| o == l))
+        .max()
+        .and_then(|i| order.get(i))
+    {
+        (*most).clone_into(&mut config.log.level);
+    }
+    Ok((config, notes))
+}
+
+fn new_bridge(name: &str) -> BridgeConfig {
+    BridgeConfig {
+        name: name.to_owned(),
+        address: String::new(),
+        protocol: Protocol::Tcp,
+        path: None,
+        // mosquitto's default bridge protocol.
+        version: "3.1.1".to_owned(),
+        client_id: None,
+        // mosquitto's cleansession defaults to false.
+        clean_start: false,
+        session_expiry_secs: 3600,
+        keep_alive_secs: 60,
+        username: None,
+        password: None,
+        ca_file: None,
+        cert: None,
+        key: None,
+        try_private: true,
+        max_inflight: 64,
+        max_queued_messages: 1000,
+        max_queued_bytes: 16 << 20,
+        topics: Vec::new(),
+    }
+}
+
+/// A directive of a `connection` section; `None` if it is not one.
+fn bridge_directive(
+    config: &mut Config,
+    b: usize,
+    key: &str,
+    value: &str,
+    base: &Path,
+) -> Option<Result<(), String>> {
+    let bridge = config.bridges.get_mut(b)?;
+    let need = || {
+        if value.is_empty() {
+            Err("needs a value".to_owned())
+        } else {
+            Ok(value)
+        }
+    };
+    let boolean = || match need()? {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!("{other:?}: true or false")),
+    };
+    let result = match key {
+        "address" | "addresses" => need().map(|v| {
+            // Only the first; a list of fallbacks is not supported.
+            let first = v.split_whitespace().next().unwrap_or(v);
+            first.clone_into(&mut bridge.address);
+        }),
+        "topic" => need().and_then(|v| bridge_topic(v).map(|t| bridge.topics.push(t))),
+        "bridge_protocol_version" => need().and_then(|v| {
+            bridge.version = match v {
+                "mqttv50" => "5".to_owned(),
+                "mqttv311" => "3.1.1".to_owned(),
+                other => return Err(format!("{other:?}: mqttv50 or mqttv311")),
+            };
+            Ok(())
+        }),
+        "remote_clientid" | "clientid" => need().map(|v| bridge.client_id = Some(v.to_owned())),
+        "remote_username" | "username" => need().map(|v| bridge.username = Some(v.to_owned())),
+        "remote_password" | "password" => need().map(|v| bridge.password = Some(v.to_owned())),
+        "cleansession" => boolean().map(|c| bridge.clean_start = c),
+        "try_private" => boolean().map(|t| bridge.try_private = t),
+        "keepalive_interval" => need().and_then(|v| {
+            bridge.keep_alive_secs = v
+                .parse()
+                .map_err(|_| format!("{v:?} is not a number of seconds"))?;
+            Ok(())
+        }),
+        "bridge_cafile" => need().map(|v| {
+            bridge.ca_file = Some(base.join(v));
+            bridge.protocol = Protocol::Tls;
+        }),
+        "bridge_certfile" => need().map(|v| bridge.cert = Some(base.join(v))),
+        "bridge_keyfile" => need().map(|v| bridge.key = Some(base.join(v))),
+        "bridge_max_inflight" | "max_inflight" => need().and_then(|v| {
+            bridge.max_inflight = v.parse().map_err(|_| format!("{v:?} is not a number"))?;
+            Ok(())
+        }),
+        _ => return None,
+    };
+    Some(result)
+}
+
+/// `topic PATTERN [[[out|in|both] QOS] LOCAL_PREFIX REMOTE_PREFIX]`; `""`
+/// stands for an empty pattern or prefix.
+fn bridge_topic(value: &str) -> Result<TopicConfig, String> {
+    let parts: Vec<&str> = value.split_whitespace().collect();
+    let unquote = |s: &str| {
+        if s == "\"\"" {
+            String::new()
+        } else {
+            s.to_owned()
+        }
+    };
+    let [pattern, rest @ ..] = parts.as_slice() else {
+        return Err("needs a pattern".to_owned());
+    };
+    let direction = rest.first().copied().unwrap_or("out");
+    if !matches!(direction, "in" | "out" | "both") {
+        return Err(format!("{direction:?}: in, out or both"));
+    }
+    let qos = match rest.get(1) {
+        Some(q) => q
+            .parse::<u8>()
+            .ok()
+            .filter(|q| *q <= 2)
+            .ok_or_else(|| format!("QoS {q:?}: 0, 1 or 2"))?,
+        None => 0,
+    };
+    if rest.len() > 4 {
+        return Err(format!("{value:?}: too many values"));
+    }
+    Ok(TopicConfig {
+        pattern: unquote(pattern),
+        direction: direction.to_owned(),
+        qos,
+        local_prefix: rest.get(2).map_or_else(String::new, |p| unquote(p)),
+        remote_prefix: rest.get(3).map_or_else(String::new, |p| unquote(p)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str) -> (Config, Vec<String>) {
+        parse(text, Path::new("/etc/mosquitto")).unwrap()
+    }
+
+    #[test]
+    fn no_listener_is_local_port_1883_and_anonymous() {
+        let (config, notes) = parsed("# nothing\n");
+        assert!(notes.is_empty());
+        assert_eq!(config.listeners.len(), 1);
+        assert_eq!(config.listeners[0].bind, "127.0.0.1:1883");
+        assert_eq!(config.auth.allow_anonymous, Some(true));
+    }
+
+    #[test]
+    fn a_typical_installation() {
+        let (config, notes) = parsed(
+            "pid_file /run/mosquitto/mosquitto.pid\n\
+             persistence true\n\
+             persistence_location /var/lib/mosquitto/\n\
+             log_dest file /var/log/mosquitto/mosquitto.log\n\
+             log_type error\n\
+             log_type information\n\
+             \n\
+             listener 1883\n\
+             listener 8883 0.0.0.0\n\
+             certfile certs/server.crt\n\
+             keyfile certs/server.key\n\
+             cafile certs/ca.crt\n\
+             require_certificate true\n\
+             use_identity_as_username true\n\
+             listener 9001 ::1\n\
+             protocol websockets\n\
+             password_file passwd\n\
+             acl_file /etc/mosquitto/acl\n\
+             max_queued_messages 500\n\
+             message_size_limit 1048576\n\
+             sys_interval 10\n",
+        );
+        let binds: Vec<(&str, Protocol)> = config
+            .listeners
+            .iter()
+            .map(|l| (l.bind.as_str(), l.protocol))
+            .collect();
+        assert_eq!(
+            binds,
+            [
+                ("0.0.0.0:1883", Protocol::Tcp),
+                ("0.0.0.0:8883", Protocol::Tls),
+                ("[::1]:9001", Protocol::Ws)
+            ]
+        );
+        let tls = &config.listeners[1];
+        assert_eq!(
+            tls.cert.as_deref(),
+            Some(Path::new("/etc/mosquitto/certs/server.crt"))
+        );
+        assert_eq!(tls.require_certificate, Some(true));
+        assert!(config.auth.use_identity_as_username);
+        assert_eq!(
+            config.auth.password_file.as_deref(),
+            Some(Path::new("/etc/mosquitto/passwd"))
+        );
+        assert_eq!(config.auth.allow_anonymous, Some(false));
+        assert!(config.persistence.enabled);
+        assert_eq!(config.persistence.dir, Path::new("/var/lib/mosquitto/"));
+        assert_eq!(config.limits.max_queued_messages, 500);
+        assert_eq!(config.limits.max_packet_size.get(), 1_048_576 + 66_560);
+        assert_eq!(config.sys.interval_secs, 10);
+        assert_eq!(config.log.level, "info");
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert!(
+            notes[0].starts_with("line 1: pid_file ignored"),
+            "{notes:?}"
+        );
+        assert!(
+            notes[1].starts_with("line 4: log_dest ignored"),
+            "{notes:?}"
+        );
+        assert!(notes[2].contains("/mqtt"), "{notes:?}");
+    }
+
+    #[test]
+    fn bridges_map_to_bridge_tables() {
+        let (config, notes) = parsed(
+            "connection cloud\n\
+             address broker.example:8883\n\
+             bridge_protocol_version mqttv50\n\
+             bridge_cafile ca.pem\n\
+             remote_username site7\n\
+             remote_password s3cret\n\
+             cleansession true\n\
+             topic sensors/# out 1 \"\" site-7/\n\
+             topic commands/# in 2\n\
+             topic both/#  both\n\
+             notifications false\n",
+        );
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        let bridge = &config.bridges[0];
+        assert_eq!(bridge.name, "cloud");
+        assert_eq!(bridge.address, "broker.example:8883");
+        assert_eq!(bridge.version, "5");
+        assert_eq!(bridge.protocol, Protocol::Tls);
+        assert_eq!(bridge.username.as_deref(), Some("site7"));
+        assert!(bridge.clean_start);
+        let topics: Vec<(&str, &str, u8, &str, &str)> = bridge
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    t.pattern.as_str(),
+                    t.direction.as_str(),
+                    t.qos,
+                    t.local_prefix.as_str(),
+                    t.remote_prefix.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            topics,
+            [
+                ("sensors/#", "out", 1, "", "site-7/"),
+                ("commands/#", "in", 2, "", ""),
+                ("both/#", "both", 0, "", ""),
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        for (text, line) in [
+            ("listener\n", "line 1"),
+            ("persistence yes\n", "line 1"),
+            ("\nlistener 1883\nprotocol ftp\n", "line 3"),
+            ("certfile a.pem\n", "line 1"),
+            ("no_such_thing 1\n", "line 1"),
+            ("connection b\ntopic x sideways\n", "line 2"),
+            ("max_qos 3\n", "line 1"),
+            ("per_listener_settings true\n", "line 1"),
+        ] {
+            let err = parse(text, Path::new(".")).unwrap_err();
+            assert!(err.starts_with(line), "{text:?}: {err}");
+        }
+    }
+}
