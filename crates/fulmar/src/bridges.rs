@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use fulmar_bridge::{Direction, Remote, TopicRule};
 use fulmar_client::{ConnectOptions, ProtocolVersion, QoS, TlsOptions, Transport};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Protocol, host_name};
 
 /// One `[[bridge]]` table.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BridgeConfig {
     /// Names the bridge in logs; part of the default client identifier.
@@ -67,7 +67,7 @@ pub(crate) struct BridgeConfig {
 }
 
 /// One `[[bridge.topic]]` table (mosquitto's `topic` line).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TopicConfig {
     pub(crate) pattern: String,

@@ -25,6 +25,11 @@ pub(crate) struct BrokerArgs {
     /// Print a commented configuration file with the defaults, and exit.
     #[arg(long)]
     print_default_config: bool,
+    /// Print the configuration the broker would run with (the file given
+    /// with -c and the command line applied) as fulmar's TOML, and exit: to
+    /// see what a mosquitto.conf became, or to start a file from it.
+    #[arg(long)]
+    print_config: bool,
     /// TCP port of the first listener (0 picks a free port); with --bind,
     /// the port of every address given without one.
     #[arg(short, long)]
@@ -78,7 +83,7 @@ fn with_port(bind: &str, port: u16) -> String {
     }
 }
 
-/// The configuration after the command-line overrides.
+/// The configuration after the command-line overrides (not checked yet).
 fn effective_config(args: &BrokerArgs) -> Result<Config, String> {
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
@@ -121,7 +126,6 @@ fn effective_config(args: &BrokerArgs) -> Result<Config, String> {
         1 => "debug".clone_into(&mut config.log.level),
         _ => "trace".clone_into(&mut config.log.level),
     }
-    config.check()?;
     Ok(config)
 }
 
@@ -218,6 +222,12 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
         return Ok(());
     }
     let config = effective_config(&args)?;
+    if args.print_config {
+        let text = toml::to_string(&config).map_err(|e| format!("cannot print it: {e}"))?;
+        print!("{text}");
+        return Ok(());
+    }
+    config.check()?;
     if args.check_config {
         check_files(&config)?;
         println!("configuration OK");

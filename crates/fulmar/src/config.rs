@@ -3,13 +3,13 @@
 use std::num::{NonZeroU16, NonZeroU32};
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::logging::LogFormat;
 
 /// The whole configuration file. Every section and key is optional; a key
 /// that is not known is an error (so a typo is not silently ignored).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Config {
     /// `[[listener]]` tables, in order.
@@ -59,7 +59,7 @@ impl Default for Config {
 }
 
 /// The transport of a listener.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Protocol {
     /// MQTT over TCP.
@@ -92,7 +92,7 @@ impl Protocol {
 }
 
 /// One `[[listener]]`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListenerConfig {
     /// `tcp`, `tls`, `ws` or `wss`.
@@ -117,7 +117,7 @@ fn default_protocol() -> Protocol {
 }
 
 /// `[limits]`: the broker's [`fulmar_broker::Limits`].
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct LimitsConfig {
     pub(crate) max_connections: usize,
@@ -147,7 +147,7 @@ pub(crate) struct LimitsConfig {
 }
 
 /// `limits.overload_policy`: [`fulmar_broker::OverloadPolicy`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Overload {
     /// Drop and count.
@@ -245,7 +245,7 @@ impl LimitsConfig {
 }
 
 /// `[auth]`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct AuthConfig {
     /// A mosquitto_passwd file.
@@ -261,7 +261,7 @@ pub(crate) struct AuthConfig {
 }
 
 /// `[log]`.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct LogConfig {
     /// A tracing filter: `error`, `warn`, `info`, `debug`, `trace`, or per target.
@@ -280,7 +280,7 @@ impl Default for LogConfig {
 }
 
 /// `[sys]`: the `$SYS/` topics.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct SysConfig {
     /// Seconds between `$SYS` updates; 0 turns them off.
@@ -288,7 +288,7 @@ pub(crate) struct SysConfig {
 }
 
 /// `[metrics]`: Prometheus metrics over HTTP.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct MetricsConfig {
     /// `ADDR:PORT` of the HTTP listener serving `/metrics`; none by default.
@@ -296,7 +296,7 @@ pub(crate) struct MetricsConfig {
 }
 
 /// `[persistence]`: the on-disk store.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct PersistenceConfig {
     /// Keep persistent sessions and retained messages on disk.
@@ -321,7 +321,7 @@ impl Default for PersistenceConfig {
 }
 
 /// `[persistence] durability`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum DurabilityConfig {
     /// Acknowledgements wait for the commit (group commit).
@@ -353,7 +353,7 @@ pub(crate) fn host_name() -> String {
 }
 
 /// `[cluster]`: several brokers as one over NATS JetStream (fulmar-cluster).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ClusterSection {
     /// NATS server URLs; none: a single node (`--cluster` adds one).
@@ -383,7 +383,7 @@ pub(crate) struct ClusterSection {
 }
 
 /// `[cluster] session_store`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum SessionStoreKind {
     /// The cluster's state stream in JetStream.

@@ -16,10 +16,13 @@
 //! at start); a directive mosquitto does not know either is an error, as
 //! it is for mosquitto.
 //!
-//! As in mosquitto 2.0: without a `listener`, the broker listens on
-//! localhost:1883; `listener PORT` without an address listens on every IPv4
-//! address; `allow_anonymous` defaults to false once a listener is
-//! configured.
+//! mosquitto 2.0's defaults apply where they differ from fulmar's: without a
+//! `listener`, the broker listens on localhost:1883 (`listener PORT` without
+//! an address listens on every IPv4 address); `allow_anonymous` defaults to
+//! false once a listener is configured; persistence is off; `$SYS` topics
+//! are published every 10 seconds; packets may be as large as MQTT allows.
+//! `fulmar broker -c mosquitto.conf --print-config` prints the result as
+//! fulmar's TOML.
 
 use std::path::Path;
 
@@ -152,6 +155,12 @@ const IGNORED: &[(&str, &str)] = &[
 pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), String> {
     let mut config = Config::default();
     config.listeners.clear();
+    // mosquitto 2.0's defaults where they differ from fulmar's.
+    config.persistence.enabled = false;
+    // Relative to the file, as in fulmar's TOML (mosquitto: the working directory).
+    config.persistence.dir = base.join(&config.persistence.dir);
+    config.sys.interval_secs = 10;
+    config.limits.max_packet_size = std::num::NonZeroU32::MIN.saturating_add(268_435_454);
     let mut notes = Vec::new();
     let mut allow_anonymous = None;
     let mut levels: Vec<&str> = Vec::new();
@@ -549,6 +558,9 @@ mod tests {
         assert_eq!(config.listeners.len(), 1);
         assert_eq!(config.listeners[0].bind, "127.0.0.1:1883");
         assert_eq!(config.auth.allow_anonymous, Some(true));
+        assert!(!config.persistence.enabled);
+        assert_eq!(config.sys.interval_secs, 10);
+        assert_eq!(config.limits.max_packet_size.get(), 268_435_455);
     }
 
     #[test]

@@ -573,3 +573,35 @@ fn a_mosquitto_conf_runs_as_mosquitto_runs_it() {
         assert_eq!(sub.output(), "public/x m\nalice/x m\n", "{broker}");
     }
 }
+
+// --print-config prints what the broker would run with as fulmar's TOML;
+// that file read back prints the same (here from a mosquitto.conf).
+#[test]
+fn print_config_round_trips_a_mosquitto_conf_into_toml() {
+    let dir = temp_dir();
+    let conf = write(
+        &dir,
+        "mosquitto.conf",
+        "listener 1883 127.0.0.1\nlistener 8883 127.0.0.1\ncertfile server.pem\n\
+         keyfile server.key\npassword_file passwd\nmax_queued_messages 200\n\
+         connection cloud\naddress cloud.example:8883\nbridge_cafile ca.pem\n\
+         topic sensors/# out 1 \"\" site/\n",
+    );
+    let print = |file: &str| {
+        let out = fulmar()
+            .args(["broker", "-c", file, "--print-config"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let toml = print(&conf);
+    assert!(toml.contains("max_queued_messages = 200"), "{toml}");
+    assert!(toml.contains("remote_prefix = \"site/\""), "{toml}");
+    assert!(
+        toml.contains("enabled = false"),
+        "mosquitto's default: {toml}"
+    );
+    let again = write(&dir, "fulmar.toml", &toml);
+    assert_eq!(print(&again), toml);
+}
