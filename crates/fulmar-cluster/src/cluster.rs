@@ -184,6 +184,12 @@ pub struct ClusterStats {
     /// ([`ClusterConfig::max_control_line`]): only this node's subscribers
     /// get them, and the retained stream does not keep them.
     pub topics_too_long: u64,
+    /// Locally accepted messages not published to NATS because, with their
+    /// headers, they are larger than the servers' `max_payload`: only this
+    /// node's subscribers get them (also counted in
+    /// [`publish_errors`](Self::publish_errors)). See
+    /// [`Cluster::max_packet_size`] to keep clients below it.
+    pub messages_too_large: u64,
     /// Filters of the local broker not subscribed to in NATS because their
     /// subject (with its queue group) would not fit in a NATS protocol line
     /// ([`ClusterConfig::max_control_line`]): their subscribers get only
@@ -280,6 +286,7 @@ struct Counters {
     published: AtomicU64,
     publish_errors: AtomicU64,
     topics_too_long: AtomicU64,
+    messages_too_large: AtomicU64,
     filters_too_long: AtomicU64,
     dropped_outbound: AtomicU64,
     received: AtomicU64,
@@ -1080,6 +1087,20 @@ impl Cluster {
         lock(&self.inner.tasks).push(tokio::spawn(task));
     }
 
+    /// The largest MQTT packet the cluster carries between nodes: the NATS
+    /// server's `max_payload` (announced when connecting, 1 MiB by default),
+    /// less room for the message's headers. Give it to the broker
+    /// ([`Limits::max_packet_size`](fulmar_broker::Limits)) so that a client
+    /// learns it (CONNACK Maximum Packet Size) and a larger PUBLISH is
+    /// refused (0x95) rather than reaching this node's subscribers only. A
+    /// message whose properties take more room than that still is not sent
+    /// to NATS ([`ClusterStats::messages_too_large`]).
+    #[must_use]
+    pub fn max_packet_size(&self) -> u32 {
+        let max_payload = self.inner.client.server_info().max_payload;
+        u32::try_from(max_payload.saturating_sub(HEADER_ROOM).max(1024)).unwrap_or(u32::MAX)
+    }
+
     /// The counters of this node's cluster traffic.
     #[must_use]
     pub fn stats(&self) -> ClusterStats {
@@ -1090,6 +1111,7 @@ impl Cluster {
             published: load(&c.published),
             publish_errors: load(&c.publish_errors),
             topics_too_long: load(&c.topics_too_long),
+            messages_too_large: load(&c.messages_too_large),
             filters_too_long: load(&c.filters_too_long),
             dropped_outbound: load(&c.dropped_outbound),
             received: load(&c.received),
@@ -1612,6 +1634,21 @@ async fn publish_one(inner: &Arc<Inner>, topic: &TopicName, publish: Publish) {
         seq: inner.seq.fetch_add(1, Ordering::Relaxed),
     };
     let mut headers = headers::encode(&publish, &origin);
+    let size = headers_len(&headers).saturating_add(publish.payload.len());
+    let max_payload = inner.client.server_info().max_payload;
+    if max_payload > 0 && size > max_payload {
+        // The client would refuse it: other nodes do not get it.
+        bump(&counters.messages_too_large);
+        bump(&counters.publish_errors);
+        tracing::warn!(
+            topic = %head(topic.as_str()),
+            size,
+            max_payload,
+            "message larger than the NATS servers' max_payload: not published to the cluster"
+        );
+        deliver_local_shared(inner, topic, &publish, Groups::Routed);
+        return;
+    }
     // NATS away: the client keeps the message (or loses it), and this
     // node's groups would get it late or never; they get it now, and the
     // message says so to their queue subscriptions.
@@ -1663,6 +1700,26 @@ async fn publish_one(inner: &Arc<Inner>, topic: &TopicName, publish: Publish) {
             }
         }
     }
+}
+
+/// Room left for the headers of a message in [`Cluster::max_packet_size`]:
+/// the fixed ones and the properties of most messages.
+const HEADER_ROOM: usize = 8 * 1024;
+
+/// The size of `headers` in a NATS message (`NATS/1.0` line, one line per
+/// value, blank line).
+fn headers_len(headers: &async_nats::HeaderMap) -> usize {
+    let lines: usize = headers
+        .iter()
+        .map(|(name, values)| {
+            let name = AsRef::<str>::as_ref(name).len();
+            values
+                .iter()
+                .map(|v| name + 2 + v.as_str().len() + 2)
+                .sum::<usize>()
+        })
+        .sum();
+    "NATS/1.0\r\n".len() + lines + 2
 }
 
 /// Which of this node's shared groups [`deliver_local_shared`] delivers to.

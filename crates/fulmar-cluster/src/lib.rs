@@ -116,6 +116,12 @@
 //!   [`ClusterStats::publish_errors`]). Such a filter is not subscribed to
 //!   in NATS: its subscribers get only what their node's clients publish
 //!   ([`ClusterStats::filters_too_long`]).
+//! - A message larger, with its headers, than the NATS servers'
+//!   `max_payload` (1 MiB by default) is not published to NATS: only the
+//!   subscribers of its node get it ([`ClusterStats::messages_too_large`]).
+//!   Limit the broker's packets to [`Cluster::max_packet_size`] (`fulmar
+//!   broker` does) so that clients learn the limit and a larger PUBLISH is
+//!   refused, or raise `max_payload`.
 //! - See the limits of sessions and wills below.
 //!
 //! # Sessions across nodes

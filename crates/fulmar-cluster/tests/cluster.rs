@@ -1005,3 +1005,51 @@ async fn a_node_id_in_use_by_a_live_node_is_refused() {
     assert_eq!(next(&mut wills).await.payload, "m");
     a.stop().await;
 }
+
+// A message larger, with its headers, than the NATS servers' max_payload is
+// not sent to NATS (the server would close the connection on it): it is
+// counted and stays on its node. `Cluster::max_packet_size` is what a broker
+// should accept so that this does not happen.
+#[tokio::test]
+async fn a_message_larger_than_max_payload_stays_on_its_node_and_is_counted() {
+    let Some(nats) = Nats::start_with_config("max_payload", "max_payload: 16384\n") else {
+        return;
+    };
+    let a = Node::start(&nats, "a").await;
+    let b = Node::start(&nats, "b").await;
+    assert_eq!(b.cluster.max_packet_size(), 16384 - 8192);
+    let far_client = a.client("far").await;
+    let mut far = far_client
+        .subscribe("big/+", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    a.wait_subscription("fulmar.msg.t.big.*", true).await;
+    let near_client = b.client("near").await;
+    let mut near = near_client
+        .subscribe("big/+", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let publisher = b.client("pub").await;
+    publisher
+        .publish("big/1", vec![7u8; 32 * 1024])
+        .qos(QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    publisher
+        .publish("big/2", "small")
+        .qos(QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(next(&mut near).await.topic.as_str(), "big/1");
+    assert_eq!(next(&mut near).await.topic.as_str(), "big/2");
+    // The connection to NATS stayed up: the small one crossed.
+    assert_eq!(next(&mut far).await.topic.as_str(), "big/2");
+    let stats = b.cluster.stats();
+    assert_eq!(
+        (stats.messages_too_large, stats.published),
+        (1, 1),
+        "{stats:?}"
+    );
+    a.stop().await;
+    b.stop().await;
+}

@@ -295,6 +295,19 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
                 .map_err(|e| format!("cluster ({urls}): {e}"))?;
             builder = builder.bridge(cluster.bridge());
             tracing::info!(%urls, "cluster: connected to NATS");
+            // Larger messages would reach this node's subscribers only.
+            let cluster_max = cluster.max_packet_size();
+            if config.limits.max_packet_size.get() > cluster_max
+                && let Some(max) = std::num::NonZeroU32::new(cluster_max)
+            {
+                tracing::warn!(
+                    configured = config.limits.max_packet_size.get(),
+                    max_packet_size = cluster_max,
+                    "cluster: maximum packet size lowered to what the NATS servers carry \
+                     (raise max_payload in their configuration for larger messages)"
+                );
+                builder = builder.max_packet_size(max);
+            }
             Some(cluster)
         }
         None => None,
