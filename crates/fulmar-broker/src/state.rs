@@ -1287,6 +1287,27 @@ impl State {
         retained_copy(r, options, now)
     }
 
+    /// Puts a QoS 1/2 message for the persistent session `client` in the
+    /// store and returns its key; `None` without a store, or for QoS 0.
+    pub(crate) fn store_message(&mut self, client: &Arc<str>, publish: &Publish) -> Option<u64> {
+        let journal = self.journal.as_ref()?;
+        if publish.qos == QoS::AtMostOnce {
+            return None;
+        }
+        self.next_seq += 1;
+        journal.push(StoreOp::PutMessage {
+            client: client.clone(),
+            seq: self.next_seq,
+            message: StoredMessage {
+                publish: publish.clone(),
+                stored_at: unix_millis(),
+                packet_id: None,
+                released: false,
+            },
+        });
+        Some(self.next_seq)
+    }
+
     /// Removes a session and its subscriptions.
     pub(crate) fn remove_session(&mut self, id: &Arc<str>) -> Option<SessionEntry> {
         let key = Subscriber::Client(id.clone());

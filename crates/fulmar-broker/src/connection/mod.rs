@@ -1251,10 +1251,6 @@ impl<S: Stream> Connection<S> {
         }
     }
 
-    fn publish_out(&mut self, publish: Publish) {
-        self.publish_out_at(publish, None, Instant::now());
-    }
-
     /// Hands the session the next retained messages of
     /// [`retained_later`](Self::retained_later), as many as its queue has
     /// room for (at least one, at most [`DELIVERY_BATCH`]): each as it is
@@ -1275,6 +1271,7 @@ impl<S: Stream> Connection<S> {
         let now = Instant::now();
         let mut batch = Vec::with_capacity(messages.min(later.len()));
         let info = self.client.as_ref().map(|c| &c.info);
+        let persistent = self.client.as_ref().filter(|c| c.persistent).map(|c| &c.id);
         {
             let mut state = self.shared.lock();
             while batch.len() < messages
@@ -1287,15 +1284,17 @@ impl<S: Stream> Connection<S> {
                 }
                 if let Some(publish) = state.retained_now(&topic, options, now) {
                     bytes = bytes.saturating_sub(publish.payload.len());
-                    batch.push(publish);
+                    // A persistent session's copy is in the store, as a routed one.
+                    let seq = persistent.and_then(|id| state.store_message(id, &publish));
+                    batch.push((publish, seq));
                 }
             }
         }
         if later.is_empty() {
             self.retained_later = None;
         }
-        for publish in batch {
-            self.publish_out_at(publish, None, now);
+        for (publish, seq) in batch {
+            self.publish_out_at(publish, seq, now);
         }
     }
 
@@ -1911,17 +1910,26 @@ impl<S: Stream> Connection<S> {
                 self.retained_later = Some(later);
             }
         }
-        if self.client.as_ref().is_some_and(|c| c.persistent)
-            && self.shared.lock().persist_session(&id, None)
-        {
-            self.journaled();
+        let persistent = self.client.as_ref().is_some_and(|c| c.persistent);
+        // A persistent session's copies of retained messages are in the
+        // store, as routed ones: resent after a restart [MQTT-4.4.0-1], their
+        // identifiers kept in use.
+        let mut seqs = Vec::new();
+        if persistent {
+            let mut state = self.shared.lock();
+            seqs.extend(retained.iter().map(|p| state.store_message(&id, p)));
+            if state.persist_session(&id, None) {
+                drop(state);
+                self.journaled();
+            }
         }
         crate::broker::report_online(&self.shared, &id, true);
         let _ = self
             .session
             .suback(subscribe.packet_id, codes, AckProperties::default());
-        for publish in retained {
-            self.publish_out(publish);
+        let now = Instant::now();
+        for (i, publish) in retained.into_iter().enumerate() {
+            self.publish_out_at(publish, seqs.get(i).copied().flatten(), now);
         }
     }
 
@@ -2227,6 +2235,27 @@ impl<S: Stream> Connection<S> {
                 });
                 let mut deadlines = Vec::new();
                 let mut publish_now = None;
+                // The identifiers of QoS 1 messages in flight go to the
+                // store (QoS 2 ones are there): after a restart they are
+                // resent with them and DUP [MQTT-4.4.0-1].
+                if let (Some(journal), Some(inflight)) = (&state.journal, &self.inflight_seq) {
+                    for publish in stored.outgoing().iter().filter_map(|o| match o {
+                        fulmar_session::Outgoing::Publish(p) => Some(p),
+                        _ => None,
+                    }) {
+                        if let (fulmar_codec::QoS::AtLeastOnce, Some(packet_id)) =
+                            (publish.qos, publish.packet_id)
+                            && let Some(&seq) = inflight.get(&packet_id)
+                        {
+                            journal.push(StoreOp::MarkSent {
+                                client: client.id.clone(),
+                                seq,
+                                packet_id,
+                                released: false,
+                            });
+                        }
+                    }
+                }
                 if let Some(entry) = state.sessions.get_mut(&client.id) {
                     entry.owner = None;
                     entry.expiry = client.expiry;

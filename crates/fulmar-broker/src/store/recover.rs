@@ -171,7 +171,9 @@ pub(crate) fn recover(
     }
     for (topic, m) in snapshot.retained {
         let Ok(name) = topic.parse::<TopicName>() else {
+            // Never matched by a subscription: it would stay for ever.
             found.skipped += 1;
+            journal.push(StoreOp::DeleteRetained { topic });
             continue;
         };
         let waited = Duration::from_millis(now_unix.saturating_sub(m.stored_at));
@@ -196,11 +198,13 @@ pub(crate) fn recover(
 /// in flight and what stays queued.
 ///
 /// The store knows the packet identifier of a QoS 2 message once it was sent
-/// (`MarkSent`), not that of a QoS 1 message. Messages go in flight in `seq`
-/// order, so every message stored before the last QoS 2 one known to be sent
-/// was sent too: those are resent first, in their original order
-/// [MQTT-4.6.0-1], with DUP (QoS 2 ones with their identifier, the others
-/// with identifiers no QoS 2 one holds). Later messages stay queued.
+/// (`MarkSent`), and that of a QoS 1 message still in flight when its
+/// connection ended (`MarkSent` then; not after a crash). Messages go in
+/// flight in `seq` order, so every message stored before the last one known
+/// to be sent was sent too: those are resent first, in their original order
+/// [MQTT-4.6.0-1], with DUP (those known with their identifier
+/// [MQTT-4.4.0-1], the others with identifiers none of those holds). Later
+/// messages stay queued.
 fn resume_order(
     client: &Arc<str>,
     list: Vec<(u64, StoredMessage)>,
@@ -209,12 +213,13 @@ fn resume_order(
     now: Instant,
     now_unix: u64,
 ) -> (Vec<Outgoing>, VecDeque<Queued>) {
-    // QoS 2 messages that keep their identifier: the first with each one.
+    // Messages that keep their identifier: the first with each one (QoS 2
+    // ones, and QoS 1 ones in flight when their connection ended).
     let mut kept = vec![false; list.len()];
     let mut used = std::collections::HashSet::new();
     for (i, (_, m)) in list.iter().enumerate() {
         if let Some(pid) = m.packet_id
-            && m.publish.qos == QoS::ExactlyOnce
+            && m.publish.qos != QoS::AtMostOnce
             && used.insert(pid)
         {
             kept[i] = true;
