@@ -1041,19 +1041,37 @@ impl State {
         let mut frames = None;
         for group in group_by_key(&mut found) {
             let Some(first) = group.first() else { continue };
-            let out = copy_for(publish, group);
-            let target = Target {
-                sessions,
-                locals,
-                max_queued,
-                counters,
-                now,
-                journal: journal.as_deref(),
-                next_seq,
-                max_bytes: *max_queued_bytes,
-                frames: if many { Some(&mut frames) } else { None },
+            // A retained message to overlapping subscriptions of one client
+            // that keep RETAIN and clear it goes twice: one copy each way,
+            // each with its subscriptions' identifiers (v5:MQTT-3.3.1-12,
+            // v5:MQTT-3.3.4-5).
+            let keeps = |m: &Match<'_, Subscriber, SubOptions>| m.options.retain_as_published;
+            let split = publish.retain && group.iter().any(keeps) && !group.iter().all(keeps);
+            let parts: Vec<Vec<Match<'_, Subscriber, SubOptions>>> = if split {
+                let (kept, cleared) = group.iter().cloned().partition(keeps);
+                vec![kept, cleared]
+            } else {
+                Vec::new()
             };
-            target.deliver(first.key, out, None, held.as_deref_mut());
+            // No allocation unless split.
+            let single = (!split).then(|| copy_for(publish, group));
+            let copies = single
+                .into_iter()
+                .chain(parts.iter().map(|part| copy_for(publish, part)));
+            for out in copies {
+                let target = Target {
+                    sessions,
+                    locals,
+                    max_queued,
+                    counters,
+                    now,
+                    journal: journal.as_deref(),
+                    next_seq,
+                    max_bytes: *max_queued_bytes,
+                    frames: if many { Some(&mut frames) } else { None },
+                };
+                target.deliver(first.key, out, None, held.as_deref_mut());
+            }
         }
         // A QoS 0 publisher, and one whose queues are over only for their
         // count, is held back only when reading it faster would help none
@@ -1435,6 +1453,21 @@ impl State {
         now: Instant,
     ) {
         let key = Subscriber::Client(client.clone());
+        // Checked again: another user may hold the session now.
+        if !may_read(
+            self.reads.as_deref(),
+            &self.sessions,
+            &key,
+            delivery.publish.topic.as_str(),
+        ) {
+            if let (Some(journal), Some(seq)) = (&self.journal, delivery.seq) {
+                journal.push(StoreOp::DeleteMessage {
+                    client: client.clone(),
+                    seq,
+                });
+            }
+            return;
+        }
         self.target(max_queued, counters, now).deliver(
             &key,
             delivery.publish,

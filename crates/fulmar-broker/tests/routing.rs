@@ -827,3 +827,82 @@ async fn fan_out_encodes_once_per_variant() {
     assert_eq!(broker.stats().messages_sent_preencoded - before, 3 + 1);
     broker.shutdown().await;
 }
+
+// v5:MQTT-3.3.1-12 v5:MQTT-3.3.4-5: a retained message reaching overlapping
+// subscriptions of one client, one keeping RETAIN (Retain As Published) and
+// one clearing it, goes as two copies, each with its own identifiers (one
+// copy with RETAIN 1 broke the rule of the other subscription; found by a
+// differential test against mosquitto, which sends two as well).
+#[tokio::test]
+async fn overlapping_subscriptions_that_differ_on_retain_get_a_copy_each() {
+    let broker = start().await;
+    let mut s = Peer::connect(addr(&broker), V5, "rap").await;
+    for (n, filter, rap) in [(1u16, "or/+", true), (2, "or/#", false)] {
+        let mut options = SubscriptionOptions::new(QoS::AtMostOnce);
+        options.retain_as_published = rap;
+        let mut subscribe = Subscribe::new(pid(n), vec![(MqttString::from(filter), options)]);
+        subscribe.properties.subscription_identifier = NonZeroU32::new(u32::from(n));
+        s.send(subscribe).await;
+        assert!(matches!(s.recv().await, Packet::SubAck(_)));
+    }
+    broker.publish("or/t", "r", QoS::AtMostOnce, true).unwrap();
+    let mut copies = Vec::new();
+    for _ in 0..2 {
+        let p = s.recv_publish().await;
+        let ids: Vec<u32> = p
+            .properties
+            .subscription_identifiers
+            .iter()
+            .map(|i| i.get())
+            .collect();
+        copies.push((p.retain, ids));
+    }
+    copies.sort();
+    assert_eq!(copies, [(false, vec![2]), (true, vec![1])]);
+    // Not retained: one copy, as before.
+    broker
+        .publish("or/t", "live", QoS::AtMostOnce, false)
+        .unwrap();
+    let p = s.recv_publish().await;
+    assert_eq!((&p.payload[..], p.retain), (&b"live"[..], false));
+    assert_eq!(p.properties.subscription_identifiers.len(), 2);
+    broker.shutdown().await;
+}
+
+// v3:MQTT-3.3.1-9: a 3.1.1 client that resumes a session a 5.0 client made
+// with Retain As Published gets RETAIN 0 on what matches its subscriptions,
+// live or queued while it was away (it got RETAIN 1; mosquitto too).
+#[tokio::test]
+async fn a_3_1_1_client_resuming_a_5_0_session_gets_retain_cleared() {
+    let broker = start().await;
+    let connect = |version| {
+        let mut c = Connect::new(version, MqttString::from("xv"));
+        c.keep_alive = 0;
+        c.clean_start = false;
+        if version == V5 {
+            c.properties.session_expiry_interval = Some(60);
+        }
+        c
+    };
+    let (mut v5, _) = Peer::connect_with(addr(&broker), connect(V5)).await;
+    let mut options = SubscriptionOptions::new(QoS::AtLeastOnce);
+    options.retain_as_published = true;
+    let subscribe = Subscribe::new(pid(1), vec![(MqttString::from("xv/#"), options)]);
+    v5.send(subscribe).await;
+    assert!(matches!(v5.recv().await, Packet::SubAck(_)));
+    v5.disconnect().await;
+    broker
+        .publish("xv/away", "q", QoS::AtLeastOnce, true)
+        .unwrap();
+    let (mut v3, ack) = Peer::connect_with(addr(&broker), connect(V311)).await;
+    assert!(ack.session_present);
+    let queued = v3.recv_publish().await;
+    assert_eq!((&queued.topic[..], queued.retain), ("xv/away", false));
+    v3.send(PubAck::new(queued.packet_id.unwrap())).await;
+    broker
+        .publish("xv/live", "l", QoS::AtLeastOnce, true)
+        .unwrap();
+    let live = v3.recv_publish().await;
+    assert_eq!((&live.topic[..], live.retain), ("xv/live", false));
+    broker.shutdown().await;
+}

@@ -703,7 +703,16 @@ impl Session {
                 self.transmit.clear();
                 self.close(None, Initiator::Library, ReasonCode::PacketTooLarge);
                 self.state = State::Closed;
-                None
+                // The client still learns why: a bare CONNACK 0x95 Packet
+                // too large (5 bytes) refuses the connection, if it fits.
+                let refusal = Packet::ConnAck(fulmar_codec::ConnAck::new(
+                    false,
+                    fulmar_codec::ConnectReasonCode::PacketTooLarge,
+                ));
+                refusal
+                    .encoded_len(self.version)
+                    .is_ok_and(|len| u64::try_from(len).is_ok_and(|len| len <= u64::from(max)))
+                    .then_some(refusal)
             }
             _ => {
                 self.close_with(error, DisconnectReasonCode::PacketTooLarge);

@@ -1299,6 +1299,7 @@ impl<S: Stream> Connection<S> {
     }
 
     pub(super) fn deliver_at(&mut self, mut delivery: Delivery, now: Instant) {
+        self.clear_retain_for_v3(&mut delivery.publish);
         if delivery
             .publish
             .properties
@@ -1331,6 +1332,16 @@ impl<S: Stream> Connection<S> {
             self.frames.push_back((payload, frames));
         }
         self.publish_out_at(delivery.publish, delivery.seq, now);
+    }
+
+    /// v3:MQTT-3.3.1-9: a 3.1.1 client gets RETAIN 0 on a message sent
+    /// because it matches a subscription, also through one its session kept
+    /// from a 5.0 connection with Retain As Published (a bridge keeps RETAIN,
+    /// as mosquitto's bridges expect).
+    fn clear_retain_for_v3(&self, publish: &mut Publish) {
+        if publish.retain && !self.v5() && self.client.as_ref().is_some_and(|c| !c.bridge) {
+            publish.retain = false;
+        }
     }
 
     /// The shared encoded headers of the message `publish` is a copy of, if
@@ -1612,7 +1623,10 @@ impl<S: Stream> Connection<S> {
         // Messages that expired while the client was away are dropped.
         for queued in offline {
             match age(queued.publish, queued.since, now) {
-                Some(publish) => self.publish_out_at(publish, queued.seq, now),
+                Some(mut publish) => {
+                    self.clear_retain_for_v3(&mut publish);
+                    self.publish_out_at(publish, queued.seq, now);
+                }
                 None => {
                     if let (Some(seq), Some(journal)) = (queued.seq, &self.shared.journal)
                         && let Some(client) = &self.client
