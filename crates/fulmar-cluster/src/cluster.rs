@@ -1098,7 +1098,9 @@ impl Cluster {
     #[must_use]
     pub fn max_packet_size(&self) -> u32 {
         let max_payload = self.inner.client.server_info().max_payload;
-        u32::try_from(max_payload.saturating_sub(HEADER_ROOM).max(1024)).unwrap_or(u32::MAX)
+        // A small max_payload (tests): half of it for headers.
+        let room = HEADER_ROOM.min(max_payload / 2);
+        u32::try_from(max_payload.saturating_sub(room)).unwrap_or(u32::MAX)
     }
 
     /// The counters of this node's cluster traffic.
@@ -1634,7 +1636,11 @@ async fn publish_one(inner: &Arc<Inner>, topic: &TopicName, publish: Publish) {
         seq: inner.seq.fetch_add(1, Ordering::Relaxed),
     };
     let mut headers = headers::encode(&publish, &origin);
-    let size = headers_len(&headers).saturating_add(publish.payload.len());
+    // A retained one gets a `Nats-Msg-Id` header more in the stream.
+    let msg_id = if publish.retain { 64 } else { 0 };
+    let size = headers_len(&headers)
+        .saturating_add(publish.payload.len())
+        .saturating_add(msg_id);
     let max_payload = inner.client.server_info().max_payload;
     if max_payload > 0 && size > max_payload {
         // The client would refuse it: other nodes do not get it.
