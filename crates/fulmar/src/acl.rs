@@ -120,11 +120,9 @@ impl Acl {
         Self::parse(&text).map_err(|e| format!("auth.acl_file = {}: {e}", path.display()))
     }
 
-    /// The rules that apply to a client, patterns substituted: its own
-    /// (borrowed), then the patterns (substituted only when they contain `%`).
-    fn rules_for<'a>(
+    /// A client's own rules: its user's, or the anonymous ones.
+    fn own_rules<'a>(
         &'a self,
-        client_id: &'a str,
         username: Option<&'a str>,
     ) -> impl Iterator<Item = (Access, Cow<'a, str>)> + 'a {
         let own = match username {
@@ -135,23 +133,31 @@ impl Acl {
                 .find(|(u, _)| u == user)
                 .map(|(_, rules)| rules),
         };
-        let own = own
-            .into_iter()
+        own.into_iter()
             .flatten()
-            .map(|r| (r.access, Cow::Borrowed(r.filter.as_str())));
-        let patterns = self.patterns.iter().filter_map(move |p| {
+            .map(|r| (r.access, Cow::Borrowed(r.filter.as_str())))
+    }
+
+    /// The patterns, substituted for a client (only those with `%` are
+    /// copied; one whose value is missing or unsafe does not apply).
+    fn pattern_rules<'a>(
+        &'a self,
+        client_id: &'a str,
+        username: Option<&'a str>,
+    ) -> impl Iterator<Item = (Access, Cow<'a, str>)> + 'a {
+        self.patterns.iter().filter_map(move |p| {
             let filter = if p.filter.contains('%') {
                 Cow::Owned(substitute(&p.filter, client_id, username)?)
             } else {
                 Cow::Borrowed(p.filter.as_str())
             };
             Some((p.access, filter))
-        });
-        own.chain(patterns)
+        })
     }
 
-    /// Whether some rule matching `topic` grants `access`, and no `deny`
-    /// rule matches it.
+    /// As mosquitto 2.0 decides: the client's own rules first, where a
+    /// matching `deny` refuses and a matching grant of `access` allows; the
+    /// patterns only when none of them decided, in the same way; else no.
     fn allows(
         &self,
         client_id: &str,
@@ -159,16 +165,21 @@ impl Acl {
         topic: &str,
         access: fn(Access) -> bool,
     ) -> bool {
-        let mut granted = false;
-        for (rule, filter) in self.rules_for(client_id, username) {
-            if filter_matches(&filter, topic) {
-                if rule == Access::Deny {
-                    return false;
+        let decide = |rules: &mut dyn Iterator<Item = (Access, Cow<'_, str>)>| {
+            let mut granted = false;
+            for (rule, filter) in rules {
+                if filter_matches(&filter, topic) {
+                    if rule == Access::Deny {
+                        return Some(false);
+                    }
+                    granted |= access(rule);
                 }
-                granted |= access(rule);
             }
-        }
-        granted
+            granted.then_some(true)
+        };
+        decide(&mut self.own_rules(username))
+            .or_else(|| decide(&mut self.pattern_rules(client_id, username)))
+            .unwrap_or(false)
     }
 
     /// May this client publish to `topic`?
@@ -183,7 +194,9 @@ impl Acl {
 
     /// May this client subscribe to `filter` (`$share/{group}/` allowed)?
     /// Yes when some topic it matches may be read (each message is then
-    /// checked with [`may_read`](Self::may_read)).
+    /// checked with [`may_read`](Self::may_read)): a read grant overlaps it,
+    /// in the client's own rules or else in the patterns, and no `deny` of
+    /// the same rules covers it whole.
     pub(crate) fn may_subscribe(
         &self,
         client_id: &str,
@@ -191,14 +204,19 @@ impl Acl {
         filter: &str,
     ) -> bool {
         let filter = strip_share(filter);
-        let mut granted = false;
-        for (rule, rule_filter) in self.rules_for(client_id, username) {
-            if rule == Access::Deny && filter_covers(&rule_filter, filter) {
-                return false;
+        let decide = |rules: &mut dyn Iterator<Item = (Access, Cow<'_, str>)>| {
+            let mut granted = false;
+            for (rule, rule_filter) in rules {
+                if rule == Access::Deny && filter_covers(&rule_filter, filter) {
+                    return Some(false);
+                }
+                granted |= rule.reads() && filters_overlap(&rule_filter, filter);
             }
-            granted |= rule.reads() && filters_overlap(&rule_filter, filter);
-        }
-        granted
+            granted.then_some(true)
+        };
+        decide(&mut self.own_rules(username))
+            .or_else(|| decide(&mut self.pattern_rules(client_id, username)))
+            .unwrap_or(false)
     }
 }
 
@@ -469,6 +487,27 @@ pattern read users/%u/inbox
         // Write-only grants give nothing to read.
         assert!(!acl.may_subscribe("c", Some("bob"), "bob/out"));
         assert!(!acl.may_read("c", Some("bob"), "bob/out"));
+    }
+
+    // Checked against mosquitto 2.0.11 with the same file: a client's own
+    // rules decide first (a user grant beats a pattern deny, a user deny
+    // beats a pattern grant); the patterns decide what they leave.
+    #[test]
+    fn own_rules_decide_before_the_patterns() {
+        let acl = Acl::parse(
+            "user alice\ntopic deny a/alice\ntopic read b/#\n\
+             pattern read a/%u\npattern deny b/%u\npattern read c/%u\n",
+        )
+        .unwrap();
+        let alice = Some("alice");
+        assert!(!acl.may_read("c", alice, "a/alice"));
+        assert!(acl.may_read("c", alice, "b/alice"));
+        assert!(acl.may_read("c", alice, "b/x"));
+        assert!(acl.may_read("c", alice, "c/alice"));
+        assert!(!acl.may_read("c", alice, "c/bob"));
+        // A write grant of one's own does not decide a read: the patterns do.
+        let acl = Acl::parse("user bob\ntopic write d/#\npattern read d/%u\n").unwrap();
+        assert!(acl.may_read("c", Some("bob"), "d/bob"));
     }
 
     #[test]

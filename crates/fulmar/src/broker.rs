@@ -245,7 +245,8 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
         let wanted = u64::try_from(limits.max_connections)
             .unwrap_or(u64::MAX)
             .saturating_add(64);
-        if open_files < wanted {
+        // usize::MAX: no limit (a mosquitto.conf's -1), nothing to compare.
+        if limits.max_connections != usize::MAX && open_files < wanted {
             tracing::warn!(
                 open_files,
                 max_connections = limits.max_connections,

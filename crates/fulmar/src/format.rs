@@ -7,11 +7,11 @@
 //! as Unix time with nanoseconds, `%%` a percent sign; MQTT 5.0 properties:
 //! `%C` content type, `%D` correlation data, `%E` message expiry interval,
 //! `%F` payload format indicator, `%R` response topic, `%S` subscription
-//! identifiers (fulmar's client adds one of its own to each subscription, to
-//! route messages to their streams), `%P` user properties (`key:value`, space separated), `%A`
-//! topic alias (never set on what a client receives from fulmar). A field may
-//! have a width (`%10t`, `%-10t` to pad on the right, `%05l` with zeros); a
-//! precision is read and ignored, as mosquitto_sub does for these fields.
+//! identifiers (`fulmar sub` leaves out the one its client picks for itself
+//! when -D gives none), `%P` user properties (`key:value`, space separated), `%A`
+//! topic alias (never set on what a client receives from fulmar). Widths and
+//! precisions (`%10t`, `%-10.3t`, `%05l`, `%8p`) act as mosquitto_sub's: see
+//! [`Format::write`].
 //!
 //! `@` fields are the time received, as strftime: `@Y` `@m` `@d` `@H` `@M`
 //! `@S` `@j` (day of the year) `@s` (Unix seconds) `@F` (`@Y-@m-@d`) `@T`
@@ -35,26 +35,15 @@ enum Piece {
     Field {
         field: u8,
         width: usize,
+        precision: Option<usize>,
         left: bool,
         zero: bool,
     },
     Time(u8),
 }
 
-/// Why a message was not printed.
-#[derive(Debug)]
-pub(crate) enum FormatError {
-    /// `%J` and a payload that is not JSON: the message is skipped.
-    NotJson,
-    /// Writing failed (the reader went away).
-    Io,
-}
-
-impl From<io::Error> for FormatError {
-    fn from(_: io::Error) -> Self {
-        Self::Io
-    }
-}
+/// `%J` met a payload that is not JSON: it printed nothing for it.
+struct NotJson;
 
 const FIELDS: &[u8] = b"tplqrmxXjJIUCDEFRSPA";
 const TIMES: &[u8] = b"YmdHMSjsFTzZ";
@@ -113,11 +102,15 @@ impl Format {
                             .saturating_add(usize::from(d - b'0'));
                         bytes.next();
                     }
+                    let mut precision = None;
                     if bytes.peek() == Some(&b'.') {
                         bytes.next();
-                        while bytes.peek().is_some_and(u8::is_ascii_digit) {
+                        let mut p = 0usize;
+                        while let Some(&d @ b'0'..=b'9') = bytes.peek() {
+                            p = p.saturating_mul(10).saturating_add(usize::from(d - b'0'));
                             bytes.next();
                         }
+                        precision = Some(p);
                     }
                     match bytes.next() {
                         Some(b'%') => text.push(b'%'),
@@ -126,6 +119,7 @@ impl Format {
                             pieces.push(Piece::Field {
                                 field,
                                 width: width.min(4096),
+                                precision,
                                 left,
                                 zero: zero && !left,
                             });
@@ -145,15 +139,24 @@ impl Format {
         Ok(Self(pieces))
     }
 
-    /// Writes `publish`, received at `at`, as the format says.
+    /// Writes `publish`, received at `at`, as the format says. Returns
+    /// false when `%J` found a payload that is not JSON (mosquitto_sub then
+    /// prints nothing for the field, says so on stderr, and goes on).
+    ///
+    /// Widths and precisions act as mosquitto_sub's: for text fields (topic,
+    /// properties) the width pads with spaces and the precision cuts; for
+    /// numbers the width pads, with zeros after `0`; for `%p` the width also
+    /// cuts (bytes), for `%x`/`%X` it cuts to half as many bytes; `%q`, `%r`,
+    /// the times and JSON take none.
     pub(crate) fn write(
         &self,
         out: &mut impl Write,
         publish: &Publish,
         at: SystemTime,
-    ) -> Result<(), FormatError> {
+    ) -> io::Result<bool> {
         let mut line = Vec::new();
         let time = Time::from(at);
+        let mut json = true;
         for piece in &self.0 {
             match piece {
                 Piece::Text(text) => line.extend_from_slice(text),
@@ -161,12 +164,27 @@ impl Format {
                 Piece::Field {
                     field,
                     width,
+                    precision,
                     left,
                     zero,
                 } => {
-                    let value = field_value(*field, publish, &time)?;
-                    let pad = width.saturating_sub(value.len());
-                    let fill = if *zero { b'0' } else { b' ' };
+                    let (pad_to, zero) = match field {
+                        b'q' | b'r' | b'I' | b'U' | b'j' | b'J' => (0, false),
+                        b'l' | b'm' | b'E' | b'F' | b'A' => (*width, *zero),
+                        _ => (*width, false),
+                    };
+                    let mut value = match field_value(*field, publish, &time, *width) {
+                        Ok(value) => value,
+                        Err(NotJson) => {
+                            json = false;
+                            Vec::new()
+                        }
+                    };
+                    if let (Some(p), b't' | b'C' | b'D' | b'R' | b'P' | b'S') = (precision, field) {
+                        value.truncate(*p);
+                    }
+                    let pad = pad_to.saturating_sub(value.len());
+                    let fill = if zero { b'0' } else { b' ' };
                     if !left {
                         line.resize(line.len() + pad, fill);
                     }
@@ -178,7 +196,7 @@ impl Format {
             }
         }
         out.write_all(&line)?;
-        Ok(())
+        Ok(json)
     }
 }
 
@@ -188,18 +206,29 @@ fn flush(text: &mut Vec<u8>, pieces: &mut Vec<Piece>) {
     }
 }
 
-fn field_value(field: u8, publish: &Publish, time: &Time) -> Result<Vec<u8>, FormatError> {
+/// A field's text; `width` cuts `%p` (bytes) and `%x`/`%X` (half as many bytes).
+fn field_value(
+    field: u8,
+    publish: &Publish,
+    time: &Time,
+    width: usize,
+) -> Result<Vec<u8>, NotJson> {
+    let payload = match (field, width) {
+        (b'p', 1..) => publish.payload.get(..width).unwrap_or(&publish.payload),
+        (b'x' | b'X', 1..) => publish.payload.get(..width / 2).unwrap_or(&publish.payload),
+        _ => &publish.payload[..],
+    };
     let props = &publish.properties;
     let number = |n: u64| n.to_string().into_bytes();
     Ok(match field {
         b't' => publish.topic.as_bytes().to_vec(),
-        b'p' => publish.payload.to_vec(),
+        b'p' => payload.to_vec(),
         b'l' => number(publish.payload.len() as u64),
         b'q' => number(u64::from(u8::from(publish.qos))),
         b'r' => number(u64::from(publish.retain)),
         b'm' => number(publish.packet_id.map_or(0, |id| u64::from(id.get()))),
-        b'x' => hex(&publish.payload, b"0123456789abcdef"),
-        b'X' => hex(&publish.payload, b"0123456789ABCDEF"),
+        b'x' => hex(payload, b"0123456789abcdef"),
+        b'X' => hex(payload, b"0123456789ABCDEF"),
         b'I' => time.iso(false).into_bytes(),
         b'U' => format!("{}.{:09}", time.secs, time.nanos).into_bytes(),
         b'j' | b'J' => json(publish, time, field == b'J')?,
@@ -253,7 +282,7 @@ fn hex(bytes: &[u8], digits: &[u8; 16]) -> Vec<u8> {
 
 /// `%j` / `%J`: the fields mosquitto_sub prints, in its order (`%J`: the
 /// payload as it is, once checked to be JSON).
-fn json(publish: &Publish, time: &Time, parse_payload: bool) -> Result<Vec<u8>, FormatError> {
+fn json(publish: &Publish, time: &Time, parse_payload: bool) -> Result<Vec<u8>, NotJson> {
     let mut out = JsonObject::default();
     let props = &publish.properties;
     out.string("tst", time.iso(true).as_bytes());
@@ -306,8 +335,7 @@ fn json(publish: &Publish, time: &Time, parse_payload: bool) -> Result<Vec<u8>, 
     if publish.payload.is_empty() {
         out.raw("payload", b"null");
     } else if parse_payload {
-        serde_json::from_slice::<serde::de::IgnoredAny>(&publish.payload)
-            .map_err(|_| FormatError::NotJson)?;
+        serde_json::from_slice::<serde::de::IgnoredAny>(&publish.payload).map_err(|_| NotJson)?;
         out.raw("payload", publish.payload.trim_ascii());
     } else {
         out.string("payload", &publish.payload);
@@ -468,10 +496,12 @@ mod tests {
 
     fn render(spec: &str, publish: &Publish) -> String {
         let mut out = Vec::new();
-        Format::parse(spec)
-            .unwrap()
-            .write(&mut out, publish, at())
-            .unwrap();
+        assert!(
+            Format::parse(spec)
+                .unwrap()
+                .write(&mut out, publish, at())
+                .unwrap()
+        );
         String::from_utf8(out).unwrap()
     }
 
@@ -520,11 +550,35 @@ mod tests {
             ),
             "{with_props}"
         );
-        // %J and a payload that is not JSON: skipped.
-        let err = Format::parse("%J")
+        // %J and a payload that is not JSON: the field is empty, the rest
+        // printed, and the caller told (as mosquitto_sub).
+        let mut out = Vec::new();
+        let json = Format::parse("X %J Y")
             .unwrap()
-            .write(&mut Vec::new(), &message(), at());
-        assert!(matches!(err, Err(FormatError::NotJson)));
+            .write(&mut out, &message(), at())
+            .unwrap();
+        assert!(!json);
+        assert_eq!(out, b"X  Y");
+    }
+
+    // Widths and precisions, as mosquitto_sub 2.0.11 printed them for the
+    // same message.
+    #[test]
+    fn widths_and_precisions_as_mosquitto_sub() {
+        let mut p = Publish::new(MqttString::from("w/long-topic"), Bytes::from("hello world"));
+        p.retain = true;
+        assert_eq!(
+            render("%5l|%-5l|%05l|%5q|%05m|%5r|%3E", &p),
+            "   11|11   |00011|0|00000|1|   "
+        );
+        assert_eq!(
+            render("%5p|%.3p|%5x|%.3x|%5X", &p),
+            "hello|hello world| 6865|68656c6c6f20776f726c64| 6865"
+        );
+        assert_eq!(
+            render("%10.3t|%-10.3t|%010t|%.2t|%3C|%5.2l", &p),
+            "       w/l|w/l       |w/long-topic|w/|   |   11"
+        );
     }
 
     #[test]

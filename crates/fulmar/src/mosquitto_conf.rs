@@ -20,7 +20,13 @@
 //! `listener`, the broker listens on localhost:1883 (`listener PORT` without
 //! an address listens on every IPv4 address); `allow_anonymous` defaults to
 //! false once a listener is configured; persistence is off; `$SYS` topics
-//! are published every 10 seconds; packets may be as large as MQTT allows.
+//! are published every 10 seconds; packets may be as large as MQTT allows;
+//! connections are not limited in number. `port` (and `bind_address`) make
+//! mosquitto's default listener, on every IPv4 address, next to those of
+//! `listener` lines. Limits fulmar has and mosquitto does not stay at
+//! fulmar's defaults (1 024 subscriptions per client, 100 000 retained
+//! messages, queues bounded in bytes): set them in a TOML file if needed
+//! (`--print-config` starts one).
 //! `fulmar broker -c mosquitto.conf --print-config` prints the result as
 //! fulmar's TOML.
 
@@ -161,10 +167,13 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
     config.persistence.dir = base.join(&config.persistence.dir);
     config.sys.interval_secs = 10;
     config.limits.max_packet_size = std::num::NonZeroU32::MIN.saturating_add(268_435_454);
+    config.limits.max_connections = usize::MAX;
     let mut notes = Vec::new();
     let mut allow_anonymous = None;
     let mut levels: Vec<&str> = Vec::new();
-    let mut default_port: Option<u16> = None;
+    // The listener of `port` / `bind_address` (mosquitto's default
+    // listener), first in `config.listeners` once there: host and port.
+    let mut default: Option<(String, u16)> = None;
     let mut bridge: Option<usize> = None;
     let path = |value: &str| base.join(value);
     for (i, raw) in text.lines().enumerate() {
@@ -232,24 +241,40 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                 });
                 bridge = None;
             }
-            "port" => {
-                let port = u16::try_from(number("a port")?)
-                    .map_err(|_| at(format!("{value:?} is not a port")))?;
-                default_port = Some(port);
-            }
-            "bind_address" => {
-                notes.push(format!(
-                    "line {n}: bind_address is deprecated in mosquitto: use `listener PORT {value}`"
-                ));
-                config.listeners.push(ListenerConfig {
-                    protocol: Protocol::Tcp,
-                    bind: format!("{}:{}", need()?, default_port.unwrap_or(1883)),
-                    cert: None,
-                    key: None,
-                    client_ca: None,
-                    require_certificate: None,
-                    path: None,
-                });
+            "port" | "bind_address" => {
+                let existed = default.is_some();
+                let (host, port) = default
+                    .take()
+                    .unwrap_or_else(|| ("0.0.0.0".to_owned(), 1883));
+                let (host, port) = if key == "port" {
+                    let port = u16::try_from(number("a port")?)
+                        .map_err(|_| at(format!("{value:?} is not a port")))?;
+                    (host, port)
+                } else {
+                    (need()?.to_owned(), port)
+                };
+                let bind = if host.contains(':') && !host.starts_with('[') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                };
+                match (existed, config.listeners.first_mut()) {
+                    // Set again: the same listener.
+                    (true, Some(first)) => first.bind = bind,
+                    _ => config.listeners.insert(
+                        0,
+                        ListenerConfig {
+                            protocol: Protocol::Tcp,
+                            bind,
+                            cert: None,
+                            key: None,
+                            client_ca: None,
+                            require_certificate: None,
+                            path: None,
+                        },
+                    ),
+                }
+                default = Some((host, port));
             }
             "protocol" => {
                 let l = listener(&mut config)?;
@@ -310,10 +335,10 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
             }
             "persistence" => config.persistence.enabled = boolean()?,
             "persistence_location" => config.persistence.dir = path(need()?),
+            // -1 (mosquitto's default): no limit.
             "max_connections" => {
-                if let Ok(max) = usize::try_from(number("a number")?) {
-                    config.limits.max_connections = max;
-                }
+                config.limits.max_connections =
+                    usize::try_from(number("a number")?).unwrap_or(usize::MAX);
             }
             "max_queued_messages" => match number("a number")? {
                 m if m > 0 => {
@@ -329,7 +354,11 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                 b if b > 0 => {
                     config.limits.max_queued_bytes = usize::try_from(b).unwrap_or(usize::MAX)
                 }
-                _ => {}
+                _ => notes.push(format!(
+                    "line {n}: max_queued_bytes {value}: fulmar's queues are always bounded; \
+                     the default ({}) stays",
+                    config.limits.max_queued_bytes
+                )),
             },
             "max_packet_size" | "message_size_limit" => {
                 let size = number("a size")?;
@@ -381,10 +410,11 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
         }
     }
     if config.listeners.is_empty() {
-        // mosquitto 2.0 without a listener: local only (`port` sets its port).
+        // mosquitto 2.0 with neither `listener` nor `port`: local only, and
+        // anonymous clients allowed.
         config.listeners.push(ListenerConfig {
             protocol: Protocol::Tcp,
-            bind: format!("127.0.0.1:{}", default_port.unwrap_or(1883)),
+            bind: "127.0.0.1:1883".to_owned(),
             cert: None,
             key: None,
             client_ca: None,
@@ -629,6 +659,35 @@ mod tests {
             "{notes:?}"
         );
         assert!(notes[2].contains("/mqtt"), "{notes:?}");
+    }
+
+    // `port` is mosquitto's default listener: on every address, a configured
+    // listener (anonymous clients refused by default), next to `listener`
+    // ones; found by a review against mosquitto 2.0.11.
+    #[test]
+    fn port_makes_the_default_listener() {
+        let (config, _) = parsed("port 1884\n");
+        let binds: Vec<&str> = config.listeners.iter().map(|l| l.bind.as_str()).collect();
+        assert_eq!(binds, ["0.0.0.0:1884"]);
+        assert_eq!(config.auth.allow_anonymous, Some(false));
+        let (config, _) =
+            parsed("listener 1885 127.0.0.1\nport 1884\nbind_address 127.0.0.1\nport 1886\n");
+        let binds: Vec<&str> = config.listeners.iter().map(|l| l.bind.as_str()).collect();
+        assert_eq!(binds, ["127.0.0.1:1886", "127.0.0.1:1885"]);
+        // Settings before any `listener` are the default listener's.
+        let (config, _) = parsed("port 8883\ncertfile c.pem\nkeyfile k.pem\n");
+        assert_eq!(config.listeners[0].protocol, Protocol::Tls);
+    }
+
+    #[test]
+    fn mosquittos_unlimited_values() {
+        let (config, _) = parsed("max_connections -1\n");
+        assert_eq!(config.limits.max_connections, usize::MAX);
+        let (config, _) = parsed("max_connections 50\n");
+        assert_eq!(config.limits.max_connections, 50);
+        let (config, notes) = parsed("max_queued_bytes 0\nmax_queued_messages 0\n");
+        assert_eq!(config.limits.max_queued_bytes, 16 << 20);
+        assert_eq!(notes.len(), 2, "{notes:?}");
     }
 
     #[test]

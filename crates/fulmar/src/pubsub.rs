@@ -16,7 +16,7 @@ use fulmar_codec::MqttString;
 use futures::StreamExt;
 use futures::stream::{BoxStream, PollNext};
 
-use crate::format::{Format, FormatError};
+use crate::format::Format;
 use crate::logging::{self, LogFormat};
 
 /// Connection options shared by `pub` and `sub`.
@@ -65,8 +65,8 @@ pub(crate) struct ConnArgs {
     #[arg(short, long, value_name = "SECONDS", default_value_t = 60)]
     keepalive: u16,
     /// Disable clean session / clean start: resume the broker's session for
-    /// this client id (needs -i or -I; under MQTT 5.0 the session never
-    /// expires unless -x is given).
+    /// this client id (needs -i; under MQTT 5.0 the session never expires
+    /// unless -x is given).
     #[arg(short = 'c', long = "disable-clean-session")]
     no_clean: bool,
     /// Session Expiry Interval in seconds (MQTT 5.0).
@@ -433,10 +433,12 @@ impl ConnArgs {
         }
         match (&self.id, &self.id_prefix) {
             (Some(id), _) => options = options.client_id(id.clone()),
+            // A session under a new identifier at each run would never be
+            // resumed: -c needs -i, as for mosquitto's tools.
+            (None, _) if self.no_clean => return Err("-c needs a client id (-i)".to_owned()),
             (None, Some(prefix)) => {
                 options = options.client_id(format!("{prefix}{}", std::process::id()));
             }
-            (None, None) if self.no_clean => return Err("-c needs -i or -I".to_owned()),
             (None, None) => {}
         }
         let username = self.username.clone().or(url.username);
@@ -577,8 +579,7 @@ pub(crate) struct PubArgs {
           value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "lines")]
     repeat: u32,
     /// Seconds to wait between repeated messages (may be fractional).
-    #[arg(long = "repeat-delay", value_name = "SECONDS", requires = "repeat",
-          value_parser = parse_seconds)]
+    #[arg(long = "repeat-delay", value_name = "SECONDS", value_parser = parse_seconds)]
     repeat_delay: Option<Duration>,
 }
 
@@ -959,6 +960,7 @@ async fn receive(
 ) -> Result<(), Ending> {
     let (client, queued) = args.conn.connect_for(props, true).await?;
     let client = slot.insert(client);
+    let own_ids = properties.subscription_identifier.is_none();
     let mut subscribed = None;
     if !args.topic.is_empty() {
         let filters: Vec<(String, SubscriptionOptions)> = args
@@ -1026,10 +1028,11 @@ async fn receive(
                     .await
                     .map_err(|e| format!("removing the retained message failed: {e}"))?;
             }
-            match print(&mut out, args, &message) {
-                Ok(()) => *received += 1,
-                Err(FormatError::NotJson) => {
-                    if !args.conn.quiet {
+            match print(&mut out, args, &message, own_ids) {
+                Ok(json) => {
+                    *received += 1;
+                    if !json && !args.conn.quiet {
+                        // Printed without it, as mosquitto_sub does.
                         eprintln!(
                             "fulmar: the payload on {} is not JSON (-F %J)",
                             message.topic
@@ -1038,7 +1041,7 @@ async fn receive(
                 }
                 // The reader went away (e.g. `| head -1`): stop quietly, and
                 // leave this message to the session.
-                Err(FormatError::Io) => break,
+                Err(_) => break,
             }
         }
         // With -c, acknowledged once printed: what was received but not
@@ -1094,13 +1097,26 @@ fn interrupted() -> Result<impl Future<Output = ()>, String> {
     })
 }
 
+/// Prints one message; false when -F's `%J` found a payload that is not
+/// JSON. With `own_ids`, the Subscription Identifiers are the client's own
+/// (it picks one per subscription to route messages to their streams when
+/// none was given with -D): -F does not show them.
 fn print(
     out: &mut impl Write,
     args: &SubArgs,
     message: &fulmar_codec::Publish,
-) -> Result<(), FormatError> {
+    own_ids: bool,
+) -> std::io::Result<bool> {
+    let mut json = true;
     if let Some(format) = &args.format {
-        format.write(out, message, std::time::SystemTime::now())?;
+        let at = std::time::SystemTime::now();
+        json = if own_ids && !message.properties.subscription_identifiers.is_empty() {
+            let mut shown = message.clone();
+            shown.properties.subscription_identifiers.clear();
+            format.write(out, &shown, at)?
+        } else {
+            format.write(out, message, at)?
+        };
     } else {
         if args.verbose {
             out.write_all(message.topic.as_bytes())?;
@@ -1112,7 +1128,7 @@ fn print(
         out.write_all(b"\n")?;
     }
     out.flush()?;
-    Ok(())
+    Ok(json)
 }
 
 #[cfg(test)]
@@ -1260,7 +1276,7 @@ mod tests {
 
     #[test]
     fn bad_flags_are_refused() {
-        // -c needs -i or -I; -m and -f exclude each other; QoS 3 does not exist.
+        // -c needs -i; -m and -f exclude each other; QoS 3 does not exist.
         let p = P::try_parse_from(["pub", "-t", "a", "-m", "x", "-c"]).unwrap();
         assert!(p.args.conn.options(&Properties::default()).is_err());
         assert!(P::try_parse_from(["pub", "-t", "a", "-m", "x", "-f", "y"]).is_err());
@@ -1341,19 +1357,19 @@ mod tests {
     fn output_is_one_line_per_message() {
         let s = S::try_parse_from(["sub", "-t", "a", "-v"]).unwrap().args;
         let mut out = Vec::new();
-        print(&mut out, &s, &message("a/b", "hello")).unwrap();
-        print(&mut out, &s, &message("a/c", "")).unwrap();
+        print(&mut out, &s, &message("a/b", "hello"), true).unwrap();
+        print(&mut out, &s, &message("a/c", ""), true).unwrap();
         assert_eq!(out, b"a/b hello\na/c \n");
         let s = S::try_parse_from(["sub", "-t", "a", "-N"]).unwrap().args;
         let mut out = Vec::new();
-        print(&mut out, &s, &message("a/b", "x")).unwrap();
+        print(&mut out, &s, &message("a/b", "x"), true).unwrap();
         assert_eq!(out, b"x");
         // -F replaces -v; the newline is added unless -N.
         let s = S::try_parse_from(["sub", "-t", "a", "-v", "-F", "%t=%p %l"])
             .unwrap()
             .args;
         let mut out = Vec::new();
-        print(&mut out, &s, &message("a/b", "x")).unwrap();
+        print(&mut out, &s, &message("a/b", "x"), true).unwrap();
         assert_eq!(out, b"a/b=x 1\n");
         assert!(S::try_parse_from(["sub", "-t", "a", "-F", "%z"]).is_err());
     }
@@ -1405,10 +1421,15 @@ mod tests {
 
     #[test]
     fn id_prefix_and_repeat() {
-        let p = P::try_parse_from(["pub", "-t", "a", "-m", "m", "-I", "job-", "-c"])
+        let p = P::try_parse_from(["pub", "-t", "a", "-m", "m", "-I", "job-"])
             .unwrap()
             .args;
         assert!(p.conn.options(&Properties::default()).is_ok());
+        // -c needs -i, -I is not enough (as for mosquitto_sub).
+        let p = P::try_parse_from(["pub", "-t", "a", "-m", "m", "-I", "job-", "-c"])
+            .unwrap()
+            .args;
+        assert!(p.conn.options(&Properties::default()).is_err());
         assert!(P::try_parse_from(["pub", "-t", "a", "-m", "m", "-I", "x", "-i", "y"]).is_err());
         let p = P::try_parse_from([
             "pub",

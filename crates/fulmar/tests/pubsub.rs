@@ -568,8 +568,8 @@ fn format_url_and_repeat_as_mosquittos_tools() {
         broker.port,
         &[&["-t", "f/1", "-m", "hé", "-q", "1", "-r"][..], &properties].concat(),
     );
-    // Not %S: fulmar's client picks subscription identifiers of its own.
-    let format = "%t|%p|%l|%q|%r|%x|%X|%C|%F|%R|%P|%%|\\t|@@";
+    // %S: the identifier fulmar's client picks for itself is not shown.
+    let format = "%t|%p|%l|%q|%r|%x|%X|%C|%F|%R|%P|%S|%%|\\t|@@|%5p|%.1t";
     let url = format!("mqtt://127.0.0.1:{port}/f/#");
     let ours = subscribe(
         broker.port,
@@ -586,7 +586,7 @@ fn format_url_and_repeat_as_mosquittos_tools() {
     assert_eq!(ours, String::from_utf8(theirs.stdout).unwrap());
     assert_eq!(
         ours,
-        "f/1|hé|3|1|1|68c3a9|68C3A9|text/plain|1|re/ply|k:v|%|\t|@\n"
+        "f/1|hé|3|1|1|68c3a9|68C3A9|text/plain|1|re/ply|k:v||%|\t|@|  hé|f\n"
     );
 
     let sub = Sub::start(broker.port, &["-t", "r/#", "-C", "3"]);
