@@ -794,13 +794,12 @@ impl Outbound {
 
 /// Counts `waited` against the Message Expiry Interval of a message whose
 /// delivery has started (it is in flight, so it is sent again however long
-/// it waited, MQTT-4.4.0-1): what is left, at least 1 second.
-/// An interval of 0 stays 0 (see [`message_expiry_left`]).
+/// it waited, MQTT-4.4.0-1): what is left, 0 once its lifetime has passed
+/// (a lifetime that ends as it arrives, as an interval of 0 is: see
+/// [`message_expiry_left`]; it was sent with 1, as if a second were left).
 pub(crate) fn age_started(publish: &mut Publish, waited: std::time::Duration) {
-    if let Some(interval) = &mut publish.properties.message_expiry_interval
-        && *interval > 0
-    {
-        *interval = interval.saturating_sub(whole_seconds(waited)).max(1);
+    if let Some(interval) = &mut publish.properties.message_expiry_interval {
+        *interval = interval.saturating_sub(whole_seconds(waited));
     }
 }
 

@@ -30,15 +30,13 @@ pub(crate) fn instant_of(at: u64, now: Instant, now_unix: u64) -> Instant {
 
 /// Counts the time since `stored_at` (Unix milliseconds) against the Message
 /// Expiry Interval of a message in flight (v5:MQTT-3.3.2-6): it is sent again
-/// however long that was (MQTT-4.4.0-1), with at least 1 second left (an
-/// interval of 0 stays 0, see [`fulmar_session::message_expiry_left`]).
+/// however long that was (MQTT-4.4.0-1), with what is left, 0 once its
+/// lifetime has passed (see [`fulmar_session::message_expiry_left`]).
 pub(crate) fn age_in_flight(publish: &mut Publish, stored_at: u64, now_unix: u64) {
-    if let Some(interval) = &mut publish.properties.message_expiry_interval
-        && *interval > 0
-    {
+    if let Some(interval) = &mut publish.properties.message_expiry_interval {
         let waited = now_unix.saturating_sub(stored_at) / 1000;
-        let left = u64::from(*interval).saturating_sub(waited).max(1);
-        *interval = u32::try_from(left).unwrap_or(1);
+        let left = u64::from(*interval).saturating_sub(waited);
+        *interval = u32::try_from(left).unwrap_or(0);
     }
 }
 
@@ -276,8 +274,10 @@ mod tests {
 
     use super::*;
 
-    // A message in flight is sent again however long it waited, with at
-    // least 1 s left; one that came with 0 keeps 0 (it became 1).
+    // A message in flight is sent again however long it waited, with what
+    // is left: 0 once its lifetime passed (it went with 1, as if a second
+    // were left; found by a differential review); one that came with 0
+    // keeps 0.
     // v5:MQTT-3.3.2-6
     #[test]
     fn a_message_in_flight_ages_but_is_sent_again() {
@@ -288,7 +288,7 @@ mod tests {
             p.properties.message_expiry_interval
         };
         assert_eq!(aged(60, 15_000), Some(45));
-        assert_eq!(aged(60, 600_000), Some(1));
+        assert_eq!(aged(60, 600_000), Some(0));
         assert_eq!(aged(0, 5_000), Some(0));
     }
 }
