@@ -1309,21 +1309,8 @@ impl State {
     /// store and returns its key; `None` without a store, or for QoS 0.
     pub(crate) fn store_message(&mut self, client: &Arc<str>, publish: &Publish) -> Option<u64> {
         let journal = self.journal.as_ref()?;
-        if publish.qos == QoS::AtMostOnce {
-            return None;
-        }
-        self.next_seq += 1;
-        journal.push(StoreOp::PutMessage {
-            client: client.clone(),
-            seq: self.next_seq,
-            message: StoredMessage {
-                publish: publish.clone(),
-                stored_at: unix_millis(),
-                packet_id: None,
-                released: false,
-            },
-        });
-        Some(self.next_seq)
+        (publish.qos != QoS::AtMostOnce)
+            .then(|| put_message(journal, &mut self.next_seq, client, publish))
     }
 
     /// Removes a session and its subscriptions.
@@ -1684,19 +1671,7 @@ impl Target<'_> {
                 let seq = match (stored, journal) {
                     (Some(seq), _) => seq,
                     (None, Some(journal)) if publish.qos != QoS::AtMostOnce => {
-                        *self.next_seq += 1;
-                        let seq = *self.next_seq;
-                        journal.push(StoreOp::PutMessage {
-                            client: id.clone(),
-                            seq,
-                            message: StoredMessage {
-                                publish: publish.clone(),
-                                stored_at: unix_millis(),
-                                packet_id: None,
-                                released: false,
-                            },
-                        });
-                        Some(seq)
+                        Some(put_message(journal, self.next_seq, id, &publish))
                     }
                     (None, _) => None,
                 };
@@ -1828,6 +1803,23 @@ impl Target<'_> {
             }
         }
     }
+}
+
+/// Puts `publish` in the store for `client` under the next key of
+/// `next_seq`, not sent yet; returns the key.
+fn put_message(journal: &Journal, next_seq: &mut u64, client: &Arc<str>, publish: &Publish) -> u64 {
+    *next_seq += 1;
+    journal.push(StoreOp::PutMessage {
+        client: client.clone(),
+        seq: *next_seq,
+        message: StoredMessage {
+            publish: publish.clone(),
+            stored_at: unix_millis(),
+            packet_id: None,
+            released: false,
+        },
+    });
+    *next_seq
 }
 
 /// The copy of `publish` for one delivery: QoS downgraded to the highest

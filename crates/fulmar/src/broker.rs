@@ -94,15 +94,7 @@ fn effective_config(args: &BrokerArgs) -> Result<Config, String> {
         config.listeners = args
             .bind
             .iter()
-            .map(|addr| ListenerConfig {
-                protocol: Protocol::Tcp,
-                bind: listen_addr(addr, port),
-                cert: None,
-                key: None,
-                client_ca: None,
-                require_certificate: None,
-                path: None,
-            })
+            .map(|addr| ListenerConfig::tcp(listen_addr(addr, port)))
             .collect();
     } else if let (Some(port), Some(first)) = (args.port, config.listeners.first_mut()) {
         first.bind = with_port(&first.bind, port);

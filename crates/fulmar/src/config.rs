@@ -37,15 +37,7 @@ pub(crate) struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listeners: vec![ListenerConfig {
-                protocol: Protocol::Tcp,
-                bind: "127.0.0.1:1883".to_owned(),
-                cert: None,
-                key: None,
-                client_ca: None,
-                require_certificate: None,
-                path: None,
-            }],
+            listeners: vec![ListenerConfig::tcp("127.0.0.1:1883".to_owned())],
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
@@ -110,6 +102,21 @@ pub(crate) struct ListenerConfig {
     pub(crate) require_certificate: Option<bool>,
     /// HTTP path, for `ws` and `wss`.
     pub(crate) path: Option<String>,
+}
+
+impl ListenerConfig {
+    /// A plain TCP listener on `bind` (`ADDR:PORT`).
+    pub(crate) fn tcp(bind: String) -> Self {
+        Self {
+            protocol: Protocol::Tcp,
+            bind,
+            cert: None,
+            key: None,
+            client_ca: None,
+            require_certificate: None,
+            path: None,
+        }
+    }
 }
 
 fn default_protocol() -> Protocol {

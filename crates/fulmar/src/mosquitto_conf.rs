@@ -230,15 +230,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                     Some(host) => format!("{host}:{port}"),
                     None => format!("0.0.0.0:{port}"),
                 };
-                config.listeners.push(ListenerConfig {
-                    protocol: Protocol::Tcp,
-                    bind,
-                    cert: None,
-                    key: None,
-                    client_ca: None,
-                    require_certificate: None,
-                    path: None,
-                });
+                config.listeners.push(ListenerConfig::tcp(bind));
                 bridge = None;
             }
             "port" | "bind_address" => {
@@ -261,18 +253,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                 match (existed, config.listeners.first_mut()) {
                     // Set again: the same listener.
                     (true, Some(first)) => first.bind = bind,
-                    _ => config.listeners.insert(
-                        0,
-                        ListenerConfig {
-                            protocol: Protocol::Tcp,
-                            bind,
-                            cert: None,
-                            key: None,
-                            client_ca: None,
-                            require_certificate: None,
-                            path: None,
-                        },
-                    ),
+                    _ => config.listeners.insert(0, ListenerConfig::tcp(bind)),
                 }
                 default = Some((host, port));
             }
@@ -340,26 +321,21 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                 config.limits.max_connections =
                     usize::try_from(number("a number")?).unwrap_or(usize::MAX);
             }
-            "max_queued_messages" => match number("a number")? {
-                m if m > 0 => {
-                    config.limits.max_queued_messages = usize::try_from(m).unwrap_or(usize::MAX)
+            "max_queued_messages" | "max_queued_bytes" => {
+                let limit = if key == "max_queued_messages" {
+                    &mut config.limits.max_queued_messages
+                } else {
+                    &mut config.limits.max_queued_bytes
+                };
+                match number("a number")? {
+                    m if m > 0 => *limit = usize::try_from(m).unwrap_or(usize::MAX),
+                    // mosquitto's "no limit".
+                    _ => notes.push(format!(
+                        "line {n}: {key} {value}: fulmar's queues are always bounded; \
+                         the default ({limit}) stays"
+                    )),
                 }
-                _ => notes.push(format!(
-                    "line {n}: max_queued_messages {value}: fulmar's queues are always bounded; \
-                     the default ({}) stays",
-                    config.limits.max_queued_messages
-                )),
-            },
-            "max_queued_bytes" => match number("a number")? {
-                b if b > 0 => {
-                    config.limits.max_queued_bytes = usize::try_from(b).unwrap_or(usize::MAX)
-                }
-                _ => notes.push(format!(
-                    "line {n}: max_queued_bytes {value}: fulmar's queues are always bounded; \
-                     the default ({}) stays",
-                    config.limits.max_queued_bytes
-                )),
-            },
+            }
             "max_packet_size" | "message_size_limit" => {
                 let size = number("a size")?;
                 if size > 0 {
@@ -412,15 +388,9 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
     if config.listeners.is_empty() {
         // mosquitto 2.0 with neither `listener` nor `port`: local only, and
         // anonymous clients allowed.
-        config.listeners.push(ListenerConfig {
-            protocol: Protocol::Tcp,
-            bind: "127.0.0.1:1883".to_owned(),
-            cert: None,
-            key: None,
-            client_ca: None,
-            require_certificate: None,
-            path: None,
-        });
+        config
+            .listeners
+            .push(ListenerConfig::tcp("127.0.0.1:1883".to_owned()));
         config.auth.allow_anonymous = Some(allow_anonymous.unwrap_or(true));
     } else {
         config.auth.allow_anonymous = Some(allow_anonymous.unwrap_or(false));

@@ -325,6 +325,13 @@ impl Mosquitto {
             text.push_str("\nuser root\n");
             std::fs::write(conf, text).unwrap();
         }
+        Self::spawn(conf, port)
+            .unwrap_or_else(|| panic!("mosquitto -c {} did not start", conf.display()))
+    }
+
+    /// Runs mosquitto with `conf` and waits until it accepts connections on
+    /// `port`; `None` if it exited first (the port was taken, say).
+    fn spawn(conf: &Path, port: u16) -> Option<Self> {
         let mut child = Command::new(mosquitto_tool("mosquitto"))
             .arg("-c")
             .arg(conf)
@@ -335,15 +342,16 @@ impl Mosquitto {
             .unwrap();
         for _ in 0..400 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self { child, port };
+                return Some(Self { child, port });
             }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("mosquitto -c {}: {status}", conf.display());
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
         let _ = child.kill();
-        panic!("mosquitto did not start");
+        let _ = child.wait();
+        None
     }
 
     pub fn start() -> Self {
@@ -359,25 +367,9 @@ impl Mosquitto {
             }
             let conf = dir.join("mosquitto.conf");
             std::fs::write(&conf, config).unwrap();
-            let mut child = Command::new(mosquitto_tool("mosquitto"))
-                .arg("-c")
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            for _ in 0..400 {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Self { child, port };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(25));
+            if let Some(mosquitto) = Self::spawn(&conf, port) {
+                return mosquitto;
             }
-            let _ = child.kill();
-            let _ = child.wait();
         }
         panic!("mosquitto did not start");
     }
