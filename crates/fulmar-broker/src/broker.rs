@@ -407,7 +407,10 @@ impl BrokerBuilder {
             bridge,
             max_queued_bytes: self.limits.max_queued_bytes,
             max_retained: Some(self.limits.max_retained_messages),
-            reads: checks_reads.then(|| self.authorizer.clone()),
+            reads: checks_reads.then(|| crate::state::Reads {
+                authorizer: self.authorizer.clone(),
+                clients: std::collections::HashMap::new(),
+            }),
             ..State::default()
         };
         let mut writer = None;

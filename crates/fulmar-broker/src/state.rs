@@ -783,10 +783,6 @@ pub(crate) struct SessionEntry {
     pub(crate) expiry: u32,
     /// The filters this client subscribed to (for the per-client limit).
     pub(crate) filters: Filters,
-    /// Its last client, when the authorizer checks each delivery
-    /// ([`State::reads`]); `None` for a session restored from the store
-    /// until its client connects.
-    pub(crate) reader: Option<Arc<ClientInfo>>,
 }
 
 /// A retained message and when it was stored (for its Message Expiry Interval).
@@ -876,26 +872,30 @@ pub(crate) struct State {
     /// When [`State::remove_expired_retained`] last read every retained
     /// message.
     pub(crate) retained_swept: Option<Instant>,
-    /// The authorizer, when it checks each delivery
-    /// ([`Authorizer::checks_reads`]).
-    pub(crate) reads: Option<Arc<dyn Authorizer>>,
+    /// The authorizer and the sessions' clients, when it checks each
+    /// delivery ([`Authorizer::checks_reads`]).
+    pub(crate) reads: Option<Reads>,
 }
 
-/// Whether `key` may receive a message on `topic`: asks `reads` about a
-/// client whose session knows its client ([`SessionEntry::reader`]).
-fn may_read(
-    reads: Option<&dyn Authorizer>,
-    sessions: &HashMap<Arc<str>, Box<SessionEntry>>,
-    key: &Subscriber,
-    topic: &str,
-) -> bool {
+/// What checking each delivery needs: see [`State::reads`].
+pub(crate) struct Reads {
+    pub(crate) authorizer: Arc<dyn Authorizer>,
+    /// The last client of each session (kept apart from [`SessionEntry`],
+    /// which stays as small without an authorizer that checks reads); none
+    /// for a session restored from the store until its client connects.
+    pub(crate) clients: HashMap<Arc<str>, Arc<ClientInfo>>,
+}
+
+/// Whether `key` may receive a message on `topic`: asks the authorizer
+/// about a client whose session knows its client.
+fn may_read(reads: Option<&Reads>, key: &Subscriber, topic: &str) -> bool {
     let (Some(reads), Subscriber::Client(id)) = (reads, key) else {
         return true;
     };
-    sessions
+    reads
+        .clients
         .get(id)
-        .and_then(|entry| entry.reader.as_deref())
-        .is_none_or(|client| reads.authorize_read(client, topic))
+        .is_none_or(|client| reads.authorizer.authorize_read(client, topic))
 }
 
 /// Whether a subscriber can take a message now: an in-process one always,
@@ -1014,7 +1014,7 @@ impl State {
             reads,
             ..
         } = self;
-        let reads = reads.as_deref();
+        let reads = reads.as_ref();
         let mut found = Vec::new();
         if *bridge_shared {
             // The bridge delivers to shared groups (once across its nodes):
@@ -1026,13 +1026,12 @@ impl State {
             subs.collect_matches_available(
                 topic,
                 None,
-                |key| is_online(&*sessions, key) && may_read(reads, sessions, key, topic.as_str()),
+                |key| is_online(&*sessions, key) && may_read(reads, key, topic.as_str()),
                 &mut found,
             );
         }
         found.retain(|m| {
-            !(m.options.no_local && from == Some(m.key))
-                && may_read(reads, sessions, m.key, topic.as_str())
+            !(m.options.no_local && from == Some(m.key)) && may_read(reads, m.key, topic.as_str())
         });
         // Encoded once for all the subscribers it goes to (per variant).
         // Only where encoding costs more than finding a shared encoding: a
@@ -1100,14 +1099,14 @@ impl State {
         counters: &Counters,
         now: Instant,
     ) -> bool {
-        let (sessions, reads) = (&self.sessions, self.reads.as_deref());
+        let (sessions, reads) = (&self.sessions, self.reads.as_ref());
         let topic = publish.topic.as_str();
         let Some((key, options)) = self.subs.pick_shared_available(filter, None, |key| {
-            is_online(sessions, key) && may_read(reads, sessions, key, topic)
+            is_online(sessions, key) && may_read(reads, key, topic)
         }) else {
             return false;
         };
-        if !may_read(reads, sessions, key, topic) {
+        if !may_read(reads, key, topic) {
             // No member here may read it.
             return false;
         }
@@ -1317,6 +1316,9 @@ impl State {
     pub(crate) fn remove_session(&mut self, id: &Arc<str>) -> Option<SessionEntry> {
         let key = Subscriber::Client(id.clone());
         self.unschedule(id);
+        if let Some(reads) = &mut self.reads {
+            reads.clients.remove(id);
+        }
         let entry = self.sessions.remove(id)?;
         if entry.persistent
             && let Some(journal) = &self.journal
@@ -1441,12 +1443,7 @@ impl State {
     ) {
         let key = Subscriber::Client(client.clone());
         // Checked again: another user may hold the session now.
-        if !may_read(
-            self.reads.as_deref(),
-            &self.sessions,
-            &key,
-            delivery.publish.topic.as_str(),
-        ) {
+        if !may_read(self.reads.as_ref(), &key, delivery.publish.topic.as_str()) {
             if let (Some(journal), Some(seq)) = (&self.journal, delivery.seq) {
                 journal.push(StoreOp::DeleteMessage {
                     client: client.clone(),

@@ -1757,9 +1757,12 @@ impl<S: Stream> Connection<S> {
             conn_id: self.conn_id,
             control: self.control.inbox(),
         });
-        // Deliveries from now on are checked as this client's.
-        entry.reader = reader;
+
         let away = entry.take_away();
+        // Deliveries from now on are checked as this client's.
+        if let (Some(reads), Some(reader)) = (state.reads.as_mut(), reader) {
+            reads.clients.insert(id.clone(), reader);
+        }
         let (mut stored, offline, mut inflight) = (away.stored, away.offline, away.inflight);
         if cancelled && let Some(bridge) = &state.bridge {
             bridge.will_cleared(id);
