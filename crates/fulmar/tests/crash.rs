@@ -307,3 +307,50 @@ async fn acknowledged_messages_survive_sigkill() {
     broker.kill().unwrap();
     broker.wait().unwrap();
 }
+
+// MQTT-4.4.0-1: QoS 1 messages in flight when the broker is killed come
+// back to the resumed session with their original packet identifiers and
+// DUP (they came with new identifiers and without DUP: only a clean end of
+// the connection put the identifiers in the store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos1_identifiers_survive_a_kill() {
+    let dir = temp_dir().join("ids");
+    let port = free_port();
+    let mut broker = start_broker(port, &dir);
+    let subscriber = || {
+        options(port, "ids-sub")
+            .manual_acks(true)
+            .reconnect(Reconnect::disabled())
+    };
+    let (sub, _) = Client::connect(subscriber()).await.unwrap();
+    let mut stream = sub.subscribe("ids/t", QoS::AtLeastOnce).await.unwrap();
+    let (publisher, _) = Client::connect(options(port, "ids-pub")).await.unwrap();
+    let mut first = Vec::new();
+    for n in 0..3 {
+        publisher
+            .publish("ids/t", format!("m{n}"))
+            .qos(QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let m = stream.next().await.unwrap();
+        first.push((m.payload.clone(), m.packet_id));
+    }
+    // Its PUBACK waits for its commit, which comes after those of the three
+    // identifiers in the store's order.
+    publisher
+        .publish("ids/t", "m3")
+        .qos(QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    broker.kill().unwrap(); // SIGKILL
+    broker.wait().unwrap();
+    drop((sub, publisher, stream));
+    let mut broker = start_broker(port, &dir);
+    let (_sub, _, mut resent) = Client::connect_with_messages(subscriber()).await.unwrap();
+    for (payload, id) in first {
+        let m = resent.next().await.unwrap();
+        assert_eq!((&m.payload, m.packet_id, m.dup), (&payload, id, true));
+    }
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+}

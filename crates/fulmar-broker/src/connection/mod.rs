@@ -1375,13 +1375,17 @@ impl<S: Stream> Connection<S> {
                 self.inflight_seq
                     .get_or_insert_with(Box::default)
                     .insert(packet_id, seq);
+                // Its identifier goes to the store: after a restart, even a
+                // kill -9, it is resent with it and DUP [MQTT-4.4.0-1]. A
+                // QoS 2 one's must be there before it is sent (exactly
+                // once); a QoS 1 one's need not.
+                journal.push(StoreOp::MarkSent {
+                    client: client.id.clone(),
+                    seq,
+                    packet_id,
+                    released: false,
+                });
                 if qos == fulmar_codec::QoS::ExactlyOnce {
-                    journal.push(StoreOp::MarkSent {
-                        client: client.id.clone(),
-                        seq,
-                        packet_id,
-                        released: false,
-                    });
                     self.journaled();
                 }
             }
@@ -2252,27 +2256,6 @@ impl<S: Stream> Connection<S> {
                 });
                 let mut deadlines = Vec::new();
                 let mut publish_now = None;
-                // The identifiers of QoS 1 messages in flight go to the
-                // store (QoS 2 ones are there): after a restart they are
-                // resent with them and DUP [MQTT-4.4.0-1].
-                if let (Some(journal), Some(inflight)) = (&state.journal, &self.inflight_seq) {
-                    for publish in stored.outgoing().iter().filter_map(|o| match o {
-                        fulmar_session::Outgoing::Publish(p) => Some(p),
-                        _ => None,
-                    }) {
-                        if let (fulmar_codec::QoS::AtLeastOnce, Some(packet_id)) =
-                            (publish.qos, publish.packet_id)
-                            && let Some(&seq) = inflight.get(&packet_id)
-                        {
-                            journal.push(StoreOp::MarkSent {
-                                client: client.id.clone(),
-                                seq,
-                                packet_id,
-                                released: false,
-                            });
-                        }
-                    }
-                }
                 if let Some(entry) = state.sessions.get_mut(&client.id) {
                     entry.owner = None;
                     entry.expiry = client.expiry;

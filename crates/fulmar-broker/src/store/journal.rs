@@ -356,30 +356,37 @@ fn op_bytes(op: &StoreOp) -> usize {
 
 /// Drops the changes of a batch that cancel out: a message put and deleted
 /// in the same batch (its subscriber acknowledged it before the commit) is
-/// never written, nor what happened to it in between.
+/// never written, nor what happened to it in between; a message deleted in
+/// the batch is not marked as sent in it (a QoS 1 message acknowledged
+/// soon after it was sent).
 fn coalesce(ops: Vec<StoreOp>) -> Vec<StoreOp> {
     use std::collections::HashSet;
     let mut put: HashSet<(&str, u64)> = HashSet::new();
     let mut gone: HashSet<(Arc<str>, u64)> = HashSet::new();
+    let mut deleted: HashSet<(Arc<str>, u64)> = HashSet::new();
     for op in &ops {
         match op {
             StoreOp::PutMessage { client, seq, .. } => {
                 put.insert((client, *seq));
             }
-            StoreOp::DeleteMessage { client, seq } if put.contains(&(&**client, *seq)) => {
-                gone.insert((client.clone(), *seq));
+            StoreOp::DeleteMessage { client, seq } => {
+                if put.contains(&(&**client, *seq)) {
+                    gone.insert((client.clone(), *seq));
+                }
+                deleted.insert((client.clone(), *seq));
             }
             _ => {}
         }
     }
-    if gone.is_empty() {
+    if deleted.is_empty() {
         return ops;
     }
     ops.into_iter()
         .filter(|op| match op {
-            StoreOp::PutMessage { client, seq, .. }
-            | StoreOp::MarkSent { client, seq, .. }
-            | StoreOp::DeleteMessage { client, seq } => !gone.contains(&(client.clone(), *seq)),
+            StoreOp::MarkSent { client, seq, .. } => !deleted.contains(&(client.clone(), *seq)),
+            StoreOp::PutMessage { client, seq, .. } | StoreOp::DeleteMessage { client, seq } => {
+                !gone.contains(&(client.clone(), *seq))
+            }
             _ => true,
         })
         .collect()
@@ -652,5 +659,15 @@ mod tests {
         // A delete before the put (another key order) is kept.
         let ops = vec![del("a", 3), put("a", 3)];
         assert_eq!(coalesce(ops.clone()), ops);
+        // A message put in an earlier batch, marked as sent and deleted in
+        // this one (a QoS 1 message acknowledged at once): only the delete.
+        let sent = |seq| StoreOp::MarkSent {
+            client: Arc::from("a"),
+            seq,
+            packet_id: fulmar_codec::PacketId::new(9).unwrap(),
+            released: false,
+        };
+        let ops = vec![sent(4), sent(5), del("a", 4)];
+        assert_eq!(coalesce(ops), vec![sent(5), del("a", 4)]);
     }
 }
