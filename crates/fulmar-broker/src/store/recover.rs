@@ -196,8 +196,8 @@ pub(crate) fn recover(
 /// in flight and what stays queued.
 ///
 /// The store knows the packet identifier of a QoS 2 message once it was sent
-/// (`MarkSent`), and that of a QoS 1 message still in flight when its
-/// connection ended (`MarkSent` then; not after a crash). Messages go in
+/// (`MarkSent`), and that of a QoS 1 message once it went out (`MarkSent`
+/// too, not waited for: one sent just before a crash may lack it). Messages go in
 /// flight in `seq` order, so every message stored before the last one known
 /// to be sent was sent too: those are resent first, in their original order
 /// [MQTT-4.6.0-1], with DUP (those known with their identifier
