@@ -22,10 +22,34 @@ use fulmar_client::{Client, ConnectOptions, Reconnect};
 use fulmar_codec::{ProtocolVersion, QoS};
 use futures::StreamExt;
 
+/// A broker process, killed when dropped (a failing assertion does not
+/// leave it running).
+struct Broker(Child);
+
+impl std::ops::Deref for Broker {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Broker {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A `fulmar broker` process on `port` with its store in `dir`; the offline
 /// queue is large enough for the whole run (beyond it messages are dropped
 /// by design, acknowledged or not).
-fn start_broker(port: u16, dir: &std::path::Path) -> Child {
+fn start_broker(port: u16, dir: &std::path::Path) -> Broker {
     let config = dir.with_extension("toml");
     std::fs::write(&config, "[limits]\nmax_queued_messages = 1000000\n").unwrap();
     let mut child = fulmar()
@@ -39,7 +63,7 @@ fn start_broker(port: u16, dir: &std::path::Path) -> Child {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     wait_for_line(stderr, "listening on");
-    child
+    Broker(child)
 }
 
 /// Options of a client that keeps its session and reconnects quickly.
