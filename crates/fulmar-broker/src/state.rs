@@ -1571,10 +1571,7 @@ impl State {
         let will = self.sessions.get_mut(id).and_then(|e| e.take_will());
         self.remove_session(id);
         if let Some(will) = will {
-            self.publish_will(id, will.publish, max_queued, counters, now);
-            if let Some(bridge) = &self.bridge {
-                bridge.will_cleared(id);
-            }
+            self.publish_pending_will(id, will.publish, max_queued, counters, now);
         }
     }
 
