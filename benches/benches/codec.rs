@@ -80,7 +80,7 @@ fn publish_case(size_name: &str, len: usize, version: ProtocolVersion) -> Case {
     p.qos = QoS::AtLeastOnce;
     p.packet_id = PacketId::new(PACKET_ID);
     match version {
-        ProtocolVersion::V311 => {
+        ProtocolVersion::V31 | ProtocolVersion::V311 => {
             let peer = v4::Publish {
                 dup: false,
                 qos: rumqttc::QoS::AtLeastOnce,
@@ -138,7 +138,7 @@ fn publish_case(size_name: &str, len: usize, version: ProtocolVersion) -> Case {
 fn puback_case(version: ProtocolVersion) -> Case {
     let fulmar = PubAck::new(PacketId::new(PACKET_ID).unwrap()).into();
     let (name, peer) = match version {
-        ProtocolVersion::V311 => (
+        ProtocolVersion::V31 | ProtocolVersion::V311 => (
             "puback_v3",
             Peer::V4(v4::Packet::PubAck(v4::PubAck::new(PACKET_ID))),
         ),
@@ -245,7 +245,7 @@ fn filter(i: usize) -> String {
 fn subscribe_case(version: ProtocolVersion) -> Case {
     let id = PacketId::new(PACKET_ID).unwrap();
     match version {
-        ProtocolVersion::V311 => {
+        ProtocolVersion::V31 | ProtocolVersion::V311 => {
             let filters = (0..10)
                 .map(|i| (filter(i).into(), SubscriptionOptions::new(QoS::AtLeastOnce)))
                 .collect();

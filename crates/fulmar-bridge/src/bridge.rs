@@ -691,7 +691,7 @@ async fn run(
     let mut carry: VecDeque<(Publish, Instant)> = VecDeque::new();
     // The bridge bit is for 3.1.1 (5.0 has No Local; mosquitto closes a 5.0
     // connection that sets it).
-    let mut private = if link.try_private && link.options.version() == ProtocolVersion::V311 {
+    let mut private = if link.try_private && link.options.version().is_v3() {
         Private::On {
             settled: false,
             closes: 0,

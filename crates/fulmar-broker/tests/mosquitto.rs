@@ -1,5 +1,5 @@
 //! Interop with the mosquitto command line clients (Debian package
-//! mosquitto-clients), MQTT 3.1.1 and 5.0.
+//! mosquitto-clients), MQTT 3.1, 3.1.1 and 5.0.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +13,8 @@ use fulmar_broker::BrokerHandle;
 use fulmar_codec::QoS;
 use tokio::process::{Child, Command};
 
-const VERSIONS: [&str; 2] = ["mqttv311", "mqttv5"];
+/// MQTT 3.1 (`MQIsdp`) too: mosquitto_pub and mosquitto_sub still speak it.
+const VERSIONS: [&str; 3] = ["mqttv31", "mqttv311", "mqttv5"];
 
 /// A mosquitto client command against `broker`; fails clearly if the binary is missing.
 fn tool(name: &str, broker: &BrokerHandle, version: &str) -> Command {

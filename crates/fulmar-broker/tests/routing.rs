@@ -89,7 +89,7 @@ async fn suback_codes_follow_filter_order() {
         assert_eq!(ack.packet_id, pid(3));
         // 3.1.1 has one failure code, 0x80.
         let failure = match version {
-            V311 => SubAckReasonCode::UnspecifiedError,
+            fulmar_codec::ProtocolVersion::V31 | V311 => SubAckReasonCode::UnspecifiedError,
             V5 => SubAckReasonCode::TopicFilterInvalid,
         };
         assert_eq!(

@@ -692,7 +692,7 @@ fn gen_plan(rng: &mut Junk, profile: Profile, round: u64, i: u64, slow: bool) ->
         // Checked last, once authenticated.
         expect = match version {
             V5 => Expect::Refuse(ConnectReasonCode::TopicNameInvalid),
-            V311 => Expect::Closed,
+            ProtocolVersion::V31 | V311 => Expect::Closed,
         };
     }
     if expect == Expect::Accept && will_on_sys {

@@ -1052,7 +1052,12 @@ impl Driver {
         }
         self.subscription_ids = self.options.version == ProtocolVersion::V5
             && connack.properties.subscription_identifiers_available != Some(false);
-        if self.connected_once && !connack.session_present {
+        if self.connected_once && self.options.version == ProtocolVersion::V31 {
+            // MQTT 3.1 cannot say whether the broker kept the session:
+            // subscribe again (harmless if it did) and still unsubscribe
+            // what was dropped meanwhile.
+            self.resubscribe = self.router.acked_keys().collect();
+        } else if self.connected_once && !connack.session_present {
             // The broker has no subscriptions: every live stream's go again,
             // and there is nothing to unsubscribe.
             self.resubscribe = self.router.acked_keys().collect();
@@ -1384,7 +1389,7 @@ impl Driver {
                     let _gone = subscribe.reply.send(Err(Error::NotConnected));
                     return;
                 }
-                if self.session.protocol_version() == ProtocolVersion::V311
+                if self.session.protocol_version().is_v3()
                     && (subscribe.properties != SubscribeProperties::default()
                         || subscribe
                             .filters

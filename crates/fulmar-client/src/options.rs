@@ -285,7 +285,10 @@ impl ConnectOptions {
         self
     }
 
-    /// MQTT 3.1.1 or 5.0 (default).
+    /// MQTT 5.0 (default), 3.1.1 or, for old brokers, 3.1. A 3.1 CONNACK
+    /// cannot say whether the broker kept the session: after a reconnection
+    /// the client subscribes its streams again, and resends what was in
+    /// flight when it did not ask for a clean session.
     #[must_use]
     pub fn protocol_version(mut self, version: ProtocolVersion) -> Self {
         self.version = version;

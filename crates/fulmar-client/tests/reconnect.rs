@@ -15,7 +15,12 @@ use fulmar_client::{Client, ConnectOptions, Error, Message, ProtocolVersion, QoS
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
+/// MQTT 3.1 as well: mosquitto still speaks it.
+const VERSIONS: [ProtocolVersion; 3] = [
+    ProtocolVersion::V31,
+    ProtocolVersion::V311,
+    ProtocolVersion::V5,
+];
 
 fn fast_reconnect() -> Reconnect {
     Reconnect::exponential(Duration::from_millis(5), Duration::from_millis(50))
@@ -33,7 +38,7 @@ fn persistent(port: u16, version: ProtocolVersion, id: &str) -> ConnectOptions {
         .reconnect(fast_reconnect());
     match version {
         ProtocolVersion::V5 => options.session_expiry_interval(300),
-        ProtocolVersion::V311 => options,
+        ProtocolVersion::V31 | ProtocolVersion::V311 => options,
     }
 }
 

@@ -25,7 +25,7 @@ pub(crate) fn decode_ack<C: AckCode>(
     packet_type: PacketType,
 ) -> Result<(PacketId, C, AckProperties), DecodeError> {
     let packet_id = read_packet_id(r, packet_type)?;
-    if version == ProtocolVersion::V311 || r.is_empty() {
+    if version.is_v3() || r.is_empty() {
         return Ok((packet_id, C::default(), AckProperties::default()));
     }
     let code = r.u8("reason code")?;
@@ -78,7 +78,7 @@ pub(crate) fn write_ack<S: Sink, C: AckCode>(
     properties: &AckProperties,
 ) -> Result<(), EncodeError> {
     match version {
-        ProtocolVersion::V311 => {
+        ProtocolVersion::V31 | ProtocolVersion::V311 => {
             if reason != C::default() {
                 return Err(EncodeError::NotInV311 {
                     packet_type,
@@ -120,14 +120,18 @@ pub(crate) fn short_ack_len<C: AckCode>(
 ) -> Option<Result<usize, EncodeError>> {
     let success = reason == C::default();
     match version {
-        ProtocolVersion::V311 if !success => Some(Err(EncodeError::NotInV311 {
-            packet_type,
-            what: "reason code",
-        })),
-        ProtocolVersion::V311 if !properties.is_empty() => Some(Err(EncodeError::NotInV311 {
-            packet_type,
-            what: "properties",
-        })),
+        ProtocolVersion::V31 | ProtocolVersion::V311 if !success => {
+            Some(Err(EncodeError::NotInV311 {
+                packet_type,
+                what: "reason code",
+            }))
+        }
+        ProtocolVersion::V31 | ProtocolVersion::V311 if !properties.is_empty() => {
+            Some(Err(EncodeError::NotInV311 {
+                packet_type,
+                what: "properties",
+            }))
+        }
         ProtocolVersion::V5 if !properties.is_empty() => None,
         _ => Some(Ok(if success { 4 } else { 5 })),
     }

@@ -48,7 +48,7 @@ impl Encode for Auth {
     const TYPE: PacketType = PacketType::Auth;
 
     fn write_body<S: Sink>(&self, version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError> {
-        if version == ProtocolVersion::V311 {
+        if version.is_v3() {
             return Err(EncodeError::NotInV311 {
                 packet_type: PacketType::Auth,
                 what: "AUTH packet",

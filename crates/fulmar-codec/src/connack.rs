@@ -41,13 +41,19 @@ impl ConnAck {
         version: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
         let flags = r.u8("connect acknowledge flags")?;
+        // MQTT 3.1 has no flags: the byte is reserved and not looked at.
+        let flags = if version == ProtocolVersion::V31 {
+            0
+        } else {
+            flags
+        };
         if flags & 0xFE != 0 {
             return Err(DecodeError::ConnAckReservedFlags);
         }
         let session_present = flags & 1 != 0;
         let code = r.u8("connect reason code")?;
         let reason_code = match version {
-            ProtocolVersion::V311 => ConnectReasonCode::from_v311(code),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => ConnectReasonCode::from_v311(code),
             ProtocolVersion::V5 => ConnectReasonCode::try_from(code).ok(),
         }
         .ok_or(DecodeError::InvalidReasonCode {
@@ -59,7 +65,7 @@ impl ConnAck {
         }
         let properties: ConnAckProperties = match version {
             ProtocolVersion::V5 => decode_properties(r)?,
-            ProtocolVersion::V311 => ConnAckProperties::default(),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => ConnAckProperties::default(),
         };
         check_auth_decoded(
             properties.authentication_method.as_ref(),
@@ -82,13 +88,19 @@ impl Encode for ConnAck {
         }
         let code = match version {
             ProtocolVersion::V5 => self.reason_code.as_u8(),
-            ProtocolVersion::V311 => {
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
                 let not_in_v311 = |what| EncodeError::NotInV311 {
                     packet_type: PacketType::ConnAck,
                     what,
                 };
                 if !self.properties.is_empty() {
                     return Err(not_in_v311("properties"));
+                }
+                if self.session_present && version == ProtocolVersion::V31 {
+                    return Err(EncodeError::NotInV31 {
+                        packet_type: PacketType::ConnAck,
+                        what: "Session Present",
+                    });
                 }
                 self.reason_code
                     .to_v311()

@@ -135,17 +135,24 @@ impl Connect {
         minimal_length: bool,
     ) -> Result<Box<Self>, DecodeError> {
         let name = r.binary_slice("protocol name")?;
-        if name != b"MQTT" {
-            return Err(DecodeError::InvalidProtocolName {
-                level: r.u8("protocol level").ok(),
-            });
-        }
+        let legacy = match name {
+            b"MQTT" => false,
+            b"MQIsdp" => true,
+            _ => {
+                return Err(DecodeError::InvalidProtocolName {
+                    level: r.u8("protocol level").ok(),
+                });
+            }
+        };
         let level = r.u8("protocol level")?;
+        // `MQIsdp` goes with level 3 only, `MQTT` with 4 and 5.
         let protocol_version = ProtocolVersion::from_level(level & !BRIDGE_BIT)
+            .filter(|v| (*v == ProtocolVersion::V31) == legacy)
             .ok_or(DecodeError::UnsupportedProtocolLevel(level))?;
         let bridge = level & BRIDGE_BIT != 0;
         let flags = r.u8("connect flags")?;
-        if flags & RESERVED != 0 {
+        // MQTT 3.1 left bit 0 unused without forbidding it.
+        if flags & RESERVED != 0 && !legacy {
             return Err(DecodeError::ConnectReservedFlag);
         }
         let will_flag = flags & WILL_FLAG != 0;
@@ -158,13 +165,13 @@ impl Connect {
             QoS::try_from(will_qos_bits).map_err(|_| DecodeError::InvalidQoS("will QoS"))?;
         let has_username = flags & USERNAME_FLAG != 0;
         let has_password = flags & PASSWORD_FLAG != 0;
-        if protocol_version == ProtocolVersion::V311 && has_password && !has_username {
+        if protocol_version.is_v3() && has_password && !has_username {
             return Err(DecodeError::PasswordWithoutUsername);
         }
         let keep_alive = r.u16("keep alive")?;
         let properties: ConnectProperties = match protocol_version {
             ProtocolVersion::V5 => decode_properties(r)?,
-            ProtocolVersion::V311 => ConnectProperties::default(),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => ConnectProperties::default(),
         };
         check_auth_decoded(
             properties.authentication_method.as_ref(),
@@ -174,7 +181,7 @@ impl Connect {
         let will = if will_flag {
             let properties = match protocol_version {
                 ProtocolVersion::V5 => decode_properties(r)?,
-                ProtocolVersion::V311 => WillProperties::default(),
+                ProtocolVersion::V31 | ProtocolVersion::V311 => WillProperties::default(),
             };
             let topic = r.string("will topic")?;
             let payload = r.binary("will payload")?;
@@ -242,11 +249,11 @@ impl Connect {
     #[inline(always)]
     fn checked_len(&self) -> Result<(usize, usize, usize), EncodeError> {
         // Protocol name, level, flags and keep alive, then the client identifier.
-        let mut len = 10 + self.client_id.wire_len();
+        let mut len = 6 + self.protocol_version.protocol_name().len() + self.client_id.wire_len();
         let mut properties = 0;
         let mut will_properties = 0;
         match self.protocol_version {
-            ProtocolVersion::V311 => self.check_v311()?,
+            ProtocolVersion::V31 | ProtocolVersion::V311 => self.check_v311()?,
             ProtocolVersion::V5 => {
                 properties = self.properties.wire_len(true)?;
                 len += var_int_len(properties) + properties;
@@ -299,24 +306,34 @@ impl Connect {
     ) -> Result<(), EncodeError> {
         let v5 = self.protocol_version == ProtocolVersion::V5;
         let [ka_hi, ka_lo] = self.keep_alive.to_be_bytes();
-        // The fixed header and the whole fixed part of the variable header in one write.
-        put_with_var_int(
-            buf,
-            &[(Self::TYPE.as_u8() << 4) | Encode::flags(self)],
-            remaining,
-            &[
-                0,
-                4,
-                b'M',
-                b'Q',
-                b'T',
-                b'T',
-                self.level_byte(),
-                self.flags(),
-                ka_hi,
-                ka_lo,
-            ],
-        );
+        if self.protocol_version == ProtocolVersion::V31 {
+            put_with_var_int(
+                buf,
+                &[(Self::TYPE.as_u8() << 4) | Encode::flags(self)],
+                remaining,
+                &[0, 6, b'M', b'Q', b'I', b's', b'd', b'p'],
+            );
+            buf.put_slice(&[self.level_byte(), self.flags(), ka_hi, ka_lo]);
+        } else {
+            // The fixed header and the whole fixed part of the variable header in one write.
+            put_with_var_int(
+                buf,
+                &[(Self::TYPE.as_u8() << 4) | Encode::flags(self)],
+                remaining,
+                &[
+                    0,
+                    4,
+                    b'M',
+                    b'Q',
+                    b'T',
+                    b'T',
+                    self.level_byte(),
+                    self.flags(),
+                    ka_hi,
+                    ka_lo,
+                ],
+            );
+        }
         if v5 {
             put_with_var_int(buf, &[], properties, &[]);
             self.properties.write(buf)?;
@@ -383,11 +400,16 @@ impl Encode for Connect {
     /// Encodes in `self.protocol_version`; the argument is ignored.
     fn write_body<S: Sink>(&self, _version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError> {
         let version = self.protocol_version;
-        if version == ProtocolVersion::V311 {
+        if version.is_v3() {
             self.check_v311()?;
         }
-        s.put_u16(4);
-        s.put_slice(b"MQTT");
+        if version == ProtocolVersion::V31 {
+            s.put_u16(6);
+            s.put_slice(b"MQIsdp");
+        } else {
+            s.put_u16(4);
+            s.put_slice(b"MQTT");
+        }
         s.put_u8(self.level_byte());
         s.put_u8(self.flags());
         s.put_u16(self.keep_alive);

@@ -38,7 +38,7 @@ impl Disconnect {
         r: &mut Reader<'_>,
         version: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
-        if version == ProtocolVersion::V311 || r.is_empty() {
+        if version.is_v3() || r.is_empty() {
             return Ok(Self::default());
         }
         let code = r.u8("reason code")?;
@@ -65,7 +65,7 @@ impl Encode for Disconnect {
     fn write_body<S: Sink>(&self, version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError> {
         let has_properties = !self.properties.is_empty();
         match version {
-            ProtocolVersion::V311 => {
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
                 let not_in_v311 = |what| EncodeError::NotInV311 {
                     packet_type: PacketType::Disconnect,
                     what,

@@ -277,6 +277,15 @@ pub enum EncodeError {
         /// The offending field.
         what: &'static str,
     },
+    /// The packet carries data MQTT 3.1 cannot express although 3.1.1 can
+    /// (CONNACK's Session Present).
+    #[error("{packet_type}: {what} cannot be sent to an MQTT 3.1 peer")]
+    NotInV31 {
+        /// The packet type.
+        packet_type: PacketType,
+        /// The offending field.
+        what: &'static str,
+    },
     /// Binary Data longer than 65 535 bytes.
     #[error("{field} of {len} bytes is longer than 65535 bytes")]
     BinaryTooLong {

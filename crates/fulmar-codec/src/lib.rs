@@ -1,4 +1,5 @@
-//! Sans-IO MQTT 3.1.1 and 5.0 packet codec.
+//! Sans-IO MQTT 3.1.1 and 5.0 packet codec (and MQTT 3.1, `MQIsdp`: see
+//! [`ProtocolVersion::V31`]).
 //!
 //! # Contract
 //!

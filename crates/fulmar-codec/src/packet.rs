@@ -276,11 +276,14 @@ pub fn decode(
     let flags = first & 0x0F;
     let packet_type =
         PacketType::from_nibble(nibble).ok_or(DecodeError::ReservedPacketType(nibble))?;
-    if packet_type == PacketType::Auth && version == ProtocolVersion::V311 {
+    if packet_type == PacketType::Auth && version.is_v3() {
         return Err(DecodeError::ReservedPacketType(nibble));
     }
+    // MQTT 3.1 describes the flags of the other packets as unused (a client
+    // may set DUP on a resent SUBSCRIBE, for one) without making them an error.
     if let Some(expected) = packet_type.fixed_flags()
         && flags != expected
+        && version != ProtocolVersion::V31
     {
         return Err(DecodeError::ReservedFlags { packet_type, flags });
     }

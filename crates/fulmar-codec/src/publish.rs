@@ -170,7 +170,7 @@ impl Publish {
         );
         buf.extend_from_slice(topic);
         match version {
-            ProtocolVersion::V311 => {
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
                 if let Some(id) = self.packet_id {
                     BufMut::put_u16(buf, id.get());
                 }
@@ -202,7 +202,7 @@ impl Publish {
             return Err(self.flags_error());
         }
         match version {
-            ProtocolVersion::V311 => {
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
                 if !self.properties.is_empty() {
                     return Err(EncodeError::NotInV311 {
                         packet_type: PacketType::Publish,
@@ -279,7 +279,7 @@ impl Publish {
         };
         let properties: PublishProperties = match version {
             ProtocolVersion::V5 => decode_properties(&mut r)?,
-            ProtocolVersion::V311 => PublishProperties::default(),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => PublishProperties::default(),
         };
         if topic.is_empty() && properties.topic_alias.is_none() {
             return Err(DecodeError::EmptyTopicName);

@@ -40,16 +40,17 @@ impl SubAck {
         let packet_id = read_packet_id(r, PacketType::SubAck)?;
         let properties = match version {
             ProtocolVersion::V5 => decode_properties(r)?,
-            ProtocolVersion::V311 => AckProperties::default(),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => AckProperties::default(),
         };
         let mut reason_codes = Vec::with_capacity(r.remaining());
         while !r.is_empty() {
             let code = r.u8("reason code")?;
             let reason = match (version, code) {
-                (ProtocolVersion::V311, 0x00..=0x02 | 0x80) | (ProtocolVersion::V5, _) => {
-                    SubAckReasonCode::try_from(code).ok()
-                }
-                (ProtocolVersion::V311, _) => None,
+                // 3.1 has no failure code, but a 0x80 from a broker that
+                // sends it anyway is read as what it means.
+                (ProtocolVersion::V31 | ProtocolVersion::V311, 0x00..=0x02 | 0x80)
+                | (ProtocolVersion::V5, _) => SubAckReasonCode::try_from(code).ok(),
+                (ProtocolVersion::V31 | ProtocolVersion::V311, _) => None,
             };
             reason_codes.push(reason.ok_or(DecodeError::InvalidReasonCode {
                 packet_type: PacketType::SubAck,
@@ -70,7 +71,10 @@ impl SubAck {
 impl Encode for SubAck {
     const TYPE: PacketType = PacketType::SubAck;
 
-    /// Under 3.1.1 every failure code is sent as 0x80 (Failure).
+    /// Under 3.1.1 every failure code is sent as 0x80 (Failure). MQTT 3.1 has
+    /// no failure code; 0x80 is sent there too (it is what 3.1.1 added, and
+    /// what a 3.1 SUBACK is decoded with), but a server session answers a 3.1
+    /// client with QoS 0 instead, as mosquitto does.
     fn write_body<S: Sink>(&self, version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError> {
         if self.reason_codes.is_empty() {
             return Err(EncodeError::EmptyPayload(PacketType::SubAck));
@@ -78,7 +82,7 @@ impl Encode for SubAck {
         s.put_u16(self.packet_id.get());
         match version {
             ProtocolVersion::V5 => encode_properties(&self.properties, s)?,
-            ProtocolVersion::V311 => {
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
                 if !self.properties.is_empty() {
                     return Err(EncodeError::NotInV311 {
                         packet_type: PacketType::SubAck,
@@ -89,7 +93,7 @@ impl Encode for SubAck {
         }
         for code in &self.reason_codes {
             let byte = match version {
-                ProtocolVersion::V311 if code.is_error() => 0x80,
+                ProtocolVersion::V31 | ProtocolVersion::V311 if code.is_error() => 0x80,
                 _ => code.as_u8(),
             };
             s.put_u8(byte);

@@ -128,7 +128,7 @@ impl SubscriptionOptions {
     /// Parses the options byte for `version`.
     fn from_byte(b: u8, version: ProtocolVersion) -> Result<Self, DecodeError> {
         let reserved = match version {
-            ProtocolVersion::V311 => 0b1111_1100,
+            ProtocolVersion::V31 | ProtocolVersion::V311 => 0b1111_1100,
             ProtocolVersion::V5 => 0b1100_0000,
         };
         if b & reserved != 0 {
@@ -167,7 +167,7 @@ impl SubscriptionOptions {
     #[inline(always)]
     fn byte(self, version: ProtocolVersion) -> u8 {
         match version {
-            ProtocolVersion::V311 => self.qos.as_u8(),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => self.qos.as_u8(),
             ProtocolVersion::V5 => self.qos.as_u8() | self.v5_bits(),
         }
     }
@@ -175,7 +175,7 @@ impl SubscriptionOptions {
     /// The options byte for `version`.
     fn to_byte(self, version: ProtocolVersion) -> Result<u8, EncodeError> {
         let v5_bits = self.v5_bits();
-        if version == ProtocolVersion::V311 && v5_bits != 0 {
+        if version.is_v3() && v5_bits != 0 {
             return Err(EncodeError::NotInV311 {
                 packet_type: PacketType::Subscribe,
                 what: "subscription options",
@@ -193,7 +193,7 @@ impl Subscribe {
         let packet_id = read_packet_id(r, PacketType::Subscribe)?;
         let properties = match version {
             ProtocolVersion::V5 => decode_properties(r)?,
-            ProtocolVersion::V311 => SubscribeProperties::default(),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => SubscribeProperties::default(),
         };
         let mut filters = Vec::new();
         while !r.is_empty() {
@@ -245,7 +245,7 @@ impl Subscribe {
                     len += filter.len();
                 }
             }
-            ProtocolVersion::V311 => {
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
                 broken = !self.properties.is_empty();
                 for (filter, options) in &self.filters {
                     // Any 5.0 option (No Local among them, so no shared
@@ -289,7 +289,7 @@ impl Encode for Subscribe {
         };
         let [hi, lo] = filter_len(filter);
         match version {
-            ProtocolVersion::V311 => {
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
                 put_with_var_int(buf, &[first], remaining, &[id_hi, id_lo, hi, lo]);
             }
             ProtocolVersion::V5 => {
@@ -307,7 +307,7 @@ impl Encode for Subscribe {
         buf.extend_from_slice(filter.as_bytes());
         // One loop per version, so that the options byte is computed without a test.
         match version {
-            ProtocolVersion::V311 => {
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
                 put_filters(buf, *options, filters, |o| o.byte(ProtocolVersion::V311))
             }
             ProtocolVersion::V5 => {
@@ -331,7 +331,7 @@ impl Encode for Subscribe {
         s.put_u16(self.packet_id.get());
         match version {
             ProtocolVersion::V5 => encode_properties(&self.properties, s)?,
-            ProtocolVersion::V311 => {
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
                 if !self.properties.is_empty() {
                     return Err(EncodeError::NotInV311 {
                         packet_type: PacketType::Subscribe,

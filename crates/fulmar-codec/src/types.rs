@@ -7,11 +7,19 @@ use crate::error::InvalidValue;
 
 /// The MQTT protocol version spoken on a connection.
 ///
-/// The version is carried by the CONNECT packet (protocol level 4 or 5) and
+/// The version is carried by the CONNECT packet (protocol name and level) and
 /// then decides how every other packet on the connection is encoded.
+///
+/// MQTT 3.1 (protocol name `MQIsdp`, level 3), the version before the OASIS
+/// standard, is spoken by older devices and client libraries. Its packets are
+/// those of 3.1.1 with fewer rules: no Session Present flag in CONNACK, no
+/// failure return code in SUBACK, a client identifier that may not be empty.
+/// Everything 3.1.1 cannot carry, 3.1 cannot carry either.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ProtocolVersion {
+    /// MQTT 3.1, protocol name `MQIsdp`, protocol level 3.
+    V31,
     /// MQTT 3.1.1, protocol level 4.
     V311,
     /// MQTT 5.0, protocol level 5.
@@ -19,29 +27,54 @@ pub enum ProtocolVersion {
 }
 
 impl ProtocolVersion {
-    /// The protocol level byte of the CONNECT packet (4 or 5).
+    /// The protocol level byte of the CONNECT packet (3, 4 or 5).
     #[must_use]
     pub const fn level(self) -> u8 {
         match self {
+            Self::V31 => 3,
             Self::V311 => 4,
             Self::V5 => 5,
         }
     }
 
-    /// The version for a protocol level byte, if it is 4 or 5.
+    /// The version for a protocol level byte, if it is 3, 4 or 5.
     #[must_use]
     pub const fn from_level(level: u8) -> Option<Self> {
         match level {
+            3 => Some(Self::V31),
             4 => Some(Self::V311),
             5 => Some(Self::V5),
             _ => None,
         }
+    }
+
+    /// The protocol name of the CONNECT packet: `MQTT`, or `MQIsdp` for 3.1.
+    #[must_use]
+    pub const fn protocol_name(self) -> &'static str {
+        match self {
+            Self::V31 => "MQIsdp",
+            Self::V311 | Self::V5 => "MQTT",
+        }
+    }
+
+    /// Whether this is MQTT 5.0.
+    #[must_use]
+    pub const fn is_v5(self) -> bool {
+        matches!(self, Self::V5)
+    }
+
+    /// Whether this is MQTT 3.1 or 3.1.1: no properties, no reason codes
+    /// beyond 3.1.1's return codes, no AUTH.
+    #[must_use]
+    pub const fn is_v3(self) -> bool {
+        matches!(self, Self::V31 | Self::V311)
     }
 }
 
 impl fmt::Display for ProtocolVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Self::V31 => "MQTT 3.1",
             Self::V311 => "MQTT 3.1.1",
             Self::V5 => "MQTT 5.0",
         })
@@ -276,7 +309,8 @@ mod tests {
     fn protocol_levels() {
         assert_eq!(ProtocolVersion::from_level(4), Some(ProtocolVersion::V311));
         assert_eq!(ProtocolVersion::from_level(5), Some(ProtocolVersion::V5));
-        assert_eq!(ProtocolVersion::from_level(3), None);
+        assert_eq!(ProtocolVersion::from_level(3), Some(ProtocolVersion::V31));
+        assert_eq!(ProtocolVersion::from_level(2), None);
         assert_eq!(ProtocolVersion::V5.level(), 5);
     }
 

@@ -39,7 +39,7 @@ impl UnsubAck {
         version: ProtocolVersion,
     ) -> Result<Self, DecodeError> {
         let packet_id = read_packet_id(r, PacketType::UnsubAck)?;
-        if version == ProtocolVersion::V311 {
+        if version.is_v3() {
             return Ok(Self::new(packet_id, Vec::new()));
         }
         let properties = decode_properties(r)?;
@@ -69,7 +69,7 @@ impl Encode for UnsubAck {
 
     fn write_body<S: Sink>(&self, version: ProtocolVersion, s: &mut S) -> Result<(), EncodeError> {
         match version {
-            ProtocolVersion::V311 => {
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
                 let not_in_v311 = |what| EncodeError::NotInV311 {
                     packet_type: PacketType::UnsubAck,
                     what,

@@ -40,7 +40,7 @@ impl Unsubscribe {
         let packet_id = read_packet_id(r, PacketType::Unsubscribe)?;
         let properties = match version {
             ProtocolVersion::V5 => decode_properties(r)?,
-            ProtocolVersion::V311 => UnsubscribeProperties::default(),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => UnsubscribeProperties::default(),
         };
         let mut filters = Vec::new();
         while !r.is_empty() {
@@ -71,7 +71,7 @@ impl Encode for Unsubscribe {
         s.put_u16(self.packet_id.get());
         match version {
             ProtocolVersion::V5 => encode_properties(&self.properties, s)?,
-            ProtocolVersion::V311 => {
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
                 if !self.properties.is_empty() {
                     return Err(EncodeError::NotInV311 {
                         packet_type: PacketType::Unsubscribe,

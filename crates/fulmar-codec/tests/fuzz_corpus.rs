@@ -62,6 +62,23 @@ fn decode_v311_corpus_round_trips() {
     assert!(errors >= 50, "only {errors} of {files} files were refused");
 }
 
+/// MQTT 3.1 reads the packets of 3.1.1 with fewer checks (fixed header flags,
+/// CONNECT's unused bit, CONNACK's flags): the 3.1.1 corpus goes through the
+/// same checks on a 3.1 connection.
+#[test]
+fn decode_v311_corpus_round_trips_on_a_v31_connection() {
+    let (files, packets, errors) = replay("decode_v311", ProtocolVersion::V31);
+    assert!(
+        files >= MIN_FILES,
+        "only {files} corpus files for decode_v311"
+    );
+    assert!(
+        packets >= 100,
+        "only {packets} packets decoded from {files} files"
+    );
+    assert!(errors >= 50, "only {errors} of {files} files were refused");
+}
+
 #[test]
 fn decode_v5_corpus_round_trips() {
     let (files, packets, errors) = replay("decode_v5", ProtocolVersion::V5);

@@ -13,7 +13,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{assert_malformed, assert_vector, encode, frame, hex, id, string};
+use common::{assert_decodes_to, assert_malformed, assert_vector, encode, frame, hex, id, string};
 use fulmar_codec::{
     ConnAck, Connect, ConnectReasonCode, DecodeError, Disconnect, DisconnectReasonCode,
     EncodeError, Packet, PacketId, PacketType, ProtocolVersion, PubAck, PubAckReasonCode, PubComp,
@@ -115,12 +115,16 @@ fn connect_will_qos2_retained_and_user_name_only() {
     );
 }
 
-/// MQTT 3.1 clients send `MQIsdp` level 3; the error carries the level so a
-/// server can answer with return code 0x01.
+/// MQTT 3.1 clients send `MQIsdp` level 3, which is read as MQTT 3.1 (the
+/// "other specification" MQTT-3.1.2-1 allows). Another name is refused; the
+/// error carries the level so a server can answer with return code 0x01.
 // v3:MQTT-3.1.2-1 v3:MQTT-3.1.4-1
 #[test]
 fn connect_mqisdp_protocol_name() {
     let wire = hex("10 0F | 00 06 'MQIsdp' 03 02 00 3C | 00 01 'c'");
+    let v31 = ProtocolVersion::V31;
+    assert_decodes_to(&wire, V3, &Connect::new(v31, "c".into()).into());
+    let wire = hex("10 0F | 00 06 'MQIsdx' 03 02 00 3C | 00 01 'c'");
     let err = DecodeError::InvalidProtocolName { level: Some(3) };
     assert_eq!(err.protocol_level(), Some(3));
     assert_malformed(&wire, V3, err, ReasonCode::UnsupportedProtocolVersion);

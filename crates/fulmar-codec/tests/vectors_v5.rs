@@ -146,7 +146,7 @@ fn connect_decodes_in_its_own_version() {
 #[test]
 fn connect_protocol_name_and_level() {
     assert_malformed(
-        &hex("10 0F | 00 06 'MQIsdp' 03 02 00 3C | 00 01 'c'"),
+        &hex("10 0F | 00 06 'MQIsdx' 03 02 00 3C | 00 01 'c'"),
         V5,
         DecodeError::InvalidProtocolName { level: Some(3) },
         ReasonCode::UnsupportedProtocolVersion,

@@ -50,6 +50,7 @@ impl Session {
     /// # Errors
     /// [`ApiError::InvalidState`] while a connection is open,
     /// [`ApiError::EmptyClientIdNeedsCleanSession`] (3.1.1),
+    /// [`ApiError::EmptyClientIdInV31`],
     /// [`ApiError::InvalidWillTopic`], [`ApiError::WrongRole`].
     pub fn connect(&mut self, mut connect: Connect, now: Instant) -> Result<(), Error> {
         if self.role != Role::Client {
@@ -62,6 +63,9 @@ impl Session {
         if version == ProtocolVersion::V311 && connect.client_id.is_empty() && !connect.clean_start
         {
             return Err(ApiError::EmptyClientIdNeedsCleanSession.into());
+        }
+        if version == ProtocolVersion::V31 && connect.client_id.is_empty() {
+            return Err(ApiError::EmptyClientIdInV31.into());
         }
         if connect
             .will
@@ -295,7 +299,14 @@ impl Session {
         if connack.session_present && self.conn.clean_start {
             return Err(ProtocolViolation::UnexpectedSessionPresent.into());
         }
-        if !connack.session_present {
+        // MQTT 3.1 has no Session Present flag: a session that was not
+        // cleaned is taken to be there, as 3.1 clients did.
+        let session_present = if self.version == ProtocolVersion::V31 {
+            !self.conn.clean_start
+        } else {
+            connack.session_present
+        };
+        if !session_present {
             // v5 MQTT-3.2.2-5: no session on the server, discard ours.
             self.discard_session();
         }
@@ -328,9 +339,7 @@ impl Session {
             let carried = self.incoming_qos2.sorted();
             self.conn.carry_qos2(carried);
         }
-        if connack.session_present
-            && let Some(out) = self.out.existing_mut()
-        {
+        if session_present && let Some(out) = self.out.existing_mut() {
             out.resume(&mut self.transmit);
         }
         if self.conn.keep_alive == 0 {

@@ -233,6 +233,9 @@ pub enum ApiError {
     /// An MQTT 3.1.1 client with an empty client identifier must use a clean session.
     #[error("[MQTT-3.1.3-7] an empty client identifier needs clean session")]
     EmptyClientIdNeedsCleanSession,
+    /// MQTT 3.1 requires a client identifier (of 1 to 23 characters).
+    #[error("an MQTT 3.1 client needs a client identifier")]
+    EmptyClientIdInV31,
     /// The will's topic is empty or contains a wildcard: no server would
     /// publish it.
     #[error("[MQTT-4.7.0-1] [MQTT-4.7.3-1] the will topic is empty or contains a wildcard")]

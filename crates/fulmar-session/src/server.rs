@@ -120,7 +120,9 @@ impl Session {
             ConnAckProperties::default()
         };
         self.transmit.push_back(Packet::ConnAck(ConnAck {
-            session_present,
+            // MQTT 3.1 has no Session Present flag: the session is resumed
+            // all the same.
+            session_present: session_present && self.version != ProtocolVersion::V31,
             reason_code: ConnectReasonCode::Success,
             properties,
         }));
@@ -173,7 +175,7 @@ impl Session {
                 reason_code,
                 properties,
             }),
-            ProtocolVersion::V311 => reason_code
+            ProtocolVersion::V31 | ProtocolVersion::V311 => reason_code
                 .to_v311()
                 .map(|_| ConnAck::new(false, reason_code)),
         };
@@ -203,7 +205,9 @@ impl Session {
                 let code = match self.version {
                     ProtocolVersion::V5 => code,
                     // 3.1.1 MQTT-3.1.2-2: unacceptable protocol level is return code 1.
-                    ProtocolVersion::V311 => ConnectReasonCode::UnsupportedProtocolVersion,
+                    ProtocolVersion::V31 | ProtocolVersion::V311 => {
+                        ConnectReasonCode::UnsupportedProtocolVersion
+                    }
                 };
                 self.refuse(code, ConnAckProperties::default(), Initiator::Library);
             }
@@ -245,7 +249,17 @@ impl Session {
             Some(Request::InboundSubscribe { refused, .. }) => refused,
             _ => Vec::new(),
         };
-        let reason_codes = merge_refused(reason_codes, refused);
+        let mut reason_codes = merge_refused(reason_codes, refused);
+        if self.version == ProtocolVersion::V31 {
+            // MQTT 3.1 has no failure return code: a refused subscription is
+            // answered with QoS 0 granted and no subscription, as mosquitto
+            // does (it would otherwise have to close the connection).
+            for code in &mut reason_codes {
+                if code.is_error() {
+                    *code = SubAckReasonCode::GrantedQoS0;
+                }
+            }
+        }
         let properties = if self.version == ProtocolVersion::V5 {
             properties
         } else {
@@ -292,7 +306,7 @@ impl Session {
                 reason_codes,
                 properties,
             },
-            ProtocolVersion::V311 => UnsubAck::new(packet_id, Vec::new()),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => UnsubAck::new(packet_id, Vec::new()),
         };
         self.transmit.push_back(Packet::UnsubAck(ack));
         Ok(())
@@ -490,7 +504,7 @@ impl Session {
                     }
                 }
             }
-            ProtocolVersion::V311 => {
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
                 // 3.1.1 MQTT-3.8.3-2: a server that does not support wildcard
                 // filters rejects each subscription whose filter has one;
                 // likewise a shared one (3.1.1 leaves `$` topics to the
@@ -563,11 +577,14 @@ impl Session {
             .will
             .as_ref()
             .is_some_and(|w| w.topic.is_empty() || w.topic.contains(['+', '#']));
-        let refusal = if self.version == ProtocolVersion::V311
+        let refusal = if (self.version == ProtocolVersion::V311 && !connect.clean_start
+            || self.version == ProtocolVersion::V31)
             && connect.client_id.is_empty()
-            && !connect.clean_start
         {
-            // 3.1.1 MQTT-3.1.3-8: identifier rejected.
+            // 3.1.1 MQTT-3.1.3-8: identifier rejected. MQTT 3.1 requires a
+            // client identifier of 1 to 23 characters, and refuses an empty
+            // one with the same return code (the length is not enforced,
+            // as in mosquitto: 3.1.1 allows longer ones anyway).
             Some(ConnectReasonCode::ClientIdentifierNotValid)
         } else if will_topic_invalid {
             // MQTT-4.7.0-1, MQTT-4.7.3-1: the will has no topic name to go

@@ -651,7 +651,7 @@ impl Session {
             match outbound.next(limit, now, |p| outbound_check(role, version, &peer, p), out) {
                 Next::Sent => {
                     if let Some(Packet::Publish(publish)) = out {
-                        if version == ProtocolVersion::V311 {
+                        if version.is_v3() {
                             publish.properties = Default::default();
                         } else if self.config.outbound_topic_aliases && self.alias_fits(publish) {
                             self.conn.apply_out_alias(publish);
@@ -955,8 +955,10 @@ impl Session {
             return Err(ApiError::SessionExpiryAfterZero.into());
         }
         let packet = match (self.role, self.version) {
-            (Role::Server, ProtocolVersion::V311) => None,
-            (Role::Client, ProtocolVersion::V311) => Some(Disconnect::default()),
+            (Role::Server, ProtocolVersion::V31 | ProtocolVersion::V311) => None,
+            (Role::Client, ProtocolVersion::V31 | ProtocolVersion::V311) => {
+                Some(Disconnect::default())
+            }
             (Role::Server, ProtocolVersion::V5) => {
                 // MQTT-3.14.2-2: a server never sends a Session Expiry Interval.
                 let properties = DisconnectProperties {
@@ -1146,7 +1148,7 @@ fn sent_size(version: ProtocolVersion, publish: &mut Publish) -> Result<usize, E
     if publish.qos != QoS::AtMostOnce && id.is_none() {
         publish.packet_id = Some(PacketId::ONE);
     }
-    let result = if version == ProtocolVersion::V311 {
+    let result = if version.is_v3() {
         let properties = std::mem::take(&mut publish.properties);
         let result = publish.encoded_len(version);
         publish.properties = properties;
@@ -1162,7 +1164,7 @@ fn sent_size(version: ProtocolVersion, publish: &mut Publish) -> Result<usize, E
 /// `None` if it cannot be encoded at all.
 fn sent_len(version: ProtocolVersion, publish: &Publish) -> Option<usize> {
     let needs_id = publish.qos != QoS::AtMostOnce && publish.packet_id.is_none();
-    if version == ProtocolVersion::V311 || needs_id {
+    if version.is_v3() || needs_id {
         sent_size(version, &mut publish.clone()).ok()
     } else {
         publish.encoded_len(version).ok()

@@ -15,7 +15,12 @@ use fulmar_codec::{
 };
 use fulmar_session::{Config, Error, Event, ProtocolViolation, Session};
 
-const BOTH: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
+/// MQTT 3.1 runs every flow of 3.1.1.
+const VERSIONS: [ProtocolVersion; 3] = [
+    ProtocolVersion::V31,
+    ProtocolVersion::V311,
+    ProtocolVersion::V5,
+];
 
 fn nothing_available() -> Config {
     Config {
@@ -511,7 +516,7 @@ fn by_default_every_filter_reaches_the_application() {
     // Nothing turned off: wildcard, shared and identified subscriptions are
     // the application's to answer, in both versions.
     let now = t0();
-    for version in BOTH {
+    for version in VERSIONS {
         let mut server =
             connected_server(Config::default(), connect_packet(version, "c", true), now);
         let mut packet = subscribe(1, &["a/+", "#", "$share/g/a/#"]);

@@ -12,7 +12,12 @@ use fulmar_codec::{
 };
 use fulmar_session::{Config, Error, Event, Initiator, ProtocolViolation, Session};
 
-const BOTH: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
+/// MQTT 3.1 runs every flow of 3.1.1.
+const VERSIONS: [ProtocolVersion; 3] = [
+    ProtocolVersion::V31,
+    ProtocolVersion::V311,
+    ProtocolVersion::V5,
+];
 
 fn disconnected(events: &[Event]) -> Option<(Initiator, ReasonCode)> {
     events.iter().find_map(|e| match e {
@@ -28,7 +33,7 @@ fn disconnected(events: &[Event]) -> Option<(Initiator, ReasonCode)> {
 #[test]
 fn client_sends_connect_first_and_nothing_else_before_connack() {
     // MQTT-3.1.0-1 v5:MQTT-3.1.2-30
-    for version in BOTH {
+    for version in VERSIONS {
         let now = t0();
         let mut client = Session::client(Config::default());
         client
@@ -79,7 +84,7 @@ fn server_closes_when_first_packet_is_not_connect() {
 #[test]
 fn second_connect_is_a_protocol_error() {
     // MQTT-3.1.0-2 v5:MQTT-4.13.1-1 v3:MQTT-4.8.0-1
-    for version in BOTH {
+    for version in VERSIONS {
         let now = t0();
         let mut server =
             connected_server(Config::default(), connect_packet(version, "c", true), now);
@@ -98,7 +103,9 @@ fn second_connect_is_a_protocol_error() {
                     ))]
                 );
             }
-            ProtocolVersion::V311 => assert!(out.is_empty(), "3.1.1 closes without a packet"),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
+                assert!(out.is_empty(), "3.1.1 closes without a packet")
+            }
         }
         assert!(server.is_closed());
         // Sticky: later input is ignored.
@@ -116,7 +123,7 @@ fn accept_sets_session_present_from_clean_start_and_stored_state() {
     // v5:MQTT-3.2.2-2 v5:MQTT-3.2.2-3 v3:MQTT-3.2.2-1 v3:MQTT-3.2.2-2 v3:MQTT-3.2.2-3
     // v5:MQTT-3.1.2-4 v5:MQTT-3.1.2-5 v5:MQTT-3.1.2-6 v3:MQTT-3.1.2-4 v3:MQTT-3.1.2-6
     // v5:MQTT-3.1.4-4 v5:MQTT-3.1.4-5 v3:MQTT-3.1.4-3 v3:MQTT-3.1.4-4
-    for version in BOTH {
+    for version in VERSIONS {
         let now = t0();
         let mut old = connected_server(Config::default(), connect_packet(version, "c", false), now);
         old.publish(publish("t", QoS::AtLeastOnce, b"x"), now)
@@ -143,7 +150,9 @@ fn accept_sets_session_present_from_clean_start_and_stored_state() {
             let Some(Packet::ConnAck(connack)) = out.first() else {
                 panic!("{out:?}")
             };
-            assert_eq!(connack.session_present, present);
+            // MQTT 3.1 has no Session Present flag: resumed all the same.
+            let flag = present && version != ProtocolVersion::V31;
+            assert_eq!(connack.session_present, flag);
             assert_eq!(connack.reason_code, ConnectReasonCode::Success);
             assert_eq!(
                 server.inflight_len(),
@@ -210,7 +219,7 @@ fn connack_is_the_first_packet_and_sent_once() {
 #[test]
 fn client_rejects_packets_before_connack() {
     // v5:MQTT-3.2.0-1 v3:MQTT-3.2.0-1
-    for version in BOTH {
+    for version in VERSIONS {
         let now = t0();
         let mut client = Session::client(Config::default());
         client
@@ -236,7 +245,7 @@ fn client_rejects_packets_before_connack() {
 fn reject_sends_a_failure_connack_and_closes() {
     // v5:MQTT-3.2.2-6 v5:MQTT-3.2.2-7 v3:MQTT-3.2.2-4 v3:MQTT-3.2.2-5 v5:MQTT-3.1.4-6 v3:MQTT-3.1.4-5
     // v5:MQTT-4.13.2-1
-    for version in BOTH {
+    for version in VERSIONS {
         let now = t0();
         let mut server = connect_received(connect_packet(version, "c", false), now);
         let _ = events(&mut server);
@@ -372,7 +381,7 @@ fn will_qos_or_retain_beyond_the_server_is_refused() {
 #[test]
 fn a_will_topic_with_a_wildcard_or_empty_is_refused() {
     let now = t0();
-    for version in BOTH {
+    for version in VERSIONS {
         for topic in ["t/#", "t/+", "+", ""] {
             let mut connect = connect_packet(version, "c", true);
             connect.will = Some(Will::new(
@@ -388,7 +397,9 @@ fn a_will_topic_with_a_wildcard_or_empty_is_refused() {
                     };
                     assert_eq!(connack.reason_code, ConnectReasonCode::TopicNameInvalid);
                 }
-                ProtocolVersion::V311 => assert_eq!(out, vec![], "{topic:?}"),
+                ProtocolVersion::V31 | ProtocolVersion::V311 => {
+                    assert_eq!(out, vec![], "{topic:?}")
+                }
             }
             assert!(server.is_closed(), "{version:?} {topic:?}");
             assert_eq!(
@@ -483,7 +494,7 @@ fn server_announces_its_limits_in_connack() {
 #[test]
 fn server_closes_after_one_and_a_half_keep_alive() {
     // v5:MQTT-3.1.2-22 v3:MQTT-3.1.2-24 v5:MQTT-3.2.2-22
-    for version in BOTH {
+    for version in VERSIONS {
         let now = t0();
         let mut connect = connect_packet(version, "c", true);
         connect.keep_alive = 10;
@@ -510,7 +521,7 @@ fn server_closes_after_one_and_a_half_keep_alive() {
                     ))]
                 );
             }
-            ProtocolVersion::V311 => assert!(out.is_empty()),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => assert!(out.is_empty()),
         }
         assert!(server.is_closed());
         assert_eq!(server.error(), Some(&Error::KeepAliveTimeout));
@@ -520,7 +531,7 @@ fn server_closes_after_one_and_a_half_keep_alive() {
 #[test]
 fn server_answers_pingreq() {
     // MQTT-3.12.4-1
-    for version in BOTH {
+    for version in VERSIONS {
         let mut pair = Pair::new(version);
         pair.connect(true);
         pair.server
@@ -533,7 +544,7 @@ fn server_answers_pingreq() {
 #[test]
 fn client_sends_pingreq_when_idle_and_closes_without_pingresp() {
     // v5:MQTT-3.1.2-20 v3:MQTT-3.1.2-23
-    for version in BOTH {
+    for version in VERSIONS {
         let now = t0();
         let mut connect = connect_packet(version, "c", true);
         connect.keep_alive = 60;
@@ -743,7 +754,7 @@ fn no_session_on_the_server_discards_the_clients() {
 #[test]
 fn disconnect_is_the_last_packet() {
     // v5:MQTT-3.14.4-1 v5:MQTT-3.14.4-2 v3:MQTT-3.14.4-1 v3:MQTT-3.14.4-2
-    for version in BOTH {
+    for version in VERSIONS {
         let mut pair = Pair::new(version);
         pair.connect(true);
         pair.client
@@ -787,7 +798,7 @@ fn disconnect_is_the_last_packet() {
 #[test]
 fn server_disconnect_under_v5_only() {
     // v5:MQTT-3.14.4-1
-    for version in BOTH {
+    for version in VERSIONS {
         let now = t0();
         let mut server =
             connected_server(Config::default(), connect_packet(version, "c", true), now);
@@ -801,7 +812,9 @@ fn server_disconnect_under_v5_only() {
         let out = drain(&mut server);
         match version {
             ProtocolVersion::V5 => assert_eq!(out.len(), 1),
-            ProtocolVersion::V311 => assert!(out.is_empty(), "a 3.1.1 server has no DISCONNECT"),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
+                assert!(out.is_empty(), "a 3.1.1 server has no DISCONNECT")
+            }
         }
         assert!(server.is_closed());
     }
@@ -810,7 +823,7 @@ fn server_disconnect_under_v5_only() {
 #[test]
 fn decode_errors_close_with_the_decoders_reason_code() {
     // v5:MQTT-4.13.1-1 v3:MQTT-4.8.0-1 v5:MQTT-3.1.4-1 v3:MQTT-3.1.4-1
-    for version in BOTH {
+    for version in VERSIONS {
         let now = t0();
         let mut server =
             connected_server(Config::default(), connect_packet(version, "c", true), now);
@@ -828,7 +841,7 @@ fn decode_errors_close_with_the_decoders_reason_code() {
                     ))]
                 );
             }
-            ProtocolVersion::V311 => assert!(out.is_empty()),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => assert!(out.is_empty()),
         }
         assert!(server.is_closed());
         assert!(matches!(

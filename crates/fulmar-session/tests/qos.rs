@@ -9,7 +9,12 @@ use fulmar_codec::{
 };
 use fulmar_session::{Config, Event};
 
-const BOTH: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
+/// MQTT 3.1 runs every flow of 3.1.1.
+const VERSIONS: [ProtocolVersion; 3] = [
+    ProtocolVersion::V31,
+    ProtocolVersion::V311,
+    ProtocolVersion::V5,
+];
 
 fn client(version: ProtocolVersion) -> fulmar_session::Session {
     client_with(Config::default(), version)
@@ -28,7 +33,7 @@ fn client_with(config: Config, version: ProtocolVersion) -> fulmar_session::Sess
 #[test]
 fn qos0_is_sent_once_without_dup_and_not_acknowledged() {
     // MQTT-4.3.1-1 MQTT-3.3.1-2
-    for version in BOTH {
+    for version in VERSIONS {
         let mut pair = Pair::new(version);
         pair.connect(true);
         let id = pair
@@ -57,7 +62,7 @@ fn qos0_is_sent_once_without_dup_and_not_acknowledged() {
 #[test]
 fn qos1_flow_client_to_server() {
     // MQTT-4.3.2-1 MQTT-4.3.2-2 v5:MQTT-4.3.2-3 v5:MQTT-4.3.2-4 MQTT-3.3.4-1
-    for version in BOTH {
+    for version in VERSIONS {
         let mut pair = Pair::new(version);
         pair.connect(true);
         let a = pair
@@ -107,7 +112,7 @@ fn qos1_flow_client_to_server() {
 #[test]
 fn qos1_same_identifier_after_puback_is_a_new_message() {
     // v5:MQTT-4.3.2-5 v3:MQTT-4.3.2-2
-    for version in BOTH {
+    for version in VERSIONS {
         let mut c = client(version);
         for _ in 0..2 {
             c.handle_packet(incoming("t", QoS::AtLeastOnce, Some(7), b"x"), t0())
@@ -122,7 +127,7 @@ fn qos1_same_identifier_after_puback_is_a_new_message() {
 fn qos2_flow_client_to_server_delivers_exactly_once() {
     // MQTT-4.3.3-1 MQTT-4.3.3-2 v5:MQTT-4.3.3-3 v5:MQTT-4.3.3-4 v5:MQTT-4.3.3-5 v5:MQTT-4.3.3-8
     // v5:MQTT-4.3.3-10 v5:MQTT-4.3.3-11 v5:MQTT-4.3.3-12
-    for version in BOTH {
+    for version in VERSIONS {
         let mut pair = Pair::new(version);
         pair.connect(true);
         let a = pair
@@ -196,7 +201,7 @@ fn qos2_flow_client_to_server_delivers_exactly_once() {
 #[test]
 fn qos2_flow_server_to_client() {
     // MQTT-4.3.3-1 v3:MQTT-4.3.3-2 v5:MQTT-4.5.0-2 v3:MQTT-4.5.0-2
-    for version in BOTH {
+    for version in VERSIONS {
         let mut pair = Pair::new(version);
         pair.connect(true);
         let id = pair
@@ -300,7 +305,7 @@ fn unknown_pubrel_under_v311_gets_plain_pubcomp() {
 #[test]
 fn acknowledgements_follow_the_order_of_receipt() {
     // MQTT-4.6.0-2 MQTT-4.6.0-3 MQTT-4.6.0-4
-    for version in BOTH {
+    for version in VERSIONS {
         let mut c = client(version);
         for n in [5, 3, 9] {
             c.handle_packet(incoming("t", QoS::AtLeastOnce, Some(n), b"x"), t0())
@@ -353,7 +358,7 @@ fn acknowledgements_follow_the_order_of_receipt() {
 #[test]
 fn dup_is_set_only_on_retransmission() {
     // MQTT-3.3.1-1 MQTT-3.3.1-3
-    for version in BOTH {
+    for version in VERSIONS {
         let mut pair = Pair::new(version);
         pair.connect(false);
         // A message received with DUP and forwarded: DUP is ours to decide.
@@ -380,7 +385,7 @@ fn dup_is_set_only_on_retransmission() {
 #[test]
 fn manual_acks_wait_for_the_application_and_keep_the_order_of_receipt() {
     // MQTT-4.6.0-2 MQTT-4.6.0-3 v5:MQTT-4.3.2-4 v5:MQTT-4.3.3-8 v5:MQTT-4.3.3-10
-    for version in BOTH {
+    for version in VERSIONS {
         let config = Config {
             manual_acks: true,
             ..Config::default()
@@ -426,7 +431,7 @@ fn a_resent_qos1_publish_awaiting_its_manual_ack_is_not_queued_again() {
     // MQTT-2.2.1-3 v5:MQTT-4.3.2-5 MQTT-4.6.0-2
     // Found by the `session` fuzz target: under 3.1.1 (no Receive Maximum) every resend
     // of an unacknowledged QoS 1 PUBLISH was delivered and queued again, without bound.
-    for version in BOTH {
+    for version in VERSIONS {
         let config = Config {
             manual_acks: true,
             receive_maximum: std::num::NonZeroU16::new(2).unwrap(),
@@ -477,7 +482,7 @@ fn unacknowledged_messages_count_against_our_receive_maximum() {
 #[test]
 fn poll_transmit_into_encodes_in_the_connection_version() {
     // MQTT-3.3.4-1
-    for version in BOTH {
+    for version in VERSIONS {
         let mut pair = Pair::new(version);
         pair.connect(true);
         pair.client
@@ -550,7 +555,7 @@ fn a_pubrel_before_its_pubrec_is_a_protocol_violation() {
     // PUBLISH (QoS 2) and PUBREL again and again, while the application acknowledged each
     // message and an older one stayed unacknowledged, queued a PUBREC per round without
     // bound (1000 rounds: 1001 packets held back).
-    for version in BOTH {
+    for version in VERSIONS {
         let config = Config {
             manual_acks: true,
             receive_maximum: std::num::NonZeroU16::new(3).unwrap(),

@@ -6,13 +6,18 @@ use common::*;
 use fulmar_codec::{Packet, ProtocolVersion, PubRec, PubRel, QoS};
 use fulmar_session::{Config, Outgoing, Session, SessionState};
 
-const BOTH: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
+/// MQTT 3.1 runs every flow of 3.1.1.
+const VERSIONS: [ProtocolVersion; 3] = [
+    ProtocolVersion::V31,
+    ProtocolVersion::V311,
+    ProtocolVersion::V5,
+];
 
 #[test]
 fn client_resends_unacknowledged_publishes_in_order_with_dup_and_original_ids() {
     // MQTT-4.4.0-1 MQTT-4.6.0-1 MQTT-3.3.1-1 v5:MQTT-4.1.0-1 v3:MQTT-4.1.0-1 v3:MQTT-4.1.0-2
     // v3:MQTT-2.3.1-2 (a new packet gets an unused identifier) v3:MQTT-2.3.1-3 (a re-send keeps it)
-    for version in BOTH {
+    for version in VERSIONS {
         let mut pair = Pair::new(version);
         pair.connect(false);
         let ids: Vec<_> = (0..4u8)
@@ -80,7 +85,7 @@ fn client_resends_unacknowledged_publishes_in_order_with_dup_and_original_ids() 
 #[test]
 fn pubrel_is_resent_and_the_publish_is_not() {
     // MQTT-4.4.0-1 v5:MQTT-4.3.3-6
-    for version in BOTH {
+    for version in VERSIONS {
         let mut pair = Pair::new(version);
         pair.connect(false);
         let a = pair
@@ -125,7 +130,7 @@ fn pubrel_is_resent_and_the_publish_is_not() {
 #[test]
 fn server_resends_to_a_returning_client() {
     // MQTT-4.4.0-1 v3:MQTT-3.1.2-5 v5:MQTT-3.1.2-23
-    for version in BOTH {
+    for version in VERSIONS {
         let mut pair = Pair::new(version);
         pair.connect(false);
         let sent = pair

@@ -129,8 +129,9 @@ impl BridgeConfig {
         match self.version.as_str() {
             "5" | "5.0" => Ok(ProtocolVersion::V5),
             "3.1.1" | "311" => Ok(ProtocolVersion::V311),
+            "3.1" | "31" => Ok(ProtocolVersion::V31),
             other => Err(format!(
-                "{}: version = {other:?}: \"5\" or \"3.1.1\"",
+                "{}: version = {other:?}: \"5\", \"3.1.1\" or \"3.1\"",
                 self.at(n)
             )),
         }

@@ -475,7 +475,8 @@ fn bridge_directive(
             bridge.version = match v {
                 "mqttv50" => "5".to_owned(),
                 "mqttv311" => "3.1.1".to_owned(),
-                other => return Err(format!("{other:?}: mqttv50 or mqttv311")),
+                "mqttv31" => "3.1".to_owned(),
+                other => return Err(format!("{other:?}: mqttv50, mqttv311 or mqttv31")),
             };
             Ok(())
         }),

@@ -58,7 +58,7 @@ pub(crate) struct ConnArgs {
     /// Password.
     #[arg(short = 'P', long, allow_hyphen_values = true)]
     pw: Option<String>,
-    /// MQTT version: 5 (mqttv5) or 311 (mqttv311).
+    /// MQTT version: 5 (mqttv5), 311 (mqttv311) or 31 (mqttv31).
     #[arg(short = 'V', long = "protocol-version", value_name = "VERSION", default_value = "5", value_parser = parse_version)]
     version: ProtocolVersion,
     /// Keep alive in seconds.
@@ -202,8 +202,8 @@ fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
     match s {
         "5" | "mqttv5" => Ok(ProtocolVersion::V5),
         "311" | "mqttv311" => Ok(ProtocolVersion::V311),
-        "31" | "mqttv31" => Err("MQTT 3.1 is not supported: use 311 or 5".to_owned()),
-        other => Err(format!("unknown MQTT version {other:?}: use 311 or 5")),
+        "31" | "mqttv31" => Ok(ProtocolVersion::V31),
+        other => Err(format!("unknown MQTT version {other:?}: use 31, 311 or 5")),
     }
 }
 
@@ -367,7 +367,7 @@ impl ConnArgs {
                 props.packet.push((key.clone(), value.clone()));
             }
         }
-        if self.version == ProtocolVersion::V311
+        if self.version.is_v3()
             && (!props.connect.is_empty()
                 || !props.packet.is_empty()
                 || !props.connect_values.is_empty()
@@ -439,6 +439,10 @@ impl ConnArgs {
             (None, Some(prefix)) => {
                 options = options.client_id(format!("{prefix}{}", std::process::id()));
             }
+            // MQTT 3.1 needs an identifier; mosquitto's tools make one up too.
+            (None, None) if self.version == ProtocolVersion::V31 => {
+                options = options.client_id(format!("fulmar-{}", std::process::id()));
+            }
             (None, None) => {}
         }
         let username = self.username.clone().or(url.username);
@@ -450,7 +454,7 @@ impl ConnArgs {
             (None, None) => {}
         }
         match (self.session_expiry, self.version) {
-            (Some(_), ProtocolVersion::V311) => {
+            (Some(_), ProtocolVersion::V31 | ProtocolVersion::V311) => {
                 return Err("-x needs MQTT 5.0 (-V 5)".to_owned());
             }
             (Some(seconds), _) => options = options.session_expiry_interval(seconds),
@@ -519,7 +523,7 @@ impl ConnArgs {
             // mosquitto_sub do (3.1.1: the return code, 1 to 5).
             let code = match &e {
                 fulmar_client::Error::Refused { reason_code, .. } => match self.version {
-                    ProtocolVersion::V311 => reason_code.to_v311(),
+                    ProtocolVersion::V31 | ProtocolVersion::V311 => reason_code.to_v311(),
                     _ => Some(u8::from(*reason_code)),
                 },
                 _ => None,
@@ -1163,6 +1167,16 @@ mod tests {
         assert_eq!(p.conn.version, ProtocolVersion::V311);
         let options = p.conn.options(&Properties::default()).unwrap();
         assert_eq!(options.address(), ("example", 1884));
+        for v31 in ["31", "mqttv31"] {
+            let p = P::try_parse_from(["pub", "-t", "a", "-m", "x", "-V", v31]).unwrap();
+            assert_eq!(p.args.conn.version, ProtocolVersion::V31);
+            // 3.1 needs a client identifier: one is made up.
+            let options = p.args.conn.options(&Properties::default()).unwrap();
+            assert!(
+                format!("{options:?}").contains("client_id: \"fulmar-"),
+                "{options:?}"
+            );
+        }
 
         let s = S::try_parse_from(["sub", "-t", "a/#", "-t", "b", "-v", "-C", "3", "-W", "9"])
             .unwrap()
@@ -1281,7 +1295,7 @@ mod tests {
         assert!(p.args.conn.options(&Properties::default()).is_err());
         assert!(P::try_parse_from(["pub", "-t", "a", "-m", "x", "-f", "y"]).is_err());
         assert!(P::try_parse_from(["pub", "-t", "a", "-m", "x", "-q", "3"]).is_err());
-        assert!(P::try_parse_from(["pub", "-t", "a", "-m", "x", "-V", "31"]).is_err());
+        assert!(P::try_parse_from(["pub", "-t", "a", "-m", "x", "-V", "30"]).is_err());
         let p = P::try_parse_from(["pub", "-t", "a", "-P", "pw", "-m", "x"]).unwrap();
         assert!(p.args.conn.options(&Properties::default()).is_err());
         let s = S::try_parse_from(["sub", "-t", "a", "-V", "311", "--user-property", "k", "v"])

@@ -174,7 +174,7 @@ fn user_properties_reach_the_subscriber() {
 #[test]
 fn fulmar_sub_works_against_mosquitto() {
     let mosquitto = Mosquitto::start();
-    for version in ["5", "311"] {
+    for version in ["5", "311", "31"] {
         let sub = Sub::start(
             mosquitto.port,
             &["-V", version, "-t", "m/#", "-v", "-q", "2", "-C", "2"],
@@ -197,7 +197,7 @@ fn fulmar_sub_works_against_mosquitto() {
 fn mosquitto_clients_work_against_fulmar_broker() {
     let broker = FulmarBroker::start(&[]);
     let port = broker.port.to_string();
-    for (version, qos) in [("mqttv5", "2"), ("mqttv311", "1")] {
+    for (version, qos) in [("mqttv5", "2"), ("mqttv311", "1"), ("mqttv31", "2")] {
         let topic = format!("mosq/{version}");
         let status = Command::new(mosquitto_tool("mosquitto_pub"))
             .args(["-h", "127.0.0.1", "-p", &port, "-V", version])

@@ -80,11 +80,22 @@ fn v5_full_connect_round_trip() {
 #[test]
 fn protocol_name_and_level() {
     // v5:MQTT-3.1.2-1 v3:MQTT-3.1.2-1
-    let bytes = frame(0x10, &[&s("MQIsdp")[..], &[3, 2, 0, 60], &s("c")].concat());
+    let bytes = frame(0x10, &[&s("MQTX")[..], &[4, 2, 0, 60], &s("c")].concat());
     let err = dec(&bytes, V3).unwrap_err();
-    assert_eq!(err, DecodeError::InvalidProtocolName { level: Some(3) });
+    assert_eq!(err, DecodeError::InvalidProtocolName { level: Some(4) });
     assert_eq!(err.reason_code(), ReasonCode::UnsupportedProtocolVersion);
-    assert_eq!(err.protocol_level(), Some(3));
+    assert_eq!(err.protocol_level(), Some(4));
+    // MQTT 3.1's name goes with its level only, and the other way round.
+    for (name, level) in [("MQIsdp", 4), ("MQIsdp", 5), ("MQTT", 3)] {
+        let bytes = frame(0x10, &[&s(name)[..], &[level, 2, 0, 60], &s("c")].concat());
+        let err = dec(&bytes, V3).unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::UnsupportedProtocolLevel(level),
+            "{name} {level}"
+        );
+        assert_eq!(err.reason_code(), ReasonCode::UnsupportedProtocolVersion);
+    }
     // v5:MQTT-3.1.2-2 v3:MQTT-3.1.2-2
     let bytes = frame(0x10, &connect_body(6, 2, &s("c")));
     let err = dec(&bytes, V5).unwrap_err();
