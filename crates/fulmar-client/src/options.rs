@@ -448,8 +448,10 @@ impl ConnectOptions {
     /// How long to wait for the PINGRESP to a PINGREQ (default 10 s) before
     /// the connection is taken as lost and, with reconnect on, made again: a
     /// dead connection is noticed at most the keep alive plus this after the
-    /// last packet sent. A PINGREQ goes out at each keep-alive period while
-    /// one is unanswered.
+    /// last packet sent or received, whichever was earlier (a PINGREQ also
+    /// goes out when nothing came from the broker for a keep-alive period,
+    /// so a client that only publishes at QoS 0 notices too). A PINGREQ goes
+    /// out at each keep-alive period while one is unanswered.
     ///
     /// ```
     /// use std::time::Duration;

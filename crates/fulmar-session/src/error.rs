@@ -287,7 +287,7 @@ pub enum Error {
     Api(#[from] ApiError),
     /// No packet from the client within 1.5 times the keep alive (server), or no
     /// PINGRESP in time (client).
-    #[error("[MQTT-3.1.2-22] keep alive timeout")]
+    #[error("keep alive timeout (server: MQTT-3.1.2-22, client: no PINGRESP)")]
     KeepAliveTimeout,
     /// No CONNECT (server) or CONNACK (client) within the connect timeout.
     #[error("connect timeout")]

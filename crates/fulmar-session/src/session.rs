@@ -764,6 +764,11 @@ impl Session {
             Role::Client => self.client_packet(packet, now),
             Role::Server => self.server_packet(packet, now),
         };
+        if self.role == Role::Client && self.state == State::Connected && self.conn.keep_alive > 0 {
+            // The server was heard from: the liveness probe starts over.
+            self.timers
+                .set(Timer::Idle, now, secs(self.conn.keep_alive));
+        }
         result.map_err(|e| self.fail(e))
     }
 
@@ -803,6 +808,16 @@ impl Session {
                     // when this one is sent. Not before CONNACK: the
                     // CONNACK arms it (see `on_connack`).
                     if self.state == State::Connected {
+                        self.conn.ping_outstanding = true;
+                        self.transmit.push_back(Packet::PingReq);
+                    }
+                }
+                Timer::Idle if self.role == Role::Client => {
+                    // Nothing heard for a keep alive period although the
+                    // client kept sending: a PINGREQ, which a client may
+                    // send at any time, and whose PINGRESP must come within
+                    // `ping_timeout`. Not a second one while one waits.
+                    if self.state == State::Connected && !self.conn.ping_outstanding {
                         self.conn.ping_outstanding = true;
                         self.transmit.push_back(Packet::PingReq);
                     }

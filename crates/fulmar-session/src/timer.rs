@@ -12,6 +12,9 @@ pub(crate) enum Timer {
     /// Client: PINGRESP must arrive.
     PingResp = 2,
     /// Server: a packet must arrive within 1.5 times the keep alive.
+    /// Client: nothing has arrived for a keep alive period; probe with a
+    /// PINGREQ even if packets were sent (a client that only publishes at
+    /// QoS 0 would otherwise never learn that the server is gone).
     Idle = 3,
 }
 

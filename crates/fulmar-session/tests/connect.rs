@@ -555,9 +555,14 @@ fn client_sends_pingreq_when_idle_and_closes_without_pingresp() {
             now,
         );
         assert_eq!(client.poll_timeout(), Some(now + secs(60)));
-        // Sending something pushes the keep-alive deadline.
+        // A packet from the server and one sent push both deadlines: the
+        // keep alive counts from the last packet sent, the liveness probe
+        // from the last packet received.
         client
-            .publish(publish("t", QoS::AtMostOnce, b"x"), now + secs(30))
+            .handle_packet(incoming("t", QoS::AtMostOnce, None, b"in"), now + secs(30))
+            .unwrap();
+        client
+            .publish(publish("t", QoS::AtMostOnce, b"x"), now + secs(40))
             .unwrap();
         assert_eq!(drain(&mut client).len(), 1);
         assert_eq!(client.poll_timeout(), Some(now + secs(90)));
@@ -570,12 +575,81 @@ fn client_sends_pingreq_when_idle_and_closes_without_pingresp() {
         assert_eq!(client.poll_timeout(), Some(now + secs(150)));
         client.handle_timeout(now + secs(150));
         assert_eq!(drain(&mut client), vec![Packet::PingReq]);
+        // Nothing heard since 91 s: no second PINGREQ while one waits.
+        assert_eq!(client.poll_timeout(), Some(now + secs(151)));
+        client.handle_timeout(now + secs(151));
+        assert!(drain(&mut client).is_empty());
         // No PINGRESP within the ping timeout: the client gives up.
         let deadline = client.poll_timeout().unwrap();
         assert_eq!(deadline, now + secs(160));
         client.handle_timeout(deadline);
         assert!(client.is_closed() || !drain(&mut client).is_empty());
         assert_eq!(client.error(), Some(&Error::KeepAliveTimeout));
+    }
+}
+
+#[test]
+fn a_client_that_only_sends_still_notices_a_silent_server() {
+    // A client publishing at QoS 0 more often than its keep alive sends no
+    // PINGREQ by MQTT-3.1.2-20's rule alone, and the server sends nothing
+    // back: the client probes with a PINGREQ (it may send one at any time,
+    // spec 3.12.4) once nothing was heard for a keep alive period, and gives
+    // up when no PINGRESP comes.
+    for version in VERSIONS {
+        let now = t0();
+        let mut connect = connect_packet(version, "c", true);
+        connect.keep_alive = 60;
+        let mut client = connected_client(
+            Config::default(),
+            connect,
+            ConnAck::new(false, ConnectReasonCode::Success),
+            now,
+        );
+        let mut pings = 0;
+        let mut t = now;
+        while !client.is_closed() && t < now + secs(600) {
+            t += secs(10);
+            client.handle_timeout(t);
+            if !client.is_closed() {
+                client
+                    .publish(publish("t", QoS::AtMostOnce, b"x"), t)
+                    .unwrap();
+            }
+            pings += drain(&mut client)
+                .iter()
+                .filter(|p| matches!(p, Packet::PingReq))
+                .count();
+        }
+        assert_eq!(pings, 1, "{version:?}");
+        assert_eq!(client.error(), Some(&Error::KeepAliveTimeout));
+        // Keep alive 60 s, then the 10 s ping timeout (checked every 10 s).
+        assert_eq!(t, now + secs(70), "{version:?}");
+        // A live server answers, and the probe comes once per quiet period.
+        let mut connect = connect_packet(version, "c", true);
+        connect.keep_alive = 60;
+        let mut client = connected_client(
+            Config::default(),
+            connect,
+            ConnAck::new(false, ConnectReasonCode::Success),
+            now,
+        );
+        let mut pings = 0;
+        let mut t = now;
+        while t < now + secs(600) {
+            t += secs(10);
+            client.handle_timeout(t);
+            client
+                .publish(publish("t", QoS::AtMostOnce, b"x"), t)
+                .unwrap();
+            for p in drain(&mut client) {
+                if p == Packet::PingReq {
+                    pings += 1;
+                    client.handle_packet(Packet::PingResp, t).unwrap();
+                }
+            }
+        }
+        assert!(!client.is_closed());
+        assert_eq!(pings, 10, "one per 60 s without a packet from the server");
     }
 }
 
