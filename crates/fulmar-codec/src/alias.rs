@@ -128,7 +128,10 @@ impl TopicAliasResolver {
                 self.topics.resize(index + 1, None);
             }
             if let Some(slot) = self.topics.get_mut(index) {
-                *slot = Some(publish.topic.clone());
+                // A copy: the decoded name is a slice of the packet it came
+                // in, which would stay in memory, payload and all, for as
+                // long as the alias is mapped.
+                *slot = Some(own_copy(&publish.topic));
             }
         }
         publish.properties.topic_alias = None;
@@ -137,6 +140,20 @@ impl TopicAliasResolver {
 }
 
 const NIL: u16 = u16::MAX;
+
+/// What [`TopicAliasAllocator::new`] lets the topic names it keeps take: 256
+/// KiB, counting [`ALIAS_ENTRY_COST`] bytes per alias besides the name.
+pub const DEFAULT_ALIAS_BUDGET: usize = 256 * 1024;
+
+/// The bytes an outbound alias is counted for besides its topic name: its
+/// slot and its entry in the lookup table.
+pub const ALIAS_ENTRY_COST: usize = 64;
+
+/// A topic name that owns its bytes (a zero-copy name shares the buffer of the
+/// whole packet it was decoded from).
+fn own_copy(topic: &MqttString) -> MqttString {
+    MqttString::try_new(topic.as_str()).unwrap_or_else(|_| topic.clone())
+}
 
 #[derive(Clone, Debug)]
 struct Slot {
@@ -149,9 +166,15 @@ struct Slot {
 /// peer's Topic Alias Maximum, replacing the least recently used one when all
 /// are taken.
 ///
-/// Every topic gets an alias: the first PUBLISH to a topic carries the topic
+/// A topic gets an alias: the first PUBLISH to a topic carries the topic
 /// name and the alias (establishing the mapping), later ones carry the alias
 /// and an empty topic name. A hit costs a hash lookup and no allocation.
+///
+/// The peer chooses the maximum (up to 65 535), so the memory the names take
+/// is bounded separately: by [`DEFAULT_ALIAS_BUDGET`], or the budget given to
+/// [`with_budget`](Self::with_budget). A topic that fits neither a free slot
+/// nor the least recently used one within the budget is sent with its name
+/// and no alias. The allocator keeps its own copy of each name.
 ///
 /// Apply it to the copy of the PUBLISH that goes on the wire, in the order
 /// packets are sent; keep the original (full topic) for retransmission,
@@ -173,6 +196,10 @@ struct Slot {
 #[derive(Clone, Debug, Default)]
 pub struct TopicAliasAllocator {
     maximum: u16,
+    /// Bytes the names may take, [`ALIAS_ENTRY_COST`] each included.
+    budget: usize,
+    /// Bytes they take.
+    bytes: usize,
     by_topic: HashMap<MqttString, u16>,
     /// Slot `i` holds alias `i + 1`.
     slots: Vec<Slot>,
@@ -187,9 +214,18 @@ impl TopicAliasAllocator {
     /// means 0: no aliases are sent [MQTT-3.1.2-27] [MQTT-3.2.2-18]).
     #[must_use]
     pub fn new(maximum: u16) -> Self {
+        Self::with_budget(maximum, DEFAULT_ALIAS_BUDGET)
+    }
+
+    /// An allocator whose topic names take at most `budget` bytes, counting
+    /// [`ALIAS_ENTRY_COST`] per alias besides its name.
+    #[must_use]
+    pub fn with_budget(maximum: u16, budget: usize) -> Self {
         // u16::MAX is the list terminator, so at most 65 534 aliases are used.
         Self {
             maximum: maximum.min(NIL - 1),
+            budget,
+            bytes: 0,
             by_topic: HashMap::new(),
             slots: Vec::new(),
             head: NIL,
@@ -215,8 +251,16 @@ impl TopicAliasAllocator {
         self.slots.is_empty()
     }
 
+    /// Bytes the aliased topic names are counted for (see
+    /// [`with_budget`](Self::with_budget)).
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Forgets every mapping (a new network connection).
     pub fn clear(&mut self) {
+        self.bytes = 0;
         self.by_topic.clear();
         self.slots.clear();
         self.head = NIL;
@@ -227,43 +271,62 @@ impl TopicAliasAllocator {
     /// name when the alias is already established. Never sends an alias above
     /// the peer's maximum [MQTT-3.3.2-9] [MQTT-3.3.2-11], nor 0 [MQTT-3.3.2-8].
     /// A PUBLISH with an empty topic name is left alone.
-    pub fn apply(&mut self, publish: &mut Publish) {
+    ///
+    /// Returns the allocator's copy of the topic name the alias stands for,
+    /// when an alias was set.
+    pub fn apply(&mut self, publish: &mut Publish) -> Option<&MqttString> {
         if self.maximum == 0 {
             if !publish.topic.is_empty() {
                 publish.properties.topic_alias = None;
             }
-            return;
+            return None;
         }
         if publish.topic.is_empty() {
-            return;
+            return None;
         }
         if let Some(&slot) = self.by_topic.get(publish.topic.as_str()) {
             self.touch(slot);
             publish.properties.topic_alias = NonZeroU16::new(slot + 1);
             publish.topic = MqttString::new();
-            return;
+            return self.slots.get(usize::from(slot)).map(|s| &s.topic);
         }
-        let slot = if self.slots.len() < usize::from(self.maximum) {
+        let cost = ALIAS_ENTRY_COST + publish.topic.len();
+        let fits_new = self.bytes.saturating_add(cost) <= self.budget;
+        let replaced_cost = self
+            .slots
+            .get(usize::from(self.tail))
+            .map_or(0, |s| ALIAS_ENTRY_COST + s.topic.len());
+        let slot = if self.slots.len() < usize::from(self.maximum) && fits_new {
             let slot = u16::try_from(self.slots.len()).unwrap_or(NIL);
             self.slots.push(Slot {
-                topic: publish.topic.clone(),
+                topic: own_copy(&publish.topic),
                 prev: NIL,
                 next: NIL,
             });
             self.push_front(slot);
             slot
-        } else {
+        } else if !self.slots.is_empty()
+            && (self.bytes - replaced_cost).saturating_add(cost) <= self.budget
+        {
             let slot = self.tail;
             self.unlink(slot);
             if let Some(s) = self.slots.get_mut(usize::from(slot)) {
-                let old = core::mem::replace(&mut s.topic, publish.topic.clone());
+                let old = core::mem::replace(&mut s.topic, own_copy(&publish.topic));
                 self.by_topic.remove(&old);
             }
+            self.bytes -= replaced_cost;
             self.push_front(slot);
             slot
+        } else {
+            // Over the budget: sent with its name, no alias.
+            publish.properties.topic_alias = None;
+            return None;
         };
-        self.by_topic.insert(publish.topic.clone(), slot);
+        self.bytes += cost;
+        let stored = self.slots.get(usize::from(slot)).map(|s| &s.topic)?;
+        self.by_topic.insert(stored.clone(), slot);
         publish.properties.topic_alias = NonZeroU16::new(slot + 1);
+        stored.into()
     }
 
     fn touch(&mut self, slot: u16) {
@@ -451,6 +514,82 @@ mod tests {
         let mut a = TopicAliasAllocator::new(1);
         apply(&mut a, "x");
         a.clear();
+        assert_eq!(a.bytes(), 0);
         assert_eq!(apply(&mut a, "x"), ("x".into(), Some(1)));
+    }
+
+    /// A PUBLISH decoded from `wire` (its topic a slice of it), and the
+    /// address range of the buffer it was decoded from.
+    fn decoded(topic: &str, payload: usize) -> (Publish, std::ops::Range<usize>) {
+        let mut p = Publish::new(
+            MqttString::try_new(topic).unwrap(),
+            Bytes::from(vec![7; payload]),
+        );
+        p.properties.topic_alias = NonZeroU16::new(1);
+        let mut wire = bytes::BytesMut::new();
+        crate::Packet::from(p)
+            .encode(crate::ProtocolVersion::V5, &mut wire)
+            .unwrap();
+        let start = wire.as_ptr() as usize;
+        let range = start..start + wire.len();
+        let Ok(Some(crate::Packet::Publish(p))) =
+            crate::decode(&mut wire, crate::ProtocolVersion::V5, u32::MAX)
+        else {
+            panic!("not a PUBLISH")
+        };
+        assert!(range.contains(&(p.topic.as_str().as_ptr() as usize)));
+        (p, range)
+    }
+
+    #[test]
+    fn the_tables_keep_copies_not_the_packets_they_came_in() {
+        // A decoded topic name is a slice of its packet: kept as it is, one
+        // mapping would keep the whole packet (payload and all) in memory.
+        let (mut p, packet) = decoded("big/topic", 100_000);
+        let mut r = TopicAliasResolver::new(1);
+        r.resolve(&mut p).unwrap();
+        drop(p);
+        let mut next = publish("", 1);
+        r.resolve(&mut next).unwrap();
+        assert_eq!(next.topic, "big/topic");
+        assert!(!packet.contains(&(next.topic.as_str().as_ptr() as usize)));
+
+        let (mut p, packet) = decoded("big/topic", 100_000);
+        let mut a = TopicAliasAllocator::new(1);
+        let stored = a.apply(&mut p).unwrap().clone();
+        assert_eq!(stored, "big/topic");
+        assert!(!packet.contains(&(stored.as_str().as_ptr() as usize)));
+    }
+
+    #[test]
+    fn the_allocator_keeps_to_its_budget() {
+        // The peer chooses the maximum (here 65 534 aliases): the names are
+        // bounded in bytes all the same.
+        let budget = 4 * (ALIAS_ENTRY_COST + 100);
+        let mut a = TopicAliasAllocator::with_budget(u16::MAX, budget);
+        let mut resolver = TopicAliasResolver::new(u16::MAX);
+        let names: Vec<String> = (0..50).map(|i| format!("{i:0>100}")).collect();
+        for (i, name) in names.iter().enumerate() {
+            let mut p = Publish::new(MqttString::try_new(name).unwrap(), Bytes::new());
+            a.apply(&mut p);
+            assert!(a.bytes() <= budget, "{} > {budget}", a.bytes());
+            // Four fit; every later one replaces the least recently used.
+            assert_eq!(
+                p.properties.topic_alias.map(NonZeroU16::get),
+                Some(i as u16 % 4 + 1)
+            );
+            resolver.resolve(&mut p).unwrap();
+            assert_eq!(p.topic, name.as_str());
+        }
+        assert_eq!(a.len(), 4);
+        // A name longer than the whole budget goes without an alias.
+        let long = "x".repeat(budget);
+        let mut p = Publish::new(MqttString::try_new(&long).unwrap(), Bytes::new());
+        assert!(a.apply(&mut p).is_none());
+        assert_eq!(p.properties.topic_alias, None);
+        assert_eq!(p.topic, long.as_str());
+        assert!(a.bytes() <= budget);
+        // Short names still get aliases by replacing old ones.
+        assert_eq!(apply(&mut a, "s"), ("s".into(), Some(3)));
     }
 }

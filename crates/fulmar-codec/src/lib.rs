@@ -89,7 +89,9 @@ mod unsuback;
 mod unsubscribe;
 mod wire;
 
-pub use alias::{AliasError, TopicAliasAllocator, TopicAliasResolver};
+pub use alias::{
+    ALIAS_ENTRY_COST, AliasError, DEFAULT_ALIAS_BUDGET, TopicAliasAllocator, TopicAliasResolver,
+};
 pub use auth::Auth;
 #[cfg(feature = "tokio-util")]
 pub use codec::{CodecError, MqttCodec};

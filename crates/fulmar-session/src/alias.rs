@@ -60,9 +60,10 @@ impl OutAliases {
             publish.topic = MqttString::new();
             return;
         }
-        let topic = publish.topic.clone();
-        tables.allocator.apply(publish);
-        tables.last = publish.properties.topic_alias.map(|alias| (topic, alias));
+        // The allocator's own copy of the name: the memo must not keep the
+        // packet the name was decoded from.
+        let stored = tables.allocator.apply(publish).cloned();
+        tables.last = stored.zip(publish.properties.topic_alias);
     }
 
     /// Whether the allocator exists (allocated).
