@@ -1189,6 +1189,7 @@ impl BrokerHandle {
             export,
             expiry,
             shared.limits.max_queued_messages,
+            shared.limits.max_queued_bytes,
             &shared.counters,
         );
         if let Some(journal) = &state.journal {
@@ -1449,6 +1450,7 @@ pub(crate) async fn import_session(
         export,
         expiry,
         shared.limits.max_queued_messages,
+        shared.limits.max_queued_bytes,
         &shared.counters,
     );
     Ok(())
@@ -1460,6 +1462,7 @@ fn install_session(
     export: SessionExport,
     expiry: u32,
     max_queued: usize,
+    max_queued_bytes: usize,
     counters: &Counters,
 ) {
     let id = export.session.client_id.clone();
@@ -1520,23 +1523,26 @@ fn install_session(
                 crate::store::recover::age_in_flight(&mut publish, message.stored_at, now_unix);
                 fulmar_session::Outgoing::Publish(Box::new(publish))
             });
-        } else if message.publish.qos == QoS::AtMostOnce
-            || message.released
-            || entry.offline_len() >= max_queued
-        {
-            counters.drop_one();
-            if let (Some(journal), Some(seq)) = (&journal, seq) {
-                journal.push(StoreOp::DeleteMessage {
-                    client: id.clone(),
-                    seq,
-                });
-            }
         } else {
-            entry.away().offline.push_back(Queued {
-                publish: message.publish,
-                since: instant_of(message.stored_at, now, now_unix),
-                seq,
-            });
+            let queued = (message.publish.qos != QoS::AtMostOnce && !message.released)
+                && entry.queue_offline(
+                    Queued {
+                        publish: message.publish,
+                        since: instant_of(message.stored_at, now, now_unix),
+                        seq,
+                    },
+                    max_queued,
+                    max_queued_bytes,
+                );
+            if !queued {
+                counters.drop_one();
+                if let (Some(journal), Some(seq)) = (&journal, seq) {
+                    journal.push(StoreOp::DeleteMessage {
+                        client: id.clone(),
+                        seq,
+                    });
+                }
+            }
         }
     }
     let mut incoming = export.incoming;

@@ -51,13 +51,17 @@ pub struct Limits {
     /// subscriber take its queue about one message each past the quarter,
     /// not a burst each up to the bound (where the surplus is dropped).
     pub max_queued_messages: usize,
-    /// Payload bytes queued for one connection, in each of its two queues
-    /// (deliveries not yet taken by its task; messages its session has not
-    /// sent yet). While the session queue holds this much, the task takes
-    /// no more deliveries. A QoS 0 message that would take the connection
-    /// queue beyond is dropped and counted, as for a full queue. A QoS 1/2
-    /// message is not dropped for its size: it is queued, and once it takes
-    /// the connection queue over a quarter of this bound, its publisher's
+    /// Payload bytes queued for one session, in each of its queues
+    /// (deliveries not yet taken by its connection's task; messages its
+    /// session has not sent yet; QoS 1/2 messages that arrived while it was
+    /// offline). While the session queue holds this much, the task takes
+    /// no more deliveries. A message that would take the connection queue
+    /// or the offline queue beyond is dropped and counted, as for a full
+    /// queue (or, QoS 1/2 under [`OverloadPolicy::Backpressure`], held with
+    /// its publisher), so that a subscriber that stops reading holds at most
+    /// this much whatever the size of the messages. Before that, once a
+    /// QoS 1/2 message takes the connection queue over a quarter of this
+    /// bound, its publisher's
     /// connection reads nothing more until the queue is back under that
     /// quarter; it is woken once the queue is down to an eighth, or empty
     /// (pacing: TCP flow control slows the publisher down to what the
@@ -66,7 +70,7 @@ pub struct Limits {
     /// keep alive. A queue that has not drained by then
     /// belongs to a subscriber that stopped reading: no publisher is paced on
     /// it again until it takes a message (meanwhile messages beyond its
-    /// count are dropped and counted). A QoS 0 message
+    /// bounds are dropped and counted). A QoS 0 message
     /// paces its publisher the same way, but only when every connection it
     /// went to is over the quarter: a slow subscriber among others that keep
     /// up loses messages instead of slowing the others down. One message is

@@ -707,8 +707,11 @@ impl Filters {
 pub(crate) struct Away {
     /// The session state stored when the last connection ended.
     pub(crate) stored: SessionState,
-    /// QoS 1/2 messages that arrived while offline.
+    /// QoS 1/2 messages that arrived while offline (see
+    /// [`SessionEntry::queue_offline`]).
     pub(crate) offline: VecDeque<Queued>,
+    /// The payload bytes of `offline`.
+    pub(crate) offline_bytes: usize,
     /// Store keys of the messages in `stored` (in flight or queued in the
     /// session), by packet identifier.
     pub(crate) inflight: HashMap<PacketId, u64>,
@@ -732,9 +735,25 @@ impl SessionEntry {
         self.away.take().map(|away| *away).unwrap_or_default()
     }
 
-    /// QoS 1/2 messages queued while offline.
-    pub(crate) fn offline_len(&self) -> usize {
-        self.away.as_ref().map_or(0, |away| away.offline.len())
+    /// Queues `queued` while offline, unless the queue holds `max_messages`
+    /// already or would go over `max_bytes` of payload (a message is always
+    /// let into an empty queue, whatever its size). `false`: not queued.
+    pub(crate) fn queue_offline(
+        &mut self,
+        queued: Queued,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> bool {
+        let bytes = queued.publish.payload.len();
+        let away = self.away();
+        let over_bytes =
+            away.offline_bytes > 0 && away.offline_bytes.saturating_add(bytes) > max_bytes;
+        if away.offline.len() >= max_messages || over_bytes {
+            return false;
+        }
+        away.offline_bytes += bytes;
+        away.offline.push_back(queued);
+        true
     }
 
     /// When the session ends if nobody reconnects (`None`: connected or never).
@@ -1696,9 +1715,11 @@ impl Target<'_> {
                 let delivery = match &entry.owner {
                     Some(owner) => {
                         // The queue is bounded in bytes as well as
-                        // messages: beyond, QoS 0 is dropped, and QoS 1/2
-                        // is queued; over a quarter, the publisher is held
-                        // back (QoS 0: if all its subscribers are, in `route`).
+                        // messages: beyond, a message is dropped (QoS 1/2:
+                        // as for a full queue, or held with its publisher
+                        // under back-pressure); over a quarter, the
+                        // publisher is held back (QoS 0: if all its
+                        // subscribers are, in `route`).
                         let queued = &owner.control.queued_bytes;
                         let before = queued.fetch_add(bytes, Ordering::Relaxed);
                         let after = before.saturating_add(bytes);
@@ -1711,7 +1732,12 @@ impl Target<'_> {
                             return;
                         }
                         delivery.bytes = bytes;
-                        match owner.control.try_deliver(delivery, self.max_queued) {
+                        let delivered = if over {
+                            Err(DeliverError::Full(delivery))
+                        } else {
+                            owner.control.try_deliver(delivery, self.max_queued)
+                        };
+                        match delivered {
                             Ok(len) => {
                                 let limit = PaceAbove::new(self.max_bytes, self.max_queued);
                                 let over_bytes = limit.over_bytes(before, after);
@@ -1774,14 +1800,13 @@ impl Target<'_> {
                 if delivery.publish.qos == QoS::AtMostOnce {
                     return;
                 }
-                if entry.offline_len() >= self.max_queued {
+                let queued = Queued {
+                    publish: delivery.publish,
+                    since: self.now,
+                    seq: delivery.seq,
+                };
+                if !entry.queue_offline(queued, self.max_queued, self.max_bytes) {
                     dropped(self.counters);
-                } else {
-                    entry.away().offline.push_back(Queued {
-                        publish: delivery.publish,
-                        since: self.now,
-                        seq: delivery.seq,
-                    });
                 }
             }
             Subscriber::Local(n) => {

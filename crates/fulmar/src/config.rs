@@ -499,10 +499,10 @@ max_subscriptions_per_client = 1024
 # A QoS 1/2 publisher whose messages take every queue they go to over a
 # quarter of this is paced (see pacing_timeout_ms).
 max_queued_messages = 1000
-# Payload bytes queued for one connection; a QoS 0 message beyond is dropped,
-# a QoS 1/2 message is queued, and its publisher is not read while the queue
-# holds more than a quarter of this (a QoS 0 publisher: while every queue its
-# message went to does).
+# Payload bytes queued for one session (offline, or not yet sent); a message
+# beyond is dropped and counted, and a QoS 1/2 publisher is not read while the
+# queue holds more than a quarter of this (a QoS 0 publisher: while every queue
+# its message went to does).
 max_queued_bytes = 16777216
 # Retained messages kept at once; a retained PUBLISH for a new topic beyond it
 # is refused (MQTT 5.0 0x97 Quota exceeded; QoS 0 and 3.1.1: dropped, counted).

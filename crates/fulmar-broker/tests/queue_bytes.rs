@@ -1,0 +1,118 @@
+//! `Limits::max_queued_bytes` bounds what a session holds for a subscriber
+//! in bytes at every QoS, offline and connected: a subscriber that stops
+//! reading, or stays away, holds that much whatever the size of the messages
+//! (before, QoS 1/2 were bounded by count alone: 1000 messages of 1 MB held
+//! a gigabyte per subscriber).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::num::NonZeroU16;
+
+use common::{Peer, addr, start_with};
+use fulmar_broker::{Broker, Limits};
+use fulmar_codec::{Connect, MqttString, Packet, ProtocolVersion::V5, PubAck, Publish, QoS};
+
+const SIZE: usize = 16 * 1024;
+const BOUND: usize = 4 * SIZE;
+
+fn limits() -> Limits {
+    let mut limits = Limits::default();
+    limits.max_queued_bytes = BOUND;
+    limits
+}
+
+fn persistent(id: &str, receive_maximum: u16) -> Connect {
+    let mut connect = Connect::new(V5, MqttString::from(id.to_owned()));
+    connect.keep_alive = 0;
+    connect.clean_start = false;
+    connect.properties.session_expiry_interval = Some(300);
+    connect.properties.receive_maximum = NonZeroU16::new(receive_maximum);
+    connect
+}
+
+async fn ack(peer: &mut Peer, publish: &Publish) {
+    peer.send(PubAck::new(publish.packet_id.unwrap())).await;
+}
+
+// v5:MQTT-3.1.2-5 (messages kept for an absent session, up to the server's limits)
+#[tokio::test]
+async fn the_offline_queue_is_bounded_in_bytes() {
+    let broker = start_with(Broker::builder().limits(limits())).await;
+    let (mut sub, _) = Peer::connect_with(addr(&broker), persistent("away", 100)).await;
+    sub.sub(1, "big/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    for i in 0..20 {
+        broker
+            .publish(
+                &format!("big/{i}"),
+                vec![b'x'; SIZE],
+                QoS::AtLeastOnce,
+                false,
+            )
+            .unwrap();
+    }
+    // Four of them fill the bound (one more would go over it).
+    assert_eq!(broker.stats().dropped_messages, 16);
+    let (mut sub, connack) = Peer::connect_with(addr(&broker), persistent("away", 100)).await;
+    assert!(connack.session_present);
+    broker
+        .publish("big/end", "end", QoS::AtLeastOnce, false)
+        .unwrap();
+    let mut topics = Vec::new();
+    loop {
+        let p = sub.recv_publish().await;
+        ack(&mut sub, &p).await;
+        if p.topic == "big/end" {
+            break;
+        }
+        topics.push(p.topic.as_str().to_owned());
+    }
+    assert_eq!(topics, ["big/0", "big/1", "big/2", "big/3"]);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_holds_no_more_than_the_bound() {
+    let broker = start_with(Broker::builder().limits(limits())).await;
+    // One message in flight at a time, and it is not acknowledged.
+    let (mut sub, _) = Peer::connect_with(addr(&broker), persistent("stuck", 1)).await;
+    sub.sub(1, "big/#", QoS::AtLeastOnce).await;
+    for i in 0..40 {
+        broker
+            .publish(
+                &format!("big/{i}"),
+                vec![b'x'; SIZE],
+                QoS::AtLeastOnce,
+                false,
+            )
+            .unwrap();
+    }
+    // At most: one in flight, the session's queue and the connection's
+    // queue (each within the bound), one let into an empty queue each.
+    let dropped = broker.stats().dropped_messages;
+    let kept = 40 - dropped;
+    assert!(
+        kept <= 1 + 2 * (BOUND / SIZE + 1) as u64,
+        "{kept} messages of {SIZE} bytes kept"
+    );
+    // What was kept arrives, in order, as the subscriber acknowledges.
+    let mut last = None;
+    for _ in 0..kept {
+        let p = sub.recv_publish().await;
+        let n: u32 = p.topic.as_str()["big/".len()..].parse().unwrap();
+        assert!(last.is_none_or(|l| n > l), "{n} after {last:?}");
+        last = Some(n);
+        ack(&mut sub, &p).await;
+    }
+    // A QoS 0 message after the drain is delivered: nothing else is queued.
+    broker
+        .publish("big/end", "end", QoS::AtMostOnce, false)
+        .unwrap();
+    match sub.recv().await {
+        Packet::Publish(p) => assert_eq!(p.topic, "big/end"),
+        other => panic!("{other:?}"),
+    }
+    broker.shutdown().await;
+}
