@@ -615,13 +615,17 @@ impl Outbound {
         }
     }
 
-    /// PUBCOMP received.
+    /// PUBCOMP received. The message was the server's from its PUBREC on
+    /// (MQTT-4.3.3-8): a PUBCOMP with 0x92 Packet Identifier not found (a
+    /// server that completed the flow before a reconnection and forgot the
+    /// identifier; "not an error during recovery", MQTT 5.0 table 3-7)
+    /// completes it as delivered, with Success.
     pub(crate) fn on_pubcomp(&mut self, comp: PubComp, events: &mut VecDeque<Event>) {
         let pubrel = |e: &Entry| matches!(e.stage, Stage::PubRel);
         if self.remove_if(comp.packet_id, pubrel) {
             events.push_back(complete(
                 comp.packet_id,
-                comp.reason_code.into(),
+                ReasonCode::Success,
                 comp.properties,
             ));
         }

@@ -292,6 +292,35 @@ fn unknown_pubrel_gets_pubcomp_packet_identifier_not_found() {
 }
 
 #[test]
+fn pubcomp_packet_identifier_not_found_completes_as_delivered() {
+    // v5 table 3-7: 0x92 is not an error during recovery; the message was
+    // the server's from its PUBREC on (MQTT-4.3.3-8), so the publish
+    // completes with Success (an application that retried on an error
+    // would break exactly once).
+    let mut c = client(ProtocolVersion::V5);
+    let a = c
+        .publish(publish("t", QoS::ExactlyOnce, b"x"), t0())
+        .unwrap()
+        .unwrap();
+    let _ = drain(&mut c);
+    c.handle_packet(Packet::PubRec(PubRec::new(a)), t0())
+        .unwrap();
+    assert_eq!(drain(&mut c), vec![Packet::PubRel(PubRel::new(a))]);
+    let mut comp = PubComp::new(a);
+    comp.reason_code = PubCompReasonCode::PacketIdentifierNotFound;
+    c.handle_packet(Packet::PubComp(comp), t0()).unwrap();
+    assert!(matches!(
+        events(&mut c).as_slice(),
+        [Event::PublishComplete {
+            reason_code: ReasonCode::Success,
+            qos: QoS::ExactlyOnce,
+            ..
+        }]
+    ));
+    assert_eq!(c.inflight_len(), 0);
+}
+
+#[test]
 fn unknown_pubrel_under_v311_gets_plain_pubcomp() {
     // v3:MQTT-4.3.3-2
     let mut c = client(ProtocolVersion::V311);
