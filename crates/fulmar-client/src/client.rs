@@ -184,12 +184,13 @@ impl Client {
     ///
     /// A message that no stream takes (the queue of a resumed session, sent
     /// right after CONNACK, before the SUBACK of a new `subscribe`; one of a
-    /// subscription kept from an earlier session) waits for the first
-    /// [`messages`](Self::messages) stream, up to
-    /// [`stream_capacity`](ConnectOptions::stream_capacity) of them; beyond,
-    /// it is acknowledged and dropped. An application that resumes a session
-    /// and must not lose what waited for it connects with
-    /// [`connect_with_messages`](Self::connect_with_messages) instead.
+    /// subscription kept from an earlier session) waits, up to
+    /// [`stream_capacity`](ConnectOptions::stream_capacity) of them, for the
+    /// first [`subscribe`](Self::subscribe) stream whose filter matches it or
+    /// the first [`messages`](Self::messages) stream; beyond, it is
+    /// acknowledged and dropped (with a warning in the log). An application
+    /// that resumes a session and must not lose what waited for it connects
+    /// with [`connect_with_messages`](Self::connect_with_messages) instead.
     ///
     /// # Errors
     /// Invalid options, the transport failing, [`Error::Refused`] (with the

@@ -876,7 +876,13 @@ impl Driver {
                         // Kept for the first catch-all stream (without its ack token).
                         self.unclaimed.push_back(Message::new(publish, None));
                     } else {
-                        debug!(topic = %publish.topic, "message for no stream, dropped");
+                        warn!(
+                            topic = %publish.topic,
+                            kept = self.unclaimed.len(),
+                            "message for no stream, dropped (acknowledged): no subscription \
+                             stream matches it and the buffer for the next one is full; \
+                             see Client::connect_with_messages"
+                        );
                     }
                     return;
                 }
@@ -1174,7 +1180,8 @@ impl Driver {
                     .retain(|f| !filters.iter().any(|(g, _)| g == f));
                 let key = self.router.next_key();
                 let (tx, rx) = mpsc::channel(self.options.stream_capacity);
-                self.router.add(key, filters, matchers, id, tx);
+                self.router.add(key, filters, matchers, id, tx.clone());
+                self.claim_unclaimed(key, &tx);
                 self.requests
                     .insert(packet_id, Request::Subscribe { key, reply, rx });
             }
@@ -1183,6 +1190,29 @@ impl Driver {
                 let _gone = subscribe.reply.send(Err(Error::from_session(e)));
             }
         }
+    }
+
+    /// Messages that came while no stream wanted them (a resumed session's
+    /// queue, before this subscription's SUBACK) and that match the new
+    /// stream `key` go to it first, in order, as far as it has room.
+    fn claim_unclaimed(&mut self, key: u64, tx: &mpsc::Sender<Message>) {
+        if self.unclaimed.is_empty() {
+            return;
+        }
+        let mut left = VecDeque::with_capacity(self.unclaimed.len());
+        while let Some(message) = self.unclaimed.pop_front() {
+            if self.router.wants(key, &message.publish().topic) {
+                match tx.try_send(message) {
+                    Ok(()) => continue,
+                    Err(TrySendError::Full(message) | TrySendError::Closed(message)) => {
+                        left.push_back(message);
+                    }
+                }
+            } else {
+                left.push_back(message);
+            }
+        }
+        self.unclaimed = left;
     }
 
     /// A `subscribe` waits for a request slot (the session allows

@@ -230,6 +230,16 @@ impl Router {
         self.routes.get(&key)
     }
 
+    /// Whether stream `key` subscribes to a filter that matches `topic`.
+    pub(crate) fn wants(&self, key: u64, topic: &MqttString) -> bool {
+        let Ok(topic) = TopicName::from_bytes(topic.as_bytes().clone()) else {
+            return false;
+        };
+        self.routes
+            .get(&key)
+            .is_some_and(|r| r.matchers.iter().any(|m| m.filter().matches(&topic)))
+    }
+
     /// Whether a live stream subscribes to `filter`.
     pub(crate) fn uses(&self, filter: &MqttString) -> bool {
         self.routes

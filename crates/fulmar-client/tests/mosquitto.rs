@@ -585,6 +585,59 @@ async fn streams_with_the_same_filter_share_the_subscription() {
     }
 }
 
+// MQTT-4.4.0-1 (a resumed session's messages are sent again): with plain
+// `connect`, the queue of a resumed session, which arrives before any stream
+// wants it, goes to the first subscription stream whose filter matches (up to
+// a stream's capacity), in order. It was acknowledged and kept for a
+// `messages()` stream only, so a consumer that subscribed after connecting
+// lost it.
+#[tokio::test]
+async fn a_resumed_queue_goes_to_the_first_matching_subscription() {
+    let broker = Mosquitto::start();
+    for version in VERSIONS {
+        let persistent = || {
+            let options = options(&broker, version, "durable").clean_start(false);
+            if version == ProtocolVersion::V5 {
+                options.session_expiry_interval(300)
+            } else {
+                options
+            }
+        };
+        let (client, _) = guard(Client::connect(persistent())).await.unwrap();
+        let stream = guard(client.subscribe("durable/#", QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        // Disconnected before the stream's UNSUBSCRIBE: the subscription stays.
+        guard(client.disconnect()).await.unwrap();
+        drop(stream);
+        let publisher = connect(&broker, version, "durable-filler").await;
+        for i in 0..100 {
+            guard(
+                publisher
+                    .publish("durable/x", i.to_string())
+                    .qos(QoS::AtLeastOnce),
+            )
+            .await
+            .unwrap();
+        }
+        let (client, _) = guard(Client::connect(persistent())).await.unwrap();
+        // The queue comes right after CONNACK, so before this SUBACK: every
+        // message of it has arrived, for no stream, when this returns.
+        let _other = guard(client.subscribe("other/#", QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        let mut stream = guard(client.subscribe("durable/#", QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        for i in 0..100 {
+            let m = guard(stream.next()).await.unwrap();
+            assert_eq!(m.payload, i.to_string(), "{version:?}");
+        }
+        guard(client.disconnect()).await.unwrap();
+        guard(publisher.disconnect()).await.unwrap();
+    }
+}
+
 // MQTT-4.4.0-1 (a resumed session's messages are sent again), v5:MQTT-3.1.2-4
 // / v3:MQTT-3.1.2-4 (Clean Start 0 resumes the session): with
 // `connect_with_messages`, the whole queue of a resumed session arrives,
