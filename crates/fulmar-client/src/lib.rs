@@ -133,4 +133,7 @@ pub use fulmar_codec::{
     SubAckReasonCode, SubscribeProperties, SubscriptionOptions, Will, WillProperties,
 };
 pub use fulmar_session::DropReason;
+/// The errors of the protocol state machine, as carried by
+/// [`Error::Session`]: match on them without depending on `fulmar-session`.
+pub use fulmar_session::{ApiError, Error as SessionError, LimitExceeded, ProtocolViolation};
 pub use fulmar_topic::TopicName;

@@ -216,6 +216,7 @@ pub struct ConnectOptions {
     pub(crate) receive_maximum: NonZeroU16,
     pub(crate) max_inflight: NonZeroU16,
     pub(crate) maximum_packet_size: Option<NonZeroU32>,
+    pub(crate) maximum_outgoing_packet_size: Option<NonZeroU32>,
     pub(crate) topic_alias_maximum: u16,
     pub(crate) user_properties: Vec<(String, String)>,
     pub(crate) reconnect: Reconnect,
@@ -252,6 +253,7 @@ impl ConnectOptions {
             receive_maximum: NonZeroU16::new(64).unwrap_or(NonZeroU16::MIN),
             max_inflight: NonZeroU16::new(20).unwrap_or(NonZeroU16::MIN),
             maximum_packet_size: None,
+            maximum_outgoing_packet_size: None,
             topic_alias_maximum: 16,
             user_properties: Vec::new(),
             reconnect: Reconnect::default(),
@@ -385,6 +387,30 @@ impl ConnectOptions {
         self
     }
 
+    /// The largest packet the client sends, whatever the broker allows
+    /// (default: the broker's Maximum Packet Size alone). An MQTT 3.1.1
+    /// broker cannot announce its limit and closes the connection on a
+    /// packet over it; without this, a QoS 1/2 message over it would be sent
+    /// again at every reconnection and never complete. With it, such a
+    /// publish fails at once with
+    /// [`LimitExceeded::PacketTooLarge`](crate::LimitExceeded::PacketTooLarge)
+    /// (in [`Error::Session`](crate::Error::Session)).
+    /// Zero: no limit of the client's own.
+    ///
+    /// ```
+    /// use fulmar_client::{ConnectOptions, ProtocolVersion};
+    ///
+    /// // mosquitto with `max_packet_size 1000`, spoken to in 3.1.1.
+    /// let options = ConnectOptions::new("broker.local", 1883)
+    ///     .protocol_version(ProtocolVersion::V311)
+    ///     .maximum_outgoing_packet_size(1000);
+    /// ```
+    #[must_use]
+    pub fn maximum_outgoing_packet_size(mut self, bytes: u32) -> Self {
+        self.maximum_outgoing_packet_size = NonZeroU32::new(bytes);
+        self
+    }
+
     /// Topic Alias Maximum the client announces (MQTT 5.0, default 16).
     #[must_use]
     pub fn topic_alias_maximum(mut self, maximum: u16) -> Self {
@@ -507,6 +533,7 @@ impl ConnectOptions {
             max_pending: self.max_buffered,
             topic_alias_maximum: self.topic_alias_maximum,
             maximum_packet_size: self.maximum_packet_size,
+            peer_maximum_packet_size: self.maximum_outgoing_packet_size,
             connect_timeout: Some(self.connect_timeout),
             manual_acks: self.manual_acks,
             ping_timeout: self.ping_timeout,

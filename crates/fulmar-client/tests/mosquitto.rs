@@ -704,3 +704,41 @@ async fn connect_with_messages_gets_the_whole_queue_of_a_resumed_session() {
         guard(publisher.disconnect()).await.unwrap();
     }
 }
+
+// A 3.1.1 broker cannot announce its Maximum Packet Size, and mosquitto
+// closes the connection on a packet over it (v5:MQTT-3.2.2-15 is the 5.0
+// rule). A QoS 1 message over it was sent again at every reconnection and
+// never completed; with `maximum_outgoing_packet_size` the publish fails at
+// once, and the connection carries on.
+#[tokio::test]
+async fn the_outgoing_packet_size_cap_refuses_what_the_broker_would_not_take() {
+    let broker = Mosquitto::with_extra(common::Listener::Tcp, true, "max_packet_size 1000\n");
+    for version in VERSIONS {
+        let options = options(&broker, version, "capped").maximum_outgoing_packet_size(1000);
+        let (client, _) = guard(Client::connect(options)).await.unwrap();
+        let mut stream = guard(client.subscribe("capped/#", QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        let err = guard(
+            client
+                .publish("capped/big", vec![b'x'; 2000])
+                .qos(QoS::AtLeastOnce),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Session(fulmar_client::SessionError::Limit(
+                    fulmar_client::LimitExceeded::PacketTooLarge { max: 1000, .. }
+                ))
+            ),
+            "{version:?}: {err:?}"
+        );
+        guard(client.publish("capped/small", "ok").qos(QoS::AtLeastOnce))
+            .await
+            .unwrap();
+        assert_eq!(guard(stream.next()).await.unwrap().payload, "ok");
+        guard(client.disconnect()).await.unwrap();
+    }
+}

@@ -334,6 +334,13 @@ impl Session {
                 self.client_id = Some(id.clone());
             }
         }
+        if let Some(cap) = self.config.peer_maximum_packet_size {
+            let peer = &mut self.conn.peer;
+            peer.maximum_packet_size = Some(
+                peer.maximum_packet_size
+                    .map_or(cap.get(), |m| m.min(cap.get())),
+            );
+        }
         self.state = State::Connected;
         if connack.session_present && self.version == ProtocolVersion::V5 {
             let carried = self.incoming_qos2.sorted();

@@ -64,6 +64,14 @@ pub struct Config {
     pub server_keep_alive: Option<u16>,
     /// Use outbound topic aliases when the peer allows them (MQTT 5.0).
     pub outbound_topic_aliases: bool,
+    /// Client: the largest packet to send, whatever the server allows (the
+    /// smaller of the two counts). MQTT 3.1.1 has no way for a server to
+    /// announce its limit, and a broker closes the connection on a packet
+    /// over it, so that a message sent again at each reconnection would
+    /// never get through: with this set, `publish` refuses it with
+    /// [`LimitExceeded::PacketTooLarge`](crate::LimitExceeded::PacketTooLarge)
+    /// instead. `None` (default): the server's Maximum Packet Size alone.
+    pub peer_maximum_packet_size: Option<NonZeroU32>,
     /// Acknowledge inbound QoS 1/2 messages only when the application calls
     /// [`Session::ack`](crate::Session::ack) (backpressure): the PUBACK or
     /// PUBREC waits until then. Off: acknowledged on receipt.
@@ -88,6 +96,7 @@ impl Default for Config {
             subscription_identifiers_available: true,
             server_keep_alive: None,
             outbound_topic_aliases: true,
+            peer_maximum_packet_size: None,
             manual_acks: false,
         }
     }
