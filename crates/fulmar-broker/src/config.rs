@@ -78,7 +78,11 @@ pub struct Limits {
     pub max_queued_bytes: usize,
     /// Time a client has to send CONNECT after opening the connection.
     pub connect_timeout: Duration,
-    /// Receive Maximum announced to MQTT 5.0 clients and enforced for both versions.
+    /// Receive Maximum announced to MQTT 5.0 clients and enforced for them
+    /// (more QoS 1/2 messages unacknowledged at once: DISCONNECT 0x93). A
+    /// 3.1.1 client is told no such limit and is not held to it; its
+    /// unacknowledged QoS 2 messages are bounded by the packet identifiers
+    /// (only the identifiers are kept, not the messages).
     pub receive_maximum: NonZeroU16,
     /// Topic Alias Maximum announced to MQTT 5.0 clients (0: none).
     pub topic_alias_maximum: u16,

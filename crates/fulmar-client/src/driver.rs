@@ -138,7 +138,9 @@ fn codec_error(e: CodecError) -> Error {
 /// Writes the buffered packets out. A write that takes nothing for `limit`
 /// fails: a peer that stopped reading would otherwise hold the connection
 /// task (no reads, no keep-alive, no commands) for ever. A write that makes
-/// progress, however slowly, goes on.
+/// progress, however slowly, goes on. Progress is looked at every quarter
+/// of `limit`, so a stall is noticed between `limit` and 1.25 times it
+/// after the last progress.
 async fn flush(
     framed: &mut Framed<Box<dyn Io>, MqttCodec>,
     limit: Option<Duration>,
@@ -146,13 +148,18 @@ async fn flush(
     let Some(limit) = limit else {
         return SinkExt::<Packet>::flush(framed).await.map_err(codec_error);
     };
+    let step = (limit / 4).max(Duration::from_millis(1));
+    let mut last_progress = tokio::time::Instant::now();
     loop {
         let before = framed.write_buffer().len();
         // Cancelling a flush loses nothing: what is not written stays in
         // the write buffer.
-        match timeout(limit, SinkExt::<Packet>::flush(framed)).await {
+        match timeout(step, SinkExt::<Packet>::flush(framed)).await {
             Ok(result) => return result.map_err(codec_error),
-            Err(_elapsed) if framed.write_buffer().len() < before => {}
+            Err(_elapsed) if framed.write_buffer().len() < before => {
+                last_progress = tokio::time::Instant::now();
+            }
+            Err(_elapsed) if last_progress.elapsed() < limit => {}
             Err(_elapsed) => return Err(write_stalled(limit)),
         }
     }
@@ -423,7 +430,6 @@ impl Driver {
     async fn run(mut self) {
         loop {
             let error = self.connection().await;
-            self.connected.send_replace(false);
             // Only a connection that stayed up restarts the backoff: one the
             // broker accepts and ends at once (a session taken over back and
             // forth) is a failed attempt too.
@@ -459,10 +465,12 @@ impl Driver {
                 let _gone = waiter.reply.send(Err(error));
             }
             if self.exit {
+                self.connected.send_replace(false);
                 info!("disconnected");
                 break;
             }
             if let Some(ready) = self.ready.take() {
+                self.connected.send_replace(false);
                 warn!(%error, "connect failed");
                 let _gone = ready.send(Err(error));
                 break;
@@ -473,6 +481,9 @@ impl Driver {
                 by_broker: self.by_broker.take(),
                 failed_attempts: self.attempt,
             });
+            // After the record: whoever waits for the connection to go
+            // down finds out why in `last_disconnection`.
+            self.connected.send_replace(false);
             if !self.options.reconnect.is_enabled() {
                 warn!(%error, "connection lost, reconnect is off");
                 break;

@@ -228,7 +228,9 @@ impl TlsOptions {
     ///
     /// # Errors
     /// [`Error::InvalidOptions`] for a host that is no valid server name, a
-    /// TLS configuration error, or the I/O error of a failed handshake.
+    /// TLS configuration error; [`Error::Tls`] when the handshake fails on
+    /// TLS grounds (a certificate that does not verify, an alert from the
+    /// server), [`Error::Io`] when the connection fails under it.
     pub async fn connect<S>(&self, host: &str, stream: S) -> Result<TlsStream<S>, Error>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -237,7 +239,19 @@ impl TlsOptions {
         let name = self.server_name.as_deref().unwrap_or(host);
         let name = ServerName::try_from(name.to_owned())
             .map_err(|e| Error::InvalidOptions(format!("TLS server name {name:?}: {e}")))?;
-        Ok(TlsConnector::from(config).connect(name, stream).await?)
+        TlsConnector::from(config)
+            .connect(name, stream)
+            .await
+            .map_err(handshake_error)
+    }
+}
+
+/// tokio-rustls reports TLS failures as I/O errors that wrap the rustls
+/// error: told apart here.
+fn handshake_error(e: std::io::Error) -> Error {
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(tls) => Error::Tls(tls.clone()),
+        None => Error::Io(e),
     }
 }
 

@@ -68,7 +68,7 @@ async fn untrusted_server_or_wrong_name_is_refused() {
         tls,
     )))
     .await;
-    assert!(matches!(result, Err(Error::Io(_))), "{result:?}");
+    assert!(matches!(result, Err(Error::Tls(_))), "{result:?}");
     // The right CA, the wrong name.
     let tls = TlsOptions::new()
         .without_system_roots()
@@ -81,7 +81,7 @@ async fn untrusted_server_or_wrong_name_is_refused() {
         tls,
     )))
     .await;
-    assert!(matches!(result, Err(Error::Io(_))), "{result:?}");
+    assert!(matches!(result, Err(Error::Tls(_))), "{result:?}");
     // Right CA and name, no client certificate needed here.
     let tls = TlsOptions::new()
         .without_system_roots()
@@ -135,5 +135,5 @@ async fn skipping_the_hostname_check_still_checks_the_chain() {
     let (client, _) = guard(connect(&pki.ca_pem)).await.unwrap();
     guard(client.disconnect()).await.unwrap();
     let result = guard(connect(&other.ca_pem)).await;
-    assert!(matches!(result, Err(Error::Io(_))), "{result:?}");
+    assert!(matches!(result, Err(Error::Tls(_))), "{result:?}");
 }

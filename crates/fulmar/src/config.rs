@@ -514,7 +514,7 @@ max_topic_length = 65535
 max_topic_levels = 128
 # Seconds a client has to send CONNECT.
 connect_timeout_secs = 10
-# Receive Maximum announced to and enforced for clients.
+# Receive Maximum announced to MQTT 5.0 clients and enforced for them.
 receive_maximum = 64
 # Topic Alias Maximum announced to MQTT 5.0 clients.
 topic_alias_maximum = 16
