@@ -249,7 +249,10 @@ impl TlsOptions {
 /// tokio-rustls reports TLS failures as I/O errors that wrap the rustls
 /// error: told apart here.
 fn handshake_error(e: std::io::Error) -> Error {
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
         Some(tls) => Error::Tls(tls.clone()),
         None => Error::Io(e),
     }
