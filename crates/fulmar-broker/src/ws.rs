@@ -10,10 +10,23 @@ use bytes::{Buf, Bytes};
 use futures::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error, Message};
+
+/// A WebSocket frame or message over the listener's limit (twice the
+/// Maximum Packet Size): it holds a packet over the maximum, or more packets
+/// at once than the broker buffers. Carried in the read's `io::Error`, so
+/// that the connection answers it as a packet too large (MQTT 5.0: DISCONNECT
+/// 0x95) instead of just closing.
+#[derive(Debug, thiserror::Error)]
+#[error("WebSocket message of {size} bytes over the limit of {max}")]
+pub(crate) struct MessageTooLarge {
+    pub(crate) size: usize,
+    pub(crate) max: usize,
+}
 
 const PROTOCOL: &str = "Sec-WebSocket-Protocol";
 
@@ -101,6 +114,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsIo<S> {
                     )));
                 }
                 Some(Ok(Message::Close(_))) | None => return Poll::Ready(Ok(())),
+                Some(Err(Error::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                    let too_large = MessageTooLarge {
+                        size,
+                        max: max_size,
+                    };
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, too_large)));
+                }
                 Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
             }
         }

@@ -561,3 +561,54 @@ async fn websocket_text_frame_closes_the_connection() {
     .expect("connection not closed");
     broker.shutdown().await;
 }
+
+// v5:MQTT-3.2.2-15 (well, its server side: a packet over the Maximum Packet
+// Size gets DISCONNECT 0x95), over WebSocket: a frame over the listener's
+// limit (twice the maximum) was just closed; it is answered like a packet
+// over the maximum read from TCP.
+#[tokio::test]
+async fn websocket_frame_over_the_limit_gets_disconnect_0x95() {
+    let mut limits = fulmar_broker::Limits::default();
+    limits.max_packet_size = std::num::NonZeroU32::new(1024).unwrap();
+    let broker = start(
+        Broker::builder()
+            .limits(limits)
+            .ws_listener("127.0.0.1:0", "/mqtt"),
+    )
+    .await;
+    let (mut ws, _) = ws_connect(port(&broker), "/mqtt", Some("mqtt"))
+        .await
+        .unwrap();
+    // CONNECT 5.0, client id "w", keep alive 0, no properties.
+    let connect = [
+        0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 0, 0, 0, 1, b'w',
+    ];
+    ws.send(WsMessage::binary(connect.to_vec())).await.unwrap();
+    match tokio::time::timeout(GUARD, ws.next()).await.unwrap() {
+        Some(Ok(WsMessage::Binary(data))) => assert_eq!(&data[..2], [0x20, data[1]]),
+        other => panic!("unexpected {other:?}"),
+    }
+    // A QoS 0 PUBLISH of 100 KiB in one frame, over the WebSocket limit
+    // (twice the maximum, at least 64 KiB).
+    let publish = fulmar_codec::Publish::new("t".into(), Bytes::from(vec![b'x'; 100 * 1024]));
+    let mut wire = bytes::BytesMut::new();
+    fulmar_codec::Packet::from(publish)
+        .encode(fulmar_codec::ProtocolVersion::V5, &mut wire)
+        .unwrap();
+    ws.send(WsMessage::binary(wire.to_vec())).await.unwrap();
+    let mut received = Vec::new();
+    loop {
+        match tokio::time::timeout(GUARD, ws.next()).await.unwrap() {
+            Some(Ok(WsMessage::Binary(data))) => received.extend_from_slice(&data),
+            Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => {}
+        }
+    }
+    // DISCONNECT, reason code 0x95 Packet too large.
+    assert_eq!(
+        received.get(..3),
+        Some(&[0xE0, 0x01, 0x95][..]),
+        "{received:02x?}"
+    );
+    broker.shutdown().await;
+}

@@ -943,6 +943,21 @@ impl<S: Stream> Connection<S> {
                 self.session.handle_decode_error(&error, now);
                 true
             }
+            #[cfg(feature = "websocket")]
+            Some(Err(CodecError::Io(ref e)))
+                if let Some(too_large) = e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<crate::ws::MessageTooLarge>()) =>
+            {
+                // [MQTT-3.2.2-15] v5: a packet over the Maximum Packet Size
+                // is answered with DISCONNECT 0x95, over WebSocket too.
+                let error = fulmar_codec::DecodeError::PacketTooLarge {
+                    size: too_large.size,
+                    max: u32::try_from(too_large.max).unwrap_or(u32::MAX),
+                };
+                self.session.handle_decode_error(&error, now);
+                true
+            }
             Some(Err(_)) | None => {
                 self.session.connection_lost(now);
                 self.record_close_events();
