@@ -308,6 +308,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// See [`Limits::max_retained_bytes`].
+    #[must_use]
+    pub fn max_retained_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_retained_bytes = bytes;
+        self
+    }
+
     /// See [`Limits::max_retained_messages`].
     #[must_use]
     pub fn max_retained_messages(mut self, n: usize) -> Self {
@@ -407,6 +414,8 @@ impl BrokerBuilder {
             bridge,
             max_queued_bytes: self.limits.max_queued_bytes,
             max_retained: Some(self.limits.max_retained_messages),
+            max_retained_bytes: self.limits.max_retained_bytes,
+            retained_bytes: 0,
             reads: checks_reads.then(|| crate::state::Reads {
                 authorizer: self.authorizer.clone(),
                 clients: std::collections::HashMap::new(),

@@ -139,6 +139,13 @@ pub struct Limits {
     /// beyond it is not routed: MQTT 5.0 PUBACK/PUBREC 0x97 Quota exceeded;
     /// QoS 0 and 3.1.1 messages are dropped and counted.
     pub max_retained_messages: usize,
+    /// Payload bytes of all retained messages together (default 1 GiB). A
+    /// retained PUBLISH that would take them beyond (a new topic, or a
+    /// larger message for a stored one) is refused as for
+    /// [`max_retained_messages`](Self::max_retained_messages); one message is
+    /// always let into an empty store. Without it, the count alone allowed
+    /// `max_retained_messages` times the largest packet.
+    pub max_retained_bytes: usize,
     /// Longest topic name or filter, in bytes. A longer PUBLISH topic gets
     /// MQTT 5.0 PUBACK/PUBREC 0x90 Topic Name invalid (QoS 0 and 3.1.1:
     /// dropped and counted); a longer filter SUBACK 0x8F (3.1.1: 0x80).
@@ -305,6 +312,7 @@ impl Default for Limits {
             event_capacity: 1024,
             server_keep_alive: None,
             max_retained_messages: 100_000,
+            max_retained_bytes: 1 << 30,
             max_topic_length: 65_535,
             max_topic_levels: 128,
             server_reference: None,

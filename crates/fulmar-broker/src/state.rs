@@ -888,6 +888,10 @@ pub(crate) struct State {
     /// (`None`: no limit), for the messages that reach [`route`](Self::route)
     /// without a client to refuse: wills and messages from a bridge.
     pub(crate) max_retained: Option<usize>,
+    /// [`Limits::max_retained_bytes`](crate::Limits::max_retained_bytes).
+    pub(crate) max_retained_bytes: usize,
+    /// The payload bytes of the retained messages (see [`State::put_retained`]).
+    pub(crate) retained_bytes: usize,
     /// When [`State::remove_expired_retained`] last read every retained
     /// message.
     pub(crate) retained_swept: Option<Instant>,
@@ -978,7 +982,7 @@ impl State {
         };
         if publish.retain {
             if publish.payload.is_empty() {
-                if self.retained.remove(topic).is_some()
+                if self.take_retained(topic)
                     && let Some(journal) = &self.journal
                 {
                     journal.push(StoreOp::DeleteRetained {
@@ -1018,7 +1022,7 @@ impl State {
                     publish: stored,
                     stored: now,
                 };
-                self.retained.insert(topic.clone(), value);
+                self.put_retained(topic.clone(), value);
             }
         }
         let Self {
@@ -1201,26 +1205,66 @@ impl State {
         Some(old)
     }
 
-    /// Whether `publish` may be routed under the retained quota: a retained
-    /// message for a topic not stored yet needs room ([`Limits::max_retained_messages`](crate::Limits)).
+    /// Stores a retained message, replacing the topic's earlier one, and
+    /// counts its payload bytes.
+    pub(crate) fn put_retained(&mut self, topic: TopicName, value: Retained) {
+        let bytes = value.publish.payload.len();
+        if let Some(old) = self.retained.insert(topic, value) {
+            self.retained_bytes = self
+                .retained_bytes
+                .saturating_sub(old.publish.payload.len());
+        }
+        self.retained_bytes = self.retained_bytes.saturating_add(bytes);
+    }
+
+    /// Removes a topic's retained message; whether there was one.
+    pub(crate) fn take_retained(&mut self, topic: &TopicName) -> bool {
+        match self.retained.remove(topic) {
+            Some(old) => {
+                self.retained_bytes = self
+                    .retained_bytes
+                    .saturating_sub(old.publish.payload.len());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `publish` may be routed under the retained quotas: a retained
+    /// message for a topic not stored yet needs room
+    /// ([`Limits::max_retained_messages`](crate::Limits)), and no retained
+    /// message may take the payload bytes of all of them over
+    /// [`Limits::max_retained_bytes`](crate::Limits) (a replacement counts
+    /// what it adds; one message is always let into an empty store).
     pub(crate) fn retained_fits(
         &mut self,
         topic: &TopicName,
         publish: &Publish,
         now: Instant,
     ) -> bool {
-        if !publish.retain || publish.payload.is_empty() || self.retained.get(topic).is_some() {
+        if !publish.retain || publish.payload.is_empty() {
             return true;
         }
-        let Some(max) = self.max_retained else {
-            return true;
+        let replaced = self.retained.get(topic).map(|r| r.publish.payload.len());
+        let bytes_fit = |state: &Self| {
+            let after = state
+                .retained_bytes
+                .saturating_sub(replaced.unwrap_or(0))
+                .saturating_add(publish.payload.len());
+            state.retained_bytes == 0 || after <= state.max_retained_bytes
         };
-        if self.retained.len() >= max {
+        let count_fits = |state: &Self| {
+            replaced.is_some()
+                || state
+                    .max_retained
+                    .is_none_or(|max| state.retained.len() < max)
+        };
+        if !count_fits(self) || !bytes_fit(self) {
             // Expired messages are removed when a subscription finds them;
             // the ones nobody asked for must not hold the quota.
             self.remove_expired_retained(now);
         }
-        self.retained.len() < max
+        count_fits(self) && bytes_fit(self)
     }
 
     /// Removes every retained message whose Message Expiry Interval has
@@ -1245,7 +1289,7 @@ impl State {
     /// Removes the retained messages of `topics`, from the store too.
     fn delete_retained(&mut self, topics: Vec<TopicName>) {
         for topic in topics {
-            self.retained.remove(&topic);
+            self.take_retained(&topic);
             if let Some(journal) = &self.journal {
                 journal.push(StoreOp::DeleteRetained {
                     topic: Arc::from(topic.as_str()),

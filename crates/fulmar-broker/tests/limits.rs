@@ -93,6 +93,42 @@ async fn v5_retained_quota_refuses_new_topics_with_0x97() {
     broker.shutdown().await;
 }
 
+// The retained store is bounded in bytes too: a retained message that would
+// take all their payloads over max_retained_bytes gets 0x97, a new topic or
+// a larger message for a stored one alike; one goes into an empty store.
+#[tokio::test]
+async fn v5_retained_byte_quota_refuses_with_0x97() {
+    let broker = start_with(Broker::builder().max_retained_bytes(10)).await;
+    let mut peer = Peer::connect(addr(&broker), V5, "bytes").await;
+    // Into an empty store, whatever its size.
+    peer.send(retained("b/0", "0123456789ab", QoS::AtLeastOnce, 1))
+        .await;
+    peer.expect_raw(&[0x40, 0x02, 0x00, 0x01]).await;
+    broker.publish("b/0", "", QoS::AtMostOnce, true).unwrap();
+    peer.send(retained("b/1", "12345", QoS::AtLeastOnce, 2))
+        .await;
+    peer.expect_raw(&[0x40, 0x02, 0x00, 0x02]).await;
+    // 5 + 6 > 10.
+    peer.send(retained("b/2", "123456", QoS::AtLeastOnce, 3))
+        .await;
+    peer.expect_raw(&[0x40, 0x03, 0x00, 0x03, 0x97]).await;
+    // A replacement counts what it adds: 10 fits, 11 does not.
+    peer.send(retained("b/1", "1234567890", QoS::AtLeastOnce, 4))
+        .await;
+    peer.expect_raw(&[0x40, 0x02, 0x00, 0x04]).await;
+    peer.send(retained("b/1", "1234567890a", QoS::AtLeastOnce, 5))
+        .await;
+    peer.expect_raw(&[0x40, 0x03, 0x00, 0x05, 0x97]).await;
+    // Deleting frees the room.
+    peer.send(retained("b/1", "", QoS::AtLeastOnce, 6)).await;
+    peer.expect_raw(&[0x40, 0x02, 0x00, 0x06]).await;
+    peer.send(retained("b/2", "123456", QoS::AtLeastOnce, 7))
+        .await;
+    peer.expect_raw(&[0x40, 0x02, 0x00, 0x07]).await;
+    assert_eq!(broker.stats().retained, 1);
+    broker.shutdown().await;
+}
+
 // MQTT-3.3.1-6 MQTT-3.8.4-5: retained messages are sent at subscribe, one
 // SUBACK answers every filter. What one SUBSCRIBE gathers at once is bounded by
 // the session's queue (the rest follows as it drains), however often its filters repeat one another (a packet of

@@ -134,6 +134,7 @@ pub(crate) struct LimitsConfig {
     pub(crate) max_queued_messages: usize,
     pub(crate) max_queued_bytes: usize,
     pub(crate) max_retained_messages: usize,
+    pub(crate) max_retained_bytes: usize,
     pub(crate) max_topic_length: usize,
     pub(crate) max_topic_levels: usize,
     pub(crate) connect_timeout_secs: u64,
@@ -174,6 +175,7 @@ impl Default for LimitsConfig {
             max_queued_messages: limits.max_queued_messages,
             max_queued_bytes: limits.max_queued_bytes,
             max_retained_messages: limits.max_retained_messages,
+            max_retained_bytes: limits.max_retained_bytes,
             max_topic_length: limits.max_topic_length,
             max_topic_levels: limits.max_topic_levels,
             connect_timeout_secs: limits.connect_timeout.as_secs(),
@@ -208,6 +210,7 @@ impl LimitsConfig {
         limits.max_queued_messages = self.max_queued_messages;
         limits.max_queued_bytes = self.max_queued_bytes;
         limits.max_retained_messages = self.max_retained_messages;
+        limits.max_retained_bytes = self.max_retained_bytes;
         if self.max_topic_length == 0 || self.max_topic_levels == 0 {
             return Err(format!(
                 "limits.max_topic_length = {}, max_topic_levels = {}: must be at least 1",
@@ -507,6 +510,9 @@ max_queued_bytes = 16777216
 # Retained messages kept at once; a retained PUBLISH for a new topic beyond it
 # is refused (MQTT 5.0 0x97 Quota exceeded; QoS 0 and 3.1.1: dropped, counted).
 max_retained_messages = 100000
+# Payload bytes of all retained messages together; a retained PUBLISH that
+# would go beyond is refused the same way (one is always let into an empty store).
+max_retained_bytes = 1073741824
 # Longest topic name or filter in bytes, and most levels (`a/b/c` has 3). A
 # PUBLISH beyond gets MQTT 5.0 0x90 Topic Name invalid (QoS 0 and 3.1.1:
 # dropped and counted); a filter beyond, SUBACK 0x8F (3.1.1: 0x80).

@@ -186,7 +186,7 @@ pub(crate) fn recover(
             publish: m.publish,
             stored: instant_of(m.stored_at, now, now_unix),
         };
-        state.retained.insert(name, value);
+        state.put_retained(name, value);
         found.retained += 1;
     }
     state.next_seq = max_seq;
