@@ -51,7 +51,9 @@ pub struct Limits {
     /// subscriber take its queue about one message each past the quarter,
     /// not a burst each up to the bound (where the surplus is dropped).
     pub max_queued_messages: usize,
-    /// Payload bytes queued for one session, in each of its queues
+    /// Bytes queued for one session (each message counted as
+    /// [`Publish::memory_size`](fulmar_codec::Publish::memory_size): topic,
+    /// payload and properties), in each of its queues
     /// (deliveries not yet taken by its connection's task; messages its
     /// session has not sent yet; QoS 1/2 messages that arrived while it was
     /// offline). While the session queue holds this much, the task takes
@@ -139,7 +141,9 @@ pub struct Limits {
     /// beyond it is not routed: MQTT 5.0 PUBACK/PUBREC 0x97 Quota exceeded;
     /// QoS 0 and 3.1.1 messages are dropped and counted.
     pub max_retained_messages: usize,
-    /// Payload bytes of all retained messages together (default 1 GiB). A
+    /// Bytes of all retained messages together (each counted as
+    /// [`Publish::memory_size`](fulmar_codec::Publish::memory_size)), default
+    /// 1 GiB. A
     /// retained PUBLISH that would take them beyond (a new topic, or a
     /// larger message for a stored one) is refused as for
     /// [`max_retained_messages`](Self::max_retained_messages); one message is
@@ -201,7 +205,7 @@ pub struct ServerReference {
 /// overloaded subscriber's messages wait twice as long and dropped most).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct PaceAbove {
-    /// Payload bytes queued.
+    /// Bytes queued.
     pub(crate) bytes: usize,
     /// Deliveries queued.
     pub(crate) messages: usize,
@@ -217,7 +221,7 @@ impl PaceAbove {
     }
 
     /// Whether a delivery that took a queue from `before` to `bytes`
-    /// payload bytes took it over: one delivery into an empty queue never
+    /// bytes took it over: one delivery into an empty queue never
     /// does, whatever its size.
     pub(crate) const fn over_bytes(self, before: usize, bytes: usize) -> bool {
         before > 0 && bytes > self.bytes

@@ -139,7 +139,11 @@ impl Pacing {
             let seq = delivery.seq;
             // Dropped at this await, the copy is given up (see `Drop`).
             self.in_hand = Some((client.clone(), seq));
-            let send = queue.deliver(delivery, limits.max_queued_messages);
+            let send = queue.deliver(
+                delivery,
+                limits.max_queued_messages,
+                limits.max_queued_bytes,
+            );
             let sent = tokio::time::timeout_at(deadline, send).await;
             self.in_hand = None;
             match sent {

@@ -337,22 +337,35 @@ impl ControlInbox {
         delivery: Box<Delivery>,
         capacity: usize,
     ) -> Result<usize, DeliverError> {
-        self.offer(delivery, capacity, None)
+        self.offer(delivery, capacity, None, None)
     }
 
     /// As [`try_deliver`](Self::try_deliver); when the queue is full,
-    /// `waiting` is woken once there is room (or it closes).
+    /// `waiting` is woken once there is room (or it closes). With
+    /// `max_bytes`, the delivery is also counted in the queue's bytes (its
+    /// [`Publish::memory_size`]), and the queue is full for it when it would
+    /// take them over `max_bytes` (unless the queue is empty).
     fn offer(
         &self,
-        delivery: Box<Delivery>,
+        mut delivery: Box<Delivery>,
         capacity: usize,
+        max_bytes: Option<usize>,
         waiting: Option<&Waker>,
     ) -> Result<usize, DeliverError> {
         let len = {
             let mut queue = self.lock();
             match queue.as_mut() {
                 Some(queue) if !queue.closed => {
-                    if queue.deliveries.len() >= capacity.max(1) {
+                    let size = max_bytes.map(|max| (delivery.publish.memory_size(), max));
+                    let over_bytes = size.is_some_and(|(size, max)| {
+                        !queue.deliveries.is_empty()
+                            && self
+                                .queued_bytes
+                                .load(Ordering::Relaxed)
+                                .saturating_add(size)
+                                > max
+                    });
+                    if queue.deliveries.len() >= capacity.max(1) || over_bytes {
                         if let Some(waker) = waiting {
                             let list = &mut queue.rare().waiting;
                             if !list.iter().any(|w| w.will_wake(waker)) {
@@ -360,6 +373,10 @@ impl ControlInbox {
                             }
                         }
                         return Err(DeliverError::Full(delivery));
+                    }
+                    if let Some((size, _)) = size {
+                        delivery.bytes = size;
+                        self.queued_bytes.fetch_add(size, Ordering::Relaxed);
                     }
                     queue.deliveries.push_back(delivery);
                     queue.deliveries.len()
@@ -371,13 +388,21 @@ impl ControlInbox {
         Ok(len)
     }
 
-    /// Queues a delivery once there is room (at most `capacity` queued);
-    /// gives it back when the connection is ending. Cancel safe (the
-    /// delivery is dropped then).
+    /// Whether the connection of this queue is ending (deliveries are given
+    /// back).
+    fn is_closed(&self) -> bool {
+        self.lock().as_ref().is_none_or(|queue| queue.closed)
+    }
+
+    /// Queues a delivery once there is room (at most `capacity` queued, and
+    /// at most `max_bytes` of them unless the queue is empty); gives it back
+    /// when the connection is ending. Cancel safe (the delivery is dropped
+    /// then).
     pub(crate) async fn deliver(
         &self,
         delivery: Box<Delivery>,
         capacity: usize,
+        max_bytes: usize,
     ) -> Result<(), Box<Delivery>> {
         let mut delivery = Some(delivery);
         let mut registered = Registered {
@@ -390,7 +415,7 @@ impl ControlInbox {
             let Some(offered) = delivery.take() else {
                 return std::task::Poll::Pending;
             };
-            match self.offer(offered, capacity, Some(cx.waker())) {
+            match self.offer(offered, capacity, Some(max_bytes), Some(cx.waker())) {
                 Ok(_) => std::task::Poll::Ready(Ok(())),
                 Err(DeliverError::Closed(back)) => std::task::Poll::Ready(Err(back)),
                 Err(DeliverError::Full(back)) => {
@@ -744,7 +769,7 @@ impl SessionEntry {
         max_messages: usize,
         max_bytes: usize,
     ) -> bool {
-        let bytes = queued.publish.payload.len();
+        let bytes = queued.publish.memory_size();
         let away = self.away();
         let over_bytes =
             away.offline_bytes > 0 && away.offline_bytes.saturating_add(bytes) > max_bytes;
@@ -1208,11 +1233,11 @@ impl State {
     /// Stores a retained message, replacing the topic's earlier one, and
     /// counts its payload bytes.
     pub(crate) fn put_retained(&mut self, topic: TopicName, value: Retained) {
-        let bytes = value.publish.payload.len();
+        let bytes = value.publish.memory_size();
         if let Some(old) = self.retained.insert(topic, value) {
             self.retained_bytes = self
                 .retained_bytes
-                .saturating_sub(old.publish.payload.len());
+                .saturating_sub(old.publish.memory_size());
         }
         self.retained_bytes = self.retained_bytes.saturating_add(bytes);
     }
@@ -1223,7 +1248,7 @@ impl State {
             Some(old) => {
                 self.retained_bytes = self
                     .retained_bytes
-                    .saturating_sub(old.publish.payload.len());
+                    .saturating_sub(old.publish.memory_size());
                 true
             }
             None => false,
@@ -1245,12 +1270,12 @@ impl State {
         if !publish.retain || publish.payload.is_empty() {
             return true;
         }
-        let replaced = self.retained.get(topic).map(|r| r.publish.payload.len());
+        let replaced = self.retained.get(topic).map(|r| r.publish.memory_size());
         let bytes_fit = |state: &Self| {
             let after = state
                 .retained_bytes
                 .saturating_sub(replaced.unwrap_or(0))
-                .saturating_add(publish.payload.len());
+                .saturating_add(publish.memory_size());
             state.retained_bytes == 0 || after <= state.max_retained_bytes
         };
         let count_fits = |state: &Self| {
@@ -1748,7 +1773,7 @@ impl Target<'_> {
                     _ => None,
                 };
                 let qos = publish.qos;
-                let bytes = publish.payload.len();
+                let bytes = publish.memory_size();
                 let mut delivery = Box::new(Delivery {
                     publish,
                     seq,
@@ -1776,7 +1801,10 @@ impl Target<'_> {
                             return;
                         }
                         delivery.bytes = bytes;
-                        let delivered = if over {
+                        let delivered = if over && owner.control.is_closed() {
+                            // Ending: its session keeps the message.
+                            Err(DeliverError::Closed(delivery))
+                        } else if over {
                             Err(DeliverError::Full(delivery))
                         } else {
                             owner.control.try_deliver(delivery, self.max_queued)
@@ -1993,7 +2021,7 @@ mod tests {
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
-        let mut send = std::pin::pin!(inbox.deliver(delivery(3), 1));
+        let mut send = std::pin::pin!(inbox.deliver(delivery(3), 1, usize::MAX));
         assert!(send.as_mut().poll(&mut cx).is_pending());
         // Polled again while full: registered once.
         assert!(send.as_mut().poll(&mut cx).is_pending());
@@ -2003,7 +2031,7 @@ mod tests {
         // Nothing waits any more: the rare part is gone again.
         assert!(inbox.lock().as_ref().is_some_and(|q| q.rare.is_none()));
 
-        let mut blocked = std::pin::pin!(inbox.deliver(delivery(4), 1));
+        let mut blocked = std::pin::pin!(inbox.deliver(delivery(4), 1, usize::MAX));
         assert!(blocked.as_mut().poll(&mut cx).is_pending());
         drop(receiver);
         assert_eq!(count.0.load(Ordering::Relaxed), 2);
@@ -2011,6 +2039,35 @@ mod tests {
             blocked.as_mut().poll(&mut cx),
             Poll::Ready(Err(_))
         ));
+    }
+
+    #[test]
+    fn a_sender_waits_for_bytes_as_for_room() {
+        // (back-pressure, no spec statement) A delivery handed over later
+        // (back-pressure) counts its bytes and waits while they would go
+        // over the bound; one always goes into an empty queue.
+        let receiver = ControlReceiver::new();
+        let inbox = receiver.inbox();
+        let big = |n: u8| {
+            let mut d = delivery(n);
+            d.publish.payload = bytes::Bytes::from(vec![n; 600]);
+            d
+        };
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut first = std::pin::pin!(inbox.deliver(big(1), 10, 1000));
+        assert!(matches!(first.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+        // 601 bytes (payload and topic) counted.
+        assert_eq!(inbox.queued_bytes.load(Ordering::Relaxed), 601);
+        let mut second = std::pin::pin!(inbox.deliver(big(2), 10, 1000));
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        let taken = receiver.try_recv_delivery();
+        assert!(taken.is_some());
+        assert_eq!(inbox.queued_bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert!(matches!(second.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(inbox.queued_bytes.load(Ordering::Relaxed), 601);
     }
 
     /// A delivery of `bytes` payload bytes, counted in `inbox` as routing counts it.
@@ -2074,7 +2131,7 @@ mod tests {
             let mut cx = Context::from_waker(&waker);
             let mut drained = Box::pin(inbox.drained(BYTES_1000));
             assert!(drained.as_mut().poll(&mut cx).is_pending());
-            let mut deliver = Box::pin(inbox.deliver(sized(&inbox, 1), 2));
+            let mut deliver = Box::pin(inbox.deliver(sized(&inbox, 1), 2, usize::MAX));
             assert!(deliver.as_mut().poll(&mut cx).is_pending());
             let lens = |inbox: &ControlInbox| {
                 inbox
@@ -2092,7 +2149,7 @@ mod tests {
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
-        let mut deliver = Box::pin(inbox.deliver(sized(&inbox, 1), 2));
+        let mut deliver = Box::pin(inbox.deliver(sized(&inbox, 1), 2, usize::MAX));
         assert!(deliver.as_mut().poll(&mut cx).is_pending());
         assert!(receiver.try_recv_delivery().is_some());
         assert_eq!(count.0.load(Ordering::Relaxed), 1);

@@ -98,25 +98,26 @@ async fn v5_retained_quota_refuses_new_topics_with_0x97() {
 // a larger message for a stored one alike; one goes into an empty store.
 #[tokio::test]
 async fn v5_retained_byte_quota_refuses_with_0x97() {
-    let broker = start_with(Broker::builder().max_retained_bytes(10)).await;
+    // Counted as Publish::memory_size: the payload and the 3-byte topic.
+    let broker = start_with(Broker::builder().max_retained_bytes(16)).await;
     let mut peer = Peer::connect(addr(&broker), V5, "bytes").await;
     // Into an empty store, whatever its size.
-    peer.send(retained("b/0", "0123456789ab", QoS::AtLeastOnce, 1))
+    peer.send(retained("b/0", "0123456789abcdefgh", QoS::AtLeastOnce, 1))
         .await;
     peer.expect_raw(&[0x40, 0x02, 0x00, 0x01]).await;
     broker.publish("b/0", "", QoS::AtMostOnce, true).unwrap();
     peer.send(retained("b/1", "12345", QoS::AtLeastOnce, 2))
         .await;
     peer.expect_raw(&[0x40, 0x02, 0x00, 0x02]).await;
-    // 5 + 6 > 10.
+    // 8 + 9 > 16.
     peer.send(retained("b/2", "123456", QoS::AtLeastOnce, 3))
         .await;
     peer.expect_raw(&[0x40, 0x03, 0x00, 0x03, 0x97]).await;
-    // A replacement counts what it adds: 10 fits, 11 does not.
-    peer.send(retained("b/1", "1234567890", QoS::AtLeastOnce, 4))
+    // A replacement counts what it adds: 16 fits, 17 does not.
+    peer.send(retained("b/1", "1234567890123", QoS::AtLeastOnce, 4))
         .await;
     peer.expect_raw(&[0x40, 0x02, 0x00, 0x04]).await;
-    peer.send(retained("b/1", "1234567890a", QoS::AtLeastOnce, 5))
+    peer.send(retained("b/1", "12345678901234", QoS::AtLeastOnce, 5))
         .await;
     peer.expect_raw(&[0x40, 0x03, 0x00, 0x05, 0x97]).await;
     // Deleting frees the room.

@@ -962,7 +962,8 @@ impl Driver {
                 self.send_pending();
             }
             Event::RequestLost { packet_id } => match self.requests.remove(&packet_id) {
-                Some(Request::Subscribe { key, reply, .. }) => {
+                Some(Request::Subscribe { key, reply, rx }) => {
+                    self.unclaim(rx);
                     self.router.remove(key);
                     let _gone = reply.send(Err(Error::RequestLost));
                 }
@@ -1013,8 +1014,9 @@ impl Driver {
             Some(Request::Subscribe { key, reply, rx }) => {
                 if ack.reason_codes.iter().all(|c| c.is_error()) {
                     // What arrived for it before the SUBACK is nobody's:
-                    // its acknowledgements are not held back.
-                    self.discard(rx);
+                    // its acknowledgements are not held back, and what it
+                    // took from the unclaimed messages goes back there.
+                    self.unclaim(rx);
                     self.router.remove(key);
                     let _gone = reply.send(Err(Error::SubscribeRejected(ack)));
                 } else {
@@ -1285,6 +1287,24 @@ impl Driver {
     /// Drops what a stream nobody reads holds: each copy of a message
     /// with an ack token counts as dropped, so the acknowledgements that
     /// keep the order of receipt are not held back by it.
+    /// A stream that never reached the application (its SUBSCRIBE refused
+    /// or lost): the unclaimed messages [`claim_unclaimed`](Self::claim_unclaimed)
+    /// gave it (acknowledged already, no token) go back to the front of
+    /// `unclaimed`, in order, for the next stream; the others are discarded.
+    fn unclaim(&mut self, mut rx: mpsc::Receiver<Message>) {
+        rx.close();
+        let mut back = Vec::new();
+        while let Ok(message) = rx.try_recv() {
+            match message.ack {
+                Some(token) => self.copy_dropped(token),
+                None => back.push(message),
+            }
+        }
+        for message in back.into_iter().rev() {
+            self.unclaimed.push_front(message);
+        }
+    }
+
     fn discard(&mut self, mut rx: mpsc::Receiver<Message>) {
         // This task is the only sender: after `close`, everything sent is
         // here to take.

@@ -158,11 +158,16 @@ impl Connect {
         let will_flag = flags & WILL_FLAG != 0;
         let will_qos_bits = (flags >> 3) & 0b11;
         let will_retain = flags & WILL_RETAIN != 0;
-        if !will_flag && (will_qos_bits != 0 || will_retain) {
+        if !will_flag && (will_qos_bits != 0 || will_retain) && !legacy {
             return Err(DecodeError::WillFlagsWithoutWill);
         }
-        let will_qos =
-            QoS::try_from(will_qos_bits).map_err(|_| DecodeError::InvalidQoS("will QoS"))?;
+        // MQTT 3.1 does not forbid will QoS and retain bits without a will
+        // (mosquitto ignores them): they mean nothing then.
+        let will_qos = if will_flag {
+            QoS::try_from(will_qos_bits).map_err(|_| DecodeError::InvalidQoS("will QoS"))?
+        } else {
+            QoS::AtMostOnce
+        };
         let has_username = flags & USERNAME_FLAG != 0;
         let has_password = flags & PASSWORD_FLAG != 0;
         if protocol_version.is_v3() && has_password && !has_username {
@@ -195,12 +200,14 @@ impl Connect {
         } else {
             None
         };
-        let username = if has_username {
+        // MQTT 3.1 clients may set the flags and leave the fields out; as
+        // mosquitto does, a field that is not there is taken as absent.
+        let username = if has_username && !(legacy && r.is_empty()) {
             Some(r.string("user name")?)
         } else {
             None
         };
-        let password = if has_password {
+        let password = if has_password && !(legacy && r.is_empty()) {
             Some(r.binary("password")?)
         } else {
             None

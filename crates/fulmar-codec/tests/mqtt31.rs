@@ -167,3 +167,31 @@ fn the_other_packets_are_those_of_3_1_1() {
         Err(EncodeError::NotInV311 { .. })
     ));
 }
+
+#[test]
+fn connect_leniencies_of_mqtt_3_1() {
+    // As mosquitto reads a 3.1 CONNECT: will QoS / retain bits without the
+    // will flag mean nothing, and a user name or password flag whose field
+    // is missing is taken as no user name or password.
+    let connect = |flags: u8, tail: &[u8]| {
+        let mut body = vec![0, 6];
+        body.extend_from_slice(b"MQIsdp");
+        body.extend_from_slice(&[3, flags, 0, 10, 0, 1, b'c']);
+        body.extend_from_slice(tail);
+        let mut bytes = vec![0x10, u8::try_from(body.len()).unwrap()];
+        bytes.extend_from_slice(&body);
+        let Packet::Connect(c) = decode_all(&bytes) else {
+            panic!("not a CONNECT")
+        };
+        c
+    };
+    for flags in [0x0A, 0x22, 0x1A] {
+        let c = connect(flags, &[]);
+        assert!(c.will.is_none(), "{flags:#x}");
+    }
+    let c = connect(0xC2, &[]);
+    assert_eq!((c.username, c.password), (None, None));
+    let c = connect(0xC2, &[0, 1, b'u']);
+    assert_eq!(c.username.as_deref(), Some("u"));
+    assert_eq!(c.password, None);
+}

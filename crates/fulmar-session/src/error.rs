@@ -70,6 +70,11 @@ pub enum ProtocolViolation {
     /// could never be published to it.
     #[error("[MQTT-4.7.0-1] [MQTT-4.7.3-1] will topic is empty or contains a wildcard")]
     WillTopicInvalid,
+    /// MQTT 3.1: a SUBSCRIBE with a filter that is not valid, which 3.1
+    /// cannot refuse in its SUBACK (it has no failure code): the connection
+    /// is closed, as mosquitto does.
+    #[error("[MQTT-4.7.1-1] invalid topic filter from an MQTT 3.1 client")]
+    TopicFilterInvalid,
     /// A client sent a Subscription Identifier in a PUBLISH.
     #[error("[MQTT-3.3.4-6] PUBLISH from a client contains a subscription identifier")]
     SubscriptionIdentifierFromClient,
@@ -133,6 +138,7 @@ impl ProtocolViolation {
         match self {
             Self::TopicAliasInvalid(_) => DisconnectReasonCode::TopicAliasInvalid,
             Self::WillTopicInvalid => DisconnectReasonCode::TopicNameInvalid,
+            Self::TopicFilterInvalid => DisconnectReasonCode::TopicFilterInvalid,
             Self::QoSNotSupported(_) => DisconnectReasonCode::QoSNotSupported,
             Self::RetainNotSupported => DisconnectReasonCode::RetainNotSupported,
             Self::AuthMethodMismatch => DisconnectReasonCode::BadAuthenticationMethod,

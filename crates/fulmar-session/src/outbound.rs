@@ -62,11 +62,13 @@ struct Pending {
     number: u64,
 }
 
-/// The messages queued, not sent yet, and their payload bytes.
+/// The messages queued, not sent yet, and their bytes
+/// ([`Publish::memory_size`]: a message changed in the queue only has its
+/// Message Expiry Interval changed, which does not count).
 #[derive(Clone, Debug, Default)]
 struct PendingQueue {
     queue: VecDeque<Pending>,
-    /// Sum of the queued payloads' lengths.
+    /// Sum of the queued messages' [`Publish::memory_size`].
     bytes: usize,
 }
 
@@ -77,13 +79,13 @@ impl PendingQueue {
     };
 
     fn push_back(&mut self, pending: Pending) {
-        self.bytes += pending.publish.payload.len();
+        self.bytes += pending.publish.memory_size();
         self.queue.push_back(pending);
     }
 
     fn pop_front(&mut self) -> Option<Pending> {
         let pending = self.queue.pop_front()?;
-        self.bytes -= pending.publish.payload.len();
+        self.bytes = self.bytes.saturating_sub(pending.publish.memory_size());
         Some(pending)
     }
 
@@ -98,7 +100,7 @@ impl PendingQueue {
         self.queue.retain(|q| {
             let kept = keep(q);
             if !kept {
-                *bytes -= q.publish.payload.len();
+                *bytes = bytes.saturating_sub(q.publish.memory_size());
             }
             kept
         });
@@ -974,21 +976,22 @@ mod tests {
         out.enqueue(message(100, None), now, 10).unwrap();
         out.enqueue(message(20, Some(1)), now, 10).unwrap();
         out.enqueue(message(3, None), now, 10).unwrap();
-        assert_eq!((out.pending_len(), out.pending_bytes()), (3, 123));
+        // Payloads and the one-byte topic of each.
+        assert_eq!((out.pending_len(), out.pending_bytes()), (3, 126));
         // Refused for a full queue: not counted.
         assert!(out.enqueue(message(1000, None), now, 3).is_err());
-        assert_eq!(out.pending_bytes(), 123);
+        assert_eq!(out.pending_bytes(), 126);
         // Sent.
         let mut packet = None;
         assert!(matches!(
             out.next(10, now, |_| None, &mut packet),
             Next::Sent
         ));
-        assert_eq!(out.pending_bytes(), 23);
+        assert_eq!(out.pending_bytes(), 25);
         // Expired while queued.
         let mut events = VecDeque::new();
         out.expire(now + std::time::Duration::from_secs(2), &mut events);
-        assert_eq!((out.pending_len(), out.pending_bytes()), (1, 3));
+        assert_eq!((out.pending_len(), out.pending_bytes()), (1, 4));
         // Dropped when its turn came (too large for the peer, say).
         let next = out.next(10, now, |_| Some(DropReason::PacketTooLarge), &mut packet);
         assert!(matches!(next, Next::Dropped(..)));
@@ -999,7 +1002,7 @@ mod tests {
         other.enqueue(message(9, None), now, 10).unwrap();
         out.enqueue(message(5, None), now, 10).unwrap();
         out.absorb_pending(other, 2, &mut events);
-        assert_eq!((out.pending_len(), out.pending_bytes()), (2, 12));
+        assert_eq!((out.pending_len(), out.pending_bytes()), (2, 14));
     }
 
     #[test]

@@ -251,9 +251,14 @@ impl Session {
         };
         let mut reason_codes = merge_refused(reason_codes, refused);
         if self.version == ProtocolVersion::V31 {
-            // MQTT 3.1 has no failure return code: a refused subscription is
-            // answered with QoS 0 granted and no subscription, as mosquitto
-            // does (it would otherwise have to close the connection).
+            // MQTT 3.1 has no failure return code. A filter that is not
+            // valid closes the connection; a refused subscription (not
+            // authorized, quota) is answered with QoS 0 granted and no
+            // subscription: both as mosquitto does.
+            if reason_codes.contains(&SubAckReasonCode::TopicFilterInvalid) {
+                self.fail(ProtocolViolation::TopicFilterInvalid.into());
+                return Ok(());
+            }
             for code in &mut reason_codes {
                 if code.is_error() {
                     *code = SubAckReasonCode::GrantedQoS0;

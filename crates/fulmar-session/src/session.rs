@@ -460,8 +460,10 @@ impl Session {
         self.out.get().pending_len()
     }
 
-    /// Payload bytes of the messages accepted by `publish` and not sent yet:
-    /// what a broker bounds in bytes, not only in messages.
+    /// Bytes of the messages accepted by `publish` and not sent yet
+    /// ([`Publish::memory_size`](fulmar_codec::Publish::memory_size): topic,
+    /// payload and properties): what a broker bounds in bytes, not only in
+    /// messages.
     ///
     /// ```
     /// use std::time::Instant;
@@ -473,7 +475,8 @@ impl Session {
     /// message.qos = QoS::AtLeastOnce;
     /// // Not connected yet: the message waits in the queue.
     /// session.publish(message, Instant::now()).unwrap();
-    /// assert_eq!((session.pending_len(), session.pending_bytes()), (1, 100));
+    /// // 100 bytes of payload and the 1-byte topic.
+    /// assert_eq!((session.pending_len(), session.pending_bytes()), (1, 101));
     /// ```
     #[must_use]
     pub fn pending_bytes(&self) -> usize {

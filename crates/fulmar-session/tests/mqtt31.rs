@@ -142,3 +142,32 @@ fn accept_reports_the_resumed_session_to_the_application() {
     };
     assert!(!connack.session_present);
 }
+
+#[test]
+fn an_invalid_filter_closes_the_connection() {
+    // 3.1 cannot refuse a filter in its SUBACK; granting QoS 0 for a filter
+    // that is not one would tell the client it is subscribed. mosquitto
+    // closes the connection; so does the session.
+    let now = t0();
+    let mut server = connected_server(Config::default(), connect_packet(V31, "c", true), now);
+    let subscribe = Subscribe::new(
+        id(6),
+        vec![("a/#/b".into(), SubscriptionOptions::new(QoS::AtLeastOnce))],
+    );
+    server
+        .handle_packet(wire(subscribe.into(), V31), now)
+        .unwrap();
+    assert!(matches!(server.poll_event(), Some(Event::Subscribe(_))));
+    server
+        .suback(
+            id(6),
+            vec![SubAckReasonCode::TopicFilterInvalid],
+            AckProperties::default(),
+        )
+        .unwrap();
+    assert!(
+        drain(&mut server).is_empty(),
+        "no SUBACK, no DISCONNECT in 3.1"
+    );
+    assert!(server.is_closed());
+}

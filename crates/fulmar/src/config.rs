@@ -502,16 +502,17 @@ max_subscriptions_per_client = 1024
 # A QoS 1/2 publisher whose messages take every queue they go to over a
 # quarter of this is paced (see pacing_timeout_ms).
 max_queued_messages = 1000
-# Payload bytes queued for one session (offline, or not yet sent); a message
-# beyond is dropped and counted, and a QoS 1/2 publisher is not read while the
-# queue holds more than a quarter of this (a QoS 0 publisher: while every queue
-# its message went to does).
+# Bytes (topic, payload and properties) queued for one session (offline, or
+# not yet sent); a message beyond is dropped and counted, and a QoS 1/2
+# publisher is not read while the queue holds more than a quarter of this (a
+# QoS 0 publisher: while every queue its message went to does).
 max_queued_bytes = 16777216
 # Retained messages kept at once; a retained PUBLISH for a new topic beyond it
 # is refused (MQTT 5.0 0x97 Quota exceeded; QoS 0 and 3.1.1: dropped, counted).
 max_retained_messages = 100000
-# Payload bytes of all retained messages together; a retained PUBLISH that
-# would go beyond is refused the same way (one is always let into an empty store).
+# Bytes (topic, payload and properties) of all retained messages together; a
+# retained PUBLISH that would go beyond is refused the same way (one is always
+# let into an empty store).
 max_retained_bytes = 1073741824
 # Longest topic name or filter in bytes, and most levels (`a/b/c` has 3). A
 # PUBLISH beyond gets MQTT 5.0 0x90 Topic Name invalid (QoS 0 and 3.1.1:
@@ -651,7 +652,7 @@ session_timeout_ms = 5000       # each step of taking a session from a node
 # try_private = true            # 3.1.1: say it is a bridge (mosquitto's option)
 # max_inflight = 64             # QoS 1/2 unacknowledged (at most 60; 5.0: and the remote's limit)
 # max_queued_messages = 1000    # waiting for the remote; more are dropped
-# max_queued_bytes = 16777216   # payload bytes waiting for the remote, likewise
+# max_queued_bytes = 16777216   # bytes waiting for the remote, likewise
 # [[bridge.topic]]
 # pattern = "sensors/#"
 # direction = "out"             # in, out or both

@@ -176,7 +176,7 @@ impl<S: super::Stream> Connection<S> {
         } in blocked.by_ref()
         {
             current = Some((client.clone(), delivery.seq));
-            let send = queue.deliver(delivery, max_pending);
+            let send = queue.deliver(delivery, max_pending, self.shared.limits.max_queued_bytes);
             tokio::pin!(send);
             loop {
                 let room = self.session.pending_len() < max_pending;

@@ -1298,7 +1298,7 @@ impl<S: Stream> Connection<S> {
                     continue;
                 }
                 if let Some(publish) = state.retained_now(&topic, options, now) {
-                    bytes = bytes.saturating_sub(publish.payload.len());
+                    bytes = bytes.saturating_sub(publish.memory_size());
                     // A persistent session's copy is in the store, as a routed one.
                     let seq = persistent.and_then(|id| state.store_message(id, &publish));
                     batch.push((publish, seq));

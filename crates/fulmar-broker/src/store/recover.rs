@@ -119,7 +119,7 @@ pub(crate) fn recover(
             tracing::warn!(client = %id, reason, "stored in-flight state dropped");
             SessionState::default()
         });
-        entry.away().offline_bytes = queued.iter().map(|q| q.publish.payload.len()).sum();
+        entry.away().offline_bytes = queued.iter().map(|q| q.publish.memory_size()).sum();
         entry.away().offline = queued;
         // Aged up to now (`resume_order`): the time until a connection takes
         // it counts from here (v5:MQTT-3.3.2-6).
