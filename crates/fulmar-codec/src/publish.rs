@@ -63,6 +63,7 @@ impl Publish {
     /// assert_eq!(p.memory_size(), 11);
     /// ```
     #[must_use]
+    #[inline]
     pub fn memory_size(&self) -> usize {
         let p = &self.properties;
         let string = |s: &Option<MqttString>| s.as_ref().map_or(0, MqttString::len);

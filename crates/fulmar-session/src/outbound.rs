@@ -78,15 +78,21 @@ impl PendingQueue {
         bytes: 0,
     };
 
+    #[inline]
     fn push_back(&mut self, pending: Pending) {
-        self.bytes += pending.publish.memory_size();
         self.queue.push_back(pending);
+        // Counted where it lies, once moved in.
+        if let Some(last) = self.queue.back() {
+            self.bytes += last.publish.memory_size();
+        }
     }
 
+    #[inline]
     fn pop_front(&mut self) -> Option<Pending> {
-        let pending = self.queue.pop_front()?;
-        self.bytes = self.bytes.saturating_sub(pending.publish.memory_size());
-        Some(pending)
+        // Counted where it lies, before it moves out.
+        let size = self.queue.front()?.publish.memory_size();
+        self.bytes = self.bytes.saturating_sub(size);
+        self.queue.pop_front()
     }
 
     /// The next message, to be checked and changed in place (its payload
