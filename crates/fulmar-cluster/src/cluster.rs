@@ -416,6 +416,13 @@ struct Inner {
     /// The NATS subscriptions held now, for [`Cluster::subscriptions`].
     subscribed: Mutex<BTreeSet<String>>,
     heartbeat: Mutex<Option<kv::Store>>,
+    /// The revision of this instance's last heartbeat once the node id is
+    /// claimed ([`Cluster::claim_node_id`]): each heartbeat is written
+    /// only over it (compare-and-swap), so that a namesake writing the same
+    /// key is noticed.
+    heartbeat_revision: Mutex<Option<u64>>,
+    /// Whether [`Cluster::claim_node_id`] succeeded.
+    claimed: AtomicBool,
     /// The wills bucket, once attached.
     wills: Mutex<Option<kv::Store>>,
     dedupe: Mutex<Dedupe>,
@@ -846,6 +853,8 @@ impl Cluster {
             tasks: Mutex::new(Vec::new()),
             subscribed: Mutex::new(BTreeSet::new()),
             heartbeat: Mutex::new(None),
+            heartbeat_revision: Mutex::new(None),
+            claimed: AtomicBool::new(false),
             wills: Mutex::new(None),
             dedupe: Mutex::new(Dedupe::new(config.dedupe_window)),
             live_retained: Mutex::new(HashMap::new()),
@@ -936,20 +945,11 @@ impl Cluster {
     /// the stream, the bucket or the consumer cannot be had;
     /// [`ClusterError::Broker`] when the broker is shut down.
     pub async fn attach(&self, broker: &BrokerHandle) -> Result<(), ClusterError> {
+        let store = self.claim_node_id().await?;
         let Receivers { outbound, fallback } = lock(&self.inner.receivers)
             .take()
             .ok_or(ClusterError::AlreadyAttached)?;
         let inner = &self.inner;
-        // Before anything else starts: is this node id another live node's?
-        // The heartbeats: keys live a TTL; deleted with a marker.
-        let store = bucket(inner, "nodes", |config| stream::Config {
-            max_age: inner.heartbeat_ttl,
-            duplicate_window: inner.heartbeat_ttl.min(Duration::from_secs(120)),
-            deny_delete: true,
-            ..config
-        })
-        .await?;
-        refuse_a_live_namesake(inner, &store, &node_key(&inner.node_id)).await?;
         // Routing first: subscriptions and publishes do not wait for JetStream.
         let barrier_subject = inner.client.new_inbox();
         let barrier = inner
@@ -1040,12 +1040,9 @@ impl Cluster {
             messages,
             inner.stop.subscribe(),
         ));
-        // Liveness (the bucket was had, and the node id checked, first).
+        // Liveness (the bucket was had, and the node id claimed, first).
         let key = node_key(&inner.node_id);
-        store
-            .put(&key, heartbeat_value(inner))
-            .await
-            .map_err(|e| ClusterError::jetstream("heartbeat", e))?;
+        write_heartbeat(inner, &store, &key).await?;
         *lock(&inner.heartbeat) = Some(store.clone());
         self.spawn(heartbeat_loop(
             inner.clone(),
@@ -1447,16 +1444,104 @@ async fn live_node_keys(store: &kv::Store) -> Result<HashSet<String>, ClusterErr
     Ok(live)
 }
 
+impl Cluster {
+    /// Claims this node's id before the broker serves anything: a broker
+    /// that loaded the sessions of a live node with the same id, or accepted
+    /// clients, before [`attach`](Self::attach) refused it would have served
+    /// them twice (a duplicate node id broke QoS 2's exactly once that way).
+    /// Waits out a heartbeat of this id (see the crate docs), then writes
+    /// this instance's own with a compare-and-swap: of two instances started
+    /// at once with one id, one gets [`ClusterError::NodeIdInUse`]. Call it
+    /// before opening the session store and starting the broker;
+    /// [`attach`](Self::attach) calls it too (once claimed, at once).
+    ///
+    /// # Errors
+    /// [`ClusterError::NodeIdInUse`]; [`ClusterError::JetStream`] when the
+    /// bucket cannot be had.
+    pub async fn claim_node_id(&self) -> Result<kv::Store, ClusterError> {
+        let inner = &self.inner;
+        // The heartbeats: keys live a TTL; deleted with a marker.
+        let store = bucket(inner, "nodes", |config| stream::Config {
+            max_age: inner.heartbeat_ttl,
+            duplicate_window: inner.heartbeat_ttl.min(Duration::from_secs(120)),
+            deny_delete: true,
+            ..config
+        })
+        .await?;
+        if inner.claimed.load(Ordering::Relaxed) {
+            return Ok(store);
+        }
+        let key = node_key(&inner.node_id);
+        let seen = refuse_a_live_namesake(inner, &store, &key).await?;
+        // Over the (previous instance's) heartbeat watched, or where there
+        // was none: not if another instance wrote one since.
+        *lock(&inner.heartbeat_revision) = seen;
+        if let Err(e) = write_heartbeat(inner, &store, &key).await {
+            *lock(&inner.heartbeat_revision) = None;
+            return Err(e);
+        }
+        inner.claimed.store(true, Ordering::Relaxed);
+        Ok(store)
+    }
+}
+
+/// Writes this instance's heartbeat over its previous one only: a failed
+/// compare-and-swap means another instance writes under this node id.
+async fn write_heartbeat(inner: &Inner, store: &kv::Store, key: &str) -> Result<(), ClusterError> {
+    let in_use = || ClusterError::NodeIdInUse(inner.node_id.clone());
+    let create = || async {
+        store
+            .create(key, heartbeat_value(inner))
+            .await
+            .map_err(|e| match e.kind() {
+                kv::CreateErrorKind::AlreadyExists => in_use(),
+                _ => ClusterError::jetstream("heartbeat", e),
+            })
+    };
+    let last = *lock(&inner.heartbeat_revision);
+    let revision = match last {
+        Some(revision) => match store.update(key, heartbeat_value(inner), revision).await {
+            Ok(revision) => revision,
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                // Another instance's heartbeat: a namesake. None (it expired
+                // while NATS or this node was away): written anew.
+                let current = store
+                    .entry(key)
+                    .await
+                    .map_err(|e| ClusterError::jetstream("heartbeat", e))?
+                    .filter(|e| e.operation == kv::Operation::Put);
+                let ours = format!("instance={:016x} ", inner.instance);
+                match current {
+                    // Our own write whose answer was lost: carry on from it.
+                    Some(entry) if entry.value.starts_with(ours.as_bytes()) => {
+                        *lock(&inner.heartbeat_revision) = Some(entry.revision);
+                        return Ok(());
+                    }
+                    Some(_) => return Err(in_use()),
+                    None => {}
+                }
+                tracing::warn!(node = %inner.node_id, "this node's heartbeat had expired: written again");
+                create().await?
+            }
+            Err(e) => return Err(ClusterError::jetstream("heartbeat", e)),
+        },
+        None => create().await?,
+    };
+    *lock(&inner.heartbeat_revision) = Some(revision);
+    Ok(())
+}
+
 /// A heartbeat under this node id that is not this instance's is a previous
 /// instance's (which died: a restart) or another live node's (two nodes
 /// given the same id). A live one writes it again within a heartbeat
 /// interval: watched that long, and refused if so. A restart after a crash
 /// waits that long once.
+/// Returns the revision of the heartbeat watched (`None`: there was none).
 async fn refuse_a_live_namesake(
     inner: &Inner,
     store: &kv::Store,
     key: &str,
-) -> Result<(), ClusterError> {
+) -> Result<Option<u64>, ClusterError> {
     // A deleted key (a clean shutdown) leaves a marker entry: not a heartbeat.
     let read = || async {
         store
@@ -1466,7 +1551,7 @@ async fn refuse_a_live_namesake(
             .map_err(|e| ClusterError::jetstream("heartbeat", e))
     };
     let Some(before) = read().await? else {
-        return Ok(());
+        return Ok(None);
     };
     tracing::info!(node = %inner.node_id, "a heartbeat of this node id exists: waiting a heartbeat interval to tell a previous instance from a live namesake");
     tokio::time::sleep(inner.heartbeat_interval.mul_f32(1.5)).await;
@@ -1474,7 +1559,7 @@ async fn refuse_a_live_namesake(
         Some(after) if after.revision != before.revision => {
             Err(ClusterError::NodeIdInUse(inner.node_id.clone()))
         }
-        _ => Ok(()),
+        _ => Ok(Some(before.revision)),
     }
 }
 
@@ -1502,8 +1587,18 @@ async fn heartbeat_loop(
         if lock(&inner.heartbeat).is_none() {
             return;
         }
-        if let Err(e) = store.put(&key, heartbeat_value(&inner)).await {
-            tracing::warn!(error = %e, "heartbeat");
+        match write_heartbeat(&inner, &store, &key).await {
+            Ok(()) => {}
+            Err(e @ ClusterError::NodeIdInUse(_)) => {
+                // Two live instances with one node id serve the same
+                // sessions: this one stops serving.
+                tracing::error!(error = %e, "another instance writes this node's heartbeat: shutting the broker down");
+                if let Some(broker) = inner.sessions.broker.get() {
+                    broker.shutdown().await;
+                }
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat"),
         }
     }
 }

@@ -286,7 +286,13 @@
 //! - A node that restarts (same node id) before any node saw its heartbeat
 //!   gone first watches that heartbeat for one and a half heartbeat
 //!   intervals: if it is written meanwhile, another live node has this id,
-//!   and [`Cluster::attach`] fails with [`ClusterError::NodeIdInUse`]. Else
+//!   and [`Cluster::claim_node_id`] (which [`Cluster::attach`] calls, and
+//!   `fulmar broker` calls before it opens the store or accepts a client)
+//!   fails with [`ClusterError::NodeIdInUse`]. Every heartbeat is then
+//!   written with a compare-and-swap on the previous one, so that of two
+//!   instances started at once with one id only one gets in, and one that
+//!   finds another instance's heartbeat under its id later shuts its broker
+//!   down. Else
 //!   it finds its previous instance's wills in the bucket when it
 //!   attaches (it writes none before) and handles them as a gone node's:
 //!   each is published after its delay, counted from then, unless its

@@ -1006,6 +1006,28 @@ async fn a_node_id_in_use_by_a_live_node_is_refused() {
     a.stop().await;
 }
 
+// Two instances started at the same moment with one new node id: both saw
+// no heartbeat; the compare-and-swap of the first heartbeat lets one in.
+// (Both used to run, serving the same sessions.)
+#[tokio::test]
+async fn of_two_namesakes_started_at_once_one_is_refused() {
+    let nats = nats_or_skip!("node_id_race");
+    for round in 0..3 {
+        let id = format!("twin{round}");
+        let (first, second) = tokio::join!(
+            Node::try_start(fast_heartbeats(&nats, &id)),
+            Node::try_start(fast_heartbeats(&nats, &id)),
+        );
+        let (node, error) = match (first, second) {
+            (Ok(node), Err(error)) | (Err(error), Ok(node)) => (node, error),
+            (Ok(_), Ok(_)) => panic!("round {round}: both namesakes run"),
+            (Err(a), Err(b)) => panic!("round {round}: both refused: {a}; {b}"),
+        };
+        assert!(error.contains("in use"), "{error}");
+        node.stop().await;
+    }
+}
+
 // A message larger, with its headers, than the NATS servers' max_payload is
 // not sent to NATS (the server would close the connection on it): it is
 // counted and stays on its node. `Cluster::max_packet_size` is what a broker

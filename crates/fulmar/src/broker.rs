@@ -318,6 +318,15 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
             Some(bridges)
         }
     };
+    // Before the store is opened (with JetStream, it holds this node id's
+    // sessions) and before any client is accepted: a live namesake refuses
+    // this instance here, not after it served that node's sessions.
+    if let Some(cluster) = &cluster
+        && let Err(error) = cluster.claim_node_id().await
+    {
+        cluster.shutdown().await;
+        return Err(format!("cluster: {error}"));
+    }
     let persistence = &config.persistence;
     if persistence.enabled {
         if let Some(cluster) = &cluster

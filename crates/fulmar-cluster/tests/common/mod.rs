@@ -306,6 +306,11 @@ impl Node {
 
     pub async fn build(config: ClusterConfig, store: bool) -> Result<Self, String> {
         let cluster = Cluster::connect(config).await.map_err(|e| e.to_string())?;
+        // As `fulmar broker` does: the node id first, then the store.
+        if let Err(error) = cluster.claim_node_id().await {
+            cluster.shutdown().await;
+            return Err(error.to_string());
+        }
         let mut builder = Broker::builder()
             .tcp_listener("127.0.0.1:0")
             .bridge(cluster.bridge());
