@@ -585,6 +585,42 @@ async fn streams_with_the_same_filter_share_the_subscription() {
     }
 }
 
+/// A persistent session `{name}-keeper` subscribed to `{name}/#` that went
+/// away, and `n` QoS 1 messages to `{name}/x` (payloads "0", "1", ...)
+/// queued for it meanwhile: its options, and the publisher.
+async fn queued_while_away(
+    broker: &Mosquitto,
+    version: ProtocolVersion,
+    name: &str,
+    n: usize,
+) -> (ConnectOptions, Client) {
+    let options = options(broker, version, &format!("{name}-keeper")).clean_start(false);
+    let persistent = if version == ProtocolVersion::V5 {
+        options.session_expiry_interval(300)
+    } else {
+        options
+    };
+    let (client, _) = guard(Client::connect(persistent.clone())).await.unwrap();
+    let stream = guard(client.subscribe(&format!("{name}/#"), QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    // Dropping the client without dropping the stream first keeps the
+    // subscription: the disconnect goes out before the UNSUBSCRIBE.
+    guard(client.disconnect()).await.unwrap();
+    drop(stream);
+    let publisher = connect(broker, version, &format!("{name}-filler")).await;
+    for i in 0..n {
+        guard(
+            publisher
+                .publish(format!("{name}/x"), i.to_string())
+                .qos(QoS::AtLeastOnce),
+        )
+        .await
+        .unwrap();
+    }
+    (persistent, publisher)
+}
+
 // MQTT-4.4.0-1 (a resumed session's messages are sent again): with plain
 // `connect`, the queue of a resumed session, which arrives before any stream
 // wants it, goes to the first subscription stream whose filter matches (up to
@@ -595,32 +631,8 @@ async fn streams_with_the_same_filter_share_the_subscription() {
 async fn a_resumed_queue_goes_to_the_first_matching_subscription() {
     let broker = Mosquitto::start();
     for version in VERSIONS {
-        let persistent = || {
-            let options = options(&broker, version, "durable").clean_start(false);
-            if version == ProtocolVersion::V5 {
-                options.session_expiry_interval(300)
-            } else {
-                options
-            }
-        };
-        let (client, _) = guard(Client::connect(persistent())).await.unwrap();
-        let stream = guard(client.subscribe("durable/#", QoS::AtLeastOnce))
-            .await
-            .unwrap();
-        // Disconnected before the stream's UNSUBSCRIBE: the subscription stays.
-        guard(client.disconnect()).await.unwrap();
-        drop(stream);
-        let publisher = connect(&broker, version, "durable-filler").await;
-        for i in 0..100 {
-            guard(
-                publisher
-                    .publish("durable/x", i.to_string())
-                    .qos(QoS::AtLeastOnce),
-            )
-            .await
-            .unwrap();
-        }
-        let (client, _) = guard(Client::connect(persistent())).await.unwrap();
+        let (persistent, publisher) = queued_while_away(&broker, version, "durable", 100).await;
+        let (client, _) = guard(Client::connect(persistent)).await.unwrap();
         // The queue comes right after CONNACK, so before this SUBACK: every
         // message of it has arrived, for no stream, when this returns.
         let _other = guard(client.subscribe("other/#", QoS::AtLeastOnce))
@@ -647,35 +659,11 @@ async fn a_resumed_queue_goes_to_the_first_matching_subscription() {
 async fn connect_with_messages_gets_the_whole_queue_of_a_resumed_session() {
     let broker = Mosquitto::start();
     for version in VERSIONS {
-        let persistent = || {
-            let options = options(&broker, version, "keeper").clean_start(false);
-            if version == ProtocolVersion::V5 {
-                options.session_expiry_interval(300)
-            } else {
-                options
-            }
-        };
-        let (client, _) = guard(Client::connect(persistent())).await.unwrap();
-        let stream = guard(client.subscribe("q/#", QoS::AtLeastOnce))
-            .await
-            .unwrap();
-        // Dropping the client without dropping the stream first keeps the
-        // subscription: the disconnect goes out before the UNSUBSCRIBE.
-        guard(client.disconnect()).await.unwrap();
-        drop(stream);
-        let publisher = connect(&broker, version, "filler").await;
-        for i in 0..300 {
-            guard(
-                publisher
-                    .publish("q/x", i.to_string())
-                    .qos(QoS::AtLeastOnce),
-            )
-            .await
-            .unwrap();
-        }
-        let (client, connack, mut leftovers) = guard(Client::connect_with_messages(persistent()))
-            .await
-            .unwrap();
+        let (persistent, publisher) = queued_while_away(&broker, version, "q", 300).await;
+        let (client, connack, mut leftovers) =
+            guard(Client::connect_with_messages(persistent.clone()))
+                .await
+                .unwrap();
         // MQTT 3.1 has no Session Present flag: the queue comes all the same.
         assert!(
             connack.session_present || version == ProtocolVersion::V31,
