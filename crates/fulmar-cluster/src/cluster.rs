@@ -423,6 +423,8 @@ struct Inner {
     heartbeat_revision: Mutex<Option<u64>>,
     /// Whether [`Cluster::claim_node_id`] succeeded.
     claimed: AtomicBool,
+    /// Why this node had to stop, once it had to (see [`Cluster::failed`]).
+    failure: watch::Sender<Option<String>>,
     /// The wills bucket, once attached.
     wills: Mutex<Option<kv::Store>>,
     dedupe: Mutex<Dedupe>,
@@ -855,6 +857,7 @@ impl Cluster {
             heartbeat: Mutex::new(None),
             heartbeat_revision: Mutex::new(None),
             claimed: AtomicBool::new(false),
+            failure: watch::channel(None).0,
             wills: Mutex::new(None),
             dedupe: Mutex::new(Dedupe::new(config.dedupe_window)),
             live_retained: Mutex::new(HashMap::new()),
@@ -1445,6 +1448,23 @@ async fn live_node_keys(store: &kv::Store) -> Result<HashSet<String>, ClusterErr
 }
 
 impl Cluster {
+    /// Ready, with the reason, once this node had to stop serving: another
+    /// instance writes its heartbeat (two live nodes with one node id). The
+    /// broker given to [`attach`](Self::attach) is shut down then; a
+    /// process that embeds them should exit (`fulmar broker` does, with an
+    /// error). Pending for as long as the node runs.
+    pub async fn failed(&self) -> String {
+        let mut failure = self.inner.failure.subscribe();
+        loop {
+            if let Some(reason) = failure.borrow_and_update().clone() {
+                return reason;
+            }
+            if failure.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// Claims this node's id before the broker serves anything: a broker
     /// that loaded the sessions of a live node with the same id, or accepted
     /// clients, before [`attach`](Self::attach) refused it would have served
@@ -1593,6 +1613,7 @@ async fn heartbeat_loop(
                 // Two live instances with one node id serve the same
                 // sessions: this one stops serving.
                 tracing::error!(error = %e, "another instance writes this node's heartbeat: shutting the broker down");
+                inner.failure.send_replace(Some(e.to_string()));
                 if let Some(broker) = inner.sessions.broker.get() {
                     broker.shutdown().await;
                 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Nats, Node, messages_cross_again, next, wait_for, wait_wills};
+use common::{Nats, Node, messages_cross_again, next, wait_for, wait_for_async, wait_wills};
 use fulmar_client::{PublishProperties, QoS};
 use fulmar_cluster::ClusterConfig;
 use fulmar_codec::PayloadFormat;
@@ -1026,6 +1026,34 @@ async fn of_two_namesakes_started_at_once_one_is_refused() {
         assert!(error.contains("in use"), "{error}");
         node.stop().await;
     }
+}
+
+// An instance that finds another instance's heartbeat under its node id
+// later (a namesake that got past the start-up check) stops serving: its
+// broker is shut down and Cluster::failed tells the process why.
+#[tokio::test]
+async fn a_node_whose_heartbeat_another_instance_writes_stops() {
+    let nats = nats_or_skip!("node_id_taken_later");
+    let a = Node::start_with(fast_heartbeats(&nats, "late")).await;
+    let js = async_nats::jetstream::new(a.cluster.nats().clone());
+    let nodes = js.get_key_value("fulmar_nodes").await.unwrap();
+    nodes
+        .put("late", "instance=00000000000000ff time=0".into())
+        .await
+        .unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(20), a.cluster.failed())
+        .await
+        .expect("the node went on");
+    assert!(reason.contains("in use"), "{reason}");
+    // Its broker no longer serves.
+    let port = a.port();
+    wait_for_async("the broker stops listening", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+    })
+    .await;
+    a.cluster.shutdown().await;
 }
 
 // A message larger, with its headers, than the NATS servers' max_payload is

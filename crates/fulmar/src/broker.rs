@@ -375,21 +375,47 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
         }
     }
     let mut signals = Signals::new(hangup)?;
-    while signals.next().await? == Received::Reload {
-        tracing::info!("SIGHUP: reloading the password file, the ACL file and the certificates");
-        let reload = async {
-            files.reload(&broker).await;
-            reload_certificates(&config.listeners, &broker);
+    // A cluster node that finds another live instance under its node id
+    // stops serving (its broker is shut down): the process exits with an
+    // error, so that whatever supervises it sees it.
+    let failure = {
+        let mut failure = None;
+        let failed = async {
+            match &cluster {
+                Some(cluster) => cluster.failed().await,
+                None => std::future::pending().await,
+            }
         };
-        // A reload waits for every connection: a stop signal does not.
-        tokio::select! {
-            () = reload => {}
-            stop = signals.stop() => {
-                stop?;
+        tokio::pin!(failed);
+        loop {
+            let received = tokio::select! {
+                received = signals.next() => received?,
+                reason = &mut failed => {
+                    failure = Some(reason);
+                    break;
+                }
+            };
+            if received != Received::Reload {
                 break;
             }
+            tracing::info!(
+                "SIGHUP: reloading the password file, the ACL file and the certificates"
+            );
+            let reload = async {
+                files.reload(&broker).await;
+                reload_certificates(&config.listeners, &broker);
+            };
+            // A reload waits for every connection: a stop signal does not.
+            tokio::select! {
+                () = reload => {}
+                stop = signals.stop() => {
+                    stop?;
+                    break;
+                }
+            }
         }
-    }
+        failure
+    };
     tracing::info!("shutting down");
     if let Some(bridges) = bridges {
         bridges.shutdown().await;
@@ -398,7 +424,10 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
     if let Some(cluster) = cluster {
         cluster.shutdown().await;
     }
-    Ok(())
+    match failure {
+        Some(reason) => Err(format!("cluster: {reason}")),
+        None => Ok(()),
+    }
 }
 
 /// The password file and the ACL file the broker was started with, for
