@@ -948,6 +948,8 @@ impl Cluster {
     /// the stream, the bucket or the consumer cannot be had;
     /// [`ClusterError::Broker`] when the broker is shut down.
     pub async fn attach(&self, broker: &BrokerHandle) -> Result<(), ClusterError> {
+        // The heartbeat bucket; the node id claimed (and its heartbeat kept
+        // alive) first, if the caller did not already.
         let store = self.claim_node_id().await?;
         let Receivers { outbound, fallback } = lock(&self.inner.receivers)
             .take()
@@ -1041,16 +1043,6 @@ impl Cluster {
             inner.clone(),
             broker.clone(),
             messages,
-            inner.stop.subscribe(),
-        ));
-        // Liveness (the bucket was had, and the node id claimed, first).
-        let key = node_key(&inner.node_id);
-        write_heartbeat(inner, &store, &key).await?;
-        *lock(&inner.heartbeat) = Some(store.clone());
-        self.spawn(heartbeat_loop(
-            inner.clone(),
-            store.clone(),
-            key,
             inner.stop.subscribe(),
         ));
         // Wills: written only once the heartbeat is, so that a will in the
@@ -1501,6 +1493,15 @@ impl Cluster {
             return Err(e);
         }
         inner.claimed.store(true, Ordering::Relaxed);
+        // Kept alive from now on: opening the store and starting the broker
+        // may take longer than the heartbeat's TTL.
+        *lock(&inner.heartbeat) = Some(store.clone());
+        self.spawn(heartbeat_loop(
+            inner.clone(),
+            store.clone(),
+            key,
+            inner.stop.subscribe(),
+        ));
         Ok(store)
     }
 }
@@ -1509,39 +1510,48 @@ impl Cluster {
 /// compare-and-swap means another instance writes under this node id.
 async fn write_heartbeat(inner: &Inner, store: &kv::Store, key: &str) -> Result<(), ClusterError> {
     let in_use = || ClusterError::NodeIdInUse(inner.node_id.clone());
-    let create = || async {
-        store
-            .create(key, heartbeat_value(inner))
+    let ours = format!("instance={:016x} ", inner.instance);
+    // Whose heartbeat is there now: ours (a write whose answer was lost:
+    // its revision), another instance's (a namesake), or none.
+    let whose = || async {
+        let current = store
+            .entry(key)
             .await
-            .map_err(|e| match e.kind() {
-                kv::CreateErrorKind::AlreadyExists => in_use(),
-                _ => ClusterError::jetstream("heartbeat", e),
-            })
+            .map_err(|e| ClusterError::jetstream("heartbeat", e))?
+            .filter(|e| e.operation == kv::Operation::Put);
+        Ok::<_, ClusterError>(match current {
+            Some(entry) if entry.value.starts_with(ours.as_bytes()) => Some(Ok(entry.revision)),
+            Some(_) => Some(Err(in_use())),
+            None => None,
+        })
+    };
+    let create = || async {
+        match store.create(key, heartbeat_value(inner)).await {
+            Ok(revision) => Ok(revision),
+            // Also what a create whose own write landed says when its answer
+            // was lost (async-nats reads the entry then): look whose it is.
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => match whose().await? {
+                Some(found) => found,
+                None => Err(ClusterError::jetstream("heartbeat", e)),
+            },
+            Err(e) => Err(ClusterError::jetstream("heartbeat", e)),
+        }
     };
     let last = *lock(&inner.heartbeat_revision);
     let revision = match last {
         Some(revision) => match store.update(key, heartbeat_value(inner), revision).await {
             Ok(revision) => revision,
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                // Another instance's heartbeat: a namesake. None (it expired
+                // Another instance's heartbeat: a namesake. Ours: a write
+                // whose answer was lost, carried on from. None (it expired
                 // while NATS or this node was away): written anew.
-                let current = store
-                    .entry(key)
-                    .await
-                    .map_err(|e| ClusterError::jetstream("heartbeat", e))?
-                    .filter(|e| e.operation == kv::Operation::Put);
-                let ours = format!("instance={:016x} ", inner.instance);
-                match current {
-                    // Our own write whose answer was lost: carry on from it.
-                    Some(entry) if entry.value.starts_with(ours.as_bytes()) => {
-                        *lock(&inner.heartbeat_revision) = Some(entry.revision);
-                        return Ok(());
+                match whose().await? {
+                    Some(found) => found?,
+                    None => {
+                        tracing::warn!(node = %inner.node_id, "this node's heartbeat had expired: written again");
+                        create().await?
                     }
-                    Some(_) => return Err(in_use()),
-                    None => {}
                 }
-                tracing::warn!(node = %inner.node_id, "this node's heartbeat had expired: written again");
-                create().await?
             }
             Err(e) => return Err(ClusterError::jetstream("heartbeat", e)),
         },
@@ -1613,6 +1623,10 @@ async fn heartbeat_loop(
                 // Two live instances with one node id serve the same
                 // sessions: this one stops serving.
                 tracing::error!(error = %e, "another instance writes this node's heartbeat: shutting the broker down");
+                // The heartbeat and the wills under this id are the other
+                // instance's now: the shutdown must not delete them.
+                let _ = lock(&inner.heartbeat).take();
+                let _ = lock(&inner.wills).take();
                 inner.failure.send_replace(Some(e.to_string()));
                 if let Some(broker) = inner.sessions.broker.get() {
                     broker.shutdown().await;

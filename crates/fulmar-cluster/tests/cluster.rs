@@ -1054,6 +1054,14 @@ async fn a_node_whose_heartbeat_another_instance_writes_stops() {
     })
     .await;
     a.cluster.shutdown().await;
+    // Its shutdown left the other instance's heartbeat alone.
+    let entry = nodes
+        .entry("late")
+        .await
+        .unwrap()
+        .expect("heartbeat deleted");
+    assert_eq!(entry.operation, async_nats::jetstream::kv::Operation::Put);
+    assert!(entry.value.starts_with(b"instance=00000000000000ff"));
 }
 
 // A message larger, with its headers, than the NATS servers' max_payload is

@@ -332,23 +332,42 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
         if let Some(cluster) = &cluster
             && config.cluster.session_store == SessionStoreKind::Jetstream
         {
-            let store = cluster
-                .session_store()
-                .await
-                .map_err(|e| format!("cluster session store: {e}"))?;
+            let store = match cluster.session_store().await {
+                Ok(store) => store,
+                Err(e) => {
+                    cluster.shutdown().await;
+                    return Err(format!("cluster session store: {e}"));
+                }
+            };
             tracing::info!("sessions kept in JetStream");
             builder = builder.store(store).durability(persistence.durability());
         } else {
             let dir = &persistence.dir;
-            let store =
-                DiskStore::open(dir).map_err(|e| format!("the store in {}: {e}", dir.display()))?;
+            let store = match DiskStore::open(dir) {
+                Ok(store) => store,
+                Err(e) => {
+                    if let Some(cluster) = &cluster {
+                        cluster.shutdown().await;
+                    }
+                    return Err(format!("the store in {}: {e}", dir.display()));
+                }
+            };
             tracing::info!(file = %store.path().display(), "store opened");
             builder = builder
                 .store(Arc::new(store))
                 .durability(persistence.durability());
         }
     }
-    let broker = builder.start().await.map_err(|e| e.to_string())?;
+    let broker = match builder.start().await {
+        Ok(broker) => broker,
+        Err(e) => {
+            // The node id claimed is given back at once (not left to expire).
+            if let Some(cluster) = &cluster {
+                cluster.shutdown().await;
+            }
+            return Err(e.to_string());
+        }
+    };
     if let Some(cluster) = &cluster
         && let Err(error) = cluster.attach(&broker).await
     {
