@@ -735,7 +735,7 @@ pub(crate) struct Away {
     /// QoS 1/2 messages that arrived while offline (see
     /// [`SessionEntry::queue_offline`]).
     pub(crate) offline: VecDeque<Queued>,
-    /// The payload bytes of `offline`.
+    /// The bytes of `offline` ([`Publish::memory_size`] of each).
     pub(crate) offline_bytes: usize,
     /// Store keys of the messages in `stored` (in flight or queued in the
     /// session), by packet identifier.
@@ -761,7 +761,7 @@ impl SessionEntry {
     }
 
     /// Queues `queued` while offline, unless the queue holds `max_messages`
-    /// already or would go over `max_bytes` of payload (a message is always
+    /// already or would go over `max_bytes` (a message is always
     /// let into an empty queue, whatever its size). `false`: not queued.
     pub(crate) fn queue_offline(
         &mut self,
@@ -915,7 +915,8 @@ pub(crate) struct State {
     pub(crate) max_retained: Option<usize>,
     /// [`Limits::max_retained_bytes`](crate::Limits::max_retained_bytes).
     pub(crate) max_retained_bytes: usize,
-    /// The payload bytes of the retained messages (see [`State::put_retained`]).
+    /// The bytes of the retained messages ([`Publish::memory_size`] of
+    /// each; see [`State::put_retained`]).
     pub(crate) retained_bytes: usize,
     /// When [`State::remove_expired_retained`] last read every retained
     /// message.
@@ -1231,7 +1232,7 @@ impl State {
     }
 
     /// Stores a retained message, replacing the topic's earlier one, and
-    /// counts its payload bytes.
+    /// counts its bytes.
     pub(crate) fn put_retained(&mut self, topic: TopicName, value: Retained) {
         let bytes = value.publish.memory_size();
         if let Some(old) = self.retained.insert(topic, value) {
@@ -1258,7 +1259,7 @@ impl State {
     /// Whether `publish` may be routed under the retained quotas: a retained
     /// message for a topic not stored yet needs room
     /// ([`Limits::max_retained_messages`](crate::Limits)), and no retained
-    /// message may take the payload bytes of all of them over
+    /// message may take the bytes of all of them over
     /// [`Limits::max_retained_bytes`](crate::Limits) (a replacement counts
     /// what it adds; one message is always let into an empty store).
     pub(crate) fn retained_fits(

@@ -1284,36 +1284,37 @@ impl Driver {
         }
     }
 
-    /// Drops what a stream nobody reads holds: each copy of a message
-    /// with an ack token counts as dropped, so the acknowledgements that
-    /// keep the order of receipt are not held back by it.
     /// A stream that never reached the application (its SUBSCRIBE refused
     /// or lost): the unclaimed messages [`claim_unclaimed`](Self::claim_unclaimed)
     /// gave it (acknowledged already, no token) go back to the front of
     /// `unclaimed`, in order, for the next stream; the others are discarded.
-    fn unclaim(&mut self, mut rx: mpsc::Receiver<Message>) {
-        rx.close();
-        let mut back = Vec::new();
-        while let Ok(message) = rx.try_recv() {
-            match message.ack {
-                Some(token) => self.copy_dropped(token),
-                None => back.push(message),
-            }
-        }
-        for message in back.into_iter().rev() {
+    fn unclaim(&mut self, rx: mpsc::Receiver<Message>) {
+        for message in self.take_unread(rx).into_iter().rev() {
             self.unclaimed.push_front(message);
         }
     }
 
-    fn discard(&mut self, mut rx: mpsc::Receiver<Message>) {
+    /// Drops what a stream nobody reads holds: each copy of a message
+    /// with an ack token counts as dropped, so the acknowledgements that
+    /// keep the order of receipt are not held back by it.
+    fn discard(&mut self, rx: mpsc::Receiver<Message>) {
+        drop(self.take_unread(rx));
+    }
+
+    /// Empties a stream nobody reads: the copies with an ack token count as
+    /// dropped; the messages without one are returned, in order.
+    fn take_unread(&mut self, mut rx: mpsc::Receiver<Message>) -> Vec<Message> {
         // This task is the only sender: after `close`, everything sent is
         // here to take.
         rx.close();
+        let mut unread = Vec::new();
         while let Ok(message) = rx.try_recv() {
-            if let Some(token) = message.ack {
-                self.copy_dropped(token);
+            match message.ack {
+                Some(token) => self.copy_dropped(token),
+                None => unread.push(message),
             }
         }
+        unread
     }
 
     /// Hands `message` to each target in turn; stops at a full stream. A
