@@ -281,10 +281,11 @@ pub fn decode(
     }
     // MQTT 3.1 describes the flags of the other packets as unused (a client
     // may set DUP on a resent SUBSCRIBE, for one) without making them an error.
-    if let Some(expected) = packet_type.fixed_flags()
-        && flags != expected
-        && version != ProtocolVersion::V31
-    {
+    // A CONNECT says its own version: its flags are looked at with its name.
+    let flags_reserved = packet_type.fixed_flags().is_some_and(|expected| {
+        flags != expected && (version != ProtocolVersion::V31 || packet_type == PacketType::Connect)
+    });
+    if flags_reserved && packet_type != PacketType::Connect {
         return Err(DecodeError::ReservedFlags { packet_type, flags });
     }
     let Some(remaining) = parse_var_int(buf.get(1..).unwrap_or_default())? else {
@@ -297,6 +298,14 @@ pub fn decode(
             size: total,
             max: max_packet_size,
         });
+    }
+    if flags_reserved
+        && !may_be_v31_connect(
+            buf.get(header_len..total.min(buf.len())),
+            buf.len() >= total,
+        )
+    {
+        return Err(DecodeError::ReservedFlags { packet_type, flags });
     }
     if !remaining.minimal && version == ProtocolVersion::V5 && packet_type != PacketType::Connect {
         return Err(DecodeError::NonMinimalVarInt);
@@ -366,6 +375,19 @@ pub fn decode(
         PacketType::Disconnect => body!(Disconnect, Disconnect::decode(&mut r, version)?),
         PacketType::Auth => body!(Auth, Auth::decode(&mut r)?),
     }
+}
+
+/// Whether `body`, the start of a CONNECT's variable header (all of it that
+/// has arrived; `complete` if that is the whole packet), is or may still
+/// become the protocol name `MQIsdp` of MQTT 3.1,
+/// which leaves CONNECT's fixed-header flags unused (mosquitto accepts a first
+/// byte of 0x11 there). 3.1.1 and 5.0 reserve them [MQTT-2.1.3-1].
+fn may_be_v31_connect(body: Option<&[u8]>, complete: bool) -> bool {
+    const NAME: &[u8] = b"\x00\x06MQIsdp";
+    body.is_some_and(|body| {
+        let n = body.len().min(NAME.len());
+        body.get(..n) == NAME.get(..n) && (n == NAME.len() || !complete)
+    })
 }
 
 /// [`DecodeError::TrailingBytes`] unless `r` has read the whole packet.

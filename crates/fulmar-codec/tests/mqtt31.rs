@@ -73,6 +73,68 @@ fn connect_with_the_unused_flag_bit_is_accepted() {
     assert!(decode(&mut BytesMut::from(&v3[..]), ProtocolVersion::V311, 1 << 20).is_err());
 }
 
+/// 3.1 leaves the flags of CONNECT's fixed header unused, as mosquitto does;
+/// the name in the body says the packet is 3.1, whatever the connection's
+/// version was taken to be, and it is read whole before it is judged. Under
+/// 3.1.1 and 5.0 the same bits are malformed at once.
+// v3:MQTT-2.2.2-2 v5:MQTT-2.1.3-1
+#[test]
+fn connect_fixed_header_flags_are_unused_in_3_1_only() {
+    let mut body = vec![0, 6];
+    body.extend_from_slice(b"MQIsdp");
+    body.extend_from_slice(&[3, 0x02, 0, 10, 0, 1, b'c']);
+    for flags in 1..16u8 {
+        let mut bytes = vec![0x10 | flags, 15];
+        bytes.extend_from_slice(&body);
+        for version in [V31, ProtocolVersion::V311, ProtocolVersion::V5] {
+            // A byte at a time: undecided until the name is in.
+            let mut buf = BytesMut::new();
+            for (i, b) in bytes.iter().enumerate() {
+                buf.extend_from_slice(&[*b]);
+                let decoded = decode(&mut buf, version, 1 << 20).unwrap();
+                assert_eq!(decoded.is_some(), i + 1 == bytes.len());
+                if let Some(Packet::Connect(connect)) = decoded {
+                    assert_eq!(connect.protocol_version, V31);
+                }
+            }
+        }
+        // 3.1.1 and 5.0 CONNECTs with the same flags are refused as soon as
+        // the length of the name tells them apart, or with the header
+        // alone when the packet has no body.
+        for (name, level) in [(&b"MQTT"[..], 4u8), (b"MQTT", 5)] {
+            let mut wire = vec![0x10 | flags, 13, 0, 4];
+            wire.extend_from_slice(name);
+            wire.extend_from_slice(&[level, 0x02, 0, 10, 0, 1, b'c']);
+            for prefix in [4usize, wire.len()] {
+                let mut buf = BytesMut::from(&wire[..prefix]);
+                assert!(matches!(
+                    decode(&mut buf, ProtocolVersion::V311, 1 << 20),
+                    Err(fulmar_codec::DecodeError::ReservedFlags {
+                        packet_type: PacketType::Connect,
+                        ..
+                    })
+                ));
+            }
+        }
+        let mut empty = BytesMut::from(&[0x10 | flags, 0][..]);
+        assert!(matches!(
+            decode(&mut empty, V31, 1 << 20),
+            Err(fulmar_codec::DecodeError::ReservedFlags { .. })
+        ));
+        // The connection's version does not excuse a 3.1.1 CONNECT.
+        let mut v311 = vec![0x10 | flags, 13, 0, 4];
+        v311.extend_from_slice(b"MQTT");
+        v311.extend_from_slice(&[4, 0x02, 0, 10, 0, 1, b'c']);
+        assert!(decode(&mut BytesMut::from(&v311[..]), V31, 1 << 20).is_err());
+        // A short CONNECT that starts as 3.1's would is judged when whole.
+        let mut short = BytesMut::from(&[0x10 | flags, 3, 0, 6, b'M'][..]);
+        assert!(matches!(
+            decode(&mut short, V31, 1 << 20),
+            Err(fulmar_codec::DecodeError::ReservedFlags { .. })
+        ));
+    }
+}
+
 #[test]
 fn connack_has_no_session_present_flag() {
     let accepted = ConnAck::new(false, ConnectReasonCode::Success);
