@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fulmar_codec::{MqttString, Publish, QoS};
-use fulmar_topic::{SharedFilter, SubscriptionFilter, TopicName};
+use fulmar_topic::{SharedFilter, SubscriptionFilter, TopicFilter, TopicName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -1132,6 +1132,49 @@ impl BrokerHandle {
     #[must_use]
     pub fn has_session(&self, client_id: &str) -> bool {
         self.inner.shared.lock().sessions.contains_key(client_id)
+    }
+
+    /// Every retained message this broker holds whose expiry has not
+    /// passed, as a new subscription to `#` would get it (RETAIN set,
+    /// Message Expiry Interval reduced by the time it was held), for a
+    /// [`Bridge`] that writes them into a store of its own again. Topics
+    /// starting with `$` are left out, as `#` leaves them out [MQTT-4.7.2-1].
+    /// The payloads are shared, not copied.
+    ///
+    /// ```
+    /// use fulmar_broker::Broker;
+    /// use fulmar_codec::Publish;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), fulmar_broker::BrokerError> {
+    /// let broker = Broker::builder().start().await?;
+    /// let mut publish = Publish::new("lights/hall".into(), "on".into());
+    /// publish.retain = true;
+    /// broker.inject(&publish)?;
+    /// let retained = broker.retained_messages();
+    /// assert_eq!(retained.len(), 1);
+    /// assert_eq!(&*retained[0].topic, "lights/hall");
+    /// broker.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn retained_messages(&self) -> Vec<Publish> {
+        let Ok(all) = TopicFilter::try_from("#") else {
+            return Vec::new();
+        };
+        let options = SubOptions {
+            qos: QoS::ExactlyOnce,
+            no_local: false,
+            retain_as_published: true,
+            id: None,
+        };
+        let mut out = Vec::new();
+        self.inner
+            .shared
+            .lock()
+            .retained_for(&all, options, Instant::now(), usize::MAX, &mut out);
+        out
     }
 
     /// Installs a session brought from elsewhere as a disconnected one, for

@@ -427,6 +427,18 @@ struct Inner {
     failure: watch::Sender<Option<String>>,
     /// The wills bucket, once attached.
     wills: Mutex<Option<kv::Store>>,
+    /// How many times this node made the cluster's streams and buckets
+    /// again (NATS came back without its data): the tasks that keep one
+    /// write back what this node holds when it changes.
+    remade: watch::Sender<u64>,
+    /// Whether [`Cluster::session_store`] opened the state stream here.
+    state_stream_used: AtomicBool,
+    /// When the heartbeat bucket's stream this node uses was created: one
+    /// created later is another (NATS lost the first).
+    nodes_created: Mutex<Option<i128>>,
+    /// Set when a heartbeat found none of this instance to write over and
+    /// wrote a new one: its bucket may have been made again by another node.
+    heartbeat_rewritten: AtomicBool,
     dedupe: Mutex<Dedupe>,
     /// Retained messages injected from the routing subject whose copy in
     /// the retained stream has not come yet, per topic.
@@ -859,6 +871,10 @@ impl Cluster {
             claimed: AtomicBool::new(false),
             failure: watch::channel(None).0,
             wills: Mutex::new(None),
+            remade: watch::channel(0).0,
+            state_stream_used: AtomicBool::new(false),
+            nodes_created: Mutex::new(None),
+            heartbeat_rewritten: AtomicBool::new(false),
             dedupe: Mutex::new(Dedupe::new(config.dedupe_window)),
             live_retained: Mutex::new(HashMap::new()),
             retained_unstored: Mutex::new(HashMap::new()),
@@ -915,6 +931,7 @@ impl Cluster {
     pub async fn session_store(&self) -> Result<Arc<crate::SessionStore>, ClusterError> {
         let inner = &self.inner;
         let stream = crate::state::state_stream(&inner.js, &inner.prefix, inner.replicas).await?;
+        inner.state_stream_used.store(true, Ordering::Relaxed);
         let max_payload = inner.client.server_info().max_payload;
         let store = crate::SessionStore::open(
             &inner.client,
@@ -992,6 +1009,7 @@ impl Cluster {
             inner.sessions.clone(),
             sessions_store,
             inner.stop.subscribe(),
+            inner.remade.subscribe(),
         ));
         self.spawn(sessions::take_loop(
             inner.sessions.clone(),
@@ -1000,34 +1018,7 @@ impl Cluster {
             inner.stop.subscribe(),
         ));
         // Retained messages.
-        let stream_name = format!("{}_retained", inner.prefix);
-        let stream = inner
-            .js
-            .get_or_create_stream(stream::Config {
-                name: stream_name.clone(),
-                subjects: vec![format!("{}.>", inner.retained.root())],
-                max_messages_per_subject: 1,
-                num_replicas: inner.replicas,
-                storage: stream::StorageType::File,
-                discard: stream::DiscardPolicy::Old,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::jetstream(&stream_name, e))?;
-        let consumer = stream
-            .create_consumer(consumer::push::OrderedConfig {
-                deliver_subject: inner.client.new_inbox(),
-                filter_subject: format!("{}.>", inner.retained.root()),
-                deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ClusterError::jetstream("retained consumer", e))?;
-        let mut pending = consumer.cached_info().num_pending;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| ClusterError::jetstream("retained consumer", e))?;
+        let (mut messages, mut pending) = retained_consumer(inner).await?;
         while pending > 0 {
             let message = match tokio::time::timeout(Duration::from_secs(30), messages.next()).await
             {
@@ -1037,7 +1028,7 @@ impl Cluster {
                 Err(_) => return Err(ClusterError::jetstream("retained load", "timed out")),
             };
             pending = message.info().map_or(0, |info| info.pending);
-            on_retained(inner, broker, &message)?;
+            on_retained(inner, broker, &message, true)?;
         }
         self.spawn(retained_loop(
             inner.clone(),
@@ -1364,6 +1355,171 @@ impl Cluster {
     }
 }
 
+/// The retained stream, created when missing.
+async fn retained_stream(inner: &Inner) -> Result<stream::Stream, ClusterError> {
+    let stream_name = format!("{}_retained", inner.prefix);
+    inner
+        .js
+        .get_or_create_stream(stream::Config {
+            name: stream_name.clone(),
+            subjects: vec![format!("{}.>", inner.retained.root())],
+            max_messages_per_subject: 1,
+            num_replicas: inner.replicas,
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::Old,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ClusterError::jetstream(&stream_name, e))
+}
+
+/// A consumer of the last message of each topic in the retained stream
+/// (created when missing), with how many it has to deliver now.
+async fn retained_consumer(inner: &Inner) -> Result<(consumer::push::Ordered, u64), ClusterError> {
+    let consumer = retained_stream(inner)
+        .await?
+        .create_consumer(consumer::push::OrderedConfig {
+            deliver_subject: inner.client.new_inbox(),
+            filter_subject: format!("{}.>", inner.retained.root()),
+            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ClusterError::jetstream("retained consumer", e))?;
+    let pending = consumer.cached_info().num_pending;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|e| ClusterError::jetstream("retained consumer", e))?;
+    Ok((messages, pending))
+}
+
+/// The heartbeat bucket, created when missing: keys live a TTL and are
+/// deleted with a marker.
+async fn nodes_bucket(inner: &Inner) -> Result<kv::Store, ClusterError> {
+    let store = bucket(inner, "nodes", |config| stream::Config {
+        max_age: inner.heartbeat_ttl,
+        duplicate_window: inner.heartbeat_ttl.min(Duration::from_secs(120)),
+        deny_delete: true,
+        ..config
+    })
+    .await?;
+    *lock(&inner.nodes_created) = Some(store.stream.cached_info().created.unix_timestamp_nanos());
+    Ok(store)
+}
+
+/// Whether the heartbeat bucket's stream is not the one this node made or
+/// found (NATS lost it, and another node made it again).
+async fn nodes_stream_renewed(inner: &Inner, heartbeats: &kv::Store) -> bool {
+    let known = *lock(&inner.nodes_created);
+    match inner.js.get_stream(&heartbeats.stream_name).await {
+        Ok(stream) => {
+            known.is_some_and(|known| stream.cached_info().created.unix_timestamp_nanos() != known)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether JetStream answers that stream `name` does not exist (and not
+/// merely that it cannot answer now).
+async fn stream_missing(js: &jetstream::Context, name: &str) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    match js.get_stream(name).await {
+        Err(error) => matches!(
+            error.kind(),
+            GetStreamErrorKind::JetStream(e) if e.error_code() == ErrorCode::STREAM_NOT_FOUND
+        ),
+        Ok(_) => false,
+    }
+}
+
+/// NATS came back without the cluster's streams (a new disk, memory
+/// storage): makes every stream and bucket this node uses again, and tells
+/// the tasks that keep them to write back what this node holds: its
+/// heartbeat (here), the wills of its clients, its entries in the session
+/// registry, the retained messages it holds (each node holds all of them;
+/// the first copy of each topic is kept, and a newer message published
+/// meanwhile is never replaced). Not written back: the persistent sessions
+/// that the state stream kept (written again as each changes).
+async fn remake_streams(
+    inner: &Arc<Inner>,
+    heartbeats: &kv::Store,
+    key: &str,
+) -> Result<(), ClusterError> {
+    tracing::warn!(node = %inner.node_id, "the cluster's streams are gone from NATS (it came back without its data): making them again");
+    nodes_bucket(inner).await?;
+    *lock(&inner.heartbeat_revision) = None;
+    write_heartbeat(inner, heartbeats, key).await?;
+    if lock(&inner.wills).is_some() {
+        unmarked_bucket(inner, "wills").await?;
+        unmarked_bucket(inner, "sessions").await?;
+        retained_stream(inner).await?;
+        if let Some(broker) = inner.sessions.broker.get() {
+            // Not in the way of the next heartbeat.
+            tokio::spawn(restore_retained(inner.clone(), broker.clone()));
+        }
+    }
+    if inner.state_stream_used.load(Ordering::Relaxed) {
+        crate::state::state_stream(&inner.js, &inner.prefix, inner.replicas).await?;
+    }
+    inner.remade.send_modify(|n| *n += 1);
+    Ok(())
+}
+
+/// Writes the retained messages of `broker` into a retained stream made
+/// again, each only where its topic has none yet (so that a message
+/// published since, or another node's copy, is kept), marked
+/// [`headers::RESTORED`]: the nodes running now hold them already.
+async fn restore_retained(inner: Arc<Inner>, broker: BrokerHandle) {
+    let (mut written, mut kept) = (0usize, 0usize);
+    for publish in broker.retained_messages() {
+        if *inner.stop.borrow() {
+            return;
+        }
+        let topic = publish.topic.clone();
+        let Ok(topic) = TopicName::try_from(topic.as_str()) else {
+            continue;
+        };
+        let subject = inner.retained.topic(&topic);
+        if !inner.fits(subject.len()) {
+            continue;
+        }
+        let origin = Origin {
+            node: inner.node_id.clone(),
+            instance: inner.instance,
+            seq: inner.seq.fetch_add(1, Ordering::Relaxed),
+        };
+        let mut headers = headers::encode(&publish, &origin);
+        headers.insert(headers::RESTORED, "1");
+        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+        let stored = async {
+            inner
+                .js
+                .publish_with_headers(subject, headers, publish.payload.clone())
+                .await?
+                .await
+        };
+        match tokio::time::timeout(inner.sessions.timeout, stored).await {
+            Ok(Ok(_)) => written += 1,
+            // Another copy is there already.
+            Ok(Err(_)) => kept += 1,
+            Err(_) => {
+                tracing::warn!(
+                    written,
+                    "JetStream did not answer: retained messages not all written back"
+                );
+                return;
+            }
+        }
+    }
+    tracing::info!(
+        written,
+        kept,
+        "retained messages written back into the retained stream"
+    );
+}
+
 /// The key-value bucket `{prefix}_{name}`, created when missing, whose
 /// entries may be removed by revision without leaving a delete marker
 /// (deletes allowed on its stream).
@@ -1472,14 +1628,7 @@ impl Cluster {
     /// bucket cannot be had.
     pub async fn claim_node_id(&self) -> Result<kv::Store, ClusterError> {
         let inner = &self.inner;
-        // The heartbeats: keys live a TTL; deleted with a marker.
-        let store = bucket(inner, "nodes", |config| stream::Config {
-            max_age: inner.heartbeat_ttl,
-            duplicate_window: inner.heartbeat_ttl.min(Duration::from_secs(120)),
-            deny_delete: true,
-            ..config
-        })
-        .await?;
+        let store = nodes_bucket(inner).await?;
         if inner.claimed.load(Ordering::Relaxed) {
             return Ok(store);
         }
@@ -1549,7 +1698,9 @@ async fn write_heartbeat(inner: &Inner, store: &kv::Store, key: &str) -> Result<
                     Some(found) => found?,
                     None => {
                         tracing::warn!(node = %inner.node_id, "this node's heartbeat had expired: written again");
-                        create().await?
+                        let revision = create().await?;
+                        inner.heartbeat_rewritten.store(true, Ordering::Relaxed);
+                        revision
                     }
                 }
             }
@@ -1618,7 +1769,14 @@ async fn heartbeat_loop(
             return;
         }
         match write_heartbeat(&inner, &store, &key).await {
-            Ok(()) => {}
+            Ok(()) => {
+                if inner.heartbeat_rewritten.swap(false, Ordering::Relaxed)
+                    && nodes_stream_renewed(&inner, &store).await
+                    && let Err(e) = remake_streams(&inner, &store, &key).await
+                {
+                    tracing::warn!(error = %e, "the cluster's streams not made again");
+                }
+            }
             Err(e @ ClusterError::NodeIdInUse(_)) => {
                 // Two live instances with one node id serve the same
                 // sessions: this one stops serving.
@@ -1633,7 +1791,14 @@ async fn heartbeat_loop(
                 }
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, "heartbeat"),
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat");
+                if stream_missing(&inner.js, &store.stream_name).await
+                    && let Err(e) = remake_streams(&inner, &store, &key).await
+                {
+                    tracing::warn!(error = %e, "the cluster's streams not made again");
+                }
+            }
         }
     }
 }
@@ -2081,14 +2246,37 @@ fn decode_will(value: &[u8]) -> Option<(Publish, u32)> {
 /// reported already.
 async fn wills_loop(inner: Arc<Inner>, store: kv::Store, mut stop: watch::Receiver<bool>) {
     let mut revisions: HashMap<String, u64> = HashMap::new();
+    // The will of each client connected here, to write back into a bucket
+    // made again (shared with the broker's copy: reference counted).
+    let mut current: HashMap<String, (Box<Publish>, u32)> = HashMap::new();
+    let mut remade = inner.remade.subscribe();
     let changes = inner.will_changes.clone();
     loop {
         tokio::select! {
             biased;
             () = changes.wake.notified() => {}
             _ = stop.changed() => break,
+            _ = remade.changed() => {
+                revisions.clear();
+                for (client_id, (will, delay)) in &current {
+                    let event = WillEvent::Set { client_id: client_id.clone(), will: will.clone(), delay: *delay };
+                    on_will_event(&inner, &store, &mut revisions, event).await;
+                }
+            }
         }
         for event in changes.take() {
+            match &event {
+                WillEvent::Set {
+                    client_id,
+                    will,
+                    delay,
+                } => {
+                    current.insert(client_id.clone(), (will.clone(), *delay));
+                }
+                WillEvent::Cleared(client_id) => {
+                    current.remove(client_id);
+                }
+            }
             on_will_event(&inner, &store, &mut revisions, event).await;
         }
     }
@@ -2822,7 +3010,18 @@ fn on_retained(
     inner: &Inner,
     broker: &BrokerHandle,
     message: &jetstream::Message,
+    loading: bool,
 ) -> Result<(), BrokerError> {
+    if !loading
+        && message
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.get(headers::RESTORED).is_some())
+    {
+        // Written back after NATS lost the stream, by a node that held it:
+        // so does this one, and its subscribers had it long ago.
+        return Ok(());
+    }
     let Some(topic) = inner.retained.parse_topic(message.subject.as_str()) else {
         bump(&inner.counters.invalid);
         return Ok(());
@@ -2919,14 +3118,24 @@ async fn retained_loop(
     mut messages: consumer::push::Ordered,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut remade = inner.remade.subscribe();
     loop {
         let next = tokio::select! {
             next = messages.next() => next,
             _ = stop.changed() => return,
+            _ = remade.changed() => {
+                // A new stream: the consumer of the old one would ask for
+                // sequence numbers past those the new one starts with.
+                match retained_consumer(&inner).await {
+                    Ok((new, _)) => messages = new,
+                    Err(e) => tracing::warn!(error = %e, "retained stream: no new consumer"),
+                }
+                continue;
+            }
         };
         match next {
             Some(Ok(message)) => {
-                if on_retained(&inner, &broker, &message).is_err() {
+                if on_retained(&inner, &broker, &message, false).is_err() {
                     return;
                 }
             }

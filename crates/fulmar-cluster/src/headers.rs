@@ -17,6 +17,7 @@
 //! | `Mqtt-Correlation-Data` | escaped bytes                                       |
 //! | `Mqtt-User-Property`    | `key=value`, both escaped; repeated, in order       |
 //! | `Fulmar-Shared-Delivered` | the queue group of a shared subscription the publishing node delivered the message to itself (NATS was away); repeated |
+//! | `Fulmar-Restored`       | `1` on a retained message a node wrote back into a retained stream made again (NATS lost it): for the nodes that start later only |
 //!
 //! Escaped values keep printable ASCII except `%` and `=`, and write every
 //! other byte as `%XY`, so a value never holds a line break or leading or
@@ -34,6 +35,9 @@ use fulmar_topic::TopicName;
 /// `Fulmar-Shared-Delivered`: a shared group that already got the
 /// message; its queue subscriptions drop it.
 pub const SHARED_DELIVERED: HeaderName = HeaderName::from_static("Fulmar-Shared-Delivered");
+/// `Fulmar-Restored`: a retained message written back into the retained
+/// stream after NATS lost it; the nodes running then hold it already.
+pub const RESTORED: HeaderName = HeaderName::from_static("Fulmar-Restored");
 /// `Fulmar-Origin`.
 pub const ORIGIN: HeaderName = HeaderName::from_static("Fulmar-Origin");
 /// `Fulmar-Instance`.

@@ -122,6 +122,20 @@
 //!   Limit the broker's packets to [`Cluster::max_packet_size`] (`fulmar
 //!   broker` does) so that clients learn the limit and a larger PUBLISH is
 //!   refused, or raise `max_payload`.
+//! - NATS may come back without its JetStream data (a new disk, memory
+//!   storage, a cluster of servers that lost its quorum's storage). A node
+//!   notices at its next heartbeat (the heartbeat bucket is gone, or is not
+//!   the one it knew) and makes every stream and bucket it uses again, then
+//!   writes back what it holds: its heartbeat, the wills of its clients,
+//!   its entries in the session registry and its retained messages (each
+//!   node holds all of them; a copy is written only where the topic has
+//!   none yet, marked `Fulmar-Restored` so that the nodes running then,
+//!   which hold it, do not route it again; a node started later loads it).
+//!   Not written back: the persistent sessions the state stream held
+//!   ([`SessionStore`]); each is stored again when it next changes (a
+//!   connection, a subscription, a queued message), and a node that dies
+//!   before that loses its queued messages. The wills of nodes that were
+//!   gone already are lost with the bucket.
 //! - See the limits of sessions and wills below.
 //!
 //! # Sessions across nodes

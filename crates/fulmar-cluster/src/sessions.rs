@@ -1118,9 +1118,12 @@ pub(crate) async fn registry_loop(
     sessions: Arc<Sessions>,
     store: kv::Store,
     mut stop: watch::Receiver<bool>,
+    mut remade: watch::Receiver<u64>,
 ) {
     // The registry revision this node last wrote, per client it holds.
     let mut revisions = HashMap::new();
+    // And the record it wrote then, to write back into a bucket made again.
+    let mut records = HashMap::new();
     loop {
         let batch = sessions.events.pop(REGISTRY_BATCH);
         if batch.is_empty() {
@@ -1128,10 +1131,18 @@ pub(crate) async fn registry_loop(
                 biased;
                 () = sessions.events.ready() => continue,
                 _ = stop.changed() => break,
+                _ = remade.changed() => {
+                    rewrite(&sessions, &store, &mut revisions, &mut records).await;
+                    continue;
+                }
             }
         }
+        let mut held = Held {
+            revisions: &mut revisions,
+            records: &mut records,
+        };
         for event in batch {
-            handle(&sessions, &store, &mut revisions, event).await;
+            handle(&sessions, &store, &mut held, event).await;
         }
         if *stop.borrow() {
             break;
@@ -1144,10 +1155,13 @@ pub(crate) async fn registry_loop(
     let events = sessions.events.pop(usize::MAX);
     let deadline = tokio::time::Instant::now() + sessions.timeout;
     let total = events.len();
+    let mut held = Held {
+        revisions: &mut revisions,
+        records: &mut records,
+    };
     for (done, event) in events.into_iter().enumerate() {
         let handled =
-            tokio::time::timeout_at(deadline, handle(&sessions, &store, &mut revisions, event))
-                .await;
+            tokio::time::timeout_at(deadline, handle(&sessions, &store, &mut held, event)).await;
         if handled.is_err() {
             tracing::warn!(
                 left = total - done,
@@ -1161,13 +1175,50 @@ pub(crate) async fn registry_loop(
 /// Registry events handled together, at most.
 const REGISTRY_BATCH: usize = 256;
 
-async fn handle(
+/// What the registry loop knows of the entries this node wrote.
+struct Held<'a> {
+    /// The revision of each, by client.
+    revisions: &'a mut HashMap<String, u64>,
+    /// The record in each (not yet for a claim whose record is to come).
+    records: &'a mut HashMap<String, Bytes>,
+}
+
+/// The registry bucket was made again, empty (NATS came back without its
+/// data): the entries this node wrote are created again with the records
+/// they held, unless another node registered the client since. A claim
+/// without a record yet is forgotten: its record will be created.
+async fn rewrite(
     sessions: &Sessions,
     store: &kv::Store,
     revisions: &mut HashMap<String, u64>,
-    event: SessionEvent,
+    records: &mut HashMap<String, Bytes>,
 ) {
-    let handled = on_event(sessions, store, revisions, event);
+    revisions.clear();
+    let mut rewritten = 0usize;
+    for (client_id, record) in records.iter() {
+        let key = client_kv_key(client_id);
+        let value = encode_value(&sessions.node_id, record);
+        match tokio::time::timeout(sessions.timeout, store.create(&key, value)).await {
+            Ok(Ok(revision)) => {
+                bump(&sessions.counters.registry_writes);
+                revisions.insert(client_id.clone(), revision);
+                rewritten += 1;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, client = %client_id, "registry entry not written again");
+            }
+            Err(_) => {
+                bump(&sessions.counters.registry_errors);
+                tracing::warn!(client = %client_id, "session registry: write timed out");
+            }
+        }
+    }
+    records.retain(|client_id, _| revisions.contains_key(client_id));
+    tracing::info!(entries = rewritten, "session registry written again");
+}
+
+async fn handle(sessions: &Sessions, store: &kv::Store, held: &mut Held<'_>, event: SessionEvent) {
+    let handled = on_event(sessions, store, held, event);
     if tokio::time::timeout(sessions.timeout, handled)
         .await
         .is_err()
@@ -1180,9 +1231,10 @@ async fn handle(
 async fn on_event(
     sessions: &Sessions,
     store: &kv::Store,
-    revisions: &mut HashMap<String, u64>,
+    held: &mut Held<'_>,
     event: SessionEvent,
 ) {
+    let Held { revisions, records } = held;
     let (client_id, record, online) = match event {
         SessionEvent::Claimed(client_id, revision) => {
             revisions.insert(client_id, revision);
@@ -1191,6 +1243,7 @@ async fn on_event(
         SessionEvent::Released(client_id, revision) => {
             if revisions.get(&client_id) == Some(&revision) {
                 revisions.remove(&client_id);
+                records.remove(&client_id);
             }
             return;
         }
@@ -1201,6 +1254,7 @@ async fn on_event(
     let key = client_kv_key(&client_id);
     let known = revisions.get(&client_id).copied();
     let Some(record) = record else {
+        records.remove(&client_id);
         if let Some(revision) = revisions.remove(&client_id) {
             // Removes exactly what this node wrote: nothing when another
             // node registered the session since (a newer revision).
@@ -1220,7 +1274,8 @@ async fn on_event(
         None if online => match store.create(&key, value.clone()).await {
             Ok(revision) => {
                 bump(&sessions.counters.registry_writes);
-                revisions.insert(client_id, revision);
+                revisions.insert(client_id.clone(), revision);
+                records.insert(client_id, record);
                 return;
             }
             Err(_) => match store.entry(key.as_str()).await {
@@ -1247,12 +1302,14 @@ async fn on_event(
     match store.update(&key, value, revision).await {
         Ok(revision) => {
             bump(&sessions.counters.registry_writes);
-            revisions.insert(client_id, revision);
+            revisions.insert(client_id.clone(), revision);
+            records.insert(client_id, record);
         }
         Err(e) => {
             // Another node registered it since: it is theirs now.
             tracing::debug!(error = %e, client = %client_id, "session registered elsewhere");
             revisions.remove(&client_id);
+            records.remove(&client_id);
         }
     }
 }

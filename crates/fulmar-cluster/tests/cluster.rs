@@ -847,6 +847,105 @@ async fn the_cluster_carries_on_after_nats_server_restarts() {
     c.stop().await;
 }
 
+/// nats-server comes back without its data (a new disk, memory storage):
+/// the nodes make their streams and buckets again and write back what they
+/// hold themselves: their heartbeats, the wills of their clients, and the
+/// retained messages they know.
+// MQTT-3.3.1-5 MQTT-3.3.1-6
+#[tokio::test]
+async fn the_cluster_recovers_when_nats_comes_back_without_its_data() {
+    let mut nats = nats_or_skip!("nats_wiped");
+    let a = Node::start_with(fast_heartbeats(&nats, "a")).await;
+    let b = Node::start_with(fast_heartbeats(&nats, "b")).await;
+    let _with_will = client_with_will(&a, "w", QoS::AtLeastOnce, false, 0).await;
+    let _with_will_b = client_with_will(&b, "wb", QoS::AtLeastOnce, false, 0).await;
+    wait_wills(&a, &[("a", "w"), ("b", "wb")]).await;
+    assert_eq!(
+        b.cluster.session_owner("w").await.unwrap().as_deref(),
+        Some("a")
+    );
+    let receiver = b.client("wiped-sub").await;
+    let mut sub = receiver
+        .subscribe("wiped/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    b.wait_subscription("fulmar.msg.t.wiped.>", true).await;
+    // And one on the node that publishes.
+    let local = a.client("wiped-local").await;
+    let mut local_sub = local.subscribe("wiped/#", QoS::AtLeastOnce).await.unwrap();
+    let publisher = a.client("wiped-pub").await;
+    publisher
+        .publish("wiped/before", "kept by the nodes")
+        .qos(QoS::AtLeastOnce)
+        .retain(true)
+        .await
+        .unwrap();
+    assert_eq!(next(&mut sub).await.payload.as_ref(), b"kept by the nodes");
+    assert_eq!(
+        next(&mut local_sub).await.payload.as_ref(),
+        b"kept by the nodes"
+    );
+
+    nats.restart_wiped();
+
+    messages_cross_again(&publisher, "wiped/live", &mut sub).await;
+    wait_for_async("both nodes beat again", || async {
+        a.cluster.nodes().await.is_ok_and(|n| n == ["a", "b"])
+    })
+    .await;
+    // Whichever node found the streams gone first, each writes back its own.
+    wait_wills(&a, &[("a", "w"), ("b", "wb")]).await;
+    wait_for_async("the session registry names a and b again", || async {
+        b.cluster.session_owner("w").await.ok() == Some(Some("a".to_owned()))
+            && a.cluster.session_owner("wb").await.ok() == Some(Some("b".to_owned()))
+    })
+    .await;
+    publisher
+        .publish("wiped/after", "new")
+        .qos(QoS::AtLeastOnce)
+        .retain(true)
+        .await
+        .unwrap();
+    // A node started now learns both retained messages from the stream.
+    let c = Node::start(&nats, "c").await;
+    let late = c.client("wiped-late").await;
+    let mut kept = late.subscribe("wiped/+", QoS::AtLeastOnce).await.unwrap();
+    let mut got = [next(&mut kept).await, next(&mut kept).await];
+    got.sort_by(|x, y| x.topic.cmp(&y.topic));
+    assert_eq!(
+        got.iter()
+            .map(|m| (m.topic.as_str(), m.payload.as_ref(), m.retain))
+            .collect::<Vec<_>>(),
+        [
+            ("wiped/after", &b"new"[..], true),
+            ("wiped/before", &b"kept by the nodes"[..], true)
+        ]
+    );
+    // The subscribers had the messages written back long ago (a or b
+    // wrote them, whichever came first): each gets the new one, then a
+    // marker published now, and nothing in between.
+    publisher
+        .publish("wiped/marker", "end")
+        .qos(QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    for subscription in [&mut sub, &mut local_sub] {
+        let mut seen = Vec::new();
+        loop {
+            let m = next(subscription).await;
+            match m.topic.as_str() {
+                "wiped/marker" => break,
+                "wiped/live" => {}
+                other => seen.push(other.to_owned()),
+            }
+        }
+        assert_eq!(seen, ["wiped/after"]);
+    }
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
+
 /// A node leaving the cluster while NATS is gone for good: what it still
 /// has to send (more messages than the NATS client buffers, a will to
 /// clear, a session record to write) is given up after a bounded time

@@ -34,6 +34,13 @@ struct Peer {
 
 impl Peer {
     async fn connect(node: &Node, connect: Connect) -> (Self, ConnAck) {
+        let (peer, ack) = Self::try_connect(node, connect).await;
+        assert!(!ack.reason_code.is_error(), "refused: {ack:?}");
+        (peer, ack)
+    }
+
+    /// As [`connect`](Self::connect), refused or not.
+    async fn try_connect(node: &Node, connect: Connect) -> (Self, ConnAck) {
         let addr: SocketAddr = ([127, 0, 0, 1], node.port()).into();
         let stream = TcpStream::connect(addr).await.unwrap();
         let mut peer = Self {
@@ -43,10 +50,7 @@ impl Peer {
         };
         peer.send(connect).await;
         match peer.recv().await {
-            Packet::ConnAck(ack) => {
-                assert!(!ack.reason_code.is_error(), "refused: {ack:?}");
-                (peer, ack)
-            }
+            Packet::ConnAck(ack) => (peer, ack),
             other => panic!("expected CONNACK, got {other:?}"),
         }
     }
@@ -927,6 +931,62 @@ async fn a_dead_node_s_sessions_come_back_whole_elsewhere() {
         "{s:?}"
     );
     drop(busy);
+    b.stop().await;
+    a.stop().await;
+}
+
+// NATS came back without its data: the state stream is made again, and a
+// session stored in it afterwards comes back whole on another node when its
+// node dies (v3:MQTT-3.1.2-5: QoS 1 messages kept for a disconnected
+// session; v5:MQTT-3.2.2-3: Session Present 1).
+#[tokio::test]
+async fn sessions_are_stored_again_after_nats_lost_its_data() {
+    let mut nats = nats_or_skip!("session_state_wiped");
+    let config = |id: &str| {
+        let mut config = ClusterConfig::new(nats.url.clone(), id);
+        config.heartbeat_interval = Duration::from_millis(200);
+        config
+    };
+    let a = Node::build(config("a"), true).await.unwrap();
+    let b = Node::build(config("b"), true).await.unwrap();
+    nats.restart_wiped();
+    let publisher = a.client("pub").await;
+    // Until the state stream is back, a persistent session may be refused.
+    let mut away = None;
+    for _ in 0..100 {
+        let (peer, ack) = Peer::try_connect(&a, persistent("away", ProtocolVersion::V5)).await;
+        if ack.reason_code == ConnectReasonCode::Success {
+            away = Some(peer);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut away = away.expect("a persistent session accepted after the wipe");
+    away.subscribe("w/#", QoS::AtLeastOnce).await;
+    away.disconnect().await;
+    for i in 0..3 {
+        publisher
+            .publish(format!("w/{i}"), format!("m{i}"))
+            .qos(ClientQoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    // As in the test above: the commits are not waited for by anything
+    // the publisher sees.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.cluster.abort();
+    wait_for("A's take-session subscription gone from the server", || {
+        !nats.connz_subscriptions().contains("fulmar.session.a")
+    })
+    .await;
+    let (mut peer, ack) = Peer::connect(&b, persistent("away", ProtocolVersion::V5)).await;
+    assert!(ack.session_present);
+    for i in 0..3 {
+        let p = peer.recv_publish().await;
+        assert_eq!(p.payload.as_ref(), format!("m{i}").as_bytes());
+        peer.send(PubAck::new(p.packet_id.unwrap())).await;
+    }
+    peer.disconnect().await;
     b.stop().await;
     a.stop().await;
 }

@@ -117,6 +117,21 @@ impl Nats {
         panic!("nats-server did not restart on port {port}");
     }
 
+    /// Kills the server (SIGKILL), empties its store directory (every
+    /// stream and bucket is gone, as when a server comes back on a new
+    /// disk or with memory storage) and starts it again on the same port.
+    pub fn restart_wiped(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for entry in std::fs::read_dir(&self.dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            }
+        }
+        self.restart();
+    }
+
     /// Kills the server (SIGKILL), for good.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
