@@ -439,6 +439,13 @@ struct Inner {
     /// Set when a heartbeat found none of this instance to write over and
     /// wrote a new one: its bucket may have been made again by another node.
     heartbeat_rewritten: AtomicBool,
+    /// How many times this node's heartbeat had expired when it wrote the
+    /// next one (the node was frozen, or away from NATS, for longer than
+    /// the TTL): other nodes may have taken it for dead meanwhile, adopted
+    /// its sessions and published its clients' wills.
+    lapsed: watch::Sender<u64>,
+    /// Tests: the heartbeat is not written while set.
+    heartbeat_paused: AtomicBool,
     dedupe: Mutex<Dedupe>,
     /// Retained messages injected from the routing subject whose copy in
     /// the retained stream has not come yet, per topic.
@@ -875,6 +882,8 @@ impl Cluster {
             state_stream_used: AtomicBool::new(false),
             nodes_created: Mutex::new(None),
             heartbeat_rewritten: AtomicBool::new(false),
+            lapsed: watch::channel(0).0,
+            heartbeat_paused: AtomicBool::new(false),
             dedupe: Mutex::new(Dedupe::new(config.dedupe_window)),
             live_retained: Mutex::new(HashMap::new()),
             retained_unstored: Mutex::new(HashMap::new()),
@@ -1010,6 +1019,7 @@ impl Cluster {
             sessions_store,
             inner.stop.subscribe(),
             inner.remade.subscribe(),
+            inner.lapsed.subscribe(),
         ));
         self.spawn(sessions::take_loop(
             inner.sessions.clone(),
@@ -1352,6 +1362,15 @@ impl Cluster {
     #[doc(hidden)]
     pub fn stop_heartbeat_for_test(&self) {
         let _ = lock(&self.inner.heartbeat).take();
+    }
+
+    /// Neither writes the heartbeat nor answers take-session requests while
+    /// `frozen`, as a node whose process is stopped would (its connections
+    /// stay open): for tests of what it does when it resumes.
+    #[doc(hidden)]
+    pub fn freeze_for_test(&self, frozen: bool) {
+        self.inner.heartbeat_paused.store(frozen, Ordering::Relaxed);
+        self.inner.sessions.frozen.store(frozen, Ordering::Relaxed);
     }
 }
 
@@ -1768,13 +1787,22 @@ async fn heartbeat_loop(
         if lock(&inner.heartbeat).is_none() {
             return;
         }
+        if inner.heartbeat_paused.load(Ordering::Relaxed) {
+            continue;
+        }
         match write_heartbeat(&inner, &store, &key).await {
             Ok(()) => {
-                if inner.heartbeat_rewritten.swap(false, Ordering::Relaxed)
-                    && nodes_stream_renewed(&inner, &store).await
-                    && let Err(e) = remake_streams(&inner, &store, &key).await
-                {
-                    tracing::warn!(error = %e, "the cluster's streams not made again");
+                if inner.heartbeat_rewritten.swap(false, Ordering::Relaxed) {
+                    if nodes_stream_renewed(&inner, &store).await {
+                        if let Err(e) = remake_streams(&inner, &store, &key).await {
+                            tracing::warn!(error = %e, "the cluster's streams not made again");
+                        }
+                    } else {
+                        // Taken for dead meanwhile: the sessions other
+                        // nodes adopted are theirs, and the wills they
+                        // claimed are to be written again.
+                        inner.lapsed.send_modify(|n| *n += 1);
+                    }
                 }
             }
             Err(e @ ClusterError::NodeIdInUse(_)) => {
@@ -2250,13 +2278,16 @@ async fn wills_loop(inner: Arc<Inner>, store: kv::Store, mut stop: watch::Receiv
     // made again (shared with the broker's copy: reference counted).
     let mut current: HashMap<String, (Box<Publish>, u32)> = HashMap::new();
     let mut remade = inner.remade.subscribe();
+    let mut lapsed = inner.lapsed.subscribe();
     let changes = inner.will_changes.clone();
     loop {
         tokio::select! {
             biased;
             () = changes.wake.notified() => {}
             _ = stop.changed() => break,
-            _ = remade.changed() => {
+            // A bucket made again, or wills claimed by other nodes while
+            // this one was taken for dead: written again.
+            _ = async { tokio::select! { r = remade.changed() => r, r = lapsed.changed() => r } } => {
                 revisions.clear();
                 for (client_id, (will, delay)) in &current {
                     let event = WillEvent::Set { client_id: client_id.clone(), will: will.clone(), delay: *delay };

@@ -255,7 +255,13 @@
 //!   nodes are not kept for them. A node that was shut down cleanly, or
 //!   stays away from NATS longer than the heartbeat TTL, has its sessions
 //!   adopted too (a node coming back with the same id keeps stale copies
-//!   of those until they expire).
+//!   of those until they expire). A node that was only frozen or cut off
+//!   that long, and resumes, finds its heartbeat expired: it looks up the
+//!   sessions it holds in the registry and gives up those that moved to
+//!   another node meanwhile (their connections closed as by a takeover,
+//!   5.0 DISCONNECT 0x8E), so that their clients connect again and are
+//!   served in one place; it writes its clients' wills back into the
+//!   bucket, but those that other nodes published meanwhile are out.
 //! - A message routed to a session while it moves (between the old node
 //!   removing it and the new node holding its NATS subscriptions) is lost.
 //!   A session that fails to reach the new node after the old one removed

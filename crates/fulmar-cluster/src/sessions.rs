@@ -123,6 +123,8 @@ pub(crate) struct Sessions {
     held_elsewhere: Mutex<HashMap<(String, String), HeldElsewhere>>,
     /// Tests: a refused claim is never given back.
     keep_refused_claims: std::sync::atomic::AtomicBool,
+    /// Tests: take requests go unanswered, as by a frozen node.
+    pub(crate) frozen: std::sync::atomic::AtomicBool,
     /// Bounds each registry step and each take request.
     pub(crate) timeout: Duration,
     pub(crate) counters: SessionCounters,
@@ -308,6 +310,7 @@ impl Sessions {
             giving_back: std::sync::atomic::AtomicBool::new(false),
             held_elsewhere: Mutex::new(HashMap::new()),
             keep_refused_claims: std::sync::atomic::AtomicBool::new(false),
+            frozen: std::sync::atomic::AtomicBool::new(false),
             timeout,
             counters: SessionCounters::default(),
             events: EventQueue::default(),
@@ -1119,6 +1122,7 @@ pub(crate) async fn registry_loop(
     store: kv::Store,
     mut stop: watch::Receiver<bool>,
     mut remade: watch::Receiver<u64>,
+    mut lapsed: watch::Receiver<u64>,
 ) {
     // The registry revision this node last wrote, per client it holds.
     let mut revisions = HashMap::new();
@@ -1133,6 +1137,10 @@ pub(crate) async fn registry_loop(
                 _ = stop.changed() => break,
                 _ = remade.changed() => {
                     rewrite(&sessions, &store, &mut revisions, &mut records).await;
+                    continue;
+                }
+                _ = lapsed.changed() => {
+                    give_up_moved(&sessions, &store, &mut revisions, &mut records).await;
                     continue;
                 }
             }
@@ -1215,6 +1223,60 @@ async fn rewrite(
     }
     records.retain(|client_id, _| revisions.contains_key(client_id));
     tracing::info!(entries = rewritten, "session registry written again");
+}
+
+/// This node's heartbeat had expired (it was frozen, or away from NATS):
+/// other nodes may have taken it for dead and moved sessions it still
+/// holds, whose registry entries name them now. Each such session is taken
+/// away from the local broker (its connection closed as by a takeover:
+/// 5.0 DISCONNECT 0x8E), so that its client connects again and finds it
+/// where the registry says, instead of being served here as well.
+async fn give_up_moved(
+    sessions: &Sessions,
+    store: &kv::Store,
+    revisions: &mut HashMap<String, u64>,
+    records: &mut HashMap<String, Bytes>,
+) {
+    let Some(broker) = sessions.broker.get() else {
+        return;
+    };
+    let held: Vec<String> = revisions.keys().cloned().collect();
+    let mut moved = 0usize;
+    for client_id in held {
+        let key = client_kv_key(&client_id);
+        let entry = match tokio::time::timeout(sessions.timeout, store.entry(key.as_str())).await {
+            Ok(Ok(entry)) => entry,
+            Ok(Err(e)) => {
+                bump(&sessions.counters.registry_errors);
+                tracing::warn!(error = %e, client = %client_id, "session registry not read");
+                continue;
+            }
+            Err(_) => {
+                bump(&sessions.counters.registry_errors);
+                continue;
+            }
+        };
+        let elsewhere = entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| {
+                decode_value(&e.value)
+                    .map(|(node, _)| node)
+                    .filter(|node| *node != sessions.node_id)
+            });
+        if let Some(node) = elsewhere {
+            tracing::warn!(client = %client_id, %node, "session moved to another node while this one was taken for dead: given up here");
+            revisions.remove(&client_id);
+            records.remove(&client_id);
+            drop(broker.take_session(&client_id).await);
+            moved += 1;
+        }
+    }
+    if moved > 0 {
+        tracing::warn!(
+            moved,
+            "sessions given up after this node's heartbeat had expired"
+        );
+    }
 }
 
 async fn handle(sessions: &Sessions, store: &kv::Store, held: &mut Held<'_>, event: SessionEvent) {
@@ -1329,6 +1391,9 @@ pub(crate) async fn take_loop(
         let Some(message) = next else {
             break;
         };
+        if sessions.frozen.load(Ordering::Relaxed) {
+            continue;
+        }
         let sessions = sessions.clone();
         let broker = broker.clone();
         tokio::spawn(async move { answer(&sessions, &broker, message).await });

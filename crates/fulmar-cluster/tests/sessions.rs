@@ -935,6 +935,85 @@ async fn a_dead_node_s_sessions_come_back_whole_elsewhere() {
     a.stop().await;
 }
 
+// A node taken for dead (frozen past its heartbeat TTL) while a client's
+// connection to it lived on: the client's session moved to another node,
+// and when the frozen node resumes it closes that connection as a takeover
+// would (v5:MQTT-3.1.4-3: the existing connection of a client identifier
+// is closed, with DISCONNECT 0x8E), so that the client is served in one
+// place.
+#[tokio::test]
+async fn a_node_taken_for_dead_gives_up_the_sessions_moved_meanwhile() {
+    let nats = nats_or_skip!("frozen_node");
+    let config = |id: &str| {
+        let mut config = ClusterConfig::new(nats.url.clone(), id);
+        config.heartbeat_interval = Duration::from_millis(200);
+        config.heartbeat_ttl = Duration::from_secs(2);
+        config
+    };
+    let a = Node::build(config("a"), false).await.unwrap();
+    let b = Node::build(config("b"), false).await.unwrap();
+    let (mut old, _) = Peer::connect(&a, persistent("x", ProtocolVersion::V5)).await;
+    old.subscribe("x/#", QoS::AtLeastOnce).await;
+    let (mut stays, _) = Peer::connect(&a, persistent("y", ProtocolVersion::V5)).await;
+    stays.subscribe("y/#", QoS::AtLeastOnce).await;
+    common::wait_for_async("x registered on a", || async {
+        b.cluster.session_owner("x").await.ok() == Some(Some("a".to_owned()))
+    })
+    .await;
+    a.cluster.freeze_for_test(true);
+    common::wait_for_async("a taken for dead", || async {
+        b.cluster.nodes().await.is_ok_and(|n| n == ["b"])
+    })
+    .await;
+    // The client gives up on the silent node and connects to b, which does
+    // not ask a node it takes for dead.
+    let (mut new, ack) = Peer::connect(&b, persistent("x", ProtocolVersion::V5)).await;
+    if !ack.session_present {
+        new.subscribe("x/#", QoS::AtLeastOnce).await;
+    }
+    common::wait_for_async("x registered on b", || async {
+        b.cluster.session_owner("x").await.ok() == Some(Some("b".to_owned()))
+    })
+    .await;
+    a.cluster.freeze_for_test(false);
+    // a resumes: x's old connection is closed as by a takeover.
+    loop {
+        match old.try_recv().await {
+            Some(Packet::Disconnect(d)) => {
+                assert_eq!(d.reason_code, DisconnectReasonCode::SessionTakenOver);
+            }
+            Some(other) => panic!("unexpected {other:?}"),
+            None => break,
+        }
+    }
+    assert!(!a.broker.has_session("x"));
+    // The registry still names b, whose client is served.
+    assert_eq!(
+        b.cluster.session_owner("x").await.unwrap().as_deref(),
+        Some("b")
+    );
+    let publisher = b.client("pub").await;
+    publisher
+        .publish("x/1", "one")
+        .qos(ClientQoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let got = new.recv_publish().await;
+    assert_eq!(got.payload.as_ref(), b"one");
+    new.send(PubAck::new(got.packet_id.unwrap())).await;
+    // y, which did not move, stays connected to a.
+    publisher
+        .publish("y/1", "still here")
+        .qos(ClientQoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let got = stays.recv_publish().await;
+    assert_eq!(got.payload.as_ref(), b"still here");
+    assert!(a.broker.has_session("y"));
+    b.stop().await;
+    a.stop().await;
+}
+
 // NATS came back without its data: the state stream is made again, and a
 // session stored in it afterwards comes back whole on another node when its
 // node dies (v3:MQTT-3.1.2-5: QoS 1 messages kept for a disconnected
