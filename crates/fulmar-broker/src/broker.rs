@@ -315,6 +315,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// See [`Limits::max_sessions`].
+    #[must_use]
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.limits.max_sessions = n;
+        self
+    }
+
     /// See [`Limits::max_retained_messages`].
     #[must_use]
     pub fn max_retained_messages(mut self, n: usize) -> Self {

@@ -108,6 +108,15 @@ pub struct Limits {
     pub subscription_identifiers_available: bool,
     /// Longest Session Expiry Interval granted, in seconds (`u32::MAX`: never expires).
     pub max_session_expiry: u32,
+    /// Sessions held at once, connected or not: without it, clients that
+    /// connect once each under a new identifier with a Session Expiry
+    /// Interval would leave sessions without bound. A CONNECT that would
+    /// start a new session beyond it is refused with CONNACK 0x97 Quota
+    /// exceeded (3.1.1 and 3.1: return code 3, Server unavailable); one
+    /// that resumes a session, or replaces it, is not. Sessions loaded from
+    /// the store or brought from another node of a cluster count without
+    /// being refused. Default 100 000.
+    pub max_sessions: usize,
     /// What happens to a QoS 1/2 message for a connected subscriber whose
     /// queues are full.
     pub overload_policy: OverloadPolicy,
@@ -309,6 +318,7 @@ impl Default for Limits {
             shared_subscription_available: true,
             subscription_identifiers_available: true,
             max_session_expiry: u32::MAX,
+            max_sessions: 100_000,
             overload_policy: OverloadPolicy::DropAndCount,
             backpressure_timeout: Duration::from_secs(30),
             pacing_timeout: Duration::from_secs(2),

@@ -292,6 +292,61 @@ async fn connection_limit_refuses_with_server_unavailable() {
     broker.shutdown().await;
 }
 
+/// Sessions kept after their connections (a Session Expiry Interval, or
+/// 3.1.1's clean session 0) count towards `max_sessions`: a CONNECT that
+/// would start one more is refused (5.0: 0x97 Quota exceeded; 3.1.1: 3
+/// Server unavailable) and the connection closed, while resuming or
+/// replacing a session that exists is not; a session that ends makes room.
+// v5:MQTT-3.2.2-7 v5:MQTT-3.2.2-6 v3:MQTT-3.2.2-5 v3:MQTT-3.2.2-4
+#[tokio::test]
+async fn session_limit_refuses_new_sessions_only() {
+    use fulmar_codec::{Connect, MqttString};
+    let broker = start_with(Broker::builder().max_sessions(2)).await;
+    let kept = |id: &'static str| {
+        let mut connect = Connect::new(V5, MqttString::from(id));
+        connect.properties.session_expiry_interval = Some(600);
+        connect
+    };
+    for id in ["a", "b"] {
+        let (peer, ack) = Peer::connect_with(addr(&broker), kept(id)).await;
+        assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+        peer.disconnect().await;
+    }
+    common::wait_until("both away", || broker.stats().connections == 0).await;
+    assert_eq!(broker.stats().sessions, 2);
+    // A third session: refused, whatever the version.
+    let (mut peer, ack) = Peer::connect_with(addr(&broker), kept("c")).await;
+    assert_eq!(
+        (ack.reason_code, ack.session_present),
+        (ConnectReasonCode::QuotaExceeded, false)
+    );
+    peer.expect_closed().await;
+    let mut v3 = Peer::open(addr(&broker), V311).await;
+    v3.send_raw(&connect_v3(0x00)).await;
+    v3.expect_raw(&[0x20, 0x02, 0x00, 0x03]).await;
+    v3.expect_closed().await;
+    // Resuming one that exists is not refused, nor replacing it.
+    let mut resume = kept("a");
+    resume.clean_start = false;
+    let (peer, ack) = Peer::connect_with(addr(&broker), resume).await;
+    assert_eq!(
+        (ack.reason_code, ack.session_present),
+        (ConnectReasonCode::Success, true)
+    );
+    peer.disconnect().await;
+    let mut replace = kept("b");
+    replace.properties.session_expiry_interval = Some(0);
+    let (peer, ack) = Peer::connect_with(addr(&broker), replace).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+    // b's session ends with this connection: room for c.
+    peer.disconnect().await;
+    common::wait_until("b's session ended", || broker.stats().sessions == 1).await;
+    let (peer, ack) = Peer::connect_with(addr(&broker), kept("c")).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+    peer.disconnect().await;
+    broker.shutdown().await;
+}
+
 // A flood of sockets over the limit costs no task: beyond 64 waiting to be
 // refused, a new one is closed at once, before it sends anything.
 #[tokio::test]

@@ -145,6 +145,7 @@ pub(crate) struct LimitsConfig {
     pub(crate) shared_subscription_available: bool,
     pub(crate) subscription_identifiers_available: bool,
     pub(crate) max_session_expiry_secs: u32,
+    pub(crate) max_sessions: usize,
     pub(crate) overload_policy: Overload,
     pub(crate) backpressure_timeout_secs: u64,
     /// Milliseconds a paced publisher waits at most.
@@ -186,6 +187,7 @@ impl Default for LimitsConfig {
             shared_subscription_available: limits.shared_subscription_available,
             subscription_identifiers_available: limits.subscription_identifiers_available,
             max_session_expiry_secs: limits.max_session_expiry,
+            max_sessions: limits.max_sessions,
             overload_policy: match limits.overload_policy {
                 fulmar_broker::OverloadPolicy::Backpressure => Overload::Backpressure,
                 _ => Overload::Drop,
@@ -239,6 +241,7 @@ impl LimitsConfig {
         limits.shared_subscription_available = self.shared_subscription_available;
         limits.subscription_identifiers_available = self.subscription_identifiers_available;
         limits.max_session_expiry = self.max_session_expiry_secs;
+        limits.max_sessions = self.max_sessions;
         limits.overload_policy = match self.overload_policy {
             Overload::Drop => fulmar_broker::OverloadPolicy::DropAndCount,
             Overload::Backpressure => fulmar_broker::OverloadPolicy::Backpressure,
@@ -536,6 +539,10 @@ shared_subscription_available = true
 subscription_identifiers_available = true
 # Longest Session Expiry Interval granted, in seconds (4294967295: never expires).
 max_session_expiry_secs = 4294967295
+# Sessions held at once, connected or not (those kept for absent clients
+# included); a CONNECT that would start one more is refused (MQTT 5.0 0x97
+# Quota exceeded; 3.1.1: 3 Server unavailable). Resuming one is never refused.
+max_sessions = 100000
 # A QoS 1/2 message for a connected subscriber whose queues are full:
 # "drop" (and count it) or "backpressure" (the publisher waits, its message
 # unacknowledged, for at most backpressure_timeout_secs, then is disconnected).

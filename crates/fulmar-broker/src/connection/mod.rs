@@ -1556,6 +1556,22 @@ impl<S: Stream> Connection<S> {
         };
 
         let now = Instant::now();
+        // A new session is not started beyond the limit (one that exists is
+        // resumed or replaced). Connections claiming at once may each pass:
+        // the limit is exceeded by at most as many.
+        let room = {
+            let state = self.shared.lock();
+            state.sessions.len() < self.shared.limits.max_sessions
+                || state.sessions.contains_key(&*id)
+        };
+        if !room {
+            tracing::warn!(client = %id, max = self.shared.limits.max_sessions, "session limit reached: CONNECT refused");
+            return self.reject(if v5 {
+                ConnectReasonCode::QuotaExceeded
+            } else {
+                ConnectReasonCode::ServerUnavailable
+            });
+        }
         // A session that lives on another broker of a cluster comes here
         // first; one that cannot be brought now is not started without its
         // messages: the client is told to come back.
