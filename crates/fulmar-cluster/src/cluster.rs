@@ -2282,11 +2282,11 @@ async fn wills_loop(inner: Arc<Inner>, store: kv::Store, mut stop: watch::Receiv
     let changes = inner.will_changes.clone();
     loop {
         tokio::select! {
-            biased;
-            () = changes.wake.notified() => {}
-            _ = stop.changed() => break,
             // A bucket made again, or wills claimed by other nodes while
-            // this one was taken for dead: written again.
+            // this one was taken for dead: written again (before the changes
+            // that keep coming, if they do).
+            biased;
+            _ = stop.changed() => break,
             _ = async { tokio::select! { r = remade.changed() => r, r = lapsed.changed() => r } } => {
                 revisions.clear();
                 for (client_id, (will, delay)) in &current {
@@ -2294,6 +2294,7 @@ async fn wills_loop(inner: Arc<Inner>, store: kv::Store, mut stop: watch::Receiv
                     on_will_event(&inner, &store, &mut revisions, event).await;
                 }
             }
+            () = changes.wake.notified() => {}
         }
         for event in changes.take() {
             match &event {

@@ -1129,6 +1129,16 @@ pub(crate) async fn registry_loop(
     // And the record it wrote then, to write back into a bucket made again.
     let mut records = HashMap::new();
     loop {
+        // Also when events keep coming (the select below waits only when
+        // there are none).
+        if remade.has_changed().unwrap_or(false) {
+            remade.borrow_and_update();
+            rewrite(&sessions, &store, &mut revisions, &mut records).await;
+        }
+        if lapsed.has_changed().unwrap_or(false) {
+            lapsed.borrow_and_update();
+            give_up_moved(&sessions, &store, &mut revisions, &mut records).await;
+        }
         let batch = sessions.events.pop(REGISTRY_BATCH);
         if batch.is_empty() {
             tokio::select! {
