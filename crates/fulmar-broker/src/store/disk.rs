@@ -1,7 +1,7 @@
 //! [`DiskStore`]: the on-disk [`Store`], one redb file in a data directory.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use fulmar_codec::PacketId;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -28,6 +28,10 @@ const FILE: &str = "fulmar.redb";
 /// directory. Every commit is fsync'd; the broker batches the changes of
 /// every connection into one commit (group commit). Space of deleted records
 /// is reused by later commits, and the file is compacted when it is opened.
+/// A commit that fails (the disk full, an I/O error) closes the database; the
+/// next commit opens it again (recovering it as after a crash) and carries
+/// on, so that a broker whose disk had no room for a moment heals once it
+/// has.
 ///
 /// # Example
 ///
@@ -55,8 +59,12 @@ const FILE: &str = "fulmar.redb";
 /// # }
 /// ```
 pub struct DiskStore {
-    db: Database,
+    /// `None` after a failed transaction, until it is opened again.
+    db: Mutex<Option<Database>>,
     path: PathBuf,
+    /// Opens the database again (the file at `path`; tests use another
+    /// backend).
+    reopen: Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>,
 }
 
 impl std::fmt::Debug for DiskStore {
@@ -94,7 +102,12 @@ impl DiskStore {
         txn.open_table(INCOMING).map_err(engine)?;
         txn.open_table(RETAINED).map_err(engine)?;
         txn.commit().map_err(engine)?;
-        Ok(Self { db, path })
+        let file = path.clone();
+        Ok(Self {
+            db: Mutex::new(Some(db)),
+            path,
+            reopen: Box::new(move || Database::create(&file)),
+        })
     }
 
     /// The database file.
@@ -103,8 +116,34 @@ impl DiskStore {
         &self.path
     }
 
-    fn apply(&self, ops: &[StoreOp]) -> Result<(), redb::Error> {
-        let txn = self.db.begin_write()?;
+    /// Runs `f` on the database, opening it again first if an earlier
+    /// transaction failed. redb refuses every transaction after an I/O
+    /// error until the database is closed and opened again, which recovers
+    /// it to its last commit: a failure closes it here.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
+        let mut db = self.db.lock().unwrap_or_else(PoisonError::into_inner);
+        if db.is_none() {
+            let reopened = (self.reopen)().map_err(|e| {
+                StoreError::Engine(format!("{}: opening again: {e}", self.path.display()))
+            })?;
+            tracing::warn!(path = %self.path.display(), "store opened again after an error");
+            *db = Some(reopened);
+        }
+        let Some(open) = db.as_ref() else {
+            return Err(StoreError::Engine("store not open".into()));
+        };
+        f(open).map_err(|e| {
+            // Closed now (dropped), opened at the next use.
+            *db = None;
+            engine(e)
+        })
+    }
+
+    fn apply(db: &Database, ops: &[StoreOp]) -> Result<(), redb::Error> {
+        let txn = db.begin_write()?;
         {
             let mut sessions = txn.open_table(SESSIONS)?;
             let mut messages = txn.open_table(MESSAGES)?;
@@ -170,8 +209,8 @@ impl DiskStore {
         Ok(())
     }
 
-    fn read(&self) -> Result<Snapshot, redb::Error> {
-        let txn = self.db.begin_read()?;
+    fn read(db: &Database) -> Result<Snapshot, redb::Error> {
+        let txn = db.begin_read()?;
         let mut snapshot = Snapshot::default();
         for entry in txn.open_table(SESSIONS)?.iter()? {
             let (k, v) = entry?;
@@ -235,17 +274,123 @@ fn skip(snapshot: &mut Snapshot, error: &StoreError) {
 
 impl Store for DiskStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
-        self.read().map_err(engine)
+        self.with_db(Self::read)
     }
 
     fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
-        self.apply(ops).map_err(engine)
+        self.with_db(|db| Self::apply(db, ops))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use redb::StorageBackend;
+    use redb::backends::InMemoryBackend;
+
+    /// A disk that keeps its bytes across reopens and fails every write
+    /// while `full` is set.
+    #[derive(Debug)]
+    struct Flaky {
+        disk: Arc<InMemoryBackend>,
+        full: Arc<AtomicBool>,
+    }
+
+    impl Flaky {
+        fn check(&self) -> std::io::Result<()> {
+            if self.full.load(Ordering::Relaxed) {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    "no space left",
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl StorageBackend for Flaky {
+        fn len(&self) -> std::io::Result<u64> {
+            self.disk.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.disk.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.check()?;
+            self.disk.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.check()?;
+            self.disk.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.check()?;
+            self.disk.write(offset, data)
+        }
+    }
+
+    fn retained(topic: &'static str) -> StoreOp {
+        let mut publish = fulmar_codec::Publish::new(topic.into(), bytes::Bytes::from_static(b"v"));
+        publish.retain = true;
+        StoreOp::PutRetained {
+            topic: Arc::from(topic),
+            message: super::super::StoredMessage {
+                publish,
+                stored_at: 0,
+                packet_id: None,
+                released: false,
+            },
+        }
+    }
+
+    /// A disk full for a moment: the commits fail while it is, and succeed
+    /// again once there is room (redb alone refuses every transaction after
+    /// an I/O error until the database is opened again).
+    #[test]
+    fn the_store_heals_after_a_failed_commit() {
+        let disk = Arc::new(InMemoryBackend::new());
+        let full = Arc::new(AtomicBool::new(false));
+        let open = {
+            let (disk, full) = (disk.clone(), full.clone());
+            move || {
+                redb::Builder::new().create_with_backend(Flaky {
+                    disk: disk.clone(),
+                    full: full.clone(),
+                })
+            }
+        };
+        let db = open().unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(RETAINED).unwrap();
+        txn.open_table(SESSIONS).unwrap();
+        txn.open_table(MESSAGES).unwrap();
+        txn.open_table(INCOMING).unwrap();
+        txn.commit().unwrap();
+        let store = DiskStore {
+            db: Mutex::new(Some(db)),
+            path: PathBuf::from("(memory)"),
+            reopen: Box::new(open),
+        };
+        store.commit(&[retained("before")]).unwrap();
+        full.store(true, Ordering::Relaxed);
+        assert!(store.commit(&[retained("during")]).is_err());
+        assert!(store.commit(&[retained("during")]).is_err());
+        full.store(false, Ordering::Relaxed);
+        store
+            .commit(&[retained("during"), retained("after")])
+            .unwrap();
+        let topics: Vec<_> = store
+            .load()
+            .unwrap()
+            .retained
+            .iter()
+            .map(|(topic, _)| topic.to_string())
+            .collect();
+        assert_eq!(topics, ["after", "before", "during"]);
+    }
 
     #[test]
     fn a_session_record_that_cannot_be_read_is_skipped_and_named() {
@@ -254,7 +399,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let store = DiskStore::open(&dir).unwrap();
         {
-            let txn = store.db.begin_write().unwrap();
+            let db = store.db.lock().unwrap();
+            let txn = db.as_ref().unwrap().begin_write().unwrap();
             txn.open_table(SESSIONS)
                 .unwrap()
                 .insert("broken", &[0xff_u8, 0xff, 0xff][..])
