@@ -117,6 +117,13 @@ impl Remote {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The connect options given to [`new`](Self::new): where the remote is
+    /// ([`ConnectOptions::addresses`], fallbacks included) and how to reach it.
+    #[must_use]
+    pub fn options(&self) -> &ConnectOptions {
+        &self.options
+    }
 }
 
 /// What [`MqttBridge::new`] refuses.

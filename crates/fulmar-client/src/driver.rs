@@ -315,6 +315,8 @@ struct Driver {
     attempt: u32,
     /// When the current connection's CONNACK arrived.
     connected_at: Option<Instant>,
+    /// Which of the options' addresses the next attempt goes to.
+    address: usize,
     subscription_ids: bool,
     last_subscription_id: u32,
     unsubscribe_later: Vec<MqttString>,
@@ -409,6 +411,7 @@ impl Driver {
             assigned_client_id: None,
             attempt: 0,
             connected_at: None,
+            address: 0,
             subscription_ids: false,
             last_subscription_id: 0,
             unsubscribe_later: Vec::new(),
@@ -428,8 +431,12 @@ impl Driver {
     }
 
     async fn run(mut self) {
+        // Failed attempts in a row, for the first connection's pass over the
+        // addresses.
+        let mut failed_in_a_row = 0usize;
         loop {
             let error = self.connection().await;
+            let was_up = self.connected_at.is_some();
             // Only a connection that stayed up restarts the backoff: one the
             // broker accepts and ends at once (a session taken over back and
             // forth) is a failed attempt too.
@@ -439,6 +446,16 @@ impl Driver {
                 .is_some_and(|at| at.elapsed() >= self.options.reconnect.stable_after())
             {
                 self.attempt = 0;
+            }
+            // The next address after a failed attempt; the first again after
+            // a connection that was up.
+            let addresses = self.options.fallbacks.len() + 1;
+            if was_up {
+                self.address = 0;
+                failed_in_a_row = 0;
+            } else {
+                self.address = (self.address + 1) % addresses;
+                failed_in_a_row += 1;
             }
             self.session.connection_lost(now());
             // The broker sends those messages again.
@@ -468,6 +485,11 @@ impl Driver {
                 self.connected.send_replace(false);
                 info!("disconnected");
                 break;
+            }
+            if self.ready.is_some() && !was_up && failed_in_a_row < addresses {
+                // The first connection tries every address once.
+                warn!(%error, "connect failed: trying the next address");
+                continue;
             }
             if let Some(ready) = self.ready.take() {
                 self.connected.send_replace(false);
@@ -501,6 +523,14 @@ impl Driver {
         self.shutdown();
     }
 
+    /// The address the next attempt goes to.
+    fn current_address(&self) -> (&str, u16) {
+        self.options
+            .addresses()
+            .nth(self.address)
+            .unwrap_or_else(|| self.options.address())
+    }
+
     /// One network connection, from transport connect to close. Returns why
     /// it ended.
     async fn connection(&mut self) -> Error {
@@ -508,7 +538,7 @@ impl Driver {
         self.by_broker = None;
         let connecting = timeout(
             self.options.connect_timeout,
-            transport::connect(&self.options),
+            transport::connect(&self.options, self.current_address()),
         );
         let io: Box<dyn Io> = match connecting.await {
             Err(_elapsed) => return Error::ConnectTimeout,

@@ -227,6 +227,8 @@ pub struct ConnectOptions {
     pub(crate) ping_timeout: Duration,
     pub(crate) manual_acks: bool,
     pub(crate) bridge: bool,
+    /// Other addresses of the same service, in the order they are tried.
+    pub(crate) fallbacks: Vec<(String, u16)>,
 }
 
 /// The largest packet MQTT can encode (remaining length 268 435 455 plus the fixed header).
@@ -264,6 +266,7 @@ impl ConnectOptions {
             ping_timeout: Duration::from_secs(10),
             manual_acks: false,
             bridge: false,
+            fallbacks: Vec::new(),
         }
     }
 
@@ -271,6 +274,37 @@ impl ConnectOptions {
     #[must_use]
     pub fn address(&self) -> (&str, u16) {
         (&self.host, self.port)
+    }
+
+    /// Adds another address of the same service (a standby broker, another
+    /// node of a cluster), tried when an attempt at the address before it
+    /// fails (no connection, no CONNACK, or a refusal): the first connection
+    /// tries each in turn before it gives up, and a reconnection moves to the
+    /// next after each failed attempt. Once a connection was up, the next
+    /// reconnection starts from the first address again. The transport, TLS
+    /// settings and credentials are the same for all.
+    ///
+    /// ```
+    /// use fulmar_client::ConnectOptions;
+    ///
+    /// let options = ConnectOptions::new("broker-a.example", 1883)
+    ///     .fallback_address("broker-b.example", 1883);
+    /// assert_eq!(
+    ///     options.addresses().collect::<Vec<_>>(),
+    ///     [("broker-a.example", 1883), ("broker-b.example", 1883)]
+    /// );
+    /// ```
+    #[must_use]
+    pub fn fallback_address(mut self, host: impl Into<String>, port: u16) -> Self {
+        self.fallbacks.push((host.into(), port));
+        self
+    }
+
+    /// Every address, in the order they are tried: [`address`](Self::address)
+    /// first, then each [`fallback_address`](Self::fallback_address).
+    pub fn addresses(&self) -> impl Iterator<Item = (&str, u16)> {
+        std::iter::once((self.host.as_str(), self.port))
+            .chain(self.fallbacks.iter().map(|(h, p)| (h.as_str(), *p)))
     }
 
     /// The protocol version these options connect with (see

@@ -11,9 +11,12 @@ use crate::options::{ConnectOptions, Transport};
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// Connects the transport chosen in `options`.
-pub(crate) async fn connect(options: &ConnectOptions) -> Result<Box<dyn Io>, Error> {
-    let (host, port) = options.address();
+/// Connects the transport chosen in `options` to `host:port` (one of its
+/// addresses).
+pub(crate) async fn connect(
+    options: &ConnectOptions,
+    (host, port): (&str, u16),
+) -> Result<Box<dyn Io>, Error> {
     let tcp = async {
         let tcp = TcpStream::connect((host, port)).await?;
         tcp.set_nodelay(true)?;

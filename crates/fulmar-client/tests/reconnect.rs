@@ -406,3 +406,83 @@ async fn more_streams_than_request_slots_are_all_resubscribed() {
         .unwrap();
     guard(client.disconnect()).await.unwrap();
 }
+
+/// A port on loopback where nothing listens (bound, then let go).
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+// A fallback address: the first connection goes on to it when the first
+// address does not answer.
+#[tokio::test]
+async fn the_first_connection_tries_each_address_in_turn() {
+    let broker = Mosquitto::start();
+    let options = ConnectOptions::new("127.0.0.1", closed_port())
+        .fallback_address("127.0.0.1", closed_port())
+        .fallback_address("127.0.0.1", broker.port)
+        .reconnect(Reconnect::disabled());
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    let mut stream = guard(client.subscribe("fallback/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    guard(client.publish("fallback/1", "here").qos(QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    let got = guard(stream.next()).await.unwrap();
+    assert_eq!(got.payload.as_ref(), b"here");
+    // None answering: the error of the last attempt.
+    let options = ConnectOptions::new("127.0.0.1", closed_port())
+        .fallback_address("127.0.0.1", closed_port())
+        .reconnect(Reconnect::disabled());
+    assert!(matches!(
+        guard(Client::connect(options)).await,
+        Err(Error::Io(_))
+    ));
+}
+
+// A reconnection moves to the next address after a failed attempt: the
+// broker of the first address gone, the client is served by the second one,
+// and its subscription streams are subscribed there again.
+#[tokio::test]
+async fn a_reconnection_moves_to_the_next_address() {
+    let first = Mosquitto::start();
+    let second = Mosquitto::start();
+    let options = ConnectOptions::new("127.0.0.1", first.port)
+        .fallback_address("127.0.0.1", second.port)
+        .reconnect(fast_reconnect());
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    let mut stream = guard(client.subscribe("moved/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    drop(first);
+    guard(client.wait_connected(false)).await.unwrap();
+    guard(client.wait_connected(true)).await.unwrap();
+    // Subscribed again on the second broker: a message published there
+    // reaches the stream.
+    let (other, _) = guard(Client::connect(direct(
+        &second,
+        ProtocolVersion::V5,
+        "other",
+    )))
+    .await
+    .unwrap();
+    let mut n = 0;
+    let got = loop {
+        n += 1;
+        guard(
+            other
+                .publish("moved/x", "on the second")
+                .qos(QoS::AtLeastOnce),
+        )
+        .await
+        .unwrap();
+        if let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(200), stream.next()).await
+        {
+            break message;
+        }
+        assert!(n < 100, "nothing reached the stream");
+    };
+    assert_eq!(got.payload.as_ref(), b"on the second");
+}

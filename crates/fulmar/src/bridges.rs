@@ -18,6 +18,12 @@ pub(crate) struct BridgeConfig {
     pub(crate) name: String,
     /// `host:port` of the remote broker (port 1883, or 8883 for tls, if left out).
     pub(crate) address: String,
+    /// Other `host:port`s of the same remote service, tried in turn when a
+    /// connection attempt to the one before fails; after a connection ends,
+    /// `address` is tried first again (mosquitto's `address h1 h2` with
+    /// `round_robin false`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) fallback_addresses: Vec<String>,
     /// tcp, tls, ws or wss.
     #[serde(default = "tcp")]
     pub(crate) protocol: Protocol,
@@ -137,22 +143,22 @@ impl BridgeConfig {
         }
     }
 
-    fn host_port(&self, n: usize) -> Result<(String, u16), String> {
+    fn host_port(&self, n: usize, address: &str) -> Result<(String, u16), String> {
         let default = if matches!(self.protocol, Protocol::Tls | Protocol::Wss) {
             8883
         } else {
             1883
         };
-        match self.address.rsplit_once(':') {
+        match address.rsplit_once(':') {
             // An IPv6 address without a port has colons but no brackets.
             Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
-                let port = port.parse().map_err(|_| {
-                    format!("{}: address = {:?}: bad port", self.at(n), self.address)
-                })?;
+                let port = port
+                    .parse()
+                    .map_err(|_| format!("{}: address {address:?}: bad port", self.at(n)))?;
                 Ok((host.trim_matches(['[', ']']).to_owned(), port))
             }
-            _ if self.address.is_empty() => Err(format!("{}: `address` is empty", self.at(n))),
-            _ => Ok((self.address.trim_matches(['[', ']']).to_owned(), default)),
+            _ if address.is_empty() => Err(format!("{}: `address` is empty", self.at(n))),
+            _ => Ok((address.trim_matches(['[', ']']).to_owned(), default)),
         }
     }
 
@@ -188,18 +194,19 @@ impl BridgeConfig {
                 self.name
             ));
         }
-        if self.address.contains("://") {
-            return Err(format!(
-                "{}: address = {:?}: host:port, without a scheme (see `protocol`)",
-                self.at(n),
-                self.address
-            ));
+        for address in std::iter::once(&self.address).chain(&self.fallback_addresses) {
+            if address.contains("://") {
+                return Err(format!(
+                    "{}: address {address:?}: host:port, without a scheme (see `protocol`)",
+                    self.at(n),
+                ));
+            }
+            self.host_port(n, address)?;
         }
         if self.max_queued_messages == 0 {
             return Err(format!("{}: max_queued_messages: at least 1", self.at(n)));
         }
         self.version(n)?;
-        self.host_port(n)?;
         self.rules(n)?;
         let tls = matches!(self.protocol, Protocol::Tls | Protocol::Wss);
         if !tls && (self.ca_file.is_some() || self.cert.is_some() || self.key.is_some()) {
@@ -240,7 +247,7 @@ impl BridgeConfig {
     pub(crate) fn to_remote(&self, n: usize) -> Result<Remote, String> {
         self.check(n)?;
         let version = self.version(n)?;
-        let (host, port) = self.host_port(n)?;
+        let (host, port) = self.host_port(n, &self.address)?;
         let client_id = self
             .client_id
             .clone()
@@ -251,6 +258,10 @@ impl BridgeConfig {
             .clean_start(self.clean_start)
             .max_inflight(self.max_inflight)
             .keep_alive(Duration::from_secs(u64::from(self.keep_alive_secs)));
+        for address in &self.fallback_addresses {
+            let (host, port) = self.host_port(n, address)?;
+            options = options.fallback_address(host, port);
+        }
         if version == ProtocolVersion::V5 {
             options = options.session_expiry_interval(self.session_expiry());
         }
@@ -333,7 +344,10 @@ mod tests {
         assert_eq!(rules[0].direction(), Direction::Out);
         assert_eq!(rules[0].remote_filter(), "site/sensors/#");
         assert_eq!(rules[1].max_qos(), QoS::AtMostOnce);
-        assert_eq!(bridge.host_port(1).unwrap(), ("127.0.0.1".into(), 1884));
+        assert_eq!(
+            bridge.host_port(1, &bridge.address).unwrap(),
+            ("127.0.0.1".into(), 1884)
+        );
     }
 
     // v5:MQTT-3.1.2-23 (the remote keeps a session with an interval above 0)
@@ -371,6 +385,16 @@ mod tests {
         assert!(err("[[topic]]\npattern = \"a/#/b\"\n").contains("topic 1: topic pattern"));
         // No port: the protocol's default.
         let ok = parse(&format!("{base}protocol = \"tls\"\n{topic}"));
-        assert_eq!(ok.host_port(1).unwrap(), ("h".into(), 8883));
+        assert_eq!(ok.host_port(1, &ok.address).unwrap(), ("h".into(), 8883));
+        // Fallback addresses are checked as the address is.
+        let two = parse(&format!(
+            "{base}fallback_addresses = [\"h2:1884\", \"h3\"]\n{topic}"
+        ));
+        let remote = two.to_remote(1).unwrap();
+        assert_eq!(
+            remote.options().addresses().collect::<Vec<_>>(),
+            [("h", 1883), ("h2", 1884), ("h3", 1883)]
+        );
+        assert!(err(&format!("fallback_addresses = [\"h2:x\"]\n{topic}")).contains("bad port"));
     }
 }

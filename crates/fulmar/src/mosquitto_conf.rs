@@ -150,7 +150,10 @@ const IGNORED: &[(&str, &str)] = &[
         "restart_timeout",
         "fulmar's bridge reconnects with its own back-off",
     ),
-    ("round_robin", "only the first address is used"),
+    (
+        "round_robin",
+        "the first address is preferred: tried first again after each connection",
+    ),
     ("start_type", "a bridge always starts with the broker"),
     ("threshold", "not supported"),
 ];
@@ -405,6 +408,12 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
             listener.client_ca = None;
         }
     }
+    // mosquitto holds what waits for a bridge's remote to the global
+    // limits, wherever they are in the file.
+    for bridge in &mut config.bridges {
+        bridge.max_queued_messages = config.limits.max_queued_messages;
+        bridge.max_queued_bytes = config.limits.max_queued_bytes;
+    }
     let order = ["off", "error", "warn", "info", "debug", "trace"];
     if let Some(most) = levels
         .iter()
@@ -421,6 +430,7 @@ fn new_bridge(name: &str) -> BridgeConfig {
     BridgeConfig {
         name: name.to_owned(),
         address: String::new(),
+        fallback_addresses: Vec::new(),
         protocol: Protocol::Tcp,
         path: None,
         // mosquitto's default bridge protocol.
@@ -466,9 +476,10 @@ fn bridge_directive(
     };
     let result = match key {
         "address" | "addresses" => need().map(|v| {
-            // Only the first; a list of fallbacks is not supported.
-            let first = v.split_whitespace().next().unwrap_or(v);
-            first.clone_into(&mut bridge.address);
+            // The first, then those tried when it fails (round_robin false).
+            let mut all = v.split_whitespace();
+            all.next().unwrap_or(v).clone_into(&mut bridge.address);
+            bridge.fallback_addresses = all.map(str::to_owned).collect();
         }),
         "topic" => need().and_then(|v| bridge_topic(v).map(|t| bridge.topics.push(t))),
         "bridge_protocol_version" => need().and_then(|v| {
@@ -659,6 +670,48 @@ mod tests {
         let (config, notes) = parsed("max_queued_bytes 0\nmax_queued_messages 0\n");
         assert_eq!(config.limits.max_queued_bytes, 16 << 20);
         assert_eq!(notes.len(), 2, "{notes:?}");
+    }
+
+    /// The global queue limits hold for what waits for a bridge's remote too,
+    /// wherever they are in the file (found by an operator review: a bridge
+    /// kept its own 1000 and dropped the rest).
+    #[test]
+    fn queue_limits_apply_to_bridges() {
+        let (config, _) = parsed(
+            "connection cloud
+             address 127.0.0.1:1884
+             topic s/# out 1
+             max_queued_messages 5000
+             max_queued_bytes 1000000
+",
+        );
+        let bridge = &config.bridges[0];
+        assert_eq!(
+            (bridge.max_queued_messages, bridge.max_queued_bytes),
+            (5000, 1_000_000)
+        );
+        let (config, _) = parsed(
+            "connection c
+address h:1
+topic s/# out 1
+",
+        );
+        assert_eq!(config.bridges[0].max_queued_messages, 1000);
+    }
+
+    /// `address h1 h2`: the first, then the others when it fails (found by an
+    /// operator review: the others were dropped without a word).
+    #[test]
+    fn a_bridge_address_list_keeps_its_fallbacks() {
+        let (config, _) = parsed(
+            "connection cloud
+             addresses 127.0.0.1:19285 127.0.0.1:19286 standby
+             topic s/# out 1
+",
+        );
+        let bridge = &config.bridges[0];
+        assert_eq!(bridge.address, "127.0.0.1:19285");
+        assert_eq!(bridge.fallback_addresses, ["127.0.0.1:19286", "standby"]);
     }
 
     #[test]
