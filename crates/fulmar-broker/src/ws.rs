@@ -30,8 +30,11 @@ pub(crate) struct MessageTooLarge {
 
 const PROTOCOL: &str = "Sec-WebSocket-Protocol";
 
-/// Does the handshake request offer the `mqtt` subprotocol (`None`: it offers none)?
-fn offers_mqtt(request: &Request) -> Option<bool> {
+/// The MQTT subprotocol to select from what the handshake request offers:
+/// `mqtt` [MQTT-6.0.0-4], else `mqttv3.1` (what MQTT 3.1 clients such as
+/// older Paho JavaScript offer, and mosquitto takes). `None`: it offers
+/// none; `Some(None)`: only others.
+fn offered_mqtt(request: &Request) -> Option<Option<&'static str>> {
     let mut offered = request
         .headers()
         .get_all(PROTOCOL)
@@ -41,7 +44,12 @@ fn offers_mqtt(request: &Request) -> Option<bool> {
         .map(str::trim)
         .peekable();
     offered.peek()?;
-    Some(offered.any(|p| p.eq_ignore_ascii_case("mqtt")))
+    let offered: Vec<&str> = offered.collect();
+    Some(
+        ["mqtt", "mqttv3.1"]
+            .into_iter()
+            .find(|ours| offered.iter().any(|p| p.eq_ignore_ascii_case(ours))),
+    )
 }
 
 fn refuse(status: StatusCode) -> ErrorResponse {
@@ -51,9 +59,9 @@ fn refuse(status: StatusCode) -> ErrorResponse {
 }
 
 /// Runs the server side of the WebSocket handshake: the request must be for
-/// `path`; when it offers subprotocols, one must be `mqtt`
-/// ([MQTT-6.0.0-3]), and `mqtt` is selected ([MQTT-6.0.0-4]). A frame or
-/// message may be at most `max_message` bytes.
+/// `path` (any path when it is `*`); when it offers subprotocols, one must
+/// be `mqtt` ([MQTT-6.0.0-3]), which is selected ([MQTT-6.0.0-4]), or 3.1's
+/// `mqttv3.1`. A frame or message may be at most `max_message` bytes.
 pub(crate) async fn accept<S>(stream: S, path: &str, max_message: usize) -> Result<WsIo<S>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -61,17 +69,17 @@ where
     // The callback's signature is tungstenite's, large error response included.
     #[allow(clippy::result_large_err)]
     let callback = |request: &Request, mut response: Response| {
-        if request.uri().path() != path {
+        if path != "*" && request.uri().path() != path {
             return Err(refuse(StatusCode::NOT_FOUND));
         }
-        match offers_mqtt(request) {
-            Some(true) => {
+        match offered_mqtt(request) {
+            Some(Some(protocol)) => {
                 response
                     .headers_mut()
-                    .insert(PROTOCOL, HeaderValue::from_static("mqtt"));
+                    .insert(PROTOCOL, HeaderValue::from_static(protocol));
                 Ok(response)
             }
-            Some(false) => Err(refuse(StatusCode::BAD_REQUEST)),
+            Some(None) => Err(refuse(StatusCode::BAD_REQUEST)),
             None => Ok(response),
         }
     };

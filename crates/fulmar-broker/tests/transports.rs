@@ -529,6 +529,35 @@ async fn websocket_subprotocol_path_and_split_frames() {
     broker.shutdown().await;
 }
 
+/// What older MQTT 3.1 WebSocket clients (Paho JavaScript) offer,
+/// `mqttv3.1`, is selected when `mqtt` is not offered, as mosquitto does;
+/// a listener on path `*` serves any path.
+// MQTT-6.0.0-4
+#[tokio::test]
+async fn websocket_mqttv31_subprotocol_and_any_path() {
+    let broker = start(Broker::builder().ws_listener("127.0.0.1:0", "*")).await;
+    let port = port(&broker);
+    for (path, offered, selected) in [
+        ("/", "mqttv3.1", "mqttv3.1"),
+        ("/mqtt", "mqttv3.1, mqtt", "mqtt"),
+        ("/ws/any", "chat, mqtt", "mqtt"),
+    ] {
+        let (mut ws, response) = ws_connect(port, path, Some(offered)).await.unwrap();
+        assert_eq!(
+            response.headers().get("Sec-WebSocket-Protocol").unwrap(),
+            selected
+        );
+        ws.send(WsMessage::binary(CONNECT_V311.to_vec()))
+            .await
+            .unwrap();
+        match tokio::time::timeout(GUARD, ws.next()).await.unwrap() {
+            Some(Ok(WsMessage::Binary(data))) => assert_eq!(&data[..], [0x20, 0x02, 0x00, 0x00]),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    broker.shutdown().await;
+}
+
 // MQTT-6.0.0-1
 #[tokio::test]
 async fn websocket_text_frame_closes_the_connection() {

@@ -488,7 +488,7 @@ bind = "127.0.0.1:1883"
 # key = "server.key"            # tls / wss: private key (PEM)
 # client_ca = "ca.pem"          # tls / wss: ask for client certificates from this CA
 # require_certificate = true    # with client_ca: refuse clients without one
-# path = "/mqtt"                # ws / wss: HTTP path (default "/mqtt")
+# path = "/mqtt"                # ws / wss: HTTP path (default "/mqtt"; "*": any path)
 
 [limits]
 # Open network connections at once.

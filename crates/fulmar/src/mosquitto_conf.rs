@@ -274,11 +274,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                 };
                 if listener.protocol.is_websocket() {
                     // mosquitto serves MQTT on any path.
-                    listener.path = Some("/mqtt".to_owned());
-                    notes.push(format!(
-                        "line {n}: WebSocket listener {}: fulmar serves MQTT on the path /mqtt",
-                        listener.bind
-                    ));
+                    listener.path = Some("*".to_owned());
                 }
             }
             "certfile" | "keyfile" | "cafile" | "require_certificate" => {
@@ -631,7 +627,7 @@ mod tests {
         assert_eq!(config.limits.max_packet_size.get(), 1_048_576 + 66_560);
         assert_eq!(config.sys.interval_secs, 10);
         assert_eq!(config.log.level, "info");
-        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(
             notes[0].starts_with("line 1: pid_file ignored"),
             "{notes:?}"
@@ -640,7 +636,7 @@ mod tests {
             notes[1].starts_with("line 4: log_dest ignored"),
             "{notes:?}"
         );
-        assert!(notes[2].contains("/mqtt"), "{notes:?}");
+        assert_eq!(config.listeners[2].path.as_deref(), Some("*"));
     }
 
     // `port` is mosquitto's default listener: on every address, a configured
