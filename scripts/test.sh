@@ -34,6 +34,8 @@ ensure_peers() {
     command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
     # jemalloc (the `fulmar` binary's allocator) is built from C with make.
     command -v make >/dev/null 2>&1 || missing+=(make)
+    # openssl s_client checks the TLS versions a listener takes.
+    command -v openssl >/dev/null 2>&1 || missing+=(openssl)
     if [ ${#missing[@]} -gt 0 ]; then
         need_root "${missing[*]}"
         log "installing ${missing[*]}"

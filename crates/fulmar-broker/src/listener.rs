@@ -302,7 +302,10 @@ async fn handshake_within<T, E: std::fmt::Display>(
         done = tokio::time::timeout(shared.limits.connect_timeout, handshake) => match done {
             Ok(Ok(stream)) => Some(stream),
             Ok(Err(error)) => {
-                tracing::debug!(%addr, %error, "transport handshake failed");
+                // At the default level, as mosquitto logs them: an operator
+                // whose clients cannot connect (an X.509 v1 client
+                // certificate, which rustls does not take; an unknown CA) sees why.
+                tracing::info!(%addr, %error, "transport handshake failed");
                 None
             }
             Err(_) => {

@@ -35,6 +35,8 @@ struct Pki {
     client_pem: String,
     client_key: String,
     client_der: Vec<u8>,
+    /// A revocation list of the CA that revokes `revoked.pem`.
+    crl_pem: String,
 }
 
 impl Pki {
@@ -65,6 +67,28 @@ impl Pki {
             .distinguished_name
             .push(DnType::CommonName, "device-7");
         let client_cert = client.signed_by(&client_key, &issuer).unwrap();
+        let revoked_key = KeyPair::generate().unwrap();
+        let mut revoked = CertificateParams::new(Vec::<String>::new()).unwrap();
+        revoked
+            .distinguished_name
+            .push(DnType::CommonName, "device-8");
+        revoked.serial_number = Some(rcgen::SerialNumber::from(0x5e_u64));
+        let revoked_cert = revoked.signed_by(&revoked_key, &issuer).unwrap();
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1_u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(0x5e_u64),
+                revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            }],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .unwrap();
         let pki = Self {
             dir,
             ca_pem: ca_cert.pem(),
@@ -73,7 +97,10 @@ impl Pki {
             client_pem: client_cert.pem(),
             client_key: client_key.serialize_pem(),
             client_der: client_cert.der().to_vec(),
+            crl_pem: crl.pem().unwrap(),
         };
+        std::fs::write(pki.path("revoked.pem"), revoked_cert.pem()).unwrap();
+        std::fs::write(pki.path("revoked.key"), revoked_key.serialize_pem()).unwrap();
         std::fs::write(pki.path("ca.pem"), &pki.ca_pem).unwrap();
         std::fs::write(pki.path("client.pem"), &pki.client_pem).unwrap();
         std::fs::write(pki.path("client.key"), &pki.client_key).unwrap();
@@ -244,6 +271,76 @@ async fn client_certificates_reach_the_authenticator() {
     let seen = recorder.0.lock().unwrap().clone();
     assert_eq!(seen, vec![Some(Bytes::from(pki.client_der.clone()))]);
     broker.shutdown().await;
+}
+
+/// A client certificate the CA revoked is refused at the handshake when the
+/// listener has the CA's revocation list (mosquitto's `crlfile`); one it did
+/// not revoke is accepted.
+#[tokio::test]
+async fn revoked_client_certificates_are_refused() {
+    let pki = Pki::generate();
+    let tls = pki
+        .server()
+        .client_ca_pem(pki.ca_pem.clone())
+        .client_crl_pem(pki.crl_pem.clone());
+    let broker = start(Broker::builder().tls_listener("127.0.0.1:0", tls)).await;
+    let port = port(&broker);
+    success(
+        mosquitto("mosquitto_pub", port, &pki)
+            .args(["--cert", &pki.path("client.pem")])
+            .args(["--key", &pki.path("client.key")])
+            .args(["-t", "crl", "-m", "x"]),
+    )
+    .await;
+    let out = tokio::time::timeout(
+        GUARD,
+        mosquitto("mosquitto_pub", port, &pki)
+            .args(["--cert", &pki.path("revoked.pem")])
+            .args(["--key", &pki.path("revoked.key")])
+            .args(["-t", "crl", "-m", "y"])
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!out.status.success(), "a revoked certificate was accepted");
+    assert_eq!(broker.stats().messages_received, 1);
+    broker.shutdown().await;
+}
+
+/// `tls13_only` (mosquitto's `tls_version tlsv1.3`): a client limited to
+/// TLS 1.2 gets no handshake, one with TLS 1.3 does (`openssl s_client`).
+#[tokio::test]
+async fn a_tls13_only_listener_refuses_tls12() {
+    let pki = Pki::generate();
+    let handshake = |port: u16, version: &'static str| {
+        let ca = pki.path("ca.pem");
+        async move {
+            let out = tokio::time::timeout(
+                GUARD,
+                Command::new("openssl")
+                    .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+                    .args([version, "-CAfile", &ca])
+                    .stdin(Stdio::null())
+                    .output(),
+            )
+            .await
+            .unwrap()
+            .expect("openssl is not installed");
+            out.status.success()
+        }
+    };
+    let only13 =
+        start(Broker::builder().tls_listener("127.0.0.1:0", pki.server().tls13_only(true))).await;
+    assert!(handshake(port(&only13), "-tls1_3").await);
+    assert!(
+        !handshake(port(&only13), "-tls1_2").await,
+        "TLS 1.2 was accepted"
+    );
+    only13.shutdown().await;
+    let both = start(Broker::builder().tls_listener("127.0.0.1:0", pki.server())).await;
+    assert!(handshake(port(&both), "-tls1_2").await);
+    both.shutdown().await;
 }
 
 #[tokio::test]

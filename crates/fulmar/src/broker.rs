@@ -141,7 +141,10 @@ fn tls_config(n: usize, listener: &ListenerConfig) -> Result<TlsConfig, String> 
             .client_ca_pem(ca)
             .client_certificate_optional(!listener.require_certificate.unwrap_or(true));
     }
-    Ok(tls)
+    if let Some(crl) = read("crl_file", &listener.crl_file)? {
+        tls = tls.client_crl_pem(crl);
+    }
+    Ok(tls.tls13_only(listener.tls_version.as_deref() == Some("1.3")))
 }
 
 /// Loads every file the configuration names, as a start would, and says

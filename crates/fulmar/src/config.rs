@@ -100,6 +100,13 @@ pub(crate) struct ListenerConfig {
     pub(crate) client_ca: Option<PathBuf>,
     /// With `client_ca`: whether a client must present a certificate (default true).
     pub(crate) require_certificate: Option<bool>,
+    /// With `client_ca`: certificate revocation lists (PEM) of the CA; a
+    /// client certificate they revoke is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) crl_file: Option<PathBuf>,
+    /// Lowest TLS version accepted: "1.2" (default) or "1.3".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_version: Option<String>,
     /// HTTP path, for `ws` and `wss`.
     pub(crate) path: Option<String>,
 }
@@ -114,6 +121,8 @@ impl ListenerConfig {
             key: None,
             client_ca: None,
             require_certificate: None,
+            crl_file: None,
+            tls_version: None,
             path: None,
         }
     }
@@ -488,6 +497,8 @@ bind = "127.0.0.1:1883"
 # key = "server.key"            # tls / wss: private key (PEM)
 # client_ca = "ca.pem"          # tls / wss: ask for client certificates from this CA
 # require_certificate = true    # with client_ca: refuse clients without one
+# crl_file = "crl.pem"          # with client_ca: refuse the certificates these CRLs revoke
+# tls_version = "1.2"           # lowest TLS version: "1.2" or "1.3"
 # path = "/mqtt"                # ws / wss: HTTP path (default "/mqtt"; "*": any path)
 
 [limits]
@@ -694,6 +705,7 @@ impl Config {
                 &mut listener.cert,
                 &mut listener.key,
                 &mut listener.client_ca,
+                &mut listener.crl_file,
             ]
             .into_iter()
             .flatten()
@@ -759,8 +771,26 @@ impl Config {
                 if listener.require_certificate.is_some() && listener.client_ca.is_none() {
                     return Err(format!("{at}: `require_certificate` needs `client_ca`"));
                 }
+                if let Some(crl) = &listener.crl_file {
+                    if listener.client_ca.is_none() {
+                        return Err(format!("{at}: `crl_file` needs `client_ca`"));
+                    }
+                    if let Err(e) = std::fs::metadata(crl) {
+                        return Err(format!("{at}: crl_file = {}: {e}", crl.display()));
+                    }
+                }
+                match listener.tls_version.as_deref() {
+                    None | Some("1.2" | "1.3") => {}
+                    Some(other) => {
+                        return Err(format!("{at}: tls_version = {other:?}: \"1.2\" or \"1.3\""));
+                    }
+                }
             } else if let Some((key, _)) = tls_files.iter().find(|(_, f)| f.is_some()) {
                 return Err(format!("{at}: `{key}` needs protocol \"tls\" or \"wss\""));
+            } else if listener.crl_file.is_some() || listener.tls_version.is_some() {
+                return Err(format!(
+                    "{at}: `crl_file` and `tls_version` need protocol \"tls\" or \"wss\""
+                ));
             } else if listener.require_certificate.is_some() {
                 return Err(format!(
                     "{at}: `require_certificate` needs protocol \"tls\" or \"wss\""

@@ -85,16 +85,12 @@ const IGNORED: &[(&str, &str)] = &[
     ("capath", "use cafile"),
     ("ciphers", "rustls' default cipher suites are used"),
     ("ciphers_tls1.3", "rustls' default cipher suites are used"),
-    ("tls_version", "TLS 1.2 and 1.3 are accepted"),
     ("tls_engine", "not supported"),
     ("tls_engine_kpass_sha1", "not supported"),
     ("tls_keyform", "not supported"),
     ("dhparamfile", "not supported"),
-    ("crlfile", "not supported"),
     ("psk_hint", "not supported"),
     ("psk_file", "not supported"),
-    ("use_subject_as_username", "use use_identity_as_username"),
-    ("use_username_as_clientid", "not supported"),
     (
         "accept_protocol_versions",
         "MQTT 3.1.1 and 5.0 are accepted",
@@ -178,6 +174,10 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
     // listener), first in `config.listeners` once there: host and port.
     let mut default: Option<(String, u16)> = None;
     let mut bridge: Option<usize> = None;
+    // `use_identity_as_username` of each listener (mosquitto's is set per
+    // listener; fulmar's holds for every TLS listener), and before any.
+    let mut identity: Vec<bool> = Vec::new();
+    let mut identity_everywhere = false;
     let path = |value: &str| base.join(value);
     for (i, raw) in text.lines().enumerate() {
         let n = i + 1;
@@ -234,6 +234,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                     None => format!("0.0.0.0:{port}"),
                 };
                 config.listeners.push(ListenerConfig::tcp(bind));
+                identity.push(false);
                 bridge = None;
             }
             "port" | "bind_address" => {
@@ -256,7 +257,10 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                 match (existed, config.listeners.first_mut()) {
                     // Set again: the same listener.
                     (true, Some(first)) => first.bind = bind,
-                    _ => config.listeners.insert(0, ListenerConfig::tcp(bind)),
+                    _ => {
+                        config.listeners.insert(0, ListenerConfig::tcp(bind));
+                        identity.insert(0, false);
+                    }
                 }
                 default = Some((host, port));
             }
@@ -277,7 +281,12 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                     listener.path = Some("*".to_owned());
                 }
             }
-            "certfile" | "keyfile" | "cafile" | "require_certificate" => {
+            "certfile"
+            | "keyfile"
+            | "cafile"
+            | "require_certificate"
+            | "crlfile"
+            | "tls_version" => {
                 let l = listener(&mut config)?;
                 let flag = if key == "require_certificate" {
                     Some(boolean()?)
@@ -297,10 +306,43 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                     }
                     "keyfile" => listener.key = Some(path(need()?)),
                     "cafile" => listener.client_ca = Some(path(need()?)),
+                    "crlfile" => listener.crl_file = Some(path(need()?)),
+                    "tls_version" => {
+                        listener.tls_version = Some(match need()? {
+                            "tlsv1.3" => "1.3".to_owned(),
+                            "tlsv1.2" => "1.2".to_owned(),
+                            old @ ("tlsv1.1" | "tlsv1") => {
+                                notes.push(format!(
+                                    "line {n}: tls_version {old}: fulmar accepts TLS 1.2 and \
+                                     1.3 only"
+                                ));
+                                "1.2".to_owned()
+                            }
+                            other => {
+                                return Err(at(format!(
+                                    "{other:?}: tlsv1.3, tlsv1.2, tlsv1.1 or tlsv1"
+                                )));
+                            }
+                        });
+                    }
                     _ => listener.require_certificate = flag,
                 }
             }
-            "use_identity_as_username" => config.auth.use_identity_as_username = boolean()?,
+            "use_identity_as_username" => {
+                let on = boolean()?;
+                match identity.last_mut() {
+                    Some(last) => *last = on,
+                    None => identity_everywhere = on,
+                }
+            }
+            // Refused rather than ignored: each would loosen who may do what.
+            "use_subject_as_username" | "use_username_as_clientid" => {
+                return Err(at(
+                    "not supported; fulmar refuses to start rather than run without it \
+                     (use_identity_as_username takes the certificate's common name)"
+                        .to_owned(),
+                ));
+            }
             "allow_anonymous" => allow_anonymous = Some(boolean()?),
             "password_file" => config.auth.password_file = Some(path(need()?)),
             "acl_file" => config.auth.acl_file = Some(path(need()?)),
@@ -403,7 +445,40 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
             // cafile without certfile: mosquitto would not start TLS either.
             listener.client_ca = None;
         }
+        if listener.client_ca.is_none() {
+            // Nothing to require (`require_certificate false` alone is a
+            // common snippet), nor to revoke.
+            if listener.require_certificate == Some(false) {
+                listener.require_certificate = None;
+            }
+            if listener.crl_file.is_some() && listener.cert.is_some() {
+                return Err(format!(
+                    "listener {}: crlfile needs cafile (the CA whose certificates it revokes)",
+                    listener.bind
+                ));
+            }
+        }
     }
+    // fulmar takes the certificate's name as the user name on every TLS
+    // listener with client certificates, or on none: a mix would let a
+    // certificate stand for a password where mosquitto asks for both.
+    let with_certificates: Vec<bool> = config
+        .listeners
+        .iter()
+        .zip(identity.iter().chain(std::iter::repeat(&false)))
+        .filter(|(l, _)| l.client_ca.is_some())
+        .map(|(_, on)| *on || identity_everywhere)
+        .collect();
+    if with_certificates.iter().any(|on| *on) && !with_certificates.iter().all(|on| *on) {
+        return Err(
+            "use_identity_as_username is set on some listeners with client certificates \
+             and not on others: fulmar applies it to every such listener; set it on all \
+             of them, or on none"
+                .to_owned(),
+        );
+    }
+    config.auth.use_identity_as_username =
+        identity_everywhere || with_certificates.iter().any(|on| *on);
     // mosquitto holds what waits for a bridge's remote to the global
     // limits, wherever they are in the file.
     for bridge in &mut config.bridges {
@@ -557,6 +632,48 @@ mod tests {
 
     fn parsed(text: &str) -> (Config, Vec<String>) {
         parse(text, Path::new("/etc/mosquitto")).unwrap()
+    }
+
+    /// Found by an operator review: security directives that were ignored
+    /// (so protection was off), and `use_identity_as_username`, which is per
+    /// listener in mosquitto, applied to every listener.
+    #[test]
+    fn tls_security_directives_hold_or_refuse_to_start() {
+        let tls = "certfile s.crt\nkeyfile s.key\ncafile ca.crt\nrequire_certificate true\n";
+        let (config, _) = parsed(&format!(
+            "listener 8883\n{tls}crlfile crl.pem\ntls_version tlsv1.3\n"
+        ));
+        let l = &config.listeners[0];
+        assert_eq!(
+            l.crl_file.as_deref(),
+            Some(Path::new("/etc/mosquitto/crl.pem"))
+        );
+        assert_eq!(l.tls_version.as_deref(), Some("1.3"));
+        let refused = |text: &str| parse(text, Path::new("/etc/mosquitto")).unwrap_err();
+        for directive in ["use_subject_as_username", "use_username_as_clientid"] {
+            let e = refused(&format!("listener 8883\n{tls}{directive} true\n"));
+            assert!(e.contains("not supported"), "{e}");
+        }
+        // Certificate and password on one listener, certificate alone on
+        // another: fulmar cannot tell them apart, so it does not start.
+        let e = refused(&format!(
+            "listener 8883\n{tls}listener 8884\n{tls}use_identity_as_username true\n"
+        ));
+        assert!(e.contains("set it on all"), "{e}");
+        let (config, _) = parsed(&format!(
+            "listener 8883\n{tls}use_identity_as_username true\n\
+             listener 8884\n{tls}use_identity_as_username true\nlistener 1883\n"
+        ));
+        assert!(config.auth.use_identity_as_username);
+        // `require_certificate false` without a CA asks for nothing.
+        let (config, _) =
+            parsed("listener 8883\ncertfile s.crt\nkeyfile s.key\nrequire_certificate false\n");
+        assert_eq!(config.listeners[0].require_certificate, None);
+        assert!(
+            config
+                .check()
+                .is_err_and(|e| !e.contains("require_certificate"))
+        );
     }
 
     #[test]
