@@ -621,6 +621,11 @@ impl PubArgs {
             std::io::stdin()
                 .read_to_end(&mut buf)
                 .map_err(|e| format!("cannot read stdin: {e}"))?;
+            if buf.is_empty() {
+                // As mosquitto_pub: an empty message (with -r, the deletion
+                // of the retained one) takes -n, not a missing input.
+                return Err("zero length input on stdin (-n sends an empty message)".to_owned());
+            }
             return Ok(Source::One(buf.into()));
         }
         Err("nothing to publish: give one of -m, -f, -n, -l, -s".to_owned())
@@ -989,7 +994,7 @@ async fn receive(
         subscribed = Some(stream);
     }
     if !args.unsubscribe.is_empty() {
-        unsubscribe(client, &args.unsubscribe).await?;
+        unsubscribe(client, &args.unsubscribe, args.conn.version).await?;
         if args.conn.debug {
             eprintln!("unsubscribed from {}", args.unsubscribe.join(", "));
         }
@@ -1009,8 +1014,19 @@ async fn receive(
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
+    // --remove-retained: the deletions in flight, acknowledged while
+    // messages keep being read (waiting for each PUBACK in turn stopped the
+    // reading, and with it the PUBACKs, once a stream's worth was waiting).
+    let mut removals = futures::stream::FuturesUnordered::new();
     while args.count.is_none_or(|c| *received < c) {
-        let Some(message) = stream.next().await else {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            Some(removed) = removals.next() => {
+                removed?;
+                continue;
+            }
+        };
+        let Some(message) = next else {
             return Err("the connection was lost".to_owned().into());
         };
         if args.retained_only && !message.retain {
@@ -1025,12 +1041,16 @@ async fn receive(
         let hidden = filtered_out || (args.no_retained && message.retain);
         if !hidden {
             if args.remove_retained && message.retain {
-                client
+                let removal = client
                     .publish(message.topic.as_str(), Bytes::new())
                     .qos(QoS::AtLeastOnce)
-                    .retain(true)
-                    .await
-                    .map_err(|e| format!("removing the retained message failed: {e}"))?;
+                    .retain(true);
+                removals.push(async move {
+                    removal
+                        .await
+                        .map(drop)
+                        .map_err(|e| format!("removing the retained message failed: {e}"))
+                });
             }
             match print(&mut out, args, &message, own_ids) {
                 Ok(json) => {
@@ -1054,16 +1074,26 @@ async fn receive(
             return Err("the connection was lost".to_owned().into());
         }
     }
+    while let Some(removed) = removals.next().await {
+        removed?;
+    }
     Ok(())
 }
 
 /// `-U`: removes `filters` from the session. The client removes filters
-/// through the stream that subscribed them, so each is subscribed (no
-/// retained messages) and then unsubscribed, which leaves the session as an
-/// UNSUBSCRIBE alone would.
-async fn unsubscribe(client: &Client, filters: &[String]) -> Result<(), String> {
+/// through the stream that subscribed them, so each is subscribed (under
+/// 5.0 without retained messages; 3.1.1 cannot ask, and the few that come
+/// are dropped with the stream) and then unsubscribed, which leaves the
+/// session as an UNSUBSCRIBE alone would.
+async fn unsubscribe(
+    client: &Client,
+    filters: &[String],
+    version: ProtocolVersion,
+) -> Result<(), String> {
     let mut options = SubscriptionOptions::new(QoS::AtMostOnce);
-    options.retain_handling = fulmar_codec::RetainHandling::DoNotSend;
+    if version.is_v5() {
+        options.retain_handling = fulmar_codec::RetainHandling::DoNotSend;
+    }
     let stream = client
         .subscribe_with(
             filters.iter().map(|f| (f.clone(), options)).collect(),
