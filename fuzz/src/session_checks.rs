@@ -25,9 +25,10 @@
 //! - every queue is bounded by the [`Config`]: events and packets produced by one step,
 //!   `pending_len() <= max_pending`, `inflight_len() <= max_inflight`,
 //!   `send_window_used() <= send_window()`, SUBSCRIBE/UNSUBSCRIBE requests waiting for the
-//!   application `<= max_requests`; under MQTT 5.0 `incoming_qos2_len() <= receive_maximum`
-//!   and inbound QoS 1/2 messages delivered and not yet acknowledged (manual acks)
-//!   `<= receive_maximum`. A 3.1.1 peer is told no Receive Maximum, so the session does not
+//!   application `<= max_requests`; under MQTT 5.0, in the server role,
+//!   `incoming_qos2_len() <= receive_maximum` and inbound QoS 1/2 messages delivered and not
+//!   yet acknowledged (manual acks) `<= receive_maximum` (a client takes what its server sends
+//!   beyond its Receive Maximum: bounded by the identifiers). A 3.1.1 peer is told no Receive Maximum, so the session does not
 //!   enforce one on it (`check_receive_maximum`): there, both are bounded by the 65 535 packet
 //!   identifiers only, and what is checked is that no message is delivered twice while its
 //!   acknowledgement is pending (each identifier is held at most once per QoS). Identifiers
@@ -815,14 +816,17 @@ impl State {
             s.send_window_used(),
             s.send_window()
         );
-        if !self.saw_v311 {
+        // A client takes what its server sends beyond its Receive Maximum
+        // (`check_receive_maximum`): bounded by the identifiers only.
+        let holds_peer_to_it = s.role() == Role::Server;
+        if !self.saw_v311 && holds_peer_to_it {
             assert!(
                 s.incoming_qos2_len() <= receive_maximum,
                 "{} inbound QoS 2 identifiers stored, receive_maximum {receive_maximum}",
                 s.incoming_qos2_len()
             );
         }
-        if s.protocol_version() == ProtocolVersion::V5 {
+        if s.protocol_version() == ProtocolVersion::V5 && holds_peer_to_it {
             assert!(
                 self.unacked.len() <= receive_maximum,
                 "{} inbound messages delivered and not acknowledged, receive_maximum {receive_maximum}",

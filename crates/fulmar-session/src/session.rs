@@ -1115,9 +1115,13 @@ impl Session {
 
     /// Whether another inbound QoS 1/2 message would exceed our Receive Maximum.
     /// MQTT 5.0 only: a 3.1.1 peer is never told one (3.1.1 has no flow
-    /// control), so it cannot break it.
+    /// control), so it cannot break it. A server holds its clients to it; a
+    /// client takes what its server sends beyond it (mosquitto 2.0 sends a
+    /// resumed session's whole queue at once), which the spec does not make
+    /// it refuse: what it keeps per message is bounded by the packet
+    /// identifier space, and the application's pace holds the reading back.
     pub(crate) fn check_receive_maximum(&self) -> Result<(), LimitExceeded> {
-        if self.version != ProtocolVersion::V5 {
+        if self.version != ProtocolVersion::V5 || self.role == Role::Client {
             return Ok(());
         }
         let max = self.config.receive_maximum.get();
