@@ -490,22 +490,28 @@ impl ConnArgs {
     }
 
     async fn connect(&self, props: &Properties) -> Result<Client, Failure> {
-        Ok(self.connect_for(props, false).await?.0)
+        Ok(self.connect_for(props, false, false).await?.0)
     }
 
     /// Connects; with `queued` and -c, also returns the stream of the
     /// messages no new subscription takes: what the kept session queued
     /// while this client was away, which the broker sends right after
-    /// CONNACK, before the SUBACK of a new subscription.
+    /// CONNACK, before the SUBACK of a new subscription. With `reconnect`,
+    /// a connection lost after the first one is made again (with back-off),
+    /// as mosquitto_sub does; the first one failing is an error.
     async fn connect_for(
         &self,
         props: &Properties,
         queued: bool,
+        reconnect: bool,
     ) -> Result<(Client, Option<Messages>), Failure> {
         // Errors reach the user as one line (`fulmar: ...`); the client's own
         // warnings (a failed connect, retried) only with -d.
         logging::init(if self.debug { "debug" } else { "error" }, LogFormat::Text)?;
-        let options = self.options(props)?;
+        let mut options = self.options(props)?;
+        if reconnect {
+            options = options.reconnect(Reconnect::default());
+        }
         let (host, port) = options.address();
         let target = format!("{host}:{port}");
         let connected = if queued && self.no_clean {
@@ -967,7 +973,7 @@ async fn receive(
     streams: &mut Option<BoxStream<'static, Message>>,
     received: &mut u64,
 ) -> Result<(), Ending> {
-    let (client, queued) = args.conn.connect_for(props, true).await?;
+    let (client, queued) = args.conn.connect_for(props, true, true).await?;
     let client = slot.insert(client);
     let own_ids = properties.subscription_identifier.is_none();
     let mut subscribed = None;

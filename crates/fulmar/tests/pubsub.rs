@@ -336,6 +336,23 @@ fn stdin_lines_are_bytes_not_text() {
     assert_eq!(sub.output_bytes(), b"first\n\xff\xfe bytes\nlast\n");
 }
 
+// As mosquitto_sub: a subscriber whose broker goes away connects again
+// when it is back, subscribes again, and carries on (it exited with "the
+// connection was lost"; found by a CLI review). Here the broker restarted
+// has no session: the retained message published there reaches the new
+// subscription.
+// MQTT-3.3.1-6
+#[test]
+fn sub_connects_again_when_the_broker_comes_back() {
+    let mut first = FulmarBroker::start(&["--no-persistence"]);
+    let port = first.port;
+    let sub = Sub::start(port, &["-t", "back", "-C", "1"]);
+    first.kill();
+    let _second = FulmarBroker::start_on(port, &["--no-persistence"]);
+    publish_ok(port, &["-t", "back", "-m", "here", "-r"]);
+    assert_eq!(sub.output(), "here\n");
+}
+
 // `-s` with nothing on stdin is refused, as mosquitto_pub refuses it: with
 // -r the empty message would have deleted the retained one (found by a CLI
 // review).

@@ -83,6 +83,14 @@ impl FulmarBroker {
         Self::run(cmd)
     }
 
+    /// `fulmar broker -p PORT` plus `args` (a broker started again where
+    /// another one was).
+    pub fn start_on(port: u16, args: &[&str]) -> Self {
+        let mut cmd = fulmar();
+        cmd.args(["broker", "-p", &port.to_string()]).args(args);
+        Self::run(cmd)
+    }
+
     /// [`start`](Self::start) with a soft limit of `soft` open files (the
     /// shell's `ulimit -Sn`).
     #[cfg(unix)]
