@@ -1082,6 +1082,49 @@ impl BrokerHandle {
         self.recheck_waiting_wills().await;
     }
 
+    /// Closes the connections of the clients `which` selects (by identifier
+    /// or user name, say: a user removed from a password file), as the
+    /// broker closes a connection itself: MQTT 5.0 DISCONNECT with `code`
+    /// (0x87 Not authorized, for one), 3.1.1 a closed connection. Their
+    /// sessions and wills are handled as for any connection the broker
+    /// closes. Returns how many connections were asked (each decides with
+    /// its own [`ClientInfo`]).
+    ///
+    /// ```
+    /// use fulmar_broker::Broker;
+    /// use fulmar_codec::DisconnectReasonCode;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), fulmar_broker::BrokerError> {
+    /// let broker = Broker::builder().start().await?;
+    /// broker.disconnect_clients(
+    ///     |client| client.username.as_deref() == Some("bob"),
+    ///     DisconnectReasonCode::NotAuthorized,
+    /// );
+    /// broker.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn disconnect_clients(
+        &self,
+        which: impl Fn(&ClientInfo) -> bool + Send + Sync + 'static,
+        code: fulmar_codec::DisconnectReasonCode,
+    ) -> usize {
+        let which = crate::state::ClientFilter(Arc::new(which));
+        let state = self.inner.shared.lock();
+        let mut asked = 0;
+        for owner in state.sessions.values().filter_map(|e| e.owner.as_ref()) {
+            if owner
+                .control
+                .send(Control::DisconnectIf(which.clone(), code))
+                .is_ok()
+            {
+                asked += 1;
+            }
+        }
+        asked
+    }
+
     /// Asks the authorizer about the topic of every will waiting for its
     /// delay (its client is gone, so no connection does), and drops those it
     /// denies now.

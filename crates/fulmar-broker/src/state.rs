@@ -96,6 +96,19 @@ pub(crate) enum Control {
     /// the authorizer about every subscription again; the sender is dropped
     /// once that is done.
     Reauthorize(mpsc::Sender<()>),
+    /// [`BrokerHandle::disconnect_clients`](crate::BrokerHandle::disconnect_clients):
+    /// disconnect (5.0: with this reason code) if the client is one of those.
+    DisconnectIf(ClientFilter, fulmar_codec::DisconnectReasonCode),
+}
+
+/// Which connected clients [`Control::DisconnectIf`] is for.
+#[derive(Clone)]
+pub(crate) struct ClientFilter(pub(crate) Arc<dyn Fn(&crate::ClientInfo) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for ClientFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientFilter")
+    }
 }
 
 impl Control {

@@ -462,16 +462,35 @@ struct AuthFiles {
 
 impl AuthFiles {
     /// Reads both files again. A file that does not load keeps the previous
-    /// version in force (the error is logged). Clients already connected
-    /// stay connected, as with mosquitto; after a new ACL, every connected
-    /// client's subscriptions are checked against it and the ones it denies
-    /// are withdrawn (disconnected sessions are checked when they resume).
+    /// version in force (the error is logged). The clients of a user the
+    /// new password file no longer has are disconnected, as mosquitto does
+    /// (a changed password does not disconnect: passwords are not kept);
+    /// after a new ACL, every connected client's subscriptions are checked
+    /// against it and the ones it denies are withdrawn (disconnected
+    /// sessions are checked when they resume).
     async fn reload(&self, broker: &BrokerHandle) {
         if let Some((path, passwords)) = &self.passwords {
             match PasswordFile::load(path) {
                 Ok(file) => {
                     tracing::info!(users = file.len(), file = %path.display(), "password file reloaded");
+                    // As mosquitto: the clients of a user no longer in the
+                    // file are disconnected (5.0: 0x87 Not authorized).
+                    let removed = passwords.load().removed_in(&file);
                     passwords.store(Arc::new(file));
+                    if !removed.is_empty() {
+                        tracing::info!(users = ?removed, "users removed from the password file: their clients are disconnected");
+                        let removed: std::collections::HashSet<String> =
+                            removed.into_iter().collect();
+                        broker.disconnect_clients(
+                            move |client| {
+                                client
+                                    .username
+                                    .as_ref()
+                                    .is_some_and(|u| removed.contains(u))
+                            },
+                            fulmar_codec::DisconnectReasonCode::NotAuthorized,
+                        );
+                    }
                 }
                 Err(error) => not_reloaded(path, &error),
             }

@@ -199,6 +199,15 @@ impl PasswordFile {
     pub(crate) fn len(&self) -> usize {
         self.users.len()
     }
+
+    /// The users of this file that `newer` no longer has.
+    pub(crate) fn removed_in(&self, newer: &Self) -> Vec<String> {
+        self.users
+            .keys()
+            .filter(|user| !newer.users.contains_key(*user))
+            .cloned()
+            .collect()
+    }
 }
 
 /// Accepts a CONNECT by the password file and the anonymous policy.

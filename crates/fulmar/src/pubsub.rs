@@ -1024,6 +1024,8 @@ async fn receive(
     // messages keep being read (waiting for each PUBACK in turn stopped the
     // reading, and with it the PUBACKs, once a stream's worth was waiting).
     let mut removals = futures::stream::FuturesUnordered::new();
+    let refused = refused(client);
+    tokio::pin!(refused);
     while args.count.is_none_or(|c| *received < c) {
         let next = tokio::select! {
             next = stream.next() => next,
@@ -1031,6 +1033,7 @@ async fn receive(
                 removed?;
                 continue;
             }
+            why = &mut refused => return Err(why.into()),
         };
         let Some(message) = next else {
             return Err("the connection was lost".to_owned().into());
@@ -1084,6 +1087,35 @@ async fn receive(
         removed?;
     }
     Ok(())
+}
+
+/// Completes when the broker refuses the CONNECT of a reconnection (the
+/// user was removed, say): mosquitto_sub exits then, rather than trying
+/// again for ever. Looked at while the connection is down.
+async fn refused(client: &Client) -> String {
+    loop {
+        if client.wait_connected(false).await.is_err() {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::select! {
+                up = client.wait_connected(true) => {
+                    if up.is_err() {
+                        // Closed: the message stream ends too.
+                        return std::future::pending().await;
+                    }
+                    break;
+                }
+                () = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if let Some(last) = client.last_disconnection()
+                        && matches!(*last.error, fulmar_client::Error::Refused { .. })
+                    {
+                        return format!("connecting again: {}", last.error);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `-U`: removes `filters` from the session. The client removes filters

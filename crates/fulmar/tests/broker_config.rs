@@ -6,6 +6,8 @@
 mod common;
 
 use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
 
 use common::{
     FulmarBroker, Mosquitto, Sub, free_port, fulmar, publish, publish_ok, subscribe, temp_dir,
@@ -189,16 +191,43 @@ fn the_acl_file_is_enforced() {
 }
 
 // SIGHUP reloads the password file and the ACL file: a user added may
-// connect, one removed may not (a client of theirs already connected stays,
-// as with mosquitto), a connected client loses the subscription the new ACL
-// denies, and a file that does not load leaves the previous one in force.
+// connect, one removed may not and their clients already connected are
+// disconnected (as mosquitto does; they stayed connected before), a
+// connected client loses the subscription the new ACL denies, and a file
+// that does not load leaves the previous one in force.
 #[cfg(unix)]
 #[test]
 fn sighup_reloads_the_password_and_acl_files() {
     let (dir, config) = with_auth_files("");
+    // carol (same password) is there at first.
+    let carol_line = ALICE.replacen("alice:", "carol:", 1);
+    write(&dir, "passwd", &format!("{ALICE}\n{carol_line}\n"));
+    write(
+        &dir,
+        "acl",
+        "user alice\ntopic readwrite #\n\nuser carol\ntopic readwrite #\n",
+    );
     let mut broker = FulmarBroker::start(&["-c", &config]);
     let alice = ["-u", "alice", "-P", "secret"];
     let bob = ["-u", "bob", "-P", "secret"];
+    let carol = ["-u", "carol", "-P", "secret"];
+    let mut carols = fulmar()
+        .args([
+            "sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port.to_string(),
+            "-d",
+        ])
+        .args(carol)
+        .args(["-t", "carol/#", "-V", "5"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let carol_stderr =
+        common::wait_for_line_and_keep(carols.stderr.take().unwrap(), "subscribed to ");
     let sub = Sub::start(
         broker.port,
         &[
@@ -216,9 +245,9 @@ fn sighup_reloads_the_password_and_acl_files() {
         "bob is unknown yet"
     );
 
-    // The same hash under another name: bob / secret.
+    // The same hash under another name: bob / secret; carol removed.
     let bob_line = ALICE.replacen("alice:", "bob:", 1);
-    write(&dir, "passwd", &format!("{bob_line}\n"));
+    write(&dir, "passwd", &format!("{ALICE}\n{bob_line}\n"));
     write(
         &dir,
         "acl",
@@ -228,8 +257,17 @@ fn sighup_reloads_the_password_and_acl_files() {
     broker.wait_for("subscriptions checked against the new ACL");
     assert!(broker.log().contains("password file reloaded"));
     assert!(
-        !send(&alice, "other/0").status.success(),
-        "alice was removed"
+        !send(&carol, "carol/0").status.success(),
+        "carol was removed"
+    );
+    // carol's subscriber was disconnected (0x87), is refused when it
+    // connects again, and exits with an error, as mosquitto_sub does.
+    let status = common::wait_exit(&mut carols, Duration::from_secs(30));
+    assert!(!status.success(), "{status:?}");
+    let stderr = carol_stderr.join().unwrap();
+    assert!(
+        stderr.contains("NotAuthorized") || stderr.contains("refused"),
+        "{stderr}"
     );
     // alice's subscriber, still connected, gets other/# but news/# no more.
     assert!(send(&bob, "news/1").status.success());

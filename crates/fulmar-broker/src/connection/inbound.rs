@@ -206,6 +206,9 @@ impl<S: super::Stream> Connection<S> {
                         Inbound::Control(Control::Reauthorize(round)) => {
                             self.reauthorize.push(round);
                         }
+                        // Not for this client: nothing changes for it.
+                        Inbound::Control(Control::DisconnectIf(which, _))
+                            if !self.client.as_ref().is_some_and(|c| (which.0)(&c.info)) => {}
                         Inbound::Control(control) => {
                             // The connection ends: the messages still to route
                             // from it do not wait either.

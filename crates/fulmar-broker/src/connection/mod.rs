@@ -988,6 +988,14 @@ impl<S: Stream> Connection<S> {
                 self.reauthorize.push(round);
                 true
             }
+            Control::DisconnectIf(which, code) => {
+                if self.client.as_ref().is_some_and(|c| (which.0)(&c.info)) {
+                    tracing::info!(client = ?self.client.as_ref().map(|c| &c.id), %code, "connection closed by the broker's owner");
+                    self.disconnect(code)
+                } else {
+                    true
+                }
+            }
         }
     }
 

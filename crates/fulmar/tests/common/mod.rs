@@ -54,6 +54,47 @@ pub fn wait_for_line(stderr: ChildStderr, needle: &str) -> String {
     }
 }
 
+/// As [`wait_for_line`], and keeps the rest of stderr: the thread's result
+/// is everything read after that line, to the end.
+#[allow(dead_code)] // not every test binary uses it
+pub fn wait_for_line_and_keep(
+    stderr: ChildStderr,
+    needle: &str,
+) -> std::thread::JoinHandle<String> {
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.contains(needle) => {
+                return std::thread::spawn(move || {
+                    lines.map_while(Result::ok).collect::<Vec<_>>().join("\n")
+                });
+            }
+            Some(Ok(line)) => seen.push(line),
+            _ => panic!(
+                "process ended before printing {needle:?}:\n{}",
+                seen.join("\n")
+            ),
+        }
+    }
+}
+
+/// Waits for `child` to exit, for `limit` at most (then kills it and panics).
+#[allow(dead_code)] // not every test binary uses it
+pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            panic!("the process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Sends signal `name` (`HUP`, `INT`, `TERM`) to process `pid`, through the
 /// shell's `kill` builtin: a bare machine may have no `/bin/kill` (procps).
 pub fn signal(pid: u32, name: &str) {
