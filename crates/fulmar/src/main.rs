@@ -46,10 +46,24 @@ enum Command {
 fn main() -> ExitCode {
     let mut command = Cli::command();
     command.build();
-    let cli = Cli::parse_from(pubsub::rewrite_property_flags(
+    let parsed = Cli::try_parse_from(pubsub::rewrite_property_flags(
         std::env::args_os().collect(),
         &command,
     ));
+    let cli = match parsed {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            // Help and version go to stdout with success; a usage error
+            // exits with 1, as mosquitto_pub and mosquitto_sub do (clap's
+            // own is 2).
+            return if error.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

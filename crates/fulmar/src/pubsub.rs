@@ -1189,6 +1189,15 @@ fn print(
         } else {
             format.write(out, message, at)?
         };
+    } else if message.payload.is_empty() {
+        // As mosquitto_sub: `TOPIC (null)` with -v (and a newline), else
+        // nothing at all.
+        if args.verbose && !args.no_newline {
+            out.write_all(message.topic.as_bytes())?;
+            out.write_all(b" (null)\n")?;
+            out.flush()?;
+        }
+        return Ok(json);
     } else {
         if args.verbose {
             out.write_all(message.topic.as_bytes())?;
@@ -1441,7 +1450,15 @@ mod tests {
         let mut out = Vec::new();
         print(&mut out, &s, &message("a/b", "hello"), true).unwrap();
         print(&mut out, &s, &message("a/c", ""), true).unwrap();
-        assert_eq!(out, b"a/b hello\na/c \n");
+        // An empty payload as mosquitto_sub prints it (found by a CLI
+        // review: "a/c " here, and an empty line without -v).
+        assert_eq!(out, b"a/b hello\na/c (null)\n");
+        let plain = S::try_parse_from(["sub", "-t", "a"]).unwrap().args;
+        let mut out = Vec::new();
+        for payload in ["a", "", "b"] {
+            print(&mut out, &plain, &message("a/c", payload), true).unwrap();
+        }
+        assert_eq!(out, b"a\nb\n");
         let s = S::try_parse_from(["sub", "-t", "a", "-N"]).unwrap().args;
         let mut out = Vec::new();
         print(&mut out, &s, &message("a/b", "x"), true).unwrap();
