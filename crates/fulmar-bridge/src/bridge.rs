@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use fulmar_broker::{Bridge, BrokerError, BrokerHandle};
 use fulmar_client::{
     Client, ConnectOptions, DropReason, Error as ClientError, Message, Messages, ProtocolVersion,
-    PublishOutcome, Reconnect, RetainHandling, SubscribeProperties, Subscription,
-    SubscriptionOptions,
+    PublishOutcome, QoS, Reconnect, RetainHandling, SubscribeProperties, Subscription,
+    SubscriptionOptions, Will,
 };
 use fulmar_codec::{ConnectReasonCode, MqttString, Publish};
 use fulmar_topic::TopicName;
@@ -49,6 +49,8 @@ pub struct Remote {
     max_queued_messages: usize,
     max_queued_bytes: usize,
     try_private: bool,
+    notification_topic: Option<String>,
+    remote_notifications: bool,
 }
 
 impl Remote {
@@ -63,7 +65,31 @@ impl Remote {
             max_queued_messages: 1000,
             max_queued_bytes: 16 << 20,
             try_private: true,
+            notification_topic: None,
+            remote_notifications: false,
         }
+    }
+
+    /// The topic the link's state (`1` up, `0` down, retained) is published
+    /// on; default `$SYS/broker/connection/NAME/state`. mosquitto's default
+    /// is `$SYS/broker/connection/CLIENT_ID/state` (its
+    /// `notification_topic`).
+    #[must_use]
+    pub fn notification_topic(mut self, topic: impl Into<String>) -> Self {
+        self.notification_topic = Some(topic.into());
+        self
+    }
+
+    /// Also publishes the link's state on the remote broker (default off;
+    /// mosquitto's `notifications`, on by default there): `1`, retained,
+    /// once connected, and `0` as the connection's will (published by the
+    /// remote when the link dies) and before a clean stop, so that the
+    /// remote side sees whether this broker is connected. A remote that
+    /// refuses the topic changes nothing else.
+    #[must_use]
+    pub fn remote_notifications(mut self, on: bool) -> Self {
+        self.remote_notifications = on;
+        self
     }
 
     /// Adds a topic rule. A message goes out once per remote however many
@@ -173,6 +199,10 @@ pub struct RemoteStats {
 /// One remote's side of the bridge.
 struct Link {
     name: String,
+    /// Where the link's state is published (see [`Remote::notification_topic`]).
+    state_topic: String,
+    /// [`Remote::remote_notifications`].
+    remote_notifications: bool,
     options: ConnectOptions,
     rules: Vec<TopicRule>,
     try_private: bool,
@@ -213,8 +243,7 @@ impl Link {
 
     /// Publishes the link's state (see [`set_connected`](Self::set_connected)).
     fn publish_state(&self, broker: &BrokerHandle, up: bool) {
-        let topic = format!("$SYS/broker/connection/{}/state", self.name);
-        let Ok(topic) = MqttString::try_from_string(topic) else {
+        let Ok(topic) = MqttString::try_from_string(self.state_topic.clone()) else {
             return;
         };
         let mut state = Publish::new(topic, if up { "1" } else { "0" }.into());
@@ -399,9 +428,24 @@ impl MqttBridge {
                 return Err(BridgeError::DuplicateName(remote.name));
             }
             let (tx, rx) = mpsc::channel(remote.max_queued_messages);
+            let state_topic = remote
+                .notification_topic
+                .unwrap_or_else(|| format!("$SYS/broker/connection/{}/state", remote.name));
+            let mut options = remote.options;
+            if remote.remote_notifications
+                && let Ok(topic) = MqttString::try_from_string(state_topic.clone())
+            {
+                // The remote says "down" when the link dies.
+                let mut will = Will::new(topic, "0".into());
+                will.retain = true;
+                will.qos = QoS::AtLeastOnce;
+                options = options.will(will);
+            }
             links.push(Link {
                 name: remote.name,
-                options: remote.options,
+                state_topic,
+                remote_notifications: remote.remote_notifications,
+                options,
                 rules: remote.rules,
                 try_private: remote.try_private,
                 max_queued_bytes: remote.max_queued_bytes,
@@ -737,6 +781,14 @@ async fn run(
                 let ended = serve(&inner, index, link, &client, &broker, &mut io).await;
                 link.set_connected(&broker, false);
                 if ended == Ended::Shutdown {
+                    if link.remote_notifications {
+                        // A clean stop sends no will: "down" is said here.
+                        let down = client
+                            .publish(link.state_topic.clone(), "0")
+                            .qos(QoS::AtLeastOnce)
+                            .retain(true);
+                        let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, down).await;
+                    }
                     // Before the subscription stream is dropped (which
                     // unsubscribes): the remote keeps the subscriptions and
                     // queues for the session while the bridge is away.
@@ -984,6 +1036,23 @@ async fn serve(
         tokio::time::Instant::now() + delay
     };
     let mut up = client.is_connected();
+    // With remote notifications: "1" on the remote at each connection (the
+    // first, and each the client makes by itself), acknowledged alongside
+    // the link's traffic.
+    let announce = || -> Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>> {
+        link.remote_notifications.then(|| {
+            let state = client
+                .publish(link.state_topic.clone(), "1")
+                .qos(QoS::AtLeastOnce)
+                .retain(true);
+            Box::pin(async move {
+                if let Err(error) = state.await {
+                    tracing::debug!(bridge = %link.name, %error, "the remote did not take the link's state");
+                }
+            }) as Pin<Box<dyn Future<Output = ()> + Send + '_>>
+        })
+    };
+    let mut announcing = if up { announce() } else { None };
     // Messages on their way to the remote, at most WINDOW, by a sequence
     // number in the order they were handed to the client. Each publish is
     // handed to the client at its first poll, and FuturesUnordered polls
@@ -1163,6 +1232,12 @@ async fn serve(
                 }
                 up = !up;
                 tracing::info!(bridge = %link.name, connected = up, "bridge connection state");
+                if up {
+                    announcing = announce();
+                }
+            }
+            () = async { if let Some(a) = announcing.as_mut() { a.await } }, if announcing.is_some() => {
+                announcing = None;
             }
         }
     };

@@ -562,6 +562,43 @@ async fn the_link_state_is_published_under_sys() {
     remote.shutdown().await;
 }
 
+/// With remote notifications (mosquitto's `notifications`, found missing by
+/// an operator review), the remote side sees the link's state too, on the
+/// same topic: `1` retained once connected, `0` as the connection's will
+/// when the link dies, and `0` before a clean stop.
+// MQTT-3.1.2-8 MQTT-3.3.1-5
+#[tokio::test]
+async fn the_link_state_is_published_on_the_remote_too() {
+    let remote = broker().await;
+    let proxy = Proxy::start(remote.local_addrs()[0]).await;
+    let topic = "$SYS/broker/connection/site-7/state";
+    let mut at_remote = remote.subscribe(topic).unwrap();
+    let (local, bridge) = bridged(vec![
+        cloud(proxy.port, ProtocolVersion::V5)
+            .rule(rule("a/#", Direction::Out, "", ""))
+            .notification_topic(topic)
+            .remote_notifications(true),
+    ])
+    .await;
+    let mut here = local.subscribe(topic).unwrap();
+    assert_eq!(next(&mut here).await.payload, "1");
+    assert_eq!(next(&mut at_remote).await.payload, "1");
+    // The link dies: the remote publishes the will.
+    proxy.set_accepting(false);
+    proxy.sever();
+    assert_eq!(next(&mut at_remote).await.payload, "0");
+    proxy.set_accepting(true);
+    assert_eq!(next(&mut at_remote).await.payload, "1");
+    // Retained there: a later subscriber of the remote sees "1".
+    let mut later = remote.subscribe(topic).unwrap();
+    let kept = next(&mut later).await;
+    assert_eq!((kept.payload.as_ref(), kept.retain), (&b"1"[..], true));
+    bridge.shutdown().await;
+    assert_eq!(next(&mut at_remote).await.payload, "0");
+    local.shutdown().await;
+    remote.shutdown().await;
+}
+
 /// Payload bytes waiting for a remote are bounded too; one message larger
 /// than the bound still goes when nothing else waits.
 #[tokio::test]

@@ -67,6 +67,16 @@ pub(crate) struct BridgeConfig {
     /// Payload bytes for the remote that may wait.
     #[serde(default = "sixteen_mib")]
     pub(crate) max_queued_bytes: usize,
+    /// Also publish the link's state (`1` / `0`, retained) on the remote
+    /// broker, with a will that says `0` when the link dies (mosquitto's
+    /// `notifications`, default true).
+    #[serde(default = "yes")]
+    pub(crate) notifications: bool,
+    /// The state's topic, here and on the remote (default
+    /// `$SYS/broker/connection/NAME/state`; from a mosquitto.conf, its
+    /// `$SYS/broker/connection/CLIENT_ID/state`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) notification_topic: Option<String>,
     /// `[[bridge.topic]]` tables.
     #[serde(rename = "topic", default)]
     pub(crate) topics: Vec<TopicConfig>,
@@ -194,6 +204,14 @@ impl BridgeConfig {
                 self.name
             ));
         }
+        if let Some(topic) = &self.notification_topic
+            && (topic.is_empty() || topic.contains(['+', '#', '\0']))
+        {
+            return Err(format!(
+                "{}: notification_topic = {topic:?}: a topic name (not empty, no + # or U+0000)",
+                self.at(n)
+            ));
+        }
         for address in std::iter::once(&self.address).chain(&self.fallback_addresses) {
             if address.contains("://") {
                 return Err(format!(
@@ -285,7 +303,11 @@ impl BridgeConfig {
         let mut remote = Remote::new(self.name.clone(), options.transport(transport))
             .max_queued_messages(self.max_queued_messages)
             .max_queued_bytes(self.max_queued_bytes)
-            .try_private(self.try_private);
+            .try_private(self.try_private)
+            .remote_notifications(self.notifications);
+        if let Some(topic) = &self.notification_topic {
+            remote = remote.notification_topic(topic.clone());
+        }
         for rule in self.rules(n)? {
             remote = remote.rule(rule);
         }

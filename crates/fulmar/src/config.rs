@@ -672,6 +672,8 @@ session_timeout_ms = 5000       # each step of taking a session from a node
 # max_inflight = 64             # QoS 1/2 unacknowledged (at most 60; 5.0: and the remote's limit)
 # max_queued_messages = 1000    # waiting for the remote; more are dropped
 # max_queued_bytes = 16777216   # bytes waiting for the remote, likewise
+# notifications = true          # also publish the state (1/0, retained) on the remote, with a will of 0
+# notification_topic = "$SYS/broker/connection/cloud/state"   # default: .../NAME/state
 # [[bridge.topic]]
 # pattern = "sensors/#"
 # direction = "out"             # in, out or both

@@ -139,9 +139,7 @@ const IGNORED: &[(&str, &str)] = &[
     ("local_clientid", "not supported"),
     ("local_password", "not supported"),
     ("local_username", "not supported"),
-    ("notifications", "not supported"),
     ("notifications_local_only", "not supported"),
-    ("notification_topic", "not supported"),
     (
         "restart_timeout",
         "fulmar's bridge reconnects with its own back-off",
@@ -480,10 +478,18 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
     config.auth.use_identity_as_username =
         identity_everywhere || with_certificates.iter().any(|on| *on);
     // mosquitto holds what waits for a bridge's remote to the global
-    // limits, wherever they are in the file.
+    // limits, wherever they are in the file; its state topic is named after
+    // the bridge's client identifier.
     for bridge in &mut config.bridges {
         bridge.max_queued_messages = config.limits.max_queued_messages;
         bridge.max_queued_bytes = config.limits.max_queued_bytes;
+        if bridge.notification_topic.is_none() {
+            let client_id = bridge
+                .client_id
+                .clone()
+                .unwrap_or_else(|| format!("{}.{}", crate::config::host_name(), bridge.name));
+            bridge.notification_topic = Some(format!("$SYS/broker/connection/{client_id}/state"));
+        }
     }
     let order = ["off", "error", "warn", "info", "debug", "trace"];
     if let Some(most) = levels
@@ -502,6 +508,8 @@ fn new_bridge(name: &str) -> BridgeConfig {
         name: name.to_owned(),
         address: String::new(),
         fallback_addresses: Vec::new(),
+        notifications: true,
+        notification_topic: None,
         protocol: Protocol::Tcp,
         path: None,
         // mosquitto's default bridge protocol.
@@ -563,6 +571,8 @@ fn bridge_directive(
             Ok(())
         }),
         "remote_clientid" | "clientid" => need().map(|v| bridge.client_id = Some(v.to_owned())),
+        "notifications" => boolean().map(|on| bridge.notifications = on),
+        "notification_topic" => need().map(|v| bridge.notification_topic = Some(v.to_owned())),
         "remote_username" | "username" => need().map(|v| bridge.username = Some(v.to_owned())),
         "remote_password" | "password" => need().map(|v| bridge.password = Some(v.to_owned())),
         "cleansession" => boolean().map(|c| bridge.clean_start = c),
@@ -842,9 +852,16 @@ topic s/# out 1
              topic both/#  both\n\
              notifications false\n",
         );
-        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(notes.len(), 0, "{notes:?}");
         let bridge = &config.bridges[0];
         assert_eq!(bridge.name, "cloud");
+        assert!(!bridge.notifications);
+        // mosquitto's state topic: after the client identifier.
+        let host = crate::config::host_name();
+        assert_eq!(
+            bridge.notification_topic.as_deref(),
+            Some(format!("$SYS/broker/connection/{host}.cloud/state").as_str())
+        );
         assert_eq!(bridge.address, "broker.example:8883");
         assert_eq!(bridge.version, "5");
         assert_eq!(bridge.protocol, Protocol::Tls);
