@@ -94,6 +94,18 @@ pub(crate) struct ConnArgs {
     /// Trust this CA certificate (PEM) and connect over TLS.
     #[arg(long, value_name = "FILE")]
     cafile: Option<PathBuf>,
+    /// Trust the CA certificates (PEM, `*.pem` / `*.crt`) in this directory
+    /// and connect over TLS.
+    #[arg(long, value_name = "DIR")]
+    capath: Option<PathBuf>,
+    /// Connect over TLS, trusting the system's CA certificates (as well as
+    /// --cafile / --capath, if given).
+    #[arg(long = "tls-use-os-certs")]
+    tls_use_os_certs: bool,
+    /// Accepted for mosquitto's tools: fulmar always disables Nagle's
+    /// algorithm.
+    #[arg(long, hide = true)]
+    nodelay: bool,
     /// Client certificate (PEM) for TLS; needs --key.
     #[arg(long, value_name = "FILE", requires = "key")]
     cert: Option<PathBuf>,
@@ -395,7 +407,11 @@ impl ConnArgs {
             .map(parse_url)
             .transpose()?
             .unwrap_or_default();
-        let tls = self.cafile.is_some() || self.cert.is_some() || url.tls;
+        let tls = self.cafile.is_some()
+            || self.capath.is_some()
+            || self.tls_use_os_certs
+            || self.cert.is_some()
+            || url.tls;
         let port = self
             .port
             .or(url.port)
@@ -415,11 +431,34 @@ impl ConnArgs {
             .reconnect(Reconnect::disabled());
         if tls {
             let mut tls = TlsOptions::new();
+            if (self.cafile.is_some() || self.capath.is_some()) && !self.tls_use_os_certs {
+                tls = tls.without_system_roots();
+            }
             if let Some(ca) = &self.cafile {
                 tls = tls
-                    .without_system_roots()
                     .ca_pem(&read(ca)?)
                     .map_err(|e| format!("--cafile {}: {e}", ca.display()))?;
+            }
+            if let Some(dir) = &self.capath {
+                let entries = std::fs::read_dir(dir)
+                    .map_err(|e| format!("--capath {}: {e}", dir.display()))?;
+                let mut found = 0;
+                for entry in entries.filter_map(Result::ok) {
+                    let path = entry.path();
+                    if !path.extension().is_some_and(|e| e == "pem" || e == "crt") {
+                        continue;
+                    }
+                    tls = tls
+                        .ca_pem(&read(&path)?)
+                        .map_err(|e| format!("--capath {}: {e}", path.display()))?;
+                    found += 1;
+                }
+                if found == 0 {
+                    return Err(format!(
+                        "--capath {}: no CA certificate (*.pem, *.crt) in it",
+                        dir.display()
+                    ));
+                }
             }
             if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
                 tls = tls

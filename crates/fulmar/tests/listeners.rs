@@ -123,6 +123,28 @@ fn tls_and_websocket_listeners_from_the_config_file() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+    // mosquitto's --capath (a directory of CAs) and --nodelay work too; with
+    // --tls-use-os-certs alone, the test CA is not among the system's: TLS
+    // is tried and the certificate refused.
+    let capath = dir.join("cas");
+    std::fs::create_dir_all(&capath).unwrap();
+    std::fs::copy(ca, capath.join("test-ca.pem")).unwrap();
+    publish_ok(
+        broker.port,
+        &[
+            "--capath",
+            capath.to_str().unwrap(),
+            "--nodelay",
+            "-t",
+            "secure/c",
+            "-m",
+            "x",
+        ],
+    );
+    let out = publish(broker.port, &["--tls-use-os-certs", "-t", "a", "-m", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("certificate"), "{stderr}");
 }
 
 // SIGHUP reads the certificate and key again (a renewal): new connections
