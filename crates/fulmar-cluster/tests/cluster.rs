@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Nats, Node, messages_cross_again, next, wait_for, wait_for_async, wait_wills};
+use common::{
+    Nats, Node, fast_heartbeats, messages_cross_again, next, wait_for, wait_for_async, wait_wills,
+};
 use fulmar_client::{PublishProperties, QoS};
 use fulmar_cluster::ClusterConfig;
 use fulmar_codec::PayloadFormat;
@@ -485,12 +487,7 @@ async fn a_retained_message_jetstream_refused_is_stored_once_it_answers() {
 #[tokio::test]
 async fn heartbeats_list_the_live_nodes() {
     let nats = nats_or_skip!("heartbeats");
-    let config = |id: &str| {
-        let mut config = ClusterConfig::new(nats.url.clone(), id);
-        config.heartbeat_interval = Duration::from_millis(200);
-        config.heartbeat_ttl = Duration::from_secs(2);
-        config
-    };
+    let config = |id: &str| fast_heartbeats(&nats, id);
     let a = Node::start_with(config("a")).await;
     let b = Node::start_with(config("b")).await;
     let c = Node::start_with(config("c.with dots")).await;
@@ -622,13 +619,6 @@ async fn client_with_will(
     .await
     .unwrap();
     client
-}
-
-fn fast_heartbeats(nats: &Nats, id: &str) -> ClusterConfig {
-    let mut config = ClusterConfig::new(nats.url.clone(), id);
-    config.heartbeat_interval = Duration::from_millis(200);
-    config.heartbeat_ttl = Duration::from_secs(2);
-    config
 }
 
 // MQTT-3.1.2-8 (the will is published when the connection closes without a

@@ -745,12 +745,7 @@ async fn a_session_moved_at_random_moments_loses_no_message() {
 #[tokio::test]
 async fn resuming_elsewhere_cancels_the_will_of_a_dead_node() {
     let nats = nats_or_skip!("session_will_cancel");
-    let fast = |id: &str| {
-        let mut config = ClusterConfig::new(nats.url.clone(), id);
-        config.heartbeat_interval = Duration::from_millis(200);
-        config.heartbeat_ttl = Duration::from_secs(2);
-        config
-    };
+    let fast = |id: &str| common::fast_heartbeats(&nats, id);
     let a = Node::start_with(fast("a")).await;
     let b = Node::start_with(fast("b")).await;
     let watcher = b.client("watcher").await;
@@ -944,12 +939,7 @@ async fn a_dead_node_s_sessions_come_back_whole_elsewhere() {
 #[tokio::test]
 async fn a_node_taken_for_dead_gives_up_the_sessions_moved_meanwhile() {
     let nats = nats_or_skip!("frozen_node");
-    let config = |id: &str| {
-        let mut config = ClusterConfig::new(nats.url.clone(), id);
-        config.heartbeat_interval = Duration::from_millis(200);
-        config.heartbeat_ttl = Duration::from_secs(2);
-        config
-    };
+    let config = |id: &str| common::fast_heartbeats(&nats, id);
     let a = Node::build(config("a"), false).await.unwrap();
     let b = Node::build(config("b"), false).await.unwrap();
     let (mut old, _) = Peer::connect(&a, persistent("x", ProtocolVersion::V5)).await;
@@ -1021,11 +1011,7 @@ async fn a_node_taken_for_dead_gives_up_the_sessions_moved_meanwhile() {
 #[tokio::test]
 async fn sessions_are_stored_again_after_nats_lost_its_data() {
     let mut nats = nats_or_skip!("session_state_wiped");
-    let config = |id: &str| {
-        let mut config = ClusterConfig::new(nats.url.clone(), id);
-        config.heartbeat_interval = Duration::from_millis(200);
-        config
-    };
+    let config = |id: &str| common::fast_heartbeats(&nats, id);
     let a = Node::build(config("a"), true).await.unwrap();
     let b = Node::build(config("b"), true).await.unwrap();
     nats.restart_wiped();

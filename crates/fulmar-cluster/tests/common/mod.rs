@@ -291,6 +291,16 @@ pub async fn messages_cross_again(publisher: &Client, topic: &str, sub: &mut Sub
     }
 }
 
+/// A node configuration that beats every 200 ms and is taken for dead
+/// after 2 s without a beat.
+#[allow(dead_code)] // not every test binary uses it
+pub fn fast_heartbeats(nats: &Nats, id: &str) -> ClusterConfig {
+    let mut config = ClusterConfig::new(nats.url.clone(), id);
+    config.heartbeat_interval = Duration::from_millis(200);
+    config.heartbeat_ttl = Duration::from_secs(2);
+    config
+}
+
 /// A broker on 127.0.0.1:0 with a cluster attached.
 pub struct Node {
     pub broker: BrokerHandle,
