@@ -84,6 +84,41 @@ fn count_stops_after_n_messages_and_stdin_lines_are_messages() {
     assert_eq!(sub.output(), "one\ntwo\nthree\n");
 }
 
+// -l is pipelined (it waited for each PUBACK in turn: 100 000 lines at QoS 1
+// took 16.6 s against 1.1 s now, measured once each on this machine), and
+// the lines still arrive in their order at every QoS [MQTT-4.6.0-6].
+// MQTT-4.6.0-6 MQTT-4.6.0-5
+#[test]
+fn stdin_lines_go_pipelined_and_in_order() {
+    let broker = FulmarBroker::start(&["--no-persistence"]);
+    let n = 5000;
+    let lines: String = (1..=n).map(|i| format!("{i}\n")).collect();
+    for qos in ["0", "1", "2"] {
+        let topic = format!("ordered/{qos}");
+        let sub = Sub::start(
+            broker.port,
+            &["-t", &topic, "-q", qos, "-C", &n.to_string()],
+        );
+        let mut publisher = fulmar()
+            .args(["pub", "-h", "127.0.0.1", "-p", &broker.port.to_string()])
+            .args(["-t", &topic, "-q", qos, "-l"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        publisher
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(lines.as_bytes())
+            .unwrap();
+        assert!(publisher.wait().unwrap().success(), "QoS {qos}");
+        assert!(
+            sub.output() == lines,
+            "QoS {qos}: lines lost or out of order"
+        );
+    }
+}
+
 #[test]
 fn a_file_is_published_as_one_binary_payload() {
     let broker = FulmarBroker::start(&[]);
