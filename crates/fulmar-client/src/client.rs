@@ -283,6 +283,14 @@ impl Client {
     /// beforehand. Publishing to the same `&str` as the last publish of this
     /// handle reuses the checked copy; a [`TopicName`] (for example one made
     /// once with [`TopicName::from_bytes`] from static bytes) is never copied.
+    ///
+    /// Order: a publish is handed to the connection, and sent, at the first
+    /// poll of its future, so publishes awaited in turn, or first polled in
+    /// turn, go in that order. The queue to the connection task holds 64:
+    /// beyond that, publishes awaited concurrently wait for room and go on
+    /// in no set order. To pipeline and keep the order, keep fewer than 64
+    /// on their way and poll each new one once as it is made (`fulmar pub
+    /// -l` does).
     pub fn publish<'t>(
         &self,
         topic: impl Into<PublishTopic<'t>>,
