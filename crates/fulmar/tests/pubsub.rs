@@ -13,6 +13,20 @@ use common::{
 };
 
 // Each QoS delivers the message once, in both protocol versions.
+/// Runs `fulmar pub -h 127.0.0.1 -p PORT` plus `args` with `input` on its
+/// stdin, and asserts that it succeeded.
+fn publish_stdin(port: u16, args: &[&str], input: &[u8]) {
+    let mut publisher = fulmar()
+        .args(["pub", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    publisher.stdin.take().unwrap().write_all(input).unwrap();
+    let status = publisher.wait().unwrap();
+    assert!(status.success(), "fulmar pub {args:?}: {status:?}");
+}
+
 #[test]
 fn pub_and_sub_deliver_at_every_qos_in_both_versions() {
     let broker = FulmarBroker::start(&[]);
@@ -67,19 +81,11 @@ fn retained_messages_reach_later_subscribers_and_verbose_prints_topics() {
 fn count_stops_after_n_messages_and_stdin_lines_are_messages() {
     let broker = FulmarBroker::start(&[]);
     let sub = Sub::start(broker.port, &["-t", "lines", "-q", "1", "-C", "3"]);
-    let mut publisher = fulmar()
-        .args(["pub", "-h", "127.0.0.1", "-p", &broker.port.to_string()])
-        .args(["-t", "lines", "-q", "1", "-l"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    publisher
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"one\ntwo\n\nthree\nfour\n")
-        .unwrap();
-    assert!(publisher.wait().unwrap().success());
+    publish_stdin(
+        broker.port,
+        &["-t", "lines", "-q", "1", "-l"],
+        b"one\ntwo\n\nthree\nfour\n",
+    );
     // Blank lines are skipped; -C 3 ends after the third message.
     assert_eq!(sub.output(), "one\ntwo\nthree\n");
 }
@@ -99,19 +105,11 @@ fn stdin_lines_go_pipelined_and_in_order() {
             broker.port,
             &["-t", &topic, "-q", qos, "-C", &n.to_string()],
         );
-        let mut publisher = fulmar()
-            .args(["pub", "-h", "127.0.0.1", "-p", &broker.port.to_string()])
-            .args(["-t", &topic, "-q", qos, "-l"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        publisher
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(lines.as_bytes())
-            .unwrap();
-        assert!(publisher.wait().unwrap().success(), "QoS {qos}");
+        publish_stdin(
+            broker.port,
+            &["-t", &topic, "-q", qos, "-l"],
+            lines.as_bytes(),
+        );
         assert!(
             sub.output() == lines,
             "QoS {qos}: lines lost or out of order"
@@ -356,19 +354,11 @@ fn values_may_start_with_a_hyphen() {
 fn stdin_lines_are_bytes_not_text() {
     let broker = FulmarBroker::start(&[]);
     let sub = Sub::start(broker.port, &["-t", "raw", "-q", "1", "-C", "3"]);
-    let mut publisher = fulmar()
-        .args(["pub", "-h", "127.0.0.1", "-p", &broker.port.to_string()])
-        .args(["-t", "raw", "-q", "1", "-l"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    publisher
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"first\n\xff\xfe bytes\r\n\r\n\nlast")
-        .unwrap();
-    assert!(publisher.wait().unwrap().success());
+    publish_stdin(
+        broker.port,
+        &["-t", "raw", "-q", "1", "-l"],
+        b"first\n\xff\xfe bytes\r\n\r\n\nlast",
+    );
     assert_eq!(sub.output_bytes(), b"first\n\xff\xfe bytes\nlast\n");
 }
 
