@@ -567,11 +567,10 @@ impl Session {
     /// The next event for the application, if any.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
-        let event = self.events.pop_front();
         if let Some(out) = self.out.existing_mut() {
             // The number of a dropped QoS 0 message goes with its event.
             let qos0_dropped = matches!(
-                event,
+                self.events.front(),
                 Some(Event::PublishDropped {
                     packet_id: None,
                     ..
@@ -583,7 +582,9 @@ impl Session {
                 out.last_dropped_qos0 = 0;
             }
         }
-        event
+        // Popped last, straight into the return value: an event is a large
+        // value, and every move is a copy.
+        self.events.pop_front()
     }
 
     /// How many messages [`publish`](Self::publish) has accepted: the one
