@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -47,19 +49,12 @@ fn wait_for_line(child: &mut Child, needle: &'static str) -> Option<String> {
 /// The `fulmar` binary in a fresh working directory (for the broker's store).
 fn fulmar() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fulmar"));
-    let dir = std::env::temp_dir().join(format!(
-        "fulmar-bench-test-{}-{}",
-        std::process::id(),
-        DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("a working directory");
+    let dir = common::temp_dir();
     cmd.env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .current_dir(dir);
     cmd
 }
-
-static DIRS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 fn start_fulmar() -> Broker {
     start_fulmar_with(&[])
@@ -95,10 +90,7 @@ fn start_mosquitto() -> Broker {
     let binary = mosquitto_binary();
     // One directory per call: tests run in parallel in this process, and a
     // shared config file name would let one test's mosquitto read another's port.
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("fulmar-bench-test-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir();
     for attempt in 0..5 {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -236,8 +228,7 @@ fn mosquitto_v311_loses_no_qos12_message() {
 #[test]
 fn csv_and_plot_outputs() {
     let broker = start_fulmar();
-    let dir = std::env::temp_dir().join(format!("fulmar-bench-plot-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir();
     let svg = dir.join("out.svg");
     let output = fulmar()
         .args(["bench", "--csv", "-p", &broker.port.to_string()])
@@ -310,8 +301,7 @@ fn a_foreign_retained_payload_is_counted_apart() {
 /// not) falls back to the observer's own.
 #[test]
 fn persistent_sessions_are_ended_after_the_run() {
-    let dir = std::env::temp_dir().join(format!("fulmar-bench-sys-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir();
     let conf = dir.join("fulmar.toml");
     std::fs::write(&conf, "[sys]\ninterval_secs = 1\n").unwrap();
     let broker = start_fulmar_with(&["-c".as_ref(), conf.as_os_str()]);

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -10,13 +12,7 @@ use std::time::Duration;
 
 /// The `fulmar` binary in a fresh working directory (for the broker's store).
 fn fulmar() -> Command {
-    static DIRS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "fulmar-broker-test-{}-{}",
-        std::process::id(),
-        DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::temp_dir();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fulmar"));
     cmd.env_remove("RUST_LOG").current_dir(dir);
     cmd

@@ -21,16 +21,56 @@ pub fn fulmar() -> Command {
     cmd
 }
 
-/// A fresh directory under the system temp dir.
+/// A fresh directory for one test, under [`test_root`].
 pub fn temp_dir() -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "fulmar-cli-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
+    let dir = test_root().join(N.fetch_add(1, Ordering::Relaxed).to_string());
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// This process's directory under the system temp dir, which holds every
+/// [`temp_dir`]: removed when the process exits (a test binary runs
+/// hundreds of brokers and clients, each in a directory of its own). The
+/// first call also removes the directories of earlier test processes that
+/// died without cleaning up (killed, or a CI job stopped).
+pub fn test_root() -> &'static Path {
+    ROOT.get_or_init(|| {
+        let temp = std::env::temp_dir();
+        if let Ok(entries) = std::fs::read_dir(&temp) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let pid = name.to_str().and_then(|n| n.strip_prefix(ROOT_PREFIX));
+                if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let root = temp.join(format!("{ROOT_PREFIX}{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        register_cleanup();
+        root
+    })
+}
+
+const ROOT_PREFIX: &str = "fulmar-cli-test-";
+static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Removes [`ROOT`] when the process exits: the test harness returns from
+/// `main` or calls `exit`, which runs the C library's exit handlers.
+#[allow(unsafe_code)] // `atexit` is the only way to run code at exit
+fn register_cleanup() {
+    extern "C" fn remove_root() {
+        if let Some(root) = ROOT.get() {
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+    // SAFETY: `remove_root` is a plain function that lives as long as the
+    // process; it does not unwind (`remove_dir_all` reports errors, which
+    // are ignored).
+    unsafe {
+        libc::atexit(remove_root);
+    }
 }
 
 /// Reads `stderr` line by line until one contains `needle`; returns that
