@@ -25,7 +25,7 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 
 use fulmar_broker::{Authorizer, ClientInfo};
 
@@ -338,17 +338,18 @@ fn filters_overlap(a: &str, b: &str) -> bool {
 }
 
 /// Allows or denies by an [`Acl`], replaced in place when the file is
-/// reloaded (SIGHUP).
+/// reloaded (SIGHUP); none (the configuration no longer names a file)
+/// allows everything, as without an ACL.
 #[derive(Debug)]
-pub(crate) struct AclAuthorizer(pub(crate) Arc<ArcSwap<Acl>>);
+pub(crate) struct AclAuthorizer(pub(crate) Arc<ArcSwapOption<Acl>>);
 
 #[async_trait::async_trait]
 impl Authorizer for AclAuthorizer {
     async fn authorize_publish(&self, client: &ClientInfo, topic: &str) -> bool {
-        let allowed = self
-            .0
-            .load()
-            .may_write(&client.client_id, client.username.as_deref(), topic);
+        let allowed =
+            self.0.load().as_ref().is_none_or(|acl| {
+                acl.may_write(&client.client_id, client.username.as_deref(), topic)
+            });
         if !allowed {
             tracing::info!(client_id = %client.client_id, topic, "publish denied by the ACL");
         }
@@ -356,10 +357,9 @@ impl Authorizer for AclAuthorizer {
     }
 
     async fn authorize_subscribe(&self, client: &ClientInfo, filter: &str) -> bool {
-        let allowed =
-            self.0
-                .load()
-                .may_subscribe(&client.client_id, client.username.as_deref(), filter);
+        let allowed = self.0.load().as_ref().is_none_or(|acl| {
+            acl.may_subscribe(&client.client_id, client.username.as_deref(), filter)
+        });
         if !allowed {
             tracing::info!(client_id = %client.client_id, filter, "subscription denied by the ACL");
         }
@@ -373,7 +373,8 @@ impl Authorizer for AclAuthorizer {
     fn authorize_read(&self, client: &ClientInfo, topic: &str) -> bool {
         self.0
             .load()
-            .may_read(&client.client_id, client.username.as_deref(), topic)
+            .as_ref()
+            .is_none_or(|acl| acl.may_read(&client.client_id, client.username.as_deref(), topic))
     }
 }
 

@@ -1,20 +1,21 @@
 //! `fulmar broker`: runs a broker until SIGINT or SIGTERM; SIGHUP reloads
 //! the password file, the ACL file and the TLS certificates.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use clap::{ArgAction, Args};
 use fulmar_broker::{Broker, BrokerBuilder, BrokerHandle, DiskStore, TlsConfig};
 
 use crate::acl::{Acl, AclAuthorizer};
 use crate::config::{Config, DEFAULT_CONFIG, ListenerConfig, Protocol, SessionStoreKind};
 use crate::logging::{self, LogFormat};
-use crate::passwd::{FileAuthenticator, PasswordFile};
+use crate::passwd::{AuthSettings, FileAuthenticator, PasswordFile};
 
 /// Options of `fulmar broker`.
 #[derive(Debug, Args)]
@@ -257,30 +258,37 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
     for (i, listener) in config.listeners.iter().enumerate() {
         builder = add_listener(builder, i + 1, listener)?;
     }
-    let mut files = AuthFiles::default();
-    if let Some(path) = &config.auth.password_file {
-        let file = PasswordFile::load(path)?;
-        tracing::info!(users = file.len(), file = %path.display(), "password file loaded");
-        files.passwords = Some((path.clone(), Arc::new(ArcSwap::from_pointee(file))));
-    }
-    let allow_anonymous = config
-        .auth
-        .allow_anonymous
-        .unwrap_or(files.passwords.is_none());
+    let passwords = match &config.auth.password_file {
+        Some(path) => {
+            let file = PasswordFile::load(path)?;
+            tracing::info!(users = file.len(), file = %path.display(), "password file loaded");
+            Some(file)
+        }
+        None => None,
+    };
+    let allow_anonymous = config.auth.allow_anonymous.unwrap_or(passwords.is_none());
     let identity_as_username = config.auth.use_identity_as_username;
-    if files.passwords.is_some() || !allow_anonymous || identity_as_username {
+    let mut reload = Reload {
+        config: config.clone(),
+        settings: None,
+        acl: None,
+    };
+    // With a configuration file, SIGHUP may change the password file and
+    // `allow_anonymous`: the authenticator is there to apply them.
+    if args.config.is_some() || passwords.is_some() || !allow_anonymous || identity_as_username {
+        let settings = AuthSettings::shared(passwords, allow_anonymous);
         builder = builder.authenticator(FileAuthenticator {
-            passwords: files.passwords.as_ref().map(|(_, file)| file.clone()),
-            allow_anonymous,
+            settings: settings.clone(),
             identity_as_username,
             hashing: crate::passwd::hashing_permits(),
         });
+        reload.settings = Some(settings);
     }
     if let Some(path) = &config.auth.acl_file {
-        let acl = Arc::new(ArcSwap::from_pointee(Acl::load(path)?));
+        let acl = Arc::new(ArcSwapOption::from_pointee(Acl::load(path)?));
         tracing::info!(file = %path.display(), "ACL file loaded");
         builder = builder.authorizer(AclAuthorizer(acl.clone()));
-        files.acl = Some((path.clone(), acl));
+        reload.acl = Some(acl);
     }
 
     let cluster = match config.cluster.to_config()? {
@@ -421,15 +429,16 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
                 break;
             }
             tracing::info!(
-                "SIGHUP: reloading the password file, the ACL file and the certificates"
+                "SIGHUP: reading the configuration ([auth]), the password file, the ACL file \
+                 and the certificates again"
             );
-            let reload = async {
-                files.reload(&broker).await;
+            let reloading = async {
+                reload.reload(&args, &broker).await;
                 reload_certificates(&config.listeners, &broker);
             };
             // A reload waits for every connection: a stop signal does not.
             tokio::select! {
-                () = reload => {}
+                () = reloading => {}
                 stop = signals.stop() => {
                     stop?;
                     break;
@@ -452,60 +461,129 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
     }
 }
 
-/// The password file and the ACL file the broker was started with, for
-/// SIGHUP to read again.
-#[derive(Default)]
-struct AuthFiles {
-    passwords: Option<(PathBuf, Arc<ArcSwap<PasswordFile>>)>,
-    acl: Option<(PathBuf, Arc<ArcSwap<Acl>>)>,
+/// What SIGHUP reads again: the configuration file's `[auth]` section
+/// (`allow_anonymous`, `password_file`, `acl_file`), the password file and
+/// the ACL file. Other settings are read at start only.
+struct Reload {
+    /// The configuration in force: as started, with `[auth]` as last applied.
+    config: Config,
+    /// The authenticator's settings, when there is one.
+    settings: Option<Arc<ArcSwap<AuthSettings>>>,
+    /// The ACL, when the broker started with one (a broker started without
+    /// an ACL does not check what clients may read: one added later would
+    /// not be enforced fully, so it waits for a restart).
+    acl: Option<Arc<ArcSwapOption<Acl>>>,
 }
 
-impl AuthFiles {
-    /// Reads both files again. A file that does not load keeps the previous
-    /// version in force (the error is logged). The clients of a user the
-    /// new password file no longer has are disconnected, as mosquitto does
-    /// (a changed password does not disconnect: passwords are not kept);
-    /// after a new ACL, every connected client's subscriptions are checked
-    /// against it and the ones it denies are withdrawn (disconnected
-    /// sessions are checked when they resume).
-    async fn reload(&self, broker: &BrokerHandle) {
-        if let Some((path, passwords)) = &self.passwords {
-            match PasswordFile::load(path) {
-                Ok(file) => {
-                    tracing::info!(users = file.len(), file = %path.display(), "password file reloaded");
-                    // As mosquitto: the clients of a user no longer in the
-                    // file are disconnected (5.0: 0x87 Not authorized).
-                    let removed = passwords.load().removed_in(&file);
-                    passwords.store(Arc::new(file));
-                    if !removed.is_empty() {
-                        tracing::info!(users = ?removed, "users removed from the password file: their clients are disconnected");
-                        let removed: std::collections::HashSet<String> =
-                            removed.into_iter().collect();
-                        broker.disconnect_clients(
-                            move |client| {
-                                client
-                                    .username
-                                    .as_ref()
-                                    .is_some_and(|u| removed.contains(u))
-                            },
-                            fulmar_codec::DisconnectReasonCode::NotAuthorized,
-                        );
-                    }
+impl Reload {
+    /// Reads the configuration file again and applies its `[auth]`; a file
+    /// that does not load keeps the previous version in force (the error is
+    /// logged), and so does a configuration that does not load (its files
+    /// are still read again). Clients the new settings would refuse are
+    /// disconnected (5.0: 0x87 Not authorized), as mosquitto does: those of
+    /// a user no longer in the password file, anonymous clients once
+    /// `allow_anonymous` is off, and every client with a user name when no
+    /// password file is left and anonymous clients are refused. A changed
+    /// password disconnects nobody: passwords are not kept. After a new
+    /// ACL, every connected client's subscriptions are checked against it
+    /// and the ones it denies are withdrawn (disconnected sessions are
+    /// checked when they resume).
+    async fn reload(&mut self, args: &BrokerArgs, broker: &BrokerHandle) {
+        let config = match effective_config(args).and_then(|c| c.check().map(|()| c)) {
+            Ok(config) => {
+                let mut others = config.clone();
+                others.auth = self.config.auth.clone();
+                if others != self.config {
+                    tracing::warn!(
+                        "the configuration changed beyond [auth]: those changes take effect \
+                         after a restart"
+                    );
                 }
-                Err(error) => not_reloaded(path, &error),
+                config
             }
+            Err(error) => {
+                tracing::error!(%error, "configuration not reloaded: the previous one stays in force");
+                self.config.clone()
+            }
+        };
+        if let Some(settings) = &self.settings {
+            self.apply_auth(&config, settings, broker);
         }
-        if let Some((path, acl)) = &self.acl {
-            match Acl::load(path) {
+        match (&self.acl, &config.auth.acl_file) {
+            (Some(acl), Some(path)) => match Acl::load(path) {
                 Ok(new) => {
-                    acl.store(Arc::new(new));
+                    acl.store(Some(Arc::new(new)));
                     tracing::info!(file = %path.display(), "ACL file reloaded");
                     broker.reauthorize().await;
                     tracing::info!("subscriptions checked against the new ACL");
                 }
                 Err(error) => not_reloaded(path, &error),
+            },
+            (Some(acl), None) => {
+                acl.store(None);
+                tracing::info!("no ACL file any more: every topic is allowed");
             }
+            (None, Some(path)) => tracing::warn!(
+                file = %path.display(),
+                "an ACL file was added: it takes effect after a restart"
+            ),
+            (None, None) => {}
         }
+        self.config.auth = config.auth;
+    }
+
+    /// Applies `config`'s password file and `allow_anonymous`.
+    fn apply_auth(&self, config: &Config, settings: &ArcSwap<AuthSettings>, broker: &BrokerHandle) {
+        let old = settings.load_full();
+        let passwords = match &config.auth.password_file {
+            Some(path) => match PasswordFile::load(path) {
+                Ok(file) => {
+                    tracing::info!(users = file.len(), file = %path.display(), "password file reloaded");
+                    Some(Arc::new(file))
+                }
+                Err(error) => {
+                    not_reloaded(path, &error);
+                    old.passwords.clone()
+                }
+            },
+            None => None,
+        };
+        let allow_anonymous = config.auth.allow_anonymous.unwrap_or(passwords.is_none());
+        if allow_anonymous != old.allow_anonymous {
+            tracing::info!(
+                allow_anonymous,
+                "anonymous clients are now {}",
+                if allow_anonymous {
+                    "accepted"
+                } else {
+                    "refused"
+                }
+            );
+        }
+        let removed: HashSet<String> = match (&old.passwords, &passwords) {
+            (Some(old), Some(new)) => old.removed_in(new).into_iter().collect(),
+            _ => HashSet::new(),
+        };
+        let names_refused =
+            passwords.is_none() && !allow_anonymous && !config.auth.use_identity_as_username;
+        let anonymous_refused = !allow_anonymous && old.allow_anonymous;
+        settings.store(Arc::new(AuthSettings {
+            passwords,
+            allow_anonymous,
+        }));
+        if !removed.is_empty() {
+            tracing::info!(users = ?removed, "users removed from the password file: their clients are disconnected");
+        }
+        if removed.is_empty() && !names_refused && !anonymous_refused {
+            return;
+        }
+        broker.disconnect_clients(
+            move |client| match &client.username {
+                Some(user) => names_refused || removed.contains(user),
+                None => anonymous_refused,
+            },
+            fulmar_codec::DisconnectReasonCode::NotAuthorized,
+        );
     }
 }
 

@@ -574,10 +574,13 @@ pacing_timeout_ms = 2000
 hibernate_after_ms = 5000
 
 [auth]
-# Both files are read again on SIGHUP (`kill -HUP PID`); one that does not
-# load is logged and the previous version stays. Clients already connected
-# stay connected; their subscriptions are checked against a new ACL and the
-# ones it denies are withdrawn.
+# This section and both files are read again on SIGHUP (`kill -HUP PID`); a
+# file that does not load is logged and the previous version stays (an ACL
+# file named for a broker started without one waits for a restart). Clients
+# the new settings refuse are disconnected: users no longer in the password
+# file, anonymous clients once allow_anonymous is off. Other clients stay
+# connected; their subscriptions are checked against a new ACL and the ones
+# it denies are withdrawn.
 # A mosquitto_passwd file (user:$7$... PBKDF2-SHA512, or $6$ SHA-512 lines).
 # password_file = "passwd"
 # A mosquitto acl_file: `user NAME`, `topic [read|write|readwrite|deny] FILTER`,

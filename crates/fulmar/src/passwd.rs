@@ -218,17 +218,37 @@ impl PasswordFile {
 /// every connection sharing it.
 #[derive(Debug)]
 pub(crate) struct FileAuthenticator {
-    /// The users, if a password file is configured; replaced in place when
-    /// it is reloaded (SIGHUP).
-    pub(crate) passwords: Option<Arc<ArcSwap<PasswordFile>>>,
-    /// Whether a CONNECT without a user name is accepted.
-    pub(crate) allow_anonymous: bool,
+    /// The password file and the anonymous policy, replaced together when
+    /// the configuration is read again (SIGHUP).
+    pub(crate) settings: Arc<ArcSwap<AuthSettings>>,
     /// A client that presented a verified certificate is the certificate's
     /// common name, without a password (mosquitto's
     /// `use_identity_as_username`).
     pub(crate) identity_as_username: bool,
     /// Bounds the password checks running at once.
     pub(crate) hashing: Arc<tokio::sync::Semaphore>,
+}
+
+/// What [`FileAuthenticator`] decides by.
+#[derive(Debug, Default)]
+pub(crate) struct AuthSettings {
+    /// The users, if a password file is configured.
+    pub(crate) passwords: Option<Arc<PasswordFile>>,
+    /// Whether a CONNECT without a user name is accepted.
+    pub(crate) allow_anonymous: bool,
+}
+
+impl AuthSettings {
+    /// For a shared, replaceable [`FileAuthenticator::settings`].
+    pub(crate) fn shared(
+        passwords: Option<PasswordFile>,
+        allow_anonymous: bool,
+    ) -> Arc<ArcSwap<Self>> {
+        Arc::new(ArcSwap::from_pointee(Self {
+            passwords: passwords.map(Arc::new),
+            allow_anonymous,
+        }))
+    }
 }
 
 /// How many password checks run at once, at most.
@@ -248,15 +268,16 @@ pub(crate) fn common_name(der: &[u8]) -> Option<String> {
 
 impl FileAuthenticator {
     async fn decide(&self, username: Option<&str>, password: Option<&[u8]>) -> AuthDecision {
-        match (username, &self.passwords) {
-            (None, _) if self.allow_anonymous => AuthDecision::Allow,
+        let settings = self.settings.load_full();
+        match (username, &settings.passwords) {
+            (None, _) if settings.allow_anonymous => AuthDecision::Allow,
             (None, _) => AuthDecision::Reject(ConnectReasonCode::NotAuthorized),
             // No password file: a user name proves nothing, so it is let
             // in only where anonymous clients are (as in mosquitto 2).
-            (Some(_), None) if self.allow_anonymous => AuthDecision::Allow,
+            (Some(_), None) if settings.allow_anonymous => AuthDecision::Allow,
             (Some(_), None) => AuthDecision::Reject(ConnectReasonCode::NotAuthorized),
             (Some(user), Some(file)) => {
-                let file = file.load_full();
+                let file = file.clone();
                 let (user, password) = (user.to_owned(), password.unwrap_or_default().to_vec());
                 // Closed never: the semaphore lives as long as `self`.
                 let _permit = self.hashing.acquire().await;
@@ -384,10 +405,7 @@ mod tests {
     #[tokio::test]
     async fn the_authenticator_checks_users_and_anonymous_clients() {
         let auth = FileAuthenticator {
-            passwords: Some(Arc::new(ArcSwap::from_pointee(
-                PasswordFile::parse(ALICE).unwrap(),
-            ))),
-            allow_anonymous: false,
+            settings: AuthSettings::shared(Some(PasswordFile::parse(ALICE).unwrap()), false),
             identity_as_username: false,
             hashing: hashing_permits(),
         };
@@ -408,8 +426,7 @@ mod tests {
             AuthDecision::Reject(ConnectReasonCode::NotAuthorized)
         );
         let open = FileAuthenticator {
-            passwords: None,
-            allow_anonymous: true,
+            settings: AuthSettings::shared(None, true),
             identity_as_username: false,
             hashing: hashing_permits(),
         };
@@ -423,8 +440,7 @@ mod tests {
     #[tokio::test]
     async fn no_password_file_and_no_anonymous_clients_refuses_user_names_too() {
         let closed = FileAuthenticator {
-            passwords: None,
-            allow_anonymous: false,
+            settings: AuthSettings::shared(None, false),
             identity_as_username: true,
             hashing: hashing_permits(),
         };
@@ -468,10 +484,7 @@ mod tests {
             .unwrap();
         runtime.block_on(async {
             let auth = Arc::new(FileAuthenticator {
-                passwords: Some(Arc::new(ArcSwap::from_pointee(costly_file(
-                    "carol", b"pw", 300_000,
-                )))),
-                allow_anonymous: false,
+                settings: AuthSettings::shared(Some(costly_file("carol", b"pw", 300_000)), false),
                 identity_as_username: false,
                 hashing: hashing_permits(),
             });

@@ -281,6 +281,112 @@ fn sighup_reloads_the_password_and_acl_files() {
     assert!(send(&bob, "news/2").status.success(), "{}", broker.log());
 }
 
+// SIGHUP also reads the configuration file again and applies its [auth]
+// section: allow_anonymous turned off disconnects the anonymous clients (as
+// mosquitto does) and refuses new ones, a password file added is enforced,
+// an ACL file removed allows every topic again and one named again is
+// enforced again, a configuration that does not load leaves the previous
+// one in force, and changes beyond [auth] are logged as needing a restart.
+#[cfg(unix)]
+#[test]
+fn sighup_applies_the_auth_section_of_the_configuration() {
+    let dir = temp_dir();
+    write(&dir, "passwd", &format!("{ALICE}\n"));
+    write(
+        &dir,
+        "acl",
+        "topic readwrite public/#\n\nuser alice\ntopic readwrite #\n",
+    );
+    let open = "[auth]\nallow_anonymous = true\nacl_file = \"acl\"\n";
+    let config = write(&dir, "fulmar.toml", open);
+    let mut broker = FulmarBroker::start(&["-c", &config]);
+    let port = broker.port;
+    let anonymous = |topic: &str| publish(port, &["-t", topic, "-m", "x", "-q", "1"]);
+    let alice = |password: &str, topic: &str| {
+        publish(
+            port,
+            &[
+                "-u", "alice", "-P", password, "-t", topic, "-m", "x", "-q", "1",
+            ],
+        )
+    };
+    assert!(anonymous("public/1").status.success());
+    assert_eq!(anonymous("private/1").status.code(), Some(1), "the ACL");
+    let mut watcher = fulmar()
+        .args(["sub", "-h", "127.0.0.1", "-p", &port.to_string(), "-d"])
+        .args(["-t", "public/#", "-V", "5"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watcher_stderr =
+        common::wait_for_line_and_keep(watcher.stderr.take().unwrap(), "subscribed to ");
+
+    write(
+        &dir,
+        "fulmar.toml",
+        "[auth]\npassword_file = \"passwd\"\nallow_anonymous = false\n",
+    );
+    broker.hangup();
+    broker.wait_for("anonymous clients are now refused");
+    broker.wait_for("no ACL file any more");
+    // The anonymous subscriber was disconnected (0x87), is refused when it
+    // connects again, and exits with an error.
+    let status = common::wait_exit(&mut watcher, Duration::from_secs(30));
+    assert!(!status.success(), "{status:?}");
+    let stderr = watcher_stderr.join().unwrap();
+    assert!(
+        stderr.contains("NotAuthorized") || stderr.contains("refused"),
+        "{stderr}"
+    );
+    assert!(!anonymous("public/2").status.success(), "refused now");
+    assert!(alice("secret", "private/2").status.success(), "no ACL now");
+    assert!(!alice("wrong", "public/2").status.success());
+
+    // A configuration that does not load: logged, the previous one stays.
+    write(&dir, "fulmar.toml", "[auth\n");
+    broker.hangup();
+    broker.wait_for("configuration not reloaded");
+    assert!(!anonymous("public/3").status.success());
+    assert!(alice("secret", "private/3").status.success());
+
+    // Back to the first [auth], and a limit changed (not applied).
+    write(
+        &dir,
+        "fulmar.toml",
+        &format!("{open}\n[limits]\nmax_sessions = 1\n"),
+    );
+    broker.hangup();
+    broker.wait_for("anonymous clients are now accepted");
+    broker.wait_for("subscriptions checked against the new ACL");
+    broker.wait_for("changed beyond [auth]");
+    assert!(anonymous("public/4").status.success());
+    assert_eq!(
+        anonymous("private/4").status.code(),
+        Some(1),
+        "the ACL again"
+    );
+}
+
+// A broker started without an ACL does not check what clients may read:
+// an ACL file named on SIGHUP is not applied (logged), it needs a restart.
+#[cfg(unix)]
+#[test]
+fn sighup_does_not_add_an_acl_to_a_broker_started_without_one() {
+    let dir = temp_dir();
+    write(&dir, "acl", "topic readwrite public/#\n");
+    let config = write(&dir, "fulmar.toml", "[auth]\nallow_anonymous = true\n");
+    let mut broker = FulmarBroker::start(&["-c", &config]);
+    write(
+        &dir,
+        "fulmar.toml",
+        "[auth]\nallow_anonymous = true\nacl_file = \"acl\"\n",
+    );
+    broker.hangup();
+    broker.wait_for("an ACL file was added: it takes effect after a restart");
+    publish_ok(broker.port, &["-t", "private/1", "-m", "x", "-q", "1"]);
+}
+
 // --check-config loads the configuration and every file it names, without
 // starting: OK, or the first error and exit status 1.
 #[test]
