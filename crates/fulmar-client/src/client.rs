@@ -14,7 +14,7 @@ use fulmar_codec::{
 use fulmar_topic::{SubscriptionFilter, TopicName};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::completion::{Key, PublishQueue, Pushed};
+use crate::completion::{Key, PublishQueue, Pushed, Ticket};
 use crate::driver;
 use crate::error::Error;
 use crate::options::ConnectOptions;
@@ -284,13 +284,15 @@ impl Client {
     /// handle reuses the checked copy; a [`TopicName`] (for example one made
     /// once with [`TopicName::from_bytes`] from static bytes) is never copied.
     ///
-    /// Order: a publish is handed to the connection, and sent, at the first
-    /// poll of its future, so publishes awaited in turn, or first polled in
-    /// turn, go in that order. The queue to the connection task holds 64:
-    /// beyond that, publishes awaited concurrently wait for room and go on
-    /// in no set order. To pipeline and keep the order, keep fewer than 64
-    /// on their way and poll each new one once as it is made (`fulmar pub
-    /// -l` does).
+    /// Order: publishes go to the connection, and are sent, in the order of
+    /// the first poll of their futures, however many are awaited
+    /// concurrently (with `join_all`, say, which polls them first in the
+    /// order given). The queue to the connection task holds 64; a publish
+    /// that finds it full, or finds earlier ones still waiting for room,
+    /// waits in line behind them, first come, first served. A publish
+    /// waiting in line holds up those behind it until it is polled again
+    /// (when woken) or dropped (which gives up its place: that message is
+    /// not sent).
     pub fn publish<'t>(
         &self,
         topic: impl Into<PublishTopic<'t>>,
@@ -640,7 +642,10 @@ impl<'a> IntoFuture for PublishRequest<'a> {
 /// The future of a [`PublishRequest`]: resolves to the publish's outcome
 /// (see [`Client::publish`]).
 ///
-/// Nothing is sent before its first poll. Dropping it after that does not
+/// Nothing is sent before its first poll, which sets its place in the order
+/// of publishes (see [`Client::publish`]). Dropped while it waits in line
+/// for room in the queue to the connection task, it gives up its place and
+/// the message is not sent. Dropping it once the message is queued does not
 /// take the message back: the connection task still sends it, and nobody
 /// hears the outcome.
 #[derive(Debug)]
@@ -654,8 +659,9 @@ pub struct PublishFuture<'a> {
 enum State<'a> {
     /// Not polled yet.
     Start(PublishRequest<'a>),
-    /// The queue to the connection task was full: waiting for room.
-    Full(&'a Client, Outgoing),
+    /// The queue to the connection task was full, or earlier publishes
+    /// waited for room: waiting in line for room with a ticket.
+    Full(&'a Client, Outgoing, Ticket),
     /// Handed to the connection task: waiting for the outcome.
     Waiting {
         queue: &'a PublishQueue,
@@ -668,7 +674,9 @@ impl std::fmt::Debug for State<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Start(request) => f.debug_tuple("Start").field(request).finish(),
-            Self::Full(_, outgoing) => f.debug_tuple("Full").field(outgoing).finish(),
+            Self::Full(_, outgoing, ticket) => {
+                f.debug_tuple("Full").field(outgoing).field(ticket).finish()
+            }
             Self::Waiting { key, .. } => f.debug_struct("Waiting").field("key", key).finish(),
             Self::Done => f.write_str("Done"),
         }
@@ -679,7 +687,7 @@ impl Future for PublishFuture<'_> {
     type Output = Result<PublishOutcome, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (client, outgoing) = match std::mem::replace(&mut self.state, State::Done) {
+        let (client, outgoing, ticket) = match std::mem::replace(&mut self.state, State::Done) {
             State::Start(request) => {
                 let topic = match request.topic {
                     Ok(topic) => topic,
@@ -693,9 +701,9 @@ impl Future for PublishFuture<'_> {
                     properties: request.properties,
                     key: Key::MAX,
                 };
-                (request.client, outgoing)
+                (request.client, outgoing, None)
             }
-            State::Full(client, outgoing) => (client, outgoing),
+            State::Full(client, outgoing, ticket) => (client, outgoing, Some(ticket)),
             State::Waiting { queue, key } => {
                 let outcome = queue.poll(key, cx);
                 if outcome.is_pending() {
@@ -707,10 +715,10 @@ impl Future for PublishFuture<'_> {
             State::Done => return Poll::Pending,
         };
         let queue = &*client.publishes;
-        match queue.push(outgoing, cx) {
+        match queue.push(outgoing, ticket, cx) {
             // The outcome cannot be there yet; the slot holds our waker.
             Pushed::Queued(key) => self.state = State::Waiting { queue, key },
-            Pushed::Full(outgoing) => self.state = State::Full(client, outgoing),
+            Pushed::Full(outgoing, ticket) => self.state = State::Full(client, outgoing, ticket),
             Pushed::Closed => return Poll::Ready(Err(Error::Closed)),
         }
         Poll::Pending
@@ -719,8 +727,12 @@ impl Future for PublishFuture<'_> {
 
 impl Drop for PublishFuture<'_> {
     fn drop(&mut self) {
-        if let State::Waiting { queue, key } = self.state {
-            queue.abandon(key);
+        match self.state {
+            State::Waiting { queue, key } => queue.abandon(key),
+            // Out of the line for room, or the publishes behind would wait
+            // forever.
+            State::Full(client, _, ticket) => client.publishes.cancel(ticket),
+            State::Start(_) | State::Done => {}
         }
     }
 }

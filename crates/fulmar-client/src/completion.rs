@@ -2,10 +2,15 @@
 //! table per client, behind one lock, instead of a command channel message
 //! and a oneshot channel per publish.
 //!
-//! - The way there: a bounded queue of [`Outgoing`] publishes. A publisher
-//!   finding it full waits (its waker is kept) until the connection task
-//!   takes the queue; the connection task takes the whole queue at once and
-//!   is woken by the first publish after it found the queue empty.
+//! - The way there: a bounded queue of [`Outgoing`] publishes; the
+//!   connection task takes the whole queue at once and is woken by the first
+//!   publish after it found the queue empty. A publisher finding the queue
+//!   full, or earlier publishers still waiting for room, takes a [`Ticket`]
+//!   and waits in line (first come, first served): only the front of the
+//!   line may queue its message. The front is woken when the connection task
+//!   takes the queue, and each waiter that queued its message, or left the
+//!   line, wakes the next one while there is room. So publishes reach the
+//!   connection task in the order of their first push, however many wait.
 //! - The way back: a slot per publish. The publisher takes a slot (with its
 //!   waker) when it queues its message; the connection task writes the
 //!   outcome into the slot and wakes the publisher. A slot is used by one
@@ -34,6 +39,17 @@ pub(crate) type Key = usize;
 /// Publishes queued for the connection task at most; more wait for room.
 pub(crate) const QUEUE_CAPACITY: usize = 64;
 
+/// A place in the line of publishers waiting for room, handed out in
+/// ascending order.
+pub(crate) type Ticket = u64;
+
+/// A publisher waiting for room.
+struct Waiter {
+    ticket: Ticket,
+    /// The waker of its last poll.
+    waker: Waker,
+}
+
 enum Slot {
     /// On the free list.
     Free,
@@ -52,8 +68,11 @@ struct Inner {
     queue: VecDeque<Outgoing>,
     /// The connection task, when it found the queue empty.
     driver: Option<Waker>,
-    /// Publishers that found the queue full.
-    waiting_for_room: Vec<Waker>,
+    /// Publishers waiting for room, in the order of their tickets: only the
+    /// front one may queue its message.
+    waiters: VecDeque<Waiter>,
+    /// The ticket of the next publisher to wait.
+    next_ticket: Ticket,
     /// The connection task stopped: nothing is taken any more.
     closed: bool,
 }
@@ -80,14 +99,51 @@ impl Inner {
             _ => None,
         }
     }
+
+    /// Whether the queue to the connection task has room.
+    fn has_room(&self) -> bool {
+        self.queue.len() < QUEUE_CAPACITY
+    }
+
+    /// The waker of the front waiter, if there is room for it.
+    fn front_if_room(&self) -> Option<Waker> {
+        if self.closed || !self.has_room() {
+            return None;
+        }
+        self.waiters.front().map(|front| front.waker.clone())
+    }
+
+    /// Keeps `waker` for the waiter with `ticket`, which waits (again).
+    fn wait(&mut self, ticket: Ticket, waker: &Waker) {
+        match self.waiters.binary_search_by_key(&ticket, |w| w.ticket) {
+            Ok(i) => {
+                if let Some(waiter) = self.waiters.get_mut(i)
+                    && !waiter.waker.will_wake(waker)
+                {
+                    waiter.waker = waker.clone();
+                }
+            }
+            // Not in line (not a state a live future sees): back in its place.
+            Err(i) => self.waiters.insert(
+                i,
+                Waiter {
+                    ticket,
+                    waker: waker.clone(),
+                },
+            ),
+        }
+    }
 }
 
 /// What [`PublishQueue::push`] did.
 pub(crate) enum Pushed {
     /// Queued; the outcome will be in slot `Key`.
     Queued(Key),
-    /// The queue is full: the publisher is woken when there is room.
-    Full(Outgoing),
+    /// Not queued: the queue is full, or earlier publishers wait for room.
+    /// The publisher waits in line with `Ticket` and is woken when it is at
+    /// the front and there is room; it pushes again with the ticket, or
+    /// gives it back with [`PublishQueue::cancel`].
+    Full(Outgoing, Ticket),
     /// The connection task has stopped.
     Closed,
 }
@@ -112,21 +168,43 @@ impl PublishQueue {
 
     /// Queues `outgoing` for the connection task (its `key` is set here) and
     /// takes a slot for its outcome, to wake `cx` when it is known.
-    pub(crate) fn push(&self, mut outgoing: Outgoing, cx: &Context<'_>) -> Pushed {
-        let (driver, key) = {
+    ///
+    /// `ticket`: `None` at the first push; the ticket of
+    /// [`Pushed::Full`] when pushing again. A first push while others wait
+    /// for room goes to the back of the line even if there is room, and only
+    /// the front of the line is queued, so messages are queued in the order
+    /// of their first push.
+    pub(crate) fn push(
+        &self,
+        mut outgoing: Outgoing,
+        ticket: Option<Ticket>,
+        cx: &Context<'_>,
+    ) -> Pushed {
+        let (driver, next, key) = {
             let mut inner = self.lock();
             if inner.closed {
                 return Pushed::Closed;
             }
-            if inner.queue.len() >= QUEUE_CAPACITY {
-                if !inner
-                    .waiting_for_room
-                    .iter()
-                    .any(|w| w.will_wake(cx.waker()))
-                {
-                    inner.waiting_for_room.push(cx.waker().clone());
+            match ticket {
+                // The fast path: nobody waits and there is room.
+                None if inner.waiters.is_empty() && inner.has_room() => {}
+                None => {
+                    let ticket = inner.next_ticket;
+                    inner.next_ticket = ticket.wrapping_add(1);
+                    inner.waiters.push_back(Waiter {
+                        ticket,
+                        waker: cx.waker().clone(),
+                    });
+                    return Pushed::Full(outgoing, ticket);
                 }
-                return Pushed::Full(outgoing);
+                Some(ticket) => {
+                    let front = inner.waiters.front().is_some_and(|w| w.ticket == ticket);
+                    if !front || !inner.has_room() {
+                        inner.wait(ticket, cx.waker());
+                        return Pushed::Full(outgoing, ticket);
+                    }
+                    inner.waiters.pop_front();
+                }
             }
             let waiting = Slot::Waiting(cx.waker().clone());
             let key = match inner.free.pop() {
@@ -141,12 +219,38 @@ impl PublishQueue {
             };
             outgoing.key = key;
             inner.queue.push_back(outgoing);
-            (inner.driver.take(), key)
+            // A waiter that got its turn passes it on while there is room
+            // (nobody else would wake the next one before the next take).
+            let next = match ticket {
+                Some(_) => inner.front_if_room(),
+                None => None,
+            };
+            (inner.driver.take(), next, key)
         };
         if let Some(driver) = driver {
             driver.wake();
         }
+        if let Some(next) = next {
+            next.wake();
+        }
         Pushed::Queued(key)
+    }
+
+    /// A publisher waiting for room with `ticket` leaves the line (its
+    /// future was dropped). If it was at the front, the next one gets its
+    /// turn: it may have been woken for room and not used it.
+    pub(crate) fn cancel(&self, ticket: Ticket) {
+        let next = {
+            let mut inner = self.lock();
+            let Ok(i) = inner.waiters.binary_search_by_key(&ticket, |w| w.ticket) else {
+                return;
+            };
+            inner.waiters.remove(i);
+            if i == 0 { inner.front_if_room() } else { None }
+        };
+        if let Some(next) = next {
+            next.wake();
+        }
     }
 
     /// The outcome, once the connection task wrote it (which frees the slot).
@@ -205,8 +309,11 @@ impl PublishQueue {
     /// dropped here: a publish queued meanwhile does not wake a running task
     /// (which would make the runtime schedule it again and wake another
     /// worker thread to steal it, once per round trip).
+    ///
+    /// There is room again: the front of the line of publishers waiting for
+    /// room is woken (and wakes the next one when it has queued its message).
     pub(crate) fn take(&self, into: &mut VecDeque<Outgoing>) {
-        let room = {
+        let front = {
             let mut inner = self.lock();
             inner.driver = None;
             if inner.queue.is_empty() {
@@ -217,10 +324,10 @@ impl PublishQueue {
             } else {
                 into.append(&mut inner.queue);
             }
-            std::mem::take(&mut inner.waiting_for_room)
+            inner.front_if_room()
         };
-        for waker in room {
-            waker.wake();
+        if let Some(front) = front {
+            front.wake();
         }
     }
 
@@ -245,8 +352,9 @@ impl PublishQueue {
         }
     }
 
-    /// Connection task, when it stops: refuses further publishes and fails
-    /// those still queued.
+    /// Connection task, when it stops: refuses further publishes, fails
+    /// those still queued and wakes every publisher waiting for room (to
+    /// see [`Error::Closed`]).
     pub(crate) fn close(&self) {
         let wakers = {
             let mut inner = self.lock();
@@ -257,7 +365,7 @@ impl PublishQueue {
                 .into_iter()
                 .filter_map(|outgoing| inner.complete(outgoing.key, Err(Error::Closed)))
                 .collect();
-            wakers.append(&mut inner.waiting_for_room);
+            wakers.extend(inner.waiters.drain(..).map(|waiter| waiter.waker));
             wakers
         };
         for waker in wakers {
@@ -286,9 +394,14 @@ mod tests {
     }
 
     fn outgoing() -> Outgoing {
+        numbered(0)
+    }
+
+    /// A publish whose payload is `n`, to tell publishes apart.
+    fn numbered(n: u32) -> Outgoing {
         Outgoing {
             topic: MqttString::from("t"),
-            payload: Bytes::new(),
+            payload: Bytes::copy_from_slice(&n.to_be_bytes()),
             qos: QoS::AtLeastOnce,
             retain: false,
             properties: None,
@@ -304,8 +417,67 @@ mod tests {
         })
     }
 
+    /// The payloads of what the connection task takes now.
+    fn take_numbers(queue: &PublishQueue) -> Vec<u32> {
+        let mut taken = VecDeque::new();
+        queue.take(&mut taken);
+        taken
+            .iter()
+            .map(|o| u32::from_be_bytes(o.payload[..].try_into().unwrap()))
+            .collect()
+    }
+
+    /// A publisher with its own counting waker.
+    struct Publisher {
+        count: Arc<Count>,
+        waker: Waker,
+    }
+
+    impl Publisher {
+        fn new() -> Self {
+            let count = Arc::new(Count::default());
+            let waker = Waker::from(count.clone());
+            Self { count, waker }
+        }
+
+        fn woken(&self) -> usize {
+            self.count.0.load(Ordering::Relaxed)
+        }
+
+        /// Pushes publish `n` (again, with `ticket`).
+        fn push(&self, queue: &PublishQueue, n: u32, ticket: Option<Ticket>) -> Pushed {
+            queue.push(numbered(n), ticket, &Context::from_waker(&self.waker))
+        }
+
+        /// Pushes publish `n`, which must wait for room: its ticket.
+        fn wait(&self, queue: &PublishQueue, n: u32, ticket: Option<Ticket>) -> Ticket {
+            match self.push(queue, n, ticket) {
+                Pushed::Full(_, ticket) => ticket,
+                _ => panic!("publish {n} did not wait"),
+            }
+        }
+
+        /// Pushes publish `n`, which must be queued.
+        fn queue(&self, queue: &PublishQueue, n: u32, ticket: Option<Ticket>) {
+            assert!(
+                matches!(self.push(queue, n, ticket), Pushed::Queued(_)),
+                "publish {n} not queued"
+            );
+        }
+    }
+
+    /// Fills the queue with publishes numbered from 0.
+    fn fill(queue: &PublishQueue) -> u32 {
+        let publisher = Publisher::new();
+        let full = u32::try_from(QUEUE_CAPACITY).unwrap();
+        for n in 0..full {
+            publisher.queue(queue, n, None);
+        }
+        full
+    }
+
     fn queued(queue: &PublishQueue, cx: &Context<'_>) -> Key {
-        match queue.push(outgoing(), cx) {
+        match queue.push(outgoing(), None, cx) {
             Pushed::Queued(key) => key,
             _ => panic!("not queued"),
         }
@@ -371,7 +543,9 @@ mod tests {
         let waker = Waker::from(count.clone());
         let cx = Context::from_waker(&waker);
         let keys: Vec<_> = (0..QUEUE_CAPACITY).map(|_| queued(&queue, &cx)).collect();
-        assert!(matches!(queue.push(outgoing(), &cx), Pushed::Full(_)));
+        let Pushed::Full(waiting, ticket) = queue.push(outgoing(), None, &cx) else {
+            panic!("not full");
+        };
         let mut taken = VecDeque::new();
         queue.take(&mut taken);
         assert_eq!(taken.len(), QUEUE_CAPACITY);
@@ -380,15 +554,161 @@ mod tests {
             1,
             "waiting publisher woken"
         );
-        let last = queued(&queue, &cx);
+        let Pushed::Queued(last) = queue.push(waiting, Some(ticket), &cx) else {
+            panic!("not queued");
+        };
         queue.close();
         assert!(matches!(
             queue.poll(last, &cx),
             Poll::Ready(Err(Error::Closed))
         ));
-        assert!(matches!(queue.push(outgoing(), &cx), Pushed::Closed));
+        assert!(matches!(queue.push(outgoing(), None, &cx), Pushed::Closed));
         // Taken before the close: still the connection task's to complete.
         assert!(queue.poll(keys[0], &cx).is_pending());
+    }
+
+    #[test]
+    fn waiting_publishers_are_queued_in_the_order_of_their_first_push() {
+        let queue = PublishQueue::default();
+        let full = fill(&queue);
+        let (a, b, c, d) = (
+            Publisher::new(),
+            Publisher::new(),
+            Publisher::new(),
+            Publisher::new(),
+        );
+        let ta = a.wait(&queue, full, None);
+        let tb = b.wait(&queue, full + 1, None);
+        let tc = c.wait(&queue, full + 2, None);
+        assert!(ta < tb && tb < tc);
+        // Still full: waits again, with the same ticket.
+        assert_eq!(b.wait(&queue, full + 1, Some(tb)), tb);
+        assert_eq!(take_numbers(&queue), (0..full).collect::<Vec<_>>());
+        // Room: only the front of the line is woken.
+        assert_eq!((a.woken(), b.woken(), c.woken()), (1, 0, 0));
+        // The others may not overtake it, though there is room...
+        assert_eq!(c.wait(&queue, full + 2, Some(tc)), tc);
+        assert_eq!(b.wait(&queue, full + 1, Some(tb)), tb);
+        // ...and neither may a new publish: it gets in line.
+        let td = d.wait(&queue, full + 3, None);
+        assert!(tc < td);
+        // Each queued waiter wakes the next one.
+        a.queue(&queue, full, Some(ta));
+        assert_eq!((b.woken(), c.woken()), (1, 0));
+        b.queue(&queue, full + 1, Some(tb));
+        assert_eq!((c.woken(), d.woken()), (1, 0));
+        c.queue(&queue, full + 2, Some(tc));
+        assert_eq!(d.woken(), 1);
+        d.queue(&queue, full + 3, Some(td));
+        // Nobody waits: the fast path again.
+        a.queue(&queue, full + 4, None);
+        assert_eq!(take_numbers(&queue), (full..full + 5).collect::<Vec<_>>());
+        assert_eq!(
+            (a.woken(), b.woken(), c.woken(), d.woken()),
+            (1, 1, 1, 1),
+            "nobody woken for nothing"
+        );
+    }
+
+    #[test]
+    fn the_chain_of_wakes_stops_when_the_queue_is_full() {
+        let queue = PublishQueue::default();
+        let full = fill(&queue);
+        // One more waiter than the queue holds.
+        let waiters: Vec<_> = (full..=2 * full)
+            .map(|n| {
+                let publisher = Publisher::new();
+                let ticket = publisher.wait(&queue, n, None);
+                (publisher, n, ticket)
+            })
+            .collect();
+        assert_eq!(take_numbers(&queue).len(), QUEUE_CAPACITY);
+        let (last, waiters) = waiters.split_last().unwrap();
+        for (publisher, n, ticket) in waiters {
+            assert_eq!(publisher.woken(), 1, "publish {n} woken in turn");
+            publisher.queue(&queue, *n, Some(*ticket));
+        }
+        // The queue is full again: the last one sleeps until the next take.
+        let (publisher, n, ticket) = last;
+        assert_eq!(publisher.woken(), 0);
+        assert_eq!(publisher.wait(&queue, *n, Some(*ticket)), *ticket);
+        assert_eq!(take_numbers(&queue), (full..2 * full).collect::<Vec<_>>());
+        assert_eq!(publisher.woken(), 1);
+        publisher.queue(&queue, *n, Some(*ticket));
+        assert_eq!(take_numbers(&queue), [2 * full]);
+    }
+
+    #[test]
+    fn a_waiter_leaving_the_front_of_the_line_wakes_the_next() {
+        let queue = PublishQueue::default();
+        let full = fill(&queue);
+        let (a, b, c) = (Publisher::new(), Publisher::new(), Publisher::new());
+        let ta = a.wait(&queue, full, None);
+        let tb = b.wait(&queue, full + 1, None);
+        let tc = c.wait(&queue, full + 2, None);
+        take_numbers(&queue);
+        assert_eq!((a.woken(), b.woken()), (1, 0));
+        // Woken, but dropped before it queued its message: its turn goes on.
+        queue.cancel(ta);
+        assert_eq!((b.woken(), c.woken()), (1, 0));
+        b.queue(&queue, full + 1, Some(tb));
+        assert_eq!(c.woken(), 1);
+        c.queue(&queue, full + 2, Some(tc));
+        assert_eq!(take_numbers(&queue), [full + 1, full + 2]);
+        // Given back twice (not a state a live future sees): nothing happens.
+        queue.cancel(ta);
+    }
+
+    #[test]
+    fn a_waiter_leaving_the_front_of_a_full_queue_wakes_nobody() {
+        let queue = PublishQueue::default();
+        let full = fill(&queue);
+        let (a, b) = (Publisher::new(), Publisher::new());
+        let ta = a.wait(&queue, full, None);
+        let tb = b.wait(&queue, full + 1, None);
+        queue.cancel(ta);
+        assert_eq!(b.woken(), 0, "no room");
+        take_numbers(&queue);
+        assert_eq!(b.woken(), 1, "the new front");
+        b.queue(&queue, full + 1, Some(tb));
+        assert_eq!(take_numbers(&queue), [full + 1]);
+    }
+
+    #[test]
+    fn a_waiter_leaving_the_middle_of_the_line_is_skipped() {
+        let queue = PublishQueue::default();
+        let full = fill(&queue);
+        let (a, b, c) = (Publisher::new(), Publisher::new(), Publisher::new());
+        let ta = a.wait(&queue, full, None);
+        let tb = b.wait(&queue, full + 1, None);
+        let tc = c.wait(&queue, full + 2, None);
+        queue.cancel(tb);
+        assert_eq!((a.woken(), b.woken(), c.woken()), (0, 0, 0));
+        take_numbers(&queue);
+        assert_eq!((a.woken(), c.woken()), (1, 0));
+        // After the front, the one behind the one that left.
+        a.queue(&queue, full, Some(ta));
+        assert_eq!((b.woken(), c.woken()), (0, 1));
+        c.queue(&queue, full + 2, Some(tc));
+        assert_eq!(take_numbers(&queue), [full, full + 2]);
+    }
+
+    #[test]
+    fn close_wakes_every_waiter_to_see_it_closed() {
+        let queue = PublishQueue::default();
+        let full = fill(&queue);
+        let (a, b, c) = (Publisher::new(), Publisher::new(), Publisher::new());
+        let ta = a.wait(&queue, full, None);
+        let tb = b.wait(&queue, full + 1, None);
+        let tc = c.wait(&queue, full + 2, None);
+        queue.close();
+        assert_eq!((a.woken(), b.woken(), c.woken()), (1, 1, 1));
+        assert!(matches!(b.push(&queue, full + 1, Some(tb)), Pushed::Closed));
+        assert!(matches!(a.push(&queue, full, Some(ta)), Pushed::Closed));
+        // Dropped after the close: nothing left to give back, nobody woken.
+        queue.cancel(tc);
+        assert_eq!(c.woken(), 1);
+        assert!(take_numbers(&queue).is_empty());
     }
 
     #[test]
