@@ -750,13 +750,11 @@ async fn publish_all(args: PubArgs) -> Result<(), Failure> {
             use futures::FutureExt;
             // Pipelined, as mosquitto_pub -l: up to LINES_IN_FLIGHT lines
             // on their way at once (one at a time took a round trip per
-            // line at QoS 1/2). A publish goes to the client at its first
-            // poll, which is made here, line by line, so that they go in
-            // the order of the lines; and fewer are on their way than the
-            // client's queue to its connection task holds (64), so that
-            // poll never waits for room (publishes waiting for room go on
-            // in no set order: 128 at once swapped two lines in 100 000).
-            // The client keeps to the broker's flow control.
+            // line at QoS 1/2). The client sends publishes in the order of
+            // their futures' first poll (also those waiting for room in its
+            // queue to the connection task), which is made here, line by
+            // line, so that they go in the order of the lines. The client
+            // keeps to the broker's flow control.
             const LINES_IN_FLIGHT: usize = 32;
             let mut in_flight = futures::stream::FuturesUnordered::new();
             let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
