@@ -1004,6 +1004,10 @@ impl State {
     /// `origin` tells the publishing client, for No Local, and whether the
     /// bridge hears of the message. With `held`, the connections a client's
     /// publisher must wait for are put there (see [`Held`]).
+    ///
+    /// Returns false when the message is known to have no subscriber: none
+    /// here may receive it and no bridge (or cluster) is attached, which
+    /// could have subscribers elsewhere.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn route(
         &mut self,
@@ -1014,7 +1018,7 @@ impl State {
         counters: &Counters,
         now: Instant,
         mut held: Option<&mut Held>,
-    ) {
+    ) -> bool {
         let from = match origin {
             Origin::Client(key) => Some(key),
             _ => None,
@@ -1095,6 +1099,7 @@ impl State {
         found.retain(|m| {
             !(m.options.no_local && from == Some(m.key)) && may_read(reads, m.key, topic.as_str())
         });
+        let subscribed = !found.is_empty() || bridge.is_some();
         // Encoded once for all the subscribers it goes to (per variant).
         // Only where encoding costs more than finding a shared encoding: a
         // PUBLISH without properties is encoded faster than it is matched.
@@ -1149,6 +1154,7 @@ impl State {
         if let (Some(bridge), Origin::Client(_) | Origin::App) = (bridge, origin) {
             bridge.message(topic, publish);
         }
+        subscribed
     }
 
     /// Delivers `publish` to one member of the shared group `filter`, chosen
@@ -1530,7 +1536,7 @@ impl State {
         };
         let from = Subscriber::Client(id.clone());
         let origin = Origin::Client(&from);
-        self.route(&topic, &will, origin, max_queued, counters, now, None);
+        let _subscribed = self.route(&topic, &will, origin, max_queued, counters, now, None);
     }
 
     /// Hands a message that waited for a connection which has ended since to

@@ -339,8 +339,9 @@ async fn a_woken_connection_is_authorized_as_the_same_client() {
         let Packet::PubAck(ack) = peer.recv().await else {
             panic!("expected PUBACK")
         };
+        // Allowed: accepted, and nobody is subscribed (0x10).
         let code = if allowed {
-            fulmar_codec::PubAckReasonCode::Success
+            fulmar_codec::PubAckReasonCode::NoMatchingSubscribers
         } else {
             fulmar_codec::PubAckReasonCode::NotAuthorized
         };

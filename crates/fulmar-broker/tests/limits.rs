@@ -104,11 +104,11 @@ async fn v5_retained_byte_quota_refuses_with_0x97() {
     // Into an empty store, whatever its size.
     peer.send(retained("b/0", "0123456789abcdefgh", QoS::AtLeastOnce, 1))
         .await;
-    peer.expect_raw(&[0x40, 0x02, 0x00, 0x01]).await;
+    peer.expect_raw(&[0x40, 0x03, 0x00, 0x01, 0x10]).await;
     broker.publish("b/0", "", QoS::AtMostOnce, true).unwrap();
     peer.send(retained("b/1", "12345", QoS::AtLeastOnce, 2))
         .await;
-    peer.expect_raw(&[0x40, 0x02, 0x00, 0x02]).await;
+    peer.expect_raw(&[0x40, 0x03, 0x00, 0x02, 0x10]).await;
     // 8 + 9 > 16.
     peer.send(retained("b/2", "123456", QoS::AtLeastOnce, 3))
         .await;
@@ -116,16 +116,16 @@ async fn v5_retained_byte_quota_refuses_with_0x97() {
     // A replacement counts what it adds: 16 fits, 17 does not.
     peer.send(retained("b/1", "1234567890123", QoS::AtLeastOnce, 4))
         .await;
-    peer.expect_raw(&[0x40, 0x02, 0x00, 0x04]).await;
+    peer.expect_raw(&[0x40, 0x03, 0x00, 0x04, 0x10]).await;
     peer.send(retained("b/1", "12345678901234", QoS::AtLeastOnce, 5))
         .await;
     peer.expect_raw(&[0x40, 0x03, 0x00, 0x05, 0x97]).await;
     // Deleting frees the room.
     peer.send(retained("b/1", "", QoS::AtLeastOnce, 6)).await;
-    peer.expect_raw(&[0x40, 0x02, 0x00, 0x06]).await;
+    peer.expect_raw(&[0x40, 0x03, 0x00, 0x06, 0x10]).await;
     peer.send(retained("b/2", "123456", QoS::AtLeastOnce, 7))
         .await;
-    peer.expect_raw(&[0x40, 0x02, 0x00, 0x07]).await;
+    peer.expect_raw(&[0x40, 0x03, 0x00, 0x07, 0x10]).await;
     assert_eq!(broker.stats().retained, 1);
     broker.shutdown().await;
 }
@@ -190,10 +190,10 @@ async fn v5_expired_retained_messages_leave_the_quota() {
     let mut short = retained("r/1", "one", QoS::AtLeastOnce, 1);
     short.properties.message_expiry_interval = Some(1);
     peer.send(short).await;
-    peer.expect_raw(&[0x40, 0x02, 0x00, 0x01]).await;
+    peer.expect_raw(&[0x40, 0x03, 0x00, 0x01, 0x10]).await;
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     peer.send(retained("r/2", "two", QoS::AtLeastOnce, 2)).await;
-    peer.expect_raw(&[0x40, 0x02, 0x00, 0x02]).await;
+    peer.expect_raw(&[0x40, 0x03, 0x00, 0x02, 0x10]).await;
     assert_eq!(broker.stats().retained, 1);
     broker.shutdown().await;
 }
@@ -218,7 +218,7 @@ async fn topic_length_and_levels_limits() {
     let mut p = publish("a/b/c", "x", QoS::AtLeastOnce);
     p.packet_id = PacketId::new(9);
     peer.send(p).await;
-    peer.expect_raw(&[0x40, 0x02, 0x00, 0x09]).await;
+    peer.expect_raw(&[0x40, 0x03, 0x00, 0x09, 0x10]).await;
     // Filters: SUBACK 0x8F (5.0), 0x80 (3.1.1).
     peer.send_raw(&[
         0x82, 0x0d, 0x00, 0x01, 0x00, 0x00, 0x07, b'a', b'/', b'b', b'/', b'c', b'/', b'#', 0x00,

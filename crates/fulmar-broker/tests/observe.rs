@@ -153,7 +153,7 @@ async fn clients_cannot_publish_to_sys_topics() {
     let mut p = common::publish("$app/x", "ok", QoS::AtLeastOnce);
     p.packet_id = fulmar_codec::PacketId::new(2);
     peer.send(p).await;
-    peer.expect_raw(&[0x40, 0x02, 0x00, 0x02]).await;
+    peer.expect_raw(&[0x40, 0x03, 0x00, 0x02, 0x10]).await;
     assert_eq!(broker.stats().retained, 0);
     broker
         .publish("$SYS/mine", "app", QoS::AtMostOnce, false)

@@ -12,8 +12,9 @@ use common::{Peer, addr, next, publish, start, start_with};
 use fulmar_broker::{Authorizer, Broker, ClientInfo};
 use fulmar_codec::{
     Connect, MqttString, Packet, PacketId, PayloadFormat, ProtocolVersion::V5,
-    ProtocolVersion::V311, PubAck, PubAckReasonCode, PubRecReasonCode, PubRel, QoS, RetainHandling,
-    SubAckReasonCode, Subscribe, SubscriptionOptions, UnsubAckReasonCode, Unsubscribe,
+    ProtocolVersion::V311, PubAck, PubAckReasonCode, PubCompReasonCode, PubRecReasonCode, PubRel,
+    QoS, RetainHandling, SubAckReasonCode, Subscribe, SubscriptionOptions, UnsubAckReasonCode,
+    Unsubscribe,
 };
 
 fn pid(n: u16) -> PacketId {
@@ -55,7 +56,7 @@ async fn v5_raw_subscribe_and_qos2_flow() {
     // PUBLISH QoS 2 id 9 to "b" (nobody subscribed).
     peer.send_raw(&[0x34, 0x07, 0x00, 0x01, b'b', 0x00, 0x09, 0x00, b'x'])
         .await;
-    peer.expect_raw(&[0x50, 0x02, 0x00, 0x09]).await;
+    peer.expect_raw(&[0x50, 0x03, 0x00, 0x09, 0x10]).await;
     peer.send_raw(&[0x62, 0x02, 0x00, 0x09]).await;
     peer.expect_raw(&[0x70, 0x02, 0x00, 0x09]).await;
     broker.shutdown().await;
@@ -534,6 +535,59 @@ async fn in_process_publish_and_subscribe_share_the_payload() {
     broker.shutdown().await;
 }
 
+// v5:MQTT-3.4.2-1 v5:MQTT-3.5.2-1: a message the broker routed to nobody is
+// acknowledged with 0x10 No matching subscribers (as mosquitto does; the
+// spec lets a server that knows it say so), at QoS 1 and 2, and the QoS 2
+// flow goes on (0x10 is not an error); with a subscriber, or under 3.1.1,
+// the acknowledgement is a plain Success.
+#[tokio::test]
+async fn v5_a_message_routed_to_nobody_is_acknowledged_with_0x10() {
+    let broker = start().await;
+    let mut p = Peer::connect(addr(&broker), V5, "lonely").await;
+    // QoS 1: PUBACK 0x10, exact bytes.
+    p.send_raw(&[
+        0x32, 0x0a, 0x00, 0x04, b'n', b'o', b'n', b'e', 0x00, 0x01, 0x00, b'x',
+    ])
+    .await;
+    p.expect_raw(&[0x40, 0x03, 0x00, 0x01, 0x10]).await;
+    // QoS 2: PUBREC 0x10, then PUBREL / PUBCOMP as usual.
+    p.send(publish("none", "x", QoS::ExactlyOnce)).await;
+    let Packet::PubRec(rec) = p.recv().await else {
+        panic!()
+    };
+    assert_eq!(rec.reason_code, PubRecReasonCode::NoMatchingSubscribers);
+    p.send(PubRel::new(rec.packet_id)).await;
+    let Packet::PubComp(comp) = p.recv().await else {
+        panic!()
+    };
+    assert_eq!(comp.reason_code, PubCompReasonCode::Success);
+    // A retained message with nobody subscribed: 0x10 too, and it is kept.
+    let mut retained = publish("kept", "r", QoS::AtLeastOnce);
+    retained.retain = true;
+    p.send(retained).await;
+    let Packet::PubAck(ack) = p.recv().await else {
+        panic!()
+    };
+    assert_eq!(ack.reason_code, PubAckReasonCode::NoMatchingSubscribers);
+    assert_eq!(broker.stats().retained, 1);
+    // With a subscriber (here in process): Success.
+    let mut watch = broker.subscribe("some").unwrap();
+    p.send(publish("some", "x", QoS::AtLeastOnce)).await;
+    let Packet::PubAck(ack) = p.recv().await else {
+        panic!()
+    };
+    assert_eq!(ack.reason_code, PubAckReasonCode::Success);
+    assert_eq!(next(&mut watch).await.topic, "some");
+    // 3.1.1 has no reason codes: a plain PUBACK.
+    let mut q = Peer::connect(addr(&broker), V311, "lonely3").await;
+    q.send_raw(&[
+        0x32, 0x09, 0x00, 0x04, b'n', b'o', b'n', b'e', 0x00, 0x01, b'x',
+    ])
+    .await;
+    q.expect_raw(&[0x40, 0x02, 0x00, 0x01]).await;
+    broker.shutdown().await;
+}
+
 struct DenySecret;
 
 #[async_trait::async_trait]
@@ -682,7 +736,7 @@ async fn v5_client_exceeding_the_receive_maximum_is_disconnected() {
     // Two QoS 2 messages without PUBREL: the second exceeds the maximum of 1.
     p.send_raw(&[0x34, 0x07, 0x00, 0x01, b'a', 0x00, 0x01, 0x00, b'x'])
         .await;
-    p.expect_raw(&[0x50, 0x02, 0x00, 0x01]).await;
+    p.expect_raw(&[0x50, 0x03, 0x00, 0x01, 0x10]).await;
     p.send_raw(&[0x34, 0x07, 0x00, 0x01, b'a', 0x00, 0x02, 0x00, b'x'])
         .await;
     p.expect_raw(&[0xe0, 0x01, 0x93]).await;

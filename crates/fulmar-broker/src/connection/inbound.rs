@@ -50,6 +50,7 @@ impl<S: super::Stream> Connection<S> {
             own: self.control.inbox_addr(),
             ..Held::default()
         };
+        let subscribed;
         {
             let mut state = self.shared.lock();
             if !state.retained_fits(&topic, &publish, Instant::now()) {
@@ -77,7 +78,7 @@ impl<S: super::Stream> Connection<S> {
                     packet_id,
                 });
             }
-            state.route(
+            subscribed = state.route(
                 &topic,
                 &publish,
                 Origin::Client(&key),
@@ -131,6 +132,9 @@ impl<S: super::Stream> Connection<S> {
                 None => {}
             }
             return;
+        }
+        if !subscribed {
+            self.no_matching_subscribers(&publish);
         }
         self.ack_inbound(publish.packet_id);
         if !held.paced.is_empty() {
@@ -293,7 +297,9 @@ impl<S: super::Stream> Connection<S> {
             return;
         };
         let refusals = self.refusals.get_or_insert_with(Box::default);
-        refusals.deny_ack.insert(id, refusal);
+        refusals
+            .ack_codes
+            .insert(id, (refusal.puback(), refusal.pubrec()));
         if publish.qos == QoS::ExactlyOnce {
             // An error PUBREC ends the QoS 2 flow: the client sends no PUBREL
             // and may reuse the identifier, so the session must forget it now.
@@ -302,6 +308,26 @@ impl<S: super::Stream> Connection<S> {
                 .session
                 .handle_packet(Packet::PubRel(PubRel::new(id)), Instant::now());
         }
+    }
+}
+
+impl<S: super::Stream> Connection<S> {
+    /// A v5 QoS 1/2 message was routed to nobody: its PUBACK or PUBREC says
+    /// 0x10 No matching subscribers, as mosquitto's does (the spec lets a
+    /// server that knows it say so, MQTT 5.0 3.4.2.1). Not said when a
+    /// bridge or a cluster is attached: it may have subscribers elsewhere.
+    fn no_matching_subscribers(&mut self, publish: &Publish) {
+        let (true, Some(id)) = (self.v5(), publish.packet_id) else {
+            return;
+        };
+        let refusals = self.refusals.get_or_insert_with(Box::default);
+        refusals.ack_codes.insert(
+            id,
+            (
+                PubAckReasonCode::NoMatchingSubscribers,
+                PubRecReasonCode::NoMatchingSubscribers,
+            ),
+        );
     }
 }
 

@@ -41,7 +41,6 @@ use crate::state::{
     Control, ControlReceiver, Delivery, Inbound, Owner, PendingWill, Queued, State, SubOptions,
     Subscriber, age, secs,
 };
-use inbound::Refusal;
 use transport::Transport;
 
 /// How long a new connection waits for the old one to hand its session over.
@@ -537,12 +536,20 @@ pub(crate) struct Connection<S> {
     retained_later: Option<Box<VecDeque<(TopicName, SubOptions)>>>,
 }
 
-/// Refused inbound QoS 1/2 messages of a connection.
+/// Inbound QoS 1/2 messages of a connection whose acknowledgement is not a
+/// plain Success (MQTT 5.0), until it is sent.
 #[derive(Default)]
 struct Refusals {
-    /// Inbound QoS 1/2 messages the authorizer denied: their PUBACK/PUBREC
-    /// carries 0x87 (MQTT 5.0).
-    deny_ack: HashMap<PacketId, Refusal>,
+    /// The reason code of the PUBACK (QoS 1) or PUBREC (QoS 2) of each: a
+    /// refusal (0x87 when the authorizer denied it, ...), or 0x10 No
+    /// matching subscribers.
+    ack_codes: HashMap<
+        PacketId,
+        (
+            fulmar_codec::PubAckReasonCode,
+            fulmar_codec::PubRecReasonCode,
+        ),
+    >,
     /// PUBCOMPs answering the PUBREL we fed the session for a denied QoS 2
     /// message (so it forgets the identifier); not sent.
     drop_pubcomp: HashSet<PacketId>,
@@ -1115,29 +1122,30 @@ impl<S: Stream> Connection<S> {
         Ok(())
     }
 
-    /// Applies an authorization refusal to an acknowledgement the session
-    /// produced (the session acknowledges inbound QoS 1/2 on receipt).
+    /// Gives an acknowledgement the session produced (it acknowledges
+    /// inbound QoS 1/2 on receipt) the reason code the broker chose: a
+    /// refusal, or No matching subscribers.
     fn rewrite(&mut self, packet: Packet) -> Option<Packet> {
         let Some(refusals) = self.refusals.as_deref_mut() else {
             return Some(packet);
         };
         let packet = match packet {
-            Packet::PubAck(mut ack) if refusals.deny_ack.contains_key(&ack.packet_id) => {
-                if let Some(refusal) = refusals.deny_ack.remove(&ack.packet_id) {
-                    ack.reason_code = refusal.puback();
+            Packet::PubAck(mut ack) if refusals.ack_codes.contains_key(&ack.packet_id) => {
+                if let Some((code, _)) = refusals.ack_codes.remove(&ack.packet_id) {
+                    ack.reason_code = code;
                 }
                 Some(Packet::PubAck(ack))
             }
-            Packet::PubRec(mut rec) if refusals.deny_ack.contains_key(&rec.packet_id) => {
-                if let Some(refusal) = refusals.deny_ack.remove(&rec.packet_id) {
-                    rec.reason_code = refusal.pubrec();
+            Packet::PubRec(mut rec) if refusals.ack_codes.contains_key(&rec.packet_id) => {
+                if let Some((_, code)) = refusals.ack_codes.remove(&rec.packet_id) {
+                    rec.reason_code = code;
                 }
                 Some(Packet::PubRec(rec))
             }
             Packet::PubComp(comp) if refusals.drop_pubcomp.remove(&comp.packet_id) => None,
             other => Some(other),
         };
-        if refusals.deny_ack.is_empty() && refusals.drop_pubcomp.is_empty() {
+        if refusals.ack_codes.is_empty() && refusals.drop_pubcomp.is_empty() {
             self.refusals = None;
         }
         packet
