@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fulmar_client::{Client, ConnectOptions, Error, PublishProperties, QoS, Reconnect};
+use tokio::sync::oneshot;
 
 fn broker_address() -> (String, u16) {
     let addr = std::env::args()
@@ -26,11 +27,13 @@ fn broker_address() -> (String, u16) {
     }
 }
 
-/// Answers every request on `fulmar/rpc/square` with the square of its number.
-async fn responder(client: Client) -> Result<(), Error> {
+/// Answers every request on `fulmar/rpc/square` with the square of its
+/// number; says on `ready` when it is subscribed.
+async fn responder(client: Client, ready: oneshot::Sender<()>) -> Result<(), Error> {
     let mut requests = client
         .subscribe("fulmar/rpc/square", QoS::AtLeastOnce)
         .await?;
+    let _ = ready.send(());
     while let Some(request) = requests.recv().await {
         let Some(reply_to) = request.properties.response_topic.clone() else {
             continue;
@@ -65,10 +68,12 @@ async fn run(host: &str, port: u16) -> Result<(), Error> {
     let mut replies = client
         .subscribe("fulmar/rpc/replies/requester", QoS::AtLeastOnce)
         .await?;
-    let responder_client = server.clone();
-    let responder_task = tokio::spawn(responder(responder_client));
-    // The responder's subscription must exist before the first request.
-    tokio::task::yield_now().await;
+    // The responder's subscription must exist before the first request: a
+    // request published before it reaches nobody (a broker may answer it
+    // with 0x10 No matching subscribers, but need not).
+    let (ready, subscribed) = oneshot::channel();
+    let responder_task = tokio::spawn(responder(server.clone(), ready));
+    subscribed.await.map_err(|_| Error::Closed)?;
     for n in [3_i64, 12, 40] {
         let correlation = Bytes::from(format!("request-{n}"));
         let properties = PublishProperties {
@@ -76,19 +81,11 @@ async fn run(host: &str, port: u16) -> Result<(), Error> {
             correlation_data: Some(correlation.clone()),
             ..PublishProperties::default()
         };
-        // Requests are retried until the responder is subscribed (QoS 1 with
-        // "no matching subscribers" means nobody listened yet).
-        loop {
-            let outcome = client
-                .publish("fulmar/rpc/square", n.to_string())
-                .qos(QoS::AtLeastOnce)
-                .properties(properties.clone())
-                .await?;
-            if outcome.reason_code != fulmar_client::ReasonCode::NoMatchingSubscribers {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        client
+            .publish("fulmar/rpc/square", n.to_string())
+            .qos(QoS::AtLeastOnce)
+            .properties(properties)
+            .await?;
         let reply = replies.recv().await.ok_or(Error::Closed)?;
         assert_eq!(
             reply.properties.correlation_data.as_ref(),

@@ -78,6 +78,29 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --lock
 log "cargo test --workspace (unit, integration, doc tests, fuzz corpus replay; examples built)"
 cargo test --workspace --all-features --locked 2>&1 | tee -a "$results"
 
+log "examples run (the self-contained ones; the client ones against a fulmar broker)"
+for example in codec_roundtrip topic_routing embedded_broker custom_acl custom_transport bridge sans_io_client; do
+    echo "example $example"
+    timeout 120 cargo run -q --locked -p fulmar-examples --example "$example" > "$TMPDIR/example.out" 2>&1 \
+        || { cat "$TMPDIR/example.out"; echo "example $example failed" >&2; exit 1; }
+done
+example_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"${CARGO_TARGET_DIR:-target}/debug/fulmar" broker --bind 127.0.0.1 -p "$example_port" --no-persistence \
+    > "$TMPDIR/example-broker.log" 2>&1 &
+example_broker=$!
+for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$example_port") 2> /dev/null && break
+    sleep 0.1
+done
+for example in publish request_response sans_io_client; do
+    echo "example $example 127.0.0.1:$example_port"
+    timeout 120 cargo run -q --locked -p fulmar-examples --example "$example" "127.0.0.1:$example_port" \
+        > "$TMPDIR/example.out" 2>&1 \
+        || { cat "$TMPDIR/example.out" "$TMPDIR/example-broker.log"; kill "$example_broker"; echo "example $example failed" >&2; exit 1; }
+done
+kill "$example_broker"
+wait "$example_broker" 2> /dev/null || true
+
 log "benches build"
 cargo test --workspace --benches --no-run --locked
 
