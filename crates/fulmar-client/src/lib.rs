@@ -59,10 +59,12 @@
 //! - **Manual acknowledgements** ([`ConnectOptions::manual_acks`]): PUBACK /
 //!   PUBREC wait for [`Client::ack`], in the order of receipt.
 //! - Transports: TCP, TLS (feature `tls`, on by default: rustls with ring;
-//!   system roots, custom CA, client certificates, SNI), WebSocket and secure
-//!   WebSocket (feature `websocket`, subprotocol `mqtt`), or any stream the
-//!   application opens itself ([`Transport::custom`]: a Unix domain socket,
-//!   an in-memory pipe to an embedded broker).
+//!   system roots, custom CA, client certificates, SNI, TLS 1.3 only if
+//!   asked), WebSocket and secure WebSocket (feature `websocket`, subprotocol
+//!   `mqtt`), or any stream the application opens itself
+//!   ([`Transport::custom`]: a Unix domain socket, an in-memory pipe to an
+//!   embedded broker). The socket can be bound to a local address first
+//!   ([`ConnectOptions::local_address`]).
 //! - tracing: a `mqtt_client` span per client with events for connect,
 //!   reconnect, and errors.
 //!

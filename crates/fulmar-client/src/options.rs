@@ -1,5 +1,6 @@
 //! Connection options: the builder behind [`Client::connect`](crate::Client::connect).
 
+use std::net::IpAddr;
 use std::num::{NonZeroU16, NonZeroU32};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -229,6 +230,8 @@ pub struct ConnectOptions {
     pub(crate) bridge: bool,
     /// Other addresses of the same service, in the order they are tried.
     pub(crate) fallbacks: Vec<(String, u16)>,
+    /// The local address the TCP socket is bound to before it connects.
+    pub(crate) local_address: Option<IpAddr>,
 }
 
 /// The largest packet MQTT can encode (remaining length 268 435 455 plus the fixed header).
@@ -267,6 +270,7 @@ impl ConnectOptions {
             manual_acks: false,
             bridge: false,
             fallbacks: Vec::new(),
+            local_address: None,
         }
     }
 
@@ -305,6 +309,37 @@ impl ConnectOptions {
     pub fn addresses(&self) -> impl Iterator<Item = (&str, u16)> {
         std::iter::once((self.host.as_str(), self.port))
             .chain(self.fallbacks.iter().map(|(h, p)| (h.as_str(), *p)))
+    }
+
+    /// Binds the connection's socket to this local address (any port)
+    /// before it connects, as mosquitto's `-A` / `bind_address`: on a host
+    /// with several interfaces or addresses, the one the broker sees the
+    /// client come from, and so the interface it leaves by. Used by the
+    /// TCP, TLS and WebSocket transports, for every address (see
+    /// [`fallback_address`](Self::fallback_address)); a
+    /// [`Transport::Custom`] opens its own stream and ignores it. Only the
+    /// broker addresses of the same family (IPv4 or IPv6) are tried; with
+    /// none, or an address the host does not have, connecting fails with
+    /// [`Error::Io`]. Default: none, the system picks.
+    ///
+    /// ```
+    /// use std::net::Ipv4Addr;
+    /// use fulmar_client::ConnectOptions;
+    ///
+    /// let options = ConnectOptions::new("127.0.0.1", 1883)
+    ///     .local_address(Ipv4Addr::LOCALHOST.into());
+    /// assert_eq!(options.bind_address(), Some(Ipv4Addr::LOCALHOST.into()));
+    /// ```
+    #[must_use]
+    pub fn local_address(mut self, address: IpAddr) -> Self {
+        self.local_address = Some(address);
+        self
+    }
+
+    /// The local address set with [`local_address`](Self::local_address), if any.
+    #[must_use]
+    pub fn bind_address(&self) -> Option<IpAddr> {
+        self.local_address
     }
 
     /// The protocol version these options connect with (see

@@ -37,6 +37,8 @@ pub struct TlsOptions {
     alpn: Vec<Vec<u8>>,
     /// The certificate is not checked against the server name.
     skip_hostname: bool,
+    /// TLS 1.3 only (else 1.2 and 1.3).
+    tls13_only: bool,
     config: Option<Arc<ClientConfig>>,
     /// The configuration the settings make, built by the first connection
     /// (reading the system roots is slow) and shared by clones; changing a
@@ -61,6 +63,7 @@ impl TlsOptions {
             server_name: None,
             alpn: Vec::new(),
             skip_hostname: false,
+            tls13_only: false,
             config: None,
             built: Arc::default(),
         }
@@ -145,6 +148,25 @@ impl TlsOptions {
         self
     }
 
+    /// Speaks TLS 1.3 only, as mosquitto's `--tls-version tlsv1.3`: a server
+    /// that offers nothing newer than TLS 1.2 fails the handshake
+    /// ([`Error::Tls`]). By default TLS 1.2 and 1.3 are offered, and the
+    /// server picks (mosquitto's `tlsv1.2`, the lowest it allows);
+    /// rustls speaks no older version.
+    ///
+    /// ```
+    /// use fulmar_client::TlsOptions;
+    ///
+    /// let tls = TlsOptions::new().tls13_only();
+    /// # drop(tls);
+    /// ```
+    #[must_use]
+    pub fn tls13_only(mut self) -> Self {
+        self.tls13_only = true;
+        self.built = Arc::default();
+        self
+    }
+
     /// ALPN protocols to offer (e.g. `b"mqtt"` for brokers on port 443).
     #[must_use]
     pub fn alpn(mut self, protocol: impl Into<Vec<u8>>) -> Self {
@@ -154,7 +176,8 @@ impl TlsOptions {
     }
 
     /// Uses this rustls configuration as is; the other settings except the
-    /// server name are ignored.
+    /// server name are ignored (its protocol versions too: see
+    /// [`tls13_only`](Self::tls13_only)).
     #[must_use]
     pub fn rustls_config(mut self, config: Arc<ClientConfig>) -> Self {
         self.config = Some(config);
@@ -189,8 +212,12 @@ impl TlsOptions {
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let roots = Arc::new(roots);
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()?;
+        let builder = ClientConfig::builder_with_provider(provider.clone());
+        let builder = if self.tls13_only {
+            builder.with_protocol_versions(&[&rustls::version::TLS13])?
+        } else {
+            builder.with_safe_default_protocol_versions()?
+        };
         let builder = if self.skip_hostname {
             let checked = WebPkiServerVerifier::builder_with_provider(roots, provider)
                 .build()

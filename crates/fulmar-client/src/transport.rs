@@ -1,8 +1,11 @@
 //! Opening the byte stream to the broker: TCP, TLS, WebSocket, secure WebSocket,
 //! or the application's own.
 
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::error::Error;
 use crate::options::{ConnectOptions, Transport};
@@ -18,7 +21,10 @@ pub(crate) async fn connect(
     (host, port): (&str, u16),
 ) -> Result<Box<dyn Io>, Error> {
     let tcp = async {
-        let tcp = TcpStream::connect((host, port)).await?;
+        let tcp = match options.local_address {
+            None => TcpStream::connect((host, port)).await?,
+            Some(local) => connect_from(local, (host, port)).await?,
+        };
         tcp.set_nodelay(true)?;
         Ok::<_, Error>(tcp)
     };
@@ -41,6 +47,37 @@ pub(crate) async fn connect(
         }
         Transport::Custom(connector) => Ok(connector.connect().await?),
     }
+}
+
+/// Connects to `host:port` from a socket bound to `local` (any port): each
+/// address `host` resolves to of `local`'s family in turn, as
+/// `TcpStream::connect` tries them all, until one connects.
+async fn connect_from(local: IpAddr, (host, port): (&str, u16)) -> io::Result<TcpStream> {
+    let mut last = None;
+    for remote in tokio::net::lookup_host((host, port)).await? {
+        if remote.is_ipv4() != local.is_ipv4() {
+            continue;
+        }
+        let socket = if local.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket
+            .bind(SocketAddr::new(local, 0))
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot bind to {local}: {e}")))?;
+        match socket.connect(remote).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        let family = if local.is_ipv4() { "IPv4" } else { "IPv6" };
+        io::Error::new(
+            io::ErrorKind::AddrNotAvailable,
+            format!("{host} has no {family} address to reach from the local address {local}"),
+        )
+    }))
 }
 
 /// An IPv6 literal goes in brackets in a URL.
