@@ -2,6 +2,7 @@
 //! mosquitto_sub's flags, and output made for pipes (one payload per line).
 
 use std::io::{Read, Write};
+use std::net::{IpAddr, ToSocketAddrs};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,6 +32,11 @@ pub(crate) struct ConnArgs {
     /// Broker port (default 1883, or 8883 with TLS).
     #[arg(short, long)]
     port: Option<u16>,
+    /// Bind the outgoing socket to this local address (an IP address, or a
+    /// host name resolved to one) before connecting: the broker sees the
+    /// client come from it, and the connection leaves by its interface.
+    #[arg(short = 'A', value_name = "ADDRESS")]
+    bind_address: Option<String>,
     /// Broker, credentials and topic as one URL (as mosquitto's -L):
     /// `mqtt://[USER[:PASSWORD]@]HOST[:PORT]/TOPIC`, or `mqtts://` for TLS;
     /// -h, -p, -u, -P and -t given too take precedence.
@@ -64,6 +70,13 @@ pub(crate) struct ConnArgs {
     /// Keep alive in seconds.
     #[arg(short, long, value_name = "SECONDS", default_value_t = 60)]
     keepalive: u16,
+    /// The most QoS 1 and 2 messages sent and not yet acknowledged at once,
+    /// 1 to 65535 (under MQTT 5.0 the broker's Receive Maximum, if lower,
+    /// wins). `pub -l` keeps at most 32 lines on their way whatever this
+    /// says.
+    #[arg(short = 'M', value_name = "COUNT", default_value_t = 20,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    max_inflight: u16,
     /// Disable clean session / clean start: resume the broker's session for
     /// this client id (needs -i; under MQTT 5.0 the session never expires
     /// unless -x is given).
@@ -116,6 +129,11 @@ pub(crate) struct ConnArgs {
     /// (its chain is still checked against the trusted CAs).
     #[arg(long)]
     insecure: bool,
+    /// With TLS, the lowest TLS version to speak: tlsv1.2 (the default:
+    /// TLS 1.2 or 1.3, as the broker picks) or tlsv1.3 (TLS 1.3 only).
+    /// tlsv1.1 is refused: fulmar speaks no TLS older than 1.2.
+    #[arg(long = "tls-version", value_name = "VERSION", value_parser = parse_tls_version)]
+    tls_version: Option<TlsVersion>,
     /// MQTT 5.0 property, as mosquitto: `-D COMMAND IDENTIFIER VALUE`, or
     /// `-D COMMAND user-property KEY VALUE`. COMMAND is connect (identifiers
     /// session-expiry-interval, receive-maximum, maximum-packet-size,
@@ -217,6 +235,53 @@ fn parse_version(s: &str) -> Result<ProtocolVersion, String> {
         "31" | "mqttv31" => Ok(ProtocolVersion::V31),
         other => Err(format!("unknown MQTT version {other:?}: use 31, 311 or 5")),
     }
+}
+
+/// `--tls-version`: the lowest TLS version, as mosquitto's tools take it
+/// (OpenSSL's: tlsv1.2 still allows TLS 1.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+fn parse_tls_version(s: &str) -> Result<TlsVersion, String> {
+    match s {
+        "tlsv1.2" => Ok(TlsVersion::Tls12),
+        "tlsv1.3" => Ok(TlsVersion::Tls13),
+        "tlsv1.1" | "tlsv1" => Err(format!(
+            "{s} is not supported (fulmar speaks TLS 1.2 and 1.3): use tlsv1.2 or tlsv1.3"
+        )),
+        other => Err(format!(
+            "unknown TLS version {other:?}: use tlsv1.2 or tlsv1.3"
+        )),
+    }
+}
+
+/// `-A`: an IP address as it is; a host name resolved, to an address of the
+/// broker's family when the broker is given as an IP address (`localhost`
+/// may resolve to ::1 first).
+fn local_address(bind: &str, broker: &str) -> Result<IpAddr, String> {
+    if let Ok(ip) = bind.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let addresses: Vec<IpAddr> = (bind, 0)
+        .to_socket_addrs()
+        .map_err(|e| format!("-A {bind:?}: {e}"))?
+        .map(|a| a.ip())
+        .collect();
+    let family = broker
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok()
+        .map(|ip| ip.is_ipv4());
+    addresses
+        .iter()
+        .find(|ip| family.is_none_or(|v4| ip.is_ipv4() == v4))
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("-A {bind:?}: the name has no address"))
 }
 
 fn parse_qos(s: &str) -> Result<QoS, String> {
@@ -424,11 +489,20 @@ impl ConnArgs {
         let read = |path: &PathBuf| {
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
         };
+        let local = self
+            .bind_address
+            .as_deref()
+            .map(|bind| local_address(bind, &host))
+            .transpose()?;
         let mut options = ConnectOptions::new(host, port)
             .protocol_version(self.version)
             .keep_alive(Duration::from_secs(u64::from(self.keepalive)))
             .clean_start(!self.no_clean)
+            .max_inflight(self.max_inflight)
             .reconnect(Reconnect::disabled());
+        if let Some(local) = local {
+            options = options.local_address(local);
+        }
         if tls {
             let mut tls = TlsOptions::new();
             if (self.cafile.is_some() || self.capath.is_some()) && !self.tls_use_os_certs {
@@ -467,6 +541,9 @@ impl ConnArgs {
             }
             if self.insecure {
                 tls = tls.skip_hostname_verification();
+            }
+            if self.tls_version == Some(TlsVersion::Tls13) {
+                tls = tls.tls13_only();
             }
             options = options.transport(Transport::Tls(tls));
         }
@@ -1447,6 +1524,67 @@ mod tests {
         let s = S::try_parse_from(["sub", "-t", "a", "-V", "311", "--user-property", "k", "v"])
             .unwrap();
         assert!(s.args.conn.properties("subscribe").is_err());
+    }
+
+    // -A, -M and --tls-version reach the client's options.
+    #[test]
+    fn bind_address_max_inflight_and_tls_version() {
+        let p = P::try_parse_from(["pub", "-t", "a", "-m", "x", "-A", "127.0.0.1", "-M", "5"])
+            .unwrap()
+            .args;
+        assert_eq!(p.conn.max_inflight, 5);
+        assert_eq!(p.conn.tls_version, None);
+        let options = p.conn.options(&Properties::default()).unwrap();
+        assert_eq!(options.bind_address(), Some(IpAddr::from([127, 0, 0, 1])));
+        assert!(format!("{options:?}").contains("max_inflight: 5"));
+        // Default 20, as mosquitto's tools.
+        let p = P::try_parse_from(["pub", "-t", "a", "-m", "x"])
+            .unwrap()
+            .args;
+        let options = p.conn.options(&Properties::default()).unwrap();
+        assert!(format!("{options:?}").contains("max_inflight: 20"));
+        assert_eq!(options.bind_address(), None);
+        for (version, tls13_only) in [("tlsv1.2", false), ("tlsv1.3", true)] {
+            let s = S::try_parse_from([
+                "sub",
+                "-t",
+                "a",
+                "--tls-version",
+                version,
+                "-L",
+                "mqtts://h/t",
+            ])
+            .unwrap()
+            .args;
+            let options = s.conn.options(&Properties::default()).unwrap();
+            let debug = format!("{options:?}");
+            assert!(
+                debug.contains(&format!("tls13_only: {tls13_only}")),
+                "{debug}"
+            );
+        }
+        for bad in [
+            &["-M", "0"][..],
+            &["-M", "65536"],
+            &["--tls-version", "tlsv1.1"],
+            &["--tls-version", "tlsv1"],
+            &["--tls-version", "TLSv1.2"],
+        ] {
+            let mut args = vec!["sub", "-t", "a"];
+            args.extend_from_slice(bad);
+            assert!(S::try_parse_from(&args).is_err(), "{bad:?}");
+        }
+        // A host name is resolved, to the broker's family when it is an
+        // address; an address is taken as it is.
+        assert_eq!(
+            local_address("localhost", "127.0.0.1"),
+            Ok(IpAddr::from([127, 0, 0, 1]))
+        );
+        assert_eq!(
+            local_address("::1", "127.0.0.1"),
+            Ok(IpAddr::from(std::net::Ipv6Addr::LOCALHOST))
+        );
+        assert!(local_address("no.such.host.invalid", "h").is_err());
     }
 
     #[test]

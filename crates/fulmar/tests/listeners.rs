@@ -317,3 +317,153 @@ fn the_broker_raises_its_open_files_limit_to_the_hard_limit() {
     }
     publish_ok(broker.port, &["-t", "a", "-m", "still serving"]);
 }
+
+/// A TLS server on 127.0.0.1 that speaks TLS 1.2 only (with the server
+/// certificate of [`generate_pki`] in `dir`) and MQTT 3.1.1 just enough for
+/// `pub -q 0`: it answers the CONNECT, reads to the end. For each of
+/// `connections` in turn, the TLS version agreed, or None when the
+/// handshake failed.
+fn tls12_only_server(
+    dir: &Path,
+    connections: usize,
+) -> (
+    u16,
+    std::thread::JoinHandle<Vec<Option<rustls::ProtocolVersion>>>,
+) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS12])
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        (0..connections)
+            .map(|_| {
+                let (mut tcp, _) = listener.accept().unwrap();
+                tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                    .unwrap();
+                let mut tls = rustls::ServerConnection::new(config.clone()).unwrap();
+                while tls.is_handshaking() {
+                    if tls.complete_io(&mut tcp).is_err() {
+                        return None;
+                    }
+                }
+                let version = tls.protocol_version();
+                let mut stream = rustls::StreamOwned::new(tls, tcp);
+                // CONNECT (its first bytes), then CONNACK; the rest is
+                // drained to the end.
+                let mut connect = [0u8; 2];
+                stream.read_exact(&mut connect).ok()?;
+                let mut rest = vec![0; usize::from(connect[1])];
+                stream.read_exact(&mut rest).ok()?;
+                stream.write_all(&[0x20, 2, 0, 0]).ok()?;
+                let mut sink = Vec::new();
+                let _ = stream.read_to_end(&mut sink);
+                version
+            })
+            .collect()
+    });
+    (port, handle)
+}
+
+// --tls-version as mosquitto_pub 2.0 takes it (OpenSSL's lowest version):
+// tlsv1.3 speaks TLS 1.3 only, so a server that stops at 1.2 refuses it;
+// tlsv1.2 (the default) allows 1.2 and 1.3, so it connects to a broker that
+// takes only TLS 1.3 (`tls_version = "1.3"`) too. mosquitto_pub does the
+// same against the same servers. tlsv1.1 is refused before connecting.
+#[test]
+fn tls_version_is_the_lowest_version_as_with_mosquitto_pub() {
+    let (dir, broker) = start_tls_broker("tls_version = \"1.3\"\n");
+    let ca = dir.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    for version in [None, Some("tlsv1.2"), Some("tlsv1.3")] {
+        let mut args = vec!["--cafile", ca, "-t", "versions", "-m", "x"];
+        args.extend(version.map(|v| ["--tls-version", v]).iter().flatten());
+        publish_ok(broker.port, &args);
+        if let Some(version) = version {
+            let status = Command::new(mosquitto_tool("mosquitto_pub"))
+                .args(["-h", "127.0.0.1", "-p", &broker.port.to_string()])
+                .args(["--cafile", ca, "--tls-version", version])
+                .args(["-t", "versions", "-m", "x"])
+                .status()
+                .unwrap();
+            assert!(status.success(), "mosquitto_pub --tls-version {version}");
+        }
+    }
+
+    // fulmar pub, then mosquitto_pub: tlsv1.3 fails, tlsv1.2 connects.
+    let (port, server) = tls12_only_server(&dir, 4);
+    let port = port.to_string();
+    let fulmar_pub = |version: &str| {
+        common::fulmar()
+            .args(["pub", "-h", "127.0.0.1", "-p", &port, "-V", "311"])
+            .args([
+                "--cafile",
+                ca,
+                "--tls-version",
+                version,
+                "-t",
+                "a",
+                "-m",
+                "x",
+            ])
+            .output()
+            .unwrap()
+    };
+    let mosquitto_pub = |version: &str| {
+        Command::new(mosquitto_tool("mosquitto_pub"))
+            .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv311"])
+            .args([
+                "--cafile",
+                ca,
+                "--tls-version",
+                version,
+                "-t",
+                "a",
+                "-m",
+                "x",
+            ])
+            .output()
+            .unwrap()
+    };
+    let out = fulmar_pub("tlsv1.3");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+    let out = fulmar_pub("tlsv1.2");
+    assert!(out.status.success(), "{out:?}");
+    assert!(!mosquitto_pub("tlsv1.3").status.success());
+    let out = mosquitto_pub("tlsv1.2");
+    assert!(out.status.success(), "{out:?}");
+    let tls12 = Some(rustls::ProtocolVersion::TLSv1_2);
+    assert_eq!(server.join().unwrap(), [None, tls12, None, tls12]);
+
+    let out = publish(
+        broker.port,
+        &[
+            "--cafile",
+            ca,
+            "--tls-version",
+            "tlsv1.1",
+            "-t",
+            "a",
+            "-m",
+            "x",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tlsv1.1 is not supported"), "{stderr}");
+}

@@ -715,3 +715,234 @@ fn quiet_prints_no_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stderr.is_empty());
 }
+
+/// What [`fake_broker`] saw of one connection.
+struct Seen {
+    /// The client's end of the connection.
+    peer: std::net::SocketAddr,
+    /// The payloads published, in order.
+    payloads: Vec<String>,
+    /// The most QoS 1 PUBLISHes unacknowledged at once.
+    most_unacked: usize,
+}
+
+/// One read of [`fake_broker`]: a packet (first byte, body), nothing within
+/// the wait, or the end of the connection.
+enum Read {
+    Packet(u8, Vec<u8>),
+    Quiet,
+    Closed,
+}
+
+fn read_packet(stream: &mut std::net::TcpStream, wait: std::time::Duration) -> Read {
+    use std::io::Read as _;
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut first = [0u8; 1];
+    match stream.read(&mut first) {
+        Ok(0) => return Read::Closed,
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Read::Quiet;
+        }
+        Err(_) => return Read::Closed,
+    }
+    // The rest of a packet follows its first byte.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let (mut len, mut shift) = (0usize, 0);
+    loop {
+        let mut byte = [0u8; 1];
+        if stream.read_exact(&mut byte).is_err() {
+            return Read::Closed;
+        }
+        len |= usize::from(byte[0] & 0x7f) << shift;
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    let mut body = vec![0; len];
+    if stream.read_exact(&mut body).is_err() {
+        return Read::Closed;
+    }
+    Read::Packet(first[0], body)
+}
+
+/// A stand-in MQTT 3.1.1 broker on 127.0.0.1 for one connection: it answers
+/// CONNECT and PINGREQ, and holds its PUBACKs back until `hold` QoS 1
+/// messages are unacknowledged and 300 ms went by without another (or,
+/// with fewer, 3 s went by), then sends them all. A client that keeps to an
+/// in-flight limit of `hold` (or less) sends nothing meanwhile; one that
+/// does not sends all it has, at once (the wait tells only those apart, and
+/// a slow machine can only make the test pass wrongly, never fail).
+fn fake_broker(hold: usize) -> (u16, std::thread::JoinHandle<Seen>) {
+    use std::io::Write as _;
+    use std::time::Duration;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = std::thread::spawn(move || {
+        let (mut stream, peer) = listener.accept().unwrap();
+        let mut seen = Seen {
+            peer,
+            payloads: Vec::new(),
+            most_unacked: 0,
+        };
+        let mut unacked: Vec<[u8; 2]> = Vec::new();
+        loop {
+            let wait = if unacked.len() >= hold {
+                Duration::from_millis(300)
+            } else {
+                Duration::from_secs(3)
+            };
+            match read_packet(&mut stream, wait) {
+                Read::Packet(first, body) => match first >> 4 {
+                    1 => stream.write_all(&[0x20, 2, 0, 0]).unwrap(),
+                    3 => {
+                        let topic = usize::from(u16::from_be_bytes([body[0], body[1]]));
+                        let mut at = 2 + topic;
+                        if (first >> 1) & 3 > 0 {
+                            unacked.push([body[at], body[at + 1]]);
+                            at += 2;
+                            seen.most_unacked = seen.most_unacked.max(unacked.len());
+                        }
+                        seen.payloads
+                            .push(String::from_utf8_lossy(&body[at..]).into_owned());
+                    }
+                    12 => stream.write_all(&[0xd0, 0]).unwrap(),
+                    14 => break,
+                    _ => {}
+                },
+                Read::Quiet => {
+                    for id in unacked.drain(..) {
+                        stream.write_all(&[0x40, 2, id[0], id[1]]).unwrap();
+                    }
+                }
+                Read::Closed => break,
+            }
+        }
+        seen
+    });
+    (port, handle)
+}
+
+// -A (mosquitto's bind address): the broker sees the connection come from
+// it, a host name is resolved, and an address that cannot reach the broker
+// is an error (exit 1) as with mosquitto_pub.
+#[test]
+fn bind_address_is_the_local_end_of_the_connection() {
+    for bind in ["127.0.0.1", "localhost"] {
+        let (port, broker) = fake_broker(1);
+        publish_ok(port, &["-A", bind, "-V", "311", "-t", "a", "-m", bind]);
+        let seen = broker.join().unwrap();
+        assert_eq!(seen.peer.ip().to_string(), "127.0.0.1", "-A {bind}");
+        assert_eq!(seen.payloads, [bind]);
+    }
+    // Both ends bound, against fulmar broker, over each QoS.
+    let broker = FulmarBroker::start(&[]);
+    let sub = Sub::start(
+        broker.port,
+        &["-A", "127.0.0.1", "-t", "bound", "-q", "2", "-C", "1"],
+    );
+    publish_ok(
+        broker.port,
+        &[
+            "-A",
+            "127.0.0.1",
+            "-t",
+            "bound",
+            "-q",
+            "2",
+            "-m",
+            "from 127.0.0.1",
+        ],
+    );
+    assert_eq!(sub.output(), "from 127.0.0.1\n");
+    let out = publish(broker.port, &["-A", "::1", "-t", "a", "-m", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no IPv6 address"), "{stderr}");
+}
+
+// -M (mosquitto's max inflight): at most that many QoS 1 messages go
+// unacknowledged; 20 by default, as mosquitto_pub. mosquitto_pub -M, against
+// the same stand-in broker, does the same.
+#[test]
+fn max_inflight_bounds_the_unacknowledged_publishes() {
+    let lines = |n: usize| (1..=n).map(|i| format!("{i}\n")).collect::<String>();
+    for (max, n) in [(Some("3"), 6), (Some("1"), 3), (None, 40)] {
+        let hold = max.map_or(20, |m| m.parse().unwrap());
+        let (port, broker) = fake_broker(hold);
+        let mut args = vec!["-V", "311", "-t", "inflight", "-q", "1", "-l"];
+        if let Some(max) = max {
+            args.extend(["-M", max]);
+        }
+        publish_stdin(port, &args, lines(n).as_bytes());
+        let seen = broker.join().unwrap();
+        assert_eq!(seen.most_unacked, hold, "-M {max:?}");
+        assert_eq!(seen.payloads.concat(), lines(n).replace('\n', ""));
+    }
+    let (port, broker) = fake_broker(3);
+    let mut mosquitto_pub = Command::new(mosquitto_tool("mosquitto_pub"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", "inflight", "-q", "1", "-l", "-M", "3"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    mosquitto_pub
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines(6).as_bytes())
+        .unwrap();
+    assert!(mosquitto_pub.wait().unwrap().success());
+    assert_eq!(broker.join().unwrap().most_unacked, 3);
+}
+
+// The values -M, --tls-version and -A refuse are usage errors (exit 1, as
+// mosquitto_pub and mosquitto_sub), said before connecting; --help shows
+// the new flags.
+#[test]
+fn bad_values_of_the_new_flags_are_usage_errors() {
+    let port = common::free_port().to_string();
+    for (bad, says) in [
+        (&["-M", "0"][..], "-M"),
+        (&["-M", "x"], "-M"),
+        (&["-M", "65536"], "-M"),
+        (&["--tls-version", "tlsv1.1"], "tlsv1.1 is not supported"),
+        (&["--tls-version", "tls1.3"], "unknown TLS version"),
+        (&["-A", "no.such.host.invalid"], "-A"),
+    ] {
+        for command in ["pub", "sub"] {
+            let out = fulmar()
+                .args([command, "-h", "127.0.0.1", "-p", &port, "-t", "a"])
+                .args(if command == "pub" {
+                    &["-m", "x"][..]
+                } else {
+                    &[]
+                })
+                .args(bad)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{command} {bad:?}: {stderr}");
+            assert!(stderr.contains(says), "{command} {bad:?}: {stderr}");
+            assert!(!stderr.contains("cannot connect"), "{stderr}");
+        }
+    }
+    for (command, flags) in [
+        ("pub", &["-A <ADDRESS>", "-M <COUNT>", "--tls-version"][..]),
+        ("sub", &["-A <ADDRESS>", "-M <COUNT>", "--tls-version"]),
+    ] {
+        let out = fulmar().args([command, "--help"]).output().unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        for flag in flags {
+            assert!(help.contains(flag), "{command} --help: no {flag}:\n{help}");
+        }
+    }
+}
