@@ -11,7 +11,8 @@
 //! when -D gives none), `%P` user properties (`key:value`, space separated), `%A`
 //! topic alias (never set on what a client receives from fulmar). Widths and
 //! precisions (`%10t`, `%-10.3t`, `%05l`, `%8p`) act as mosquitto_sub's: see
-//! [`Format::write`].
+//! [`Format::write`]. `%j` / `%J` are one line, or with `--pretty` laid out
+//! as mosquitto_sub lays them out (see [`JsonStyle`]).
 //!
 //! `@` fields are the time received, as strftime: `@Y` `@m` `@d` `@H` `@M`
 //! `@S` `@j` (day of the year) `@s` (Unix seconds) `@F` (`@Y-@m-@d`) `@T`
@@ -44,6 +45,19 @@ enum Piece {
 
 /// `%J` met a payload that is not JSON: it printed nothing for it.
 struct NotJson;
+
+/// How `%j` and `%J` lay out their JSON.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum JsonStyle {
+    /// On one line, without spaces (mosquitto_sub's default). `%J`'s
+    /// payload too, whatever its own layout.
+    #[default]
+    Compact,
+    /// mosquitto_sub's `--pretty` (cJSON's layout): each member of an
+    /// object on its own line, indented by one tab per level, a tab after
+    /// its colon; the elements of an array on one line, separated by ", ".
+    Pretty,
+}
 
 const FIELDS: &[u8] = b"tplqrmxXjJIUCDEFRSPA";
 const TIMES: &[u8] = b"YmdHMSjsFTzZ";
@@ -147,12 +161,13 @@ impl Format {
     /// properties) the width pads with spaces and the precision cuts; for
     /// numbers the width pads, with zeros after `0`; for `%p` the width also
     /// cuts (bytes), for `%x`/`%X` it cuts to half as many bytes; `%q`, `%r`,
-    /// the times and JSON take none.
+    /// the times and JSON take none. `style` lays out `%j` and `%J`.
     pub(crate) fn write(
         &self,
         out: &mut impl Write,
         publish: &Publish,
         at: SystemTime,
+        style: JsonStyle,
     ) -> io::Result<bool> {
         let mut line = Vec::new();
         let time = Time::from(at);
@@ -173,7 +188,7 @@ impl Format {
                         b'l' | b'm' | b'E' | b'F' | b'A' => (*width, *zero),
                         _ => (*width, false),
                     };
-                    let mut value = match field_value(*field, publish, &time, *width) {
+                    let mut value = match field_value(*field, publish, &time, *width, style) {
                         Ok(value) => value,
                         Err(NotJson) => {
                             json = false;
@@ -206,12 +221,14 @@ fn flush(text: &mut Vec<u8>, pieces: &mut Vec<Piece>) {
     }
 }
 
-/// A field's text; `width` cuts `%p` (bytes) and `%x`/`%X` (half as many bytes).
+/// A field's text; `width` cuts `%p` (bytes) and `%x`/`%X` (half as many
+/// bytes), `style` lays out `%j` and `%J`.
 fn field_value(
     field: u8,
     publish: &Publish,
     time: &Time,
     width: usize,
+    style: JsonStyle,
 ) -> Result<Vec<u8>, NotJson> {
     let payload = match (field, width) {
         (b'p', 1..) => publish.payload.get(..width).unwrap_or(&publish.payload),
@@ -231,7 +248,7 @@ fn field_value(
         b'X' => hex(payload, b"0123456789ABCDEF"),
         b'I' => time.iso(false).into_bytes(),
         b'U' => format!("{}.{:09}", time.secs, time.nanos).into_bytes(),
-        b'j' | b'J' => json(publish, time, field == b'J')?,
+        b'j' | b'J' => json(publish, time, field == b'J', style)?,
         b'C' => props
             .content_type
             .as_ref()
@@ -281,8 +298,13 @@ fn hex(bytes: &[u8], digits: &[u8; 16]) -> Vec<u8> {
 }
 
 /// `%j` / `%J`: the fields mosquitto_sub prints, in its order (`%J`: the
-/// payload as it is, once checked to be JSON).
-fn json(publish: &Publish, time: &Time, parse_payload: bool) -> Result<Vec<u8>, NotJson> {
+/// payload as JSON, once checked to be JSON), laid out as `style` says.
+fn json(
+    publish: &Publish,
+    time: &Time,
+    parse_payload: bool,
+    style: JsonStyle,
+) -> Result<Vec<u8>, NotJson> {
     let mut out = JsonObject::default();
     let props = &publish.properties;
     out.string("tst", time.iso(true).as_bytes());
@@ -340,7 +362,125 @@ fn json(publish: &Publish, time: &Time, parse_payload: bool) -> Result<Vec<u8>, 
     } else {
         out.string("payload", &publish.payload);
     }
-    Ok(out.finish())
+    let object = out.finish();
+    // Written compact above; `%J`'s payload has the layout it came with.
+    Ok(if parse_payload || style == JsonStyle::Pretty {
+        layout(&object, style)
+    } else {
+        object
+    })
+}
+
+/// `json` (valid JSON) laid out again as `style` says: whitespace between
+/// tokens dropped, then added as mosquitto_sub adds it. Strings are written
+/// again as [`quoted`] writes them (as cJSON does: `"\u00e9"` becomes `"é"`),
+/// numbers and literals as they are (cJSON writes numbers again from their
+/// value: `2.50` as `2.5`).
+fn layout(json: &[u8], style: JsonStyle) -> Vec<u8> {
+    let pretty = style == JsonStyle::Pretty;
+    let mut out = Vec::with_capacity(json.len() * 2);
+    // The containers open around the current token: true for an object.
+    let mut open: Vec<bool> = Vec::new();
+    let newline = |out: &mut Vec<u8>, depth: usize| {
+        out.push(b'\n');
+        out.resize(out.len() + depth, b'\t');
+    };
+    let mut i = 0;
+    while let Some(&b) = json.get(i) {
+        match b {
+            b' ' | b'\t' | b'\n' | b'\r' => i += 1,
+            b'{' | b'[' => {
+                let object = b == b'{';
+                let close = if object { b'}' } else { b']' };
+                out.push(b);
+                let next = i + 1 + json.get(i + 1..).map_or(0, leading_whitespace);
+                if json.get(next) == Some(&close) {
+                    // cJSON prints an empty object on two lines, an empty
+                    // array as `[]`.
+                    if pretty && object {
+                        newline(&mut out, open.len());
+                    }
+                    out.push(close);
+                    i = next + 1;
+                } else {
+                    open.push(object);
+                    if pretty && object {
+                        newline(&mut out, open.len());
+                    }
+                    i += 1;
+                }
+            }
+            b'}' | b']' => {
+                let object = open.pop().unwrap_or(b == b'}');
+                if pretty && object {
+                    newline(&mut out, open.len());
+                }
+                out.push(b);
+                i += 1;
+            }
+            b',' => {
+                out.push(b);
+                if pretty {
+                    if open.last() == Some(&true) {
+                        newline(&mut out, open.len());
+                    } else {
+                        out.push(b' ');
+                    }
+                }
+                i += 1;
+            }
+            b':' => {
+                out.push(b);
+                if pretty {
+                    out.push(b'\t');
+                }
+                i += 1;
+            }
+            b'"' => {
+                let end = string_end(json, i);
+                let token = json.get(i..end).unwrap_or_default();
+                match serde_json::from_slice::<String>(token) {
+                    Ok(text) => out.extend_from_slice(quoted(text.as_bytes()).as_bytes()),
+                    Err(_) => out.extend_from_slice(token),
+                }
+                i = end;
+            }
+            _ => {
+                // A number, true, false or null: up to the next delimiter.
+                let rest = json.get(i..).unwrap_or_default();
+                let len = rest
+                    .iter()
+                    .position(|c| {
+                        matches!(c, b',' | b']' | b'}' | b':' | b' ' | b'\t' | b'\n' | b'\r')
+                    })
+                    .unwrap_or(rest.len())
+                    .max(1);
+                out.extend_from_slice(rest.get(..len).unwrap_or(rest));
+                i += len;
+            }
+        }
+    }
+    out
+}
+
+/// How many bytes of JSON whitespace `json` starts with.
+fn leading_whitespace(json: &[u8]) -> usize {
+    json.iter()
+        .take_while(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+        .count()
+}
+
+/// The index just after the string that starts (with its quote) at `start`.
+fn string_end(json: &[u8], start: usize) -> usize {
+    let mut i = start + 1;
+    while let Some(&b) = json.get(i) {
+        match b {
+            b'\\' => i += 2,
+            b'"' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    json.len()
 }
 
 /// A JSON object written in the order its members are added.
@@ -495,11 +635,15 @@ mod tests {
     }
 
     fn render(spec: &str, publish: &Publish) -> String {
+        render_as(spec, publish, JsonStyle::Compact)
+    }
+
+    fn render_as(spec: &str, publish: &Publish, style: JsonStyle) -> String {
         let mut out = Vec::new();
         assert!(
             Format::parse(spec)
                 .unwrap()
-                .write(&mut out, publish, at())
+                .write(&mut out, publish, at(), style)
                 .unwrap()
         );
         String::from_utf8(out).unwrap()
@@ -555,10 +699,75 @@ mod tests {
         let mut out = Vec::new();
         let json = Format::parse("X %J Y")
             .unwrap()
-            .write(&mut out, &message(), at())
+            .write(&mut out, &message(), at(), JsonStyle::Compact)
             .unwrap();
         assert!(!json);
         assert_eq!(out, b"X  Y");
+    }
+
+    // --pretty: what mosquitto_sub 2.0.11 printed for the same message with
+    // `-F %j --pretty` and `-F %J --pretty`, and with `-F %J` (one line: the
+    // payload is laid out again too, it kept its own spaces and newlines).
+    #[test]
+    fn pretty_json_as_mosquitto_sub_prints_it() {
+        let mut p = Publish::new(
+            MqttString::from("t/x"),
+            Bytes::from("{\"a\": [1, 2, {\"b\": null}],\n \"c\": \"d\", \"e\": {}, \"f\": []}"),
+        );
+        p.properties.content_type = Some(MqttString::from("text/plain"));
+        p.properties
+            .user_properties
+            .push((MqttString::from("k"), MqttString::from("v")));
+        let head = "{\n\
+            \t\"tst\":\t\"2026-12-05T15:32:31.262046Z+0000\",\n\
+            \t\"topic\":\t\"t/x\",\n\
+            \t\"qos\":\t0,\n\
+            \t\"retain\":\t0,\n\
+            \t\"payloadlen\":\t55,\n\
+            \t\"properties\":\t{\n\
+            \t\t\"content-type\":\t\"text/plain\",\n\
+            \t\t\"user-properties\":\t{\n\
+            \t\t\t\"k\":\t\"v\"\n\
+            \t\t}\n\
+            \t},\n";
+        assert_eq!(
+            render_as("%j", &p, JsonStyle::Pretty),
+            format!(
+                "{head}\t\"payload\":\t\"{{\\\"a\\\": [1, 2, {{\\\"b\\\": null}}],\\n \\\"c\\\": \
+                 \\\"d\\\", \\\"e\\\": {{}}, \\\"f\\\": []}}\"\n}}"
+            )
+        );
+        assert_eq!(
+            render_as("X%JY", &p, JsonStyle::Pretty),
+            format!(
+                "X{head}\t\"payload\":\t{{\n\
+                 \t\t\"a\":\t[1, 2, {{\n\
+                 \t\t\t\t\"b\":\tnull\n\
+                 \t\t\t}}],\n\
+                 \t\t\"c\":\t\"d\",\n\
+                 \t\t\"e\":\t{{\n\
+                 \t\t}},\n\
+                 \t\t\"f\":\t[]\n\
+                 \t}}\n}}Y"
+            )
+        );
+        assert!(
+            render("%J", &p)
+                .ends_with(r#","payload":{"a":[1,2,{"b":null}],"c":"d","e":{},"f":[]}}"#),
+            "{}",
+            render("%J", &p)
+        );
+        // Strings are written again as cJSON writes them: escapes decoded
+        // where they need none.
+        p.payload = Bytes::from(r#" ["\u00e9\/", "tab\t", "\u0001"] "#);
+        assert!(render("%J", &p).ends_with(r#""payload":["é/","tab\t","\u0001"]}"#));
+        assert!(
+            render_as("%J", &p, JsonStyle::Pretty)
+                .ends_with("\t\"payload\":\t[\"é/\", \"tab\\t\", \"\\u0001\"]\n}")
+        );
+        // An empty payload is null, pretty or not.
+        p.payload = Bytes::new();
+        assert!(render_as("%J", &p, JsonStyle::Pretty).ends_with("\t\"payload\":\tnull\n}"));
     }
 
     // Widths and precisions, as mosquitto_sub 2.0.11 printed them for the

@@ -17,7 +17,7 @@ use fulmar_codec::MqttString;
 use futures::StreamExt;
 use futures::stream::{BoxStream, PollNext};
 
-use crate::format::Format;
+use crate::format::{Format, JsonStyle};
 use crate::logging::{self, LogFormat};
 
 /// Connection options shared by `pub` and `sub`.
@@ -950,6 +950,10 @@ pub(crate) struct SubArgs {
     /// for the time as strftime (@H:@M:@S), escapes \n \t. Replaces -v.
     #[arg(short = 'F', long = "format", value_name = "FORMAT", value_parser = Format::parse)]
     format: Option<Format>,
+    /// With -F %j or %J, print each message's JSON indented over several
+    /// lines (as mosquitto_sub --pretty) instead of on one line.
+    #[arg(long)]
+    pretty: bool,
     /// Maximum QoS of the subscriptions: 0, 1 or 2.
     #[arg(short, long, default_value = "0", value_parser = parse_qos)]
     qos: QoS,
@@ -1328,12 +1332,17 @@ fn print(
     let mut json = true;
     if let Some(format) = &args.format {
         let at = std::time::SystemTime::now();
+        let style = if args.pretty {
+            JsonStyle::Pretty
+        } else {
+            JsonStyle::Compact
+        };
         json = if own_ids && !message.properties.subscription_identifiers.is_empty() {
             let mut shown = message.clone();
             shown.properties.subscription_identifiers.clear();
-            format.write(out, &shown, at)?
+            format.write(out, &shown, at, style)?
         } else {
-            format.write(out, message, at)?
+            format.write(out, message, at, style)?
         };
     } else if message.payload.is_empty() {
         // As mosquitto_sub: `TOPIC (null)` with -v (and a newline), else
@@ -1526,7 +1535,7 @@ mod tests {
         assert!(s.args.conn.properties("subscribe").is_err());
     }
 
-    // -A, -M and --tls-version reach the client's options.
+    // -A, -M and --tls-version reach the client's options; --pretty parses.
     #[test]
     fn bind_address_max_inflight_and_tls_version() {
         let p = P::try_parse_from(["pub", "-t", "a", "-m", "x", "-A", "127.0.0.1", "-M", "5"])
@@ -1574,6 +1583,10 @@ mod tests {
             args.extend_from_slice(bad);
             assert!(S::try_parse_from(&args).is_err(), "{bad:?}");
         }
+        let s = S::try_parse_from(["sub", "-t", "a", "-F", "%j", "--pretty"])
+            .unwrap()
+            .args;
+        assert!(s.pretty);
         // A host name is resolved, to the broker's family when it is an
         // address; an address is taken as it is.
         assert_eq!(

@@ -904,6 +904,80 @@ fn max_inflight_bounds_the_unacknowledged_publishes() {
     assert_eq!(broker.join().unwrap().most_unacked, 3);
 }
 
+// --pretty: `-F %j` / `-F %J` print what mosquitto_sub --pretty prints for
+// the same message (the time aside): indented JSON, a payload that is JSON
+// laid out with the rest.
+#[test]
+fn pretty_json_as_mosquitto_sub() {
+    let broker = FulmarBroker::start(&[]);
+    let port = broker.port.to_string();
+    let payload = "{\"a\": [1, 2, {\"b\": null}],\n \"c\": \"d\\u00e9\", \"e\": {}, \"f\": []}";
+    publish_ok(
+        broker.port,
+        &[
+            "-t",
+            "json/1",
+            "-m",
+            payload,
+            "-r",
+            "-D",
+            "publish",
+            "user-property",
+            "k",
+            "v",
+        ],
+    );
+    // The receipt time differs.
+    let without_time = |out: Vec<u8>| {
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .filter(|line| !line.starts_with("\t\"tst\":"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for format in ["%j", "%J", "[%J]"] {
+        let ours = subscribe(
+            broker.port,
+            &["-t", "json/#", "-F", format, "--pretty", "-C", "1"],
+        );
+        assert!(ours.status.success(), "{ours:?}");
+        let theirs = Command::new(mosquitto_tool("mosquitto_sub"))
+            .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5"])
+            .args([
+                "-t", "json/#", "-F", format, "--pretty", "-C", "1", "-W", "30",
+            ])
+            .output()
+            .unwrap();
+        assert!(theirs.status.success(), "{theirs:?}");
+        let ours = without_time(ours.stdout);
+        assert_eq!(ours, without_time(theirs.stdout), "-F {format}");
+        assert!(ours.contains("\n\t\"properties\":\t{\n"), "{ours}");
+    }
+    let ours = without_time(
+        subscribe(
+            broker.port,
+            &["-t", "json/#", "-F", "%J", "--pretty", "-C", "1"],
+        )
+        .stdout,
+    );
+    assert!(
+        ours.ends_with(
+            "\t\"payload\":\t{\n\t\t\"a\":\t[1, 2, {\n\t\t\t\t\"b\":\tnull\n\t\t\t}],\n\
+             \t\t\"c\":\t\"dé\",\n\t\t\"e\":\t{\n\t\t},\n\t\t\"f\":\t[]\n\t}\n}"
+        ),
+        "{ours}"
+    );
+    // Without --pretty, one line.
+    let out = subscribe(broker.port, &["-t", "json/#", "-F", "%J", "-C", "1"]);
+    let out = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.ends_with("\"payload\":{\"a\":[1,2,{\"b\":null}],\"c\":\"dé\",\"e\":{},\"f\":[]}}\n"),
+        "{out}"
+    );
+}
+
 // The values -M, --tls-version and -A refuse are usage errors (exit 1, as
 // mosquitto_pub and mosquitto_sub), said before connecting; --help shows
 // the new flags.
@@ -937,7 +1011,10 @@ fn bad_values_of_the_new_flags_are_usage_errors() {
     }
     for (command, flags) in [
         ("pub", &["-A <ADDRESS>", "-M <COUNT>", "--tls-version"][..]),
-        ("sub", &["-A <ADDRESS>", "-M <COUNT>", "--tls-version"]),
+        (
+            "sub",
+            &["-A <ADDRESS>", "-M <COUNT>", "--tls-version", "--pretty"],
+        ),
     ] {
         let out = fulmar().args([command, "--help"]).output().unwrap();
         let help = String::from_utf8(out.stdout).unwrap();
