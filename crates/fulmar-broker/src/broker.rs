@@ -423,6 +423,7 @@ impl BrokerBuilder {
             max_retained: Some(self.limits.max_retained_messages),
             max_retained_bytes: self.limits.max_retained_bytes,
             retained_bytes: 0,
+            system_retained: 0,
             reads: checks_reads.then(|| crate::state::Reads {
                 authorizer: self.authorizer.clone(),
                 clients: std::collections::HashMap::new(),

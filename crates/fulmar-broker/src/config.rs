@@ -148,7 +148,9 @@ pub struct Limits {
     pub server_keep_alive: Option<u16>,
     /// Retained messages kept at once. A retained PUBLISH for a new topic
     /// beyond it is not routed: MQTT 5.0 PUBACK/PUBREC 0x97 Quota exceeded;
-    /// QoS 0 and 3.1.1 messages are dropped and counted.
+    /// QoS 0 and 3.1.1 messages are dropped and counted. The broker's own
+    /// `$SYS` topics count neither here nor in
+    /// [`max_retained_bytes`](Self::max_retained_bytes).
     pub max_retained_messages: usize,
     /// Bytes of all retained messages together (each counted as
     /// [`Publish::memory_size`](fulmar_codec::Publish::memory_size)), default

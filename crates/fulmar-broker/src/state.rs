@@ -847,6 +847,9 @@ pub(crate) struct SessionEntry {
 pub(crate) struct Retained {
     pub(crate) publish: Publish,
     pub(crate) stored: Instant,
+    /// Published by the broker itself (`$SYS`): outside the retained
+    /// quotas, which are the clients' and the application's.
+    pub(crate) system: bool,
 }
 
 impl Retained {
@@ -929,8 +932,11 @@ pub(crate) struct State {
     /// [`Limits::max_retained_bytes`](crate::Limits::max_retained_bytes).
     pub(crate) max_retained_bytes: usize,
     /// The bytes of the retained messages ([`Publish::memory_size`] of
-    /// each; see [`State::put_retained`]).
+    /// each; see [`State::put_retained`]), the broker's own (`$SYS`) left out.
     pub(crate) retained_bytes: usize,
+    /// How many of the retained messages are the broker's own (`$SYS`),
+    /// which the quotas leave out.
+    pub(crate) system_retained: usize,
     /// When [`State::remove_expired_retained`] last read every retained
     /// message.
     pub(crate) retained_swept: Option<Instant>,
@@ -1064,6 +1070,7 @@ impl State {
                 let value = Retained {
                     publish: stored,
                     stored: now,
+                    system: matches!(origin, Origin::System),
                 };
                 self.put_retained(topic.clone(), value);
             }
@@ -1253,25 +1260,36 @@ impl State {
     /// Stores a retained message, replacing the topic's earlier one, and
     /// counts its bytes.
     pub(crate) fn put_retained(&mut self, topic: TopicName, value: Retained) {
-        let bytes = value.publish.memory_size();
+        let (bytes, system) = (value.publish.memory_size(), value.system);
         if let Some(old) = self.retained.insert(topic, value) {
-            self.retained_bytes = self
-                .retained_bytes
-                .saturating_sub(old.publish.memory_size());
+            self.uncount_retained(&old);
         }
-        self.retained_bytes = self.retained_bytes.saturating_add(bytes);
+        if system {
+            self.system_retained += 1;
+        } else {
+            self.retained_bytes = self.retained_bytes.saturating_add(bytes);
+        }
     }
 
     /// Removes a topic's retained message; whether there was one.
     pub(crate) fn take_retained(&mut self, topic: &TopicName) -> bool {
         match self.retained.remove(topic) {
             Some(old) => {
-                self.retained_bytes = self
-                    .retained_bytes
-                    .saturating_sub(old.publish.memory_size());
+                self.uncount_retained(&old);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Takes a retained message that left the store out of the counts.
+    fn uncount_retained(&mut self, old: &Retained) {
+        if old.system {
+            self.system_retained = self.system_retained.saturating_sub(1);
+        } else {
+            self.retained_bytes = self
+                .retained_bytes
+                .saturating_sub(old.publish.memory_size());
         }
     }
 
@@ -1300,9 +1318,9 @@ impl State {
         };
         let count_fits = |state: &Self| {
             replaced.is_some()
-                || state
-                    .max_retained
-                    .is_none_or(|max| state.retained.len() < max)
+                || state.max_retained.is_none_or(|max| {
+                    state.retained.len().saturating_sub(state.system_retained) < max
+                })
         };
         if !count_fits(self) || !bytes_fit(self) {
             // Expired messages are removed when a subscription finds them;

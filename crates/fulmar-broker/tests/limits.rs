@@ -198,6 +198,28 @@ async fn v5_expired_retained_messages_leave_the_quota() {
     broker.shutdown().await;
 }
 
+// The broker's own `$SYS` topics are retained but take nothing from the
+// retained quotas: with a quota of 2 and the `$SYS` topics published, two
+// retained messages of the application still fit, a third does not.
+#[tokio::test]
+async fn sys_topics_are_outside_the_retained_quota() {
+    let broker = start_with(
+        Broker::builder()
+            .max_retained_messages(2)
+            .sys_interval(Some(std::time::Duration::from_millis(20))),
+    )
+    .await;
+    common::wait_until("the $SYS topics", || broker.stats().retained > 2).await;
+    for topic in ["app/1", "app/2"] {
+        broker.publish(topic, "r", QoS::AtLeastOnce, true).unwrap();
+    }
+    assert!(matches!(
+        broker.publish("app/3", "r", QoS::AtLeastOnce, true),
+        Err(BrokerError::LimitExceeded(_))
+    ));
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn topic_length_and_levels_limits() {
     let mut limits = Limits::default();

@@ -185,6 +185,7 @@ pub(crate) fn recover(
         let value = Retained {
             publish: m.publish,
             stored: instant_of(m.stored_at, now, now_unix),
+            system: false,
         };
         state.put_retained(name, value);
         found.retained += 1;
