@@ -1,9 +1,11 @@
 //! Authentication and authorization hooks.
 
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 
 use bytes::Bytes;
 use fulmar_codec::{ConnectReasonCode, ProtocolVersion};
+use futures::FutureExt;
 
 /// What a client presented in CONNECT, for an [`Authenticator`].
 #[derive(Clone, Debug)]
@@ -57,7 +59,8 @@ pub struct ClientInfo {
 }
 
 /// Decides whether a CONNECT is accepted. Called once per connection, before
-/// the CONNACK; the default ([`AllowAll`]) accepts everybody.
+/// the CONNACK; the default ([`AllowAll`]) accepts everybody. A panic in it
+/// (or in an [`AuthExchange`]) is logged and refuses the connection (0x80).
 ///
 /// MQTT 5.0 enhanced authentication (section 4.12): a CONNECT with an
 /// Authentication Method goes to [`auth_method`](Self::auth_method) instead
@@ -107,7 +110,8 @@ pub enum AuthStep {
 }
 
 /// Decides per topic whether a client may publish or subscribe; the default
-/// ([`AllowAll`]) allows everything.
+/// ([`AllowAll`]) allows everything. A panic in one of its methods is logged
+/// and taken as a denial.
 ///
 /// A denied PUBLISH is not routed: an MQTT 5.0 client gets PUBACK/PUBREC
 /// 0x87 (Not authorized); a 3.1.1 client gets a normal acknowledgement, as
@@ -175,5 +179,93 @@ impl Authorizer for AllowAll {
 
     async fn authorize_subscribe(&self, _client: &ClientInfo, _filter: &str) -> bool {
         true
+    }
+}
+
+/// An application's hook, kept from tearing a connection down half way: a
+/// panic in it is logged and taken as a refusal. Unguarded, it unwound the
+/// connection's task past its clean-up (a client left counted as connected
+/// for ever, its will never published), or poisoned the broker's lock from
+/// [`Authorizer::authorize_read`].
+pub(crate) struct Guarded<T>(pub(crate) T);
+
+/// Logs a hook's panic; the refusal the caller returns instead is `outcome`.
+fn panicked(hook: &str, client_id: &str, outcome: &str) {
+    tracing::error!(client_id, "the {hook} hook panicked: {outcome}");
+}
+
+#[async_trait::async_trait]
+impl<A: Authenticator> Authenticator for Guarded<A> {
+    async fn authenticate(&self, connect: &ConnectInfo) -> AuthDecision {
+        AssertUnwindSafe(self.0.authenticate(connect))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                panicked(
+                    "authenticate",
+                    &connect.client_id,
+                    "connection refused (0x80)",
+                );
+                AuthDecision::Reject(ConnectReasonCode::UnspecifiedError)
+            })
+    }
+
+    fn auth_method(&self, connect: &ConnectInfo, method: &str) -> Option<Box<dyn AuthExchange>> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.0.auth_method(connect, method))) {
+            Ok(exchange) => exchange.map(|e| Box::new(Guarded(e)) as Box<dyn AuthExchange>),
+            Err(_) => {
+                panicked("auth_method", &connect.client_id, "method refused (0x8C)");
+                None
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl AuthExchange for Guarded<Box<dyn AuthExchange>> {
+    async fn continue_auth(&mut self, data: Option<Bytes>) -> AuthStep {
+        AssertUnwindSafe(self.0.continue_auth(data))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                panicked("continue_auth", "", "authentication failed (0x80)");
+                AuthStep::Fail(ConnectReasonCode::UnspecifiedError)
+            })
+    }
+}
+
+#[async_trait::async_trait]
+impl<A: Authorizer> Authorizer for Guarded<A> {
+    async fn authorize_publish(&self, client: &ClientInfo, topic: &str) -> bool {
+        AssertUnwindSafe(self.0.authorize_publish(client, topic))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                panicked("authorize_publish", &client.client_id, "denied");
+                false
+            })
+    }
+
+    async fn authorize_subscribe(&self, client: &ClientInfo, filter: &str) -> bool {
+        AssertUnwindSafe(self.0.authorize_subscribe(client, filter))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                panicked("authorize_subscribe", &client.client_id, "denied");
+                false
+            })
+    }
+
+    fn checks_reads(&self) -> bool {
+        // Read once at start: a panic there is the application's to see.
+        self.0.checks_reads()
+    }
+
+    fn authorize_read(&self, client: &ClientInfo, topic: &str) -> bool {
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.0.authorize_read(client, topic)))
+            .unwrap_or_else(|_| {
+                panicked("authorize_read", &client.client_id, "denied");
+                false
+            })
     }
 }

@@ -350,14 +350,14 @@ impl BrokerBuilder {
     /// Sets the hook that accepts or refuses each CONNECT.
     #[must_use]
     pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
-        self.authenticator = Arc::new(authenticator);
+        self.authenticator = Arc::new(crate::auth::Guarded(authenticator));
         self
     }
 
     /// Sets the hook that allows or denies each PUBLISH and subscription.
     #[must_use]
     pub fn authorizer(mut self, authorizer: impl Authorizer) -> Self {
-        self.authorizer = Arc::new(authorizer);
+        self.authorizer = Arc::new(crate::auth::Guarded(authorizer));
         self.checks_subscriptions = true;
         self
     }

@@ -588,6 +588,78 @@ async fn v5_a_message_routed_to_nobody_is_acknowledged_with_0x10() {
     broker.shutdown().await;
 }
 
+/// Panics on every topic or filter under `boom`.
+struct Explosive;
+
+#[async_trait::async_trait]
+impl Authorizer for Explosive {
+    async fn authorize_publish(&self, _client: &ClientInfo, topic: &str) -> bool {
+        assert!(!topic.starts_with("boom"), "the application's bug");
+        true
+    }
+    async fn authorize_subscribe(&self, _client: &ClientInfo, filter: &str) -> bool {
+        assert!(!filter.starts_with("boom"), "the application's bug");
+        true
+    }
+    fn checks_reads(&self) -> bool {
+        true
+    }
+    fn authorize_read(&self, _client: &ClientInfo, topic: &str) -> bool {
+        assert!(topic != "open/boom", "the application's bug");
+        true
+    }
+}
+
+// A hook that panics is a denial, and the connection goes on as after any
+// denial: PUBACK / SUBACK 0x87, a read denied is not delivered, the broker
+// stays usable; when the client then goes away its will is published and it
+// is no longer counted as connected (the panic used to unwind the
+// connection's task past its clean-up).
+#[tokio::test]
+async fn a_panicking_authorizer_denies_and_the_connection_stays_sound() {
+    let broker = start_with(Broker::builder().authorizer(Explosive)).await;
+    let mut wills = broker.subscribe("wills/#").unwrap();
+    let mut connect = Connect::new(V5, MqttString::from("careless"));
+    connect.will = Some(fulmar_codec::Will::new(
+        MqttString::from("wills/careless"),
+        Bytes::from_static(b"gone"),
+    ));
+    let (mut p, _) = Peer::connect_with(addr(&broker), connect).await;
+    let mut m = publish("boom", "x", QoS::AtLeastOnce);
+    m.packet_id = PacketId::new(1);
+    p.send(m).await;
+    let Packet::PubAck(ack) = p.recv().await else {
+        panic!()
+    };
+    assert_eq!(ack.reason_code, PubAckReasonCode::NotAuthorized);
+    let ack = p
+        .subscribe(2, "boom/#", SubscriptionOptions::new(QoS::AtMostOnce))
+        .await;
+    assert_eq!(ack.reason_codes, [SubAckReasonCode::NotAuthorized]);
+    let ack = p
+        .subscribe(3, "open/#", SubscriptionOptions::new(QoS::AtMostOnce))
+        .await;
+    assert_eq!(ack.reason_codes, [SubAckReasonCode::GrantedQoS0]);
+    broker
+        .publish("open/boom", "unreadable", QoS::AtMostOnce, false)
+        .unwrap();
+    broker
+        .publish("open/ok", "fine", QoS::AtMostOnce, false)
+        .unwrap();
+    let Packet::Publish(got) = p.recv().await else {
+        panic!()
+    };
+    assert_eq!(got.topic, "open/ok", "the denied read was not delivered");
+    assert_eq!(broker.stats().clients_connected, 1);
+    drop(p);
+    assert_eq!(next(&mut wills).await.payload, "gone");
+    common::wait_until("the client counted as gone", || {
+        broker.stats().clients_connected == 0
+    })
+    .await;
+    broker.shutdown().await;
+}
+
 struct DenySecret;
 
 #[async_trait::async_trait]
