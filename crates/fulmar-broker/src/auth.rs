@@ -61,6 +61,9 @@ pub struct ClientInfo {
 /// Decides whether a CONNECT is accepted. Called once per connection, before
 /// the CONNACK; the default ([`AllowAll`]) accepts everybody. A panic in it
 /// (or in an [`AuthExchange`]) is logged and refuses the connection (0x80).
+/// It must decide within [`Limits::connect_timeout`](crate::Limits), as must
+/// an enhanced authentication exchange as a whole: past it the connection
+/// is refused with 0x88 Server unavailable (3.1.1: return code 3).
 ///
 /// MQTT 5.0 enhanced authentication (section 4.12): a CONNECT with an
 /// Authentication Method goes to [`auth_method`](Self::auth_method) instead

@@ -78,7 +78,10 @@ pub struct Limits {
     /// up loses messages instead of slowing the others down. One message is
     /// always let through into an empty queue, whatever its size.
     pub max_queued_bytes: usize,
-    /// Time a client has to send CONNECT after opening the connection.
+    /// Time a client has to send CONNECT after opening the connection; also
+    /// the time the [`Authenticator`](crate::Authenticator) has to decide on
+    /// it, and an enhanced authentication exchange to finish (CONNACK 0x88
+    /// Server unavailable past it).
     pub connect_timeout: Duration,
     /// Receive Maximum announced to MQTT 5.0 clients and enforced for them
     /// (more QoS 1/2 messages unacknowledged at once: DISCONNECT 0x93). A

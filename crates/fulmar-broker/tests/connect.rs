@@ -477,6 +477,39 @@ async fn rejected_client_identifier_gets_identifier_rejected() {
     broker.shutdown().await;
 }
 
+/// Never decides.
+struct Stuck;
+
+#[async_trait::async_trait]
+impl Authenticator for Stuck {
+    async fn authenticate(&self, _connect: &ConnectInfo) -> AuthDecision {
+        std::future::pending().await
+    }
+}
+
+// An authenticator that does not decide within connect_timeout does not hold
+// the connection: CONNACK 0x88 Server unavailable (3.1.1: return code 3),
+// closed, and no longer counted.
+#[tokio::test]
+async fn an_authenticator_that_never_decides_is_cut_off_at_the_connect_timeout() {
+    let broker = start_with(
+        Broker::builder()
+            .authenticator(Stuck)
+            .connect_timeout(Duration::from_millis(300)),
+    )
+    .await;
+    let mut peer = Peer::open(addr(&broker), V5).await;
+    peer.send_raw(CONNECT_V5).await;
+    peer.expect_raw(&[0x20, 0x03, 0x00, 0x88, 0x00]).await;
+    peer.expect_closed().await;
+    let mut peer = Peer::open(addr(&broker), V311).await;
+    peer.send_raw(&connect_v3(0x02)).await;
+    peer.expect_raw(&[0x20, 0x02, 0x00, 0x03]).await;
+    peer.expect_closed().await;
+    common::wait_until("no connection left", || broker.stats().connections == 0).await;
+    broker.shutdown().await;
+}
+
 // v5:MQTT-3.1.2-28 v5:MQTT-3.1.2-29
 #[tokio::test]
 async fn v5_no_response_information_and_no_reason_strings_when_not_requested() {

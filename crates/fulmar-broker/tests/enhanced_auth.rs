@@ -213,3 +213,44 @@ async fn failed_re_authentication_disconnects_with_0x87() {
     peer.expect_closed().await;
     broker.shutdown().await;
 }
+
+/// An exchange whose step never answers.
+struct StuckExchange;
+
+#[async_trait::async_trait]
+impl AuthExchange for StuckExchange {
+    async fn continue_auth(&mut self, _data: Option<bytes::Bytes>) -> fulmar_broker::AuthStep {
+        std::future::pending().await
+    }
+}
+
+struct StuckMethod;
+
+#[async_trait::async_trait]
+impl Authenticator for StuckMethod {
+    async fn authenticate(&self, _connect: &ConnectInfo) -> AuthDecision {
+        AuthDecision::Allow
+    }
+
+    fn auth_method(&self, _connect: &ConnectInfo, _method: &str) -> Option<Box<dyn AuthExchange>> {
+        Some(Box::new(StuckExchange))
+    }
+}
+
+// An exchange that does not finish within connect_timeout does not hold the
+// connection: CONNACK 0x88 Server unavailable, closed, no longer counted.
+#[tokio::test]
+async fn an_exchange_that_never_answers_is_cut_off_at_the_connect_timeout() {
+    let broker = start_with(
+        Broker::builder()
+            .authenticator(StuckMethod)
+            .connect_timeout(std::time::Duration::from_millis(300)),
+    )
+    .await;
+    let mut peer = Peer::open(addr(&broker), ProtocolVersion::V5).await;
+    peer.send_raw(&connect(b"toy")).await;
+    peer.expect_raw(&[0x20, 0x03, 0x00, 0x88, 0x00]).await;
+    peer.expect_closed().await;
+    common::wait_until("no connection left", || broker.stats().connections == 0).await;
+    broker.shutdown().await;
+}

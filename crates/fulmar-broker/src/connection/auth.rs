@@ -70,7 +70,15 @@ impl<S: super::Stream> Connection<S> {
     }
 
     async fn auth_step(&mut self, mut pending: PendingAuth, data: Option<Bytes>) {
-        match pending.exchange.continue_auth(data).await {
+        let step = tokio::time::timeout_at(pending.deadline, pending.exchange.continue_auth(data));
+        let Ok(step) = step.await else {
+            tracing::warn!(
+                client_id = %pending.info.client_id,
+                "the authentication exchange did not finish within connect_timeout: connection refused"
+            );
+            return self.reject(ConnectReasonCode::ServerUnavailable);
+        };
+        match step {
             AuthStep::Success(data) => {
                 self.complete_connect(pending.connect, pending.info, data)
                     .await;
@@ -134,7 +142,13 @@ impl<S: super::Stream> Connection<S> {
         method: MqttString,
         data: Option<Bytes>,
     ) {
-        let (code, data) = match exchange.continue_auth(data).await {
+        let timeout = self.shared.limits.connect_timeout;
+        let Ok(step) = tokio::time::timeout(timeout, exchange.continue_auth(data)).await else {
+            tracing::warn!("the re-authentication step did not finish within connect_timeout");
+            self.disconnect(DisconnectReasonCode::ServerBusy);
+            return;
+        };
+        let (code, data) = match step {
             AuthStep::Success(data) => (AuthReasonCode::Success, data),
             AuthStep::Continue(data) => {
                 self.auth_state().reauth = Some(exchange);

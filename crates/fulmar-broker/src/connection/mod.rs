@@ -1497,10 +1497,21 @@ impl<S: Stream> Connection<S> {
             return self.start_auth(connect, info, exchange, data).await;
         }
         let mut info = info;
-        match self.shared.authenticator.authenticate(&info).await {
-            AuthDecision::Allow => {}
-            AuthDecision::AllowAs(user) => info.username = Some(user),
-            AuthDecision::Reject(code) => return self.reject(code),
+        // Bounded like the rest of the connect: a hook that never answers
+        // must not hold the connection (and its slot) for ever.
+        let timeout = self.shared.limits.connect_timeout;
+        let decided = tokio::time::timeout(timeout, self.shared.authenticator.authenticate(&info));
+        match decided.await {
+            Ok(AuthDecision::Allow) => {}
+            Ok(AuthDecision::AllowAs(user)) => info.username = Some(user),
+            Ok(AuthDecision::Reject(code)) => return self.reject(code),
+            Err(_) => {
+                tracing::warn!(
+                    client_id = %info.client_id,
+                    "the authenticator did not decide within connect_timeout: connection refused"
+                );
+                return self.reject(ConnectReasonCode::ServerUnavailable);
+            }
         }
         self.complete_connect(connect, info, None).await;
     }
