@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{GUARD, Peer, addr, next, start_with};
+use common::{GUARD, Peer, addr, next, start, start_with};
 use fulmar_broker::{
     AuthDecision, Authenticator, Broker, BrokerEvent, ConnectInfo, Initiator, Limits,
 };
@@ -159,6 +159,43 @@ async fn clients_cannot_publish_to_sys_topics() {
         .publish("$SYS/mine", "app", QoS::AtMostOnce, false)
         .unwrap();
     assert_eq!(next(&mut watch).await.payload, "app");
+    broker.shutdown().await;
+}
+
+// Every refused CONNECT is an event, also the ones the protocol rules refuse
+// before any hook is asked: an unsupported protocol level (CONNACK 0x84),
+// a 3.1.1 empty client identifier with CleanSession 0 (return code 2).
+#[tokio::test]
+async fn connects_the_protocol_refuses_are_events_too() {
+    let broker = start().await;
+    let mut events = broker.events();
+    let mut peer = Peer::open(addr(&broker), ProtocolVersion::V5).await;
+    // CONNECT, protocol level 6.
+    peer.send_raw(&[
+        0x10, 0x0d, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x06, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00,
+    ])
+    .await;
+    peer.expect_raw(&[0x20, 0x03, 0x00, 0x84, 0x00]).await;
+    peer.expect_closed().await;
+    match next_event(&mut events).await {
+        BrokerEvent::Refused { reason_code, .. } => {
+            assert_eq!(reason_code, ConnectReasonCode::UnsupportedProtocolVersion);
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut peer = Peer::open(addr(&broker), ProtocolVersion::V311).await;
+    // CONNECT 3.1.1, CleanSession 0, empty client identifier.
+    peer.send_raw(&[
+        0x10, 0x0c, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x00, 0x00, 0x3c, 0x00, 0x00,
+    ])
+    .await;
+    peer.expect_raw(&[0x20, 0x02, 0x00, 0x02]).await;
+    match next_event(&mut events).await {
+        BrokerEvent::Refused { reason_code, .. } => {
+            assert_eq!(reason_code, ConnectReasonCode::ClientIdentifierNotValid);
+        }
+        other => panic!("{other:?}"),
+    }
     broker.shutdown().await;
 }
 

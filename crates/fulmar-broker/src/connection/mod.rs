@@ -492,6 +492,8 @@ pub(crate) struct Connection<S> {
     yield_next: bool,
     /// The client identifier of the CONNECT, as sent (for a refusal event).
     connect_id: String,
+    /// [`BrokerEvent::Refused`] was emitted for this connection.
+    refusal_reported: bool,
     /// The CONNACK accepted the client: it counts as connected.
     session_accepted: bool,
     /// An enhanced authentication exchange waiting for the client's AUTH.
@@ -608,6 +610,7 @@ impl<S: Stream> Connection<S> {
             shutting_down: false,
             yield_next: false,
             connect_id: String::new(),
+            refusal_reported: false,
             session_accepted: false,
             pending_auth: None,
             auth: None,
@@ -1049,6 +1052,11 @@ impl<S: Stream> Connection<S> {
             let version = self.session.protocol_version();
             self.transport.set_version(version);
             while let Some(packet) = self.session.poll_transmit() {
+                if let Packet::ConnAck(ack) = &packet
+                    && ack.reason_code.is_error()
+                {
+                    self.report_refusal(ack.reason_code);
+                }
                 if let Some(packet) = self.rewrite(packet) {
                     self.journal_transmit(&packet);
                     if wait_for_store {
@@ -1441,13 +1449,24 @@ impl<S: Stream> Connection<S> {
 
     fn reject_with(&mut self, code: ConnectReasonCode, properties: ConnAckProperties) {
         tracing::debug!(peer = %self.peer.addr, %code, "connection refused");
+        self.report_refusal(code);
+        let _ = self.session.reject(code, properties, Instant::now());
+    }
+
+    /// Emits [`BrokerEvent::Refused`], once per connection: for the
+    /// broker's refusals, and for those of the session itself (a CONNECT
+    /// that does not decode, or breaks a rule of the protocol), seen as the
+    /// refusing CONNACK goes out.
+    fn report_refusal(&mut self, code: ConnectReasonCode) {
+        if std::mem::replace(&mut self.refusal_reported, true) {
+            return;
+        }
         let client_id = self.connect_id.clone();
         self.shared.emit(|| BrokerEvent::Refused {
             client_id,
             remote_addr: self.peer.addr,
             reason_code: code,
         });
-        let _ = self.session.reject(code, properties, Instant::now());
     }
 
     async fn on_connect(&mut self, connect: Connect) {
