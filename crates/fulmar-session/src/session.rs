@@ -587,6 +587,15 @@ impl Session {
         self.events.pop_front()
     }
 
+    /// Whether [`poll_event`](Self::poll_event) has an event to return. A
+    /// driver that drained the events, then the packets to send, checks it
+    /// before it sleeps: sending can report an event (a message dropped as
+    /// too large for the peer, [`Event::PublishDropped`]).
+    #[must_use]
+    pub fn has_event(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// How many messages [`publish`](Self::publish) has accepted: the one
     /// it accepted last has this number, the next one gets the next. A QoS 0
     /// message has no packet identifier: its number tells it apart when it

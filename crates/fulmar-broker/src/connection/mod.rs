@@ -1095,7 +1095,9 @@ impl<S: Stream> Connection<S> {
                     return Err(handed_over());
                 }
             }
-            if !handled {
+            // Sending may have reported something (a message too large for
+            // the client, dropped): handled before sleeping.
+            if !handled && !self.session.has_event() {
                 return Ok(());
             }
         }
@@ -1243,10 +1245,20 @@ impl<S: Stream> Connection<S> {
             Event::Auth(auth) if self.pending_auth.is_some() => self.on_auth(auth).await,
             Event::Auth(auth) => self.on_reauth(auth).await,
             Event::PublishComplete { packet_id, .. } => self.forget_outbound(packet_id),
-            Event::PublishDropped {
-                packet_id: Some(packet_id),
-                ..
-            } => self.forget_outbound(packet_id),
+            Event::PublishDropped { packet_id, reason } => {
+                // Over the client's Maximum Packet Size (MQTT-3.1.2-25), or no
+                // room: dropped undelivered (an expired message is not counted).
+                if matches!(
+                    reason,
+                    fulmar_session::DropReason::PacketTooLarge
+                        | fulmar_session::DropReason::QueueFull
+                ) {
+                    self.shared.counters.drop_one();
+                }
+                if let Some(packet_id) = packet_id {
+                    self.forget_outbound(packet_id);
+                }
+            }
             Event::Disconnected {
                 initiator,
                 reason_code,
