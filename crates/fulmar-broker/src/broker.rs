@@ -562,6 +562,21 @@ impl std::fmt::Debug for BrokerHandle {
     }
 }
 
+/// A session the broker holds, from [`BrokerHandle::sessions`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// Its client identifier.
+    pub client_id: String,
+    /// A client is connected to it now (else it is kept for one that is away).
+    pub connected: bool,
+    /// Its Session Expiry Interval in seconds, as last known: 0 ends it with
+    /// its connection, `u32::MAX` never (a 3.1.1 CleanSession 0 session).
+    pub session_expiry_interval: u32,
+    /// How many topic filters it subscribes to.
+    pub subscriptions: usize,
+}
+
 /// Counters of a running broker.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -1183,6 +1198,42 @@ impl BrokerHandle {
     #[must_use]
     pub fn has_session(&self, client_id: &str) -> bool {
         self.inner.shared.lock().sessions.contains_key(client_id)
+    }
+
+    /// Every session this broker holds, sorted by client identifier: the
+    /// connected clients' and those kept for clients that are away (until
+    /// their Session Expiry Interval runs out). A snapshot: clients come
+    /// and go meanwhile; [`events`](Self::events) tells of each change.
+    ///
+    /// ```
+    /// use fulmar_broker::Broker;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), fulmar_broker::BrokerError> {
+    /// let broker = Broker::builder().start().await?;
+    /// let connected = broker.sessions().iter().filter(|s| s.connected).count();
+    /// assert_eq!(connected, 0);
+    /// broker.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let mut all: Vec<SessionInfo> = self
+            .inner
+            .shared
+            .lock()
+            .sessions
+            .iter()
+            .map(|(id, entry)| SessionInfo {
+                client_id: id.to_string(),
+                connected: entry.owner.is_some(),
+                session_expiry_interval: entry.expiry,
+                subscriptions: entry.filters.len(),
+            })
+            .collect();
+        all.sort_unstable_by(|a, b| a.client_id.cmp(&b.client_id));
+        all
     }
 
     /// Every retained message this broker holds whose expiry has not

@@ -112,7 +112,7 @@ pub use auth::{
     ConnectInfo,
 };
 pub use bridge::{Bridge, SessionClaim, SessionExport, SessionUnavailable};
-pub use broker::{Broker, BrokerBuilder, BrokerHandle, ServedConnection, Stats};
+pub use broker::{Broker, BrokerBuilder, BrokerHandle, ServedConnection, SessionInfo, Stats};
 pub use config::{Limits, OverloadPolicy, ServerReference};
 pub use error::BrokerError;
 pub use fulmar_session::Initiator;

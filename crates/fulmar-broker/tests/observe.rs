@@ -199,6 +199,51 @@ async fn connects_the_protocol_refuses_are_events_too() {
     broker.shutdown().await;
 }
 
+// The sessions the broker holds, connected or kept for an absent client.
+#[tokio::test]
+async fn sessions_lists_connected_and_kept_sessions() {
+    let broker = start().await;
+    let mut a = fulmar_codec::Connect::new(ProtocolVersion::V5, MqttString::from("a"));
+    a.properties.session_expiry_interval = Some(60);
+    let (mut a, _) = Peer::connect_with(addr(&broker), a).await;
+    a.sub(1, "x/+", QoS::AtLeastOnce).await;
+    a.sub(2, "y", QoS::AtMostOnce).await;
+    let mut b = fulmar_codec::Connect::new(ProtocolVersion::V311, MqttString::from("b"));
+    b.clean_start = false;
+    let (b, _) = Peer::connect_with(addr(&broker), b).await;
+    let _c = Peer::connect(addr(&broker), ProtocolVersion::V5, "c").await;
+    drop(b);
+    common::wait_until("b away", || {
+        broker
+            .sessions()
+            .iter()
+            .any(|s| s.client_id == "b" && !s.connected)
+    })
+    .await;
+    let sessions: Vec<_> = broker
+        .sessions()
+        .into_iter()
+        .map(|s| {
+            (
+                s.client_id,
+                s.connected,
+                s.session_expiry_interval,
+                s.subscriptions,
+            )
+        })
+        .collect();
+    assert_eq!(
+        sessions,
+        [
+            ("a".to_owned(), true, 60, 2),
+            ("b".to_owned(), false, u32::MAX, 0),
+            ("c".to_owned(), true, 0, 0),
+        ]
+    );
+    a.disconnect().await;
+    broker.shutdown().await;
+}
+
 struct RefuseBob;
 
 #[async_trait::async_trait]
