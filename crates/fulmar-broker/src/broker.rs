@@ -59,6 +59,18 @@ pub(crate) struct Shared {
     pub(crate) hibernator: Option<Arc<crate::hibernate::Hibernator>>,
 }
 
+impl Drop for Shared {
+    /// Nothing can write to the store any more (the broker was not shut
+    /// down: its runtime was dropped): the writer commits what is queued
+    /// and ends, which closes the store. Without it the writer thread kept
+    /// the store, and its file lock, for the rest of the process.
+    fn drop(&mut self) {
+        if let Some(journal) = &self.journal {
+            journal.close();
+        }
+    }
+}
+
 impl Shared {
     /// May `client` receive a message on `topic` (see
     /// [`Authorizer::authorize_read`])? Always, unless the authorizer checks reads.

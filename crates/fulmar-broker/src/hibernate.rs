@@ -42,6 +42,9 @@ struct Inner {
     tracker: TaskTracker,
     /// Connections hibernating now.
     asleep: AtomicU64,
+    /// Ends the task that watches for the runtime's end ([`RuntimeGone`])
+    /// when the broker stops first.
+    stopped: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 #[derive(Default)]
@@ -52,6 +55,37 @@ struct Queue {
     wakes: Vec<Arc<Sleeper>>,
     /// The broker shuts down: wake every connection, take no more.
     stopping: bool,
+    /// The runtime is gone (dropped without the broker's shutdown): the
+    /// connections cannot run again; they are closed, and the thread ends.
+    runtime_gone: bool,
+}
+
+/// Held by a task on the broker's runtime that waits for the broker to
+/// stop: dropped with the runtime while still armed, it tells the thread
+/// that no connection can be woken any more. Without it the thread kept the
+/// hibernating connections (their sockets, and through them the broker's
+/// state and store) for ever once the runtime was dropped.
+struct RuntimeGone {
+    inner: Weak<Inner>,
+    armed: bool,
+}
+
+impl RuntimeGone {
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for RuntimeGone {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(inner) = self.inner.upgrade() {
+            inner.lock().runtime_gone = true;
+            let _ = inner.waker.wake();
+        }
+    }
 }
 
 /// One hibernating connection: its state, in the thread's table and, as
@@ -131,12 +165,25 @@ impl Hibernator {
     ) -> std::io::Result<Self> {
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER)?;
+        let (stopped, on_stop) = tokio::sync::oneshot::channel();
         let inner = Arc::new(Inner {
             waker,
             queue: Mutex::new(Queue::default()),
             runtime,
             tracker,
             asleep: AtomicU64::new(0),
+            stopped: Mutex::new(Some(stopped)),
+        });
+        let watch = RuntimeGone {
+            inner: Arc::downgrade(&inner),
+            armed: true,
+        };
+        inner.runtime.spawn(async move {
+            let mut watch = watch;
+            // Resolves when the broker stops (or the sender is dropped with
+            // it); never, if the runtime is dropped first.
+            let _ = on_stop.await;
+            watch.disarm();
         });
         let thread = Thread {
             inner: Arc::downgrade(&inner),
@@ -178,6 +225,15 @@ impl Hibernator {
     /// shuts down).
     pub(crate) fn stop(&self) {
         self.inner.lock().stopping = true;
+        let stopped = self
+            .inner
+            .stopped
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(stopped) = stopped {
+            let _ = stopped.send(());
+        }
         let _ = self.inner.waker.wake();
     }
 }
@@ -234,14 +290,21 @@ impl Thread {
                     due.push(event.token().0);
                 }
             }
-            let (arrivals, wakes, stopping) = {
+            let (arrivals, wakes, stopping, runtime_gone) = {
                 let mut queue = inner.lock();
                 (
                     std::mem::take(&mut queue.arrivals),
                     std::mem::take(&mut queue.wakes),
                     queue.stopping,
+                    queue.runtime_gone,
                 )
             };
+            if runtime_gone {
+                // Nothing can run them: they are closed (the table's states
+                // are dropped with the thread, the arrivals here).
+                drop(arrivals);
+                return;
+            }
             for asleep in arrivals {
                 if stopping {
                     spawn(&inner, asleep, None);
