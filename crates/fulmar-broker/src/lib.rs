@@ -37,8 +37,9 @@
 //! - **Enhanced authentication** (MQTT 5.0 AUTH challenge/response, and
 //!   re-authentication after CONNACK) through [`Authenticator::auth_method`]
 //!   and [`AuthExchange`].
-//! - **Observable**: [`BrokerHandle::stats`], [`BrokerHandle::events`], and
-//!   `$SYS/broker/...` topics ([`Limits::sys_interval`]).
+//! - **Observable**: [`BrokerHandle::stats`], [`BrokerHandle::events`],
+//!   [`BrokerHandle::sessions`] (who is connected, which sessions are kept),
+//!   and `$SYS/broker/...` topics ([`Limits::sys_interval`]).
 //! - **Overload**: a slow subscriber never stalls the others; its surplus is
 //!   dropped and counted or its publishers are held back ([`OverloadPolicy`]);
 //!   its queues are bounded in bytes too ([`Limits::max_queued_bytes`]), and
