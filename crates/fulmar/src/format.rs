@@ -16,7 +16,9 @@
 //!
 //! `@` fields are the time received, as strftime: `@Y` `@m` `@d` `@H` `@M`
 //! `@S` `@j` (day of the year) `@s` (Unix seconds) `@F` (`@Y-@m-@d`) `@T`
-//! (`@H:@M:@S`) `@z` (`+0000`) `@Z` (`UTC`), and `@@`. Times are UTC.
+//! (`@H:@M:@S`) `@z` (`+0100`) `@Z` (`CET`), and `@@`. Times are local, as
+//! mosquitto_sub's: in the time zone of the `TZ` environment variable (an
+//! IANA name or a POSIX rule), else the system's (`/etc/localtime`), else UTC.
 //!
 //! Escapes: `\n`, `\t`, `\r`, `\a`, `\e`, `\v`, `\0`, `\\`. An unknown field or
 //! escape is refused when the format is parsed.
@@ -25,6 +27,7 @@ use std::io::{self, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fulmar_codec::{PayloadFormat, Publish, QoS};
+use jiff::tz::TimeZone;
 
 /// A parsed format.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,8 +172,20 @@ impl Format {
         at: SystemTime,
         style: JsonStyle,
     ) -> io::Result<bool> {
+        self.write_in(out, publish, at, style, &TimeZone::system())
+    }
+
+    /// [`write`](Self::write), with times in `zone`.
+    fn write_in(
+        &self,
+        out: &mut impl Write,
+        publish: &Publish,
+        at: SystemTime,
+        style: JsonStyle,
+        zone: &TimeZone,
+    ) -> io::Result<bool> {
         let mut line = Vec::new();
-        let time = Time::from(at);
+        let time = Time::new(at, zone);
         let mut json = true;
         for piece in &self.0 {
             match piece {
@@ -522,27 +537,49 @@ fn quoted(text: &[u8]) -> String {
     serde_json::to_string(&String::from_utf8_lossy(text)).unwrap_or_else(|_| "\"\"".to_owned())
 }
 
-/// A time received, in UTC.
+/// A time received, and the local time zone's offset from UTC then.
 struct Time {
     secs: u64,
     nanos: u32,
-}
-
-impl From<SystemTime> for Time {
-    fn from(at: SystemTime) -> Self {
-        let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-        Self {
-            secs: since.as_secs(),
-            nanos: since.subsec_nanos(),
-        }
-    }
+    /// Seconds east of UTC.
+    offset: i32,
+    /// The zone's abbreviation then (`CET`, `CEST`, `UTC`).
+    zone: String,
 }
 
 impl Time {
-    /// Year, month, day, hour, minute, second, day of the year.
+    fn new(at: SystemTime, zone: &TimeZone) -> Self {
+        let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let (offset, name) = i64::try_from(secs)
+            .ok()
+            .and_then(|secs| jiff::Timestamp::from_second(secs).ok())
+            .map_or((0, "UTC".to_owned()), |at| {
+                let info = zone.to_offset_info(at);
+                (info.offset().seconds(), info.abbreviation().to_owned())
+            });
+        Self {
+            secs,
+            nanos: since.subsec_nanos(),
+            offset,
+            zone: name,
+        }
+    }
+
+    /// The offset as `+HHMM` / `-HHMM`.
+    fn offset_text(&self) -> String {
+        let sign = if self.offset < 0 { '-' } else { '+' };
+        let minutes = self.offset.unsigned_abs() / 60;
+        format!("{sign}{:02}{:02}", minutes / 60, minutes % 60)
+    }
+
+    /// Local year, month, day, hour, minute, second, day of the year.
     fn civil(&self) -> (i64, u32, u32, u32, u32, u32, u32) {
-        let days = i64::try_from(self.secs / 86_400).unwrap_or(i64::MAX);
-        let rem = self.secs % 86_400;
+        let local = i64::try_from(self.secs)
+            .unwrap_or(i64::MAX)
+            .saturating_add(i64::from(self.offset));
+        let days = local.div_euclid(86_400);
+        let rem = u64::try_from(local.rem_euclid(86_400)).unwrap_or(0);
         // Howard Hinnant's days-to-civil.
         let z = days + 719_468;
         let era = z.div_euclid(146_097);
@@ -567,15 +604,16 @@ impl Time {
         (year, month, day, small(h), small(m), small(s), yday)
     }
 
-    /// `2026-12-05T15:32:31+0000`; with `micros`, as `%j`'s `tst`:
-    /// `2026-12-05T15:32:31.262046Z+0000`.
+    /// `2026-12-05T16:32:31+0100`; with `micros`, as `%j`'s `tst`:
+    /// `2026-12-05T16:32:31.262046Z+0100` (mosquitto_sub's layout).
     fn iso(&self, micros: bool) -> String {
         let (y, mo, d, h, mi, s, _) = self.civil();
+        let z = self.offset_text();
         if micros {
             let us = self.nanos / 1000;
-            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}Z+0000")
+            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}Z{z}")
         } else {
-            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}+0000")
+            format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{z}")
         }
     }
 
@@ -592,8 +630,8 @@ impl Time {
             b's' => self.secs.to_string(),
             b'F' => format!("{y:04}-{mo:02}-{d:02}"),
             b'T' => format!("{h:02}:{mi:02}:{s:02}"),
-            b'z' => "+0000".to_owned(),
-            b'Z' => "UTC".to_owned(),
+            b'z' => self.offset_text(),
+            b'Z' => self.zone.clone(),
             _ => String::new(),
         };
         out.extend_from_slice(text.as_bytes());
@@ -643,7 +681,7 @@ mod tests {
         assert!(
             Format::parse(spec)
                 .unwrap()
-                .write(&mut out, publish, at(), style)
+                .write_in(&mut out, publish, at(), style, &TimeZone::UTC)
                 .unwrap()
         );
         String::from_utf8(out).unwrap()
@@ -797,10 +835,41 @@ mod tests {
         }
     }
 
+    // Local time as mosquitto_sub prints it: the zone's offset and
+    // abbreviation at that instant (daylight saving time included), also
+    // west of UTC across midnight.
+    #[test]
+    fn times_are_local() {
+        let cet = TimeZone::posix("CET-1CEST,M3.5.0,M10.5.0/3").unwrap();
+        let est = TimeZone::posix("EST5EDT,M3.2.0,M11.1.0").unwrap();
+        let show = |at: SystemTime, zone: &TimeZone| {
+            let mut out = Vec::new();
+            Format::parse("%I @Z @z @H @s")
+                .unwrap()
+                .write_in(&mut out, &message(), at, JsonStyle::Compact, zone)
+                .unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            show(at(), &cet),
+            "2026-12-05T16:32:31+0100 CET +0100 16 1796484751"
+        );
+        let july = UNIX_EPOCH + Duration::from_secs(1_783_000_000);
+        assert_eq!(
+            show(july, &cet),
+            "2026-07-02T15:46:40+0200 CEST +0200 15 1783000000"
+        );
+        let night = UNIX_EPOCH + Duration::from_secs(1_796_443_200); // 04:00 UTC
+        assert_eq!(
+            show(night, &est),
+            "2026-12-04T23:00:00-0500 EST -0500 23 1796443200"
+        );
+    }
+
     #[test]
     fn dates_are_civil() {
         let day = |secs: u64| {
-            let t = Time { secs, nanos: 0 };
+            let t = Time::new(UNIX_EPOCH + Duration::from_secs(secs), &TimeZone::UTC);
             let (y, m, d, ..) = t.civil();
             (y, m, d, t.civil().6)
         };

@@ -907,6 +907,59 @@ fn max_inflight_bounds_the_unacknowledged_publishes() {
 // --pretty: `-F %j` / `-F %J` print what mosquitto_sub --pretty prints for
 // the same message (the time aside): indented JSON, a payload that is JSON
 // laid out with the rest.
+// -F times are local, as mosquitto_sub's: the TZ environment variable (here
+// a POSIX rule, which needs no time zone database) gives the offset and the
+// abbreviation, for %I, @z, @Z and %j's "tst", as with mosquitto_sub.
+#[test]
+fn format_times_are_local_as_mosquitto_sub() {
+    let broker = FulmarBroker::start(&[]);
+    let port = broker.port.to_string();
+    publish_ok(broker.port, &["-t", "tz/1", "-m", "x", "-r"]);
+    let format = "%I|@z|@Z|%j";
+    let ours = fulmar()
+        .env("TZ", "JST-9")
+        .args(["sub", "-h", "127.0.0.1", "-p", &port, "-W", "30"])
+        .args(["-t", "tz/#", "-F", format, "-C", "1"])
+        .output()
+        .unwrap();
+    assert!(ours.status.success(), "{ours:?}");
+    let theirs = Command::new(mosquitto_tool("mosquitto_sub"))
+        .env("TZ", "JST-9")
+        .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5"])
+        .args(["-t", "tz/#", "-F", format, "-C", "1", "-W", "30"])
+        .output()
+        .unwrap();
+    assert!(theirs.status.success(), "{theirs:?}");
+    // The same shape, but for the seconds: the receipt times differ.
+    let shape = |out: &[u8]| {
+        let text = String::from_utf8_lossy(out).into_owned();
+        let fields: Vec<String> = text.trim_end().split('|').map(str::to_owned).collect();
+        assert_eq!(fields.len(), 4, "{text}");
+        let iso = &fields[0];
+        let tst = fields[3]
+            .split("\"tst\":\"")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        (
+            iso.len(),
+            iso.ends_with("+0900"),
+            fields[1].clone(),
+            fields[2].clone(),
+            tst.len() > 5
+                && tst
+                    .get(..tst.find('"').unwrap_or(0))
+                    .unwrap_or_default()
+                    .ends_with("Z+0900"),
+        )
+    };
+    assert_eq!(
+        shape(&ours.stdout),
+        (24, true, "+0900".to_owned(), "JST".to_owned(), true)
+    );
+    assert_eq!(shape(&ours.stdout), shape(&theirs.stdout));
+}
+
 #[test]
 fn pretty_json_as_mosquitto_sub() {
     let broker = FulmarBroker::start(&[]);
