@@ -6,7 +6,9 @@
 //! packet identifier, then deliver" method of MQTT 5.0 figure 4.3); a resent
 //! PUBLISH with a stored identifier is acknowledged again but not delivered.
 
-use fulmar_codec::{AliasError, PacketId, ProtocolVersion, PubCompReasonCode, Publish, QoS};
+use fulmar_codec::{
+    AliasError, PacketId, ProtocolVersion, PubAckReasonCode, PubCompReasonCode, Publish, QoS,
+};
 
 use crate::error::{ApiError, Error, ProtocolViolation};
 use crate::event::Event;
@@ -119,6 +121,25 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Gives the PUBACK (QoS 1) or PUBREC (QoS 2) queued for the inbound
+    /// message `packet_id`, and not sent yet, the success code `reason_code`
+    /// instead of 0x00 Success: for what the application learns only once
+    /// it has handled the message, such as 0x10 No matching subscribers (a
+    /// server that knows it may say so, MQTT 5.0 section 3.4.2.1). Returns
+    /// whether the acknowledgement was found and changed: not under 3.1.1
+    /// (its acknowledgements carry no reason code), and not for an error
+    /// code (0x80 and above), since refusing a message also ends its flow.
+    ///
+    /// Call it after [`handle_packet`](Self::handle_packet) (or
+    /// [`ack`](Self::ack), with manual acknowledgements) queued the
+    /// acknowledgement and before [`poll_transmit`](Self::poll_transmit)
+    /// hands it out.
+    pub fn set_ack_reason(&mut self, packet_id: PacketId, reason_code: PubAckReasonCode) -> bool {
+        self.version == ProtocolVersion::V5
+            && !reason_code.is_error()
+            && self.transmit.set_ack_code(packet_id, reason_code)
     }
 
     /// A PUBREL from the peer: forget the identifier, answer PUBCOMP.

@@ -69,6 +69,39 @@ impl TxQueue {
         self.0.push_back(Queued::PubComp(id, reason_code));
     }
 
+    /// Sets the reason code of the PUBACK or PUBREC queued for `id`, if it
+    /// is still queued (searched from the back: it was queued last, or
+    /// nearly); false if there is none, or `code` has no PUBREC equivalent.
+    pub(crate) fn set_ack_code(&mut self, id: PacketId, code: PubAckReasonCode) -> bool {
+        for queued in self.0.iter_mut().rev() {
+            match queued {
+                Queued::PubAck(i, c) if *i == id => {
+                    *c = code;
+                    return true;
+                }
+                Queued::PubRec(i, c) if *i == id => {
+                    return PubRecReasonCode::try_from(code.as_u8())
+                        .map(|code| *c = code)
+                        .is_ok();
+                }
+                Queued::Other(packet) => match packet.as_mut() {
+                    Packet::PubAck(ack) if ack.packet_id == id => {
+                        ack.reason_code = code;
+                        return true;
+                    }
+                    Packet::PubRec(rec) if rec.packet_id == id => {
+                        return PubRecReasonCode::try_from(code.as_u8())
+                            .map(|code| rec.reason_code = code)
+                            .is_ok();
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        false
+    }
+
     pub(crate) fn pop_front(&mut self) -> Option<Packet> {
         // Each arm builds its `Option<Packet>` in place (a `Packet` is a
         // large value, and wrapping a finished one in `Some` is a copy).

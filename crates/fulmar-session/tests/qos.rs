@@ -4,8 +4,8 @@ mod common;
 
 use common::*;
 use fulmar_codec::{
-    ConnAck, ConnectReasonCode, Packet, ProtocolVersion, PubAck, PubComp, PubCompReasonCode,
-    PubRec, PubRecReasonCode, PubRel, PubRelReasonCode, QoS, ReasonCode,
+    ConnAck, ConnectReasonCode, Packet, ProtocolVersion, PubAck, PubAckReasonCode, PubComp,
+    PubCompReasonCode, PubRec, PubRecReasonCode, PubRel, PubRelReasonCode, QoS, ReasonCode,
 };
 use fulmar_session::{Config, Event};
 
@@ -382,6 +382,48 @@ fn acknowledgements_follow_the_order_of_receipt() {
             ]
         );
     }
+}
+
+#[test]
+fn an_acknowledgement_not_sent_yet_may_say_no_matching_subscribers() {
+    // v5:MQTT-3.4.2-1 v5:MQTT-3.5.2-1
+    let mut c = client(ProtocolVersion::V5);
+    c.handle_packet(incoming("t", QoS::AtLeastOnce, Some(5), b"x"), t0())
+        .unwrap();
+    c.handle_packet(incoming("t", QoS::ExactlyOnce, Some(6), b"x"), t0())
+        .unwrap();
+    c.handle_packet(incoming("t", QoS::AtLeastOnce, Some(7), b"x"), t0())
+        .unwrap();
+    let none = PubAckReasonCode::NoMatchingSubscribers;
+    assert!(c.set_ack_reason(id(5), none));
+    assert!(c.set_ack_reason(id(6), none));
+    // Error codes are not taken (refusing a message also ends its flow),
+    // nor identifiers without a queued acknowledgement.
+    assert!(!c.set_ack_reason(id(7), PubAckReasonCode::NotAuthorized));
+    assert!(!c.set_ack_reason(id(9), none));
+    let mut ack = PubAck::new(id(5));
+    ack.reason_code = none;
+    let mut rec = PubRec::new(id(6));
+    rec.reason_code = PubRecReasonCode::NoMatchingSubscribers;
+    assert_eq!(
+        drain(&mut c),
+        vec![
+            Packet::PubAck(ack),
+            Packet::PubRec(rec),
+            Packet::PubAck(PubAck::new(id(7)))
+        ]
+    );
+    // Sent already: too late.
+    assert!(!c.set_ack_reason(id(5), none));
+    // The QoS 2 flow goes on: 0x10 is not an error.
+    c.handle_packet(Packet::PubRel(PubRel::new(id(6))), t0())
+        .unwrap();
+    assert_eq!(drain(&mut c), vec![Packet::PubComp(PubComp::new(id(6)))]);
+    // 3.1.1 acknowledgements carry no reason code.
+    let mut c = client(ProtocolVersion::V311);
+    c.handle_packet(incoming("t", QoS::AtLeastOnce, Some(5), b"x"), t0())
+        .unwrap();
+    assert!(!c.set_ack_reason(id(5), none));
 }
 
 #[test]

@@ -133,10 +133,14 @@ impl<S: super::Stream> Connection<S> {
             }
             return;
         }
-        if !subscribed {
-            self.no_matching_subscribers(&publish);
-        }
         self.ack_inbound(publish.packet_id);
+        if !subscribed && let Some(id) = publish.packet_id {
+            // MQTT 5.0 3.4.2.1: a server that knows may say so (as
+            // mosquitto does). Not known with a bridge or a cluster
+            // attached: it may have subscribers elsewhere.
+            self.session
+                .set_ack_reason(id, PubAckReasonCode::NoMatchingSubscribers);
+        }
         if !held.paced.is_empty() {
             self.pace(held.paced);
         }
@@ -308,26 +312,6 @@ impl<S: super::Stream> Connection<S> {
                 .session
                 .handle_packet(Packet::PubRel(PubRel::new(id)), Instant::now());
         }
-    }
-}
-
-impl<S: super::Stream> Connection<S> {
-    /// A v5 QoS 1/2 message was routed to nobody: its PUBACK or PUBREC says
-    /// 0x10 No matching subscribers, as mosquitto's does (the spec lets a
-    /// server that knows it say so, MQTT 5.0 3.4.2.1). Not said when a
-    /// bridge or a cluster is attached: it may have subscribers elsewhere.
-    fn no_matching_subscribers(&mut self, publish: &Publish) {
-        let (true, Some(id)) = (self.v5(), publish.packet_id) else {
-            return;
-        };
-        let refusals = self.refusals.get_or_insert_with(Box::default);
-        refusals.ack_codes.insert(
-            id,
-            (
-                PubAckReasonCode::NoMatchingSubscribers,
-                PubRecReasonCode::NoMatchingSubscribers,
-            ),
-        );
     }
 }
 

@@ -538,13 +538,11 @@ pub(crate) struct Connection<S> {
     retained_later: Option<Box<VecDeque<(TopicName, SubOptions)>>>,
 }
 
-/// Inbound QoS 1/2 messages of a connection whose acknowledgement is not a
-/// plain Success (MQTT 5.0), until it is sent.
+/// Refused inbound QoS 1/2 messages of a connection.
 #[derive(Default)]
 struct Refusals {
-    /// The reason code of the PUBACK (QoS 1) or PUBREC (QoS 2) of each: a
-    /// refusal (0x87 when the authorizer denied it, ...), or 0x10 No
-    /// matching subscribers.
+    /// The reason code of the PUBACK (QoS 1) or PUBREC (QoS 2) of each
+    /// (MQTT 5.0): 0x87 when the authorizer denied it, and so on.
     ack_codes: HashMap<
         PacketId,
         (
@@ -1132,9 +1130,8 @@ impl<S: Stream> Connection<S> {
         Ok(())
     }
 
-    /// Gives an acknowledgement the session produced (it acknowledges
-    /// inbound QoS 1/2 on receipt) the reason code the broker chose: a
-    /// refusal, or No matching subscribers.
+    /// Applies a refusal to an acknowledgement the session produced (the
+    /// session acknowledges inbound QoS 1/2 on receipt).
     fn rewrite(&mut self, packet: Packet) -> Option<Packet> {
         let Some(refusals) = self.refusals.as_deref_mut() else {
             return Some(packet);
