@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use fulmar_codec::{
-    AckProperties, Packet, PacketId, PubAck, PubComp, PubRec, PubRelReasonCode, Publish,
-    PublishProperties, QoS, ReasonCode,
+    AckProperties, Packet, PacketId, PubAck, PubComp, PubRec, PubRecReasonCode, PubRelReasonCode,
+    Publish, PublishProperties, QoS, ReasonCode,
 };
 
 use crate::error::LimitExceeded;
@@ -36,8 +36,10 @@ enum Stage {
     /// `free` of some 170 instructions each per message, far more than the
     /// copies of the value into and out of the ring.
     Publish(Publish),
-    /// PUBREL sent, awaiting PUBCOMP.
-    PubRel,
+    /// PUBREL sent, awaiting PUBCOMP; with what the PUBREC said, which is
+    /// the flow's outcome: its reason code (0x00, or 0x10 No matching
+    /// subscribers) and its properties (boxed, when there are any).
+    PubRel(PubRecReasonCode, Option<Box<AckProperties>>),
 }
 
 #[derive(Clone, Debug)]
@@ -242,7 +244,7 @@ impl InFlight {
     /// PUBREL awaiting PUBCOMP (its PUBLISH is dropped); returns whether there
     /// was one. The old slot becomes a hole and a new small entry is pushed,
     /// so the `Publish` is dropped in place instead of being copied along.
-    fn requeue_released(&mut self, ids: &mut PacketIds, id: PacketId) -> bool {
+    fn requeue_released(&mut self, ids: &mut PacketIds, id: PacketId, released: Stage) -> bool {
         let back = self.first + self.slots.len() as u64;
         let Some(seq) = ids.seq_mut(id) else {
             return false;
@@ -263,7 +265,7 @@ impl InFlight {
         *seq = back;
         self.slots.push_back(Some(Entry {
             id,
-            stage: Stage::PubRel,
+            stage: released,
             live,
             since,
         }));
@@ -607,11 +609,13 @@ impl Outbound {
                 }
                 // PUBRELs go out in PUBREC order (MQTT-4.6.0-4); the entry moves
                 // to the back so that a resume resends them in that order too.
-                self.inflight.requeue_released(&mut self.ids, id);
+                let properties = (!rec.properties.is_empty()).then(|| Box::new(rec.properties));
+                let released = Stage::PubRel(rec.reason_code, properties);
+                self.inflight.requeue_released(&mut self.ids, id, released);
                 transmit.push_pubrel(id, PubRelReasonCode::Success);
             }
             // A duplicate PUBREC: the PUBREL may have been lost.
-            Some(Stage::PubRel) => transmit.push_pubrel(id, PubRelReasonCode::Success),
+            Some(Stage::PubRel(..)) => transmit.push_pubrel(id, PubRelReasonCode::Success),
             _ => {
                 let reason_code = if v5 {
                     PubRelReasonCode::PacketIdentifierNotFound
@@ -624,17 +628,27 @@ impl Outbound {
     }
 
     /// PUBCOMP received. The message was the server's from its PUBREC on
-    /// (MQTT-4.3.3-8): a PUBCOMP with 0x92 Packet Identifier not found (a
-    /// server that completed the flow before a reconnection and forgot the
-    /// identifier; "not an error during recovery", MQTT 5.0 table 3-7)
-    /// completes it as delivered, with Success.
+    /// (MQTT-4.3.3-8): the flow completes with the PUBREC's reason code (0x00,
+    /// or 0x10 No matching subscribers) and properties (the PUBCOMP's when
+    /// the PUBREC had none). A PUBCOMP with 0x92 Packet Identifier not found
+    /// (a server that completed the flow before a reconnection and forgot
+    /// the identifier; "not an error during recovery", MQTT 5.0 table 3-7)
+    /// completes it as delivered too.
     pub(crate) fn on_pubcomp(&mut self, comp: PubComp, events: &mut VecDeque<Event>) {
-        let pubrel = |e: &Entry| matches!(e.stage, Stage::PubRel);
+        let mut received = None;
+        let pubrel = |e: &Entry| match &e.stage {
+            Stage::PubRel(code, properties) => {
+                received = Some((*code, properties.clone()));
+                true
+            }
+            Stage::Publish(_) => false,
+        };
         if self.remove_if(comp.packet_id, pubrel) {
+            let (code, properties) = received.unwrap_or_default();
             events.push_back(complete(
                 comp.packet_id,
-                ReasonCode::Success,
-                comp.properties,
+                code.into(),
+                properties.map_or(comp.properties, |p| *p),
             ));
         }
     }
@@ -655,7 +669,7 @@ impl Outbound {
         for entry in self.inflight.values() {
             match entry.stage {
                 Stage::Publish(_) => self.resend.push_back(entry.id),
-                Stage::PubRel => transmit.push_pubrel(entry.id, PubRelReasonCode::Success),
+                Stage::PubRel(..) => transmit.push_pubrel(entry.id, PubRelReasonCode::Success),
             }
         }
     }
@@ -685,7 +699,7 @@ impl Outbound {
                     age_started(&mut p, now.saturating_duration_since(e.since));
                     Outgoing::Publish(Box::new(p))
                 }
-                Stage::PubRel => Outgoing::PubRel(e.id),
+                Stage::PubRel(..) => Outgoing::PubRel(e.id),
             })
             .collect();
         let pending = self
@@ -722,7 +736,12 @@ impl Outbound {
                 }
                 Outgoing::PubRel(id) => {
                     out.ids.claim(id);
-                    out.insert(id, Stage::PubRel, false, now);
+                    out.insert(
+                        id,
+                        Stage::PubRel(PubRecReasonCode::Success, None),
+                        false,
+                        now,
+                    );
                 }
             }
         }
@@ -900,11 +919,16 @@ mod tests {
         PacketId::new(n).unwrap()
     }
 
+    /// A PUBREL stage for a plain PUBREC.
+    fn released() -> Stage {
+        Stage::PubRel(PubRecReasonCode::Success, None)
+    }
+
     #[allow(clippy::disallowed_methods)] // a base instant for the test
     fn entry(n: u16) -> Entry {
         Entry {
             id: id(n),
-            stage: Stage::PubRel,
+            stage: released(),
             live: false,
             since: Instant::now(),
         }
@@ -1036,8 +1060,8 @@ mod tests {
             assert_eq!(table.get(&ids, id(n)).map(|e| e.id), Some(id(n)));
             assert!(table.get_mut(&ids, id(n)).is_some());
         }
-        assert!(table.requeue_released(&mut ids, id(2)));
-        assert!(!table.requeue_released(&mut ids, id(9)));
+        assert!(table.requeue_released(&mut ids, id(2), released()));
+        assert!(!table.requeue_released(&mut ids, id(9), released()));
         assert_eq!(order(&table), [4, 5, 1, 2]);
         assert!(
             table

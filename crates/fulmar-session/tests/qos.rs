@@ -292,6 +292,39 @@ fn unknown_pubrel_gets_pubcomp_packet_identifier_not_found() {
 }
 
 #[test]
+fn a_qos2_publish_completes_with_the_pubrec_reason_code_and_properties() {
+    // v5:MQTT-3.5.2-1: the PUBREC's code (0x10 No matching subscribers here)
+    // and properties are the outcome of the flow, which the PUBCOMP ends.
+    let mut c = client(ProtocolVersion::V5);
+    let a = c
+        .publish(publish("t", QoS::ExactlyOnce, b"x"), t0())
+        .unwrap()
+        .unwrap();
+    let _ = drain(&mut c);
+    let mut rec = PubRec::new(a);
+    rec.reason_code = PubRecReasonCode::NoMatchingSubscribers;
+    rec.properties.reason_string = Some("nobody listens".into());
+    c.handle_packet(Packet::PubRec(rec), t0()).unwrap();
+    assert_eq!(drain(&mut c), vec![Packet::PubRel(PubRel::new(a))]);
+    c.handle_packet(Packet::PubComp(PubComp::new(a)), t0())
+        .unwrap();
+    match events(&mut c).as_slice() {
+        [
+            Event::PublishComplete {
+                reason_code,
+                qos: QoS::ExactlyOnce,
+                properties,
+                ..
+            },
+        ] => {
+            assert_eq!(*reason_code, ReasonCode::NoMatchingSubscribers);
+            assert_eq!(properties.reason_string.as_deref(), Some("nobody listens"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn pubcomp_packet_identifier_not_found_completes_as_delivered() {
     // v5 table 3-7: 0x92 is not an error during recovery; the message was
     // the server's from its PUBREC on (MQTT-4.3.3-8), so the publish
