@@ -274,10 +274,15 @@ impl Client {
     ///
     /// The future completes when the QoS flow completes: QoS 0 once written
     /// to the transport, QoS 1 at PUBACK, QoS 2 at PUBCOMP (or a PUBREC with a
-    /// failure code). While disconnected the message waits in a bounded queue
-    /// and is sent after reconnecting; a full queue fails with
-    /// [`Error::QueueFull`]. An invalid topic fails with
-    /// [`Error::InvalidTopic`] when awaited.
+    /// failure code). Messages beyond the broker's send quota (its Receive
+    /// Maximum), and every message while disconnected, wait in a bounded
+    /// queue ([`ConnectOptions::max_buffered_publishes`], 1024 by default)
+    /// and are sent as quota comes back or after reconnecting; a publish
+    /// that finds that queue full fails with [`Error::QueueFull`], also while
+    /// connected (thousands of QoS 1/2 publishes awaited at once: keep fewer
+    /// on their way, as with `futures`' `buffer_unordered`, or raise the
+    /// bound). An invalid topic fails with [`Error::InvalidTopic`] when
+    /// awaited.
     ///
     /// `topic` is a `&str`, a `String` or a [`TopicName`] checked
     /// beforehand. Publishing to the same `&str` as the last publish of this
@@ -362,6 +367,17 @@ impl Client {
     /// dropped too: see the crate docs on backpressure). When the session
     /// already has its most SUBSCRIBE and UNSUBSCRIBE packets in flight (64),
     /// the request waits for one to be answered.
+    ///
+    /// The broker keeps one subscription per filter: subscribing again to a
+    /// filter that a live stream of this client already has replaces that
+    /// subscription's QoS and options for both streams (MQTT-3.8.4-3), and
+    /// they stay so after the later stream is dropped. Subscribe to a filter
+    /// once, with the highest QoS any of its readers needs. Without
+    /// Subscription Identifiers (MQTT 3.1.1, or a broker that does not
+    /// support them) messages are given to the streams by matching their
+    /// filters: a broker that sends one copy per matching subscription
+    /// (overlapping filters, or a filter and a shared subscription to it)
+    /// then gives each of those streams every copy.
     ///
     /// # Errors
     /// [`Error::InvalidTopic`], [`Error::NotConnected`],

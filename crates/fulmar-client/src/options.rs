@@ -503,7 +503,7 @@ impl ConnectOptions {
 
     /// How many publishes may wait for a connection or for send quota
     /// (default 1024); beyond it `publish` fails with
-    /// [`Error::QueueFull`].
+    /// [`Error::QueueFull`], also while connected.
     #[must_use]
     pub fn max_buffered_publishes(mut self, max: usize) -> Self {
         self.max_buffered = max;
