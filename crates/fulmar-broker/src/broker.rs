@@ -1018,6 +1018,30 @@ impl BrokerHandle {
     /// # }
     /// ```
     pub async fn take_session(&self, client_id: &str) -> Option<SessionExport> {
+        self.take_session_with(client_id, false).await
+    }
+
+    /// [`take_session`](Self::take_session), but the will of a connected
+    /// client is dropped, not published: for a [`Bridge`] whose other node
+    /// published it already (it took the session over from this broker
+    /// while this one was cut off, say).
+    ///
+    /// ```
+    /// use fulmar_broker::Broker;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), fulmar_broker::BrokerError> {
+    /// let broker = Broker::builder().start().await?;
+    /// assert!(broker.take_session_without_will("nobody").await.is_none());
+    /// broker.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn take_session_without_will(&self, client_id: &str) -> Option<SessionExport> {
+        self.take_session_with(client_id, true).await
+    }
+
+    async fn take_session_with(&self, client_id: &str, drop_will: bool) -> Option<SessionExport> {
         let shared = &self.inner.shared;
         let id: Arc<str> = Arc::from(client_id);
         loop {
@@ -1026,7 +1050,7 @@ impl BrokerHandle {
                 let owner = state.sessions.get(&id)?.owner.as_ref();
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 match owner {
-                    Some(owner) if owner.control.send(Control::TakeOver(tx)).is_ok() => {
+                    Some(owner) if owner.control.send(Control::TakeOver(tx, drop_will)).is_ok() => {
                         Some((owner.conn_id, rx))
                     }
                     _ => {

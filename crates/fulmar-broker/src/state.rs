@@ -88,8 +88,9 @@ pub(crate) struct SubOptions {
 #[derive(Debug)]
 pub(crate) enum Control {
     /// Another connection took over the session: disconnect (5.0: 0x8E), store
-    /// the session state, then drop the sender.
-    TakeOver(oneshot::Sender<()>),
+    /// the session state, then drop the sender. With `true`, the client's
+    /// will is dropped first (published elsewhere already).
+    TakeOver(oneshot::Sender<()>, bool),
     /// The broker shuts down: disconnect (5.0: 0x8B).
     Shutdown,
     /// [`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize): ask
@@ -113,7 +114,7 @@ impl std::fmt::Debug for ClientFilter {
 
 impl Control {
     fn is_take_over(&self) -> bool {
-        matches!(self, Self::TakeOver(_))
+        matches!(self, Self::TakeOver(..))
     }
 }
 
@@ -635,7 +636,7 @@ impl ControlReceiver {
 
     /// Takes the queued take-overs out, as the senders that wait for the
     /// session (the other control messages stay).
-    pub(crate) fn take_take_overs(&self) -> Vec<oneshot::Sender<()>> {
+    pub(crate) fn take_take_overs(&self) -> Vec<(oneshot::Sender<()>, bool)> {
         let mut queue = self.0.lock();
         let Some(queue) = queue.as_mut() else {
             return Vec::new();
@@ -646,7 +647,7 @@ impl ControlReceiver {
         let mut taken = Vec::new();
         for control in std::mem::take(&mut rare.controls) {
             match control {
-                Control::TakeOver(done) => taken.push(done),
+                Control::TakeOver(done, drop_will) => taken.push((done, drop_will)),
                 other => rare.controls.push(other),
             }
         }

@@ -736,3 +736,45 @@ async fn an_adopted_session_expires_on_time() {
     wait_sessions(&broker, 0).await;
     broker.shutdown().await;
 }
+
+// take_session closes the holding connection as a take-over does (5.0: 0x8E)
+// and its will is published; take_session_without_will drops the will
+// instead (a cluster node giving up a session that another node took over,
+// and whose will that node published already).
+#[tokio::test]
+async fn take_session_without_will_drops_the_connected_clients_will() {
+    let broker = start().await;
+    let mut wills = broker.subscribe("wills/#").unwrap();
+    for (id, quiet) in [("loud", false), ("quiet", true)] {
+        let mut c = with_will(connect(V5, id, false), &format!("wills/{id}"), false);
+        c.properties.session_expiry_interval = Some(60);
+        let (mut p, _) = Peer::connect_with(addr(&broker), c).await;
+        let export = if quiet {
+            broker.take_session_without_will(id).await
+        } else {
+            broker.take_session(id).await
+        };
+        assert!(export.is_some(), "{id}");
+        let Packet::Disconnect(d) = p.recv().await else {
+            panic!("{id}: expected DISCONNECT")
+        };
+        assert_eq!(d.reason_code, DisconnectReasonCode::SessionTakenOver);
+        // A marker after the take-over: a will would have come before it.
+        broker
+            .publish(
+                format!("wills/marker-{id}").as_str(),
+                "m",
+                QoS::AtLeastOnce,
+                false,
+            )
+            .unwrap();
+        let first = next(&mut wills).await;
+        if quiet {
+            assert_eq!(first.topic, "wills/marker-quiet");
+        } else {
+            assert_eq!(first.topic, "wills/loud");
+            assert_eq!(next(&mut wills).await.topic, "wills/marker-loud");
+        }
+    }
+    broker.shutdown().await;
+}

@@ -1277,7 +1277,8 @@ async fn give_up_moved(
             tracing::warn!(client = %client_id, %node, "session moved to another node while this one was taken for dead: given up here");
             revisions.remove(&client_id);
             records.remove(&client_id);
-            drop(broker.take_session(&client_id).await);
+            // The node that took it over published its will already.
+            drop(broker.take_session_without_will(&client_id).await);
             moved += 1;
         }
     }

@@ -982,10 +982,9 @@ impl<S: Stream> Connection<S> {
     /// caller just closes).
     fn on_control(&mut self, control: Control) -> bool {
         match control {
-            Control::TakeOver(done) => {
+            Control::TakeOver(done, drop_will) => {
                 let by = tokio::time::Instant::now() + HANDOVER_WRITE_GRACE;
-                self.handovers.push((done, by));
-                self.disconnect(DisconnectReasonCode::SessionTakenOver)
+                self.take_over(done, drop_will, by)
             }
             Control::Shutdown if self.shutting_down => true,
             Control::Shutdown => {
@@ -1007,12 +1006,33 @@ impl<S: Stream> Connection<S> {
         }
     }
 
+    /// Closes the connection for a take-over (5.0: DISCONNECT 0x8E); its
+    /// will first dropped with `drop_will`. Hands the session over by `by`.
+    fn take_over(
+        &mut self,
+        done: tokio::sync::oneshot::Sender<()>,
+        drop_will: bool,
+        by: tokio::time::Instant,
+    ) -> bool {
+        if drop_will
+            && let Some(client) = &mut self.client
+            && client.will.take().is_some()
+        {
+            // As when a will is dropped at close: the bridge forgets it too.
+            let bridge = self.shared.lock().bridge.clone();
+            if let Some(bridge) = bridge {
+                bridge.will_cleared(&client.id);
+            }
+        }
+        self.handovers.push((done, by));
+        self.disconnect(DisconnectReasonCode::SessionTakenOver)
+    }
+
     /// Handles the take-overs a write saw queued (5.0: DISCONNECT 0x8E);
     /// writes end by `by` from now on.
     fn accept_take_overs(&mut self, by: tokio::time::Instant) {
-        for done in self.control.take_take_overs() {
-            self.handovers.push((done, by));
-            self.disconnect(DisconnectReasonCode::SessionTakenOver);
+        for (done, drop_will) in self.control.take_take_overs() {
+            self.take_over(done, drop_will, by);
         }
     }
 
@@ -1766,7 +1786,7 @@ impl<S: Stream> Connection<S> {
                     .filter(|o| o.conn_id != self.conn_id);
                 let (tx, rx) = oneshot::channel();
                 match holder {
-                    Some(owner) if owner.control.send(Control::TakeOver(tx)).is_ok() => {
+                    Some(owner) if owner.control.send(Control::TakeOver(tx, false)).is_ok() => {
                         (owner.conn_id, rx)
                     }
                     // Nobody holds it (or the holder is gone): take it, in the
