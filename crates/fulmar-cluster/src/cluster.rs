@@ -446,6 +446,8 @@ struct Inner {
     lapsed: watch::Sender<u64>,
     /// Tests: the heartbeat is not written while set.
     heartbeat_paused: AtomicBool,
+    /// Test hook: the next rebuild of the streams fails at once.
+    fail_next_remake: AtomicBool,
     dedupe: Mutex<Dedupe>,
     /// Retained messages injected from the routing subject whose copy in
     /// the retained stream has not come yet, per topic.
@@ -884,6 +886,7 @@ impl Cluster {
             heartbeat_rewritten: AtomicBool::new(false),
             lapsed: watch::channel(0).0,
             heartbeat_paused: AtomicBool::new(false),
+            fail_next_remake: AtomicBool::new(false),
             dedupe: Mutex::new(Dedupe::new(config.dedupe_window)),
             live_retained: Mutex::new(HashMap::new()),
             retained_unstored: Mutex::new(HashMap::new()),
@@ -1364,6 +1367,14 @@ impl Cluster {
         let _ = lock(&self.inner.heartbeat).take();
     }
 
+    /// The next rebuild of the streams (NATS came back without its data)
+    /// fails at once, as one NATS did not answer in time would: for tests
+    /// of the retry.
+    #[doc(hidden)]
+    pub fn fail_next_remake_for_test(&self) {
+        self.inner.fail_next_remake.store(true, Ordering::Relaxed);
+    }
+
     /// Neither writes the heartbeat nor answers take-session requests while
     /// `frozen`, as a node whose process is stopped would (its connections
     /// stay open): for tests of what it does when it resumes.
@@ -1470,6 +1481,9 @@ async fn remake_streams(
     nodes_bucket(inner).await?;
     *lock(&inner.heartbeat_revision) = None;
     write_heartbeat(inner, heartbeats, key).await?;
+    if inner.fail_next_remake.swap(false, Ordering::Relaxed) {
+        return Err(ClusterError::JetStream("failed for the test".into()));
+    }
     if lock(&inner.wills).is_some() {
         unmarked_bucket(inner, "wills").await?;
         unmarked_bucket(inner, "sessions").await?;
@@ -1779,6 +1793,10 @@ async fn heartbeat_loop(
     let mut tick = tokio::time::interval(inner.heartbeat_interval.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    // A rebuild that failed half way (NATS slow or cut off meanwhile) is
+    // tried again at each heartbeat until it succeeds: the heartbeat
+    // written again by then would no longer tell that one is due.
+    let mut remake_due = false;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -1792,10 +1810,13 @@ async fn heartbeat_loop(
         }
         match write_heartbeat(&inner, &store, &key).await {
             Ok(()) => {
-                if inner.heartbeat_rewritten.swap(false, Ordering::Relaxed) {
-                    if nodes_stream_renewed(&inner, &store).await {
+                let rewritten = inner.heartbeat_rewritten.swap(false, Ordering::Relaxed);
+                if remake_due || rewritten {
+                    if remake_due || nodes_stream_renewed(&inner, &store).await {
+                        remake_due = false;
                         if let Err(e) = remake_streams(&inner, &store, &key).await {
-                            tracing::warn!(error = %e, "the cluster's streams not made again");
+                            tracing::warn!(error = %e, "the cluster's streams not made again: trying again at the next heartbeat");
+                            remake_due = true;
                         }
                     } else {
                         // Taken for dead meanwhile: the sessions other
@@ -1824,7 +1845,8 @@ async fn heartbeat_loop(
                 if stream_missing(&inner.js, &store.stream_name).await
                     && let Err(e) = remake_streams(&inner, &store, &key).await
                 {
-                    tracing::warn!(error = %e, "the cluster's streams not made again");
+                    tracing::warn!(error = %e, "the cluster's streams not made again: trying again at the next heartbeat");
+                    remake_due = true;
                 }
             }
         }

@@ -837,6 +837,37 @@ async fn the_cluster_carries_on_after_nats_server_restarts() {
     c.stop().await;
 }
 
+/// A rebuild after NATS lost its data that fails (NATS slow or cut off
+/// meanwhile) is tried again at the next heartbeat: the node's will and
+/// session registry entry come back all the same.
+#[tokio::test]
+async fn a_failed_rebuild_after_nats_lost_its_data_is_tried_again() {
+    let mut nats = nats_or_skip!("nats_wiped_retry");
+    let a = Node::start_with(fast_heartbeats(&nats, "a")).await;
+    let b = Node::start_with(fast_heartbeats(&nats, "b")).await;
+    let _with_will = client_with_will(&a, "wr", QoS::AtLeastOnce, false, 0).await;
+    wait_wills(&a, &[("a", "wr")]).await;
+    a.cluster.fail_next_remake_for_test();
+    nats.restart_wiped();
+    wait_for_async("both nodes beat again", || async {
+        a.cluster.nodes().await.is_ok_and(|n| n == ["a", "b"])
+    })
+    .await;
+    wait_for_async("a's will written back", || async {
+        b.cluster
+            .wills()
+            .await
+            .is_ok_and(|w| w.iter().any(|(n, c)| n == "a" && c == "wr"))
+    })
+    .await;
+    wait_for_async("the session registry names a again", || async {
+        b.cluster.session_owner("wr").await.ok() == Some(Some("a".to_owned()))
+    })
+    .await;
+    b.stop().await;
+    a.stop().await;
+}
+
 /// nats-server comes back without its data (a new disk, memory storage):
 /// the nodes make their streams and buckets again and write back what they
 /// hold themselves: their heartbeats, the wills of their clients, and the
