@@ -220,6 +220,8 @@ pub struct ConnectOptions {
     pub(crate) maximum_outgoing_packet_size: Option<NonZeroU32>,
     pub(crate) topic_alias_maximum: u16,
     pub(crate) user_properties: Vec<(String, String)>,
+    pub(crate) request_response_information: Option<bool>,
+    pub(crate) request_problem_information: Option<bool>,
     pub(crate) reconnect: Reconnect,
     pub(crate) max_buffered: usize,
     pub(crate) stream_capacity: usize,
@@ -261,6 +263,8 @@ impl ConnectOptions {
             maximum_outgoing_packet_size: None,
             topic_alias_maximum: 16,
             user_properties: Vec::new(),
+            request_response_information: None,
+            request_problem_information: None,
             reconnect: Reconnect::default(),
             max_buffered: 1024,
             stream_capacity: 128,
@@ -494,6 +498,27 @@ impl ConnectOptions {
         self
     }
 
+    /// Request Response Information (MQTT 5.0): `true` asks the broker for
+    /// a Response Information string in its CONNACK (a base for response
+    /// topics, [`ConnAck`](fulmar_codec::ConnAck)'s
+    /// `properties.response_information`; a broker may send none). Not
+    /// asked by default.
+    #[must_use]
+    pub fn request_response_information(mut self, on: bool) -> Self {
+        self.request_response_information = Some(on);
+        self
+    }
+
+    /// Request Problem Information (MQTT 5.0): `false` asks the broker to
+    /// send no Reason String or User Properties except in PUBLISH, CONNACK
+    /// and DISCONNECT (errors then come with their reason codes alone).
+    /// Asked by default.
+    #[must_use]
+    pub fn request_problem_information(mut self, on: bool) -> Self {
+        self.request_problem_information = Some(on);
+        self
+    }
+
     /// The reconnect policy (default: on, see [`Reconnect::default`]).
     #[must_use]
     pub fn reconnect(mut self, reconnect: Reconnect) -> Self {
@@ -640,9 +665,15 @@ impl ConnectOptions {
                     "[MQTT-3.1.3-7] an empty client id needs clean session".into(),
                 ));
             }
-            if self.session_expiry_interval.is_some() || !self.user_properties.is_empty() {
+            if self.session_expiry_interval.is_some()
+                || !self.user_properties.is_empty()
+                || self.request_response_information.is_some()
+                || self.request_problem_information.is_some()
+            {
                 return Err(Error::InvalidOptions(
-                    "session expiry and user properties need MQTT 5.0".into(),
+                    "session expiry, user properties and request response / problem \
+                     information need MQTT 5.0"
+                        .into(),
                 ));
             }
             if self
@@ -658,6 +689,8 @@ impl ConnectOptions {
         connect.will.clone_from(&self.will);
         if v5 {
             connect.properties.session_expiry_interval = self.session_expiry_interval;
+            connect.properties.request_response_information = self.request_response_information;
+            connect.properties.request_problem_information = self.request_problem_information;
             for (k, v) in &self.user_properties {
                 connect
                     .properties

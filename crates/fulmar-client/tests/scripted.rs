@@ -298,3 +298,40 @@ async fn the_last_disconnection_tells_why_with_the_brokers_reason() {
     );
     assert_eq!(second.failed_attempts, 1);
 }
+
+// MQTT 5.0 Request Response Information and Request Problem Information
+// go into the CONNECT as set (what the broker then does is its business);
+// under 3.1.1 they are refused before connecting.
+#[tokio::test]
+async fn request_response_and_problem_information_go_into_the_connect() {
+    let (transport, mut server_rx) = common::pipes();
+    let options = ConnectOptions::new("pipe", 0)
+        .client_id("asks")
+        .transport(transport)
+        .reconnect(Reconnect::disabled())
+        .request_response_information(true)
+        .request_problem_information(false);
+    let connecting = tokio::spawn(Client::connect(options));
+    let server = guard(server_rx.recv()).await.unwrap();
+    let mut wire = Framed::new(server, MqttCodec::new(ProtocolVersion::V5, 1 << 20));
+    let Some(Ok(Packet::Connect(connect))) = guard(wire.next()).await else {
+        panic!("expected CONNECT")
+    };
+    assert_eq!(connect.properties.request_response_information, Some(true));
+    assert_eq!(connect.properties.request_problem_information, Some(false));
+    let mut ack = ConnAck::default();
+    ack.properties.response_information = Some(MqttString::from("replies/asks"));
+    wire.send(Packet::ConnAck(ack)).await.unwrap();
+    let (_client, connack) = guard(connecting).await.unwrap().unwrap();
+    assert_eq!(
+        connack.properties.response_information.as_deref(),
+        Some("replies/asks")
+    );
+    let v3 = ConnectOptions::new("127.0.0.1", 1)
+        .protocol_version(ProtocolVersion::V311)
+        .request_response_information(true);
+    assert!(matches!(
+        Client::connect(v3).await,
+        Err(Error::InvalidOptions(_))
+    ));
+}
