@@ -301,9 +301,7 @@ impl<S: super::Stream> Connection<S> {
             return;
         };
         let refusals = self.refusals.get_or_insert_with(Box::default);
-        refusals
-            .ack_codes
-            .insert(id, (refusal.puback(), refusal.pubrec()));
+        refusals.deny_ack.insert(id, refusal);
         if publish.qos == QoS::ExactlyOnce {
             // An error PUBREC ends the QoS 2 flow: the client sends no PUBREL
             // and may reuse the identifier, so the session must forget it now.

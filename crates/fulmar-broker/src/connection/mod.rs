@@ -41,6 +41,7 @@ use crate::state::{
     Control, ControlReceiver, Delivery, Inbound, Owner, PendingWill, Queued, State, SubOptions,
     Subscriber, age, secs,
 };
+use inbound::Refusal;
 use transport::Transport;
 
 /// How long a new connection waits for the old one to hand its session over.
@@ -541,15 +542,9 @@ pub(crate) struct Connection<S> {
 /// Refused inbound QoS 1/2 messages of a connection.
 #[derive(Default)]
 struct Refusals {
-    /// The reason code of the PUBACK (QoS 1) or PUBREC (QoS 2) of each
-    /// (MQTT 5.0): 0x87 when the authorizer denied it, and so on.
-    ack_codes: HashMap<
-        PacketId,
-        (
-            fulmar_codec::PubAckReasonCode,
-            fulmar_codec::PubRecReasonCode,
-        ),
-    >,
+    /// Inbound QoS 1/2 messages refused: their PUBACK/PUBREC carries the
+    /// refusal's reason code (0x87 when the authorizer denied it; MQTT 5.0).
+    deny_ack: HashMap<PacketId, Refusal>,
     /// PUBCOMPs answering the PUBREL we fed the session for a denied QoS 2
     /// message (so it forgets the identifier); not sent.
     drop_pubcomp: HashSet<PacketId>,
@@ -1157,22 +1152,22 @@ impl<S: Stream> Connection<S> {
             return Some(packet);
         };
         let packet = match packet {
-            Packet::PubAck(mut ack) if refusals.ack_codes.contains_key(&ack.packet_id) => {
-                if let Some((code, _)) = refusals.ack_codes.remove(&ack.packet_id) {
-                    ack.reason_code = code;
+            Packet::PubAck(mut ack) if refusals.deny_ack.contains_key(&ack.packet_id) => {
+                if let Some(refusal) = refusals.deny_ack.remove(&ack.packet_id) {
+                    ack.reason_code = refusal.puback();
                 }
                 Some(Packet::PubAck(ack))
             }
-            Packet::PubRec(mut rec) if refusals.ack_codes.contains_key(&rec.packet_id) => {
-                if let Some((_, code)) = refusals.ack_codes.remove(&rec.packet_id) {
-                    rec.reason_code = code;
+            Packet::PubRec(mut rec) if refusals.deny_ack.contains_key(&rec.packet_id) => {
+                if let Some(refusal) = refusals.deny_ack.remove(&rec.packet_id) {
+                    rec.reason_code = refusal.pubrec();
                 }
                 Some(Packet::PubRec(rec))
             }
             Packet::PubComp(comp) if refusals.drop_pubcomp.remove(&comp.packet_id) => None,
             other => Some(other),
         };
-        if refusals.ack_codes.is_empty() && refusals.drop_pubcomp.is_empty() {
+        if refusals.deny_ack.is_empty() && refusals.drop_pubcomp.is_empty() {
             self.refusals = None;
         }
         packet
