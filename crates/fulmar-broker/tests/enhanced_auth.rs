@@ -254,3 +254,122 @@ async fn an_exchange_that_never_answers_is_cut_off_at_the_connect_timeout() {
     common::wait_until("no connection left", || broker.stats().connections == 0).await;
     broker.shutdown().await;
 }
+
+/// Fails the test past 20 s (a guard, not a timing assertion).
+async fn guard<T>(f: impl std::future::IntoFuture<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(20), f.into_future())
+        .await
+        .expect("no progress in 20 s")
+}
+
+/// The client side of "toy" for `fulmar-client`: starts with "hi", answers
+/// the challenge reversed (or with `answer` when set), wants "welcome" at
+/// the end.
+struct ToyClient {
+    answer: Arc<std::sync::Mutex<Option<&'static str>>>,
+}
+
+impl fulmar_client::Authenticator for ToyClient {
+    fn start(&mut self) -> Result<Option<bytes::Bytes>, fulmar_client::AuthError> {
+        Ok(Some(bytes::Bytes::from_static(b"hi")))
+    }
+
+    fn challenge(
+        &mut self,
+        data: Option<bytes::Bytes>,
+    ) -> Result<Option<bytes::Bytes>, fulmar_client::AuthError> {
+        if let Some(answer) = *self.answer.lock().unwrap() {
+            return Ok(Some(bytes::Bytes::from_static(answer.as_bytes())));
+        }
+        let data = data.ok_or("no challenge")?;
+        Ok(Some(data.iter().rev().copied().collect::<Vec<u8>>().into()))
+    }
+
+    fn finish(&mut self, data: Option<bytes::Bytes>) -> Result<(), fulmar_client::AuthError> {
+        if data.as_deref() == Some(&b"welcome"[..]) {
+            Ok(())
+        } else {
+            Err(format!("unexpected final data {data:?}").into())
+        }
+    }
+}
+
+// fulmar-client's authenticator against the broker's exchange: connect,
+// publish, re-authenticate (the session goes on), then a re-authentication
+// the broker refuses ends the connection with 0x87.
+// v5:MQTT-4.12.0-3 v5:MQTT-4.12.1-1 v5:MQTT-4.12.1-2
+#[tokio::test]
+async fn fulmar_client_authenticates_and_re_authenticates() {
+    use fulmar_client::{Client, ConnectOptions, Error, QoS, Reconnect};
+    use futures::StreamExt;
+
+    let (broker, plain) = broker().await;
+    let answer = Arc::new(std::sync::Mutex::new(None));
+    let address = addr(&broker);
+    let options = ConnectOptions::new(address.ip().to_string(), address.port())
+        .client_id("toy-client")
+        .reconnect(Reconnect::disabled())
+        .authentication(
+            "toy",
+            ToyClient {
+                answer: answer.clone(),
+            },
+        );
+    let (client, connack) = guard(Client::connect(options)).await.unwrap();
+    assert_eq!(
+        connack.properties.authentication_method.as_deref(),
+        Some("toy")
+    );
+    assert_eq!(plain.load(Ordering::Relaxed), 0);
+    let mut stream = client.subscribe("toy/#", QoS::AtLeastOnce).await.unwrap();
+    client
+        .publish("toy/1", "before")
+        .qos(QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(guard(stream.next()).await.unwrap().payload, "before");
+    guard(client.reauthenticate()).await.unwrap();
+    client
+        .publish("toy/2", "after")
+        .qos(QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    assert_eq!(guard(stream.next()).await.unwrap().payload, "after");
+    *answer.lock().unwrap() = Some("wrong-one");
+    let refused = guard(client.reauthenticate()).await.unwrap_err();
+    assert!(
+        matches!(refused, Error::DisconnectedByBroker(code) if u8::from(code) == 0x87),
+        "{refused:?}"
+    );
+    broker.shutdown().await;
+}
+
+// A client whose authenticator answers wrongly is refused with CONNACK 0x87.
+// v5:MQTT-4.12.0-4
+#[tokio::test]
+async fn fulmar_client_with_a_wrong_answer_is_refused() {
+    use fulmar_client::{Client, ConnectOptions, ConnectReasonCode, Error, Reconnect};
+
+    let (broker, _) = broker().await;
+    let address = addr(&broker);
+    let options = ConnectOptions::new(address.ip().to_string(), address.port())
+        .reconnect(Reconnect::disabled())
+        .authentication(
+            "toy",
+            ToyClient {
+                answer: Arc::new(std::sync::Mutex::new(Some("wrong-one"))),
+            },
+        );
+    let refused = guard(Client::connect(options)).await.unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            Error::Refused {
+                reason_code: ConnectReasonCode::NotAuthorized,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    broker.shutdown().await;
+}

@@ -41,6 +41,7 @@ pub(crate) enum Command {
     Messages { reply: oneshot::Sender<Messages> },
     Ack(AckToken),
     Disconnect(Box<DisconnectCommand>),
+    Reauthenticate(Reply<()>),
 }
 
 /// A publish on its way to the connection task: the parts the application
@@ -505,6 +506,28 @@ impl Client {
             }))
         })
         .await?
+    }
+
+    /// Re-authenticates on the live connection (MQTT 5.0 enhanced
+    /// authentication, section 4.12.1): sends AUTH 0x19 Re-authenticate with
+    /// the Authentication Method of the CONNECT and the data of
+    /// [`Authenticator::start`](crate::Authenticator::start), answers the
+    /// broker's challenges, and completes at its AUTH 0x00 Success (after
+    /// [`Authenticator::finish`](crate::Authenticator::finish) accepted it).
+    /// Messages flow on meanwhile. Calls made while one runs complete with
+    /// it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidOptions`] without
+    /// [`ConnectOptions::authentication`](crate::ConnectOptions::authentication);
+    /// [`Error::NotConnected`] while disconnected;
+    /// [`Error::Authentication`] if the authenticator gave up (before
+    /// anything was sent, the connection stays; after, it ends);
+    /// [`Error::DisconnectedByBroker`] (0x87 Not authorized, say) if the
+    /// broker refused, which ends the connection ([MQTT-4.12.1-2]), or
+    /// another error if it was lost before the exchange completed.
+    pub async fn reauthenticate(&self) -> Result<(), Error> {
+        self.request(Command::Reauthenticate).await?
     }
 
     /// Why the last connection ended, or why the last attempt to connect

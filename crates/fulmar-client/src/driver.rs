@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fulmar_codec::{
-    CodecError, ConnAck, DisconnectProperties, DisconnectReasonCode, MqttCodec, MqttString, Packet,
-    PacketId, ProtocolVersion, Publish, QoS, ReasonCode, SubAck, SubscribeProperties,
-    SubscriptionOptions, UnsubAck, UnsubscribeProperties,
+    Auth, AuthProperties, AuthReasonCode, CodecError, ConnAck, DisconnectProperties,
+    DisconnectReasonCode, MqttCodec, MqttString, Packet, PacketId, ProtocolVersion, Publish, QoS,
+    ReasonCode, SubAck, SubscribeProperties, SubscriptionOptions, UnsubAck, UnsubscribeProperties,
 };
 use fulmar_session::{ApiError, Event, Initiator, Session};
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -25,6 +25,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::codec::Framed;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::auth::AuthError;
 use crate::client::{
     Command, DisconnectCommand, Outgoing, PublishOutcome, Reply, SubscribeCommand,
 };
@@ -349,6 +350,11 @@ struct Driver {
     last_ack_seq: u64,
     /// Whether the session is connected, for [`Client::is_connected`](crate::Client::is_connected).
     connected: watch::Sender<bool>,
+    /// `reauthenticate` calls waiting for the broker's AUTH 0x00 Success;
+    /// not empty while a re-authentication runs.
+    reauth_waiters: Vec<Reply<()>>,
+    /// Why our side of enhanced authentication ended this connection.
+    auth_failure: Option<Error>,
 }
 
 impl Driver {
@@ -427,6 +433,8 @@ impl Driver {
             unacked: PacketIdMap::default(),
             last_ack_seq: 0,
             connected,
+            reauth_waiters: Vec::new(),
+            auth_failure: None,
         }
     }
 
@@ -480,6 +488,16 @@ impl Driver {
                     Error::RequestLost
                 };
                 let _gone = waiter.reply.send(Err(error));
+            }
+            // A re-authentication the broker refused ends with its
+            // DISCONNECT (MQTT-4.12.1-2).
+            for waiter in self.reauth_waiters.drain(..) {
+                let lost = match &error {
+                    Error::DisconnectedByBroker(code) => Error::DisconnectedByBroker(*code),
+                    _ if closing => Error::Closed,
+                    _ => Error::RequestLost,
+                };
+                let _gone = waiter.send(Err(lost));
             }
             if self.exit {
                 self.connected.send_replace(false);
@@ -536,6 +554,21 @@ impl Driver {
     async fn connection(&mut self) -> Error {
         self.last_close = None;
         self.by_broker = None;
+        self.auth_failure = None;
+        let mut connect = match self.options.connect_packet(self.connected_once) {
+            Ok(connect) => connect,
+            Err(e) => return e,
+        };
+        if let Some(id) = &self.assigned_client_id {
+            connect.client_id = id.clone();
+        }
+        if let Some(authentication) = &self.options.authentication {
+            // A new exchange per connection.
+            match authentication.start() {
+                Ok(data) => connect.properties.authentication_data = data,
+                Err(e) => return Error::Authentication(e),
+            }
+        }
         let connecting = timeout(
             self.options.connect_timeout,
             transport::connect(&self.options, self.current_address()),
@@ -545,13 +578,6 @@ impl Driver {
             Ok(Err(e)) => return e,
             Ok(Ok(io)) => io,
         };
-        let mut connect = match self.options.connect_packet(self.connected_once) {
-            Ok(connect) => connect,
-            Err(e) => return e,
-        };
-        if let Some(id) = &self.assigned_client_id {
-            connect.client_id = id.clone();
-        }
         debug!(clean_start = connect.clean_start, "sending CONNECT");
         if let Err(e) = self.session.connect(connect, now()) {
             return Error::Session(e);
@@ -783,6 +809,9 @@ impl Driver {
     /// Why the session closed the connection.
     fn close_reason(&mut self) -> Error {
         let last = self.last_close.take();
+        if let Some(failure) = self.auth_failure.take() {
+            return failure;
+        }
         match self.session.error() {
             Some(fulmar_session::Error::Refused(reason_code)) => Error::Refused {
                 reason_code: *reason_code,
@@ -904,7 +933,19 @@ impl Driver {
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Connected(connack) => self.on_connected(connack),
+            Event::Connected(connack) => {
+                if let Some(authentication) = &self.options.authentication
+                    && let Err(e) =
+                        authentication.finish(connack.properties.authentication_data.clone())
+                {
+                    // The broker accepted, but its last word does not
+                    // check out: this connection is not the application's.
+                    self.fail_authentication(e);
+                    return;
+                }
+                self.on_connected(connack);
+            }
+            Event::Auth(auth) => self.on_auth(auth),
             Event::Message(publish) => {
                 let targets: VecDeque<_> = self.router.targets(&publish).into();
                 let packet_id = publish.packet_id.filter(|_| self.options.manual_acks);
@@ -1031,8 +1072,114 @@ impl Driver {
                 }
                 self.last_close = Some((initiator, reason_code, properties));
             }
-            // Server-role and enhanced authentication events.
+            // Server-role events.
             _ => {}
+        }
+    }
+
+    /// An AUTH from the broker (the session checked its method and that its
+    /// reason code is one the broker may send now).
+    fn on_auth(&mut self, auth: Auth) {
+        let Some(authentication) = self.options.authentication.clone() else {
+            return;
+        };
+        let data = auth.properties.authentication_data;
+        match auth.reason_code {
+            AuthReasonCode::ContinueAuthentication => match authentication.challenge(data) {
+                // MQTT-4.12.0-3: the answer is an AUTH 0x18 too.
+                Ok(data) => {
+                    let answer = Auth {
+                        reason_code: AuthReasonCode::ContinueAuthentication,
+                        properties: AuthProperties {
+                            authentication_data: data,
+                            ..AuthProperties::default()
+                        },
+                    };
+                    if let Err(error) = self.session.auth(answer) {
+                        debug!(%error, "the connection closed before the AUTH answer");
+                    }
+                }
+                Err(e) => self.fail_authentication(e),
+            },
+            AuthReasonCode::Success if !self.reauth_waiters.is_empty() => {
+                match authentication.finish(data) {
+                    Ok(()) => {
+                        info!("re-authenticated");
+                        for waiter in self.reauth_waiters.drain(..) {
+                            let _gone = waiter.send(Ok(()));
+                        }
+                    }
+                    Err(e) => self.fail_authentication(e),
+                }
+            }
+            // A Success nobody asked for changes nothing; the session
+            // refuses 0x19 from a broker.
+            AuthReasonCode::Success | AuthReasonCode::ReAuthenticate => {
+                debug!(reason_code = ?auth.reason_code, "unexpected AUTH ignored");
+            }
+        }
+    }
+
+    /// Our side of enhanced authentication gave up: a DISCONNECT 0x80 ends
+    /// the connection (before CONNACK, MQTT-3.1.2-30 allows it; after it,
+    /// MQTT-4.12.1-2), and the attempt fails with `error`.
+    fn fail_authentication(&mut self, error: AuthError) {
+        warn!(%error, "enhanced authentication failed, closing the connection");
+        for waiter in self.reauth_waiters.drain(..) {
+            let _gone = waiter.send(Err(Error::Authentication(error.to_string().into())));
+        }
+        let properties = DisconnectProperties {
+            reason_string: MqttString::try_new("authentication failed").ok(),
+            ..DisconnectProperties::default()
+        };
+        if let Err(error) =
+            self.session
+                .disconnect(DisconnectReasonCode::UnspecifiedError, properties, now())
+        {
+            debug!(%error, "no connection to disconnect");
+        }
+        self.auth_failure = Some(Error::Authentication(error));
+    }
+
+    /// Starts a re-authentication (AUTH 0x19), or joins the one running.
+    fn reauthenticate(&mut self, reply: Reply<()>) {
+        let Some(authentication) = self.options.authentication.clone() else {
+            let _gone = reply.send(Err(Error::InvalidOptions(
+                "re-authentication needs an Authentication Method \
+                 (ConnectOptions::authentication)"
+                    .into(),
+            )));
+            return;
+        };
+        if !self.session.is_connected() {
+            let _gone = reply.send(Err(Error::NotConnected));
+            return;
+        }
+        if !self.reauth_waiters.is_empty() {
+            self.reauth_waiters.push(reply);
+            return;
+        }
+        let data = match authentication.start() {
+            Ok(data) => data,
+            Err(e) => {
+                // Nothing was sent: the connection stays as it is.
+                let _gone = reply.send(Err(Error::Authentication(e)));
+                return;
+            }
+        };
+        // MQTT-4.12.1-1: 0x19, with the CONNECT's method (the session sets it).
+        let auth = Auth {
+            reason_code: AuthReasonCode::ReAuthenticate,
+            properties: AuthProperties {
+                authentication_data: data,
+                ..AuthProperties::default()
+            },
+        };
+        match self.session.auth(auth) {
+            Ok(()) => self.reauth_waiters.push(reply),
+            Err(e) => {
+                let _gone = reply.send(Err(Error::from_session(e)));
+            }
         }
     }
 
@@ -1507,6 +1654,7 @@ impl Driver {
                 let _gone = reply.send(self.catch_all());
             }
             Command::Ack(token) => self.ack(token),
+            Command::Reauthenticate(reply) => self.reauthenticate(reply),
             Command::Disconnect(disconnect) => {
                 let DisconnectCommand {
                     reason_code,
@@ -1602,6 +1750,9 @@ impl Driver {
         for subscribe in self.subscribe_later.drain(..) {
             let _gone = subscribe.reply.send(Err(Error::Closed));
         }
+        for waiter in self.reauth_waiters.drain(..) {
+            let _gone = waiter.send(Err(Error::Closed));
+        }
         self.router = Router::default();
         self.blocked = None;
         self.commands.close();
@@ -1616,6 +1767,9 @@ impl Driver {
                 }
                 Command::Disconnect(disconnect) => {
                     let _gone = disconnect.reply.send(Ok(()));
+                }
+                Command::Reauthenticate(reply) => {
+                    let _gone = reply.send(Err(Error::Closed));
                 }
                 Command::Messages { .. } | Command::Ack(_) => {}
             }

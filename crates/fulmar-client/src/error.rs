@@ -79,6 +79,13 @@ pub enum Error {
     /// or because reconnecting is off) before the call completed.
     #[error("client closed")]
     Closed,
+    /// MQTT 5.0 enhanced authentication failed on the client's side: the
+    /// [`Authenticator`](crate::Authenticator) gave up (a challenge it cannot
+    /// answer, a broker proof that does not check out). A refusal by the
+    /// broker is [`Error::Refused`] instead, or, for a re-authentication,
+    /// [`Error::DisconnectedByBroker`].
+    #[error("enhanced authentication failed: {0}")]
+    Authentication(crate::AuthError),
     /// The broker ended the connection with a DISCONNECT (MQTT 5.0) or
     /// closed it.
     #[error("disconnected by the broker: {0}")]

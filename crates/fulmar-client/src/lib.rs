@@ -58,6 +58,10 @@
 //!   as lost, so a broker that stops reading cannot hold the client.
 //! - **Manual acknowledgements** ([`ConnectOptions::manual_acks`]): PUBACK /
 //!   PUBREC wait for [`Client::ack`], in the order of receipt.
+//! - **Enhanced authentication** (MQTT 5.0, section 4.12): an
+//!   [`Authenticator`] set with [`ConnectOptions::authentication`] answers
+//!   the broker's AUTH challenges on every connection, and
+//!   [`Client::reauthenticate`] runs the exchange again on a live one.
 //! - Transports: TCP, TLS (feature `tls`, on by default: rustls with ring;
 //!   system roots, custom CA, client certificates, SNI, TLS 1.3 only if
 //!   asked), WebSocket and secure WebSocket (feature `websocket`, subprotocol
@@ -105,6 +109,7 @@
 //! assert_eq!(options.address(), ("broker.local", 1883));
 //! ```
 
+mod auth;
 mod client;
 mod completion;
 mod driver;
@@ -117,6 +122,7 @@ mod transport;
 #[cfg(feature = "websocket")]
 mod ws;
 
+pub use auth::{AuthError, Authenticator};
 pub use client::{
     Client, Disconnection, PublishFuture, PublishOutcome, PublishRequest, PublishTopic,
 };

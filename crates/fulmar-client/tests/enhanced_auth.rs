@@ -1,0 +1,417 @@
+//! MQTT 5.0 enhanced authentication (section 4.12) on the client's side,
+//! against a scripted broker at the other end of an in-memory pipe: the
+//! exchange before CONNACK, the authenticator giving up, the broker's proof
+//! checked, re-authentication and its refusal, a new exchange per
+//! connection.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use common::guard;
+use fulmar_client::{
+    AuthError, Authenticator, Client, ConnectOptions, Error, ProtocolVersion, Reconnect,
+};
+use fulmar_codec::{
+    Auth, AuthProperties, AuthReasonCode, ConnAck, ConnAckProperties, Connect, Disconnect,
+    DisconnectReasonCode, MqttCodec, MqttString, Packet,
+};
+use futures::{SinkExt, StreamExt};
+use tokio::io::DuplexStream;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::codec::Framed;
+
+type Wire = Framed<DuplexStream, MqttCodec>;
+
+const METHOD: &str = "TOY";
+
+/// What the toy authenticator was called with, in order.
+type Calls = Arc<Mutex<Vec<String>>>;
+
+/// Starts with "hello-N" (N counts the exchanges), answers a challenge with
+/// it reversed, and accepts the broker's final data only if it is
+/// "proof" (or absent). A challenge "fail" makes it give up.
+struct Toy {
+    calls: Calls,
+    exchanges: u32,
+}
+
+fn text(data: Option<&Bytes>) -> String {
+    data.map_or_else(
+        || "-".to_owned(),
+        |d| String::from_utf8_lossy(d).into_owned(),
+    )
+}
+
+impl Authenticator for Toy {
+    fn start(&mut self) -> Result<Option<Bytes>, AuthError> {
+        self.exchanges += 1;
+        self.calls.lock().unwrap().push("start".into());
+        Ok(Some(format!("hello-{}", self.exchanges).into()))
+    }
+
+    fn challenge(&mut self, data: Option<Bytes>) -> Result<Option<Bytes>, AuthError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("challenge {}", text(data.as_ref())));
+        let data = data.ok_or("no challenge")?;
+        if data == "fail" {
+            return Err("cannot answer this challenge".into());
+        }
+        Ok(Some(data.iter().rev().copied().collect::<Vec<u8>>().into()))
+    }
+
+    fn finish(&mut self, data: Option<Bytes>) -> Result<(), AuthError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("finish {}", text(data.as_ref())));
+        match data {
+            Some(proof) if proof != "proof" => Err("the broker's proof is wrong".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn toy() -> (Toy, Calls) {
+    let calls = Calls::default();
+    (
+        Toy {
+            calls: calls.clone(),
+            exchanges: 0,
+        },
+        calls,
+    )
+}
+
+fn options(transport: fulmar_client::Transport, authenticator: Toy) -> ConnectOptions {
+    ConnectOptions::new("pipe", 0)
+        .client_id("enhanced")
+        .transport(transport)
+        .reconnect(Reconnect::disabled())
+        .authentication(METHOD, authenticator)
+}
+
+fn method() -> Option<MqttString> {
+    Some(MqttString::try_new(METHOD).unwrap())
+}
+
+fn auth(reason_code: AuthReasonCode, data: &'static str) -> Packet {
+    Packet::Auth(Auth {
+        reason_code,
+        properties: AuthProperties {
+            authentication_method: method(),
+            authentication_data: Some(Bytes::from_static(data.as_bytes())),
+            ..AuthProperties::default()
+        },
+    })
+}
+
+fn connack(data: Option<&'static str>) -> Packet {
+    Packet::ConnAck(ConnAck {
+        properties: ConnAckProperties {
+            authentication_method: method(),
+            authentication_data: data.map(|d| Bytes::from_static(d.as_bytes())),
+            ..ConnAckProperties::default()
+        },
+        ..ConnAck::default()
+    })
+}
+
+/// The broker's end of the next connection and the CONNECT on it.
+async fn accept(servers: &mut UnboundedReceiver<DuplexStream>) -> (Wire, Box<Connect>) {
+    let server = guard(servers.recv()).await.unwrap();
+    let mut wire = Framed::new(server, MqttCodec::new(ProtocolVersion::V5, 1 << 20));
+    let Some(Ok(Packet::Connect(connect))) = guard(wire.next()).await else {
+        panic!("expected CONNECT")
+    };
+    (wire, connect)
+}
+
+async fn next(wire: &mut Wire) -> Packet {
+    guard(wire.next()).await.unwrap().unwrap()
+}
+
+/// The AUTH the client sent next: its reason code and data.
+async fn next_auth(wire: &mut Wire) -> (AuthReasonCode, Option<Bytes>) {
+    match next(wire).await {
+        Packet::Auth(auth) => {
+            // MQTT-4.12.0-5: the CONNECT's method in every AUTH.
+            assert_eq!(auth.properties.authentication_method, method());
+            (auth.reason_code, auth.properties.authentication_data)
+        }
+        other => panic!("expected AUTH, got {other:?}"),
+    }
+}
+
+/// A client through the whole exchange of [`the_exchange_before_connack`].
+async fn connected() -> (Client, Wire, Calls, UnboundedReceiver<DuplexStream>) {
+    let (transport, mut servers) = common::pipes();
+    let (authenticator, calls) = toy();
+    let connecting = tokio::spawn(Client::connect(options(transport, authenticator)));
+    let (mut wire, connect) = accept(&mut servers).await;
+    assert_eq!(connect.properties.authentication_method, method());
+    assert_eq!(
+        connect.properties.authentication_data.as_deref(),
+        Some(&b"hello-1"[..])
+    );
+    wire.send(auth(AuthReasonCode::ContinueAuthentication, "challenge"))
+        .await
+        .unwrap();
+    let (code, data) = next_auth(&mut wire).await;
+    assert_eq!(code, AuthReasonCode::ContinueAuthentication);
+    assert_eq!(data.as_deref(), Some(&b"egnellahc"[..]));
+    wire.send(connack(Some("proof"))).await.unwrap();
+    let (client, connack) = guard(connecting).await.unwrap().unwrap();
+    assert_eq!(
+        connack.properties.authentication_data.as_deref(),
+        Some(&b"proof"[..])
+    );
+    (client, wire, calls, servers)
+}
+
+// The CONNECT carries the method and the authenticator's first data; the
+// broker's AUTH 0x18 challenge is answered with an AUTH 0x18 carrying the
+// method; the CONNACK's data goes to `finish`.
+// v5:MQTT-4.12.0-3 v5:MQTT-4.12.0-5 v5:MQTT-3.15.2-1
+#[tokio::test]
+async fn the_exchange_before_connack() {
+    let (client, _wire, calls, _servers) = connected().await;
+    assert!(client.is_connected());
+    assert_eq!(
+        *calls.lock().unwrap(),
+        ["start", "challenge challenge", "finish proof"]
+    );
+}
+
+/// The DISCONNECT the client sent, and the connect's result.
+async fn refused_by_client(
+    wire: &mut Wire,
+    connecting: tokio::task::JoinHandle<Result<(Client, ConnAck), Error>>,
+) -> Error {
+    match next(wire).await {
+        Packet::Disconnect(Disconnect { reason_code, .. }) => {
+            assert_eq!(reason_code, DisconnectReasonCode::UnspecifiedError);
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    assert!(guard(wire.next()).await.is_none(), "the connection closes");
+    guard(connecting).await.unwrap().unwrap_err()
+}
+
+// An authenticator that cannot answer a challenge ends the attempt with a
+// DISCONNECT (the only packet besides AUTH allowed before CONNACK) and
+// `Error::Authentication`.
+// v5:MQTT-3.1.2-30
+#[tokio::test]
+async fn a_challenge_the_authenticator_cannot_answer_fails_the_connect() {
+    let (transport, mut servers) = common::pipes();
+    let (authenticator, _calls) = toy();
+    let connecting = tokio::spawn(Client::connect(options(transport, authenticator)));
+    let (mut wire, _connect) = accept(&mut servers).await;
+    wire.send(auth(AuthReasonCode::ContinueAuthentication, "fail"))
+        .await
+        .unwrap();
+    let error = refused_by_client(&mut wire, connecting).await;
+    assert!(
+        matches!(&error, Error::Authentication(e) if e.to_string().contains("cannot answer")),
+        "{error:?}"
+    );
+}
+
+// A CONNACK 0x00 whose data the authenticator does not accept (a broker
+// that cannot prove who it is): the client does not take the connection.
+#[tokio::test]
+async fn a_wrong_proof_from_the_broker_fails_the_connect() {
+    let (transport, mut servers) = common::pipes();
+    let (authenticator, calls) = toy();
+    let connecting = tokio::spawn(Client::connect(options(transport, authenticator)));
+    let (mut wire, _connect) = accept(&mut servers).await;
+    wire.send(connack(Some("forged"))).await.unwrap();
+    let error = refused_by_client(&mut wire, connecting).await;
+    assert!(
+        matches!(&error, Error::Authentication(e) if e.to_string().contains("proof")),
+        "{error:?}"
+    );
+    assert_eq!(*calls.lock().unwrap(), ["start", "finish forged"]);
+}
+
+// Re-authentication: AUTH 0x19 with the CONNECT's method and fresh data,
+// challenges answered with 0x18, done at the broker's AUTH 0x00; a second
+// call while it runs completes with it.
+// v5:MQTT-4.12.1-1 v5:MQTT-4.12.0-3 v5:MQTT-4.12.0-5
+#[tokio::test]
+async fn re_authentication_on_a_live_connection() {
+    let (client, mut wire, calls, _servers) = connected().await;
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { client.reauthenticate().await }
+    });
+    let (code, data) = next_auth(&mut wire).await;
+    assert_eq!(code, AuthReasonCode::ReAuthenticate);
+    assert_eq!(data.as_deref(), Some(&b"hello-2"[..]));
+    // A second call, sent before the challenge: a request behind it in the
+    // same channel coming back proves the connection task has taken it.
+    let mut second = Box::pin(client.reauthenticate());
+    assert!(futures::poll!(&mut second).is_pending());
+    let _catch_all = guard(client.messages()).await.unwrap();
+    wire.send(auth(AuthReasonCode::ContinueAuthentication, "again"))
+        .await
+        .unwrap();
+    let (code, data) = next_auth(&mut wire).await;
+    assert_eq!(code, AuthReasonCode::ContinueAuthentication);
+    assert_eq!(data.as_deref(), Some(&b"niaga"[..]));
+    wire.send(auth(AuthReasonCode::Success, "proof"))
+        .await
+        .unwrap();
+    guard(first).await.unwrap().unwrap();
+    guard(second).await.unwrap();
+    assert!(client.is_connected());
+    assert_eq!(
+        calls.lock().unwrap()[3..],
+        ["start", "challenge again", "finish proof"]
+    );
+    // Still usable: a publish goes through.
+    let publishing = tokio::spawn({
+        let client = client.clone();
+        async move { client.publish("after/reauth", "x").await }
+    });
+    match next(&mut wire).await {
+        Packet::Publish(publish) => assert_eq!(publish.topic, "after/reauth"),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+    guard(publishing).await.unwrap().unwrap();
+}
+
+// A broker that refuses the re-authentication sends DISCONNECT 0x87 and
+// closes: the call fails with that reason code.
+// v5:MQTT-4.12.1-2
+#[tokio::test]
+async fn a_refused_re_authentication_reports_the_brokers_disconnect() {
+    let (client, mut wire, _calls, _servers) = connected().await;
+    let reauth = tokio::spawn({
+        let client = client.clone();
+        async move { client.reauthenticate().await }
+    });
+    let (code, _) = next_auth(&mut wire).await;
+    assert_eq!(code, AuthReasonCode::ReAuthenticate);
+    wire.send(Packet::Disconnect(Disconnect {
+        reason_code: DisconnectReasonCode::NotAuthorized,
+        ..Disconnect::default()
+    }))
+    .await
+    .unwrap();
+    drop(wire);
+    let error = guard(reauth).await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::DisconnectedByBroker(code) if u8::from(code) == 0x87
+        ),
+        "{error:?}"
+    );
+}
+
+// The broker's proof at the end of a re-authentication is checked too: a
+// wrong one ends the connection with DISCONNECT 0x80.
+// v5:MQTT-4.12.1-2
+#[tokio::test]
+async fn a_wrong_proof_after_re_authentication_ends_the_connection() {
+    let (client, mut wire, _calls, _servers) = connected().await;
+    let reauth = tokio::spawn({
+        let client = client.clone();
+        async move { client.reauthenticate().await }
+    });
+    let _ = next_auth(&mut wire).await;
+    wire.send(auth(AuthReasonCode::Success, "forged"))
+        .await
+        .unwrap();
+    match next(&mut wire).await {
+        Packet::Disconnect(d) => {
+            assert_eq!(d.reason_code, DisconnectReasonCode::UnspecifiedError);
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    let error = guard(reauth).await.unwrap().unwrap_err();
+    assert!(matches!(error, Error::Authentication(_)), "{error:?}");
+    guard(client.wait_connected(false)).await.unwrap();
+    let last = client.last_disconnection().unwrap();
+    assert!(
+        matches!(*last.error, Error::Authentication(_)),
+        "{:?}",
+        last.error
+    );
+}
+
+// Every connection starts a new exchange: a reconnection's CONNECT
+// carries the data of a new `start`.
+#[tokio::test]
+async fn each_connection_starts_a_new_exchange() {
+    let (transport, mut servers) = common::pipes();
+    let (authenticator, calls) = toy();
+    let options = options(transport, authenticator).reconnect(Reconnect::exponential(
+        std::time::Duration::from_millis(1),
+        std::time::Duration::from_millis(10),
+    ));
+    let connecting = tokio::spawn(Client::connect(options));
+    let (mut wire, connect) = accept(&mut servers).await;
+    assert_eq!(
+        connect.properties.authentication_data.as_deref(),
+        Some(&b"hello-1"[..])
+    );
+    wire.send(connack(None)).await.unwrap();
+    let (client, _) = guard(connecting).await.unwrap().unwrap();
+    drop(wire);
+    let (mut wire, connect) = accept(&mut servers).await;
+    assert_eq!(connect.properties.authentication_method, method());
+    assert_eq!(
+        connect.properties.authentication_data.as_deref(),
+        Some(&b"hello-2"[..])
+    );
+    wire.send(connack(None)).await.unwrap();
+    // Down after the first connection was lost, before the second CONNECT.
+    guard(client.wait_connected(true)).await.unwrap();
+    assert_eq!(
+        *calls.lock().unwrap(),
+        ["start", "finish -", "start", "finish -"]
+    );
+    drop(client);
+}
+
+// Without an Authentication Method there is nothing to re-authenticate
+// with, and no AUTH is sent.
+// v5:MQTT-4.12.0-7
+#[tokio::test]
+async fn re_authentication_needs_a_method() {
+    let (transport, mut servers) = common::pipes();
+    let options = ConnectOptions::new("pipe", 0)
+        .transport(transport)
+        .reconnect(Reconnect::disabled());
+    let connecting = tokio::spawn(Client::connect(options));
+    let (mut wire, connect) = accept(&mut servers).await;
+    assert!(connect.properties.authentication_method.is_none());
+    wire.send(Packet::ConnAck(ConnAck::default()))
+        .await
+        .unwrap();
+    let (client, _) = guard(connecting).await.unwrap().unwrap();
+    let error = guard(client.reauthenticate()).await.unwrap_err();
+    assert!(matches!(error, Error::InvalidOptions(_)), "{error:?}");
+    assert!(client.is_connected());
+}
+
+// Enhanced authentication is MQTT 5.0 only.
+#[tokio::test]
+async fn enhanced_authentication_needs_mqtt_5() {
+    let (authenticator, calls) = toy();
+    let options = ConnectOptions::new("127.0.0.1", 1)
+        .protocol_version(ProtocolVersion::V311)
+        .reconnect(Reconnect::disabled())
+        .authentication(METHOD, authenticator);
+    let error = guard(Client::connect(options)).await.unwrap_err();
+    assert!(matches!(error, Error::InvalidOptions(_)), "{error:?}");
+    assert!(calls.lock().unwrap().is_empty());
+}
