@@ -515,14 +515,17 @@ impl Client {
     /// broker's challenges, and completes at its AUTH 0x00 Success (after
     /// [`Authenticator::finish`](crate::Authenticator::finish) accepted it).
     /// Messages flow on meanwhile. Calls made while one runs complete with
-    /// it.
+    /// it. A broker that has not completed it within
+    /// [`ConnectOptions::connect_timeout`](crate::ConnectOptions::connect_timeout)
+    /// has failed it: the client ends the connection as for any failure.
     ///
     /// # Errors
     /// [`Error::InvalidOptions`] without
     /// [`ConnectOptions::authentication`](crate::ConnectOptions::authentication);
     /// [`Error::NotConnected`] while disconnected;
     /// [`Error::Authentication`] if the authenticator gave up (before
-    /// anything was sent, the connection stays; after, it ends);
+    /// anything was sent, the connection stays; after, it ends) or the
+    /// broker did not answer in time;
     /// [`Error::DisconnectedByBroker`] (0x87 Not authorized, say) if the
     /// broker refused, which ends the connection ([MQTT-4.12.1-2]), or
     /// another error if it was lost before the exchange completed.

@@ -353,6 +353,9 @@ struct Driver {
     /// `reauthenticate` calls waiting for the broker's AUTH 0x00 Success;
     /// not empty while a re-authentication runs.
     reauth_waiters: Vec<Reply<()>>,
+    /// When the running re-authentication fails if the broker has not
+    /// completed it ([`ConnectOptions::connect_timeout`] after it began).
+    reauth_deadline: Option<Instant>,
     /// Why our side of enhanced authentication ended this connection.
     auth_failure: Option<Error>,
 }
@@ -434,6 +437,7 @@ impl Driver {
             last_ack_seq: 0,
             connected,
             reauth_waiters: Vec::new(),
+            reauth_deadline: None,
             auth_failure: None,
         }
     }
@@ -555,6 +559,7 @@ impl Driver {
         self.last_close = None;
         self.by_broker = None;
         self.auth_failure = None;
+        self.reauth_deadline = None;
         let mut connect = match self.options.connect_packet(self.connected_once) {
             Ok(connect) => connect,
             Err(e) => return e,
@@ -640,6 +645,15 @@ impl Driver {
                 () = &mut timer, if deadline.is_some() => {
                     armed = None;
                     self.session.handle_timeout(now());
+                }
+                () = sleep_until_some(self.reauth_deadline) => {
+                    // A broker that leaves a re-authentication unanswered
+                    // has not authenticated us again: it failed (MQTT-4.12.1-2).
+                    let limit = self.options.connect_timeout;
+                    self.fail_authentication(
+                        format!("the broker did not complete the re-authentication in {limit:?}")
+                            .into(),
+                    );
                 }
                 permit = reserve(blocked) => self.on_permit(permit),
                 // Also with no stream routed: one ended early (its
@@ -1105,6 +1119,7 @@ impl Driver {
                 match authentication.finish(data) {
                     Ok(()) => {
                         info!("re-authenticated");
+                        self.reauth_deadline = None;
                         for waiter in self.reauth_waiters.drain(..) {
                             let _gone = waiter.send(Ok(()));
                         }
@@ -1125,6 +1140,7 @@ impl Driver {
     /// MQTT-4.12.1-2), and the attempt fails with `error`.
     fn fail_authentication(&mut self, error: AuthError) {
         warn!(%error, "enhanced authentication failed, closing the connection");
+        self.reauth_deadline = None;
         for waiter in self.reauth_waiters.drain(..) {
             let _gone = waiter.send(Err(Error::Authentication(error.to_string().into())));
         }
@@ -1176,7 +1192,10 @@ impl Driver {
             },
         };
         match self.session.auth(auth) {
-            Ok(()) => self.reauth_waiters.push(reply),
+            Ok(()) => {
+                self.reauth_waiters.push(reply);
+                self.reauth_deadline = Some(Instant::now() + self.options.connect_timeout);
+            }
             Err(e) => {
                 let _gone = reply.send(Err(Error::from_session(e)));
             }
@@ -1777,6 +1796,14 @@ impl Driver {
         if let Some(reply) = self.disconnect_reply.take() {
             let _gone = reply.send(Ok(()));
         }
+    }
+}
+
+/// Sleeps until `deadline`, or for ever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => pending().await,
     }
 }
 

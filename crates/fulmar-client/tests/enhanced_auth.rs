@@ -347,6 +347,32 @@ async fn a_wrong_proof_after_re_authentication_ends_the_connection() {
     );
 }
 
+// A broker that never completes a re-authentication: it fails after the
+// connect timeout, and the connection ends with DISCONNECT 0x80 (paused
+// clock: the deadline passes as soon as nothing else can run).
+// v5:MQTT-4.12.1-2
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_re_authentication_fails_after_the_connect_timeout() {
+    let (client, mut wire, _calls, _servers) = connected().await;
+    let reauth = tokio::spawn({
+        let client = client.clone();
+        async move { client.reauthenticate().await }
+    });
+    let (code, _) = next_auth(&mut wire).await;
+    assert_eq!(code, AuthReasonCode::ReAuthenticate);
+    match next(&mut wire).await {
+        Packet::Disconnect(d) => {
+            assert_eq!(d.reason_code, DisconnectReasonCode::UnspecifiedError);
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    let error = guard(reauth).await.unwrap().unwrap_err();
+    assert!(
+        matches!(&error, Error::Authentication(e) if e.to_string().contains("did not complete")),
+        "{error:?}"
+    );
+}
+
 // Every connection starts a new exchange: a reconnection's CONNECT
 // carries the data of a new `start`.
 #[tokio::test]
