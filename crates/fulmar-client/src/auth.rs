@@ -21,24 +21,30 @@ pub type AuthError = Box<dyn std::error::Error + Send + Sync>;
 /// Continue authentication from the broker goes to
 /// [`challenge`](Self::challenge), whose answer the client sends in an AUTH
 /// 0x18 of its own; the CONNACK that accepts the connection goes to
-/// [`finish`](Self::finish), which may check the broker's last word (its
-/// proof, in SCRAM). [`Client::reauthenticate`](crate::Client::reauthenticate)
+/// [`finish`](Self::finish) before the client takes it (a broker whose last
+/// word, its proof in SCRAM, does not check out changes nothing of the
+/// session). [`Client::reauthenticate`](crate::Client::reauthenticate)
 /// starts the same exchange on a live connection (AUTH 0x19), which ends
-/// with the broker's AUTH 0x00 Success.
+/// with the broker's AUTH 0x00 Success. The exchange starts once the
+/// transport is up: an attempt that never reaches the broker spends none.
 ///
 /// The calls of one exchange come in order, from the client's connection
 /// task, so state kept between them (a nonce) belongs to that exchange;
 /// `start` begins a new one. They run on that task: a call that blocks
-/// holds up the connection (keep it to computation, or hand slow work to
-/// another thread beforehand). The broker gives the whole exchange its own
-/// connect timeout.
+/// holds up the connection (keep it to computation; fetch a token
+/// beforehand). [`ConnectOptions::connect_timeout`](crate::ConnectOptions::connect_timeout)
+/// bounds the exchange from the CONNECT to the CONNACK, and a
+/// re-authentication from its AUTH 0x19 to the broker's AUTH 0x00.
 ///
 /// An error from any of them ends the attempt: before the CONNACK, the
 /// client closes the connection with a DISCONNECT 0x80 Unspecified error
 /// and the connect (or reconnection) fails with
 /// [`Error::Authentication`](crate::Error::Authentication); after it, the
 /// same DISCONNECT ends the connection ([MQTT-4.12.1-2]), and a reconnection
-/// follows as after any lost connection. A panic counts as an error.
+/// follows as after any lost connection. A panic counts as an error. The
+/// client itself checks what the protocol fixes: the broker's AUTH and
+/// CONNACK carry the CONNECT's method, and only the client starts a
+/// re-authentication (otherwise DISCONNECT 0x82 Protocol Error).
 ///
 /// ```
 /// use bytes::Bytes;

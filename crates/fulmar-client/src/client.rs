@@ -514,8 +514,10 @@ impl Client {
     /// [`Authenticator::start`](crate::Authenticator::start), answers the
     /// broker's challenges, and completes at its AUTH 0x00 Success (after
     /// [`Authenticator::finish`](crate::Authenticator::finish) accepted it).
-    /// Messages flow on meanwhile. Calls made while one runs complete with
-    /// it. A broker that has not completed it within
+    /// Messages flow on meanwhile. A call made while one runs waits for it,
+    /// then starts an exchange of its own (with what `start` returns then:
+    /// new credentials, a rotated token), which the calls made meanwhile
+    /// share. A broker that has not completed it within
     /// [`ConnectOptions::connect_timeout`](crate::ConnectOptions::connect_timeout)
     /// has failed it: the client ends the connection as for any failure.
     ///
@@ -527,8 +529,10 @@ impl Client {
     /// anything was sent, the connection stays; after, it ends) or the
     /// broker did not answer in time;
     /// [`Error::DisconnectedByBroker`] (0x87 Not authorized, say) if the
-    /// broker refused, which ends the connection ([MQTT-4.12.1-2]), or
-    /// another error if it was lost before the exchange completed.
+    /// broker refused, which ends the connection ([MQTT-4.12.1-2]);
+    /// [`Error::Session`] if the broker broke the protocol (another
+    /// Authentication Method); another error if the connection was lost
+    /// before the exchange completed.
     pub async fn reauthenticate(&self) -> Result<(), Error> {
         self.request(Command::Reauthenticate).await?
     }

@@ -25,7 +25,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::codec::Framed;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Authentication};
 use crate::client::{
     Command, DisconnectCommand, Outgoing, PublishOutcome, Reply, SubscribeCommand,
 };
@@ -353,6 +353,8 @@ struct Driver {
     /// `reauthenticate` calls waiting for the broker's AUTH 0x00 Success;
     /// not empty while a re-authentication runs.
     reauth_waiters: Vec<Reply<()>>,
+    /// `reauthenticate` calls made while one ran: the next exchange's.
+    reauth_next: Vec<Reply<()>>,
     /// When the running re-authentication fails if the broker has not
     /// completed it ([`ConnectOptions::connect_timeout`] after it began).
     reauth_deadline: Option<Instant>,
@@ -437,6 +439,7 @@ impl Driver {
             last_ack_seq: 0,
             connected,
             reauth_waiters: Vec::new(),
+            reauth_next: Vec::new(),
             reauth_deadline: None,
             auth_failure: None,
         }
@@ -494,15 +497,15 @@ impl Driver {
                 let _gone = waiter.reply.send(Err(error));
             }
             // A re-authentication the broker refused ends with its
-            // DISCONNECT (MQTT-4.12.1-2).
-            for waiter in self.reauth_waiters.drain(..) {
-                let lost = match &error {
-                    Error::DisconnectedByBroker(code) => Error::DisconnectedByBroker(*code),
-                    _ if closing => Error::Closed,
-                    _ => Error::RequestLost,
-                };
-                let _gone = waiter.send(Err(lost));
-            }
+            // DISCONNECT (MQTT-4.12.1-2); one it answered wrongly with the
+            // session's error.
+            self.fail_reauth(|| match &error {
+                Error::DisconnectedByBroker(code) => Error::DisconnectedByBroker(*code),
+                Error::Session(e) => Error::Session(e.clone()),
+                Error::Authentication(e) => Error::Authentication(e.clone()),
+                _ if closing => Error::Closed,
+                _ => Error::RequestLost,
+            });
             if self.exit {
                 self.connected.send_replace(false);
                 info!("disconnected");
@@ -567,13 +570,6 @@ impl Driver {
         if let Some(id) = &self.assigned_client_id {
             connect.client_id = id.clone();
         }
-        if let Some(authentication) = &self.options.authentication {
-            // A new exchange per connection.
-            match authentication.start() {
-                Ok(data) => connect.properties.authentication_data = data,
-                Err(e) => return Error::Authentication(e),
-            }
-        }
         let connecting = timeout(
             self.options.connect_timeout,
             transport::connect(&self.options, self.current_address()),
@@ -583,6 +579,14 @@ impl Driver {
             Ok(Err(e)) => return e,
             Ok(Ok(io)) => io,
         };
+        if let Some(authentication) = &self.options.authentication {
+            // A new exchange per connection, once there is one (a nonce or
+            // one-time token is not spent on an attempt that never connects).
+            match authentication.start() {
+                Ok(data) => connect.properties.authentication_data = data,
+                Err(e) => return Error::Authentication(Arc::from(e)),
+            }
+        }
         debug!(clean_start = connect.clean_start, "sending CONNECT");
         if let Err(e) = self.session.connect(connect, now()) {
             return Error::Session(e);
@@ -891,6 +895,14 @@ impl Driver {
                 // Receive Maximum) runs out instead of our memory.
                 self.park(publish);
             }
+            Packet::ConnAck(connack)
+                if !connack.reason_code.is_error() && !self.session.is_connected() =>
+            {
+                match self.options.authentication.clone() {
+                    Some(authentication) => self.on_authenticated_connack(&authentication, connack),
+                    None => self.feed(Packet::ConnAck(connack)),
+                }
+            }
             packet => self.feed(packet),
         }
     }
@@ -947,18 +959,7 @@ impl Driver {
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::Connected(connack) => {
-                if let Some(authentication) = &self.options.authentication
-                    && let Err(e) =
-                        authentication.finish(connack.properties.authentication_data.clone())
-                {
-                    // The broker accepted, but its last word does not
-                    // check out: this connection is not the application's.
-                    self.fail_authentication(e);
-                    return;
-                }
-                self.on_connected(connack);
-            }
+            Event::Connected(connack) => self.on_connected(connack),
             Event::Auth(auth) => self.on_auth(auth),
             Event::Message(publish) => {
                 let targets: VecDeque<_> = self.router.targets(&publish).into();
@@ -1091,8 +1092,9 @@ impl Driver {
         }
     }
 
-    /// An AUTH from the broker (the session checked its method and that its
-    /// reason code is one the broker may send now).
+    /// An AUTH from the broker. The session let through only what the
+    /// broker may send now: 0x18 during an exchange, 0x00 at the end of a
+    /// re-authentication we started, with the CONNECT's method.
     fn on_auth(&mut self, auth: Auth) {
         let Some(authentication) = self.options.authentication.clone() else {
             return;
@@ -1115,23 +1117,34 @@ impl Driver {
                 }
                 Err(e) => self.fail_authentication(e),
             },
-            AuthReasonCode::Success if !self.reauth_waiters.is_empty() => {
-                match authentication.finish(data) {
-                    Ok(()) => {
-                        info!("re-authenticated");
-                        self.reauth_deadline = None;
-                        for waiter in self.reauth_waiters.drain(..) {
-                            let _gone = waiter.send(Ok(()));
-                        }
+            AuthReasonCode::Success => match authentication.finish(data) {
+                Ok(()) => {
+                    info!("re-authenticated");
+                    self.reauth_deadline = None;
+                    for waiter in self.reauth_waiters.drain(..) {
+                        let _gone = waiter.send(Ok(()));
                     }
-                    Err(e) => self.fail_authentication(e),
+                    // Calls made during that exchange get one of their own.
+                    let next = std::mem::take(&mut self.reauth_next);
+                    if !next.is_empty() {
+                        self.start_reauth(next);
+                    }
                 }
-            }
-            // A Success nobody asked for changes nothing; the session
-            // refuses 0x19 from a broker.
-            AuthReasonCode::Success | AuthReasonCode::ReAuthenticate => {
-                debug!(reason_code = ?auth.reason_code, "unexpected AUTH ignored");
-            }
+                Err(e) => self.fail_authentication(e),
+            },
+            AuthReasonCode::ReAuthenticate => {}
+        }
+    }
+
+    /// A successful CONNACK on a connection with enhanced authentication:
+    /// the authenticator checks the broker's last word before the session
+    /// takes the CONNACK, so that a broker it does not accept changes
+    /// nothing (a resumed session's PUBRELs, a session discarded by Session
+    /// Present 0).
+    fn on_authenticated_connack(&mut self, authentication: &Authentication, connack: ConnAck) {
+        match authentication.finish(connack.properties.authentication_data.clone()) {
+            Ok(()) => self.feed(Packet::ConnAck(connack)),
+            Err(e) => self.fail_authentication(e),
         }
     }
 
@@ -1140,10 +1153,8 @@ impl Driver {
     /// MQTT-4.12.1-2), and the attempt fails with `error`.
     fn fail_authentication(&mut self, error: AuthError) {
         warn!(%error, "enhanced authentication failed, closing the connection");
-        self.reauth_deadline = None;
-        for waiter in self.reauth_waiters.drain(..) {
-            let _gone = waiter.send(Err(Error::Authentication(error.to_string().into())));
-        }
+        let error: Arc<dyn std::error::Error + Send + Sync> = Arc::from(error);
+        self.fail_reauth(|| Error::Authentication(error.clone()));
         let properties = DisconnectProperties {
             reason_string: MqttString::try_new("authentication failed").ok(),
             ..DisconnectProperties::default()
@@ -1157,29 +1168,54 @@ impl Driver {
         self.auth_failure = Some(Error::Authentication(error));
     }
 
-    /// Starts a re-authentication (AUTH 0x19), or joins the one running.
+    /// Fails every `reauthenticate` call waiting, running or queued.
+    fn fail_reauth(&mut self, error: impl Fn() -> Error) {
+        self.reauth_deadline = None;
+        for waiter in self
+            .reauth_waiters
+            .drain(..)
+            .chain(self.reauth_next.drain(..))
+        {
+            let _gone = waiter.send(Err(error()));
+        }
+    }
+
+    /// A `reauthenticate` call: starts a re-authentication (AUTH 0x19), or,
+    /// while one runs, waits to start the next one after it (the call may
+    /// bring new credentials, a rotated token).
     fn reauthenticate(&mut self, reply: Reply<()>) {
-        let Some(authentication) = self.options.authentication.clone() else {
+        if self.options.authentication.is_none() {
             let _gone = reply.send(Err(Error::InvalidOptions(
                 "re-authentication needs an Authentication Method \
                  (ConnectOptions::authentication)"
                     .into(),
             )));
             return;
-        };
+        }
         if !self.session.is_connected() {
             let _gone = reply.send(Err(Error::NotConnected));
             return;
         }
-        if !self.reauth_waiters.is_empty() {
-            self.reauth_waiters.push(reply);
-            return;
+        if self.reauth_waiters.is_empty() {
+            self.start_reauth(vec![reply]);
+        } else {
+            self.reauth_next.push(reply);
         }
+    }
+
+    /// Starts a re-authentication for `replies`.
+    fn start_reauth(&mut self, replies: Vec<Reply<()>>) {
+        let Some(authentication) = self.options.authentication.clone() else {
+            return;
+        };
         let data = match authentication.start() {
             Ok(data) => data,
             Err(e) => {
                 // Nothing was sent: the connection stays as it is.
-                let _gone = reply.send(Err(Error::Authentication(e)));
+                let e: Arc<dyn std::error::Error + Send + Sync> = Arc::from(e);
+                for reply in replies {
+                    let _gone = reply.send(Err(Error::Authentication(e.clone())));
+                }
                 return;
             }
         };
@@ -1193,15 +1229,16 @@ impl Driver {
         };
         match self.session.auth(auth) {
             Ok(()) => {
-                self.reauth_waiters.push(reply);
+                self.reauth_waiters = replies;
                 self.reauth_deadline = Some(Instant::now() + self.options.connect_timeout);
             }
             Err(e) => {
-                let _gone = reply.send(Err(Error::from_session(e)));
+                for reply in replies {
+                    let _gone = reply.send(Err(Error::from_session(e.clone())));
+                }
             }
         }
     }
-
     /// A SUBACK: hands out the stream of a `subscribe`, or goes on with
     /// the re-SUBSCRIBEs; either way, sends what waited for a request slot
     /// (a deferred UNSUBSCRIBE, re-SUBSCRIBEs).
@@ -1769,9 +1806,7 @@ impl Driver {
         for subscribe in self.subscribe_later.drain(..) {
             let _gone = subscribe.reply.send(Err(Error::Closed));
         }
-        for waiter in self.reauth_waiters.drain(..) {
-            let _gone = waiter.send(Err(Error::Closed));
-        }
+        self.fail_reauth(|| Error::Closed);
         self.router = Router::default();
         self.blocked = None;
         self.commands.close();

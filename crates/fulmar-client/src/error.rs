@@ -84,8 +84,10 @@ pub enum Error {
     /// answer, a broker proof that does not check out). A refusal by the
     /// broker is [`Error::Refused`] instead, or, for a re-authentication,
     /// [`Error::DisconnectedByBroker`].
+    /// Shared: every call that waited on the exchange gets the same error
+    /// (downcast it to the authenticator's own error type).
     #[error("enhanced authentication failed: {0}")]
-    Authentication(crate::AuthError),
+    Authentication(std::sync::Arc<dyn std::error::Error + Send + Sync>),
     /// The broker ended the connection with a DISCONNECT (MQTT 5.0) or
     /// closed it.
     #[error("disconnected by the broker: {0}")]

@@ -96,6 +96,37 @@ fn options(transport: fulmar_client::Transport, authenticator: Toy) -> ConnectOp
         .authentication(METHOD, authenticator)
 }
 
+/// [`options`] reconnecting at once, with a session kept for an hour.
+fn reconnecting(transport: fulmar_client::Transport, authenticator: Toy) -> ConnectOptions {
+    options(transport, authenticator)
+        .session_expiry_interval(3600)
+        .reconnect(Reconnect::exponential(
+            std::time::Duration::from_millis(1),
+            std::time::Duration::from_millis(10),
+        ))
+}
+
+/// A client connected without a challenge: the CONNACK carries the proof.
+async fn connect_without_challenge(
+    options: ConnectOptions,
+    servers: &mut UnboundedReceiver<DuplexStream>,
+) -> (Client, Wire) {
+    let connecting = tokio::spawn(Client::connect(options));
+    let (mut wire, _connect) = accept(servers).await;
+    wire.send(connack(Some("proof"))).await.unwrap();
+    let (client, _) = guard(connecting).await.unwrap().unwrap();
+    (client, wire)
+}
+
+/// A CONNACK 0x00 with the method, `proof` and Session Present.
+fn connack_resuming(proof: &'static str) -> Packet {
+    let Packet::ConnAck(mut ack) = connack(Some(proof)) else {
+        unreachable!()
+    };
+    ack.session_present = true;
+    Packet::ConnAck(ack)
+}
+
 fn method() -> Option<MqttString> {
     Some(MqttString::try_new(METHOD).unwrap())
 }
@@ -242,7 +273,8 @@ async fn a_wrong_proof_from_the_broker_fails_the_connect() {
 
 // Re-authentication: AUTH 0x19 with the CONNECT's method and fresh data,
 // challenges answered with 0x18, done at the broker's AUTH 0x00; a second
-// call while it runs completes with it.
+// call made while it runs (new credentials, say) gets an exchange of its
+// own, started after the first one ends.
 // v5:MQTT-4.12.1-1 v5:MQTT-4.12.0-3 v5:MQTT-4.12.0-5
 #[tokio::test]
 async fn re_authentication_on_a_live_connection() {
@@ -269,11 +301,23 @@ async fn re_authentication_on_a_live_connection() {
         .await
         .unwrap();
     guard(first).await.unwrap().unwrap();
+    let (code, data) = next_auth(&mut wire).await;
+    assert_eq!(code, AuthReasonCode::ReAuthenticate);
+    assert_eq!(data.as_deref(), Some(&b"hello-3"[..]));
+    wire.send(auth(AuthReasonCode::Success, "proof"))
+        .await
+        .unwrap();
     guard(second).await.unwrap();
     assert!(client.is_connected());
     assert_eq!(
         calls.lock().unwrap()[3..],
-        ["start", "challenge again", "finish proof"]
+        [
+            "start",
+            "challenge again",
+            "finish proof",
+            "start",
+            "finish proof"
+        ]
     );
     // Still usable: a publish goes through.
     let publishing = tokio::spawn({
@@ -399,7 +443,8 @@ async fn each_connection_starts_a_new_exchange() {
         Some(&b"hello-2"[..])
     );
     wire.send(connack(None)).await.unwrap();
-    // Down after the first connection was lost, before the second CONNECT.
+    // The watch went down when the first connection was lost, before the
+    // second CONNECT: this waits for the second CONNACK.
     guard(client.wait_connected(true)).await.unwrap();
     assert_eq!(
         *calls.lock().unwrap(),
@@ -439,5 +484,247 @@ async fn enhanced_authentication_needs_mqtt_5() {
         .authentication(METHOD, authenticator);
     let error = guard(Client::connect(options)).await.unwrap_err();
     assert!(matches!(error, Error::InvalidOptions(_)), "{error:?}");
+    assert!(calls.lock().unwrap().is_empty());
+}
+
+// A CONNACK whose proof the authenticator rejects changes nothing of the
+// session: no PUBREL of a resumed QoS 2 flow goes to that broker (the
+// DISCONNECT is the first packet), and the genuine broker after it gets
+// the QoS 1 message still in flight again, with DUP.
+// MQTT-4.4.0-1
+#[tokio::test]
+async fn a_rejected_proof_changes_nothing_of_the_session() {
+    let (transport, mut servers) = common::pipes();
+    let (authenticator, _calls) = toy();
+    let (client, mut wire) =
+        connect_without_challenge(reconnecting(transport, authenticator), &mut servers).await;
+    let qos1 = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .publish("in/flight", "q1")
+                .qos(fulmar_client::QoS::AtLeastOnce)
+                .await
+        }
+    });
+    let Packet::Publish(first) = next(&mut wire).await else {
+        panic!("expected PUBLISH")
+    };
+    let qos2 = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .publish("in/flight", "q2")
+                .qos(fulmar_client::QoS::ExactlyOnce)
+                .await
+        }
+    });
+    let Packet::Publish(second) = next(&mut wire).await else {
+        panic!("expected PUBLISH")
+    };
+    wire.send(Packet::PubRec(fulmar_codec::PubRec::new(
+        second.packet_id.unwrap(),
+    )))
+    .await
+    .unwrap();
+    assert!(matches!(next(&mut wire).await, Packet::PubRel(_)));
+    drop(wire);
+    // An impostor resuming the session, then one discarding it: both with
+    // a proof the authenticator rejects.
+    for impostor in [connack_resuming("forged"), connack(Some("forged"))] {
+        let (mut wire, _connect) = accept(&mut servers).await;
+        wire.send(impostor).await.unwrap();
+        match next(&mut wire).await {
+            Packet::Disconnect(d) => {
+                assert_eq!(d.reason_code, DisconnectReasonCode::UnspecifiedError);
+            }
+            other => panic!("the first packet after a rejected proof: {other:?}"),
+        }
+    }
+    // The genuine broker: both flows go on where they were.
+    let (mut wire, _connect) = accept(&mut servers).await;
+    wire.send(connack_resuming("proof")).await.unwrap();
+    let mut resent = Vec::new();
+    for _ in 0..2 {
+        resent.push(next(&mut wire).await);
+    }
+    assert!(
+        resent.iter().any(|p| matches!(p, Packet::Publish(p)
+            if p.dup && p.packet_id == first.packet_id)),
+        "{resent:?}"
+    );
+    assert!(
+        resent.iter().any(|p| matches!(p, Packet::PubRel(r)
+            if Some(r.packet_id) == second.packet_id)),
+        "{resent:?}"
+    );
+    wire.send(Packet::PubAck(fulmar_codec::PubAck::new(
+        first.packet_id.unwrap(),
+    )))
+    .await
+    .unwrap();
+    wire.send(Packet::PubComp(fulmar_codec::PubComp::new(
+        second.packet_id.unwrap(),
+    )))
+    .await
+    .unwrap();
+    guard(qos1).await.unwrap().unwrap();
+    guard(qos2).await.unwrap().unwrap();
+}
+
+// A successful CONNACK must carry the CONNECT's method: without it the
+// client does not take the connection (0x82).
+// v5:MQTT-4.12.0-5 v5:MQTT-3.14.2-1
+#[tokio::test]
+async fn a_connack_without_the_method_is_a_protocol_error() {
+    let (transport, mut servers) = common::pipes();
+    let (authenticator, _calls) = toy();
+    let connecting = tokio::spawn(Client::connect(options(transport, authenticator)));
+    let (mut wire, _connect) = accept(&mut servers).await;
+    wire.send(Packet::ConnAck(ConnAck::default()))
+        .await
+        .unwrap();
+    match next(&mut wire).await {
+        Packet::Disconnect(d) => assert_eq!(d.reason_code, DisconnectReasonCode::ProtocolError),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    let error = guard(connecting).await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Session(fulmar_client::SessionError::Protocol(
+                fulmar_client::ProtocolViolation::AuthMethodMismatch
+            ))
+        ),
+        "{error:?}"
+    );
+}
+
+// Only the client starts a re-authentication: an AUTH from the broker
+// outside one is a protocol error, not a challenge to answer.
+// v5:MQTT-4.12.1-1
+#[tokio::test]
+async fn an_unsolicited_auth_is_a_protocol_error() {
+    for reason in [
+        AuthReasonCode::ContinueAuthentication,
+        AuthReasonCode::Success,
+    ] {
+        let (client, mut wire, calls, _servers) = connected().await;
+        wire.send(auth(reason, "unsolicited")).await.unwrap();
+        match next(&mut wire).await {
+            Packet::Disconnect(d) => {
+                assert_eq!(d.reason_code, DisconnectReasonCode::ProtocolError);
+            }
+            other => panic!("{reason:?}: expected DISCONNECT, got {other:?}"),
+        }
+        guard(client.wait_connected(false)).await.unwrap();
+        assert_eq!(calls.lock().unwrap().len(), 3, "{reason:?}");
+    }
+}
+
+// A broker that ends a re-authentication with another method: DISCONNECT
+// 0x82 (0x8C is the server's code), and the call says why.
+// v5:MQTT-4.12.0-5 v5:MQTT-3.14.2-1
+#[tokio::test]
+async fn a_re_authentication_answered_with_another_method() {
+    let (client, mut wire, _calls, _servers) = connected().await;
+    let reauth = tokio::spawn({
+        let client = client.clone();
+        async move { client.reauthenticate().await }
+    });
+    let _ = next_auth(&mut wire).await;
+    wire.send(Packet::Auth(Auth {
+        reason_code: AuthReasonCode::Success,
+        properties: AuthProperties {
+            authentication_method: Some(MqttString::try_new("OTHER").unwrap()),
+            ..AuthProperties::default()
+        },
+    }))
+    .await
+    .unwrap();
+    match next(&mut wire).await {
+        Packet::Disconnect(d) => assert_eq!(d.reason_code, DisconnectReasonCode::ProtocolError),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    let error = guard(reauth).await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Session(fulmar_client::SessionError::Protocol(
+                fulmar_client::ProtocolViolation::AuthMethodMismatch
+            ))
+        ),
+        "{error:?}"
+    );
+}
+
+#[derive(Debug)]
+struct Expired;
+
+impl std::fmt::Display for Expired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("token expired")
+    }
+}
+
+impl std::error::Error for Expired {}
+
+/// Gives up at the first challenge with its own error type.
+struct ExpiresAtChallenge;
+
+impl Authenticator for ExpiresAtChallenge {
+    fn start(&mut self) -> Result<Option<Bytes>, AuthError> {
+        Ok(None)
+    }
+
+    fn challenge(&mut self, _data: Option<Bytes>) -> Result<Option<Bytes>, AuthError> {
+        Err(Box::new(Expired))
+    }
+}
+
+// The authenticator's own error reaches the caller of `reauthenticate`
+// and `last_disconnection`, and can be downcast.
+#[tokio::test]
+async fn the_authenticators_error_can_be_downcast() {
+    let (transport, mut servers) = common::pipes();
+    let options = ConnectOptions::new("pipe", 0)
+        .transport(transport)
+        .reconnect(Reconnect::disabled())
+        .authentication(METHOD, ExpiresAtChallenge);
+    let (client, mut wire) = connect_without_challenge(options, &mut servers).await;
+    let reauth = tokio::spawn({
+        let client = client.clone();
+        async move { client.reauthenticate().await }
+    });
+    let _ = next_auth(&mut wire).await;
+    wire.send(auth(AuthReasonCode::ContinueAuthentication, "x"))
+        .await
+        .unwrap();
+    let error = guard(reauth).await.unwrap().unwrap_err();
+    assert!(
+        matches!(&error, Error::Authentication(e) if e.downcast_ref::<Expired>().is_some()),
+        "{error:?}"
+    );
+    guard(client.wait_connected(false)).await.unwrap();
+    let last = client.last_disconnection().unwrap();
+    assert!(
+        matches!(&*last.error, Error::Authentication(e) if e.downcast_ref::<Expired>().is_some()),
+        "{:?}",
+        last.error
+    );
+}
+
+// An attempt that never reaches the broker spends no exchange (a nonce,
+// a one-time token): `start` runs once the transport is up.
+#[tokio::test]
+async fn no_exchange_starts_without_a_connection() {
+    let transport = fulmar_client::Transport::custom(|| async {
+        Err::<DuplexStream, _>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+    });
+    let (authenticator, calls) = toy();
+    let error = guard(Client::connect(options(transport, authenticator)))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Io(_)), "{error:?}");
     assert!(calls.lock().unwrap().is_empty());
 }

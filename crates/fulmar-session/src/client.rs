@@ -299,6 +299,18 @@ impl Session {
         if connack.session_present && self.conn.clean_start {
             return Err(ProtocolViolation::UnexpectedSessionPresent.into());
         }
+        // The method of the CONNECT, or none if it had none (before anything
+        // of the CONNACK is applied).
+        match (
+            self.conn.auth_method(),
+            connack.properties.authentication_method.as_ref(),
+        ) {
+            (Some(ours), theirs) if theirs != Some(ours) => {
+                return Err(ProtocolViolation::AuthMethodMismatch.into());
+            }
+            (None, Some(_)) => return Err(ProtocolViolation::UnexpectedAuthMethod.into()),
+            _ => {}
+        }
         // MQTT 3.1 has no Session Present flag: a session that was not
         // cleaned is taken to be there, as 3.1 clients did.
         let session_present = if self.version == ProtocolVersion::V31 {

@@ -110,14 +110,20 @@ pub enum ProtocolViolation {
     /// AUTH although no Authentication Method was given in CONNECT.
     #[error("[MQTT-4.12.0-7] AUTH without an authentication method in CONNECT")]
     UnexpectedAuth,
-    /// AUTH whose Authentication Method is not the one of the CONNECT
-    /// (missing or another one).
-    #[error("[MQTT-4.12.0-5] AUTH with an authentication method other than the CONNECT's")]
+    /// AUTH, or a successful CONNACK, whose Authentication Method is not the
+    /// one of the CONNECT (missing or another one).
+    #[error(
+        "[MQTT-4.12.0-5] AUTH or CONNACK with an authentication method other than the CONNECT's"
+    )]
     AuthMethodMismatch,
+    /// A CONNACK with an Authentication Method although the CONNECT had none.
+    #[error("[MQTT-4.12.0-6] CONNACK with an authentication method the CONNECT did not ask for")]
+    UnexpectedAuthMethod,
     /// AUTH with a reason code its sender may not use at this point: 0x18
     /// Continue authentication only before CONNACK ([MQTT-4.12.0-2],
     /// [MQTT-4.12.0-3]); after it 0x19 Re-authenticate or 0x18 from the
-    /// client ([MQTT-4.12.1-1]), 0x00 Success or 0x18 from the server.
+    /// client ([MQTT-4.12.1-1]), 0x00 Success or 0x18 from the server, and
+    /// only in a re-authentication the client started.
     #[error(
         "AUTH with reason code 0x{0:02X} where its sender may not use it (MQTT 5.0 section 4.12)"
     )]

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fulmar_codec::{
-    AckProperties, Auth, ConnAck, ConnAckProperties, Connect, ConnectReasonCode, DecodeError,
-    MqttString, Packet, PacketId, ProtocolVersion, QoS, SubAck, SubAckReasonCode, Subscribe,
-    UnsubAck, UnsubAckReasonCode,
+    AckProperties, Auth, AuthReasonCode, ConnAck, ConnAckProperties, Connect, ConnectReasonCode,
+    DecodeError, MqttString, Packet, PacketId, ProtocolVersion, QoS, SubAck, SubAckReasonCode,
+    Subscribe, UnsubAck, UnsubAckReasonCode,
 };
 
 use crate::config::{Config, MAX_EARLY_BYTES, MAX_EARLY_PACKETS};
@@ -322,9 +322,16 @@ impl Session {
     /// ([MQTT-4.12.0-6], [MQTT-4.12.0-7]); incoming AUTH packets are reported
     /// as [`Event::Auth`].
     ///
+    /// Reason codes by sender (MQTT 5.0 section 3.15.2.1, 4.12): a client
+    /// sends 0x19 Re-authenticate once connected, which starts a
+    /// re-authentication (one at a time), and 0x18 Continue authentication
+    /// before CONNACK or during its re-authentication; a server sends 0x18,
+    /// and 0x00 Success to end a re-authentication.
+    ///
     /// # Errors
     /// [`ApiError::InvalidState`] without an Authentication Method in CONNECT,
-    /// under 3.1.1, or without an open connection.
+    /// under 3.1.1, without an open connection, or with a reason code its
+    /// role may not send now.
     pub fn auth(&mut self, mut auth: Auth) -> Result<(), Error> {
         let Some(method) = self.conn.auth_method().cloned() else {
             return Err(ApiError::InvalidState("no authentication method").into());
@@ -339,6 +346,26 @@ impl Session {
             State::AwaitConnAck | State::ConnectReceived | State::Connected
         ) {
             return Err(ApiError::InvalidState(self.state.name()).into());
+        }
+        // Who may send which reason code (MQTT 5.0 section 3.15.2.1, 4.12):
+        // 0x19 from the client once connected, starting a re-authentication;
+        // 0x18 from either during an exchange; 0x00 from the server, ending
+        // a re-authentication (the first exchange ends with CONNACK).
+        let reauthenticating = self.conn.extra().reauthenticating;
+        let allowed = match (self.role, self.state, auth.reason_code) {
+            (Role::Client, State::Connected, AuthReasonCode::ReAuthenticate) => !reauthenticating,
+            (Role::Client, State::Connected, AuthReasonCode::ContinueAuthentication) => {
+                reauthenticating
+            }
+            (Role::Server, State::Connected, AuthReasonCode::Success)
+            | (_, _, AuthReasonCode::ContinueAuthentication) => true,
+            _ => false,
+        };
+        if !allowed {
+            return Err(ApiError::InvalidState("no AUTH with this reason code now").into());
+        }
+        if self.role == Role::Client && auth.reason_code == AuthReasonCode::ReAuthenticate {
+            self.conn.extra_mut().reauthenticating = true;
         }
         self.transmit.push_back(Packet::Auth(auth));
         Ok(())

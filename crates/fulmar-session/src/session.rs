@@ -141,6 +141,9 @@ pub(crate) struct Conn {
 pub(crate) struct ConnExtra {
     /// The Authentication Method of the CONNECT (enhanced authentication).
     pub(crate) auth_method: Option<MqttString>,
+    /// Client: a re-authentication we started (AUTH 0x19) that the server
+    /// has not completed (AUTH 0x00) yet.
+    pub(crate) reauthenticating: bool,
     /// SUBSCRIBE and UNSUBSCRIBE requests waiting for their acknowledgement.
     pub(crate) requests: HashMap<PacketId, Request, crate::packet_id::IdHash>,
     /// Server: packets that arrived before the CONNECT was answered.
@@ -158,6 +161,7 @@ pub(crate) struct ConnExtra {
 impl ConnExtra {
     fn is_empty(&self) -> bool {
         self.auth_method.is_none()
+            && !self.reauthenticating
             && self.requests.is_empty()
             && self.early.is_empty()
             && self.unacked.is_empty()
@@ -168,6 +172,7 @@ impl ConnExtra {
 /// What [`Conn::extra`] reads when there is none.
 static NO_EXTRA: ConnExtra = ConnExtra {
     auth_method: None,
+    reauthenticating: false,
     requests: HashMap::with_hasher(std::hash::BuildHasherDefault::new()),
     early: Vec::new(),
     unacked: VecDeque::new(),
@@ -1021,6 +1026,10 @@ impl Session {
             (Role::Client, DisconnectReasonCode::KeepAliveTimeout) => {
                 DisconnectReasonCode::UnspecifiedError
             }
+            // The other server-only codes (0x8C Bad authentication method
+            // for a server's wrong method, ...) are Protocol Errors when a
+            // client reports them (MQTT-3.14.2-1: one of the codes it may use).
+            (Role::Client, code) if !client_may_send(code) => DisconnectReasonCode::ProtocolError,
             (_, code) => code,
         };
         self.close_with(error.clone(), code);
@@ -1106,18 +1115,21 @@ impl Session {
         if auth.properties.authentication_method.as_ref() != self.conn.auth_method() {
             return Err(ProtocolViolation::AuthMethodMismatch.into());
         }
-        let allowed = matches!(
-            (self.state, self.role, auth.reason_code),
+        // Client: after CONNACK the server only answers a re-authentication
+        // we started (section 4.12.1: the client initiates it).
+        let reauthenticating = self.conn.extra().reauthenticating;
+        let allowed = match (self.state, self.role, auth.reason_code) {
+            (State::Connected, Role::Client, AuthReasonCode::ContinueAuthentication)
+            | (State::Connected, Role::Client, AuthReasonCode::Success) => reauthenticating,
             (_, _, AuthReasonCode::ContinueAuthentication)
-                | (
-                    State::Connected,
-                    Role::Server,
-                    AuthReasonCode::ReAuthenticate
-                )
-                | (State::Connected, Role::Client, AuthReasonCode::Success)
-        );
+            | (State::Connected, Role::Server, AuthReasonCode::ReAuthenticate) => true,
+            _ => false,
+        };
         if !allowed {
             return Err(ProtocolViolation::UnexpectedAuthReason(u8::from(auth.reason_code)).into());
+        }
+        if self.role == Role::Client && auth.reason_code == AuthReasonCode::Success {
+            self.conn.extra_mut().reauthenticating = false;
         }
         self.events.push_back(Event::Auth(auth));
         Ok(())
@@ -1148,6 +1160,15 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Whether a client may send `code` in DISCONNECT (MQTT 5.0 table 3-10:
+/// the codes marked "Client" or "Client or Server").
+fn client_may_send(code: DisconnectReasonCode) -> bool {
+    matches!(
+        u8::from(code),
+        0x00 | 0x04 | 0x80..=0x83 | 0x90 | 0x93..=0x99
+    )
 }
 
 /// Whether the peer's limits forbid sending `publish`.

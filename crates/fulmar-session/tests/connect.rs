@@ -46,12 +46,11 @@ fn client_sends_connect_first_and_nothing_else_before_connack() {
         client.connect(connect, now).unwrap();
         let out = drain(&mut client);
         assert!(matches!(out.as_slice(), [Packet::Connect(_)]), "{out:?}");
-        client
-            .handle_packet(
-                Packet::ConnAck(ConnAck::new(false, ConnectReasonCode::Success)),
-                now,
-            )
-            .unwrap();
+        let mut connack = ConnAck::new(false, ConnectReasonCode::Success);
+        if version == ProtocolVersion::V5 {
+            connack.properties.authentication_method = Some(MqttString::from("SCRAM"));
+        }
+        client.handle_packet(Packet::ConnAck(connack), now).unwrap();
         let out = drain(&mut client);
         assert!(
             matches!(out.as_slice(), [Packet::Publish(_)]),

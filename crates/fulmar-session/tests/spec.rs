@@ -378,7 +378,9 @@ fn an_auth_with_another_method_ends_the_connection() {
             ))]
         );
 
-        // Client: the server's AUTH during the exchange must use it too.
+        // Client: the server's AUTH during the exchange must use it too;
+        // the client says so with 0x82 (0x8C is the server's code,
+        // MQTT-3.14.2-1).
         let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
         connect.properties.authentication_method = Some(method.clone());
         let mut client = Session::client(Config::default());
@@ -388,7 +390,7 @@ fn an_auth_with_another_method_ends_the_connection() {
         assert!(client.handle_packet(Packet::Auth(other), now).is_err());
         let out = drain(&mut client);
         assert!(
-            matches!(out.as_slice(), [Packet::Disconnect(d)] if d.reason_code == DisconnectReasonCode::BadAuthenticationMethod),
+            matches!(out.as_slice(), [Packet::Disconnect(d)] if d.reason_code == DisconnectReasonCode::ProtocolError),
             "{out:?}"
         );
     }
@@ -515,11 +517,15 @@ fn auth_reason_codes_each_side_may_use() {
             );
         }
     }
-    // Client, after CONNACK: 0x00 and 0x18 from the server, not 0x19.
-    for (reason, ok) in [
-        (AuthReasonCode::Success, true),
-        (AuthReasonCode::ContinueAuthentication, true),
-        (AuthReasonCode::ReAuthenticate, false),
+    // Client, after CONNACK: 0x00 and 0x18 from the server only in a
+    // re-authentication the client started (section 4.12.1), never 0x19.
+    for (reauthenticating, reason, ok) in [
+        (true, AuthReasonCode::Success, true),
+        (true, AuthReasonCode::ContinueAuthentication, true),
+        (true, AuthReasonCode::ReAuthenticate, false),
+        (false, AuthReasonCode::Success, false),
+        (false, AuthReasonCode::ContinueAuthentication, false),
+        (false, AuthReasonCode::ReAuthenticate, false),
     ] {
         let mut client = Session::client(Config::default());
         client.connect(with_method(), now).unwrap();
@@ -528,9 +534,134 @@ fn auth_reason_codes_each_side_may_use() {
         connack.properties.authentication_method = Some(method.clone());
         client.handle_packet(Packet::ConnAck(connack), now).unwrap();
         assert!(client.is_connected());
+        if reauthenticating {
+            client.auth(auth(AuthReasonCode::ReAuthenticate)).unwrap();
+            let _ = drain(&mut client);
+        }
         let result = client.handle_packet(Packet::Auth(auth(reason)), now);
-        assert_eq!(result.is_ok(), ok, "{reason:?}");
+        assert_eq!(result.is_ok(), ok, "{reauthenticating} {reason:?}");
+        if !ok {
+            assert_eq!(
+                drain(&mut client),
+                vec![Packet::Disconnect(Disconnect::new(
+                    DisconnectReasonCode::ProtocolError
+                ))]
+            );
+        }
     }
+}
+
+#[test]
+fn a_client_re_authenticates_one_exchange_at_a_time() {
+    // v5:MQTT-4.12.1-1 v5:MQTT-3.15.2-1 v5:MQTT-4.12.0-5
+    let now = t0();
+    let method = MqttString::from("SCRAM-SHA-1");
+    let auth = |reason_code| Auth {
+        reason_code,
+        ..Auth::default()
+    };
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+    connect.properties.authentication_method = Some(method.clone());
+    let mut client = Session::client(Config::default());
+    client.connect(connect, now).unwrap();
+    let _ = drain(&mut client);
+    // Before CONNACK: 0x18 only.
+    assert!(client.auth(auth(AuthReasonCode::ReAuthenticate)).is_err());
+    assert!(client.auth(auth(AuthReasonCode::Success)).is_err());
+    client
+        .auth(auth(AuthReasonCode::ContinueAuthentication))
+        .unwrap();
+    let mut connack = ConnAck::new(false, ConnectReasonCode::Success);
+    connack.properties.authentication_method = Some(method.clone());
+    client.handle_packet(Packet::ConnAck(connack), now).unwrap();
+    let _ = drain(&mut client);
+    // Connected: no 0x18 outside a re-authentication, never 0x00.
+    assert!(
+        client
+            .auth(auth(AuthReasonCode::ContinueAuthentication))
+            .is_err()
+    );
+    assert!(client.auth(auth(AuthReasonCode::Success)).is_err());
+    client.auth(auth(AuthReasonCode::ReAuthenticate)).unwrap();
+    // One at a time.
+    assert!(client.auth(auth(AuthReasonCode::ReAuthenticate)).is_err());
+    let from_server = |reason_code| {
+        let mut a = auth(reason_code);
+        a.properties.authentication_method = Some(method.clone());
+        Packet::Auth(a)
+    };
+    client
+        .handle_packet(from_server(AuthReasonCode::ContinueAuthentication), now)
+        .unwrap();
+    client
+        .auth(auth(AuthReasonCode::ContinueAuthentication))
+        .unwrap();
+    client
+        .handle_packet(from_server(AuthReasonCode::Success), now)
+        .unwrap();
+    // Every AUTH the client sent carries the CONNECT's method.
+    let out = drain(&mut client);
+    assert_eq!(out.len(), 2, "{out:?}");
+    for packet in &out {
+        let Packet::Auth(a) = packet else {
+            panic!("{out:?}")
+        };
+        assert_eq!(a.properties.authentication_method.as_ref(), Some(&method));
+    }
+    // Done: the next one may start, and a late 0x00 is a protocol error.
+    client.auth(auth(AuthReasonCode::ReAuthenticate)).unwrap();
+    client
+        .handle_packet(from_server(AuthReasonCode::Success), now)
+        .unwrap();
+    assert!(
+        client
+            .handle_packet(from_server(AuthReasonCode::Success), now)
+            .is_err()
+    );
+}
+
+#[test]
+fn a_client_checks_the_method_of_a_successful_connack() {
+    // v5:MQTT-4.12.0-5 v5:MQTT-4.12.0-6 v5:MQTT-3.14.2-1
+    let now = t0();
+    for (sent, answered, ok) in [
+        (Some("SCRAM-SHA-1"), Some("SCRAM-SHA-1"), true),
+        (Some("SCRAM-SHA-1"), None, false),
+        (Some("SCRAM-SHA-1"), Some("SCRAM-SHA-256"), false),
+        (None, Some("SCRAM-SHA-1"), false),
+        (None, None, true),
+    ] {
+        let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+        connect.properties.authentication_method = sent.map(MqttString::from);
+        let mut client = Session::client(Config::default());
+        client.connect(connect, now).unwrap();
+        let _ = drain(&mut client);
+        let mut connack = ConnAck::new(false, ConnectReasonCode::Success);
+        connack.properties.authentication_method = answered.map(MqttString::from);
+        let result = client.handle_packet(Packet::ConnAck(connack), now);
+        assert_eq!(result.is_ok(), ok, "{sent:?} {answered:?}");
+        assert_eq!(client.is_connected(), ok);
+        if !ok {
+            // Nothing of it applied; the client's code for it is 0x82.
+            assert_eq!(
+                drain(&mut client),
+                vec![Packet::Disconnect(Disconnect::new(
+                    DisconnectReasonCode::ProtocolError
+                ))]
+            );
+        }
+    }
+    // A refusal needs no method.
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+    connect.properties.authentication_method = Some(MqttString::from("SCRAM-SHA-1"));
+    let mut client = Session::client(Config::default());
+    client.connect(connect, now).unwrap();
+    let refusal = ConnAck::new(false, ConnectReasonCode::NotAuthorized);
+    client.handle_packet(Packet::ConnAck(refusal), now).unwrap();
+    assert!(matches!(
+        client.error(),
+        Some(Error::Refused(ConnectReasonCode::NotAuthorized))
+    ));
 }
 
 #[test]
