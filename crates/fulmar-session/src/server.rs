@@ -324,9 +324,11 @@ impl Session {
     ///
     /// Reason codes by sender (MQTT 5.0 section 3.15.2.1, 4.12): a client
     /// sends 0x19 Re-authenticate once connected, which starts a
-    /// re-authentication (one at a time), and 0x18 Continue authentication
-    /// before CONNACK or during its re-authentication; a server sends 0x18,
-    /// and 0x00 Success to end a re-authentication.
+    /// re-authentication (one at a time); either side sends 0x18 Continue
+    /// authentication before CONNACK or during a re-authentication; a
+    /// server sends 0x00 Success to end a re-authentication (the exchange
+    /// before CONNACK ends with the CONNACK). A server that refuses a
+    /// re-authentication ends the connection ([`disconnect`](Self::disconnect)).
     ///
     /// # Errors
     /// [`ApiError::InvalidState`] without an Authentication Method in CONNECT,
@@ -354,18 +356,22 @@ impl Session {
         let reauthenticating = self.conn.extra().reauthenticating;
         let allowed = match (self.role, self.state, auth.reason_code) {
             (Role::Client, State::Connected, AuthReasonCode::ReAuthenticate) => !reauthenticating,
-            (Role::Client, State::Connected, AuthReasonCode::ContinueAuthentication) => {
-                reauthenticating
-            }
-            (Role::Server, State::Connected, AuthReasonCode::Success)
-            | (_, _, AuthReasonCode::ContinueAuthentication) => true,
+            (_, State::Connected, AuthReasonCode::ContinueAuthentication)
+            | (Role::Server, State::Connected, AuthReasonCode::Success) => reauthenticating,
+            (_, _, AuthReasonCode::ContinueAuthentication) => true,
             _ => false,
         };
         if !allowed {
             return Err(ApiError::InvalidState("no AUTH with this reason code now").into());
         }
-        if self.role == Role::Client && auth.reason_code == AuthReasonCode::ReAuthenticate {
-            self.conn.extra_mut().reauthenticating = true;
+        match (self.role, auth.reason_code) {
+            (Role::Client, AuthReasonCode::ReAuthenticate) => {
+                self.conn.extra_mut().reauthenticating = true;
+            }
+            (Role::Server, AuthReasonCode::Success) => {
+                self.conn.extra_mut().reauthenticating = false;
+            }
+            _ => {}
         }
         self.transmit.push_back(Packet::Auth(auth));
         Ok(())

@@ -141,8 +141,8 @@ pub(crate) struct Conn {
 pub(crate) struct ConnExtra {
     /// The Authentication Method of the CONNECT (enhanced authentication).
     pub(crate) auth_method: Option<MqttString>,
-    /// Client: a re-authentication we started (AUTH 0x19) that the server
-    /// has not completed (AUTH 0x00) yet.
+    /// A re-authentication the client started (AUTH 0x19) that the server
+    /// has not completed (AUTH 0x00) yet, on either side.
     pub(crate) reauthenticating: bool,
     /// SUBSCRIBE and UNSUBSCRIBE requests waiting for their acknowledgement.
     pub(crate) requests: HashMap<PacketId, Request, crate::packet_id::IdHash>,
@@ -1115,21 +1115,28 @@ impl Session {
         if auth.properties.authentication_method.as_ref() != self.conn.auth_method() {
             return Err(ProtocolViolation::AuthMethodMismatch.into());
         }
-        // Client: after CONNACK the server only answers a re-authentication
-        // we started (section 4.12.1: the client initiates it).
+        // After CONNACK, AUTH 0x18 and the server's 0x00 belong to a
+        // re-authentication the client started with 0x19 (section 4.12.1),
+        // one at a time.
         let reauthenticating = self.conn.extra().reauthenticating;
         let allowed = match (self.state, self.role, auth.reason_code) {
-            (State::Connected, Role::Client, AuthReasonCode::ContinueAuthentication)
+            (State::Connected, _, AuthReasonCode::ContinueAuthentication)
             | (State::Connected, Role::Client, AuthReasonCode::Success) => reauthenticating,
-            (_, _, AuthReasonCode::ContinueAuthentication)
-            | (State::Connected, Role::Server, AuthReasonCode::ReAuthenticate) => true,
+            (State::Connected, Role::Server, AuthReasonCode::ReAuthenticate) => !reauthenticating,
+            (_, _, AuthReasonCode::ContinueAuthentication) => true,
             _ => false,
         };
         if !allowed {
             return Err(ProtocolViolation::UnexpectedAuthReason(u8::from(auth.reason_code)).into());
         }
-        if self.role == Role::Client && auth.reason_code == AuthReasonCode::Success {
-            self.conn.extra_mut().reauthenticating = false;
+        match (self.role, auth.reason_code) {
+            (Role::Client, AuthReasonCode::Success) => {
+                self.conn.extra_mut().reauthenticating = false;
+            }
+            (Role::Server, AuthReasonCode::ReAuthenticate) => {
+                self.conn.extra_mut().reauthenticating = true;
+            }
+            _ => {}
         }
         self.events.push_back(Event::Auth(auth));
         Ok(())

@@ -479,15 +479,25 @@ fn auth_reason_codes_each_side_may_use() {
         connect.properties.authentication_method = Some(method.clone());
         connect
     };
-    // Server, after CONNACK: 0x19 and 0x18 from the client, not 0x00.
-    for (reason, ok) in [
-        (AuthReasonCode::ReAuthenticate, true),
-        (AuthReasonCode::ContinueAuthentication, true),
-        (AuthReasonCode::Success, false),
+    // Server, after CONNACK: 0x19 from the client starts a
+    // re-authentication, one at a time; 0x18 only in one; never 0x00.
+    for (reauthenticating, reason, ok) in [
+        (false, AuthReasonCode::ReAuthenticate, true),
+        (false, AuthReasonCode::ContinueAuthentication, false),
+        (false, AuthReasonCode::Success, false),
+        (true, AuthReasonCode::ReAuthenticate, false),
+        (true, AuthReasonCode::ContinueAuthentication, true),
+        (true, AuthReasonCode::Success, false),
     ] {
         let mut server = connected_server(Config::default(), with_method(), now);
+        if reauthenticating {
+            server
+                .handle_packet(Packet::Auth(auth(AuthReasonCode::ReAuthenticate)), now)
+                .unwrap();
+            let _ = events(&mut server);
+        }
         let result = server.handle_packet(Packet::Auth(auth(reason)), now);
-        assert_eq!(result.is_ok(), ok, "{reason:?}");
+        assert_eq!(result.is_ok(), ok, "{reauthenticating} {reason:?}");
         if !ok {
             assert_eq!(
                 drain(&mut server),
@@ -761,5 +771,63 @@ fn client_cannot_set_session_expiry_on_disconnect_after_zero() {
     let out = drain(&mut client);
     assert!(
         matches!(out.as_slice(), [Packet::Disconnect(d)] if d.properties.session_expiry_interval == Some(60))
+    );
+}
+
+#[test]
+fn a_server_answers_only_a_re_authentication_the_client_started() {
+    // v5:MQTT-4.12.1-1 v5:MQTT-3.15.2-1
+    let now = t0();
+    let method = MqttString::from("SCRAM-SHA-1");
+    let auth = |reason_code| {
+        let mut a = Auth {
+            reason_code,
+            ..Auth::default()
+        };
+        a.properties.authentication_method = Some(method.clone());
+        a
+    };
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+    connect.properties.authentication_method = Some(method.clone());
+    let mut server = connected_server(Config::default(), connect, now);
+    let _ = drain(&mut server);
+    // No re-authentication running: nothing to continue or complete, and
+    // 0x19 is the client's.
+    for reason in [
+        AuthReasonCode::ContinueAuthentication,
+        AuthReasonCode::Success,
+        AuthReasonCode::ReAuthenticate,
+    ] {
+        assert!(server.auth(auth(reason)).is_err(), "{reason:?}");
+    }
+    server
+        .handle_packet(Packet::Auth(auth(AuthReasonCode::ReAuthenticate)), now)
+        .unwrap();
+    server
+        .auth(auth(AuthReasonCode::ContinueAuthentication))
+        .unwrap();
+    server
+        .handle_packet(
+            Packet::Auth(auth(AuthReasonCode::ContinueAuthentication)),
+            now,
+        )
+        .unwrap();
+    server.auth(auth(AuthReasonCode::Success)).unwrap();
+    assert_eq!(drain(&mut server).len(), 2);
+    // Completed: the client's late 0x18 is a protocol error.
+    assert!(server.auth(auth(AuthReasonCode::Success)).is_err());
+    assert!(
+        server
+            .handle_packet(
+                Packet::Auth(auth(AuthReasonCode::ContinueAuthentication)),
+                now
+            )
+            .is_err()
+    );
+    assert_eq!(
+        drain(&mut server),
+        vec![Packet::Disconnect(Disconnect::new(
+            DisconnectReasonCode::ProtocolError
+        ))]
     );
 }
