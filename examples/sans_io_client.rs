@@ -99,7 +99,14 @@ impl Connection {
         let version = self.session.protocol_version();
         loop {
             match decode(&mut self.read, version, MAX_PACKET) {
-                Ok(Some(packet)) => self.session.handle_packet(packet, Instant::now())?,
+                Ok(Some(packet)) => {
+                    if let Err(error) = self.session.handle_packet(packet, Instant::now()) {
+                        // The session queued its DISCONNECT with the reason
+                        // code: send it before giving up.
+                        self.flush()?;
+                        return Err(error.into());
+                    }
+                }
                 Ok(None) => return Ok(()),
                 Err(error) => {
                     self.session.handle_decode_error(&error, Instant::now());
@@ -120,7 +127,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     stream.set_nodelay(true)?;
     let mut conn = Connection {
         stream,
-        session: Session::client(Config::default()),
+        // Announce the limit the decoder enforces (MQTT 5.0 Maximum Packet
+        // Size), so that the broker never sends what we would refuse.
+        session: Session::client(Config {
+            maximum_packet_size: std::num::NonZeroU32::new(MAX_PACKET),
+            ..Config::default()
+        }),
         read: BytesMut::new(),
         write: BytesMut::new(),
     };

@@ -24,7 +24,12 @@ impl Session {
     }
 
     /// A client session that carries on from `state` (kept from an earlier
-    /// session), not connected. Connect with Clean Start 0 to resume it.
+    /// session), not connected. Connect with Clean Start 0 to resume it
+    /// (under MQTT 5.0 the server keeps a session only if the CONNECT that
+    /// opened it had a Session Expiry Interval above 0). `now` is the time
+    /// the state is loaded at: the queued messages' Message Expiry Intervals
+    /// count on from it (age the state first with [`SessionState::age`] for
+    /// the time it spent in storage).
     ///
     /// # Errors
     /// [`ApiError::InvalidSessionState`] if `state` is inconsistent.
@@ -319,7 +324,12 @@ impl Session {
             connack.session_present
         };
         if !session_present {
-            // v5 MQTT-3.2.2-5: no session on the server, discard ours.
+            // v5 MQTT-3.2.2-5: no session on the server, discard ours; its
+            // subscriptions stay readable for the application to renew.
+            let lost = self.subscriptions.take();
+            if !lost.is_empty() {
+                self.conn.extra_mut().lost_subscriptions = lost;
+            }
             self.discard_session();
         }
         let server_keep_alive =

@@ -37,7 +37,10 @@ pub enum DropReason {
 pub enum Event {
     /// Server: a client sent CONNECT. Answer with `accept` or `reject`.
     Connect(Box<Connect>),
-    /// Client: the server accepted the connection.
+    /// Client: the server accepted the connection. With Session Present 0
+    /// after a Clean Start 0 CONNECT, the server kept no session:
+    /// [`Session::lost_subscriptions`](crate::Session::lost_subscriptions)
+    /// lists the subscriptions to make again.
     Connected(ConnAck),
     /// An application message from the peer. Client: deliver it. Server: route
     /// it. Its topic alias is already resolved (the topic is always set).
@@ -95,7 +98,9 @@ pub enum Event {
     Disconnected {
         /// Who ended it.
         initiator: Initiator,
-        /// The DISCONNECT (or refusing CONNACK) reason code, sent or received.
+        /// The DISCONNECT (or refusing CONNACK) reason code, sent or
+        /// received; 0x80 Unspecified error when the network connection
+        /// ended without one ([`Initiator::Network`]).
         reason_code: ReasonCode,
         /// DISCONNECT properties received from the peer.
         properties: DisconnectProperties,

@@ -181,6 +181,11 @@ impl Subscriptions {
         self.0 = None;
     }
 
+    /// Takes every subscription out.
+    pub(crate) fn take(&mut self) -> Vec<(MqttString, SubscriptionOptions)> {
+        self.0.take().map(|list| *list).unwrap_or_default()
+    }
+
     /// Drops the list if it is empty.
     pub(crate) fn release_if_empty(&mut self) {
         if self.0.as_ref().is_some_and(|list| list.is_empty()) {

@@ -17,7 +17,9 @@
 //!   [`SessionState`] value (`serde` behind the feature of that name).
 //! - A peer's protocol violation never panics: it closes the connection with
 //!   the right reason code (a DISCONNECT under 5.0, a plain close under 3.1.1)
-//!   and the error is sticky. Every queue is bounded by [`Config`].
+//!   and the error is sticky. Every queue of messages and requests is
+//!   bounded by [`Config`]; the event queue is as long as what the inputs
+//!   since the last [`Session::poll_event`] produced (drain it after each).
 //! - Not here, by design: the Will Message, Session Expiry, retained messages,
 //!   routing and authorization belong to the broker (or the client
 //!   application). The session reports what they need ([`Event::Connect`]

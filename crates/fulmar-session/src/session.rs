@@ -144,6 +144,9 @@ pub(crate) struct ConnExtra {
     /// A re-authentication the client started (AUTH 0x19) that the server
     /// has not completed (AUTH 0x00) yet, on either side.
     pub(crate) reauthenticating: bool,
+    /// Client: the subscriptions of a session the server did not keep
+    /// (Session Present 0 in this connection's CONNACK).
+    pub(crate) lost_subscriptions: Vec<(MqttString, SubscriptionOptions)>,
     /// SUBSCRIBE and UNSUBSCRIBE requests waiting for their acknowledgement.
     pub(crate) requests: HashMap<PacketId, Request, crate::packet_id::IdHash>,
     /// Server: packets that arrived before the CONNECT was answered.
@@ -162,6 +165,7 @@ impl ConnExtra {
     fn is_empty(&self) -> bool {
         self.auth_method.is_none()
             && !self.reauthenticating
+            && self.lost_subscriptions.is_empty()
             && self.requests.is_empty()
             && self.early.is_empty()
             && self.unacked.is_empty()
@@ -173,6 +177,7 @@ impl ConnExtra {
 static NO_EXTRA: ConnExtra = ConnExtra {
     auth_method: None,
     reauthenticating: false,
+    lost_subscriptions: Vec::new(),
     requests: HashMap::with_hasher(std::hash::BuildHasherDefault::new()),
     early: Vec::new(),
     unacked: VecDeque::new(),
@@ -277,6 +282,38 @@ impl Conn {
 ///
 /// `poll_transmit` takes no time argument: a packet counts as sent at the
 /// `now` of the last input, which is exact when it is drained right away.
+/// Draining it is also what arms the keep-alive and PINGRESP timers (a
+/// packet counts as sent when it is taken): a session whose packets are
+/// not taken sends no PINGREQ and notices no silent peer.
+///
+/// The event queue has no limit of its own: each input adds a few events
+/// (one per message, acknowledgement or request it completes), so it stays
+/// small when drained after every input, and grows with every packet fed
+/// while it is not. Incoming QoS 0 messages are not paced by the protocol:
+/// an application that cannot keep up stops reading the socket.
+///
+/// # Reconnecting (client)
+///
+/// When the network connection fails: call
+/// [`connection_lost`](Self::connection_lost) (it reports
+/// [`Event::Disconnected`] and an [`Event::RequestLost`] for each SUBSCRIBE or
+/// UNSUBSCRIBE left unanswered), drop the old socket and what was buffered from
+/// it, open a new one, and [`connect`](Self::connect) with Clean Start 0 (under
+/// MQTT 5.0 the first CONNECT must have had a Session Expiry Interval above 0,
+/// or the server kept nothing). After [`Event::Connected`]:
+/// - Session Present 1: the QoS 1/2 messages in flight come out of
+///   `poll_transmit` again (PUBLISH with DUP, PUBREL as is), in their
+///   original order, then what was queued meanwhile;
+/// - Session Present 0: the server has no session; the messages in flight
+///   are reported as [`Event::PublishDropped`] with
+///   [`DropReason::SessionDiscarded`](crate::DropReason::SessionDiscarded),
+///   and [`lost_subscriptions`](Self::lost_subscriptions) lists the
+///   subscriptions to make again.
+///
+/// With [`Config::manual_acks`], acknowledge every QoS 1/2 message reported,
+/// duplicates of a resumed session included: acknowledgements go out in the
+/// order the messages came ([MQTT-4.6.0-2], [MQTT-4.6.0-3]), so one left
+/// unacknowledged holds back all later ones.
 ///
 /// # Roles
 ///
@@ -500,6 +537,16 @@ impl Session {
         self.subscriptions.as_slice()
     }
 
+    /// Client: the subscriptions this session had when the server answered
+    /// a CONNECT with Clean Start 0 with Session Present 0 (it kept no
+    /// session, so it has none of them): subscribe again to go on receiving.
+    /// [`subscriptions`](Self::subscriptions) no longer lists them. Empty
+    /// otherwise, and again from the next [`connect`](Self::connect).
+    #[must_use]
+    pub fn lost_subscriptions(&self) -> &[(MqttString, SubscriptionOptions)] {
+        self.conn.extra().lost_subscriptions.as_slice()
+    }
+
     /// A snapshot of the session state, to keep or persist. Queued messages'
     /// expiry intervals are reduced by the time they waited until `now`.
     #[must_use]
@@ -516,7 +563,10 @@ impl Session {
 
     // ----- outputs -----
 
-    /// The next packet to write to the network, if any.
+    /// The next packet to write to the network, if any: encode it for
+    /// [`protocol_version`](Self::protocol_version) (or let
+    /// [`poll_transmit_into`](Self::poll_transmit_into) do it). Taking it
+    /// counts it as sent (keep-alive, see the drain order).
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Packet> {
         // The packet stays in `out` (the return value) and is changed in

@@ -432,3 +432,74 @@ fn a_message_in_flight_forwards_the_expiry_left_when_sent_again() {
     assert_eq!(intervals(&state), vec![Some(0)]);
     assert!(state.pending().is_empty());
 }
+
+// A server that kept no session (Session Present 0 after Clean Start 0)
+// has none of the client's subscriptions: the client session hands them
+// back to be made again, until the next CONNECT.
+// v5:MQTT-3.2.2-5
+#[test]
+fn the_subscriptions_of_a_session_the_server_lost_are_handed_back() {
+    use fulmar_codec::{
+        ConnAck, ConnectReasonCode, MqttString, SubAck, SubAckReasonCode, SubscribeProperties,
+        SubscriptionOptions,
+    };
+    for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let now = t0();
+        let mut connect = connect_packet(version, "c", false);
+        connect.properties.session_expiry_interval =
+            (version == ProtocolVersion::V5).then_some(3600);
+        let mut client = common::connected_client(
+            Config::default(),
+            connect.clone(),
+            ConnAck::new(false, ConnectReasonCode::Success),
+            now,
+        );
+        let filter = (
+            MqttString::from("a/#"),
+            SubscriptionOptions::new(QoS::AtLeastOnce),
+        );
+        let packet_id = client
+            .subscribe(vec![filter.clone()], SubscribeProperties::default(), now)
+            .unwrap();
+        let _ = drain(&mut client);
+        let ack = SubAck::new(packet_id, vec![SubAckReasonCode::GrantedQoS1]);
+        client.handle_packet(Packet::SubAck(ack), now).unwrap();
+        assert_eq!(client.subscriptions(), std::slice::from_ref(&filter));
+        assert!(client.lost_subscriptions().is_empty());
+
+        // Resumed: nothing lost.
+        client.connection_lost(now);
+        client.connect(connect.clone(), now).unwrap();
+        let _ = drain(&mut client);
+        client
+            .handle_packet(
+                Packet::ConnAck(ConnAck::new(true, ConnectReasonCode::Success)),
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            client.subscriptions(),
+            std::slice::from_ref(&filter),
+            "{version:?}"
+        );
+        assert!(client.lost_subscriptions().is_empty());
+
+        // Not resumed: handed back.
+        client.connection_lost(now);
+        client.connect(connect.clone(), now).unwrap();
+        let _ = drain(&mut client);
+        client
+            .handle_packet(
+                Packet::ConnAck(ConnAck::new(false, ConnectReasonCode::Success)),
+                now,
+            )
+            .unwrap();
+        assert!(client.subscriptions().is_empty(), "{version:?}");
+        assert_eq!(client.lost_subscriptions(), std::slice::from_ref(&filter));
+
+        // Until the next CONNECT.
+        client.connection_lost(now);
+        client.connect(connect, now).unwrap();
+        assert!(client.lost_subscriptions().is_empty());
+    }
+}
