@@ -231,7 +231,7 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
     }
     logging::init(&config.log.level, config.log.format)?;
     // SIGHUP before anything else: one that came first would end the
-    // process. SIGINT and SIGTERM still do, until the broker runs.
+    // process. SIGINT and SIGTERM still do, until the broker has started.
     let hangup = Hangup::new()?;
 
     let mut limits = config.limits.to_limits()?;
@@ -379,6 +379,20 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
             return Err(e.to_string());
         }
     };
+    // SIGINT and SIGTERM stop the running broker cleanly from here on, before
+    // anything says it listens (one sent right after "listening on" ended the
+    // process by the default action). A signal that arrives before the loop
+    // below waits for it.
+    let mut signals = match Signals::new(hangup) {
+        Ok(signals) => signals,
+        Err(error) => {
+            broker.shutdown().await;
+            if let Some(cluster) = &cluster {
+                cluster.shutdown().await;
+            }
+            return Err(error);
+        }
+    };
     if let Some(cluster) = &cluster
         && let Err(error) = cluster.attach(&broker).await
     {
@@ -404,7 +418,6 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
             }
         }
     }
-    let mut signals = Signals::new(hangup)?;
     // A cluster node that finds another live instance under its node id
     // stops serving (its broker is shut down): the process exits with an
     // error, so that whatever supervises it sees it.
