@@ -12,8 +12,8 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 use fulmar_client::TlsOptions;
 use fulmar_codec::{
-    Connect, DisconnectProperties, DisconnectReasonCode, MqttString, Packet, ProtocolVersion,
-    decode, packet_size,
+    Connect, Disconnect, DisconnectProperties, DisconnectReasonCode, MqttString, Packet,
+    ProtocolVersion, decode, packet_size,
 };
 use fulmar_session::{Config, Event, Session};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -135,6 +135,9 @@ pub(super) struct Link {
     version: ProtocolVersion,
     rbuf: BytesMut,
     wbuf: Outbox,
+    /// Why the broker ended the connection, from its DISCONNECT (5.0):
+    /// the reason code and reason string, for the error message.
+    remote_disconnect: Option<String>,
 }
 
 /// What waits to be written: encoded packets, and the payloads of large
@@ -269,6 +272,7 @@ impl Link {
             version,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: Outbox::with_capacity(READ_CHUNK),
+            remote_disconnect: None,
         };
         loop {
             link.encode_transmits()?;
@@ -360,10 +364,11 @@ impl Link {
             Wake::Wrote | Wake::Phase => {}
         }
         if self.session.is_closed() {
-            let why = self
-                .session
-                .error()
-                .map_or_else(|| "session closed".to_owned(), |e| e.to_string());
+            let why = match (self.session.error(), &self.remote_disconnect) {
+                (Some(e), _) => e.to_string(),
+                (None, Some(why)) => format!("disconnected by the broker: {why}"),
+                (None, None) => "session closed".to_owned(),
+            };
             return Err(why);
         }
         Ok(wake)
@@ -374,10 +379,14 @@ impl Link {
         let now = Instant::now();
         loop {
             match decode(&mut self.rbuf, self.version, MAX_PACKET) {
-                Ok(Some(packet)) => self
-                    .session
-                    .handle_packet(packet, now)
-                    .map_err(|e| e.to_string())?,
+                Ok(Some(packet)) => {
+                    if let Packet::Disconnect(disconnect) = &packet {
+                        self.remote_disconnect = Some(describe(disconnect));
+                    }
+                    self.session
+                        .handle_packet(packet, now)
+                        .map_err(|e| e.to_string())?;
+                }
                 Ok(None) => {
                     // `decode` has checked the fixed header by now.
                     if let Some(total) = packet_size(&self.rbuf)
@@ -433,6 +442,14 @@ impl Link {
             .shutdown()
             .await
             .map_err(|e| format!("shutdown: {e}"))
+    }
+}
+
+/// A DISCONNECT's reason code, and its reason string if any.
+fn describe(disconnect: &Disconnect) -> String {
+    match &disconnect.properties.reason_string {
+        Some(reason) => format!("{:?} ({reason})", disconnect.reason_code),
+        None => format!("{:?}", disconnect.reason_code),
     }
 }
 
