@@ -36,6 +36,7 @@ enum Command {
     /// Run an MQTT broker (listens on 127.0.0.1:1883 by default).
     Broker(broker::BrokerArgs),
     /// Load-test an MQTT broker: throughput, latency percentiles, losses.
+    #[command(after_help = bench::EXIT_STATUS_HELP)]
     Bench(bench::BenchArgs),
     /// Publish messages (flags as mosquitto_pub).
     Pub(pubsub::PubArgs),
@@ -74,7 +75,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Broker(args) => broker::run(args).await,
-            Command::Bench(args) => bench::run(args).await,
+            Command::Bench(args) => return bench::run(args).await,
             Command::Pub(args) => return pubsub::run_pub(args).await,
             Command::Sub(args) => return pubsub::run_sub(args).await,
         }

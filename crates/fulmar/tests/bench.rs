@@ -432,3 +432,198 @@ fn a_silent_server_times_connections_out() {
     assert!(stderr.contains("timed out"), "{stderr}");
     drop(silent);
 }
+
+/// How [`scripted_broker`] answers: MQTT 5 or 3.1.1, the QoS it grants
+/// every subscription, and the reason code of its PUBACKs (`None`: it never
+/// acknowledges). It never delivers anything.
+#[derive(Clone, Copy)]
+struct Script {
+    v5: bool,
+    granted: u8,
+    puback: Option<u8>,
+}
+
+/// A broker that follows `script` on a free loopback port, in threads that
+/// end with their connections (the listener lives as long as the tests).
+fn scripted_broker(script: Script) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || serve_script(stream, script));
+        }
+    });
+    port
+}
+
+fn serve_script(mut stream: std::net::TcpStream, script: Script) {
+    use std::io::{Read, Write};
+    let mut byte = [0u8; 1];
+    loop {
+        if stream.read_exact(&mut byte).is_err() {
+            return;
+        }
+        let kind = byte[0];
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            if stream.read_exact(&mut byte).is_err() {
+                return;
+            }
+            len |= usize::from(byte[0] & 0x7f) << shift;
+            shift += 7;
+            if byte[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0u8; len];
+        if stream.read_exact(&mut body).is_err() {
+            return;
+        }
+        let reply = match kind >> 4 {
+            1 if script.v5 => vec![0x20, 3, 0, 0, 0],
+            1 => vec![0x20, 2, 0, 0],
+            8 if script.v5 => vec![0x90, 4, body[0], body[1], 0, script.granted],
+            8 => vec![0x90, 3, body[0], body[1], script.granted],
+            3 if (kind >> 1) & 3 == 1 => {
+                let topic = usize::from(u16::from_be_bytes([body[0], body[1]]));
+                let id = [body[2 + topic], body[3 + topic]];
+                match script.puback {
+                    None => continue,
+                    Some(code) if script.v5 => vec![0x40, 3, id[0], id[1], code],
+                    Some(_) => vec![0x40, 2, id[0], id[1]],
+                }
+            }
+            12 => vec![0xd0, 0],
+            14 => return,
+            _ => continue,
+        };
+        if stream.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// Runs `fulmar bench --json -p port args`, giving up (and failing) after
+/// two minutes, which only guards against a hang: the exit status, the
+/// report (Null when stdout is no JSON) and stderr.
+fn bench_outcome(port: u16, args: &[&str]) -> (Option<i32>, Value, String) {
+    let mut child = fulmar()
+        .args(["bench", "--json", "-p", &port.to_string()])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+        let _ = tx.send(err);
+    });
+    let mut out = String::new();
+    let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+    let stderr = rx.recv_timeout(std::time::Duration::from_secs(120));
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    let stderr = stderr.expect("fulmar bench hung");
+    (
+        status.code(),
+        serde_json::from_str(&out).unwrap_or(Value::Null),
+        stderr,
+    )
+}
+
+/// Acknowledged QoS 1 messages that never arrive: the report is printed,
+/// no error, and the exit status is 2 (the run waited the drain timeout
+/// for them).
+#[test]
+fn lost_acknowledged_messages_exit_with_status_2() {
+    let port = scripted_broker(Script {
+        v5: true,
+        granted: 1,
+        puback: Some(0),
+    });
+    let (code, report, stderr) =
+        bench_outcome(port, &["-q", "1", "-n", "50", "--drain-timeout", "1"]);
+    assert_eq!(code, Some(2), "{stderr}\n{report:#}");
+    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report["qos"][0]["acked"], 50, "{report:#}");
+    assert_eq!(report["qos"][0]["lost"], 50, "{report:#}");
+    assert!(stderr.contains("50 acknowledged QoS 1/2"), "{stderr}");
+}
+
+/// PUBACKs with an error reason code: counted by code, one error, exit
+/// status 1; the rejected messages are not expected (nor lost).
+#[test]
+fn rejected_messages_are_counted_and_fail_the_run() {
+    let port = scripted_broker(Script {
+        v5: true,
+        granted: 1,
+        puback: Some(0x87),
+    });
+    let (code, report, stderr) =
+        bench_outcome(port, &["-q", "1", "-n", "20", "--drain-timeout", "1"]);
+    assert_eq!(code, Some(1), "{stderr}\n{report:#}");
+    assert_eq!(report["rejected"], 20, "{report:#}");
+    assert_eq!(
+        report["rejected_by_reason"]["NotAuthorized"], 20,
+        "{report:#}"
+    );
+    assert_eq!(report["errors"], 1, "{report:#}");
+    let qos = &report["qos"][0];
+    assert_eq!(
+        (&qos["acked"], &qos["expected"], &qos["lost"]),
+        (&0.into(), &0.into(), &0.into()),
+        "{report:#}"
+    );
+}
+
+/// A subscription granted a lower QoS than asked would make the QoS 0
+/// drops of the broker look like QoS 1 losses: the run fails instead.
+#[test]
+fn a_downgraded_subscription_fails_the_run() {
+    let port = scripted_broker(Script {
+        v5: false,
+        granted: 0,
+        puback: Some(0),
+    });
+    let (code, _, stderr) = bench_outcome(port, &["--mqtt", "3.1.1", "-q", "1", "-n", "10"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("granted QoS 0, less than the QoS 1 asked"),
+        "{stderr}"
+    );
+}
+
+/// With --count, a broker that stops acknowledging ends the run after
+/// --drain-timeout with an error (it waited for ever).
+#[test]
+fn a_stalled_count_run_ends_with_an_error() {
+    let port = scripted_broker(Script {
+        v5: false,
+        granted: 1,
+        puback: None,
+    });
+    let (code, report, stderr) = bench_outcome(
+        port,
+        &[
+            "--mqtt",
+            "3.1.1",
+            "-S",
+            "0",
+            "-q",
+            "1",
+            "-n",
+            "100",
+            "--drain-timeout",
+            "1",
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}\n{report:#}");
+    let samples = report["error_samples"].to_string();
+    assert!(samples.contains("stalled"), "{report:#}");
+    assert_eq!(report["qos"][0]["acked"], 0, "{report:#}");
+}

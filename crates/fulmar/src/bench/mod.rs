@@ -9,6 +9,13 @@
 //! measure end-to-end latency, count duplicates, and set apart (as foreign)
 //! messages that are not this run's; at the end every acknowledged QoS 1/2
 //! message that a matching subscriber did not receive counts as lost.
+//!
+//! With `--rate` the load is open loop: each message is stamped with the
+//! time it was due, so a publisher held up by the broker sends its backlog
+//! with the wait in its latency (response time, no coordinated omission).
+//! Without it the load is closed loop: publishers wait for the broker (its
+//! in-flight window, a full socket) and stamp a message when they create
+//! it, so latency is service time and a stall shows as lower throughput.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -19,6 +26,8 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use fulmar_codec::{MqttString, ProtocolVersion, PublishProperties, QoS};
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::pubsub::Failure;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -89,35 +98,50 @@ pub(crate) struct BenchArgs {
     /// Subscribers ask for the highest.
     #[arg(short, long, value_delimiter = ',', default_value = "0")]
     qos: Vec<u8>,
-    /// Payload bytes per message (at least 32: the header).
+    /// Payload bytes per message (at least 32: the header; a smaller size
+    /// is raised to 32, with a warning).
     #[arg(short, long, default_value_t = 64)]
     size: usize,
     /// MQTT 5.0 user property on every message, as `KEY=VALUE`; repeat for more.
     #[arg(long = "user-property", value_name = "KEY=VALUE")]
     user_properties: Vec<String>,
-    /// Messages per second per publisher (0: as fast as possible).
+    /// Messages per second per publisher (0: as fast as possible). Open
+    /// loop: messages are stamped with the time they were due, so latency
+    /// includes any wait for the broker (response time); without a rate
+    /// publishers wait for the broker and latency is service time. A rate
+    /// not achieved is warned about.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
-    /// Seconds to publish (ignored with --count).
+    /// Seconds to publish (ignored with --count). Throughput is over at
+    /// least this long, even when the broker stopped answering earlier.
     #[arg(short, long, default_value_t = 10.0)]
     duration: f64,
+    /// Seconds at the start whose messages (by send timestamp) count in
+    /// neither latency nor throughput; they still count for losses.
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
     /// Messages per publisher, instead of a duration.
     #[arg(short = 'n', long)]
     count: Option<u64>,
-    /// QoS 1/2 messages in flight per publisher (capped by the broker's Receive Maximum).
+    /// QoS 1/2 messages in flight per publisher (capped by the broker's
+    /// Receive Maximum; 0 is taken as 1, with a warning).
     #[arg(long, default_value_t = 20)]
     inflight: u16,
     /// Keep alive of every connection, in seconds.
     #[arg(long, default_value_t = 60)]
     keep_alive: u16,
-    /// Connection attempts at a time.
+    /// Connection attempts at a time (0 is taken as 1, with a warning).
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,
     /// Seconds one connection may take to connect (TCP, TLS, CONNACK, and
     /// SUBACK for a subscriber) before it counts as failed.
     #[arg(long, default_value_t = 30.0)]
     connect_timeout: f64,
-    /// Seconds to wait for in-flight messages and deliveries after publishing stops.
+    /// Seconds to wait, once publishing stops, for the in-flight messages to
+    /// be acknowledged and then for every expected delivery (one deadline
+    /// for both). Also, with --count, how long the publishers may send and
+    /// receive acknowledgements of nothing before the run ends with an
+    /// error (plus one --rate interval).
     #[arg(long, default_value_t = 10.0)]
     drain_timeout: f64,
     /// Connect over TLS (the system's root certificates are trusted, and
@@ -156,11 +180,24 @@ pub(super) enum Phase {
 
 /// Interval of the progress bar and the throughput timeline.
 const TICK: Duration = Duration::from_millis(200);
-/// Deliveries are complete when none arrived for this long.
-const QUIET: Duration = Duration::from_secs(2);
 
-/// Runs `fulmar bench` and prints its report.
-pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
+/// `fulmar bench --help`: what the exit status says.
+pub(crate) const EXIT_STATUS_HELP: &str = "\
+Exit status: 0 when the run completed without errors and no acknowledged \
+QoS 1/2 message was lost; 1 on errors (a connection that failed, a run \
+that stalled, QoS 1/2 messages the broker acknowledged with an error \
+reason code: the report is printed and counts them in \"errors\") or when \
+no report could be made; 2 when the run completed without errors but \
+acknowledged QoS 1/2 messages never reached a matching subscriber (the \
+report is printed). QoS 0 losses alone do not change the exit status.";
+
+/// The exit status of a run whose report counts lost acknowledged QoS 1/2
+/// messages, and no error.
+pub(crate) const LOST_EXIT: u8 = 2;
+
+/// Runs `fulmar bench` and prints its report; the exit status is in the
+/// error (see [`EXIT_STATUS_HELP`]).
+pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     let addr = resolve(&args.host, args.port).await?;
     let mut sub_addrs = Vec::with_capacity(args.sub_ports.len());
     for port in &args.sub_ports {
@@ -178,7 +215,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         .collect::<Result<_, _>>()?;
     let max_qos = qos.iter().copied().max().unwrap_or(QoS::AtMostOnce);
     if args.filter.starts_with("$share/") {
-        return Err("shared subscriptions are not supported by the loss accounting".to_owned());
+        return Err("shared subscriptions are not supported by the loss accounting".into());
     }
     let run_for = match args.count {
         Some(_) => Duration::ZERO,
@@ -186,6 +223,27 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
             .map_err(|e| format!("{e} (or give --count)"))?,
     };
     let drain = seconds("--drain-timeout", args.drain_timeout, true)?;
+    let warmup = seconds("--warmup", args.warmup, true)?;
+    if args.count.is_none() && warmup >= run_for {
+        return Err(format!(
+            "--warmup {}: must be shorter than --duration {}",
+            show(args.warmup),
+            show(args.duration)
+        )
+        .into());
+    }
+    if args.size < HEADER_LEN {
+        warn(&format!(
+            "-s {}: payloads are at least {HEADER_LEN} bytes (the header); sending {HEADER_LEN}",
+            args.size
+        ));
+    }
+    if args.inflight == 0 {
+        warn("--inflight 0: taken as 1");
+    }
+    if args.connect_concurrency == 0 {
+        warn("--connect-concurrency 0: taken as 1");
+    }
     let connect_timeout = seconds("--connect-timeout", args.connect_timeout, false)?;
     let interval = rate_interval(args.rate)?;
     let version = match args.mqtt {
@@ -193,7 +251,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         Mqtt::V5 => ProtocolVersion::V5,
     };
     if !args.user_properties.is_empty() && version != ProtocolVersion::V5 {
-        return Err("--user-property needs MQTT 5 (--mqtt 5)".to_owned());
+        return Err("--user-property needs MQTT 5 (--mqtt 5)".into());
     }
     let mut properties = PublishProperties::default();
     for pair in &args.user_properties {
@@ -337,11 +395,20 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     let connect_s = connect_start.elapsed().as_secs_f64();
     if !errors.is_empty() {
         let _ = phase_tx.send(Phase::Finish);
+        // The subscribers end their sessions (--persistent) before the
+        // process exits, within the drain timeout.
+        let ending = async {
+            for task in sub_tasks {
+                let _ = task.await;
+            }
+        };
+        let _ = within(Instant::now().checked_add(drain), ending).await;
         return Err(format!(
             "{} of {connections} connections failed; first: {}",
             errors.len(),
             errors.first().map_or("", String::as_str)
-        ));
+        )
+        .into());
     }
     // Let the broker settle (and its RSS reflect the connections).
     let rss_after = match args.broker_pid {
@@ -358,29 +425,70 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
             .map(|c| c.saturating_mul(u64::from(args.publishers))),
         run_for,
     );
-    let _ = phase_tx.send(Phase::Running);
     let start = Instant::now();
     let start_nanos = u64::try_from((start - shared.base).as_nanos()).unwrap_or(0);
+    let warmup_nanos = u64::try_from(warmup.as_nanos()).unwrap_or(u64::MAX);
+    // Before the publishers see the start.
+    shared
+        .measure_from
+        .store(start_nanos.saturating_add(warmup_nanos), Ordering::Relaxed);
+    shared.activity.store(start_nanos, Ordering::Relaxed);
+    let _ = phase_tx.send(Phase::Running);
     let mut timeline = Vec::new();
     let mut last = (0u64, 0u64, Instant::now());
+    // With --duration: when publishing stops (`None` beyond the clock).
+    let stop_at = match args.count {
+        Some(_) => None,
+        None => start.checked_add(run_for),
+    };
+    // With --count: publishers that neither send nor get an
+    // acknowledgement for this long have stalled.
+    let stall_limit = drain
+        .max(TICK)
+        .saturating_add(interval.unwrap_or(Duration::ZERO));
+    let mut stalled = false;
+    let mut next_tick = Instant::now() + TICK;
     loop {
-        tokio::time::sleep(TICK).await;
-        sample(&shared, &mut last, start, &mut timeline, &bar);
+        // The end of --duration is not rounded up to a tick.
+        let wake = stop_at.map_or(next_tick, |end| end.min(next_tick));
+        tokio::time::sleep_until(wake.into()).await;
+        if Instant::now() >= next_tick {
+            sample(&shared, &mut last, start, &mut timeline, &bar);
+            next_tick = Instant::now() + TICK;
+        }
         let done = match args.count {
-            Some(_) => pub_tasks.iter().all(JoinHandle::is_finished),
-            None => start.elapsed() >= run_for,
+            Some(_) if pub_tasks.iter().all(JoinHandle::is_finished) => true,
+            Some(_) => {
+                let quiet = shared
+                    .nanos()
+                    .saturating_sub(shared.activity.load(Ordering::Relaxed));
+                if Duration::from_nanos(quiet) > stall_limit {
+                    errors.push(format!(
+                        "stalled: no message sent or acknowledged for {:.1} s \
+                         (--drain-timeout {}); gave up",
+                        Duration::from_nanos(quiet).as_secs_f64(),
+                        show(args.drain_timeout)
+                    ));
+                    stalled = true;
+                }
+                stalled
+            }
+            None => stop_at.is_some_and(|end| Instant::now() >= end),
         };
         if done {
             break;
         }
     }
-    let _ = phase_tx.send(Phase::Stop);
-    // No end when the drain timeout is beyond the clock's range.
+    let told_to_stop = start.elapsed().as_secs_f64();
+    // A stalled run does not drain: it ends now.
+    let _ = phase_tx.send(if stalled { Phase::Finish } else { Phase::Stop });
+    // One deadline for the in-flight messages and the deliveries; no end
+    // when the drain timeout is beyond the clock's range.
     let drain_end = Instant::now().checked_add(drain);
     while !pub_tasks.iter().all(JoinHandle::is_finished)
         && drain_end.is_none_or(|end| Instant::now() < end)
     {
-        tokio::time::sleep(TICK).await;
+        tick_until(drain_end).await;
         sample(&shared, &mut last, start, &mut timeline, &bar);
     }
     let stopped_s = start.elapsed().as_secs_f64();
@@ -392,25 +500,24 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     for task in pub_tasks {
         pubs.push(task.await.map_err(|e| format!("publisher task: {e}"))?);
     }
-    // Where the publishers' own records put the end, not the tick on which
-    // the loops above noticed it.
-    let publish_s = report::publish_seconds(start_nanos, &pubs).unwrap_or(stopped_s);
+    // Where the publishers' own records put the end (not the tick on
+    // which the loops above noticed it), and with --duration not before
+    // they were told to stop: a broker that stops answering early does
+    // not shorten the run.
+    let publish_s = report::publish_window(
+        report::publish_seconds(start_nanos, &pubs),
+        args.count.is_none().then_some(told_to_stop),
+        stopped_s,
+    );
     // Wait for the deliveries: each of this run's messages once per
-    // subscriber (duplicates and foreign messages do not bring the end nearer).
+    // subscriber (duplicates and foreign messages do not bring the end
+    // nearer), until all arrived or the drain timeout.
     let expected_total = report::expected_deliveries(&pubs, &topics, &filters);
-    let mut quiet_since = (shared.delivered.load(Ordering::Relaxed), Instant::now());
-    let wait_end = Instant::now().checked_add(drain);
-    loop {
-        let delivered = shared.delivered.load(Ordering::Relaxed);
-        if delivered >= expected_total || wait_end.is_some_and(|end| Instant::now() >= end) {
-            break;
-        }
-        if delivered != quiet_since.0 {
-            quiet_since = (delivered, Instant::now());
-        } else if quiet_since.1.elapsed() >= QUIET {
-            break;
-        }
-        tokio::time::sleep(TICK).await;
+    while !stalled
+        && shared.received.load(Ordering::Relaxed) < expected_total
+        && drain_end.is_none_or(|end| Instant::now() < end)
+    {
+        tick_until(drain_end).await;
         sample(&shared, &mut last, start, &mut timeline, &bar);
     }
     bar.bar.finish_and_clear();
@@ -426,11 +533,15 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     }
 
     let last_rx = shared.last_received.load(Ordering::Relaxed);
-    let receive_s = if last_rx > start_nanos {
+    let mut receive_s = if last_rx > start_nanos {
         Duration::from_nanos(last_rx - start_nanos).as_secs_f64()
     } else {
         publish_s
     };
+    if args.count.is_none() {
+        // Deliveries that stopped early do not shorten the run either.
+        receive_s = receive_s.max(told_to_stop);
+    }
     let histogram = shared.latencies.merged()?;
     let inputs = report::Inputs {
         broker: addr.to_string(),
@@ -444,6 +555,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
         payload_size: args.size.max(HEADER_LEN),
         publish_s,
         receive_s,
+        warmup_s: warmup.as_secs_f64(),
         connect_s,
         rss: (rss_before, rss_after),
         timeline,
@@ -460,7 +572,79 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), String> {
     } else {
         print!("{}", report.text());
     }
-    Ok(())
+    if let Some(shortfall) = rate_shortfall(
+        args.rate,
+        args.publishers,
+        report.sent_msgs_per_s,
+        publish_s - warmup.as_secs_f64(),
+    ) {
+        warn(&shortfall);
+    }
+    exit_status(&report)
+}
+
+/// The outcome of a run for the exit status (see [`EXIT_STATUS_HELP`]).
+fn exit_status(report: &stats::Report) -> Result<(), Failure> {
+    if report.errors > 0 {
+        return Err(Failure {
+            message: format!(
+                "{} error(s), first: {}",
+                report.errors,
+                report.error_samples.first().map_or("", String::as_str)
+            ),
+            code: 1,
+        });
+    }
+    match report.lost_acknowledged() {
+        0 => Ok(()),
+        lost => Err(Failure {
+            message: format!(
+                "{lost} acknowledged QoS 1/2 deliveries never reached their subscriber"
+            ),
+            code: LOST_EXIT,
+        }),
+    }
+}
+
+/// A warning when the publishers sent less than 95% of what `--rate`
+/// asked over a measured window of at least half a second.
+fn rate_shortfall(rate: f64, publishers: u32, achieved: f64, window_s: f64) -> Option<String> {
+    let asked = rate * f64::from(publishers);
+    (asked > 0.0 && window_s >= 0.5 && achieved < 0.95 * asked).then(|| {
+        format!(
+            "--rate {}: the publishers sent {achieved:.0} msg/s of the {asked:.0} asked; \
+             they fell behind (the wait is in the latency of what they sent, and what \
+             was due at the end was not sent)",
+            show(rate)
+        )
+    })
+}
+
+/// Prints a warning on stderr.
+fn warn(message: &str) {
+    eprintln!("fulmar bench: warning: {message}");
+}
+
+/// Sleeps one tick, or until `deadline` if that is sooner.
+async fn tick_until(deadline: Option<Instant>) {
+    let tick = Instant::now() + TICK;
+    let wake = deadline.map_or(tick, |end| end.min(tick));
+    tokio::time::sleep_until(wake.into()).await;
+}
+
+/// Runs `work` until `deadline` (for ever without one); `None` if the
+/// deadline came first.
+async fn within<F: std::future::Future>(deadline: Option<Instant>, work: F) -> Option<F::Output> {
+    let until = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        output = work => Some(output),
+        () = until => None,
+    }
 }
 
 /// The longest time between two messages of a publisher: `--rate` below one

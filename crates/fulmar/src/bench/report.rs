@@ -2,6 +2,7 @@
 //! should have received which publisher's messages, what was lost, what
 //! arrived twice.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use fulmar_codec::QoS;
@@ -22,10 +23,12 @@ pub(super) struct Inputs {
     pub(super) idle: usize,
     pub(super) payload_size: usize,
     /// Seconds from the start until the publishers finished (see
-    /// [`publish_seconds`]).
+    /// [`publish_window`]).
     pub(super) publish_s: f64,
-    /// Seconds from the start until the last delivery.
+    /// Seconds from the start until the last delivery that counts.
     pub(super) receive_s: f64,
+    /// Seconds of warm-up at the start (not measured).
+    pub(super) warmup_s: f64,
     pub(super) connect_s: f64,
     /// Broker RSS in kB before and after connecting.
     pub(super) rss: (Option<u64>, Option<u64>),
@@ -72,7 +75,8 @@ fn matching<'a>(
 }
 
 /// Deliveries the subscribers should see, counting each message once per
-/// matching subscriber.
+/// matching subscriber: every QoS 0 message sent, every QoS 1/2 message the
+/// broker acknowledged with a success code (a rejected one never comes).
 pub(super) fn expected_deliveries(
     pubs: &[PubResult],
     topics: &[(String, QoS)],
@@ -80,7 +84,10 @@ pub(super) fn expected_deliveries(
 ) -> u64 {
     matching(topics, filters)
         .filter_map(|(_, i)| pubs.get(i))
-        .map(|p| p.sent)
+        .map(|p| match p.qos {
+            QoS::AtMostOnce => p.sent,
+            _ => p.acked.len(),
+        })
         .sum()
 }
 
@@ -91,6 +98,24 @@ pub(super) fn expected_deliveries(
 pub(super) fn publish_seconds(start_nanos: u64, pubs: &[PubResult]) -> Option<f64> {
     let end = pubs.iter().map(|p| p.last_nanos).max()?;
     (end > start_nanos).then(|| Duration::from_nanos(end - start_nanos).as_secs_f64())
+}
+
+/// Seconds of publishing: to the last thing a publisher recorded
+/// (`recorded`, see [`publish_seconds`]), and with `--duration` at least
+/// until the publishers were told to stop (`told_to_stop`), so that a broker
+/// that stops answering near the end does not make the run look shorter
+/// (and faster); `fallback` when neither is known.
+pub(super) fn publish_window(
+    recorded: Option<f64>,
+    told_to_stop: Option<f64>,
+    fallback: f64,
+) -> f64 {
+    match (recorded, told_to_stop) {
+        (Some(r), Some(t)) => r.max(t),
+        (Some(r), None) => r,
+        (None, Some(t)) => t,
+        (None, None) => fallback,
+    }
 }
 
 /// Builds the report.
@@ -156,16 +181,39 @@ pub(super) fn build(
     per_qos.sort_by_key(|c| c.qos);
 
     let sent: u64 = pubs.iter().map(|p| p.sent).sum();
+    let measured_sent: u64 = pubs.iter().map(|p| p.measured).sum();
+    // First deliveries only: a duplicate is neither throughput nor latency.
     let received: u64 = subs
         .iter()
-        .map(|s| {
-            s.received.values().map(|r| r.len()).sum::<u64>() + s.duplicates.values().sum::<u64>()
-        })
+        .map(|s| s.received.values().map(|r| r.len()).sum::<u64>())
         .sum();
+    let measured_received: u64 = subs.iter().map(|s| s.measured).sum();
+    let duplicated: u64 = subs
+        .iter()
+        .map(|s| s.duplicates.values().sum::<u64>())
+        .sum();
+    let mut rejected_by_reason: BTreeMap<String, u64> = BTreeMap::new();
+    for p in pubs {
+        for (reason, n) in &p.rejected {
+            *rejected_by_reason.entry(reason.clone()).or_default() += n;
+        }
+    }
+    let rejected: u64 = rejected_by_reason.values().sum();
+    if rejected > 0 {
+        let reasons: Vec<String> = rejected_by_reason
+            .iter()
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect();
+        errors.push(format!(
+            "{rejected} QoS 1/2 messages acknowledged with an error reason code: {}",
+            reasons.join(", ")
+        ));
+    }
     let foreign: u64 = subs.iter().map(|s| s.foreign).sum();
     let mb = |n: u64, secs: f64| n as f64 * inputs.payload_size as f64 / 1e6 / secs;
-    let publish_s = inputs.publish_s.max(1e-9);
-    let receive_s = inputs.receive_s.max(1e-9);
+    // The measured windows start at the end of the warm-up.
+    let publish_s = (inputs.publish_s - inputs.warmup_s).max(1e-9);
+    let receive_s = (inputs.receive_s - inputs.warmup_s).max(1e-9);
     let connections = inputs.publishers + inputs.subscribers + inputs.idle;
     let bytes_per_connection = match inputs.rss {
         (Some(before), Some(after)) if connections > 0 => {
@@ -181,19 +229,26 @@ pub(super) fn build(
         idle: inputs.idle,
         payload_size: inputs.payload_size,
         duration_s: inputs.publish_s,
+        receive_s: inputs.receive_s,
+        warmup_s: inputs.warmup_s,
         connect_rate: connections as f64 / inputs.connect_s.max(1e-9),
         connect_s: inputs.connect_s,
-        sent_msgs_per_s: sent as f64 / publish_s,
-        sent_mb_per_s: mb(sent, publish_s),
-        received_msgs_per_s: received as f64 / receive_s,
-        received_mb_per_s: mb(received, receive_s),
+        sent_msgs_per_s: measured_sent as f64 / publish_s,
+        sent_mb_per_s: mb(measured_sent, publish_s),
+        received_msgs_per_s: measured_received as f64 / receive_s,
+        received_mb_per_s: mb(measured_received, receive_s),
         sent,
         received,
+        measured_sent,
+        measured_received,
+        duplicated,
         foreign,
         latency: LatencyReport::from_histogram(histogram),
         qos: per_qos,
         errors: errors.len() as u64,
         error_samples: errors.into_iter().take(ERROR_SAMPLES).collect(),
+        rejected,
+        rejected_by_reason,
         broker_rss_before_kb: inputs.rss.0,
         broker_rss_after_kb: inputs.rss.1,
         broker_bytes_per_connection: bytes_per_connection,
@@ -211,10 +266,92 @@ mod tests {
             index,
             qos: QoS::AtMostOnce,
             sent,
+            measured: sent,
             acked: SeqSet::default(),
+            rejected: BTreeMap::new(),
             last_nanos,
             error: None,
         }
+    }
+
+    fn inputs(publish_s: f64, receive_s: f64, warmup_s: f64) -> Inputs {
+        Inputs {
+            broker: String::new(),
+            mqtt: "5".to_owned(),
+            publishers: 1,
+            subscribers: 1,
+            idle: 0,
+            payload_size: 100,
+            publish_s,
+            receive_s,
+            warmup_s,
+            connect_s: 1.0,
+            rss: (None, None),
+            timeline: Vec::new(),
+        }
+    }
+
+    /// A broker that stops answering half-way through a 2 s run: the
+    /// window is the 2 s asked for, not the 1 s until the last ack.
+    #[test]
+    fn a_stall_at_the_end_stays_in_the_window() {
+        assert_eq!(publish_window(Some(1.0), Some(2.0), 9.0), 2.0);
+        assert_eq!(publish_window(Some(2.5), Some(2.0), 9.0), 2.5);
+        // --count: where the publishers' records put the end.
+        assert_eq!(publish_window(Some(1.0), None, 9.0), 1.0);
+        assert_eq!(publish_window(None, None, 9.0), 9.0);
+    }
+
+    /// QoS 1: 10 acknowledged, 2 rejected; a subscriber got 8 of them, 3
+    /// of those twice, and 6 after a 1 s warm-up. Duplicates are neither
+    /// throughput nor received; rejections are one error, by reason code;
+    /// the 2 missing acknowledged messages are lost.
+    #[test]
+    fn duplicates_and_rejections_are_counted_apart() {
+        let mut p = publisher(0, 12, 0);
+        p.qos = QoS::AtLeastOnce;
+        p.measured = 9;
+        for seq in 0..10 {
+            p.acked.insert(seq);
+        }
+        p.rejected.insert("QuotaExceeded".to_owned(), 2);
+        let mut s = SubResult::default();
+        for seq in 0..8 {
+            s.received.entry(0).or_default().insert(seq);
+        }
+        s.duplicates.insert(0, 3);
+        s.measured = 6;
+        let topics = [("t".to_owned(), QoS::AtLeastOnce)];
+        let filters = ["t".to_owned()];
+        let pubs = [p];
+        assert_eq!(expected_deliveries(&pubs, &topics, &filters), 10);
+        let report = build(
+            inputs(4.0, 3.0, 1.0),
+            &pubs,
+            &[s],
+            &topics,
+            &filters,
+            &Histogram::new(3).unwrap(),
+            Vec::new(),
+        );
+        assert_eq!((report.received, report.duplicated), (8, 3));
+        assert_eq!((report.measured_sent, report.measured_received), (9, 6));
+        // 9 in the 3 s after the warm-up; 6 in 2 s.
+        assert!((report.sent_msgs_per_s - 3.0).abs() < 1e-9, "{report:?}");
+        assert!(
+            (report.received_msgs_per_s - 3.0).abs() < 1e-9,
+            "{report:?}"
+        );
+        assert_eq!(report.rejected, 2);
+        assert_eq!(report.rejected_by_reason.get("QuotaExceeded"), Some(&2));
+        assert_eq!(report.errors, 1, "{report:?}");
+        assert!(report.error_samples[0].contains("QuotaExceeded 2"));
+        let qos = &report.qos[0];
+        assert_eq!((qos.expected, qos.received, qos.lost), (10, 8, 2));
+        assert_eq!(report.lost_acknowledged(), 2);
+        let text = report.text();
+        assert!(text.contains("rejected  2 messages"), "{text}");
+        assert!(text.contains("after a 1.00 s warm-up"), "{text}");
     }
 
     /// The publish interval ends at the last thing a publisher recorded,
@@ -233,21 +370,8 @@ mod tests {
         assert_eq!(publish_seconds(start, &[publisher(0, 0, 0)]), None);
         assert_eq!(publish_seconds(start, &[]), None);
 
-        let inputs = Inputs {
-            broker: String::new(),
-            mqtt: "5".to_owned(),
-            publishers: 2,
-            subscribers: 0,
-            idle: 0,
-            payload_size: 100,
-            publish_s,
-            receive_s: publish_s,
-            connect_s: 1.0,
-            rss: (None, None),
-            timeline: Vec::new(),
-        };
         let report = build(
-            inputs,
+            inputs(publish_s, publish_s, 0.0),
             &pubs,
             &[],
             &[],

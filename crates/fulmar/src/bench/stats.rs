@@ -1,6 +1,7 @@
 //! What the benchmark measures: the payload header, per-publisher sequence
 //! sets, latency histograms, and the final report (text, JSON, CSV).
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,7 +22,9 @@ const MAGIC: u32 = u32::from_be_bytes(*b"fbh1");
 /// What the header of one of this run's payloads says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Header {
-    /// Nanoseconds since the start of the run when it was sent.
+    /// Nanoseconds since the start of the run when it was sent: when it was
+    /// due by the `--rate` schedule (so that a publisher held up does not
+    /// hide the wait), or when it was created without `--rate`.
     pub(super) nanos: u64,
     /// Index of the publisher.
     pub(super) publisher: u32,
@@ -166,7 +169,8 @@ impl Latencies {
 pub(crate) struct QosCounts {
     /// QoS of the publishers.
     pub(crate) qos: u8,
-    /// Messages handed to the broker (written, for QoS 0; sent, for QoS 1/2).
+    /// Messages handed to the client session (for QoS 0 too: not
+    /// necessarily written to the socket yet when the run ends).
     pub(crate) sent: u64,
     /// QoS 1/2: messages the broker acknowledged with a success code.
     pub(crate) acked: u64,
@@ -176,7 +180,8 @@ pub(crate) struct QosCounts {
     /// Deliveries that arrived (duplicates excluded).
     pub(crate) received: u64,
     /// QoS 1/2: acknowledged messages that some matching subscriber never
-    /// received; QoS 0: expected minus received.
+    /// received; QoS 0: expected minus received (messages handed to the
+    /// session, written or not).
     pub(crate) lost: u64,
     /// Deliveries of a message a subscriber had already received.
     pub(crate) duplicated: u64,
@@ -187,7 +192,9 @@ pub(crate) struct QosCounts {
 pub(crate) struct LatencyReport {
     /// Samples.
     pub(crate) count: u64,
-    /// Median.
+    /// Median. The percentiles and the maximum are the middle of their
+    /// histogram bucket rounded to 3 significant digits (the histogram's
+    /// precision), not the bucket's upper bound.
     pub(crate) p50_us: u64,
     /// 90th percentile.
     pub(crate) p90_us: u64,
@@ -209,14 +216,34 @@ impl LatencyReport {
         }
         Self {
             count: h.len(),
-            p50_us: h.value_at_quantile(0.50),
-            p90_us: h.value_at_quantile(0.90),
-            p99_us: h.value_at_quantile(0.99),
-            p999_us: h.value_at_quantile(0.999),
-            max_us: h.max(),
+            p50_us: quantile(h, 0.50),
+            p90_us: quantile(h, 0.90),
+            p99_us: quantile(h, 0.99),
+            p999_us: quantile(h, 0.999),
+            max_us: three_digits(h.median_equivalent(h.max())),
             mean_us: h.mean(),
         }
     }
+}
+
+/// The value at quantile `q` of `h`: the middle of its bucket, to 3
+/// significant digits.
+fn quantile(h: &Histogram<u64>, q: f64) -> u64 {
+    three_digits(h.median_equivalent(h.value_at_quantile(q)))
+}
+
+/// `v` rounded to 3 significant digits (half up).
+pub(super) fn three_digits(v: u64) -> u64 {
+    let mut scale = 1u64;
+    while v / scale >= 1000 {
+        scale = scale.saturating_mul(10);
+    }
+    if scale == 1 {
+        return v;
+    }
+    (v / scale)
+        .saturating_add(u64::from(v % scale >= scale / 2))
+        .saturating_mul(scale)
 }
 
 /// The outcome of a run.
@@ -234,25 +261,44 @@ pub(crate) struct Report {
     pub(crate) idle: usize,
     /// Payload bytes per message.
     pub(crate) payload_size: usize,
-    /// Seconds from the start signal until the last send, write or
-    /// acknowledgement of any publisher.
+    /// Seconds from the start signal until the publishers finished: the
+    /// last send, write or acknowledgement of any publisher, and with
+    /// `--duration` at least the time they were told to stop (a broker that
+    /// stops answering does not shorten it).
     pub(crate) duration_s: f64,
+    /// Seconds from the start signal until the last delivery that counts
+    /// (with `--duration` at least until publishing was told to stop).
+    pub(crate) receive_s: f64,
+    /// Seconds at the start whose messages (by send timestamp) count in
+    /// neither latency nor throughput (`--warmup`).
+    pub(crate) warmup_s: f64,
     /// Connections opened (CONNACK received) per second during the connect phase.
     pub(crate) connect_rate: f64,
     /// Seconds the connect phase took.
     pub(crate) connect_s: f64,
-    /// Messages sent per second.
+    /// Messages sent per second: `measured_sent` over `duration_s` minus
+    /// `warmup_s`.
     pub(crate) sent_msgs_per_s: f64,
     /// Payload MB (10^6 bytes) sent per second.
     pub(crate) sent_mb_per_s: f64,
-    /// Messages received per second (all subscribers together).
+    /// Messages received per second (all subscribers together, first
+    /// deliveries only): `measured_received` over `receive_s` minus
+    /// `warmup_s`.
     pub(crate) received_msgs_per_s: f64,
     /// Payload MB received per second.
     pub(crate) received_mb_per_s: f64,
-    /// Totals.
+    /// Messages handed to the client sessions (see [`QosCounts::sent`]).
     pub(crate) sent: u64,
-    /// Deliveries of this run's messages (duplicates included).
+    /// Deliveries of this run's messages, each message once per subscriber
+    /// (duplicates are in `duplicated`).
     pub(crate) received: u64,
+    /// Messages sent after the warm-up: the throughput's numerator.
+    pub(crate) measured_sent: u64,
+    /// First deliveries of messages sent after the warm-up: the received
+    /// throughput's numerator, and the latency samples.
+    pub(crate) measured_received: u64,
+    /// Repeated deliveries, left out of latency and throughput.
+    pub(crate) duplicated: u64,
     /// Messages the subscribers received that were not this run's (another
     /// client's, a retained message, a header that names no message sent):
     /// not counted anywhere else.
@@ -261,10 +307,16 @@ pub(crate) struct Report {
     pub(crate) latency: LatencyReport,
     /// Per QoS of the publishers.
     pub(crate) qos: Vec<QosCounts>,
-    /// Connections that failed (connect or during the run), with the first errors.
+    /// Things that went wrong: connections that failed (connect or during
+    /// the run), a stalled run, and messages the broker rejected (one error
+    /// for all of them). Any makes the exit status 1.
     pub(crate) errors: u64,
     /// The first few error messages.
     pub(crate) error_samples: Vec<String>,
+    /// QoS 1/2 messages the broker acknowledged with an error reason code.
+    pub(crate) rejected: u64,
+    /// `rejected` by reason code.
+    pub(crate) rejected_by_reason: BTreeMap<String, u64>,
     /// Broker RSS (kB) before connecting and after all connections were open
     /// (with `--broker-pid`).
     pub(crate) broker_rss_before_kb: Option<u64>,
@@ -285,18 +337,33 @@ impl Report {
             self.broker, self.mqtt, self.publishers, self.subscribers, self.idle, self.payload_size
         );
         out += &format!(
-            "connect   {:.0} conn/s ({} connections in {:.2} s)\n",
+            "connect   {:.0} conn/s ({} connections in {})\n",
             self.connect_rate,
             self.publishers + self.subscribers + self.idle,
-            self.connect_s
+            show_seconds(self.connect_s)
+        );
+        let warm = |measured: u64, all: u64, secs: f64| {
+            if self.warmup_s > 0.0 {
+                format!(
+                    "{measured} in {} after a {} warm-up; {all} in all",
+                    show_seconds(secs - self.warmup_s),
+                    show_seconds(self.warmup_s)
+                )
+            } else {
+                format!("{all} in {}", show_seconds(secs))
+            }
+        };
+        out += &format!(
+            "sent      {:>12.0} msg/s {:>10.2} MB/s  ({})\n",
+            self.sent_msgs_per_s,
+            self.sent_mb_per_s,
+            warm(self.measured_sent, self.sent, self.duration_s)
         );
         out += &format!(
-            "sent      {:>12.0} msg/s {:>10.2} MB/s  ({} in {:.2} s)\n",
-            self.sent_msgs_per_s, self.sent_mb_per_s, self.sent, self.duration_s
-        );
-        out += &format!(
-            "received  {:>12.0} msg/s {:>10.2} MB/s  ({})\n",
-            self.received_msgs_per_s, self.received_mb_per_s, self.received
+            "received  {:>12.0} msg/s {:>10.2} MB/s  ({}; first deliveries)\n",
+            self.received_msgs_per_s,
+            self.received_mb_per_s,
+            warm(self.measured_received, self.received, self.receive_s)
         );
         let l = &self.latency;
         out += &format!(
@@ -310,9 +377,26 @@ impl Report {
             );
         }
         for q in &self.qos {
+            let acked = if q.qos == 0 {
+                String::new()
+            } else {
+                format!(" acked {},", q.acked)
+            };
             out += &format!(
-                "QoS {}     sent {}, acked {}, expected {}, received {}, lost {}, duplicated {}\n",
-                q.qos, q.sent, q.acked, q.expected, q.received, q.lost, q.duplicated
+                "QoS {}     sent {},{acked} expected {}, received {}, lost {}, duplicated {}\n",
+                q.qos, q.sent, q.expected, q.received, q.lost, q.duplicated
+            );
+        }
+        if self.rejected > 0 {
+            let reasons: Vec<String> = self
+                .rejected_by_reason
+                .iter()
+                .map(|(reason, n)| format!("{reason} {n}"))
+                .collect();
+            out += &format!(
+                "rejected  {} messages acknowledged with an error: {}\n",
+                self.rejected,
+                reasons.join(", ")
             );
         }
         if let (Some(before), Some(after)) = (self.broker_rss_before_kb, self.broker_rss_after_kb) {
@@ -336,10 +420,11 @@ impl Report {
         let mut header = String::from(
             "broker,mqtt,publishers,subscribers,idle,payload_size,duration_s,connect_rate,\
              sent,received,sent_msgs_per_s,sent_mb_per_s,received_msgs_per_s,received_mb_per_s,\
-             p50_us,p90_us,p99_us,p999_us,max_us,errors,broker_bytes_per_connection,foreign",
+             p50_us,p90_us,p99_us,p999_us,max_us,errors,broker_bytes_per_connection,foreign,\
+             receive_s,warmup_s,rejected,duplicated",
         );
         let mut row = format!(
-            "{},{},{},{},{},{},{:.3},{:.1},{},{},{:.1},{:.3},{:.1},{:.3},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{:.3},{:.1},{},{},{:.1},{:.3},{:.1},{:.3},{},{},{},{},{},{},{},{},{:.3},{:.3},{},{}",
             self.broker,
             self.mqtt,
             self.publishers,
@@ -363,6 +448,10 @@ impl Report {
             self.broker_bytes_per_connection
                 .map_or_else(String::new, |b| format!("{b:.0}")),
             self.foreign,
+            self.receive_s,
+            self.warmup_s,
+            self.rejected,
+            self.duplicated,
         );
         for q in &self.qos {
             let n = q.qos;
@@ -370,6 +459,20 @@ impl Report {
             row += &format!(",{},{},{},{}", q.sent, q.acked, q.lost, q.duplicated);
         }
         format!("{header}\n{row}\n")
+    }
+
+    /// Acknowledged QoS 1/2 messages some matching subscriber never received.
+    pub(crate) fn lost_acknowledged(&self) -> u64 {
+        self.qos.iter().filter(|q| q.qos > 0).map(|q| q.lost).sum()
+    }
+}
+
+/// Seconds for people: milliseconds below one second.
+fn show_seconds(secs: f64) -> String {
+    if secs < 1.0 {
+        format!("{:.1} ms", secs * 1e3)
+    } else {
+        format!("{secs:.2} s")
     }
 }
 
@@ -401,6 +504,25 @@ mod tests {
         );
         payload[0] ^= 1;
         assert_eq!(read_header(&payload, 42), None);
+    }
+
+    #[test]
+    fn percentiles_are_rounded_to_the_histograms_precision() {
+        assert_eq!(three_digits(0), 0);
+        assert_eq!(three_digits(999), 999);
+        assert_eq!(three_digits(1234), 1230);
+        assert_eq!(three_digits(1235), 1240);
+        assert_eq!(three_digits(4_325_375), 4_330_000);
+        assert_eq!(three_digits(u64::MAX), 18_400_000_000_000_000_000);
+        let mut h = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3).unwrap();
+        for v in [4_321_000u64; 100] {
+            h.record(v).unwrap();
+        }
+        // The bucket is 4 317 184-4 321 279; its upper bound was reported.
+        let report = LatencyReport::from_histogram(&h);
+        assert_eq!((report.p99_us, report.max_us), (4_320_000, 4_320_000));
+        assert_eq!(show_seconds(0.0042), "4.2 ms");
+        assert_eq!(show_seconds(2.5), "2.50 s");
     }
 
     #[test]

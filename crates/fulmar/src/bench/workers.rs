@@ -1,7 +1,7 @@
 //! The three kinds of benchmark connection, each one tokio task: publishers,
 //! subscribers and idle connections.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,12 +40,18 @@ pub(super) struct Shared {
     /// Messages handed to its session by each publisher, by index: a header
     /// naming another publisher or a later sequence number is not ours.
     pub(super) sent_by: Vec<AtomicU64>,
-    /// Deliveries of this run's messages (duplicates included).
+    /// Deliveries of this run's messages, each counted once per subscriber
+    /// (duplicates are not): the timeline's received rate.
     pub(super) received: AtomicU64,
-    /// Deliveries of this run's messages, each counted once per subscriber.
-    pub(super) delivered: AtomicU64,
-    /// Nanoseconds since `base` of the latest delivery.
+    /// Nanoseconds since `base` of the latest first delivery of a message
+    /// sent after the warm-up.
     pub(super) last_received: AtomicU64,
+    /// Nanoseconds since `base` from which messages count (by their send
+    /// timestamp) in latency and throughput: the end of the warm-up.
+    pub(super) measure_from: AtomicU64,
+    /// Nanoseconds since `base` of the latest send, write or
+    /// acknowledgement of any publisher: how the coordinator tells a stall.
+    pub(super) activity: AtomicU64,
     /// End-to-end latency.
     pub(super) latencies: Latencies,
 }
@@ -59,14 +65,22 @@ impl Shared {
             sent: AtomicU64::new(0),
             sent_by: (0..publishers).map(|_| AtomicU64::new(0)).collect(),
             received: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
             last_received: AtomicU64::new(0),
+            measure_from: AtomicU64::new(0),
+            activity: AtomicU64::new(0),
             latencies,
         }
     }
 
-    fn nanos(&self) -> u64 {
+    /// Nanoseconds since `base`.
+    pub(super) fn nanos(&self) -> u64 {
         u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Records publisher activity (a send, write or acknowledgement) at
+    /// `nanos`.
+    fn touch(&self, nanos: u64) {
+        self.activity.fetch_max(nanos, Ordering::Relaxed);
     }
 
     /// The header of `payload` if it is one of this run's messages: this
@@ -165,12 +179,12 @@ impl ConnectPlan {
             self.persistent && subscribe.is_some(),
         )
         .await?;
-        if let Some((filter, qos)) = subscribe {
+        if let Some((filter, asked)) = subscribe {
             link.session
                 .subscribe(
                     vec![(
                         MqttString::from(filter.to_owned()),
-                        SubscriptionOptions::new(qos),
+                        SubscriptionOptions::new(asked),
                     )],
                     SubscribeProperties::default(),
                     Instant::now(),
@@ -179,9 +193,22 @@ impl ConnectPlan {
             'acked: loop {
                 link.encode_transmits()?;
                 while let Some(event) = link.session.poll_event() {
+                    if let Event::Disconnected { reason_code, .. } = event {
+                        return Err(format!("disconnected before SUBACK: {reason_code:?}"));
+                    }
                     if let Event::SubAck(ack) = event {
                         match ack.reason_codes.first().and_then(|c| c.granted_qos()) {
-                            Some(_) => break 'acked,
+                            Some(granted) if granted >= asked => break 'acked,
+                            // What such a subscriber misses would count as
+                            // lost QoS 1/2 messages.
+                            Some(granted) => {
+                                return Err(format!(
+                                    "subscription to {filter}: the broker granted QoS {}, \
+                                     less than the QoS {} asked (publish at most at the \
+                                     broker's maximum with -q)",
+                                    granted as u8, asked as u8
+                                ));
+                            }
                             None => return Err(format!("subscription to {filter} refused")),
                         }
                     }
@@ -250,8 +277,12 @@ pub(super) struct PubResult {
     pub(super) qos: QoS,
     /// Messages handed to the session.
     pub(super) sent: u64,
+    /// Of those, messages sent after the warm-up (by send timestamp).
+    pub(super) measured: u64,
     /// QoS 1/2: sequence numbers acknowledged with a success code.
     pub(super) acked: SeqSet,
+    /// QoS 1/2: messages acknowledged with an error reason code, by code.
+    pub(super) rejected: BTreeMap<String, u64>,
     /// Nanoseconds since [`Shared::base`] of its last send, write or
     /// acknowledgement (0: none): where its publishing ended.
     pub(super) last_nanos: u64,
@@ -270,7 +301,9 @@ pub(super) async fn publisher(
         index: plan.index,
         qos: plan.qos,
         sent: 0,
+        measured: 0,
         acked: SeqSet::default(),
+        rejected: BTreeMap::new(),
         last_nanos: 0,
         error: None,
     };
@@ -299,7 +332,10 @@ async fn publish_loop(
     let limit = plan.count.unwrap_or(u64::MAX);
     let mut ids: HashMap<PacketId, u64> = HashMap::new();
     let mut payloads = Payloads::default();
-    let mut next_at = tokio::time::Instant::now();
+    let mut schedule = plan
+        .interval
+        .map(|interval| Schedule::new(shared.nanos(), interval));
+    let measure_from = shared.measure_from.load(Ordering::Relaxed);
     loop {
         let current = *phase.borrow_and_update();
         if current >= Phase::Finish {
@@ -317,11 +353,18 @@ async fn publish_loop(
                     || link.session.inflight_len() + link.session.pending_len() < window)
         };
         if !stopping {
-            let now = tokio::time::Instant::now();
-            while result.sent < limit && room(link) && plan.interval.is_none_or(|_| next_at <= now)
-            {
+            let now = shared.nanos();
+            while result.sent < limit && room(link) && schedule.is_none_or(|s| s.due(now)) {
+                // With --rate, the time the message was due: a publisher
+                // held up (by the broker's flow control or a full socket)
+                // sends its backlog stamped with when each message should
+                // have gone, so latency is response time, not service time.
+                let nanos = match &mut schedule {
+                    Some(schedule) => schedule.take(),
+                    None => shared.nanos(),
+                };
                 let header = Header {
-                    nanos: shared.nanos(),
+                    nanos,
                     publisher: plan.index,
                     seq: result.sent,
                 };
@@ -340,10 +383,11 @@ async fn publish_loop(
                 // message only once this says it was sent.
                 shared.record_sent(plan.index, result.sent);
                 result.sent += 1;
-                result.last_nanos = header.nanos;
-                if let Some(interval) = plan.interval {
-                    next_at += interval;
+                if header.nanos >= measure_from {
+                    result.measured += 1;
                 }
+                result.last_nanos = now;
+                shared.touch(now);
                 link.encode_transmits()?;
             }
         }
@@ -357,7 +401,13 @@ async fn publish_loop(
                 } => {
                     if let Some(seq) = ids.remove(&packet_id) {
                         result.last_nanos = shared.nanos();
-                        if !reason_code.is_error() {
+                        shared.touch(result.last_nanos);
+                        if reason_code.is_error() {
+                            *result
+                                .rejected
+                                .entry(format!("{reason_code:?}"))
+                                .or_default() += 1;
+                        } else {
                             result.acked.insert(seq);
                         }
                     }
@@ -380,10 +430,54 @@ async fn publish_loop(
         if (stopping || result.sent >= limit) && idle {
             return Ok(());
         }
-        let deadline = (!stopping && plan.interval.is_some() && room(link)).then_some(next_at);
+        let deadline = schedule
+            .filter(|_| !stopping && room(link))
+            .and_then(|s| s.instant(shared.base));
         if link.step(deadline, Some(phase)).await? == Wake::Wrote {
             result.last_nanos = shared.nanos();
+            shared.touch(result.last_nanos);
         }
+    }
+}
+
+/// When the messages of a `--rate` publisher are due, in nanoseconds since
+/// [`Shared::base`]: one every interval from the start, whether or not the
+/// earlier ones could go on time (a late publisher catches up as fast as it
+/// can, and each message carries the time it was due).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Schedule {
+    /// When the next message is due.
+    next: u64,
+    /// Nanoseconds between two messages.
+    interval: u64,
+}
+
+impl Schedule {
+    /// The first message due at `start`, then one every `interval`.
+    pub(super) fn new(start: u64, interval: Duration) -> Self {
+        Self {
+            next: start,
+            interval: u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Whether the next message is due at `now`.
+    pub(super) fn due(&self, now: u64) -> bool {
+        self.next <= now
+    }
+
+    /// The time the next message is due; the one after it is next.
+    pub(super) fn take(&mut self) -> u64 {
+        let at = self.next;
+        self.next = self.next.saturating_add(self.interval);
+        at
+    }
+
+    /// When the next message is due, on the clock of `base`; `None` beyond
+    /// the clock's range.
+    fn instant(&self, base: Instant) -> Option<tokio::time::Instant> {
+        base.checked_add(Duration::from_nanos(self.next))
+            .map(tokio::time::Instant::from_std)
     }
 }
 
@@ -443,6 +537,9 @@ pub(super) struct SubResult {
     pub(super) received: HashMap<u32, SeqSet>,
     /// Repeated deliveries, per publisher index.
     pub(super) duplicates: HashMap<u32, u64>,
+    /// First deliveries of messages sent after the warm-up: one latency
+    /// sample each.
+    pub(super) measured: u64,
     /// Messages that are not this run's (see [`Shared::accept`]).
     pub(super) foreign: u64,
     /// What went wrong, if anything.
@@ -475,24 +572,28 @@ pub(super) async fn subscriber(
                             result.foreign += 1;
                             continue;
                         };
+                        let publisher = header.publisher;
+                        let first = result
+                            .received
+                            .entry(publisher)
+                            .or_default()
+                            .insert(header.seq);
+                        if !first {
+                            // Neither a latency sample nor throughput.
+                            *result.duplicates.entry(publisher).or_default() += 1;
+                            continue;
+                        }
                         shared.received.fetch_add(1, Ordering::Relaxed);
+                        if header.nanos < shared.measure_from.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        result.measured += 1;
                         shared.last_received.fetch_max(now, Ordering::Relaxed);
                         batch.push(micros(Duration::from_nanos(
                             now.saturating_sub(header.nanos),
                         )));
                         if batch.len() >= LATENCY_BATCH {
                             shared.latencies.record(shard, &mut batch);
-                        }
-                        let publisher = header.publisher;
-                        if result
-                            .received
-                            .entry(publisher)
-                            .or_default()
-                            .insert(header.seq)
-                        {
-                            shared.delivered.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            *result.duplicates.entry(publisher).or_default() += 1;
                         }
                     }
                     Event::Disconnected { reason_code, .. } => {
@@ -601,6 +702,39 @@ mod tests {
         assert_eq!(
             shared.accept(b"this is definitely not a bench payload"),
             None
+        );
+    }
+
+    /// Coordinated omission: a publisher held up for a second at 1000 msg/s
+    /// sends its backlog stamped with when each message was due, so the
+    /// wait shows in the latency of every message it held up.
+    #[test]
+    fn a_late_publisher_stamps_the_scheduled_time() {
+        let ms = 1_000_000;
+        let mut schedule = Schedule::new(5 * ms, Duration::from_millis(1));
+        assert!(!schedule.due(4 * ms));
+        assert!(schedule.due(5 * ms));
+        assert_eq!(schedule.take(), 5 * ms);
+        assert!(!schedule.due(5 * ms));
+        // Stalled until 1 s later: 1000 messages are due, each at its own time.
+        let now = 1006 * ms;
+        let mut stamps = Vec::new();
+        while schedule.due(now) {
+            stamps.push(schedule.take());
+        }
+        assert_eq!(stamps.len(), 1001);
+        assert_eq!(stamps.first(), Some(&(6 * ms)));
+        assert_eq!(stamps.last(), Some(&(1006 * ms)));
+        // The first of them waited a second when sent at `now`.
+        assert_eq!(now - stamps[0], 1000 * ms);
+        // Back on schedule afterwards.
+        assert!(!schedule.due(now));
+        let base = Instant::now();
+        let at = schedule.instant(base).unwrap();
+        assert_eq!(
+            at.into_std() - base,
+            Duration::from_nanos(1007 * ms),
+            "the deadline is on the run's clock"
         );
     }
 
