@@ -207,11 +207,12 @@ def load(n, b, r):
         return None
 
 def median(xs):
-    xs = [x for x in xs if x]
+    # None is a failed run; 0 is a measurement and stays in.
+    xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
 
 def ratio(a, b):
-    return f"{a / b:.2f}" if a and b else "-"
+    return f"{a / b:.2f}" if a is not None and b else "-"
 
 def spread(pairs):
     """The range of the per-round ratios, when there are several rounds."""
@@ -228,8 +229,8 @@ for n in names:
         per = [(f and f.get("broker_bytes_per_connection"), m and m.get("broker_bytes_per_connection"))
                for f, m in runs]
         fb, mb = median(a for a, _ in per), median(b for _, b in per)
-        fs = f"{fb:.0f} B/conn" if fb else "failed"
-        ms = f"{mb:.0f} B/conn" if mb else "failed"
+        fs = f"{fb:.0f} B/conn" if fb is not None else "failed"
+        ms = f"{mb:.0f} B/conn" if mb is not None else "failed"
         rates = [(f["connect_rate"], m["connect_rate"]) for f, m in runs if f and m]
         rate = ""
         if rates:
@@ -252,7 +253,7 @@ for n in names:
     lost = f"{fl}/{ml}" + (f" ({failed} failed)" if failed else "")
 
     def fmt(v):
-        return f"{v:.0f}" if v else "failed"
+        return f"{v:.0f}" if v is not None else "failed"
 
     print(f"{n:<14} {fmt(fr):>13} {fmt(mr):>13} {ratio(fr, mr):>6} "
           f"{fmt(fp):>14} {fmt(mp):>12} {ratio(fp, mp):>9} {lost:>11}"
