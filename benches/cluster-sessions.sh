@@ -28,8 +28,16 @@ run() { # topo scenario args...
   fi
   local pid=$!
   for i in $(seq 100); do grep -q listening $OUT/b.log && break; sleep 0.1; done
-  $BIN bench -p $port "$@" -d $D --json > $OUT/r.json 2>/dev/null
+  local rc=0
+  $BIN bench -p $port "$@" -d $D --json > $OUT/r.json 2>/dev/null || rc=$?
   kill $pid; wait $pid 2>/dev/null
+  # Exit 0, or 2 (acknowledged QoS 1/2 messages lost: printed), and no
+  # errors in the report; else the run failed.
+  if ! { [ $rc -eq 0 ] || [ $rc -eq 2 ]; } ||
+    ! python3 -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("errors") != 0)' $OUT/r.json 2>/dev/null; then
+    echo "$topo $name failed (exit $rc)"
+    return
+  fi
   python3 - "$topo" "$name" $OUT/r.json <<'PY'
 import json,sys
 t,n,f=sys.argv[1:4]

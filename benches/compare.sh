@@ -105,6 +105,14 @@ sed -e 's/^persistence false$/persistence true/' "$OUT/mosquitto.conf" >"$OUT/mo
 # keeps its default limit (1000 per session) and lost none.
 echo 'max_queued_messages 0' >>"$OUT/mosquitto-persist.conf"
 
+# A report counts when `fulmar bench` exited 0, or 2 (acknowledged QoS 1/2
+# messages lost, which the table shows), and its JSON says no errors;
+# anything else is a failed run, kept as .failed and not tabulated.
+report_ok() { # exit-status report.json
+    { [ "$1" -eq 0 ] || [ "$1" -eq 2 ]; } &&
+        python3 -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("errors") != 0)' "$2" 2>/dev/null
+}
+
 BROKER_PID=
 start_broker() { # broker scenario
     rm -rf "$OUT/data"
@@ -178,11 +186,13 @@ for entry in "${SCENARIOS[@]}"; do
         fi
         report=$OUT/$name.$broker.r$round
         echo "== $name on $broker (round $round of $ROUNDS): fulmar bench -p $PORT $extra $args" >&2
+        rc=0
         # shellcheck disable=SC2086 # the arguments are split on purpose
-        if ! "$BIN" bench -p "$PORT" --json --broker-pid "$BROKER_PID" $extra $args \
-            >"$report.json" 2>"$report.err"; then
-            echo "   failed: $(tail -n 1 "$report.err")" >&2
-            rm -f "$report.json"
+        "$BIN" bench -p "$PORT" --json --broker-pid "$BROKER_PID" $extra $args \
+            >"$report.json" 2>"$report.err" || rc=$?
+        if ! report_ok "$rc" "$report.json"; then
+            echo "   failed (exit $rc): $(tail -n 1 "$report.err")" >&2
+            mv -f "$report.json" "$report.failed" 2>/dev/null || true
         fi
         stop_broker
     done
@@ -260,8 +270,9 @@ for n in names:
           f"{spread((f[0], m[0]) for f, m in rows)}{spread((f[1], m[1]) for f, m in rows)}")
 print()
 print("msg/s: messages received per second by all subscribers together; p99: end-to-end latency;")
-print("lost: acknowledged QoS 1/2 messages (or written QoS 0 messages) a subscriber never received,")
-print("summed over the rounds. With several rounds, the brackets give the range of the per-round")
+print("lost: acknowledged QoS 1/2 messages (or QoS 0 messages sent) a subscriber never received,")
+print("summed over the rounds; failed: the bench failed or its report counted errors (see *.err,")
+print("*.failed). With several rounds, the brackets give the range of the per-round")
 print("throughput ratio, then of the per-round p99 ratio.")
 EOF
 echo "reports: $OUT" >&2
