@@ -12,7 +12,9 @@
 //!
 //! With `--rate` the load is open loop: each message is stamped with the
 //! time it was due, so a publisher held up by the broker sends its backlog
-//! with the wait in its latency (response time, no coordinated omission).
+//! with the wait in its latency (response time, no coordinated omission);
+//! only the first millisecond of lateness, the timer's resolution, is
+//! forgiven.
 //! Without it the load is closed loop: publishers wait for the broker (its
 //! in-flight window, a full socket) and stamp a message when they create
 //! it, so latency is service time and a stall shows as lower throughput.
@@ -106,8 +108,9 @@ pub(crate) struct BenchArgs {
     #[arg(long = "user-property", value_name = "KEY=VALUE")]
     user_properties: Vec<String>,
     /// Messages per second per publisher (0: as fast as possible). Open
-    /// loop: messages are stamped with the time they were due, so latency
-    /// includes any wait for the broker (response time); without a rate
+    /// loop: messages are stamped with the time they were due (lateness up
+    /// to the timer's 1 ms forgiven), so latency includes any wait for the
+    /// broker (response time); without a rate
     /// publishers wait for the broker and latency is service time. A rate
     /// not achieved is warned about.
     #[arg(long, default_value_t = 0.0)]

@@ -360,7 +360,7 @@ async fn publish_loop(
                 // sends its backlog stamped with when each message should
                 // have gone, so latency is response time, not service time.
                 let nanos = match &mut schedule {
-                    Some(schedule) => schedule.take(),
+                    Some(schedule) => schedule.take(now),
                     None => shared.nanos(),
                 };
                 let header = Header {
@@ -440,10 +440,17 @@ async fn publish_loop(
     }
 }
 
+/// Lateness a `--rate` message is forgiven: the resolution of the tokio
+/// timer, which wakes a publisher up to a millisecond after the time asked.
+/// Without it every message would carry the load generator's own timer
+/// delay (p50 about 1 ms higher, whatever the broker).
+pub(super) const TIMER_SLACK_NANOS: u64 = 1_000_000;
+
 /// When the messages of a `--rate` publisher are due, in nanoseconds since
 /// [`Shared::base`]: one every interval from the start, whether or not the
 /// earlier ones could go on time (a late publisher catches up as fast as it
-/// can, and each message carries the time it was due).
+/// can, and each message carries the time it was due, give or take
+/// [`TIMER_SLACK_NANOS`]).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Schedule {
     /// When the next message is due.
@@ -466,11 +473,13 @@ impl Schedule {
         self.next <= now
     }
 
-    /// The time the next message is due; the one after it is next.
-    pub(super) fn take(&mut self) -> u64 {
-        let at = self.next;
+    /// The send timestamp of the next message, sent at `now`: the time it
+    /// was due, plus up to [`TIMER_SLACK_NANOS`] of its lateness (at most
+    /// `now`). The one after it is next.
+    pub(super) fn take(&mut self, now: u64) -> u64 {
+        let due = self.next;
         self.next = self.next.saturating_add(self.interval);
-        at
+        due.saturating_add(TIMER_SLACK_NANOS).min(now).max(due)
     }
 
     /// When the next message is due, on the clock of `base`; `None` beyond
@@ -714,26 +723,30 @@ mod tests {
         let mut schedule = Schedule::new(5 * ms, Duration::from_millis(1));
         assert!(!schedule.due(4 * ms));
         assert!(schedule.due(5 * ms));
-        assert_eq!(schedule.take(), 5 * ms);
+        assert_eq!(schedule.take(5 * ms), 5 * ms);
         assert!(!schedule.due(5 * ms));
-        // Stalled until 1 s later: 1000 messages are due, each at its own time.
-        let now = 1006 * ms;
+        // The timer's own lateness (up to a millisecond) is forgiven.
+        assert_eq!(schedule.take(6 * ms + ms / 2), 6 * ms + ms / 2);
+        // Stalled until 1 s later: 1000 messages are due, each stamped
+        // when it was due (plus the timer's millisecond).
+        let now = 1007 * ms;
         let mut stamps = Vec::new();
         while schedule.due(now) {
-            stamps.push(schedule.take());
+            stamps.push(schedule.take(now));
         }
         assert_eq!(stamps.len(), 1001);
-        assert_eq!(stamps.first(), Some(&(6 * ms)));
-        assert_eq!(stamps.last(), Some(&(1006 * ms)));
-        // The first of them waited a second when sent at `now`.
-        assert_eq!(now - stamps[0], 1000 * ms);
+        assert_eq!(stamps.first(), Some(&(8 * ms)));
+        assert_eq!(stamps.get(500), Some(&(508 * ms)));
+        assert_eq!(stamps.last(), Some(&(1007 * ms)));
+        // The first of them shows most of the second it waited.
+        assert_eq!(now - stamps[0], 999 * ms);
         // Back on schedule afterwards.
         assert!(!schedule.due(now));
         let base = Instant::now();
         let at = schedule.instant(base).unwrap();
         assert_eq!(
             at.into_std() - base,
-            Duration::from_nanos(1007 * ms),
+            Duration::from_nanos(1008 * ms),
             "the deadline is on the run's clock"
         );
     }
