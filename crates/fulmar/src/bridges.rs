@@ -50,7 +50,14 @@ pub(crate) struct BridgeConfig {
     pub(crate) username: Option<String>,
     pub(crate) password: Option<String>,
     /// tls / wss: CA to verify the remote with (default: the system's roots).
+    /// With `ca_file` or `ca_path`, only those CAs are trusted, as
+    /// mosquitto's `bridge_cafile` / `bridge_capath` do.
     pub(crate) ca_file: Option<PathBuf>,
+    /// tls / wss: a directory whose PEM certificate files are the CAs to
+    /// verify the remote with (mosquitto's `bridge_capath`): every file
+    /// that holds certificates is read; none at all is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ca_path: Option<PathBuf>,
     /// tls / wss: client certificate and key.
     pub(crate) cert: Option<PathBuf>,
     pub(crate) key: Option<PathBuf>,
@@ -129,9 +136,14 @@ fn out() -> String {
 impl BridgeConfig {
     /// Makes paths relative to the configuration file's directory.
     pub(crate) fn resolve(&mut self, base: &std::path::Path) {
-        for path in [&mut self.ca_file, &mut self.cert, &mut self.key]
-            .into_iter()
-            .flatten()
+        for path in [
+            &mut self.ca_file,
+            &mut self.ca_path,
+            &mut self.cert,
+            &mut self.key,
+        ]
+        .into_iter()
+        .flatten()
         {
             *path = base.join(&*path);
         }
@@ -227,9 +239,14 @@ impl BridgeConfig {
         self.version(n)?;
         self.rules(n)?;
         let tls = matches!(self.protocol, Protocol::Tls | Protocol::Wss);
-        if !tls && (self.ca_file.is_some() || self.cert.is_some() || self.key.is_some()) {
+        if !tls
+            && (self.ca_file.is_some()
+                || self.ca_path.is_some()
+                || self.cert.is_some()
+                || self.key.is_some())
+        {
             return Err(format!(
-                "{}: `ca_file`, `cert` and `key` need protocol \"tls\" or \"wss\"",
+                "{}: `ca_file`, `ca_path`, `cert` and `key` need protocol \"tls\" or \"wss\"",
                 self.at(n)
             ));
         }
@@ -320,10 +337,20 @@ impl BridgeConfig {
                 .map_err(|e| format!("{}: {key} = {}: {e}", self.at(n), path.display()))
         };
         let mut tls = TlsOptions::new();
+        if self.ca_file.is_some() || self.ca_path.is_some() {
+            // The CAs given, and only them (as mosquitto: its bridge trusts
+            // the system's roots only without bridge_cafile / bridge_capath).
+            tls = tls.without_system_roots();
+        }
         if let Some(ca) = &self.ca_file {
             tls = tls
                 .ca_pem(&read("ca_file", ca)?)
                 .map_err(|e| format!("{}: ca_file: {e}", self.at(n)))?;
+        }
+        if let Some(dir) = &self.ca_path {
+            for der in ca_dir(dir).map_err(|e| format!("{}: ca_path: {e}", self.at(n)))? {
+                tls = tls.ca_der(der);
+            }
         }
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
             tls = tls
@@ -332,6 +359,45 @@ impl BridgeConfig {
         }
         Ok(tls)
     }
+}
+
+/// The CA certificates of the PEM files in `dir` (mosquitto's
+/// `bridge_capath`, OpenSSL's hashed directory or any other): every file,
+/// symbolic links followed, that holds PEM certificates rustls can take as
+/// roots; others (keys, CRLs, README files) are skipped. Each certificate
+/// once, in the order of the file names.
+///
+/// # Errors
+/// The directory cannot be read, or holds no such certificate.
+fn ca_dir(dir: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.is_file())
+        .collect();
+    files.sort();
+    let mut certs: Vec<Vec<u8>> = Vec::new();
+    for file in files {
+        let Ok(pem) = std::fs::read(&file) else {
+            continue;
+        };
+        for cert in CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok) {
+            let usable = rustls::RootCertStore::empty().add(cert.clone()).is_ok();
+            if usable && !certs.iter().any(|c| c.as_slice() == cert.as_ref()) {
+                certs.push(cert.as_ref().to_vec());
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(format!(
+            "{}: no PEM CA certificate in this directory",
+            dir.display()
+        ));
+    }
+    Ok(certs)
 }
 
 #[cfg(test)]
@@ -418,5 +484,38 @@ mod tests {
             [("h", 1883), ("h2", 1884), ("h3", 1883)]
         );
         assert!(err(&format!("fallback_addresses = [\"h2:x\"]\n{topic}")).contains("bad port"));
+    }
+
+    /// `ca_path` (mosquitto's `bridge_capath`): the CAs of every PEM file
+    /// of the directory; a directory without one is an error (found by an
+    /// operator review: the directive was ignored and the bridge ran in
+    /// clear).
+    #[test]
+    fn ca_path_reads_the_certificates_of_a_directory() {
+        let dir = std::env::temp_dir().join(format!("fulmar-ca-path-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let err = ca_dir(&dir).unwrap_err();
+        assert!(err.contains("no PEM CA certificate"), "{err}");
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.example".to_owned()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["other.example".to_owned()]).unwrap();
+        std::fs::write(dir.join("README"), "not a certificate").unwrap();
+        std::fs::write(dir.join("a.pem"), ca.cert.pem()).unwrap();
+        // A bundle with the same CA again and another one.
+        std::fs::write(
+            dir.join("bundle.crt"),
+            format!("{}{}", ca.cert.pem(), other.cert.pem()),
+        )
+        .unwrap();
+        let certs = ca_dir(&dir).unwrap();
+        assert_eq!(certs, [ca.cert.der().to_vec(), other.cert.der().to_vec()]);
+        let text = format!(
+            "name = \"b\"\naddress = \"h\"\nprotocol = \"tls\"\nca_path = \"{}\"\n\
+             [[topic]]\npattern = \"x\"\n",
+            dir.display()
+        );
+        assert!(parse(&text).to_remote(1).is_ok());
+        let plain = text.replace("protocol = \"tls\"\n", "");
+        assert!(parse(&plain).check(1).unwrap_err().contains("ca_path"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -11,7 +11,9 @@
 //! `sys_interval`, `log_type`, and bridges (`connection` sections: `address`,
 //! `topic`, `bridge_protocol_version`, `remote_clientid`, `remote_username`,
 //! `remote_password`, `cleansession`, `keepalive_interval`, `try_private`,
-//! `bridge_cafile`, `bridge_certfile`, `bridge_keyfile`). Directives of
+//! `bridge_cafile`, `bridge_capath`, `bridge_certfile`, `bridge_keyfile`,
+//! `bridge_session_expiry_interval`, `notifications`,
+//! `notifications_local_only`). Directives of
 //! mosquitto's that fulmar does not have are ignored with a note (printed
 //! at start); a directive mosquitto does not know either is an error, as
 //! it is for mosquitto.
@@ -121,25 +123,19 @@ const IGNORED: &[(&str, &str)] = &[
     ("bridge_insecure", "not supported"),
     ("bridge_attempt_unsubscribe", "not supported"),
     ("bridge_bind_address", "not supported"),
-    ("bridge_capath", "use bridge_cafile"),
     ("bridge_alpn", "not supported"),
-    ("bridge_identity", "not supported"),
-    ("bridge_psk", "not supported"),
     ("bridge_tls_version", "TLS 1.2 and 1.3 are used"),
-    ("bridge_require_ocsp", "not supported"),
     ("bridge_keyfile_engine", "not supported"),
     ("bridge_max_packet_size", "not supported"),
     ("bridge_max_topic_alias", "not supported"),
     ("bridge_outgoing_retain", "not supported"),
     ("bridge_receive_maximum", "not supported"),
     ("bridge_reload_type", "not supported"),
-    ("bridge_session_expiry_interval", "not supported"),
     ("idle_timeout", "not supported"),
     ("local_cleansession", "not supported"),
     ("local_clientid", "not supported"),
     ("local_password", "not supported"),
     ("local_username", "not supported"),
-    ("notifications_local_only", "not supported"),
     (
         "restart_timeout",
         "fulmar's bridge reconnects with its own back-off",
@@ -522,6 +518,7 @@ fn new_bridge(name: &str) -> BridgeConfig {
         username: None,
         password: None,
         ca_file: None,
+        ca_path: None,
         cert: None,
         key: None,
         try_private: true,
@@ -586,6 +583,40 @@ fn bridge_directive(
         "bridge_cafile" => need().map(|v| {
             bridge.ca_file = Some(base.join(v));
             bridge.protocol = Protocol::Tls;
+        }),
+        "bridge_capath" => need().map(|v| {
+            bridge.ca_path = Some(base.join(v));
+            bridge.protocol = Protocol::Tls;
+        }),
+        // Refused rather than ignored: without them the bridge would talk
+        // in clear (and send remote_password so) or skip a check.
+        "bridge_psk" | "bridge_identity" => Err(
+            "TLS with a pre-shared key is not supported (rustls has no PSK): fulmar refuses \
+             to start rather than bridge without TLS; use bridge_cafile or bridge_capath"
+                .to_owned(),
+        ),
+        "bridge_require_ocsp" => boolean().and_then(|on| {
+            if on {
+                Err(
+                    "true is not supported: fulmar refuses to start rather than \
+                     bridge without the OCSP check"
+                        .to_owned(),
+                )
+            } else {
+                Ok(())
+            }
+        }),
+        "bridge_session_expiry_interval" => need().and_then(|v| {
+            bridge.session_expiry_secs = v
+                .parse()
+                .map_err(|_| format!("{v:?} is not a number of seconds"))?;
+            Ok(())
+        }),
+        // The state only here: not on the remote (nor its will there).
+        "notifications_local_only" => boolean().map(|local| {
+            if local {
+                bridge.notifications = false;
+            }
         }),
         "bridge_certfile" => need().map(|v| bridge.cert = Some(base.join(v))),
         "bridge_keyfile" => need().map(|v| bridge.key = Some(base.join(v))),
@@ -887,6 +918,85 @@ topic s/# out 1
                 ("commands/#", "in", 2, "", ""),
                 ("both/#", "both", 0, "", ""),
             ]
+        );
+    }
+
+    /// Found by an operator review: `bridge_capath` was ignored, so the
+    /// bridge ran over plain TCP and sent remote_password in clear;
+    /// `bridge_psk` / `bridge_identity` likewise. Now TLS with the
+    /// directory's CAs, or a refusal to start.
+    #[test]
+    fn bridge_tls_directives_hold_or_refuse_to_start() {
+        let base = "connection cloud
+address broker.example:8883
+topic s/# out 1
+                    remote_username u
+remote_password p
+";
+        let (config, notes) = parsed(&format!(
+            "{base}bridge_capath certs
+"
+        ));
+        assert!(notes.is_empty(), "{notes:?}");
+        let bridge = &config.bridges[0];
+        assert_eq!(bridge.protocol, Protocol::Tls);
+        assert_eq!(
+            bridge.ca_path.as_deref(),
+            Some(Path::new("/etc/mosquitto/certs"))
+        );
+        for directive in [
+            "bridge_psk 0123456789abcdef",
+            "bridge_identity edge",
+            "bridge_require_ocsp true",
+        ] {
+            let e = parse(
+                &format!(
+                    "{base}{directive}
+"
+                ),
+                Path::new("/etc/mosquitto"),
+            )
+            .unwrap_err();
+            assert!(e.contains("refuses to start"), "{directive}: {e}");
+        }
+        let (_, notes) = parsed(&format!(
+            "{base}bridge_require_ocsp false
+"
+        ));
+        assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    /// Found by an operator review: both were ignored (the session was kept
+    /// 3600 s whatever the file said, and the state went to the remote).
+    #[test]
+    fn bridge_session_expiry_and_local_only_notifications_map() {
+        let base = "connection cloud
+address h:1883
+topic s/# out 1
+";
+        let (config, notes) = parsed(&format!(
+            "{base}bridge_session_expiry_interval 120
+notifications_local_only true
+"
+        ));
+        assert!(notes.is_empty(), "{notes:?}");
+        let bridge = &config.bridges[0];
+        assert_eq!(bridge.session_expiry_secs, 120);
+        assert!(!bridge.notifications);
+        let (config, _) = parsed(&format!(
+            "{base}notifications_local_only false
+"
+        ));
+        assert!(config.bridges[0].notifications);
+        assert!(
+            parse(
+                &format!(
+                    "{base}bridge_session_expiry_interval soon
+"
+                ),
+                Path::new(".")
+            )
+            .is_err()
         );
     }
 
