@@ -73,6 +73,40 @@ impl TopicFilter {
         self.as_bytes().iter().any(|b| *b == b'+' || *b == b'#')
     }
 
+    /// Whether some topic name matches both this filter and `other` (as
+    /// [`matches`](Self::matches) tells it): level by level, `#` overlaps
+    /// everything from there on, `+` any one level, other levels only
+    /// themselves; a filter starting with a wildcard overlaps no filter
+    /// whose first level starts with `$` (MQTT-4.7.2-1).
+    ///
+    /// ```
+    /// use fulmar_topic::TopicFilter;
+    ///
+    /// let f = |s: &str| s.parse::<TopicFilter>().unwrap();
+    /// assert!(f("a/+/c").overlaps(&f("a/b/#")));
+    /// assert!(f("a/#").overlaps(&f("a")));
+    /// assert!(!f("a/+").overlaps(&f("a/b/c")));
+    /// assert!(!f("#").overlaps(&f("$SYS/x")));
+    /// ```
+    #[must_use]
+    pub fn overlaps(&self, other: &Self) -> bool {
+        let dollar = |f: &Self| f.as_bytes().first() == Some(&b'$');
+        let wild = |f: &Self| matches!(f.as_bytes().first(), Some(b'+' | b'#'));
+        if (dollar(self) && wild(other)) || (dollar(other) && wild(self)) {
+            return false;
+        }
+        let mut a = levels(self.as_str());
+        let mut b = levels(other.as_str());
+        loop {
+            match (a.next(), b.next()) {
+                (Some(b"#"), _) | (_, Some(b"#")) | (None, None) => return true,
+                (Some(b"+"), Some(_)) | (Some(_), Some(b"+")) => {}
+                (Some(x), Some(y)) if x == y => {}
+                _ => return false,
+            }
+        }
+    }
+
     /// Whether `name` matches this filter (MQTT 5.0 section 4.7).
     ///
     /// Levels are compared byte for byte, without normalisation (MQTT-4.7.3-4); `+` matches

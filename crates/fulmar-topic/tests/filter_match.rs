@@ -60,3 +60,32 @@ fn mqtt_4_7_3_4_levels_match_byte_for_byte() {
     assert!(!m("a/b", "a//b"));
     assert!(m("a/+/b", "a//b"));
 }
+
+/// Two filters overlap when some topic name matches both; the witness
+/// name of each overlapping pair matches both.
+// v5:MQTT-4.7.2-1 (a leading wildcard does not match `$` topics)
+#[test]
+fn overlapping_filters_share_a_matching_name() {
+    let f = |s: &str| s.parse::<TopicFilter>().unwrap();
+    for (a, b, witness) in [
+        ("a/b", "a/b", Some("a/b")),
+        ("a/b", "a/c", None),
+        ("a/+", "a/b", Some("a/b")),
+        ("a/+", "a/b/c", None),
+        ("a/#", "a", Some("a")),
+        ("a/#", "a/b/c", Some("a/b/c")),
+        ("+/b", "a/+", Some("a/b")),
+        ("#", "x/y", Some("x/y")),
+        ("#", "$SYS/x", None),
+        ("+/x", "$SYS/x", None),
+        ("$SYS/#", "$SYS/broker/x", Some("$SYS/broker/x")),
+        ("a/b/c", "a/b", None),
+        ("sensors/#", "cmd/#", None),
+    ] {
+        assert_eq!(f(a).overlaps(&f(b)), witness.is_some(), "{a} {b}");
+        assert_eq!(f(b).overlaps(&f(a)), witness.is_some(), "{b} {a}");
+        if let Some(name) = witness {
+            assert!(m(a, name) && m(b, name), "{a} {b} {name}");
+        }
+    }
+}
