@@ -115,6 +115,26 @@ pub(crate) async fn spawn(
     Ok((connack, connected_rx, messages))
 }
 
+/// An error as logged: a CONNACK refusal under MQTT 3.1.1 by its return
+/// code (the [`ConnectReasonCode`](fulmar_codec::ConnectReasonCode) it maps
+/// to, `NotAuthorized (0x87)` for return code 5, is 5.0's).
+struct Shown<'a>(&'a Error, ProtocolVersion);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Error::Refused { reason_code, .. } if self.1.is_v3() => match reason_code.to_v311() {
+                Some(code) => write!(
+                    f,
+                    "[MQTT-3.2.2-7] connection refused: CONNACK return code {code}"
+                ),
+                None => self.0.fmt(f),
+            },
+            other => other.fmt(f),
+        }
+    }
+}
+
 /// The session's clock: tokio's, so that paused-time tests work.
 fn now() -> std::time::Instant {
     Instant::now().into_std()
@@ -513,12 +533,12 @@ impl Driver {
             }
             if self.ready.is_some() && !was_up && failed_in_a_row < addresses {
                 // The first connection tries every address once.
-                warn!(%error, "connect failed: trying the next address");
+                warn!(error = %Shown(&error, self.options.version), "connect failed: trying the next address");
                 continue;
             }
             if let Some(ready) = self.ready.take() {
                 self.connected.send_replace(false);
-                warn!(%error, "connect failed");
+                warn!(error = %Shown(&error, self.options.version), "connect failed");
                 let _gone = ready.send(Err(error));
                 break;
             }
@@ -540,7 +560,7 @@ impl Driver {
                 .reconnect
                 .delay(self.attempt, rand::random::<f64>());
             self.attempt = self.attempt.saturating_add(1);
-            warn!(%error, ?delay, attempt = self.attempt, "connection lost, reconnecting");
+            warn!(error = %Shown(&error, self.options.version), ?delay, attempt = self.attempt, "connection lost, reconnecting");
             if !self.wait(delay).await {
                 break;
             }
@@ -1288,7 +1308,11 @@ impl Driver {
     }
 
     fn on_connected(&mut self, connack: ConnAck) {
+        let (host, port) = self.current_address();
         info!(
+            // The span's `broker` is the first address; this is the one
+            // connected to (a fallback address, maybe).
+            address = %format_args!("{host}:{port}"),
             session_present = connack.session_present,
             reconnect = self.connected_once,
             "connected"
@@ -1869,6 +1893,21 @@ mod tests {
     use tokio_util::codec::Framed;
 
     use super::*;
+
+    /// A 3.1.1 refusal is logged by its return code, not by the 5.0 reason
+    /// code it maps to (found by an operator review: return code 5 showed
+    /// as `NotAuthorized (0x87)`).
+    #[test]
+    fn a_v311_refusal_is_shown_by_its_return_code() {
+        let refused = Error::Refused {
+            reason_code: fulmar_codec::ConnectReasonCode::from_v311(5).unwrap(),
+            reason_string: None,
+        };
+        let v3 = Shown(&refused, ProtocolVersion::V311).to_string();
+        assert!(v3.ends_with("return code 5"), "{v3}");
+        let v5 = Shown(&refused, ProtocolVersion::V5).to_string();
+        assert!(v5.contains("0x87"), "{v5}");
+    }
 
     /// A driver for a scripted broker at `port`, and the ends of its channels.
     fn driver(port: u16) -> (Driver, mpsc::Sender<Command>) {
