@@ -1315,6 +1315,31 @@ impl BrokerHandle {
         out
     }
 
+    /// The retained messages matching `filter`, at most `max` of them, as a
+    /// new subscription to it with QoS 2 and Retain As Published would get
+    /// them (RETAIN set, Message Expiry Interval reduced by the time it was
+    /// held; a filter starting with a wildcard leaves out topics starting
+    /// with `$`, [MQTT-4.7.2-1]), and how many more matched. For a
+    /// [`Bridge`] that hands them on (mosquitto's bridges publish the
+    /// retained messages of their `out` topics to the remote broker each
+    /// time they connect). The payloads are shared, not copied.
+    #[must_use]
+    pub fn retained_matching(&self, filter: &TopicFilter, max: usize) -> (Vec<Publish>, usize) {
+        let options = SubOptions {
+            qos: QoS::ExactlyOnce,
+            no_local: false,
+            retain_as_published: true,
+            id: None,
+        };
+        let mut out = Vec::new();
+        let more =
+            self.inner
+                .shared
+                .lock()
+                .retained_for(filter, options, Instant::now(), max, &mut out);
+        (out, more)
+    }
+
     /// Installs a session brought from elsewhere as a disconnected one, for
     /// a [`Bridge`] that takes over the sessions of a broker that is gone:
     /// its subscriptions start matching at once, its messages are queued
