@@ -14,8 +14,9 @@ use fulmar_client::{
     PublishOutcome, QoS, Reconnect, RetainHandling, SubscribeProperties, Subscription,
     SubscriptionOptions, Will,
 };
-use fulmar_codec::{ConnectReasonCode, MqttString, Publish};
-use fulmar_topic::TopicName;
+use fulmar_codec::{ConnAck, ConnectReasonCode, MqttString, Publish};
+use fulmar_session::ApiError;
+use fulmar_topic::{SubscriptionFilter, TopicName};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
@@ -104,7 +105,10 @@ impl Remote {
     /// How many messages for the remote broker may wait while it is slow or
     /// unreachable (at least 1; default 1000, mosquitto's
     /// `max_queued_messages`). Beyond it, messages for it are dropped and
-    /// counted in [`RemoteStats::dropped`].
+    /// counted in [`RemoteStats::dropped`]. Not counted in it: the at most
+    /// 60 messages already handed to the connection (on their way, or
+    /// waiting in the client while it reconnects) until the remote
+    /// acknowledges them; up to `n` + 60 are held in all.
     #[must_use]
     pub fn max_queued_messages(mut self, n: usize) -> Self {
         self.max_queued_messages = n.max(1);
@@ -170,14 +174,22 @@ pub enum BridgeError {
 pub struct RemoteStats {
     /// The remote's name.
     pub name: String,
-    /// Whether the connection is up with every filter of the `In` rules
-    /// subscribed. Filters the remote refuses (at first, or when it lost
-    /// the session and the client subscribed again) are asked for again,
-    /// with backoff; the link shows down meanwhile.
+    /// Whether the connection to the remote is up (as mosquitto's state
+    /// topic says), whether or not every filter of the `In` rules is
+    /// subscribed: see [`unsubscribed_filters`](Self::unsubscribed_filters).
     pub connected: bool,
-    /// Times the link came up: connected and subscribed (the first, each
-    /// reconnect, whether the client made it by itself or the bridge made
-    /// a new one, and each time refused filters were granted at last).
+    /// Filters of the `In` rules not subscribed at the moment: refused by
+    /// the remote (at first, or when it lost the session and the client
+    /// subscribed again) and waiting to be asked for again, with backoff;
+    /// refused by the client itself (the remote's CONNACK said it has no
+    /// wildcard or shared subscriptions), asked for again at the next
+    /// connection; or on their way in a SUBSCRIBE. 0 once all are granted.
+    pub unsubscribed_filters: usize,
+    /// Times a filter of the `In` rules was refused (each SUBACK failure
+    /// code, each filter the client could not send).
+    pub filters_refused: u64,
+    /// Times the link came up: the first connection, each reconnection,
+    /// whether the client made it by itself or the bridge made a new one.
     pub connects: u64,
     /// Messages published to the remote broker (QoS 0 written, QoS 1/2
     /// acknowledged).
@@ -215,20 +227,93 @@ struct Link {
     /// Taken by [`MqttBridge::attach`].
     rx: Mutex<Option<mpsc::Receiver<(Publish, Instant)>>>,
     connected: AtomicBool,
+    /// [`RemoteStats::unsubscribed_filters`].
+    unsubscribed: AtomicUsize,
+    filters_refused: AtomicU64,
     connects: AtomicU64,
     sent: AtomicU64,
     received: AtomicU64,
     refused: AtomicU64,
     dropped: AtomicU64,
+    /// What was lost or refused since the last warning about it.
+    losses: Mutex<Losses>,
+}
+
+/// How often, at most, a link warns that messages are lost or refused.
+const LOSS_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// Messages dropped or refused since the last warning, and when that was:
+/// one line at most every [`LOSS_WARNING_EVERY`] per link (as mosquitto's
+/// "Outgoing messages are being dropped").
+#[derive(Debug, Default)]
+struct Losses {
+    dropped: u64,
+    refused: u64,
+    warned_at: Option<Instant>,
+}
+
+impl Losses {
+    /// Counts one more message dropped (or `refused`) at `now`; the counts
+    /// to warn about (dropped, refused), reset, when no warning was made in
+    /// the last [`LOSS_WARNING_EVERY`].
+    fn note(&mut self, refused: bool, now: Instant) -> Option<(u64, u64)> {
+        if refused {
+            self.refused = self.refused.saturating_add(1);
+        } else {
+            self.dropped = self.dropped.saturating_add(1);
+        }
+        if self
+            .warned_at
+            .is_some_and(|at| now.saturating_duration_since(at) < LOSS_WARNING_EVERY)
+        {
+            return None;
+        }
+        self.warned_at = Some(now);
+        Some((
+            std::mem::take(&mut self.dropped),
+            std::mem::take(&mut self.refused),
+        ))
+    }
 }
 
 impl Link {
+    /// Counts a message lost (`why`) in [`RemoteStats::dropped`], with a
+    /// warning at most every [`LOSS_WARNING_EVERY`].
+    fn drop_one(&self, why: &'static str) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        self.lost(false, why);
+    }
+
+    /// Counts a message the remote refused, as [`drop_one`](Self::drop_one).
+    fn refuse_one(&self, why: &'static str) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        self.lost(true, why);
+    }
+
+    fn lost(&self, refused: bool, why: &'static str) {
+        let counts = self
+            .losses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .note(refused, Instant::now());
+        if let Some((dropped, refused)) = counts {
+            tracing::warn!(
+                bridge = %self.name,
+                dropped,
+                refused,
+                last = why,
+                "messages of the bridge are being dropped or refused (counts since the last such line, at most one every 10 s)"
+            );
+        }
+    }
+
     /// Whether the link speaks MQTT 5.0 (it can carry the relay mark).
     fn v5(&self) -> bool {
         self.options.version() == ProtocolVersion::V5
     }
 
-    /// Records whether the connection is up and, when that changed,
+    /// Records whether the connection is up (whatever filters were
+    /// refused) and, when that changed,
     /// publishes it here, retained, on `$SYS/broker/connection/NAME/state`
     /// (`1` or `0`, as mosquitto does).
     fn set_connected(&self, broker: &BrokerHandle, up: bool) {
@@ -290,9 +375,16 @@ struct Inner {
 ///   link was down. Filters the remote refuses, or refuses again
 ///   after it lost the session (every filter of a subscription, or some of
 ///   them: see [`Subscription::refused`](fulmar_client::Subscription::refused)),
-///   are asked for again with backoff (200 ms doubling up to 30 s); until
-///   every one is granted the link shows down (in [`stats`](Self::stats)
-///   and `$SYS`), while it carries what it can. A filter granted later has
+///   are asked for again with backoff (200 ms doubling up to 30 s); the
+///   link shows up meanwhile (in [`stats`](Self::stats) and `$SYS`, as
+///   mosquitto's does), carries what it can, and counts the filters not
+///   subscribed apart ([`RemoteStats::unsubscribed_filters`],
+///   [`RemoteStats::filters_refused`]). A filter the client itself cannot
+///   send on this connection (a wildcard filter to a 5.0 remote whose
+///   CONNACK said Wildcard Subscription Available 0, a shared one without
+///   Shared Subscription Available) is refused with a warning naming it,
+///   the other filters are subscribed, and it is asked for again only at
+///   the next connection. A filter granted later has
 ///   a subscription stream of its own: a message matching it and an
 ///   overlapping filter granted earlier may come in twice, and so may one
 ///   matching a filter refused in part after a lost session and granted
@@ -312,7 +404,10 @@ struct Inner {
 ///   between the same remotes do not pass it to and fro, and what it
 ///   publishes to its remotes comes back here a bounded number of times,
 ///   whatever the links (a 3.1.1 link cannot carry the mark: what it brings
-///   in stays here). Under MQTT 5.0 the
+///   in stays here, and nothing is relayed onto a 3.1.1 link; mosquitto
+///   relays there too, without any protection: [`new`](Self::new) warns
+///   when an `In` rule of one link overlaps an `Out` rule of another and
+///   either is 3.1.1). Under MQTT 5.0 the
 ///   remote subscriptions set No Local, so a remote does not send back on
 ///   the same link what the bridge published there, and Retain As
 ///   Published, so retained messages stay retained. Under 3.1.1 the same
@@ -329,10 +424,28 @@ struct Inner {
 /// - Observable: [`stats`](Self::stats) counts per remote, and the state of
 ///   each link is published here, retained, on
 ///   `$SYS/broker/connection/NAME/state` (`1` up, `0` down), as mosquitto
-///   does.
+///   does. Messages for the remote that are dropped (queue full, expired,
+///   lost) or refused by it are logged at WARN, one line at most every
+///   10 s per remote with the counts since the last one (as mosquitto's
+///   "Outgoing messages are being dropped").
+/// - Downgraded, not dropped: a message above the remote's Maximum QoS
+///   (MQTT 5.0 CONNACK) goes at that QoS, and one with the retain flag to a
+///   remote that said Retain Available 0 goes without the flag (mosquitto
+///   does the same). The limits are those of the CONNACK of each new
+///   client; when a reconnection's CONNACK lowers them, the first message
+///   the client refuses for it goes again, downgraded, behind those
+///   already on their way, and the rest follow downgraded.
+/// - Retained messages: each time the link connects (the first time, each
+///   reconnection), the retained messages here that its `Out` rules match
+///   are queued for the remote, retained, mapped, at most as many as the
+///   queue has room for (mosquitto's bridge does the same). Not those of
+///   `Both` rules: what is retained here may be a value the remote sent
+///   and has since replaced.
 /// - Bounded: at most [`Remote::max_queued_messages`] messages and
 ///   [`Remote::max_queued_bytes`] payload bytes wait for a remote, then
-///   they are dropped and counted. QoS 1/2 messages on their way when a
+///   they are dropped and counted, plus the at most 60 already handed to
+///   the connection (in flight, or held by the client while it
+///   reconnects). QoS 1/2 messages on their way when a
 ///   connection drops are sent again when the session resumes, in order;
 ///   if the remote lost the session, they are published again, after those
 ///   already on their way. A connection lost before the SUBACK of the
@@ -453,13 +566,17 @@ impl MqttBridge {
                 tx,
                 rx: Mutex::new(Some(rx)),
                 connected: AtomicBool::new(false),
+                unsubscribed: AtomicUsize::new(0),
+                filters_refused: AtomicU64::new(0),
                 connects: AtomicU64::new(0),
                 sent: AtomicU64::new(0),
                 received: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
+                losses: Mutex::new(Losses::default()),
             });
         }
+        warn_unrelayed(&links);
         Ok(Self {
             inner: Arc::new(Inner {
                 links,
@@ -514,6 +631,8 @@ impl MqttBridge {
             .map(|l| RemoteStats {
                 name: l.name.clone(),
                 connected: l.connected.load(Ordering::Relaxed),
+                unsubscribed_filters: l.unsubscribed.load(Ordering::Relaxed),
+                filters_refused: l.filters_refused.load(Ordering::Relaxed),
                 connects: l.connects.load(Ordering::Relaxed),
                 sent: l.sent.load(Ordering::Relaxed),
                 received: l.received.load(Ordering::Relaxed),
@@ -527,12 +646,9 @@ impl MqttBridge {
     /// filters of its `In` rules (for tests and start-up scripts; it waits
     /// for ever for a remote that cannot be reached).
     pub async fn wait_connected(&self) {
-        while !self
-            .inner
-            .links
-            .iter()
-            .all(|l| l.connected.load(Ordering::Relaxed))
-        {
+        while !self.inner.links.iter().all(|l| {
+            l.connected.load(Ordering::Relaxed) && l.unsubscribed.load(Ordering::Relaxed) == 0
+        }) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -551,6 +667,44 @@ impl MqttBridge {
         );
         for task in tasks {
             let _ = task.await;
+        }
+    }
+}
+
+/// Warns at start, for each `In` rule of a link whose topics here an `Out`
+/// rule of another link matches, when one of the two links is not MQTT 5.0:
+/// what comes in over the first is not sent out over the second (see
+/// [`MqttBridge`] on loops), where mosquitto's bridge would relay it.
+fn warn_unrelayed(links: &[Link]) {
+    let filter = |rule: &TopicRule| {
+        rule.local_filter()
+            .parse::<fulmar_topic::TopicFilter>()
+            .ok()
+    };
+    for (i, from) in links.iter().enumerate() {
+        for inbound in from.rules.iter().filter(|r| r.direction().is_in()) {
+            let Some(a) = filter(inbound) else {
+                continue;
+            };
+            for (j, to) in links.iter().enumerate() {
+                if i == j || (from.v5() && to.v5()) {
+                    continue;
+                }
+                let out = to
+                    .rules
+                    .iter()
+                    .filter(|r| r.direction().is_out())
+                    .find(|r| filter(r).is_some_and(|b| a.overlaps(&b)));
+                if let Some(out) = out {
+                    tracing::warn!(
+                        from = %from.name,
+                        to = %to.name,
+                        in_topics = inbound.local_filter(),
+                        out_topics = out.local_filter(),
+                        "messages that come in over the first bridge are not sent out over the second: relaying between bridges needs MQTT 5.0 on both links (its loop protection rides on a user property); mosquitto would relay them"
+                    );
+                }
+            }
         }
     }
 }
@@ -606,18 +760,11 @@ impl Inner {
                 match MqttString::try_from_string(remote) {
                     Ok(topic) => topic,
                     Err(_) => {
-                        link.dropped.fetch_add(1, Ordering::Relaxed);
+                        link.drop_one("its topic cannot be mapped");
                         continue;
                     }
                 }
             };
-            let size = publish.payload.len();
-            let before = link.queued_bytes.fetch_add(size, Ordering::Relaxed);
-            if before > 0 && before.saturating_add(size) > link.max_queued_bytes {
-                link.queued_bytes.fetch_sub(size, Ordering::Relaxed);
-                link.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
             let mut out = publish.clone();
             out.topic = topic;
             out.qos = out.qos.min(qos);
@@ -627,9 +774,73 @@ impl Inner {
                     .user_properties
                     .push((MqttString::from(RELAY_MARK), self.mark.clone()));
             }
-            if link.tx.try_send((out, Instant::now())).is_err() {
-                link.queued_bytes.fetch_sub(size, Ordering::Relaxed);
-                link.dropped.fetch_add(1, Ordering::Relaxed);
+            link.enqueue(out);
+        }
+    }
+}
+
+impl Link {
+    /// Queues `out` for the remote, within [`Remote::max_queued_bytes`] and
+    /// [`Remote::max_queued_messages`]; dropped and counted beyond.
+    fn enqueue(&self, out: Publish) {
+        let size = out.payload.len();
+        let before = self.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        if before > 0 && before.saturating_add(size) > self.max_queued_bytes {
+            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            self.drop_one("max_queued_bytes reached");
+            return;
+        }
+        if self.tx.try_send((out, Instant::now())).is_err() {
+            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            self.drop_one("max_queued_messages reached");
+        }
+    }
+
+    /// Queues for the remote the retained messages of this broker that the
+    /// link's `Out` rules match, retained, as mosquitto's bridge does each
+    /// time it connects: at most as many as the queue has room for (the
+    /// others are counted as dropped). A message goes once, mapped by the
+    /// first rule out that matches it, as [`Inner::forward`] maps it; none
+    /// goes by a `Both` rule: what is retained here may be what the remote
+    /// sent, since replaced there (what is published here while the link is
+    /// down waits in the queue anyway).
+    fn push_retained(&self, broker: &BrokerHandle) {
+        for (at, rule) in self.rules.iter().enumerate() {
+            if rule.direction() != crate::Direction::Out {
+                continue;
+            }
+            let Ok(filter) = rule.local_filter().parse::<fulmar_topic::TopicFilter>() else {
+                continue;
+            };
+            let room = self.tx.capacity();
+            let (found, more) = broker.retained_matching(&filter, room);
+            if more > 0 {
+                self.dropped.fetch_add(more as u64, Ordering::Relaxed);
+                tracing::warn!(bridge = %self.name, filter = %filter.as_str(), left_out = more, "more retained messages than the queue to the remote has room for (max_queued_messages): some are not sent");
+            }
+            for mut out in found {
+                let Ok(local) = TopicName::from_bytes(out.topic.clone().into_bytes()) else {
+                    continue;
+                };
+                let first = self
+                    .rules
+                    .iter()
+                    .position(|r| r.direction().is_out() && r.to_remote(&local).is_some());
+                if first != Some(at) {
+                    continue;
+                }
+                let Some(remote) = rule
+                    .to_remote(&local)
+                    .and_then(|t| MqttString::try_from_string(t).ok())
+                else {
+                    self.drop_one("its topic cannot be mapped");
+                    continue;
+                };
+                out.topic = remote;
+                out.qos = out.qos.min(rule.max_qos());
+                out.retain = true;
+                clean(&mut out);
+                self.enqueue(out);
             }
         }
     }
@@ -778,7 +989,8 @@ async fn run(
                     carry: &mut carry,
                     inbound: &mut streams,
                 };
-                let ended = serve(&inner, index, link, &client, &broker, &mut io).await;
+                let caps = Caps::of(&connack);
+                let ended = serve(&inner, index, link, &client, &broker, caps, &mut io).await;
                 link.set_connected(&broker, false);
                 if ended == Ended::Shutdown {
                     if link.remote_notifications {
@@ -809,7 +1021,14 @@ async fn run(
                 continue;
             }
             Err(error) => {
-                tracing::warn!(bridge = %link.name, %error, "bridge cannot connect");
+                match &error {
+                    // Named as 3.1.1 has it (return code 5, not 5.0's 0x87).
+                    ClientError::Refused { reason_code, .. } if link.options.version().is_v3() => {
+                        let return_code = reason_code.to_v311().unwrap_or(u8::MAX);
+                        tracing::warn!(bridge = %link.name, return_code, "bridge cannot connect: connection refused (MQTT 3.1.1 CONNACK return code)");
+                    }
+                    _ => tracing::warn!(bridge = %link.name, %error, "bridge cannot connect"),
+                }
                 // Closed before the CONNACK with the bit, CLOSES times in a
                 // row and never connected with it: try without; closed
                 // without it too: try with it again. (A connection made
@@ -991,6 +1210,7 @@ async fn serve(
     link: &Link,
     client: &Client,
     broker: &BrokerHandle,
+    mut caps: Caps,
     io: &mut Io<'_>,
 ) -> Ended {
     let v5 = link.options.version() == ProtocolVersion::V5;
@@ -1015,6 +1235,12 @@ async fn serve(
     // after a refusal.
     let mut pending = filters;
     let mut attempt: Filters = Vec::new();
+    // Filters the client refused to send (the remote's CONNACK said it has
+    // no wildcard or shared subscriptions): they cannot succeed on this
+    // connection, and are asked for again at the next one. Each is named in
+    // a warning once per client.
+    let mut impossible: Filters = Vec::new();
+    let mut warned: Vec<String> = Vec::new();
     let mut subscribing: Option<Subscribing<'_>> = None;
     // While one waits for the subscribers here, no other is read from the
     // remote, but the rest goes on (the outbound direction, shutdown).
@@ -1053,6 +1279,9 @@ async fn serve(
         })
     };
     let mut announcing = if up { announce() } else { None };
+    if up {
+        link.push_retained(broker);
+    }
     // Messages on their way to the remote, at most WINDOW, by a sequence
     // number in the order they were handed to the client. Each publish is
     // handed to the client at its first poll, and FuturesUnordered polls
@@ -1072,9 +1301,10 @@ async fn serve(
             // The time it waited here counts too.
             let Some(publish) = aged(publish, at) else {
                 tracing::debug!(bridge = %link.name, "a message expired waiting for the remote");
-                link.dropped.fetch_add(1, Ordering::Relaxed);
+                link.drop_one("expired waiting for the remote");
                 continue;
             };
+            let publish = caps.apply(publish);
             in_flight.insert(seq, (publish.clone(), Instant::now()));
             window.push(send(client, seq, publish));
             seq = seq.wrapping_add(1);
@@ -1104,7 +1334,16 @@ async fn serve(
                 client.subscribe_with(attempt.clone(), SubscribeProperties::default()),
             ));
         }
-        link.set_connected(broker, up && pending.is_empty() && subscribing.is_none());
+        // Up while connected, as mosquitto says, whatever was refused:
+        // that is counted apart.
+        link.set_connected(broker, up);
+        link.unsubscribed.store(
+            pending
+                .len()
+                .saturating_add(attempt.len())
+                .saturating_add(impossible.len()),
+            Ordering::Relaxed,
+        );
         tokio::select! {
             () = inner.shutdown.cancelled() => break Ended::Shutdown,
             () = broker.shutting_down() => break Ended::Shutdown,
@@ -1129,6 +1368,7 @@ async fn serve(
                                 failures = 0;
                             }
                         } else {
+                            link.filters_refused.fetch_add(refused.len() as u64, Ordering::Relaxed);
                             let refused_filters: Vec<_> = refused.iter().map(|(f, _)| f.as_str()).collect();
                             tracing::warn!(bridge = %link.name, filters = ?refused_filters, "the remote broker refused some of the bridge's subscriptions; trying them again later");
                             retry_at = Some(again(&mut pending, refused, &mut failures));
@@ -1137,8 +1377,31 @@ async fn serve(
                     }
                     Some(Err(ClientError::SubscribeRejected(suback))) => {
                         let codes = &suback.reason_codes;
+                        link.filters_refused.fetch_add(tried.len() as u64, Ordering::Relaxed);
                         tracing::warn!(bridge = %link.name, ?codes, "the remote broker refused every subscription of the bridge; trying again later");
                         retry_at = Some(again(&mut pending, tried, &mut failures));
+                    }
+                    Some(Err(ClientError::Session(fulmar_session::Error::Api(
+                        why @ (ApiError::WildcardSubscriptionsNotSupported
+                        | ApiError::SharedSubscriptionsNotSupported),
+                    )))) => {
+                        // Refused by the client before sending: those
+                        // filters fail whatever the backoff, the others of
+                        // the batch are subscribed at once.
+                        let (cannot, can): (Filters, Filters) =
+                            tried.into_iter().partition(|(filter, _)| unsendable(filter, &why));
+                        // None found (cannot be): all of them, so that
+                        // nothing is asked for in a loop.
+                        let (cannot, can) = if cannot.is_empty() { (can, Vec::new()) } else { (cannot, can) };
+                        link.filters_refused.fetch_add(cannot.len() as u64, Ordering::Relaxed);
+                        for (filter, _) in &cannot {
+                            if !warned.contains(filter) {
+                                tracing::warn!(bridge = %link.name, %filter, reason = %why, "the remote broker cannot take this filter of the bridge: not subscribed (asked for again at the next connection)");
+                                warned.push(filter.clone());
+                            }
+                        }
+                        impossible.extend(cannot);
+                        pending.extend(can);
                     }
                     Some(Err(error)) if client.is_closed() => {
                         tracing::warn!(bridge = %link.name, %error, "bridge subscribe failed");
@@ -1162,9 +1425,10 @@ async fn serve(
                     link.queued_bytes.fetch_sub(publish.payload.len(), Ordering::Relaxed);
                     let Some(publish) = aged(publish, queued_at) else {
                         tracing::debug!(bridge = %link.name, "a message expired waiting for the remote");
-                        link.dropped.fetch_add(1, Ordering::Relaxed);
+                        link.drop_one("expired waiting for the remote");
                         continue;
                     };
+                    let publish = caps.apply(publish);
                     in_flight.insert(seq, (publish.clone(), Instant::now()));
                     window.push(send(client, seq, publish));
                     seq = seq.wrapping_add(1);
@@ -1175,7 +1439,7 @@ async fn serve(
                 let Some((publish, at)) = in_flight.remove(&sent) else {
                     continue;
                 };
-                match settle(link, publish, outcome) {
+                match settle(link, &mut caps, publish, outcome) {
                     Settled::Done => {}
                     Settled::Again(publish) => {
                         in_flight.insert(seq, (publish.clone(), at));
@@ -1216,10 +1480,12 @@ async fn serve(
                     landing = Some(Box::pin(bring_in(inner, index, link, broker, message)));
                 }
                 Incoming::Ended(filters) => {
+                    link.filters_refused.fetch_add(filters.len() as u64, Ordering::Relaxed);
                     tracing::warn!(bridge = %link.name, "the remote broker lost the session and refused the bridge's subscriptions again; trying again later");
                     retry_at = Some(again(&mut pending, filters, &mut failures));
                 }
                 Incoming::Refused(filters) => {
+                    link.filters_refused.fetch_add(filters.len() as u64, Ordering::Relaxed);
                     let refused: Vec<_> = filters.iter().map(|(f, _)| f.as_str()).collect();
                     tracing::warn!(bridge = %link.name, filters = ?refused, "the remote broker lost the session and refused some of the bridge's subscriptions again; trying them again later");
                     retry_at = Some(again(&mut pending, filters, &mut failures));
@@ -1234,6 +1500,9 @@ async fn serve(
                 tracing::info!(bridge = %link.name, connected = up, "bridge connection state");
                 if up {
                     announcing = announce();
+                    link.push_retained(broker);
+                    // The new CONNACK may allow them.
+                    pending.append(&mut impossible);
                 }
             }
             () = async { if let Some(a) = announcing.as_mut() { a.await } }, if announcing.is_some() => {
@@ -1268,6 +1537,18 @@ async fn serve(
     ended
 }
 
+/// Whether `filter` is one the client refuses to send for `why` (the
+/// remote has no wildcard, or no shared, subscriptions).
+fn unsendable(filter: &str, why: &ApiError) -> bool {
+    let Ok(parsed) = filter.parse::<SubscriptionFilter>() else {
+        return true;
+    };
+    match why {
+        ApiError::SharedSubscriptionsNotSupported => parsed.group().is_some(),
+        _ => parsed.filter().has_wildcards(),
+    }
+}
+
 /// Publishes `publish` and hands back its number with the outcome.
 async fn send(
     client: &Client,
@@ -1287,16 +1568,83 @@ enum Settled {
     Closed(Publish),
 }
 
-/// Counts the outcome of a publish to the remote.
-fn settle(link: &Link, publish: Publish, outcome: Result<PublishOutcome, ClientError>) -> Settled {
+/// What the remote takes, as its CONNACK said (MQTT 5.0 Maximum QoS and
+/// Retain Available) or as the client found when it refused a message
+/// (after a reconnection whose CONNACK lowered them): messages go out at
+/// most at `qos`, and without the retain flag unless `retain`, as
+/// mosquitto's bridge downgrades them rather than drop them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Caps {
+    qos: QoS,
+    retain: bool,
+}
+
+impl Caps {
+    /// What `connack` announced (3.1.1: everything).
+    fn of(connack: &ConnAck) -> Self {
+        Self {
+            qos: connack.properties.maximum_qos.unwrap_or(QoS::ExactlyOnce),
+            retain: connack.properties.retain_available.unwrap_or(true),
+        }
+    }
+
+    /// `publish` as the remote takes it.
+    fn apply(self, mut publish: Publish) -> Publish {
+        publish.qos = publish.qos.min(self.qos);
+        publish.retain &= self.retain;
+        publish
+    }
+}
+
+/// The QoS below `qos`; `None` below QoS 0.
+fn lower(qos: QoS) -> Option<QoS> {
+    match qos {
+        QoS::ExactlyOnce => Some(QoS::AtLeastOnce),
+        QoS::AtLeastOnce => Some(QoS::AtMostOnce),
+        QoS::AtMostOnce => None,
+    }
+}
+
+/// Counts the outcome of a publish to the remote. A message the client
+/// refused for the remote's Maximum QoS or Retain Available (v5:MQTT-3.2.2-11,
+/// v5:MQTT-3.2.2-14) lowers `caps` and goes again, downgraded.
+fn settle(
+    link: &Link,
+    caps: &mut Caps,
+    publish: Publish,
+    outcome: Result<PublishOutcome, ClientError>,
+) -> Settled {
+    use fulmar_session::Error as SessionError;
     match outcome {
         Ok(_) => {
             link.sent.fetch_add(1, Ordering::Relaxed);
             Settled::Done
         }
+        Err(
+            ClientError::Session(SessionError::Api(ApiError::QoSNotSupported(_)))
+            | ClientError::PublishDropped(DropReason::QoSNotSupported),
+        ) => match lower(publish.qos) {
+            Some(qos) => {
+                tracing::debug!(bridge = %link.name, ?qos, "the remote broker's Maximum QoS is lower: messages go at it");
+                caps.qos = caps.qos.min(qos);
+                Settled::Again(caps.apply(publish))
+            }
+            None => {
+                link.drop_one("the remote takes no QoS");
+                Settled::Done
+            }
+        },
+        Err(
+            ClientError::Session(SessionError::Api(ApiError::RetainNotSupported))
+            | ClientError::PublishDropped(DropReason::RetainNotSupported),
+        ) => {
+            tracing::debug!(bridge = %link.name, "the remote broker has no retained messages: messages go without the retain flag");
+            caps.retain = false;
+            Settled::Again(caps.apply(publish))
+        }
         Err(ClientError::PublishRejected { reason_code, .. }) => {
-            link.refused.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(bridge = %link.name, topic = %publish.topic, ?reason_code, "the remote broker refused a message");
+            link.refuse_one("refused by the remote broker");
             Settled::Done
         }
         // The remote lost the session it was in flight in: send it again
@@ -1304,8 +1652,8 @@ fn settle(link: &Link, publish: Publish, outcome: Result<PublishOutcome, ClientE
         Err(ClientError::PublishDropped(DropReason::SessionDiscarded)) => Settled::Again(publish),
         Err(ClientError::Closed) => Settled::Closed(publish),
         Err(error) => {
-            link.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(bridge = %link.name, topic = %publish.topic, %error, "a message for the remote broker was lost");
+            link.drop_one("lost on its way to the remote");
             Settled::Done
         }
     }
@@ -1364,7 +1712,7 @@ async fn route_in(
         })
         .and_then(|local| MqttString::try_from_string(local).ok());
     let Some(local) = local else {
-        link.dropped.fetch_add(1, Ordering::Relaxed);
+        link.drop_one("an incoming topic cannot be mapped");
         return Ok(());
     };
     publish.topic = local;
@@ -1382,7 +1730,7 @@ async fn route_in(
         Ok(()) => {}
         Err(e @ (BrokerError::Shutdown | BrokerError::Store(_))) => return Err(e),
         Err(_) => {
-            link.dropped.fetch_add(1, Ordering::Relaxed);
+            link.drop_one("an incoming message was not taken here");
             return Ok(());
         }
     }
@@ -1391,4 +1739,50 @@ async fn route_in(
         inner.forward(&name, &publish, Some(index));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One warning at most every 10 s, with the counts since the last one
+    /// (found by an operator review: drops were logged at debug only).
+    #[test]
+    fn losses_are_warned_about_at_most_every_ten_seconds() {
+        let mut losses = Losses::default();
+        let start = Instant::now();
+        assert_eq!(losses.note(false, start), Some((1, 0)));
+        assert_eq!(losses.note(false, start + Duration::from_secs(1)), None);
+        assert_eq!(losses.note(true, start + Duration::from_secs(9)), None);
+        assert_eq!(losses.note(false, start + LOSS_WARNING_EVERY), Some((2, 1)));
+        assert_eq!(
+            losses.note(true, start + LOSS_WARNING_EVERY + Duration::from_secs(1)),
+            None
+        );
+    }
+
+    /// Downgraded to what the CONNACK said, not dropped.
+    // v5:MQTT-3.2.2-11 v5:MQTT-3.2.2-14
+    #[test]
+    fn messages_go_at_what_the_remote_takes() {
+        let mut connack = ConnAck::new(false, ConnectReasonCode::Success);
+        connack.properties.maximum_qos = Some(QoS::AtLeastOnce);
+        connack.properties.retain_available = Some(false);
+        let caps = Caps::of(&connack);
+        let mut publish = Publish::new(MqttString::from("t"), "x".into());
+        publish.qos = QoS::ExactlyOnce;
+        publish.retain = true;
+        let out = caps.apply(publish);
+        assert_eq!((out.qos, out.retain), (QoS::AtLeastOnce, false));
+        let all = Caps::of(&ConnAck::new(false, ConnectReasonCode::Success));
+        assert_eq!(
+            all,
+            Caps {
+                qos: QoS::ExactlyOnce,
+                retain: true
+            }
+        );
+        assert_eq!(lower(QoS::ExactlyOnce), Some(QoS::AtLeastOnce));
+        assert_eq!(lower(QoS::AtMostOnce), None);
+    }
 }

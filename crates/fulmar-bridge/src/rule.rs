@@ -226,6 +226,13 @@ impl TopicRule {
         map(local.as_str(), &self.local_prefix, &self.remote_prefix)
     }
 
+    /// The filter of the topics the rule carries on this broker: the local
+    /// prefix followed by the pattern.
+    #[must_use]
+    pub fn local_filter(&self) -> &str {
+        self.local_filter.as_str()
+    }
+
     /// The local topic of a remote one that the rule matches, `None` when
     /// it does not match (whatever the direction).
     #[must_use]

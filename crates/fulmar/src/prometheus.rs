@@ -80,7 +80,11 @@ fn describe() {
     }
     metrics::describe_gauge!(
         "fulmar_bridge_connected",
-        "1 while a bridge is connected to its remote broker, else 0."
+        "1 while a bridge is connected to its remote broker (refused subscriptions or not), else 0."
+    );
+    metrics::describe_gauge!(
+        "fulmar_bridge_unsubscribed_filters",
+        "Filters of a bridge's in topics not subscribed on its remote broker at the moment (refused, or on their way)."
     );
 }
 
@@ -138,6 +142,10 @@ const BRIDGE_COUNTERS: &[(&str, &str)] = &[
         "Messages the remote broker refused (an error reason code).",
     ),
     (
+        "fulmar_bridge_filters_refused_total",
+        "Times the remote broker (or the bridge's client, for a filter the remote announced it cannot take) refused a filter of a bridge's in topics.",
+    ),
+    (
         "fulmar_bridge_messages_dropped_total",
         "Messages for the remote broker dropped (queue full, connection lost, unmappable topic).",
     ),
@@ -151,11 +159,14 @@ fn record(sources: &Sources) {
         let name = remote.name;
         metrics::gauge!("fulmar_bridge_connected", "bridge" => name.clone())
             .set(if remote.connected { 1.0 } else { 0.0 });
+        metrics::gauge!("fulmar_bridge_unsubscribed_filters", "bridge" => name.clone())
+            .set(remote.unsubscribed_filters as f64);
         let counts = [
             remote.connects,
             remote.sent,
             remote.received,
             remote.refused,
+            remote.filters_refused,
             remote.dropped,
         ];
         for ((metric, _), value) in BRIDGE_COUNTERS.iter().zip(counts) {
