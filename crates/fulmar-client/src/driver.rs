@@ -1088,6 +1088,16 @@ impl Driver {
                 properties,
             } => {
                 match initiator {
+                    // 3.1.1 has no DISCONNECT reason codes: a refusing
+                    // CONNACK's is named by its return code.
+                    Initiator::Remote if self.options.version.is_v3() => {
+                        let return_code =
+                            fulmar_codec::ConnectReasonCode::try_from(u8::from(reason_code))
+                                .ok()
+                                .and_then(fulmar_codec::ConnectReasonCode::to_v311)
+                                .filter(|code| *code != 0);
+                        warn!(?return_code, "the broker closed the connection");
+                    }
                     Initiator::Remote => warn!(
                         %reason_code,
                         reason = ?properties.reason_string,
