@@ -1301,18 +1301,7 @@ impl BrokerHandle {
         let Ok(all) = TopicFilter::try_from("#") else {
             return Vec::new();
         };
-        let options = SubOptions {
-            qos: QoS::ExactlyOnce,
-            no_local: false,
-            retain_as_published: true,
-            id: None,
-        };
-        let mut out = Vec::new();
-        self.inner
-            .shared
-            .lock()
-            .retained_for(&all, options, Instant::now(), usize::MAX, &mut out);
-        out
+        self.retained_matching(&all, usize::MAX).0
     }
 
     /// The retained messages matching `filter`, at most `max` of them, as a

@@ -572,6 +572,27 @@ async fn a_rejected_proof_changes_nothing_of_the_session() {
     guard(qos2).await.unwrap().unwrap();
 }
 
+/// The client's DISCONNECT 0x82 Protocol Error, next on `wire`.
+async fn expect_protocol_error(wire: &mut Wire) {
+    match next(wire).await {
+        Packet::Disconnect(d) => assert_eq!(d.reason_code, DisconnectReasonCode::ProtocolError),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+}
+
+/// `error` is the session's [MQTT-4.12.0-5] violation.
+fn assert_method_mismatch(error: &Error) {
+    assert!(
+        matches!(
+            error,
+            Error::Session(fulmar_client::SessionError::Protocol(
+                fulmar_client::ProtocolViolation::AuthMethodMismatch
+            ))
+        ),
+        "{error:?}"
+    );
+}
+
 // A successful CONNACK must carry the CONNECT's method: without it the
 // client does not take the connection (0x82).
 // v5:MQTT-4.12.0-5 v5:MQTT-3.14.2-1
@@ -584,20 +605,9 @@ async fn a_connack_without_the_method_is_a_protocol_error() {
     wire.send(Packet::ConnAck(ConnAck::default()))
         .await
         .unwrap();
-    match next(&mut wire).await {
-        Packet::Disconnect(d) => assert_eq!(d.reason_code, DisconnectReasonCode::ProtocolError),
-        other => panic!("expected DISCONNECT, got {other:?}"),
-    }
+    expect_protocol_error(&mut wire).await;
     let error = guard(connecting).await.unwrap().unwrap_err();
-    assert!(
-        matches!(
-            error,
-            Error::Session(fulmar_client::SessionError::Protocol(
-                fulmar_client::ProtocolViolation::AuthMethodMismatch
-            ))
-        ),
-        "{error:?}"
-    );
+    assert_method_mismatch(&error);
 }
 
 // Only the client starts a re-authentication: an AUTH from the broker
@@ -642,20 +652,9 @@ async fn a_re_authentication_answered_with_another_method() {
     }))
     .await
     .unwrap();
-    match next(&mut wire).await {
-        Packet::Disconnect(d) => assert_eq!(d.reason_code, DisconnectReasonCode::ProtocolError),
-        other => panic!("expected DISCONNECT, got {other:?}"),
-    }
+    expect_protocol_error(&mut wire).await;
     let error = guard(reauth).await.unwrap().unwrap_err();
-    assert!(
-        matches!(
-            error,
-            Error::Session(fulmar_client::SessionError::Protocol(
-                fulmar_client::ProtocolViolation::AuthMethodMismatch
-            ))
-        ),
-        "{error:?}"
-    );
+    assert_method_mismatch(&error);
 }
 
 #[derive(Debug)]
