@@ -25,19 +25,22 @@
 //! # Input format
 //!
 //! Byte 0: bit 0 MQTT 5.0 (else 3.1.1), bit 1 manual acknowledgements, bit 2 Receive
-//! Maximum 1 (else 8), bit 3 max in-flight 1 (else 4), bit 4 Topic Alias Maximum 2 (else 0).
-//! Then steps, each an opcode byte (taken modulo 8, see [`ClientStep`]) and its arguments.
+//! Maximum 1 (else 8), bit 3 max in-flight 1 (else 4), bit 4 Topic Alias Maximum 2 (else 0),
+//! bit 5 enhanced authentication with method [`AUTH_METHOD`] (5.0 only; see
+//! [`ScriptAuthenticator`]).
+//! Then steps, each an opcode byte (taken modulo 8, see [`ClientStep`]; 13 modulo 16 is
+//! [`ClientStep::Reauthenticate`]) and its arguments.
 
 use std::collections::HashMap;
 use std::num::NonZeroU16;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use fulmar_client::{Client, ConnectOptions, Reconnect, Transport};
+use fulmar_client::{AuthError, Authenticator, Client, ConnectOptions, Reconnect, Transport};
 use fulmar_codec::{
-    ConnAck, ConnectReasonCode, Disconnect, DisconnectReasonCode, MqttString, Packet, PacketId,
-    ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, SubAck, SubAckReasonCode,
-    UnsubAck, UnsubAckReasonCode, decode,
+    Auth, AuthProperties, AuthReasonCode, ConnAck, ConnectReasonCode, Disconnect,
+    DisconnectReasonCode, MqttString, Packet, PacketId, ProtocolVersion, PubAck, PubComp, PubRec,
+    PubRel, Publish, QoS, SubAck, SubAckReasonCode, UnsubAck, UnsubAckReasonCode, decode,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
@@ -78,10 +81,15 @@ pub enum ClientStep {
     Close = 6,
     /// The application disconnects.
     Disconnect = 7,
+    /// The application re-authenticates (opcode 13 modulo 16).
+    Reauthenticate = 13,
 }
 
 impl ClientStep {
     fn of(op: u8) -> Self {
+        if op & 15 == 13 {
+            return Self::Reauthenticate;
+        }
         match op & 7 {
             0 => Self::Raw,
             1 => Self::Packet,
@@ -117,6 +125,35 @@ pub fn check_client(data: &[u8]) -> ClientOutcome {
     crate::script::runtime().block_on(play(data))
 }
 
+/// The Authentication Method of the scripts with enhanced authentication.
+pub const AUTH_METHOD: &str = "FUZZ";
+
+/// The client side of the scripts' enhanced authentication: starts with "fuzz",
+/// answers a challenge reversed, but gives up on one starting with `x`; refuses a
+/// broker whose final data is "bad".
+pub struct ScriptAuthenticator;
+
+impl Authenticator for ScriptAuthenticator {
+    fn start(&mut self) -> Result<Option<Bytes>, AuthError> {
+        Ok(Some(Bytes::from_static(b"fuzz")))
+    }
+
+    fn challenge(&mut self, data: Option<Bytes>) -> Result<Option<Bytes>, AuthError> {
+        match data {
+            Some(data) if data.starts_with(b"x") => Err("a challenge it cannot answer".into()),
+            Some(data) => Ok(Some(data.iter().rev().copied().collect::<Vec<u8>>().into())),
+            None => Ok(None),
+        }
+    }
+
+    fn finish(&mut self, data: Option<Bytes>) -> Result<(), AuthError> {
+        if data.as_deref() == Some(b"bad") {
+            return Err("the broker's proof is wrong".into());
+        }
+        Ok(())
+    }
+}
+
 fn options(setup: u8, pipes: mpsc::UnboundedSender<DuplexStream>) -> ConnectOptions {
     let version = if setup & 1 != 0 {
         ProtocolVersion::V5
@@ -133,7 +170,7 @@ fn options(setup: u8, pipes: mpsc::UnboundedSender<DuplexStream>) -> ConnectOpti
             }
         }
     });
-    ConnectOptions::new("script", 0)
+    let options = ConnectOptions::new("script", 0)
         .transport(transport)
         .protocol_version(version)
         .client_id("fuzz")
@@ -143,7 +180,12 @@ fn options(setup: u8, pipes: mpsc::UnboundedSender<DuplexStream>) -> ConnectOpti
         .topic_alias_maximum(if setup & 0x10 != 0 { 2 } else { 0 })
         .reconnect(Reconnect::disabled())
         .keep_alive(Duration::from_secs(60))
-        .connect_timeout(END_GUARD)
+        .connect_timeout(END_GUARD);
+    if setup & 0x20 != 0 && version == ProtocolVersion::V5 {
+        options.authentication(AUTH_METHOD, ScriptAuthenticator)
+    } else {
+        options
+    }
 }
 
 async fn play(data: &[u8]) -> ClientOutcome {
@@ -248,6 +290,14 @@ async fn play(data: &[u8]) -> ClientOutcome {
                     calls.push(tokio::spawn(
                         async move { client.disconnect().await.is_ok() },
                     ));
+                }
+            }
+            ClientStep::Reauthenticate => {
+                if let Some(client) = &client {
+                    let client = client.clone();
+                    calls.push(tokio::spawn(async move {
+                        client.reauthenticate().await.is_ok()
+                    }));
                 }
             }
         }
@@ -378,6 +428,14 @@ pub fn broker_packet(kind: u8, arg: u8) -> Option<Packet> {
                 ack.properties.topic_alias_maximum = Some(1);
                 ack.properties.maximum_qos = Some(QoS::AtLeastOnce);
             }
+            if arg & 0x40 != 0 {
+                ack.properties.authentication_method = Some(MqttString::from(AUTH_METHOD));
+                ack.properties.authentication_data = Some(Bytes::from_static(if arg & 0x80 != 0 {
+                    b"bad"
+                } else {
+                    b"good"
+                }));
+            }
             Packet::from(ack)
         }
         1 => {
@@ -406,6 +464,30 @@ pub fn broker_packet(kind: u8, arg: u8) -> Option<Packet> {
         }
         8 => Packet::PingResp,
         9 => Packet::from(Disconnect::new(DisconnectReasonCode::ServerShuttingDown)),
+        // Enhanced authentication: a challenge (bit 4: one the client gives up on), or
+        // the end of a re-authentication (bit 4: with a proof the client refuses); bit 5
+        // another method. A CONNACK with the method is kind 0 with bit 6.
+        10 | 11 => {
+            let (reason_code, data): (_, &'static [u8]) = match (kind % 12, arg & 0x10 != 0) {
+                (10, false) => (AuthReasonCode::ContinueAuthentication, b"challenge"),
+                (10, true) => (AuthReasonCode::ContinueAuthentication, b"xchallenge"),
+                (_, false) => (AuthReasonCode::Success, b"good"),
+                (_, true) => (AuthReasonCode::Success, b"bad"),
+            };
+            let method = if arg & 0x20 != 0 {
+                "OTHER"
+            } else {
+                AUTH_METHOD
+            };
+            Packet::Auth(Auth {
+                reason_code,
+                properties: AuthProperties {
+                    authentication_method: Some(MqttString::from(method)),
+                    authentication_data: Some(Bytes::from_static(data)),
+                    ..AuthProperties::default()
+                },
+            })
+        }
         _ => return None,
     };
     Some(packet)
