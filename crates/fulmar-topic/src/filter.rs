@@ -77,7 +77,16 @@ impl TopicFilter {
     /// [`matches`](Self::matches) tells it): level by level, `#` overlaps
     /// everything from there on, `+` any one level, other levels only
     /// themselves; a filter starting with a wildcard overlaps no filter
-    /// whose first level starts with `$` (MQTT-4.7.2-1).
+    /// whose first level starts with `$` (MQTT-4.7.2-1). A `#` that would
+    /// only meet the other filter in the topic name "" (`/#` and `+`, whose
+    /// one common match would be the single empty level) does not overlap:
+    /// "" is not a topic name (MQTT-4.7.3-1).
+    ///
+    /// Filters are compared as they are written: a shared subscription's
+    /// `$share/GROUP/...` is taken literally (its first level starts with
+    /// `$`), not as the filter after the group; compare
+    /// [`SubscriptionFilter::filter`](crate::SubscriptionFilter::filter)s
+    /// for that.
     ///
     /// ```
     /// use fulmar_topic::TopicFilter;
@@ -97,11 +106,19 @@ impl TopicFilter {
         }
         let mut a = levels(self.as_str());
         let mut b = levels(other.as_str());
+        // Whether the common topic so far is the one empty level: a `#`
+        // that matches only its parent level then stands for "", which is
+        // no topic name.
+        let mut empty_so_far = None;
         loop {
             match (a.next(), b.next()) {
+                (Some(b"#"), None) | (None, Some(b"#")) => return empty_so_far != Some(true),
                 (Some(b"#"), _) | (_, Some(b"#")) | (None, None) => return true,
-                (Some(b"+"), Some(_)) | (Some(_), Some(b"+")) => {}
-                (Some(x), Some(y)) if x == y => {}
+                (Some(x), Some(y)) if x == y || x == b"+" || y == b"+" => {
+                    // The common level is the literal one (`+` and `+`: any).
+                    let empty = x.is_empty() || y.is_empty();
+                    empty_so_far = Some(empty_so_far.is_none() && empty);
+                }
                 _ => return false,
             }
         }
