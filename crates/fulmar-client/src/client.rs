@@ -107,6 +107,7 @@ pub struct Client {
     connected: watch::Receiver<bool>,
     publishes: Arc<PublishQueue>,
     disconnections: Arc<LastDisconnection>,
+    connack: Arc<LastConnAck>,
     last_topic: LastTopic,
 }
 
@@ -142,6 +143,24 @@ impl LastDisconnection {
     }
 
     fn get(&self) -> Option<Disconnection> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The CONNACK of the current connection (or of the last one), shared by
+/// the handles and the connection task ([`Client::connack`]).
+#[derive(Debug, Default)]
+pub(crate) struct LastConnAck(Mutex<Option<ConnAck>>);
+
+impl LastConnAck {
+    pub(crate) fn set(&self, connack: ConnAck) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(connack);
+    }
+
+    fn get(&self) -> Option<ConnAck> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -231,11 +250,12 @@ impl Client {
         let (commands, rx) = mpsc::channel(64);
         let publishes = Arc::new(PublishQueue::default());
         let disconnections = Arc::new(LastDisconnection::default());
+        let last_connack = Arc::new(LastConnAck::default());
         let (connack, connected, messages) = driver::spawn(
             options,
             rx,
             publishes.clone(),
-            disconnections.clone(),
+            (disconnections.clone(), last_connack.clone()),
             with_messages,
         )
         .await?;
@@ -244,6 +264,7 @@ impl Client {
             connected,
             publishes,
             disconnections,
+            connack: last_connack,
             last_topic: LastTopic::default(),
         };
         Ok((client, connack, messages))
@@ -548,6 +569,21 @@ impl Client {
     #[must_use]
     pub fn last_disconnection(&self) -> Option<Disconnection> {
         self.disconnections.get()
+    }
+
+    /// The CONNACK of the current connection, or of the last one while
+    /// the client is reconnecting: what the broker said of this connection
+    /// (MQTT 5.0 Maximum QoS, Retain Available, Receive Maximum, Maximum
+    /// Packet Size, Wildcard and Shared Subscription Available, Session
+    /// Present, ...). Each reconnection the client makes by itself brings a
+    /// new one, whose limits may differ from the first connection's (the one
+    /// [`connect`](Self::connect) returned); it is here by the time
+    /// [`is_connected`](Self::is_connected) says `true` for that connection.
+    /// `None` only before the first CONNACK (never, from a handle that
+    /// `connect` returned).
+    #[must_use]
+    pub fn connack(&self) -> Option<ConnAck> {
+        self.connack.get()
     }
 
     /// Whether the connection is up (CONNACK received, not lost since).

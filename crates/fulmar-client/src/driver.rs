@@ -29,7 +29,7 @@ use crate::auth::{AuthError, Authentication};
 use crate::client::{
     Command, DisconnectCommand, Outgoing, PublishOutcome, Reply, SubscribeCommand,
 };
-use crate::client::{Disconnection, LastDisconnection};
+use crate::client::{Disconnection, LastConnAck, LastDisconnection};
 use crate::completion::{Key, Outcome, PublishQueue};
 use crate::error::Error;
 use crate::options::ConnectOptions;
@@ -95,7 +95,7 @@ pub(crate) async fn spawn(
     options: ConnectOptions,
     commands: mpsc::Receiver<Command>,
     publishes: Arc<PublishQueue>,
-    disconnections: Arc<LastDisconnection>,
+    (disconnections, connacks): (Arc<LastDisconnection>, Arc<LastConnAck>),
     with_messages: bool,
 ) -> Result<(ConnAck, watch::Receiver<bool>, Option<Messages>), Error> {
     // Refuse bad options before any network traffic.
@@ -109,6 +109,7 @@ pub(crate) async fn spawn(
     let (connected_tx, connected_rx) = watch::channel(false);
     let mut driver = Driver::new(options, commands, publishes, ready_tx, connected_tx);
     driver.disconnections = disconnections;
+    driver.connacks = connacks;
     let messages = with_messages.then(|| driver.leftovers());
     tokio::spawn(driver.run().instrument(span));
     let connack = ready_rx.await.map_err(|_| Error::Closed)??;
@@ -361,6 +362,8 @@ struct Driver {
     by_broker: Option<(ReasonCode, DisconnectProperties)>,
     /// Where [`Client::last_disconnection`](crate::Client::last_disconnection) reads.
     disconnections: Arc<LastDisconnection>,
+    /// Where [`Client::connack`](crate::Client::connack) reads.
+    connacks: Arc<LastConnAck>,
     /// Manual acknowledgements: the messages of this connection not
     /// acknowledged yet, with the number of stream copies not read yet. A
     /// message whose every copy is dropped unread is acknowledged by the
@@ -455,6 +458,7 @@ impl Driver {
             last_close: None,
             by_broker: None,
             disconnections: Arc::default(),
+            connacks: Arc::default(),
             unacked: PacketIdMap::default(),
             last_ack_seq: 0,
             connected,
@@ -1328,6 +1332,9 @@ impl Driver {
             "connected"
         );
         self.connected_at = Some(Instant::now());
+        // Before anything of this connection is reported (a publish refused
+        // for its limits, the connected state).
+        self.connacks.set(connack.clone());
         if self.options.client_id.is_empty() {
             // The session's identifier is the Assigned Client Identifier.
             self.assigned_client_id = self

@@ -335,3 +335,49 @@ async fn request_response_and_problem_information_go_into_the_connect() {
         Err(Error::InvalidOptions(_))
     ));
 }
+
+// `Client::connack` is the CONNACK of the current connection: a
+// reconnection whose CONNACK allows QoS 2 again, after a first one that said
+// Maximum QoS 1, is seen there (a bridge that downgrades its messages to
+// the remote's limits learns of each connection's; v5:MQTT-3.2.2-11).
+#[tokio::test]
+async fn connack_is_the_current_connections() {
+    let (transport, mut server_rx) = common::pipes();
+    let options = ConnectOptions::new("pipe", 0)
+        .client_id("limits")
+        .transport(transport)
+        .reconnect(Reconnect::exponential(
+            std::time::Duration::from_millis(1),
+            std::time::Duration::from_millis(10),
+        ));
+    let connecting = tokio::spawn(Client::connect(options));
+    let mut accept = async |connack: ConnAck| {
+        let server = guard(server_rx.recv()).await.unwrap();
+        let mut wire = Framed::new(server, MqttCodec::new(ProtocolVersion::V5, 1 << 20));
+        let Some(Ok(Packet::Connect(_))) = guard(wire.next()).await else {
+            panic!("expected CONNECT")
+        };
+        wire.send(Packet::ConnAck(connack)).await.unwrap();
+        wire
+    };
+    let mut first = ConnAck::default();
+    first.properties.maximum_qos = Some(QoS::AtLeastOnce);
+    let wire = accept(first.clone()).await;
+    let (client, connack) = guard(connecting).await.unwrap().unwrap();
+    assert_eq!(client.connack(), Some(connack));
+    assert_eq!(
+        client.connack().unwrap().properties.maximum_qos,
+        Some(QoS::AtLeastOnce)
+    );
+    drop(wire);
+    guard(client.wait_connected(false)).await.unwrap();
+    // While it reconnects: the last connection's.
+    assert_eq!(client.connack(), Some(first));
+    let mut second = ConnAck::new(true, fulmar_codec::ConnectReasonCode::Success);
+    second.properties.retain_available = Some(false);
+    let _wire = accept(second.clone()).await;
+    guard(client.wait_connected(true)).await.unwrap();
+    let now = client.connack().unwrap();
+    assert_eq!(now, second);
+    assert_eq!(now.properties.maximum_qos, None);
+}
