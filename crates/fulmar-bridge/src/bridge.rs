@@ -814,9 +814,8 @@ impl Link {
             };
             let room = self.tx.capacity();
             let (found, more) = broker.retained_matching(&filter, room);
-            if more > 0 {
-                self.dropped.fetch_add(more as u64, Ordering::Relaxed);
-                tracing::warn!(bridge = %self.name, filter = %filter.as_str(), left_out = more, "more retained messages than the queue to the remote has room for (max_queued_messages): some are not sent");
+            if more {
+                tracing::warn!(bridge = %self.name, filter = %filter.as_str(), "more retained messages than the queue to the remote has room for (max_queued_messages): some are not sent");
             }
             for mut out in found {
                 let Ok(local) = TopicName::from_bytes(out.topic.clone().into_bytes()) else {

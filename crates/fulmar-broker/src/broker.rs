@@ -1308,12 +1308,30 @@ impl BrokerHandle {
     /// new subscription to it with QoS 2 and Retain As Published would get
     /// them (RETAIN set, Message Expiry Interval reduced by the time it was
     /// held; a filter starting with a wildcard leaves out topics starting
-    /// with `$`, [MQTT-4.7.2-1]), and how many more matched. For a
+    /// with `$`, [MQTT-4.7.2-1]), and whether more matched. For a
     /// [`Bridge`] that hands them on (mosquitto's bridges publish the
     /// retained messages of their `out` topics to the remote broker each
-    /// time they connect). The payloads are shared, not copied.
+    /// time they connect). The payloads are shared, not copied. The broker
+    /// stops looking at the first match beyond `max` (how many more there
+    /// are is not counted): the time it holds its lock for this grows with
+    /// `max`, not with the number of retained messages.
     #[must_use]
-    pub fn retained_matching(&self, filter: &TopicFilter, max: usize) -> (Vec<Publish>, usize) {
+    pub fn retained_matching(&self, filter: &TopicFilter, max: usize) -> (Vec<Publish>, bool) {
+        self.retained_matching_where(filter, max, |_| true)
+    }
+
+    /// As [`retained_matching`](Self::retained_matching), only the messages
+    /// whose topic `wanted` accepts (it is called under the broker's lock,
+    /// for each live match until `max` are found and one more is: keep it
+    /// short, and do not call the broker from it). Those it refuses count
+    /// neither towards `max` nor as more.
+    #[must_use]
+    pub fn retained_matching_where(
+        &self,
+        filter: &TopicFilter,
+        max: usize,
+        mut wanted: impl FnMut(&TopicName) -> bool,
+    ) -> (Vec<Publish>, bool) {
         let options = SubOptions {
             qos: QoS::ExactlyOnce,
             no_local: false,
@@ -1321,11 +1339,14 @@ impl BrokerHandle {
             id: None,
         };
         let mut out = Vec::new();
-        let more =
-            self.inner
-                .shared
-                .lock()
-                .retained_for(filter, options, Instant::now(), max, &mut out);
+        let more = self.inner.shared.lock().retained_first(
+            filter,
+            options,
+            Instant::now(),
+            max,
+            &mut out,
+            &mut wanted,
+        );
         (out, more)
     }
 

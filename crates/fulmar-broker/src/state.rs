@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Waker;
@@ -1376,6 +1377,37 @@ impl State {
         out: &mut Vec<Publish>,
     ) -> usize {
         self.retained_split(filter, options, now, room, out, &mut |_| false, &|_| true)
+    }
+
+    /// The first `max` live retained messages matching `filter` whose topic
+    /// is `wanted`, into `out`, and whether another one matched: the walk
+    /// stops there, so its cost is bounded by `max` (and the topics not
+    /// wanted or expired on the way), not by how many match.
+    pub(crate) fn retained_first(
+        &mut self,
+        filter: &TopicFilter,
+        options: SubOptions,
+        now: Instant,
+        max: usize,
+        out: &mut Vec<Publish>,
+        wanted: &mut dyn FnMut(&TopicName) -> bool,
+    ) -> bool {
+        let mut expired = Vec::new();
+        let more = self.retained.try_matches(filter, |topic, r| {
+            if !r.is_live(now) {
+                expired.push(topic.clone());
+            } else if wanted(topic) {
+                if out.len() >= max {
+                    return ControlFlow::Break(());
+                }
+                if let Some(p) = retained_copy(r, options, now) {
+                    out.push(p);
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        self.delete_retained(expired);
+        more.is_break()
     }
 
     /// As [`retained_for`](Self::retained_for), but the topic of each live

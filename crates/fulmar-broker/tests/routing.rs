@@ -1032,3 +1032,31 @@ async fn a_3_1_1_client_resuming_a_5_0_session_gets_retain_cleared() {
     assert_eq!((&live.topic[..], live.retain), ("xv/live", false));
     broker.shutdown().await;
 }
+
+// `retained_matching` gives at most `max` and says whether more matched
+// (it stops looking there: a bridge asks at each connection, under the
+// broker's lock); `retained_matching_where` counts only the topics wanted.
+#[tokio::test]
+async fn retained_matching_is_bounded_and_says_whether_more_matched() {
+    let broker = start().await;
+    for t in 0..10 {
+        let mut m = fulmar_codec::Publish::new(MqttString::from(format!("r/{t}")), "v".into());
+        m.retain = true;
+        broker.inject(&m).unwrap();
+    }
+    let filter: fulmar_topic::TopicFilter = "r/+".parse().unwrap();
+    let (found, more) = broker.retained_matching(&filter, 3);
+    assert_eq!((found.len(), more), (3, true));
+    assert!(found.iter().all(|m| m.retain));
+    let (found, more) = broker.retained_matching(&filter, 10);
+    assert_eq!((found.len(), more), (10, false));
+    let (found, more) = broker.retained_matching(&filter, 0);
+    assert_eq!((found.len(), more), (0, true));
+    let odd = |t: &fulmar_topic::TopicName| t.as_str().ends_with(['1', '3', '5', '7', '9']);
+    let (found, more) = broker.retained_matching_where(&filter, 5, odd);
+    assert_eq!((found.len(), more), (5, false));
+    assert!(found.iter().all(|m| odd(&m.topic.parse().unwrap())));
+    let (found, more) = broker.retained_matching_where(&filter, 4, odd);
+    assert_eq!((found.len(), more), (4, true));
+    broker.shutdown().await;
+}

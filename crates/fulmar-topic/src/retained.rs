@@ -1,6 +1,7 @@
 //! [`RetainedIndex`]: the last retained message per topic name, looked up by filter.
 
 use core::fmt;
+use core::ops::ControlFlow;
 
 use bytes::Bytes;
 use smallvec::SmallVec;
@@ -220,21 +221,52 @@ impl<V> RetainedIndex<V> {
     ///
     /// The order of the calls is unspecified.
     pub fn matches<'a>(&'a self, filter: &TopicFilter, mut f: impl FnMut(&'a TopicName, &'a V)) {
+        // Never breaks.
+        let _: ControlFlow<()> = self.try_matches(filter, |t, v| {
+            f(t, v);
+            ControlFlow::Continue(())
+        });
+    }
+
+    /// As [`matches`](Self::matches), stopping at the first call of `f`
+    /// that returns [`ControlFlow::Break`] (whose value is returned): a
+    /// caller that wants the first `n` matches walks no further.
+    ///
+    /// ```
+    /// use core::ops::ControlFlow;
+    /// use fulmar_topic::RetainedIndex;
+    ///
+    /// let mut index = RetainedIndex::new();
+    /// for t in ["a/1", "a/2", "a/3"] {
+    ///     index.insert(t.parse().unwrap(), ());
+    /// }
+    /// let mut seen = 0;
+    /// let stopped = index.try_matches(&"a/+".parse().unwrap(), |_, _| {
+    ///     seen += 1;
+    ///     if seen == 2 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    /// });
+    /// assert_eq!((stopped, seen), (ControlFlow::Break(()), 2));
+    /// ```
+    pub fn try_matches<'a, B>(
+        &'a self,
+        filter: &TopicFilter,
+        mut f: impl FnMut(&'a TopicName, &'a V) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
         if filter.as_bytes() == b"#" {
             // Everything but `$` names: a scan of the value slab beats a walk of the tree.
-            self.for_each(|t, v| {
+            for (t, v) in self.values.iter().flatten() {
                 if !t.is_dollar() {
-                    f(t, v);
+                    f(t, v)?;
                 }
-            });
-            return;
+            }
+            return ControlFlow::Continue(());
         }
         let filter_levels: SmallVec<[&[u8]; 16]> = levels(filter.as_str()).collect();
         let mut stack: SmallVec<[(u32, usize); 32]> = SmallVec::new();
         stack.push((ROOT, 0));
         while let Some((n, depth)) = stack.pop() {
             let Some(level) = filter_levels.get(depth) else {
-                self.emit(n, &mut f);
+                self.emit(n, &mut f)?;
                 continue;
             };
             match *level {
@@ -242,11 +274,11 @@ impl<V> RetainedIndex<V> {
                     if n == ROOT {
                         for child in self.children(ROOT) {
                             if !self.is_dollar(child) {
-                                self.walk(child, &mut f);
+                                self.walk(child, &mut f)?;
                             }
                         }
                     } else {
-                        self.walk(n, &mut f);
+                        self.walk(n, &mut f)?;
                     }
                 }
                 b"+" => {
@@ -263,6 +295,7 @@ impl<V> RetainedIndex<V> {
                 }
             }
         }
+        ControlFlow::Continue(())
     }
 
     /// Calls `f` with every retained message.
@@ -278,9 +311,14 @@ impl<V> RetainedIndex<V> {
         self.values.get(self.node(n).value as usize)?.as_ref()
     }
 
-    fn emit<'a>(&'a self, n: u32, f: &mut impl FnMut(&'a TopicName, &'a V)) {
-        if let Some((t, v)) = self.entry(n) {
-            f(t, v);
+    fn emit<'a, B>(
+        &'a self,
+        n: u32,
+        f: &mut impl FnMut(&'a TopicName, &'a V) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        match self.entry(n) {
+            Some((t, v)) => f(t, v),
+            None => ControlFlow::Continue(()),
         }
     }
 
@@ -300,11 +338,15 @@ impl<V> RetainedIndex<V> {
     }
 
     /// Emits `top` and every node below it, in pre-order, without recursion.
-    fn walk<'a>(&'a self, top: u32, f: &mut impl FnMut(&'a TopicName, &'a V)) {
-        self.emit(top, f);
+    fn walk<'a, B>(
+        &'a self,
+        top: u32,
+        f: &mut impl FnMut(&'a TopicName, &'a V) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        self.emit(top, f)?;
         let mut n = self.node(top).first_child;
         while n != NONE {
-            self.emit(n, f);
+            self.emit(n, f)?;
             let node = self.node(n);
             if node.first_child != NONE {
                 n = node.first_child;
@@ -321,6 +363,7 @@ impl<V> RetainedIndex<V> {
                 m = up.parent;
             }
         }
+        ControlFlow::Continue(())
     }
 
     fn find(&self, topic: &TopicName) -> Option<u32> {
