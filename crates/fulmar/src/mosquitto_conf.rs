@@ -168,6 +168,10 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
     // listener), first in `config.listeners` once there: host and port.
     let mut default: Option<(String, u16)> = None;
     let mut bridge: Option<usize> = None;
+    // The bridges with `notifications_local_only true` (the last value in
+    // their section): their state stays here whatever `notifications` says,
+    // before or after it, as in mosquitto.
+    let mut local_only: Vec<usize> = Vec::new();
     // `use_identity_as_username` of each listener (mosquitto's is set per
     // listener; fulmar's holds for every TLS listener), and before any.
     let mut identity: Vec<bool> = Vec::new();
@@ -207,6 +211,16 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
             Ok(config.listeners.len() - 1)
         };
         // Bridge section directives.
+        if let Some(b) = bridge
+            && key == "notifications_local_only"
+        {
+            let local = boolean()?;
+            local_only.retain(|x| *x != b);
+            if local {
+                local_only.push(b);
+            }
+            continue;
+        }
         if let Some(b) = bridge
             && let Some(done) = bridge_directive(&mut config, b, key, value, base)
         {
@@ -476,7 +490,11 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
     // mosquitto holds what waits for a bridge's remote to the global
     // limits, wherever they are in the file; its state topic is named after
     // the bridge's client identifier.
-    for bridge in &mut config.bridges {
+    for (b, bridge) in config.bridges.iter_mut().enumerate() {
+        // The state only here: not on the remote (nor its will there).
+        if local_only.contains(&b) {
+            bridge.notifications = false;
+        }
         bridge.max_queued_messages = config.limits.max_queued_messages;
         bridge.max_queued_bytes = config.limits.max_queued_bytes;
         if bridge.notification_topic.is_none() {
@@ -611,12 +629,6 @@ fn bridge_directive(
                 .parse()
                 .map_err(|_| format!("{v:?} is not a number of seconds"))?;
             Ok(())
-        }),
-        // The state only here: not on the remote (nor its will there).
-        "notifications_local_only" => boolean().map(|local| {
-            if local {
-                bridge.notifications = false;
-            }
         }),
         "bridge_certfile" => need().map(|v| bridge.cert = Some(base.join(v))),
         "bridge_keyfile" => need().map(|v| bridge.key = Some(base.join(v))),
@@ -988,6 +1000,32 @@ notifications_local_only true
 "
         ));
         assert!(config.bridges[0].notifications);
+        // local_only wins over `notifications true`, before or after it
+        // (found by a review: a later `notifications true` undid it).
+        for directives in [
+            "notifications_local_only true\nnotifications true\n",
+            "notifications true\nnotifications_local_only true\n",
+        ] {
+            let (config, notes) = parsed(&format!("{base}{directives}"));
+            assert!(notes.is_empty(), "{notes:?}");
+            assert!(!config.bridges[0].notifications, "{directives}");
+        }
+        // The last local_only of the section counts; `notifications
+        // false` still turns them off.
+        let (config, _) = parsed(&format!(
+            "{base}notifications_local_only true\nnotifications_local_only false\n"
+        ));
+        assert!(config.bridges[0].notifications);
+        let (config, _) = parsed(&format!(
+            "{base}notifications false\nnotifications_local_only false\n"
+        ));
+        assert!(!config.bridges[0].notifications);
+        // Per section.
+        let (config, _) = parsed(&format!(
+            "{base}notifications_local_only true\nconnection other\naddress h:1884\ntopic t/# out 1\nnotifications true\n"
+        ));
+        assert!(!config.bridges[0].notifications);
+        assert!(config.bridges[1].notifications);
         assert!(
             parse(
                 &format!(
