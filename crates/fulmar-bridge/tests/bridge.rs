@@ -1786,6 +1786,13 @@ async fn a_higher_maximum_qos_after_a_reconnection_is_used() {
         .await;
     local.publish("q/a", "1", QoS::ExactlyOnce, false).unwrap();
     assert_eq!(next(&mut at_remote).await.qos, QoS::AtLeastOnce);
+    // Acknowledged before the connection goes: not sent again after it.
+    guard(async {
+        while stats(&bridge).sent < 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     sever.send_modify(|n| *n += 1);
     guard(async {
         while stats(&bridge).connects < 2 || !stats(&bridge).connected {
