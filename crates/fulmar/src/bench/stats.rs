@@ -192,9 +192,10 @@ pub(crate) struct QosCounts {
 pub(crate) struct LatencyReport {
     /// Samples.
     pub(crate) count: u64,
-    /// Median. The percentiles and the maximum are the middle of their
-    /// histogram bucket rounded to 3 significant digits (the histogram's
-    /// precision), not the bucket's upper bound.
+    /// Median. Each percentile is the middle of the histogram bucket that
+    /// holds it (`median_equivalent`): the exact value below 2048 µs,
+    /// within 1/2048 of it above (3 significant digits of precision, no
+    /// decimal rounding).
     pub(crate) p50_us: u64,
     /// 90th percentile.
     pub(crate) p90_us: u64,
@@ -202,7 +203,8 @@ pub(crate) struct LatencyReport {
     pub(crate) p99_us: u64,
     /// 99.9th percentile.
     pub(crate) p999_us: u64,
-    /// Largest.
+    /// Largest: the upper bound of the highest bucket with a sample
+    /// (`highest_equivalent`), never below the largest sample.
     pub(crate) max_us: u64,
     /// Mean.
     pub(crate) mean_us: f64,
@@ -220,30 +222,15 @@ impl LatencyReport {
             p90_us: quantile(h, 0.90),
             p99_us: quantile(h, 0.99),
             p999_us: quantile(h, 0.999),
-            max_us: three_digits(h.median_equivalent(h.max())),
+            max_us: h.max(),
             mean_us: h.mean(),
         }
     }
 }
 
-/// The value at quantile `q` of `h`: the middle of its bucket, to 3
-/// significant digits.
+/// The value at quantile `q` of `h`: the middle of its bucket.
 fn quantile(h: &Histogram<u64>, q: f64) -> u64 {
-    three_digits(h.median_equivalent(h.value_at_quantile(q)))
-}
-
-/// `v` rounded to 3 significant digits (half up).
-pub(super) fn three_digits(v: u64) -> u64 {
-    let mut scale = 1u64;
-    while v / scale >= 1000 {
-        scale = scale.saturating_mul(10);
-    }
-    if scale == 1 {
-        return v;
-    }
-    (v / scale)
-        .saturating_add(u64::from(v % scale >= scale / 2))
-        .saturating_mul(scale)
+    h.median_equivalent(h.value_at_quantile(q))
 }
 
 /// The outcome of a run.
@@ -507,22 +494,50 @@ mod tests {
     }
 
     #[test]
-    fn percentiles_are_rounded_to_the_histograms_precision() {
-        assert_eq!(three_digits(0), 0);
-        assert_eq!(three_digits(999), 999);
-        assert_eq!(three_digits(1234), 1230);
-        assert_eq!(three_digits(1235), 1240);
-        assert_eq!(three_digits(4_325_375), 4_330_000);
-        assert_eq!(three_digits(u64::MAX), 18_400_000_000_000_000_000);
+    fn percentiles_are_the_middle_of_their_bucket() {
         let mut h = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3).unwrap();
         for v in [4_321_000u64; 100] {
             h.record(v).unwrap();
         }
-        // The bucket is 4 317 184-4 321 279; its upper bound was reported.
+        // The bucket is 4 317 184-4 321 279: its middle for the
+        // percentiles, its upper bound (not below the sample) for the max.
         let report = LatencyReport::from_histogram(&h);
-        assert_eq!((report.p99_us, report.max_us), (4_320_000, 4_320_000));
+        assert_eq!(
+            (report.p50_us, report.p99_us, report.max_us),
+            (4_319_232, 4_319_232, 4_321_279)
+        );
+        assert!(report.p99_us.abs_diff(4_321_000) * 2048 <= 4_321_000);
         assert_eq!(show_seconds(0.0042), "4.2 ms");
         assert_eq!(show_seconds(2.5), "2.50 s");
+    }
+
+    /// The reported maximum is not below the largest sample.
+    #[test]
+    fn max_is_not_below_the_largest_sample() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3).unwrap();
+        h.record(1004).unwrap(); // exact in the histogram (unit 1 below 2048)
+        let r = LatencyReport::from_histogram(&h);
+        assert!(
+            r.max_us >= 1004,
+            "max_us {} < largest sample 1004",
+            r.max_us
+        );
+    }
+
+    /// Percentiles stay within the histogram's precision: no decimal
+    /// 3-digit rounding (up to 0.5% off, in either direction).
+    #[test]
+    fn rounding_stays_within_the_histograms_precision() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3).unwrap();
+        h.record(1005).unwrap();
+        let r = LatencyReport::from_histogram(&h);
+        let err = (r.p50_us as f64 - 1005.0).abs() / 1005.0;
+        assert!(
+            err <= 0.001,
+            "p50 {} for a single 1005 us sample: {:.2}% off",
+            r.p50_us,
+            err * 100.0
+        );
     }
 
     #[test]
