@@ -625,5 +625,57 @@ fn a_stalled_count_run_ends_with_an_error() {
     assert_eq!(code, Some(1), "{stderr}\n{report:#}");
     let samples = report["error_samples"].to_string();
     assert!(samples.contains("stalled"), "{report:#}");
+    // One error: what the publisher left undone is part of it, not a
+    // drain timeout of its own.
+    assert_eq!(report["errors"], 1, "{report:#}");
+    assert!(
+        samples.contains("left 20 QoS 1/2 messages unacknowledged"),
+        "{report:#}"
+    );
+    assert!(!samples.contains("drain timeout"), "{report:#}");
     assert_eq!(report["qos"][0]["acked"], 0, "{report:#}");
+}
+
+/// Coordinated omission at the end of a --rate --duration run: a broker
+/// that stops acknowledging holds the publisher up (5 in flight), and the
+/// messages due before the end that it could not send are counted in
+/// unsent_due, each a latency sample of its wait (here until the publisher
+/// gave up, the drain timeout after the end: at least 0.5 s).
+#[test]
+fn messages_due_but_unsent_at_the_end_are_latency_samples() {
+    let port = scripted_broker(Script {
+        v5: false,
+        granted: 1,
+        puback: None,
+    });
+    let (code, report, stderr) = bench_outcome(
+        port,
+        &[
+            "--mqtt",
+            "3.1.1",
+            "-S",
+            "0",
+            "-q",
+            "1",
+            "--inflight",
+            "5",
+            "--rate",
+            "20",
+            "-d",
+            "1",
+            "--drain-timeout",
+            "0.5",
+        ],
+    );
+    // The 5 in flight were never acknowledged: a drain timeout.
+    assert_eq!(code, Some(1), "{stderr}\n{report:#}");
+    assert_eq!(report["sent"], 5, "{report:#}");
+    let unsent = report["unsent_due"].as_u64().unwrap();
+    assert!((1..=15).contains(&unsent), "{report:#}");
+    assert_eq!(report["latency"]["count"], unsent, "{report:#}");
+    assert!(
+        report["latency"]["p50_us"].as_u64().unwrap() >= 490_000,
+        "{report:#}"
+    );
+    assert!(stderr.contains("fell behind"), "{stderr}");
 }

@@ -436,6 +436,12 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
         .measure_from
         .store(start_nanos.saturating_add(warmup_nanos), Ordering::Relaxed);
     shared.activity.store(start_nanos, Ordering::Relaxed);
+    if args.count.is_none() {
+        let run_nanos = u64::try_from(run_for.as_nanos()).unwrap_or(u64::MAX);
+        shared
+            .stop_at
+            .store(start_nanos.saturating_add(run_nanos), Ordering::Relaxed);
+    }
     let _ = phase_tx.send(Phase::Running);
     let mut timeline = Vec::new();
     let mut last = (0u64, 0u64, Instant::now());
@@ -450,6 +456,8 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
         .max(TICK)
         .saturating_add(interval.unwrap_or(Duration::ZERO));
     let mut stalled = false;
+    // Where the stall error is in `errors`, to add what was left undone.
+    let mut stall_error = None;
     let mut next_tick = Instant::now() + TICK;
     loop {
         // The end of --duration is not rounded up to a tick.
@@ -466,6 +474,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
                     .nanos()
                     .saturating_sub(shared.activity.load(Ordering::Relaxed));
                 if Duration::from_nanos(quiet) > stall_limit {
+                    stall_error = Some(errors.len());
                     errors.push(format!(
                         "stalled: no message sent or acknowledged for {:.1} s \
                          (--drain-timeout {}); gave up",
@@ -484,6 +493,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     }
     let told_to_stop = start.elapsed().as_secs_f64();
     // A stalled run does not drain: it ends now.
+    shared.stalled.store(stalled, Ordering::Relaxed);
     let _ = phase_tx.send(if stalled { Phase::Finish } else { Phase::Stop });
     // One deadline for the in-flight messages and the deliveries; no end
     // when the drain timeout is beyond the clock's range.
@@ -503,12 +513,30 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     for task in pub_tasks {
         pubs.push(task.await.map_err(|e| format!("publisher task: {e}"))?);
     }
+    // What the publishers left undone, in the stall error (not one
+    // drain-timeout error per publisher on top of it).
+    if let Some(error) = stall_error.and_then(|k| errors.get_mut(k)) {
+        let (messages, bytes) = pubs
+            .iter()
+            .filter_map(|p| p.cut_short)
+            .fold((0, 0), |(m, b), (pm, pb)| (m + pm, b + pb));
+        *error +=
+            &format!("; left {messages} QoS 1/2 messages unacknowledged, {bytes} bytes unwritten");
+    }
     // Where the publishers' own records put the end (not the tick on
     // which the loops above noticed it), and with --duration not before
     // they were told to stop: a broker that stops answering early does
     // not shorten the run.
     let publish_s = report::publish_window(
-        report::publish_seconds(start_nanos, &pubs),
+        report::publish_seconds(start_nanos, &pubs, |p| p.last_nanos),
+        args.count.is_none().then_some(told_to_stop),
+        stopped_s,
+    );
+    // The sent rate's window: to the last send (not the acknowledgements
+    // and writes after it), with --duration at least until publishing was
+    // told to stop.
+    let send_s = report::publish_window(
+        report::publish_seconds(start_nanos, &pubs, |p| p.last_sent_nanos),
         args.count.is_none().then_some(told_to_stop),
         stopped_s,
     );
@@ -557,6 +585,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
         idle: args.idle as usize,
         payload_size: args.size.max(HEADER_LEN),
         publish_s,
+        send_s,
         receive_s,
         warmup_s: warmup.as_secs_f64(),
         connect_s,
@@ -575,13 +604,16 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
     } else {
         print!("{}", report.text());
     }
-    if let Some(shortfall) = rate_shortfall(
-        args.rate,
-        args.publishers,
-        report.sent_msgs_per_s,
-        publish_s - warmup.as_secs_f64(),
-    ) {
+    if let Some(shortfall) = rate_shortfall(args.rate, args.publishers, args.count, &report) {
         warn(&shortfall);
+    }
+    if warmup > Duration::ZERO && report.measured_sent == 0 && report.sent > 0 {
+        warn(&format!(
+            "--warmup {}: the run ({}) was no longer than the warm-up; nothing was measured \
+             (no throughput, no latency)",
+            show(args.warmup),
+            stats::show_seconds(send_s)
+        ));
     }
     exit_status(&report)
 }
@@ -610,14 +642,41 @@ fn exit_status(report: &stats::Report) -> Result<(), Failure> {
 }
 
 /// A warning when the publishers sent less than 95% of what `--rate`
-/// asked over a measured window of at least half a second.
-fn rate_shortfall(rate: f64, publishers: u32, achieved: f64, window_s: f64) -> Option<String> {
+/// asked: with `--duration`, fewer messages than were due before
+/// publishing stopped (`sent` against `sent + unsent_due`); with `--count`
+/// (every message is sent, late or not), a sent rate over the sending
+/// window of at least half a second below the rate asked.
+fn rate_shortfall(
+    rate: f64,
+    publishers: u32,
+    count: Option<u64>,
+    report: &stats::Report,
+) -> Option<String> {
     let asked = rate * f64::from(publishers);
-    (asked > 0.0 && window_s >= 0.5 && achieved < 0.95 * asked).then(|| {
+    if asked <= 0.0 {
+        return None;
+    }
+    if count.is_none() {
+        let due = report.sent.saturating_add(report.unsent_due);
+        return (due > 0 && (report.sent as f64) < 0.95 * due as f64).then(|| {
+            format!(
+                "--rate {}: the publishers sent {} of the {due} messages due ({:.0} msg/s of \
+                 the {asked:.0} asked); they fell behind: the wait is in the latency of what \
+                 they sent late, and the {} due but not sent when publishing stopped are \
+                 latency samples of their wait (\"unsent_due\")",
+                show(rate),
+                report.sent,
+                report.sent_msgs_per_s,
+                report.unsent_due
+            )
+        });
+    }
+    let window_s = report.send_s - report.warmup_s;
+    let achieved = report.sent_msgs_per_s;
+    (window_s >= 0.5 && achieved < 0.95 * asked).then(|| {
         format!(
             "--rate {}: the publishers sent {achieved:.0} msg/s of the {asked:.0} asked; \
-             they fell behind (the wait is in the latency of what they sent, and what \
-             was due at the end was not sent)",
+             they fell behind (the wait is in the latency of what they sent)",
             show(rate)
         )
     })
@@ -878,6 +937,38 @@ mod tests {
         for bad in [-1.0, f64::NAN, f64::INFINITY, 1e-30, 1e-9] {
             assert!(rate_interval(bad).is_err(), "{bad}");
         }
+    }
+
+    /// The --rate shortfall: with --duration, sent against due (sent and
+    /// unsent_due), whatever the wait for the last acknowledgements; with
+    /// --count, the sent rate over the sending window.
+    #[test]
+    fn a_rate_shortfall_compares_sent_with_due() {
+        let mut report = stats::Report {
+            sent: 4961,
+            unsent_due: 39,
+            sent_msgs_per_s: 992.2,
+            send_s: 5.0,
+            duration_s: 6.45,
+            ..stats::Report::default()
+        };
+        assert_eq!(rate_shortfall(1000.0, 1, None, &report), None);
+        assert_eq!(rate_shortfall(0.0, 1, None, &report), None);
+        report.unsent_due = 1039;
+        let warning = rate_shortfall(1000.0, 1, None, &report).unwrap();
+        assert!(
+            warning.contains("sent 4961 of the 6000 messages due"),
+            "{warning}"
+        );
+        // --count: 1000 messages in 2 s at --rate 1000 asked.
+        let by_count = stats::Report {
+            sent: 1000,
+            sent_msgs_per_s: 500.0,
+            send_s: 2.0,
+            ..stats::Report::default()
+        };
+        assert!(rate_shortfall(1000.0, 1, Some(1000), &by_count).is_some());
+        assert_eq!(rate_shortfall(500.0, 1, Some(1000), &by_count), None);
     }
 
     #[test]

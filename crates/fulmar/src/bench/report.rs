@@ -25,6 +25,9 @@ pub(super) struct Inputs {
     /// Seconds from the start until the publishers finished (see
     /// [`publish_window`]).
     pub(super) publish_s: f64,
+    /// Seconds from the start until the last send (with `--duration` at
+    /// least until publishing was told to stop): the sent rate's window.
+    pub(super) send_s: f64,
     /// Seconds from the start until the last delivery that counts.
     pub(super) receive_s: f64,
     /// Seconds of warm-up at the start (not measured).
@@ -92,11 +95,17 @@ pub(super) fn expected_deliveries(
 }
 
 /// Seconds from the start of publishing (`start_nanos` since the run's
-/// base) to the last send, write or acknowledgement of any publisher, as the
-/// publishers recorded them (not when the coordinator, which looks every
-/// tick, noticed); `None` when no publisher did anything after the start.
-pub(super) fn publish_seconds(start_nanos: u64, pubs: &[PubResult]) -> Option<f64> {
-    let end = pubs.iter().map(|p| p.last_nanos).max()?;
+/// base) to the latest time `last` gives of any publisher (its last send,
+/// write or acknowledgement: [`PubResult::last_nanos`]; its last send:
+/// [`PubResult::last_sent_nanos`]), as the publishers recorded them (not
+/// when the coordinator, which looks every tick, noticed); `None` when no
+/// publisher did anything after the start.
+pub(super) fn publish_seconds(
+    start_nanos: u64,
+    pubs: &[PubResult],
+    last: impl Fn(&PubResult) -> u64,
+) -> Option<f64> {
+    let end = pubs.iter().map(last).max()?;
     (end > start_nanos).then(|| Duration::from_nanos(end - start_nanos).as_secs_f64())
 }
 
@@ -211,9 +220,11 @@ pub(super) fn build(
     }
     let foreign: u64 = subs.iter().map(|s| s.foreign).sum();
     let mb = |n: u64, secs: f64| n as f64 * inputs.payload_size as f64 / 1e6 / secs;
-    // The measured windows start at the end of the warm-up.
-    let publish_s = (inputs.publish_s - inputs.warmup_s).max(1e-9);
+    // The measured windows start at the end of the warm-up (nothing is
+    // measured in a run shorter than the warm-up: rates of 0).
+    let send_s = (inputs.send_s - inputs.warmup_s).max(1e-9);
     let receive_s = (inputs.receive_s - inputs.warmup_s).max(1e-9);
+    let unsent_due: u64 = pubs.iter().map(|p| p.unsent_due).sum();
     let connections = inputs.publishers + inputs.subscribers + inputs.idle;
     let bytes_per_connection = match inputs.rss {
         (Some(before), Some(after)) if connections > 0 => {
@@ -229,18 +240,20 @@ pub(super) fn build(
         idle: inputs.idle,
         payload_size: inputs.payload_size,
         duration_s: inputs.publish_s,
+        send_s: inputs.send_s,
         receive_s: inputs.receive_s,
         warmup_s: inputs.warmup_s,
         connect_rate: connections as f64 / inputs.connect_s.max(1e-9),
         connect_s: inputs.connect_s,
-        sent_msgs_per_s: measured_sent as f64 / publish_s,
-        sent_mb_per_s: mb(measured_sent, publish_s),
+        sent_msgs_per_s: measured_sent as f64 / send_s,
+        sent_mb_per_s: mb(measured_sent, send_s),
         received_msgs_per_s: measured_received as f64 / receive_s,
         received_mb_per_s: mb(measured_received, receive_s),
         sent,
         received,
         measured_sent,
         measured_received,
+        unsent_due,
         duplicated,
         foreign,
         latency: LatencyReport::from_histogram(histogram),
@@ -270,6 +283,9 @@ mod tests {
             acked: SeqSet::default(),
             rejected: BTreeMap::new(),
             last_nanos,
+            last_sent_nanos: last_nanos,
+            unsent_due: 0,
+            cut_short: None,
             error: None,
         }
     }
@@ -283,6 +299,7 @@ mod tests {
             idle: 0,
             payload_size: 100,
             publish_s,
+            send_s: publish_s,
             receive_s,
             warmup_s,
             connect_s: 1.0,
@@ -364,11 +381,14 @@ mod tests {
             publisher(0, 400, start + 30_000_000),
             publisher(1, 600, start + 50_000_000),
         ];
-        let publish_s = publish_seconds(start, &pubs).unwrap();
+        let publish_s = publish_seconds(start, &pubs, |p| p.last_nanos).unwrap();
         assert!((publish_s - 0.05).abs() < 1e-12, "{publish_s}");
         // Nothing recorded after the start (or no publisher): no interval.
-        assert_eq!(publish_seconds(start, &[publisher(0, 0, 0)]), None);
-        assert_eq!(publish_seconds(start, &[]), None);
+        assert_eq!(
+            publish_seconds(start, &[publisher(0, 0, 0)], |p| p.last_nanos),
+            None
+        );
+        assert_eq!(publish_seconds(start, &[], |p| p.last_nanos), None);
 
         let report = build(
             inputs(publish_s, publish_s, 0.0),
@@ -385,6 +405,70 @@ mod tests {
             (report.sent_msgs_per_s - 20_000.0).abs() < 1e-6,
             "{report:?}"
         );
+    }
+
+    /// A --duration run whose broker stalled at the end: 4961 messages sent
+    /// in the 5 s of publishing, the last acknowledgement at 6.45 s. The
+    /// sent rate is over the 5 s of sending, not the wait for the acks.
+    #[test]
+    fn the_sent_rate_leaves_out_the_wait_for_the_last_acks() {
+        let start = 1_000_000_000;
+        let mut p = publisher(0, 4961, start + 6_450_000_000);
+        p.last_sent_nanos = start + 4_950_000_000;
+        p.unsent_due = 39;
+        let pubs = [p];
+        let publish_s = publish_window(
+            publish_seconds(start, &pubs, |p| p.last_nanos),
+            Some(5.0),
+            9.0,
+        );
+        let send_s = publish_window(
+            publish_seconds(start, &pubs, |p| p.last_sent_nanos),
+            Some(5.0),
+            9.0,
+        );
+        assert!((publish_s - 6.45).abs() < 1e-9 && (send_s - 5.0).abs() < 1e-9);
+        let mut inputs = inputs(publish_s, publish_s, 0.0);
+        inputs.send_s = send_s;
+        let report = build(
+            inputs,
+            &pubs,
+            &[],
+            &[],
+            &[],
+            &Histogram::new(3).unwrap(),
+            Vec::new(),
+        );
+        assert!((report.sent_msgs_per_s - 992.2).abs() < 1e-9, "{report:?}");
+        assert!((report.duration_s - 6.45).abs() < 1e-9, "{report:?}");
+        assert_eq!(report.unsent_due, 39);
+        let text = report.text();
+        assert!(text.contains("(4961 in 5.00 s)"), "{text}");
+        assert!(text.contains("unsent    39 messages due"), "{text}");
+    }
+
+    /// A --count run shorter than --warmup: nothing measured, rates of 0,
+    /// and no negative window.
+    #[test]
+    fn warmup_longer_than_a_count_run() {
+        let mut p = publisher(0, 100, 0);
+        p.measured = 0;
+        let report = build(
+            inputs(0.5, 0.5, 5.0),
+            &[p],
+            &[],
+            &[],
+            &[],
+            &Histogram::new(3).unwrap(),
+            Vec::new(),
+        );
+        let text = report.text();
+        assert!(!text.contains(" in -"), "{text}");
+        assert!(
+            text.contains("0 in 0.0 ms after a 5.00 s warm-up"),
+            "{text}"
+        );
+        assert_eq!(report.sent_msgs_per_s, 0.0);
     }
 
     #[test]

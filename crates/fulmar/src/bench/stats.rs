@@ -253,6 +253,10 @@ pub(crate) struct Report {
     /// `--duration` at least the time they were told to stop (a broker that
     /// stops answering does not shorten it).
     pub(crate) duration_s: f64,
+    /// Seconds from the start signal until the last send of any publisher
+    /// (with `--duration` at least the time they were told to stop): the
+    /// sent rate's window, without the wait for the last acknowledgements.
+    pub(crate) send_s: f64,
     /// Seconds from the start signal until the last delivery that counts
     /// (with `--duration` at least until publishing was told to stop).
     pub(crate) receive_s: f64,
@@ -263,7 +267,7 @@ pub(crate) struct Report {
     pub(crate) connect_rate: f64,
     /// Seconds the connect phase took.
     pub(crate) connect_s: f64,
-    /// Messages sent per second: `measured_sent` over `duration_s` minus
+    /// Messages sent per second: `measured_sent` over `send_s` minus
     /// `warmup_s`.
     pub(crate) sent_msgs_per_s: f64,
     /// Payload MB (10^6 bytes) sent per second.
@@ -282,8 +286,15 @@ pub(crate) struct Report {
     /// Messages sent after the warm-up: the throughput's numerator.
     pub(crate) measured_sent: u64,
     /// First deliveries of messages sent after the warm-up: the received
-    /// throughput's numerator, and the latency samples.
+    /// throughput's numerator, and the latency samples (with those of
+    /// `unsent_due`).
     pub(crate) measured_received: u64,
+    /// With `--rate --duration`: messages due before publishing stopped
+    /// that a held-up publisher had not sent. Not sent, nor in `sent`;
+    /// each (after the warm-up) is a latency sample from when it was due
+    /// to when its publisher could have sent it (had room again) or gave
+    /// up, a lower bound of its latency.
+    pub(crate) unsent_due: u64,
     /// Repeated deliveries, left out of latency and throughput.
     pub(crate) duplicated: u64,
     /// Messages the subscribers received that were not this run's (another
@@ -333,7 +344,7 @@ impl Report {
             if self.warmup_s > 0.0 {
                 format!(
                     "{measured} in {} after a {} warm-up; {all} in all",
-                    show_seconds(secs - self.warmup_s),
+                    show_seconds((secs - self.warmup_s).max(0.0)),
                     show_seconds(self.warmup_s)
                 )
             } else {
@@ -344,7 +355,7 @@ impl Report {
             "sent      {:>12.0} msg/s {:>10.2} MB/s  ({})\n",
             self.sent_msgs_per_s,
             self.sent_mb_per_s,
-            warm(self.measured_sent, self.sent, self.duration_s)
+            warm(self.measured_sent, self.sent, self.send_s)
         );
         out += &format!(
             "received  {:>12.0} msg/s {:>10.2} MB/s  ({}; first deliveries)\n",
@@ -357,6 +368,13 @@ impl Report {
             "latency   p50 {} us, p90 {} us, p99 {} us, p99.9 {} us, max {} us ({} samples)\n",
             l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us, l.count
         );
+        if self.unsent_due > 0 {
+            out += &format!(
+                "unsent    {} messages due before publishing stopped were not sent (publishers \
+                 held up); in the latency as their wait until a publisher could send\n",
+                self.unsent_due
+            );
+        }
         if self.foreign > 0 {
             out += &format!(
                 "foreign   {} messages not of this run (ignored)\n",
@@ -455,7 +473,7 @@ impl Report {
 }
 
 /// Seconds for people: milliseconds below one second.
-fn show_seconds(secs: f64) -> String {
+pub(super) fn show_seconds(secs: f64) -> String {
     if secs < 1.0 {
         format!("{:.1} ms", secs * 1e3)
     } else {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -52,6 +52,13 @@ pub(super) struct Shared {
     /// Nanoseconds since `base` of the latest send, write or
     /// acknowledgement of any publisher: how the coordinator tells a stall.
     pub(super) activity: AtomicU64,
+    /// Nanoseconds since `base` at which publishing stops with
+    /// `--duration` (`u64::MAX` with `--count`): a `--rate` publisher sends
+    /// only the messages due before it.
+    pub(super) stop_at: AtomicU64,
+    /// Set by the coordinator before it ends a stalled run: publishers cut
+    /// short then do not report a drain timeout of their own.
+    pub(super) stalled: AtomicBool,
     /// End-to-end latency.
     pub(super) latencies: Latencies,
 }
@@ -68,6 +75,8 @@ impl Shared {
             last_received: AtomicU64::new(0),
             measure_from: AtomicU64::new(0),
             activity: AtomicU64::new(0),
+            stop_at: AtomicU64::new(u64::MAX),
+            stalled: AtomicBool::new(false),
             latencies,
         }
     }
@@ -286,6 +295,17 @@ pub(super) struct PubResult {
     /// Nanoseconds since [`Shared::base`] of its last send, write or
     /// acknowledgement (0: none): where its publishing ended.
     pub(super) last_nanos: u64,
+    /// Nanoseconds since [`Shared::base`] of its last send (0: none): where
+    /// its sending ended, the sent rate's window.
+    pub(super) last_sent_nanos: u64,
+    /// With `--rate --duration`: messages due before publishing stopped
+    /// that it had not sent (it was held up); each is a latency sample (see
+    /// [`Backlog`]).
+    pub(super) unsent_due: u64,
+    /// What it left undone when a stalled run ended it (QoS 1/2 messages
+    /// unacknowledged, bytes unwritten): part of the run's stall error,
+    /// not an error of its own.
+    pub(super) cut_short: Option<(usize, usize)>,
     /// What went wrong, if anything.
     pub(super) error: Option<String>,
 }
@@ -305,17 +325,39 @@ pub(super) async fn publisher(
         acked: SeqSet::default(),
         rejected: BTreeMap::new(),
         last_nanos: 0,
+        last_sent_nanos: 0,
+        unsent_due: 0,
+        cut_short: None,
         error: None,
     };
+    let mut backlog = None;
     let outcome = async {
         let mut link = connect
             .open_and_report(plan.client_id.clone(), None)
             .await?;
         wait_for(&mut link, &mut phase, Phase::Running).await?;
-        publish_loop(&mut link, &plan, &shared, &mut phase, &mut result).await?;
+        publish_loop(
+            &mut link,
+            &plan,
+            &shared,
+            &mut phase,
+            &mut result,
+            &mut backlog,
+        )
+        .await?;
+        if result.cut_short.is_some() {
+            // A stalled broker may not read a DISCONNECT: the socket just
+            // closes (as on a drain timeout).
+            return Ok(());
+        }
         link.disconnect().await
     }
     .await;
+    // A backlog it never had room for again: its wait lasted at least
+    // until the publisher gave up.
+    if let Some(backlog) = backlog {
+        result.unsent_due += backlog.record(&shared, plan.index, shared.nanos());
+    }
     result.error = outcome.err();
     result
 }
@@ -326,6 +368,7 @@ async fn publish_loop(
     shared: &Shared,
     phase: &mut watch::Receiver<Phase>,
     result: &mut PubResult,
+    backlog: &mut Option<Backlog>,
 ) -> Result<(), String> {
     let topic = MqttString::from(plan.topic.clone());
     let size = plan.payload_size.max(HEADER_LEN);
@@ -336,13 +379,30 @@ async fn publish_loop(
         .interval
         .map(|interval| Schedule::new(shared.nanos(), interval));
     let measure_from = shared.measure_from.load(Ordering::Relaxed);
+    let stop_at = shared.stop_at.load(Ordering::Relaxed);
+    let mut backlog_taken = false;
     loop {
         let current = *phase.borrow_and_update();
+        if current >= Phase::Stop && !backlog_taken {
+            // What was due before publishing stopped and is not sent.
+            backlog_taken = true;
+            *backlog = schedule.and_then(|s| {
+                Backlog::new(s, stop_at, limit.saturating_sub(result.sent), measure_from)
+            });
+        }
         if current >= Phase::Finish {
+            let left = (
+                link.session.inflight_len() + link.session.pending_len(),
+                link.pending_write(),
+            );
+            if shared.stalled.load(Ordering::Relaxed) {
+                // The coordinator's stall error says it once for all.
+                result.cut_short = Some(left);
+                return Ok(());
+            }
             return Err(format!(
                 "drain timeout: {} QoS 1/2 messages unacknowledged, {} bytes unwritten",
-                link.session.inflight_len() + link.session.pending_len(),
-                link.pending_write()
+                left.0, left.1
             ));
         }
         let stopping = current >= Phase::Stop || result.sent >= limit;
@@ -354,7 +414,10 @@ async fn publish_loop(
         };
         if !stopping {
             let now = shared.nanos();
-            while result.sent < limit && room(link) && schedule.is_none_or(|s| s.due(now)) {
+            while result.sent < limit
+                && room(link)
+                && schedule.is_none_or(|s| s.due(now) && s.before(stop_at))
+            {
                 // With --rate, the time the message was due: a publisher
                 // held up (by the broker's flow control or a full socket)
                 // sends its backlog stamped with when each message should
@@ -387,6 +450,7 @@ async fn publish_loop(
                     result.measured += 1;
                 }
                 result.last_nanos = now;
+                result.last_sent_nanos = now;
                 shared.touch(now);
                 link.encode_transmits()?;
             }
@@ -424,6 +488,14 @@ async fn publish_loop(
                 _ => {}
             }
         }
+        // Room again after publishing stopped: the backlog could have gone
+        // now, so its wait ends here.
+        if stopping
+            && room(link)
+            && let Some(due) = backlog.take()
+        {
+            result.unsent_due += due.record(shared, plan.index, shared.nanos());
+        }
         let idle = link.session.inflight_len() == 0
             && link.session.pending_len() == 0
             && link.pending_write() == 0;
@@ -431,7 +503,7 @@ async fn publish_loop(
             return Ok(());
         }
         let deadline = schedule
-            .filter(|_| !stopping && room(link))
+            .filter(|s| !stopping && room(link) && s.before(stop_at))
             .and_then(|s| s.instant(shared.base));
         if link.step(deadline, Some(phase)).await? == Wake::Wrote {
             result.last_nanos = shared.nanos();
@@ -473,6 +545,11 @@ impl Schedule {
         self.next <= now
     }
 
+    /// Whether the next message is due before `end`.
+    pub(super) fn before(&self, end: u64) -> bool {
+        self.next < end
+    }
+
     /// The send timestamp of the next message, sent at `now`: the time it
     /// was due, plus up to [`TIMER_SLACK_NANOS`] of its lateness (at most
     /// `now`). The one after it is next.
@@ -487,6 +564,72 @@ impl Schedule {
     fn instant(&self, base: Instant) -> Option<tokio::time::Instant> {
         base.checked_add(Duration::from_nanos(self.next))
             .map(tokio::time::Instant::from_std)
+    }
+}
+
+/// Coordinated omission at the end of a `--rate --duration` run: the
+/// messages a held-up publisher still owed when publishing stopped (due
+/// before [`Shared::stop_at`], not sent). They are not sent; each counts in
+/// [`PubResult::unsent_due`] and as a latency sample of its wait: from when
+/// it was due (less the timer slack, as [`Schedule::take`] stamps) to when
+/// the publisher had room to send again after publishing stopped (its
+/// in-flight window or socket no longer full), or gave up. A lower bound of
+/// the latency it would have had: the broker's own time is not in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Backlog {
+    /// When the first of them was due, in nanoseconds since [`Shared::base`].
+    first: u64,
+    /// Nanoseconds between two of them.
+    interval: u64,
+    /// How many.
+    count: u64,
+    /// Those due before this (the warm-up) are not latency samples.
+    measure_from: u64,
+}
+
+impl Backlog {
+    /// The messages of `schedule` due before `stop_at`, at most `limit`;
+    /// `None` when there are none (or the interval is 0: no schedule to
+    /// owe).
+    pub(super) fn new(
+        schedule: Schedule,
+        stop_at: u64,
+        limit: u64,
+        measure_from: u64,
+    ) -> Option<Self> {
+        if schedule.interval == 0 || !schedule.before(stop_at) {
+            return None;
+        }
+        let count = (stop_at - schedule.next)
+            .div_ceil(schedule.interval)
+            .min(limit);
+        (count > 0).then_some(Self {
+            first: schedule.next,
+            interval: schedule.interval,
+            count,
+            measure_from,
+        })
+    }
+
+    /// Records the latency samples of the backlog, whose wait ended at
+    /// `now`, into shard `key` of the shared histograms; returns how many
+    /// messages it held.
+    pub(super) fn record(&self, shared: &Shared, key: u32, now: u64) -> u64 {
+        let key = usize::try_from(key).unwrap_or(0);
+        let mut batch = Vec::with_capacity(LATENCY_BATCH);
+        for k in 0..self.count {
+            let due = self.first.saturating_add(k.saturating_mul(self.interval));
+            if due < self.measure_from {
+                continue;
+            }
+            let stamp = due.saturating_add(TIMER_SLACK_NANOS).min(now).max(due);
+            batch.push(micros(Duration::from_nanos(now.saturating_sub(stamp))));
+            if batch.len() >= LATENCY_BATCH {
+                shared.latencies.record(key, &mut batch);
+            }
+        }
+        shared.latencies.record(key, &mut batch);
+        self.count
     }
 }
 
@@ -727,8 +870,9 @@ mod tests {
         assert!(!schedule.due(5 * ms));
         // The timer's own lateness (up to a millisecond) is forgiven.
         assert_eq!(schedule.take(6 * ms + ms / 2), 6 * ms + ms / 2);
-        // Stalled until 1 s later: 1000 messages are due, each stamped
-        // when it was due (plus the timer's millisecond).
+        // Stalled until 1 s later: the messages due from 8 ms to 1007 ms
+        // (1000) and the one due at 1007 ms itself go, each stamped when
+        // it was due (the last one, due now, at now).
         let now = 1007 * ms;
         let mut stamps = Vec::new();
         while schedule.due(now) {
@@ -749,6 +893,43 @@ mod tests {
             Duration::from_nanos(1008 * ms),
             "the deadline is on the run's clock"
         );
+    }
+
+    /// Coordinated omission at the end of a --rate --duration run: the
+    /// messages due before the stop that a held-up publisher had not sent
+    /// are counted, and each is a latency sample of its wait until the
+    /// publisher had room again (less the timer slack, as if sent then).
+    #[test]
+    fn the_backlog_at_the_stop_is_a_latency_sample_each() {
+        let ms = 1_000_000;
+        let mut schedule = Schedule::new(0, Duration::from_millis(1));
+        // Sent on time until 5 ms (6 messages), then held up; -d stops at 10 ms.
+        for t in 0..6 {
+            assert!(schedule.before(10 * ms));
+            assert_eq!(schedule.take(t * ms), t * ms);
+        }
+        assert!(schedule.before(10 * ms) && !schedule.before(6 * ms));
+        // Due at 6, 7, 8 and 9 ms: 4 unsent; the warm-up ended at 7 ms.
+        let backlog = Backlog::new(schedule, 10 * ms, u64::MAX, 7 * ms).unwrap();
+        assert_eq!(backlog.count, 4);
+        // A -n limit caps it; nothing due before the stop, nothing owed.
+        assert_eq!(Backlog::new(schedule, 10 * ms, 2, 0).unwrap().count, 2);
+        assert_eq!(Backlog::new(schedule, 6 * ms, u64::MAX, 0), None);
+        assert_eq!(Backlog::new(schedule, 10 * ms, 0, 0), None);
+        let between = Schedule::new(0, Duration::from_micros(2500));
+        assert_eq!(
+            Backlog::new(between, 10 * ms, u64::MAX, 0).unwrap().count,
+            4
+        );
+        // Room again 1 s later: 4 counted, the 3 after the warm-up sampled.
+        let shared = Shared::new(7, 1, Latencies::new(1).unwrap());
+        assert_eq!(backlog.record(&shared, 0, 1009 * ms), 4);
+        let h = shared.latencies.merged().unwrap();
+        assert_eq!(h.len(), 3);
+        // Due at 9 ms, 8 ms, 7 ms, each less the 1 ms slack: 999, 1000,
+        // 1001 ms (exact to the histogram's precision).
+        assert_eq!(h.min(), h.lowest_equivalent(999_000));
+        assert_eq!(h.max(), h.highest_equivalent(1_001_000));
     }
 
     #[test]
