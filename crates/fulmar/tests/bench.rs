@@ -250,6 +250,10 @@ fn csv_and_plot_outputs() {
     assert_eq!(field("idle"), "10");
     assert_eq!(field("sent"), "500");
     assert_eq!(field("qos1_lost"), "0");
+    assert_eq!(field("measured_sent"), "500");
+    assert_eq!(field("measured_received"), "500");
+    assert_eq!(field("unsent_due"), "0");
+    assert_eq!(header.last(), Some(&"send_s"));
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
     assert!(svg.contains("latency") && svg.contains("throughput"));

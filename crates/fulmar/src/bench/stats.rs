@@ -463,6 +463,12 @@ impl Report {
             header += &format!(",qos{n}_sent,qos{n}_acked,qos{n}_lost,qos{n}_duplicated");
             row += &format!(",{},{},{},{}", q.sent, q.acked, q.lost, q.duplicated);
         }
+        // Added later: at the end, after the per-QoS columns.
+        header += ",measured_sent,measured_received,unsent_due,send_s";
+        row += &format!(
+            ",{},{},{},{:.3}",
+            self.measured_sent, self.measured_received, self.unsent_due, self.send_s
+        );
         format!("{header}\n{row}\n")
     }
 
