@@ -130,7 +130,9 @@ import json, os, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 names = []
 for f in sorted(os.listdir(out), key=lambda f: os.path.getmtime(os.path.join(out, f))):
-    if f.endswith(".json"):
+    # A scenario whose runs all failed has only .failed and .err files:
+    # it keeps its row, marked failed.
+    if f.endswith((".json", ".failed", ".err")):
         n = f.rsplit(".", 3)[0]
         if n not in names:
             names.append(n)
@@ -159,7 +161,9 @@ for n in names:
     ml = sum(x[2] for x in m if x)
     ratio = lambda a, b: f"{a / b:.2f}" if a is not None and b else "-"
     fmt = lambda v: f"{v:.0f}" if v is not None else "failed"
+    failed = sum(x is None for x in f) + sum(x is None for x in m)
+    lost = f"{fl}/{ml}" + (f" ({failed} failed)" if failed else "")
     print(f"{n:<17} {fmt(fr):>13} {fmt(mr):>11} {ratio(fr, mr):>6} "
-          f"{fmt(fp):>14} {fmt(mp):>12} {ratio(fp, mp):>9} {f'{fl}/{ml}':>11}")
+          f"{fmt(fp):>14} {fmt(mp):>12} {ratio(fp, mp):>9} {lost:>11}")
 print(f"\nreports: {out}")
 EOF

@@ -126,7 +126,9 @@ def load(name, topo):
         return json.load(fh)
 names = []
 for f in sorted(os.listdir(out)):
-    if f.endswith(".json"):
+    # A scenario whose runs all failed has only .failed and .err files:
+    # it keeps its row, marked failed.
+    if f.endswith((".json", ".failed", ".err")):
         n = f.split(".")[0]
         if n not in names:
             names.append(n)

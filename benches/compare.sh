@@ -107,7 +107,7 @@ echo 'max_queued_messages 0' >>"$OUT/mosquitto-persist.conf"
 
 # A report counts when `fulmar bench` exited 0, or 2 (acknowledged QoS 1/2
 # messages lost, which the table shows), and its JSON says no errors;
-# anything else is a failed run, kept as .failed and not tabulated.
+# anything else is a failed run, kept as .failed and shown as failed.
 report_ok() { # exit-status report.json
     { [ "$1" -eq 0 ] || [ "$1" -eq 2 ]; } &&
         python3 -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("errors") != 0)' "$2" 2>/dev/null
@@ -204,7 +204,9 @@ import json, os, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 names = []
 for f in sorted(os.listdir(out), key=lambda f: os.path.getmtime(os.path.join(out, f))):
-    if f.endswith(".json"):
+    # A scenario whose runs all failed has only .failed and .err files:
+    # it keeps its row, marked failed.
+    if f.endswith((".json", ".failed", ".err")):
         n = f.rsplit(".", 3)[0]
         if n not in names:
             names.append(n)
