@@ -14,7 +14,9 @@
 //! time it was due, so a publisher held up by the broker sends its backlog
 //! with the wait in its latency (response time, no coordinated omission);
 //! only the first millisecond of lateness, the timer's resolution, is
-//! forgiven.
+//! forgiven. With `--duration`, messages due before the end but not sent
+//! (the publisher was held up) are latency samples of their wait too
+//! (see `workers::Backlog`).
 //! Without it the load is closed loop: publishers wait for the broker (its
 //! in-flight window, a full socket) and stamp a message when they create
 //! it, so latency is service time and a stall shows as lower throughput.
@@ -116,7 +118,9 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
     /// Seconds to publish (ignored with --count). Throughput is over at
-    /// least this long, even when the broker stopped answering earlier.
+    /// least this long minus --warmup, even when the broker stopped
+    /// answering earlier. With --rate, messages due but not sent when it
+    /// ends count in "unsent_due" and as latency samples.
     #[arg(short, long, default_value_t = 10.0)]
     duration: f64,
     /// Seconds at the start whose messages (by send timestamp) count in
@@ -187,12 +191,17 @@ const TICK: Duration = Duration::from_millis(200);
 /// `fulmar bench --help`: what the exit status says.
 pub(crate) const EXIT_STATUS_HELP: &str = "\
 Exit status: 0 when the run completed without errors and no acknowledged \
-QoS 1/2 message was lost; 1 on errors (a connection that failed, a run \
-that stalled, QoS 1/2 messages the broker acknowledged with an error \
-reason code: the report is printed and counts them in \"errors\") or when \
-no report could be made; 2 when the run completed without errors but \
-acknowledged QoS 1/2 messages never reached a matching subscriber (the \
-report is printed). QoS 0 losses alone do not change the exit status.";
+QoS 1/2 message was lost. 1 when a connection could not be opened \
+(connect, TLS, CONNACK or SUBACK failed or timed out: the run does not \
+start and no report is printed, only the error), when no report could be \
+made, or on errors during the run: a connection that failed or was \
+closed, a publisher whose QoS 1/2 messages were still unacknowledged (or \
+bytes unwritten) at the drain timeout, a --count run that stalled, QoS \
+1/2 messages the broker acknowledged with an error reason code; the \
+report is then printed and counts them in \"errors\". 2 when the run \
+completed without errors but acknowledged QoS 1/2 messages never reached \
+a matching subscriber (the report is printed). QoS 0 losses alone do not \
+change the exit status.";
 
 /// The exit status of a run whose report counts lost acknowledged QoS 1/2
 /// messages, and no error.

@@ -521,8 +521,8 @@ pub(super) const TIMER_SLACK_NANOS: u64 = 1_000_000;
 /// When the messages of a `--rate` publisher are due, in nanoseconds since
 /// [`Shared::base`]: one every interval from the start, whether or not the
 /// earlier ones could go on time (a late publisher catches up as fast as it
-/// can, and each message carries the time it was due, give or take
-/// [`TIMER_SLACK_NANOS`]).
+/// can, and each message carries the time it was due, or up to
+/// [`TIMER_SLACK_NANOS`] later when it goes later: never before it).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Schedule {
     /// When the next message is due.
