@@ -1176,6 +1176,15 @@ impl Driver {
     /// nothing (a resumed session's PUBRELs, a session discarded by Session
     /// Present 0).
     fn on_authenticated_connack(&mut self, authentication: &Authentication, connack: ConnAck) {
+        if connack.properties.authentication_method.as_deref()
+            != Some(authentication.method.as_str())
+        {
+            // Not our method: the session refuses it as a protocol error
+            // (MQTT-4.12.0-5), and the authenticator never sees data meant
+            // for another method.
+            self.feed(Packet::ConnAck(connack));
+            return;
+        }
         match authentication.finish(connack.properties.authentication_data.clone()) {
             Ok(()) => self.feed(Packet::ConnAck(connack)),
             Err(e) => self.fail_authentication(e),
@@ -1761,7 +1770,11 @@ impl Driver {
                 match self.session.disconnect(reason_code, properties, now()) {
                     // A request the broker would take for a Protocol Error
                     // (5.0 section 3.14.2.2.2): refused; the connection stays.
-                    Err(e @ fulmar_session::Error::Api(ApiError::SessionExpiryAfterZero)) => {
+                    Err(
+                        e @ fulmar_session::Error::Api(
+                            ApiError::SessionExpiryAfterZero | ApiError::ServerOnlyReasonCode(_),
+                        ),
+                    ) => {
                         let _gone = reply.send(Err(Error::Session(e)));
                     }
                     disconnected => {

@@ -398,6 +398,9 @@ async fn a_wrong_proof_after_re_authentication_ends_the_connection() {
 #[tokio::test(start_paused = true)]
 async fn an_unanswered_re_authentication_fails_after_the_connect_timeout() {
     let (client, mut wire, _calls, _servers) = connected().await;
+    // The paused clock moves only when everything waits: this measures the
+    // deadline, not the machine.
+    let started = tokio::time::Instant::now();
     let reauth = tokio::spawn({
         let client = client.clone();
         async move { client.reauthenticate().await }
@@ -415,6 +418,8 @@ async fn an_unanswered_re_authentication_fails_after_the_connect_timeout() {
         matches!(&error, Error::Authentication(e) if e.to_string().contains("did not complete")),
         "{error:?}"
     );
+    // The default connect timeout, 10 s.
+    assert!(started.elapsed() >= std::time::Duration::from_secs(10));
 }
 
 // Every connection starts a new exchange: a reconnection's CONNECT
@@ -726,4 +731,67 @@ async fn no_exchange_starts_without_a_connection() {
         .unwrap_err();
     assert!(matches!(error, Error::Io(_)), "{error:?}");
     assert!(calls.lock().unwrap().is_empty());
+}
+
+/// Refuses every final word of the broker (a strict SCRAM client wanting
+/// its server-final data).
+struct Strict;
+
+impl Authenticator for Strict {
+    fn start(&mut self) -> Result<Option<Bytes>, AuthError> {
+        Ok(None)
+    }
+
+    fn challenge(&mut self, _data: Option<Bytes>) -> Result<Option<Bytes>, AuthError> {
+        Ok(None)
+    }
+
+    fn finish(&mut self, _data: Option<Bytes>) -> Result<(), AuthError> {
+        Err("no server-final data".into())
+    }
+}
+
+// A CONNACK without the method is the broker's protocol error, reported as
+// such (0x82), whatever the authenticator would have said of its data: it
+// is not asked.
+// v5:MQTT-4.12.0-5
+#[tokio::test]
+async fn a_connack_without_the_method_is_not_given_to_the_authenticator() {
+    let (transport, mut servers) = common::pipes();
+    let options = ConnectOptions::new("pipe", 0)
+        .transport(transport)
+        .reconnect(Reconnect::disabled())
+        .authentication(METHOD, Strict);
+    let connecting = tokio::spawn(Client::connect(options));
+    let (mut wire, _connect) = accept(&mut servers).await;
+    wire.send(Packet::ConnAck(ConnAck::default()))
+        .await
+        .unwrap();
+    expect_protocol_error(&mut wire).await;
+    let error = guard(connecting).await.unwrap().unwrap_err();
+    assert_method_mismatch(&error);
+}
+
+// A client may not send the server's DISCONNECT codes: refused, and the
+// connection stays.
+// v5:MQTT-3.14.2-1
+#[tokio::test]
+async fn a_disconnect_with_a_server_only_code_is_refused() {
+    let (client, _wire, _calls, _servers) = connected().await;
+    let refused = client
+        .disconnect_with(
+            DisconnectReasonCode::NotAuthorized,
+            fulmar_client::DisconnectProperties::default(),
+        )
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Session(fulmar_client::SessionError::Api(
+                fulmar_client::ApiError::ServerOnlyReasonCode(DisconnectReasonCode::NotAuthorized)
+            )))
+        ),
+        "{refused:?}"
+    );
+    assert!(client.is_connected());
 }

@@ -323,13 +323,11 @@ impl Session {
         } else {
             connack.session_present
         };
+        let mut lost = Vec::new();
         if !session_present {
             // v5 MQTT-3.2.2-5: no session on the server, discard ours; its
-            // subscriptions stay readable for the application to renew.
-            let lost = self.subscriptions.take();
-            if !lost.is_empty() {
-                self.conn.extra_mut().lost_subscriptions = lost;
-            }
+            // subscriptions go to the application to renew.
+            lost = self.subscriptions.take();
             self.discard_session();
         }
         let server_keep_alive =
@@ -385,6 +383,9 @@ impl Session {
                 .set(Timer::KeepAlive, now, std::time::Duration::ZERO);
         }
         self.events.push_back(Event::Connected(connack));
+        if !lost.is_empty() {
+            self.events.push_back(Event::SubscriptionsLost(lost));
+        }
         Ok(())
     }
 

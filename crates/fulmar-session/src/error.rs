@@ -269,6 +269,10 @@ pub enum ApiError {
     /// A SUBSCRIBE or UNSUBSCRIBE needs at least one topic filter.
     #[error("[MQTT-3.8.3-2] no topic filter")]
     NoTopicFilters,
+    /// A DISCONNECT reason code only a server may send (MQTT 5.0 table 3-10,
+    /// [MQTT-3.14.2-1]), given to a client session.
+    #[error("[MQTT-3.14.2-1] a client may not send DISCONNECT reason code {0}")]
+    ServerOnlyReasonCode(fulmar_codec::DisconnectReasonCode),
     /// A client may not set a Session Expiry Interval on DISCONNECT after
     /// CONNECT set it to 0 (MQTT 5.0 section 3.14.2.2.2).
     #[error("session expiry interval on DISCONNECT after 0 on CONNECT")]

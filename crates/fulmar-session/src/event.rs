@@ -1,8 +1,8 @@
 //! What the session reports to the application, drained with `poll_event`.
 
 use fulmar_codec::{
-    AckProperties, Auth, ConnAck, Connect, DisconnectProperties, PacketId, Publish, QoS,
-    ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    AckProperties, Auth, ConnAck, Connect, DisconnectProperties, MqttString, PacketId, Publish,
+    QoS, ReasonCode, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 
 use crate::error::Initiator;
@@ -39,9 +39,15 @@ pub enum Event {
     Connect(Box<Connect>),
     /// Client: the server accepted the connection. With Session Present 0
     /// after a Clean Start 0 CONNECT, the server kept no session:
-    /// [`Session::lost_subscriptions`](crate::Session::lost_subscriptions)
-    /// lists the subscriptions to make again.
+    /// [`Event::SubscriptionsLost`] follows.
     Connected(ConnAck),
+    /// Client, right after [`Event::Connected`]: the server kept no session
+    /// (Session Present 0 although the session had subscriptions), so these
+    /// subscriptions, with the options they were granted, are gone; subscribe
+    /// again to go on receiving their messages.
+    /// [`Session::subscriptions`](crate::Session::subscriptions) no longer
+    /// lists them.
+    SubscriptionsLost(Vec<(MqttString, SubscriptionOptions)>),
     /// An application message from the peer. Client: deliver it. Server: route
     /// it. Its topic alias is already resolved (the topic is always set).
     /// QoS 2 messages are reported once, when the PUBLISH first arrives.

@@ -144,9 +144,6 @@ pub(crate) struct ConnExtra {
     /// A re-authentication the client started (AUTH 0x19) that the server
     /// has not completed (AUTH 0x00) yet, on either side.
     pub(crate) reauthenticating: bool,
-    /// Client: the subscriptions of a session the server did not keep
-    /// (Session Present 0 in this connection's CONNACK).
-    pub(crate) lost_subscriptions: Vec<(MqttString, SubscriptionOptions)>,
     /// SUBSCRIBE and UNSUBSCRIBE requests waiting for their acknowledgement.
     pub(crate) requests: HashMap<PacketId, Request, crate::packet_id::IdHash>,
     /// Server: packets that arrived before the CONNECT was answered.
@@ -165,7 +162,6 @@ impl ConnExtra {
     fn is_empty(&self) -> bool {
         self.auth_method.is_none()
             && !self.reauthenticating
-            && self.lost_subscriptions.is_empty()
             && self.requests.is_empty()
             && self.early.is_empty()
             && self.unacked.is_empty()
@@ -177,7 +173,6 @@ impl ConnExtra {
 static NO_EXTRA: ConnExtra = ConnExtra {
     auth_method: None,
     reauthenticating: false,
-    lost_subscriptions: Vec::new(),
     requests: HashMap::with_hasher(std::hash::BuildHasherDefault::new()),
     early: Vec::new(),
     unacked: VecDeque::new(),
@@ -307,8 +302,7 @@ impl Conn {
 /// - Session Present 0: the server has no session; the messages in flight
 ///   are reported as [`Event::PublishDropped`] with
 ///   [`DropReason::SessionDiscarded`](crate::DropReason::SessionDiscarded),
-///   and [`lost_subscriptions`](Self::lost_subscriptions) lists the
-///   subscriptions to make again.
+///   and [`Event::SubscriptionsLost`] lists the subscriptions to make again.
 ///
 /// With [`Config::manual_acks`], acknowledge every QoS 1/2 message reported,
 /// duplicates of a resumed session included: acknowledgements go out in the
@@ -535,16 +529,6 @@ impl Session {
     #[must_use]
     pub fn subscriptions(&self) -> &[(MqttString, SubscriptionOptions)] {
         self.subscriptions.as_slice()
-    }
-
-    /// Client: the subscriptions this session had when the server answered
-    /// a CONNECT with Clean Start 0 with Session Present 0 (it kept no
-    /// session, so it has none of them): subscribe again to go on receiving.
-    /// [`subscriptions`](Self::subscriptions) no longer lists them. Empty
-    /// otherwise, and again from the next [`connect`](Self::connect).
-    #[must_use]
-    pub fn lost_subscriptions(&self) -> &[(MqttString, SubscriptionOptions)] {
-        self.conn.extra().lost_subscriptions.as_slice()
     }
 
     /// A snapshot of the session state, to keep or persist. Queued messages'
@@ -1030,6 +1014,10 @@ impl Session {
         };
         if !allowed {
             return Err(ApiError::InvalidState(self.state.name()).into());
+        }
+        // MQTT-3.14.2-1: one of the codes its sender may use.
+        if self.role == Role::Client && !client_may_send(reason_code) {
+            return Err(ApiError::ServerOnlyReasonCode(reason_code).into());
         }
         // 3.1.1 has no properties: they are not sent, so they break no rule.
         let sets_expiry = properties.session_expiry_interval.is_some_and(|s| s > 0)

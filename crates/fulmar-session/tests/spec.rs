@@ -831,3 +831,35 @@ fn a_server_answers_only_a_re_authentication_the_client_started() {
         ))]
     );
 }
+
+#[test]
+fn a_connack_with_the_wrong_method_changes_nothing_of_the_session() {
+    // v5:MQTT-4.12.0-5 v5:MQTT-3.2.2-5
+    let now = t0();
+    let method = MqttString::from("SCRAM-SHA-1");
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", false);
+    connect.properties.session_expiry_interval = Some(3600);
+    connect.properties.authentication_method = Some(method.clone());
+    let mut connack = ConnAck::new(false, ConnectReasonCode::Success);
+    connack.properties.authentication_method = Some(method);
+    let mut client = connected_client(Config::default(), connect.clone(), connack, now);
+    client
+        .publish(publish("t", QoS::AtLeastOnce, b"m"), now)
+        .unwrap();
+    let _ = drain(&mut client);
+    assert_eq!(client.inflight_len(), 1);
+    client.connection_lost(now);
+    let _ = events(&mut client);
+    client.connect(connect, now).unwrap();
+    let _ = drain(&mut client);
+    // Session Present 0 would discard the message in flight, were it taken.
+    let mut wrong = ConnAck::new(false, ConnectReasonCode::Success);
+    wrong.properties.authentication_method = Some(MqttString::from("OTHER"));
+    assert!(client.handle_packet(Packet::ConnAck(wrong), now).is_err());
+    assert_eq!(client.inflight_len(), 1);
+    assert!(
+        !events(&mut client)
+            .iter()
+            .any(|e| matches!(e, Event::PublishDropped { .. } | Event::Connected(_))),
+    );
+}
