@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fulmar_codec::{
-    AckProperties, Auth, AuthReasonCode, ConnAck, ConnAckProperties, Connect, ConnectReasonCode,
-    DecodeError, MqttString, Packet, PacketId, ProtocolVersion, QoS, SubAck, SubAckReasonCode,
-    Subscribe, UnsubAck, UnsubAckReasonCode,
+    AckProperties, Auth, ConnAck, ConnAckProperties, Connect, ConnectReasonCode, DecodeError,
+    MqttString, Packet, PacketId, ProtocolVersion, QoS, SubAck, SubAckReasonCode, Subscribe,
+    UnsubAck, UnsubAckReasonCode,
 };
 
 use crate::config::{Config, MAX_EARLY_BYTES, MAX_EARLY_PACKETS};
@@ -349,29 +349,8 @@ impl Session {
         ) {
             return Err(ApiError::InvalidState(self.state.name()).into());
         }
-        // Who may send which reason code (MQTT 5.0 section 3.15.2.1, 4.12):
-        // 0x19 from the client once connected, starting a re-authentication;
-        // 0x18 from either during an exchange; 0x00 from the server, ending
-        // a re-authentication (the first exchange ends with CONNACK).
-        let reauthenticating = self.conn.extra().reauthenticating;
-        let allowed = match (self.role, self.state, auth.reason_code) {
-            (Role::Client, State::Connected, AuthReasonCode::ReAuthenticate) => !reauthenticating,
-            (_, State::Connected, AuthReasonCode::ContinueAuthentication)
-            | (Role::Server, State::Connected, AuthReasonCode::Success) => reauthenticating,
-            (_, _, AuthReasonCode::ContinueAuthentication) => true,
-            _ => false,
-        };
-        if !allowed {
+        if !self.auth_turn(self.role, auth.reason_code) {
             return Err(ApiError::InvalidState("no AUTH with this reason code now").into());
-        }
-        match (self.role, auth.reason_code) {
-            (Role::Client, AuthReasonCode::ReAuthenticate) => {
-                self.conn.extra_mut().reauthenticating = true;
-            }
-            (Role::Server, AuthReasonCode::Success) => {
-                self.conn.extra_mut().reauthenticating = false;
-            }
-            _ => {}
         }
         self.transmit.push_back(Packet::Auth(auth));
         Ok(())

@@ -1153,28 +1153,12 @@ impl Session {
         if auth.properties.authentication_method.as_ref() != self.conn.auth_method() {
             return Err(ProtocolViolation::AuthMethodMismatch.into());
         }
-        // After CONNACK, AUTH 0x18 and the server's 0x00 belong to a
-        // re-authentication the client started with 0x19 (section 4.12.1),
-        // one at a time.
-        let reauthenticating = self.conn.extra().reauthenticating;
-        let allowed = match (self.state, self.role, auth.reason_code) {
-            (State::Connected, _, AuthReasonCode::ContinueAuthentication)
-            | (State::Connected, Role::Client, AuthReasonCode::Success) => reauthenticating,
-            (State::Connected, Role::Server, AuthReasonCode::ReAuthenticate) => !reauthenticating,
-            (_, _, AuthReasonCode::ContinueAuthentication) => true,
-            _ => false,
+        let sender = match self.role {
+            Role::Client => Role::Server,
+            Role::Server => Role::Client,
         };
-        if !allowed {
+        if !self.auth_turn(sender, auth.reason_code) {
             return Err(ProtocolViolation::UnexpectedAuthReason(u8::from(auth.reason_code)).into());
-        }
-        match (self.role, auth.reason_code) {
-            (Role::Client, AuthReasonCode::Success) => {
-                self.conn.extra_mut().reauthenticating = false;
-            }
-            (Role::Server, AuthReasonCode::ReAuthenticate) => {
-                self.conn.extra_mut().reauthenticating = true;
-            }
-            _ => {}
         }
         self.events.push_back(Event::Auth(auth));
         Ok(())
@@ -1204,6 +1188,31 @@ impl Session {
             return Err(LimitExceeded::ReceiveMaximum(max));
         }
         Ok(())
+    }
+}
+
+impl Session {
+    /// Whether `sender` may send an AUTH with `code` now (MQTT 5.0 section
+    /// 3.15.2.1, 4.12), for both directions: 0x19 from the client once
+    /// connected, starting a re-authentication (one at a time); 0x18 from
+    /// either before CONNACK or during a re-authentication; 0x00 from the
+    /// server, ending one (the exchange before CONNACK ends with the
+    /// CONNACK). When it may, the re-authentication starts or ends with it.
+    pub(crate) fn auth_turn(&mut self, sender: Role, code: AuthReasonCode) -> bool {
+        let reauthenticating = self.conn.extra().reauthenticating;
+        let allowed = match (sender, self.state, code) {
+            (Role::Client, State::Connected, AuthReasonCode::ReAuthenticate) => !reauthenticating,
+            (_, State::Connected, AuthReasonCode::ContinueAuthentication)
+            | (Role::Server, State::Connected, AuthReasonCode::Success) => reauthenticating,
+            (_, _, AuthReasonCode::ContinueAuthentication) => true,
+            _ => false,
+        };
+        match (allowed, code) {
+            (true, AuthReasonCode::ReAuthenticate) => self.conn.extra_mut().reauthenticating = true,
+            (true, AuthReasonCode::Success) => self.conn.extra_mut().reauthenticating = false,
+            _ => {}
+        }
+        allowed
     }
 }
 
