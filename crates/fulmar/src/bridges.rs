@@ -348,7 +348,9 @@ impl BridgeConfig {
                 .map_err(|e| format!("{}: ca_file: {e}", self.at(n)))?;
         }
         if let Some(dir) = &self.ca_path {
-            for der in ca_dir(dir).map_err(|e| format!("{}: ca_path: {e}", self.at(n)))? {
+            for der in crate::ca_path::certificates(dir)
+                .map_err(|e| format!("{}: ca_path: {e}", self.at(n)))?
+            {
                 tls = tls.ca_der(der);
             }
         }
@@ -359,45 +361,6 @@ impl BridgeConfig {
         }
         Ok(tls)
     }
-}
-
-/// The CA certificates of the PEM files in `dir` (mosquitto's
-/// `bridge_capath`, OpenSSL's hashed directory or any other): every file,
-/// symbolic links followed, that holds PEM certificates rustls can take as
-/// roots; others (keys, CRLs, README files) are skipped. Each certificate
-/// once, in the order of the file names.
-///
-/// # Errors
-/// The directory cannot be read, or holds no such certificate.
-fn ca_dir(dir: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.is_file())
-        .collect();
-    files.sort();
-    let mut certs: Vec<Vec<u8>> = Vec::new();
-    for file in files {
-        let Ok(pem) = std::fs::read(&file) else {
-            continue;
-        };
-        for cert in CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok) {
-            let usable = rustls::RootCertStore::empty().add(cert.clone()).is_ok();
-            if usable && !certs.iter().any(|c| c.as_slice() == cert.as_ref()) {
-                certs.push(cert.as_ref().to_vec());
-            }
-        }
-    }
-    if certs.is_empty() {
-        return Err(format!(
-            "{}: no PEM CA certificate in this directory",
-            dir.display()
-        ));
-    }
-    Ok(certs)
 }
 
 #[cfg(test)]
@@ -494,7 +457,7 @@ mod tests {
     fn ca_path_reads_the_certificates_of_a_directory() {
         let dir = std::env::temp_dir().join(format!("fulmar-ca-path-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let err = ca_dir(&dir).unwrap_err();
+        let err = crate::ca_path::certificates(&dir).unwrap_err();
         assert!(err.contains("no PEM CA certificate"), "{err}");
         let ca = rcgen::generate_simple_self_signed(vec!["ca.example".to_owned()]).unwrap();
         let other = rcgen::generate_simple_self_signed(vec!["other.example".to_owned()]).unwrap();
@@ -506,7 +469,7 @@ mod tests {
             format!("{}{}", ca.cert.pem(), other.cert.pem()),
         )
         .unwrap();
-        let certs = ca_dir(&dir).unwrap();
+        let certs = crate::ca_path::certificates(&dir).unwrap();
         assert_eq!(certs, [ca.cert.der().to_vec(), other.cert.der().to_vec()]);
         let text = format!(
             "name = \"b\"\naddress = \"h\"\nprotocol = \"tls\"\nca_path = \"{}\"\n\

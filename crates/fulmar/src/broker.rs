@@ -137,9 +137,18 @@ fn tls_config(n: usize, listener: &ListenerConfig) -> Result<TlsConfig, String> 
         return Err(format!("{}: needs `cert` and `key`", at()));
     };
     let mut tls = TlsConfig::new(cert, key);
-    if let Some(ca) = read("client_ca", &listener.client_ca)? {
+    if listener.has_client_ca() {
+        let mut cas = read("client_ca", &listener.client_ca)?.unwrap_or_default();
+        if let Some(dir) = &listener.client_ca_path {
+            let certs = crate::ca_path::certificates(dir)
+                .map_err(|e| format!("{}: client_ca_path = {e}", at()))?;
+            if !cas.is_empty() && !cas.ends_with(b"\n") {
+                cas.push(b'\n');
+            }
+            cas.extend(crate::ca_path::pem_bundle(&certs));
+        }
         tls = tls
-            .client_ca_pem(ca)
+            .client_ca_pem(cas)
             .client_certificate_optional(!listener.require_certificate.unwrap_or(true));
     }
     if let Some(crl) = read("crl_file", &listener.crl_file)? {

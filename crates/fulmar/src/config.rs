@@ -98,9 +98,13 @@ pub(crate) struct ListenerConfig {
     pub(crate) key: Option<PathBuf>,
     /// CA certificates (PEM) for client certificates (mutual TLS).
     pub(crate) client_ca: Option<PathBuf>,
-    /// With `client_ca`: whether a client must present a certificate (default true).
+    /// A directory whose PEM files hold CA certificates for client
+    /// certificates (mosquitto's `capath`), instead of or besides `client_ca`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) client_ca_path: Option<PathBuf>,
+    /// With client CAs: whether a client must present a certificate (default true).
     pub(crate) require_certificate: Option<bool>,
-    /// With `client_ca`: certificate revocation lists (PEM) of the CA; a
+    /// With client CAs: certificate revocation lists (PEM) of the CA; a
     /// client certificate they revoke is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) crl_file: Option<PathBuf>,
@@ -112,6 +116,12 @@ pub(crate) struct ListenerConfig {
 }
 
 impl ListenerConfig {
+    /// Whether the listener asks for client certificates: it names their
+    /// CAs (`client_ca` or `client_ca_path`).
+    pub(crate) fn has_client_ca(&self) -> bool {
+        self.client_ca.is_some() || self.client_ca_path.is_some()
+    }
+
     /// A plain TCP listener on `bind` (`ADDR:PORT`).
     pub(crate) fn tcp(bind: String) -> Self {
         Self {
@@ -120,6 +130,7 @@ impl ListenerConfig {
             cert: None,
             key: None,
             client_ca: None,
+            client_ca_path: None,
             require_certificate: None,
             crl_file: None,
             tls_version: None,
@@ -488,16 +499,18 @@ pub(crate) const DEFAULT_CONFIG: &str = r#"# fulmar broker configuration (TOML).
 # One [[listener]] table per socket. protocol: "tcp", "tls", "ws" (WebSocket)
 # or "wss" (WebSocket over TLS). `fulmar broker -p PORT` overrides the port
 # of the first listener. Relative paths are relative to this file. The cert,
-# key and client_ca files are read again on SIGHUP (certificate renewal): new
-# connections use them, open ones keep theirs.
+# key, client_ca and crl_file files and the client_ca_path directory are read
+# again on SIGHUP (certificate renewal): new connections use them, open ones
+# keep theirs.
 [[listener]]
 protocol = "tcp"
 bind = "127.0.0.1:1883"
 # cert = "server.pem"           # tls / wss: certificate chain (PEM, leaf first)
 # key = "server.key"            # tls / wss: private key (PEM)
 # client_ca = "ca.pem"          # tls / wss: ask for client certificates from this CA
-# require_certificate = true    # with client_ca: refuse clients without one
-# crl_file = "crl.pem"          # with client_ca: refuse the certificates these CRLs revoke
+# client_ca_path = "cas/"       # ... or from the CAs of the PEM files in this directory
+# require_certificate = true    # with client CAs: refuse clients without one
+# crl_file = "crl.pem"          # with client CAs: refuse the certificates these CRLs revoke
 # tls_version = "1.2"           # lowest TLS version: "1.2" or "1.3"
 # path = "/mqtt"                # ws / wss: HTTP path (default "/mqtt"; "*": any path)
 
@@ -591,7 +604,7 @@ hibernate_after_ms = 5000
 # Clients without a user name: accepted by default without a password file,
 # refused by default with one.
 # allow_anonymous = true
-# A client that presented a certificate (on a listener with client_ca) is
+# A client that presented a certificate (on a listener with client CAs) is
 # the certificate's common name, for the ACL and the logs, without a password.
 use_identity_as_username = false
 
@@ -711,6 +724,7 @@ impl Config {
                 &mut listener.cert,
                 &mut listener.key,
                 &mut listener.client_ca,
+                &mut listener.client_ca_path,
                 &mut listener.crl_file,
             ]
             .into_iter()
@@ -756,11 +770,12 @@ impl Config {
                 ("cert", &listener.cert),
                 ("key", &listener.key),
                 ("client_ca", &listener.client_ca),
+                ("client_ca_path", &listener.client_ca_path),
             ];
             if protocol.needs_certificate() {
                 for (key, file) in tls_files {
                     match file {
-                        None if key != "client_ca" => {
+                        None if key == "cert" || key == "key" => {
                             return Err(format!(
                                 "{at}: protocol = \"{}\" needs `{key}`",
                                 protocol.name()
@@ -774,12 +789,16 @@ impl Config {
                         }
                     }
                 }
-                if listener.require_certificate.is_some() && listener.client_ca.is_none() {
-                    return Err(format!("{at}: `require_certificate` needs `client_ca`"));
+                if listener.require_certificate.is_some() && !listener.has_client_ca() {
+                    return Err(format!(
+                        "{at}: `require_certificate` needs `client_ca` or `client_ca_path`"
+                    ));
                 }
                 if let Some(crl) = &listener.crl_file {
-                    if listener.client_ca.is_none() {
-                        return Err(format!("{at}: `crl_file` needs `client_ca`"));
+                    if !listener.has_client_ca() {
+                        return Err(format!(
+                            "{at}: `crl_file` needs `client_ca` or `client_ca_path`"
+                        ));
                     }
                     if let Err(e) = std::fs::metadata(crl) {
                         return Err(format!("{at}: crl_file = {}: {e}", crl.display()));

@@ -13,6 +13,7 @@ mod acl;
 mod bench;
 mod bridges;
 mod broker;
+mod ca_path;
 mod config;
 mod format;
 mod logging;

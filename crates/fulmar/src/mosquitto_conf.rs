@@ -3,7 +3,8 @@
 //! a mosquitto 2.0 installation, so moving to fulmar needs no rewrite.
 //!
 //! Each directive fulmar has maps to its key: listeners (`listener`,
-//! `protocol`, `certfile`, `keyfile`, `cafile`, `require_certificate`),
+//! `protocol`, `certfile`, `keyfile`, `cafile`, `capath`, `crlfile`,
+//! `require_certificate`, `tls_version`),
 //! authentication (`allow_anonymous`, `password_file`, `acl_file`,
 //! `use_identity_as_username`), persistence (`persistence`,
 //! `persistence_location`), limits (`max_connections`, `max_queued_messages`,
@@ -84,7 +85,6 @@ const IGNORED: &[(&str, &str)] = &[
     ("socket_domain", "not supported"),
     ("bind_interface", "not supported"),
     ("mount_point", "not supported"),
-    ("capath", "use cafile"),
     ("ciphers", "rustls' default cipher suites are used"),
     ("ciphers_tls1.3", "rustls' default cipher suites are used"),
     ("tls_engine", "not supported"),
@@ -292,6 +292,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
             "certfile"
             | "keyfile"
             | "cafile"
+            | "capath"
             | "require_certificate"
             | "crlfile"
             | "tls_version" => {
@@ -314,6 +315,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                     }
                     "keyfile" => listener.key = Some(path(need()?)),
                     "cafile" => listener.client_ca = Some(path(need()?)),
+                    "capath" => listener.client_ca_path = Some(path(need()?)),
                     "crlfile" => listener.crl_file = Some(path(need()?)),
                     "tls_version" => {
                         listener.tls_version = Some(match need()? {
@@ -445,15 +447,16 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
         config.auth.allow_anonymous = Some(allow_anonymous.unwrap_or(false));
     }
     for listener in &mut config.listeners {
-        if listener.client_ca.is_some() && listener.require_certificate.is_none() {
+        if listener.has_client_ca() && listener.require_certificate.is_none() {
             // mosquitto asks for a certificate only with require_certificate true.
             listener.require_certificate = Some(false);
         }
-        if listener.client_ca.is_some() && listener.cert.is_none() {
-            // cafile without certfile: mosquitto would not start TLS either.
+        if listener.has_client_ca() && listener.cert.is_none() {
+            // cafile / capath without certfile: mosquitto would not start TLS either.
             listener.client_ca = None;
+            listener.client_ca_path = None;
         }
-        if listener.client_ca.is_none() {
+        if !listener.has_client_ca() {
             // Nothing to require (`require_certificate false` alone is a
             // common snippet), nor to revoke.
             if listener.require_certificate == Some(false) {
@@ -461,7 +464,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
             }
             if listener.crl_file.is_some() && listener.cert.is_some() {
                 return Err(format!(
-                    "listener {}: crlfile needs cafile (the CA whose certificates it revokes)",
+                    "listener {}: crlfile needs cafile or capath (the CA whose certificates it revokes)",
                     listener.bind
                 ));
             }
@@ -474,7 +477,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
         .listeners
         .iter()
         .zip(identity.iter().chain(std::iter::repeat(&false)))
-        .filter(|(l, _)| l.client_ca.is_some())
+        .filter(|(l, _)| l.has_client_ca())
         .map(|(_, on)| *on || identity_everywhere)
         .collect();
     if with_certificates.iter().any(|on| *on) && !with_certificates.iter().all(|on| *on) {
@@ -727,6 +730,36 @@ mod tests {
                 .check()
                 .is_err_and(|e| !e.contains("require_certificate"))
         );
+    }
+
+    /// A listener's `capath` (a directory of client CAs) was ignored with a
+    /// note, so `require_certificate true` with `capath` and no `cafile`
+    /// did not start. It is `client_ca_path` now, alone or with `cafile`.
+    #[test]
+    fn capath_names_the_client_cas_of_a_listener() {
+        let tls = "certfile s.crt\nkeyfile s.key\n";
+        let (config, notes) = parsed(&format!(
+            "listener 8883\n{tls}capath cas\nrequire_certificate true\ncrlfile crl.pem\n"
+        ));
+        assert!(notes.iter().all(|n| !n.contains("capath")), "{notes:?}");
+        let l = &config.listeners[0];
+        assert_eq!(
+            l.client_ca_path.as_deref(),
+            Some(Path::new("/etc/mosquitto/cas"))
+        );
+        assert_eq!(
+            (l.client_ca.as_deref(), l.require_certificate),
+            (None, Some(true))
+        );
+        // Both: mosquitto trusts the CAs of either; without
+        // require_certificate a certificate is asked for, not required.
+        let (config, _) = parsed(&format!("listener 8883\n{tls}cafile ca.crt\ncapath cas\n"));
+        let l = &config.listeners[0];
+        assert!(l.client_ca.is_some() && l.client_ca_path.is_some());
+        assert_eq!(l.require_certificate, Some(false));
+        // capath without certfile: no TLS, so no client CAs either.
+        let (config, _) = parsed("listener 1883\ncapath cas\n");
+        assert!(!config.listeners[0].has_client_ca());
     }
 
     #[test]

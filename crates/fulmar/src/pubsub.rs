@@ -107,7 +107,8 @@ pub(crate) struct ConnArgs {
     /// Trust this CA certificate (PEM) and connect over TLS.
     #[arg(long, value_name = "FILE")]
     cafile: Option<PathBuf>,
-    /// Trust the CA certificates (PEM, `*.pem` / `*.crt`) in this directory
+    /// Trust the CA certificates of the PEM files in this directory (any
+    /// name, as in OpenSSL's hashed directories; other files are skipped)
     /// and connect over TLS.
     #[arg(long, value_name = "DIR")]
     capath: Option<PathBuf>,
@@ -514,24 +515,8 @@ impl ConnArgs {
                     .map_err(|e| format!("--cafile {}: {e}", ca.display()))?;
             }
             if let Some(dir) = &self.capath {
-                let entries = std::fs::read_dir(dir)
-                    .map_err(|e| format!("--capath {}: {e}", dir.display()))?;
-                let mut found = 0;
-                for entry in entries.filter_map(Result::ok) {
-                    let path = entry.path();
-                    if !path.extension().is_some_and(|e| e == "pem" || e == "crt") {
-                        continue;
-                    }
-                    tls = tls
-                        .ca_pem(&read(&path)?)
-                        .map_err(|e| format!("--capath {}: {e}", path.display()))?;
-                    found += 1;
-                }
-                if found == 0 {
-                    return Err(format!(
-                        "--capath {}: no CA certificate (*.pem, *.crt) in it",
-                        dir.display()
-                    ));
+                for der in crate::ca_path::certificates(dir).map_err(|e| format!("--capath {e}"))? {
+                    tls = tls.ca_der(der);
                 }
             }
             if let (Some(cert), Some(key)) = (&self.cert, &self.key) {

@@ -227,6 +227,53 @@ fn client_certificates_with_client_ca() {
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
 
+// client_ca_path (mosquitto's listener `capath`): the client CAs are those
+// of the PEM files in a directory, other files are skipped; a directory
+// without one stops the start with the key named.
+#[test]
+fn client_certificates_with_client_ca_path() {
+    let dir = temp_dir();
+    generate_pki(&dir);
+    let cas = dir.join("cas");
+    std::fs::create_dir_all(&cas).unwrap();
+    std::fs::copy(dir.join("ca.pem"), cas.join("test-ca.pem")).unwrap();
+    std::fs::write(cas.join("README"), "CA certificates of the clients\n").unwrap();
+    std::fs::copy(dir.join("client.key"), cas.join("stray.key")).unwrap();
+    let config = dir.join("fulmar.toml");
+    let listener = "[[listener]]\nprotocol = \"tls\"\nbind = \"127.0.0.1:0\"\n\
+                    cert = \"server.pem\"\nkey = \"server.key\"\nclient_ca_path = \"cas\"\n";
+    std::fs::write(&config, listener).unwrap();
+    let broker = FulmarBroker::start(&["-c", config.to_str().unwrap()]);
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client.key"));
+    publish_ok(
+        broker.port,
+        &[
+            "--cafile", &ca, "--cert", &cert, "--key", &key, "-t", "m", "-m", "x",
+        ],
+    );
+    // No client certificate: the handshake is refused (require_certificate
+    // defaults to true).
+    let out = publish(broker.port, &["--cafile", &ca, "-t", "m", "-m", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    drop(broker);
+
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(&config, listener.replace("\"cas\"", "\"empty\"")).unwrap();
+    let out = common::fulmar()
+        .args(["broker", "-c", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("client_ca_path") && stderr.contains("no PEM CA certificate"),
+        "{stderr}"
+    );
+}
+
 // use_identity_as_username: a client with a certificate is its common name
 // for the ACL, without a password (whatever user name it sends).
 #[test]
