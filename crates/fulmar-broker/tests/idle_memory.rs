@@ -223,8 +223,14 @@ fn an_idle_connection_keeps_little_heap() {
     // runtime's I/O registration (256 bytes), the inbox, the session entry
     // and three copies of the client identifier. The release build's futures
     // are smaller; `fulmar bench --idle` measures that one (benches/README.md).
+    // tokio aligns a task to 128 bytes, so a few bytes more in the
+    // connection's future can cost 128 per connection: 1787 became 1923 when
+    // a second boxed await with a value held across both (the
+    // re-authorization rounds) went into `Connection::run` (its future 400
+    // -> 424 bytes, release and debug); 1795 once both were one boxed future
+    // again. The bound catches the next such step.
     assert!(
-        per_connection <= 2000,
+        per_connection <= 1850,
         "an idle connection keeps {per_connection} bytes"
     );
 }

@@ -746,10 +746,9 @@ impl<S: Stream> Connection<S> {
             // back-pressure wait in `drive`: before waiting again.
             if !self.reauthorize.is_empty() {
                 let rounds = std::mem::take(&mut self.reauthorize);
-                // Boxed: rare, and its future would make every task larger.
-                Box::pin(self.recheck_subscriptions()).await;
-                Box::pin(self.recheck_will()).await;
-                drop(rounds);
+                // Boxed, with the rounds to answer inside: rare, and its
+                // future would make every task larger.
+                Box::pin(self.recheck_authorization(rounds)).await;
                 continue;
             }
             if std::mem::take(&mut self.yield_next) {
@@ -2170,6 +2169,16 @@ impl<S: Stream> Connection<S> {
         }
         crate::broker::report_online(&self.shared, &id, true);
         Some(kept)
+    }
+
+    /// Asks the authorizer again about the subscriptions and the will, then
+    /// drops `rounds`, which tells each waiting
+    /// [`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize) that
+    /// this connection is done.
+    async fn recheck_authorization(&mut self, rounds: Vec<mpsc::Sender<()>>) {
+        self.recheck_subscriptions().await;
+        self.recheck_will().await;
+        drop(rounds);
     }
 
     /// Asks the authorizer again about the will's topic (after
