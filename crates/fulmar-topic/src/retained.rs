@@ -252,8 +252,9 @@ impl<V> RetainedIndex<V> {
         filter: &TopicFilter,
         mut f: impl FnMut(&'a TopicName, &'a V) -> ControlFlow<B>,
     ) -> ControlFlow<B> {
-        if filter.as_bytes() == b"#" {
-            // Everything but `$` names: a scan of the value slab beats a walk of the tree.
+        if filter.as_bytes() == b"#" && self.free_values.len() <= self.values.len() / 2 {
+            // Everything but `$` names: a scan of the value slab beats a walk of the tree,
+            // unless most of the slab is free slots (it keeps the size of the store's peak).
             for (t, v) in self.values.iter().flatten() {
                 if !t.is_dollar() {
                     f(t, v)?;

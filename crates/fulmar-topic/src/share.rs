@@ -36,9 +36,14 @@ impl SharedFilter {
     ///
     /// # Errors
     /// [`TopicError::EmptyShareName`] or [`TopicError::InvalidShareName`] when `group` breaks the
-    /// ShareName rules.
+    /// ShareName rules; [`TopicError::TooLong`] when `$share/{group}/{filter}` is over 65 535
+    /// bytes (it could not travel in a SUBSCRIBE, nor be parsed back).
     pub fn new(group: &str, filter: TopicFilter) -> Result<Self, TopicError> {
         check_share_name(group)?;
+        let len = "$share/".len() + group.len() + 1 + filter.as_str().len();
+        if len > crate::validate::MAX_LEN {
+            return Err(TopicError::TooLong { len });
+        }
         Ok(Self {
             group: ByteString::from(group),
             filter,

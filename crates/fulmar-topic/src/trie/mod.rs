@@ -235,14 +235,19 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
     pub fn insert_shared(&mut self, filter: &SharedFilter, key: K, options: O) -> Option<O> {
         let node = self.node_for(filter.filter());
         let set = self.set_for(node);
-        let next_id = self.next_group;
-        let seed = self.seeds.hash_one(next_id);
         let subs = self.sets.get_mut(set)?;
         let groups = subs.groups.get_or_insert_with(Box::default);
         let group = match groups.iter().position(|g| &*g.name == filter.group()) {
             Some(pos) => groups.get_mut(pos)?,
             None => {
-                self.next_group = self.next_group.wrapping_add(1);
+                // Ids only tell apart the groups of one node. Once the counter wrapped (after
+                // 2^32 groups made), an id still used here, or NONE, is skipped.
+                let mut next_id = self.next_group;
+                while next_id == NONE || groups.iter().any(|g| g.id == next_id) {
+                    next_id = next_id.wrapping_add(1);
+                }
+                self.next_group = next_id.wrapping_add(1);
+                let seed = self.seeds.hash_one(next_id);
                 groups.push(Group {
                     id: next_id,
                     name: filter.group().into(),
@@ -406,12 +411,12 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
         let subs = self.sets.get(self.node(node).subs as usize)?;
         match filter.group() {
             None => subs.direct.get(key),
-            Some(name) => subs
-                .group(name)?
-                .members
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, o)| o),
+            Some(name) => {
+                // The group's index, not a scan: a broker asks this for every filter of a
+                // session each time it stores the session.
+                let group = subs.group(name)?;
+                group.members.get(group.position(key)?).map(|(_, o)| o)
+            }
         }
     }
 
@@ -764,5 +769,42 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn shared(s: &str) -> SharedFilter {
+        match s.parse::<SubscriptionFilter>().unwrap() {
+            SubscriptionFilter::Shared(s) => s,
+            SubscriptionFilter::Plain(_) => unreachable!("{s} is not shared"),
+        }
+    }
+
+    /// Group ids were a wrapping `u32`, and `remove_key` finds a key's group by id. After 2^32
+    /// groups made (a SUBSCRIBE/UNSUBSCRIBE of a new `$share/gN/x` each), a new group could get
+    /// the id of a long-lived group of the same filter; `remove_key` then looked in the wrong
+    /// group and left the key a member of its own (found by a review). The wrap is simulated.
+    // v5:MQTT-4.8.2-2
+    #[test]
+    fn group_ids_stay_unique_per_filter_after_the_counter_wraps() {
+        let mut t = SubscriptionTrie::<u32, u32>::new();
+        t.insert_shared(&shared("$share/a/x"), 1, 0);
+        t.next_group = 0; // as after 2^32 more groups were made and ended
+        t.insert_shared(&shared("$share/b/x"), 2, 0);
+        t.next_group = NONE; // NONE marks a plain subscription: never a group's id
+        t.insert_shared(&shared("$share/c/x"), 3, 0);
+        assert_eq!(t.remove_key(&2), 1);
+        assert_eq!(t.remove_key(&3), 1);
+        assert_eq!(t.len(), 1);
+        let mut found = Vec::new();
+        t.matches(&"x".parse().unwrap(), |m| {
+            found.push((*m.key, m.share_group.map(str::to_owned)));
+        });
+        assert_eq!(found, [(1, Some("a".to_owned()))]);
     }
 }
