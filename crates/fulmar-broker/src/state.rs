@@ -491,6 +491,20 @@ impl ControlInbox {
         }
     }
 
+    /// Whether a shared group should send this connection a message now
+    /// rather than another member: its connection reads (not paced, not
+    /// stalled), its session queue is not full, and its delivery queue is
+    /// not over `limit` (where publishers would be paced).
+    pub(crate) fn has_room(&self, limit: PaceAbove) -> bool {
+        if self.session_full.load(Ordering::Relaxed) || !self.may_pace() {
+            return false;
+        }
+        let queue = self.lock();
+        queue
+            .as_ref()
+            .is_some_and(|queue| !queue.closed && !self.still_over(queue, limit))
+    }
+
     /// Whether this queue (`queue`, locked) is still over `limit`.
     fn still_over(&self, queue: &Queues, limit: PaceAbove) -> bool {
         limit.still_over(
@@ -968,13 +982,33 @@ fn may_read(reads: Option<&Reads>, key: &Subscriber, topic: &str) -> bool {
         .is_none_or(|client| reads.authorizer.authorize_read(client, topic))
 }
 
-/// Whether a subscriber can take a message now: an in-process one always,
-/// a client while a connection holds its session. A shared group prefers
-/// such a member (MQTT 5.0 section 4.8.2).
-fn is_online(sessions: &HashMap<Arc<str>, Box<SessionEntry>>, key: &Subscriber) -> bool {
-    match key {
-        Subscriber::Client(id) => sessions.get(id).is_some_and(|e| e.owner.is_some()),
-        Subscriber::Local(_) => true,
+/// How a shared group ranks `key` for a message on `topic` (MQTT 5.0
+/// section 4.8.2; see `SubscriptionTrie::matches_ranked`): best a member
+/// that may read it and can take it now (a connected client whose queues
+/// have room, an in-process subscriber whose channel has), then one that may
+/// read it but is full, last one that is offline or may not read it.
+fn share_rank(
+    sessions: &HashMap<Arc<str>, Box<SessionEntry>>,
+    locals: &HashMap<u64, mpsc::Sender<Message>>,
+    reads: Option<&Reads>,
+    room: PaceAbove,
+    key: &Subscriber,
+    topic: &str,
+) -> u8 {
+    let has_room = match key {
+        Subscriber::Client(id) => match sessions.get(id).and_then(|e| e.owner.as_ref()) {
+            Some(owner) => owner.control.has_room(room),
+            None => return 0,
+        },
+        Subscriber::Local(n) => match locals.get(n) {
+            Some(tx) => tx.capacity() > 0,
+            None => return 0,
+        },
+    };
+    match (may_read(reads, key, topic), has_room) {
+        (false, _) => 0,
+        (true, false) => 1,
+        (true, true) => u8::MAX,
     }
 }
 
@@ -1097,11 +1131,13 @@ impl State {
             // nothing.
             subs.collect_plain_matches(topic, &mut found);
         } else {
-            // A shared group prefers a member that may read the message.
-            subs.collect_matches_available(
+            // A shared group prefers a member that may read the message
+            // and has room for it.
+            let room = PaceAbove::new(*max_queued_bytes, max_queued);
+            subs.collect_matches_ranked(
                 topic,
                 None,
-                |key| is_online(&*sessions, key) && may_read(reads, key, topic.as_str()),
+                |key| share_rank(sessions, locals, reads, room, key, topic.as_str()),
                 &mut found,
             );
         }
@@ -1176,10 +1212,11 @@ impl State {
         counters: &Counters,
         now: Instant,
     ) -> bool {
-        let (sessions, reads) = (&self.sessions, self.reads.as_ref());
+        let (sessions, locals, reads) = (&self.sessions, &self.locals, self.reads.as_ref());
         let topic = publish.topic.as_str();
-        let Some((key, options)) = self.subs.pick_shared_available(filter, None, |key| {
-            is_online(sessions, key) && may_read(reads, key, topic)
+        let room = PaceAbove::new(self.max_queued_bytes, max_queued);
+        let Some((key, options)) = self.subs.pick_shared_ranked(filter, None, |key| {
+            share_rank(sessions, locals, reads, room, key, topic)
         }) else {
             return false;
         };

@@ -405,6 +405,31 @@ async fn a_shared_group_passes_over_a_member_that_is_offline() {
     broker.shutdown().await;
 }
 
+// v5:MQTT-4.8.2-2: a shared group passes over a member whose queue is
+// full while another has room (found by a review: round robin kept picking
+// the full member, and every message it got was dropped; mosquitto 2.0
+// drops them too). In-process members: the slow one never reads, its
+// channel holds `max_queued_messages`.
+#[tokio::test]
+async fn a_shared_group_passes_over_a_member_whose_queue_is_full() {
+    let broker = start_with(Broker::builder().max_queued_messages(4)).await;
+    let _slow = broker.subscribe("$share/g/jobs").unwrap();
+    let mut fast = broker.subscribe("$share/g/jobs").unwrap();
+    let mut got = 0;
+    for i in 0..40u32 {
+        broker
+            .publish("jobs", i.to_string(), QoS::AtLeastOnce, false)
+            .unwrap();
+        // The fast member takes what it was given at once.
+        while let Some(Some(_)) = futures::FutureExt::now_or_never(fast.recv()) {
+            got += 1;
+        }
+    }
+    assert_eq!(broker.stats().dropped_messages, 0, "fast member got {got}");
+    assert_eq!(got, 40 - 4, "the slow member holds its 4");
+    broker.shutdown().await;
+}
+
 // v5:MQTT-4.8.2-2: `$share/` is a shared subscription for a 3.1.1 client
 // too (3.1.1 leaves `$` topics to the server; mosquitto does the same), so a
 // session means the same by it whichever version resumes it.

@@ -27,6 +27,11 @@ const HASH: u32 = NONE - 2;
 /// available (see [`SubscriptionTrie::matches_available`]).
 const MAX_PROBES: usize = 16;
 
+/// A yes/no availability as a rank: available members rank highest.
+fn ranked<K>(available: impl Fn(&K) -> bool) -> impl Fn(&K) -> u8 {
+    move |key| if available(key) { u8::MAX } else { 0 }
+}
+
 /// One level of a filter. 24 bytes; children by literal level live in [`Edges`].
 #[derive(Clone, Copy)]
 struct Node {
@@ -370,6 +375,18 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
         publisher: Option<&[u8]>,
         available: impl Fn(&K) -> bool,
     ) -> Option<(&K, &O)> {
+        self.pick_shared_ranked(filter, publisher, ranked(available))
+    }
+
+    /// [`pick_shared`](Self::pick_shared), preferring the member `rank` ranks highest (see
+    /// [`matches_ranked`](Self::matches_ranked)).
+    #[must_use]
+    pub fn pick_shared_ranked(
+        &self,
+        filter: &SharedFilter,
+        publisher: Option<&[u8]>,
+        rank: impl Fn(&K) -> u8,
+    ) -> Option<(&K, &O)> {
         let node = self.find_node(filter.filter())?;
         let subs = self.sets.get(self.node(node).subs as usize)?;
         let group = subs
@@ -377,31 +394,37 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
             .as_ref()?
             .iter()
             .find(|g| &*g.name == filter.group())?;
-        self.pick(group, publisher, &available).map(|(k, o)| (k, o))
+        self.pick(group, publisher, &rank).map(|(k, o)| (k, o))
     }
 
-    /// The member of `group` that gets the next message: the strategy's choice, or when
-    /// `available` does not hold for it, the next member (in order, up to
-    /// [`MAX_PROBES`] of them) for which it does; the choice anyway if none does.
+    /// The member of `group` that gets the next message: the strategy's choice, unless one of
+    /// the next members (in order, up to [`MAX_PROBES`] of them) ranks higher; then the first
+    /// that ranks highest. A member ranked `u8::MAX` ends the search.
     fn pick<'a>(
         &self,
         group: &'a Group<K, O>,
         publisher: Option<&[u8]>,
-        available: &impl Fn(&K) -> bool,
+        rank: &impl Fn(&K) -> u8,
     ) -> Option<&'a (K, O)> {
         let members = group.members.len();
         if members == 0 {
             return None;
         }
         let pick = self.strategy.choose(&group.cursor, members, publisher) % members;
-        let chosen = group.members.get(pick)?;
-        if available(&chosen.0) {
-            return Some(chosen);
+        let mut best = group.members.get(pick)?;
+        let mut best_rank = rank(&best.0);
+        for step in 1..members.min(MAX_PROBES) {
+            if best_rank == u8::MAX {
+                break;
+            }
+            if let Some(member) = group.members.get((pick + step) % members) {
+                let r = rank(&member.0);
+                if r > best_rank {
+                    (best, best_rank) = (member, r);
+                }
+            }
         }
-        (1..members.min(MAX_PROBES))
-            .filter_map(|step| group.members.get((pick + step) % members))
-            .find(|(key, _)| available(key))
-            .or(Some(chosen))
+        Some(best)
     }
 
     /// The options of the subscription of `key` to `filter`, shared or not.
@@ -453,7 +476,39 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
         available: impl Fn(&K) -> bool,
         f: impl FnMut(Match<'a, K, O>),
     ) {
-        self.walk(topic, publisher, Some(&available), f);
+        self.matches_ranked(topic, publisher, ranked(available), f);
+    }
+
+    /// [`matches_from`](Self::matches_from), where a shared group gives the message to the
+    /// member `rank` ranks highest among its strategy's choice and the next few members (in
+    /// order), the choice on a tie; `u8::MAX` is taken at once. For a broker: a connected
+    /// member with room in its queue over a connected one whose queue is full, over one whose
+    /// client is offline. `rank` is asked about those members only.
+    ///
+    /// ```
+    /// use fulmar_topic::{SubscriptionFilter, SubscriptionTrie, TopicName};
+    ///
+    /// let mut trie = SubscriptionTrie::<&str, ()>::new();
+    /// let shared: SubscriptionFilter = "$share/workers/jobs".parse().unwrap();
+    /// for member in ["offline", "busy", "idle"] {
+    ///     trie.subscribe(&shared, member, ());
+    /// }
+    /// let rank = |m: &&str| match *m { "idle" => u8::MAX, "busy" => 1, _ => 0 };
+    /// let topic: TopicName = "jobs".parse().unwrap();
+    /// for _ in 0..3 {
+    ///     let mut got = Vec::new();
+    ///     trie.matches_ranked(&topic, None, rank, |m| got.push(*m.key));
+    ///     assert_eq!(got, ["idle"]);
+    /// }
+    /// ```
+    pub fn matches_ranked<'a>(
+        &'a self,
+        topic: &TopicName,
+        publisher: Option<&[u8]>,
+        rank: impl Fn(&K) -> u8,
+        f: impl FnMut(Match<'a, K, O>),
+    ) {
+        self.walk(topic, publisher, Some(&rank), f);
     }
 
     /// Collects the non-shared subscriptions matching `topic` into `out` (cleared first),
@@ -461,11 +516,11 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
     /// for a router that delivers to shared groups elsewhere.
     pub fn collect_plain_matches<'a>(&'a self, topic: &TopicName, out: &mut Vec<Match<'a, K, O>>) {
         out.clear();
-        self.walk(topic, None, None::<&fn(&K) -> bool>, |m| out.push(m));
+        self.walk(topic, None, None::<&fn(&K) -> u8>, |m| out.push(m));
     }
 
-    /// The matches of `topic`; shared groups only with `available`.
-    fn walk<'a, A: Fn(&K) -> bool>(
+    /// The matches of `topic`; shared groups only with `rank`.
+    fn walk<'a, A: Fn(&K) -> u8>(
         &'a self,
         topic: &TopicName,
         publisher: Option<&[u8]>,
@@ -538,7 +593,19 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
         self.matches_available(topic, publisher, available, |m| out.push(m));
     }
 
-    fn emit<'a, A: Fn(&K) -> bool>(
+    /// Collects [`matches_ranked`](Self::matches_ranked) into `out` (cleared first).
+    pub fn collect_matches_ranked<'a>(
+        &'a self,
+        topic: &TopicName,
+        publisher: Option<&[u8]>,
+        rank: impl Fn(&K) -> u8,
+        out: &mut Vec<Match<'a, K, O>>,
+    ) {
+        out.clear();
+        self.matches_ranked(topic, publisher, rank, |m| out.push(m));
+    }
+
+    fn emit<'a, A: Fn(&K) -> u8>(
         &'a self,
         n: u32,
         publisher: Option<&[u8]>,
