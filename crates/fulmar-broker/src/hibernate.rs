@@ -50,7 +50,7 @@ struct Inner {
 #[derive(Default)]
 struct Queue {
     /// Connections to take in.
-    arrivals: Vec<Asleep>,
+    arrivals: Vec<(Asleep, TaskTrackerToken)>,
     /// Connections to wake (those already awake are skipped).
     wakes: Vec<Arc<Sleeper>>,
     /// The broker shuts down: wake every connection, take no more.
@@ -207,7 +207,7 @@ impl Hibernator {
         {
             let mut queue = self.inner.lock();
             if !queue.stopping {
-                queue.arrivals.push(asleep);
+                queue.arrivals.push((asleep, self.inner.tracker.token()));
                 drop(queue);
                 let _ = self.inner.waker.wake();
                 return;
@@ -305,11 +305,12 @@ impl Thread {
                 drop(arrivals);
                 return;
             }
-            for asleep in arrivals {
+            for (asleep, token) in arrivals {
                 if stopping {
-                    spawn(&inner, asleep, None);
+                    spawn(&inner, asleep, Some(token));
                 } else {
                     self.admit(&inner, asleep, &mut due);
+                    drop(token);
                 }
             }
             for sleeper in wakes {
@@ -430,8 +431,8 @@ impl Thread {
             queue.stopping = true;
             std::mem::take(&mut queue.arrivals)
         };
-        for asleep in arrivals {
-            spawn(&inner, asleep, None);
+        for (asleep, token) in arrivals {
+            spawn(&inner, asleep, Some(token));
         }
         for slot in 0..self.table.len() {
             self.wake(&inner, slot);

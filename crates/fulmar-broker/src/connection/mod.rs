@@ -260,6 +260,12 @@ impl Parts {
             inflight_seq,
             naps,
         } = self;
+        // Bytes (or the end) waiting in the socket: tokio learns of them
+        // only at its next turn.
+        let input_pending = !matches!(
+            stream.peek(&mut [0u8; 1]),
+            Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock
+        );
         let io = match tokio::net::TcpStream::from_std(stream) {
             Ok(stream) => TcpIo::Live(stream),
             Err(error) => {
@@ -276,6 +282,7 @@ impl Parts {
         conn.inflight_seq = inflight_seq;
         conn.session_accepted = true;
         conn.naps = naps;
+        conn.input_pending = input_pending;
         conn
     }
 }
@@ -518,6 +525,9 @@ pub(crate) struct Connection<S> {
     hibernate_at: Option<tokio::time::Instant>,
     /// How often it hibernated: each time, it waits longer before the next.
     naps: u8,
+    /// Woken from hibernation with input pending in the socket, which the
+    /// runtime does not know of yet: read before a deadline counts.
+    input_pending: bool,
     /// The shared encoded headers of messages delivered to this connection
     /// and not sent yet, by the address of their payload, in delivery order
     /// (at most [`MAX_FRAMES`]).
@@ -612,6 +622,7 @@ impl<S: Stream> Connection<S> {
             backpressure_expired: false,
             hibernate_at: None,
             naps: 0,
+            input_pending: false,
             frames: VecDeque::new(),
             paced: None,
             reauthorize: Vec::new(),
@@ -721,6 +732,8 @@ impl<S: Stream> Connection<S> {
     /// Handles the first frame of a batch; `None` when the connection is
     /// closed.
     fn start_batch(&mut self, frame: Option<Result<Packet, CodecError>>) -> Option<Batch> {
+        // What was pending at the wake-up has been read.
+        self.input_pending = false;
         // One clock reading for the whole batch.
         let now = Instant::now();
         let first = Batch {
@@ -853,6 +866,14 @@ impl<S: Stream> Connection<S> {
                             return Flow::Closed;
                         };
                         read_first = Some(first);
+                    } else if std::mem::take(&mut self.input_pending) {
+                        // Woken from hibernation with input in the socket,
+                        // which the runtime learns of at its next turn: one
+                        // turn (the yield at the top of the loop), then the
+                        // timers come back round and read what is there.
+                        // Once only, not a wait for the rest of a packet, or
+                        // sending its first byte would hold off the deadline.
+                        self.yield_next = true;
                     } else {
                         self.session.handle_timeout(Instant::now());
                     }
