@@ -172,6 +172,11 @@ pub(crate) struct ControlInbox {
     /// queued here, as the session would drop it, so that QoS 0 does not
     /// wait in this queue behind a full session queue.
     session_full: AtomicBool,
+    /// A connection took the session over after the hand-over timeout with
+    /// Clean Start 1 while this one was held up: the session this
+    /// connection held ended then, and its will is due when it ends
+    /// [MQTT-3.1.2-8].
+    pub(crate) session_ended: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -589,6 +594,7 @@ impl ControlReceiver {
             paced: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
             session_full: AtomicBool::new(false),
+            session_ended: AtomicBool::new(false),
         }))
     }
 

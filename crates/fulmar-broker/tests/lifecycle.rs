@@ -471,3 +471,141 @@ fn a_disconnect_that_arrived_before_the_deadline_discards_the_will() {
         broker.shutdown().await;
     });
 }
+
+/// A persistent session taken over (from a hibernating connection) while an
+/// inbound QoS 2 message awaits its PUBREL: the resent PUBLISH is not routed
+/// again, and the PUBREL is completed (MQTT-4.3.3, exactly once).
+// v3:MQTT-4.3.3-2 v5:MQTT-4.3.3-8 v5:MQTT-4.3.3-11 v3:MQTT-3.1.4-2 v5:MQTT-3.1.4-3
+#[tokio::test]
+async fn a_take_over_keeps_an_inbound_qos2_awaiting_pubrel() {
+    for version in versions() {
+        let broker = broker_after(Duration::from_millis(20)).await;
+        let mut sub = broker.subscribe("q2/#").unwrap();
+        let connect = || {
+            let mut c = Connect::new(version, MqttString::from("q2t"));
+            c.clean_start = false;
+            c.keep_alive = 0;
+            if version == ProtocolVersion::V5 {
+                c.properties.session_expiry_interval = Some(60);
+            }
+            c
+        };
+        let (mut old, _) = Peer::connect_with(addr(&broker), connect()).await;
+        let mut m = publish("q2/a", "once", QoS::ExactlyOnce);
+        m.packet_id = PacketId::new(5);
+        old.send(m.clone()).await;
+        assert!(matches!(old.recv().await, Packet::PubRec(_)));
+        hibernating(&broker, 1).await;
+        let (mut new, ack) = Peer::connect_with(addr(&broker), connect()).await;
+        assert!(ack.session_present);
+        m.dup = true;
+        new.send(m).await;
+        assert!(matches!(new.recv().await, Packet::PubRec(_)));
+        new.send(PubRel::new(PacketId::new(5).unwrap())).await;
+        assert!(matches!(new.recv().await, Packet::PubComp(_)));
+        assert_eq!(&common::next(&mut sub).await.payload[..], b"once");
+        broker
+            .publish("q2/marker", "m", QoS::AtMostOnce, false)
+            .unwrap();
+        assert_eq!(
+            &common::next(&mut sub).await.payload[..],
+            b"m",
+            "routed twice"
+        );
+        drop(old);
+        broker.shutdown().await;
+    }
+}
+
+/// Authorizes publishing on `slow` after `delay`; everything else at once.
+struct SlowOn {
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl fulmar_broker::Authorizer for SlowOn {
+    async fn authorize_publish(&self, _: &fulmar_broker::ClientInfo, topic: &str) -> bool {
+        if topic == "slow" {
+            tokio::time::sleep(self.delay).await;
+        }
+        true
+    }
+    async fn authorize_subscribe(&self, _: &fulmar_broker::ClientInfo, _: &str) -> bool {
+        true
+    }
+}
+
+/// A late take-over (the old connection's task busy past the 3 s hand-over
+/// timeout) by a connection with Clean Start 1: the old session ends, so its
+/// will, which had a delay, is due (v5 3.1.3.2.2: published when the delay
+/// passes or the session ends, whichever first; MQTT-3.1.2-8). It was
+/// dropped.
+// MQTT-3.1.2-8 v5:MQTT-3.1.2-5
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_take_over_with_clean_start_still_publishes_the_delayed_will() {
+    let broker = start_with(Broker::builder().authorizer(SlowOn {
+        delay: Duration::from_millis(4500),
+    }))
+    .await;
+    let mut wills = broker.subscribe("will/#").unwrap();
+    let connect = |clean: bool| {
+        let mut c = Connect::new(ProtocolVersion::V5, MqttString::from("dev"));
+        c.keep_alive = 0;
+        c.clean_start = clean;
+        c.properties.session_expiry_interval = Some(3600);
+        let mut will = Will::new(MqttString::from("will/dev"), Bytes::from_static(b"gone"));
+        will.properties.will_delay_interval = Some(2);
+        c.will = Some(will);
+        c
+    };
+    let (mut old, _) = Peer::connect_with(addr(&broker), connect(false)).await;
+    old.send(Packet::Publish(fulmar_codec::Publish::new(
+        MqttString::from("slow"),
+        Bytes::from_static(b"1"),
+    )))
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A new session for the client: the old one ends with its will due.
+    let mut c = connect(true);
+    c.will = None;
+    let (new, ack) = Peer::connect_with(addr(&broker), c).await;
+    assert!(!ack.session_present);
+    let published = tokio::time::timeout(Duration::from_secs(8), wills.recv()).await;
+    assert!(
+        matches!(&published, Ok(Some(m)) if &m.payload[..] == b"gone"),
+        "the will of the ended session was never published: {published:?}"
+    );
+    drop((old, new));
+    broker.shutdown().await;
+}
+
+/// Deliveries wake a hibernating subscriber again and again; its own silence
+/// still ends it at 1.5 x its keep alive, and its will is published.
+// v5:MQTT-3.1.2-22 MQTT-3.1.2-8
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_do_not_keep_a_silent_client_alive() {
+    let broker = broker_after(Duration::from_millis(10)).await;
+    let mut wills = broker.subscribe("w/#").unwrap();
+    let mut c = Connect::new(ProtocolVersion::V5, MqttString::from("silent"));
+    c.keep_alive = 1;
+    c.will = Some(Will::new(
+        MqttString::from("w/silent"),
+        Bytes::from_static(b"x"),
+    ));
+    let (mut p, _) = Peer::connect_with(addr(&broker), c).await;
+    p.sub(1, "tick", QoS::AtMostOnce).await;
+    let ticker = {
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            for _ in 0..100 {
+                let _ = broker.publish("tick", "t", QoS::AtMostOnce, false);
+                tokio::time::sleep(Duration::from_millis(60)).await;
+            }
+        })
+    };
+    let got = common::next(&mut wills).await;
+    assert_eq!(&got.payload[..], b"x");
+    ticker.abort();
+    drop(p);
+    broker.shutdown().await;
+}

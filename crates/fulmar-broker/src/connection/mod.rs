@@ -1802,7 +1802,7 @@ impl<S: Stream> Connection<S> {
                 let (tx, rx) = oneshot::channel();
                 match holder {
                     Some(owner) if owner.control.send(Control::TakeOver(tx, false)).is_ok() => {
-                        (owner.conn_id, rx)
+                        ((owner.conn_id, owner.control.clone()), rx)
                     }
                     // Nobody holds it (or the holder is gone): take it, in the
                     // same critical section so two newcomers cannot both win.
@@ -1820,11 +1820,17 @@ impl<S: Stream> Connection<S> {
                 .is_err()
             {
                 tracing::warn!(%id, "old connection did not hand its session over in time");
+                let (old, old_inbox) = old;
                 let mut state = self.shared.lock();
                 if let Some(entry) = state.sessions.get_mut(id)
                     && entry.owner.as_ref().is_some_and(|o| o.conn_id == old)
                 {
                     entry.owner = None;
+                    if clean_start {
+                        // The session it holds ends with this take-over:
+                        // its will is due when it ends.
+                        old_inbox.session_ended.store(true, Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -2362,11 +2368,13 @@ impl<S: Stream> Connection<S> {
                         });
                     }
                 }
-                // The will goes now unless it has a delay: a new connection
-                // to the session came within it (v5:MQTT-3.1.3-9). (Had
-                // that connection started a new session, the will was due
-                // when the old one ended; this late, it is dropped.)
-                if let Some(will) = will.filter(|_| will_delay == 0) {
+                // The will goes now unless it has a delay and the new
+                // connection resumed the session within it
+                // (v5:MQTT-3.1.3-9). Had that connection started a new
+                // session, the will was due when the old one ended
+                // [MQTT-3.1.2-8]: it goes now, late.
+                let ended = self.control.inbox().session_ended.load(Ordering::Relaxed);
+                if let Some(will) = will.filter(|_| will_delay == 0 || ended) {
                     state.publish_will(&client.id, will, max_queued, counters, now);
                 }
             } else if client.expiry == 0 {
