@@ -9,7 +9,8 @@
 //!   Size) live in the session; the broker routes.
 //! - **Routing** uses a [`fulmar_topic::SubscriptionTrie`] (one delivery per
 //!   client even when several of its filters match, with every Subscription
-//!   Identifier; shared subscriptions deliver to one member per group) and a
+//!   Identifier; shared subscriptions deliver to one member per group,
+//!   preferring a connected member with room in its queues) and a
 //!   [`fulmar_topic::RetainedIndex`], behind one lock that is never held
 //!   across an `.await`. A payload is one `Bytes` shared by every receiver.
 //! - **Sessions** live in memory, and with a [`Store`] also on disk: persistent sessions (3.1.1 Clean Session 0,

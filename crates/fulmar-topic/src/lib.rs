@@ -15,7 +15,9 @@
 //!   time in the topic's depth times the filters still matching at each level (live branches:
 //!   `+` at many levels can keep many alive), plus the number of matches; not in the number of
 //!   subscriptions. It allocates nothing up to 16 live branches. Shared groups deliver each
-//!   message to one member, chosen by a [`ShareStrategy`].
+//!   message to one member, chosen by a [`ShareStrategy`]; a router can rank members (connected,
+//!   with room) so that a group passes over one that cannot take the message
+//!   ([`SubscriptionTrie::matches_ranked`]).
 //! - **[`RetainedIndex`]** keeps the last retained message per name and finds every name a new
 //!   subscription's filter matches, without scanning the store.
 //! - **Sans-IO**: no IO, no clock, no threads, no `unsafe`; no panic on any input.
