@@ -1085,3 +1085,101 @@ async fn retained_matching_is_bounded_and_says_whether_more_matched() {
     assert_eq!((found.len(), more), (4, true));
     broker.shutdown().await;
 }
+
+// v5:MQTT-4.8.2-2: the same with client members: a member that never
+// acknowledges (Receive Maximum 1) fills its session queue; the group gives
+// what follows to the member that keeps up (failed before: 20 of 40).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_group_passes_over_a_client_whose_queues_are_full() {
+    let broker = start_with(Broker::builder().max_queued_messages(4)).await;
+    let mut slow = Connect::new(V5, MqttString::from("slow"));
+    slow.properties.receive_maximum = std::num::NonZeroU16::new(1);
+    let (mut s, _) = Peer::connect_with(addr(&broker), slow).await;
+    s.sub(1, "$share/g/jobs", QoS::AtLeastOnce).await;
+    let mut f = Peer::connect(addr(&broker), V5, "fast").await;
+    f.sub(1, "$share/g/jobs", QoS::AtLeastOnce).await;
+    let reader = tokio::spawn(async move {
+        let mut got = 0u32;
+        while got < 1000 {
+            let r = tokio::time::timeout(std::time::Duration::from_millis(500), f.recv()).await;
+            match r {
+                Ok(Packet::Publish(p)) => {
+                    got += 1;
+                    f.send(PubAck::new(p.packet_id.unwrap())).await;
+                }
+                Ok(other) => panic!("{other:?}"),
+                Err(_) => break,
+            }
+        }
+        got
+    });
+    for i in 0..40u32 {
+        broker
+            .publish("jobs", i.to_string(), QoS::AtLeastOnce, false)
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let got = reader.await.unwrap();
+    let dropped = broker.stats().dropped_messages;
+    drop(s);
+    assert_eq!(dropped, 0, "fast got {got}");
+    broker.shutdown().await;
+}
+
+/// Denies every read to the client "deny".
+struct DenyOne;
+
+#[async_trait::async_trait]
+impl Authorizer for DenyOne {
+    async fn authorize_publish(&self, _: &ClientInfo, _: &str) -> bool {
+        true
+    }
+    async fn authorize_subscribe(&self, _: &ClientInfo, _: &str) -> bool {
+        true
+    }
+    fn checks_reads(&self) -> bool {
+        true
+    }
+    fn authorize_read(&self, client: &ClientInfo, _: &str) -> bool {
+        client.client_id != "deny"
+    }
+}
+
+// v5:MQTT-4.8.2-2: a group of a connected member that may
+// not read the topic and an offline member (session kept) that may: the
+// offline member's session gets every message. Both used to rank alike, so
+// the strategy's choice won: the member that may not read half the time,
+// then filtered out, and the group's message went nowhere (4 of 8 arrived).
+#[tokio::test]
+async fn a_member_that_may_not_read_does_not_lose_the_groups_message() {
+    let broker = start_with(Broker::builder().authorizer(DenyOne)).await;
+    let away = || {
+        let mut c = Connect::new(V5, MqttString::from("away"));
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(3600);
+        c
+    };
+    let (mut a, _) = Peer::connect_with(addr(&broker), away()).await;
+    a.sub(1, "$share/g/t", QoS::AtLeastOnce).await;
+    let mut d = Peer::connect(addr(&broker), V5, "deny").await;
+    d.sub(1, "$share/g/t", QoS::AtLeastOnce).await;
+    a.disconnect().await;
+    common::wait_until("a offline", || broker.stats().clients_connected == 1).await;
+    for i in 0..8u32 {
+        broker
+            .publish("t", i.to_string(), QoS::AtLeastOnce, false)
+            .unwrap();
+    }
+    let (mut a, ack) = Peer::connect_with(addr(&broker), away()).await;
+    assert!(ack.session_present);
+    let mut got = 0;
+    while let Ok(Packet::Publish(p)) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), a.recv()).await
+    {
+        got += 1;
+        a.send(PubAck::new(p.packet_id.unwrap())).await;
+    }
+    drop(d);
+    broker.shutdown().await;
+    assert_eq!(got, 8, "the offline member that may read got {got} of 8");
+}

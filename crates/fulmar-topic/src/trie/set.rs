@@ -106,7 +106,8 @@ impl<K: Eq + Hash, O> SubSet<K, O> {
 
 /// One shared subscription group `$share/{name}/{filter}` at the node of `{filter}`.
 pub(crate) struct Group<K, O> {
-    /// Unique over the life of the trie; names the group in the per-key index.
+    /// Unique among the groups of its node (ids are reused once the counter wraps); names the
+    /// group in the per-key index.
     pub(crate) id: u32,
     pub(crate) name: Box<str>,
     /// Members in arrival order; a message goes to one of them.
