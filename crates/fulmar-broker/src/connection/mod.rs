@@ -282,7 +282,7 @@ impl Parts {
         conn.inflight_seq = inflight_seq;
         conn.session_accepted = true;
         conn.naps = naps;
-        conn.input_pending = input_pending;
+        conn.input_pending = if input_pending { WOKEN_INPUT_TURNS } else { 0 };
         conn
     }
 }
@@ -526,8 +526,9 @@ pub(crate) struct Connection<S> {
     /// How often it hibernated: each time, it waits longer before the next.
     naps: u8,
     /// Woken from hibernation with input pending in the socket, which the
-    /// runtime does not know of yet: read before a deadline counts.
-    input_pending: bool,
+    /// runtime does not know of yet: the turns of the runtime left to read
+    /// it before a past deadline counts (see [`WOKEN_INPUT_TURNS`]).
+    input_pending: u8,
     /// The shared encoded headers of messages delivered to this connection
     /// and not sent yet, by the address of their payload, in delivery order
     /// (at most [`MAX_FRAMES`]).
@@ -574,6 +575,11 @@ fn idle_before_hibernating(hibernate_after: Duration, naps: u8) -> Duration {
     let shortened = hibernate_after / (1u32 << HALVINGS.saturating_sub(naps));
     shortened.max(hibernate_after.min(MIN_IDLE))
 }
+
+/// How many turns of the runtime a connection woken with input in its
+/// socket gives that input before a past keep-alive deadline counts (on a
+/// multi-threaded runtime, one turn may pass before the I/O driver runs).
+const WOKEN_INPUT_TURNS: u8 = 8;
 
 /// The shortest idle period before a hibernation (unless `hibernate_after`
 /// is shorter still).
@@ -622,7 +628,7 @@ impl<S: Stream> Connection<S> {
             backpressure_expired: false,
             hibernate_at: None,
             naps: 0,
-            input_pending: false,
+            input_pending: 0,
             frames: VecDeque::new(),
             paced: None,
             reauthorize: Vec::new(),
@@ -733,7 +739,7 @@ impl<S: Stream> Connection<S> {
     /// closed.
     fn start_batch(&mut self, frame: Option<Result<Packet, CodecError>>) -> Option<Batch> {
         // What was pending at the wake-up has been read.
-        self.input_pending = false;
+        self.input_pending = 0;
         // One clock reading for the whole batch.
         let now = Instant::now();
         let first = Batch {
@@ -866,13 +872,15 @@ impl<S: Stream> Connection<S> {
                             return Flow::Closed;
                         };
                         read_first = Some(first);
-                    } else if std::mem::take(&mut self.input_pending) {
+                    } else if self.input_pending > 0 {
                         // Woken from hibernation with input in the socket,
-                        // which the runtime learns of at its next turn: one
-                        // turn (the yield at the top of the loop), then the
-                        // timers come back round and read what is there.
-                        // Once only, not a wait for the rest of a packet, or
-                        // sending its first byte would hold off the deadline.
+                        // which the runtime learns of when its I/O driver
+                        // next runs: a few turns (the yield at the top of
+                        // the loop), then the timers come back round and
+                        // read what is there. Not a wait for the rest of a
+                        // packet, or sending its first byte would hold off
+                        // the deadline.
+                        self.input_pending -= 1;
                         self.yield_next = true;
                     } else {
                         self.session.handle_timeout(Instant::now());
