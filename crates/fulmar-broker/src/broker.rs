@@ -630,9 +630,12 @@ pub struct Stats {
     /// variant: protocol version, QoS, RETAIN, properties), with only the
     /// packet identifier written per connection.
     pub messages_sent_preencoded: u64,
-    /// Bytes read from client connections (TLS and WebSocket framing included).
+    /// MQTT bytes read from client connections: the packets as encoded,
+    /// counted above TLS and WebSocket (TLS records and handshakes, the
+    /// WebSocket handshake and frame headers are not counted).
     pub bytes_received: u64,
-    /// Bytes written to client connections (TLS and WebSocket framing included).
+    /// MQTT bytes written to client connections, counted as
+    /// `bytes_received` is (without TLS and WebSocket framing).
     pub bytes_sent: u64,
     /// Idle connections hibernating now (see
     /// [`Limits::hibernate_after`](crate::Limits::hibernate_after)); they

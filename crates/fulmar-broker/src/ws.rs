@@ -28,6 +28,20 @@ pub(crate) struct MessageTooLarge {
     pub(crate) max: usize,
 }
 
+/// tungstenite's read size: its default, 128 KiB, is allocated (and zeroed)
+/// for the life of each connection.
+const READ_BUFFER: usize = 8 * 1024;
+/// The most bytes one outbound binary frame carries; a longer write goes
+/// out in several frames (packets need not be aligned on frames).
+const MAX_OUT_FRAME: usize = 64 * 1024;
+/// The most bytes tungstenite may hold to write: one outbound frame (each
+/// write flushes the one before) and a control frame (a pong or a close).
+/// Its default is unbounded: a peer that sends pings and never reads made
+/// it queue a pong per ping for good. Bounded, it keeps only the latest pong
+/// while the peer does not read (RFC 6455 5.5.3 allows answering only the
+/// most recent ping).
+const MAX_WRITE_BUFFER: usize = MAX_OUT_FRAME + 512;
+
 const PROTOCOL: &str = "Sec-WebSocket-Protocol";
 
 /// The MQTT subprotocol to select from what the handshake request offers:
@@ -84,6 +98,9 @@ where
         }
     };
     let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message));
     let ws =
@@ -96,7 +113,7 @@ where
 
 /// A WebSocket as a byte stream: reads return the bytes of binary frames in
 /// order (a packet may span frames, a frame may hold several packets); each
-/// write is one binary frame.
+/// write is one binary frame of at most [`MAX_OUT_FRAME`] bytes.
 pub(crate) struct WsIo<S> {
     ws: WebSocketStream<S>,
     /// The unread rest of the last binary frame.
@@ -145,11 +162,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsIo<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(io::Error::other)?;
+        // Everything written before goes out first: tungstenite's buffer
+        // holds one frame at most (and a pong).
+        ready!(Pin::new(&mut self.ws).poll_flush(cx)).map_err(io::Error::other)?;
+        let frame = buf.get(..MAX_OUT_FRAME).unwrap_or(buf);
         Pin::new(&mut self.ws)
-            .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
+            .start_send(Message::Binary(Bytes::copy_from_slice(frame)))
             .map_err(io::Error::other)?;
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(Ok(frame.len()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -236,6 +236,12 @@ impl TlsOptions {
         Ok(Arc::new(config))
     }
 
+    /// The name the TLS session gives the server: the
+    /// [`server_name`](Self::server_name) if set, else `host`.
+    pub(crate) fn server_name_or<'a>(&'a self, host: &'a str) -> &'a str {
+        self.server_name.as_deref().unwrap_or(host)
+    }
+
     /// Runs the TLS handshake over a stream opened by the caller (for
     /// custom clients that drive their own connections), checking the
     /// server's certificate for `host` unless a
@@ -263,7 +269,7 @@ impl TlsOptions {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let config = self.build()?;
-        let name = self.server_name.as_deref().unwrap_or(host);
+        let name = self.server_name_or(host);
         let name = ServerName::try_from(name.to_owned())
             .map_err(|e| Error::InvalidOptions(format!("TLS server name {name:?}: {e}")))?;
         TlsConnector::from(config)

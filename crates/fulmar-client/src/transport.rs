@@ -41,7 +41,11 @@ pub(crate) async fn connect(
         #[cfg(all(feature = "websocket", feature = "tls"))]
         Transport::SecureWebSocket { path, tls } => {
             let stream = tls.connect(host, tcp.await?).await?;
-            let url = format!("wss://{}:{port}{}", url_host(host), slash(path));
+            // The HTTP Host header names the host the TLS session names
+            // (SNI, certificate check), as a browser does: virtual hosts
+            // and reverse proxies route on it, some refuse a mismatch.
+            let name = tls.server_name_or(host);
+            let url = format!("wss://{}:{port}{}", url_host(name), slash(path));
             let ws = crate::ws::connect(&url, stream, options.inbound_limit()).await?;
             Ok(Box::new(ws))
         }

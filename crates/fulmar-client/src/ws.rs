@@ -29,6 +29,18 @@ const MAX_OUTBOUND_FRAME: usize = 64 * 1024;
 /// (tungstenite's default frame limit).
 const MIN_INBOUND_LIMIT: usize = 16 << 20;
 
+/// tungstenite's read size: its default, 128 KiB, is allocated (and zeroed)
+/// for the life of the connection.
+const READ_BUFFER: usize = 8 * 1024;
+
+/// The most bytes tungstenite may hold to write: one outbound frame (each
+/// write flushes the one before) and a control frame (a pong or a close).
+/// Its default is unbounded: a peer that sends pings and never reads would
+/// make it queue a pong per ping for good. With the bound, tungstenite keeps
+/// only the latest pong while the peer does not read (RFC 6455 5.5.3 allows
+/// answering only the most recent ping).
+const MAX_WRITE_BUFFER: usize = MAX_OUTBOUND_FRAME + 512;
+
 /// The WebSocket limits for a client that takes packets of up to
 /// `max_packet` bytes: frames and messages of twice that (a whole packet and
 /// what the broker sent with it), at least [`MIN_INBOUND_LIMIT`].
@@ -38,6 +50,9 @@ fn config(max_packet: u32) -> WebSocketConfig {
         .saturating_mul(2)
         .max(MIN_INBOUND_LIMIT);
     WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit))
 }
@@ -110,7 +125,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsIo<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        ready!(Pin::new(&mut self.ws).poll_ready(cx)).map_err(io_error)?;
+        // Everything written before goes out first: tungstenite's buffer
+        // holds one frame at most (and a pong).
+        ready!(Pin::new(&mut self.ws).poll_flush(cx)).map_err(io_error)?;
         let frame = buf.get(..MAX_OUTBOUND_FRAME).unwrap_or(buf);
         Pin::new(&mut self.ws)
             .start_send(Message::Binary(Bytes::copy_from_slice(frame)))

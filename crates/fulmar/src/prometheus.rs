@@ -109,11 +109,11 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "fulmar_bytes_received_total",
-        "Bytes read from client connections.",
+        "MQTT bytes read from client connections (TLS and WebSocket framing not counted).",
     ),
     (
         "fulmar_bytes_sent_total",
-        "Bytes written to client connections.",
+        "MQTT bytes written to client connections (TLS and WebSocket framing not counted).",
     ),
 ];
 

@@ -1,0 +1,354 @@
+//! The WebSocket listener: heap the broker keeps or grows for a
+//! WebSocket peer, measured with a counting allocator (as idle_memory.rs).
+//! The peers are raw blocking `std` sockets speaking RFC 6455 by hand, so
+//! that they allocate (almost) nothing on the heap themselves.
+
+#![cfg(feature = "websocket")]
+#![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use fulmar_broker::{Broker, BrokerHandle, Limits};
+use fulmar_codec::{Connect, MqttString, Packet, ProtocolVersion, Publish};
+
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+fn size(layout: Layout) -> isize {
+    isize::try_from(layout.size()).unwrap_or(isize::MAX)
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; only a counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(size(layout), Ordering::Relaxed);
+        // SAFETY: forwarded.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(size(layout), Ordering::Relaxed);
+        // SAFETY: forwarded.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(size(layout), Ordering::Relaxed);
+        // SAFETY: forwarded.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(
+            isize::try_from(new_size).unwrap_or(isize::MAX) - size(layout),
+            Ordering::Relaxed,
+        );
+        // SAFETY: forwarded.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Live heap bytes once they stop changing.
+fn settled() -> isize {
+    let mut last = LIVE.load(Ordering::Relaxed);
+    let mut same = 0;
+    for _ in 0..500 {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = LIVE.load(Ordering::Relaxed);
+        if now == last {
+            same += 1;
+            if same == 5 {
+                break;
+            }
+        } else {
+            same = 0;
+            last = now;
+        }
+    }
+    last
+}
+
+/// A client frame (masked with a zero key, which leaves the payload as is).
+fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x80 | opcode];
+    frame_header_len(&mut out, payload.len());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn frame_header_len(out: &mut Vec<u8>, len: usize) {
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= 0xffff {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&[0, 0, 0, 0]);
+}
+
+/// The WebSocket handshake at /mqtt, subprotocol mqtt.
+fn ws_open(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "GET /mqtt HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: mqtt\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "closed in handshake");
+        head.push(b[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// Reads one unmasked server frame; returns (opcode, payload).
+fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).unwrap();
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l).unwrap();
+            usize::from(u16::from_be_bytes(l))
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            s.read_exact(&mut l).unwrap();
+            u64::from_be_bytes(l) as usize
+        }
+        n => usize::from(n),
+    };
+    let mut p = vec![0u8; len];
+    s.read_exact(&mut p).unwrap();
+    (h[0] & 0x0f, p)
+}
+
+/// WebSocket handshake, CONNECT 3.1.1 (keep alive 0) in one binary frame, CONNACK.
+fn ws_mqtt(addr: SocketAddr, id: &str) -> TcpStream {
+    let mut s = ws_open(addr);
+    let mut connect = Connect::new(ProtocolVersion::V311, MqttString::from(id.to_owned()));
+    connect.keep_alive = 0;
+    let mut out = BytesMut::new();
+    Packet::Connect(Box::new(connect))
+        .encode(ProtocolVersion::V311, &mut out)
+        .unwrap();
+    s.write_all(&frame(2, &out)).unwrap();
+    let (op, p) = read_frame(&mut s);
+    assert_eq!((op, &p[..]), (2, &[0x20, 0x02, 0x00, 0x00][..]));
+    s
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn start(rt: &tokio::runtime::Runtime, limits: Limits) -> BrokerHandle {
+    rt.block_on(
+        Broker::builder()
+            .limits(limits)
+            .ws_listener("127.0.0.1:0", "/mqtt")
+            .start(),
+    )
+    .unwrap()
+}
+
+/// A peer that sends WebSocket pings and never reads: the broker keeps at
+/// most one pong to send (the latest, as RFC 6455 5.5.3 allows), its heap
+/// does not grow with what the peer sends (it grew by as much before).
+// (memory, no spec statement)
+#[test]
+fn ping_flood_from_a_peer_that_does_not_read_stays_bounded() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let rt = runtime();
+    let broker = start(&rt, Limits::default());
+    let addr = broker.local_addrs()[0];
+    let mut s = ws_mqtt(addr, "flood");
+    let before = settled();
+    let ping = frame(9, &[b'p'; 125]);
+    let chunk: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 8000)
+        .collect();
+    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut sent = 0usize;
+    for _ in 0..64 {
+        if s.write_all(&chunk).is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    let after = settled();
+    let grown = after - before;
+    eprintln!("sent {sent} bytes of pings, broker heap grew by {grown} bytes");
+    drop(s);
+    rt.block_on(broker.shutdown());
+    assert!(
+        grown < 8 << 20,
+        "the broker's heap grew by {grown} bytes for {sent} bytes of pings"
+    );
+}
+
+/// Heap kept per idle WebSocket connection (an idle TCP one keeps < 2000
+/// bytes; with tungstenite's default 128 KiB read buffer it was ~134 KiB).
+// (memory, no spec statement)
+#[test]
+fn an_idle_websocket_connection_keeps_little_heap() {
+    const N: usize = 50;
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let rt = runtime();
+    let broker = start(&rt, Limits::default());
+    let addr = broker.local_addrs()[0];
+    let warm: Vec<_> = (0..8).map(|i| ws_mqtt(addr, &format!("w{i}"))).collect();
+    let before = settled();
+    let idle: Vec<_> = (0..N).map(|i| ws_mqtt(addr, &format!("i{i}"))).collect();
+    let after = settled();
+    let per = (after - before) / N as isize;
+    eprintln!("idle WebSocket connection: {per} bytes of heap");
+    drop(idle);
+    drop(warm);
+    rt.block_on(broker.shutdown());
+    assert!(
+        per < 16 * 1024,
+        "an idle WebSocket connection keeps {per} bytes"
+    );
+}
+
+/// After one large PUBLISH, an idle WebSocket connection keeps no buffer of
+/// that size (the TCP transport drops its read buffer once empty).
+// (memory, no spec statement)
+#[test]
+#[ignore = "defect 4 (WebSocket input buffer kept after a large message): fixed by the frame codec"]
+fn a_large_message_leaves_no_large_buffer_behind() {
+    const N: usize = 10;
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let rt = runtime();
+    let broker = start(&rt, Limits::default());
+    let addr = broker.local_addrs()[0];
+    let mut conns: Vec<_> = (0..N).map(|i| ws_mqtt(addr, &format!("l{i}"))).collect();
+    let before = settled();
+    let mut wire = BytesMut::new();
+    Packet::from(Publish::new(
+        "big".into(),
+        Bytes::from(vec![7u8; 1_000_000]),
+    ))
+    .encode(ProtocolVersion::V311, &mut wire)
+    .unwrap();
+    let big = frame(2, &wire);
+    let received = broker.stats().messages_received;
+    for s in &mut conns {
+        s.write_all(&big).unwrap();
+    }
+    for _ in 0..1000 {
+        if broker.stats().messages_received >= received + N as u64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(broker.stats().messages_received, received + N as u64);
+    assert_eq!(broker.stats().connections, N as u64);
+    drop(big);
+    drop(wire);
+    let after = settled();
+    let per = (after - before) / N as isize;
+    eprintln!("after one 1 MB PUBLISH each: {per} bytes of heap kept per connection");
+    drop(conns);
+    rt.block_on(broker.shutdown());
+    assert!(per < 64 * 1024, "{per} bytes kept per idle connection");
+}
+
+/// A frame header that announces a frame near the limit (twice the Maximum
+/// Packet Size) does not make the broker allocate all of it at once: what it
+/// reserves ahead of the bytes is within the read-ahead budget
+/// (`max_read_ahead_bytes`), as for TCP.
+// (memory, no spec statement)
+#[test]
+#[ignore = "defect 5 (a frame header reserves the whole frame): fixed by the frame codec"]
+fn a_frame_header_alone_does_not_reserve_the_whole_frame() {
+    const N: usize = 8;
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let rt = runtime();
+    let mut limits = Limits::default();
+    limits.max_read_ahead_bytes = 1 << 20;
+    let broker = start(&rt, limits);
+    let addr = broker.local_addrs()[0];
+    let mut conns: Vec<_> = (0..N).map(|i| ws_mqtt(addr, &format!("h{i}"))).collect();
+    let before = settled();
+    for s in &mut conns {
+        // A binary frame of 2,000,000 bytes (the limit is 2 MiB): header only.
+        let mut h = vec![0x82];
+        frame_header_len(&mut h, 2_000_000);
+        s.write_all(&h).unwrap();
+        s.write_all(&[0x30]).unwrap(); // and one byte of it
+    }
+    let after = settled();
+    let grown = after - before;
+    eprintln!("{N} frame headers (15 bytes each): heap grew by {grown} bytes");
+    drop(conns);
+    rt.block_on(broker.shutdown());
+    assert!(
+        grown < (N as isize) * (256 << 10),
+        "{N} frame headers made the broker allocate {grown} bytes"
+    );
+}
+
+/// `Stats::bytes_received`/`bytes_sent` count MQTT bytes, above the
+/// WebSocket framing (as their documentation says).
+// (counters, no spec statement)
+#[test]
+fn bytes_counters_count_mqtt_bytes_without_websocket_framing() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let rt = runtime();
+    let broker = start(&rt, Limits::default());
+    let addr = broker.local_addrs()[0];
+    // CONNECT of 15 bytes in a frame of 21, after a handshake of ~200;
+    // CONNACK of 4 bytes in a frame of 6.
+    let s = ws_mqtt(addr, "c");
+    // The CONNACK is counted once its write returns, maybe after it arrived.
+    let mut stats = broker.stats();
+    for _ in 0..100 {
+        if stats.bytes_sent > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+        stats = broker.stats();
+    }
+    drop(s);
+    rt.block_on(broker.shutdown());
+    assert_eq!((stats.bytes_received, stats.bytes_sent), (15, 4));
+}
