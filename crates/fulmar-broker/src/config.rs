@@ -29,7 +29,9 @@ pub struct Limits {
     /// holds its share until it is complete or its connection closes (also
     /// while its publisher is paced, or silent): at most this much, for all
     /// connections together. The amount in use is
-    /// [`Stats::read_ahead_bytes`](crate::Stats::read_ahead_bytes).
+    /// [`Stats::read_ahead_bytes`](crate::Stats::read_ahead_bytes). Over
+    /// WebSocket the same holds for the MQTT bytes inside the frames: a
+    /// frame header reserves nothing, whatever length it announces.
     pub max_read_ahead_bytes: usize,
     /// Subscriptions one client may hold; more are refused with SUBACK 0x97
     /// Quota exceeded (3.1.1: 0x80).

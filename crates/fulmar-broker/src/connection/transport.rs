@@ -167,8 +167,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
             // The packet is out of the buffer, or nothing more is read.
             self.release_ahead();
         }
-        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
+        if self.read_buf.is_empty() {
             // Nothing left over: an idle connection keeps no large buffer.
+            // With no capacity left too: after the last packet is split off
+            // a buffer reserved for exactly it, the empty rest still shares
+            // (and keeps alive) the whole allocation.
             self.read_buf = BytesMut::new();
         }
         match result {
