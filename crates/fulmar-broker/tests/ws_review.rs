@@ -448,3 +448,51 @@ fn an_unmasked_client_frame_is_a_protocol_error() {
     assert!(rest.is_empty(), "{rest:?} after the close frame");
     rt.block_on(broker.shutdown());
 }
+
+/// A client that sends its CONNECT right behind the handshake request, in
+/// the same write, before the 101 answer: the frame is not lost with the
+/// handshake's buffer.
+// MQTT-6.0.0-2
+#[test]
+fn a_frame_sent_with_the_handshake_request_is_read() {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let rt = runtime();
+    let broker = start(&rt, Limits::default());
+    let addr = broker.local_addrs()[0];
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut connect = Connect::new(ProtocolVersion::V311, MqttString::from("early".to_owned()));
+    connect.keep_alive = 0;
+    let mut out = BytesMut::new();
+    Packet::Connect(Box::new(connect))
+        .encode(ProtocolVersion::V311, &mut out)
+        .unwrap();
+    let mut wire = format!(
+        "GET /mqtt HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: mqtt\r\n\r\n"
+    )
+    .into_bytes();
+    wire.extend_from_slice(&frame(2, &out));
+    // And a PINGREQ in a second frame.
+    wire.extend_from_slice(&frame(2, &[0xc0, 0]));
+    s.write_all(&wire).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut b).unwrap(), 1, "closed in handshake");
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        let (op, p) = read_frame(&mut s);
+        assert_eq!(op, 2);
+        got.extend_from_slice(&p);
+    }
+    assert_eq!(got, [0x20, 0x02, 0x00, 0x00, 0xd0, 0x00]);
+    drop(s);
+    rt.block_on(broker.shutdown());
+}
