@@ -3,86 +3,23 @@
 //! broker keeps for each connection that sent CONNECT and then waits; the
 //! clients are blocking `std` sockets, which allocate nothing on the heap.
 //! A deterministic guard against regressions: it counts bytes, not time.
-//! The allocator needs `unsafe`: this test binary opts out of the workspace
-//! `unsafe_code = "deny"` for that alone.
+//! The allocator (`counting/mod.rs`) needs `unsafe`: this test binary opts
+//! out of the workspace `unsafe_code = "deny"` for that alone.
 
 #![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[path = "counting/mod.rs"]
+mod counting;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use fulmar_broker::{Broker, BrokerHandle};
 use fulmar_codec::{Connect, MqttString, Packet, ProtocolVersion, decode};
 
-/// Counts the bytes allocated and not freed.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static BLOCKS: AtomicIsize = AtomicIsize::new(0);
-
-fn size(layout: Layout) -> isize {
-    isize::try_from(layout.size()).unwrap_or(isize::MAX)
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(size(layout), Ordering::Relaxed);
-        BLOCKS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(size(layout), Ordering::Relaxed);
-        BLOCKS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's layout.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(size(layout), Ordering::Relaxed);
-        BLOCKS.fetch_sub(1, Ordering::Relaxed);
-        // SAFETY: forwarded with the caller's pointer and layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            isize::try_from(new_size).unwrap_or(isize::MAX) - size(layout),
-            Ordering::Relaxed,
-        );
-        // SAFETY: forwarded with the caller's arguments.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Live bytes and blocks once the broker's tasks stopped changing them.
-fn settled() -> (isize, isize) {
-    let mut last = (LIVE.load(Ordering::Relaxed), BLOCKS.load(Ordering::Relaxed));
-    let mut same = 0;
-    for _ in 0..500 {
-        std::thread::sleep(Duration::from_millis(10));
-        let now = (LIVE.load(Ordering::Relaxed), BLOCKS.load(Ordering::Relaxed));
-        if now == last {
-            same += 1;
-            if same == 5 {
-                break;
-            }
-        } else {
-            same = 0;
-            last = now;
-        }
-    }
-    last
-}
+use counting::settled;
 
 /// Connects with CONNECT (keep alive 60 s) and waits for a successful CONNACK.
 fn connect(addr: SocketAddr, version: ProtocolVersion, id: &str) -> TcpStream {

@@ -6,74 +6,22 @@
 #![cfg(feature = "websocket")]
 #![allow(unsafe_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[path = "counting/mod.rs"]
+mod counting;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use fulmar_broker::{Broker, BrokerHandle, Limits};
 use fulmar_codec::{Connect, MqttString, Packet, ProtocolVersion, Publish};
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-fn size(layout: Layout) -> isize {
-    isize::try_from(layout.size()).unwrap_or(isize::MAX)
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; only a counter is added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(size(layout), Ordering::Relaxed);
-        // SAFETY: forwarded.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(size(layout), Ordering::Relaxed);
-        // SAFETY: forwarded.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(size(layout), Ordering::Relaxed);
-        // SAFETY: forwarded.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            isize::try_from(new_size).unwrap_or(isize::MAX) - size(layout),
-            Ordering::Relaxed,
-        );
-        // SAFETY: forwarded.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Live heap bytes once they stop changing.
 fn settled() -> isize {
-    let mut last = LIVE.load(Ordering::Relaxed);
-    let mut same = 0;
-    for _ in 0..500 {
-        std::thread::sleep(Duration::from_millis(10));
-        let now = LIVE.load(Ordering::Relaxed);
-        if now == last {
-            same += 1;
-            if same == 5 {
-                break;
-            }
-        } else {
-            same = 0;
-            last = now;
-        }
-    }
-    last
+    counting::settled().0
 }
 
 /// A client frame (masked with a zero key, which leaves the payload as is).
@@ -166,14 +114,30 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn start(rt: &tokio::runtime::Runtime, limits: Limits) -> BrokerHandle {
-    rt.block_on(
-        Broker::builder()
-            .limits(limits)
-            .ws_listener("127.0.0.1:0", "/mqtt")
-            .start(),
-    )
-    .unwrap()
+/// For one test at a time (the heap counts are process-wide): the lock, a
+/// runtime, and a broker on it with a WebSocket listener at /mqtt.
+fn setup(
+    limits: Limits,
+) -> (
+    std::sync::MutexGuard<'static, ()>,
+    tokio::runtime::Runtime,
+    BrokerHandle,
+    SocketAddr,
+) {
+    let serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let rt = runtime();
+    let broker = rt
+        .block_on(
+            Broker::builder()
+                .limits(limits)
+                .ws_listener("127.0.0.1:0", "/mqtt")
+                .start(),
+        )
+        .unwrap();
+    let addr = broker.local_addrs()[0];
+    (serial, rt, broker, addr)
 }
 
 /// A peer that sends WebSocket pings and never reads: the broker keeps at
@@ -182,12 +146,7 @@ fn start(rt: &tokio::runtime::Runtime, limits: Limits) -> BrokerHandle {
 // (memory, no spec statement)
 #[test]
 fn ping_flood_from_a_peer_that_does_not_read_stays_bounded() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let rt = runtime();
-    let broker = start(&rt, Limits::default());
-    let addr = broker.local_addrs()[0];
+    let (_serial, rt, broker, addr) = setup(Limits::default());
     let mut s = ws_mqtt(addr, "flood");
     let before = settled();
     let ping = frame(9, &[b'p'; 125]);
@@ -223,12 +182,7 @@ fn ping_flood_from_a_peer_that_does_not_read_stays_bounded() {
 #[test]
 fn an_idle_websocket_connection_keeps_little_heap() {
     const N: usize = 50;
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let rt = runtime();
-    let broker = start(&rt, Limits::default());
-    let addr = broker.local_addrs()[0];
+    let (_serial, rt, broker, addr) = setup(Limits::default());
     let warm: Vec<_> = (0..8).map(|i| ws_mqtt(addr, &format!("w{i}"))).collect();
     let before = settled();
     let idle: Vec<_> = (0..N).map(|i| ws_mqtt(addr, &format!("i{i}"))).collect();
@@ -250,12 +204,7 @@ fn an_idle_websocket_connection_keeps_little_heap() {
 #[test]
 fn a_large_message_leaves_no_large_buffer_behind() {
     const N: usize = 10;
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let rt = runtime();
-    let broker = start(&rt, Limits::default());
-    let addr = broker.local_addrs()[0];
+    let (_serial, rt, broker, addr) = setup(Limits::default());
     let mut conns: Vec<_> = (0..N).map(|i| ws_mqtt(addr, &format!("l{i}"))).collect();
     let before = settled();
     let mut wire = BytesMut::new();
@@ -296,14 +245,9 @@ fn a_large_message_leaves_no_large_buffer_behind() {
 #[test]
 fn a_frame_header_alone_does_not_reserve_the_whole_frame() {
     const N: usize = 8;
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let rt = runtime();
     let mut limits = Limits::default();
     limits.max_read_ahead_bytes = 1 << 20;
-    let broker = start(&rt, limits);
-    let addr = broker.local_addrs()[0];
+    let (_serial, rt, broker, addr) = setup(limits);
     let mut conns: Vec<_> = (0..N).map(|i| ws_mqtt(addr, &format!("h{i}"))).collect();
     let before = settled();
     for s in &mut conns {
@@ -329,12 +273,7 @@ fn a_frame_header_alone_does_not_reserve_the_whole_frame() {
 // (counters, no spec statement)
 #[test]
 fn bytes_counters_count_mqtt_bytes_without_websocket_framing() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let rt = runtime();
-    let broker = start(&rt, Limits::default());
-    let addr = broker.local_addrs()[0];
+    let (_serial, rt, broker, addr) = setup(Limits::default());
     // CONNECT of 15 bytes in a frame of 21, after a handshake of ~200;
     // CONNACK of 4 bytes in a frame of 6.
     let s = ws_mqtt(addr, "c");
@@ -357,12 +296,7 @@ fn bytes_counters_count_mqtt_bytes_without_websocket_framing() {
 // (RFC 6455 5.5, no MQTT statement)
 #[test]
 fn pings_are_answered_and_a_close_is_echoed() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let rt = runtime();
-    let broker = start(&rt, Limits::default());
-    let addr = broker.local_addrs()[0];
+    let (_serial, rt, broker, addr) = setup(Limits::default());
     let mut s = ws_mqtt(addr, "p");
     s.write_all(&frame(9, b"hello")).unwrap();
     assert_eq!(read_frame(&mut s), (0xa, b"hello".to_vec()));
@@ -391,12 +325,7 @@ fn pings_are_answered_and_a_close_is_echoed() {
 // MQTT-6.0.0-1 MQTT-6.0.0-2
 #[test]
 fn a_large_packet_goes_through_in_fragments_and_frames_of_at_most_64_kib() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let rt = runtime();
-    let broker = start(&rt, Limits::default());
-    let addr = broker.local_addrs()[0];
+    let (_serial, rt, broker, addr) = setup(Limits::default());
     let mut sub = ws_mqtt(addr, "sub");
     // SUBSCRIBE 3.1.1, packet id 1, "big" at QoS 0; SUBACK.
     let subscribe = [0x82, 8, 0, 1, 0, 3, b'b', b'i', b'g', 0];
@@ -433,12 +362,7 @@ fn a_large_packet_goes_through_in_fragments_and_frames_of_at_most_64_kib() {
 // (RFC 6455 5.1, no MQTT statement)
 #[test]
 fn an_unmasked_client_frame_is_a_protocol_error() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let rt = runtime();
-    let broker = start(&rt, Limits::default());
-    let addr = broker.local_addrs()[0];
+    let (_serial, rt, broker, addr) = setup(Limits::default());
     let mut s = ws_mqtt(addr, "u");
     // PINGREQ in an unmasked binary frame.
     s.write_all(&[0x82, 2, 0xc0, 0]).unwrap();
@@ -455,12 +379,7 @@ fn an_unmasked_client_frame_is_a_protocol_error() {
 // MQTT-6.0.0-2
 #[test]
 fn a_frame_sent_with_the_handshake_request_is_read() {
-    let _serial = SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let rt = runtime();
-    let broker = start(&rt, Limits::default());
-    let addr = broker.local_addrs()[0];
+    let (_serial, rt, broker, addr) = setup(Limits::default());
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut connect = Connect::new(ProtocolVersion::V311, MqttString::from("early".to_owned()));
