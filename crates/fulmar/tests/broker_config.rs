@@ -501,7 +501,16 @@ fn prometheus_metrics_are_served_at_slash_metrics() {
     // answer comes while it is still connected.
     let silent = std::net::TcpStream::connect(&addr).unwrap();
     let get = |path: &str| http_get(&addr, path);
-    let response = get("/metrics");
+    // `fulmar pub` exits once its PUBLISH is written; the broker counts it
+    // when it reads it and stores the retained message a moment later.
+    let mut response = get("/metrics");
+    for _ in 0..500 {
+        if response.contains("fulmar_retained_messages 1") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        response = get("/metrics");
+    }
     silent.set_nonblocking(true).unwrap();
     let still_open = std::io::Read::read(&mut &silent, &mut [0u8; 1]);
     assert!(
