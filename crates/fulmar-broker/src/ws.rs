@@ -900,4 +900,85 @@ mod tests {
         let mut scan = LineScan::default();
         assert_eq!(scan.request_bytes(b"GET / HTTP/1.1\nHost: x\n\nrest"), 24);
     }
+
+    /// Arbitrary bytes from a peer: the decoder never panics, never yields
+    /// more payload than it was given, and reads them the same whole or in
+    /// any pieces (the same payload, the same error, the same close code).
+    /// Inputs are made of plausible frames (all opcodes, every length form,
+    /// masked or not) with random bytes in between, from a fixed seed.
+    // MQTT-6.0.0-1 MQTT-6.0.0-2 (and robustness, no spec statement)
+    #[test]
+    fn any_bytes_decode_the_same_whole_or_in_pieces_and_never_panic() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut payloads, mut errors) = (0, 0);
+        for _ in 0..3000 {
+            let mut wire = Vec::new();
+            for _ in 0..(next() % 5) {
+                let len = if next() % 4 == 0 {
+                    next() % 300
+                } else {
+                    next() % 100
+                };
+                let payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                let mut first = match next() % 12 {
+                    0..=5 => 0x82,     // binary
+                    6 => 0x02,         // binary, a continuation should follow
+                    7 => 0x80,         // the last continuation
+                    8 => 0x89,         // ping
+                    9 => 0x8a,         // pong
+                    10 => 0x88,        // close
+                    _ => next() as u8, // anything
+                };
+                if next() % 20 == 0 {
+                    first |= 0x40; // a reserved bit
+                }
+                let mut f = frame(first, &payload, (next() as u32).to_be_bytes());
+                if next() % 20 == 0 {
+                    f[1] &= 0x7f; // unmasked
+                }
+                if next() % 20 == 0 {
+                    let cut = (next() as usize) % f.len();
+                    f.truncate(cut);
+                }
+                wire.extend(f);
+                if next() % 20 == 0 {
+                    wire.push(next() as u8);
+                }
+            }
+            let whole = {
+                let mut inbound = Inbound::new(256);
+                let got = decode_in_steps(&mut inbound, &wire, wire.len().max(1));
+                (
+                    got.map_err(|e| e.to_string()),
+                    inbound.close,
+                    inbound.closed,
+                )
+            };
+            match &whole.0 {
+                Ok(payload) => {
+                    assert!(payload.len() <= wire.len());
+                    payloads += usize::from(!payload.is_empty());
+                }
+                Err(_) => errors += 1,
+            }
+            for step in [1, 2, 7, 64] {
+                let mut inbound = Inbound::new(256);
+                let got = decode_in_steps(&mut inbound, &wire, step);
+                let pieces = (
+                    got.map_err(|e| e.to_string()),
+                    inbound.close,
+                    inbound.closed,
+                );
+                assert_eq!(pieces, whole, "step {step}, wire {wire:02x?}");
+            }
+        }
+        // Both kinds of input were made.
+        assert!(payloads > 500 && errors > 500, "{payloads} {errors}");
+    }
 }
