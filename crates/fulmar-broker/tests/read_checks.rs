@@ -214,3 +214,36 @@ async fn a_shared_group_chooses_a_member_that_may_read() {
         other => panic!("expected PUBLISH, got {other:?}"),
     }
 }
+
+// v5:MQTT-4.8.2-2: a group of a connected member that may not read the
+// topic and an offline member (session kept) that may: the offline member's
+// session gets every message. Both used to rank alike, so the strategy's
+// choice won: the member that may not read half the time, then filtered
+// out, and the group's message went nowhere (4 of 8 arrived).
+#[tokio::test]
+async fn a_member_that_may_not_read_does_not_lose_the_groups_message() {
+    let broker = start_with(Broker::builder().authorizer(Reads)).await;
+    let (mut a, _) = connect_as(&broker, V5, "away", "root", false).await;
+    a.sub(1, "$share/g/secret", QoS::AtLeastOnce).await;
+    let (mut d, _) = connect_as(&broker, V5, "deny", "guest", true).await;
+    d.sub(1, "$share/g/secret", QoS::AtLeastOnce).await;
+    a.disconnect().await;
+    wait_until("a offline", || broker.stats().clients_connected == 1).await;
+    for i in 0..8u32 {
+        broker
+            .publish("secret", i.to_string(), QoS::AtLeastOnce, false)
+            .unwrap();
+    }
+    let (mut a, present) = connect_as(&broker, V5, "away", "root", false).await;
+    assert!(present);
+    let mut got = 0;
+    while let Ok(Packet::Publish(p)) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), a.recv()).await
+    {
+        got += 1;
+        a.send(PubAck::new(p.packet_id.unwrap())).await;
+    }
+    drop(d);
+    broker.shutdown().await;
+    assert_eq!(got, 8, "the offline member that may read got {got} of 8");
+}
