@@ -465,6 +465,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_hibernating_connection_is_one_block_of_at_most_224_bytes() {
+        // (memory, no spec statement)
+        // The `Arc<Sleeper>` block: two counters and the sleeper. jemalloc
+        // (the `fulmar` binary's allocator) serves 225-256 bytes from its
+        // 256-byte class, that of the runtime's I/O registrations, which
+        // every connection frees as it hibernates. At 232 bytes, 10 k idle
+        // connections cost 769 bytes each in RSS (eight runs, 748-800); at
+        // 216, 708 (684-743): more than the 32 bytes of rounding, so
+        // probably sleepers kept pages of freed registrations resident
+        // (`benches/README.md`, 2026-12-06).
+        let block = 2 * size_of::<usize>() + size_of::<Sleeper>();
+        assert!(block <= 224, "{block} bytes");
+    }
+
+    #[test]
     #[allow(clippy::disallowed_methods)] // a base instant; only differences matter
     fn deadline_keys_order_by_time_then_slot_and_never_come_early() {
         // (memory, no spec statement)

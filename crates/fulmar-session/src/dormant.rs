@@ -186,6 +186,15 @@ impl DormantSession {
         self.client_id.as_deref()
     }
 
+    /// The client identifier as a shared value: the `id` given to
+    /// [`share_client_id`](Self::share_client_id) when they were equal, so
+    /// that a caller can keep the identifier only here while the session
+    /// sleeps and clone it back when it wakes.
+    #[must_use]
+    pub fn shared_client_id(&self) -> Option<&Arc<str>> {
+        self.client_id.as_ref()
+    }
+
     /// Keeps `id` instead of the session's own copy of the client
     /// identifier when they are equal, so that a caller holding the
     /// identifier anyway does not keep it twice; true if they were.
