@@ -37,6 +37,9 @@ impl Auth {
             properties.authentication_method.as_ref(),
             properties.authentication_data.as_ref(),
         )?;
+        if properties.authentication_method.is_none() {
+            return Err(DecodeError::AuthWithoutMethod);
+        }
         Ok(Self {
             reason_code,
             properties,
@@ -55,6 +58,13 @@ impl Encode for Auth {
             });
         }
         if self.reason_code != AuthReasonCode::Success || !self.properties.is_empty() {
+            if self.properties.authentication_method.is_none() {
+                return Err(if self.properties.authentication_data.is_some() {
+                    EncodeError::AuthDataWithoutMethod
+                } else {
+                    EncodeError::AuthWithoutMethod
+                });
+            }
             s.put_u8(self.reason_code.as_u8());
             encode_properties(&self.properties, s)?;
         }

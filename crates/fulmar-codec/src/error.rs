@@ -132,6 +132,16 @@ pub enum DecodeError {
     /// Authentication Data without an Authentication Method.
     #[error("authentication data without an authentication method")]
     AuthDataWithoutMethod,
+    /// An AUTH packet with a reason code but no Authentication Method (MQTT
+    /// 5.0 section 3.15.2.2.2: "It is a Protocol Error to omit the
+    /// Authentication Method"). Only the AUTH of remaining length 0 has none.
+    #[error("[MQTT-4.12.0-5] AUTH without an authentication method")]
+    AuthWithoutMethod,
+    /// MQTT 5.0: Maximum QoS 3 in subscription options (section 3.8.3.1: "It
+    /// is a Protocol Error if the Maximum QoS field has the value 3"; under
+    /// 3.1.1 the packet is malformed, [`InvalidQoS`](Self::InvalidQoS)).
+    #[error("maximum QoS 3 in subscription options is a protocol error")]
+    SubscriptionQoS3,
     /// A Packet Identifier of 0.
     #[error("[MQTT-2.2.1-3] packet identifier 0 in {0}")]
     ZeroPacketId(PacketType),
@@ -221,6 +231,8 @@ impl DecodeError {
             Self::DuplicateProperty { .. }
             | Self::InvalidPropertyValue { .. }
             | Self::AuthDataWithoutMethod
+            | Self::AuthWithoutMethod
+            | Self::SubscriptionQoS3
             | Self::ZeroPacketId(_)
             | Self::EmptyTopicName
             | Self::ResponseTopicWildcard
@@ -334,6 +346,10 @@ pub enum EncodeError {
     /// Authentication Data without an Authentication Method.
     #[error("authentication data without an authentication method")]
     AuthDataWithoutMethod,
+    /// An AUTH packet with a reason code or properties but no Authentication
+    /// Method (MQTT 5.0 section 3.15.2.2.2).
+    #[error("[MQTT-4.12.0-5] AUTH without an authentication method")]
+    AuthWithoutMethod,
     /// MQTT 3.1.1: a password without a user name.
     #[error("[MQTT-3.1.2-22] password without user name")]
     PasswordWithoutUsername,

@@ -134,8 +134,12 @@ impl SubscriptionOptions {
         if b & reserved != 0 {
             return Err(DecodeError::SubscriptionOptionsReserved(b));
         }
-        let qos =
-            QoS::try_from(b & 0b11).map_err(|_| DecodeError::InvalidQoS("subscription options"))?;
+        let qos = QoS::try_from(b & 0b11).map_err(|_| match version {
+            ProtocolVersion::V5 => DecodeError::SubscriptionQoS3,
+            ProtocolVersion::V31 | ProtocolVersion::V311 => {
+                DecodeError::InvalidQoS("subscription options")
+            }
+        })?;
         let retain_handling = RetainHandling::try_from((b >> 4) & 0b11)
             .map_err(|_| DecodeError::InvalidRetainHandling)?;
         Ok(Self {

@@ -60,9 +60,15 @@ const CONTEXTS: [Context; 14] = [
 ];
 
 impl Context {
-    /// A minimal valid packet of this kind carrying `properties`.
+    /// A minimal valid packet of this kind carrying `properties`. An AUTH
+    /// gets the Authentication Method it needs (section 3.15.2.2.2) first,
+    /// unless `properties` starts with one.
     fn wire(self, properties: &[u8]) -> Vec<u8> {
-        let p = props(properties);
+        let p = if self == Auth && properties.first() != Some(&0x15) {
+            props(&cat(&[&hex("15 00 01 'm'"), properties]))
+        } else {
+            props(properties)
+        };
         match self {
             Connect => frame(
                 0x10,

@@ -502,24 +502,28 @@ fn disconnect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
     })
 }
 
+/// An AUTH: the one of remaining length 0, or one with an Authentication
+/// Method (section 3.15.2.2.2: it may not be omitted otherwise).
 fn auth() -> impl Strategy<Value = Packet> {
-    (
+    let full = (
         codes::<AuthReasonCode>(),
-        auth_method_data(),
+        text(),
+        of(binary(16)),
         of(text()),
         user_properties(),
     )
-        .prop_map(|(reason_code, (am, ad), rs, up)| {
+        .prop_map(|(reason_code, am, ad, rs, up)| {
             Packet::from(Auth {
                 reason_code,
                 properties: AuthProperties {
-                    authentication_method: am,
+                    authentication_method: Some(am),
                     authentication_data: ad,
                     reason_string: rs,
                     user_properties: up,
                 },
             })
-        })
+        });
+    prop_oneof![1 => Just(Packet::from(Auth::default())), 9 => full]
 }
 
 /// Any valid packet for `version`: the 14 types of 3.1.1, or the 15 of 5.0.

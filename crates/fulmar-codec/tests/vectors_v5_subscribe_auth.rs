@@ -143,9 +143,11 @@ fn subscribe_malformed() {
         &hex("82 07 | 00 01 | 00 | 00 01 'a' 30"),
         DecodeError::InvalidRetainHandling,
     );
-    malformed(
+    // 5.0 section 3.8.3.1: "It is a Protocol Error if the Maximum QoS field
+    // has the value 3" (malformed under 3.1.1, MQTT-3.8.3-4 of 3.1.1).
+    protocol_error(
         &hex("82 07 | 00 01 | 00 | 00 01 'a' 03"),
-        DecodeError::InvalidQoS("subscription options"),
+        DecodeError::SubscriptionQoS3,
     );
     protocol_error(
         &hex("82 10 | 00 01 | 00 | 00 0A '$share/g/a' 04"),
@@ -452,13 +454,20 @@ fn auth_every_reason_code() {
     for code in codes.into_iter().filter(|c| c.as_u8() != 0) {
         let auth = Auth {
             reason_code: code,
-            properties: AuthProperties::default(),
+            properties: AuthProperties {
+                authentication_method: Some("M".into()),
+                ..AuthProperties::default()
+            },
         };
-        assert_vector(&auth.into(), V5, &[0xF0, 0x02, code.as_u8(), 0x00]);
+        assert_vector(
+            &auth.into(),
+            V5,
+            &[0xF0, 0x06, code.as_u8(), 0x04, 0x15, 0x00, 0x01, b'M'],
+        );
     }
     for code in not_in(AUTH_CODES) {
         protocol_error(
-            &[0xF0, 0x02, code, 0x00],
+            &[0xF0, 0x06, code, 0x04, 0x15, 0x00, 0x01, b'M'],
             DecodeError::InvalidReasonCode {
                 packet_type: PacketType::Auth,
                 code,
@@ -486,7 +495,7 @@ fn auth_every_property() {
     assert_vector(&auth.into(), V5, &wire);
 }
 
-// v5:MQTT-3.15.1-1 v5:MQTT-2.1.3-1
+// v5:MQTT-3.15.1-1 v5:MQTT-2.1.3-1 v5:MQTT-4.12.0-5
 #[test]
 fn auth_malformed() {
     for flags in 1..16u8 {
@@ -502,6 +511,30 @@ fn auth_malformed() {
         &hex("F0 07 | 18 | 05 16 00 02 'xy'"),
         DecodeError::AuthDataWithoutMethod,
     );
+    // Section 3.15.2.2.2: "It is a Protocol Error to omit the Authentication
+    // Method"; only the AUTH of remaining length 0 (Success, no properties)
+    // has none.
+    protocol_error(&hex("F0 02 | 18 | 00"), DecodeError::AuthWithoutMethod);
+    protocol_error(
+        &hex("F0 06 | 19 | 04 1F 00 01 'x'"),
+        DecodeError::AuthWithoutMethod,
+    );
+    protocol_error(&hex("F0 02 | 00 | 00"), DecodeError::AuthWithoutMethod);
+    for auth in [
+        Auth {
+            reason_code: AuthReasonCode::ContinueAuthentication,
+            properties: AuthProperties::default(),
+        },
+        Auth {
+            reason_code: AuthReasonCode::Success,
+            properties: AuthProperties {
+                reason_string: Some("x".into()),
+                ..AuthProperties::default()
+            },
+        },
+    ] {
+        assert_eq!(encode_err(auth), EncodeError::AuthWithoutMethod);
+    }
     // A reason code without a Property Length.
     malformed(
         &hex("F0 01 18"),
