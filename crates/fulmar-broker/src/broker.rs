@@ -1054,7 +1054,7 @@ impl BrokerHandle {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 match owner {
                     Some(owner) if owner.control.send(Control::TakeOver(tx, drop_will)).is_ok() => {
-                        Some((owner.conn_id, rx))
+                        Some((owner.control.clone(), rx))
                     }
                     _ => {
                         let export = export_session(&mut state, &id);
@@ -1065,7 +1065,7 @@ impl BrokerHandle {
                     }
                 }
             };
-            if let Some((conn_id, handed_over)) = waiting
+            if let Some((inbox, handed_over)) = waiting
                 && tokio::time::timeout(HANDOVER_TIMEOUT, handed_over)
                     .await
                     .is_err()
@@ -1073,7 +1073,7 @@ impl BrokerHandle {
                 tracing::warn!(%id, "connection did not hand its session over in time");
                 let mut state = shared.lock();
                 if let Some(entry) = state.sessions.get_mut(&id)
-                    && entry.owner.as_ref().is_some_and(|o| o.conn_id == conn_id)
+                    && entry.owner.as_ref().is_some_and(|o| o.is(&inbox))
                 {
                     entry.owner = None;
                 }

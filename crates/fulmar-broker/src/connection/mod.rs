@@ -1818,11 +1818,11 @@ impl<S: Stream> Connection<S> {
                     .sessions
                     .get(id)
                     .and_then(|e| e.owner.as_ref())
-                    .filter(|o| o.conn_id != self.conn_id);
+                    .filter(|o| !o.reads(&self.control));
                 let (tx, rx) = oneshot::channel();
                 match holder {
                     Some(owner) if owner.control.send(Control::TakeOver(tx, false)).is_ok() => {
-                        ((owner.conn_id, owner.control.clone()), rx)
+                        (owner.control.clone(), rx)
                     }
                     // Nobody holds it (or the holder is gone): take it, in the
                     // same critical section so two newcomers cannot both win.
@@ -1840,10 +1840,10 @@ impl<S: Stream> Connection<S> {
                 .is_err()
             {
                 tracing::warn!(%id, "old connection did not hand its session over in time");
-                let (old, old_inbox) = old;
+                let old_inbox = old;
                 let mut state = self.shared.lock();
                 if let Some(entry) = state.sessions.get_mut(id)
-                    && entry.owner.as_ref().is_some_and(|o| o.conn_id == old)
+                    && entry.owner.as_ref().is_some_and(|o| o.is(&old_inbox))
                 {
                     entry.owner = None;
                     if clean_start {
@@ -1905,7 +1905,6 @@ impl<S: Stream> Connection<S> {
         let entry = state.sessions.entry(id.clone()).or_default();
         let cancelled = entry.take_will().is_some();
         entry.owner = Some(Owner {
-            conn_id: self.conn_id,
             control: self.control.inbox(),
         });
 
@@ -2359,7 +2358,7 @@ impl<S: Stream> Connection<S> {
                 .sessions
                 .get(&client.id)
                 .and_then(|e| e.owner.as_ref())
-                .is_some_and(|o| o.conn_id == self.conn_id);
+                .is_some_and(|o| o.reads(&self.control));
             if !mine {
                 // Taken over after a handover timeout (this task was held up
                 // elsewhere than in a write): the session lives on elsewhere,
