@@ -903,7 +903,13 @@ impl Driver {
 
     fn on_packet(&mut self, packet: Packet) {
         match packet {
-            Packet::Publish(publish) if self.blocked.is_some() || !self.parked.is_empty() => {
+            Packet::Publish(mut publish) if self.blocked.is_some() || !self.parked.is_empty() => {
+                // Parked or dropped, its Topic Alias is taken now, in the
+                // order of receipt: it applies to the packets after it.
+                if let Err(error) = self.session.handle_topic_alias(&mut publish, now()) {
+                    warn!(%error, "protocol error, closing the connection");
+                    return;
+                }
                 // Reading goes on while the full stream waits for its SUBACK
                 // (see `may_read`): QoS 0 beyond a stream's worth is dropped,
                 // for whichever streams (parking it would not be bounded,

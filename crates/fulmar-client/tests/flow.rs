@@ -1033,6 +1033,101 @@ async fn qos1_messages_before_the_suback_are_kept_behind_a_qos0_flood() {
     before_the_suback(10).await;
 }
 
+// v5:MQTT-3.3.2-10: a QoS 0 message that the client drops because it
+// arrived for a full stream before its SUBACK still sets the Topic Alias it
+// carries (the mapping belongs to the connection, not to the message), and
+// the messages held back meanwhile resolve theirs in the order they came.
+// The client lost the aliases of dropped messages: a later PUBLISH with such
+// an alias alone came under the topic of an older mapping (z2 under "t/y"),
+// or closed the connection with 0x82 Protocol Error when there was none (z3).
+#[tokio::test]
+async fn a_qos0_dropped_before_the_suback_still_sets_its_topic_alias() {
+    fn aliased(topic: &'static str, id: Option<u16>, alias: Option<u16>, payload: &str) -> Packet {
+        let mut p = Publish::new(topic.into(), Bytes::from(payload.to_owned()));
+        if let Some(id) = id {
+            p.qos = QoS::AtLeastOnce;
+            p.packet_id = PacketId::new(id);
+        }
+        p.properties.topic_alias = alias.and_then(NonZeroU16::new);
+        Packet::Publish(p)
+    }
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        let (id, filter) = subscribe_of(&mut wire).await;
+        assert_eq!(filter, "t/#");
+        // Before the SUBACK: q1 fills the stream (capacity 1), q2 and z0 are
+        // held back (z0 is the one QoS 0 message held), z1 and z1b are dropped.
+        wire.feed(aliased("t/x", Some(1), None, "q1"))
+            .await
+            .unwrap();
+        wire.feed(aliased("t/x", Some(2), None, "q2"))
+            .await
+            .unwrap();
+        wire.feed(aliased("t/y", None, Some(1), "z0"))
+            .await
+            .unwrap();
+        wire.feed(aliased("t/x", None, Some(1), "z1"))
+            .await
+            .unwrap();
+        wire.feed(aliased("t/z", None, Some(2), "z1b"))
+            .await
+            .unwrap();
+        let ack = SubAck::new(id, vec![SubAckReasonCode::GrantedQoS1]);
+        wire.feed(Packet::SubAck(ack)).await.unwrap();
+        // Held back behind z0, so alias 1 is still "t/x" when it is read.
+        wire.send(aliased("", Some(3), Some(1), "q3"))
+            .await
+            .unwrap();
+        loop {
+            match next(&mut wire).await {
+                Packet::PubAck(ack) if ack.packet_id.get() == 3 => break,
+                Packet::PubAck(_) => {}
+                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // Aliases 1 and 2, set by the dropped z1 and z1b, used alone; then a
+        // marker.
+        wire.feed(aliased("", None, Some(1), "z2")).await.unwrap();
+        wire.feed(aliased("", None, Some(2), "z3")).await.unwrap();
+        wire.send(aliased("t/x", Some(4), None, "end"))
+            .await
+            .unwrap();
+        loop {
+            match next(&mut wire).await {
+                Packet::PubAck(_) => {}
+                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+                Packet::Disconnect(d) => return d.reason_code,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let options = options.stream_capacity(1);
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    let mut stream = guard(client.subscribe("t/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    loop {
+        let m = guard(stream.next()).await.expect("the connection stays");
+        let payload = String::from_utf8_lossy(&m.payload).into_owned();
+        got.push(format!("{} {payload}", m.topic));
+        if payload == "end" {
+            break;
+        }
+    }
+    let expected = [
+        "t/x q1", "t/x q2", "t/y z0", "t/x q3", "t/x z2", "t/z z3", "t/x end",
+    ];
+    assert_eq!(got, expected);
+    guard(client.disconnect()).await.unwrap();
+    assert_eq!(
+        guard(broker).await.unwrap(),
+        DisconnectReasonCode::NormalDisconnection
+    );
+}
+
 // MQTT-4.6.0-2 with manual acknowledgements: a QoS 1 message that arrived
 // for a subscription before its SUBACK, which then refuses every filter
 // (v5 0x87), is acknowledged by the client (nobody will read it), so the

@@ -6,6 +6,8 @@
 //! packet identifier, then deliver" method of MQTT 5.0 figure 4.3); a resent
 //! PUBLISH with a stored identifier is acknowledged again but not delivered.
 
+use std::time::Instant;
+
 use fulmar_codec::{
     AliasError, PacketId, ProtocolVersion, PubAckReasonCode, PubCompReasonCode, Publish, QoS,
 };
@@ -17,19 +19,7 @@ use crate::session::{Session, State};
 impl Session {
     /// A PUBLISH from the peer (role-specific checks are done by the caller).
     pub(crate) fn receive_publish(&mut self, mut publish: Publish) -> Result<(), Error> {
-        if self.version == ProtocolVersion::V5 {
-            self.conn
-                .resolve_in_alias(&mut publish)
-                .map_err(|e| match e {
-                    AliasError::AboveMaximum { alias, .. } => {
-                        ProtocolViolation::TopicAliasInvalid(alias)
-                    }
-                    AliasError::Unknown(alias) => ProtocolViolation::TopicAliasUnknown(alias),
-                    _ => ProtocolViolation::EmptyTopic,
-                })?;
-        } else if publish.topic.is_empty() {
-            return Err(ProtocolViolation::EmptyTopic.into());
-        }
+        self.resolve_topic(&mut publish)?;
         match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, None) => self.events.push_back(Event::Message(publish)),
             (QoS::AtLeastOnce, Some(id)) => {
@@ -80,6 +70,51 @@ impl Session {
                 self.transmit.push_pubrec(id);
             }
             _ => return Err(ProtocolViolation::PacketIdMismatch.into()),
+        }
+        Ok(())
+    }
+
+    /// Resolves the Topic Alias of an inbound PUBLISH now, in its order of
+    /// receipt, for a caller that does not feed it to
+    /// [`handle_packet`](Self::handle_packet) right away: one it holds back
+    /// to feed later, or one it discards unfed (a client with no room for a
+    /// QoS 0 message). A Topic Alias belongs to the network connection, not
+    /// to the message: a PUBLISH that sets one sets it for the packets after
+    /// it, whatever becomes of its message ([MQTT-3.3.2-10], [MQTT-3.3.2-12]).
+    ///
+    /// Under MQTT 5.0, `publish` gets the topic of its alias and loses the
+    /// Topic Alias property, as `handle_packet` would do; fed later, it is a
+    /// PUBLISH with its topic name and changes no alias. Call it for every
+    /// PUBLISH received while an earlier one is held back, so that the
+    /// aliases keep the order of receipt. Does nothing unless connected (and
+    /// under 3.1.1 only checks that the topic name is not empty).
+    ///
+    /// # Errors
+    /// [`ProtocolViolation::TopicAliasInvalid`],
+    /// [`ProtocolViolation::TopicAliasUnknown`],
+    /// [`ProtocolViolation::EmptyTopic`]: the connection is then closing, as
+    /// after `handle_packet` (see the type docs).
+    pub fn handle_topic_alias(&mut self, publish: &mut Publish, now: Instant) -> Result<(), Error> {
+        self.now = Some(now);
+        if self.state != State::Connected {
+            return Ok(());
+        }
+        self.resolve_topic(publish).map_err(|e| self.fail(e))
+    }
+
+    /// The topic of an inbound PUBLISH: its Topic Alias resolved (MQTT 5.0),
+    /// or its Topic Name, which must not be empty then.
+    fn resolve_topic(&mut self, publish: &mut Publish) -> Result<(), Error> {
+        if self.version == ProtocolVersion::V5 {
+            self.conn.resolve_in_alias(publish).map_err(|e| match e {
+                AliasError::AboveMaximum { alias, .. } => {
+                    ProtocolViolation::TopicAliasInvalid(alias)
+                }
+                AliasError::Unknown(alias) => ProtocolViolation::TopicAliasUnknown(alias),
+                _ => ProtocolViolation::EmptyTopic,
+            })?;
+        } else if publish.topic.is_empty() {
+            return Err(ProtocolViolation::EmptyTopic.into());
         }
         Ok(())
     }

@@ -248,6 +248,7 @@ impl Conn {
 /// # Methods, in four groups
 ///
 /// - **Inputs**: [`handle_packet`](Self::handle_packet),
+///   [`handle_topic_alias`](Self::handle_topic_alias) (a PUBLISH not fed yet),
 ///   [`handle_decode_error`](Self::handle_decode_error),
 ///   [`handle_timeout`](Self::handle_timeout),
 ///   [`connection_lost`](Self::connection_lost).

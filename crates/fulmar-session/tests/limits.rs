@@ -717,6 +717,56 @@ fn alias_above_our_maximum_is_topic_alias_invalid() {
 }
 
 #[test]
+fn a_publish_not_fed_yet_sets_its_topic_alias_in_the_order_of_receipt() {
+    // v5:MQTT-3.3.2-10: the client accepts every alias it allowed, also one
+    // set by a PUBLISH it discards (a QoS 0 message it has no room for) or
+    // holds back to feed later.
+    let now = t0();
+    let mut client = v5_client_with(ConnAck::new(false, ConnectReasonCode::Success));
+    events(&mut client);
+    let aliased = |topic: &str, alias: u16| {
+        let mut p = publish(topic, QoS::AtMostOnce, b"x");
+        p.properties.topic_alias = NonZeroU16::new(alias);
+        p
+    };
+    // Held back: resolved now, fed later.
+    let mut held = aliased("held", 1);
+    client.handle_topic_alias(&mut held, now).unwrap();
+    assert_eq!(
+        (held.topic.as_str(), held.properties.topic_alias),
+        ("held", None)
+    );
+    // Discarded, never fed: alias 1 is now "dropped".
+    client
+        .handle_topic_alias(&mut aliased("dropped", 1), now)
+        .unwrap();
+    client.handle_packet(Packet::Publish(held), now).unwrap();
+    client
+        .handle_packet(Packet::Publish(aliased("", 1)), now)
+        .unwrap();
+    let topics: Vec<String> = events(&mut client)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => Some(m.topic.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(topics, ["held", "dropped"]);
+    // An alias never set closes the connection, as from handle_packet.
+    let mut unknown = aliased("", 2);
+    assert!(matches!(
+        client.handle_topic_alias(&mut unknown, now),
+        Err(Error::Protocol(_))
+    ));
+    assert_eq!(
+        drain(&mut client),
+        [Packet::Disconnect(Disconnect::new(
+            DisconnectReasonCode::ProtocolError
+        ))]
+    );
+}
+
+#[test]
 fn message_expiry_while_queued() {
     // v5:MQTT-3.3.2-5 v5:MQTT-3.3.2-6 v5:MQTT-4.3.3-7
     let now = t0();
