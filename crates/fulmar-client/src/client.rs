@@ -300,11 +300,11 @@ impl Client {
     /// Maximum), and every message while disconnected, wait in a bounded
     /// queue ([`ConnectOptions::max_buffered_publishes`], 1024 by default)
     /// and are sent as quota comes back or after reconnecting; a publish
-    /// that finds that queue full fails with [`Error::QueueFull`], also while
-    /// connected (thousands of QoS 1/2 publishes awaited at once: keep fewer
-    /// on their way, as with `futures`' `buffer_unordered`, or raise the
-    /// bound). An invalid topic fails with [`Error::InvalidTopic`] when
-    /// awaited.
+    /// that would wait and finds that queue full fails with
+    /// [`Error::QueueFull`], also while connected (thousands of QoS 1/2
+    /// publishes awaited at once, beyond the quota: keep fewer on their
+    /// way, as with `futures`' `buffer_unordered`, or raise the bound). An
+    /// invalid topic fails with [`Error::InvalidTopic`] when awaited.
     ///
     /// `topic` is a `&str`, a `String` or a [`TopicName`] checked
     /// beforehand. Publishing to the same `&str` as the last publish of this

@@ -11,10 +11,12 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use fulmar_codec::{
     Auth, AuthProperties, AuthReasonCode, CodecError, ConnAck, DisconnectProperties,
-    DisconnectReasonCode, MqttCodec, MqttString, Packet, PacketId, ProtocolVersion, Publish, QoS,
-    ReasonCode, SubAck, SubscribeProperties, SubscriptionOptions, UnsubAck, UnsubscribeProperties,
+    DisconnectReasonCode, EncodeError, MqttCodec, MqttString, Packet, PacketId, ProtocolVersion,
+    Publish, QoS, ReasonCode, SubAck, SubscribeProperties, SubscriptionOptions, UnsubAck,
+    UnsubscribeProperties,
 };
 use fulmar_session::{ApiError, Event, Initiator, Session};
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -313,6 +315,11 @@ struct Driver {
     /// since the last `settle_qos0`: they are the oldest in `qos0` once the
     /// session's drops, reported by number, are taken out.
     qos0_written: (usize, usize),
+    /// QoS 0 messages encoded into the write buffer and not flushed yet.
+    qos0_unflushed: usize,
+    /// A packet from the session that could not be encoded: `transmit`
+    /// ends the connection with it.
+    unencodable: Option<EncodeError>,
     requests: HashMap<PacketId, Request>,
     /// PUBLISH packets read but not fed to the session while a stream is full.
     parked: VecDeque<Publish>,
@@ -434,6 +441,8 @@ impl Driver {
             in_flight: PacketIdMap::default(),
             qos0: VecDeque::new(),
             qos0_written: (0, 0),
+            qos0_unflushed: 0,
+            unencodable: None,
             requests: HashMap::new(),
             parked: VecDeque::new(),
             parked_qos0: 0,
@@ -475,6 +484,10 @@ impl Driver {
         let mut failed_in_a_row = 0usize;
         loop {
             let error = self.connection().await;
+            // Encoded as they were taken, never written: lost with the
+            // connection.
+            self.qos0_written.1 += std::mem::take(&mut self.qos0_unflushed);
+            self.unencodable = None;
             let was_up = self.connected_at.is_some();
             // Only a connection that stayed up restarts the backoff: one the
             // broker accepts and ends at once (a session taken over back and
@@ -687,9 +700,11 @@ impl Driver {
                 // Also with no stream routed: one ended early (its
                 // re-SUBSCRIBE refused) may still hand back what it held.
                 Some(dropped) = self.dropped_rx.recv() => self.on_stream_dropped(dropped),
-                command = self.commands.recv(), if self.commands_open => self.on_command_after_publishes(command),
+                command = self.commands.recv(), if self.commands_open => {
+                    self.on_command_after_publishes(command, Some(framed.write_buffer_mut()));
+                }
                 () = poll_fn(|cx| shared.poll_queued(cx)), if !self.exit => {
-                    self.take_publishes();
+                    self.take_publishes(Some(framed.write_buffer_mut()));
                 }
                 frame = framed.next(), if read => {
                     if let Some(e) = self.on_frame(frame) {
@@ -698,7 +713,7 @@ impl Driver {
                 }
             }
             // Whatever else is ready now goes out with the same write and flush.
-            self.take_publishes();
+            self.take_publishes(Some(framed.write_buffer_mut()));
             if self.commands_open && !self.exit && self.deferred.is_none() {
                 match self.commands.try_recv() {
                     // After the publishes taken so far are written: the
@@ -832,11 +847,11 @@ impl Driver {
             tokio::select! {
                 () = sleep_until(deadline) => return true,
                 () = poll_fn(|cx| shared.poll_queued(cx)), if !self.exit => {
-                    self.take_publishes();
+                    self.take_publishes(None);
                     self.drain_events();
                 }
                 command = self.commands.recv(), if self.commands_open => {
-                    self.on_command_after_publishes(command);
+                    self.on_command_after_publishes(command, None);
                     self.drain_events();
                     if self.exit {
                         return false;
@@ -872,33 +887,45 @@ impl Driver {
 
     /// Writes every packet the session hands out, then flushes.
     async fn transmit(&mut self, framed: &mut Framed<Box<dyn Io>, MqttCodec>) -> Result<(), Error> {
-        let mut written = 0usize;
-        let mut qos0 = 0usize;
-        let mut result = Ok(());
-        // Encoded straight into the write buffer (what the codec's encoder
-        // does), flushed once for the whole batch.
-        let version = self.options.version;
-        while let Some(packet) = self.session.poll_transmit() {
-            if matches!(&packet, Packet::Publish(p) if p.qos == QoS::AtMostOnce) {
-                qos0 += 1;
-            }
-            if let Err(e) = packet.encode(version, framed.write_buffer_mut()) {
-                result = Err(Error::Encode(e));
-                break;
-            }
-            written += 1;
-        }
-        if result.is_ok() && written > 0 {
+        self.encode(framed.write_buffer_mut());
+        let mut result = match self.unencodable.take() {
+            Some(e) => Err(Error::Encode(e)),
+            None => Ok(()),
+        };
+        // Flushed once for everything encoded since the last flush (here,
+        // and as publishes were taken).
+        if result.is_ok() && !framed.write_buffer().is_empty() {
             result = flush(framed, self.options.write_timeout).await;
         }
         // QoS 0 messages taken from the session are written, or lost with the
         // connection; which ones is settled once the session's events (its
         // drops, by number) are handled.
+        let qos0 = std::mem::take(&mut self.qos0_unflushed);
         match result {
             Ok(()) => self.qos0_written.0 += qos0,
             Err(_) => self.qos0_written.1 += qos0,
         }
         result
+    }
+
+    /// Encodes every packet the session hands out at the end of `buf`, the
+    /// transport's write buffer (what the codec's encoder does), for
+    /// `transmit` to flush. Stops at a packet that cannot be encoded:
+    /// `transmit` then ends the connection.
+    fn encode(&mut self, buf: &mut BytesMut) {
+        if self.unencodable.is_some() {
+            return;
+        }
+        let version = self.options.version;
+        while let Some(packet) = self.session.poll_transmit() {
+            if matches!(&packet, Packet::Publish(p) if p.qos == QoS::AtMostOnce) {
+                self.qos0_unflushed += 1;
+            }
+            if let Err(e) = packet.encode(version, buf) {
+                self.unencodable = Some(e);
+                return;
+            }
+        }
     }
 
     fn on_packet(&mut self, packet: Packet) {
@@ -1793,9 +1820,10 @@ impl Driver {
     }
 
     /// A command from the channel: handled after the publishes queued
-    /// before it are written (deferred), or now if there are none.
-    fn on_command_after_publishes(&mut self, command: Option<Command>) {
-        if command.is_some() && self.take_publishes() {
+    /// before it are written (deferred), or now if there are none. `buf`:
+    /// see `take_publishes`.
+    fn on_command_after_publishes(&mut self, command: Option<Command>, buf: Option<&mut BytesMut>) {
+        if command.is_some() && self.take_publishes(buf) {
             self.deferred = command;
         } else {
             self.on_command(command);
@@ -1804,7 +1832,12 @@ impl Driver {
 
     /// Hands every queued publish to the session; true if there was one.
     /// Not once the application asked to stop: those fail at shutdown.
-    fn take_publishes(&mut self) -> bool {
+    ///
+    /// Connected (`buf`, the transport's write buffer), what the session
+    /// sends is encoded after each one, for `transmit` to flush: the
+    /// session's queue, bounded by `max_buffered_publishes`, then holds
+    /// only the publishes that wait (for send quota), not a whole batch.
+    fn take_publishes(&mut self, mut buf: Option<&mut BytesMut>) -> bool {
         if self.exit {
             return false;
         }
@@ -1822,6 +1855,9 @@ impl Driver {
                 }
                 Ok(None) => self.qos0.push_back((self.session.published(), key)),
                 Err(e) => self.done.push((key, Err(Error::from_session(e)))),
+            }
+            if let Some(buf) = buf.as_deref_mut() {
+                self.encode(buf);
             }
         }
         true

@@ -530,9 +530,13 @@ impl ConnectOptions {
         self
     }
 
-    /// How many publishes may wait for a connection or for send quota
-    /// (default 1024); beyond it `publish` fails with
-    /// [`Error::QueueFull`], also while connected.
+    /// How many publishes may wait (default 1024): for a connection, or,
+    /// while connected, for send quota (the broker's Receive Maximum, for
+    /// QoS 1/2, and the QoS 0 messages behind them, which keep their
+    /// order). Beyond it `publish` fails with [`Error::QueueFull`]. A
+    /// publish that is sent at once does not wait and does not count: with
+    /// 0, nothing is buffered while disconnected or beyond the send quota,
+    /// and publishing while connected works as usual.
     #[must_use]
     pub fn max_buffered_publishes(mut self, max: usize) -> Self {
         self.max_buffered = max;

@@ -255,6 +255,107 @@ async fn the_brokers_receive_maximum_limits_publishes_in_flight() {
     guard(client.disconnect()).await.unwrap();
 }
 
+// (no spec statement) `max_buffered_publishes` bounds the publishes that
+// wait, not those sent at once: ten QoS 0 and ten QoS 1 publishes awaited
+// together while connected all go out with a bound of 4 (six of ten failed
+// with QueueFull: a whole batch of them went through the session's queue
+// before any was written).
+#[tokio::test]
+async fn a_small_publish_buffer_does_not_refuse_publishes_that_do_not_wait() {
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        let mut payloads = Vec::new();
+        loop {
+            match next(&mut wire).await {
+                Packet::Publish(p) => {
+                    if let Some(id) = p.packet_id {
+                        wire.send(Packet::PubAck(PubAck::new(id))).await.unwrap();
+                    }
+                    payloads.push(String::from_utf8_lossy(&p.payload).into_owned());
+                }
+                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+                Packet::Disconnect(_) => return payloads,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let options = options.max_buffered_publishes(4);
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
+        let results =
+            guard(futures::future::join_all((0..10).map(|i| {
+                client.publish("t", format!("{i}")).qos(qos).into_future()
+            })))
+            .await;
+        for result in results {
+            result.unwrap();
+        }
+    }
+    guard(client.disconnect()).await.unwrap();
+    let expected: Vec<String> = (0..2)
+        .flat_map(|_| (0..10).map(|i| format!("{i}")))
+        .collect();
+    assert_eq!(guard(broker).await.unwrap(), expected);
+}
+
+// (no spec statement) `max_buffered_publishes(0)`: no publish may wait,
+// and one that is sent at once does not wait. While connected, QoS 0 and
+// QoS 1 publishes go out (every one failed with QueueFull(0)); a QoS 1
+// publish beyond the broker's Receive Maximum would wait, and fails.
+#[tokio::test]
+async fn max_buffered_publishes_zero_still_publishes_while_connected() {
+    let (listener, options) = listen().await;
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let (refused_tx, refused_rx) = tokio::sync::oneshot::channel::<()>();
+    let broker = tokio::spawn(async move {
+        let mut connack = ConnAck::default();
+        connack.properties.receive_maximum = NonZeroU16::new(1);
+        let mut wire = accept(&listener, connack).await;
+        let mut payloads = Vec::new();
+        let mut first = Some(first_tx);
+        let mut refused = Some(refused_rx);
+        loop {
+            match next(&mut wire).await {
+                Packet::Publish(p) => {
+                    payloads.push(String::from_utf8_lossy(&p.payload).into_owned());
+                    if let Some(id) = p.packet_id {
+                        // The first QoS 1 message holds the quota until the
+                        // client has refused the next one.
+                        if let (Some(first), Some(refused)) = (first.take(), refused.take()) {
+                            first.send(()).unwrap();
+                            refused.await.unwrap();
+                        }
+                        wire.send(Packet::PubAck(PubAck::new(id))).await.unwrap();
+                    }
+                }
+                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+                Packet::Disconnect(_) => return payloads,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let options = options.max_buffered_publishes(0);
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    guard(client.publish("t", "q0")).await.unwrap();
+    let q1 = client
+        .publish("t", "q1")
+        .qos(QoS::AtLeastOnce)
+        .into_future();
+    let mut q1 = Box::pin(q1);
+    assert!(futures::poll!(&mut q1).is_pending());
+    guard(first_rx).await.unwrap();
+    let waits = guard(client.publish("t", "waits").qos(QoS::AtLeastOnce)).await;
+    assert!(matches!(waits, Err(Error::QueueFull(0))), "{waits:?}");
+    refused_tx.send(()).unwrap();
+    guard(q1).await.unwrap();
+    guard(client.publish("t", "again").qos(QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    guard(client.disconnect()).await.unwrap();
+    assert_eq!(guard(broker).await.unwrap(), ["q0", "q1", "again"]);
+}
+
 // v5:MQTT-3.1.2-20 v3:MQTT-3.1.2-23: an idle client sends PINGREQ within the
 // keep alive.
 #[tokio::test]

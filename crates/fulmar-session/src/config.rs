@@ -19,9 +19,13 @@ pub struct Config {
     /// Upper bound of our own outbound in-flight QoS 1/2 messages, whatever the
     /// peer's Receive Maximum (MQTT 3.1.1 has none). Default 256.
     pub max_inflight: NonZeroU16,
-    /// Outbound messages accepted by `publish` but not yet sent (flow control,
-    /// or no connection). `publish` fails with
-    /// [`LimitExceeded::PendingQueueFull`](crate::LimitExceeded::PendingQueueFull) beyond it.
+    /// Outbound messages accepted by `publish` that wait to be sent (flow
+    /// control, or no connection). `publish` fails with
+    /// [`LimitExceeded::PendingQueueFull`](crate::LimitExceeded::PendingQueueFull)
+    /// beyond it. A message the next `poll_transmit` sends does not wait and
+    /// is accepted whatever the bound (see
+    /// [`Session::publish`](crate::Session::publish)), so the queue holds at
+    /// most `max(max_pending, 1)` messages; 0 accepts no message that waits.
     pub max_pending: usize,
     /// SUBSCRIBE/UNSUBSCRIBE requests awaiting their acknowledgement: ours
     /// (client; `subscribe` fails beyond it) or the peer's that the

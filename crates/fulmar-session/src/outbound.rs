@@ -399,6 +399,16 @@ impl Outbound {
         self.pending.bytes
     }
 
+    /// Whether a message of `qos` queued now is the next PUBLISH that
+    /// [`next`](Self::next) hands out on a connection with send window
+    /// `limit`: nothing queued or to resend before it, and for QoS 1/2 a free
+    /// slot in the in-flight table.
+    pub(crate) fn sends_next(&self, qos: QoS, limit: usize) -> bool {
+        self.pending.is_empty()
+            && self.resend.is_empty()
+            && (qos == QoS::AtMostOnce || self.inflight.len() < limit)
+    }
+
     /// Queues `publish`; assigns its packet identifier for QoS 1/2.
     #[inline]
     pub(crate) fn enqueue(

@@ -933,10 +933,18 @@ impl Session {
     /// Queues an application message. QoS 1/2 messages get a packet
     /// identifier, returned here and reported again in
     /// [`Event::PublishComplete`]. The message is sent when connected and the
-    /// peer's Receive Maximum allows; before that it waits in a bounded queue
-    /// (also while disconnected). Messages leave in the order they were
-    /// published, whatever their QoS: a QoS 0 message waits behind a QoS 1/2
-    /// message held back by flow control.
+    /// peer's Receive Maximum allows; before that it waits in a queue bounded
+    /// by [`Config::max_pending`] (also while disconnected). Messages leave in
+    /// the order they were published, whatever their QoS: a QoS 0 message
+    /// waits behind a QoS 1/2 message held back by flow control.
+    ///
+    /// Only messages that wait count against the bound: while connected, a
+    /// message that the next [`poll_transmit`](Self::poll_transmit) sends
+    /// (nothing queued or to resend before it; QoS 0, or send quota left) is
+    /// accepted whatever the bound, also with a bound of 0. A caller that
+    /// drains `poll_transmit` after each `publish` thus never meets the bound
+    /// while the peer's Receive Maximum has room; one that publishes a batch
+    /// before draining finds the messages after the first waiting.
     ///
     /// Server, between the CONNECT and [`accept`](Self::accept): the
     /// identifier is provisional. If the session state given to `accept`
@@ -984,8 +992,16 @@ impl Session {
                 }
             }
         }
-        let max_pending = self.config.max_pending;
+        let limit = self.send_window();
+        let connected = self.state == State::Connected;
         let out = self.out.get_mut(self.out_cursor);
+        // Only a message that waits counts against `max_pending`: one that
+        // the next `poll_transmit` sends is taken whatever the bound.
+        let max_pending = if connected && out.sends_next(publish.qos, limit) {
+            usize::MAX
+        } else {
+            self.config.max_pending
+        };
         if out.pending_len() >= max_pending {
             out.expire(now, &mut self.events);
         }

@@ -275,6 +275,50 @@ fn pending_queue_is_bounded() {
     assert_eq!(c.pending_len(), 3);
 }
 
+// (no spec statement) Config::max_pending bounds the messages that wait
+// (for a connection, or for the peer's Receive Maximum), not those the next
+// poll_transmit sends: with a bound of 0, a connected client still publishes
+// (it refused every message, as each went through the queue).
+#[test]
+fn the_pending_bound_counts_only_messages_that_wait() {
+    let now = t0();
+    let mut c = connected_client(
+        Config {
+            max_pending: 0,
+            ..Config::default()
+        },
+        connect_packet(ProtocolVersion::V5, "c", true),
+        connack_with(|p| p.receive_maximum = NonZeroU16::new(1)),
+        now,
+    );
+    events(&mut c);
+    for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::AtMostOnce] {
+        c.publish(publish("t", qos, b"x"), now).unwrap();
+        assert_eq!(publishes(&drain(&mut c)), 1);
+    }
+    // The QoS 1 message in flight takes the send quota: another one waits.
+    assert_eq!(
+        c.publish(publish("t", QoS::AtLeastOnce, b"x"), now),
+        Err(Error::Limit(LimitExceeded::PendingQueueFull(0)))
+    );
+    // Published before the first is drained, the second waits behind it.
+    c.publish(publish("t", QoS::AtMostOnce, b"x"), now).unwrap();
+    assert_eq!(
+        c.publish(publish("t", QoS::AtMostOnce, b"x"), now),
+        Err(Error::Limit(LimitExceeded::PendingQueueFull(0)))
+    );
+    assert_eq!(c.pending_len(), 1);
+    // Not connected, every message waits.
+    let mut offline = Session::client(Config {
+        max_pending: 0,
+        ..Config::default()
+    });
+    assert_eq!(
+        offline.publish(publish("t", QoS::AtMostOnce, b"x"), now),
+        Err(Error::Limit(LimitExceeded::PendingQueueFull(0)))
+    );
+}
+
 #[test]
 fn requests_and_early_packets_are_bounded() {
     let now = t0();
