@@ -386,7 +386,8 @@ struct Driver {
     /// `reauthenticate` calls made while one ran: the next exchange's.
     reauth_next: Vec<Reply<()>>,
     /// When the running re-authentication fails if the broker has not
-    /// completed it ([`ConnectOptions::connect_timeout`] after it began).
+    /// completed it ([`ConnectOptions::connect_timeout`] after it began;
+    /// none if that is too far to tell).
     reauth_deadline: Option<Instant>,
     /// Why our side of enhanced authentication ended this connection.
     auth_failure: Option<Error>,
@@ -829,7 +830,8 @@ impl Driver {
     /// Serves the handles while waiting `delay` before reconnecting. False:
     /// stop instead.
     async fn wait(&mut self, delay: std::time::Duration) -> bool {
-        let deadline = Instant::now() + delay;
+        // None: too far to tell (a delay near `Duration::MAX`), never.
+        let deadline = Instant::now().checked_add(delay);
         loop {
             if let Some(command) = self.deferred.take() {
                 self.on_command(Some(command));
@@ -845,7 +847,7 @@ impl Driver {
             self.flush_outcomes();
             let shared = &*self.shared;
             tokio::select! {
-                () = sleep_until(deadline) => return true,
+                () = sleep_until_some(deadline) => return true,
                 () = poll_fn(|cx| shared.poll_queued(cx)), if !self.exit => {
                     self.take_publishes(None);
                     self.drain_events();
@@ -1306,7 +1308,8 @@ impl Driver {
         match self.session.auth(auth) {
             Ok(()) => {
                 self.reauth_waiters = replies;
-                self.reauth_deadline = Some(Instant::now() + self.options.connect_timeout);
+                // None (no deadline) for a timeout too large to add.
+                self.reauth_deadline = Instant::now().checked_add(self.options.connect_timeout);
             }
             Err(e) => {
                 for reply in replies {

@@ -174,7 +174,10 @@ impl Reconnect {
         let factor = 2u32.saturating_pow(attempt.min(31));
         let base = self.initial.saturating_mul(factor).min(self.max);
         // In [0, 1]: `mul_f64` panics on NaN.
-        base.mul_f64(1.0 - unit(self.jitter) * unit(random))
+        let kept = 1.0 - unit(self.jitter) * unit(random);
+        // `mul_f64` also panics when the product rounds to more than
+        // `Duration::MAX` (a base near it, kept whole): that is the base.
+        Duration::try_from_secs_f64(base.as_secs_f64() * kept).unwrap_or(base)
     }
 }
 
@@ -776,6 +779,16 @@ mod tests {
             r.jitter(f64::INFINITY).delay(2, 0.5),
             Duration::from_millis(200)
         );
+    }
+
+    // (no spec statement) A delay near `Duration::MAX`, kept whole (no
+    // jitter drawn), rounds above it as `f64` seconds: `mul_f64` panicked.
+    #[test]
+    fn a_backoff_of_duration_max_does_not_panic() {
+        let r = Reconnect::exponential(Duration::MAX, Duration::MAX);
+        assert_eq!(r.delay(0, 0.0), Duration::MAX);
+        assert_eq!(r.clone().jitter(0.0).delay(40, 0.7), Duration::MAX);
+        assert!(r.delay(3, 1.0) < Duration::MAX);
     }
 
     // A reconnection under 5.0 asks to resume (Clean Start 0); 3.1.1 keeps the flag.

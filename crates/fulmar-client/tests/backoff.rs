@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::guard;
-use fulmar_client::{Client, ConnectOptions, Reconnect, Transport};
+use fulmar_client::{Client, ConnectOptions, Error, QoS, Reconnect, Transport};
 use fulmar_codec::{ConnAck, Disconnect, DisconnectReasonCode, MqttCodec, Packet, ProtocolVersion};
 use futures::{SinkExt, StreamExt};
 use tokio::io::DuplexStream;
@@ -92,4 +92,40 @@ async fn a_broker_that_kicks_at_once_gets_growing_reconnect_delays() {
         ]
     );
     guard(client.disconnect()).await.unwrap();
+}
+
+// (no spec statement) A backoff too long to add to the clock
+// (`Duration::MAX`: practically never again) waits for ever and leaves the
+// client usable: the connection task answers while it waits (it panicked
+// on `Instant + delay`, and every call failed with `Closed`).
+#[tokio::test]
+async fn a_backoff_too_long_for_the_clock_waits_for_ever() {
+    let (kicked_tx, mut kicked) = mpsc::unbounded_channel();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let transport = Transport::custom({
+        let attempts = attempts.clone();
+        move || {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            let (client, server) = tokio::io::duplex(1 << 16);
+            tokio::spawn(accept_and_kick(server, Duration::ZERO, kicked_tx.clone()));
+            async move { Ok(client) }
+        }
+    });
+    let options = ConnectOptions::new("pipe", 0)
+        .client_id("never-again")
+        .transport(transport)
+        .reconnect(Reconnect::exponential(Duration::MAX, Duration::MAX).jitter(0.0));
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    guard(kicked.recv()).await.unwrap();
+    guard(client.wait_connected(false)).await.unwrap();
+    // Answered by the connection task, which is waiting to reconnect.
+    let subscribed = guard(client.subscribe("t", QoS::AtLeastOnce)).await;
+    assert!(
+        matches!(subscribed, Err(Error::NotConnected)),
+        "{:?}",
+        subscribed.map(|_| ())
+    );
+    assert!(!client.is_closed());
+    guard(client.disconnect()).await.unwrap();
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
 }

@@ -422,6 +422,30 @@ async fn an_unanswered_re_authentication_fails_after_the_connect_timeout() {
     assert!(started.elapsed() >= std::time::Duration::from_secs(10));
 }
 
+// (no spec statement) A connect timeout too long to add to the clock
+// (`Duration::MAX`) gives a re-authentication no deadline: it completes
+// when the broker answers (the connection task panicked on `Instant +
+// connect_timeout` as it sent the AUTH).
+#[tokio::test]
+async fn a_re_authentication_with_a_connect_timeout_too_long_for_the_clock() {
+    let (transport, mut servers) = common::pipes();
+    let (authenticator, _calls) = toy();
+    let options = options(transport, authenticator).connect_timeout(std::time::Duration::MAX);
+    let (client, mut wire) = connect_without_challenge(options, &mut servers).await;
+    let reauth = tokio::spawn({
+        let client = client.clone();
+        async move { client.reauthenticate().await }
+    });
+    let (code, _) = next_auth(&mut wire).await;
+    assert_eq!(code, AuthReasonCode::ReAuthenticate);
+    wire.send(auth(AuthReasonCode::Success, "proof"))
+        .await
+        .unwrap();
+    guard(reauth).await.unwrap().unwrap();
+    assert!(client.is_connected());
+    guard(client.disconnect()).await.unwrap();
+}
+
 // Every connection starts a new exchange: a reconnection's CONNECT
 // carries the data of a new `start`.
 #[tokio::test]
