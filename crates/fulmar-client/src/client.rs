@@ -304,7 +304,11 @@ impl Client {
     /// [`Error::QueueFull`], also while connected (thousands of QoS 1/2
     /// publishes awaited at once, beyond the quota: keep fewer on their
     /// way, as with `futures`' `buffer_unordered`, or raise the bound). An
-    /// invalid topic fails with [`Error::InvalidTopic`] when awaited.
+    /// invalid topic fails with [`Error::InvalidTopic`] when awaited; under
+    /// MQTT 5.0, a payload marked UTF-8 ([`PayloadFormat::Utf8`](crate::PayloadFormat::Utf8))
+    /// that is not well-formed UTF-8 fails with
+    /// [`Error::Session`]`(`[`ApiError::PayloadFormatInvalid`](crate::ApiError::PayloadFormatInvalid)`)`
+    /// and is not sent.
     ///
     /// `topic` is a `&str`, a `String` or a [`TopicName`] checked
     /// beforehand. Publishing to the same `&str` as the last publish of this

@@ -137,8 +137,8 @@ pub use tokio_rustls::client::TlsStream;
 
 pub use fulmar_codec::{
     AckProperties, ConnAck, ConnectReasonCode, DisconnectProperties, DisconnectReasonCode,
-    ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode, RetainHandling, SubAck,
-    SubAckReasonCode, SubscribeProperties, SubscriptionOptions, Will, WillProperties,
+    PayloadFormat, ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode, RetainHandling,
+    SubAck, SubAckReasonCode, SubscribeProperties, SubscriptionOptions, Will, WillProperties,
 };
 pub use fulmar_session::DropReason;
 /// The errors of the protocol state machine, as carried by

@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::guard;
 use fulmar_client::{
-    Client, ConnectOptions, Error, QoS, ReasonCode, Reconnect, SubscribeProperties,
-    SubscriptionOptions,
+    ApiError, Client, ConnectOptions, Error, PayloadFormat, PublishProperties, QoS, ReasonCode,
+    Reconnect, SessionError, SubscribeProperties, SubscriptionOptions,
 };
 use fulmar_codec::{
     ConnAck, Disconnect, DisconnectReasonCode, MqttCodec, Packet, PacketId, ProtocolVersion,
@@ -354,6 +354,65 @@ async fn max_buffered_publishes_zero_still_publishes_while_connected() {
         .unwrap();
     guard(client.disconnect()).await.unwrap();
     assert_eq!(guard(broker).await.unwrap(), ["q0", "q1", "again"]);
+}
+
+// (no spec statement; MQTT 5.0 section 3.3.2.3.2: with Payload Format
+// Indicator 1 the payload MUST be well-formed UTF-8) A publish marked UTF-8
+// whose payload is not fails with a typed error and is not sent (it went out
+// as is; a broker that checks disconnects with 0x99, and a resumed session
+// sent the QoS 1 message again at each reconnection). The connection stays.
+#[tokio::test]
+async fn a_payload_marked_utf8_that_is_not_is_refused() {
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        let mut payloads = Vec::new();
+        loop {
+            match next(&mut wire).await {
+                Packet::Publish(p) => {
+                    if let Some(id) = p.packet_id {
+                        wire.send(Packet::PubAck(PubAck::new(id))).await.unwrap();
+                    }
+                    payloads.push(p.payload);
+                }
+                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+                Packet::Disconnect(_) => return payloads,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    let utf8 = PublishProperties {
+        payload_format_indicator: Some(PayloadFormat::Utf8),
+        ..PublishProperties::default()
+    };
+    let refused = guard(
+        client
+            .publish("t", vec![0xffu8, 0xfe])
+            .qos(QoS::AtLeastOnce)
+            .properties(utf8.clone()),
+    )
+    .await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Session(SessionError::Api(
+                ApiError::PayloadFormatInvalid
+            )))
+        ),
+        "{refused:?}"
+    );
+    guard(
+        client
+            .publish("t", "caf\u{e9}")
+            .qos(QoS::AtLeastOnce)
+            .properties(utf8),
+    )
+    .await
+    .unwrap();
+    assert!(client.is_connected());
+    guard(client.disconnect()).await.unwrap();
+    assert_eq!(guard(broker).await.unwrap(), ["caf\u{e9}"]);
 }
 
 // v5:MQTT-3.1.2-20 v3:MQTT-3.1.2-23: an idle client sends PINGREQ within the

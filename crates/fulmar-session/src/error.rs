@@ -230,6 +230,13 @@ pub enum ApiError {
     /// A client may not send Subscription Identifiers in PUBLISH.
     #[error("[MQTT-3.3.4-6] a client PUBLISH must not carry subscription identifiers")]
     SubscriptionIdentifier,
+    /// A client PUBLISH (MQTT 5.0) whose Payload Format Indicator says UTF-8
+    /// (1) with a payload that is not well-formed UTF-8: the spec requires
+    /// it to be (section 3.3.2.3.2), and a server that checks answers it with
+    /// 0x99 Payload format invalid. Send it with the indicator absent or 0,
+    /// or fix the payload.
+    #[error("[MQTT 5.0 3.3.2.3.2] the payload is marked UTF-8 but is not well-formed UTF-8")]
+    PayloadFormatInvalid,
     /// The server does not support wildcard subscriptions (Wildcard
     /// Subscription Available 0 in its CONNACK).
     #[error("the server does not support wildcard subscriptions")]

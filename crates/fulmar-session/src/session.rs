@@ -959,7 +959,13 @@ impl Session {
     /// - [`LimitExceeded::PendingQueueFull`], [`LimitExceeded::NoPacketId`];
     /// - client, when the server's CONNACK said so: QoS or retain not
     ///   supported, [`LimitExceeded::PacketTooLarge`];
-    /// - an empty topic, or (client) Subscription Identifiers.
+    /// - an empty topic, or (client) Subscription Identifiers;
+    /// - client, MQTT 5.0: [`ApiError::PayloadFormatInvalid`], a payload
+    ///   marked UTF-8 (Payload Format Indicator 1) that is not well-formed
+    ///   UTF-8 (section 3.3.2.3.2). A server forwards what it received
+    ///   unaltered ([MQTT-3.3.2-4]); checking an inbound payload against its
+    ///   indicator is the receiving application's choice (0x99 Payload
+    ///   format invalid).
     pub fn publish(
         &mut self,
         mut publish: Publish,
@@ -973,6 +979,11 @@ impl Session {
         if self.role == Role::Client {
             if !publish.properties.subscription_identifiers.is_empty() {
                 return Err(ApiError::SubscriptionIdentifier.into());
+            }
+            // 3.1.1 sends no properties: its payload is bytes, whatever the
+            // indicator said.
+            if self.version == ProtocolVersion::V5 && !publish.payload_format_is_valid() {
+                return Err(ApiError::PayloadFormatInvalid.into());
             }
             let size = sent_size(self.version, &mut publish).map_err(ApiError::Unencodable)?;
             if self.state == State::Connected {

@@ -13,7 +13,7 @@ use fulmar_codec::{
     DisconnectProperties, DisconnectReasonCode, MqttString, Packet, PayloadFormat, ProtocolVersion,
     QoS,
 };
-use fulmar_session::{Config, Error, Event, Session};
+use fulmar_session::{ApiError, Config, Error, Event, Session};
 
 const BOTH: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
 
@@ -273,6 +273,53 @@ fn forwarded_properties_are_sent_unaltered() {
         "every property as given, user properties in order"
     );
     assert_eq!(m.payload, p.payload);
+}
+
+// (no spec statement; MQTT 5.0 section 3.3.2.3.2: with Payload Format
+// Indicator 1 "the UTF-8 data in the Payload MUST be well-formed UTF-8")
+// A client refuses to send a payload marked UTF-8 that is not; it sent it as
+// is. Under 3.1.1 no property is sent: the payload is bytes. A server
+// forwards what it received unaltered (v5:MQTT-3.3.2-4).
+#[test]
+fn a_client_refuses_a_payload_marked_utf8_that_is_not() {
+    let now = t0();
+    let marked = |payload: &[u8]| {
+        let mut p = publish("t", QoS::AtLeastOnce, payload);
+        p.properties.payload_format_indicator = Some(PayloadFormat::Utf8);
+        p
+    };
+    for version in BOTH {
+        let mut client = connected_client(
+            Config::default(),
+            connect_packet(version, "c", true),
+            ConnAck::new(false, ConnectReasonCode::Success),
+            now,
+        );
+        let refused = client.publish(marked(b"\xff\xfe"), now);
+        if version == ProtocolVersion::V5 {
+            assert_eq!(
+                refused,
+                Err(Error::Api(ApiError::PayloadFormatInvalid)),
+                "{version:?}"
+            );
+            assert!(drain(&mut client).is_empty());
+        } else {
+            assert!(refused.is_ok(), "{version:?}: {refused:?}");
+            drain(&mut client);
+        }
+        client.publish(marked("caf\u{e9}".as_bytes()), now).unwrap();
+        let mut unmarked = marked(b"\xff\xfe");
+        unmarked.properties.payload_format_indicator = Some(PayloadFormat::Unspecified);
+        client.publish(unmarked, now).unwrap();
+        assert_eq!(drain(&mut client).len(), 2, "{version:?}");
+        assert!(client.is_connected());
+    }
+    let mut server = connected_server(
+        Config::default(),
+        connect_packet(ProtocolVersion::V5, "c", true),
+        now,
+    );
+    server.publish(marked(b"\xff\xfe"), now).unwrap();
 }
 
 #[test]
