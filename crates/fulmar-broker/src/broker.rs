@@ -93,6 +93,7 @@ impl Shared {
             clients_connected: load(&c.clients_connected),
             sessions: state.sessions.len(),
             subscriptions: state.subs.len(),
+            shared_subscriptions: state.subs.shared_len(),
             retained: state.retained.len(),
             dropped_messages: load(&c.dropped),
             blocked_publishers: load(&c.blocked_publishers),
@@ -599,8 +600,11 @@ pub struct Stats {
     pub clients_connected: u64,
     /// Sessions, connected or not.
     pub sessions: usize,
-    /// Subscriptions, in-process ones included.
+    /// Subscriptions, in-process ones and shared group memberships included.
     pub subscriptions: usize,
+    /// Shared group memberships (`$share/{group}/{filter}` subscriptions), of
+    /// [`subscriptions`](Self::subscriptions).
+    pub shared_subscriptions: usize,
     /// Retained messages.
     pub retained: usize,
     /// Messages dropped undelivered: a queue was full (offline queue,

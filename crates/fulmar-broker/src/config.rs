@@ -143,8 +143,9 @@ pub struct Limits {
     /// Interval at which the `$SYS/broker/...` topics are published
     /// (retained, QoS 0, as mosquitto does: version, uptime, clients,
     /// messages and bytes received and sent, dropped messages,
-    /// subscriptions, retained messages); `None` or zero: never (the
-    /// default).
+    /// subscriptions and shared subscriptions, retained messages): all of
+    /// them at the first interval, then the ones whose value changed, the
+    /// uptime always. `None` or zero: never (the default).
     pub sys_interval: Option<Duration>,
     /// Server Keep Alive (MQTT 5.0): the keep-alive the broker imposes on
     /// every 5.0 client instead of the one it asked for, announced in

@@ -188,23 +188,33 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
-/// Publishes the `$SYS/broker/...` topics every `interval`, retained, at QoS 0.
+/// Publishes the `$SYS/broker/...` topics, retained, at QoS 0: each at the
+/// first tick, then every `interval` the ones whose value changed (as
+/// mosquitto does), the uptime always.
 pub(crate) async fn sys_loop(shared: std::sync::Arc<Shared>, interval: Duration) {
     let started = Instant::now();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = SysValues::default();
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => return,
-            _ = ticker.tick() => publish_sys(&shared, started),
+            _ = ticker.tick() => publish_sys(&shared, started, &mut last),
         }
     }
 }
 
-fn publish_sys(shared: &Shared, started: Instant) {
+/// The `$SYS` topics, in the order of [`sys_values`].
+const SYS_TOPICS: usize = 16;
+
+/// The values last published, by topic.
+type SysValues = [Option<String>; SYS_TOPICS];
+
+/// The value of each `$SYS` topic now.
+fn sys_values(shared: &Shared, started: Instant) -> [(&'static str, String); SYS_TOPICS] {
     let stats = shared.stats();
     let uptime = started.elapsed().as_secs();
-    let topics: [(&str, String); 15] = [
+    [
         (
             "$SYS/broker/version",
             format!("fulmar {}", env!("CARGO_PKG_VERSION")),
@@ -247,18 +257,35 @@ fn publish_sys(shared: &Shared, started: Instant) {
             stats.bytes_received.to_string(),
         ),
         ("$SYS/broker/bytes/sent", stats.bytes_sent.to_string()),
+        // Counted apart, as mosquitto counts them.
         (
             "$SYS/broker/subscriptions/count",
-            stats.subscriptions.to_string(),
+            stats
+                .subscriptions
+                .saturating_sub(stats.shared_subscriptions)
+                .to_string(),
+        ),
+        (
+            "$SYS/broker/shared_subscriptions/count",
+            stats.shared_subscriptions.to_string(),
         ),
         (
             "$SYS/broker/retained messages/count",
             stats.retained.to_string(),
         ),
-    ];
+    ]
+}
+
+fn publish_sys(shared: &Shared, started: Instant, last: &mut SysValues) {
+    let topics = sys_values(shared, started);
     let now = Instant::now();
     let mut state = shared.lock();
-    for (topic, value) in topics {
+    for ((topic, value), last) in topics.into_iter().zip(last.iter_mut()) {
+        let uptime = topic == "$SYS/broker/uptime";
+        if !uptime && last.as_ref() == Some(&value) {
+            continue;
+        }
+        *last = Some(value.clone());
         let Ok(name) = topic.parse::<TopicName>() else {
             continue;
         };

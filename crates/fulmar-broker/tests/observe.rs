@@ -25,9 +25,9 @@ async fn next_event(events: &mut fulmar_broker::Events) -> BrokerEvent {
 #[tokio::test]
 async fn sys_topics_are_published_retained() {
     let broker = start_with(Broker::builder().sys_interval(Some(Duration::from_millis(20)))).await;
-    // Wait for the first round (15 topics), then read them as retained messages.
+    // Wait for the first round (16 topics), then read them as retained messages.
     tokio::time::timeout(GUARD, async {
-        while broker.stats().retained < 15 {
+        while broker.stats().retained < 16 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -37,7 +37,7 @@ async fn sys_topics_are_published_retained() {
     let mut all = broker.subscribe("#").unwrap();
     let mut sys = broker.subscribe("$SYS/broker/#").unwrap();
     let mut values = HashMap::new();
-    while values.len() < 15 {
+    while values.len() < 16 {
         let m = next(&mut sys).await;
         assert!(m.retain, "{m:?}");
         values.insert(
@@ -88,6 +88,63 @@ async fn sys_topics_are_published_retained() {
     assert_eq!((stats.packets_received, stats.packets_sent), (3, 3));
     // CONNECT 17 + SUBSCRIBE 10 + PUBLISH 12 bytes; CONNACK 4 + SUBACK 5 + PUBLISH 12.
     assert_eq!((stats.bytes_received, stats.bytes_sent), (39, 21));
+    broker.shutdown().await;
+}
+
+// MQTT-4.7.2-1
+#[tokio::test]
+async fn sys_topics_are_republished_when_they_change_and_count_shared_subscriptions_apart() {
+    let broker = start_with(Broker::builder().sys_interval(Some(Duration::from_millis(10)))).await;
+    tokio::time::timeout(GUARD, async {
+        while broker.stats().retained < 16 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("no $SYS topics");
+    let mut sys = broker.subscribe("$SYS/broker/#").unwrap();
+    let mut retained = 0;
+    while retained < 16 {
+        if next(&mut sys).await.retain {
+            retained += 1;
+        }
+    }
+    // As mosquitto: a value is published again only when it changed (the
+    // uptime every time). Five more rounds: no second version.
+    let (mut uptimes, mut versions) = (0, 0);
+    while uptimes < 5 {
+        let m = next(&mut sys).await;
+        match m.topic.as_str() {
+            "$SYS/broker/uptime" => uptimes += 1,
+            "$SYS/broker/version" => versions += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(versions, 0, "an unchanged value was published again");
+    // A shared subscription counts in shared_subscriptions/count only.
+    let mut peer = Peer::connect(addr(&broker), ProtocolVersion::V5, "counted").await;
+    peer.sub(1, "plain/x", QoS::AtMostOnce).await;
+    peer.sub(2, "$share/g/shared/x", QoS::AtMostOnce).await;
+    let mut seen = HashMap::new();
+    // The in-process `$SYS/broker/#` and `plain/x`.
+    while seen
+        .get("$SYS/broker/subscriptions/count")
+        .map(String::as_str)
+        != Some("2")
+        || seen
+            .get("$SYS/broker/shared_subscriptions/count")
+            .map(String::as_str)
+            != Some("1")
+    {
+        let m = next(&mut sys).await;
+        seen.insert(
+            m.topic.to_string(),
+            String::from_utf8(m.payload.to_vec()).unwrap(),
+        );
+    }
+    let stats = broker.stats();
+    assert_eq!((stats.subscriptions, stats.shared_subscriptions), (3, 1));
+    peer.disconnect().await;
     broker.shutdown().await;
 }
 

@@ -189,6 +189,10 @@ fn churn(seed: u64, keys: u64, steps: u32, gen_filter: fn(&mut Rng) -> String) {
         }
         assert_eq!(t.len(), model.len());
         if step % 97 == 0 {
+            assert_eq!(
+                t.shared_len(),
+                model.keys().filter(|(_, g, _)| !g.is_empty()).count()
+            );
             let name = rand_name(&mut r);
             let topic: TopicName = name.parse().unwrap();
             let mut plain = BTreeSet::new();
@@ -233,6 +237,7 @@ fn churn(seed: u64, keys: u64, steps: u32, gen_filter: fn(&mut Rng) -> String) {
         t.remove_key(&k);
     }
     assert_eq!(t.len(), 0);
+    assert_eq!(t.shared_len(), 0);
     assert_eq!(
         format!("{t:?}"),
         "SubscriptionTrie { len: 0, nodes: 1, .. }"

@@ -52,12 +52,16 @@ fn describe() {
     metrics::describe_gauge!("fulmar_sessions", "Sessions, connected or not.");
     metrics::describe_gauge!(
         "fulmar_subscriptions",
-        "Subscriptions, in-process ones included."
+        "Subscriptions, in-process ones and shared group memberships included."
+    );
+    metrics::describe_gauge!(
+        "fulmar_shared_subscriptions",
+        "Shared group memberships ($share/{group}/{filter}), of fulmar_subscriptions."
     );
     metrics::describe_gauge!("fulmar_retained_messages", "Retained messages.");
     metrics::describe_counter!(
         "fulmar_dropped_messages_total",
-        "Messages dropped because a queue was full."
+        "Messages dropped undelivered: a queue was full, a message over a limit was refused, or a subscription was withdrawn."
     );
     metrics::describe_gauge!(
         "fulmar_blocked_publishers",
@@ -177,6 +181,7 @@ fn record(sources: &Sources) {
     metrics::gauge!("fulmar_connections").set(stats.connections as f64);
     metrics::gauge!("fulmar_sessions").set(stats.sessions as f64);
     metrics::gauge!("fulmar_subscriptions").set(stats.subscriptions as f64);
+    metrics::gauge!("fulmar_shared_subscriptions").set(stats.shared_subscriptions as f64);
     metrics::gauge!("fulmar_retained_messages").set(stats.retained as f64);
     metrics::counter!("fulmar_dropped_messages_total").absolute(stats.dropped_messages);
     metrics::gauge!("fulmar_blocked_publishers").set(stats.blocked_publishers as f64);

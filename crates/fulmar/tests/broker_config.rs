@@ -533,6 +533,7 @@ fn prometheus_metrics_are_served_at_slash_metrics() {
         "fulmar_clients_connected ",
         "fulmar_connections_hibernating ",
         "fulmar_read_ahead_bytes 0",
+        "fulmar_shared_subscriptions 0",
     ] {
         assert!(response.contains(metric), "{metric}: {response}");
     }

@@ -143,6 +143,8 @@ pub struct SubscriptionTrie<K, O, S = RoundRobin> {
     levels: Interner,
     keys: HashMap<K, Locs>,
     len: usize,
+    /// Shared group memberships, of `len`.
+    shared_len: usize,
     next_group: u32,
     seeds: RandomState,
     strategy: S,
@@ -183,6 +185,7 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
             levels: Interner::default(),
             keys: HashMap::default(),
             len: 0,
+            shared_len: 0,
             next_group: 0,
             seeds: RandomState::new(),
             strategy,
@@ -193,6 +196,13 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
     #[must_use]
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// The number of shared group memberships (`$share/{group}/{filter}`
+    /// subscriptions), of [`len`](Self::len).
+    #[must_use]
+    pub fn shared_len(&self) -> usize {
+        self.shared_len
     }
 
     /// Whether the trie holds no subscription.
@@ -282,6 +292,7 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
         }
         group.push(key.clone(), options);
         self.len += 1;
+        self.shared_len += 1;
         self.index_add(key, loc);
         None
     }
@@ -312,6 +323,7 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
         };
         self.finish_group_removal(set, gpos);
         self.len -= 1;
+        self.shared_len -= 1;
         self.index_remove(key, Loc { node, group: gid });
         self.cleanup(node);
         Some(old)
@@ -328,7 +340,7 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
             Locs::One(l) => SmallVec::<[Loc; 4]>::from_elem(l, 1),
             Locs::Many(v) => SmallVec::from_vec(*v),
         };
-        let mut removed = 0;
+        let (mut removed, mut shared) = (0, 0);
         for loc in locs {
             let set = self.node(loc.node).subs;
             let Some(subs) = self.sets.get_mut(set as usize) else {
@@ -345,6 +357,7 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
                     let pos = group.position(key)?;
                     group.remove_at(pos)?;
                     removed += 1;
+                    shared += 1;
                     Some(gpos)
                 });
                 if let Some(gpos) = gpos {
@@ -354,6 +367,7 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
             self.cleanup(loc.node);
         }
         self.len -= removed;
+        self.shared_len -= shared;
         removed
     }
 
