@@ -16,8 +16,12 @@
 //! `bridge_session_expiry_interval`, `notifications`,
 //! `notifications_local_only`). Directives of
 //! mosquitto's that fulmar does not have are ignored with a note (printed
-//! at start); a directive mosquitto does not know either is an error, as
-//! it is for mosquitto.
+//! at start), except those without which the broker would be more open
+//! than the file says (`psk_hint`, `psk_file`, `mount_point`,
+//! `bind_interface`, `check_retain_source true`, `use_subject_as_username`,
+//! `use_username_as_clientid`, `bridge_psk`, ...): these are an error, and
+//! fulmar does not start. A directive mosquitto does not know either is an
+//! error, as it is for mosquitto.
 //!
 //! mosquitto 2.0's defaults apply where they differ from fulmar's: without a
 //! `listener`, the broker listens on localhost:1883 (`listener PORT` without
@@ -30,6 +34,9 @@
 //! fulmar's defaults (1 024 subscriptions per client, 100 000 retained
 //! messages, queues bounded in bytes): set them in a TOML file if needed
 //! (`--print-config` starts one).
+//! One default of mosquitto's is not held: `check_retain_source` is true
+//! there (a retained message is delivered only while its publisher may
+//! still publish it), and fulmar does no such check.
 //! `fulmar broker -c mosquitto.conf --print-config` prints the result as
 //! fulmar's TOML.
 
@@ -69,7 +76,6 @@ const IGNORED: &[(&str, &str)] = &[
         "a client without an identifier gets one assigned",
     ),
     ("auto_id_prefix", "assigned identifiers have fulmar's form"),
-    ("check_retain_source", "not supported"),
     ("set_tcp_nodelay", "fulmar sets TCP_NODELAY"),
     ("log_dest", "fulmar logs to stderr"),
     ("log_facility", "fulmar logs to stderr"),
@@ -83,16 +89,12 @@ const IGNORED: &[(&str, &str)] = &[
     ("websockets_headers_size", "not supported"),
     ("http_dir", "not supported"),
     ("socket_domain", "not supported"),
-    ("bind_interface", "not supported"),
-    ("mount_point", "not supported"),
     ("ciphers", "rustls' default cipher suites are used"),
     ("ciphers_tls1.3", "rustls' default cipher suites are used"),
     ("tls_engine", "not supported"),
     ("tls_engine_kpass_sha1", "not supported"),
     ("tls_keyform", "not supported"),
     ("dhparamfile", "not supported"),
-    ("psk_hint", "not supported"),
-    ("psk_file", "not supported"),
     (
         "accept_protocol_versions",
         "MQTT 3.1.1 and 5.0 are accepted",
@@ -352,6 +354,44 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                      (use_identity_as_username takes the certificate's common name)"
                         .to_owned(),
                 ));
+            }
+            // Refused rather than ignored, for the same reason: without
+            // them a listener would be plain TCP, reachable from every
+            // interface, or show a tenant the topics of the others.
+            "psk_hint" | "psk_file" => {
+                return Err(at(
+                    "not supported: TLS with a pre-shared key (rustls has no PSK); fulmar \
+                     refuses to start rather than run the listener without it (use certfile \
+                     and keyfile)"
+                        .to_owned(),
+                ));
+            }
+            "mount_point" => {
+                return Err(at(
+                    "not supported; fulmar refuses to start rather than give this \
+                     listener's clients the topics outside their mount point"
+                        .to_owned(),
+                ));
+            }
+            "bind_interface" => {
+                return Err(at(
+                    "not supported; fulmar refuses to start rather than listen on every \
+                     interface (give the interface's address: `listener PORT ADDRESS`)"
+                        .to_owned(),
+                ));
+            }
+            // mosquitto's default, true, checks at each delivery of a
+            // retained message that its publisher may still publish it;
+            // fulmar does not, which `false` asks for.
+            "check_retain_source" => {
+                if boolean()? {
+                    return Err(at(
+                        "true is not supported: fulmar does not check a retained \
+                         message's publisher again when it delivers the message; it \
+                         refuses to start rather than run without the check"
+                            .to_owned(),
+                    ));
+                }
             }
             "allow_anonymous" => allow_anonymous = Some(boolean()?),
             "password_file" => config.auth.password_file = Some(path(need()?)),
@@ -1069,6 +1109,34 @@ notifications_local_only true
             )
             .is_err()
         );
+    }
+
+    /// Found by an operator review: these were ignored with a note, so a
+    /// PSK listener ran as plain TCP, a `mount_point` tenant saw the
+    /// others' topics, `bind_interface lo` listened on every interface, and
+    /// retained messages were delivered without mosquitto's check of their
+    /// publisher, all with "configuration OK".
+    #[test]
+    fn directives_that_would_open_the_broker_refuse_to_start() {
+        for directive in [
+            "psk_hint hint",
+            "psk_file /etc/mosquitto/psk",
+            "mount_point tenant1/",
+            "bind_interface lo",
+            "check_retain_source true",
+        ] {
+            let e = parse(
+                &format!("listener 1883\nallow_anonymous true\n{directive}\n"),
+                Path::new("/etc/mosquitto"),
+            )
+            .unwrap_err();
+            let key = directive.split(' ').next().unwrap_or_default();
+            assert!(e.starts_with(&format!("line 3: {key}: ")), "{e}");
+            assert!(e.contains("not supported"), "{e}");
+        }
+        // `false` asks for what fulmar does.
+        let (_, notes) = parsed("listener 1883\ncheck_retain_source false\n");
+        assert!(notes.is_empty(), "{notes:?}");
     }
 
     #[test]

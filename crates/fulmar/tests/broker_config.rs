@@ -759,3 +759,47 @@ fn print_config_round_trips_a_mosquitto_conf_into_toml() {
     let again = write(&dir, "fulmar.toml", &toml);
     assert_eq!(print(&again), toml);
 }
+
+// Found by an operator review: a mosquitto.conf with these loaded with a
+// note ("ignored") and ran a more open broker than the file describes (a
+// PSK listener as plain TCP, a mount_point tenant seeing the others'
+// topics, `bind_interface lo` on every interface), and `--check-config`
+// said OK. Neither starts now, and the error names the line.
+#[test]
+fn a_mosquitto_conf_fulmar_cannot_hold_does_not_start() {
+    let dir = temp_dir();
+    for directive in [
+        "psk_hint hint",
+        "psk_file psk.txt",
+        "mount_point tenant1/",
+        "bind_interface lo",
+        "check_retain_source true",
+    ] {
+        let conf = write(
+            &dir,
+            "mosquitto.conf",
+            &format!("listener 0 127.0.0.1\n{directive}\nallow_anonymous true\n"),
+        );
+        let key = directive.split(' ').next().unwrap();
+        let expected = format!("line 2: {key}: ");
+        let out = fulmar()
+            .args(["broker", "-c", &conf, "--check-config"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{directive}: {stderr}");
+        assert!(out.stdout.is_empty(), "{directive}: {out:?}");
+        assert!(stderr.contains(&expected), "{directive}: {stderr}");
+        assert!(stderr.contains("not supported"), "{directive}: {stderr}");
+        let mut broker = fulmar()
+            .args(["broker", "-c", &conf])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = common::wait_exit(&mut broker, Duration::from_secs(10));
+        assert_eq!(status.code(), Some(1), "{directive}");
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut broker.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(stderr.contains(&expected), "{directive}: {stderr}");
+    }
+}
