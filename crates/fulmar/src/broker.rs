@@ -27,8 +27,9 @@ pub(crate) struct BrokerArgs {
     #[arg(long)]
     print_default_config: bool,
     /// Print the configuration the broker would run with (the file given
-    /// with -c and the command line applied) as fulmar's TOML, and exit: to
-    /// see what a mosquitto.conf became, or to start a file from it.
+    /// with -c and the command line applied) as fulmar's TOML, with absolute
+    /// paths, and exit: to see what a mosquitto.conf became, or to start a
+    /// file from it.
     #[arg(long)]
     print_config: bool,
     /// TCP port of the first listener (0 picks a free port); with --bind,
@@ -104,6 +105,16 @@ fn effective_config(args: &BrokerArgs) -> Result<Config, String> {
         config.persistence.dir.clone_from(dir);
         config.persistence.enabled = true;
     }
+    // Relative to the working directory (`--data-dir`, or the default
+    // without a file): made absolute, so that `--print-config` saved
+    // elsewhere names the same directory (a file's paths are relative to
+    // the file).
+    config.persistence.dir = std::path::absolute(&config.persistence.dir).map_err(|e| {
+        format!(
+            "the data directory {}: {e}",
+            config.persistence.dir.display()
+        )
+    })?;
     if args.no_persistence {
         config.persistence.enabled = false;
     }

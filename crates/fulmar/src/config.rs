@@ -743,7 +743,16 @@ impl Config {
     pub(crate) fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the configuration {}: {e}", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        // Absolute: `--print-config` prints the paths as they are here,
+        // and a file's relative paths would be taken relative to wherever
+        // the printout is saved.
+        let base = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let base = std::path::absolute(base)
+            .map_err(|e| format!("cannot read the configuration {}: {e}", path.display()))?;
+        let base = base.as_path();
         let bad = |e: String| format!("bad configuration {}: {}", path.display(), e.trim_end());
         if path.extension().is_some_and(|e| e == "conf") {
             let (config, notes) = crate::mosquitto_conf::parse(&text, base).map_err(bad)?;

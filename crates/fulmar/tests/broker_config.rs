@@ -803,3 +803,58 @@ fn a_mosquitto_conf_fulmar_cannot_hold_does_not_start() {
         assert!(stderr.contains(&expected), "{directive}: {stderr}");
     }
 }
+
+// Found by an operator review: --print-config printed the paths relative
+// to the working directory (`-c fulmar.toml`, `--data-dir mydata`), but a
+// file's relative paths are taken relative to the file: the printout saved
+// in another directory named other files (--check-config: no password
+// file) and another store. The paths are absolute now.
+#[test]
+fn a_printed_config_saved_elsewhere_names_the_same_files() {
+    let here = temp_dir();
+    write(&here, "passwd", &format!("{ALICE}\n"));
+    write(&here, "acl", "user alice\ntopic readwrite #\n");
+    write(
+        &here,
+        "fulmar.toml",
+        "[[listener]]\nbind = \"127.0.0.1:1\"\n\
+         [auth]\npassword_file = \"passwd\"\nacl_file = \"acl\"\n",
+    );
+    write(
+        &here,
+        "mosquitto.conf",
+        "listener 1 127.0.0.1\npassword_file passwd\nacl_file acl\n",
+    );
+    let passwd = here.join("passwd").display().to_string();
+    let store = here.join("mydata").display().to_string();
+    for file in ["fulmar.toml", "mosquitto.conf"] {
+        let out = fulmar()
+            .current_dir(&here)
+            .args([
+                "broker",
+                "-c",
+                file,
+                "--data-dir",
+                "mydata",
+                "--print-config",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let printed = String::from_utf8(out.stdout).unwrap();
+        assert!(printed.contains(&format!("\"{passwd}\"")), "{printed}");
+        assert!(printed.contains(&format!("\"{store}\"")), "{printed}");
+        let elsewhere = temp_dir();
+        let saved = write(&elsewhere, "fulmar.toml", &printed);
+        let out = fulmar()
+            .args(["broker", "-c", &saved, "--check-config"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{file}: {out:?}");
+        let out = fulmar()
+            .args(["broker", "-c", &saved, "--print-config"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), printed, "{file}");
+    }
+}
