@@ -100,9 +100,15 @@ const IGNORED: &[(&str, &str)] = &[
         "MQTT 3.1.1 and 5.0 are accepted",
     ),
     ("plugin", "not supported"),
-    ("plugin_opt", "not supported"),
+    (
+        "plugin_opt",
+        "not supported (options of a plugin, which is not loaded)",
+    ),
     ("auth_plugin", "not supported"),
-    ("auth_opt", "not supported"),
+    (
+        "auth_opt",
+        "not supported (options of a plugin, which is not loaded)",
+    ),
     ("plugin_load", "not supported"),
     ("plugin_use", "not supported"),
     (
@@ -470,7 +476,14 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                     "not supported: put the settings of that directory in this file".to_owned(),
                 ));
             }
-            other => match IGNORED.iter().find(|(k, _)| *k == other) {
+            other => match IGNORED.iter().find(|(k, _)| {
+                // `auth_opt_NAME` and `plugin_opt_NAME`: any NAME, for the plugin.
+                *k == other
+                    || ["auth_opt", "plugin_opt"].contains(k)
+                        && other
+                            .strip_prefix(k)
+                            .is_some_and(|name| name.len() > 1 && name.starts_with('_'))
+            }) {
                 Some((_, why)) => notes.push(format!("line {n}: {other} ignored: {why}")),
                 None => return Err(at("not a mosquitto configuration directive".to_owned())),
             },
@@ -1137,6 +1150,33 @@ notifications_local_only true
         // `false` asks for what fulmar does.
         let (_, notes) = parsed("listener 1883\ncheck_retain_source false\n");
         assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    /// Found by an operator review: mosquitto passes `auth_opt_NAME` and
+    /// `plugin_opt_NAME` to the plugin, whatever NAME; fulmar refused them
+    /// as "not a mosquitto configuration directive", while it ignores the
+    /// plugin itself with a note.
+    #[test]
+    fn plugin_options_are_ignored_with_the_plugin() {
+        let (_, notes) = parsed(
+            "listener 1883\nauth_plugin /usr/lib/auth.so\nauth_opt_backends mysql\n\
+             plugin /usr/lib/mosquitto_dynamic_security.so\n\
+             plugin_opt_config_file /var/lib/mosquitto/dynamic-security.json\n",
+        );
+        assert_eq!(notes.len(), 4, "{notes:?}");
+        assert!(
+            notes[1].starts_with("line 3: auth_opt_backends ignored: not supported"),
+            "{notes:?}"
+        );
+        assert!(
+            notes[3].starts_with("line 5: plugin_opt_config_file ignored: not supported"),
+            "{notes:?}"
+        );
+        // A prefix alone, or another word, is still unknown.
+        for text in ["auth_opt_ x\n", "plugin_options x\n"] {
+            let e = parse(text, Path::new(".")).unwrap_err();
+            assert!(e.contains("not a mosquitto configuration directive"), "{e}");
+        }
     }
 
     #[test]
