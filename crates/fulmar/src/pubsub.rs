@@ -82,8 +82,10 @@ pub(crate) struct ConnArgs {
     /// unless -x is given).
     #[arg(short = 'c', long = "disable-clean-session")]
     no_clean: bool,
-    /// Session Expiry Interval in seconds (MQTT 5.0).
-    #[arg(short = 'x', long = "session-expiry-interval", value_name = "SECONDS")]
+    /// Session Expiry Interval in seconds (MQTT 5.0): 0 to 4294967294, or
+    /// -1, 4294967295 or ∞ for a session that never expires.
+    #[arg(short = 'x', long = "session-expiry-interval", value_name = "SECONDS",
+          allow_negative_numbers = true, value_parser = parse_session_expiry)]
     session_expiry: Option<u32>,
     /// Topic of a will: what the broker publishes if this client goes
     /// without a DISCONNECT (as mosquitto's --will-topic).
@@ -290,6 +292,16 @@ fn parse_qos(s: &str) -> Result<QoS, String> {
         .ok()
         .and_then(|q| QoS::try_from(q).ok())
         .ok_or_else(|| format!("QoS {s:?}: must be 0, 1 or 2"))
+}
+
+/// `-x`: seconds, or mosquitto's -1 and ∞ for "never expires" (4294967295).
+fn parse_session_expiry(s: &str) -> Result<u32, String> {
+    match s {
+        "-1" | "∞" => Ok(u32::MAX),
+        _ => s
+            .parse::<u32>()
+            .map_err(|_| format!("{s:?}: seconds from 0 to 4294967295, or -1 or ∞ for never")),
+    }
 }
 
 fn mqtt_string(s: &str) -> Result<MqttString, String> {
@@ -1503,6 +1515,35 @@ mod tests {
         ]);
         let s = S::try_parse_from(&args[1..]).unwrap().args;
         assert!(s.conn.properties("subscribe").is_err(), "needs 5.0");
+    }
+
+    // Found by a review: mosquitto_pub and mosquitto_sub take -1 and ∞ (and
+    // 4294967295) for a session that never expires; fulmar refused the first
+    // two (-1 as an unknown flag).
+    #[test]
+    fn session_expiry_never_is_minus_one_or_infinity() {
+        for never in ["-1", "∞", "4294967295"] {
+            let p = P::try_parse_from(["pub", "-t", "a", "-m", "x", "-x", never, "-q", "1"])
+                .unwrap()
+                .args;
+            assert_eq!(p.conn.session_expiry, Some(u32::MAX), "{never}");
+            assert_eq!(p.qos, QoS::AtLeastOnce);
+            let s = S::try_parse_from(["sub", "-t", "a", "-i", "me", "-c", "-x", never])
+                .unwrap()
+                .args;
+            assert_eq!(s.conn.session_expiry, Some(u32::MAX), "{never}");
+            assert!(s.conn.options(&Properties::default()).is_ok(), "{never}");
+        }
+        let s = S::try_parse_from(["sub", "-t", "a", "-x", "30"])
+            .unwrap()
+            .args;
+        assert_eq!(s.conn.session_expiry, Some(30));
+        for bad in ["-2", "4294967296", "forever", "-t"] {
+            assert!(
+                S::try_parse_from(["sub", "-t", "a", "-x", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
