@@ -80,14 +80,15 @@ fn retained_messages_reach_later_subscribers_and_verbose_prints_topics() {
 #[test]
 fn count_stops_after_n_messages_and_stdin_lines_are_messages() {
     let broker = FulmarBroker::start(&[]);
-    let sub = Sub::start(broker.port, &["-t", "lines", "-q", "1", "-C", "3"]);
+    let sub = Sub::start(broker.port, &["-t", "lines", "-q", "1", "-C", "3", "-v"]);
     publish_stdin(
         broker.port,
         &["-t", "lines", "-q", "1", "-l"],
         b"one\ntwo\n\nthree\nfour\n",
     );
-    // Blank lines are skipped; -C 3 ends after the third message.
-    assert_eq!(sub.output(), "one\ntwo\nthree\n");
+    // A blank line is an empty message, as with mosquitto_pub; -C 3 ends
+    // after the third message.
+    assert_eq!(sub.output(), "lines one\nlines two\nlines (null)\n");
 }
 
 // -l is pipelined (it waited for each PUBACK in turn: 100 000 lines at QoS 1
@@ -348,8 +349,7 @@ fn values_may_start_with_a_hyphen() {
 
 // As mosquitto_pub -l does, each line of stdin is sent as the bytes it is:
 // a line that is not UTF-8 is a message like any other (it stopped the
-// rest with an error), "\r\n" ends a line too, and the last line needs no
-// newline.
+// rest with an error), and the last line needs no newline.
 #[test]
 fn stdin_lines_are_bytes_not_text() {
     let broker = FulmarBroker::start(&[]);
@@ -357,9 +357,62 @@ fn stdin_lines_are_bytes_not_text() {
     publish_stdin(
         broker.port,
         &["-t", "raw", "-q", "1", "-l"],
-        b"first\n\xff\xfe bytes\r\n\r\n\nlast",
+        b"first\n\xff\xfe bytes\nlast",
     );
     assert_eq!(sub.output_bytes(), b"first\n\xff\xfe bytes\nlast\n");
+}
+
+// Found by a review: `pub -l` skipped empty lines and took "\r" off with
+// the "\n". mosquitto_pub -l sends every line, without its "\n" only: an
+// empty line is an empty message, which with -r deletes the retained
+// message. Both publishers here, to the same broker, give the same messages.
+#[test]
+fn stdin_lines_are_sent_as_mosquitto_pub_sends_them() {
+    let broker = FulmarBroker::start(&[]);
+    let port = broker.port.to_string();
+    let input = b"a\n\nb\r\nc";
+    let expected = "1:61\n0:\n2:620d\n1:63\n";
+    for publisher in ["fulmar", "mosquitto_pub"] {
+        let topic = format!("lines/{publisher}");
+        let sub = Sub::start(
+            broker.port,
+            &["-t", &topic, "-q", "1", "-C", "4", "-F", "%l:%x"],
+        );
+        if publisher == "fulmar" {
+            publish_stdin(broker.port, &["-t", &topic, "-q", "1", "-l"], input);
+        } else {
+            let mut mosquitto_pub = Command::new(mosquitto_tool("mosquitto_pub"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-t",
+                    &topic,
+                    "-q",
+                    "1",
+                    "-l",
+                ])
+                .stdin(Stdio::piped())
+                .spawn()
+                .unwrap();
+            mosquitto_pub
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input)
+                .unwrap();
+            assert!(mosquitto_pub.wait().unwrap().success());
+        }
+        assert_eq!(sub.output(), expected, "{publisher}");
+    }
+    // An empty line with -r deletes the retained message: a later
+    // subscriber gets only the live message.
+    publish_ok(broker.port, &["-t", "cfg/a", "-m", "kept", "-r"]);
+    publish_stdin(broker.port, &["-t", "cfg/a", "-q", "1", "-r", "-l"], b"\n");
+    let sub = Sub::start(broker.port, &["-t", "cfg/#", "-v", "-C", "1"]);
+    publish_ok(broker.port, &["-t", "cfg/b", "-m", "live"]);
+    assert_eq!(sub.output(), "cfg/b live\n");
 }
 
 // As mosquitto_sub: a subscriber whose broker goes away connects again
