@@ -79,6 +79,17 @@ fn engine(e: impl std::fmt::Display) -> StoreError {
     StoreError::Engine(e.to_string())
 }
 
+/// Opens (creating it if needed) the database at `path`, checking every page
+/// first. redb trusts a file that was closed cleanly, and reading a page
+/// damaged since (a disk error, another program writing to it) panicked the
+/// broker as it loaded; checked, such a file is an error. The check reads
+/// the whole file once per start.
+fn open_checked(path: &Path) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new()
+        .set_check_integrity_on_open(true)
+        .create(path)
+}
+
 impl DiskStore {
     /// Opens (creating it if needed) the store in directory `dir`.
     ///
@@ -90,7 +101,7 @@ impl DiskStore {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir)?;
         let path = dir.join(FILE);
-        let mut db = Database::create(&path)
+        let mut db = open_checked(&path)
             .map_err(|e| StoreError::Engine(format!("{}: {e}", path.display())))?;
         // Give back the space of what was deleted before the last stop (freed
         // pages are reused while running; compaction also shrinks the file).
@@ -106,7 +117,7 @@ impl DiskStore {
         Ok(Self {
             db: Mutex::new(Some(db)),
             path,
-            reopen: Box::new(move || Database::create(&file)),
+            reopen: Box::new(move || open_checked(&file)),
         })
     }
 
