@@ -1100,6 +1100,22 @@ impl<S: Stream> Connection<S> {
                 handled = true;
                 self.on_event(event).await;
             }
+            // Periodic commits: acknowledgements do not wait for the store,
+            // but none that depends on a change goes out while commits fail
+            // (a crash would lose more than the one interval promised).
+            if !wait_for_store && self.durable_at > 0 {
+                self.durable_at = 0;
+                if self
+                    .shared
+                    .journal
+                    .as_ref()
+                    .is_some_and(|journal| journal.is_failing())
+                {
+                    return Err(CodecError::Io(std::io::Error::other(
+                        "the store is failing: what depends on it is not acknowledged",
+                    )));
+                }
+            }
             let mut wrote = false;
             // The session knows the version once CONNECT was seen, even an undecodable one.
             let version = self.session.protocol_version();

@@ -110,6 +110,12 @@ impl Journal {
         Ok((journal, handle))
     }
 
+    /// Whether the last commit failed (it is being retried) or the journal
+    /// gave up: acknowledgements that depend on a change must not go out.
+    pub(crate) fn is_failing(&self) -> bool {
+        self.failed.load(Ordering::Acquire) || self.progress.borrow().failing
+    }
+
     /// Whether acknowledgements wait for commits.
     pub(crate) fn immediate(&self) -> bool {
         self.durability == Durability::Immediate

@@ -37,7 +37,9 @@ pub enum Durability {
     Immediate,
     /// Changes are committed at this interval (sooner once about 32 MiB
     /// of them wait); acknowledgements do not wait. A crash loses up to one
-    /// interval of acknowledged messages.
+    /// interval of acknowledged messages. While commits fail, an
+    /// acknowledgement that depends on a change is refused as under
+    /// `Immediate` (the client's connection is closed).
     Periodic(Duration),
 }
 
