@@ -36,6 +36,9 @@ ensure_peers() {
     command -v make >/dev/null 2>&1 || missing+=(make)
     # openssl s_client checks the TLS versions a listener takes.
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+    # paho-mqtt (the second client) runs on python3 and comes from pip.
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
     if [ ${#missing[@]} -gt 0 ]; then
         need_root "${missing[*]}"
         log "installing ${missing[*]}"
@@ -45,7 +48,12 @@ ensure_peers() {
     fi
     if ! python3 -c 'import paho.mqtt, sys; sys.exit(0 if int(paho.mqtt.__version__.split(".")[0]) >= 2 else 1)' 2>/dev/null; then
         log "installing paho-mqtt (2.x)"
-        python3 -m pip install -q 'paho-mqtt>=2,<3' 2>&1 | grep -v 'Running pip as the' || true
+        # Debian 12 and later mark the system Python as externally managed
+        # (PEP 668): pip refuses, unless told to install beside Debian's own
+        # packages (into /usr/local; Debian has no paho-mqtt 2.x package).
+        python3 -m pip install -q 'paho-mqtt>=2,<3' 2>/dev/null \
+            || python3 -m pip install -q --break-system-packages 'paho-mqtt>=2,<3' 2>&1 \
+            | grep -v 'Running pip as the' || true
         python3 -c 'import paho.mqtt' || { echo "paho-mqtt did not install" >&2; exit 1; }
     fi
 }
