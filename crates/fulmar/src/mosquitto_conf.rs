@@ -19,7 +19,8 @@
 //! at start), except those without which the broker would be more open
 //! than the file says (`psk_hint`, `psk_file`, `mount_point`,
 //! `bind_interface`, `check_retain_source true`, `use_subject_as_username`,
-//! `use_username_as_clientid`, `bridge_psk`, ...): these are an error, and
+//! `use_username_as_clientid`, `plugin`, `auth_plugin`, `bridge_psk`, ...):
+//! these are an error, and
 //! fulmar does not start. A directive mosquitto does not know either is an
 //! error, as it is for mosquitto.
 //!
@@ -99,17 +100,14 @@ const IGNORED: &[(&str, &str)] = &[
         "accept_protocol_versions",
         "MQTT 3.1.1 and 5.0 are accepted",
     ),
-    ("plugin", "not supported"),
     (
         "plugin_opt",
         "not supported (options of a plugin, which is not loaded)",
     ),
-    ("auth_plugin", "not supported"),
     (
         "auth_opt",
         "not supported (options of a plugin, which is not loaded)",
     ),
-    ("plugin_load", "not supported"),
     ("plugin_use", "not supported"),
     (
         "include_dir",
@@ -122,7 +120,6 @@ const IGNORED: &[(&str, &str)] = &[
     ),
     ("sys_interval_ms", "not supported"),
     ("enable_control_api", "not supported"),
-    ("global_plugin", "not supported"),
     ("global_max_clients", "use max_connections"),
     ("global_max_connections", "use max_connections"),
     ("listener_allow_anonymous", "not supported"),
@@ -369,6 +366,18 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                     "not supported: TLS with a pre-shared key (rustls has no PSK); fulmar \
                      refuses to start rather than run the listener without it (use certfile \
                      and keyfile)"
+                        .to_owned(),
+                ));
+            }
+            // A plugin usually decides who may connect, publish and
+            // subscribe (mosquitto's dynamic security, auth plugins):
+            // without it, the password and ACL files alone would let clients
+            // do more than the plugin lets them.
+            "plugin" | "auth_plugin" | "plugin_load" | "global_plugin" => {
+                return Err(at(
+                    "not supported: fulmar cannot load mosquitto plugins, and refuses to \
+                     start rather than run without it (password_file and acl_file set who \
+                     may do what)"
                         .to_owned(),
                 ));
             }
@@ -1137,6 +1146,10 @@ notifications_local_only true
             "mount_point tenant1/",
             "bind_interface lo",
             "check_retain_source true",
+            "plugin /usr/lib/mosquitto_dynamic_security.so",
+            "auth_plugin /usr/lib/auth.so",
+            "plugin_load dynsec /usr/lib/mosquitto_dynamic_security.so",
+            "global_plugin /usr/lib/mosquitto_dynamic_security.so",
         ] {
             let e = parse(
                 &format!("listener 1883\nallow_anonymous true\n{directive}\n"),
@@ -1154,22 +1167,21 @@ notifications_local_only true
 
     /// Found by an operator review: mosquitto passes `auth_opt_NAME` and
     /// `plugin_opt_NAME` to the plugin, whatever NAME; fulmar refused them
-    /// as "not a mosquitto configuration directive", while it ignores the
-    /// plugin itself with a note.
+    /// as "not a mosquitto configuration directive". Without a plugin line
+    /// (which fulmar refuses) they are ignored with a note.
     #[test]
     fn plugin_options_are_ignored_with_the_plugin() {
         let (_, notes) = parsed(
-            "listener 1883\nauth_plugin /usr/lib/auth.so\nauth_opt_backends mysql\n\
-             plugin /usr/lib/mosquitto_dynamic_security.so\n\
+            "listener 1883\nauth_opt_backends mysql\n\
              plugin_opt_config_file /var/lib/mosquitto/dynamic-security.json\n",
         );
-        assert_eq!(notes.len(), 4, "{notes:?}");
+        assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(
-            notes[1].starts_with("line 3: auth_opt_backends ignored: not supported"),
+            notes[0].starts_with("line 2: auth_opt_backends ignored: not supported"),
             "{notes:?}"
         );
         assert!(
-            notes[3].starts_with("line 5: plugin_opt_config_file ignored: not supported"),
+            notes[1].starts_with("line 3: plugin_opt_config_file ignored: not supported"),
             "{notes:?}"
         );
         // A prefix alone, or another word, is still unknown.
