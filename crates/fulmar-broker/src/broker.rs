@@ -87,7 +87,9 @@ impl Shared {
     pub(crate) fn stats(&self) -> Stats {
         let c = &self.counters;
         let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
-        let state = self.lock();
+        let mut state = self.lock();
+        // Expired retained messages are not counted.
+        state.remove_expired_retained(Instant::now());
         Stats {
             connections: load(&c.connections),
             clients_connected: load(&c.clients_connected),

@@ -886,6 +886,14 @@ pub(crate) struct Retained {
 }
 
 impl Retained {
+    /// When its Message Expiry Interval passes, if it has one (and that is
+    /// within what [`Instant`] can represent).
+    fn expires_at(&self) -> Option<Instant> {
+        let interval = self.publish.properties.message_expiry_interval?;
+        self.stored
+            .checked_add(Duration::from_secs(u64::from(interval)))
+    }
+
     /// Whether its Message Expiry Interval, if any, has not passed at `now`.
     /// An interval of 0 has passed at once: such a message went to the
     /// subscribers of the moment and replaced the retained message, but goes
@@ -970,9 +978,9 @@ pub(crate) struct State {
     /// How many of the retained messages are the broker's own (`$SYS`),
     /// which the quotas leave out.
     pub(crate) system_retained: usize,
-    /// When [`State::remove_expired_retained`] last read every retained
-    /// message.
-    pub(crate) retained_swept: Option<Instant>,
+    /// The retained messages with a Message Expiry Interval, by when it
+    /// passes ([`State::remove_expired_retained`]).
+    pub(crate) retained_expiry: BTreeSet<(Instant, TopicName)>,
     /// The authorizer and the sessions' clients, when it checks each
     /// delivery ([`Authorizer::checks_reads`]).
     pub(crate) reads: Option<Reads>,
@@ -1320,8 +1328,11 @@ impl State {
     /// counts its bytes.
     pub(crate) fn put_retained(&mut self, topic: TopicName, value: Retained) {
         let (bytes, system) = (value.publish.memory_size(), value.system);
-        if let Some(old) = self.retained.insert(topic, value) {
-            self.uncount_retained(&old);
+        if let Some(at) = value.expires_at() {
+            self.retained_expiry.insert((at, topic.clone()));
+        }
+        if let Some(old) = self.retained.insert(topic.clone(), value) {
+            self.uncount_retained(&topic, &old);
         }
         if system {
             self.system_retained += 1;
@@ -1334,7 +1345,7 @@ impl State {
     pub(crate) fn take_retained(&mut self, topic: &TopicName) -> bool {
         match self.retained.remove(topic) {
             Some(old) => {
-                self.uncount_retained(&old);
+                self.uncount_retained(topic, &old);
                 true
             }
             None => false,
@@ -1342,7 +1353,10 @@ impl State {
     }
 
     /// Takes a retained message that left the store out of the counts.
-    fn uncount_retained(&mut self, old: &Retained) {
+    fn uncount_retained(&mut self, topic: &TopicName, old: &Retained) {
+        if let Some(at) = old.expires_at() {
+            self.retained_expiry.remove(&(at, topic.clone()));
+        }
         if old.system {
             self.system_retained = self.system_retained.saturating_sub(1);
         } else {
@@ -1382,29 +1396,27 @@ impl State {
                 })
         };
         if !count_fits(self) || !bytes_fit(self) {
-            // Expired messages are removed when a subscription finds them;
-            // the ones nobody asked for must not hold the quota.
+            // Expired messages nobody asked for must not hold the quota.
             self.remove_expired_retained(now);
         }
         count_fits(self) && bytes_fit(self)
     }
 
     /// Removes every retained message whose Message Expiry Interval has
-    /// passed. It reads them all, so at most once a second.
-    fn remove_expired_retained(&mut self, now: Instant) {
-        if self
-            .retained_swept
-            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1))
-        {
-            return;
-        }
-        self.retained_swept = Some(now);
+    /// passed: one step per such message, whatever the number of retained
+    /// messages. Also before the counts are read ([`Stats::retained`]), so
+    /// that they leave out what expired.
+    ///
+    /// [`Stats::retained`]: crate::Stats::retained
+    pub(crate) fn remove_expired_retained(&mut self, now: Instant) {
         let mut expired = Vec::new();
-        self.retained.for_each(|topic, r| {
-            if !r.is_live(now) {
-                expired.push(topic.clone());
+        while let Some((at, _)) = self.retained_expiry.first()
+            && *at <= now
+        {
+            if let Some((_, topic)) = self.retained_expiry.pop_first() {
+                expired.push(topic);
             }
-        });
+        }
         self.delete_retained(expired);
     }
 
@@ -2073,6 +2085,43 @@ mod tests {
     use fulmar_codec::MqttString;
 
     use super::*;
+
+    // v5:MQTT-3.3.2-5: the expiry index follows the retained messages: a
+    // replacement without expiry, a removal and an expiry each take the
+    // entry out, so it never holds more than the retained messages.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a base instant; only differences matter
+    fn the_retained_expiry_index_follows_the_messages() {
+        let now = Instant::now();
+        let retained = |expiry: Option<u32>| {
+            let mut publish = Publish::new(MqttString::from("r"), bytes::Bytes::from_static(b"x"));
+            publish.properties.message_expiry_interval = expiry;
+            Retained {
+                publish,
+                stored: now,
+                system: false,
+            }
+        };
+        let topic: TopicName = "r".parse().unwrap();
+        let mut state = State::default();
+        state.put_retained(topic.clone(), retained(Some(10)));
+        state.put_retained(topic.clone(), retained(Some(20)));
+        assert_eq!(state.retained_expiry.len(), 1);
+        state.put_retained(topic.clone(), retained(None));
+        assert!(state.retained_expiry.is_empty());
+        state.put_retained(topic.clone(), retained(Some(5)));
+        assert!(state.take_retained(&topic));
+        assert!(state.retained_expiry.is_empty());
+        state.put_retained(topic.clone(), retained(Some(5)));
+        state.remove_expired_retained(now + Duration::from_secs(4));
+        assert_eq!(state.retained.len(), 1);
+        state.remove_expired_retained(now + Duration::from_secs(5));
+        assert_eq!(state.retained.len(), 0);
+        assert!(state.retained_expiry.is_empty());
+        // The longest interval (136 years) is kept.
+        state.put_retained(topic, retained(Some(u32::MAX)));
+        assert_eq!(state.retained.len(), 1);
+    }
 
     #[test]
     fn a_session_entry_is_32_bytes() {

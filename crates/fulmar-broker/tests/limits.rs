@@ -198,6 +198,31 @@ async fn v5_expired_retained_messages_leave_the_quota() {
     broker.shutdown().await;
 }
 
+// v5:MQTT-3.3.2-5: an expired retained message leaves the counts
+// (`Stats::retained`, `$SYS/broker/retained messages/count`) without a
+// subscription coming to find it or the quota filling up (found by a
+// review: it was counted until one did). The one that does not expire stays.
+#[tokio::test]
+async fn v5_expired_retained_messages_leave_the_count() {
+    let broker = start_with(Broker::builder()).await;
+    let mut peer = Peer::connect(addr(&broker), V5, "ret").await;
+    let mut short = retained("r/1", "one", QoS::AtLeastOnce, 1);
+    short.properties.message_expiry_interval = Some(1);
+    peer.send(short).await;
+    peer.expect_raw(&[0x40, 0x03, 0x00, 0x01, 0x10]).await;
+    peer.send(retained("r/2", "two", QoS::AtLeastOnce, 2)).await;
+    peer.expect_raw(&[0x40, 0x03, 0x00, 0x02, 0x10]).await;
+    assert_eq!(broker.stats().retained, 2);
+    common::wait_until("the expired message uncounted", || {
+        broker.stats().retained == 1
+    })
+    .await;
+    let mut watch = broker.subscribe("r/#").unwrap();
+    let kept = common::next(&mut watch).await;
+    assert_eq!(kept.topic.as_str(), "r/2");
+    broker.shutdown().await;
+}
+
 // The broker's own `$SYS` topics are retained but take nothing from the
 // retained quotas: with a quota of 2 and the `$SYS` topics published, two
 // retained messages of the application still fit, a third does not.
