@@ -59,7 +59,9 @@
 //!   `disk`; [`MemoryStore`]) and recovered at start. With [`Durability::Immediate`]
 //!   (the default) a PUBACK/PUBREC, SUBACK or CONNACK is sent only once what it
 //!   promises is committed; commits are shared by all connections (group commit).
-//!   Not kept: wills of clients connected at a crash, and QoS 0 messages.
+//!   Not kept: wills of clients connected at a crash, delayed wills still
+//!   waiting out their Will Delay Interval at a crash (the session is
+//!   recovered, the will is not published), and QoS 0 messages.
 //! - **Beyond one broker**: a [`Bridge`] hears of filters and messages and
 //!   injects messages from elsewhere (see the `fulmar-cluster` crate).
 //!
