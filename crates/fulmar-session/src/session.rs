@@ -1003,16 +1003,17 @@ impl Session {
                 }
             }
         }
-        let limit = self.send_window();
-        let connected = self.state == State::Connected;
-        let out = self.out.get_mut(self.out_cursor);
+        let mut max_pending = self.config.max_pending;
         // Only a message that waits counts against `max_pending`: one that
-        // the next `poll_transmit` sends is taken whatever the bound.
-        let max_pending = if connected && out.sends_next(publish.qos, limit) {
-            usize::MAX
-        } else {
-            self.config.max_pending
-        };
+        // the next `poll_transmit` sends is taken whatever the bound (looked
+        // at only when the bound is reached).
+        if self.out.get().pending_len() >= max_pending
+            && self.state == State::Connected
+            && self.out.get().sends_next(publish.qos, self.send_window())
+        {
+            max_pending = usize::MAX;
+        }
+        let out = self.out.get_mut(self.out_cursor);
         if out.pending_len() >= max_pending {
             out.expire(now, &mut self.events);
         }
