@@ -412,9 +412,19 @@ impl BrokerBuilder {
     /// within a tokio runtime.
     ///
     /// # Errors
-    /// [`BrokerError::Bind`] when a listener cannot be bound;
-    /// [`BrokerError::Store`] when the store cannot be read. Nothing keeps
-    /// running then.
+    /// - [`BrokerError::Tls`] when the TLS configuration of a TLS or secure
+    ///   WebSocket listener is unusable: its certificate chain or private key
+    ///   PEM does not parse or is empty, the key does not match the
+    ///   certificate, or its client CA or client CRL PEM does not load.
+    /// - [`BrokerError::Bind`] when a listener cannot be bound (or its local
+    ///   address cannot be read).
+    /// - [`BrokerError::Store`] when the store cannot be read
+    ///   ([`Store::load`] fails, or the task loading it panics) or the
+    ///   store's writer thread cannot be spawned.
+    ///
+    /// Listeners are set up in the order they were added, and the first error
+    /// is returned. Nothing keeps running then: listeners already bound are
+    /// closed.
     pub async fn start(self) -> Result<BrokerHandle, BrokerError> {
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
