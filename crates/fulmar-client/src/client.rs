@@ -303,12 +303,7 @@ impl Client {
     /// that would wait and finds that queue full fails with
     /// [`Error::QueueFull`], also while connected (thousands of QoS 1/2
     /// publishes awaited at once, beyond the quota: keep fewer on their
-    /// way, as with `futures`' `buffer_unordered`, or raise the bound). An
-    /// invalid topic fails with [`Error::InvalidTopic`] when awaited; under
-    /// MQTT 5.0, a payload marked UTF-8 ([`PayloadFormat::Utf8`](crate::PayloadFormat::Utf8))
-    /// that is not well-formed UTF-8 fails with
-    /// [`Error::Session`]`(`[`ApiError::PayloadFormatInvalid`](crate::ApiError::PayloadFormatInvalid)`)`
-    /// and is not sent.
+    /// way, as with `futures`' `buffer_unordered`, or raise the bound).
     ///
     /// `topic` is a `&str`, a `String` or a [`TopicName`] checked
     /// beforehand. Publishing to the same `&str` as the last publish of this
@@ -324,6 +319,40 @@ impl Client {
     /// waiting in line holds up those behind it until it is polled again
     /// (when woken) or dropped (which gives up its place: that message is
     /// not sent).
+    ///
+    /// # Errors
+    /// Awaiting the request fails with:
+    /// - [`Error::InvalidTopic`]: `topic` is not a valid Topic Name (empty,
+    ///   a wildcard, U+0000, too long); nothing is sent.
+    /// - [`Error::QueueFull`]: the message would wait and the bounded queue
+    ///   ([`ConnectOptions::max_buffered_publishes`]) is full.
+    /// - [`Error::Session`]: the session refused the message, which is not
+    ///   sent: [`ApiError::PayloadFormatInvalid`](crate::ApiError::PayloadFormatInvalid)
+    ///   (MQTT 5.0, a payload marked UTF-8 with
+    ///   [`PayloadFormat::Utf8`](crate::PayloadFormat::Utf8) that is not
+    ///   well-formed UTF-8);
+    ///   [`ApiError::QoSNotSupported`](crate::ApiError::QoSNotSupported) or
+    ///   [`ApiError::RetainNotSupported`](crate::ApiError::RetainNotSupported)
+    ///   (above the broker's Maximum QoS, or retained while the broker has no
+    ///   retained messages, as its CONNACK said);
+    ///   [`LimitExceeded::PacketTooLarge`](crate::LimitExceeded::PacketTooLarge)
+    ///   (over the broker's Maximum Packet Size);
+    ///   [`ApiError::SubscriptionIdentifier`](crate::ApiError::SubscriptionIdentifier)
+    ///   (Subscription Identifiers in the properties);
+    ///   [`ApiError::Unencodable`](crate::ApiError::Unencodable);
+    ///   [`LimitExceeded::NoPacketId`](crate::LimitExceeded::NoPacketId).
+    /// - [`Error::PublishRejected`]: the broker answered with a failure
+    ///   reason code (0x80 or above) in its PUBACK (QoS 1) or PUBREC (QoS 2).
+    /// - [`Error::PublishDropped`]: the session dropped the message before
+    ///   its flow completed (its Message Expiry Interval passed, it became
+    ///   larger than the broker's Maximum Packet Size or above its Maximum
+    ///   QoS after a reconnection, or the broker did not keep the session:
+    ///   see [`DropReason`](crate::DropReason)).
+    /// - [`Error::RequestLost`]: a QoS 0 message taken for sending was not
+    ///   written before the connection dropped.
+    /// - [`Error::Closed`]: the client was closed (by
+    ///   [`disconnect`](Self::disconnect), or because the connection was lost
+    ///   with reconnecting off) before the flow completed.
     pub fn publish<'t>(
         &self,
         topic: impl Into<PublishTopic<'t>>,
@@ -406,11 +435,25 @@ impl Client {
     /// then gives each of those streams every copy.
     ///
     /// # Errors
-    /// [`Error::InvalidTopic`], [`Error::NotConnected`],
-    /// [`Error::SubscribeRejected`] when the broker refused the filter,
-    /// [`Error::RequestLost`] when the connection dropped first,
-    /// [`Error::Session`]`(`[`TooManyRequests`](fulmar_session::LimitExceeded::TooManyRequests)`)`
-    /// when over 1 024 requests already wait.
+    /// - [`Error::InvalidTopic`]: `filter` is not a valid Topic Filter.
+    /// - [`Error::NotConnected`]: the client is not connected when the
+    ///   request reaches the connection task.
+    /// - [`Error::SubscribeRejected`]: the broker refused the filter (SUBACK
+    ///   failure code).
+    /// - [`Error::RequestLost`]: the connection dropped before the SUBACK.
+    /// - [`Error::Session`]: the session refused the SUBSCRIBE, which is
+    ///   not sent:
+    ///   [`TooManyRequests`](crate::LimitExceeded::TooManyRequests) when
+    ///   over 1 024 requests already wait for a slot;
+    ///   [`ApiError::WildcardSubscriptionsNotSupported`](crate::ApiError::WildcardSubscriptionsNotSupported),
+    ///   [`ApiError::SharedSubscriptionsNotSupported`](crate::ApiError::SharedSubscriptionsNotSupported)
+    ///   or
+    ///   [`ApiError::SubscriptionIdentifiersNotSupported`](crate::ApiError::SubscriptionIdentifiersNotSupported)
+    ///   when the broker's CONNACK said it has no such subscriptions;
+    ///   [`PacketTooLarge`](crate::LimitExceeded::PacketTooLarge) over the
+    ///   broker's Maximum Packet Size;
+    ///   [`ApiError::Unencodable`](crate::ApiError::Unencodable).
+    /// - [`Error::Closed`]: the client was closed before the SUBACK.
     pub async fn subscribe(&self, filter: &str, qos: QoS) -> Result<Subscription, Error> {
         self.subscribe_with(
             vec![(filter.to_owned(), SubscriptionOptions::new(qos))],
@@ -427,7 +470,10 @@ impl Client {
     /// (or the broker said it does not support them).
     ///
     /// # Errors
-    /// As [`subscribe`](Self::subscribe); refused only if every filter was refused.
+    /// As [`subscribe`](Self::subscribe); [`Error::SubscribeRejected`] only
+    /// if every filter was refused. Also [`Error::InvalidOptions`] when
+    /// `filters` is empty, or under MQTT 3.1.1 (and 3.1) when `properties`
+    /// or an option other than QoS is set.
     pub async fn subscribe_with(
         &self,
         filters: Vec<(String, SubscriptionOptions)>,

@@ -477,7 +477,10 @@ impl Subscription {
     /// subscription existed is not a failure); [`Error::RequestLost`] when
     /// the connection dropped first, [`Error::NotConnected`] when it was
     /// down (either way the UNSUBSCRIBE is sent once it is back);
-    /// [`Error::Closed`] when the client closed first.
+    /// [`Error::Session`] when the session refused the UNSUBSCRIBE, which
+    /// is then given up (over the broker's Maximum Packet Size,
+    /// [`LimitExceeded::PacketTooLarge`](crate::LimitExceeded::PacketTooLarge),
+    /// or unencodable); [`Error::Closed`] when the client closed first.
     pub async fn unsubscribe(mut self) -> Result<(), Error> {
         let (reply, done) = oneshot::channel();
         let dropped = Dropped {
