@@ -131,3 +131,10 @@ pub use store::{
 };
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;
+
+/// The repository's README, whose Rust code blocks are compiled (and run
+/// unless marked `no_run`) as doc tests of this crate: its dependencies and
+/// dev-dependencies cover every crate the README's examples use.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
