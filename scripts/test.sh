@@ -25,6 +25,11 @@ ensure_rust_components() {
     done
 }
 
+# Whether python3 has paho-mqtt 2.x.
+paho_2() {
+    python3 -c 'import paho.mqtt, sys; sys.exit(0 if int(paho.mqtt.__version__.split(".")[0]) >= 2 else 1)' 2>/dev/null
+}
+
 # Real peers for the interop tests: mosquitto (broker and clients), paho-mqtt;
 # nats-server (JetStream) for the fulmar-cluster tests; make for jemalloc.
 ensure_peers() {
@@ -36,9 +41,12 @@ ensure_peers() {
     command -v make >/dev/null 2>&1 || missing+=(make)
     # openssl s_client checks the TLS versions a listener takes.
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-    # paho-mqtt (the second client) runs on python3 and comes from pip.
+    # paho-mqtt (the second client) runs on python3 and comes from pip,
+    # which is needed only when paho-mqtt 2.x is missing.
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
-    python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+    if ! paho_2 && ! python3 -m pip --version >/dev/null 2>&1; then
+        missing+=(python3-pip)
+    fi
     if [ ${#missing[@]} -gt 0 ]; then
         need_root "${missing[*]}"
         log "installing ${missing[*]}"
@@ -46,7 +54,7 @@ ensure_peers() {
         apt-get update -qq
         apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
-    if ! python3 -c 'import paho.mqtt, sys; sys.exit(0 if int(paho.mqtt.__version__.split(".")[0]) >= 2 else 1)' 2>/dev/null; then
+    if ! paho_2; then
         log "installing paho-mqtt (2.x)"
         # Debian 12 and later mark the system Python as externally managed
         # (PEP 668): pip refuses, unless told to install beside Debian's own

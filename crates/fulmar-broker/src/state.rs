@@ -1328,11 +1328,14 @@ impl State {
     /// counts its bytes.
     pub(crate) fn put_retained(&mut self, topic: TopicName, value: Retained) {
         let (bytes, system) = (value.publish.memory_size(), value.system);
-        if let Some(at) = value.expires_at() {
-            self.retained_expiry.insert((at, topic.clone()));
-        }
+        let at = value.expires_at();
+        // The replaced message leaves the expiry index before this one goes
+        // in: both may expire at the same instant (the same key).
         if let Some(old) = self.retained.insert(topic.clone(), value) {
             self.uncount_retained(&topic, &old);
+        }
+        if let Some(at) = at {
+            self.retained_expiry.insert((at, topic));
         }
         if system {
             self.system_retained += 1;
@@ -2105,6 +2108,10 @@ mod tests {
         let topic: TopicName = "r".parse().unwrap();
         let mut state = State::default();
         state.put_retained(topic.clone(), retained(Some(10)));
+        state.put_retained(topic.clone(), retained(Some(20)));
+        assert_eq!(state.retained_expiry.len(), 1);
+        // Replaced by one that expires at the same instant (found by a
+        // review: the entry was added, then taken out with the old one).
         state.put_retained(topic.clone(), retained(Some(20)));
         assert_eq!(state.retained_expiry.len(), 1);
         state.put_retained(topic.clone(), retained(None));

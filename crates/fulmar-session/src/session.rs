@@ -962,7 +962,9 @@ impl Session {
     /// - an empty topic, or (client) Subscription Identifiers;
     /// - client, MQTT 5.0: [`ApiError::PayloadFormatInvalid`], a payload
     ///   marked UTF-8 (Payload Format Indicator 1) that is not well-formed
-    ///   UTF-8 (section 3.3.2.3.2). A server forwards what it received
+    ///   UTF-8 (section 3.3.2.3.2). Before the first
+    ///   [`connect`](Self::connect) the version is not known yet and the
+    ///   message is checked as for 5.0. A server forwards what it received
     ///   unaltered ([MQTT-3.3.2-4]); checking an inbound payload against its
     ///   indicator is the receiving application's choice (0x99 Payload
     ///   format invalid).

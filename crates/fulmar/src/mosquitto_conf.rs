@@ -19,7 +19,9 @@
 //! at start), except those without which the broker would be more open
 //! than the file says (`psk_hint`, `psk_file`, `mount_point`,
 //! `bind_interface`, `check_retain_source true`, `use_subject_as_username`,
-//! `use_username_as_clientid`, `plugin`, `auth_plugin`, `bridge_psk`, ...):
+//! `use_username_as_clientid`, `plugin`, `auth_plugin`,
+//! `listener_allow_anonymous false`, `allow_zero_length_clientid false`,
+//! `bridge_psk`, ...):
 //! these are an error, and
 //! fulmar does not start. A directive mosquitto does not know either is an
 //! error, as it is for mosquitto.
@@ -72,10 +74,6 @@ const IGNORED: &[(&str, &str)] = &[
     ("max_keepalive", "not supported"),
     ("retain_available", "retained messages are always available"),
     ("upgrade_outgoing_qos", "not supported"),
-    (
-        "allow_zero_length_clientid",
-        "a client without an identifier gets one assigned",
-    ),
     ("auto_id_prefix", "assigned identifiers have fulmar's form"),
     ("set_tcp_nodelay", "fulmar sets TCP_NODELAY"),
     ("log_dest", "fulmar logs to stderr"),
@@ -122,7 +120,6 @@ const IGNORED: &[(&str, &str)] = &[
     ("enable_control_api", "not supported"),
     ("global_max_clients", "use max_connections"),
     ("global_max_connections", "use max_connections"),
-    ("listener_allow_anonymous", "not supported"),
     ("disable_client_cert_date_checks", "not supported"),
     // Bridge directives.
     ("bridge_insecure", "not supported"),
@@ -407,6 +404,37 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                             .to_owned(),
                     ));
                 }
+            }
+            // `true` is what fulmar does (a client without an identifier
+            // gets one assigned); `false` refuses such clients, and without
+            // it fulmar would let them in.
+            "allow_zero_length_clientid" => {
+                if !boolean()? {
+                    return Err(at(
+                        "false is not supported: fulmar assigns an identifier to a client \
+                         that has none; it refuses to start rather than let such clients in"
+                            .to_owned(),
+                    ));
+                }
+                notes.push(format!(
+                    "line {n}: allow_zero_length_clientid ignored: a client without an \
+                     identifier gets one assigned"
+                ));
+            }
+            // Per listener: fulmar's `allow_anonymous` is one for all.
+            "listener_allow_anonymous" => {
+                if !boolean()? {
+                    return Err(at(
+                        "false is not supported (allow_anonymous applies to every \
+                         listener); fulmar refuses to start rather than let anonymous \
+                         clients in on this listener"
+                            .to_owned(),
+                    ));
+                }
+                notes.push(format!(
+                    "line {n}: listener_allow_anonymous ignored: allow_anonymous applies \
+                     to every listener"
+                ));
             }
             "allow_anonymous" => allow_anonymous = Some(boolean()?),
             "password_file" => config.auth.password_file = Some(path(need()?)),
@@ -1150,6 +1178,8 @@ notifications_local_only true
             "auth_plugin /usr/lib/auth.so",
             "plugin_load dynsec /usr/lib/mosquitto_dynamic_security.so",
             "global_plugin /usr/lib/mosquitto_dynamic_security.so",
+            "listener_allow_anonymous false",
+            "allow_zero_length_clientid false",
         ] {
             let e = parse(
                 &format!("listener 1883\nallow_anonymous true\n{directive}\n"),
