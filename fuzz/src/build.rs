@@ -21,6 +21,26 @@ use crate::checks::{check_decodes_to, check_encoding, wire_version};
 /// The largest Variable Byte Integer, the upper bound of a Subscription Identifier.
 const MAX_VAR_INT: u32 = 268_435_455;
 
+/// The `roundtrip` target on one input (also replayed on stable by
+/// `fulmar-codec`'s `tests/fuzz_corpus.rs`): the first byte picks the versions the packet is
+/// built and encoded for, the rest builds it; [`check_built`] checks the encoding.
+pub fn check_roundtrip(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(mode) = u.arbitrary::<u8>() else {
+        return;
+    };
+    let (built_for, encode_for) = match mode & 0b11 {
+        0 => (ProtocolVersion::V311, ProtocolVersion::V311),
+        1 => (ProtocolVersion::V5, ProtocolVersion::V5),
+        // Across versions: encoding may fail or be lossy, but never panics or lies.
+        2 => (ProtocolVersion::V5, ProtocolVersion::V311),
+        _ => (ProtocolVersion::V311, ProtocolVersion::V5),
+    };
+    if let Ok(packet) = arbitrary_packet(&mut u, built_for) {
+        check_built(&packet, encode_for, built_for == encode_for);
+    }
+}
+
 /// Builds one packet that `version` can carry, with every field drawn from `u`.
 ///
 /// # Errors
@@ -433,9 +453,12 @@ fn disconnect(u: &mut Unstructured<'_>, v5: bool) -> Result<Disconnect> {
     Ok(d)
 }
 
+/// An AUTH: the one of remaining length 0 (Success, no properties), or one
+/// with an Authentication Method, which only that one may omit (5.0 section
+/// 3.15.2.2.2).
 fn auth(u: &mut Unstructured<'_>) -> Result<Auth> {
     let (authentication_method, authentication_data) = auth_pair(u)?;
-    Ok(Auth {
+    let auth = Auth {
         reason_code: code::<AuthReasonCode>(u)?,
         properties: AuthProperties {
             authentication_method,
@@ -443,5 +466,9 @@ fn auth(u: &mut Unstructured<'_>) -> Result<Auth> {
             reason_string: opt(u, string)?,
             user_properties: users(u)?,
         },
-    })
+    };
+    if auth.properties.authentication_method.is_none() {
+        return Ok(Auth::default());
+    }
+    Ok(auth)
 }

@@ -1,4 +1,4 @@
-//! Replays the committed fuzz corpus (`fuzz/corpus/decode_v311` and `decode_v5`) through the
+//! Replays the committed fuzz corpus (`fuzz/corpus/decode_v311`, `decode_v5` and `roundtrip`) through the
 //! same checks the cargo-fuzz targets run, on stable, so that CI keeps every input the
 //! fuzzer ever found interesting (and every past crash) passing.
 //!
@@ -11,6 +11,9 @@ use std::path::PathBuf;
 use fulmar_codec::ProtocolVersion;
 
 // Shared with the fuzz crate, where these items are public API of `fulmar_fuzz::checks`.
+#[allow(unreachable_pub, dead_code)]
+#[path = "../../../fuzz/src/build.rs"]
+mod build;
 #[allow(unreachable_pub, dead_code)]
 #[path = "../../../fuzz/src/checks.rs"]
 mod checks;
@@ -91,4 +94,24 @@ fn decode_v5_corpus_round_trips() {
         "only {packets} packets decoded from {files} files"
     );
     assert!(errors >= 100, "only {errors} of {files} files were refused");
+}
+
+/// The `roundtrip` corpus: packets built from each input for both versions (and across them),
+/// encoded and decoded back, as the fuzz target does (`fuzz/src/build.rs`). It holds, among
+/// the fuzzer's finds, an AUTH built without an Authentication Method, which the codec came
+/// to refuse (5.0 section 3.15.2.2.2) before the builder did.
+#[test]
+fn roundtrip_corpus_replays() {
+    let files = corpus("roundtrip");
+    assert!(
+        files.len() >= MIN_FILES,
+        "only {} corpus files for roundtrip",
+        files.len()
+    );
+    for path in &files {
+        let data = fs::read(path)
+            .unwrap_or_else(|e| panic!("cannot read corpus input {}: {e}", path.display()));
+        std::panic::catch_unwind(|| build::check_roundtrip(&data))
+            .unwrap_or_else(|_| panic!("corpus input {} fails the checks", path.display()));
+    }
 }
