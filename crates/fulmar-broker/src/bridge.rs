@@ -51,6 +51,7 @@ pub struct SessionUnavailable;
 ///         expiry_interval: 60,
 ///         disconnected_at: None,
 ///         subscriptions: Vec::new(),
+///         will: None,
 ///     },
 ///     messages: Vec::new(),
 ///     incoming: Vec::new(),
@@ -390,6 +391,7 @@ mod tests {
                     retain_as_published: true,
                     id: NonZeroU32::new(3),
                 }],
+                will: None,
             },
             messages: vec![
                 StoredMessage {

@@ -1229,6 +1229,8 @@ impl BrokerHandle {
                 continue;
             }
             drop(entry.take_will());
+            // Nor after a restart: the record, without it.
+            state.persist_away_session(&id);
             tracing::info!(client_id = %id, topic = %topic, "will withdrawn: the authorizer denies its topic now");
             if let Some(bridge) = &state.bridge {
                 bridge.will_cleared(&id);
@@ -1393,6 +1395,7 @@ impl BrokerHandle {
     ///         expiry_interval: 3600,
     ///         disconnected_at: None,
     ///         subscriptions: Vec::new(),
+    ///         will: None,
     ///     },
     ///     messages: Vec::new(),
     ///     incoming: Vec::new(),
@@ -1423,9 +1426,11 @@ impl BrokerHandle {
         if state.sessions.contains_key(&id) {
             return false;
         }
+        // A will brought along is the bridge's (`Bridge::will_set`).
         let record = StoredSession {
             disconnected_at: Some(since),
             expiry_interval: expiry,
+            will: None,
             ..export.session.clone()
         };
         install_session(
@@ -1443,6 +1448,7 @@ impl BrokerHandle {
             && entry.owner.is_none()
         {
             entry.away().expires_at = expires_at;
+            entry.away().disconnected_at = Some(since);
         }
         if let Some(at) = expires_at {
             state.schedule(&id, at);
@@ -1487,11 +1493,13 @@ impl BrokerHandle {
     /// does; persistent sessions and the retained messages in the store get
     /// them before it is closed. Wills waiting for their Will Delay Interval
     /// are published too, and so are the wills with a delay of the clients
-    /// still connected, before the delay has passed: wills are not kept in
-    /// the store, so a will left waiting would never be published (a client
-    /// that comes back within the delay after a restart was announced gone,
-    /// where MQTT-3.1.3-9 would have it not; a client that does not come
-    /// back is announced, as MQTT-3.1.2-8 requires).
+    /// still connected, before the delay has passed: the wills of connected
+    /// clients are not kept in the store, and without a store a will left
+    /// waiting would never be published (a client that comes back within
+    /// the delay after a restart was announced gone, where MQTT-3.1.3-9
+    /// would have it not; a client that does not come back is announced, as
+    /// MQTT-3.1.2-8 requires). Their sessions' records are written again
+    /// without them. (A crash keeps a waiting will in its session's record.)
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         let limits = &inner.shared.limits;
@@ -1734,6 +1742,7 @@ fn install_session(
         journal.push(StoreOp::PutSession(StoredSession {
             disconnected_at: None,
             expiry_interval: expiry,
+            will: None,
             ..export.session.clone()
         }));
     }

@@ -54,14 +54,13 @@
 //!   inbox and keep-alive deadline until it is needed again.
 //!
 //! - **Persistence** ([`BrokerBuilder::store`]): persistent sessions (subscriptions,
-//!   queued and in-flight QoS 1/2 messages, inbound QoS 2 identifiers) and
+//!   queued and in-flight QoS 1/2 messages, inbound QoS 2 identifiers, a will
+//!   waiting out its Will Delay Interval) and
 //!   retained messages are kept in a [`Store`] ([`DiskStore`] on disk, feature
 //!   `disk`; [`MemoryStore`]) and recovered at start. With [`Durability::Immediate`]
 //!   (the default) a PUBACK/PUBREC, SUBACK or CONNACK is sent only once what it
 //!   promises is committed; commits are shared by all connections (group commit).
-//!   Not kept: wills of clients connected at a crash, delayed wills still
-//!   waiting out their Will Delay Interval at a crash (the session is
-//!   recovered, the will is not published), and QoS 0 messages.
+//!   Not kept: wills of clients connected at a crash, and QoS 0 messages.
 //! - **Beyond one broker**: a [`Bridge`] hears of filters and messages and
 //!   injects messages from elsewhere (see the `fulmar-cluster` crate).
 //!
@@ -127,7 +126,7 @@ pub use pacing::Pacing;
 pub use store::DiskStore;
 pub use store::{
     Durability, MemoryStore, Snapshot, Store, StoreError, StoreOp, StoredMessage, StoredSession,
-    StoredSubscription,
+    StoredSubscription, StoredWill,
 };
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;

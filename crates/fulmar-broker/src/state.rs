@@ -24,7 +24,10 @@ use crate::config::PaceAbove;
 use crate::frames::Frames;
 use crate::message::Message;
 use crate::store::journal::Journal;
-use crate::store::{StoreOp, StoredMessage, StoredSession, StoredSubscription, unix_millis};
+use crate::store::recover::unix_of;
+use crate::store::{
+    StoreOp, StoredMessage, StoredSession, StoredSubscription, StoredWill, unix_millis,
+};
 use crate::{Authorizer, ClientInfo};
 
 /// A message handed to a connection: the copy for its subscriber, and its
@@ -793,6 +796,10 @@ pub(crate) struct Away {
     pub(crate) stored_at: Option<Instant>,
     /// The will, waiting for its Will Delay Interval.
     pub(crate) will: Option<Box<PendingWill>>,
+    /// When its last connection ended, in milliseconds since the Unix epoch,
+    /// as its store record says ([`StoredSession::disconnected_at`]): kept
+    /// for the record written again while it is away.
+    pub(crate) disconnected_at: Option<u64>,
 }
 
 impl SessionEntry {
@@ -1601,6 +1608,12 @@ impl State {
             }
             if let Some(will) = will {
                 self.publish_pending_will(&id, will.publish, max_queued, counters, now);
+                if !expired {
+                    // The session lives on: its record, without the will
+                    // (written after the will's copies: a crash in between
+                    // publishes it twice rather than never).
+                    self.persist_away_session(&id);
+                }
             }
         }
         None
@@ -1622,9 +1635,10 @@ impl State {
         }
     }
 
-    /// Publishes every will waiting for its delay (at shutdown: wills are
-    /// not in the store, so a will left waiting would never be published,
-    /// MQTT-3.1.2-8).
+    /// Publishes every will waiting for its delay (at shutdown, as the wills
+    /// of the clients still connected, which are not kept in the store;
+    /// without a store, a will left waiting would never be published,
+    /// MQTT-3.1.2-8). Their sessions' records are written again without them.
     pub(crate) fn publish_pending_wills(
         &mut self,
         max_queued: usize,
@@ -1642,6 +1656,8 @@ impl State {
                 continue;
             };
             self.publish_pending_will(&id, will.publish, max_queued, counters, now);
+            // The session lives on in the store: its record, without the will.
+            self.persist_away_session(&id);
         }
     }
 
@@ -1692,7 +1708,8 @@ impl State {
     }
 
     /// Writes the record of session `id` to the store (when it is persistent),
-    /// with its subscriptions; `disconnected_at` when its connection ended.
+    /// with its subscriptions and the will waiting out its delay, if any;
+    /// `disconnected_at` when its connection ended.
     /// Returns whether anything was written.
     pub(crate) fn persist_session(&self, id: &Arc<str>, disconnected_at: Option<u64>) -> bool {
         let (Some(journal), Some(entry)) = (&self.journal, self.sessions.get(id)) else {
@@ -1702,7 +1719,16 @@ impl State {
             return false;
         }
         match self.session_record(id, disconnected_at) {
-            Some(record) => {
+            Some(mut record) => {
+                record.will = entry.will().map(|will| {
+                    let now_unix = unix_millis();
+                    StoredWill {
+                        publish: will.publish.clone(),
+                        due: unix_of(will.at, Instant::now(), now_unix),
+                        username: will.info.username.clone(),
+                        protocol_version: will.info.protocol_version,
+                    }
+                });
                 journal.push(StoreOp::PutSession(record));
                 true
             }
@@ -1710,8 +1736,25 @@ impl State {
         }
     }
 
+    /// Writes the record of session `id`, which no connection holds, again
+    /// (when it is persistent): its will waiting out its delay went away
+    /// (published, withdrawn), and a restart must not publish it.
+    pub(crate) fn persist_away_session(&self, id: &Arc<str>) {
+        let Some(entry) = self.sessions.get(id).filter(|e| e.owner.is_none()) else {
+            return;
+        };
+        let since = entry
+            .away
+            .as_ref()
+            .and_then(|away| away.disconnected_at)
+            .unwrap_or_else(unix_millis);
+        self.persist_session(id, Some(since));
+    }
+
     /// The record of session `id` as it is now: its subscriptions and
-    /// expiry; `disconnected_at` when its connection ended.
+    /// expiry; `disconnected_at` when its connection ended. Without its
+    /// will: [`persist_session`](Self::persist_session) adds it for the
+    /// store; a bridge hears of wills otherwise ([`Bridge::will_set`](crate::Bridge::will_set)).
     pub(crate) fn session_record(
         &self,
         id: &Arc<str>,
@@ -1738,6 +1781,7 @@ impl State {
             expiry_interval: entry.expiry,
             disconnected_at,
             subscriptions,
+            will: None,
         })
     }
 

@@ -9,7 +9,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{Peer, addr, next, publish, start_with};
+use common::{Peer, addr, next, publish, start_with, wait_until};
 use fulmar_broker::{
     Broker, BrokerHandle, DiskStore, Durability, MemoryStore, Snapshot, Store, StoreError, StoreOp,
     StoredMessage, StoredSession,
@@ -629,6 +629,7 @@ async fn recovery_drops_expired_sessions() {
             expiry_interval: 60,
             disconnected_at: Some(1_000), // 1970: long expired
             subscriptions: Vec::new(),
+            will: None,
         }),
         StoreOp::PutMessage {
             client: Arc::from("gone"),
@@ -645,6 +646,7 @@ async fn recovery_drops_expired_sessions() {
             expiry_interval: u32::MAX,
             disconnected_at: Some(1_000),
             subscriptions: Vec::new(),
+            will: None,
         }),
     ];
     store.commit(&ops).unwrap();
@@ -725,6 +727,7 @@ async fn recovered_sessions_are_held_to_the_current_session_expiry_limit() {
             expiry_interval: u32::MAX,
             disconnected_at: Some(now_unix - away_secs * 1000),
             subscriptions: Vec::new(),
+            will: None,
         })
     };
     store
@@ -827,6 +830,7 @@ async fn an_adopted_session_is_held_to_the_limits_and_starts_clean_in_the_store(
             expiry_interval: u32::MAX,
             disconnected_at: None,
             subscriptions: Vec::new(),
+            will: None,
         },
         messages: Vec::new(),
         incoming: Vec::new(),
@@ -963,6 +967,7 @@ async fn recovery_time_of_100k_sessions_and_1m_retained() {
                     retain_as_published: false,
                     id: None,
                 }],
+                will: None,
             }));
             ops.push(StoreOp::PutMessage {
                 client,
@@ -1222,4 +1227,243 @@ async fn retained_messages_in_flight_at_subscribe_survive_a_restart() {
         1,
         "only the new one, unacknowledged"
     );
+}
+
+/// Runs `phase` on a runtime of its own, then drops the runtime without
+/// [`BrokerHandle::shutdown`]: a crash, as far as the store can tell (no
+/// will is published on the way out; what was committed stays).
+fn run_then_crash(phase: impl std::future::Future<Output = ()>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(phase);
+    drop(runtime);
+}
+
+/// Runs `phase` on a runtime of its own (the broker after a restart).
+fn run(phase: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(phase);
+}
+
+/// The session record of `id` in `store`.
+fn record(store: &MemoryStore, id: &str) -> Option<StoredSession> {
+    let snapshot = store.load().unwrap();
+    snapshot.sessions.into_iter().find(|s| &*s.client_id == id)
+}
+
+/// A kept session subscribed to `status/#` (QoS 1), away: the wills are
+/// queued for it until it comes back.
+async fn watcher_away(broker: &BrokerHandle) {
+    let (mut watcher, _) = connect_kept(broker, V5, "watcher").await;
+    watcher.sub(1, "status/#", QoS::AtLeastOnce).await;
+    watcher.disconnect().await;
+}
+
+/// Client `id` connects (MQTT 5.0, Clean Start 0) with Session Expiry
+/// Interval `expiry` and a QoS 1 will on `status/{id}` with Will Delay
+/// Interval `delay`, then its connection drops; returns once its record
+/// with the waiting will is committed.
+async fn leave_with_will(
+    broker: &BrokerHandle,
+    store: &MemoryStore,
+    id: &str,
+    delay: u32,
+    expiry: u32,
+) {
+    let mut c = Connect::new(V5, MqttString::from(id.to_owned()));
+    c.keep_alive = 0;
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(expiry);
+    let mut will = Will::new(MqttString::from(format!("status/{id}")), "gone".into());
+    will.qos = QoS::AtLeastOnce;
+    will.properties.will_delay_interval = Some(delay);
+    c.will = Some(will);
+    let (peer, ack) = Peer::connect_with(addr(broker), c).await;
+    assert!(!ack.reason_code.is_error(), "{ack:?}");
+    drop(peer); // no DISCONNECT: the will stands
+    wait_until(&format!("the will of {id} in the store"), || {
+        record(store, id).is_some_and(|s| s.will.is_some())
+    })
+    .await;
+}
+
+/// The topic of the next will the watcher receives (acknowledged).
+async fn next_will(watcher: &mut Peer) -> String {
+    let p = watcher.recv_publish().await;
+    assert_eq!(&p.payload[..], b"gone");
+    watcher
+        .send(Packet::PubAck(fulmar_codec::PubAck::new(
+            p.packet_id.unwrap(),
+        )))
+        .await;
+    p.topic.to_string()
+}
+
+// v5:MQTT-3.1.2-8: a will waiting out its Will Delay Interval when the
+// broker crashed is published after the restart, once: when its delay
+// passes (found by a review: the session came back and expired, the will
+// was never published). `sentinel`'s will, due after `device`'s session
+// has expired, comes next: nothing of `device` came twice meanwhile.
+#[test]
+fn a_will_waiting_out_its_delay_at_a_crash_is_published_after_the_restart() {
+    let store = Arc::new(MemoryStore::new());
+    run_then_crash(async {
+        let broker = broker_on(store.clone()).await;
+        watcher_away(&broker).await;
+        leave_with_will(&broker, &store, "device", 2, 3).await;
+        leave_with_will(&broker, &store, "sentinel", 4, 3600).await;
+    });
+    let device = record(&store, "device").unwrap();
+    let will = device
+        .will
+        .as_ref()
+        .expect("not published before the crash");
+    assert_eq!(
+        (&will.publish.topic[..], will.protocol_version),
+        ("status/device", V5)
+    );
+    run(async {
+        let broker = broker_on(store.clone()).await;
+        let (mut watcher, present) = connect_kept(&broker, V5, "watcher").await;
+        assert!(present);
+        assert_eq!(next_will(&mut watcher).await, "status/device");
+        assert_eq!(next_will(&mut watcher).await, "status/sentinel");
+        wait_until("device's session expires", || !broker.has_session("device")).await;
+        watcher.disconnect().await;
+        broker.shutdown().await;
+    });
+    assert!(record(&store, "device").is_none());
+    assert!(record(&store, "sentinel").unwrap().will.is_none());
+}
+
+// v5:MQTT-3.1.2-8, v5:MQTT-3.1.2-10: a will published when its delay passed
+// leaves the session's record (which lives on): a restart does not publish
+// it again. The watcher gets its copy (queued while it was away) once,
+// then `sentinel`'s will, which was still waiting at the crash.
+#[test]
+fn a_will_published_before_a_crash_is_not_published_again() {
+    let store = Arc::new(MemoryStore::new());
+    run_then_crash(async {
+        let broker = broker_on(store.clone()).await;
+        watcher_away(&broker).await;
+        leave_with_will(&broker, &store, "device", 1, 3600).await;
+        wait_until("the will published and out of the record", || {
+            let snapshot = store.load().unwrap();
+            let queued = snapshot
+                .messages
+                .iter()
+                .filter(|(client, ..)| &**client == "watcher")
+                .count();
+            queued == 1 && record(&store, "device").is_some_and(|s| s.will.is_none())
+        })
+        .await;
+        leave_with_will(&broker, &store, "sentinel", 2, 3600).await;
+    });
+    assert!(record(&store, "sentinel").unwrap().will.is_some());
+    run(async {
+        let broker = broker_on(store.clone()).await;
+        let (mut watcher, present) = connect_kept(&broker, V5, "watcher").await;
+        assert!(present);
+        assert_eq!(next_will(&mut watcher).await, "status/device");
+        assert_eq!(next_will(&mut watcher).await, "status/sentinel");
+        assert!(broker.has_session("device"));
+        watcher.disconnect().await;
+        broker.shutdown().await;
+    });
+}
+
+// v5:MQTT-3.1.3-9, v5:MQTT-3.1.2-8: a client that came back within the
+// Will Delay Interval cancelled its will, in the store too: a restart does
+// not publish it. `sentinel`'s will, due after `device`'s was, is the first
+// the watcher gets.
+#[test]
+fn a_will_cancelled_by_a_reconnect_before_a_crash_is_not_published() {
+    let store = Arc::new(MemoryStore::new());
+    run_then_crash(async {
+        let broker = broker_on(store.clone()).await;
+        watcher_away(&broker).await;
+        leave_with_will(&broker, &store, "device", 2, 3600).await;
+        let (device, present) = connect_kept(&broker, V5, "device").await;
+        assert!(present);
+        wait_until("the record rewritten without the will", || {
+            record(&store, "device")
+                .is_some_and(|s| s.will.is_none() && s.disconnected_at.is_none())
+        })
+        .await;
+        leave_with_will(&broker, &store, "sentinel", 2, 3600).await;
+        drop(device); // connected at the crash
+    });
+    run(async {
+        let broker = broker_on(store.clone()).await;
+        let (mut watcher, present) = connect_kept(&broker, V5, "watcher").await;
+        assert!(present);
+        assert_eq!(next_will(&mut watcher).await, "status/sentinel");
+        assert!(broker.has_session("device"));
+        watcher.disconnect().await;
+        broker.shutdown().await;
+    });
+}
+
+// v5:MQTT-3.1.2-8: a session that ended while the broker was down is
+// published its waiting will at start, as it ends; so is one whose delay
+// passed meanwhile, its session kept.
+#[tokio::test]
+async fn wills_due_while_the_broker_was_down_are_published_at_start() {
+    let store = Arc::new(MemoryStore::new());
+    let will = |id: &str| {
+        let mut publish = publish(&format!("status/{id}"), "gone", QoS::AtLeastOnce);
+        publish.packet_id = None;
+        Some(fulmar_broker::StoredWill {
+            publish,
+            due: 2_000,
+            username: Some("alice".into()),
+            protocol_version: V5,
+        })
+    };
+    let session = |id: &str, expiry_interval: u32, will| {
+        StoreOp::PutSession(StoredSession {
+            client_id: Arc::from(id),
+            expiry_interval,
+            disconnected_at: Some(1_000), // 1970
+            subscriptions: Vec::new(),
+            will,
+        })
+    };
+    let watcher = StoreOp::PutSession(StoredSession {
+        client_id: Arc::from("watcher"),
+        expiry_interval: u32::MAX,
+        disconnected_at: Some(1_000),
+        subscriptions: vec![fulmar_broker::StoredSubscription {
+            filter: "status/#".into(),
+            qos: QoS::AtLeastOnce,
+            no_local: false,
+            retain_as_published: false,
+            id: None,
+        }],
+        will: None,
+    });
+    store
+        .commit(&[
+            watcher,
+            session("ended", 60, will("ended")),
+            session("kept", u32::MAX, will("kept")),
+        ])
+        .unwrap();
+    let broker = broker_on(store.clone()).await;
+    let (mut watcher, present) = connect_kept(&broker, V5, "watcher").await;
+    assert!(present);
+    let mut wills = vec![next_will(&mut watcher).await, next_will(&mut watcher).await];
+    wills.sort();
+    assert_eq!(wills, ["status/ended", "status/kept"]);
+    wait_until("the ended session goes", || !broker.has_session("ended")).await;
+    assert!(broker.has_session("kept"));
+    watcher.disconnect().await;
+    broker.shutdown().await;
+    assert!(record(&store, "ended").is_none());
+    assert!(record(&store, "kept").unwrap().will.is_none());
 }

@@ -724,6 +724,7 @@ async fn an_adopted_session_expires_on_time() {
             expiry_interval: 1,
             disconnected_at: None,
             subscriptions: Vec::new(),
+            will: None,
         },
         messages: Vec::new(),
         incoming: Vec::new(),

@@ -2356,9 +2356,8 @@ impl<S: Stream> Connection<S> {
         );
         let had_will = client.will.is_some();
         let will = client.will.filter(|_| !normal).map(|w| *w);
-        // At shutdown a will goes now, whatever its delay: wills are not in
-        // the store, so one left waiting would never be published
-        // [MQTT-3.1.2-8] (see `BrokerHandle::shutdown`).
+        // At shutdown a will goes now, whatever its delay, as the wills
+        // waiting out theirs do [MQTT-3.1.2-8] (see `BrokerHandle::shutdown`).
         let will_delay = if self.shared.shutdown.is_cancelled() {
             0
         } else {
@@ -2430,6 +2429,7 @@ impl<S: Stream> Connection<S> {
                 });
                 let mut deadlines = Vec::new();
                 let mut publish_now = None;
+                let now_unix = unix_millis();
                 if let Some(entry) = state.sessions.get_mut(&client.id) {
                     entry.owner = None;
                     entry.expiry = client.expiry;
@@ -2438,6 +2438,7 @@ impl<S: Stream> Connection<S> {
                     away.stored_at = Some(now);
                     away.inflight = self.inflight_seq.take().map(|m| *m).unwrap_or_default();
                     away.expires_at = expires_at.flatten();
+                    away.disconnected_at = Some(now_unix);
                     deadlines.extend(away.expires_at);
                     if let (Some(will), Some(at)) = (will, will_at) {
                         if at <= now {
@@ -2452,7 +2453,7 @@ impl<S: Stream> Connection<S> {
                         }
                     }
                 }
-                state.persist_session(&client.id, Some(unix_millis()));
+                state.persist_session(&client.id, Some(now_unix));
                 crate::broker::report_offline(&state, &client.id);
                 for at in deadlines {
                     state.schedule(&client.id, at);

@@ -91,6 +91,28 @@ pub struct StoredSession {
     pub disconnected_at: Option<u64>,
     /// Its subscriptions.
     pub subscriptions: Vec<StoredSubscription>,
+    /// The will waiting out its Will Delay Interval (MQTT 5.0) when the
+    /// record was written, if any: after a restart it is published when it
+    /// is due, or when the session ends if that comes first (MQTT-3.1.2-8).
+    /// The broker keeps it out of the records it hands a [`Bridge`](crate::Bridge)
+    /// (a session that moves to another broker cancels its will, as a
+    /// reconnect would) and ignores it in a session brought from elsewhere.
+    pub will: Option<StoredWill>,
+}
+
+/// A will waiting out its Will Delay Interval, kept in its session's
+/// [`StoredSession`] record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredWill {
+    /// The will message, as the broker publishes it.
+    pub publish: Publish,
+    /// When it is due, in milliseconds since the Unix epoch.
+    pub due: u64,
+    /// The user name its client connected as (for the [`Authorizer`](crate::Authorizer)
+    /// when the rules change meanwhile).
+    pub username: Option<String>,
+    /// The protocol version its client connected with.
+    pub protocol_version: ProtocolVersion,
 }
 
 /// A message kept for a session (queued or in flight) or as retained.
@@ -292,20 +314,40 @@ pub(crate) fn encode_message(message: &StoredMessage) -> Vec<u8> {
     buf.put_u64(message.stored_at);
     buf.put_u16(message.packet_id.map_or(0, PacketId::get));
     buf.put_u8(u8::from(message.released));
-    let mut publish = message.publish.clone();
+    put_publish(&mut buf, &message.publish);
+    buf.to_vec()
+}
+
+/// Appends `publish` as an MQTT 5.0 packet (every property kept), without
+/// its packet identifier and DUP flag (a record keeps its own).
+fn put_publish(buf: &mut BytesMut, publish: &Publish) {
+    let start = buf.len();
+    let mut publish = publish.clone();
     // The codec wants an identifier for QoS 1/2; the record keeps its own.
     publish.packet_id = (publish.qos != QoS::AtMostOnce)
         .then(|| PacketId::new(1))
         .flatten();
     publish.dup = false;
     if Packet::Publish(publish)
-        .encode(ProtocolVersion::V5, &mut buf)
+        .encode(ProtocolVersion::V5, buf)
         .is_err()
     {
         // Only a message over 256 MiB fails, and none gets this far.
-        buf.truncate(11);
+        buf.truncate(start);
     }
-    buf.to_vec()
+}
+
+/// Decodes [`put_publish`] from the start of `bytes`.
+fn get_publish(bytes: &[u8]) -> Result<Publish, String> {
+    let mut packet = BytesMut::from(bytes);
+    let packet = fulmar_codec::decode(&mut packet, ProtocolVersion::V5, u32::MAX)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "truncated packet".to_owned())?;
+    let Packet::Publish(mut publish) = packet else {
+        return Err("not a PUBLISH".to_owned());
+    };
+    publish.packet_id = None;
+    Ok(publish)
 }
 
 /// Decodes [`encode_message`].
@@ -324,14 +366,7 @@ pub(crate) fn decode_message(
     let stored_at = b.get_u64();
     let packet_id = PacketId::new(b.get_u16());
     let released = b.get_u8() != 0;
-    let mut packet = BytesMut::from(b);
-    let packet = fulmar_codec::decode(&mut packet, ProtocolVersion::V5, u32::MAX)
-        .map_err(|e| corrupt(&e.to_string()))?
-        .ok_or_else(|| corrupt("truncated packet"))?;
-    let Packet::Publish(mut publish) = packet else {
-        return Err(corrupt("not a PUBLISH"));
-    };
-    publish.packet_id = None;
+    let publish = get_publish(b).map_err(|reason| corrupt(&reason))?;
     Ok(StoredMessage {
         publish,
         stored_at,
@@ -340,10 +375,14 @@ pub(crate) fn decode_message(
     })
 }
 
-/// Encodes a session record.
+/// Encodes a session record: version 1 without a will (as versions that
+/// know of no will wrote, and can read back), version 2 with one: the same,
+/// then a flag byte (1), the will's due time, its client's user name (a
+/// flag byte, then the name) and protocol level, and its PUBLISH as
+/// [`encode_message`] writes one.
 pub(crate) fn encode_session(session: &StoredSession) -> Vec<u8> {
     let mut buf = BytesMut::with_capacity(32 + 16 * session.subscriptions.len());
-    buf.put_u8(1); // record version
+    buf.put_u8(if session.will.is_some() { 2 } else { 1 }); // record version
     buf.put_u32(session.expiry_interval);
     buf.put_u64(session.disconnected_at.map_or(0, |t| t.saturating_add(1)));
     buf.put_u32(u32::try_from(session.subscriptions.len()).unwrap_or(u32::MAX));
@@ -354,6 +393,14 @@ pub(crate) fn encode_session(session: &StoredSession) -> Vec<u8> {
         buf.put_u8(flags);
         buf.put_u32(sub.id.map_or(0, NonZeroU32::get));
         put_str(&mut buf, &sub.filter);
+    }
+    if let Some(will) = &session.will {
+        buf.put_u8(1);
+        buf.put_u64(will.due);
+        buf.put_u8(u8::from(will.username.is_some()));
+        put_str(&mut buf, will.username.as_deref().unwrap_or_default());
+        buf.put_u8(will.protocol_version.level());
+        put_publish(&mut buf, &will.publish);
     }
     buf.to_vec()
 }
@@ -368,8 +415,12 @@ pub(crate) fn decode_session(
         reason: format!("{client_id}: {reason}"),
     };
     let mut b = bytes;
-    if b.remaining() < 17 || b.get_u8() != 1 {
-        return Err(corrupt("unknown record version or truncated"));
+    if b.remaining() < 17 {
+        return Err(corrupt("truncated"));
+    }
+    let version = b.get_u8();
+    if !matches!(version, 1 | 2) {
+        return Err(corrupt("unknown record version"));
     }
     let expiry_interval = b.get_u32();
     let disconnected_at = b.get_u64().checked_sub(1);
@@ -391,12 +442,53 @@ pub(crate) fn decode_session(
             id,
         });
     }
+    let will = if version == 2 {
+        get_will(&mut b).map_err(corrupt)?
+    } else {
+        None
+    };
     Ok(StoredSession {
         client_id,
         expiry_interval,
         disconnected_at,
         subscriptions,
+        will,
     })
+}
+
+/// Decodes the will part of a version 2 session record.
+fn get_will(b: &mut &[u8]) -> Result<Option<StoredWill>, &'static str> {
+    if b.remaining() < 1 {
+        return Err("truncated will");
+    }
+    match b.get_u8() {
+        0 => return Ok(None),
+        1 => {}
+        _ => return Err("bad will flag"),
+    }
+    if b.remaining() < 9 {
+        return Err("truncated will");
+    }
+    let due = b.get_u64();
+    let has_username = b.get_u8();
+    let username = get_str(b).ok_or("bad will user name")?;
+    let username = match has_username {
+        0 => None,
+        1 => Some(username),
+        _ => return Err("bad will user name flag"),
+    };
+    if b.remaining() < 1 {
+        return Err("truncated will");
+    }
+    let protocol_version =
+        ProtocolVersion::from_level(b.get_u8()).ok_or("bad will protocol level")?;
+    let publish = get_publish(b).map_err(|_| "bad will PUBLISH")?;
+    Ok(Some(StoredWill {
+        publish,
+        due,
+        username,
+        protocol_version,
+    }))
 }
 
 fn put_str(buf: &mut BytesMut, s: &str) {
@@ -503,12 +595,114 @@ mod tests {
                 retain_as_published: true,
                 id: NonZeroU32::new(9),
             }],
+            will: None,
         };
         let bytes = encode_session(&session);
+        assert_eq!(bytes[0], 1, "without a will: version 1");
         assert_eq!(decode_session(Arc::from("c1"), &bytes).unwrap(), session);
         for cut in 0..bytes.len() {
             assert!(decode_session(Arc::from("c1"), &bytes[..cut]).is_err());
         }
+    }
+
+    fn session_with_will(username: Option<&str>) -> StoredSession {
+        let mut publish = Publish::new(MqttString::from("status/c1"), payload("offline"));
+        publish.qos = QoS::AtLeastOnce;
+        publish.retain = true;
+        publish.properties.message_expiry_interval = Some(60);
+        publish.properties.content_type = Some(MqttString::from("text/plain"));
+        StoredSession {
+            client_id: Arc::from("c1"),
+            expiry_interval: 3,
+            disconnected_at: Some(1_700_000_000_000),
+            subscriptions: vec![StoredSubscription {
+                filter: "a/#".into(),
+                qos: QoS::ExactlyOnce,
+                no_local: true,
+                retain_as_published: false,
+                id: None,
+            }],
+            will: Some(StoredWill {
+                publish,
+                due: 1_700_000_002_000,
+                username: username.map(str::to_owned),
+                protocol_version: ProtocolVersion::V5,
+            }),
+        }
+    }
+
+    // A session record with a will waiting out its delay is version 2 and
+    // round-trips; every truncation of it is an error, never a panic.
+    // MQTT-3.1.2-8
+    #[test]
+    fn session_records_with_a_will_round_trip() {
+        for username in [Some("alice"), Some(""), None] {
+            let session = session_with_will(username);
+            let bytes = encode_session(&session);
+            assert_eq!(bytes[0], 2);
+            assert_eq!(decode_session(Arc::from("c1"), &bytes).unwrap(), session);
+            for cut in 0..bytes.len() {
+                assert!(
+                    matches!(
+                        decode_session(Arc::from("c1"), &bytes[..cut]),
+                        Err(StoreError::Corrupt { .. })
+                    ),
+                    "cut {cut}"
+                );
+            }
+            // Every single-byte change decodes or fails, never panics.
+            for i in 0..bytes.len() {
+                for value in [0, 1, 2, 0x7f, 0xff] {
+                    let mut changed = bytes.clone();
+                    changed[i] = value;
+                    let _ = decode_session(Arc::from("c1"), &changed);
+                }
+            }
+        }
+        // Version 2 with the will flag 0: no will.
+        let mut session = session_with_will(None);
+        session.will = None;
+        let mut bytes = encode_session(&session);
+        bytes[0] = 2;
+        bytes.push(0);
+        assert_eq!(decode_session(Arc::from("c1"), &bytes).unwrap(), session);
+        // Any other version is not read.
+        for version in [0, 3, 0xff] {
+            bytes[0] = version;
+            assert!(decode_session(Arc::from("c1"), &bytes).is_err());
+        }
+    }
+
+    // A record written by a version that knew of no will (version 1, laid
+    // out by hand) is still read, without a will.
+    #[test]
+    fn version_1_session_records_are_read() {
+        let mut bytes = vec![1];
+        bytes.extend_from_slice(&60u32.to_be_bytes()); // expiry
+        bytes.extend_from_slice(&1_001u64.to_be_bytes()); // disconnected at 1000, plus 1
+        bytes.extend_from_slice(&1u32.to_be_bytes()); // one subscription
+        bytes.push(1 | 0b1000); // QoS 1, Retain As Published
+        bytes.extend_from_slice(&7u32.to_be_bytes()); // subscription identifier
+        bytes.extend_from_slice(&3u32.to_be_bytes());
+        bytes.extend_from_slice(b"a/+");
+        let session = decode_session(Arc::from("old"), &bytes).unwrap();
+        assert_eq!(
+            session,
+            StoredSession {
+                client_id: Arc::from("old"),
+                expiry_interval: 60,
+                disconnected_at: Some(1_000),
+                subscriptions: vec![StoredSubscription {
+                    filter: "a/+".into(),
+                    qos: QoS::AtLeastOnce,
+                    no_local: false,
+                    retain_as_published: true,
+                    id: NonZeroU32::new(7),
+                }],
+                will: None,
+            }
+        );
+        assert_eq!(encode_session(&session), bytes);
     }
 
     #[cfg(feature = "disk")]

@@ -10,7 +10,8 @@ use fulmar_topic::TopicName;
 
 use super::journal::Journal;
 use super::{Snapshot, StoreOp, StoredMessage, unix_millis};
-use crate::state::{Queued, Retained, SessionEntry, State};
+use crate::ClientInfo;
+use crate::state::{PendingWill, Queued, Retained, SessionEntry, State};
 
 /// What a recovery found.
 #[derive(Clone, Copy, Debug, Default)]
@@ -26,6 +27,20 @@ pub(crate) struct Recovered {
 pub(crate) fn instant_of(at: u64, now: Instant, now_unix: u64) -> Instant {
     let ago = Duration::from_millis(now_unix.saturating_sub(at));
     now.checked_sub(ago).unwrap_or(now)
+}
+
+/// The Unix time in milliseconds of an `Instant`, seen from `now` /
+/// `now_unix` (the inverse of [`instant_of`]).
+pub(crate) fn unix_of(at: Instant, now: Instant, now_unix: u64) -> u64 {
+    match at.checked_duration_since(now) {
+        Some(ahead) => {
+            now_unix.saturating_add(u64::try_from(ahead.as_millis()).unwrap_or(u64::MAX))
+        }
+        None => {
+            let ago = now.saturating_duration_since(at).as_millis();
+            now_unix.saturating_sub(u64::try_from(ago).unwrap_or(u64::MAX))
+        }
+    }
 }
 
 /// Counts the time since `stored_at` (Unix milliseconds) against the Message
@@ -92,8 +107,24 @@ pub(crate) fn recover(
         // A session connected at the crash counts as disconnected now.
         let since = stored.disconnected_at.unwrap_or(now_unix);
         let expiry = stored.expiry_interval.min(max_session_expiry);
-        let expires_at = expiry_deadline(expiry, since, now, now_unix);
-        if expires_at.is_some_and(|at| at <= now) {
+        let mut expires_at = expiry_deadline(expiry, since, now, now_unix);
+        let will = stored.will.map(|will| PendingWill {
+            // Already due: at once (the deadline task's first round).
+            at: now
+                .checked_add(Duration::from_millis(will.due.saturating_sub(now_unix)))
+                .unwrap_or(now),
+            info: ClientInfo {
+                client_id: id.to_string(),
+                username: will.username,
+                protocol_version: will.protocol_version,
+            },
+            publish: will.publish,
+        });
+        if expires_at.is_some_and(|at| at <= now) && will.is_some() {
+            // Ended while the broker was down: kept until the deadline
+            // task's first round ends it, publishing its will (MQTT-3.1.2-8).
+            expires_at = Some(now);
+        } else if expires_at.is_some_and(|at| at <= now) {
             journal.push(StoreOp::DeleteSession(id.clone()));
             messages.remove(&id);
             incoming.remove(&id);
@@ -106,6 +137,11 @@ pub(crate) fn recover(
             ..SessionEntry::default()
         };
         entry.away().expires_at = expires_at;
+        entry.away().disconnected_at = Some(since);
+        if let Some(will) = will {
+            state.schedule(&id, will.at);
+            entry.away().will = Some(Box::new(will));
+        }
         found.skipped +=
             state.restore_subscriptions(&id, &stored.subscriptions, &mut entry.filters);
         let mut list = messages.remove(&id).unwrap_or_default();
