@@ -52,6 +52,29 @@ async fn next(wire: &mut Wire) -> Packet {
     guard(wire.next()).await.unwrap().unwrap()
 }
 
+/// A broker that accepts one client, acknowledges its QoS 1 PUBLISH packets
+/// and answers its PINGREQs; returns the payloads received (as text) once
+/// the client disconnects.
+fn acking_broker(listener: TcpListener) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        let mut payloads = Vec::new();
+        loop {
+            match next(&mut wire).await {
+                Packet::Publish(p) => {
+                    if let Some(id) = p.packet_id {
+                        wire.send(Packet::PubAck(PubAck::new(id))).await.unwrap();
+                    }
+                    payloads.push(String::from_utf8_lossy(&p.payload).into_owned());
+                }
+                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+                Packet::Disconnect(_) => return payloads,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+}
+
 /// Answers PINGREQs until the client's DISCONNECT; anything else fails.
 async fn answer_pings_until_disconnect(wire: &mut Wire) {
     loop {
@@ -263,23 +286,7 @@ async fn the_brokers_receive_maximum_limits_publishes_in_flight() {
 #[tokio::test]
 async fn a_small_publish_buffer_does_not_refuse_publishes_that_do_not_wait() {
     let (listener, options) = listen().await;
-    let broker = tokio::spawn(async move {
-        let mut wire = accept(&listener, ConnAck::default()).await;
-        let mut payloads = Vec::new();
-        loop {
-            match next(&mut wire).await {
-                Packet::Publish(p) => {
-                    if let Some(id) = p.packet_id {
-                        wire.send(Packet::PubAck(PubAck::new(id))).await.unwrap();
-                    }
-                    payloads.push(String::from_utf8_lossy(&p.payload).into_owned());
-                }
-                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
-                Packet::Disconnect(_) => return payloads,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    });
+    let broker = acking_broker(listener);
     let options = options.max_buffered_publishes(4);
     let (client, _) = guard(Client::connect(options)).await.unwrap();
     for qos in [QoS::AtMostOnce, QoS::AtLeastOnce] {
@@ -364,23 +371,7 @@ async fn max_buffered_publishes_zero_still_publishes_while_connected() {
 #[tokio::test]
 async fn a_payload_marked_utf8_that_is_not_is_refused() {
     let (listener, options) = listen().await;
-    let broker = tokio::spawn(async move {
-        let mut wire = accept(&listener, ConnAck::default()).await;
-        let mut payloads = Vec::new();
-        loop {
-            match next(&mut wire).await {
-                Packet::Publish(p) => {
-                    if let Some(id) = p.packet_id {
-                        wire.send(Packet::PubAck(PubAck::new(id))).await.unwrap();
-                    }
-                    payloads.push(p.payload);
-                }
-                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
-                Packet::Disconnect(_) => return payloads,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    });
+    let broker = acking_broker(listener);
     let (client, _) = guard(Client::connect(options)).await.unwrap();
     let utf8 = PublishProperties {
         payload_format_indicator: Some(PayloadFormat::Utf8),

@@ -9,56 +9,13 @@
 // The helpers below panic on bad fixtures, like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use fulmar_topic::{SubscriptionFilter, SubscriptionTrie, TopicName};
 
-struct Counting;
+// The counting allocator of `fulmar-codec`'s allocation test.
+#[path = "../../fulmar-codec/tests/alloc_count/mod.rs"]
+mod alloc_count;
 
-thread_local! {
-    // Const-initialised and without a destructor: safe to touch from the allocator.
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-fn count() {
-    // `try_with` fails only while the thread is being torn down.
-    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-}
-
-// SAFETY: forwards every call to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Allocations made by this thread so far.
-fn allocations() -> usize {
-    ALLOCATIONS.with(Cell::get)
-}
+use alloc_count::allocations;
 
 fn filter(s: &str) -> SubscriptionFilter {
     s.parse().unwrap()

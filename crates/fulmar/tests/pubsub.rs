@@ -27,6 +27,19 @@ fn publish_stdin(port: u16, args: &[&str], input: &[u8]) {
     assert!(status.success(), "fulmar pub {args:?}: {status:?}");
 }
 
+/// `mosquitto_pub -h 127.0.0.1 -p PORT ARGS` with `input` on its standard input.
+fn mosquitto_pub_stdin(port: u16, args: &[&str], input: &[u8]) {
+    let mut publisher = Command::new(mosquitto_tool("mosquitto_pub"))
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    publisher.stdin.take().unwrap().write_all(input).unwrap();
+    let status = publisher.wait().unwrap();
+    assert!(status.success(), "mosquitto_pub {args:?}: {status:?}");
+}
+
 #[test]
 fn pub_and_sub_deliver_at_every_qos_in_both_versions() {
     let broker = FulmarBroker::start(&[]);
@@ -369,7 +382,6 @@ fn stdin_lines_are_bytes_not_text() {
 #[test]
 fn stdin_lines_are_sent_as_mosquitto_pub_sends_them() {
     let broker = FulmarBroker::start(&[]);
-    let port = broker.port.to_string();
     let input = b"a\n\nb\r\nc";
     let expected = "1:61\n0:\n2:620d\n1:63\n";
     for publisher in ["fulmar", "mosquitto_pub"] {
@@ -381,28 +393,7 @@ fn stdin_lines_are_sent_as_mosquitto_pub_sends_them() {
         if publisher == "fulmar" {
             publish_stdin(broker.port, &["-t", &topic, "-q", "1", "-l"], input);
         } else {
-            let mut mosquitto_pub = Command::new(mosquitto_tool("mosquitto_pub"))
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port,
-                    "-t",
-                    &topic,
-                    "-q",
-                    "1",
-                    "-l",
-                ])
-                .stdin(Stdio::piped())
-                .spawn()
-                .unwrap();
-            mosquitto_pub
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input)
-                .unwrap();
-            assert!(mosquitto_pub.wait().unwrap().success());
+            mosquitto_pub_stdin(broker.port, &["-t", &topic, "-q", "1", "-l"], input);
         }
         assert_eq!(sub.output(), expected, "{publisher}");
     }
@@ -941,19 +932,11 @@ fn max_inflight_bounds_the_unacknowledged_publishes() {
         assert_eq!(seen.payloads.concat(), lines(n).replace('\n', ""));
     }
     let (port, broker) = fake_broker(3);
-    let mut mosquitto_pub = Command::new(mosquitto_tool("mosquitto_pub"))
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-t", "inflight", "-q", "1", "-l", "-M", "3"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    mosquitto_pub
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines(6).as_bytes())
-        .unwrap();
-    assert!(mosquitto_pub.wait().unwrap().success());
+    mosquitto_pub_stdin(
+        port,
+        &["-t", "inflight", "-q", "1", "-l", "-M", "3"],
+        lines(6).as_bytes(),
+    );
     assert_eq!(broker.join().unwrap().most_unacked, 3);
 }
 
