@@ -327,26 +327,41 @@ fn persistent_sessions_are_ended_after_the_run() {
         );
         assert_eq!(report["errors"], 0, "{report:#}");
         assert_eq!(report["qos"][0]["lost"], 0, "{report:#}");
-        // Live updates only (-R: not the retained value of an earlier
-        // second), until the count is the observer's own session; -W only
-        // keeps a failing test from hanging.
+        // `$SYS` topics go out when their value changes (the uptime at
+        // every interval, as mosquitto does), the uptime first. The round of
+        // the second live uptime counted after the observer subscribed; its
+        // total, if it changed, comes before the third. So the last total
+        // seen by then (retained, or live) is current; it counts the
+        // observer's own session. -W only keeps a failing test from hanging.
         let mut observer = fulmar()
-            .args(["sub", "-h", "127.0.0.1", "-p", &port, "-R", "-W", "30"])
-            .args(["-t", "$SYS/broker/clients/total"])
+            .args(["sub", "-h", "127.0.0.1", "-p", &port, "-W", "30"])
+            .args([
+                "-t",
+                "$SYS/broker/clients/total",
+                "-t",
+                "$SYS/broker/uptime",
+            ])
+            .args(["-F", "%r %t %p"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let stdout = observer.stdout.take().unwrap();
         let mut seen = Vec::new();
-        let mut ended = false;
+        let mut live_uptimes = 0;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line == "1" {
-                ended = true;
+            let mut fields = line.splitn(3, ' ');
+            let (retained, topic, value) = (fields.next(), fields.next(), fields.next());
+            match topic {
+                Some("$SYS/broker/clients/total") => seen.push(value.unwrap_or("").to_owned()),
+                Some("$SYS/broker/uptime") if retained == Some("0") => live_uptimes += 1,
+                _ => {}
+            }
+            if live_uptimes == 3 {
                 break;
             }
-            seen.push(line);
         }
+        let ended = live_uptimes == 3 && seen.last().map(String::as_str) == Some("1");
         let _ = observer.kill();
         let _ = observer.wait();
         assert!(
