@@ -1256,12 +1256,14 @@ fn record(store: &MemoryStore, id: &str) -> Option<StoredSession> {
     snapshot.sessions.into_iter().find(|s| &*s.client_id == id)
 }
 
-/// A kept session subscribed to `status/#` (QoS 1), away: the wills are
-/// queued for it until it comes back.
-async fn watcher_away(broker: &BrokerHandle) {
-    let (mut watcher, _) = connect_kept(broker, V5, "watcher").await;
+/// A broker on `store` with a kept session subscribed to `status/#` (QoS
+/// 1), away: the wills are queued for it until it comes back.
+async fn broker_with_watcher_away(store: &Arc<MemoryStore>) -> BrokerHandle {
+    let broker = broker_on(store.clone()).await;
+    let (mut watcher, _) = connect_kept(&broker, V5, "watcher").await;
     watcher.sub(1, "status/#", QoS::AtLeastOnce).await;
     watcher.disconnect().await;
+    broker
 }
 
 /// Client `id` connects (MQTT 5.0, Clean Start 0) with Session Expiry
@@ -1313,8 +1315,7 @@ async fn next_will(watcher: &mut Peer) -> String {
 fn a_will_waiting_out_its_delay_at_a_crash_is_published_after_the_restart() {
     let store = Arc::new(MemoryStore::new());
     run_then_crash(async {
-        let broker = broker_on(store.clone()).await;
-        watcher_away(&broker).await;
+        let broker = broker_with_watcher_away(&store).await;
         leave_with_will(&broker, &store, "device", 2, 3).await;
         leave_with_will(&broker, &store, "sentinel", 4, 3600).await;
     });
@@ -1349,8 +1350,7 @@ fn a_will_waiting_out_its_delay_at_a_crash_is_published_after_the_restart() {
 fn a_will_published_before_a_crash_is_not_published_again() {
     let store = Arc::new(MemoryStore::new());
     run_then_crash(async {
-        let broker = broker_on(store.clone()).await;
-        watcher_away(&broker).await;
+        let broker = broker_with_watcher_away(&store).await;
         leave_with_will(&broker, &store, "device", 1, 3600).await;
         wait_until("the will published and out of the record", || {
             let snapshot = store.load().unwrap();
@@ -1385,8 +1385,7 @@ fn a_will_published_before_a_crash_is_not_published_again() {
 fn a_will_cancelled_by_a_reconnect_before_a_crash_is_not_published() {
     let store = Arc::new(MemoryStore::new());
     run_then_crash(async {
-        let broker = broker_on(store.clone()).await;
-        watcher_away(&broker).await;
+        let broker = broker_with_watcher_away(&store).await;
         leave_with_will(&broker, &store, "device", 2, 3600).await;
         let (device, present) = connect_kept(&broker, V5, "device").await;
         assert!(present);

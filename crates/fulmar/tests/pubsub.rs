@@ -12,34 +12,34 @@ use common::{
     FulmarBroker, Mosquitto, Sub, fulmar, mosquitto_tool, publish, publish_ok, subscribe,
 };
 
-// Each QoS delivers the message once, in both protocol versions.
 /// Runs `fulmar pub -h 127.0.0.1 -p PORT` plus `args` with `input` on its
 /// stdin, and asserts that it succeeded.
 fn publish_stdin(port: u16, args: &[&str], input: &[u8]) {
-    let mut publisher = fulmar()
+    let mut publisher = fulmar();
+    publisher
         .args(["pub", "-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    publisher.stdin.take().unwrap().write_all(input).unwrap();
-    let status = publisher.wait().unwrap();
-    assert!(status.success(), "fulmar pub {args:?}: {status:?}");
+        .args(args);
+    run_with_stdin(publisher, input);
+}
+
+/// Runs `command` with `input` on its standard input; it must succeed.
+fn run_with_stdin(mut command: Command, input: &[u8]) {
+    let mut child = command.stdin(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{command:?}: {status:?}");
 }
 
 /// `mosquitto_pub -h 127.0.0.1 -p PORT ARGS` with `input` on its standard input.
 fn mosquitto_pub_stdin(port: u16, args: &[&str], input: &[u8]) {
-    let mut publisher = Command::new(mosquitto_tool("mosquitto_pub"))
+    let mut publisher = Command::new(mosquitto_tool("mosquitto_pub"));
+    publisher
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    publisher.stdin.take().unwrap().write_all(input).unwrap();
-    let status = publisher.wait().unwrap();
-    assert!(status.success(), "mosquitto_pub {args:?}: {status:?}");
+        .args(args);
+    run_with_stdin(publisher, input);
 }
 
+// Each QoS delivers the message once, in both protocol versions.
 #[test]
 fn pub_and_sub_deliver_at_every_qos_in_both_versions() {
     let broker = FulmarBroker::start(&[]);
