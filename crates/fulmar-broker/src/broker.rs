@@ -93,6 +93,10 @@ impl Shared {
         Stats {
             connections: load(&c.connections),
             clients_connected: load(&c.clients_connected),
+            clients_maximum: load(&c.clients_maximum),
+            connects: load(&c.connects),
+            connections_accepted: load(&c.sockets),
+            sessions_expired: load(&c.sessions_expired),
             sessions: state.sessions.len(),
             subscriptions: state.subs.len(),
             shared_subscriptions: state.subs.shared_len(),
@@ -610,6 +614,17 @@ pub struct Stats {
     pub connections: u64,
     /// Accepted MQTT clients currently connected.
     pub clients_connected: u64,
+    /// The most clients connected at once since the broker started.
+    pub clients_maximum: u64,
+    /// CONNECT packets the broker answered since it started, refused ones
+    /// included (not those it could not decode).
+    pub connects: u64,
+    /// Network connections accepted since the broker started (those of
+    /// [`BrokerHandle::serve_connection`] included).
+    pub connections_accepted: u64,
+    /// Sessions that ended because their Session Expiry Interval passed
+    /// while their client was away, since the broker started.
+    pub sessions_expired: u64,
     /// Sessions, connected or not.
     pub sessions: usize,
     /// Subscriptions, in-process ones and shared group memberships included.

@@ -141,11 +141,18 @@ pub struct Limits {
     /// takes a message.
     pub pacing_timeout: Duration,
     /// Interval at which the `$SYS/broker/...` topics are published
-    /// (retained, QoS 0, as mosquitto does: version, uptime, clients,
-    /// messages and bytes received and sent, dropped messages,
-    /// subscriptions and shared subscriptions, retained messages): all of
-    /// them at the first interval, then the ones whose value changed, the
-    /// uptime always. `None` or zero: never (the default).
+    /// (retained, QoS 0, named as mosquitto names them: version, uptime,
+    /// clients connected, disconnected, total, maximum (the most at once)
+    /// and expired, open connections, packets, PUBLISH messages and bytes
+    /// received and sent, dropped messages, subscriptions and shared
+    /// subscriptions, retained messages, and the load averages
+    /// `load/{messages,publish}/{received,sent}`, `load/publish/dropped`,
+    /// `load/bytes/{received,sent}`, `load/connections` (CONNECT packets)
+    /// and `load/sockets` (network connections), each over `1min`, `5min`
+    /// and `15min`: an exponentially weighted moving average of the rate
+    /// per minute, with two decimals): all of them at the first interval,
+    /// then the ones whose value changed, the uptime always. `None` or
+    /// zero: never (the default).
     pub sys_interval: Option<Duration>,
     /// Server Keep Alive (MQTT 5.0): the keep-alive the broker imposes on
     /// every 5.0 client instead of the one it asked for, announced in

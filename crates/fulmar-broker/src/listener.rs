@@ -114,6 +114,7 @@ impl Slot {
     /// Counts a new connection; also says whether it is over the limit.
     pub(crate) fn open(shared: &Arc<Shared>) -> (Self, bool) {
         let open = shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+        shared.counters.sockets.fetch_add(1, Ordering::Relaxed);
         let over = usize::try_from(open).unwrap_or(usize::MAX) >= shared.limits.max_connections;
         (
             Self {

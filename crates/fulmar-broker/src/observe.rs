@@ -195,113 +195,303 @@ pub(crate) async fn sys_loop(shared: std::sync::Arc<Shared>, interval: Duration)
     let started = Instant::now();
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = SysValues::default();
+    let mut sys = Sys::new(started);
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => return,
-            _ = ticker.tick() => publish_sys(&shared, started, &mut last),
+            _ = ticker.tick() => sys.publish(&shared),
         }
     }
 }
 
-/// The `$SYS` topics, in the order of [`sys_values`].
-const SYS_TOPICS: usize = 16;
+/// The counters behind `$SYS/broker/load/...`, named as mosquitto names them.
+const LOAD_COUNTERS: [&str; 9] = [
+    "messages/received",
+    "messages/sent",
+    "publish/received",
+    "publish/sent",
+    "publish/dropped",
+    "bytes/received",
+    "bytes/sent",
+    "connections",
+    "sockets",
+];
 
-/// The values last published, by topic.
-type SysValues = [Option<String>; SYS_TOPICS];
+/// The windows of the load averages and their time constants, in seconds.
+const LOAD_WINDOWS: [(&str, f64); 3] = [("1min", 60.0), ("5min", 300.0), ("15min", 900.0)];
 
-/// The value of each `$SYS` topic now.
-fn sys_values(shared: &Shared, started: Instant) -> [(&'static str, String); SYS_TOPICS] {
-    let stats = shared.stats();
-    let uptime = started.elapsed().as_secs();
+/// The values of [`LOAD_COUNTERS`] in `stats`, in that order.
+fn load_counts(stats: &crate::Stats) -> [u64; LOAD_COUNTERS.len()] {
     [
-        (
-            "$SYS/broker/version",
-            format!("fulmar {}", env!("CARGO_PKG_VERSION")),
-        ),
-        ("$SYS/broker/uptime", format!("{uptime} seconds")),
-        (
-            "$SYS/broker/clients/connected",
-            stats.clients_connected.to_string(),
-        ),
-        (
-            "$SYS/broker/clients/disconnected",
-            (stats.sessions as u64)
-                .saturating_sub(stats.clients_connected)
-                .to_string(),
-        ),
-        ("$SYS/broker/clients/total", stats.sessions.to_string()),
-        (
-            "$SYS/broker/connections/open",
-            stats.connections.to_string(),
-        ),
-        (
-            "$SYS/broker/messages/received",
-            stats.packets_received.to_string(),
-        ),
-        ("$SYS/broker/messages/sent", stats.packets_sent.to_string()),
-        (
-            "$SYS/broker/publish/messages/received",
-            stats.messages_received.to_string(),
-        ),
-        (
-            "$SYS/broker/publish/messages/sent",
-            stats.messages_sent.to_string(),
-        ),
-        (
-            "$SYS/broker/publish/messages/dropped",
-            stats.dropped_messages.to_string(),
-        ),
-        (
-            "$SYS/broker/bytes/received",
-            stats.bytes_received.to_string(),
-        ),
-        ("$SYS/broker/bytes/sent", stats.bytes_sent.to_string()),
-        // Counted apart, as mosquitto counts them.
-        (
-            "$SYS/broker/subscriptions/count",
-            stats
-                .subscriptions
-                .saturating_sub(stats.shared_subscriptions)
-                .to_string(),
-        ),
-        (
-            "$SYS/broker/shared_subscriptions/count",
-            stats.shared_subscriptions.to_string(),
-        ),
-        (
-            "$SYS/broker/retained messages/count",
-            stats.retained.to_string(),
-        ),
+        stats.packets_received,
+        stats.packets_sent,
+        stats.messages_received,
+        stats.messages_sent,
+        stats.dropped_messages,
+        stats.bytes_received,
+        stats.bytes_sent,
+        stats.connects,
+        stats.connections_accepted,
     ]
 }
 
-fn publish_sys(shared: &Shared, started: Instant, last: &mut SysValues) {
-    let topics = sys_values(shared, started);
-    let now = Instant::now();
-    let mut state = shared.lock();
-    for ((topic, value), last) in topics.into_iter().zip(last.iter_mut()) {
-        let uptime = topic == "$SYS/broker/uptime";
-        if !uptime && last.as_ref() == Some(&value) {
-            continue;
+/// Exponentially weighted moving averages of the rate of each of
+/// [`LOAD_COUNTERS`], per minute, over [`LOAD_WINDOWS`], as mosquitto's
+/// `$SYS/broker/load/...`: at each update, an average moves from its value
+/// toward the rate since the last update by `1 - exp(-elapsed / window)`.
+#[derive(Debug)]
+pub(crate) struct LoadAverages {
+    at: Instant,
+    counts: [u64; LOAD_COUNTERS.len()],
+    averages: [[f64; LOAD_WINDOWS.len()]; LOAD_COUNTERS.len()],
+}
+
+impl LoadAverages {
+    /// Averages of zero, counting from `counts` at `at`.
+    pub(crate) fn new(at: Instant, counts: [u64; LOAD_COUNTERS.len()]) -> Self {
+        Self {
+            at,
+            counts,
+            averages: [[0.0; LOAD_WINDOWS.len()]; LOAD_COUNTERS.len()],
         }
-        *last = Some(value.clone());
-        let Ok(name) = topic.parse::<TopicName>() else {
-            continue;
-        };
-        let mut publish = Publish::new(
-            MqttString::from(topic.to_owned()),
-            bytes::Bytes::from(value),
-        );
-        publish.retain = true;
-        state.route(
-            &name,
-            &publish,
-            Origin::System,
-            shared.limits.max_queued_messages,
-            &shared.counters,
-            now,
-            None,
-        );
+    }
+
+    /// Folds in the counts at `now` (a time not after the last one changes
+    /// nothing).
+    pub(crate) fn update(&mut self, now: Instant, counts: [u64; LOAD_COUNTERS.len()]) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        if elapsed <= 0.0 {
+            return;
+        }
+        for ((average, &count), &before) in self.averages.iter_mut().zip(&counts).zip(&self.counts)
+        {
+            // Counters only grow; one that went back counts as no change.
+            let rate = count.saturating_sub(before) as f64 * 60.0 / elapsed;
+            for (value, (_, window)) in average.iter_mut().zip(LOAD_WINDOWS) {
+                let keep = (-elapsed / window).exp();
+                *value = keep * *value + (1.0 - keep) * rate;
+            }
+        }
+        self.at = now;
+        self.counts = counts;
+    }
+
+    /// The average of counter `counter` (an index into [`LOAD_COUNTERS`])
+    /// over window `window` (an index into [`LOAD_WINDOWS`]), per minute.
+    pub(crate) fn get(&self, counter: usize, window: usize) -> f64 {
+        self.averages
+            .get(counter)
+            .and_then(|a| a.get(window))
+            .copied()
+            .unwrap_or(0.0)
+    }
+}
+
+/// The state of the `$SYS` task: what it published last, and the load.
+struct Sys {
+    started: Instant,
+    /// The load topics, in the order of [`LoadAverages`]' values.
+    load_topics: Vec<String>,
+    load: LoadAverages,
+    /// The value last published, by topic.
+    last: std::collections::HashMap<String, String>,
+}
+
+impl Sys {
+    fn new(started: Instant) -> Self {
+        let load_topics = LOAD_COUNTERS
+            .iter()
+            .flat_map(|counter| {
+                LOAD_WINDOWS
+                    .iter()
+                    .map(move |(window, _)| format!("$SYS/broker/load/{counter}/{window}"))
+            })
+            .collect();
+        Self {
+            started,
+            load_topics,
+            // The counters start at zero with the broker.
+            load: LoadAverages::new(started, [0; LOAD_COUNTERS.len()]),
+            last: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The value of each `$SYS` topic now.
+    fn values(&mut self, shared: &Shared, now: Instant) -> Vec<(String, String)> {
+        let stats = shared.stats();
+        let uptime = now.saturating_duration_since(self.started).as_secs();
+        let fixed = [
+            (
+                "$SYS/broker/version",
+                format!("fulmar {}", env!("CARGO_PKG_VERSION")),
+            ),
+            ("$SYS/broker/uptime", format!("{uptime} seconds")),
+            (
+                "$SYS/broker/clients/connected",
+                stats.clients_connected.to_string(),
+            ),
+            (
+                "$SYS/broker/clients/disconnected",
+                (stats.sessions as u64)
+                    .saturating_sub(stats.clients_connected)
+                    .to_string(),
+            ),
+            ("$SYS/broker/clients/total", stats.sessions.to_string()),
+            (
+                "$SYS/broker/clients/maximum",
+                stats.clients_maximum.to_string(),
+            ),
+            (
+                "$SYS/broker/clients/expired",
+                stats.sessions_expired.to_string(),
+            ),
+            (
+                "$SYS/broker/connections/open",
+                stats.connections.to_string(),
+            ),
+            (
+                "$SYS/broker/messages/received",
+                stats.packets_received.to_string(),
+            ),
+            ("$SYS/broker/messages/sent", stats.packets_sent.to_string()),
+            (
+                "$SYS/broker/publish/messages/received",
+                stats.messages_received.to_string(),
+            ),
+            (
+                "$SYS/broker/publish/messages/sent",
+                stats.messages_sent.to_string(),
+            ),
+            (
+                "$SYS/broker/publish/messages/dropped",
+                stats.dropped_messages.to_string(),
+            ),
+            (
+                "$SYS/broker/bytes/received",
+                stats.bytes_received.to_string(),
+            ),
+            ("$SYS/broker/bytes/sent", stats.bytes_sent.to_string()),
+            // Counted apart, as mosquitto counts them.
+            (
+                "$SYS/broker/subscriptions/count",
+                stats
+                    .subscriptions
+                    .saturating_sub(stats.shared_subscriptions)
+                    .to_string(),
+            ),
+            (
+                "$SYS/broker/shared_subscriptions/count",
+                stats.shared_subscriptions.to_string(),
+            ),
+            (
+                "$SYS/broker/retained messages/count",
+                stats.retained.to_string(),
+            ),
+        ];
+        self.load.update(now, load_counts(&stats));
+        let mut values: Vec<(String, String)> = fixed
+            .into_iter()
+            .map(|(topic, value)| (topic.to_owned(), value))
+            .collect();
+        for (at, topic) in self.load_topics.iter().enumerate() {
+            let value = self
+                .load
+                .get(at / LOAD_WINDOWS.len(), at % LOAD_WINDOWS.len());
+            values.push((topic.clone(), format!("{value:.2}")));
+        }
+        values
+    }
+
+    fn publish(&mut self, shared: &Shared) {
+        let now = Instant::now();
+        let topics = self.values(shared, now);
+        let mut state = shared.lock();
+        for (topic, value) in topics {
+            let uptime = topic == "$SYS/broker/uptime";
+            if !uptime && self.last.get(&topic) == Some(&value) {
+                continue;
+            }
+            let Ok(name) = topic.parse::<TopicName>() else {
+                continue;
+            };
+            self.last.insert(topic.clone(), value.clone());
+            let mut publish = Publish::new(MqttString::from(topic), bytes::Bytes::from(value));
+            publish.retain = true;
+            state.route(
+                &name,
+                &publish,
+                Origin::System,
+                shared.limits.max_queued_messages,
+                &shared.counters,
+                now,
+                None,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const N: usize = LOAD_COUNTERS.len();
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 0.005
+    }
+
+    #[test]
+    fn load_averages_move_toward_the_rate_per_minute() {
+        let start = Instant::now();
+        let mut load = LoadAverages::new(start, [0; N]);
+        // 60 messages received in the first minute: each average moves
+        // from 0 toward 60 per minute by 1 - exp(-60 s / window).
+        let mut counts = [0; N];
+        counts[2] = 60;
+        load.update(start + Duration::from_secs(60), counts);
+        assert!(close(load.get(2, 0), 60.0 * (1.0 - (-1.0f64).exp())));
+        assert!(close(load.get(2, 1), 60.0 * (1.0 - (-0.2f64).exp())));
+        assert!(close(load.get(2, 2), 60.0 * (1.0 - (-1.0f64 / 15.0).exp())));
+        // The other counters did not move.
+        assert_eq!(load.get(0, 0), 0.0);
+        // A quiet minute: the 1 min average falls by exp(-1).
+        let one_minute = load.get(2, 0);
+        load.update(start + Duration::from_secs(120), counts);
+        assert!(close(load.get(2, 0), one_minute * (-1.0f64).exp()));
+    }
+
+    #[test]
+    fn load_averages_settle_at_a_steady_rate() {
+        let start = Instant::now();
+        let mut load = LoadAverages::new(start, [0; N]);
+        // Two a second (120 per minute) on every counter for three hours,
+        // updated every 10 s: every window settles at 120.
+        for step in 1..=1080u64 {
+            load.update(start + Duration::from_secs(step * 10), [step * 20; N]);
+        }
+        for counter in 0..N {
+            for window in 0..LOAD_WINDOWS.len() {
+                assert!(
+                    close(load.get(counter, window), 120.0),
+                    "{counter} {window}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn load_averages_ignore_no_time_and_counters_that_go_back() {
+        let start = Instant::now();
+        let mut load = LoadAverages::new(start, [100; N]);
+        // No time passed: nothing changes (no division by zero).
+        load.update(start, [200; N]);
+        assert_eq!(load.get(0, 0), 0.0);
+        // A counter below its last value counts as no messages.
+        load.update(start + Duration::from_secs(10), [50; N]);
+        assert_eq!(load.get(0, 0), 0.0);
+        assert!(load.get(0, 0).is_finite());
+        // Out of range: zero, no panic.
+        assert_eq!(load.get(N, 0), 0.0);
+        assert_eq!(load.get(0, LOAD_WINDOWS.len()), 0.0);
     }
 }

@@ -924,6 +924,14 @@ pub(crate) struct Counters {
     pub(crate) blocked_publishers: AtomicU64,
     /// Accepted MQTT clients currently connected.
     pub(crate) clients_connected: AtomicU64,
+    /// The most clients connected at once since the start.
+    pub(crate) clients_maximum: AtomicU64,
+    /// CONNECT packets received since the start, refused ones included.
+    pub(crate) connects: AtomicU64,
+    /// Network connections accepted since the start.
+    pub(crate) sockets: AtomicU64,
+    /// Sessions ended by their Session Expiry Interval since the start.
+    pub(crate) sessions_expired: AtomicU64,
     pub(crate) packets_received: AtomicU64,
     pub(crate) packets_sent: AtomicU64,
     pub(crate) publish_received: AtomicU64,
@@ -1602,6 +1610,7 @@ impl State {
             let will = if will_due { entry.take_will() } else { None };
             if expired {
                 self.remove_session(&id);
+                counters.sessions_expired.fetch_add(1, Ordering::Relaxed);
                 if let Some(bridge) = &self.bridge {
                     bridge.session_gone(&id);
                 }

@@ -14,6 +14,9 @@ use fulmar_broker::{
 };
 use fulmar_codec::{ConnectReasonCode, MqttString, ProtocolVersion, QoS, ReasonCode};
 
+/// The `$SYS` topics: 18 counts, 9 load averages over 3 windows.
+const SYS_TOPICS: usize = 18 + 9 * 3;
+
 async fn next_event(events: &mut fulmar_broker::Events) -> BrokerEvent {
     tokio::time::timeout(GUARD, events.recv())
         .await
@@ -25,9 +28,9 @@ async fn next_event(events: &mut fulmar_broker::Events) -> BrokerEvent {
 #[tokio::test]
 async fn sys_topics_are_published_retained() {
     let broker = start_with(Broker::builder().sys_interval(Some(Duration::from_millis(20)))).await;
-    // Wait for the first round (16 topics), then read them as retained messages.
+    // Wait for the first round, then read them as retained messages.
     tokio::time::timeout(GUARD, async {
-        while broker.stats().retained < 16 {
+        while broker.stats().retained < SYS_TOPICS {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -37,7 +40,7 @@ async fn sys_topics_are_published_retained() {
     let mut all = broker.subscribe("#").unwrap();
     let mut sys = broker.subscribe("$SYS/broker/#").unwrap();
     let mut values = HashMap::new();
-    while values.len() < 16 {
+    while values.len() < SYS_TOPICS {
         let m = next(&mut sys).await;
         assert!(m.retain, "{m:?}");
         values.insert(
@@ -96,7 +99,7 @@ async fn sys_topics_are_published_retained() {
 async fn sys_topics_are_republished_when_they_change_and_count_shared_subscriptions_apart() {
     let broker = start_with(Broker::builder().sys_interval(Some(Duration::from_millis(10)))).await;
     tokio::time::timeout(GUARD, async {
-        while broker.stats().retained < 16 {
+        while broker.stats().retained < SYS_TOPICS {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -104,7 +107,7 @@ async fn sys_topics_are_republished_when_they_change_and_count_shared_subscripti
     .expect("no $SYS topics");
     let mut sys = broker.subscribe("$SYS/broker/#").unwrap();
     let mut retained = 0;
-    while retained < 16 {
+    while retained < SYS_TOPICS {
         if next(&mut sys).await.retain {
             retained += 1;
         }
@@ -145,6 +148,90 @@ async fn sys_topics_are_republished_when_they_change_and_count_shared_subscripti
     let stats = broker.stats();
     assert_eq!((stats.subscriptions, stats.shared_subscriptions), (3, 1));
     peer.disconnect().await;
+    broker.shutdown().await;
+}
+
+// The `$SYS` topics mosquitto publishes beyond the counts: the most clients
+// at once, sessions expired, and the load averages per minute
+// (`$SYS/broker/load/{counter}/{1min,5min,15min}`).
+#[tokio::test]
+async fn sys_topics_report_the_maximum_expired_sessions_and_the_load() {
+    let broker = start_with(Broker::builder().sys_interval(Some(Duration::from_millis(10)))).await;
+    let mut sys = broker.subscribe("$SYS/broker/#").unwrap();
+    let a = Peer::connect(addr(&broker), ProtocolVersion::V5, "a").await;
+    // A session that expires one second after its client leaves.
+    let mut c = fulmar_codec::Connect::new(ProtocolVersion::V5, "expiring".into());
+    c.properties.session_expiry_interval = Some(1);
+    let (mut b, _) = Peer::connect_with(addr(&broker), c).await;
+    b.sub(1, "load/x", QoS::AtMostOnce).await;
+    for _ in 0..10 {
+        b.send(common::publish("load/x", "m", QoS::AtMostOnce))
+            .await;
+        b.recv_publish().await;
+    }
+    b.disconnect().await;
+    a.disconnect().await;
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let positive = |seen: &HashMap<String, String>, topic: &str| {
+        seen.get(topic)
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v > 0.0)
+    };
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let m = next(&mut sys).await;
+            seen.insert(
+                m.topic.to_string(),
+                String::from_utf8(m.payload.to_vec()).unwrap(),
+            );
+            if seen.get("$SYS/broker/clients/maximum").map(String::as_str) == Some("2")
+                && seen
+                    .get("$SYS/broker/clients/connected")
+                    .map(String::as_str)
+                    == Some("0")
+                && seen.get("$SYS/broker/clients/expired").map(String::as_str) == Some("1")
+                && positive(&seen, "$SYS/broker/load/connections/1min")
+                && positive(&seen, "$SYS/broker/load/sockets/5min")
+                && positive(&seen, "$SYS/broker/load/publish/received/1min")
+                && positive(&seen, "$SYS/broker/load/publish/sent/15min")
+                && positive(&seen, "$SYS/broker/load/bytes/received/1min")
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("$SYS topics seen: {seen:#?}"));
+    // Every load topic has a value with two decimals; nothing was dropped.
+    for counter in [
+        "messages/received",
+        "messages/sent",
+        "publish/received",
+        "publish/sent",
+        "publish/dropped",
+        "bytes/received",
+        "bytes/sent",
+        "connections",
+        "sockets",
+    ] {
+        for window in ["1min", "5min", "15min"] {
+            let topic = format!("$SYS/broker/load/{counter}/{window}");
+            let value = seen.get(&topic).unwrap_or_else(|| panic!("no {topic}"));
+            assert!(
+                value.parse::<f64>().is_ok_and(|v| v >= 0.0),
+                "{topic}: {value}"
+            );
+            assert_eq!(
+                value.split('.').nth(1).map(str::len),
+                Some(2),
+                "{topic}: {value}"
+            );
+        }
+    }
+    assert_eq!(seen["$SYS/broker/load/publish/dropped/1min"], "0.00");
+    let stats = broker.stats();
+    assert_eq!((stats.clients_maximum, stats.sessions_expired), (2, 1));
+    assert_eq!((stats.connects, stats.connections_accepted), (2, 2));
     broker.shutdown().await;
 }
 

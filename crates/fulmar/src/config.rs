@@ -618,7 +618,8 @@ format = "text"
 [sys]
 # Seconds between updates of the retained $SYS/broker/... topics (version,
 # uptime, clients, messages, bytes, subscriptions, shared subscriptions,
-# retained; a topic is published again when its value changed); 0: none.
+# retained, load averages per minute over 1, 5 and 15 minutes; a topic is
+# published again when its value changed); 0: none.
 interval_secs = 0
 
 [metrics]

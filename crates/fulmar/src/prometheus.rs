@@ -72,6 +72,10 @@ fn describe() {
         "Accepted MQTT clients currently connected."
     );
     metrics::describe_gauge!(
+        "fulmar_clients_maximum",
+        "The most MQTT clients connected at once since the broker started."
+    );
+    metrics::describe_gauge!(
         "fulmar_connections_hibernating",
         "Idle connections hibernating (no task, socket watched by the hibernation thread)."
     );
@@ -118,6 +122,18 @@ const COUNTERS: &[(&str, &str)] = &[
     (
         "fulmar_bytes_sent_total",
         "MQTT bytes written to client connections (TLS and WebSocket framing not counted).",
+    ),
+    (
+        "fulmar_connects_total",
+        "CONNECT packets answered, refused ones included.",
+    ),
+    (
+        "fulmar_connections_accepted_total",
+        "Network connections accepted.",
+    ),
+    (
+        "fulmar_sessions_expired_total",
+        "Sessions ended by their Session Expiry Interval while their client was away.",
     ),
 ];
 
@@ -186,6 +202,7 @@ fn record(sources: &Sources) {
     metrics::counter!("fulmar_dropped_messages_total").absolute(stats.dropped_messages);
     metrics::gauge!("fulmar_blocked_publishers").set(stats.blocked_publishers as f64);
     metrics::gauge!("fulmar_clients_connected").set(stats.clients_connected as f64);
+    metrics::gauge!("fulmar_clients_maximum").set(stats.clients_maximum as f64);
     metrics::gauge!("fulmar_connections_hibernating").set(stats.connections_hibernating as f64);
     metrics::gauge!("fulmar_read_ahead_bytes").set(stats.read_ahead_bytes as f64);
     let counts = [
@@ -196,6 +213,9 @@ fn record(sources: &Sources) {
         stats.messages_sent_preencoded,
         stats.bytes_received,
         stats.bytes_sent,
+        stats.connects,
+        stats.connections_accepted,
+        stats.sessions_expired,
     ];
     for ((name, _), value) in COUNTERS.iter().zip(counts) {
         metrics::counter!(*name).absolute(value);

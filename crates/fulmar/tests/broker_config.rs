@@ -531,6 +531,11 @@ fn prometheus_metrics_are_served_at_slash_metrics() {
         "fulmar_messages_received_total 1",
         "fulmar_bytes_received_total ",
         "fulmar_clients_connected ",
+        // `fulmar pub`'s one connection.
+        "fulmar_clients_maximum 1",
+        "fulmar_connects_total 1",
+        "fulmar_connections_accepted_total 1",
+        "fulmar_sessions_expired_total 0",
         "fulmar_connections_hibernating ",
         "fulmar_read_ahead_bytes 0",
         "fulmar_shared_subscriptions 0",

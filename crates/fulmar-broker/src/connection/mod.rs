@@ -1552,6 +1552,10 @@ impl<S: Stream> Connection<S> {
     async fn on_connect(&mut self, connect: Connect) {
         let v5 = connect.protocol_version == ProtocolVersion::V5;
         self.connect_id = connect.client_id.to_string();
+        self.shared
+            .counters
+            .connects
+            .fetch_add(1, Ordering::Relaxed);
         if self.over_limit || self.shared.shutdown.is_cancelled() {
             return self.reject(ConnectReasonCode::ServerUnavailable);
         }
@@ -1757,10 +1761,11 @@ impl<S: Stream> Connection<S> {
                 if let Some(client) = &self.client {
                     crate::broker::report_online(&self.shared, &client.id, false);
                 }
-                self.shared
-                    .counters
-                    .clients_connected
-                    .fetch_add(1, Ordering::Relaxed);
+                let counters = &self.shared.counters;
+                let now_connected = counters.clients_connected.fetch_add(1, Ordering::Relaxed) + 1;
+                counters
+                    .clients_maximum
+                    .fetch_max(now_connected, Ordering::Relaxed);
                 if let Some(client) = &self.client {
                     self.shared.emit(|| BrokerEvent::Connected {
                         client_id: client.id.to_string(),
