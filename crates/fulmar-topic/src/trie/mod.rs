@@ -64,7 +64,7 @@ impl Node {
 }
 
 /// Where one subscription of a key lives: the filter's node and the shared group, if any.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Loc {
     node: u32,
     /// [`Group::id`], or [`NONE`] for a non-shared subscription.
@@ -77,7 +77,19 @@ struct Loc {
 enum Locs {
     One(Loc),
     Many(Box<Vec<Loc>>),
+    /// From [`LOCS_HASHED_FROM`] subscriptions on: leaving one of them
+    /// costs one step, not a scan (a key with N filters that unsubscribes
+    /// from each would cost the square of N).
+    Set(Box<hashbrown::HashSet<Loc>>),
 }
+
+/// The number of subscriptions from which a key's index is a hash set.
+const LOCS_HASHED_FROM: usize = 32;
+
+/// A hashed index shrinks back to a vector at this size (not at
+/// [`LOCS_HASHED_FROM`], so that a key going back and forth around it does
+/// not rebuild its index each time).
+const LOCS_LISTED_AT: usize = LOCS_HASHED_FROM / 4;
 
 /// One subscriber matched by [`SubscriptionTrie::matches`].
 #[derive(Debug)]
@@ -282,6 +294,7 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
         let member = match self.keys.get(&key) {
             Some(Locs::One(l)) => *l == loc,
             Some(Locs::Many(v)) => v.contains(&loc),
+            Some(Locs::Set(set)) => set.contains(&loc),
             None => false,
         };
         if member
@@ -339,6 +352,7 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
         let locs = match locs {
             Locs::One(l) => SmallVec::<[Loc; 4]>::from_elem(l, 1),
             Locs::Many(v) => SmallVec::from_vec(*v),
+            Locs::Set(set) => set.into_iter().collect(),
         };
         let (mut removed, mut shared) = (0, 0);
         for loc in locs {
@@ -826,7 +840,15 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
                 let locs = o.get_mut();
                 match locs {
                     Locs::One(first) => *locs = Locs::Many(Box::new(vec![*first, loc])),
-                    Locs::Many(v) => v.push(loc),
+                    Locs::Many(v) => {
+                        v.push(loc);
+                        if v.len() >= LOCS_HASHED_FROM {
+                            *locs = Locs::Set(Box::new(v.drain(..).collect()));
+                        }
+                    }
+                    Locs::Set(set) => {
+                        set.insert(loc);
+                    }
                 }
             }
         }
@@ -847,6 +869,12 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
                 }
                 if let [only] = v.as_slice() {
                     *locs = Locs::One(*only);
+                }
+            }
+            Locs::Set(set) => {
+                set.remove(&loc);
+                if set.len() <= LOCS_LISTED_AT {
+                    *locs = Locs::Many(Box::new(set.drain().collect()));
                 }
             }
         }
@@ -887,5 +915,49 @@ mod tests {
             found.push((*m.key, m.share_group.map(str::to_owned)));
         });
         assert_eq!(found, [(1, Some("a".to_owned()))]);
+    }
+
+    /// A key with many subscriptions keeps them in a hash set (leaving one was a scan of the
+    /// key's list): the index goes from a vector to a set and back as the key subscribes and
+    /// unsubscribes, and every answer stays that of the trie.
+    // MQTT-3.8.4-3 MQTT-3.10.4-1
+    #[test]
+    fn a_key_with_many_subscriptions_is_indexed_by_a_set_and_back() {
+        let mut t = SubscriptionTrie::<u32, u32>::new();
+        let plain = |i: u32| format!("k/{i}").parse::<TopicFilter>().unwrap();
+        let group = |i: u32| shared(&format!("$share/g/k/{i}"));
+        let n = 3 * LOCS_HASHED_FROM as u32;
+        for i in 0..n {
+            assert_eq!(t.insert(&plain(i), 7, i), None);
+            assert_eq!(t.insert_shared(&group(i), 7, i), None);
+            // Another key on the same filters.
+            t.insert(&plain(i), 8, 0);
+        }
+        assert!(matches!(t.keys.get(&7), Some(Locs::Set(_))));
+        // Subscribing again replaces (membership answered by the set).
+        assert_eq!(t.insert(&plain(0), 7, 100), Some(0));
+        assert_eq!(t.insert_shared(&group(0), 7, 100), Some(0));
+        assert_eq!(t.len(), 3 * n as usize);
+        // Leave all but two: back to a vector on the way down, the rest intact.
+        for i in 2..n {
+            assert_eq!(t.remove(&plain(i), &7), Some(i));
+            assert_eq!(t.remove_shared(&group(i), &7), Some(i));
+            assert_eq!(t.remove(&plain(i), &7), None);
+        }
+        assert!(matches!(t.keys.get(&7), Some(Locs::Many(_))));
+        assert_eq!(t.len(), 4 + n as usize);
+        assert_eq!(t.get(&SubscriptionFilter::Plain(plain(1)), &7), Some(&1));
+        assert_eq!(t.get(&SubscriptionFilter::Shared(group(0)), &7), Some(&100));
+        // Up again past the threshold, then every subscription at once.
+        for i in 2..n {
+            t.insert(&plain(i), 7, i);
+        }
+        assert!(matches!(t.keys.get(&7), Some(Locs::Set(_))));
+        assert_eq!(t.remove_key(&7), n as usize + 2);
+        assert!(!t.keys.contains_key(&7));
+        assert_eq!(t.len(), n as usize);
+        let mut found = Vec::new();
+        t.matches(&"k/5".parse().unwrap(), |m| found.push(*m.key));
+        assert_eq!(found, [8]);
     }
 }
