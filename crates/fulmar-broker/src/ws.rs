@@ -279,6 +279,9 @@ struct Inbound {
     closed: bool,
     /// The frames broke the protocol: nothing more is decoded.
     failed: bool,
+    /// The error met after payload bytes that the same call returned: for
+    /// the next read, once the reader has those bytes.
+    error: Option<io::Error>,
 }
 
 impl Inbound {
@@ -300,6 +303,7 @@ impl Inbound {
             close: None,
             closed: false,
             failed: false,
+            error: None,
         }
     }
 
@@ -316,16 +320,35 @@ impl Inbound {
     /// Decodes the frames in `raw` (bytes as read from the socket): the
     /// payload bytes of binary frames are unmasked and moved to the front
     /// of `raw`; returns how many. Control frames are taken in: the latest
-    /// ping is kept to answer, a close frame ends the reading.
+    /// ping is kept to answer, a close frame ends the reading. A frame that
+    /// breaks the protocol after payload bytes in the same `raw` does not
+    /// throw them away: they are returned, and the error is kept for
+    /// [`take_error`](Self::take_error) (the packets they hold were sent
+    /// before the bad frame, as over TCP they would be handled).
     fn decode(&mut self, raw: &mut [u8]) -> io::Result<usize> {
-        let decoded = self.decode_frames(raw);
-        self.failed |= decoded.is_err();
-        decoded
+        let mut out = 0;
+        let decoded = self.decode_frames(raw, &mut out);
+        match decoded {
+            Ok(()) => Ok(out),
+            Err(error) => {
+                self.failed = true;
+                if out > 0 {
+                    self.error = Some(error);
+                    Ok(out)
+                } else {
+                    Err(error)
+                }
+            }
+        }
     }
 
-    fn decode_frames(&mut self, raw: &mut [u8]) -> io::Result<usize> {
+    /// The error met after the payload bytes the last decode returned.
+    fn take_error(&mut self) -> Option<io::Error> {
+        self.error.take()
+    }
+
+    fn decode_frames(&mut self, raw: &mut [u8], out: &mut usize) -> io::Result<()> {
         let mut read = 0;
-        let mut out = 0;
         while read < raw.len() && !self.closed {
             if !self.in_payload {
                 let needed = self.header_size();
@@ -348,11 +371,11 @@ impl Inbound {
                 .unwrap_or(usize::MAX)
                 .min(available);
             if self.opcode == OP_BINARY {
-                raw.copy_within(read..read + take, out);
-                if let Some(payload) = raw.get_mut(out..out + take) {
+                raw.copy_within(read..read + take, *out);
+                if let Some(payload) = raw.get_mut(*out..*out + take) {
                     unmask(payload, self.mask, self.mask_at);
                 }
-                out += take;
+                *out += take;
             } else {
                 let at = self.control_len;
                 let src = raw.get(read..read + take).unwrap_or_default();
@@ -369,7 +392,7 @@ impl Inbound {
                 self.end_frame()?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Checks the first two bytes of a header.
@@ -630,6 +653,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsIo<S> {
         let this = self.get_mut();
         // A pong (or close) that waited for the socket to take it.
         this.try_control(cx)?;
+        if let Some(error) = this.inbound.take_error() {
+            // Met behind the payload the previous read returned.
+            return Poll::Ready(Err(error));
+        }
         if this.inbound.failed && !this.eof {
             // After a read error the connection only drains what the
             // client still sends before it closes: no frames to decode.
@@ -793,15 +820,45 @@ mod tests {
         out
     }
 
-    /// Decodes `wire` fed in pieces of `step` bytes; returns the payload.
-    fn decode_in_steps(inbound: &mut Inbound, wire: &[u8], step: usize) -> io::Result<Vec<u8>> {
+    /// Decodes `wire` fed in pieces of `step` bytes, as [`WsIo`] reads do;
+    /// returns the payload read, and the error that ended the reading.
+    fn decode_all(inbound: &mut Inbound, wire: &[u8], step: usize) -> (Vec<u8>, Option<io::Error>) {
         let mut payload = Vec::new();
         for piece in wire.chunks(step) {
             let mut raw = piece.to_vec();
-            let n = inbound.decode(&mut raw)?;
-            payload.extend_from_slice(&raw[..n]);
+            match inbound.decode(&mut raw) {
+                Ok(n) => payload.extend_from_slice(&raw[..n]),
+                Err(error) => return (payload, Some(error)),
+            }
+            if let Some(error) = inbound.take_error() {
+                return (payload, Some(error));
+            }
         }
-        Ok(payload)
+        (payload, None)
+    }
+
+    /// Decodes `wire` fed in pieces of `step` bytes; returns the payload.
+    fn decode_in_steps(inbound: &mut Inbound, wire: &[u8], step: usize) -> io::Result<Vec<u8>> {
+        match decode_all(inbound, wire, step) {
+            (payload, None) => Ok(payload),
+            (_, Some(error)) => Err(error),
+        }
+    }
+
+    /// The payload of the frames before a bad one is read, whether the bad
+    /// frame comes in the same read or a later one; the error comes after it.
+    // MQTT-6.0.0-1 MQTT-6.0.0-2
+    #[test]
+    fn payload_before_a_bad_frame_is_read_then_the_error() {
+        let wire = [frame(0x82, b"ab", [1, 2, 3, 4]), frame(0x81, b"t", [0; 4])].concat();
+        for step in [1, 3, wire.len()] {
+            let mut inbound = Inbound::new(1024);
+            let (payload, error) = decode_all(&mut inbound, &wire, step);
+            assert_eq!(payload, b"ab", "step {step}");
+            assert_eq!(error.map(|e| e.kind()), Some(io::ErrorKind::InvalidData));
+            assert_eq!(inbound.close, Some(CLOSE_UNSUPPORTED_DATA));
+            assert!(inbound.failed);
+        }
     }
 
     // MQTT-6.0.0-2 (a packet may span frames, a frame may hold several)
@@ -951,31 +1008,23 @@ mod tests {
                     wire.push(next() as u8);
                 }
             }
-            let whole = {
+            let outcome = |step: usize| {
                 let mut inbound = Inbound::new(256);
-                let got = decode_in_steps(&mut inbound, &wire, wire.len().max(1));
+                let (payload, error) = decode_all(&mut inbound, &wire, step);
                 (
-                    got.map_err(|e| e.to_string()),
+                    payload,
+                    error.map(|e| e.to_string()),
                     inbound.close,
                     inbound.closed,
                 )
             };
-            match &whole.0 {
-                Ok(payload) => {
-                    assert!(payload.len() <= wire.len());
-                    payloads += usize::from(!payload.is_empty());
-                }
-                Err(_) => errors += 1,
-            }
+            let whole = outcome(wire.len().max(1));
+            assert!(whole.0.len() <= wire.len());
+            payloads += usize::from(!whole.0.is_empty());
+            errors += usize::from(whole.1.is_some());
             for step in [1, 2, 7, 64] {
-                let mut inbound = Inbound::new(256);
-                let got = decode_in_steps(&mut inbound, &wire, step);
-                let pieces = (
-                    got.map_err(|e| e.to_string()),
-                    inbound.close,
-                    inbound.closed,
-                );
-                assert_eq!(pieces, whole, "step {step}, wire {wire:02x?}");
+                // The same payload too, an error or not.
+                assert_eq!(outcome(step), whole, "step {step}, wire {wire:02x?}");
             }
         }
         // Both kinds of input were made.

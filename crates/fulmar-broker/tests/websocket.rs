@@ -415,3 +415,69 @@ fn a_frame_sent_with_the_handshake_request_is_read() {
     drop(s);
     rt.block_on(broker.shutdown());
 }
+
+/// MQTT packets that arrived whole before a frame that breaks the protocol
+/// are handled, whether or not the bad frame came in the same TCP segment:
+/// here a PUBLISH and a DISCONNECT, then a text frame, in one write. The
+/// message is delivered and the will is discarded (the DISCONNECT came
+/// first); then the connection closes with status 1003. Before, the bytes
+/// decoded in the read that met the bad frame were thrown away with it: the
+/// message was lost and the will published.
+// MQTT-6.0.0-1 MQTT-3.14.4-3 MQTT-6.0.0-2
+#[test]
+fn packets_before_a_bad_frame_in_the_same_read_are_handled() {
+    let (_serial, rt, broker, addr) = setup(Limits::default());
+    let mut sub = {
+        let _guard = rt.enter();
+        broker.subscribe("#").unwrap()
+    };
+    let mut s = ws_open(addr);
+    let mut connect = Connect::new(ProtocolVersion::V311, MqttString::from("w".to_owned()));
+    connect.keep_alive = 0;
+    connect.will = Some(fulmar_codec::Will {
+        topic: "will".into(),
+        payload: Bytes::from_static(b"gone"),
+        qos: fulmar_codec::QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    });
+    let mut out = BytesMut::new();
+    Packet::Connect(Box::new(connect))
+        .encode(ProtocolVersion::V311, &mut out)
+        .unwrap();
+    s.write_all(&frame(2, &out)).unwrap();
+    assert_eq!(read_frame(&mut s), (2, vec![0x20, 0x02, 0x00, 0x00]));
+    let mut mqtt = BytesMut::new();
+    Packet::from(Publish::new("t".into(), Bytes::from_static(b"before")))
+        .encode(ProtocolVersion::V311, &mut mqtt)
+        .unwrap();
+    mqtt.extend_from_slice(&[0xe0, 0x00]); // DISCONNECT
+    let wire = [frame(2, &mqtt), frame(1, b"text")].concat();
+    s.write_all(&wire).unwrap();
+    let first = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), sub.recv()).await })
+        .expect("the PUBLISH before the bad frame was not delivered")
+        .unwrap();
+    assert_eq!(
+        (first.topic.as_str(), &first.payload[..]),
+        ("t", &b"before"[..])
+    );
+    // The connection ends with a close frame (DISCONNECT handled or not).
+    let (op, _) = read_frame(&mut s);
+    assert_eq!(op, 8);
+    for _ in 0..500 {
+        if broker.stats().connections == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(broker.stats().connections, 0);
+    let will =
+        rt.block_on(async { tokio::time::timeout(Duration::from_millis(500), sub.recv()).await });
+    assert!(
+        will.is_err(),
+        "the will was published after a DISCONNECT: {will:?}"
+    );
+    drop(s);
+    rt.block_on(broker.shutdown());
+}
