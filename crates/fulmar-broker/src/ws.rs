@@ -474,6 +474,20 @@ impl Inbound {
             }
             n => (u64::from(n), 0),
         };
+        // RFC 6455 5.2: the length in the fewest bytes, a 64-bit one with
+        // its most significant bit 0.
+        let well_formed = match key_at {
+            2 => length >= 126,
+            8 => length > 0xffff && length >> 63 == 0,
+            _ => true,
+        };
+        if !well_formed {
+            return Err(invalid(
+                &mut self.close,
+                CLOSE_PROTOCOL_ERROR,
+                "WebSocket frame length not in its minimal form, or over 63 bits",
+            ));
+        }
         if let Some(key) = rest.get(key_at..key_at + 4) {
             self.mask.copy_from_slice(key);
         }
@@ -918,6 +932,43 @@ mod tests {
             assert_eq!(inbound.close, Some(code), "{wire:?}");
             assert!(inbound.failed);
         }
+    }
+
+    /// A frame header with the given length field (7-bit `short`, then the
+    /// extended bytes) and a zero masking key.
+    fn header(first: u8, short: u8, extended: &[u8]) -> Vec<u8> {
+        [&[first, 0x80 | short][..], extended, &[0; 4]].concat()
+    }
+
+    /// RFC 6455 5.2: a length must take the fewest bytes, and a 64-bit
+    /// length must have its most significant bit clear; else the frame is
+    /// a protocol error (1002), not a frame too large (1009, which an MQTT
+    /// 5.0 connection would answer with DISCONNECT 0x95). Before, the
+    /// first three were taken and the last was refused as too large.
+    // (RFC 6455 5.2, no MQTT statement)
+    #[test]
+    fn lengths_not_in_minimal_form_or_over_63_bits_are_protocol_errors() {
+        let cases = [
+            header(0x82, 126, &5u16.to_be_bytes()),
+            header(0x82, 126, &125u16.to_be_bytes()),
+            header(0x82, 127, &5u64.to_be_bytes()),
+            header(0x82, 127, &0xffffu64.to_be_bytes()),
+            header(0x82, 127, &(1u64 << 63 | 10).to_be_bytes()),
+            header(0x82, 127, &u64::MAX.to_be_bytes()),
+        ];
+        for wire in cases {
+            let mut inbound = Inbound::new(1 << 20);
+            let error = decode_in_steps(&mut inbound, &wire, 1).unwrap_err();
+            assert!(error.get_ref().is_some_and(|e| !e.is::<MessageTooLarge>()));
+            assert_eq!(inbound.close, Some(CLOSE_PROTOCOL_ERROR), "{wire:02x?}");
+        }
+        // The shortest forms are taken: 126 in 16 bits, 65 536 in 64.
+        let mut inbound = Inbound::new(1 << 20);
+        let wire = [header(0x82, 126, &126u16.to_be_bytes()), vec![7; 126]].concat();
+        assert_eq!(decode_in_steps(&mut inbound, &wire, 5).unwrap(), [7; 126]);
+        let wire = header(0x82, 127, &0x1_0000u64.to_be_bytes());
+        assert_eq!(decode_in_steps(&mut inbound, &wire, 5).unwrap(), []);
+        assert_eq!(inbound.remaining, 0x1_0000);
     }
 
     // (memory, no spec statement): a header alone is taken, nothing reserved
