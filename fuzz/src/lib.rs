@@ -14,6 +14,9 @@
 //! - [`script`]: the byte cursor and helpers the `broker` and `client` scripts share.
 //! - [`session_checks`]: what `session` asserts about a script played on a
 //!   `fulmar_session::Session`; replayed by fulmar-session's `tests/fuzz_corpus.rs`.
+//! - [`ws_checks`]: what `ws_frames` asserts about the broker's WebSocket frame decoder
+//!   (against a naive reading of RFC 6455); replayed by fulmar-broker's
+//!   `tests/ws_fuzz_corpus.rs`.
 //!
 //! ```
 //! use fulmar_codec::ProtocolVersion;
@@ -32,3 +35,4 @@ pub mod client_checks;
 pub mod script;
 pub mod session_checks;
 pub mod topic_checks;
+pub mod ws_checks;

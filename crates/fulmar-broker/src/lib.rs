@@ -130,6 +130,9 @@ pub use store::{
 };
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;
+#[cfg(feature = "websocket")]
+#[doc(hidden)]
+pub use ws::WsFrameDecoder;
 
 /// The repository's README, whose Rust code blocks are compiled (and run
 /// unless marked `no_run`) as doc tests of this crate: its dependencies and

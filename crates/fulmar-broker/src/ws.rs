@@ -554,6 +554,54 @@ impl Inbound {
     }
 }
 
+/// Not public API: the client frame decoder of the WebSocket listeners, for
+/// the `ws_frames` fuzz target and the replay of its corpus
+/// (`fuzz/src/ws_checks.rs`). `WsIo` reads through the same decoder.
+#[doc(hidden)]
+pub struct WsFrameDecoder(Inbound);
+
+impl WsFrameDecoder {
+    /// A decoder that takes frames and messages of at most `max_message` bytes.
+    pub fn new(max_message: usize) -> Self {
+        Self(Inbound::new(max_message))
+    }
+
+    /// Decodes the bytes `raw` as read from the socket: the payload of
+    /// binary frames is unmasked to the front of `raw`; returns its length.
+    /// An error met behind payload bytes waits for [`take_error`](Self::take_error).
+    ///
+    /// # Errors
+    /// A frame that breaks RFC 6455 or MQTT 6.0, or is over the limit.
+    pub fn decode(&mut self, raw: &mut [u8]) -> io::Result<usize> {
+        self.0.decode(raw)
+    }
+
+    /// The error met behind the payload the last [`decode`](Self::decode) returned.
+    pub fn take_error(&mut self) -> Option<io::Error> {
+        self.0.take_error()
+    }
+
+    /// Whether `error` is a frame or message over the limit (else a protocol error).
+    pub fn is_too_large(error: &io::Error) -> bool {
+        error.get_ref().is_some_and(|e| e.is::<MessageTooLarge>())
+    }
+
+    /// The close status code to send: the client's, or the error's.
+    pub fn close_code(&self) -> Option<u16> {
+        self.0.close
+    }
+
+    /// Whether a close frame came (nothing after it is decoded).
+    pub fn closed(&self) -> bool {
+        self.0.closed
+    }
+
+    /// The payload of the latest ping, which a pong answers.
+    pub fn ping(&self) -> Option<&[u8]> {
+        self.0.ping.as_ref().and_then(|(p, n)| p.get(..*n))
+    }
+}
+
 /// XORs `payload` with the masking key, from offset `at` in its cycle.
 fn unmask(payload: &mut [u8], mask: [u8; 4], at: usize) {
     let mut key = mask;
