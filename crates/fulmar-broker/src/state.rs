@@ -1698,8 +1698,17 @@ impl State {
         now: Instant,
     ) {
         let key = Subscriber::Client(client.clone());
-        // Checked again: another user may hold the session now.
-        if !may_read(self.reads.as_ref(), &key, delivery.publish.topic.as_str()) {
+        // Checked again: another user may hold the session now. The time it
+        // waited since it was routed counts against its Message Expiry
+        // Interval (v5:MQTT-3.3.2-6); expired meanwhile, it goes
+        // (v5:MQTT-3.3.2-5; not counted as dropped, as elsewhere).
+        let readable = may_read(self.reads.as_ref(), &key, delivery.publish.topic.as_str());
+        let publish = if readable {
+            age(delivery.publish, delivery.since, now)
+        } else {
+            None
+        };
+        let Some(publish) = publish else {
             if let (Some(journal), Some(seq)) = (&self.journal, delivery.seq) {
                 journal.push(StoreOp::DeleteMessage {
                     client: client.clone(),
@@ -1707,13 +1716,9 @@ impl State {
                 });
             }
             return;
-        }
-        self.target(max_queued, counters, now).deliver(
-            &key,
-            delivery.publish,
-            Some(delivery.seq),
-            None,
-        );
+        };
+        self.target(max_queued, counters, now)
+            .deliver(&key, publish, Some(delivery.seq), None);
     }
 
     /// Writes the record of session `id` to the store (when it is persistent),
@@ -2233,6 +2238,44 @@ mod tests {
             }
         }
         assert!(state.sessions.is_empty());
+    }
+
+    // v5:MQTT-3.3.2-5 v5:MQTT-3.3.2-6: a copy handed back by a connection
+    // that ended while it waited for room (back-pressure) keeps counting the
+    // time it waited since it was routed: it went to the offline queue as if
+    // routed just now, with its whole Message Expiry Interval left, and one
+    // whose interval had passed meanwhile was queued and sent all the same.
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a base instant; only differences matter
+    fn a_redelivered_copy_keeps_the_time_it_waited() {
+        let routed = Instant::now();
+        let now = routed + Duration::from_secs(5);
+        let mut state = State {
+            max_queued_bytes: usize::MAX,
+            ..State::default()
+        };
+        let counters = Counters::default();
+        let id: Arc<str> = Arc::from("c");
+        state.sessions.entry(id.clone()).or_default();
+        let copy = |interval: u32| {
+            let mut publish = Publish::new(MqttString::from("t"), bytes::Bytes::from_static(b"x"));
+            publish.qos = QoS::AtLeastOnce;
+            publish.properties.message_expiry_interval = Some(interval);
+            Delivery {
+                publish,
+                seq: None,
+                bytes: 0,
+                frames: None,
+                since: routed,
+            }
+        };
+        state.redeliver(&id, copy(60), 10, &counters, now);
+        state.redeliver(&id, copy(3), 10, &counters, now);
+        let offline = &mut state.sessions.get_mut(&id).unwrap().away().offline;
+        assert_eq!(offline.len(), 1, "the expired copy is not queued");
+        let queued = offline.pop_front().unwrap();
+        let sent = age(queued.publish, queued.since, now).unwrap();
+        assert_eq!(sent.properties.message_expiry_interval, Some(55));
     }
 
     /// Counts its wakes.
