@@ -65,9 +65,11 @@ pub struct Limits {
     /// its publisher), so that a subscriber that stops reading holds at most
     /// this much whatever the size of the messages. Before that, once a
     /// QoS 1/2 message takes the connection queue over a quarter of this
-    /// bound, its publisher's
+    /// bound (but at most 1 MiB, whatever the bound: what waits in the queue
+    /// adds to the latency of what follows, and the socket's buffers keep
+    /// the connection busy anyway), its publisher's
     /// connection reads nothing more until the queue is back under that
-    /// quarter; it is woken once the queue is down to an eighth, or empty
+    /// level; it is woken once the queue is down to half of it, or empty
     /// (pacing: TCP flow control slows the publisher down to what the
     /// subscriber takes, with little queued in between), for at most
     /// [`pacing_timeout`](Self::pacing_timeout) and half the publisher's
@@ -221,10 +223,11 @@ pub struct ServerReference {
 /// How full a connection queue may get before the publishers of messages to
 /// it are paced (QoS 0, and QoS 1/2 over the count only: when all their
 /// subscribers are over it; QoS 0 only for its bytes): a quarter
-/// of [`Limits::max_queued_bytes`] and of [`Limits::max_queued_messages`], so
+/// of [`Limits::max_queued_bytes`] but at most [`PACE_ABOVE_BYTES`], and a
+/// quarter of [`Limits::max_queued_messages`], so
 /// that publishers are slowed down well before messages are dropped, and
-/// little waits in the queue (1 MiB messages: about 4 at the default bound
-/// in bytes, where 16 doubled their latency; small messages: 250, where a
+/// little waits in the queue (1 MiB messages: one or two, where 16 doubled
+/// their latency and 4 still added a third; small messages: 250, where a
 /// full queue of 1000 behind a full session queue of 1000 more made an
 /// overloaded subscriber's messages wait twice as long and dropped most).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,11 +238,22 @@ pub(crate) struct PaceAbove {
     pub(crate) messages: usize,
 }
 
+/// The most bytes a connection queue holds before the publishers of
+/// messages to it are paced, whatever [`Limits::max_queued_bytes`]: the
+/// socket's own buffers keep the connection busy beyond it, and what waits
+/// in the queue only adds to the latency of what comes next.
+pub(crate) const PACE_ABOVE_BYTES: usize = 1024 * 1024;
+
 impl PaceAbove {
     pub(crate) const fn new(max_queued_bytes: usize, max_queued_messages: usize) -> Self {
         let messages = max_queued_messages / 4;
+        let bytes = max_queued_bytes / 4;
         Self {
-            bytes: max_queued_bytes / 4,
+            bytes: if bytes < PACE_ABOVE_BYTES {
+                bytes
+            } else {
+                PACE_ABOVE_BYTES
+            },
             messages: if messages == 0 { 1 } else { messages },
         }
     }
