@@ -647,7 +647,7 @@ pub struct Stats {
     /// took a subscriber's queue (QoS 0: every queue it went to) over a
     /// quarter of
     /// [`Limits::max_queued_bytes`](crate::Limits::max_queued_bytes) (at
-    /// most 1 MiB) or of
+    /// most 256 KiB) or of
     /// [`Limits::max_queued_messages`](crate::Limits::max_queued_messages) (pacing).
     pub blocked_publishers: u64,
     /// MQTT packets received from clients.
@@ -895,7 +895,7 @@ impl BrokerHandle {
     ///   that acknowledged the message had lost it;
     /// - under both policies, when the message took a subscriber's queue over
     ///   a quarter of [`Limits::max_queued_messages`] or
-    ///   [`Limits::max_queued_bytes`] (at most 1 MiB), waits until that queue is back under
+    ///   [`Limits::max_queued_bytes`] (at most 256 KiB), waits until that queue is back under
     ///   it, or [`Limits::pacing_timeout`], so that the caller slows down to
     ///   what the subscribers take;
     /// - with a store whose [`Durability`] is immediate, waits until what

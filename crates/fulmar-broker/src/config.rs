@@ -65,7 +65,7 @@ pub struct Limits {
     /// its publisher), so that a subscriber that stops reading holds at most
     /// this much whatever the size of the messages. Before that, once a
     /// QoS 1/2 message takes the connection queue over a quarter of this
-    /// bound (but at most 1 MiB, whatever the bound: what waits in the queue
+    /// bound (but at most 256 KiB, whatever the bound: what waits in the queue
     /// adds to the latency of what follows, and the socket's buffers keep
     /// the connection busy anyway), its publisher's
     /// connection reads nothing more until the queue is back under that
@@ -227,7 +227,8 @@ pub struct ServerReference {
 /// quarter of [`Limits::max_queued_messages`], so
 /// that publishers are slowed down well before messages are dropped, and
 /// little waits in the queue (1 MiB messages: one or two, where 16 doubled
-/// their latency and 4 still added a third; small messages: 250, where a
+/// their latency; 64 KiB messages to 10 subscribers: 4, where 16 made the
+/// p99 half as long again; small messages: 250, where a
 /// full queue of 1000 behind a full session queue of 1000 more made an
 /// overloaded subscriber's messages wait twice as long and dropped most).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,7 +243,7 @@ pub(crate) struct PaceAbove {
 /// messages to it are paced, whatever [`Limits::max_queued_bytes`]: the
 /// socket's own buffers keep the connection busy beyond it, and what waits
 /// in the queue only adds to the latency of what comes next.
-pub(crate) const PACE_ABOVE_BYTES: usize = 1024 * 1024;
+pub(crate) const PACE_ABOVE_BYTES: usize = 256 * 1024;
 
 impl PaceAbove {
     pub(crate) const fn new(max_queued_bytes: usize, max_queued_messages: usize) -> Self {

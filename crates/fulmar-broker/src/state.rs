@@ -1882,7 +1882,7 @@ pub(crate) struct Held {
     /// acknowledged.
     pub(crate) blocked: Vec<Blocked>,
     /// Connections whose queue this message's QoS 1/2 copy took over a
-    /// quarter of [`Limits::max_queued_bytes`](crate::Limits), at most 1 MiB ([`PaceAbove`]):
+    /// quarter of [`Limits::max_queued_bytes`](crate::Limits), at most 256 KiB ([`PaceAbove`]):
     /// the publisher reads nothing more until they are back under it.
     pub(crate) paced: Vec<Arc<ControlInbox>>,
     /// The same for the QoS 0 copies of the message being routed, and for
@@ -2500,15 +2500,16 @@ mod tests {
         assert!(!pace.over_bytes(0, 1 << 30));
         assert!(pace.over_bytes(1, (1 << 18) + 1));
         assert_eq!(PaceAbove::new(1000, 3).messages, 1);
-        // A quarter of the bound in bytes, but never more than 1 MiB: the
-        // default bound (16 MiB) paces at 1 MiB, not 4.
+        // A quarter of the bound in bytes, but never more than 256 KiB: the
+        // default bound (16 MiB) paces at 256 KiB, not 4 MiB.
+        assert_eq!(PaceAbove::new(1 << 18, 8).bytes, 1 << 16);
         assert_eq!(PaceAbove::new(1 << 20, 8).bytes, 1 << 18);
-        assert_eq!(PaceAbove::new(4 << 20, 8).bytes, 1 << 20);
+        assert_eq!(PaceAbove::new(4 << 20, 8).bytes, 1 << 18);
         assert_eq!(
             PaceAbove::new(crate::Limits::default().max_queued_bytes, 8).bytes,
             crate::config::PACE_ABOVE_BYTES
         );
-        assert_eq!(PaceAbove::new(usize::MAX, 8).bytes, 1 << 20);
+        assert_eq!(PaceAbove::new(usize::MAX, 8).bytes, 1 << 18);
         // Paced publishers are woken at half the threshold.
         assert_eq!(pace.resume().messages, 1);
         assert_eq!(pace.resume().bytes, 1 << 17);

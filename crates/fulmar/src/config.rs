@@ -573,7 +573,7 @@ max_sessions = 100000
 overload_policy = "drop"
 backpressure_timeout_secs = 30
 # A publisher whose messages take every queue they go to over a quarter of
-# max_queued_bytes (at most 1 MiB; QoS 1/2: any queue) or of
+# max_queued_bytes (at most 256 KiB; QoS 1/2: any queue) or of
 # max_queued_messages (QoS 1/2) is paced (QoS 1/2 under "drop": checked after
 # each message, within a burst too): the broker reads nothing more from it
 # until those queues are back under that level (it is woken once they are

@@ -281,9 +281,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
                 }
             };
             if publish.payload.len() >= DIRECT_PAYLOAD {
-                self.io.write_all(&self.write_buf).await?;
+                // What is buffered, the header among it, and the payload in
+                // one system call where the stream takes both at once.
+                write_both(&mut self.io, &self.write_buf, &publish.payload).await?;
                 self.write_buf.clear();
-                self.io.write_all(&publish.payload).await?;
             } else {
                 self.write_buf.extend_from_slice(&publish.payload);
                 self.write_out().await?;
@@ -336,5 +337,143 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
                 Ok(n) => read += n,
             }
         }
+    }
+}
+
+/// Writes all of `first`, then all of `second`, with vectored writes while
+/// both have bytes left (one system call for both on a TCP stream).
+async fn write_both<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    mut first: &[u8],
+    mut second: &[u8],
+) -> std::io::Result<()> {
+    if !io.is_write_vectored() {
+        io.write_all(first).await?;
+        return io.write_all(second).await;
+    }
+    while !first.is_empty() {
+        let slices = [std::io::IoSlice::new(first), std::io::IoSlice::new(second)];
+        let n = io.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        match first.get(n..) {
+            Some(rest) => first = rest,
+            None => {
+                second = second.get(n - first.len()..).unwrap_or_default();
+                first = &[];
+            }
+        }
+    }
+    io.write_all(second).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::IoSlice;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::AsyncWrite;
+
+    use super::write_both;
+
+    /// Takes at most `step` bytes per call (cycling through `steps`),
+    /// vectored or not.
+    struct Chunky {
+        out: Vec<u8>,
+        steps: Vec<usize>,
+        at: usize,
+        vectored: bool,
+        calls: usize,
+    }
+
+    impl Chunky {
+        fn take(&mut self, bufs: &[IoSlice<'_>]) -> usize {
+            let mut left = self.steps[self.at % self.steps.len()];
+            self.at += 1;
+            self.calls += 1;
+            let before = self.out.len();
+            for buf in bufs {
+                let n = buf.len().min(left);
+                self.out.extend_from_slice(&buf[..n]);
+                left -= n;
+            }
+            self.out.len() - before
+        }
+    }
+
+    impl AsyncWrite for Chunky {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(Ok(self.get_mut().take(&[IoSlice::new(buf)])))
+        }
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let this = self.get_mut();
+            if this.vectored {
+                Poll::Ready(Ok(this.take(bufs)))
+            } else {
+                let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+                Poll::Ready(Ok(this.take(&[IoSlice::new(first)])))
+            }
+        }
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn both_buffers_are_written_whole_and_in_order_however_the_stream_takes_them() {
+        let first: Vec<u8> = (0..40u8).collect();
+        let second: Vec<u8> = (100..=255u8).collect();
+        for vectored in [true, false] {
+            for steps in [
+                vec![1],
+                vec![3, 7],
+                vec![40],
+                vec![41],
+                vec![1000],
+                vec![39, 2, 500],
+            ] {
+                for (a, b) in [(0, 0), (0, 156), (40, 0), (40, 156), (5, 1)] {
+                    let mut io = Chunky {
+                        out: Vec::new(),
+                        steps: steps.clone(),
+                        at: 0,
+                        vectored,
+                        calls: 0,
+                    };
+                    write_both(&mut io, &first[..a], &second[..b])
+                        .await
+                        .unwrap();
+                    let mut expected = first[..a].to_vec();
+                    expected.extend_from_slice(&second[..b]);
+                    assert_eq!(io.out, expected, "{vectored} {steps:?} {a} {b}");
+                }
+            }
+        }
+        // A stream that takes everything at once: one call for both.
+        let mut io = Chunky {
+            out: Vec::new(),
+            steps: vec![usize::MAX],
+            at: 0,
+            vectored: true,
+            calls: 0,
+        };
+        write_both(&mut io, &first, &second).await.unwrap();
+        assert_eq!(io.calls, 1);
     }
 }
