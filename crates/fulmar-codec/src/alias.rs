@@ -177,7 +177,8 @@ struct Slot {
 /// and no alias. The allocator keeps its own copy of each name.
 ///
 /// Apply it to the copy of the PUBLISH that goes on the wire, in the order
-/// packets are sent; keep the original (full topic) for retransmission,
+/// packets are sent ([`cancel`](Self::cancel) one that is not sent after
+/// all); keep the original (full topic) for retransmission,
 /// which after a reconnect uses a fresh allocator.
 ///
 /// ```
@@ -329,6 +330,63 @@ impl TopicAliasAllocator {
         stored.into()
     }
 
+    /// Takes back what [`apply`](Self::apply) did to `publish` when that
+    /// PUBLISH is not sent after all (too large for the peer, expired,
+    /// dropped from a full queue): the mapping it was to establish is
+    /// forgotten, so that the next PUBLISH to its topic carries the name
+    /// again instead of an alias the peer never learnt (which it would
+    /// refuse as a Protocol Error). Returns whether a
+    /// mapping was forgotten: a PUBLISH that reused an established alias
+    /// (an empty topic name) changed nothing the peer does not know.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use fulmar_codec::{Publish, TopicAliasAllocator};
+    ///
+    /// let mut aliases = TopicAliasAllocator::new(2);
+    /// let mut dropped = Publish::new("a/b".into(), Bytes::new());
+    /// aliases.apply(&mut dropped); // would establish alias 1, but is not sent
+    /// assert!(aliases.cancel(&dropped));
+    /// let mut p = Publish::new("a/b".into(), Bytes::new());
+    /// aliases.apply(&mut p);
+    /// assert_eq!(p.topic, "a/b"); // the name again, with an alias
+    /// assert!(p.properties.topic_alias.is_some());
+    /// ```
+    pub fn cancel(&mut self, publish: &Publish) -> bool {
+        let Some(alias) = publish.properties.topic_alias else {
+            return false;
+        };
+        if publish.topic.is_empty() {
+            return false;
+        }
+        let slot = alias.get() - 1;
+        if self.by_topic.get(publish.topic.as_str()) != Some(&slot) {
+            return false;
+        }
+        self.by_topic.remove(publish.topic.as_str());
+        if let Some(s) = self.slots.get_mut(usize::from(slot)) {
+            // The slot stays (aliases are handed out in order), empty and
+            // next to be reused.
+            self.bytes -= s.topic.len();
+            s.topic = MqttString::new();
+        }
+        self.unlink(slot);
+        self.push_back(slot);
+        true
+    }
+
+    fn push_back(&mut self, slot: u16) {
+        let old_tail = self.tail;
+        self.set_next(slot, NIL);
+        self.set_prev(slot, old_tail);
+        if old_tail == NIL {
+            self.head = slot;
+        } else {
+            self.set_next(old_tail, slot);
+        }
+        self.tail = slot;
+    }
+
     fn touch(&mut self, slot: u16) {
         if self.head != slot {
             self.unlink(slot);
@@ -455,6 +513,72 @@ mod tests {
             p.topic.to_string(),
             p.properties.topic_alias.map(NonZeroU16::get),
         )
+    }
+
+    #[test]
+    fn cancel_forgets_what_an_unsent_publish_established() {
+        let mut a = TopicAliasAllocator::new(2);
+        let mut p = publish("x", 0);
+        a.apply(&mut p);
+        let before = a.bytes();
+        assert!(a.cancel(&p));
+        assert_eq!(a.bytes(), before - 1);
+        assert!(!a.cancel(&p), "already forgotten");
+        // The name again, with an alias.
+        let (topic, alias) = apply(&mut a, "x");
+        assert_eq!(topic, "x");
+        assert!(alias.is_some());
+        // A reuse (empty name) is known to the peer: nothing to take back.
+        let mut reuse = publish("x", 0);
+        a.apply(&mut reuse);
+        assert!(reuse.topic.is_empty());
+        assert!(!a.cancel(&reuse));
+        assert_eq!(apply(&mut a, "x"), (String::new(), alias));
+        // A PUBLISH without an alias, or one this allocator did not set.
+        assert!(!a.cancel(&publish("x", 0)));
+        assert!(!a.cancel(&publish("y", 2)));
+        // A replacement that is not sent: neither the new name nor the one it
+        // replaced keeps the alias.
+        let mut one = TopicAliasAllocator::new(1);
+        assert_eq!(apply(&mut one, "x"), ("x".into(), Some(1)));
+        let mut y = publish("y", 0);
+        one.apply(&mut y);
+        assert!(one.cancel(&y));
+        assert_eq!(apply(&mut one, "x"), ("x".into(), Some(1)));
+        assert_eq!(apply(&mut one, "x"), ("".into(), Some(1)));
+    }
+
+    /// Random applies, some of the publishes cancelled instead of sent: the
+    /// peer's resolver, which sees only what was sent, always knows the
+    /// alias of an empty topic name and resolves every PUBLISH to its topic.
+    // v5:MQTT-3.3.2-9 v5:MQTT-3.3.2-11
+    #[test]
+    fn a_peer_sees_only_aliases_it_was_sent() {
+        const TOPICS: [&str; 6] = ["a", "b", "c/d", "e", "ff", "g/h/i"];
+        let mut seed: u32 = 0x2545_f491;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for maximum in [1, 2, 3, 8] {
+            let mut allocator = TopicAliasAllocator::with_budget(maximum, 64 * 4 + 8);
+            let mut peer = TopicAliasResolver::new(maximum);
+            for _ in 0..5000 {
+                let topic = TOPICS[next() as usize % TOPICS.len()];
+                let mut p = publish(topic, 0);
+                allocator.apply(&mut p);
+                if next() % 3 == 0 {
+                    allocator.cancel(&p);
+                    continue;
+                }
+                peer.resolve(&mut p).unwrap();
+                assert_eq!(p.topic, topic);
+            }
+            assert!(allocator.len() <= usize::from(maximum));
+            assert!(allocator.bytes() <= 64 * 4 + 8);
+        }
     }
 
     #[test]
