@@ -107,6 +107,8 @@ impl Shared {
             packets_sent: load(&c.packets_sent),
             messages_received: load(&c.publish_received),
             messages_sent: load(&c.publish_sent),
+            publish_bytes_received: load(&c.publish_bytes_received),
+            publish_bytes_sent: load(&c.publish_bytes_sent),
             messages_sent_preencoded: load(&c.publish_reused),
             bytes_received: load(&c.bytes_received),
             bytes_sent: load(&c.bytes_sent),
@@ -658,7 +660,13 @@ pub struct Stats {
     pub messages_received: u64,
     /// PUBLISH packets sent to clients.
     pub messages_sent: u64,
-    /// Of those, the ones sent from an encoding shared with other
+    /// Payload bytes of the PUBLISH packets received from clients (topic,
+    /// properties and headers not counted).
+    pub publish_bytes_received: u64,
+    /// Payload bytes of the PUBLISH packets sent to clients, counted as
+    /// `publish_bytes_received` is.
+    pub publish_bytes_sent: u64,
+    /// Of the PUBLISH packets sent, the ones sent from an encoding shared with other
     /// subscribers of the same message (a message is encoded once per
     /// variant: protocol version, QoS, RETAIN, properties), with only the
     /// packet identifier written per connection.

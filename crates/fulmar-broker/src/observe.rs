@@ -383,6 +383,14 @@ impl Sys {
                 stats.dropped_messages.to_string(),
             ),
             (
+                "$SYS/broker/publish/bytes/received",
+                stats.publish_bytes_received.to_string(),
+            ),
+            (
+                "$SYS/broker/publish/bytes/sent",
+                stats.publish_bytes_sent.to_string(),
+            ),
+            (
                 "$SYS/broker/bytes/received",
                 stats.bytes_received.to_string(),
             ),

@@ -936,6 +936,10 @@ pub(crate) struct Counters {
     pub(crate) packets_sent: AtomicU64,
     pub(crate) publish_received: AtomicU64,
     pub(crate) publish_sent: AtomicU64,
+    /// Payload bytes of the PUBLISH packets received.
+    pub(crate) publish_bytes_received: AtomicU64,
+    /// Payload bytes of the PUBLISH packets sent.
+    pub(crate) publish_bytes_sent: AtomicU64,
     /// PUBLISH packets sent with a header encoded for another subscriber.
     pub(crate) publish_reused: AtomicU64,
     pub(crate) bytes_received: AtomicU64,

@@ -15,7 +15,7 @@ use fulmar_broker::{
 use fulmar_codec::{ConnectReasonCode, MqttString, ProtocolVersion, QoS, ReasonCode};
 
 /// The `$SYS` topics: 18 counts, 9 load averages over 3 windows.
-const SYS_TOPICS: usize = 18 + 9 * 3;
+const SYS_TOPICS: usize = 20 + 9 * 3;
 
 async fn next_event(events: &mut fulmar_broker::Events) -> BrokerEvent {
     tokio::time::timeout(GUARD, events.recv())
@@ -55,6 +55,7 @@ async fn sys_topics_are_published_retained() {
     assert!(values["$SYS/broker/uptime"].ends_with(" seconds"));
     assert_eq!(values["$SYS/broker/clients/connected"], "0");
     assert_eq!(values["$SYS/broker/publish/messages/dropped"], "0");
+    assert_eq!(values["$SYS/broker/publish/bytes/received"], "0");
     // A client connects, subscribes and publishes: the next rounds count it.
     let mut peer = Peer::connect(addr(&broker), ProtocolVersion::V311, "sys").await;
     peer.sub(1, "a/b", QoS::AtMostOnce).await;
@@ -91,6 +92,27 @@ async fn sys_topics_are_published_retained() {
     assert_eq!((stats.packets_received, stats.packets_sent), (3, 3));
     // CONNECT 17 + SUBSCRIBE 10 + PUBLISH 12 bytes; CONNACK 4 + SUBACK 5 + PUBLISH 12.
     assert_eq!((stats.bytes_received, stats.bytes_sent), (39, 21));
+    // Of which payload, "hello" each way.
+    assert_eq!(
+        (stats.publish_bytes_received, stats.publish_bytes_sent),
+        (5, 5)
+    );
+    // Values already seen above are not published again unless they change.
+    while seen
+        .get("$SYS/broker/publish/bytes/sent")
+        .map(String::as_str)
+        != Some("5")
+        || seen
+            .get("$SYS/broker/publish/bytes/received")
+            .map(String::as_str)
+            != Some("5")
+    {
+        let m = next(&mut sys).await;
+        seen.insert(
+            m.topic.to_string(),
+            String::from_utf8(m.payload.to_vec()).unwrap(),
+        );
+    }
     broker.shutdown().await;
 }
 

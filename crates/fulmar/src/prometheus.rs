@@ -116,6 +116,14 @@ const COUNTERS: &[(&str, &str)] = &[
         "PUBLISH packets sent from an encoding shared with other subscribers of the message.",
     ),
     (
+        "fulmar_publish_bytes_received_total",
+        "Payload bytes of the PUBLISH packets received from clients.",
+    ),
+    (
+        "fulmar_publish_bytes_sent_total",
+        "Payload bytes of the PUBLISH packets sent to clients.",
+    ),
+    (
         "fulmar_bytes_received_total",
         "MQTT bytes read from client connections (TLS and WebSocket framing not counted).",
     ),
@@ -211,6 +219,8 @@ fn record(sources: &Sources) {
         stats.messages_received,
         stats.messages_sent,
         stats.messages_sent_preencoded,
+        stats.publish_bytes_received,
+        stats.publish_bytes_sent,
         stats.bytes_received,
         stats.bytes_sent,
         stats.connects,

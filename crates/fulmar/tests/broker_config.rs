@@ -529,6 +529,9 @@ fn prometheus_metrics_are_served_at_slash_metrics() {
     );
     for metric in [
         "fulmar_messages_received_total 1",
+        // The payload "x".
+        "fulmar_publish_bytes_received_total 1",
+        "fulmar_publish_bytes_sent_total 0",
         "fulmar_bytes_received_total ",
         "fulmar_clients_connected ",
         // `fulmar pub`'s one connection.

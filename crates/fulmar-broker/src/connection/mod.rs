@@ -975,8 +975,11 @@ impl<S: Stream> Connection<S> {
             Some(Ok(packet)) => {
                 let counters = &self.shared.counters;
                 counters.packets_received.fetch_add(1, Ordering::Relaxed);
-                if matches!(packet, Packet::Publish(_)) {
+                if let Packet::Publish(publish) = &packet {
                     counters.publish_received.fetch_add(1, Ordering::Relaxed);
+                    counters
+                        .publish_bytes_received
+                        .fetch_add(publish.payload.len() as u64, Ordering::Relaxed);
                 }
                 // A violation closes the session; it is reported as an event.
                 let _ = self.session.handle_packet(packet, now);
@@ -1179,6 +1182,9 @@ impl<S: Stream> Connection<S> {
         let frames = match packet {
             Packet::Publish(publish) => {
                 counters.publish_sent.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .publish_bytes_sent
+                    .fetch_add(publish.payload.len() as u64, Ordering::Relaxed);
                 self.take_frames(publish)
             }
             _ => None,
