@@ -74,6 +74,7 @@ where
     Ok(WsIo {
         ws,
         read: Bytes::new(),
+        closed: false,
     })
 }
 
@@ -83,6 +84,9 @@ where
 pub(crate) struct WsIo<S> {
     ws: WebSocketStream<S>,
     read: Bytes,
+    /// The peer sent a Close frame: reads end, once the Close frame
+    /// tungstenite queued in answer is written.
+    closed: bool,
 }
 
 fn io_error(e: tokio_tungstenite::tungstenite::Error) -> io::Error {
@@ -96,6 +100,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsIo<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         loop {
+            if self.closed {
+                // RFC 6455 5.5.1: a Close frame is answered with one.
+                // tungstenite queues the answer as it reads the peer's, and
+                // writes it when written to or read again: neither happens
+                // once the reader has seen the end of the stream. A failed
+                // write ends the stream all the same (the peer is leaving).
+                if let Err(e) = ready!(Pin::new(&mut self.ws).poll_flush(cx)) {
+                    tracing::debug!(error = %e, "answering the WebSocket Close frame");
+                }
+                return Poll::Ready(Ok(()));
+            }
             if !self.read.is_empty() {
                 let n = self.read.len().min(buf.remaining());
                 buf.put_slice(self.read.get(..n).unwrap_or_default());
@@ -112,7 +127,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsIo<S> {
                         "text frame on an MQTT WebSocket",
                     )));
                 }
-                Some(Ok(Message::Close(_))) | None => return Poll::Ready(Ok(())),
+                Some(Ok(Message::Close(_))) => self.closed = true,
+                None => return Poll::Ready(Ok(())),
                 Some(Err(e)) => return Poll::Ready(Err(io_error(e))),
             }
         }

@@ -203,3 +203,55 @@ async fn a_packet_within_the_maximum_packet_size_arrives_in_one_frame() {
     guard(client.disconnect()).await.unwrap();
     assert_eq!(guard(broker).await.unwrap(), Ok(0));
 }
+
+// v5:MQTT-6.0.0-1 (the WebSocket carries the connection; RFC 6455 5.5.1: an
+// endpoint that receives a Close frame, and has not sent one, answers with
+// a Close frame). A broker closing the WebSocket got the TCP connection
+// dropped under it ("Connection reset without closing handshake"): the
+// Close frame tungstenite queued in answer was never written, since the
+// client stops reading at the end of the stream and writes nothing more.
+#[tokio::test]
+#[allow(clippy::result_large_err)] // tungstenite's handshake callback type
+async fn a_close_frame_from_the_broker_is_answered() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let broker = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mqtt = |_: &Request, mut response: Response| {
+            response
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+            Ok(response)
+        };
+        let mut ws = tokio_tungstenite::accept_hdr_async(tcp, mqtt)
+            .await
+            .unwrap();
+        let Some(Ok(WsMessage::Binary(_connect))) = ws.next().await else {
+            panic!("expected the CONNECT")
+        };
+        let mut connack = BytesMut::new();
+        Packet::ConnAck(ConnAck::default())
+            .encode(ProtocolVersion::V5, &mut connack)
+            .unwrap();
+        ws.send(WsMessage::Binary(connack.freeze())).await.unwrap();
+        ws.close(None).await.unwrap();
+        // What the client sends until the connection ends.
+        let mut answer = Vec::new();
+        loop {
+            match ws.next().await {
+                Some(Ok(WsMessage::Close(_))) => answer.push("Close".to_owned()),
+                Some(Ok(other)) => answer.push(format!("{other:?}")),
+                Some(Err(e)) => {
+                    answer.push(e.to_string());
+                    break;
+                }
+                None => break,
+            }
+        }
+        answer
+    });
+    let (client, _) = guard(Client::connect(ws_options(port))).await.unwrap();
+    let answer = guard(broker).await.unwrap();
+    assert_eq!(answer, ["Close"]);
+    guard(client.wait_connected(false)).await.unwrap();
+}
