@@ -1825,9 +1825,16 @@ impl Driver {
     /// A command from the channel: handled after the publishes queued
     /// before it are written (deferred), or now if there are none. `buf`:
     /// see `take_publishes`.
+    ///
+    /// `None` (every handle dropped) also waits for the publishes queued
+    /// before: a publish future dropped once its message was queued leaves
+    /// the message to be sent. The closed channel says `None` again on the
+    /// next turn, once they are written.
     fn on_command_after_publishes(&mut self, command: Option<Command>, buf: Option<&mut BytesMut>) {
-        if command.is_some() && self.take_publishes(buf) {
-            self.deferred = command;
+        if self.take_publishes(buf) {
+            if command.is_some() {
+                self.deferred = command;
+            }
         } else {
             self.on_command(command);
         }

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::future::IntoFuture;
 use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1447,4 +1448,28 @@ async fn a_partly_refused_resubscribe_tells_the_stream_which_filters() {
     assert!(stream.error().is_none());
     guard(client.disconnect()).await.unwrap();
     guard(broker).await.unwrap();
+}
+
+// v5:MQTT-3.14.4-1 / v3:MQTT-3.14.4-2 (nothing after the DISCONNECT, so
+// what was queued goes before it). A publish future dropped once its message
+// is queued leaves the message to be sent (PublishFuture docs), and dropping
+// every handle disconnects normally (Client docs). Both at once: the task
+// saw the closed command channel first (it is polled before the publish
+// queue) and sent the DISCONNECT alone; the message was failed unsent.
+#[tokio::test]
+async fn a_message_queued_before_the_last_handle_is_dropped_is_still_sent() {
+    let (listener, options) = listen().await;
+    let broker = acking_broker(listener);
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    let mut publish = Box::pin(
+        client
+            .publish("flow/last", "queued")
+            .qos(QoS::AtLeastOnce)
+            .into_future(),
+    );
+    // Queued on its first poll; then nobody waits for the outcome.
+    assert!(futures::poll!(publish.as_mut()).is_pending());
+    drop(publish);
+    drop(client);
+    assert_eq!(guard(broker).await.unwrap(), ["queued"]);
 }
