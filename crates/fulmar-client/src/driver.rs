@@ -205,6 +205,25 @@ async fn close(
     }
 }
 
+/// The broker's stream ended: our side of the transport is shut down too,
+/// within `limit`, before it is dropped: TLS sends its close_notify (RFC 8446
+/// 6.1: before closing the write side), a WebSocket its Close frame, TCP
+/// its FIN. What the write buffer still holds is not written (the broker
+/// reads no more packets); a failure only ends it sooner.
+async fn shut_down(framed: &mut Framed<Box<dyn Io>, MqttCodec>, limit: Option<Duration>) {
+    use tokio::io::AsyncWriteExt;
+    let shutdown = framed.get_mut().shutdown();
+    let result = match limit {
+        None => shutdown.await,
+        Some(limit) => timeout(limit, shutdown)
+            .await
+            .unwrap_or_else(|_elapsed| Err(io::ErrorKind::TimedOut.into())),
+    };
+    if let Err(e) = result {
+        debug!(error = %e, "shutting the transport down after the broker's end of stream");
+    }
+}
+
 fn write_stalled(limit: Duration) -> Error {
     Error::Io(io::Error::new(
         io::ErrorKind::TimedOut,
@@ -708,7 +727,11 @@ impl Driver {
                     self.take_publishes(Some(framed.write_buffer_mut()));
                 }
                 frame = framed.next(), if read => {
+                    let end = frame.is_none();
                     if let Some(e) = self.on_frame(frame) {
+                        if end {
+                            shut_down(&mut framed, self.options.write_timeout).await;
+                        }
                         return e;
                     }
                 }
@@ -739,7 +762,11 @@ impl Driver {
                 let Some(frame) = framed.next().now_or_never() else {
                     break;
                 };
+                let end = frame.is_none();
                 if let Some(e) = self.on_frame(frame) {
+                    if end {
+                        shut_down(&mut framed, self.options.write_timeout).await;
+                    }
                     return e;
                 }
                 self.drain_events();

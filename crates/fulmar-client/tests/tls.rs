@@ -137,3 +137,63 @@ async fn skipping_the_hostname_check_still_checks_the_chain() {
     let result = guard(connect(&other.ca_pem)).await;
     assert!(matches!(result, Err(Error::Tls(_))), "{result:?}");
 }
+
+// (transport; RFC 8446 6.1: each party sends a close_notify alert before it
+// closes its write side.) A broker that ends the TLS session (close_notify,
+// then the end of its stream) got the TCP connection dropped under it,
+// without the client's close_notify: rustls on the broker's side reads
+// that as a truncation ("peer closed connection without sending TLS
+// close_notify"). The client now shuts its side down too when the broker's
+// stream ends.
+#[tokio::test]
+async fn the_end_of_the_brokers_tls_stream_is_answered_with_close_notify() {
+    use std::sync::Arc;
+
+    use fulmar_codec::{ConnAck, MqttCodec, Packet};
+    use futures::SinkExt;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::codec::Framed;
+
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = CertificateDer::from(certified.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let broker = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let tls = acceptor.accept(tcp).await.unwrap();
+        let mut wire = Framed::new(tls, MqttCodec::new(ProtocolVersion::V5, 1 << 20));
+        let Some(Ok(Packet::Connect(_))) = wire.next().await else {
+            panic!("expected CONNECT")
+        };
+        wire.send(Packet::ConnAck(ConnAck::default()))
+            .await
+            .unwrap();
+        let mut tls = wire.into_inner();
+        // close_notify, then the end of the TCP stream's write side.
+        tls.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        tls.read_to_end(&mut rest).await.map_err(|e| e.to_string())
+    });
+    let tls = TlsOptions::new()
+        .without_system_roots()
+        .ca_pem(certified.cert.pem().as_bytes())
+        .unwrap()
+        .server_name("localhost");
+    let options = tls_options(port, ProtocolVersion::V5, tls);
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    assert_eq!(guard(broker).await.unwrap(), Ok(0));
+    guard(client.wait_connected(false)).await.unwrap();
+}
