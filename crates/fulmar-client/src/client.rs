@@ -544,7 +544,10 @@ impl Client {
     /// [`Error::Closed`]; subscription streams end.
     ///
     /// # Errors
-    /// [`Error::Closed`] if the client was already closed.
+    /// [`Error::Closed`] if the client was already closed; [`Error::Io`] if
+    /// the transport failed while the DISCONNECT was being written (the
+    /// broker may not have received it, and then publishes the will). The
+    /// client is closed either way.
     pub async fn disconnect(&self) -> Result<(), Error> {
         self.disconnect_with(
             DisconnectReasonCode::NormalDisconnection,
@@ -559,7 +562,8 @@ impl Client {
     /// in `properties` changes how long the broker keeps the session.
     ///
     /// # Errors
-    /// [`Error::Closed`] if the client was already closed;
+    /// [`Error::Closed`] if the client was already closed; [`Error::Io`] as
+    /// for [`disconnect`](Self::disconnect);
     /// [`Error::Session`]`(`[`ApiError::SessionExpiryAfterZero`](fulmar_session::ApiError::SessionExpiryAfterZero)`)`
     /// for a Session Expiry Interval above 0 when the session was opened with
     /// 0 (a Protocol Error in MQTT 5.0, section 3.14.2.2.2): nothing is sent and the client

@@ -668,6 +668,7 @@ impl Driver {
                 self.unpark();
                 self.flush_outcomes();
                 if let Err(e) = self.transmit(&mut framed).await {
+                    self.disconnect_failed(&e);
                     return e;
                 }
                 if !self.drain_events() {
@@ -675,8 +676,21 @@ impl Driver {
                 }
             }
             if self.session.is_closed() || self.abort {
-                if let Err(e) = close(&mut framed, self.options.write_timeout).await {
-                    debug!(error = %e, "closing the transport");
+                // A failure to write what is queued (the DISCONNECT) is
+                // reported to `disconnect`; one of the close after it is
+                // not: the broker, having read the DISCONNECT, may already
+                // have closed its end.
+                let limit = self.options.write_timeout;
+                match flush(&mut framed, limit).await {
+                    Err(e) => {
+                        debug!(error = %e, "writing the last packets");
+                        self.disconnect_failed(&e);
+                    }
+                    Ok(()) => {
+                        if let Err(e) = close(&mut framed, limit).await {
+                            debug!(error = %e, "closing the transport");
+                        }
+                    }
                 }
                 return self.close_reason();
             }
@@ -1917,6 +1931,23 @@ impl Driver {
         if let Err(error) = disconnected {
             debug!(%error, "no connection to disconnect");
             self.abort = true;
+        }
+    }
+
+    /// The transport failed while a requested DISCONNECT was on its way
+    /// (being written or flushed): the
+    /// `disconnect` call hears it, since the broker may not have received
+    /// the DISCONNECT (and then publishes the will).
+    fn disconnect_failed(&mut self, error: &Error) {
+        if let Some(reply) = self.disconnect_reply.take() {
+            let kind = match error {
+                Error::Io(e) => e.kind(),
+                _ => io::ErrorKind::Other,
+            };
+            let _gone = reply.send(Err(Error::Io(io::Error::new(
+                kind,
+                format!("the DISCONNECT may not have reached the broker: {error}"),
+            ))));
         }
     }
 

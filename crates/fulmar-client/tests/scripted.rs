@@ -381,3 +381,108 @@ async fn connack_is_the_current_connections() {
     assert_eq!(now, second);
     assert_eq!(now.properties.maximum_qos, None);
 }
+
+/// A client end of a pipe whose writes fail once `broken` is set (reads go
+/// on), as a connection whose sending half broke.
+struct BreakingWrites {
+    inner: DuplexStream,
+    broken: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BreakingWrites {
+    fn check(&self) -> std::io::Result<()> {
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for BreakingWrites {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for BreakingWrites {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.check()?;
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.check()?;
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+// A DISCONNECT that could not be written is not reported as done: the
+// broker never saw it, so it keeps and publishes the will (only a
+// DISCONNECT it receives discards it).
+#[tokio::test]
+async fn a_disconnect_that_could_not_be_written_is_an_error() {
+    for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let broken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (server_tx, mut server_rx) = tokio::sync::mpsc::unbounded_channel();
+        let transport = fulmar_client::Transport::custom({
+            let broken = broken.clone();
+            move || {
+                let (client, server) = tokio::io::duplex(1 << 16);
+                let _ = server_tx.send(server);
+                let broken = broken.clone();
+                async move {
+                    Ok(BreakingWrites {
+                        inner: client,
+                        broken,
+                    })
+                }
+            }
+        });
+        let options = ConnectOptions::new("pipe", 0)
+            .protocol_version(version)
+            .client_id("breaking")
+            .transport(transport)
+            .reconnect(Reconnect::disabled());
+        let connecting = tokio::spawn(Client::connect(options));
+        let server = guard(server_rx.recv()).await.unwrap();
+        let mut wire = Framed::new(server, MqttCodec::new(version, 1 << 20));
+        let Some(Ok(Packet::Connect(_))) = guard(wire.next()).await else {
+            panic!("expected CONNECT")
+        };
+        wire.send(Packet::ConnAck(ConnAck::default()))
+            .await
+            .unwrap();
+        let (client, _) = guard(connecting).await.unwrap().unwrap();
+        broken.store(true, std::sync::atomic::Ordering::SeqCst);
+        let result = guard(client.disconnect()).await;
+        assert!(
+            matches!(&result, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe),
+            "{version:?}: {result:?}"
+        );
+        // Nothing came through, and the client is closed.
+        assert!(
+            matches!(guard(client.disconnect()).await, Err(Error::Closed)),
+            "{version:?}"
+        );
+        drop(wire);
+    }
+}
