@@ -990,7 +990,59 @@ impl BrokerHandle {
             shared.limits.max_queued_messages,
             &shared.counters,
             Instant::now(),
+            None,
         ))
+    }
+
+    /// [`deliver_shared`](Self::deliver_shared) with the flow control of
+    /// [`inject_paced`](Self::inject_paced): the copy for the chosen member
+    /// waits for room in its connection's queue under
+    /// [`OverloadPolicy::Backpressure`] instead of being dropped, and a
+    /// queue taken past a quarter of its bound is waited on, both through
+    /// the returned [`Pacing`]. `Ok(None)` when the group has no member here.
+    /// For a bridge that brings a group the messages of a publisher
+    /// elsewhere at the pace its member takes them, as a local publisher
+    /// is paced.
+    ///
+    /// # Errors
+    /// [`BrokerError::Shutdown`].
+    pub fn deliver_shared_paced(
+        &self,
+        filter: &SharedFilter,
+        publish: &Publish,
+    ) -> Result<Option<Pacing>, BrokerError> {
+        let shared = &self.inner.shared;
+        if shared.shutdown.is_cancelled() {
+            return Err(BrokerError::Shutdown);
+        }
+        let limits = &shared.limits;
+        let mut held = Held {
+            backpressure: limits.overload_policy == OverloadPolicy::Backpressure,
+            ..Held::default()
+        };
+        let mut state = shared.lock();
+        let journaled = state.journal.as_ref().map(|j| j.issued());
+        let delivered = state.deliver_shared(
+            filter,
+            publish,
+            limits.max_queued_messages,
+            &shared.counters,
+            Instant::now(),
+            Some(&mut held),
+        );
+        let durable_at = state
+            .journal
+            .as_ref()
+            .map(|j| j.issued())
+            .filter(|now| Some(*now) != journaled);
+        drop(state);
+        Ok(delivered.then(|| Pacing {
+            shared: shared.clone(),
+            blocked: held.blocked,
+            paced: held.paced,
+            durable_at,
+            in_hand: None,
+        }))
     }
 
     /// Subscribes in process to `filter` (shared filters `$share/{group}/...`

@@ -1251,6 +1251,8 @@ impl State {
 
     /// Delivers `publish` to one member of the shared group `filter`, chosen
     /// by the group's strategy; false when the group has no member here.
+    /// With `held`, the member's connection is put there as [`route`](Self::route)
+    /// puts a subscriber's, for the caller to wait on (see [`Held`]).
     pub(crate) fn deliver_shared(
         &mut self,
         filter: &SharedFilter,
@@ -1258,6 +1260,7 @@ impl State {
         max_queued: usize,
         counters: &Counters,
         now: Instant,
+        mut held: Option<&mut Held>,
     ) -> bool {
         let (sessions, locals, reads) = (&self.sessions, &self.locals, self.reads.as_ref());
         let topic = publish.topic.as_str();
@@ -1279,7 +1282,16 @@ impl State {
         let out = copy_for(publish, &chosen);
         let key = key.clone();
         self.target(max_queued, counters, now)
-            .deliver(&key, out, None, None);
+            .deliver(&key, out, None, held.as_deref_mut());
+        // One copy: it kept up, or its queue is what to wait on.
+        if let Some(held) = held {
+            if held.kept_up {
+                held.paced_unless_kept_up.clear();
+            } else {
+                held.paced.append(&mut held.paced_unless_kept_up);
+            }
+            held.kept_up = false;
+        }
         true
     }
 

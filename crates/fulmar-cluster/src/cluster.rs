@@ -2951,7 +2951,7 @@ async fn forward_shared(
         let Some(message) = message else {
             return;
         };
-        if let Err(BrokerError::Shutdown) = on_shared(&inner, &broker, &group, message) {
+        if let Err(BrokerError::Shutdown) = on_shared(&inner, &broker, &group, message).await {
             break;
         }
     }
@@ -3031,7 +3031,12 @@ async fn on_plain(
     }
 }
 
-fn on_shared(
+/// Delivers a message of a shared NATS subscription to a local member of
+/// its group, with the flow control of a local PUBLISH
+/// ([`BrokerHandle::deliver_shared_paced`]): this subscription is read no
+/// faster than the member takes its messages (NATS buffers them meanwhile)
+/// instead of dropping them at its full queue.
+async fn on_shared(
     inner: &Inner,
     broker: &BrokerHandle,
     group: &SharedFilter,
@@ -3051,10 +3056,13 @@ fn on_shared(
     let Some((publish, _origin)) = decode_routed(inner, message) else {
         return Ok(());
     };
-    if broker.deliver_shared(group, &publish)? {
-        bump(&inner.counters.shared_delivered);
-    } else {
-        bump(&inner.counters.shared_missed);
+    match broker.deliver_shared_paced(group, &publish)? {
+        Some(pacing) => {
+            bump(&inner.counters.shared_delivered);
+            // Nothing is acknowledged to anyone here: no wait for the store.
+            pacing.wait_for_subscribers().await;
+        }
+        None => bump(&inner.counters.shared_missed),
     }
     Ok(())
 }

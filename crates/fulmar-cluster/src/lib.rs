@@ -95,6 +95,9 @@
 //!   subscriptions down. Meanwhile NATS buffers the messages for the node,
 //!   up to its slow-consumer limit (above). The messages of one topic keep
 //!   their order, also when several subscriptions of the node bring them.
+//!   A shared group's messages reach its local member with the same flow
+//!   control ([`BrokerHandle::deliver_shared_paced`](fulmar_broker::BrokerHandle::deliver_shared_paced)),
+//!   each group's NATS subscription read at the pace its member takes them.
 //!   The price of that order: one slow subscriber slows down every message
 //!   into its node (for up to [`Limits::backpressure_timeout`](fulmar_broker::Limits::backpressure_timeout)
 //!   per message under back-pressure, [`Limits::pacing_timeout`](fulmar_broker::Limits::pacing_timeout)
