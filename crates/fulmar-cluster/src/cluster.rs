@@ -386,7 +386,7 @@ enum WillEvent {
 
 /// The receiving ends that [`Cluster::attach`] hands to its tasks.
 struct Receivers {
-    outbound: mpsc::Receiver<(TopicName, Publish)>,
+    outbound: mpsc::Receiver<Outbound>,
     fallback: mpsc::Receiver<(TopicName, Publish)>,
 }
 
@@ -552,7 +552,7 @@ fn head(name: &str) -> String {
 /// The [`Bridge`] a [`Cluster`] gives to the broker: it only queues.
 struct ClusterBridge {
     filters: Arc<FilterChanges>,
-    outbound: mpsc::Sender<(TopicName, Publish)>,
+    outbound: mpsc::Sender<Outbound>,
     /// Messages the outbound queue had no room for, for the local shared
     /// groups ([`fallback_loop`]).
     fallback: mpsc::Sender<(TopicName, Publish)>,
@@ -562,6 +562,26 @@ struct ClusterBridge {
     wills: Arc<WillChanges>,
     counters: Arc<Counters>,
     sessions: Arc<Sessions>,
+}
+
+/// A message accepted locally, waiting to be published to NATS, with when
+/// it was queued: the time it waits counts against its Message Expiry
+/// Interval (v5:MQTT-3.3.2-5, v5:MQTT-3.3.2-6).
+type Outbound = (TopicName, Publish, Instant);
+
+/// `publish` after waiting since `queued`: its Message Expiry Interval
+/// reduced by that time, or `None` once it has passed (the message is not
+/// to be delivered any more).
+fn aged(mut publish: Publish, queued: Instant) -> Option<Publish> {
+    if let Some(expiry) = publish.properties.message_expiry_interval {
+        let waited = queued.elapsed();
+        if waited >= Duration::from_secs(u64::from(expiry)) {
+            return None;
+        }
+        let waited = u32::try_from(waited.as_secs()).unwrap_or(u32::MAX);
+        publish.properties.message_expiry_interval = Some(expiry.saturating_sub(waited).max(1));
+    }
+    Some(publish)
 }
 
 /// What a message counts against [`ClusterConfig::outbound_max_bytes`].
@@ -583,11 +603,13 @@ impl Bridge for ClusterBridge {
         let queued = self.outbound_bytes.fetch_add(size, Ordering::Relaxed);
         let fits = queued == 0 || queued.saturating_add(size) <= self.outbound_max_bytes;
         let sent = if fits {
-            self.outbound.try_send((topic.clone(), publish.clone()))
+            self.outbound
+                .try_send((topic.clone(), publish.clone(), Instant::now()))
         } else {
             Err(mpsc::error::TrySendError::Full((
                 topic.clone(),
                 publish.clone(),
+                Instant::now(),
             )))
         };
         if let Err(error) = sent {
@@ -596,7 +618,8 @@ impl Bridge for ClusterBridge {
             // Not for other nodes, but this node's shared groups, which
             // local routing left to the cluster, still get it (the
             // broker's lock is held here: delivered by another task).
-            let _ = self.fallback.try_send(error.into_inner());
+            let (topic, publish, _) = error.into_inner();
+            let _ = self.fallback.try_send((topic, publish));
         }
     }
 
@@ -1856,7 +1879,7 @@ async fn heartbeat_loop(
 /// Publishes every locally accepted message once to NATS.
 async fn outbound_loop(
     inner: Arc<Inner>,
-    mut outbound: mpsc::Receiver<(TopicName, Publish)>,
+    mut outbound: mpsc::Receiver<Outbound>,
     mut stop: watch::Receiver<bool>,
 ) {
     // Once stopping, what was already accepted is published within the
@@ -1875,12 +1898,16 @@ async fn outbound_loop(
             next = outbound.recv() => next,
             _ = stop.changed() => None,
         };
-        let Some((topic, publish)) = next else {
+        let Some((topic, publish, queued)) = next else {
             break tokio::time::Instant::now() + inner.sessions.timeout;
         };
         inner
             .outbound_bytes
             .fetch_sub(outbound_size(&topic, &publish), Ordering::Relaxed);
+        let Some(publish) = aged(publish, queued) else {
+            tracing::debug!(topic = %head(topic.as_str()), "message expired before it reached NATS");
+            continue;
+        };
         let publishing = publish_one(&inner, &topic, publish);
         tokio::pin!(publishing);
         let stopping = tokio::select! {
@@ -1899,7 +1926,10 @@ async fn outbound_loop(
         }
     };
     outbound.close();
-    while let Ok((topic, publish)) = outbound.try_recv() {
+    while let Ok((topic, publish, queued)) = outbound.try_recv() {
+        let Some(publish) = aged(publish, queued) else {
+            continue;
+        };
         let sent = tokio::time::timeout_at(deadline, publish_one(&inner, &topic, publish)).await;
         if sent.is_err() {
             drop_outbound(&inner, 1 + outbound.len());

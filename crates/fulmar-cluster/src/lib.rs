@@ -41,7 +41,10 @@
 //!   broker and published once to NATS, its MQTT metadata in [`headers`]
 //!   (QoS, retain, v5 properties, origin node). A node injects each message
 //!   of another node once, even when several of its subscriptions match it,
-//!   and ignores its own.
+//!   and ignores its own. A message's Message Expiry Interval is reduced by
+//!   the time it waited in the node's outbound queue (NATS slow or away),
+//!   and one that expired there is not published; the time it then spends
+//!   in NATS and its clients' buffers is not counted.
 //! - **Shared subscriptions** (`$share/{group}/{filter}`): one NATS queue
 //!   subscription per group and filter on every node with a member, in a
 //!   queue group named after both, so NATS picks one node per message and

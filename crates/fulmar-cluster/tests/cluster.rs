@@ -1115,6 +1115,56 @@ async fn messages_from_other_nodes_wait_for_a_slow_shared_member() {
     b.stop().await;
 }
 
+/// A message that waited to be published to NATS (NATS slow or away) has
+/// that time counted against its Message Expiry Interval, as a single
+/// broker counts the time it holds a message: one that expired meanwhile
+/// is not delivered on other nodes, and the others arrive with what is left
+/// of their interval. (Before, both arrived with their whole interval.)
+// v5:MQTT-3.3.2-5 v5:MQTT-3.3.2-6
+#[tokio::test]
+async fn time_waiting_for_nats_counts_against_the_message_expiry() {
+    let nats = nats_or_skip!("expiry_outbound");
+    let a = Node::start(&nats, "a").await;
+    let b = Node::start(&nats, "b").await;
+    let sub_client = b.client("sub").await;
+    let mut sub = sub_client.subscribe("e/+", QoS::AtLeastOnce).await.unwrap();
+    b.wait_subscription("fulmar.msg.t.e.*", true).await;
+    let publisher = a.client("pub").await;
+    a.cluster.pause_outbound_for_test(true);
+    let expiring = |seconds| PublishProperties {
+        message_expiry_interval: Some(seconds),
+        ..PublishProperties::default()
+    };
+    // The outbound task may be taking a message already: this one.
+    publisher
+        .publish("e/first", "first")
+        .qos(QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    publisher
+        .publish("e/short", "expires")
+        .qos(QoS::AtLeastOnce)
+        .properties(expiring(1))
+        .await
+        .unwrap();
+    publisher
+        .publish("e/long", "keeps")
+        .qos(QoS::AtLeastOnce)
+        .properties(expiring(600))
+        .await
+        .unwrap();
+    // Both wait in the outbound queue until the first expired.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    a.cluster.pause_outbound_for_test(false);
+    assert_eq!(next(&mut sub).await.topic.as_str(), "e/first");
+    let got = next(&mut sub).await;
+    assert_eq!(got.topic.as_str(), "e/long", "the expired message came");
+    let left = got.properties.message_expiry_interval.unwrap();
+    assert!(left <= 598, "{left} s left after waiting 2.5 s");
+    a.stop().await;
+    b.stop().await;
+}
+
 /// The queue of messages waiting for NATS is bounded in bytes too: with
 /// NATS slow or away, large messages beyond `outbound_max_bytes` are dropped
 /// and counted (a review saw 1 200 messages of 512 KiB take 600 MiB); one
