@@ -2545,6 +2545,10 @@ async fn sweep_loop(
 ) {
     let interval = inner.heartbeat_interval.max(Duration::from_millis(10));
     let mut next_sweep = tokio::time::Instant::now() + interval;
+    // One scan for gone nodes' sessions at a time: with NATS away its
+    // requests wait (the client's command queue is full), and a scan
+    // started at every sweep would pile up for as long as the outage lasts.
+    let mut adopting: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let wake = pending
             .values()
@@ -2563,7 +2567,12 @@ async fn sweep_loop(
                 Err(_) => tracing::warn!("wills of gone nodes: timed out"),
             }
             next_sweep = tokio::time::Instant::now() + interval;
-            tokio::spawn(adopt_gone(inner.clone(), nodes.clone()));
+            if adopting
+                .as_ref()
+                .is_none_or(tokio::task::JoinHandle::is_finished)
+            {
+                adopting = Some(tokio::spawn(adopt_gone(inner.clone(), nodes.clone())));
+            }
         }
         publish_due(&inner, &broker, &wills, &mut pending).await;
         inner
