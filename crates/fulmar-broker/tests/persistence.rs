@@ -1466,3 +1466,43 @@ async fn wills_due_while_the_broker_was_down_are_published_at_start() {
     assert!(record(&store, "ended").is_none());
     assert!(record(&store, "kept").unwrap().will.is_none());
 }
+
+// v5:MQTT-3.1.2-23 (a session lasts its Session Expiry Interval, no longer):
+// a session whose client was connected at a crash counts its expiry from the
+// restart, and that start must be in the store: a later restart (here a
+// clean one) counts on from it, not from itself again. Before, the record
+// kept "connected" and every restart started the count anew: a broker
+// restarted more often than the interval kept the session for ever.
+#[test]
+fn a_session_connected_at_a_crash_expires_counting_from_the_first_restart() {
+    let store = Arc::new(MemoryStore::new());
+    run_then_crash(async {
+        let broker = broker_on(store.clone()).await;
+        let mut c = Connect::new(V5, MqttString::from("dev"));
+        c.keep_alive = 0;
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(1);
+        let (mut peer, _) = Peer::connect_with(addr(&broker), c).await;
+        peer.sub(1, "t", QoS::AtLeastOnce).await;
+        std::mem::forget(peer); // connected at the crash
+    });
+    let stored = record(&store, "dev").unwrap();
+    assert_eq!(stored.disconnected_at, None, "connected at the crash");
+    // The first restart, stopped cleanly before the session's second is over.
+    run(async {
+        let broker = broker_on(store.clone()).await;
+        assert!(broker.has_session("dev"));
+        broker.shutdown().await;
+    });
+    // More than the session's interval after the first restart.
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    run(async {
+        let broker = broker_on(store.clone()).await;
+        assert!(
+            !broker.has_session("dev"),
+            "the session outlived its expiry interval"
+        );
+        broker.shutdown().await;
+    });
+    assert!(record(&store, "dev").is_none());
+}

@@ -9,7 +9,7 @@ use fulmar_session::{Outgoing, SessionState};
 use fulmar_topic::TopicName;
 
 use super::journal::Journal;
-use super::{Snapshot, StoreOp, StoredMessage, unix_millis};
+use super::{Snapshot, StoreOp, StoredMessage, StoredSession, unix_millis};
 use crate::ClientInfo;
 use crate::state::{PendingWill, Queued, Retained, SessionEntry, State};
 
@@ -104,8 +104,15 @@ pub(crate) fn recover(
     }
     for stored in snapshot.sessions {
         let id = stored.client_id.clone();
-        // A session connected at the crash counts as disconnected now.
+        // A session connected at the crash counts as disconnected now. That
+        // start goes to the store (below): a later restart counts on from
+        // it rather than from itself again, which kept a session for ever
+        // on a broker restarted more often than its interval.
         let since = stored.disconnected_at.unwrap_or(now_unix);
+        let record_start = stored.disconnected_at.is_none().then(|| StoredSession {
+            disconnected_at: Some(since),
+            ..stored.clone()
+        });
         let expiry = stored.expiry_interval.min(max_session_expiry);
         let mut expires_at = expiry_deadline(expiry, since, now, now_unix);
         let will = stored.will.map(|will| PendingWill {
@@ -162,6 +169,9 @@ pub(crate) fn recover(
         entry.away().stored_at = Some(now);
         if let Some(at) = expires_at {
             state.schedule(&id, at);
+        }
+        if let Some(record) = record_start {
+            journal.push(StoreOp::PutSession(record));
         }
         state.sessions.insert(id, Box::new(entry));
         found.sessions += 1;
