@@ -1506,3 +1506,56 @@ fn a_session_connected_at_a_crash_expires_counting_from_the_first_restart() {
     });
     assert!(record(&store, "dev").is_none());
 }
+/// A store that fails its commits while `failing` is set.
+#[derive(Default)]
+struct FailingWhenSet {
+    inner: MemoryStore,
+    failing: AtomicBool,
+}
+
+impl Store for FailingWhenSet {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        self.inner.load()
+    }
+
+    fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Io(std::io::Error::other(
+                "no space left on device",
+            )));
+        }
+        self.inner.commit(ops)
+    }
+}
+
+// MQTT-3.1.2-6 (3.1.1: CleanSession 1 discards the previous session),
+// v5:MQTT-3.1.2-4 (Clean Start 1 discards it), v5:MQTT-3.1.2-23 (Session
+// Expiry Interval 0: not stored after the connection): a CONNACK that
+// discards a kept session, or stops keeping it, goes out only once the store
+// has done so. Before, it went out at once: with the deletion not committed
+// (a crash, or here a failing store), the discarded session came back after
+// the restart with its subscriptions and queued messages.
+#[tokio::test]
+async fn a_connack_that_discards_a_kept_session_waits_for_the_store() {
+    for (version, clean_start, expiry) in [
+        (V311, true, None),
+        (V5, true, Some(0)),
+        (V5, false, Some(0)),
+    ] {
+        let store = Arc::new(FailingWhenSet::default());
+        let broker = broker_on(store.clone()).await;
+        let (mut kept, _) = connect_kept(&broker, version, "c").await;
+        kept.sub(1, "t", QoS::AtLeastOnce).await;
+        kept.disconnect().await;
+        assert!(store.inner.load().unwrap().sessions.len() == 1);
+        store.failing.store(true, Ordering::SeqCst);
+        let mut c = Connect::new(version, MqttString::from("c"));
+        c.keep_alive = 0;
+        c.clean_start = clean_start;
+        c.properties.session_expiry_interval = expiry;
+        let mut peer = Peer::open(addr(&broker), version).await;
+        peer.send(c).await;
+        peer.expect_closed().await;
+        broker.shutdown().await;
+    }
+}

@@ -1854,9 +1854,14 @@ impl<S: Stream> Connection<S> {
                     // Nobody holds it (or the holder is gone): take it, in the
                     // same critical section so two newcomers cannot both win.
                     _ => {
-                        let (stored, offline, present, inflight) =
+                        let (stored, offline, present, inflight, discarded) =
                             self.register(&mut state, id, clean_start, expiry, reader.clone());
                         drop(state);
+                        if let Some(seq) = discarded {
+                            // The CONNACK says the kept session is gone (or
+                            // no longer kept): once the store says so too.
+                            self.durable_at = self.durable_at.max(seq);
+                        }
                         self.inflight_seq = (!inflight.is_empty()).then(|| Box::new(inflight));
                         return (stored, offline, present);
                     }
@@ -1890,15 +1895,24 @@ impl<S: Stream> Connection<S> {
         clean_start: bool,
         expiry: u32,
         reader: Option<Arc<ClientInfo>>,
-    ) -> (SessionState, VecDeque<Queued>, bool, HashMap<PacketId, u64>) {
+    ) -> (
+        SessionState,
+        VecDeque<Queued>,
+        bool,
+        HashMap<PacketId, u64>,
+        Option<u64>,
+    ) {
         let existed = state.sessions.contains_key(id);
         let persistent = state.journal.is_some() && expiry > 0;
+        // The journal position of a kept session's deletion: the CONNACK
+        // waits for it [MQTT-3.1.2-6], or a crash brings the session back.
+        let mut discarded = None;
         if existed && (clean_start || !persistent) {
             // A session that ends, or stops being kept, leaves the store.
             if let Some(journal) = &state.journal
                 && state.sessions.get(id).is_some_and(|e| e.persistent)
             {
-                journal.push(StoreOp::DeleteSession(id.clone()));
+                discarded = Some(journal.push(StoreOp::DeleteSession(id.clone())));
             }
             if let Some(entry) = state.sessions.get_mut(id) {
                 entry.persistent = false;
@@ -1961,7 +1975,13 @@ impl<S: Stream> Connection<S> {
                 }
             }
         }
-        (stored, offline, existed && !clean_start, inflight)
+        (
+            stored,
+            offline,
+            existed && !clean_start,
+            inflight,
+            discarded,
+        )
     }
 
     /// A filter of a SUBSCRIBE or UNSUBSCRIBE. `$share/{group}/{filter}` is
