@@ -1559,3 +1559,121 @@ async fn a_connack_that_discards_a_kept_session_waits_for_the_store() {
         broker.shutdown().await;
     }
 }
+
+/// A store whose commits wait while `closed` is set (a disk that has
+/// become very slow), recording the payload bytes each commit carried.
+#[derive(Default)]
+struct GatedStore {
+    inner: MemoryStore,
+    closed: Mutex<bool>,
+    opened: std::sync::Condvar,
+    commits: Mutex<Vec<usize>>,
+}
+
+impl GatedStore {
+    fn set_closed(&self, closed: bool) {
+        *self.closed.lock().unwrap() = closed;
+        self.opened.notify_all();
+    }
+}
+
+impl Store for GatedStore {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        self.inner.load()
+    }
+
+    fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        let mut closed = self.closed.lock().unwrap();
+        while *closed {
+            closed = self.opened.wait(closed).unwrap();
+        }
+        drop(closed);
+        let bytes = ops
+            .iter()
+            .map(|op| match op {
+                StoreOp::PutMessage { message, .. } => message.publish.payload.len(),
+                _ => 0,
+            })
+            .sum();
+        self.commits.lock().unwrap().push(bytes);
+        self.inner.commit(ops)
+    }
+}
+
+// Bounds: under periodic commits, a store that falls behind (a slow disk)
+// holds back the publishers that feed it once the journal holds about 64 MiB,
+// rather than letting the journal grow without bound in memory. Before, a
+// publisher whose messages went to a kept session was acknowledged as fast as
+// it sent while commits were stuck: all of its 100 MiB waited in memory.
+#[tokio::test]
+async fn a_store_that_falls_behind_holds_back_its_publishers() {
+    const SIZE: usize = 512 * 1024;
+    const COUNT: u16 = 200; // 100 MiB
+    let store = Arc::new(GatedStore::default());
+    let mut limits = fulmar_broker::Limits::default();
+    limits.max_packet_size = std::num::NonZeroU32::new(2 * 1024 * 1024).unwrap();
+    limits.max_queued_bytes = 1 << 30;
+    let broker = start_with(
+        Broker::builder()
+            .store(store.clone())
+            .limits(limits)
+            .durability(Durability::Periodic(std::time::Duration::from_millis(10))),
+    )
+    .await;
+    let (mut sub, _) = connect_kept(&broker, V5, "slow-disk").await;
+    sub.sub(1, "big", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    wait_until("the subscription committed", || {
+        record(&store.inner, "slow-disk").is_some_and(|s| s.subscriptions.len() == 1)
+    })
+    .await;
+    store.set_closed(true);
+    let mut publisher = Peer::connect(addr(&broker), V5, "p").await;
+    let payload = bytes::Bytes::from(vec![b'x'; SIZE]);
+    let mut acknowledged = 0;
+    let mut held = None;
+    for i in 1..=COUNT {
+        let mut p = publish("big", "", QoS::AtLeastOnce);
+        p.payload = payload.clone();
+        p.packet_id = Some(pid(i));
+        publisher.send(p).await;
+        // Held back: no PUBACK while the store is stuck (the wait ends the
+        // loop; it asserts nothing about speed).
+        let ack = tokio::time::timeout(std::time::Duration::from_secs(3), publisher.recv()).await;
+        match ack {
+            Ok(Packet::PubAck(ack)) => {
+                assert_eq!(ack.packet_id, pid(i));
+                acknowledged += 1;
+            }
+            Ok(other) => panic!("expected PUBACK, got {other:?}"),
+            Err(_) => {
+                held = Some(i);
+                break;
+            }
+        }
+    }
+    let held = held.unwrap_or_else(|| {
+        panic!(
+            "all {COUNT} messages ({} MiB) acknowledged while nothing was committed",
+            (usize::from(COUNT) * SIZE) >> 20
+        )
+    });
+    assert!(
+        acknowledged * SIZE <= 80 << 20,
+        "{acknowledged} messages acknowledged while nothing was committed"
+    );
+    // The disk comes back: the held message is acknowledged, the rest too.
+    store.set_closed(false);
+    assert!(matches!(publisher.recv().await, Packet::PubAck(a) if a.packet_id == pid(held)));
+    for i in held + 1..=COUNT {
+        let mut p = publish("big", "", QoS::AtLeastOnce);
+        p.payload = payload.clone();
+        p.packet_id = Some(pid(i));
+        publisher.send(p).await;
+        assert!(matches!(publisher.recv().await, Packet::PubAck(_)));
+    }
+    broker.shutdown().await;
+    let biggest = store.commits.lock().unwrap().iter().copied().max().unwrap();
+    assert!(biggest <= 96 << 20, "a commit of {} MiB", biggest >> 20);
+    assert_eq!(store.inner.load().unwrap().messages.len(), COUNT as usize);
+}

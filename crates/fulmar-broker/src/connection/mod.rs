@@ -1107,16 +1107,22 @@ impl<S: Stream> Connection<S> {
             // but none that depends on a change goes out while commits fail
             // (a crash would lose more than the one interval promised).
             if !wait_for_store && self.durable_at > 0 {
-                self.durable_at = 0;
-                if self
-                    .shared
-                    .journal
-                    .as_ref()
-                    .is_some_and(|journal| journal.is_failing())
-                {
-                    return Err(CodecError::Io(std::io::Error::other(
-                        "the store is failing: what depends on it is not acknowledged",
-                    )));
+                let durable_at = std::mem::take(&mut self.durable_at);
+                if let Some(journal) = self.shared.journal.clone() {
+                    if journal.is_failing() {
+                        return Err(CodecError::Io(std::io::Error::other(
+                            "the store is failing: what depends on it is not acknowledged",
+                        )));
+                    }
+                    // A store behind its publishers (a slow disk): this
+                    // connection, which fed it, waits for its changes to be
+                    // committed before going on, as under `Immediate`,
+                    // rather than the journal growing without bound.
+                    if journal.backlogged() && journal.wait(durable_at).await.is_err() {
+                        return Err(CodecError::Io(std::io::Error::other(
+                            "the store failed: what depends on it is not acknowledged",
+                        )));
+                    }
                 }
             }
             let mut wrote = false;

@@ -33,6 +33,11 @@ struct Bounds {
     /// given up rather than held for another attempt.
     max_changes: usize,
     max_bytes: usize,
+    /// Queued changes holding this many bytes, or this many changes, hold
+    /// back the connections that push more ([`Journal::backlogged`]) until
+    /// the writer catches up (a slow disk); the number also wakes the writer.
+    pace_bytes: usize,
+    pace_changes: usize,
 }
 
 impl Default for Bounds {
@@ -41,6 +46,8 @@ impl Default for Bounds {
             wake_bytes: WAKE_BYTES,
             max_changes: MAX_BACKLOG,
             max_bytes: MAX_BACKLOG_BYTES,
+            pace_bytes: PACE_BYTES,
+            pace_changes: PACE_CHANGES,
         }
     }
 }
@@ -133,7 +140,8 @@ impl Journal {
         let first = q.ops.is_empty();
         q.bytes += op_bytes(&op);
         q.ops.push(op);
-        let urgent = !q.urgent && q.bytes >= self.bounds.wake_bytes;
+        let urgent = !q.urgent
+            && (q.bytes >= self.bounds.wake_bytes || q.ops.len() >= self.bounds.pace_changes);
         q.urgent |= urgent;
         drop(q);
         // Periodic: the writer sleeps while there is nothing, and collects
@@ -143,6 +151,16 @@ impl Journal {
             self.wake.notify_one();
         }
         seq
+    }
+
+    /// Whether the changes waiting for the writer passed the bound past which
+    /// the connections that push more wait for their commit before going on
+    /// (under [`Durability::Periodic`] too): a store slower than its
+    /// publishers (a slow disk) holds them back instead of the journal
+    /// growing without bound in memory.
+    pub(crate) fn backlogged(&self) -> bool {
+        let q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        q.bytes >= self.bounds.pace_bytes || q.ops.len() >= self.bounds.pace_changes
     }
 
     /// While the returned guard lives, the changes pushed (by anyone) go into
@@ -327,6 +345,12 @@ const MAX_BACKLOG_BYTES: usize = 256 << 20;
 /// Queued changes of this many bytes are taken at once: a periodic
 /// interval, or the back-off of a failing store, does not hold more.
 const WAKE_BYTES: usize = 32 << 20;
+/// Queued changes of this many bytes hold back the connections that push
+/// more until they are committed ([`Journal::backlogged`]).
+const PACE_BYTES: usize = 2 * WAKE_BYTES;
+/// Queued changes this many hold back the connections that push more, and
+/// are taken at once.
+const PACE_CHANGES: usize = MAX_BACKLOG / 2;
 
 /// About how many bytes a change holds in memory: its message (payload,
 /// topic, properties) and a fixed overhead. A payload shared by several
@@ -574,6 +598,8 @@ mod tests {
             wake_bytes: 10_000,
             max_changes: 1_000_000,
             max_bytes: 50_000,
+            pace_bytes: 20_000,
+            pace_changes: 1_000,
         }
     }
 

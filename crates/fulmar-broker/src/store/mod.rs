@@ -39,7 +39,10 @@ pub enum Durability {
     /// of them wait); acknowledgements do not wait. A crash loses up to one
     /// interval of acknowledged messages. While commits fail, an
     /// acknowledgement that depends on a change is refused as under
-    /// `Immediate` (the client's connection is closed).
+    /// `Immediate` (the client's connection is closed). While the store
+    /// falls behind (a slow disk: about 64 MiB or 50 000 changes waiting),
+    /// the connections that add changes wait for their commit as under
+    /// `Immediate`, which holds their publishers back.
     Periodic(Duration),
 }
 
@@ -268,7 +271,10 @@ pub struct Snapshot {
 /// client sends its message again later). At shutdown, or with more than
 /// 100 000 changes or about 256 MiB of messages waiting, the broker gives
 /// up: nothing more is written. Under [`Durability::Periodic`], about
-/// 32 MiB of changes are committed without waiting for the interval.
+/// 32 MiB of changes are committed without waiting for the interval, and
+/// with about 64 MiB or 50 000 changes waiting for a store that is slower
+/// than its publishers, the connections that add more wait for their commit
+/// (under [`Durability::Immediate`] they always do).
 ///
 /// # Example
 ///
