@@ -378,3 +378,41 @@ async fn qos1_identifiers_survive_a_kill() {
     broker.kill().unwrap();
     broker.wait().unwrap();
 }
+
+/// An empty store file (what a crash while the file was first created
+/// leaves, or a file emptied by something else) starts an empty store, and
+/// the log says so rather than losing what it held silently.
+#[test]
+fn an_empty_store_file_is_reported() {
+    use std::io::BufRead;
+    let dir = temp_dir();
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("fulmar.redb"), b"").unwrap();
+    let mut child = Broker(
+        fulmar()
+            .args(["broker", "-p", &free_port().to_string(), "--data-dir"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.stderr.take().unwrap();
+    let mut before = Vec::new();
+    for line in std::io::BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+    {
+        if line.contains("listening on") {
+            break;
+        }
+        before.push(line);
+    }
+    assert!(
+        before
+            .iter()
+            .any(|line| line.contains("the store file is empty")),
+        "{before:#?}"
+    );
+}

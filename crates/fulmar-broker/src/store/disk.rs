@@ -101,6 +101,14 @@ impl DiskStore {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir)?;
         let path = dir.join(FILE);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            // What a crash while the file was first created leaves, but
+            // also a store emptied by something else: said, not silent.
+            tracing::warn!(
+                path = %path.display(),
+                "the store file is empty: starting with an empty store"
+            );
+        }
         let mut db = open_checked(&path)
             .map_err(|e| StoreError::Engine(format!("{}: {e}", path.display())))?;
         // Give back the space of what was deleted before the last stop (freed
