@@ -66,6 +66,43 @@ impl OutAliases {
         tables.last = stored.zip(publish.properties.topic_alias);
     }
 
+    /// What [`apply`](Self::apply) would do to a PUBLISH to `topic`, done
+    /// to the allocator but not to a packet: the Topic Alias to set and
+    /// whether the topic name stays, or `None` if the packet would be left
+    /// as it is. The sender builds the packet accordingly, and does not
+    /// clone a topic that an alias replaces.
+    #[inline]
+    pub(crate) fn decide(
+        &mut self,
+        maximum: u16,
+        topic: &MqttString,
+    ) -> Option<(Option<NonZeroU16>, bool)> {
+        if topic.is_empty() {
+            return None;
+        }
+        if maximum != 0
+            && let Some(tables) = &self.tables
+            && let Some((last, alias)) = &tables.last
+            && last == topic
+        {
+            // The memo of `apply`, without a packet.
+            return Some((Some(*alias), false));
+        }
+        self.decide_slow(maximum, topic)
+    }
+
+    /// [`decide`](Self::decide) through `apply` on a stand-in packet.
+    #[cold]
+    fn decide_slow(
+        &mut self,
+        maximum: u16,
+        topic: &MqttString,
+    ) -> Option<(Option<NonZeroU16>, bool)> {
+        let mut publish = Publish::new(topic.clone(), bytes::Bytes::new());
+        self.apply(maximum, &mut publish);
+        Some((publish.properties.topic_alias, !publish.topic.is_empty()))
+    }
+
     /// Whether the allocator exists (allocated).
     #[cfg(test)]
     pub(crate) fn is_allocated(&self) -> bool {
@@ -108,11 +145,13 @@ impl Conn {
         self.out_aliases = OutAliases::default();
     }
 
-    /// Gives `publish` a topic alias if the peer allows it (see
-    /// [`OutAliases::apply`]).
+    /// [`OutAliases::decide`] for a PUBLISH to `topic`.
     #[inline]
-    pub(crate) fn apply_out_alias(&mut self, publish: &mut Publish) {
-        self.out_aliases.apply(self.out_alias_maximum, publish);
+    pub(crate) fn decide_out_alias(
+        &mut self,
+        topic: &MqttString,
+    ) -> Option<(Option<NonZeroU16>, bool)> {
+        self.out_aliases.decide(self.out_alias_maximum, topic)
     }
 }
 
@@ -133,13 +172,23 @@ mod tests {
             let names = ["a", "b", "c/d", "e", "", "a"];
             let mut bare = TopicAliasAllocator::new(maximum);
             let mut memo = OutAliases::default();
+            let mut twin = OutAliases::default();
             for t in topics {
                 let name = names.get(t).copied().unwrap_or("a");
                 let publish = Publish::new(MqttString::from(name), Bytes::new());
                 let (mut a, mut b) = (publish.clone(), publish);
                 bare.apply(&mut a);
                 memo.apply(maximum, &mut b);
-                prop_assert_eq!(a, b);
+                prop_assert_eq!(&a, &b);
+                // `decide` on a twin gives the same packet.
+                let mut c = Publish::new(MqttString::from(name), Bytes::new());
+                if let Some((alias, keep)) = twin.decide(maximum, &c.topic) {
+                    c.properties.topic_alias = alias;
+                    if !keep {
+                        c.topic = MqttString::new();
+                    }
+                }
+                prop_assert_eq!(&c, &b);
             }
         }
     }

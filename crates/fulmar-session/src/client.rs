@@ -239,26 +239,16 @@ impl Session {
         match packet {
             Packet::Publish(publish) => self.receive_publish(publish),
             Packet::PubAck(ack) => {
-                if let Some(out) = self.out.existing_mut() {
-                    out.on_puback(ack, &mut self.events);
-                }
+                self.receive_puback(ack);
                 Ok(())
             }
             Packet::PubRec(rec) => {
-                let v5 = self.version == ProtocolVersion::V5;
-                self.out.get_mut(self.out_cursor).on_pubrec(
-                    rec,
-                    v5,
-                    &mut self.transmit,
-                    &mut self.events,
-                );
+                self.receive_pubrec(rec);
                 Ok(())
             }
             Packet::PubRel(rel) => self.receive_pubrel(rel.packet_id),
             Packet::PubComp(comp) => {
-                if let Some(out) = self.out.existing_mut() {
-                    out.on_pubcomp(comp, &mut self.events);
-                }
+                self.receive_pubcomp(comp);
                 Ok(())
             }
             Packet::SubAck(ack) => self.on_suback(ack),

@@ -19,9 +19,22 @@ use crate::session::{Session, State};
 impl Session {
     /// A PUBLISH from the peer (role-specific checks are done by the caller).
     pub(crate) fn receive_publish(&mut self, mut publish: Publish) -> Result<(), Error> {
-        self.resolve_topic(&mut publish)?;
+        if self.accept_publish(&mut publish)? {
+            self.events.push_back(Event::Message(publish));
+        }
+        Ok(())
+    }
+
+    /// The same as [`receive_publish`](Self::receive_publish) but for the
+    /// [`Event::Message`]: resolves the topic of `publish` in place, queues
+    /// its acknowledgement, and returns whether it is to be reported (a
+    /// message to deliver). The caller reports it from where it lies: a
+    /// `Publish` is a large value, and every move is a copy.
+    #[inline]
+    pub(crate) fn accept_publish(&mut self, publish: &mut Publish) -> Result<bool, Error> {
+        self.resolve_topic(publish)?;
         match (publish.qos, publish.packet_id) {
-            (QoS::AtMostOnce, None) => self.events.push_back(Event::Message(publish)),
+            (QoS::AtMostOnce, None) => Ok(true),
             (QoS::AtLeastOnce, Some(id)) => {
                 if self.config.manual_acks && self.conn.unacked(id, QoS::AtLeastOnce) {
                     // Its PUBACK has not been sent: the identifier is still in
@@ -31,7 +44,7 @@ impl Session {
                     // again: the PUBACK that `ack` releases answers both.
                     // Otherwise a 3.1.1 peer, which no Receive Maximum limits,
                     // could grow the queue without bound by resending it.
-                    return Ok(());
+                    return Ok(false);
                 }
                 self.check_receive_maximum()?;
                 // MQTT-4.3.2-4: PUBACK with the same identifier, in order of receipt (MQTT-4.6.0-2).
@@ -43,35 +56,36 @@ impl Session {
                 } else {
                     self.transmit.push_puback(id);
                 }
-                self.events.push_back(Event::Message(publish));
+                Ok(true)
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 if !self.incoming_qos2.contains(id) {
                     self.check_receive_maximum()?;
                     self.incoming_qos2.insert(id);
-                    self.events.push_back(Event::Message(publish));
                     if self.config.manual_acks {
                         self.conn
                             .extra_mut()
                             .unacked
                             .push_back((id, QoS::ExactlyOnce, false));
-                        return Ok(());
+                        return Ok(true);
                     }
-                } else {
-                    // Sent again on this connection: it counts against the
-                    // Receive Maximum again.
-                    self.conn.uncarry_qos2(id);
-                    if self.conn.unacked(id, QoS::ExactlyOnce) {
-                        // Not acknowledged by the application yet: the PUBREC follows `ack`.
-                        return Ok(());
-                    }
+                    // MQTT-4.3.3-8: PUBREC.
+                    self.transmit.push_pubrec(id);
+                    return Ok(true);
                 }
-                // MQTT-4.3.3-8 / MQTT-4.3.3-10: PUBREC, also for a duplicate.
+                // Sent again on this connection: it counts against the
+                // Receive Maximum again.
+                self.conn.uncarry_qos2(id);
+                if self.conn.unacked(id, QoS::ExactlyOnce) {
+                    // Not acknowledged by the application yet: the PUBREC follows `ack`.
+                    return Ok(false);
+                }
+                // MQTT-4.3.3-10: PUBREC for a duplicate too, not delivered again.
                 self.transmit.push_pubrec(id);
+                Ok(false)
             }
-            _ => return Err(ProtocolViolation::PacketIdMismatch.into()),
+            _ => Err(ProtocolViolation::PacketIdMismatch.into()),
         }
-        Ok(())
     }
 
     /// Resolves the Topic Alias of an inbound PUBLISH now, in its order of

@@ -3,11 +3,12 @@
 //! order, the send quota (MQTT 5.0 section 4.9) and retransmission on resume.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU16;
 use std::time::Instant;
 
 use fulmar_codec::{
-    AckProperties, Packet, PacketId, PubAck, PubComp, PubRec, PubRecReasonCode, PubRelReasonCode,
-    Publish, PublishProperties, QoS, ReasonCode,
+    AckProperties, MqttString, Packet, PacketId, PubAck, PubComp, PubRec, PubRecReasonCode,
+    PubRelReasonCode, Publish, PublishProperties, QoS, ReasonCode,
 };
 
 use crate::error::LimitExceeded;
@@ -150,11 +151,10 @@ impl IntoIterator for PendingQueue {
     }
 }
 
-/// What `Outbound::next` did.
+/// What `Outbound::prepare` did.
 pub(crate) enum Next {
-    /// It put a PUBLISH to send in `out` (written in place: a `Packet` is a
-    /// large value, and every move is a copy).
-    Sent,
+    /// A PUBLISH is ready for `Outbound::take`.
+    Ready,
     /// This message was dropped instead: its packet identifier (QoS 1/2),
     /// its number (see [`Outbound::published`]; 0 for a message sent before,
     /// or restored), and why.
@@ -212,6 +212,19 @@ impl InFlight {
         ids.set_seq(entry.id, seq);
         self.count += 1;
         self.slots.push_back(Some(entry));
+    }
+
+    /// Appends an empty slot for the entry of `id`, to be filled at once
+    /// (its identifier must not be in the table), and marks its identifier
+    /// in use and in flight. The entry is written where it stays: it holds
+    /// a whole `Publish`, and every move is a copy.
+    #[inline]
+    fn push_slot(&mut self, ids: &mut PacketIds, id: PacketId) -> Option<&mut Option<Entry>> {
+        let seq = self.first + self.slots.len() as u64;
+        ids.set_seq(id, seq);
+        self.count += 1;
+        self.slots.push_back(None);
+        self.slots.back_mut()
     }
 
     /// Removes the entry for `id` if `pred` accepts it, and frees the
@@ -471,47 +484,48 @@ impl Outbound {
         self.inflight.get(&self.ids, id).map(|e| &e.stage)
     }
 
-    /// The next PUBLISH to send: retransmissions first while fewer than
-    /// `limit` QoS 1/2 messages are live, then the queue while fewer than
-    /// `limit` are in flight at all (so the table never exceeds `limit`). `check` may veto a queued
-    /// message (peer limits); expired queued messages are dropped.
-    pub(crate) fn next(
+    /// Gets the next PUBLISH to send ready for [`take`](Self::take):
+    /// retransmissions first while fewer than `limit` QoS 1/2 messages are
+    /// live, then the queue while fewer than `limit` are in flight at all (so
+    /// the table never exceeds `limit`). `check` may veto a message (peer
+    /// limits); expired queued messages are dropped. [`Next::Ready`]: `take`
+    /// hands the message out next, and nothing else may change the
+    /// outbound half in between.
+    ///
+    /// In two steps so that `take` builds the packet straight into its
+    /// return value: a `Packet` is a large value, and every move is a copy.
+    pub(crate) fn prepare(
         &mut self,
         limit: usize,
         now: Instant,
         check: impl Fn(&Publish) -> Option<DropReason>,
-        out: &mut Option<Packet>,
     ) -> Next {
         while let Some(id) = self.resend.front().copied() {
             if self.live >= limit {
                 return Next::Nothing;
             }
-            self.resend.pop_front();
-            let Some(entry) = self.inflight.get_mut(&self.ids, id) else {
-                continue;
-            };
-            if let Stage::Publish(p) = &entry.stage {
-                let mut p = sent_copy(p);
-                // MQTT-3.3.1-1: a re-delivery carries DUP.
-                p.dup = true;
-                // v5:MQTT-3.3.2-6: less the time it has waited since.
-                age_started(&mut p, now.saturating_duration_since(entry.since));
+            if let Some(Entry {
+                stage: Stage::Publish(p),
+                since,
+                ..
+            }) = self.inflight.get(&self.ids, id)
+            {
+                // The copy `take` will send (checked here, rebuilt there: a
+                // resend is rare).
+                let p = sent_copy(p, Resend::Dup(aged(p, *since, now)), SendAs::STORED);
                 if let Some(reason) = check(&p) {
                     // The peer of this connection set lower limits (a smaller
                     // Maximum Packet Size, v5:MQTT-3.2.2-15 and
                     // v5:MQTT-3.1.2-24) than the one it was first sent to:
                     // dropped as a new message would be (MQTT-3.1.2-25: a
                     // server behaves as if it had been delivered).
+                    self.resend.pop_front();
                     self.remove(id);
                     return Next::Dropped(Some(id), 0, reason);
                 }
-                if !entry.live {
-                    entry.live = true;
-                    self.live += 1;
-                }
-                *out = Some(Packet::Publish(p));
-                return Next::Sent;
+                return Next::Ready;
             }
+            self.resend.pop_front();
         }
         let Some(front) = self.pending.front_mut() else {
             return Next::Nothing;
@@ -537,28 +551,82 @@ impl Outbound {
         if dropped.is_none() {
             dropped = check(publish);
         }
+        let Some(reason) = dropped else {
+            return Next::Ready;
+        };
         let packet_id = publish.packet_id;
         let number = front.number;
-        if let Some(reason) = dropped {
-            self.pending.pop_front();
-            self.shrink_pending();
-            return self.drop_pending(packet_id, number, reason);
-        }
-        match packet_id {
-            Some(id) => {
-                *out = Some(Packet::Publish(sent_copy(publish)));
-                if let Some(Pending { publish, .. }) = self.pending.pop_front() {
-                    self.insert(id, Stage::Publish(publish), true, now);
-                }
-            }
-            None => {
-                if let Some(Pending { publish, .. }) = self.pending.pop_front() {
-                    *out = Some(Packet::Publish(publish));
-                }
-            }
-        }
+        self.pending.pop_front();
         self.shrink_pending();
-        Next::Sent
+        self.drop_pending(packet_id, number, reason)
+    }
+
+    /// The message [`prepare`](Self::prepare) made ready (`None` if there
+    /// is none), as it is sent: `shape` says how, from the stored message.
+    /// A QoS 1/2 message from the queue moves to the in-flight table and a
+    /// copy is sent; a retransmission is a copy with DUP.
+    #[inline]
+    pub(crate) fn take(
+        &mut self,
+        now: Instant,
+        shape: impl FnOnce(&Publish) -> SendAs,
+    ) -> Option<Packet> {
+        if let Some(id) = self.resend.pop_front() {
+            let entry = self.inflight.get_mut(&self.ids, id)?;
+            let Stage::Publish(p) = &entry.stage else {
+                return None;
+            };
+            if !entry.live {
+                entry.live = true;
+                self.live += 1;
+            }
+            // MQTT-3.3.1-1: a re-delivery carries DUP; v5:MQTT-3.3.2-6: less
+            // the time it has waited since.
+            let expiry = aged(p, entry.since, now);
+            let how = shape(p);
+            return Some(Packet::Publish(sent_copy(p, Resend::Dup(expiry), how)));
+        }
+        let front = self.pending.front_mut()?;
+        let how = shape(&front.publish);
+        let Some(id) = front.publish.packet_id else {
+            let Pending { publish, .. } = self.pending.pop_front()?;
+            self.shrink_pending();
+            return Some(Packet::Publish(sent_move(publish, how)));
+        };
+        // Moved from the queue straight into a slot made for it in the
+        // in-flight table, then the copy is made from where it lies.
+        self.live += 1;
+        let slot = self.inflight.push_slot(&mut self.ids, id)?;
+        *slot = self.pending.pop_front().map(|q| Entry {
+            id,
+            stage: Stage::Publish(q.publish),
+            live: true,
+            since: now,
+        });
+        self.pending.shrink();
+        match slot {
+            Some(Entry {
+                stage: Stage::Publish(p),
+                ..
+            }) => Some(Packet::Publish(sent_copy(p, Resend::No, how))),
+            _ => None,
+        }
+    }
+
+    /// Both steps at once, for tests.
+    #[cfg(test)]
+    fn next(
+        &mut self,
+        limit: usize,
+        now: Instant,
+        check: impl Fn(&Publish) -> Option<DropReason>,
+        out: &mut Option<Packet>,
+    ) -> Next {
+        let next = self.prepare(limit, now, check);
+        if let Next::Ready = next {
+            *out = self.take(now, |_| SendAs::STORED);
+        }
+        next
     }
 
     fn shrink_pending(&mut self) {
@@ -880,34 +948,119 @@ pub(crate) fn whole_seconds(d: std::time::Duration) -> u32 {
     u32::try_from(d.as_millis().saturating_add(500) / 1000).unwrap_or(u32::MAX)
 }
 
-/// `publish.clone()`, the copy sent while the original stays in flight. The
-/// list properties (User Properties, Subscription Identifiers) are usually
-/// empty; cloning an empty `Vec` still costs a call, so those are made new.
-#[inline]
-fn sent_copy(publish: &Publish) -> Publish {
+/// How a PUBLISH goes out, decided by the session from the stored message.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SendAs {
+    /// Without properties (MQTT 3.1.1).
+    pub(crate) no_properties: bool,
+    /// The Topic Alias to send, and whether the topic name goes with it;
+    /// `None`: both as stored.
+    pub(crate) alias: Option<(Option<NonZeroU16>, bool)>,
+}
+
+impl SendAs {
+    /// As the message is stored.
+    pub(crate) const STORED: Self = Self {
+        no_properties: false,
+        alias: None,
+    };
+}
+
+/// Whether a copy is sent again.
+#[derive(Clone, Copy)]
+enum Resend {
+    /// First sent: as stored.
+    No,
+    /// Sent again: with DUP, and this Message Expiry Interval.
+    Dup(Option<u32>),
+}
+
+/// The Message Expiry Interval of `publish`, in flight since `since`, as it
+/// is sent again at `now` (see [`age_started`]).
+fn aged(publish: &Publish, since: Instant, now: Instant) -> Option<u32> {
+    let waited = whole_seconds(now.saturating_duration_since(since));
+    publish
+        .properties
+        .message_expiry_interval
+        .map(|interval| interval.saturating_sub(waited))
+}
+
+/// The copy of `publish` sent while the original stays in flight, shaped by
+/// `how`, built field by field where it is returned (and inlined, so that is
+/// where the caller returns it). The list properties (User Properties,
+/// Subscription Identifiers) are usually empty; cloning an empty `Vec`
+/// still costs a call, so those are made new; a topic sent as an alias only
+/// is not cloned.
+#[inline(always)]
+fn sent_copy(publish: &Publish, resend: Resend, how: SendAs) -> Publish {
     let props = &publish.properties;
-    let properties =
-        if props.user_properties.is_empty() && props.subscription_identifiers.is_empty() {
-            PublishProperties {
-                payload_format_indicator: props.payload_format_indicator,
-                message_expiry_interval: props.message_expiry_interval,
-                topic_alias: props.topic_alias,
-                response_topic: props.response_topic.clone(),
-                correlation_data: props.correlation_data.clone(),
-                user_properties: Vec::new(),
-                subscription_identifiers: Vec::new(),
-                content_type: props.content_type.clone(),
-            }
-        } else {
-            props.clone()
-        };
+    let (topic_alias, keep_topic) = how.alias.unwrap_or((props.topic_alias, true));
+    let (dup, message_expiry_interval) = match resend {
+        Resend::No => (publish.dup, props.message_expiry_interval),
+        Resend::Dup(expiry) => (true, expiry),
+    };
+    let properties = if how.no_properties {
+        PublishProperties::default()
+    } else if props.user_properties.is_empty() && props.subscription_identifiers.is_empty() {
+        PublishProperties {
+            payload_format_indicator: props.payload_format_indicator,
+            message_expiry_interval,
+            topic_alias,
+            response_topic: props.response_topic.clone(),
+            correlation_data: props.correlation_data.clone(),
+            user_properties: Vec::new(),
+            subscription_identifiers: Vec::new(),
+            content_type: props.content_type.clone(),
+        }
+    } else {
+        PublishProperties {
+            message_expiry_interval,
+            topic_alias,
+            ..props.clone()
+        }
+    };
     Publish {
-        dup: publish.dup,
+        dup,
         qos: publish.qos,
         retain: publish.retain,
-        topic: publish.topic.clone(),
+        topic: if keep_topic {
+            publish.topic.clone()
+        } else {
+            MqttString::new()
+        },
         packet_id: publish.packet_id,
         payload: publish.payload.clone(),
+        properties,
+    }
+}
+
+/// `publish` itself (a QoS 0 message, not kept), shaped by `how`.
+#[inline(always)]
+fn sent_move(publish: Publish, how: SendAs) -> Publish {
+    let Publish {
+        dup,
+        qos,
+        retain,
+        mut topic,
+        packet_id,
+        payload,
+        mut properties,
+    } = publish;
+    if how.no_properties {
+        properties = PublishProperties::default();
+    } else if let Some((alias, keep_topic)) = how.alias {
+        properties.topic_alias = alias;
+        if !keep_topic {
+            topic = MqttString::new();
+        }
+    }
+    Publish {
+        dup,
+        qos,
+        retain,
+        topic,
+        packet_id,
+        payload,
         properties,
     }
 }
@@ -950,6 +1103,7 @@ mod tests {
 
     #[test]
     fn sent_copy_equals_clone() {
+        let sent_copy = |p: &Publish| super::sent_copy(p, Resend::No, SendAs::STORED);
         let mut p = Publish::new("a/b".into(), bytes::Bytes::from_static(b"x"));
         p.qos = QoS::ExactlyOnce;
         p.retain = true;
@@ -983,7 +1137,7 @@ mod tests {
         assert!(out.pending.capacity() >= 1000);
         let mut sent = Vec::new();
         let mut packet = None;
-        while let Next::Sent = out.next(1000, now, |_| None, &mut packet) {
+        while let Next::Ready = out.next(1000, now, |_| None, &mut packet) {
             if let Some(Packet::Publish(p)) = packet.take() {
                 sent.extend(p.packet_id);
             }
@@ -1025,7 +1179,7 @@ mod tests {
         let mut packet = None;
         assert!(matches!(
             out.next(10, now, |_| None, &mut packet),
-            Next::Sent
+            Next::Ready
         ));
         assert_eq!(out.pending_bytes(), 25);
         // Expired while queued.

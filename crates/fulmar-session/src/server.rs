@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use fulmar_codec::{
     AckProperties, Auth, ConnAck, ConnAckProperties, Connect, ConnectReasonCode, DecodeError,
-    MqttString, Packet, PacketId, ProtocolVersion, QoS, SubAck, SubAckReasonCode, Subscribe,
-    UnsubAck, UnsubAckReasonCode,
+    MqttString, Packet, PacketId, ProtocolVersion, Publish, QoS, SubAck, SubAckReasonCode,
+    Subscribe, UnsubAck, UnsubAckReasonCode,
 };
 
 use crate::config::{Config, MAX_EARLY_BYTES, MAX_EARLY_PACKETS};
@@ -356,7 +356,7 @@ impl Session {
         Ok(())
     }
 
-    fn arm_idle(&mut self, now: Instant) {
+    pub(crate) fn arm_idle(&mut self, now: Instant) {
         if self.conn.keep_alive > 0 {
             // MQTT-3.1.2-22 (v5) / MQTT-3.1.2-24 (3.1.1): one and a half times the keep alive.
             let ms = u64::from(self.conn.keep_alive) * 1500;
@@ -426,38 +426,20 @@ impl Session {
         self.arm_idle(now);
         match packet {
             Packet::Publish(publish) => {
-                if !publish.properties.subscription_identifiers.is_empty() {
-                    return Err(ProtocolViolation::SubscriptionIdentifierFromClient.into());
-                }
-                if publish.qos > self.config.maximum_qos {
-                    return Err(ProtocolViolation::QoSNotSupported(publish.qos).into());
-                }
-                if publish.retain && !self.config.retain_available {
-                    return Err(ProtocolViolation::RetainNotSupported.into());
-                }
+                self.check_client_publish(&publish)?;
                 self.receive_publish(publish)
             }
             Packet::PubAck(ack) => {
-                if let Some(out) = self.out.existing_mut() {
-                    out.on_puback(ack, &mut self.events);
-                }
+                self.receive_puback(ack);
                 Ok(())
             }
             Packet::PubRec(rec) => {
-                let v5 = self.version == ProtocolVersion::V5;
-                self.out.get_mut(self.out_cursor).on_pubrec(
-                    rec,
-                    v5,
-                    &mut self.transmit,
-                    &mut self.events,
-                );
+                self.receive_pubrec(rec);
                 Ok(())
             }
             Packet::PubRel(rel) => self.receive_pubrel(rel.packet_id),
             Packet::PubComp(comp) => {
-                if let Some(out) = self.out.existing_mut() {
-                    out.on_pubcomp(comp, &mut self.events);
-                }
+                self.receive_pubcomp(comp);
                 Ok(())
             }
             Packet::Subscribe(subscribe) => self.on_subscribe(subscribe),
@@ -493,6 +475,21 @@ impl Session {
                 Err(ProtocolViolation::UnexpectedPacket(other.packet_type()).into())
             }
         }
+    }
+
+    /// What a server checks in a client's PUBLISH before the rest.
+    #[inline]
+    pub(crate) fn check_client_publish(&self, publish: &Publish) -> Result<(), Error> {
+        if !publish.properties.subscription_identifiers.is_empty() {
+            return Err(ProtocolViolation::SubscriptionIdentifierFromClient.into());
+        }
+        if publish.qos > self.config.maximum_qos {
+            return Err(ProtocolViolation::QoSNotSupported(publish.qos).into());
+        }
+        if publish.retain && !self.config.retain_available {
+            return Err(ProtocolViolation::RetainNotSupported.into());
+        }
+        Ok(())
     }
 
     /// A SUBSCRIBE from the client, checked against the features the

@@ -6,15 +6,15 @@ use std::time::{Duration, Instant};
 
 use fulmar_codec::{
     AuthReasonCode, DecodeError, Disconnect, DisconnectProperties, DisconnectReasonCode,
-    EncodeError, MqttString, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode,
-    SubAckReasonCode, SubscriptionOptions,
+    EncodeError, MqttString, Packet, PacketId, ProtocolVersion, PubAck, PubComp, PubRec, Publish,
+    QoS, ReasonCode, SubAckReasonCode, SubscriptionOptions,
 };
 
 use crate::config::Config;
 use crate::error::{ApiError, Error, Initiator, LimitExceeded, ProtocolViolation};
 use crate::event::{DropReason, Event};
 use crate::lazy::{InboundQos2, LazyOutbound, Subscriptions};
-use crate::outbound::{Next, Outbound};
+use crate::outbound::{Next, Outbound, SendAs};
 use crate::state::SessionState;
 use crate::timer::{Timer, Timers};
 use crate::transmit::TxQueue;
@@ -554,8 +554,34 @@ impl Session {
     /// counts it as sent (keep-alive, see the drain order).
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Packet> {
-        // The packet stays in `out` (the return value) and is changed in
-        // place: `Packet` is a large value, and every move is a copy.
+        // Each way out returns a packet built where this function returns
+        // it: `Packet` is a large value, and every move is a copy.
+        if let Some(ping) = self.transmit.front_small()
+            && self
+                .conn
+                .peer
+                .maximum_packet_size
+                .is_none_or(|max| max >= TxQueue::SMALL_MAX)
+        {
+            // An acknowledgement without properties or a ping: nothing to
+            // strip, and it fits.
+            if self.state == State::Closing && self.transmit.len() == 1 {
+                self.state = State::Closed;
+            }
+            self.on_sent(ping);
+            return self.transmit.pop_front();
+        }
+        if !self.transmit.is_empty() {
+            return self.poll_queued();
+        }
+        if self.state == State::Connected {
+            return self.next_publish();
+        }
+        None
+    }
+
+    /// The next packet of the transmit queue, made to fit the peer's limits.
+    fn poll_queued(&mut self) -> Option<Packet> {
         let mut out = self.transmit.pop_front();
         if let Some(packet) = &mut out {
             if self.conn.no_problem_information {
@@ -575,13 +601,6 @@ impl Session {
                 self.state = State::Closed;
             }
             self.on_sent(matches!(packet, Packet::PingReq));
-            return out;
-        }
-        if self.state == State::Connected {
-            self.next_publish(&mut out);
-            if out.is_some() {
-                self.on_sent(false);
-            }
         }
         out
     }
@@ -690,27 +709,27 @@ impl Session {
         self.timers.next()
     }
 
-    /// Puts the next PUBLISH to send, if any, in `out`.
-    fn next_publish(&mut self, out: &mut Option<Packet>) {
-        let Some(now) = self.now else { return };
+    /// The next PUBLISH to send, if any.
+    fn next_publish(&mut self) -> Option<Packet> {
+        let now = self.now?;
         let limit = self.send_window();
         let peer = self.conn.peer;
         let (role, version) = (self.role, self.version);
         loop {
             // No outbound half: nothing to send.
-            let Some(outbound) = self.out.existing_mut() else {
-                return;
-            };
-            match outbound.next(limit, now, |p| outbound_check(role, version, &peer, p), out) {
-                Next::Sent => {
-                    if let Some(Packet::Publish(publish)) = out {
-                        if version.is_v3() {
-                            publish.properties = Default::default();
-                        } else if self.config.outbound_topic_aliases && self.alias_fits(publish) {
-                            self.conn.apply_out_alias(publish);
-                        }
-                    }
-                    return;
+            let outbound = self.out.existing_mut()?;
+            match outbound.prepare(limit, now, |p| outbound_check(role, version, &peer, p)) {
+                Next::Ready => {
+                    self.on_sent(false);
+                    let outbound = self.out.existing_mut()?;
+                    let aliases = self.config.outbound_topic_aliases;
+                    let conn = &mut self.conn;
+                    return outbound.take(now, |publish| SendAs {
+                        no_properties: version.is_v3(),
+                        alias: (!version.is_v3() && aliases && alias_fits(version, &peer, publish))
+                            .then(|| conn.decide_out_alias(&publish.topic))
+                            .flatten(),
+                    });
                 }
                 Next::Dropped(packet_id, number, reason) => {
                     // MQTT-3.1.2-25: a server behaves as if it delivered a
@@ -719,7 +738,7 @@ impl Session {
                     // it, to forget what it kept for the flow.
                     outbound.report_dropped(packet_id, number, reason, &mut self.events);
                 }
-                Next::Nothing => return,
+                Next::Nothing => return None,
             }
         }
     }
@@ -774,16 +793,6 @@ impl Session {
         }
     }
 
-    /// A new alias adds at most 4 bytes; only alias when that still fits.
-    fn alias_fits(&self, publish: &Publish) -> bool {
-        match self.conn.peer.maximum_packet_size {
-            None => true,
-            Some(max) => publish.encoded_len(self.version).is_ok_and(|len| {
-                u64::try_from(len).unwrap_or(u64::MAX).saturating_add(4) <= u64::from(max)
-            }),
-        }
-    }
-
     fn on_sent(&mut self, ping: bool) {
         let Some(now) = self.now else { return };
         if self.role == Role::Client
@@ -808,14 +817,72 @@ impl Session {
     /// # Errors
     /// The protocol violation or exceeded limit it caused; the connection is
     /// then closing (see the type docs). Ignored (`Ok`) once closed.
-    pub fn handle_packet(&mut self, packet: Packet, now: Instant) -> Result<(), Error> {
+    pub fn handle_packet(&mut self, mut packet: Packet, now: Instant) -> Result<(), Error> {
         self.now = Some(now);
         if matches!(self.state, State::Idle | State::Closing | State::Closed) {
             return Ok(());
         }
-        let result = match self.role {
-            Role::Client => self.client_packet(packet, now),
-            Role::Server => self.server_packet(packet, now),
+        // The packets of the QoS flows, connected, are handled here for both
+        // roles, a PUBLISH in place and reported from where it lies: a
+        // `Packet` is a large value, and every move is a copy (also into a
+        // role's handler).
+        let result = if self.state != State::Connected {
+            self.role_packet(packet, now)
+        } else {
+            match packet {
+                Packet::Publish(_) => {
+                    let accepted = match &mut packet {
+                        Packet::Publish(publish) => match self.role {
+                            Role::Server => {
+                                // Whatever comes keeps the connection alive.
+                                self.arm_idle(now);
+                                self.check_client_publish(publish)
+                                    .and_then(|()| self.accept_publish(publish))
+                            }
+                            Role::Client => self.accept_publish(publish),
+                        },
+                        _ => Ok(false),
+                    };
+                    match accepted {
+                        Ok(true) => {
+                            if let Packet::Publish(publish) = packet {
+                                self.events.push_back(Event::Message(publish));
+                            }
+                            Ok(())
+                        }
+                        Ok(false) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+                Packet::PubAck(ack) => {
+                    if self.role == Role::Server {
+                        self.arm_idle(now);
+                    }
+                    self.receive_puback(ack);
+                    Ok(())
+                }
+                Packet::PubRec(rec) => {
+                    if self.role == Role::Server {
+                        self.arm_idle(now);
+                    }
+                    self.receive_pubrec(rec);
+                    Ok(())
+                }
+                Packet::PubRel(rel) => {
+                    if self.role == Role::Server {
+                        self.arm_idle(now);
+                    }
+                    self.receive_pubrel(rel.packet_id)
+                }
+                Packet::PubComp(comp) => {
+                    if self.role == Role::Server {
+                        self.arm_idle(now);
+                    }
+                    self.receive_pubcomp(comp);
+                    Ok(())
+                }
+                other => self.role_packet(other, now),
+            }
         };
         if self.role == Role::Client && self.state == State::Connected && self.conn.keep_alive > 0 {
             // The server was heard from: the liveness probe starts over.
@@ -1195,6 +1262,39 @@ impl Session {
         Ok(())
     }
 
+    /// A packet for the role's handler.
+    fn role_packet(&mut self, packet: Packet, now: Instant) -> Result<(), Error> {
+        match self.role {
+            Role::Client => self.client_packet(packet, now),
+            Role::Server => self.server_packet(packet, now),
+        }
+    }
+
+    /// A PUBACK from the peer.
+    #[inline]
+    pub(crate) fn receive_puback(&mut self, ack: PubAck) {
+        if let Some(out) = self.out.existing_mut() {
+            out.on_puback(ack, &mut self.events);
+        }
+    }
+
+    /// A PUBREC from the peer.
+    #[inline]
+    pub(crate) fn receive_pubrec(&mut self, rec: PubRec) {
+        let v5 = self.version == ProtocolVersion::V5;
+        self.out
+            .get_mut(self.out_cursor)
+            .on_pubrec(rec, v5, &mut self.transmit, &mut self.events);
+    }
+
+    /// A PUBCOMP from the peer.
+    #[inline]
+    pub(crate) fn receive_pubcomp(&mut self, comp: PubComp) {
+        if let Some(out) = self.out.existing_mut() {
+            out.on_pubcomp(comp, &mut self.events);
+        }
+    }
+
     /// Whether another inbound QoS 1/2 message would exceed our Receive Maximum.
     /// MQTT 5.0 only: a 3.1.1 peer is never told one (3.1.1 has no flow
     /// control), so it cannot break it. A server holds its clients to it; a
@@ -1254,6 +1354,18 @@ fn client_may_send(code: DisconnectReasonCode) -> bool {
         u8::from(code),
         0x00 | 0x04 | 0x80..=0x83 | 0x90 | 0x93..=0x99
     )
+}
+
+/// A new alias adds at most 4 bytes; only alias when that still fits.
+/// `publish` is the stored message: it has the size of the copy sent
+/// without an alias (DUP and a Message Expiry Interval change no size).
+fn alias_fits(version: ProtocolVersion, peer: &PeerLimits, publish: &Publish) -> bool {
+    match peer.maximum_packet_size {
+        None => true,
+        Some(max) => publish.encoded_len(version).is_ok_and(|len| {
+            u64::try_from(len).unwrap_or(u64::MAX).saturating_add(4) <= u64::from(max)
+        }),
+    }
 }
 
 /// Whether the peer's limits forbid sending `publish`.

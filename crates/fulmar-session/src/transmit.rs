@@ -102,6 +102,7 @@ impl TxQueue {
         false
     }
 
+    #[inline]
     pub(crate) fn pop_front(&mut self) -> Option<Packet> {
         // Each arm builds its `Option<Packet>` in place (a `Packet` is a
         // large value, and wrapping a finished one in `Some` is a copy).
@@ -126,6 +127,27 @@ impl TxQueue {
             Queued::PingResp => Some(Packet::PingResp),
             Queued::Other(packet) => Some(*packet),
         }
+    }
+
+    /// The largest packet a small entry stands for (a PUBREL with a reason
+    /// code is 5 bytes): a peer's Maximum Packet Size of at least this takes
+    /// any of them as it is.
+    pub(crate) const SMALL_MAX: u32 = 16;
+
+    /// Whether the next packet is stored small (an acknowledgement without
+    /// properties, or a ping), and if so whether it is a PINGREQ.
+    #[inline]
+    pub(crate) fn front_small(&self) -> Option<bool> {
+        match self.0.front()? {
+            Queued::Other(_) => None,
+            Queued::PingReq => Some(true),
+            _ => Some(false),
+        }
+    }
+
+    /// Packets queued.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
