@@ -423,29 +423,49 @@ impl Outbound {
     }
 
     /// Queues `publish`; assigns its packet identifier for QoS 1/2.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn enqueue(
         &mut self,
         mut publish: Publish,
         now: Instant,
         max_pending: usize,
     ) -> Result<Option<PacketId>, LimitExceeded> {
+        let (id, number) = self.admit(publish.qos, max_pending)?;
+        publish.dup = false;
+        publish.packet_id = id;
+        self.push_pending(publish, now, number);
+        Ok(id)
+    }
+
+    /// Takes a message of `qos` into the queue: its packet identifier (QoS
+    /// 1/2) and its number. The caller sets both on the message, with DUP
+    /// off, and queues it with [`push_pending`](Self::push_pending) (in two
+    /// steps so that the message is changed where it lies, then moved once).
+    #[inline]
+    pub(crate) fn admit(
+        &mut self,
+        qos: QoS,
+        max_pending: usize,
+    ) -> Result<(Option<PacketId>, u64), LimitExceeded> {
         if self.pending.len() >= max_pending {
             return Err(LimitExceeded::PendingQueueFull(max_pending));
         }
-        publish.dup = false;
-        publish.packet_id = match publish.qos {
+        let id = match qos {
             QoS::AtMostOnce => None,
             _ => Some(self.ids.allocate().ok_or(LimitExceeded::NoPacketId)?),
         };
-        let id = publish.packet_id;
         self.published += 1;
+        Ok((id, self.published))
+    }
+
+    /// Queues `publish`, admitted as message `number` by [`admit`](Self::admit).
+    #[inline(always)]
+    pub(crate) fn push_pending(&mut self, publish: Publish, now: Instant, number: u64) {
         self.pending.push_back(Pending {
             publish,
             queued_at: now,
-            number: self.published,
+            number,
         });
-        Ok(id)
     }
 
     #[inline]
@@ -999,26 +1019,6 @@ fn sent_copy(publish: &Publish, resend: Resend, how: SendAs) -> Publish {
         Resend::No => (publish.dup, props.message_expiry_interval),
         Resend::Dup(expiry) => (true, expiry),
     };
-    let properties = if how.no_properties {
-        PublishProperties::default()
-    } else if props.user_properties.is_empty() && props.subscription_identifiers.is_empty() {
-        PublishProperties {
-            payload_format_indicator: props.payload_format_indicator,
-            message_expiry_interval,
-            topic_alias,
-            response_topic: props.response_topic.clone(),
-            correlation_data: props.correlation_data.clone(),
-            user_properties: Vec::new(),
-            subscription_identifiers: Vec::new(),
-            content_type: props.content_type.clone(),
-        }
-    } else {
-        PublishProperties {
-            message_expiry_interval,
-            topic_alias,
-            ..props.clone()
-        }
-    };
     Publish {
         dup,
         qos: publish.qos,
@@ -1030,7 +1030,33 @@ fn sent_copy(publish: &Publish, resend: Resend, how: SendAs) -> Publish {
         },
         packet_id: publish.packet_id,
         payload: publish.payload.clone(),
-        properties,
+        // Field by field, each where it lies: a whole `PublishProperties`
+        // made first would be copied in.
+        properties: if how.no_properties {
+            PublishProperties::default()
+        } else {
+            PublishProperties {
+                payload_format_indicator: props.payload_format_indicator,
+                message_expiry_interval,
+                topic_alias,
+                response_topic: props.response_topic.clone(),
+                correlation_data: props.correlation_data.clone(),
+                user_properties: clone_list(&props.user_properties),
+                subscription_identifiers: clone_list(&props.subscription_identifiers),
+                content_type: props.content_type.clone(),
+            }
+        },
+    }
+}
+
+/// `list.clone()`, without a call for an empty list (the usual case).
+#[inline(always)]
+#[allow(clippy::ptr_arg)] // a `Vec` is cloned, with the capacity `Vec::clone` gives
+fn clone_list<T: Clone>(list: &Vec<T>) -> Vec<T> {
+    if list.is_empty() {
+        Vec::new()
+    } else {
+        list.clone()
     }
 }
 

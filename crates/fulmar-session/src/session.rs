@@ -1086,7 +1086,11 @@ impl Session {
         if out.pending_len() >= max_pending {
             out.expire(now, &mut self.events);
         }
-        Ok(out.enqueue(publish, now, max_pending)?)
+        let (id, number) = out.admit(publish.qos, max_pending)?;
+        publish.dup = false;
+        publish.packet_id = id;
+        out.push_pending(publish, now, number);
+        Ok(id)
     }
 
     /// Ends the connection with a DISCONNECT (MQTT 5.0: with `reason_code`;
@@ -1368,7 +1372,9 @@ fn alias_fits(version: ProtocolVersion, peer: &PeerLimits, publish: &Publish) ->
     }
 }
 
-/// Whether the peer's limits forbid sending `publish`.
+/// Whether the peer's limits forbid sending `publish`. Inlined: without a
+/// Maximum Packet Size it is a few comparisons.
+#[inline]
 fn outbound_check(
     role: Role,
     version: ProtocolVersion,
@@ -1384,6 +1390,12 @@ fn outbound_check(
         }
     }
     let max = peer.maximum_packet_size?;
+    too_large(version, max, publish)
+}
+
+/// Whether `publish` exceeds the peer's Maximum Packet Size `max`.
+#[inline(never)]
+fn too_large(version: ProtocolVersion, max: u32, publish: &Publish) -> Option<DropReason> {
     match sent_len(version, publish) {
         Some(size) if u64::try_from(size).unwrap_or(u64::MAX) <= u64::from(max) => None,
         _ => Some(DropReason::PacketTooLarge),
