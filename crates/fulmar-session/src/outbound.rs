@@ -290,7 +290,17 @@ impl InFlight {
     /// (one `drain` for all of them), then, if that was not enough, every
     /// hole by compacting. Holes are left alone until then: dropping them one
     /// at a time cost more than the rest of the removal.
+    #[inline]
     fn trim(&mut self, ids: &mut PacketIds) {
+        if self.count != 0 && self.slots.len() <= 2 * self.count + 16 {
+            return;
+        }
+        self.trim_now(ids);
+    }
+
+    /// [`trim`](Self::trim) past its quick check.
+    #[inline(never)]
+    fn trim_now(&mut self, ids: &mut PacketIds) {
         if self.count == 0 {
             self.first += self.slots.len() as u64;
             self.slots.clear();
@@ -520,32 +530,10 @@ impl Outbound {
         now: Instant,
         check: impl Fn(&Publish) -> Option<DropReason>,
     ) -> Next {
-        while let Some(id) = self.resend.front().copied() {
-            if self.live >= limit {
-                return Next::Nothing;
-            }
-            if let Some(Entry {
-                stage: Stage::Publish(p),
-                since,
-                ..
-            }) = self.inflight.get(&self.ids, id)
-            {
-                // The copy `take` will send (checked here, rebuilt there: a
-                // resend is rare).
-                let p = sent_copy(p, Resend::Dup(aged(p, *since, now)), SendAs::STORED);
-                if let Some(reason) = check(&p) {
-                    // The peer of this connection set lower limits (a smaller
-                    // Maximum Packet Size, v5:MQTT-3.2.2-15 and
-                    // v5:MQTT-3.1.2-24) than the one it was first sent to:
-                    // dropped as a new message would be (MQTT-3.1.2-25: a
-                    // server behaves as if it had been delivered).
-                    self.resend.pop_front();
-                    self.remove(id);
-                    return Next::Dropped(Some(id), 0, reason);
-                }
-                return Next::Ready;
-            }
-            self.resend.pop_front();
+        if !self.resend.is_empty()
+            && let Some(next) = self.prepare_resend(limit, now, &check)
+        {
+            return next;
         }
         let Some(front) = self.pending.front_mut() else {
             return Next::Nothing;
@@ -579,6 +567,47 @@ impl Outbound {
         self.pending.pop_front();
         self.shrink_pending();
         self.drop_pending(packet_id, number, reason)
+    }
+
+    /// The retransmission part of [`prepare`](Self::prepare), apart: it is
+    /// rare, and its copy of a message would make every call set up a large
+    /// frame. `None`: nothing left to resend.
+    #[cold]
+    #[inline(never)]
+    fn prepare_resend(
+        &mut self,
+        limit: usize,
+        now: Instant,
+        check: &impl Fn(&Publish) -> Option<DropReason>,
+    ) -> Option<Next> {
+        while let Some(id) = self.resend.front().copied() {
+            if self.live >= limit {
+                return Some(Next::Nothing);
+            }
+            if let Some(Entry {
+                stage: Stage::Publish(p),
+                since,
+                ..
+            }) = self.inflight.get(&self.ids, id)
+            {
+                // The copy `take` will send (checked here, rebuilt there: a
+                // resend is rare).
+                let p = sent_copy(p, Resend::Dup(aged(p, *since, now)), SendAs::STORED);
+                if let Some(reason) = check(&p) {
+                    // The peer of this connection set lower limits (a smaller
+                    // Maximum Packet Size, v5:MQTT-3.2.2-15 and
+                    // v5:MQTT-3.1.2-24) than the one it was first sent to:
+                    // dropped as a new message would be (MQTT-3.1.2-25: a
+                    // server behaves as if it had been delivered).
+                    self.resend.pop_front();
+                    self.remove(id);
+                    return Some(Next::Dropped(Some(id), 0, reason));
+                }
+                return Some(Next::Ready);
+            }
+            self.resend.pop_front();
+        }
+        None
     }
 
     /// The message [`prepare`](Self::prepare) made ready (`None` if there

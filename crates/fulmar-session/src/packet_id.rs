@@ -116,8 +116,16 @@ impl PacketIds {
     }
 
     /// Marks `id` in use and in flight with sequence number `seq`.
+    #[inline]
     pub(crate) fn set_seq(&mut self, id: PacketId, seq: u64) {
-        self.in_use.insert(id, seq);
+        // Usually in use already (allocated when its message was queued): a
+        // lookup costs less than an insertion.
+        match self.in_use.get_mut(&id) {
+            Some(slot) => *slot = seq,
+            None => {
+                self.in_use.insert(id, seq);
+            }
+        }
     }
 
     /// The map entry of `id`, whose value is its in-flight sequence number
