@@ -237,16 +237,14 @@ impl InFlight {
         id: PacketId,
         pred: impl FnOnce(&Entry) -> bool,
     ) -> Option<bool> {
-        let std::collections::hash_map::Entry::Occupied(seq) = ids.entry(id) else {
-            return None;
-        };
-        let index = usize::try_from(seq.get().checked_sub(self.first)?).ok()?;
+        let found = ids.find(id)?;
+        let index = usize::try_from(ids.seq_at(found)?.checked_sub(self.first)?).ok()?;
         let slot = self.slots.get_mut(index)?;
         let live = match slot {
             Some(entry) if entry.id == id && pred(entry) => entry.live,
             _ => return None,
         };
-        seq.remove();
+        ids.remove_at(found);
         *slot = None;
         self.count -= 1;
         self.trim(ids);
