@@ -255,7 +255,13 @@ impl InFlight {
     /// PUBREL awaiting PUBCOMP (its PUBLISH is dropped); returns whether there
     /// was one. The old slot becomes a hole and a new small entry is pushed,
     /// so the `Publish` is dropped in place instead of being copied along.
-    fn requeue_released(&mut self, ids: &mut PacketIds, id: PacketId, released: Stage) -> bool {
+    fn requeue_released(
+        &mut self,
+        ids: &mut PacketIds,
+        id: PacketId,
+        code: PubRecReasonCode,
+        properties: Option<Box<AckProperties>>,
+    ) -> bool {
         let back = self.first + self.slots.len() as u64;
         let Some(seq) = ids.seq_mut(id) else {
             return false;
@@ -274,12 +280,19 @@ impl InFlight {
         };
         *slot = None;
         *seq = back;
-        self.slots.push_back(Some(Entry {
-            id,
-            stage: released,
-            live,
-            since,
-        }));
+        // A slot first (`resize_with` writes `None` in place, where
+        // `push_back` copies a whole slot in), then the small entry written
+        // into it: pushed whole, the entry, as large as one holding a
+        // `Publish`, was built aside and copied in.
+        self.slots.resize_with(self.slots.len() + 1, || None);
+        if let Some(last) = self.slots.back_mut() {
+            *last = Some(Entry {
+                id,
+                stage: Stage::PubRel(code, properties),
+                live,
+                since,
+            });
+        }
         self.trim(ids);
         true
     }
@@ -735,8 +748,8 @@ impl Outbound {
                 // PUBRELs go out in PUBREC order (MQTT-4.6.0-4); the entry moves
                 // to the back so that a resume resends them in that order too.
                 let properties = (!rec.properties.is_empty()).then(|| Box::new(rec.properties));
-                let released = Stage::PubRel(rec.reason_code, properties);
-                self.inflight.requeue_released(&mut self.ids, id, released);
+                self.inflight
+                    .requeue_released(&mut self.ids, id, rec.reason_code, properties);
                 transmit.push_pubrel(id, PubRelReasonCode::Success);
             }
             // A duplicate PUBREC: the PUBREL may have been lost.
@@ -1277,8 +1290,9 @@ mod tests {
             assert_eq!(table.get(&ids, id(n)).map(|e| e.id), Some(id(n)));
             assert!(table.get_mut(&ids, id(n)).is_some());
         }
-        assert!(table.requeue_released(&mut ids, id(2), released()));
-        assert!(!table.requeue_released(&mut ids, id(9), released()));
+        let success = PubRecReasonCode::Success;
+        assert!(table.requeue_released(&mut ids, id(2), success, None));
+        assert!(!table.requeue_released(&mut ids, id(9), success, None));
         assert_eq!(order(&table), [4, 5, 1, 2]);
         assert!(
             table
