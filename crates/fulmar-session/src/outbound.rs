@@ -570,14 +570,26 @@ impl Outbound {
         if dropped.is_none() {
             dropped = check(publish);
         }
-        let Some(reason) = dropped else {
-            return Next::Ready;
+        match dropped {
+            None => Next::Ready,
+            Some(reason) => self.drop_front(reason),
+        }
+    }
+
+    /// Drops the queue's first message, for `reason`. Apart, cold: the
+    /// message popped to be dropped would give every `prepare` a large
+    /// frame.
+    #[cold]
+    #[inline(never)]
+    fn drop_front(&mut self, reason: DropReason) -> Next {
+        let Some(Pending {
+            publish, number, ..
+        }) = self.pending.pop_front()
+        else {
+            return Next::Nothing;
         };
-        let packet_id = publish.packet_id;
-        let number = front.number;
-        self.pending.pop_front();
         self.shrink_pending();
-        self.drop_pending(packet_id, number, reason)
+        self.drop_pending(publish.packet_id, number, reason)
     }
 
     /// The retransmission part of [`prepare`](Self::prepare), apart: it is

@@ -244,7 +244,7 @@ impl PacketIds {
     }
 
     /// Frees the identifier found (`found` is then stale).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn remove_at(&mut self, found: Found) {
         let mask = self.slots.len().wrapping_sub(1);
         let mut hole = found.0;
