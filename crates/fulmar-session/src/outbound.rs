@@ -53,6 +53,11 @@ struct Entry {
     /// reduced (first sent, or restored): a resend or a snapshot forwards
     /// the interval less the time since (v5 3.3.2.3.3).
     since: Instant,
+    /// Its place in send order: when it was put in the table or, for a
+    /// PUBREL, when its PUBREC came (see [`InFlight::values`]). 32 bits,
+    /// which fit in the entry's padding (it stays 256 bytes, and every
+    /// copy of it is a `memcpy` of its size); renumbered before they run out.
+    order: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -177,6 +182,8 @@ struct InFlight {
     first: u64,
     /// Entries in the table (slots that are not holes).
     count: usize,
+    /// The `order` of the next entry put in the table or released.
+    next_order: u32,
 }
 
 impl InFlight {
@@ -184,6 +191,7 @@ impl InFlight {
         slots: VecDeque::new(),
         first: 0,
         count: 0,
+        next_order: 0,
     };
 
     fn len(&self) -> usize {
@@ -207,11 +215,37 @@ impl InFlight {
     /// Appends `entry` (its identifier must not be in the table) and marks
     /// its identifier in use and in flight.
     #[inline]
-    fn push(&mut self, ids: &mut PacketIds, entry: Entry) {
+    fn push(&mut self, ids: &mut PacketIds, mut entry: Entry) {
         let seq = self.first + self.slots.len() as u64;
         ids.set_seq(entry.id, seq);
         self.count += 1;
+        entry.order = self.take_order();
         self.slots.push_back(Some(entry));
+    }
+
+    /// The next place in send order.
+    #[inline]
+    fn take_order(&mut self) -> u32 {
+        if self.next_order == u32::MAX {
+            self.renumber();
+        }
+        let order = self.next_order;
+        self.next_order += 1;
+        order
+    }
+
+    /// Numbers the entries' places in send order from 0 again, keeping
+    /// their order (once every four billion messages and releases).
+    #[cold]
+    fn renumber(&mut self) {
+        let mut entries: Vec<&mut Entry> = self.slots.iter_mut().flatten().collect();
+        entries.sort_unstable_by_key(|e| e.order);
+        let mut next = 0;
+        for entry in entries {
+            entry.order = next;
+            next += 1;
+        }
+        self.next_order = next;
     }
 
     /// Appends an empty slot for the entry of `id`, to be filled at once
@@ -251,49 +285,31 @@ impl InFlight {
         Some(live)
     }
 
-    /// Moves the entry for `id` to the back, as if it had just been sent, as a
-    /// PUBREL awaiting PUBCOMP (its PUBLISH is dropped); returns whether there
-    /// was one. The old slot becomes a hole and a new small entry is pushed,
-    /// so the `Publish` is dropped in place instead of being copied along.
+    /// Makes the entry for `id` a PUBREL awaiting PUBCOMP (its PUBLISH is
+    /// dropped) and moves it to the end of the send order, as if it had just
+    /// been sent; returns whether there was one. It stays in its slot (only
+    /// its `order` changes): moved to the back of the ring, it left a hole
+    /// there and took a new 256-byte slot.
     fn requeue_released(
         &mut self,
-        ids: &mut PacketIds,
+        ids: &PacketIds,
         id: PacketId,
         code: PubRecReasonCode,
         properties: Option<Box<AckProperties>>,
     ) -> bool {
-        let back = self.first + self.slots.len() as u64;
-        let Some(seq) = ids.seq_mut(id) else {
+        let Some(index) = self.index(ids, id) else {
             return false;
         };
-        let Some(index) = seq
-            .checked_sub(self.first)
-            .and_then(|i| usize::try_from(i).ok())
-        else {
+        if !matches!(self.slots.get(index), Some(Some(_))) {
             return false;
-        };
-        let Some(slot) = self.slots.get_mut(index) else {
-            return false;
-        };
-        let Some((live, since)) = slot.as_ref().map(|e| (e.live, e.since)) else {
-            return false;
-        };
-        *slot = None;
-        *seq = back;
-        // A slot first (`resize_with` writes `None` in place, where
-        // `push_back` copies a whole slot in), then the small entry written
-        // into it: pushed whole, the entry, as large as one holding a
-        // `Publish`, was built aside and copied in.
-        self.slots.resize_with(self.slots.len() + 1, || None);
-        if let Some(last) = self.slots.back_mut() {
-            *last = Some(Entry {
-                id,
-                stage: Stage::PubRel(code, properties),
-                live,
-                since,
-            });
         }
-        self.trim(ids);
+        // (Renumbering changes no slot.)
+        let order = self.take_order();
+        let Some(Some(entry)) = self.slots.get_mut(index) else {
+            return false;
+        };
+        entry.stage = Stage::PubRel(code, properties);
+        entry.order = order;
         true
     }
 
@@ -344,8 +360,15 @@ impl InFlight {
         }
     }
 
+    /// The entries in send order (see [`Entry::order`]): the order of the
+    /// slots, unless a PUBREC moved an entry to the end. Only for what is
+    /// rare (resuming, a snapshot, discarding the session): it sorts.
     fn values(&self) -> impl Iterator<Item = &Entry> {
-        self.slots.iter().flatten()
+        let mut entries: Vec<&Entry> = self.slots.iter().flatten().collect();
+        if !entries.is_sorted_by_key(|e| e.order) {
+            entries.sort_unstable_by_key(|e| e.order);
+        }
+        entries.into_iter()
     }
 
     fn values_mut(&mut self) -> impl Iterator<Item = &mut Entry> {
@@ -498,6 +521,7 @@ impl Outbound {
                 stage,
                 live,
                 since,
+                order: 0,
             },
         );
         if live {
@@ -668,12 +692,14 @@ impl Outbound {
         // Moved from the queue straight into a slot made for it in the
         // in-flight table, then the copy is made from where it lies.
         self.live += 1;
+        let order = self.inflight.take_order();
         let slot = self.inflight.push_slot(&mut self.ids, id)?;
         *slot = self.pending.pop_front().map(|q| Entry {
             id,
             stage: Stage::Publish(q.publish),
             live: true,
             since: now,
+            order,
         });
         self.pending.shrink();
         match slot {
@@ -761,7 +787,7 @@ impl Outbound {
                 // to the back so that a resume resends them in that order too.
                 let properties = (!rec.properties.is_empty()).then(|| Box::new(rec.properties));
                 self.inflight
-                    .requeue_released(&mut self.ids, id, rec.reason_code, properties);
+                    .requeue_released(&self.ids, id, rec.reason_code, properties);
                 transmit.push_pubrel(id, PubRelReasonCode::Success);
             }
             // A duplicate PUBREC: the PUBREL may have been lost.
@@ -1172,6 +1198,7 @@ mod tests {
             stage: released(),
             live: false,
             since: Instant::now(),
+            order: 0,
         }
     }
 
@@ -1278,6 +1305,22 @@ mod tests {
     }
 
     #[test]
+    fn send_order_survives_renumbering() {
+        let mut table = InFlight::default();
+        let mut ids = PacketIds::default();
+        table.next_order = u32::MAX - 3;
+        for n in 1..=5 {
+            table.push(&mut ids, entry(n));
+        }
+        let success = PubRecReasonCode::Success;
+        assert!(table.requeue_released(&ids, id(2), success, None));
+        assert!(table.requeue_released(&ids, id(1), success, None));
+        table.push(&mut ids, entry(6));
+        assert_eq!(order(&table), [3, 4, 5, 2, 1, 6]);
+        assert!(table.next_order < 16);
+    }
+
+    #[test]
     fn inflight_keeps_send_order_through_holes_and_compaction() {
         let mut table = InFlight::default();
         let mut ids = PacketIds::default();
@@ -1303,8 +1346,8 @@ mod tests {
             assert!(table.get_mut(&ids, id(n)).is_some());
         }
         let success = PubRecReasonCode::Success;
-        assert!(table.requeue_released(&mut ids, id(2), success, None));
-        assert!(!table.requeue_released(&mut ids, id(9), success, None));
+        assert!(table.requeue_released(&ids, id(2), success, None));
+        assert!(!table.requeue_released(&ids, id(9), success, None));
         assert_eq!(order(&table), [4, 5, 1, 2]);
         assert!(
             table

@@ -215,15 +215,6 @@ impl PacketIds {
         self.seq_at(self.find(id)?)
     }
 
-    /// The in-flight sequence number of `id`, to change, if it is in flight.
-    pub(crate) fn seq_mut(&mut self, id: PacketId) -> Option<&mut u64> {
-        let at = self.probe(id.get()).ok()?;
-        self.slots
-            .get_mut(at)
-            .map(|s| &mut s.seq)
-            .filter(|s| **s != NOT_IN_FLIGHT)
-    }
-
     /// Marks `id` in use and in flight with sequence number `seq`.
     #[inline]
     pub(crate) fn set_seq(&mut self, id: PacketId, seq: u64) {
