@@ -269,13 +269,18 @@ impl InFlight {
         &mut self,
         ids: &mut PacketIds,
         id: PacketId,
-        pred: impl FnOnce(&Entry) -> bool,
+        pred: impl FnOnce(&mut Entry) -> bool,
     ) -> Option<bool> {
         let found = ids.find(id)?;
         let index = usize::try_from(ids.seq_at(found)?.checked_sub(self.first)?).ok()?;
         let slot = self.slots.get_mut(index)?;
         let live = match slot {
-            Some(entry) if entry.id == id && pred(entry) => entry.live,
+            Some(entry) if entry.id == id => {
+                if !pred(entry) {
+                    return None;
+                }
+                entry.live
+            }
             _ => return None,
         };
         ids.remove_at(found);
@@ -535,7 +540,7 @@ impl Outbound {
 
     /// Removes the entry for `id` if `pred` accepts it, and frees the
     /// identifier; returns whether there was one.
-    fn remove_if(&mut self, id: PacketId, pred: impl FnOnce(&Entry) -> bool) -> bool {
+    fn remove_if(&mut self, id: PacketId, pred: impl FnOnce(&mut Entry) -> bool) -> bool {
         let Some(live) = self.inflight.remove_if(&mut self.ids, id, pred) else {
             return false;
         };
@@ -755,7 +760,7 @@ impl Outbound {
 
     /// PUBACK received.
     pub(crate) fn on_puback(&mut self, ack: PubAck, events: &mut VecDeque<Event>) {
-        let qos1 = |e: &Entry| matches!(&e.stage, Stage::Publish(p) if p.qos == QoS::AtLeastOnce);
+        let qos1 = |e: &mut Entry| matches!(&e.stage, Stage::Publish(p) if p.qos == QoS::AtLeastOnce);
         if self.remove_if(ack.packet_id, qos1) {
             events.push_back(Event::PublishComplete {
                 packet_id: ack.packet_id,
@@ -812,9 +817,10 @@ impl Outbound {
     /// completes it as delivered too.
     pub(crate) fn on_pubcomp(&mut self, comp: PubComp, events: &mut VecDeque<Event>) {
         let mut received = None;
-        let pubrel = |e: &Entry| match &e.stage {
+        // The PUBREC's properties are taken from the entry, which goes.
+        let pubrel = |e: &mut Entry| match &mut e.stage {
             Stage::PubRel(code, properties) => {
-                received = Some((*code, properties.clone()));
+                received = Some((*code, properties.take()));
                 true
             }
             Stage::Publish(_) => false,
