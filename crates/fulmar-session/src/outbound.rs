@@ -168,6 +168,152 @@ pub(crate) enum Next {
     Nothing,
 }
 
+/// The slots of the in-flight table: a ring of `Option<Entry>` (`None`: a
+/// hole) over a buffer whose every place holds a value, `None` when unused.
+/// Unlike a `VecDeque`, a slot is appended by writing `None` where it goes
+/// (`VecDeque::push_back` copies a whole 256-byte value in), and holes at the
+/// front are dropped by moving the start past them: they hold nothing.
+#[derive(Clone, Debug, Default)]
+struct Slots {
+    /// `len` slots from `head` on, wrapping; every other place is `None`.
+    buf: Vec<Option<Entry>>,
+    head: usize,
+    len: usize,
+}
+
+impl Slots {
+    const EMPTY: Self = Self {
+        buf: Vec::new(),
+        head: 0,
+        len: 0,
+    };
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Room for slots (allocated).
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The place in `buf` of slot `i` (`i` < `len` <= `buf.len()`).
+    #[inline(always)]
+    fn place(&self, i: usize) -> usize {
+        let at = self.head + i;
+        if at >= self.buf.len() {
+            at - self.buf.len()
+        } else {
+            at
+        }
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> Option<&Option<Entry>> {
+        if i >= self.len {
+            return None;
+        }
+        self.buf.get(self.place(i))
+    }
+
+    #[inline]
+    fn get_mut(&mut self, i: usize) -> Option<&mut Option<Entry>> {
+        if i >= self.len {
+            return None;
+        }
+        let at = self.place(i);
+        self.buf.get_mut(at)
+    }
+
+    /// Appends a hole and returns it, to be filled.
+    #[inline]
+    fn push_hole(&mut self) -> Option<&mut Option<Entry>> {
+        if self.len == self.buf.len() {
+            self.grow();
+        }
+        self.len += 1;
+        let at = self.place(self.len - 1);
+        self.buf.get_mut(at)
+    }
+
+    /// Twice the room (at least 8), the slots first.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self) {
+        let room = (2 * self.buf.len()).max(8);
+        let mut buf: Vec<Option<Entry>> = Vec::with_capacity(room);
+        for i in 0..self.len {
+            let at = self.place(i);
+            buf.push(self.buf.get_mut(at).and_then(Option::take));
+        }
+        buf.resize_with(room, || None);
+        self.buf = buf;
+        self.head = 0;
+    }
+
+    /// Holes at the front.
+    fn front_holes(&self) -> usize {
+        (0..self.len)
+            .take_while(|i| matches!(self.buf.get(self.place(*i)), Some(None)))
+            .count()
+    }
+
+    /// Drops the first `n` slots, which must be holes (they hold nothing:
+    /// only the start moves).
+    fn drop_front_holes(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.head = self.place(n);
+        self.len -= n;
+        if self.len == 0 {
+            self.head = 0;
+        }
+    }
+
+    /// Drops every slot, holes all (the table is empty): only the start
+    /// moves. A buffer grown beyond `SHRINK_ABOVE` gives back all but
+    /// `KEPT_CAPACITY` places.
+    fn clear_holes(&mut self) {
+        self.head = 0;
+        self.len = 0;
+        if self.buf.len() > SHRINK_ABOVE {
+            self.buf.truncate(KEPT_CAPACITY);
+            self.buf.shrink_to_fit();
+        }
+    }
+
+    /// Drops the holes, keeping the entries in order at the front.
+    fn compact(&mut self) {
+        let mut kept = 0;
+        for i in 0..self.len {
+            let at = self.place(i);
+            let Some(entry) = self.buf.get_mut(at).and_then(Option::take) else {
+                continue;
+            };
+            let to = self.place(kept);
+            if let Some(slot) = self.buf.get_mut(to) {
+                *slot = Some(entry);
+            }
+            kept += 1;
+        }
+        self.len = kept;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Option<Entry>> {
+        (0..self.len).filter_map(|i| self.buf.get(self.place(i)))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Option<Entry>> {
+        let (head, len) = (self.head.min(self.buf.len()), self.len);
+        let (before, from_head) = self.buf.split_at_mut(head);
+        from_head.iter_mut().chain(before.iter_mut()).take(len)
+    }
+}
+
 /// The in-flight table: entries in send order in a ring (a removed entry
 /// leaves a hole until holes are the majority; then the holes at the front
 /// are dropped at once, and the ring is compacted if that was not enough),
@@ -177,7 +323,7 @@ pub(crate) enum Next {
 /// table drops its holes at once.
 #[derive(Clone, Debug, Default)]
 struct InFlight {
-    slots: VecDeque<Option<Entry>>,
+    slots: Slots,
     /// Sequence number of `slots[0]`.
     first: u64,
     /// Entries in the table (slots that are not holes).
@@ -188,7 +334,7 @@ struct InFlight {
 
 impl InFlight {
     const EMPTY: Self = Self {
-        slots: VecDeque::new(),
+        slots: Slots::EMPTY,
         first: 0,
         count: 0,
         next_order: 0,
@@ -220,7 +366,9 @@ impl InFlight {
         ids.set_seq(entry.id, seq);
         self.count += 1;
         entry.order = self.take_order();
-        self.slots.push_back(Some(entry));
+        if let Some(slot) = self.slots.push_hole() {
+            *slot = Some(entry);
+        }
     }
 
     /// The next place in send order.
@@ -257,8 +405,7 @@ impl InFlight {
         let seq = self.first + self.slots.len() as u64;
         ids.set_seq(id, seq);
         self.count += 1;
-        self.slots.push_back(None);
-        self.slots.back_mut()
+        self.slots.push_hole()
     }
 
     /// Removes the entry for `id` if `pred` accepts it, and frees the
@@ -335,20 +482,17 @@ impl InFlight {
     fn trim_now(&mut self, ids: &mut PacketIds) {
         if self.count == 0 {
             self.first += self.slots.len() as u64;
-            self.slots.clear();
             // Entries are large (a whole `Publish`): an idle table does not
             // keep the room a large burst needed.
-            if self.slots.capacity() > SHRINK_ABOVE {
-                self.slots.shrink_to(KEPT_CAPACITY);
-            }
+            self.slots.clear_holes();
             return;
         }
         if self.slots.len() <= 2 * self.count + 16 {
             return;
         }
-        let holes = self.slots.iter().take_while(|s| s.is_none()).count();
+        let holes = self.slots.front_holes();
         if holes > 0 {
-            self.slots.drain(..holes);
+            self.slots.drop_front_holes(holes);
             self.first += holes as u64;
         }
         if self.slots.len() > 2 * self.count + 16 {
@@ -358,7 +502,7 @@ impl InFlight {
 
     /// Drops the holes, renumbering the entries.
     fn compact(&mut self, ids: &mut PacketIds) {
-        self.slots.retain(Option::is_some);
+        self.slots.compact();
         let first = self.first;
         for (seq, entry) in (first..).zip(self.slots.iter().flatten()) {
             ids.set_seq(entry.id, seq);
@@ -760,7 +904,8 @@ impl Outbound {
 
     /// PUBACK received.
     pub(crate) fn on_puback(&mut self, ack: PubAck, events: &mut VecDeque<Event>) {
-        let qos1 = |e: &mut Entry| matches!(&e.stage, Stage::Publish(p) if p.qos == QoS::AtLeastOnce);
+        let qos1 =
+            |e: &mut Entry| matches!(&e.stage, Stage::Publish(p) if p.qos == QoS::AtLeastOnce);
         if self.remove_if(ack.packet_id, qos1) {
             events.push_back(Event::PublishComplete {
                 packet_id: ack.packet_id,
@@ -1308,6 +1453,66 @@ mod tests {
         out.enqueue(message(5, None), now, 10).unwrap();
         out.absorb_pending(other, 2, &mut events);
         assert_eq!((out.pending_len(), out.pending_bytes()), (2, 14));
+    }
+
+    #[test]
+    fn slots_agree_with_a_vecdeque() {
+        // Appends, holes anywhere, front holes dropped, compaction and
+        // growth with the start anywhere, against a `VecDeque` model.
+        let mut slots = Slots::default();
+        let mut model: VecDeque<Option<u16>> = VecDeque::new();
+        let mut state = 0x9E37_79B9u32;
+        let mut random = move |n: u32| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state % n
+        };
+        let ids = |slots: &Slots| -> Vec<Option<u16>> {
+            slots
+                .iter()
+                .map(|s| s.as_ref().map(|e| e.id.get()))
+                .collect()
+        };
+        for n in 1..3000u16 {
+            match random(8) {
+                0..=3 => {
+                    *slots.push_hole().unwrap() = Some(entry(n));
+                    model.push_back(Some(n));
+                }
+                4 | 5 if !model.is_empty() => {
+                    let i = random(model.len() as u32) as usize;
+                    *slots.get_mut(i).unwrap() = None;
+                    model[i] = None;
+                }
+                6 => {
+                    let holes = slots.front_holes();
+                    assert_eq!(holes, model.iter().take_while(|s| s.is_none()).count());
+                    slots.drop_front_holes(holes);
+                    model.drain(..holes);
+                }
+                _ => {
+                    slots.compact();
+                    model.retain(Option::is_some);
+                }
+            }
+            assert_eq!(slots.len(), model.len());
+            assert_eq!(ids(&slots), Vec::from(model.clone()));
+            assert_eq!(slots.iter_mut().count(), model.len());
+            if let Some(i) = model.len().checked_sub(1) {
+                assert_eq!(slots.get(i).unwrap().as_ref().map(|e| e.id.get()), model[i]);
+            }
+            assert!(slots.get(model.len()).is_none());
+        }
+        while !model.is_empty() {
+            *slots.get_mut(0).unwrap() = None;
+            model[0] = None;
+            let holes = slots.front_holes();
+            slots.drop_front_holes(holes);
+            model.drain(..holes);
+        }
+        slots.clear_holes();
+        assert!(slots.is_empty());
     }
 
     #[test]
