@@ -59,9 +59,13 @@ impl Session {
                 Ok(true)
             }
             (QoS::ExactlyOnce, Some(id)) => {
-                if !self.incoming_qos2.contains(id) {
-                    self.check_receive_maximum()?;
-                    self.incoming_qos2.insert(id);
+                // Stored first (one lookup for both), then checked against
+                // our Receive Maximum as before it was stored.
+                if self.incoming_qos2.insert(id) {
+                    if let Err(e) = self.check_receive_maximum_after(1) {
+                        self.incoming_qos2.remove(id);
+                        return Err(e.into());
+                    }
                     if self.config.manual_acks {
                         self.conn
                             .extra_mut()

@@ -88,12 +88,6 @@ static NO_OUTBOUND: Outbound = Outbound::EMPTY;
 pub(crate) struct InboundQos2(Option<Box<HashSet<PacketId, IdHash>>>);
 
 impl InboundQos2 {
-    /// Whether `id` is stored.
-    #[inline]
-    pub(crate) fn contains(&self, id: PacketId) -> bool {
-        self.0.as_ref().is_some_and(|set| set.contains(&id))
-    }
-
     /// Stores `id`; `false` if it already was.
     #[inline]
     pub(crate) fn insert(&mut self, id: PacketId) -> bool {

@@ -1307,6 +1307,13 @@ impl Session {
     /// it refuse: what it keeps per message is bounded by the packet
     /// identifier space, and the application's pace holds the reading back.
     pub(crate) fn check_receive_maximum(&self) -> Result<(), LimitExceeded> {
+        self.check_receive_maximum_after(0)
+    }
+
+    /// [`check_receive_maximum`](Self::check_receive_maximum) as it was
+    /// before the last `stored` inbound QoS 2 identifiers were stored.
+    #[inline]
+    pub(crate) fn check_receive_maximum_after(&self, stored: usize) -> Result<(), LimitExceeded> {
         if self.version != ProtocolVersion::V5 || self.role == Role::Client {
             return Ok(());
         }
@@ -1319,7 +1326,8 @@ impl Session {
             .iter()
             .filter(|(_, qos, _)| *qos == QoS::AtLeastOnce)
             .count();
-        if self.incoming_qos2.len().saturating_sub(carried) + qos1 >= usize::from(max) {
+        let qos2 = self.incoming_qos2.len().saturating_sub(stored);
+        if qos2.saturating_sub(carried) + qos1 >= usize::from(max) {
             return Err(LimitExceeded::ReceiveMaximum(max));
         }
         Ok(())
