@@ -356,6 +356,8 @@ impl Session {
         Ok(())
     }
 
+    /// Restarts the keep-alive deadline (stops it with keep alive 0).
+    #[inline]
     pub(crate) fn arm_idle(&mut self, now: Instant) {
         if self.conn.keep_alive > 0 {
             // MQTT-3.1.2-22 (v5) / MQTT-3.1.2-24 (3.1.1): one and a half times the keep alive.
