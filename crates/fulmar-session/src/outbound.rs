@@ -708,6 +708,7 @@ impl Outbound {
     ///
     /// In two steps so that `take` builds the packet straight into its
     /// return value: a `Packet` is a large value, and every move is a copy.
+    #[inline]
     pub(crate) fn prepare(
         &mut self,
         limit: usize,
