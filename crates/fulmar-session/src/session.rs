@@ -1413,6 +1413,7 @@ fn too_large(version: ProtocolVersion, max: u32, publish: &Publish) -> Option<Dr
 /// The encoded size of `publish` as it will be sent: with a packet
 /// identifier at QoS 1/2 (assigned later for a queued message), without
 /// properties under 3.1.1. Computed in place; `publish` is left as it was.
+#[inline]
 fn sent_size(version: ProtocolVersion, publish: &mut Publish) -> Result<usize, EncodeError> {
     let id = publish.packet_id;
     if publish.qos != QoS::AtMostOnce && id.is_none() {
