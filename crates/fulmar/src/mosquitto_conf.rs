@@ -9,7 +9,8 @@
 //! `use_identity_as_username`), persistence (`persistence`,
 //! `persistence_location`), limits (`max_connections`, `max_queued_messages`,
 //! `max_queued_bytes`, `max_packet_size`, `message_size_limit`, `max_qos`),
-//! `sys_interval`, `log_type`, and bridges (`connection` sections: `address`,
+//! `sys_interval`, `log_type`, `include_dir` (the `.conf` files of a
+//! directory, in the order of their names), and bridges (`connection` sections: `address`,
 //! `topic`, `bridge_protocol_version`, `remote_clientid`, `remote_username`,
 //! `remote_password`, `cleansession`, `keepalive_interval`, `try_private`,
 //! `bridge_cafile`, `bridge_capath`, `bridge_certfile`, `bridge_keyfile`,
@@ -107,10 +108,6 @@ const IGNORED: &[(&str, &str)] = &[
         "not supported (options of a plugin, which is not loaded)",
     ),
     ("plugin_use", "not supported"),
-    (
-        "include_dir",
-        "not supported: put the settings in this file",
-    ),
     ("memory_limit", "not supported (the queues are bounded)"),
     (
         "queue_qos0_messages",
@@ -179,8 +176,8 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
     let mut identity: Vec<bool> = Vec::new();
     let mut identity_everywhere = false;
     let path = |value: &str| base.join(value);
-    for (i, raw) in text.lines().enumerate() {
-        let n = i + 1;
+    let lines = with_included_files(text, base)?;
+    for (n, raw) in &lines {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -188,7 +185,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
         let (key, value) = line
             .split_once([' ', '\t'])
             .map_or((line, ""), |(k, v)| (k, v.trim()));
-        let at = |why: String| format!("line {n}: {key}: {why}");
+        let at = |why: String| format!("{n}: {key}: {why}");
         let need = || {
             if value.is_empty() {
                 Err(at("needs a value".to_owned()))
@@ -325,7 +322,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                             "tlsv1.2" => "1.2".to_owned(),
                             old @ ("tlsv1.1" | "tlsv1") => {
                                 notes.push(format!(
-                                    "line {n}: tls_version {old}: fulmar accepts TLS 1.2 and \
+                                    "{n}: tls_version {old}: fulmar accepts TLS 1.2 and \
                                      1.3 only"
                                 ));
                                 "1.2".to_owned()
@@ -417,7 +414,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                     ));
                 }
                 notes.push(format!(
-                    "line {n}: allow_zero_length_clientid ignored: a client without an \
+                    "{n}: allow_zero_length_clientid ignored: a client without an \
                      identifier gets one assigned"
                 ));
             }
@@ -432,7 +429,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                     ));
                 }
                 notes.push(format!(
-                    "line {n}: listener_allow_anonymous ignored: allow_anonymous applies \
+                    "{n}: listener_allow_anonymous ignored: allow_anonymous applies \
                      to every listener"
                 ));
             }
@@ -465,7 +462,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                     m if m > 0 => *limit = usize::try_from(m).unwrap_or(usize::MAX),
                     // mosquitto's "no limit".
                     _ => notes.push(format!(
-                        "line {n}: {key} {value}: fulmar's queues are always bounded; \
+                        "{n}: {key} {value}: fulmar's queues are always bounded; \
                          the default ({limit}) stays"
                     )),
                 }
@@ -510,7 +507,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
             }
             "include_dir" => {
                 return Err(at(
-                    "not supported: put the settings of that directory in this file".to_owned(),
+                    "only the main configuration file may include a directory".to_owned(),
                 ));
             }
             other => match IGNORED.iter().find(|(k, _)| {
@@ -521,7 +518,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                             .strip_prefix(k)
                             .is_some_and(|name| name.len() > 1 && name.starts_with('_'))
             }) {
-                Some((_, why)) => notes.push(format!("line {n}: {other} ignored: {why}")),
+                Some((_, why)) => notes.push(format!("{n}: {other} ignored: {why}")),
                 None => return Err(at("not a mosquitto configuration directive".to_owned())),
             },
         }
@@ -608,6 +605,57 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
         (*most).clone_into(&mut config.log.level);
     }
     Ok((config, notes))
+}
+
+/// The lines of a mosquitto.conf, each with where it is (`line 3`), and in
+/// place of each `include_dir DIR` the lines of the files in `DIR` whose
+/// names end in `.conf`, in the byte order of their names, as mosquitto 2.0
+/// reads them (`DIR/a.conf line 3`). A relative `DIR` is relative to
+/// `base`; only the main file may include a directory.
+fn with_included_files(text: &str, base: &Path) -> Result<Vec<(String, String)>, String> {
+    let is_include = |line: &str| {
+        line.split_once([' ', '\t'])
+            .map_or(line, |(key, _)| key)
+            .eq("include_dir")
+    };
+    let mut lines = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let at = format!("line {}", i + 1);
+        let line = raw.trim();
+        if !is_include(line) {
+            lines.push((at, raw.to_owned()));
+            continue;
+        }
+        let dir = line.strip_prefix("include_dir").unwrap_or_default().trim();
+        if dir.is_empty() {
+            return Err(format!("{at}: include_dir: needs a value"));
+        }
+        let dir = base.join(dir);
+        let cannot = |e: std::io::Error| format!("{at}: include_dir {}: {e}", dir.display());
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(cannot)? {
+            let file = entry.map_err(cannot)?.path();
+            if file.extension().is_some_and(|e| e == "conf") && file.is_file() {
+                files.push(file);
+            }
+        }
+        files.sort();
+        for file in files {
+            let included = std::fs::read_to_string(&file)
+                .map_err(|e| format!("{at}: include_dir: {}: {e}", file.display()))?;
+            for (j, raw) in included.lines().enumerate() {
+                let at = format!("{} line {}", file.display(), j + 1);
+                if is_include(raw.trim()) {
+                    return Err(format!(
+                        "{at}: include_dir: only the main configuration file may include a \
+                         directory (as in mosquitto)"
+                    ));
+                }
+                lines.push((at, raw.to_owned()));
+            }
+        }
+    }
+    Ok(lines)
 }
 
 fn new_bridge(name: &str) -> BridgeConfig {
@@ -862,6 +910,50 @@ mod tests {
         assert!(!config.persistence.enabled);
         assert_eq!(config.sys.interval_secs, 10);
         assert_eq!(config.limits.max_packet_size.get(), 268_435_455);
+    }
+
+    /// The mosquitto.conf of Debian's and Ubuntu's package ends with
+    /// `include_dir /etc/mosquitto/conf.d`, which was refused: `fulmar
+    /// broker -c /etc/mosquitto/mosquitto.conf` did not start (found by a
+    /// documentation review).
+    #[test]
+    fn include_dir_reads_the_conf_files_of_the_directory_in_order() {
+        let base = std::env::temp_dir().join(format!("fulmar-include-dir-{}", std::process::id()));
+        let dir = base.join("conf.d");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("README"), "not a directive\n").unwrap();
+        std::fs::write(dir.join("b.conf"), "max_queued_messages 300\n").unwrap();
+        std::fs::write(
+            dir.join("a.conf"),
+            "listener 1884 127.0.0.1\nmax_queued_messages 200\npid_file x\n",
+        )
+        .unwrap();
+        let main = "persistence true\ninclude_dir conf.d\n";
+        let (config, notes) = parse(main, &base).unwrap();
+        assert_eq!(config.listeners[0].bind, "127.0.0.1:1884");
+        // b.conf after a.conf.
+        assert_eq!(config.limits.max_queued_messages, 300);
+        assert!(config.persistence.enabled);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].ends_with("a.conf line 3: pid_file ignored: not supported"),
+            "{notes:?}"
+        );
+        // An empty directory (the package's conf.d holds only a README).
+        std::fs::remove_file(dir.join("a.conf")).unwrap();
+        std::fs::remove_file(dir.join("b.conf")).unwrap();
+        let (config, _) = parse(main, &base).unwrap();
+        assert_eq!(config.listeners[0].bind, "127.0.0.1:1883");
+        // Only from the main file, as in mosquitto; a missing directory is an error.
+        std::fs::write(dir.join("c.conf"), "include_dir more\n").unwrap();
+        let e = parse(main, &base).unwrap_err();
+        assert!(
+            e.contains("c.conf line 1: include_dir: only the main"),
+            "{e}"
+        );
+        let e = parse("include_dir nowhere\n", &base).unwrap_err();
+        assert!(e.starts_with("line 1: include_dir "), "{e}");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
