@@ -1,6 +1,7 @@
 //! MQTT bridges for the fulmar broker, as mosquitto has them: a broker
 //! keeps client connections to other MQTT brokers (3.1.1 or 5.0, over TCP,
-//! TLS or WebSocket) and carries the topics of each one's rules in, out or
+//! TLS or WebSocket, the last with `fulmar-client`'s `websocket` feature)
+//! and carries the topics of each one's rules in, out or
 //! both ways, with topic prefixes swapped on the way.
 //!
 //! - [`TopicRule`]: mosquitto's `topic pattern [in|out|both] qos
