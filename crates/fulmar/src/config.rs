@@ -677,6 +677,7 @@ session_timeout_ms = 5000       # each step of taking a session from a node
 # address = "127.0.0.1:1884"    # host:port (port 1883, 8883 for tls, if left out)
 # fallback_addresses = []       # tried in turn when the one before fails; address first again after each connection
 # protocol = "tcp"              # tcp, tls, ws or wss
+# path = "/mqtt"                # ws / wss: HTTP path on the remote
 # version = "5"                 # "5", "3.1.1" or "3.1"
 # client_id = "edge-7"
 # clean_start = false           # true: a new session at each connection
