@@ -937,35 +937,47 @@ impl BrokerHandle {
             return Err(BrokerError::Shutdown);
         }
         let name: TopicName = publish.topic.parse().map_err(BrokerError::InvalidTopic)?;
-        let limits = &shared.limits;
+        let (_routed, pacing) = self.paced(|state, held| {
+            state.route(
+                &name,
+                publish,
+                Origin::Bridge,
+                shared.limits.max_queued_messages,
+                &shared.counters,
+                Instant::now(),
+                Some(held),
+            )
+        });
+        Ok(pacing)
+    }
+
+    /// Runs `hand_over` (routing a message, with back-pressure and pacing
+    /// noted in the [`Held`] it is given) under the state lock, and returns
+    /// its result with the [`Pacing`] to wait on: the copies to deliver once
+    /// there is room, the queues to wait on, the commit of what it journaled.
+    fn paced<T>(&self, hand_over: impl FnOnce(&mut State, &mut Held) -> T) -> (T, Pacing) {
+        let shared = &self.inner.shared;
         let mut held = Held {
-            backpressure: limits.overload_policy == OverloadPolicy::Backpressure,
+            backpressure: shared.limits.overload_policy == OverloadPolicy::Backpressure,
             ..Held::default()
         };
         let mut state = shared.lock();
         let journaled = state.journal.as_ref().map(|j| j.issued());
-        state.route(
-            &name,
-            publish,
-            Origin::Bridge,
-            limits.max_queued_messages,
-            &shared.counters,
-            Instant::now(),
-            Some(&mut held),
-        );
+        let result = hand_over(&mut state, &mut held);
         let durable_at = state
             .journal
             .as_ref()
             .map(|j| j.issued())
             .filter(|now| Some(*now) != journaled);
         drop(state);
-        Ok(Pacing {
+        let pacing = Pacing {
             shared: shared.clone(),
             blocked: held.blocked,
             paced: held.paced,
             durable_at,
             in_hand: None,
-        })
+        };
+        (result, pacing)
     }
 
     /// Delivers `publish` to one member of the shared subscription `filter`
@@ -1015,34 +1027,17 @@ impl BrokerHandle {
         if shared.shutdown.is_cancelled() {
             return Err(BrokerError::Shutdown);
         }
-        let limits = &shared.limits;
-        let mut held = Held {
-            backpressure: limits.overload_policy == OverloadPolicy::Backpressure,
-            ..Held::default()
-        };
-        let mut state = shared.lock();
-        let journaled = state.journal.as_ref().map(|j| j.issued());
-        let delivered = state.deliver_shared(
-            filter,
-            publish,
-            limits.max_queued_messages,
-            &shared.counters,
-            Instant::now(),
-            Some(&mut held),
-        );
-        let durable_at = state
-            .journal
-            .as_ref()
-            .map(|j| j.issued())
-            .filter(|now| Some(*now) != journaled);
-        drop(state);
-        Ok(delivered.then(|| Pacing {
-            shared: shared.clone(),
-            blocked: held.blocked,
-            paced: held.paced,
-            durable_at,
-            in_hand: None,
-        }))
+        let (delivered, pacing) = self.paced(|state, held| {
+            state.deliver_shared(
+                filter,
+                publish,
+                shared.limits.max_queued_messages,
+                &shared.counters,
+                Instant::now(),
+                Some(held),
+            )
+        });
+        Ok(delivered.then_some(pacing))
     }
 
     /// Subscribes in process to `filter` (shared filters `$share/{group}/...`

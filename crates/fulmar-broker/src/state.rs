@@ -1236,12 +1236,7 @@ impl State {
         // of its subscribers: a slow one among others that keep up loses
         // messages (dropped at the bound), it does not slow the rest down.
         if let Some(held) = held {
-            if held.kept_up {
-                held.paced_unless_kept_up.clear();
-            } else {
-                held.paced.append(&mut held.paced_unless_kept_up);
-            }
-            held.kept_up = false;
+            held.settle();
         }
         if let (Some(bridge), Origin::Client(_) | Origin::App) = (bridge, origin) {
             bridge.message(topic, publish);
@@ -1285,12 +1280,7 @@ impl State {
             .deliver(&key, out, None, held.as_deref_mut());
         // One copy: it kept up, or its queue is what to wait on.
         if let Some(held) = held {
-            if held.kept_up {
-                held.paced_unless_kept_up.clear();
-            } else {
-                held.paced.append(&mut held.paced_unless_kept_up);
-            }
-            held.kept_up = false;
+            held.settle();
         }
         true
     }
@@ -1921,6 +1911,18 @@ impl Held {
     /// one whose connection is paced itself (it cannot drain until then).
     fn may_wait_on(&self, queue: &Arc<ControlInbox>) -> bool {
         queue.may_pace() && Arc::as_ptr(queue).addr() != self.own
+    }
+
+    /// After one message's copies are handed over: the queues of
+    /// `paced_unless_kept_up` are waited on only if no copy went to a
+    /// subscriber that keeps up; ready for the next message.
+    fn settle(&mut self) {
+        if self.kept_up {
+            self.paced_unless_kept_up.clear();
+        } else {
+            self.paced.append(&mut self.paced_unless_kept_up);
+        }
+        self.kept_up = false;
     }
 }
 

@@ -29,7 +29,17 @@ async fn connected_with(
     version: ProtocolVersion,
     tune: impl FnOnce(ConnectOptions) -> ConnectOptions,
 ) -> (Client, Wire) {
-    let (transport, mut server_rx) = common::pipes();
+    let (transport, server_rx) = common::pipes();
+    connected_through(version, transport, server_rx, tune).await
+}
+
+/// [`connected_with`] over `transport`, whose broker ends come from `server_rx`.
+async fn connected_through(
+    version: ProtocolVersion,
+    transport: fulmar_client::Transport,
+    mut server_rx: tokio::sync::mpsc::UnboundedReceiver<DuplexStream>,
+    tune: impl FnOnce(ConnectOptions) -> ConnectOptions,
+) -> (Client, Wire) {
     let options = tune(
         ConnectOptions::new("pipe", 0)
             .protocol_version(version)
@@ -442,7 +452,7 @@ impl tokio::io::AsyncWrite for BreakingWrites {
 async fn a_disconnect_that_could_not_be_written_is_an_error() {
     for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
         let broken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (server_tx, mut server_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (server_tx, server_rx) = tokio::sync::mpsc::unbounded_channel();
         let transport = fulmar_client::Transport::custom({
             let broken = broken.clone();
             move || {
@@ -457,21 +467,7 @@ async fn a_disconnect_that_could_not_be_written_is_an_error() {
                 }
             }
         });
-        let options = ConnectOptions::new("pipe", 0)
-            .protocol_version(version)
-            .client_id("breaking")
-            .transport(transport)
-            .reconnect(Reconnect::disabled());
-        let connecting = tokio::spawn(Client::connect(options));
-        let server = guard(server_rx.recv()).await.unwrap();
-        let mut wire = Framed::new(server, MqttCodec::new(version, 1 << 20));
-        let Some(Ok(Packet::Connect(_))) = guard(wire.next()).await else {
-            panic!("expected CONNECT")
-        };
-        wire.send(Packet::ConnAck(ConnAck::default()))
-            .await
-            .unwrap();
-        let (client, _) = guard(connecting).await.unwrap().unwrap();
+        let (client, wire) = connected_through(version, transport, server_rx, |o| o).await;
         broken.store(true, std::sync::atomic::Ordering::SeqCst);
         let result = guard(client.disconnect()).await;
         assert!(
