@@ -30,7 +30,7 @@ pub(crate) struct Config {
     /// `[cluster]`.
     pub(crate) cluster: ClusterSection,
     /// `[[bridge]]` tables, in order.
-    #[serde(rename = "bridge")]
+    #[serde(rename = "bridge", skip_serializing_if = "Vec::is_empty")]
     pub(crate) bridges: Vec<crate::bridges::BridgeConfig>,
 }
 

@@ -850,6 +850,8 @@ fn a_printed_config_saved_elsewhere_names_the_same_files() {
             .unwrap();
         assert!(out.status.success(), "{out:?}");
         let printed = String::from_utf8(out.stdout).unwrap();
+        // No bridge: no stray `bridge = []` line before the first table.
+        assert!(!printed.contains("bridge"), "{printed}");
         assert!(printed.contains(&format!("\"{passwd}\"")), "{printed}");
         assert!(printed.contains(&format!("\"{store}\"")), "{printed}");
         let elsewhere = temp_dir();
