@@ -147,28 +147,12 @@ async fn skipping_the_hostname_check_still_checks_the_chain() {
 // stream ends.
 #[tokio::test]
 async fn the_end_of_the_brokers_tls_stream_is_answered_with_close_notify() {
-    use std::sync::Arc;
-
     use fulmar_codec::{ConnAck, MqttCodec, Packet};
     use futures::SinkExt;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_util::codec::Framed;
 
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert = CertificateDer::from(certified.cert.der().to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        certified.signing_key.serialize_der(),
-    ));
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert], key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (acceptor, ca_pem) = common::localhost_tls_acceptor();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let broker = tokio::spawn(async move {
@@ -189,7 +173,7 @@ async fn the_end_of_the_brokers_tls_stream_is_answered_with_close_notify() {
     });
     let tls = TlsOptions::new()
         .without_system_roots()
-        .ca_pem(certified.cert.pem().as_bytes())
+        .ca_pem(ca_pem.as_bytes())
         .unwrap()
         .server_name("localhost");
     let options = tls_options(port, ProtocolVersion::V5, tls);

@@ -7,8 +7,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
 use fulmar_client::{Client, ConnectOptions, Reconnect, TlsOptions, Transport};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -21,22 +22,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 // (transport, no spec statement)
 #[tokio::test]
 async fn wss_host_header_names_the_tls_server_name() {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert = CertificateDer::from(certified.cert.der().to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        certified.signing_key.serialize_der(),
-    ));
-    // The provider named: with the workspace's features unified, rustls
-    // cannot pick a process default.
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert], key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (acceptor, ca_pem) = common::localhost_tls_acceptor();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let host = Arc::new(Mutex::new(None::<String>));
@@ -57,7 +43,7 @@ async fn wss_host_header_names_the_tls_server_name() {
     });
     let tls = TlsOptions::new()
         .without_system_roots()
-        .ca_pem(certified.cert.pem().as_bytes())
+        .ca_pem(ca_pem.as_bytes())
         .unwrap()
         .server_name("localhost");
     let options = ConnectOptions::new("127.0.0.1", port)
