@@ -824,9 +824,18 @@ impl BrokerHandle {
     /// Publishes a message from the application, as a client would, without
     /// a socket. An empty retained payload deletes the retained message.
     ///
+    /// It is routed at once and nothing is waited for: a subscriber whose
+    /// queue is full misses it (counted as dropped), and with a store it is
+    /// not yet committed when this returns. An application that publishes
+    /// faster than its subscribers (or the store) take messages uses
+    /// [`publish_paced`](Self::publish_paced) instead.
+    ///
     /// # Errors
     /// [`BrokerError::InvalidTopic`]; [`BrokerError::LimitExceeded`] for a
-    /// topic over the limits or a new retained topic over the quota;
+    /// topic over the limits, a new retained topic over the quota, or a store
+    /// that has fallen behind (a slow disk: the changes waiting for it passed
+    /// the bound past which clients' publishes wait too; nothing was
+    /// published, and [`publish_paced`](Self::publish_paced) would wait);
     /// [`BrokerError::Shutdown`].
     pub fn publish(
         &self,
@@ -836,15 +845,9 @@ impl BrokerHandle {
         retain: bool,
     ) -> Result<(), BrokerError> {
         let shared = &self.inner.shared;
-        if shared.shutdown.is_cancelled() {
-            return Err(BrokerError::Shutdown);
-        }
-        let name: TopicName = topic.parse().map_err(BrokerError::InvalidTopic)?;
-        let mut publish = Publish::new(MqttString::from(topic.to_owned()), payload.into());
-        publish.qos = qos;
-        publish.retain = retain;
-        if !shared.limits.topic_fits(topic) {
-            return Err(BrokerError::LimitExceeded("topic length or levels"));
+        let (name, publish) = self.app_message(topic, payload.into(), qos, retain)?;
+        if shared.journal.as_ref().is_some_and(|j| j.backlogged()) {
+            return Err(BrokerError::LimitExceeded("store backlog"));
         }
         let mut state = shared.lock();
         if !state.retained_fits(&name, &publish, Instant::now()) {
@@ -860,6 +863,93 @@ impl BrokerHandle {
             None,
         );
         Ok(())
+    }
+
+    /// [`publish`](Self::publish) with the flow control that a client's
+    /// PUBLISH gets: the message is routed now, and [`Pacing::wait`] then
+    /// waits as for [`inject_paced`](Self::inject_paced) (room in full
+    /// queues under [`OverloadPolicy::Backpressure`], queues over their
+    /// pacing threshold, the store's commit under [`Durability::Immediate`]
+    /// or while the store has fallen behind). An application that awaits
+    /// each `wait` publishes no faster than its subscribers and the store
+    /// take the messages, and knows a QoS 1/2 message stored once it returns.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish), except for a store that has fallen
+    /// behind (then [`Pacing::wait`] waits for it); [`Pacing::wait`] returns
+    /// [`BrokerError::Store`] when the store failed to commit the message.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use fulmar_broker::Broker;
+    /// use fulmar_codec::QoS;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), fulmar_broker::BrokerError> {
+    /// let broker = Broker::builder().start().await?;
+    /// let mut sub = broker.subscribe("jobs/#")?;
+    /// for i in 0..3 {
+    ///     broker
+    ///         .publish_paced(&format!("jobs/{i}"), "run", QoS::AtLeastOnce, false)?
+    ///         .wait()
+    ///         .await?;
+    /// }
+    /// assert_eq!(sub.recv().await.unwrap().topic, "jobs/0");
+    /// broker.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn publish_paced(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<Pacing, BrokerError> {
+        let shared = &self.inner.shared;
+        let (name, publish) = self.app_message(topic, payload.into(), qos, retain)?;
+        let (fits, pacing) = self.paced(|state, held| {
+            if !state.retained_fits(&name, &publish, Instant::now()) {
+                return false;
+            }
+            state.route(
+                &name,
+                &publish,
+                Origin::App,
+                shared.limits.max_queued_messages,
+                &shared.counters,
+                Instant::now(),
+                Some(held),
+            );
+            true
+        });
+        if !fits {
+            return Err(BrokerError::LimitExceeded("retained messages"));
+        }
+        Ok(pacing)
+    }
+
+    /// The checks of an application's message, and the message.
+    fn app_message(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+    ) -> Result<(TopicName, Publish), BrokerError> {
+        let shared = &self.inner.shared;
+        if shared.shutdown.is_cancelled() {
+            return Err(BrokerError::Shutdown);
+        }
+        let name: TopicName = topic.parse().map_err(BrokerError::InvalidTopic)?;
+        let mut publish = Publish::new(MqttString::from(topic.to_owned()), payload);
+        publish.qos = qos;
+        publish.retain = retain;
+        if !shared.limits.topic_fits(topic) {
+            return Err(BrokerError::LimitExceeded("topic length or levels"));
+        }
+        Ok((name, publish))
     }
 
     /// Routes a message that a [`Bridge`] brought from elsewhere to the
@@ -906,8 +996,10 @@ impl BrokerHandle {
     ///   [`Limits::max_queued_bytes`] (at most 256 KiB), waits until that queue is back under
     ///   it, or [`Limits::pacing_timeout`], so that the caller slows down to
     ///   what the subscribers take;
-    /// - with a store whose [`Durability`] is immediate, waits until what
-    ///   the message left in the store is committed.
+    /// - with a store whose [`Durability`] is immediate, or one that has
+    ///   fallen behind (a slow disk: the changes waiting for it passed the
+    ///   bound past which clients' publishes wait too), waits until what the
+    ///   message left in the store is committed.
     ///
     /// # Errors
     /// [`BrokerError::InvalidTopic`]; [`BrokerError::Shutdown`].

@@ -26,7 +26,9 @@
 //!   on [`BrokerHandle::reauthorize`] (the rules changed); a TLS listener's
 //!   certificate is replaced at run time with `BrokerHandle::reload_tls`.
 //! - In-process clients: [`BrokerHandle::publish`] and
-//!   [`BrokerHandle::subscribe`] need no socket.
+//!   [`BrokerHandle::subscribe`] need no socket;
+//!   [`BrokerHandle::publish_paced`] publishes with a client's flow control
+//!   (it waits for slow subscribers and for the store).
 //! - **Listeners**, each on its own address: TCP, TLS (feature `tls`,
 //!   rustls with ring, optional client certificates passed to the
 //!   [`Authenticator`]), WebSocket and secure WebSocket on a path,

@@ -81,7 +81,7 @@ impl Pacing {
         self.wait_for_room().await;
         let shared = self.shared.clone();
         if let (Some(seq), Some(journal)) = (self.durable_at.take(), &shared.journal)
-            && journal.immediate()
+            && (journal.immediate() || journal.backlogged())
             && journal.wait(seq).await.is_err()
         {
             return Err(BrokerError::Store(crate::StoreError::Engine(
@@ -91,12 +91,23 @@ impl Pacing {
         Ok(())
     }
 
-    /// The flow control of [`wait`](Self::wait) without waiting for the
-    /// store: for a caller that acknowledges nothing (a cluster node routing
+    /// The flow control of [`wait`](Self::wait) without waiting for each
+    /// commit: for a caller that acknowledges nothing (a cluster node routing
     /// what another node published and acknowledged), for which one commit
-    /// per message would only slow the routing down.
+    /// per message would only slow the routing down. It still waits for the
+    /// commit of what the message left in the store when the store has
+    /// fallen behind (a slow disk), as a client's connection does, so that
+    /// the changes waiting for it stay bounded.
     pub async fn wait_for_subscribers(mut self) {
         self.wait_for_room().await;
+        let shared = self.shared.clone();
+        if let (Some(seq), Some(journal)) = (self.durable_at.take(), &shared.journal)
+            && journal.backlogged()
+        {
+            // A failing store is reported by the connections that depend on
+            // it; this caller acknowledges nothing.
+            let _ = journal.wait(seq).await;
+        }
     }
 
     async fn wait_for_room(&mut self) {

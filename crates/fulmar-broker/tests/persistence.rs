@@ -1568,6 +1568,8 @@ struct GatedStore {
     closed: Mutex<bool>,
     opened: std::sync::Condvar,
     commits: Mutex<Vec<usize>>,
+    /// Set while a commit waits for the gate.
+    stuck: AtomicBool,
 }
 
 impl GatedStore {
@@ -1585,8 +1587,10 @@ impl Store for GatedStore {
     fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
         let mut closed = self.closed.lock().unwrap();
         while *closed {
+            self.stuck.store(true, Ordering::SeqCst);
             closed = self.opened.wait(closed).unwrap();
         }
+        self.stuck.store(false, Ordering::SeqCst);
         drop(closed);
         let bytes = ops
             .iter()
@@ -1676,4 +1680,94 @@ async fn a_store_that_falls_behind_holds_back_its_publishers() {
     let biggest = store.commits.lock().unwrap().iter().copied().max().unwrap();
     assert!(biggest <= 96 << 20, "a commit of {} MiB", biggest >> 20);
     assert_eq!(store.inner.load().unwrap().messages.len(), COUNT as usize);
+}
+
+// Bounds: the application's own publishes feed the store too. Under periodic
+// commits, with a store that has fallen behind (a slow disk),
+// `BrokerHandle::publish` refuses once the changes waiting for the store pass
+// the bound that holds clients back (64 MiB waiting, besides the batch a
+// commit took), instead of the journal
+// growing without bound in memory; `publish_paced` waits for the commit
+// instead. Before, both went on routing while nothing was committed.
+#[tokio::test]
+async fn a_store_that_falls_behind_holds_back_the_application() {
+    const SIZE: usize = 512 * 1024;
+    const COUNT: usize = 400; // 200 MiB
+    let store = Arc::new(GatedStore::default());
+    let mut limits = fulmar_broker::Limits::default();
+    limits.max_queued_bytes = 1 << 30;
+    limits.max_queued_messages = 1000;
+    let broker = start_with(
+        Broker::builder()
+            .store(store.clone())
+            .limits(limits)
+            .durability(Durability::Periodic(std::time::Duration::from_millis(10))),
+    )
+    .await;
+    let (mut sub, _) = connect_kept(&broker, V5, "slow-disk").await;
+    sub.sub(1, "big", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    wait_until("the subscription committed", || {
+        record(&store.inner, "slow-disk").is_some_and(|s| s.subscriptions.len() == 1)
+    })
+    .await;
+    store.set_closed(true);
+    let payload = bytes::Bytes::from(vec![b'x'; SIZE]);
+    let mut published = 0;
+    let mut publish_until_refused = || loop {
+        match broker.publish("big", payload.clone(), QoS::AtLeastOnce, false) {
+            Ok(()) => published += 1,
+            Err(e) => break e,
+        }
+        assert!(
+            published < COUNT,
+            "all {COUNT} messages published while nothing was committed"
+        );
+    };
+    let refused = publish_until_refused();
+    assert!(
+        matches!(refused, fulmar_broker::BrokerError::LimitExceeded(_)),
+        "{refused:?}"
+    );
+    // Once the writer has taken a batch into the stuck commit, the room it
+    // left fills up again, and then stays full.
+    wait_until("a commit stuck", || store.stuck.load(Ordering::SeqCst)).await;
+    publish_until_refused();
+    // Bounded: 64 MiB waiting and one message past it, besides the batch
+    // the stuck commit took (what was waiting when it was taken: the same
+    // bound).
+    assert!(
+        published * SIZE <= 130 << 20,
+        "{published} messages published while nothing was committed"
+    );
+    // Paced: the wait lasts while the store is stuck (the timeout ends the
+    // wait; it asserts nothing about speed), and ends once it is back.
+    let pacing = broker
+        .publish_paced("big", payload.clone(), QoS::AtLeastOnce, false)
+        .unwrap();
+    assert!(!pacing.is_done());
+    let wait = tokio::spawn(pacing.wait());
+    // So does a cluster node's, which does not wait for each commit.
+    let mut injected = fulmar_codec::Publish::new(MqttString::from("big"), payload.clone());
+    injected.qos = QoS::AtLeastOnce;
+    let routing = tokio::spawn(
+        broker
+            .inject_paced(&injected)
+            .unwrap()
+            .wait_for_subscribers(),
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!wait.is_finished(), "waited for nothing");
+    assert!(!routing.is_finished(), "waited for nothing");
+    store.set_closed(false);
+    wait.await.unwrap().unwrap();
+    routing.await.unwrap();
+    published += 2;
+    // Caught up: publishing goes on.
+    broker
+        .publish("big", payload.clone(), QoS::AtLeastOnce, false)
+        .unwrap();
+    published += 1;
+    broker.shutdown().await;
+    assert_eq!(store.inner.load().unwrap().messages.len(), published);
 }
