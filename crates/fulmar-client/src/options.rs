@@ -568,8 +568,15 @@ impl ConnectOptions {
     /// made again. While a write waits nothing else runs on the connection
     /// (no reads, no keep-alive): a broker that stops reading would
     /// otherwise hold the client forever. A large message on a slow link is
-    /// fine as long as some of it is taken within each period. Zero turns
-    /// the limit off.
+    /// fine as long as some of it is taken within each period. "Taken" is
+    /// seen when the operating system takes more into the socket's send
+    /// buffer, which, once the buffer is full, it does only after about a
+    /// third of the buffer went out (Linux grows that buffer up to
+    /// `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default): with the default
+    /// period, a client that keeps writing more than a slow link carries
+    /// (below a few KB/s) can be taken as stalled although its bytes still
+    /// flow. On such links raise the period or turn it off. Zero turns the
+    /// limit off.
     #[must_use]
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = Some(timeout).filter(|t| !t.is_zero());
