@@ -849,20 +849,7 @@ impl BrokerHandle {
         if shared.journal.as_ref().is_some_and(|j| j.backlogged()) {
             return Err(BrokerError::LimitExceeded("store backlog"));
         }
-        let mut state = shared.lock();
-        if !state.retained_fits(&name, &publish, Instant::now()) {
-            return Err(BrokerError::LimitExceeded("retained messages"));
-        }
-        state.route(
-            &name,
-            &publish,
-            Origin::App,
-            shared.limits.max_queued_messages,
-            &shared.counters,
-            Instant::now(),
-            None,
-        );
-        Ok(())
+        self.route_app(&mut shared.lock(), &name, &publish, None)
     }
 
     /// [`publish`](Self::publish) with the flow control that a client's
@@ -907,27 +894,35 @@ impl BrokerHandle {
         qos: QoS,
         retain: bool,
     ) -> Result<Pacing, BrokerError> {
-        let shared = &self.inner.shared;
         let (name, publish) = self.app_message(topic, payload.into(), qos, retain)?;
-        let (fits, pacing) = self.paced(|state, held| {
-            if !state.retained_fits(&name, &publish, Instant::now()) {
-                return false;
-            }
-            state.route(
-                &name,
-                &publish,
-                Origin::App,
-                shared.limits.max_queued_messages,
-                &shared.counters,
-                Instant::now(),
-                Some(held),
-            );
-            true
-        });
-        if !fits {
+        let (routed, pacing) =
+            self.paced(|state, held| self.route_app(state, &name, &publish, Some(held)));
+        routed.map(|()| pacing)
+    }
+
+    /// Routes an application's message (a new retained topic within the
+    /// quota).
+    fn route_app(
+        &self,
+        state: &mut State,
+        name: &TopicName,
+        publish: &Publish,
+        held: Option<&mut Held>,
+    ) -> Result<(), BrokerError> {
+        let shared = &self.inner.shared;
+        if !state.retained_fits(name, publish, Instant::now()) {
             return Err(BrokerError::LimitExceeded("retained messages"));
         }
-        Ok(pacing)
+        state.route(
+            name,
+            publish,
+            Origin::App,
+            shared.limits.max_queued_messages,
+            &shared.counters,
+            Instant::now(),
+            held,
+        );
+        Ok(())
     }
 
     /// The checks of an application's message, and the message.

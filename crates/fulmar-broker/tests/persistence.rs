@@ -1604,19 +1604,9 @@ impl Store for GatedStore {
     }
 }
 
-// Bounds: under periodic commits, a store that falls behind (a slow disk)
-// holds back the publishers that feed it once the journal holds about 64 MiB,
-// rather than letting the journal grow without bound in memory. Before, a
-// publisher whose messages went to a kept session was acknowledged as fast as
-// it sent while commits were stuck: all of its 100 MiB waited in memory.
-#[tokio::test]
-async fn a_store_that_falls_behind_holds_back_its_publishers() {
-    const SIZE: usize = 512 * 1024;
-    const COUNT: u16 = 200; // 100 MiB
-    let store = Arc::new(GatedStore::default());
-    let mut limits = fulmar_broker::Limits::default();
-    limits.max_packet_size = std::num::NonZeroU32::new(2 * 1024 * 1024).unwrap();
-    limits.max_queued_bytes = 1 << 30;
+/// A broker with periodic commits into `store`, where the kept session
+/// "slow-disk" (away) subscribes to "big" at QoS 1.
+async fn slow_disk_broker(store: &Arc<GatedStore>, limits: fulmar_broker::Limits) -> BrokerHandle {
     let broker = start_with(
         Broker::builder()
             .store(store.clone())
@@ -1631,6 +1621,23 @@ async fn a_store_that_falls_behind_holds_back_its_publishers() {
         record(&store.inner, "slow-disk").is_some_and(|s| s.subscriptions.len() == 1)
     })
     .await;
+    broker
+}
+
+// Bounds: under periodic commits, a store that falls behind (a slow disk)
+// holds back the publishers that feed it once the journal holds about 64 MiB,
+// rather than letting the journal grow without bound in memory. Before, a
+// publisher whose messages went to a kept session was acknowledged as fast as
+// it sent while commits were stuck: all of its 100 MiB waited in memory.
+#[tokio::test]
+async fn a_store_that_falls_behind_holds_back_its_publishers() {
+    const SIZE: usize = 512 * 1024;
+    const COUNT: u16 = 200; // 100 MiB
+    let store = Arc::new(GatedStore::default());
+    let mut limits = fulmar_broker::Limits::default();
+    limits.max_packet_size = std::num::NonZeroU32::new(2 * 1024 * 1024).unwrap();
+    limits.max_queued_bytes = 1 << 30;
+    let broker = slow_disk_broker(&store, limits).await;
     store.set_closed(true);
     let mut publisher = Peer::connect(addr(&broker), V5, "p").await;
     let payload = bytes::Bytes::from(vec![b'x'; SIZE]);
@@ -1697,20 +1704,7 @@ async fn a_store_that_falls_behind_holds_back_the_application() {
     let mut limits = fulmar_broker::Limits::default();
     limits.max_queued_bytes = 1 << 30;
     limits.max_queued_messages = 1000;
-    let broker = start_with(
-        Broker::builder()
-            .store(store.clone())
-            .limits(limits)
-            .durability(Durability::Periodic(std::time::Duration::from_millis(10))),
-    )
-    .await;
-    let (mut sub, _) = connect_kept(&broker, V5, "slow-disk").await;
-    sub.sub(1, "big", QoS::AtLeastOnce).await;
-    sub.disconnect().await;
-    wait_until("the subscription committed", || {
-        record(&store.inner, "slow-disk").is_some_and(|s| s.subscriptions.len() == 1)
-    })
-    .await;
+    let broker = slow_disk_broker(&store, limits).await;
     store.set_closed(true);
     let payload = bytes::Bytes::from(vec![b'x'; SIZE]);
     let mut published = 0;
