@@ -136,7 +136,10 @@ pub enum AuthStep {
 /// a message denied is not delivered to that client.
 #[async_trait::async_trait]
 pub trait Authorizer: Send + Sync + 'static {
-    /// May `client` publish to `topic`? Also asked for the will topic at CONNECT.
+    /// May `client` publish to `topic`? Also asked for the will topic at
+    /// CONNECT, and again for a will recovered from the [`Store`](crate::Store)
+    /// when the broker starts, and on
+    /// [`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize).
     async fn authorize_publish(&self, client: &ClientInfo, topic: &str) -> bool;
     /// May `client` subscribe to `filter` (as sent, `$share/...` included)?
     async fn authorize_subscribe(&self, client: &ClientInfo, filter: &str) -> bool;

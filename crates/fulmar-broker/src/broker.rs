@@ -519,6 +519,18 @@ impl BrokerBuilder {
             #[cfg(unix)]
             hibernator,
         });
+        // The wills recovered from the store were allowed by the rules before
+        // the restart: asked again, before any is published.
+        recheck_waiting_wills(&shared).await;
+        // Those due already (of clients connected at a crash, with no Will
+        // Delay Interval; of sessions that ended while the broker was down)
+        // go before a client can connect: a client that comes back at once
+        // does not cancel a will that was due (MQTT-3.1.2-8).
+        shared.lock().run_deadlines(
+            shared.limits.max_queued_messages,
+            &shared.counters,
+            Instant::now(),
+        );
         for listener in listeners {
             tracker.spawn(accept_loop(shared.clone(), listener, tracker.clone()));
         }
@@ -1309,7 +1321,7 @@ impl BrokerHandle {
         drop(round);
         // `None` once every connection dropped its sender.
         let _ = done.recv().await;
-        self.recheck_waiting_wills().await;
+        recheck_waiting_wills(&self.inner.shared).await;
     }
 
     /// Closes the connections of the clients `which` selects (by identifier
@@ -1354,49 +1366,51 @@ impl BrokerHandle {
         }
         asked
     }
+}
 
-    /// Asks the authorizer about the topic of every will waiting for its
-    /// delay (its client is gone, so no connection does), and drops those it
-    /// denies now.
-    async fn recheck_waiting_wills(&self) {
-        let shared = &self.inner.shared;
-        let waiting: Vec<(Arc<str>, ClientInfo, String, Instant)> = shared
-            .lock()
-            .sessions
-            .iter()
-            .filter(|(_, e)| e.owner.is_none())
-            .filter_map(|(id, e)| {
-                let will = e.will()?;
-                Some((
-                    id.clone(),
-                    will.info.clone(),
-                    will.publish.topic.to_string(),
-                    will.at,
-                ))
-            })
-            .collect();
-        for (id, info, topic, at) in waiting {
-            if shared.authorizer.authorize_publish(&info, &topic).await {
-                continue;
-            }
-            let mut state = shared.lock();
-            // Unless it was published, cancelled or replaced meanwhile.
-            let Some(entry) = state.sessions.get_mut(&id) else {
-                continue;
-            };
-            if entry.owner.is_some() || entry.will().is_none_or(|w| w.at != at) {
-                continue;
-            }
-            drop(entry.take_will());
-            // Nor after a restart: the record, without it.
-            state.persist_away_session(&id);
-            tracing::info!(client_id = %id, topic = %topic, "will withdrawn: the authorizer denies its topic now");
-            if let Some(bridge) = &state.bridge {
-                bridge.will_cleared(&id);
-            }
+/// Asks the authorizer about the topic of every will waiting for its delay
+/// (its client is gone, so no connection does), and drops those it denies
+/// now: after [`BrokerHandle::reauthorize`], and at start for the wills
+/// recovered from the store (the rules may have changed with the restart).
+async fn recheck_waiting_wills(shared: &Shared) {
+    let waiting: Vec<(Arc<str>, ClientInfo, String, Instant)> = shared
+        .lock()
+        .sessions
+        .iter()
+        .filter(|(_, e)| e.owner.is_none())
+        .filter_map(|(id, e)| {
+            let will = e.will()?;
+            Some((
+                id.clone(),
+                will.info.clone(),
+                will.publish.topic.to_string(),
+                will.at,
+            ))
+        })
+        .collect();
+    for (id, info, topic, at) in waiting {
+        if shared.authorizer.authorize_publish(&info, &topic).await {
+            continue;
+        }
+        let mut state = shared.lock();
+        // Unless it was published, cancelled or replaced meanwhile.
+        let Some(entry) = state.sessions.get_mut(&id) else {
+            continue;
+        };
+        if entry.owner.is_some() || entry.will().is_none_or(|w| w.at != at) {
+            continue;
+        }
+        drop(entry.take_will());
+        // Nor after a restart: the record, without it.
+        state.persist_away_session(&id);
+        tracing::info!(client_id = %id, topic = %topic, "will withdrawn: the authorizer denies its topic now");
+        if let Some(bridge) = &state.bridge {
+            bridge.will_cleared(&id);
         }
     }
+}
 
+impl BrokerHandle {
     /// Whether this broker holds a session for `client_id` (connected or
     /// not).
     ///
@@ -1652,13 +1666,14 @@ impl BrokerHandle {
     /// does; persistent sessions and the retained messages in the store get
     /// them before it is closed. Wills waiting for their Will Delay Interval
     /// are published too, and so are the wills with a delay of the clients
-    /// still connected, before the delay has passed: the wills of connected
-    /// clients are not kept in the store, and without a store a will left
-    /// waiting would never be published (a client that comes back within
-    /// the delay after a restart was announced gone, where MQTT-3.1.3-9
-    /// would have it not; a client that does not come back is announced, as
-    /// MQTT-3.1.2-8 requires). Their sessions' records are written again
-    /// without them. (A crash keeps a waiting will in its session's record.)
+    /// still connected, before the delay has passed: without a store, or for
+    /// a session that is not kept, a will left waiting would never be
+    /// published (a client that comes back within the delay after a restart
+    /// was announced gone, where MQTT-3.1.3-9 would have it not; a client
+    /// that does not come back is announced, as MQTT-3.1.2-8 requires).
+    /// Their sessions' records are written again without them. (A crash
+    /// keeps the wills of persistent sessions, waiting or of clients still
+    /// connected, in their records: see [`WillDue`](crate::WillDue).)
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         let limits = &inner.shared.limits;

@@ -56,13 +56,20 @@
 //!   inbox and keep-alive deadline until it is needed again.
 //!
 //! - **Persistence** ([`BrokerBuilder::store`]): persistent sessions (subscriptions,
-//!   queued and in-flight QoS 1/2 messages, inbound QoS 2 identifiers, a will
-//!   waiting out its Will Delay Interval) and
+//!   queued and in-flight QoS 1/2 messages, inbound QoS 2 identifiers, the
+//!   will of the connected client or one waiting out its Will Delay Interval) and
 //!   retained messages are kept in a [`Store`] ([`DiskStore`] on disk, feature
 //!   `disk`; [`MemoryStore`]) and recovered at start. With [`Durability::Immediate`]
 //!   (the default) a PUBACK/PUBREC, SUBACK or CONNACK is sent only once what it
-//!   promises is committed; commits are shared by all connections (group commit).
-//!   Not kept: wills of clients connected at a crash, and QoS 0 messages.
+//!   promises is committed (a CONNACK: the session's record, with the will);
+//!   commits are shared by all connections (group commit). After a crash,
+//!   the will of a client that was connected is published as if its
+//!   connection had ended at the restart (after its Will Delay Interval, no
+//!   later than its session's end), once the authorizer allows it again.
+//!   Not kept: wills of clients connected at a crash whose sessions are not
+//!   persistent (3.1.1 Clean Session 1, 5.0 Session Expiry Interval 0: their
+//!   sessions have no record, and keeping one for the will would cost two
+//!   writes per connection), and QoS 0 messages.
 //! - **Beyond one broker**: a [`Bridge`] hears of filters and messages and
 //!   injects messages from elsewhere (see the `fulmar-cluster` crate).
 //!
@@ -128,7 +135,7 @@ pub use pacing::Pacing;
 pub use store::DiskStore;
 pub use store::{
     Durability, MemoryStore, Snapshot, Store, StoreError, StoreOp, StoredMessage, StoredSession,
-    StoredSubscription, StoredWill,
+    StoredSubscription, StoredWill, WillDue,
 };
 #[cfg(feature = "tls")]
 pub use tls::TlsConfig;

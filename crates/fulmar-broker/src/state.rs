@@ -26,7 +26,7 @@ use crate::message::Message;
 use crate::store::journal::Journal;
 use crate::store::recover::unix_of;
 use crate::store::{
-    StoreOp, StoredMessage, StoredSession, StoredSubscription, StoredWill, unix_millis,
+    StoreOp, StoredMessage, StoredSession, StoredSubscription, StoredWill, WillDue, unix_millis,
 };
 use crate::{Authorizer, ClientInfo};
 
@@ -1732,6 +1732,37 @@ impl State {
     /// `disconnected_at` when its connection ended.
     /// Returns whether anything was written.
     pub(crate) fn persist_session(&self, id: &Arc<str>, disconnected_at: Option<u64>) -> bool {
+        let will = self.sessions.get(id).and_then(|e| e.will()).map(|will| {
+            let now_unix = unix_millis();
+            StoredWill {
+                publish: will.publish.clone(),
+                due: WillDue::At(unix_of(will.at, Instant::now(), now_unix)),
+                username: will.info.username.clone(),
+                protocol_version: will.info.protocol_version,
+            }
+        });
+        self.put_session_record(id, disconnected_at, will)
+    }
+
+    /// Writes the record of session `id`, which a connection holds, to the
+    /// store (when it is persistent), with its subscriptions and `will`, the
+    /// will of its client ([`WillDue::AfterDisconnect`]): a crash must not
+    /// lose it (MQTT-3.1.2-8). Returns whether anything was written.
+    pub(crate) fn persist_connected_session(
+        &self,
+        id: &Arc<str>,
+        will: Option<StoredWill>,
+    ) -> bool {
+        self.put_session_record(id, None, will)
+    }
+
+    /// Writes the record of session `id` (when it is persistent) with `will`.
+    fn put_session_record(
+        &self,
+        id: &Arc<str>,
+        disconnected_at: Option<u64>,
+        will: Option<StoredWill>,
+    ) -> bool {
         let (Some(journal), Some(entry)) = (&self.journal, self.sessions.get(id)) else {
             return false;
         };
@@ -1740,15 +1771,7 @@ impl State {
         }
         match self.session_record(id, disconnected_at) {
             Some(mut record) => {
-                record.will = entry.will().map(|will| {
-                    let now_unix = unix_millis();
-                    StoredWill {
-                        publish: will.publish.clone(),
-                        due: unix_of(will.at, Instant::now(), now_unix),
-                        username: will.info.username.clone(),
-                        protocol_version: will.info.protocol_version,
-                    }
-                });
+                record.will = will;
                 journal.push(StoreOp::PutSession(record));
                 true
             }

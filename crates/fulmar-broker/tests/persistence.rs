@@ -107,9 +107,9 @@ async fn a_retained_will_published_at_shutdown_survives_the_restart() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Wills are not kept in the store: at shutdown a will with a Will Delay
-/// Interval is published too, also when its session is kept, rather than
-/// never (if its client does not come back). Both were dropped.
+/// At shutdown a will with a Will Delay Interval is published too, also
+/// when its session is kept, rather than never (if its client does not come
+/// back). Both were dropped. (A crash keeps them: see `crash_wills.rs`.)
 // v5:MQTT-3.1.2-8
 #[tokio::test]
 async fn wills_with_a_delay_are_published_at_shutdown_even_for_kept_sessions() {
@@ -1419,7 +1419,7 @@ async fn wills_due_while_the_broker_was_down_are_published_at_start() {
         publish.packet_id = None;
         Some(fulmar_broker::StoredWill {
             publish,
-            due: 2_000,
+            due: fulmar_broker::WillDue::At(2_000),
             username: Some("alice".into()),
             protocol_version: V5,
         })

@@ -14,7 +14,7 @@ use fulmar_codec::{
 };
 use fulmar_session::{DormantSession, Event, Initiator, Session, SessionState};
 
-use crate::store::{StoreOp, unix_millis};
+use crate::store::{StoreOp, StoredWill, WillDue, unix_millis};
 use fulmar_topic::{SubscriptionFilter, TopicName};
 use futures::FutureExt;
 use futures::future::OptionFuture;
@@ -485,6 +485,26 @@ impl Client {
     /// Its subscriptions' key.
     fn key(&self) -> Subscriber {
         Subscriber::Client(self.id.clone())
+    }
+
+    /// Its will as the record of its session keeps it while it is
+    /// connected: due its Will Delay Interval after the connection ends.
+    fn stored_will(&self) -> Option<StoredWill> {
+        let will = self.will.as_deref()?;
+        Some(StoredWill {
+            publish: will.clone(),
+            due: WillDue::AfterDisconnect(self.will_delay),
+            username: self.info.username.clone(),
+            protocol_version: self.info.protocol_version,
+        })
+    }
+
+    /// Writes the record of its session (held by its connection) to the
+    /// store, when it is persistent: its subscriptions and its will, which
+    /// a crash must not lose (MQTT-3.1.2-8). Returns whether anything was
+    /// written.
+    fn persist_session(&self, state: &State) -> bool {
+        self.persistent && state.persist_connected_session(&self.id, self.stored_will())
     }
 }
 
@@ -1731,10 +1751,7 @@ impl<S: Stream> Connection<S> {
         let (mut stored, mut offline, present) =
             self.claim(&id, connect.clean_start, expiry, reader).await;
         let persistent = self.shared.journal.is_some() && expiry > 0;
-        if persistent && self.shared.lock().persist_session(&id, None) {
-            self.journaled();
-        }
-        self.client = Some(Client {
+        let client = Client {
             id: id.clone(),
             info: client_info,
             will,
@@ -1742,7 +1759,17 @@ impl<S: Stream> Connection<S> {
             expiry,
             persistent,
             bridge: connect.bridge,
-        });
+        };
+        // The session's record, with the will: under Durability::Immediate
+        // the CONNACK waits for it, so a will the client was told of
+        // outlives a crash. A client without a will costs no more than
+        // before; one whose session is not kept (Clean Session 1, Session
+        // Expiry Interval 0) has no record, and its will does not outlive a
+        // crash (keeping it would cost two writes per connection).
+        if client.persistent && client.persist_session(&self.shared.lock()) {
+            self.journaled();
+        }
+        self.client = Some(client);
         // The subscriptions of a resumed session were allowed to whoever
         // made them; the client may be another user now. The messages of the
         // subscriptions withdrawn go with them, the ones in flight too: they
@@ -2138,7 +2165,11 @@ impl<S: Stream> Connection<S> {
         if persistent {
             let mut state = self.shared.lock();
             seqs.extend(retained.iter().map(|p| state.store_message(&id, p)));
-            if state.persist_session(&id, None) {
+            if self
+                .client
+                .as_ref()
+                .is_some_and(|c| c.persist_session(&state))
+            {
                 drop(state);
                 self.journaled();
             }
@@ -2179,8 +2210,10 @@ impl<S: Stream> Connection<S> {
                 UnsubAckReasonCode::NoSubscriptionExisted
             });
         }
-        if self.client.as_ref().is_some_and(|c| c.persistent)
-            && self.shared.lock().persist_session(&id, None)
+        if self
+            .client
+            .as_ref()
+            .is_some_and(|c| c.persistent && c.persist_session(&self.shared.lock()))
         {
             self.journaled();
         }
@@ -2258,8 +2291,10 @@ impl<S: Stream> Connection<S> {
                 filter: raw,
             });
         }
-        let persisted =
-            self.client.as_ref().is_some_and(|c| c.persistent) && state.persist_session(&id, None);
+        let persisted = self
+            .client
+            .as_ref()
+            .is_some_and(|c| c.persist_session(&state));
         drop(state);
         // Retained messages still waiting go only to the subscriptions kept.
         self.prune_retained_later(&kept);
@@ -2300,8 +2335,11 @@ impl<S: Stream> Connection<S> {
         if !allowed && let Some(client) = self.client.as_mut() {
             tracing::info!(client_id = %client.id, topic = %topic, "will withdrawn: the authorizer denies its topic now");
             client.will = None;
+            let state = self.shared.lock();
+            // Nor after a crash: the session's record, without it.
+            client.persist_session(&state);
             // The bridge was told of it at CONNACK.
-            if let Some(bridge) = &self.shared.lock().bridge {
+            if let Some(bridge) = &state.bridge {
                 bridge.will_cleared(&client.id);
             }
         }
@@ -2490,14 +2528,18 @@ impl<S: Stream> Connection<S> {
                         }
                     }
                 }
+                if let Some(will) = publish_now {
+                    state.publish_will(&client.id, will, max_queued, counters, now);
+                }
+                // Its record: without the will unless it waits out its delay
+                // (after the will's copies: a crash in between publishes it
+                // twice rather than never). A normal DISCONNECT deleted it
+                // (MQTT-3.1.2-10, v5 3.14.4).
                 state.persist_session(&client.id, Some(now_unix));
                 crate::broker::report_offline(&state, &client.id);
                 for at in deadlines {
                     state.schedule(&client.id, at);
                     notify = true;
-                }
-                if let Some(will) = publish_now {
-                    state.publish_will(&client.id, will, max_queued, counters, now);
                 }
             }
             // Published or dropped here, unless it waits for its delay.

@@ -359,29 +359,42 @@ fn op_bytes(op: &StoreOp) -> usize {
     const OVERHEAD: usize = 64;
     let message = match op {
         StoreOp::PutMessage { message, .. } | StoreOp::PutRetained { message, .. } => {
-            let p = &message.publish;
-            p.payload.len()
-                + p.topic.len()
-                + p.properties
-                    .correlation_data
-                    .as_ref()
-                    .map_or(0, |d| d.len())
-                + p.properties.response_topic.as_ref().map_or(0, |t| t.len())
-                + p.properties.content_type.as_ref().map_or(0, |t| t.len())
-                + p.properties
-                    .user_properties
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len() + 16)
-                    .sum::<usize>()
+            publish_bytes(&message.publish)
         }
-        StoreOp::PutSession(session) => session
-            .subscriptions
-            .iter()
-            .map(|s| s.filter.len() + OVERHEAD)
-            .sum(),
+        StoreOp::PutSession(session) => {
+            let subscriptions: usize = session
+                .subscriptions
+                .iter()
+                .map(|s| s.filter.len() + OVERHEAD)
+                .sum();
+            // The will a session record keeps (its client's, or one waiting
+            // out its delay) may be as large as any message.
+            subscriptions
+                + session
+                    .will
+                    .as_ref()
+                    .map_or(0, |w| publish_bytes(&w.publish))
+        }
         _ => 0,
     };
     OVERHEAD + message
+}
+
+/// About how many bytes a message holds: payload, topic, properties.
+fn publish_bytes(p: &fulmar_codec::Publish) -> usize {
+    p.payload.len()
+        + p.topic.len()
+        + p.properties
+            .correlation_data
+            .as_ref()
+            .map_or(0, |d| d.len())
+        + p.properties.response_topic.as_ref().map_or(0, |t| t.len())
+        + p.properties.content_type.as_ref().map_or(0, |t| t.len())
+        + p.properties
+            .user_properties
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 16)
+            .sum::<usize>()
 }
 
 /// Drops the changes of a batch that cancel out: a message put and deleted

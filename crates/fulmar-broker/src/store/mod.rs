@@ -1,13 +1,15 @@
 //! What must outlive the broker process: persistent sessions (subscriptions,
 //! expiry, QoS 1/2 messages queued or in flight, inbound QoS 2 identifiers
-//! awaiting PUBREL) and retained messages. One [`Store`] trait; an in-memory
+//! awaiting PUBREL, the will of the connected client or one waiting out its
+//! Will Delay Interval) and retained messages. One [`Store`] trait; an in-memory
 //! [`MemoryStore`] and, with feature `disk`, the on-disk [`DiskStore`].
 //!
 //! The broker writes through a journal: changes from every connection are
 //! collected and committed in batches by one writer thread (group commit).
 //! With [`Durability::Immediate`] (the default when a store is set), a QoS 1/2
 //! message is acknowledged (PUBACK/PUBREC) only once the batch holding it is
-//! committed, and a SUBACK only once the subscription is.
+//! committed, a SUBACK only once the subscription is, and a CONNACK only
+//! once the session's record (with the client's will) is.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -94,28 +96,45 @@ pub struct StoredSession {
     pub disconnected_at: Option<u64>,
     /// Its subscriptions.
     pub subscriptions: Vec<StoredSubscription>,
-    /// The will waiting out its Will Delay Interval (MQTT 5.0) when the
-    /// record was written, if any: after a restart it is published when it
-    /// is due, or when the session ends if that comes first (MQTT-3.1.2-8).
-    /// The broker keeps it out of the records it hands a [`Bridge`](crate::Bridge)
-    /// (a session that moves to another broker cancels its will, as a
-    /// reconnect would) and ignores it in a session brought from elsewhere.
+    /// The will of the session when the record was written, if any: the
+    /// will of its connected client ([`WillDue::AfterDisconnect`]), or one
+    /// waiting out its Will Delay Interval (MQTT 5.0) after the connection
+    /// ended ([`WillDue::At`]). After a restart it is published when it is
+    /// due, or when the session ends if that comes first (MQTT-3.1.2-8,
+    /// v5 3.1.3.2.2). The broker keeps it out of the records it hands a
+    /// [`Bridge`](crate::Bridge) (a session that moves to another broker
+    /// cancels its will, as a reconnect would) and ignores it in a session
+    /// brought from elsewhere.
     pub will: Option<StoredWill>,
 }
 
-/// A will waiting out its Will Delay Interval, kept in its session's
-/// [`StoredSession`] record.
+/// The will of a persistent session, kept in its [`StoredSession`] record so
+/// that a crash does not lose it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredWill {
     /// The will message, as the broker publishes it.
     pub publish: Publish,
-    /// When it is due, in milliseconds since the Unix epoch.
-    pub due: u64,
+    /// When it is due.
+    pub due: WillDue,
     /// The user name its client connected as (for the [`Authorizer`](crate::Authorizer)
     /// when the rules change meanwhile).
     pub username: Option<String>,
     /// The protocol version its client connected with.
     pub protocol_version: ProtocolVersion,
+}
+
+/// When a [`StoredWill`] is due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WillDue {
+    /// At this time, in milliseconds since the Unix epoch: its client's
+    /// connection ended, and the will waits out its Will Delay Interval.
+    At(u64),
+    /// This many seconds after its client's connection ends (its Will Delay
+    /// Interval; 0 without one, and always under MQTT 3.1.1): the client was
+    /// connected when the record was written. After a crash its connection
+    /// counts as ended at the restart, as [`StoredSession::disconnected_at`]
+    /// `None` does.
+    AfterDisconnect(u32),
 }
 
 /// A message kept for a session (queued or in flight) or as retained.
@@ -381,14 +400,30 @@ pub(crate) fn decode_message(
     })
 }
 
-/// Encodes a session record: version 1 without a will (as versions that
-/// know of no will wrote, and can read back), version 2 with one: the same,
-/// then a flag byte (1), the will's due time, its client's user name (a
-/// flag byte, then the name) and protocol level, and its PUBLISH as
-/// [`encode_message`] writes one.
+/// Encodes a session record, in the oldest version that holds it (older
+/// broker versions read what they can represent, and set aside as
+/// unreadable what they cannot, rather than misread it):
+///
+/// - version 1 without a will (as versions that know of no will wrote);
+/// - version 2 with a will due at a time ([`WillDue::At`]): the same, then a
+///   flag byte (1), the will's due time, its client's user name (a flag
+///   byte, then the name) and protocol level, and its PUBLISH as
+///   [`encode_message`] writes one;
+/// - version 3 with the will of a connected client
+///   ([`WillDue::AfterDisconnect`]): as version 2, with the flag byte 2 and
+///   the Will Delay Interval (four bytes) in place of the due time.
 pub(crate) fn encode_session(session: &StoredSession) -> Vec<u8> {
-    let mut buf = BytesMut::with_capacity(32 + 16 * session.subscriptions.len());
-    buf.put_u8(if session.will.is_some() { 2 } else { 1 }); // record version
+    let will_size = session
+        .will
+        .as_ref()
+        .map_or(0, |w| 64 + w.publish.payload.len());
+    let mut buf = BytesMut::with_capacity(32 + 16 * session.subscriptions.len() + will_size);
+    let version = match session.will.as_ref().map(|w| w.due) {
+        None => 1,
+        Some(WillDue::At(_)) => 2,
+        Some(WillDue::AfterDisconnect(_)) => 3,
+    };
+    buf.put_u8(version);
     buf.put_u32(session.expiry_interval);
     buf.put_u64(session.disconnected_at.map_or(0, |t| t.saturating_add(1)));
     buf.put_u32(u32::try_from(session.subscriptions.len()).unwrap_or(u32::MAX));
@@ -401,8 +436,16 @@ pub(crate) fn encode_session(session: &StoredSession) -> Vec<u8> {
         put_str(&mut buf, &sub.filter);
     }
     if let Some(will) = &session.will {
-        buf.put_u8(1);
-        buf.put_u64(will.due);
+        match will.due {
+            WillDue::At(due) => {
+                buf.put_u8(1);
+                buf.put_u64(due);
+            }
+            WillDue::AfterDisconnect(delay) => {
+                buf.put_u8(2);
+                buf.put_u32(delay);
+            }
+        }
         buf.put_u8(u8::from(will.username.is_some()));
         put_str(&mut buf, will.username.as_deref().unwrap_or_default());
         buf.put_u8(will.protocol_version.level());
@@ -425,7 +468,7 @@ pub(crate) fn decode_session(
         return Err(corrupt("truncated"));
     }
     let version = b.get_u8();
-    if !matches!(version, 1 | 2) {
+    if !matches!(version, 1..=3) {
         return Err(corrupt("unknown record version"));
     }
     let expiry_interval = b.get_u32();
@@ -448,8 +491,8 @@ pub(crate) fn decode_session(
             id,
         });
     }
-    let will = if version == 2 {
-        get_will(&mut b).map_err(corrupt)?
+    let will = if version >= 2 {
+        get_will(&mut b, version).map_err(corrupt)?
     } else {
         None
     };
@@ -462,20 +505,31 @@ pub(crate) fn decode_session(
     })
 }
 
-/// Decodes the will part of a version 2 session record.
-fn get_will(b: &mut &[u8]) -> Result<Option<StoredWill>, &'static str> {
+/// Decodes the will part of a session record of `version` 2 or 3 (only 3
+/// holds the will of a connected client).
+fn get_will(b: &mut &[u8], version: u8) -> Result<Option<StoredWill>, &'static str> {
     if b.remaining() < 1 {
         return Err("truncated will");
     }
-    match b.get_u8() {
+    let due = match b.get_u8() {
         0 => return Ok(None),
-        1 => {}
+        1 => {
+            if b.remaining() < 8 {
+                return Err("truncated will");
+            }
+            WillDue::At(b.get_u64())
+        }
+        2 if version >= 3 => {
+            if b.remaining() < 4 {
+                return Err("truncated will");
+            }
+            WillDue::AfterDisconnect(b.get_u32())
+        }
         _ => return Err("bad will flag"),
-    }
-    if b.remaining() < 9 {
+    };
+    if b.remaining() < 1 {
         return Err("truncated will");
     }
-    let due = b.get_u64();
     let has_username = b.get_u8();
     let username = get_str(b).ok_or("bad will user name")?;
     let username = match has_username {
@@ -630,7 +684,7 @@ mod tests {
             }],
             will: Some(StoredWill {
                 publish,
-                due: 1_700_000_002_000,
+                due: WillDue::At(1_700_000_002_000),
                 username: username.map(str::to_owned),
                 protocol_version: ProtocolVersion::V5,
             }),
@@ -673,10 +727,66 @@ mod tests {
         bytes.push(0);
         assert_eq!(decode_session(Arc::from("c1"), &bytes).unwrap(), session);
         // Any other version is not read.
-        for version in [0, 3, 0xff] {
+        for version in [0, 4, 0xff] {
             bytes[0] = version;
             assert!(decode_session(Arc::from("c1"), &bytes).is_err());
         }
+    }
+
+    // The will of a client connected when the record was written: version
+    // 3, its Will Delay Interval in place of a due time; round-trips, and
+    // every truncation or byte change is an error or a record, never a
+    // panic. A version 2 record cannot hold it (a broker that reads only
+    // up to version 2 sets the record aside rather than take the delay for
+    // a due time).
+    // MQTT-3.1.2-8
+    #[test]
+    fn session_records_with_the_will_of_a_connected_client_round_trip() {
+        for (username, delay, version) in [
+            (Some("alice"), 0, ProtocolVersion::V311),
+            (None, 3600, ProtocolVersion::V5),
+            (Some(""), u32::MAX, ProtocolVersion::V5),
+        ] {
+            let mut session = session_with_will(username);
+            session.disconnected_at = None;
+            if let Some(will) = &mut session.will {
+                will.due = WillDue::AfterDisconnect(delay);
+                will.protocol_version = version;
+            }
+            let bytes = encode_session(&session);
+            assert_eq!(bytes[0], 3);
+            assert_eq!(decode_session(Arc::from("c1"), &bytes).unwrap(), session);
+            for cut in 0..bytes.len() {
+                assert!(
+                    matches!(
+                        decode_session(Arc::from("c1"), &bytes[..cut]),
+                        Err(StoreError::Corrupt { .. })
+                    ),
+                    "cut {cut}"
+                );
+            }
+            for i in 0..bytes.len() {
+                for value in [0, 1, 2, 3, 0x7f, 0xff] {
+                    let mut changed = bytes.clone();
+                    changed[i] = value;
+                    let _ = decode_session(Arc::from("c1"), &changed);
+                }
+            }
+            let mut as_version_2 = bytes.clone();
+            as_version_2[0] = 2;
+            assert!(matches!(
+                decode_session(Arc::from("c1"), &as_version_2),
+                Err(StoreError::Corrupt { .. })
+            ));
+        }
+        // A will due at a time is still written as version 2, which broker
+        // versions from before version 3 read.
+        let session = session_with_will(Some("alice"));
+        let mut bytes = encode_session(&session);
+        assert_eq!(bytes[0], 2);
+        // Version 3 reads it too.
+        bytes[0] = 3;
+        assert_eq!(decode_session(Arc::from("c1"), &bytes).unwrap(), session);
     }
 
     // A record written by a version that knew of no will (version 1, laid

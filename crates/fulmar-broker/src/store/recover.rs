@@ -9,7 +9,7 @@ use fulmar_session::{Outgoing, SessionState};
 use fulmar_topic::TopicName;
 
 use super::journal::Journal;
-use super::{Snapshot, StoreOp, StoredMessage, StoredSession, unix_millis};
+use super::{Snapshot, StoreOp, StoredMessage, StoredSession, WillDue, unix_millis};
 use crate::ClientInfo;
 use crate::state::{PendingWill, Queued, Retained, SessionEntry, State};
 
@@ -73,6 +73,21 @@ pub(crate) fn expiry_deadline(
     now.checked_add(Duration::from_millis(left))
 }
 
+/// When a stored will is due, in Unix milliseconds: the will of a client
+/// connected when its record was written ([`WillDue::AfterDisconnect`]) its
+/// Will Delay Interval after `since` (when its session's connection ended;
+/// for a crash, the restart), and no later than the session's end, `expiry`
+/// seconds after that (v5 3.1.3.2.2: the will is published when the delay
+/// has passed or the session ends, whichever comes first).
+pub(crate) fn due_time(due: WillDue, since: u64, expiry: u32) -> u64 {
+    match due {
+        WillDue::At(at) => at,
+        WillDue::AfterDisconnect(delay) => {
+            since.saturating_add(u64::from(delay.min(expiry)).saturating_mul(1000))
+        }
+    }
+}
+
 /// Loads `snapshot` into an empty `state`: sessions (expired ones are
 /// dropped from the store), their subscriptions, queued and in-flight
 /// messages and inbound QoS 2 identifiers, and retained messages.
@@ -102,23 +117,30 @@ pub(crate) fn recover(
     for (client, id) in snapshot.incoming {
         incoming.entry(client).or_default().push(id);
     }
-    for stored in snapshot.sessions {
+    for mut stored in snapshot.sessions {
         let id = stored.client_id.clone();
         // A session connected at the crash counts as disconnected now. That
         // start goes to the store (below): a later restart counts on from
         // it rather than from itself again, which kept a session for ever
         // on a broker restarted more often than its interval.
         let since = stored.disconnected_at.unwrap_or(now_unix);
+        let expiry = stored.expiry_interval.min(max_session_expiry);
+        if let Some(will) = &mut stored.will {
+            // The will of a client connected at the crash: its connection
+            // ended then, as far as anyone can tell (MQTT-3.1.2-8).
+            will.due = WillDue::At(due_time(will.due, since, expiry));
+        }
         let record_start = stored.disconnected_at.is_none().then(|| StoredSession {
             disconnected_at: Some(since),
             ..stored.clone()
         });
-        let expiry = stored.expiry_interval.min(max_session_expiry);
         let mut expires_at = expiry_deadline(expiry, since, now, now_unix);
         let will = stored.will.map(|will| PendingWill {
-            // Already due: at once (the deadline task's first round).
+            // Already due: at once (at start, before the listeners).
             at: now
-                .checked_add(Duration::from_millis(will.due.saturating_sub(now_unix)))
+                .checked_add(Duration::from_millis(
+                    due_time(will.due, since, expiry).saturating_sub(now_unix),
+                ))
                 .unwrap_or(now),
             info: ClientInfo {
                 client_id: id.to_string(),
@@ -128,8 +150,9 @@ pub(crate) fn recover(
             publish: will.publish,
         });
         if expires_at.is_some_and(|at| at <= now) && will.is_some() {
-            // Ended while the broker was down: kept until the deadline
-            // task's first round ends it, publishing its will (MQTT-3.1.2-8).
+            // Ended while the broker was down: kept until the first round
+            // of deadlines (at start) ends it, publishing its will
+            // (MQTT-3.1.2-8).
             expires_at = Some(now);
         } else if expires_at.is_some_and(|at| at <= now) {
             journal.push(StoreOp::DeleteSession(id.clone()));
@@ -338,5 +361,27 @@ mod tests {
         assert_eq!(aged(60, 15_000), Some(45));
         assert_eq!(aged(60, 600_000), Some(0));
         assert_eq!(aged(0, 5_000), Some(0));
+    }
+
+    // v5:MQTT-3.1.2-8 (published once the Will Delay Interval has passed or
+    // the session ends, whichever comes first): the will of a client
+    // connected at a crash is due its delay after `since`, no later than
+    // the session's end; one due at a time stays due then.
+    #[test]
+    fn a_will_of_a_connected_client_is_due_by_its_delay_or_the_session_end() {
+        let since = 1_000_000;
+        let due = |d, expiry| due_time(d, since, expiry);
+        assert_eq!(due(WillDue::AfterDisconnect(0), 60), since);
+        assert_eq!(due(WillDue::AfterDisconnect(30), 60), since + 30_000);
+        assert_eq!(due(WillDue::AfterDisconnect(3600), 60), since + 60_000);
+        assert_eq!(
+            due(WillDue::AfterDisconnect(u32::MAX), u32::MAX),
+            since + u64::from(u32::MAX) * 1000
+        );
+        assert_eq!(due(WillDue::At(5), 60), 5);
+        assert_eq!(
+            due_time(WillDue::AfterDisconnect(9), u64::MAX, 60),
+            u64::MAX
+        );
     }
 }
