@@ -294,6 +294,17 @@ pub trait Bridge: Send + Sync + 'static {
     fn routes_shared(&self) -> bool {
         false
     }
+
+    /// Whether the bridge publishes the wills of this broker's clients when
+    /// the broker goes away without handling them (a crash), as
+    /// [`will_set`](Self::will_set) allows. Then the broker keeps no will in
+    /// its [`Store`](crate::Store): after a crash, both would publish it. (A
+    /// will found in the store at start was kept by a broker without such a
+    /// bridge, which no bridge knows of: it is published.) Read once, at
+    /// start.
+    fn keeps_wills(&self) -> bool {
+        false
+    }
 }
 
 /// The broker's bridge: none, the one given, or several told in turn.
@@ -363,6 +374,10 @@ impl Bridge for Several {
 
     fn routes_shared(&self) -> bool {
         self.0.iter().any(|b| b.routes_shared())
+    }
+
+    fn keeps_wills(&self) -> bool {
+        self.0.iter().any(|b| b.keeps_wills())
     }
 }
 

@@ -449,6 +449,7 @@ impl BrokerBuilder {
         let checks_reads = self.authorizer.checks_reads();
         let mut state = State {
             bridge_shared: bridge.as_ref().is_some_and(|b| b.routes_shared()),
+            bridge_wills: bridge.as_ref().is_some_and(|b| b.keeps_wills()),
             bridge,
             max_queued_bytes: self.limits.max_queued_bytes,
             max_retained: Some(self.limits.max_retained_messages),

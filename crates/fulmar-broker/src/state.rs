@@ -977,6 +977,9 @@ pub(crate) struct State {
     pub(crate) bridge: Option<Arc<dyn Bridge>>,
     /// The bridge delivers to shared groups ([`Bridge::routes_shared`]).
     pub(crate) bridge_shared: bool,
+    /// The bridge publishes the wills of this broker's clients when it goes
+    /// away ([`Bridge::keeps_wills`]): the store keeps none.
+    pub(crate) bridge_wills: bool,
     /// Subscriptions per filter, kept with a bridge (for `filter_added`/`filter_removed`).
     pub(crate) filter_refs: HashMap<SubscriptionFilter, usize>,
     /// The write path to the store, when there is one.
@@ -1771,7 +1774,7 @@ impl State {
         }
         match self.session_record(id, disconnected_at) {
             Some(mut record) => {
-                record.will = will;
+                record.will = will.filter(|_| !self.bridge_wills);
                 journal.push(StoreOp::PutSession(record));
                 true
             }

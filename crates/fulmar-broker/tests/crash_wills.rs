@@ -393,6 +393,55 @@ fn mqtt_3_1_2_8_a_will_withdrawn_by_reauthorize_is_not_published_after_a_crash()
     });
 }
 
+/// A bridge that publishes the wills of its broker's clients when the
+/// broker goes away (as `fulmar-cluster` does): it records what it is told.
+#[derive(Default)]
+struct WillKeeper {
+    set: std::sync::Mutex<Vec<String>>,
+}
+
+impl fulmar_broker::Bridge for WillKeeper {
+    fn will_set(&self, client_id: &str, _will: &fulmar_codec::Publish, _delay: u32) {
+        self.set.lock().unwrap().push(client_id.to_owned());
+    }
+
+    fn keeps_wills(&self) -> bool {
+        true
+    }
+}
+
+// MQTT-3.1.2-8, published once: with a bridge that keeps the wills of the
+// broker's clients (and publishes them when the broker dies), the store
+// keeps none, so that a restart does not publish a will the bridge
+// publishes too.
+#[test]
+fn mqtt_3_1_2_8_with_a_bridge_that_keeps_wills_the_store_keeps_none() {
+    let store = Arc::new(MemoryStore::new());
+    let keeper = Arc::new(WillKeeper::default());
+    let broker_with_keeper = || async {
+        let builder = Broker::builder()
+            .store(store.clone())
+            .bridge(keeper.clone());
+        start_with(builder).await
+    };
+    run_then_crash(async {
+        let broker = broker_with_keeper().await;
+        watcher_away(&broker).await;
+        let (device, _) = connect(&broker, V5, "device", 3600, Some(0)).await;
+        let stored = record(&store, "device").expect("the session's record");
+        assert!(stored.will.is_none(), "{stored:?}");
+        assert_eq!(*keeper.set.lock().unwrap(), ["device"]);
+        drop(device); // connected at the crash
+    });
+    run(async {
+        let broker = broker_with_keeper().await;
+        let mut watcher = watcher_back(&broker).await;
+        expect_marker_next(&broker, &mut watcher).await;
+        watcher.disconnect().await;
+        broker.shutdown().await;
+    });
+}
+
 // v3:MQTT-3.1.2-8 (3.1.1 has no Will Delay Interval: the will was due when
 // the connection closed, at the crash): a client that connects again as
 // soon as the broker is back does not cancel its will; it is published

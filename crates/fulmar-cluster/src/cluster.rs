@@ -665,6 +665,13 @@ impl Bridge for ClusterBridge {
     fn routes_shared(&self) -> bool {
         true
     }
+
+    /// The wills of this node's clients are in the wills bucket, published
+    /// by another node when this one dies, or by this node's next instance:
+    /// the broker's store must not keep them as well.
+    fn keeps_wills(&self) -> bool {
+        true
+    }
 }
 
 /// Remembers the last ids injected, to inject a message once when several
