@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod tls_server;
 
 use common::{Mosquitto, Pki, guard};
 use fulmar_client::{
@@ -152,7 +153,7 @@ async fn the_end_of_the_brokers_tls_stream_is_answered_with_close_notify() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_util::codec::Framed;
 
-    let (acceptor, ca_pem) = common::localhost_tls_acceptor();
+    let (acceptor, ca_pem) = tls_server::localhost_tls_acceptor();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let broker = tokio::spawn(async move {

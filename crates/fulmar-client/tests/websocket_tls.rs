@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-mod common;
+mod tls_server;
 
 use fulmar_client::{Client, ConnectOptions, Reconnect, TlsOptions, Transport};
 use tokio::net::TcpListener;
@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 // (transport, no spec statement)
 #[tokio::test]
 async fn wss_host_header_names_the_tls_server_name() {
-    let (acceptor, ca_pem) = common::localhost_tls_acceptor();
+    let (acceptor, ca_pem) = tls_server::localhost_tls_acceptor();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let host = Arc::new(Mutex::new(None::<String>));
