@@ -1125,3 +1125,48 @@ async fn a_shared_group_passes_over_a_client_whose_queues_are_full() {
     assert_eq!(dropped, 0, "fast got {got}");
     broker.shutdown().await;
 }
+
+// v5:MQTT-3.3.1-5 v3:MQTT-3.3.1-5 v5:MQTT-3.3.1-6 v3:MQTT-3.3.1-10
+// Packets that arrived before the end of the stream are handled: a client
+// that publishes several QoS 0 messages (here retained ones and their
+// deletions) and closes at once loses none of them, even when they are all
+// read in one batch together with the end of the stream.
+#[tokio::test]
+async fn publishes_read_with_the_end_of_the_stream_are_routed() {
+    let broker = start().await;
+    for version in [V311, V5] {
+        let mut live = broker.subscribe("eof/#").unwrap();
+        let mut setter = Peer::connect(addr(&broker), version, "setter").await;
+        let mut wire = bytes::BytesMut::new();
+        for n in 0..4 {
+            let mut m = publish(&format!("eof/{n}"), "x", QoS::AtMostOnce);
+            m.retain = true;
+            Packet::from(m).encode(version, &mut wire).unwrap();
+        }
+        setter.send_raw(&wire).await;
+        setter.disconnect().await;
+        for _ in 0..4 {
+            assert_eq!(next(&mut live).await.payload, &b"x"[..]);
+        }
+        assert_eq!(broker.stats().retained, 4);
+
+        let mut clearer = Peer::connect(addr(&broker), version, "clearer").await;
+        let mut wire = bytes::BytesMut::new();
+        for n in 0..4 {
+            let mut m = publish(&format!("eof/{n}"), "", QoS::AtMostOnce);
+            m.retain = true;
+            Packet::from(m).encode(version, &mut wire).unwrap();
+        }
+        // Every packet and the end of the stream in one write: no DISCONNECT.
+        clearer.send_raw(&wire).await;
+        tokio::io::AsyncWriteExt::shutdown(&mut clearer.stream)
+            .await
+            .unwrap();
+        clearer.expect_closed().await;
+        for _ in 0..4 {
+            assert!(next(&mut live).await.payload.is_empty());
+        }
+        assert_eq!(broker.stats().retained, 0, "{version:?}");
+    }
+    broker.shutdown().await;
+}

@@ -970,6 +970,14 @@ impl<S: Stream> Connection<S> {
             };
             bytes += payload_len(&frame);
             acknowledged = is_acknowledged_publish(&frame);
+            if !matches!(frame, Some(Ok(_))) {
+                // The end of the stream (or a read error) read in the same
+                // batch as packets before it: what they asked for (a QoS 0
+                // message, a retained message or its deletion) is done
+                // before the connection is lost, which discards the
+                // session's pending events. MQTT-3.3.1-5
+                self.route_events().await;
+            }
             if !self.on_frame(frame, now) {
                 return false;
             }
