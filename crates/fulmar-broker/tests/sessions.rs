@@ -779,3 +779,46 @@ async fn take_session_without_will_drops_the_connected_clients_will() {
     }
     broker.shutdown().await;
 }
+
+// v3:MQTT-3.1.2-4 v5:MQTT-3.1.2-4 MQTT-4.1.0-1 v3:MQTT-3.8.4-1
+// SUBSCRIBE packets read together with the end of the stream still change
+// the session that is kept: its subscriptions are there on resume.
+#[tokio::test]
+async fn subscriptions_read_with_the_end_of_the_stream_are_kept() {
+    let broker = start().await;
+    let (mut p, ack) = Peer::connect_with(addr(&broker), connect(V311, "eof-subs", false)).await;
+    assert!(!ack.session_present);
+    // SUBSCRIBE id 1 "s/a" and id 2 "s/b", both QoS 1, in one write with
+    // the end of the stream.
+    p.send_raw(&[
+        0x82, 0x08, 0x00, 0x01, 0x00, 0x03, b's', b'/', b'a', 0x01, //
+        0x82, 0x08, 0x00, 0x02, 0x00, 0x03, b's', b'/', b'b', 0x01,
+    ])
+    .await;
+    tokio::io::AsyncWriteExt::shutdown(&mut p.stream)
+        .await
+        .unwrap();
+    // Whatever the broker answers before it closes.
+    let mut rest = Vec::new();
+    tokio::time::timeout(
+        GUARD,
+        tokio::io::AsyncReadExt::read_to_end(&mut p.stream, &mut rest),
+    )
+    .await
+    .expect("not closed in time")
+    .unwrap();
+    wait_sessions_disconnected(&broker).await;
+    for topic in ["s/a", "s/b"] {
+        broker
+            .publish(topic, topic, QoS::AtLeastOnce, false)
+            .unwrap();
+    }
+    let (mut p, ack) = Peer::connect_with(addr(&broker), connect(V311, "eof-subs", false)).await;
+    assert!(ack.session_present);
+    for topic in ["s/a", "s/b"] {
+        let got = p.recv_publish().await;
+        assert_eq!(got.topic.as_str(), topic);
+        p.send(PubAck::new(got.packet_id.unwrap())).await;
+    }
+    broker.shutdown().await;
+}
