@@ -8,25 +8,28 @@
 //! `%C` content type, `%D` correlation data, `%E` message expiry interval,
 //! `%F` payload format indicator, `%R` response topic, `%S` subscription
 //! identifiers (`fulmar sub` leaves out the one its client picks for itself
-//! when -D gives none), `%P` user properties (`key:value`, space separated), `%A`
+//! when -D gives none; the first when there are several, as mosquitto_sub),
+//! `%P` user properties (`key:value`, space separated), `%A`
 //! topic alias (never set on what a client receives from fulmar). Widths and
 //! precisions (`%10t`, `%-10.3t`, `%05l`, `%8p`) act as mosquitto_sub's: see
-//! [`Format::write`]. `%j` / `%J` are one line, or with `--pretty` laid out
+//! [`pad_field`]. `%j` / `%J` are one line, or with `--pretty` laid out
 //! as mosquitto_sub lays them out (see [`JsonStyle`]).
 //!
-//! `@` fields are the time received, as strftime: `@Y` `@m` `@d` `@H` `@M`
-//! `@S` `@j` (day of the year) `@s` (Unix seconds) `@F` (`@Y-@m-@d`) `@T`
-//! (`@H:@M:@S`) `@z` (`+0100`) `@Z` (`CET`), and `@@`. Times are local, as
+//! `@` fields are the time received, as mosquitto_sub passes them to
+//! strftime (glibc's, C locale): `@Y` `@m` `@d` `@H` `@M` `@S` `@j` `@s`
+//! `@F` `@T` `@z` `@Z` `@a` `@b` `@c` `@y` ... and mosquitto_sub's `@N`
+//! (nanoseconds); `@@` is `@`, and a character strftime does not know prints
+//! as it is (`@Q`: `%Q`). Times are local, as
 //! mosquitto_sub's: in the time zone of the `TZ` environment variable (an
 //! IANA name or a POSIX rule), else the system's (`/etc/localtime`), else UTC.
 //!
 //! Escapes: `\n`, `\t`, `\r`, `\a`, `\e`, `\v`, `\0`, `\\`. An unknown field or
-//! escape is refused when the format is parsed.
+//! escape is refused when the format is parsed, as by mosquitto_sub.
 
 use std::io::{self, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fulmar_codec::{PayloadFormat, Publish, QoS};
+use fulmar_codec::{MqttString, PayloadFormat, Publish, QoS};
 use jiff::tz::TimeZone;
 
 /// A parsed format.
@@ -63,7 +66,6 @@ pub(crate) enum JsonStyle {
 }
 
 const FIELDS: &[u8] = b"tplqrmxXjJIUCDEFRSPA";
-const TIMES: &[u8] = b"YmdHMSjsFTzZ";
 
 impl Format {
     /// Parses `spec`; an unknown field or escape is an error.
@@ -92,18 +94,15 @@ impl Format {
                     };
                     text.push(escaped);
                 }
+                // As mosquitto_sub: any character after '@' goes to
+                // strftime (one it does not know prints as it is).
                 b'@' => match bytes.next() {
                     Some(b'@') => text.push(b'@'),
-                    Some(t) if TIMES.contains(&t) => {
+                    Some(t) => {
                         flush(&mut text, &mut pieces);
                         pieces.push(Piece::Time(t));
                     }
-                    other => {
-                        return Err(format!(
-                            "-F: invalid time field @{}",
-                            other.map_or(String::new(), |c| char::from(c).to_string())
-                        ));
-                    }
+                    None => return Err("-F: incomplete time field @".to_owned()),
                 },
                 b'%' => {
                     let (mut left, mut zero) = (false, false);
@@ -138,7 +137,7 @@ impl Format {
                                 width: width.min(4096),
                                 precision,
                                 left,
-                                zero: zero && !left,
+                                zero,
                             });
                         }
                         other => {
@@ -160,11 +159,9 @@ impl Format {
     /// false when `%J` found a payload that is not JSON (mosquitto_sub then
     /// prints nothing for the field, says so on stderr, and goes on).
     ///
-    /// Widths and precisions act as mosquitto_sub's: for text fields (topic,
-    /// properties) the width pads with spaces and the precision cuts; for
-    /// numbers the width pads, with zeros after `0`; for `%p` the width also
-    /// cuts (bytes), for `%x`/`%X` it cuts to half as many bytes; `%q`, `%r`,
-    /// the times and JSON take none. `style` lays out `%j` and `%J`.
+    /// Widths and precisions act as mosquitto_sub's (see [`pad_field`]);
+    /// for `%p` the width also cuts (bytes), for `%x`/`%X` it cuts to half
+    /// as many bytes. `style` lays out `%j` and `%J`.
     pub(crate) fn write(
         &self,
         out: &mut impl Write,
@@ -198,35 +195,63 @@ impl Format {
                     left,
                     zero,
                 } => {
-                    let (pad_to, zero) = match field {
-                        b'q' | b'r' | b'I' | b'U' | b'j' | b'J' => (0, false),
-                        b'l' | b'm' | b'E' | b'F' | b'A' => (*width, *zero),
-                        _ => (*width, false),
-                    };
-                    let mut value = match field_value(*field, publish, &time, *width, style) {
+                    let value = match field_value(*field, publish, &time, *width, style) {
                         Ok(value) => value,
                         Err(NotJson) => {
                             json = false;
-                            Vec::new()
+                            Some(Vec::new())
                         }
                     };
-                    if let (Some(p), b't' | b'C' | b'D' | b'R' | b'P' | b'S') = (precision, field) {
-                        value.truncate(*p);
-                    }
-                    let pad = pad_to.saturating_sub(value.len());
-                    let fill = if zero { b'0' } else { b' ' };
-                    if !left {
-                        line.resize(line.len() + pad, fill);
-                    }
-                    line.extend_from_slice(&value);
-                    if *left {
-                        line.resize(line.len() + pad, b' ');
-                    }
+                    pad_field(&mut line, *field, value, *width, *precision, *left, *zero);
                 }
             }
         }
         out.write_all(&line)?;
         Ok(json)
+    }
+}
+
+/// Appends a field's `value` (`None`: a property the message does not
+/// have) with its width, precision and flags, as mosquitto_sub 2.0 does:
+/// the width pads `%A %C %E %F %I %l %m %p %R %S %t %x %X` (and cuts `%p`,
+/// `%x`, `%X`: see [`field_value`]), the precision cuts `%t %C %R %I`, and
+/// `0` pads with zeros `%A %E %F %l %m %p %S %x %X` (not when left aligned).
+/// A property that is absent is the width in blanks (zeros for `%A %E %F
+/// %S` with `0`, even left aligned), except `%R`, which is nothing. `%D %P
+/// %q %r %U %j %J` take neither width nor precision.
+fn pad_field(
+    line: &mut Vec<u8>,
+    field: u8,
+    value: Option<Vec<u8>>,
+    width: usize,
+    precision: Option<usize>,
+    left: bool,
+    zero: bool,
+) {
+    let numeric = matches!(field, b'A' | b'E' | b'F' | b'S');
+    let Some(mut value) = value else {
+        let fill = if zero && numeric { b'0' } else { b' ' };
+        if field != b'R' && (numeric || field == b'C') {
+            line.resize(line.len() + width, fill);
+        }
+        return;
+    };
+    let width = match field {
+        b'D' | b'P' | b'q' | b'r' | b'U' | b'j' | b'J' => 0,
+        _ => width,
+    };
+    if let (Some(p), b't' | b'C' | b'R' | b'I') = (precision, field) {
+        value.truncate(p);
+    }
+    let zero_pads = numeric || matches!(field, b'l' | b'm' | b'p' | b'x' | b'X');
+    let pad = width.saturating_sub(value.len());
+    let fill = if zero && zero_pads { b'0' } else { b' ' };
+    if !left {
+        line.resize(line.len() + pad, fill);
+    }
+    line.extend_from_slice(&value);
+    if left {
+        line.resize(line.len() + pad, b' ');
     }
 }
 
@@ -236,15 +261,20 @@ fn flush(text: &mut Vec<u8>, pieces: &mut Vec<Piece>) {
     }
 }
 
-/// A field's text; `width` cuts `%p` (bytes) and `%x`/`%X` (half as many
-/// bytes), `style` lays out `%j` and `%J`.
+/// A field's text, `None` for a property the message does not have;
+/// `width` cuts `%p` (bytes) and `%x`/`%X` (half as many bytes), `style`
+/// lays out `%j` and `%J`.
+///
+/// mosquitto_sub cuts `%x`/`%X` to half the width also when the payload is
+/// shorter than the width (`%20x` prints 1 byte of a 2-byte payload): not
+/// done here, a payload that fits is printed whole.
 fn field_value(
     field: u8,
     publish: &Publish,
     time: &Time,
     width: usize,
     style: JsonStyle,
-) -> Result<Vec<u8>, NotJson> {
+) -> Result<Option<Vec<u8>>, NotJson> {
     let payload = match (field, width) {
         (b'p', 1..) => publish.payload.get(..width).unwrap_or(&publish.payload),
         (b'x' | b'X', 1..) => publish.payload.get(..width / 2).unwrap_or(&publish.payload),
@@ -252,54 +282,45 @@ fn field_value(
     };
     let props = &publish.properties;
     let number = |n: u64| n.to_string().into_bytes();
+    let text = |s: &MqttString| s.as_bytes().to_vec();
     Ok(match field {
-        b't' => publish.topic.as_bytes().to_vec(),
-        b'p' => payload.to_vec(),
-        b'l' => number(publish.payload.len() as u64),
-        b'q' => number(u64::from(u8::from(publish.qos))),
-        b'r' => number(u64::from(publish.retain)),
-        b'm' => number(publish.packet_id.map_or(0, |id| u64::from(id.get()))),
-        b'x' => hex(payload, b"0123456789abcdef"),
-        b'X' => hex(payload, b"0123456789ABCDEF"),
-        b'I' => time.iso(false).into_bytes(),
-        b'U' => format!("{}.{:09}", time.secs, time.nanos).into_bytes(),
-        b'j' | b'J' => json(publish, time, field == b'J', style)?,
-        b'C' => props
-            .content_type
-            .as_ref()
-            .map_or_else(Vec::new, |c| c.as_bytes().to_vec()),
-        b'D' => props
-            .correlation_data
-            .as_ref()
-            .map_or_else(Vec::new, |d| d.to_vec()),
-        b'E' => props
-            .message_expiry_interval
-            .map_or_else(Vec::new, |e| number(u64::from(e))),
+        b't' => Some(publish.topic.as_bytes().to_vec()),
+        b'p' => Some(payload.to_vec()),
+        b'l' => Some(number(publish.payload.len() as u64)),
+        b'q' => Some(number(u64::from(u8::from(publish.qos)))),
+        b'r' => Some(number(u64::from(publish.retain))),
+        b'm' => Some(number(
+            publish.packet_id.map_or(0, |id| u64::from(id.get())),
+        )),
+        b'x' => Some(hex(payload, b"0123456789abcdef")),
+        b'X' => Some(hex(payload, b"0123456789ABCDEF")),
+        b'I' => Some(time.iso(false).into_bytes()),
+        b'U' => Some(format!("{}.{:09}", time.secs, time.nanos).into_bytes()),
+        b'j' | b'J' => Some(json(publish, time, field == b'J', style)?),
+        b'C' => props.content_type.as_ref().map(text),
+        b'D' => props.correlation_data.as_ref().map(|d| d.to_vec()),
+        b'E' => props.message_expiry_interval.map(|e| number(u64::from(e))),
         b'F' => props
             .payload_format_indicator
-            .map_or_else(Vec::new, |f| number(u64::from(f == PayloadFormat::Utf8))),
-        b'R' => props
-            .response_topic
-            .as_ref()
-            .map_or_else(Vec::new, |r| r.as_bytes().to_vec()),
+            .map(|f| number(u64::from(f == PayloadFormat::Utf8))),
+        b'R' => props.response_topic.as_ref().map(text),
+        // The first, as mosquitto_sub (a message matching several
+        // subscriptions may carry several).
         b'S' => props
             .subscription_identifiers
-            .iter()
-            .map(|id| id.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-            .into_bytes(),
-        b'P' => props
-            .user_properties
-            .iter()
-            .map(|(k, v)| format!("{k}:{v}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-            .into_bytes(),
-        b'A' => props
-            .topic_alias
-            .map_or_else(Vec::new, |a| number(u64::from(a.get()))),
-        _ => Vec::new(),
+            .first()
+            .map(|id| id.to_string().into_bytes()),
+        b'P' => Some(
+            props
+                .user_properties
+                .iter()
+                .map(|(k, v)| format!("{k}:{v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+                .into_bytes(),
+        ),
+        b'A' => props.topic_alias.map(|a| number(u64::from(a.get()))),
+        _ => None,
     })
 }
 
@@ -345,16 +366,10 @@ fn json(
     if let Some(r) = &props.response_topic {
         properties.string("response-topic", r.as_bytes());
     }
-    if !props.subscription_identifiers.is_empty() {
-        let ids: Vec<String> = props
-            .subscription_identifiers
-            .iter()
-            .map(|id| id.to_string())
-            .collect();
-        properties.raw(
-            "subscription-identifier",
-            format!("[{}]", ids.join(",")).as_bytes(),
-        );
+    // A number, as mosquitto_sub prints it (cJSON: one member for each, when
+    // a message carries several).
+    for id in &props.subscription_identifiers {
+        properties.raw("subscription-identifier", id.to_string().as_bytes());
     }
     if !props.user_properties.is_empty() {
         let mut users = JsonObject::default();
@@ -545,6 +560,9 @@ struct Time {
     offset: i32,
     /// The zone's abbreviation then (`CET`, `CEST`, `UTC`).
     zone: String,
+    /// The same instant in the zone, for `@` fields (`None` out of jiff's
+    /// range).
+    zoned: Option<jiff::Zoned>,
 }
 
 impl Time {
@@ -558,11 +576,18 @@ impl Time {
                 let info = zone.to_offset_info(at);
                 (info.offset().seconds(), info.abbreviation().to_owned())
             });
+        let nanos = since.subsec_nanos();
+        let zoned = i64::try_from(secs)
+            .ok()
+            .zip(i32::try_from(nanos).ok())
+            .and_then(|(secs, nanos)| jiff::Timestamp::new(secs, nanos).ok())
+            .map(|at| at.to_zoned(zone.clone()));
         Self {
             secs,
-            nanos: since.subsec_nanos(),
+            nanos,
             offset,
             zone: name,
+            zoned,
         }
     }
 
@@ -617,24 +642,48 @@ impl Time {
         }
     }
 
+    /// `@field`, as mosquitto_sub prints it: strftime's `%field` in the C
+    /// locale (glibc's conversions), `@N` the nanoseconds; a character
+    /// strftime does not know prints as `%` and itself, as glibc leaves it.
     fn strftime(&self, field: u8, out: &mut Vec<u8>) {
-        let (y, mo, d, h, mi, s, yday) = self.civil();
-        let text = match field {
-            b'Y' => format!("{y:04}"),
-            b'm' => format!("{mo:02}"),
-            b'd' => format!("{d:02}"),
-            b'H' => format!("{h:02}"),
-            b'M' => format!("{mi:02}"),
-            b'S' => format!("{s:02}"),
-            b'j' => format!("{yday:03}"),
-            b's' => self.secs.to_string(),
-            b'F' => format!("{y:04}-{mo:02}-{d:02}"),
-            b'T' => format!("{h:02}:{mi:02}:{s:02}"),
-            b'z' => self.offset_text(),
-            b'Z' => self.zone.clone(),
-            _ => String::new(),
-        };
-        out.extend_from_slice(text.as_bytes());
+        /// glibc's one-character conversions.
+        const STRFTIME: &[u8] = b"aAbBcCdDeFgGhHIjklmMnpPrRsStTuUVwWxXyYzZ%";
+        match field {
+            b'N' => out.extend_from_slice(format!("{:09}", self.nanos).as_bytes()),
+            b'Y' | b'm' | b'd' | b'H' | b'M' | b'S' | b'j' | b's' | b'F' | b'T' | b'z' | b'Z' => {
+                let (y, mo, d, h, mi, s, yday) = self.civil();
+                let text = match field {
+                    b'Y' => format!("{y:04}"),
+                    b'm' => format!("{mo:02}"),
+                    b'd' => format!("{d:02}"),
+                    b'H' => format!("{h:02}"),
+                    b'M' => format!("{mi:02}"),
+                    b'S' => format!("{s:02}"),
+                    b'j' => format!("{yday:03}"),
+                    b's' => self.secs.to_string(),
+                    b'F' => format!("{y:04}-{mo:02}-{d:02}"),
+                    b'T' => format!("{h:02}:{mi:02}:{s:02}"),
+                    b'z' => self.offset_text(),
+                    _ => self.zone.clone(),
+                };
+                out.extend_from_slice(text.as_bytes());
+            }
+            _ if STRFTIME.contains(&field) => {
+                use jiff::fmt::strtime::{BrokenDownTime, Config, PosixCustom};
+                let Some(zoned) = &self.zoned else {
+                    return;
+                };
+                let config = Config::new().custom(PosixCustom::new());
+                let mut text = String::new();
+                if BrokenDownTime::from(zoned)
+                    .format_with_config(&config, [b'%', field], &mut text)
+                    .is_ok()
+                {
+                    out.extend_from_slice(text.as_bytes());
+                }
+            }
+            _ => out.extend_from_slice(&[b'%', field]),
+        }
     }
 }
 
@@ -828,9 +877,69 @@ mod tests {
         );
     }
 
+    // Found by a CLI comparison: `@N` (mosquitto_sub's nanoseconds) and
+    // strftime's other conversions (`@a`, `@b`, `@y`, `@c`, ...) were refused.
+    // What glibc's strftime (`date +FORMAT`, C locale) prints for the same
+    // instant; a character it does not know is printed as it is.
+    #[test]
+    fn time_fields_are_strftimes() {
+        let plain = Publish::new(MqttString::from("r/x"), Bytes::from("x"));
+        assert_eq!(
+            render(
+                "@a|@A|@b|@B|@c|@C|@d|@D|@e|@F|@g|@G|@h|@H|@I|@j|@k|@l|@m|@M|@n|@p|@P|@r|@R|@s|@S|@t|@T",
+                &plain
+            ),
+            "Sat|Saturday|Dec|December|Sat Dec  5 15:32:31 2026|20|05|12/05/26| 5|2026-12-05|26|2026|\
+             Dec|15|03|339|15| 3|12|32|\n|PM|pm|03:32:31 PM|15:32|1796484751|31|\t|15:32:31"
+        );
+        assert_eq!(
+            render("@u|@U|@V|@w|@W|@x|@X|@y|@Y|@z|@Z|@%|@N", &plain),
+            "6|48|49|6|48|12/05/26|15:32:31|26|2026|+0000|UTC|%|262046774"
+        );
+        assert_eq!(
+            render("@Q|@E|@+|@1|@f|@ |@-", &plain),
+            "%Q|%E|%+|%1|%f|% |%-"
+        );
+    }
+
+    // Found by a CLI comparison with mosquitto_sub 2.0.11: `0` pads `%x`, `%X`,
+    // `%p` and `%S` with zeros too; `%D` and `%P` take no width, `%I` takes
+    // a width and a precision; an absent `%R` prints nothing, an absent `%S`
+    // the width in zeros with `0`; `%S` is the first identifier.
+    #[test]
+    fn flags_apply_to_the_fields_mosquitto_sub_applies_them_to() {
+        let mut p = Publish::new(MqttString::from("f"), Bytes::from("hi"));
+        assert_eq!(
+            render("%08x|%08X|%08p|%-08p|%05S|%5S|%-05E|%5R|%05R|", &p),
+            "00006869|00006869|000000hi|hi      |00000|     |00000|||"
+        );
+        // One JSON member for each Subscription Identifier, a number.
+        p.properties.subscription_identifiers = vec![std::num::NonZeroU32::MIN];
+        assert!(
+            render("%j", &p).contains(r#""properties":{"subscription-identifier":1},"#),
+            "{}",
+            render("%j", &p)
+        );
+        assert_eq!(
+            render("%5.3I|%.5I|%-26I|", &p),
+            "  202|2026-|2026-12-05T15:32:31+0000  |"
+        );
+        p.properties.correlation_data = Some(Bytes::from_static(b"cd"));
+        p.properties
+            .user_properties
+            .push((MqttString::from("k"), MqttString::from("v")));
+        p.properties.response_topic = Some(MqttString::from("reply"));
+        p.properties.subscription_identifiers =
+            vec![std::num::NonZeroU32::MIN, std::num::NonZeroU32::MAX];
+        assert_eq!(
+            render("%5D|%.1D|%6P|%.1P|%7R|%.2R|%-7R|%S|%03S", &p),
+            "cd|cd|k:v|k:v|  reply|re|reply  |1|001"
+        );
+    }
+
     #[test]
     fn unknown_fields_and_escapes_are_refused() {
-        for bad in ["%z", "%", "@q", "@", "\\q", "\\", "%5"] {
+        for bad in ["%z", "%", "@", "\\q", "\\", "%5"] {
             assert!(Format::parse(bad).is_err(), "{bad}");
         }
     }

@@ -942,7 +942,8 @@ pub(crate) struct SubArgs {
     /// Output format, as mosquitto_sub's -F: %t topic, %p payload, %l
     /// length, %q QoS, %r retain, %m packet id, %x/%X hex payload, %j/%J
     /// JSON, %I/%U time, MQTT 5.0 properties %C %D %E %F %R %S %P, @-fields
-    /// for the time as strftime (@H:@M:@S), escapes \n \t. Replaces -v.
+    /// for the time as strftime's %-fields (@H:@M:@S, @N nanoseconds),
+    /// escapes \n \t. Replaces -v.
     #[arg(short = 'F', long = "format", value_name = "FORMAT", value_parser = Format::parse)]
     format: Option<Format>,
     /// With -F %j or %J, print each message's JSON indented over several
