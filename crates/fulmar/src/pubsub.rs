@@ -956,14 +956,18 @@ pub(crate) struct SubArgs {
     /// Print the topic before each payload: `topic payload`.
     #[arg(short, long)]
     verbose: bool,
-    /// Exit after receiving this many messages.
-    #[arg(short = 'C', long, value_name = "COUNT")]
+    /// Exit after receiving this many messages (1 or more).
+    #[arg(short = 'C', long, value_name = "COUNT",
+          value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
-    /// Exit with status 27 after this many seconds (from the start).
-    #[arg(short = 'W', long, value_name = "SECONDS")]
+    /// Exit with status 27 after this many seconds (from the start; 1 or
+    /// more).
+    #[arg(short = 'W', long, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..))]
     timeout: Option<u64>,
-    /// Do not print retained messages (sent because they were stored).
-    #[arg(short = 'R', long = "no-retained")]
+    /// Do not print retained messages (sent because they were stored); not
+    /// with --retained-only.
+    #[arg(short = 'R', long = "no-retained", conflicts_with = "retained_only")]
     no_retained: bool,
     /// Do not add a newline after each payload.
     #[arg(short = 'N', long = "no-newline")]

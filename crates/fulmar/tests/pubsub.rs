@@ -1233,3 +1233,35 @@ fn formats_print_what_mosquitto_sub_prints() {
         );
     }
 }
+
+// (CLI, no spec statement)
+// Found by comparing with mosquitto_sub 2.0.11, which refuses these before
+// connecting (exit status 1): `-C 0` exited at once with 0, `-W 0` timed out
+// at once with 27, and `-R --retained-only` (print only retained messages,
+// and no retained message) waited for ever, printing nothing.
+#[test]
+fn a_zero_count_or_timeout_and_no_retained_with_retained_only_are_usage_errors() {
+    let broker = FulmarBroker::start(&[]);
+    let port = broker.port.to_string();
+    for bad in [
+        &["-C", "0"][..],
+        &["-W", "0"],
+        &["-R", "--retained-only", "-W", "30"],
+    ] {
+        let ours = fulmar()
+            .args(["sub", "-h", "127.0.0.1", "-p", &port, "-t", "a"])
+            .args(bad)
+            .output()
+            .unwrap();
+        let theirs = Command::new(mosquitto_tool("mosquitto_sub"))
+            .args(["-h", "127.0.0.1", "-p", &port, "-t", "a"])
+            .args(bad)
+            .output()
+            .unwrap();
+        assert_eq!(theirs.status.code(), Some(1), "mosquitto_sub {bad:?}");
+        assert_eq!(ours.status.code(), Some(1), "fulmar sub {bad:?}: {ours:?}");
+        assert!(ours.stdout.is_empty(), "{bad:?}");
+        let stderr = String::from_utf8_lossy(&ours.stderr);
+        assert!(stderr.contains("error:"), "{bad:?}: {stderr}");
+    }
+}
