@@ -1241,11 +1241,24 @@ async fn receive(
 
 /// Completes when the broker refuses the CONNECT of a reconnection (the
 /// user was removed, say): mosquitto_sub exits then, rather than trying
-/// again for ever. Looked at while the connection is down.
+/// again for ever. Also when the broker ended the connection because
+/// another client connected with the same client id (MQTT 5.0 DISCONNECT
+/// 0x8E): connecting again would take the session back, and the two would
+/// flap for ever; mosquitto_sub -V 5 stops there too. Looked at while the
+/// connection is down.
 async fn refused(client: &Client) -> String {
     loop {
         if client.wait_connected(false).await.is_err() {
             return std::future::pending().await;
+        }
+        // The record of the disconnection is made before the connection
+        // is seen down.
+        if let Some(why) = client
+            .last_disconnection()
+            .as_ref()
+            .and_then(final_disconnection)
+        {
+            return why;
         }
         loop {
             tokio::select! {
@@ -1257,15 +1270,32 @@ async fn refused(client: &Client) -> String {
                     break;
                 }
                 () = tokio::time::sleep(Duration::from_millis(100)) => {
-                    if let Some(last) = client.last_disconnection()
-                        && matches!(*last.error, fulmar_client::Error::Refused { .. })
+                    if let Some(why) =
+                        client.last_disconnection().as_ref().and_then(final_disconnection)
                     {
-                        return format!("connecting again: {}", last.error);
+                        return why;
                     }
                 }
             }
         }
     }
+}
+
+/// Why `fulmar sub` stops after `last`, if it must: a refused reconnection,
+/// or the session taken over by another client.
+fn final_disconnection(last: &fulmar_client::Disconnection) -> Option<String> {
+    if matches!(*last.error, fulmar_client::Error::Refused { .. }) {
+        return Some(format!("connecting again: {}", last.error));
+    }
+    matches!(
+        last.by_broker,
+        Some((fulmar_client::ReasonCode::SessionTakenOver, _))
+    )
+    .then(|| {
+        "disconnected by the broker: session taken over (another client connected \
+         with the same client id)"
+            .to_owned()
+    })
 }
 
 /// `-U`: removes `filters` from the session. The client removes filters

@@ -1265,3 +1265,34 @@ fn a_zero_count_or_timeout_and_no_retained_with_retained_only_are_usage_errors()
         assert!(stderr.contains("error:"), "{bad:?}: {stderr}");
     }
 }
+
+// (CLI, no spec statement; the broker's side is MQTT-3.1.4-3)
+// Found by comparing with mosquitto_sub 2.0.11: a second subscriber started
+// with the same -i took the session over, and the first, told so by the
+// broker's DISCONNECT (0x8E), connected again, taking it back: the two
+// flapped for ever, each printing part of the messages. mosquitto_sub -V 5
+// stops there; so does fulmar sub now (with status 1 and the reason), and
+// the new one keeps the session.
+#[test]
+fn sub_taken_over_by_the_same_client_id_stops() {
+    let broker = FulmarBroker::start(&[]);
+    let port = broker.port.to_string();
+    let mut first = fulmar()
+        .args(["sub", "-h", "127.0.0.1", "-p", &port, "-W", "60"])
+        .args(["-i", "twice", "-t", "taken/over", "-d"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = common::wait_for_line_and_keep(first.stderr.take().unwrap(), "subscribed to ");
+    let second = Sub::start(broker.port, &["-i", "twice", "-t", "taken/over", "-C", "1"]);
+    let status = common::wait_exit(&mut first, std::time::Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let said = stderr.join().unwrap();
+    assert!(said.contains("session taken over"), "{said}");
+    publish_ok(
+        broker.port,
+        &["-t", "taken/over", "-m", "to the second", "-q", "1"],
+    );
+    assert_eq!(second.output(), "to the second\n");
+}
