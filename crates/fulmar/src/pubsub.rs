@@ -1031,6 +1031,14 @@ async fn subscribe_and_print(mut args: SubArgs) -> Result<(), Failure> {
     if args.topic.is_empty() && args.unsubscribe.is_empty() {
         return Err("no topic: give -t (or -U, or a topic in the -L URL)".into());
     }
+    // Said before connecting, as mosquitto_sub says it.
+    for (flag, filters) in [("-t", &args.topic), ("-U", &args.unsubscribe)] {
+        for filter in filters {
+            filter
+                .parse::<fulmar_topic::TopicFilter>()
+                .map_err(|e| format!("{flag} {filter:?}: {e}"))?;
+        }
+    }
     let mut filter_out = Vec::with_capacity(args.filter_out.len());
     for filter in &args.filter_out {
         filter_out.push(

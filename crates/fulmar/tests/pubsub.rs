@@ -1296,3 +1296,20 @@ fn sub_taken_over_by_the_same_client_id_stops() {
     );
     assert_eq!(second.output(), "to the second\n");
 }
+
+// (CLI, no spec statement; the filter rule is MQTT-4.7.1-1)
+// Found by comparing with mosquitto_sub 2.0.11, which says which -t or -U
+// filter is invalid before connecting: fulmar sub connected first, and with
+// no broker there said only that it could not connect.
+#[test]
+fn invalid_filters_are_refused_before_connecting() {
+    let port = common::free_port();
+    for bad in [&["-t", "a/#/b"][..], &["-t", "ok", "-U", "x+/y"]] {
+        let out = subscribe(port, bad);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let filter = bad.last().unwrap();
+        assert!(stderr.contains(&format!("{filter:?}")), "{bad:?}: {stderr}");
+        assert!(!stderr.contains("cannot connect"), "{bad:?}: {stderr}");
+    }
+}
