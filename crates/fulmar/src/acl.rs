@@ -139,13 +139,22 @@ impl Acl {
     }
 
     /// The patterns, substituted for a client (only those with `%` are
-    /// copied; one whose value is missing or unsafe does not apply).
+    /// copied; one whose value is missing or unsafe does not apply). None
+    /// at all for a client whose identifier or user name has a wildcard
+    /// (`+`, `#`), even those without `%`: mosquitto 2.0 denies such a
+    /// client everything its own rules did not decide.
     fn pattern_rules<'a>(
         &'a self,
         client_id: &'a str,
         username: Option<&'a str>,
     ) -> impl Iterator<Item = (Access, Cow<'a, str>)> + 'a {
-        self.patterns.iter().filter_map(move |p| {
+        let wildcard = |v: &str| v.contains(['+', '#']);
+        let patterns = if wildcard(client_id) || username.is_some_and(wildcard) {
+            &[][..]
+        } else {
+            &self.patterns[..]
+        };
+        patterns.iter().filter_map(move |p| {
             let filter = if p.filter.contains('%') {
                 Cow::Owned(substitute(&p.filter, client_id, username)?)
             } else {
@@ -509,6 +518,27 @@ pattern read users/%u/inbox
         // A write grant of one's own does not decide a read: the patterns do.
         let acl = Acl::parse("user bob\ntopic write d/#\npattern read d/%u\n").unwrap();
         assert!(acl.may_read("c", Some("bob"), "d/bob"));
+    }
+
+    // Checked against mosquitto 2.0.11 with the same file: a client whose
+    // user name or identifier holds `+` or `#` gets nothing from the
+    // patterns, not even from those that do not substitute it; its own
+    // rules still apply. (config, no spec statement)
+    #[test]
+    fn wildcards_in_client_id_or_user_name_turn_the_patterns_off() {
+        let acl = Acl::parse(
+            "user x#y\ntopic read own/#\n\
+             pattern read shared/#\npattern readwrite devices/%c/#\n",
+        )
+        .unwrap();
+        assert!(acl.may_read("c1", Some("eve"), "shared/1"));
+        assert!(!acl.may_read("c1", Some("x#y"), "shared/1"));
+        assert!(!acl.may_write("c1", Some("x#y"), "devices/c1/s"));
+        assert!(!acl.may_subscribe("c1", Some("x#y"), "shared/#"));
+        assert!(acl.may_read("c1", Some("x#y"), "own/1"));
+        assert!(!acl.may_read("c+d", Some("eve"), "shared/1"));
+        assert!(!acl.may_read("c+d", None, "shared/1"));
+        assert!(!acl.may_subscribe("c#", None, "shared/#"));
     }
 
     #[test]
