@@ -236,6 +236,15 @@ fn parse_rule(rest: &str) -> Result<Rule, String> {
         "write" => (Access::Write, after.trim()),
         "readwrite" => (Access::ReadWrite, after.trim()),
         "deny" => (Access::Deny, after.trim()),
+        // Without an access type the filter is one word (mosquitto: a
+        // filter with a space needs the access type before it); a first
+        // word that is none of them is a typo, refused as mosquitto does
+        // rather than read as part of the filter.
+        _ if !after.trim().is_empty() => {
+            return Err(format!(
+                "access type {first:?} is not read, write, readwrite or deny"
+            ));
+        }
         _ => (Access::ReadWrite, rest),
     };
     if filter.is_empty() {
@@ -565,5 +574,25 @@ pattern read users/%u/inbox
         assert!(e.starts_with("line 3"), "{e}");
         let e = Acl::parse("topic read\n").unwrap_err();
         assert!(e.contains("missing"), "{e}");
+    }
+
+    // Checked against mosquitto 2.0.11, which refuses to start on each of
+    // these lines ("Invalid topic access type"): an access type it does not
+    // know is not part of the filter. (config, no spec statement)
+    #[test]
+    fn unknown_access_types_are_refused() {
+        for line in [
+            "topic raed a/#",
+            "topic WRITE a/x",
+            "topic a b",
+            "pattern rw d/%c",
+        ] {
+            let e = Acl::parse(&format!("user alice\n{line}\n")).unwrap_err();
+            assert!(e.starts_with("line 2") && e.contains("access type"), "{e}");
+        }
+        // One word: the filter, read and write (as mosquitto).
+        let acl = Acl::parse("topic a/x\ntopic read b c\n").unwrap();
+        assert!(acl.may_write("c", None, "a/x") && acl.may_read("c", None, "a/x"));
+        assert!(acl.may_read("c", None, "b c") && !acl.may_write("c", None, "b c"));
     }
 }
