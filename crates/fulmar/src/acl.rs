@@ -125,7 +125,8 @@ impl Acl {
         &'a self,
         username: Option<&'a str>,
     ) -> impl Iterator<Item = (Access, Cow<'a, str>)> + 'a {
-        let own = match username {
+        // An empty user name is an anonymous client, as in mosquitto 2.0.
+        let own = match username.filter(|u| !u.is_empty()) {
             None => Some(&self.anonymous),
             Some(user) => self
                 .users
@@ -275,7 +276,7 @@ fn substitute(pattern: &str, client_id: &str, username: Option<&str>) -> Option<
         let value = if token.starts_with("%c") {
             Some(client_id)
         } else if token.starts_with("%u") {
-            username
+            username.filter(|u| !u.is_empty())
         } else {
             out.push('%');
             rest = &token[1..];
@@ -548,6 +549,18 @@ pattern read users/%u/inbox
         assert!(!acl.may_read("c+d", Some("eve"), "shared/1"));
         assert!(!acl.may_read("c+d", None, "shared/1"));
         assert!(!acl.may_subscribe("c#", None, "shared/#"));
+    }
+
+    // Checked against mosquitto 2.0.11: a client with an empty user name
+    // is anonymous, for the rules before any `user` line and for %u
+    // (config, no spec statement)
+    #[test]
+    fn an_empty_user_name_is_anonymous() {
+        let acl = Acl::parse("topic read public/#\nuser \"\"\ntopic read x/#\npattern read u/%u/#\n")
+            .unwrap();
+        assert!(acl.may_read("c", Some(""), "public/1"));
+        assert!(!acl.may_read("c", Some(""), "u//1"));
+        assert!(!acl.may_subscribe("c", Some(""), "u//#"));
     }
 
     #[test]

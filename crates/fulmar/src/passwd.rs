@@ -269,6 +269,12 @@ pub(crate) fn common_name(der: &[u8]) -> Option<String> {
 impl FileAuthenticator {
     async fn decide(&self, username: Option<&str>, password: Option<&[u8]>) -> AuthDecision {
         let settings = self.settings.load_full();
+        // As mosquitto 2.0, which reads an empty string as none: an empty
+        // user name is an anonymous client (the ACL's anonymous rules), and
+        // an empty password is no password, which no user of the file logs
+        // in with (not even one whose hash is of the empty password).
+        let username = username.filter(|u| !u.is_empty());
+        let password = password.filter(|p| !p.is_empty());
         match (username, &settings.passwords) {
             (None, _) if settings.allow_anonymous => AuthDecision::Allow,
             (None, _) => AuthDecision::Reject(ConnectReasonCode::NotAuthorized),
@@ -276,6 +282,9 @@ impl FileAuthenticator {
             // in only where anonymous clients are (as in mosquitto 2).
             (Some(_), None) if settings.allow_anonymous => AuthDecision::Allow,
             (Some(_), None) => AuthDecision::Reject(ConnectReasonCode::NotAuthorized),
+            (Some(_), Some(_)) if password.is_none() => {
+                AuthDecision::Reject(ConnectReasonCode::BadUserNameOrPassword)
+            }
             (Some(user), Some(file)) => {
                 let file = file.clone();
                 let (user, password) = (user.to_owned(), password.unwrap_or_default().to_vec());
@@ -432,6 +441,38 @@ mod tests {
         };
         assert_eq!(open.decide(None, None).await, AuthDecision::Allow);
         assert_eq!(open.decide(Some("x"), None).await, AuthDecision::Allow);
+    }
+
+    /// Written by mosquitto_passwd 2.0.11 for e / (the empty password).
+    const EMPTY: &str = "e:$7$101$+Miep5jenuiE9uxb$7eAVDZxPVT/QFk1Jo7b9rtfOUpkuAdJr9xMhUsYfxwRz3SoDPTQ5n2vK6ydc8exeaPtJwDUT5Ap2+nUxmy7dKw==";
+
+    // Checked against mosquitto 2.0.11 with the same password file: a user
+    // whose hash is of the empty password logs in neither without a
+    // password nor with an empty one; an empty user name is an anonymous
+    // client, let in only where those are. (config, no spec statement;
+    // v5:MQTT-3.1.4-2 lets the server refuse)
+    #[tokio::test]
+    async fn empty_passwords_and_user_names_are_none_as_in_mosquitto() {
+        let file = PasswordFile::parse(&format!("{ALICE}\n{EMPTY}\n")).unwrap();
+        assert!(file.verify("e", b""));
+        for allow_anonymous in [false, true] {
+            let auth = FileAuthenticator {
+                settings: AuthSettings::shared(Some(file.clone()), allow_anonymous),
+                identity_as_username: false,
+                hashing: hashing_permits(),
+            };
+            let refused = AuthDecision::Reject(ConnectReasonCode::BadUserNameOrPassword);
+            assert_eq!(auth.decide(Some("e"), None).await, refused);
+            assert_eq!(auth.decide(Some("e"), Some(b"")).await, refused);
+            assert_eq!(auth.decide(Some("alice"), Some(b"")).await, refused);
+            let anonymous = if allow_anonymous {
+                AuthDecision::Allow
+            } else {
+                AuthDecision::Reject(ConnectReasonCode::NotAuthorized)
+            };
+            assert_eq!(auth.decide(Some(""), Some(b"")).await, anonymous);
+            assert_eq!(auth.decide(Some(""), None).await, anonymous);
+        }
     }
 
     // v5:MQTT-3.1.4-2: without a password file a user name proves nothing;
