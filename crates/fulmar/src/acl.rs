@@ -556,8 +556,9 @@ pattern read users/%u/inbox
     // (config, no spec statement)
     #[test]
     fn an_empty_user_name_is_anonymous() {
-        let acl = Acl::parse("topic read public/#\nuser \"\"\ntopic read x/#\npattern read u/%u/#\n")
-            .unwrap();
+        let acl =
+            Acl::parse("topic read public/#\nuser \"\"\ntopic read x/#\npattern read u/%u/#\n")
+                .unwrap();
         assert!(acl.may_read("c", Some(""), "public/1"));
         assert!(!acl.may_read("c", Some(""), "u//1"));
         assert!(!acl.may_subscribe("c", Some(""), "u//#"));
