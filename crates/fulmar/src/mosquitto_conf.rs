@@ -22,6 +22,7 @@
 //! `bind_interface`, `check_retain_source true`, `use_subject_as_username`,
 //! `use_username_as_clientid`, `plugin`, `auth_plugin`,
 //! `listener_allow_anonymous false`, `allow_zero_length_clientid false`,
+//! `retain_available false`,
 //! `bridge_psk`, ...):
 //! these are an error, and
 //! fulmar does not start. A directive mosquitto does not know either is an
@@ -73,7 +74,6 @@ const IGNORED: &[(&str, &str)] = &[
     ),
     ("max_inflight_bytes", "the client's Receive Maximum sets it"),
     ("max_keepalive", "not supported"),
-    ("retain_available", "retained messages are always available"),
     ("upgrade_outgoing_qos", "not supported"),
     ("auto_id_prefix", "assigned identifiers have fulmar's form"),
     ("set_tcp_nodelay", "fulmar sets TCP_NODELAY"),
@@ -398,6 +398,20 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                         "true is not supported: fulmar does not check a retained \
                          message's publisher again when it delivers the message; it \
                          refuses to start rather than run without the check"
+                            .to_owned(),
+                    ));
+                }
+            }
+            // `true` is what fulmar does. `false` makes mosquitto refuse
+            // retained messages (MQTT 5.0: Retain Available 0 in CONNACK,
+            // DISCONNECT 0x9A for a retained PUBLISH; 3.1.1: the connection
+            // is closed); without it fulmar would keep and deliver them.
+            "retain_available" => {
+                if !boolean()? {
+                    return Err(at(
+                        "false is not supported: fulmar keeps retained messages; it \
+                         refuses to start rather than accept the retained messages this \
+                         file refuses"
                             .to_owned(),
                     ));
                 }
@@ -1272,6 +1286,9 @@ notifications_local_only true
             "global_plugin /usr/lib/mosquitto_dynamic_security.so",
             "listener_allow_anonymous false",
             "allow_zero_length_clientid false",
+            // Checked against mosquitto 2.0.11: it refuses retained
+            // messages, fulmar would keep them (config, no spec statement).
+            "retain_available false",
         ] {
             let e = parse(
                 &format!("listener 1883\nallow_anonymous true\n{directive}\n"),
@@ -1284,6 +1301,8 @@ notifications_local_only true
         }
         // `false` asks for what fulmar does.
         let (_, notes) = parsed("listener 1883\ncheck_retain_source false\n");
+        assert!(notes.is_empty(), "{notes:?}");
+        let (_, notes) = parsed("listener 1883\nretain_available true\n");
         assert!(notes.is_empty(), "{notes:?}");
     }
 
