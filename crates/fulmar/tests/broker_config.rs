@@ -736,6 +736,40 @@ fn a_mosquitto_conf_runs_as_mosquitto_runs_it() {
     }
 }
 
+// Found by differential testing against mosquitto 2.0.11 with the same
+// password file: a user whose hash is of the empty password (as
+// `mosquitto_passwd -b passwd e ''` writes it) logs in neither without a
+// password nor with an empty one; fulmar let it in with either.
+// (config, no spec statement; v5:MQTT-3.1.4-2 lets the server refuse)
+#[test]
+fn an_empty_password_logs_nobody_in_as_in_mosquitto() {
+    /// Written by mosquitto_passwd 2.0.11: e / (the empty password).
+    const EMPTY: &str = "e:$7$101$+Miep5jenuiE9uxb$7eAVDZxPVT/QFk1Jo7b9rtfOUpkuAdJr9xMhUsYfxwRz3SoDPTQ5n2vK6ydc8exeaPtJwDUT5Ap2+nUxmy7dKw==";
+    let dir = temp_dir();
+    write(&dir, "passwd", &format!("{ALICE}\n{EMPTY}\n"));
+    let port = free_port();
+    let conf = write(
+        &dir,
+        "mosquitto.conf",
+        &format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}/passwd\n",
+            dir.display()
+        ),
+    );
+    let mosquitto = Mosquitto::with_config(Path::new(&conf), port);
+    let fulmar_broker = FulmarBroker::start(&["-c", &conf]);
+    for (broker, port) in [
+        ("mosquitto", mosquitto.port),
+        ("fulmar", fulmar_broker.port),
+    ] {
+        for credentials in [&["-u", "e"][..], &["-u", "e", "-P", ""]] {
+            let out = publish(port, &[credentials, &["-t", "t", "-m", "x"]].concat());
+            assert!(!out.status.success(), "{broker} {credentials:?}: {out:?}");
+        }
+        publish_ok(port, &["-u", "alice", "-P", "secret", "-t", "t", "-m", "x"]);
+    }
+}
+
 // --print-config prints what the broker would run with as fulmar's TOML;
 // that file read back prints the same (here from a mosquitto.conf).
 #[test]
