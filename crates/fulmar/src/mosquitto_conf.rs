@@ -175,6 +175,8 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
     // listener; fulmar's holds for every TLS listener), and before any.
     let mut identity: Vec<bool> = Vec::new();
     let mut identity_everywhere = false;
+    // Where `max_connections` was last set: mosquitto's is per listener.
+    let mut max_connections_at: Option<String> = None;
     let path = |value: &str| base.join(value);
     let lines = with_included_files(text, base)?;
     for (n, raw) in &lines {
@@ -465,6 +467,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
             "max_connections" => {
                 config.limits.max_connections =
                     usize::try_from(number("a number")?).unwrap_or(usize::MAX);
+                max_connections_at = Some(format!("{n}: max_connections {value}"));
             }
             "max_queued_messages" | "max_queued_bytes" => {
                 let limit = if key == "max_queued_messages" {
@@ -536,6 +539,12 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                 None => return Err(at("not a mosquitto configuration directive".to_owned())),
             },
         }
+    }
+    if let Some(at) = max_connections_at.filter(|_| config.listeners.len() > 1) {
+        notes.push(format!(
+            "{at}: mosquitto limits the connections of each listener; fulmar limits \
+             those of all its listeners together, to the last value given"
+        ));
     }
     if config.listeners.is_empty() {
         // mosquitto 2.0 with neither `listener` nor `port`: local only, and
@@ -1065,6 +1074,27 @@ mod tests {
         let (config, notes) = parsed("max_queued_bytes 0\nmax_queued_messages 0\n");
         assert_eq!(config.limits.max_queued_bytes, 16 << 20);
         assert_eq!(notes.len(), 2, "{notes:?}");
+    }
+
+    // mosquitto 2.0's max_connections limits the listener it follows
+    // (mosquitto.conf(5)); fulmar's limit is for all listeners together,
+    // which a file with several listeners is told at start.
+    // (config, no spec statement)
+    #[test]
+    fn max_connections_with_several_listeners_is_noted() {
+        let (config, notes) = parsed("listener 1883\nmax_connections 5\n");
+        assert_eq!(config.limits.max_connections, 5);
+        assert!(notes.is_empty(), "{notes:?}");
+        let (config, notes) =
+            parsed("listener 1883\nmax_connections 5\nlistener 8883\nmax_connections 7\n");
+        assert_eq!(config.limits.max_connections, 7);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes
+                .iter()
+                .all(|n| n.starts_with("line 4: max_connections 7: ")),
+            "{notes:?}"
+        );
     }
 
     /// The global queue limits hold for what waits for a bridge's remote too,
