@@ -8,6 +8,7 @@
 //! authentication (`allow_anonymous`, `password_file`, `acl_file`,
 //! `use_identity_as_username`), persistence (`persistence`,
 //! `persistence_location`), limits (`max_connections`, `max_queued_messages`,
+//! `max_inflight_messages` (the Receive Maximum),
 //! `max_queued_bytes`, `max_packet_size`, `message_size_limit`, `max_qos`),
 //! `sys_interval`, `log_type`, `include_dir` (the `.conf` files of a
 //! directory, in the order of their names), and bridges (`connection` sections: `address`,
@@ -68,10 +69,6 @@ const IGNORED: &[(&str, &str)] = &[
     ),
     ("user", "fulmar runs as the user that starts it"),
     ("pid_file", "not supported"),
-    (
-        "max_inflight_messages",
-        "the client's Receive Maximum sets it",
-    ),
     ("max_inflight_bytes", "the client's Receive Maximum sets it"),
     ("max_keepalive", "not supported"),
     ("upgrade_outgoing_qos", "not supported"),
@@ -498,6 +495,27 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                     config.limits.max_packet_size = std::num::NonZeroU32::new(packet)
                         .ok_or_else(|| at("must not be 0".to_owned()))?;
                 }
+            }
+            // mosquitto announces it to MQTT 5.0 clients as its Receive
+            // Maximum (and holds them to it), as fulmar's receive_maximum;
+            // what mosquitto sends a client at once it also bounds, fulmar
+            // by the client's own Receive Maximum only.
+            "max_inflight_messages" => {
+                let most = number("a number")?;
+                config.limits.receive_maximum = match u16::try_from(most) {
+                    // 0: mosquitto's "no maximum".
+                    Ok(0) => std::num::NonZeroU16::MAX,
+                    Ok(most) => {
+                        std::num::NonZeroU16::new(most).unwrap_or(std::num::NonZeroU16::MAX)
+                    }
+                    Err(_) if most > 0 => std::num::NonZeroU16::MAX,
+                    Err(_) => return Err(at(format!("{value:?} is not a number of messages"))),
+                };
+                notes.push(format!(
+                    "{n}: max_inflight_messages {value}: the Receive Maximum of MQTT 5.0 \
+                     clients; what fulmar sends a client at once is bounded by the client's \
+                     Receive Maximum (3.1.1: not bounded)"
+                ));
             }
             "max_qos" => {
                 config.limits.maximum_qos = u8::try_from(number("0, 1 or 2")?)
@@ -1074,6 +1092,20 @@ mod tests {
         let (config, notes) = parsed("max_queued_bytes 0\nmax_queued_messages 0\n");
         assert_eq!(config.limits.max_queued_bytes, 16 << 20);
         assert_eq!(notes.len(), 2, "{notes:?}");
+    }
+
+    // Checked against mosquitto 2.0.11: max_inflight_messages is the
+    // Receive Maximum in its CONNACK to MQTT 5.0 clients; fulmar ignored it.
+    // (v5:MQTT-3.3.4-7 holds the client to it; config)
+    #[test]
+    fn max_inflight_messages_is_the_receive_maximum() {
+        for (value, most) in [("2", 2), ("0", 65_535), ("20", 20), ("70000", 65_535)] {
+            let (config, notes) = parsed(&format!("max_inflight_messages {value}\n"));
+            assert_eq!(config.limits.receive_maximum.get(), most, "{value}");
+            assert_eq!(notes.len(), 1, "{notes:?}");
+        }
+        let e = parse("max_inflight_messages -1\n", Path::new(".")).unwrap_err();
+        assert!(e.starts_with("line 1: max_inflight_messages"), "{e}");
     }
 
     // mosquitto 2.0's max_connections limits the listener it follows
