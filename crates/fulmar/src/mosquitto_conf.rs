@@ -494,6 +494,17 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                         .unwrap_or(u32::MAX);
                     config.limits.max_packet_size = std::num::NonZeroU32::new(packet)
                         .ok_or_else(|| at("must not be 0".to_owned()))?;
+                    // Checked against mosquitto 2.0.11: it drops a larger
+                    // payload and keeps the connection; fulmar has no payload
+                    // limit, only this bound on the packet.
+                    if key == "message_size_limit" {
+                        notes.push(format!(
+                            "{n}: message_size_limit {value}: fulmar bounds the packet \
+                             instead ({packet} bytes; a larger one closes the connection): \
+                             a payload a little over {value} bytes is delivered, where \
+                             mosquitto drops it"
+                        ));
+                    }
                 }
             }
             // mosquitto announces it to MQTT 5.0 clients as its Receive
@@ -1053,7 +1064,14 @@ mod tests {
         assert_eq!(config.limits.max_packet_size.get(), 1_048_576 + 66_560);
         assert_eq!(config.sys.interval_secs, 10);
         assert_eq!(config.log.level, "info");
-        assert_eq!(notes.len(), 2, "{notes:?}");
+        // pid_file, log_dest, and what message_size_limit becomes.
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("message_size_limit 1048576: fulmar bounds the packet")),
+            "{notes:?}"
+        );
         assert!(
             notes[0].starts_with("line 1: pid_file ignored"),
             "{notes:?}"
