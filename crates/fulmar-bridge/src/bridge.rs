@@ -822,12 +822,7 @@ impl Inner {
             if from == Some(index) || (relayed && !link.v5()) {
                 continue;
             }
-            let Some((remote, qos)) = link
-                .rules
-                .iter()
-                .filter(|r| r.direction().is_out())
-                .find_map(|r| r.to_remote(topic).map(|t| (t, r.max_qos())))
-            else {
+            let Some((remote, qos)) = link.out_route(topic) else {
                 continue;
             };
             let topic = if remote == topic.as_str() {
@@ -856,6 +851,26 @@ impl Inner {
 }
 
 impl Link {
+    /// Where `topic` here goes on the remote, and at most at what QoS: the
+    /// topic mapped by the first `Out` rule that matches it, at the highest
+    /// QoS of all those that match (the rules are the bridge's
+    /// subscriptions here, and a message that matches overlapping
+    /// subscriptions goes once, at the highest of their QoS, as mosquitto's
+    /// bridge sends it); `None` when no `Out` rule matches.
+    fn out_route(&self, topic: &TopicName) -> Option<(String, QoS)> {
+        let mut out = self.rules.iter().filter(|r| r.direction().is_out());
+        let remote = out
+            .by_ref()
+            .find_map(|r| r.to_remote(topic).map(|t| (t, r.max_qos())))?;
+        Some(out.fold(remote, |(t, qos), r| {
+            if r.to_remote(topic).is_some() {
+                (t, qos.max(r.max_qos()))
+            } else {
+                (t, qos)
+            }
+        }))
+    }
+
     /// Queues `out` for the remote, within [`Remote::max_queued_bytes`] and
     /// [`Remote::max_queued_messages`]; dropped and counted beyond.
     fn enqueue(&self, out: Publish) {
@@ -917,7 +932,8 @@ impl Inner {
     /// bridge does each time it connects: at most as many as the queue has
     /// room for (the others are left out with a warning, not counted: the
     /// broker stops looking at the first one beyond). A message goes once,
-    /// mapped by the first rule out that matches it, as [`Inner::forward`]
+    /// mapped by the first rule out that matches it (at the highest QoS of
+    /// those that match), as [`Inner::forward`]
     /// maps it. Left out:
     /// - all of them when the remote has no retained messages (`caps`): they
     ///   would reach its subscribers as live messages with old values;
@@ -987,7 +1003,11 @@ impl Inner {
                     continue;
                 };
                 out.topic = remote;
-                out.qos = out.qos.min(rule.max_qos());
+                // The highest QoS of the out rules that match it, as forward sends it.
+                let qos = link
+                    .out_route(&local)
+                    .map_or_else(|| rule.max_qos(), |(_, qos)| qos);
+                out.qos = out.qos.min(qos);
                 out.retain = true;
                 clean(&mut out);
                 if on_its_way.contains(&out.topic) {

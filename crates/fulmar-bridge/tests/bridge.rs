@@ -2031,3 +2031,39 @@ async fn the_retained_push_counts_no_drops_for_what_another_rule_sends() {
     assert_eq!(stats(&bridge).dropped, 0);
     stop(&bridge, &[&local, &remote]).await;
 }
+
+/// Found by differential testing against mosquitto 2.0: a topic that
+/// several `out` rules match goes once, mapped by the first of them, at the
+/// highest QoS among them: the rules are the bridge's subscriptions here,
+/// and a message matching overlapping subscriptions is delivered at the
+/// highest of their QoS (mosquitto's bridge does the same). fulmar took the
+/// first rule's QoS.
+// MQTT-3.3.5-1
+#[tokio::test]
+async fn overlapping_out_rules_send_once_at_their_highest_qos() {
+    for version in VERSIONS {
+        let remote = broker().await;
+        let (local, bridge) = bridged(vec![
+            cloud(port(&remote), version)
+                .rule(rule("#", Direction::Out, "p/", "x/").qos(QoS::AtMostOnce))
+                .rule(rule("b/#", Direction::Out, "p/", "y/").qos(QoS::ExactlyOnce)),
+        ])
+        .await;
+        let mut at_remote = remote.subscribe("#").unwrap();
+
+        local
+            .publish("p/b/c", "both", QoS::ExactlyOnce, false)
+            .unwrap();
+        local
+            .publish("p/q", "first", QoS::ExactlyOnce, false)
+            .unwrap();
+        let got = next(&mut at_remote).await;
+        assert_eq!(text(&got), pair("x/b/c", "both"), "{version:?}");
+        assert_eq!(got.qos, QoS::ExactlyOnce, "{version:?}");
+        // Once: the next one is the other message.
+        let got = next(&mut at_remote).await;
+        assert_eq!(text(&got), pair("x/q", "first"), "{version:?}");
+        assert_eq!(got.qos, QoS::AtMostOnce, "{version:?}");
+        stop(&bridge, &[&local, &remote]).await;
+    }
+}
