@@ -50,6 +50,7 @@ pub struct Remote {
     max_queued_messages: usize,
     max_queued_bytes: usize,
     try_private: bool,
+    outgoing_retain: bool,
     notification_topic: Option<String>,
     remote_notifications: bool,
 }
@@ -66,6 +67,7 @@ impl Remote {
             max_queued_messages: 1000,
             max_queued_bytes: 16 << 20,
             try_private: true,
+            outgoing_retain: true,
             notification_topic: None,
             remote_notifications: false,
         }
@@ -139,6 +141,20 @@ impl Remote {
     #[must_use]
     pub fn try_private(mut self, on: bool) -> Self {
         self.try_private = on;
+        self
+    }
+
+    /// Whether messages keep their retain flag on their way to the remote
+    /// broker (default on; mosquitto's `bridge_outgoing_retain`, for a
+    /// remote that takes no retained messages and cannot say so under
+    /// 3.1.1). Off, they go as the remote's CONNACK saying Retain Available
+    /// 0 makes them go: without the flag, and the retained messages here
+    /// are not pushed to the remote at each connection. The link's state on
+    /// the remote ([`remote_notifications`](Self::remote_notifications))
+    /// stays retained.
+    #[must_use]
+    pub fn outgoing_retain(mut self, on: bool) -> Self {
+        self.outgoing_retain = on;
         self
     }
 
@@ -220,6 +236,8 @@ struct Link {
     options: ConnectOptions,
     rules: Vec<TopicRule>,
     try_private: bool,
+    /// [`Remote::outgoing_retain`].
+    outgoing_retain: bool,
     max_queued_bytes: usize,
     /// Payload bytes in the queue to the remote.
     queued_bytes: AtomicUsize,
@@ -633,6 +651,7 @@ impl MqttBridge {
                 options,
                 rules: remote.rules,
                 try_private: remote.try_private,
+                outgoing_retain: remote.outgoing_retain,
                 max_queued_bytes: remote.max_queued_bytes,
                 queued_bytes: AtomicUsize::new(0),
                 queued_retained: Mutex::new(HashMap::new()),
@@ -851,6 +870,14 @@ impl Inner {
 }
 
 impl Link {
+    /// What `connack` allows on this link: without the retain flag when
+    /// [`Remote::outgoing_retain`] is off, whatever the remote announced.
+    fn caps(&self, connack: &ConnAck) -> Caps {
+        let mut caps = Caps::of(connack);
+        caps.retain &= self.outgoing_retain;
+        caps
+    }
+
     /// Where `topic` here goes on the remote, and at most at what QoS: the
     /// topic mapped by the first `Out` rule that matches it, at the highest
     /// QoS of all those that match (the rules are the bridge's
@@ -1199,7 +1226,7 @@ async fn connect_and_serve(
                     carry: &mut carry,
                     inbound: &mut streams,
                 };
-                let caps = Caps::of(&connack);
+                let caps = link.caps(&connack);
                 let ended = serve(inner, index, link, &client, &broker, caps, &mut io).await;
                 link.set_connected(&broker, false);
                 if ended == Ended::Shutdown {
@@ -1715,7 +1742,7 @@ async fn serve(
                     // This connection's limits: a reconnection's CONNACK
                     // may allow more than the last one did, or less.
                     if let Some(connack) = client.connack() {
-                        caps = Caps::of(&connack);
+                        caps = link.caps(&connack);
                     }
                     announcing = announce();
                     let on_its_way: HashSet<MqttString> = in_flight

@@ -2067,3 +2067,53 @@ async fn overlapping_out_rules_send_once_at_their_highest_qos() {
         stop(&bridge, &[&local, &remote]).await;
     }
 }
+
+/// Found by differential testing against mosquitto 2.0 (`bridge_outgoing_retain
+/// false`, which fulmar ignored): without outgoing retain, what goes to the
+/// remote goes without the retain flag, so the remote stores none of it, and
+/// the retained messages here are not pushed at connection; what comes in
+/// keeps its flag.
+// (config, no spec statement)
+#[tokio::test]
+async fn without_outgoing_retain_nothing_is_retained_on_the_remote() {
+    for version in VERSIONS {
+        let remote = broker().await;
+        remote
+            .publish("cmd/config", "v1", QoS::AtLeastOnce, true)
+            .unwrap();
+        let (local, bridge) = attached(vec![
+            cloud(port(&remote), version)
+                .outgoing_retain(false)
+                .rule(rule("cmd/#", Direction::In, "", ""))
+                .rule(rule("state/#", Direction::Out, "", "")),
+        ])
+        .await;
+        // Retained here before the link is up: not pushed, retained, to the remote.
+        local
+            .publish("state/early", "1", QoS::AtLeastOnce, true)
+            .unwrap();
+        guard(bridge.wait_connected()).await;
+        let mut late = local.subscribe("cmd/#").unwrap();
+        let got = next(&mut late).await;
+        assert_eq!(
+            (text(&got), got.retain),
+            (pair("cmd/config", "v1"), true),
+            "{version:?}"
+        );
+        let mut live = remote.subscribe("state/#").unwrap();
+        local
+            .publish("state/door", "open", QoS::AtLeastOnce, true)
+            .unwrap();
+        let got = next(&mut live).await;
+        assert_eq!(
+            (text(&got), got.retain),
+            (pair("state/door", "open"), false),
+            "{version:?}"
+        );
+        let s = settled(&bridge, &[1]).await.remove(0);
+        assert_eq!(s.sent, 1, "{version:?}");
+        // Only the remote's own retained message is stored there.
+        assert_eq!(remote.stats().retained, 1, "{version:?}");
+        stop(&bridge, &[&local, &remote]).await;
+    }
+}

@@ -64,6 +64,11 @@ pub(crate) struct BridgeConfig {
     /// 3.1.1: tell the remote this is a bridge (mosquitto's try_private).
     #[serde(default = "yes")]
     pub(crate) try_private: bool,
+    /// Messages keep their retain flag on their way to the remote
+    /// (mosquitto's bridge_outgoing_retain); off, they go without it, and
+    /// the retained messages here are not sent at each connection.
+    #[serde(default = "yes")]
+    pub(crate) outgoing_retain: bool,
     /// QoS 1/2 messages sent to the remote without acknowledgement (5.0: at
     /// most the remote's Receive Maximum).
     #[serde(default = "sixty_four")]
@@ -321,6 +326,7 @@ impl BridgeConfig {
             .max_queued_messages(self.max_queued_messages)
             .max_queued_bytes(self.max_queued_bytes)
             .try_private(self.try_private)
+            .outgoing_retain(self.outgoing_retain)
             .remote_notifications(self.notifications);
         if let Some(topic) = &self.notification_topic {
             remote = remote.notification_topic(topic.clone());

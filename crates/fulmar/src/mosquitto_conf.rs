@@ -14,6 +14,7 @@
 //! directory, in the order of their names), and bridges (`connection` sections: `address`,
 //! `topic`, `bridge_protocol_version`, `remote_clientid`, `remote_username`,
 //! `remote_password`, `cleansession`, `keepalive_interval`, `try_private`,
+//! `bridge_outgoing_retain`,
 //! `bridge_cafile`, `bridge_capath`, `bridge_certfile`, `bridge_keyfile`,
 //! `bridge_session_expiry_interval`, `notifications`,
 //! `notifications_local_only`). Directives of
@@ -124,7 +125,6 @@ const IGNORED: &[(&str, &str)] = &[
     ("bridge_keyfile_engine", "not supported"),
     ("bridge_max_packet_size", "not supported"),
     ("bridge_max_topic_alias", "not supported"),
-    ("bridge_outgoing_retain", "not supported"),
     ("bridge_receive_maximum", "not supported"),
     ("bridge_reload_type", "not supported"),
     ("idle_timeout", "not supported"),
@@ -733,6 +733,7 @@ fn new_bridge(name: &str) -> BridgeConfig {
         cert: None,
         key: None,
         try_private: true,
+        outgoing_retain: true,
         max_inflight: 64,
         max_queued_messages: 1000,
         max_queued_bytes: 16 << 20,
@@ -785,6 +786,7 @@ fn bridge_directive(
         "remote_password" | "password" => need().map(|v| bridge.password = Some(v.to_owned())),
         "cleansession" => boolean().map(|c| bridge.clean_start = c),
         "try_private" => boolean().map(|t| bridge.try_private = t),
+        "bridge_outgoing_retain" => boolean().map(|r| bridge.outgoing_retain = r),
         "keepalive_interval" => need().and_then(|v| {
             bridge.keep_alive_secs = v
                 .parse()
@@ -1285,6 +1287,31 @@ remote_password p
 "
         ));
         assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    /// Found by differential testing against mosquitto 2.0: ignored (with a
+    /// note), so retained messages went to the remote retained.
+    // (config, no spec statement)
+    #[test]
+    fn bridge_outgoing_retain_maps() {
+        let base = "connection cloud\naddress h:1883\ntopic s/# out 1\n";
+        let (config, notes) = parsed(base);
+        assert!(config.bridges[0].outgoing_retain);
+        assert!(notes.is_empty(), "{notes:?}");
+        let (config, notes) = parsed(&format!("{base}bridge_outgoing_retain false\n"));
+        assert!(!config.bridges[0].outgoing_retain);
+        assert!(notes.is_empty(), "{notes:?}");
+        let (config, _) = parsed(&format!(
+            "{base}bridge_outgoing_retain false\nbridge_outgoing_retain true\n"
+        ));
+        assert!(config.bridges[0].outgoing_retain);
+        assert!(
+            parse(
+                &format!("{base}bridge_outgoing_retain no\n"),
+                Path::new(".")
+            )
+            .is_err()
+        );
     }
 
     /// Found by an operator review: both were ignored (the session was kept
