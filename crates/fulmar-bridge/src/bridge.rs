@@ -386,8 +386,8 @@ impl Link {
 
     /// Records whether the connection is up (whatever filters were
     /// refused) and, when that changed,
-    /// publishes it here, retained, on `$SYS/broker/connection/NAME/state`
-    /// (`1` or `0`, as mosquitto does).
+    /// publishes it here, retained, at QoS 1, on
+    /// `$SYS/broker/connection/NAME/state` (`1` or `0`, as mosquitto does).
     fn set_connected(&self, broker: &BrokerHandle, up: bool) {
         if self.connected.swap(up, Ordering::Relaxed) == up {
             return;
@@ -405,6 +405,9 @@ impl Link {
         };
         let mut state = Publish::new(topic, if up { "1" } else { "0" }.into());
         state.retain = true;
+        // As mosquitto's bridge queues it: a QoS 1 subscriber with a
+        // session gets it while away.
+        state.qos = QoS::AtLeastOnce;
         // Injected, as a message from elsewhere: it stays on this broker
         // (another bridge, a cluster, would carry it to brokers whose own
         // link to this remote is another one).

@@ -2117,3 +2117,33 @@ async fn without_outgoing_retain_nothing_is_retained_on_the_remote() {
         stop(&bridge, &[&local, &remote]).await;
     }
 }
+
+/// Found by differential testing against mosquitto 2.0: the link's state
+/// here is published at QoS 1 (mosquitto's bridge queues it so), so a QoS 1
+/// subscriber with a session gets it while away; fulmar published it at
+/// QoS 0.
+// (config, no spec statement)
+#[tokio::test]
+async fn the_link_state_is_published_at_qos_1() {
+    let remote = broker().await;
+    let (local, bridge) = bridged(vec![
+        cloud(port(&remote), ProtocolVersion::V311).rule(rule("a/#", Direction::Out, "", "")),
+    ])
+    .await;
+    let mut state = local
+        .subscribe("$SYS/broker/connection/cloud/state")
+        .unwrap();
+    let got = next(&mut state).await;
+    assert_eq!(
+        (got.payload.as_ref(), got.qos),
+        (&b"1"[..], QoS::AtLeastOnce)
+    );
+    bridge.shutdown().await;
+    let got = next(&mut state).await;
+    assert_eq!(
+        (got.payload.as_ref(), got.qos),
+        (&b"0"[..], QoS::AtLeastOnce)
+    );
+    local.shutdown().await;
+    remote.shutdown().await;
+}
