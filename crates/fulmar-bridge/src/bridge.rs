@@ -52,6 +52,7 @@ pub struct Remote {
     try_private: bool,
     outgoing_retain: bool,
     notification_topic: Option<String>,
+    local_notifications: bool,
     remote_notifications: bool,
 }
 
@@ -69,6 +70,7 @@ impl Remote {
             try_private: true,
             outgoing_retain: true,
             notification_topic: None,
+            local_notifications: true,
             remote_notifications: false,
         }
     }
@@ -80,6 +82,15 @@ impl Remote {
     #[must_use]
     pub fn notification_topic(mut self, topic: impl Into<String>) -> Self {
         self.notification_topic = Some(topic.into());
+        self
+    }
+
+    /// Publishes the link's state here (default on; off as mosquitto's
+    /// `notifications false`, which publishes it nowhere): `1` once
+    /// connected, `0` when the link is down, retained, at QoS 1.
+    #[must_use]
+    pub fn local_notifications(mut self, on: bool) -> Self {
+        self.local_notifications = on;
         self
     }
 
@@ -231,6 +242,8 @@ struct Link {
     name: String,
     /// Where the link's state is published (see [`Remote::notification_topic`]).
     state_topic: String,
+    /// [`Remote::local_notifications`].
+    local_notifications: bool,
     /// [`Remote::remote_notifications`].
     remote_notifications: bool,
     options: ConnectOptions,
@@ -400,6 +413,9 @@ impl Link {
 
     /// Publishes the link's state (see [`set_connected`](Self::set_connected)).
     fn publish_state(&self, broker: &BrokerHandle, up: bool) {
+        if !self.local_notifications {
+            return;
+        }
         let Ok(topic) = MqttString::try_from_string(self.state_topic.clone()) else {
             return;
         };
@@ -650,6 +666,7 @@ impl MqttBridge {
             links.push(Link {
                 name: remote.name,
                 state_topic,
+                local_notifications: remote.local_notifications,
                 remote_notifications: remote.remote_notifications,
                 options,
                 rules: remote.rules,

@@ -2147,3 +2147,34 @@ async fn the_link_state_is_published_at_qos_1() {
     local.shutdown().await;
     remote.shutdown().await;
 }
+
+/// Found by differential testing against mosquitto 2.0: `notifications
+/// false` there publishes the link's state nowhere; fulmar still published
+/// it here. Without local notifications nothing is published here.
+// (config, no spec statement)
+#[tokio::test]
+async fn without_local_notifications_no_state_is_published_here() {
+    let remote = broker().await;
+    let bridge = MqttBridge::new(vec![
+        cloud(port(&remote), ProtocolVersion::V311)
+            .notification_topic("state/cloud")
+            .local_notifications(false)
+            .rule(rule("a/#", Direction::Out, "", "")),
+    ])
+    .unwrap();
+    let local = Broker::builder()
+        .tcp_listener("127.0.0.1:0")
+        .bridge(bridge.bridge())
+        .start()
+        .await
+        .unwrap();
+    let mut all = local.subscribe("#").unwrap();
+    bridge.attach(&local);
+    guard(bridge.wait_connected()).await;
+    bridge.shutdown().await;
+    local.publish("end", "", QoS::AtMostOnce, false).unwrap();
+    assert_eq!(text(&next(&mut all).await), pair("end", ""));
+    assert_eq!(local.stats().retained, 0);
+    local.shutdown().await;
+    remote.shutdown().await;
+}

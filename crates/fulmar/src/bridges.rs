@@ -84,6 +84,10 @@ pub(crate) struct BridgeConfig {
     /// `notifications`, default true).
     #[serde(default = "yes")]
     pub(crate) notifications: bool,
+    /// Publish the link's state here (default true; false as mosquitto's
+    /// `notifications false`, which publishes it nowhere).
+    #[serde(default = "yes")]
+    pub(crate) local_notifications: bool,
     /// The state's topic, here and on the remote (default
     /// `$SYS/broker/connection/NAME/state`; from a mosquitto.conf, its
     /// `$SYS/broker/connection/CLIENT_ID/state`).
@@ -327,6 +331,7 @@ impl BridgeConfig {
             .max_queued_bytes(self.max_queued_bytes)
             .try_private(self.try_private)
             .outgoing_retain(self.outgoing_retain)
+            .local_notifications(self.local_notifications)
             .remote_notifications(self.notifications);
         if let Some(topic) = &self.notification_topic {
             remote = remote.notification_topic(topic.clone());

@@ -695,6 +695,7 @@ session_timeout_ms = 5000       # each step of taking a session from a node
 # max_queued_messages = 1000    # waiting for the remote; more are dropped
 # max_queued_bytes = 16777216   # bytes waiting for the remote, likewise
 # notifications = true          # also publish the state (1/0, retained) on the remote, with a will of 0
+# local_notifications = true    # publish the state (1/0, retained, QoS 1) here
 # notification_topic = "$SYS/broker/connection/cloud/state"   # default: .../NAME/state
 # [[bridge.topic]]
 # pattern = "sensors/#"

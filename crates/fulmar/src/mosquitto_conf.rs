@@ -633,6 +633,8 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
     // limits, wherever they are in the file; its state topic is named after
     // the bridge's client identifier.
     for (b, bridge) in config.bridges.iter_mut().enumerate() {
+        // `notifications false`: the state nowhere, local_only or not.
+        bridge.local_notifications = bridge.notifications;
         // The state only here: not on the remote (nor its will there).
         if local_only.contains(&b) {
             bridge.notifications = false;
@@ -716,6 +718,7 @@ fn new_bridge(name: &str) -> BridgeConfig {
         address: String::new(),
         fallback_addresses: Vec::new(),
         notifications: true,
+        local_notifications: true,
         notification_topic: None,
         protocol: Protocol::Tcp,
         path: None,
@@ -1312,6 +1315,29 @@ remote_password p
             )
             .is_err()
         );
+    }
+
+    /// Found by differential testing against mosquitto 2.0: `notifications
+    /// false` turned off only the state on the remote; mosquitto publishes
+    /// it nowhere then. `notifications_local_only` keeps it here.
+    // (config, no spec statement)
+    #[test]
+    fn notifications_false_publishes_the_state_nowhere() {
+        let base = "connection cloud\naddress h:1883\ntopic s/# out 1\n";
+        let (config, _) = parsed(base);
+        assert!(config.bridges[0].local_notifications);
+        assert!(config.bridges[0].notifications);
+        let (config, _) = parsed(&format!("{base}notifications false\n"));
+        assert!(!config.bridges[0].local_notifications);
+        assert!(!config.bridges[0].notifications);
+        let (config, _) = parsed(&format!("{base}notifications_local_only true\n"));
+        assert!(config.bridges[0].local_notifications);
+        assert!(!config.bridges[0].notifications);
+        let (config, _) = parsed(&format!(
+            "{base}notifications false\nnotifications_local_only true\n"
+        ));
+        assert!(!config.bridges[0].local_notifications);
+        assert!(!config.bridges[0].notifications);
     }
 
     /// Found by an operator review: both were ignored (the session was kept
