@@ -51,6 +51,7 @@ pub struct Remote {
     max_queued_bytes: usize,
     try_private: bool,
     outgoing_retain: bool,
+    queue_while_down: Option<QoS>,
     notification_topic: Option<String>,
     local_notifications: bool,
     remote_notifications: bool,
@@ -69,6 +70,7 @@ impl Remote {
             max_queued_bytes: 16 << 20,
             try_private: true,
             outgoing_retain: true,
+            queue_while_down: Some(QoS::AtMostOnce),
             notification_topic: None,
             local_notifications: true,
             remote_notifications: false,
@@ -169,6 +171,18 @@ impl Remote {
         self
     }
 
+    /// The lowest QoS of the messages that wait for the remote broker while
+    /// the link is down (default QoS 0: all of them); `None`: none wait.
+    /// Those below it are dropped, not counted, as a broker drops them for
+    /// a session away: mosquitto's bridge keeps QoS 1/2 ones with
+    /// `cleansession false` and none with `cleansession true`. What was
+    /// queued while the link was up still goes.
+    #[must_use]
+    pub fn queue_while_down(mut self, min: Option<QoS>) -> Self {
+        self.queue_while_down = min;
+        self
+    }
+
     /// The name given to [`new`](Self::new).
     #[must_use]
     pub fn name(&self) -> &str {
@@ -251,6 +265,8 @@ struct Link {
     try_private: bool,
     /// [`Remote::outgoing_retain`].
     outgoing_retain: bool,
+    /// [`Remote::queue_while_down`].
+    queue_while_down: Option<QoS>,
     max_queued_bytes: usize,
     /// Payload bytes in the queue to the remote.
     queued_bytes: AtomicUsize,
@@ -672,6 +688,7 @@ impl MqttBridge {
                 rules: remote.rules,
                 try_private: remote.try_private,
                 outgoing_retain: remote.outgoing_retain,
+                queue_while_down: remote.queue_while_down,
                 max_queued_bytes: remote.max_queued_bytes,
                 queued_bytes: AtomicUsize::new(0),
                 queued_retained: Mutex::new(HashMap::new()),
@@ -879,6 +896,12 @@ impl Inner {
             out.topic = topic;
             out.qos = out.qos.min(qos);
             clean(&mut out);
+            if !link.connected.load(Ordering::Relaxed)
+                && link.queue_while_down.is_none_or(|min| out.qos < min)
+            {
+                tracing::debug!(bridge = %link.name, topic = %out.topic, "the link is down: not kept (queue_while_down)");
+                continue;
+            }
             if relayed {
                 out.properties
                     .user_properties

@@ -69,6 +69,11 @@ pub(crate) struct BridgeConfig {
     /// the retained messages here are not sent at each connection.
     #[serde(default = "yes")]
     pub(crate) outgoing_retain: bool,
+    /// What waits for the remote while the link is down: `all` (default),
+    /// `qos12` (QoS 0 messages are dropped, as mosquitto's bridge with
+    /// `cleansession false`) or `none` (mosquitto's with `cleansession true`).
+    #[serde(default)]
+    pub(crate) queue_while_down: QueueWhileDown,
     /// QoS 1/2 messages sent to the remote without acknowledgement (5.0: at
     /// most the remote's Receive Maximum).
     #[serde(default = "sixty_four")]
@@ -123,6 +128,27 @@ fn v5() -> String {
 fn hour() -> u32 {
     3600
 }
+/// [`BridgeConfig::queue_while_down`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum QueueWhileDown {
+    #[default]
+    All,
+    Qos12,
+    None,
+}
+
+impl QueueWhileDown {
+    /// The lowest QoS kept ([`Remote::queue_while_down`]).
+    fn min_qos(self) -> Option<QoS> {
+        match self {
+            Self::All => Some(QoS::AtMostOnce),
+            Self::Qos12 => Some(QoS::AtLeastOnce),
+            Self::None => None,
+        }
+    }
+}
+
 fn minute() -> u16 {
     60
 }
@@ -331,6 +357,7 @@ impl BridgeConfig {
             .max_queued_bytes(self.max_queued_bytes)
             .try_private(self.try_private)
             .outgoing_retain(self.outgoing_retain)
+            .queue_while_down(self.queue_while_down.min_qos())
             .local_notifications(self.local_notifications)
             .remote_notifications(self.notifications);
         if let Some(topic) = &self.notification_topic {

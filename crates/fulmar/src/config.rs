@@ -691,6 +691,7 @@ session_timeout_ms = 5000       # each step of taking a session from a node
 # key = "edge.key"
 # try_private = true            # 3.1.1: say it is a bridge (mosquitto's option)
 # outgoing_retain = true        # false: messages go to the remote without the retain flag (mosquitto's bridge_outgoing_retain)
+# queue_while_down = "all"      # what waits for the remote while the link is down: all, qos12 or none
 # max_inflight = 64             # QoS 1/2 unacknowledged (the bridge keeps 60 at most on their way whatever this says; 5.0: and the remote's Receive Maximum)
 # max_queued_messages = 1000    # waiting for the remote; more are dropped
 # max_queued_bytes = 16777216   # bytes waiting for the remote, likewise

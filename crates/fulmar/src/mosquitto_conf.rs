@@ -49,7 +49,7 @@
 
 use std::path::Path;
 
-use crate::bridges::{BridgeConfig, TopicConfig};
+use crate::bridges::{BridgeConfig, QueueWhileDown, TopicConfig};
 use crate::config::{Config, ListenerConfig, Protocol};
 
 /// Directives mosquitto 2.0 has and fulmar ignores, with why (or what to
@@ -737,6 +737,10 @@ fn new_bridge(name: &str) -> BridgeConfig {
         key: None,
         try_private: true,
         outgoing_retain: true,
+        // QoS 0 messages are not queued for the bridge's session here while
+        // the link is down (queue_qos0_messages false); with `cleansession
+        // true` (and so local_cleansession) nothing is.
+        queue_while_down: QueueWhileDown::Qos12,
         max_inflight: 64,
         max_queued_messages: 1000,
         max_queued_bytes: 16 << 20,
@@ -787,7 +791,14 @@ fn bridge_directive(
         "notification_topic" => need().map(|v| bridge.notification_topic = Some(v.to_owned())),
         "remote_username" | "username" => need().map(|v| bridge.username = Some(v.to_owned())),
         "remote_password" | "password" => need().map(|v| bridge.password = Some(v.to_owned())),
-        "cleansession" => boolean().map(|c| bridge.clean_start = c),
+        "cleansession" => boolean().map(|c| {
+            bridge.clean_start = c;
+            bridge.queue_while_down = if c {
+                QueueWhileDown::None
+            } else {
+                QueueWhileDown::Qos12
+            };
+        }),
         "try_private" => boolean().map(|t| bridge.try_private = t),
         "bridge_outgoing_retain" => boolean().map(|r| bridge.outgoing_retain = r),
         "keepalive_interval" => need().and_then(|v| {
@@ -1338,6 +1349,21 @@ remote_password p
         ));
         assert!(!config.bridges[0].local_notifications);
         assert!(!config.bridges[0].notifications);
+    }
+
+    /// Found by differential testing against mosquitto 2.0: its bridge
+    /// keeps QoS 1/2 messages for a link that is down, and none with
+    /// `cleansession true`; fulmar's kept all of them.
+    // (config, no spec statement)
+    #[test]
+    fn what_waits_for_a_down_bridge_follows_cleansession() {
+        let base = "connection cloud\naddress h:1883\ntopic s/# out 1\n";
+        let (config, _) = parsed(base);
+        assert_eq!(config.bridges[0].queue_while_down, QueueWhileDown::Qos12);
+        let (config, _) = parsed(&format!("{base}cleansession true\n"));
+        assert_eq!(config.bridges[0].queue_while_down, QueueWhileDown::None);
+        let (config, _) = parsed(&format!("{base}cleansession true\ncleansession false\n"));
+        assert_eq!(config.bridges[0].queue_while_down, QueueWhileDown::Qos12);
     }
 
     /// Found by an operator review: both were ignored (the session was kept
