@@ -15,7 +15,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Peer, addr, start_with, wait_until};
+use common::{Peer, addr, run, run_then_crash, start_with, wait_until};
 use fulmar_broker::{
     Authorizer, Broker, BrokerHandle, ClientInfo, MemoryStore, Store, StoredSession, WillDue,
 };
@@ -23,26 +23,6 @@ use fulmar_codec::{
     Connect, MqttString, Packet, ProtocolVersion, ProtocolVersion::V5, ProtocolVersion::V311,
     PubAck, QoS, Will,
 };
-
-/// Runs `phase` on a runtime of its own, then drops the runtime without
-/// [`BrokerHandle::shutdown`]: a crash, as far as the store can tell.
-fn run_then_crash(phase: impl std::future::Future<Output = ()>) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(phase);
-    drop(runtime);
-}
-
-/// Runs `phase` on a runtime of its own (the broker after a restart).
-fn run(phase: impl std::future::Future<Output = ()>) {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(phase);
-}
 
 /// The session record of `id` in `store`.
 fn record<S: Store + ?Sized>(store: &Arc<S>, id: &str) -> Option<StoredSession> {

@@ -9,7 +9,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{Peer, addr, next, publish, start_with, wait_until};
+use common::{Peer, addr, next, publish, run, run_then_crash, start_with, wait_until};
 use fulmar_broker::{
     Broker, BrokerHandle, DiskStore, Durability, MemoryStore, Snapshot, Store, StoreError, StoreOp,
     StoredMessage, StoredSession,
@@ -1227,27 +1227,6 @@ async fn retained_messages_in_flight_at_subscribe_survive_a_restart() {
         1,
         "only the new one, unacknowledged"
     );
-}
-
-/// Runs `phase` on a runtime of its own, then drops the runtime without
-/// [`BrokerHandle::shutdown`]: a crash, as far as the store can tell (no
-/// will is published on the way out; what was committed stays).
-fn run_then_crash(phase: impl std::future::Future<Output = ()>) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(phase);
-    drop(runtime);
-}
-
-/// Runs `phase` on a runtime of its own (the broker after a restart).
-fn run(phase: impl std::future::Future<Output = ()>) {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(phase);
 }
 
 /// The session record of `id` in `store`.

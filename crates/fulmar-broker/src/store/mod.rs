@@ -693,6 +693,28 @@ mod tests {
 
     // A session record with a will waiting out its delay is version 2 and
     // round-trips; every truncation of it is an error, never a panic.
+    /// Every truncation of the session record `bytes` is a `Corrupt`
+    /// error; every change of one byte to one of `values` decodes or fails,
+    /// never panics.
+    fn cuts_are_corrupt_and_changes_never_panic(bytes: &[u8], values: &[u8]) {
+        for cut in 0..bytes.len() {
+            assert!(
+                matches!(
+                    decode_session(Arc::from("c1"), &bytes[..cut]),
+                    Err(StoreError::Corrupt { .. })
+                ),
+                "cut {cut}"
+            );
+        }
+        for i in 0..bytes.len() {
+            for &value in values {
+                let mut changed = bytes.to_vec();
+                changed[i] = value;
+                let _ = decode_session(Arc::from("c1"), &changed);
+            }
+        }
+    }
+
     // MQTT-3.1.2-8
     #[test]
     fn session_records_with_a_will_round_trip() {
@@ -701,23 +723,7 @@ mod tests {
             let bytes = encode_session(&session);
             assert_eq!(bytes[0], 2);
             assert_eq!(decode_session(Arc::from("c1"), &bytes).unwrap(), session);
-            for cut in 0..bytes.len() {
-                assert!(
-                    matches!(
-                        decode_session(Arc::from("c1"), &bytes[..cut]),
-                        Err(StoreError::Corrupt { .. })
-                    ),
-                    "cut {cut}"
-                );
-            }
-            // Every single-byte change decodes or fails, never panics.
-            for i in 0..bytes.len() {
-                for value in [0, 1, 2, 0x7f, 0xff] {
-                    let mut changed = bytes.clone();
-                    changed[i] = value;
-                    let _ = decode_session(Arc::from("c1"), &changed);
-                }
-            }
+            cuts_are_corrupt_and_changes_never_panic(&bytes, &[0, 1, 2, 0x7f, 0xff]);
         }
         // Version 2 with the will flag 0: no will.
         let mut session = session_with_will(None);
@@ -756,22 +762,7 @@ mod tests {
             let bytes = encode_session(&session);
             assert_eq!(bytes[0], 3);
             assert_eq!(decode_session(Arc::from("c1"), &bytes).unwrap(), session);
-            for cut in 0..bytes.len() {
-                assert!(
-                    matches!(
-                        decode_session(Arc::from("c1"), &bytes[..cut]),
-                        Err(StoreError::Corrupt { .. })
-                    ),
-                    "cut {cut}"
-                );
-            }
-            for i in 0..bytes.len() {
-                for value in [0, 1, 2, 3, 0x7f, 0xff] {
-                    let mut changed = bytes.clone();
-                    changed[i] = value;
-                    let _ = decode_session(Arc::from("c1"), &changed);
-                }
-            }
+            cuts_are_corrupt_and_changes_never_panic(&bytes, &[0, 1, 2, 3, 0x7f, 0xff]);
             let mut as_version_2 = bytes.clone();
             as_version_2[0] = 2;
             assert!(matches!(

@@ -229,3 +229,24 @@ impl fulmar_broker::AuthExchange for ToyExchange {
         }
     }
 }
+
+/// Runs `phase` on a runtime of its own, then drops the runtime without
+/// `BrokerHandle::shutdown`: a crash, as far as the store can tell (no
+/// will is published on the way out; what was committed stays).
+pub fn run_then_crash(phase: impl std::future::Future<Output = ()>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(phase);
+    drop(runtime);
+}
+
+/// Runs `phase` on a runtime of its own (the broker after a restart).
+pub fn run(phase: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(phase);
+}
