@@ -107,13 +107,17 @@ fn count_stops_after_n_messages_and_stdin_lines_are_messages() {
 // -l is pipelined (it waited for each PUBACK in turn: 100 000 lines at QoS 1
 // took 16.6 s against 1.1 s now, measured once each on this machine), and
 // the lines still arrive in their order at every QoS [MQTT-4.6.0-6].
+// QoS 0 sends fewer lines than the subscriber's queue holds (1000 by
+// default): QoS 0 messages beyond it are dropped while the subscriber lags
+// (at most once), which a loaded machine made happen once in CI (105 of
+// 5000 lost, the rest in order).
 // MQTT-4.6.0-6 MQTT-4.6.0-5
 #[test]
 fn stdin_lines_go_pipelined_and_in_order() {
     let broker = FulmarBroker::start(&["--no-persistence"]);
-    let n = 5000;
-    let lines: String = (1..=n).map(|i| format!("{i}\n")).collect();
     for qos in ["0", "1", "2"] {
+        let n = if qos == "0" { 900 } else { 5000 };
+        let lines: String = (1..=n).map(|i| format!("{i}\n")).collect();
         let topic = format!("ordered/{qos}");
         let sub = Sub::start(
             broker.port,
