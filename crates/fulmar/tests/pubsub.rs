@@ -1126,20 +1126,11 @@ fn both_formats(
     format: &str,
     extra: &[&str],
 ) -> [(Vec<u8>, Option<i32>); 2] {
-    let ours = fulmar()
-        .args([
-            "sub",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-W",
-            "30",
-        ])
-        .args(["-t", topic, "-C", "1", "-F", format])
-        .args(extra)
-        .output()
-        .unwrap();
+    let args: Vec<&str> = ["-t", topic, "-C", "1", "-F", format]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let ours = common::subscribe(port, &args);
     let theirs = Command::new(mosquitto_tool("mosquitto_sub"))
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "mqttv5"])
         .args(["-W", "30", "-t", topic, "-C", "1", "-F", format])
