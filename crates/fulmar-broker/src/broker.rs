@@ -1665,16 +1665,21 @@ impl BrokerHandle {
     /// The clients still connected are disconnected without having sent a
     /// DISCONNECT, so their wills are published (MQTT-3.1.2-8), as mosquitto
     /// does; persistent sessions and the retained messages in the store get
-    /// them before it is closed. Wills waiting for their Will Delay Interval
-    /// are published too, and so are the wills with a delay of the clients
-    /// still connected, before the delay has passed: without a store, or for
-    /// a session that is not kept, a will left waiting would never be
-    /// published (a client that comes back within the delay after a restart
-    /// was announced gone, where MQTT-3.1.3-9 would have it not; a client
-    /// that does not come back is announced, as MQTT-3.1.2-8 requires).
-    /// Their sessions' records are written again without them. (A crash
-    /// keeps the wills of persistent sessions, waiting or of clients still
-    /// connected, in their records: see [`WillDue`](crate::WillDue).)
+    /// them before it is closed.
+    ///
+    /// A will with a Will Delay Interval (MQTT 5.0), of a client still
+    /// connected or of one gone and waiting out the delay, stays in the
+    /// record of its session when the session is kept in the store (and no
+    /// [`Bridge::keeps_wills`](crate::Bridge::keeps_wills)): the delay runs
+    /// on from the disconnection, across the restart, and the will is
+    /// published when it has passed (at once at the next start if it passed
+    /// while the broker was down), unless the client came back within it
+    /// (v5:MQTT-3.1.3-9). mosquitto publishes them all at shutdown instead.
+    /// The other wills with a delay, of sessions that end with their
+    /// connection or of a broker without a store, are published at
+    /// shutdown, before their delay has passed: a will left waiting there
+    /// would never be published (MQTT-3.1.2-8). (A crash keeps the wills of
+    /// persistent sessions too: see [`WillDue`](crate::WillDue).)
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         let limits = &inner.shared.limits;

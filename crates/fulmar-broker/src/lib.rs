@@ -67,7 +67,10 @@
 //!   connection had ended at the restart (after its Will Delay Interval, no
 //!   later than its session's end), once the authorizer allows it again
 //!   (with a [`Bridge`] that publishes the wills of a broker that went away,
-//!   [`Bridge::keeps_wills`], the store keeps none).
+//!   [`Bridge::keeps_wills`], the store keeps none). A graceful
+//!   [`BrokerHandle::shutdown`] keeps the wills with a Will Delay Interval of
+//!   these sessions the same way, their delay counted from the
+//!   disconnection, and publishes the others.
 //!   Not kept: wills of clients connected at a crash whose sessions are not
 //!   persistent (3.1.1 Clean Session 1, 5.0 Session Expiry Interval 0: their
 //!   sessions have no record, and keeping one for the will would cost two

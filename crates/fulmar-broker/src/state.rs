@@ -1653,10 +1653,11 @@ impl State {
         }
     }
 
-    /// Publishes every will waiting for its delay (at shutdown, as the wills
-    /// of the clients still connected, which are not kept in the store;
-    /// without a store, a will left waiting would never be published,
-    /// MQTT-3.1.2-8). Their sessions' records are written again without them.
+    /// Publishes every will waiting for its delay that the store does not
+    /// keep ([`keeps_wills_at_shutdown`](Self::keeps_wills_at_shutdown)), at
+    /// shutdown: a will left waiting with a session that is not kept would
+    /// never be published (MQTT-3.1.2-8). Their sessions' records are
+    /// written again without them.
     pub(crate) fn publish_pending_wills(
         &mut self,
         max_queued: usize,
@@ -1667,6 +1668,7 @@ impl State {
             .sessions
             .iter()
             .filter(|(_, e)| e.owner.is_none() && e.has_will())
+            .filter(|(_, e)| !self.keeps_wills_at_shutdown(e.persistent, e.expiry))
             .map(|(id, _)| id.clone())
             .collect();
         for id in waiting {
@@ -1677,6 +1679,16 @@ impl State {
             // The session lives on in the store: its record, without the will.
             self.persist_away_session(&id);
         }
+    }
+
+    /// Whether a will waiting out its Will Delay Interval stays in the record
+    /// of its session at a shutdown rather than being published then: when
+    /// the session is kept in the store (`persistent`, with an `expiry`
+    /// left) and no bridge keeps the wills instead. A restart publishes it
+    /// when its delay has passed, unless the client came back within it
+    /// (v5:MQTT-3.1.3-9).
+    pub(crate) fn keeps_wills_at_shutdown(&self, persistent: bool, expiry: u32) -> bool {
+        persistent && expiry > 0 && self.journal.is_some() && !self.bridge_wills
     }
 
     /// Publishes a will message of client `id`.

@@ -246,8 +246,8 @@ fn v5_mqtt_3_1_2_8_a_will_delayed_beyond_the_session_goes_when_the_session_ends(
 // is not sent), v5:MQTT-3.1.2-8: the delay of the will of a client connected
 // at a crash counts from the restart (the restart's record says so, and a
 // later restart counts on from it): the will is not published at once, and
-// the client coming back within the delay cancels it; a shutdown, which
-// publishes the wills still waiting, then has none to publish.
+// the client coming back within the delay cancels it; a shutdown then has
+// none to publish or to keep.
 #[test]
 fn v5_mqtt_3_1_3_9_the_delay_of_a_will_kept_at_a_crash_counts_from_the_restart() {
     let store = Arc::new(MemoryStore::new());

@@ -107,32 +107,103 @@ async fn a_retained_will_published_at_shutdown_survives_the_restart() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// At shutdown a will with a Will Delay Interval is published too, also
-/// when its session is kept, rather than never (if its client does not come
-/// back). Both were dropped. (A crash keeps them: see `crash_wills.rs`.)
-// v5:MQTT-3.1.2-8
+/// A 5.0 connection that keeps its session for `expiry` seconds, with a
+/// retained will on `status/{id}` and a Will Delay Interval of `delay`.
+async fn connect_with_delayed_will(
+    broker: &BrokerHandle,
+    id: &str,
+    expiry: u32,
+    delay: u32,
+) -> Peer {
+    let mut c = Connect::new(V5, MqttString::from(id.to_owned()));
+    c.keep_alive = 0;
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(expiry);
+    let mut will = Will::new(MqttString::from(format!("status/{id}")), "offline".into());
+    will.retain = true;
+    will.properties.will_delay_interval = Some(delay);
+    c.will = Some(will);
+    let (peer, ack) = Peer::connect_with(addr(broker), c).await;
+    assert!(!ack.reason_code.is_error(), "{ack:?}");
+    peer
+}
+
+/// The topics of the retained wills, as a new subscriber gets them.
+async fn retained_wills(broker: &BrokerHandle, expected: usize) -> Vec<String> {
+    let mut sub = broker.subscribe("status/+").unwrap();
+    let mut topics = Vec::new();
+    for _ in 0..expected {
+        topics.push(next(&mut sub).await.topic.to_string());
+    }
+    topics.sort();
+    topics
+}
+
+/// At shutdown, a will with a Will Delay Interval whose session the store
+/// keeps stays in the session's record, of a client still connected or of
+/// one gone and waiting out the delay: the delay runs on across the restart.
+/// A client that comes back within it cancels it (v5:MQTT-3.1.3-9); once it
+/// has passed, the restarted broker publishes it (MQTT-3.1.2-8). Wills
+/// without a delay, and those of sessions that end with their connection,
+/// are published at shutdown. (All of them were published at shutdown
+/// before; a crash keeps them too: see `crash_wills.rs`.)
+// v5:MQTT-3.1.3-9 v5:MQTT-3.1.2-8
 #[tokio::test]
-async fn wills_with_a_delay_are_published_at_shutdown_even_for_kept_sessions() {
+async fn wills_with_a_delay_of_kept_sessions_wait_across_a_restart() {
     let dir = temp_dir("delayed-will-at-shutdown");
     let broker = broker_on(Arc::new(DiskStore::open(&dir).unwrap())).await;
     // Connected when the broker shuts down.
-    let mut connected = Vec::new();
-    for (id, delay) in [("patient", 3600), ("prompt", 0)] {
-        let mut c = Connect::new(V5, MqttString::from(id));
-        c.keep_alive = 0;
-        c.clean_start = false;
-        c.properties.session_expiry_interval = Some(3600);
-        let mut will = Will::new(MqttString::from(format!("status/{id}")), "offline".into());
-        will.retain = true;
-        will.properties.will_delay_interval = Some(delay);
-        c.will = Some(will);
-        connected.push(Peer::connect_with(addr(&broker), c).await.0);
-    }
+    let connected = vec![
+        connect_with_delayed_will(&broker, "patient", 3600, 3600).await,
+        connect_with_delayed_will(&broker, "prompt", 3600, 0).await,
+        connect_with_delayed_will(&broker, "fleeting", 0, 3600).await,
+        connect_with_delayed_will(&broker, "brief", 3600, 1).await,
+    ];
+    // Gone before it, waiting out its delay.
+    let away = connect_with_delayed_will(&broker, "away", 3600, 3600).await;
+    drop(away);
+    wait_until("the will of `away` waits", || {
+        broker.stats().clients_connected == 4
+    })
+    .await;
     broker.shutdown().await;
     drop(connected);
 
+    let kept = DiskStore::open(&dir).unwrap().load().unwrap();
+    let mut waiting: Vec<&str> = kept
+        .sessions
+        .iter()
+        .filter(|s| s.will.is_some())
+        .map(|s| &*s.client_id)
+        .collect();
+    waiting.sort_unstable();
+    assert_eq!(waiting, ["away", "brief", "patient"]);
+
     let broker = broker_on(Arc::new(DiskStore::open(&dir).unwrap())).await;
-    assert_eq!(broker.stats().retained, 2);
+    // "brief" has waited out its second (now or soon after the restart).
+    wait_until("the will of `brief` is published", || {
+        broker.stats().retained == 3
+    })
+    .await;
+    assert_eq!(
+        retained_wills(&broker, 3).await,
+        ["status/brief", "status/fleeting", "status/prompt"]
+    );
+    // "patient" comes back within its delay: its will is never published.
+    let patient = connect_with_delayed_will(&broker, "patient", 3600, 0).await;
+    patient.disconnect().await;
+    broker.shutdown().await;
+
+    let kept = DiskStore::open(&dir).unwrap().load().unwrap();
+    let waiting: Vec<&str> = kept
+        .sessions
+        .iter()
+        .filter(|s| s.will.is_some())
+        .map(|s| &*s.client_id)
+        .collect();
+    assert_eq!(waiting, ["away"]);
+    let broker = broker_on(Arc::new(DiskStore::open(&dir).unwrap())).await;
+    assert_eq!(broker.stats().retained, 3, "no will of `patient`");
     broker.shutdown().await;
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -2439,19 +2439,23 @@ impl<S: Stream> Connection<S> {
         );
         let had_will = client.will.is_some();
         let will = client.will.filter(|_| !normal).map(|w| *w);
-        // At shutdown a will goes now, whatever its delay, as the wills
-        // waiting out theirs do [MQTT-3.1.2-8] (see `BrokerHandle::shutdown`).
-        let will_delay = if self.shared.shutdown.is_cancelled() {
-            0
-        } else {
-            client.will_delay
-        };
+        let shutting_down = self.shared.shutdown.is_cancelled();
         let stored = self.session.session_state(now);
         let limits = &self.shared.limits;
         let (max_queued, counters) = (limits.max_queued_messages, &self.shared.counters);
         let mut notify = false;
         {
             let mut state = self.shared.lock();
+            // At shutdown a will goes now, whatever its delay, as the wills
+            // waiting out theirs do [MQTT-3.1.2-8], unless the store keeps
+            // it with its session (see `BrokerHandle::shutdown`).
+            let will_delay = if shutting_down
+                && !state.keeps_wills_at_shutdown(client.persistent, client.expiry)
+            {
+                0
+            } else {
+                client.will_delay
+            };
             let mine = state
                 .sessions
                 .get(&client.id)
