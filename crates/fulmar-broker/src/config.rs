@@ -161,6 +161,13 @@ pub struct Limits {
     /// CONNACK (0 turns keep alive off). A 3.1.1 client cannot be told, so
     /// its own keep alive holds. `None`: the client's own.
     pub server_keep_alive: Option<u16>,
+    /// The longest keep alive an MQTT 5.0 client may have (mosquitto's
+    /// `max_keepalive`): one asking for more, or for none (0), gets this
+    /// value as its Server Keep Alive in CONNACK and is held to it. A 3.1.1
+    /// client cannot be told, so its own keep alive holds.
+    /// [`server_keep_alive`](Self::server_keep_alive) takes precedence.
+    /// `None` (the default): no maximum.
+    pub max_keep_alive: Option<NonZeroU16>,
     /// Retained messages kept at once. A retained PUBLISH for a new topic
     /// beyond it is not routed: MQTT 5.0 PUBACK/PUBREC 0x97 Quota exceeded;
     /// QoS 0 and 3.1.1 messages are dropped and counted. The broker's own
@@ -355,6 +362,7 @@ impl Default for Limits {
             sys_interval: None,
             event_capacity: 1024,
             server_keep_alive: None,
+            max_keep_alive: None,
             max_retained_messages: 100_000,
             max_retained_bytes: 1 << 30,
             max_topic_length: 65_535,
@@ -382,6 +390,7 @@ impl Limits {
             // Back-pressure acknowledges a message once every copy is queued.
             manual_acks: self.overload_policy == OverloadPolicy::Backpressure,
             server_keep_alive: self.server_keep_alive,
+            max_keep_alive: self.max_keep_alive,
             ..Config::default()
         }
     }

@@ -66,6 +66,14 @@ pub struct Config {
     /// alive, announced in CONNACK (0 turns keep alive off). A 3.1.1 client
     /// cannot be told, so its own keep alive holds.
     pub server_keep_alive: Option<u16>,
+    /// Server: the longest keep alive an MQTT 5.0 client may have (as
+    /// mosquitto's `max_keepalive`): one that asks for more, or for none
+    /// (0), gets this value as its Server Keep Alive in CONNACK
+    /// (MQTT-3.2.2-21); one that asks for less keeps its own. A 3.1.1
+    /// client cannot be told, so its own keep alive holds
+    /// (MQTT-3.1.2-24). [`server_keep_alive`](Self::server_keep_alive),
+    /// when set, takes precedence. `None` (the default): no maximum.
+    pub max_keep_alive: Option<NonZeroU16>,
     /// Use outbound topic aliases when the peer allows them (MQTT 5.0).
     pub outbound_topic_aliases: bool,
     /// Client: the largest packet to send, whatever the server allows (the
@@ -99,6 +107,7 @@ impl Default for Config {
             shared_subscription_available: true,
             subscription_identifiers_available: true,
             server_keep_alive: None,
+            max_keep_alive: None,
             outbound_topic_aliases: true,
             peer_maximum_packet_size: None,
             manual_acks: false,

@@ -84,7 +84,14 @@ impl Session {
         // its own. 3.1.1 has no way to tell the client, so its own value
         // holds (MQTT-3.1.2-24): holding it to a shorter one would close a
         // client that follows the rules, and to 0 would stop checking it.
-        if v5 && let Some(keep_alive) = self.config.server_keep_alive {
+        // A 5.0 client asking for more than `max_keep_alive`, or for none
+        // (0), is given it as its Server Keep Alive.
+        let server_keep_alive = self.config.server_keep_alive.or_else(|| {
+            let max = self.config.max_keep_alive?.get();
+            let asked = self.conn.keep_alive;
+            (asked == 0 || asked > max).then_some(max)
+        });
+        if v5 && let Some(keep_alive) = server_keep_alive {
             self.conn.keep_alive = keep_alive;
         }
         let properties = if v5 {
@@ -100,7 +107,7 @@ impl Session {
                 (!c.shared_subscription_available).then_some(false);
             properties.maximum_packet_size = c.maximum_packet_size;
             properties.topic_alias_maximum = Some(c.topic_alias_maximum).filter(|m| *m > 0);
-            properties.server_keep_alive = c.server_keep_alive;
+            properties.server_keep_alive = server_keep_alive;
             // MQTT-4.12.0-5 / MQTT-4.12.0-6: the CONNECT's Authentication
             // Method, or none at all.
             properties.authentication_method = self.conn.auth_method().cloned();

@@ -728,6 +728,54 @@ fn a_3_client_keeps_its_own_keep_alive_under_a_server_keep_alive() {
     }
 }
 
+// Found by differential testing against mosquitto 2.0.11 (`max_keepalive
+// 60`: a 5.0 client asking for 100 s or for 0 gets Server Keep Alive 60 in
+// CONNACK; one asking for 30 s gets none; 3.1.1 clients keep their own).
+#[test]
+fn a_max_keep_alive_is_the_server_keep_alive_of_5_clients_asking_for_more_or_none() {
+    // The CONNACK's Server Keep Alive and the keep alive the server then holds
+    // a client of `version` asking for `asked` to, under a `max_keep_alive`
+    // of 30 s.
+    let under_max_keep_alive = |version: ProtocolVersion, asked: u16| -> (Option<u16>, u16) {
+        let now = t0();
+        let config = Config {
+            max_keep_alive: std::num::NonZeroU16::new(30),
+            ..Config::default()
+        };
+        let mut server = Session::server(config, now);
+        let mut connect = connect_packet(version, "c", true);
+        connect.keep_alive = asked;
+        server
+            .handle_packet(Packet::Connect(Box::new(connect)), now)
+            .unwrap();
+        let _ = events(&mut server);
+        server
+            .accept(ConnAckProperties::default(), None, now)
+            .unwrap();
+        let out = drain(&mut server);
+        let [Packet::ConnAck(connack)] = out.as_slice() else {
+            panic!("{out:?}")
+        };
+        (connack.properties.server_keep_alive, server.keep_alive())
+    };
+    // v5:MQTT-3.2.2-21: the client is told, and held to it.
+    assert_eq!(
+        under_max_keep_alive(ProtocolVersion::V5, 100),
+        (Some(30), 30)
+    );
+    assert_eq!(under_max_keep_alive(ProtocolVersion::V5, 0), (Some(30), 30));
+    // v5:MQTT-3.2.2-22: without a Server Keep Alive, the client's own.
+    assert_eq!(under_max_keep_alive(ProtocolVersion::V5, 30), (None, 30));
+    assert_eq!(under_max_keep_alive(ProtocolVersion::V5, 10), (None, 10));
+    // v3:MQTT-3.1.2-24: a 3.1.1 client cannot be told; its own holds.
+    for asked in [100, 0, 10] {
+        assert_eq!(
+            under_max_keep_alive(ProtocolVersion::V311, asked),
+            (None, asked)
+        );
+    }
+}
+
 #[test]
 fn assigned_client_identifier() {
     // v5:MQTT-3.2.2-16 v5:MQTT-3.1.3-6 v5:MQTT-3.1.3-7

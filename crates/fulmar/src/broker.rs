@@ -296,7 +296,11 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
     // With a configuration file, SIGHUP may change the password file and
     // `allow_anonymous`: the authenticator is there to apply them.
     if args.config.is_some() || passwords.is_some() || !allow_anonymous || identity_as_username {
-        let settings = AuthSettings::shared(passwords, allow_anonymous);
+        let settings = AuthSettings::shared(
+            passwords,
+            allow_anonymous,
+            config.auth.client_id_prefix.clone(),
+        );
         builder = builder.authenticator(FileAuthenticator {
             settings: settings.clone(),
             identity_as_username,
@@ -565,7 +569,8 @@ impl Reload {
         self.config.auth = config.auth;
     }
 
-    /// Applies `config`'s password file and `allow_anonymous`.
+    /// Applies `config`'s password file, `allow_anonymous` and
+    /// `client_id_prefix`.
     fn apply_auth(&self, config: &Config, settings: &ArcSwap<AuthSettings>, broker: &BrokerHandle) {
         let old = settings.load_full();
         let passwords = match &config.auth.password_file {
@@ -603,6 +608,8 @@ impl Reload {
         settings.store(Arc::new(AuthSettings {
             passwords,
             allow_anonymous,
+            // New connections only: connected clients stay.
+            client_id_prefix: config.auth.client_id_prefix.clone(),
         }));
         if !removed.is_empty() {
             tracing::info!(users = ?removed, "users removed from the password file: their clients are disconnected");

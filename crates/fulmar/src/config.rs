@@ -158,6 +158,8 @@ pub(crate) struct LimitsConfig {
     pub(crate) max_topic_length: usize,
     pub(crate) max_topic_levels: usize,
     pub(crate) connect_timeout_secs: u64,
+    /// Longest keep alive of an MQTT 5.0 client; 0: no maximum.
+    pub(crate) max_keep_alive_secs: u16,
     pub(crate) receive_maximum: NonZeroU16,
     pub(crate) topic_alias_maximum: u16,
     pub(crate) maximum_qos: u8,
@@ -200,6 +202,7 @@ impl Default for LimitsConfig {
             max_topic_length: limits.max_topic_length,
             max_topic_levels: limits.max_topic_levels,
             connect_timeout_secs: limits.connect_timeout.as_secs(),
+            max_keep_alive_secs: limits.max_keep_alive.map_or(0, NonZeroU16::get),
             receive_maximum: limits.receive_maximum,
             topic_alias_maximum: limits.topic_alias_maximum,
             maximum_qos: u8::from(limits.maximum_qos),
@@ -249,6 +252,7 @@ impl LimitsConfig {
             );
         }
         limits.connect_timeout = std::time::Duration::from_secs(self.connect_timeout_secs);
+        limits.max_keep_alive = NonZeroU16::new(self.max_keep_alive_secs);
         limits.receive_maximum = self.receive_maximum;
         limits.topic_alias_maximum = self.topic_alias_maximum;
         limits.maximum_qos = fulmar_codec::QoS::try_from(self.maximum_qos).map_err(|_| {
@@ -291,6 +295,10 @@ pub(crate) struct AuthConfig {
     /// A client that presented a certificate (on a listener with a client
     /// CA) is its common name for the ACL, without a password.
     pub(crate) use_identity_as_username: bool,
+    /// Only clients whose identifier starts with this are accepted
+    /// (mosquitto's `clientid_prefixes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) client_id_prefix: Option<String>,
 }
 
 /// `[log]`.
@@ -548,6 +556,10 @@ max_topic_length = 65535
 max_topic_levels = 128
 # Seconds a client has to send CONNECT.
 connect_timeout_secs = 10
+# Longest keep alive (seconds) of an MQTT 5.0 client: one asking for more, or
+# for none (0), is told this one (Server Keep Alive in CONNACK) and held to it.
+# A 3.1.1 client cannot be told: its own holds. 0: no maximum.
+max_keep_alive_secs = 0
 # Receive Maximum announced to MQTT 5.0 clients and enforced for them.
 receive_maximum = 64
 # Topic Alias Maximum announced to MQTT 5.0 clients.
@@ -608,6 +620,10 @@ hibernate_after_ms = 5000
 # A client that presented a certificate (on a listener with client CAs) is
 # the certificate's common name, for the ACL and the logs, without a password.
 use_identity_as_username = false
+# Only clients whose identifier starts with this are accepted; the others get
+# CONNACK 0x87 Not authorized (3.1.1: 5), a client without an identifier too.
+# Read again on SIGHUP, for new connections.
+# client_id_prefix = "sensor-"
 
 [log]
 # error, warn, info, debug, trace, or a tracing filter such as

@@ -9,7 +9,9 @@
 //! `use_identity_as_username`), persistence (`persistence`,
 //! `persistence_location`), limits (`max_connections`, `max_queued_messages`,
 //! `max_inflight_messages` (the Receive Maximum),
-//! `max_queued_bytes`, `max_packet_size`, `message_size_limit`, `max_qos`),
+//! `max_queued_bytes`, `max_packet_size`, `message_size_limit`, `max_qos`,
+//! `max_keepalive` (MQTT 5.0 clients), `max_topic_alias`),
+//! `clientid_prefixes`,
 //! `sys_interval`, `log_type`, `include_dir` (the `.conf` files of a
 //! directory, in the order of their names), and bridges (`connection` sections: `address`,
 //! `topic`, `bridge_protocol_version`, `remote_clientid`, `remote_username`,
@@ -35,7 +37,8 @@
 //! an address listens on every IPv4 address); `allow_anonymous` defaults to
 //! false once a listener is configured; persistence is off; `$SYS` topics
 //! are published every 10 seconds; packets may be as large as MQTT allows;
-//! connections are not limited in number. `port` (and `bind_address`) make
+//! connections are not limited in number; an MQTT 5.0 client without keep
+//! alive is given 65535 seconds (`max_keepalive`). `port` (and `bind_address`) make
 //! mosquitto's default listener, on every IPv4 address, next to those of
 //! `listener` lines. Limits fulmar has and mosquitto does not stay at
 //! fulmar's defaults (1 024 subscriptions per client, 100 000 retained
@@ -71,7 +74,6 @@ const IGNORED: &[(&str, &str)] = &[
     ("user", "fulmar runs as the user that starts it"),
     ("pid_file", "not supported"),
     ("max_inflight_bytes", "the client's Receive Maximum sets it"),
-    ("max_keepalive", "not supported"),
     ("upgrade_outgoing_qos", "not supported"),
     ("auto_id_prefix", "assigned identifiers have fulmar's form"),
     ("set_tcp_nodelay", "fulmar sets TCP_NODELAY"),
@@ -157,6 +159,9 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
     config.sys.interval_secs = 10;
     config.limits.max_packet_size = std::num::NonZeroU32::MIN.saturating_add(268_435_454);
     config.limits.max_connections = usize::MAX;
+    // An MQTT 5.0 client without keep alive (0) is given mosquitto's
+    // max_keepalive, 65535 seconds, as its Server Keep Alive.
+    config.limits.max_keep_alive_secs = u16::MAX;
     let mut notes = Vec::new();
     let mut allow_anonymous = None;
     let mut levels: Vec<&str> = Vec::new();
@@ -447,6 +452,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                 ));
             }
             "allow_anonymous" => allow_anonymous = Some(boolean()?),
+            "clientid_prefixes" => config.auth.client_id_prefix = Some(need()?.to_owned()),
             "password_file" => config.auth.password_file = Some(path(need()?)),
             "acl_file" => config.auth.acl_file = Some(path(need()?)),
             "per_listener_settings" => {
@@ -527,6 +533,18 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                      clients; what fulmar sends a client at once is bounded by the client's \
                      Receive Maximum (3.1.1: not bounded)"
                 ));
+            }
+            // MQTT 5.0 clients only, as in mosquitto: a 3.1.1 client keeps
+            // its own keep alive.
+            "max_keepalive" => {
+                config.limits.max_keep_alive_secs = u16::try_from(number("a number of seconds")?)
+                    .ok()
+                    .filter(|s| *s >= 10)
+                    .ok_or_else(|| at(format!("{value:?}: 10 to 65535 seconds")))?;
+            }
+            "max_topic_alias" => {
+                config.limits.topic_alias_maximum = u16::try_from(number("a number")?)
+                    .map_err(|_| at(format!("{value:?}: 0 to 65535")))?;
             }
             "max_qos" => {
                 config.limits.maximum_qos = u8::try_from(number("0, 1 or 2")?)

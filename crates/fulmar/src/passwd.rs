@@ -236,6 +236,10 @@ pub(crate) struct AuthSettings {
     pub(crate) passwords: Option<Arc<PasswordFile>>,
     /// Whether a CONNECT without a user name is accepted.
     pub(crate) allow_anonymous: bool,
+    /// Only clients whose identifier starts with this are accepted
+    /// (mosquitto's `clientid_prefixes`); the others get CONNACK 0x87 Not
+    /// authorized (3.1.1: 5).
+    pub(crate) client_id_prefix: Option<String>,
 }
 
 impl AuthSettings {
@@ -243,10 +247,12 @@ impl AuthSettings {
     pub(crate) fn shared(
         passwords: Option<PasswordFile>,
         allow_anonymous: bool,
+        client_id_prefix: Option<String>,
     ) -> Arc<ArcSwap<Self>> {
         Arc::new(ArcSwap::from_pointee(Self {
             passwords: passwords.map(Arc::new),
             allow_anonymous,
+            client_id_prefix,
         }))
     }
 }
@@ -305,6 +311,20 @@ impl FileAuthenticator {
 #[async_trait::async_trait]
 impl Authenticator for FileAuthenticator {
     async fn authenticate(&self, connect: &ConnectInfo) -> AuthDecision {
+        // Before any password is checked, as in mosquitto. A client
+        // without an identifier has none with the prefix either.
+        let prefix = self.settings.load().client_id_prefix.clone();
+        if let Some(prefix) = prefix
+            && !connect.client_id.starts_with(&prefix)
+        {
+            tracing::info!(
+                client_id = %connect.client_id,
+                prefix,
+                remote = ?connect.remote_addr,
+                "connection refused: the client identifier does not start with the prefix"
+            );
+            return AuthDecision::Reject(ConnectReasonCode::NotAuthorized);
+        }
         let identity = connect
             .client_certificate
             .as_ref()
@@ -414,7 +434,7 @@ mod tests {
     #[tokio::test]
     async fn the_authenticator_checks_users_and_anonymous_clients() {
         let auth = FileAuthenticator {
-            settings: AuthSettings::shared(Some(PasswordFile::parse(ALICE).unwrap()), false),
+            settings: AuthSettings::shared(Some(PasswordFile::parse(ALICE).unwrap()), false, None),
             identity_as_username: false,
             hashing: hashing_permits(),
         };
@@ -435,7 +455,7 @@ mod tests {
             AuthDecision::Reject(ConnectReasonCode::NotAuthorized)
         );
         let open = FileAuthenticator {
-            settings: AuthSettings::shared(None, true),
+            settings: AuthSettings::shared(None, true, None),
             identity_as_username: false,
             hashing: hashing_permits(),
         };
@@ -457,7 +477,7 @@ mod tests {
         assert!(file.verify("e", b""));
         for allow_anonymous in [false, true] {
             let auth = FileAuthenticator {
-                settings: AuthSettings::shared(Some(file.clone()), allow_anonymous),
+                settings: AuthSettings::shared(Some(file.clone()), allow_anonymous, None),
                 identity_as_username: false,
                 hashing: hashing_permits(),
             };
@@ -481,7 +501,7 @@ mod tests {
     #[tokio::test]
     async fn no_password_file_and_no_anonymous_clients_refuses_user_names_too() {
         let closed = FileAuthenticator {
-            settings: AuthSettings::shared(None, false),
+            settings: AuthSettings::shared(None, false, None),
             identity_as_username: true,
             hashing: hashing_permits(),
         };
@@ -525,7 +545,11 @@ mod tests {
             .unwrap();
         runtime.block_on(async {
             let auth = Arc::new(FileAuthenticator {
-                settings: AuthSettings::shared(Some(costly_file("carol", b"pw", 300_000)), false),
+                settings: AuthSettings::shared(
+                    Some(costly_file("carol", b"pw", 300_000)),
+                    false,
+                    None,
+                ),
                 identity_as_username: false,
                 hashing: hashing_permits(),
             });

@@ -562,33 +562,45 @@ fn sys_topics_are_published_at_the_configured_interval() {
 
 /// The CONNACK a fresh MQTT 5.0 connection to `port` gets.
 fn v5_connack(port: u16) -> fulmar_codec::ConnAck {
+    connack(port, fulmar_codec::ProtocolVersion::V5, "cfg", 60).unwrap()
+}
+
+/// The CONNACK a connection of `version` to `port` gets for a CONNECT with
+/// `client_id` and `keep_alive`; `None` if closed without one.
+fn connack(
+    port: u16,
+    version: fulmar_codec::ProtocolVersion,
+    client_id: &str,
+    keep_alive: u16,
+) -> Option<fulmar_codec::ConnAck> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
-    let connect = fulmar_codec::Connect::new(
-        fulmar_codec::ProtocolVersion::V5,
-        fulmar_codec::MqttString::from("cfg"),
+    let mut connect = fulmar_codec::Connect::new(
+        version,
+        fulmar_codec::MqttString::from(client_id.to_owned()),
     );
+    connect.keep_alive = keep_alive;
     let mut wire = bytes::BytesMut::new();
     fulmar_codec::Packet::Connect(Box::new(connect))
-        .encode(fulmar_codec::ProtocolVersion::V5, &mut wire)
+        .encode(version, &mut wire)
         .unwrap();
     stream.write_all(&wire).unwrap();
     let mut buf = bytes::BytesMut::new();
     loop {
-        if let Some(packet) =
-            fulmar_codec::decode(&mut buf, fulmar_codec::ProtocolVersion::V5, u32::MAX).unwrap()
-        {
+        if let Some(packet) = fulmar_codec::decode(&mut buf, version, u32::MAX).unwrap() {
             let fulmar_codec::Packet::ConnAck(ack) = packet else {
                 panic!("{packet:?}")
             };
-            return ack;
+            return Some(ack);
         }
         let mut chunk = [0; 512];
         let n = stream.read(&mut chunk).unwrap();
-        assert!(n > 0, "closed before CONNACK");
+        if n == 0 {
+            return None;
+        }
         buf.extend_from_slice(&chunk[..n]);
     }
 }
@@ -800,6 +812,75 @@ fn print_config_round_trips_a_mosquitto_conf_into_toml() {
     );
     let again = write(&dir, "fulmar.toml", &toml);
     assert_eq!(print(&again), toml);
+}
+
+// Found by differential testing against mosquitto 2.0.11 with the same
+// file: `max_topic_alias` and `clientid_prefixes` (mosquitto 2.0
+// directives) stopped fulmar ("not a mosquitto configuration directive"),
+// and `max_keepalive` was ignored with a note, where mosquitto gives a 5.0
+// client asking for more (or for 0) the maximum as its Server Keep Alive.
+#[test]
+fn max_keepalive_max_topic_alias_and_clientid_prefixes_hold_as_in_mosquitto() {
+    use fulmar_codec::{ConnectReasonCode, ProtocolVersion};
+    let dir = temp_dir();
+    let conf = write(
+        &dir,
+        "mosquitto.conf",
+        "listener 0 127.0.0.1\nallow_anonymous true\nmax_keepalive 60\n\
+         max_topic_alias 5\nclientid_prefixes abc\n",
+    );
+    let mut broker = FulmarBroker::start(&["-c", &conf]);
+    let port = broker.port;
+    // v5:MQTT-3.2.2-21
+    for asked in [100, 0] {
+        let ack = connack(port, ProtocolVersion::V5, "abc-1", asked).unwrap();
+        assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+        assert_eq!(ack.properties.server_keep_alive, Some(60), "{asked}");
+        assert_eq!(ack.properties.topic_alias_maximum, Some(5));
+    }
+    // v5:MQTT-3.2.2-22
+    let ack = connack(port, ProtocolVersion::V5, "abc-1", 30).unwrap();
+    assert_eq!(ack.properties.server_keep_alive, None);
+    // 3.1.1 clients keep theirs (mosquitto: "only applies to MQTT v5").
+    let ack = connack(port, ProtocolVersion::V311, "abc-1", 100).unwrap();
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+    // A client identifier without the prefix, or none (an assigned one
+    // has not it either): 0x87 Not authorized, 3.1.1 return code 5.
+    // v5:MQTT-3.2.2-8 v3:MQTT-3.2.2-5
+    for (version, id) in [
+        (ProtocolVersion::V5, "zzz"),
+        (ProtocolVersion::V5, ""),
+        (ProtocolVersion::V311, "zzz"),
+        (ProtocolVersion::V311, ""),
+    ] {
+        let ack = connack(port, version, id, 60).unwrap();
+        assert_eq!(
+            ack.reason_code,
+            ConnectReasonCode::NotAuthorized,
+            "{version:?} {id:?}: {}",
+            broker.log()
+        );
+    }
+    // Out of mosquitto's ranges: refused, naming the line.
+    for (directive, line) in [
+        ("max_keepalive 5", "line 2: max_keepalive"),
+        ("max_keepalive 65536", "line 2: max_keepalive"),
+        ("max_topic_alias 65536", "line 2: max_topic_alias"),
+        ("max_topic_alias -1", "line 2: max_topic_alias"),
+    ] {
+        let conf = write(
+            &dir,
+            "bad.conf",
+            &format!("listener 0 127.0.0.1\n{directive}\n"),
+        );
+        let out = fulmar()
+            .args(["broker", "-c", &conf, "--check-config"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{directive}: {stderr}");
+        assert!(stderr.contains(line), "{directive}: {stderr}");
+    }
 }
 
 // Found by an operator review: a mosquitto.conf with these loaded with a
