@@ -190,6 +190,15 @@ pub struct Limits {
     /// Most levels in a topic name or filter (`a/b/c` has 3), refused as for
     /// [`max_topic_length`](Self::max_topic_length).
     pub max_topic_levels: usize,
+    /// Largest payload of a PUBLISH from a client, in bytes (mosquitto's
+    /// `message_size_limit`). A larger one is acknowledged and not routed:
+    /// MQTT 5.0 PUBACK/PUBREC 0x97 Quota exceeded (QoS 0 and 3.1.1: dropped
+    /// and counted); the connection stays. A CONNECT whose will has a larger
+    /// payload is refused: CONNACK 0x95 Packet too large (3.1.1: the
+    /// connection is closed without CONNACK). Unlike
+    /// [`max_packet_size`](Self::max_packet_size) it is not announced in
+    /// CONNACK. `None` (the default): only the packet size bounds it.
+    pub max_payload_size: Option<usize>,
     /// When set, every CONNECT is refused with MQTT 5.0 CONNACK 0x9C Use
     /// another server (0x9D Server moved when permanent) and this Server
     /// Reference; 3.1.1 clients get return code 3 (Server unavailable).
@@ -367,6 +376,7 @@ impl Default for Limits {
             max_retained_bytes: 1 << 30,
             max_topic_length: 65_535,
             max_topic_levels: 128,
+            max_payload_size: None,
             server_reference: None,
             write_timeout: Duration::from_secs(30),
             hibernate_after: Some(Duration::from_secs(5)),

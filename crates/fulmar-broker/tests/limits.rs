@@ -281,6 +281,97 @@ async fn topic_length_and_levels_limits() {
     broker.shutdown().await;
 }
 
+// Found by differential testing against mosquitto 2.0.11 with
+// `message_size_limit 100`: a larger payload is acknowledged and not
+// delivered, and the connection stays (5.0 QoS 1/2: an error
+// acknowledgement). fulmar had no payload limit: it bounded the packet at
+// 100 + 66 560 bytes instead, announced that in CONNACK and delivered a
+// 1000-byte payload. mosquitto's PUBACK says 0x95 Packet too large, which is
+// not a PUBACK reason code (v5:MQTT-3.4.2-1); fulmar says 0x97 Quota
+// exceeded, an administrative limit.
+#[tokio::test]
+async fn a_payload_over_max_payload_size_is_acknowledged_and_dropped() {
+    use fulmar_codec::{PubAckReasonCode, PubRecReasonCode};
+    let mut limits = Limits::default();
+    limits.max_payload_size = Some(4);
+    let broker = start_with(Broker::builder().limits(limits)).await;
+    let mut sub = Peer::connect(addr(&broker), V311, "payload-sub").await;
+    sub.subscribe(1, "p/#", SubscriptionOptions::new(QoS::AtLeastOnce))
+        .await;
+    let mut v5 = Peer::connect(addr(&broker), V5, "payload-v5").await;
+    let mut v3 = Peer::connect(addr(&broker), V311, "payload-v3").await;
+    // v5:MQTT-3.4.2-1: a PUBACK reason code; the connection stays.
+    let mut p = publish("p/a", "12345", QoS::AtLeastOnce);
+    p.packet_id = PacketId::new(1);
+    v5.send(p).await;
+    match v5.recv().await {
+        Packet::PubAck(ack) => assert_eq!(ack.reason_code, PubAckReasonCode::QuotaExceeded),
+        other => panic!("{other:?}"),
+    }
+    // v5:MQTT-3.5.2-1: a PUBREC reason code, and the QoS 2 flow ends there.
+    let mut p = publish("p/a", "12345", QoS::ExactlyOnce);
+    p.packet_id = PacketId::new(2);
+    v5.send(p).await;
+    match v5.recv().await {
+        Packet::PubRec(rec) => assert_eq!(rec.reason_code, PubRecReasonCode::QuotaExceeded),
+        other => panic!("{other:?}"),
+    }
+    v5.send(publish("p/a", "12345", QoS::AtMostOnce)).await;
+    // v3:MQTT-4.3.2-2: 3.1.1 has no way to say it; the PUBACK all the same.
+    let mut p = publish("p/a", "12345", QoS::AtLeastOnce);
+    p.packet_id = PacketId::new(3);
+    v3.send(p).await;
+    assert!(matches!(v3.recv().await, Packet::PubAck(_)));
+    // Within the limit: delivered, and it is the first thing delivered.
+    let mut p = publish("p/b", "1234", QoS::AtLeastOnce);
+    p.packet_id = PacketId::new(4);
+    v5.send(p).await;
+    match v5.recv().await {
+        Packet::PubAck(ack) => assert_eq!(ack.reason_code, PubAckReasonCode::Success),
+        other => panic!("{other:?}"),
+    }
+    let got = sub.recv_publish().await;
+    assert_eq!(
+        (got.topic.as_str(), &got.payload[..]),
+        ("p/b", &b"1234"[..])
+    );
+    // A will that could not be published: CONNACK 0x95 Packet too large
+    // (mosquitto too); 3.1.1 has no such return code: closed without one
+    // (v3:MQTT-3.2.2-6; mosquitto says 5 Not authorized). Within: accepted.
+    // v5:MQTT-3.2.2-8
+    for (version, payload, refused) in [
+        (V5, "12345", true),
+        (V311, "12345", true),
+        (V5, "1234", false),
+    ] {
+        let mut c = connect(version, "payload-will", 0);
+        c.will = Some(fulmar_codec::Will::new(
+            MqttString::from("p/will"),
+            bytes::Bytes::from_static(payload.as_bytes()),
+        ));
+        let mut peer = Peer::open(addr(&broker), version).await;
+        peer.send(c).await;
+        match (version, refused) {
+            (V5, true) => {
+                peer.expect_raw(&[0x20, 0x03, 0x00, 0x95, 0x00]).await;
+                peer.expect_closed().await;
+            }
+            (_, true) => peer.expect_closed().await,
+            (_, false) => assert!(
+                matches!(peer.recv().await, Packet::ConnAck(ack) if ack.reason_code == fulmar_codec::ConnectReasonCode::Success)
+            ),
+        }
+    }
+    // Not announced: the packet size alone is.
+    let (_, ack) = Peer::connect_with(addr(&broker), connect(V5, "payload-ack", 0)).await;
+    assert_eq!(
+        ack.properties.maximum_packet_size,
+        Some(Limits::default().max_packet_size)
+    );
+    assert_eq!(broker.stats().dropped_messages, 4);
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn server_reference_redirects_every_client() {
     let broker = start_with(Broker::builder().server_reference("b:1", false)).await;

@@ -157,6 +157,8 @@ pub(crate) struct LimitsConfig {
     pub(crate) max_retained_bytes: usize,
     pub(crate) max_topic_length: usize,
     pub(crate) max_topic_levels: usize,
+    /// Largest payload of a client's PUBLISH; 0: no limit but the packet's.
+    pub(crate) max_payload_size: usize,
     pub(crate) connect_timeout_secs: u64,
     /// Longest keep alive of an MQTT 5.0 client; 0: no maximum.
     pub(crate) max_keep_alive_secs: u16,
@@ -201,6 +203,7 @@ impl Default for LimitsConfig {
             max_retained_bytes: limits.max_retained_bytes,
             max_topic_length: limits.max_topic_length,
             max_topic_levels: limits.max_topic_levels,
+            max_payload_size: limits.max_payload_size.unwrap_or(0),
             connect_timeout_secs: limits.connect_timeout.as_secs(),
             max_keep_alive_secs: limits.max_keep_alive.map_or(0, NonZeroU16::get),
             receive_maximum: limits.receive_maximum,
@@ -244,6 +247,7 @@ impl LimitsConfig {
         }
         limits.max_topic_length = self.max_topic_length;
         limits.max_topic_levels = self.max_topic_levels;
+        limits.max_payload_size = Some(self.max_payload_size).filter(|most| *most > 0);
         if self.connect_timeout_secs == 0 {
             return Err(
                 "limits.connect_timeout_secs = 0: must be at least 1 (the time a client \
@@ -554,6 +558,12 @@ max_retained_bytes = 1073741824
 # dropped and counted); a filter beyond, SUBACK 0x8F (3.1.1: 0x80).
 max_topic_length = 65535
 max_topic_levels = 128
+# Largest payload of a PUBLISH from a client, in bytes: a larger one is
+# acknowledged and dropped (MQTT 5.0 PUBACK/PUBREC 0x97 Quota exceeded; QoS 0
+# and 3.1.1: dropped, counted), the connection stays; a CONNECT with a larger
+# will is refused (0x95 Packet too large; 3.1.1: closed). Not announced to
+# clients (max_packet_size is). 0: no limit but max_packet_size.
+max_payload_size = 0
 # Seconds a client has to send CONNECT.
 connect_timeout_secs = 10
 # Longest keep alive (seconds) of an MQTT 5.0 client: one asking for more, or

@@ -487,31 +487,27 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                     )),
                 }
             }
-            "max_packet_size" | "message_size_limit" => {
+            // 0: mosquitto's "no limit".
+            "max_packet_size" => {
                 let size = number("a size")?;
+                if (1..20).contains(&size) || size < 0 {
+                    // As mosquitto: too small for a CONNACK or a PUBLISH.
+                    return Err(at(format!("{value:?}: 0 (no limit) or at least 20 bytes")));
+                }
                 if size > 0 {
-                    // message_size_limit bounds the payload; the packet is a little larger.
-                    let slack = if key == "message_size_limit" {
-                        65_536 + 1024
-                    } else {
-                        0
-                    };
-                    let packet = u32::try_from(size.saturating_add(slack).min(268_435_460))
-                        .unwrap_or(u32::MAX);
+                    let packet = u32::try_from(size.min(268_435_460)).unwrap_or(u32::MAX);
                     config.limits.max_packet_size = std::num::NonZeroU32::new(packet)
                         .ok_or_else(|| at("must not be 0".to_owned()))?;
-                    // Checked against mosquitto 2.0.11: it drops a larger
-                    // payload and keeps the connection; fulmar has no payload
-                    // limit, only this bound on the packet.
-                    if key == "message_size_limit" {
-                        notes.push(format!(
-                            "{n}: message_size_limit {value}: fulmar bounds the packet \
-                             instead ({packet} bytes; a larger one closes the connection): \
-                             a payload a little over {value} bytes is delivered, where \
-                             mosquitto drops it"
-                        ));
-                    }
                 }
+            }
+            // The payload of a PUBLISH, as in mosquitto 2.0.11: a larger one
+            // is dropped (5.0 QoS 1/2: an error PUBACK/PUBREC) and the
+            // connection stays; nothing is announced in CONNACK.
+            "message_size_limit" => {
+                config.limits.max_payload_size = usize::try_from(number("a size")?)
+                    .ok()
+                    .filter(|size| *size <= 268_435_455)
+                    .ok_or_else(|| at(format!("{value:?}: 0 to 268435455 bytes")))?;
             }
             // mosquitto announces it to MQTT 5.0 clients as its Receive
             // Maximum (and holds them to it), as fulmar's receive_maximum;
@@ -1095,17 +1091,13 @@ mod tests {
         assert!(config.persistence.enabled);
         assert_eq!(config.persistence.dir, Path::new("/var/lib/mosquitto/"));
         assert_eq!(config.limits.max_queued_messages, 500);
-        assert_eq!(config.limits.max_packet_size.get(), 1_048_576 + 66_560);
+        // The payload, as mosquitto; packets stay unbounded but by MQTT.
+        assert_eq!(config.limits.max_payload_size, 1_048_576);
+        assert_eq!(config.limits.max_packet_size.get(), 268_435_455);
         assert_eq!(config.sys.interval_secs, 10);
         assert_eq!(config.log.level, "info");
-        // pid_file, log_dest, and what message_size_limit becomes.
-        assert_eq!(notes.len(), 3, "{notes:?}");
-        assert!(
-            notes
-                .iter()
-                .any(|n| n.contains("message_size_limit 1048576: fulmar bounds the packet")),
-            "{notes:?}"
-        );
+        // pid_file, log_dest.
+        assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(
             notes[0].starts_with("line 1: pid_file ignored"),
             "{notes:?}"
@@ -1144,6 +1136,31 @@ mod tests {
         let (config, notes) = parsed("max_queued_bytes 0\nmax_queued_messages 0\n");
         assert_eq!(config.limits.max_queued_bytes, 16 << 20);
         assert_eq!(notes.len(), 2, "{notes:?}");
+    }
+
+    // Checked against mosquitto 2.0.11: message_size_limit bounds the
+    // payload (a larger one is dropped, the connection stays), max_packet_size
+    // the packet, each on its own; fulmar took both for the packet size
+    // (the last one given won), 66 560 bytes over for message_size_limit.
+    // Values mosquitto refuses stop fulmar too.
+    #[test]
+    fn message_size_limit_is_the_payload_and_max_packet_size_the_packet() {
+        let (config, notes) = parsed("message_size_limit 100\nmax_packet_size 1000\n");
+        assert_eq!(config.limits.max_payload_size, 100);
+        assert_eq!(config.limits.max_packet_size.get(), 1000);
+        assert!(notes.is_empty(), "{notes:?}");
+        let (config, _) = parsed("max_packet_size 1000\nmessage_size_limit 0\n");
+        assert_eq!(config.limits.max_payload_size, 0);
+        assert_eq!(config.limits.max_packet_size.get(), 1000);
+        for bad in [
+            "message_size_limit 268435456",
+            "message_size_limit -1",
+            "max_packet_size 10",
+            "max_packet_size -1",
+        ] {
+            let error = parse(bad, Path::new("/etc/mosquitto")).unwrap_err();
+            assert!(error.starts_with("line 1: "), "{bad}: {error}");
+        }
     }
 
     // Checked against mosquitto 2.0.11: max_inflight_messages is the

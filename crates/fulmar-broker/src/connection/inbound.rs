@@ -31,6 +31,15 @@ impl<S: super::Stream> Connection<S> {
             self.ack_inbound(publish.packet_id);
             return self.refuse(&publish, Refusal::TopicNameInvalid);
         }
+        if self
+            .shared
+            .limits
+            .max_payload_size
+            .is_some_and(|most| publish.payload.len() > most)
+        {
+            self.ack_inbound(publish.packet_id);
+            return self.refuse(&publish, Refusal::PayloadTooLarge);
+        }
         let allowed = (client.bridge || !is_sys(topic.as_str()))
             && self
                 .shared
@@ -322,13 +331,16 @@ pub(super) enum Refusal {
     QuotaExceeded,
     /// The topic is longer or deeper than the limits (0x90).
     TopicNameInvalid,
+    /// The payload is larger than [`Limits::max_payload_size`](crate::Limits)
+    /// (0x97: a PUBACK or PUBREC has no Packet too large).
+    PayloadTooLarge,
 }
 
 impl Refusal {
     pub(super) fn puback(self) -> PubAckReasonCode {
         match self {
             Self::NotAuthorized => PubAckReasonCode::NotAuthorized,
-            Self::QuotaExceeded => PubAckReasonCode::QuotaExceeded,
+            Self::QuotaExceeded | Self::PayloadTooLarge => PubAckReasonCode::QuotaExceeded,
             Self::TopicNameInvalid => PubAckReasonCode::TopicNameInvalid,
         }
     }
@@ -336,7 +348,7 @@ impl Refusal {
     pub(super) fn pubrec(self) -> PubRecReasonCode {
         match self {
             Self::NotAuthorized => PubRecReasonCode::NotAuthorized,
-            Self::QuotaExceeded => PubRecReasonCode::QuotaExceeded,
+            Self::QuotaExceeded | Self::PayloadTooLarge => PubRecReasonCode::QuotaExceeded,
             Self::TopicNameInvalid => PubRecReasonCode::TopicNameInvalid,
         }
     }

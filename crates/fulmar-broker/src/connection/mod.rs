@@ -1702,6 +1702,17 @@ impl<S: Stream> Connection<S> {
             if !self.shared.limits.topic_fits(will.topic.as_str()) {
                 return self.reject(ConnectReasonCode::TopicNameInvalid);
             }
+            // A will whose payload could not be published (as mosquitto's
+            // message_size_limit): 0x95 Packet too large; 3.1.1, which has
+            // no such return code, closes the connection.
+            if self
+                .shared
+                .limits
+                .max_payload_size
+                .is_some_and(|most| will.payload.len() > most)
+            {
+                return self.reject(ConnectReasonCode::PacketTooLarge);
+            }
             let allowed = (connect.bridge || !inbound::is_sys(will.topic.as_str()))
                 && self
                     .shared
