@@ -199,6 +199,19 @@ pub struct Limits {
     /// [`max_packet_size`](Self::max_packet_size) it is not announced in
     /// CONNACK. `None` (the default): only the packet size bounds it.
     pub max_payload_size: Option<usize>,
+    /// Whether a client that sends no Client Identifier is given one
+    /// (default true; MQTT 5.0: in Assigned Client Identifier). Off (as
+    /// mosquitto's `allow_zero_length_clientid false`), it is refused:
+    /// CONNACK 0x85 Client Identifier not valid (3.1.1: 2 Identifier
+    /// rejected), before it is authenticated.
+    pub assign_client_ids: bool,
+    /// Whether retained messages are accepted (default true). Off (as
+    /// mosquitto's `retain_available false`): MQTT 5.0 clients are told
+    /// (Retain Available 0 in CONNACK), a retained PUBLISH is a protocol
+    /// error that closes the connection (5.0: DISCONNECT 0x9A Retain not
+    /// supported), and a CONNECT with a retained will is refused (0x9A;
+    /// 3.1.1: closed).
+    pub retain_available: bool,
     /// When set, every CONNECT is refused with MQTT 5.0 CONNACK 0x9C Use
     /// another server (0x9D Server moved when permanent) and this Server
     /// Reference; 3.1.1 clients get return code 3 (Server unavailable).
@@ -377,6 +390,8 @@ impl Default for Limits {
             max_topic_length: 65_535,
             max_topic_levels: 128,
             max_payload_size: None,
+            assign_client_ids: true,
+            retain_available: true,
             server_reference: None,
             write_timeout: Duration::from_secs(30),
             hibernate_after: Some(Duration::from_secs(5)),
@@ -401,6 +416,7 @@ impl Limits {
             manual_acks: self.overload_policy == OverloadPolicy::Backpressure,
             server_keep_alive: self.server_keep_alive,
             max_keep_alive: self.max_keep_alive,
+            retain_available: self.retain_available,
             ..Config::default()
         }
     }

@@ -372,6 +372,74 @@ async fn a_payload_over_max_payload_size_is_acknowledged_and_dropped() {
     broker.shutdown().await;
 }
 
+// Found by differential testing against mosquitto 2.0.11:
+// `allow_zero_length_clientid false` refuses a client without an identifier
+// (3.1.1: return code 2; 5.0: mosquitto 0x80, fulmar the more precise 0x85)
+// where fulmar refused to start with the directive.
+// v3:MQTT-3.1.3-8 v5:MQTT-3.1.3-8 v5:MQTT-3.2.2-8
+#[tokio::test]
+async fn without_assigned_identifiers_a_client_without_one_is_refused() {
+    let mut limits = Limits::default();
+    limits.assign_client_ids = false;
+    let broker = start_with(Broker::builder().limits(limits)).await;
+    let mut peer = Peer::open(addr(&broker), V5).await;
+    peer.send(connect(V5, "", 0)).await;
+    peer.expect_raw(&[0x20, 0x03, 0x00, 0x85, 0x00]).await;
+    peer.expect_closed().await;
+    let mut peer = Peer::open(addr(&broker), V311).await;
+    peer.send(connect(V311, "", 0)).await;
+    peer.expect_raw(&[0x20, 0x02, 0x00, 0x02]).await;
+    peer.expect_closed().await;
+    // With an identifier: accepted.
+    let (_, ack) = Peer::connect_with(addr(&broker), connect(V5, "named", 0)).await;
+    assert_eq!(ack.reason_code, fulmar_codec::ConnectReasonCode::Success);
+    broker.shutdown().await;
+}
+
+// Found by differential testing against mosquitto 2.0.11:
+// `retain_available false` (5.0: Retain Available 0 in CONNACK, DISCONNECT
+// 0x9A for a retained PUBLISH and CONNACK 0x9A for a retained will; 3.1.1:
+// closed) stopped fulmar from starting.
+// v5:MQTT-3.2.2-13 v5:MQTT-3.3.1-8
+#[tokio::test]
+async fn without_retain_available_retained_messages_are_refused() {
+    let mut limits = Limits::default();
+    limits.retain_available = false;
+    let broker = start_with(Broker::builder().limits(limits)).await;
+    let (mut v5, ack) = Peer::connect_with(addr(&broker), connect(V5, "r5", 0)).await;
+    assert_eq!(ack.properties.retain_available, Some(false));
+    let mut p = publish("r/a", "x", QoS::AtMostOnce);
+    p.retain = true;
+    v5.send(p).await;
+    expect_disconnect(&mut v5, DisconnectReasonCode::RetainNotSupported).await;
+    let mut v3 = Peer::connect(addr(&broker), V311, "r3").await;
+    let mut p = publish("r/a", "x", QoS::AtMostOnce);
+    p.retain = true;
+    v3.send(p).await;
+    v3.expect_closed().await;
+    // A retained will: refused, and 3.1.1 closed without CONNACK.
+    for version in [V5, V311] {
+        let mut c = connect(version, "rw", 0);
+        let mut will = fulmar_codec::Will::new(MqttString::from("r/will"), "gone".into());
+        will.retain = true;
+        c.will = Some(will);
+        let mut peer = Peer::open(addr(&broker), version).await;
+        peer.send(c).await;
+        if version == V5 {
+            peer.expect_raw(&[0x20, 0x03, 0x00, 0x9a, 0x00]).await;
+        }
+        peer.expect_closed().await;
+    }
+    // Nothing was kept.
+    let mut sub = Peer::connect(addr(&broker), V311, "rsub").await;
+    sub.subscribe(1, "r/#", SubscriptionOptions::new(QoS::AtMostOnce))
+        .await;
+    sub.send(publish("r/end", "end", QoS::AtMostOnce)).await;
+    let got = sub.recv_publish().await;
+    assert_eq!(got.topic.as_str(), "r/end");
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn server_reference_redirects_every_client() {
     let broker = start_with(Broker::builder().server_reference("b:1", false)).await;

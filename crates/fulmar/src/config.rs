@@ -159,6 +159,8 @@ pub(crate) struct LimitsConfig {
     pub(crate) max_topic_levels: usize,
     /// Largest payload of a client's PUBLISH; 0: no limit but the packet's.
     pub(crate) max_payload_size: usize,
+    pub(crate) assign_client_ids: bool,
+    pub(crate) retain_available: bool,
     pub(crate) connect_timeout_secs: u64,
     /// Longest keep alive of an MQTT 5.0 client; 0: no maximum.
     pub(crate) max_keep_alive_secs: u16,
@@ -204,6 +206,8 @@ impl Default for LimitsConfig {
             max_topic_length: limits.max_topic_length,
             max_topic_levels: limits.max_topic_levels,
             max_payload_size: limits.max_payload_size.unwrap_or(0),
+            assign_client_ids: limits.assign_client_ids,
+            retain_available: limits.retain_available,
             connect_timeout_secs: limits.connect_timeout.as_secs(),
             max_keep_alive_secs: limits.max_keep_alive.map_or(0, NonZeroU16::get),
             receive_maximum: limits.receive_maximum,
@@ -248,6 +252,8 @@ impl LimitsConfig {
         limits.max_topic_length = self.max_topic_length;
         limits.max_topic_levels = self.max_topic_levels;
         limits.max_payload_size = Some(self.max_payload_size).filter(|most| *most > 0);
+        limits.assign_client_ids = self.assign_client_ids;
+        limits.retain_available = self.retain_available;
         if self.connect_timeout_secs == 0 {
             return Err(
                 "limits.connect_timeout_secs = 0: must be at least 1 (the time a client \
@@ -564,6 +570,13 @@ max_topic_levels = 128
 # will is refused (0x95 Packet too large; 3.1.1: closed). Not announced to
 # clients (max_packet_size is). 0: no limit but max_packet_size.
 max_payload_size = 0
+# A client without a Client Identifier is given one; false refuses it (MQTT 5.0
+# CONNACK 0x85 Client Identifier not valid; 3.1.1: 2 Identifier rejected).
+assign_client_ids = true
+# Retained messages are kept; false refuses them: MQTT 5.0 clients are told in
+# CONNACK, and a retained PUBLISH closes the connection (5.0: DISCONNECT 0x9A
+# Retain not supported), a retained will refuses the CONNECT.
+retain_available = true
 # Seconds a client has to send CONNECT.
 connect_timeout_secs = 10
 # Longest keep alive (seconds) of an MQTT 5.0 client: one asking for more, or

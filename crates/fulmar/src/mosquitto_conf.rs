@@ -10,7 +10,8 @@
 //! `persistence_location`), limits (`max_connections`, `max_queued_messages`,
 //! `max_inflight_messages` (the Receive Maximum),
 //! `max_queued_bytes`, `max_packet_size`, `message_size_limit`, `max_qos`,
-//! `max_keepalive` (MQTT 5.0 clients), `max_topic_alias`),
+//! `max_keepalive` (MQTT 5.0 clients), `max_topic_alias`,
+//! `retain_available`, `allow_zero_length_clientid`),
 //! `clientid_prefixes`,
 //! `sys_interval`, `log_type`, `include_dir` (the `.conf` files of a
 //! directory, in the order of their names), and bridges (`connection` sections: `address`,
@@ -25,8 +26,7 @@
 //! than the file says (`psk_hint`, `psk_file`, `mount_point`,
 //! `bind_interface`, `check_retain_source true`, `use_subject_as_username`,
 //! `use_username_as_clientid`, `plugin`, `auth_plugin`,
-//! `listener_allow_anonymous false`, `allow_zero_length_clientid false`,
-//! `retain_available false`,
+//! `listener_allow_anonymous false`,
 //! `bridge_psk`, ...):
 //! these are an error, and
 //! fulmar does not start. A directive mosquitto does not know either is an
@@ -406,36 +406,13 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                     ));
                 }
             }
-            // `true` is what fulmar does. `false` makes mosquitto refuse
-            // retained messages (MQTT 5.0: Retain Available 0 in CONNACK,
-            // DISCONNECT 0x9A for a retained PUBLISH; 3.1.1: the connection
-            // is closed); without it fulmar would keep and deliver them.
-            "retain_available" => {
-                if !boolean()? {
-                    return Err(at(
-                        "false is not supported: fulmar keeps retained messages; it \
-                         refuses to start rather than accept the retained messages this \
-                         file refuses"
-                            .to_owned(),
-                    ));
-                }
-            }
-            // `true` is what fulmar does (a client without an identifier
-            // gets one assigned); `false` refuses such clients, and without
-            // it fulmar would let them in.
-            "allow_zero_length_clientid" => {
-                if !boolean()? {
-                    return Err(at(
-                        "false is not supported: fulmar assigns an identifier to a client \
-                         that has none; it refuses to start rather than let such clients in"
-                            .to_owned(),
-                    ));
-                }
-                notes.push(format!(
-                    "{n}: allow_zero_length_clientid ignored: a client without an \
-                     identifier gets one assigned"
-                ));
-            }
+            // `false` makes mosquitto refuse retained messages (MQTT 5.0:
+            // Retain Available 0 in CONNACK, DISCONNECT 0x9A for a retained
+            // PUBLISH; 3.1.1: the connection is closed).
+            "retain_available" => config.limits.retain_available = boolean()?,
+            // `false` refuses a client without an identifier (mosquitto:
+            // 3.1.1 return code 2, MQTT 5.0 0x80; fulmar: 0x85).
+            "allow_zero_length_clientid" => config.limits.assign_client_ids = boolean()?,
             // Per listener: fulmar's `allow_anonymous` is one for all.
             "listener_allow_anonymous" => {
                 if !boolean()? {
@@ -1479,10 +1456,6 @@ notifications_local_only true
             "plugin_load dynsec /usr/lib/mosquitto_dynamic_security.so",
             "global_plugin /usr/lib/mosquitto_dynamic_security.so",
             "listener_allow_anonymous false",
-            "allow_zero_length_clientid false",
-            // Checked against mosquitto 2.0.11: it refuses retained
-            // messages, fulmar would keep them (config, no spec statement).
-            "retain_available false",
         ] {
             let e = parse(
                 &format!("listener 1883\nallow_anonymous true\n{directive}\n"),
@@ -1497,6 +1470,22 @@ notifications_local_only true
         let (_, notes) = parsed("listener 1883\ncheck_retain_source false\n");
         assert!(notes.is_empty(), "{notes:?}");
         let (_, notes) = parsed("listener 1883\nretain_available true\n");
+        assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    // Checked against mosquitto 2.0.11: these refuse clients without an
+    // identifier and retained messages; fulmar refused to start with them.
+    #[test]
+    fn retain_available_and_allow_zero_length_clientid_map() {
+        let (config, notes) =
+            parsed("listener 1883\nretain_available false\nallow_zero_length_clientid false\n");
+        assert!(!config.limits.retain_available);
+        assert!(!config.limits.assign_client_ids);
+        assert!(notes.is_empty(), "{notes:?}");
+        let (config, notes) =
+            parsed("listener 1883\nretain_available true\nallow_zero_length_clientid true\n");
+        assert!(config.limits.retain_available);
+        assert!(config.limits.assign_client_ids);
         assert!(notes.is_empty(), "{notes:?}");
     }
 

@@ -1622,6 +1622,11 @@ impl<S: Stream> Connection<S> {
         {
             return self.reject(ConnectReasonCode::PayloadFormatInvalid);
         }
+        // MQTT-3.1.3-8 (5.0: v5:MQTT-3.1.3-8): the server may refuse a client
+        // without an identifier instead of assigning one.
+        if connect.client_id.is_empty() && !self.shared.limits.assign_client_ids {
+            return self.reject(ConnectReasonCode::ClientIdentifierNotValid);
+        }
         let info = ConnectInfo {
             client_id: connect.client_id.to_string(),
             username: connect.username.as_ref().map(ToString::to_string),
@@ -1712,6 +1717,12 @@ impl<S: Stream> Connection<S> {
                 .is_some_and(|most| will.payload.len() > most)
             {
                 return self.reject(ConnectReasonCode::PacketTooLarge);
+            }
+            // The session refuses a 5.0 retained will already (MQTT-3.2.2-13);
+            // a 3.1.1 one would be kept as a retained message, which this
+            // broker does not keep: closed, as 3.1.1 has no return code for it.
+            if will.retain && !self.shared.limits.retain_available {
+                return self.reject(ConnectReasonCode::RetainNotSupported);
             }
             let allowed = (connect.bridge || !inbound::is_sys(will.topic.as_str()))
                 && self
