@@ -452,6 +452,7 @@ impl BrokerBuilder {
             bridge_wills: bridge.as_ref().is_some_and(|b| b.keeps_wills()),
             bridge,
             max_queued_bytes: self.limits.max_queued_bytes,
+            queue_qos0_offline: self.limits.queue_qos0_offline,
             max_retained: Some(self.limits.max_retained_messages),
             max_retained_bytes: self.limits.max_retained_bytes,
             retained_bytes: 0,

@@ -205,6 +205,14 @@ pub struct Limits {
     /// CONNACK 0x85 Client Identifier not valid (3.1.1: 2 Identifier
     /// rejected), before it is authenticated.
     pub assign_client_ids: bool,
+    /// Whether a QoS 0 message for a kept session whose client is away is
+    /// queued for it, as QoS 1 and 2 messages are (within
+    /// [`max_queued_messages`](Self::max_queued_messages) and
+    /// [`max_queued_bytes`](Self::max_queued_bytes); in memory only, not in
+    /// the store), as mosquitto's `queue_qos0_messages true`. Default false:
+    /// dropped (the session state of MQTT 3.1.1 and 5.0 section 4.1 holds
+    /// them optionally).
+    pub queue_qos0_offline: bool,
     /// Whether retained messages are accepted (default true). Off (as
     /// mosquitto's `retain_available false`): MQTT 5.0 clients are told
     /// (Retain Available 0 in CONNACK), a retained PUBLISH is a protocol
@@ -391,6 +399,7 @@ impl Default for Limits {
             max_topic_levels: 128,
             max_payload_size: None,
             assign_client_ids: true,
+            queue_qos0_offline: false,
             retain_available: true,
             server_reference: None,
             write_timeout: Duration::from_secs(30),

@@ -988,6 +988,8 @@ pub(crate) struct State {
     pub(crate) next_seq: u64,
     /// [`Limits::max_queued_bytes`](crate::Limits::max_queued_bytes).
     pub(crate) max_queued_bytes: usize,
+    /// [`Limits::queue_qos0_offline`](crate::Limits::queue_qos0_offline).
+    pub(crate) queue_qos0_offline: bool,
     /// [`Limits::max_retained_messages`](crate::Limits::max_retained_messages)
     /// (`None`: no limit), for the messages that reach [`route`](Self::route)
     /// without a client to refuse: wills and messages from a bridge.
@@ -1170,6 +1172,7 @@ impl State {
             journal,
             next_seq,
             max_queued_bytes,
+            queue_qos0_offline,
             reads,
             ..
         } = self;
@@ -1229,6 +1232,7 @@ impl State {
                     journal: journal.as_deref(),
                     next_seq,
                     max_bytes: *max_queued_bytes,
+                    queue_qos0: *queue_qos0_offline,
                     frames: if many { Some(&mut frames) } else { None },
                 };
                 target.deliver(first.key, out, None, held.as_deref_mut());
@@ -1304,6 +1308,7 @@ impl State {
             journal: self.journal.as_deref(),
             next_seq: &mut self.next_seq,
             max_bytes: self.max_queued_bytes,
+            queue_qos0: self.queue_qos0_offline,
             frames: None,
         }
     }
@@ -1984,6 +1989,8 @@ struct Target<'a> {
     journal: Option<&'a Journal>,
     next_seq: &'a mut u64,
     max_bytes: usize,
+    /// QoS 0 messages go to the offline queue too.
+    queue_qos0: bool,
     /// Where the shared encodings of a message with several subscribers
     /// are created, on the first delivery that can use them.
     frames: Option<&'a mut Option<Arc<Frames>>>,
@@ -2126,7 +2133,7 @@ impl Target<'_> {
                     }
                     None => delivery,
                 };
-                if delivery.publish.qos == QoS::AtMostOnce {
+                if delivery.publish.qos == QoS::AtMostOnce && !self.queue_qos0 {
                     return;
                 }
                 let queued = Queued {

@@ -440,6 +440,57 @@ async fn without_retain_available_retained_messages_are_refused() {
     broker.shutdown().await;
 }
 
+/// What a 3.1.1 client kept away gets on its return: it subscribed to
+/// `q/#` at QoS 1, then two QoS 0 and one QoS 1 message were published.
+async fn returning_client_gets(queue_qos0_offline: bool) -> Vec<String> {
+    let mut limits = Limits::default();
+    limits.queue_qos0_offline = queue_qos0_offline;
+    let broker = start_with(Broker::builder().limits(limits)).await;
+    let mut away = connect(V311, "away", 0);
+    away.clean_start = false;
+    let (mut peer, _) = Peer::connect_with(addr(&broker), away.clone()).await;
+    peer.subscribe(1, "q/#", SubscriptionOptions::new(QoS::AtLeastOnce))
+        .await;
+    peer.send_raw(&[0xe0, 0x00]).await;
+    peer.expect_closed().await;
+    while broker.stats().clients_connected > 0 {
+        tokio::task::yield_now().await;
+    }
+    let mut publisher = Peer::connect(addr(&broker), V311, "publisher").await;
+    publisher.send(publish("q/a", "a", QoS::AtMostOnce)).await;
+    publisher.send(publish("q/b", "b", QoS::AtMostOnce)).await;
+    // Its PUBACK: all three were routed.
+    publisher.send(publish("q/c", "c", QoS::AtLeastOnce)).await;
+    assert!(matches!(publisher.recv().await, Packet::PubAck(_)));
+    let (mut peer, ack) = Peer::connect_with(addr(&broker), away).await;
+    assert!(ack.session_present);
+    let mut got = Vec::new();
+    loop {
+        let p = peer.recv_publish().await;
+        got.push(format!("{} {:?}", p.topic.as_str(), p.qos));
+        if p.topic.as_str() == "q/c" {
+            break;
+        }
+    }
+    broker.shutdown().await;
+    got
+}
+
+// Found by differential testing against mosquitto 2.0.11: with
+// `queue_qos0_messages true` a client back from away gets the QoS 0
+// messages published meanwhile; fulmar ignored the directive (with a
+// note) and had no way to queue them. The session state may hold them
+// (MQTT 3.1.1 and 5.0 section 4.1: "Optionally, QoS 0 messages pending
+// transmission to the Client").
+#[tokio::test]
+async fn qos0_messages_wait_for_an_absent_client_when_asked() {
+    assert_eq!(
+        returning_client_gets(true).await,
+        ["q/a AtMostOnce", "q/b AtMostOnce", "q/c AtLeastOnce"]
+    );
+    assert_eq!(returning_client_gets(false).await, ["q/c AtLeastOnce"]);
+}
+
 #[tokio::test]
 async fn server_reference_redirects_every_client() {
     let broker = start_with(Broker::builder().server_reference("b:1", false)).await;

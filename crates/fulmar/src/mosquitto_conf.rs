@@ -11,7 +11,7 @@
 //! `max_inflight_messages` (the Receive Maximum),
 //! `max_queued_bytes`, `max_packet_size`, `message_size_limit`, `max_qos`,
 //! `max_keepalive` (MQTT 5.0 clients), `max_topic_alias`,
-//! `retain_available`, `allow_zero_length_clientid`),
+//! `retain_available`, `allow_zero_length_clientid`, `queue_qos0_messages`),
 //! `clientid_prefixes`,
 //! `sys_interval`, `log_type`, `include_dir` (the `.conf` files of a
 //! directory, in the order of their names), and bridges (`connection` sections: `address`,
@@ -109,10 +109,6 @@ const IGNORED: &[(&str, &str)] = &[
     ),
     ("plugin_use", "not supported"),
     ("memory_limit", "not supported (the queues are bounded)"),
-    (
-        "queue_qos0_messages",
-        "QoS 0 messages are not queued for offline sessions",
-    ),
     ("sys_interval_ms", "not supported"),
     ("enable_control_api", "not supported"),
     ("global_max_clients", "use max_connections"),
@@ -410,6 +406,10 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
             // Retain Available 0 in CONNACK, DISCONNECT 0x9A for a retained
             // PUBLISH; 3.1.1: the connection is closed).
             "retain_available" => config.limits.retain_available = boolean()?,
+            // QoS 0 messages for an absent client's session: queued too.
+            // mosquitto does not count them against max_queued_messages
+            // (only QoS 1/2); fulmar counts every queued message.
+            "queue_qos0_messages" => config.limits.queue_qos0_offline = boolean()?,
             // `false` refuses a client without an identifier (mosquitto:
             // 3.1.1 return code 2, MQTT 5.0 0x80; fulmar: 0x85).
             "allow_zero_length_clientid" => config.limits.assign_client_ids = boolean()?,
@@ -1487,6 +1487,17 @@ notifications_local_only true
         assert!(config.limits.retain_available);
         assert!(config.limits.assign_client_ids);
         assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    // Checked against mosquitto 2.0.11: with queue_qos0_messages true an
+    // absent client gets its QoS 0 messages on return; fulmar ignored it.
+    #[test]
+    fn queue_qos0_messages_maps() {
+        let (config, notes) = parsed("listener 1883\nqueue_qos0_messages true\n");
+        assert!(config.limits.queue_qos0_offline);
+        assert!(notes.is_empty(), "{notes:?}");
+        let (config, _) = parsed("listener 1883\n");
+        assert!(!config.limits.queue_qos0_offline);
     }
 
     /// Found by an operator review: mosquitto passes `auth_opt_NAME` and
