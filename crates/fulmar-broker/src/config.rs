@@ -205,6 +205,10 @@ pub struct Limits {
     /// CONNACK 0x85 Client Identifier not valid (3.1.1: 2 Identifier
     /// rejected), before it is authenticated.
     pub assign_client_ids: bool,
+    /// How the identifiers given to clients without one begin (mosquitto's
+    /// `auto_id_prefix`); a number unique in the broker follows. Default
+    /// `fulmar-`.
+    pub assigned_client_id_prefix: String,
     /// Whether a QoS 0 message for a kept session whose client is away is
     /// queued for it, as QoS 1 and 2 messages are (within
     /// [`max_queued_messages`](Self::max_queued_messages) and
@@ -399,6 +403,7 @@ impl Default for Limits {
             max_topic_levels: 128,
             max_payload_size: None,
             assign_client_ids: true,
+            assigned_client_id_prefix: "fulmar-".to_owned(),
             queue_qos0_offline: false,
             retain_available: true,
             server_reference: None,

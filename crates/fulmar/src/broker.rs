@@ -305,6 +305,7 @@ pub(crate) async fn run(args: BrokerArgs) -> Result<(), String> {
             settings: settings.clone(),
             identity_as_username,
             hashing: crate::passwd::hashing_permits(),
+            assigned_prefix: config.limits.assigned_client_id_prefix.clone(),
         });
         reload.settings = Some(settings);
     }

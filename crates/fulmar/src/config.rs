@@ -160,6 +160,7 @@ pub(crate) struct LimitsConfig {
     /// Largest payload of a client's PUBLISH; 0: no limit but the packet's.
     pub(crate) max_payload_size: usize,
     pub(crate) assign_client_ids: bool,
+    pub(crate) assigned_client_id_prefix: String,
     pub(crate) queue_qos0_offline: bool,
     pub(crate) retain_available: bool,
     pub(crate) connect_timeout_secs: u64,
@@ -208,6 +209,7 @@ impl Default for LimitsConfig {
             max_topic_levels: limits.max_topic_levels,
             max_payload_size: limits.max_payload_size.unwrap_or(0),
             assign_client_ids: limits.assign_client_ids,
+            assigned_client_id_prefix: limits.assigned_client_id_prefix,
             queue_qos0_offline: limits.queue_qos0_offline,
             retain_available: limits.retain_available,
             connect_timeout_secs: limits.connect_timeout.as_secs(),
@@ -255,6 +257,9 @@ impl LimitsConfig {
         limits.max_topic_levels = self.max_topic_levels;
         limits.max_payload_size = Some(self.max_payload_size).filter(|most| *most > 0);
         limits.assign_client_ids = self.assign_client_ids;
+        limits
+            .assigned_client_id_prefix
+            .clone_from(&self.assigned_client_id_prefix);
         limits.queue_qos0_offline = self.queue_qos0_offline;
         limits.retain_available = self.retain_available;
         if self.connect_timeout_secs == 0 {
@@ -576,6 +581,8 @@ max_payload_size = 0
 # A client without a Client Identifier is given one; false refuses it (MQTT 5.0
 # CONNACK 0x85 Client Identifier not valid; 3.1.1: 2 Identifier rejected).
 assign_client_ids = true
+# How the identifiers given to such clients begin (a unique number follows).
+assigned_client_id_prefix = "fulmar-"
 # QoS 0 messages for a kept session whose client is away are queued for it too
 # (within the limits above; in memory, not in the store); false: dropped.
 queue_qos0_offline = false

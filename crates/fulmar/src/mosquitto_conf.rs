@@ -12,7 +12,7 @@
 //! `max_queued_bytes`, `max_packet_size`, `message_size_limit`, `max_qos`,
 //! `max_keepalive` (MQTT 5.0 clients), `max_topic_alias`,
 //! `retain_available`, `allow_zero_length_clientid`, `queue_qos0_messages`),
-//! `clientid_prefixes`,
+//! `clientid_prefixes`, `auto_id_prefix`,
 //! `sys_interval`, `log_type`, `include_dir` (the `.conf` files of a
 //! directory, in the order of their names), and bridges (`connection` sections: `address`,
 //! `topic`, `bridge_protocol_version`, `remote_clientid`, `remote_username`,
@@ -75,7 +75,6 @@ const IGNORED: &[(&str, &str)] = &[
     ("pid_file", "not supported"),
     ("max_inflight_bytes", "the client's Receive Maximum sets it"),
     ("upgrade_outgoing_qos", "not supported"),
-    ("auto_id_prefix", "assigned identifiers have fulmar's form"),
     ("set_tcp_nodelay", "fulmar sets TCP_NODELAY"),
     ("log_dest", "fulmar logs to stderr"),
     ("log_facility", "fulmar logs to stderr"),
@@ -158,6 +157,9 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
     // An MQTT 5.0 client without keep alive (0) is given mosquitto's
     // max_keepalive, 65535 seconds, as its Server Keep Alive.
     config.limits.max_keep_alive_secs = u16::MAX;
+    // Identifiers given to clients are `auto-` and a number (mosquitto:
+    // `auto-` and a UUID).
+    "auto-".clone_into(&mut config.limits.assigned_client_id_prefix);
     let mut notes = Vec::new();
     let mut allow_anonymous = None;
     let mut levels: Vec<&str> = Vec::new();
@@ -430,6 +432,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
             }
             "allow_anonymous" => allow_anonymous = Some(boolean()?),
             "clientid_prefixes" => config.auth.client_id_prefix = Some(need()?.to_owned()),
+            "auto_id_prefix" => need()?.clone_into(&mut config.limits.assigned_client_id_prefix),
             "password_file" => config.auth.password_file = Some(path(need()?)),
             "acl_file" => config.auth.acl_file = Some(path(need()?)),
             "per_listener_settings" => {
@@ -1487,6 +1490,17 @@ notifications_local_only true
         assert!(config.limits.retain_available);
         assert!(config.limits.assign_client_ids);
         assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    // Checked against mosquitto 2.0.11: the identifiers it gives begin
+    // with `auto-`, or with auto_id_prefix; fulmar ignored it.
+    #[test]
+    fn auto_id_prefix_maps_with_mosquittos_default() {
+        let (config, notes) = parsed("listener 1883\nauto_id_prefix dev-\n");
+        assert_eq!(config.limits.assigned_client_id_prefix, "dev-");
+        assert!(notes.is_empty(), "{notes:?}");
+        let (config, _) = parsed("listener 1883\n");
+        assert_eq!(config.limits.assigned_client_id_prefix, "auto-");
     }
 
     // Checked against mosquitto 2.0.11: with queue_qos0_messages true an

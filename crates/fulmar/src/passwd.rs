@@ -227,6 +227,9 @@ pub(crate) struct FileAuthenticator {
     pub(crate) identity_as_username: bool,
     /// Bounds the password checks running at once.
     pub(crate) hashing: Arc<tokio::sync::Semaphore>,
+    /// How the identifier a client without one is given begins
+    /// ([`fulmar_broker::Limits::assigned_client_id_prefix`]).
+    pub(crate) assigned_prefix: String,
 }
 
 /// What [`FileAuthenticator`] decides by.
@@ -312,10 +315,15 @@ impl FileAuthenticator {
 impl Authenticator for FileAuthenticator {
     async fn authenticate(&self, connect: &ConnectInfo) -> AuthDecision {
         // Before any password is checked, as in mosquitto. A client
-        // without an identifier has none with the prefix either.
+        // without an identifier is checked as the one it is given (which
+        // begins with `assigned_prefix`, then a number), as in mosquitto.
         let prefix = self.settings.load().client_id_prefix.clone();
+        let id = match connect.client_id.as_str() {
+            "" => self.assigned_prefix.as_str(),
+            id => id,
+        };
         if let Some(prefix) = prefix
-            && !connect.client_id.starts_with(&prefix)
+            && !id.starts_with(&prefix)
         {
             tracing::info!(
                 client_id = %connect.client_id,
@@ -437,6 +445,7 @@ mod tests {
             settings: AuthSettings::shared(Some(PasswordFile::parse(ALICE).unwrap()), false, None),
             identity_as_username: false,
             hashing: hashing_permits(),
+            assigned_prefix: "fulmar-".to_owned(),
         };
         assert_eq!(
             auth.decide(Some("alice"), Some(b"secret")).await,
@@ -458,6 +467,7 @@ mod tests {
             settings: AuthSettings::shared(None, true, None),
             identity_as_username: false,
             hashing: hashing_permits(),
+            assigned_prefix: "fulmar-".to_owned(),
         };
         assert_eq!(open.decide(None, None).await, AuthDecision::Allow);
         assert_eq!(open.decide(Some("x"), None).await, AuthDecision::Allow);
@@ -480,6 +490,7 @@ mod tests {
                 settings: AuthSettings::shared(Some(file.clone()), allow_anonymous, None),
                 identity_as_username: false,
                 hashing: hashing_permits(),
+                assigned_prefix: "fulmar-".to_owned(),
             };
             let refused = AuthDecision::Reject(ConnectReasonCode::BadUserNameOrPassword);
             assert_eq!(auth.decide(Some("e"), None).await, refused);
@@ -504,6 +515,7 @@ mod tests {
             settings: AuthSettings::shared(None, false, None),
             identity_as_username: true,
             hashing: hashing_permits(),
+            assigned_prefix: "fulmar-".to_owned(),
         };
         assert_eq!(
             closed.decide(Some("admin"), Some(b"anything")).await,
@@ -552,6 +564,7 @@ mod tests {
                 ),
                 identity_as_username: false,
                 hashing: hashing_permits(),
+                assigned_prefix: "fulmar-".to_owned(),
             });
             let checking = {
                 let auth = auth.clone();

@@ -816,7 +816,7 @@ fn print_config_round_trips_a_mosquitto_conf_into_toml() {
 
 // Found by differential testing against mosquitto 2.0.11 with the same
 // file: `max_topic_alias` and `clientid_prefixes` (mosquitto 2.0
-// directives) stopped fulmar ("not a mosquitto configuration directive"),
+// directives; the latter with `auto_id_prefix`) stopped fulmar ("not a mosquitto configuration directive"),
 // and `max_keepalive` was ignored with a note, where mosquitto gives a 5.0
 // client asking for more (or for 0) the maximum as its Server Keep Alive.
 #[test]
@@ -861,6 +861,22 @@ fn max_keepalive_max_topic_alias_and_clientid_prefixes_hold_as_in_mosquitto() {
             broker.log()
         );
     }
+    // mosquitto checks a client without an identifier as the one it is
+    // given: `auto_id_prefix` (default `auto-`) then a unique part; fulmar
+    // ignored auto_id_prefix (its identifiers began with `fulmar-`).
+    let conf = write(
+        &dir,
+        "auto.conf",
+        "listener 0 127.0.0.1\nallow_anonymous true\nclientid_prefixes abc\n\
+         auto_id_prefix abc-\n",
+    );
+    let auto = FulmarBroker::start(&["-c", &conf]);
+    let ack = connack(auto.port, ProtocolVersion::V5, "", 60).unwrap();
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+    let assigned = ack.properties.assigned_client_identifier.unwrap();
+    assert!(assigned.as_str().starts_with("abc-"), "{assigned:?}");
+    let ack = connack(auto.port, ProtocolVersion::V311, "", 60).unwrap();
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
     // Out of mosquitto's ranges: refused, naming the line.
     for (directive, line) in [
         ("max_keepalive 5", "line 2: max_keepalive"),

@@ -1880,8 +1880,9 @@ impl<S: Stream> Connection<S> {
     fn assign_client_id(&self) -> Arc<str> {
         let state = self.shared.lock();
         let mut n = self.conn_id;
+        let prefix = &self.shared.limits.assigned_client_id_prefix;
         loop {
-            let id = format!("fulmar-{n:x}");
+            let id = format!("{prefix}{n:x}");
             if !state.sessions.contains_key(id.as_str()) {
                 return Arc::from(id);
             }
