@@ -12,7 +12,7 @@
 //! `max_queued_bytes`, `max_packet_size`, `message_size_limit`, `max_qos`,
 //! `max_keepalive` (MQTT 5.0 clients), `max_topic_alias`,
 //! `retain_available`, `allow_zero_length_clientid`, `queue_qos0_messages`),
-//! `clientid_prefixes`, `auto_id_prefix`,
+//! `clientid_prefixes`, `auto_id_prefix`, `persistent_client_expiration`,
 //! `sys_interval`, `log_type`, `include_dir` (the `.conf` files of a
 //! directory, in the order of their names), and bridges (`connection` sections: `address`,
 //! `topic`, `bridge_protocol_version`, `remote_clientid`, `remote_username`,
@@ -66,10 +66,6 @@ const IGNORED: &[(&str, &str)] = &[
     (
         "persistence_file",
         "fulmar's store is a directory (persistence_location)",
-    ),
-    (
-        "persistent_client_expiration",
-        "sessions expire by their Session Expiry Interval",
     ),
     ("user", "fulmar runs as the user that starts it"),
     ("pid_file", "not supported"),
@@ -432,6 +428,32 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
             }
             "allow_anonymous" => allow_anonymous = Some(boolean()?),
             "clientid_prefixes" => config.auth.client_id_prefix = Some(need()?.to_owned()),
+            // As mosquitto 2.0 (src/session_expiry.c): a session ends this
+            // long after its client left at the latest, whatever it asked
+            // for (3.1.1 clean session 0: never, else); fulmar's longest
+            // Session Expiry Interval, which 5.0 clients are told in CONNACK.
+            // An integer (its leading digits, as mosquitto's atoi) and one of
+            // h d w m y (30 and 365 days for m and y).
+            "persistent_client_expiration" => {
+                let value = need()?;
+                let unit: u64 = match value.chars().last() {
+                    Some('h') => 3600,
+                    Some('d') => 86_400,
+                    Some('w') => 7 * 86_400,
+                    Some('m') => 30 * 86_400,
+                    Some('y') => 365 * 86_400,
+                    _ => 0,
+                };
+                let digits: String = value.chars().take_while(char::is_ascii_digit).collect();
+                let count = digits.parse::<u64>().unwrap_or(0);
+                if unit == 0 || count == 0 {
+                    return Err(at(format!(
+                        "{value:?}: a number and h, d, w, m or y (hours to years)"
+                    )));
+                }
+                config.limits.max_session_expiry_secs =
+                    u32::try_from(count.saturating_mul(unit)).unwrap_or(u32::MAX);
+            }
             "auto_id_prefix" => need()?.clone_into(&mut config.limits.assigned_client_id_prefix),
             "password_file" => config.auth.password_file = Some(path(need()?)),
             "acl_file" => config.auth.acl_file = Some(path(need()?)),
@@ -1490,6 +1512,39 @@ notifications_local_only true
         assert!(config.limits.retain_available);
         assert!(config.limits.assign_client_ids);
         assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    // mosquitto 2.0.11 ends a session this long after its client left at
+    // the latest (the shorter of this and the client's interval, in its
+    // src/session_expiry.c); fulmar ignored it, so 3.1.1 sessions with clean
+    // session 0 never expired. Values mosquitto 2.0.11 refuses to start with
+    // (`5s`, `bogus`, checked) stop fulmar too.
+    #[test]
+    fn persistent_client_expiration_is_the_longest_session_expiry() {
+        for (value, secs) in [
+            ("2h", 7200),
+            ("14d", 14 * 86_400),
+            ("1w", 7 * 86_400),
+            ("2m", 60 * 86_400),
+            ("1y", 365 * 86_400),
+        ] {
+            let (config, notes) = parsed(&format!("persistent_client_expiration {value}\n"));
+            assert_eq!(config.limits.max_session_expiry_secs, secs, "{value}");
+            assert!(notes.is_empty(), "{notes:?}");
+        }
+        let (config, _) = parsed("listener 1883\n");
+        assert_eq!(config.limits.max_session_expiry_secs, u32::MAX);
+        for bad in ["5s", "bogus", "0h", "h", "-1d"] {
+            let error = parse(
+                &format!("persistent_client_expiration {bad}\n"),
+                Path::new("/etc/mosquitto"),
+            )
+            .unwrap_err();
+            assert!(
+                error.starts_with("line 1: persistent_client_expiration: "),
+                "{bad}: {error}"
+            );
+        }
     }
 
     // Checked against mosquitto 2.0.11: the identifiers it gives begin
