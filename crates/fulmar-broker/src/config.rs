@@ -168,6 +168,11 @@ pub struct Limits {
     /// [`server_keep_alive`](Self::server_keep_alive) takes precedence.
     /// `None` (the default): no maximum.
     pub max_keep_alive: Option<NonZeroU16>,
+    /// QoS 1/2 messages sent to one client and not yet acknowledged, at
+    /// most (mosquitto's `max_inflight_messages`): the client's Receive
+    /// Maximum (MQTT 5.0) bounds them too; an MQTT 3.1.1 client has no such
+    /// limit of its own. The rest wait in the session's queue. Default 256.
+    pub max_outbound_inflight: NonZeroU16,
     /// Retained messages kept at once. A retained PUBLISH for a new topic
     /// beyond it is not routed: MQTT 5.0 PUBACK/PUBREC 0x97 Quota exceeded;
     /// QoS 0 and 3.1.1 messages are dropped and counted. The broker's own
@@ -397,6 +402,7 @@ impl Default for Limits {
             event_capacity: 1024,
             server_keep_alive: None,
             max_keep_alive: None,
+            max_outbound_inflight: NonZeroU16::new(256).unwrap_or(NonZeroU16::MAX),
             max_retained_messages: 100_000,
             max_retained_bytes: 1 << 30,
             max_topic_length: 65_535,
@@ -430,6 +436,7 @@ impl Limits {
             manual_acks: self.overload_policy == OverloadPolicy::Backpressure,
             server_keep_alive: self.server_keep_alive,
             max_keep_alive: self.max_keep_alive,
+            max_inflight: self.max_outbound_inflight,
             retain_available: self.retain_available,
             ..Config::default()
         }

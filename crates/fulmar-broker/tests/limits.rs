@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Peer, addr, next, publish, start_with};
+use common::{Peer, addr, next, publish, start_with, wait_until};
 use fulmar_broker::{Broker, BrokerError, Limits};
 use fulmar_codec::{
     Connect, DisconnectReasonCode, MqttString, Packet, PacketId, ProtocolVersion, QoS, Subscribe,
@@ -489,6 +489,64 @@ async fn qos0_messages_wait_for_an_absent_client_when_asked() {
         ["q/a AtMostOnce", "q/b AtMostOnce", "q/c AtLeastOnce"]
     );
     assert_eq!(returning_client_gets(false).await, ["q/c AtLeastOnce"]);
+}
+
+// Found by differential testing against mosquitto 2.0.11 with
+// `max_inflight_messages 2`: a 3.1.1 subscriber that acknowledges nothing
+// gets 2 of 5 QoS 1 messages; fulmar sent all 5 (its bound on what a
+// client has unacknowledged was fixed at 256, and 3.1.1 has no Receive
+// Maximum). Back with its session, the client gets the 2 it had again
+// (DUP) and the 3 never sent (not DUP). v3:MQTT-4.4.0-1 v3:MQTT-3.3.1-1
+#[tokio::test]
+async fn max_outbound_inflight_bounds_what_a_3_client_has_unacknowledged() {
+    let mut limits = Limits::default();
+    limits.max_outbound_inflight = std::num::NonZeroU16::new(2).unwrap();
+    let broker = start_with(Broker::builder().limits(limits)).await;
+    let mut slow = connect(V311, "slow", 0);
+    slow.clean_start = false;
+    let (mut peer, _) = Peer::connect_with(addr(&broker), slow.clone()).await;
+    peer.subscribe(1, "i/#", SubscriptionOptions::new(QoS::AtLeastOnce))
+        .await;
+    let mut publisher = Peer::connect(addr(&broker), V311, "fast").await;
+    for (n, payload) in ["m0", "m1", "m2", "m3", "m4"].into_iter().enumerate() {
+        let mut p = publish("i/x", payload, QoS::AtLeastOnce);
+        p.packet_id = PacketId::new(u16::try_from(n + 1).unwrap());
+        publisher.send(p).await;
+        assert!(matches!(publisher.recv().await, Packet::PubAck(_)));
+    }
+    for payload in ["m0", "m1"] {
+        let got = peer.recv_publish().await;
+        assert_eq!(&got.payload[..], payload.as_bytes());
+        assert!(!got.dup);
+    }
+    drop(peer);
+    wait_until("the slow client gone", || {
+        broker.stats().clients_connected == 1
+    })
+    .await;
+    let (mut peer, ack) = Peer::connect_with(addr(&broker), slow).await;
+    assert!(ack.session_present);
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        let p = peer.recv_publish().await;
+        got.push((String::from_utf8(p.payload.to_vec()).unwrap(), p.dup));
+        if let Some(id) = p.packet_id {
+            peer.send(Packet::PubAck(fulmar_codec::PubAck::new(id)))
+                .await;
+        }
+    }
+    let expected: Vec<(String, bool)> = [
+        ("m0", true),
+        ("m1", true),
+        ("m2", false),
+        ("m3", false),
+        ("m4", false),
+    ]
+    .into_iter()
+    .map(|(p, d)| (p.to_owned(), d))
+    .collect();
+    assert_eq!(got, expected);
+    broker.shutdown().await;
 }
 
 #[tokio::test]

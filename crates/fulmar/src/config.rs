@@ -167,6 +167,7 @@ pub(crate) struct LimitsConfig {
     /// Longest keep alive of an MQTT 5.0 client; 0: no maximum.
     pub(crate) max_keep_alive_secs: u16,
     pub(crate) receive_maximum: NonZeroU16,
+    pub(crate) max_outbound_inflight: NonZeroU16,
     pub(crate) topic_alias_maximum: u16,
     pub(crate) maximum_qos: u8,
     pub(crate) wildcard_subscription_available: bool,
@@ -215,6 +216,7 @@ impl Default for LimitsConfig {
             connect_timeout_secs: limits.connect_timeout.as_secs(),
             max_keep_alive_secs: limits.max_keep_alive.map_or(0, NonZeroU16::get),
             receive_maximum: limits.receive_maximum,
+            max_outbound_inflight: limits.max_outbound_inflight,
             topic_alias_maximum: limits.topic_alias_maximum,
             maximum_qos: u8::from(limits.maximum_qos),
             wildcard_subscription_available: limits.wildcard_subscription_available,
@@ -272,6 +274,7 @@ impl LimitsConfig {
         limits.connect_timeout = std::time::Duration::from_secs(self.connect_timeout_secs);
         limits.max_keep_alive = NonZeroU16::new(self.max_keep_alive_secs);
         limits.receive_maximum = self.receive_maximum;
+        limits.max_outbound_inflight = self.max_outbound_inflight;
         limits.topic_alias_maximum = self.topic_alias_maximum;
         limits.maximum_qos = fulmar_codec::QoS::try_from(self.maximum_qos).map_err(|_| {
             format!(
@@ -598,6 +601,9 @@ connect_timeout_secs = 10
 max_keep_alive_secs = 0
 # Receive Maximum announced to MQTT 5.0 clients and enforced for them.
 receive_maximum = 64
+# QoS 1/2 messages sent to one client and not yet acknowledged, at most (an
+# MQTT 5.0 client's Receive Maximum bounds them too); the rest wait in its queue.
+max_outbound_inflight = 256
 # Topic Alias Maximum announced to MQTT 5.0 clients.
 topic_alias_maximum = 16
 # Highest QoS granted: 0, 1 or 2.

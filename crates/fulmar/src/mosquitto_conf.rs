@@ -8,7 +8,7 @@
 //! authentication (`allow_anonymous`, `password_file`, `acl_file`,
 //! `use_identity_as_username`), persistence (`persistence`,
 //! `persistence_location`), limits (`max_connections`, `max_queued_messages`,
-//! `max_inflight_messages` (the Receive Maximum),
+//! `max_inflight_messages` (the Receive Maximum, and what a client has unacknowledged),
 //! `max_queued_bytes`, `max_packet_size`, `message_size_limit`, `max_qos`,
 //! `max_keepalive` (MQTT 5.0 clients), `max_topic_alias`,
 //! `retain_available`, `allow_zero_length_clientid`, `queue_qos0_messages`),
@@ -513,8 +513,8 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
             }
             // mosquitto announces it to MQTT 5.0 clients as its Receive
             // Maximum (and holds them to it), as fulmar's receive_maximum;
-            // what mosquitto sends a client at once it also bounds, fulmar
-            // by the client's own Receive Maximum only.
+            // it also bounds what is sent to a client at once (3.1.1 too),
+            // as fulmar's max_outbound_inflight.
             "max_inflight_messages" => {
                 let most = number("a number")?;
                 config.limits.receive_maximum = match u16::try_from(most) {
@@ -526,11 +526,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                     Err(_) if most > 0 => std::num::NonZeroU16::MAX,
                     Err(_) => return Err(at(format!("{value:?} is not a number of messages"))),
                 };
-                notes.push(format!(
-                    "{n}: max_inflight_messages {value}: the Receive Maximum of MQTT 5.0 \
-                     clients; what fulmar sends a client at once is bounded by the client's \
-                     Receive Maximum (3.1.1: not bounded)"
-                ));
+                config.limits.max_outbound_inflight = config.limits.receive_maximum;
             }
             // MQTT 5.0 clients only, as in mosquitto: a 3.1.1 client keeps
             // its own keep alive.
@@ -1173,7 +1169,11 @@ mod tests {
         for (value, most) in [("2", 2), ("0", 65_535), ("20", 20), ("70000", 65_535)] {
             let (config, notes) = parsed(&format!("max_inflight_messages {value}\n"));
             assert_eq!(config.limits.receive_maximum.get(), most, "{value}");
-            assert_eq!(notes.len(), 1, "{notes:?}");
+            // Checked against mosquitto 2.0.11: with 2, a 3.1.1 subscriber
+            // that acknowledges nothing gets 2 of 5 QoS 1 messages; fulmar
+            // sent all 5 (its outbound bound stayed 256).
+            assert_eq!(config.limits.max_outbound_inflight.get(), most, "{value}");
+            assert!(notes.is_empty(), "{notes:?}");
         }
         let e = parse("max_inflight_messages -1\n", Path::new(".")).unwrap_err();
         assert!(e.starts_with("line 1: max_inflight_messages"), "{e}");
