@@ -173,6 +173,9 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
     let mut identity_everywhere = false;
     // Where `max_connections` was last set: mosquitto's is per listener.
     let mut max_connections_at: Option<String> = None;
+    // Where `max_qos` and `max_topic_alias` were last set: mosquitto's
+    // hold for the listener they follow.
+    let mut per_listener_at: Vec<(&str, String)> = Vec::new();
     let path = |value: &str| base.join(value);
     let lines = with_included_files(text, base)?;
     for (n, raw) in &lines {
@@ -539,12 +542,16 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
             "max_topic_alias" => {
                 config.limits.topic_alias_maximum = u16::try_from(number("a number")?)
                     .map_err(|_| at(format!("{value:?}: 0 to 65535")))?;
+                per_listener_at.retain(|(k, _)| *k != "max_topic_alias");
+                per_listener_at.push(("max_topic_alias", format!("{n}: max_topic_alias {value}")));
             }
             "max_qos" => {
                 config.limits.maximum_qos = u8::try_from(number("0, 1 or 2")?)
                     .ok()
                     .filter(|q| *q <= 2)
                     .ok_or_else(|| at(format!("{value:?}: 0, 1 or 2")))?;
+                per_listener_at.retain(|(k, _)| *k != "max_qos");
+                per_listener_at.push(("max_qos", format!("{n}: max_qos {value}")));
             }
             "sys_interval" => {
                 config.sys.interval_secs =
@@ -586,6 +593,16 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
             "{at}: mosquitto limits the connections of each listener; fulmar limits \
              those of all its listeners together, to the last value given"
         ));
+    }
+    // Checked against mosquitto 2.0.11: with two listeners and `max_qos 1`
+    // after the second, clients of the first are not limited there.
+    if config.listeners.len() > 1 {
+        for (_, at) in per_listener_at {
+            notes.push(format!(
+                "{at}: mosquitto applies it to the listener it follows; fulmar to all \
+                 its listeners, the last value given"
+            ));
+        }
     }
     if config.listeners.is_empty() {
         // mosquitto 2.0 with neither `listener` nor `port`: local only, and
@@ -1196,6 +1213,23 @@ mod tests {
             notes
                 .iter()
                 .all(|n| n.starts_with("line 4: max_connections 7: ")),
+            "{notes:?}"
+        );
+        // The same for max_qos and max_topic_alias (checked against
+        // mosquitto 2.0.11: per listener there; no note said so).
+        let (config, notes) = parsed("listener 1883\nmax_qos 1\nmax_topic_alias 3\n");
+        assert_eq!(config.limits.maximum_qos, 1);
+        assert!(notes.is_empty(), "{notes:?}");
+        let (config, notes) =
+            parsed("listener 1883\nlistener 8883\nmax_qos 1\nmax_topic_alias 3\n");
+        assert_eq!(config.limits.topic_alias_maximum, 3);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].starts_with("line 3: max_qos 1: mosquitto applies"),
+            "{notes:?}"
+        );
+        assert!(
+            notes[1].starts_with("line 4: max_topic_alias 3: "),
             "{notes:?}"
         );
     }
