@@ -461,6 +461,17 @@ impl ConnectOptions {
 
     /// Maximum Packet Size the client accepts: announced under 5.0, enforced
     /// on every inbound packet. Default: no limit beyond MQTT's own.
+    ///
+    /// An MQTT 3.1.1 (or 3.1) broker cannot know it. A message over it is
+    /// dropped there: acknowledged (QoS 1/2, read up to its Packet
+    /// Identifier, the rest never buffered) so that the broker does not
+    /// send it again, and the connection is closed and, with
+    /// [`reconnect`](Self::reconnect) on, established again
+    /// ([`Client::last_disconnection`](crate::Client::last_disconnection)
+    /// tells why). With [`manual_acks`](Self::manual_acks), while earlier
+    /// messages wait for [`Client::ack`](crate::Client::ack), it is not
+    /// acknowledged (acknowledgements keep the order of receipt) and comes
+    /// again on the next connection.
     #[must_use]
     pub fn maximum_packet_size(mut self, bytes: u32) -> Self {
         self.maximum_packet_size = NonZeroU32::new(bytes);

@@ -730,3 +730,58 @@ async fn the_outgoing_packet_size_cap_refuses_what_the_broker_would_not_take() {
         guard(client.disconnect()).await.unwrap();
     }
 }
+
+// A 3.1.1 broker cannot know the client's Maximum Packet Size either. A
+// message over it closed the connection unacknowledged, and the broker sent
+// it first again on every connection of the session: the client reconnected
+// in a loop and nothing behind it ever arrived. Now the client acknowledges
+// what it drops before it closes (v3:MQTT-4.3.2-2 v3:MQTT-4.3.3-2; as a 5.0
+// broker that knew the limit would have discarded it and completed its flow,
+// v5:MQTT-3.1.2-25), reconnects, and the session goes on.
+#[tokio::test]
+async fn an_inbound_message_over_the_maximum_packet_size_is_dropped_under_v3() {
+    let broker = Mosquitto::start();
+    for version in [ProtocolVersion::V31, ProtocolVersion::V311] {
+        let options = ConnectOptions::new("127.0.0.1", broker.port)
+            .protocol_version(version)
+            .client_id(format!("small-{version:?}"))
+            .clean_start(false)
+            .maximum_packet_size(1000)
+            .reconnect(Reconnect::exponential(
+                Duration::from_millis(5),
+                Duration::from_millis(50),
+            ));
+        let (client, _) = guard(Client::connect(options)).await.unwrap();
+        let publisher = connect(&broker, version, "big-publisher").await;
+        for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let filter = format!("small/{}/#", qos.as_u8());
+            let mut stream = guard(client.subscribe(&filter, qos)).await.unwrap();
+            let topic = format!("small/{}/x", qos.as_u8());
+            for payload in [
+                Bytes::from("before"),
+                vec![b'x'; 2000].into(),
+                "after".into(),
+            ] {
+                guard(publisher.publish(topic.as_str(), payload).qos(qos))
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(guard(stream.next()).await.unwrap().payload, "before");
+            assert_eq!(
+                guard(stream.next()).await.unwrap().payload,
+                "after",
+                "{version:?} {qos:?}"
+            );
+            let last = client.last_disconnection().unwrap();
+            assert!(
+                last.error
+                    .to_string()
+                    .contains("exceeds the maximum packet size"),
+                "{last:?}"
+            );
+            guard(stream.unsubscribe()).await.unwrap();
+        }
+        guard(publisher.disconnect()).await.unwrap();
+        guard(client.disconnect()).await.unwrap();
+    }
+}

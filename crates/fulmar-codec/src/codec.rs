@@ -6,7 +6,7 @@ use bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::{DecodeError, EncodeError};
-use crate::packet::{Packet, decode, packet_size};
+use crate::packet::{Packet, decode, packet_size, publish_identity};
 use crate::types::ProtocolVersion;
 
 /// Error of [`MqttCodec`]: a decode error, an encode error or an IO error
@@ -37,6 +37,8 @@ pub struct MqttCodec {
     max_packet_size: u32,
     /// See [`MqttCodec::reserve_whole_packets`].
     reserve_whole: usize,
+    /// See [`MqttCodec::identify_oversized_publishes`].
+    identify_oversized: bool,
 }
 
 impl MqttCodec {
@@ -48,7 +50,45 @@ impl MqttCodec {
             version,
             max_packet_size,
             reserve_whole: 0,
+            identify_oversized: false,
         }
+    }
+
+    /// Reports a PUBLISH over the maximum packet size as
+    /// [`DecodeError::PublishTooLarge`], with its QoS and Packet
+    /// Identifier, instead of [`DecodeError::PacketTooLarge`]: the error
+    /// then waits until the topic name and Packet Identifier are buffered
+    /// (at most 65 541 bytes past the fixed header, whatever the maximum),
+    /// and the rest of the packet is never buffered. For a receiver that
+    /// discards such a message but must acknowledge it, so that the sender
+    /// does not send it again (an MQTT 3.1.1 client, whose server cannot
+    /// know its limit). A malformed header gives `PacketTooLarge` as before.
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use fulmar_codec::{CodecError, DecodeError, MqttCodec, PacketId, ProtocolVersion, QoS};
+    /// use tokio_util::codec::Decoder;
+    ///
+    /// let mut codec = MqttCodec::new(ProtocolVersion::V311, 100).identify_oversized_publishes(true);
+    /// // A QoS 1 PUBLISH of 1 000 bytes to "t", Packet Identifier 7: first
+    /// // its fixed header alone, then its variable header.
+    /// let mut buf = BytesMut::from(&[0x32, 0xE5, 0x07][..]);
+    /// assert!(codec.decode(&mut buf).unwrap().is_none());
+    /// buf.extend_from_slice(&[0x00, 0x01, b't', 0x00, 0x07]);
+    /// assert!(matches!(
+    ///     codec.decode(&mut buf),
+    ///     Err(CodecError::Decode(DecodeError::PublishTooLarge {
+    ///         size: 1_000,
+    ///         max: 100,
+    ///         qos: QoS::AtLeastOnce,
+    ///         packet_id: Some(id),
+    ///     })) if id == PacketId::new(7).unwrap()
+    /// ));
+    /// ```
+    #[must_use]
+    pub const fn identify_oversized_publishes(mut self, on: bool) -> Self {
+        self.identify_oversized = on;
+        self
     }
 
     /// Reserves room for a whole packet of at most `max_bytes` bytes as
@@ -105,7 +145,22 @@ impl Decoder for MqttCodec {
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, CodecError> {
-        let packet = decode(src, self.version, self.max_packet_size)?;
+        let packet = match decode(src, self.version, self.max_packet_size) {
+            Err(DecodeError::PacketTooLarge { size, max }) if self.identify_oversized => {
+                return match publish_identity(src) {
+                    Ok(None) => Ok(None),
+                    Ok(Some((qos, packet_id))) => Err(DecodeError::PublishTooLarge {
+                        size,
+                        max,
+                        qos,
+                        packet_id,
+                    }
+                    .into()),
+                    Err(()) => Err(DecodeError::PacketTooLarge { size, max }.into()),
+                };
+            }
+            other => other?,
+        };
         // After `decode`, which has checked the fixed header (a packet over
         // the maximum size is an error by now).
         if packet.is_none()
@@ -202,5 +257,86 @@ mod tests {
         ));
         codec.set_max_packet_size(100);
         assert_eq!(codec.max_packet_size(), 100);
+    }
+
+    /// An oversized PUBLISH, encoded whole, for `identify_oversized_publishes`.
+    fn oversized(qos: QoS, topic: &'static str, id: Option<u16>) -> BytesMut {
+        let mut publish = Publish::new(topic.into(), Bytes::from(vec![b'x'; 300]));
+        publish.qos = qos;
+        publish.packet_id = id.and_then(PacketId::new);
+        let mut buf = BytesMut::new();
+        Packet::Publish(publish)
+            .encode(ProtocolVersion::V311, &mut buf)
+            .unwrap();
+        buf
+    }
+
+    // v3:MQTT-4.3.2-2 v3:MQTT-4.3.3-2: a receiver that discards a PUBLISH over
+    // its maximum packet size can still acknowledge it with its Packet
+    // Identifier, read from the headers alone, byte by byte.
+    #[test]
+    fn oversized_publishes_are_identified_from_their_headers() {
+        for (qos, id) in [
+            (QoS::AtMostOnce, None),
+            (QoS::AtLeastOnce, Some(7)),
+            (QoS::ExactlyOnce, Some(65_535)),
+        ] {
+            let whole = oversized(qos, "a/b", id);
+            // The fixed header (3 bytes) and the topic name's length; the
+            // topic name and Packet Identifier (QoS 1 and 2).
+            let headers = 3 + 2 + if id.is_some() { 3 + 2 } else { 0 };
+            let mut codec =
+                MqttCodec::new(ProtocolVersion::V311, 100).identify_oversized_publishes(true);
+            let mut buf = BytesMut::new();
+            for byte in whole.iter().take(headers) {
+                let r = codec.decode(&mut buf);
+                assert!(matches!(r, Ok(None)), "{qos:?} {} {r:?}", buf.len());
+                buf.extend_from_slice(&[*byte]);
+            }
+            match codec.decode(&mut buf) {
+                Err(CodecError::Decode(DecodeError::PublishTooLarge {
+                    size,
+                    max: 100,
+                    qos: got,
+                    packet_id,
+                })) => {
+                    assert_eq!(size, whole.len());
+                    assert_eq!(got, qos);
+                    assert_eq!(packet_id, id.and_then(PacketId::new));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_packets_without_identity_stay_packet_too_large() {
+        // Off by default.
+        let mut codec = MqttCodec::new(ProtocolVersion::V311, 100);
+        let mut buf = oversized(QoS::AtLeastOnce, "a/b", Some(7));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(CodecError::Decode(DecodeError::PacketTooLarge { .. }))
+        ));
+        let mut codec =
+            MqttCodec::new(ProtocolVersion::V311, 100).identify_oversized_publishes(true);
+        // Not a PUBLISH (a SUBSCRIBE of 300 bytes).
+        let mut buf = BytesMut::from(&[0x82u8, 0xAC, 0x02, 0x00, 0x01][..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(CodecError::Decode(DecodeError::PacketTooLarge { .. }))
+        ));
+        // A topic name longer than the packet, a Packet Identifier of 0, QoS 3.
+        for bytes in [
+            &[0x32u8, 0xAC, 0x02, 0xFF, 0xFF][..],
+            &[0x32, 0xAC, 0x02, 0x00, 0x01, b't', 0x00, 0x00],
+            &[0x36, 0xAC, 0x02, 0x00, 0x01, b't', 0x00, 0x01],
+        ] {
+            let mut buf = BytesMut::from(bytes);
+            assert!(matches!(
+                codec.decode(&mut buf),
+                Err(CodecError::Decode(DecodeError::PacketTooLarge { .. }))
+            ));
+        }
     }
 }

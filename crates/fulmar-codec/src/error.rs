@@ -1,7 +1,7 @@
 //! Decode and encode errors, each tied to the reason code the receiver must send.
 
 use crate::reason::ReasonCode;
-use crate::types::PacketType;
+use crate::types::{PacketId, PacketType, QoS};
 
 /// A byte that is not a valid value for an enum such as [`crate::QoS`] or a reason code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -53,6 +53,23 @@ pub enum DecodeError {
         size: usize,
         /// The configured maximum.
         max: u32,
+    },
+    /// A PUBLISH larger than the maximum packet size, identified by its
+    /// fixed and variable headers, which were buffered (the topic name and
+    /// Packet Identifier: at most 65 541 bytes past the fixed header) while
+    /// the rest was not: only from an [`MqttCodec`](crate::MqttCodec) with
+    /// [`identify_oversized_publishes`](crate::MqttCodec::identify_oversized_publishes).
+    /// A receiver that discards the message can still acknowledge it.
+    #[error("PUBLISH of {size} bytes exceeds the maximum packet size {max}")]
+    PublishTooLarge {
+        /// Size of the whole packet in bytes.
+        size: usize,
+        /// The configured maximum.
+        max: u32,
+        /// The QoS of the message.
+        qos: QoS,
+        /// Its Packet Identifier (QoS 1 and 2).
+        packet_id: Option<PacketId>,
     },
     /// The packet type nibble is reserved: 0, or 15 (AUTH) under MQTT 3.1.1.
     #[error("reserved control packet type {0}")]
@@ -222,7 +239,9 @@ impl DecodeError {
     #[must_use]
     pub const fn reason_code(&self) -> ReasonCode {
         match self {
-            Self::PacketTooLarge { .. } => ReasonCode::PacketTooLarge,
+            Self::PacketTooLarge { .. } | Self::PublishTooLarge { .. } => {
+                ReasonCode::PacketTooLarge
+            }
             Self::InvalidProtocolName { .. } | Self::UnsupportedProtocolLevel(_) => {
                 ReasonCode::UnsupportedProtocolVersion
             }

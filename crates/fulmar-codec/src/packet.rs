@@ -245,6 +245,56 @@ pub fn packet_size(buf: &[u8]) -> Option<usize> {
     Some(1 + remaining.len + body)
 }
 
+/// The QoS and Packet Identifier of the PUBLISH at the front of `buf`,
+/// read from its fixed and variable headers alone: `Ok(None)` while they
+/// are not all buffered, `Err(())` if `buf` does not start with a PUBLISH
+/// or its headers are malformed (a QoS of 3, a topic name longer than the
+/// packet, a Packet Identifier of 0).
+#[cfg(feature = "tokio-util")]
+pub(crate) fn publish_identity(
+    buf: &[u8],
+) -> Result<Option<(crate::QoS, Option<crate::PacketId>)>, ()> {
+    use crate::types::{PacketId, QoS};
+    let Some(&first) = buf.first() else {
+        return Ok(None);
+    };
+    if first >> 4 != 3 {
+        return Err(());
+    }
+    let qos = QoS::try_from((first >> 1) & 0x03).map_err(|_| ())?;
+    let Some(remaining) = parse_var_int(buf.get(1..).unwrap_or_default()).map_err(|_| ())? else {
+        return Ok(None);
+    };
+    let body_start = 1 + remaining.len;
+    let body = usize::try_from(remaining.value).map_err(|_| ())?;
+    let u16_at = |at: usize| {
+        buf.get(at..at + 2)
+            .and_then(|bytes| <[u8; 2]>::try_from(bytes).ok())
+            .map(u16::from_be_bytes)
+    };
+    let Some(topic_len) = u16_at(body_start) else {
+        return Ok(None);
+    };
+    let topic_len = usize::from(topic_len);
+    let id_at = 2 + topic_len;
+    let header = if qos == QoS::AtMostOnce {
+        id_at
+    } else {
+        id_at + 2
+    };
+    if header > body {
+        return Err(());
+    }
+    if qos == QoS::AtMostOnce {
+        return Ok(Some((qos, None)));
+    }
+    let Some(id) = u16_at(body_start + id_at) else {
+        return Ok(None);
+    };
+    let id = PacketId::new(id).ok_or(())?;
+    Ok(Some((qos, Some(id))))
+}
+
 /// Decodes one packet from the front of `buf`.
 ///
 /// - `Ok(None)`: `buf` does not hold a whole packet yet; it is left untouched

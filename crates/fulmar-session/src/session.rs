@@ -904,12 +904,44 @@ impl Session {
             self.refuse_undecodable_connect(error);
             return;
         }
+        if let DecodeError::PublishTooLarge {
+            qos,
+            packet_id: Some(id),
+            ..
+        } = *error
+        {
+            self.acknowledge_discarded(qos, id);
+        }
         let code = DisconnectReasonCode::from_reason_code(error.reason_code())
             .unwrap_or(DisconnectReasonCode::MalformedPacket);
         self.close_with(
             Error::Protocol(ProtocolViolation::Decode(error.to_string())),
             code,
         );
+    }
+
+    /// A client under MQTT 3.1.1 (or 3.1) drops a PUBLISH over its maximum
+    /// packet size, which its server could not know: it acknowledges the
+    /// message before the connection closes, as a 5.0 server that knew the
+    /// limit would have discarded it and completed its flow (v5
+    /// MQTT-3.1.2-25). Otherwise the server sends it again on every
+    /// connection of the session, and nothing behind it ever arrives. Not
+    /// while earlier messages wait for the application's acknowledgement:
+    /// acknowledgements keep the order of receipt (MQTT-4.6.0-2). Under 5.0
+    /// the server knew the limit, and breaking it is only an error.
+    fn acknowledge_discarded(&mut self, qos: QoS, id: PacketId) {
+        if self.role != Role::Client
+            || self.state != State::Connected
+            || self.version == ProtocolVersion::V5
+            || !self.conn.extra().unacked.is_empty()
+        {
+            return;
+        }
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.transmit.push_puback(id),
+            QoS::ExactlyOnce => self.transmit.push_pubrec(id),
+        }
     }
 
     /// Advances timers to `now`: keep-alive PINGREQ, PINGRESP and keep-alive

@@ -71,6 +71,74 @@ fn malformed_fixed_headers_close_the_connection() {
     }
 }
 
+/// What a client sends when the codec reports a PUBLISH of `qos` (Packet
+/// Identifier 5) over its maximum packet size; it closes. With manual acks,
+/// a message before it waits for the application.
+fn after_oversized_publish(version: ProtocolVersion, qos: QoS, config: Config) -> Vec<Packet> {
+    let config_manual_acks = config.manual_acks;
+    let mut client = connected_client(
+        config,
+        connect_packet(version, "c", false),
+        ConnAck::new(false, ConnectReasonCode::Success),
+        t0(),
+    );
+    if config_manual_acks {
+        // A QoS 1 message before it waits for the application.
+        let first = wire(incoming("a/b", QoS::AtLeastOnce, Some(4), b"x"), version);
+        assert!(client.handle_packet(first, t0()).is_ok());
+        assert!(drain(&mut client).is_empty());
+    }
+    let err = fulmar_codec::DecodeError::PublishTooLarge {
+        size: 2000,
+        max: 1000,
+        qos,
+        packet_id: (qos != QoS::AtMostOnce).then(|| id(5)),
+    };
+    client.handle_decode_error(&err, t0());
+    let out = drain(&mut client);
+    assert!(client.is_closed());
+    out
+}
+
+// A 3.1.1 server cannot know the client's maximum packet size: a client that
+// drops a message over it acknowledges it before closing, so that the server
+// does not send it again on every connection (v3:MQTT-4.3.2-2
+// v3:MQTT-4.3.3-2; the 5.0 server discards it and completes its flow,
+// v5:MQTT-3.1.2-25). Under 5.0 the server knew the limit: only DISCONNECT
+// 0x95. Not ahead of an earlier message the application has not
+// acknowledged (v3:MQTT-4.6.0-2).
+#[test]
+fn a_client_acknowledges_a_publish_it_drops_for_its_size_under_v3() {
+    for version in [ProtocolVersion::V31, ProtocolVersion::V311] {
+        let out = after_oversized_publish(version, QoS::AtLeastOnce, Config::default());
+        assert!(
+            matches!(out.as_slice(), [Packet::PubAck(ack)] if ack.packet_id == id(5)),
+            "{out:?}"
+        );
+        let out = after_oversized_publish(version, QoS::ExactlyOnce, Config::default());
+        assert!(
+            matches!(out.as_slice(), [Packet::PubRec(rec)] if rec.packet_id == id(5)),
+            "{out:?}"
+        );
+        let out = after_oversized_publish(version, QoS::AtMostOnce, Config::default());
+        assert!(out.is_empty(), "{out:?}");
+        let manual = Config {
+            manual_acks: true,
+            ..Config::default()
+        };
+        let out = after_oversized_publish(version, QoS::AtLeastOnce, manual);
+        assert!(out.is_empty(), "{out:?}");
+    }
+    let out = after_oversized_publish(ProtocolVersion::V5, QoS::AtLeastOnce, Config::default());
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Packet::Disconnect(d)] if d.reason_code == DisconnectReasonCode::PacketTooLarge
+        ),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn connect_with_the_reserved_flag_is_refused_without_connack() {
     // MQTT-3.1.2-3 v5:MQTT-3.1.4-1 v3:MQTT-3.1.4-1
