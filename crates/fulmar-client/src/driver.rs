@@ -649,7 +649,7 @@ impl Driver {
             return Error::Session(e);
         }
         let codec = MqttCodec::new(self.options.version, self.options.inbound_limit())
-            .identify_oversized_publishes(true)
+            .identify_refused_publishes(true)
             .reserve_whole_packets(RESERVE_WHOLE_PACKETS);
         let mut framed = Framed::new(io, codec);
         // A broker that keeps to our Receive Maximum never makes us stop

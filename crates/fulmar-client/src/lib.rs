@@ -56,6 +56,14 @@
 //! - **Stalled writes**: a write to the broker that makes no progress for
 //!   [`ConnectOptions::write_timeout`] (30 s by default) ends the connection
 //!   as lost, so a broker that stops reading cannot hold the client.
+//! - **Messages the client refuses**: a PUBLISH from the broker that the
+//!   client cannot take (one that breaks the protocol, such as a Response
+//!   Topic with a wildcard that the broker forwarded from another client;
+//!   under 3.1.1 one over [`ConnectOptions::maximum_packet_size`]) ends the
+//!   connection, as MQTT asks, but is acknowledged first (with 0x80 under
+//!   5.0) unless earlier messages wait for a manual acknowledgement: the
+//!   message is lost, and the broker does not send it again on every
+//!   reconnection, ahead of everything behind it.
 //! - **Manual acknowledgements** ([`ConnectOptions::manual_acks`]): PUBACK /
 //!   PUBREC wait for [`Client::ack`], in the order of receipt.
 //! - **Enhanced authentication** (MQTT 5.0, section 4.12): an

@@ -785,3 +785,89 @@ async fn an_inbound_message_over_the_maximum_packet_size_is_dropped_under_v3() {
         guard(client.disconnect()).await.unwrap();
     }
 }
+
+/// Publishes, over a raw 5.0 connection, a QoS 1 message to `topic` with the
+/// Response Topic `a/#`, which MQTT 5.0 forbids (v5:MQTT-3.3.2-14) and
+/// mosquitto forwards all the same (v5:MQTT-3.3.2-15: unaltered).
+async fn publish_with_a_wildcard_response_topic(broker: &Mosquitto, topic: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(broker.addr()).await.unwrap();
+    // CONNECT: "MQTT" 5, Clean Start, keep alive 60, no properties, id "raw".
+    let connect = [
+        0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3C, 0x00, 0x00, 0x03,
+        b'r', b'a', b'w',
+    ];
+    socket.write_all(&connect).await.unwrap();
+    let mut connack = [0u8; 64];
+    let n = guard(socket.read(&mut connack)).await.unwrap();
+    assert!(
+        n >= 4 && connack[0] == 0x20 && connack[3] == 0,
+        "{:?}",
+        &connack[..n]
+    );
+    let topic = topic.as_bytes();
+    let properties = [0x08, 0x00, 0x03, b'a', b'/', b'#'];
+    let mut publish = vec![0x32, 0];
+    publish.extend_from_slice(&u16::try_from(topic.len()).unwrap().to_be_bytes());
+    publish.extend_from_slice(topic);
+    publish.extend_from_slice(&[0x00, 0x01, 0x06]);
+    publish.extend_from_slice(&properties);
+    publish.extend_from_slice(b"bad");
+    publish[1] = u8::try_from(publish.len() - 2).unwrap();
+    socket.write_all(&publish).await.unwrap();
+    // Its PUBACK: mosquitto took it.
+    let mut puback = [0u8; 4];
+    guard(socket.read_exact(&mut puback)).await.unwrap();
+    assert_eq!(puback[0], 0x40);
+    socket.write_all(&[0xE0, 0x00]).await.unwrap();
+}
+
+// A client that refuses a PUBLISH it received (here a Response Topic with a
+// wildcard, v5:MQTT-3.3.2-14, which mosquitto forwarded from another client)
+// closes the connection (MQTT 5.0 section 4.13.1). It used to close without
+// acknowledging it, and the broker sent it first again on every connection
+// of the session: the client reconnected about 50 times a second and
+// nothing behind it ever arrived (paho takes the message). Now it answers
+// PUBACK 0x80 first (v5:MQTT-4.3.2-4, a failure code as in section 4.13.2),
+// reconnects, and the session goes on.
+#[tokio::test]
+async fn v5_a_refused_inbound_publish_is_acknowledged_and_the_session_goes_on() {
+    let broker = Mosquitto::start();
+    let options = ConnectOptions::new("127.0.0.1", broker.port)
+        .client_id("refuser")
+        .clean_start(false)
+        .session_expiry_interval(300)
+        .reconnect(Reconnect::exponential(
+            Duration::from_millis(5),
+            Duration::from_millis(50),
+        ));
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    let mut stream = guard(client.subscribe("refused/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    let publisher = connect(&broker, ProtocolVersion::V5, "refused-publisher").await;
+    guard(
+        publisher
+            .publish("refused/x", "before")
+            .qos(QoS::AtLeastOnce),
+    )
+    .await
+    .unwrap();
+    publish_with_a_wildcard_response_topic(&broker, "refused/x").await;
+    guard(
+        publisher
+            .publish("refused/x", "after")
+            .qos(QoS::AtLeastOnce),
+    )
+    .await
+    .unwrap();
+    assert_eq!(guard(stream.next()).await.unwrap().payload, "before");
+    assert_eq!(guard(stream.next()).await.unwrap().payload, "after");
+    let last = client.last_disconnection().unwrap();
+    assert!(
+        last.error.to_string().contains("response topic"),
+        "{last:?}"
+    );
+    guard(publisher.disconnect()).await.unwrap();
+    guard(client.disconnect()).await.unwrap();
+}

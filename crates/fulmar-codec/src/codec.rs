@@ -37,8 +37,8 @@ pub struct MqttCodec {
     max_packet_size: u32,
     /// See [`MqttCodec::reserve_whole_packets`].
     reserve_whole: usize,
-    /// See [`MqttCodec::identify_oversized_publishes`].
-    identify_oversized: bool,
+    /// See [`MqttCodec::identify_refused_publishes`].
+    identify_refused: bool,
 }
 
 impl MqttCodec {
@@ -50,26 +50,30 @@ impl MqttCodec {
             version,
             max_packet_size,
             reserve_whole: 0,
-            identify_oversized: false,
+            identify_refused: false,
         }
     }
 
-    /// Reports a PUBLISH over the maximum packet size as
-    /// [`DecodeError::PublishTooLarge`], with its QoS and Packet
-    /// Identifier, instead of [`DecodeError::PacketTooLarge`]: the error
-    /// then waits until the topic name and Packet Identifier are buffered
-    /// (at most 65 541 bytes past the fixed header, whatever the maximum),
-    /// and the rest of the packet is never buffered. For a receiver that
-    /// discards such a message but must acknowledge it, so that the sender
-    /// does not send it again (an MQTT 3.1.1 client, whose server cannot
-    /// know its limit). A malformed header gives `PacketTooLarge` as before.
+    /// Reports a PUBLISH that the decoder refuses with its QoS and Packet
+    /// Identifier: one over the maximum packet size as
+    /// [`DecodeError::PublishTooLarge`] instead of
+    /// [`DecodeError::PacketTooLarge`], and one buffered whole but invalid
+    /// (a Response Topic with a wildcard, say) as
+    /// [`DecodeError::InvalidPublish`], which carries the error. An
+    /// oversized one is reported once the topic name and Packet Identifier
+    /// are buffered (at most 65 541 bytes past the fixed header, whatever
+    /// the maximum), and the rest of it is never buffered. For a receiver
+    /// that drops such a message but acknowledges it, so that the sender
+    /// does not send it again (a client, whose server forwards what other
+    /// clients publish). A PUBLISH whose headers are malformed gives the
+    /// plain error.
     ///
     /// ```
     /// use bytes::BytesMut;
     /// use fulmar_codec::{CodecError, DecodeError, MqttCodec, PacketId, ProtocolVersion, QoS};
     /// use tokio_util::codec::Decoder;
     ///
-    /// let mut codec = MqttCodec::new(ProtocolVersion::V311, 100).identify_oversized_publishes(true);
+    /// let mut codec = MqttCodec::new(ProtocolVersion::V311, 100).identify_refused_publishes(true);
     /// // A QoS 1 PUBLISH of 1 000 bytes to "t", Packet Identifier 7: first
     /// // its fixed header alone, then its variable header.
     /// let mut buf = BytesMut::from(&[0x32, 0xE5, 0x07][..]);
@@ -86,8 +90,8 @@ impl MqttCodec {
     /// ));
     /// ```
     #[must_use]
-    pub const fn identify_oversized_publishes(mut self, on: bool) -> Self {
-        self.identify_oversized = on;
+    pub const fn identify_refused_publishes(mut self, on: bool) -> Self {
+        self.identify_refused = on;
         self
     }
 
@@ -140,13 +144,27 @@ impl MqttCodec {
     }
 }
 
+/// Whether `buf` starts with a whole PUBLISH.
+fn whole_publish(buf: &[u8]) -> bool {
+    buf.first().is_some_and(|first| first >> 4 == 3)
+        && packet_size(buf).is_some_and(|size| size <= buf.len())
+}
+
 impl Decoder for MqttCodec {
     type Item = Packet;
     type Error = CodecError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, CodecError> {
+        // The QoS and Packet Identifier of a whole PUBLISH, read before
+        // `decode` takes its bytes off the buffer: for the error if it is
+        // refused.
+        let identity = if self.identify_refused && whole_publish(src) {
+            publish_identity(src).ok().flatten()
+        } else {
+            None
+        };
         let packet = match decode(src, self.version, self.max_packet_size) {
-            Err(DecodeError::PacketTooLarge { size, max }) if self.identify_oversized => {
+            Err(DecodeError::PacketTooLarge { size, max }) if self.identify_refused => {
                 return match publish_identity(src) {
                     Ok(None) => Ok(None),
                     Ok(Some((qos, packet_id))) => Err(DecodeError::PublishTooLarge {
@@ -159,7 +177,18 @@ impl Decoder for MqttCodec {
                     Err(()) => Err(DecodeError::PacketTooLarge { size, max }.into()),
                 };
             }
-            other => other?,
+            Err(error) => {
+                return Err(match identity {
+                    Some((qos, packet_id)) => DecodeError::InvalidPublish {
+                        error: Box::new(error),
+                        qos,
+                        packet_id,
+                    },
+                    None => error,
+                }
+                .into());
+            }
+            Ok(packet) => packet,
         };
         // After `decode`, which has checked the fixed header (a packet over
         // the maximum size is an error by now).
@@ -259,7 +288,7 @@ mod tests {
         assert_eq!(codec.max_packet_size(), 100);
     }
 
-    /// An oversized PUBLISH, encoded whole, for `identify_oversized_publishes`.
+    /// An oversized PUBLISH, encoded whole, for `identify_refused_publishes`.
     fn oversized(qos: QoS, topic: &'static str, id: Option<u16>) -> BytesMut {
         let mut publish = Publish::new(topic.into(), Bytes::from(vec![b'x'; 300]));
         publish.qos = qos;
@@ -286,7 +315,7 @@ mod tests {
             // topic name and Packet Identifier (QoS 1 and 2).
             let headers = 3 + 2 + if id.is_some() { 3 + 2 } else { 0 };
             let mut codec =
-                MqttCodec::new(ProtocolVersion::V311, 100).identify_oversized_publishes(true);
+                MqttCodec::new(ProtocolVersion::V311, 100).identify_refused_publishes(true);
             let mut buf = BytesMut::new();
             for byte in whole.iter().take(headers) {
                 let r = codec.decode(&mut buf);
@@ -318,8 +347,7 @@ mod tests {
             codec.decode(&mut buf),
             Err(CodecError::Decode(DecodeError::PacketTooLarge { .. }))
         ));
-        let mut codec =
-            MqttCodec::new(ProtocolVersion::V311, 100).identify_oversized_publishes(true);
+        let mut codec = MqttCodec::new(ProtocolVersion::V311, 100).identify_refused_publishes(true);
         // Not a PUBLISH (a SUBSCRIBE of 300 bytes).
         let mut buf = BytesMut::from(&[0x82u8, 0xAC, 0x02, 0x00, 0x01][..]);
         assert!(matches!(
@@ -338,5 +366,43 @@ mod tests {
                 Err(CodecError::Decode(DecodeError::PacketTooLarge { .. }))
             ));
         }
+    }
+
+    // A whole PUBLISH the decoder refuses (here a Response Topic with a
+    // wildcard, v5:MQTT-3.3.2-14) is reported with its QoS and Packet
+    // Identifier, so that a client can acknowledge what it drops.
+    #[test]
+    fn invalid_publishes_are_identified() {
+        // QoS 1 to "t", id 9, Response Topic "a/#", payload "p".
+        let bytes = [
+            0x32, 0x0E, 0x00, 0x01, b't', 0x00, 0x09, 0x06, 0x08, 0x00, 0x03, b'a', b'/', b'#',
+            b'p', b'q',
+        ];
+        let mut plain = MqttCodec::new(ProtocolVersion::V5, 1000);
+        assert!(matches!(
+            plain.decode(&mut BytesMut::from(&bytes[..])),
+            Err(CodecError::Decode(DecodeError::ResponseTopicWildcard))
+        ));
+        let mut codec = MqttCodec::new(ProtocolVersion::V5, 1000).identify_refused_publishes(true);
+        // Another PUBLISH (id 10) right behind it: the identity is the
+        // refused one's, read before its bytes left the buffer.
+        let mut buf = BytesMut::from(&bytes[..]);
+        buf.extend_from_slice(&[0x32, 0x06, 0x00, 0x01, b't', 0x00, 0x0A, 0x00]);
+        match codec.decode(&mut buf) {
+            Err(CodecError::Decode(DecodeError::InvalidPublish {
+                error,
+                qos: QoS::AtLeastOnce,
+                packet_id,
+            })) => {
+                assert_eq!(*error, DecodeError::ResponseTopicWildcard);
+                assert_eq!(packet_id, PacketId::new(9));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Not whole yet: waits for the rest.
+        assert!(matches!(
+            codec.decode(&mut BytesMut::from(&bytes[..10])),
+            Ok(None)
+        ));
     }
 }

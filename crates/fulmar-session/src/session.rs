@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use fulmar_codec::{
     AuthReasonCode, DecodeError, Disconnect, DisconnectProperties, DisconnectReasonCode,
-    EncodeError, MqttString, Packet, PacketId, ProtocolVersion, PubAck, PubComp, PubRec, Publish,
-    QoS, ReasonCode, SubAckReasonCode, SubscriptionOptions,
+    EncodeError, MqttString, Packet, PacketId, ProtocolVersion, PubAck, PubAckReasonCode, PubComp,
+    PubRec, PubRecReasonCode, Publish, QoS, ReasonCode, SubAckReasonCode, SubscriptionOptions,
 };
 
 use crate::config::Config;
@@ -904,13 +904,26 @@ impl Session {
             self.refuse_undecodable_connect(error);
             return;
         }
-        if let DecodeError::PublishTooLarge {
-            qos,
-            packet_id: Some(id),
-            ..
-        } = *error
-        {
-            self.acknowledge_discarded(qos, id);
+        match error {
+            // Under 5.0 the server knew the limit: only an error.
+            DecodeError::PublishTooLarge {
+                qos,
+                packet_id: Some(id),
+                ..
+            } if self.version != ProtocolVersion::V5 => {
+                self.acknowledge_dropped(*qos, *id, PubAckReasonCode::Success);
+            }
+            DecodeError::InvalidPublish {
+                error,
+                qos,
+                packet_id: Some(id),
+            } => {
+                // 5.0: a failure code, the reason's own where PUBACK has it.
+                let code = PubAckReasonCode::try_from(error.reason_code().as_u8())
+                    .unwrap_or(PubAckReasonCode::UnspecifiedError);
+                self.acknowledge_dropped(*qos, *id, code);
+            }
+            _ => {}
         }
         let code = DisconnectReasonCode::from_reason_code(error.reason_code())
             .unwrap_or(DisconnectReasonCode::MalformedPacket);
@@ -920,26 +933,40 @@ impl Session {
         );
     }
 
-    /// A client under MQTT 3.1.1 (or 3.1) drops a PUBLISH over its maximum
-    /// packet size, which its server could not know: it acknowledges the
-    /// message before the connection closes, as a 5.0 server that knew the
-    /// limit would have discarded it and completed its flow (v5
-    /// MQTT-3.1.2-25). Otherwise the server sends it again on every
+    /// A client drops a PUBLISH it cannot take: under MQTT 3.1.1 (or 3.1)
+    /// one over its maximum packet size, which the server could not know;
+    /// under either version one the decoder refused although its framing
+    /// and Packet Identifier are sound (a Response Topic with a wildcard
+    /// from another client, which the server forwarded unaltered). It
+    /// acknowledges the message before the connection closes (under 5.0
+    /// with `code`, a failure code, MQTT 4.13.2), as a 5.0 server that
+    /// knew the limit would have discarded it and completed its flow (v5
+    /// MQTT-3.1.2-25). Otherwise the server sends it first again on every
     /// connection of the session, and nothing behind it ever arrives. Not
     /// while earlier messages wait for the application's acknowledgement:
-    /// acknowledgements keep the order of receipt (MQTT-4.6.0-2). Under 5.0
-    /// the server knew the limit, and breaking it is only an error.
-    fn acknowledge_discarded(&mut self, qos: QoS, id: PacketId) {
+    /// acknowledgements keep the order of receipt (MQTT-4.6.0-2).
+    fn acknowledge_dropped(&mut self, qos: QoS, id: PacketId, code: PubAckReasonCode) {
         if self.role != Role::Client
             || self.state != State::Connected
-            || self.version == ProtocolVersion::V5
             || !self.conn.extra().unacked.is_empty()
         {
             return;
         }
+        let v5 = self.version == ProtocolVersion::V5;
         match qos {
             QoS::AtMostOnce => {}
+            QoS::AtLeastOnce if v5 => {
+                let mut ack = PubAck::new(id);
+                ack.reason_code = code;
+                self.transmit.push_back(Packet::PubAck(ack));
+            }
             QoS::AtLeastOnce => self.transmit.push_puback(id),
+            QoS::ExactlyOnce if v5 => {
+                let mut rec = PubRec::new(id);
+                rec.reason_code = PubRecReasonCode::try_from(code.as_u8())
+                    .unwrap_or(PubRecReasonCode::UnspecifiedError);
+                self.transmit.push_back(Packet::PubRec(rec));
+            }
             QoS::ExactlyOnce => self.transmit.push_pubrec(id),
         }
     }

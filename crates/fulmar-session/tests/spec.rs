@@ -72,9 +72,15 @@ fn malformed_fixed_headers_close_the_connection() {
 }
 
 /// What a client sends when the codec reports a PUBLISH of `qos` (Packet
-/// Identifier 5) over its maximum packet size; it closes. With manual acks,
+/// Identifier 5) over its maximum packet size, or `invalid` (with a
+/// wildcard in its Response Topic); it closes. With manual acks,
 /// a message before it waits for the application.
-fn after_oversized_publish(version: ProtocolVersion, qos: QoS, config: Config) -> Vec<Packet> {
+fn after_refused_publish(
+    version: ProtocolVersion,
+    qos: QoS,
+    config: Config,
+    invalid: bool,
+) -> Vec<Packet> {
     let config_manual_acks = config.manual_acks;
     let mut client = connected_client(
         config,
@@ -88,11 +94,20 @@ fn after_oversized_publish(version: ProtocolVersion, qos: QoS, config: Config) -
         assert!(client.handle_packet(first, t0()).is_ok());
         assert!(drain(&mut client).is_empty());
     }
-    let err = fulmar_codec::DecodeError::PublishTooLarge {
-        size: 2000,
-        max: 1000,
-        qos,
-        packet_id: (qos != QoS::AtMostOnce).then(|| id(5)),
+    let packet_id = (qos != QoS::AtMostOnce).then(|| id(5));
+    let err = if invalid {
+        fulmar_codec::DecodeError::InvalidPublish {
+            error: Box::new(fulmar_codec::DecodeError::ResponseTopicWildcard),
+            qos,
+            packet_id,
+        }
+    } else {
+        fulmar_codec::DecodeError::PublishTooLarge {
+            size: 2000,
+            max: 1000,
+            qos,
+            packet_id,
+        }
     };
     client.handle_decode_error(&err, t0());
     let out = drain(&mut client);
@@ -110,26 +125,31 @@ fn after_oversized_publish(version: ProtocolVersion, qos: QoS, config: Config) -
 #[test]
 fn a_client_acknowledges_a_publish_it_drops_for_its_size_under_v3() {
     for version in [ProtocolVersion::V31, ProtocolVersion::V311] {
-        let out = after_oversized_publish(version, QoS::AtLeastOnce, Config::default());
+        let out = after_refused_publish(version, QoS::AtLeastOnce, Config::default(), false);
         assert!(
             matches!(out.as_slice(), [Packet::PubAck(ack)] if ack.packet_id == id(5)),
             "{out:?}"
         );
-        let out = after_oversized_publish(version, QoS::ExactlyOnce, Config::default());
+        let out = after_refused_publish(version, QoS::ExactlyOnce, Config::default(), false);
         assert!(
             matches!(out.as_slice(), [Packet::PubRec(rec)] if rec.packet_id == id(5)),
             "{out:?}"
         );
-        let out = after_oversized_publish(version, QoS::AtMostOnce, Config::default());
+        let out = after_refused_publish(version, QoS::AtMostOnce, Config::default(), false);
         assert!(out.is_empty(), "{out:?}");
         let manual = Config {
             manual_acks: true,
             ..Config::default()
         };
-        let out = after_oversized_publish(version, QoS::AtLeastOnce, manual);
+        let out = after_refused_publish(version, QoS::AtLeastOnce, manual, false);
         assert!(out.is_empty(), "{out:?}");
     }
-    let out = after_oversized_publish(ProtocolVersion::V5, QoS::AtLeastOnce, Config::default());
+    let out = after_refused_publish(
+        ProtocolVersion::V5,
+        QoS::AtLeastOnce,
+        Config::default(),
+        false,
+    );
     assert!(
         matches!(
             out.as_slice(),
@@ -137,6 +157,59 @@ fn a_client_acknowledges_a_publish_it_drops_for_its_size_under_v3() {
         ),
         "{out:?}"
     );
+}
+
+// A PUBLISH the client refuses although its framing is sound (a Response
+// Topic with a wildcard, v5:MQTT-3.3.2-14, that the server forwarded
+// unaltered, v5:MQTT-3.3.2-15) is acknowledged before the connection closes,
+// with a failure code under 5.0 (section 4.13.2), so that the server does
+// not send it again on every connection (v5:MQTT-4.3.2-4 v5:MQTT-4.3.3-8).
+#[test]
+fn a_client_acknowledges_a_publish_it_refuses_before_closing() {
+    let out = after_refused_publish(
+        ProtocolVersion::V5,
+        QoS::AtLeastOnce,
+        Config::default(),
+        true,
+    );
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Packet::PubAck(ack), Packet::Disconnect(_)]
+                if ack.packet_id == id(5) && ack.reason_code.as_u8() == 0x80
+        ),
+        "{out:?}"
+    );
+    let out = after_refused_publish(
+        ProtocolVersion::V5,
+        QoS::ExactlyOnce,
+        Config::default(),
+        true,
+    );
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Packet::PubRec(rec), Packet::Disconnect(_)]
+                if rec.packet_id == id(5) && rec.reason_code.as_u8() == 0x80
+        ),
+        "{out:?}"
+    );
+    let out = after_refused_publish(
+        ProtocolVersion::V311,
+        QoS::AtLeastOnce,
+        Config::default(),
+        true,
+    );
+    assert!(
+        matches!(out.as_slice(), [Packet::PubAck(ack)] if ack.packet_id == id(5)),
+        "{out:?}"
+    );
+    let manual = Config {
+        manual_acks: true,
+        ..Config::default()
+    };
+    let out = after_refused_publish(ProtocolVersion::V5, QoS::AtLeastOnce, manual, true);
+    assert!(matches!(out.as_slice(), [Packet::Disconnect(_)]), "{out:?}");
 }
 
 #[test]
