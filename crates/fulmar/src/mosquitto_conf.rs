@@ -44,6 +44,11 @@
 //! fulmar's defaults (1 024 subscriptions per client, 100 000 retained
 //! messages, queues bounded in bytes): set them in a TOML file if needed
 //! (`--print-config` starts one).
+//! As in mosquitto, a TLS listener asks clients for a certificate only with
+//! `require_certificate true` (`cafile`, `capath` and `crlfile` are unused
+//! without it); `use_identity_as_username true` on a TLS listener that
+//! requires no certificate is an error, since mosquitto refuses every client
+//! there and fulmar would let them in by password or anonymously.
 //! One default of mosquitto's is not held: `check_retain_source` is true
 //! there (a retained message is delivered only while its publisher may
 //! still publish it), and fulmar does no such check.
@@ -614,11 +619,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
     } else {
         config.auth.allow_anonymous = Some(allow_anonymous.unwrap_or(false));
     }
-    for listener in &mut config.listeners {
-        if listener.has_client_ca() && listener.require_certificate.is_none() {
-            // mosquitto asks for a certificate only with require_certificate true.
-            listener.require_certificate = Some(false);
-        }
+    for (l, listener) in config.listeners.iter_mut().enumerate() {
         if listener.has_client_ca() && listener.cert.is_none() {
             // cafile / capath without certfile: mosquitto would not start TLS either.
             listener.client_ca = None;
@@ -636,6 +637,34 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                     listener.bind
                 ));
             }
+        } else if listener.require_certificate != Some(true) {
+            // mosquitto asks for a client certificate only with
+            // require_certificate true (OpenSSL's SSL_VERIFY_NONE
+            // otherwise): a client's certificate, expired or from another
+            // CA, is never sent nor checked, and the client gets in.
+            notes.push(format!(
+                "listener {}: cafile/capath/crlfile ignored without require_certificate \
+                 true: as mosquitto, no client certificate is asked for",
+                listener.bind
+            ));
+            listener.client_ca = None;
+            listener.client_ca_path = None;
+            listener.crl_file = None;
+            listener.require_certificate = None;
+        }
+        // mosquitto takes the user name from the certificate on a TLS
+        // listener with use_identity_as_username, and refuses a client
+        // without one (Bad User Name or Password), whatever its user name
+        // and password: where no certificate is required, that is every
+        // client. fulmar would let them in by password or anonymously.
+        if identity.get(l) == Some(&true) && listener.cert.is_some() && !listener.has_client_ca() {
+            return Err(format!(
+                "listener {}: use_identity_as_username true without cafile (or capath) and \
+                 require_certificate true: mosquitto asks the clients for no certificate and \
+                 refuses every one; fulmar refuses to start rather than let them in by \
+                 password or anonymously",
+                listener.bind
+            ));
         }
     }
     // fulmar takes the certificate's name as the user name on every TLS
@@ -967,6 +996,58 @@ mod tests {
         );
     }
 
+    /// Found by differential testing against mosquitto 2.0.11: without
+    /// `require_certificate true`, mosquitto asks clients for no
+    /// certificate (one from an unknown CA, or expired, does not stop them);
+    /// fulmar asked for one and refused the handshake over a bad one.
+    #[test]
+    fn without_require_certificate_no_client_certificate_is_asked_for() {
+        let tls = "listener 8883\ncertfile s.crt\nkeyfile s.key\ncafile ca.crt\ncapath cas\n";
+        for require in ["", "require_certificate false\n"] {
+            let (config, notes) = parsed(&format!("{tls}crlfile crl.pem\n{require}"));
+            let l = &config.listeners[0];
+            assert!(!l.has_client_ca(), "{require:?}");
+            assert_eq!((&l.crl_file, l.require_certificate), (&None, None));
+            assert!(
+                notes.iter().any(|n| n.contains("no client certificate")),
+                "{notes:?}"
+            );
+        }
+        let (config, _) = parsed(&format!("{tls}require_certificate true\n"));
+        assert_eq!(config.listeners[0].require_certificate, Some(true));
+        assert!(config.listeners[0].has_client_ca());
+    }
+
+    /// Found by differential testing against mosquitto 2.0.11: with
+    /// use_identity_as_username on a TLS listener that requires no
+    /// certificate, mosquitto refuses every client (0x86), a password user
+    /// or an anonymous one too; fulmar let them in.
+    #[test]
+    fn use_identity_as_username_where_no_certificate_is_required_does_not_start() {
+        let tls = "certfile s.crt\nkeyfile s.key\n";
+        for rest in [
+            "",
+            "cafile ca.crt\n",
+            "cafile ca.crt\nrequire_certificate false\n",
+        ] {
+            let e = parse(
+                &format!("listener 8883\n{tls}{rest}use_identity_as_username true\n"),
+                Path::new("/etc/mosquitto"),
+            )
+            .unwrap_err();
+            assert!(e.contains("use_identity_as_username"), "{rest:?}: {e}");
+        }
+        // Required certificates: the name is the certificate's.
+        let (config, _) = parsed(&format!(
+            "listener 8883\n{tls}cafile ca.crt\nrequire_certificate true\n\
+             use_identity_as_username true\n"
+        ));
+        assert!(config.auth.use_identity_as_username);
+        // On a listener without TLS mosquitto ignores it.
+        let (config, _) = parsed("listener 1883\nuse_identity_as_username true\n");
+        assert!(!config.auth.use_identity_as_username);
+    }
+
     /// A listener's `capath` (a directory of client CAs) was ignored with a
     /// note, so `require_certificate true` with `capath` and no `cafile`
     /// did not start. It is `client_ca_path` now, alone or with `cafile`.
@@ -986,12 +1067,12 @@ mod tests {
             (l.client_ca.as_deref(), l.require_certificate),
             (None, Some(true))
         );
-        // Both: mosquitto trusts the CAs of either; without
-        // require_certificate a certificate is asked for, not required.
-        let (config, _) = parsed(&format!("listener 8883\n{tls}cafile ca.crt\ncapath cas\n"));
+        // Both: mosquitto trusts the CAs of either.
+        let (config, _) = parsed(&format!(
+            "listener 8883\n{tls}cafile ca.crt\ncapath cas\nrequire_certificate true\n"
+        ));
         let l = &config.listeners[0];
         assert!(l.client_ca.is_some() && l.client_ca_path.is_some());
-        assert_eq!(l.require_certificate, Some(false));
         // capath without certfile: no TLS, so no client CAs either.
         let (config, _) = parsed("listener 1883\ncapath cas\n");
         assert!(!config.listeners[0].has_client_ca());

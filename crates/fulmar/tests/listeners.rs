@@ -508,3 +508,68 @@ fn tls_version_is_the_lowest_version_as_with_mosquitto_pub() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("tlsv1.1 is not supported"), "{stderr}");
 }
+
+/// Writes `stranger.pem` and `stranger.key` into `dir`: a client
+/// certificate from a CA of its own, which no listener trusts.
+fn generate_stranger(dir: &Path) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "some other CA");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "stranger");
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("stranger.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("stranger.key"), key.serialize_pem()).unwrap();
+}
+
+// Found by differential testing against mosquitto 2.0.11 with the same
+// mosquitto.conf: a TLS listener with `cafile` and without
+// `require_certificate true` asks clients for no certificate there, so a
+// client configured with a certificate from an unknown CA (or an expired
+// one) connects; fulmar asked for an optional certificate, checked it and
+// refused the handshake. Now neither asks for one.
+// (config, no spec statement)
+#[test]
+fn cafile_without_require_certificate_asks_for_no_certificate_as_in_mosquitto() {
+    let dir = temp_dir();
+    generate_pki(&dir);
+    generate_stranger(&dir);
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    for require in ["", "require_certificate false\n"] {
+        let port = common::free_port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "allow_anonymous true\nlistener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\n\
+                 cafile {}\n{require}",
+                path("server.pem"),
+                path("server.key"),
+                path("ca.pem"),
+            ),
+        )
+        .unwrap();
+        let mosquitto = common::Mosquitto::with_config(&conf, port);
+        let fulmar_broker = FulmarBroker::start(&["-c", conf.to_str().unwrap()]);
+        let (ca, cert, key) = (path("ca.pem"), path("stranger.pem"), path("stranger.key"));
+        for (broker, port) in [
+            ("mosquitto", mosquitto.port),
+            ("fulmar", fulmar_broker.port),
+        ] {
+            let out = publish(
+                port,
+                &[
+                    "--cafile", &ca, "--cert", &cert, "--key", &key, "-t", "t", "-m", "x",
+                ],
+            );
+            assert!(out.status.success(), "{broker} {require:?}: {out:?}");
+        }
+    }
+}
