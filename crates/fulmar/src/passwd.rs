@@ -338,9 +338,11 @@ impl Authenticator for FileAuthenticator {
             .as_ref()
             .filter(|_| self.identity_as_username);
         let decision = match identity {
-            // Verified against the listener's client CA already.
+            // Verified against the listener's client CA already. Without a
+            // common name there is no user name: mosquitto answers Bad User
+            // Name or Password (3.1.1: return code 4), as here.
             Some(der) => common_name(der).map_or(
-                AuthDecision::Reject(ConnectReasonCode::NotAuthorized),
+                AuthDecision::Reject(ConnectReasonCode::BadUserNameOrPassword),
                 AuthDecision::AllowAs,
             ),
             None => {

@@ -13,7 +13,8 @@ use common::{FulmarBroker, Sub, mosquitto_tool, publish, publish_ok, temp_dir};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 /// Writes `ca.pem`, `server.pem` and `server.key` (for 127.0.0.1 and
-/// localhost), `client.pem` and `client.key` into `dir`.
+/// localhost), `client.pem` and `client.key`, and `nameless.pem` and
+/// `nameless.key` (a client certificate without a common name) into `dir`.
 fn generate_pki(dir: &Path) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -33,6 +34,16 @@ fn generate_pki(dir: &Path) {
         .distinguished_name
         .push(DnType::CommonName, "fulmar-cli-test-client");
     let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
+    let nameless_key = KeyPair::generate().unwrap();
+    let mut nameless_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    // Not rcgen's default name, which has a common name.
+    nameless_params.distinguished_name = rcgen::DistinguishedName::new();
+    nameless_params
+        .distinguished_name
+        .push(DnType::OrganizationName, "no common name");
+    let nameless = nameless_params.signed_by(&nameless_key, &issuer).unwrap();
+    std::fs::write(dir.join("nameless.pem"), nameless.pem()).unwrap();
+    std::fs::write(dir.join("nameless.key"), nameless_key.serialize_pem()).unwrap();
     std::fs::write(dir.join("client.pem"), client_cert.pem()).unwrap();
     std::fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
     std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
@@ -570,6 +581,49 @@ fn cafile_without_require_certificate_asks_for_no_certificate_as_in_mosquitto() 
                 ],
             );
             assert!(out.status.success(), "{broker} {require:?}: {out:?}");
+        }
+    }
+}
+
+// Found by differential testing against mosquitto 2.0.11 with the same
+// mosquitto.conf: with use_identity_as_username, a client whose certificate
+// has no common name has no user name; mosquitto answers CONNACK 0x86 Bad
+// User Name or Password (3.1.1: 4), fulmar answered 0x87 Not authorized.
+// (v5:MQTT-3.1.4-2 lets the server refuse; the code is mosquitto's)
+#[test]
+fn a_certificate_without_a_common_name_is_a_bad_user_name_as_in_mosquitto() {
+    let dir = temp_dir();
+    generate_pki(&dir);
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let port = common::free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "allow_anonymous true\nlistener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\n\
+             cafile {}\nrequire_certificate true\nuse_identity_as_username true\n",
+            path("server.pem"),
+            path("server.key"),
+            path("ca.pem"),
+        ),
+    )
+    .unwrap();
+    let mosquitto = common::Mosquitto::with_config(&conf, port);
+    let fulmar_broker = FulmarBroker::start(&["-c", conf.to_str().unwrap()]);
+    let ca = path("ca.pem");
+    for (broker, port) in [
+        ("mosquitto", mosquitto.port),
+        ("fulmar", fulmar_broker.port),
+    ] {
+        for (who, code) in [("client", 0), ("nameless", 134)] {
+            let (cert, key) = (path(&format!("{who}.pem")), path(&format!("{who}.key")));
+            let out = publish(
+                port,
+                &[
+                    "--cafile", &ca, "--cert", &cert, "--key", &key, "-t", "t", "-m", "x",
+                ],
+            );
+            assert_eq!(out.status.code(), Some(code), "{broker} {who}: {out:?}");
         }
     }
 }
