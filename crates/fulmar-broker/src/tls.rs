@@ -166,6 +166,16 @@ impl TlsConfig {
                         if crls.is_empty() {
                             return Err(fail("no revocation list in the client CRL PEM".into()));
                         }
+                        if let Some(n) = crls.iter().position(|crl| is_crl_version_1(crl)) {
+                            return Err(fail(format!(
+                                "client CRL: revocation list {} is version 1 (no extensions), \
+                                 which fulmar (rustls) cannot read; version 2 lists only: make \
+                                 it again with an authorityKeyIdentifier extension \
+                                 (`openssl ca -gencrl -crlexts crl_ext`, with \
+                                 `authorityKeyIdentifier = keyid:always` in [crl_ext])",
+                                n + 1
+                            )));
+                        }
                         verifier.with_crls(crls)
                     }
                     None => verifier,
@@ -181,6 +191,44 @@ impl TlsConfig {
             .map_err(|e| fail(e.to_string()))?;
         Ok(Arc::new(config))
     }
+}
+
+/// The tag and content of the DER element at the start of `der`, and what
+/// follows it; `None` if it is not a whole element.
+fn der_element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > std::mem::size_of::<usize>() || rest.len() < n {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at(n);
+        let len = bytes
+            .iter()
+            .fold(0usize, |len, b| (len << 8) | usize::from(*b));
+        (len, rest)
+    };
+    (rest.len() >= len).then(|| {
+        let (content, after) = rest.split_at(len);
+        (tag, content, after)
+    })
+}
+
+/// Whether `crl` is a version 1 CRL: its TBSCertList starts with the
+/// signature algorithm (a SEQUENCE), not the version (an INTEGER), as
+/// `openssl ca -gencrl` writes it without CRL extensions. mosquitto
+/// (OpenSSL) reads these; rustls-webpki reads version 2 only.
+fn is_crl_version_1(crl: &[u8]) -> bool {
+    const SEQUENCE: u8 = 0x30;
+    der_element(crl)
+        .filter(|(tag, _, _)| *tag == SEQUENCE)
+        .and_then(|(_, list, _)| der_element(list))
+        .filter(|(tag, _, _)| *tag == SEQUENCE)
+        .and_then(|(_, tbs, _)| der_element(tbs))
+        .is_some_and(|(tag, _, _)| tag == SEQUENCE)
 }
 
 /// The configuration a TLS listener accepts with; replaced in place by
@@ -203,5 +251,71 @@ impl TlsServer {
     /// New handshakes use `config` from now on.
     pub(crate) fn replace(&self, config: Arc<rustls::ServerConfig>) {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = config;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `openssl ca -gencrl` (OpenSSL 3.0, no `crl_extensions`): version 1.
+    const CRL_V1: &str = "-----BEGIN X509 CRL-----
+MIGbMEIwCgYIKoZIzj0EAwIwFDESMBAGA1UEAwwJdjEgQ1JMIENBFw0yNjEyMDYx
+OTI2NDdaGA8yMTI2MTExMjE5MjY0N1owCgYIKoZIzj0EAwIDSQAwRgIhAI/co8XJ
++HUWsEKv9QzkOcEcZYCQHeMUCBGjmJjR2RkcAiEAj7eij5EKM2qGKqy6vaG80YJl
+cLZNcRrEmsRealwJLuU=
+-----END X509 CRL-----
+";
+
+    fn server() -> TlsConfig {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        TlsConfig::new(cert.pem(), key.serialize_pem()).client_ca_pem(cert.pem())
+    }
+
+    /// Found by differential testing against mosquitto 2.0.11: the CRL
+    /// `openssl ca -gencrl` writes by default (version 1) works as
+    /// mosquitto's `crlfile`; fulmar did not start, saying only "provided
+    /// CRL could not be parsed: ParseError".
+    #[test]
+    fn a_version_1_crl_is_named_as_such() {
+        let e = server().client_crl_pem(CRL_V1).check().unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("version 1") && e.contains("-crlexts"), "{e}");
+    }
+
+    #[test]
+    fn a_version_2_crl_is_read() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::CrlSign];
+        let ca = params.self_signed(&key).unwrap();
+        let issuer = rcgen::Issuer::new(params, key);
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2026, 1, 1),
+            next_update: rcgen::date_time_ymd(2126, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .unwrap();
+        let der = crl.der().to_vec();
+        assert!(!is_crl_version_1(&der));
+        assert!(is_crl_version_1(
+            &CertificateRevocationListDer::from_pem_slice(CRL_V1.as_bytes()).unwrap()
+        ));
+        server()
+            .client_ca_pem(ca.pem())
+            .client_crl_pem(crl.pem().unwrap())
+            .check()
+            .unwrap();
+        // Cut anywhere: not taken for version 1, and no panic.
+        for n in 0..der.len() {
+            assert!(!is_crl_version_1(der.get(..n).unwrap()));
+        }
     }
 }
