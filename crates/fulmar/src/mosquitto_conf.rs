@@ -173,9 +173,8 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
     // before or after it, as in mosquitto.
     let mut local_only: Vec<usize> = Vec::new();
     // `use_identity_as_username` of each listener (mosquitto's is set per
-    // listener; fulmar's holds for every TLS listener), and before any.
+    // listener; fulmar's holds for every TLS listener).
     let mut identity: Vec<bool> = Vec::new();
-    let mut identity_everywhere = false;
     // Where `max_connections` was last set: mosquitto's is per listener.
     let mut max_connections_at: Option<String> = None;
     // Where `max_qos` and `max_topic_alias` were last set: mosquitto's
@@ -347,7 +346,15 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                 let on = boolean()?;
                 match identity.last_mut() {
                     Some(last) => *last = on,
-                    None => identity_everywhere = on,
+                    // Before any listener it is mosquitto's default
+                    // listener's (`port`), which is never TLS here: the
+                    // `listener`s that follow do not take it.
+                    None if on => notes.push(format!(
+                        "{n}: use_identity_as_username before any listener ignored: as in \
+                         mosquitto, the listeners that follow do not take it (set it after \
+                         their `listener` line)"
+                    )),
+                    None => {}
                 }
             }
             // Refused rather than ignored: each would loosen who may do what.
@@ -675,7 +682,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
         .iter()
         .zip(identity.iter().chain(std::iter::repeat(&false)))
         .filter(|(l, _)| l.has_client_ca())
-        .map(|(_, on)| *on || identity_everywhere)
+        .map(|(_, on)| *on)
         .collect();
     if with_certificates.iter().any(|on| *on) && !with_certificates.iter().all(|on| *on) {
         return Err(
@@ -685,8 +692,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                 .to_owned(),
         );
     }
-    config.auth.use_identity_as_username =
-        identity_everywhere || with_certificates.iter().any(|on| *on);
+    config.auth.use_identity_as_username = with_certificates.iter().any(|on| *on);
     // mosquitto holds what waits for a bridge's remote to the global
     // limits, wherever they are in the file; its state topic is named after
     // the bridge's client identifier.
@@ -1046,6 +1052,27 @@ mod tests {
         // On a listener without TLS mosquitto ignores it.
         let (config, _) = parsed("listener 1883\nuse_identity_as_username true\n");
         assert!(!config.auth.use_identity_as_username);
+    }
+
+    /// Found by differential testing against mosquitto 2.0.11:
+    /// `use_identity_as_username true` before the first `listener` line is
+    /// the default listener's in mosquitto, so a client of a TLS `listener`
+    /// after it stays anonymous (the ACL's anonymous rules); fulmar took it
+    /// for every listener and gave that client its certificate's user's
+    /// rights.
+    #[test]
+    fn use_identity_as_username_before_any_listener_is_no_listeners() {
+        let (config, notes) = parsed(
+            "use_identity_as_username true\nlistener 8883\ncertfile s.crt\nkeyfile s.key\n\
+             cafile ca.crt\nrequire_certificate true\n",
+        );
+        assert!(!config.auth.use_identity_as_username);
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("line 1: use_identity_as_username before any listener")),
+            "{notes:?}"
+        );
     }
 
     /// A listener's `capath` (a directory of client CAs) was ignored with a
