@@ -540,6 +540,26 @@ fn generate_stranger(dir: &Path) {
     std::fs::write(dir.join("stranger.key"), key.serialize_pem()).unwrap();
 }
 
+/// A mosquitto.conf in `dir` (written by `generate_pki`): one TLS listener
+/// on `port` with the server certificate and `cafile`, anonymous clients
+/// allowed, then `extra`.
+fn tls_mosquitto_conf(dir: &std::path::Path, port: u16, extra: &str) -> std::path::PathBuf {
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "allow_anonymous true\nlistener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\n\
+             cafile {}\n{extra}",
+            path("server.pem"),
+            path("server.key"),
+            path("ca.pem"),
+        ),
+    )
+    .unwrap();
+    conf
+}
+
 // Found by differential testing against mosquitto 2.0.11 with the same
 // mosquitto.conf: a TLS listener with `cafile` and without
 // `require_certificate true` asks clients for no certificate there, so a
@@ -555,18 +575,7 @@ fn cafile_without_require_certificate_asks_for_no_certificate_as_in_mosquitto() 
     let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
     for require in ["", "require_certificate false\n"] {
         let port = common::free_port();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "allow_anonymous true\nlistener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\n\
-                 cafile {}\n{require}",
-                path("server.pem"),
-                path("server.key"),
-                path("ca.pem"),
-            ),
-        )
-        .unwrap();
+        let conf = tls_mosquitto_conf(&dir, port, require);
         let mosquitto = common::Mosquitto::with_config(&conf, port);
         let fulmar_broker = FulmarBroker::start(&["-c", conf.to_str().unwrap()]);
         let (ca, cert, key) = (path("ca.pem"), path("stranger.pem"), path("stranger.key"));
@@ -596,18 +605,11 @@ fn a_certificate_without_a_common_name_is_a_bad_user_name_as_in_mosquitto() {
     generate_pki(&dir);
     let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
     let port = common::free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "allow_anonymous true\nlistener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\n\
-             cafile {}\nrequire_certificate true\nuse_identity_as_username true\n",
-            path("server.pem"),
-            path("server.key"),
-            path("ca.pem"),
-        ),
-    )
-    .unwrap();
+    let conf = tls_mosquitto_conf(
+        &dir,
+        port,
+        "require_certificate true\nuse_identity_as_username true\n",
+    );
     let mosquitto = common::Mosquitto::with_config(&conf, port);
     let fulmar_broker = FulmarBroker::start(&["-c", conf.to_str().unwrap()]);
     let ca = path("ca.pem");
