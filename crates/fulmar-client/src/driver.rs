@@ -858,6 +858,15 @@ impl Driver {
                 warn!(error = %e, "malformed packet from the broker");
                 self.session.handle_decode_error(&e, now());
             }
+            Some(Err(CodecError::InvalidPublish {
+                error,
+                qos,
+                packet_id,
+            })) => {
+                warn!(%error, "malformed PUBLISH from the broker");
+                self.session
+                    .handle_invalid_publish(&error, qos, packet_id, now());
+            }
             Some(Err(e)) => return Some(codec_error(e)),
             None => {
                 return Some(match self.last_close.take() {

@@ -7,7 +7,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::error::{DecodeError, EncodeError};
 use crate::packet::{Packet, decode, packet_size, publish_identity};
-use crate::types::ProtocolVersion;
+use crate::types::{PacketId, ProtocolVersion, QoS};
 
 /// Error of [`MqttCodec`]: a decode error, an encode error or an IO error
 /// from the underlying transport.
@@ -24,6 +24,21 @@ pub enum CodecError {
     /// The transport failed.
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// A PUBLISH buffered whole that the decoder refuses for `error`, with
+    /// its QoS and Packet Identifier, read from its headers: only from a
+    /// codec with
+    /// [`identify_refused_publishes`](MqttCodec::identify_refused_publishes).
+    /// A receiver that drops the message can still acknowledge it. Close
+    /// the connection as for [`Decode`](Self::Decode).
+    #[error("{error}")]
+    InvalidPublish {
+        /// Why the PUBLISH was refused.
+        error: DecodeError,
+        /// The QoS of the message.
+        qos: QoS,
+        /// Its Packet Identifier (QoS 1 and 2).
+        packet_id: Option<PacketId>,
+    },
 }
 
 /// A `Decoder<Item = Packet>` and `Encoder<Packet>` for one connection.
@@ -59,7 +74,7 @@ impl MqttCodec {
     /// [`DecodeError::PublishTooLarge`] instead of
     /// [`DecodeError::PacketTooLarge`], and one buffered whole but invalid
     /// (a Response Topic with a wildcard, say) as
-    /// [`DecodeError::InvalidPublish`], which carries the error. An
+    /// [`CodecError::InvalidPublish`], which carries the error. An
     /// oversized one is reported once the topic name and Packet Identifier
     /// are buffered (at most 65 541 bytes past the fixed header, whatever
     /// the maximum), and the rest of it is never buffered. For a receiver
@@ -179,14 +194,13 @@ impl Decoder for MqttCodec {
             }
             Err(error) => {
                 return Err(match identity {
-                    Some((qos, packet_id)) => DecodeError::InvalidPublish {
-                        error: Box::new(error),
+                    Some((qos, packet_id)) => CodecError::InvalidPublish {
+                        error,
                         qos,
                         packet_id,
                     },
-                    None => error,
-                }
-                .into());
+                    None => error.into(),
+                });
             }
             Ok(packet) => packet,
         };
@@ -389,12 +403,12 @@ mod tests {
         let mut buf = BytesMut::from(&bytes[..]);
         buf.extend_from_slice(&[0x32, 0x06, 0x00, 0x01, b't', 0x00, 0x0A, 0x00]);
         match codec.decode(&mut buf) {
-            Err(CodecError::Decode(DecodeError::InvalidPublish {
+            Err(CodecError::InvalidPublish {
                 error,
                 qos: QoS::AtLeastOnce,
                 packet_id,
-            })) => {
-                assert_eq!(*error, DecodeError::ResponseTopicWildcard);
+            }) => {
+                assert_eq!(error, DecodeError::ResponseTopicWildcard);
                 assert_eq!(packet_id, PacketId::new(9));
             }
             other => panic!("{other:?}"),

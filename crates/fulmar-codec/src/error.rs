@@ -57,8 +57,8 @@ pub enum DecodeError {
     /// A PUBLISH larger than the maximum packet size, identified by its
     /// fixed and variable headers, which were buffered (the topic name and
     /// Packet Identifier: at most 65 541 bytes past the fixed header) while
-    /// the rest was not: only from an [`MqttCodec`](crate::MqttCodec) with
-    /// [`identify_refused_publishes`](crate::MqttCodec::identify_refused_publishes).
+    /// the rest was not: only from an `MqttCodec` (feature `tokio-util`)
+    /// with `identify_refused_publishes`.
     /// A receiver that discards the message can still acknowledge it.
     #[error("PUBLISH of {size} bytes exceeds the maximum packet size {max}")]
     PublishTooLarge {
@@ -66,20 +66,6 @@ pub enum DecodeError {
         size: usize,
         /// The configured maximum.
         max: u32,
-        /// The QoS of the message.
-        qos: QoS,
-        /// Its Packet Identifier (QoS 1 and 2).
-        packet_id: Option<PacketId>,
-    },
-    /// A PUBLISH buffered whole that the decoder refuses for `error`, with
-    /// its QoS and Packet Identifier, read from its headers: only from an
-    /// [`MqttCodec`](crate::MqttCodec) with
-    /// [`identify_refused_publishes`](crate::MqttCodec::identify_refused_publishes).
-    /// A receiver that drops the message can still acknowledge it.
-    #[error("{error}")]
-    InvalidPublish {
-        /// Why the PUBLISH was refused.
-        error: Box<DecodeError>,
         /// The QoS of the message.
         qos: QoS,
         /// Its Packet Identifier (QoS 1 and 2).
@@ -256,7 +242,6 @@ impl DecodeError {
             Self::PacketTooLarge { .. } | Self::PublishTooLarge { .. } => {
                 ReasonCode::PacketTooLarge
             }
-            Self::InvalidPublish { error, .. } => error.reason_code(),
             Self::InvalidProtocolName { .. } | Self::UnsupportedProtocolLevel(_) => {
                 ReasonCode::UnsupportedProtocolVersion
             }

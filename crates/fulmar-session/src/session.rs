@@ -913,16 +913,6 @@ impl Session {
             } if self.version != ProtocolVersion::V5 => {
                 self.acknowledge_dropped(*qos, *id, PubAckReasonCode::Success);
             }
-            DecodeError::InvalidPublish {
-                error,
-                qos,
-                packet_id: Some(id),
-            } => {
-                // 5.0: a failure code, the reason's own where PUBACK has it.
-                let code = PubAckReasonCode::try_from(error.reason_code().as_u8())
-                    .unwrap_or(PubAckReasonCode::UnspecifiedError);
-                self.acknowledge_dropped(*qos, *id, code);
-            }
             _ => {}
         }
         let code = DisconnectReasonCode::from_reason_code(error.reason_code())
@@ -931,6 +921,30 @@ impl Session {
             Error::Protocol(ProtocolViolation::Decode(error.to_string())),
             code,
         );
+    }
+
+    /// Reports a PUBLISH that failed to decode for `error` although its
+    /// framing, `qos` and `packet_id` are sound (a Response Topic with a
+    /// wildcard that the server forwarded unaltered from another client),
+    /// as fulmar-codec's `MqttCodec` reports it with
+    /// `identify_refused_publishes` (`CodecError::InvalidPublish`):
+    /// as [`handle_decode_error`](Self::handle_decode_error), but a client
+    /// acknowledges the message first (MQTT 5.0: with a failure code), so
+    /// that the server does not send it again on every connection.
+    pub fn handle_invalid_publish(
+        &mut self,
+        error: &DecodeError,
+        qos: QoS,
+        packet_id: Option<PacketId>,
+        now: Instant,
+    ) {
+        if let Some(id) = packet_id {
+            // 5.0: a failure code, the reason's own where PUBACK has it.
+            let code = PubAckReasonCode::try_from(error.reason_code().as_u8())
+                .unwrap_or(PubAckReasonCode::UnspecifiedError);
+            self.acknowledge_dropped(qos, id, code);
+        }
+        self.handle_decode_error(error, now);
     }
 
     /// A client drops a PUBLISH it cannot take: under MQTT 3.1.1 (or 3.1)

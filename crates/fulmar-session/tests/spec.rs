@@ -95,21 +95,18 @@ fn after_refused_publish(
         assert!(drain(&mut client).is_empty());
     }
     let packet_id = (qos != QoS::AtMostOnce).then(|| id(5));
-    let err = if invalid {
-        fulmar_codec::DecodeError::InvalidPublish {
-            error: Box::new(fulmar_codec::DecodeError::ResponseTopicWildcard),
-            qos,
-            packet_id,
-        }
+    if invalid {
+        let err = fulmar_codec::DecodeError::ResponseTopicWildcard;
+        client.handle_invalid_publish(&err, qos, packet_id, t0());
     } else {
-        fulmar_codec::DecodeError::PublishTooLarge {
+        let err = fulmar_codec::DecodeError::PublishTooLarge {
             size: 2000,
             max: 1000,
             qos,
             packet_id,
-        }
-    };
-    client.handle_decode_error(&err, t0());
+        };
+        client.handle_decode_error(&err, t0());
+    }
     let out = drain(&mut client);
     assert!(client.is_closed());
     out
