@@ -150,6 +150,49 @@ async fn the_bound_counts_properties_too() {
     broker.shutdown().await;
 }
 
+/// A QoS 1 PUBLISH whose bulk is `n` empty user properties: 5 bytes each
+/// on the wire, a pair of strings ([`Publish::USER_PROPERTY_SLOT`]) each in
+/// memory, in every copy of the message.
+fn hollow(i: u16, n: usize) -> Publish {
+    let mut p = Publish::new(MqttString::from(format!("up/{i}")), Bytes::new());
+    p.qos = QoS::AtLeastOnce;
+    p.packet_id = PacketId::new(i + 1);
+    p.properties.user_properties = vec![(MqttString::new(), MqttString::new()); n];
+    p
+}
+
+// v5:MQTT-3.3.2-17 (user properties are forwarded, so every queued copy
+// keeps them): the bound counts what an empty user property takes in
+// memory, not its empty strings. Before, a PUBLISH of 200 000 of them (1 MB
+// on the wire) counted as its topic alone: 144 such messages to a
+// subscriber that stopped reading took the release broker from 13 MB to
+// 1.9 GB of RSS under the default 16 MiB bound.
+#[tokio::test]
+async fn the_bound_counts_empty_user_properties() {
+    let broker = start_with(Broker::builder().limits(limits())).await;
+    let (mut sub, _) = Peer::connect_with(addr(&broker), persistent("hollow", 100)).await;
+    sub.sub(1, "up/#", QoS::AtLeastOnce).await;
+    sub.disconnect().await;
+    let mut publisher = Peer::connect(addr(&broker), V5, "hollow-pub").await;
+    // Each message a little under half the bound.
+    let n = BOUND / (2 * Publish::USER_PROPERTY_SLOT) - 10;
+    for i in 0..20 {
+        publisher.send(hollow(i, n)).await;
+        assert!(matches!(publisher.recv().await, Packet::PubAck(_)));
+    }
+    // Two fit under the bound, the other 18 are dropped (before: none).
+    assert_eq!(broker.stats().dropped_messages, 18);
+    let (mut sub, connack) = Peer::connect_with(addr(&broker), persistent("hollow", 100)).await;
+    assert!(connack.session_present);
+    for i in 0..2 {
+        let p = sub.recv_publish().await;
+        assert_eq!(p.topic.as_str(), format!("up/{i}"));
+        assert_eq!(p.properties.user_properties.len(), n);
+        ack(&mut sub, &p).await;
+    }
+    broker.shutdown().await;
+}
+
 // Under OverloadPolicy::Backpressure a message over the bound waits with its
 // publisher instead of being dropped (the wait itself is checked by the unit
 // test a_sender_waits_for_bytes_as_for_room): nothing is lost, all in order.
