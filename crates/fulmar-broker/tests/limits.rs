@@ -149,6 +149,44 @@ async fn v5_retained_byte_quota_counts_empty_user_properties() {
     broker.shutdown().await;
 }
 
+// User properties that would take more memory than the maximum packet size
+// (Publish::USER_PROPERTY_SLOT each, however short on the wire; and more
+// than MIN_USER_PROPERTY_BYTES) make a packet too large (0x95), in a will as
+// in a PUBLISH. Before, 100 connections whose CONNECT carried a 1 MB will of
+// 200 000 empty user properties took the release broker from 13 MB to 1.3 GB
+// of RSS (13 MB a will), under no limit.
+#[tokio::test]
+async fn v5_user_properties_held_over_the_maximum_packet_size_are_too_large() {
+    let max = 2 * fulmar_codec::MIN_USER_PROPERTY_BYTES as u32;
+    let broker =
+        start_with(Broker::builder().max_packet_size(std::num::NonZeroU32::new(max).unwrap()))
+            .await;
+    let empty = || (MqttString::new(), MqttString::new());
+    // As many as fit: accepted (v5:MQTT-3.3.2-17 they are forwarded).
+    let fit = max as usize / fulmar_codec::Publish::USER_PROPERTY_SLOT;
+    let mut watch = broker.subscribe("up/#").unwrap();
+    let mut peer = Peer::connect(addr(&broker), V5, "fits").await;
+    let mut p = publish("up/1", "x", QoS::AtMostOnce);
+    p.properties.user_properties = vec![empty(); fit];
+    peer.send(p.clone()).await;
+    assert_eq!(next(&mut watch).await.properties.user_properties.len(), fit);
+    // One more (5 bytes on the wire, 164 KB in all): DISCONNECT 0x95.
+    p.properties.user_properties.push(empty());
+    peer.send(p).await;
+    expect_disconnect(&mut peer, DisconnectReasonCode::PacketTooLarge).await;
+    // A will of as many: closed as a CONNECT over the size is (no CONNACK),
+    // nothing kept.
+    let mut connect = connect(V5, "will", 60);
+    let mut will = fulmar_codec::Will::new(MqttString::from("up/will"), "w".into());
+    will.properties.user_properties = vec![empty(); fit + 1];
+    connect.will = Some(will);
+    let mut peer = Peer::open(addr(&broker), V5).await;
+    peer.send(connect).await;
+    peer.expect_closed().await;
+    assert_eq!(broker.stats().clients_connected, 0);
+    broker.shutdown().await;
+}
+
 // MQTT-3.3.1-6 MQTT-3.8.4-5: retained messages are sent at subscribe, one
 // SUBACK answers every filter. What one SUBSCRIBE gathers at once is bounded by
 // the session's queue (the rest follows as it drains), however often its filters repeat one another (a packet of

@@ -229,6 +229,21 @@ pub enum DecodeError {
     /// No Local set on a shared subscription.
     #[error("[MQTT-3.8.3-4] no local set on a shared subscription")]
     NoLocalOnSharedSubscription,
+    /// The User Properties of a PUBLISH or CONNECT (its will included) would
+    /// take more memory than the maximum packet size and than
+    /// [`MIN_USER_PROPERTY_BYTES`](crate::MIN_USER_PROPERTY_BYTES): each is
+    /// held as a pair of strings
+    /// ([`Publish::USER_PROPERTY_SLOT`](crate::Publish::USER_PROPERTY_SLOT)
+    /// bytes) however short on the wire (5 bytes when empty). Refused as too
+    /// large, so that a message or will kept in memory takes at most about
+    /// twice the maximum packet size (1 MiB or more), not 13 times.
+    #[error("{count} user properties take more than the maximum packet size {max} in memory")]
+    TooManyUserProperties {
+        /// User properties in the packet.
+        count: usize,
+        /// The configured maximum packet size.
+        max: u32,
+    },
 }
 
 impl DecodeError {
@@ -239,9 +254,9 @@ impl DecodeError {
     #[must_use]
     pub const fn reason_code(&self) -> ReasonCode {
         match self {
-            Self::PacketTooLarge { .. } | Self::PublishTooLarge { .. } => {
-                ReasonCode::PacketTooLarge
-            }
+            Self::PacketTooLarge { .. }
+            | Self::PublishTooLarge { .. }
+            | Self::TooManyUserProperties { .. } => ReasonCode::PacketTooLarge,
             Self::InvalidProtocolName { .. } | Self::UnsupportedProtocolLevel(_) => {
                 ReasonCode::UnsupportedProtocolVersion
             }

@@ -99,7 +99,7 @@ pub use connack::ConnAck;
 pub use connect::{Connect, Will};
 pub use disconnect::Disconnect;
 pub use error::{DecodeError, EncodeError, InvalidValue, StringError};
-pub use packet::{MAX_RESERVE_AHEAD, Packet, decode, packet_size};
+pub use packet::{MAX_RESERVE_AHEAD, MIN_USER_PROPERTY_BYTES, Packet, decode, packet_size};
 pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
     PayloadFormat, PublishProperties, SubscribeProperties, UnsubscribeProperties, UserProperties,

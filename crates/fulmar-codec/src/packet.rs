@@ -307,7 +307,12 @@ pub(crate) fn publish_identity(
 ///
 /// The fixed header and remaining length are checked first: a packet whose
 /// total size exceeds `max_packet_size` is refused with
-/// [`DecodeError::PacketTooLarge`] before its body is buffered.
+/// [`DecodeError::PacketTooLarge`] before its body is buffered. A PUBLISH
+/// or CONNECT whose User Properties would take more than `max_packet_size`
+/// bytes in memory, and more than [`MIN_USER_PROPERTY_BYTES`]
+/// ([`Publish::USER_PROPERTY_SLOT`] each, its will's too), is refused with
+/// [`DecodeError::TooManyUserProperties`] (also 0x95 Packet too large):
+/// 200 000 empty ones fit in 1 MB on the wire and took 13 MB.
 ///
 /// A CONNECT is self-describing: its protocol name and level decide its
 /// version, and `version` is ignored for it.
@@ -400,14 +405,25 @@ pub fn decode(
     match packet_type {
         PacketType::Publish => {
             // The payload is the rest of the frame: no trailing bytes to check.
-            Publish::decode(frame, header_len, flags, version).map(|p| Some(Packet::Publish(p)))
+            let p = Publish::decode(frame, header_len, flags, version)?;
+            user_properties_fit(p.properties.user_properties.len(), max_packet_size)?;
+            Ok(Some(Packet::Publish(p)))
         }
         PacketType::PubAck => body!(PubAck, PubAck::decode(&mut r, version)?),
         PacketType::PubRec => body!(PubRec, PubRec::decode(&mut r, version)?),
         PacketType::PubRel => body!(PubRel, PubRel::decode(&mut r, version)?),
         PacketType::PubComp => body!(PubComp, PubComp::decode(&mut r, version)?),
         PacketType::Connect => {
-            body!(Connect, Connect::decode(&mut r, remaining.minimal)?)
+            let c = Connect::decode(&mut r, remaining.minimal)?;
+            let will = c
+                .will
+                .as_ref()
+                .map_or(0, |w| w.properties.user_properties.len());
+            user_properties_fit(
+                c.properties.user_properties.len().saturating_add(will),
+                max_packet_size,
+            )?;
+            body!(Connect, c)
         }
         PacketType::ConnAck => body!(ConnAck, ConnAck::decode(&mut r, version)?),
         PacketType::Subscribe => body!(Subscribe, Subscribe::decode(&mut r, version)?),
@@ -438,6 +454,30 @@ fn may_be_v31_connect(body: Option<&[u8]>, complete: bool) -> bool {
         let n = body.len().min(NAME.len());
         body.get(..n) == NAME.get(..n) && (n == NAME.len() || !complete)
     })
+}
+
+/// The memory the User Properties of one packet may always take, whatever
+/// the maximum packet size: 16 384 of them. Only a peer that accepts packets
+/// over 1 MiB is held to its maximum instead; below 82 KB on the wire (5
+/// bytes the least user property) a packet is never refused for them.
+pub const MIN_USER_PROPERTY_BYTES: usize = 1 << 20;
+
+/// [`DecodeError::TooManyUserProperties`] unless `count` user properties
+/// take at most `max_packet_size` bytes in memory (or
+/// [`MIN_USER_PROPERTY_BYTES`]). For the packets whose contents a receiver
+/// keeps (PUBLISH, CONNECT and its will): the others are dropped once handled.
+#[inline]
+fn user_properties_fit(count: usize, max_packet_size: u32) -> Result<(), DecodeError> {
+    let max = usize::try_from(max_packet_size)
+        .unwrap_or(usize::MAX)
+        .max(MIN_USER_PROPERTY_BYTES);
+    if count.saturating_mul(Publish::USER_PROPERTY_SLOT) > max {
+        return Err(DecodeError::TooManyUserProperties {
+            count,
+            max: max_packet_size,
+        });
+    }
+    Ok(())
 }
 
 /// [`DecodeError::TrailingBytes`] unless `r` has read the whole packet.

@@ -3,7 +3,7 @@
 use bytes::BytesMut;
 
 use super::*;
-use crate::{DisconnectReasonCode, PacketType, ReasonCode};
+use crate::{DisconnectReasonCode, MqttString, PacketType, Publish, ReasonCode};
 
 #[test]
 fn empty_and_partial_input_need_more_bytes() {
@@ -131,6 +131,59 @@ fn packet_too_large_before_body_is_buffered() {
         decode(&mut buf, V3, p.len() as u32 - 1),
         Err(DecodeError::PacketTooLarge { .. })
     ));
+}
+
+// An empty User Property is 5 bytes on the wire and a pair of strings in
+// memory: a PUBLISH or CONNECT (will included) whose user properties would
+// take more than the maximum packet size in memory (and more than
+// MIN_USER_PROPERTY_BYTES) is refused as too large.
+#[test]
+fn user_properties_held_over_the_maximum_size_are_too_large() {
+    let slot = Publish::USER_PROPERTY_SLOT;
+    let empty = || (MqttString::new(), MqttString::new());
+    let max = 2 * crate::MIN_USER_PROPERTY_BYTES as u32;
+    let fit = max as usize / slot;
+    let publish = |n: usize| {
+        let mut p = Publish::new("t".into(), bytes::Bytes::new());
+        p.properties.user_properties = vec![empty(); n];
+        Packet::Publish(p)
+    };
+    let mut buf = BytesMut::from(&enc(&publish(fit), V5)[..]);
+    assert!(decode(&mut buf, V5, max).unwrap().is_some());
+    let mut buf = BytesMut::from(&enc(&publish(fit + 1), V5)[..]);
+    assert!(buf.len() < max as usize / 10);
+    let err = decode(&mut buf, V5, max).unwrap_err();
+    let count = fit + 1;
+    assert_eq!(err, DecodeError::TooManyUserProperties { count, max });
+    assert_eq!(err.reason_code(), ReasonCode::PacketTooLarge);
+    // Under a smaller maximum, MIN_USER_PROPERTY_BYTES holds: a packet that
+    // fits the maximum on the wire is never refused for them.
+    let small = crate::MIN_USER_PROPERTY_BYTES / slot;
+    let wire = enc(&publish(small), V5);
+    let mut buf = BytesMut::from(&wire[..]);
+    assert!(decode(&mut buf, V5, wire.len() as u32).unwrap().is_some());
+    let wire = enc(&publish(small + 1), V5);
+    let mut buf = BytesMut::from(&wire[..]);
+    assert!(matches!(
+        decode(&mut buf, V5, wire.len() as u32),
+        Err(DecodeError::TooManyUserProperties { .. })
+    ));
+    // A CONNECT's and its will's count together.
+    let mut connect = crate::Connect::new(V5, "c".into());
+    connect.properties.user_properties = vec![empty(); fit / 2];
+    let mut will = crate::Will::new("w".into(), bytes::Bytes::new());
+    will.properties.user_properties = vec![empty(); fit - fit / 2];
+    connect.will = Some(will);
+    let mut buf = BytesMut::from(&enc(&connect.clone().into(), V5)[..]);
+    assert!(decode(&mut buf, V5, max).unwrap().is_some());
+    if let Some(will) = &mut connect.will {
+        will.properties.user_properties.push(empty());
+    }
+    let mut buf = BytesMut::from(&enc(&connect.into(), V5)[..]);
+    assert_eq!(
+        decode(&mut buf, V5, max),
+        Err(DecodeError::TooManyUserProperties { count, max })
+    );
 }
 
 #[test]
