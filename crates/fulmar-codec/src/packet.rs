@@ -1,6 +1,6 @@
 //! The [`Packet`] enum of the 15 MQTT control packets.
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::auth::Auth;
 use crate::connack::ConnAck;
@@ -405,9 +405,10 @@ pub fn decode(
     match packet_type {
         PacketType::Publish => {
             // The payload is the rest of the frame: no trailing bytes to check.
-            let p = Publish::decode(frame, header_len, flags, version)?;
-            user_properties_fit(p.properties.user_properties.len(), max_packet_size)?;
-            Ok(Some(Packet::Publish(p)))
+            if version == ProtocolVersion::V5 && frame.len() > USER_PROPERTIES_CHECKED_FROM {
+                return decode_large_publish(frame, header_len, flags, max_packet_size);
+            }
+            Publish::decode(frame, header_len, flags, version).map(|p| Some(Packet::Publish(p)))
         }
         PacketType::PubAck => body!(PubAck, PubAck::decode(&mut r, version)?),
         PacketType::PubRec => body!(PubRec, PubRec::decode(&mut r, version)?),
@@ -478,6 +479,27 @@ fn user_properties_fit(count: usize, max_packet_size: u32) -> Result<(), DecodeE
         });
     }
     Ok(())
+}
+
+/// The size of a PUBLISH from which its User Properties may be too many
+/// for [`user_properties_fit`] (5 bytes the least user property): smaller
+/// ones are not checked.
+const USER_PROPERTIES_CHECKED_FROM: usize =
+    MIN_USER_PROPERTY_BYTES / Publish::USER_PROPERTY_SLOT * 5;
+
+/// An MQTT 5.0 PUBLISH larger than [`USER_PROPERTIES_CHECKED_FROM`]: decoded
+/// and its User Properties checked, out of the path of the others.
+#[cold]
+#[inline(never)]
+fn decode_large_publish(
+    frame: Bytes,
+    header_len: usize,
+    flags: u8,
+    max_packet_size: u32,
+) -> Result<Option<Packet>, DecodeError> {
+    let p = Publish::decode(frame, header_len, flags, ProtocolVersion::V5)?;
+    user_properties_fit(p.properties.user_properties.len(), max_packet_size)?;
+    Ok(Some(Packet::Publish(p)))
 }
 
 /// [`DecodeError::TrailingBytes`] unless `r` has read the whole packet.
