@@ -180,8 +180,9 @@ pub struct Limits {
     /// [`max_retained_bytes`](Self::max_retained_bytes).
     pub max_retained_messages: usize,
     /// Bytes of all retained messages together (each counted as
-    /// [`Publish::memory_size`](fulmar_codec::Publish::memory_size)), default
-    /// 1 GiB. A
+    /// [`Publish::memory_size`](fulmar_codec::Publish::memory_size), plus
+    /// 512 bytes for its entry in the retained index and 64 per level of its
+    /// topic, what the index's tree takes at most), default 1 GiB. A
     /// retained PUBLISH that would take them beyond (a new topic, or a
     /// larger message for a stored one) is refused as for
     /// [`max_retained_messages`](Self::max_retained_messages); one message is

@@ -98,8 +98,9 @@ async fn v5_retained_quota_refuses_new_topics_with_0x97() {
 // a larger message for a stored one alike; one goes into an empty store.
 #[tokio::test]
 async fn v5_retained_byte_quota_refuses_with_0x97() {
-    // Counted as Publish::memory_size: the payload and the 3-byte topic.
-    let broker = start_with(Broker::builder().max_retained_bytes(16)).await;
+    // Counted as Publish::memory_size (the payload and the 3-byte topic),
+    // plus 512 for the entry and 64 for each of the topic's 2 levels.
+    let broker = start_with(Broker::builder().max_retained_bytes(16 + 512 + 2 * 64)).await;
     let mut peer = Peer::connect(addr(&broker), V5, "bytes").await;
     // Into an empty store, whatever its size.
     peer.send(retained("b/0", "0123456789abcdefgh", QoS::AtLeastOnce, 1))
@@ -109,7 +110,7 @@ async fn v5_retained_byte_quota_refuses_with_0x97() {
     peer.send(retained("b/1", "12345", QoS::AtLeastOnce, 2))
         .await;
     peer.expect_raw(&[0x40, 0x03, 0x00, 0x02, 0x10]).await;
-    // 8 + 9 > 16.
+    // 8 + 9 > 16 (and both entries, twice 640).
     peer.send(retained("b/2", "123456", QoS::AtLeastOnce, 3))
         .await;
     peer.expect_raw(&[0x40, 0x03, 0x00, 0x03, 0x97]).await;
@@ -136,7 +137,10 @@ async fn v5_retained_byte_quota_refuses_with_0x97() {
 // release broker from 13 MB to 750 MB of RSS, counted as 300 bytes.
 #[tokio::test]
 async fn v5_retained_byte_quota_counts_empty_user_properties() {
-    let broker = start_with(Broker::builder().max_retained_bytes(1000)).await;
+    // Room for two such messages without user properties (4 bytes, 512
+    // for the entry, 64 for each of the topic's 2 levels), and 100 more.
+    let one = 4 + 512 + 2 * 64;
+    let broker = start_with(Broker::builder().max_retained_bytes(2 * one + 100)).await;
     let mut peer = Peer::connect(addr(&broker), V5, "hollow").await;
     peer.send(retained("u/0", "x", QoS::AtLeastOnce, 1)).await;
     peer.expect_raw(&[0x40, 0x03, 0x00, 0x01, 0x10]).await;
@@ -145,7 +149,10 @@ async fn v5_retained_byte_quota_counts_empty_user_properties() {
     hollow.properties.user_properties = vec![(MqttString::new(), MqttString::new()); 20];
     peer.send(hollow).await;
     peer.expect_raw(&[0x40, 0x03, 0x00, 0x02, 0x97]).await;
-    assert_eq!(broker.stats().retained, 1);
+    // Without them it fits.
+    peer.send(retained("u/1", "x", QoS::AtLeastOnce, 3)).await;
+    peer.expect_raw(&[0x40, 0x03, 0x00, 0x03, 0x10]).await;
+    assert_eq!(broker.stats().retained, 2);
     broker.shutdown().await;
 }
 

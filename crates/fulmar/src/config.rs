@@ -566,7 +566,8 @@ max_queued_bytes = 16777216
 # Retained messages kept at once; a retained PUBLISH for a new topic beyond it
 # is refused (MQTT 5.0 0x97 Quota exceeded; QoS 0 and 3.1.1: dropped, counted).
 max_retained_messages = 100000
-# Bytes (topic, payload and properties) of all retained messages together; a
+# Bytes (topic, payload and properties, plus 512 per message and 64 per level of
+# its topic for the retained index) of all retained messages together; a
 # retained PUBLISH that would go beyond is refused the same way (one is always
 # let into an empty store).
 max_retained_bytes = 1073741824
