@@ -61,24 +61,9 @@ fn subscribe(n: u16, filters: &[&'static str]) -> Subscribe {
 
 /// The CONNACK a server with `config` sends to a client of `version`.
 fn connack_properties(config: Config, version: ProtocolVersion) -> ConnAckProperties {
-    let now = t0();
-    let mut server = Session::server(config, now);
-    server
-        .handle_packet(
-            Packet::Connect(Box::new(connect_packet(version, "c", true))),
-            now,
-        )
-        .unwrap();
-    let _ = events(&mut server);
-    server
-        .accept(ConnAckProperties::default(), None, now)
-        .unwrap();
-    let out = drain(&mut server);
-    let [Packet::ConnAck(connack)] = out.as_slice() else {
-        panic!("{out:?}")
-    };
+    let (_, connack) = accepted(config, connect_packet(version, "c", true), t0());
     // Whatever the session sends survives the codec in the client's version.
-    let Packet::ConnAck(connack) = wire(Packet::ConnAck(connack.clone()), version) else {
+    let Packet::ConnAck(connack) = wire(Packet::ConnAck(connack), version) else {
         panic!("not a CONNACK")
     };
     connack.properties

@@ -446,21 +446,8 @@ fn server_announces_its_limits_in_connack() {
         server_keep_alive: Some(30),
         ..Config::default()
     };
-    let mut server = Session::server(config, now);
-    server
-        .handle_packet(
-            Packet::Connect(Box::new(connect_packet(ProtocolVersion::V5, "c", true))),
-            now,
-        )
-        .unwrap();
-    let _ = events(&mut server);
-    server
-        .accept(ConnAckProperties::default(), None, now)
-        .unwrap();
-    let out = drain(&mut server);
-    let [Packet::ConnAck(connack)] = out.as_slice() else {
-        panic!("{out:?}")
-    };
+    let (mut server, connack) =
+        accepted(config, connect_packet(ProtocolVersion::V5, "c", true), now);
     let props = &connack.properties;
     assert_eq!(props.maximum_qos, Some(QoS::AtLeastOnce));
     assert_eq!(props.retain_available, Some(false));
@@ -742,20 +729,9 @@ fn a_max_keep_alive_is_the_server_keep_alive_of_5_clients_asking_for_more_or_non
             max_keep_alive: std::num::NonZeroU16::new(30),
             ..Config::default()
         };
-        let mut server = Session::server(config, now);
         let mut connect = connect_packet(version, "c", true);
         connect.keep_alive = asked;
-        server
-            .handle_packet(Packet::Connect(Box::new(connect)), now)
-            .unwrap();
-        let _ = events(&mut server);
-        server
-            .accept(ConnAckProperties::default(), None, now)
-            .unwrap();
-        let out = drain(&mut server);
-        let [Packet::ConnAck(connack)] = out.as_slice() else {
-            panic!("{out:?}")
-        };
+        let (server, connack) = accepted(config, connect, now);
         (connack.properties.server_keep_alive, server.keep_alive())
     };
     // v5:MQTT-3.2.2-21: the client is told, and held to it.

@@ -85,6 +85,16 @@ pub fn connect_received(connect: Connect, now: Instant) -> Session {
 }
 
 pub fn connected_server(config: Config, connect: Connect, now: Instant) -> Session {
+    accepted(config, connect, now).0
+}
+
+/// A server session with `config` that accepted `connect`, and the CONNACK
+/// it sent.
+pub fn accepted(
+    config: Config,
+    connect: Connect,
+    now: Instant,
+) -> (Session, fulmar_codec::ConnAck) {
     let mut server = Session::server(config, now);
     server
         .handle_packet(Packet::Connect(Box::new(connect)), now)
@@ -94,8 +104,11 @@ pub fn connected_server(config: Config, connect: Connect, now: Instant) -> Sessi
         .accept(ConnAckProperties::default(), None, now)
         .unwrap();
     let out = drain(&mut server);
-    assert!(matches!(out.as_slice(), [Packet::ConnAck(_)]), "{out:?}");
-    server
+    let [Packet::ConnAck(connack)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    let connack = connack.clone();
+    (server, connack)
 }
 
 /// A client session connected to a (mock) server that answered `connack`.
