@@ -61,6 +61,11 @@ pub(crate) struct BridgeConfig {
     /// tls / wss: client certificate and key.
     pub(crate) cert: Option<PathBuf>,
     pub(crate) key: Option<PathBuf>,
+    /// tls / wss: the lowest TLS version, "1.2" (the default: TLS 1.2 or
+    /// 1.3, as the remote picks) or "1.3" (TLS 1.3 only; mosquitto's
+    /// `bridge_tls_version tlsv1.3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_version: Option<String>,
     /// 3.1.1: tell the remote this is a bridge (mosquitto's try_private).
     #[serde(default = "yes")]
     pub(crate) try_private: bool,
@@ -278,10 +283,21 @@ impl BridgeConfig {
             && (self.ca_file.is_some()
                 || self.ca_path.is_some()
                 || self.cert.is_some()
-                || self.key.is_some())
+                || self.key.is_some()
+                || self.tls_version.is_some())
         {
             return Err(format!(
-                "{}: `ca_file`, `ca_path`, `cert` and `key` need protocol \"tls\" or \"wss\"",
+                "{}: `ca_file`, `ca_path`, `cert`, `key` and `tls_version` need protocol \"tls\" \
+                 or \"wss\"",
+                self.at(n)
+            ));
+        }
+        if let Some(v) = self.tls_version.as_deref()
+            && v != "1.2"
+            && v != "1.3"
+        {
+            return Err(format!(
+                "{}: tls_version = {v:?}: \"1.2\" or \"1.3\"",
                 self.at(n)
             ));
         }
@@ -397,6 +413,9 @@ impl BridgeConfig {
                 .client_auth_pem(&read("cert", cert)?, &read("key", key)?)
                 .map_err(|e| format!("{}: cert / key: {e}", self.at(n)))?;
         }
+        if self.tls_version.as_deref() == Some("1.3") {
+            tls = tls.tls13_only();
+        }
         Ok(tls)
     }
 }
@@ -466,6 +485,13 @@ mod tests {
         let topic = "[[topic]]\npattern = \"a/#\"\n";
         assert!(err(&format!("version = \"4\"\n{topic}")).contains("version = \"4\""));
         assert!(err(&format!("ca_file = \"x\"\n{topic}")).contains("need protocol \"tls\""));
+        assert!(err(&format!("tls_version = \"1.3\"\n{topic}")).contains("need protocol"));
+        assert!(
+            err(&format!(
+                "protocol = \"tls\"\ntls_version = \"1.1\"\n{topic}"
+            ))
+            .contains("tls_version = \"1.1\"")
+        );
         assert!(
             err("[[topic]]\npattern = \"a/#\"\ndirection = \"up\"\n")
                 .contains("topic 1: direction \"up\"")

@@ -748,6 +748,7 @@ session_timeout_ms = 5000       # each step of taking a session from a node
 # ca_path = "/etc/ssl/certs"    # tls / wss: or the CAs of a directory's PEM files
 # cert = "edge.pem"             # tls / wss: client certificate and key
 # key = "edge.key"
+# tls_version = "1.2"           # tls / wss: lowest TLS version, "1.2" or "1.3" (mosquitto's bridge_tls_version)
 # try_private = true            # 3.1.1: say it is a bridge (mosquitto's option)
 # outgoing_retain = true        # false: messages go to the remote without the retain flag (mosquitto's bridge_outgoing_retain)
 # queue_while_down = "all"      # what waits for the remote while the link is down: all, qos12 or none

@@ -19,6 +19,7 @@
 //! `remote_password`, `cleansession`, `keepalive_interval`, `try_private`,
 //! `bridge_outgoing_retain`,
 //! `bridge_cafile`, `bridge_capath`, `bridge_certfile`, `bridge_keyfile`,
+//! `bridge_tls_version`,
 //! `bridge_session_expiry_interval`, `notifications`,
 //! `notifications_local_only`). Directives of
 //! mosquitto's that fulmar does not have are ignored with a note (printed
@@ -119,7 +120,6 @@ const IGNORED: &[(&str, &str)] = &[
     ("bridge_attempt_unsubscribe", "not supported"),
     ("bridge_bind_address", "not supported"),
     ("bridge_alpn", "not supported"),
-    ("bridge_tls_version", "TLS 1.2 and 1.3 are used"),
     ("bridge_keyfile_engine", "not supported"),
     ("bridge_max_packet_size", "not supported"),
     ("bridge_max_topic_alias", "not supported"),
@@ -697,6 +697,11 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
     // limits, wherever they are in the file; its state topic is named after
     // the bridge's client identifier.
     for (b, bridge) in config.bridges.iter_mut().enumerate() {
+        // Without bridge_cafile / bridge_capath the bridge is not over TLS
+        // and mosquitto ignores bridge_tls_version.
+        if bridge.protocol != Protocol::Tls {
+            bridge.tls_version = None;
+        }
         // `notifications false`: the state nowhere, local_only or not.
         bridge.local_notifications = bridge.notifications;
         // The state only here: not on the remote (nor its will there).
@@ -799,6 +804,7 @@ fn new_bridge(name: &str) -> BridgeConfig {
         ca_path: None,
         cert: None,
         key: None,
+        tls_version: None,
         try_private: true,
         outgoing_retain: true,
         // QoS 0 messages are not queued for the bridge's session here while
@@ -905,6 +911,16 @@ fn bridge_directive(
         }),
         "bridge_certfile" => need().map(|v| bridge.cert = Some(base.join(v))),
         "bridge_keyfile" => need().map(|v| bridge.key = Some(base.join(v))),
+        // mosquitto's bridge_tls_version is the lowest version, as fulmar's.
+        "bridge_tls_version" => need().and_then(|v| {
+            bridge.tls_version = Some(match v {
+                "tlsv1.3" => "1.3".to_owned(),
+                // fulmar speaks nothing older than TLS 1.2.
+                "tlsv1.2" | "tlsv1.1" | "tlsv1" => "1.2".to_owned(),
+                other => return Err(format!("{other:?}: tlsv1.3, tlsv1.2, tlsv1.1 or tlsv1")),
+            });
+            Ok(())
+        }),
         "bridge_max_inflight" | "max_inflight" => need().and_then(|v| {
             bridge.max_inflight = v.parse().map_err(|_| format!("{v:?} is not a number"))?;
             Ok(())
@@ -1480,6 +1496,45 @@ remote_password p
 "
         ));
         assert!(notes.is_empty(), "{notes:?}");
+    }
+
+    /// Found by differential testing against mosquitto 2.0.11:
+    /// `bridge_tls_version tlsv1.3` was ignored (with a note), so the bridge
+    /// spoke TLS 1.2 to a remote that offered no more, where mosquitto's
+    /// bridge refuses it ("tlsv1 alert protocol version"). Now TLS 1.3 only;
+    /// tlsv1.2 (and the older ones, which fulmar does not speak) are 1.2 or
+    /// 1.3, as the default; without bridge_cafile / bridge_capath it does
+    /// nothing, as in mosquitto.
+    #[test]
+    fn bridge_tls_version_maps() {
+        let base = "connection cloud\naddress h:8883\ntopic s/# out 1\n";
+        let ca = std::env::temp_dir().join(format!("fulmar-bridge-tls-{}.pem", std::process::id()));
+        let cert = rcgen::generate_simple_self_signed(vec!["ca.example".to_owned()]).unwrap();
+        std::fs::write(&ca, cert.cert.pem()).unwrap();
+        let tls = format!("bridge_cafile {}\n", ca.display());
+        let (config, notes) = parsed(&format!("{base}{tls}bridge_tls_version tlsv1.3\n"));
+        assert!(notes.is_empty(), "{notes:?}");
+        let bridge = &config.bridges[0];
+        assert_eq!(bridge.tls_version.as_deref(), Some("1.3"));
+        let remote = format!("{:?}", bridge.to_remote(1).unwrap().options());
+        assert!(remote.contains("tls13_only: true"), "{remote}");
+        for old in ["tlsv1.2", "tlsv1.1", "tlsv1"] {
+            let (config, notes) = parsed(&format!("{base}bridge_tls_version {old}\n{tls}"));
+            assert!(notes.is_empty(), "{notes:?}");
+            assert_eq!(config.bridges[0].tls_version.as_deref(), Some("1.2"));
+            let remote = format!("{:?}", config.bridges[0].to_remote(1).unwrap().options());
+            assert!(remote.contains("tls13_only: false"), "{remote}");
+        }
+        let (config, _) = parsed(&format!("{base}bridge_tls_version tlsv1.3\n"));
+        assert_eq!(config.bridges[0].tls_version, None);
+        assert!(config.bridges[0].check(1).is_ok());
+        let e = parse(
+            &format!("{base}bridge_tls_version sslv3\n"),
+            Path::new("/etc/mosquitto"),
+        )
+        .unwrap_err();
+        assert!(e.contains("tlsv1.3"), "{e}");
+        std::fs::remove_file(&ca).unwrap();
     }
 
     /// Found by differential testing against mosquitto 2.0: ignored (with a
