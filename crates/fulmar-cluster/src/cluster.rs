@@ -1417,20 +1417,19 @@ impl Cluster {
 
 /// The retained stream, created when missing.
 async fn retained_stream(inner: &Inner) -> Result<stream::Stream, ClusterError> {
-    let stream_name = format!("{}_retained", inner.prefix);
-    inner
-        .js
-        .get_or_create_stream(stream::Config {
-            name: stream_name.clone(),
+    crate::state::get_or_create_stream(
+        &inner.js,
+        stream::Config {
+            name: format!("{}_retained", inner.prefix),
             subjects: vec![format!("{}.>", inner.retained.root())],
             max_messages_per_subject: 1,
             num_replicas: inner.replicas,
             storage: stream::StorageType::File,
             discard: stream::DiscardPolicy::Old,
             ..Default::default()
-        })
-        .await
-        .map_err(|e| ClusterError::jetstream(&stream_name, e))
+        },
+    )
+    .await
 }
 
 /// A consumer of the last message of each topic in the retained stream
@@ -1600,9 +1599,9 @@ async fn bucket(
     tune: impl FnOnce(stream::Config) -> stream::Config,
 ) -> Result<kv::Store, ClusterError> {
     let bucket = format!("{}_{name}", inner.prefix);
-    inner
-        .js
-        .get_or_create_stream(tune(stream::Config {
+    crate::state::get_or_create_stream(
+        &inner.js,
+        tune(stream::Config {
             name: format!("KV_{bucket}"),
             subjects: vec![format!("$KV.{bucket}.>")],
             max_messages_per_subject: 1,
@@ -1613,9 +1612,9 @@ async fn bucket(
             num_replicas: inner.replicas,
             discard: stream::DiscardPolicy::New,
             ..Default::default()
-        }))
-        .await
-        .map_err(|e| ClusterError::jetstream(&bucket, e))?;
+        }),
+    )
+    .await?;
     inner
         .js
         .get_key_value(&bucket)

@@ -105,24 +105,43 @@ pub(crate) fn stream_name(prefix: &str) -> String {
     format!("{prefix}_state")
 }
 
+/// The stream of `config`, created when missing. Two nodes that start at
+/// once may both find it missing and both create it: the one that loses
+/// the race (NATS 2.9: "subjects overlap with an existing stream") takes
+/// the stream the other made. It failed to start before.
+pub(crate) async fn get_or_create_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, ClusterError> {
+    let name = config.name.clone();
+    match js.get_or_create_stream(config).await {
+        Ok(stream) => Ok(stream),
+        Err(error) => js
+            .get_stream(&name)
+            .await
+            .map_err(|_| ClusterError::jetstream(&name, error)),
+    }
+}
+
 /// Creates the state stream when missing.
 pub(crate) async fn state_stream(
     js: &jetstream::Context,
     prefix: &str,
     replicas: usize,
 ) -> Result<stream::Stream, ClusterError> {
-    let name = stream_name(prefix);
-    js.get_or_create_stream(stream::Config {
-        name: name.clone(),
-        subjects: vec![format!("{prefix}.st.>"), format!("{prefix}.stj.>")],
-        max_messages_per_subject: 1,
-        num_replicas: replicas.max(1),
-        storage: stream::StorageType::File,
-        discard: stream::DiscardPolicy::Old,
-        ..Default::default()
-    })
+    get_or_create_stream(
+        js,
+        stream::Config {
+            name: stream_name(prefix),
+            subjects: vec![format!("{prefix}.st.>"), format!("{prefix}.stj.>")],
+            max_messages_per_subject: 1,
+            num_replicas: replicas.max(1),
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::Old,
+            ..Default::default()
+        },
+    )
     .await
-    .map_err(|e| ClusterError::jetstream(&name, e))
 }
 
 /// What is kept of one message, to remove it again.
