@@ -238,6 +238,10 @@ pub struct Limits {
     /// client that takes nothing for that long (while the broker has packets
     /// for it) is disconnected, so that a stalled peer does not hold a
     /// connection and its queues forever (its session is kept as usual).
+    /// The connection is reset (TCP RST), not closed: the write it stopped
+    /// may have sent part of a packet, and what the kernel still holds for
+    /// the client is dropped at once. The same holds for the connection of a
+    /// session taken over while a write to it is stuck.
     pub write_timeout: Duration,
     /// A plain TCP connection with nothing in flight that has been idle
     /// this long hibernates: its task ends and its socket is watched by one

@@ -658,6 +658,13 @@ impl ControlOut {
     }
 }
 
+impl<S> WsIo<S> {
+    /// The stream under the WebSocket framing.
+    pub(crate) fn get_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> WsIo<S> {
     /// Writes the pending control frames (the latest pong, a close) while
     /// no data frame is under way.

@@ -2286,6 +2286,10 @@ async fn round(broker: &BrokerHandle, profile: Profile, round: u64, ids: &mut Id
     let plans: Vec<Plan> = (0..4 + rng.below(5))
         .map(|i| gen_plan(&mut rng, profile, round, i, slow))
         .collect();
+    // STRESS_SHOW=1: the plans of each round, for the diagnosis of a failure.
+    if std::env::var("STRESS_SHOW").is_ok() {
+        eprintln!("{tag}: {plans:#?}");
+    }
     for plan in &plans {
         let id = plan.connect.client_id.to_string();
         if !id.is_empty() {

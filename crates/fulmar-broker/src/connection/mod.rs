@@ -76,6 +76,12 @@ pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static
     /// Whether its connections can hibernate.
     const HIBERNATES: bool = false;
 
+    /// Makes the close of the stream a reset (TCP: a zero linger), for a
+    /// peer the broker gave up on while writing: what is still queued for it
+    /// is thrown away at once, and it does not see the stream end cleanly
+    /// inside a packet.
+    fn abort(&mut self) {}
+
     /// Takes the stream out of the runtime for the hibernation of `conn`;
     /// gives everything back when it cannot.
     fn into_asleep(
@@ -88,6 +94,12 @@ pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static
 
 impl Stream for TcpIo {
     const HIBERNATES: bool = cfg!(unix);
+
+    fn abort(&mut self) {
+        if let Self::Live(stream) = self {
+            stream.abort();
+        }
+    }
 
     #[cfg(unix)]
     fn into_asleep(
@@ -368,12 +380,25 @@ impl Dormant {
 }
 
 #[cfg(feature = "tls")]
-impl<S: Stream> Stream for tokio_rustls::server::TlsStream<S> {}
+impl<S: Stream> Stream for tokio_rustls::server::TlsStream<S> {
+    fn abort(&mut self) {
+        self.get_mut().0.abort();
+    }
+}
 
 #[cfg(feature = "websocket")]
-impl<S: Stream> Stream for crate::ws::WsIo<S> {}
+impl<S: Stream> Stream for crate::ws::WsIo<S> {
+    fn abort(&mut self) {
+        self.get_mut().abort();
+    }
+}
 
-impl Stream for tokio::net::TcpStream {}
+impl Stream for tokio::net::TcpStream {
+    fn abort(&mut self) {
+        // Fails only on a socket already gone: it closes as it can.
+        let _ = self.set_zero_linger();
+    }
+}
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for Custom<S> {}
 
@@ -442,6 +467,9 @@ fn is_acknowledged_publish(frame: &Option<Result<Packet, CodecError>>) -> bool {
 enum Flow {
     /// The connection is over.
     Closed,
+    /// The connection is over, and the broker gave up on a write that the
+    /// peer did not take (see [`GaveUp`]): it ends with a reset.
+    Aborted,
     /// It has been idle long enough to hibernate.
     Hibernate,
 }
@@ -671,7 +699,8 @@ impl<S: Stream> Connection<S> {
 
     /// Runs the connection to its end (or its hibernation), then closes it.
     async fn serve(mut self: Box<Self>, mut slot: Slot) {
-        let abandoned = loop {
+        // Abandoned: the shutdown's grace ran out; aborted: a write was given up.
+        let (abandoned, aborted) = loop {
             // The one watcher of the shutdown: it tells the connection (which
             // closes with a DISCONNECT), then gives it a grace period.
             let shutdown = self.shared.shutdown.clone();
@@ -685,10 +714,12 @@ impl<S: Stream> Connection<S> {
             let flow = tokio::select! {
                 flow = self.run() => flow,
                 // A peer that stopped reading must not hold up the shutdown.
-                () = grace => break true,
+                () = grace => break (true, true),
             };
-            if flow == Flow::Closed {
-                break false;
+            match flow {
+                Flow::Closed => break (false, false),
+                Flow::Aborted => break (false, true),
+                Flow::Hibernate => {}
             }
             match self.hibernate(slot) {
                 Ok(()) => return,
@@ -704,6 +735,13 @@ impl<S: Stream> Connection<S> {
             tracing::debug!(peer = %self.peer.addr, "connection abandoned at shutdown");
         }
         self.finish();
+        if aborted {
+            // No close to write or to wait for: the peer takes nothing.
+            self.transport.io_mut().abort();
+            drop(slot);
+            tracing::debug!(peer = %self.peer.addr, conn_id = self.conn_id, closed = ?self.closed, "connection reset");
+            return;
+        }
         // A TLS or WebSocket close writes too: a stalled peer must not hold it up.
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.transport.shutdown()).await;
         drop(slot);
@@ -785,10 +823,14 @@ impl<S: Stream> Connection<S> {
     async fn run(&mut self) -> Flow {
         loop {
             // Boxed: the answering future is large and only lives while answering.
-            if Box::pin(self.drive()).await.is_err() {
+            if let Err(error) = Box::pin(self.drive()).await {
                 self.session.connection_lost(Instant::now());
                 self.record_close_events();
-                return Flow::Closed;
+                return if GaveUp::is(&error) {
+                    Flow::Aborted
+                } else {
+                    Flow::Closed
+                };
             }
             if self.session.is_closed() {
                 return Flow::Closed;
@@ -2661,19 +2703,36 @@ async fn write_unless_taken_over<T>(
 /// The connection ends because its session was taken over while a write
 /// was stuck.
 fn handed_over() -> CodecError {
-    CodecError::Io(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "the session was taken over while the peer was not reading",
-    ))
+    GaveUp::error("the session was taken over while the peer was not reading")
 }
 
 /// A peer that has not taken our bytes for [`Limits::write_timeout`](crate::Limits).
 fn stalled() -> CodecError {
-    CodecError::Io(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "the peer stopped reading",
-    ))
+    GaveUp::error("the peer stopped reading")
 }
+
+/// Why a write was given up half-way: the connection ends with a reset
+/// (see [`Stream::abort`]).
+#[derive(Debug)]
+struct GaveUp(&'static str);
+
+impl GaveUp {
+    fn error(why: &'static str) -> CodecError {
+        CodecError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, Self(why)))
+    }
+
+    fn is(error: &CodecError) -> bool {
+        matches!(error, CodecError::Io(e) if e.get_ref().is_some_and(|e| e.is::<Self>()))
+    }
+}
+
+impl std::fmt::Display for GaveUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for GaveUp {}
 
 #[cfg(test)]
 mod tests {
