@@ -251,6 +251,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// See [`Limits::max_subscription_bytes_per_client`].
+    #[must_use]
+    pub fn max_subscription_bytes_per_client(mut self, bytes: usize) -> Self {
+        self.limits.max_subscription_bytes_per_client = bytes;
+        self
+    }
+
     /// See [`Limits::max_queued_bytes`].
     #[must_use]
     pub fn max_queued_bytes(mut self, bytes: usize) -> Self {

@@ -36,6 +36,15 @@ pub struct Limits {
     /// Subscriptions one client may hold; more are refused with SUBACK 0x97
     /// Quota exceeded (3.1.1: 0x80).
     pub max_subscriptions_per_client: usize,
+    /// Memory the subscriptions of one client may take, counted as the
+    /// filter's bytes (group included), 256 bytes per subscription and 48
+    /// per topic level: a filter that does not fit is refused with SUBACK
+    /// 0x97 Quota exceeded (3.1.1: 0x80). The default, 1 MiB, holds 1 024
+    /// filters of 4 levels and 200 bytes; it keeps deep filters from
+    /// making the subscription tree (and the routing of each message
+    /// through it) large: 128-level filters take about 6.5 KB each, so
+    /// about 160 fit.
+    pub max_subscription_bytes_per_client: usize,
     /// Messages queued for one session: while it is offline (QoS 1/2 only),
     /// and not yet sent while it is connected (a connection queue and a
     /// session queue, each of this size). Beyond it messages are dropped and
@@ -388,6 +397,7 @@ impl Default for Limits {
             max_connections: 10_000,
             max_packet_size: NonZeroU32::new(1024 * 1024).unwrap_or(NonZeroU32::MIN),
             max_subscriptions_per_client: 1024,
+            max_subscription_bytes_per_client: 1 << 20,
             max_queued_messages: 1000,
             max_queued_bytes: 16 * 1024 * 1024,
             max_read_ahead_bytes: 64 * 1024 * 1024,

@@ -771,6 +771,54 @@ async fn subscription_limit_per_client_is_quota_exceeded() {
     broker.shutdown().await;
 }
 
+/// The subscriptions of one client are bounded in memory too
+/// (`Limits::max_subscription_bytes_per_client`, 1 MiB by default): each
+/// 128-level filter counts 256 + 255 + 48 x 128 = 6 655 bytes, so 157 fit
+/// and the 158th is refused (5.0: 0x97, 3.1.1: 0x80). Resubscribing takes
+/// nothing more; an unsubscribed filter gives its room back.
+// v5:MQTT-3.8.4-7
+#[tokio::test]
+async fn subscription_bytes_per_client_are_bounded() {
+    let broker = start().await;
+    // Distinct 128-level filters of `a` and `+`, all 255 bytes long.
+    let deep = |n: u32| {
+        (0..128)
+            .map(|level| {
+                if level < 32 && n >> level & 1 == 1 {
+                    "+"
+                } else {
+                    "a"
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    for (version, refused) in [(V5, 0x97), (V311, 0x80)] {
+        let mut p = Peer::connect(addr(&broker), version, "deep").await;
+        for n in 0..157 {
+            p.sub(1, &deep(n), QoS::AtMostOnce).await;
+        }
+        let ack = p
+            .subscribe(2, &deep(157), SubscriptionOptions::new(QoS::AtMostOnce))
+            .await;
+        assert_eq!(ack.reason_codes[0].as_u8(), refused, "{version:?}");
+        // The same filter again replaces its subscription.
+        p.sub(3, &deep(5), QoS::AtLeastOnce).await;
+        p.send(Unsubscribe::new(pid(4), vec![MqttString::from(deep(0))]))
+            .await;
+        assert!(matches!(p.recv().await, Packet::UnsubAck(_)));
+        p.sub(5, &deep(157), QoS::AtMostOnce).await;
+        let ack = p
+            .subscribe(6, &deep(158), SubscriptionOptions::new(QoS::AtMostOnce))
+            .await;
+        assert_eq!(ack.reason_codes[0].as_u8(), refused, "{version:?}");
+        // Short filters still fit beside them: 3 741 bytes are left.
+        p.sub(7, "x/y", QoS::AtMostOnce).await;
+        p.disconnect().await;
+    }
+    broker.shutdown().await;
+}
+
 // v5:MQTT-3.3.4-5
 #[tokio::test]
 async fn shared_and_plain_matches_deliver_separate_copies_with_their_identifiers() {

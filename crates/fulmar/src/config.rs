@@ -151,6 +151,7 @@ pub(crate) struct LimitsConfig {
     pub(crate) max_packet_size: NonZeroU32,
     pub(crate) max_read_ahead_bytes: usize,
     pub(crate) max_subscriptions_per_client: usize,
+    pub(crate) max_subscription_bytes_per_client: usize,
     pub(crate) max_queued_messages: usize,
     pub(crate) max_queued_bytes: usize,
     pub(crate) max_retained_messages: usize,
@@ -202,6 +203,7 @@ impl Default for LimitsConfig {
             max_packet_size: limits.max_packet_size,
             max_read_ahead_bytes: limits.max_read_ahead_bytes,
             max_subscriptions_per_client: limits.max_subscriptions_per_client,
+            max_subscription_bytes_per_client: limits.max_subscription_bytes_per_client,
             max_queued_messages: limits.max_queued_messages,
             max_queued_bytes: limits.max_queued_bytes,
             max_retained_messages: limits.max_retained_messages,
@@ -245,6 +247,7 @@ impl LimitsConfig {
         limits.max_packet_size = self.max_packet_size;
         limits.max_read_ahead_bytes = self.max_read_ahead_bytes;
         limits.max_subscriptions_per_client = self.max_subscriptions_per_client;
+        limits.max_subscription_bytes_per_client = self.max_subscription_bytes_per_client;
         limits.max_queued_messages = self.max_queued_messages;
         limits.max_queued_bytes = self.max_queued_bytes;
         limits.max_retained_messages = self.max_retained_messages;
@@ -554,6 +557,9 @@ max_packet_size = 1048576
 max_read_ahead_bytes = 67108864
 # Subscriptions one client may hold.
 max_subscriptions_per_client = 1024
+# Memory the subscriptions of one client may take: each counts its filter's
+# bytes, 256 bytes and 48 per topic level (a 128-level filter about 6.5 KB).
+max_subscription_bytes_per_client = 1048576
 # Messages queued for one session (offline or not yet sent); more are dropped.
 # A QoS 1/2 publisher whose messages take every queue they go to over a
 # quarter of this is paced (see pacing_timeout_ms).

@@ -2149,7 +2149,12 @@ impl<S: Stream> Connection<S> {
                 continue;
             };
             if !entry.filters.contains(&filter)
-                && entry.filters.len() >= limits.max_subscriptions_per_client
+                && (entry.filters.len() >= limits.max_subscriptions_per_client
+                    || entry
+                        .filters
+                        .bytes()
+                        .saturating_add(crate::state::subscription_size(&filter))
+                        > limits.max_subscription_bytes_per_client)
             {
                 codes.push(SubAckReasonCode::QuotaExceeded);
                 continue;
