@@ -304,29 +304,39 @@ async fn both_ways_under_v311() {
     }
 }
 
+/// A remote broker with a retained `cmd/config`, and a link to it that
+/// takes `cmd/#` in and sends `state/#` out.
+async fn remote_with_config(version: ProtocolVersion) -> (BrokerHandle, Remote) {
+    let remote = broker().await;
+    remote
+        .publish("cmd/config", "v1", QoS::AtLeastOnce, true)
+        .unwrap();
+    let link = cloud(port(&remote), version)
+        .rule(rule("cmd/#", Direction::In, "", ""))
+        .rule(rule("state/#", Direction::Out, "", ""));
+    (remote, link)
+}
+
+/// The remote's `cmd/config` (see [`remote_with_config`]), retained before
+/// the bridge connected, is stored here too.
+async fn expect_config_retained(local: &BrokerHandle, version: ProtocolVersion) {
+    let mut late = local.subscribe("cmd/#").unwrap();
+    let got = next(&mut late).await;
+    assert_eq!(
+        (text(&got), got.retain),
+        (pair("cmd/config", "v1"), true),
+        "{version:?}"
+    );
+}
+
 // v5:MQTT-3.3.1-12 (Retain As Published keeps the RETAIN flag), MQTT-3.3.1-5
 // (a retained message is stored), MQTT-3.3.1-6 (sent to new subscribers).
 #[tokio::test]
 async fn retained_messages_cross_and_stay_retained() {
     for version in VERSIONS {
-        let remote = broker().await;
-        remote
-            .publish("cmd/config", "v1", QoS::AtLeastOnce, true)
-            .unwrap();
-        let (local, bridge) = bridged(vec![
-            cloud(port(&remote), version)
-                .rule(rule("cmd/#", Direction::In, "", ""))
-                .rule(rule("state/#", Direction::Out, "", "")),
-        ])
-        .await;
-        // Retained on the remote before the bridge connected: stored here too.
-        let mut late = local.subscribe("cmd/#").unwrap();
-        let got = next(&mut late).await;
-        assert_eq!(
-            (text(&got), got.retain),
-            (pair("cmd/config", "v1"), true),
-            "{version:?}"
-        );
+        let (remote, link) = remote_with_config(version).await;
+        let (local, bridge) = bridged(vec![link]).await;
+        expect_config_retained(&local, version).await;
         local
             .publish("state/door", "open", QoS::AtLeastOnce, true)
             .unwrap();
@@ -2077,29 +2087,14 @@ async fn overlapping_out_rules_send_once_at_their_highest_qos() {
 #[tokio::test]
 async fn without_outgoing_retain_nothing_is_retained_on_the_remote() {
     for version in VERSIONS {
-        let remote = broker().await;
-        remote
-            .publish("cmd/config", "v1", QoS::AtLeastOnce, true)
-            .unwrap();
-        let (local, bridge) = attached(vec![
-            cloud(port(&remote), version)
-                .outgoing_retain(false)
-                .rule(rule("cmd/#", Direction::In, "", ""))
-                .rule(rule("state/#", Direction::Out, "", "")),
-        ])
-        .await;
+        let (remote, link) = remote_with_config(version).await;
+        let (local, bridge) = attached(vec![link.outgoing_retain(false)]).await;
         // Retained here before the link is up: not pushed, retained, to the remote.
         local
             .publish("state/early", "1", QoS::AtLeastOnce, true)
             .unwrap();
         guard(bridge.wait_connected()).await;
-        let mut late = local.subscribe("cmd/#").unwrap();
-        let got = next(&mut late).await;
-        assert_eq!(
-            (text(&got), got.retain),
-            (pair("cmd/config", "v1"), true),
-            "{version:?}"
-        );
+        expect_config_retained(&local, version).await;
         let mut live = remote.subscribe("state/#").unwrap();
         local
             .publish("state/door", "open", QoS::AtLeastOnce, true)
