@@ -304,9 +304,31 @@ impl Client {
     /// [`Error::QueueFull`], also while connected (thousands of QoS 1/2
     /// publishes awaited at once, beyond the quota: keep fewer on their
     /// way, as with `futures`' `buffer_unordered`, or raise the bound).
+    /// A window of at most `max_buffered_publishes` never finds it full,
+    /// connected or not (while connected, one as large as that plus the
+    /// send quota, the smaller of [`ConnectOptions::max_inflight`] and the
+    /// broker's Receive Maximum, does not either):
     ///
-    /// `topic` is a `&str`, a `String` or a [`TopicName`] checked
-    /// beforehand. Publishing to the same `&str` as the last publish of this
+    /// ```no_run
+    /// # async fn demo(client: fulmar_client::Client) -> Result<(), fulmar_client::Error> {
+    /// use fulmar_client::QoS;
+    /// use futures::StreamExt;
+    ///
+    /// let window = 1024; // max_buffered_publishes, the default
+    /// let mut outcomes = futures::stream::iter(0..100_000)
+    ///     .map(|i| client.publish("load/test", format!("{i}")).qos(QoS::AtLeastOnce).into_future())
+    ///     .buffer_unordered(window);
+    /// while let Some(outcome) = outcomes.next().await {
+    ///     outcome?; // PUBACK received (or the reason it failed)
+    /// }
+    /// // Every message was acknowledged.
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// `topic` is a `&str`, a `String`, an [`MqttString`](crate::MqttString)
+    /// (such as the Response Topic of a request, answered as is) or a
+    /// [`TopicName`] checked beforehand. Publishing to the same `&str` as the last publish of this
     /// handle reuses the checked copy; a [`TopicName`] (for example one made
     /// once with [`TopicName::from_bytes`] from static bytes) is never copied.
     ///
@@ -389,6 +411,7 @@ impl Client {
             }
             TopicArg::Name(name) => MqttString::try_from(name.into_bytes())
                 .map_err(|e| Error::InvalidOptions(format!("topic: {e}"))),
+            TopicArg::Mqtt(topic) => topic_name(topic, Ok),
         }
     }
 
@@ -667,8 +690,8 @@ impl Client {
     }
 }
 
-/// The topic argument of [`Client::publish`]: a `&str`, a `String` (not
-/// copied) or a [`TopicName`] validated beforehand (neither copied nor
+/// The topic argument of [`Client::publish`]: a `&str`, a `String` or an
+/// [`MqttString`](crate::MqttString) (neither copied) or a [`TopicName`] validated beforehand (neither copied nor
 /// checked again for wildcards).
 #[derive(Debug)]
 pub struct PublishTopic<'a>(TopicArg<'a>);
@@ -678,6 +701,9 @@ enum TopicArg<'a> {
     Str(&'a str),
     String(String),
     Name(TopicName),
+    /// Already a valid MQTT string (a received Response Topic, say): only
+    /// the Topic Name rules are left to check.
+    Mqtt(MqttString),
 }
 
 impl<'a> From<&'a str> for PublishTopic<'a> {
@@ -713,6 +739,22 @@ impl<'a> From<Cow<'a, str>> for PublishTopic<'a> {
     }
 }
 
+impl From<MqttString> for PublishTopic<'_> {
+    /// Shares the string's buffer (a reference count, no copy); it is still
+    /// checked as a Topic Name (not empty, no wildcard). The Response Topic
+    /// of a request ([`PublishProperties::response_topic`]) is one.
+    fn from(topic: MqttString) -> Self {
+        Self(TopicArg::Mqtt(topic))
+    }
+}
+
+impl From<&MqttString> for PublishTopic<'_> {
+    /// As `From<MqttString>`: shares the buffer.
+    fn from(topic: &MqttString) -> Self {
+        Self(TopicArg::Mqtt(topic.clone()))
+    }
+}
+
 impl From<TopicName> for PublishTopic<'_> {
     fn from(topic: TopicName) -> Self {
         Self(TopicArg::Name(topic))
@@ -732,7 +774,8 @@ impl From<&TopicName> for PublishTopic<'_> {
 #[must_use = "a publish request does nothing until awaited"]
 pub struct PublishRequest<'a> {
     client: &'a Client,
-    /// Checked when the request was made; the error is reported when awaited.
+    /// Checked when the request was made; the error (of the topic, or of
+    /// the first invalid property set) is reported when awaited.
     topic: Result<MqttString, Box<Error>>,
     payload: Bytes,
     qos: QoS,
@@ -758,9 +801,118 @@ impl PublishRequest<'_> {
     /// content type, response topic, correlation data, user properties,
     /// payload format. Topic alias and subscription identifiers are not
     /// for the application to set.
+    ///
+    /// Replaces the properties set so far, also those of
+    /// [`user_property`](Self::user_property),
+    /// [`response_topic`](Self::response_topic),
+    /// [`correlation_data`](Self::correlation_data) and
+    /// [`message_expiry_interval`](Self::message_expiry_interval), which set
+    /// one property each and can follow it.
     pub fn properties(mut self, properties: PublishProperties) -> Self {
         self.properties = Some(Box::new(properties));
         self
+    }
+
+    /// Adds a User Property (MQTT 5.0; ignored under 3.1.1). A key or value
+    /// that is not a valid MQTT string (U+0000, over 65 535 bytes) makes
+    /// the publish fail with [`Error::InvalidOptions`] when awaited;
+    /// nothing is sent.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: fulmar_client::Client) -> Result<(), fulmar_client::Error> {
+    /// use fulmar_client::QoS;
+    ///
+    /// let trace_id = format!("trace-{}", 17);
+    /// client
+    ///     .publish("orders/new", "{}")
+    ///     .qos(QoS::AtLeastOnce)
+    ///     .user_property("trace-id", trace_id)
+    ///     .user_property("source", "checkout")
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn user_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let (key, value) = (key.into(), value.into());
+        match (
+            MqttString::try_from_string(key),
+            MqttString::try_from_string(value),
+        ) {
+            (Ok(key), Ok(value)) => self.properties_mut().user_properties.push((key, value)),
+            (Err(e), _) | (_, Err(e)) => {
+                self.fail(Error::InvalidOptions(format!("user property: {e}")));
+            }
+        }
+        self
+    }
+
+    /// The Response Topic (MQTT 5.0): where the receiver of a request
+    /// should publish its answer. It must be a valid Topic Name (no
+    /// wildcard), or the publish fails with [`Error::InvalidTopic`] when
+    /// awaited. See [`correlation_data`](Self::correlation_data) for an
+    /// example.
+    pub fn response_topic(mut self, topic: impl Into<String>) -> Self {
+        match topic_name(topic.into(), MqttString::try_from_string) {
+            Ok(topic) => self.properties_mut().response_topic = Some(topic),
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// The Correlation Data (MQTT 5.0): what the answer to a request
+    /// carries back so that the requester knows which request it answers.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: fulmar_client::Client) -> Result<(), fulmar_client::Error> {
+    /// use fulmar_client::QoS;
+    ///
+    /// // The requester:
+    /// client
+    ///     .publish("service/square", "12")
+    ///     .qos(QoS::AtLeastOnce)
+    ///     .response_topic("replies/client-7")
+    ///     .correlation_data("request-1")
+    ///     .message_expiry_interval(5)
+    ///     .await?;
+    ///
+    /// // The responder, for each request it receives:
+    /// # let mut requests = client.subscribe("service/square", QoS::AtLeastOnce).await?;
+    /// let request = requests.recv().await.expect("client open");
+    /// if let Some(reply_to) = &request.properties.response_topic {
+    ///     let mut answer = client.publish(reply_to, "144").qos(QoS::AtLeastOnce);
+    ///     if let Some(correlation) = &request.properties.correlation_data {
+    ///         answer = answer.correlation_data(correlation.clone());
+    ///     }
+    ///     answer.await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn correlation_data(mut self, data: impl Into<Bytes>) -> Self {
+        self.properties_mut().correlation_data = Some(data.into());
+        self
+    }
+
+    /// The Message Expiry Interval in seconds (MQTT 5.0): the broker drops
+    /// the message if it could not deliver it to a subscriber within that
+    /// time, and the client drops it if it could not send it
+    /// ([`DropReason`](crate::DropReason)).
+    pub fn message_expiry_interval(mut self, seconds: u32) -> Self {
+        self.properties_mut().message_expiry_interval = Some(seconds);
+        self
+    }
+
+    /// The properties, made empty if none were set.
+    fn properties_mut(&mut self) -> &mut PublishProperties {
+        self.properties.get_or_insert_with(Box::default)
+    }
+
+    /// Makes the request fail with `error` when awaited, unless an earlier
+    /// argument already failed it.
+    fn fail(&mut self, error: Error) {
+        if self.topic.is_ok() {
+            self.topic = Err(Box::new(error));
+        }
     }
 }
 

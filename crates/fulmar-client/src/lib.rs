@@ -12,10 +12,13 @@
 //! - [`Client::publish`] completes when the QoS flow completes: QoS 0 once
 //!   written, QoS 1 at PUBACK, QoS 2 at PUBCOMP, with the reason code and
 //!   properties ([`PublishOutcome`]). Failures are typed ([`Error`]).
-//! - [`Client::subscribe`] returns the SUBACK and a [`Subscription`] stream;
+//! - [`Client::subscribe`] completes at the SUBACK with a [`Subscription`]
+//!   stream ([`Subscription::suback`] has the broker's answer);
 //!   messages are routed by Subscription Identifier (5.0) or by filter
 //!   matching (3.1.1); [`Subscription::unsubscribe`] ends it and waits for
-//!   the UNSUBACK, and dropping the stream unsubscribes without waiting.
+//!   the UNSUBACK, and dropping the stream unsubscribes without waiting
+//!   (with a persistent session, [`Client::disconnect`] first if the broker
+//!   should keep the subscription).
 //!   [`Client::messages`] is a catch-all stream.
 //! - **Backpressure**: streams are bounded. When one is full, the client stops
 //!   feeding PUBLISH packets to the session, so they are not acknowledged and
@@ -79,6 +82,35 @@
 //!   ([`ConnectOptions::local_address`]).
 //! - tracing: a `mqtt_client` span per client with events for connect,
 //!   reconnect, and errors.
+//!
+//! # Recipes
+//!
+//! Runnable versions, each with an embedded broker, are in the repository's
+//! `examples/` (`cargo run -p fulmar-examples --example NAME`):
+//!
+//! - **Durable consumer** (`durable_consumer`): a fixed
+//!   [`client_id`](ConnectOptions::client_id),
+//!   [`clean_start(false)`](ConnectOptions::clean_start),
+//!   [`session_expiry_interval`](ConnectOptions::session_expiry_interval)
+//!   above 0, [`manual_acks(true)`](ConnectOptions::manual_acks) and
+//!   [`Client::ack`] once a message is processed; connect with
+//!   [`Client::connect_with_messages`] so that what the session queued
+//!   while the process was away is not dropped, and read that stream as
+//!   well as the subscription's. Messages taken but not acknowledged come
+//!   again after a reconnection.
+//! - **Request/response** (`request_response`, `request_timeout`):
+//!   [`PublishRequest::response_topic`] and
+//!   [`PublishRequest::correlation_data`] on the request; the responder
+//!   publishes to the received Response Topic as it is
+//!   (`client.publish(&topic, ...)`), and the requester applies its own
+//!   timeout (`tokio::time::timeout`).
+//! - **Many publishes** (`publish_many`): keep a bounded window of publish
+//!   futures awaited at once (`futures`' `buffer_unordered`); each completes
+//!   at its PUBACK, so when the window drains every message was
+//!   acknowledged. Raise [`ConnectOptions::max_inflight`] (default 20) for
+//!   throughput, and keep the window at most
+//!   [`max_buffered_publishes`](ConnectOptions::max_buffered_publishes), or
+//!   publishes may fail with [`Error::QueueFull`] (see [`Client::publish`]).
 //!
 //! # Example
 //!
@@ -145,8 +177,9 @@ pub use tokio_rustls::client::TlsStream;
 
 pub use fulmar_codec::{
     AckProperties, ConnAck, ConnectReasonCode, DisconnectProperties, DisconnectReasonCode,
-    PayloadFormat, ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode, RetainHandling,
-    SubAck, SubAckReasonCode, SubscribeProperties, SubscriptionOptions, Will, WillProperties,
+    MqttString, PayloadFormat, ProtocolVersion, Publish, PublishProperties, QoS, ReasonCode,
+    RetainHandling, SubAck, SubAckReasonCode, SubscribeProperties, SubscriptionOptions, Will,
+    WillProperties,
 };
 pub use fulmar_session::DropReason;
 /// The errors of the protocol state machine, as carried by

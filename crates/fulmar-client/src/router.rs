@@ -401,6 +401,12 @@ impl Drop for Inbox {
 /// The messages of one `subscribe` call, as a [`Stream`]. Dropping it
 /// unsubscribes from the filters no other stream uses.
 ///
+/// With a persistent session (a durable consumer), dropping the stream
+/// while connected removes the subscription from the session too, and
+/// what is published meanwhile is not kept for the client: call
+/// [`Client::disconnect`](crate::Client::disconnect) first, then drop the
+/// stream (once the client is closed, dropping it sends nothing).
+///
 /// The stream ends when the client is closed. A consumer that does not keep
 /// up applies backpressure (see the crate docs).
 #[derive(Debug)]

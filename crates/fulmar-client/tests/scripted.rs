@@ -482,3 +482,83 @@ async fn a_disconnect_that_could_not_be_written_is_an_error() {
         drop(wire);
     }
 }
+
+// The per-property setters of a publish (`user_property`, `response_topic`,
+// `correlation_data`, `message_expiry_interval`) put them into the PUBLISH;
+// a responder publishes to the Response Topic it received as is (an
+// `MqttString`); a wildcard Response Topic or a user property with U+0000
+// fails the publish before anything is sent.
+#[tokio::test]
+async fn publish_property_setters_and_answering_a_response_topic() {
+    let (client, mut wire) = connected(ProtocolVersion::V5).await;
+    let requesting = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .publish("service/square", "12")
+                .qos(QoS::AtLeastOnce)
+                .user_property("trace-id", String::from("trace-1"))
+                .response_topic(String::from("replies/scripted"))
+                .correlation_data("request-1")
+                .message_expiry_interval(5)
+                .user_property("source", "test")
+                .await
+        }
+    });
+    let Some(Ok(Packet::Publish(request))) = guard(wire.next()).await else {
+        panic!("expected PUBLISH")
+    };
+    let p = &request.properties;
+    assert_eq!(p.response_topic.as_deref(), Some("replies/scripted"));
+    assert_eq!(p.correlation_data.as_deref(), Some(&b"request-1"[..]));
+    assert_eq!(p.message_expiry_interval, Some(5));
+    let users: Vec<(&str, &str)> = p
+        .user_properties
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(users, [("trace-id", "trace-1"), ("source", "test")]);
+    wire.send(Packet::PubAck(PubAck::new(request.packet_id.unwrap())))
+        .await
+        .unwrap();
+    guard(requesting).await.unwrap().unwrap();
+
+    // The answer goes to the received Response Topic, an `MqttString`.
+    let reply_to = request.properties.response_topic.clone().unwrap();
+    let answering = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .publish(&reply_to, "144")
+                .correlation_data(request.properties.correlation_data.clone().unwrap())
+                .await
+        }
+    });
+    let Some(Ok(Packet::Publish(answer))) = guard(wire.next()).await else {
+        panic!("expected PUBLISH")
+    };
+    assert_eq!(answer.topic, "replies/scripted");
+    assert_eq!(
+        answer.properties.correlation_data.as_deref(),
+        Some(&b"request-1"[..])
+    );
+    guard(answering).await.unwrap().unwrap();
+
+    let wildcard = client.publish("a", "x").response_topic("replies/+").await;
+    assert!(
+        matches!(wildcard, Err(Error::InvalidTopic(_))),
+        "{wildcard:?}"
+    );
+    let nul = client.publish("a", "x").user_property("k", "a\0b").await;
+    assert!(matches!(nul, Err(Error::InvalidOptions(_))), "{nul:?}");
+    let wildcard_topic = client.publish(MqttString::from("a/#"), "x").await;
+    assert!(
+        matches!(wildcard_topic, Err(Error::InvalidTopic(_))),
+        "{wildcard_topic:?}"
+    );
+    // Nothing of those was sent: the next packet is the DISCONNECT.
+    client.disconnect().await.unwrap();
+    let Some(Ok(Packet::Disconnect(_))) = guard(wire.next()).await else {
+        panic!("expected DISCONNECT")
+    };
+}
