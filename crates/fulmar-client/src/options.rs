@@ -401,7 +401,12 @@ impl ConnectOptions {
 
     /// Session Expiry Interval in seconds (MQTT 5.0): how long the broker
     /// keeps the session after the connection is lost. 0 (the default) ends
-    /// the session with the connection, so nothing can be resumed.
+    /// the session with the connection, so nothing can be resumed. To resume
+    /// it when the process starts again, also set a fixed
+    /// [`client_id`](Self::client_id) and
+    /// [`clean_start(false)`](Self::clean_start). MQTT 3.1.1 has no expiry
+    /// (a CleanSession 0 session is kept until the broker drops it): set
+    /// under 3.1.1, connecting fails with [`Error::InvalidOptions`].
     #[must_use]
     pub fn session_expiry_interval(mut self, seconds: u32) -> Self {
         self.session_expiry_interval = Some(seconds);
@@ -622,6 +627,14 @@ impl ConnectOptions {
     /// Messages that no stream receives are acknowledged at once, and so
     /// is a message once every stream that received it was dropped without
     /// reading it.
+    ///
+    /// For a durable consumer that resumes its session, connect with
+    /// [`Client::connect_with_messages`](crate::Client::connect_with_messages):
+    /// with [`Client::connect`](crate::Client::connect), what the session
+    /// queued arrives before any stream exists, and past
+    /// [`stream_capacity`](Self::stream_capacity) of it (possible when
+    /// [`receive_maximum`](Self::receive_maximum) is larger) messages are
+    /// acknowledged and dropped, manual acknowledgements or not.
     #[must_use]
     pub fn manual_acks(mut self, on: bool) -> Self {
         self.manual_acks = on;
