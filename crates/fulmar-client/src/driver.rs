@@ -428,7 +428,11 @@ impl Driver {
         let key = self.router.next_key();
         let (tx, rx) = mpsc::channel(self.options.stream_capacity);
         while let Some(message) = self.unclaimed.pop_front() {
-            if tx.try_send(message).is_err() {
+            if let Err(TrySendError::Full(message) | TrySendError::Closed(message)) =
+                tx.try_send(message)
+            {
+                // Kept for the next stream (it was dropped).
+                self.unclaimed.push_front(message);
                 break;
             }
         }
