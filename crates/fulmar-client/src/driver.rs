@@ -814,7 +814,7 @@ impl Driver {
             return true;
         }
         let qos0 = self.parked_qos0;
-        (qos0 < max_parked_qos0 || self.blocked_before_suback())
+        (qos0 < max_parked_qos0 || self.blocked_before_suback() || self.holds_for_first_stream())
             && (self.parked.len() - qos0 <= max_parked_acked
                 || self.parked_bytes < MAX_PARKED_BYTES)
     }
@@ -840,6 +840,17 @@ impl Driver {
 
     /// Whether delivery waits for room in a stream whose SUBACK has not
     /// arrived (nobody reads it until then).
+    /// Whether, under manual acknowledgements, inbound messages wait for the
+    /// application's first stream (parked, not acknowledged): what a resumed
+    /// session queued arrives before `subscribe` or `messages` was called,
+    /// and acknowledging it unseen would lose it. Reading goes on (the
+    /// SUBACK of that first stream is behind them); QoS 1/2 messages are
+    /// bounded by our Receive Maximum, QoS 0 ones beyond a stream's worth
+    /// are dropped.
+    fn holds_for_first_stream(&self) -> bool {
+        self.options.manual_acks && self.router.never_had_a_stream()
+    }
+
     fn blocked_before_suback(&self) -> bool {
         self.blocked
             .as_ref()
@@ -987,7 +998,11 @@ impl Driver {
 
     fn on_packet(&mut self, packet: Packet) {
         match packet {
-            Packet::Publish(mut publish) if self.blocked.is_some() || !self.parked.is_empty() => {
+            Packet::Publish(mut publish)
+                if self.blocked.is_some()
+                    || !self.parked.is_empty()
+                    || self.holds_for_first_stream() =>
+            {
                 // Parked or dropped, its Topic Alias is taken now, in the
                 // order of receipt: it applies to the packets after it.
                 if let Err(error) = self.session.handle_topic_alias(&mut publish, now()) {
@@ -999,7 +1014,7 @@ impl Driver {
                 // for whichever streams (parking it would not be bounded,
                 // and not reading would leave the SUBACK unread).
                 if publish.qos == QoS::AtMostOnce
-                    && self.blocked_before_suback()
+                    && (self.blocked_before_suback() || self.holds_for_first_stream())
                     && self.parked_qos0 >= self.options.stream_capacity
                 {
                     self.drop_before_suback(&publish);
@@ -1029,7 +1044,7 @@ impl Driver {
 
     /// Feeds parked messages while the streams take them.
     fn unpark(&mut self) {
-        while self.blocked.is_none() {
+        while self.blocked.is_none() && !self.holds_for_first_stream() {
             let Some(publish) = self.unpark_one() else {
                 break;
             };

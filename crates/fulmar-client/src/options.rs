@@ -624,17 +624,23 @@ impl ConnectOptions {
     /// Manual acknowledgement of inbound QoS 1/2 messages (default off): the
     /// PUBACK / PUBREC waits for [`Client::ack`](crate::Client::ack), so a
     /// message is acknowledged only once the application has dealt with it.
-    /// Messages that no stream receives are acknowledged at once, and so
-    /// is a message once every stream that received it was dropped without
-    /// reading it.
     ///
-    /// For a durable consumer that resumes its session, connect with
-    /// [`Client::connect_with_messages`](crate::Client::connect_with_messages):
-    /// with [`Client::connect`](crate::Client::connect), what the session
-    /// queued arrives before any stream exists, and past
-    /// [`stream_capacity`](Self::stream_capacity) of it (possible when
-    /// [`receive_maximum`](Self::receive_maximum) is larger) messages are
-    /// acknowledged and dropped, manual acknowledgements or not.
+    /// Until the application makes its first stream (`subscribe`,
+    /// [`Client::messages`](crate::Client::messages)), what arrives (a
+    /// resumed session's queue, right after the CONNACK) waits for it
+    /// unacknowledged: QoS 1/2 messages as many as the broker may send
+    /// unacknowledged ([`receive_maximum`](Self::receive_maximum)), QoS 0
+    /// ones up to [`stream_capacity`](Self::stream_capacity) (more are
+    /// dropped). Then they go where they would have gone.
+    ///
+    /// Once there is a stream, a message that no stream receives is
+    /// acknowledged at once and kept for the next stream that wants it (up
+    /// to [`stream_capacity`](Self::stream_capacity) of them; more are
+    /// dropped), and so is a message once every stream that received it
+    /// was dropped without reading it. A durable consumer that subscribes
+    /// to several filters in turn can connect with
+    /// [`Client::connect_with_messages`](crate::Client::connect_with_messages)
+    /// instead, whose stream takes what the session queued.
     #[must_use]
     pub fn manual_acks(mut self, on: bool) -> Self {
         self.manual_acks = on;

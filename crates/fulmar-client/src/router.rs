@@ -154,6 +154,8 @@ pub(crate) struct Router {
     /// Identifiers of dropped streams whose filters another stream still
     /// uses: the broker keeps sending them for those filters.
     retired: HashMap<NonZeroU32, Vec<MqttString>>,
+    /// A stream was added since the client was made.
+    had_a_stream: bool,
 }
 
 impl Router {
@@ -171,6 +173,7 @@ impl Router {
         id: Option<NonZeroU32>,
         tx: mpsc::Sender<Message>,
     ) {
+        self.had_a_stream = true;
         // A new SUBSCRIBE replaces the broker's identifier for these filters.
         self.retired
             .retain(|_, shared| !shared.iter().any(|f| filters.iter().any(|(g, _)| g == f)));
@@ -248,12 +251,20 @@ impl Router {
     }
 
     pub(crate) fn add_catch_all(&mut self, key: u64, tx: mpsc::Sender<Message>) {
+        self.had_a_stream = true;
         self.catch_all.insert(key, tx);
     }
 
     /// A catch-all stream for what no subscription stream takes.
     pub(crate) fn add_leftovers(&mut self, key: u64, tx: mpsc::Sender<Message>) {
+        self.had_a_stream = true;
         self.leftovers.insert(key, tx);
+    }
+
+    /// Whether no stream was ever added: the application has not asked
+    /// for a message yet.
+    pub(crate) fn never_had_a_stream(&self) -> bool {
+        !self.had_a_stream
     }
 
     /// Removes a stream; returns its filters that no other stream uses.

@@ -559,6 +559,60 @@ async fn messages_before_any_stream_wait_for_the_first_catch_all_stream() {
     }
 }
 
+// With manual acknowledgements, a resumed session's queue that arrives
+// before the application's first stream waits for it unacknowledged, all of
+// it (here 10 messages for a stream capacity of 3): nothing is acknowledged
+// before the application has the messages, and none is lost. They were
+// acknowledged at once, and those beyond the stream capacity dropped.
+// MQTT-4.3.2-1 (QoS 1 messages of the session are delivered) MQTT-4.6.0-2
+// (PUBACKs in the order of the PUBLISH packets).
+#[tokio::test]
+async fn with_manual_acks_a_queue_before_the_first_stream_waits_for_it() {
+    let (listener, options) = listen().await;
+    let broker = tokio::spawn(async move {
+        let connack = ConnAck {
+            session_present: true,
+            ..ConnAck::default()
+        };
+        let mut wire = accept(&listener, connack).await;
+        for i in 0..10 {
+            wire.send(publish(i)).await.unwrap();
+        }
+        // Nothing is acknowledged before the application subscribes.
+        grant(&mut wire).await;
+        let mut acked = Vec::new();
+        loop {
+            match next(&mut wire).await {
+                Packet::PubAck(ack) => acked.push(ack.packet_id.get()),
+                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+                Packet::Disconnect(_) => return acked,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let options = options
+        .protocol_version(ProtocolVersion::V5)
+        .clean_start(false)
+        .manual_acks(true)
+        .stream_capacity(3);
+    let (client, ack) = guard(Client::connect(options)).await.unwrap();
+    assert!(ack.session_present);
+    // The queue arrives meanwhile (its arrival is not waited for: the
+    // outcome is the same either way).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut stream = guard(client.subscribe("flow/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    for i in 0..10 {
+        let m = guard(stream.next()).await.unwrap();
+        assert_eq!(m.payload, format!("{i}"));
+        assert!(m.needs_ack());
+        guard(client.ack(&m)).await.unwrap();
+    }
+    guard(client.disconnect()).await.unwrap();
+    assert_eq!(guard(broker).await.unwrap(), (1..=10).collect::<Vec<u16>>());
+}
+
 // A burst of QoS 0 messages read in one batch while the stream is full: none
 // is lost, and they keep their order (QoS 0 has no quota, so the client holds
 // them back by not reading). v5:MQTT-4.6.0-6 (order per topic).
