@@ -23,8 +23,8 @@ async fn main() -> Result<(), BoxError> {
     let mut args = std::env::args().skip(1);
     let count: usize = args.next().map_or(Ok(100_000), |a| a.parse())?;
     // Publishes beyond the broker's send quota wait in the client's queue,
-    // bounded by `max_buffered_publishes` (1024 by default): a window no
-    // larger never makes a publish fail with `Error::QueueFull`.
+    // bounded by `max_buffered_publishes` (1024 by default), and beyond it,
+    // while connected, for room: the window bounds what is in memory.
     let window: usize = args.next().map_or(Ok(1024), |a| a.parse())?;
 
     let broker = Broker::builder()

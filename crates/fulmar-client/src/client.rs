@@ -299,15 +299,12 @@ impl Client {
     /// failure code). Messages beyond the broker's send quota (its Receive
     /// Maximum), and every message while disconnected, wait in a bounded
     /// queue ([`ConnectOptions::max_buffered_publishes`], 1024 by default)
-    /// and are sent as quota comes back or after reconnecting; a publish
-    /// that would wait and finds that queue full fails with
-    /// [`Error::QueueFull`], also while connected (thousands of QoS 1/2
-    /// publishes awaited at once, beyond the quota: keep fewer on their
-    /// way, as with `futures`' `buffer_unordered`, or raise the bound).
-    /// A window of at most `max_buffered_publishes` never finds it full,
-    /// connected or not (while connected, one as large as that plus the
-    /// send quota, the smaller of [`ConnectOptions::max_inflight`] and the
-    /// broker's Receive Maximum, does not either):
+    /// and are sent as quota comes back or after reconnecting. While
+    /// connected, a publish that finds that queue full waits in line for
+    /// room (back-pressure: its future stays pending until acknowledgements
+    /// make room); while disconnected it fails with [`Error::QueueFull`].
+    /// A bounded window of publishes awaited at once, as with `futures`'
+    /// `buffer_unordered`, keeps memory bounded:
     ///
     /// ```no_run
     /// # async fn demo(client: fulmar_client::Client) -> Result<(), fulmar_client::Error> {
@@ -346,7 +343,7 @@ impl Client {
     /// Awaiting the request fails with:
     /// - [`Error::InvalidTopic`]: `topic` is not a valid Topic Name (empty,
     ///   a wildcard, U+0000, too long); nothing is sent.
-    /// - [`Error::QueueFull`]: the message would wait and the bounded queue
+    /// - [`Error::QueueFull`]: disconnected, and the bounded queue
     ///   ([`ConnectOptions::max_buffered_publishes`]) is full.
     /// - [`Error::Session`]: the session refused the message, which is not
     ///   sent: [`ApiError::PayloadFormatInvalid`](crate::ApiError::PayloadFormatInvalid)

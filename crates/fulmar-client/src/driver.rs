@@ -742,7 +742,8 @@ impl Driver {
                 command = self.commands.recv(), if self.commands_open => {
                     self.on_command_after_publishes(command, Some(framed.write_buffer_mut()));
                 }
-                () = poll_fn(|cx| shared.poll_queued(cx)), if !self.exit => {
+                // Not while taken publishes wait for room in the session.
+                () = poll_fn(|cx| shared.poll_queued(cx)), if !self.exit && self.taken.is_empty() => {
                     self.take_publishes(Some(framed.write_buffer_mut()));
                 }
                 frame = framed.next(), if read => {
@@ -914,7 +915,8 @@ impl Driver {
             let shared = &*self.shared;
             tokio::select! {
                 () = sleep_until_some(deadline) => return true,
-                () = poll_fn(|cx| shared.poll_queued(cx)), if !self.exit => {
+                // Not while taken publishes wait for room in the session.
+                () = poll_fn(|cx| shared.poll_queued(cx)), if !self.exit && self.taken.is_empty() => {
                     self.take_publishes(None);
                     self.drain_events();
                 }
@@ -1910,7 +1912,9 @@ impl Driver {
         }
     }
 
-    /// Hands every queued publish to the session; true if there was one.
+    /// Hands the queued publishes to the session, while connected as many
+    /// as it has room for (the rest wait in `taken`, and the publishers
+    /// behind them in line); true if it took one.
     /// Not once the application asked to stop: those fail at shutdown.
     ///
     /// Connected (`buf`, the transport's write buffer), what the session
@@ -1921,13 +1925,23 @@ impl Driver {
         if self.exit {
             return false;
         }
-        self.shared.take(&mut self.taken);
         if self.taken.is_empty() {
-            return false;
+            self.shared.take(&mut self.taken);
         }
         // One clock reading for the batch: they were taken together.
         let now = now();
-        while let Some(outgoing) = self.taken.pop_front() {
+        let mut any = false;
+        while let Some(outgoing) = self.taken.front() {
+            // Connected, a publish the session has no room for waits here
+            // (its future pending, and those behind it in line) until
+            // acknowledgements make room: back-pressure, not `QueueFull`.
+            if self.session.is_connected() && !self.session.can_queue(outgoing.qos) {
+                break;
+            }
+            let Some(outgoing) = self.taken.pop_front() else {
+                break;
+            };
+            any = true;
             let (publish, key) = outgoing.into_publish();
             match self.session.publish(publish, now) {
                 Ok(Some(packet_id)) => {
@@ -1940,7 +1954,7 @@ impl Driver {
                 self.encode(buf);
             }
         }
-        true
+        any
     }
 
     /// Writes the outcomes gathered so far and wakes their publishers.

@@ -58,8 +58,9 @@ pub enum Error {
     /// broker's Maximum QoS, subscription identifiers in a PUBLISH).
     #[error(transparent)]
     Session(#[from] fulmar_session::Error),
-    /// The queue of messages waiting for a connection or for send quota is
-    /// full; try again later.
+    /// The queue of messages waiting for a connection is full
+    /// ([`ConnectOptions::max_buffered_publishes`](crate::ConnectOptions::max_buffered_publishes));
+    /// try again later. While connected, a publish waits for room instead.
     #[error("outbound queue is full ({0} messages)")]
     QueueFull(usize),
     /// SUBSCRIBE and UNSUBSCRIBE need a live connection.

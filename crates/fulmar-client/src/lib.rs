@@ -108,9 +108,10 @@
 //!   futures awaited at once (`futures`' `buffer_unordered`); each completes
 //!   at its PUBACK, so when the window drains every message was
 //!   acknowledged. Raise [`ConnectOptions::max_inflight`] (default 20) for
-//!   throughput, and keep the window at most
-//!   [`max_buffered_publishes`](ConnectOptions::max_buffered_publishes), or
-//!   publishes may fail with [`Error::QueueFull`] (see [`Client::publish`]).
+//!   throughput. While connected, publishes beyond what the session may
+//!   queue wait for room (see [`Client::publish`]); while disconnected,
+//!   beyond [`max_buffered_publishes`](ConnectOptions::max_buffered_publishes)
+//!   they fail with [`Error::QueueFull`].
 //!
 //! # Example
 //!

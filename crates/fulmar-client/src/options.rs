@@ -552,10 +552,11 @@ impl ConnectOptions {
     /// How many publishes may wait (default 1024): for a connection, or,
     /// while connected, for send quota (the broker's Receive Maximum, for
     /// QoS 1/2, and the QoS 0 messages behind them, which keep their
-    /// order). Beyond it `publish` fails with [`Error::QueueFull`]. A
-    /// publish that is sent at once does not wait and does not count: with
-    /// 0, nothing is buffered while disconnected or beyond the send quota,
-    /// and publishing while connected works as usual.
+    /// order). Beyond it a `publish` waits for room while connected, and
+    /// fails with [`Error::QueueFull`] while disconnected. A publish that is
+    /// sent at once does not wait and does not count: with 0, nothing is
+    /// buffered while disconnected, and while connected a publish beyond
+    /// the send quota waits for it.
     #[must_use]
     pub fn max_buffered_publishes(mut self, max: usize) -> Self {
         self.max_buffered = max;

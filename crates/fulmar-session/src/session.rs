@@ -497,6 +497,35 @@ impl Session {
         self.out.get().pending_len()
     }
 
+    /// Whether [`publish`](Self::publish) has room for a message of `qos`
+    /// now: the queue of messages that wait is below
+    /// [`Config::max_pending`](crate::Config::max_pending), or the message
+    /// would not wait (connected, nothing queued before it, and for QoS 1/2
+    /// room in the send window). When false, `publish` fails with
+    /// [`LimitExceeded::PendingQueueFull`](crate::LimitExceeded::PendingQueueFull)
+    /// (unless messages in the queue have expired); a caller that would
+    /// rather wait tries again once the peer acknowledges something.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use fulmar_codec::{MqttString, Publish, QoS};
+    /// use fulmar_session::{Config, Session};
+    ///
+    /// let mut session = Session::client(Config { max_pending: 1, ..Config::default() });
+    /// let mut message = Publish::new(MqttString::from("t"), "m".into());
+    /// message.qos = QoS::AtLeastOnce;
+    /// assert!(session.can_queue(QoS::AtLeastOnce));
+    /// // Not connected: it waits, and fills the queue.
+    /// session.publish(message, Instant::now()).unwrap();
+    /// assert!(!session.can_queue(QoS::AtLeastOnce));
+    /// ```
+    #[must_use]
+    pub fn can_queue(&self, qos: QoS) -> bool {
+        let out = self.out.get();
+        out.pending_len() < self.config.max_pending
+            || (self.state == State::Connected && out.sends_next(qos, self.send_window()))
+    }
+
     /// Bytes of the messages accepted by `publish` and not sent yet
     /// ([`Publish::memory_size`](fulmar_codec::Publish::memory_size): topic,
     /// payload and properties): what a broker bounds in bytes, not only in
