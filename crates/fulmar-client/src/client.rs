@@ -208,9 +208,12 @@ impl Client {
     /// [`stream_capacity`](ConnectOptions::stream_capacity) of them, for the
     /// first [`subscribe`](Self::subscribe) stream whose filter matches it or
     /// the first [`messages`](Self::messages) stream; beyond, it is
-    /// acknowledged and dropped (with a warning in the log). An application
-    /// that resumes a session and must not lose what waited for it connects
-    /// with [`connect_with_messages`](Self::connect_with_messages) instead.
+    /// acknowledged and dropped (with a warning in the log). Under
+    /// [`manual_acks`](ConnectOptions::manual_acks), what arrives before the
+    /// first stream waits for it unacknowledged, all of it (see there). An
+    /// application that resumes a session and must not lose what waited for
+    /// it connects with [`connect_with_messages`](Self::connect_with_messages)
+    /// or uses manual acknowledgements.
     ///
     /// # Errors
     /// Invalid options, the transport failing, [`Error::Refused`] (with the
