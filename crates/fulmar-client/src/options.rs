@@ -232,6 +232,7 @@ pub struct ConnectOptions {
     pub(crate) connect_timeout: Duration,
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) ping_timeout: Duration,
+    pub(crate) request_timeout: Option<Duration>,
     pub(crate) manual_acks: bool,
     pub(crate) bridge: bool,
     /// Other addresses of the same service, in the order they are tried.
@@ -277,6 +278,7 @@ impl ConnectOptions {
             connect_timeout: Duration::from_secs(10),
             write_timeout: Some(Duration::from_secs(30)),
             ping_timeout: Duration::from_secs(10),
+            request_timeout: Some(Duration::from_secs(30)),
             manual_acks: false,
             bridge: false,
             fallbacks: Vec::new(),
@@ -622,6 +624,23 @@ impl ConnectOptions {
         self
     }
 
+    /// How long to wait for the SUBACK or UNSUBACK of a SUBSCRIBE or
+    /// UNSUBSCRIBE (default 30 s; zero: no limit). A broker that leaves one
+    /// unanswered longer is taken as broken, as one that leaves a PINGREQ
+    /// unanswered: the connection is dropped (and, with reconnect on, made
+    /// again), the call fails with [`Error::RequestLost`](crate::Error::RequestLost)
+    /// and [`Client::last_disconnection`](crate::Client::last_disconnection)
+    /// tells [`SessionError::RequestTimeout`](crate::SessionError::RequestTimeout).
+    /// Without it, a broker that answers PINGREQ but not SUBSCRIBE holds
+    /// `subscribe` (and its packet identifier) for as long as the connection
+    /// lasts. As with the PINGRESP, an acknowledgement behind messages that
+    /// the application does not read is not read either.
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout).filter(|t| !t.is_zero());
+        self
+    }
+
     /// Manual acknowledgement of inbound QoS 1/2 messages (default off): the
     /// PUBACK / PUBREC waits for [`Client::ack`](crate::Client::ack), so a
     /// message is acknowledged only once the application has dealt with it.
@@ -708,6 +727,7 @@ impl ConnectOptions {
             connect_timeout: Some(self.connect_timeout),
             manual_acks: self.manual_acks,
             ping_timeout: self.ping_timeout,
+            request_timeout: self.request_timeout,
             ..Config::default()
         }
     }

@@ -155,6 +155,7 @@ impl Session {
             .extra_mut()
             .requests
             .insert(packet_id, Request::Subscribe(subscribe.filters.clone()));
+        self.start_request_timer(packet_id, now);
         self.transmit.push_back(Packet::Subscribe(subscribe));
         Ok(packet_id)
     }
@@ -184,6 +185,7 @@ impl Session {
             .extra_mut()
             .requests
             .insert(packet_id, Request::Unsubscribe(unsubscribe.filters.clone()));
+        self.start_request_timer(packet_id, now);
         self.transmit.push_back(Packet::Unsubscribe(unsubscribe));
         Ok(packet_id)
     }
@@ -200,6 +202,44 @@ impl Session {
             return Err(LimitExceeded::PacketTooLarge { size, max }.into());
         }
         Ok(())
+    }
+
+    /// The request `packet_id`, sent now, must be answered within
+    /// [`Config::request_timeout`](crate::Config::request_timeout).
+    fn start_request_timer(&mut self, packet_id: PacketId, now: Instant) {
+        let Some(deadline) = self
+            .config
+            .request_timeout
+            .and_then(|timeout| now.checked_add(timeout))
+        else {
+            return;
+        };
+        self.conn
+            .extra_mut()
+            .request_deadlines
+            .push_back((deadline, packet_id));
+    }
+
+    /// The request `packet_id` was answered: its deadline goes.
+    fn end_request_timer(&mut self, packet_id: PacketId) {
+        if let Some(extra) = self.conn.extra.as_mut() {
+            extra.request_deadlines.retain(|(_, id)| *id != packet_id);
+        }
+    }
+
+    /// The deadline of the oldest request waiting for its SUBACK or
+    /// UNSUBACK, while connected ([`Config::request_timeout`](crate::Config::request_timeout)).
+    /// Kept with the requests rather than as a timer: a session that sends
+    /// none keeps no room for it.
+    pub(crate) fn request_deadline(&self) -> Option<Instant> {
+        if self.state != State::Connected {
+            return None;
+        }
+        self.conn
+            .extra()
+            .request_deadlines
+            .front()
+            .map(|(deadline, _)| *deadline)
     }
 
     fn start_request(&mut self, now: Instant) -> Result<PacketId, Error> {
@@ -391,6 +431,7 @@ impl Session {
             }
             .into());
         }
+        self.end_request_timer(ack.packet_id);
         if let Some(Request::Subscribe(filters)) =
             self.conn.extra_mut().requests.remove(&ack.packet_id)
         {
@@ -420,6 +461,7 @@ impl Session {
             }
             .into());
         }
+        self.end_request_timer(ack.packet_id);
         if let Some(Request::Unsubscribe(filters)) =
             self.conn.extra_mut().requests.remove(&ack.packet_id)
         {

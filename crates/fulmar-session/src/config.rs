@@ -42,6 +42,16 @@ pub struct Config {
     pub connect_timeout: Option<Duration>,
     /// Client: time allowed between PINGREQ and PINGRESP.
     pub ping_timeout: Duration,
+    /// Client: time allowed between a SUBSCRIBE or UNSUBSCRIBE and its
+    /// SUBACK or UNSUBACK. A server that leaves one unanswered longer (while
+    /// it may well answer PINGREQ) is taken as broken, as one that leaves a
+    /// PINGREQ unanswered: the connection closes with
+    /// [`Error::RequestTimeout`](crate::Error::RequestTimeout) (DISCONNECT
+    /// 0x80 under 5.0) and every request waiting is reported lost
+    /// ([`Event::RequestLost`](crate::Event::RequestLost)). Otherwise the
+    /// request, and its packet identifier, would wait for as long as the
+    /// connection lasts. `None`: no limit. Default 30 s.
+    pub request_timeout: Option<Duration>,
     /// Server: Maximum QoS announced in CONNACK and enforced on inbound PUBLISH.
     pub maximum_qos: QoS,
     /// Server: Retain Available announced in CONNACK and enforced on inbound PUBLISH.
@@ -101,6 +111,7 @@ impl Default for Config {
             maximum_packet_size: None,
             connect_timeout: Some(Duration::from_secs(10)),
             ping_timeout: Duration::from_secs(10),
+            request_timeout: Some(Duration::from_secs(30)),
             maximum_qos: QoS::ExactlyOnce,
             retain_available: true,
             wildcard_subscription_available: true,

@@ -315,6 +315,10 @@ pub enum Error {
     /// No CONNECT (server) or CONNACK (client) within the connect timeout.
     #[error("connect timeout")]
     ConnectTimeout,
+    /// Client: no SUBACK or UNSUBACK within
+    /// [`Config::request_timeout`](crate::Config::request_timeout).
+    #[error("no SUBACK or UNSUBACK within the request timeout")]
+    RequestTimeout,
     /// The server refused the connection with this CONNACK reason code.
     #[error("connection refused: {0}")]
     Refused(fulmar_codec::ConnectReasonCode),
@@ -328,7 +332,7 @@ impl Error {
             Self::Protocol(e) => e.reason_code(),
             Self::Limit(e) => e.reason_code(),
             Self::KeepAliveTimeout => DisconnectReasonCode::KeepAliveTimeout,
-            Self::Api(_) | Self::ConnectTimeout | Self::Refused(_) => {
+            Self::Api(_) | Self::ConnectTimeout | Self::RequestTimeout | Self::Refused(_) => {
                 DisconnectReasonCode::UnspecifiedError
             }
         }

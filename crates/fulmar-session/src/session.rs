@@ -146,6 +146,9 @@ pub(crate) struct ConnExtra {
     pub(crate) reauthenticating: bool,
     /// SUBSCRIBE and UNSUBSCRIBE requests waiting for their acknowledgement.
     pub(crate) requests: HashMap<PacketId, Request, crate::packet_id::IdHash>,
+    /// Client: the deadline of each of our requests, in the order sent
+    /// ([`Config::request_timeout`]).
+    pub(crate) request_deadlines: VecDeque<(Instant, PacketId)>,
     /// Server: packets that arrived before the CONNECT was answered.
     pub(crate) early: Vec<Packet>,
     /// Manual acks: inbound QoS 1/2 messages in order of receipt, and whether
@@ -163,6 +166,7 @@ impl ConnExtra {
         self.auth_method.is_none()
             && !self.reauthenticating
             && self.requests.is_empty()
+            && self.request_deadlines.is_empty()
             && self.early.is_empty()
             && self.unacked.is_empty()
             && self.carried_qos2.is_empty()
@@ -174,6 +178,7 @@ static NO_EXTRA: ConnExtra = ConnExtra {
     auth_method: None,
     reauthenticating: false,
     requests: HashMap::with_hasher(std::hash::BuildHasherDefault::new()),
+    request_deadlines: VecDeque::new(),
     early: Vec::new(),
     unacked: VecDeque::new(),
     carried_qos2: Vec::new(),
@@ -735,7 +740,11 @@ impl Session {
     /// When [`handle_timeout`](Self::handle_timeout) must be called next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        let timers = self.timers.next();
+        match self.request_deadline() {
+            Some(request) => Some(timers.map_or(request, |t| t.min(request))),
+            None => timers,
+        }
     }
 
     /// The next PUBLISH to send, if any.
@@ -1018,6 +1027,12 @@ impl Session {
     /// deadlines, connect timeout, message expiry. Spurious calls do nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = Some(now);
+        if self
+            .request_deadline()
+            .is_some_and(|deadline| deadline <= now)
+        {
+            self.fail(Error::RequestTimeout);
+        }
         for timer in self.timers.expired(now) {
             match timer {
                 Timer::Connect => {

@@ -53,10 +53,12 @@ fn send_quota_follows_the_peers_receive_maximum() {
     assert_eq!(c.pending_len(), 3);
     assert_eq!(c.send_window_used(), 2);
     // Other packets are not held back by the quota; QoS 0 waits its turn in order.
+    // (Subscribed 40 s in: unanswered for 60 s, it would outlive the
+    // request timeout.)
     c.subscribe(
         vec![(MqttString::from("x"), SubscriptionOptions::default())],
         Default::default(),
-        now,
+        now + secs(40),
     )
     .unwrap();
     c.handle_timeout(now + secs(60));

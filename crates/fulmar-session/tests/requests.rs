@@ -385,3 +385,72 @@ fn no_suback_or_unsuback_after_the_disconnect() {
         assert!(s.is_closed());
     }
 }
+
+/// A server that answers PINGREQ but leaves a SUBSCRIBE (or UNSUBSCRIBE)
+/// unanswered: the request kept its packet identifier, and the caller
+/// waited, for as long as the connection lasted. Now the connection ends
+/// once the oldest request outlived `Config::request_timeout` (DISCONNECT
+/// 0x80 under 5.0), and the requests are reported lost; one answered in
+/// time changes nothing, and the next deadline is the next request's.
+// MQTT-2.2.1-3 (the identifier is released with the request)
+#[test]
+fn a_request_left_unanswered_ends_the_connection() {
+    for version in VERSIONS {
+        let t = t0();
+        let config = Config {
+            request_timeout: Some(secs(20)),
+            ..Config::default()
+        };
+        let mut connect = connect_packet(version, "c", true);
+        connect.keep_alive = 0;
+        let mut c = connected_client(
+            config,
+            connect,
+            ConnAck::new(false, ConnectReasonCode::Success),
+            t,
+        );
+        let _ = events(&mut c);
+        let filters = |f: &'static str| {
+            vec![(
+                MqttString::from(f),
+                SubscriptionOptions::new(QoS::AtLeastOnce),
+            )]
+        };
+        let answered = c.subscribe(filters("a"), Default::default(), t).unwrap();
+        let ignored = c
+            .unsubscribe(vec![MqttString::from("b")], Default::default(), t + secs(5))
+            .unwrap();
+        let _ = drain(&mut c);
+        // The first is answered before its deadline.
+        c.handle_timeout(t + secs(10));
+        let suback = SubAck::new(answered, vec![SubAckReasonCode::GrantedQoS1]);
+        c.handle_packet(wire(Packet::SubAck(suback), version), t + secs(10))
+            .unwrap();
+        assert!(matches!(events(&mut c).as_slice(), [Event::SubAck(_)]));
+        // The second's deadline is 25 s: nothing before.
+        c.handle_timeout(t + secs(24));
+        assert!(drain(&mut c).is_empty(), "{version:?}");
+        assert!(c.is_connected());
+        assert_eq!(c.poll_timeout(), Some(t + secs(25)), "{version:?}");
+        c.handle_timeout(t + secs(25));
+        let out = drain(&mut c);
+        if version == ProtocolVersion::V5 {
+            assert!(
+                matches!(out.as_slice(), [Packet::Disconnect(d)]
+                    if d.reason_code == DisconnectReasonCode::UnspecifiedError),
+                "{out:?}"
+            );
+        } else {
+            assert!(out.is_empty(), "{version:?}: {out:?}");
+        }
+        assert_eq!(c.error(), Some(&Error::RequestTimeout));
+        assert!(c.is_closed());
+        c.connection_lost(t + secs(25));
+        let evs = events(&mut c);
+        assert!(
+            evs.iter()
+                .any(|e| matches!(e, Event::RequestLost { packet_id } if *packet_id == ignored)),
+            "{version:?}: {evs:?}"
+        );
+    }
+}
