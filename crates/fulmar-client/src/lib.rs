@@ -56,11 +56,12 @@
 //!   0 under 3.1.1. Otherwise in-flight QoS 1/2 publishes fail with
 //!   [`Error::PublishDropped`]`(`[`DropReason::SessionDiscarded`]`)` on
 //!   reconnect, and the application decides whether to publish them again.
-//! - **Unanswered requests**: a SUBSCRIBE or UNSUBSCRIBE the broker leaves
-//!   unanswered for [`ConnectOptions::request_timeout`] (30 s by default)
-//!   ends the connection as broken (as a PINGREQ left unanswered does), and
-//!   the call fails with [`Error::RequestLost`]: a broker that answers
-//!   PINGREQ but not SUBSCRIBE cannot hold `subscribe` for ever.
+//! - **Unanswered requests**: a SUBSCRIBE, UNSUBSCRIBE or QoS 1/2 flow step
+//!   the broker leaves unanswered for [`ConnectOptions::request_timeout`]
+//!   (30 s by default) ends the connection as broken (as a PINGREQ left
+//!   unanswered does): a `subscribe` fails with [`Error::RequestLost`], a
+//!   publish is sent again on the resumed session. A broker that answers
+//!   PINGREQ and nothing else cannot hold a connection for ever.
 //! - **Stalled writes**: a write to the broker that makes no progress for
 //!   [`ConnectOptions::write_timeout`] (30 s by default) ends the connection
 //!   as lost, so a broker that stops reading cannot hold the client.

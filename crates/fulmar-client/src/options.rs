@@ -624,17 +624,22 @@ impl ConnectOptions {
         self
     }
 
-    /// How long to wait for the SUBACK or UNSUBACK of a SUBSCRIBE or
-    /// UNSUBSCRIBE (default 30 s; zero: no limit). A broker that leaves one
-    /// unanswered longer is taken as broken, as one that leaves a PINGREQ
-    /// unanswered: the connection is dropped (and, with reconnect on, made
-    /// again), the call fails with [`Error::RequestLost`](crate::Error::RequestLost)
-    /// and [`Client::last_disconnection`](crate::Client::last_disconnection)
+    /// How long to wait for the answer to a SUBSCRIBE or UNSUBSCRIBE
+    /// (SUBACK, UNSUBACK) and to each step of a QoS 1/2 publish (PUBACK,
+    /// PUBREC, PUBCOMP) (default 30 s; zero: no limit). A broker that leaves
+    /// one unanswered longer is taken as broken, as one that leaves a
+    /// PINGREQ unanswered: the connection is dropped (and, with reconnect
+    /// on, made again) and
+    /// [`Client::last_disconnection`](crate::Client::last_disconnection)
     /// tells [`SessionError::RequestTimeout`](crate::SessionError::RequestTimeout).
-    /// Without it, a broker that answers PINGREQ but not SUBSCRIBE holds
-    /// `subscribe` (and its packet identifier) for as long as the connection
-    /// lasts. As with the PINGRESP, an acknowledgement behind messages that
-    /// the application does not read is not read either.
+    /// A `subscribe` or `unsubscribe` then fails with
+    /// [`Error::RequestLost`](crate::Error::RequestLost); a publish is sent
+    /// again on the resumed session (or fails as any publish in flight
+    /// when the connection ends). Without it, a broker that answers
+    /// PINGREQ but nothing else holds those calls (and their packet
+    /// identifiers) for as long as the connection lasts. As with the
+    /// PINGRESP, an acknowledgement behind messages that the application
+    /// does not read is not read either.
     #[must_use]
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = Some(timeout).filter(|t| !t.is_zero());

@@ -153,3 +153,53 @@ async fn a_request_the_broker_never_answers_ends() {
         }
     }
 }
+
+/// A broker that answers PINGREQ but never PUBACK (QoS 1) or PUBREC (QoS 2):
+/// `publish().await` waited for as long as the connection lasted (seen:
+/// still waiting after 5 s with a 1 s keep alive, the connection healthy),
+/// holding a slot of the broker's Receive Maximum. Now the connection is
+/// dropped once the flow waits for the request timeout (DISCONNECT 0x80
+/// under 5.0); without reconnecting the call ends with `Closed`. (With
+/// reconnect on, the resumed session sends the message again.)
+#[tokio::test(start_paused = true)]
+async fn a_publish_the_broker_never_acknowledges_ends() {
+    for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let (client, mut wire) = connected_with(version, ConnAck::default(), |o| o).await;
+            let call = tokio::spawn({
+                let client = client.clone();
+                async move { client.publish("t", "x").qos(qos).await }
+            });
+            let got = tokio::time::timeout(Duration::from_secs(600), answer_pings_only(&mut wire))
+                .await
+                .expect("the client kept the connection");
+            let result = tokio::time::timeout(Duration::from_secs(600), call)
+                .await
+                .expect("the call never ended")
+                .unwrap();
+            assert!(
+                matches!(result, Err(Error::Closed)),
+                "{version:?} {qos:?}: {result:?}"
+            );
+            assert!(
+                matches!(got.first(), Some(Packet::Publish(p)) if p.qos == qos),
+                "{version:?} {qos:?}: {got:?}"
+            );
+            if version == ProtocolVersion::V5 {
+                assert!(
+                    matches!(got.get(1), Some(Packet::Disconnect(d))
+                        if d.reason_code == DisconnectReasonCode::UnspecifiedError),
+                    "{version:?} {qos:?}: {got:?}"
+                );
+            }
+            let last = client.last_disconnection().expect("a disconnection");
+            assert!(
+                matches!(
+                    *last.error,
+                    Error::Session(fulmar_client::SessionError::RequestTimeout)
+                ),
+                "{version:?} {qos:?}: {last:?}"
+            );
+        }
+    }
+}

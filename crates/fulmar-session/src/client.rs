@@ -204,9 +204,9 @@ impl Session {
         Ok(())
     }
 
-    /// The request `packet_id`, sent now, must be answered within
+    /// The request or flow `packet_id`, sent now, must be answered within
     /// [`Config::request_timeout`](crate::Config::request_timeout).
-    fn start_request_timer(&mut self, packet_id: PacketId, now: Instant) {
+    pub(crate) fn start_request_timer(&mut self, packet_id: PacketId, now: Instant) {
         let Some(deadline) = self
             .config
             .request_timeout
@@ -220,15 +220,8 @@ impl Session {
             .push_back((deadline, packet_id));
     }
 
-    /// The request `packet_id` was answered: its deadline goes.
-    fn end_request_timer(&mut self, packet_id: PacketId) {
-        if let Some(extra) = self.conn.extra.as_mut() {
-            extra.request_deadlines.retain(|(_, id)| *id != packet_id);
-        }
-    }
-
-    /// The deadline of the oldest request waiting for its SUBACK or
-    /// UNSUBACK, while connected ([`Config::request_timeout`](crate::Config::request_timeout)).
+    /// The deadline of the oldest request or QoS 1/2 flow waiting for its
+    /// answer, while connected ([`Config::request_timeout`](crate::Config::request_timeout)).
     /// Kept with the requests rather than as a timer: a session that sends
     /// none keeps no room for it.
     pub(crate) fn request_deadline(&self) -> Option<Instant> {
@@ -431,7 +424,7 @@ impl Session {
             }
             .into());
         }
-        self.end_request_timer(ack.packet_id);
+        self.untrack(ack.packet_id);
         if let Some(Request::Subscribe(filters)) =
             self.conn.extra_mut().requests.remove(&ack.packet_id)
         {
@@ -461,7 +454,7 @@ impl Session {
             }
             .into());
         }
-        self.end_request_timer(ack.packet_id);
+        self.untrack(ack.packet_id);
         if let Some(Request::Unsubscribe(filters)) =
             self.conn.extra_mut().requests.remove(&ack.packet_id)
         {

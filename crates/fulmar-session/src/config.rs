@@ -43,14 +43,18 @@ pub struct Config {
     /// Client: time allowed between PINGREQ and PINGRESP.
     pub ping_timeout: Duration,
     /// Client: time allowed between a SUBSCRIBE or UNSUBSCRIBE and its
-    /// SUBACK or UNSUBACK. A server that leaves one unanswered longer (while
-    /// it may well answer PINGREQ) is taken as broken, as one that leaves a
-    /// PINGREQ unanswered: the connection closes with
+    /// SUBACK or UNSUBACK, between a QoS 1 PUBLISH and its PUBACK, a QoS 2
+    /// PUBLISH and its PUBREC, a PUBREL and its PUBCOMP. A server that
+    /// leaves one unanswered longer (while it may well answer PINGREQ) is
+    /// taken as broken, as one that leaves a PINGREQ unanswered: the
+    /// connection closes with
     /// [`Error::RequestTimeout`](crate::Error::RequestTimeout) (DISCONNECT
-    /// 0x80 under 5.0) and every request waiting is reported lost
-    /// ([`Event::RequestLost`](crate::Event::RequestLost)). Otherwise the
-    /// request, and its packet identifier, would wait for as long as the
-    /// connection lasts. `None`: no limit. Default 30 s.
+    /// 0x80 under 5.0), every request waiting is reported lost
+    /// ([`Event::RequestLost`](crate::Event::RequestLost)), and the QoS 1/2
+    /// flows are resent when the session is resumed (MQTT-4.4.0-1).
+    /// Otherwise each would wait, holding its packet identifier (and a
+    /// PUBLISH its slot of the server's Receive Maximum), for as long as
+    /// the connection lasts. `None`: no limit. Default 30 s.
     pub request_timeout: Option<Duration>,
     /// Server: Maximum QoS announced in CONNACK and enforced on inbound PUBLISH.
     pub maximum_qos: QoS,

@@ -130,6 +130,7 @@ impl Session {
             && self.subscriptions.as_slice().is_empty()
             && self.error.is_none()
             && extra.requests.is_empty()
+            && extra.request_deadlines.is_empty()
             && extra.early.is_empty()
             && extra.unacked.is_empty()
             && self.timers.single().is_ok()

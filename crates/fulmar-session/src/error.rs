@@ -315,9 +315,9 @@ pub enum Error {
     /// No CONNECT (server) or CONNACK (client) within the connect timeout.
     #[error("connect timeout")]
     ConnectTimeout,
-    /// Client: no SUBACK or UNSUBACK within
+    /// Client: no SUBACK, UNSUBACK, PUBACK, PUBREC or PUBCOMP within
     /// [`Config::request_timeout`](crate::Config::request_timeout).
-    #[error("no SUBACK or UNSUBACK within the request timeout")]
+    #[error("a request or QoS 1/2 flow was not answered within the request timeout")]
     RequestTimeout,
     /// The server refused the connection with this CONNACK reason code.
     #[error("connection refused: {0}")]

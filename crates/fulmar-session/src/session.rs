@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use fulmar_codec::{
     AuthReasonCode, DecodeError, Disconnect, DisconnectProperties, DisconnectReasonCode,
     EncodeError, MqttString, Packet, PacketId, ProtocolVersion, PubAck, PubAckReasonCode, PubComp,
-    PubRec, PubRecReasonCode, Publish, QoS, ReasonCode, SubAckReasonCode, SubscriptionOptions,
+    PubRec, PubRecReasonCode, PubRelReasonCode, Publish, QoS, ReasonCode, SubAckReasonCode,
+    SubscriptionOptions,
 };
 
 use crate::config::Config;
@@ -588,6 +589,47 @@ impl Session {
     /// counts it as sent (keep-alive, see the drain order).
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Packet> {
+        let packet = self.poll_transmit_untracked();
+        if self.role == Role::Client
+            && self.config.request_timeout.is_some()
+            && let Some(packet) = &packet
+        {
+            self.track_sent(packet);
+        }
+        packet
+    }
+
+    /// Client: a QoS 1/2 PUBLISH or a PUBREL just sent must be answered
+    /// (PUBACK, PUBREC or PUBCOMP) within [`Config::request_timeout`], as a
+    /// SUBSCRIBE must. A server that leaves a flow unanswered held the
+    /// `publish` call, and a slot of its Receive Maximum, for as long as the
+    /// connection lasted; a new connection resends it (MQTT-4.4.0-1).
+    fn track_sent(&mut self, packet: &Packet) {
+        let id = match packet {
+            Packet::Publish(p) if p.qos != QoS::AtMostOnce => p.packet_id,
+            Packet::PubRel(rel) if rel.reason_code == PubRelReasonCode::Success => {
+                Some(rel.packet_id)
+            }
+            _ => None,
+        };
+        if let Some(id) = id
+            && let Some(now) = self.now
+        {
+            self.untrack(id);
+            self.start_request_timer(id, now);
+        }
+    }
+
+    /// The flow or request `id` was answered: its deadline goes.
+    pub(crate) fn untrack(&mut self, id: PacketId) {
+        if let Some(extra) = self.conn.extra.as_mut()
+            && let Some(at) = extra.request_deadlines.iter().position(|(_, i)| *i == id)
+        {
+            extra.request_deadlines.remove(at);
+        }
+    }
+
+    fn poll_transmit_untracked(&mut self) -> Option<Packet> {
         // Each way out returns a packet built where this function returns
         // it: `Packet` is a large value, and every move is a copy.
         if let Some(ping) = self.transmit.front_small()
@@ -1394,6 +1436,7 @@ impl Session {
     /// A PUBACK from the peer.
     #[inline]
     pub(crate) fn receive_puback(&mut self, ack: PubAck) {
+        self.untrack(ack.packet_id);
         if let Some(out) = self.out.existing_mut() {
             out.on_puback(ack, &mut self.events);
         }
@@ -1402,6 +1445,8 @@ impl Session {
     /// A PUBREC from the peer.
     #[inline]
     pub(crate) fn receive_pubrec(&mut self, rec: PubRec) {
+        // The PUBREL it is answered with has its own deadline.
+        self.untrack(rec.packet_id);
         let v5 = self.version == ProtocolVersion::V5;
         self.out
             .get_mut(self.out_cursor)
@@ -1411,6 +1456,7 @@ impl Session {
     /// A PUBCOMP from the peer.
     #[inline]
     pub(crate) fn receive_pubcomp(&mut self, comp: PubComp) {
+        self.untrack(comp.packet_id);
         if let Some(out) = self.out.existing_mut() {
             out.on_pubcomp(comp, &mut self.events);
         }

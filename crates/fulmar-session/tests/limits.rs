@@ -39,7 +39,16 @@ fn publishes(packets: &[Packet]) -> usize {
 fn send_quota_follows_the_peers_receive_maximum() {
     // v5:MQTT-3.3.4-7 v5:MQTT-4.9.0-1 v5:MQTT-4.9.0-2 v5:MQTT-3.3.4-8 v5:MQTT-4.9.0-3
     let now = t0();
-    let mut c = v5_client_with(connack_with(|p| p.receive_maximum = NonZeroU16::new(2)));
+    // No request timeout: the requests and flows below wait 60 s unanswered.
+    let mut c = connected_client(
+        Config {
+            request_timeout: None,
+            ..Config::default()
+        },
+        connect_packet(ProtocolVersion::V5, "c", true),
+        connack_with(|p| p.receive_maximum = NonZeroU16::new(2)),
+        t0(),
+    );
     assert_eq!(c.send_window(), 2);
     let ids: Vec<_> = (0..5)
         .map(|i| {
@@ -53,12 +62,10 @@ fn send_quota_follows_the_peers_receive_maximum() {
     assert_eq!(c.pending_len(), 3);
     assert_eq!(c.send_window_used(), 2);
     // Other packets are not held back by the quota; QoS 0 waits its turn in order.
-    // (Subscribed 40 s in: unanswered for 60 s, it would outlive the
-    // request timeout.)
     c.subscribe(
         vec![(MqttString::from("x"), SubscriptionOptions::default())],
         Default::default(),
-        now + secs(40),
+        now,
     )
     .unwrap();
     c.handle_timeout(now + secs(60));

@@ -6,7 +6,8 @@ mod common;
 use common::*;
 use fulmar_codec::{
     ConnAck, ConnectReasonCode, Disconnect, DisconnectReasonCode, MqttString, Packet,
-    ProtocolVersion, QoS, ReasonCode, SubAck, SubAckReasonCode, SubscriptionOptions,
+    ProtocolVersion, PubAck, PubRec, QoS, ReasonCode, SubAck, SubAckReasonCode,
+    SubscriptionOptions,
 };
 use fulmar_session::{Config, Error, Event, Initiator, ProtocolViolation, Session};
 
@@ -452,5 +453,77 @@ fn a_request_left_unanswered_ends_the_connection() {
                 .any(|e| matches!(e, Event::RequestLost { packet_id } if *packet_id == ignored)),
             "{version:?}: {evs:?}"
         );
+    }
+}
+
+/// A server that answers PINGREQ but leaves a QoS 1/2 flow unanswered (no
+/// PUBACK, no PUBREC, or no PUBCOMP after our PUBREL): the flow held its
+/// packet identifier and a slot of the server's Receive Maximum, and the
+/// caller waited, for as long as the connection lasted. Now each step must
+/// be answered within `Config::request_timeout`, counted from the packet
+/// that asks for the answer; flows answered in time change nothing.
+// MQTT-4.4.0-1 (the flow is resent on the next connection)
+#[test]
+fn a_publish_flow_left_unanswered_ends_the_connection() {
+    for version in VERSIONS {
+        for stuck in ["PUBACK", "PUBREC", "PUBCOMP"] {
+            let t = t0();
+            let config = Config {
+                request_timeout: Some(secs(20)),
+                ..Config::default()
+            };
+            let mut connect = connect_packet(version, "c", true);
+            connect.keep_alive = 0;
+            let mut c = connected_client(
+                config,
+                connect,
+                ConnAck::new(false, ConnectReasonCode::Success),
+                t,
+            );
+            // One flow answered at once, then the one left hanging.
+            let ok = c
+                .publish(publish("t", QoS::AtLeastOnce, b"ok"), t)
+                .unwrap()
+                .unwrap();
+            let _ = drain(&mut c);
+            c.handle_packet(Packet::PubAck(PubAck::new(ok)), t).unwrap();
+            let qos = if stuck == "PUBACK" {
+                QoS::AtLeastOnce
+            } else {
+                QoS::ExactlyOnce
+            };
+            let id = c.publish(publish("t", qos, b"x"), t).unwrap().unwrap();
+            let _ = drain(&mut c);
+            let mut asked = t;
+            if stuck == "PUBCOMP" {
+                // PUBREC 15 s later: the PUBREL's own deadline counts from it.
+                asked = t + secs(15);
+                c.handle_packet(Packet::PubRec(PubRec::new(id)), asked)
+                    .unwrap();
+                let out = drain(&mut c);
+                assert!(matches!(out.as_slice(), [Packet::PubRel(_)]), "{out:?}");
+            }
+            c.handle_timeout(asked + secs(19));
+            assert!(drain(&mut c).is_empty(), "{version:?} {stuck}");
+            assert!(c.is_connected(), "{version:?} {stuck}");
+            assert_eq!(
+                c.poll_timeout(),
+                Some(asked + secs(20)),
+                "{version:?} {stuck}"
+            );
+            c.handle_timeout(asked + secs(20));
+            assert_eq!(
+                c.error(),
+                Some(&Error::RequestTimeout),
+                "{version:?} {stuck}"
+            );
+            let out = drain(&mut c);
+            assert!(c.is_closed(), "{version:?} {stuck}");
+            assert_eq!(
+                out.len(),
+                usize::from(version == ProtocolVersion::V5),
+                "{version:?} {stuck}: {out:?}"
+            );
+        }
     }
 }
