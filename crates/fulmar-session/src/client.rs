@@ -217,7 +217,7 @@ impl Session {
         self.conn
             .extra_mut()
             .request_deadlines
-            .push_back((deadline, packet_id));
+            .start(packet_id, deadline);
     }
 
     /// The deadline of the oldest request or QoS 1/2 flow waiting for its
@@ -228,11 +228,7 @@ impl Session {
         if self.state != State::Connected {
             return None;
         }
-        self.conn
-            .extra()
-            .request_deadlines
-            .front()
-            .map(|(deadline, _)| *deadline)
+        self.conn.extra().request_deadlines.first()
     }
 
     fn start_request(&mut self, now: Instant) -> Result<PacketId, Error> {

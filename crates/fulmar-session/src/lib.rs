@@ -67,6 +67,7 @@
 mod alias;
 mod client;
 mod config;
+mod deadlines;
 mod dormant;
 mod error;
 mod event;

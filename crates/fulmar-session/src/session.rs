@@ -149,7 +149,7 @@ pub(crate) struct ConnExtra {
     pub(crate) requests: HashMap<PacketId, Request, crate::packet_id::IdHash>,
     /// Client: the deadline of each of our requests, in the order sent
     /// ([`Config::request_timeout`]).
-    pub(crate) request_deadlines: VecDeque<(Instant, PacketId)>,
+    pub(crate) request_deadlines: crate::deadlines::Deadlines,
     /// Server: packets that arrived before the CONNECT was answered.
     pub(crate) early: Vec<Packet>,
     /// Manual acks: inbound QoS 1/2 messages in order of receipt, and whether
@@ -179,7 +179,7 @@ static NO_EXTRA: ConnExtra = ConnExtra {
     auth_method: None,
     reauthenticating: false,
     requests: HashMap::with_hasher(std::hash::BuildHasherDefault::new()),
-    request_deadlines: VecDeque::new(),
+    request_deadlines: crate::deadlines::Deadlines::new(),
     early: Vec::new(),
     unacked: VecDeque::new(),
     carried_qos2: Vec::new(),
@@ -615,17 +615,14 @@ impl Session {
         if let Some(id) = id
             && let Some(now) = self.now
         {
-            self.untrack(id);
             self.start_request_timer(id, now);
         }
     }
 
     /// The flow or request `id` was answered: its deadline goes.
     pub(crate) fn untrack(&mut self, id: PacketId) {
-        if let Some(extra) = self.conn.extra.as_mut()
-            && let Some(at) = extra.request_deadlines.iter().position(|(_, i)| *i == id)
-        {
-            extra.request_deadlines.remove(at);
+        if let Some(extra) = self.conn.extra.as_mut() {
+            extra.request_deadlines.end(id);
         }
     }
 
