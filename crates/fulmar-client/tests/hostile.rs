@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use common::guard;
 use fulmar_client::{Client, ConnectOptions, Error, ProtocolVersion, QoS, Reconnect};
-use fulmar_codec::{ConnAck, DisconnectReasonCode, MqttCodec, Packet, SubAck, SubAckReasonCode};
+use fulmar_codec::{
+    ConnAck, DisconnectReasonCode, MqttCodec, MqttString, Packet, Publish, SubAck, SubAckReasonCode,
+};
 use futures::{SinkExt, StreamExt};
 use tokio::io::DuplexStream;
 use tokio_util::codec::Framed;
@@ -202,4 +204,47 @@ async fn a_publish_the_broker_never_acknowledges_ends() {
             );
         }
     }
+}
+
+/// A PUBLISH carrying a Subscription Identifier two million times (4 MB,
+/// under the default maximum packet size), with 1000 streams: each stream
+/// searched the whole list, and the connection's task was busy for 33 s
+/// (debug build) with this one message: no PINGREQ, nothing else read or
+/// written. Now the identifiers are sorted and deduplicated once: the
+/// message arrives at once, once.
+// v5:MQTT-3.3.4-4 (the identifiers of every matching subscription)
+// (Two worker threads: the guard must run while the client's task is busy.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_subscription_identifiers_cost_no_search_per_stream() {
+    let (client, mut wire) = connected_with(ProtocolVersion::V5, ConnAck::default(), |o| o).await;
+    let mut streams = Vec::new();
+    let mut first = None;
+    for i in 0..1000 {
+        let subscribing = tokio::spawn({
+            let client = client.clone();
+            async move { client.subscribe(&format!("s/{i}/#"), QoS::AtMostOnce).await }
+        });
+        let Some(Packet::Subscribe(s)) = next(&mut wire).await else {
+            panic!("expected SUBSCRIBE")
+        };
+        first = first.or(s.properties.subscription_identifier);
+        let suback = SubAck::new(s.packet_id, vec![SubAckReasonCode::GrantedQoS0]);
+        wire.send(Packet::SubAck(suback)).await.unwrap();
+        streams.push(guard(subscribing).await.unwrap().unwrap());
+    }
+    let mut publish = Publish::new(MqttString::from("s/0/x"), "x".into());
+    publish.properties.subscription_identifiers = vec![first.unwrap(); 2_000_000];
+    wire.send(Packet::Publish(publish)).await.unwrap();
+    let first_stream = streams.first_mut().unwrap();
+    let message = guard(first_stream.next()).await.unwrap();
+    assert_eq!(message.publish().topic, "s/0/x");
+    // Once, and for that stream only.
+    let mut publish = Publish::new(MqttString::from("s/1/x"), "y".into());
+    publish.properties.subscription_identifiers = vec![first.unwrap(); 3];
+    wire.send(Packet::Publish(publish)).await.unwrap();
+    let mut plain = Publish::new(MqttString::from("s/0/x"), "z".into());
+    plain.properties.subscription_identifiers = vec![first.unwrap()];
+    wire.send(Packet::Publish(plain)).await.unwrap();
+    let next_one = guard(first_stream.next()).await.unwrap();
+    assert_eq!(next_one.publish().payload, "z");
 }
