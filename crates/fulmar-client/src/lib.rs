@@ -30,8 +30,9 @@
 //!   read.) Memory stays bounded whatever the consumer's speed. A slow stream holds
 //!   up the others (messages keep their order). QoS 0 messages have no
 //!   quota: past one stream's capacity of them waiting, the client stops
-//!   reading the socket, and if that outlasts the keep-alive the connection
-//!   is dropped and re-established. A client that publishes to a topic it
+//!   reading the socket, and if that outlasts the keep-alive (or, while a
+//!   SUBSCRIBE or QoS 1/2 publish of the client waits for its answer, the
+//!   request timeout) the connection is dropped and re-established. A client that publishes to a topic it
 //!   subscribes to without consuming may see the broker hold back its own
 //!   acknowledgements. Messages a broker sends for a new subscription before
 //!   its SUBACK wait in the new stream, which nobody reads yet. QoS 0 ones
