@@ -625,9 +625,10 @@ impl ConnectOptions {
     }
 
     /// How long to wait for the answer to a SUBSCRIBE or UNSUBSCRIBE
-    /// (SUBACK, UNSUBACK) and to each step of a QoS 1/2 publish (PUBACK,
-    /// PUBREC, PUBCOMP) (default 30 s; zero: no limit). A broker that leaves
-    /// one unanswered longer is taken as broken, as one that leaves a
+    /// (SUBACK, UNSUBACK) and, while QoS 1/2 publishes wait for theirs
+    /// (PUBACK, PUBREC, PUBCOMP), for the next answer to any of them
+    /// (default 30 s; zero: no limit). A broker that leaves them
+    /// unanswered longer is taken as broken, as one that leaves a
     /// PINGREQ unanswered: the connection is dropped (and, with reconnect
     /// on, made again) and
     /// [`Client::last_disconnection`](crate::Client::last_disconnection)

@@ -220,15 +220,25 @@ impl Session {
             .start(packet_id, deadline);
     }
 
-    /// The deadline of the oldest request or QoS 1/2 flow waiting for its
-    /// answer, while connected ([`Config::request_timeout`](crate::Config::request_timeout)).
-    /// Kept with the requests rather than as a timer: a session that sends
-    /// none keeps no room for it.
+    /// The deadline of the oldest request waiting for its answer, or of
+    /// the progress of the QoS 1/2 flows while any waits, while connected
+    /// ([`Config::request_timeout`](crate::Config::request_timeout)). Kept
+    /// with the requests rather than as a timer: a session that sends none
+    /// keeps no room for it.
     pub(crate) fn request_deadline(&self) -> Option<Instant> {
         if self.state != State::Connected {
             return None;
         }
-        self.conn.extra().request_deadlines.first()
+        let extra = self.conn.extra();
+        let flows = extra
+            .flows_progress
+            .filter(|_| self.out.get().live() > 0)
+            .zip(self.config.request_timeout)
+            .and_then(|(since, timeout)| since.checked_add(timeout));
+        match (extra.request_deadlines.first(), flows) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn start_request(&mut self, now: Instant) -> Result<PacketId, Error> {
@@ -420,7 +430,7 @@ impl Session {
             }
             .into());
         }
-        self.untrack(ack.packet_id);
+        self.untrack(ack.packet_id, false);
         if let Some(Request::Subscribe(filters)) =
             self.conn.extra_mut().requests.remove(&ack.packet_id)
         {
@@ -450,7 +460,7 @@ impl Session {
             }
             .into());
         }
-        self.untrack(ack.packet_id);
+        self.untrack(ack.packet_id, false);
         if let Some(Request::Unsubscribe(filters)) =
             self.conn.extra_mut().requests.remove(&ack.packet_id)
         {

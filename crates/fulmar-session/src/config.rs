@@ -43,9 +43,12 @@ pub struct Config {
     /// Client: time allowed between PINGREQ and PINGRESP.
     pub ping_timeout: Duration,
     /// Client: time allowed between a SUBSCRIBE or UNSUBSCRIBE and its
-    /// SUBACK or UNSUBACK, between a QoS 1 PUBLISH and its PUBACK, a QoS 2
-    /// PUBLISH and its PUBREC, a PUBREL and its PUBCOMP. A server that
-    /// leaves one unanswered longer (while it may well answer PINGREQ) is
+    /// SUBACK or UNSUBACK, and, while QoS 1/2 flows wait for an answer
+    /// (PUBACK, PUBREC, PUBCOMP), for the next answer to any of them (from
+    /// the first one sent while none waited: one clock for all flows, which
+    /// costs a store per answer; a server that answers the others but never
+    /// one flow is not caught). A server that leaves them unanswered longer
+    /// (while it may well answer PINGREQ) is
     /// taken as broken, as one that leaves a PINGREQ unanswered: the
     /// connection closes with
     /// [`Error::RequestTimeout`](crate::Error::RequestTimeout) (DISCONNECT

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 use fulmar_codec::{
     AuthReasonCode, DecodeError, Disconnect, DisconnectProperties, DisconnectReasonCode,
     EncodeError, MqttString, Packet, PacketId, ProtocolVersion, PubAck, PubAckReasonCode, PubComp,
-    PubRec, PubRecReasonCode, PubRelReasonCode, Publish, QoS, ReasonCode, SubAckReasonCode,
-    SubscriptionOptions,
+    PubRec, PubRecReasonCode, Publish, QoS, ReasonCode, SubAckReasonCode, SubscriptionOptions,
 };
 
 use crate::config::Config;
@@ -150,6 +149,9 @@ pub(crate) struct ConnExtra {
     /// Client: the deadline of each of our requests, in the order sent
     /// ([`Config::request_timeout`]).
     pub(crate) request_deadlines: crate::deadlines::Deadlines,
+    /// Client: the last progress of our QoS 1/2 flows (the first sent while
+    /// none was waiting, or an answer to one), while any waits.
+    pub(crate) flows_progress: Option<Instant>,
     /// Server: packets that arrived before the CONNECT was answered.
     pub(crate) early: Vec<Packet>,
     /// Manual acks: inbound QoS 1/2 messages in order of receipt, and whether
@@ -180,6 +182,7 @@ static NO_EXTRA: ConnExtra = ConnExtra {
     reauthenticating: false,
     requests: HashMap::with_hasher(std::hash::BuildHasherDefault::new()),
     request_deadlines: crate::deadlines::Deadlines::new(),
+    flows_progress: None,
     early: Vec::new(),
     unacked: VecDeque::new(),
     carried_qos2: Vec::new(),
@@ -589,44 +592,6 @@ impl Session {
     /// counts it as sent (keep-alive, see the drain order).
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Packet> {
-        let packet = self.poll_transmit_untracked();
-        if self.role == Role::Client
-            && self.config.request_timeout.is_some()
-            && let Some(packet) = &packet
-        {
-            self.track_sent(packet);
-        }
-        packet
-    }
-
-    /// Client: a QoS 1/2 PUBLISH or a PUBREL just sent must be answered
-    /// (PUBACK, PUBREC or PUBCOMP) within [`Config::request_timeout`], as a
-    /// SUBSCRIBE must. A server that leaves a flow unanswered held the
-    /// `publish` call, and a slot of its Receive Maximum, for as long as the
-    /// connection lasted; a new connection resends it (MQTT-4.4.0-1).
-    fn track_sent(&mut self, packet: &Packet) {
-        let id = match packet {
-            Packet::Publish(p) if p.qos != QoS::AtMostOnce => p.packet_id,
-            Packet::PubRel(rel) if rel.reason_code == PubRelReasonCode::Success => {
-                Some(rel.packet_id)
-            }
-            _ => None,
-        };
-        if let Some(id) = id
-            && let Some(now) = self.now
-        {
-            self.start_request_timer(id, now);
-        }
-    }
-
-    /// The flow or request `id` was answered: its deadline goes.
-    pub(crate) fn untrack(&mut self, id: PacketId) {
-        if let Some(extra) = self.conn.extra.as_mut() {
-            extra.request_deadlines.end(id);
-        }
-    }
-
-    fn poll_transmit_untracked(&mut self) -> Option<Packet> {
         // Each way out returns a packet built where this function returns
         // it: `Packet` is a large value, and every move is a copy.
         if let Some(ping) = self.transmit.front_small()
@@ -651,6 +616,35 @@ impl Session {
             return self.next_publish();
         }
         None
+    }
+
+    /// Client: a PUBLISH is sent while no QoS 1/2 flow waits for an answer:
+    /// if it starts one, the flows must make progress (an answer to one of
+    /// them) within [`Config::request_timeout`] from now on. A server that
+    /// answers none of them held each `publish` call, and its slot of the
+    /// server's Receive Maximum, for as long as the connection lasted; a new
+    /// connection resends them (MQTT-4.4.0-1). One clock for all flows, not
+    /// one per flow: it costs a store per answer. (A QoS 0 PUBLISH sets it
+    /// too, harmlessly: it is read only while a flow waits.)
+    #[inline]
+    fn flows_start(&mut self, now: Instant) {
+        if self.config.request_timeout.is_some() {
+            self.conn.extra_mut().flows_progress = Some(now);
+        }
+    }
+
+    /// A QoS 1/2 flow was answered (PUBACK, PUBREC, PUBCOMP): the flows
+    /// made progress; or the request `id` was answered (SUBACK, UNSUBACK):
+    /// its deadline goes.
+    #[inline]
+    pub(crate) fn untrack(&mut self, id: PacketId, flow: bool) {
+        if let Some(extra) = self.conn.extra.as_mut() {
+            if flow {
+                extra.flows_progress = self.now;
+            } else {
+                extra.request_deadlines.end(id);
+            }
+        }
     }
 
     /// The next packet of the transmit queue, made to fit the peer's limits.
@@ -798,6 +792,9 @@ impl Session {
             match outbound.prepare(limit, now, |p| outbound_check(role, version, &peer, p)) {
                 Next::Ready => {
                     self.on_sent(false);
+                    if role == Role::Client && self.out.get().live() == 0 {
+                        self.flows_start(now);
+                    }
                     let outbound = self.out.existing_mut()?;
                     let aliases = self.config.outbound_topic_aliases;
                     let conn = &mut self.conn;
@@ -1433,7 +1430,7 @@ impl Session {
     /// A PUBACK from the peer.
     #[inline]
     pub(crate) fn receive_puback(&mut self, ack: PubAck) {
-        self.untrack(ack.packet_id);
+        self.untrack(ack.packet_id, true);
         if let Some(out) = self.out.existing_mut() {
             out.on_puback(ack, &mut self.events);
         }
@@ -1442,8 +1439,7 @@ impl Session {
     /// A PUBREC from the peer.
     #[inline]
     pub(crate) fn receive_pubrec(&mut self, rec: PubRec) {
-        // The PUBREL it is answered with has its own deadline.
-        self.untrack(rec.packet_id);
+        self.untrack(rec.packet_id, true);
         let v5 = self.version == ProtocolVersion::V5;
         self.out
             .get_mut(self.out_cursor)
@@ -1453,7 +1449,7 @@ impl Session {
     /// A PUBCOMP from the peer.
     #[inline]
     pub(crate) fn receive_pubcomp(&mut self, comp: PubComp) {
-        self.untrack(comp.packet_id);
+        self.untrack(comp.packet_id, true);
         if let Some(out) = self.out.existing_mut() {
             out.on_pubcomp(comp, &mut self.events);
         }
