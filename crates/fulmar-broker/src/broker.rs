@@ -113,6 +113,7 @@ impl Shared {
             bytes_received: load(&c.bytes_received),
             bytes_sent: load(&c.bytes_sent),
             read_ahead_bytes: c.read_ahead.load(Ordering::Relaxed),
+            delayed_will_bytes: state.will_budget.used(),
             #[cfg(unix)]
             connections_hibernating: self.hibernator.as_ref().map_or(0, |h| h.asleep()),
             #[cfg(not(unix))]
@@ -340,6 +341,13 @@ impl BrokerBuilder {
     #[must_use]
     pub fn max_retained_bytes(mut self, bytes: usize) -> Self {
         self.limits.max_retained_bytes = bytes;
+        self
+    }
+
+    /// See [`Limits::max_delayed_will_bytes`].
+    #[must_use]
+    pub fn max_delayed_will_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_delayed_will_bytes = bytes;
         self
     }
 
@@ -706,6 +714,10 @@ pub struct Stats {
     /// Bytes set aside now for the rest of large packets being read (see
     /// [`Limits::max_read_ahead_bytes`](crate::Limits::max_read_ahead_bytes)).
     pub read_ahead_bytes: usize,
+    /// Bytes of the wills with a delay held now, as
+    /// [`Limits::max_delayed_will_bytes`](crate::Limits::max_delayed_will_bytes)
+    /// counts them.
+    pub delayed_will_bytes: usize,
 }
 
 impl BrokerHandle {

@@ -198,6 +198,22 @@ pub struct Limits {
     /// always let into an empty store. Without it, the count alone allowed
     /// `max_retained_messages` times the largest packet.
     pub max_retained_bytes: usize,
+    /// Bytes of the wills that may outlive their connection, all clients
+    /// together: MQTT 5.0 wills with a Will Delay Interval, of clients
+    /// whose session outlives the connection (a Session Expiry Interval),
+    /// counted from the CONNECT until the will is published or dropped
+    /// (while its client is connected, and while its session waits out the
+    /// delay), each as [`Publish::memory_size`](fulmar_codec::Publish::memory_size)
+    /// plus 256 bytes. A CONNECT whose will would take them beyond is
+    /// refused with CONNACK 0x97 Quota exceeded. Other wills go when their
+    /// connection ends, and are bounded by the connections. Default 256 MiB:
+    /// without it, a client connecting under new identifiers with a 1 MiB
+    /// will (in its user properties), a delay and an expiry of a year each
+    /// time left 1 MiB per session, up to
+    /// [`max_sessions`](Self::max_sessions) of them (500 sessions: 980 MB
+    /// of resident memory). Wills loaded from the store count without being
+    /// refused; 0 refuses every such will.
+    pub max_delayed_will_bytes: usize,
     /// Longest topic name or filter, in bytes. A longer PUBLISH topic gets
     /// MQTT 5.0 PUBACK/PUBREC 0x90 Topic Name invalid (QoS 0 and 3.1.1:
     /// dropped and counted); a longer filter SUBACK 0x8F (3.1.1: 0x80).
@@ -420,6 +436,7 @@ impl Default for Limits {
             max_outbound_inflight: NonZeroU16::new(256).unwrap_or(NonZeroU16::MAX),
             max_retained_messages: 100_000,
             max_retained_bytes: 1 << 30,
+            max_delayed_will_bytes: 256 << 20,
             max_topic_length: 65_535,
             max_topic_levels: 128,
             max_payload_size: None,

@@ -905,6 +905,89 @@ pub(crate) struct PendingWill {
     /// Its client, for the authorizer when the rules change meanwhile
     /// ([`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize)).
     pub(crate) info: crate::ClientInfo,
+    /// Its share of [`Limits::max_delayed_will_bytes`](crate::Limits::max_delayed_will_bytes),
+    /// given back when it is published or dropped (held for that only).
+    pub(crate) _charge: Option<WillCharge>,
+}
+
+/// The will of a connected client, and its share of
+/// [`Limits::max_delayed_will_bytes`](crate::Limits::max_delayed_will_bytes)
+/// when it has a delay (it goes to its [`PendingWill`] when the connection
+/// ends).
+#[derive(Debug)]
+pub(crate) struct HeldWill {
+    pub(crate) publish: Publish,
+    pub(crate) charge: Option<WillCharge>,
+}
+
+/// The bytes of the wills with a Will Delay Interval held at once, all
+/// sessions together (see
+/// [`Limits::max_delayed_will_bytes`](crate::Limits::max_delayed_will_bytes)).
+/// Each [`WillCharge`] gives its share back when it is dropped, wherever
+/// the will goes (published, dropped, replaced, its session removed).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct WillBudget(Arc<AtomicUsize>);
+
+/// What a will counts against [`WillBudget`]: [`Publish::memory_size`] and
+/// [`WILL_ENTRY_BYTES`].
+pub(crate) fn will_size(will: &Publish) -> usize {
+    will.memory_size().saturating_add(WILL_ENTRY_BYTES)
+}
+
+/// A will's entries (its pending record, its client's details), beyond
+/// [`Publish::memory_size`].
+pub(crate) const WILL_ENTRY_BYTES: usize = 256;
+
+impl WillBudget {
+    /// Charges `bytes` if the total stays within `max`; `None`: it would not.
+    pub(crate) fn try_charge(&self, bytes: usize, max: usize) -> Option<WillCharge> {
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                used.checked_add(bytes).filter(|total| *total <= max)
+            })
+            .ok()?;
+        Some(WillCharge {
+            bytes,
+            budget: self.clone(),
+        })
+    }
+
+    /// Charges `bytes` whatever the total (a will restored from the store).
+    pub(crate) fn charge(&self, bytes: usize) -> WillCharge {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                Some(used.saturating_add(bytes))
+            });
+        WillCharge {
+            bytes,
+            budget: self.clone(),
+        }
+    }
+
+    /// The bytes charged now.
+    pub(crate) fn used(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One will's share of a [`WillBudget`], given back on drop.
+#[derive(Debug)]
+pub(crate) struct WillCharge {
+    bytes: usize,
+    budget: WillBudget,
+}
+
+impl Drop for WillCharge {
+    fn drop(&mut self) {
+        let bytes = self.bytes;
+        let _ = self
+            .budget
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+    }
 }
 
 /// One client session, connected or not.
@@ -1050,6 +1133,9 @@ pub(crate) struct State {
     /// The authorizer and the sessions' clients, when it checks each
     /// delivery ([`Authorizer::checks_reads`]).
     pub(crate) reads: Option<Reads>,
+    /// The wills with a delay held now (see
+    /// [`Limits::max_delayed_will_bytes`](crate::Limits::max_delayed_will_bytes)).
+    pub(crate) will_budget: WillBudget,
 }
 
 /// What checking each delivery needs: see [`State::reads`].
@@ -2351,6 +2437,7 @@ mod tests {
                     username: None,
                     protocol_version: fulmar_codec::ProtocolVersion::V5,
                 },
+                _charge: None,
             }));
             state.schedule(&id, expires);
             state.schedule(&id, will_at);

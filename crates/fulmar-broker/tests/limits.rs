@@ -743,3 +743,81 @@ async fn wildcard_shared_and_identified_subscriptions_can_be_turned_off() {
     v3.disconnect().await;
     broker.shutdown().await;
 }
+
+fn delayed_will_connect(id: &str, delay: u32, expiry: u32) -> Connect {
+    let mut c = connect(V5, id, 0);
+    c.properties.session_expiry_interval = Some(expiry);
+    let mut will = fulmar_codec::Will::new(
+        MqttString::from(format!("w/{id}")),
+        bytes::Bytes::from(vec![b'x'; 1000]),
+    );
+    will.properties.will_delay_interval = Some(delay);
+    c.will = Some(will);
+    c
+}
+
+/// The wills that may outlive their connection (a Will Delay Interval and a
+/// Session Expiry Interval) are bounded all together: one that does not fit
+/// is refused with CONNACK 0x97, and the room comes back when a will is
+/// published or dropped. Without it, abandoned sessions held a will each
+/// (up to 1 MiB) for as long as their delay. Wills without a delay, and
+/// 3.1.1 wills, do not count.
+// v5:MQTT-3.2.2-7 v5:MQTT-3.1.2-8 v5:MQTT-3.1.3-9
+#[tokio::test]
+async fn v5_delayed_wills_are_bounded_all_together() {
+    use fulmar_codec::ConnectReasonCode;
+    // Each will counts 3 + 1000 + 256 bytes: two fit, not three.
+    let broker = start_with(Broker::builder().max_delayed_will_bytes(2600)).await;
+    let mut wills = broker.subscribe("w/#").unwrap();
+    let (a, ack) = Peer::connect_with(addr(&broker), delayed_will_connect("a", 1, 60)).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+    let (b, ack) = Peer::connect_with(addr(&broker), delayed_will_connect("b", 600, 60)).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+    assert_eq!(broker.stats().delayed_will_bytes, 2 * 1259);
+    let (mut c, ack) = Peer::connect_with(addr(&broker), delayed_will_connect("c", 600, 60)).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::QuotaExceeded);
+    c.expect_closed().await;
+    // Not counted: no delay, no session beyond the connection, 3.1.1.
+    let (nd, ack) = Peer::connect_with(addr(&broker), delayed_will_connect("nd", 0, 60)).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+    let (ne, ack) = Peer::connect_with(addr(&broker), delayed_will_connect("ne", 600, 0)).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+    let mut old = connect(V311, "old", 0);
+    old.will = Some(fulmar_codec::Will::new(
+        MqttString::from("w/old"),
+        bytes::Bytes::from(vec![b'x'; 1000]),
+    ));
+    let (old, ack) = Peer::connect_with(addr(&broker), old).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+    assert_eq!(broker.stats().delayed_will_bytes, 2 * 1259);
+    for peer in [nd, ne, old] {
+        peer.disconnect().await;
+    }
+    // Gone without DISCONNECT: a's will waits out its delay, still counted.
+    drop(a);
+    wait_until("a is away", || broker.stats().clients_connected == 1).await;
+    assert_eq!(broker.stats().delayed_will_bytes, 2 * 1259);
+    let (_, ack) = Peer::connect_with(addr(&broker), delayed_will_connect("c", 600, 60)).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::QuotaExceeded);
+    // Published after its delay (MQTT-3.1.2-8): its room comes back.
+    let will = next(&mut wills).await;
+    assert_eq!(will.topic.as_str(), "w/a");
+    wait_until("a's will given back", || {
+        broker.stats().delayed_will_bytes == 1259
+    })
+    .await;
+    let (c, ack) = Peer::connect_with(addr(&broker), delayed_will_connect("c", 600, 60)).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+    // A normal DISCONNECT drops the will: its room comes back too.
+    b.disconnect().await;
+    wait_until("b's will given back", || {
+        broker.stats().delayed_will_bytes == 1259
+    })
+    .await;
+    c.disconnect().await;
+    wait_until("c's will given back", || {
+        broker.stats().delayed_will_bytes == 0
+    })
+    .await;
+    broker.shutdown().await;
+}

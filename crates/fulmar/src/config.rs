@@ -156,6 +156,7 @@ pub(crate) struct LimitsConfig {
     pub(crate) max_queued_bytes: usize,
     pub(crate) max_retained_messages: usize,
     pub(crate) max_retained_bytes: usize,
+    pub(crate) max_delayed_will_bytes: usize,
     pub(crate) max_topic_length: usize,
     pub(crate) max_topic_levels: usize,
     /// Largest payload of a client's PUBLISH; 0: no limit but the packet's.
@@ -208,6 +209,7 @@ impl Default for LimitsConfig {
             max_queued_bytes: limits.max_queued_bytes,
             max_retained_messages: limits.max_retained_messages,
             max_retained_bytes: limits.max_retained_bytes,
+            max_delayed_will_bytes: limits.max_delayed_will_bytes,
             max_topic_length: limits.max_topic_length,
             max_topic_levels: limits.max_topic_levels,
             max_payload_size: limits.max_payload_size.unwrap_or(0),
@@ -252,6 +254,7 @@ impl LimitsConfig {
         limits.max_queued_bytes = self.max_queued_bytes;
         limits.max_retained_messages = self.max_retained_messages;
         limits.max_retained_bytes = self.max_retained_bytes;
+        limits.max_delayed_will_bytes = self.max_delayed_will_bytes;
         if self.max_topic_length == 0 || self.max_topic_levels == 0 {
             return Err(format!(
                 "limits.max_topic_length = {}, max_topic_levels = {}: must be at least 1",
@@ -577,6 +580,12 @@ max_retained_messages = 100000
 # retained PUBLISH that would go beyond is refused the same way (one is always
 # let into an empty store).
 max_retained_bytes = 1073741824
+# Bytes of the MQTT 5.0 wills that may outlive their connection (a Will Delay
+# Interval and a Session Expiry Interval), all clients together, from the
+# CONNECT until each is published or dropped (each counts its topic, payload
+# and properties, plus 256 bytes). A CONNECT whose will would go beyond gets
+# CONNACK 0x97 Quota exceeded.
+max_delayed_will_bytes = 268435456
 # Longest topic name or filter in bytes, and most levels (`a/b/c` has 3). A
 # PUBLISH beyond gets MQTT 5.0 0x90 Topic Name invalid (QoS 0 and 3.1.1:
 # dropped and counted); a filter beyond, SUBACK 0x8F (3.1.1: 0x80).

@@ -38,8 +38,8 @@ pub(crate) use custom::Custom;
 pub(crate) use tcp::TcpIo;
 
 use crate::state::{
-    Control, ControlReceiver, Delivery, Inbound, Owner, PendingWill, Queued, State, SubOptions,
-    Subscriber, age, secs,
+    Control, ControlReceiver, Delivery, HeldWill, Inbound, Owner, PendingWill, Queued, State,
+    SubOptions, Subscriber, age, secs, will_size,
 };
 use inbound::Refusal;
 use transport::Transport;
@@ -226,7 +226,7 @@ struct Dormant {
 /// The parts of a hibernating connection most do not have.
 struct Rare {
     username: Option<String>,
-    will: Option<Box<Publish>>,
+    will: Option<Box<HeldWill>>,
     auth: Option<Box<auth::AuthState>>,
     // Boxed on purpose, as in `Connection`.
     #[allow(clippy::box_collection)]
@@ -498,7 +498,7 @@ pub(crate) fn run<S: Stream>(
 struct Client {
     id: Arc<str>,
     info: ClientInfo,
-    will: Option<Box<Publish>>,
+    will: Option<Box<HeldWill>>,
     will_delay: u32,
     /// Session Expiry Interval in seconds (`u32::MAX`: never).
     expiry: u32,
@@ -520,7 +520,7 @@ impl Client {
     fn stored_will(&self) -> Option<StoredWill> {
         let will = self.will.as_deref()?;
         Some(StoredWill {
-            publish: will.clone(),
+            publish: will.publish.clone(),
             due: WillDue::AfterDisconnect(self.will_delay),
             username: self.info.username.clone(),
             protocol_version: self.info.protocol_version,
@@ -1742,7 +1742,7 @@ impl<S: Stream> Connection<S> {
             .as_ref()
             .and_then(|w| w.properties.will_delay_interval)
             .unwrap_or(0);
-        let will = connect.will.map(|w| Box::new(will_publish(w)));
+        let will = connect.will.map(will_publish);
         if let Some(will) = &will {
             // The topic limits a PUBLISH is held to (0x90 there too); under
             // 3.1.1, which has no such return code, the connection is closed.
@@ -1793,10 +1793,29 @@ impl<S: Stream> Connection<S> {
         // A new session is not started beyond the limit (one that exists is
         // resumed or replaced). Connections claiming at once may each pass:
         // the limit is exceeded by at most as many.
-        let room = {
+        // A will that may outlive its connection (MQTT 5.0: a Will Delay
+        // Interval, and a session that outlives the connection) takes its
+        // share of `max_delayed_will_bytes` until it is published or
+        // dropped; one that does not fit is refused.
+        let delayed = will_delay > 0 && expiry > 0;
+        let (room, charge) = {
             let state = self.shared.lock();
-            state.sessions.len() < self.shared.limits.max_sessions
-                || state.sessions.contains_key(&*id)
+            let room = state.sessions.len() < self.shared.limits.max_sessions
+                || state.sessions.contains_key(&*id);
+            let charge = will.as_ref().filter(|_| delayed).map(|w| {
+                state
+                    .will_budget
+                    .try_charge(will_size(w), self.shared.limits.max_delayed_will_bytes)
+            });
+            (room, charge)
+        };
+        let charge = match charge {
+            Some(None) => {
+                tracing::warn!(client = %id, max = self.shared.limits.max_delayed_will_bytes, "delayed will limit reached: CONNECT refused");
+                return self.reject(ConnectReasonCode::QuotaExceeded);
+            }
+            Some(charge) => charge,
+            None => None,
         };
         if !room {
             tracing::warn!(client = %id, max = self.shared.limits.max_sessions, "session limit reached: CONNECT refused");
@@ -1826,7 +1845,7 @@ impl<S: Stream> Connection<S> {
         let client = Client {
             id: id.clone(),
             info: client_info,
-            will,
+            will: will.map(|publish| Box::new(HeldWill { publish, charge })),
             will_delay,
             expiry,
             persistent,
@@ -1867,7 +1886,7 @@ impl<S: Stream> Connection<S> {
                     && let Some(will) = &client.will
                     && let Some(bridge) = self.shared.lock().bridge.clone()
                 {
-                    bridge.will_set(&client.id, will, client.will_delay);
+                    bridge.will_set(&client.id, &will.publish, client.will_delay);
                 }
                 if let Some(client) = &self.client {
                     crate::broker::report_online(&self.shared, &client.id, false);
@@ -2404,7 +2423,7 @@ impl<S: Stream> Connection<S> {
         let Some(will) = client.will.as_ref() else {
             return;
         };
-        let (info, topic) = (client.info.clone(), will.topic.clone());
+        let (info, topic) = (client.info.clone(), will.publish.topic.clone());
         let allowed = self
             .shared
             .authorizer
@@ -2509,6 +2528,12 @@ impl<S: Stream> Connection<S> {
         );
         let had_will = client.will.is_some();
         let will = client.will.filter(|_| !normal).map(|w| *w);
+        // Its share of `max_delayed_will_bytes` goes with it to the session
+        // while it waits out its delay, and is given back when it goes.
+        let (will, charge) = match will {
+            Some(HeldWill { publish, charge }) => (Some(publish), charge),
+            None => (None, None),
+        };
         let shutting_down = self.shared.shutdown.is_cancelled();
         let stored = self.session.session_state(now);
         let limits = &self.shared.limits;
@@ -2605,6 +2630,7 @@ impl<S: Stream> Connection<S> {
                                 publish: will,
                                 at,
                                 info: client.info.clone(),
+                                _charge: charge,
                             }));
                             deadlines.push(at);
                         }

@@ -11,7 +11,7 @@ use fulmar_topic::TopicName;
 use super::journal::Journal;
 use super::{Snapshot, StoreOp, StoredMessage, StoredSession, WillDue, unix_millis};
 use crate::ClientInfo;
-use crate::state::{PendingWill, Queued, Retained, SessionEntry, State};
+use crate::state::{PendingWill, Queued, Retained, SessionEntry, State, will_size};
 
 /// What a recovery found.
 #[derive(Clone, Copy, Debug, Default)]
@@ -136,6 +136,8 @@ pub(crate) fn recover(
         });
         let mut expires_at = expiry_deadline(expiry, since, now, now_unix);
         let will = stored.will.map(|will| PendingWill {
+            // Counted, never refused: the limit may have been lowered since.
+            _charge: Some(state.will_budget.charge(will_size(&will.publish))),
             // Already due: at once (at start, before the listeners).
             at: now
                 .checked_add(Duration::from_millis(
