@@ -114,6 +114,7 @@ impl Shared {
             bytes_sent: load(&c.bytes_sent),
             read_ahead_bytes: c.read_ahead.load(Ordering::Relaxed),
             delayed_will_bytes: state.will_budget.used(),
+            offline_bytes: state.offline_budget.used(),
             #[cfg(unix)]
             connections_hibernating: self.hibernator.as_ref().map_or(0, |h| h.asleep()),
             #[cfg(not(unix))]
@@ -351,6 +352,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// See [`Limits::max_offline_bytes`].
+    #[must_use]
+    pub fn max_offline_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_offline_bytes = bytes;
+        self
+    }
+
     /// See [`Limits::max_sessions`].
     #[must_use]
     pub fn max_sessions(mut self, n: usize) -> Self {
@@ -467,6 +475,7 @@ impl BrokerBuilder {
             bridge_wills: bridge.as_ref().is_some_and(|b| b.keeps_wills()),
             bridge,
             max_queued_bytes: self.limits.max_queued_bytes,
+            max_offline_bytes: self.limits.max_offline_bytes,
             queue_qos0_offline: self.limits.queue_qos0_offline,
             max_retained: Some(self.limits.max_retained_messages),
             max_retained_bytes: self.limits.max_retained_bytes,
@@ -718,6 +727,10 @@ pub struct Stats {
     /// [`Limits::max_delayed_will_bytes`](crate::Limits::max_delayed_will_bytes)
     /// counts them.
     pub delayed_will_bytes: usize,
+    /// Bytes of the messages queued for absent clients, as
+    /// [`Limits::max_offline_bytes`](crate::Limits::max_offline_bytes)
+    /// counts them.
+    pub offline_bytes: usize,
 }
 
 impl BrokerHandle {
@@ -1948,6 +1961,8 @@ fn install_session(
     }
     state.restore_subscriptions(&id, &export.session.subscriptions, &mut entry.filters);
     let mut outgoing: Vec<fulmar_session::Outgoing> = Vec::new();
+    let (offline_budget, max_offline_bytes) =
+        (state.offline_budget.clone(), state.max_offline_bytes);
     for message in export.messages {
         let seq = journal.as_ref().map(|journal| {
             state.next_seq += 1;
@@ -1986,6 +2001,7 @@ fn install_session(
                     },
                     max_queued,
                     max_queued_bytes,
+                    (&offline_budget, max_offline_bytes),
                 );
             if !queued {
                 counters.drop_one();

@@ -214,6 +214,19 @@ pub struct Limits {
     /// of resident memory). Wills loaded from the store count without being
     /// refused; 0 refuses every such will.
     pub max_delayed_will_bytes: usize,
+    /// Bytes of the messages queued for sessions whose client is away, all
+    /// sessions together (each message counted as
+    /// [`Publish::memory_size`](fulmar_codec::Publish::memory_size) plus 256
+    /// bytes for its entry in the queue). A message that would take them
+    /// beyond is dropped for that session and counted in
+    /// [`Stats::dropped_messages`](crate::Stats::dropped_messages), as for a
+    /// full queue. Default 1 GiB: [`max_queued_messages`](Self::max_queued_messages)
+    /// and [`max_queued_bytes`](Self::max_queued_bytes) bound each session,
+    /// [`max_sessions`](Self::max_sessions) their number, and their product
+    /// is no bound at all: 2 000 absent sessions subscribed to one topic, sent
+    /// 1 000 one-byte QoS 1 messages (about 10 KB from the publisher), held
+    /// 514 MB. Messages loaded from the store count without being refused.
+    pub max_offline_bytes: usize,
     /// Longest topic name or filter, in bytes. A longer PUBLISH topic gets
     /// MQTT 5.0 PUBACK/PUBREC 0x90 Topic Name invalid (QoS 0 and 3.1.1:
     /// dropped and counted); a longer filter SUBACK 0x8F (3.1.1: 0x80).
@@ -437,6 +450,7 @@ impl Default for Limits {
             max_retained_messages: 100_000,
             max_retained_bytes: 1 << 30,
             max_delayed_will_bytes: 256 << 20,
+            max_offline_bytes: 1 << 30,
             max_topic_length: 65_535,
             max_topic_levels: 128,
             max_payload_size: None,

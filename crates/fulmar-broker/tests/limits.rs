@@ -821,3 +821,66 @@ async fn v5_delayed_wills_are_bounded_all_together() {
     .await;
     broker.shutdown().await;
 }
+
+fn kept_session(id: &str) -> Connect {
+    let mut c = connect(V5, id, 0);
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(600);
+    c
+}
+
+/// The offline queues of all sessions together are bounded: beyond, a
+/// message for an absent client is dropped and counted, as for its own full
+/// queue, and the room comes back when a client takes its queue. Without
+/// it, the per-session bounds times `max_sessions` were no bound at all.
+// MQTT-3.1.2-5 (QoS 1 messages kept for an absent client, within limits)
+#[tokio::test]
+async fn offline_queues_are_bounded_all_together() {
+    // Each message on `q` with payload `x` counts 1 + 1 + 256 bytes: 5 fit.
+    let broker = start_with(Broker::builder().max_offline_bytes(5 * 258)).await;
+    for id in ["s1", "s2"] {
+        let (mut peer, _) = Peer::connect_with(addr(&broker), kept_session(id)).await;
+        peer.sub(1, "q", QoS::AtLeastOnce).await;
+        peer.disconnect().await;
+    }
+    // s2 comes back at once: only s1 is away.
+    let (s2, ack) = Peer::connect_with(addr(&broker), kept_session("s2")).await;
+    assert!(ack.session_present);
+    let mut s2 = s2;
+    for _ in 0..5 {
+        broker.publish("q", "x", QoS::AtLeastOnce, false).unwrap();
+    }
+    for _ in 0..5 {
+        let p = s2.recv_publish().await;
+        s2.send(fulmar_codec::PubAck::new(p.packet_id.unwrap()))
+            .await;
+    }
+    assert_eq!(broker.stats().offline_bytes, 5 * 258);
+    s2.disconnect().await;
+    // Both away: s1's queue took the whole budget, nothing more fits.
+    let dropped = broker.stats().dropped_messages;
+    broker.publish("q", "x", QoS::AtLeastOnce, false).unwrap();
+    wait_until("both copies dropped", || {
+        broker.stats().dropped_messages == dropped + 2
+    })
+    .await;
+    assert_eq!(broker.stats().offline_bytes, 5 * 258);
+    // s1 takes its queue: the room comes back.
+    let (mut s1, ack) = Peer::connect_with(addr(&broker), kept_session("s1")).await;
+    assert!(ack.session_present);
+    for _ in 0..5 {
+        let p = s1.recv_publish().await;
+        s1.send(fulmar_codec::PubAck::new(p.packet_id.unwrap()))
+            .await;
+    }
+    assert_eq!(broker.stats().offline_bytes, 0);
+    broker.publish("q", "x", QoS::AtLeastOnce, false).unwrap();
+    let p = s1.recv_publish().await;
+    s1.send(fulmar_codec::PubAck::new(p.packet_id.unwrap()))
+        .await;
+    wait_until("queued for s2", || broker.stats().offline_bytes == 258).await;
+    s1.disconnect().await;
+    let (mut s2, _) = Peer::connect_with(addr(&broker), kept_session("s2")).await;
+    assert_eq!(&s2.recv_publish().await.payload[..], b"x");
+    broker.shutdown().await;
+}

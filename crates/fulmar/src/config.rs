@@ -157,6 +157,7 @@ pub(crate) struct LimitsConfig {
     pub(crate) max_retained_messages: usize,
     pub(crate) max_retained_bytes: usize,
     pub(crate) max_delayed_will_bytes: usize,
+    pub(crate) max_offline_bytes: usize,
     pub(crate) max_topic_length: usize,
     pub(crate) max_topic_levels: usize,
     /// Largest payload of a client's PUBLISH; 0: no limit but the packet's.
@@ -210,6 +211,7 @@ impl Default for LimitsConfig {
             max_retained_messages: limits.max_retained_messages,
             max_retained_bytes: limits.max_retained_bytes,
             max_delayed_will_bytes: limits.max_delayed_will_bytes,
+            max_offline_bytes: limits.max_offline_bytes,
             max_topic_length: limits.max_topic_length,
             max_topic_levels: limits.max_topic_levels,
             max_payload_size: limits.max_payload_size.unwrap_or(0),
@@ -255,6 +257,7 @@ impl LimitsConfig {
         limits.max_retained_messages = self.max_retained_messages;
         limits.max_retained_bytes = self.max_retained_bytes;
         limits.max_delayed_will_bytes = self.max_delayed_will_bytes;
+        limits.max_offline_bytes = self.max_offline_bytes;
         if self.max_topic_length == 0 || self.max_topic_levels == 0 {
             return Err(format!(
                 "limits.max_topic_length = {}, max_topic_levels = {}: must be at least 1",
@@ -586,6 +589,10 @@ max_retained_bytes = 1073741824
 # and properties, plus 256 bytes). A CONNECT whose will would go beyond gets
 # CONNACK 0x97 Quota exceeded.
 max_delayed_will_bytes = 268435456
+# Bytes of the messages queued for absent clients, all sessions together (each
+# counts its topic, payload and properties, plus 256 bytes); beyond, a message
+# for an absent client is dropped and counted, as for a full queue.
+max_offline_bytes = 1073741824
 # Longest topic name or filter in bytes, and most levels (`a/b/c` has 3). A
 # PUBLISH beyond gets MQTT 5.0 0x90 Topic Name invalid (QoS 0 and 3.1.1:
 # dropped and counted); a filter beyond, SUBACK 0x8F (3.1.1: 0x80).

@@ -11,7 +11,7 @@ use fulmar_topic::TopicName;
 use super::journal::Journal;
 use super::{Snapshot, StoreOp, StoredMessage, StoredSession, WillDue, unix_millis};
 use crate::ClientInfo;
-use crate::state::{PendingWill, Queued, Retained, SessionEntry, State, will_size};
+use crate::state::{PendingWill, Queued, Retained, SessionEntry, State, offline_size, will_size};
 
 /// What a recovery found.
 #[derive(Clone, Copy, Debug, Default)]
@@ -188,6 +188,12 @@ pub(crate) fn recover(
             SessionState::default()
         });
         entry.away().offline_bytes = queued.iter().map(|q| q.publish.memory_size()).sum();
+        // Counted, never refused: the limit may have been lowered since.
+        entry.away().offline_charge = Some(
+            state
+                .offline_budget
+                .charge(queued.iter().map(|q| offline_size(&q.publish)).sum()),
+        );
         entry.away().offline = queued;
         // Aged up to now (`resume_order`): the time until a connection takes
         // it counts from here (v5:MQTT-3.3.2-6).
