@@ -207,12 +207,12 @@ pub struct Limits {
     /// plus 256 bytes. A CONNECT whose will would take them beyond is
     /// refused with CONNACK 0x97 Quota exceeded. Other wills go when their
     /// connection ends, and are bounded by the connections. Default 256 MiB:
-    /// without it, a client connecting under new identifiers with a 1 MiB
-    /// will (in its user properties), a delay and an expiry of a year each
-    /// time left 1 MiB per session, up to
-    /// [`max_sessions`](Self::max_sessions) of them (500 sessions: 980 MB
-    /// of resident memory). Wills loaded from the store count without being
-    /// refused; 0 refuses every such will.
+    /// without it, a client connecting under new identifiers, each time
+    /// with a 960 KB will (mostly user properties) and the longest delay and
+    /// expiry, then dropping the connection, left about 1 MB per session, up
+    /// to [`max_sessions`](Self::max_sessions) of them (500 sessions: 979 MB
+    /// of resident memory with the disk store). Wills loaded from the store
+    /// count without being refused; 0 refuses every such will.
     pub max_delayed_will_bytes: usize,
     /// Bytes of the messages queued for sessions whose client is away, all
     /// sessions together (each message counted as
@@ -224,8 +224,8 @@ pub struct Limits {
     /// and [`max_queued_bytes`](Self::max_queued_bytes) bound each session,
     /// [`max_sessions`](Self::max_sessions) their number, and their product
     /// is no bound at all: 2 000 absent sessions subscribed to one topic, sent
-    /// 1 000 one-byte QoS 1 messages (about 10 KB from the publisher), held
-    /// 514 MB. Messages loaded from the store count without being refused.
+    /// 1 000 one-byte QoS 1 messages (about 10 KB from the publisher), took
+    /// 514 MB more. Messages loaded from the store count without being refused.
     pub max_offline_bytes: usize,
     /// Longest topic name or filter, in bytes. A longer PUBLISH topic gets
     /// MQTT 5.0 PUBACK/PUBREC 0x90 Topic Name invalid (QoS 0 and 3.1.1:
