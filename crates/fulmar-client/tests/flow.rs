@@ -556,6 +556,20 @@ async fn a_failure_reason_code_is_a_typed_error() {
     guard(broker).await.unwrap();
 }
 
+/// Accepts one client with Session Present and sends it, at once, `n` QoS 1
+/// messages: a resumed session's queue.
+async fn resumed_with_queue(listener: &TcpListener, n: u16) -> Wire {
+    let connack = ConnAck {
+        session_present: true,
+        ..ConnAck::default()
+    };
+    let mut wire = accept(listener, connack).await;
+    for i in 0..n {
+        wire.send(publish(i)).await.unwrap();
+    }
+    wire
+}
+
 // A resumed session's queue arrives right after CONNACK, before the
 // application asked for a stream: the messages wait for the first catch-all
 // stream instead of being lost (up to the stream capacity; the rest is dropped).
@@ -564,14 +578,7 @@ async fn a_failure_reason_code_is_a_typed_error() {
 async fn messages_before_any_stream_wait_for_the_first_catch_all_stream() {
     let (listener, options) = listen().await;
     let broker = tokio::spawn(async move {
-        let connack = ConnAck {
-            session_present: true,
-            ..ConnAck::default()
-        };
-        let mut wire = accept(&listener, connack).await;
-        for i in 0..5 {
-            wire.send(publish(i)).await.unwrap();
-        }
+        let mut wire = resumed_with_queue(&listener, 5).await;
         // Every one is acknowledged (the client owns them now).
         for _ in 0..5 {
             assert!(matches!(next(&mut wire).await, Packet::PubAck(_)));
@@ -603,14 +610,7 @@ async fn messages_before_any_stream_wait_for_the_first_catch_all_stream() {
 async fn with_manual_acks_a_queue_before_the_first_stream_waits_for_it() {
     let (listener, options) = listen().await;
     let broker = tokio::spawn(async move {
-        let connack = ConnAck {
-            session_present: true,
-            ..ConnAck::default()
-        };
-        let mut wire = accept(&listener, connack).await;
-        for i in 0..10 {
-            wire.send(publish(i)).await.unwrap();
-        }
+        let mut wire = resumed_with_queue(&listener, 10).await;
         // Nothing is acknowledged before the application subscribes.
         grant(&mut wire).await;
         let mut acked = Vec::new();

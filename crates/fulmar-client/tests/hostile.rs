@@ -84,6 +84,32 @@ async fn answer_pings_only(wire: &mut Wire) -> Vec<Packet> {
     got
 }
 
+/// The client gave up on the broker for the request timeout: DISCONNECT
+/// 0x80 after `got`'s first packet under 5.0, and the last disconnection
+/// tells why. `what` names the case in a failure.
+fn assert_timed_out(
+    client: &Client,
+    version: ProtocolVersion,
+    got: &[Packet],
+    what: impl std::fmt::Debug,
+) {
+    if version == ProtocolVersion::V5 {
+        assert!(
+            matches!(got.get(1), Some(Packet::Disconnect(d))
+                if d.reason_code == DisconnectReasonCode::UnspecifiedError),
+            "{what:?}: {got:?}"
+        );
+    }
+    let last = client.last_disconnection().expect("a disconnection");
+    assert!(
+        matches!(
+            *last.error,
+            Error::Session(fulmar_client::SessionError::RequestTimeout)
+        ),
+        "{what:?}: {last:?}"
+    );
+}
+
 /// A broker that answers PINGREQ but never SUBSCRIBE or UNSUBSCRIBE: the
 /// call waited for as long as the connection lasted (seen: still waiting
 /// after 8 s with a 1 s keep alive, the connection healthy). Now, with
@@ -137,21 +163,7 @@ async fn a_request_the_broker_never_answers_ends() {
                 ),
                 "{version:?}: expected {expected}, got {got:?}"
             );
-            if version == ProtocolVersion::V5 {
-                assert!(
-                    matches!(got.get(1), Some(Packet::Disconnect(d))
-                        if d.reason_code == DisconnectReasonCode::UnspecifiedError),
-                    "{version:?}: {got:?}"
-                );
-            }
-            let last = client.last_disconnection().expect("a disconnection");
-            assert!(
-                matches!(
-                    *last.error,
-                    Error::Session(fulmar_client::SessionError::RequestTimeout)
-                ),
-                "{version:?}: {last:?}"
-            );
+            assert_timed_out(&client, version, &got, version);
         }
     }
 }
@@ -187,21 +199,7 @@ async fn a_publish_the_broker_never_acknowledges_ends() {
                 matches!(got.first(), Some(Packet::Publish(p)) if p.qos == qos),
                 "{version:?} {qos:?}: {got:?}"
             );
-            if version == ProtocolVersion::V5 {
-                assert!(
-                    matches!(got.get(1), Some(Packet::Disconnect(d))
-                        if d.reason_code == DisconnectReasonCode::UnspecifiedError),
-                    "{version:?} {qos:?}: {got:?}"
-                );
-            }
-            let last = client.last_disconnection().expect("a disconnection");
-            assert!(
-                matches!(
-                    *last.error,
-                    Error::Session(fulmar_client::SessionError::RequestTimeout)
-                ),
-                "{version:?} {qos:?}: {last:?}"
-            );
+            assert_timed_out(&client, version, &got, (version, qos));
         }
     }
 }

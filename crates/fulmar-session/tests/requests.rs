@@ -387,6 +387,23 @@ fn no_suback_or_unsuback_after_the_disconnect() {
     }
 }
 
+/// A client connected at `t` without keep alive, with a request timeout
+/// of 20 s.
+fn with_request_timeout(version: ProtocolVersion, t: std::time::Instant) -> Session {
+    let config = Config {
+        request_timeout: Some(secs(20)),
+        ..Config::default()
+    };
+    let mut connect = connect_packet(version, "c", true);
+    connect.keep_alive = 0;
+    connected_client(
+        config,
+        connect,
+        ConnAck::new(false, ConnectReasonCode::Success),
+        t,
+    )
+}
+
 /// A server that answers PINGREQ but leaves a SUBSCRIBE (or UNSUBSCRIBE)
 /// unanswered: the request kept its packet identifier, and the caller
 /// waited, for as long as the connection lasted. Now the connection ends
@@ -398,18 +415,7 @@ fn no_suback_or_unsuback_after_the_disconnect() {
 fn a_request_left_unanswered_ends_the_connection() {
     for version in VERSIONS {
         let t = t0();
-        let config = Config {
-            request_timeout: Some(secs(20)),
-            ..Config::default()
-        };
-        let mut connect = connect_packet(version, "c", true);
-        connect.keep_alive = 0;
-        let mut c = connected_client(
-            config,
-            connect,
-            ConnAck::new(false, ConnectReasonCode::Success),
-            t,
-        );
+        let mut c = with_request_timeout(version, t);
         let _ = events(&mut c);
         let filters = |f: &'static str| {
             vec![(
@@ -468,18 +474,7 @@ fn a_publish_flow_left_unanswered_ends_the_connection() {
     for version in VERSIONS {
         for stuck in ["PUBACK", "PUBREC", "PUBCOMP"] {
             let t = t0();
-            let config = Config {
-                request_timeout: Some(secs(20)),
-                ..Config::default()
-            };
-            let mut connect = connect_packet(version, "c", true);
-            connect.keep_alive = 0;
-            let mut c = connected_client(
-                config,
-                connect,
-                ConnAck::new(false, ConnectReasonCode::Success),
-                t,
-            );
+            let mut c = with_request_timeout(version, t);
             // One flow answered at once, then the one left hanging.
             let ok = c
                 .publish(publish("t", QoS::AtLeastOnce, b"ok"), t)
