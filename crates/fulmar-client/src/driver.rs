@@ -839,8 +839,6 @@ impl Driver {
         Some(publish)
     }
 
-    /// Whether delivery waits for room in a stream whose SUBACK has not
-    /// arrived (nobody reads it until then).
     /// Whether, under manual acknowledgements, inbound messages wait for the
     /// application's first stream (parked, not acknowledged): what a resumed
     /// session queued arrives before `subscribe` or `messages` was called,
@@ -852,6 +850,8 @@ impl Driver {
         self.options.manual_acks && self.router.never_had_a_stream()
     }
 
+    /// Whether delivery waits for room in a stream whose SUBACK has not
+    /// arrived (nobody reads it until then).
     fn blocked_before_suback(&self) -> bool {
         self.blocked
             .as_ref()
@@ -1927,6 +1927,9 @@ impl Driver {
         }
         if self.taken.is_empty() {
             self.shared.take(&mut self.taken);
+            if self.taken.is_empty() {
+                return false;
+            }
         }
         // One clock reading for the batch: they were taken together.
         let now = now();
