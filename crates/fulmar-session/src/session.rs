@@ -170,6 +170,7 @@ impl ConnExtra {
             && !self.reauthenticating
             && self.requests.is_empty()
             && self.request_deadlines.is_empty()
+            && self.flows_progress.is_none()
             && self.early.is_empty()
             && self.unacked.is_empty()
             && self.carried_qos2.is_empty()
@@ -638,7 +639,9 @@ impl Session {
     /// its deadline goes.
     #[inline]
     pub(crate) fn untrack(&mut self, id: PacketId, flow: bool) {
-        if let Some(extra) = self.conn.extra.as_mut() {
+        if self.role == Role::Client
+            && let Some(extra) = self.conn.extra.as_mut()
+        {
             if flow {
                 extra.flows_progress = self.now;
             } else {
