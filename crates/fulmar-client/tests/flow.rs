@@ -76,6 +76,20 @@ fn acking_broker(listener: TcpListener) -> tokio::task::JoinHandle<Vec<String>> 
     })
 }
 
+/// The identifiers of the PUBACKs the client sends until its DISCONNECT
+/// (PINGREQs answered; anything else fails).
+async fn acked_until_disconnect(wire: &mut Wire) -> Vec<u16> {
+    let mut acked = Vec::new();
+    loop {
+        match next(wire).await {
+            Packet::PubAck(ack) => acked.push(ack.packet_id.get()),
+            Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+            Packet::Disconnect(_) => return acked,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
 /// Answers PINGREQs until the client's DISCONNECT; anything else fails.
 async fn answer_pings_until_disconnect(wire: &mut Wire) {
     loop {
@@ -613,15 +627,7 @@ async fn with_manual_acks_a_queue_before_the_first_stream_waits_for_it() {
         let mut wire = resumed_with_queue(&listener, 10).await;
         // Nothing is acknowledged before the application subscribes.
         grant(&mut wire).await;
-        let mut acked = Vec::new();
-        loop {
-            match next(&mut wire).await {
-                Packet::PubAck(ack) => acked.push(ack.packet_id.get()),
-                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
-                Packet::Disconnect(_) => return acked,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
+        acked_until_disconnect(&mut wire).await
     });
     let options = options
         .protocol_version(ProtocolVersion::V5)
@@ -1151,15 +1157,7 @@ async fn an_ended_stream_dropped_unread_is_acknowledged() {
         let ack = SubAck::new(id, vec![SubAckReasonCode::NotAuthorized]);
         wire.send(Packet::SubAck(ack)).await.unwrap();
         refused_tx.send(()).unwrap();
-        let mut acked = Vec::new();
-        loop {
-            match next(&mut wire).await {
-                Packet::PubAck(ack) => acked.push(ack.packet_id.get()),
-                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
-                Packet::Disconnect(_) => return acked,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
+        acked_until_disconnect(&mut wire).await
     });
     let options = options.manual_acks(true).reconnect(quick_reconnect());
     let (client, _) = guard(Client::connect(options)).await.unwrap();
@@ -1201,15 +1199,7 @@ async fn before_the_suback(qos1: u16) {
         let ack = SubAck::new(sub.packet_id, vec![SubAckReasonCode::GrantedQoS1]);
         wire.feed(Packet::SubAck(ack)).await.unwrap();
         wire.send(self::qos1("a/end", 100)).await.unwrap();
-        let mut acked = Vec::new();
-        loop {
-            match next(&mut wire).await {
-                Packet::PubAck(ack) => acked.push(ack.packet_id.get()),
-                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
-                Packet::Disconnect(_) => return acked,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
+        acked_until_disconnect(&mut wire).await
     });
     let options = options.stream_capacity(CAPACITY).receive_maximum(10);
     let (client, _) = guard(Client::connect(options)).await.unwrap();
@@ -1385,15 +1375,7 @@ async fn a_message_for_a_refused_subscribe_does_not_hold_back_acknowledgements()
         wire.send(Packet::SubAck(ack)).await.unwrap();
         wire.send(qos1("b/x", 2)).await.unwrap();
         wire.send(qos1("b/x", 3)).await.unwrap();
-        let mut acked = Vec::new();
-        loop {
-            match next(&mut wire).await {
-                Packet::PubAck(ack) => acked.push(ack.packet_id.get()),
-                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
-                Packet::Disconnect(_) => return acked,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
+        acked_until_disconnect(&mut wire).await
     });
     let (client, _) = guard(Client::connect(options.manual_acks(true)))
         .await

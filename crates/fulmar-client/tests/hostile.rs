@@ -84,6 +84,20 @@ async fn answer_pings_only(wire: &mut Wire) -> Vec<Packet> {
     got
 }
 
+/// What the client sent to a broker that answers only PINGREQs, until it
+/// closed, and the outcome of its `call` (both within a generous guard of
+/// paused time).
+async fn unanswered<T>(wire: &mut Wire, call: tokio::task::JoinHandle<T>) -> (Vec<Packet>, T) {
+    let got = tokio::time::timeout(Duration::from_secs(600), answer_pings_only(wire))
+        .await
+        .expect("the client kept the connection");
+    let result = tokio::time::timeout(Duration::from_secs(600), call)
+        .await
+        .expect("the call never ended")
+        .unwrap();
+    (got, result)
+}
+
 /// The client gave up on the broker for the request timeout: DISCONNECT
 /// 0x80 after `got`'s first packet under 5.0, and the last disconnection
 /// tells why. `what` names the case in a failure.
@@ -140,13 +154,7 @@ async fn a_request_the_broker_never_answers_ends() {
                 let suback = SubAck::new(s.packet_id, vec![SubAckReasonCode::GrantedQoS1]);
                 wire.send(Packet::SubAck(suback)).await.unwrap();
             }
-            let got = tokio::time::timeout(Duration::from_secs(600), answer_pings_only(&mut wire))
-                .await
-                .expect("the client kept the connection");
-            let result = tokio::time::timeout(Duration::from_secs(600), call)
-                .await
-                .expect("the call never ended")
-                .unwrap();
+            let (got, result) = unanswered(&mut wire, call).await;
             assert!(
                 matches!(result, Err(Error::RequestLost)),
                 "{version:?}: {result:?}"
@@ -184,13 +192,7 @@ async fn a_publish_the_broker_never_acknowledges_ends() {
                 let client = client.clone();
                 async move { client.publish("t", "x").qos(qos).await }
             });
-            let got = tokio::time::timeout(Duration::from_secs(600), answer_pings_only(&mut wire))
-                .await
-                .expect("the client kept the connection");
-            let result = tokio::time::timeout(Duration::from_secs(600), call)
-                .await
-                .expect("the call never ended")
-                .unwrap();
+            let (got, result) = unanswered(&mut wire, call).await;
             assert!(
                 matches!(result, Err(Error::Closed)),
                 "{version:?} {qos:?}: {result:?}"
