@@ -22,25 +22,54 @@ impl Drop for Nats {
 }
 
 /// A nats-server with JetStream on a free loopback port, or `None` when
-/// nats-server is not installed.
+/// nats-server is not installed. Ready once its INFO line names it: the
+/// port, free when picked, may be taken by another test's socket before
+/// the server binds it (seen in CI: the broker's connection to "NATS" was
+/// reset by whatever listened there); then the server exits and another
+/// port is tried.
 fn start_nats() -> Option<(Nats, u16)> {
-    let port = free_port();
-    let store = temp_dir();
-    let child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(&store)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let nats = Nats(child);
-    for _ in 0..300 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((nats, port));
+    static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    for _ in 0..5 {
+        let port = free_port();
+        let store = temp_dir();
+        let name = format!(
+            "fulmar-cli-test-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["--server_name", &name, "-sd"])
+            .arg(&store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let mut nats = Nats(child);
+        let ours = format!("\"server_name\":\"{name}\"");
+        for _ in 0..300 {
+            if nats.0.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            if info_line(port).is_some_and(|info| info.contains(&ours)) {
+                return Some((nats, port));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("nats-server did not start on port {port}");
+    panic!("nats-server did not start (5 ports tried)");
+}
+
+/// The INFO line a NATS server sends first on a connection to `port`.
+fn info_line(port: u16) -> Option<String> {
+    use std::io::{BufRead, BufReader};
+    let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).ok()?;
+    line.starts_with("INFO ").then_some(line)
 }
 
 #[test]
