@@ -430,7 +430,7 @@ impl Session {
             }
             .into());
         }
-        self.untrack(ack.packet_id, false);
+        self.request_answered(ack.packet_id);
         if let Some(Request::Subscribe(filters)) =
             self.conn.extra_mut().requests.remove(&ack.packet_id)
         {
@@ -460,7 +460,7 @@ impl Session {
             }
             .into());
         }
-        self.untrack(ack.packet_id, false);
+        self.request_answered(ack.packet_id);
         if let Some(Request::Unsubscribe(filters)) =
             self.conn.extra_mut().requests.remove(&ack.packet_id)
         {

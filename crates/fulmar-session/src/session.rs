@@ -634,19 +634,22 @@ impl Session {
         }
     }
 
-    /// A QoS 1/2 flow was answered (PUBACK, PUBREC, PUBCOMP): the flows
-    /// made progress; or the request `id` was answered (SUBACK, UNSUBACK):
-    /// its deadline goes.
+    /// Client: a QoS 1/2 flow was answered (PUBACK, PUBREC, PUBCOMP): the
+    /// flows made progress.
     #[inline]
-    pub(crate) fn untrack(&mut self, id: PacketId, flow: bool) {
+    fn flow_answered(&mut self) {
         if self.role == Role::Client
             && let Some(extra) = self.conn.extra.as_mut()
         {
-            if flow {
-                extra.flows_progress = self.now;
-            } else {
-                extra.request_deadlines.end(id);
-            }
+            extra.flows_progress = self.now;
+        }
+    }
+
+    /// Client: the request `id` was answered (SUBACK, UNSUBACK): its
+    /// deadline goes.
+    pub(crate) fn request_answered(&mut self, id: PacketId) {
+        if let Some(extra) = self.conn.extra.as_mut() {
+            extra.request_deadlines.end(id);
         }
     }
 
@@ -1433,7 +1436,7 @@ impl Session {
     /// A PUBACK from the peer.
     #[inline]
     pub(crate) fn receive_puback(&mut self, ack: PubAck) {
-        self.untrack(ack.packet_id, true);
+        self.flow_answered();
         if let Some(out) = self.out.existing_mut() {
             out.on_puback(ack, &mut self.events);
         }
@@ -1442,7 +1445,7 @@ impl Session {
     /// A PUBREC from the peer.
     #[inline]
     pub(crate) fn receive_pubrec(&mut self, rec: PubRec) {
-        self.untrack(rec.packet_id, true);
+        self.flow_answered();
         let v5 = self.version == ProtocolVersion::V5;
         self.out
             .get_mut(self.out_cursor)
@@ -1452,7 +1455,7 @@ impl Session {
     /// A PUBCOMP from the peer.
     #[inline]
     pub(crate) fn receive_pubcomp(&mut self, comp: PubComp) {
-        self.untrack(comp.packet_id, true);
+        self.flow_answered();
         if let Some(out) = self.out.existing_mut() {
             out.on_pubcomp(comp, &mut self.events);
         }
