@@ -205,7 +205,8 @@ impl Client {
     /// A message that no stream takes (the queue of a resumed session, sent
     /// right after CONNACK, before the SUBACK of a new `subscribe`; one of a
     /// subscription kept from an earlier session) waits, up to
-    /// [`stream_capacity`](ConnectOptions::stream_capacity) of them, for the
+    /// a stream's capacity of them ([`stream_capacity`](ConnectOptions::stream_capacity)
+    /// messages, [`stream_capacity_bytes`](ConnectOptions::stream_capacity_bytes)), for the
     /// first [`subscribe`](Self::subscribe) stream whose filter matches it or
     /// the first [`messages`](Self::messages) stream; beyond, it is
     /// acknowledged and dropped (with a warning in the log). Under
@@ -231,7 +232,8 @@ impl Client {
     /// of subscriptions the session kept from an earlier connection. It has
     /// the usual backpressure, where a stream made later by
     /// [`messages`](Self::messages) gets at most
-    /// [`stream_capacity`](ConnectOptions::stream_capacity) of what came
+    /// a stream's capacity ([`stream_capacity`](ConnectOptions::stream_capacity),
+    /// [`stream_capacity_bytes`](ConnectOptions::stream_capacity_bytes)) of what came
     /// before it. For applications that resume sessions and must not lose
     /// what waited for them (a bridge, a persistent consumer).
     ///
@@ -532,7 +534,8 @@ impl Client {
     ///
     /// Messages that arrived while no stream wanted them (typically the
     /// queue of a resumed session, sent right after CONNACK) are kept, up to
-    /// [`ConnectOptions::stream_capacity`](crate::ConnectOptions::stream_capacity),
+    /// a stream's capacity ([`ConnectOptions::stream_capacity`](crate::ConnectOptions::stream_capacity),
+    /// [`ConnectOptions::stream_capacity_bytes`](crate::ConnectOptions::stream_capacity_bytes)),
     /// and come first on the first such stream.
     ///
     /// # Errors

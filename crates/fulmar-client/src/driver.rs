@@ -20,14 +20,15 @@ use fulmar_codec::{
 };
 use fulmar_session::{ApiError, Event, Initiator, Session};
 use futures::{FutureExt, SinkExt, StreamExt};
+use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
-use tokio::sync::mpsc::{self, OwnedPermit};
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_util::codec::Framed;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::auth::{AuthError, Authentication};
+use crate::channel::{StreamPermit, StreamRx, StreamTx, Unclaimed};
 use crate::client::{
     Command, DisconnectCommand, Outgoing, PublishOutcome, Reply, SubscribeCommand,
 };
@@ -143,9 +144,10 @@ fn now() -> std::time::Instant {
     Instant::now().into_std()
 }
 
-async fn reserve(tx: Option<mpsc::Sender<Message>>) -> Option<OwnedPermit<Message>> {
-    match tx {
-        Some(tx) => tx.reserve_owned().await.ok(),
+/// Room in the stream a blocked message waits for.
+async fn reserve(room: Option<impl Future<Output = Option<StreamPermit>>>) -> Option<StreamPermit> {
+    match room {
+        Some(room) => room.await,
         None => pending().await,
     }
 }
@@ -249,7 +251,7 @@ enum Request {
     Subscribe {
         key: u64,
         reply: Reply<Subscription>,
-        rx: mpsc::Receiver<Message>,
+        rx: StreamRx,
     },
     /// Re-subscribing stream `key` after the broker lost the session.
     Resubscribe { key: u64 },
@@ -315,8 +317,9 @@ struct Driver {
     router: Router,
     /// Messages that arrived while no stream wanted them (a resumed session's
     /// queue, before `messages()` was called), for the first catch-all
-    /// stream; at most `stream_capacity`.
-    unclaimed: VecDeque<Message>,
+    /// stream; at most a stream's worth (`stream_capacity`,
+    /// `stream_capacity_bytes`).
+    unclaimed: Unclaimed,
     /// The handles' publishes and where their outcomes go.
     shared: Arc<PublishQueue>,
     /// Publishes taken from `shared`, being handed to the session.
@@ -413,11 +416,19 @@ struct Driver {
 }
 
 impl Driver {
+    /// A new stream's channel, with the capacities of the options.
+    fn stream(&self) -> (StreamTx, StreamRx) {
+        crate::channel::stream(
+            self.options.stream_capacity,
+            self.options.stream_capacity_bytes,
+        )
+    }
+
     /// A stream for what no subscription stream takes, made before the
     /// first CONNECT.
     fn leftovers(&mut self) -> Messages {
         let key = self.router.next_key();
-        let (tx, rx) = mpsc::channel(self.options.stream_capacity);
+        let (tx, rx) = self.stream();
         self.router.add_leftovers(key, tx);
         Messages::new(rx, key, self.dropped_tx.clone())
     }
@@ -426,7 +437,7 @@ impl Driver {
     /// comes first.
     fn catch_all(&mut self) -> Messages {
         let key = self.router.next_key();
-        let (tx, rx) = mpsc::channel(self.options.stream_capacity);
+        let (tx, rx) = self.stream();
         while let Some(message) = self.unclaimed.pop_front() {
             if let Err(TrySendError::Full(message) | TrySendError::Closed(message)) =
                 tx.try_send(message)
@@ -457,7 +468,7 @@ impl Driver {
             dropped_tx,
             dropped_rx,
             router: Router::default(),
-            unclaimed: VecDeque::new(),
+            unclaimed: Unclaimed::default(),
             shared,
             taken: VecDeque::new(),
             done: Vec::new(),
@@ -713,7 +724,7 @@ impl Driver {
             let blocked = self
                 .blocked
                 .as_ref()
-                .and_then(|b| b.targets.front().map(|t| t.tx.clone()));
+                .and_then(|b| b.targets.front().map(|t| t.tx.clone().reserve(&b.message)));
             let read = !self.closing() && self.may_read(max_parked_qos0, max_parked_acked);
             self.flush_outcomes();
             let shared = &*self.shared;
@@ -910,7 +921,7 @@ impl Driver {
             let blocked = self
                 .blocked
                 .as_ref()
-                .and_then(|b| b.targets.front().map(|t| t.tx.clone()));
+                .and_then(|b| b.targets.front().map(|t| t.tx.clone().reserve(&b.message)));
             self.flush_outcomes();
             let shared = &*self.shared;
             tokio::select! {
@@ -1100,13 +1111,19 @@ impl Driver {
                         // Nobody will acknowledge it: do it now.
                         self.session_ack(packet_id);
                     }
-                    if self.unclaimed.len() < self.options.stream_capacity {
-                        // Kept for the first catch-all stream (without its ack token).
-                        self.unclaimed.push_back(Message::new(publish, None));
+                    // Kept for the first catch-all stream (without its ack token).
+                    let message = Message::new(publish, None);
+                    let (capacity, bytes) = (
+                        self.options.stream_capacity,
+                        self.options.stream_capacity_bytes,
+                    );
+                    if self.unclaimed.has_room(&message, capacity, bytes) {
+                        self.unclaimed.push_back(message);
                     } else {
                         warn!(
-                            topic = %publish.topic,
+                            topic = %message.topic,
                             kept = self.unclaimed.len(),
+                            kept_bytes = self.unclaimed.bytes(),
                             "message for no stream, dropped (acknowledged): no subscription \
                              stream matches it and the buffer for the next one is full; \
                              see Client::connect_with_messages"
@@ -1583,7 +1600,7 @@ impl Driver {
                 self.unsubscribe_later
                     .retain(|f| !filters.iter().any(|(g, _)| g == f));
                 let key = self.router.next_key();
-                let (tx, rx) = mpsc::channel(self.options.stream_capacity);
+                let (tx, rx) = self.stream();
                 self.router.add(key, filters, matchers, id, tx.clone());
                 self.claim_unclaimed(key, &tx);
                 self.requests
@@ -1599,11 +1616,11 @@ impl Driver {
     /// Messages that came while no stream wanted them (a resumed session's
     /// queue, before this subscription's SUBACK) and that match the new
     /// stream `key` go to it first, in order, as far as it has room.
-    fn claim_unclaimed(&mut self, key: u64, tx: &mpsc::Sender<Message>) {
+    fn claim_unclaimed(&mut self, key: u64, tx: &StreamTx) {
         if self.unclaimed.is_empty() {
             return;
         }
-        let mut left = VecDeque::with_capacity(self.unclaimed.len());
+        let mut left = Unclaimed::default();
         while let Some(message) = self.unclaimed.pop_front() {
             if self.router.wants(key, &message.publish().topic) {
                 match tx.try_send(message) {
@@ -1679,7 +1696,7 @@ impl Driver {
     /// or lost): the unclaimed messages [`claim_unclaimed`](Self::claim_unclaimed)
     /// gave it (acknowledged already, no token) go back to the front of
     /// `unclaimed`, in order, for the next stream; the others are discarded.
-    fn unclaim(&mut self, rx: mpsc::Receiver<Message>) {
+    fn unclaim(&mut self, rx: StreamRx) {
         for message in self.take_unread(rx).into_iter().rev() {
             self.unclaimed.push_front(message);
         }
@@ -1688,13 +1705,13 @@ impl Driver {
     /// Drops what a stream nobody reads holds: each copy of a message
     /// with an ack token counts as dropped, so the acknowledgements that
     /// keep the order of receipt are not held back by it.
-    fn discard(&mut self, rx: mpsc::Receiver<Message>) {
+    fn discard(&mut self, rx: StreamRx) {
         drop(self.take_unread(rx));
     }
 
     /// Empties a stream nobody reads: the copies with an ack token count as
     /// dropped; the messages without one are returned, in order.
-    fn take_unread(&mut self, mut rx: mpsc::Receiver<Message>) -> Vec<Message> {
+    fn take_unread(&mut self, mut rx: StreamRx) -> Vec<Message> {
         // This task is the only sender: after `close`, everything sent is
         // here to take.
         rx.close();
@@ -1749,13 +1766,13 @@ impl Driver {
         }
     }
 
-    fn on_permit(&mut self, permit: Option<OwnedPermit<Message>>) {
+    fn on_permit(&mut self, permit: Option<StreamPermit>) {
         let Some(mut blocked) = self.blocked.take() else {
             return;
         };
         blocked.targets.pop_front();
         if let Some(permit) = permit {
-            let _sender = permit.send(blocked.message.clone());
+            permit.send(blocked.message.clone());
             self.copy_sent(blocked.message.ack);
         }
         self.deliver(blocked.message, blocked.targets);

@@ -20,7 +20,9 @@
 //!   (with a persistent session, [`Client::disconnect`] first if the broker
 //!   should keep the subscription).
 //!   [`Client::messages`] is a catch-all stream.
-//! - **Backpressure**: streams are bounded. When one is full, the client stops
+//! - **Backpressure**: streams are bounded, in messages
+//!   ([`ConnectOptions::stream_capacity`]) and in bytes
+//!   ([`ConnectOptions::stream_capacity_bytes`]). When one is full, the client stops
 //!   feeding PUBLISH packets to the session, so they are not acknowledged and
 //!   the broker's send quota (our Receive Maximum) runs out; once more than
 //!   Receive Maximum packets wait in the client and they hold over 4 MiB, it
@@ -158,6 +160,7 @@
 //! ```
 
 mod auth;
+mod channel;
 mod client;
 mod completion;
 mod driver;

@@ -229,6 +229,7 @@ pub struct ConnectOptions {
     pub(crate) reconnect: Reconnect,
     pub(crate) max_buffered: usize,
     pub(crate) stream_capacity: usize,
+    pub(crate) stream_capacity_bytes: u32,
     pub(crate) connect_timeout: Duration,
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) ping_timeout: Duration,
@@ -275,6 +276,7 @@ impl ConnectOptions {
             reconnect: Reconnect::default(),
             max_buffered: 1024,
             stream_capacity: 128,
+            stream_capacity_bytes: 64 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             write_timeout: Some(Duration::from_secs(30)),
             ping_timeout: Duration::from_secs(10),
@@ -571,6 +573,29 @@ impl ConnectOptions {
     #[must_use]
     pub fn stream_capacity(mut self, capacity: usize) -> Self {
         self.stream_capacity = capacity.max(1);
+        self
+    }
+
+    /// Capacity of each subscription stream in bytes (default 64 MiB): the
+    /// messages a stream holds unread count their topic, payload and
+    /// properties (and about a hundred bytes each for the message itself)
+    /// against it, and a full stream applies backpressure as one at
+    /// [`stream_capacity`](Self::stream_capacity) messages does. It bounds
+    /// the memory a stream that is not read can take when the broker sends
+    /// large messages. A message larger than the whole capacity still goes
+    /// through, once the stream is empty. 0 is taken as 1.
+    ///
+    /// ```
+    /// use fulmar_client::ConnectOptions;
+    ///
+    /// // Messages of up to 4 MiB; at most 16 MiB waiting per stream.
+    /// let options = ConnectOptions::new("broker.local", 1883)
+    ///     .maximum_packet_size(4 << 20)
+    ///     .stream_capacity_bytes(16 << 20);
+    /// ```
+    #[must_use]
+    pub fn stream_capacity_bytes(mut self, bytes: u32) -> Self {
+        self.stream_capacity_bytes = bytes.max(1);
         self
     }
 

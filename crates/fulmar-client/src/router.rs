@@ -18,6 +18,7 @@ use fulmar_topic::{SubscriptionFilter, TopicName};
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::channel::{StreamRx, StreamTx};
 use crate::error::Error;
 
 /// Identifies an inbound QoS 1/2 message awaiting a manual acknowledgement:
@@ -34,7 +35,7 @@ pub(crate) struct AckToken {
 #[derive(Debug)]
 pub(crate) struct Dropped {
     pub(crate) key: u64,
-    pub(crate) rx: Option<mpsc::Receiver<Message>>,
+    pub(crate) rx: Option<StreamRx>,
     /// From [`Subscription::unsubscribe`]: told when the UNSUBACK came (or
     /// at once when no filter needed an UNSUBSCRIBE).
     pub(crate) reply: Option<oneshot::Sender<Result<(), Error>>>,
@@ -86,7 +87,7 @@ impl Deref for Message {
 #[derive(Clone, Debug)]
 pub(crate) struct Target {
     pub(crate) key: u64,
-    pub(crate) tx: mpsc::Sender<Message>,
+    pub(crate) tx: StreamTx,
 }
 
 /// One subscription stream's routing entry.
@@ -98,7 +99,7 @@ pub(crate) struct Route {
     matchers: Vec<SubscriptionFilter>,
     /// Subscription Identifier (MQTT 5.0), if one was sent.
     pub(crate) id: Option<NonZeroU32>,
-    tx: mpsc::Sender<Message>,
+    tx: StreamTx,
     /// Its SUBACK arrived (the stream was handed out). Until then nobody
     /// reads `tx`: with a leftovers stream, messages go there instead.
     acked: bool,
@@ -146,10 +147,10 @@ impl Refused {
 #[derive(Debug, Default)]
 pub(crate) struct Router {
     routes: BTreeMap<u64, Route>,
-    catch_all: BTreeMap<u64, mpsc::Sender<Message>>,
+    catch_all: BTreeMap<u64, StreamTx>,
     /// Catch-all streams that get only what no subscription stream takes
     /// ([`Client::connect_with_messages`](crate::Client::connect_with_messages)).
-    leftovers: BTreeMap<u64, mpsc::Sender<Message>>,
+    leftovers: BTreeMap<u64, StreamTx>,
     next_key: u64,
     /// Identifiers of dropped streams whose filters another stream still
     /// uses: the broker keeps sending them for those filters.
@@ -171,7 +172,7 @@ impl Router {
         filters: Vec<(MqttString, SubscriptionOptions)>,
         matchers: Vec<SubscriptionFilter>,
         id: Option<NonZeroU32>,
-        tx: mpsc::Sender<Message>,
+        tx: StreamTx,
     ) {
         self.had_a_stream = true;
         // A new SUBSCRIBE replaces the broker's identifier for these filters.
@@ -250,13 +251,13 @@ impl Router {
             .any(|r| r.filters.iter().any(|(f, _)| f == filter))
     }
 
-    pub(crate) fn add_catch_all(&mut self, key: u64, tx: mpsc::Sender<Message>) {
+    pub(crate) fn add_catch_all(&mut self, key: u64, tx: StreamTx) {
         self.had_a_stream = true;
         self.catch_all.insert(key, tx);
     }
 
     /// A catch-all stream for what no subscription stream takes.
-    pub(crate) fn add_leftovers(&mut self, key: u64, tx: mpsc::Sender<Message>) {
+    pub(crate) fn add_leftovers(&mut self, key: u64, tx: StreamTx) {
         self.had_a_stream = true;
         self.leftovers.insert(key, tx);
     }
@@ -354,7 +355,7 @@ impl Router {
                 .flatten()
                 .filter(|f| matches_filter(f)),
         );
-        let target = |(key, tx): (&u64, &mpsc::Sender<Message>)| Target {
+        let target = |(key, tx): (&u64, &StreamTx)| Target {
             key: *key,
             tx: tx.clone(),
         };
@@ -388,7 +389,7 @@ impl Router {
 #[derive(Debug)]
 struct Inbox {
     /// Always `Some` until dropped.
-    rx: Option<mpsc::Receiver<Message>>,
+    rx: Option<StreamRx>,
     key: u64,
     dropped: mpsc::UnboundedSender<Dropped>,
 }
@@ -445,7 +446,7 @@ pub struct Subscription {
 
 impl Subscription {
     pub(crate) fn new(
-        rx: mpsc::Receiver<Message>,
+        rx: StreamRx,
         key: u64,
         dropped: mpsc::UnboundedSender<Dropped>,
         suback: SubAck,
@@ -565,11 +566,7 @@ pub struct Messages {
 }
 
 impl Messages {
-    pub(crate) fn new(
-        rx: mpsc::Receiver<Message>,
-        key: u64,
-        dropped: mpsc::UnboundedSender<Dropped>,
-    ) -> Self {
+    pub(crate) fn new(rx: StreamRx, key: u64, dropped: mpsc::UnboundedSender<Dropped>) -> Self {
         Self {
             inbox: Inbox {
                 rx: Some(rx),
@@ -599,12 +596,8 @@ mod tests {
 
     use super::*;
 
-    fn route(
-        router: &mut Router,
-        filter: &'static str,
-        id: Option<u32>,
-    ) -> mpsc::Receiver<Message> {
-        let (tx, rx) = mpsc::channel(4);
+    fn route(router: &mut Router, filter: &'static str, id: Option<u32>) -> StreamRx {
+        let (tx, rx) = crate::channel::stream(4, u32::MAX);
         let key = router.next_key();
         router.add(
             key,
@@ -623,7 +616,7 @@ mod tests {
     #[test]
     fn leftovers_take_what_no_read_stream_takes() {
         let mut router = Router::default();
-        let (tx, _leftovers) = mpsc::channel(4);
+        let (tx, _leftovers) = crate::channel::stream(4, u32::MAX);
         let leftovers_key = router.next_key();
         router.add_leftovers(leftovers_key, tx);
         let _a = route(&mut router, "a/#", Some(1));
@@ -655,7 +648,7 @@ mod tests {
     #[test]
     fn only_matching_shared_filters_count() {
         let mut router = Router::default();
-        let (tx, _a) = mpsc::channel(4);
+        let (tx, _a) = crate::channel::stream(4, u32::MAX);
         let key = router.next_key();
         router.add(
             key,

@@ -562,3 +562,70 @@ async fn publish_property_setters_and_answering_a_response_topic() {
         panic!("expected DISCONNECT")
     };
 }
+
+/// A stream the application does not read holds at most
+/// `stream_capacity_bytes` of messages: beyond it the client takes no more
+/// off the connection (and acknowledges none) until the application reads.
+/// It took `stream_capacity` messages of any size (128 by default, so 128
+/// messages of up to 256 MiB each).
+// MQTT-4.3.2-4 (PUBACK after taking ownership)
+#[tokio::test]
+async fn a_stream_is_bounded_in_bytes() {
+    const N: u16 = 20;
+    const SIZE: usize = 16 * 1024;
+    let (client, wire) = connected_with(ProtocolVersion::V5, |o| {
+        o.stream_capacity(100).stream_capacity_bytes(64 * 1024)
+    })
+    .await;
+    let (mut to_client, mut from_client) = wire.split();
+    let subscribing = tokio::spawn({
+        let client = client.clone();
+        async move { client.subscribe("t/#", QoS::AtLeastOnce).await }
+    });
+    let Some(Ok(Packet::Subscribe(subscribe))) = guard(from_client.next()).await else {
+        panic!("expected SUBSCRIBE")
+    };
+    let suback = SubAck::new(subscribe.packet_id, vec![SubAckReasonCode::GrantedQoS1]);
+    to_client.send(Packet::SubAck(suback)).await.unwrap();
+    let mut stream = guard(subscribing).await.unwrap().unwrap();
+    // Written by another task: the pipe holds 64 KiB, and the client stops
+    // reading it.
+    let writer = tokio::spawn(async move {
+        for id in 1..=N {
+            let mut publish = Publish::new(MqttString::from("t/x"), vec![id as u8; SIZE].into());
+            publish.qos = QoS::AtLeastOnce;
+            publish.packet_id = PacketId::new(id);
+            to_client.send(Packet::Publish(publish)).await.unwrap();
+        }
+        to_client
+    });
+    // What the client acknowledges while nothing is read: the messages in
+    // the stream (three of 16 KiB fit in 64 KiB) and the one waiting for
+    // room. (Waiting for a quiet period can only undercount.)
+    let mut acked = 0;
+    while let Ok(packet) =
+        tokio::time::timeout(std::time::Duration::from_millis(500), from_client.next()).await
+    {
+        match packet {
+            Some(Ok(Packet::PubAck(_))) => acked += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        acked <= 4,
+        "{acked} of {N} acknowledged before any was read"
+    );
+    // Once read, every message comes, in order, and is acknowledged.
+    for id in 1..=N {
+        let message = guard(stream.next()).await.unwrap();
+        assert_eq!(message.payload.len(), SIZE);
+        assert_eq!(message.payload.first(), Some(&(id as u8)));
+    }
+    while acked < N {
+        match guard(from_client.next()).await {
+            Some(Ok(Packet::PubAck(_))) => acked += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let _wire = guard(writer).await.unwrap();
+}
