@@ -256,8 +256,11 @@ async fn main() -> Result<(), BoxError> {
 
     // 4. The consumer process stops; messages wait in its session; it starts
     // again and gets them.
+    // `detach`: the broker keeps the subscription (dropping the stream
+    // would unsubscribe it, and what follows would not be queued).
+    live.detach();
     client.disconnect().await?;
-    drop((queued, live));
+    drop(queued);
     produce(&producer, 3 * PER_PHASE..4 * PER_PHASE).await?;
     let (client, mut queued, mut live) = start_consumer(relay.port).await?;
     timeout(

@@ -1668,11 +1668,19 @@ impl Driver {
     }
 
     fn on_stream_dropped(&mut self, dropped: Dropped) {
-        let Dropped { key, rx, reply } = dropped;
+        let Dropped {
+            key,
+            rx,
+            reply,
+            unsubscribe,
+        } = dropped;
         if let Some(rx) = rx {
             self.discard(rx);
         }
-        let filters = self.router.remove(key);
+        let mut filters = self.router.remove(key);
+        if !unsubscribe {
+            filters.clear();
+        }
         match reply {
             Some(reply) if filters.is_empty() => {
                 let _gone = reply.send(Ok(()));

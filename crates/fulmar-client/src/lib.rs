@@ -17,8 +17,8 @@
 //!   messages are routed by Subscription Identifier (5.0) or by filter
 //!   matching (3.1.1); [`Subscription::unsubscribe`] ends it and waits for
 //!   the UNSUBACK, and dropping the stream unsubscribes without waiting
-//!   (with a persistent session, [`Client::disconnect`] first if the broker
-//!   should keep the subscription).
+//!   ([`Subscription::detach`] ends it and leaves the subscription with
+//!   the broker, for a persistent session).
 //!   [`Client::messages`] is a catch-all stream.
 //! - **Backpressure**: streams are bounded, in messages
 //!   ([`ConnectOptions::stream_capacity`]) and in bytes

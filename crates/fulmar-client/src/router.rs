@@ -39,6 +39,9 @@ pub(crate) struct Dropped {
     /// From [`Subscription::unsubscribe`]: told when the UNSUBACK came (or
     /// at once when no filter needed an UNSUBSCRIBE).
     pub(crate) reply: Option<oneshot::Sender<Result<(), Error>>>,
+    /// Whether its filters that no other stream uses are unsubscribed
+    /// (not after [`Subscription::detach`]).
+    pub(crate) unsubscribe: bool,
 }
 
 /// An application message from the broker: the PUBLISH (topic, payload,
@@ -410,6 +413,16 @@ impl Inbox {
     }
 }
 
+impl Inbox {
+    /// Sends `dropped` to the connection task instead of what `Drop` would
+    /// send, which becomes a no-op.
+    fn hand_over(&mut self, dropped: Dropped) -> Result<(), ()> {
+        let (gone, _) = mpsc::unbounded_channel();
+        let to = std::mem::replace(&mut self.dropped, gone);
+        to.send(dropped).map_err(|_| ())
+    }
+}
+
 impl Drop for Inbox {
     fn drop(&mut self) {
         // Handed to the driver, the only sender: it closes the channel and
@@ -419,6 +432,7 @@ impl Drop for Inbox {
             key: self.key,
             rx: self.rx.take(),
             reply: None,
+            unsubscribe: true,
         });
     }
 }
@@ -428,7 +442,8 @@ impl Drop for Inbox {
 ///
 /// With a persistent session (a durable consumer), dropping the stream
 /// while connected removes the subscription from the session too, and
-/// what is published meanwhile is not kept for the client: call
+/// what is published meanwhile is not kept for the client: end it with
+/// [`detach`](Self::detach), or call
 /// [`Client::disconnect`](crate::Client::disconnect) first, then drop the
 /// stream (once the client is closed, dropping it sends nothing).
 ///
@@ -518,14 +533,59 @@ impl Subscription {
             key: self.inbox.key,
             rx: self.inbox.rx.take(),
             reply: Some(reply),
+            unsubscribe: true,
         };
-        // Sent here rather than by `Drop`: make that one a no-op.
-        let (gone, _) = mpsc::unbounded_channel();
-        let to = std::mem::replace(&mut self.inbox.dropped, gone);
-        if to.send(dropped).is_err() {
+        if self.inbox.hand_over(dropped).is_err() {
             return Err(Error::Closed);
         }
         done.await.unwrap_or(Err(Error::Closed))
+    }
+
+    /// Ends this stream and leaves its subscription with the broker: no
+    /// UNSUBSCRIBE is sent, so a persistent session keeps it and the broker
+    /// queues what matches it while the client is away (a durable consumer
+    /// whose reading task ends before the client disconnects). Dropping the
+    /// stream would unsubscribe.
+    ///
+    /// What the stream held unread is dropped (acknowledged to the broker),
+    /// as when it is dropped. What the broker sends for its filters
+    /// afterwards, while this client is connected, goes to the other
+    /// streams it matches (a [`Client::messages`](crate::Client::messages)
+    /// stream, another subscription to the same filter), or else waits, as a
+    /// resumed session's queue does, for the next stream that wants it (see
+    /// [`Client::connect`](crate::Client::connect)). If the broker loses the
+    /// session, the filters are not subscribed again.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), fulmar_client::Error> {
+    /// use fulmar_client::{Client, ConnectOptions, QoS};
+    ///
+    /// let options = ConnectOptions::new("broker.local", 1883)
+    ///     .client_id("orders-worker")
+    ///     .clean_start(false)
+    ///     .session_expiry_interval(3600);
+    /// let (client, _) = Client::connect(options).await?;
+    /// let mut orders = client.subscribe("orders/#", QoS::AtLeastOnce).await?;
+    /// while let Some(order) = orders.recv().await {
+    ///     if order.payload.as_ref() == b"stop" {
+    ///         break;
+    ///     }
+    /// }
+    /// // The broker keeps queueing orders for the next run.
+    /// orders.detach();
+    /// client.disconnect().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn detach(mut self) {
+        let dropped = Dropped {
+            key: self.inbox.key,
+            rx: self.inbox.rx.take(),
+            reply: None,
+            unsubscribe: false,
+        };
+        // The client may be closed already: nothing to keep then.
+        let _closed = self.inbox.hand_over(dropped);
     }
 
     /// The broker's SUBACK: one reason code per filter (granted QoS or failure).

@@ -1542,3 +1542,56 @@ async fn a_message_queued_before_the_last_handle_is_dropped_is_still_sent() {
     drop(client);
     assert_eq!(guard(broker).await.unwrap(), ["queued"]);
 }
+
+// `Subscription::detach` ends a stream without an UNSUBSCRIBE, so a
+// persistent session keeps the subscription; dropping one unsubscribes. A
+// message the broker sends afterwards for the detached filter waits for the
+// next stream that wants it, acknowledged meanwhile (MQTT-3.3.4-1).
+#[tokio::test]
+async fn a_detached_stream_leaves_its_subscription_with_the_broker() {
+    let (listener, options) = listen().await;
+    let (acked_tx, acked_rx) = tokio::sync::oneshot::channel();
+    let broker = tokio::spawn(async move {
+        let mut wire = accept(&listener, ConnAck::default()).await;
+        grant(&mut wire).await;
+        grant(&mut wire).await;
+        // The detach came first, and sent nothing.
+        let Packet::Unsubscribe(u) = next(&mut wire).await else {
+            panic!("expected UNSUBSCRIBE")
+        };
+        assert_eq!(u.filters, ["b/#"]);
+        let ack = UnsubAck::new(u.packet_id, vec![UnsubAckReasonCode::Success]);
+        wire.send(Packet::UnsubAck(ack)).await.unwrap();
+        wire.send(qos1("a/x", 1)).await.unwrap();
+        let Packet::PubAck(ack) = next(&mut wire).await else {
+            panic!("expected PUBACK")
+        };
+        assert_eq!(ack.packet_id.get(), 1);
+        acked_tx.send(()).unwrap();
+        grant(&mut wire).await;
+        loop {
+            match next(&mut wire).await {
+                Packet::PingReq => wire.send(Packet::PingResp).await.unwrap(),
+                Packet::Disconnect(_) => return,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let options = options.session_expiry_interval(60);
+    let (client, _) = guard(Client::connect(options)).await.unwrap();
+    let a = guard(client.subscribe("a/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    let b = guard(client.subscribe("b/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    a.detach();
+    drop(b);
+    guard(acked_rx).await.unwrap();
+    let mut again = guard(client.subscribe("a/#", QoS::AtLeastOnce))
+        .await
+        .unwrap();
+    assert_eq!(guard(again.next()).await.unwrap().topic, "a/x");
+    guard(client.disconnect()).await.unwrap();
+    guard(broker).await.unwrap();
+}
