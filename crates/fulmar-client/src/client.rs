@@ -219,7 +219,8 @@ impl Client {
     /// # Errors
     /// Invalid options, the transport failing, [`Error::Refused`] (with the
     /// CONNACK reason code), [`Error::ConnectTimeout`]. The first connection
-    /// is not retried.
+    /// is not retried unless
+    /// [`retry_initial_connect`](ConnectOptions::retry_initial_connect) is on.
     pub async fn connect(options: ConnectOptions) -> Result<(Self, ConnAck), Error> {
         let (client, connack, _) = Self::start(options, false).await?;
         Ok((client, connack))

@@ -139,6 +139,29 @@ impl std::fmt::Display for Shown<'_> {
     }
 }
 
+/// Whether a failed first connection may succeed on another attempt
+/// ([`ConnectOptions::retry_initial_connect`]): not after a refusal that
+/// says who we are or what we asked for is wrong, nor after our own
+/// authenticator failed.
+fn worth_retrying(error: &Error) -> bool {
+    use fulmar_codec::ConnectReasonCode as Code;
+    match error {
+        Error::Refused { reason_code, .. } => matches!(
+            reason_code,
+            Code::UnspecifiedError
+                | Code::ImplementationSpecificError
+                | Code::ServerUnavailable
+                | Code::ServerBusy
+                | Code::QuotaExceeded
+                | Code::UseAnotherServer
+                | Code::ServerMoved
+                | Code::ConnectionRateExceeded
+        ),
+        Error::Authentication(_) => false,
+        _ => true,
+    }
+}
+
 /// The session's clock: tokio's, so that paused-time tests work.
 fn now() -> std::time::Instant {
     Instant::now().into_std()
@@ -589,10 +612,18 @@ impl Driver {
                 continue;
             }
             if let Some(ready) = self.ready.take() {
-                self.connected.send_replace(false);
-                warn!(error = %Shown(&error, self.options.version), "connect failed");
-                let _gone = ready.send(Err(error));
-                break;
+                if self.options.retry_initial_connect
+                    && self.options.reconnect.is_enabled()
+                    && worth_retrying(&error)
+                {
+                    // Retried below, as a lost connection is.
+                    self.ready = Some(ready);
+                } else {
+                    self.connected.send_replace(false);
+                    warn!(error = %Shown(&error, self.options.version), "connect failed");
+                    let _gone = ready.send(Err(error));
+                    break;
+                }
             }
             let error = Arc::new(error);
             self.disconnections.set(Disconnection {

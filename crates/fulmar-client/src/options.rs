@@ -227,6 +227,7 @@ pub struct ConnectOptions {
     pub(crate) request_response_information: Option<bool>,
     pub(crate) request_problem_information: Option<bool>,
     pub(crate) reconnect: Reconnect,
+    pub(crate) retry_initial_connect: bool,
     pub(crate) max_buffered: usize,
     pub(crate) stream_capacity: usize,
     pub(crate) stream_capacity_bytes: u32,
@@ -274,6 +275,7 @@ impl ConnectOptions {
             request_response_information: None,
             request_problem_information: None,
             reconnect: Reconnect::default(),
+            retry_initial_connect: false,
             max_buffered: 1024,
             stream_capacity: 128,
             stream_capacity_bytes: 64 * 1024 * 1024,
@@ -550,6 +552,41 @@ impl ConnectOptions {
     #[must_use]
     pub fn reconnect(mut self, reconnect: Reconnect) -> Self {
         self.reconnect = reconnect;
+        self
+    }
+
+    /// Whether [`Client::connect`](crate::Client::connect) keeps trying
+    /// until the first connection is made (default: off, it fails at the
+    /// first failed attempt, after one pass over the
+    /// [`fallback_address`](Self::fallback_address)es). On, a failed first attempt
+    /// is retried as a lost connection is, with the
+    /// [`reconnect`](Self::reconnect) policy's backoff (so nothing is
+    /// retried when that is [`Reconnect::disabled`]): for a service that may
+    /// start before its broker. Not retried: a refusal that another attempt
+    /// would meet again (bad user name or password, not authorized, client
+    /// identifier not valid, protocol version not supported, banned, ...:
+    /// [`Error::Refused`](crate::Error::Refused)), and a failure of the
+    /// [`authentication`](Self::authentication) exchange on our side. To
+    /// give up after a while, wrap the call in a timeout. Each attempt is
+    /// logged at warning level.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), fulmar_client::Error> {
+    /// use std::time::Duration;
+    /// use fulmar_client::{Client, ConnectOptions};
+    ///
+    /// let options = ConnectOptions::new("broker.local", 1883).retry_initial_connect(true);
+    /// let Ok(connected) = tokio::time::timeout(Duration::from_secs(60), Client::connect(options)).await
+    /// else {
+    ///     panic!("no broker after a minute");
+    /// };
+    /// let (client, _connack) = connected?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn retry_initial_connect(mut self, on: bool) -> Self {
+        self.retry_initial_connect = on;
         self
     }
 

@@ -629,3 +629,112 @@ async fn a_stream_is_bounded_in_bytes() {
     }
     let _wire = guard(writer).await.unwrap();
 }
+
+/// A transport whose first `failures` attempts fail (no broker yet), and
+/// whose later ones reach the returned end; also counts the attempts.
+fn broker_late(
+    failures: usize,
+) -> (
+    fulmar_client::Transport,
+    tokio::sync::mpsc::UnboundedReceiver<DuplexStream>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let attempts = std::sync::Arc::new(AtomicUsize::new(0));
+    let (server_tx, server_rx) = tokio::sync::mpsc::unbounded_channel();
+    let counted = attempts.clone();
+    let transport = fulmar_client::Transport::custom(move || {
+        let attempt = counted.fetch_add(1, Ordering::SeqCst);
+        let (client, server) = tokio::io::duplex(1 << 16);
+        if attempt >= failures {
+            let _ = server_tx.send(server);
+        }
+        async move {
+            if attempt < failures {
+                Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+            } else {
+                Ok(client)
+            }
+        }
+    });
+    (transport, server_rx, attempts)
+}
+
+fn retrying(transport: fulmar_client::Transport) -> ConnectOptions {
+    ConnectOptions::new("pipe", 0)
+        .client_id("scripted")
+        .transport(transport)
+        .reconnect(Reconnect::exponential(
+            std::time::Duration::from_millis(1),
+            std::time::Duration::from_millis(5),
+        ))
+        .retry_initial_connect(true)
+}
+
+/// Answers the next CONNECT on `server` with `code`.
+async fn answer_connect(server: DuplexStream, code: fulmar_codec::ConnectReasonCode) -> Wire {
+    let mut wire = Framed::new(server, MqttCodec::new(ProtocolVersion::V5, 1 << 20));
+    let Some(Ok(Packet::Connect(_))) = guard(wire.next()).await else {
+        panic!("expected CONNECT")
+    };
+    let connack = ConnAck {
+        reason_code: code,
+        ..ConnAck::default()
+    };
+    wire.send(Packet::ConnAck(connack)).await.unwrap();
+    wire
+}
+
+/// With `retry_initial_connect`, `Client::connect` keeps trying until the
+/// broker is there (it failed at the first attempt), and through a refusal
+/// another attempt may not meet (Server unavailable); without it, the first
+/// failure is returned.
+#[tokio::test]
+async fn the_first_connection_is_retried_when_asked() {
+    use fulmar_codec::ConnectReasonCode as Code;
+    use std::sync::atomic::Ordering;
+    let (transport, mut servers, attempts) = broker_late(3);
+    let connecting = tokio::spawn(Client::connect(retrying(transport)));
+    let first = guard(servers.recv()).await.unwrap();
+    drop(answer_connect(first, Code::ServerUnavailable).await);
+    let second = guard(servers.recv()).await.unwrap();
+    let _wire = answer_connect(second, Code::Success).await;
+    let (client, connack) = guard(connecting).await.unwrap().unwrap();
+    assert_eq!(connack.reason_code, Code::Success);
+    assert_eq!(attempts.load(Ordering::SeqCst), 5);
+    assert!(client.is_connected());
+
+    // Off (the default): the first failure ends it.
+    let (transport, _servers, attempts) = broker_late(1);
+    let failed = guard(Client::connect(
+        retrying(transport).retry_initial_connect(false),
+    ))
+    .await;
+    assert!(matches!(failed, Err(Error::Io(_))), "{failed:?}");
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+}
+
+/// A refusal that another attempt would meet again is not retried, with
+/// `retry_initial_connect` or without.
+#[tokio::test]
+async fn a_refusal_of_who_we_are_is_not_retried() {
+    use fulmar_codec::ConnectReasonCode as Code;
+    use std::sync::atomic::Ordering;
+    for code in [
+        Code::BadUserNameOrPassword,
+        Code::NotAuthorized,
+        Code::ClientIdentifierNotValid,
+        Code::Banned,
+    ] {
+        let (transport, mut servers, attempts) = broker_late(0);
+        let connecting = tokio::spawn(Client::connect(retrying(transport)));
+        let server = guard(servers.recv()).await.unwrap();
+        let _wire = answer_connect(server, code).await;
+        let refused = guard(connecting).await.unwrap();
+        assert!(
+            matches!(&refused, Err(Error::Refused { reason_code, .. }) if *reason_code == code),
+            "{refused:?}"
+        );
+        assert_eq!(attempts.load(Ordering::SeqCst), 1, "{code:?}");
+    }
+}
