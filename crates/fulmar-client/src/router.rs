@@ -553,7 +553,11 @@ impl Subscription {
     /// streams it matches (a [`Client::messages`](crate::Client::messages)
     /// stream, another subscription to the same filter), or else waits, as a
     /// resumed session's queue does, for the next stream that wants it (see
-    /// [`Client::connect`](crate::Client::connect)). If the broker loses the
+    /// [`Client::connect`](crate::Client::connect)); it is acknowledged to
+    /// the broker meanwhile, also under manual acknowledgements, so a
+    /// consumer that is about to stop should
+    /// [`disconnect`](crate::Client::disconnect) right after detaching and
+    /// leave the rest queued with the broker. If the broker loses the
     /// session, the filters are not subscribed again.
     ///
     /// ```no_run
