@@ -80,7 +80,7 @@ impl StreamTx {
     /// Gives the message back as `mpsc::Sender::try_send` does.
     #[allow(clippy::result_large_err)]
     pub(crate) fn try_send(&self, message: Message) -> Result<(), TrySendError<Message>> {
-        let slot = match self.tx.clone().try_reserve_owned() {
+        let slot = match self.tx.try_reserve() {
             Ok(slot) => slot,
             Err(TrySendError::Full(_)) => return Err(TrySendError::Full(message)),
             Err(TrySendError::Closed(_)) => return Err(TrySendError::Closed(message)),
@@ -91,7 +91,7 @@ impl StreamTx {
             .try_acquire_many_owned(self.cost(&message))
         {
             Ok(bytes) => {
-                let _tx = slot.send(Held {
+                slot.send(Held {
                     message,
                     _bytes: bytes,
                 });
