@@ -44,6 +44,10 @@ pub(crate) struct Delivery {
     /// When it was routed: the time it waits in the connection's queue
     /// counts against its Message Expiry Interval (v5:MQTT-3.3.2-6).
     pub(crate) since: Instant,
+    /// Sent to the client as the member of a shared group that the group
+    /// chose: if the client's session ends before it acknowledged the
+    /// message (QoS 1), another member gets it ([`State::end_session_with`]).
+    pub(crate) shared: bool,
 }
 
 /// A message waiting in the offline queue of a session.
@@ -1421,6 +1425,8 @@ impl State {
                     offline: (offline_budget, *max_offline_bytes),
                     queue_qos0: *queue_qos0_offline,
                     frames: if many { Some(&mut frames) } else { None },
+                    // A shared group's match comes alone.
+                    shared: first.share_group.is_some(),
                 };
                 target.deliver(first.key, out, None, held.as_deref_mut());
             }
@@ -1470,8 +1476,9 @@ impl State {
         }];
         let out = copy_for(publish, &chosen);
         let key = key.clone();
-        self.target(max_queued, counters, now)
-            .deliver(&key, out, None, held.as_deref_mut());
+        let mut target = self.target(max_queued, counters, now);
+        target.shared = true;
+        target.deliver(&key, out, None, held.as_deref_mut());
         // One copy: it kept up, or its queue is what to wait on.
         if let Some(held) = held {
             held.settle();
@@ -1498,6 +1505,7 @@ impl State {
             offline: (&self.offline_budget, self.max_offline_bytes),
             queue_qos0: self.queue_qos0_offline,
             frames: None,
+            shared: false,
         }
     }
 
@@ -1934,8 +1942,9 @@ impl State {
             }
             return;
         };
-        self.target(max_queued, counters, now)
-            .deliver(&key, publish, Some(delivery.seq), None);
+        let mut target = self.target(max_queued, counters, now);
+        target.shared = delivery.shared;
+        target.deliver(&key, publish, Some(delivery.seq), None);
     }
 
     /// Writes the record of session `id` to the store (when it is persistent),
@@ -2104,6 +2113,59 @@ impl State {
         }
     }
 
+    /// Removes session `id`, which ends, and hands `unacknowledged` (the
+    /// QoS 1 messages a shared group sent it that it had not acknowledged:
+    /// not sent yet, or sent and no PUBACK came) to another member of their
+    /// group. MQTT 5.0 section 4.8.2, for QoS 1: "If the Client's Session
+    /// terminates before the Client reconnects, the Server SHOULD send the
+    /// Application Message to another Client that is subscribed to the same
+    /// Shared Subscription." A QoS 2 message must not be
+    /// (v5:MQTT-4.8.2-5): the caller leaves those out.
+    ///
+    /// The group is the one of the client's shared subscriptions whose
+    /// filter matches the topic. When several of them do (the client is in
+    /// more than one group for that topic), which group sent which copy is
+    /// not known: those messages are dropped, as they were before. Returns
+    /// how many went to another member.
+    pub(crate) fn end_session_with(
+        &mut self,
+        id: &Arc<str>,
+        unacknowledged: Vec<Publish>,
+        max_queued: usize,
+        counters: &Counters,
+        now: Instant,
+    ) -> usize {
+        let groups: Vec<SharedFilter> = self
+            .sessions
+            .get(id)
+            .map(|entry| {
+                entry
+                    .filters
+                    .iter()
+                    .filter_map(|f| match f {
+                        SubscriptionFilter::Shared(shared) => Some(shared.clone()),
+                        SubscriptionFilter::Plain(_) => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.remove_session(id);
+        let mut handed = 0;
+        for publish in unacknowledged {
+            let Ok(topic) = TopicName::from_bytes(publish.topic.as_bytes().clone()) else {
+                continue;
+            };
+            let mut matching = groups.iter().filter(|g| g.filter().matches(&topic));
+            let (Some(group), None) = (matching.next(), matching.next()) else {
+                continue;
+            };
+            if self.deliver_shared(group, &publish, max_queued, counters, now, None) {
+                handed += 1;
+            }
+        }
+        handed
+    }
+
     /// The number of session deadlines waiting (expiries, delayed wills).
     #[cfg(test)]
     pub(crate) fn deadlines_len(&self) -> usize {
@@ -2187,6 +2249,8 @@ struct Target<'a> {
     /// Where the shared encodings of a message with several subscribers
     /// are created, on the first delivery that can use them.
     frames: Option<&'a mut Option<Arc<Frames>>>,
+    /// The subscriber is the member a shared group chose ([`Delivery::shared`]).
+    shared: bool,
 }
 
 impl Target<'_> {
@@ -2237,6 +2301,7 @@ impl Target<'_> {
                     bytes: 0,
                     frames,
                     since: self.now,
+                    shared: self.shared,
                 });
                 let delivery = match &entry.owner {
                     Some(owner) => {
@@ -2547,6 +2612,7 @@ mod tests {
                 bytes: 0,
                 frames: None,
                 since: routed,
+                shared: false,
             }
         };
         state.redeliver(&id, copy(60), 10, &counters, now);
@@ -2575,6 +2641,7 @@ mod tests {
             bytes: 0,
             frames: None,
             since: Instant::now(),
+            shared: false,
         })
     }
 

@@ -822,3 +822,111 @@ async fn subscriptions_read_with_the_end_of_the_stream_are_kept() {
     }
     broker.shutdown().await;
 }
+
+/// A member of `$share/g/jobs/#` that ends its session (Session Expiry 0,
+/// the connection dropped) with messages unacknowledged: the QoS 1 ones
+/// still unacknowledged go to the other member (MQTT 5.0 section 4.8.2, a
+/// SHOULD for QoS 1); the one it acknowledged does not, and the QoS 2 one
+/// is not sent to another member (v5:MQTT-4.8.2-5). They were dropped with
+/// the session. Both versions (a 3.1.1 client may use `$share` too).
+// v5:MQTT-4.8.2-5
+#[tokio::test]
+async fn unacknowledged_shared_messages_go_to_another_member_when_a_session_ends() {
+    for version in [V5, V311] {
+        let broker = start().await;
+        let mut w1 = Peer::connect(addr(&broker), version, "w1").await;
+        w1.sub(1, "$share/g/jobs/#", QoS::ExactlyOnce).await;
+        let jobs = [
+            ("jobs/1", QoS::AtLeastOnce),
+            ("jobs/2", QoS::AtLeastOnce),
+            ("jobs/3", QoS::AtLeastOnce),
+            ("jobs/4", QoS::ExactlyOnce),
+        ];
+        for (topic, qos) in jobs {
+            broker.publish(topic, "job", qos, false).unwrap();
+        }
+        // The only member gets them all; it acknowledges the first only.
+        let mut got = Vec::new();
+        for _ in jobs {
+            got.push(w1.recv_publish().await);
+        }
+        let topics: Vec<&str> = got.iter().map(|p| p.topic.as_str()).collect();
+        assert_eq!(
+            topics,
+            ["jobs/1", "jobs/2", "jobs/3", "jobs/4"],
+            "{version:?}"
+        );
+        w1.send(PubAck::new(got[0].packet_id.unwrap())).await;
+        let mut w2 = Peer::connect(addr(&broker), version, "w2").await;
+        w2.sub(1, "$share/g/jobs/#", QoS::ExactlyOnce).await;
+        // Read in order: the PUBACK before the end of the stream.
+        drop(w1);
+        wait_sessions(&broker, 1).await;
+        for topic in ["jobs/2", "jobs/3"] {
+            let p = w2.recv_publish().await;
+            assert_eq!(
+                (p.topic.as_str(), p.qos, p.dup),
+                (topic, QoS::AtLeastOnce, false),
+                "{version:?}"
+            );
+            w2.send(PubAck::new(p.packet_id.unwrap())).await;
+        }
+        // Nothing else came before this one.
+        broker
+            .publish("jobs/next", "job", QoS::AtLeastOnce, false)
+            .unwrap();
+        assert_eq!(w2.recv_publish().await.topic, "jobs/next", "{version:?}");
+        broker.shutdown().await;
+    }
+}
+
+/// A member whose session outlives its connection keeps its
+/// unacknowledged shared messages: they are resent to it when it comes
+/// back (v5:MQTT-4.8.2-4 for QoS 2; QoS 1 too), not sent to another member.
+// v5:MQTT-4.8.2-4
+#[tokio::test]
+async fn v5_a_kept_session_keeps_its_unacknowledged_shared_messages() {
+    let broker = start().await;
+    let (mut w1, _) = Peer::connect_with(addr(&broker), v5_session("w1", true, 60)).await;
+    w1.sub(1, "$share/g/jobs/#", QoS::ExactlyOnce).await;
+    broker
+        .publish("jobs/1", "job", QoS::AtLeastOnce, false)
+        .unwrap();
+    broker
+        .publish("jobs/2", "job", QoS::ExactlyOnce, false)
+        .unwrap();
+    assert_eq!(w1.recv_publish().await.topic, "jobs/1");
+    assert_eq!(w1.recv_publish().await.topic, "jobs/2");
+    let mut w2 = Peer::connect(addr(&broker), V5, "w2").await;
+    w2.sub(1, "$share/g/jobs/#", QoS::ExactlyOnce).await;
+    drop(w1);
+    wait_sessions_disconnected_but(&broker, 1).await;
+    broker
+        .publish("jobs/next", "job", QoS::AtLeastOnce, false)
+        .unwrap();
+    // The message after goes to w2, the only connected member; nothing
+    // of w1's comes first.
+    assert_eq!(w2.recv_publish().await.topic, "jobs/next");
+    let (mut w1, ack) = Peer::connect_with(addr(&broker), v5_session("w1", false, 60)).await;
+    assert!(ack.session_present);
+    let again: Vec<(String, bool)> = [w1.recv_publish().await, w1.recv_publish().await]
+        .into_iter()
+        .map(|p| (p.topic.to_string(), p.dup))
+        .collect();
+    assert_eq!(
+        again,
+        [("jobs/1".to_owned(), true), ("jobs/2".to_owned(), true)]
+    );
+    broker.shutdown().await;
+}
+
+/// Waits until `n` clients are connected.
+async fn wait_sessions_disconnected_but(broker: &BrokerHandle, n: u64) {
+    tokio::time::timeout(GUARD, async {
+        while broker.stats().clients_connected != n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("clients did not disconnect");
+}

@@ -129,7 +129,7 @@ impl Stream for TcpIo {
             conn_id,
             control,
             auth,
-            inflight_seq,
+            sent,
             naps,
             ..
         } = *conn;
@@ -144,7 +144,7 @@ impl Stream for TcpIo {
                     control,
                     client,
                     auth,
-                    inflight_seq,
+                    sent,
                     naps,
                 };
                 return Err((parts.connection(session, stream), slot));
@@ -171,7 +171,7 @@ impl Stream for TcpIo {
             username: info.username,
             will,
             auth,
-            inflight_seq,
+            sent,
             certificate,
             addr6,
             id: own_id,
@@ -223,6 +223,16 @@ struct Dormant {
     rare: Option<Box<Rare>>,
 }
 
+/// What a connection keeps by packet identifier about the QoS 1/2 messages
+/// it sent, while their flows run.
+#[derive(Debug, Default)]
+struct Sent {
+    /// Their keys in the store (a persistent session).
+    seq: HashMap<PacketId, u64>,
+    /// The QoS 1 ones a shared group sent ([`Delivery::shared`](crate::state::Delivery)).
+    shared: HashSet<PacketId>,
+}
+
 /// The parts of a hibernating connection most do not have.
 struct Rare {
     username: Option<String>,
@@ -230,7 +240,7 @@ struct Rare {
     auth: Option<Box<auth::AuthState>>,
     // Boxed on purpose, as in `Connection`.
     #[allow(clippy::box_collection)]
-    inflight_seq: Option<Box<HashMap<PacketId, u64>>>,
+    sent: Option<Box<Sent>>,
     certificate: Option<Box<bytes::Bytes>>,
     /// The peer's address when it is an IPv6 one.
     addr6: Option<std::net::SocketAddr>,
@@ -243,7 +253,7 @@ impl Rare {
         self.username.is_none()
             && self.will.is_none()
             && self.auth.is_none()
-            && self.inflight_seq.is_none()
+            && self.sent.is_none()
             && self.certificate.is_none()
             && self.addr6.is_none()
             && self.id.is_none()
@@ -260,7 +270,7 @@ struct Parts {
     auth: Option<Box<auth::AuthState>>,
     // Boxed on purpose, as in `Connection`.
     #[allow(clippy::box_collection)]
-    inflight_seq: Option<Box<HashMap<PacketId, u64>>>,
+    sent: Option<Box<Sent>>,
     /// Hibernations so far (see [`idle_before_hibernating`]).
     naps: u8,
 }
@@ -276,7 +286,7 @@ impl Parts {
             control,
             client,
             auth,
-            inflight_seq,
+            sent,
             naps,
         } = self;
         // Bytes (or the end) waiting in the socket: tokio learns of them
@@ -298,7 +308,7 @@ impl Parts {
         conn.transport.set_version(version);
         conn.client = Some(client);
         conn.auth = auth;
-        conn.inflight_seq = inflight_seq;
+        conn.sent = sent;
         conn.session_accepted = true;
         conn.naps = naps;
         conn.input_pending = if input_pending { WOKEN_INPUT_TURNS } else { 0 };
@@ -327,7 +337,7 @@ impl Dormant {
             username,
             will,
             auth,
-            inflight_seq,
+            sent,
             certificate,
             addr6,
             id,
@@ -336,7 +346,7 @@ impl Dormant {
                 username: None,
                 will: None,
                 auth: None,
-                inflight_seq: None,
+                sent: None,
                 certificate: None,
                 addr6: None,
                 id: None,
@@ -372,7 +382,7 @@ impl Dormant {
                 bridge,
             },
             auth,
-            inflight_seq,
+            sent,
             naps,
         };
         (parts.connection(session, stream), slot)
@@ -572,7 +582,7 @@ pub(crate) struct Connection<S> {
     /// identifier (created by the first one).
     // Boxed on purpose: 8 bytes instead of 48 for the connections without one.
     #[allow(clippy::box_collection)]
-    inflight_seq: Option<Box<HashMap<PacketId, u64>>>,
+    sent: Option<Box<Sent>>,
     /// The journal's sequence number, when changes were journaled that the
     /// next acknowledgements depend on: they wait for it, not for what other
     /// connections journaled since (0: none).
@@ -683,7 +693,7 @@ impl<S: Stream> Connection<S> {
             session_accepted: false,
             pending_auth: None,
             auth: None,
-            inflight_seq: None,
+            sent: None,
             durable_at: 0,
             backpressure_expired: false,
             hibernate_at: None,
@@ -1320,11 +1330,7 @@ impl<S: Stream> Connection<S> {
         };
         match packet {
             Packet::PubRel(rel) => {
-                if let Some(&seq) = self
-                    .inflight_seq
-                    .as_ref()
-                    .and_then(|m| m.get(&rel.packet_id))
-                {
+                if let Some(&seq) = self.sent.as_ref().and_then(|m| m.seq.get(&rel.packet_id)) {
                     journal.push(StoreOp::MarkSent {
                         client: client.id.clone(),
                         seq,
@@ -1345,14 +1351,43 @@ impl<S: Stream> Connection<S> {
         }
     }
 
+    /// The QoS 1 messages in `stored` that a shared group sent and the
+    /// client has not acknowledged: not sent yet, or sent without PUBACK.
+    /// (QoS 2 ones are not tagged: they never go to another member,
+    /// v5:MQTT-4.8.2-5.)
+    fn unacknowledged_shared(&self, stored: &fulmar_session::SessionState) -> Vec<Publish> {
+        let Some(shared) = self
+            .sent
+            .as_ref()
+            .map(|s| &s.shared)
+            .filter(|s| !s.is_empty())
+        else {
+            return Vec::new();
+        };
+        let tagged = |p: &Publish| p.packet_id.is_some_and(|id| shared.contains(&id));
+        stored
+            .outgoing()
+            .iter()
+            .filter_map(|o| match o {
+                fulmar_session::Outgoing::Publish(p) if tagged(p) => Some((**p).clone()),
+                _ => None,
+            })
+            .chain(stored.pending().iter().filter(|p| tagged(p)).cloned())
+            .collect()
+    }
+
     /// The flow of an outbound message ended (completed or dropped): its
     /// store record goes.
     fn forget_outbound(&mut self, packet_id: PacketId) {
-        let Some(seq) = self
-            .inflight_seq
-            .as_mut()
-            .and_then(|m| m.remove(&packet_id))
-        else {
+        let Some(sent) = self.sent.as_mut() else {
+            return;
+        };
+        sent.shared.remove(&packet_id);
+        let seq = sent.seq.remove(&packet_id);
+        if sent.seq.is_empty() && sent.shared.is_empty() {
+            self.sent = None;
+        }
+        let Some(seq) = seq else {
             return;
         };
         if let (Some(journal), Some(client)) = (&self.shared.journal, &self.client) {
@@ -1495,7 +1530,7 @@ impl<S: Stream> Connection<S> {
             self.retained_later = None;
         }
         for (publish, seq) in batch {
-            self.publish_out_at(publish, seq, now);
+            self.publish_out_at(publish, seq, false, now);
         }
     }
 
@@ -1532,7 +1567,7 @@ impl<S: Stream> Connection<S> {
             let payload = delivery.publish.payload.as_ptr() as usize;
             self.frames.push_back((payload, frames));
         }
-        self.publish_out_at(delivery.publish, delivery.seq, now);
+        self.publish_out_at(delivery.publish, delivery.seq, delivery.shared, now);
     }
 
     /// v3:MQTT-3.3.1-9: a 3.1.1 client gets RETAIN 0 on a message sent
@@ -1564,17 +1599,27 @@ impl<S: Stream> Connection<S> {
     /// Hands a message to the session. For a persistent session, `seq` is
     /// its key in the store: kept by packet identifier until its flow ends;
     /// a QoS 2 message's identifier is journaled before it is sent.
-    fn publish_out_at(&mut self, publish: Publish, seq: Option<u64>, now: Instant) {
+    /// `shared`: a shared group sent it ([`Delivery::shared`](crate::state::Delivery)).
+    fn publish_out_at(&mut self, publish: Publish, seq: Option<u64>, shared: bool, now: Instant) {
         let qos = publish.qos;
         match self.session.publish(publish, now) {
             Ok(Some(packet_id)) => {
+                // QoS 1 only: a QoS 2 one never goes to another member
+                // (v5:MQTT-4.8.2-5).
+                if shared && qos == fulmar_codec::QoS::AtLeastOnce {
+                    self.sent
+                        .get_or_insert_with(Box::default)
+                        .shared
+                        .insert(packet_id);
+                }
                 let (Some(seq), Some(journal), Some(client)) =
                     (seq, &self.shared.journal, &self.client)
                 else {
                     return;
                 };
-                self.inflight_seq
+                self.sent
                     .get_or_insert_with(Box::default)
+                    .seq
                     .insert(packet_id, seq);
                 // Its identifier goes to the store: after a restart, even a
                 // kill -9, it is resent with it and DUP [MQTT-4.4.0-1]. A
@@ -1921,7 +1966,7 @@ impl<S: Stream> Connection<S> {
             match age(queued.publish, queued.since, now) {
                 Some(mut publish) => {
                     self.clear_retain_for_v3(&mut publish);
-                    self.publish_out_at(publish, queued.seq, now);
+                    self.publish_out_at(publish, queued.seq, false, now);
                 }
                 None => {
                     if let (Some(seq), Some(journal)) = (queued.seq, &self.shared.journal)
@@ -1987,7 +2032,12 @@ impl<S: Stream> Connection<S> {
                             // no longer kept): once the store says so too.
                             self.durable_at = self.durable_at.max(seq);
                         }
-                        self.inflight_seq = (!inflight.is_empty()).then(|| Box::new(inflight));
+                        self.sent = (!inflight.is_empty()).then(|| {
+                            Box::new(Sent {
+                                seq: inflight,
+                                shared: HashSet::new(),
+                            })
+                        });
                         return (stored, offline, present);
                     }
                 }
@@ -2277,7 +2327,7 @@ impl<S: Stream> Connection<S> {
             .suback(subscribe.packet_id, codes, AckProperties::default());
         let now = Instant::now();
         for (i, publish) in retained.into_iter().enumerate() {
-            self.publish_out_at(publish, seqs.get(i).copied().flatten(), now);
+            self.publish_out_at(publish, seqs.get(i).copied().flatten(), false, now);
         }
     }
 
@@ -2574,10 +2624,8 @@ impl<S: Stream> Connection<S> {
                 }
                 // Their store records go too (a restart would bring back
                 // what the session lost here).
-                if let (Some(journal), Some(inflight)) =
-                    (&self.shared.journal, self.inflight_seq.take())
-                {
-                    for seq in inflight.into_values() {
+                if let (Some(journal), Some(inflight)) = (&self.shared.journal, self.sent.take()) {
+                    for seq in inflight.seq.into_values() {
                         journal.push(StoreOp::DeleteMessage {
                             client: client.id.clone(),
                             seq,
@@ -2594,8 +2642,15 @@ impl<S: Stream> Connection<S> {
                     state.publish_will(&client.id, will, max_queued, counters, now);
                 }
             } else if client.expiry == 0 {
-                // The session ends with the connection; so does any will delay.
-                state.remove_session(&client.id);
+                // The session ends with the connection; so does any will
+                // delay. The QoS 1 messages shared groups sent it that it
+                // did not acknowledge go to another member.
+                let unacknowledged = self.unacknowledged_shared(&stored);
+                let handed =
+                    state.end_session_with(&client.id, unacknowledged, max_queued, counters, now);
+                if handed > 0 {
+                    tracing::debug!(client_id = %client.id, handed, "unacknowledged shared messages sent to other members");
+                }
                 if let Some(bridge) = &state.bridge {
                     bridge.session_gone(&client.id);
                 }
@@ -2618,7 +2673,7 @@ impl<S: Stream> Connection<S> {
                     let away = entry.away();
                     away.stored = stored;
                     away.stored_at = Some(now);
-                    away.inflight = self.inflight_seq.take().map(|m| *m).unwrap_or_default();
+                    away.inflight = self.sent.take().map(|m| m.seq).unwrap_or_default();
                     away.expires_at = expires_at.flatten();
                     away.disconnected_at = Some(now_unix);
                     deadlines.extend(away.expires_at);
