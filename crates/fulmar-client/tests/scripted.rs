@@ -738,3 +738,22 @@ async fn a_refusal_of_who_we_are_is_not_retried() {
         assert_eq!(attempts.load(Ordering::SeqCst), 1, "{code:?}");
     }
 }
+
+/// A `Client::connect` given up by the application (its future dropped, as
+/// by a timeout around it) stops retrying: the connection task ends.
+#[tokio::test(start_paused = true)]
+async fn a_first_connection_given_up_stops_retrying() {
+    use std::sync::atomic::Ordering;
+    let (transport, _servers, attempts) = broker_late(usize::MAX);
+    let connecting = tokio::spawn(Client::connect(retrying(transport)));
+    while attempts.load(Ordering::SeqCst) < 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    connecting.abort();
+    let _aborted = connecting.await;
+    let after = attempts.load(Ordering::SeqCst);
+    // Minutes of backoff pass (paused time): no attempt but the one that
+    // may have been under way.
+    tokio::time::sleep(std::time::Duration::from_secs(600)).await;
+    assert!(attempts.load(Ordering::SeqCst) <= after + 1);
+}
