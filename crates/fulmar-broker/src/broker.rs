@@ -1998,6 +1998,8 @@ fn install_session(
                         publish: message.publish,
                         since: instant_of(message.stored_at, now, now_unix),
                         seq,
+                        // Not kept in the store.
+                        shared: false,
                     },
                     max_queued,
                     max_queued_bytes,

@@ -58,6 +58,8 @@ pub(crate) struct Queued {
     pub(crate) since: Instant,
     /// Its key in the store.
     pub(crate) seq: Option<u64>,
+    /// A QoS 1 message a shared group sent ([`Delivery::shared`]).
+    pub(crate) shared: bool,
 }
 
 /// Where a routed message comes from.
@@ -839,6 +841,9 @@ pub(crate) struct Away {
     /// Store keys of the messages in `stored` (in flight or queued in the
     /// session), by packet identifier.
     pub(crate) inflight: HashMap<PacketId, u64>,
+    /// The QoS 1 messages in `stored` that a shared group sent
+    /// ([`Delivery::shared`]), by packet identifier.
+    pub(crate) shared: HashSet<PacketId>,
     /// When the session ends if nobody reconnects (`None`: never).
     pub(crate) expires_at: Option<Instant>,
     /// When `stored` was taken: the time since counts against the Message
@@ -1822,7 +1827,8 @@ impl State {
                 .is_some_and(|w| w.at <= now || expired);
             let will = if will_due { entry.take_will() } else { None };
             if expired {
-                self.remove_session(&id);
+                let unacknowledged = self.unacknowledged_shared(&id, now);
+                self.end_session_with(&id, unacknowledged, max_queued, counters, now);
                 counters.sessions_expired.fetch_add(1, Ordering::Relaxed);
                 if let Some(bridge) = &self.bridge {
                     bridge.session_gone(&id);
@@ -2107,7 +2113,8 @@ impl State {
     ) {
         self.unschedule(id);
         let will = self.sessions.get_mut(id).and_then(|e| e.take_will());
-        self.remove_session(id);
+        let unacknowledged = self.unacknowledged_shared(id, now);
+        self.end_session_with(id, unacknowledged, max_queued, counters, now);
         if let Some(will) = will {
             self.publish_pending_will(id, will.publish, max_queued, counters, now);
         }
@@ -2164,6 +2171,35 @@ impl State {
             }
         }
         handed
+    }
+
+    /// The QoS 1 messages a shared group sent to session `id` that it has
+    /// not acknowledged, while no connection holds it: in its stored state
+    /// (not sent yet, or sent without PUBACK) and in its offline queue; each
+    /// with the time it waited counted against its Message Expiry Interval
+    /// (expired ones left out).
+    fn unacknowledged_shared(&self, id: &Arc<str>, now: Instant) -> Vec<Publish> {
+        let Some(away) = self.sessions.get(id).and_then(|e| e.away.as_deref()) else {
+            return Vec::new();
+        };
+        let tagged = |p: &Publish| p.packet_id.is_some_and(|id| away.shared.contains(&id));
+        let stored_at = away.stored_at.unwrap_or(now);
+        let stored = away
+            .stored
+            .outgoing()
+            .iter()
+            .filter_map(|o| match o {
+                fulmar_session::Outgoing::Publish(p) if tagged(p) => Some((**p).clone()),
+                _ => None,
+            })
+            .chain(away.stored.pending().iter().filter(|p| tagged(p)).cloned())
+            .filter_map(|p| age(p, stored_at, now));
+        let offline = away
+            .offline
+            .iter()
+            .filter(|q| q.shared)
+            .filter_map(|q| age(q.publish.clone(), q.since, now));
+        stored.chain(offline).collect()
     }
 
     /// The number of session deadlines waiting (expiries, delayed wills).
@@ -2395,6 +2431,7 @@ impl Target<'_> {
                     return;
                 }
                 let queued = Queued {
+                    shared: delivery.shared && delivery.publish.qos == QoS::AtLeastOnce,
                     publish: delivery.publish,
                     since: self.now,
                     seq: delivery.seq,

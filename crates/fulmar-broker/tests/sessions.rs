@@ -930,3 +930,61 @@ async fn wait_sessions_disconnected_but(broker: &BrokerHandle, n: u64) {
     .await
     .expect("clients did not disconnect");
 }
+
+/// A member whose session was kept after its connection: when the session
+/// ends later (it expires, or the client comes back with Clean Start), the
+/// QoS 1 messages a shared group sent it that it had not acknowledged go
+/// to another member: those in flight when it left and those queued for it
+/// while it was away. The QoS 2 one does not (v5:MQTT-4.8.2-5).
+// v5:MQTT-4.8.2-5
+#[tokio::test]
+async fn v5_unacknowledged_shared_messages_of_a_kept_session_go_to_another_member_when_it_ends() {
+    for ends_by_expiry in [false, true] {
+        let broker = start().await;
+        let expiry = if ends_by_expiry { 1 } else { 60 };
+        let (mut w1, _) = Peer::connect_with(addr(&broker), v5_session("w1", true, expiry)).await;
+        w1.sub(1, "$share/g/jobs/#", QoS::ExactlyOnce).await;
+        broker
+            .publish("jobs/1", "job", QoS::AtLeastOnce, false)
+            .unwrap();
+        broker
+            .publish("jobs/2", "job", QoS::ExactlyOnce, false)
+            .unwrap();
+        assert_eq!(w1.recv_publish().await.topic, "jobs/1");
+        assert_eq!(w1.recv_publish().await.topic, "jobs/2");
+        drop(w1);
+        wait_sessions_disconnected_but(&broker, 0).await;
+        // While it is away, the group's only member is w1: queued for it.
+        broker
+            .publish("jobs/3", "job", QoS::AtLeastOnce, false)
+            .unwrap();
+        let mut w2 = Peer::connect(addr(&broker), V5, "w2").await;
+        w2.sub(1, "$share/g/jobs/#", QoS::ExactlyOnce).await;
+        if ends_by_expiry {
+            wait_sessions(&broker, 1).await;
+        } else {
+            let (_w1, ack) = Peer::connect_with(addr(&broker), v5_session("w1", true, 60)).await;
+            assert!(!ack.session_present);
+        }
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let p = w2.recv_publish().await;
+            w2.send(PubAck::new(p.packet_id.unwrap())).await;
+            got.push((p.topic.to_string(), p.qos));
+        }
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("jobs/1".to_owned(), QoS::AtLeastOnce),
+                ("jobs/3".to_owned(), QoS::AtLeastOnce)
+            ],
+            "ends by expiry: {ends_by_expiry}"
+        );
+        broker
+            .publish("jobs/next", "job", QoS::AtLeastOnce, false)
+            .unwrap();
+        assert_eq!(w2.recv_publish().await.topic, "jobs/next");
+        broker.shutdown().await;
+    }
+}

@@ -1966,7 +1966,7 @@ impl<S: Stream> Connection<S> {
             match age(queued.publish, queued.since, now) {
                 Some(mut publish) => {
                     self.clear_retain_for_v3(&mut publish);
-                    self.publish_out_at(publish, queued.seq, false, now);
+                    self.publish_out_at(publish, queued.seq, queued.shared, now);
                 }
                 None => {
                     if let (Some(seq), Some(journal)) = (queued.seq, &self.shared.journal)
@@ -2024,7 +2024,7 @@ impl<S: Stream> Connection<S> {
                     // Nobody holds it (or the holder is gone): take it, in the
                     // same critical section so two newcomers cannot both win.
                     _ => {
-                        let (stored, offline, present, inflight, discarded) =
+                        let (stored, offline, present, sent, discarded) =
                             self.register(&mut state, id, clean_start, expiry, reader.clone());
                         drop(state);
                         if let Some(seq) = discarded {
@@ -2032,12 +2032,8 @@ impl<S: Stream> Connection<S> {
                             // no longer kept): once the store says so too.
                             self.durable_at = self.durable_at.max(seq);
                         }
-                        self.sent = (!inflight.is_empty()).then(|| {
-                            Box::new(Sent {
-                                seq: inflight,
-                                shared: HashSet::new(),
-                            })
-                        });
+                        self.sent = (!sent.seq.is_empty() || !sent.shared.is_empty())
+                            .then(|| Box::new(sent));
                         return (stored, offline, present);
                     }
                 }
@@ -2070,13 +2066,7 @@ impl<S: Stream> Connection<S> {
         clean_start: bool,
         expiry: u32,
         reader: Option<Arc<ClientInfo>>,
-    ) -> (
-        SessionState,
-        VecDeque<Queued>,
-        bool,
-        HashMap<PacketId, u64>,
-        Option<u64>,
-    ) {
+    ) -> (SessionState, VecDeque<Queued>, bool, Sent, Option<u64>) {
         let existed = state.sessions.contains_key(id);
         let persistent = state.journal.is_some() && expiry > 0;
         // The journal position of a kept session's deletion: the CONNACK
@@ -2129,7 +2119,8 @@ impl<S: Stream> Connection<S> {
         if let (Some(reads), Some(reader)) = (state.reads.as_mut(), reader) {
             reads.clients.insert(id.clone(), reader);
         }
-        let (mut stored, offline, mut inflight) = (away.stored, away.offline, away.inflight);
+        let (mut stored, offline, mut inflight, mut shared) =
+            (away.stored, away.offline, away.inflight, away.shared);
         if cancelled && let Some(bridge) = &state.bridge {
             bridge.will_cleared(id);
         }
@@ -2139,6 +2130,9 @@ impl<S: Stream> Connection<S> {
             // Expired, not dropped: not counted in `dropped_messages`, as in
             // the offline queue.
             for publish in stored.age(Instant::now().saturating_duration_since(at)) {
+                if let Some(pid) = publish.packet_id {
+                    shared.remove(&pid);
+                }
                 if let (Some(journal), Some(seq)) = (
                     &state.journal,
                     publish.packet_id.and_then(|pid| inflight.remove(&pid)),
@@ -2154,7 +2148,10 @@ impl<S: Stream> Connection<S> {
             stored,
             offline,
             existed && !clean_start,
-            inflight,
+            Sent {
+                seq: inflight,
+                shared,
+            },
             discarded,
         )
     }
@@ -2673,7 +2670,9 @@ impl<S: Stream> Connection<S> {
                     let away = entry.away();
                     away.stored = stored;
                     away.stored_at = Some(now);
-                    away.inflight = self.sent.take().map(|m| m.seq).unwrap_or_default();
+                    let sent = self.sent.take().map(|m| *m).unwrap_or_default();
+                    away.inflight = sent.seq;
+                    away.shared = sent.shared;
                     away.expires_at = expires_at.flatten();
                     away.disconnected_at = Some(now_unix);
                     deadlines.extend(away.expires_at);

@@ -321,6 +321,8 @@ fn resume_order(
                 publish: m.publish,
                 since: instant_of(m.stored_at, now, now_unix),
                 seq: Some(seq),
+                // Not kept in the store.
+                shared: false,
             });
             continue;
         };
