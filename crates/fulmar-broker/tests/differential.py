@@ -475,6 +475,10 @@ class C(Client):
         self.pids = {}
         self.aliases = {}
         self.expiry = {}
+        # Payloads whose Message Expiry may or may not have lost a second
+        # by the time they arrive (a retained copy read a moment later):
+        # any value from 1 to the one sent is right.
+        self.expiry_loose = set()
 
     def npid(self, pid):
         if pid is None:
@@ -507,7 +511,9 @@ class C(Client):
             for n, v in norm_props(p.props):
                 if n == "MessageExpiry":
                     orig = self.expiry.get(p.payload)
-                    if orig is not None and 0 < v < orig:
+                    if orig is not None and 0 < v <= orig and p.payload in self.expiry_loose:
+                        v = "at most as sent"
+                    elif orig is not None and 0 < v < orig:
                         v = "decremented"
                     elif orig is not None and v == orig:
                         v = "as sent"
@@ -760,6 +766,7 @@ def wills():
     s.see(1)
     s2 = C("sub2")
     s2.expiry[b"props"] = 3600
+    s2.expiry_loose.add(b"props")
     s2.connect("will-sub2")
     s2.sub([("will/props", opts(rap=1))])
     s2.see(1)
