@@ -11,8 +11,8 @@
 //!   client even when several of its filters match, with every Subscription
 //!   Identifier; shared subscriptions deliver to one member per group,
 //!   preferring a connected member with room in its queues; the QoS 1
-//!   messages a member had not acknowledged when its session ended with
-//!   its connection go to another member, MQTT 5.0 section 4.8.2) and a
+//!   messages a member had not acknowledged when its session ended go to
+//!   another member, MQTT 5.0 section 4.8.2) and a
 //!   [`fulmar_topic::RetainedIndex`], behind one lock that is never held
 //!   across an `.await`. A payload is one `Bytes` shared by every receiver.
 //! - **Sessions** live in memory, and with a [`Store`] also on disk: persistent sessions (3.1.1 Clean Session 0,

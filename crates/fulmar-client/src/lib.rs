@@ -106,7 +106,18 @@
 //!   [`Client::connect_with_messages`] so that what the session queued
 //!   while the process was away is not dropped, and read that stream as
 //!   well as the subscription's. Messages taken but not acknowledged come
-//!   again after a reconnection.
+//!   again after a reconnection. To stop, end the stream with
+//!   [`Subscription::detach`] (dropping it would unsubscribe) and
+//!   [`Client::disconnect`]: the broker queues what follows for the next
+//!   run.
+//! - **A service that may start before its broker**:
+//!   [`retry_initial_connect(true)`](ConnectOptions::retry_initial_connect),
+//!   with a timeout around [`Client::connect`] if it should give up.
+//! - **Large messages**: a slow stream holds at most
+//!   [`stream_capacity`](ConnectOptions::stream_capacity) messages and
+//!   [`stream_capacity_bytes`](ConnectOptions::stream_capacity_bytes);
+//!   [`maximum_packet_size`](ConnectOptions::maximum_packet_size) bounds
+//!   what one message may be.
 //! - **Request/response** (`request_response`, `request_timeout`):
 //!   [`PublishRequest::response_topic`] and
 //!   [`PublishRequest::correlation_data`] on the request; the responder
