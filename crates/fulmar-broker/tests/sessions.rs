@@ -62,13 +62,18 @@ async fn wait_sessions(broker: &BrokerHandle, n: usize) {
 
 /// Waits (bounded by the guard) until no client is connected.
 async fn wait_sessions_disconnected(broker: &BrokerHandle) {
+    wait_connected(broker, 0).await;
+}
+
+/// Waits (bounded by the guard) until `n` clients are connected.
+async fn wait_connected(broker: &BrokerHandle, n: u64) {
     tokio::time::timeout(GUARD, async {
-        while broker.stats().clients_connected != 0 {
+        while broker.stats().clients_connected != n {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .expect("clients still connected");
+    .expect("connected clients count not reached");
 }
 
 // v3:MQTT-3.1.2-8 v3:MQTT-3.1.2-16 v5:MQTT-3.1.2-7 v5:MQTT-3.1.2-8 v5:MQTT-3.1.2-14
@@ -900,7 +905,7 @@ async fn v5_a_kept_session_keeps_its_unacknowledged_shared_messages() {
     let mut w2 = Peer::connect(addr(&broker), V5, "w2").await;
     w2.sub(1, "$share/g/jobs/#", QoS::ExactlyOnce).await;
     drop(w1);
-    wait_sessions_disconnected_but(&broker, 1).await;
+    wait_connected(&broker, 1).await;
     broker
         .publish("jobs/next", "job", QoS::AtLeastOnce, false)
         .unwrap();
@@ -918,17 +923,6 @@ async fn v5_a_kept_session_keeps_its_unacknowledged_shared_messages() {
         [("jobs/1".to_owned(), true), ("jobs/2".to_owned(), true)]
     );
     broker.shutdown().await;
-}
-
-/// Waits until `n` clients are connected.
-async fn wait_sessions_disconnected_but(broker: &BrokerHandle, n: u64) {
-    tokio::time::timeout(GUARD, async {
-        while broker.stats().clients_connected != n {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("clients did not disconnect");
 }
 
 /// A member whose session was kept after its connection: when the session
@@ -953,7 +947,7 @@ async fn v5_unacknowledged_shared_messages_of_a_kept_session_go_to_another_membe
         assert_eq!(w1.recv_publish().await.topic, "jobs/1");
         assert_eq!(w1.recv_publish().await.topic, "jobs/2");
         drop(w1);
-        wait_sessions_disconnected_but(&broker, 0).await;
+        wait_sessions_disconnected(&broker).await;
         // While it is away, the group's only member is w1: queued for it.
         broker
             .publish("jobs/3", "job", QoS::AtLeastOnce, false)
