@@ -27,7 +27,8 @@
 //! Byte 0: bit 0 MQTT 5.0 (else 3.1.1), bit 1 manual acknowledgements, bit 2 Receive
 //! Maximum 1 (else 8), bit 3 max in-flight 1 (else 4), bit 4 Topic Alias Maximum 2 (else 0),
 //! bit 5 enhanced authentication with method [`AUTH_METHOD`] (5.0 only; see
-//! [`ScriptAuthenticator`]).
+//! [`ScriptAuthenticator`]), bit 6 streams of 300 bytes
+//! ([`ConnectOptions::stream_capacity_bytes`]: full after a message or two).
 //! Then steps, each an opcode byte (taken modulo 8, see [`ClientStep`]; 13 modulo 16 is
 //! [`ClientStep::Reauthenticate`]) and its arguments.
 
@@ -178,6 +179,8 @@ fn options(setup: u8, pipes: mpsc::UnboundedSender<DuplexStream>) -> ConnectOpti
         .receive_maximum(if setup & 4 != 0 { 1 } else { 8 })
         .max_inflight(if setup & 8 != 0 { 1 } else { 4 })
         .topic_alias_maximum(if setup & 0x10 != 0 { 2 } else { 0 })
+        // Streams full by their bytes after a message or two.
+        .stream_capacity_bytes(if setup & 0x40 != 0 { 300 } else { 64 << 20 })
         .reconnect(Reconnect::disabled())
         .keep_alive(Duration::from_secs(60))
         .connect_timeout(END_GUARD);
