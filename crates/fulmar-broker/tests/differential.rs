@@ -27,122 +27,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{addr, start};
+// The mosquitto launcher of fulmar-client's tests (a mosquitto on a
+// loopback port of its own, with its own config and directory, killed on
+// drop).
+#[path = "../../fulmar-client/tests/common/mod.rs"]
+mod client_support;
+use client_support::Mosquitto;
 
 /// Failure guard for one run of the script (about 20 s).
 const SCRIPT_GUARD: Duration = Duration::from_secs(120);
-
-fn mosquitto_binary() -> PathBuf {
-    for candidate in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"] {
-        if Path::new(candidate).exists() {
-            return candidate.into();
-        }
-    }
-    if let Ok(out) = Command::new("which").arg("mosquitto").output() {
-        let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        if !path.is_empty() {
-            return path.into();
-        }
-    }
-    panic!(
-        "mosquitto is not installed: this test needs the Debian package `mosquitto` \
-         (apt-get install mosquitto; scripts/test.sh installs it)"
-    );
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// A mosquitto process on a loopback port of its own, killed on drop.
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Mosquitto {
-    fn start() -> Self {
-        let binary = mosquitto_binary();
-        let dir = std::env::temp_dir().join(format!(
-            "fulmar-differential-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        // The port is picked free and released: retry if it was taken meanwhile.
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let mut config = format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 log_dest stderr\nlog_type error\n"
-            );
-            // Running as root, mosquitto drops privileges unless told otherwise.
-            if is_root() {
-                config.push_str("user root\n");
-            }
-            let conf = dir.join("mosquitto.conf");
-            std::fs::write(&conf, config).unwrap();
-            let mut child = Command::new(&binary)
-                .arg("-c")
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-            if wait_for_port(port, &mut child) {
-                return Self { child, port, dir };
-            }
-            let _ = child.kill();
-            let stderr = child.stderr.take().map(|s| {
-                BufReader::new(s)
-                    .lines()
-                    .map_while(Result::ok)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
-            let _ = child.wait();
-            eprintln!("mosquitto did not start on port {port}: {stderr:?}");
-        }
-        panic!("mosquitto did not start");
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Waits until the port accepts connections (or the process died).
-fn wait_for_port(port: u16, child: &mut Child) -> bool {
-    for _ in 0..400 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        if let Ok(Some(_)) = child.try_wait() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    false
-}
 
 /// The transcript of `differential.py` against the broker on `port`.
 async fn transcript(port: u16) -> String {

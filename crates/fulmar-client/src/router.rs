@@ -411,9 +411,7 @@ impl Inbox {
             None => Poll::Ready(None),
         }
     }
-}
 
-impl Inbox {
     /// Sends `dropped` to the connection task instead of what `Drop` would
     /// send, which becomes a no-op.
     fn hand_over(&mut self, dropped: Dropped) -> Result<(), ()> {
