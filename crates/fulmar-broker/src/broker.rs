@@ -18,7 +18,7 @@ use crate::auth::{AllowAll, Authenticator, Authorizer, ClientInfo};
 use crate::bridge::{Bridge, SessionExport, SessionUnavailable};
 use crate::config::{Limits, OverloadPolicy, ServerReference};
 use crate::error::BrokerError;
-use crate::listener::{ListenerSpec, Peer, Slot, SpecKind, accept_loop};
+use crate::listener::{Listener, ListenerShared, Peer, Slot, accept_loop};
 use crate::message::Subscription;
 use crate::observe::{BrokerEvent, Events, sys_loop};
 use crate::pacing::Pacing;
@@ -137,7 +137,7 @@ impl Broker {
 
 /// Configures and starts a broker.
 pub struct BrokerBuilder {
-    listeners: Vec<ListenerSpec>,
+    listeners: Vec<Listener>,
     limits: Limits,
     authenticator: Arc<dyn Authenticator>,
     authorizer: Arc<dyn Authorizer>,
@@ -176,36 +176,24 @@ impl BrokerBuilder {
     /// port 0 picks a free port, see [`BrokerHandle::local_addrs`]). May be
     /// called several times.
     #[must_use]
-    pub fn tcp_listener(mut self, addr: impl Into<String>) -> Self {
-        self.listeners.push(ListenerSpec {
-            addr: addr.into(),
-            kind: SpecKind::Tcp,
-        });
-        self
+    pub fn tcp_listener(self, addr: impl Into<String>) -> Self {
+        self.listener(Listener::tcp(addr))
     }
 
     /// Adds a TLS listener on `addr` (MQTT over TLS, port 8883 by
     /// convention). The certificates are checked by [`start`](Self::start).
     #[cfg(feature = "tls")]
     #[must_use]
-    pub fn tls_listener(mut self, addr: impl Into<String>, tls: TlsConfig) -> Self {
-        self.listeners.push(ListenerSpec {
-            addr: addr.into(),
-            kind: SpecKind::Tls(tls),
-        });
-        self
+    pub fn tls_listener(self, addr: impl Into<String>, tls: TlsConfig) -> Self {
+        self.listener(Listener::tls(addr, tls))
     }
 
     /// Adds a WebSocket listener on `addr` serving MQTT at the HTTP `path`
     /// (`"/mqtt"`), subprotocol `mqtt`. Requests for other paths get 404.
     #[cfg(feature = "websocket")]
     #[must_use]
-    pub fn ws_listener(mut self, addr: impl Into<String>, path: impl Into<String>) -> Self {
-        self.listeners.push(ListenerSpec {
-            addr: addr.into(),
-            kind: SpecKind::Ws(path.into()),
-        });
-        self
+    pub fn ws_listener(self, addr: impl Into<String>, path: impl Into<String>) -> Self {
+        self.listener(Listener::ws(addr, path))
     }
 
     /// Adds a secure WebSocket listener (WebSocket over TLS) on `addr`
@@ -213,15 +201,19 @@ impl BrokerBuilder {
     #[cfg(all(feature = "tls", feature = "websocket"))]
     #[must_use]
     pub fn wss_listener(
-        mut self,
+        self,
         addr: impl Into<String>,
         path: impl Into<String>,
         tls: TlsConfig,
     ) -> Self {
-        self.listeners.push(ListenerSpec {
-            addr: addr.into(),
-            kind: SpecKind::Wss(path.into(), tls),
-        });
+        self.listener(Listener::wss(addr, path, tls))
+    }
+
+    /// Adds a listener with settings of its own (see [`Listener`]). May be
+    /// called several times.
+    #[must_use]
+    pub fn listener(mut self, listener: Listener) -> Self {
+        self.listeners.push(listener);
         self
     }
 
@@ -568,6 +560,7 @@ impl BrokerBuilder {
         tracing::info!(?addrs, "broker started");
         Ok(BrokerHandle {
             inner: Arc::new(HandleInner {
+                direct: ListenerShared::direct(shared.clone()),
                 shared,
                 addrs,
                 #[cfg(feature = "tls")]
@@ -606,6 +599,8 @@ async fn deadline_loop(shared: Arc<Shared>) {
 
 struct HandleInner {
     shared: Arc<Shared>,
+    /// What connections of [`BrokerHandle::serve_connection`] share.
+    direct: Arc<ListenerShared>,
     addrs: Vec<SocketAddr>,
     /// The TLS and secure WebSocket listeners, by bound address.
     #[cfg(feature = "tls")]
@@ -851,7 +846,7 @@ impl BrokerHandle {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let shared = &self.inner.shared;
-        let (slot, over_limit) = Slot::open(shared);
+        let (slot, over_limit) = Slot::open(&self.inner.direct);
         let peer = Peer {
             addr: peer,
             certificate: None,

@@ -36,6 +36,8 @@
 //!   [`Authenticator`]), WebSocket and secure WebSocket on a path,
 //!   subprotocol `mqtt` (feature `websocket`). TLS and WebSocket handshakes
 //!   run in the connection's task, bounded by [`Limits::connect_timeout`].
+//!   A [`Listener`] may have a connection limit, a Maximum QoS, a Topic
+//!   Alias Maximum and kernel socket buffer sizes of its own.
 //!   Any other byte stream the application opens itself (a Unix domain
 //!   socket, an in-memory pipe, a QUIC stream) is served with
 //!   [`BrokerHandle::serve_connection`].
@@ -135,6 +137,7 @@ pub use broker::{Broker, BrokerBuilder, BrokerHandle, ServedConnection, SessionI
 pub use config::{Limits, OverloadPolicy, ServerReference};
 pub use error::BrokerError;
 pub use fulmar_session::Initiator;
+pub use listener::Listener;
 pub use message::{Message, Subscription};
 pub use observe::{BrokerEvent, Events};
 pub use pacing::Pacing;

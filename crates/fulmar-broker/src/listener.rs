@@ -4,10 +4,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use fulmar_codec::QoS;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 
@@ -16,11 +17,155 @@ use crate::error::BrokerError;
 #[cfg(feature = "tls")]
 use crate::tls::{TlsConfig, TlsServer};
 
-/// A listener as configured on the builder.
+/// A listener to add with [`BrokerBuilder::listener`](crate::BrokerBuilder::listener):
+/// an address, a transport, and settings that may differ from the broker's
+/// [`Limits`](crate::Limits) for the clients that connect through it (as
+/// mosquitto's `max_connections`, `max_qos` and `max_topic_alias` follow
+/// the `listener` line they come after).
+///
+/// ```
+/// use fulmar_broker::{Broker, Listener};
+/// use fulmar_codec::QoS;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), fulmar_broker::BrokerError> {
+/// let broker = Broker::builder()
+///     // Inside: everything the broker allows.
+///     .tcp_listener("127.0.0.1:0")
+///     // For devices: QoS 1 at most, 1000 of them, no topic aliases, and at
+///     // most 64 KiB of the kernel's memory per socket and direction.
+///     .listener(
+///         Listener::tcp("127.0.0.1:0")
+///             .maximum_qos(QoS::AtLeastOnce)
+///             .max_connections(1000)
+///             .topic_alias_maximum(0)
+///             .send_buffer_size(64 * 1024)
+///             .receive_buffer_size(64 * 1024),
+///     )
+///     .start()
+///     .await?;
+/// assert_eq!(broker.local_addrs().len(), 2);
+/// broker.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
-pub(crate) struct ListenerSpec {
+pub struct Listener {
     pub(crate) addr: String,
     pub(crate) kind: SpecKind,
+    limits: ListenerLimits,
+}
+
+/// What a listener sets for itself; `None`: the broker's.
+#[derive(Clone, Copy, Debug, Default)]
+struct ListenerLimits {
+    max_connections: Option<usize>,
+    maximum_qos: Option<QoS>,
+    topic_alias_maximum: Option<u16>,
+    send_buffer_size: Option<u32>,
+    receive_buffer_size: Option<u32>,
+}
+
+impl Listener {
+    fn new(addr: impl Into<String>, kind: SpecKind) -> Self {
+        Self {
+            addr: addr.into(),
+            kind,
+            limits: ListenerLimits::default(),
+        }
+    }
+
+    /// A TCP listener on `addr` (`"127.0.0.1:1883"`, `"[::]:1883"`; port 0
+    /// picks a free port, see
+    /// [`BrokerHandle::local_addrs`](crate::BrokerHandle::local_addrs)).
+    pub fn tcp(addr: impl Into<String>) -> Self {
+        Self::new(addr, SpecKind::Tcp)
+    }
+
+    /// A TLS listener on `addr` (MQTT over TLS, port 8883 by convention).
+    /// The certificates are checked by
+    /// [`BrokerBuilder::start`](crate::BrokerBuilder::start).
+    #[cfg(feature = "tls")]
+    pub fn tls(addr: impl Into<String>, tls: TlsConfig) -> Self {
+        Self::new(addr, SpecKind::Tls(tls))
+    }
+
+    /// A WebSocket listener on `addr` serving MQTT at the HTTP `path`
+    /// (`"/mqtt"`), subprotocol `mqtt`. Requests for other paths get 404.
+    #[cfg(feature = "websocket")]
+    pub fn ws(addr: impl Into<String>, path: impl Into<String>) -> Self {
+        Self::new(addr, SpecKind::Ws(path.into()))
+    }
+
+    /// A secure WebSocket listener (WebSocket over TLS) on `addr` serving
+    /// MQTT at `path`.
+    #[cfg(all(feature = "tls", feature = "websocket"))]
+    pub fn wss(addr: impl Into<String>, path: impl Into<String>, tls: TlsConfig) -> Self {
+        Self::new(addr, SpecKind::Wss(path.into(), tls))
+    }
+
+    /// At most this many network connections open at once through this
+    /// listener (default: only the broker's
+    /// [`Limits::max_connections`](crate::Limits::max_connections), which
+    /// counts those of every listener and still applies). Beyond it a
+    /// client is refused as beyond the broker's limit: CONNACK 0x88 Server
+    /// unavailable (3.1.1: 3), and a flood beyond that closed at once.
+    #[must_use]
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.limits.max_connections = Some(n);
+        self
+    }
+
+    /// The Maximum QoS of the clients of this listener, in place of
+    /// [`Limits::maximum_qos`](crate::Limits::maximum_qos): announced to
+    /// MQTT 5.0 clients in CONNACK, enforced on their PUBLISH and will
+    /// (5.0: 0x9B QoS not supported), and granted at most to their
+    /// subscriptions. What a session subscribed to through another listener
+    /// keeps the QoS it was granted there.
+    #[must_use]
+    pub fn maximum_qos(mut self, qos: QoS) -> Self {
+        self.limits.maximum_qos = Some(qos);
+        self
+    }
+
+    /// The Topic Alias Maximum announced to the MQTT 5.0 clients of this
+    /// listener (0: none), in place of
+    /// [`Limits::topic_alias_maximum`](crate::Limits::topic_alias_maximum).
+    #[must_use]
+    pub fn topic_alias_maximum(mut self, max: u16) -> Self {
+        self.limits.topic_alias_maximum = Some(max);
+        self
+    }
+
+    /// The kernel's send buffer of each accepted socket (`SO_SNDBUF`, set
+    /// on the listening socket so that every connection inherits it),
+    /// instead of the kernel's own sizing (on Linux it grows up to
+    /// `net.ipv4.tcp_wmem`'s maximum, 4 MiB by default). That buffer is
+    /// what a subscriber that stops reading holds of the broker's memory
+    /// besides its queues ([`Limits::max_queued_bytes`](crate::Limits::max_queued_bytes)):
+    /// a few MiB per such connection unless set. Linux doubles the value
+    /// for its bookkeeping and keeps it within `net.core.wmem_max`. Too
+    /// small a buffer slows large messages down.
+    #[must_use]
+    pub fn send_buffer_size(mut self, bytes: u32) -> Self {
+        self.limits.send_buffer_size = Some(bytes);
+        self
+    }
+
+    /// The kernel's receive buffer of each accepted socket (`SO_RCVBUF`,
+    /// set on the listening socket, so that the TCP window is sized for it
+    /// from the handshake on), instead of the kernel's own sizing (on Linux
+    /// up to `net.ipv4.tcp_rmem`'s maximum). It holds what a publisher sent
+    /// that the broker has not read yet: a publisher paced because a
+    /// subscriber is slow (see
+    /// [`Limits::max_queued_bytes`](crate::Limits::max_queued_bytes)) fills
+    /// it before TCP holds it back. Linux doubles the value and keeps it
+    /// within `net.core.rmem_max`.
+    #[must_use]
+    pub fn receive_buffer_size(mut self, bytes: u32) -> Self {
+        self.limits.receive_buffer_size = Some(bytes);
+        self
+    }
 }
 
 /// The transport of a configured listener.
@@ -50,9 +195,10 @@ enum Kind {
 pub(crate) struct Bound {
     listener: TcpListener,
     kind: Arc<Kind>,
+    limits: ListenerLimits,
 }
 
-impl ListenerSpec {
+impl Listener {
     /// Parses the TLS configuration and binds the address.
     pub(crate) async fn bind(self) -> Result<(Bound, SocketAddr), BrokerError> {
         let kind = match self.kind {
@@ -70,17 +216,111 @@ impl ListenerSpec {
             addr: self.addr.clone(),
             source,
         };
-        let listener = TcpListener::bind(self.addr.as_str())
-            .await
-            .map_err(bind_error)?;
+        let listener = if self.limits.send_buffer_size.is_none()
+            && self.limits.receive_buffer_size.is_none()
+        {
+            TcpListener::bind(self.addr.as_str()).await
+        } else {
+            bind_with_buffers(&self.addr, self.limits).await
+        }
+        .map_err(bind_error)?;
         let local = listener.local_addr().map_err(bind_error)?;
         Ok((
             Bound {
                 listener,
                 kind: Arc::new(kind),
+                limits: self.limits,
             },
             local,
         ))
+    }
+}
+
+/// Binds `addr` (its first address that binds, as `TcpListener::bind`
+/// does) with the socket buffer sizes set before `listen`, so that accepted
+/// sockets inherit them.
+async fn bind_with_buffers(addr: &str, limits: ListenerLimits) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let bound = (|| {
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            // As `TcpListener::bind` does on Unix: a restarted broker binds
+            // while connections of the last one are in TIME_WAIT.
+            #[cfg(unix)]
+            socket.set_reuseaddr(true)?;
+            if let Some(size) = limits.send_buffer_size {
+                socket.set_send_buffer_size(size)?;
+            }
+            if let Some(size) = limits.receive_buffer_size {
+                socket.set_recv_buffer_size(size)?;
+            }
+            socket.bind(addr)?;
+            socket.listen(1024)
+        })();
+        match bound {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "could not resolve to any address",
+        )
+    }))
+}
+
+/// What the connections of one listener share: the broker, and what the
+/// listener sets for itself.
+pub(crate) struct ListenerShared {
+    shared: Arc<Shared>,
+    /// The configuration of the listener's sessions (the broker's, unless
+    /// the listener sets a Maximum QoS or Topic Alias Maximum of its own).
+    pub(crate) session_config: Arc<fulmar_session::Config>,
+    /// The listener's own connection limit.
+    max_connections: Option<usize>,
+    /// Its open connections.
+    connections: AtomicU64,
+}
+
+impl ListenerShared {
+    /// What connections served without a listener share: the broker's limits.
+    pub(crate) fn direct(shared: Arc<Shared>) -> Arc<Self> {
+        Self::new(shared, ListenerLimits::default())
+    }
+
+    fn new(shared: Arc<Shared>, limits: ListenerLimits) -> Arc<Self> {
+        let session_config = if limits.maximum_qos.is_none() && limits.topic_alias_maximum.is_none()
+        {
+            shared.session_config.clone()
+        } else {
+            let broker = &shared.session_config;
+            Arc::new(fulmar_session::Config {
+                maximum_qos: limits.maximum_qos.unwrap_or(broker.maximum_qos),
+                topic_alias_maximum: limits
+                    .topic_alias_maximum
+                    .unwrap_or(broker.topic_alias_maximum),
+                ..(**broker).clone()
+            })
+        };
+        Arc::new(Self {
+            shared,
+            session_config,
+            max_connections: limits.max_connections,
+            connections: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether `open` connections through this listener are `slack` or
+    /// more over its limit.
+    fn over(&self, open: u64, slack: usize) -> bool {
+        self.max_connections.is_some_and(|max| {
+            usize::try_from(open).unwrap_or(usize::MAX) >= max.saturating_add(slack)
+        })
     }
 }
 
@@ -105,20 +345,25 @@ pub(crate) struct Peer {
     pub(crate) certificate: Option<Box<Bytes>>,
 }
 
-/// One open network connection, counted in `Stats::connections` until dropped.
+/// One open network connection, counted in `Stats::connections` (and by
+/// its listener) until dropped.
 pub(crate) struct Slot {
-    shared: Arc<Shared>,
+    listener: Arc<ListenerShared>,
 }
 
 impl Slot {
-    /// Counts a new connection; also says whether it is over the limit.
-    pub(crate) fn open(shared: &Arc<Shared>) -> (Self, bool) {
+    /// Counts a new connection; also says whether it is over the limit
+    /// (the broker's or its listener's).
+    pub(crate) fn open(listener: &Arc<ListenerShared>) -> (Self, bool) {
+        let shared = &listener.shared;
         let open = shared.counters.connections.fetch_add(1, Ordering::Relaxed);
         shared.counters.sockets.fetch_add(1, Ordering::Relaxed);
-        let over = usize::try_from(open).unwrap_or(usize::MAX) >= shared.limits.max_connections;
+        let through = listener.connections.fetch_add(1, Ordering::Relaxed);
+        let over = usize::try_from(open).unwrap_or(usize::MAX) >= shared.limits.max_connections
+            || listener.over(through, 0);
         (
             Self {
-                shared: shared.clone(),
+                listener: listener.clone(),
             },
             over,
         )
@@ -126,17 +371,25 @@ impl Slot {
 
     /// The broker's shared state.
     pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+        &self.listener.shared
     }
-}
 
-impl Slot {
+    /// The configuration of a session of this connection.
+    pub(crate) fn session_config(&self) -> &Arc<fulmar_session::Config> {
+        &self.listener.session_config
+    }
+
     /// Whether this connection is more than [`REFUSALS`] over
-    /// `max_connections`.
+    /// `max_connections` (the broker's or its listener's).
     fn beyond_refusals(&self) -> bool {
-        let open = self.shared.counters.connections.load(Ordering::Relaxed);
+        let shared = self.shared();
+        let open = shared.counters.connections.load(Ordering::Relaxed);
         usize::try_from(open).unwrap_or(usize::MAX)
-            > self.shared.limits.max_connections.saturating_add(REFUSALS)
+            > shared.limits.max_connections.saturating_add(REFUSALS)
+            || self.listener.over(
+                self.listener.connections.load(Ordering::Relaxed),
+                REFUSALS.saturating_add(1),
+            )
     }
 }
 
@@ -147,21 +400,23 @@ pub(crate) const REFUSALS: usize = 64;
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.shared
+        self.shared()
             .counters
             .connections
             .fetch_sub(1, Ordering::Relaxed);
+        self.listener.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// Accepts connections until the broker shuts down.
 pub(crate) async fn accept_loop(shared: Arc<Shared>, bound: Bound, tracker: TaskTracker) {
+    let listener = ListenerShared::new(shared.clone(), bound.limits);
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => return,
             accepted = bound.listener.accept() => match accepted {
                 Ok((stream, addr)) => {
-                    let (slot, over_limit) = Slot::open(&shared);
+                    let (slot, over_limit) = Slot::open(&listener);
                     if over_limit && slot.beyond_refusals() {
                         // Too many to even be told why: closed at once, so a
                         // flood of sockets costs no task nor handshake.
@@ -314,5 +569,59 @@ async fn handshake_within<T, E: std::fmt::Display>(
                 None
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The send and receive buffer sizes of the accepted socket.
+    async fn accepted_buffers(listener: Listener) -> (u32, u32) {
+        let (bound, addr) = listener.bind().await.unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (stream, _) = bound.listener.accept().await.unwrap();
+        let socket = tokio::net::TcpSocket::from_std_stream(stream.into_std().unwrap());
+        (
+            socket.send_buffer_size().unwrap(),
+            socket.recv_buffer_size().unwrap(),
+        )
+    }
+
+    // (kernel memory per connection, no spec statement)
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn accepted_sockets_take_the_listeners_buffer_sizes() {
+        // Linux doubles what is asked for (its bookkeeping), within
+        // wmem_max / rmem_max (4 MiB by default). Without a setting, an
+        // accepted loopback socket had a 4 MiB send buffer and a 128 KiB
+        // receive buffer (growing to tcp_rmem's maximum) on this machine.
+        let (send, receive) = accepted_buffers(Listener::tcp("127.0.0.1:0")).await;
+        eprintln!("kernel's own sizes: send {send}, receive {receive}");
+        for (asked_send, asked_receive) in [(16 * 1024, 24 * 1024), (96 * 1024, 512 * 1024)] {
+            let (send, receive) = accepted_buffers(
+                Listener::tcp("127.0.0.1:0")
+                    .send_buffer_size(asked_send)
+                    .receive_buffer_size(asked_receive),
+            )
+            .await;
+            assert_eq!((send, receive), (2 * asked_send, 2 * asked_receive));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_listener_with_buffer_sizes_reports_a_bad_address() {
+        let error = Listener::tcp("not an address")
+            .send_buffer_size(8 * 1024)
+            .bind()
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&error, BrokerError::Bind { addr, .. } if addr == "not an address"),
+            "{error}"
+        );
     }
 }

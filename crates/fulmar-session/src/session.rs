@@ -443,6 +443,22 @@ impl Session {
         self.version
     }
 
+    /// The configuration this session was made with.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use fulmar_session::{Config, Session};
+    /// use fulmar_codec::QoS;
+    ///
+    /// let config = Config { maximum_qos: QoS::AtLeastOnce, ..Config::default() };
+    /// let session = Session::server(config, Instant::now());
+    /// assert_eq!(session.config().maximum_qos, QoS::AtLeastOnce);
+    /// ```
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Whether the CONNECT/CONNACK handshake is done and the connection is open.
     #[must_use]
     pub fn is_connected(&self) -> bool {

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use clap::{ArgAction, Args};
-use fulmar_broker::{Broker, BrokerBuilder, BrokerHandle, DiskStore, TlsConfig};
+use fulmar_broker::{Broker, BrokerBuilder, BrokerHandle, DiskStore, Listener, TlsConfig};
+use fulmar_codec::QoS;
 
 use crate::acl::{Acl, AclAuthorizer};
 use crate::config::{Config, DEFAULT_CONFIG, ListenerConfig, Protocol, SessionStoreKind};
@@ -213,12 +214,30 @@ fn add_listener(
     let tls = || tls_config(n, listener);
     let addr = listener.bind.clone();
     let path = || listener.path.clone().unwrap_or_else(|| "/mqtt".to_owned());
-    Ok(match listener.protocol {
-        Protocol::Tcp => builder.tcp_listener(addr),
-        Protocol::Tls => builder.tls_listener(addr, tls()?),
-        Protocol::Ws => builder.ws_listener(addr, path()),
-        Protocol::Wss => builder.wss_listener(addr, path(), tls()?),
-    })
+    let mut new = match listener.protocol {
+        Protocol::Tcp => Listener::tcp(addr),
+        Protocol::Tls => Listener::tls(addr, tls()?),
+        Protocol::Ws => Listener::ws(addr, path()),
+        Protocol::Wss => Listener::wss(addr, path(), tls()?),
+    };
+    if let Some(n) = listener.max_connections {
+        new = new.max_connections(n);
+    }
+    if let Some(qos) = listener.maximum_qos {
+        let qos = QoS::try_from(qos)
+            .map_err(|_| format!("listener {n}: maximum_qos = {qos}: must be 0, 1 or 2"))?;
+        new = new.maximum_qos(qos);
+    }
+    if let Some(max) = listener.topic_alias_maximum {
+        new = new.topic_alias_maximum(max);
+    }
+    if let Some(bytes) = listener.send_buffer_size {
+        new = new.send_buffer_size(bytes);
+    }
+    if let Some(bytes) = listener.receive_buffer_size {
+        new = new.receive_buffer_size(bytes);
+    }
+    Ok(builder.listener(new))
 }
 
 /// Runs the broker until SIGINT or SIGTERM, then shuts it down gracefully;

@@ -113,6 +113,23 @@ pub(crate) struct ListenerConfig {
     pub(crate) tls_version: Option<String>,
     /// HTTP path, for `ws` and `wss`.
     pub(crate) path: Option<String>,
+    /// Connections open at once through this listener (besides
+    /// `limits.max_connections`, which counts every listener).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) max_connections: Option<usize>,
+    /// Maximum QoS of this listener's clients, instead of `limits.maximum_qos`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) maximum_qos: Option<u8>,
+    /// Topic Alias Maximum of this listener's clients, instead of
+    /// `limits.topic_alias_maximum`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) topic_alias_maximum: Option<u16>,
+    /// The kernel's send buffer of each connection (`SO_SNDBUF`), in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) send_buffer_size: Option<u32>,
+    /// The kernel's receive buffer of each connection (`SO_RCVBUF`), in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) receive_buffer_size: Option<u32>,
 }
 
 impl ListenerConfig {
@@ -135,6 +152,11 @@ impl ListenerConfig {
             crl_file: None,
             tls_version: None,
             path: None,
+            max_connections: None,
+            maximum_qos: None,
+            topic_alias_maximum: None,
+            send_buffer_size: None,
+            receive_buffer_size: None,
         }
     }
 }
@@ -551,6 +573,15 @@ bind = "127.0.0.1:1883"
 # crl_file = "crl.pem"          # with client CAs: refuse the certificates these CRLs revoke
 # tls_version = "1.2"           # lowest TLS version: "1.2" or "1.3"
 # path = "/mqtt"                # ws / wss: HTTP path (default "/mqtt"; "*": any path)
+# What this listener's clients get instead of the [limits] below:
+# max_connections = 1000        # open at once through it (limits.max_connections still counts all)
+# maximum_qos = 1               # instead of limits.maximum_qos
+# topic_alias_maximum = 0       # instead of limits.topic_alias_maximum
+# The kernel's buffers of each of its connections, in bytes (default: the
+# kernel's own sizing, on Linux up to 4 MiB to send and more to receive per
+# connection; a client that stops reading holds that much of them):
+# send_buffer_size = 65536      # SO_SNDBUF (Linux doubles it)
+# receive_buffer_size = 65536   # SO_RCVBUF (Linux doubles it)
 
 [limits]
 # Open network connections at once.
@@ -922,6 +953,9 @@ impl Config {
             if listener.path.is_some() && !protocol.is_websocket() {
                 return Err(format!("{at}: `path` needs protocol \"ws\" or \"wss\""));
             }
+            if let Some(qos) = listener.maximum_qos.filter(|q| *q > 2) {
+                return Err(format!("{at}: maximum_qos = {qos}: must be 0, 1 or 2"));
+            }
         }
         for (i, bridge) in self.bridges.iter().enumerate() {
             bridge.check(i + 1)?;
@@ -1077,6 +1111,16 @@ mod tests {
         assert!(e.contains("line 3"), "{e}");
         let c = Config::parse("[limits]\nmaximum_qos = 3\n", Path::new(".")).unwrap();
         assert!(c.check().unwrap_err().contains("limits.maximum_qos"));
+        let c = Config::parse(
+            "[[listener]]\nbind = \"127.0.0.1:1\"\nmaximum_qos = 3\n",
+            Path::new("."),
+        )
+        .unwrap();
+        let e = c.check().unwrap_err();
+        assert!(
+            e.contains("listener 1 (127.0.0.1:1): maximum_qos = 3"),
+            "{e}"
+        );
         // 0 would end every connection before its CONNECT could arrive.
         let c = Config::parse("[limits]\nconnect_timeout_secs = 0\n", Path::new(".")).unwrap();
         assert!(

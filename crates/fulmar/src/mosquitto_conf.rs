@@ -41,7 +41,9 @@
 //! connections are not limited in number; an MQTT 5.0 client without keep
 //! alive is given 65535 seconds (`max_keepalive`). `port` (and `bind_address`) make
 //! mosquitto's default listener, on every IPv4 address, next to those of
-//! `listener` lines. Limits fulmar has and mosquitto does not stay at
+//! `listener` lines. As in mosquitto, `max_connections`, `max_qos` and
+//! `max_topic_alias` after a `listener` line are that listener's (before
+//! any, they hold for every listener). Limits fulmar has and mosquitto does not stay at
 //! fulmar's defaults (1 024 subscriptions per client, 100 000 retained
 //! messages, queues bounded in bytes): set them in a TOML file if needed
 //! (`--print-config` starts one).
@@ -177,9 +179,13 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
     let mut identity: Vec<bool> = Vec::new();
     // Where `max_connections` was last set: mosquitto's is per listener.
     let mut max_connections_at: Option<String> = None;
-    // Where `max_qos` and `max_topic_alias` were last set: mosquitto's
-    // hold for the listener they follow.
+    // Where `max_qos` and `max_topic_alias` were last set before any
+    // `listener` line: mosquitto's hold for the listener they follow (after
+    // one, they are that listener's here too).
     let mut per_listener_at: Vec<(&str, String)> = Vec::new();
+    // Whether a `listener` line came: `max_connections`, `max_qos` and
+    // `max_topic_alias` after it are the last listener's.
+    let mut listener_lines = false;
     let path = |value: &str| base.join(value);
     let lines = with_included_files(text, base)?;
     for (n, raw) in &lines {
@@ -247,6 +253,7 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                 };
                 config.listeners.push(ListenerConfig::tcp(bind));
                 identity.push(false);
+                listener_lines = true;
                 bridge = None;
             }
             "port" | "bind_address" => {
@@ -485,9 +492,14 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
             "persistence_location" => config.persistence.dir = path(need()?),
             // -1 (mosquitto's default): no limit.
             "max_connections" => {
-                config.limits.max_connections =
-                    usize::try_from(number("a number")?).unwrap_or(usize::MAX);
-                max_connections_at = Some(format!("{n}: max_connections {value}"));
+                let max = usize::try_from(number("a number")?).unwrap_or(usize::MAX);
+                match config.listeners.last_mut().filter(|_| listener_lines) {
+                    Some(listener) => listener.max_connections = Some(max),
+                    None => {
+                        config.limits.max_connections = max;
+                        max_connections_at = Some(format!("{n}: max_connections {value}"));
+                    }
+                }
             }
             "max_queued_messages" | "max_queued_bytes" => {
                 let limit = if key == "max_queued_messages" {
@@ -552,18 +564,31 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                     .ok_or_else(|| at(format!("{value:?}: 10 to 65535 seconds")))?;
             }
             "max_topic_alias" => {
-                config.limits.topic_alias_maximum = u16::try_from(number("a number")?)
+                let max = u16::try_from(number("a number")?)
                     .map_err(|_| at(format!("{value:?}: 0 to 65535")))?;
-                per_listener_at.retain(|(k, _)| *k != "max_topic_alias");
-                per_listener_at.push(("max_topic_alias", format!("{n}: max_topic_alias {value}")));
+                match config.listeners.last_mut().filter(|_| listener_lines) {
+                    Some(listener) => listener.topic_alias_maximum = Some(max),
+                    None => {
+                        config.limits.topic_alias_maximum = max;
+                        per_listener_at.retain(|(k, _)| *k != "max_topic_alias");
+                        per_listener_at
+                            .push(("max_topic_alias", format!("{n}: max_topic_alias {value}")));
+                    }
+                }
             }
             "max_qos" => {
-                config.limits.maximum_qos = u8::try_from(number("0, 1 or 2")?)
+                let qos = u8::try_from(number("0, 1 or 2")?)
                     .ok()
                     .filter(|q| *q <= 2)
                     .ok_or_else(|| at(format!("{value:?}: 0, 1 or 2")))?;
-                per_listener_at.retain(|(k, _)| *k != "max_qos");
-                per_listener_at.push(("max_qos", format!("{n}: max_qos {value}")));
+                match config.listeners.last_mut().filter(|_| listener_lines) {
+                    Some(listener) => listener.maximum_qos = Some(qos),
+                    None => {
+                        config.limits.maximum_qos = qos;
+                        per_listener_at.retain(|(k, _)| *k != "max_qos");
+                        per_listener_at.push(("max_qos", format!("{n}: max_qos {value}")));
+                    }
+                }
             }
             "sys_interval" => {
                 config.sys.interval_secs =
@@ -1320,40 +1345,67 @@ mod tests {
         assert!(e.starts_with("line 1: max_inflight_messages"), "{e}");
     }
 
-    // mosquitto 2.0's max_connections limits the listener it follows
-    // (mosquitto.conf(5)); fulmar's limit is for all listeners together,
+    // mosquitto 2.0's max_connections, max_qos and max_topic_alias hold for
+    // the listener they follow (mosquitto.conf(5); max_qos and
+    // max_topic_alias checked against mosquitto 2.0.11): so in fulmar, each
+    // that listener's own. Before any `listener` line they are the broker's,
     // which a file with several listeners is told at start.
     // (config, no spec statement)
     #[test]
-    fn max_connections_with_several_listeners_is_noted() {
+    fn max_connections_qos_and_topic_alias_are_per_listener() {
+        let (config, notes) = parsed(
+            "listener 1883\nmax_connections 5\nmax_qos 1\n\
+             listener 8883\nmax_connections 7\nmax_topic_alias 3\nlistener 8884\n",
+        );
+        assert!(notes.is_empty(), "{notes:?}");
+        let own = |l: &ListenerConfig| (l.max_connections, l.maximum_qos, l.topic_alias_maximum);
+        assert_eq!(
+            config.listeners.iter().map(own).collect::<Vec<_>>(),
+            [
+                (Some(5), Some(1), None),
+                (Some(7), None, Some(3)),
+                (None, None, None)
+            ]
+        );
+        assert_eq!(
+            (
+                config.limits.max_connections,
+                config.limits.maximum_qos,
+                config.limits.topic_alias_maximum
+            ),
+            (usize::MAX, 2, Config::default().limits.topic_alias_maximum),
+            "the defaults stay the broker's"
+        );
+        // One listener: the same, and nothing to say.
         let (config, notes) = parsed("listener 1883\nmax_connections 5\n");
+        assert_eq!(config.listeners[0].max_connections, Some(5));
+        assert!(notes.is_empty(), "{notes:?}");
+        // Before any listener: the broker's, noted where several follow.
+        let (config, notes) = parsed("max_connections 5\nmax_qos 1\nmax_topic_alias 3\n");
         assert_eq!(config.limits.max_connections, 5);
         assert!(notes.is_empty(), "{notes:?}");
-        let (config, notes) =
-            parsed("listener 1883\nmax_connections 5\nlistener 8883\nmax_connections 7\n");
-        assert_eq!(config.limits.max_connections, 7);
-        assert_eq!(notes.len(), 1, "{notes:?}");
-        assert!(
-            notes
-                .iter()
-                .all(|n| n.starts_with("line 4: max_connections 7: ")),
-            "{notes:?}"
+        let (config, notes) = parsed(
+            "max_connections 5\nmax_qos 1\nmax_topic_alias 3\nlistener 1883\nlistener 8883\n",
         );
-        // The same for max_qos and max_topic_alias (checked against
-        // mosquitto 2.0.11: per listener there; no note said so).
-        let (config, notes) = parsed("listener 1883\nmax_qos 1\nmax_topic_alias 3\n");
-        assert_eq!(config.limits.maximum_qos, 1);
-        assert!(notes.is_empty(), "{notes:?}");
-        let (config, notes) =
-            parsed("listener 1883\nlistener 8883\nmax_qos 1\nmax_topic_alias 3\n");
-        assert_eq!(config.limits.topic_alias_maximum, 3);
-        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert_eq!(
+            (
+                config.limits.max_connections,
+                config.limits.maximum_qos,
+                config.limits.topic_alias_maximum
+            ),
+            (5, 1, 3)
+        );
+        assert_eq!(notes.len(), 3, "{notes:?}");
         assert!(
-            notes[0].starts_with("line 3: max_qos 1: mosquitto applies"),
+            notes[0].starts_with("line 1: max_connections 5: "),
             "{notes:?}"
         );
         assert!(
-            notes[1].starts_with("line 4: max_topic_alias 3: "),
+            notes[1].starts_with("line 2: max_qos 1: mosquitto applies"),
+            "{notes:?}"
+        );
+        assert!(
+            notes[2].starts_with("line 3: max_topic_alias 3: "),
             "{notes:?}"
         );
     }

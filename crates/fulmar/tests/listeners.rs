@@ -629,3 +629,37 @@ fn a_certificate_without_a_common_name_is_a_bad_user_name_as_in_mosquitto() {
         }
     }
 }
+
+/// A `[[listener]]` with `maximum_qos` and `max_connections` of its own:
+/// its subscriber is granted QoS 1 at most, and a second client there is
+/// refused, while the first listener keeps the broker's limits.
+// MQTT-3.8.4-8 v5:MQTT-3.2.2-9 v3:MQTT-3.2.2-5
+#[test]
+fn a_listener_has_limits_of_its_own() {
+    let dir = temp_dir();
+    let config = dir.join("fulmar.toml");
+    std::fs::write(
+        &config,
+        "[[listener]]\nbind = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nbind = \"127.0.0.1:0\"\nmaximum_qos = 1\nmax_connections = 1\n\
+         send_buffer_size = 65536\nreceive_buffer_size = 65536\n",
+    )
+    .unwrap();
+    let mut broker = FulmarBroker::start(&["-c", config.to_str().unwrap()]);
+    let line = broker.wait_for("listening on ");
+    let limited: u16 = line
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("no port in {line:?}: {e}"));
+    let sub = Sub::start(limited, &["-t", "t", "-q", "2", "-F", "%q %p", "-C", "1"]);
+    // The listener's one connection is taken.
+    let refused = publish(limited, &["-t", "t", "-m", "no room"]);
+    assert!(!refused.status.success());
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(error.contains("navailable"), "{error}");
+    publish_ok(broker.port, &["-t", "t", "-m", "two", "-q", "2"]);
+    assert_eq!(sub.output(), "1 two\n");
+}

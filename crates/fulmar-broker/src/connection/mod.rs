@@ -498,7 +498,7 @@ pub(crate) fn run<S: Stream>(
 ) -> impl Future<Output = ()> + Send {
     let control = ControlReceiver::new();
     let conn_id = shared.lock().next_id();
-    let session = Session::server(shared.session_config.clone(), opened);
+    let session = Session::server(slot.session_config().clone(), opened);
     let conn = Connection::new(shared, session, stream, peer, over_limit, conn_id, control);
     tracing::debug!(peer = %conn.peer.addr, conn_id = conn.conn_id, "connection opened");
     conn.serve(slot)
@@ -2204,7 +2204,7 @@ impl<S: Stream> Connection<S> {
             // nor retained ones with their flag cleared, as mosquitto treats
             // one; No Local stays off a shared subscription [MQTT-3.8.3-4].
             let options = SubOptions {
-                qos: requested.qos.min(limits.maximum_qos),
+                qos: requested.qos.min(self.session.config().maximum_qos),
                 no_local: requested.no_local || (bridge && filter.group().is_none()),
                 retain_as_published: requested.retain_as_published || bridge,
                 id: sub_id,
