@@ -96,7 +96,7 @@ cargo test --workspace --all-features --locked 2>&1 | tee -a "$results"
 
 log "examples run (the self-contained ones; the client ones against a fulmar broker)"
 for example in codec_roundtrip topic_routing embedded_broker custom_acl enhanced_auth custom_transport bridge sans_io_client \
-    durable_consumer request_timeout publish_many; do
+    durable_consumer request_timeout publish_many work_queue; do
     echo "example $example"
     timeout 120 cargo run -q --locked -p fulmar-examples --example "$example" > "$TMPDIR/example.out" 2>&1 \
         || { cat "$TMPDIR/example.out"; echo "example $example failed" >&2; exit 1; }

@@ -10,7 +10,9 @@
 //! - **Routing** uses a [`fulmar_topic::SubscriptionTrie`] (one delivery per
 //!   client even when several of its filters match, with every Subscription
 //!   Identifier; shared subscriptions deliver to one member per group,
-//!   preferring a connected member with room in its queues; the QoS 1
+//!   preferring a connected member with room in its queues, and of those
+//!   the least busy (the fewest messages in flight or waiting, so that a
+//!   slow worker does not pile up jobs while another waits); the QoS 1
 //!   messages a member had not acknowledged when its session ended go to
 //!   another member, MQTT 5.0 section 4.8.2) and a
 //!   [`fulmar_topic::RetainedIndex`], behind one lock that is never held

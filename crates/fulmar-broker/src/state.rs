@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -195,6 +195,10 @@ pub(crate) struct ControlInbox {
     /// queued here, as the session would drop it, so that QoS 0 does not
     /// wait in this queue behind a full session queue.
     session_full: AtomicBool,
+    /// Messages its session has in flight or cannot send yet (the client's
+    /// Receive Maximum used up), at most `u16::MAX` (kept by its connection
+    /// task). A shared group prefers the member with the fewest.
+    outstanding: AtomicU16,
     /// A connection took the session over after the hand-over timeout with
     /// Clean Start 1 while this one was held up: the session this
     /// connection held ended then, and its will is due when it ends
@@ -530,6 +534,14 @@ impl ControlInbox {
             && self.queued_bytes.load(Ordering::Relaxed) <= limit.bytes
     }
 
+    /// How busy this connection is, for a shared group's choice: the
+    /// messages its session has in flight or waiting, one more if its task
+    /// has deliveries still to take. Atomics only, as [`has_room`](Self::has_room).
+    pub(crate) fn busy(&self) -> usize {
+        usize::from(self.outstanding.load(Ordering::Relaxed))
+            + usize::from(self.queued_bytes.load(Ordering::Relaxed) > 0)
+    }
+
     /// Whether this queue (`queue`, locked) is still over `limit`.
     fn still_over(&self, queue: &Queues, limit: PaceAbove) -> bool {
         limit.still_over(
@@ -614,6 +626,7 @@ impl ControlReceiver {
             paced: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
             session_full: AtomicBool::new(false),
+            outstanding: AtomicU16::new(0),
             session_ended: AtomicBool::new(false),
         }))
     }
@@ -638,6 +651,15 @@ impl ControlReceiver {
     pub(crate) fn set_session_full(&self, full: bool) {
         if self.0.session_full.load(Ordering::Relaxed) != full {
             self.0.session_full.store(full, Ordering::Relaxed);
+        }
+    }
+
+    /// The messages the session has in flight or waiting (see
+    /// [`ControlInbox::outstanding`]); written only when it changes.
+    pub(crate) fn set_outstanding(&self, messages: usize) {
+        let messages = u16::try_from(messages).unwrap_or(u16::MAX);
+        if self.0.outstanding.load(Ordering::Relaxed) != messages {
+            self.0.outstanding.store(messages, Ordering::Relaxed);
         }
     }
 
@@ -1245,7 +1267,13 @@ fn share_rank(
         Subscriber::Client(id) => match sessions.get(id).map(|e| e.owner.as_ref()) {
             None => return 0,
             Some(None) => 1,
-            Some(Some(owner)) if owner.control.has_room(room) => u8::MAX,
+            // The least busy member first (the fewest messages in flight or
+            // waiting; the strategy's choice among equals), so that a
+            // slower one does not pile up messages while another waits for
+            // work. Every member with room ranks above those without (2).
+            Some(Some(owner)) if owner.control.has_room(room) => {
+                u8::MAX - u8::try_from(owner.control.busy().min(200)).unwrap_or(200)
+            }
             Some(Some(_)) => 2,
         },
         Subscriber::Local(n) => match locals.get(n) {

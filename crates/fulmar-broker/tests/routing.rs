@@ -430,6 +430,39 @@ async fn a_shared_group_passes_over_a_member_whose_queue_is_full() {
     broker.shutdown().await;
 }
 
+// v5:MQTT-4.8.2-2: a shared group sends each message to its least busy
+// member (the fewest messages in flight or waiting), so that a worker that
+// acknowledges slowly does not pile up jobs while another waits for work.
+// `busy` holds 5 unacknowledged messages from before `quick` joined; every
+// message after goes to `quick`, which acknowledges each at once (round
+// robin, as before, gave `busy` every other one).
+#[tokio::test]
+async fn a_shared_group_prefers_its_least_busy_member() {
+    let broker = start().await;
+    let mut busy = Peer::connect(addr(&broker), V5, "busy").await;
+    busy.sub(1, "$share/g/jobs", QoS::AtLeastOnce).await;
+    for i in 0..5u32 {
+        broker
+            .publish("jobs", i.to_string(), QoS::AtLeastOnce, false)
+            .unwrap();
+        busy.recv_publish().await;
+    }
+    let mut quick = Peer::connect(addr(&broker), V5, "quick").await;
+    quick.sub(1, "$share/g/jobs", QoS::AtLeastOnce).await;
+    for i in 5..15u32 {
+        broker
+            .publish("jobs", i.to_string(), QoS::AtLeastOnce, false)
+            .unwrap();
+        let p = quick.recv_publish().await;
+        assert_eq!(&p.payload[..], i.to_string().as_bytes());
+        quick.send(PubAck::new(p.packet_id.unwrap())).await;
+    }
+    // Nothing more went to `busy`: its next packet answers a ping.
+    busy.send(Packet::PingReq).await;
+    assert!(matches!(busy.recv().await, Packet::PingResp));
+    broker.shutdown().await;
+}
+
 // v5:MQTT-4.8.2-2: `$share/` is a shared subscription for a 3.1.1 client
 // too (3.1.1 leaves `$` topics to the server; mosquitto does the same), so a
 // session means the same by it whichever version resumes it.

@@ -1477,6 +1477,8 @@ impl<S: Stream> Connection<S> {
         let pending = self.session.pending_len();
         let full = pending >= limits.max_queued_messages;
         self.control.set_session_full(full);
+        self.control
+            .set_outstanding(pending.saturating_add(self.session.inflight_len()));
         pending == 0 || (self.session.pending_bytes() < limits.max_queued_bytes && !full)
     }
 
