@@ -687,9 +687,14 @@ impl ConnectOptions {
     }
 
     /// How long to wait for the answer to a SUBSCRIBE or UNSUBSCRIBE
-    /// (SUBACK, UNSUBACK) and, while QoS 1/2 publishes wait for theirs
-    /// (PUBACK, PUBREC, PUBCOMP), for the next answer to any of them
-    /// (default 30 s; zero: no limit). A broker that leaves them
+    /// (SUBACK, UNSUBACK) and to the oldest QoS 1/2 publish waiting for
+    /// its (PUBACK, PUBREC, PUBCOMP), counted from when it became the
+    /// oldest: sent while no other publish waited, the publishes sent
+    /// before it acknowledged, or its PUBREC received (default 30 s; zero:
+    /// no limit). Answers to the other publishes do not count for it: a
+    /// broker that acknowledges every publish but one is caught too (see
+    /// [`Config::request_timeout`](fulmar_session::Config::request_timeout)).
+    /// A broker that leaves them
     /// unanswered longer is taken as broken, as one that leaves a
     /// PINGREQ unanswered: the connection is dropped (and, with reconnect
     /// on, made again) and

@@ -221,7 +221,7 @@ impl Session {
     }
 
     /// The deadline of the oldest request waiting for its answer, or of
-    /// the progress of the QoS 1/2 flows while any waits, while connected
+    /// the oldest QoS 1/2 flow while any is in flight, while connected
     /// ([`Config::request_timeout`](crate::Config::request_timeout)). Kept
     /// with the requests rather than as a timer: a session that sends none
     /// keeps no room for it.
@@ -231,8 +231,8 @@ impl Session {
         }
         let extra = self.conn.extra();
         let flows = extra
-            .flows_progress
-            .filter(|_| self.out.get().live() > 0)
+            .oldest_flow_since
+            .filter(|_| self.out.get().inflight_len() > 0)
             .zip(self.config.request_timeout)
             .and_then(|(since, timeout)| since.checked_add(timeout));
         match (extra.request_deadlines.first(), flows) {
@@ -397,6 +397,11 @@ impl Session {
         }
         if session_present && let Some(out) = self.out.existing_mut() {
             out.resume(&mut self.transmit);
+            if out.inflight_len() > 0 {
+                // Sent again from now on: the oldest flow's wait starts
+                // over with this connection.
+                self.flows_start(now);
+            }
         }
         if self.conn.keep_alive == 0 {
             self.timers.stop(Timer::KeepAlive);

@@ -43,14 +43,20 @@ pub struct Config {
     /// Client: time allowed between PINGREQ and PINGRESP.
     pub ping_timeout: Duration,
     /// Client: time allowed between a SUBSCRIBE or UNSUBSCRIBE and its
-    /// SUBACK or UNSUBACK, and, while QoS 1/2 flows wait for an answer
-    /// (PUBACK, PUBREC, PUBCOMP), for the next answer to any of them (from
-    /// the first one sent while none waited: one clock for all flows, which
-    /// costs a store per answer; a server that answers the others but never
-    /// one flow is not caught). A server that leaves them unanswered longer
-    /// (while it may well answer PINGREQ) is
-    /// taken as broken, as one that leaves a PINGREQ unanswered: the
-    /// connection closes with
+    /// SUBACK or UNSUBACK, and for the answer (PUBACK, PUBREC, PUBCOMP) to
+    /// the oldest QoS 1/2 flow waiting (in send order), counted from when
+    /// it became the oldest: it was sent while no other flow waited, or
+    /// the flows sent before it all completed, or it got its PUBREC (for
+    /// the PUBCOMP), or a new connection resent it. So no flow is taken as
+    /// lost before it has itself waited that long since it was sent (or
+    /// got its PUBREC); answers to the other flows do not keep it waiting
+    /// for ever (a server that answers every flow but one is caught, once
+    /// the flows sent before that one are answered); a message held back
+    /// by the server's Receive Maximum waits for nothing until it is sent.
+    /// One clock, for the oldest flow only: it costs a comparison per
+    /// answer. A server that leaves them unanswered longer (while it may
+    /// well answer PINGREQ) is taken as broken, as one that leaves a
+    /// PINGREQ unanswered: the connection closes with
     /// [`Error::RequestTimeout`](crate::Error::RequestTimeout) (DISCONNECT
     /// 0x80 under 5.0), every request waiting is reported lost
     /// ([`Event::RequestLost`](crate::Event::RequestLost)), and the QoS 1/2

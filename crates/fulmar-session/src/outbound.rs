@@ -60,6 +60,15 @@ struct Entry {
     order: u32,
 }
 
+/// What [`InFlight::remove_if`] removed.
+#[derive(Clone, Copy, Debug)]
+struct Removed {
+    /// The PUBLISH was sent on this connection (it held send quota).
+    live: bool,
+    /// It was the front of the table (see [`InFlight`]).
+    front: bool,
+}
+
 #[derive(Clone, Debug)]
 struct Pending {
     /// Inline for the same reason as [`Stage::Publish`].
@@ -321,11 +330,28 @@ impl Slots {
 /// ([`PacketIds::seq`]: identifier to sequence number). Inserting and
 /// removing cost a ring push, a hole, and a small-key hash lookup; an empty
 /// table drops its holes at once.
+///
+/// It also keeps its front, the entry in the first slot that is not a
+/// hole: the oldest flow in flight, in the order the PUBLISH packets were
+/// first sent (a PUBREL keeps its PUBLISH's slot). A removal and a PUBREC
+/// tell whether they were the front's: the request timeout of the
+/// session's flows watches the front only
+/// ([`Config::request_timeout`](crate::Config::request_timeout)).
 #[derive(Clone, Debug, Default)]
 struct InFlight {
     slots: Slots,
     /// Sequence number of `slots[0]`.
     first: u64,
+    /// Where the front is, settled lazily: the sequence number of the front
+    /// entry (the first slot that is not a hole), or of a hole before it
+    /// with only holes in between, or the one the next entry pushed gets
+    /// (`first` plus the number of slots) when there is none. When the
+    /// front entry goes, it moves to the next slot without looking at it:
+    /// acknowledgements in send order find the front where they look first.
+    front: u64,
+    /// `front` is the front entry itself, or there is none: an answer to
+    /// another entry is not the front's, without looking at the slots.
+    front_settled: bool,
     /// Entries in the table (slots that are not holes).
     count: usize,
     /// The `order` of the next entry put in the table or released.
@@ -336,6 +362,8 @@ impl InFlight {
     const EMPTY: Self = Self {
         slots: Slots::EMPTY,
         first: 0,
+        front: 0,
+        front_settled: false,
         count: 0,
         next_order: 0,
     };
@@ -409,17 +437,19 @@ impl InFlight {
     }
 
     /// Removes the entry for `id` if `pred` accepts it, and frees the
-    /// identifier (one hash lookup); returns whether it was live. The entry
-    /// is dropped where it is rather than returned: it holds a whole
-    /// `Publish`, and moving it out is a copy.
+    /// identifier (one hash lookup); returns whether it was live and
+    /// whether it was the front. The entry is dropped where it is rather
+    /// than returned: it holds a whole `Publish`, and moving it out is a
+    /// copy.
     fn remove_if(
         &mut self,
         ids: &mut PacketIds,
         id: PacketId,
         pred: impl FnOnce(&mut Entry) -> bool,
-    ) -> Option<bool> {
+    ) -> Option<Removed> {
         let found = ids.find(id)?;
-        let index = usize::try_from(ids.seq_at(found)?.checked_sub(self.first)?).ok()?;
+        let seq = ids.seq_at(found)?;
+        let index = usize::try_from(seq.checked_sub(self.first)?).ok()?;
         let slot = self.slots.get_mut(index)?;
         let live = match slot {
             Some(entry) if entry.id == id => {
@@ -433,36 +463,75 @@ impl InFlight {
         ids.remove_at(found);
         *slot = None;
         self.count -= 1;
+        let front = self.is_front(seq);
+        if front {
+            // The slots up to the next entry, if any, are holes.
+            self.front = seq + 1;
+            self.front_settled = false;
+        }
         self.trim(ids);
-        Some(live)
+        Some(Removed { live, front })
+    }
+
+    /// Whether the entry with sequence number `seq` (in the table, or just
+    /// removed from it) is the front.
+    #[inline]
+    fn is_front(&mut self, seq: u64) -> bool {
+        if seq == self.front {
+            return true;
+        }
+        if self.front_settled {
+            return false;
+        }
+        self.settle_front(seq);
+        seq == self.front
+    }
+
+    /// Moves the front past the holes it points to, up to `seq` at most
+    /// (the entry there may have just been removed). Each hole is passed
+    /// once: the front only moves forward but for a compaction, which
+    /// leaves no hole.
+    fn settle_front(&mut self, seq: u64) {
+        // Settled either way: at an entry before `seq`, or at `seq`, which
+        // `remove_if` moves past if it removed it.
+        self.front_settled = true;
+        while self.front < seq {
+            let index = self
+                .front
+                .checked_sub(self.first)
+                .and_then(|i| usize::try_from(i).ok());
+            match index.and_then(|i| self.slots.get(i)) {
+                Some(None) => self.front += 1,
+                _ => return,
+            }
+        }
     }
 
     /// Makes the entry for `id` a PUBREL awaiting PUBCOMP (its PUBLISH is
     /// dropped) and moves it to the end of the send order, as if it had just
-    /// been sent; returns whether there was one. It stays in its slot (only
-    /// its `order` changes): moved to the back of the ring, it left a hole
-    /// there and took a new 256-byte slot.
+    /// been sent; returns whether there was one, and if so whether it is
+    /// the front. It stays in its slot (only its `order` changes): moved to
+    /// the back of the ring, it left a hole there and took a new 256-byte
+    /// slot.
     fn requeue_released(
         &mut self,
         ids: &PacketIds,
         id: PacketId,
         code: PubRecReasonCode,
         properties: Option<Box<AckProperties>>,
-    ) -> bool {
-        let Some(index) = self.index(ids, id) else {
-            return false;
-        };
+    ) -> Option<bool> {
+        let index = self.index(ids, id)?;
         if !matches!(self.slots.get(index), Some(Some(_))) {
-            return false;
+            return None;
         }
         // (Renumbering changes no slot.)
         let order = self.take_order();
         let Some(Some(entry)) = self.slots.get_mut(index) else {
-            return false;
+            return None;
         };
         entry.stage = Stage::PubRel(code, properties);
         entry.order = order;
-        true
+        Some(self.is_front(self.first + index as u64))
     }
 
     /// Drops the holes once they are the majority: first those at the front
@@ -482,6 +551,8 @@ impl InFlight {
     fn trim_now(&mut self, ids: &mut PacketIds) {
         if self.count == 0 {
             self.first += self.slots.len() as u64;
+            self.front = self.first;
+            self.front_settled = true;
             // Entries are large (a whole `Publish`): an idle table does not
             // keep the room a large burst needed.
             self.slots.clear_holes();
@@ -494,16 +565,21 @@ impl InFlight {
         if holes > 0 {
             self.slots.drop_front_holes(holes);
             self.first += holes as u64;
+            // It may have pointed to one of them; the front entry is first.
+            self.front = self.first;
+            self.front_settled = true;
         }
         if self.slots.len() > 2 * self.count + 16 {
             self.compact(ids);
         }
     }
 
-    /// Drops the holes, renumbering the entries.
+    /// Drops the holes, renumbering the entries (the front is the first).
     fn compact(&mut self, ids: &mut PacketIds) {
         self.slots.compact();
         let first = self.first;
+        self.front = first;
+        self.front_settled = true;
         for (seq, entry) in (first..).zip(self.slots.iter().flatten()) {
             ids.set_seq(entry.id, seq);
         }
@@ -678,20 +754,21 @@ impl Outbound {
         }
     }
 
-    fn remove(&mut self, id: PacketId) -> bool {
+    /// Removes the entry for `id`; returns whether it was the front of the
+    /// table (`None`: there was none).
+    fn remove(&mut self, id: PacketId) -> Option<bool> {
         self.remove_if(id, |_| true)
     }
 
     /// Removes the entry for `id` if `pred` accepts it, and frees the
-    /// identifier; returns whether there was one.
-    fn remove_if(&mut self, id: PacketId, pred: impl FnOnce(&mut Entry) -> bool) -> bool {
-        let Some(live) = self.inflight.remove_if(&mut self.ids, id, pred) else {
-            return false;
-        };
-        if live {
+    /// identifier; returns whether it was the front of the table (`None`:
+    /// there was none, or `pred` refused it).
+    fn remove_if(&mut self, id: PacketId, pred: impl FnOnce(&mut Entry) -> bool) -> Option<bool> {
+        let removed = self.inflight.remove_if(&mut self.ids, id, pred)?;
+        if removed.live {
             self.live = self.live.saturating_sub(1);
         }
-        true
+        Some(removed.front)
     }
 
     fn stage(&self, id: PacketId) -> Option<&Stage> {
@@ -903,46 +980,56 @@ impl Outbound {
         events.push_back(Event::PublishDropped { packet_id, reason });
     }
 
-    /// PUBACK received.
-    pub(crate) fn on_puback(&mut self, ack: PubAck, events: &mut VecDeque<Event>) {
+    /// PUBACK received. Returns whether its flow was the table's front
+    /// (see [`InFlight`]).
+    pub(crate) fn on_puback(&mut self, ack: PubAck, events: &mut VecDeque<Event>) -> bool {
         let qos1 =
             |e: &mut Entry| matches!(&e.stage, Stage::Publish(p) if p.qos == QoS::AtLeastOnce);
-        if self.remove_if(ack.packet_id, qos1) {
-            events.push_back(Event::PublishComplete {
-                packet_id: ack.packet_id,
-                qos: QoS::AtLeastOnce,
-                reason_code: ack.reason_code.into(),
-                properties: ack.properties,
-            });
-        }
+        let Some(front) = self.remove_if(ack.packet_id, qos1) else {
+            return false;
+        };
+        events.push_back(Event::PublishComplete {
+            packet_id: ack.packet_id,
+            qos: QoS::AtLeastOnce,
+            reason_code: ack.reason_code.into(),
+            properties: ack.properties,
+        });
+        front
     }
 
     /// PUBREC received: answer PUBREL, or complete on an error code.
+    /// Returns whether its flow is the table's front (see [`InFlight`]).
     pub(crate) fn on_pubrec(
         &mut self,
         rec: PubRec,
         v5: bool,
         transmit: &mut TxQueue,
         events: &mut VecDeque<Event>,
-    ) {
+    ) -> bool {
         let id = rec.packet_id;
         match self.stage(id) {
             Some(Stage::Publish(p)) if p.qos == QoS::ExactlyOnce => {
                 if rec.reason_code.is_error() {
                     // MQTT-4.4.0-2: acknowledged, never retransmitted.
-                    self.remove(id);
+                    let front = self.remove(id);
                     events.push_back(complete(id, rec.reason_code.into(), rec.properties));
-                    return;
+                    return front.unwrap_or(false);
                 }
                 // PUBRELs go out in PUBREC order (MQTT-4.6.0-4); the entry moves
                 // to the back so that a resume resends them in that order too.
                 let properties = (!rec.properties.is_empty()).then(|| Box::new(rec.properties));
-                self.inflight
-                    .requeue_released(&self.ids, id, rec.reason_code, properties);
+                let front =
+                    self.inflight
+                        .requeue_released(&self.ids, id, rec.reason_code, properties);
                 transmit.push_pubrel(id, PubRelReasonCode::Success);
+                front.unwrap_or(false)
             }
-            // A duplicate PUBREC: the PUBREL may have been lost.
-            Some(Stage::PubRel(..)) => transmit.push_pubrel(id, PubRelReasonCode::Success),
+            // A duplicate PUBREC: the PUBREL may have been lost. Not an
+            // answer: the PUBREL's wait goes on from the first one.
+            Some(Stage::PubRel(..)) => {
+                transmit.push_pubrel(id, PubRelReasonCode::Success);
+                false
+            }
             _ => {
                 let reason_code = if v5 {
                     PubRelReasonCode::PacketIdentifierNotFound
@@ -950,6 +1037,7 @@ impl Outbound {
                     PubRelReasonCode::Success
                 };
                 transmit.push_pubrel(id, reason_code);
+                false
             }
         }
     }
@@ -961,7 +1049,9 @@ impl Outbound {
     /// (a server that completed the flow before a reconnection and forgot
     /// the identifier; "not an error during recovery", MQTT 5.0 table 3-7)
     /// completes it as delivered too.
-    pub(crate) fn on_pubcomp(&mut self, comp: PubComp, events: &mut VecDeque<Event>) {
+    ///
+    /// Returns whether its flow was the table's front (see [`InFlight`]).
+    pub(crate) fn on_pubcomp(&mut self, comp: PubComp, events: &mut VecDeque<Event>) -> bool {
         let mut received = None;
         // The PUBREC's properties are taken from the entry, which goes.
         let pubrel = |e: &mut Entry| match &mut e.stage {
@@ -971,14 +1061,16 @@ impl Outbound {
             }
             Stage::Publish(_) => false,
         };
-        if self.remove_if(comp.packet_id, pubrel) {
-            let (code, properties) = received.unwrap_or_default();
-            events.push_back(complete(
-                comp.packet_id,
-                code.into(),
-                properties.map_or(comp.properties, |p| *p),
-            ));
-        }
+        let Some(front) = self.remove_if(comp.packet_id, pubrel) else {
+            return false;
+        };
+        let (code, properties) = received.unwrap_or_default();
+        events.push_back(complete(
+            comp.packet_id,
+            code.into(),
+            properties.map_or(comp.properties, |p| *p),
+        ));
+        front
     }
 
     /// The connection ended: nothing is live any more.
@@ -1525,11 +1617,63 @@ mod tests {
             table.push(&mut ids, entry(n));
         }
         let success = PubRecReasonCode::Success;
-        assert!(table.requeue_released(&ids, id(2), success, None));
-        assert!(table.requeue_released(&ids, id(1), success, None));
+        assert!(table.requeue_released(&ids, id(2), success, None).is_some());
+        assert!(table.requeue_released(&ids, id(1), success, None).is_some());
         table.push(&mut ids, entry(6));
         assert_eq!(order(&table), [3, 4, 5, 2, 1, 6]);
         assert!(table.next_order < 16);
+    }
+
+    #[test]
+    fn inflight_knows_its_front_through_holes_trims_and_compaction() {
+        // Removals and PUBRECs in any order, against a model of the entries
+        // in slot order: each tells whether it was the front's. In every
+        // other phase the front stays while others come and go behind it,
+        // which compacts the ring.
+        let mut table = InFlight::default();
+        let mut ids = PacketIds::default();
+        let mut model: VecDeque<u16> = VecDeque::new();
+        let mut state = 0x2545_F491u32;
+        let mut random = move |n: u32| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state % n
+        };
+        let success = PubRecReasonCode::Success;
+        let mut next = 1u16;
+        for step in 0..40_000 {
+            let stuck = step / 2000 % 2 == 1;
+            match random(10) {
+                0..=3 if model.len() < 300 => {
+                    table.push(&mut ids, entry(next));
+                    model.push_back(next);
+                    next = next % 60_000 + 1;
+                }
+                _ if model.is_empty() => {}
+                // In send order, the usual case.
+                4 | 5 if !stuck => {
+                    let first = model.pop_front().unwrap();
+                    let removed = table.remove_if(&mut ids, id(first), |_| true).unwrap();
+                    assert!(removed.front);
+                }
+                6 => {
+                    let i = random(model.len() as u32) as usize;
+                    let n = model[i];
+                    let front = table.requeue_released(&ids, id(n), success, None);
+                    assert_eq!(front, Some(i == 0));
+                }
+                _ if stuck && model.len() < 2 => {}
+                _ => {
+                    let i = random(model.len() as u32) as usize;
+                    let i = if stuck { i.max(1) } else { i };
+                    let n = model.remove(i).unwrap();
+                    let removed = table.remove_if(&mut ids, id(n), |_| true).unwrap();
+                    assert_eq!(removed.front, i == 0);
+                }
+            }
+            assert_eq!(table.len(), model.len());
+        }
     }
 
     #[test]
@@ -1558,8 +1702,11 @@ mod tests {
             assert!(table.get_mut(&ids, id(n)).is_some());
         }
         let success = PubRecReasonCode::Success;
-        assert!(table.requeue_released(&ids, id(2), success, None));
-        assert!(!table.requeue_released(&ids, id(9), success, None));
+        assert_eq!(
+            table.requeue_released(&ids, id(2), success, None),
+            Some(true)
+        );
+        assert!(table.requeue_released(&ids, id(9), success, None).is_none());
         assert_eq!(order(&table), [4, 5, 1, 2]);
         assert!(
             table

@@ -149,9 +149,12 @@ pub(crate) struct ConnExtra {
     /// Client: the deadline of each of our requests, in the order sent
     /// ([`Config::request_timeout`]).
     pub(crate) request_deadlines: crate::deadlines::Deadlines,
-    /// Client: the last progress of our QoS 1/2 flows (the first sent while
-    /// none was waiting, or an answer to one), while any waits.
-    pub(crate) flows_progress: Option<Instant>,
+    /// Client: since when the oldest of our QoS 1/2 flows waiting for an
+    /// answer (the front of the in-flight table) has waited: it was sent
+    /// into an empty table, or took the front's place when the flow before
+    /// it completed, or got its PUBREC there, or the connection resumed
+    /// the session ([`Config::request_timeout`]).
+    pub(crate) oldest_flow_since: Option<Instant>,
     /// Server: packets that arrived before the CONNECT was answered.
     pub(crate) early: Vec<Packet>,
     /// Manual acks: inbound QoS 1/2 messages in order of receipt, and whether
@@ -170,7 +173,7 @@ impl ConnExtra {
             && !self.reauthenticating
             && self.requests.is_empty()
             && self.request_deadlines.is_empty()
-            && self.flows_progress.is_none()
+            && self.oldest_flow_since.is_none()
             && self.early.is_empty()
             && self.unacked.is_empty()
             && self.carried_qos2.is_empty()
@@ -183,7 +186,7 @@ static NO_EXTRA: ConnExtra = ConnExtra {
     reauthenticating: false,
     requests: HashMap::with_hasher(std::hash::BuildHasherDefault::new()),
     request_deadlines: crate::deadlines::Deadlines::new(),
-    flows_progress: None,
+    oldest_flow_since: None,
     early: Vec::new(),
     unacked: VecDeque::new(),
     carried_qos2: Vec::new(),
@@ -635,29 +638,38 @@ impl Session {
         None
     }
 
-    /// Client: a PUBLISH is sent while no QoS 1/2 flow waits for an answer:
-    /// if it starts one, the flows must make progress (an answer to one of
-    /// them) within [`Config::request_timeout`] from now on. A server that
-    /// answers none of them held each `publish` call, and its slot of the
-    /// server's Receive Maximum, for as long as the connection lasted; a new
-    /// connection resends them (MQTT-4.4.0-1). One clock for all flows, not
-    /// one per flow: it costs a store per answer. (A QoS 0 PUBLISH sets it
-    /// too, harmlessly: it is read only while a flow waits.)
+    /// Client: a PUBLISH is sent while no QoS 1/2 flow is in flight, or a
+    /// session with flows in flight is resumed (they are sent again now):
+    /// the oldest flow must be answered within [`Config::request_timeout`]
+    /// from now on. (A QoS 0 PUBLISH sets it too, harmlessly: it is read
+    /// only while a flow waits.)
+    ///
+    /// One clock, for the oldest flow only (the front of the in-flight
+    /// table), rather than a deadline per flow: it costs a comparison per
+    /// answer, and a store when the answer is the oldest flow's. A server
+    /// that leaves one flow unanswered while it answers the others is still
+    /// caught: the flows sent before that one complete, it becomes the
+    /// oldest, and its wait counts from then on (never from earlier than it
+    /// was sent, or got its PUBREC: no flow is taken as lost before it has
+    /// itself waited that long). Otherwise it would hold its `publish`
+    /// call, and its slot of the server's Receive Maximum, for as long as
+    /// the connection lasted; a new connection resends it (MQTT-4.4.0-1).
     #[inline]
-    fn flows_start(&mut self, now: Instant) {
+    pub(crate) fn flows_start(&mut self, now: Instant) {
         if self.config.request_timeout.is_some() {
-            self.conn.extra_mut().flows_progress = Some(now);
+            self.conn.extra_mut().oldest_flow_since = Some(now);
         }
     }
 
-    /// Client: a QoS 1/2 flow was answered (PUBACK, PUBREC, PUBCOMP): the
-    /// flows made progress.
+    /// Client: the oldest QoS 1/2 flow was answered (PUBACK, PUBREC,
+    /// PUBCOMP): its wait, or that of the flow behind it, starts now. An
+    /// answer to another flow changes nothing.
     #[inline]
-    fn flow_answered(&mut self) {
+    fn oldest_flow_answered(&mut self) {
         if self.role == Role::Client
             && let Some(extra) = self.conn.extra.as_mut()
         {
-            extra.flows_progress = self.now;
+            extra.oldest_flow_since = self.now;
         }
     }
 
@@ -814,7 +826,7 @@ impl Session {
             match outbound.prepare(limit, now, |p| outbound_check(role, version, &peer, p)) {
                 Next::Ready => {
                     self.on_sent(false);
-                    if role == Role::Client && self.out.get().live() == 0 {
+                    if role == Role::Client && self.out.get().inflight_len() == 0 {
                         self.flows_start(now);
                     }
                     let outbound = self.out.existing_mut()?;
@@ -1452,28 +1464,34 @@ impl Session {
     /// A PUBACK from the peer.
     #[inline]
     pub(crate) fn receive_puback(&mut self, ack: PubAck) {
-        self.flow_answered();
-        if let Some(out) = self.out.existing_mut() {
-            out.on_puback(ack, &mut self.events);
+        if let Some(out) = self.out.existing_mut()
+            && out.on_puback(ack, &mut self.events)
+        {
+            self.oldest_flow_answered();
         }
     }
 
     /// A PUBREC from the peer.
     #[inline]
     pub(crate) fn receive_pubrec(&mut self, rec: PubRec) {
-        self.flow_answered();
         let v5 = self.version == ProtocolVersion::V5;
-        self.out
-            .get_mut(self.out_cursor)
-            .on_pubrec(rec, v5, &mut self.transmit, &mut self.events);
+        if self.out.get_mut(self.out_cursor).on_pubrec(
+            rec,
+            v5,
+            &mut self.transmit,
+            &mut self.events,
+        ) {
+            self.oldest_flow_answered();
+        }
     }
 
     /// A PUBCOMP from the peer.
     #[inline]
     pub(crate) fn receive_pubcomp(&mut self, comp: PubComp) {
-        self.flow_answered();
-        if let Some(out) = self.out.existing_mut() {
-            out.on_pubcomp(comp, &mut self.events);
+        if let Some(out) = self.out.existing_mut()
+            && out.on_pubcomp(comp, &mut self.events)
+        {
+            self.oldest_flow_answered();
         }
     }
 

@@ -4,9 +4,12 @@
 mod common;
 
 use common::*;
+use std::num::NonZeroU16;
+use std::time::{Duration, Instant};
+
 use fulmar_codec::{
-    ConnAck, ConnectReasonCode, Disconnect, DisconnectReasonCode, MqttString, Packet,
-    ProtocolVersion, PubAck, PubRec, QoS, ReasonCode, SubAck, SubAckReasonCode,
+    ConnAck, ConnectReasonCode, Disconnect, DisconnectReasonCode, MqttString, Packet, PacketId,
+    ProtocolVersion, PubAck, PubComp, PubRec, QoS, ReasonCode, SubAck, SubAckReasonCode,
     SubscriptionOptions,
 };
 use fulmar_session::{Config, Error, Event, Initiator, ProtocolViolation, Session};
@@ -520,5 +523,329 @@ fn a_publish_flow_left_unanswered_ends_the_connection() {
                 "{version:?} {stuck}: {out:?}"
             );
         }
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// The server's whole answer to the flow `id` at `now`: PUBACK, or PUBREC,
+/// then PUBCOMP to the PUBREL it brings.
+#[allow(clippy::unwrap_used)] // a test helper
+fn answer(c: &mut Session, version: ProtocolVersion, qos: QoS, id: PacketId, now: Instant) {
+    if qos == QoS::AtLeastOnce {
+        c.handle_packet(wire(Packet::PubAck(PubAck::new(id)), version), now)
+            .unwrap();
+        return;
+    }
+    c.handle_packet(wire(Packet::PubRec(PubRec::new(id)), version), now)
+        .unwrap();
+    let out = drain(c);
+    assert!(
+        matches!(out.as_slice(), [Packet::PubRel(r)] if r.packet_id == id),
+        "{out:?}"
+    );
+    c.handle_packet(wire(Packet::PubComp(PubComp::new(id)), version), now)
+        .unwrap();
+}
+
+/// A CONNACK that resumes the session (MQTT 3.1 has no Session Present
+/// flag: a session not cleaned is resumed).
+fn resumed(version: ProtocolVersion) -> ConnAck {
+    ConnAck::new(version != ProtocolVersion::V31, ConnectReasonCode::Success)
+}
+
+/// Publishes one message of `qos` at `now` and sends it; its identifier.
+#[allow(clippy::unwrap_used)] // a test helper
+fn send(c: &mut Session, qos: QoS, now: Instant) -> PacketId {
+    let id = c.publish(publish("t", qos, b"m"), now).unwrap().unwrap();
+    let out = drain(c);
+    assert!(
+        matches!(out.as_slice(), [Packet::Publish(p)] if p.packet_id == Some(id)),
+        "{out:?}"
+    );
+    id
+}
+
+/// The connection ended on the request timeout at `now`: DISCONNECT 0x80
+/// under 5.0, nothing under 3.1.1 (MQTT-3.14.2-1 has no DISCONNECT from a
+/// server there; a 3.1.1 client just closes).
+fn timed_out(c: &mut Session, version: ProtocolVersion) {
+    assert_eq!(c.error(), Some(&Error::RequestTimeout), "{version:?}");
+    let out = drain(c);
+    if version == ProtocolVersion::V5 {
+        assert!(
+            matches!(out.as_slice(), [Packet::Disconnect(d)]
+                if d.reason_code == DisconnectReasonCode::UnspecifiedError),
+            "{out:?}"
+        );
+    } else {
+        assert!(out.is_empty(), "{version:?}: {out:?}");
+    }
+    assert!(c.is_closed());
+}
+
+/// A server that answers every flow but one, one second after it was
+/// sent, while the client publishes one message a second: the one flow
+/// held its packet identifier, its slot of the server's Receive Maximum and
+/// the caller's `publish`, for as long as the connection lasted, since the
+/// other answers kept a clock shared by all flows going. Now the oldest
+/// flow has its own: once the flows sent before it are answered, it must be
+/// answered within `Config::request_timeout` of its sending (or of its
+/// PUBREC, for its PUBCOMP), and the connection ends at that instant, not
+/// before, whatever the other flows do. The flows are resent on the next
+/// connection, and the wait starts over with it.
+// MQTT-4.4.0-1 (resent with DUP on the new connection) MQTT-4.6.0-1 (in
+// their order) MQTT-3.3.1-1
+#[test]
+fn one_flow_left_unanswered_among_answered_ones_ends_the_connection() {
+    for version in VERSIONS {
+        for stuck in ["PUBACK", "PUBREC", "PUBCOMP"] {
+            let qos = if stuck == "PUBACK" {
+                QoS::AtLeastOnce
+            } else {
+                QoS::ExactlyOnce
+            };
+            let t = t0();
+            let mut c = with_request_timeout(version, t);
+            let _ = events(&mut c);
+            // Each second a flow goes, then the one of the second before
+            // is answered, but for the one sent at 3 s: it is the oldest
+            // from then on (the flow before it is answered right after).
+            let mut previous = None;
+            let mut ignored = None;
+            // Its wait counts from its sending, or from its PUBREC (4 s).
+            let deadline = t + secs(if stuck == "PUBCOMP" { 24 } else { 23 });
+            for second in 0..23 {
+                let now = t + secs(second);
+                c.handle_timeout(now);
+                assert!(c.is_connected(), "{version:?} {stuck} at {second} s");
+                let id = send(&mut c, qos, now);
+                if second == 3 {
+                    ignored = Some(id);
+                }
+                match previous.take() {
+                    // Its PUBREC comes, but never its PUBCOMP.
+                    Some(p) if Some(p) == ignored && stuck == "PUBCOMP" => {
+                        c.handle_packet(wire(Packet::PubRec(PubRec::new(p)), version), now)
+                            .unwrap();
+                        let out = drain(&mut c);
+                        assert!(matches!(out.as_slice(), [Packet::PubRel(_)]), "{out:?}");
+                    }
+                    Some(p) if Some(p) == ignored => {}
+                    Some(p) => answer(&mut c, version, qos, p, now),
+                    None => {}
+                }
+                previous = Some(id);
+                if second >= 4 {
+                    assert_eq!(c.poll_timeout(), Some(deadline), "{version:?} {stuck}");
+                }
+            }
+            let last = previous.unwrap();
+            let ignored = ignored.unwrap();
+            // Others keep being answered up to the deadline.
+            answer(&mut c, version, qos, last, deadline - ms(1));
+            c.handle_timeout(deadline - ms(1));
+            assert!(c.is_connected(), "{version:?} {stuck}");
+            assert_eq!(c.poll_timeout(), Some(deadline), "{version:?} {stuck}");
+            c.handle_timeout(deadline);
+            timed_out(&mut c, version);
+            let completed: Vec<_> = events(&mut c)
+                .into_iter()
+                .filter_map(|e| match e {
+                    Event::PublishComplete { packet_id, .. } => Some(packet_id),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(completed.len(), 22, "{version:?} {stuck}");
+            assert!(!completed.contains(&ignored));
+
+            // A new connection resends it, and its wait starts over.
+            let again = deadline + secs(60);
+            c.connection_lost(again);
+            c.connect(connect_packet(version, "c", false), again)
+                .unwrap();
+            let _ = drain(&mut c);
+            c.handle_packet(wire(Packet::ConnAck(resumed(version)), version), again)
+                .unwrap();
+            let out = drain(&mut c);
+            match out.as_slice() {
+                [Packet::Publish(p)] if stuck != "PUBCOMP" => {
+                    assert!(p.dup && p.packet_id == Some(ignored), "{p:?}");
+                }
+                [Packet::PubRel(r)] if stuck == "PUBCOMP" => assert_eq!(r.packet_id, ignored),
+                _ => panic!("{version:?} {stuck}: {out:?}"),
+            }
+            assert_eq!(
+                c.poll_timeout(),
+                Some(again + secs(20)),
+                "{version:?} {stuck}"
+            );
+            c.handle_timeout(again + secs(20) - ms(1));
+            assert!(c.is_connected());
+            c.handle_timeout(again + secs(20));
+            timed_out(&mut c, version);
+        }
+    }
+}
+
+/// No flow is taken as lost before it has itself waited
+/// `Config::request_timeout`: the oldest flow answered just before its
+/// deadline leaves the next one its own time (counted from when it became
+/// the oldest), and a PUBREC just before the deadline gives the PUBCOMP
+/// the whole timeout again.
+#[test]
+fn a_flow_answered_just_before_its_deadline_does_not_time_out() {
+    for version in VERSIONS {
+        for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let t = t0();
+            let mut c = with_request_timeout(version, t);
+            let _ = events(&mut c);
+            let first = send(&mut c, qos, t);
+            let second = send(&mut c, qos, t + secs(10));
+            // Others come and go meanwhile.
+            for s in 11..19 {
+                let id = send(&mut c, qos, t + secs(s));
+                answer(&mut c, version, qos, id, t + secs(s) + ms(500));
+            }
+            assert_eq!(c.poll_timeout(), Some(t + secs(20)), "{version:?} {qos:?}");
+            let just_before = t + secs(20) - ms(1);
+            c.handle_timeout(just_before);
+            assert!(c.is_connected(), "{version:?} {qos:?}");
+            if qos == QoS::ExactlyOnce {
+                // PUBREC just in time: the PUBCOMP has 20 s from it.
+                c.handle_packet(
+                    wire(Packet::PubRec(PubRec::new(first)), version),
+                    just_before,
+                )
+                .unwrap();
+                let _ = drain(&mut c);
+                c.handle_timeout(t + secs(20));
+                assert!(c.is_connected(), "{version:?} {qos:?}");
+                assert_eq!(c.poll_timeout(), Some(just_before + secs(20)));
+                let later = just_before + secs(20) - ms(1);
+                c.handle_timeout(later);
+                assert!(c.is_connected(), "{version:?} {qos:?}");
+                c.handle_packet(wire(Packet::PubComp(PubComp::new(first)), version), later)
+                    .unwrap();
+                // The second flow became the oldest only now.
+                c.handle_timeout(later + ms(1));
+                assert!(c.is_connected(), "{version:?} {qos:?}");
+                assert_eq!(c.poll_timeout(), Some(later + secs(20)));
+            } else {
+                answer(&mut c, version, qos, first, just_before);
+                // The second flow, sent at 10 s, is the oldest from now on:
+                // not lost at 30 s, its own deadline, but 20 s from now.
+                c.handle_timeout(t + secs(20));
+                assert!(c.is_connected(), "{version:?} {qos:?}");
+                assert_eq!(c.poll_timeout(), Some(just_before + secs(20)));
+            }
+            let deadline = c.poll_timeout().unwrap();
+            answer(&mut c, version, qos, second, deadline - ms(1));
+            // Nothing waits any more: no deadline at all.
+            assert_eq!(c.poll_timeout(), None, "{version:?} {qos:?}");
+            c.handle_timeout(deadline + secs(3600));
+            assert!(c.is_connected(), "{version:?} {qos:?}");
+            assert_eq!(c.error(), None);
+        }
+    }
+}
+
+/// Steady traffic, every flow answered 15 s after it was sent (within the
+/// 20 s timeout), five flows a second, some answered out of order: never
+/// a timeout, however long it lasts, and the deadline is always that of
+/// the oldest flow.
+#[test]
+fn steady_answered_traffic_never_times_out() {
+    for version in VERSIONS {
+        for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let t = t0();
+            let mut c = with_request_timeout(version, t);
+            let mut waiting: std::collections::VecDeque<(Instant, Vec<PacketId>)> =
+                Default::default();
+            for tick in 0..600u64 {
+                let now = t + ms(500 * tick);
+                c.handle_timeout(now);
+                assert!(c.is_connected(), "{version:?} {qos:?} at tick {tick}");
+                let batch = (0..5).map(|_| send(&mut c, qos, now)).collect();
+                waiting.push_back((now, batch));
+                while waiting
+                    .front()
+                    .is_some_and(|(sent, _)| *sent + secs(15) <= now)
+                {
+                    let (_, mut batch) = waiting.pop_front().unwrap();
+                    // The oldest of the batch last.
+                    batch.rotate_left(1);
+                    for id in batch {
+                        answer(&mut c, version, qos, id, now);
+                    }
+                }
+                let oldest = waiting.front().map(|(sent, _)| *sent);
+                // The oldest flow's wait counts from when it became the
+                // oldest: at most 20 s after its sending, never before.
+                let deadline = c.poll_timeout().unwrap();
+                assert!(
+                    deadline >= oldest.unwrap() + secs(20),
+                    "{version:?} {qos:?}"
+                );
+                assert!(deadline <= now + secs(20), "{version:?} {qos:?}");
+            }
+            assert_eq!(c.error(), None);
+            let _ = events(&mut c);
+        }
+    }
+}
+
+/// A resumed session's flows are sent again on the new connection: the
+/// oldest one's wait counts from there, not from the connection before;
+/// one held back by the server's Receive Maximum (5.0) waits for nothing
+/// until it is sent, and the first flow's answer just before its deadline
+/// lets the next one go with 20 s of its own.
+// MQTT-4.4.0-1 MQTT-4.9.0-2
+#[test]
+fn resumed_flows_wait_from_the_new_connection() {
+    for version in VERSIONS {
+        let t = t0();
+        let mut c = with_request_timeout(version, t);
+        let a = send(&mut c, QoS::AtLeastOnce, t);
+        let b = send(&mut c, QoS::AtLeastOnce, t + secs(1));
+        let again = t + secs(100);
+        c.connection_lost(t + secs(5));
+        c.connect(connect_packet(version, "c", false), again)
+            .unwrap();
+        let _ = drain(&mut c);
+        let mut connack = resumed(version);
+        if version == ProtocolVersion::V5 {
+            connack.properties.receive_maximum = NonZeroU16::new(1);
+        }
+        c.handle_packet(wire(Packet::ConnAck(connack), version), again)
+            .unwrap();
+        let resent: Vec<_> = drain(&mut c)
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => p.packet_id,
+                _ => None,
+            })
+            .collect();
+        if version == ProtocolVersion::V5 {
+            assert_eq!(resent, [a], "b is held back");
+        } else {
+            assert_eq!(resent, [a, b]);
+        }
+        assert_eq!(c.poll_timeout(), Some(again + secs(20)), "{version:?}");
+        let answered = again + secs(20) - ms(1);
+        c.handle_timeout(answered);
+        c.handle_packet(wire(Packet::PubAck(PubAck::new(a)), version), answered)
+            .unwrap();
+        if version == ProtocolVersion::V5 {
+            let out = drain(&mut c);
+            assert!(matches!(out.as_slice(), [Packet::Publish(p)] if p.packet_id == Some(b)));
+        }
+        c.handle_timeout(again + secs(20));
+        assert!(c.is_connected(), "{version:?}");
+        assert_eq!(c.poll_timeout(), Some(answered + secs(20)), "{version:?}");
+        c.handle_timeout(answered + secs(20));
+        timed_out(&mut c, version);
     }
 }
