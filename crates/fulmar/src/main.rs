@@ -20,6 +20,7 @@ mod logging;
 mod malloc;
 mod mosquitto_conf;
 mod passwd;
+mod passwd_tool;
 mod prometheus;
 mod pubsub;
 
@@ -43,6 +44,8 @@ enum Command {
     Pub(pubsub::PubArgs),
     /// Subscribe and print messages, one per line (flags as mosquitto_sub).
     Sub(pubsub::SubArgs),
+    /// Make or edit a password file (flags as mosquitto_passwd).
+    Passwd(passwd_tool::PasswdArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,16 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Command::Passwd(args) = &cli.command {
+        // No runtime: it reads the terminal and writes one file.
+        return match passwd_tool::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("fulmar: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -79,6 +92,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => return bench::run(args).await,
             Command::Pub(args) => return pubsub::run_pub(args).await,
             Command::Sub(args) => return pubsub::run_sub(args).await,
+            Command::Passwd(_) => Ok(()),
         }
         .map_err(pubsub::Failure::from)
     });

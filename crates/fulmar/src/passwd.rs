@@ -108,6 +108,63 @@ impl Hash {
     }
 }
 
+/// How `fulmar passwd` hashes a password (mosquitto_passwd's `-H`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HashKind {
+    /// `$7$`: PBKDF2-HMAC-SHA512 with this many iterations (mosquitto 2's
+    /// default, 101).
+    Pbkdf2Sha512(NonZeroU32),
+    /// `$6$`: one SHA-512 of password and salt (mosquitto 1.x; weak).
+    Sha512,
+}
+
+/// Salt bytes, as mosquitto_passwd (12).
+const SALT_LEN: usize = 12;
+
+/// `password` hashed as `kind` with a fresh random salt, in
+/// mosquitto_passwd's text form (`$7$ITERATIONS$SALT$HASH` or
+/// `$6$SALT$HASH`, base64): what follows `user:` in a password file.
+pub(crate) fn hash_password(password: &[u8], kind: HashKind) -> Result<String, String> {
+    use ring::rand::SecureRandom;
+    let mut salt = [0u8; SALT_LEN];
+    ring::rand::SystemRandom::new()
+        .fill(&mut salt)
+        .map_err(|_| "the system's random number generator failed".to_owned())?;
+    Ok(match kind {
+        HashKind::Pbkdf2Sha512(iterations) => {
+            let mut hash = [0u8; 64];
+            ring::pbkdf2::derive(
+                ring::pbkdf2::PBKDF2_HMAC_SHA512,
+                iterations,
+                &salt,
+                password,
+                &mut hash,
+            );
+            format!(
+                "$7${iterations}${}${}",
+                STANDARD.encode(salt),
+                STANDARD.encode(hash)
+            )
+        }
+        HashKind::Sha512 => {
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA512);
+            ctx.update(password);
+            ctx.update(&salt);
+            format!(
+                "$6${}${}",
+                STANDARD.encode(salt),
+                STANDARD.encode(ctx.finish().as_ref())
+            )
+        }
+    })
+}
+
+/// Whether `text` (what follows `user:`) is a hash fulmar can check, as
+/// opposed to a plain-text password (`fulmar passwd -U`).
+pub(crate) fn is_hash(text: &str) -> bool {
+    Hash::parse(text.trim_end()).is_ok()
+}
+
 /// Compares without an early exit on the first difference.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
