@@ -443,18 +443,7 @@ fn a_request_left_unanswered_ends_the_connection() {
         assert!(c.is_connected());
         assert_eq!(c.poll_timeout(), Some(t + secs(25)), "{version:?}");
         c.handle_timeout(t + secs(25));
-        let out = drain(&mut c);
-        if version == ProtocolVersion::V5 {
-            assert!(
-                matches!(out.as_slice(), [Packet::Disconnect(d)]
-                    if d.reason_code == DisconnectReasonCode::UnspecifiedError),
-                "{out:?}"
-            );
-        } else {
-            assert!(out.is_empty(), "{version:?}: {out:?}");
-        }
-        assert_eq!(c.error(), Some(&Error::RequestTimeout));
-        assert!(c.is_closed());
+        timed_out(&mut c, version);
         c.connection_lost(t + secs(25));
         let evs = events(&mut c);
         assert!(
@@ -510,18 +499,7 @@ fn a_publish_flow_left_unanswered_ends_the_connection() {
                 "{version:?} {stuck}"
             );
             c.handle_timeout(asked + secs(20));
-            assert_eq!(
-                c.error(),
-                Some(&Error::RequestTimeout),
-                "{version:?} {stuck}"
-            );
-            let out = drain(&mut c);
-            assert!(c.is_closed(), "{version:?} {stuck}");
-            assert_eq!(
-                out.len(),
-                usize::from(version == ProtocolVersion::V5),
-                "{version:?} {stuck}: {out:?}"
-            );
+            timed_out(&mut c, version);
         }
     }
 }

@@ -228,7 +228,11 @@ fn update(file: &Path, kind: HashKind) -> Result<(), String> {
             out.push('\n');
             continue;
         };
-        let password = line.get(user.len() + 1..).unwrap_or_default();
+        // A CRLF file's CR is not part of the password.
+        let password = line
+            .get(user.len() + 1..)
+            .unwrap_or_default()
+            .trim_end_matches('\r');
         if is_hash(password) {
             out.push_str(line);
             out.push('\n');
