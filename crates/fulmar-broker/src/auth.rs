@@ -141,7 +141,9 @@ pub trait Authorizer: Send + Sync + 'static {
     /// when the broker starts, and on
     /// [`BrokerHandle::reauthorize`](crate::BrokerHandle::reauthorize).
     async fn authorize_publish(&self, client: &ClientInfo, topic: &str) -> bool;
-    /// May `client` subscribe to `filter` (as sent, `$share/...` included)?
+    /// May `client` subscribe to `filter` (as sent, `$share/...` included,
+    /// with the [mount point](crate::Listener::mount_point) of the client's
+    /// listener)? Topics given to the other checks have the mount point too.
     async fn authorize_subscribe(&self, client: &ClientInfo, filter: &str) -> bool;
 
     /// Whether [`authorize_read`](Self::authorize_read) is asked for each

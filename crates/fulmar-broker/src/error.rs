@@ -40,6 +40,17 @@ pub enum BrokerError {
     /// to commit a message.
     #[error("store: {0}")]
     Store(#[source] crate::StoreError),
+    /// The [mount point](crate::Listener::mount_point) of a listener is not
+    /// a valid start of a topic name.
+    #[error("mount point {prefix:?} of {addr}: {reason}")]
+    MountPoint {
+        /// The address of the listener as given to the builder.
+        addr: String,
+        /// The mount point as given.
+        prefix: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// The broker was shut down.
     #[error("the broker is shut down")]
     Shutdown,

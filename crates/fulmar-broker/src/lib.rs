@@ -121,6 +121,7 @@ mod frames;
 mod hibernate;
 mod listener;
 mod message;
+mod mount;
 mod observe;
 mod pacing;
 mod state;

@@ -54,6 +54,8 @@ pub struct Listener {
     pub(crate) addr: String,
     pub(crate) kind: SpecKind,
     limits: ListenerLimits,
+    /// The prefix of its clients' topics ([`Listener::mount_point`]).
+    mount_point: Option<String>,
 }
 
 /// What a listener sets for itself; `None`: the broker's.
@@ -72,6 +74,7 @@ impl Listener {
             addr: addr.into(),
             kind,
             limits: ListenerLimits::default(),
+            mount_point: None,
         }
     }
 
@@ -166,6 +169,59 @@ impl Listener {
         self.limits.receive_buffer_size = Some(bytes);
         self
     }
+
+    /// Isolates the clients of this listener under `prefix`, as mosquitto's
+    /// `mount_point`: the prefix is put before the topic of every message
+    /// they publish (and of their wills) and of every filter they subscribe
+    /// or unsubscribe to (`$share/{group}/{filter}` becomes
+    /// `$share/{group}/{prefix}{filter}`), and taken off the topic of every
+    /// message sent to them. So they see only the topics under the prefix,
+    /// and the broker's other clients see theirs with it.
+    ///
+    /// The prefix is taken verbatim, as mosquitto concatenates it: end it
+    /// with `/` for a topic level of its own (`tenant1/` and `a/b` make
+    /// `tenant1/a/b`; `tenant1` and `a/b` make `tenant1a/b`). It must be a
+    /// valid start of a topic name: not empty, no `+`, `#` or U+0000,
+    /// checked by [`BrokerBuilder::start`](crate::BrokerBuilder::start)
+    /// ([`BrokerError::MountPoint`]).
+    ///
+    /// The [`Authorizer`](crate::Authorizer), the
+    /// [`BrokerEvent`](crate::BrokerEvent)s, the retained messages and the
+    /// stored sessions see the full topics and filters, prefix included. A
+    /// message sent to a client of the listener whose topic does not start
+    /// with the prefix (its session subscribed through another listener
+    /// before) is sent unchanged; one whose topic is the prefix alone is
+    /// not sent (it would have no topic name left).
+    ///
+    /// ```
+    /// use fulmar_broker::{Broker, Listener};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), fulmar_broker::BrokerError> {
+    /// let broker = Broker::builder()
+    ///     // The back office sees every tenant's topics: `tenant1/a/b`, ...
+    ///     .tcp_listener("127.0.0.1:0")
+    ///     // Tenant 1's devices publish and subscribe to `a/b`.
+    ///     .listener(Listener::tcp("127.0.0.1:0").mount_point("tenant1/"))
+    ///     .start()
+    ///     .await?;
+    /// assert_eq!(broker.local_addrs().len(), 2);
+    /// broker.shutdown().await;
+    ///
+    /// // A wildcard cannot be part of a mount point.
+    /// let refused = Broker::builder()
+    ///     .listener(Listener::tcp("127.0.0.1:0").mount_point("tenant/+/"))
+    ///     .start()
+    ///     .await;
+    /// assert!(matches!(refused, Err(fulmar_broker::BrokerError::MountPoint { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn mount_point(mut self, prefix: impl Into<String>) -> Self {
+        self.mount_point = Some(prefix.into());
+        self
+    }
 }
 
 /// The transport of a configured listener.
@@ -196,11 +252,21 @@ pub(crate) struct Bound {
     listener: TcpListener,
     kind: Arc<Kind>,
     limits: ListenerLimits,
+    mount_point: Option<Box<str>>,
 }
 
 impl Listener {
     /// Parses the TLS configuration and binds the address.
     pub(crate) async fn bind(self) -> Result<(Bound, SocketAddr), BrokerError> {
+        if let Some(prefix) = &self.mount_point
+            && let Some(reason) = crate::mount::invalid(prefix)
+        {
+            return Err(BrokerError::MountPoint {
+                addr: self.addr.clone(),
+                prefix: prefix.clone(),
+                reason,
+            });
+        }
         let kind = match self.kind {
             SpecKind::Tcp => Kind::Tcp,
             #[cfg(feature = "tls")]
@@ -230,6 +296,7 @@ impl Listener {
                 listener,
                 kind: Arc::new(kind),
                 limits: self.limits,
+                mount_point: self.mount_point.map(String::into_boxed_str),
             },
             local,
         ))
@@ -285,15 +352,21 @@ pub(crate) struct ListenerShared {
     max_connections: Option<usize>,
     /// Its open connections.
     connections: AtomicU64,
+    /// The prefix of its clients' topics ([`Listener::mount_point`]).
+    mount_point: Option<Box<str>>,
 }
 
 impl ListenerShared {
     /// What connections served without a listener share: the broker's limits.
     pub(crate) fn direct(shared: Arc<Shared>) -> Arc<Self> {
-        Self::new(shared, ListenerLimits::default())
+        Self::new(shared, ListenerLimits::default(), None)
     }
 
-    fn new(shared: Arc<Shared>, limits: ListenerLimits) -> Arc<Self> {
+    fn new(
+        shared: Arc<Shared>,
+        limits: ListenerLimits,
+        mount_point: Option<Box<str>>,
+    ) -> Arc<Self> {
         let session_config = if limits.maximum_qos.is_none() && limits.topic_alias_maximum.is_none()
         {
             shared.session_config.clone()
@@ -312,7 +385,18 @@ impl ListenerShared {
             session_config,
             max_connections: limits.max_connections,
             connections: AtomicU64::new(0),
+            mount_point,
         })
+    }
+
+    /// The broker's shared state.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The prefix of its clients' topics, if it has one.
+    pub(crate) fn mount_point(&self) -> Option<&str> {
+        self.mount_point.as_deref()
     }
 
     /// Whether `open` connections through this listener are `slack` or
@@ -374,6 +458,11 @@ impl Slot {
         &self.listener.shared
     }
 
+    /// What the connections of its listener share.
+    pub(crate) fn listener(&self) -> &Arc<ListenerShared> {
+        &self.listener
+    }
+
     /// The configuration of a session of this connection.
     pub(crate) fn session_config(&self) -> &Arc<fulmar_session::Config> {
         &self.listener.session_config
@@ -410,7 +499,7 @@ impl Drop for Slot {
 
 /// Accepts connections until the broker shuts down.
 pub(crate) async fn accept_loop(shared: Arc<Shared>, bound: Bound, tracker: TaskTracker) {
-    let listener = ListenerShared::new(shared.clone(), bound.limits);
+    let listener = ListenerShared::new(shared.clone(), bound.limits, bound.mount_point);
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => return,

@@ -61,7 +61,8 @@ pub enum BrokerEvent {
     Subscribed {
         /// The client identifier.
         client_id: String,
-        /// The filter as sent (`$share/...` included).
+        /// The filter as sent (`$share/...` included), with the
+        /// [mount point](crate::Listener::mount_point) of the client's listener.
         filter: String,
         /// The granted QoS.
         qos: QoS,
@@ -72,7 +73,8 @@ pub enum BrokerEvent {
     Unsubscribed {
         /// The client identifier.
         client_id: String,
-        /// The filter as sent.
+        /// The filter as sent, with the
+        /// [mount point](crate::Listener::mount_point) of the client's listener.
         filter: String,
     },
 }
@@ -142,8 +144,10 @@ impl Shared {
 /// A transport that adds what it reads and writes to the broker's byte counters.
 pub(crate) struct Counted<S> {
     pub(crate) inner: S,
-    /// Holds the counters.
-    pub(crate) shared: std::sync::Arc<Shared>,
+    /// Holds the counters (in the broker's shared state), and what the
+    /// connection's listener sets for it (its mount point): the connection
+    /// reaches it here, at no cost to connections without one.
+    pub(crate) listener: std::sync::Arc<crate::listener::ListenerShared>,
 }
 
 fn add(counter: &AtomicU64, n: usize) {
@@ -159,7 +163,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         add(
-            &self.shared.counters.bytes_received,
+            &self.listener.shared().counters.bytes_received,
             buf.filled().len().saturating_sub(before),
         );
         result
@@ -174,7 +178,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &result {
-            add(&self.shared.counters.bytes_sent, *n);
+            add(&self.listener.shared().counters.bytes_sent, *n);
         }
         result
     }
@@ -186,7 +190,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = &result {
-            add(&self.shared.counters.bytes_sent, *n);
+            add(&self.listener.shared().counters.bytes_sent, *n);
         }
         result
     }

@@ -21,7 +21,22 @@ use crate::store::StoreOp;
 use crate::store::journal::Journal;
 
 impl<S: super::Stream> Connection<S> {
-    pub(super) async fn on_message(&mut self, publish: Publish) {
+    pub(super) async fn on_message(&mut self, mut publish: Publish) {
+        if self.client.is_none() {
+            return;
+        }
+        if let Some(prefix) = self.transport.mount_point() {
+            // The listener's mount point goes before the topic (the session
+            // resolved a Topic Alias already): routing, the authorizer, the
+            // retained messages and the events see the full topic.
+            match crate::mount::topic(prefix, &publish.topic) {
+                Some(topic) => publish.topic = topic,
+                None => {
+                    self.ack_inbound(publish.packet_id);
+                    return self.refuse(&publish, Refusal::TopicNameInvalid);
+                }
+            }
+        }
         let Some(client) = &self.client else { return };
         let Ok(topic) = publish.topic.parse::<TopicName>() else {
             self.disconnect(DisconnectReasonCode::TopicNameInvalid);

@@ -25,7 +25,7 @@ use crate::auth::{AuthDecision, ClientInfo, ConnectInfo};
 use crate::broker::Shared;
 use crate::config::OverloadPolicy;
 use crate::frames::Frames;
-use crate::listener::{Peer, Slot};
+use crate::listener::{ListenerShared, Peer, Slot};
 use crate::observe::{BrokerEvent, Counted};
 
 mod auth;
@@ -137,8 +137,9 @@ impl Stream for TcpIo {
             Ok(session) => session,
             // Checked above: does not happen, but the connection goes on.
             Err(session) => {
+                drop(shared);
                 let parts = Parts {
-                    shared,
+                    listener: slot.listener().clone(),
                     peer,
                     conn_id,
                     control,
@@ -262,7 +263,7 @@ impl Rare {
 
 /// A connection taken apart, but for its session and socket.
 struct Parts {
-    shared: Arc<Shared>,
+    listener: Arc<ListenerShared>,
     peer: Peer,
     conn_id: u64,
     control: ControlReceiver,
@@ -280,7 +281,7 @@ impl Parts {
     /// runtime thread); a socket that cannot go back fails its first read.
     fn connection(self, session: Session, stream: std::net::TcpStream) -> Box<Connection<TcpIo>> {
         let Self {
-            shared,
+            listener,
             peer,
             conn_id,
             control,
@@ -304,7 +305,7 @@ impl Parts {
         };
         let version = session.protocol_version();
         // Only an accepted connection hibernates: it was not over the limit.
-        let mut conn = Connection::new(shared, session, io, peer, false, conn_id, control);
+        let mut conn = Connection::new(listener, session, io, peer, false, conn_id, control);
         conn.transport.set_version(version);
         conn.client = Some(client);
         conn.auth = auth;
@@ -368,7 +369,7 @@ impl Dormant {
             protocol_version: session.protocol_version(),
         };
         let parts = Parts {
-            shared: slot.shared().clone(),
+            listener: slot.listener().clone(),
             peer: Peer { addr, certificate },
             conn_id,
             control,
@@ -499,7 +500,10 @@ pub(crate) fn run<S: Stream>(
     let control = ControlReceiver::new();
     let conn_id = shared.lock().next_id();
     let session = Session::server(slot.session_config().clone(), opened);
-    let conn = Connection::new(shared, session, stream, peer, over_limit, conn_id, control);
+    let listener = slot.listener().clone();
+    let conn = Connection::new(
+        listener, session, stream, peer, over_limit, conn_id, control,
+    );
     tracing::debug!(peer = %conn.peer.addr, conn_id = conn.conn_id, "connection opened");
     conn.serve(slot)
 }
@@ -660,9 +664,10 @@ const MIN_IDLE: Duration = Duration::from_millis(10);
 const MAX_FRAMES: usize = 64;
 
 impl<S: Stream> Connection<S> {
-    /// A connection over `stream` with nothing going on yet.
+    /// A connection over `stream` with nothing going on yet, from
+    /// `listener` (which its transport holds: see [`Counted`]).
     fn new(
-        shared: Arc<Shared>,
+        listener: Arc<ListenerShared>,
         session: Session,
         stream: S,
         peer: Peer,
@@ -670,10 +675,11 @@ impl<S: Stream> Connection<S> {
         conn_id: u64,
         control: ControlReceiver,
     ) -> Box<Self> {
+        let shared = listener.shared().clone();
         let max_packet_size = shared.limits.max_packet_size.get();
         let stream = Counted {
             inner: stream,
-            shared: shared.clone(),
+            listener,
         };
         Box::new(Self {
             session,
@@ -1216,6 +1222,17 @@ impl<S: Stream> Connection<S> {
                     self.report_refusal(ack.reason_code);
                 }
                 if let Some(packet) = self.rewrite(packet) {
+                    // The client of a mount point sees its topics without the
+                    // prefix; the session (and the store) keep the full ones,
+                    // so that a resumed session's messages go out right
+                    // through any listener. A stripped topic does not fit
+                    // the shared encoded headers (`Frames` compares topics).
+                    let packet = match (packet, self.transport.mount_point()) {
+                        (Packet::Publish(publish), Some(prefix)) => {
+                            Packet::Publish(crate::mount::unmount(prefix, publish))
+                        }
+                        (packet, _) => packet,
+                    };
                     self.journal_transmit(&packet);
                     if wait_for_store {
                         outbox.push(packet);
@@ -1424,8 +1441,22 @@ impl<S: Stream> Connection<S> {
         match event {
             Event::Connect(connect) => self.on_connect(*connect).await,
             Event::Message(publish) => self.on_message(publish).await,
-            Event::Subscribe(subscribe) => self.on_subscribe(subscribe).await,
-            Event::Unsubscribe(unsubscribe) => self.on_unsubscribe(unsubscribe),
+            Event::Subscribe(mut subscribe) => {
+                if let Some(prefix) = self.transport.mount_point() {
+                    for (raw, _) in &mut subscribe.filters {
+                        *raw = crate::mount::filter(prefix, raw);
+                    }
+                }
+                self.on_subscribe(subscribe).await;
+            }
+            Event::Unsubscribe(mut unsubscribe) => {
+                if let Some(prefix) = self.transport.mount_point() {
+                    for raw in &mut unsubscribe.filters {
+                        *raw = crate::mount::filter(prefix, raw);
+                    }
+                }
+                self.on_unsubscribe(unsubscribe);
+            }
             // The session checked its method and reason code.
             Event::Auth(auth) if self.pending_auth.is_some() => self.on_auth(auth).await,
             Event::Auth(auth) => self.on_reauth(auth).await,
@@ -1604,7 +1635,11 @@ impl<S: Stream> Connection<S> {
     /// `shared`: a shared group sent it ([`Delivery::shared`](crate::state::Delivery)).
     fn publish_out_at(&mut self, publish: Publish, seq: Option<u64>, shared: bool, now: Instant) {
         let qos = publish.qos;
-        match self.session.publish(publish, now) {
+        let sent = match self.transport.mount_point() {
+            Some(prefix) if crate::mount::is_prefix_only(prefix, publish.topic.as_str()) => Err(()),
+            _ => self.session.publish(publish, now).map_err(drop),
+        };
+        match sent {
             Ok(Some(packet_id)) => {
                 // QoS 1 only: a QoS 2 one never goes to another member
                 // (v5:MQTT-4.8.2-5).
@@ -1789,7 +1824,14 @@ impl<S: Stream> Connection<S> {
             .as_ref()
             .and_then(|w| w.properties.will_delay_interval)
             .unwrap_or(0);
-        let will = connect.will.map(will_publish);
+        let mut will = connect.will.map(will_publish);
+        if let (Some(will), Some(prefix)) = (&mut will, self.transport.mount_point()) {
+            // A listener's mount point is put before the will's topic too.
+            let Some(topic) = crate::mount::topic(prefix, &will.topic) else {
+                return self.reject(ConnectReasonCode::TopicNameInvalid);
+            };
+            will.topic = topic;
+        }
         if let Some(will) = &will {
             // The topic limits a PUBLISH is held to (0x90 there too); under
             // 3.1.1, which has no such return code, the connection is closed.

@@ -54,7 +54,8 @@ impl<S> Transport<S> {
         if self.ahead > 0 {
             let ahead = std::mem::take(&mut self.ahead);
             self.io
-                .shared
+                .listener
+                .shared()
                 .counters
                 .read_ahead
                 .fetch_sub(ahead, Ordering::Relaxed);
@@ -90,6 +91,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
     /// already buffered wait too, and TCP flow control holds the peer back.
     pub(super) fn pause(&mut self, until: Pause) {
         self.pause = Some(until);
+    }
+
+    /// The prefix of the topics of the connection's client, if its listener
+    /// has a [mount point](crate::Listener::mount_point).
+    #[inline]
+    pub(super) fn mount_point(&self) -> Option<&str> {
+        self.io.listener.mount_point()
     }
 
     /// The stream (inside the byte counting).
@@ -135,7 +143,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
         if want <= MAX_RESERVE_AHEAD || self.read_buf.capacity() >= total {
             return;
         }
-        let shared = &self.io.shared;
+        let shared = self.io.listener.shared();
         let max = shared.limits.max_read_ahead_bytes;
         let taken =
             shared
