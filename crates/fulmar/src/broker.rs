@@ -237,6 +237,9 @@ fn add_listener(
     if let Some(bytes) = listener.receive_buffer_size {
         new = new.receive_buffer_size(bytes);
     }
+    if let Some(prefix) = &listener.mount_point {
+        new = new.mount_point(prefix.clone());
+    }
     Ok(builder.listener(new))
 }
 

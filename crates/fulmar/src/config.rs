@@ -130,6 +130,10 @@ pub(crate) struct ListenerConfig {
     /// The kernel's receive buffer of each connection (`SO_RCVBUF`), in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) receive_buffer_size: Option<u32>,
+    /// The prefix of this listener's clients' topics (mosquitto's
+    /// `mount_point`; see `fulmar_broker::Listener::mount_point`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) mount_point: Option<String>,
 }
 
 impl ListenerConfig {
@@ -157,6 +161,7 @@ impl ListenerConfig {
             topic_alias_maximum: None,
             send_buffer_size: None,
             receive_buffer_size: None,
+            mount_point: None,
         }
     }
 }
@@ -582,6 +587,12 @@ bind = "127.0.0.1:1883"
 # connection; a client that stops reading holds that much of them):
 # send_buffer_size = 65536      # SO_SNDBUF (Linux doubles it)
 # receive_buffer_size = 65536   # SO_RCVBUF (Linux doubles it)
+# Isolates this listener's clients under a prefix (mosquitto's mount_point):
+# it is put before the topics they publish and subscribe to, and taken off
+# the topics sent to them; they see nothing outside it. Taken verbatim:
+# "tenant1/" makes a/b tenant1/a/b, "tenant1" makes it tenant1a/b. The
+# authorizer (acl_file) sees the full topics.
+# mount_point = "tenant1/"
 
 [limits]
 # Open network connections at once.
@@ -894,6 +905,14 @@ impl Config {
         for (i, listener) in self.listeners.iter().enumerate() {
             let at = format!("listener {} ({})", i + 1, listener.bind);
             check_bind(&listener.bind).map_err(|e| format!("{at}: bind: {e}"))?;
+            if let Some(prefix) = &listener.mount_point
+                && (prefix.is_empty() || prefix.contains(['+', '#', '\0']))
+            {
+                return Err(format!(
+                    "{at}: mount_point = {prefix:?}: must be a non-empty start of a topic \
+                     name, without '+', '#' or U+0000"
+                ));
+            }
             let protocol = listener.protocol;
             let tls_files = [
                 ("cert", &listener.cert),
@@ -1010,6 +1029,33 @@ mod tests {
             "[::1]",
         ] {
             assert!(check_bind(bad).is_err(), "{bad}");
+        }
+    }
+
+    // (mount point, no spec statement)
+    #[test]
+    fn a_listener_may_have_a_mount_point() {
+        let c = Config::parse(
+            "[[listener]]\nbind = \"127.0.0.1:1883\"\n\n\
+             [[listener]]\nbind = \"127.0.0.1:1884\"\nmount_point = \"tenant1/\"\n",
+            Path::new("."),
+        )
+        .unwrap();
+        c.check().unwrap();
+        let mounts: Vec<_> = c
+            .listeners
+            .iter()
+            .map(|l| l.mount_point.as_deref())
+            .collect();
+        assert_eq!(mounts, [None, Some("tenant1/")]);
+        for wrong in ["", "a/+/", "a/#"] {
+            let c = Config::parse(
+                &format!("[[listener]]\nbind = \"127.0.0.1:1883\"\nmount_point = {wrong:?}\n"),
+                Path::new("."),
+            )
+            .unwrap();
+            let e = c.check().unwrap_err();
+            assert!(e.contains("mount_point"), "{e}");
         }
     }
 

@@ -4,7 +4,7 @@
 //!
 //! Each directive fulmar has maps to its key: listeners (`listener`,
 //! `protocol`, `certfile`, `keyfile`, `cafile`, `capath`, `crlfile`,
-//! `require_certificate`, `tls_version`),
+//! `require_certificate`, `tls_version`, `mount_point`),
 //! authentication (`allow_anonymous`, `password_file`, `acl_file`,
 //! `use_identity_as_username`), persistence (`persistence`,
 //! `persistence_location`), limits (`max_connections`, `max_queued_messages`,
@@ -24,7 +24,7 @@
 //! `notifications_local_only`). Directives of
 //! mosquitto's that fulmar does not have are ignored with a note (printed
 //! at start), except those without which the broker would be more open
-//! than the file says (`psk_hint`, `psk_file`, `mount_point`,
+//! than the file says (`psk_hint`, `psk_file`,
 //! `bind_interface`, `check_retain_source true`, `use_subject_as_username`,
 //! `use_username_as_clientid`, `plugin`, `auth_plugin`,
 //! `listener_allow_anonymous false`,
@@ -43,7 +43,10 @@
 //! mosquitto's default listener, on every IPv4 address, next to those of
 //! `listener` lines. As in mosquitto, `max_connections`, `max_qos` and
 //! `max_topic_alias` after a `listener` line are that listener's (before
-//! any, they hold for every listener). Limits fulmar has and mosquitto does not stay at
+//! any, they hold for every listener). `mount_point` after a `listener`
+//! line is that listener's; before any, it is the default listener's (the
+//! one of `port`, or the implicit one without `listener` lines; with only
+//! `listener` lines it is an error). Limits fulmar has and mosquitto does not stay at
 //! fulmar's defaults (1 024 subscriptions per client, 100 000 retained
 //! messages, queues bounded in bytes): set them in a TOML file if needed
 //! (`--print-config` starts one).
@@ -186,6 +189,9 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
     // Whether a `listener` line came: `max_connections`, `max_qos` and
     // `max_topic_alias` after it are the last listener's.
     let mut listener_lines = false;
+    // A `mount_point` before any `listener` line, and where: mosquitto's
+    // default listener's (the one of `port`).
+    let mut default_mount_point: Option<(String, String)> = None;
     let path = |value: &str| base.join(value);
     let lines = with_included_files(text, base)?;
     for (n, raw) in &lines {
@@ -395,12 +401,19 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
                         .to_owned(),
                 ));
             }
+            // The listener it follows; before any `listener` line,
+            // mosquitto's default listener (`port`), as in mosquitto.
             "mount_point" => {
-                return Err(at(
-                    "not supported; fulmar refuses to start rather than give this \
-                     listener's clients the topics outside their mount point"
-                        .to_owned(),
-                ));
+                let prefix = need()?;
+                if prefix.contains(['+', '#']) {
+                    return Err(at(format!(
+                        "{prefix:?}: a wildcard cannot be part of a topic name"
+                    )));
+                }
+                match config.listeners.last_mut().filter(|_| listener_lines) {
+                    Some(listener) => listener.mount_point = Some(prefix.to_owned()),
+                    None => default_mount_point = Some((prefix.to_owned(), at(String::new()))),
+                }
             }
             "bind_interface" => {
                 return Err(at(
@@ -650,6 +663,21 @@ pub(crate) fn parse(text: &str, base: &Path) -> Result<(Config, Vec<String>), St
         config.auth.allow_anonymous = Some(allow_anonymous.unwrap_or(true));
     } else {
         config.auth.allow_anonymous = Some(allow_anonymous.unwrap_or(false));
+    }
+    if let Some((prefix, at)) = default_mount_point {
+        match config.listeners.first_mut() {
+            // The listener of `port`, or the implicit one: mosquitto's default listener.
+            Some(first) if default.is_some() || !listener_lines => {
+                first.mount_point = Some(prefix);
+            }
+            _ => {
+                return Err(format!(
+                    "{at}before any `listener` line, mosquitto applies it to its default \
+                     listener (`port`), which this file does not have: put it after the \
+                     `listener` line it is for"
+                ));
+            }
+        }
     }
     for (l, listener) in config.listeners.iter_mut().enumerate() {
         if listener.has_client_ca() && listener.cert.is_none() {
@@ -1712,17 +1740,69 @@ notifications_local_only true
         );
     }
 
+    /// `mount_point` is the listener's it follows (mosquitto's); before any
+    /// `listener` line, the default listener's (`port`, or the implicit one).
+    // (mount point, no spec statement)
+    #[test]
+    fn mount_point_is_the_listeners_it_follows() {
+        let (config, notes) = parsed(
+            "listener 1883
+mount_point tenant1/
+listener 1884
+",
+        );
+        assert!(notes.is_empty(), "{notes:?}");
+        let mounts: Vec<_> = config
+            .listeners
+            .iter()
+            .map(|l| l.mount_point.as_deref())
+            .collect();
+        assert_eq!(mounts, [Some("tenant1/"), None]);
+        let (config, _) = parsed(
+            "port 1883
+mount_point t/
+listener 1884
+mount_point u
+",
+        );
+        let mounts: Vec<_> = config
+            .listeners
+            .iter()
+            .map(|l| l.mount_point.as_deref())
+            .collect();
+        assert_eq!(mounts, [Some("t/"), Some("u")]);
+        let (config, _) = parsed(
+            "mount_point t/
+",
+        );
+        assert_eq!(config.listeners[0].bind, "127.0.0.1:1883");
+        assert_eq!(config.listeners[0].mount_point.as_deref(), Some("t/"));
+        assert_eq!(config.auth.allow_anonymous, Some(true));
+        // The TOML printed for it keeps it.
+        let toml = toml::to_string(&config).unwrap();
+        assert!(toml.contains("mount_point = \"t/\""), "{toml}");
+        for wrong in [
+            "mount_point t/\nlistener 1883\n",
+            "listener 1883\nmount_point\n",
+            "listener 1883\nmount_point a/+/\n",
+            "listener 1883\nmount_point a/#\n",
+        ] {
+            assert!(parse(wrong, Path::new(".")).is_err(), "{wrong:?}");
+        }
+    }
+
     /// Found by an operator review: these were ignored with a note, so a
     /// PSK listener ran as plain TCP, a `mount_point` tenant saw the
-    /// others' topics, `bind_interface lo` listened on every interface, and
-    /// retained messages were delivered without mosquitto's check of their
-    /// publisher, all with "configuration OK".
+    /// others' topics (`mount_point` is supported since: see
+    /// `mount_point_is_the_listeners_it_follows`), `bind_interface lo`
+    /// listened on every interface, and retained messages were delivered
+    /// without mosquitto's check of their publisher, all with
+    /// "configuration OK".
     #[test]
     fn directives_that_would_open_the_broker_refuse_to_start() {
         for directive in [
             "psk_hint hint",
             "psk_file /etc/mosquitto/psk",
-            "mount_point tenant1/",
             "bind_interface lo",
             "check_retain_source true",
             "plugin /usr/lib/mosquitto_dynamic_security.so",

@@ -663,3 +663,97 @@ fn a_listener_has_limits_of_its_own() {
     publish_ok(broker.port, &["-t", "t", "-m", "two", "-q", "2"]);
     assert_eq!(sub.output(), "1 two\n");
 }
+
+/// What the clients of a plain listener and of one with the mount point
+/// `tenant1/` see of the same messages, on the broker at `plain` and
+/// `mounted`: what a plain and a mounted `#` subscriber get (topic and
+/// payload), then the retained message `tenant1/r` seen through the mount point.
+fn mount_point_scenario(plain: u16, mounted: u16) -> (String, String, String) {
+    let plain_sub = Sub::start(plain, &["-t", "#", "-F", "%t %p", "-C", "4"]);
+    let mounted_sub = Sub::start(mounted, &["-t", "#", "-F", "%t %p", "-C", "3"]);
+    publish_ok(mounted, &["-t", "a/b", "-m", "m1", "-q", "1"]);
+    publish_ok(plain, &["-t", "tenant1/x", "-m", "p1", "-q", "1"]);
+    publish_ok(plain, &["-t", "other/x", "-m", "p2", "-q", "1"]);
+    publish_ok(plain, &["-t", "tenant1/y", "-m", "p3", "-q", "1"]);
+    let (plain_seen, mounted_seen) = (plain_sub.output(), mounted_sub.output());
+    publish_ok(plain, &["-t", "tenant1/r", "-m", "kept", "-r"]);
+    let retained = Sub::start(mounted, &["-t", "#", "-F", "%t %p %r", "-C", "1"]).output();
+    (plain_seen, mounted_seen, retained)
+}
+
+/// `mount_point` in fulmar.toml: the mounted listener's clients publish
+/// and subscribe under the prefix and see topics without it.
+// (mount point, no spec statement)
+#[test]
+fn a_listener_with_a_mount_point_from_fulmar_toml() {
+    let dir = temp_dir();
+    let config = dir.join("fulmar.toml");
+    let mounted = common::free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\nbind = \"127.0.0.1:0\"\n\n\
+             [[listener]]\nbind = \"127.0.0.1:{mounted}\"\nmount_point = \"tenant1/\"\n"
+        ),
+    )
+    .unwrap();
+    let broker = FulmarBroker::start(&["-c", config.to_str().unwrap()]);
+    let (plain_seen, mounted_seen, retained) = mount_point_scenario(broker.port, mounted);
+    assert_eq!(
+        plain_seen,
+        "tenant1/a/b m1\ntenant1/x p1\nother/x p2\ntenant1/y p3\n"
+    );
+    assert_eq!(mounted_seen, "a/b m1\nx p1\ny p3\n");
+    assert_eq!(retained, "r kept 1\n");
+}
+
+/// The same scenario on mosquitto 2.0 and on fulmar, both from a
+/// mosquitto.conf with `mount_point tenant1/` after the second `listener`
+/// line: the same topics on both. mosquitto 2.0.0 to 2.0.11 do not take
+/// the prefix off what they send to the mounted listener's clients
+/// (eclipse-mosquitto/mosquitto#2244, fixed in 2.0.12; 1.6 did, as
+/// mosquitto.conf(5) says): what those clients get is compared without it.
+// (mount point, no spec statement)
+#[test]
+fn mount_point_from_mosquitto_conf_as_in_mosquitto() {
+    let dir = temp_dir();
+    let conf = |name: &str, plain: u16, mounted: u16| {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "allow_anonymous true\npersistence false\n\
+                 listener {plain} 127.0.0.1\n\
+                 listener {mounted} 127.0.0.1\nmount_point tenant1/\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let (plain, mounted) = (common::free_port(), common::free_port());
+    let mosquitto_conf = conf("mosquitto.conf", plain, mounted);
+    let mosquitto = common::Mosquitto::with_config(&mosquitto_conf, plain);
+    let expected = mount_point_scenario(mosquitto.port, mounted);
+    drop(mosquitto);
+    let fulmar_mounted = common::free_port();
+    let fulmar_conf = conf("fulmar-mosquitto.conf", 0, fulmar_mounted);
+    let broker = FulmarBroker::start(&["-c", fulmar_conf.to_str().unwrap()]);
+    let got = mount_point_scenario(broker.port, fulmar_mounted);
+    // What the plain listener's clients get: the same, exactly.
+    assert_eq!(got.0, expected.0);
+    assert_eq!(
+        got.0,
+        "tenant1/a/b m1\ntenant1/x p1\nother/x p2\ntenant1/y p3\n"
+    );
+    // What the mounted listener's clients get: the same messages (nothing
+    // from outside the prefix), the same topics but for the prefix.
+    let unprefixed = |s: &str| -> String {
+        s.lines()
+            .map(|l| format!("{}\n", l.strip_prefix("tenant1/").unwrap_or(l)))
+            .collect()
+    };
+    assert_eq!(unprefixed(&expected.1), got.1);
+    assert_eq!(unprefixed(&expected.2), got.2);
+    assert_eq!(got.1, "a/b m1\nx p1\ny p3\n");
+    assert_eq!(got.2, "r kept 1\n");
+}
