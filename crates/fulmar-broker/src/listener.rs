@@ -21,7 +21,8 @@ use crate::tls::{TlsConfig, TlsServer};
 /// an address, a transport, and settings that may differ from the broker's
 /// [`Limits`](crate::Limits) for the clients that connect through it (as
 /// mosquitto's `max_connections`, `max_qos` and `max_topic_alias` follow
-/// the `listener` line they come after).
+/// the `listener` line they come after), and a
+/// [mount point](Listener::mount_point) that isolates them under a prefix.
 ///
 /// ```
 /// use fulmar_broker::{Broker, Listener};

@@ -77,12 +77,11 @@ pub(crate) fn strip(prefix: &str, topic: &MqttString) -> Option<MqttString> {
     MqttString::try_from(topic.as_bytes().slice(start..)).ok()
 }
 
-/// `publish` as a client of the mount point is sent it (see [`strip`]).
-pub(crate) fn unmount(prefix: &str, mut publish: Publish) -> Publish {
+/// Makes `publish` what a client of the mount point is sent (see [`strip`]).
+pub(crate) fn unmount(prefix: &str, publish: &mut Publish) {
     if let Some(topic) = strip(prefix, &publish.topic) {
         publish.topic = topic;
     }
-    publish
 }
 
 /// Whether `topic` is the prefix itself: a client of the mount point could
@@ -140,10 +139,12 @@ mod tests {
         assert!(strip("t/", &s("other/a")).is_none());
         assert!(strip("t/", &s("t/")).is_none());
         assert!(strip("t/", &s("")).is_none());
-        let publish = Publish::new(s("other/x"), bytes::Bytes::new());
-        assert_eq!(unmount("t/", publish).topic, s("other/x"));
-        let publish = Publish::new(s("t/x/y"), bytes::Bytes::new());
-        assert_eq!(unmount("t/", publish).topic, s("x/y"));
+        let mut publish = Publish::new(s("other/x"), bytes::Bytes::new());
+        unmount("t/", &mut publish);
+        assert_eq!(publish.topic, s("other/x"));
+        let mut publish = Publish::new(s("t/x/y"), bytes::Bytes::new());
+        unmount("t/", &mut publish);
+        assert_eq!(publish.topic, s("x/y"));
         assert!(is_prefix_only("t/", "t/"));
         assert!(!is_prefix_only("t/", "t/a"));
     }
