@@ -903,14 +903,14 @@ fn max_keepalive_max_topic_alias_and_clientid_prefixes_hold_as_in_mosquitto() {
 // note ("ignored") and ran a more open broker than the file describes (a
 // PSK listener as plain TCP, a mount_point tenant seeing the others'
 // topics, `bind_interface lo` on every interface), and `--check-config`
-// said OK. Neither starts now, and the error names the line.
+// said OK. Neither starts now, and the error names the line. (`mount_point`
+// is supported since: tests/listeners.rs, `mount_point_from_mosquitto_conf_as_in_mosquitto`.)
 #[test]
 fn a_mosquitto_conf_fulmar_cannot_hold_does_not_start() {
     let dir = temp_dir();
     for directive in [
         "psk_hint hint",
         "psk_file psk.txt",
-        "mount_point tenant1/",
         "bind_interface lo",
         "check_retain_source true",
     ] {
