@@ -48,8 +48,8 @@
 //! one of `port`, or the implicit one without `listener` lines; with only
 //! `listener` lines it is an error). A `$share/GROUP/FILTER` subscription
 //! through a mount point stays shared, the prefix before FILTER (mosquitto
-//! 2.0 puts it before `$share`, which makes it an ordinary filter that
-//! matches nothing). Limits fulmar has and mosquitto does not stay at
+//! 2.0 puts it before `$share`, which makes it an ordinary, unshared
+//! filter). Limits fulmar has and mosquitto does not stay at
 //! fulmar's defaults (1 024 subscriptions per client, 100 000 retained
 //! messages, queues bounded in bytes): set them in a TOML file if needed
 //! (`--print-config` starts one).
