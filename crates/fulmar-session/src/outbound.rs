@@ -1554,13 +1554,7 @@ mod tests {
         // growth with the start anywhere, against a `VecDeque` model.
         let mut slots = Slots::default();
         let mut model: VecDeque<Option<u16>> = VecDeque::new();
-        let mut state = 0x9E37_79B9u32;
-        let mut random = move |n: u32| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state % n
-        };
+        let mut random = crate::test_support::xorshift32(0x9E37_79B9u32);
         let ids = |slots: &Slots| -> Vec<Option<u16>> {
             slots
                 .iter()
@@ -1633,13 +1627,7 @@ mod tests {
         let mut table = InFlight::default();
         let mut ids = PacketIds::default();
         let mut model: VecDeque<u16> = VecDeque::new();
-        let mut state = 0x2545_F491u32;
-        let mut random = move |n: u32| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state % n
-        };
+        let mut random = crate::test_support::xorshift32(0x2545_F491u32);
         let success = PubRecReasonCode::Success;
         let mut next = 1u16;
         for step in 0..40_000 {

@@ -33,3 +33,14 @@ pub(crate) fn message(qos: QoS) -> Publish {
     p.qos = qos;
     p
 }
+
+/// A seeded xorshift32 generator: each call gives a number below `n`
+/// (the model-checking tests' source of operations, repeatable by seed).
+pub(crate) fn xorshift32(mut state: u32) -> impl FnMut(u32) -> u32 {
+    move |n: u32| {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state % n
+    }
+}
