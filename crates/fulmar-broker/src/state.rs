@@ -14,7 +14,7 @@ use fulmar_codec::{PacketId, Publish, QoS};
 use fulmar_session::SessionState;
 use fulmar_topic::{
     Match, RetainedIndex, SharedFilter, SubscriptionFilter, SubscriptionTrie, TopicFilter,
-    TopicName, group_by_key,
+    TopicName, group_matches,
 };
 use futures::task::AtomicWaker;
 use tokio::sync::{mpsc, oneshot};
@@ -1223,6 +1223,25 @@ pub(crate) struct State {
     pub(crate) offline_budget: ByteBudget,
     /// [`Limits::max_offline_bytes`](crate::Limits::max_offline_bytes).
     pub(crate) max_offline_bytes: usize,
+    /// The room [`route`](Self::route) collects the subscribers of a message
+    /// in, kept empty between messages (see [`reuse`]).
+    pub(crate) matches: Vec<Match<'static, Subscriber, SubOptions>>,
+}
+
+/// [`State::route`] keeps the room for this many subscribers of a message
+/// from one message to the next.
+const KEPT_MATCHES: usize = 1024;
+
+/// A vector that was empty, for values of another lifetime: the same
+/// allocation (a vector collected from an emptied vector's iterator whose
+/// values have the same layout reuses its buffer).
+fn reuse<'a, 'b>(
+    empty: Vec<Match<'a, Subscriber, SubOptions>>,
+) -> Vec<Match<'b, Subscriber, SubOptions>> {
+    // Not `filter`: the values change type (their lifetime), which only a
+    // map can do, and none is kept.
+    #[allow(clippy::unnecessary_filter_map)]
+    empty.into_iter().filter_map(|_| None).collect()
 }
 
 /// What checking each delivery needs: see [`State::reads`].
@@ -1397,15 +1416,16 @@ impl State {
             reads,
             offline_budget,
             max_offline_bytes,
+            matches,
             ..
         } = self;
         let reads = reads.as_ref();
-        let mut found = Vec::new();
-        if *bridge_shared {
+        let mut found = reuse(std::mem::take(matches));
+        let overlap = if *bridge_shared {
             // The bridge delivers to shared groups (once across its nodes):
             // choosing a member here would move the group's strategy on for
             // nothing.
-            subs.collect_plain_matches(topic, &mut found);
+            subs.collect_plain_matches(topic, &mut found)
         } else {
             // A shared group prefers a member that may read the message
             // and has room for it.
@@ -1415,8 +1435,8 @@ impl State {
                 None,
                 |key| share_rank(sessions, locals, reads, room, key, topic.as_str()),
                 &mut found,
-            );
-        }
+            )
+        };
         found.retain(|m| {
             !(m.options.no_local && from == Some(m.key)) && may_read(reads, m.key, topic.as_str())
         });
@@ -1426,7 +1446,8 @@ impl State {
         // PUBLISH without properties is encoded faster than it is matched.
         let many = found.len() > 1 && !publish.properties.is_empty();
         let mut frames = None;
-        for group in group_by_key(&mut found) {
+        // Sorted by subscriber only when one may be there twice.
+        for group in group_matches(&mut found, overlap) {
             let Some(first) = group.first() else { continue };
             // A retained message to overlapping subscriptions of one client
             // that keep RETAIN and clear it goes twice: one copy each way,
@@ -1473,6 +1494,11 @@ impl State {
         }
         if let (Some(bridge), Origin::Client(_) | Origin::App) = (bridge, origin) {
             bridge.message(topic, publish);
+        }
+        // Kept for the next message unless a large fan-out grew it.
+        found.clear();
+        if found.capacity() <= KEPT_MATCHES {
+            *matches = reuse(found);
         }
         subscribed
     }
@@ -2554,6 +2580,31 @@ mod tests {
     use fulmar_codec::MqttString;
 
     use super::*;
+
+    // (performance, no spec statement) The room `route` collects matches in
+    // is the same allocation from one message to the next.
+    #[test]
+    fn the_room_for_matches_is_reused() {
+        let key = Subscriber::Local(1);
+        let options = SubOptions {
+            qos: QoS::AtLeastOnce,
+            no_local: false,
+            retain_as_published: false,
+            id: None,
+        };
+        let mut kept: Vec<Match<'static, Subscriber, SubOptions>> = Vec::with_capacity(8);
+        let room = kept.as_ptr() as usize;
+        let mut found = reuse(std::mem::take(&mut kept));
+        found.push(Match {
+            key: &key,
+            options: &options,
+            share_group: None,
+        });
+        assert_eq!(found.as_ptr() as usize, room);
+        found.clear();
+        kept = reuse(found);
+        assert_eq!((kept.as_ptr() as usize, kept.capacity()), (room, 8));
+    }
 
     // v5:MQTT-3.3.2-5: the expiry index follows the retained messages: a
     // replacement without expiry, a removal and an expiry each take the

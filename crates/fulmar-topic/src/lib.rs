@@ -81,4 +81,4 @@ pub use name::TopicName;
 pub use retained::{RetainedIndex, RetainedPayload};
 pub use share::{SharedFilter, SubscriptionFilter};
 pub use strategy::{Random, RoundRobin, ShareStrategy, Sticky};
-pub use trie::{Match, SubscriptionTrie, group_by_key};
+pub use trie::{Match, SubscriptionTrie, group_by_key, group_matches};

@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::{filter, naive_matches, name};
-use fulmar_topic::{SubscriptionFilter, SubscriptionTrie, TopicFilter, TopicName};
+use fulmar_topic::{SubscriptionFilter, SubscriptionTrie, TopicFilter, TopicName, group_matches};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -99,7 +99,36 @@ fn check(ops: &[Op], topics: &[String]) -> Result<(), TestCaseError> {
             .map(|((_, _, k), o)| (*k, *o))
             .collect();
         expected.sort_unstable();
-        prop_assert_eq!(direct, expected, "topic {}", t);
+        prop_assert_eq!(&direct, &expected, "topic {}", t);
+
+        // Overlap is reported when non-shared subscriptions of more than one filter
+        // match; grouped without sorting then, each key still gets one delivery.
+        let mut plain = Vec::new();
+        let overlap = trie.collect_plain_matches(&topic, &mut plain);
+        let filters: BTreeSet<&String> = model
+            .keys()
+            .filter(|(f, g, _)| g.is_none() && naive_matches(f, t))
+            .map(|(f, _, _)| f)
+            .collect();
+        prop_assert_eq!(overlap, filters.len() > 1, "topic {}", t);
+        let mut per_key: BTreeMap<u8, Vec<u32>> = BTreeMap::new();
+        for (k, o) in &expected {
+            per_key.entry(*k).or_default().push(*o);
+        }
+        let mut grouped: Vec<(u8, Vec<u32>)> = group_matches(&mut plain, overlap)
+            .map(|g| {
+                let mut options: Vec<u32> = g.iter().map(|m| *m.options).collect();
+                options.sort_unstable();
+                (*g[0].key, options)
+            })
+            .collect();
+        grouped.sort_unstable();
+        prop_assert_eq!(
+            grouped,
+            per_key.into_iter().collect::<Vec<_>>(),
+            "topic {}",
+            t
+        );
 
         // Exactly one member of every matching shared group.
         let groups: BTreeSet<(String, u8)> = model
@@ -126,7 +155,7 @@ fn check(ops: &[Op], topics: &[String]) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
 
-    // MQTT-3.3.2-3 MQTT-4.7.2-1 MQTT-4.7.3-4 MQTT-3.8.4-3 MQTT-3.10.4-1
+    // MQTT-3.3.2-3 MQTT-4.7.2-1 MQTT-4.7.3-4 MQTT-3.8.4-3 MQTT-3.10.4-1 v5:MQTT-3.3.4-2
     #[test]
     fn trie_agrees_with_naive_scan(
         ops in prop::collection::vec(op(), 1..60),

@@ -119,12 +119,27 @@ impl<K, O> Copy for Match<'_, K, O> {}
 pub fn group_by_key<'m, 'a, K: Ord, O>(
     matches: &'m mut [Match<'a, K, O>],
 ) -> impl Iterator<Item = &'m [Match<'a, K, O>]> {
-    matches.sort_unstable_by(|a, b| {
-        a.key
-            .cmp(b.key)
-            .then(a.share_group.is_some().cmp(&b.share_group.is_some()))
-    });
-    matches.chunk_by(|a, b| a.key == b.key && a.share_group.is_none() && b.share_group.is_none())
+    group_matches(matches, true)
+}
+
+/// [`group_by_key`] for matches collected by
+/// [`SubscriptionTrie::collect_matches`] (or its variants), given what it returned: when
+/// they do not `overlap`, no key is there twice, and each match is its own group, in the
+/// order found, without sorting.
+pub fn group_matches<'m, 'a, K: Ord, O>(
+    matches: &'m mut [Match<'a, K, O>],
+    overlap: bool,
+) -> impl Iterator<Item = &'m [Match<'a, K, O>]> {
+    if overlap {
+        matches.sort_unstable_by(|a, b| {
+            a.key
+                .cmp(b.key)
+                .then(a.share_group.is_some().cmp(&b.share_group.is_some()))
+        });
+    }
+    matches.chunk_by(move |a, b| {
+        overlap && a.key == b.key && a.share_group.is_none() && b.share_group.is_none()
+    })
 }
 
 /// A subscription index: topic filters, each with subscribers `K` and their options `O`,
@@ -542,19 +557,29 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
     /// Collects the non-shared subscriptions matching `topic` into `out` (cleared first),
     /// without choosing a member of any shared group (which would move its strategy on),
     /// for a router that delivers to shared groups elsewhere.
-    pub fn collect_plain_matches<'a>(&'a self, topic: &TopicName, out: &mut Vec<Match<'a, K, O>>) {
+    ///
+    /// Returns whether they may overlap, as [`collect_matches`](Self::collect_matches) does.
+    pub fn collect_plain_matches<'a>(
+        &'a self,
+        topic: &TopicName,
+        out: &mut Vec<Match<'a, K, O>>,
+    ) -> bool {
         out.clear();
-        self.walk(topic, None, None::<&fn(&K) -> u8>, |m| out.push(m));
+        self.walk(topic, None, None::<&fn(&K) -> u8>, |m| out.push(m))
     }
 
-    /// The matches of `topic`; shared groups only with `rank`.
+    /// The matches of `topic`; shared groups only with `rank`. Returns whether
+    /// non-shared subscriptions of more than one filter matched (only then can
+    /// a key be visited twice).
     fn walk<'a, A: Fn(&K) -> u8>(
         &'a self,
         topic: &TopicName,
         publisher: Option<&[u8]>,
         available: Option<&A>,
         mut f: impl FnMut(Match<'a, K, O>),
-    ) {
+    ) -> bool {
+        // Filters whose non-shared subscriptions matched.
+        let mut filters = 0u32;
         let dollar = topic.is_dollar();
         // Two frontiers used in turn (swapping them would copy 2 x 72 bytes per level).
         let mut even: SmallVec<[u32; 16]> = SmallVec::new();
@@ -576,7 +601,7 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
                 let node = self.node(n);
                 if wildcards {
                     if node.hash != NONE {
-                        self.emit(node.hash, publisher, available, &mut f);
+                        filters += u32::from(self.emit(node.hash, publisher, available, &mut f));
                     }
                     if node.plus != NONE {
                         next.push(node.plus);
@@ -589,59 +614,93 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
                 }
             }
             if next.is_empty() {
-                return;
+                return filters > 1;
             }
             flip = !flip;
         }
         let frontier = if flip { &odd } else { &even };
         for &n in frontier {
-            self.emit(n, publisher, available, &mut f);
+            filters += u32::from(self.emit(n, publisher, available, &mut f));
             let hash = self.node(n).hash;
             if hash != NONE {
-                self.emit(hash, publisher, available, &mut f);
+                filters += u32::from(self.emit(hash, publisher, available, &mut f));
             }
         }
+        filters > 1
     }
 
     /// Collects [`matches`](Self::matches) into `out` (cleared first), for [`group_by_key`].
-    pub fn collect_matches<'a>(&'a self, topic: &TopicName, out: &mut Vec<Match<'a, K, O>>) {
-        out.clear();
-        self.matches(topic, |m| out.push(m));
+    ///
+    /// Returns whether the matches may overlap: true when non-shared subscriptions of more
+    /// than one filter matched, so that a key may be in `out` more than once. Without overlap
+    /// [`group_matches`] need not sort them.
+    ///
+    /// ```
+    /// use fulmar_topic::{SubscriptionFilter, SubscriptionTrie, TopicName, group_matches};
+    ///
+    /// let mut trie = SubscriptionTrie::<&str, u8>::new();
+    /// let filter = |f: &str| f.parse::<SubscriptionFilter>().unwrap();
+    /// trie.subscribe(&filter("sensors/+"), "alice", 1);
+    /// trie.subscribe(&filter("sensors/+"), "bob", 1);
+    /// let topic: TopicName = "sensors/t1".parse().unwrap();
+    /// {
+    ///     let mut found = Vec::new();
+    ///     // One filter matched: each key is there once.
+    ///     assert!(!trie.collect_matches(&topic, &mut found));
+    ///     assert_eq!(group_matches(&mut found, false).count(), 2);
+    /// }
+    ///
+    /// // Two filters of alice's match: one delivery, with both subscriptions.
+    /// trie.subscribe(&filter("sensors/#"), "alice", 2);
+    /// let mut found = Vec::new();
+    /// let overlapping = trie.collect_matches(&topic, &mut found);
+    /// assert!(overlapping);
+    /// let groups: Vec<usize> = group_matches(&mut found, overlapping).map(<[_]>::len).collect();
+    /// assert_eq!(groups, [2, 1]);
+    /// ```
+    pub fn collect_matches<'a>(
+        &'a self,
+        topic: &TopicName,
+        out: &mut Vec<Match<'a, K, O>>,
+    ) -> bool {
+        self.collect_matches_available(topic, None, |_| true, out)
     }
 
     /// Collects [`matches_available`](Self::matches_available) into `out` (cleared first).
+    /// Returns whether they may overlap, as [`collect_matches`](Self::collect_matches) does.
     pub fn collect_matches_available<'a>(
         &'a self,
         topic: &TopicName,
         publisher: Option<&[u8]>,
         available: impl Fn(&K) -> bool,
         out: &mut Vec<Match<'a, K, O>>,
-    ) {
-        out.clear();
-        self.matches_available(topic, publisher, available, |m| out.push(m));
+    ) -> bool {
+        self.collect_matches_ranked(topic, publisher, ranked(available), out)
     }
 
     /// Collects [`matches_ranked`](Self::matches_ranked) into `out` (cleared first).
+    /// Returns whether they may overlap, as [`collect_matches`](Self::collect_matches) does.
     pub fn collect_matches_ranked<'a>(
         &'a self,
         topic: &TopicName,
         publisher: Option<&[u8]>,
         rank: impl Fn(&K) -> u8,
         out: &mut Vec<Match<'a, K, O>>,
-    ) {
+    ) -> bool {
         out.clear();
-        self.matches_ranked(topic, publisher, rank, |m| out.push(m));
+        self.walk(topic, publisher, Some(&rank), |m| out.push(m))
     }
 
+    /// Visits the subscriptions of node `n`; true when it has non-shared ones.
     fn emit<'a, A: Fn(&K) -> u8>(
         &'a self,
         n: u32,
         publisher: Option<&[u8]>,
         available: Option<&A>,
         f: &mut impl FnMut(Match<'a, K, O>),
-    ) {
+    ) -> bool {
         let Some(subs) = self.sets.get(self.node(n).subs as usize) else {
-            return;
+            return false;
         };
         subs.direct.for_each(&mut |key, options| {
             f(Match {
@@ -650,7 +709,10 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
                 share_group: None,
             });
         });
-        let Some(available) = available else { return };
+        let direct = !subs.direct.is_empty();
+        let Some(available) = available else {
+            return direct;
+        };
         for group in subs.groups.iter().flat_map(|g| g.iter()) {
             if let Some((key, options)) = self.pick(group, publisher, available) {
                 f(Match {
@@ -660,6 +722,7 @@ impl<K: Eq + Hash + Clone, O, S: ShareStrategy> SubscriptionTrie<K, O, S> {
                 });
             }
         }
+        direct
     }
 
     fn node(&self, n: u32) -> Node {
