@@ -597,6 +597,10 @@ pub(crate) struct Connection<S> {
     backpressure_expired: bool,
     /// When the connection hibernates if nothing happens before.
     hibernate_at: Option<tokio::time::Instant>,
+    /// The last wait ended on a timer with nothing to read: the session's
+    /// spare buffers were released then, and the next wait arms no timer for
+    /// that (see [`RELEASE_AFTER`]).
+    woken_quiet: bool,
     /// How often it hibernated: each time, it waits longer before the next.
     naps: u8,
     /// Woken from hibernation with input pending in the socket, which the
@@ -659,6 +663,14 @@ const WOKEN_INPUT_TURNS: u8 = 8;
 /// is shorter still).
 const MIN_IDLE: Duration = Duration::from_millis(10);
 
+/// How long a connection waits with nothing to do before it gives back its
+/// spare buffers (its session's, [`Session::release_spare_capacity`], and
+/// its write buffer): a subscriber that keeps up with a stream of messages
+/// is idle between most of them, and releasing the buffers each time cost
+/// the broker about a tenth of its work in a fan-out (growing them again
+/// for the next messages).
+const RELEASE_AFTER: Duration = Duration::from_millis(10);
+
 /// At most this many deliveries waiting to be sent keep their shared
 /// encoded headers (the rest are encoded by the connection).
 const MAX_FRAMES: usize = 64;
@@ -703,6 +715,7 @@ impl<S: Stream> Connection<S> {
             durable_at: 0,
             backpressure_expired: false,
             hibernate_at: None,
+            woken_quiet: false,
             naps: 0,
             input_pending: 0,
             frames: VecDeque::new(),
@@ -821,6 +834,13 @@ impl<S: Stream> Connection<S> {
             && !self.shared.shutdown.is_cancelled()
     }
 
+    /// Frees the buffers a busy connection keeps between packets: its
+    /// session's and the write buffer.
+    fn release_spare_capacity(&mut self) {
+        self.session.release_spare_capacity();
+        self.transport.release_spare_capacity();
+    }
+
     /// Handles the first frame of a batch; `None` when the connection is
     /// closed.
     fn start_batch(&mut self, frame: Option<Result<Packet, CodecError>>) -> Option<Batch> {
@@ -863,23 +883,37 @@ impl<S: Stream> Connection<S> {
             if std::mem::take(&mut self.yield_next) {
                 tokio::task::yield_now().await;
             }
-            // Everything is answered: a connection about to wait keeps no spare buffers.
-            self.session.release_spare_capacity();
+            // Everything is answered. A connection that stays quiet for
+            // `RELEASE_AFTER` keeps no spare buffers: they are released when
+            // the timer ends the wait (below). Not before every wait: a busy
+            // subscriber that catches up between two messages would give its
+            // session's buffers back and grow them again each time.
+            let woken_quiet = std::mem::take(&mut self.woken_quiet);
+            let release_at = (!woken_quiet).then(|| later_by(RELEASE_AFTER));
             // One timer: the session's next deadline, the end of an
-            // enhanced authentication or the hibernation, whichever comes first.
+            // enhanced authentication, the release of spare buffers or the
+            // hibernation, whichever comes first.
             let deadline = self.session.poll_timeout().map(tokio::time::Instant::from);
             // Kept in the connection, not in the future across the wait: the
-            // task of every connection is that much smaller.
-            self.hibernate_at = match self.shared.limits.hibernate_after {
-                Some(after) if self.may_hibernate() => {
-                    Some(later_by(idle_before_hibernating(after, self.naps)))
-                }
-                _ => None,
-            };
-            let wake = [deadline, self.auth_deadline(), self.hibernate_at]
-                .into_iter()
-                .flatten()
-                .min();
+            // task of every connection is that much smaller. A quiet wake-up
+            // (only the release) leaves the hibernation where it was.
+            if !woken_quiet || self.hibernate_at.is_none() {
+                self.hibernate_at = match self.shared.limits.hibernate_after {
+                    Some(after) if self.may_hibernate() => {
+                        Some(later_by(idle_before_hibernating(after, self.naps)))
+                    }
+                    _ => None,
+                };
+            }
+            let wake = [
+                deadline,
+                self.auth_deadline(),
+                release_at,
+                self.hibernate_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let room = self.has_room();
             // Retained messages wait for room in the session queue: handed
             // over when there is some (the queue drains as `drive` writes
@@ -950,6 +984,8 @@ impl<S: Stream> Connection<S> {
                         // (they would be lost with the transport).
                         && self.may_hibernate()
                     {
+                        // Hibernating keeps the session: without spare buffers.
+                        self.release_spare_capacity();
                         return Flow::Hibernate;
                     } else if let Some(frame) = self.transport.next().now_or_never() {
                         // A packet may have waited unread while this task
@@ -974,6 +1010,11 @@ impl<S: Stream> Connection<S> {
                         self.yield_next = true;
                     } else {
                         self.session.handle_timeout(Instant::now());
+                        // Nothing came since the last wait began, for at
+                        // least as long as the first deadline: what the
+                        // connection holds spare is given back.
+                        self.release_spare_capacity();
+                        self.woken_quiet = true;
                     }
                     read_first
                 }

@@ -27,6 +27,10 @@ const WRITE_CHUNK: usize = 64 * 1024;
 /// A PUBLISH payload this large is written from its own buffer (shared by
 /// every subscriber), not copied into the write buffer.
 const DIRECT_PAYLOAD: usize = 16 * 1024;
+/// A flushed write buffer up to this size is kept for the next packets
+/// until the connection is quiet ([`Transport::release_spare_capacity`]);
+/// a larger one is released at once.
+const KEPT_WRITE_BUFFER: usize = 16 * 1024;
 
 /// A framed MQTT byte stream with lazily allocated buffers.
 pub(super) struct Transport<S> {
@@ -313,15 +317,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport<S> {
         Ok(())
     }
 
-    /// Writes everything fed and flushes the stream; the write buffer is
-    /// released.
+    /// Writes everything fed and flushes the stream. The write buffer is
+    /// kept for the next packets if it is small (a subscriber that keeps up
+    /// flushes after every few messages: growing a new buffer each time
+    /// cost more than encoding them), released otherwise.
     pub(super) async fn flush(&mut self) -> Result<(), CodecError> {
         if !self.write_buf.is_empty() {
             self.io.write_all(&self.write_buf).await?;
         }
-        self.write_buf = BytesMut::new();
+        if self.write_buf.capacity() > KEPT_WRITE_BUFFER {
+            self.write_buf = BytesMut::new();
+        } else {
+            self.write_buf.clear();
+        }
         self.io.flush().await?;
         Ok(())
+    }
+
+    /// Releases the write buffer if it holds nothing: for a connection that
+    /// went quiet.
+    pub(super) fn release_spare_capacity(&mut self) {
+        if self.write_buf.is_empty() {
+            self.write_buf = BytesMut::new();
+        }
     }
 
     /// Closes the write side of the stream.
