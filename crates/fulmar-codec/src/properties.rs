@@ -124,7 +124,7 @@ pub struct ConnAckProperties {
 }
 
 /// Properties of PUBLISH (spec 3.3.2.3).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PublishProperties {
     /// 0x01 Payload Format Indicator.
@@ -143,6 +143,37 @@ pub struct PublishProperties {
     pub subscription_identifiers: Vec<NonZeroU32>,
     /// 0x03 Content Type.
     pub content_type: Option<MqttString>,
+}
+
+/// A broker copies each message once per subscriber, most of them without
+/// properties: those are copied without looking at each field.
+impl Clone for PublishProperties {
+    #[inline]
+    fn clone(&self) -> Self {
+        if self.is_empty() {
+            return Self::default();
+        }
+        let Self {
+            payload_format_indicator,
+            message_expiry_interval,
+            topic_alias,
+            response_topic,
+            correlation_data,
+            user_properties,
+            subscription_identifiers,
+            content_type,
+        } = self;
+        Self {
+            payload_format_indicator: *payload_format_indicator,
+            message_expiry_interval: *message_expiry_interval,
+            topic_alias: *topic_alias,
+            response_topic: response_topic.clone(),
+            correlation_data: correlation_data.clone(),
+            user_properties: user_properties.clone(),
+            subscription_identifiers: subscription_identifiers.clone(),
+            content_type: content_type.clone(),
+        }
+    }
 }
 
 /// Properties of PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK and UNSUBACK

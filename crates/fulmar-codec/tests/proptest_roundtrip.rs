@@ -585,6 +585,8 @@ proptest! {
         prop_assert!(buf.is_empty());
         prop_assert_eq!(&decoded, &packet);
         prop_assert_eq!(encode(&decoded, version), wire);
+        // A copy is equal (PUBLISH properties copy an empty set apart).
+        prop_assert_eq!(&decoded.clone(), &packet);
     }
 
     /// One byte at a time, with an empty read before each byte: `Ok(None)`
