@@ -1306,12 +1306,19 @@ fn share_rank(
 
 /// The Message Expiry Interval left after `waited`, or `None` if the message expired.
 pub(crate) fn age(mut publish: Publish, since: Instant, now: Instant) -> Option<Publish> {
+    age_in_place(&mut publish, since, now).then_some(publish)
+}
+
+/// [`age`] in place: false if the message expired (then it is unchanged).
+pub(crate) fn age_in_place(publish: &mut Publish, since: Instant, now: Instant) -> bool {
     if let Some(interval) = publish.properties.message_expiry_interval {
         let waited = now.saturating_duration_since(since).as_secs();
-        publish.properties.message_expiry_interval =
-            Some(fulmar_session::message_expiry_left(interval, waited)?);
+        match fulmar_session::message_expiry_left(interval, waited) {
+            Some(left) => publish.properties.message_expiry_interval = Some(left),
+            None => return false,
+        }
     }
-    Some(publish)
+    true
 }
 
 /// A copy of a retained message to send to a new subscription with
@@ -1455,34 +1462,33 @@ impl State {
             // v5:MQTT-3.3.4-5).
             let keeps = |m: &Match<'_, Subscriber, SubOptions>| m.options.retain_as_published;
             let split = publish.retain && group.iter().any(keeps) && !group.iter().all(keeps);
-            let parts: Vec<Vec<Match<'_, Subscriber, SubOptions>>> = if split {
-                let (kept, cleared) = group.iter().cloned().partition(keeps);
-                vec![kept, cleared]
-            } else {
-                Vec::new()
-            };
-            // No allocation unless split.
-            let single = (!split).then(|| copy_for(publish, group));
-            let copies = single
-                .into_iter()
-                .chain(parts.iter().map(|part| copy_for(publish, part)));
-            for out in copies {
+            // Each copy is built where it is handed over: a `Publish` is a
+            // large value, and every move is a copy.
+            let mut deliver = |part: &[Match<'_, Subscriber, SubOptions>],
+                               held: Option<&mut Held>| {
                 let target = Target {
-                    sessions,
+                    sessions: &mut *sessions,
                     locals,
                     max_queued,
                     counters,
                     now,
                     journal: journal.as_deref(),
-                    next_seq,
+                    next_seq: &mut *next_seq,
                     max_bytes: *max_queued_bytes,
-                    offline: (offline_budget, *max_offline_bytes),
+                    offline: (&mut *offline_budget, *max_offline_bytes),
                     queue_qos0: *queue_qos0_offline,
                     frames: if many { Some(&mut frames) } else { None },
                     // A shared group's match comes alone.
                     shared: first.share_group.is_some(),
                 };
-                target.deliver(first.key, out, None, held.as_deref_mut());
+                target.deliver(first.key, copy_for(publish, part), None, held);
+            };
+            if split {
+                let (kept, cleared): (Vec<_>, Vec<_>) = group.iter().copied().partition(keeps);
+                deliver(&kept, held.as_deref_mut());
+                deliver(&cleared, held.as_deref_mut());
+            } else {
+                deliver(group, held.as_deref_mut());
             }
         }
         // A QoS 0 publisher, and one whose queues are over only for their
