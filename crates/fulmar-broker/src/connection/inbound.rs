@@ -230,7 +230,7 @@ impl<S: super::Stream> Connection<S> {
                         break;
                     }
                     own = self.control.recv_delivery(), if room => {
-                        self.deliver_at(*own, Instant::now());
+                        self.deliver_at(own, Instant::now());
                     }
                     () = self.shared.shutdown.cancelled() => break 'targets,
                     inbound = self.control.recv(false) => match inbound {
@@ -249,7 +249,7 @@ impl<S: super::Stream> Connection<S> {
                             break 'targets;
                         }
                         // Not asked for (`false`), but not to be lost.
-                        Inbound::Delivery(delivery) => self.deliver_at(*delivery, Instant::now()),
+                        Inbound::Delivery(delivery) => self.deliver_at(delivery, Instant::now()),
                     },
                     () = tokio::time::sleep_until(deadline) => {
                         tracing::debug!(peer = %self.peer.addr, "back-pressure timeout");

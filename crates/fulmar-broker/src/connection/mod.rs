@@ -942,13 +942,13 @@ impl<S: Stream> Connection<S> {
                     match inbound {
                         Inbound::Delivery(delivery) => {
                             let now = Instant::now();
-                            self.deliver_at(*delivery, now);
+                            self.deliver_at(delivery, now);
                             for _ in 1..DELIVERY_BATCH {
                                 if !self.has_room() {
                                     break;
                                 }
                                 match self.control.try_recv_delivery() {
-                                    Some(delivery) => self.deliver_at(*delivery, now),
+                                    Some(delivery) => self.deliver_at(delivery, now),
                                     None => break,
                                 }
                             }
@@ -1607,40 +1607,34 @@ impl<S: Stream> Connection<S> {
         }
     }
 
-    pub(super) fn deliver_at(&mut self, mut delivery: Delivery, now: Instant) {
+    /// Boxed as it came through the inbox: changed where it lies, its
+    /// message moved out once, into the session (a `Publish` is a large
+    /// value, and every move is a copy).
+    pub(super) fn deliver_at(&mut self, mut delivery: Box<Delivery>, now: Instant) {
         self.clear_retain_for_v3(&mut delivery.publish);
-        if delivery
-            .publish
-            .properties
-            .message_expiry_interval
-            .is_some()
-        {
-            // v5:MQTT-3.3.2-5 / v5:MQTT-3.3.2-6: the time it waited in the
-            // connection's queue counts; expired there, it is not sent (nor
-            // counted as dropped, as in the session's own queue).
-            match crate::state::age(delivery.publish, delivery.since, now) {
-                Some(publish) => delivery.publish = publish,
-                None => {
-                    if let (Some(journal), Some(client), Some(seq)) =
-                        (&self.shared.journal, &self.client, delivery.seq)
-                    {
-                        journal.push(StoreOp::DeleteMessage {
-                            client: client.id.clone(),
-                            seq,
-                        });
-                    }
-                    return;
-                }
+        // v5:MQTT-3.3.2-5 / v5:MQTT-3.3.2-6: the time it waited in the
+        // connection's queue counts; expired there, it is not sent (nor
+        // counted as dropped, as in the session's own queue).
+        if !crate::state::age_in_place(&mut delivery.publish, delivery.since, now) {
+            if let (Some(journal), Some(client), Some(seq)) =
+                (&self.shared.journal, &self.client, delivery.seq)
+            {
+                journal.push(StoreOp::DeleteMessage {
+                    client: client.id.clone(),
+                    seq,
+                });
             }
+            return;
         }
-        if let Some(frames) = delivery.frames {
+        if let Some(frames) = delivery.frames.take() {
             if self.frames.len() >= MAX_FRAMES {
                 self.frames.pop_front();
             }
             let payload = delivery.publish.payload.as_ptr() as usize;
             self.frames.push_back((payload, frames));
         }
-        self.publish_out_at(delivery.publish, delivery.seq, delivery.shared, now);
+        let (seq, shared) = (delivery.seq, delivery.shared);
+        self.publish_out_at(delivery.publish, seq, shared, now);
     }
 
     /// v3:MQTT-3.3.1-9: a 3.1.1 client gets RETAIN 0 on a message sent
@@ -2631,7 +2625,7 @@ impl<S: Stream> Connection<S> {
         // Deliveries still in the channel stay with the session (with their
         // store keys: taken while the client is still known).
         for delivery in self.control.close_deliveries() {
-            self.deliver_at(*delivery, now);
+            self.deliver_at(delivery, now);
         }
         let Some(client) = self.client.take() else {
             return;
