@@ -25,7 +25,7 @@
 //! # Example
 //!
 //! ```
-//! use fulmar_topic::{group_by_key, RetainedIndex, SubscriptionFilter, SubscriptionTrie, TopicName};
+//! use fulmar_topic::{group_matches, RetainedIndex, SubscriptionFilter, SubscriptionTrie, TopicName};
 //!
 //! # fn main() -> Result<(), fulmar_topic::TopicError> {
 //! // Subscriber keys are client ids; the options here are (QoS, subscription identifier).
@@ -39,8 +39,9 @@
 //!
 //! let topic: TopicName = "sensors/kitchen/temp".parse()?;
 //! let mut found = Vec::new();
-//! subs.collect_matches(&topic, &mut found);
-//! let deliveries: Vec<(&str, Vec<Option<u32>>)> = group_by_key(&mut found)
+//! // Whether a key may be there twice: then the matches are sorted to group them.
+//! let overlap = subs.collect_matches(&topic, &mut found);
+//! let deliveries: Vec<(&str, Vec<Option<u32>>)> = group_matches(&mut found, overlap)
 //!     .map(|group| (*group[0].key, group.iter().map(|m| m.options.1).collect()))
 //!     .collect();
 //! // alice once, with both subscription identifiers; one worker of the group; the logger.
