@@ -270,11 +270,53 @@ for n in names:
     print(f"{n:<14} {fmt(fr):>13} {fmt(mr):>13} {ratio(fr, mr):>6} "
           f"{fmt(fp):>14} {fmt(mp):>12} {ratio(fp, mp):>9} {lost:>11}"
           f"{spread((f[0], m[0]) for f, m in rows)}{spread((f[1], m[1]) for f, m in rows)}")
+
+# CPU per delivered message (`--broker-pid`): far steadier than throughput
+# on a shared machine, and it says which broker does less work for the
+# same messages, whether or not it was the bottleneck.
+cpu_rows = []
+for n in names:
+    if "idle" in n:
+        continue
+    runs = [(load(n, "fulmar", r), load(n, "mosquitto", r)) for r in range(1, rounds + 1)]
+
+    def cpu(r, who):
+        c = r and r.get(f"{who}_cpu")
+        return c and c.get("us_per_msg")
+
+    def share(r, who):
+        c = r and r.get(f"{who}_cpu")
+        if not c or c["user_s"] + c["system_s"] <= 0:
+            return None
+        return 100 * c["system_s"] / (c["user_s"] + c["system_s"])
+
+    per = [(cpu(f, "broker"), cpu(m, "broker")) for f, m in runs]
+    fc, mc = median(a for a, _ in per), median(b for _, b in per)
+    if fc is None and mc is None:
+        continue
+    fs, ms = median(share(f, "broker") for f, _ in runs), median(share(m, "broker") for _, m in runs)
+    gen = median(cpu(f, "bench") for f, _ in runs)
+    cpu_rows.append((n, fc, mc, per, fs, ms, gen))
+if cpu_rows:
+    print()
+    print(f"{'broker CPU':<14} {'fulmar us/msg':>13} {'mosq us/msg':>13} {'ratio':>6} "
+          f"{'fulmar sys %':>12} {'mosq sys %':>10} {'generator us/msg':>16}")
+
+    def num(v, f="{:.1f}"):
+        return f.format(v) if v is not None else "-"
+
+    for n, fc, mc, per, fs, ms, gen in cpu_rows:
+        print(f"{n:<14} {num(fc):>13} {num(mc):>13} {ratio(mc, fc):>6} "
+              f"{num(fs, '{:.0f}'):>12} {num(ms, '{:.0f}'):>10} {num(gen):>16}"
+              f"{spread((b, a) for a, b in per)}")
 print()
 print("msg/s: messages received per second by all subscribers together; p99: end-to-end latency;")
 print("lost: acknowledged QoS 1/2 messages (or QoS 0 messages sent) a subscriber never received,")
 print("summed over the rounds; failed: the bench failed or its report counted errors (see *.err,")
 print("*.failed). With several rounds, the brackets give the range of the per-round")
-print("throughput ratio, then of the per-round p99 ratio.")
+print("throughput ratio, then of the per-round p99 ratio. broker CPU: user + system time the")
+print("broker was charged from the first message to the last delivery, per message received;")
+print("ratio = mosquitto / fulmar (above 1: fulmar spent less); sys %: its share in the kernel;")
+print("generator: the load generator's own CPU per message in the fulmar runs.")
 EOF
 echo "reports: $OUT" >&2

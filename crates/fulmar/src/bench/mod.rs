@@ -42,7 +42,7 @@ mod stats;
 mod workers;
 
 use conn::Tls;
-use stats::{HEADER_LEN, Latencies};
+use stats::{CpuTime, HEADER_LEN, Latencies};
 use workers::{ConnectPlan, PubPlan, PubResult, Shared, SubPlan, SubResult};
 
 /// The protocol versions `fulmar bench` speaks.
@@ -158,7 +158,8 @@ pub(crate) struct BenchArgs {
     /// Connect over TLS, trusting the CA certificates in this PEM file.
     #[arg(long, value_name = "FILE")]
     cafile: Option<std::path::PathBuf>,
-    /// PID of the broker: report its RSS before and after connecting (Linux /proc).
+    /// PID of the broker: report its RSS before and after connecting, and
+    /// the CPU time it spent per message received (Linux /proc).
     #[arg(long)]
     broker_pid: Option<u32>,
     /// Print the report as JSON.
@@ -451,6 +452,11 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
             .stop_at
             .store(start_nanos.saturating_add(run_nanos), Ordering::Relaxed);
     }
+    // CPU time from here to the last delivery.
+    let cpu_start = (
+        args.broker_pid.and_then(|pid| CpuTime::of(Some(pid))),
+        CpuTime::of(None),
+    );
     let _ = phase_tx.send(Phase::Running);
     let mut timeline = Vec::new();
     let mut last = (0u64, 0u64, Instant::now());
@@ -560,6 +566,18 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
         tick_until(drain_end).await;
         sample(&shared, &mut last, start, &mut timeline, &bar);
     }
+    let received_all = shared.received.load(Ordering::Relaxed);
+    let cpu_end = (
+        args.broker_pid.and_then(|pid| CpuTime::of(Some(pid))),
+        CpuTime::of(None),
+    );
+    let cpu_use = |start: Option<CpuTime>, end: Option<CpuTime>| {
+        start.zip(end).map(|(s, e)| s.until(e, received_all))
+    };
+    let cpu = (
+        cpu_use(cpu_start.0, cpu_end.0),
+        cpu_use(cpu_start.1, cpu_end.1),
+    );
     bar.bar.finish_and_clear();
     let _ = phase_tx.send(Phase::Finish);
     let mut subs = Vec::with_capacity(sub_tasks.len());
@@ -599,6 +617,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<(), Failure> {
         warmup_s: warmup.as_secs_f64(),
         connect_s,
         rss: (rss_before, rss_after),
+        cpu,
         timeline,
     };
     let report = report::build(inputs, &pubs, &subs, &topics, &filters, &histogram, errors);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use fulmar_codec::QoS;
 use hdrhistogram::Histogram;
 
-use super::stats::{LatencyReport, QosCounts, Report};
+use super::stats::{CpuUse, LatencyReport, QosCounts, Report};
 use super::workers::{PubResult, SubResult};
 
 /// Error messages kept in the report.
@@ -35,6 +35,9 @@ pub(super) struct Inputs {
     pub(super) connect_s: f64,
     /// Broker RSS in kB before and after connecting.
     pub(super) rss: (Option<u64>, Option<u64>),
+    /// CPU time of the broker (with `--broker-pid`) and of this process
+    /// from the start of publishing to the last delivery.
+    pub(super) cpu: (Option<CpuUse>, Option<CpuUse>),
     pub(super) timeline: Vec<(f64, f64, f64)>,
 }
 
@@ -265,6 +268,8 @@ pub(super) fn build(
         broker_rss_before_kb: inputs.rss.0,
         broker_rss_after_kb: inputs.rss.1,
         broker_bytes_per_connection: bytes_per_connection,
+        broker_cpu: inputs.cpu.0,
+        bench_cpu: inputs.cpu.1,
         timeline: inputs.timeline,
     }
 }
@@ -304,6 +309,7 @@ mod tests {
             warmup_s,
             connect_s: 1.0,
             rss: (None, None),
+            cpu: (None, None),
             timeline: Vec::new(),
         }
     }

@@ -322,6 +322,11 @@ pub(crate) struct Report {
     pub(crate) broker_rss_after_kb: Option<u64>,
     /// (after - before) / connections, in bytes.
     pub(crate) broker_bytes_per_connection: Option<f64>,
+    /// CPU time the broker spent from the start of publishing until the
+    /// last delivery (with `--broker-pid`), as the kernel charged it.
+    pub(crate) broker_cpu: Option<CpuUse>,
+    /// The same for this load generator.
+    pub(crate) bench_cpu: Option<CpuUse>,
     /// Messages sent and received per interval of the run: (seconds since
     /// start, sent/s, received/s).
     pub(crate) timeline: Vec<(f64, f64, f64)>,
@@ -410,6 +415,9 @@ impl Report {
                 self.broker_bytes_per_connection.unwrap_or(0.0)
             );
         }
+        if let Some(line) = cpu_line(self.broker_cpu.as_ref(), self.bench_cpu.as_ref()) {
+            out += &line;
+        }
         if self.errors > 0 {
             out += &format!("errors    {}\n", self.errors);
             for e in &self.error_samples {
@@ -469,12 +477,108 @@ impl Report {
             ",{},{},{},{:.3}",
             self.measured_sent, self.measured_received, self.unsent_due, self.send_s
         );
+        for (who, cpu) in [("broker", &self.broker_cpu), ("bench", &self.bench_cpu)] {
+            header += &format!(",{who}_cpu_user_s,{who}_cpu_system_s,{who}_cpu_us_per_msg");
+            row += &match cpu {
+                Some(c) => format!(
+                    ",{:.3},{:.3},{}",
+                    c.user_s,
+                    c.system_s,
+                    c.us_per_msg.map_or_else(String::new, |u| format!("{u:.1}"))
+                ),
+                None => ",,,".to_owned(),
+            };
+        }
         format!("{header}\n{row}\n")
     }
 
     /// Acknowledged QoS 1/2 messages some matching subscriber never received.
     pub(crate) fn lost_acknowledged(&self) -> u64 {
         self.qos.iter().filter(|q| q.qos > 0).map(|q| q.lost).sum()
+    }
+}
+
+/// CPU time of a process (user and system), as Linux charges it in
+/// `/proc/PID/stat`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct CpuTime {
+    pub(super) user_s: f64,
+    pub(super) system_s: f64,
+}
+
+/// Clock ticks per second of `/proc/PID/stat` (Linux's `USER_HZ`, 100 on
+/// every architecture it exports to user space).
+const USER_HZ: f64 = 100.0;
+
+impl CpuTime {
+    /// The CPU time of process `pid` (`None`: this one), `None` where
+    /// there is no `/proc` (not Linux) or the process is gone.
+    pub(super) fn of(pid: Option<u32>) -> Option<Self> {
+        let path = match pid {
+            Some(pid) => format!("/proc/{pid}/stat"),
+            None => "/proc/self/stat".to_owned(),
+        };
+        Self::parse(&std::fs::read_to_string(path).ok()?)
+    }
+
+    /// Reads `utime` and `stime` (fields 14 and 15) of a `/proc/PID/stat`
+    /// line. The command name (field 2) is in parentheses and may hold
+    /// spaces and parentheses itself, so the fields are counted from its
+    /// last `)`.
+    pub(super) fn parse(stat: &str) -> Option<Self> {
+        let (_, rest) = stat.rsplit_once(')')?;
+        let mut fields = rest.split_whitespace().skip(11);
+        let user: u64 = fields.next()?.parse().ok()?;
+        let system: u64 = fields.next()?.parse().ok()?;
+        Some(Self {
+            user_s: user as f64 / USER_HZ,
+            system_s: system as f64 / USER_HZ,
+        })
+    }
+
+    /// What was spent from `self` to `later`, per message over `messages`.
+    pub(super) fn until(self, later: Self, messages: u64) -> CpuUse {
+        let user_s = (later.user_s - self.user_s).max(0.0);
+        let system_s = (later.system_s - self.system_s).max(0.0);
+        CpuUse {
+            user_s,
+            system_s,
+            us_per_msg: (messages > 0).then(|| (user_s + system_s) * 1e6 / messages as f64),
+        }
+    }
+}
+
+/// CPU time spent during the run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct CpuUse {
+    /// Seconds in user space.
+    pub(crate) user_s: f64,
+    /// Seconds in the kernel on the process's behalf (system calls, page
+    /// faults; interrupt work may be charged to no process).
+    pub(crate) system_s: f64,
+    /// (user + system) per message received by the subscribers, in
+    /// microseconds (`None` when none was received). Ticks are 10 ms, so
+    /// runs of a few seconds are needed for two digits.
+    pub(crate) us_per_msg: Option<f64>,
+}
+
+/// The report's CPU line, if there is anything to say.
+fn cpu_line(broker: Option<&CpuUse>, bench: Option<&CpuUse>) -> Option<String> {
+    let show = |c: &CpuUse| {
+        let per = c
+            .us_per_msg
+            .map_or_else(String::new, |u| format!("{u:.1} us/msg, "));
+        format!("{per}user {:.2} s, system {:.2} s", c.user_s, c.system_s)
+    };
+    match (broker, bench) {
+        (None, None) => None,
+        (Some(b), None) => Some(format!("cpu       broker {}\n", show(b))),
+        (None, Some(g)) => Some(format!("cpu       load generator {}\n", show(g))),
+        (Some(b), Some(g)) => Some(format!(
+            "cpu       broker {}; load generator {}\n",
+            show(b),
+            show(g)
+        )),
     }
 }
 
@@ -495,6 +599,31 @@ pub(super) fn micros(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_is_read_after_the_command_name() {
+        // A command name with spaces and parentheses; utime 250, stime 1234.
+        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 1520 0 0 0 250 1234 0 0 20 0 9 0";
+        let t = CpuTime::parse(stat).expect("parsed");
+        assert_eq!(t.user_s, 2.5);
+        assert_eq!(t.system_s, 12.34);
+        assert_eq!(CpuTime::parse("4242 (x) S 1 2"), None);
+        assert_eq!(CpuTime::parse("no parenthesis"), None);
+        let later = CpuTime {
+            user_s: 3.5,
+            system_s: 13.34,
+        };
+        let used = t.until(later, 1000);
+        assert!((used.user_s - 1.0).abs() < 1e-9);
+        assert!((used.us_per_msg.unwrap_or(0.0) - 2000.0).abs() < 1e-6);
+        assert_eq!(t.until(later, 0).us_per_msg, None);
+        // This process can read its own.
+        if cfg!(target_os = "linux") {
+            assert!(CpuTime::of(None).is_some());
+        }
+        let line = cpu_line(Some(&used), None).unwrap_or_default();
+        assert!(line.contains("broker 2000.0 us/msg"), "{line}");
+    }
 
     #[test]
     fn header_round_trip() {
