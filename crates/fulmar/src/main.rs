@@ -79,7 +79,19 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let threads = match worker_threads(std::env::var_os(WORKER_THREADS_VAR)) {
+        Ok(threads) => threads,
+        Err(message) => {
+            eprintln!("fulmar: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(threads) = threads {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("fulmar: cannot start the runtime: {error}");
@@ -104,6 +116,52 @@ fn main() -> ExitCode {
                 eprintln!("fulmar: {}", failure.message);
             }
             ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// The environment variable that sets the runtime's worker threads: tokio's
+/// own, read here so that a bad value is an error message, not a panic.
+const WORKER_THREADS_VAR: &str = "TOKIO_WORKER_THREADS";
+
+/// At most this many worker threads.
+const MAX_WORKER_THREADS: usize = 1024;
+
+/// The number of worker threads `value` of [`WORKER_THREADS_VAR`] asks for;
+/// `None` (unset): one per core.
+fn worker_threads(value: Option<std::ffi::OsString>) -> Result<Option<usize>, String> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    match value.to_str().map(|v| v.trim().parse::<usize>()) {
+        Some(Ok(n)) if (1..=MAX_WORKER_THREADS).contains(&n) => Ok(Some(n)),
+        _ => Err(format!(
+            "{WORKER_THREADS_VAR} must be a number of threads from 1 to {MAX_WORKER_THREADS}, \
+             not {value:?}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_threads_are_checked() {
+        assert_eq!(worker_threads(None), Ok(None));
+        assert_eq!(worker_threads(Some("1".into())), Ok(Some(1)));
+        assert_eq!(worker_threads(Some(" 8 ".into())), Ok(Some(8)));
+        for bad in [
+            "0",
+            "",
+            "abc",
+            "-1",
+            "1.5",
+            "1025",
+            "99999999999999999999999",
+        ] {
+            let error = worker_threads(Some(bad.into())).unwrap_err();
+            assert!(error.starts_with("TOKIO_WORKER_THREADS must be"), "{error}");
         }
     }
 }

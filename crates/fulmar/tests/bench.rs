@@ -232,6 +232,7 @@ fn csv_and_plot_outputs() {
     let svg = dir.join("out.svg");
     let output = fulmar()
         .args(["bench", "--csv", "-p", &broker.port.to_string()])
+        .args(["--broker-pid", &broker.child.id().to_string()])
         .args(["-q", "1", "-n", "500", "--idle", "10", "--plot"])
         .arg(&svg)
         .output()
@@ -253,7 +254,16 @@ fn csv_and_plot_outputs() {
     assert_eq!(field("measured_sent"), "500");
     assert_eq!(field("measured_received"), "500");
     assert_eq!(field("unsent_due"), "0");
-    assert_eq!(header.last(), Some(&"send_s"));
+    // The broker's and the load generator's CPU time, last.
+    assert_eq!(header.last(), Some(&"bench_cpu_us_per_msg"));
+    for who in ["broker", "bench"] {
+        for column in ["cpu_user_s", "cpu_system_s", "cpu_us_per_msg"] {
+            let value = field(&format!("{who}_{column}"));
+            let seconds: f64 = value.parse().unwrap_or(-1.0);
+            assert!(seconds >= 0.0, "{who}_{column} = {value:?}");
+        }
+    }
+    assert!(field("broker_bytes_per_connection").parse::<f64>().is_ok());
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
     assert!(svg.contains("latency") && svg.contains("throughput"));

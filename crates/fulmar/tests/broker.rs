@@ -61,6 +61,35 @@ fn broker_accepts_a_client_and_stops_on_sigterm() {
 }
 
 #[test]
+fn a_bad_worker_thread_count_is_a_clear_error() {
+    for bad in ["0", "many", "100000"] {
+        let out = fulmar()
+            .env("TOKIO_WORKER_THREADS", bad)
+            .args(["broker", "-p", "0", "--bind", "127.0.0.1"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "TOKIO_WORKER_THREADS={bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("TOKIO_WORKER_THREADS must be a number of threads from 1 to"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // A good one runs.
+    let out = fulmar()
+        .env("TOKIO_WORKER_THREADS", "1")
+        .args(["broker", "--check-config"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn busy_port_is_a_clear_error_with_exit_code_1() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
