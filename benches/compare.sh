@@ -290,13 +290,17 @@ for n in names:
             return None
         return 100 * c["system_s"] / (c["user_s"] + c["system_s"])
 
+    def lost(r):
+        return bool(r) and sum(q["lost"] for q in r["qos"]) > 0
+
     per = [(cpu(f, "broker"), cpu(m, "broker")) for f, m in runs]
     fc, mc = median(a for a, _ in per), median(b for _, b in per)
     if fc is None and mc is None:
         continue
     fs, ms = median(share(f, "broker") for f, _ in runs), median(share(m, "broker") for _, m in runs)
     gen = median(cpu(f, "bench") for f, _ in runs)
-    cpu_rows.append((n, fc, mc, per, fs, ms, gen))
+    marks = ("*" if any(lost(f) for f, _ in runs) else "", "*" if any(lost(m) for _, m in runs) else "")
+    cpu_rows.append((n, fc, mc, per, fs, ms, gen, marks))
 if cpu_rows:
     print()
     print(f"{'broker CPU':<14} {'fulmar us/msg':>13} {'mosq us/msg':>13} {'ratio':>6} "
@@ -305,8 +309,8 @@ if cpu_rows:
     def num(v, f="{:.1f}"):
         return f.format(v) if v is not None else "-"
 
-    for n, fc, mc, per, fs, ms, gen in cpu_rows:
-        print(f"{n:<14} {num(fc):>13} {num(mc):>13} {ratio(mc, fc):>6} "
+    for n, fc, mc, per, fs, ms, gen, (fm, mm) in cpu_rows:
+        print(f"{n:<14} {num(fc) + fm:>13} {num(mc) + mm:>13} {ratio(mc, fc):>6} "
               f"{num(fs, '{:.0f}'):>12} {num(ms, '{:.0f}'):>10} {num(gen):>16}"
               f"{spread((b, a) for a, b in per)}")
 print()
@@ -317,6 +321,7 @@ print("*.failed). With several rounds, the brackets give the range of the per-ro
 print("throughput ratio, then of the per-round p99 ratio. broker CPU: user + system time the")
 print("broker was charged from the first message to the last delivery, per message received;")
 print("ratio = mosquitto / fulmar (above 1: fulmar spent less); sys %: its share in the kernel;")
-print("generator: the load generator's own CPU per message in the fulmar runs.")
+print("generator: the load generator's own CPU per message in the fulmar runs. *: that broker")
+print("lost messages in the scenario, so its CPU is spread over fewer deliveries than were sent.")
 EOF
 echo "reports: $OUT" >&2
