@@ -16,6 +16,10 @@ struct Queue {
     ops: Vec<StoreOp>,
     /// About how much memory `ops` holds ([`op_bytes`]).
     bytes: usize,
+    /// About how much memory the batch the writer is committing holds: a
+    /// commit that does not return (a slow disk) keeps it in memory as
+    /// long, on top of what is queued meanwhile.
+    committing: usize,
     /// `bytes` passed [`Bounds::wake_bytes`]: the writer takes the batch
     /// now, without waiting for its interval or back-off to end.
     urgent: bool,
@@ -33,7 +37,8 @@ struct Bounds {
     /// given up rather than held for another attempt.
     max_changes: usize,
     max_bytes: usize,
-    /// Queued changes holding this many bytes, or this many changes, hold
+    /// Queued changes holding this many bytes (with the batch being
+    /// committed), or this many changes, hold
     /// back the connections that push more ([`Journal::backlogged`]) until
     /// the writer catches up (a slow disk); the number also wakes the writer.
     pace_bytes: usize,
@@ -153,14 +158,16 @@ impl Journal {
         seq
     }
 
-    /// Whether the changes waiting for the writer passed the bound past which
+    /// Whether the changes waiting for the writer, with the batch it is
+    /// committing, passed the bound past which
     /// the connections that push more wait for their commit before going on
     /// (under [`Durability::Periodic`] too): a store slower than its
     /// publishers (a slow disk) holds them back instead of the journal
     /// growing without bound in memory.
     pub(crate) fn backlogged(&self) -> bool {
         let q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        q.bytes >= self.bounds.pace_bytes || q.ops.len() >= self.bounds.pace_changes
+        q.bytes.saturating_add(q.committing) >= self.bounds.pace_bytes
+            || q.ops.len() >= self.bounds.pace_changes
     }
 
     /// While the returned guard lives, the changes pushed (by anyone) go into
@@ -233,7 +240,7 @@ impl Journal {
                 let _group = self.group();
                 let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
                 let ops = std::mem::take(&mut q.ops);
-                q.bytes = 0;
+                q.committing = std::mem::take(&mut q.bytes);
                 q.urgent = false;
                 (ops, q.issued, q.closed)
             };
@@ -249,7 +256,14 @@ impl Journal {
             } else {
                 backlog.extend(ops);
                 let batch = coalesce(std::mem::take(&mut backlog));
-                match store.commit(&batch) {
+                let result = store.commit(&batch);
+                // Returned: what a failed batch holds waits in the backlog,
+                // bounded apart (`max_bytes`), with no commit to wait for.
+                self.queue
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .committing = 0;
+                match result {
                     Ok(()) => {
                         if attempts > 0 {
                             tracing::warn!(attempts, "store commits again");
@@ -675,6 +689,62 @@ mod tests {
         let last = journal.push(put_sized("a", 2, 20_000));
         assert!(eventually(|| store.commits() == 1), "not committed early");
         block_on(journal.wait(last)).unwrap();
+        journal.close();
+        writer.join().unwrap();
+    }
+
+    /// A store whose commits wait while `stuck` is set (a slow disk).
+    #[derive(Default)]
+    struct Stuck {
+        inner: MemoryStore,
+        stuck: Mutex<bool>,
+        unstuck: Condvar,
+        waiting: AtomicBool,
+    }
+
+    impl Store for Stuck {
+        fn load(&self) -> Result<super::super::Snapshot, StoreError> {
+            self.inner.load()
+        }
+
+        fn commit(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
+            let mut stuck = self.stuck.lock().unwrap();
+            while *stuck {
+                self.waiting.store(true, Ordering::Release);
+                stuck = self.unstuck.wait(stuck).unwrap();
+            }
+            self.waiting.store(false, Ordering::Release);
+            drop(stuck);
+            self.inner.commit(ops)
+        }
+    }
+
+    // The batch a slow disk is committing is still in memory: it counts
+    // with what is queued behind it, so the publishers are held back at
+    // the bound in all, not at the bound plus a batch.
+    #[test]
+    fn the_batch_being_committed_counts_towards_the_pace() {
+        let store = Arc::new(Stuck::default());
+        *store.stuck.lock().unwrap() = true;
+        let (journal, writer) = Journal::start_retrying(
+            store.clone(),
+            Durability::Immediate,
+            RETRY_FIRST,
+            small_bounds(),
+        )
+        .unwrap();
+        // 12 kB taken by the writer, which waits in its commit.
+        journal.push(put_sized("a", 1, 12_000));
+        assert!(eventually(|| store.waiting.load(Ordering::Acquire)));
+        assert!(!journal.backlogged());
+        // 9 kB queued: 21 kB in all, past the 20 kB bound, though the
+        // queue alone is not.
+        let last = journal.push(put_sized("a", 2, 9_000));
+        assert!(journal.backlogged());
+        *store.stuck.lock().unwrap() = false;
+        store.unstuck.notify_all();
+        block_on(journal.wait(last)).unwrap();
+        assert!(!journal.backlogged());
         journal.close();
         writer.join().unwrap();
     }
