@@ -368,7 +368,9 @@ impl ListenerShared {
         limits: ListenerLimits,
         mount_point: Option<Box<str>>,
     ) -> Arc<Self> {
-        let session_config = if limits.maximum_qos.is_none() && limits.topic_alias_maximum.is_none()
+        let session_config = if limits.maximum_qos.is_none()
+            && limits.topic_alias_maximum.is_none()
+            && mount_point.is_none()
         {
             shared.session_config.clone()
         } else {
@@ -378,6 +380,11 @@ impl ListenerShared {
                 topic_alias_maximum: limits
                     .topic_alias_maximum
                     .unwrap_or(broker.topic_alias_maximum),
+                // Its clients see their topics without the prefix; the
+                // session (and the store) keep the full ones, so that a
+                // resumed session's messages go out right through any
+                // listener.
+                strip_topic_prefix: mount_point.as_deref().map(Arc::from),
                 ..(**broker).clone()
             })
         };

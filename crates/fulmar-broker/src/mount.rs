@@ -1,11 +1,14 @@
 //! Mount points ([`Listener::mount_point`](crate::Listener::mount_point)):
 //! the prefix a listener puts before the topics of its clients, and takes
-//! off the topics of what it sends them, as mosquitto's `mount_point`.
+//! off the topics of what it sends them, as mosquitto's `mount_point`. The
+//! taking off is the session's
+//! ([`Config::strip_topic_prefix`](fulmar_session::Config::strip_topic_prefix)):
+//! it keeps the full topics, and sizes what it sends.
 //!
 //! The prefix is taken verbatim, as mosquitto concatenates it: `tenant1/`
 //! and `a/b` make `tenant1/a/b`; `tenant1` and `a/b` make `tenant1a/b`.
 
-use fulmar_codec::{MqttString, Publish};
+use fulmar_codec::MqttString;
 
 /// Why a prefix cannot be a mount point, if it cannot.
 pub(crate) fn invalid(prefix: &str) -> Option<&'static str> {
@@ -64,26 +67,6 @@ pub(crate) fn filter(prefix: &str, raw: &MqttString) -> MqttString {
     mounted.unwrap_or_default()
 }
 
-/// The topic a client of the mount point sees for `topic`: without the
-/// prefix, if it starts with it and is longer; unchanged otherwise (a
-/// message its session was subscribed to through another listener), as
-/// mosquitto sends it. Shares the bytes of `topic`.
-pub(crate) fn strip(prefix: &str, topic: &MqttString) -> Option<MqttString> {
-    let rest = topic.as_str().strip_prefix(prefix)?;
-    if rest.is_empty() {
-        return None;
-    }
-    let start = prefix.len();
-    MqttString::try_from(topic.as_bytes().slice(start..)).ok()
-}
-
-/// Makes `publish` what a client of the mount point is sent (see [`strip`]).
-pub(crate) fn unmount(prefix: &str, publish: &mut Publish) {
-    if let Some(topic) = strip(prefix, &publish.topic) {
-        publish.topic = topic;
-    }
-}
-
 /// Whether `topic` is the prefix itself: a client of the mount point could
 /// only be sent it with an empty topic name, which is none. Not sent, as
 /// mosquitto does not send it.
@@ -133,18 +116,7 @@ mod tests {
 
     // (mount point, no spec statement)
     #[test]
-    fn sent_topics_lose_the_prefix_when_they_have_it() {
-        assert_eq!(strip("t/", &s("t/a")).unwrap(), s("a"));
-        assert_eq!(strip("t", &s("tab")).unwrap(), s("ab"));
-        assert!(strip("t/", &s("other/a")).is_none());
-        assert!(strip("t/", &s("t/")).is_none());
-        assert!(strip("t/", &s("")).is_none());
-        let mut publish = Publish::new(s("other/x"), bytes::Bytes::new());
-        unmount("t/", &mut publish);
-        assert_eq!(publish.topic, s("other/x"));
-        let mut publish = Publish::new(s("t/x/y"), bytes::Bytes::new());
-        unmount("t/", &mut publish);
-        assert_eq!(publish.topic, s("x/y"));
+    fn the_prefix_alone_is_not_sent() {
         assert!(is_prefix_only("t/", "t/"));
         assert!(!is_prefix_only("t/", "t/a"));
     }

@@ -519,3 +519,33 @@ async fn an_invalid_mount_point_refuses_to_start() {
         }
     }
 }
+
+// The client's Maximum Packet Size counts the topic it is sent, without
+// the prefix: a message that fits only once shortened is delivered; one
+// too large even then is not (and the next one still is).
+// v5:MQTT-3.1.2-24 v5:MQTT-3.1.2-25
+#[tokio::test]
+async fn the_maximum_packet_size_counts_the_topic_as_sent() {
+    let prefix = "a-tenant-with-a-rather-long-name/";
+    let (broker, plain, mounted) = start_mounted(Broker::builder(), prefix).await;
+    let mut c = connect(V5, "device");
+    c.properties.maximum_packet_size = std::num::NonZeroU32::new(40);
+    let (mut device, _) = common::Peer::connect_with(mounted, c).await;
+    device.sub(1, "#", QoS::AtLeastOnce).await;
+    let mut app = Peer::connect(plain, V5, "app").await;
+    // 2 + 34 (full topic) + 2 + 1 + 20 = 59 bytes of body; 27 as sent.
+    let fits = "f".repeat(20).leak();
+    let full = format!("{prefix}x");
+    assert_eq!(
+        publish_acked(&mut app, &full, fits, false).await,
+        PubAckReasonCode::Success
+    );
+    assert_eq!(next(&mut device).await, topic("x", fits));
+    let too_large = "t".repeat(40).leak();
+    publish_acked(&mut app, &full, too_large, false).await;
+    publish_acked(&mut app, &format!("{prefix}y"), "last", false).await;
+    assert_eq!(next(&mut device).await, topic("y", "last"));
+    app.disconnect().await;
+    device.disconnect().await;
+    broker.shutdown().await;
+}

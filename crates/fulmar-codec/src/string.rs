@@ -98,6 +98,23 @@ impl MqttString {
         self.0.is_empty()
     }
 
+    /// What follows `prefix`, if the string starts with it, sharing its
+    /// bytes (no copy, no new validation: the rest of a valid string is
+    /// one).
+    ///
+    /// ```
+    /// use fulmar_codec::MqttString;
+    ///
+    /// let topic = MqttString::from("tenant1/sensors/temp");
+    /// assert_eq!(topic.strip_prefix("tenant1/").unwrap(), *"sensors/temp");
+    /// assert!(topic.strip_prefix("tenant2/").is_none());
+    /// ```
+    #[must_use]
+    pub fn strip_prefix(&self, prefix: &str) -> Option<Self> {
+        let rest = self.as_str().strip_prefix(prefix)?;
+        Some(Self(self.0.slice_ref(rest)))
+    }
+
     /// Validates `bytes` whose [`scan`] is `found` (length, U+0000, UTF-8).
     #[inline]
     pub(crate) fn from_scanned(bytes: Bytes, found: Scan) -> Result<Self, StringError> {
@@ -436,6 +453,17 @@ mod tests {
             Bytes::from_static("héllo".as_bytes())
         );
         assert!(MqttString::new().is_empty());
+    }
+
+    #[test]
+    fn strip_prefix_shares_the_bytes() {
+        let s = MqttString::try_from(Bytes::from_static("t/héllo".as_bytes())).unwrap();
+        let rest = s.strip_prefix("t/").unwrap();
+        assert_eq!(rest, "héllo");
+        assert_eq!(rest.as_bytes().as_ptr(), s.as_bytes()[2..].as_ptr());
+        assert!(s.strip_prefix("t/h\u{e9}llo").unwrap().is_empty());
+        assert!(s.strip_prefix("x").is_none());
+        assert_eq!(s.strip_prefix("").unwrap(), s);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use core::num::{NonZeroU16, NonZeroU32};
 use core::time::Duration;
 
+use std::sync::Arc;
+
 use fulmar_codec::QoS;
 
 /// Limits and options of one session. Every queue the session keeps is bounded
@@ -107,6 +109,13 @@ pub struct Config {
     /// [`LimitExceeded::PacketTooLarge`](crate::LimitExceeded::PacketTooLarge)
     /// instead. `None` (default): the server's Maximum Packet Size alone.
     pub peer_maximum_packet_size: Option<NonZeroU32>,
+    /// Server: a prefix taken off the topic of every outbound PUBLISH that
+    /// starts with it and is longer (a broker's mount point, as mosquitto's
+    /// `mount_point`); other topics go out as they are. The session keeps
+    /// (and resends after a resume) the full topic; only what is sent is
+    /// shortened, and the client's Maximum Packet Size is checked against
+    /// what is sent. `None` (default): topics go out as they are.
+    pub strip_topic_prefix: Option<Arc<str>>,
     /// Acknowledge inbound QoS 1/2 messages only when the application calls
     /// [`Session::ack`](crate::Session::ack) (backpressure): the PUBACK or
     /// PUBREC waits until then. Off: acknowledged on receipt.
@@ -135,6 +144,7 @@ impl Default for Config {
             outbound_topic_aliases: true,
             peer_maximum_packet_size: None,
             manual_acks: false,
+            strip_topic_prefix: None,
         }
     }
 }

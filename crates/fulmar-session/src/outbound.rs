@@ -1291,13 +1291,17 @@ pub(crate) fn whole_seconds(d: std::time::Duration) -> u32 {
 }
 
 /// How a PUBLISH goes out, decided by the session from the stored message.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct SendAs {
     /// Without properties (MQTT 3.1.1).
     pub(crate) no_properties: bool,
     /// The Topic Alias to send, and whether the topic name goes with it;
     /// `None`: both as stored.
     pub(crate) alias: Option<(Option<NonZeroU16>, bool)>,
+    /// The topic name sent in place of the stored one
+    /// ([`Config::strip_topic_prefix`](crate::Config::strip_topic_prefix));
+    /// `None`: the stored one.
+    pub(crate) topic: Option<MqttString>,
 }
 
 impl SendAs {
@@ -1305,6 +1309,7 @@ impl SendAs {
     pub(crate) const STORED: Self = Self {
         no_properties: false,
         alias: None,
+        topic: None,
     };
 }
 
@@ -1345,10 +1350,10 @@ fn sent_copy(publish: &Publish, resend: Resend, how: SendAs) -> Publish {
         dup,
         qos: publish.qos,
         retain: publish.retain,
-        topic: if keep_topic {
-            publish.topic.clone()
-        } else {
-            MqttString::new()
+        topic: match (keep_topic, how.topic) {
+            (false, _) => MqttString::new(),
+            (true, Some(topic)) => topic,
+            (true, None) => publish.topic.clone(),
         },
         packet_id: publish.packet_id,
         payload: publish.payload.clone(),
@@ -1394,6 +1399,9 @@ fn sent_move(publish: Publish, how: SendAs) -> Publish {
         payload,
         mut properties,
     } = publish;
+    if let Some(sent) = how.topic {
+        topic = sent;
+    }
     if how.no_properties {
         properties = PublishProperties::default();
     } else if let Some((alias, keep_topic)) = how.alias {

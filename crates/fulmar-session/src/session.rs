@@ -820,10 +820,13 @@ impl Session {
         let limit = self.send_window();
         let peer = self.conn.peer;
         let (role, version) = (self.role, self.version);
+        let prefix = self.config.strip_topic_prefix.clone();
+        let prefix = prefix.as_deref();
         loop {
             // No outbound half: nothing to send.
             let outbound = self.out.existing_mut()?;
-            match outbound.prepare(limit, now, |p| outbound_check(role, version, &peer, p)) {
+            let check = |p: &Publish| outbound_check(role, version, &peer, p, prefix);
+            match outbound.prepare(limit, now, check) {
                 Next::Ready => {
                     self.on_sent(false);
                     if role == Role::Client && self.out.get().inflight_len() == 0 {
@@ -832,11 +835,16 @@ impl Session {
                     let outbound = self.out.existing_mut()?;
                     let aliases = self.config.outbound_topic_aliases;
                     let conn = &mut self.conn;
-                    return outbound.take(now, |publish| SendAs {
-                        no_properties: version.is_v3(),
-                        alias: (!version.is_v3() && aliases && alias_fits(version, &peer, publish))
-                            .then(|| conn.decide_out_alias(&publish.topic))
-                            .flatten(),
+                    return outbound.take(now, |publish| {
+                        let topic = prefix.and_then(|prefix| stripped(prefix, &publish.topic));
+                        let fits = || alias_fits(version, &peer, publish, topic.as_ref());
+                        SendAs {
+                            no_properties: version.is_v3(),
+                            alias: (!version.is_v3() && aliases && fits())
+                                .then(|| conn.decide_out_alias(&publish.topic))
+                                .flatten(),
+                            topic,
+                        }
                     });
                 }
                 Next::Dropped(packet_id, number, reason) => {
@@ -1244,7 +1252,7 @@ impl Session {
             let size = sent_size(self.version, &mut publish).map_err(ApiError::Unencodable)?;
             if self.state == State::Connected {
                 let peer = self.conn.peer;
-                match outbound_check(self.role, self.version, &peer, &publish) {
+                match outbound_check(self.role, self.version, &peer, &publish, None) {
                     Some(DropReason::QoSNotSupported) => {
                         return Err(ApiError::QoSNotSupported(publish.qos).into());
                     }
@@ -1566,24 +1574,52 @@ fn client_may_send(code: DisconnectReasonCode) -> bool {
 
 /// A new alias adds at most 4 bytes; only alias when that still fits.
 /// `publish` is the stored message: it has the size of the copy sent
-/// without an alias (DUP and a Message Expiry Interval change no size).
-fn alias_fits(version: ProtocolVersion, peer: &PeerLimits, publish: &Publish) -> bool {
-    match peer.maximum_packet_size {
-        None => true,
-        Some(max) => publish.encoded_len(version).is_ok_and(|len| {
-            u64::try_from(len).unwrap_or(u64::MAX).saturating_add(4) <= u64::from(max)
-        }),
+/// without an alias (DUP and a Message Expiry Interval change no size),
+/// but for its topic, `topic` when that is sent in its place.
+fn alias_fits(
+    version: ProtocolVersion,
+    peer: &PeerLimits,
+    publish: &Publish,
+    topic: Option<&MqttString>,
+) -> bool {
+    let Some(max) = peer.maximum_packet_size else {
+        return true;
+    };
+    let len = match topic {
+        None => publish.encoded_len(version),
+        Some(topic) => with_topic(publish, topic).encoded_len(version),
+    };
+    len.is_ok_and(|len| u64::try_from(len).unwrap_or(u64::MAX).saturating_add(4) <= u64::from(max))
+}
+
+/// What follows `prefix` in `topic`, sent in its place
+/// ([`Config::strip_topic_prefix`]): `None` if `topic` does not start with
+/// it, or is nothing more (a PUBLISH has a topic name).
+fn stripped(prefix: &str, topic: &MqttString) -> Option<MqttString> {
+    topic.strip_prefix(prefix).filter(|rest| !rest.is_empty())
+}
+
+/// A copy of `publish` with `topic`, to size what is sent. Cold: only a
+/// server with [`Config::strip_topic_prefix`] whose client set a Maximum
+/// Packet Size needs it.
+#[cold]
+fn with_topic(publish: &Publish, topic: &MqttString) -> Publish {
+    Publish {
+        topic: topic.clone(),
+        ..publish.clone()
     }
 }
 
-/// Whether the peer's limits forbid sending `publish`. Inlined: without a
-/// Maximum Packet Size it is a few comparisons.
+/// Whether the peer's limits forbid sending `publish`, whose topic goes
+/// out without `prefix` ([`Config::strip_topic_prefix`]). Inlined: without
+/// a Maximum Packet Size it is a few comparisons.
 #[inline]
 fn outbound_check(
     role: Role,
     version: ProtocolVersion,
     peer: &PeerLimits,
     publish: &Publish,
+    prefix: Option<&str>,
 ) -> Option<DropReason> {
     if role == Role::Client {
         if publish.qos > peer.maximum_qos {
@@ -1594,13 +1630,23 @@ fn outbound_check(
         }
     }
     let max = peer.maximum_packet_size?;
-    too_large(version, max, publish)
+    too_large(version, max, publish, prefix)
 }
 
-/// Whether `publish` exceeds the peer's Maximum Packet Size `max`.
+/// Whether `publish` exceeds the peer's Maximum Packet Size `max`, sent
+/// without `prefix`.
 #[inline(never)]
-fn too_large(version: ProtocolVersion, max: u32, publish: &Publish) -> Option<DropReason> {
-    match sent_len(version, publish) {
+fn too_large(
+    version: ProtocolVersion,
+    max: u32,
+    publish: &Publish,
+    prefix: Option<&str>,
+) -> Option<DropReason> {
+    let size = match prefix.and_then(|prefix| stripped(prefix, &publish.topic)) {
+        None => sent_len(version, publish),
+        Some(topic) => sent_len(version, &with_topic(publish, &topic)),
+    };
+    match size {
         Some(size) if u64::try_from(size).unwrap_or(u64::MAX) <= u64::from(max) => None,
         _ => Some(DropReason::PacketTooLarge),
     }

@@ -1047,3 +1047,135 @@ fn v311_strips_v5_properties_when_forwarding() {
     };
     assert!(sent.properties.is_empty());
 }
+
+// A server with `strip_topic_prefix` (a broker's mount point) sends its
+// topics without the prefix, and the client's Maximum Packet Size counts
+// what is sent: a message that fits only once shortened goes out, one that
+// does not fit even then is dropped, and a resumed session resends the
+// shortened copy (the state keeps the full topic).
+// v5:MQTT-3.1.2-24 v5:MQTT-3.1.2-25
+#[test]
+fn a_stripped_topic_is_what_the_maximum_packet_size_counts() {
+    let now = t0();
+    let prefix = "tenant-with-a-long-name/";
+    let config = Config {
+        strip_topic_prefix: Some(prefix.into()),
+        outbound_topic_aliases: false,
+        ..Config::default()
+    };
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", false);
+    connect.properties.maximum_packet_size = NonZeroU32::new(64);
+    connect.properties.session_expiry_interval = Some(60);
+    let mut server = connected_server(config.clone(), connect.clone(), now);
+    let full = format!("{prefix}a");
+    let payload = [7; 40];
+    // 2 + 25 + 2 (id) + 1 (properties) + 40 = 70 bytes of body with the
+    // full topic, 46 without the prefix.
+    let sent = publish(&full, QoS::AtLeastOnce, &payload);
+    let mut probe = sent.clone();
+    probe.packet_id = Some(id(1));
+    assert!(
+        Packet::Publish(probe)
+            .encoded_len(ProtocolVersion::V5)
+            .unwrap()
+            > 64
+    );
+    server.publish(sent, now).unwrap();
+    // Not the prefix: unchanged (and too large: dropped).
+    server
+        .publish(
+            publish(
+                &format!("other/{}", "x".repeat(20)),
+                QoS::AtLeastOnce,
+                &payload,
+            ),
+            now,
+        )
+        .unwrap();
+    // The prefix alone is no topic to shorten to: unchanged, too large.
+    server
+        .publish(publish(prefix, QoS::AtMostOnce, &payload), now)
+        .unwrap();
+    // QoS 0, moved out of the queue: shortened too.
+    server
+        .publish(publish(&format!("{prefix}b"), QoS::AtMostOnce, &[1]), now)
+        .unwrap();
+    let out = drain(&mut server);
+    let topics: Vec<_> = out
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.topic.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(topics, ["a", "b"]);
+    for p in &out {
+        assert!(p.encoded_len(ProtocolVersion::V5).unwrap() <= 64);
+    }
+    let dropped = events(&mut server)
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::PublishDropped {
+                    reason: DropReason::PacketTooLarge,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(dropped, 2);
+
+    // The stored message keeps its full topic; resent shortened, with DUP.
+    server.connection_lost(now);
+    let state = server.session_state(now);
+    let Some(fulmar_session::Outgoing::Publish(stored)) = state.outgoing().first() else {
+        panic!("{:?}", state.outgoing())
+    };
+    assert_eq!(stored.topic, *full.as_str());
+    let mut again = Session::server(config, now);
+    again
+        .handle_packet(Packet::Connect(Box::new(connect)), now)
+        .unwrap();
+    let _ = events(&mut again);
+    assert!(again.accept(Default::default(), Some(state), now).unwrap());
+    let out = drain(&mut again);
+    let resent: Vec<_> = out
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.topic.to_string(), p.dup)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resent, [("a".to_owned(), true)]);
+}
+
+// Outbound topic aliases with a stripped prefix: the alias stands for the
+// topic as sent, which goes with it the first time only.
+// v5:MQTT-3.3.2-11 v5:MQTT-3.1.2-26
+#[test]
+fn an_alias_stands_for_the_stripped_topic() {
+    let now = t0();
+    let config = Config {
+        strip_topic_prefix: Some("t/".into()),
+        ..Config::default()
+    };
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+    connect.properties.topic_alias_maximum = Some(2);
+    connect.properties.maximum_packet_size = NonZeroU32::new(1000);
+    let mut server = connected_server(config, connect, now);
+    for _ in 0..2 {
+        server
+            .publish(publish("t/a", QoS::AtMostOnce, b"x"), now)
+            .unwrap();
+    }
+    let sent: Vec<_> = drain(&mut server)
+        .into_iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some((p.topic.to_string(), p.properties.topic_alias)),
+            _ => None,
+        })
+        .collect();
+    let alias = NonZeroU16::new(1);
+    assert_eq!(sent, [("a".to_owned(), alias), (String::new(), alias)]);
+}

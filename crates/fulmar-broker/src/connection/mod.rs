@@ -1262,17 +1262,11 @@ impl<S: Stream> Connection<S> {
                 {
                     self.report_refusal(ack.reason_code);
                 }
-                if let Some(mut packet) = self.rewrite(packet) {
-                    // The client of a mount point sees its topics without the
-                    // prefix; the session (and the store) keep the full ones,
-                    // so that a resumed session's messages go out right
-                    // through any listener. A stripped topic does not fit
-                    // the shared encoded headers (`Frames` compares topics).
-                    if let Some(prefix) = self.transport.mount_point()
-                        && let Packet::Publish(publish) = &mut packet
-                    {
-                        crate::mount::unmount(prefix, publish);
-                    }
+                if let Some(packet) = self.rewrite(packet) {
+                    // The client of a mount point gets its topics without
+                    // the prefix (`Config::strip_topic_prefix`): such a
+                    // topic does not fit the shared encoded headers
+                    // (`Frames` compares topics).
                     self.journal_transmit(&packet);
                     if wait_for_store {
                         outbox.push(packet);
