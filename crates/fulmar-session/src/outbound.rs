@@ -866,7 +866,7 @@ impl Outbound {
             {
                 // The copy `take` will send (checked here, rebuilt there: a
                 // resend is rare).
-                let p = sent_copy(p, Resend::Dup(aged(p, *since, now)), SendAs::STORED);
+                let p = sent_copy(p, Resend::Dup(aged(p, *since, now)), SendAs::STORED, None);
                 if let Some(reason) = check(&p) {
                     // The peer of this connection set lower limits (a smaller
                     // Maximum Packet Size, v5:MQTT-3.2.2-15 and
@@ -887,11 +887,14 @@ impl Outbound {
     /// The message [`prepare`](Self::prepare) made ready (`None` if there
     /// is none), as it is sent: `shape` says how, from the stored message.
     /// A QoS 1/2 message from the queue moves to the in-flight table and a
-    /// copy is sent; a retransmission is a copy with DUP.
+    /// copy is sent; a retransmission is a copy with DUP. `strip`: a prefix
+    /// taken off the topic sent ([`stripped_topic`]); the stored message
+    /// keeps it.
     #[inline]
     pub(crate) fn take(
         &mut self,
         now: Instant,
+        strip: Option<&str>,
         shape: impl FnOnce(&Publish) -> SendAs,
     ) -> Option<Packet> {
         if let Some(id) = self.resend.pop_front() {
@@ -907,14 +910,19 @@ impl Outbound {
             // the time it has waited since.
             let expiry = aged(p, entry.since, now);
             let how = shape(p);
-            return Some(Packet::Publish(sent_copy(p, Resend::Dup(expiry), how)));
+            return Some(Packet::Publish(sent_copy(
+                p,
+                Resend::Dup(expiry),
+                how,
+                strip,
+            )));
         }
         let front = self.pending.front_mut()?;
         let how = shape(&front.publish);
         let Some(id) = front.publish.packet_id else {
             let Pending { publish, .. } = self.pending.pop_front()?;
             self.shrink_pending();
-            return Some(Packet::Publish(sent_move(publish, how)));
+            return Some(Packet::Publish(sent_move(publish, how, strip)));
         };
         // Moved from the queue straight into a slot made for it in the
         // in-flight table, then the copy is made from where it lies.
@@ -933,7 +941,7 @@ impl Outbound {
             Some(Entry {
                 stage: Stage::Publish(p),
                 ..
-            }) => Some(Packet::Publish(sent_copy(p, Resend::No, how))),
+            }) => Some(Packet::Publish(sent_copy(p, Resend::No, how, strip))),
             _ => None,
         }
     }
@@ -949,7 +957,7 @@ impl Outbound {
     ) -> Next {
         let next = self.prepare(limit, now, check);
         if let Next::Ready = next {
-            *out = self.take(now, |_| SendAs::STORED);
+            *out = self.take(now, None, |_| SendAs::STORED);
         }
         next
     }
@@ -1291,17 +1299,13 @@ pub(crate) fn whole_seconds(d: std::time::Duration) -> u32 {
 }
 
 /// How a PUBLISH goes out, decided by the session from the stored message.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct SendAs {
     /// Without properties (MQTT 3.1.1).
     pub(crate) no_properties: bool,
     /// The Topic Alias to send, and whether the topic name goes with it;
     /// `None`: both as stored.
     pub(crate) alias: Option<(Option<NonZeroU16>, bool)>,
-    /// The topic name sent in place of the stored one
-    /// ([`Config::strip_topic_prefix`](crate::Config::strip_topic_prefix));
-    /// `None`: the stored one.
-    pub(crate) topic: Option<MqttString>,
 }
 
 impl SendAs {
@@ -1309,7 +1313,6 @@ impl SendAs {
     pub(crate) const STORED: Self = Self {
         no_properties: false,
         alias: None,
-        topic: None,
     };
 }
 
@@ -1339,7 +1342,7 @@ fn aged(publish: &Publish, since: Instant, now: Instant) -> Option<u32> {
 /// still costs a call, so those are made new; a topic sent as an alias only
 /// is not cloned.
 #[inline(always)]
-fn sent_copy(publish: &Publish, resend: Resend, how: SendAs) -> Publish {
+fn sent_copy(publish: &Publish, resend: Resend, how: SendAs, strip: Option<&str>) -> Publish {
     let props = &publish.properties;
     let (topic_alias, keep_topic) = how.alias.unwrap_or((props.topic_alias, true));
     let (dup, message_expiry_interval) = match resend {
@@ -1350,10 +1353,10 @@ fn sent_copy(publish: &Publish, resend: Resend, how: SendAs) -> Publish {
         dup,
         qos: publish.qos,
         retain: publish.retain,
-        topic: match (keep_topic, how.topic) {
+        topic: match (keep_topic, strip) {
             (false, _) => MqttString::new(),
-            (true, Some(topic)) => topic,
             (true, None) => publish.topic.clone(),
+            (true, Some(prefix)) => stripped_topic(&publish.topic, prefix),
         },
         packet_id: publish.packet_id,
         payload: publish.payload.clone(),
@@ -1376,6 +1379,20 @@ fn sent_copy(publish: &Publish, resend: Resend, how: SendAs) -> Publish {
     }
 }
 
+/// `topic` as sent without `prefix`
+/// ([`Config::strip_topic_prefix`](crate::Config::strip_topic_prefix)):
+/// what follows it, if it starts with it and is longer (a PUBLISH has a
+/// topic name); as it is otherwise. Shares its bytes. Apart and cold: only
+/// a server with a prefix to strip calls it.
+#[cold]
+#[inline(never)]
+pub(crate) fn stripped_topic(topic: &MqttString, prefix: &str) -> MqttString {
+    match topic.strip_prefix(prefix) {
+        Some(rest) if !rest.is_empty() => rest,
+        _ => topic.clone(),
+    }
+}
+
 /// `list.clone()`, without a call for an empty list (the usual case).
 #[inline(always)]
 #[allow(clippy::ptr_arg)] // a `Vec` is cloned, with the capacity `Vec::clone` gives
@@ -1389,7 +1406,7 @@ fn clone_list<T: Clone>(list: &Vec<T>) -> Vec<T> {
 
 /// `publish` itself (a QoS 0 message, not kept), shaped by `how`.
 #[inline(always)]
-fn sent_move(publish: Publish, how: SendAs) -> Publish {
+fn sent_move(publish: Publish, how: SendAs, strip: Option<&str>) -> Publish {
     let Publish {
         dup,
         qos,
@@ -1399,8 +1416,8 @@ fn sent_move(publish: Publish, how: SendAs) -> Publish {
         payload,
         mut properties,
     } = publish;
-    if let Some(sent) = how.topic {
-        topic = sent;
+    if let Some(prefix) = strip {
+        topic = stripped_topic(&topic, prefix);
     }
     if how.no_properties {
         properties = PublishProperties::default();
@@ -1460,7 +1477,7 @@ mod tests {
 
     #[test]
     fn sent_copy_equals_clone() {
-        let sent_copy = |p: &Publish| super::sent_copy(p, Resend::No, SendAs::STORED);
+        let sent_copy = |p: &Publish| super::sent_copy(p, Resend::No, SendAs::STORED, None);
         let mut p = Publish::new("a/b".into(), bytes::Bytes::from_static(b"x"));
         p.qos = QoS::ExactlyOnce;
         p.retain = true;

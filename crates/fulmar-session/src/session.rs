@@ -820,11 +820,10 @@ impl Session {
         let limit = self.send_window();
         let peer = self.conn.peer;
         let (role, version) = (self.role, self.version);
-        let prefix = self.config.strip_topic_prefix.clone();
-        let prefix = prefix.as_deref();
         loop {
             // No outbound half: nothing to send.
             let outbound = self.out.existing_mut()?;
+            let prefix = self.config.strip_topic_prefix.as_deref();
             let check = |p: &Publish| outbound_check(role, version, &peer, p, prefix);
             match outbound.prepare(limit, now, check) {
                 Next::Ready => {
@@ -834,17 +833,13 @@ impl Session {
                     }
                     let outbound = self.out.existing_mut()?;
                     let aliases = self.config.outbound_topic_aliases;
+                    let prefix = self.config.strip_topic_prefix.as_deref();
                     let conn = &mut self.conn;
-                    return outbound.take(now, |publish| {
-                        let topic = prefix.and_then(|prefix| stripped(prefix, &publish.topic));
-                        let fits = || alias_fits(version, &peer, publish, topic.as_ref());
-                        SendAs {
-                            no_properties: version.is_v3(),
-                            alias: (!version.is_v3() && aliases && fits())
-                                .then(|| conn.decide_out_alias(&publish.topic))
-                                .flatten(),
-                            topic,
-                        }
+                    return outbound.take(now, prefix, |publish| SendAs {
+                        no_properties: version.is_v3(),
+                        alias: (!version.is_v3() && aliases && alias_fits(version, &peer, publish))
+                            .then(|| conn.decide_out_alias(&publish.topic))
+                            .flatten(),
                     });
                 }
                 Next::Dropped(packet_id, number, reason) => {
@@ -1574,38 +1569,26 @@ fn client_may_send(code: DisconnectReasonCode) -> bool {
 
 /// A new alias adds at most 4 bytes; only alias when that still fits.
 /// `publish` is the stored message: it has the size of the copy sent
-/// without an alias (DUP and a Message Expiry Interval change no size),
-/// but for its topic, `topic` when that is sent in its place.
-fn alias_fits(
-    version: ProtocolVersion,
-    peer: &PeerLimits,
-    publish: &Publish,
-    topic: Option<&MqttString>,
-) -> bool {
-    let Some(max) = peer.maximum_packet_size else {
-        return true;
-    };
-    let len = match topic {
-        None => publish.encoded_len(version),
-        Some(topic) => with_topic(publish, topic).encoded_len(version),
-    };
-    len.is_ok_and(|len| u64::try_from(len).unwrap_or(u64::MAX).saturating_add(4) <= u64::from(max))
+/// without an alias (DUP and a Message Expiry Interval change no size).
+/// With [`Config::strip_topic_prefix`] the copy sent may be smaller: an
+/// alias may then be declined that would have fit, never the other way
+/// (sizing it here would take this check out of line on every send).
+fn alias_fits(version: ProtocolVersion, peer: &PeerLimits, publish: &Publish) -> bool {
+    match peer.maximum_packet_size {
+        None => true,
+        Some(max) => publish.encoded_len(version).is_ok_and(|len| {
+            u64::try_from(len).unwrap_or(u64::MAX).saturating_add(4) <= u64::from(max)
+        }),
+    }
 }
 
-/// What follows `prefix` in `topic`, sent in its place
-/// ([`Config::strip_topic_prefix`]): `None` if `topic` does not start with
-/// it, or is nothing more (a PUBLISH has a topic name).
-fn stripped(prefix: &str, topic: &MqttString) -> Option<MqttString> {
-    topic.strip_prefix(prefix).filter(|rest| !rest.is_empty())
-}
-
-/// A copy of `publish` with `topic`, to size what is sent. Cold: only a
+/// A copy of `publish` as sent without `prefix`, to size it. Cold: only a
 /// server with [`Config::strip_topic_prefix`] whose client set a Maximum
 /// Packet Size needs it.
 #[cold]
-fn with_topic(publish: &Publish, topic: &MqttString) -> Publish {
+fn without_prefix(publish: &Publish, prefix: &str) -> Publish {
     Publish {
-        topic: topic.clone(),
+        topic: crate::outbound::stripped_topic(&publish.topic, prefix),
         ..publish.clone()
     }
 }
@@ -1642,9 +1625,9 @@ fn too_large(
     publish: &Publish,
     prefix: Option<&str>,
 ) -> Option<DropReason> {
-    let size = match prefix.and_then(|prefix| stripped(prefix, &publish.topic)) {
+    let size = match prefix {
         None => sent_len(version, publish),
-        Some(topic) => sent_len(version, &with_topic(publish, &topic)),
+        Some(prefix) => sent_len(version, &without_prefix(publish, prefix)),
     };
     match size {
         Some(size) if u64::try_from(size).unwrap_or(u64::MAX) <= u64::from(max) => None,
