@@ -240,7 +240,12 @@ impl Journal {
                 let _group = self.group();
                 let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
                 let ops = std::mem::take(&mut q.ops);
-                q.committing = std::mem::take(&mut q.bytes);
+                let taken = std::mem::take(&mut q.bytes);
+                // In memory until its commit returns; a journal that gave
+                // up (only this thread gives up) commits nothing.
+                if !self.failed.load(Ordering::Acquire) {
+                    q.committing = taken;
+                }
                 q.urgent = false;
                 (ops, q.issued, q.closed)
             };
@@ -666,6 +671,8 @@ mod tests {
             let queue = journal.queue.lock().unwrap();
             assert!(queue.ops.is_empty(), "{durability:?}: kept after giving up");
             drop(queue);
+            // Nothing held, nothing to pace.
+            assert!(eventually(|| !journal.backlogged()), "{durability:?}");
             journal.close();
             writer.join().unwrap();
         }
