@@ -267,3 +267,96 @@ proptest! {
         run(client, inputs, version)?;
     }
 }
+
+/// A server with a prefix to strip (a broker's mount point) and a 5.0
+/// client with a Maximum Packet Size: each message goes out, its topic
+/// without the prefix where it starts with it and is longer, exactly when
+/// what is sent fits; otherwise it is reported dropped as too large.
+/// v5:MQTT-3.1.2-24 v5:MQTT-3.1.2-25
+fn stripped_prefix_case(max: u32, messages: &[(usize, QoS, usize)]) -> Result<(), TestCaseError> {
+    const PREFIX: &str = "mount/";
+    const TOPICS: [&str; 5] = [
+        "mount/a",
+        "mount/a/longer/topic",
+        "mount/",
+        "other/x",
+        "mountain",
+    ];
+    let now = t0();
+    let config = Config {
+        strip_topic_prefix: Some(PREFIX.into()),
+        ..Config::default()
+    };
+    let mut connect = connect_packet(ProtocolVersion::V5, "c", true);
+    connect.properties.maximum_packet_size = NonZeroU32::new(max);
+    let mut server = common::connected_server(config, connect, now);
+    let mut expected = Vec::new();
+    let mut expected_drops = 0;
+    for &(t, qos, size) in messages {
+        let topic = TOPICS[t % TOPICS.len()];
+        let payload = vec![b'x'; size];
+        server
+            .publish(common::publish(topic, qos, &payload), now)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let sent = match topic.strip_prefix(PREFIX) {
+            Some(rest) if !rest.is_empty() => rest,
+            _ => topic,
+        };
+        let mut probe = common::publish(sent, qos, &payload);
+        if qos != QoS::AtMostOnce {
+            probe.packet_id = Some(PacketId::ONE);
+        }
+        let len = Packet::Publish(probe)
+            .encoded_len(ProtocolVersion::V5)
+            .unwrap_or(usize::MAX);
+        if u32::try_from(len).is_ok_and(|len| len <= max) {
+            expected.push(sent.to_owned());
+        } else {
+            expected_drops += 1;
+        }
+    }
+    let mut got = Vec::new();
+    for packet in drain(&mut server) {
+        let len = packet
+            .encoded_len(ProtocolVersion::V5)
+            .unwrap_or(usize::MAX);
+        prop_assert!(
+            u32::try_from(len).is_ok_and(|len| len <= max),
+            "{len} > {max}"
+        );
+        if let Packet::Publish(p) = packet {
+            got.push(p.topic.to_string());
+        }
+    }
+    prop_assert_eq!(got, expected);
+    let drops = common::events(&mut server)
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::PublishDropped {
+                    reason: fulmar_session::DropReason::PacketTooLarge,
+                    ..
+                }
+            )
+        })
+        .count();
+    prop_assert_eq!(drops, expected_drops);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(512),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn a_stripped_prefix_is_sized_as_sent(
+        max in 16u32..80,
+        messages in prop::collection::vec((0usize..5, qos(), 0usize..60), 1..24),
+    ) {
+        stripped_prefix_case(max, &messages)?;
+    }
+}
