@@ -51,8 +51,8 @@
 //!   bits 3-4 `receive_maximum` (1, 2, 3, 64), bits 5-6 `topic_alias_maximum` (0, 1, 2, 16),
 //!   bit 7 no outbound topic aliases;
 //! - byte 1: bits 0-1 `max_inflight` (1, 2, 4, 256), bits 2-3 `max_pending` (0, 1, 4, 32),
-//!   bits 4-5 `max_requests` (0, 1, 2, 8), bit 6 server Maximum QoS 1, bit 7 no retain and a
-//!   Server Keep Alive of 1 s.
+//!   bits 4-5 `max_requests` (0, 1, 2, 8; with 8 also `strip_topic_prefix` `a/`, a mount
+//!   point), bit 6 server Maximum QoS 1, bit 7 no retain and a Server Keep Alive of 1 s.
 //!
 //! Then steps, each an opcode byte (taken modulo 16, see [`Op`]) and its arguments.
 
@@ -230,6 +230,9 @@ pub fn config_of(b0: u8, b1: u8) -> Config {
         server_keep_alive: (b1 & 0x80 != 0).then_some(1),
         connect_timeout: Some(Duration::from_secs(10)),
         ping_timeout: Duration::from_secs(5),
+        // A mount point: `a/b` goes out as `b`, `a` as it is; the peer's
+        // Maximum Packet Size is checked on what is sent.
+        strip_topic_prefix: (b1 & 0x30 == 0x30).then(|| "a/".into()),
         ..Config::default()
     }
 }
