@@ -266,6 +266,15 @@ proptest! {
         let _ = drain(&mut client);
         run(client, inputs, version)?;
     }
+
+    /// See [`stripped_prefix_case`]. v5:MQTT-3.1.2-24 v5:MQTT-3.1.2-25
+    #[test]
+    fn a_stripped_prefix_is_sized_as_sent(
+        max in 16u32..80,
+        messages in prop::collection::vec((0usize..5, qos(), 0usize..60), 1..24),
+    ) {
+        stripped_prefix_case(max, &messages)?;
+    }
 }
 
 /// A server with a prefix to strip (a broker's mount point) and a 5.0
@@ -343,20 +352,4 @@ fn stripped_prefix_case(max: u32, messages: &[(usize, QoS, usize)]) -> Result<()
         .count();
     prop_assert_eq!(drops, expected_drops);
     Ok(())
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(512),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    })]
-
-    #[test]
-    fn a_stripped_prefix_is_sized_as_sent(
-        max in 16u32..80,
-        messages in prop::collection::vec((0usize..5, qos(), 0usize..60), 1..24),
-    ) {
-        stripped_prefix_case(max, &messages)?;
-    }
 }

@@ -240,12 +240,9 @@ impl Journal {
                 let _group = self.group();
                 let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
                 let ops = std::mem::take(&mut q.ops);
-                let taken = std::mem::take(&mut q.bytes);
-                // In memory until its commit returns; a journal that gave
-                // up (only this thread gives up) commits nothing.
-                if !self.failed.load(Ordering::Acquire) {
-                    q.committing = taken;
-                }
+                // In memory until its commit returns (after giving up,
+                // nothing is queued: none).
+                q.committing = std::mem::take(&mut q.bytes);
                 q.urgent = false;
                 (ops, q.issued, q.closed)
             };
